@@ -1,0 +1,212 @@
+"""The ``albumentations`` loader: recipes compiled to albumentations, run in torch
+DataLoader workers on the CPU.
+
+Determinism: every sample's augmentation is seeded from ``(seed, epoch, index)``, so the
+batches of an epoch do not depend on the number of workers, and the shuffle order comes
+from a generator seeded with ``seed + epoch``. Call ``set_epoch`` before each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit import recipes as R
+from segkit.contracts import Batch, Dataset, Sample
+from segkit.data import read_sample
+from segkit.errors import ConfigError
+
+__all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
+
+
+def compile_ops(ops: Sequence[R.Op]) -> Any:
+    """Translate recipe ops into an ``albumentations.Compose``.
+
+    Raises:
+        ConfigError: an op this backend does not know.
+    """
+    import albumentations as A
+
+    out = []
+    for op in ops:
+        if isinstance(op, R.HorizontalFlip):
+            out.append(A.HorizontalFlip(p=op.p))
+        elif isinstance(op, R.Resize):
+            out.append(A.Resize(op.size, op.size, p=op.p))
+        elif isinstance(op, R.RandomResizedCrop):
+            out.append(
+                A.RandomResizedCrop(
+                    size=(op.size, op.size), scale=op.scale, ratio=op.ratio, p=op.p
+                )
+            )
+        elif isinstance(op, R.RandomGamma):
+            out.append(A.RandomGamma(gamma_limit=op.gamma_limit, p=op.p))
+        elif isinstance(op, R.CLAHE):
+            out.append(A.CLAHE(clip_limit=op.clip_limit, tile_grid_size=op.tile_grid_size, p=op.p))
+        elif isinstance(op, R.ChannelShuffle):
+            out.append(A.ChannelShuffle(p=op.p))
+        elif isinstance(op, R.RandomBrightnessContrast):
+            out.append(
+                A.RandomBrightnessContrast(
+                    brightness_limit=op.brightness_limit,
+                    contrast_limit=op.contrast_limit,
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.RandomToneCurve):
+            out.append(A.RandomToneCurve(scale=op.scale, p=op.p))
+        elif isinstance(op, R.Normalize):
+            out.append(A.Normalize(mean=op.mean, std=op.std, max_pixel_value=255.0, p=op.p))
+        else:
+            raise ConfigError(
+                f"the albumentations loader cannot compile op {type(op).__name__}; "
+                f"it supports {', '.join(R.VOCABULARY)}"
+            )
+    return A.Compose(out)
+
+
+class _SampleSet(torch.utils.data.Dataset):
+    """Reads and augments one sample; the index comes paired with its augmentation seed."""
+
+    def __init__(self, samples: list[Sample], dataset: Dataset, ops: Sequence[R.Op]) -> None:
+        self.samples = samples
+        self.spec = dataset.mask_spec
+        self.transform = compile_ops(ops)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        image, mask = read_sample(self.samples[index], self.spec)
+        self.transform.set_random_seed(seed)
+        out = self.transform(image=image, mask=mask)
+        img = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
+        msk = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None].float()
+        return img.float(), msk
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(index, augmentation_seed)`` for this shard, reshuffled per epoch.
+
+    Sharding follows DistributedSampler: the permutation is padded by wrapping so every
+    rank gets the same number of samples, then rank r takes every world-th entry.
+    """
+
+    def __init__(self, n: int, shuffle: bool, seed: int, shard: tuple[int, int]) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world = shard
+        self.epoch = 0
+        self.per_rank = math.ceil(n / self.world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank * self.world
+        order = (order * math.ceil(total / self.n))[:total] if self.world > 1 else order
+        mine = order[self.rank : total : self.world]
+        base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        for i in mine:
+            yield i, (base + i) % (2**32)
+
+    def __len__(self) -> int:
+        return self.per_rank if self.world > 1 else self.n
+
+
+def _worker_init(_: int) -> None:
+    # Each worker decodes and augments one sample at a time: OpenCV's and torch's own
+    # thread pools would only oversubscribe the cores the workers already use.
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class AlbumentationsLoader:
+    """An epoch of :class:`~segkit.contracts.Batch` from a torch DataLoader."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: str,
+        recipe: R.Recipe,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        num_workers: int = 0,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size}; expected a positive integer")
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ConfigError(f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size")
+        self.samples = dataset.samples(split)
+        self.split = split
+        self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)
+        pin = torch.device(device).type == "cuda"
+        self._loader = torch.utils.data.DataLoader(
+            _SampleSet(self.samples, dataset, recipe.ops(train)),
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            pin_memory=pin,
+            drop_last=drop_last,
+            persistent_workers=num_workers > 0,
+            worker_init_fn=_worker_init if num_workers > 0 else None,
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, masks in self._loader:
+            yield Batch(images, masks)
+
+
+def create_loader(
+    dataset: Dataset,
+    split: str,
+    recipe: R.Recipe,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    num_workers: int | None = None,
+    device: torch.device | str = "cpu",
+    shard: tuple[int, int] = (0, 1),
+    drop_last: bool = False,
+) -> AlbumentationsLoader:
+    """The ``albumentations`` loader factory (contract: :class:`segkit.contracts.LoaderFactory`).
+
+    ``num_workers=None`` uses one worker per core, up to 8.
+    """
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    return AlbumentationsLoader(
+        dataset,
+        split,
+        recipe,
+        batch_size,
+        train=train,
+        seed=seed,
+        num_workers=num_workers,
+        device=device,
+        shard=shard,
+        drop_last=drop_last,
+    )

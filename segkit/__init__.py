@@ -1,0 +1,108 @@
+"""segkit: binary semantic segmentation with a plugin registry.
+
+The public API, imported lazily so ``import segkit`` (and ``segkit --help``) stays fast::
+
+    import segkit
+    segkit.list_plugins("models")                 # ['resnet34_unet', 'unet', ...]
+    model = segkit.create_model("unet", in_channels=3, out_channels=1)
+    loss = segkit.create_loss("bce_dice")
+    recipe = segkit.create_recipe("type3", image_size=256)
+    result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from segkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DuplicatePluginError,
+    PluginError,
+    PluginLoadError,
+    PluginNotFoundError,
+    SegkitError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DuplicatePluginError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "RunConfig",
+    "SegkitError",
+    "create_dataset",
+    "create_loss",
+    "create_model",
+    "create_recipe",
+    "get_plugin",
+    "list_plugins",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from segkit.config import RunConfig
+    from segkit.engine import train
+
+
+def list_plugins(kind: str) -> list[str]:
+    """Names of the installed plugins of ``kind``: models, losses, augmentations, loaders,
+    datasets. Lists entry points without importing any plugin."""
+    from segkit.registry import list_plugins as _list
+
+    return _list(kind)
+
+
+def get_plugin(kind: str, name: str) -> Any:
+    """The factory (or class) registered as ``name``, imported on first use."""
+    from segkit.registry import get
+
+    return get(kind, name)
+
+
+def create_model(name: str, in_channels: int = 3, out_channels: int = 1, **options: Any) -> Any:
+    """Create a registered model; it returns logits of shape (N, out_channels, H, W)."""
+    from segkit.registry import create
+
+    return create("models", name, in_channels=in_channels, out_channels=out_channels, **options)
+
+
+def create_loss(name: str, **options: Any) -> Any:
+    """Create a registered loss: ``loss(logits, target) -> scalar``."""
+    from segkit.registry import create
+
+    return create("losses", name, **options)
+
+
+def create_recipe(name: str, image_size: int = 256) -> Any:
+    """Create a registered augmentation recipe (a :class:`segkit.recipes.Recipe`)."""
+    from segkit.registry import create
+
+    return create("augmentations", name, image_size=image_size)
+
+
+def create_dataset(name: str, root: Any = None, **options: Any) -> Any:
+    """Open a dataset with a registered layout reader (``oxford_pet``, ``folder``, ...)."""
+    from pathlib import Path
+
+    from segkit.registry import create
+
+    return create("datasets", name, Path(root) if root is not None else None, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunConfig":
+        from segkit.config import RunConfig
+
+        return RunConfig
+    if name == "train":
+        from segkit.engine import train
+
+        return train
+    raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""Checkpoints: written atomically, loaded safely.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(weights_only=True)``: nothing in it can run code. It records the
+resolved run config (plugin names and options), so ``segkit evaluate`` and
+``segkit predict`` rebuild the model without being told which one it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.errors import CheckpointError
+
+FORMAT = "segkit-checkpoint"
+VERSION = 1
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """Write ``obj`` to ``path`` via a temporary file in the same folder and a rename.
+
+    A crash or a full disk during the write leaves the previous file at ``path`` intact.
+
+    Raises:
+        CheckpointError: the write failed; the message names the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CheckpointError(
+            f"{path}: could not write checkpoint ({e.strerror or e}); the previous "
+            "checkpoint, if any, is unchanged. Free disk space or choose another --out"
+        ) from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors and ints (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    v, s, g = state["python"]
+    random.setstate((v, tuple(s), g))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a segkit checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a segkit checkpoint, or holds
+            pickled objects other than tensors and plain containers (refused unread).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled objects that are not tensors or plain "
+            f"containers, and loading it could run code ({str(e).splitlines()[0][:200]}). "
+            "Only load checkpoints written by segkit"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]}); "
+            "the file is truncated or not written by torch.save"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a segkit checkpoint (no '{FORMAT}' marker); pass a best.pt or "
+            "last.pt from a segkit run folder"
+        )
+    return ckpt

@@ -1,0 +1,91 @@
+"""Reading and checking image and mask files.
+
+Every loader reads files through these functions (or checks the same rules in its own
+backend), so a corrupt JPEG, a mask with unexpected values or an image/mask size
+mismatch is reported the same way everywhere: one :class:`~segkit.errors.DataError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segkit.contracts import MaskSpec, Sample
+from segkit.errors import DataError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array.
+
+    Raises:
+        DataError: the file is missing, truncated or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # PIL decodes lazily; load() is where truncation is detected
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
+            "Replace it or remove its name from the split list"
+        ) from None
+    return np.asarray(rgb)
+
+
+def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
+    """Decode a mask file to an ``(H, W)`` uint8 array of raw values, checked against ``spec``.
+
+    Raises:
+        DataError: the file is missing, corrupt, or holds values outside ``spec.allowed``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("L", "P", "1", "I", "I;16"):
+                im = im.convert("L")
+            raw = np.asarray(im)
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode mask ({e}); the file is corrupt") from None
+    if raw.ndim != 2:
+        raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")
+    values = np.unique(raw)
+    bad = sorted(set(values.tolist()) - set(spec.allowed))
+    if bad:
+        allowed = ", ".join(map(str, spec.allowed))
+        raise DataError(
+            f"{path}: values {{{', '.join(map(str, bad))}}} found, masks of this dataset "
+            f"hold {allowed}"
+        )
+    return raw.astype(np.uint8)
+
+
+def to_binary(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
+    """Apply the dataset's rule: foreground (1) where the raw value is not ``background``."""
+    return (raw != spec.background).astype(np.uint8)
+
+
+def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Read one sample as ``(image (H, W, 3) uint8, mask (H, W) uint8 in {0, 1})``.
+
+    Raises:
+        DataError: either file is unreadable, or their sizes differ.
+    """
+    image = read_image(sample.image)
+    mask = to_binary(read_raw_mask(sample.mask, spec), spec)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image "
+            f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}; "
+            "an image and its mask must have the same size"
+        )
+    return image, mask

@@ -1,0 +1,50 @@
+"""Exceptions segkit raises.
+
+Every mistake a user can make (a bad path, a corrupt file, an unknown plugin name,
+an impossible setting) raises a subclass of :class:`SegkitError`. The CLI prints its
+message on one line and exits with status 2, without a traceback; anything else is a
+bug in segkit or in a plugin and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SegkitError(Exception):
+    """Base class for errors caused by user input, data or configuration."""
+
+
+class ConfigError(SegkitError, ValueError):
+    """A setting has a value segkit cannot use (for example an image size not divisible by 32)."""
+
+
+class DataError(SegkitError):
+    """A dataset folder, split list, image or mask is missing or malformed.
+
+    The message always names the offending file.
+    """
+
+
+class PluginError(SegkitError):
+    """Base class for registry errors."""
+
+
+class PluginNotFoundError(PluginError, KeyError):
+    """No plugin of that kind has that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginLoadError(PluginError):
+    """A plugin was found but could not be imported or has the wrong type.
+
+    Raised ``from`` the original exception, so the plugin's own traceback is kept.
+    """
+
+
+class DuplicatePluginError(PluginError):
+    """Two distributions register the same name in one entry-point group."""
+
+
+class CheckpointError(SegkitError):
+    """A checkpoint file is missing, truncated, foreign, or unsafe to load."""

@@ -1,0 +1,102 @@
+"""Rebuilding a trained model from its checkpoint, and predicting masks for image files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segkit import checkpoint as ckpt_io
+from segkit.config import RunConfig
+from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
+from segkit.recipes import Normalize, Op, Resize
+
+
+def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+    """Load a checkpoint and rebuild its model from the plugin names it records.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or its model plugin is not installed.
+    """
+    from segkit.engine import build_model
+
+    ckpt = ckpt_io.load(path, map_location="cpu")
+    try:
+        config = RunConfig.from_dict(ckpt["config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: the checkpoint's config is unusable ({e})") from None
+    try:
+        model = build_model(config)
+    except PluginNotFoundError as e:
+        raise CheckpointError(
+            f"{path}: was trained with model '{config.model}', which is not installed here "
+            f"({e}). Install the package that provides it"
+        ) from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: weights do not fit model '{config.model}' "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
+    return model.to(device).eval(), config, ckpt
+
+
+def preprocess(image: np.ndarray, ops: Sequence[Op]) -> torch.Tensor:
+    """Apply evaluation ops (Resize, Normalize) to one ``(H, W, 3)`` uint8 image.
+
+    Returns a ``(1, 3, h, w)`` float32 tensor.
+
+    Raises:
+        ConfigError: an op that is not deterministic evaluation preprocessing.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    for op in ops:
+        if isinstance(op, Resize):
+            # OpenCV-style bilinear (align_corners=False, no antialias), as albumentations does.
+            x = F.interpolate(x, size=(op.size, op.size), mode="bilinear", align_corners=False)
+        elif isinstance(op, Normalize):
+            mean = torch.tensor(op.mean).view(1, 3, 1, 1) * 255
+            std = torch.tensor(op.std).view(1, 3, 1, 1) * 255
+            x = (x - mean) / std
+        else:
+            raise ConfigError(
+                f"prediction supports Resize and Normalize in a recipe's eval ops, not "
+                f"{type(op).__name__}"
+            )
+    return x
+
+
+@torch.no_grad()
+def predict_file(
+    model: torch.nn.Module, image_path: Path, ops: Sequence[Op], device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(image, probability map)`` at the image's own size."""
+    from segkit.data import read_image
+
+    image = read_image(image_path)
+    x = preprocess(image, ops).to(device)
+    logits = model(x).float()
+    logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+    return image, torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+
+def write_prediction(
+    out_dir: Path, image_path: Path, image: np.ndarray, prob: np.ndarray, threshold: float
+) -> tuple[Path, Path]:
+    """Write ``<stem>_mask.png`` (0/255) and ``<stem>_overlay.png`` into ``out_dir``."""
+    from PIL import Image
+
+    mask = prob > threshold
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask_path = out_dir / f"{image_path.stem}_mask.png"
+    overlay_path = out_dir / f"{image_path.stem}_overlay.png"
+    Image.fromarray((mask * 255).astype(np.uint8)).save(mask_path)
+    tint = image.astype(np.float32)
+    tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([0, 220, 0], np.float32)
+    Image.fromarray(tint.astype(np.uint8)).save(overlay_path)
+    return mask_path, overlay_path

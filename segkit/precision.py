@@ -1,0 +1,107 @@
+"""Numerical precision as one small object (after Lightning's precision plugins).
+
+:class:`Precision` is fp32: autocast off, plain backward and step. :class:`MixedPrecision`
+overrides those for bf16 or fp16 autocast; fp16 adds a ``GradScaler`` because its 5-bit
+exponent underflows small gradients. The engine never branches on precision itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal
+
+import torch
+
+from segkit.config import PRECISIONS as CHOICES
+from segkit.errors import ConfigError
+
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class Precision:
+    """Full float32: every method is the plain PyTorch call."""
+
+    name = "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step the optimizer. Returns False when the step was skipped (fp16 overflow)."""
+        optimizer.step()
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class MixedPrecision(Precision):
+    """Autocast to bf16 or fp16 on ``device_type``; fp16 scales the loss."""
+
+    def __init__(self, dtype: torch.dtype, device_type: str) -> None:
+        self.dtype = dtype
+        self.device_type = device_type
+        self.name = "bf16" if dtype == torch.bfloat16 else "fp16"
+        self.scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        if self.scaler is None:
+            optimizer.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        # The scaler lowers its scale exactly when it skipped a step for inf/NaN grads.
+        # (get_scale() syncs with the device; fp16 runs pay that one read per step.)
+        return self.scaler.get_scale() >= scale
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def create_precision(name: str, device: torch.device) -> Precision:
+    """Build the precision object for ``name`` on ``device``.
+
+    ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere (bf16 autocast on
+    CPU is correct but rarely faster). fp16 needs a CUDA device.
+
+    Raises:
+        ConfigError: unknown name, or fp16 / bf16 where the device cannot do it.
+    """
+    if name not in CHOICES:
+        raise ConfigError(f"precision '{name}' is not one of {', '.join(CHOICES)}")
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            name = "bf16"
+        else:
+            name = "fp32"
+    if name == "fp32":
+        return Precision()
+    if name == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(
+                f"precision fp16 needs a CUDA device, got '{device}'; use bf16 or fp32 on the CPU"
+            )
+        return MixedPrecision(torch.float16, "cuda")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU does not support bf16; use --precision fp16 or fp32")
+    return MixedPrecision(torch.bfloat16, device.type)

@@ -1,0 +1,237 @@
+"""Plugin discovery through entry points.
+
+Five groups, one per kind (see :mod:`segkit.contracts` for what each must provide)::
+
+    segkit.models  segkit.losses  segkit.augmentations  segkit.loaders  segkit.datasets
+
+Names are listed from the installed distributions' metadata with the ``entrypoints``
+package, which reads ``entry_points.txt`` without importing anything; a plugin module is
+imported the first time its object is asked for. A plugin that fails to import raises
+:class:`~segkit.errors.PluginLoadError` naming it and its distribution, chained to the
+original exception, and other plugins keep working. Two distributions claiming one name
+is a :class:`~segkit.errors.DuplicatePluginError` naming both.
+
+Set ``SEGKIT_DISABLE_PLUGIN_AUTOLOAD=1`` to see only the plugins of the ``segkit``
+distribution itself (useful to rule out a broken third-party package).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from segkit.errors import DuplicatePluginError, PluginLoadError, PluginNotFoundError
+
+#: Plugin kind -> entry-point group.
+GROUPS: dict[str, str] = {
+    "models": "segkit.models",
+    "losses": "segkit.losses",
+    "augmentations": "segkit.augmentations",
+    "loaders": "segkit.loaders",
+    "datasets": "segkit.datasets",
+}
+
+_SINGULAR = {
+    "models": "model",
+    "losses": "loss",
+    "augmentations": "augmentation recipe",
+    "loaders": "loader",
+    "datasets": "dataset",
+}
+
+CORE_DISTRIBUTION = "segkit"
+DISABLE_ENV = "SEGKIT_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass
+class PluginInfo:
+    """One discovered plugin. ``load()`` imports it (once) and returns its object."""
+
+    kind: str
+    name: str
+    target: str  # "module:attr"
+    distribution: str
+    version: str
+    _entry_point: Any = field(repr=False, default=None)
+    _loaded: Any = field(repr=False, default=None)
+
+    def load(self) -> Any:
+        """Import the plugin and return its object (factory, class or recipe function).
+
+        Raises:
+            PluginLoadError: the import failed or the object is not callable.
+        """
+        if self._loaded is not None:
+            return self._loaded
+        try:
+            obj = self._entry_point.load()
+        except Exception as e:
+            raise PluginLoadError(
+                f"{_SINGULAR[self.kind]} '{self.name}' from distribution "
+                f"'{self.distribution}' {self.version} failed to load ({self.target}): "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        if not callable(obj):
+            raise PluginLoadError(
+                f"{_SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}' "
+                f"points at {self.target}, a {type(obj).__name__}; expected a callable "
+                f"factory (see segkit.contracts)"
+            )
+        self._loaded = obj
+        return obj
+
+
+class Registry:
+    """The plugins visible on a search path (``sys.path`` by default).
+
+    Tests build their own ``Registry(path=[tmp_dir])`` to fake installed distributions.
+    """
+
+    def __init__(self, path: list[str] | None = None, autoload: bool | None = None) -> None:
+        self.path = path
+        if autoload is None:
+            autoload = os.environ.get(DISABLE_ENV, "").strip().lower() in ("", "0", "false", "no")
+        self.autoload = autoload
+        self._cache: dict[str, dict[str, PluginInfo]] = {}
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in GROUPS:
+            close = difflib.get_close_matches(kind, GROUPS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise PluginNotFoundError(
+                f"unknown plugin kind '{kind}'{hint} Kinds: {', '.join(GROUPS)}"
+            )
+
+    def plugins(self, kind: str) -> dict[str, PluginInfo]:
+        """All plugins of ``kind`` by name, discovered without importing them.
+
+        Raises:
+            DuplicatePluginError: two distributions register the same name.
+        """
+        self._check_kind(kind)
+        if kind in self._cache:
+            return self._cache[kind]
+        import entrypoints
+
+        found: dict[str, PluginInfo] = {}
+        seen_distros: dict[str, str] = {}  # name -> distribution that claimed it first
+        for ep in entrypoints.get_group_all(GROUPS[kind], path=self.path):
+            distro = ep.distro.name if ep.distro is not None else "<unknown>"
+            version = ep.distro.version if ep.distro is not None else ""
+            if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
+                continue
+            target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
+            if ep.name in found:
+                first = found[ep.name]
+                if seen_distros[ep.name] == distro:
+                    # The same distribution seen twice on the path (an egg-info in the source
+                    # tree beside the installed dist-info): the first one wins, as in Python's
+                    # own importlib.metadata.
+                    continue
+                raise DuplicatePluginError(
+                    f"{_SINGULAR[kind]} name '{ep.name}' is registered twice: by "
+                    f"distribution '{first.distribution}' ({first.target}) and by "
+                    f"distribution '{distro}' ({target}); uninstall one of them or rename "
+                    f"its entry point in group '{GROUPS[kind]}'"
+                )
+            seen_distros[ep.name] = distro
+            found[ep.name] = PluginInfo(kind, ep.name, target, distro, version, ep)
+        self._cache[kind] = dict(sorted(found.items()))
+        return self._cache[kind]
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted plugin names of ``kind``."""
+        return list(self.plugins(kind))
+
+    def info(self, kind: str, name: str) -> PluginInfo:
+        """The :class:`PluginInfo` for ``name``.
+
+        Raises:
+            PluginNotFoundError: no such plugin; the message suggests close names.
+        """
+        plugins = self.plugins(kind)
+        if name in plugins:
+            return plugins[name]
+        close = difflib.get_close_matches(name, plugins, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        available = ", ".join(plugins) if len(plugins) <= 12 else f"{len(plugins)} installed"
+        raise PluginNotFoundError(
+            f"no {_SINGULAR[kind]} named '{name}'.{hint} Available: {available or 'none'}. "
+            f"Run `segkit list {kind}` to see them all."
+        )
+
+    def get(self, kind: str, name: str) -> Callable[..., Any]:
+        """Import plugin ``name`` and return its factory (or class)."""
+        return self.info(kind, name).load()
+
+    def create(self, kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Import plugin ``name`` and call its factory with the given arguments.
+
+        Raises:
+            ConfigError: the factory does not accept these arguments.
+        """
+        factory = self.get(kind, name)
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # some builtins have no signature: just call
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as e:
+                from segkit.errors import ConfigError
+
+                accepted = ", ".join(
+                    p for p in signature.parameters if p not in ("self", "args", "kwargs")
+                )
+                raise ConfigError(
+                    f"{_SINGULAR[kind]} '{name}' does not accept these options: {e}. "
+                    f"It accepts: {accepted or 'no options'}"
+                ) from None
+        return factory(*args, **kwargs)
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry over ``sys.path``."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default
+
+
+def reset() -> None:
+    """Forget discovered plugins (after installing or removing a distribution)."""
+    global _default
+    _default = None
+    import importlib
+
+    importlib.invalidate_caches()
+
+
+def list_plugins(kind: str) -> list[str]:
+    """Sorted names of the installed plugins of ``kind`` ("models", "losses", ...)."""
+    return default_registry().names(kind)
+
+
+def get(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered as ``name`` in ``kind``, imported on first use."""
+    return default_registry().get(kind, name)
+
+
+def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """Call the factory registered as ``name`` in ``kind``."""
+    return default_registry().create(kind, name, *args, **kwargs)
+
+
+def iter_all(registry: Registry | None = None) -> Iterable[PluginInfo]:
+    """Every plugin of every kind."""
+    reg = registry or default_registry()
+    for kind in GROUPS:
+        yield from reg.plugins(kind).values()
