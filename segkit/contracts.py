@@ -9,8 +9,10 @@ segkit finds plugins through five entry-point groups. An entry point names an ob
 
   The module maps ``(N, in_channels, H, W)`` float images to ``(N, out_channels, H, W)``
   **logits** (no sigmoid inside: losses and metrics apply it, which keeps BCE safe under
-  autocast). A model may declare ``min_input_multiple: int`` (H and W must be divisible
-  by it; default 1); segkit checks the image size against it before training.
+  autocast). A model declares ``min_input_multiple: int`` (H and W must be divisible
+  by it; default 1); segkit checks the image size against it before training. Every
+  model must accept any H, W divisible by 32 (so ``min_input_multiple`` divides 32) and
+  should raise :class:`segkit.errors.ConfigError` naming the size for other inputs.
   Unknown ``options`` must raise ``TypeError`` (the default for keyword arguments).
 
 ``segkit.losses`` -- a **loss factory**::

@@ -132,11 +132,12 @@ class Registry:
                     # tree beside the installed dist-info): the first one wins, as in Python's
                     # own importlib.metadata.
                     continue
+                claims = sorted([(first.distribution, first.target), (distro, target)])
                 raise DuplicatePluginError(
                     f"{_SINGULAR[kind]} name '{ep.name}' is registered twice: by "
-                    f"distribution '{first.distribution}' ({first.target}) and by "
-                    f"distribution '{distro}' ({target}); uninstall one of them or rename "
-                    f"its entry point in group '{GROUPS[kind]}'"
+                    f"distribution '{claims[0][0]}' ({claims[0][1]}) and by "
+                    f"distribution '{claims[1][0]}' ({claims[1][1]}); uninstall one of them "
+                    f"or rename its entry point in group '{GROUPS[kind]}'"
                 )
             seen_distros[ep.name] = distro
             found[ep.name] = PluginInfo(kind, ep.name, target, distro, version, ep)

@@ -1,0 +1,148 @@
+"""The registry: discovery without import, isolation of broken plugins, duplicates, hints."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from segkit.errors import ConfigError, DuplicatePluginError, PluginLoadError, PluginNotFoundError
+from segkit.registry import GROUPS, Registry, list_plugins
+
+BUILTINS = {
+    "models": {"unet", "resnet34_unet"},
+    "losses": {"bce_dice", "bce", "dice"},
+    "augmentations": {"type1", "type2", "type3"},
+    "loaders": {"albumentations"},
+    "datasets": {"oxford_pet", "folder", "synthetic"},
+}
+
+
+def make_distribution(root: Path, dist: str, groups: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
+    """Fake an installed distribution: a dist-info with entry_points.txt, plus its modules."""
+    # pip names the folder after the normalized distribution name (PEP 491): fake_x-1.0.
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = []
+    for group, eps in groups.items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in eps.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+
+
+def test_builtins_are_registered_with_their_distribution():
+    reg = Registry()
+    for kind, names in BUILTINS.items():
+        plugins = reg.plugins(kind)
+        assert names <= set(plugins), kind
+        for name in names:
+            assert plugins[name].distribution == "segkit"
+
+
+def test_listing_imports_no_plugin(site):
+    make_distribution(
+        site, "fake-lazy", {"segkit.models": {"lazy": "fake_lazy:create"}},
+        {"fake_lazy": "raise RuntimeError('imported too early')\n"},
+    )
+    reg = Registry(path=[str(site)])
+    assert reg.names("models") == ["lazy"]
+    assert "fake_lazy" not in sys.modules
+
+
+def test_third_party_model_is_discovered_and_created(site):
+    make_distribution(
+        site, "fake-tiny", {"segkit.models": {"tiny": "fake_tiny:create_tiny"}},
+        {"fake_tiny": """
+            import torch
+
+            def create_tiny(in_channels=3, out_channels=1):
+                return torch.nn.Conv2d(in_channels, out_channels, 1)
+        """},
+    )
+    reg = Registry(path=[str(site)])
+    info = reg.info("models", "tiny")
+    assert (info.distribution, info.version, info.target) == ("fake_tiny", "1.0", "fake_tiny:create_tiny")
+    model = reg.create("models", "tiny", in_channels=3, out_channels=1)
+    assert model.out_channels == 1
+
+
+def test_broken_plugin_is_reported_and_isolated(site):
+    make_distribution(
+        site, "fake-broken",
+        {"segkit.models": {"broken": "fake_broken:create", "fine": "fake_fine:create"}},
+        {
+            "fake_broken": "import a_module_that_does_not_exist\n",
+            "fake_fine": "def create(in_channels=3, out_channels=1):\n    return 'ok'\n",
+        },
+    )
+    reg = Registry(path=[str(site)])
+    with pytest.raises(PluginLoadError, match=r"model 'broken' from distribution 'fake_broken' 1.0 failed to load \(fake_broken:create\): ModuleNotFoundError") as info:
+        reg.get("models", "broken")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)  # original traceback kept
+    assert reg.create("models", "fine") == "ok"
+
+
+def test_plugin_that_is_not_callable_is_refused(site):
+    make_distribution(
+        site, "fake-value", {"segkit.losses": {"number": "fake_value:VALUE"}},
+        {"fake_value": "VALUE = 3\n"},
+    )
+    with pytest.raises(PluginLoadError, match=r"loss 'number' .* points at fake_value:VALUE, a int; expected a callable"):
+        Registry(path=[str(site)]).get("losses", "number")
+
+
+def test_duplicate_name_names_both_distributions(site):
+    for dist in ("fake-one", "fake-two"):
+        make_distribution(site, dist, {"segkit.losses": {"twin": f"{dist.replace('-', '_')}:create"}}, {})
+    with pytest.raises(DuplicatePluginError, match=r"loss name 'twin' is registered twice: by distribution 'fake_one' .* and by distribution 'fake_two'"):
+        Registry(path=[str(site)]).plugins("losses")
+
+
+def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
+    for sub in ("a", "b"):
+        make_distribution(tmp_path / sub, "fake-same", {"segkit.losses": {"x": "fake_same:create"}}, {})
+    reg = Registry(path=[str(tmp_path / "a"), str(tmp_path / "b")])
+    assert reg.names("losses") == ["x"]
+
+
+def test_unknown_name_suggests_close_matches_and_segkit_list():
+    with pytest.raises(PluginNotFoundError, match=r"no model named 'resnet34unet'\. Did you mean 'resnet34_unet'.*Run `segkit list models`"):
+        Registry().info("models", "resnet34unet")
+
+
+def test_unknown_kind_suggests_the_right_one():
+    with pytest.raises(PluginNotFoundError, match=r"unknown plugin kind 'model'; did you mean 'models'\?"):
+        Registry().names("model")
+
+
+def test_wrong_options_are_a_config_error_listing_accepted_ones():
+    with pytest.raises(ConfigError, match=r"loss 'bce_dice' does not accept these options: .*colour.*It accepts: .*bce_weight"):
+        Registry().create("losses", "bce_dice", colour="red")
+
+
+def test_autoload_off_hides_third_party_plugins(site, monkeypatch):
+    make_distribution(site, "fake-extra", {"segkit.models": {"extra": "fake_extra:create"}}, {})
+    monkeypatch.setenv("SEGKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reg = Registry()
+    assert "extra" not in reg.names("models")
+    assert "unet" in reg.names("models")
+    monkeypatch.delenv("SEGKIT_DISABLE_PLUGIN_AUTOLOAD")
+    assert "extra" in Registry().names("models")
+
+
+def test_module_level_api_lists_every_group():
+    for kind in GROUPS:
+        assert BUILTINS[kind] <= set(list_plugins(kind))
