@@ -1,0 +1,160 @@
+"""Reader for the official Oxford-IIIT Pet layout."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from segkit.contracts import SPLITS, MaskSpec, Sample, check_samples
+from segkit.errors import ConfigError, DataError
+
+_LAYOUT = (
+    "expected the Oxford-IIIT Pet layout (images/, annotations/trimaps/, "
+    "annotations/trainval.txt, annotations/test.txt)"
+)
+_HOW_TO_GET = (
+    "pass --data pointing at a folder with images/ and annotations/, "
+    "or run `segkit data fetch` or `segkit data synth PATH`"
+)
+
+
+class OxfordPet:
+    """The Oxford-IIIT Pet dataset in its official layout::
+
+        root/images/<id>.jpg
+        root/annotations/trimaps/<id>.png     1 pet, 2 background, 3 border
+        root/annotations/trainval.txt         lines "Abyssinian_100 1 1 1"; '#' = comment
+        root/annotations/test.txt
+
+    The target is ``trimap != 2``: the border counts as foreground, as in the lab.
+
+    Splits:
+        * ``test``: the ids of ``test.txt``, in file order.
+        * ``train`` / ``valid``: the ids of ``trainval.txt`` are sorted, shuffled with
+          ``random.Random(split_seed).shuffle``; the first ``round(valid_fraction * n)``
+          are ``valid``, the rest ``train``. Each list is returned sorted. With the
+          official 3680 trainval ids and the defaults that is 368 valid and 3312 train,
+          the lab's split sizes.
+
+    Files are only checked to exist here (all of a split up front, one directory listing);
+    decoding and checking values and sizes is the loader's job
+    (:func:`segkit.data.read_sample`).
+
+    Args:
+        root: The dataset folder.
+        valid_fraction: Fraction of ``trainval.txt`` held out as ``valid``, in [0, 1).
+        split_seed: Seed of the train/valid shuffle.
+
+    Raises:
+        DataError: ``root`` is ``None``, missing, or lacks ``images/`` or
+            ``annotations/trimaps/``.
+        ConfigError: ``valid_fraction`` is outside [0, 1).
+    """
+
+    mask_spec = MaskSpec(background=2, allowed=(1, 2, 3))
+
+    def __init__(self, root: Path | None, valid_fraction: float = 0.1, split_seed: int = 0) -> None:
+        if root is None:
+            raise DataError(f"no data folder given; {_HOW_TO_GET}")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found; {_HOW_TO_GET}")
+        for sub in (root / "images", root / "annotations" / "trimaps"):
+            if not sub.is_dir():
+                raise DataError(f"{sub}: folder not found; {_LAYOUT}; {_HOW_TO_GET}")
+        if not 0.0 <= valid_fraction < 1.0:
+            raise ConfigError(
+                f"valid_fraction={valid_fraction}: expected a value in [0, 1), e.g. 0.1"
+            )
+        self.root = root
+        self.valid_fraction = valid_fraction
+        self.split_seed = split_seed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    def samples(self, split: str) -> list[Sample]:
+        """Return the samples of ``split``; see the class docstring for the split rule.
+
+        Raises:
+            ConfigError: ``split`` is not "train", "valid" or "test".
+            DataError: the split list or a file it names is missing, or the split is empty.
+        """
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+        source = self.root / "annotations" / ("test.txt" if split == "test" else "trainval.txt")
+        ids = _read_split_list(source)
+        if split != "test":
+            ids = train_valid_split(ids, self.valid_fraction, self.split_seed)[split]
+        samples = [
+            Sample(
+                id=i,
+                image=self.root / "images" / f"{i}.jpg",
+                mask=self.root / "annotations" / "trimaps" / f"{i}.png",
+            )
+            for i in ids
+        ]
+        _check_files_exist(samples, source)
+        return check_samples(samples, split, source)
+
+
+def train_valid_split(ids: list[str], valid_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Split ``ids`` into sorted ``train`` and ``valid`` lists (the rule of :class:`OxfordPet`).
+
+    The ids are sorted, shuffled with ``random.Random(seed)``; the first
+    ``round(valid_fraction * len(ids))`` are ``valid``, the rest ``train``.
+    """
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n_valid = round(valid_fraction * len(order))
+    return {"valid": sorted(order[:n_valid]), "train": sorted(order[n_valid:])}
+
+
+def _read_split_list(path: Path) -> list[str]:
+    """Ids (first token of each line) of an official split list; '#' lines are comments."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: split list not found; {_LAYOUT}; {_HOW_TO_GET}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read split list ({e})") from None
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = line.split()[0]
+        if name in first_line:
+            raise DataError(
+                f"{path}: line {lineno} repeats '{name}' (first on line {first_line[name]}); "
+                "each image may be listed once"
+            )
+        first_line[name] = lineno
+        ids.append(name)
+    return ids
+
+
+def _check_files_exist(samples: list[Sample], source: Path) -> None:
+    """Raise naming the first missing image or mask, with the number missing."""
+    listings: dict[Path, set[str]] = {}
+
+    def exists(path: Path) -> bool:
+        if path.parent not in listings:
+            try:
+                listings[path.parent] = set(os.listdir(path.parent))
+            except OSError:
+                listings[path.parent] = set()
+        return path.name in listings[path.parent]
+
+    missing = [p for s in samples for p in (s.image, s.mask) if not exists(p)]
+    if missing:
+        kind = "image" if missing[0].suffix == ".jpg" else "trimap"
+        more = ""
+        if len(missing) > 1:
+            more = f" ({len(missing) - 1} more files it names are missing too)"
+        raise DataError(
+            f"{missing[0]}: {kind} named in {source} not found{more}; restore the file or "
+            "remove its name from the split list"
+        )
