@@ -35,7 +35,7 @@ def read_image(path: Path) -> np.ndarray:
             f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
             "Replace it or remove its name from the split list"
         ) from None
-    return np.asarray(rgb)
+    return np.array(rgb)  # a writable copy: augmentations and torch may write in place
 
 
 def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:

@@ -136,7 +136,8 @@ class Recipe:
     """A named pair of op lists: ``train`` for training, ``eval`` for validation and test.
 
     Both must end with :class:`Normalize` and contain a resize to the final size, so
-    every batch has one shape.
+    every batch has one shape. Without ``eval``, evaluation resizes to the training size
+    and applies the training ``Normalize``.
     """
 
     name: str
@@ -146,6 +147,11 @@ class Recipe:
     def __post_init__(self) -> None:
         from segkit.errors import ConfigError
 
+        if not self.eval and self.train:
+            # No eval ops given: resize to the training output size, normalize the same way.
+            sizes = [op.size for op in self.train if isinstance(op, Resize | RandomResizedCrop)]
+            if sizes and isinstance(self.train[-1], Normalize):
+                object.__setattr__(self, "eval", (Resize(size=sizes[-1]), self.train[-1]))
         for stage in ("train", "eval"):
             ops = getattr(self, stage)
             for op in ops:

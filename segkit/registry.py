@@ -121,7 +121,7 @@ class Registry:
         seen_distros: dict[str, str] = {}  # name -> distribution that claimed it first
         for ep in entrypoints.get_group_all(GROUPS[kind], path=self.path):
             distro = ep.distro.name if ep.distro is not None else "<unknown>"
-            version = ep.distro.version if ep.distro is not None else ""
+            version = (ep.distro.version if ep.distro is not None else None) or _version(distro)
             if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
                 continue
             target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
@@ -236,3 +236,13 @@ def iter_all(registry: Registry | None = None) -> Iterable[PluginInfo]:
     reg = registry or default_registry()
     for kind in GROUPS:
         yield from reg.plugins(kind).values()
+
+
+def _version(distribution: str) -> str:
+    """The installed version, for entry points read from an egg-info that lacks it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""

@@ -1,0 +1,175 @@
+"""End to end through the command line: run, evaluate, predict, list, data synth, and the
+messages a user sees for each kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segkit.cli import main
+
+TINY = ["--image-size", "32", "--batch-size", "4", "--num-workers", "0", "-q"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["run", "--model", "unet", "--epochs", "2", "--data", str(tiny_pets), "--out", str(out), "--name", "e2e", *TINY])
+    assert code == 0
+    return out / "e2e"
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
+    for name in ("config.json", "metrics.csv", "curves.png", "best.pt", "last.pt", "predictions.png", "summary.txt", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "valid_dice", "valid_iou", "lr", "epoch_seconds"} <= set(rows[0])
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "unet" and config["image_size"] == 32
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["test_dice"] <= 1.0 and summary["images_per_second"] > 0
+    assert (run_dir / "summary.txt").read_text().startswith("test dice ")
+    with Image.open(run_dir / "predictions.png") as im:
+        assert im.width == 4 * 32  # image | true | predicted | overlay
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    assert ckpt["config"]["model"] == "unet" and ckpt["epoch"] in (1, 2)
+
+
+def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) -> None:
+    assert main(["evaluate", str(run_dir / "best.pt"), "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("test dice ")
+    expected = json.loads((run_dir / "summary.json").read_text())["test_dice"]
+    assert f"{expected:.4f}" in out
+
+
+def test_predict_writes_masks_at_the_image_size(run_dir: Path, tiny_pets: Path, tmp_path: Path, capsys) -> None:
+    images = sorted((tiny_pets / "images").glob("*.jpg"))[:2]
+    assert main(["predict", str(run_dir / "best.pt"), *map(str, images), "--out", str(tmp_path)]) == 0
+    for image in images:
+        with Image.open(image) as src, Image.open(tmp_path / f"{image.stem}_mask.png") as mask:
+            assert mask.size == src.size
+            assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+        assert (tmp_path / f"{image.stem}_overlay.png").is_file()
+
+
+def test_list_shows_builtins_with_their_distribution(capsys) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("unet", "resnet34_unet", "bce_dice", "type3", "albumentations", "oxford_pet", "synthetic"):
+        line = next(line for line in out.splitlines() if f" {name} " in line)
+        assert "segkit 0.1.0" in line and line.rstrip().endswith("ok")
+
+
+def test_data_synth_writes_the_oxford_layout(tmp_path: Path, capsys) -> None:
+    assert main(["data", "synth", str(tmp_path / "s"), "--count", "6", "--seed", "1"]) == 0
+    assert len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 6
+    assert (tmp_path / "s" / "annotations" / "trainval.txt").is_file()
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys, segkit.cli; segkit.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_missing_data_folder(capsys, tmp_path: Path) -> None:
+    err = error_of(capsys, ["run", "--data", str(tmp_path / "nowhere"), *TINY])
+    assert f"{tmp_path / 'nowhere'}" in err and "not found" in err
+
+
+def test_unknown_model_suggests_close_names(capsys) -> None:
+    err = error_of(capsys, ["run", "--model", "resnet34unet", *TINY])
+    assert "no model named 'resnet34unet'" in err and "'resnet34_unet'" in err and "segkit list models" in err
+
+
+def test_image_size_not_divisible_by_32(capsys, tiny_pets: Path) -> None:
+    err = error_of(capsys, ["run", "--model", "resnet34_unet", "--data", str(tiny_pets), "--image-size", "48", "--batch-size", "4"])
+    assert "--image-size 48 is not divisible by 32" in err and "use 32 or 64" in err
+
+
+def test_bad_option_value(capsys) -> None:
+    err = error_of(capsys, ["run", "--epochs", "0"])
+    assert "--epochs 0: expected a positive integer" in err
+
+
+@pytest.fixture
+def broken_pets(tiny_pets: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
+
+
+def _first(root: Path, split_file: str = "test.txt") -> str:
+    return (root / "annotations" / split_file).read_text().split()[0]
+
+
+def test_corrupt_jpeg_is_named(capsys, broken_pets: Path, tmp_path: Path) -> None:
+    name = _first(broken_pets, "trainval.txt")
+    jpeg = broken_pets / "images" / f"{name}.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 3])
+    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    assert f"{name}.jpg: cannot decode image" in err and "truncated" in err
+
+
+def test_trimap_with_foreign_values_is_named(capsys, broken_pets: Path, tmp_path: Path) -> None:
+    name = _first(broken_pets)
+    trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
+    values = np.asarray(Image.open(trimap)).copy()
+    values[:3, :3] = 7
+    Image.fromarray(values).save(trimap)
+    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    assert f"{name}.png: values {{7}} found, masks of this dataset hold 1, 2, 3" in err
+
+
+def test_split_list_naming_a_missing_image(capsys, broken_pets: Path) -> None:
+    name = _first(broken_pets)
+    (broken_pets / "images" / f"{name}.jpg").unlink()
+    err = error_of(capsys, ["run", "--data", str(broken_pets), *TINY])
+    assert f"{name}.jpg" in err and "test.txt" in err
+
+
+def test_empty_split(capsys, broken_pets: Path) -> None:
+    (broken_pets / "annotations" / "test.txt").write_text("")
+    err = error_of(capsys, ["run", "--data", str(broken_pets), *TINY])
+    assert "test.txt" in err and "no samples" in err
+
+
+def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: Path) -> None:
+    name = _first(broken_pets)
+    trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
+    Image.open(trimap).resize((40, 30), Image.NEAREST).save(trimap)
+    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    assert f"{name}.png: mask is 40x30 but image {name}.jpg is" in err
+
+
+def test_checkpoint_errors(capsys, tmp_path: Path, run_dir: Path) -> None:
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((run_dir / "best.pt").read_bytes()[:1000])
+    assert "not a readable checkpoint" in error_of(capsys, ["evaluate", str(truncated)])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    assert "not a segkit checkpoint" in error_of(capsys, ["evaluate", str(foreign)])
+    bomb = tmp_path / "bomb.pt"
+    torch.save({"format": "segkit-checkpoint", "payload": Path("/etc/passwd")}, bomb)
+    assert "refused" in error_of(capsys, ["predict", str(bomb), "x.jpg", "--out", str(tmp_path)])
+    assert "checkpoint not found" in error_of(capsys, ["evaluate", str(tmp_path / "none.pt")])
