@@ -4,11 +4,12 @@ subcommands so ``segkit --help`` answers at once."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from segkit.errors import SegkitError
+from segkit.errors import RunInterrupted, SegkitError
 
 KINDS = ("models", "losses", "augmentations", "loaders", "datasets")
 
@@ -18,39 +19,155 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
     d = RunConfig.__dataclass_fields__
     g = p.add_argument_group("plugins (see `segkit list`)")
-    g.add_argument("--model", default=d["model"].default, help="model plugin (default: %(default)s)")
+    g.add_argument(
+        "--model", default=d["model"].default, help="model plugin (default: %(default)s)"
+    )
     g.add_argument("--loss", default=d["loss"].default, help="loss plugin (default: %(default)s)")
-    g.add_argument("--augment", default=d["augment"].default, help="augmentation recipe (default: %(default)s)")
-    g.add_argument("--loader", default=d["loader"].default, help="loader plugin (default: %(default)s)")
-    g.add_argument("--dataset", default=None, help="dataset layout plugin (default: oxford_pet with --data, synthetic without)")
-    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="option for the model factory (repeatable)")
-    g.add_argument("--loss-opt", action="append", metavar="KEY=VALUE", help="option for the loss factory (repeatable)")
-    g.add_argument("--loader-opt", action="append", metavar="KEY=VALUE", help="option for the loader factory (repeatable)")
-    g.add_argument("--dataset-opt", action="append", metavar="KEY=VALUE", help="option for the dataset (repeatable), e.g. count=800")
+    g.add_argument(
+        "--augment", default=d["augment"].default, help="augmentation recipe (default: %(default)s)"
+    )
+    g.add_argument(
+        "--loader", default=d["loader"].default, help="loader plugin (default: %(default)s)"
+    )
+    g.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset layout plugin (default: oxford_pet with --data, synthetic without)",
+    )
+    g.add_argument(
+        "--model-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the model factory (repeatable)",
+    )
+    g.add_argument(
+        "--loss-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the loss factory (repeatable)",
+    )
+    g.add_argument(
+        "--loader-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the loader factory (repeatable)",
+    )
+    g.add_argument(
+        "--dataset-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the dataset (repeatable), e.g. count=800",
+    )
     t = p.add_argument_group("training")
-    t.add_argument("--data", default=None, help="dataset folder (default: a generated synthetic set in the cache)")
-    t.add_argument("--epochs", type=int, default=d["epochs"].default, help="(default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)")
-    t.add_argument("--lr", type=float, default=d["lr"].default, help="Adam learning rate (default: %(default)s)")
-    t.add_argument("--lr-gamma", type=float, default=d["lr_gamma"].default, help="ExponentialLR decay per epoch (default: %(default)s)")
-    t.add_argument("--weight-decay", type=float, default=d["weight_decay"].default, help="(default: %(default)s)")
-    t.add_argument("--precision", default=d["precision"].default, choices=("auto", "fp32", "bf16", "fp16"), help="auto = bf16 on GPUs that support it, else fp32")
-    t.add_argument("--image-size", type=int, default=d["image_size"].default, help="square training size (default: %(default)s)")
-    t.add_argument("--device", default=d["device"].default, help="auto, cpu, cuda, cuda:N (default: %(default)s)")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder (default: a generated synthetic set in the cache)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"(default: {d['epochs'].default}; with --resume: extend the run to this many)",
+    )
+    t.add_argument(
+        "--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)"
+    )
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=d["lr"].default,
+        help="Adam learning rate (default: %(default)s)",
+    )
+    t.add_argument(
+        "--lr-gamma",
+        type=float,
+        default=d["lr_gamma"].default,
+        help="ExponentialLR decay per epoch (default: %(default)s)",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d["weight_decay"].default,
+        help="(default: %(default)s)",
+    )
+    t.add_argument(
+        "--precision",
+        default=d["precision"].default,
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto = bf16 on GPUs that support it, else fp32",
+    )
+    t.add_argument(
+        "--image-size",
+        type=int,
+        default=d["image_size"].default,
+        help="square training size (default: %(default)s)",
+    )
+    t.add_argument(
+        "--device",
+        default=d["device"].default,
+        help="auto, cpu, cuda, cuda:N (default: %(default)s)",
+    )
     t.add_argument("--seed", type=int, default=d["seed"].default, help="(default: %(default)s)")
-    t.add_argument("--num-workers", type=int, default=None, help="loader workers (default: one per core, up to 8)")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format (default: on for CUDA)")
+    t.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="loader workers (default: one per core, up to 8)",
+    )
+    t.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory format (default: on for CUDA)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument(
+        "--on-nan",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a NaN/inf loss stops the run (default) or skips the step",
+    )
+    t.add_argument(
+        "--skip-bad-samples",
+        action="store_true",
+        help="read every file first and leave unreadable ones out (listed in bad_samples.txt) instead of stopping",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last.pt (other options come from the checkpoint)",
+    )
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=d["out"].default, help="parent folder of run folders (default: %(default)s)")
+    o.add_argument(
+        "--out",
+        default=d["out"].default,
+        help="parent folder of run folders (default: %(default)s)",
+    )
     o.add_argument("--name", default=None, help="run folder name (default: <model>-<time>)")
     o.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, parse_options
-    from segkit.engine import train
+    from segkit.engine import resume, train
+    from segkit.errors import DataError
 
+    if args.resume:
+        result = resume(args.resume, epochs=args.epochs, quiet=args.quiet)
+        if args.quiet:
+            from segkit.report import summary_line
+
+            print(
+                summary_line(
+                    RunConfig.from_dict(
+                        json.loads((Path(args.resume) / "config.json").read_text())
+                    ),
+                    result,
+                )
+            )
+        return 0
     config = RunConfig(
         model=args.model,
         model_options=parse_options(args.model_opt, "--model-opt"),
@@ -62,7 +179,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         dataset_options=parse_options(args.dataset_opt, "--dataset-opt"),
         data=args.data,
-        epochs=args.epochs,
+        epochs=args.epochs
+        if args.epochs is not None
+        else RunConfig.__dataclass_fields__["epochs"].default,
         batch_size=args.batch_size,
         lr=args.lr,
         lr_gamma=args.lr_gamma,
@@ -76,8 +195,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile,
         out=args.out,
         name=args.name,
+        on_nan=args.on_nan,
+        skip_bad_samples=args.skip_bad_samples,
     )
-    result = train(config, quiet=args.quiet)
+    try:
+        result = train(config, quiet=args.quiet)
+    except DataError as e:
+        raise DataError(f"{e} (or pass --skip-bad-samples to leave unreadable files out)") from None
     if args.quiet:
         from segkit.report import summary_line
 
@@ -126,7 +250,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         path = Path(name)
         image, prob = predict_file(model, path, ops, device)
         mask_path, overlay_path = write_prediction(out, path, image, prob, args.threshold)
-        print(f"{path}: {float((prob > args.threshold).mean()):.1%} foreground -> {mask_path.name}, {overlay_path.name}")
+        print(
+            f"{path}: {float((prob > args.threshold).mean()):.1%} foreground -> {mask_path.name}, {overlay_path.name}"
+        )
     return 0
 
 
@@ -149,7 +275,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
                     failures.append((info, e))
             dist = f"{info.distribution} {info.version}".strip()
             rows.append((kind, name, dist, status))
-    widths = [max([len(r[i]) for r in rows] + [len(h)]) for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))]
+    widths = [
+        max([len(r[i]) for r in rows] + [len(h)])
+        for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))
+    ]
     header = ("KIND", "NAME", "DISTRIBUTION", "STATUS" if not args.no_import else "")
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
@@ -206,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--data", default=None, help="dataset folder (default: the one it was trained on)")
+    p.add_argument(
+        "--data", default=None, help="dataset folder (default: the one it was trained on)"
+    )
     p.add_argument("--dataset", default=None, help="dataset plugin (default: the training one)")
     p.add_argument("--loader", default=None, help="loader plugin (default: the training one)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -219,14 +350,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     p.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: 0.5)")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="probability threshold (default: 0.5)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("list", help="show installed plugins, their distribution and whether they load")
+    p = sub.add_parser(
+        "list", help="show installed plugins, their distribution and whether they load"
+    )
     p.add_argument("kind", nargs="?", choices=KINDS)
-    p.add_argument("--check", action="store_true", help="print full tracebacks of failing plugins and exit 1 if any fail")
-    p.add_argument("--no-import", action="store_true", help="list names from metadata only, import nothing")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="print full tracebacks of failing plugins and exit 1 if any fail",
+    )
+    p.add_argument(
+        "--no-import", action="store_true", help="list names from metadata only, import nothing"
+    )
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("data", help="make or download datasets")
@@ -237,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--dataset", default="synthetic", help=argparse.SUPPRESS)
     s.set_defaults(func=_cmd_data_synth)
-    f = data.add_parser("fetch", help="download and unpack the official Oxford-IIIT Pet archives (needs a network)")
+    f = data.add_parser(
+        "fetch", help="download and unpack the official Oxford-IIIT Pet archives (needs a network)"
+    )
     f.add_argument("path")
     f.add_argument("--url", default=None, help="base URL of images.tar.gz and annotations.tar.gz")
     f.set_defaults(func=_cmd_data_fetch)
@@ -249,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except RunInterrupted as e:
+        print(f"segkit: {e}", file=sys.stderr)
+        return 130
     except SegkitError as e:
         print(f"segkit: error: {e}", file=sys.stderr)
         return 2

@@ -49,6 +49,8 @@ class RunConfig:
     out: str = "runs"
     name: str | None = None
     grid_images: int = 8
+    on_nan: str = "stop"
+    skip_bad_samples: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,10 +61,16 @@ class RunConfig:
         Raises:
             ConfigError: a value is out of range; the message names the option.
         """
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "image_size": self.image_size}
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+        }
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {value!r}: expected a positive integer")
+                raise ConfigError(
+                    f"--{key.replace('_', '-')} {value!r}: expected a positive integer"
+                )
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: expected a positive learning rate")
         if not 0 < self.lr_gamma <= 1:
@@ -71,6 +79,8 @@ class RunConfig:
             raise ConfigError(
                 f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
             )
+        if self.on_nan not in ("stop", "skip"):
+            raise ConfigError(f"--on-nan {self.on_nan!r}: expected stop or skip")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers {self.num_workers}: expected 0 or more")
 

@@ -22,8 +22,8 @@ import torch
 from segkit import checkpoint as ckpt_io
 from segkit import registry
 from segkit.config import RunConfig, data_path
-from segkit.contracts import Dataset, Loader
-from segkit.errors import ConfigError
+from segkit.contracts import SPLITS, Dataset, Loader, Sample
+from segkit.errors import ConfigError, NumericalError, RunInterrupted
 from segkit.metrics import DiceMeter
 from segkit.precision import Precision, create_precision
 from segkit.recipes import Normalize, Recipe
@@ -80,7 +80,9 @@ def build_model(config: RunConfig) -> torch.nn.Module:
     Raises:
         ConfigError: ``image_size`` is not a multiple of the model's ``min_input_multiple``.
     """
-    model = registry.create("models", config.model, in_channels=3, out_channels=1, **config.model_options)
+    model = registry.create(
+        "models", config.model, in_channels=3, out_channels=1, **config.model_options
+    )
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(
             f"model '{config.model}' returned a {type(model).__name__}; a model factory must "
@@ -177,25 +179,54 @@ def train_one_epoch(
     precision: Precision,
     device: torch.device,
     channels_last: bool,
+    *,
+    epoch: int = 0,
+    on_nan: str = "stop",
     progress: Any = None,
 ) -> dict[str, float]:
+    """One pass over ``loader``. Returns mean loss and Dice, images seen and skipped steps.
+
+    Raises:
+        NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
+    """
     model.train()
     meter = DiceMeter(device)
+    watch = _BadStepWatch(device)
+    skipped_nan = skipped_overflow = 0
+    step = -1
     for step, batch in enumerate(loader):
         images = _to_device(batch.images, device, channels_last)
         masks = _to_device(batch.masks, device, False)
         with precision.autocast():
             logits = model(images)
             loss = loss_fn(logits, masks)
+        if on_nan == "skip" and not bool(torch.isfinite(loss.detach())):
+            skipped_nan += 1  # the user asked for this check: one host sync per step
+            continue
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
-        precision.step(optimizer)
+        if not precision.step(optimizer):
+            skipped_overflow += 1
         meter.update(logits, masks, loss)
+        if on_nan == "stop":
+            watch.update(loss, step)
+            if step % _BadStepWatch.READ_EVERY == 0 and watch.read() >= 0:
+                break
         if progress is not None:
             progress.update(1)
             if step % 20 == 0:  # a host sync every 20 steps, for the progress bar only
                 progress.set_postfix(loss=f"{loss.item():.4f}")
-    return meter.compute()
+    if on_nan == "stop" and (bad := watch.read()) >= 0:
+        raise NumericalError(
+            f"epoch {epoch}, step {bad + 1}: the loss is NaN or infinite. The run stopped and "
+            "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 or "
+            "bf16, check the data, or pass --on-nan skip to skip such steps"
+        )
+    out = meter.compute()
+    out["steps"] = step + 1
+    out["skipped_nan"] = skipped_nan
+    out["skipped_overflow"] = skipped_overflow
+    return out
 
 
 # ----------------------------------------------------------------------------- the run
@@ -246,8 +277,103 @@ def _checkpoint(
     }
 
 
+class _BadStepWatch:
+    """Finds the first non-finite loss of an epoch without a host sync per step.
+
+    The check runs on the device every step; the host reads the flag every
+    ``READ_EVERY`` steps and at the end of the epoch, so a NaN stops the run at most that
+    many steps late (the weights of those steps are never checkpointed).
+    """
+
+    READ_EVERY = 25
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def read(self) -> int:
+        return int(self.first_bad.item())
+
+
+class _FilteredDataset:
+    """A dataset with some samples left out (``--skip-bad-samples``)."""
+
+    def __init__(self, dataset: Dataset, bad: set[str]) -> None:
+        self._dataset = dataset
+        self._bad = bad
+        self.root = dataset.root
+        self.mask_spec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Sample]:
+        return [s for s in self._dataset.samples(split) if s.id not in self._bad]
+
+
+def scan_samples(dataset: Dataset, workers: int = 4) -> list[tuple[str, Sample, str]]:
+    """Read every sample of every split once; return ``(split, sample, error)`` for the bad ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segkit.data import read_sample
+    from segkit.errors import DataError
+
+    def check(item: tuple[str, Sample]) -> tuple[str, Sample, str] | None:
+        try:
+            read_sample(item[1], dataset.mask_spec)
+        except DataError as e:
+            return (item[0], item[1], str(e))
+        return None
+
+    items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL in decode
+        return [r for r in pool.map(check, items) if r is not None]
+
+
 def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
-    """Train, validate, test and report. Returns the test metrics and the run folder."""
+    """Train, validate, test and report into a new run folder.
+
+    Args:
+        config: The run configuration.
+        quiet: Print nothing (the CLI then prints the summary line itself).
+
+    Returns:
+        The test metrics, timings and the run folder.
+
+    Raises:
+        SegkitError: bad configuration, data or checkpoint (a subclass says which).
+        RunInterrupted: Ctrl-C; the message says how to resume.
+    """
+    return _run(config, None, None, quiet)
+
+
+def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = False) -> RunResult:
+    """Continue a run from its ``last.pt``: model, optimizer, scheduler, GradScaler, RNG
+    states, best score and history are restored, and training goes on at the next epoch
+    (loaders are positioned by ``set_epoch``, so the epoch sees the same batches it would
+    have). ``epochs`` extends the run; by default it keeps its own.
+
+    Raises:
+        CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        from segkit.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{run_dir}: run folder not found; pass a folder made by `segkit run`"
+        )
+    state = ckpt_io.load(run_dir / "last.pt", map_location="cpu")
+    config = RunConfig.from_dict(state["config"])
+    if epochs is not None:
+        config.epochs = epochs
+        config.validate()
+    return _run(config, state, run_dir, quiet)
+
+
+def _run(
+    config: RunConfig, state: dict[str, Any] | None, run_dir: Path | None, quiet: bool
+) -> RunResult:
     from tqdm.auto import tqdm
 
     from segkit import report
@@ -259,12 +385,18 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     precision = create_precision(config.precision, device)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    channels_last = (
+        config.channels_last if config.channels_last is not None else device.type == "cuda"
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
 
     # Build everything before creating the run folder, so a bad name or path leaves no trace.
     dataset = build_dataset(config)
+    bad_samples: list[tuple[str, Sample, str]] = []
+    if config.skip_bad_samples:
+        bad_samples = scan_samples(dataset)
+        dataset = _FilteredDataset(dataset, {s.id for _, s, _ in bad_samples})
     model = build_model(config)
     loss_fn = registry.create("losses", config.loss, **config.loss_options)
     recipe = build_recipe(config)
@@ -277,62 +409,109 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
-    step_model = torch.compile(model) if config.compile else model
 
-    run_dir = make_run_dir(config)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    history: list[dict[str, Any]] = []
+    best = (-math.inf, -1)
+    start = 1
+    if state is not None and run_dir is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.load_state_dict(state["precision"])
+        history = list(state["history"])
+        best = (state["best_valid_dice"], state["best_epoch"])
+        start = state["epoch"] + 1
+        ckpt_io.set_rng_state(state["rng"])
+        report.rewrite_metrics(run_dir / "metrics.csv", history)  # drop rows after the checkpoint
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        say(f"segkit: resuming {run_dir} after epoch {state['epoch']} of {config.epochs}")
+    else:
+        run_dir = make_run_dir(config)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    step_model = torch.compile(model) if config.compile else model
+    if bad_samples:
+        report.write_bad_samples(run_dir / "bad_samples.txt", bad_samples)
+        say(
+            f"segkit: left out {len(bad_samples)} unreadable samples, listed in {run_dir / 'bad_samples.txt'}"
+        )
     say(
         f"segkit: {config.model} + {config.loss} + {config.augment} via {config.loader} on "
         f"{config.resolved_dataset()} ({dataset.root}); device {device}, precision "
         f"{precision.name}, {config.epochs} epochs -> {run_dir}"
     )
 
-    history: list[dict[str, Any]] = []
-    best = (-math.inf, -1)
-    epoch_times: list[float] = []
-    images_per_epoch: list[float] = []
-    for epoch in range(1, config.epochs + 1):
-        train_loader.set_epoch(epoch)
-        bar = tqdm(
-            total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}", leave=False,
-            disable=quiet or None, dynamic_ncols=True,
+    epoch = start
+    try:
+        for epoch in range(start, config.epochs + 1):
+            train_loader.set_epoch(epoch)
+            bar = tqdm(
+                total=len(train_loader),
+                desc=f"epoch {epoch}/{config.epochs}",
+                leave=False,
+                disable=quiet or None,
+                dynamic_ncols=True,
+            )
+            t0 = time.perf_counter()
+            train_metrics = train_one_epoch(
+                step_model,
+                train_loader,
+                loss_fn,
+                optimizer,
+                precision,
+                device,
+                channels_last,
+                epoch=epoch,
+                on_nan=config.on_nan,
+                progress=bar,
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            bar.close()
+            valid = evaluate(step_model, valid_loader, loss_fn, precision, device, channels_last)
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            row = {
+                "epoch": epoch,
+                "train_loss": train_metrics["loss"],
+                "train_dice": train_metrics["dice"],
+                "valid_loss": valid["loss"],
+                "valid_dice": valid["dice"],
+                "valid_iou": valid["iou"],
+                "lr": lr,
+                "epoch_seconds": seconds,
+                "train_images": int(train_metrics["images"]),
+                "skipped_steps": train_metrics["skipped_nan"] + train_metrics["skipped_overflow"],
+            }
+            history.append(row)
+            improved = valid["dice"] > best[0]
+            if improved:
+                best = (valid["dice"], epoch)
+            ckpt = _checkpoint(config, model, optimizer, scheduler, precision, epoch, best, history)
+            # best before last: a last.pt of epoch k always has the best.pt of epochs <= k.
+            if improved:
+                ckpt_io.save_atomic(ckpt, run_dir / "best.pt")
+            ckpt_io.save_atomic(ckpt, run_dir / "last.pt")
+            report.append_metrics(run_dir / "metrics.csv", row)
+            notes = _step_notes(train_metrics, precision)
+            say(
+                f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                f"train dice {row['train_dice']:.4f}  valid dice {row['valid_dice']:.4f}  "
+                f"{seconds:.1f}s{'  *best' if improved else ''}{notes}"
+            )
+    except KeyboardInterrupt:
+        done = epoch - 1
+        where = (
+            f"the last checkpoint ({run_dir / 'last.pt'}) holds epoch {done}"
+            if (run_dir / "last.pt").exists()
+            else "no epoch had finished, so there is no checkpoint"
         )
-        t0 = time.perf_counter()
-        train_metrics = train_one_epoch(
-            step_model, train_loader, loss_fn, optimizer, precision, device, channels_last, bar
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        bar.close()
-        valid = evaluate(step_model, valid_loader, loss_fn, precision, device, channels_last)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        epoch_times.append(seconds)
-        images_per_epoch.append(train_metrics["images"])
-        row = {
-            "epoch": epoch,
-            "train_loss": train_metrics["loss"],
-            "train_dice": train_metrics["dice"],
-            "valid_loss": valid["loss"],
-            "valid_dice": valid["dice"],
-            "valid_iou": valid["iou"],
-            "lr": lr,
-            "epoch_seconds": seconds,
-        }
-        history.append(row)
-        report.append_metrics(run_dir / "metrics.csv", row)
-        improved = valid["dice"] > best[0]
-        if improved:
-            best = (valid["dice"], epoch)
-        state = _checkpoint(config, model, optimizer, scheduler, precision, epoch, best, history)
-        ckpt_io.save_atomic(state, run_dir / "last.pt")
-        if improved:
-            ckpt_io.save_atomic(state, run_dir / "best.pt")
-        say(
-            f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-            f"train dice {row['train_dice']:.4f}  valid dice {row['valid_dice']:.4f}  "
-            f"{seconds:.1f}s{'  *best' if improved else ''}"
+        raise RunInterrupted(
+            f"interrupted during epoch {epoch}; {where}. Resume with: segkit run --resume {run_dir}"
+        ) from None
+    if not (run_dir / "best.pt").exists():
+        raise ConfigError(
+            f"{run_dir}: no epoch to evaluate (--epochs {config.epochs} already done?)"
         )
 
     # Test with the best weights.
@@ -341,16 +520,34 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
     test = evaluate(model, test_loader, loss_fn, precision, device, channels_last)
 
     # Time per epoch, excluding the first (warm-up: worker start, cudnn autotune, compile).
-    skip = 1 if len(epoch_times) > 1 else 0
-    epoch_seconds = sum(epoch_times[skip:]) / len(epoch_times[skip:])
-    ips = sum(images_per_epoch[skip:]) / sum(epoch_times[skip:])
+    timed = history[1:] if len(history) > 1 else history
+    epoch_seconds = sum(r["epoch_seconds"] for r in timed) / len(timed)
+    ips = sum(r["train_images"] for r in timed) / sum(r["epoch_seconds"] for r in timed)
     result = RunResult(run_dir, test, best[1], best[0], epoch_seconds, ips, history)
 
     report.write_curves(run_dir / "curves.png", history)
     report.write_prediction_grid(
-        run_dir / "predictions.png", model, test_loader, precision, device,
-        *normalization(recipe), n=config.grid_images,
+        run_dir / "predictions.png",
+        model,
+        test_loader,
+        precision,
+        device,
+        *normalization(recipe),
+        n=config.grid_images,
     )
     report.write_summary(run_dir, config, result, device)
     say(report.summary_line(config, result))
     return result
+
+
+def _step_notes(metrics: dict[str, float], precision: Precision) -> str:
+    notes = ""
+    if metrics["skipped_nan"]:
+        notes += f"  ({int(metrics['skipped_nan'])} steps skipped: NaN/inf loss)"
+    overflow = metrics["skipped_overflow"]
+    if overflow and overflow > 0.25 * max(metrics["steps"], 1):
+        notes += (
+            f"  ({int(overflow)} of {int(metrics['steps'])} steps skipped by the {precision.name} "
+            "GradScaler for inf/NaN gradients; if this persists use bf16 or fp32)"
+        )
+    return notes

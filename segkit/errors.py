@@ -48,3 +48,11 @@ class DuplicatePluginError(PluginError):
 
 class CheckpointError(SegkitError):
     """A checkpoint file is missing, truncated, foreign, or unsafe to load."""
+
+
+class NumericalError(SegkitError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class RunInterrupted(SegkitError):
+    """Training was interrupted (Ctrl-C); the message says how to resume."""

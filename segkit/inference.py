@@ -16,7 +16,9 @@ from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
 from segkit.recipes import Normalize, Op, Resize
 
 
-def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+def load_model(
+    path: Path, device: torch.device
+) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
     """Load a checkpoint and rebuild its model from the plugin names it records.
 
     Raises:
@@ -40,8 +42,7 @@ def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, RunCo
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(
-            f"{path}: weights do not fit model '{config.model}' "
-            f"({str(e).splitlines()[0][:200]})"
+            f"{path}: weights do not fit model '{config.model}' ({str(e).splitlines()[0][:200]})"
         ) from None
     return model.to(device).eval(), config, ckpt
 

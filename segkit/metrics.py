@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 
 
-def dice_iou_per_image(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dice_iou_per_image(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard Dice and IoU for each image of a batch.
 
     Args:
@@ -45,15 +47,21 @@ class DiceMeter:
         self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+    def update(
+        self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None
+    ) -> None:
         dice, iou = dice_iou_per_image(logits, target)
         upd = torch.stack(
             [
                 dice.sum().double(),
                 iou.sum().double(),
                 torch.tensor(float(dice.numel()), dtype=torch.float64, device=dice.device),
-                loss.detach().double() if loss is not None else dice.new_zeros((), dtype=torch.float64),
-                dice.new_ones((), dtype=torch.float64) if loss is not None else dice.new_zeros((), dtype=torch.float64),
+                loss.detach().double()
+                if loss is not None
+                else dice.new_zeros((), dtype=torch.float64),
+                dice.new_ones((), dtype=torch.float64)
+                if loss is not None
+                else dice.new_zeros((), dtype=torch.float64),
             ]
         )
         self._acc += upd

@@ -161,9 +161,7 @@ class Recipe:
                         f"segkit.recipes op; use one of {', '.join(VOCABULARY)}"
                     )
             if not ops or not isinstance(ops[-1], Normalize):
-                raise ConfigError(
-                    f"recipe '{self.name}': {stage} ops must end with Normalize"
-                )
+                raise ConfigError(f"recipe '{self.name}': {stage} ops must end with Normalize")
 
     def ops(self, train: bool) -> tuple[Op, ...]:
         """The ops for training (``train=True``) or evaluation."""
@@ -174,7 +172,9 @@ class Recipe:
         return {
             "name": self.name,
             **{
-                stage: [{"op": type(op).__name__, **op.params()} for op in self.ops(stage == "train")]
+                stage: [
+                    {"op": type(op).__name__, **op.params()} for op in self.ops(stage == "train")
+                ]
                 for stage in ("train", "eval")
             },
         }

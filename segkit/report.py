@@ -28,6 +28,26 @@ def append_metrics(path: Path, row: dict[str, Any]) -> None:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+def rewrite_metrics(path: Path, history: Sequence[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` from a checkpoint's history (rows after it are dropped)."""
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.unlink(missing_ok=True)
+    for row in history:
+        append_metrics(tmp, row)
+    if history:
+        tmp.replace(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_bad_samples(path: Path, bad: Sequence[tuple[str, Any, str]]) -> None:
+    """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
+    with path.open("w") as f:
+        f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
+        for split, sample, reason in bad:
+            f.write(f"{split}\t{sample.id}\t{reason}\n")
+
+
 def write_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     """Loss and Dice per epoch, train and valid, side by side."""
     import matplotlib
@@ -111,7 +131,9 @@ def summary_line(config: RunConfig, result: RunResult) -> str:
     )
 
 
-def write_summary(run_dir: Path, config: RunConfig, result: RunResult, device: torch.device) -> None:
+def write_summary(
+    run_dir: Path, config: RunConfig, result: RunResult, device: torch.device
+) -> None:
     """``summary.txt`` (the one line the CLI prints) and ``summary.json`` (machine-readable)."""
     (run_dir / "summary.txt").write_text(summary_line(config, result) + "\n")
     data = {

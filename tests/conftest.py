@@ -25,7 +25,9 @@ def tiny_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("pets"), count=20, seed=7)
 
 
-def write_pet_layout(root: Path, images: dict[str, np.ndarray], trimaps: dict[str, np.ndarray], test: list[str]) -> Path:
+def write_pet_layout(
+    root: Path, images: dict[str, np.ndarray], trimaps: dict[str, np.ndarray], test: list[str]
+) -> Path:
     """Write arrays as an Oxford-IIIT Pet folder: JPEG images, PNG trimaps, split lists."""
     (root / "images").mkdir(parents=True)
     (root / "annotations" / "trimaps").mkdir(parents=True)
@@ -53,4 +55,9 @@ def shapes_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
         img = np.where(mask[..., None], rng.integers(200, 240, 3), rng.integers(15, 50, 3))
         images[f"shape_{i}"] = img.astype(np.uint8)
         trimaps[f"shape_{i}"] = np.where(mask, 1, 2).astype(np.uint8)
-    return write_pet_layout(tmp_path_factory.mktemp("shapes"), images, trimaps, test=["shape_0", "shape_1", "shape_2", "shape_3"])
+    return write_pet_layout(
+        tmp_path_factory.mktemp("shapes"),
+        images,
+        trimaps,
+        test=["shape_0", "shape_1", "shape_2", "shape_3"],
+    )

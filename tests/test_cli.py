@@ -23,7 +23,22 @@ TINY = ["--image-size", "32", "--batch-size", "4", "--num-workers", "0", "-q"]
 @pytest.fixture(scope="module")
 def run_dir(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    code = main(["run", "--model", "unet", "--epochs", "2", "--data", str(tiny_pets), "--out", str(out), "--name", "e2e", *TINY])
+    code = main(
+        [
+            "run",
+            "--model",
+            "unet",
+            "--epochs",
+            "2",
+            "--data",
+            str(tiny_pets),
+            "--out",
+            str(out),
+            "--name",
+            "e2e",
+            *TINY,
+        ]
+    )
     assert code == 0
     return out / "e2e"
 
@@ -37,7 +52,16 @@ def error_of(capsys, argv: list[str]) -> str:
 
 
 def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
-    for name in ("config.json", "metrics.csv", "curves.png", "best.pt", "last.pt", "predictions.png", "summary.txt", "summary.json"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "curves.png",
+        "best.pt",
+        "last.pt",
+        "predictions.png",
+        "summary.txt",
+        "summary.json",
+    ):
         assert (run_dir / name).is_file(), name
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -61,9 +85,13 @@ def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) 
     assert f"{expected:.4f}" in out
 
 
-def test_predict_writes_masks_at_the_image_size(run_dir: Path, tiny_pets: Path, tmp_path: Path, capsys) -> None:
+def test_predict_writes_masks_at_the_image_size(
+    run_dir: Path, tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
     images = sorted((tiny_pets / "images").glob("*.jpg"))[:2]
-    assert main(["predict", str(run_dir / "best.pt"), *map(str, images), "--out", str(tmp_path)]) == 0
+    assert (
+        main(["predict", str(run_dir / "best.pt"), *map(str, images), "--out", str(tmp_path)]) == 0
+    )
     for image in images:
         with Image.open(image) as src, Image.open(tmp_path / f"{image.stem}_mask.png") as mask:
             assert mask.size == src.size
@@ -74,7 +102,15 @@ def test_predict_writes_masks_at_the_image_size(run_dir: Path, tiny_pets: Path, 
 def test_list_shows_builtins_with_their_distribution(capsys) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("unet", "resnet34_unet", "bce_dice", "type3", "albumentations", "oxford_pet", "synthetic"):
+    for name in (
+        "unet",
+        "resnet34_unet",
+        "bce_dice",
+        "type3",
+        "albumentations",
+        "oxford_pet",
+        "synthetic",
+    ):
         line = next(line for line in out.splitlines() if f" {name} " in line)
         assert "segkit 0.1.0" in line and line.rstrip().endswith("ok")
 
@@ -87,7 +123,9 @@ def test_data_synth_writes_the_oxford_layout(tmp_path: Path, capsys) -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = "import sys, segkit.cli; segkit.cli.build_parser(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -101,11 +139,28 @@ def test_missing_data_folder(capsys, tmp_path: Path) -> None:
 
 def test_unknown_model_suggests_close_names(capsys) -> None:
     err = error_of(capsys, ["run", "--model", "resnet34unet", *TINY])
-    assert "no model named 'resnet34unet'" in err and "'resnet34_unet'" in err and "segkit list models" in err
+    assert (
+        "no model named 'resnet34unet'" in err
+        and "'resnet34_unet'" in err
+        and "segkit list models" in err
+    )
 
 
 def test_image_size_not_divisible_by_32(capsys, tiny_pets: Path) -> None:
-    err = error_of(capsys, ["run", "--model", "resnet34_unet", "--data", str(tiny_pets), "--image-size", "48", "--batch-size", "4"])
+    err = error_of(
+        capsys,
+        [
+            "run",
+            "--model",
+            "resnet34_unet",
+            "--data",
+            str(tiny_pets),
+            "--image-size",
+            "48",
+            "--batch-size",
+            "4",
+        ],
+    )
     assert "--image-size 48 is not divisible by 32" in err and "use 32 or 64" in err
 
 
@@ -127,7 +182,21 @@ def test_corrupt_jpeg_is_named(capsys, broken_pets: Path, tmp_path: Path) -> Non
     name = _first(broken_pets, "trainval.txt")
     jpeg = broken_pets / "images" / f"{name}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 3])
-    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    err = error_of(
+        capsys,
+        [
+            "run",
+            "--model",
+            "unet",
+            "--epochs",
+            "1",
+            "--data",
+            str(broken_pets),
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+    )
     assert f"{name}.jpg: cannot decode image" in err and "truncated" in err
 
 
@@ -137,7 +206,21 @@ def test_trimap_with_foreign_values_is_named(capsys, broken_pets: Path, tmp_path
     values = np.asarray(Image.open(trimap)).copy()
     values[:3, :3] = 7
     Image.fromarray(values).save(trimap)
-    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    err = error_of(
+        capsys,
+        [
+            "run",
+            "--model",
+            "unet",
+            "--epochs",
+            "1",
+            "--data",
+            str(broken_pets),
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+    )
     assert f"{name}.png: values {{7}} found, masks of this dataset hold 1, 2, 3" in err
 
 
@@ -158,7 +241,21 @@ def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: 
     name = _first(broken_pets)
     trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
     Image.open(trimap).resize((40, 30), Image.NEAREST).save(trimap)
-    err = error_of(capsys, ["run", "--model", "unet", "--epochs", "1", "--data", str(broken_pets), "--out", str(tmp_path / "o"), *TINY])
+    err = error_of(
+        capsys,
+        [
+            "run",
+            "--model",
+            "unet",
+            "--epochs",
+            "1",
+            "--data",
+            str(broken_pets),
+            "--out",
+            str(tmp_path / "o"),
+            *TINY,
+        ],
+    )
     assert f"{name}.png: mask is 40x30 but image {name}.jpg is" in err
 
 

@@ -26,7 +26,11 @@ def make_loader(name, dataset, split="train", recipe="type3", *, train=True, bat
 def collect(loader, epoch=0):
     loader.set_epoch(epoch)
     batches = list(loader)
-    return torch.cat([b.images for b in batches]), torch.cat([b.masks for b in batches]), [len(b.images) for b in batches]
+    return (
+        torch.cat([b.images for b in batches]),
+        torch.cat([b.masks for b in batches]),
+        [len(b.images) for b in batches],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +72,23 @@ def test_same_seed_and_epoch_same_batches_and_epochs_reshuffle(loader, shapes):
 
 @pytest.mark.parametrize("loader", LOADERS)
 def test_shards_are_disjoint_and_cover_the_split(loader, shapes):
-    eval_recipe = Recipe("eval", train=(Resize(size=SIZE), Normalize()), eval=(Resize(size=SIZE), Normalize()))
+    eval_recipe = Recipe(
+        "eval", train=(Resize(size=SIZE), Normalize()), eval=(Resize(size=SIZE), Normalize())
+    )
     full, _, _ = collect(make_loader(loader, shapes, "train", eval_recipe, train=False))
-    shards = [collect(make_loader(loader, shapes, "train", eval_recipe, train=True, seed=5, shard=(r, 2)), epoch=1)[0] for r in range(2)]
+    shards = [
+        collect(
+            make_loader(loader, shapes, "train", eval_recipe, train=True, seed=5, shard=(r, 2)),
+            epoch=1,
+        )[0]
+        for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == -(-len(full) // 2)
     # Identify images by their pixel sums: every image of the split lands in one shard.
     key = lambda t: sorted(round(float(x), 2) for x in t.sum(dim=(1, 2, 3)))  # noqa: E731
-    assert sorted(key(shards[0]) + key(shards[1]))[: len(full)] == key(full) or set(key(full)) <= set(key(shards[0]) + key(shards[1]))
+    assert sorted(key(shards[0]) + key(shards[1]))[: len(full)] == key(full) or set(
+        key(full)
+    ) <= set(key(shards[0]) + key(shards[1]))
     if len(full) % 2 == 0:
         assert not set(key(shards[0])) & set(key(shards[1]))
 
@@ -84,7 +98,9 @@ def test_shards_are_disjoint_and_cover_the_split(loader, shapes):
 def test_recipe_keeps_masks_binary_and_aligned_with_the_image(loader, recipe, shapes):
     """The shapes are bright on dark, so the mask can be read back from the pixels after
     any augmentation; a geometric op applied to one of the two would break agreement."""
-    images, masks, _ = collect(make_loader(loader, shapes, recipe=recipe, batch_size=8, seed=11), epoch=4)
+    images, masks, _ = collect(
+        make_loader(loader, shapes, recipe=recipe, batch_size=8, seed=11), epoch=4
+    )
     assert set(masks.unique().tolist()) <= {0.0, 1.0}
     gray = images.mean(1)
     for img, msk in zip(gray, masks[:, 0], strict=True):
@@ -112,7 +128,14 @@ def test_eval_recipe_is_resize_and_imagenet_normalize(loader, shapes):
 def test_gamma_stays_in_its_range(loader, shapes):
     lo, hi = 0.8, 1.2
     base = Recipe("g", train=(Resize(size=SIZE), Normalize(mean=(0, 0, 0), std=(1, 1, 1))))
-    gamma = Recipe("g", train=(Resize(size=SIZE), RandomGamma(gamma_limit=(80, 120), p=1.0), Normalize(mean=(0, 0, 0), std=(1, 1, 1))))
+    gamma = Recipe(
+        "g",
+        train=(
+            Resize(size=SIZE),
+            RandomGamma(gamma_limit=(80, 120), p=1.0),
+            Normalize(mean=(0, 0, 0), std=(1, 1, 1)),
+        ),
+    )
     plain = collect(make_loader(loader, shapes, recipe=base, seed=1), epoch=1)[0]
     bent = collect(make_loader(loader, shapes, recipe=gamma, seed=1), epoch=1)[0]
     for x, y in zip(plain, bent, strict=True):
@@ -127,7 +150,7 @@ def test_corrupt_jpeg_names_the_file(loader, shapes_pets, tmp_path):
 
     root = shutil.copytree(shapes_pets, tmp_path / "pets")
     bad = root / "images" / "shape_1.jpg"
-    bad.write_bytes(bad.read_bytes()[: 200])
+    bad.write_bytes(bad.read_bytes()[:200])
     ds = create_dataset("oxford_pet", root)
     with pytest.raises(DataError, match=r"shape_1\.jpg"):
         collect(make_loader(loader, ds, "test", train=False))

@@ -20,7 +20,9 @@ BUILTINS = {
 }
 
 
-def make_distribution(root: Path, dist: str, groups: dict[str, dict[str, str]], modules: dict[str, str]) -> None:
+def make_distribution(
+    root: Path, dist: str, groups: dict[str, dict[str, str]], modules: dict[str, str]
+) -> None:
     """Fake an installed distribution: a dist-info with entry_points.txt, plus its modules."""
     # pip names the folder after the normalized distribution name (PEP 491): fake_x-1.0.
     info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
@@ -54,7 +56,9 @@ def test_builtins_are_registered_with_their_distribution():
 
 def test_listing_imports_no_plugin(site):
     make_distribution(
-        site, "fake-lazy", {"segkit.models": {"lazy": "fake_lazy:create"}},
+        site,
+        "fake-lazy",
+        {"segkit.models": {"lazy": "fake_lazy:create"}},
         {"fake_lazy": "raise RuntimeError('imported too early')\n"},
     )
     reg = Registry(path=[str(site)])
@@ -64,24 +68,33 @@ def test_listing_imports_no_plugin(site):
 
 def test_third_party_model_is_discovered_and_created(site):
     make_distribution(
-        site, "fake-tiny", {"segkit.models": {"tiny": "fake_tiny:create_tiny"}},
-        {"fake_tiny": """
+        site,
+        "fake-tiny",
+        {"segkit.models": {"tiny": "fake_tiny:create_tiny"}},
+        {
+            "fake_tiny": """
             import torch
 
             def create_tiny(in_channels=3, out_channels=1):
                 return torch.nn.Conv2d(in_channels, out_channels, 1)
-        """},
+        """
+        },
     )
     reg = Registry(path=[str(site)])
     info = reg.info("models", "tiny")
-    assert (info.distribution, info.version, info.target) == ("fake_tiny", "1.0", "fake_tiny:create_tiny")
+    assert (info.distribution, info.version, info.target) == (
+        "fake_tiny",
+        "1.0",
+        "fake_tiny:create_tiny",
+    )
     model = reg.create("models", "tiny", in_channels=3, out_channels=1)
     assert model.out_channels == 1
 
 
 def test_broken_plugin_is_reported_and_isolated(site):
     make_distribution(
-        site, "fake-broken",
+        site,
+        "fake-broken",
         {"segkit.models": {"broken": "fake_broken:create", "fine": "fake_fine:create"}},
         {
             "fake_broken": "import a_module_that_does_not_exist\n",
@@ -89,7 +102,10 @@ def test_broken_plugin_is_reported_and_isolated(site):
         },
     )
     reg = Registry(path=[str(site)])
-    with pytest.raises(PluginLoadError, match=r"model 'broken' from distribution 'fake_broken' 1.0 failed to load \(fake_broken:create\): ModuleNotFoundError") as info:
+    with pytest.raises(
+        PluginLoadError,
+        match=r"model 'broken' from distribution 'fake_broken' 1.0 failed to load \(fake_broken:create\): ModuleNotFoundError",
+    ) as info:
         reg.get("models", "broken")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)  # original traceback kept
     assert reg.create("models", "fine") == "ok"
@@ -97,39 +113,59 @@ def test_broken_plugin_is_reported_and_isolated(site):
 
 def test_plugin_that_is_not_callable_is_refused(site):
     make_distribution(
-        site, "fake-value", {"segkit.losses": {"number": "fake_value:VALUE"}},
+        site,
+        "fake-value",
+        {"segkit.losses": {"number": "fake_value:VALUE"}},
         {"fake_value": "VALUE = 3\n"},
     )
-    with pytest.raises(PluginLoadError, match=r"loss 'number' .* points at fake_value:VALUE, a int; expected a callable"):
+    with pytest.raises(
+        PluginLoadError,
+        match=r"loss 'number' .* points at fake_value:VALUE, a int; expected a callable",
+    ):
         Registry(path=[str(site)]).get("losses", "number")
 
 
 def test_duplicate_name_names_both_distributions(site):
     for dist in ("fake-one", "fake-two"):
-        make_distribution(site, dist, {"segkit.losses": {"twin": f"{dist.replace('-', '_')}:create"}}, {})
-    with pytest.raises(DuplicatePluginError, match=r"loss name 'twin' is registered twice: by distribution 'fake_one' .* and by distribution 'fake_two'"):
+        make_distribution(
+            site, dist, {"segkit.losses": {"twin": f"{dist.replace('-', '_')}:create"}}, {}
+        )
+    with pytest.raises(
+        DuplicatePluginError,
+        match=r"loss name 'twin' is registered twice: by distribution 'fake_one' .* and by distribution 'fake_two'",
+    ):
         Registry(path=[str(site)]).plugins("losses")
 
 
 def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
     for sub in ("a", "b"):
-        make_distribution(tmp_path / sub, "fake-same", {"segkit.losses": {"x": "fake_same:create"}}, {})
+        make_distribution(
+            tmp_path / sub, "fake-same", {"segkit.losses": {"x": "fake_same:create"}}, {}
+        )
     reg = Registry(path=[str(tmp_path / "a"), str(tmp_path / "b")])
     assert reg.names("losses") == ["x"]
 
 
 def test_unknown_name_suggests_close_matches_and_segkit_list():
-    with pytest.raises(PluginNotFoundError, match=r"no model named 'resnet34unet'\. Did you mean 'resnet34_unet'.*Run `segkit list models`"):
+    with pytest.raises(
+        PluginNotFoundError,
+        match=r"no model named 'resnet34unet'\. Did you mean 'resnet34_unet'.*Run `segkit list models`",
+    ):
         Registry().info("models", "resnet34unet")
 
 
 def test_unknown_kind_suggests_the_right_one():
-    with pytest.raises(PluginNotFoundError, match=r"unknown plugin kind 'model'; did you mean 'models'\?"):
+    with pytest.raises(
+        PluginNotFoundError, match=r"unknown plugin kind 'model'; did you mean 'models'\?"
+    ):
         Registry().names("model")
 
 
 def test_wrong_options_are_a_config_error_listing_accepted_ones():
-    with pytest.raises(ConfigError, match=r"loss 'bce_dice' does not accept these options: .*colour.*It accepts: .*bce_weight"):
+    with pytest.raises(
+        ConfigError,
+        match=r"loss 'bce_dice' does not accept these options: .*colour.*It accepts: .*bce_weight",
+    ):
         Registry().create("losses", "bce_dice", colour="red")
 
 

@@ -40,9 +40,7 @@ def compile_ops(ops: Sequence[R.Op]) -> Any:
             out.append(A.Resize(op.size, op.size, p=op.p))
         elif isinstance(op, R.RandomResizedCrop):
             out.append(
-                A.RandomResizedCrop(
-                    size=(op.size, op.size), scale=op.scale, ratio=op.ratio, p=op.p
-                )
+                A.RandomResizedCrop(size=(op.size, op.size), scale=op.scale, ratio=op.ratio, p=op.p)
             )
         elif isinstance(op, R.RandomGamma):
             out.append(A.RandomGamma(gamma_limit=op.gamma_limit, p=op.p))
@@ -151,7 +149,9 @@ class AlbumentationsLoader:
             raise ConfigError(f"batch_size={batch_size}; expected a positive integer")
         rank, world = shard
         if not 0 <= rank < world:
-            raise ConfigError(f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size")
+            raise ConfigError(
+                f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size"
+            )
         self.samples = dataset.samples(split)
         self.split = split
         self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)

@@ -43,7 +43,9 @@ def type2(image_size: int = 256) -> Recipe:
             RandomGamma(gamma_limit=(80, 120), p=0.5),
             CLAHE(clip_limit=(1.0, 4.0), tile_grid_size=(8, 8), p=1.0),
             ChannelShuffle(p=0.5),
-            RandomBrightnessContrast(brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=0.5),
+            RandomBrightnessContrast(
+                brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=0.5
+            ),
             Normalize(),
         ),
         eval=eval_ops(image_size),
@@ -61,7 +63,9 @@ def type3(image_size: int = 256) -> Recipe:
             CLAHE(clip_limit=(1.0, 4.0), tile_grid_size=(8, 8), p=0.5),
             ChannelShuffle(p=0.5),
             RandomResizedCrop(size=image_size, scale=(0.08, 1.0), ratio=(0.75, 4 / 3), p=0.5),
-            RandomBrightnessContrast(brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=0.5),
+            RandomBrightnessContrast(
+                brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=0.5
+            ),
             Resize(size=image_size),
             Normalize(),
         ),

@@ -1,0 +1,305 @@
+"""Nothing lost: resume after SIGKILL, clean Ctrl-C, NaN losses, bad files, failed writes."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit import checkpoint as ckpt_io
+from segkit import registry
+from segkit.cli import main
+from segkit.config import RunConfig
+from segkit.engine import resume, train
+from segkit.errors import CheckpointError, NumericalError
+
+TINY = [
+    "--model",
+    "unet",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--num-workers",
+    "0",
+    "--seed",
+    "3",
+]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segkit", *args]
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def wait_for_epochs(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.csv").exists() and len(rows(run_dir)) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} epochs in {timeout}s")
+
+
+def comparable(run_dir: Path) -> list[dict[str, float]]:
+    keep = ("epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "lr")
+    return [{k: float(r[k]) for k in keep} for r in rows(run_dir)]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_pets: Path, tmp_path: Path) -> None:
+    args = [*TINY, "--data", str(tiny_pets), "--out", str(tmp_path), "--epochs", "4", "-q"]
+    subprocess.run(cli("run", *args, "--name", "whole"), check=True, capture_output=True)
+
+    proc = subprocess.Popen(
+        cli("run", *args, "--name", "killed"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_epochs(tmp_path / "killed", 2, proc)
+        proc.send_signal(signal.SIGKILL)  # mid-epoch 3 (or between epochs): no chance to clean up
+        proc.wait()
+    finally:
+        proc.kill()
+    done = ckpt_io.load(tmp_path / "killed" / "last.pt")["epoch"]
+    assert 2 <= done < 4
+    out = subprocess.run(
+        cli("run", "--resume", str(tmp_path / "killed"), "-q"),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.startswith("test dice ")
+
+    whole, resumed = comparable(tmp_path / "whole"), comparable(tmp_path / "killed")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed, strict=True):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["epoch"], key)
+    import json
+
+    sw = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    sr = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert sr["test_dice"] == pytest.approx(sw["test_dice"], abs=1e-5)
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    args = [
+        *TINY,
+        "--data",
+        str(tiny_pets),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "50",
+        "--name",
+        "int",
+    ]
+    proc = subprocess.Popen(
+        cli("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_epochs(tmp_path / "int", 1, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert f"Resume with: segkit run --resume {tmp_path / 'int'}" in err
+    assert "the last checkpoint" in err
+    assert ckpt_io.load(tmp_path / "int" / "last.pt")["epoch"] >= 1
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--resume", str(tmp_path / "nope")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--resume", str(tmp_path / "empty")]) == 2
+    assert "last.pt: checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def nan_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake installed loss, `nan_at`, whose value is NaN on one given call."""
+    site = tmp_path / "site"
+    info = site / "fake_nan-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-nan\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[segkit.losses]\nnan_at = fake_nan:create\n")
+    (site / "fake_nan.py").write_text(
+        textwrap.dedent("""
+        import torch
+        import torch.nn.functional as F
+
+        class NanAt(torch.nn.Module):
+            def __init__(self, call):
+                super().__init__()
+                self.call, self.calls = call, 0
+
+            def forward(self, logits, target):
+                self.calls += 1
+                loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+                return loss * float("nan") if self.calls == self.call else loss
+
+        def create(call=7):
+            return NanAt(call)
+    """)
+    )
+    monkeypatch.syspath_prepend(str(site))
+    registry.reset()
+    yield
+    registry.reset()
+    sys.modules.pop("fake_nan", None)
+
+
+def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
+    nan_loss, tiny_pets: Path, tmp_path: Path
+) -> None:
+    # 13 train images in batches of 4: 4 steps per epoch, then 1 valid batch (2 images).
+    # Call 7 is epoch 2's second training step.
+    config = RunConfig(
+        model="unet",
+        loss="nan_at",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=3,
+        data=str(tiny_pets),
+        out=str(tmp_path),
+        name="nan",
+    )
+    assert len(registry.create("datasets", "oxford_pet", tiny_pets).samples("train")) == 13
+    with pytest.raises(
+        NumericalError, match=r"epoch 2, step 2: the loss is NaN or infinite.*--on-nan skip"
+    ):
+        train(config, quiet=True)
+    last = ckpt_io.load(tmp_path / "nan" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_nan_loss_can_be_skipped(nan_loss, tiny_pets: Path, tmp_path: Path) -> None:
+    config = RunConfig(
+        model="unet",
+        loss="nan_at",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=2,
+        data=str(tiny_pets),
+        out=str(tmp_path),
+        name="skip",
+        on_nan="skip",
+    )
+    result = train(config, quiet=True)
+    assert [r["skipped_steps"] for r in result.history] == [0, 1]
+    assert result.test["dice"] == result.test["dice"]  # not NaN
+
+
+def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    root = Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
+    name = (root / "annotations" / "trainval.txt").read_text().split()[0]
+    jpeg = root / "images" / f"{name}.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:300])
+    config = RunConfig(
+        model="unet",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=1,
+        data=str(root),
+        out=str(tmp_path),
+        name="skipbad",
+        skip_bad_samples=True,
+    )
+    result = train(config, quiet=True)
+    listing = (result.run_dir / "bad_samples.txt").read_text()
+    assert (
+        "# 1 samples left out" in listing
+        and f"{name}\t" in listing
+        and "cannot decode image" in listing
+    )
+    train_ids = [s.id for s in registry.create("datasets", "oxford_pet", root).samples("train")]
+    assert result.history[0]["train_images"] == len(train_ids) - (name in train_ids)
+
+
+def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
+    tiny_pets: Path, tmp_path: Path, monkeypatch
+) -> None:
+    config = RunConfig(
+        model="unet",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=3,
+        data=str(tiny_pets),
+        out=str(tmp_path),
+        name="full",
+    )
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # epoch 1 writes best + last; the disk fills during epoch 2
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(
+        CheckpointError,
+        match=r"full/(best|last)\.pt: could not write checkpoint \(No space left on device\); the previous checkpoint, if any, is unchanged",
+    ):
+        train(config, quiet=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ckpt_io.load(tmp_path / "full" / "last.pt")["epoch"] == 1
+    assert not [p for p in (tmp_path / "full").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_of_a_model_no_longer_installed(tmp_path: Path, capsys) -> None:
+    config = RunConfig(model="gone_model", image_size=32)
+    state = {
+        "format": ckpt_io.FORMAT,
+        "version": ckpt_io.VERSION,
+        "config": config.to_dict(),
+        "model": {},
+    }
+    ckpt_io.save_atomic(state, tmp_path / "best.pt")
+    assert main(["evaluate", str(tmp_path / "best.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with model 'gone_model', which is not installed here" in err
+
+
+def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> None:
+    config = RunConfig(
+        model="unet",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=1,
+        data=str(tiny_pets),
+        out=str(tmp_path),
+        name="ext",
+    )
+    train(config, quiet=True)
+    result = resume(tmp_path / "ext", epochs=2, quiet=True)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert [int(r["epoch"]) for r in rows(tmp_path / "ext")] == [1, 2]
