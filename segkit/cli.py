@@ -4,7 +4,7 @@ subcommands so ``segkit --help`` answers at once."""
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,20 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument(
+        "--validate-every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="validate every K epochs (and after the last); default: every epoch",
+    )
+    t.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over N processes (GPUs, or CPU processes with gloo) via torchrun",
+    )
+    t.add_argument(
         "--on-nan",
         choices=("stop", "skip"),
         default="stop",
@@ -152,21 +166,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, parse_options
     from segkit.engine import resume, train
-    from segkit.errors import DataError
 
+    if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        from segkit.distributed import launch
+
+        return launch(args.devices, _without_devices(args.argv))
     if args.resume:
         result = resume(args.resume, epochs=args.epochs, quiet=args.quiet)
-        if args.quiet:
-            from segkit.report import summary_line
-
-            print(
-                summary_line(
-                    RunConfig.from_dict(
-                        json.loads((Path(args.resume) / "config.json").read_text())
-                    ),
-                    result,
-                )
-            )
+        _print_summary(args, result)
         return 0
     config = RunConfig(
         model=args.model,
@@ -197,16 +204,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         name=args.name,
         on_nan=args.on_nan,
         skip_bad_samples=args.skip_bad_samples,
+        validate_every=args.validate_every,
     )
-    try:
-        result = train(config, quiet=args.quiet)
-    except DataError as e:
-        raise DataError(f"{e} (or pass --skip-bad-samples to leave unreadable files out)") from None
-    if args.quiet:
-        from segkit.report import summary_line
-
-        print(summary_line(config, result))
+    result = train(config, quiet=args.quiet)
+    _print_summary(args, result)
     return 0
+
+
+def _print_summary(args: argparse.Namespace, result: Any) -> None:
+    """With --quiet, the engine printed nothing: print the summary line (rank 0 only)."""
+    from segkit.distributed import from_env
+
+    if args.quiet and from_env().main:
+        print((result.run_dir / "summary.txt").read_text().strip())
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -313,6 +323,20 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_devices(argv: list[str]) -> list[str]:
+    """``argv`` minus ``--devices N``: each torchrun process is one device."""
+    out: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--devices":
+            skip = True
+        elif not item.startswith("--devices="):
+            out.append(item)
+    return out
+
+
 def _create(kind: str, name: str, **kwargs: Any) -> Any:
     from segkit.registry import create
 
@@ -390,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except RunInterrupted as e:

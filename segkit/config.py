@@ -50,6 +50,7 @@ class RunConfig:
     name: str | None = None
     grid_images: int = 8
     on_nan: str = "stop"
+    validate_every: int = 1
     skip_bad_samples: bool = False
 
     def __post_init__(self) -> None:
@@ -65,6 +66,7 @@ class RunConfig:
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "image_size": self.image_size,
+            "validate_every": self.validate_every,
         }
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -23,7 +23,8 @@ from segkit import checkpoint as ckpt_io
 from segkit import registry
 from segkit.config import RunConfig, data_path
 from segkit.contracts import SPLITS, Dataset, Loader, Sample
-from segkit.errors import ConfigError, NumericalError, RunInterrupted
+from segkit.distributed import Dist
+from segkit.errors import ConfigError, DataError, NumericalError, RunInterrupted
 from segkit.metrics import DiceMeter
 from segkit.precision import Precision, create_precision
 from segkit.recipes import Normalize, Recipe
@@ -40,17 +41,23 @@ class RunResult:
     epoch_seconds: float
     images_per_second: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1
+    weights_in_sync: bool = True
 
 
 # ----------------------------------------------------------------------------- building
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA GPU when there is one, else the CPU.
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` is the first CUDA GPU when there is one, else the CPU. Under torchrun
+    (``local_rank`` given), ``auto`` and ``cuda`` mean this process's own GPU.
 
     Raises:
         ConfigError: a CUDA device was asked for and none is usable.
     """
+    if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -118,6 +125,7 @@ def build_loader(
     *,
     train: bool,
     device: torch.device,
+    shard: tuple[int, int] = (0, 1),
 ) -> Loader:
     return registry.create(
         "loaders",
@@ -130,6 +138,7 @@ def build_loader(
         seed=config.seed,
         num_workers=config.num_workers,
         device=device,
+        shard=shard,
         **config.loader_options,
     )
 
@@ -183,12 +192,17 @@ def train_one_epoch(
     epoch: int = 0,
     on_nan: str = "stop",
     progress: Any = None,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``. Returns mean loss and Dice, images seen and skipped steps.
+    """One pass over ``loader``. Returns mean loss and Dice (over every rank's images),
+    images seen, steps, and skipped steps.
 
     Raises:
         NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
     """
+    from segkit import distributed
+
+    d = dist or distributed.Dist()
     model.train()
     meter = DiceMeter(device)
     watch = _BadStepWatch(device)
@@ -200,9 +214,13 @@ def train_one_epoch(
         with precision.autocast():
             logits = model(images)
             loss = loss_fn(logits, masks)
-        if on_nan == "skip" and not bool(torch.isfinite(loss.detach())):
-            skipped_nan += 1  # the user asked for this check: one host sync per step
-            continue
+        if on_nan == "skip":
+            # The user asked for this check: one host sync per step. Ranks agree on it, so
+            # all of them skip together and their collectives stay matched.
+            finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
+            if int(finite) < d.world:
+                skipped_nan += 1
+                continue
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
         if not precision.step(optimizer):
@@ -210,18 +228,25 @@ def train_one_epoch(
         meter.update(logits, masks, loss)
         if on_nan == "stop":
             watch.update(loss, step)
-            if step % _BadStepWatch.READ_EVERY == 0 and watch.read() >= 0:
+            # Under DDP every rank must run the same steps, so only the end-of-epoch check
+            # (below, agreed across ranks) may stop it.
+            if not d.enabled and step % _BadStepWatch.READ_EVERY == 0 and watch.read() >= 0:
                 break
         if progress is not None:
             progress.update(1)
             if step % 20 == 0:  # a host sync every 20 steps, for the progress bar only
                 progress.set_postfix(loss=f"{loss.item():.4f}")
-    if on_nan == "stop" and (bad := watch.read()) >= 0:
-        raise NumericalError(
-            f"epoch {epoch}, step {bad + 1}: the loss is NaN or infinite. The run stopped and "
-            "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 or "
-            "bf16, check the data, or pass --on-nan skip to skip such steps"
-        )
+    if on_nan == "stop":
+        bad = watch.read()
+        anywhere = distributed.all_reduce_sum(torch.tensor([int(bad >= 0)], device=device), d)
+        if int(anywhere) > 0:
+            where = f"step {bad + 1}" if bad >= 0 else "a step on another rank"
+            raise NumericalError(
+                f"epoch {epoch}, {where}: the loss is NaN or infinite. The run stopped and "
+                "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 "
+                "or bf16, check the data, or pass --on-nan skip to skip such steps"
+            )
+    distributed.all_reduce_sum(meter.state(), d)
     out = meter.compute()
     out["steps"] = step + 1
     out["skipped_nan"] = skipped_nan
@@ -376,14 +401,18 @@ def _run(
 ) -> RunResult:
     from tqdm.auto import tqdm
 
-    from segkit import report
+    from segkit import distributed, report
+
+    d = distributed.from_env()
+    quiet = quiet or not d.main  # one voice: rank 0 reports
 
     def say(msg: str) -> None:
         if not quiet:
             print(msg, flush=True)
 
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
+    device = resolve_device(config.device, local_rank=d.local_rank if d.enabled else None)
+    distributed.init(d, device)
+    seed_everything(config.seed)  # same seed on every rank: identical initial weights
     precision = create_precision(config.precision, device)
     channels_last = (
         config.channels_last if config.channels_last is not None else device.type == "cuda"
@@ -400,9 +429,12 @@ def _run(
     model = build_model(config)
     loss_fn = registry.create("losses", config.loss, **config.loss_options)
     recipe = build_recipe(config)
-    train_loader = build_loader(config, dataset, recipe, "train", train=True, device=device)
-    valid_loader = build_loader(config, dataset, recipe, "valid", train=False, device=device)
-    test_loader = build_loader(config, dataset, recipe, "test", train=False, device=device)
+    train_loader = build_loader(
+        config, dataset, recipe, "train", train=True, device=device, shard=(d.rank, d.world)
+    )
+    if d.main:  # rank 0 alone validates and tests
+        valid_loader = build_loader(config, dataset, recipe, "valid", train=False, device=device)
+        test_loader = build_loader(config, dataset, recipe, "test", train=False, device=device)
 
     model = model.to(device)
     if channels_last:
@@ -422,21 +454,29 @@ def _run(
         best = (state["best_valid_dice"], state["best_epoch"])
         start = state["epoch"] + 1
         ckpt_io.set_rng_state(state["rng"])
-        report.rewrite_metrics(run_dir / "metrics.csv", history)  # drop rows after the checkpoint
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if d.main:
+            report.rewrite_metrics(run_dir / "metrics.csv", history)  # drop rows after it
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         say(f"segkit: resuming {run_dir} after epoch {state['epoch']} of {config.epochs}")
-    else:
+    elif d.main:
         run_dir = make_run_dir(config)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    step_model = torch.compile(model) if config.compile else model
-    if bad_samples:
+    step_model: torch.nn.Module = torch.compile(model) if config.compile else model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if bad_samples and d.main:
         report.write_bad_samples(run_dir / "bad_samples.txt", bad_samples)
         say(
             f"segkit: left out {len(bad_samples)} unreadable samples, listed in {run_dir / 'bad_samples.txt'}"
         )
+    ranks = f" x {d.world} processes" if d.enabled else ""
     say(
         f"segkit: {config.model} + {config.loss} + {config.augment} via {config.loader} on "
-        f"{config.resolved_dataset()} ({dataset.root}); device {device}, precision "
+        f"{config.resolved_dataset()} ({dataset.root}); device {device}{ranks}, precision "
         f"{precision.name}, {config.epochs} epochs -> {run_dir}"
     )
 
@@ -463,43 +503,62 @@ def _run(
                 epoch=epoch,
                 on_nan=config.on_nan,
                 progress=bar,
+                dist=d,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             bar.close()
-            valid = evaluate(step_model, valid_loader, loss_fn, precision, device, channels_last)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            row = {
-                "epoch": epoch,
-                "train_loss": train_metrics["loss"],
-                "train_dice": train_metrics["dice"],
-                "valid_loss": valid["loss"],
-                "valid_dice": valid["dice"],
-                "valid_iou": valid["iou"],
-                "lr": lr,
-                "epoch_seconds": seconds,
-                "train_images": int(train_metrics["images"]),
-                "skipped_steps": train_metrics["skipped_nan"] + train_metrics["skipped_overflow"],
-            }
-            history.append(row)
-            improved = valid["dice"] > best[0]
-            if improved:
-                best = (valid["dice"], epoch)
-            ckpt = _checkpoint(config, model, optimizer, scheduler, precision, epoch, best, history)
-            # best before last: a last.pt of epoch k always has the best.pt of epochs <= k.
-            if improved:
-                ckpt_io.save_atomic(ckpt, run_dir / "best.pt")
-            ckpt_io.save_atomic(ckpt, run_dir / "last.pt")
-            report.append_metrics(run_dir / "metrics.csv", row)
-            notes = _step_notes(train_metrics, precision)
-            say(
-                f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-                f"train dice {row['train_dice']:.4f}  valid dice {row['valid_dice']:.4f}  "
-                f"{seconds:.1f}s{'  *best' if improved else ''}{notes}"
-            )
+            if d.main:
+                validate = epoch % config.validate_every == 0 or epoch == config.epochs
+                nan = float("nan")
+                valid = (
+                    evaluate(model, valid_loader, loss_fn, precision, device, channels_last)
+                    if validate
+                    else {"loss": nan, "dice": nan, "iou": nan}
+                )
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_metrics["loss"],
+                    "train_dice": train_metrics["dice"],
+                    "valid_loss": valid["loss"],
+                    "valid_dice": valid["dice"],
+                    "valid_iou": valid["iou"],
+                    "lr": lr,
+                    "epoch_seconds": seconds,
+                    "train_images": int(train_metrics["images"]),
+                    "skipped_steps": train_metrics["skipped_nan"]
+                    + train_metrics["skipped_overflow"],
+                }
+                history.append(row)
+                improved = validate and valid["dice"] > best[0]
+                if improved:
+                    best = (valid["dice"], epoch)
+                ckpt = _checkpoint(
+                    config, model, optimizer, scheduler, precision, epoch, best, history
+                )
+                # best before last: a last.pt of epoch k always has the best.pt of epochs <= k.
+                if improved:
+                    ckpt_io.save_atomic(ckpt, run_dir / "best.pt")
+                ckpt_io.save_atomic(ckpt, run_dir / "last.pt")
+                report.append_metrics(run_dir / "metrics.csv", row)
+                notes = _step_notes(train_metrics, precision)
+                shown = f"valid dice {row['valid_dice']:.4f}" if validate else "(not validated)"
+                say(
+                    f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                    f"train dice {row['train_dice']:.4f}  {shown}  "
+                    f"{seconds:.1f}s{'  *best' if improved else ''}{notes}"
+                )
+            distributed.barrier(d)
+    except DataError as e:
+        if config.skip_bad_samples:
+            raise
+        raise DataError(f"{e} (or pass --skip-bad-samples to leave unreadable files out)") from None
     except KeyboardInterrupt:
+        if not d.main:
+            raise RunInterrupted("interrupted") from None
         done = epoch - 1
         where = (
             f"the last checkpoint ({run_dir / 'last.pt'}) holds epoch {done}"
@@ -509,6 +568,11 @@ def _run(
         raise RunInterrupted(
             f"interrupted during epoch {epoch}; {where}. Resume with: segkit run --resume {run_dir}"
         ) from None
+
+    in_sync = distributed.weights_in_sync(model, d)  # a collective: every rank takes part
+    if not d.main:
+        distributed.shutdown(d)
+        return RunResult(Path(), {}, best[1], best[0], float("nan"), float("nan"), history)
     if not (run_dir / "best.pt").exists():
         raise ConfigError(
             f"{run_dir}: no epoch to evaluate (--epochs {config.epochs} already done?)"
@@ -516,7 +580,7 @@ def _run(
 
     # Test with the best weights.
     best_state = ckpt_io.load(run_dir / "best.pt", map_location=device)
-    getattr(model, "_orig_mod", model).load_state_dict(best_state["model"])
+    model.load_state_dict(best_state["model"])
     test = evaluate(model, test_loader, loss_fn, precision, device, channels_last)
 
     # Time per epoch, excluding the first (warm-up: worker start, cudnn autotune, compile).
@@ -524,6 +588,8 @@ def _run(
     epoch_seconds = sum(r["epoch_seconds"] for r in timed) / len(timed)
     ips = sum(r["train_images"] for r in timed) / sum(r["epoch_seconds"] for r in timed)
     result = RunResult(run_dir, test, best[1], best[0], epoch_seconds, ips, history)
+    result.world_size = d.world
+    result.weights_in_sync = in_sync
 
     report.write_curves(run_dir / "curves.png", history)
     report.write_prediction_grid(
@@ -537,6 +603,7 @@ def _run(
     )
     report.write_summary(run_dir, config, result, device)
     say(report.summary_line(config, result))
+    distributed.shutdown(d)
     return result
 
 

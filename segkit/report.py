@@ -147,5 +147,7 @@ def write_summary(
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "world_size": result.world_size,
+        "weights_in_sync": result.weights_in_sync,
     }
     (run_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
