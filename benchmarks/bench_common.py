@@ -1,0 +1,228 @@
+"""Settings, data and measurements shared by the benchmark suites.
+
+Sizes come from the environment so the same files run on a 2-core laptop and on an H100:
+
+=========================  =============================  ==============================
+variable                   default without a GPU          default with a GPU / FULL=1
+=========================  =============================  ==============================
+SEGKIT_BENCH_FULL          0 (1 selects the full size)
+SEGKIT_BENCH_IMAGES        48                             3312 (the Pet train split)
+SEGKIT_BENCH_SIZE          64                             256
+SEGKIT_BENCH_BATCH         8                              32
+SEGKIT_BENCH_PRECISION     auto                           auto (bf16 on GPUs with bf16)
+SEGKIT_BENCH_CHANNELS_LAST auto (on for CUDA)
+SEGKIT_BENCH_COMPILE       0
+SEGKIT_BENCH_WORKERS       cores, up to 8
+SEGKIT_BENCH_RECIPE        type3
+=========================  =============================  ==============================
+
+Data is the synthetic pet set (JPEGs of about 500x375 with trimaps, in the Oxford-IIIT
+Pet layout), generated once into ``$SEGKIT_CACHE`` (``~/.cache/segkit``) and reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"SEGKIT_BENCH_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    images: int
+    size: int
+    batch: int
+    precision: str
+    channels_last: bool
+    compile: bool
+    workers: int
+    recipe: str
+    device: str
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.cache
+def settings() -> Settings:
+    cuda = torch.cuda.is_available()
+    full = _env("FULL", "0") == "1" or cuda
+    cl = _env("CHANNELS_LAST", "auto")
+    return Settings(
+        images=int(_env("IMAGES", "3312" if full else "48")),
+        size=int(_env("SIZE", "256" if full else "64")),
+        batch=int(_env("BATCH", "32" if full else "8")),
+        precision=_env("PRECISION", "auto"),
+        channels_last=(cl == "1") if cl != "auto" else cuda,
+        compile=_env("COMPILE", "0") == "1",
+        workers=int(_env("WORKERS", str(min(8, os.cpu_count() or 1)))),
+        recipe=_env("RECIPE", "type3"),
+        device="cuda" if cuda else "cpu",
+    )
+
+
+@functools.cache
+def dataset() -> Any:
+    """A synthetic set whose train split has exactly ``settings().images`` images."""
+    from segkit import create_dataset
+
+    n = settings().images
+    count = math.ceil(n / 0.75)  # the synthetic set puts a quarter of its images in test
+    root = (
+        Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit")) / f"bench-{count}"
+    )
+    ds = create_dataset("synthetic", root, count=count, seed=0, valid_fraction=0.0)
+    train = ds.samples("train")
+    if len(train) < n:
+        raise RuntimeError(f"benchmark set {root} has {len(train)} train images, wanted {n}")
+    return ds
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"torch": torch.__version__, "device": settings().device}
+    if torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    else:
+        import platform
+
+        info["device_name"] = (
+            f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        )
+        info["torch_threads"] = torch.get_num_threads()
+    try:
+        import nvidia.dali as dali
+
+        info["dali"] = dali.__version__
+    except ImportError:
+        info["dali"] = None
+    return info
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def build_training(
+    model_name: str,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, torch.device]:
+    """The model, optimizer and precision exactly as ``segkit run`` sets them up."""
+    from segkit import create_model
+    from segkit.precision import create_precision
+
+    s = settings()
+    device = torch.device(s.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = create_model(model_name).to(device)
+    if s.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    precision = create_precision(s.precision, device)
+    return model, optimizer, precision, device
+
+
+def build_loader(loader_name: str) -> Any:
+    from segkit import create_recipe
+    from segkit.registry import create
+
+    s = settings()
+    recipe = create_recipe(s.recipe, image_size=s.size)
+    return create(
+        "loaders",
+        loader_name,
+        dataset(),
+        "train",
+        recipe,
+        s.batch,
+        train=True,
+        seed=0,
+        num_workers=s.workers,
+        device=s.device,
+        drop_last=False,
+    )
+
+
+@functools.cache
+def train_flops_per_image(model_name: str) -> float:
+    """Forward + backward FLOPs of one image at the benchmark size (matmuls and convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segkit import create_model
+
+    model = create_model(model_name)
+    # Two images: batch norm in training mode needs more than one value per channel, and
+    # a bottleneck at stride 64 is 1x1 at small sizes.
+    x = torch.randn(2, 3, settings().size, settings().size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().sum().backward()
+    return float(counter.get_total_flops()) / 2
+
+
+def model_steps(model_name: str, steps: int) -> Any:
+    """A function running ``steps`` training steps (forward, backward, Adam) on one batch
+    of tensors already on the device, and synchronizing at the end."""
+    from segkit import create_loss
+
+    s = settings()
+    model, optimizer, precision, device = build_training(model_name)
+    step_model = torch.compile(model) if s.compile else model
+    loss_fn = create_loss("bce_dice")
+    images = torch.randn(s.batch, 3, s.size, s.size, device=device)
+    if s.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    masks = (torch.rand(s.batch, 1, s.size, s.size, device=device) > 0.5).float()
+
+    def run() -> None:
+        for _ in range(steps):
+            with precision.autocast():
+                loss = loss_fn(step_model(images), masks)
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward(loss)
+            precision.step(optimizer)
+        sync()
+
+    run.precision = precision.name  # type: ignore[attr-defined]
+    return run
+
+
+def model_steps_per_round() -> int:
+    return 20 if torch.cuda.is_available() else 2
+
+
+@functools.cache
+def model_only_throughput(model_name: str) -> float:
+    """Images/s of training steps on tensors already on the device (no data loading)."""
+    steps = model_steps_per_round()
+    run = model_steps(model_name, steps)
+    run()  # warm-up: cudnn autotune, compile
+    t0 = time.perf_counter()
+    run()
+    return steps * settings().batch / (time.perf_counter() - t0)
+
+
+@functools.cache
+def loader_only_throughput(loader_name: str) -> float:
+    """Images/s of one epoch of the loader alone (decode + augment + hand-over)."""
+    loader = build_loader(loader_name)
+    loader.set_epoch(0)
+    for _ in loader:  # warm-up epoch: worker start, pipeline build
+        pass
+    loader.set_epoch(1)
+    n = 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        n += len(batch.images)
+    sync()
+    return n / (time.perf_counter() - t0)

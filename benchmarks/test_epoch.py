@@ -1,0 +1,62 @@
+"""Epoch time for every registered model with every registered loader, on a synthetic
+set shaped like the Oxford-IIIT Pet train split (type3, 256x256, batch 32 at full size;
+see bench_common for the reduced CPU defaults). Each result records images/s and how
+close the pipeline gets to its own bottleneck:
+``efficiency = epoch images/s / min(model-only images/s, loader-only images/s)``."""
+
+from __future__ import annotations
+
+import bench_common as bc
+import pytest
+
+from segkit.registry import list_plugins
+
+
+@pytest.mark.parametrize("loader", list_plugins("loaders"))
+@pytest.mark.parametrize("model", list_plugins("models"))
+def test_epoch(benchmark, model: str, loader: str) -> None:
+    import torch
+
+    from segkit import create_loss
+    from segkit.engine import train_one_epoch
+
+    s = bc.settings()
+    net, optimizer, precision, device = bc.build_training(model)
+    step_model = torch.compile(net) if s.compile else net
+    data = bc.build_loader(loader)
+    loss_fn = create_loss("bce_dice")
+    epoch = iter(range(10**6))
+
+    def run() -> float:
+        data.set_epoch(next(epoch))
+        out = train_one_epoch(
+            step_model, data, loss_fn, optimizer, precision, device, s.channels_last
+        )
+        bc.sync()
+        return out["images"]
+
+    images = benchmark.pedantic(run, rounds=2, warmup_rounds=1, iterations=1)
+    seconds = benchmark.stats.stats.mean
+    ips = images / seconds
+    model_ips = bc.model_only_throughput(model)
+    loader_ips = bc.loader_only_throughput(loader)
+    bound = min(model_ips, loader_ips)
+    benchmark.extra_info.update(
+        bc.device_info()
+        | s.describe()
+        | {
+            "model": model,
+            "loader": loader,
+            "epoch_seconds": round(seconds, 3),
+            "images_per_s": round(ips, 2),
+            "model_only_images_per_s": round(model_ips, 2),
+            "loader_only_images_per_s": round(loader_ips, 2),
+            "efficiency": round(ips / bound, 3),
+            "bottleneck": "model" if model_ips <= loader_ips else "loader",
+            "precision_resolved": precision.name,
+        }
+    )
+    print(
+        f"\n{model} + {loader}: {seconds:.2f} s/epoch ({int(images)} images), {ips:.1f} images/s, "
+        f"{ips / bound:.0%} of min(model {model_ips:.1f}, loader {loader_ips:.1f})"
+    )
