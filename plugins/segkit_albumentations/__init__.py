@@ -128,6 +128,24 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def _worker_context() -> Any:
+    """Workers start from a fork server, not by forking the training process.
+
+    Forking a process that runs threads (DALI pipelines, OpenMP pools, tqdm's monitor)
+    can leave a worker holding a lock that no thread will release; we saw DataLoader
+    workers and the main process wait on each other forever after DALI had run in the
+    same process. The fork server is a clean single-threaded process that imports torch
+    and albumentations once, so each worker still starts in well under a second.
+    """
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():  # Windows, some macOS setups
+        return None
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "albumentations", "segkit_albumentations"])
+    return ctx
+
+
 class AlbumentationsLoader:
     """An epoch of :class:`~segkit.contracts.Batch` from a torch DataLoader."""
 
@@ -165,6 +183,7 @@ class AlbumentationsLoader:
             drop_last=drop_last,
             persistent_workers=num_workers > 0,
             worker_init_fn=_worker_init if num_workers > 0 else None,
+            multiprocessing_context=_worker_context() if num_workers > 0 else None,
             prefetch_factor=4 if num_workers > 0 else None,
         )
 
