@@ -1,0 +1,127 @@
+"""Loader-only throughput: images/s of decoding + the type3 training recipe + hand-over
+to the training device, for every registered loader (a third party's too), on the same
+generated images. No model runs, so this is the loader's own ceiling.
+
+One round is one epoch (``set_epoch`` advances, so every round reshuffles and
+re-augments as in training); a warm-up epoch first pays for worker start-up and DALI's
+pipeline build. Each batch is moved to the training device as the engine would
+(``non_blocking``; a no-op for DALI's GPU batches) and the device is synchronized
+inside the timed function.
+
+=====================  ===================  ===================================
+variable               default              meaning
+=====================  ===================  ===================================
+SEGKIT_BENCH_IMAGES    128 (1024 with GPU)  images per epoch
+SEGKIT_BENCH_SIZE      256                  output size (type3's image_size)
+SEGKIT_BENCH_BATCH     32                   batch size
+SEGKIT_BENCH_WORKERS   cores, up to 8       num_workers (DALI: CPU threads)
+=====================  ===================  ===================================
+
+The images are the synthetic pets (JPEGs of 300-500 px with trimaps), written once per
+session into a temporary folder. On the 2-core CI machine the whole file takes about
+half a minute.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bench_common as bc
+import pytest
+import torch
+
+from segkit.registry import create, list_plugins
+
+RECIPE = "type3"
+
+
+def _setting(name: str, default: int) -> int:
+    return int(os.environ.get(f"SEGKIT_BENCH_{name}", default))
+
+
+IMAGES = _setting("IMAGES", 1024 if torch.cuda.is_available() else 128)
+SIZE = _setting("SIZE", 256)
+BATCH = _setting("BATCH", 32)
+WORKERS = _setting("WORKERS", min(8, os.cpu_count() or 1))
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> object:
+    """Exactly IMAGES train images: one more is written for the (unused) test list."""
+    from segkit_datasets.synthetic import write_synthetic
+
+    root = write_synthetic(
+        tmp_path_factory.mktemp("loader-bench") / "set",
+        count=IMAGES + 1,
+        seed=0,
+        test_fraction=1 / (IMAGES + 1),
+    )
+    dataset = create("datasets", "oxford_pet", Path(root), valid_fraction=0.0)
+    assert len(dataset.samples("train")) == IMAGES
+    return dataset
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name, module in (
+        ("albumentations", "albumentations"),
+        ("opencv", "cv2"),
+        ("segkit", "segkit"),
+    ):
+        try:
+            out[name] = getattr(__import__(module), "__version__", None)
+        except ImportError:
+            out[name] = None
+    return out
+
+
+@pytest.mark.parametrize("loader", list_plugins("loaders"))
+def test_loader_only(benchmark, images, loader: str) -> None:
+    recipe = create("augmentations", RECIPE, image_size=SIZE)
+    data = create(
+        "loaders",
+        loader,
+        images,
+        "train",
+        recipe,
+        BATCH,
+        train=True,
+        seed=0,
+        num_workers=WORKERS,
+        device=DEVICE,
+    )
+    epochs = iter(range(10**6))
+
+    def epoch() -> int:
+        data.set_epoch(next(epochs))
+        n = 0
+        for batch in data:
+            batch.images.to(DEVICE, non_blocking=True)
+            batch.masks.to(DEVICE, non_blocking=True)
+            n += len(batch.images)
+        bc.sync()
+        return n
+
+    n = benchmark.pedantic(epoch, rounds=3, warmup_rounds=1, iterations=1)
+    assert n == IMAGES
+    ips = n / benchmark.stats.stats.mean
+    benchmark.extra_info.update(
+        bc.device_info()
+        | _versions()
+        | {
+            "loader": loader,
+            "loader_mode": getattr(data, "mode", None),
+            "recipe": RECIPE,
+            "images": n,
+            "size": SIZE,
+            "batch": BATCH,
+            "workers": WORKERS,
+            "images_per_s": round(ips, 1),
+            "best_images_per_s": round(n / benchmark.stats.stats.min, 1),
+        }
+    )
+    print(
+        f"\n{loader}: {ips:.1f} images/s ({RECIPE}, {SIZE}px, batch {BATCH}, {WORKERS} workers, {DEVICE})"
+    )

@@ -1,0 +1,453 @@
+"""The DALI loader: a Python-side epoch sampler feeding one DALI pipeline.
+
+Data flow per batch::
+
+    sampler (this shard's indices, reshuffled per epoch)
+      -> _Feed: read the encoded files (np.fromfile), check their headers, draw every op's
+         random parameters for each sample from (seed, epoch, index)
+      -> fn.external_source -> decode -> mask rule + value check -> recipe ops
+      -> DALIGenericIterator -> Batch
+
+Why ``fn.external_source`` and not ``fn.readers.file``: one source delivers an image,
+its mask and their shared random parameters together, so nothing can unpair them;
+the epoch is exactly the batches the sampler plans (the last one partial unless
+``drop_last``), so ``len()`` never changes between epochs (DALI #4440); sharding and
+shuffling follow the albumentations loader exactly (DistributedSampler-style
+padding, permutation seeded with ``seed * 1_000_003 + epoch``), so both loaders visit
+the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from segkit import recipes as R
+from segkit.contracts import Batch, Dataset, MaskSpec, Sample
+from segkit.data import read_image, read_raw_mask, read_sample
+from segkit.errors import ConfigError, DataError
+
+# Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
+# 16-bit files, palette masks, ...) is decoded with segkit.data, exactly as the
+# albumentations loader decodes it, and handed to DALI re-encoded as a lossless PNG.
+_DALI_IMAGE_FORMATS = {"JPEG", "MPO", "PNG"}  # MPO: a camera JPEG with a thumbnail
+_DALI_IMAGE_MODES = {"RGB", "L"}
+
+_notice_shown = False
+
+
+def _notice(reason: str) -> None:
+    """Say once per process that DALI runs on the CPU."""
+    global _notice_shown
+    if not _notice_shown:
+        _notice_shown = True
+        print(
+            f"segkit dali: {reason}, running the DALI pipeline on the CPU (device_id=None)",
+            file=sys.stderr,
+        )
+
+
+def choose_device(device: torch.device | str) -> tuple[int | None, torch.device, str]:
+    """``(DALI device_id, device of the batches, mode)`` for the engine's ``device``."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if torch.cuda.is_available():
+            index = dev.index if dev.index is not None else torch.cuda.current_device()
+            return index, torch.device("cuda", index), "gpu"
+        _notice("no CUDA device")
+    else:
+        _notice(f"device is {dev}")
+    return None, torch.device("cpu"), "cpu"
+
+
+def epoch_order(
+    n: int, *, shuffle: bool, seed: int, epoch: int, shard: tuple[int, int]
+) -> list[int]:
+    """This shard's sample indices for ``epoch``, in order.
+
+    The same rule as the albumentations loader's sampler (and torch's
+    DistributedSampler): one permutation per epoch seeded with
+    ``seed * 1_000_003 + epoch``, padded by wrapping so every rank gets
+    ``ceil(n / world)`` samples, rank ``r`` taking every ``world``-th entry from ``r``.
+    """
+    rank, world = shard
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    if world == 1:
+        return order
+    per_rank = math.ceil(n / world)
+    total = per_rank * world
+    order = (order * math.ceil(total / n))[:total]
+    return order[rank:total:world]
+
+
+def _sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one sample's augmentation parameters in one epoch."""
+    mask64 = (1 << 64) - 1
+    return np.random.default_rng([seed & mask64, epoch & mask64, index])
+
+
+def _png(array: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def _header(path: Any, data: np.ndarray) -> tuple[str | None, str, tuple[int, int]]:
+    """``(format, mode, (height, width))`` from the file's header, without decoding.
+
+    Raises:
+        Exception: whatever PIL raises for an unreadable header.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.tobytes())) as im:
+        return im.format, im.mode, (im.height, im.width)
+
+
+def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The encoded image and mask of ``sample`` as DALI will get them, and the image size.
+
+    Files whose header PIL cannot read, and image/mask pairs of different sizes, are
+    reported by :mod:`segkit.data`, so the message is the same as with any loader.
+
+    Raises:
+        DataError: a file is missing or unreadable, or the sizes differ.
+    """
+    try:
+        image = np.fromfile(sample.image, dtype=np.uint8)
+        fmt, mode, size = _header(sample.image, image)
+    except Exception:  # segkit.data words the error (missing, truncated, not an image)
+        read_image(sample.image)
+        raise DataError(f"{sample.image}: cannot read the image header") from None
+    if fmt not in _DALI_IMAGE_FORMATS or mode not in _DALI_IMAGE_MODES:
+        image = _png(read_image(sample.image))
+    try:
+        mask = np.fromfile(sample.mask, dtype=np.uint8)
+        mfmt, mmode, msize = _header(sample.mask, mask)
+    except Exception:
+        read_raw_mask(sample.mask, spec)
+        raise DataError(f"{sample.mask}: cannot read the mask header") from None
+    if mfmt != "PNG" or mmode != "L":
+        # Palette, 1-bit, 16-bit or lossy masks: DALI's GRAY output would convert colours
+        # or bit depths; segkit.data reads the raw values (and checks them).
+        mask = _png(read_raw_mask(sample.mask, spec))
+    if msize != size:
+        read_sample(sample, spec)  # raises the standard size-mismatch message
+        raise DataError(
+            f"{sample.mask}: mask is {msize[1]}x{msize[0]} but image {sample.image.name} is "
+            f"{size[1]}x{size[0]}; an image and its mask must have the same size"
+        )
+    return image, mask, size
+
+
+class _Feed:
+    """The ``fn.external_source`` callback: one batch of files and parameters per call.
+
+    It raises StopIteration after the epoch's last planned batch; the loader plans the
+    next epoch (``start``) before resetting the DALI iterator, which then calls it again.
+    ``pending`` holds the index lists of batches handed to DALI and not yet returned
+    (DALI prefetches), to find the file behind a decoding error.
+    """
+
+    def __init__(
+        self, samples: list[Sample], spec: MaskSpec, ops: Sequence[Any], seed: int
+    ) -> None:
+        self.samples = samples
+        self.spec = spec
+        self.ops = ops
+        self.seed = seed
+        self.batches: list[list[int]] = []
+        self.epoch = 0
+        self.cursor = 0
+        self.pending: deque[list[int]] = deque()
+        self.n_columns = 2 + sum(len(op.params) for op in ops)
+
+    def start(self, batches: list[list[int]], epoch: int) -> None:
+        self.batches, self.epoch, self.cursor = batches, epoch, 0
+        self.pending.clear()
+
+    def stop(self) -> None:
+        """Hand DALI no more batches this epoch (to drain a half-read epoch)."""
+        self.cursor = len(self.batches)
+
+    def __call__(self) -> list[list[np.ndarray]]:
+        if self.cursor >= len(self.batches):
+            raise StopIteration
+        indices = self.batches[self.cursor]
+        self.cursor += 1
+        self.pending.append(indices)
+        columns: list[list[np.ndarray]] = [[] for _ in range(self.n_columns)]
+        for i in indices:
+            image, mask, shape = read_encoded(self.samples[i], self.spec)
+            columns[0].append(image)
+            columns[1].append(mask)
+            rng = _sample_rng(self.seed, self.epoch, i)
+            col = 2
+            for op in self.ops:
+                values, shape = op.draw(rng, shape)
+                for p in op.params:
+                    columns[col].append(np.asarray(values[p.name], dtype=p.dtype))
+                    col += 1
+        return columns
+
+
+@dataclass
+class _Pipe:
+    pipeline: Any
+    iterator: Any
+    state: Literal["fresh", "running", "done"] = "fresh"
+
+
+class DaliLoader:
+    """An epoch of :class:`~segkit.contracts.Batch` from a DALI pipeline.
+
+    Attributes:
+        samples: The split's samples (all shards).
+        device: Where the batches are: ``cuda:N`` in GPU mode, else the CPU.
+        mode: ``"gpu"`` or ``"cpu"``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: str,
+        recipe: R.Recipe,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        num_workers: int | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
+        clahe_levels: int = 8,
+        antialias: bool = False,
+        prefetch: int = 2,
+    ) -> None:
+        from segkit_dali._ops import Placement, compile_ops
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r}; expected a positive integer")
+        rank, world = shard
+        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
+            raise ConfigError(
+                f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size"
+            )
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1)
+        if num_workers < 0:
+            raise ConfigError(f"num_workers={num_workers}; expected 0 or more")
+        if not isinstance(clahe_levels, int) or clahe_levels < 1:
+            raise ConfigError(f"clahe_levels={clahe_levels!r}; expected a positive integer")
+        if not isinstance(antialias, bool):
+            raise ConfigError(f"antialias={antialias!r}; expected true or false")
+        if not isinstance(prefetch, int) or prefetch < 1:
+            raise ConfigError(f"prefetch={prefetch!r}; expected a positive integer (2 is usual)")
+
+        self.samples = dataset.samples(split)
+        self.split = split
+        self.spec = dataset.mask_spec
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.shard = (rank, world)
+        self.drop_last = drop_last
+        self.num_threads = max(1, num_workers)  # DALI needs a thread; 0 workers -> 1
+        self.prefetch = prefetch
+        self.epoch = 0
+        self.ops = compile_ops(recipe.ops(train), clahe_levels=clahe_levels, antialias=antialias)
+        device_id, self.device, self.mode = choose_device(device)
+        self.placement = Placement(device_id)
+        self._feed = _Feed(self.samples, self.spec, self.ops, seed)
+        self._pipe: _Pipe | None = None
+
+    # ------------------------------------------------------------------ contract
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the shuffle and the augmentations for ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        # Everything happens on the first next(), so an iterator made and never used
+        # leaves the pipeline as it was.
+        pipe = self._ready_pipe()
+        self._feed.start(self._plan(), self.epoch)
+        if pipe.state == "done":
+            pipe.iterator.reset()  # DALI calls the feed again: the new epoch's batches
+        pipe.state = "running"
+        it = iter(pipe.iterator)
+        while True:
+            error: RuntimeError | None = None
+            try:
+                out = next(it)
+            except StopIteration:
+                pipe.state = "done"
+                return
+            except DataError:  # raised by the feed: a file failed its header checks
+                self._pipe = None
+                raise
+            except RuntimeError as e:  # DALI: decoding (or something else) failed
+                error = e
+            if error is not None:
+                self._pipe = None
+                raise self._explain([i for b in self._feed.pending for i in b], error)
+            indices = self._feed.pending.popleft()
+            data = out[0]
+            self._check_masks(indices, data["check"])
+            yield Batch(data["images"], data["masks"])
+
+    # ------------------------------------------------------------------ internals
+
+    def _per_rank(self) -> int:
+        world = self.shard[1]
+        return len(self.samples) if world == 1 else math.ceil(len(self.samples) / world)
+
+    def _plan(self) -> list[list[int]]:
+        order = epoch_order(
+            len(self.samples),
+            shuffle=self.train,
+            seed=self.seed,
+            epoch=self.epoch,
+            shard=self.shard,
+        )
+        bs = self.batch_size
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        if self.drop_last and batches and len(batches[-1]) < bs:
+            batches.pop()
+        return batches
+
+    def _ready_pipe(self) -> _Pipe:
+        """The pipeline, built on first use; a half-read epoch is drained first."""
+        if self._pipe is None:
+            self._pipe = self._build()
+        pipe = self._pipe
+        if pipe.state == "running":
+            # The previous epoch was abandoned (a `break`): stop feeding and let the
+            # batches DALI already prefetched run out, so the iterator can be reset.
+            self._feed.stop()
+            try:
+                for _ in pipe.iterator:
+                    pass
+            except Exception:  # a broken pipeline: start over with a new one
+                self._pipe = pipe = self._build()
+            else:
+                pipe.state = "done"
+        return pipe
+
+    def _build(self) -> _Pipe:
+        from nvidia.dali import pipeline_def
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        from segkit_dali._ops import define_graph
+
+        graph = pipeline_def(define_graph, enable_conditionals=True)
+        pipeline = graph(
+            feed=self._feed,
+            ops=self.ops,
+            spec=self.spec,
+            placement=self.placement,
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+            device_id=self.placement.device_id,
+            prefetch_queue_depth=self.prefetch,
+            # No DALI random operator is used (parameters come from the feed); the seed
+            # only fixes DALI's internal choices.
+            seed=self.seed & 0x7FFFFFFF,
+        )
+        pipeline.build()
+        iterator = DALIGenericIterator(
+            [pipeline],
+            ["images", "masks", "check"],
+            # The feed ends the epoch with StopIteration, after exactly the planned
+            # batches (the last one partial): PARTIAL returns that batch as it is.
+            last_batch_policy=LastBatchPolicy.PARTIAL,
+            auto_reset=False,
+            prepare_first_batch=False,  # the first epoch is planned in __iter__
+        )
+        return _Pipe(pipeline, iterator)
+
+    def _check_masks(self, indices: list[int], check: torch.Tensor) -> None:
+        bad = torch.nonzero(check.reshape(-1) > 1).reshape(-1).tolist()
+        if not bad:
+            return
+        self._pipe = None
+        sample = self.samples[indices[bad[0]]]
+        read_raw_mask(sample.mask, self.spec)  # words the error: which values, which allowed
+        allowed = ", ".join(map(str, self.spec.allowed))
+        raise DataError(
+            f"{sample.mask}: DALI decoded values other than {allowed} from this mask; "
+            "re-save it as an 8-bit grayscale PNG"
+        )
+
+    def _explain(self, indices: list[int], error: RuntimeError) -> BaseException:
+        """Turn a DALI failure into a DataError naming the file, if a file is to blame.
+
+        First every in-flight sample is read with segkit.data (a corrupt or truncated
+        file gets the same message as with any loader); if PIL reads them all, each
+        image is decoded alone with DALI to find the one only DALI rejects. If no file
+        is to blame, the DALI error itself is returned, with its traceback.
+        """
+        samples = [self.samples[i] for i in dict.fromkeys(indices)]
+        for sample in samples:
+            read_sample(sample, self.spec)  # raises DataError naming the file
+        reason = _dali_reason(error)
+        for sample in samples:
+            image, mask, _ = read_encoded(sample, self.spec)
+            for path, data, gray in ((sample.image, image, False), (sample.mask, mask, True)):
+                if not _dali_decodes(data, gray, self.placement):
+                    return DataError(
+                        f"{path}: DALI cannot decode this file although PIL can "
+                        f"({reason}); re-save it as a baseline JPEG or a PNG, "
+                        "or use --loader albumentations"
+                    )
+        return error
+
+
+def _dali_reason(error: BaseException) -> str:
+    """The operator's own message inside a DALI pipeline error (after "encountered:")."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if "encountered:" in lines and lines.index("encountered:") + 1 < len(lines):
+        return lines[lines.index("encountered:") + 1]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _dali_decodes(data: np.ndarray, gray: bool, placement: Any) -> bool:
+    """Whether DALI's decoder (on ``placement``'s device) accepts one encoded file."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=placement.device_id)
+    def probe() -> Any:
+        encoded = fn.external_source(source=lambda: [data], batch=True)
+        return fn.decoders.image(
+            encoded,
+            device=placement.mask_decoder if gray else placement.image_decoder,
+            output_type=types.GRAY if gray else types.RGB,
+            adjust_orientation=False,
+        )
+
+    try:
+        pipe = probe()
+        pipe.build()
+        pipe.run()
+    except RuntimeError:
+        return False
+    return True
