@@ -10,6 +10,7 @@ from segkit import create_dataset, create_recipe
 from segkit.errors import ConfigError, DataError
 from segkit.recipes import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomGamma, Recipe, Resize
 from segkit.registry import create, list_plugins
+from segkit.testing import check_loader, check_recipe, parametrize_plugins
 
 LOADERS = list_plugins("loaders")
 RECIPES = list_plugins("augmentations")
@@ -183,3 +184,16 @@ def test_flip_frequency_is_near_its_probability(shapes):
         total += len(a)
     assert 0.3 < flips / total < 0.7
     _ = np  # numpy is used by fixtures' helpers
+
+
+# --- the conformance kit (segkit.testing), as plugin authors run it -----------------------
+
+
+@parametrize_plugins("loaders", rules=True)
+def test_loader_conformance_kit(kind, name, rule):
+    check_loader(name, rules=[rule])
+
+
+@parametrize_plugins("augmentations", rules=True)
+def test_recipe_conformance_kit(kind, name, rule):
+    check_recipe(name, rules=[rule])

@@ -1,0 +1,428 @@
+"""UNets over timm encoders, as the ``segkit.models`` plugin ``timm_unet``.
+
+``segkit run --model timm_unet --model-opt encoder=efficientnet_b0`` puts a UNet decoder
+over any of timm's backbones that support ``features_only`` (ResNets, EfficientNets,
+ConvNeXts, RegNets, MobileNets, ...). The encoder is
+``timm.create_model(encoder, features_only=True, in_chans=in_channels)``; the decoder is
+built from what the encoder reports in ``feature_info`` (channels and reduction of each
+feature map), never from tables of known encoders:
+
+* It climbs from the deepest feature (reduction 32 for most encoders) to full
+  resolution one factor of 2 at a time: nearest-neighbour upsampling, concatenation with
+  the encoder feature at that reduction if there is one, then two 3x3 conv-BN-ReLU.
+  An encoder whose first feature is at stride 4 (ConvNeXt) simply gets two stages
+  without a skip at the top, one at stride 2 (ResNet, EfficientNet) gets one.
+* A 1x1 conv gives ``out_channels`` logits at the input's resolution.
+* ``min_input_multiple`` is the deepest reduction (32).
+
+Weights: random by default. ``weights="imagenet"`` loads timm's default pretrained
+weights for the encoder **from the local caches only** (Hugging Face hub cache, torch
+hub cache): segkit never downloads during a run, and says how to get the file when it
+is missing. ``weights="/path/to/file.safetensors"`` (or ``.pth``) loads a state dict:
+either the encoder's own (``model.encoder.state_dict()``) or the full timm classifier's
+(as published); timm adapts its first convolution when ``in_channels != 3``.
+
+timm is imported when a model is created, not when this module is imported, so
+``segkit list`` stays quick.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.errors import ConfigError
+
+__all__ = ["DEFAULT_DECODER_CHANNELS", "TimmUNet", "create_timm_unet"]
+
+#: Decoder widths for the five stages from reduction 32 up to full resolution.
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 conv (no bias: the batch norm has one) -> batch norm -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DecoderStage(nn.Module):
+    """Upsample by 2 (nearest), concatenate the skip if any, then two conv-BN-ReLU."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.skip_channels = skip_channels
+        self.conv1 = ConvBNReLU(in_channels + skip_channels, out_channels)
+        self.conv2 = ConvBNReLU(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None:
+            # To the skip's own size: exact for every input min_input_multiple allows.
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = torch.cat([x, skip], dim=1)
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv2(self.conv1(x))
+
+
+class TimmUNet(nn.Module):
+    """A UNet decoder over a timm ``features_only`` encoder.
+
+    Args:
+        encoder: A timm feature extractor (``features_only=True``), with ``feature_info``.
+        name: The encoder's timm name, for messages.
+        out_channels: Channels of the output logits.
+        decoder_channels: Width of each decoder stage, deepest first; one per factor of
+            2 between the deepest reduction and full resolution.
+
+    Raises:
+        ConfigError: The encoder's reductions are not powers of 2 ending at most at 32,
+            or ``decoder_channels`` has the wrong length.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        name: str,
+        out_channels: int,
+        decoder_channels: Sequence[int],
+    ):
+        super().__init__()
+        info = encoder.feature_info  # type: ignore[union-attr]
+        channels, reductions = list(info.channels()), list(info.reduction())
+        deepest = reductions[-1]
+        stages = int(round(math.log2(deepest))) if deepest >= 1 else -1
+        if (
+            stages < 1
+            or 2**stages != deepest
+            or 32 % deepest
+            or any(r2 < r1 for r1, r2 in zip(reductions, reductions[1:], strict=False))
+        ):
+            raise ConfigError(
+                f"timm_unet: encoder '{name}' has feature reductions {reductions}; timm_unet "
+                "needs increasing powers of 2 ending at 2, 4, 8, 16 or 32 (segkit models "
+                "must accept every size divisible by 32)"
+            )
+        if len(decoder_channels) != stages:
+            raise ConfigError(
+                f"timm_unet: decoder_channels={list(decoder_channels)} has {len(decoder_channels)} "
+                f"entries; encoder '{name}' reduces by {deepest}, which takes {stages} decoder "
+                f"stages: give {stages} widths, deepest first, e.g. "
+                f"{list(_default_widths(stages))}"
+            )
+        self.encoder = encoder
+        self.encoder_name = name
+        self.out_channels = out_channels
+        #: H and W must be divisible by the deepest reduction.
+        self.min_input_multiple = deepest
+        # The feature each decoder stage concatenates: the deepest one at its reduction.
+        by_reduction = {r: i for i, r in enumerate(reductions)}
+        self.skip_index: list[int | None] = []
+        stages_: list[DecoderStage] = []
+        width = channels[-1]
+        for s in range(stages):
+            reduction = deepest >> (s + 1)
+            index = by_reduction.get(reduction)
+            self.skip_index.append(index)
+            skip = channels[index] if index is not None else 0
+            stages_.append(DecoderStage(width, skip, decoder_channels[s]))
+            width = decoder_channels[s]
+        self.decoder = nn.ModuleList(stages_)
+        self.head = nn.Conv2d(width, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits.
+
+        Raises:
+            ConfigError: H or W is not divisible by ``min_input_multiple``.
+        """
+        height, width = x.shape[-2:]
+        k = self.min_input_multiple
+        if height % k or width % k:
+            fixed = (-(-height // k) * k, -(-width // k) * k)
+            raise ConfigError(
+                f"timm_unet ({self.encoder_name}): input height={height}, width={width} is not "
+                f"divisible by {k}; resize or pad your images to ({fixed[0]}, {fixed[1]})"
+            )
+        features = self.encoder(x)
+        y = features[-1]
+        for stage, index in zip(self.decoder, self.skip_index, strict=True):
+            y = stage(y, features[index] if index is not None else None)
+        return self.head(y)
+
+
+def _default_widths(stages: int) -> tuple[int, ...]:
+    if stages == len(DEFAULT_DECODER_CHANNELS):
+        return DEFAULT_DECODER_CHANNELS
+    return tuple(max(16, 256 >> s) for s in range(stages))
+
+
+def _check_encoder_name(encoder: Any) -> None:
+    import timm
+
+    if not isinstance(encoder, str) or not encoder:
+        raise ConfigError(f"timm_unet: encoder={encoder!r}; expected a timm model name")
+    base = encoder.split(".", 1)[0]  # "resnet34.a1_in1k": architecture.pretrained_tag
+    known = timm.list_models()
+    if base in known:
+        return
+    close = difflib.get_close_matches(base, known, n=5, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(
+        f"timm_unet: timm has no model named '{base}'.{hint} List the names with "
+        f"`python -c \"import timm; print(timm.list_models('{base[:3]}*'))\"`"
+    )
+
+
+def _hf_hub_cache() -> Path:
+    # Read the environment now, not at huggingface_hub's import, so HF_HUB_CACHE and
+    # HF_HOME set by the caller (or a test) are honoured.
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _cached_pretrained_file(encoder: str) -> tuple[Path | None, str, list[str]]:
+    """Find timm's default pretrained weights for ``encoder`` in the local caches.
+
+    Returns:
+        ``(path or None, where timm publishes them, the places looked in)``. Nothing is
+        downloaded.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(encoder)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise ConfigError(
+            f"timm_unet: timm publishes no pretrained weights for encoder '{encoder}'; "
+            "leave weights unset for random initialization, or pass weights=/path/to/file"
+        )
+    looked: list[str] = []
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        cache = _hf_hub_cache()
+        looked.append(f"the Hugging Face cache {cache}")
+        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+        filenames += ["model.safetensors", "pytorch_model.bin"]
+        for filename in filenames:
+            found = try_to_load_from_cache(
+                repo, filename, cache_dir=cache, revision=revision or None
+            )
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found), f"Hugging Face hub {repo}", looked
+    if cfg.url:
+        from urllib.parse import urlparse
+
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        looked.append(f"the torch hub cache {hub}")
+        candidate = hub / os.path.basename(urlparse(cfg.url).path)
+        if candidate.is_file():
+            return candidate, cfg.url, looked
+    source = f"Hugging Face hub {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
+    return None, source, looked
+
+
+def _create_encoder(encoder: str, in_channels: int, file: Path | None) -> nn.Module:
+    """``timm.create_model(encoder, features_only=True)``, loading ``file`` through timm
+    (which filters the classifier and adapts the first conv to ``in_channels``)."""
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    if file is not None:
+        kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(file)}}
+    try:
+        return timm.create_model(
+            encoder, features_only=True, in_chans=in_channels, **({"pretrained": False} | kwargs)
+        )
+    except (RuntimeError, AssertionError, KeyError, ValueError, TypeError) as e:
+        if file is not None:
+            raise
+        raise ConfigError(
+            f"timm_unet: timm cannot build encoder '{encoder}' as a feature extractor "
+            f"({type(e).__name__}: {str(e).strip()[:200]}); choose an encoder that supports "
+            "features_only (ResNets, EfficientNets, ConvNeXts, RegNets, ...)"
+        ) from e
+
+
+def _load_file_into(encoder: nn.Module, path: Path) -> bool:
+    """Load a state dict saved from this kind of encoder; False if the keys are not its.
+
+    Raises:
+        ConfigError: The file cannot be read.
+    """
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path), use_ema=False)
+    except Exception as e:
+        raise ConfigError(
+            f"timm_unet: weights={path}: cannot read it as a state dict ({type(e).__name__}: "
+            f"{str(e).strip()[:200]}); expected a .safetensors or .pth file"
+        ) from None
+    if any(k.startswith("encoder.") for k in state):  # saved from a whole TimmUNet
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = encoder.state_dict()
+    if not set(own) <= set(state):
+        return False
+    if any(tuple(state[k].shape) != tuple(v.shape) for k, v in own.items()):
+        return False  # e.g. saved with 3 input channels: let timm adapt the first conv
+    encoder.load_state_dict({k: state[k] for k in own})
+    return True
+
+
+class _TimmLoadLog(logging.Handler):
+    """Collects what timm's loader logs: it loads feature extractors non-strictly and
+    only logs the keys a file lacks, which must not pass silently here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.missing: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Missing keys"):
+            self.missing.append(message)
+
+
+def _encoder_keys_missing(encoder: nn.Module, messages: list[str]) -> list[str]:
+    """The encoder's own keys among those timm reported missing (the classifier's, which
+    the feature extractor drops, do not count). Feature wrappers flatten the first module
+    levels ("stem.0" -> "stem_0"), so keys are compared with "." and "_" alike."""
+    own = {k.replace(".", "_"): k for k in encoder.state_dict()}
+    lacking: list[str] = []
+    for message in messages:
+        match = re.match(r"Missing keys \((.*)\) discovered", message)
+        if match is None:
+            return [message[:200]]  # an unknown log format: refuse rather than guess
+        for key in match.group(1).split(", "):
+            if key.replace(".", "_") in own:
+                lacking.append(own[key.replace(".", "_")])
+    return lacking
+
+
+def _load_through_timm(encoder: str, in_channels: int, file: Path) -> nn.Module:
+    """Create the encoder with timm loading ``file`` (a classifier's state dict: timm
+    drops the head, applies the model's checkpoint filter and adapts the first conv).
+
+    Raises:
+        ConfigError: timm cannot load the file, or the file lacks some of the encoder's
+            weights.
+    """
+    logger = logging.getLogger("timm.models._builder")
+    log = _TimmLoadLog()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(log)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # timm's key lists would be noise; the error below says it
+    try:
+        enc = _create_encoder(encoder, in_channels, file)
+    except Exception as e:
+        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+    else:
+        lacking = _encoder_keys_missing(enc, log.missing)
+        if not lacking:
+            return enc
+        detail = f"it lacks {len(lacking)} of the encoder's tensors, e.g. {', '.join(lacking[:3])}"
+    finally:
+        logger.removeHandler(log)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    raise ConfigError(
+        f"timm_unet: weights={file} do not fit encoder '{encoder}' ({detail}); pass a state "
+        f"dict of timm's '{encoder}' or of this model's encoder (model.encoder.state_dict())"
+    )
+
+
+def create_timm_unet(
+    in_channels: int = 3,
+    out_channels: int = 1,
+    encoder: str = "resnet34",
+    weights: str | None = None,
+    decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+) -> TimmUNet:
+    """Create a UNet over a timm encoder.
+
+    Args:
+        in_channels: Channels of the input images.
+        out_channels: Channels of the output logits.
+        encoder: A timm model name (``timm.list_models()``), optionally with a pretrained
+            tag (``"resnet34.a1_in1k"``).
+        weights: ``None`` for random initialization; ``"imagenet"`` for timm's default
+            pretrained weights of ``encoder``, read from the local Hugging Face or torch
+            hub cache (never downloaded); or the path of a ``.safetensors``/``.pth``
+            state dict, of the encoder or of the full timm classifier.
+        decoder_channels: Widths of the decoder stages, deepest first: as many as factors
+            of 2 in the encoder's deepest reduction (5 for 32). The default suits
+            encoders reducing by 32 and is shortened for others.
+
+    Returns:
+        A :class:`TimmUNet` returning logits; H and W must be divisible by 32 (the
+        deepest reduction).
+
+    Raises:
+        ConfigError: Unknown encoder (with close names), an encoder timm cannot use as a
+            feature extractor, weights that are missing or do not fit, or bad
+            ``decoder_channels``.
+    """
+    _check_encoder_name(encoder)
+    if isinstance(decoder_channels, str) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in decoder_channels
+    ):
+        raise ConfigError(
+            f"timm_unet: decoder_channels={decoder_channels!r}; expected a list of positive "
+            "ints, e.g. --model-opt decoder_channels=[256,128,64,32,16]"
+        )
+    if weights == "imagenet":
+        cached, source, looked = _cached_pretrained_file(encoder)
+        if cached is None:
+            raise ConfigError(
+                f"timm_unet: ImageNet weights for encoder '{encoder}' ({source}) are not on "
+                f"this machine (looked in {' and '.join(looked)}), and segkit never downloads "
+                "during a run. Either download them on a machine with a network, e.g. "
+                f"`python -c \"import timm; timm.create_model('{encoder}', pretrained=True)\"`, "
+                "and copy its Hugging Face cache (~/.cache/huggingface/hub) here or point "
+                "HF_HUB_CACHE at it; or save the weights to a file and pass "
+                "--model-opt weights=/path/to/file (.safetensors or .pth)"
+            )
+        enc = _load_through_timm(encoder, in_channels, cached)
+    elif weights is not None:
+        if not isinstance(weights, str):
+            raise ConfigError(f"timm_unet: weights={weights!r}; expected 'imagenet' or a file path")
+        file = Path(weights).expanduser()
+        if not file.is_file():
+            raise ConfigError(
+                f"timm_unet: weights={weights}: file not found; expected 'imagenet' or the path "
+                "of a .safetensors or .pth state dict of the encoder"
+            )
+        enc = _create_encoder(encoder, in_channels, None)
+        if not _load_file_into(enc, file):
+            # Not this encoder's own keys: a full classifier's state dict, perhaps with
+            # another number of input channels. timm's loader maps those.
+            enc = _load_through_timm(encoder, in_channels, file)
+    else:
+        enc = _create_encoder(encoder, in_channels, None)
+    decoder = tuple(decoder_channels)
+    stages = int(round(math.log2(max(enc.feature_info.reduction()[-1], 1))))
+    if decoder == DEFAULT_DECODER_CHANNELS and stages != len(DEFAULT_DECODER_CHANNELS):
+        decoder = _default_widths(stages)
+    return TimmUNet(enc, encoder, out_channels, decoder)

@@ -1,0 +1,234 @@
+"""The ``timm_unet`` plugin: UNets over timm encoders of three families, their decoder
+built from ``feature_info``, weights from local files and from the local caches only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit.errors import ConfigError
+from segkit.registry import create
+from segkit.testing import check_model
+
+#: One encoder per family and stem: ResNet and EfficientNet have their first feature at
+#: stride 2, ConvNeXt at stride 4 (a patchify stem); all end at stride 32.
+ENCODERS = {
+    "resnet34": {"reductions": [2, 4, 8, 16, 32], "channels": [64, 64, 128, 256, 512]},
+    "efficientnet_b0": {"reductions": [2, 4, 8, 16, 32], "channels": [16, 24, 40, 112, 320]},
+    "convnext_tiny": {"reductions": [4, 8, 16, 32], "channels": [96, 192, 384, 768]},
+}
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_conformance(encoder: str) -> None:
+    # The registry-wide tests in test_models.py cover the default (resnet34) rule by
+    # rule; here every encoder family runs the whole kit.
+    check_model("timm_unet", options={"encoder": encoder})
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_decoder_is_built_from_feature_info(encoder: str) -> None:
+    model = create("models", "timm_unet", encoder=encoder, decoder_channels=[64, 32, 16, 16, 8])
+    info = model.encoder.feature_info
+    assert info.reduction() == ENCODERS[encoder]["reductions"]
+    assert info.channels() == ENCODERS[encoder]["channels"]
+    assert model.min_input_multiple == 32
+    # Five stages from stride 32 to 1; each concatenates the feature at its stride, if any.
+    reductions = info.reduction()
+    expected = [
+        reductions.index(32 >> (s + 1)) if 32 >> (s + 1) in reductions else None for s in range(5)
+    ]
+    assert model.skip_index == expected
+    skips = [stage.skip_channels for stage in model.decoder]
+    assert skips == [info.channels()[i] if i is not None else 0 for i in expected]
+    if encoder == "convnext_tiny":
+        assert model.skip_index[-2:] == [None, None]  # stride 4 -> 2 -> 1 without skips
+
+
+def test_parameter_count() -> None:
+    import timm
+
+    model = create("models", "timm_unet", encoder="resnet34")
+    encoder_only = _params(timm.create_model("resnet34", num_classes=0))
+    assert _params(model.encoder) == encoder_only == 21_284_672  # ResNet-34 minus its fc
+    # Decoder: five stages of two 3x3 convs (+BN), widths 256..16, skips 256, 128, 64, 64.
+    assert round(_params(model) / 1e6, 1) == 24.4
+    smaller = create(
+        "models", "timm_unet", encoder="resnet34", decoder_channels=[128, 64, 32, 16, 8]
+    )
+    assert _params(smaller) < _params(model)
+    assert smaller.head.in_channels == 8
+
+
+def _distinct_encoder(encoder: str, seed: int) -> torch.nn.Module:
+    """A timm_unet whose encoder holds weights no initialization would give."""
+    torch.manual_seed(seed)
+    model = create("models", "timm_unet", encoder=encoder)
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for name, b in model.encoder.named_buffers():
+            if name.endswith("running_mean"):
+                b.add_(0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_from_a_local_file(suffix: str, tmp_path: Path) -> None:
+    source = _distinct_encoder("resnet34", seed=0)
+    path = tmp_path / f"encoder{suffix}"
+    state = {k: v.contiguous() for k, v in source.encoder.state_dict().items()}
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, path)
+
+    torch.manual_seed(0)  # the decoder is initialized as the source's was
+    loaded = create("models", "timm_unet", encoder="resnet34", weights=str(path)).eval()
+    torch.manual_seed(0)
+    fresh = create("models", "timm_unet", encoder="resnet34").eval()
+
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+        assert not torch.allclose(fresh(x), source(x))
+
+
+def test_weights_from_a_full_timm_classifier_with_one_input_channel(tmp_path: Path) -> None:
+    # The published kind of file: the whole classifier, 3 input channels. timm's loader
+    # drops the head and folds the first conv to 1 channel (sum over RGB).
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    classifier = timm.create_model("efficientnet_b0")
+    path = tmp_path / "efficientnet_b0.safetensors"
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, path)
+
+    model = create(
+        "models", "timm_unet", encoder="efficientnet_b0", in_channels=1, weights=str(path)
+    )
+
+    stem = model.encoder.state_dict()["conv_stem.weight"]
+    torch.testing.assert_close(
+        stem, classifier.state_dict()["conv_stem.weight"].sum(1, keepdim=True)
+    )
+    torch.testing.assert_close(
+        model.encoder.state_dict()["blocks.6.0.bn3.weight"],
+        classifier.state_dict()["blocks.6.0.bn3.weight"],
+    )
+
+
+def test_weights_file_that_does_not_fit(tmp_path: Path) -> None:
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, path)
+    with pytest.raises(
+        ConfigError,
+        match=rf"timm_unet: weights={path} do not fit encoder 'resnet34' \(it lacks 1\d\d of "
+        r"the encoder's tensors, e.g. conv1.weight, bn1.weight, bn1.bias\)",
+    ):
+        create("models", "timm_unet", encoder="resnet34", weights=str(path))
+    with pytest.raises(
+        ConfigError,
+        match=r"weights=/no/such/file.pth: file not found; expected 'imagenet' or the path",
+    ):
+        create("models", "timm_unet", weights="/no/such/file.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"junk.pth: cannot read it as a state dict"):
+        create("models", "timm_unet", weights=str(tmp_path / "junk.pth"))
+
+
+@pytest.fixture
+def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path
+
+
+def test_imagenet_without_cached_weights_says_how_to_get_them(empty_caches: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        create("models", "timm_unet", encoder="resnet34", weights="imagenet")
+    message = str(info.value)
+    assert message == (
+        "timm_unet: ImageNet weights for encoder 'resnet34' (Hugging Face hub timm/resnet34.a1_in1k) "
+        f"are not on this machine (looked in the Hugging Face cache {empty_caches / 'hf'} and the "
+        f"torch hub cache {empty_caches / 'torch' / 'hub' / 'checkpoints'}), and segkit never "
+        "downloads during a run. Either download them on a machine with a network, e.g. "
+        "`python -c \"import timm; timm.create_model('resnet34', pretrained=True)\"`, and copy its "
+        "Hugging Face cache (~/.cache/huggingface/hub) here or point HF_HUB_CACHE at it; or save "
+        "the weights to a file and pass --model-opt weights=/path/to/file (.safetensors or .pth)"
+    )
+
+
+def test_imagenet_weights_come_from_the_local_hugging_face_cache(empty_caches: Path) -> None:
+    # Lay out the cache as huggingface_hub does after a download: refs/main names the
+    # snapshot that holds the file. Nothing may touch the network.
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    classifier = timm.create_model("resnet34")
+    repo = empty_caches / "hf" / "models--timm--resnet34.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in classifier.state_dict().items()},
+        repo / "snapshots" / "0123abcd" / "model.safetensors",
+    )
+
+    model = create("models", "timm_unet", encoder="resnet34", weights="imagenet")
+
+    expected = classifier.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_unknown_encoder_suggests_close_names() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"timm_unet: timm has no model named 'resnet43'\. Did you mean .*'resnet34'.*\? "
+        r"List the names with `python -c \"import timm; print\(timm.list_models\('res\*'\)\)\"`",
+    ):
+        create("models", "timm_unet", encoder="resnet43")
+    with pytest.raises(ConfigError, match=r"Did you mean .*'efficientnet_b0'"):
+        create("models", "timm_unet", encoder="efficientnet-b0")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"decoder_channels": [64, 32]},
+            r"decoder_channels=\[64, 32\] has 2 entries; encoder 'resnet34' reduces by 32, which takes 5 decoder stages",
+        ),
+        (
+            {"decoder_channels": "64,32"},
+            r"decoder_channels='64,32'; expected a list of positive ints",
+        ),
+        ({"weights": 3}, r"weights=3; expected 'imagenet' or a file path"),
+        ({"encoder": ""}, r"encoder=''; expected a timm model name"),
+    ],
+)
+def test_bad_options(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        create("models", "timm_unet", **options)
+
+
+def test_size_error_names_the_encoder_and_a_size_that_works() -> None:
+    model = create("models", "timm_unet", encoder="efficientnet_b0").eval()
+    with pytest.raises(
+        ConfigError,
+        match=r"timm_unet \(efficientnet_b0\): input height=250, width=100 is not divisible by 32; resize or pad your images to \(256, 128\)",
+    ):
+        model(torch.randn(1, 3, 250, 100))
+    assert math.log2(model.min_input_multiple) == len(model.decoder)
