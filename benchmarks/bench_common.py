@@ -119,6 +119,8 @@ def build_training(
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, torch.device]:
     """The model, optimizer and precision exactly as ``segkit run`` sets them up."""
     from segkit import create_model
+    from segkit.config import RunConfig
+    from segkit.engine import create_optimizer
     from segkit.precision import create_precision
 
     s = settings()
@@ -128,7 +130,7 @@ def build_training(
     model = create_model(model_name).to(device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = create_optimizer(model, RunConfig(lr=1e-4))
     precision = create_precision(s.precision, device)
     return model, optimizer, precision, device
 

@@ -37,6 +37,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary output file
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -53,6 +54,38 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def link_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` (a hard link, or a copy where links are not
+    supported), replacing ``dst`` atomically.
+
+    The engine writes ``last.pt`` and then links ``best.pt`` to it when the epoch is the
+    best so far: one write of a checkpoint instead of two (578 MB each for ResNet34-UNet
+    with Adam's moments). A later ``save_atomic`` of ``last.pt`` renames a new file over
+    the name, so the linked ``best.pt`` keeps its contents.
+
+    Raises:
+        CheckpointError: the link or copy failed; the message names ``dst``.
+    """
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:  # file systems without hard links
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CheckpointError(
+            f"{dst}: could not write checkpoint ({e.strerror or e}); the previous "
+            "checkpoint, if any, is unchanged. Free disk space or choose another --out"
+        ) from e
 
 
 def rng_state() -> dict[str, Any]:

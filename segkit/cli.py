@@ -35,6 +35,16 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="dataset layout plugin (default: oxford_pet with --data, synthetic without)",
     )
     g.add_argument(
+        "--encoder",
+        default=None,
+        help="shortcut for --model-opt encoder=NAME (models with a backbone, e.g. timm_unet)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="shortcut for --model-opt weights=PATH|imagenet (initial weights, local files only)",
+    )
+    g.add_argument(
         "--model-opt",
         action="append",
         metavar="KEY=VALUE",
@@ -177,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     config = RunConfig(
         model=args.model,
-        model_options=parse_options(args.model_opt, "--model-opt"),
+        model_options=_model_options(args),
         loss=args.loss,
         loss_options=parse_options(args.loss_opt, "--loss-opt"),
         augment=args.augment,
@@ -321,6 +331,16 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     root = fetch_oxford_pet(Path(args.path), base_url=args.url)
     print(f"Oxford-IIIT Pet ready in {root}: segkit run --data {root}")
     return 0
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    from segkit.config import parse_options
+
+    options = parse_options(args.model_opt, "--model-opt")
+    for key in ("encoder", "weights"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
 
 
 def _without_devices(argv: list[str]) -> list[str]:

@@ -14,6 +14,9 @@ segkit finds plugins through five entry-point groups. An entry point names an ob
   model must accept any H, W divisible by 32 (so ``min_input_multiple`` divides 32) and
   should raise :class:`segkit.errors.ConfigError` naming the size for other inputs.
   Unknown ``options`` must raise ``TypeError`` (the default for keyword arguments).
+  Shared option names: ``encoder`` (a backbone name) and ``weights`` (initial weights:
+  a file path, or a name such as "imagenet"); ``segkit run --encoder/--weights`` set
+  them, and segkit leaves ``weights`` out when it rebuilds a model to load a checkpoint.
 
 ``segkit.losses`` -- a **loss factory**::
 

@@ -32,7 +32,7 @@ def load_model(
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path}: the checkpoint's config is unusable ({e})") from None
     try:
-        model = build_model(config)
+        model = build_model(config, restoring=True)
     except PluginNotFoundError as e:
         raise CheckpointError(
             f"{path}: was trained with model '{config.model}', which is not installed here "

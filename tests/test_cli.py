@@ -270,3 +270,39 @@ def test_checkpoint_errors(capsys, tmp_path: Path, run_dir: Path) -> None:
     torch.save({"format": "segkit-checkpoint", "payload": Path("/etc/passwd")}, bomb)
     assert "refused" in error_of(capsys, ["predict", str(bomb), "x.jpg", "--out", str(tmp_path)])
     assert "checkpoint not found" in error_of(capsys, ["evaluate", str(tmp_path / "none.pt")])
+
+
+def test_encoder_and_weights_flags_are_model_options() -> None:
+    from segkit.cli import _model_options, build_parser
+
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--encoder",
+            "resnet18",
+            "--weights",
+            "/w.pt",
+            "--model-opt",
+            "decoder_channels=[8,8,8,8,8]",
+        ]
+    )
+    assert _model_options(args) == {
+        "decoder_channels": [8, 8, 8, 8, 8],
+        "encoder": "resnet18",
+        "weights": "/w.pt",
+    }
+
+
+def test_restoring_a_checkpoint_does_not_need_the_initial_weights_file(tmp_path: Path) -> None:
+    from segkit.config import RunConfig
+    from segkit.engine import build_model
+    from segkit.errors import ConfigError
+
+    config = RunConfig(
+        model="timm_unet",
+        model_options={"encoder": "resnet18", "weights": str(tmp_path / "gone.pt")},
+        image_size=64,
+    )
+    with pytest.raises(ConfigError, match="gone.pt"):
+        build_model(config)
+    assert isinstance(build_model(config, restoring=True), torch.nn.Module)

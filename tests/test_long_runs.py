@@ -258,7 +258,7 @@ def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
 
     def failing_save(obj, f, *a, **k):
         calls["n"] += 1
-        if calls["n"] >= 3:  # epoch 1 writes best + last; the disk fills during epoch 2
+        if calls["n"] >= 2:  # epoch 1 writes last.pt (best.pt links to it); then the disk fills
             f.write(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *a, **k)
@@ -272,6 +272,7 @@ def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
     monkeypatch.setattr(torch, "save", real_save)
     assert ckpt_io.load(tmp_path / "full" / "last.pt")["epoch"] == 1
     assert not [p for p in (tmp_path / "full").iterdir() if p.name.endswith(".tmp")]
+    assert ckpt_io.load(tmp_path / "full" / "best.pt")["epoch"] == 1
 
 
 def test_checkpoint_of_a_model_no_longer_installed(tmp_path: Path, capsys) -> None:
@@ -303,3 +304,25 @@ def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> No
     result = resume(tmp_path / "ext", epochs=2, quiet=True)
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert [int(r["epoch"]) for r in rows(tmp_path / "ext")] == [1, 2]
+
+
+def test_resume_restores_best_pt_lost_between_write_and_link(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    config = RunConfig(
+        model="unet",
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=1,
+        data=str(tiny_pets),
+        out=str(tmp_path),
+        name="link",
+    )
+    train(config, quiet=True)
+    run = tmp_path / "link"
+    assert os.path.samefile(run / "best.pt", run / "last.pt")  # one write, two names
+    (run / "best.pt").unlink()  # as if killed after last.pt was written, before the link
+    result = resume(run, quiet=True)
+    assert os.path.samefile(run / "best.pt", run / "last.pt")
+    assert result.best_epoch == 1

@@ -165,7 +165,7 @@ def test_imagenet_without_cached_weights_says_how_to_get_them(empty_caches: Path
         "downloads during a run. Either download them on a machine with a network, e.g. "
         "`python -c \"import timm; timm.create_model('resnet34', pretrained=True)\"`, and copy its "
         "Hugging Face cache (~/.cache/huggingface/hub) here or point HF_HUB_CACHE at it; or save "
-        "the weights to a file and pass --model-opt weights=/path/to/file (.safetensors or .pth)"
+        "the weights to a file and pass --weights /path/to/file (.safetensors or .pth)"
     )
 
 

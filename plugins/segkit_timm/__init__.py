@@ -402,7 +402,7 @@ def create_timm_unet(
                 f"`python -c \"import timm; timm.create_model('{encoder}', pretrained=True)\"`, "
                 "and copy its Hugging Face cache (~/.cache/huggingface/hub) here or point "
                 "HF_HUB_CACHE at it; or save the weights to a file and pass "
-                "--model-opt weights=/path/to/file (.safetensors or .pth)"
+                "--weights /path/to/file (.safetensors or .pth)"
             )
         enc = _load_through_timm(encoder, in_channels, cached)
     elif weights is not None:
