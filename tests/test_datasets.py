@@ -264,12 +264,12 @@ def test_synthetic_cache_is_generated_once_and_reused(
 ) -> None:
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
     ds = SyntheticPet(None, count=4, seed=1)
-    assert ds.root == tmp_path / "synthetic-4-1-v2"
+    assert ds.root == tmp_path / "synthetic-4-1-v1"
     marker = ds.root / MARKER
     first = marker.stat().st_mtime_ns
     image = ds.root / "images" / "synth_0.jpg"
     image_mtime = image.stat().st_mtime_ns
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-4-1-v2"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-4-1-v1"]  # no temp left
 
     again = SyntheticPet(None, count=4, seed=1, valid_fraction=0.5)
     assert marker.stat().st_mtime_ns == first and image.stat().st_mtime_ns == image_mtime
