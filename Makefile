@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 # Train, evaluate and report on the embedded synthetic dataset (a few minutes on 2 CPU cores).
 run: setup
-	$(BIN)/segkit run --model resnet34_unet --image-size 64 --epochs 12 --batch-size 16 --name make-run
+	$(BIN)/segkit run --model resnet34_unet --augment type1 --image-size 64 --epochs 10 --batch-size 8 --name make-run
 
 test: setup
 	$(BIN)/python -m pytest -q
