@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from segkit_datasets.folder import FolderDataset
-from segkit_datasets.oxford_pet import OxfordPet, train_valid_split
-from segkit_datasets.synthetic import MARKER, SyntheticPet, is_complete, write_synthetic
 
 from segkit.contracts import Dataset, Sample
 from segkit.data import read_image, read_sample
 from segkit.errors import ConfigError, DataError
+from segkit_datasets.folder import FolderDataset
+from segkit_datasets.oxford_pet import OxfordPet, train_valid_split
+from segkit_datasets.synthetic import MARKER, SyntheticPet, is_complete, write_synthetic
 
 COUNT, SEED = 24, 3
 

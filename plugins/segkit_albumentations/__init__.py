@@ -8,7 +8,6 @@ from a generator seeded with ``seed + epoch``. Call ``set_epoch`` before each ep
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
 from segkit.errors import ConfigError
+from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
 
@@ -90,33 +90,23 @@ class _SampleSet(torch.utils.data.Dataset):
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """Yields ``(index, augmentation_seed)`` for this shard, reshuffled per epoch.
-
-    Sharding follows DistributedSampler: the permutation is padded by wrapping so every
-    rank gets the same number of samples, then rank r takes every world-th entry.
-    """
+    """Yields ``(index, augmentation_seed)`` for this shard, in the epoch order every loader
+    follows (:func:`segkit.sampling.epoch_order`)."""
 
     def __init__(self, n: int, shuffle: bool, seed: int, shard: tuple[int, int]) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
-        self.rank, self.world = shard
+        self.n, self.shuffle, self.seed, self.shard = n, shuffle, seed, shard
         self.epoch = 0
-        self.per_rank = math.ceil(n / self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        total = self.per_rank * self.world
-        order = (order * math.ceil(total / self.n))[:total] if self.world > 1 else order
-        mine = order[self.rank : total : self.world]
+        order = epoch_order(
+            self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, shard=self.shard
+        )
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
-        for i in mine:
+        for i in order:
             yield i, (base + i) % (2**32)
 
     def __len__(self) -> int:
-        return self.per_rank if self.world > 1 else self.n
+        return per_rank(self.n, self.shard[1])
 
 
 def _worker_init(_: int) -> None:
@@ -163,13 +153,7 @@ class AlbumentationsLoader:
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size}; expected a positive integer")
-        rank, world = shard
-        if not 0 <= rank < world:
-            raise ConfigError(
-                f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size"
-            )
+        check_loader_args(batch_size, shard)
         self.samples = dataset.samples(split)
         self.split = split
         self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)

@@ -35,6 +35,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
 from segkit.data import read_image, read_raw_mask, read_sample
 from segkit.errors import ConfigError, DataError
+from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
 # 16-bit files, palette masks, ...) is decoded with segkit.data, exactly as the
@@ -67,30 +68,6 @@ def choose_device(device: torch.device | str) -> tuple[int | None, torch.device,
     else:
         _notice(f"device is {dev}")
     return None, torch.device("cpu"), "cpu"
-
-
-def epoch_order(
-    n: int, *, shuffle: bool, seed: int, epoch: int, shard: tuple[int, int]
-) -> list[int]:
-    """This shard's sample indices for ``epoch``, in order.
-
-    The same rule as the albumentations loader's sampler (and torch's
-    DistributedSampler): one permutation per epoch seeded with
-    ``seed * 1_000_003 + epoch``, padded by wrapping so every rank gets
-    ``ceil(n / world)`` samples, rank ``r`` taking every ``world``-th entry from ``r``.
-    """
-    rank, world = shard
-    if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).tolist()
-    else:
-        order = list(range(n))
-    if world == 1:
-        return order
-    per_rank = math.ceil(n / world)
-    total = per_rank * world
-    order = (order * math.ceil(total / n))[:total]
-    return order[rank:total:world]
 
 
 def _sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -241,13 +218,8 @@ class DaliLoader:
     ) -> None:
         from segkit_dali._ops import Placement, compile_ops
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r}; expected a positive integer")
+        check_loader_args(batch_size, shard)
         rank, world = shard
-        if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
-            raise ConfigError(
-                f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size"
-            )
         if num_workers is None:
             num_workers = min(8, os.cpu_count() or 1)
         if num_workers < 0:
@@ -318,8 +290,7 @@ class DaliLoader:
     # ------------------------------------------------------------------ internals
 
     def _per_rank(self) -> int:
-        world = self.shard[1]
-        return len(self.samples) if world == 1 else math.ceil(len(self.samples) / world)
+        return per_rank(len(self.samples), self.shard[1])
 
     def _plan(self) -> list[list[int]]:
         order = epoch_order(
