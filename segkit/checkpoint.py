@@ -46,10 +46,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise CheckpointError(
-            f"{path}: could not write checkpoint ({e.strerror or e}); the previous "
-            "checkpoint, if any, is unchanged. Free disk space or choose another --out"
-        ) from e
+        raise _write_error(path, e) from e
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -82,10 +79,14 @@ def link_atomic(src: Path, dst: Path) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise CheckpointError(
-            f"{dst}: could not write checkpoint ({e.strerror or e}); the previous "
-            "checkpoint, if any, is unchanged. Free disk space or choose another --out"
-        ) from e
+        raise _write_error(dst, e) from e
+
+
+def _write_error(path: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: could not write checkpoint ({e.strerror or e}); the previous "
+        "checkpoint, if any, is unchanged. Free disk space or choose another --out"
+    )
 
 
 def rng_state() -> dict[str, Any]:

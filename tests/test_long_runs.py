@@ -37,6 +37,12 @@ TINY = [
 ]
 
 
+def tiny(data: Path, out: Path, **options: object) -> RunConfig:
+    """A UNet run on the tiny pet set at 32 px: a few seconds an epoch on a CPU."""
+    base = {"model": "unet", "image_size": 32, "batch_size": 4, "num_workers": 0}
+    return RunConfig(**(base | {"data": str(data), "out": str(out)} | options))
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "segkit", *args]
 
@@ -172,17 +178,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
 ) -> None:
     # 13 train images in batches of 4: 4 steps per epoch, then 1 valid batch (2 images).
     # Call 7 is epoch 2's second training step.
-    config = RunConfig(
-        model="unet",
-        loss="nan_at",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=3,
-        data=str(tiny_pets),
-        out=str(tmp_path),
-        name="nan",
-    )
+    config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=3, name="nan")
     assert len(registry.create("datasets", "oxford_pet", tiny_pets).samples("train")) == 13
     with pytest.raises(
         NumericalError, match=r"epoch 2, step 2: the loss is NaN or infinite.*--on-nan skip"
@@ -194,18 +190,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
 
 
 def test_nan_loss_can_be_skipped(nan_loss, tiny_pets: Path, tmp_path: Path) -> None:
-    config = RunConfig(
-        model="unet",
-        loss="nan_at",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=2,
-        data=str(tiny_pets),
-        out=str(tmp_path),
-        name="skip",
-        on_nan="skip",
-    )
+    config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=2, name="skip", on_nan="skip")
     result = train(config, quiet=True)
     assert [r["skipped_steps"] for r in result.history] == [0, 1]
     assert result.test["dice"] == result.test["dice"]  # not NaN
@@ -218,17 +203,7 @@ def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
     name = (root / "annotations" / "trainval.txt").read_text().split()[0]
     jpeg = root / "images" / f"{name}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:300])
-    config = RunConfig(
-        model="unet",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=1,
-        data=str(root),
-        out=str(tmp_path),
-        name="skipbad",
-        skip_bad_samples=True,
-    )
+    config = tiny(root, tmp_path, epochs=1, name="skipbad", skip_bad_samples=True)
     result = train(config, quiet=True)
     listing = (result.run_dir / "bad_samples.txt").read_text()
     assert (
@@ -243,16 +218,7 @@ def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
 def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
     tiny_pets: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    config = RunConfig(
-        model="unet",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=3,
-        data=str(tiny_pets),
-        out=str(tmp_path),
-        name="full",
-    )
+    config = tiny(tiny_pets, tmp_path, epochs=3, name="full")
     real_save = torch.save
     calls = {"n": 0}
 
@@ -290,16 +256,7 @@ def test_checkpoint_of_a_model_no_longer_installed(tmp_path: Path, capsys) -> No
 
 
 def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> None:
-    config = RunConfig(
-        model="unet",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=1,
-        data=str(tiny_pets),
-        out=str(tmp_path),
-        name="ext",
-    )
+    config = tiny(tiny_pets, tmp_path, epochs=1, name="ext")
     train(config, quiet=True)
     result = resume(tmp_path / "ext", epochs=2, quiet=True)
     assert [r["epoch"] for r in result.history] == [1, 2]
@@ -309,16 +266,7 @@ def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> No
 def test_resume_restores_best_pt_lost_between_write_and_link(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
-    config = RunConfig(
-        model="unet",
-        image_size=32,
-        batch_size=4,
-        num_workers=0,
-        epochs=1,
-        data=str(tiny_pets),
-        out=str(tmp_path),
-        name="link",
-    )
+    config = tiny(tiny_pets, tmp_path, epochs=1, name="link")
     train(config, quiet=True)
     run = tmp_path / "link"
     assert os.path.samefile(run / "best.pt", run / "last.pt")  # one write, two names
