@@ -446,3 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `segkit list | head`: the reader left; say nothing more (and let the interpreter's
+        # final flush of stdout go nowhere instead of raising again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

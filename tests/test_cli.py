@@ -306,3 +306,14 @@ def test_restoring_a_checkpoint_does_not_need_the_initial_weights_file(tmp_path:
     with pytest.raises(ConfigError, match="gone.pt"):
         build_model(config)
     assert isinstance(build_model(config, restoring=True), torch.nn.Module)
+
+
+def test_list_into_a_closed_pipe_is_quiet() -> None:
+    proc = subprocess.run(
+        f"{sys.executable} -m segkit list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.startswith("KIND") and "Traceback" not in proc.stderr
