@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from segkit.sampling import default_workers
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"SEGKIT_BENCH_{name}", default)
@@ -65,7 +67,7 @@ def settings() -> Settings:
         precision=_env("PRECISION", "auto"),
         channels_last=(cl == "1") if cl != "auto" else cuda,
         compile=_env("COMPILE", "0") == "1",
-        workers=int(_env("WORKERS", str(min(8, os.cpu_count() or 1)))),
+        workers=int(_env("WORKERS", str(default_workers()))),
         recipe=_env("RECIPE", "type3"),
         device="cuda" if cuda else "cpu",
     )

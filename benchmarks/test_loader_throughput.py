@@ -32,6 +32,7 @@ import pytest
 import torch
 
 from segkit.registry import create, list_plugins
+from segkit.sampling import default_workers
 
 RECIPE = "type3"
 
@@ -45,7 +46,7 @@ def _setting(name: str, default: int) -> int:
 IMAGES = _setting("IMAGES", 1024 if torch.cuda.is_available() else 128)
 SIZE = _setting("SIZE", 256)
 BATCH = _setting("BATCH", 32)
-WORKERS = _setting("WORKERS", min(8, os.cpu_count() or 1))
+WORKERS = _setting("WORKERS", default_workers())
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

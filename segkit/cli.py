@@ -233,6 +233,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.engine import build_dataset, build_loader, build_recipe, evaluate, resolve_device
     from segkit.inference import load_model
     from segkit.precision import create_precision
+    from segkit.registry import create
 
     device = resolve_device(args.device)
     model, config, _ = load_model(Path(args.checkpoint), device)
@@ -245,7 +246,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = build_dataset(config)
     recipe = build_recipe(config)
     loader = build_loader(config, dataset, recipe, args.split, train=False, device=device)
-    loss_fn = _create("losses", config.loss, **config.loss_options)
+    loss_fn = create("losses", config.loss, **config.loss_options)
     metrics = evaluate(model, loader, loss_fn, precision, device)
     print(
         f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}  "
@@ -355,12 +356,6 @@ def _without_devices(argv: list[str]) -> list[str]:
         elif not item.startswith("--devices="):
             out.append(item)
     return out
-
-
-def _create(kind: str, name: str, **kwargs: Any) -> Any:
-    from segkit.registry import create
-
-    return create(kind, name, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -607,9 +607,9 @@ def _run(
     timed = history[1:] if len(history) > 1 else history
     epoch_seconds = sum(r["epoch_seconds"] for r in timed) / len(timed)
     ips = sum(r["train_images"] for r in timed) / sum(r["epoch_seconds"] for r in timed)
-    result = RunResult(run_dir, test, best[1], best[0], epoch_seconds, ips, history)
-    result.world_size = d.world
-    result.weights_in_sync = in_sync
+    result = RunResult(
+        run_dir, test, best[1], best[0], epoch_seconds, ips, history, d.world, in_sync
+    )
 
     report.write_curves(run_dir / "curves.png", history)
     report.write_prediction_grid(

@@ -51,17 +51,16 @@ class DiceMeter:
         self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None
     ) -> None:
         dice, iou = dice_iou_per_image(logits, target)
+        # new_full fills on the device; torch.tensor(..., device="cuda") would copy from the
+        # host and synchronize every step.
+        zero = dice.new_zeros((), dtype=torch.float64)
         upd = torch.stack(
             [
                 dice.sum().double(),
                 iou.sum().double(),
-                torch.tensor(float(dice.numel()), dtype=torch.float64, device=dice.device),
-                loss.detach().double()
-                if loss is not None
-                else dice.new_zeros((), dtype=torch.float64),
-                dice.new_ones((), dtype=torch.float64)
-                if loss is not None
-                else dice.new_zeros((), dtype=torch.float64),
+                dice.new_full((), float(dice.numel()), dtype=torch.float64),
+                loss.detach().double() if loss is not None else zero,
+                zero + 1 if loss is not None else zero,
             ]
         )
         self._acc += upd

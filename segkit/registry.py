@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,13 +229,6 @@ def get(kind: str, name: str) -> Callable[..., Any]:
 def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the factory registered as ``name`` in ``kind``."""
     return default_registry().create(kind, name, *args, **kwargs)
-
-
-def iter_all(registry: Registry | None = None) -> Iterable[PluginInfo]:
-    """Every plugin of every kind."""
-    reg = registry or default_registry()
-    for kind in GROUPS:
-        yield from reg.plugins(kind).values()
 
 
 def _version(distribution: str) -> str:

@@ -4,8 +4,14 @@ seed, epoch and shard visit the same samples in the same order."""
 from __future__ import annotations
 
 import math
+import os
 
 from segkit.errors import ConfigError
+
+
+def default_workers() -> int:
+    """Loader workers when none are asked for: one per core, up to 8."""
+    return min(8, os.cpu_count() or 1)
 
 
 def check_loader_args(batch_size: int, shard: tuple[int, int]) -> None:

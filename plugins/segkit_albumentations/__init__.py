@@ -8,7 +8,6 @@ from a generator seeded with ``seed + epoch``. Call ``set_epoch`` before each ep
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
 from segkit.errors import ConfigError
-from segkit.sampling import check_loader_args, epoch_order, per_rank
+from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
 
@@ -200,7 +199,7 @@ def create_loader(
     ``num_workers=None`` uses one worker per core, up to 8.
     """
     if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1)
+        num_workers = default_workers()
     return AlbumentationsLoader(
         dataset,
         split,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -35,7 +34,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
 from segkit.data import read_image, read_raw_mask, read_sample
 from segkit.errors import ConfigError, DataError
-from segkit.sampling import check_loader_args, epoch_order, per_rank
+from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
 # 16-bit files, palette masks, ...) is decoded with segkit.data, exactly as the
@@ -221,7 +220,7 @@ class DaliLoader:
         check_loader_args(batch_size, shard)
         rank, world = shard
         if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1)
+            num_workers = default_workers()
         if num_workers < 0:
             raise ConfigError(f"num_workers={num_workers}; expected 0 or more")
         if not isinstance(clahe_levels, int) or clahe_levels < 1:
