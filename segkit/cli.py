@@ -15,7 +15,7 @@ KINDS = ("models", "losses", "augmentations", "loaders", "datasets")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from segkit.config import RunConfig
+    from segkit.config import SCHEDULES, RunConfig
 
     d = RunConfig.__dataclass_fields__
     g = p.add_argument_group("plugins (see `segkit list`)")
@@ -93,7 +93,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--lr-gamma",
         type=float,
         default=d["lr_gamma"].default,
-        help="ExponentialLR decay per epoch (default: %(default)s)",
+        help="decay per epoch for --schedule exponential (default: %(default)s)",
+    )
+    t.add_argument(
+        "--schedule",
+        default=d["schedule"].default,
+        choices=SCHEDULES,
+        help="exponential: the lab's ExponentialLR(--lr-gamma) per epoch; cosine: per-step "
+        "decay from --lr to 0 at the last step (default: %(default)s)",
+    )
+    t.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d["warmup_epochs"].default,
+        help="linear warm-up of the learning rate over this many epochs, fractions allowed "
+        "(default: %(default)s)",
     )
     t.add_argument(
         "--weight-decay",
@@ -202,6 +216,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_gamma=args.lr_gamma,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
         weight_decay=args.weight_decay,
         precision=args.precision,
         image_size=args.image_size,

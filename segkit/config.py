@@ -12,6 +12,10 @@ from segkit.errors import ConfigError
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+#: Values of ``schedule``: the lab's per-epoch ``ExponentialLR(lr_gamma)``, or a per-step
+#: cosine decay from ``lr`` to 0 over the run.
+SCHEDULES = ("exponential", "cosine")
+
 
 @dataclass
 class RunConfig:
@@ -38,6 +42,8 @@ class RunConfig:
     batch_size: int = 16
     lr: float = 1e-3
     lr_gamma: float = 0.99
+    schedule: str = "exponential"
+    warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     precision: str = "auto"
     image_size: int = 256
@@ -77,6 +83,15 @@ class RunConfig:
             raise ConfigError(f"--lr {self.lr}: expected a positive learning rate")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"--lr-gamma {self.lr_gamma}: expected a value in (0, 1]")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"--schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(
+                f"--warmup-epochs {self.warmup_epochs}: expected a value from 0 up to (not "
+                f"including) --epochs {self.epochs}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"

@@ -1,7 +1,8 @@
 """The training engine: one flat loop, top to bottom.
 
-``train(config)`` builds every part from the registry, trains with Adam and an
-exponential learning-rate decay (the lab's recipe), validates each epoch, keeps the best
+``train(config)`` builds every part from the registry, trains with Adam and a
+learning-rate schedule (by default the lab's per-epoch exponential decay; or cosine, with
+optional warm-up), validates each epoch, keeps the best
 checkpoint by validation Dice, evaluates the best weights on the test split and writes
 the run folder. Read it from :func:`train` down.
 """
@@ -13,6 +14,8 @@ import math
 import os
 import random
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_plugin_names(config: RunConfig) -> None:
+    """Fail on a misspelt plugin name before any slow step (generating the synthetic set
+    takes seconds). Reads entry-point names only; nothing is imported.
+
+    Raises:
+        PluginNotFoundError: the message suggests close names.
+    """
+    reg = registry.default_registry()
+    for kind, name in (
+        ("models", config.model),
+        ("losses", config.loss),
+        ("augmentations", config.augment),
+        ("loaders", config.loader),
+        ("datasets", config.resolved_dataset()),
+    ):
+        reg.info(kind, name)
+
+
 def build_dataset(config: RunConfig) -> Dataset:
     return registry.create(
         "datasets", config.resolved_dataset(), data_path(config), **config.dataset_options
@@ -121,6 +142,51 @@ def create_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.O
     return torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
     )
+
+
+def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier for optimizer step ``i`` (0-based) of the run.
+
+    ``exponential``: ``lr_gamma ** epoch`` (0-based epoch), the lab's per-epoch
+    ``ExponentialLR``. ``cosine``: from 1 at the end of warm-up down to 0 at the run's last
+    step, half a cosine period. Both start with ``warmup_epochs`` of linear warm-up from
+    ``1 / warmup_steps`` to 1, when it is above 0.
+    """
+    per_epoch = max(1, steps_per_epoch)
+    total = per_epoch * config.epochs
+    warmup = round(config.warmup_epochs * per_epoch)
+    gamma = config.lr_gamma
+    cosine = config.schedule == "cosine"
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        if cosine:
+            t = min(1.0, (i - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return gamma ** (i // per_epoch)
+
+    return factor
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int, steps_done: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler for :func:`lr_factor`, positioned after ``steps_done`` steps.
+
+    The position is computed, not loaded: a resumed run (even one that extends
+    ``--epochs``) continues the schedule from where its epochs put it.
+    """
+    # Sets each group's lr to initial_lr * factor(0); initial_lr (the config's lr) is kept
+    # from a restored optimizer state.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    if steps_done == 0:
+        return scheduler
+    scheduler.last_epoch = steps_done - 1  # the next step() sets the lr of step steps_done
+    with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+    return scheduler
 
 
 def build_recipe(config: RunConfig) -> Recipe:
@@ -205,13 +271,15 @@ def train_one_epoch(
     device: torch.device,
     channels_last: bool,
     *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     epoch: int = 0,
     on_nan: str = "stop",
     progress: Any = None,
     dist: Dist | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``. Returns mean loss and Dice (over every rank's images),
-    images seen, steps, and skipped steps.
+    images seen, steps, and skipped steps. ``scheduler`` is stepped after every batch,
+    skipped ones included, so the learning rate depends only on the step count.
 
     Raises:
         NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
@@ -236,11 +304,13 @@ def train_one_epoch(
             finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
             if int(finite) < d.world:
                 skipped_nan += 1
+                _step_scheduler(scheduler)
                 continue
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
         if not precision.step(optimizer):
             skipped_overflow += 1
+        _step_scheduler(scheduler)
         meter.update(logits, masks, loss)
         if on_nan == "stop":
             watch.update(loss, step)
@@ -268,6 +338,16 @@ def train_one_epoch(
     out["skipped_nan"] = skipped_nan
     out["skipped_overflow"] = skipped_overflow
     return out
+
+
+def _step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+    if scheduler is None:
+        return
+    with warnings.catch_warnings():
+        # A skipped first step (NaN, fp16 overflow) makes torch warn that the scheduler
+        # stepped before the optimizer; the schedule counts batches, so that is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -437,6 +517,7 @@ def _run(
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
 
     # Build everything before creating the run folder, so a bad name or path leaves no trace.
+    check_plugin_names(config)
     dataset = build_dataset(config)
     bad_samples: list[tuple[str, Sample, str]] = []
     if config.skip_bad_samples:
@@ -456,7 +537,6 @@ def _run(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
 
     history: list[dict[str, Any]] = []
     best = (-math.inf, -1)
@@ -464,7 +544,6 @@ def _run(
     if state is not None and run_dir is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         precision.load_state_dict(state["precision"])
         history = list(state["history"])
         best = (state["best_valid_dice"], state["best_epoch"])
@@ -482,6 +561,10 @@ def _run(
     elif d.main:
         run_dir = make_run_dir(config)
         (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    # Per optimizer step; positioned from the epochs done, so resume continues it.
+    scheduler = create_scheduler(
+        optimizer, config, len(train_loader), steps_done=(start - 1) * len(train_loader)
+    )
     step_model: torch.nn.Module = torch.compile(model) if config.compile else model
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -512,6 +595,7 @@ def _run(
                 disable=quiet or None,
                 dynamic_ncols=True,
             )
+            lr = optimizer.param_groups[0]["lr"]  # at the epoch's first step
             t0 = time.perf_counter()
             train_metrics = train_one_epoch(
                 step_model,
@@ -521,6 +605,7 @@ def _run(
                 precision,
                 device,
                 channels_last,
+                scheduler=scheduler,
                 epoch=epoch,
                 on_nan=config.on_nan,
                 progress=bar,
@@ -530,8 +615,6 @@ def _run(
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             bar.close()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
             if d.main:
                 validate = epoch % config.validate_every == 0 or epoch == config.epochs
                 nan = float("nan")

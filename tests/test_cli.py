@@ -137,13 +137,17 @@ def test_missing_data_folder(capsys, tmp_path: Path) -> None:
     assert f"{tmp_path / 'nowhere'}" in err and "not found" in err
 
 
-def test_unknown_model_suggests_close_names(capsys) -> None:
+def test_unknown_model_suggests_close_names(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
     err = error_of(capsys, ["run", "--model", "resnet34unet", *TINY])
     assert (
         "no model named 'resnet34unet'" in err
         and "'resnet34_unet'" in err
         and "segkit list models" in err
     )
+    assert list(tmp_path.iterdir()) == []  # it failed before generating the default set
 
 
 def test_image_size_not_divisible_by_32(capsys, tiny_pets: Path) -> None:
