@@ -49,7 +49,7 @@ def test_trimaps_hold_1_2_3_with_a_plausible_pet(synth: Path) -> None:
             t = np.asarray(im)
         assert set(np.unique(t).tolist()) == {1, 2, 3}, path
         foreground = np.mean(t != 2)
-        assert 0.05 <= foreground <= 0.8, (path, foreground)
+        assert 0.12 <= foreground <= 0.75, (path, foreground)  # the pet is the subject
         # The border band is thin: a small share of the pet.
         assert np.sum(t == 3) < 0.5 * np.sum(t != 2), path
 
@@ -264,12 +264,12 @@ def test_synthetic_cache_is_generated_once_and_reused(
 ) -> None:
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
     ds = SyntheticPet(None, count=4, seed=1)
-    assert ds.root == tmp_path / "synthetic-4-1-v1"
+    assert ds.root == tmp_path / "synthetic-4-1-v2"
     marker = ds.root / MARKER
     first = marker.stat().st_mtime_ns
     image = ds.root / "images" / "synth_0.jpg"
     image_mtime = image.stat().st_mtime_ns
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-4-1-v1"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-4-1-v2"]  # no temp left
 
     again = SyntheticPet(None, count=4, seed=1, valid_fraction=0.5)
     assert marker.stat().st_mtime_ns == first and image.stat().st_mtime_ns == image_mtime

@@ -9,8 +9,10 @@ Each image holds one "pet": the union of a body ellipse, a head, two triangular 
 sometimes a tail and legs, in a random pose, filled with a smooth fur-like texture
 (base colour, low-frequency noise, stripes or spots, grain). It lies over a cluttered
 background (gradient, low-frequency noise, rectangles and ellipses of other colours,
-some close to the pet's colour, none labelled foreground). Pet and background colours
-overlap, so a colour threshold does not solve it; shape and texture do.
+none labelled foreground; in 30% of the images one of them is a decoy in the pet's own
+coat colour). Pet and background colours overlap, so a colour threshold does not solve
+it; shape and texture do. As in a pet photo, the pet is the subject: it covers 12-75% of
+the frame.
 
 Trimaps follow the official encoding: 1 pet, 2 background, 3 a 2-4 px band straddling
 the pet's outline.
@@ -41,12 +43,20 @@ from segkit.errors import ConfigError, DataError
 from segkit_datasets.oxford_pet import OxfordPet
 
 #: Bump when the generator's output changes, so cached sets are regenerated.
-VERSION = 1
+#: 2: the pet covers at least 12% of the frame (was 6%), and the decoy in the pet's coat
+#: colour is in 30% of the images (was 70%).
+VERSION = 2
 
 #: Written last by :func:`write_synthetic`; a folder without it is incomplete.
 MARKER = ".segkit-synthetic.json"
 
 _JPEG_QUALITY = 90
+# A photo of a pet is a portrait: the pet is its subject. It covers (with its border band)
+# at least this fraction of the frame...
+_MIN_COVERAGE = 0.12
+# ... and a clutter shape in the pet's own coat colour (a decoy that only shape tells
+# apart) is in this fraction of the images.
+_DECOY_P = 0.3
 
 # Files a synthetic set consists of; a folder holding anything else is not ours to
 # overwrite.
@@ -166,7 +176,7 @@ class SyntheticPet(OxfordPet):
 
     Args:
         root: Dataset folder; ``None`` means the cache folder
-            ``$SEGKIT_CACHE/synthetic-<count>-<seed>-v1`` (``$SEGKIT_CACHE`` defaults to
+            ``$SEGKIT_CACHE/synthetic-<count>-<seed>-v<VERSION>`` (``$SEGKIT_CACHE`` defaults to
             ``~/.cache/segkit``).
         count: Number of images.
         seed: Generator seed.
@@ -360,7 +370,7 @@ def _background(rng: np.random.Generator, w: int, h: int, coat: np.ndarray) -> n
     side = min(w, h)
     for k in range(int(rng.integers(3, 9))):
         # The first shape takes the pet's own coat colour: colour alone must not decide.
-        if k == 0 and rng.random() < 0.7:
+        if k == 0 and rng.random() < _DECOY_P:
             colour = coat + rng.normal(0, 15, 3)
         else:
             colour = _random_colour(rng, (0.2, 1.0))
@@ -421,7 +431,7 @@ def _fur(rng: np.random.Generator, w: int, h: int, coat: np.ndarray) -> np.ndarr
 def _pet_mask(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, np.ndarray]:
     """Draw a pet silhouette; return it (mode "L", 0/255) and its trimap.
 
-    Poses are drawn until the pet (with its border band) covers 6-75% of the frame, so
+    Poses are drawn until the pet (with its border band) covers 12-75% of the frame, so
     every image has a usable target while some pets still leave the frame.
     """
     band = int(rng.integers(1, 3))  # border band = dilation minus erosion: 2 or 4 px
@@ -430,7 +440,7 @@ def _pet_mask(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, np
         inside = np.asarray(pet) != 0
         outer = _dilate(inside, band)
         fraction = np.count_nonzero(outer) / outer.size
-        if 0.06 <= fraction <= 0.75:
+        if _MIN_COVERAGE <= fraction <= 0.75:
             break
     inner = ~_dilate(~inside, band)
     trimap = np.full((h, w), 3, np.uint8)
