@@ -12,7 +12,8 @@ segkit finds plugins through five entry-point groups. An entry point names an ob
   autocast). A model declares ``min_input_multiple: int`` (H and W must be divisible
   by it; default 1); segkit checks the image size against it before training. Every
   model must accept any H, W divisible by 32 (so ``min_input_multiple`` divides 32) and
-  should raise :class:`segkit.errors.ConfigError` naming the size for other inputs.
+  should raise :class:`segkit.errors.ConfigError` naming the size for other inputs:
+  call :func:`check_input_size` at the top of ``forward``.
   Unknown ``options`` must raise ``TypeError`` (the default for keyword arguments).
   Shared option names: ``encoder`` (a backbone name) and ``weights`` (initial weights:
   a file path, or a name such as "imagenet"); ``segkit run --encoder/--weights`` set
@@ -179,3 +180,28 @@ def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[S
             "add sample names to the split list or point --data at another dataset"
         )
     return list(samples)
+
+
+def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
+    """Raise a :class:`~segkit.errors.ConfigError` unless ``x``'s height and width are
+    multiples of ``multiple``. Models call it first thing in ``forward``.
+
+    Args:
+        model: The model's name, for the message (e.g. ``"unet"``).
+        x: An ``(N, C, H, W)`` batch.
+        multiple: What H and W must be divisible by (the model's ``min_input_multiple``).
+
+    Raises:
+        ConfigError: H or W is not divisible by ``multiple``. The message names the size
+            given and the nearest larger size that works (padding needs a larger one,
+            and resizing to it keeps the most detail).
+    """
+    height, width = x.shape[-2:]
+    if height % multiple or width % multiple:
+        from segkit.errors import ConfigError
+
+        fixed = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+        raise ConfigError(
+            f"{model}: input height={height}, width={width} is not divisible by {multiple}; "
+            f"resize or pad your images to ({fixed[0]}, {fixed[1]})"
+        )

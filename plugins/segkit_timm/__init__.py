@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.contracts import check_input_size
 from segkit.errors import ConfigError
 
 __all__ = ["DEFAULT_DECODER_CHANNELS", "TimmUNet", "create_timm_unet"]
@@ -150,14 +151,7 @@ class TimmUNet(nn.Module):
         Raises:
             ConfigError: H or W is not divisible by ``min_input_multiple``.
         """
-        height, width = x.shape[-2:]
-        k = self.min_input_multiple
-        if height % k or width % k:
-            fixed = (-(-height // k) * k, -(-width // k) * k)
-            raise ConfigError(
-                f"timm_unet ({self.encoder_name}): input height={height}, width={width} is not "
-                f"divisible by {k}; resize or pad your images to ({fixed[0]}, {fixed[1]})"
-            )
+        check_input_size(f"timm_unet ({self.encoder_name})", x, self.min_input_multiple)
         features = self.encoder(x)
         y = features[-1]
         for stage, index in zip(self.decoder, self.skip_index, strict=True):

@@ -17,31 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segkit.errors import ConfigError
+from segkit.contracts import check_input_size
 
 __all__ = ["UNet", "create_unet"]
-
-
-def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
-    """Raise a :class:`ConfigError` unless ``x``'s height and width are multiples of ``multiple``.
-
-    Args:
-        model: The plugin name, for the message.
-        x: An ``(N, C, H, W)`` batch.
-        multiple: What H and W must be divisible by.
-
-    Raises:
-        ConfigError: H or W is not divisible by ``multiple``. The message names the size
-            given and the nearest larger size that works (padding needs a larger one,
-            and resizing to it keeps the most detail).
-    """
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        fixed = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
-        raise ConfigError(
-            f"{model}: input height={height}, width={width} is not divisible by {multiple}; "
-            f"resize or pad your images to ({fixed[0]}, {fixed[1]})"
-        )
 
 
 class DoubleConv(nn.Sequential):

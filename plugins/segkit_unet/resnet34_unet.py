@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segkit_unet import Up, check_input_size
+from segkit.contracts import check_input_size
+from segkit_unet import Up
 
 __all__ = ["ResNet34UNet", "create_resnet34_unet"]
 

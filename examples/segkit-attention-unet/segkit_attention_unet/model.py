@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.contracts import check_input_size
 from segkit.errors import ConfigError
 
 
@@ -108,13 +109,7 @@ class AttentionUNet(nn.Module):
         Raises:
             ConfigError: H or W is not divisible by ``min_input_multiple``.
         """
-        height, width = x.shape[-2:]
-        k = self.min_input_multiple
-        if height % k or width % k:
-            raise ConfigError(
-                f"attention_unet: input height={height}, width={width} is not divisible by "
-                f"{k}; resize or pad your images to ({-(-height // k) * k}, {-(-width // k) * k})"
-            )
+        check_input_size("attention_unet", x, self.min_input_multiple)
         skips = [self.inc(x)]
         for block in self.down:
             skips.append(block(F.max_pool2d(skips[-1], 2)))
