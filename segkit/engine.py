@@ -183,9 +183,7 @@ def create_scheduler(
     if steps_done == 0:
         return scheduler
     scheduler.last_epoch = steps_done - 1  # the next step() sets the lr of step steps_done
-    with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
-        warnings.simplefilter("ignore", UserWarning)
-        scheduler.step()
+    _step_quietly(scheduler)
     return scheduler
 
 
@@ -304,13 +302,18 @@ def train_one_epoch(
             finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
             if int(finite) < d.world:
                 skipped_nan += 1
-                _step_scheduler(scheduler)
+                if scheduler is not None:
+                    _step_quietly(scheduler)
                 continue
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
-        if not precision.step(optimizer):
+        if precision.step(optimizer):
+            if scheduler is not None:
+                scheduler.step()
+        else:
             skipped_overflow += 1
-        _step_scheduler(scheduler)
+            if scheduler is not None:
+                _step_quietly(scheduler)
         meter.update(logits, masks, loss)
         if on_nan == "stop":
             watch.update(loss, step)
@@ -340,12 +343,12 @@ def train_one_epoch(
     return out
 
 
-def _step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
-    if scheduler is None:
-        return
+def _step_quietly(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Step ``scheduler`` where the optimizer did not step (a skipped batch, or positioning
+    on resume). Torch warns about "lr_scheduler.step() before optimizer.step()" then; the
+    schedule counts batches, so that is intended. Kept off the normal path: entering
+    ``catch_warnings`` resets every module's warning registry."""
     with warnings.catch_warnings():
-        # A skipped first step (NaN, fp16 overflow) makes torch warn that the scheduler
-        # stepped before the optimizer; the schedule counts batches, so that is intended.
         warnings.simplefilter("ignore", UserWarning)
         scheduler.step()
 
@@ -375,7 +378,6 @@ def _checkpoint(
     config: RunConfig,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
     precision: Precision,
     epoch: int,
     best: tuple[float, int],
@@ -388,7 +390,6 @@ def _checkpoint(
         "config": config.to_dict(),
         "model": raw.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "precision": precision.state_dict(),
         "epoch": epoch,
         "best_valid_dice": best[0],
@@ -469,8 +470,9 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
 
 
 def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = False) -> RunResult:
-    """Continue a run from its ``last.pt``: model, optimizer, scheduler, GradScaler, RNG
-    states, best score and history are restored, and training goes on at the next epoch
+    """Continue a run from its ``last.pt``: model, optimizer, GradScaler, RNG
+    states, best score and history are restored (the learning-rate schedule is positioned
+    from the epochs done), and training goes on at the next epoch
     (loaders are positioned by ``set_epoch``, so the epoch sees the same batches it would
     have). ``epochs`` extends the run; by default it keeps its own.
 
@@ -640,9 +642,7 @@ def _run(
                 improved = validate and valid["dice"] > best[0]
                 if improved:
                     best = (valid["dice"], epoch)
-                ckpt = _checkpoint(
-                    config, model, optimizer, scheduler, precision, epoch, best, history
-                )
+                ckpt = _checkpoint(config, model, optimizer, precision, epoch, best, history)
                 ckpt_io.save_atomic(ckpt, run_dir / "last.pt")
                 if improved:  # one write: best.pt becomes a link to this epoch's last.pt
                     ckpt_io.link_atomic(run_dir / "last.pt", run_dir / "best.pt")
