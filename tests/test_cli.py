@@ -178,6 +178,22 @@ def broken_pets(tiny_pets: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
 
 
+def one_epoch(data: Path, out: Path) -> list[str]:
+    """``segkit run`` arguments for one tiny UNet epoch on ``data``."""
+    return [
+        "run",
+        "--model",
+        "unet",
+        "--epochs",
+        "1",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *TINY,
+    ]
+
+
 def _first(root: Path, split_file: str = "test.txt") -> str:
     return (root / "annotations" / split_file).read_text().split()[0]
 
@@ -186,21 +202,7 @@ def test_corrupt_jpeg_is_named(capsys, broken_pets: Path, tmp_path: Path) -> Non
     name = _first(broken_pets, "trainval.txt")
     jpeg = broken_pets / "images" / f"{name}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 3])
-    err = error_of(
-        capsys,
-        [
-            "run",
-            "--model",
-            "unet",
-            "--epochs",
-            "1",
-            "--data",
-            str(broken_pets),
-            "--out",
-            str(tmp_path / "o"),
-            *TINY,
-        ],
-    )
+    err = error_of(capsys, one_epoch(broken_pets, tmp_path / "o"))
     assert f"{name}.jpg: cannot decode image" in err and "truncated" in err
 
 
@@ -210,21 +212,7 @@ def test_trimap_with_foreign_values_is_named(capsys, broken_pets: Path, tmp_path
     values = np.asarray(Image.open(trimap)).copy()
     values[:3, :3] = 7
     Image.fromarray(values).save(trimap)
-    err = error_of(
-        capsys,
-        [
-            "run",
-            "--model",
-            "unet",
-            "--epochs",
-            "1",
-            "--data",
-            str(broken_pets),
-            "--out",
-            str(tmp_path / "o"),
-            *TINY,
-        ],
-    )
+    err = error_of(capsys, one_epoch(broken_pets, tmp_path / "o"))
     assert f"{name}.png: values {{7}} found, masks of this dataset hold 1, 2, 3" in err
 
 
@@ -245,21 +233,7 @@ def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: 
     name = _first(broken_pets)
     trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
     Image.open(trimap).resize((40, 30), Image.NEAREST).save(trimap)
-    err = error_of(
-        capsys,
-        [
-            "run",
-            "--model",
-            "unet",
-            "--epochs",
-            "1",
-            "--data",
-            str(broken_pets),
-            "--out",
-            str(tmp_path / "o"),
-            *TINY,
-        ],
-    )
+    err = error_of(capsys, one_epoch(broken_pets, tmp_path / "o"))
     assert f"{name}.png: mask is 40x30 but image {name}.jpg is" in err
 
 
