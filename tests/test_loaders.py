@@ -145,16 +145,19 @@ def test_gamma_stays_in_its_range(loader, shapes):
         assert lo - 0.05 <= g <= hi + 0.05
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
 @pytest.mark.parametrize("loader", LOADERS)
-def test_corrupt_jpeg_names_the_file(loader, shapes_pets, tmp_path):
+def test_corrupt_jpeg_names_the_file(loader, num_workers, shapes_pets, tmp_path):
+    """One line naming the file, whether it was read in this process or in a worker."""
     import shutil
 
     root = shutil.copytree(shapes_pets, tmp_path / "pets")
     bad = root / "images" / "shape_1.jpg"
     bad.write_bytes(bad.read_bytes()[:200])
     ds = create_dataset("oxford_pet", root)
-    with pytest.raises(DataError, match=r"shape_1\.jpg"):
-        collect(make_loader(loader, ds, "test", train=False))
+    with pytest.raises(DataError, match=r"shape_1\.jpg: cannot decode image") as error:
+        collect(make_loader(loader, ds, "test", train=False, num_workers=num_workers))
+    assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_bad_batch_size_and_shard_are_config_errors(shapes):

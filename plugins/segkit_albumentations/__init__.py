@@ -17,7 +17,7 @@ import torch
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
@@ -67,6 +67,26 @@ def compile_ops(ops: Sequence[R.Op]) -> Any:
     return A.Compose(out)
 
 
+class _ReadFailure:
+    """A sample a worker could not read, carried to the main process as data.
+
+    Raised inside a worker, a :class:`DataError` reaches the main process re-built by
+    torch as "Caught DataError in DataLoader worker process 0. Original Traceback ...",
+    which would put a worker traceback in front of a user whose JPEG is corrupt. The worker
+    returns this instead and the main process raises the original one-line error.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _collate(items: list[Any]) -> Any:
+    for item in items:
+        if isinstance(item, _ReadFailure):
+            return item
+    return torch.utils.data.default_collate(items)
+
+
 class _SampleSet(torch.utils.data.Dataset):
     """Reads and augments one sample; the index comes paired with its augmentation seed."""
 
@@ -78,9 +98,12 @@ class _SampleSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | _ReadFailure:
         index, seed = item
-        image, mask = read_sample(self.samples[index], self.spec)
+        try:
+            image, mask = read_sample(self.samples[index], self.spec)
+        except DataError as e:
+            return _ReadFailure(str(e))
         self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
         img = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
@@ -164,6 +187,7 @@ class AlbumentationsLoader:
             num_workers=num_workers,
             pin_memory=pin,
             drop_last=drop_last,
+            collate_fn=_collate,
             persistent_workers=num_workers > 0,
             worker_init_fn=_worker_init if num_workers > 0 else None,
             multiprocessing_context=_worker_context() if num_workers > 0 else None,
@@ -177,7 +201,10 @@ class AlbumentationsLoader:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, masks in self._loader:
+        for batch in self._loader:
+            if isinstance(batch, _ReadFailure):
+                raise DataError(batch.message)
+            images, masks = batch
             yield Batch(images, masks)
 
 
