@@ -124,6 +124,16 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (its legacy format, a bare pickle, starts with 0x80).
+    # Anything else would reach the unpickler and be reported as "unsafe pickled objects",
+    # which misleads someone who passed a JPEG or a text file by mistake.
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"{path}: not a checkpoint (a torch.save file is a zip archive; this one starts "
+            f"with {head!r}); pass a best.pt or last.pt from a segkit run folder"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -248,6 +248,10 @@ def test_checkpoint_errors(capsys, tmp_path: Path, run_dir: Path) -> None:
     torch.save({"format": "segkit-checkpoint", "payload": Path("/etc/passwd")}, bomb)
     assert "refused" in error_of(capsys, ["predict", str(bomb), "x.jpg", "--out", str(tmp_path)])
     assert "checkpoint not found" in error_of(capsys, ["evaluate", str(tmp_path / "none.pt")])
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    err = error_of(capsys, ["evaluate", str(image)])
+    assert "photo.jpg: not a checkpoint" in err and "best.pt or last.pt" in err
 
 
 def test_encoder_and_weights_flags_are_model_options() -> None:
