@@ -98,7 +98,9 @@ class _SampleSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | _ReadFailure:
+    def __getitem__(
+        self, item: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor] | _ReadFailure:
         index, seed = item
         try:
             image, mask = read_sample(self.samples[index], self.spec)
