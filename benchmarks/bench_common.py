@@ -12,12 +12,16 @@ SEGKIT_BENCH_BATCH         8                              32
 SEGKIT_BENCH_PRECISION     auto                           auto (bf16 on GPUs with bf16)
 SEGKIT_BENCH_CHANNELS_LAST auto (on for CUDA)
 SEGKIT_BENCH_COMPILE       0
-SEGKIT_BENCH_WORKERS       cores, up to 8
+SEGKIT_BENCH_WORKERS       auto (segkit run's default)
 SEGKIT_BENCH_RECIPE        type3
 =========================  =============================  ==============================
 
 Data is the synthetic pet set (JPEGs of about 500x375 with trimaps, in the Oxford-IIIT
 Pet layout), generated once into ``$SEGKIT_CACHE`` (``~/.cache/segkit``) and reused.
+
+Every part is built through :mod:`segkit.build` from a :class:`~segkit.config.RunConfig`
+(:func:`run_config`), exactly as ``segkit run`` builds it: the same runtime resolution
+(device, precision, channels_last, workers), model, optimizer, loss and loaders.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from typing import Any
 
 import torch
 
-from segkit.sampling import default_workers
+from segkit import build
+from segkit.config import RunConfig
 
 
 def _env(name: str, default: str) -> str:
@@ -45,11 +50,10 @@ class Settings:
     size: int
     batch: int
     precision: str
-    channels_last: bool
+    channels_last: bool | None
     compile: bool
-    workers: int
+    workers: int | None
     recipe: str
-    device: str
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,11 +69,10 @@ def settings() -> Settings:
         size=int(_env("SIZE", "256" if full else "64")),
         batch=int(_env("BATCH", "32" if full else "8")),
         precision=_env("PRECISION", "auto"),
-        channels_last=(cl == "1") if cl != "auto" else cuda,
+        channels_last=(cl == "1") if cl != "auto" else None,
         compile=_env("COMPILE", "0") == "1",
-        workers=int(_env("WORKERS", str(default_workers()))),
+        workers=int(_env("WORKERS", "-1")) if _env("WORKERS", "auto") != "auto" else None,
         recipe=_env("RECIPE", "type3"),
-        device="cuda" if cuda else "cpu",
     )
 
 
@@ -91,7 +94,7 @@ def dataset() -> Any:
 
 
 def device_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"torch": torch.__version__, "device": settings().device}
+    info: dict[str, Any] = {"torch": torch.__version__, "device": str(runtime().device)}
     if torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
@@ -116,46 +119,43 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def run_config(model: str = "unet", loader: str = "albumentations") -> RunConfig:
+    """The settings as a ``segkit run`` configuration."""
+    s = settings()
+    return RunConfig(
+        model=model,
+        loader=loader,
+        recipe=s.recipe,
+        image_size=s.size,
+        batch_size=s.batch,
+        precision=s.precision,
+        channels_last=s.channels_last,
+        compile=s.compile,
+        num_workers=s.workers,
+        lr=1e-4,
+    )
+
+
+@functools.cache
+def runtime() -> build.Runtime:
+    """The runtime of the settings, resolved as ``segkit run`` resolves it."""
+    return build.resolve_runtime(run_config())
+
+
 def build_training(
     model_name: str,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, torch.device]:
     """The model, optimizer and precision exactly as ``segkit run`` sets them up."""
-    from segkit import create_model
-    from segkit.config import RunConfig
-    from segkit.engine import create_optimizer
-    from segkit.precision import create_precision
-
-    s = settings()
-    device = torch.device(s.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = create_model(model_name).to(device)
-    if s.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(model, RunConfig(lr=1e-4))
-    precision = create_precision(s.precision, device)
-    return model, optimizer, precision, device
+    rt = runtime()
+    config = run_config(model_name)
+    model = build.build_model(config, rt)
+    return model, build.build_optimizer(model, config), rt.precision, rt.device
 
 
 def build_loader(loader_name: str) -> Any:
-    from segkit import create_recipe
-    from segkit.registry import create
-
-    s = settings()
-    recipe = create_recipe(s.recipe, image_size=s.size)
-    return create(
-        "loaders",
-        loader_name,
-        dataset(),
-        "train",
-        recipe,
-        s.batch,
-        train=True,
-        seed=0,
-        num_workers=s.workers,
-        device=s.device,
-        drop_last=False,
-    )
+    config = run_config(loader=loader_name)
+    recipe = build.build_recipe(config)
+    return build.build_loader(config, runtime(), dataset(), recipe, "train", train=True)
 
 
 @functools.cache
@@ -163,9 +163,7 @@ def train_flops_per_image(model_name: str) -> float:
     """Forward + backward FLOPs of one image at the benchmark size (matmuls and convs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from segkit import create_model
-
-    model = create_model(model_name)
+    model = build.create_model(model_name)
     # Two images: batch norm in training mode needs more than one value per channel, and
     # a bottleneck at stride 64 is 1x1 at small sizes.
     x = torch.randn(2, 3, settings().size, settings().size)
@@ -177,14 +175,12 @@ def train_flops_per_image(model_name: str) -> float:
 def model_steps(model_name: str, steps: int) -> Any:
     """A function running ``steps`` training steps (forward, backward, Adam) on one batch
     of tensors already on the device, and synchronizing at the end."""
-    from segkit import create_loss
-
     s = settings()
     model, optimizer, precision, device = build_training(model_name)
-    step_model = torch.compile(model) if s.compile else model
-    loss_fn = create_loss("bce_dice")
+    step_model = build.step_model(model, run_config(model_name), runtime())
+    loss_fn = build.build_loss(run_config(model_name))
     images = torch.randn(s.batch, 3, s.size, s.size, device=device)
-    if s.channels_last:
+    if runtime().channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     masks = (torch.rand(s.batch, 1, s.size, s.size, device=device) > 0.5).float()
 

@@ -15,22 +15,21 @@ from segkit.registry import list_plugins
 @pytest.mark.parametrize("loader", list_plugins("loaders"))
 @pytest.mark.parametrize("model", list_plugins("models"))
 def test_epoch(benchmark, model: str, loader: str) -> None:
-    import torch
-
-    from segkit import create_loss
-    from segkit.engine import train_one_epoch
+    from segkit import build
+    from segkit.loops import train_one_epoch
 
     s = bc.settings()
+    config = bc.run_config(model, loader)
     net, optimizer, precision, device = bc.build_training(model)
-    step_model = torch.compile(net) if s.compile else net
+    step_model = build.step_model(net, config, bc.runtime())
     data = bc.build_loader(loader)
-    loss_fn = create_loss("bce_dice")
+    loss_fn = build.build_loss(config)
     epoch = iter(range(10**6))
 
     def run() -> float:
         data.set_epoch(next(epoch))
         out = train_one_epoch(
-            step_model, data, loss_fn, optimizer, precision, device, s.channels_last
+            step_model, data, loss_fn, optimizer, precision, device, bc.runtime().channels_last
         )
         bc.sync()
         return out["images"]
@@ -44,6 +43,7 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
     benchmark.extra_info.update(
         bc.device_info()
         | s.describe()
+        | {"runtime": bc.runtime().record()}
         | {
             "model": model,
             "loader": loader,

@@ -14,7 +14,7 @@ variable                    default              meaning
 SEGKIT_BENCH_LOADER_IMAGES  128 (1024 with GPU)  images per epoch
 SEGKIT_BENCH_LOADER_SIZE    256                  output size (type3's image_size)
 SEGKIT_BENCH_LOADER_BATCH   32                   batch size
-SEGKIT_BENCH_LOADER_WORKERS cores, up to 8       num_workers (DALI: CPU threads)
+SEGKIT_BENCH_LOADER_WORKERS auto                 num_workers (DALI: CPU threads)
 ==========================  ===================  ================================
 
 The images are the synthetic pets (JPEGs of 300-500 px with trimaps), written once per
@@ -31,8 +31,9 @@ import bench_common as bc
 import pytest
 import torch
 
+from segkit import build
+from segkit.config import RunConfig
 from segkit.registry import create, list_plugins
-from segkit.sampling import default_workers
 
 RECIPE = "type3"
 
@@ -46,8 +47,7 @@ def _setting(name: str, default: int) -> int:
 IMAGES = _setting("IMAGES", 1024 if torch.cuda.is_available() else 128)
 SIZE = _setting("SIZE", 256)
 BATCH = _setting("BATCH", 32)
-WORKERS = _setting("WORKERS", default_workers())
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+WORKERS = _setting("WORKERS", -1)  # -1: segkit run's default
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +82,17 @@ def _versions() -> dict[str, str | None]:
 
 @pytest.mark.parametrize("loader", list_plugins("loaders"))
 def test_loader_only(benchmark, images, loader: str) -> None:
-    recipe = create("augmentations", RECIPE, image_size=SIZE)
-    data = create(
-        "loaders",
-        loader,
-        images,
-        "train",
-        recipe,
-        BATCH,
-        train=True,
-        seed=0,
-        num_workers=WORKERS,
-        device=DEVICE,
+    config = RunConfig(
+        loader=loader,
+        recipe=RECIPE,
+        image_size=SIZE,
+        batch_size=BATCH,
+        num_workers=WORKERS if WORKERS >= 0 else None,
+    )
+    runtime = build.resolve_runtime(config)
+    device = runtime.device
+    data = build.build_loader(
+        config, runtime, images, build.build_recipe(config), "train", train=True
     )
     epochs = iter(range(10**6))
 
@@ -101,8 +100,8 @@ def test_loader_only(benchmark, images, loader: str) -> None:
         data.set_epoch(next(epochs))
         n = 0
         for batch in data:
-            batch.images.to(DEVICE, non_blocking=True)
-            batch.masks.to(DEVICE, non_blocking=True)
+            batch.images.to(device, non_blocking=True)
+            batch.masks.to(device, non_blocking=True)
             n += len(batch.images)
         bc.sync()
         return n
@@ -120,11 +119,12 @@ def test_loader_only(benchmark, images, loader: str) -> None:
             "images": n,
             "size": SIZE,
             "batch": BATCH,
-            "workers": WORKERS,
+            "workers": runtime.num_workers,
             "images_per_s": round(ips, 1),
             "best_images_per_s": round(n / benchmark.stats.stats.min, 1),
         }
     )
     print(
-        f"\n{loader}: {ips:.1f} images/s ({RECIPE}, {SIZE}px, batch {BATCH}, {WORKERS} workers, {DEVICE})"
+        f"\n{loader}: {ips:.1f} images/s ({RECIPE}, {SIZE}px, batch {BATCH}, "
+        f"{runtime.num_workers} workers, {device})"
     )

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 
 def list_plugins(kind: str) -> list[str]:
-    """Names of the installed plugins of ``kind``: models, losses, augmentations, loaders,
+    """Names of the installed plugins of ``kind``: models, losses, recipes, loaders,
     datasets. Lists entry points without importing any plugin."""
     from segkit.registry import list_plugins as _list
 
@@ -67,10 +67,11 @@ def get_plugin(kind: str, name: str) -> Any:
 
 
 def create_model(name: str, in_channels: int = 3, out_channels: int = 1, **options: Any) -> Any:
-    """Create a registered model; it returns logits of shape (N, out_channels, H, W)."""
-    from segkit.registry import create
+    """Create a registered model; it returns logits of shape (N, out_channels, H, W), and
+    an input whose size it cannot take raises a ConfigError naming a size that works."""
+    from segkit.build import create_model as _create
 
-    return create("models", name, in_channels=in_channels, out_channels=out_channels, **options)
+    return _create(name, in_channels, out_channels, **options)
 
 
 def create_loss(name: str, **options: Any) -> Any:
@@ -84,7 +85,7 @@ def create_recipe(name: str, image_size: int = 256) -> Any:
     """Create a registered augmentation recipe (a :class:`segkit.recipes.Recipe`)."""
     from segkit.registry import create
 
-    return create("augmentations", name, image_size=image_size)
+    return create("recipes", name, image_size=image_size)
 
 
 def create_dataset(name: str, root: Any = None, **options: Any) -> Any:

@@ -1,9 +1,10 @@
 """Checkpoints: written atomically, loaded safely.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
-with ``torch.load(weights_only=True)``: nothing in it can run code. It records the
-resolved run config (plugin names and options), so ``segkit evaluate`` and
-``segkit predict`` rebuild the model without being told which one it was.
+with ``torch.load(weights_only=True)``: nothing in it can run code. It records the run
+config (plugin names and options), so ``segkit evaluate`` and ``segkit predict`` rebuild
+the model without being told which one it was. Its layout lives here alone:
+:func:`training_state` writes it, :func:`restore_training` reads it back.
 """
 
 from __future__ import annotations
@@ -14,15 +15,65 @@ import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from segkit.errors import CheckpointError
 
+if TYPE_CHECKING:
+    from segkit.config import RunConfig
+    from segkit.precision import Precision
+
 FORMAT = "segkit-checkpoint"
 VERSION = 1
+
+
+def training_state(
+    config: RunConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    epoch: int,
+    best: tuple[float, int],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
+    GradScaler state, the best (valid Dice, epoch) so far, the metrics history and every
+    RNG state. The learning-rate schedule is not stored: resume recomputes its position."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "precision": precision.state_dict(),
+        "epoch": epoch,
+        "best_valid_dice": best[0],
+        "best_epoch": best[1],
+        "history": history,
+        "rng": rng_state(),
+    }
+
+
+def restore_training(
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+) -> tuple[int, tuple[float, int], list[dict[str, Any]]]:
+    """Load a :func:`training_state` into built parts and restore the RNG states.
+
+    Returns:
+        ``(first epoch to run, (best valid Dice, best epoch), history)``.
+    """
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    precision.load_state_dict(state["precision"])
+    set_rng_state(state["rng"])
+    best = (state["best_valid_dice"], state["best_epoch"])
+    return state["epoch"] + 1, best, list(state["history"])
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

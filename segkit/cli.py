@@ -1,238 +1,171 @@
 """The ``segkit`` command. Heavy modules (torch, plugins) are imported inside the
-subcommands so ``segkit --help`` answers at once."""
+subcommands so ``segkit --help`` answers at once.
+
+The options of ``segkit run`` (and the run settings ``evaluate`` accepts) are generated
+from :class:`~segkit.config.RunConfig`'s fields and their metadata: help, choices
+(``Literal`` types), types and groups. Every option defaults to "not given", so the
+settings of a run are the dataclass defaults, overridden by ``--config FILE``, overridden
+by the flags actually typed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import types
+import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from segkit.errors import RunInterrupted, SegkitError
+from segkit.errors import ConfigError, RunInterrupted, SegkitError
 
-KINDS = ("models", "losses", "augmentations", "loaders", "datasets")
+_GROUPS = {
+    "plugins": "plugins (see `segkit list`)",
+    "training": "training",
+    "output": "output",
+}
+
+#: Options that only shorten another: flag -> (field, key in that field's options).
+_SHORTCUTS = {
+    "--encoder": ("model_options", "encoder", "a backbone, for models that take one"),
+    "--weights": (
+        "model_options",
+        "weights",
+        "initial weights: PATH or imagenet (local files only)",
+    ),
+}
+
+#: Old flags still accepted: old -> new. They are hidden from --help and warn when used.
+_RENAMED_FLAGS = {"--augment": "--recipe"}
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from segkit.config import SCHEDULES, RunConfig
+class _Renamed(argparse.Action):
+    """An old flag: store into the new field and say it was renamed."""
 
-    d = RunConfig.__dataclass_fields__
-    g = p.add_argument_group("plugins (see `segkit list`)")
-    g.add_argument(
-        "--model", default=d["model"].default, help="model plugin (default: %(default)s)"
-    )
-    g.add_argument("--loss", default=d["loss"].default, help="loss plugin (default: %(default)s)")
-    g.add_argument(
-        "--augment", default=d["augment"].default, help="augmentation recipe (default: %(default)s)"
-    )
-    g.add_argument(
-        "--loader", default=d["loader"].default, help="loader plugin (default: %(default)s)"
-    )
-    g.add_argument(
-        "--dataset",
-        default=None,
-        help="dataset layout plugin (default: oxford_pet with --data, synthetic without)",
-    )
-    g.add_argument(
-        "--encoder",
-        default=None,
-        help="shortcut for --model-opt encoder=NAME (models with a backbone, e.g. timm_unet)",
-    )
-    g.add_argument(
-        "--weights",
-        default=None,
-        help="shortcut for --model-opt weights=PATH|imagenet (initial weights, local files only)",
-    )
-    g.add_argument(
-        "--model-opt",
-        action="append",
-        metavar="KEY=VALUE",
-        help="option for the model factory (repeatable)",
-    )
-    g.add_argument(
-        "--loss-opt",
-        action="append",
-        metavar="KEY=VALUE",
-        help="option for the loss factory (repeatable)",
-    )
-    g.add_argument(
-        "--loader-opt",
-        action="append",
-        metavar="KEY=VALUE",
-        help="option for the loader factory (repeatable)",
-    )
-    g.add_argument(
-        "--dataset-opt",
-        action="append",
-        metavar="KEY=VALUE",
-        help="option for the dataset (repeatable), e.g. count=800",
-    )
-    t = p.add_argument_group("training")
-    t.add_argument(
-        "--data",
-        default=None,
-        help="dataset folder (default: a generated synthetic set in the cache)",
-    )
-    t.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help=f"(default: {d['epochs'].default}; with --resume: extend the run to this many)",
-    )
-    t.add_argument(
-        "--batch-size", type=int, default=d["batch_size"].default, help="(default: %(default)s)"
-    )
-    t.add_argument(
-        "--lr",
-        type=float,
-        default=d["lr"].default,
-        help="Adam learning rate (default: %(default)s)",
-    )
-    t.add_argument(
-        "--lr-gamma",
-        type=float,
-        default=d["lr_gamma"].default,
-        help="decay per epoch for --schedule exponential (default: %(default)s)",
-    )
-    t.add_argument(
-        "--schedule",
-        default=d["schedule"].default,
-        choices=SCHEDULES,
-        help="exponential: the lab's ExponentialLR(--lr-gamma) per epoch; cosine: per-step "
-        "decay from --lr to 0 at the last step (default: %(default)s)",
-    )
-    t.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=d["warmup_epochs"].default,
-        help="linear warm-up of the learning rate over this many epochs, fractions allowed "
-        "(default: %(default)s)",
-    )
-    t.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d["weight_decay"].default,
-        help="(default: %(default)s)",
-    )
-    t.add_argument(
-        "--precision",
-        default=d["precision"].default,
-        choices=("auto", "fp32", "bf16", "fp16"),
-        help="auto = bf16 on GPUs that support it, else fp32",
-    )
-    t.add_argument(
-        "--image-size",
-        type=int,
-        default=d["image_size"].default,
-        help="square training size (default: %(default)s)",
-    )
-    t.add_argument(
-        "--device",
-        default=d["device"].default,
-        help="auto, cpu, cuda, cuda:N (default: %(default)s)",
-    )
-    t.add_argument("--seed", type=int, default=d["seed"].default, help="(default: %(default)s)")
-    t.add_argument(
-        "--num-workers",
-        type=int,
-        default=None,
-        help="loader workers (default: one per core, up to 8)",
-    )
-    t.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="NHWC memory format (default: on for CUDA)",
-    )
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument(
-        "--validate-every",
-        type=int,
-        default=1,
-        metavar="K",
-        help="validate every K epochs (and after the last); default: every epoch",
-    )
-    t.add_argument(
-        "--devices",
-        type=int,
-        default=None,
-        metavar="N",
-        help="data-parallel over N processes (GPUs, or CPU processes with gloo) via torchrun",
-    )
-    t.add_argument(
-        "--on-nan",
-        choices=("stop", "skip"),
-        default="stop",
-        help="a NaN/inf loss stops the run (default) or skips the step",
-    )
-    t.add_argument(
-        "--skip-bad-samples",
-        action="store_true",
-        help="read every file first and leave unreadable ones out (listed in bad_samples.txt) instead of stopping",
-    )
-    t.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        default=None,
-        help="continue the run in RUN_DIR from its last.pt (other options come from the checkpoint)",
-    )
-    o = p.add_argument_group("output")
-    o.add_argument(
-        "--out",
-        default=d["out"].default,
-        help="parent folder of run folders (default: %(default)s)",
-    )
-    o.add_argument("--name", default=None, help="run folder name (default: <model>-<time>)")
-    o.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print(f"segkit: {option} is now {_RENAMED_FLAGS[option]}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """Add an option for each :class:`RunConfig` field (or those in ``names``), with
+    help, type and choices from the field. Defaults are left out of the namespace, so
+    only the options given appear in it."""
+    from segkit.config import RunConfig, choices, field_types, flag
+
+    wanted = set(names) if names is not None else None
+    hints = field_types()
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        if wanted is not None and f.name not in wanted:
+            continue
+        meta = f.metadata
+        group = groups.get(meta["group"])
+        if group is None:
+            group = groups[meta["group"]] = parser.add_argument_group(_GROUPS[meta["group"]])
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        help_text = meta["help"]
+        annotation = hints[f.name]
+        members = [t for t in _members(annotation) if t is not type(None)]
+        if typing.get_origin(members[0]) is dict:
+            kw.update(action="append", metavar="KEY=VALUE")
+            help_text += " (repeatable)"
+        elif members == [bool]:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            values = choices(annotation)
+            if values is not None:
+                kw["choices"] = values
+            else:
+                kw["type"] = members[0]
+            if meta.get("metavar"):
+                kw["metavar"] = meta["metavar"]
+        if f.default not in (None, dataclasses.MISSING) and "default:" not in help_text:
+            help_text += f" (default: {f.default})"
+        kw["help"] = help_text.replace("%", "%%")
+        group.add_argument(flag(f.name), **kw)
+        for old, new in _RENAMED_FLAGS.items():
+            if new == flag(f.name):
+                group.add_argument(
+                    old,
+                    dest=f.name,
+                    action=_Renamed,
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
+    if wanted is None or "model_options" in wanted:
+        for shortcut, (_, key, text) in _SHORTCUTS.items():
+            groups["plugins"].add_argument(
+                shortcut,
+                dest=shortcut[2:],
+                default=argparse.SUPPRESS,
+                help=f"{text}; shortcut for --model-opt {key}=...",
+            )
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if isinstance(annotation, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def settings_from_args(
+    args: argparse.Namespace, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings given on the command line, over ``base`` (a configuration file's).
+    ``*_options`` given as flags are merged key by key into the file's."""
+    from segkit.config import RunConfig, field_types, flag, parse_options
+
+    settings = dict(base or {})
+    given = vars(args)
+    hints = field_types()
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in given:
+            continue
+        value = given[f.name]
+        if typing.get_origin(_members(hints[f.name])[0]) is dict:
+            merged = dict(settings.get(f.name) or {})
+            merged.update(parse_options(value, flag(f.name)))
+            value = merged
+        settings[f.name] = value
+    for shortcut, (field_name, key, _) in _SHORTCUTS.items():
+        if shortcut[2:] in given:
+            settings[field_name] = {**settings.get(field_name, {}), key: given[shortcut[2:]]}
+    return settings
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from segkit.config import RunConfig, parse_options
+    from segkit.config import RunConfig, read_config_file
     from segkit.engine import resume, train
 
     if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
         from segkit.distributed import launch
 
         return launch(args.devices, _without_devices(args.argv))
+    settings = settings_from_args(args)
     if args.resume:
-        result = resume(args.resume, epochs=args.epochs, quiet=args.quiet)
-        _print_summary(args, result)
-        return 0
-    config = RunConfig(
-        model=args.model,
-        model_options=_model_options(args),
-        loss=args.loss,
-        loss_options=parse_options(args.loss_opt, "--loss-opt"),
-        augment=args.augment,
-        loader=args.loader,
-        loader_options=parse_options(args.loader_opt, "--loader-opt"),
-        dataset=args.dataset,
-        dataset_options=parse_options(args.dataset_opt, "--dataset-opt"),
-        data=args.data,
-        epochs=args.epochs
-        if args.epochs is not None
-        else RunConfig.__dataclass_fields__["epochs"].default,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_gamma=args.lr_gamma,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay,
-        precision=args.precision,
-        image_size=args.image_size,
-        device=args.device,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        out=args.out,
-        name=args.name,
-        on_nan=args.on_nan,
-        skip_bad_samples=args.skip_bad_samples,
-        validate_every=args.validate_every,
-    )
-    result = train(config, quiet=args.quiet)
+        other = sorted(set(settings) - {"epochs"})
+        if other or args.config:
+            given = ", ".join(
+                ["--config"] * bool(args.config) + [f"--{k.replace('_', '-')}" for k in other]
+            )
+            raise ConfigError(
+                f"--resume continues a run with the settings in its checkpoint; {given} "
+                "cannot change them (only --epochs can, to extend the run). Start a new run "
+                f"with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
+            )
+        result = resume(args.resume, epochs=settings.get("epochs"), quiet=args.quiet)
+    else:
+        base = read_config_file(args.config) if args.config else None
+        settings = settings_from_args(args, base)
+        source = args.config or "command line"
+        result = train(RunConfig.from_dict(settings, source=source), quiet=args.quiet)
     _print_summary(args, result)
     return 0
 
@@ -245,47 +178,53 @@ def _print_summary(args: argparse.Namespace, result: Any) -> None:
         print((result.run_dir / "summary.txt").read_text().strip())
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from segkit.engine import build_dataset, build_loader, build_recipe, evaluate, resolve_device
-    from segkit.inference import load_model
-    from segkit.precision import create_precision
-    from segkit.registry import create
+def _checkpoint_run(args: argparse.Namespace, keys: Iterable[str]) -> tuple[Any, Any, Any, Any]:
+    """The checkpoint's config with the given settings over it, its runtime (device and
+    precision default to auto wherever the checkpoint is opened) and its model."""
+    from segkit.build import resolve_runtime
+    from segkit.inference import open_checkpoint, restore_model
 
-    device = resolve_device(args.device)
-    model, config, _ = load_model(Path(args.checkpoint), device)
-    for key in ("data", "dataset", "loader", "batch_size", "num_workers"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(config, key, value)
-    config.validate()
-    precision = create_precision(args.precision, device)
+    given = {k: v for k, v in vars(args).items() if k in keys}
+    overrides = {"device": "auto", "precision": "auto", **given}
+    path = Path(args.checkpoint)
+    config, ckpt = open_checkpoint(path, **overrides)
+    runtime = resolve_runtime(config)
+    return config, runtime, restore_model(path, config, ckpt, runtime), path
+
+
+_EVALUATE_KEYS = ("data", "dataset", "loader", "batch_size", "num_workers", "device", "precision")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from segkit.build import build_dataset, build_loader, build_loss, build_recipe
+    from segkit.loops import evaluate
+
+    config, runtime, model, _ = _checkpoint_run(args, _EVALUATE_KEYS)
     dataset = build_dataset(config)
-    recipe = build_recipe(config)
-    loader = build_loader(config, dataset, recipe, args.split, train=False, device=device)
-    loss_fn = create("losses", config.loss, **config.loss_options)
-    metrics = evaluate(model, loader, loss_fn, precision, device)
+    loader = build_loader(config, runtime, dataset, build_recipe(config), args.split, train=False)
+    metrics = evaluate(
+        model, loader, build_loss(config), runtime.precision, runtime.device, runtime.channels_last
+    )
     print(
         f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}  "
-        f"loss {metrics['loss']:.4f}  ({int(metrics['images'])} images, {dataset.root})"
+        f"loss {metrics['loss']:.4f}  ({int(metrics['images'])} images, {dataset.root}; "
+        f"{runtime.device}, {runtime.precision.name})"
     )
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from segkit.engine import build_recipe, resolve_device
-    from segkit.inference import load_model, predict_file, write_prediction
+    from segkit.build import build_recipe
+    from segkit.inference import predict_file, write_prediction
 
     if not 0 < args.threshold < 1:
-        from segkit.errors import ConfigError
-
         raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
-    device = resolve_device(args.device)
-    model, config, _ = load_model(Path(args.checkpoint), device)
+    config, runtime, model, _ = _checkpoint_run(args, ("device",))
     ops = build_recipe(config).eval
     out = Path(args.out)
     for name in args.images:
         path = Path(name)
-        image, prob = predict_file(model, path, ops, device)
+        image, prob = predict_file(model, path, ops, runtime.device)
         mask_path, overlay_path = write_prediction(out, path, image, prob, args.threshold)
         print(
             f"{path}: {float((prob > args.threshold).mean()):.1%} foreground -> {mask_path.name}, {overlay_path.name}"
@@ -295,10 +234,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from segkit.errors import PluginError
-    from segkit.registry import GROUPS, default_registry
+    from segkit.registry import KINDS, canonical_kind, default_registry
 
     reg = default_registry()
-    kinds = [args.kind] if args.kind else list(GROUPS)
+    kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
     failures = []
     rows = []
     for kind in kinds:
@@ -321,43 +260,38 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
     for info, e in failures:
         print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
-        if args.check:
+        if args.check and e.__cause__ is not None:
             import traceback
 
-            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
+            traceback.print_exception(e.__cause__, file=sys.stderr)
     return 1 if failures and args.check else 0
 
 
+def _dataset_capability(name: str, capability: str, what: str) -> Any:
+    """The ``capability`` function the dataset plugin ``name`` declares."""
+    from segkit.registry import default_registry
+
+    found = default_registry().info("datasets", name).capability(capability)
+    if found is None:
+        raise ConfigError(
+            f"dataset '{name}' cannot {what} (its factory declares no {capability}()); "
+            "see `segkit list datasets`"
+        )
+    return found
+
+
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from segkit.registry import get
-
-    factory = get("datasets", args.dataset)
-    generate = getattr(factory, "generate", None)
-    if generate is None:
-        from segkit.errors import ConfigError
-
-        raise ConfigError(f"dataset '{args.dataset}' cannot generate data (it has no generate())")
+    generate = _dataset_capability(args.dataset, "generate", "generate data")
     root = generate(Path(args.path), count=args.count, seed=args.seed)
-    print(f"wrote {args.count} generated images in the oxford_pet layout to {root}")
+    print(f"wrote {args.count} generated images ({args.dataset}) to {root}")
     return 0
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from segkit.download import fetch_oxford_pet
-
-    root = fetch_oxford_pet(Path(args.path), base_url=args.url)
-    print(f"Oxford-IIIT Pet ready in {root}: segkit run --data {root}")
+    fetch = _dataset_capability(args.dataset, "fetch", "download its data")
+    root = fetch(Path(args.path), base_url=args.url)
+    print(f"{args.dataset} ready in {root}: segkit run --dataset {args.dataset} --data {root}")
     return 0
-
-
-def _model_options(args: argparse.Namespace) -> dict[str, Any]:
-    from segkit.config import parse_options
-
-    options = parse_options(args.model_opt, "--model-opt")
-    for key in ("encoder", "weights"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    return options
 
 
 def _without_devices(argv: list[str]) -> list[str]:
@@ -375,30 +309,48 @@ def _without_devices(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from segkit.config import DEFAULTS
+    from segkit.registry import KIND_ALIASES, KINDS
+
     parser = argparse.ArgumentParser(
         prog="segkit",
         description="Binary semantic segmentation: train, evaluate and predict with pluggable "
-        "models, losses, augmentations, loaders and datasets.",
+        "models, losses, augmentation recipes, loaders and datasets.",
     )
     parser.add_argument("--version", action="version", version="segkit 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="train, evaluate on the test split, write a run folder")
-    _add_run_args(p)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="settings from a JSON or TOML file (a run folder's config.json works as is); "
+        "options given here override it",
+    )
+    add_config_args(p)
+    x = p.add_argument_group("launching")
+    x.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over N processes (GPUs, or CPU processes with gloo) via torchrun",
+    )
+    x.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last.pt (its settings come from the "
+        "checkpoint; --epochs extends it)",
+    )
+    x.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument(
-        "--data", default=None, help="dataset folder (default: the one it was trained on)"
-    )
-    p.add_argument("--dataset", default=None, help="dataset plugin (default: the training one)")
-    p.add_argument("--loader", default=None, help="loader plugin (default: the training one)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    add_config_args(p, _EVALUATE_KEYS)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="write mask and overlay PNGs for image files")
@@ -408,17 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold", type=float, default=0.5, help="probability threshold (default: 0.5)"
     )
-    p.add_argument("--device", default="auto")
+    add_config_args(p, ("device",))
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(
         "list", help="show installed plugins, their distribution and whether they load"
     )
-    p.add_argument("kind", nargs="?", choices=KINDS)
+    p.add_argument("kind", nargs="?", choices=(*KINDS, *KIND_ALIASES))
     p.add_argument(
         "--check",
         action="store_true",
-        help="print full tracebacks of failing plugins and exit 1 if any fail",
+        help="exit 1 if any plugin fails to load or breaks its kind's contract, with tracebacks",
     )
     p.add_argument(
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
@@ -427,17 +379,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="make or download datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    s = data.add_parser("synth", help="generate a synthetic pet dataset in the oxford_pet layout")
+    s = data.add_parser(
+        "synth", help="generate a synthetic dataset (default: pets in the oxford_pet layout)"
+    )
     s.add_argument("path")
     s.add_argument("--count", type=int, default=400)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--dataset", default="synthetic", help=argparse.SUPPRESS)
+    s.add_argument(
+        "--dataset",
+        default=DEFAULTS["generated_dataset"],
+        help="a dataset plugin that declares generate() (default: %(default)s)",
+    )
     s.set_defaults(func=_cmd_data_synth)
     f = data.add_parser(
-        "fetch", help="download and unpack the official Oxford-IIIT Pet archives (needs a network)"
+        "fetch", help="download and unpack a dataset's official archives (needs a network)"
     )
     f.add_argument("path")
-    f.add_argument("--url", default=None, help="base URL of images.tar.gz and annotations.tar.gz")
+    f.add_argument(
+        "--dataset",
+        default=DEFAULTS["dataset"],
+        help="a dataset plugin that declares fetch() (default: %(default)s)",
+    )
+    f.add_argument(
+        "--url", default=None, help="base URL of the archives (default: the official one)"
+    )
     f.set_defaults(func=_cmd_data_fetch)
     return parser
 

@@ -1,20 +1,69 @@
-"""The run configuration: one dataclass, validated once at the edge."""
+"""The run configuration: one dataclass, validated once at the edge.
+
+Every field carries its own documentation in ``metadata`` (help text, command-line group,
+flag); the ``segkit run`` command line is generated from it (:mod:`segkit.cli`), so a new
+field is one line here and nowhere else. String choices are ``Literal`` types: the
+command line's ``choices``, the checks in :meth:`RunConfig.validate` and the precision
+module all read them from here.
+
+A configuration file (``segkit run --config FILE``) is the same dataclass as JSON or
+TOML: field names as keys, ``*_options`` as tables. A run folder's ``config.json`` is
+such a file; its ``resolved`` part (what ``auto`` became) is informative and ignored.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from segkit.errors import ConfigError
 
-#: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+ScheduleName = Literal["exponential", "cosine"]
+OnNan = Literal["stop", "skip"]
 
-#: Values of ``schedule``: the lab's per-epoch ``ExponentialLR(lr_gamma)``, or a per-step
-#: cosine decay from ``lr`` to 0 over the run.
-SCHEDULES = ("exponential", "cosine")
+#: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+#: Values of ``schedule``.
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+
+#: The one table of built-in plugin defaults: the only place the core names a plugin.
+#: ``dataset`` reads a ``--data`` folder; ``generated_dataset`` serves runs without one
+#: (it must declare ``generate``) and ``segkit data synth``.
+DEFAULTS: dict[str, str] = {
+    "model": "unet",
+    "loss": "bce_dice",
+    "recipe": "type3",
+    "loader": "albumentations",
+    "dataset": "oxford_pet",
+    "generated_dataset": "synthetic",
+}
+
+#: Old configuration keys, still read: old name -> field.
+RENAMED_KEYS: dict[str, str] = {"augment": "recipe"}
+
+
+def _opt(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    group: str = "training",
+    flag: str | None = None,
+    metavar: str | None = None,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with its command-line documentation in ``metadata``."""
+    meta = {"help": help, "group": group, "flag": flag, "metavar": metavar}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -22,100 +71,243 @@ class RunConfig:
     """Everything that defines a training run. Written to ``config.json`` in the run folder
     and into every checkpoint.
 
-    Plugin names (``model``, ``loss``, ``augment``, ``loader``, ``dataset``) are entry-point
-    names; ``*_options`` are passed to the plugin's factory as keyword arguments.
-    ``dataset=None`` means ``oxford_pet`` when ``data`` is given and the embedded
-    ``synthetic`` dataset otherwise.
+    Plugin names (``model``, ``loss``, ``recipe``, ``loader``, ``dataset``) are
+    entry-point names; ``*_options`` are passed to the plugin's factory as keyword
+    arguments. ``dataset=None`` means :data:`DEFAULTS` ``["dataset"]`` when ``data`` is
+    given and ``["generated_dataset"]`` otherwise.
     """
 
-    model: str = "unet"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    loss: str = "bce_dice"
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    augment: str = "type3"
-    loader: str = "albumentations"
-    loader_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 1e-3
-    lr_gamma: float = 0.99
-    schedule: str = "exponential"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    precision: str = "auto"
-    image_size: int = 256
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int | None = None
-    channels_last: bool | None = None
-    compile: bool = False
-    out: str = "runs"
-    name: str | None = None
-    grid_images: int = 8
-    on_nan: str = "stop"
-    validate_every: int = 1
-    skip_bad_samples: bool = False
+    model: str = _opt(DEFAULTS["model"], "model plugin", group="plugins")
+    model_options: dict[str, Any] = _opt(
+        factory=dict, help="option for the model factory", group="plugins", flag="--model-opt"
+    )
+    loss: str = _opt(DEFAULTS["loss"], "loss plugin", group="plugins")
+    loss_options: dict[str, Any] = _opt(
+        factory=dict, help="option for the loss factory", group="plugins", flag="--loss-opt"
+    )
+    recipe: str = _opt(DEFAULTS["recipe"], "augmentation recipe plugin", group="plugins")
+    loader: str = _opt(DEFAULTS["loader"], "loader plugin", group="plugins")
+    loader_options: dict[str, Any] = _opt(
+        factory=dict, help="option for the loader factory", group="plugins", flag="--loader-opt"
+    )
+    dataset: str | None = _opt(
+        None,
+        f"dataset plugin (default: {DEFAULTS['dataset']} with --data, "
+        f"{DEFAULTS['generated_dataset']} without)",
+        group="plugins",
+    )
+    dataset_options: dict[str, Any] = _opt(
+        factory=dict,
+        help="option for the dataset, e.g. count=800",
+        group="plugins",
+        flag="--dataset-opt",
+    )
+    data: str | None = _opt(
+        None, "dataset folder (default: a generated synthetic set in the cache)", metavar="DIR"
+    )
+    epochs: int = _opt(50, "training epochs (with --resume: extend the run to this many)")
+    batch_size: int = _opt(16, "images per batch")
+    lr: float = _opt(1e-3, "Adam learning rate")
+    lr_gamma: float = _opt(0.99, "decay per epoch for --schedule exponential")
+    schedule: ScheduleName = _opt(
+        "exponential",
+        "exponential: the lab's ExponentialLR(--lr-gamma) per epoch; cosine: per-step decay "
+        "from --lr to 0 at the last step",
+    )
+    warmup_epochs: float = _opt(
+        0.0, "linear warm-up of the learning rate over this many epochs, fractions allowed"
+    )
+    weight_decay: float = _opt(0.0, "Adam weight decay")
+    precision: PrecisionName = _opt("auto", "auto = bf16 on GPUs that support it, else fp32")
+    image_size: int = _opt(256, "square training size")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = _opt(0, "seed of weights, shuffles and augmentations")
+    num_workers: int | None = _opt(None, "loader workers (default: one per core, up to 8)")
+    channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
+    compile: bool = _opt(False, "torch.compile the model")
+    validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")
+    on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
+    skip_bad_samples: bool = _opt(
+        False,
+        "read every file first and leave unreadable ones out (listed in bad_samples.txt) "
+        "instead of stopping",
+    )
+    out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
+    name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")
+    grid_images: int = _opt(8, "test images in predictions.png", group="output", metavar="N")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """Check values that do not depend on plugins.
+        """Check types and values that do not depend on plugins.
 
         Raises:
-            ConfigError: a value is out of range; the message names the option.
+            ConfigError: a value has the wrong type or is out of range; the message names
+                the option as it is typed on the command line.
         """
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "image_size": self.image_size,
-            "validate_every": self.validate_every,
-        }
-        for key, value in positive.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(
-                    f"--{key.replace('_', '-')} {value!r}: expected a positive integer"
-                )
+        hints = field_types()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            coerced = _check_type(value, hints[f.name], flag(f.name))
+            if coerced is not value:
+                setattr(self, f.name, coerced)
+        for key in ("epochs", "batch_size", "image_size", "validate_every", "grid_images"):
+            value = getattr(self, key)
+            if value < (0 if key == "grid_images" else 1):
+                raise ConfigError(f"{flag(key)} {value!r}: expected a positive integer")
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: expected a positive learning rate")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"--lr-gamma {self.lr_gamma}: expected a value in (0, 1]")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"--schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}"
-            )
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(
                 f"--warmup-epochs {self.warmup_epochs}: expected a value from 0 up to (not "
                 f"including) --epochs {self.epochs}"
             )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}"
-            )
-        if self.on_nan not in ("stop", "skip"):
-            raise ConfigError(f"--on-nan {self.on_nan!r}: expected stop or skip")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers {self.num_workers}: expected 0 or more")
 
     def resolved_dataset(self) -> str:
+        """The dataset plugin's name: ``dataset``, or the default for ``data`` given or not."""
         if self.dataset:
             return self.dataset
-        return "oxford_pet" if self.data else "synthetic"
+        return DEFAULTS["dataset"] if self.data else DEFAULTS["generated_dataset"]
+
+    def plugins(self) -> dict[str, str]:
+        """Plugin kind -> the name this run uses."""
+        return {
+            "models": self.model,
+            "losses": self.loss,
+            "recipes": self.recipe,
+            "loaders": self.loader,
+            "datasets": self.resolved_dataset(),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build from a mapping of field names (a ``config.json``, a checkpoint's config).
+
+        ``resolved`` (written by segkit next to what was asked) is ignored; old key names
+        (:data:`RENAMED_KEYS`) are read as their new ones.
+
+        Raises:
+            ConfigError: unknown keys (with close matches), or a bad value.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a table of settings, got {type(d).__name__}")
+        d = {RENAMED_KEYS.get(k, k): v for k, v in d.items() if k != "resolved"}
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(names)}")
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, names, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"{source}: unknown setting(s) {', '.join(hints)}; the settings are the long "
+                f"options of `segkit run` with '_' for '-': {', '.join(names)}"
+            )
         return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> RunConfig:
+        """Read a JSON or TOML configuration (a run folder's ``config.json`` works as is).
+
+        Raises:
+            ConfigError: the file is missing, does not parse, or holds unknown keys or bad
+                values; the message names the file.
+        """
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """The settings in a JSON or TOML file (TOML by its ``.toml`` suffix), with old key
+    names renamed.
+
+    Raises:
+        ConfigError: missing, unreadable or unparsable file, or not a table of settings.
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the configuration ({e})") from None
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                "name a .toml file for TOML"
+            ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of settings, got {type(data).__name__}")
+    return {RENAMED_KEYS.get(k, k): v for k, v in data.items() if k != "resolved"}
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Field name -> its resolved type annotation."""
+    return typing.get_type_hints(RunConfig)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field ``name`` (``batch_size`` -> ``--batch-size``)."""
+    meta = RunConfig.__dataclass_fields__[name].metadata
+    return meta.get("flag") or "--" + name.replace("_", "-")
+
+
+def choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The values of a ``Literal`` annotation (also inside ``X | None``), else None."""
+    for t in (annotation, *get_args(annotation)):
+        if typing.get_origin(t) is Literal:
+            return get_args(t)
+    return None
+
+
+def _check_type(value: Any, annotation: Any, name: str) -> Any:
+    """Return ``value`` (an int becomes a float where a float is expected), or raise."""
+    allowed = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in allowed:
+            return value
+        raise ConfigError(f"{name}: a value is required")
+    for t in allowed:
+        if t is type(None):
+            continue
+        if typing.get_origin(t) is Literal:
+            if value in get_args(t):
+                return value
+            expected = "one of " + ", ".join(map(str, get_args(t)))
+            raise ConfigError(f"{name} {value!r}: expected {expected}")
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        if typing.get_origin(t) is dict and isinstance(value, dict):
+            return value
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    expected = " or ".join(
+        names.get(t, "a table of options") for t in allowed if t is not type(None)
+    )
+    raise ConfigError(f"{name} {value!r}: expected {expected}")
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -124,8 +316,6 @@ def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
     Raises:
         ConfigError: an item without '='.
     """
-    import json
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")

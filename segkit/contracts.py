@@ -1,19 +1,24 @@
 """The contract of each plugin kind: the manual for plugin authors.
 
 segkit finds plugins through five entry-point groups. An entry point names an object
-(``module:attribute``); what that object must be depends on the group:
+(``module:attribute``); what that object must be depends on the group. The registry
+compares each factory's signature with its kind's :data:`CONTRACTS` when the plugin is
+first loaded (``segkit list --check`` loads them all), so a factory that lacks a
+parameter segkit passes is reported by name, before any run.
 
 ``segkit.models`` -- a **model factory**::
 
+    @declare(min_input_multiple=32)
     def create_mymodel(in_channels: int = 3, out_channels: int = 1, **options) -> nn.Module
 
   The module maps ``(N, in_channels, H, W)`` float images to ``(N, out_channels, H, W)``
   **logits** (no sigmoid inside: losses and metrics apply it, which keeps BCE safe under
-  autocast). A model declares ``min_input_multiple: int`` (H and W must be divisible
-  by it; default 1); segkit checks the image size against it before training. Every
-  model must accept any H, W divisible by 32 (so ``min_input_multiple`` divides 32) and
-  should raise :class:`segkit.errors.ConfigError` naming the size for other inputs:
-  call :func:`check_input_size` at the top of ``forward``.
+  autocast). The factory declares ``min_input_multiple`` (H and W must be divisible by
+  it; default 1): an int, or a function of the factory's options returning one, read
+  without building the model. Every model must accept any H, W divisible by 32 (so
+  ``min_input_multiple`` divides 32). segkit checks the image size against it before
+  training and attaches the input check to every model it builds: other sizes raise
+  :class:`segkit.errors.ConfigError` naming the size and a size that works.
   Unknown ``options`` must raise ``TypeError`` (the default for keyword arguments).
   Shared option names: ``encoder`` (a backbone name) and ``weights`` (initial weights:
   a file path, or a name such as "imagenet"); ``segkit run --encoder/--weights`` set
@@ -26,33 +31,38 @@ segkit finds plugins through five entry-point groups. An entry point names an ob
   ``logits`` is ``(N, 1, H, W)`` in any float dtype (bf16/fp16 under autocast),
   ``target`` the same shape with values in {0, 1}. Compute reductions in float32.
 
-``segkit.augmentations`` -- a **recipe factory**::
+``segkit.recipes`` -- an **augmentation recipe factory**::
 
     def myrecipe(image_size: int = 256) -> segkit.recipes.Recipe
 
   A recipe is data: a tuple of ops from :mod:`segkit.recipes` for training and one for
-  evaluation. It carries no backend code; every loader compiles it.
+  evaluation. It carries no backend code; every loader compiles it. (The group's old
+  name, ``segkit.augmentations``, is still read.)
 
 ``segkit.loaders`` -- a **loader factory**; see :class:`LoaderFactory`.
 
 ``segkit.datasets`` -- a **dataset class** (or factory) called with the data root and
-returning a :class:`Dataset`; see :class:`DatasetFactory`.
+returning a :class:`Dataset`; see :class:`DatasetFactory`. A dataset that can make its
+own data declares ``generate``; one that can download it declares ``fetch``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported lazily so `segkit --help` stays fast
     import torch
 
     from segkit.recipes import Recipe
 
+Split = Literal["train", "valid", "test"]
+
 #: Split names every dataset understands.
-SPLITS = ("train", "valid", "test")
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 @dataclass(frozen=True)
@@ -106,8 +116,18 @@ class Dataset(Protocol):
 class DatasetFactory(Protocol):
     """What a ``segkit.datasets`` entry point names: ``factory(root, **options)``.
 
-    ``root`` may be ``None`` only for datasets that can make their own data
-    (``synthetic``); others raise :class:`segkit.errors.DataError`.
+    ``root`` may be ``None`` only for datasets that can make their own data (those that
+    declare ``generate``); others raise :class:`segkit.errors.DataError`.
+
+    Optional capabilities, declared as attributes of the factory (class attributes with
+    ``staticmethod``, or :func:`declare`):
+
+    * ``generate(root: Path, count: int, seed: int) -> Path``: write a dataset of
+      ``count`` samples made from ``seed`` into ``root``, in the layout the factory reads.
+      ``segkit data synth`` calls it; a run without ``--data`` uses the default generating
+      dataset.
+    * ``fetch(root: Path, base_url: str | None = None) -> Path``: download and unpack the
+      dataset into ``root`` (``segkit data fetch``). Nothing else in segkit downloads.
     """
 
     def __call__(self, root: Path | None, **options: Any) -> Dataset: ...
@@ -170,6 +190,14 @@ class LoaderFactory(Protocol):
     ) -> Loader: ...
 
 
+def check_split(split: str) -> None:
+    """Raise a :class:`~segkit.errors.ConfigError` unless ``split`` is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        from segkit.errors import ConfigError
+
+        raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+
+
 def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[Sample]:
     """Return ``samples`` as a list, refusing an empty split with a message naming ``source``."""
     if not samples:
@@ -184,7 +212,8 @@ def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[S
 
 def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
     """Raise a :class:`~segkit.errors.ConfigError` unless ``x``'s height and width are
-    multiples of ``multiple``. Models call it first thing in ``forward``.
+    multiples of ``multiple``. segkit runs it before every forward of the models it
+    builds (:func:`attach_input_check`); a model used on its own may call it too.
 
     Args:
         model: The model's name, for the message (e.g. ``"unet"``).
@@ -205,3 +234,172 @@ def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
             f"{model}: input height={height}, width={width} is not divisible by {multiple}; "
             f"resize or pad your images to ({fixed[0]}, {fixed[1]})"
         )
+
+
+def attach_input_check(model: torch.nn.Module, label: str, multiple: int) -> None:
+    """Check the input size before every forward of ``model`` (a forward pre-hook), so
+    a wrong size fails with :func:`check_input_size`'s message instead of a shape error
+    deep in the decoder. Also sets ``model.min_input_multiple``."""
+    model.min_input_multiple = multiple  # type: ignore[assignment]
+    if multiple == 1:
+        return
+
+    def hook(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if args and hasattr(args[0], "shape"):
+            check_input_size(label, args[0], multiple)
+
+    model.register_forward_pre_hook(hook)
+
+
+# ----------------------------------------------------------------------------- factories
+
+
+@dataclass(frozen=True)
+class FactoryContract:
+    """How segkit calls the factories of one kind.
+
+    Attributes:
+        positional: Arguments passed by position, in order.
+        keywords: Arguments passed by keyword.
+        call: The call as a plugin author reads it, for messages.
+        capabilities: Attributes a factory may declare, with their default (``None``:
+            the capability is absent).
+    """
+
+    positional: tuple[str, ...]
+    keywords: tuple[str, ...]
+    call: str
+    capabilities: tuple[tuple[str, Any], ...] = ()
+
+
+#: Plugin kind -> its factory contract.
+CONTRACTS: dict[str, FactoryContract] = {
+    "models": FactoryContract(
+        (),
+        ("in_channels", "out_channels"),
+        "factory(in_channels=3, out_channels=1, **options) -> nn.Module",
+        (("min_input_multiple", 1),),
+    ),
+    "losses": FactoryContract((), (), "factory(**options) -> loss(logits, target)"),
+    "recipes": FactoryContract((), ("image_size",), "factory(image_size=256) -> Recipe"),
+    "loaders": FactoryContract(
+        ("dataset", "split", "recipe", "batch_size"),
+        ("train", "seed", "num_workers", "device", "shard", "drop_last"),
+        "factory(dataset, split, recipe, batch_size, *, train, seed, num_workers, device, "
+        "shard, drop_last) -> Loader",
+    ),
+    "datasets": FactoryContract(
+        ("root",),
+        (),
+        "factory(root, **options) -> Dataset",
+        (("generate", None), ("fetch", None)),
+    ),
+}
+
+
+def declare(**capabilities: Any) -> Callable[[Any], Any]:
+    """Declare capabilities on a factory, read by segkit without calling it::
+
+        @declare(min_input_multiple=32)
+        def create_mymodel(in_channels=3, out_channels=1): ...
+
+    A capability may also be a plain attribute of the factory (``create_mymodel.
+    min_input_multiple = 32``, or a class attribute of a dataset class).
+
+    Raises:
+        ValueError: a name that is no kind's capability.
+    """
+    known = {name for c in CONTRACTS.values() for name, _ in c.capabilities}
+    unknown = sorted(set(capabilities) - known)
+    if unknown:
+        raise ValueError(f"unknown capabilities {unknown}; known: {sorted(known)}")
+
+    def mark(factory: Any) -> Any:
+        for name, value in capabilities.items():
+            setattr(factory, name, value)
+        return factory
+
+    return mark
+
+
+def capability(kind: str, factory: Any, name: str) -> Any:
+    """The capability ``name`` a factory of ``kind`` declares, or its default."""
+    default = dict(CONTRACTS[kind].capabilities)[name]
+    return getattr(factory, name, default)
+
+
+def contract_problems(kind: str, factory: Any) -> list[str]:
+    """What keeps ``factory`` from being called as its kind's contract calls it.
+
+    Compares the signature with :data:`CONTRACTS` (as pluggy verifies a hook
+    implementation against its specification): every argument segkit passes must be
+    accepted, by position or by name as segkit passes it, and every parameter segkit does
+    not pass needs a default. Declared capabilities must have the right type. A factory
+    without a readable signature (some builtins) is not checked.
+    """
+    contract = CONTRACTS[kind]
+    problems: list[str] = []
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        params = None
+    if params is not None:
+        P = inspect.Parameter
+        var_pos = any(p.kind is P.VAR_POSITIONAL for p in params)
+        var_kw = any(p.kind is P.VAR_KEYWORD for p in params)
+        positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        by_name = {p.name: p for p in params if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
+        for i, name in enumerate(contract.positional):
+            if i >= len(positional) and not var_pos:
+                problems.append(f"takes no argument '{name}' (position {i + 1})")
+        supplied = {p.name for p in positional[: len(contract.positional)]}
+        for name in contract.keywords:
+            if name not in by_name and not var_kw:
+                problems.append(f"does not accept '{name}'")
+            supplied.add(name)
+        for p in params:
+            required = p.default is P.empty and p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+            if required and p.name not in supplied:
+                problems.append(
+                    f"requires '{p.name}', which segkit never passes (give it a default)"
+                )
+    for name, _ in contract.capabilities:
+        value = capability(kind, factory, name)
+        if name == "min_input_multiple":
+            ok = callable(value) or (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and value >= 1
+                and 32 % value == 0
+            )
+            if not ok:
+                problems.append(
+                    f"declares min_input_multiple={value!r}; expected an int >= 1 that divides "
+                    "32, or a function of the options returning one"
+                )
+        elif value is not None and not callable(value):
+            problems.append(f"declares {name}={value!r}, which is not callable")
+    return problems
+
+
+def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
+    """The ``min_input_multiple`` a model factory declares for these options, without
+    building the model.
+
+    Raises:
+        ConfigError: the declared value (or the function's result) is not an int >= 1
+            dividing 32.
+    """
+    value = capability("models", factory, "min_input_multiple")
+    if callable(value):
+        value = value(**options)
+    if not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1 and 32 % value == 0
+    ):
+        from segkit.errors import ConfigError
+
+        raise ConfigError(
+            f"{getattr(factory, '__qualname__', factory)!s}: min_input_multiple is {value!r}; "
+            "a model must declare an int >= 1 that divides 32"
+        )
+    return value

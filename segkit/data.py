@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.contracts import MaskSpec, Sample
+from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
 from segkit.errors import DataError
 
 
@@ -89,3 +89,50 @@ def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]
             "an image and its mask must have the same size"
         )
     return image, mask
+
+
+# ----------------------------------------------------------------------------- bad samples
+
+
+def scan_samples(dataset: Dataset, workers: int) -> list[tuple[str, Sample, str]]:
+    """Read every sample of every split once; return ``(split, sample, error)`` for the
+    bad ones, in split order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(item: tuple[str, Sample]) -> tuple[str, Sample, str] | None:
+        try:
+            read_sample(item[1], dataset.mask_spec)
+        except DataError as e:
+            return (item[0], item[1], str(e))
+        return None
+
+    items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    # Threads: PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [r for r in pool.map(check, items) if r is not None]
+
+
+class FilteredDataset:
+    """A dataset with some samples left out (``--skip-bad-samples``)."""
+
+    def __init__(self, dataset: Dataset, bad: set[str]) -> None:
+        self._dataset = dataset
+        self._bad = bad
+        self.root = dataset.root
+        self.mask_spec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Sample]:
+        return [s for s in self._dataset.samples(split) if s.id not in self._bad]
+
+    def __repr__(self) -> str:
+        return f"FilteredDataset({self._dataset!r}, {len(self._bad)} left out)"
+
+
+def leave_out_bad_samples(
+    dataset: Dataset, workers: int
+) -> tuple[Dataset, list[tuple[str, Sample, str]]]:
+    """``dataset`` without the samples that fail to read, and those samples with why."""
+    bad = scan_samples(dataset, workers)
+    if not bad:
+        return dataset, bad
+    return FilteredDataset(dataset, {s.id for _, s, _ in bad}), bad

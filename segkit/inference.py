@@ -1,4 +1,5 @@
-"""Rebuilding a trained model from its checkpoint, and predicting masks for image files."""
+"""Rebuilding a trained model from its checkpoint (on the build path of
+:mod:`segkit.build`), and predicting masks for image files."""
 
 from __future__ import annotations
 
@@ -11,28 +12,41 @@ import torch
 import torch.nn.functional as F
 
 from segkit import checkpoint as ckpt_io
+from segkit.build import Runtime, build_model
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
 from segkit.recipes import Normalize, Op, Resize
 
 
-def load_model(
-    path: Path, device: torch.device
-) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
-    """Load a checkpoint and rebuild its model from the plugin names it records.
+def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, Any]]:
+    """Load a checkpoint and the run config it records, with ``overrides`` applied
+    (e.g. ``data``, ``device``: a checkpoint is evaluated wherever it is opened).
 
     Raises:
-        CheckpointError: unreadable checkpoint, or its model plugin is not installed.
+        CheckpointError: unreadable checkpoint, or a config segkit cannot use.
+        ConfigError: an override has a bad value.
     """
-    from segkit.engine import build_model
-
     ckpt = ckpt_io.load(path, map_location="cpu")
     try:
-        config = RunConfig.from_dict(ckpt["config"])
+        config = RunConfig.from_dict(ckpt["config"], source=str(path))
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path}: the checkpoint's config is unusable ({e})") from None
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.validate()
+    return config, ckpt
+
+
+def restore_model(
+    path: Path, config: RunConfig, ckpt: dict[str, Any], runtime: Runtime
+) -> torch.nn.Module:
+    """Rebuild the checkpoint's model on the build path and load its weights, in eval mode.
+
+    Raises:
+        CheckpointError: the model plugin is not installed, or the weights do not fit it.
+    """
     try:
-        model = build_model(config, restoring=True)
+        model = build_model(config, runtime, restoring=True)
     except PluginNotFoundError as e:
         raise CheckpointError(
             f"{path}: was trained with model '{config.model}', which is not installed here "
@@ -44,7 +58,7 @@ def load_model(
         raise CheckpointError(
             f"{path}: weights do not fit model '{config.model}' ({str(e).splitlines()[0][:200]})"
         ) from None
-    return model.to(device).eval(), config, ckpt
+    return model.eval()
 
 
 def preprocess(image: np.ndarray, ops: Sequence[Op]) -> torch.Tensor:

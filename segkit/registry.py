@@ -2,14 +2,20 @@
 
 Five groups, one per kind (see :mod:`segkit.contracts` for what each must provide)::
 
-    segkit.models  segkit.losses  segkit.augmentations  segkit.loaders  segkit.datasets
+    segkit.models  segkit.losses  segkit.recipes  segkit.loaders  segkit.datasets
+
+The recipes' group was first called ``segkit.augmentations``; it is still read, and
+``augmentations`` is still accepted as the kind's name, with a DeprecationWarning.
 
 Names are listed from the installed distributions' metadata with the ``entrypoints``
 package, which reads ``entry_points.txt`` without importing anything; a plugin module is
 imported the first time its object is asked for. A plugin that fails to import raises
 :class:`~segkit.errors.PluginLoadError` naming it and its distribution, chained to the
-original exception, and other plugins keep working. Two distributions claiming one name
-is a :class:`~segkit.errors.DuplicatePluginError` naming both.
+original exception, and other plugins keep working. On load, the factory's signature is
+compared with its kind's contract (:func:`segkit.contracts.contract_problems`); a
+mismatch is a :class:`~segkit.errors.PluginLoadError` naming the plugin and the
+parameter. Two distributions claiming one name is a
+:class:`~segkit.errors.DuplicatePluginError` naming both.
 
 Set ``SEGKIT_DISABLE_PLUGIN_AUTOLOAD=1`` to see only the plugins of the ``segkit``
 distribution itself (useful to rule out a broken third-party package).
@@ -20,6 +26,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,18 +37,40 @@ from segkit.errors import DuplicatePluginError, PluginLoadError, PluginNotFoundE
 GROUPS: dict[str, str] = {
     "models": "segkit.models",
     "losses": "segkit.losses",
-    "augmentations": "segkit.augmentations",
+    "recipes": "segkit.recipes",
     "loaders": "segkit.loaders",
     "datasets": "segkit.datasets",
 }
 
-_SINGULAR = {
+#: Plugin kinds, in the order segkit lists them.
+KINDS: tuple[str, ...] = tuple(GROUPS)
+
+#: Old kind names, still accepted: old -> current.
+KIND_ALIASES: dict[str, str] = {"augmentations": "recipes"}
+
+#: Groups read besides a kind's own (their first names): kind -> groups.
+_LEGACY_GROUPS: dict[str, tuple[str, ...]] = {"recipes": ("segkit.augmentations",)}
+
+#: Plugin kind -> how messages call one plugin of it.
+SINGULAR: dict[str, str] = {
     "models": "model",
     "losses": "loss",
-    "augmentations": "augmentation recipe",
+    "recipes": "recipe",
     "loaders": "loader",
     "datasets": "dataset",
 }
+
+
+def canonical_kind(kind: str) -> str:
+    """``kind``, with an old name (:data:`KIND_ALIASES`) replaced and a warning given."""
+    if kind in KIND_ALIASES:
+        new = KIND_ALIASES[kind]
+        warnings.warn(
+            f"the plugin kind '{kind}' is now called '{new}'", DeprecationWarning, stacklevel=3
+        )
+        return new
+    return kind
+
 
 CORE_DISTRIBUTION = "segkit"
 DISABLE_ENV = "SEGKIT_DISABLE_PLUGIN_AUTOLOAD"
@@ -67,22 +96,36 @@ class PluginInfo:
         """
         if self._loaded is not None:
             return self._loaded
+        where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
         try:
             obj = self._entry_point.load()
         except Exception as e:
             raise PluginLoadError(
-                f"{_SINGULAR[self.kind]} '{self.name}' from distribution "
-                f"'{self.distribution}' {self.version} failed to load ({self.target}): "
-                f"{type(e).__name__}: {e}"
+                f"{where} {self.version} failed to load ({self.target}): {type(e).__name__}: {e}"
             ) from e
         if not callable(obj):
             raise PluginLoadError(
-                f"{_SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}' "
-                f"points at {self.target}, a {type(obj).__name__}; expected a callable "
+                f"{where} points at {self.target}, a {type(obj).__name__}; expected a callable "
                 f"factory (see segkit.contracts)"
+            )
+        from segkit.contracts import CONTRACTS, contract_problems
+
+        problems = contract_problems(self.kind, obj)
+        if problems:
+            raise PluginLoadError(
+                f"{where}: its factory {self.target} {'; '.join(problems)}. The "
+                f"{GROUPS[self.kind]} contract is {CONTRACTS[self.kind].call} (see "
+                "segkit.contracts)"
             )
         self._loaded = obj
         return obj
+
+    def capability(self, name: str) -> Any:
+        """A capability the plugin's factory declares (or its default), read without
+        calling the factory; see :data:`segkit.contracts.CONTRACTS`."""
+        from segkit.contracts import capability
+
+        return capability(self.kind, self.load(), name)
 
 
 class Registry:
@@ -98,13 +141,15 @@ class Registry:
         self.autoload = autoload
         self._cache: dict[str, dict[str, PluginInfo]] = {}
 
-    def _check_kind(self, kind: str) -> None:
+    def _check_kind(self, kind: str) -> str:
+        kind = canonical_kind(kind)
         if kind not in GROUPS:
             close = difflib.get_close_matches(kind, GROUPS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise PluginNotFoundError(
                 f"unknown plugin kind '{kind}'{hint} Kinds: {', '.join(GROUPS)}"
             )
+        return kind
 
     def plugins(self, kind: str) -> dict[str, PluginInfo]:
         """All plugins of ``kind`` by name, discovered without importing them.
@@ -112,14 +157,16 @@ class Registry:
         Raises:
             DuplicatePluginError: two distributions register the same name.
         """
-        self._check_kind(kind)
+        kind = self._check_kind(kind)
         if kind in self._cache:
             return self._cache[kind]
         import entrypoints
 
         found: dict[str, PluginInfo] = {}
         seen_distros: dict[str, str] = {}  # name -> distribution that claimed it first
-        for ep in entrypoints.get_group_all(GROUPS[kind], path=self.path):
+        groups = (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))
+        eps = [ep for group in groups for ep in entrypoints.get_group_all(group, path=self.path)]
+        for ep in eps:
             distro = ep.distro.name if ep.distro is not None else "<unknown>"
             version = (ep.distro.version if ep.distro is not None else None) or _version(distro)
             if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
@@ -134,7 +181,7 @@ class Registry:
                     continue
                 claims = sorted([(first.distribution, first.target), (distro, target)])
                 raise DuplicatePluginError(
-                    f"{_SINGULAR[kind]} name '{ep.name}' is registered twice: by "
+                    f"{SINGULAR[kind]} name '{ep.name}' is registered twice: by "
                     f"distribution '{claims[0][0]}' ({claims[0][1]}) and by "
                     f"distribution '{claims[1][0]}' ({claims[1][1]}); uninstall one of them "
                     f"or rename its entry point in group '{GROUPS[kind]}'"
@@ -154,6 +201,7 @@ class Registry:
         Raises:
             PluginNotFoundError: no such plugin; the message suggests close names.
         """
+        kind = self._check_kind(kind)
         plugins = self.plugins(kind)
         if name in plugins:
             return plugins[name]
@@ -161,7 +209,7 @@ class Registry:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         available = ", ".join(plugins) if len(plugins) <= 12 else f"{len(plugins)} installed"
         raise PluginNotFoundError(
-            f"no {_SINGULAR[kind]} named '{name}'.{hint} Available: {available or 'none'}. "
+            f"no {SINGULAR[kind]} named '{name}'.{hint} Available: {available or 'none'}. "
             f"Run `segkit list {kind}` to see them all."
         )
 
@@ -175,6 +223,7 @@ class Registry:
         Raises:
             ConfigError: the factory does not accept these arguments.
         """
+        kind = self._check_kind(kind)
         factory = self.get(kind, name)
         try:
             signature = inspect.signature(factory)
@@ -184,13 +233,14 @@ class Registry:
             try:
                 signature.bind(*args, **kwargs)
             except TypeError as e:
+                from segkit.contracts import CONTRACTS
                 from segkit.errors import ConfigError
 
-                accepted = ", ".join(
-                    p for p in signature.parameters if p not in ("self", "args", "kwargs")
-                )
+                contract = CONTRACTS[kind]
+                passed = {"self", "args", "kwargs", *contract.positional, *contract.keywords}
+                accepted = ", ".join(p for p in signature.parameters if p not in passed)
                 raise ConfigError(
-                    f"{_SINGULAR[kind]} '{name}' does not accept these options: {e}. "
+                    f"{SINGULAR[kind]} '{name}' does not accept these options: {e}. "
                     f"It accepts: {accepted or 'no options'}"
                 ) from None
         return factory(*args, **kwargs)

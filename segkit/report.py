@@ -1,9 +1,9 @@
-"""The run folder's files: metrics CSV, curves, prediction grid, summary."""
+"""The run folder's pictures: loss and Dice curves, and the prediction grid.
+
+(Where each file goes, and the text files, are :mod:`segkit.run_folder`'s.)"""
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,40 +12,8 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from segkit.config import RunConfig
     from segkit.contracts import Loader
-    from segkit.engine import RunResult
     from segkit.precision import Precision
-
-
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Append one epoch's row to ``metrics.csv`` (header written with the first row)."""
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def rewrite_metrics(path: Path, history: Sequence[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.csv`` from a checkpoint's history (rows after it are dropped)."""
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.unlink(missing_ok=True)
-    for row in history:
-        append_metrics(tmp, row)
-    if history:
-        tmp.replace(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def write_bad_samples(path: Path, bad: Sequence[tuple[str, Any, str]]) -> None:
-    """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
-    with path.open("w") as f:
-        f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
-        for split, sample, reason in bad:
-            f.write(f"{split}\t{sample.id}\t{reason}\n")
 
 
 def write_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
@@ -120,34 +88,3 @@ def write_prediction_grid(
     pad = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for r in rows for x in (r, pad)][:-1], axis=0)
     Image.fromarray(grid).save(path)
-
-
-def summary_line(config: RunConfig, result: RunResult) -> str:
-    return (
-        f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
-        f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f})  "
-        f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
-        f"model {config.model}  loader {config.loader}  run {result.run_dir}"
-    )
-
-
-def write_summary(
-    run_dir: Path, config: RunConfig, result: RunResult, device: torch.device
-) -> None:
-    """``summary.txt`` (the one line the CLI prints) and ``summary.json`` (machine-readable)."""
-    (run_dir / "summary.txt").write_text(summary_line(config, result) + "\n")
-    data = {
-        "test_dice": result.test["dice"],
-        "test_iou": result.test["iou"],
-        "test_loss": result.test["loss"],
-        "best_epoch": result.best_epoch,
-        "best_valid_dice": result.best_valid_dice,
-        "epoch_seconds": result.epoch_seconds,
-        "images_per_second": result.images_per_second,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "world_size": result.world_size,
-        "weights_in_sync": result.weights_in_sync,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -4,24 +4,21 @@ seed, epoch and shard visit the same samples in the same order."""
 from __future__ import annotations
 
 import math
-import os
 
 from segkit.errors import ConfigError
 
 
-def default_workers() -> int:
-    """Loader workers when none are asked for: one per core, up to 8."""
-    return min(8, os.cpu_count() or 1)
-
-
-def check_loader_args(batch_size: int, shard: tuple[int, int]) -> None:
+def check_loader_args(batch_size: int, shard: tuple[int, int], num_workers: int = 0) -> None:
     """Validate the arguments every loader factory takes.
 
     Raises:
-        ConfigError: a non-positive batch size, or a shard outside ``0 <= rank < world``.
+        ConfigError: a non-positive batch size, a negative or non-integer number of
+            workers, or a shard outside ``0 <= rank < world``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r}; expected a positive integer")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers!r}; expected 0 or more")
     rank, world = shard
     if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
         raise ConfigError(f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size")
@@ -32,13 +29,24 @@ def per_rank(n: int, world: int) -> int:
     return n if world == 1 else math.ceil(n / world)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s shuffle: one mix of the run's seed and the epoch."""
+    return seed * 1_000_003 + epoch
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed for sample ``index``'s augmentation in ``epoch``: the same whatever
+    the number of workers, the prefetch depth or the shard that reads the sample."""
+    return (epoch_seed(seed, epoch) * 10_000_019 + index) % 2**32
+
+
 def epoch_order(
     n: int, *, shuffle: bool, seed: int, epoch: int, shard: tuple[int, int]
 ) -> list[int]:
     """This shard's sample indices for ``epoch``, in order.
 
-    One permutation per epoch seeded with ``seed * 1_000_003 + epoch`` (the identity
-    without ``shuffle``); with several ranks it is padded by wrapping so every rank gets
+    One permutation per epoch seeded with :func:`epoch_seed` (the identity without
+    ``shuffle``); with several ranks it is padded by wrapping so every rank gets
     ``ceil(n / world)`` samples (as torch's DistributedSampler), and rank ``r`` takes every
     ``world``-th entry from ``r``: shards are disjoint up to the padding and cover the split.
     """
@@ -46,7 +54,7 @@ def epoch_order(
 
     rank, world = shard
     if shuffle:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=g).tolist()
     else:
         order = list(range(n))

@@ -1,9 +1,10 @@
 """The ``albumentations`` loader: recipes compiled to albumentations, run in torch
 DataLoader workers on the CPU.
 
-Determinism: every sample's augmentation is seeded from ``(seed, epoch, index)``, so the
-batches of an epoch do not depend on the number of workers, and the shuffle order comes
-from a generator seeded with ``seed + epoch``. Call ``set_epoch`` before each epoch.
+Determinism: every sample's augmentation is seeded from ``(seed, epoch, index)``
+(:func:`segkit.sampling.sample_seed`), so the batches of an epoch do not depend on the
+number of workers, and the shuffle order is :func:`segkit.sampling.epoch_order`'s. Call
+``set_epoch`` before each epoch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
 from segkit.errors import ConfigError, DataError
-from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
+from segkit.sampling import check_loader_args, epoch_order, per_rank, sample_seed
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
 
@@ -125,9 +126,8 @@ class _EpochSampler(torch.utils.data.Sampler):
         order = epoch_order(
             self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, shard=self.shard
         )
-        base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         for i in order:
-            yield i, (base + i) % (2**32)
+            yield i, sample_seed(self.seed, self.epoch, i)
 
     def __len__(self) -> int:
         return per_rank(self.n, self.shard[1])
@@ -163,7 +163,7 @@ def _worker_context() -> Any:
 class AlbumentationsLoader:
     """An epoch of :class:`~segkit.contracts.Batch` from a torch DataLoader.
 
-    ``num_workers=None`` uses one worker per core, up to 8; 0 reads in this process.
+    ``num_workers`` worker processes decode and augment; 0 reads in this process.
     """
 
     def __init__(
@@ -175,14 +175,12 @@ class AlbumentationsLoader:
         *,
         train: bool,
         seed: int = 0,
-        num_workers: int | None = None,
+        num_workers: int = 0,
         device: torch.device | str = "cpu",
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
     ) -> None:
-        check_loader_args(batch_size, shard)
-        if num_workers is None:
-            num_workers = default_workers()
+        check_loader_args(batch_size, shard, num_workers)
         self.samples = dataset.samples(split)
         self.split = split
         self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)

@@ -38,7 +38,7 @@ def create_loader(
     *,
     train: bool,
     seed: int = 0,
-    num_workers: int | None = None,
+    num_workers: int = 0,
     device: torch.device | str = "cpu",
     shard: tuple[int, int] = (0, 1),
     drop_last: bool = False,
@@ -53,8 +53,7 @@ def create_loader(
         batch_size: Images per batch; the last partial batch is kept unless ``drop_last``.
         train: Shuffle each epoch and apply the training ops.
         seed: With the same seed and epoch the loader yields the same batches.
-        num_workers: DALI CPU threads (decoding, CPU operators); ``None`` is one per
-            core, up to 8; 0 means 1.
+        num_workers: DALI CPU threads (decoding, CPU operators); 0 means 1.
         device: ``cuda`` / ``cuda:N`` runs the pipeline on that GPU when CUDA is
             available; anything else runs it on the CPU.
         shard: ``(rank, world_size)``; rank r reads a disjoint 1/world_size of the samples

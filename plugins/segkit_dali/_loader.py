@@ -13,7 +13,7 @@ its mask and their shared random parameters together, so nothing can unpair them
 the epoch is exactly the batches the sampler plans (the last one partial unless
 ``drop_last``), so ``len()`` never changes between epochs (DALI #4440); sharding and
 shuffling follow the albumentations loader exactly (DistributedSampler-style
-padding, permutation seeded with ``seed * 1_000_003 + epoch``), so both loaders visit
+padding, the permutation of :func:`segkit.sampling.epoch_order`), so both loaders visit
 the same samples in the same order.
 """
 
@@ -34,7 +34,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
 from segkit.data import read_image, read_raw_mask, read_sample
 from segkit.errors import ConfigError, DataError
-from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
+from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
 # 16-bit files, palette masks, ...) is decoded with segkit.data, exactly as the
@@ -207,7 +207,7 @@ class DaliLoader:
         *,
         train: bool,
         seed: int = 0,
-        num_workers: int | None = None,
+        num_workers: int = 0,
         device: torch.device | str = "cpu",
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
@@ -217,12 +217,8 @@ class DaliLoader:
     ) -> None:
         from segkit_dali._ops import Placement, compile_ops
 
-        check_loader_args(batch_size, shard)
+        check_loader_args(batch_size, shard, num_workers)
         rank, world = shard
-        if num_workers is None:
-            num_workers = default_workers()
-        if num_workers < 0:
-            raise ConfigError(f"num_workers={num_workers}; expected 0 or more")
         if not isinstance(clahe_levels, int) or clahe_levels < 1:
             raise ConfigError(f"clahe_levels={clahe_levels!r}; expected a positive integer")
         if not isinstance(antialias, bool):

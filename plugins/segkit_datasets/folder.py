@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from segkit.contracts import SPLITS, MaskSpec, Sample, check_samples
+from segkit.contracts import MaskSpec, Sample, check_samples, check_split
 from segkit.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -94,8 +94,7 @@ class FolderDataset:
             DataError: a split list is missing or names an unknown stem, or the split is
                 empty.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+        check_split(split)
         splits_dir = self.root / "splits"
         if splits_dir.is_dir():
             source = splits_dir / f"{split}.txt"

@@ -6,8 +6,12 @@ import os
 import random
 from pathlib import Path
 
-from segkit.contracts import SPLITS, MaskSpec, Sample, check_samples
+from segkit.contracts import MaskSpec, Sample, check_samples, check_split
 from segkit.errors import ConfigError, DataError
+
+#: Where ``segkit data fetch`` downloads the official archives from.
+OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data"
+ARCHIVES = ("images.tar.gz", "annotations.tar.gz")
 
 _LAYOUT = (
     "expected the Oxford-IIIT Pet layout (images/, annotations/trimaps/, "
@@ -17,6 +21,69 @@ _HOW_TO_GET = (
     "pass --data pointing at a folder with images/ and annotations/, "
     "or run `segkit data fetch` or `segkit data synth PATH`"
 )
+
+
+def fetch_oxford_pet(root: Path, base_url: str | None = None) -> Path:
+    """Download ``images.tar.gz`` and ``annotations.tar.gz`` into ``root`` and unpack them
+    (``segkit data fetch``; nothing else in segkit downloads).
+
+    Each archive is downloaded and unpacked in a temporary folder inside ``root``, then its
+    folder is renamed into place: an interrupted or failed fetch leaves no partial
+    ``images/`` or ``annotations/`` behind, so running the command again completes the
+    set. A folder already unpacked is kept. Archives are unpacked with tarfile's ``data``
+    filter, which refuses members that would land outside the folder.
+
+    Args:
+        root: The dataset folder (created).
+        base_url: Where the archives are (default: :data:`OFFICIAL_URL`).
+
+    Returns:
+        ``root``.
+
+    Raises:
+        DataError: the download failed or an archive is corrupt; names the URL.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    base = (base_url or OFFICIAL_URL).rstrip("/")
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    for archive in ARCHIVES:
+        folder = root / archive.split(".")[0]
+        if folder.is_dir() and any(folder.iterdir()):
+            continue
+        url = f"{base}/{archive}"
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".{folder.name}.fetch-") as tmp:
+            target = Path(tmp) / archive
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r, target.open("wb") as f:
+                    shutil.copyfileobj(r, f, length=1 << 20)
+            except (urllib.error.URLError, OSError) as e:
+                raise DataError(
+                    f"{url}: download failed ({getattr(e, 'reason', e)}). Without a network, "
+                    f"download {archive} elsewhere and unpack it into {root}"
+                ) from None
+            staging = Path(tmp) / "unpacked"
+            try:
+                with tarfile.open(target) as tar:
+                    tar.extractall(staging, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise DataError(f"{url}: archive is corrupt ({e}); run the command again") from None
+            unpacked = staging / folder.name
+            if not unpacked.is_dir():
+                found = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+                raise DataError(
+                    f"{url}: the archive holds {found or 'nothing'}, not a folder "
+                    f"'{folder.name}/'; check --url"
+                )
+            if folder.is_dir():
+                folder.rmdir()  # empty (checked above)
+            unpacked.rename(folder)  # same file system: atomic
+    return root
 
 
 class OxfordPet:
@@ -54,6 +121,9 @@ class OxfordPet:
 
     mask_spec = MaskSpec(background=2, allowed=(1, 2, 3))
 
+    #: ``segkit data fetch PATH`` calls ``fetch(path, base_url=...)`` (a declared capability).
+    fetch = staticmethod(fetch_oxford_pet)
+
     def __init__(self, root: Path | None, valid_fraction: float = 0.1, split_seed: int = 0) -> None:
         if root is None:
             raise DataError(f"no data folder given; {_HOW_TO_GET}")
@@ -81,8 +151,7 @@ class OxfordPet:
             ConfigError: ``split`` is not "train", "valid" or "test".
             DataError: the split list or a file it names is missing, or the split is empty.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+        check_split(split)
         source = self.root / "annotations" / ("test.txt" if split == "test" else "trainval.txt")
         ids = _read_split_list(source)
         if split != "test":

@@ -189,8 +189,11 @@ class SyntheticPet(OxfordPet):
             overwritten then).
     """
 
-    #: ``segkit data synth PATH`` calls ``generate(path, count=..., seed=...)``.
+    #: ``segkit data synth PATH`` calls ``generate(path, count=..., seed=...)`` (a declared
+    #: capability; runs without ``--data`` use it through the cache folder).
     generate = staticmethod(write_synthetic)
+    #: Generated, never downloaded: Oxford-IIIT Pet's ``fetch`` is not inherited.
+    fetch = None
 
     def __init__(
         self, root: Path | None = None, count: int = 400, seed: int = 0, **oxford_options: Any

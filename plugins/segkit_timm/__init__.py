@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.contracts import check_input_size
+from segkit.contracts import declare
 from segkit.errors import ConfigError
 
 __all__ = ["DEFAULT_DECODER_CHANNELS", "TimmUNet", "create_timm_unet"]
@@ -105,19 +105,8 @@ class TimmUNet(nn.Module):
         super().__init__()
         info = encoder.feature_info  # type: ignore[union-attr]
         channels, reductions = list(info.channels()), list(info.reduction())
-        deepest = reductions[-1]
-        stages = int(round(math.log2(deepest))) if deepest >= 1 else -1
-        if (
-            stages < 1
-            or 2**stages != deepest
-            or 32 % deepest
-            or any(r2 < r1 for r1, r2 in zip(reductions, reductions[1:], strict=False))
-        ):
-            raise ConfigError(
-                f"timm_unet: encoder '{name}' has feature reductions {reductions}; timm_unet "
-                "needs increasing powers of 2 ending at 2, 4, 8, 16 or 32 (segkit models "
-                "must accept every size divisible by 32)"
-            )
+        deepest = _deepest_reduction(name, reductions)
+        stages = int(round(math.log2(deepest)))
         if len(decoder_channels) != stages:
             raise ConfigError(
                 f"timm_unet: decoder_channels={list(decoder_channels)} has {len(decoder_channels)} "
@@ -146,17 +135,50 @@ class TimmUNet(nn.Module):
         self.head = nn.Conv2d(width, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits.
-
-        Raises:
-            ConfigError: H or W is not divisible by ``min_input_multiple``.
-        """
-        check_input_size(f"timm_unet ({self.encoder_name})", x, self.min_input_multiple)
+        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits
+        (H and W divisible by ``min_input_multiple``)."""
         features = self.encoder(x)
         y = features[-1]
         for stage, index in zip(self.decoder, self.skip_index, strict=True):
             y = stage(y, features[index] if index is not None else None)
         return self.head(y)
+
+
+def _deepest_reduction(name: str, reductions: list[int]) -> int:
+    """The encoder's deepest reduction, which H and W must be divisible by.
+
+    Raises:
+        ConfigError: the reductions are not increasing powers of 2 ending at most at 32.
+    """
+    deepest = reductions[-1]
+    stages = int(round(math.log2(deepest))) if deepest >= 1 else -1
+    if (
+        stages < 1
+        or 2**stages != deepest
+        or 32 % deepest
+        or any(r2 < r1 for r1, r2 in zip(reductions, reductions[1:], strict=False))
+    ):
+        raise ConfigError(
+            f"timm_unet: encoder '{name}' has feature reductions {reductions}; timm_unet "
+            "needs increasing powers of 2 ending at 2, 4, 8, 16 or 32 (segkit models "
+            "must accept every size divisible by 32)"
+        )
+    return deepest
+
+
+def _min_input_multiple(encoder: str = "resnet34", **_: Any) -> int:
+    """The declared ``min_input_multiple`` of ``timm_unet``: the encoder's deepest
+    reduction, read from its ``feature_info`` with the encoder built on the meta device
+    (no memory, no weights: about 0.05 s)."""
+    import timm
+
+    _check_encoder_name(encoder)
+    try:
+        with torch.device("meta"):
+            enc = timm.create_model(encoder, features_only=True, pretrained=False)
+    except (RuntimeError, AssertionError, KeyError, ValueError, TypeError, NotImplementedError):
+        return 32  # the factory says what is wrong with this encoder when it builds it
+    return _deepest_reduction(encoder, list(enc.feature_info.reduction()))
 
 
 def _default_widths(stages: int) -> tuple[int, ...]:
@@ -347,6 +369,7 @@ def _load_through_timm(encoder: str, in_channels: int, file: Path) -> nn.Module:
     )
 
 
+@declare(min_input_multiple=_min_input_multiple)
 def create_timm_unet(
     in_channels: int = 3,
     out_channels: int = 1,

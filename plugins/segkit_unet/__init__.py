@@ -6,10 +6,11 @@ transposed-convolution upsampling, layer for layer the milesial/Pytorch-UNet mod
 ``resnet34_unet`` (:mod:`segkit_unet.resnet34_unet`) puts a ResNet-34 encoder under the
 same kind of decoder: 48.2M parameters.
 
-Both return logits (no sigmoid) and declare ``min_input_multiple``: the factor H and W
-must be divisible by. A wrong size raises :class:`segkit.errors.ConfigError` in
-``forward`` that says which size would work, instead of a shape mismatch deep in the
-decoder.
+Both return logits (no sigmoid), and their factories declare ``min_input_multiple``: the
+factor H and W must be divisible by. segkit reads it without building the model and
+attaches the input check to every model it builds, so a wrong size raises
+:class:`segkit.errors.ConfigError` saying which size would work, instead of a shape
+mismatch deep in the decoder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segkit.contracts import check_input_size
+from segkit.contracts import declare
 
 __all__ = ["UNet", "create_unet"]
 
@@ -98,12 +99,8 @@ class UNet(nn.Module):
         self.outc = nn.Conv2d(64, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits.
-
-        Raises:
-            ConfigError: H or W is not divisible by 16.
-        """
-        check_input_size("unet", x, self.min_input_multiple)
+        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits
+        (H and W divisible by 16)."""
         x1 = self.inc(x)
         x2 = self.down1(x1)
         x3 = self.down2(x2)
@@ -116,6 +113,7 @@ class UNet(nn.Module):
         return self.outc(x)
 
 
+@declare(min_input_multiple=UNet.min_input_multiple)
 def create_unet(in_channels: int = 3, out_channels: int = 1) -> UNet:
     """Create the classic UNet (31.0M parameters for RGB in, one logit channel out).
 

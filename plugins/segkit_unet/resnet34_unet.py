@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segkit.contracts import check_input_size
+from segkit.contracts import declare
 from segkit_unet import Up
 
 __all__ = ["ResNet34UNet", "create_resnet34_unet"]
@@ -104,12 +104,8 @@ class ResNet34UNet(nn.Module):
         self.head = nn.Conv2d(32, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits.
-
-        Raises:
-            ConfigError: H or W is not divisible by 32.
-        """
-        check_input_size("resnet34_unet", x, self.min_input_multiple)
+        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits
+        (H and W divisible by 32)."""
         x1 = self.layer1(self.stem(x))
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
@@ -122,6 +118,7 @@ class ResNet34UNet(nn.Module):
         return self.head(self.up6(self.up5(x)))
 
 
+@declare(min_input_multiple=ResNet34UNet.min_input_multiple)
 def create_resnet34_unet(in_channels: int = 3, out_channels: int = 1) -> ResNet34UNet:
     """Create the ResNet34-UNet (48.2M parameters for RGB in, one logit channel out).
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.contracts import check_input_size
+from segkit.contracts import declare
 from segkit.errors import ConfigError
 
 
@@ -104,12 +104,8 @@ class AttentionUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits.
-
-        Raises:
-            ConfigError: H or W is not divisible by ``min_input_multiple``.
-        """
-        check_input_size("attention_unet", x, self.min_input_multiple)
+        """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits
+        (H and W divisible by ``min_input_multiple``)."""
         skips = [self.inc(x)]
         for block in self.down:
             skips.append(block(F.max_pool2d(skips[-1], 2)))
@@ -119,6 +115,13 @@ class AttentionUNet(nn.Module):
         return self.head(y)
 
 
+def _min_input_multiple(depth: int = 4, **_: object) -> int:
+    """H and W must be divisible by ``2 ** depth``; segkit reads this without building the
+    model (an invalid depth is the factory's to report)."""
+    return 2**depth if isinstance(depth, int) and 1 <= depth <= 5 else 1
+
+
+@declare(min_input_multiple=_min_input_multiple)
 def create_attention_unet(
     in_channels: int = 3, out_channels: int = 1, base_channels: int = 16, depth: int = 4
 ) -> AttentionUNet:

@@ -1,0 +1,403 @@
+"""The one build path: from a :class:`~segkit.config.RunConfig` to the runtime and every
+part of a run.
+
+``segkit run``, ``segkit evaluate``, ``segkit predict`` and the benchmarks all go through
+these functions, so a run, its evaluation and its benchmark are built the same way:
+
+* :func:`resolve_runtime` resolves what the config leaves to the machine (device,
+  precision, channels_last, loader workers, seed, the torchrun world) once, into a
+  :class:`Runtime` whose :meth:`Runtime.record` goes into the run folder's
+  ``config.json``.
+* ``build_*`` make the parts: dataset, model, loss, recipe, loaders, optimizer and
+  learning-rate schedule; :func:`build_training` makes all of a training run's.
+
+Plugins are created by name through the registry; capabilities are read from what the
+factories declare (:mod:`segkit.contracts`), never from a plugin's name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit import registry
+from segkit.config import RunConfig, data_path
+from segkit.contracts import Dataset, Loader, attach_input_check, min_input_multiple
+from segkit.distributed import Dist
+from segkit.errors import ConfigError
+from segkit.precision import Precision, create_precision
+from segkit.recipes import Normalize, Recipe
+
+# ----------------------------------------------------------------------------- runtime
+
+
+def default_workers() -> int:
+    """Loader workers when none are asked for: one per core, up to 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+def resolve_device(name: str | torch.device, local_rank: int | None = None) -> torch.device:
+    """``auto`` is the first CUDA GPU when there is one, else the CPU. Under torchrun
+    (``local_rank`` given), ``auto`` and ``cuda`` mean this process's own GPU. A CUDA
+    device always comes back with its index.
+
+    Raises:
+        ConfigError: a CUDA device was asked for and none is usable.
+    """
+    name = str(name)
+    cuda = torch.cuda.is_available()
+    if local_rank is not None and name in ("auto", "cuda") and cuda:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if name == "auto":
+        name = "cuda" if cuda else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not cuda:
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a configuration's ``auto`` and ``None`` values resolved to on this machine.
+
+    Attributes:
+        device: Where the model runs (a CUDA device always has its index).
+        precision: The precision object (its ``name`` is fp32, bf16 or fp16).
+        channels_last: Whether models and batches use the NHWC layout.
+        num_workers: Loader workers.
+        seed: The run's seed (every rank uses the same: identical initial weights).
+        dist: This process's place in a torchrun job.
+    """
+
+    device: torch.device
+    precision: Precision
+    channels_last: bool
+    num_workers: int
+    seed: int
+    dist: Dist = field(default_factory=Dist)
+
+    def record(self) -> dict[str, Any]:
+        """The resolved values, JSON-ready, as written to ``config.json``."""
+        cuda = self.device.type == "cuda"
+        return {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if cuda else "cpu",
+            "precision": self.precision.name,
+            "channels_last": self.channels_last,
+            "num_workers": self.num_workers,
+            "seed": self.seed,
+            "world_size": self.dist.world,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda if cuda else None,
+        }
+
+
+def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
+    """Resolve the runtime of ``config`` on this machine, seed every RNG with its seed,
+    and turn on cudnn's autotuner on a GPU (the input size is fixed).
+
+    Raises:
+        ConfigError: the device or precision is not available here.
+    """
+    d = dist or Dist()
+    device = resolve_device(config.device, local_rank=d.local_rank if d.enabled else None)
+    precision = create_precision(config.precision, device)
+    channels_last = (
+        config.channels_last if config.channels_last is not None else device.type == "cuda"
+    )
+    workers = config.num_workers if config.num_workers is not None else default_workers()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
+    seed_everything(config.seed)
+    return Runtime(device, precision, channels_last, workers, config.seed, d)
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def check_plugin_names(config: RunConfig) -> None:
+    """Fail on a misspelt plugin name before any slow step (generating the synthetic set
+    takes seconds). Reads entry-point names only; nothing is imported.
+
+    Raises:
+        PluginNotFoundError: the message suggests close names.
+    """
+    reg = registry.default_registry()
+    for kind, name in config.plugins().items():
+        reg.info(kind, name)
+
+
+def build_dataset(config: RunConfig) -> Dataset:
+    return registry.create(
+        "datasets", config.resolved_dataset(), data_path(config), **config.dataset_options
+    )
+
+
+def build_model(
+    config: RunConfig, runtime: Runtime | None = None, *, restoring: bool = False
+) -> torch.nn.Module:
+    """Create the run's model (:func:`create_model`: the image size is checked against the
+    ``min_input_multiple`` its factory declares, read without building it, and the
+    input-size check is attached). With ``runtime``, the model is moved to its device and
+    layout.
+
+    Args:
+        config: The run configuration.
+        runtime: Where the model will run; None leaves it on the CPU.
+        restoring: The caller will load a checkpoint's weights into the model, so the
+            ``weights`` option (initial weights: a file or "imagenet") is left out; the
+            file it named need not exist any more.
+
+    Raises:
+        ConfigError: ``image_size`` is not a multiple of the model's ``min_input_multiple``,
+            or the factory returned something else than a ``torch.nn.Module``.
+    """
+    options = dict(config.model_options)
+    if restoring:
+        options.pop("weights", None)
+    model = create_model(config.model, image_size=config.image_size, **options)
+    if runtime is not None:
+        model = model.to(runtime.device)
+        if runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def create_model(
+    name: str,
+    in_channels: int = 3,
+    out_channels: int = 1,
+    *,
+    image_size: int | None = None,
+    **options: Any,
+) -> torch.nn.Module:
+    """Create model ``name`` with the input-size check attached (see
+    :func:`segkit.contracts.attach_input_check`).
+
+    Args:
+        name: A registered model name.
+        in_channels: Channels of the input images.
+        out_channels: Channels of the output logits.
+        image_size: The training size, checked against the model's
+            ``min_input_multiple`` before the model is built.
+        **options: The factory's options.
+
+    Raises:
+        ConfigError: ``image_size`` is not a multiple of ``min_input_multiple``, or the
+            factory returned something else than a ``torch.nn.Module``.
+    """
+    factory = registry.default_registry().get("models", name)
+    declared = hasattr(factory, "min_input_multiple")
+    if declared:
+        multiple = min_input_multiple(factory, options)
+        _check_image_size(name, image_size, multiple)
+    model = registry.create(
+        "models", name, in_channels=in_channels, out_channels=out_channels, **options
+    )
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(
+            f"model '{name}' returned a {type(model).__name__}; a model factory must "
+            "return a torch.nn.Module"
+        )
+    if not declared:  # an older plugin that sets it on the model only
+        multiple = int(getattr(model, "min_input_multiple", 1))
+        _check_image_size(name, image_size, multiple)
+    attach_input_check(model, name, multiple)
+    return model
+
+
+def _check_image_size(model: str, image_size: int | None, multiple: int) -> None:
+    if image_size is not None and image_size % multiple:
+        lo = image_size // multiple * multiple
+        near = f"{lo} or {lo + multiple}" if lo else str(multiple)
+        raise ConfigError(
+            f"--image-size {image_size} is not divisible by {multiple}, which model "
+            f"'{model}' needs; use {near}"
+        )
+
+
+def build_loss(config: RunConfig) -> torch.nn.Module:
+    return registry.create("losses", config.loss, **config.loss_options)
+
+
+def build_recipe(config: RunConfig) -> Recipe:
+    recipe = registry.create("recipes", config.recipe, image_size=config.image_size)
+    if not isinstance(recipe, Recipe):
+        raise ConfigError(
+            f"recipe '{config.recipe}' returned a {type(recipe).__name__}; a recipe "
+            "factory must return a segkit.recipes.Recipe"
+        )
+    return recipe
+
+
+def build_loader(
+    config: RunConfig,
+    runtime: Runtime,
+    dataset: Dataset,
+    recipe: Recipe,
+    split: str,
+    *,
+    train: bool,
+    shard: tuple[int, int] = (0, 1),
+    drop_last: bool = False,
+) -> Loader:
+    """The loader of ``split``: shuffled and augmented with ``train``."""
+    return registry.create(
+        "loaders",
+        config.loader,
+        dataset,
+        split,
+        recipe,
+        config.batch_size,
+        train=train,
+        seed=config.seed,
+        num_workers=runtime.num_workers,
+        device=runtime.device,
+        shard=shard,
+        drop_last=drop_last,
+        **config.loader_options,
+    )
+
+
+def normalization(recipe: Recipe) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) of the recipe's final Normalize, to turn batches back into pictures."""
+    norm = recipe.eval[-1]
+    assert isinstance(norm, Normalize)  # Recipe.__post_init__ guarantees it
+    return norm.mean, norm.std
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """Adam, as in the lab. The fused kernel updates all parameters in one pass: measured
+    on 2 CPU cores, 0.03 s instead of 0.20 s per step for ResNet34-UNet's 48M parameters."""
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+    )
+
+
+def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier for optimizer step ``i`` (0-based) of the run.
+
+    ``exponential``: ``lr_gamma ** epoch`` (0-based epoch), the lab's per-epoch
+    ``ExponentialLR``. ``cosine``: from 1 at the end of warm-up down to 0 at the run's last
+    step, half a cosine period. Both start with ``warmup_epochs`` of linear warm-up from
+    ``1 / warmup_steps`` to 1, when it is above 0.
+    """
+    per_epoch = max(1, steps_per_epoch)
+    total = per_epoch * config.epochs
+    warmup = round(config.warmup_epochs * per_epoch)
+    gamma = config.lr_gamma
+    cosine = config.schedule == "cosine"
+
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        if cosine:
+            t = min(1.0, (i - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return gamma ** (i // per_epoch)
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int, steps_done: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler for :func:`lr_factor`, positioned after ``steps_done`` steps.
+
+    The position is computed, not loaded: a resumed run (even one that extends
+    ``--epochs``) continues the schedule from where its epochs put it.
+    """
+    from segkit.loops import step_quietly
+
+    # Sets each group's lr to initial_lr * factor(0); initial_lr (the config's lr) is kept
+    # from a restored optimizer state.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    if steps_done == 0:
+        return scheduler
+    scheduler.last_epoch = steps_done - 1  # the next step() sets the lr of step steps_done
+    step_quietly(scheduler)
+    return scheduler
+
+
+@dataclass
+class Training:
+    """Every part of a training run, built (see :func:`build_training`).
+
+    ``loaders`` holds ``train`` (this rank's shard) on every rank, and ``valid`` and
+    ``test`` on rank 0, which alone validates and tests. ``bad_samples`` lists what
+    ``--skip-bad-samples`` left out.
+    """
+
+    dataset: Dataset
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    recipe: Recipe
+    optimizer: torch.optim.Optimizer
+    loaders: dict[str, Loader]
+    bad_samples: list[tuple[str, Any, str]] = field(default_factory=list)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loaders["train"])
+
+
+def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = False) -> Training:
+    """Build a training run's parts, plugin names first (a misspelt one fails at once).
+
+    Raises:
+        SegkitError: a bad name, option, size or dataset (a subclass says which).
+    """
+    from segkit.data import leave_out_bad_samples
+
+    check_plugin_names(config)
+    dataset = build_dataset(config)
+    bad: list[tuple[str, Any, str]] = []
+    if config.skip_bad_samples:
+        dataset, bad = leave_out_bad_samples(dataset, runtime.num_workers)
+    model = build_model(config, runtime, restoring=restoring)
+    recipe = build_recipe(config)
+    d = runtime.dist
+    loaders = {
+        "train": build_loader(
+            config, runtime, dataset, recipe, "train", train=True, shard=(d.rank, d.world)
+        )
+    }
+    if d.main:
+        for split in ("valid", "test"):
+            loaders[split] = build_loader(config, runtime, dataset, recipe, split, train=False)
+    optimizer = build_optimizer(model, config)
+    return Training(dataset, model, build_loss(config), recipe, optimizer, loaders, bad)
+
+
+def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:
+    """The module the training loop calls: ``model`` compiled if asked, wrapped in
+    DistributedDataParallel under torchrun. Checkpoints save ``model`` itself."""
+    out: torch.nn.Module = torch.compile(model) if config.compile else model
+    if runtime.dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = runtime.device
+        out = DistributedDataParallel(
+            out, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return out

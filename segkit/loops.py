@@ -1,0 +1,165 @@
+"""The training and evaluation loops: one pass over a loader each.
+
+Nothing here builds anything or writes files: the loops take built parts (see
+:mod:`segkit.build`) and return metrics. Metrics stay on the device until the end of the
+pass (:class:`~segkit.metrics.DiceMeter`), so a step never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from segkit import distributed
+from segkit.contracts import Loader
+from segkit.distributed import Dist
+from segkit.errors import NumericalError
+from segkit.metrics import DiceMeter
+from segkit.precision import Precision
+
+
+def to_device(t: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Move a batch tensor (from pinned memory, without waiting) and set its layout."""
+    t = t.to(device, non_blocking=True)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: Loader,
+    loss_fn: torch.nn.Module,
+    precision: Precision,
+    device: torch.device,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Mean per-image Dice and IoU, and mean batch loss, over ``loader``."""
+    model.eval()
+    meter = DiceMeter(device)
+    for batch in loader:
+        images = to_device(batch.images, device, channels_last)
+        masks = to_device(batch.masks, device, False)
+        with precision.autocast():
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+        meter.update(logits, masks, loss)
+    return meter.compute()
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: Loader,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    device: torch.device,
+    channels_last: bool,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    epoch: int = 0,
+    on_nan: str = "stop",
+    progress: Any = None,
+    dist: Dist | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``. Returns mean loss and Dice (over every rank's images),
+    images seen, steps, and skipped steps. ``scheduler`` is stepped after every batch,
+    skipped ones included, so the learning rate depends only on the step count.
+
+    Raises:
+        NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
+    """
+    d = dist or Dist()
+    model.train()
+    meter = DiceMeter(device)
+    watch = _BadStepWatch(device)
+    skipped_nan = skipped_overflow = 0
+    step = -1
+    for step, batch in enumerate(loader):
+        images = to_device(batch.images, device, channels_last)
+        masks = to_device(batch.masks, device, False)
+        with precision.autocast():
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+        if on_nan == "skip":
+            # The user asked for this check: one host sync per step. Ranks agree on it, so
+            # all of them skip together and their collectives stay matched.
+            finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
+            if int(finite) < d.world:
+                skipped_nan += 1
+                if scheduler is not None:
+                    step_quietly(scheduler)
+                continue
+        optimizer.zero_grad(set_to_none=True)
+        precision.backward(loss)
+        if precision.step(optimizer):
+            if scheduler is not None:
+                scheduler.step()
+        else:
+            skipped_overflow += 1
+            if scheduler is not None:
+                step_quietly(scheduler)
+        meter.update(logits, masks, loss)
+        if on_nan == "stop":
+            watch.update(loss, step)
+            # Under DDP every rank must run the same steps, so only the end-of-epoch check
+            # (below, agreed across ranks) may stop it.
+            if not d.enabled and step % _BadStepWatch.READ_EVERY == 0 and watch.read() >= 0:
+                break
+        if progress is not None:
+            progress.update(1)
+            if step % 20 == 0:  # a host sync every 20 steps, for the progress bar only
+                progress.set_postfix(loss=f"{loss.item():.4f}")
+    if on_nan == "stop":
+        _stop_on_bad_step(watch, epoch, device, d)
+    distributed.all_reduce_sum(meter.state(), d)
+    out = meter.compute()
+    out["steps"] = step + 1
+    out["skipped_nan"] = skipped_nan
+    out["skipped_overflow"] = skipped_overflow
+    return out
+
+
+def _stop_on_bad_step(watch: _BadStepWatch, epoch: int, device: torch.device, d: Dist) -> None:
+    """Raise if a loss was not finite on any rank this epoch (every rank agrees)."""
+    bad = watch.read()
+    anywhere = distributed.all_reduce_sum(torch.tensor([int(bad >= 0)], device=device), d)
+    if int(anywhere) > 0:
+        where = f"step {bad + 1}" if bad >= 0 else "a step on another rank"
+        raise NumericalError(
+            f"epoch {epoch}, {where}: the loss is NaN or infinite. The run stopped and "
+            "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 "
+            "or bf16, check the data, or pass --on-nan skip to skip such steps"
+        )
+
+
+def step_quietly(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Step ``scheduler`` where the optimizer did not step (a skipped batch, or positioning
+    on resume). Torch warns about "lr_scheduler.step() before optimizer.step()" then; the
+    schedule counts batches, so that is intended. Kept off the normal path: entering
+    ``catch_warnings`` resets every module's warning registry."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+
+
+class _BadStepWatch:
+    """Finds the first non-finite loss of an epoch without a host sync per step.
+
+    The check runs on the device every step; the host reads the flag every
+    ``READ_EVERY`` steps and at the end of the epoch, so a NaN stops the run at most that
+    many steps late (the weights of those steps are never checkpointed).
+    """
+
+    READ_EVERY = 25
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def read(self) -> int:
+        return int(self.first_bad.item())

@@ -1,0 +1,185 @@
+"""The run folder: where a run's files are, and how each is written.
+
+::
+
+    runs/<name>/
+        config.json       what was asked (a RunConfig) and, under "resolved", what it became
+        metrics.csv       one row per epoch
+        last.pt           the checkpoint after the last finished epoch (atomic writes)
+        best.pt           a hard link to the last.pt of the best epoch
+        bad_samples.txt   what --skip-bad-samples left out, if anything
+        curves.png        loss and Dice per epoch (segkit.report)
+        predictions.png   test images, true and predicted masks (segkit.report)
+        summary.txt       the one summary line; summary.json the same, machine-readable
+
+Nothing is ever overwritten by a new run: a taken name gets ``-2``, ``-3``...
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segkit import checkpoint as ckpt_io
+from segkit.config import RunConfig
+from segkit.errors import ConfigError
+
+
+@dataclass
+class RunResult:
+    """What a training run returns (and ``summary.json`` records)."""
+
+    run_dir: Path
+    test: dict[str, float]
+    best_epoch: int
+    best_valid_dice: float
+    epoch_seconds: float
+    images_per_second: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1
+    weights_in_sync: bool = True
+
+
+#: What summary.json repeats of config.json's resolved runtime.
+_SUMMARY_RUNTIME = ("device", "device_name", "precision", "channels_last", "torch", "cuda")
+
+
+class RunFolder:
+    """The files of one run under ``path``."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.metrics = self.path / "metrics.csv"
+        self.last = self.path / "last.pt"
+        self.best = self.path / "best.pt"
+        self.bad_samples = self.path / "bad_samples.txt"
+        self.curves = self.path / "curves.png"
+        self.predictions = self.path / "predictions.png"
+        self.summary_txt = self.path / "summary.txt"
+        self.summary_json = self.path / "summary.json"
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, config: RunConfig) -> RunFolder:
+        """``<out>/<name>``, made new; a name already taken gets ``-2``, ``-3``...
+
+        Raises:
+            ConfigError: the name is not a plain folder name, or the folder cannot be made.
+        """
+        base = Path(config.out).expanduser()
+        name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if "/" in name or name in ("", ".", ".."):
+            raise ConfigError(f"--name {name!r}: expected a plain folder name without '/'")
+        path = base / name
+        n = 2
+        while path.exists():
+            path = base / f"{name}-{n}"
+            n += 1
+        try:
+            path.mkdir(parents=True)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot create the run folder ({e.strerror})") from None
+        return cls(path)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_config(self, config: RunConfig, resolved: dict[str, Any]) -> None:
+        """``config.json``: the settings as asked, and under ``resolved`` what the runtime
+        made of them. ``segkit run --config`` reads it back (``resolved`` is ignored)."""
+        data = {**config.to_dict(), "resolved": resolved}
+        self.config.write_text(json.dumps(data, indent=2) + "\n")
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row to ``metrics.csv`` (header written with the first row)."""
+        _append_row(self.metrics, row)
+
+    def rewrite_metrics(self, history: Sequence[dict[str, Any]]) -> None:
+        """Rewrite ``metrics.csv`` from a checkpoint's history (rows after it are dropped)."""
+        tmp = self.metrics.with_suffix(".csv.tmp")
+        tmp.unlink(missing_ok=True)
+        for row in history:
+            _append_row(tmp, row)
+        if history:
+            tmp.replace(self.metrics)
+        else:
+            self.metrics.unlink(missing_ok=True)
+
+    def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
+        """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
+        with self.bad_samples.open("w") as f:
+            f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
+            for split, sample, reason in bad:
+                f.write(f"{split}\t{sample.id}\t{reason}\n")
+
+    def save_checkpoint(self, state: dict[str, Any], best: bool) -> None:
+        """Write ``last.pt`` atomically; when the epoch is the best so far, ``best.pt``
+        becomes a link to it (one write of a 578 MB file instead of two)."""
+        ckpt_io.save_atomic(state, self.last)
+        if best:
+            ckpt_io.link_atomic(self.last, self.best)
+
+    def repair_best_link(self, state: dict[str, Any]) -> None:
+        """On resume: a run killed between writing ``last.pt`` of its best epoch and
+        linking ``best.pt`` to it gets the link now."""
+        if state["best_epoch"] != state["epoch"]:
+            return
+        if not self.best.exists() or not os.path.samefile(self.best, self.last):
+            ckpt_io.link_atomic(self.last, self.best)
+
+    def write_summary(self, config: RunConfig, result: RunResult, resolved: dict[str, Any]) -> str:
+        """``summary.txt`` (the one line the CLI prints) and ``summary.json``, which also
+        records the resolved runtime (device, precision, ...). Returns the line."""
+        line = summary_line(config, result)
+        self.summary_txt.write_text(line + "\n")
+        data = {
+            "test_dice": result.test["dice"],
+            "test_iou": result.test["iou"],
+            "test_loss": result.test["loss"],
+            "best_epoch": result.best_epoch,
+            "best_valid_dice": result.best_valid_dice,
+            "epoch_seconds": result.epoch_seconds,
+            "images_per_second": result.images_per_second,
+            "world_size": result.world_size,
+            "weights_in_sync": result.weights_in_sync,
+            **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
+        }
+        self.summary_json.write_text(json.dumps(data, indent=2) + "\n")
+        return line
+
+
+def timing(history: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """Mean seconds per epoch and images per second, leaving out the first epoch (worker
+    start, cudnn autotune and compilation) when there are others."""
+    timed = list(history[1:] if len(history) > 1 else history)
+    seconds = sum(r["epoch_seconds"] for r in timed)
+    if not timed or seconds <= 0:
+        return math.nan, math.nan
+    return seconds / len(timed), sum(r["train_images"] for r in timed) / seconds
+
+
+def summary_line(config: RunConfig, result: RunResult) -> str:
+    return (
+        f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
+        f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f})  "
+        f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
+        f"model {config.model}  loader {config.loader}  run {result.run_dir}"
+    )
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
