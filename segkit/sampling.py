@@ -53,6 +53,8 @@ def epoch_order(
     import torch
 
     rank, world = shard
+    if n == 0:
+        return []
     if shuffle:
         g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         order = torch.randperm(n, generator=g).tolist()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import pytest
 from torch.utils.data import DistributedSampler
 
 from segkit.errors import ConfigError
-from segkit.sampling import check_loader_args, default_workers, epoch_order, per_rank
+from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 
 def order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, shard=(0, 1)):
@@ -129,19 +128,3 @@ def test_bad_shard_raises_config_error_naming_it(shard: tuple[int, int]) -> None
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         check_loader_args(0, (0, 1))
-
-
-# --- default_workers -----------------------------------------------------------------------
-
-
-def test_default_workers_is_between_one_and_eight() -> None:
-    assert 1 <= default_workers() <= 8
-    assert default_workers() == min(8, os.cpu_count() or 1)
-
-
-@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (8, 8), (64, 8), (None, 1)])
-def test_default_workers_follows_cpu_count(
-    monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
-) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert default_workers() == workers
