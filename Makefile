@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-all lint bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,13 @@ run: setup
 	$(BIN)/segkit run --model resnet34_unet --augment type1 --image-size 64 --epochs 10 --batch-size 8 \
 		--schedule cosine --warmup-epochs 0.5 --name make-run
 
+# The fast tier: everything that neither trains nor spawns processes (under 2 minutes on 2 cores).
 test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Both tiers: the fast one and the slow one (training runs, resume, torchrun, fault cases,
+# the plugin package installed into a venv). This is what CI runs.
+test-all: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -8,14 +8,12 @@ exponent underflows small gradients. The engine never branches on precision itse
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from segkit.config import PRECISIONS as CHOICES
+from segkit.config import PRECISIONS, PrecisionName
 from segkit.errors import ConfigError
-
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class Precision:
@@ -78,7 +76,7 @@ class MixedPrecision(Precision):
             self.scaler.load_state_dict(state["scaler"])
 
 
-def create_precision(name: str, device: torch.device) -> Precision:
+def create_precision(name: PrecisionName | str, device: torch.device) -> Precision:
     """Build the precision object for ``name`` on ``device``.
 
     ``auto`` is bf16 on CUDA GPUs that support it and fp32 elsewhere (bf16 autocast on
@@ -87,8 +85,8 @@ def create_precision(name: str, device: torch.device) -> Precision:
     Raises:
         ConfigError: unknown name, or fp16 / bf16 where the device cannot do it.
     """
-    if name not in CHOICES:
-        raise ConfigError(f"precision '{name}' is not one of {', '.join(CHOICES)}")
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision '{name}' is not one of {', '.join(PRECISIONS)}")
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             name = "bf16"
