@@ -18,9 +18,9 @@ or call a checker directly, with a registered name or with the factory itself::
     check_loss(create_myloss)
 
 Each checker runs a list of named rules (:data:`MODEL_RULES`, :data:`LOSS_RULES`,
-:data:`RECIPE_RULES`, :data:`LOADER_RULES`: rule name -> what it demands) and raises
-:class:`ConformanceError`, an ``AssertionError``, at the first rule broken. The message
-names the plugin, its distribution and the rule, e.g.::
+:data:`RECIPE_RULES`, :data:`LOADER_RULES`, :data:`DATASET_RULES`: rule name -> what it
+demands) and raises :class:`ConformanceError`, an ``AssertionError``, at the first rule
+broken. The message names the plugin, its distribution and the rule, e.g.::
 
     model 'mymodel' (segkit_mymodel 0.1.0) breaks rule 'forward_backward': parameters
     without a gradient: ['aux.weight'] (every parameter must get a finite gradient ...)
@@ -31,6 +31,14 @@ is checked in seconds. Recipes and loaders are exercised on a small generated da
 read back from the pixels after any augmentation and a geometric op applied to only one
 of image and mask shows.
 
+A dataset layout is checked on a folder in its layout that your test writes (a few
+images are enough)::
+
+    check_dataset("mylayout", root=write_my_small_folder(tmp_path))
+
+A dataset that can make its own data declares ``generate(root, count=..., seed=...)``
+on its factory; :func:`check_dataset` then needs no folder and generates a small set.
+
 What cannot be checked is not: that a model returns logits rather than probabilities,
 for one, is up to its author (see :mod:`segkit.contracts`).
 """
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 from segkit.testing._pytest import CHECKERS, check, parametrize_plugins, plugin_names
 from segkit.testing._rules import ConformanceError
+from segkit.testing.datasets import DATASET_RULES, check_dataset
 from segkit.testing.loaders import LOADER_RULES, check_loader
 from segkit.testing.losses import LOSS_RULES, check_loss
 from segkit.testing.models import MODEL_RULES, check_model
@@ -48,6 +57,7 @@ from segkit.testing.shapes import ShapesDataset, shapes_dataset, write_shapes_da
 
 __all__ = [
     "CHECKERS",
+    "DATASET_RULES",
     "LOADER_RULES",
     "LOSS_RULES",
     "MODEL_RULES",
@@ -55,6 +65,7 @@ __all__ = [
     "ConformanceError",
     "ShapesDataset",
     "check",
+    "check_dataset",
     "check_loader",
     "check_loss",
     "check_model",

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from segkit.testing.datasets import DATASET_RULES, check_dataset
 from segkit.testing.loaders import LOADER_RULES, check_loader
 from segkit.testing.losses import LOSS_RULES, check_loss
 from segkit.testing.models import MODEL_RULES, check_model
@@ -17,6 +18,7 @@ CHECKERS: dict[str, Callable[..., None]] = {
     "losses": check_loss,
     "augmentations": check_recipe,
     "loaders": check_loader,
+    "datasets": check_dataset,
 }
 
 _RULES = {
@@ -24,14 +26,16 @@ _RULES = {
     "losses": LOSS_RULES,
     "augmentations": RECIPE_RULES,
     "loaders": LOADER_RULES,
+    "datasets": DATASET_RULES,
 }
 
 
 def check(kind: str, plugin: str | Callable[..., Any], **kwargs: Any) -> None:
-    """Run the checker of ``kind`` ("models", "losses", "augmentations", "loaders").
+    """Run the checker of ``kind`` ("models", "losses", "augmentations", "loaders",
+    "datasets").
 
-    Keyword arguments go to :func:`check_model`, :func:`check_loss`, :func:`check_recipe`
-    or :func:`check_loader`.
+    Keyword arguments go to :func:`check_model`, :func:`check_loss`, :func:`check_recipe`,
+    :func:`check_loader` or :func:`check_dataset`.
     """
     if kind not in CHECKERS:
         raise ValueError(f"no conformance checks for kind {kind!r}; kinds: {', '.join(CHECKERS)}")
