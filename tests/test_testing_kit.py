@@ -3,17 +3,26 @@ and the rule when a deliberately broken one breaks its contract."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from segkit import recipes as R
-from segkit.errors import ConfigError
+from segkit.contracts import MaskSpec, Sample
+from segkit.errors import ConfigError, DataError
 from segkit.testing import (
+    DATASET_RULES,
     LOSS_RULES,
     MODEL_RULES,
     ConformanceError,
+    ShapesDataset,
     check,
+    check_dataset,
     check_loader,
     check_loss,
     check_model,
@@ -21,6 +30,7 @@ from segkit.testing import (
     parametrize_plugins,
     plugin_names,
     shapes_dataset,
+    write_shapes_dataset,
 )
 
 # --- small plugins, good and broken ------------------------------------------------------
@@ -282,8 +292,8 @@ def test_unknown_rule_and_kind_are_refused() -> None:
         ValueError, match=r"unknown model rule\(s\) \['gradient'\]; the rules are: returns_module"
     ):
         check_model(create_tiny, rules=["gradient"])
-    with pytest.raises(ValueError, match="no conformance checks for kind 'datasets'"):
-        check("datasets", "folder")
+    with pytest.raises(ValueError, match="no conformance checks for kind 'optimizers'"):
+        check("optimizers", "adam")
 
 
 def test_rules_run_in_table_order_and_only_those_asked() -> None:
@@ -317,11 +327,167 @@ def test_shapes_dataset_splits() -> None:
 
 
 def test_the_plugin_guide_lists_every_rule() -> None:
-    from pathlib import Path
-
     from segkit.testing import LOADER_RULES, RECIPE_RULES
 
     guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
     for table in (MODEL_RULES, LOSS_RULES, RECIPE_RULES, LOADER_RULES):
         for rule in table:
             assert f"| `{rule}` |" in guide, rule
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+
+class Shapes(ShapesDataset):
+    """A good dataset layout: the kit's L shapes (Oxford-IIIT Pet layout, trimaps 1 and 2),
+    refusing a folder that does not exist."""
+
+    def __init__(self, root: Path) -> None:
+        if not Path(root).is_dir():
+            raise DataError(f"{root}: dataset folder not found")
+        super().__init__(root)
+
+
+class GeneratedShapes(ShapesDataset):
+    """A good dataset that makes its own data (and so needs no root to be checked)."""
+
+    @staticmethod
+    def generate(root: Path, count: int = 16, seed: int = 0) -> Path:
+        return write_shapes_dataset(root, seed=seed)
+
+
+class LeakingTestSplit(Shapes):
+    """Broken: the first two training images are in the test split too."""
+
+    def samples(self, split: str) -> list[Sample]:
+        if split == "test":
+            return super().samples("train")[:2] + super().samples("test")
+        return super().samples(split)
+
+
+class AnySplit(Shapes):
+    """Broken: an unknown split is an empty list, so a typo trains on nothing."""
+
+    def samples(self, split: str) -> list[Sample]:
+        return super().samples(split) if split in ("train", "valid", "test") else []
+
+
+class NoRootCheck(ShapesDataset):
+    """Broken: accepts a folder that does not exist (the error comes at the first read)."""
+
+
+class RootNotFound(ShapesDataset):
+    """Broken: a missing folder raises FileNotFoundError, not DataError."""
+
+    def __init__(self, root: Path) -> None:
+        (Path(root) / "annotations" / "trainval.txt").read_text()
+        super().__init__(root)
+
+
+class WrongMaskSpec(Shapes):
+    """Broken: declares 0/1 masks, but the trimaps hold 1 and 2."""
+
+    mask_spec = MaskSpec(background=0, allowed=(0, 1))
+
+
+class SwallowsOptions(Shapes):
+    """Broken: unknown options are swallowed."""
+
+    def __init__(self, root: Path, **options: Any) -> None:
+        super().__init__(root)
+
+
+class Unseeded(GeneratedShapes):
+    """Broken: generate ignores its seed."""
+
+    @staticmethod
+    def generate(root: Path, count: int = 16, seed: int = 0) -> Path:
+        return write_shapes_dataset(root, seed=int(np.random.default_rng().integers(1000)))
+
+
+class RegeneratesOnRead(GeneratedShapes):
+    """Broken: the factory rewrites the folder generate() wrote, with another seed."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(write_shapes_dataset(Path(root), seed=1))
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"))
+
+
+def breaks(rule: str, detail: str) -> Any:
+    """``pytest.raises`` for a ConformanceError of ``rule`` whose detail matches ``detail``."""
+    return pytest.raises(ConformanceError, match=rf"breaks rule '{rule}': {detail}")
+
+
+def test_a_good_dataset_passes_every_rule(shapes_root: Path) -> None:
+    check_dataset(Shapes, root=shapes_root)
+
+
+def test_a_good_generating_dataset_passes_every_rule_without_a_root() -> None:
+    check_dataset(GeneratedShapes)
+
+
+def test_test_images_in_training_are_caught(shapes_root: Path) -> None:
+    with pytest.raises(
+        ConformanceError,
+        match=r"dataset factory 'LeakingTestSplit' \(test_testing_kit\) breaks rule 'splits': "
+        r"ids \['shape_00', 'shape_01'\] are in both train and test \(.*no test image leaks",
+    ) as info:
+        check_dataset(LeakingTestSplit, root=shapes_root)
+    assert info.value.rule == "splits"
+
+
+def test_missing_image_file_is_caught(shapes_root: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(shapes_root, tmp_path / "shapes"))
+    (root / "images" / "shape_03.jpg").unlink()
+    with breaks("splits", r"train sample 'shape_03': image file .*shape_03\.jpg not found"):
+        check_dataset(Shapes, root=root)
+
+
+def test_unknown_split_that_does_not_raise_is_caught(shapes_root: Path) -> None:
+    with breaks("unknown_split", r"samples\('bogus'\) returned instead of raising"):
+        check_dataset(AnySplit, root=shapes_root)
+
+
+def test_missing_root_must_be_a_data_error(shapes_root: Path) -> None:
+    with breaks("missing_root", r"factory\('.*no-such-dataset'\) returned although the folder"):
+        check_dataset(NoRootCheck, root=shapes_root)
+    with breaks(
+        "missing_root",
+        r"factory\('.*no-such-dataset'\) raised FileNotFoundError \(.*\), not segkit.errors.DataError",
+    ):
+        check_dataset(RootNotFound, root=shapes_root, rules=["missing_root"])
+
+
+def test_mask_values_outside_the_spec_are_caught(shapes_root: Path) -> None:
+    with breaks(
+        "readable_samples",
+        r"train sample 'shape_00': .*shape_00\.png: values \{2\} found, masks of this dataset "
+        r"hold 0, 1",
+    ):
+        check_dataset(WrongMaskSpec, root=shapes_root)
+
+
+def test_dataset_swallowing_unknown_options_is_caught(shapes_root: Path) -> None:
+    with breaks("unknown_option", "no_such_option=1 was accepted silently"):
+        check_dataset(SwallowsOptions, root=shapes_root)
+
+
+def test_generate_must_be_seeded_and_read_back() -> None:
+    with breaks("generate", r"two runs of generate\(root, count=12, seed=0\) wrote different"):
+        check_dataset(Unseeded, rules=["generate"])
+    with breaks("generate", r"factory\(root, \*\*options\) did not read the folder .* but rewrote"):
+        check_dataset(RegeneratesOnRead, rules=["generate"])
+
+
+def test_a_dataset_without_generate_needs_a_root() -> None:
+    with pytest.raises(
+        ValueError, match=r"dataset 'folder' \(segkit .*\) reads a folder: pass root="
+    ):
+        check("datasets", "folder")
+    mark = parametrize_plugins("datasets", distribution="segkit", rules=True)
+    assert "datasets-folder-missing_root" in {c.id for c in mark.args[1]}
+    assert len(mark.args[1]) == len(plugin_names("datasets", "segkit")) * len(DATASET_RULES)
