@@ -29,7 +29,7 @@ import torch
 
 from segkit import registry
 from segkit.config import RunConfig, data_path
-from segkit.contracts import Dataset, Loader, attach_input_check, min_input_multiple
+from segkit.contracts import Dataset, Loader, attach_input_check, declares, min_input_multiple
 from segkit.distributed import Dist
 from segkit.errors import ConfigError
 from segkit.precision import Precision, create_precision
@@ -207,7 +207,7 @@ def create_model(
             factory returned something else than a ``torch.nn.Module``.
     """
     factory = registry.default_registry().get("models", name)
-    declared = hasattr(factory, "min_input_multiple")
+    declared = declares(factory, "min_input_multiple")
     if declared:
         multiple = min_input_multiple(factory, options)
         _check_image_size(name, image_size, multiple)
@@ -222,7 +222,9 @@ def create_model(
     if not declared:  # an older plugin that sets it on the model only
         multiple = int(getattr(model, "min_input_multiple", 1))
         _check_image_size(name, image_size, multiple)
-    attach_input_check(model, name, multiple)
+    # The shared option ``encoder`` says which variant failed: "timm_unet (efficientnet_b0)".
+    label = f"{name} ({options['encoder']})" if options.get("encoder") else name
+    attach_input_check(model, label, multiple)
     return model
 
 

@@ -382,6 +382,11 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
     return problems
 
 
+def declares(factory: Any, name: str) -> bool:
+    """Whether ``factory`` declares the capability ``name`` itself."""
+    return hasattr(factory, name)
+
+
 def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
     """The ``min_input_multiple`` a model factory declares for these options, without
     building the model.

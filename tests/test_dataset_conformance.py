@@ -20,7 +20,6 @@ from PIL import Image
 
 from segkit.testing import (
     DATASET_RULES,
-    ConformanceError,
     check_dataset,
     plugin_names,
     write_shapes_dataset,
@@ -33,11 +32,11 @@ FOLDER_SPLITS = {
     "test": ["img_8", "img_9"],
 }
 
-#: case id -> (registered dataset, factory options). The synthetic factory is told the
-#: count and seed the kit generates with (12 and 0); with its defaults it does not read
-#: that set but rebuilds a 400-image one in its place: see the xfail test below.
+#: case id -> (registered dataset, factory options). The synthetic factory reads the set
+#: the kit generates (12 images) with its default options: count and seed come from the
+#: set's marker (see the test below).
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "synthetic": ("synthetic", {"count": 12, "seed": 0}),
+    "synthetic": ("synthetic", {}),
     "oxford_pet": ("oxford_pet", {}),
     "folder": ("folder", {}),
     "folder-splits": ("folder", {}),
@@ -85,15 +84,6 @@ def test_contract(case: str, rule: str, roots: dict[str, Path | None]) -> None:
     check_dataset(name, root=roots[case], options=options, rules=[rule])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConformanceError,
-    reason="SyntheticPet(root) with its default count=400 does not read the 12-image set "
-    "generate() wrote there: it deletes it and generates 400 images in its place (it reuses "
-    "a folder only when count and seed match its marker file). So `segkit data synth PATH "
-    "--count 100` then `segkit run --dataset synthetic --data PATH` (without --dataset-opt "
-    "count=100) silently replaces the set",
-)
 def test_synthetic_reads_the_set_generate_wrote_with_its_default_options(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import segkit
 from segkit.errors import ConfigError
 from segkit.registry import create, list_plugins
 from segkit.testing import check_model, parametrize_plugins
@@ -40,12 +41,12 @@ def test_builtin_parameter_count(name: str, millions: float) -> None:
 
 
 def test_unet_size_error_suggests_a_size_that_works() -> None:
-    model = create("models", "unet")
+    model = segkit.create_model("unet")
     with pytest.raises(ConfigError, match=r"height=250, width=250 .* by 16.*\(256, 256\)"):
         model(torch.randn(1, 3, 250, 250))
 
 
 def test_resnet34_unet_size_error_suggests_a_size_that_works() -> None:
-    model = create("models", "resnet34_unet")
+    model = segkit.create_model("resnet34_unet")
     with pytest.raises(ConfigError, match=r"height=250, width=100 .* by 32.*\(256, 128\)"):
         model(torch.randn(1, 3, 250, 100))

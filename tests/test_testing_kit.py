@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segkit import recipes as R
-from segkit.contracts import MaskSpec, Sample
+from segkit.contracts import MaskSpec, Sample, declare
 from segkit.errors import ConfigError, DataError
 from segkit.testing import (
     DATASET_RULES,
@@ -39,8 +39,6 @@ from segkit.testing import (
 class TinyNet(nn.Module):
     """A good model: two convs, logits out, any input size."""
 
-    min_input_multiple = 1
-
     def __init__(self, in_channels: int = 3, out_channels: int = 1):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU())
@@ -50,6 +48,7 @@ class TinyNet(nn.Module):
         return self.head(self.body(x))
 
 
+@declare(min_input_multiple=1)
 def create_tiny(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
     return TinyNet(in_channels, out_channels)
 
@@ -76,8 +75,8 @@ def create_accepts_anything(in_channels: int = 3, out_channels: int = 1, **optio
 
 
 class Strided(TinyNet):
-    """Declares min_input_multiple 2 but crashes deep inside on odd sizes, instead of a
-    ConfigError naming the size."""
+    """Needs even sizes: crashes deep inside on odd ones (segkit's attached check turns
+    that into a ConfigError when the factory declares min_input_multiple 2)."""
 
     min_input_multiple = 2
 
@@ -86,8 +85,33 @@ class Strided(TinyNet):
         return self.head(y + y[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2])
 
 
+@declare(min_input_multiple=2)
 def create_strided(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
     return Strided(in_channels, out_channels)
+
+
+@declare(min_input_multiple=1)
+def create_strided_declared_1(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
+    """Broken: declares 1 (every size), but the model needs even sizes."""
+    model = Strided(in_channels, out_channels)
+    model.min_input_multiple = 1  # agrees with the declaration; the forward does not
+    return model
+
+
+def create_strided_undeclared(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
+    """Broken: says min_input_multiple on the model only, so segkit must build it to know."""
+    return Strided(in_channels, out_channels)
+
+
+@declare(min_input_multiple=4)
+def create_contradicted(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
+    """Broken: the factory declares 4, the model it builds says 2."""
+    return Strided(in_channels, out_channels)
+
+
+def create_no_out_channels(in_channels: int = 3) -> nn.Module:
+    """Broken: segkit passes out_channels, which this factory does not take."""
+    return TinyNet(in_channels, 1)
 
 
 def create_mse() -> nn.Module:
@@ -218,12 +242,36 @@ def test_swallowed_unknown_option_is_caught() -> None:
         check_model(create_accepts_anything, rules=["unknown_option"])
 
 
-def test_bad_size_must_be_a_config_error() -> None:
+def test_the_declared_multiple_is_enforced_by_segkits_own_check() -> None:
+    check_model(create_strided, rules=["min_input_multiple", "input_sizes", "bad_input_size"])
+
+
+def test_a_declared_multiple_too_small_for_the_model_is_caught() -> None:
+    with pytest.raises(ConformanceError, match=r"'input_sizes': raised RuntimeError"):
+        check_model(create_strided_declared_1, rules=["input_sizes"])
+
+
+def test_the_multiple_must_be_declared_on_the_factory() -> None:
     with pytest.raises(
         ConformanceError,
-        match=r"'bad_input_size': input 5x4 with min_input_multiple=2 raised RuntimeError .* not segkit.errors.ConfigError",
+        match=r"'min_input_multiple': the model sets min_input_multiple=2 but its factory "
+        r"declares none; declare it on the factory",
     ):
-        check_model(create_strided, rules=["bad_input_size"])
+        check_model(create_strided_undeclared, rules=["min_input_multiple"])
+    with pytest.raises(
+        ConformanceError,
+        match=r"the factory declares min_input_multiple=4 but the model says 2",
+    ):
+        check_model(create_contradicted, rules=["min_input_multiple"])
+
+
+def test_a_factory_that_does_not_fit_the_contract_is_caught() -> None:
+    with pytest.raises(
+        ConformanceError,
+        match=r"model factory 'create_no_out_channels' .* breaks rule 'signature': does not "
+        r"accept 'out_channels'",
+    ):
+        check_model(create_no_out_channels, rules=["signature"])
 
 
 def test_nan_loss_is_caught() -> None:
@@ -289,7 +337,8 @@ def test_loader_ignoring_shards_is_caught() -> None:
 
 def test_unknown_rule_and_kind_are_refused() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown model rule\(s\) \['gradient'\]; the rules are: returns_module"
+        ValueError,
+        match=r"unknown model rule\(s\) \['gradient'\]; the rules are: signature, returns_module",
     ):
         check_model(create_tiny, rules=["gradient"])
     with pytest.raises(ValueError, match="no conformance checks for kind 'optimizers'"):
@@ -299,7 +348,7 @@ def test_unknown_rule_and_kind_are_refused() -> None:
 def test_rules_run_in_table_order_and_only_those_asked() -> None:
     # Asking for a rule that passes never runs the broken ones.
     check_model(create_half_size, rules=["returns_module", "unknown_option"])
-    assert list(MODEL_RULES)[:2] == ["returns_module", "min_input_multiple"]
+    assert list(MODEL_RULES)[:3] == ["signature", "returns_module", "min_input_multiple"]
     assert "all_zero_target" in LOSS_RULES
 
 
@@ -330,7 +379,7 @@ def test_the_plugin_guide_lists_every_rule() -> None:
     from segkit.testing import LOADER_RULES, RECIPE_RULES
 
     guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
-    for table in (MODEL_RULES, LOSS_RULES, RECIPE_RULES, LOADER_RULES):
+    for table in (MODEL_RULES, LOSS_RULES, RECIPE_RULES, LOADER_RULES, DATASET_RULES):
         for rule in table:
             assert f"| `{rule}` |" in guide, rule
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import segkit
 from segkit.errors import ConfigError
 from segkit.registry import create
 from segkit.testing import check_model
@@ -225,7 +226,7 @@ def test_bad_options(options: dict, match: str) -> None:
 
 
 def test_size_error_names_the_encoder_and_a_size_that_works() -> None:
-    model = create("models", "timm_unet", encoder="efficientnet_b0").eval()
+    model = segkit.create_model("timm_unet", encoder="efficientnet_b0").eval()
     with pytest.raises(
         ConfigError,
         match=r"timm_unet \(efficientnet_b0\): input height=250, width=100 is not divisible by 32; resize or pad your images to \(256, 128\)",

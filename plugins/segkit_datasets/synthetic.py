@@ -47,6 +47,9 @@ from segkit_datasets.oxford_pet import OxfordPet
 #: colour is in 30% of the images (was 70%).
 VERSION = 2
 
+#: Images in the embedded default set.
+DEFAULT_COUNT = 400
+
 #: Written last by :func:`write_synthetic`; a folder without it is incomplete.
 MARKER = ".segkit-synthetic.json"
 
@@ -145,18 +148,23 @@ def write_synthetic(
     return root
 
 
-def is_complete(root: Path, count: int, seed: int) -> bool:
-    """Whether ``root`` holds a finished synthetic set made with ``count`` and ``seed``."""
+def _marker(root: Path) -> dict[str, Any] | None:
+    """The marker of a finished set of this generator version in ``root``, else None."""
     try:
         marker = json.loads((Path(root) / MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("version") == VERSION
-        and marker.get("count") == count
-        and marker.get("seed") == seed
-    )
+        return None
+    if not isinstance(marker, dict) or marker.get("version") != VERSION:
+        return None
+    if not isinstance(marker.get("count"), int) or not isinstance(marker.get("seed"), int):
+        return None
+    return marker
+
+
+def is_complete(root: Path, count: int, seed: int) -> bool:
+    """Whether ``root`` holds a finished synthetic set made with ``count`` and ``seed``."""
+    marker = _marker(root)
+    return marker is not None and marker["count"] == count and marker["seed"] == seed
 
 
 def default_cache_dir(count: int, seed: int) -> Path:
@@ -178,8 +186,9 @@ class SyntheticPet(OxfordPet):
         root: Dataset folder; ``None`` means the cache folder
             ``$SEGKIT_CACHE/synthetic-<count>-<seed>-v<VERSION>`` (``$SEGKIT_CACHE`` defaults to
             ``~/.cache/segkit``).
-        count: Number of images.
-        seed: Generator seed.
+        count: Number of images (default: what a set already in ``root`` holds, else
+            :data:`DEFAULT_COUNT`).
+        seed: Generator seed (default: that of a set already in ``root``, else 0).
         **oxford_options: Passed to :class:`OxfordPet` (``valid_fraction``,
             ``split_seed``).
 
@@ -196,9 +205,26 @@ class SyntheticPet(OxfordPet):
     fetch = None
 
     def __init__(
-        self, root: Path | None = None, count: int = 400, seed: int = 0, **oxford_options: Any
+        self,
+        root: Path | None = None,
+        count: int | None = None,
+        seed: int | None = None,
+        **oxford_options: Any,
     ) -> None:
-        root = default_cache_dir(count, seed) if root is None else Path(root).expanduser()
+        if root is None:
+            count = DEFAULT_COUNT if count is None else count
+            seed = 0 if seed is None else seed
+            root = default_cache_dir(count, seed)
+        else:
+            # A set written by `segkit data synth PATH --count N` is read as it is: the
+            # count and seed not given come from its marker, so it is not regenerated.
+            root = Path(root).expanduser()
+            made = _marker(root)
+            if made is not None:
+                count = made["count"] if count is None else count
+                seed = made["seed"] if seed is None else seed
+            count = DEFAULT_COUNT if count is None else count
+            seed = 0 if seed is None else seed
         if not is_complete(root, count, seed):
             _generate_into_place(root, count, seed)
         self.count = count

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from segkit.registry import canonical_kind
 from segkit.testing.datasets import DATASET_RULES, check_dataset
 from segkit.testing.loaders import LOADER_RULES, check_loader
 from segkit.testing.losses import LOSS_RULES, check_loss
@@ -16,7 +17,7 @@ from segkit.testing.recipes import RECIPE_RULES, check_recipe
 CHECKERS: dict[str, Callable[..., None]] = {
     "models": check_model,
     "losses": check_loss,
-    "augmentations": check_recipe,
+    "recipes": check_recipe,
     "loaders": check_loader,
     "datasets": check_dataset,
 }
@@ -24,19 +25,20 @@ CHECKERS: dict[str, Callable[..., None]] = {
 _RULES = {
     "models": MODEL_RULES,
     "losses": LOSS_RULES,
-    "augmentations": RECIPE_RULES,
+    "recipes": RECIPE_RULES,
     "loaders": LOADER_RULES,
     "datasets": DATASET_RULES,
 }
 
 
 def check(kind: str, plugin: str | Callable[..., Any], **kwargs: Any) -> None:
-    """Run the checker of ``kind`` ("models", "losses", "augmentations", "loaders",
-    "datasets").
+    """Run the checker of ``kind`` ("models", "losses", "recipes", "loaders",
+    "datasets"; the old name "augmentations" still works).
 
     Keyword arguments go to :func:`check_model`, :func:`check_loss`, :func:`check_recipe`,
     :func:`check_loader` or :func:`check_dataset`.
     """
+    kind = canonical_kind(kind)
     if kind not in CHECKERS:
         raise ValueError(f"no conformance checks for kind {kind!r}; kinds: {', '.join(CHECKERS)}")
     CHECKERS[kind](plugin, **kwargs)
@@ -79,7 +81,7 @@ def parametrize_plugins(*kinds: str, distribution: str | None = None, rules: boo
     import pytest
 
     cases = []
-    for kind in kinds:
+    for kind in map(canonical_kind, kinds):
         if rules and kind not in _RULES:
             raise ValueError(f"no conformance rules for kind {kind!r}; kinds: {', '.join(_RULES)}")
         for plugin in plugin_names(kind, distribution):

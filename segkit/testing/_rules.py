@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from segkit.errors import ConfigError, PluginLoadError
+from segkit.registry import SINGULAR, canonical_kind
 
 
 class ConformanceError(AssertionError):
@@ -59,14 +60,21 @@ def names(items: Sequence[Any], limit: int = 5) -> str:
 
 # ----------------------------------------------------------------------------- targets
 
-#: How messages call one plugin of each kind.
-SINGULAR = {
-    "models": "model",
-    "losses": "loss",
-    "augmentations": "recipe",
-    "loaders": "loader",
-    "datasets": "dataset",
-}
+#: What the ``signature`` rule of every kind demands.
+SIGNATURE = (
+    "the factory's signature fits its kind's contract (segkit.contracts.CONTRACTS): it "
+    "accepts every argument segkit passes, needs no other, and its declared capabilities "
+    "have the right type"
+)
+
+
+def fits_contract(case: Case) -> None:
+    """The ``signature`` rule of every kind (a registered plugin that breaks it fails to
+    load; this also checks a factory passed directly)."""
+    from segkit.contracts import contract_problems
+
+    problems = contract_problems(case.target.kind, case.target.plugin)
+    demand(not problems, "; ".join(problems))
 
 
 @dataclass
@@ -90,6 +98,7 @@ class Target:
 
 def target(kind: str, plugin: str | Callable[..., Any], name: str | None) -> Target:
     """The :class:`Target` of a registered plugin name or of a factory."""
+    kind = canonical_kind(kind)
     if isinstance(plugin, str):
         return _registered(kind, plugin)
     if not callable(plugin):

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.contracts import SPLITS, MaskSpec, Sample
+from segkit.contracts import SPLITS, MaskSpec, Sample, capability
 from segkit.errors import ConfigError, DataError
 from segkit.testing._rules import (
+    SIGNATURE,
     UNKNOWN_OPTION,
     Broken,
     Rule,
@@ -28,6 +29,7 @@ from segkit.testing._rules import (
     demands,
     expect_refusal,
     first_line,
+    fits_contract,
     names,
     refuses_unknown_option,
     run_rule,
@@ -272,6 +274,7 @@ def unknown_option(case: DatasetCase) -> None:
 
 #: The dataset rules, in the order they run.
 RULES: dict[str, Rule[DatasetCase]] = {
+    "signature": Rule(SIGNATURE, fits_contract),
     "returns_dataset": Rule(
         "factory(root, **options) returns an object with root (a pathlib.Path to a folder), "
         "mask_spec (a segkit.contracts.MaskSpec whose allowed values are ints and include "
@@ -348,7 +351,7 @@ def check_dataset(
     """
     tgt = target("datasets", dataset, name)
     selected = select(RULES, rules, "dataset")
-    make_data = getattr(tgt.plugin, "generate", None)
+    make_data = capability("datasets", tgt.plugin, "generate")
     if root is None and make_data is None:
         raise ValueError(
             f"{tgt.label} reads a folder: pass root=, a dataset folder in its layout (a few "

@@ -12,7 +12,17 @@ import torch
 
 from segkit import recipes as R
 from segkit.contracts import Batch
-from segkit.testing._rules import Rule, Target, demand, demands, run_rules, select, target
+from segkit.testing._rules import (
+    SIGNATURE,
+    Rule,
+    Target,
+    demand,
+    demands,
+    fits_contract,
+    run_rules,
+    select,
+    target,
+)
 from segkit.testing.shapes import shapes_dataset
 
 
@@ -147,6 +157,7 @@ def shards(case: LoaderCase) -> None:
 
 #: The loader rules, in the order they run.
 RULES: dict[str, Rule[LoaderCase]] = {
+    "signature": Rule(SIGNATURE, fits_contract),
     "batches": Rule(
         "batches are segkit.contracts.Batch of float32 (N, 3, S, S) images and 0/1 "
         "(N, 1, S, S) masks, len() counts the last partial batch, which is kept",

@@ -10,11 +10,13 @@ from typing import Any
 import torch
 
 from segkit.testing._rules import (
+    SIGNATURE,
     UNKNOWN_OPTION,
     Rule,
     Target,
     demand,
     demands,
+    fits_contract,
     refuses_unknown_option,
     run_rules,
     select,
@@ -156,6 +158,7 @@ def unknown_option(case: LossCase) -> None:
 
 #: The loss rules, in the order they run.
 RULES: dict[str, Rule[LossCase]] = {
+    "signature": Rule(SIGNATURE, fits_contract),
     "returns_callable": Rule(
         "the factory returns a callable loss(logits, target)", returns_callable
     ),

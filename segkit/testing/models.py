@@ -9,14 +9,18 @@ from typing import Any
 
 import torch
 
+from segkit.contracts import attach_input_check, declares
+from segkit.contracts import min_input_multiple as declared_min_input_multiple
 from segkit.errors import ConfigError
 from segkit.testing._rules import (
+    SIGNATURE,
     UNKNOWN_OPTION,
     Rule,
     Target,
     demand,
     demands,
     expect_refusal,
+    fits_contract,
     names,
     refuses_unknown_option,
     returned,
@@ -39,13 +43,26 @@ class ModelCase:
     seed: int
     model: torch.nn.Module | None = None
     pristine: bool = False  # no rule has trained or converted ``model`` yet
+    own_multiple: Any = None  # what the model itself says, before segkit sets it
+
+    def declared_multiple(self) -> int | None:
+        """What the factory declares, read without building a model (None: nothing)."""
+        if not declares(self.target.plugin, "min_input_multiple"):
+            return None
+        return declared_min_input_multiple(self.target.plugin, self.options)
 
     def make(self, **channels: int) -> torch.nn.Module:
-        """A new model under the case's torch seed (``channels`` override the case's)."""
+        """A new model under the case's torch seed (``channels`` override the case's),
+        with the input-size check attached as segkit attaches it to every model it builds."""
         torch.manual_seed(self.seed)
         kw = {"in_channels": self.in_channels, "out_channels": self.out_channels, **channels}
         out = self.target.factory(**kw, **self.options)
         returned(out, torch.nn.Module, "not a torch.nn.Module")
+        self.own_multiple = getattr(out, "min_input_multiple", None)
+        multiple = self.declared_multiple()
+        if multiple is None:  # an older plugin: segkit falls back to the model's own value
+            multiple = int(self.own_multiple or 1)
+        attach_input_check(out, self.target.label, multiple)
         return out
 
     def shared(self) -> torch.nn.Module:
@@ -83,12 +100,21 @@ def returns_module(case: ModelCase) -> None:
 
 
 def min_input_multiple(case: ModelCase) -> None:
-    value = getattr(case.shared(), "min_input_multiple", 1)
+    declared = case.declared_multiple()  # a bad declaration raises ConfigError, saying why
+    case.shared()
+    own = case.own_multiple
+    if declared is None:
+        demand(
+            own is None,
+            f"the model sets min_input_multiple={own!r} but its factory declares none; "
+            "declare it on the factory (@segkit.contracts.declare(min_input_multiple=...)) "
+            "so segkit reads it without building the model",
+        )
+        return
     demand(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        f"min_input_multiple is {value!r}; expected an int >= 1",
+        own is None or own == declared,
+        f"the factory declares min_input_multiple={declared} but the model says {own!r}",
     )
-    demand(32 % value == 0, f"min_input_multiple is {value}, which does not divide 32")
 
 
 def seeded_determinism(case: ModelCase) -> None:
@@ -199,9 +225,12 @@ def unknown_option(case: ModelCase) -> None:
 
 #: The model rules, in the order they run.
 RULES: dict[str, Rule[ModelCase]] = {
+    "signature": Rule(SIGNATURE, fits_contract),
     "returns_module": Rule("the factory returns a torch.nn.Module", returns_module),
     "min_input_multiple": Rule(
-        "min_input_multiple, if declared, is an int >= 1 that divides 32", min_input_multiple
+        "the factory declares min_input_multiple (an int >= 1 that divides 32, or a "
+        "function of the options returning one), and the model does not contradict it",
+        min_input_multiple,
     ),
     "seeded_determinism": Rule(
         "two models made under the same torch seed are identical, and in eval mode the same "
@@ -226,7 +255,7 @@ RULES: dict[str, Rule[ModelCase]] = {
     ),
     "bad_input_size": Rule(
         "a size not divisible by min_input_multiple raises segkit.errors.ConfigError naming "
-        "the size",
+        "the size (segkit attaches this check to every model it builds)",
         bad_input_size,
     ),
     "in_out_channels": Rule("in_channels and out_channels are honoured", in_out_channels),

@@ -11,11 +11,13 @@ import torch
 from segkit import recipes as R
 from segkit.errors import ConfigError, SegkitError
 from segkit.testing._rules import (
+    SIGNATURE,
     Broken,
     Rule,
     Target,
     demand,
     demands,
+    fits_contract,
     returned,
     run_rules,
     select,
@@ -145,6 +147,7 @@ def masks_binary_and_aligned(case: RecipeCase) -> None:
 
 #: The recipe rules, in the order they run.
 RULES: dict[str, Rule[RecipeCase]] = {
+    "signature": Rule(SIGNATURE, fits_contract),
     "returns_recipe": Rule(
         "the factory(image_size=...) returns a segkit.recipes.Recipe", returns_recipe
     ),
@@ -193,7 +196,7 @@ def check_recipe(
         ConformanceError: A rule is broken; the message names the plugin and the rule.
     """
     case = RecipeCase(
-        target("augmentations", recipe, name),
+        target("recipes", recipe, name),
         image_size,
         loader,
         dict(loader_options or {}),
