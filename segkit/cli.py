@@ -84,7 +84,8 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
             if meta.get("metavar"):
                 kw["metavar"] = meta["metavar"]
         if f.default not in (None, dataclasses.MISSING) and "default:" not in help_text:
-            help_text += f" (default: {f.default})"
+            shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
+            help_text += f" (default: {shown})"
         kw["help"] = help_text.replace("%", "%%")
         group.add_argument(flag(f.name), **kw)
         for old, new in _RENAMED_FLAGS.items():
@@ -309,9 +310,6 @@ def _without_devices(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from segkit.config import DEFAULTS
-    from segkit.registry import KIND_ALIASES, KINDS
-
     parser = argparse.ArgumentParser(
         prog="segkit",
         description="Binary semantic segmentation: train, evaluate and predict with pluggable "
@@ -319,7 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="segkit 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_list(sub)
+    _add_data(sub)
+    return parser
 
+
+def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="train, evaluate on the test split, write a run folder")
     p.add_argument(
         "--config",
@@ -347,12 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     add_config_args(p, _EVALUATE_KEYS)
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser("predict", help="write mask and overlay PNGs for image files")
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
@@ -362,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_args(p, ("device",))
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_list(sub: Any) -> None:
+    from segkit.registry import KIND_ALIASES, KINDS
 
     p = sub.add_parser(
         "list", help="show installed plugins, their distribution and whether they load"
@@ -376,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
     )
     p.set_defaults(func=_cmd_list)
+
+
+def _add_data(sub: Any) -> None:
+    from segkit.config import DEFAULTS
 
     p = sub.add_parser("data", help="make or download datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -404,7 +422,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=None, help="base URL of the archives (default: the official one)"
     )
     f.set_defaults(func=_cmd_data_fetch)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
