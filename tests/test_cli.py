@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,11 +170,6 @@ def test_image_size_not_divisible_by_32(capsys, tiny_pets: Path) -> None:
 def test_bad_option_value(capsys) -> None:
     err = error_of(capsys, ["run", "--epochs", "0"])
     assert "--epochs 0: expected a positive integer" in err
-
-
-@pytest.fixture
-def broken_pets(tiny_pets: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
 
 
 def one_epoch(data: Path, out: Path) -> list[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from segkit import create_dataset, create_recipe
+from segkit import create_recipe
 from segkit.errors import ConfigError, DataError
 from segkit.recipes import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomGamma, Recipe, Resize
 from segkit.registry import create, list_plugins
@@ -31,11 +33,6 @@ def collect(loader, epoch=0):
         torch.cat([b.masks for b in batches]),
         [len(b.images) for b in batches],
     )
-
-
-@pytest.fixture(scope="module")
-def shapes(shapes_pets):
-    return create_dataset("oxford_pet", shapes_pets)
 
 
 # Batches, drop_last, epoch determinism, shards, and every recipe keeping masks binary
@@ -77,16 +74,19 @@ def test_gamma_stays_in_its_range(loader, shapes):
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 @pytest.mark.parametrize("loader", LOADERS)
-def test_corrupt_jpeg_names_the_file(loader, num_workers, shapes_pets, tmp_path):
+def test_corrupt_jpeg_names_the_file(loader, num_workers, shapes_root, tmp_path):
     """One line naming the file, whether it was read in this process or in a worker."""
     import shutil
 
-    root = shutil.copytree(shapes_pets, tmp_path / "pets")
-    bad = root / "images" / "shape_1.jpg"
+    from segkit.testing import ShapesDataset
+
+    root = shutil.copytree(shapes_root, tmp_path / "shapes")
+    ds = ShapesDataset(root)
+    bad = ds.samples("test")[1].image
     bad.write_bytes(bad.read_bytes()[:200])
-    ds = create_dataset("oxford_pet", root)
-    with pytest.raises(DataError, match=r"shape_1\.jpg: cannot decode image") as error:
+    with pytest.raises(DataError, match=re.escape(f"{bad.name}: cannot decode image")) as error:
         collect(make_loader(loader, ds, "test", train=False, num_workers=num_workers))
+    assert str(bad) in str(error.value)
     assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
 
 
@@ -110,7 +110,7 @@ def test_flip_frequency_is_near_its_probability(shapes):
     plain = Recipe("p", train=(Resize(size=SIZE), Normalize()))
     flips = 0
     total = 0
-    for epoch in range(4):
+    for epoch in range(7):  # 70 draws of the 10 training images
         a = collect(make_loader("albumentations", shapes, recipe=flip, seed=0), epoch=epoch)[1]
         b = collect(make_loader("albumentations", shapes, recipe=plain, seed=0), epoch=epoch)[1]
         flips += sum(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
