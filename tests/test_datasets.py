@@ -127,9 +127,24 @@ def test_oxford_pet_satisfies_the_contract(tiny_pets: Path) -> None:
         ds.samples("val")
 
 
+def test_train_valid_split_of_3680_ids_is_the_labs_rule() -> None:
+    """The rule alone, on the official trainval size; the reader's use of it is checked
+    on a folder of that size below (slow: 7,400 files to write)."""
+    ids = [f"Breed_{i}" for i in range(3680)]
+    split = train_valid_split(ids, 0.1, 0)
+    train, valid = split["train"], split["valid"]
+    assert (len(valid), len(train)) == (368, 3312)
+    assert set(train).isdisjoint(valid) and set(train) | set(valid) == set(ids)
+    assert train == sorted(train) and valid == sorted(valid)
+    assert train_valid_split(ids[::-1], 0.1, 0) == split  # the order of the list is no input
+    assert train_valid_split(ids, 0.1, 1)["valid"] != valid
+
+
 @pytest.fixture(scope="module")
 def fake_official(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The official trainval size (3680 ids) with empty files: samples() never decodes."""
+    """The official trainval size (3680 ids) with empty files: samples() never decodes.
+    Its own data: the split sizes are the official set's, and only its file names matter.
+    """
     root = tmp_path_factory.mktemp("official")
     (root / "images").mkdir()
     (root / "annotations" / "trimaps").mkdir(parents=True)
@@ -143,6 +158,7 @@ def fake_official(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # fake_official writes 7,400 files: 1-3 s on this 2-core VM
 def test_train_valid_split_of_3680_ids_is_the_labs(fake_official: Path) -> None:
     ds = OxfordPet(fake_official)
     train = [s.id for s in ds.samples("train")]

@@ -72,8 +72,18 @@ def test_gamma_stays_in_its_range(loader, shapes):
         assert lo - 0.05 <= g <= hi + 0.05
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-@pytest.mark.parametrize("loader", LOADERS)
+def _worker_cases():
+    """(loader, num_workers) pairs. The albumentations loader's workers are processes
+    (from a forkserver that takes seconds to start): that case is in the slow tier. The
+    dali loader's workers are threads."""
+    for loader in LOADERS:
+        for n in (0, 1):
+            slow = n > 0 and loader == "albumentations"
+            marks = [pytest.mark.slow] if slow else []
+            yield pytest.param(loader, n, marks=marks, id=f"{loader}-{n}")
+
+
+@pytest.mark.parametrize(("loader", "num_workers"), list(_worker_cases()))
 def test_corrupt_jpeg_names_the_file(loader, num_workers, shapes_root, tmp_path):
     """One line naming the file, whether it was read in this process or in a worker."""
     import shutil
@@ -97,6 +107,7 @@ def test_bad_batch_size_and_shard_are_config_errors(shapes):
         make_loader("albumentations", shapes, shard=(2, 2))
 
 
+@pytest.mark.slow  # starts two worker processes
 def test_albumentations_loader_with_workers_matches_without(shapes):
     a = collect(make_loader("albumentations", shapes, num_workers=0, seed=2), epoch=3)
     b = collect(make_loader("albumentations", shapes, num_workers=2, seed=2), epoch=3)
