@@ -1,13 +1,29 @@
-"""Shared fixtures: small generated datasets, and a cache folder inside pytest's tmp."""
+"""Shared fixtures: the two generated datasets every module uses, and a cache folder inside
+pytest's tmp.
+
+Each dataset is written once per session and shared by every test that asks for it, so a
+test must never modify one: ask for a writable copy (``broken_pets``) or copy it first.
+
+- ``tiny_pets`` / ``tiny_pets_dataset``: pet-like photos (segkit's synthetic Oxford-IIIT Pet
+  generator); what a real run trains on, at the smallest useful size.
+- ``shapes_root`` / ``shapes``: the conformance kit's L shapes
+  (:func:`segkit.testing.write_shapes_dataset`); the mask can be read back from the pixels
+  after any augmentation.
+
+Tests that need other data say why in their own fixture's docstring.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+#: Settings of ``tiny_pets``; test_datasets checks the generator against them.
+TINY_PETS_COUNT = 20
+TINY_PETS_SEED = 7
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,45 +35,56 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 20-image synthetic Oxford-IIIT Pet folder (15 trainval, 5 test)."""
+    """A synthetic Oxford-IIIT Pet folder: ``write_synthetic(count=20, seed=7)``.
+
+    20 JPEGs of 250-500 px with trimaps (1 pet, 2 background, 3 border). ``test.txt``
+    lists 5, ``trainval.txt`` 15, which the ``oxford_pet`` reader splits into 13 train
+    and 2 valid. Read-only: use ``broken_pets`` to damage a copy.
+    """
     from segkit_datasets.synthetic import write_synthetic
 
-    return write_synthetic(tmp_path_factory.mktemp("pets"), count=20, seed=7)
-
-
-def write_pet_layout(
-    root: Path, images: dict[str, np.ndarray], trimaps: dict[str, np.ndarray], test: list[str]
-) -> Path:
-    """Write arrays as an Oxford-IIIT Pet folder: JPEG images, PNG trimaps, split lists."""
-    (root / "images").mkdir(parents=True)
-    (root / "annotations" / "trimaps").mkdir(parents=True)
-    for name, img in images.items():
-        Image.fromarray(img).save(root / "images" / f"{name}.jpg", quality=95)
-        Image.fromarray(trimaps[name]).save(root / "annotations" / "trimaps" / f"{name}.png")
-    trainval = [n for n in images if n not in test]
-    (root / "annotations" / "trainval.txt").write_text("".join(f"{n} 1 1 1\n" for n in trainval))
-    (root / "annotations" / "test.txt").write_text("".join(f"{n} 1 1 1\n" for n in test))
-    return root
+    return write_synthetic(
+        tmp_path_factory.mktemp("pets"), count=TINY_PETS_COUNT, seed=TINY_PETS_SEED
+    )
 
 
 @pytest.fixture(scope="session")
-def shapes_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Images whose mask is recoverable from the pixels: a bright, asymmetric shape (an
-    L, so a flip or a shifted crop shows) on a dark background; trimap 1 inside, 2 out."""
-    rng = np.random.default_rng(0)
-    images, trimaps = {}, {}
-    for i in range(24):
-        h, w = int(rng.integers(90, 140)), int(rng.integers(100, 160))
-        mask = np.zeros((h, w), bool)
-        y0, x0 = int(rng.integers(5, h // 3)), int(rng.integers(5, w // 3))
-        mask[y0 : h - 10, x0 : x0 + w // 5] = True  # vertical bar of the L
-        mask[h - 30 : h - 10, x0 : w - 8] = True  # its foot, to the right
-        img = np.where(mask[..., None], rng.integers(200, 240, 3), rng.integers(15, 50, 3))
-        images[f"shape_{i}"] = img.astype(np.uint8)
-        trimaps[f"shape_{i}"] = np.where(mask, 1, 2).astype(np.uint8)
-    return write_pet_layout(
-        tmp_path_factory.mktemp("shapes"),
-        images,
-        trimaps,
-        test=["shape_0", "shape_1", "shape_2", "shape_3"],
-    )
+def tiny_pets_dataset(tiny_pets: Path):
+    """``tiny_pets`` read by the registered ``oxford_pet`` dataset plugin (splits: train 13,
+    valid 2, test 5)."""
+    from segkit import registry
+
+    return registry.create("datasets", "oxford_pet", tiny_pets)
+
+
+@pytest.fixture
+def broken_pets(tiny_pets: Path, tmp_path: Path) -> Path:
+    """A writable copy of ``tiny_pets`` for one test to damage."""
+    return Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The conformance kit's L-shape folder: ``segkit.testing.write_shapes_dataset(root,
+    seed=0)``, the same data its loader and recipe checks read.
+
+    16 JPEGs, image ``i`` is ``(90 + 3i) x (100 + 4i)`` px (every one a different size),
+    named ``shape_00`` .. ``shape_15``: a bright L (channels 200-240) on a dark background
+    (15-50), so the mask can be read back from the pixels and a flip or a shifted crop of
+    only one of image and mask shows. Trimaps are 1 inside the L and 2 outside, in the
+    Oxford-IIIT Pet layout: ``trainval.txt`` lists the first 12, ``test.txt`` the last 4.
+    Read-only: copy it to damage it.
+    """
+    from segkit.testing import write_shapes_dataset
+
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def shapes(shapes_root: Path):
+    """``shapes_root`` read by the kit's own :class:`segkit.testing.ShapesDataset`: train
+    ``shape_00``-``shape_09`` (10 images), valid ``shape_10``-``shape_11``, test
+    ``shape_12``-``shape_15``; mask spec background 2, values 1 and 2."""
+    from segkit.testing import ShapesDataset
+
+    return ShapesDataset(shapes_root)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ TINY = ["--image-size", "32", "--batch-size", "4", "--num-workers", "0", "-q"]
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-epoch UNet run on tiny_pets at 32 px (slow tests only)."""
     out = tmp_path_factory.mktemp("runs")
     code = main(
         [
@@ -51,6 +51,7 @@ def error_of(capsys, argv: list[str]) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     for name in (
         "config.json",
@@ -77,6 +78,7 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     assert ckpt["config"]["model"] == "unet" and ckpt["epoch"] in (1, 2)
 
 
+@pytest.mark.slow
 def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) -> None:
     assert main(["evaluate", str(run_dir / "best.pt"), "--num-workers", "0"]) == 0
     out = capsys.readouterr().out
@@ -85,6 +87,7 @@ def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) 
     assert f"{expected:.4f}" in out
 
 
+@pytest.mark.slow
 def test_predict_writes_masks_at_the_image_size(
     run_dir: Path, tiny_pets: Path, tmp_path: Path, capsys
 ) -> None:
@@ -121,6 +124,7 @@ def test_data_synth_writes_the_oxford_layout(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "s" / "annotations" / "trainval.txt").is_file()
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_help_does_not_import_torch() -> None:
     code = "import sys, segkit.cli; segkit.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run(
@@ -173,11 +177,6 @@ def test_bad_option_value(capsys) -> None:
     assert "--epochs 0: expected a positive integer" in err
 
 
-@pytest.fixture
-def broken_pets(tiny_pets: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
-
-
 def one_epoch(data: Path, out: Path) -> list[str]:
     """``segkit run`` arguments for one tiny UNet epoch on ``data``."""
     return [
@@ -198,6 +197,7 @@ def _first(root: Path, split_file: str = "test.txt") -> str:
     return (root / "annotations" / split_file).read_text().split()[0]
 
 
+@pytest.mark.slow  # starts training: the error comes from the first batch
 def test_corrupt_jpeg_is_named(capsys, broken_pets: Path, tmp_path: Path) -> None:
     name = _first(broken_pets, "trainval.txt")
     jpeg = broken_pets / "images" / f"{name}.jpg"
@@ -206,6 +206,7 @@ def test_corrupt_jpeg_is_named(capsys, broken_pets: Path, tmp_path: Path) -> Non
     assert f"{name}.jpg: cannot decode image" in err and "truncated" in err
 
 
+@pytest.mark.slow  # starts training
 def test_trimap_with_foreign_values_is_named(capsys, broken_pets: Path, tmp_path: Path) -> None:
     name = _first(broken_pets)
     trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
@@ -229,6 +230,7 @@ def test_empty_split(capsys, broken_pets: Path) -> None:
     assert "test.txt" in err and "no samples" in err
 
 
+@pytest.mark.slow  # starts training
 def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: Path) -> None:
     name = _first(broken_pets)
     trimap = broken_pets / "annotations" / "trimaps" / f"{name}.png"
@@ -237,9 +239,20 @@ def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: 
     assert f"{name}.png: mask is 40x30 but image {name}.jpg is" in err
 
 
-def test_checkpoint_errors(capsys, tmp_path: Path, run_dir: Path) -> None:
+def test_checkpoint_errors(capsys, tmp_path: Path) -> None:
+    from segkit import checkpoint as ckpt_io
+    from segkit.config import RunConfig
+
+    whole = tmp_path / "whole.pt"  # a segkit checkpoint, small: no run needed
+    state = {"conv.weight": torch.randn(64, 3, 3, 3)}
+    config = RunConfig(model="unet", image_size=32).to_dict()
+    ckpt_io.save_atomic(
+        {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "config": config, "model": state},
+        whole,
+    )
+    assert ckpt_io.load(whole)["config"]["model"] == "unet"
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes((run_dir / "best.pt").read_bytes()[:1000])
+    truncated.write_bytes(whole.read_bytes()[:1000])
     assert "not a readable checkpoint" in error_of(capsys, ["evaluate", str(truncated)])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
@@ -290,6 +303,7 @@ def test_restoring_a_checkpoint_does_not_need_the_initial_weights_file(tmp_path:
     assert isinstance(build_model(config, restoring=True), torch.nn.Module)
 
 
+@pytest.mark.slow  # a shell pipeline
 def test_list_into_a_closed_pipe_is_quiet() -> None:
     proc = subprocess.run(
         f"{sys.executable} -m segkit list | head -1",

@@ -9,7 +9,6 @@ well under a minute on two cores.
 from __future__ import annotations
 
 import math
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +20,7 @@ pytest.importorskip(
     "nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'segkit[dali]')"
 )
 
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from segkit import recipes as R  # noqa: E402
 from segkit import registry  # noqa: E402
@@ -69,85 +68,38 @@ class ListDataset:
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    from segkit_datasets.synthetic import write_synthetic
+# The data are conftest's: ``tiny_pets_dataset`` (pet-like photos of 250-500 px, 13 train
+# samples) and ``shapes`` (the kit's bright L shapes, 10 train samples).
 
-    return write_synthetic(tmp_path_factory.mktemp("synth") / "set", count=32, seed=3)
-
-
-@pytest.fixture(scope="module")
-def synth(synth_root):
-    """32 synthetic pets in the Oxford-IIIT Pet layout: 22 train, 2 valid, 8 test."""
-    return registry.create("datasets", "oxford_pet", synth_root)
+#: Training epochs each per-op test draws: 5 x 13 samples = 65 draws.
+EPOCHS = tuple(range(5))
 
 
 @pytest.fixture(scope="module")
-def reference(synth):
-    """Resize + Normalize outputs for train epochs 0-2 (66 draws of 22 samples), the
+def reference(tiny_pets_dataset):
+    """Resize + Normalize outputs for train epochs 0-4 (65 draws of 13 samples), the
     baseline each random op's effect is measured against (same shuffle: same seed)."""
     loader = create_loader(
-        synth, "train", recipe(R.Resize(size=SIZE)), 8, train=True, num_workers=2
+        tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 8, train=True, num_workers=2
     )
-    return collect(loader, epochs=(0, 1, 2))
-
-
-def _write_shapes(root: Path, count: int, seed: int) -> ListDataset:
-    """Bright asymmetric shapes on a dark background; the mask is exactly the shape.
-
-    Greys, so a channel shuffle keeps them recoverable by a threshold; off-centre, so an
-    unflipped mask on a flipped image would fail.
-    """
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir(parents=True)
-    samples = []
-    for i in range(count):
-        w, h = (int(v) for v in rng.integers(72, 121, 2))
-        image = Image.new("RGB", (w, h), (16, 18, 14))
-        mask = Image.new("L", (w, h), 2)
-        shapes = [
-            (
-                "ellipse",
-                [w * 0.08, h * 0.1, w * rng.uniform(0.35, 0.55), h * rng.uniform(0.4, 0.7)],
-            ),
-            (
-                "polygon",
-                [(w * 0.6, h * 0.9), (w * 0.95, h * rng.uniform(0.3, 0.6)), (w * 0.7, h * 0.2)],
-            ),
-        ]
-        for kind, xy in shapes:
-            for canvas, fill in ((image, (242, 238, 232)), (mask, 1)):
-                getattr(ImageDraw.Draw(canvas), kind)(xy, fill=fill)
-        sample = Sample(
-            f"shape_{i}", root / "images" / f"shape_{i}.jpg", root / "masks" / f"shape_{i}.png"
-        )
-        image.save(sample.image, quality=95)
-        mask.save(sample.mask)
-        samples.append(sample)
-    return ListDataset(root, samples, MaskSpec(background=2, allowed=(1, 2, 3)))
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> ListDataset:
-    return _write_shapes(tmp_path_factory.mktemp("shapes"), count=24, seed=7)
+    return collect(loader, epochs=EPOCHS)
 
 
 # ------------------------------------------------------------------- batches and epochs
 
 
-def test_batches_have_the_engine_shapes_and_binary_masks(synth):
+def test_batches_have_the_engine_shapes_and_binary_masks(tiny_pets_dataset):
     loader = create_loader(
-        synth,
+        tiny_pets_dataset,
         "train",
         registry.create("augmentations", "type3", image_size=SIZE),
         8,
         train=True,
         num_workers=2,
     )
-    assert [s.id for s in loader.samples] == [s.id for s in synth.samples("train")]
+    assert [s.id for s in loader.samples] == [s.id for s in tiny_pets_dataset.samples("train")]
     batches = list(loader)
-    assert len(batches) == len(loader) == 3  # 22 samples: 8 + 8 + 6
+    assert len(batches) == len(loader) == 2  # 13 samples: 8 + 5
     for batch in batches:
         assert isinstance(batch, Batch)
         n = len(batch.images)
@@ -155,13 +107,13 @@ def test_batches_have_the_engine_shapes_and_binary_masks(synth):
         assert batch.masks.dtype == torch.float32 and batch.masks.shape == (n, 1, SIZE, SIZE)
         assert set(batch.masks.unique().tolist()) <= {0.0, 1.0}
         assert torch.isfinite(batch.images).all()
-    assert [len(b.images) for b in batches] == [8, 8, 6]
+    assert [len(b.images) for b in batches] == [8, 5]
 
 
-@pytest.mark.parametrize(("drop_last", "sizes"), [(False, [5, 5, 5, 5, 2]), (True, [5, 5, 5, 5])])
-def test_len_counts_the_partial_last_batch_unless_drop_last(synth, drop_last, sizes):
+@pytest.mark.parametrize(("drop_last", "sizes"), [(False, [5, 5, 3]), (True, [5, 5])])
+def test_len_counts_the_partial_last_batch_unless_drop_last(tiny_pets_dataset, drop_last, sizes):
     loader = create_loader(
-        synth,
+        tiny_pets_dataset,
         "train",
         recipe(R.Resize(size=SIZE)),
         5,
@@ -175,23 +127,25 @@ def test_len_counts_the_partial_last_batch_unless_drop_last(synth, drop_last, si
         assert [len(b.images) for b in loader] == sizes
 
 
-def test_same_seed_and_epoch_give_the_same_batches(synth):
+def test_same_seed_and_epoch_give_the_same_batches(tiny_pets_dataset):
     type3 = registry.create("augmentations", "type3", image_size=SIZE)
-    a = create_loader(synth, "train", type3, 8, train=True, seed=5, num_workers=2)
-    b = create_loader(synth, "train", type3, 8, train=True, seed=5, num_workers=1)
+    a = create_loader(tiny_pets_dataset, "train", type3, 8, train=True, seed=5, num_workers=2)
+    b = create_loader(tiny_pets_dataset, "train", type3, 8, train=True, seed=5, num_workers=1)
     a_epoch1 = collect(a, epochs=(1,))
     assert all(torch.equal(x, y) for x, y in zip(a_epoch1, collect(b, epochs=(1,)), strict=True))
     a_epoch0 = collect(a, epochs=(0,))
     assert not torch.equal(a_epoch0[0], a_epoch1[0])  # reshuffled and re-augmented
     again = collect(a, epochs=(1,))  # back to epoch 1 on the same (reset) pipeline
     assert torch.equal(again[0], a_epoch1[0]) and torch.equal(again[1], a_epoch1[1])
-    other_seed = create_loader(synth, "train", type3, 8, train=True, seed=6, num_workers=1)
+    other_seed = create_loader(
+        tiny_pets_dataset, "train", type3, 8, train=True, seed=6, num_workers=1
+    )
     assert not torch.equal(collect(other_seed, epochs=(1,))[0], a_epoch1[0])
 
 
-def test_an_abandoned_epoch_does_not_disturb_the_next(synth):
+def test_an_abandoned_epoch_does_not_disturb_the_next(tiny_pets_dataset):
     loader = create_loader(
-        synth, "train", recipe(R.Resize(size=SIZE)), 4, train=True, num_workers=1
+        tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 4, train=True, num_workers=1
     )
     full = collect(loader, epochs=(0,))
     loader.set_epoch(0)
@@ -206,7 +160,7 @@ def _identify(images: torch.Tensor, references: torch.Tensor) -> list[int]:
     return [int((flat - img.flatten()).abs().amax(1).argmin()) for img in images]
 
 
-def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(synth):
+def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(tiny_pets_dataset):
     """Same samples in the same order (same shuffle rule); pixels within rounding.
 
     Both decode JPEGs with libjpeg-turbo (identical pixels on the CPU); the resizes round
@@ -221,8 +175,10 @@ def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(syn
     from segkit_albumentations import create_loader as create_albumentations
 
     type3 = registry.create("augmentations", "type3", image_size=256)
-    ours = collect(create_loader(synth, "train", type3, 8, train=False, num_workers=2))
-    theirs = collect(create_albumentations(synth, "train", type3, 8, train=False, num_workers=0))
+    ours = collect(create_loader(tiny_pets_dataset, "train", type3, 8, train=False, num_workers=2))
+    theirs = collect(
+        create_albumentations(tiny_pets_dataset, "train", type3, 8, train=False, num_workers=0)
+    )
     diff = (ours[0] - theirs[0]).abs()
     assert diff.mean() < 0.01, f"mean |diff| {diff.mean():.4f} (normalized units)"
     assert diff.max() < 0.05, f"max |diff| {diff.max():.4f} (normalized units; 1/255 is ~0.017)"
@@ -230,34 +186,43 @@ def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(syn
 
     # The masks are exactly OpenCV's pixel-centre nearest neighbour, at any size.
     masks = collect(
-        create_loader(synth, "train", recipe(R.Resize(size=SIZE)), 8, train=False, num_workers=2)
+        create_loader(
+            tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 8, train=False, num_workers=2
+        )
     )[1]
-    for sample, mask in zip(synth.samples("train"), masks, strict=True):
-        _, binary = read_sample(sample, synth.mask_spec)
+    for sample, mask in zip(tiny_pets_dataset.samples("train"), masks, strict=True):
+        _, binary = read_sample(sample, tiny_pets_dataset.mask_spec)
         exact = cv2.resize(binary, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST_EXACT)
         assert np.array_equal(mask[0].numpy(), exact.astype(np.float32))
 
     # Shuffled (train=True) with the same seed and epoch: the same order.
     eval_recipe = recipe(R.Resize(size=SIZE))
     ours = collect(
-        create_loader(synth, "train", eval_recipe, 8, train=True, seed=2, num_workers=2), (3,)
+        create_loader(
+            tiny_pets_dataset, "train", eval_recipe, 8, train=True, seed=2, num_workers=2
+        ),
+        (3,),
     )
     theirs = collect(
-        create_albumentations(synth, "train", eval_recipe, 8, train=True, seed=2, num_workers=0),
+        create_albumentations(
+            tiny_pets_dataset, "train", eval_recipe, 8, train=True, seed=2, num_workers=0
+        ),
         (3,),
     )
     assert (ours[0] - theirs[0]).abs().mean() < 0.01
 
 
-def test_shards_are_disjoint_and_cover_the_split(synth):
+def test_shards_are_disjoint_and_cover_the_split(tiny_pets_dataset):
     eval_recipe = recipe(R.Resize(size=SIZE))
-    full = collect(create_loader(synth, "train", eval_recipe, 4, train=False, num_workers=1))[0]
-    n = len(full)  # 22
+    full = collect(
+        create_loader(tiny_pets_dataset, "train", eval_recipe, 4, train=False, num_workers=1)
+    )[0]
+    n = len(full)  # 13: world 2 and 3 both pad
     for world in (2, 3):
         seen: list[int] = []
         for rank in range(world):
             shard = create_loader(
-                synth,
+                tiny_pets_dataset,
                 "train",
                 eval_recipe,
                 4,
@@ -280,7 +245,9 @@ def test_shards_are_disjoint_and_cover_the_split(synth):
 
 @pytest.mark.parametrize("flip_p", [0.5, 1.0])
 def test_image_and_mask_stay_paired_through_every_op(shapes, flip_p):
-    """The mask must be recoverable from the augmented image by a threshold."""
+    """The mask must be recoverable from the augmented image by a threshold on the mean
+    of the channels (which a channel shuffle leaves alone): the kit's L shapes are bright
+    (200-240) on dark (15-50)."""
     train = recipe(
         R.HorizontalFlip(p=flip_p),
         R.RandomGamma(gamma_limit=(80, 120), p=0.5),
@@ -291,22 +258,30 @@ def test_image_and_mask_stay_paired_through_every_op(shapes, flip_p):
         R.Resize(size=SIZE),
     )
     loader = create_loader(shapes, "train", train, 8, train=True, seed=11, num_workers=2)
-    images, masks = collect(loader, epochs=(0, 1))
-    recovered = (unnormalize(images).mean(1, keepdim=True) > 112).float()
-    agreement = (recovered == masks).float().mean((1, 2, 3))
-    assert agreement.min() >= 0.97, f"worst sample agrees on {agreement.min():.3f} of its pixels"
+    images, masks = collect(loader, epochs=EPOCHS)  # 50 draws of the 10 L shapes
+    # Threshold each image midway between what its mask calls shape and background (the
+    # kit's alignment measure): the ops move both levels, and the kit's shapes differ in
+    # colour, so no one threshold fits every draw.
+    agreement = []
+    for gray, inside in zip(unnormalize(images).mean(1), masks[:, 0] == 1, strict=True):
+        if min(int(inside.sum()), int((~inside).sum())) < 20:
+            continue  # a crop of one class only says nothing about pairing
+        threshold = (gray[inside].mean() + gray[~inside].mean()) / 2
+        agreement.append(float(((gray > threshold) == inside).float().mean()))
+    assert len(agreement) >= 0.8 * len(images), f"only {len(agreement)} two-class crops"
+    assert min(agreement) >= 0.97, f"worst sample agrees on {min(agreement):.3f} of its pixels"
     # The crops do vary the picture: some samples are mostly shape, some mostly background.
     coverage = masks.mean((1, 2, 3))
     assert coverage.min() < 0.2 and coverage.max() > 0.6
 
 
-def _per_op(synth, *ops: R.Op, epochs=(0, 1, 2), **options) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = create_loader(synth, "train", recipe(*ops), 8, train=True, num_workers=2, **options)
+def _per_op(dataset, *ops: R.Op, epochs=EPOCHS, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    loader = create_loader(dataset, "train", recipe(*ops), 8, train=True, num_workers=2, **options)
     return collect(loader, epochs=epochs)
 
 
-def test_flip_fires_about_half_the_time_on_image_and_mask_together(synth, reference):
-    images, masks = _per_op(synth, R.HorizontalFlip(p=0.5), R.Resize(size=SIZE))
+def test_flip_fires_about_half_the_time_on_image_and_mask_together(tiny_pets_dataset, reference):
+    images, masks = _per_op(tiny_pets_dataset, R.HorizontalFlip(p=0.5), R.Resize(size=SIZE))
     ref_images, ref_masks = reference
     flipped = []
     for img, msk, ref, ref_msk in zip(images, masks, ref_images, ref_masks, strict=True):
@@ -321,11 +296,13 @@ def test_flip_fires_about_half_the_time_on_image_and_mask_together(synth, refere
             assert (msk == ref_msk.flip(-1)).float().mean() >= 0.98
             assert (msk == ref_msk).float().mean() < (msk == ref_msk.flip(-1)).float().mean()
         flipped.append(mirrored)
-    assert 0.35 <= np.mean(flipped) <= 0.65, f"flipped {np.mean(flipped):.2f} of 66"
+    assert 0.35 <= np.mean(flipped) <= 0.65, f"flipped {np.mean(flipped):.2f} of {len(flipped)}"
 
 
-def test_gamma_stays_within_its_limits(synth, reference):
-    images, _ = _per_op(synth, R.Resize(size=SIZE), R.RandomGamma(gamma_limit=(80, 120), p=1.0))
+def test_gamma_stays_within_its_limits(tiny_pets_dataset, reference):
+    images, _ = _per_op(
+        tiny_pets_dataset, R.Resize(size=SIZE), R.RandomGamma(gamma_limit=(80, 120), p=1.0)
+    )
     out, ref = unnormalize(images).round(), unnormalize(reference[0]).round()
     gammas = []
     for o, r in zip(out, ref, strict=True):
@@ -336,9 +313,9 @@ def test_gamma_stays_within_its_limits(synth, reference):
     assert min(gammas) < 0.88 and max(gammas) > 1.12  # the range is used, not one value
 
 
-def test_brightness_and_contrast_stay_within_their_limits(synth, reference):
+def test_brightness_and_contrast_stay_within_their_limits(tiny_pets_dataset, reference):
     images, _ = _per_op(
-        synth,
+        tiny_pets_dataset,
         R.Resize(size=SIZE),
         R.RandomBrightnessContrast(brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=1.0),
     )
@@ -355,8 +332,8 @@ def test_brightness_and_contrast_stay_within_their_limits(synth, reference):
     assert min(alphas) < 0.9 and max(alphas) > 1.1 and min(betas) < -30 and max(betas) > 30
 
 
-def test_channel_shuffle_permutes_channels(synth, reference):
-    images, masks = _per_op(synth, R.Resize(size=SIZE), R.ChannelShuffle(p=1.0))
+def test_channel_shuffle_permutes_channels(tiny_pets_dataset, reference):
+    images, masks = _per_op(tiny_pets_dataset, R.Resize(size=SIZE), R.ChannelShuffle(p=1.0))
     out, ref = unnormalize(images), unnormalize(reference[0])
     seen = Counter()
     for o, r in zip(out, ref, strict=True):
@@ -364,17 +341,17 @@ def test_channel_shuffle_permutes_channels(synth, reference):
         assert sorted(perm) == [0, 1, 2]
         assert (o - r[list(perm)]).abs().max() < 0.01  # exact up to float normalization
         seen[perm] += 1
-    assert len(seen) >= 5  # 66 draws over the 6 permutations (identity included)
+    assert len(seen) >= 5  # 65 draws over the 6 permutations (identity included)
     assert torch.equal(masks, reference[1])  # photometric: masks untouched
 
 
-def test_tone_curve_is_the_albumentations_bezier(synth, reference):
-    images, _ = _per_op(synth, R.Resize(size=SIZE), R.RandomToneCurve(scale=0.0, p=1.0))
+def test_tone_curve_is_the_albumentations_bezier(tiny_pets_dataset, reference):
+    images, _ = _per_op(tiny_pets_dataset, R.Resize(size=SIZE), R.RandomToneCurve(scale=0.0, p=1.0))
     out, ref = unnormalize(images).round(), unnormalize(reference[0]).round()
     t = ref / 255  # scale 0: control points at exactly 0.25 and 0.75
     expected = torch.round((3 * (1 - t) ** 2 * t * 0.25 + 3 * (1 - t) * t**2 * 0.75 + t**3) * 255)
     assert (out - expected).abs().max() <= 1
-    images, _ = _per_op(synth, R.Resize(size=SIZE), R.RandomToneCurve(scale=0.1, p=1.0))
+    images, _ = _per_op(tiny_pets_dataset, R.Resize(size=SIZE), R.RandomToneCurve(scale=0.1, p=1.0))
     out = unnormalize(images).round()
     for o, r in zip(out, ref, strict=True):  # one global curve: each input level -> one output
         pairs = torch.unique(torch.stack([r.flatten(), o.flatten()]), dim=1)
@@ -411,7 +388,7 @@ def test_random_resized_crop_windows_follow_scale_and_ratio(tmp_path):
     assert min(areas) < 0.3 and max(areas) > 0.6
 
 
-def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(synth):
+def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(tiny_pets_dataset):
     """Recompute each sample's window from (seed, epoch, index) and do what
     albumentations does with it (OpenCV crop, then linear resize; masks with pixel-centre
     nearest neighbour): DALI's image is within one level, its mask identical."""
@@ -421,7 +398,7 @@ def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(synth):
     from segkit_dali._loader import _sample_rng
 
     loader = create_loader(
-        synth,
+        tiny_pets_dataset,
         "train",
         recipe(R.RandomResizedCrop(size=SIZE, p=1.0)),
         8,
@@ -432,7 +409,7 @@ def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(synth):
     images, masks = collect(loader, epochs=(2,))
     order = [i for batch in loader._plan() for i in batch]
     for image, mask, index in zip(unnormalize(images).round(), masks, order, strict=True):
-        raw_image, raw_mask = read_sample(loader.samples[index], synth.mask_spec)
+        raw_image, raw_mask = read_sample(loader.samples[index], tiny_pets_dataset.mask_spec)
         params, _ = loader.ops[0].draw(_sample_rng(9, 2, index), raw_image.shape[:2])
         (y0, x0), (y1, x1) = params["start"], params["end"]
         expected = cv2.resize(raw_image[y0:y1, x0:x1], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
@@ -443,7 +420,7 @@ def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(synth):
         assert np.array_equal(mask[0].numpy(), expected_mask.astype(np.float32))
 
 
-def test_channel_shuffle_runs_late_with_identical_output(synth, monkeypatch):
+def test_channel_shuffle_runs_late_with_identical_output(tiny_pets_dataset, monkeypatch):
     """The graph applies ChannelShuffle after the resizes (cheaper; see graph_order):
     the batches must be bit for bit those of the recipe's own order."""
     import segkit_dali._ops as ops
@@ -455,9 +432,13 @@ def test_channel_shuffle_runs_late_with_identical_output(synth, monkeypatch):
     ]
     assert names.index("ChannelShuffle") == len(names) - 2 and names.index("CLAHE") < 3
     type3 = registry.create("augmentations", "type3", image_size=SIZE)
-    late = collect(create_loader(synth, "train", type3, 11, train=True, num_workers=2), (1,))
+    late = collect(
+        create_loader(tiny_pets_dataset, "train", type3, 11, train=True, num_workers=2), (1,)
+    )
     monkeypatch.setattr(ops, "graph_order", lambda compiled: list(range(len(compiled))))
-    in_order = collect(create_loader(synth, "train", type3, 11, train=True, num_workers=2), (1,))
+    in_order = collect(
+        create_loader(tiny_pets_dataset, "train", type3, 11, train=True, num_workers=2), (1,)
+    )
     assert torch.equal(late[0], in_order[0]) and torch.equal(late[1], in_order[1])
 
 
@@ -490,14 +471,14 @@ def test_crop_window_draws_within_the_image():
     ],
     ids=["gamma0.85", "gamma1.15", "bc1", "bc2", "tone_curve", "clahe2", "clahe4"],
 )
-def test_photometric_ops_compute_what_albumentations_computes(synth, reference, op):
+def test_photometric_ops_compute_what_albumentations_computes(tiny_pets_dataset, reference, op):
     """With a degenerate range both backends use the same parameters, so the op can be
     checked pixel by pixel: albumentations' own transform (compiled by the albumentations
     loader) applied to the DALI pipeline's resized image must give DALI's output, within
     one level (float32 vs float64 rounding at the truncation)."""
     from segkit_albumentations import compile_ops
 
-    ours = unnormalize(_per_op(synth, R.Resize(size=SIZE), op, epochs=(0,))[0]).round()
+    ours = unnormalize(_per_op(tiny_pets_dataset, R.Resize(size=SIZE), op, epochs=(0,))[0]).round()
     resized = unnormalize(reference[0][: len(ours)]).round()
     transform = compile_ops([op])
     for out, base in zip(ours, resized, strict=True):
@@ -508,8 +489,10 @@ def test_photometric_ops_compute_what_albumentations_computes(synth, reference, 
         assert (diff > 0).float().mean() < 0.01, f"{(diff > 0).float().mean():.4f} of pixels differ"
 
 
-def test_clahe_fires_per_its_probability(synth, reference):
-    images, masks = _per_op(synth, R.Resize(size=SIZE), R.CLAHE(clip_limit=(1.0, 4.0), p=0.5))
+def test_clahe_fires_per_its_probability(tiny_pets_dataset, reference):
+    images, masks = _per_op(
+        tiny_pets_dataset, R.Resize(size=SIZE), R.CLAHE(clip_limit=(1.0, 4.0), p=0.5)
+    )
     changed = ((images - reference[0]).abs().flatten(1).amax(1) > 0.05).float().mean()
     assert 0.3 <= changed <= 0.7
     assert torch.equal(masks, reference[1])
@@ -522,28 +505,35 @@ class Blur(R.Op):
     """An op the vocabulary does not have."""
 
 
-def test_an_unknown_op_is_a_config_error_naming_it(synth):
+def test_an_unknown_op_is_a_config_error_naming_it(tiny_pets_dataset):
     with pytest.raises(ConfigError, match=r"cannot compile op Blur"):
-        create_loader(synth, "train", recipe(Blur(), R.Resize(size=SIZE)), 4, train=True)
+        create_loader(
+            tiny_pets_dataset, "train", recipe(Blur(), R.Resize(size=SIZE)), 4, train=True
+        )
 
 
-def test_unknown_options_and_bad_arguments_are_config_errors(synth):
+def test_unknown_options_and_bad_arguments_are_config_errors(tiny_pets_dataset):
     with pytest.raises(ConfigError, match=r"does not accept option\(s\) colour"):
-        create_loader(synth, "train", recipe(R.Resize(size=SIZE)), 4, train=True, colour=1)
+        create_loader(
+            tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 4, train=True, colour=1
+        )
     with pytest.raises(ConfigError, match=r"antialias='yes'"):
-        create_loader(synth, "train", recipe(R.Resize(size=SIZE)), 4, train=True, antialias="yes")
+        create_loader(
+            tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 4, train=True, antialias="yes"
+        )
     with pytest.raises(ConfigError, match=r"batch_size=0"):
-        create_loader(synth, "train", recipe(R.Resize(size=SIZE)), 0, train=True)
+        create_loader(tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 0, train=True)
     with pytest.raises(ConfigError, match=r"shard=\(2, 2\)"):
-        create_loader(synth, "train", recipe(R.Resize(size=SIZE)), 4, train=True, shard=(2, 2))
+        create_loader(
+            tiny_pets_dataset, "train", recipe(R.Resize(size=SIZE)), 4, train=True, shard=(2, 2)
+        )
 
 
 @pytest.fixture
-def broken_copy(synth_root, tmp_path):
-    """A writable copy of the synthetic set and the train samples to damage."""
-    root = tmp_path / "set"
-    shutil.copytree(synth_root, root)
-    dataset = registry.create("datasets", "oxford_pet", root)
+def broken_copy(broken_pets):
+    """The oxford_pet reader over a writable copy of tiny_pets, and its train samples to
+    damage."""
+    dataset = registry.create("datasets", "oxford_pet", broken_pets)
     return dataset, dataset.samples("train")
 
 
@@ -559,7 +549,7 @@ def _first_error(dataset) -> DataError:
 
 def test_a_truncated_jpeg_is_a_data_error_naming_the_file(broken_copy):
     dataset, samples = broken_copy
-    bad = samples[13].image
+    bad = samples[10].image
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # header intact: only decoding can tell
     error = _first_error(dataset)
@@ -624,14 +614,16 @@ def test_palette_masks_are_read_by_their_indices(tmp_path, shapes):
 # --------------------------------------------------------------------------- devices
 
 
-def test_cpu_mode_says_so_once(synth, capsys):
+def test_cpu_mode_says_so_once(tiny_pets_dataset, capsys):
     import segkit_dali._loader as impl
 
     impl._notice_shown = False
     first = create_loader(
-        synth, "valid", recipe(R.Resize(size=SIZE)), 4, train=False, device="cuda"
+        tiny_pets_dataset, "valid", recipe(R.Resize(size=SIZE)), 4, train=False, device="cuda"
     )
-    create_loader(synth, "test", recipe(R.Resize(size=SIZE)), 4, train=False, device="cpu")
+    create_loader(
+        tiny_pets_dataset, "test", recipe(R.Resize(size=SIZE)), 4, train=False, device="cpu"
+    )
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("segkit dali")]
     if torch.cuda.is_available():
         assert first.mode == "gpu" and lines == [
@@ -661,14 +653,17 @@ def test_gpu_mode_picks_the_cuda_index_and_nvjpeg(monkeypatch):
 
 
 @pytest.mark.slow
-def test_segkit_run_with_the_dali_loader(tmp_path):
-    """Train, validate, test and report through the registry's ``dali`` entry point.
-    Ten images (7 train, 1 valid, 2 test): the full-width UNet dominates the time."""
+def test_segkit_run_with_the_dali_loader(tiny_pets, tmp_path):
+    """Train, validate, test and report through the registry's ``dali`` entry point:
+    two epochs of the UNet at 32 px on tiny_pets (13 train, 2 valid, 5 test images)."""
+    import csv
+    import json
+
+    from segkit import checkpoint as ckpt_io
     from segkit import cli
-    from segkit_datasets.synthetic import write_synthetic
 
     assert "dali" in registry.list_plugins("loaders")
-    root = write_synthetic(tmp_path / "data", count=10, seed=1)
+    epochs, batch_size = 2, 4
     code = cli.main(
         [
             "run",
@@ -679,18 +674,46 @@ def test_segkit_run_with_the_dali_loader(tmp_path):
             "--image-size",
             "32",
             "--epochs",
-            "1",
+            str(epochs),
             "--batch-size",
-            "4",
+            str(batch_size),
             "--data",
-            str(root),
+            str(tiny_pets),
             "--out",
             str(tmp_path / "runs"),
+            "--name",
+            "dali",
             "--num-workers",
             "1",
             "-q",
         ]
     )
     assert code == 0
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
-    assert len(runs) == 1 and any(runs[0].iterdir())
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["dali"]
+    run = tmp_path / "runs" / "dali"
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["loader"] == "dali" and config["model"] == "unet"
+    assert config["image_size"] == 32 and config["epochs"] == epochs
+
+    n_train = len(registry.create("datasets", "oxford_pet", tiny_pets).samples("train"))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    for row in rows:
+        assert int(row["train_images"]) == n_train  # every image once, the partial batch too
+        assert math.isfinite(float(row["train_loss"])) and float(row["epoch_seconds"]) > 0
+        assert 0.0 <= float(row["valid_dice"]) <= 1.0
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["test_dice"] <= 1.0 and 0.0 <= summary["test_iou"] <= 1.0
+    assert math.isfinite(summary["epoch_seconds"]) and summary["epoch_seconds"] > 0
+    assert summary["images_per_second"] > 0 and summary["best_epoch"] in (1, 2)
+
+    # The best checkpoint is a segkit checkpoint whose weights load into a fresh UNet.
+    ckpt = ckpt_io.load(run / "best.pt")
+    assert ckpt["config"]["loader"] == "dali" and ckpt["epoch"] == summary["best_epoch"]
+    model = registry.create("models", "unet", in_channels=3, out_channels=1)
+    model.load_state_dict(ckpt["model"])  # strict: every key, every shape
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 32, 32))).all()

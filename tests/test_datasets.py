@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_PETS_COUNT, TINY_PETS_SEED
 from PIL import Image
 
 from segkit.contracts import Dataset, Sample
@@ -18,19 +18,9 @@ from segkit_datasets.folder import FolderDataset
 from segkit_datasets.oxford_pet import OxfordPet, train_valid_split
 from segkit_datasets.synthetic import MARKER, SyntheticPet, is_complete, write_synthetic
 
-COUNT, SEED = 24, 3
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic set, generated once for the module; tests must not modify it."""
-    return write_synthetic(tmp_path_factory.mktemp("synth"), count=COUNT, seed=SEED)
-
-
-@pytest.fixture
-def synth_copy(synth: Path, tmp_path: Path) -> Path:
-    """A copy of the synthetic set that a test may break."""
-    return Path(shutil.copytree(synth, tmp_path / "pets"))
+# The generated set under test is conftest's tiny_pets (read-only; broken_pets is a
+# writable copy); these are the settings it was written with.
+COUNT, SEED = TINY_PETS_COUNT, TINY_PETS_SEED
 
 
 def _ids(path: Path) -> list[str]:
@@ -40,8 +30,8 @@ def _ids(path: Path) -> list[str]:
 # ------------------------------------------------------------------ generated data
 
 
-def test_trimaps_hold_1_2_3_with_a_plausible_pet(synth: Path) -> None:
-    trimaps = sorted((synth / "annotations" / "trimaps").glob("*.png"))
+def test_trimaps_hold_1_2_3_with_a_plausible_pet(tiny_pets: Path) -> None:
+    trimaps = sorted((tiny_pets / "annotations" / "trimaps").glob("*.png"))
     assert len(trimaps) == COUNT
     for path in trimaps:
         with Image.open(path) as im:
@@ -54,21 +44,21 @@ def test_trimaps_hold_1_2_3_with_a_plausible_pet(synth: Path) -> None:
         assert np.sum(t == 3) < 0.5 * np.sum(t != 2), path
 
 
-def test_images_are_rgb_jpegs_of_varied_sizes_matching_their_trimaps(synth: Path) -> None:
+def test_images_are_rgb_jpegs_of_varied_sizes_matching_their_trimaps(tiny_pets: Path) -> None:
     sizes = set()
     for i in range(COUNT):
-        with Image.open(synth / "images" / f"synth_{i}.jpg") as im:
+        with Image.open(tiny_pets / "images" / f"synth_{i}.jpg") as im:
             assert im.format == "JPEG" and im.mode == "RGB"
             size = im.size
-        with Image.open(synth / "annotations" / "trimaps" / f"synth_{i}.png") as tm:
+        with Image.open(tiny_pets / "annotations" / "trimaps" / f"synth_{i}.png") as tm:
             assert tm.size == size
         assert 300 <= size[0] <= 500 and 250 <= size[1] <= 500
         sizes.add(size)
     assert len(sizes) > COUNT // 2
 
 
-def test_split_lists_use_the_official_format(synth: Path) -> None:
-    ann = synth / "annotations"
+def test_split_lists_use_the_official_format(tiny_pets: Path) -> None:
+    ann = tiny_pets / "annotations"
     for name in ("trainval.txt", "test.txt"):
         for line in (ann / name).read_text().splitlines():
             assert re.fullmatch(r"synth_\d+ 1 1 1", line), line
@@ -76,23 +66,27 @@ def test_split_lists_use_the_official_format(synth: Path) -> None:
     assert len(test) == round(0.25 * COUNT)
     assert set(trainval).isdisjoint(test)
     assert set(trainval) | set(test) == {f"synth_{i}" for i in range(COUNT)}
-    assert is_complete(synth, COUNT, SEED)
-    assert not is_complete(synth, COUNT + 1, SEED) and not is_complete(synth, COUNT, SEED + 1)
+    assert is_complete(tiny_pets, COUNT, SEED)
+    assert not is_complete(tiny_pets, COUNT + 1, SEED) and not is_complete(
+        tiny_pets, COUNT, SEED + 1
+    )
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(synth: Path, tmp_path: Path) -> None:
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny_pets: Path, tmp_path: Path) -> None:
     # Each image has its own random stream, so a smaller set is a prefix of a larger one.
     a = write_synthetic(tmp_path / "a", count=3, seed=SEED)
     b = write_synthetic(tmp_path / "b", count=3, seed=SEED)
     c = write_synthetic(tmp_path / "c", count=3, seed=SEED + 1)
     for i in range(3):
         for rel in (f"images/synth_{i}.jpg", f"annotations/trimaps/synth_{i}.png"):
-            assert (a / rel).read_bytes() == (b / rel).read_bytes() == (synth / rel).read_bytes()
+            assert (
+                (a / rel).read_bytes() == (b / rel).read_bytes() == (tiny_pets / rel).read_bytes()
+            )
             assert (a / rel).read_bytes() != (c / rel).read_bytes()
 
 
-def test_read_sample_gives_trimap_not_2(synth: Path) -> None:
-    ds = OxfordPet(synth)
+def test_read_sample_gives_trimap_not_2(tiny_pets: Path) -> None:
+    ds = OxfordPet(tiny_pets)
     sample = ds.samples("test")[0]
     image, mask = read_sample(sample, ds.mask_spec)
     trimap = np.asarray(Image.open(sample.mask))
@@ -112,20 +106,20 @@ def test_writing_refuses_a_folder_of_other_files(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ oxford_pet reader
 
 
-def test_oxford_pet_satisfies_the_contract(synth: Path) -> None:
-    ds = OxfordPet(synth)
+def test_oxford_pet_satisfies_the_contract(tiny_pets: Path) -> None:
+    ds = OxfordPet(tiny_pets)
     assert isinstance(ds, Dataset)
     assert ds.mask_spec.background == 2 and ds.mask_spec.allowed == (1, 2, 3)
     splits = {s: ds.samples(s) for s in ("train", "valid", "test")}
     ids = {s: [x.id for x in v] for s, v in splits.items()}
-    assert ids["test"] == _ids(synth / "annotations" / "test.txt")  # file order
+    assert ids["test"] == _ids(tiny_pets / "annotations" / "test.txt")  # file order
     assert ids["train"] == sorted(ids["train"]) and ids["valid"] == sorted(ids["valid"])
     assert len(ids["valid"]) == round(0.1 * (COUNT - len(ids["test"])))
     first = splits["test"][0]
     assert first == Sample(
         first.id,
-        synth / "images" / f"{first.id}.jpg",
-        synth / "annotations" / "trimaps" / f"{first.id}.png",
+        tiny_pets / "images" / f"{first.id}.jpg",
+        tiny_pets / "annotations" / "trimaps" / f"{first.id}.png",
     )
     with pytest.raises(
         ConfigError, match="unknown split 'val'; expected one of train, valid, test"
@@ -133,9 +127,24 @@ def test_oxford_pet_satisfies_the_contract(synth: Path) -> None:
         ds.samples("val")
 
 
+def test_train_valid_split_of_3680_ids_is_the_labs_rule() -> None:
+    """The rule alone, on the official trainval size; the reader's use of it is checked
+    on a folder of that size below (slow: 7,400 files to write)."""
+    ids = [f"Breed_{i}" for i in range(3680)]
+    split = train_valid_split(ids, 0.1, 0)
+    train, valid = split["train"], split["valid"]
+    assert (len(valid), len(train)) == (368, 3312)
+    assert set(train).isdisjoint(valid) and set(train) | set(valid) == set(ids)
+    assert train == sorted(train) and valid == sorted(valid)
+    assert train_valid_split(ids[::-1], 0.1, 0) == split  # the order of the list is no input
+    assert train_valid_split(ids, 0.1, 1)["valid"] != valid
+
+
 @pytest.fixture(scope="module")
 def fake_official(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The official trainval size (3680 ids) with empty files: samples() never decodes."""
+    """The official trainval size (3680 ids) with empty files: samples() never decodes.
+    Its own data: the split sizes are the official set's, and only its file names matter.
+    """
     root = tmp_path_factory.mktemp("official")
     (root / "images").mkdir()
     (root / "annotations" / "trimaps").mkdir(parents=True)
@@ -149,6 +158,7 @@ def fake_official(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # fake_official writes 7,400 files: 1-3 s on this 2-core VM
 def test_train_valid_split_of_3680_ids_is_the_labs(fake_official: Path) -> None:
     ds = OxfordPet(fake_official)
     train = [s.id for s in ds.samples("train")]
@@ -176,49 +186,49 @@ def test_missing_data_folder(tmp_path: Path) -> None:
         OxfordPet(tmp_path)
 
 
-def test_missing_split_list(synth_copy: Path) -> None:
-    (synth_copy / "annotations" / "test.txt").unlink()
+def test_missing_split_list(broken_pets: Path) -> None:
+    (broken_pets / "annotations" / "test.txt").unlink()
     with pytest.raises(DataError, match=r"annotations/test\.txt: split list not found"):
-        OxfordPet(synth_copy).samples("test")
+        OxfordPet(broken_pets).samples("test")
 
 
-def test_split_list_naming_a_missing_image(synth_copy: Path) -> None:
-    with (synth_copy / "annotations" / "test.txt").open("a") as f:
+def test_split_list_naming_a_missing_image(broken_pets: Path) -> None:
+    with (broken_pets / "annotations" / "test.txt").open("a") as f:
         f.write("Ghost_1 1 1 1\nGhost_2 1 1 1\n")
     with pytest.raises(
         DataError,
         match=r"images/Ghost_1\.jpg: image named in \S+test\.txt not found "
         r"\(3 more files it names are missing too\); restore the file",
     ):
-        OxfordPet(synth_copy).samples("test")
+        OxfordPet(broken_pets).samples("test")
 
 
-def test_split_list_naming_a_missing_trimap(synth_copy: Path) -> None:
-    name = _ids(synth_copy / "annotations" / "test.txt")[0]
-    (synth_copy / "annotations" / "trimaps" / f"{name}.png").unlink()
+def test_split_list_naming_a_missing_trimap(broken_pets: Path) -> None:
+    name = _ids(broken_pets / "annotations" / "test.txt")[0]
+    (broken_pets / "annotations" / "trimaps" / f"{name}.png").unlink()
     with pytest.raises(
         DataError, match=rf"trimaps/{name}\.png: trimap named in \S+test\.txt not found;"
     ):
-        OxfordPet(synth_copy).samples("test")
+        OxfordPet(broken_pets).samples("test")
 
 
-def test_empty_split(synth_copy: Path) -> None:
-    (synth_copy / "annotations" / "test.txt").write_text("# nothing here\n\n")
+def test_empty_split(broken_pets: Path) -> None:
+    (broken_pets / "annotations" / "test.txt").write_text("# nothing here\n\n")
     with pytest.raises(DataError, match=r"test\.txt: split 'test' has no samples"):
-        OxfordPet(synth_copy).samples("test")
+        OxfordPet(broken_pets).samples("test")
 
 
-def test_repeated_name_in_split_list(synth_copy: Path) -> None:
-    path = synth_copy / "annotations" / "test.txt"
+def test_repeated_name_in_split_list(broken_pets: Path) -> None:
+    path = broken_pets / "annotations" / "test.txt"
     first = path.read_text().splitlines()[0]
     with path.open("a") as f:
         f.write(first + "\n")
     with pytest.raises(DataError, match=r"test\.txt: line \d+ repeats 'synth_\d+' \(first on"):
-        OxfordPet(synth_copy).samples("test")
+        OxfordPet(broken_pets).samples("test")
 
 
-def test_truncated_jpeg_names_the_file(synth_copy: Path) -> None:
-    ds = OxfordPet(synth_copy)
+def test_truncated_jpeg_names_the_file(broken_pets: Path) -> None:
+    ds = OxfordPet(broken_pets)
     sample = ds.samples("test")[0]
     data = sample.image.read_bytes()
     sample.image.write_bytes(data[: len(data) // 2])
@@ -229,8 +239,8 @@ def test_truncated_jpeg_names_the_file(synth_copy: Path) -> None:
         read_sample(sample, ds.mask_spec)
 
 
-def test_trimap_with_value_7_names_the_file(synth_copy: Path) -> None:
-    ds = OxfordPet(synth_copy)
+def test_trimap_with_value_7_names_the_file(broken_pets: Path) -> None:
+    ds = OxfordPet(broken_pets)
     sample = ds.samples("test")[0]
     bad = np.asarray(Image.open(sample.mask)).copy()
     bad[:5] = 0
@@ -242,8 +252,8 @@ def test_trimap_with_value_7_names_the_file(synth_copy: Path) -> None:
         read_sample(sample, ds.mask_spec)
 
 
-def test_image_and_trimap_of_different_sizes(synth_copy: Path) -> None:
-    ds = OxfordPet(synth_copy)
+def test_image_and_trimap_of_different_sizes(broken_pets: Path) -> None:
+    ds = OxfordPet(broken_pets)
     sample = ds.samples("test")[0]
     with Image.open(sample.mask) as im:
         w, h = im.size

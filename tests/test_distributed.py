@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from segkit.cli import _without_devices
 
 
+@pytest.mark.slow
 def test_two_processes_train_in_sync_and_rank_0_alone_writes(
     tiny_pets: Path, tmp_path: Path
 ) -> None:

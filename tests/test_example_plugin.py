@@ -82,6 +82,9 @@ def make_layered_venv(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory):
+    """The example package pip-installed (a real wheel, offline) into a layered venv;
+    built only for the slow tests that use it. test_uninstall_removes_the_plugins, last
+    in this module, uninstalls it."""
     root = tmp_path_factory.mktemp("plugin-env")
     # Install from a copy: building writes build/ and *.egg-info next to the sources.
     source = Path(
@@ -106,6 +109,7 @@ def _rows(listing: str) -> dict[str, str]:
     return {line.split()[1]: line for line in listing.splitlines()[1:] if len(line.split()) >= 3}
 
 
+@pytest.mark.slow
 def test_segkit_list_shows_the_plugins_with_their_distribution(plugin_env: PluginEnv) -> None:
     where = plugin_env.run("-c", "import segkit_attention_unet as m; print(m.__file__)")
     assert str(plugin_env.root / "venv") in where.stdout  # the installed copy, not the source
@@ -121,6 +125,7 @@ def test_segkit_list_shows_the_plugins_with_their_distribution(plugin_env: Plugi
     assert "segkit 0.1.0" in rows["unet"]  # the built-ins are still there
 
 
+@pytest.mark.slow
 def test_segkit_run_trains_with_the_three_plugins(
     plugin_env: PluginEnv, tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -139,6 +144,7 @@ def test_segkit_run_trains_with_the_three_plugins(
         assert f'"{name}"' in config
 
 
+@pytest.mark.slow
 def test_the_conformance_kit_passes_in_the_packages_own_tests(plugin_env: PluginEnv) -> None:
     # Run from outside the source tree, so the tests import the installed package.
     done = plugin_env.run(
@@ -152,6 +158,7 @@ def test_the_conformance_kit_passes_in_the_packages_own_tests(plugin_env: Plugin
     assert "skipped" not in summary and "failed" not in summary
 
 
+@pytest.mark.slow
 def test_uninstall_removes_the_plugins(plugin_env: PluginEnv) -> None:
     done = plugin_env.pip("uninstall", "-y", DISTRIBUTION)
     assert done.returncode == 0, done.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +65,7 @@ def comparable(run_dir: Path) -> list[dict[str, float]]:
     return [{k: float(r[k]) for k in keep} for r in rows(run_dir)]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_pets: Path, tmp_path: Path) -> None:
     args = [*TINY, "--data", str(tiny_pets), "--out", str(tmp_path), "--epochs", "4", "-q"]
     subprocess.run(cli("run", *args, "--name", "whole"), check=True, capture_output=True)
@@ -101,6 +101,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_pets: Path, tmp_p
     assert sr["test_dice"] == pytest.approx(sw["test_dice"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -173,6 +174,7 @@ def nan_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     sys.modules.pop("fake_nan", None)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
     nan_loss, tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -189,6 +191,7 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_nan_loss_can_be_skipped(nan_loss, tiny_pets: Path, tmp_path: Path) -> None:
     config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=2, name="skip", on_nan="skip")
     result = train(config, quiet=True)
@@ -196,10 +199,11 @@ def test_nan_loss_can_be_skipped(nan_loss, tiny_pets: Path, tmp_path: Path) -> N
     assert result.test["dice"] == result.test["dice"]  # not NaN
 
 
+@pytest.mark.slow
 def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
-    tiny_pets: Path, tmp_path: Path
+    broken_pets: Path, tmp_path: Path
 ) -> None:
-    root = Path(shutil.copytree(tiny_pets, tmp_path / "pets"))
+    root = broken_pets
     name = (root / "annotations" / "trainval.txt").read_text().split()[0]
     jpeg = root / "images" / f"{name}.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:300])
@@ -215,6 +219,7 @@ def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
     assert result.history[0]["train_images"] == len(train_ids) - (name in train_ids)
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
     tiny_pets: Path, tmp_path: Path, monkeypatch
 ) -> None:
@@ -255,6 +260,7 @@ def test_checkpoint_of_a_model_no_longer_installed(tmp_path: Path, capsys) -> No
     assert "was trained with model 'gone_model', which is not installed here" in err
 
 
+@pytest.mark.slow
 def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> None:
     config = tiny(tiny_pets, tmp_path, epochs=1, name="ext")
     train(config, quiet=True)
@@ -263,6 +269,7 @@ def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> No
     assert [int(r["epoch"]) for r in rows(tmp_path / "ext")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_resume_restores_best_pt_lost_between_write_and_link(
     tiny_pets: Path, tmp_path: Path
 ) -> None:

@@ -103,6 +103,7 @@ def test_unknown_schedule_on_the_command_line(capsys) -> None:
     assert "invalid choice: 'linear'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cosine_run_records_its_learning_rates(tiny_pets: Path, tmp_path: Path) -> None:
     config = tiny(
         tiny_pets, tmp_path, epochs=3, schedule="cosine", warmup_epochs=1.0, name="cos", lr=1e-3
@@ -115,6 +116,7 @@ def test_cosine_run_records_its_learning_rates(tiny_pets: Path, tmp_path: Path) 
     assert 0 < lr[2] < lr[1]
 
 
+@pytest.mark.slow
 def test_resumed_cosine_run_matches_an_uninterrupted_one(
     tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
