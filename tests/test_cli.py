@@ -79,6 +79,43 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+def test_config_json_records_what_auto_became(run_dir: Path) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["precision"] == "auto" and config["device"] == "auto"  # as asked
+    resolved = config["resolved"]
+    assert resolved["precision"] == "fp32" and resolved["device"] == "cpu"  # as run
+    assert resolved["num_workers"] == 0 and resolved["channels_last"] is False
+    assert resolved["plugins"]["models"] == {
+        "name": "unet",
+        "distribution": "segkit",
+        "version": "0.1.0",
+    }
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["precision"], summary["device"]) == ("fp32", "cpu")
+
+
+@pytest.mark.slow
+def test_a_runs_config_json_reproduces_its_test_dice_exactly(run_dir: Path) -> None:
+    """`segkit run --config runs/X/config.json` trains X again: on the CPU the new run's
+    test Dice and every epoch's metrics are bit-identical. --name (a flag) overrides the
+    file; --num-workers 1 shows the worker count changes nothing."""
+    again = ["run", "--config", str(run_dir / "config.json"), "--name", "again"]
+    assert main([*again, "--num-workers", "1", "-q"]) == 0
+    rerun = run_dir.parent / "again"
+    first = json.loads((run_dir / "summary.json").read_text())
+    second = json.loads((rerun / "summary.json").read_text())
+    assert second["test_dice"] == first["test_dice"]
+    assert second["test_iou"] == first["test_iou"]
+
+    def metrics(folder: Path) -> list[dict[str, str]]:
+        rows = list(csv.DictReader((folder / "metrics.csv").open()))
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+
+    assert metrics(rerun) == metrics(run_dir)
+    assert json.loads((rerun / "config.json").read_text())["resolved"]["num_workers"] == 1
+
+
+@pytest.mark.slow
 def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) -> None:
     assert main(["evaluate", str(run_dir / "best.pt"), "--num-workers", "0"]) == 0
     out = capsys.readouterr().out
@@ -268,7 +305,7 @@ def test_checkpoint_errors(capsys, tmp_path: Path) -> None:
 
 
 def test_encoder_and_weights_flags_are_model_options() -> None:
-    from segkit.cli import _model_options, build_parser
+    from segkit.cli import build_parser, settings_from_args
 
     args = build_parser().parse_args(
         [
@@ -281,7 +318,7 @@ def test_encoder_and_weights_flags_are_model_options() -> None:
             "decoder_channels=[8,8,8,8,8]",
         ]
     )
-    assert _model_options(args) == {
+    assert settings_from_args(args)["model_options"] == {
         "decoder_channels": [8, 8, 8, 8, 8],
         "encoder": "resnet18",
         "weights": "/w.pt",
@@ -289,8 +326,8 @@ def test_encoder_and_weights_flags_are_model_options() -> None:
 
 
 def test_restoring_a_checkpoint_does_not_need_the_initial_weights_file(tmp_path: Path) -> None:
+    from segkit.build import build_model
     from segkit.config import RunConfig
-    from segkit.engine import build_model
     from segkit.errors import ConfigError
 
     config = RunConfig(

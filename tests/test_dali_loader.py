@@ -92,7 +92,7 @@ def test_batches_have_the_engine_shapes_and_binary_masks(tiny_pets_dataset):
     loader = create_loader(
         tiny_pets_dataset,
         "train",
-        registry.create("augmentations", "type3", image_size=SIZE),
+        registry.create("recipes", "type3", image_size=SIZE),
         8,
         train=True,
         num_workers=2,
@@ -128,7 +128,7 @@ def test_len_counts_the_partial_last_batch_unless_drop_last(tiny_pets_dataset, d
 
 
 def test_same_seed_and_epoch_give_the_same_batches(tiny_pets_dataset):
-    type3 = registry.create("augmentations", "type3", image_size=SIZE)
+    type3 = registry.create("recipes", "type3", image_size=SIZE)
     a = create_loader(tiny_pets_dataset, "train", type3, 8, train=True, seed=5, num_workers=2)
     b = create_loader(tiny_pets_dataset, "train", type3, 8, train=True, seed=5, num_workers=1)
     a_epoch1 = collect(a, epochs=(1,))
@@ -174,7 +174,7 @@ def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(tin
     from segkit.data import read_sample
     from segkit_albumentations import create_loader as create_albumentations
 
-    type3 = registry.create("augmentations", "type3", image_size=256)
+    type3 = registry.create("recipes", "type3", image_size=256)
     ours = collect(create_loader(tiny_pets_dataset, "train", type3, 8, train=False, num_workers=2))
     theirs = collect(
         create_albumentations(tiny_pets_dataset, "train", type3, 8, train=False, num_workers=0)
@@ -427,11 +427,11 @@ def test_channel_shuffle_runs_late_with_identical_output(tiny_pets_dataset, monk
 
     names = [
         type(ops.compile_ops(r.train)[k]).__name__
-        for r in (registry.create("augmentations", "type3"),)
+        for r in (registry.create("recipes", "type3"),)
         for k in ops.graph_order(ops.compile_ops(r.train))
     ]
     assert names.index("ChannelShuffle") == len(names) - 2 and names.index("CLAHE") < 3
-    type3 = registry.create("augmentations", "type3", image_size=SIZE)
+    type3 = registry.create("recipes", "type3", image_size=SIZE)
     late = collect(
         create_loader(tiny_pets_dataset, "train", type3, 11, train=True, num_workers=2), (1,)
     )

@@ -30,7 +30,7 @@ from segkit.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "segkit-attention-unet"
 DISTRIBUTION = "segkit-attention-unet"
-PLUGINS = {"models": "attention_unet", "losses": "focal_dice", "augmentations": "light"}
+PLUGINS = {"models": "attention_unet", "losses": "focal_dice", "recipes": "light"}
 
 
 @dataclass
@@ -130,7 +130,7 @@ def test_segkit_run_trains_with_the_three_plugins(
     plugin_env: PluginEnv, tiny_pets: Path, tmp_path: Path
 ) -> None:
     done = plugin_env.segkit(
-        "run", "--model", "attention_unet", "--augment", "light", "--loss", "focal_dice",
+        "run", "--model", "attention_unet", "--recipe", "light", "--loss", "focal_dice",
         "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "-q",
         "--data", str(tiny_pets), "--out", str(tmp_path), "--name", "attention",
     )  # fmt: skip

@@ -14,7 +14,7 @@ from segkit.registry import create, list_plugins
 from segkit.testing import check_loader, check_recipe, parametrize_plugins
 
 LOADERS = list_plugins("loaders")
-RECIPES = list_plugins("augmentations")
+RECIPES = list_plugins("recipes")
 SIZE = 64
 
 
@@ -137,7 +137,7 @@ def test_loader_conformance_kit(kind, name, rule):
     check_loader(name, rules=[rule])
 
 
-@parametrize_plugins("augmentations", rules=True)
+@parametrize_plugins("recipes", rules=True)
 def test_recipe_conformance_kit(kind, name, rule):
     check_recipe(name, rules=[rule])
 

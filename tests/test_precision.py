@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segkit.errors import ConfigError
-from segkit.precision import CHOICES, MixedPrecision, Precision, create_precision
+from segkit.precision import PRECISIONS, MixedPrecision, Precision, create_precision
 
 CPU = torch.device("cpu")
 
@@ -17,7 +17,7 @@ def sgd_on(value: float) -> tuple[torch.nn.Parameter, torch.optim.SGD]:
 
 
 def test_choices() -> None:
-    assert CHOICES == ("auto", "fp32", "bf16", "fp16")
+    assert PRECISIONS == ("auto", "fp32", "bf16", "fp16")
 
 
 def test_unknown_name_raises_config_error() -> None:

@@ -14,7 +14,7 @@ from segkit.registry import GROUPS, Registry, list_plugins
 BUILTINS = {
     "models": {"unet", "resnet34_unet"},
     "losses": {"bce_dice", "bce", "dice"},
-    "augmentations": {"type1", "type2", "type3"},
+    "recipes": {"type1", "type2", "type3"},
     "loaders": {"albumentations"},
     "datasets": {"oxford_pet", "folder", "synthetic"},
 }

@@ -10,16 +10,17 @@ import torch
 from test_long_runs import comparable, rows, tiny
 
 from segkit import engine
+from segkit.build import build_scheduler, lr_factor
 from segkit.cli import main
 from segkit.config import RunConfig
-from segkit.engine import create_scheduler, lr_factor, resume, train
+from segkit.engine import resume, train
 from segkit.errors import ConfigError, RunInterrupted
 
 
 def lrs(config: RunConfig, steps_per_epoch: int) -> list[float]:
     """The learning rate of every step of a run, read from a real optimizer."""
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
-    sched = create_scheduler(opt, config, steps_per_epoch)
+    sched = build_scheduler(opt, config, steps_per_epoch)
     out = []
     for _ in range(steps_per_epoch * config.epochs):
         out.append(opt.param_groups[0]["lr"])
@@ -78,7 +79,7 @@ def test_a_scheduler_positioned_mid_run_continues_the_schedule() -> None:
     config = RunConfig(epochs=5, lr=1e-3, schedule="cosine", warmup_epochs=0.5)
     whole = lrs(config, steps_per_epoch=6)
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    create_scheduler(opt, config, 6, steps_done=13)
+    build_scheduler(opt, config, 6, steps_done=13)
     assert opt.param_groups[0]["lr"] == pytest.approx(whole[13])
     assert lr_factor(config, 6)(13) * 1e-3 == pytest.approx(whole[13])
 

@@ -11,7 +11,7 @@ from segkit.registry import default_registry
 from segkit.testing import check, check_model, parametrize_plugins
 
 DISTRIBUTION = "segkit-attention-unet"
-OURS = {"models": "attention_unet", "losses": "focal_dice", "augmentations": "light"}
+OURS = {"models": "attention_unet", "losses": "focal_dice", "recipes": "light"}
 
 
 @pytest.mark.parametrize(("kind", "name"), OURS.items())
@@ -20,7 +20,7 @@ def test_registered_under_our_distribution(kind: str, name: str) -> None:
     assert info.distribution.replace("_", "-") == DISTRIBUTION
 
 
-@parametrize_plugins("models", "losses", "augmentations", distribution=DISTRIBUTION, rules=True)
+@parametrize_plugins("models", "losses", "recipes", distribution=DISTRIBUTION, rules=True)
 def test_contract(kind: str, name: str, rule: str) -> None:
     check(kind, name, rules=[rule])
 
