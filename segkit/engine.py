@@ -83,7 +83,7 @@ def _run(
             state, t.model, t.optimizer, runtime.precision
         )
     if d.main:
-        folder = _prepare_folder(config, folder, state, history)
+        folder = _prepare_folder(config, folder, state, history, say)
         resolved = _resolved(config, runtime, t)
         folder.write_config(config, resolved)
         if t.bad_samples:

@@ -26,6 +26,26 @@ TINY_PETS_COUNT = 20
 TINY_PETS_SEED = 7
 
 
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the tiers honest: a test outside the ``slow`` tier that trains a model or starts
+    a process fails, saying to mark it."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import subprocess
+
+    from segkit import engine
+
+    def refuse(what: str):
+        def call(*args, **kwargs):
+            pytest.fail(f"{request.node.nodeid} {what}: mark it @pytest.mark.slow", pytrace=False)
+
+        return call
+
+    monkeypatch.setattr(engine, "train_one_epoch", refuse("trains a model"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # The embedded synthetic dataset is cached under $SEGKIT_CACHE; never touch the
