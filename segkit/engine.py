@@ -137,16 +137,14 @@ def _prepare_folder(
     folder: RunFolder | None,
     state: dict[str, Any] | None,
     history: list[dict[str, Any]],
+    say: Callable[[str], None],
 ) -> RunFolder:
     """A new run folder, or the resumed one with its metrics cut back to the checkpoint."""
     if folder is None or state is None:
         return RunFolder.create(config)
     folder.repair_best_link(state)
     folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
-    print(
-        f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}",
-        flush=True,
-    )
+    say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")
     return folder
 
 
