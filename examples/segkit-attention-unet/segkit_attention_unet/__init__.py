@@ -2,7 +2,7 @@
 
 Registered in this package's ``pyproject.toml`` under the entry-point groups
 ``segkit.models`` (``attention_unet``), ``segkit.losses`` (``focal_dice``) and
-``segkit.augmentations`` (``light``). segkit imports this module only when one of them is
+``segkit.recipes`` (``light``). segkit imports this module only when one of them is
 used.
 """
 
