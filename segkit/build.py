@@ -32,6 +32,7 @@ from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declares, min_input_multiple
 from segkit.distributed import Dist
 from segkit.errors import ConfigError
+from segkit.loops import step_quietly
 from segkit.precision import Precision, create_precision
 from segkit.recipes import Normalize, Recipe
 
@@ -329,8 +330,6 @@ def build_scheduler(
     The position is computed, not loaded: a resumed run (even one that extends
     ``--epochs``) continues the schedule from where its epochs put it.
     """
-    from segkit.loops import step_quietly
-
     # Sets each group's lr to initial_lr * factor(0); initial_lr (the config's lr) is kept
     # from a restored optimizer state.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
