@@ -210,6 +210,26 @@ def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[S
     return list(samples)
 
 
+def check_disjoint(lists: dict[Path, Sequence[str]]) -> None:
+    """Refuse split lists that share a name: a test image listed for training too would
+    inflate every test score. Raises a :class:`~segkit.errors.DataError` naming both files,
+    the first shared name and how many there are."""
+    seen: dict[str, Path] = {}
+    for path, names in lists.items():
+        shared = [n for n in dict.fromkeys(names) if n in seen and seen[n] != path]
+        if shared:
+            from segkit.errors import DataError
+
+            other = seen[shared[0]]
+            more = f" ({len(shared) - 1} more names are in both)" if len(shared) > 1 else ""
+            raise DataError(
+                f"{path}: '{shared[0]}' is listed in {other} too{more}; a sample must be in "
+                "one split only, or its test score measures what the model was trained on"
+            )
+        for n in names:
+            seen.setdefault(n, path)
+
+
 def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
     """Raise a :class:`~segkit.errors.ConfigError` unless ``x``'s height and width are
     multiples of ``multiple``. segkit runs it before every forward of the models it

@@ -395,3 +395,30 @@ def test_entry_points_name_these_classes() -> None:
     assert group["oxford_pet"].load() is OxfordPet
     assert group["folder"].load() is FolderDataset
     assert group["synthetic"].load() is SyntheticPet
+
+
+def test_a_name_in_both_trainval_and_test_is_refused(broken_pets: Path) -> None:
+    """A test image that is also trained on would make the test score meaningless."""
+    test = (broken_pets / "annotations" / "test.txt").read_text().splitlines()
+    with (broken_pets / "annotations" / "trainval.txt").open("a") as f:
+        f.write(test[0] + "\n")
+    name = test[0].split()[0]
+    for split in ("train", "test"):
+        with pytest.raises(
+            DataError, match=rf"'{name}' is listed in .*(trainval|test)\.txt too; a sample must"
+        ):
+            OxfordPet(broken_pets).samples(split)
+
+
+def test_folder_split_lists_must_not_share_a_name(tmp_path: Path) -> None:
+    _folder(tmp_path, ["a", "b", "c", "d"])
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "train.txt").write_text("a\nb\nc\n")
+    (tmp_path / "splits" / "valid.txt").write_text("d\n")
+    (tmp_path / "splits" / "test.txt").write_text("c\nb\n")
+    with pytest.raises(
+        DataError,
+        match=r"(train|test)\.txt: '[bc]' is listed in .*(train|test)\.txt too \(1 more names "
+        r"are in both\)",
+    ):
+        FolderDataset(tmp_path).samples("test")

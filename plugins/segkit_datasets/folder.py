@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from segkit.contracts import MaskSpec, Sample, check_samples, check_split
+from segkit.contracts import SPLITS, MaskSpec, Sample, check_disjoint, check_samples, check_split
 from segkit.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -91,14 +91,21 @@ class FolderDataset:
 
         Raises:
             ConfigError: ``split`` is not "train", "valid" or "test".
-            DataError: a split list is missing or names an unknown stem, or the split is
-                empty.
+            DataError: a split list is missing or names an unknown stem, two lists name
+                one stem, or the split is empty.
         """
         check_split(split)
         splits_dir = self.root / "splits"
         if splits_dir.is_dir():
             source = splits_dir / f"{split}.txt"
             stems = self._read_split_list(source)
+            lists: dict[Path, list[str]] = {source: stems}
+            for other in (splits_dir / f"{s}.txt" for s in SPLITS if s != split):
+                try:
+                    lists[other] = self._read_split_list(other)
+                except DataError:
+                    pass  # that list's own problem is reported when its split is read
+            check_disjoint(lists)
         else:
             source = self.root / "images"
             stems = self._random_split()[split]

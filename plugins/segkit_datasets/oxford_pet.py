@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
-from segkit.contracts import MaskSpec, Sample, check_samples, check_split
+from segkit.contracts import MaskSpec, Sample, check_disjoint, check_samples, check_split
 from segkit.errors import ConfigError, DataError
 
 #: Where ``segkit data fetch`` downloads the official archives from.
@@ -149,11 +150,14 @@ class OxfordPet:
 
         Raises:
             ConfigError: ``split`` is not "train", "valid" or "test".
-            DataError: the split list or a file it names is missing, or the split is empty.
+            DataError: the split list or a file it names is missing, a name is in both
+                trainval.txt and test.txt, or the split is empty.
         """
         check_split(split)
-        source = self.root / "annotations" / ("test.txt" if split == "test" else "trainval.txt")
+        lists = {name: self.root / "annotations" / name for name in ("trainval.txt", "test.txt")}
+        source = lists["test.txt" if split == "test" else "trainval.txt"]
         ids = _read_split_list(source)
+        check_disjoint({source: ids, **_readable_lists(p for p in lists.values() if p != source)})
         if split != "test":
             ids = train_valid_split(ids, self.valid_fraction, self.split_seed)[split]
         samples = [
@@ -178,6 +182,18 @@ def train_valid_split(ids: list[str], valid_fraction: float, seed: int) -> dict[
     random.Random(seed).shuffle(order)
     n_valid = round(valid_fraction * len(order))
     return {"valid": sorted(order[:n_valid]), "train": sorted(order[n_valid:])}
+
+
+def _readable_lists(paths: Iterable[Path]) -> dict[Path, list[str]]:
+    """The ids of the split lists that read; a list's own problem is reported when its
+    split is asked for."""
+    out = {}
+    for path in paths:
+        try:
+            out[path] = _read_split_list(path)
+        except DataError:
+            pass
+    return out
 
 
 def _read_split_list(path: Path) -> list[str]:
