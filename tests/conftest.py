@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+#: The smallest real run: `segkit run` options every training test starts from (UNet at
+#: 32 px, batch 4, no worker processes).
+TINY_RUN = ["--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+
 #: Settings of ``tiny_pets``; test_datasets checks the generator against them.
 TINY_PETS_COUNT = 20
 TINY_PETS_SEED = 7

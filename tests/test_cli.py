@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 from PIL import Image
 
 from segkit.cli import main
 
-TINY = ["--image-size", "32", "--batch-size", "4", "--num-workers", "0", "-q"]
+TINY = [*TINY_RUN, "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,6 @@ def run_dir(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = main(
         [
             "run",
-            "--model",
-            "unet",
             "--epochs",
             "2",
             "--data",
@@ -182,7 +181,7 @@ def test_unknown_model_suggests_close_names(
     capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path))
-    err = error_of(capsys, ["run", "--model", "resnet34unet", *TINY])
+    err = error_of(capsys, ["run", *TINY, "--model", "resnet34unet"])
     assert (
         "no model named 'resnet34unet'" in err
         and "'resnet34_unet'" in err
@@ -218,8 +217,6 @@ def one_epoch(data: Path, out: Path) -> list[str]:
     """``segkit run`` arguments for one tiny UNet epoch on ``data``."""
     return [
         "run",
-        "--model",
-        "unet",
         "--epochs",
         "1",
         "--data",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RUN
 
 from segkit.cli import _without_devices
 
@@ -21,14 +22,7 @@ def test_two_processes_train_in_sync_and_rank_0_alone_writes(
         "run",
         "--devices",
         "2",
-        "--model",
-        "unet",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--num-workers",
-        "0",
+        *TINY_RUN,
         "--epochs",
         "2",
         "--data",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from segkit import checkpoint as ckpt_io
 from segkit import registry
@@ -22,18 +23,7 @@ from segkit.config import RunConfig
 from segkit.engine import resume, train
 from segkit.errors import CheckpointError, NumericalError
 
-TINY = [
-    "--model",
-    "unet",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "4",
-    "--num-workers",
-    "0",
-    "--seed",
-    "3",
-]
+TINY = [*TINY_RUN, "--seed", "3"]
 
 
 def tiny(data: Path, out: Path, **options: object) -> RunConfig:
