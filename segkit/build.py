@@ -29,7 +29,7 @@ import torch
 
 from segkit import registry
 from segkit.config import RunConfig, data_path
-from segkit.contracts import Dataset, Loader, attach_input_check, declares, min_input_multiple
+from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.distributed import Dist
 from segkit.errors import ConfigError
 from segkit.loops import step_quietly
@@ -208,10 +208,9 @@ def create_model(
             factory returned something else than a ``torch.nn.Module``.
     """
     factory = registry.default_registry().get("models", name)
-    declared = declares(factory, "min_input_multiple")
-    if declared:
-        multiple = min_input_multiple(factory, options)
-        _check_image_size(name, image_size, multiple)
+    declared = declared_multiple(factory, options)
+    if declared is not None:
+        _check_image_size(name, image_size, declared)
     model = registry.create(
         "models", name, in_channels=in_channels, out_channels=out_channels, **options
     )
@@ -220,12 +219,11 @@ def create_model(
             f"model '{name}' returned a {type(model).__name__}; a model factory must "
             "return a torch.nn.Module"
         )
-    if not declared:  # an older plugin that sets it on the model only
-        multiple = int(getattr(model, "min_input_multiple", 1))
-        _check_image_size(name, image_size, multiple)
     # The shared option ``encoder`` says which variant failed: "timm_unet (efficientnet_b0)".
     label = f"{name} ({options['encoder']})" if options.get("encoder") else name
-    attach_input_check(model, label, multiple)
+    multiple = attach_input_check(model, label, declared)
+    if declared is None:  # an older plugin that sets it on the model only
+        _check_image_size(name, image_size, multiple)
     return model
 
 

@@ -142,20 +142,18 @@ def settings_from_args(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from segkit.config import RunConfig, read_config_file
+    from segkit.config import RunConfig, flag, read_config_file
     from segkit.engine import resume, train
 
     if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
         from segkit.distributed import launch
 
         return launch(args.devices, _without_devices(args.argv))
-    settings = settings_from_args(args)
     if args.resume:
+        settings = settings_from_args(args)
         other = sorted(set(settings) - {"epochs"})
         if other or args.config:
-            given = ", ".join(
-                ["--config"] * bool(args.config) + [f"--{k.replace('_', '-')}" for k in other]
-            )
+            given = ", ".join(["--config"] * bool(args.config) + [flag(k) for k in other])
             raise ConfigError(
                 f"--resume continues a run with the settings in its checkpoint; {given} "
                 "cannot change them (only --epochs can, to extend the run). Start a new run "

@@ -199,7 +199,7 @@ class RunConfig:
         """
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of settings, got {type(d).__name__}")
-        d = {RENAMED_KEYS.get(k, k): v for k, v in d.items() if k != "resolved"}
+        d = _asked(d)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names))
         if unknown:
@@ -255,7 +255,13 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
             ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of settings, got {type(data).__name__}")
-    return {RENAMED_KEYS.get(k, k): v for k, v in data.items() if k != "resolved"}
+    return _asked(data)
+
+
+def _asked(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with old key names renamed and ``resolved`` (what segkit wrote next to
+    them in a ``config.json``) left out."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
 
 
 @functools.cache

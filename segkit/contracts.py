@@ -256,19 +256,32 @@ def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
         )
 
 
-def attach_input_check(model: torch.nn.Module, label: str, multiple: int) -> None:
+def attach_input_check(model: torch.nn.Module, label: str, multiple: int | None) -> int:
     """Check the input size before every forward of ``model`` (a forward pre-hook), so
     a wrong size fails with :func:`check_input_size`'s message instead of a shape error
-    deep in the decoder. Also sets ``model.min_input_multiple``."""
+    deep in the decoder. Also sets ``model.min_input_multiple``.
+
+    Args:
+        model: The model a factory built.
+        label: The model in messages, e.g. ``"unet"``.
+        multiple: What the factory declares (:func:`declared_multiple`); None when it
+            declares nothing, and then an older plugin's model may say it itself (else 1).
+
+    Returns:
+        The multiple the check enforces.
+    """
+    if multiple is None:
+        multiple = int(getattr(model, "min_input_multiple", 1))
     model.min_input_multiple = multiple  # type: ignore[assignment]
     if multiple == 1:
-        return
+        return multiple
 
     def hook(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if args and hasattr(args[0], "shape"):
             check_input_size(label, args[0], multiple)
 
     model.register_forward_pre_hook(hook)
+    return multiple
 
 
 # ----------------------------------------------------------------------------- factories
@@ -386,13 +399,7 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
     for name, _ in contract.capabilities:
         value = capability(kind, factory, name)
         if name == "min_input_multiple":
-            ok = callable(value) or (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and value >= 1
-                and 32 % value == 0
-            )
-            if not ok:
+            if not (callable(value) or _is_multiple(value)):
                 problems.append(
                     f"declares min_input_multiple={value!r}; expected an int >= 1 that divides "
                     "32, or a function of the options returning one"
@@ -407,6 +414,18 @@ def declares(factory: Any, name: str) -> bool:
     return hasattr(factory, name)
 
 
+def _is_multiple(value: Any) -> bool:
+    """An int >= 1 that divides 32: every model must take every size divisible by 32."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and 32 % value == 0
+
+
+def declared_multiple(factory: Any, options: dict[str, Any]) -> int | None:
+    """:func:`min_input_multiple` of a model factory that declares one, else None."""
+    if not declares(factory, "min_input_multiple"):
+        return None
+    return min_input_multiple(factory, options)
+
+
 def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
     """The ``min_input_multiple`` a model factory declares for these options, without
     building the model.
@@ -418,9 +437,7 @@ def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
     value = capability("models", factory, "min_input_multiple")
     if callable(value):
         value = value(**options)
-    if not (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1 and 32 % value == 0
-    ):
+    if not _is_multiple(value):
         from segkit.errors import ConfigError
 
         raise ConfigError(

@@ -347,3 +347,9 @@ def test_list_into_a_closed_pipe_is_quiet() -> None:
         check=True,
     )
     assert proc.stdout.startswith("KIND") and "Traceback" not in proc.stderr
+
+
+def test_resume_refuses_settings_it_would_ignore(capsys, tmp_path: Path) -> None:
+    err = error_of(capsys, ["run", "--resume", str(tmp_path), "--model-opt", "a=1", "--lr", "1"])
+    assert "--lr, --model-opt cannot change them (only --epochs can" in err
+    assert f"segkit run --config {tmp_path / 'config.json'}" in err

@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-from segkit.contracts import attach_input_check, declares
-from segkit.contracts import min_input_multiple as declared_min_input_multiple
+from segkit.contracts import attach_input_check, declared_multiple
 from segkit.errors import ConfigError
 from segkit.testing._rules import (
     SIGNATURE,
@@ -47,9 +46,7 @@ class ModelCase:
 
     def declared_multiple(self) -> int | None:
         """What the factory declares, read without building a model (None: nothing)."""
-        if not declares(self.target.plugin, "min_input_multiple"):
-            return None
-        return declared_min_input_multiple(self.target.plugin, self.options)
+        return declared_multiple(self.target.plugin, self.options)
 
     def make(self, **channels: int) -> torch.nn.Module:
         """A new model under the case's torch seed (``channels`` override the case's),
@@ -59,10 +56,7 @@ class ModelCase:
         out = self.target.factory(**kw, **self.options)
         returned(out, torch.nn.Module, "not a torch.nn.Module")
         self.own_multiple = getattr(out, "min_input_multiple", None)
-        multiple = self.declared_multiple()
-        if multiple is None:  # an older plugin: segkit falls back to the model's own value
-            multiple = int(self.own_multiple or 1)
-        attach_input_check(out, self.target.label, multiple)
+        attach_input_check(out, self.target.label, self.declared_multiple())
         return out
 
     def shared(self) -> torch.nn.Module:
