@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup run test test-all lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -33,5 +33,12 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only
 
+# On a GPU machine: prove and measure the GPU path in about 7 minutes (benchmarks/gpu_check.py).
+# It uses the machine's own Python where there is no .venv (see the README, Benchmarks).
+# `make gpu-check ARGS=--dry-run` runs every step at tiny sizes on the CPU (as CI does).
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	NO_ALBUMENTATIONS_UPDATE=1 $(GPU_PY) benchmarks/gpu_check.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks gpu-check gpu-check-data

@@ -14,10 +14,15 @@ SEGKIT_BENCH_CHANNELS_LAST auto (on for CUDA)
 SEGKIT_BENCH_COMPILE       0
 SEGKIT_BENCH_WORKERS       auto (segkit run's default)
 SEGKIT_BENCH_RECIPE        type3
+SEGKIT_BENCH_MODELS        every registered model (comma-separated names to pick some)
+SEGKIT_BENCH_DATA          (unset)                        a set in the Oxford-IIIT Pet layout
 =========================  =============================  ==============================
 
 Data is the synthetic pet set (JPEGs of about 500x375 with trimaps, in the Oxford-IIIT
-Pet layout), generated once into ``$SEGKIT_CACHE`` (``~/.cache/segkit``) and reused.
+Pet layout), generated once (in parallel, one process per core) into ``$SEGKIT_CACHE``
+(``~/.cache/segkit``) and reused. ``SEGKIT_BENCH_DATA`` names a set already made instead
+(``make gpu-check`` passes its Pet-shaped set: train 3312 / valid 368); its whole train
+split is the epoch then.
 
 Every part is built through :mod:`segkit.build` from a :class:`~segkit.config.RunConfig`
 (:func:`run_config`), exactly as ``segkit run`` builds it: the same runtime resolution
@@ -76,16 +81,41 @@ def settings() -> Settings:
     )
 
 
+def models() -> list[str]:
+    """The models to benchmark: ``SEGKIT_BENCH_MODELS`` or every registered one."""
+    from segkit.registry import list_plugins
+
+    names = list_plugins("models")
+    chosen = [m.strip() for m in _env("MODELS", "").split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise RuntimeError(
+            f"SEGKIT_BENCH_MODELS names {', '.join(unknown)}, not registered; "
+            f"registered: {', '.join(names)}"
+        )
+    return chosen or names
+
+
 @functools.cache
 def dataset() -> Any:
-    """A synthetic set whose train split has exactly ``settings().images`` images."""
+    """``SEGKIT_BENCH_DATA``, else a synthetic set whose train split has exactly
+    ``settings().images`` images."""
     from segkit import create_dataset
 
+    given = os.environ.get("SEGKIT_BENCH_DATA")
+    if given:
+        return create_dataset("oxford_pet", Path(given))
     n = settings().images
     count = math.ceil(n / 0.75)  # the synthetic set puts a quarter of its images in test
     root = (
         Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit")) / f"bench-{count}"
     )
+    if not root.exists():  # generate in parallel (the dataset plugin would use one core)
+        from segkit_datasets.synthetic import write_synthetic
+
+        tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
+        write_synthetic(tmp, count=count, seed=0, workers=os.cpu_count() or 1)
+        os.replace(tmp, root)
     ds = create_dataset("synthetic", root, count=count, seed=0, valid_fraction=0.0)
     train = ds.samples("train")
     if len(train) < n:

@@ -13,7 +13,7 @@ from segkit.registry import list_plugins
 
 
 @pytest.mark.parametrize("loader", list_plugins("loaders"))
-@pytest.mark.parametrize("model", list_plugins("models"))
+@pytest.mark.parametrize("model", bc.models())
 def test_epoch(benchmark, model: str, loader: str) -> None:
     from segkit import build
     from segkit.loops import train_one_epoch

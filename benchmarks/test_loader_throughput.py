@@ -52,18 +52,37 @@ WORKERS = _setting("WORKERS", -1)  # -1: segkit run's default
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> object:
-    """Exactly IMAGES train images: one more is written for the (unused) test list."""
+    """Exactly IMAGES train images: one more is written for the (unused) test list.
+    With ``SEGKIT_BENCH_DATA``, the first IMAGES train images of that set."""
     from segkit_datasets.synthetic import write_synthetic
+
+    given = os.environ.get("SEGKIT_BENCH_DATA")
+    if given:
+        return _First(create("datasets", "oxford_pet", Path(given)), IMAGES)
 
     root = write_synthetic(
         tmp_path_factory.mktemp("loader-bench") / "set",
         count=IMAGES + 1,
         seed=0,
         test_fraction=1 / (IMAGES + 1),
+        workers=min(8, os.cpu_count() or 1),
     )
     dataset = create("datasets", "oxford_pet", Path(root), valid_fraction=0.0)
     assert len(dataset.samples("train")) == IMAGES
     return dataset
+
+
+class _First:
+    """A dataset's first ``n`` train samples."""
+
+    def __init__(self, dataset: object, n: int) -> None:
+        self.root, self.mask_spec = dataset.root, dataset.mask_spec
+        self._train = dataset.samples("train")[:n]
+        if len(self._train) < n:
+            raise RuntimeError(f"{dataset.root}: fewer than {n} train images")
+
+    def samples(self, split: str) -> list:
+        return list(self._train)
 
 
 def _versions() -> dict[str, str | None]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import bench_common as bc
 import pytest
 
-from segkit.registry import list_plugins
 
-
-@pytest.mark.parametrize("model", list_plugins("models"))
+@pytest.mark.parametrize("model", bc.models())
 def test_model_only(benchmark, model: str) -> None:
     s = bc.settings()
     steps = bc.model_steps_per_round()

@@ -39,9 +39,19 @@ from segkit.recipes import Normalize, Recipe
 # ----------------------------------------------------------------------------- runtime
 
 
-def default_workers() -> int:
-    """Loader workers when none are asked for: one per core, up to 8."""
-    return min(8, os.cpu_count() or 1)
+def default_workers(device: torch.device | str = "cpu", local_world: int = 1) -> int:
+    """Loader workers when none are asked for.
+
+    On a CUDA host the loader feeds a GPU that consumes thousands of images a second: it
+    gets every core but two (one for the training loop, one for the rest of the system),
+    shared among the processes of this host (``local_world``). On the CPU the model itself
+    is the bottleneck and competes with the loader for the same cores: one worker per
+    core, up to 8.
+    """
+    cores = os.cpu_count() or 1
+    if torch.device(device).type == "cuda":
+        return max(1, (cores - 2) // max(1, local_world))
+    return min(8, cores)
 
 
 def resolve_device(name: str | torch.device, local_rank: int | None = None) -> torch.device:
@@ -126,7 +136,11 @@ def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     channels_last = (
         config.channels_last if config.channels_last is not None else device.type == "cuda"
     )
-    workers = config.num_workers if config.num_workers is not None else default_workers()
+    workers = (
+        config.num_workers
+        if config.num_workers is not None
+        else default_workers(device, d.local_world)
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
     seed_everything(config.seed)

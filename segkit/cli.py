@@ -281,7 +281,9 @@ def _dataset_capability(name: str, capability: str, what: str) -> Any:
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     generate = _dataset_capability(args.dataset, "generate", "generate data")
-    root = generate(Path(args.path), count=args.count, seed=args.seed)
+    # Only a --workers given is passed on: generate(root, count, seed) is the contract.
+    extra = {"workers": args.workers} if args.workers is not None else {}
+    root = generate(Path(args.path), count=args.count, seed=args.seed, **extra)
     print(f"wrote {args.count} generated images ({args.dataset}) to {root}")
     return 0
 
@@ -401,6 +403,12 @@ def _add_data(sub: Any) -> None:
     s.add_argument("path")
     s.add_argument("--count", type=int, default=400)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes generating in parallel (the synthetic set: same files for any N)",
+    )
     s.add_argument(
         "--dataset",
         default=DEFAULTS["generated_dataset"],

@@ -122,7 +122,9 @@ class RunConfig:
     image_size: int = _opt(256, "square training size")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     seed: int = _opt(0, "seed of weights, shuffles and augmentations")
-    num_workers: int | None = _opt(None, "loader workers (default: one per core, up to 8)")
+    num_workers: int | None = _opt(
+        None, "loader workers (default: on a GPU every core but two, else one per core up to 8)"
+    )
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
     validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")

@@ -17,17 +17,19 @@ from segkit.errors import DataError
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array.
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array, turned as its EXIF
+    orientation says (as every viewer, annotation tool and nvJPEG shows a phone photo:
+    its mask was drawn on the turned picture).
 
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
-            rgb = im.convert("RGB")
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

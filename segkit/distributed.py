@@ -24,6 +24,8 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: Processes of this job on this host (torchrun's LOCAL_WORLD_SIZE).
+    local_world: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -39,7 +41,12 @@ def from_env() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(
+        int(os.environ["RANK"]),
+        world,
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+    )
 
 
 def init(d: Dist, device: torch.device) -> None:

@@ -74,7 +74,9 @@ def train_one_epoch(
     model.train()
     meter = DiceMeter(device)
     watch = _BadStepWatch(device)
-    skipped_nan = skipped_overflow = 0
+    skipped_nan = 0
+    precision.take_skipped()  # count this epoch's overflow skips only
+    shown_loss = _DeviceScalar(device) if progress is not None else None
     step = -1
     for step, batch in enumerate(loader):
         images = to_device(batch.images, device, channels_last)
@@ -93,31 +95,35 @@ def train_one_epoch(
                 continue
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
-        if precision.step(optimizer):
-            if scheduler is not None:
-                scheduler.step()
-        else:
-            skipped_overflow += 1
-            if scheduler is not None:
+        precision.step(optimizer)  # fp16 may skip it; counted on the device
+        if scheduler is not None:
+            # The schedule counts batches, skipped ones included, so the learning rate
+            # depends only on the step count. An fp16 skip of the very first step makes
+            # torch warn that the scheduler stepped before the optimizer: intended.
+            if step == 0:
                 step_quietly(scheduler)
+            else:
+                scheduler.step()
         meter.update(logits, masks, loss)
         if on_nan == "stop":
             watch.update(loss, step)
             # Under DDP every rank must run the same steps, so only the end-of-epoch check
             # (below, agreed across ranks) may stop it.
-            if not d.enabled and step % _BadStepWatch.READ_EVERY == 0 and watch.read() >= 0:
+            if not d.enabled and step % _BadStepWatch.READ_EVERY == 0 and watch.poll() >= 0:
                 break
         if progress is not None:
             progress.update(1)
-            if step % 20 == 0:  # a host sync every 20 steps, for the progress bar only
-                progress.set_postfix(loss=f"{loss.item():.4f}")
+            if step % 20 == 0:  # shown when the device gets there: no host sync
+                shown_loss.request(loss.detach())
+            if (value := shown_loss.poll()) is not None:
+                progress.set_postfix(loss=f"{value:.4f}")
     if on_nan == "stop":
         _stop_on_bad_step(watch, epoch, device, d)
     distributed.all_reduce_sum(meter.state(), d)
     out = meter.compute()
     out["steps"] = step + 1
     out["skipped_nan"] = skipped_nan
-    out["skipped_overflow"] = skipped_overflow
+    out["skipped_overflow"] = precision.take_skipped()
     return out
 
 
@@ -144,22 +150,62 @@ def step_quietly(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
         scheduler.step()
 
 
+class _DeviceScalar:
+    """A device scalar read without waiting for the device.
+
+    :meth:`request` starts a copy into pinned host memory behind the work already
+    queued; :meth:`poll` returns the value once the device got there (``None`` before).
+    On the CPU the value is there at once.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros((), dtype=torch.float64, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+        self.value: float | None = None
+
+    def request(self, t: torch.Tensor) -> None:
+        if self.pending:  # the last copy has not landed yet: keep that one
+            return
+        if self.event is None:
+            self.value = float(t)
+            return
+        self.host.copy_(t.double(), non_blocking=True)
+        self.event.record()
+        self.pending = True
+
+    def poll(self) -> float | None:
+        if self.pending and self.event is not None and self.event.query():
+            self.value = float(self.host)
+            self.pending = False
+        return self.value
+
+
 class _BadStepWatch:
     """Finds the first non-finite loss of an epoch without a host sync per step.
 
-    The check runs on the device every step; the host reads the flag every
-    ``READ_EVERY`` steps and at the end of the epoch, so a NaN stops the run at most that
-    many steps late (the weights of those steps are never checkpointed).
+    The check runs on the device every step. Every ``READ_EVERY`` steps the host asks for
+    the flag without waiting (:class:`_DeviceScalar`) and looks at what has arrived, so a
+    NaN stops the run a few dozen steps late at most (the weights of those steps are
+    never checkpointed); :meth:`read` at the end of the epoch waits for the final value.
     """
 
     READ_EVERY = 25
 
     def __init__(self, device: torch.device) -> None:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.seen = _DeviceScalar(device)
 
     def update(self, loss: torch.Tensor, step: int) -> None:
         bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def poll(self) -> int:
+        """The first bad step seen so far, -1 if none (or not arrived yet); no sync."""
+        self.seen.request(self.first_bad)
+        value = self.seen.poll()
+        return -1 if value is None else int(value)
 
     def read(self) -> int:
         return int(self.first_bad.item())

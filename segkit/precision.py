@@ -27,10 +27,16 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Step the optimizer. Returns False when the step was skipped (fp16 overflow)."""
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step the optimizer (fp16 skips a step whose gradients overflowed)."""
         optimizer.step()
-        return True
+
+    def take_skipped(self) -> int:
+        """Steps skipped for overflowing gradients since the last call (fp16 only).
+
+        Counted on the device, so a step never waits for the GPU; reading the count is
+        one host sync, meant for the end of an epoch."""
+        return 0
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -47,6 +53,7 @@ class MixedPrecision(Precision):
         self.device_type = device_type
         self.name = "bf16" if dtype == torch.bfloat16 else "fp16"
         self.scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
+        self._skipped: torch.Tensor | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device_type, dtype=self.dtype)
@@ -57,16 +64,30 @@ class MixedPrecision(Precision):
         else:
             self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
             optimizer.step()
-            return True
-        scale = self.scaler.get_scale()
+            return
+        # The scaler lowers its scale exactly when it skipped a step for inf/NaN grads.
+        # Compare the scale tensors on the device: get_scale() would be a host sync per
+        # step. (With a fused optimizer, as segkit builds, scaler.step does not sync
+        # either: the optimizer reads the inf flag on the device.)
+        before = self.scaler._scale
+        before = before.clone() if before is not None else None
         self.scaler.step(optimizer)
         self.scaler.update()
-        # The scaler lowers its scale exactly when it skipped a step for inf/NaN grads.
-        # (get_scale() syncs with the device; fp16 runs pay that one read per step.)
-        return self.scaler.get_scale() >= scale
+        after = self.scaler._scale
+        if before is None or after is None:  # scale() never called: nothing was stepped
+            return
+        lowered = (after < before).long()
+        self._skipped = lowered if self._skipped is None else self._skipped + lowered
+
+    def take_skipped(self) -> int:
+        if self._skipped is None:
+            return 0
+        n = int(self._skipped.sum().item())
+        self._skipped = None
+        return n
 
     def state_dict(self) -> dict[str, Any]:
         return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}

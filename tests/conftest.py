@@ -30,6 +30,19 @@ TINY_PETS_COUNT = 20
 TINY_PETS_SEED = 7
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The CUDA tier (tests/cuda, marker ``cuda``) is skipped, with its reason, where CUDA
+    is absent: CI proves the CPU path, `make gpu-check` the GPU path."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device here; the GPU machine runs `make gpu-check`")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the tiers honest: a test outside the ``slow`` tier that trains a model or starts

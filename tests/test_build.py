@@ -66,6 +66,20 @@ def test_default_workers_follows_cpu_count(
     assert build.default_workers() == workers
 
 
+@pytest.mark.parametrize(
+    ("cores", "local_world", "workers"),
+    [(16, 1, 14), (16, 2, 7), (64, 8, 7), (2, 1, 1), (1, 1, 1), (None, 1, 1)],
+)
+def test_default_workers_on_a_gpu_host_is_every_core_but_two(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, local_world: int, workers: int
+) -> None:
+    # A GPU eats thousands of images a second: the loader gets the cores the training
+    # loop does not need, shared among this host's processes.
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert build.default_workers("cuda", local_world) == workers
+    assert build.default_workers(torch.device("cuda", 1)) == max(1, (cores or 1) - 2)
+
+
 # --- models ----------------------------------------------------------------------------
 
 

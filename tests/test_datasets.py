@@ -85,6 +85,17 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny_pets: Path, tmp_path: 
             assert (a / rel).read_bytes() != (c / rel).read_bytes()
 
 
+@pytest.mark.slow  # starts processes
+def test_parallel_generation_writes_the_same_files(tiny_pets: Path, tmp_path: Path) -> None:
+    out = write_synthetic(tmp_path / "p", count=5, seed=SEED, workers=2)
+    for i in range(5):
+        for rel in (f"images/synth_{i}.jpg", f"annotations/trimaps/synth_{i}.png"):
+            assert (out / rel).read_bytes() == (tiny_pets / rel).read_bytes()
+    assert is_complete(out, 5, SEED)
+    with pytest.raises(ConfigError, match="workers=0: expected 1 or more"):
+        write_synthetic(tmp_path / "z", count=5, workers=0)
+
+
 def test_read_sample_gives_trimap_not_2(tiny_pets: Path) -> None:
     ds = OxfordPet(tiny_pets)
     sample = ds.samples("test")[0]

@@ -72,7 +72,8 @@ def test_precision_backward_and_step() -> None:
     w, opt = sgd_on(1.0)
     p.backward((2 * w).sum())
     assert w.grad.tolist() == [2.0]
-    assert p.step(opt) is True
+    p.step(opt)
+    assert p.take_skipped() == 0
     assert w.item() == pytest.approx(1.0 - 0.1 * 2.0)
 
 
@@ -81,7 +82,8 @@ def test_bf16_backward_and_step_are_plain() -> None:
     w, opt = sgd_on(1.0)
     p.backward((2 * w).sum())
     assert w.grad.tolist() == [2.0]  # no loss scaling
-    assert p.step(opt) is True
+    p.step(opt)
+    assert p.take_skipped() == 0
     assert w.item() == pytest.approx(0.8)
 
 
@@ -101,23 +103,26 @@ def test_fp16_scales_the_loss() -> None:
     assert w.grad.tolist() == [2.0 * 65536.0]  # GradScaler's initial scale
 
 
-def test_fp16_finite_step_returns_true_and_updates() -> None:
+def test_fp16_finite_step_updates_and_is_not_counted_as_skipped() -> None:
     p = MixedPrecision(torch.float16, "cpu")
     w, opt = sgd_on(1.0)
     p.backward((2 * w).sum())
-    assert p.step(opt) is True
+    p.step(opt)
+    assert p.take_skipped() == 0
     # The gradient is unscaled before the step: 1 - 0.1 * 2.
     assert w.item() == pytest.approx(0.8)
     assert p.scaler.get_scale() == 65536.0
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
-def test_fp16_overflow_skips_the_step_and_returns_false(bad: float) -> None:
+def test_fp16_overflow_skips_the_step_and_counts_it(bad: float) -> None:
     p = MixedPrecision(torch.float16, "cpu")
     w, opt = sgd_on(1.0)
     p.backward((2 * w).sum())
     w.grad.fill_(bad)
-    assert p.step(opt) is False
+    p.step(opt)
+    assert p.take_skipped() == 1
+    assert p.take_skipped() == 0  # taken: the count starts again
     assert w.item() == 1.0
     assert p.scaler.get_scale() == 32768.0  # halved
 
@@ -125,8 +130,22 @@ def test_fp16_overflow_skips_the_step_and_returns_false(bad: float) -> None:
     opt.zero_grad()
     p.backward((2 * w).sum())
     assert w.grad.tolist() == [2.0 * 32768.0]
-    assert p.step(opt) is True
+    p.step(opt)
+    assert p.take_skipped() == 0
     assert w.item() == pytest.approx(0.8)
+
+
+def test_fp16_counts_every_skipped_step_of_an_epoch() -> None:
+    p = MixedPrecision(torch.float16, "cpu")
+    w, opt = sgd_on(1.0)
+    for i in range(6):
+        opt.zero_grad()
+        p.backward((2 * w).sum())
+        if i in (1, 2, 4):
+            w.grad.fill_(float("inf"))
+        p.step(opt)
+    assert p.take_skipped() == 3
+    assert Precision().take_skipped() == 0
 
 
 def test_fp16_state_dict_round_trip() -> None:

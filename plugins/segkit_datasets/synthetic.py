@@ -87,7 +87,12 @@ _COAT_PALETTE = np.array(
 
 
 def write_synthetic(
-    root: Path, count: int = 400, seed: int = 0, test_fraction: float = 0.25
+    root: Path,
+    count: int = 400,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    *,
+    workers: int = 1,
 ) -> Path:
     """Generate ``count`` pet-like images with trimaps into ``root`` (Oxford-IIIT Pet layout).
 
@@ -104,6 +109,9 @@ def write_synthetic(
         count: Number of images (at least 2).
         seed: Non-negative seed; the same seed gives identical files.
         test_fraction: Fraction of the images listed in ``test.txt``.
+        workers: Processes rendering images in parallel (each image has its own random
+            stream, so the files are the same for any number). A Pet-sized set (7349
+            images) takes about 5 minutes on one core.
 
     Returns:
         ``root``.
@@ -118,6 +126,8 @@ def write_synthetic(
         raise ConfigError(f"seed={seed}: the seed must be a non-negative integer")
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction={test_fraction}: expected a value between 0 and 1")
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: expected 1 or more processes")
     root = Path(root).expanduser()
     _clear_own_files(root)
 
@@ -125,10 +135,23 @@ def write_synthetic(
     trimaps = root / "annotations" / "trimaps"
     images.mkdir(parents=True, exist_ok=True)
     trimaps.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        rgb, trimap = render_sample(seed, i)
-        Image.fromarray(rgb, "RGB").save(images / f"synth_{i}.jpg", quality=_JPEG_QUALITY)
-        Image.fromarray(trimap, "L").save(trimaps / f"synth_{i}.png")
+    workers = min(workers, count)
+    if workers == 1:
+        _write_samples(root, seed, range(count))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold threads (torch's, a loader's) that a forked
+        # child would inherit mid-lock. Interleaved chunks keep the processes equally busy.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            jobs = [
+                pool.submit(_write_samples, root, seed, range(w, count, workers))
+                for w in range(workers)
+            ]
+            for job in jobs:
+                job.result()
 
     n_test = min(count - 1, max(1, round(test_fraction * count)))
     order = np.random.default_rng([seed, 2**31]).permutation(count)
@@ -146,6 +169,14 @@ def write_synthetic(
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return root
+
+
+def _write_samples(root: Path, seed: int, indices: range) -> None:
+    """Render and write the images and trimaps ``indices`` of the set ``seed``."""
+    for i in indices:
+        rgb, trimap = render_sample(seed, i)
+        Image.fromarray(rgb, "RGB").save(root / "images" / f"synth_{i}.jpg", quality=_JPEG_QUALITY)
+        Image.fromarray(trimap, "L").save(root / "annotations" / "trimaps" / f"synth_{i}.png")
 
 
 def _marker(root: Path) -> dict[str, Any] | None:
