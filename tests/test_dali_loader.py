@@ -154,6 +154,90 @@ def test_an_abandoned_epoch_does_not_disturb_the_next(tiny_pets_dataset):
     assert torch.equal(collect(loader, epochs=(0,))[0], full[0])
 
 
+def test_each_file_is_read_once_per_loader(tiny_pets_dataset, monkeypatch):
+    """The feed keeps each file's bytes and size: later epochs read nothing from disk,
+    and what DALI gets is the file's own bytes. The cache is the loader's own."""
+    import segkit_dali._loader as impl
+
+    reads: Counter[str] = Counter()
+    read_encoded = impl.read_encoded
+
+    def counting(sample, spec):
+        reads[sample.id] += 1
+        return read_encoded(sample, spec)
+
+    monkeypatch.setattr(impl, "read_encoded", counting)
+    ops = recipe(R.Resize(size=SIZE))
+    loader = create_loader(tiny_pets_dataset, "train", ops, 8, train=True, num_workers=1)
+    first = collect(loader, epochs=(0,))
+    collect(loader, epochs=(1, 2))
+    loader.set_epoch(0)
+    assert len(list(loader.feed_batches())) == len(loader)
+    assert torch.equal(collect(loader, epochs=(0,))[0], first[0])  # the cache changes nothing
+    ids = [s.id for s in loader.samples]
+    assert reads == Counter(ids)  # once each, over 5 epochs (4 through DALI)
+    for i, sample in enumerate(loader.samples):
+        assert np.array_equal(loader._feed.images[i], np.fromfile(sample.image, np.uint8))
+        assert np.array_equal(loader._feed.masks[i], np.fromfile(sample.mask, np.uint8))
+        with Image.open(sample.image) as im:
+            assert tuple(loader._feed.shapes[i]) == (im.height, im.width)
+    other = create_loader(tiny_pets_dataset, "train", ops, 8, train=True, num_workers=1)
+    list(other.feed_batches())
+    assert reads == Counter(ids * 2)
+
+
+def _feed_epoch(loader, epoch: int) -> list[list]:
+    loader.set_epoch(epoch)
+    return list(loader.feed_batches())
+
+
+def test_the_epoch_parameter_table_is_seeded_by_seed_and_epoch(tiny_pets_dataset):
+    """One table of parameters per epoch: the same for the same seed and epoch (any batch
+    size), different for another epoch or seed, and a sample's row is the same on every
+    shard. Each batch gets a slice: one array per parameter, batch first."""
+    from segkit_dali._loader import draw_params
+
+    type3 = registry.create("recipes", "type3", image_size=SIZE)
+
+    def make(batch=8, seed=3, shard=(0, 1)):
+        return create_loader(
+            tiny_pets_dataset, "train", type3, batch, train=True, seed=seed, shard=shard
+        )
+
+    def by_sample(loader, epoch):
+        """{sample index: its parameters (one array per column)} in ``epoch``."""
+        batches = _feed_epoch(loader, epoch)
+        order = [i for batch in loader._plan() for i in batch]
+        rows = [[c[k] for c in columns[2:]] for columns in batches for k in range(len(columns[0]))]
+        assert len(rows) == len(order)
+        return dict(zip(order, rows, strict=True))
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(
+            all(np.array_equal(x, y) for x, y in zip(a[i], b[i], strict=True)) for i in a
+        )
+
+    loader = make()
+    params = [p for op in loader.ops for p in op.params]
+    for columns in _feed_epoch(loader, 1):
+        n = len(columns[0])
+        assert len(columns) == 2 + len(params)
+        for column, p in zip(columns[2:], params, strict=True):
+            assert column.dtype == p.dtype and column.shape == (n, *p.shape)
+    epoch1 = by_sample(loader, 1)
+    assert same(epoch1, by_sample(make(batch=5), 1))  # reproducible, any batch size
+    assert same(epoch1, by_sample(loader, 1))  # back to epoch 1 on the same loader
+    assert not same(epoch1, by_sample(loader, 2))
+    assert not same(epoch1, by_sample(make(seed=4), 1))
+    for rank in range(3):  # a sample's parameters do not depend on the shard reading it
+        shard = by_sample(make(shard=(rank, 3)), 1)
+        assert same(shard, {i: epoch1[i] for i in shard})
+    # The table is draw_params' for the epoch's order: reproducible from (seed, epoch).
+    order = np.array([i for batch in loader._plan() for i in batch])
+    table = draw_params(loader.ops, 3, 2, len(loader.samples), order, loader._feed.shapes[order])
+    assert all(np.array_equal(a, b) for a, b in zip(table, loader._feed.params, strict=True))
+
+
 def _identify(images: torch.Tensor, references: torch.Tensor) -> list[int]:
     """Index of the reference image each image equals (deterministic eval recipe)."""
     flat = references.flatten(1)

@@ -313,6 +313,28 @@ class DaliLoader:
         n = self._per_rank()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def feed_batches(self) -> Iterator[list[Any]]:
+        """The epoch's batches as the feed hands them to ``fn.external_source``, without
+        running DALI: per batch, the encoded images, the encoded masks, then one array per
+        random parameter (batch first). For tests and the feed benchmark.
+
+        Raises:
+            RuntimeError: the loader is being iterated (the feed is in use).
+        """
+        if self._pipe is not None and self._pipe.state == "running":
+            raise RuntimeError("feed_batches() while the loader is being iterated")
+        self._feed.start(self._plan(), self.epoch)
+        try:
+            while True:
+                try:
+                    columns = self._feed()
+                except StopIteration:
+                    return
+                self._feed.pending.popleft()
+                yield columns
+        finally:
+            self._feed.stop()
+
     def __iter__(self) -> Iterator[Batch]:
         # Everything happens on the first next(), so an iterator made and never used
         # leaves the pipeline as it was.
