@@ -9,11 +9,17 @@ number of workers, and the shuffle order is :func:`segkit.sampling.epoch_order`'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+# albumentations asks the package index for a newer version when it is imported (in each
+# DataLoader worker that imports it too) unless this is set; the environment is inherited
+# by the workers. A value the user set wins.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample

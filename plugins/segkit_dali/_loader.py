@@ -3,8 +3,9 @@
 Data flow per batch::
 
     sampler (this shard's indices, reshuffled per epoch)
-      -> _Feed: read the encoded files (np.fromfile), check their headers, draw every op's
-         random parameters for each sample from (seed, epoch, index)
+      -> _Feed: read each encoded file (np.fromfile) and check its header once per loader
+         (cached); draw every op's random parameters for the whole epoch at once, as
+         numpy arrays, from (seed, epoch); per batch, slice them
       -> fn.external_source -> decode -> mask rule + value check -> recipe ops
       -> DALIGenericIterator -> Batch
 
@@ -69,10 +70,37 @@ def choose_device(device: torch.device | str) -> tuple[int | None, torch.device,
     return None, torch.device("cpu"), "cpu"
 
 
-def _sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The generator of one sample's augmentation parameters in one epoch."""
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's augmentation parameters (every sample's)."""
     mask64 = (1 << 64) - 1
-    return np.random.default_rng([seed & mask64, epoch & mask64, index])
+    return np.random.default_rng([seed & mask64, epoch & mask64])
+
+
+def draw_params(
+    ops: Sequence[Any], seed: int, epoch: int, n: int, rows: np.ndarray, shapes: np.ndarray
+) -> list[np.ndarray]:
+    """Every op's parameters for the samples ``rows`` (of ``n``) in ``epoch``.
+
+    One generator per ``(seed, epoch)``; each op draws its random numbers for all ``n``
+    samples of the split at once and keeps the ``rows`` read, so a sample's parameters
+    depend only on ``(seed, epoch, index)``: not on the shard, the batch size or the order.
+    ``shapes`` are the samples' ``(height, width)``.
+
+    Returns:
+        One array per parameter, in the feed's column order (ops in recipe order, each
+        op's ``params`` in order), of ``len(rows)`` rows of the parameter's dtype and shape.
+    """
+    rng = epoch_rng(seed, epoch)
+    rows = np.asarray(rows, dtype=np.int64)
+    shapes = np.asarray(shapes, dtype=np.int64).reshape(len(rows), 2)
+    columns: list[np.ndarray] = []
+    for op in ops:
+        values, shapes = op.draw(rng, n, rows, shapes)
+        for p in op.params:
+            column = np.ascontiguousarray(values[p.name], dtype=p.dtype)
+            assert column.shape == (len(rows), *p.shape), (p, column.shape)
+            columns.append(column)
+    return columns
 
 
 def _png(array: np.ndarray) -> np.ndarray:
@@ -134,6 +162,12 @@ def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray
 class _Feed:
     """The ``fn.external_source`` callback: one batch of files and parameters per call.
 
+    Each file is read and its header checked once per loader, on the first epoch that
+    reads it (``read_encoded``; the bytes, re-encoded if DALI cannot take them, and the
+    image size are kept). ``start`` plans an epoch: it reads what is not cached yet and
+    draws the epoch's parameters for all its samples at once (:func:`draw_params`);
+    each call then only slices those arrays and picks the cached bytes.
+
     It raises StopIteration after the epoch's last planned batch; the loader plans the
     next epoch (``start``) before resetting the DALI iterator, which then calls it again.
     ``pending`` holds the index lists of batches handed to DALI and not yet returned
@@ -152,8 +186,38 @@ class _Feed:
         self.cursor = 0
         self.pending: deque[list[int]] = deque()
         self.n_columns = 2 + sum(len(op.params) for op in ops)
+        # The cache, by sample index: encoded image and mask, and (height, width); -1 unread.
+        self.images: list[np.ndarray | None] = [None] * len(samples)
+        self.masks: list[np.ndarray | None] = [None] * len(samples)
+        self.shapes = np.full((len(samples), 2), -1, dtype=np.int64)
+        # The planned epoch's parameters (one array per column) and batch boundaries.
+        self.params: list[np.ndarray] = []
+        self.bounds: list[int] = [0]
+        self._planned: tuple[int, list[list[int]]] | None = None
+
+    def load(self, indices: Sequence[int]) -> None:
+        """Read (and check) the files of ``indices`` not read yet by this loader.
+
+        Raises:
+            DataError: a file is missing or unreadable, or the sizes differ; nothing is
+                cached for that sample, so the next epoch reports it again.
+        """
+        for i in indices:
+            if self.images[i] is None:
+                image, mask, shape = read_encoded(self.samples[i], self.spec)
+                self.images[i], self.masks[i] = image, mask
+                self.shapes[i] = shape
 
     def start(self, batches: list[list[int]], epoch: int) -> None:
+        if self._planned != (epoch, batches):  # a restarted epoch keeps its parameters
+            order = [i for batch in batches for i in batch]
+            self.load(order)
+            rows = np.asarray(order, dtype=np.int64)
+            self.params = draw_params(
+                self.ops, self.seed, epoch, len(self.samples), rows, self.shapes[rows]
+            )
+            self.bounds = [0, *np.cumsum([len(b) for b in batches]).tolist()]
+            self._planned = (epoch, batches)
         self.batches, self.epoch, self.cursor = batches, epoch, 0
         self.pending.clear()
 
@@ -161,25 +225,21 @@ class _Feed:
         """Hand DALI no more batches this epoch (to drain a half-read epoch)."""
         self.cursor = len(self.batches)
 
-    def __call__(self) -> list[list[np.ndarray]]:
+    def __call__(self) -> list[Any]:
         if self.cursor >= len(self.batches):
             raise StopIteration
-        indices = self.batches[self.cursor]
+        k = self.cursor
+        indices = self.batches[k]
         self.cursor += 1
         self.pending.append(indices)
-        columns: list[list[np.ndarray]] = [[] for _ in range(self.n_columns)]
-        for i in indices:
-            image, mask, shape = read_encoded(self.samples[i], self.spec)
-            columns[0].append(image)
-            columns[1].append(mask)
-            rng = _sample_rng(self.seed, self.epoch, i)
-            col = 2
-            for op in self.ops:
-                values, shape = op.draw(rng, shape)
-                for p in op.params:
-                    columns[col].append(np.asarray(values[p.name], dtype=p.dtype))
-                    col += 1
-        return columns
+        a, b = self.bounds[k], self.bounds[k + 1]
+        # Bytes: one array per sample (sizes differ). Parameters: one dense array per
+        # column whose first axis is the batch, as external_source takes a batch.
+        return [
+            [self.images[i] for i in indices],
+            [self.masks[i] for i in indices],
+            *(column[a:b] for column in self.params),
+        ]
 
 
 @dataclass
@@ -252,6 +312,28 @@ class DaliLoader:
     def __len__(self) -> int:
         n = self._per_rank()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def feed_batches(self) -> Iterator[list[Any]]:
+        """The epoch's batches as the feed hands them to ``fn.external_source``, without
+        running DALI: per batch, the encoded images, the encoded masks, then one array per
+        random parameter (batch first). For tests and the feed benchmark.
+
+        Raises:
+            RuntimeError: the loader is being iterated (the feed is in use).
+        """
+        if self._pipe is not None and self._pipe.state == "running":
+            raise RuntimeError("feed_batches() while the loader is being iterated")
+        self._feed.start(self._plan(), self.epoch)
+        try:
+            while True:
+                try:
+                    columns = self._feed()
+                except StopIteration:
+                    return
+                self._feed.pending.popleft()
+                yield columns
+        finally:
+            self._feed.stop()
 
     def __iter__(self) -> Iterator[Batch]:
         # Everything happens on the first next(), so an iterator made and never used

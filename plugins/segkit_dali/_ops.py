@@ -2,10 +2,14 @@
 
 Each op of :mod:`segkit.recipes` becomes one :class:`DaliOp` with two halves:
 
-* ``draw(rng, shape)`` runs in Python, once per sample, and draws the op's random
-  parameters (whether it fires, the gamma, the crop window, ...) from a numpy generator
-  seeded by ``(seed, epoch, sample index)``. It also returns the image size after the
-  op, because the crop window of a later RandomResizedCrop depends on it.
+* ``draw(rng, n, rows, shapes)`` runs in Python, once per epoch, and draws the op's
+  random parameters (whether it fires, the gamma, the crop window, ...) for a whole
+  epoch at once, as numpy arrays with one row per sample, from a generator seeded by
+  ``(seed, epoch)``. Every draw has ``n`` rows, one per sample of the split, and row
+  ``i`` belongs to sample ``i`` whichever shard or batch reads it; ``rows`` picks the
+  epoch's samples (in reading order) and ``shapes`` are their image sizes. It also
+  returns the image sizes after the op, because the crop window of a later
+  RandomResizedCrop depends on them.
 * ``build(image, mask, params)`` adds the op's DALI operators to the graph. ``params``
   maps each parameter name to a DataNode fed by ``fn.external_source``; a geometric op
   passes the *same* nodes to its image and mask operators, so both move together.
@@ -42,6 +46,13 @@ from segkit.errors import ConfigError
 
 Shape = tuple[int, int]  # (height, width)
 Params = dict[str, Any]  # parameter name -> numpy array (draw) or DataNode (build)
+Rows = np.ndarray  # int64 (m,): sample indices, the rows of a draw that the epoch reads
+Shapes = np.ndarray  # int64 (m, 2): (height, width) of each of those samples
+
+
+def uniform(rng: np.random.Generator, n: int, rows: Rows, *shape: int) -> np.ndarray:
+    """``U[0, 1)`` of shape ``(n, *shape)`` drawn at once; the ``rows`` the epoch reads."""
+    return rng.random((n, *shape))[rows]
 
 
 @dataclass(frozen=True)
@@ -66,13 +77,20 @@ class DaliOp:
         if not self.always:
             self.params = (Param("apply", np.bool_), *self.params)
 
-    def draw(self, rng: np.random.Generator, shape: Shape) -> tuple[Params, Shape]:
-        """Draw this op's parameters for one sample of size ``shape``."""
-        fire = self.always or bool(rng.random() < self.op.p)
-        values, out_shape = self._draw(rng, shape, fire)
+    def draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+    ) -> tuple[Params, Shapes]:
+        """Draw this op's parameters for the samples ``rows`` (sizes ``shapes``).
+
+        Returns each parameter as an array of ``len(rows)`` rows of the parameter's
+        dtype and shape, and the samples' sizes after the op.
+        """
+        m = len(rows)
+        fire = np.ones(m, np.bool_) if self.always else uniform(rng, n, rows) < self.op.p
+        values, out_shapes = self._draw(rng, n, rows, shapes, fire)
         if not self.always:
-            values["apply"] = np.array(fire)
-        return values, (out_shape if fire else shape)
+            values["apply"] = fire
+        return values, np.where(fire[:, None], out_shapes, shapes)
 
     def build(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
         """Add this op to the graph; ``image`` is uint8 HWC, ``mask`` uint8 HW1 (0/1)."""
@@ -91,8 +109,10 @@ class DaliOp:
                 image = self._image(image, p)
         return image, mask
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
-        return {}, shape
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        return {}, shapes
 
     def _image(self, image: Any, p: Params) -> Any:
         raise NotImplementedError
@@ -141,10 +161,12 @@ class HorizontalFlip(DaliOp):
         self.always = True
         self.params = () if op.p >= 1.0 else (Param("flip", np.int32),)
 
-    def draw(self, rng: np.random.Generator, shape: Shape) -> tuple[Params, Shape]:
+    def draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+    ) -> tuple[Params, Shapes]:
         if not self.params:
-            return {}, shape
-        return {"flip": np.array(rng.random() < self.op.p, np.int32)}, shape
+            return {}, shapes
+        return {"flip": (uniform(rng, n, rows) < self.op.p).astype(np.int32)}, shapes
 
     def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
         flag = p.get("flip", 1)
@@ -168,10 +190,14 @@ class Resize(DaliOp):
         self.size = (op.size, op.size)
         self.antialias = antialias
 
-    def draw(self, rng: np.random.Generator, shape: Shape) -> tuple[Params, Shape]:
-        fire = self.op.p >= 1.0 or bool(rng.random() < self.op.p)
-        fire = fire and shape != self.size
-        return {"apply": np.array(fire)}, (self.size if fire else shape)
+    def draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+    ) -> tuple[Params, Shapes]:
+        fire = (
+            np.ones(len(rows), np.bool_) if self.op.p >= 1.0 else uniform(rng, n, rows) < self.op.p
+        )
+        fire &= (shapes != np.asarray(self.size)).any(1)
+        return {"apply": fire}, np.where(fire[:, None], np.asarray(self.size), shapes)
 
     def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
         return _resize_both(image, mask, list(self.size), self.antialias)
@@ -186,14 +212,22 @@ class RandomResizedCrop(DaliOp):
         self.size = (op.size, op.size)
         self.antialias = antialias
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
-        y0, x0, y1, x1 = (
-            crop_window(rng, shape, self.op.scale, self.op.ratio) if fire else (0, 0, *shape)
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        window = crop_windows(
+            uniform(rng, n, rows, 10, 2),
+            uniform(rng, n, rows, 2),
+            shapes,
+            self.op.scale,
+            self.op.ratio,
         )
-        return {
-            "start": np.array([y0, x0], np.int32),
-            "end": np.array([y1, x1], np.int32),
-        }, self.size
+        # Samples it does not fire for keep the whole image (never read: not applied).
+        window = np.where(fire[:, None], window, np.concatenate([0 * shapes, shapes], 1))
+        window = window.astype(np.int32)
+        return {"start": window[:, :2], "end": window[:, 2:]}, np.broadcast_to(
+            np.asarray(self.size), shapes.shape
+        )
 
     def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
         # Crop, then resize the crop: one window (the same two nodes) for image and mask.
@@ -211,33 +245,53 @@ def crop_window(
     scale: tuple[float, float],
     ratio: tuple[float, float],
 ) -> tuple[int, int, int, int]:
-    """Draw a RandomResizedCrop window ``(y0, x0, y1, x1)`` in pixels.
+    """One RandomResizedCrop window ``(y0, x0, y1, x1)`` in pixels (see :func:`crop_windows`)."""
+    tries, position = rng.random((1, 10, 2)), rng.random((1, 2))
+    window = crop_windows(tries, position, np.array([shape]), scale, ratio)[0]
+    return tuple(int(v) for v in window)  # type: ignore[return-value]
+
+
+def crop_windows(
+    tries: np.ndarray,
+    position: np.ndarray,
+    shapes: Shapes,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> np.ndarray:
+    """RandomResizedCrop windows ``(y0, x0, y1, x1)`` in pixels, one row per sample.
 
     The algorithm is albumentations 2.0's (``RandomResizedCrop.get_params_dependent_on_data``),
     itself torchvision's: ten tries at an area in ``scale`` and a log-uniform aspect ratio
-    in ``ratio``; failing those, a centre crop with the ratio clamped into ``ratio``.
+    in ``ratio``, the first that fits is placed uniformly; failing those, a centre crop
+    with the ratio clamped into ``ratio``. Vectorized: ``tries`` (m, 10, 2) holds each
+    sample's ten pairs of ``U[0, 1)`` (area, log ratio), ``position`` (m, 2) the two
+    ``U[0, 1)`` of the window's place, ``shapes`` (m, 2) the ``(height, width)``.
     """
-    height, width = shape
+    height = shapes[:, 0:1].astype(np.float64)  # (m, 1): broadcast against the tries
+    width = shapes[:, 1:2].astype(np.float64)
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = rng.uniform(scale[0] * area, scale[1] * area)
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            y0 = int((height - h + 1) * rng.random())
-            x0 = int((width - w + 1) * rng.random())
-            return y0, x0, y0 + h, x0 + w
+    target = area * (scale[0] + (scale[1] - scale[0]) * tries[..., 0])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * tries[..., 1])
+    w = np.rint(np.sqrt(target * aspect))  # rint and round() both round half to even
+    h = np.rint(np.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(1)  # the first try that fits (0 if none does)
+    pick = np.arange(len(shapes))
+    w, h = w[pick, first], h[pick, first]
+    height, width = height[:, 0], width[:, 0]
+    y0 = np.floor((height - h + 1) * position[:, 0])
+    x0 = np.floor((width - w + 1) * position[:, 1])
+    # The fallback: a centre crop, the ratio clamped into `ratio`.
     in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        h, w = height, round(height * ratio[1])
-    else:
-        w, h = width, height
-    y0, x0 = (height - h) // 2, (width - w) // 2
-    return y0, x0, y0 + h, x0 + w
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    cw = np.where(wide, np.rint(height * ratio[1]), width)
+    ch = np.where(narrow, np.rint(width / ratio[0]), height)
+    found = fits.any(1)
+    w, h = np.where(found, w, cw), np.where(found, h, ch)
+    y0 = np.where(found, y0, (height - ch) // 2)
+    x0 = np.where(found, x0, (width - cw) // 2)
+    return np.stack([y0, x0, y0 + h, x0 + w], 1).astype(np.int64)
 
 
 # ---------------------------------------------------------------------- photometric ops
@@ -246,9 +300,12 @@ def crop_window(
 class RandomGamma(DaliOp):
     params = (Param("gamma", np.float32),)
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
         lo, hi = self.op.gamma_limit
-        return {"gamma": np.array(rng.uniform(lo, hi) / 100.0, np.float32)}, shape
+        gamma = (lo + (hi - lo) * uniform(rng, n, rows)) / 100.0
+        return {"gamma": gamma.astype(np.float32)}, shapes
 
     def _image(self, image: Any, p: Params) -> Any:
         # (in / 255) ** gamma is in [0, 1]: no clamp needed before truncating. The LUT
@@ -275,13 +332,15 @@ class CLAHE(DaliOp):
             self.params = (*self.params, Param("level", np.int32))
         self.tiles_x, self.tiles_y = op.tile_grid_size  # cv2's tileGridSize is (x, y)
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
         lo, hi = self.op.clip_limit
-        clip = rng.uniform(lo, hi)
+        clip = lo + (hi - lo) * uniform(rng, n, rows)
         if self.levels == 1:
-            return {}, shape
-        level = min(self.levels - 1, int((clip - self.lo) / self.width))
-        return {"level": np.array(level, np.int32)}, shape
+            return {}, shapes
+        level = np.minimum(self.levels - 1, np.floor((clip - self.lo) / self.width))
+        return {"level": level.astype(np.int32)}, shapes
 
     def _image(self, image: Any, p: Params) -> Any:
         if self.levels == 1:
@@ -303,9 +362,11 @@ class ChannelShuffle(DaliOp):
 
     params = (Param("matrix", np.float32, (3, 3)),)
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
-        perm = rng.permutation(3)
-        return {"matrix": np.eye(3, dtype=np.float32)[perm]}, shape  # out[c] = in[perm[c]]
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        perm = np.argsort(uniform(rng, n, rows, 3), axis=1)  # a uniform permutation per row
+        return {"matrix": np.eye(3, dtype=np.float32)[perm]}, shapes  # out[c] = in[perm[c]]
 
     def _image(self, image: Any, p: Params) -> Any:
         return fn.coord_transform(image, M=p["matrix"], dtype=types.UINT8)
@@ -314,10 +375,14 @@ class ChannelShuffle(DaliOp):
 class RandomBrightnessContrast(DaliOp):
     params = (Param("alpha", np.float32), Param("beta", np.float32))
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
-        alpha = 1.0 + rng.uniform(*self.op.contrast_limit)
-        beta = rng.uniform(*self.op.brightness_limit) * 255.0  # brightness_by_max=True
-        return {"alpha": np.array(alpha, np.float32), "beta": np.array(beta, np.float32)}, shape
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        (clo, chi), (blo, bhi) = self.op.contrast_limit, self.op.brightness_limit
+        u = uniform(rng, n, rows, 2)
+        alpha = 1.0 + clo + (chi - clo) * u[:, 0]
+        beta = (blo + (bhi - blo) * u[:, 1]) * 255.0  # brightness_by_max=True
+        return {"alpha": alpha.astype(np.float32), "beta": beta.astype(np.float32)}, shapes
 
     def _image(self, image: Any, p: Params) -> Any:
         # out = alpha * in + beta, truncated like albumentations' uint8 LUT: DALI's fused
@@ -340,10 +405,13 @@ class RandomToneCurve(DaliOp):
 
     params = (Param("low", np.float32), Param("high", np.float32))
 
-    def _draw(self, rng: np.random.Generator, shape: Shape, fire: bool) -> tuple[Params, Shape]:
-        low = np.clip(rng.normal(0.25, self.op.scale), 0.0, 1.0)
-        high = np.clip(rng.normal(0.75, self.op.scale), 0.0, 1.0)
-        return {"low": np.array(low, np.float32), "high": np.array(high, np.float32)}, shape
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        z = rng.standard_normal((n, 2))[rows] * self.op.scale
+        low = np.clip(0.25 + z[:, 0], 0.0, 1.0)
+        high = np.clip(0.75 + z[:, 1], 0.0, 1.0)
+        return {"low": low.astype(np.float32), "high": high.astype(np.float32)}, shapes
 
     def _image(self, image: Any, p: Params) -> Any:
         t = image / 255.0
