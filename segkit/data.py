@@ -17,19 +17,19 @@ from segkit.errors import DataError
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array, turned as its EXIF
-    orientation says (as every viewer, annotation tool and nvJPEG shows a phone photo:
-    its mask was drawn on the turned picture).
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array, as stored: an EXIF
+    orientation tag is not applied (Oxford-IIIT Pet's trimaps were drawn on the stored
+    pixels; the dali loader decodes the same way).
 
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            rgb = im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
