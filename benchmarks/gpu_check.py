@@ -415,12 +415,23 @@ def _run_results(out: Path) -> dict[str, dict[str, Any]]:
         summary = _load(folder / "summary.json")
         if summary is None:
             continue
-        metrics = []
-        path = folder / "metrics.jsonl"
+        metrics: list[dict[str, Any]] = []
+        path = folder / "metrics.csv"
         if path.exists():
-            metrics = [json.loads(line) for line in path.read_text().splitlines() if line]
+            import csv
+
+            with path.open() as f:
+                for row in csv.DictReader(f):
+                    metrics.append({k: _number(v) for k, v in row.items()})
         found[model] = {"summary": summary, "metrics": metrics}
     return found
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
 
 
 def _fmt(x: Any, digits: int = 2) -> str:
@@ -541,14 +552,16 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, data, out, sizes)
         return 0
 
-    check = Check(out, sizes, args.budget, args.dry_run)
-    env = record_environment(check)
-    if not env["cuda_available"] and not args.dry_run:
+    import torch
+
+    if not torch.cuda.is_available() and not args.dry_run:
         print(
             "gpu-check: no CUDA device here; use --dry-run to exercise the script on the CPU",
             file=sys.stderr,
         )
         return 2
+    check = Check(out, sizes, args.budget, args.dry_run)
+    env = record_environment(check)
     gen = start_data(check, data)
     check.run(
         "cuda-tier",
