@@ -225,9 +225,26 @@ def summary_line(config: RunConfig, result: RunResult) -> str:
 
 
 def _append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row``; a row with other columns than the file's (a run of an older segkit,
+    resumed) rewrites the file with the columns of both, blank where a row has none."""
+    values = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+    if path.exists():
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(row):
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            columns = list(row) + [k for k in header if k not in row]
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows([*rows, values])
+            tmp.replace(path)
+            return
     new = not path.exists()
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
         if new:
             writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow(values)

@@ -398,3 +398,28 @@ def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Pat
         proc.kill()
     assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1
 
+
+def test_resuming_a_run_of_an_older_segkit_keeps_metrics_csv_aligned(tmp_path: Path) -> None:
+    from segkit.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    old = {"epoch": 1, "train_loss": 0.5, "epoch_seconds": 2.0, "train_images": 13}
+    folder.rewrite_metrics([old])  # what resume does with the old checkpoint's history
+    new = {"epoch": 2, "train_loss": 0.4, "epoch_seconds": 1.0, "valid_s": 0.5}
+    folder.append_metrics({**new, "train_images": 13})
+    assert rows(tmp_path) == [
+        {
+            "epoch": "1",
+            "train_loss": "0.5",
+            "epoch_seconds": "2",
+            "valid_s": "",
+            "train_images": "13",
+        },
+        {
+            "epoch": "2",
+            "train_loss": "0.4",
+            "epoch_seconds": "1",
+            "valid_s": "0.5",
+            "train_images": "13",
+        },
+    ]
