@@ -13,9 +13,10 @@ two kinds:
   config that rebuilds it (``"kind": "weights"``; a third of the size). Inference reads
   either kind, so an older run's full ``best.pt`` still works.
 
-The engine writes them with :class:`Snapshot` (a CPU copy of the tensors, taken between
-epochs) and :class:`BackgroundWriter` (``torch.save`` in a thread while the next epoch
-trains, one write at a time, each through :func:`save_atomic`).
+The engine writes them with :class:`BackgroundWriter`, each file through
+:func:`save_atomic`: on an accelerator from a :class:`Snapshot` (a CPU copy of the
+tensors, taken between epochs) in a thread while the next epoch trains, one write at a
+time; on the CPU in the training loop.
 """
 
 from __future__ import annotations
@@ -213,11 +214,17 @@ class BackgroundWriter:
     before the next snapshot, at the end of the run and on any error, so a failed write
     always surfaces. The thread is not a daemon: the interpreter finishes a write in
     flight before it exits.
+
+    With ``background=False`` a job is written in the calling thread and its error
+    raised by :meth:`submit` itself (the engine's choice when training on the CPU, which
+    has no idle core for a thread: see ``engine._write_in_background``).
     """
 
-    def __init__(self, saved_epoch: int | None = None) -> None:
+    def __init__(self, saved_epoch: int | None = None, *, background: bool = True) -> None:
         #: The epoch of the newest training state written (``last.pt``), or None.
         self.saved_epoch = saved_epoch
+        #: Whether jobs run in a thread (else in :meth:`submit`).
+        self.background = background
         #: Seconds each finished job took in the thread.
         self.write_seconds: list[float] = []
         self._thread: threading.Thread | None = None
@@ -227,13 +234,16 @@ class BackgroundWriter:
         """Write each ``(state, path)`` in order, in the background. ``epoch`` is the
         epoch of the training state among them (None if there is none)."""
         self.wait()  # at most one write in flight (the engine has waited already)
+        if not self.background:
+            self._write(files, epoch)
+            self.wait()  # raises its error now
+            return
         self._thread = threading.Thread(
             target=self._write, args=(files, epoch), name="segkit-checkpoint", daemon=False
         )
         self._thread.start()
 
     def _write(self, files: list[tuple[dict[str, Any], Path]], epoch: int | None) -> None:
-        _yield_cpu()
         t0 = time.perf_counter()
         for state, path in files:
             try:
@@ -269,17 +279,6 @@ class BackgroundWriter:
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-
-def _yield_cpu() -> None:
-    """Give the calling thread the lowest priority (nice 19), where the platform allows.
-
-    Where cores are idle (GPU training) this changes nothing: the write runs at full
-    speed. Where every core trains (CPU training: one intra-op thread per core), a writer
-    of equal priority preempts the workers of each parallel operation, which waits for
-    its slowest worker: epochs of ResNet34-UNet on 2 cores took 8 times as long."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,10 +15,10 @@
         predictions.png   test images, true and predicted masks (segkit.report)
         summary.txt       the one summary line; summary.json the same, machine-readable
 
-Checkpoints are written in the background while the next epoch trains
+On an accelerator checkpoints are written in the background while the next epoch trains
 (:class:`segkit.checkpoint.BackgroundWriter`), so ``metrics.csv`` can be one write ahead
-of ``last.pt``, and up to K-1 epochs more with ``--save-every K``; resume cuts it back to
-the checkpoint.
+of ``last.pt``; with ``--save-every K`` up to K-1 epochs more. Resume cuts it back to the
+checkpoint.
 
 Nothing is ever overwritten by a new run: a taken name gets ``-2``, ``-3``...
 """

@@ -51,6 +51,14 @@ def wait_for_epochs(run_dir: Path, n: int, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"no {n} epochs in {timeout}s")
 
 
+@pytest.fixture(params=[False, True], ids=["in-loop", "background"])
+def writer_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test with checkpoints written in the training loop (the CPU's way) and by
+    the background thread (an accelerator's way)."""
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: request.param)
+    return request.param
+
+
 def comparable(run_dir: Path) -> list[dict[str, float]]:
     keep = ("epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "lr")
     return [{k: float(r[k]) for k in keep} for r in rows(run_dir)]
@@ -169,8 +177,10 @@ def nan_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
-    nan_loss, tiny_pets: Path, tmp_path: Path
+    nan_loss, tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The background writer's way: the error waits for epoch 1's write in flight.
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: True)
     # 13 train images in batches of 4: 4 steps per epoch, then 1 valid batch (2 images).
     # Call 7 is epoch 2's second training step.
     config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=3, name="nan")
@@ -214,7 +224,7 @@ def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
 
 @pytest.mark.slow
 def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
-    tiny_pets: Path, tmp_path: Path, monkeypatch
+    tiny_pets: Path, tmp_path: Path, monkeypatch, writer_thread: bool
 ) -> None:
     config = tiny(tiny_pets, tmp_path, epochs=3, name="full")
     real_save = torch.save
@@ -280,7 +290,7 @@ def test_resume_restores_best_pt_lost_between_write_and_link(
 
 @pytest.mark.slow
 def test_save_every_2_resumes_from_its_last_save_and_matches_an_unbroken_run(
-    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_thread: bool
 ) -> None:
     options = {"epochs": 3, "save_every": 2, "seed": 4}
     whole = train(tiny(tiny_pets, tmp_path, name="whole", **options), quiet=True)
@@ -336,6 +346,22 @@ def test_background_write_on_a_full_disk_is_reported_and_keeps_the_previous_file
     monkeypatch.setattr(torch, "save", real_save)
     assert ckpt_io.load(last)["epoch"] == 1 and writer.saved_epoch == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_written_in_the_loop_a_failed_write_is_raised_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ckpt_io.BackgroundWriter(background=False)
+    writer.submit([(_state(1), tmp_path / "last.pt")], epoch=1)
+    assert writer.saved_epoch == 1 and len(writer.write_seconds) == 1
+
+    def disk_fills(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    with pytest.raises(CheckpointError, match=r"last\.pt: could not write checkpoint"):
+        writer.submit([(_state(2), tmp_path / "last.pt")], epoch=2)
+    assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1
 
 
 def test_a_writer_dying_mid_write_keeps_the_previous_file(
