@@ -1,10 +1,22 @@
-"""Checkpoints: written atomically, loaded safely.
+"""Checkpoints: written atomically, off the training path, loaded safely.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
 with ``torch.load(weights_only=True)``: nothing in it can run code. It records the run
 config (plugin names and options), so ``segkit evaluate`` and ``segkit predict`` rebuild
-the model without being told which one it was. Its layout lives here alone:
-:func:`training_state` writes it, :func:`restore_training` reads it back.
+the model without being told which one it was. Its layout lives here alone. There are
+two kinds:
+
+- the training state (``last.pt``): :func:`training_state` writes it,
+  :func:`restore_training` reads it back; model, optimizer, GradScaler, RNG states and
+  history, everything resume needs (578 MB for ResNet34-UNet with Adam's moments);
+- the weights (``best.pt``): :func:`weights_state`, the model's ``state_dict`` and the
+  config that rebuilds it (``"kind": "weights"``; a third of the size). Inference reads
+  either kind, so an older run's full ``best.pt`` still works.
+
+The engine writes them with :class:`BackgroundWriter`, each file through
+:func:`save_atomic`: on an accelerator from a :class:`Snapshot` (a CPU copy of the
+tensors, taken between epochs) in a thread while the next epoch trains, one write at a
+time; on the CPU in the training loop.
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ import os
 import pickle
 import random
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +71,23 @@ def training_state(
     }
 
 
+def weights_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights-only checkpoint (``best.pt``) of a :func:`training_state`: the model's
+    tensors (the same objects, not copies), the config that rebuilds the model, the epoch
+    and its validation Dice. Enough for ``segkit evaluate`` and ``segkit predict``; not
+    for resume."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "weights",
+        "config": state["config"],
+        "model": state["model"],
+        "epoch": state["epoch"],
+        "best_valid_dice": state["best_valid_dice"],
+        "best_epoch": state["best_epoch"],
+    }
+
+
 def restore_training(
     state: dict[str, Any],
     model: torch.nn.Module,
@@ -67,7 +98,15 @@ def restore_training(
 
     Returns:
         ``(first epoch to run, (best valid Dice, best epoch), history)``.
+
+    Raises:
+        CheckpointError: ``state`` holds weights only (a ``best.pt``), not a training state.
     """
+    if state.get("kind") == "weights" or "optimizer" not in state:
+        raise CheckpointError(
+            "the checkpoint holds model weights only (a best.pt); resume needs the training "
+            "state in the run folder's last.pt"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     precision.load_state_dict(state["precision"])
@@ -94,7 +133,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch's zip writer raises RuntimeError on a full disk
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise _write_error(path, e) from e
@@ -104,40 +143,142 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         raise
 
 
-def link_atomic(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src`` (a hard link, or a copy where links are not
-    supported), replacing ``dst`` atomically.
-
-    The engine writes ``last.pt`` and then links ``best.pt`` to it when the epoch is the
-    best so far: one write of a checkpoint instead of two (578 MB each for ResNet34-UNet
-    with Adam's moments). A later ``save_atomic`` of ``last.pt`` renames a new file over
-    the name, so the linked ``best.pt`` keeps its contents.
-
-    Raises:
-        CheckpointError: the link or copy failed; the message names ``dst``.
-    """
-    import shutil
-
-    tmp = dst.with_name(f".{dst.name}.link.tmp")
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-        except OSError:  # file systems without hard links
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise _write_error(dst, e) from e
-
-
-def _write_error(path: Path, e: OSError) -> CheckpointError:
+def _write_error(path: Path, e: Exception) -> CheckpointError:
+    lines = str(e).splitlines()
+    reason = (e.strerror if isinstance(e, OSError) else None) or (lines[0] if lines else repr(e))
     return CheckpointError(
-        f"{path}: could not write checkpoint ({e.strerror or e}); the previous "
+        f"{path}: could not write checkpoint ({reason}); the previous "
         "checkpoint, if any, is unchanged. Free disk space or choose another --out"
     )
+
+
+class Snapshot:
+    """A CPU copy of a checkpoint's tensors, taken between epochs so that a background
+    thread can write it while the next epoch changes the originals.
+
+    The copies go into buffers kept from the previous snapshot (same shapes every epoch),
+    so a snapshot after the first allocates nothing; CUDA tensors are copied without
+    blocking into pinned buffers and waited for once. The buffers are reused, so a
+    snapshot must not be taken while the previous one is being written
+    (:meth:`BackgroundWriter.wait` first). They cost one checkpoint's worth of host memory.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []
+
+    def take(self, state: Any) -> Any:
+        """``state`` with every tensor replaced by its CPU copy and every dict, list and
+        tuple rebuilt (later changes to the originals do not reach the copy)."""
+        self._n = 0
+        self._cuda = False
+        copied = self._copy(state)
+        if self._cuda:
+            torch.cuda.synchronize()
+        return copied
+
+    def _copy(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return self._tensor(obj)
+        if isinstance(obj, dict):
+            return {k: self._copy(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._copy(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(self._copy(v) for v in obj)
+        return obj  # numbers, strings, None: immutable
+
+    def _tensor(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        i = self._n
+        self._n += 1
+        buf = self._buffers[i] if i < len(self._buffers) else None
+        if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+            pin = t.is_cuda and torch.cuda.is_available()
+            buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+            if i < len(self._buffers):
+                self._buffers[i] = buf
+            else:
+                self._buffers.append(buf)
+        buf.copy_(t, non_blocking=t.is_cuda)
+        self._cuda |= t.is_cuda
+        return buf
+
+
+class BackgroundWriter:
+    """Writes checkpoints in a thread, one job at a time, each file with
+    :func:`save_atomic` (a temporary file, fsync, rename): a crash, a kill or a full
+    disk during a write leaves the previous file at each name loadable.
+
+    :meth:`submit` starts a job; :meth:`wait` waits for the job in flight and raises its
+    error, if it failed, as a :class:`CheckpointError` naming the file. The engine waits
+    before the next snapshot, at the end of the run and on any error, so a failed write
+    always surfaces. The thread is not a daemon: the interpreter finishes a write in
+    flight before it exits.
+
+    With ``background=False`` a job is written in the calling thread and its error
+    raised by :meth:`submit` itself (the engine's choice when training on the CPU, which
+    has no idle core for a thread: see ``engine._write_in_background``).
+    """
+
+    def __init__(self, saved_epoch: int | None = None, *, background: bool = True) -> None:
+        #: The epoch of the newest training state written (``last.pt``), or None.
+        self.saved_epoch = saved_epoch
+        #: Whether jobs run in a thread (else in :meth:`submit`).
+        self.background = background
+        #: Seconds each finished job took in the thread.
+        self.write_seconds: list[float] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, files: list[tuple[dict[str, Any], Path]], epoch: int | None) -> None:
+        """Write each ``(state, path)`` in order, in the background. ``epoch`` is the
+        epoch of the training state among them (None if there is none)."""
+        self.wait()  # at most one write in flight (the engine has waited already)
+        if not self.background:
+            self._write(files, epoch)
+            self.wait()  # raises its error now
+            return
+        self._thread = threading.Thread(
+            target=self._write, args=(files, epoch), name="segkit-checkpoint", daemon=False
+        )
+        self._thread.start()
+
+    def _write(self, files: list[tuple[dict[str, Any], Path]], epoch: int | None) -> None:
+        t0 = time.perf_counter()
+        for state, path in files:
+            try:
+                save_atomic(state, path)
+            except CheckpointError as e:  # reported by wait(), in the training thread
+                self._error = e
+                return
+            except BaseException as e:
+                self._error = CheckpointError(
+                    f"{path}: could not write checkpoint ({type(e).__name__}: {e}); the "
+                    "previous checkpoint, if any, is unchanged"
+                )
+                self._error.__cause__ = e
+                return
+        self.write_seconds.append(time.perf_counter() - t0)
+        if epoch is not None:
+            self.saved_epoch = epoch
+
+    def wait(self) -> None:
+        """Wait for the job in flight, if any.
+
+        Raises:
+            CheckpointError: it failed; the message names the file and the reason
+                (e.g. no space left on device). The previous file at that name is intact.
+        """
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
 
 def rng_state() -> dict[str, Any]:

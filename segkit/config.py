@@ -128,6 +128,14 @@ class RunConfig:
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
     validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")
+    save_every: int = _opt(
+        1,
+        "write last.pt (the training state --resume continues from) every K epochs and "
+        "after the last; a crash redoes up to K-1 epochs more. best.pt is written whenever "
+        "validation improves",
+        group="output",
+        metavar="K",
+    )
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
     skip_bad_samples: bool = _opt(
         False,
@@ -154,7 +162,14 @@ class RunConfig:
             coerced = _check_type(value, hints[f.name], flag(f.name))
             if coerced is not value:
                 setattr(self, f.name, coerced)
-        for key in ("epochs", "batch_size", "image_size", "validate_every", "grid_images"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "image_size",
+            "validate_every",
+            "save_every",
+            "grid_images",
+        ):
             value = getattr(self, key)
             if value < (0 if key == "grid_images" else 1):
                 raise ConfigError(f"{flag(key)} {value!r}: expected a positive integer")

@@ -4,13 +4,21 @@
 
     runs/<name>/
         config.json       what was asked (a RunConfig) and, under "resolved", what it became
-        metrics.csv       one row per epoch
-        last.pt           the checkpoint after the last finished epoch (atomic writes)
-        best.pt           a hard link to the last.pt of the best epoch
+        metrics.csv       one row per epoch, with its seconds: epoch_seconds (training),
+                          valid_s, checkpoint_s (the training loop blocked by checkpointing)
+                          and epoch_wall_s (the whole epoch)
+        last.pt           the training state after the newest saved epoch: every
+                          --save-every K epochs and after the last (atomic writes)
+        best.pt           the weights of the best epoch by validation Dice (atomic writes)
         bad_samples.txt   what --skip-bad-samples left out, if anything
         curves.png        loss and Dice per epoch (segkit.report)
         predictions.png   test images, true and predicted masks (segkit.report)
         summary.txt       the one summary line; summary.json the same, machine-readable
+
+On an accelerator checkpoints are written in the background while the next epoch trains
+(:class:`segkit.checkpoint.BackgroundWriter`), so ``metrics.csv`` can be one write ahead
+of ``last.pt``; with ``--save-every K`` up to K-1 epochs more. Resume cuts it back to the
+checkpoint.
 
 Nothing is ever overwritten by a new run: a taken name gets ``-2``, ``-3``...
 """
@@ -20,7 +28,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +36,7 @@ from typing import Any
 
 from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
-from segkit.errors import ConfigError
+from segkit.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -45,6 +52,12 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1
     weights_in_sync: bool = True
+    #: Seconds of the whole run (of this process; a resumed run counts from the resume).
+    wall_s: float = math.nan
+    #: Mean seconds a background checkpoint write took (not blocking training), and how
+    #: many there were (this process).
+    checkpoint_write_s: float = math.nan
+    checkpoint_writes: int = 0
 
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -121,20 +134,32 @@ class RunFolder:
             for split, sample, reason in bad:
                 f.write(f"{split}\t{sample.id}\t{reason}\n")
 
-    def save_checkpoint(self, state: dict[str, Any], best: bool) -> None:
-        """Write ``last.pt`` atomically; when the epoch is the best so far, ``best.pt``
-        becomes a link to it (one write of a 578 MB file instead of two)."""
-        ckpt_io.save_atomic(state, self.last)
+    def checkpoint_files(
+        self, state: dict[str, Any], *, last: bool, best: bool
+    ) -> list[tuple[dict[str, Any], Path]]:
+        """What to write after an epoch, in order: ``best.pt`` (the weights of ``state``)
+        when the epoch is the best so far, then ``last.pt`` (all of ``state``) when due.
+        In this order a ``last.pt`` whose best epoch is its own epoch always has that
+        ``best.pt`` beside it."""
+        files = []
         if best:
-            ckpt_io.link_atomic(self.last, self.best)
+            files.append((ckpt_io.weights_state(state), self.best))
+        if last:
+            files.append((state, self.last))
+        return files
 
-    def repair_best_link(self, state: dict[str, Any]) -> None:
-        """On resume: a run killed between writing ``last.pt`` of its best epoch and
-        linking ``best.pt`` to it gets the link now."""
+    def repair_best(self, state: dict[str, Any]) -> None:
+        """On resume: where ``last.pt`` is the best epoch but ``best.pt`` is missing or
+        holds another epoch (deleted, or a run of an older segkit killed between writing
+        ``last.pt`` and linking ``best.pt`` to it), write ``best.pt`` from ``state``."""
         if state["best_epoch"] != state["epoch"]:
             return
-        if not self.best.exists() or not os.path.samefile(self.best, self.last):
-            ckpt_io.link_atomic(self.last, self.best)
+        try:
+            if ckpt_io.load(self.best)["epoch"] == state["epoch"]:
+                return
+        except CheckpointError:
+            pass
+        ckpt_io.save_atomic(ckpt_io.weights_state(state), self.best)
 
     def write_summary(self, config: RunConfig, result: RunResult, resolved: dict[str, Any]) -> str:
         """``summary.txt`` (the one line the CLI prints) and ``summary.json``, which also
@@ -151,6 +176,10 @@ class RunFolder:
             "images_per_second": result.images_per_second,
             "world_size": result.world_size,
             "weights_in_sync": result.weights_in_sync,
+            "wall_s": result.wall_s,
+            **epoch_means(result.history),
+            "checkpoint_write_s": result.checkpoint_write_s,
+            "checkpoint_writes": result.checkpoint_writes,
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
         }
         self.summary_json.write_text(json.dumps(data, indent=2) + "\n")
@@ -167,6 +196,25 @@ def timing(history: Sequence[dict[str, Any]]) -> tuple[float, float]:
     return seconds / len(timed), sum(r["train_images"] for r in timed) / seconds
 
 
+#: metrics.csv's seconds of an epoch -> their mean's key in summary.json.
+_EPOCH_TIMES = {
+    "epoch_seconds": "mean_train_s",
+    "valid_s": "mean_valid_s",
+    "checkpoint_s": "mean_checkpoint_s",
+    "epoch_wall_s": "mean_epoch_wall_s",
+}
+
+
+def epoch_means(history: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean training, validation, checkpoint and wall seconds per epoch, over every epoch
+    that recorded them (rows written by an older segkit lack all but the first)."""
+    means = {}
+    for key, name in _EPOCH_TIMES.items():
+        values = [float(r[key]) for r in history if key in r and r[key] == r[key]]
+        means[name] = sum(values) / len(values) if values else math.nan
+    return means
+
+
 def summary_line(config: RunConfig, result: RunResult) -> str:
     return (
         f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
@@ -177,9 +225,26 @@ def summary_line(config: RunConfig, result: RunResult) -> str:
 
 
 def _append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row``; a row with other columns than the file's (a run of an older segkit,
+    resumed) rewrites the file with the columns of both, blank where a row has none."""
+    values = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+    if path.exists():
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(row):
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            columns = list(row) + [k for k in header if k not in row]
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows([*rows, values])
+            tmp.replace(path)
+            return
     new = not path.exists()
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
         if new:
             writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow(values)

@@ -66,15 +66,29 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"train_loss", "valid_dice", "valid_iou", "lr", "epoch_seconds"} <= set(rows[0])
+    for row in rows:  # the seconds of each epoch: training, validation, checkpoint, all
+        train, valid, ckpt, wall = (
+            float(row[k]) for k in ("epoch_seconds", "valid_s", "checkpoint_s", "epoch_wall_s")
+        )
+        assert min(train, valid, ckpt) >= 0 and train + valid + ckpt <= wall
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == "unet" and config["image_size"] == 32
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0.0 <= summary["test_dice"] <= 1.0 and summary["images_per_second"] > 0
+    means = ("mean_train_s", "mean_valid_s", "mean_checkpoint_s", "mean_epoch_wall_s")
+    assert all(summary[k] >= 0 for k in (*means, "checkpoint_write_s"))
+    assert summary["checkpoint_writes"] >= 2  # last.pt of epochs 1 and 2 (and best.pt)
+    assert summary["wall_s"] >= 2 * summary["mean_epoch_wall_s"]
     assert (run_dir / "summary.txt").read_text().startswith("test dice ")
     with Image.open(run_dir / "predictions.png") as im:
         assert im.width == 4 * 32  # image | true | predicted | overlay
     ckpt = torch.load(run_dir / "best.pt", weights_only=True)
     assert ckpt["config"]["model"] == "unet" and ckpt["epoch"] in (1, 2)
+    # best.pt holds the weights alone; last.pt the whole training state.
+    assert ckpt["kind"] == "weights" and "optimizer" not in ckpt
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and {"optimizer", "rng", "history"} <= set(last)
+    assert (run_dir / "best.pt").stat().st_size < (run_dir / "last.pt").stat().st_size / 2
 
 
 @pytest.mark.slow
@@ -108,7 +122,8 @@ def test_a_runs_config_json_reproduces_its_test_dice_exactly(run_dir: Path) -> N
 
     def metrics(folder: Path) -> list[dict[str, str]]:
         rows = list(csv.DictReader((folder / "metrics.csv").open()))
-        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+        times = ("epoch_seconds", "valid_s", "checkpoint_s", "epoch_wall_s")
+        return [{k: v for k, v in r.items() if k not in times} for r in rows]
 
     assert metrics(rerun) == metrics(run_dir)
     assert json.loads((rerun / "config.json").read_text())["resolved"]["num_workers"] == 1
@@ -121,6 +136,9 @@ def test_evaluate_rebuilds_the_model_from_the_checkpoint(run_dir: Path, capsys) 
     assert out.startswith("test dice ")
     expected = json.loads((run_dir / "summary.json").read_text())["test_dice"]
     assert f"{expected:.4f}" in out
+    # A full training state (what best.pt was before it held the weights alone) works too.
+    assert main(["evaluate", str(run_dir / "last.pt"), "--num-workers", "0"]) == 0
+    assert capsys.readouterr().out.startswith("test dice ")
 
 
 @pytest.mark.slow
@@ -211,6 +229,8 @@ def test_image_size_not_divisible_by_32(capsys, tiny_pets: Path) -> None:
 def test_bad_option_value(capsys) -> None:
     err = error_of(capsys, ["run", "--epochs", "0"])
     assert "--epochs 0: expected a positive integer" in err
+    err = error_of(capsys, ["run", "--save-every", "0"])
+    assert "--save-every 0: expected a positive integer" in err
 
 
 def one_epoch(data: Path, out: Path) -> list[str]:

@@ -31,6 +31,7 @@ def test_defaults_come_from_the_one_table():
     ("changes", "message"),
     [
         ({"epochs": 0}, r"--epochs 0: expected a positive integer"),
+        ({"save_every": 0}, r"--save-every 0: expected a positive integer"),
         ({"epochs": "10"}, r"--epochs '10': expected an integer"),
         ({"epochs": True}, r"--epochs True: expected an integer"),
         ({"lr": "fast"}, r"--lr 'fast': expected a number"),

@@ -1,4 +1,5 @@
-"""Nothing lost: resume after SIGKILL, clean Ctrl-C, NaN losses, bad files, failed writes."""
+"""Nothing lost: resume after SIGKILL, clean Ctrl-C, NaN losses, bad files, failed writes
+(in the background checkpoint writer too), --save-every."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ import torch
 from conftest import TINY_RUN
 
 from segkit import checkpoint as ckpt_io
-from segkit import registry
+from segkit import engine, registry
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.engine import resume, train
-from segkit.errors import CheckpointError, NumericalError
+from segkit.errors import CheckpointError, NumericalError, RunInterrupted
 
 TINY = [*TINY_RUN, "--seed", "3"]
 
@@ -50,6 +51,14 @@ def wait_for_epochs(run_dir: Path, n: int, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"no {n} epochs in {timeout}s")
 
 
+@pytest.fixture(params=[False, True], ids=["in-loop", "background"])
+def writer_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run the test with checkpoints written in the training loop (the CPU's way) and by
+    the background thread (an accelerator's way)."""
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: request.param)
+    return request.param
+
+
 def comparable(run_dir: Path) -> list[dict[str, float]]:
     keep = ("epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "lr")
     return [{k: float(r[k]) for k in keep} for r in rows(run_dir)]
@@ -69,8 +78,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_pets: Path, tmp_p
         proc.wait()
     finally:
         proc.kill()
+    # metrics.csv can be one checkpoint ahead: epoch 2's last.pt may still have been being
+    # written in the background, and then the kill leaves epoch 1's.
     done = ckpt_io.load(tmp_path / "killed" / "last.pt")["epoch"]
-    assert 2 <= done < 4
+    assert 1 <= done < 4
     out = subprocess.run(
         cli("run", "--resume", str(tmp_path / "killed"), "-q"),
         check=True,
@@ -166,8 +177,10 @@ def nan_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
-    nan_loss, tiny_pets: Path, tmp_path: Path
+    nan_loss, tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The background writer's way: the error waits for epoch 1's write in flight.
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: True)
     # 13 train images in batches of 4: 4 steps per epoch, then 1 valid batch (2 images).
     # Call 7 is epoch 2's second training step.
     config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=3, name="nan")
@@ -211,15 +224,13 @@ def test_corrupt_jpeg_is_skipped_and_listed_with_skip_bad_samples(
 
 @pytest.mark.slow
 def test_failed_checkpoint_write_names_the_path_and_keeps_the_previous_one(
-    tiny_pets: Path, tmp_path: Path, monkeypatch
+    tiny_pets: Path, tmp_path: Path, monkeypatch, writer_thread: bool
 ) -> None:
     config = tiny(tiny_pets, tmp_path, epochs=3, name="full")
     real_save = torch.save
-    calls = {"n": 0}
 
     def failing_save(obj, f, *a, **k):
-        calls["n"] += 1
-        if calls["n"] >= 2:  # epoch 1 writes last.pt (best.pt links to it); then the disk fills
+        if obj["epoch"] >= 2:  # epoch 1 writes best.pt and last.pt; then the disk fills
             f.write(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_save(obj, f, *a, **k)
@@ -266,8 +277,175 @@ def test_resume_restores_best_pt_lost_between_write_and_link(
     config = tiny(tiny_pets, tmp_path, epochs=1, name="link")
     train(config, quiet=True)
     run = tmp_path / "link"
-    assert os.path.samefile(run / "best.pt", run / "last.pt")  # one write, two names
-    (run / "best.pt").unlink()  # as if killed after last.pt was written, before the link
+    assert ckpt_io.load(run / "best.pt")["kind"] == "weights"
+    # Gone, as when a run of an older segkit (best.pt a hard link to last.pt) was killed
+    # after writing last.pt and before linking best.pt to it.
+    (run / "best.pt").unlink()
     result = resume(run, quiet=True)
-    assert os.path.samefile(run / "best.pt", run / "last.pt")
+    best, last = ckpt_io.load(run / "best.pt"), ckpt_io.load(run / "last.pt")
+    assert best["kind"] == "weights" and best["epoch"] == 1
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
     assert result.best_epoch == 1
+
+
+@pytest.mark.slow
+def test_save_every_2_resumes_from_its_last_save_and_matches_an_unbroken_run(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_thread: bool
+) -> None:
+    options = {"epochs": 3, "save_every": 2, "seed": 4}
+    whole = train(tiny(tiny_pets, tmp_path, name="whole", **options), quiet=True)
+    assert ckpt_io.load(tmp_path / "whole" / "last.pt")["epoch"] == 3  # the last epoch, always
+
+    real = engine.train_one_epoch
+    seen = []
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        seen.append((kwargs["epoch"], (tmp_path / "cut" / "last.pt").exists()))
+        if kwargs["epoch"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_3)
+    with pytest.raises(RunInterrupted, match="holds epoch 2"):
+        train(tiny(tiny_pets, tmp_path, name="cut", **options), quiet=True)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert seen[1] == (2, False)  # no last.pt after epoch 1 with --save-every 2
+    resumed = resume(tmp_path / "cut", quiet=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    for a, b in zip(comparable(tmp_path / "whole"), comparable(tmp_path / "cut"), strict=True):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["epoch"], key)
+    assert resumed.test["dice"] == pytest.approx(whole.test["dice"], abs=1e-5)
+
+
+def _state(epoch: int) -> dict:
+    return {"format": ckpt_io.FORMAT, "epoch": epoch, "w": torch.full((1000,), float(epoch))}
+
+
+def test_background_write_on_a_full_disk_is_reported_and_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ckpt_io.BackgroundWriter()
+    last = tmp_path / "last.pt"
+    writer.submit([(_state(1), last)], epoch=1)
+    writer.wait()
+    real_save = torch.save
+
+    def disk_fills(obj, f, *a, **k):
+        f.write(b"PK\x03\x04partial")  # half a zip: the start of a real write
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    writer.submit([(_state(2), last)], epoch=2)  # returns at once: the thread fails
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt: could not write checkpoint \(No space left on device\); the previous",
+    ):
+        writer.wait()  # the next wait point reports it
+    writer.wait()  # reported once
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ckpt_io.load(last)["epoch"] == 1 and writer.saved_epoch == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_written_in_the_loop_a_failed_write_is_raised_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ckpt_io.BackgroundWriter(background=False)
+    writer.submit([(_state(1), tmp_path / "last.pt")], epoch=1)
+    assert writer.saved_epoch == 1 and len(writer.write_seconds) == 1
+
+    def disk_fills(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    with pytest.raises(CheckpointError, match=r"last\.pt: could not write checkpoint"):
+        writer.submit([(_state(2), tmp_path / "last.pt")], epoch=2)
+    assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_a_writer_dying_mid_write_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ckpt_io.BackgroundWriter()
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    writer.submit([(_state(1), best), (_state(1), last)], epoch=1)
+    writer.wait()
+
+    def dies(obj, f, *a, **k):
+        f.write(b"PK\x03\x04partial")
+        raise SystemExit("killed")  # as if the thread were stopped mid-write
+
+    monkeypatch.setattr(torch, "save", dies)
+    writer.submit([(_state(2), best), (_state(2), last)], epoch=2)
+    with pytest.raises(CheckpointError, match=r"best\.pt: could not write checkpoint .*killed"):
+        writer.wait()
+    assert ckpt_io.load(best)["epoch"] == 1 and ckpt_io.load(last)["epoch"] == 1
+
+
+def test_a_snapshot_is_a_copy_and_reuses_its_buffers() -> None:
+    model = torch.nn.Linear(3, 2)
+    snapshot = ckpt_io.Snapshot()
+    first = snapshot.take({"model": model.state_dict(), "history": [{"epoch": 1}]})
+    with torch.no_grad():
+        model.weight.add_(1)
+    assert not torch.equal(first["model"]["weight"], model.weight)
+    second = snapshot.take({"model": model.state_dict(), "history": [{"epoch": 2}]})
+    assert torch.equal(second["model"]["weight"], model.weight)
+    assert second["model"]["weight"] is first["model"]["weight"]  # the same buffer, refilled
+    assert first["history"] == [{"epoch": 1}]
+
+
+@pytest.mark.slow
+def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        from pathlib import Path
+        from segkit import checkpoint as ckpt_io
+        last = Path({str(tmp_path / "last.pt")!r})
+        state = lambda e: {{"format": ckpt_io.FORMAT, "epoch": e, "w": torch.zeros(10**6)}}
+        ckpt_io.save_atomic(state(1), last)
+        def slow_save(obj, f, *a, **k):
+            f.write(b"PK\\x03\\x04partial")
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+        torch.save = slow_save
+        writer = ckpt_io.BackgroundWriter()
+        writer.submit([(state(2), last)], epoch=2)
+        writer.wait()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_resuming_a_run_of_an_older_segkit_keeps_metrics_csv_aligned(tmp_path: Path) -> None:
+    from segkit.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    old = {"epoch": 1, "train_loss": 0.5, "epoch_seconds": 2.0, "train_images": 13}
+    folder.rewrite_metrics([old])  # what resume does with the old checkpoint's history
+    new = {"epoch": 2, "train_loss": 0.4, "epoch_seconds": 1.0, "valid_s": 0.5}
+    folder.append_metrics({**new, "train_images": 13})
+    assert rows(tmp_path) == [
+        {
+            "epoch": "1",
+            "train_loss": "0.5",
+            "epoch_seconds": "2",
+            "valid_s": "",
+            "train_images": "13",
+        },
+        {
+            "epoch": "2",
+            "train_loss": "0.4",
+            "epoch_seconds": "1",
+            "valid_s": "0.5",
+            "train_images": "13",
+        },
+    ]
