@@ -501,8 +501,8 @@ def write_table(check: Check, env: dict[str, Any]) -> str:
             "## segkit run --loader dali (Pet-shaped set)",
             "",
             "| model | epochs | train s/epoch | valid s/epoch | checkpoint s/epoch | wall s/epoch "
-            "| wall / train | peak GPU MB | test Dice | lab s/epoch |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| wall / train | run wall s | peak GPU MB | test Dice | lab s/epoch |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for model, r in run_results.items():
             s = r["summary"]
@@ -512,13 +512,14 @@ def write_table(check: Check, env: dict[str, Any]) -> str:
                 vals = [row[key] for row in rows if isinstance(row.get(key), int | float)]
                 return sum(vals) / len(vals) if vals else None
 
-            train_s = mean("train_seconds") or s.get("epoch_seconds")
-            wall = mean("epoch_wall_seconds") or mean("epoch_seconds")
+            train_s = mean("epoch_seconds")
+            wall = mean("epoch_wall_s")
             ratio = wall / train_s if wall and train_s else None
             lines.append(
                 f"| {model} | {len(r['metrics'])} | {_fmt(train_s)} | "
-                f"{_fmt(mean('valid_seconds'))} | {_fmt(mean('checkpoint_seconds'))} | "
-                f"{_fmt(wall)} | {_fmt(ratio)} | {_fmt(s.get('peak_gpu_memory_mb'), 0)} | "
+                f"{_fmt(mean('valid_s'))} | {_fmt(mean('checkpoint_s'))} | "
+                f"{_fmt(wall)} | {_fmt(ratio)} | {_fmt(s.get('wall_s'), 1)} | "
+                f"{_fmt(s.get('peak_gpu_memory_mb'), 0)} | "
                 f"{_fmt(s.get('test_dice'), 4)} | {LAB_EPOCH_S[model]:.0f} |"
             )
     text = "\n".join(lines) + "\n"

@@ -381,6 +381,10 @@ def _test_and_report(
         folder.predictions, t.model, test_loader, *args, mean, std, n=config.grid_images
     )
     result.wall_s = time.perf_counter() - started
+    if runtime.device.type == "cuda":
+        result.peak_gpu_memory_mb = round(
+            torch.cuda.max_memory_allocated(runtime.device) / 2**20, 1
+        )
     folder.write_summary(config, result, resolved)
     return result
 

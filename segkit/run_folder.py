@@ -58,6 +58,8 @@ class RunResult:
     #: many there were (this process).
     checkpoint_write_s: float = math.nan
     checkpoint_writes: int = 0
+    #: The most GPU memory PyTorch's allocator held at once (MiB; None off CUDA).
+    peak_gpu_memory_mb: float | None = None
 
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -180,6 +182,7 @@ class RunFolder:
             **epoch_means(result.history),
             "checkpoint_write_s": result.checkpoint_write_s,
             "checkpoint_writes": result.checkpoint_writes,
+            "peak_gpu_memory_mb": result.peak_gpu_memory_mb,
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
         }
         self.summary_json.write_text(json.dumps(data, indent=2) + "\n")
