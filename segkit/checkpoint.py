@@ -109,10 +109,36 @@ def restore_training(
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    match_parameter_layout(optimizer)
     precision.load_state_dict(state["precision"])
     set_rng_state(state["rng"])
     best = (state["best_valid_dice"], state["best_epoch"])
     return state["epoch"] + 1, best, list(state["history"])
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` is contiguous in some memory format (so its strides can be copied)."""
+    return t.is_contiguous() or (
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter-shaped state tensor (Adam's moments) its parameter's strides.
+
+    A checkpoint may hold them in another layout than the built model's parameters (one
+    saved contiguous, loaded into channels_last weights); the fused CUDA Adam then fails
+    with "params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and
+    layout". Values are unchanged.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            for key, v in state.items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
@@ -192,9 +218,21 @@ class Snapshot:
         i = self._n
         self._n += 1
         buf = self._buffers[i] if i < len(self._buffers) else None
-        if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+        if (
+            buf is None
+            or buf.shape != t.shape
+            or buf.dtype != t.dtype
+            or (buf.stride() != t.stride())
+        ):
             pin = t.is_cuda and torch.cuda.is_available()
-            buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+            # The same strides as the tensor: a channels_last weight's Adam moments must
+            # come back channels_last (the fused CUDA Adam refuses mixed layouts).
+            if _dense(t):
+                buf = torch.empty_strided(
+                    t.size(), t.stride(), dtype=t.dtype, device="cpu", pin_memory=pin
+                )
+            else:
+                buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
             if i < len(self._buffers):
                 self._buffers[i] = buf
             else:

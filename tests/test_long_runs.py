@@ -396,6 +396,40 @@ def test_a_snapshot_is_a_copy_and_reuses_its_buffers() -> None:
     assert first["history"] == [{"epoch": 1}]
 
 
+def _channels_last_adam() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(conv.parameters(), fused=True)
+    conv(torch.randn(2, 3, 6, 6)).sum().backward()
+    optimizer.step()
+    return conv, optimizer
+
+
+def test_a_snapshot_keeps_channels_last_strides() -> None:
+    # Found on an H100: moments snapshotted contiguous came back into channels_last
+    # weights, and the fused CUDA Adam refused the resumed run's first step.
+    conv, optimizer = _channels_last_adam()
+    copy = ckpt_io.Snapshot().take({"optimizer": optimizer.state_dict()})
+    for p, state in zip(conv.parameters(), copy["optimizer"]["state"].values(), strict=True):
+        assert state["exp_avg"].stride() == p.stride()
+        assert torch.equal(state["exp_avg"], optimizer.state[p]["exp_avg"])
+
+
+def test_restored_adam_moments_take_their_parameters_layout() -> None:
+    conv, optimizer = _channels_last_adam()
+    saved = optimizer.state_dict()
+    for state in saved["state"].values():  # as an older segkit's snapshot saved them
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = state[key].contiguous()
+    fresh = torch.optim.Adam(conv.parameters(), fused=True)
+    fresh.load_state_dict(saved)
+    assert fresh.state[conv.weight]["exp_avg"].stride() != conv.weight.stride()
+    ckpt_io.match_parameter_layout(fresh)
+    for p in conv.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert fresh.state[p][key].stride() == p.stride()
+            assert torch.equal(fresh.state[p][key], optimizer.state[p][key])
+
+
 @pytest.mark.slow
 def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
