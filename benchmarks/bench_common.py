@@ -233,13 +233,18 @@ def model_steps_per_round() -> int:
 
 @functools.cache
 def model_only_throughput(model_name: str) -> float:
-    """Images/s of training steps on tensors already on the device (no data loading)."""
+    """Images/s of training steps on tensors already on the device (no data loading):
+    the best of three rounds after a warm-up, as the model-only suite measures it (one
+    round read 25% low on an H100)."""
     steps = model_steps_per_round()
     run = model_steps(model_name, steps)
     run()  # warm-up: cudnn autotune, compile
-    t0 = time.perf_counter()
-    run()
-    return steps * settings().batch / (time.perf_counter() - t0)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return steps * settings().batch / best
 
 
 @functools.cache

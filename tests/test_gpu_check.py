@@ -26,9 +26,8 @@ def test_gpu_check_dry_run_runs_every_step_and_writes_the_results(tmp_path: Path
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     steps = {s["name"]: s["status"] for s in results["steps"]}
-    expected = {"env", "data", "cuda-tier", "bench-model", "bench-loader", "bench-feed",
-                "bench-epoch-resnet34_unet", "bench-epoch-unet", "run-resnet34_unet",
-                "run-unet", "profile-resnet34_unet", "profile-unet"}  # fmt: skip
+    expected = {"env", "data", "cuda-tier", "bench-model", "bench-feed", "bench-epoch",
+                "run-resnet34_unet", "run-unet", "profile"}  # fmt: skip
     assert set(steps) == expected and set(steps.values()) == {"ok"}, steps
     # Both models x both loaders in the epoch suite, each with its own bound.
     epochs = {(b["model"], b["loader"]) for b in results["benchmarks"] if "epoch_seconds" in b}
