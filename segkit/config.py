@@ -145,6 +145,13 @@ class RunConfig:
     out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
     name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")
     grid_images: int = _opt(8, "test images in predictions.png", group="output", metavar="N")
+    log_every: float = _opt(
+        30.0,
+        "seconds between progress lines when the output is not a terminal (nohup, CI, "
+        "cluster jobs; 0: none); a terminal gets a progress bar",
+        group="output",
+        metavar="SECONDS",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -173,6 +180,8 @@ class RunConfig:
             value = getattr(self, key)
             if value < (0 if key == "grid_images" else 1):
                 raise ConfigError(f"{flag(key)} {value!r}: expected a positive integer")
+        if not self.log_every >= 0:
+            raise ConfigError(f"--log-every {self.log_every}: expected 0 or more seconds")
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: expected a positive learning rate")
         if not 0 < self.lr_gamma <= 1:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from segkit import build, distributed
+from segkit import build, distributed, progress
 from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
@@ -120,13 +120,16 @@ def _run(
         saved = state["epoch"] if state else None
         writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))
     snapshot = ckpt_io.Snapshot()
+    estimate = progress.RunEstimate(
+        say, config.epochs - start + 1, runtime.device.type, resumed=state is not None
+    )
     epoch = start
     try:
         try:
             for epoch in range(start, config.epochs + 1):
                 epoch_start = time.perf_counter()
                 seconds, train_metrics = _train_epoch(
-                    config, runtime, t, stepper, scheduler, epoch, quiet
+                    config, runtime, t, stepper, scheduler, epoch, quiet, estimate
                 )
                 if d.main:
                     assert folder is not None and writer is not None
@@ -213,19 +216,22 @@ def _train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     quiet: bool,
+    estimate: progress.RunEstimate | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Train one epoch; return its seconds (the device synchronized) and metrics, with
     the learning rate of its first step."""
-    from tqdm.auto import tqdm
-
     loader = t.loaders["train"]
     loader.set_epoch(epoch)
-    bar = tqdm(
-        total=len(loader),
-        desc=f"epoch {epoch}/{config.epochs}",
-        leave=False,
-        disable=quiet or not runtime.dist.main or None,
-        dynamic_ncols=True,
+    silent = quiet or not runtime.dist.main
+    bar = progress.EpochProgress(
+        epoch=epoch,
+        epochs=config.epochs,
+        steps=len(loader),
+        batch_size=config.batch_size * runtime.dist.world,
+        say=_printer(silent),
+        estimate=None if silent else estimate,
+        log_every=config.log_every,
+        quiet=silent,
     )
     lr = t.optimizer.param_groups[0]["lr"]  # at the epoch's first step
     t0 = time.perf_counter()
@@ -246,7 +252,7 @@ def _train_epoch(
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    bar.close()
+    bar.close(seconds)
     return seconds, {**metrics, "lr": lr}
 
 
