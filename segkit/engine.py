@@ -33,6 +33,7 @@ from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
 from segkit.loops import evaluate, train_one_epoch
+from segkit.metrics import DiceMeter
 from segkit.run_folder import RunFolder, RunResult, timing
 
 __all__ = ["RunResult", "resume", "train"]
@@ -365,7 +366,11 @@ def _test_and_report(
     t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
     test_loader = t.loaders["test"]
     args = (runtime.precision, runtime.device)
-    test = evaluate(t.model, test_loader, t.loss, *args, runtime.channels_last)
+    meter = DiceMeter(runtime.device, per_image=True)  # for test_scores.csv and the grid
+    test = evaluate(t.model, test_loader, t.loss, *args, runtime.channels_last, meter=meter)
+    dice, iou = meter.per_image_scores()
+    ids = _test_ids(t.dataset, len(dice))
+    folder.write_test_scores(dice.tolist(), iou.tolist(), ids)
     epoch_seconds, ips = timing(history)
     result = RunResult(
         folder.path,
@@ -381,10 +386,20 @@ def _test_and_report(
     )
     if writer.write_seconds:
         result.checkpoint_write_s = sum(writer.write_seconds) / len(writer.write_seconds)
-    report.write_curves(folder.curves, history)
+    report.write_curves(folder.curves, history, best_epoch=best[1])
     mean, std = build.normalization(t.recipe)
     report.write_prediction_grid(
-        folder.predictions, t.model, test_loader, *args, mean, std, n=config.grid_images
+        folder.predictions,
+        t.model,
+        test_loader,
+        *args,
+        mean,
+        std,
+        dice=dice,
+        iou=iou,
+        ids=ids,
+        n=config.grid_images,
+        channels_last=runtime.channels_last,
     )
     result.wall_s = time.perf_counter() - started
     if runtime.device.type == "cuda":
@@ -393,6 +408,14 @@ def _test_and_report(
         )
     folder.write_summary(config, result, resolved)
     return result
+
+
+def _test_ids(dataset: Any, count: int) -> list[str] | None:
+    """The ids of the test images in the test loader's order: the dataset's test samples,
+    which a loader reads in order when not training (both built-in loaders do:
+    :func:`segkit.sampling.epoch_order` without shuffle). None where the counts differ."""
+    samples = dataset.samples("test")
+    return [s.id for s in samples] if len(samples) == count else None
 
 
 def _write_in_background(runtime: build.Runtime) -> bool:

@@ -34,10 +34,17 @@ def evaluate(
     precision: Precision,
     device: torch.device,
     channels_last: bool = False,
+    *,
+    meter: DiceMeter | None = None,
 ) -> dict[str, float]:
-    """Mean per-image Dice and IoU, and mean batch loss, over ``loader``."""
+    """Mean per-image Dice and IoU, and mean batch loss, over ``loader``.
+
+    ``meter``: a fresh :class:`~segkit.metrics.DiceMeter` to accumulate into, e.g. one made
+    with ``per_image=True`` to read each image's scores after the pass (the engine's test
+    pass does, for ``test_scores.csv`` and the prediction grid); the means are the same.
+    """
     model.eval()
-    meter = DiceMeter(device)
+    meter = DiceMeter(device) if meter is None else meter
     for batch in loader:
         images = to_device(batch.images, device, channels_last)
         masks = to_device(batch.masks, device, False)

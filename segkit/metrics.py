@@ -36,15 +36,22 @@ def dice_iou_per_image(
 
 
 class DiceMeter:
-    """Running mean of per-image Dice, IoU and loss, kept as device tensors."""
+    """Running mean of per-image Dice, IoU and loss, kept as device tensors.
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    With ``per_image`` it also keeps each image's Dice and IoU (on the device, in the
+    order of the updates) for :meth:`per_image_scores`; the means are the same either way.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", *, per_image: bool = False) -> None:
         self.device = torch.device(device)
+        self.keep_per_image = per_image
         self.reset()
 
     def reset(self) -> None:
         # [dice_sum, iou_sum, images, loss_sum, loss_batches]
         self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
+        self._dice: list[torch.Tensor] = []
+        self._iou: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(
@@ -64,6 +71,20 @@ class DiceMeter:
             ]
         )
         self._acc += upd
+        if self.keep_per_image:
+            self._dice.append(dice)
+            self._iou.append(iou)
+
+    def per_image_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's Dice and IoU so far, float32 on the CPU, in update order: one
+        copy from the device (and one sync) for the whole pass. Needs ``per_image``."""
+        if not self.keep_per_image:
+            raise RuntimeError("DiceMeter(per_image=True) keeps per-image scores")
+        if not self._dice:
+            empty = torch.zeros(0, dtype=torch.float32)
+            return empty, empty.clone()
+        both = torch.stack([torch.cat(self._dice), torch.cat(self._iou)]).cpu()
+        return both[0], both[1]
 
     def state(self) -> torch.Tensor:
         """The raw accumulator (for all-reduce across ranks)."""

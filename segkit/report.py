@@ -1,10 +1,17 @@
 """The run folder's pictures: loss and Dice curves, and the prediction grid.
 
-(Where each file goes, and the text files, are :mod:`segkit.run_folder`'s.)"""
+(Where each file goes, and the text files, are :mod:`segkit.run_folder`'s.)
+
+The prediction grid shows the informative test images, not the first ones: the best,
+the median and the worst by per-image Dice (:func:`grid_rows` has the rule). The scores
+come from the test pass itself (:class:`segkit.metrics.DiceMeter` with ``per_image``),
+so drawing the grid runs the model on the chosen images only."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,27 +23,113 @@ if TYPE_CHECKING:
     from segkit.precision import Precision
 
 
-def write_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
-    """Loss and Dice per epoch, train and valid, side by side."""
+def write_curves(
+    path: Path, history: Sequence[dict[str, Any]], best_epoch: int | None = None
+) -> None:
+    """Loss and Dice per epoch, train and valid, side by side, with the best epoch (by
+    validation Dice; ``best_epoch``, or the first highest valid Dice of ``history``)
+    marked on both. Epochs that were not validated (``--validate-every``) are left out of
+    the valid curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
+    validated = [r for r in history if _finite(r["valid_dice"])]
+    if best_epoch is None and validated:
+        best_epoch = max(validated, key=lambda r: r["valid_dice"])["epoch"]  # the first max
+    v_epochs = [r["epoch"] for r in validated]
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
-    ax_loss.plot(epochs, [r["valid_loss"] for r in history], label="valid")
+    ax_loss.plot(v_epochs, [r["valid_loss"] for r in validated], label="valid", marker=".")
     ax_loss.set(title="loss", xlabel="epoch")
     ax_dice.plot(epochs, [r["train_dice"] for r in history], label="train")
-    ax_dice.plot(epochs, [r["valid_dice"] for r in history], label="valid")
+    ax_dice.plot(v_epochs, [r["valid_dice"] for r in validated], label="valid", marker=".")
     ax_dice.set(title="Dice", xlabel="epoch", ylim=(0, 1))
+    best = [r for r in validated if r["epoch"] == best_epoch]
     for ax in (ax_loss, ax_dice):
+        if best:
+            ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
+    if best:
+        ax_dice.plot(
+            [best_epoch],
+            [best[0]["valid_dice"]],
+            "*",
+            color="black",
+            markersize=12,
+            label=f"best epoch {best_epoch} (valid {best[0]['valid_dice']:.3f})",
+        )
+    for ax in (ax_loss, ax_dice):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+#: The smallest side of a tile in predictions.png; smaller images are enlarged by an
+#: integer factor (images bilinear, masks nearest) to reach it.
+MIN_TILE = 160
+#: Column headings of predictions.png.
+COLUMNS = ("image", "truth", "prediction", "overlay")
+#: Overlay colours: (name, RGB) for true positives, false positives and misses.
+HIT, FALSE_POSITIVE, MISS = (0, 200, 0), (230, 0, 0), (0, 80, 255)
+LEGEND = (
+    ("hit (predicted and true)", HIT),
+    ("false positive", FALSE_POSITIVE),
+    ("miss (true, not predicted)", MISS),
+)
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One row of predictions.png: test image ``index`` (its position in the test
+    loader's order), its group (``best``, ``median`` or ``worst``), its rank by Dice (1:
+    the highest) and its scores."""
+
+    index: int
+    group: str
+    rank: int
+    dice: float
+    iou: float
+    id: str | None = None
+
+
+def grid_rows(dice: Sequence[float], n: int = 8) -> list[tuple[int, str, int]]:
+    """Which test images the grid shows, top to bottom: ``(index, group, rank)``.
+
+    The images are ranked by Dice, highest first (ties: the earlier image first; rank 1 is
+    the best). Of ``n`` rows, ``n // 4`` are ``median``, then half the rest (rounded up)
+    ``best`` and the others ``worst``: for the default 8, the best 3, the median 2 and the
+    worst 3. The median rows are the middle of the ranking (for an even count of them,
+    centred on the median). With ``n`` images or fewer every image is shown once, in rank
+    order, split into the groups in the same proportions (5 images: 2 best, 1 median,
+    2 worst).
+    """
+    total = len(dice)
+    ranked = sorted(range(total), key=lambda i: (-float(dice[i]), i))
+    shown = min(n, total)
+    n_median = shown // 4
+    n_best = math.ceil((shown - n_median) / 2)
+    n_worst = shown - n_median - n_best
+    if total <= n:
+        median_start = n_best
+    else:
+        median_start = (total - n_median) // 2  # never overlaps best or worst: total > n
+    picks = (
+        [(r, "best") for r in range(n_best)]
+        + [(r, "median") for r in range(median_start, median_start + n_median)]
+        + [(r, "worst") for r in range(total - n_worst, total)]
+    )
+    return [(ranked[r], group, r + 1) for r, group in picks]
 
 
 @torch.no_grad()
@@ -48,43 +141,147 @@ def write_prediction_grid(
     device: torch.device,
     mean: Sequence[float],
     std: Sequence[float],
+    *,
+    dice: torch.Tensor | Sequence[float],
+    iou: torch.Tensor | Sequence[float],
+    ids: Sequence[str] | None = None,
     n: int = 8,
-) -> None:
-    """A PNG with one row per test image: the image, the true mask, the predicted mask,
-    and the prediction over the image (green: correct foreground, red: false positive,
-    blue: missed foreground)."""
-    from PIL import Image
+    channels_last: bool = False,
+) -> list[GridRow]:
+    """A PNG of ``n`` test images chosen by :func:`grid_rows` from their Dice (the best,
+    the median and the worst), one per row under the column headings image, truth,
+    prediction and overlay (the prediction over the image; a legend under the grid names
+    the colours: green hit, red false positive, blue miss). Each row is captioned with its
+    group, rank, Dice and IoU (``dice`` and ``iou``: every test image's, in the loader's
+    order, as the test pass measured them) and its sample id where ``ids`` are given.
+    Tiles are at least :data:`MIN_TILE` pixels.
 
-    model.eval()
-    images, masks, preds = [], [], []
+    The loader is read until the chosen images have come by; the model runs on those
+    alone, as one batch. Writes nothing where ``n`` is 0 or the loader is empty.
+
+    Returns:
+        The rows drawn, top to bottom.
+    """
+    from segkit.loops import to_device
+
+    dice = [float(x) for x in dice]
+    iou = [float(x) for x in iou]
+    picks = grid_rows(dice, n)
+    if not picks:
+        return []
+    wanted = {i for i, _, _ in picks}
+    found_images: dict[int, torch.Tensor] = {}
+    found_masks: dict[int, torch.Tensor] = {}
+    seen = 0
     for batch in loader:
-        with precision.autocast():
-            logits = model(batch.images.to(device))
-        images.append(batch.images.float().cpu())
-        masks.append(batch.masks.cpu())
-        preds.append((logits.float() > 0).float().cpu())
-        if sum(len(x) for x in images) >= n:
+        for j in range(len(batch.images)):
+            if seen + j in wanted:
+                found_images[seen + j] = batch.images[j].float().cpu()
+                found_masks[seen + j] = batch.masks[j].cpu()
+        seen += len(batch.images)
+        if len(found_images) == len(wanted):
             break
-    if not images:
-        return
-    img = torch.cat(images)[:n]
-    true = torch.cat(masks)[:n, 0].numpy().astype(bool)
-    pred = torch.cat(preds)[:n, 0].numpy().astype(bool)
+    picks = [p for p in picks if p[0] in found_images]  # a loader shorter than its scores
+    if not picks:
+        return []
+    order = [i for i, _, _ in picks]
+    img = torch.stack([found_images[i] for i in order])
+    model.eval()
+    with precision.autocast():
+        logits = model(to_device(img, device, channels_last))
+    pred = (logits.float() > 0)[:, 0].cpu().numpy()
+    true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     rgb = ((img * s + m).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    rows = [
+        GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
+        for i, group, rank in picks
+    ]
+    _draw_grid(path, rgb, true, pred, rows, total=len(dice))
+    return rows
 
-    rows = []
-    for i in range(len(rgb)):
-        overlay = rgb[i].astype(np.float32)
-        colour = np.zeros_like(overlay)
-        colour[pred[i] & true[i]] = (0, 200, 0)
-        colour[pred[i] & ~true[i]] = (230, 0, 0)
-        colour[~pred[i] & true[i]] = (0, 80, 255)
-        hit = (pred[i] | true[i])[..., None]
-        overlay = np.where(hit, 0.55 * overlay + 0.45 * colour, overlay).astype(np.uint8)
-        gray = lambda a: np.repeat((a * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
-        rows.append(np.concatenate([rgb[i], gray(true[i]), gray(pred[i]), overlay], axis=1))
-    pad = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([x for r in rows for x in (r, pad)][:-1], axis=0)
-    Image.fromarray(grid).save(path)
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text``, cut with "..." to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _draw_grid(
+    path: Path,
+    rgb: np.ndarray,
+    true: np.ndarray,
+    pred: np.ndarray,
+    rows: Sequence[GridRow],
+    total: int,
+) -> None:
+    from PIL import Image, ImageDraw
+
+    h, w = rgb.shape[1:3]
+    scale = max(1, math.ceil(MIN_TILE / min(h, w)))
+    th, tw = h * scale, w * scale
+    gap, heading, caption, row_gap = 4, 26, 22, 8
+    width = 4 * tw + 3 * gap
+    font = _font(14)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    # The legend: swatches and names, wrapped to the grid's width.
+    legend_items, x, line = [], 0, 0
+    for name, colour in LEGEND:
+        item = 18 + int(probe.textlength(name, font=font)) + 16
+        if x and x + item > width:
+            x, line = 0, line + 1
+        legend_items.append((x, line, name, colour))
+        x += item
+    legend_h = 8 + 20 * (line + 1)
+
+    height = heading + len(rows) * (caption + th + row_gap) + legend_h
+    # Light grey paper: white mask pixels stay visible against it.
+    canvas = Image.new("RGB", (width, height), (225, 225, 225))
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(COLUMNS):
+        x0 = c * (tw + gap)
+        text_w = draw.textlength(name, font=font)
+        draw.text((x0 + (tw - text_w) / 2, 5), name, fill=(0, 0, 0), font=font)
+
+    def big(a: np.ndarray) -> np.ndarray:  # nearest: masks stay crisp
+        return a.repeat(scale, axis=0).repeat(scale, axis=1)
+
+    gray = lambda a: np.repeat((a * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
+    y = heading
+    for k, row in enumerate(rows):
+        label = f"{row.group}  (rank {row.rank} of {total})  Dice {row.dice:.3f}  IoU {row.iou:.3f}"
+        if row.id is not None:
+            label += f"  {row.id}"
+        draw.text((2, y + 3), _fit(draw, label, font, width - 4), fill=(0, 0, 0), font=font)
+        y += caption
+        image = np.asarray(Image.fromarray(rgb[k]).resize((tw, th), Image.BILINEAR))
+        t, p = big(true[k]), big(pred[k])
+        colour = np.zeros((th, tw, 3), np.float32)
+        colour[p & t] = HIT
+        colour[p & ~t] = FALSE_POSITIVE
+        colour[~p & t] = MISS
+        hit = (p | t)[..., None]
+        base = image.astype(np.float32)
+        overlay = np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
+        for c, tile in enumerate((image, gray(t), gray(p), overlay)):
+            canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
+        y += th + row_gap
+    for x0, line, name, colour in legend_items:
+        top = y + 4 + 20 * line
+        draw.rectangle((x0 + 2, top + 2, x0 + 15, top + 15), fill=colour, outline=(0, 0, 0))
+        draw.text((x0 + 20, top), name, fill=(0, 0, 0), font=font)
+    canvas.save(path)

@@ -12,7 +12,10 @@
         best.pt           the weights of the best epoch by validation Dice (atomic writes)
         bad_samples.txt   what --skip-bad-samples left out, if anything
         curves.png        loss and Dice per epoch (segkit.report)
-        predictions.png   test images, true and predicted masks (segkit.report)
+        predictions.png   the best, median and worst test images by Dice: image, true
+                          and predicted masks, overlay (segkit.report)
+        test_scores.csv   each test image's Dice and IoU (index, id, dice, iou); their
+                          mean is summary.json's test_dice
         summary.txt       the one summary line; summary.json the same, machine-readable
 
 On an accelerator checkpoints are written in the background while the next epoch trains
@@ -78,6 +81,7 @@ class RunFolder:
         self.bad_samples = self.path / "bad_samples.txt"
         self.curves = self.path / "curves.png"
         self.predictions = self.path / "predictions.png"
+        self.test_scores = self.path / "test_scores.csv"
         self.summary_txt = self.path / "summary.txt"
         self.summary_json = self.path / "summary.json"
 
@@ -162,6 +166,21 @@ class RunFolder:
         except CheckpointError:
             pass
         ckpt_io.save_atomic(ckpt_io.weights_state(state), self.best)
+
+    def write_test_scores(
+        self,
+        dice: Sequence[float],
+        iou: Sequence[float],
+        ids: Sequence[str] | None = None,
+    ) -> None:
+        """``test_scores.csv``: one row per test image in the test loader's order
+        (``index`` from 0), with its sample ``id`` (blank where unknown), ``dice`` and
+        ``iou`` (float32 values, written exactly: 9 significant digits)."""
+        with self.test_scores.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "id", "dice", "iou"])
+            for i, (d, u) in enumerate(zip(dice, iou, strict=True)):
+                writer.writerow([i, ids[i] if ids is not None else "", f"{d:.9g}", f"{u:.9g}"])
 
     def write_summary(self, config: RunConfig, result: RunResult, resolved: dict[str, Any]) -> str:
         """``summary.txt`` (the one line the CLI prints) and ``summary.json``, which also

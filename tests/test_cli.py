@@ -59,6 +59,7 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
         "best.pt",
         "last.pt",
         "predictions.png",
+        "test_scores.csv",
         "summary.txt",
         "summary.json",
     ):
@@ -81,7 +82,7 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     assert summary["wall_s"] >= 2 * summary["mean_epoch_wall_s"]
     assert (run_dir / "summary.txt").read_text().startswith("test dice ")
     with Image.open(run_dir / "predictions.png") as im:
-        assert im.width == 4 * 32  # image | true | predicted | overlay
+        assert im.width == 4 * 160 + 3 * 4  # image | truth | prediction | overlay, 32 px x 5
     ckpt = torch.load(run_dir / "best.pt", weights_only=True)
     assert ckpt["config"]["model"] == "unet" and ckpt["epoch"] in (1, 2)
     # best.pt holds the weights alone; last.pt the whole training state.
@@ -89,6 +90,21 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     last = torch.load(run_dir / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and {"optimizer", "rng", "history"} <= set(last)
     assert (run_dir / "best.pt").stat().st_size < (run_dir / "last.pt").stat().st_size / 2
+
+
+@pytest.mark.slow
+def test_test_scores_csv_lists_every_test_image_and_averages_to_test_dice(
+    run_dir: Path, tiny_pets_dataset
+) -> None:
+    rows = list(csv.DictReader((run_dir / "test_scores.csv").open()))
+    ids = [s.id for s in tiny_pets_dataset.samples("test")]
+    assert [(int(r["index"]), r["id"]) for r in rows] == list(enumerate(ids))  # loader order
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("dice", "iou"):
+        mean = sum(float(r[key]) for r in rows) / len(rows)
+        assert mean == pytest.approx(summary[f"test_{key}"], rel=1e-6, abs=1e-7)
+    with Image.open(run_dir / "predictions.png") as im:  # 5 test images: each shown once
+        assert im.height > 5 * 160
 
 
 @pytest.mark.slow

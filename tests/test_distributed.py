@@ -39,6 +39,7 @@ def test_two_processes_train_in_sync_and_rank_0_alone_writes(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("test dice ") == 1  # one voice: rank 0
     assert [p.name for p in out.iterdir()] == ["ddp"]  # one run folder
+    assert (out / "ddp" / "test_scores.csv").read_text().count("\n") == 1 + 5  # 5 test images
     summary = json.loads((out / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["weights_in_sync"] is True  # both ranks ended with identical weights
