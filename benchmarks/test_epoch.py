@@ -40,6 +40,13 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
     model_ips = bc.model_only_throughput(model)
     loader_ips = bc.loader_only_throughput(loader)
     bound = min(model_ips, loader_ips)
+    # The compute floor of the summary (conftest.py) needs the FLOP count: on a GPU only,
+    # where a floor is read (counting runs the model once on the CPU).
+    flops = (
+        {"train_gflop_per_image": round(bc.train_flops_per_image(model) / 1e9, 2)}
+        if bc.runtime().device.type == "cuda"
+        else {}
+    )
     benchmark.extra_info.update(
         bc.device_info()
         | s.describe()
@@ -48,6 +55,7 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
             "model": model,
             "loader": loader,
             "epoch_seconds": round(seconds, 3),
+            "epoch_images": int(images),
             "images_per_s": round(ips, 2),
             "model_only_images_per_s": round(model_ips, 2),
             "loader_only_images_per_s": round(loader_ips, 2),
@@ -55,6 +63,7 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
             "bottleneck": "model" if model_ips <= loader_ips else "loader",
             "precision_resolved": precision.name,
         }
+        | flops
     )
     print(
         f"\n{model} + {loader}: {seconds:.2f} s/epoch ({int(images)} images), {ips:.1f} images/s, "

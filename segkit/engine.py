@@ -31,8 +31,9 @@ import torch
 from segkit import build, distributed, progress
 from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
-from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
+from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.loops import evaluate, train_one_epoch
+from segkit.main_guard import exit_if_reimporting_main
 from segkit.metrics import DiceMeter
 from segkit.run_folder import RunFolder, RunResult, timing
 
@@ -52,8 +53,13 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
     Raises:
         SegkitError: bad configuration, data or checkpoint (a subclass says which).
         RunInterrupted: Ctrl-C; the message says how to resume.
+        MainGuardError: loader worker processes re-ran a script without the main guard.
     """
-    return _run(config, None, None, quiet)
+    exit_if_reimporting_main()
+    try:
+        return _run(config, None, None, quiet)
+    except MainGuardError as e:  # the script's own lines and this one are all it needs
+        raise e.with_traceback(None) from None
 
 
 def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = False) -> RunResult:
@@ -68,6 +74,7 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     Raises:
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
     """
+    exit_if_reimporting_main()
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise CheckpointError(
@@ -78,7 +85,10 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     if epochs is not None:
         config.epochs = epochs
         config.validate()
-    return _run(config, state, folder, quiet)
+    try:
+        return _run(config, state, folder, quiet)
+    except MainGuardError as e:
+        raise e.with_traceback(None) from None
 
 
 def _run(

@@ -56,3 +56,9 @@ class NumericalError(SegkitError):
 
 class RunInterrupted(SegkitError):
     """Training was interrupted (Ctrl-C); the message says how to resume."""
+
+
+class MainGuardError(ConfigError):
+    """A script without ``if __name__ == "__main__":`` trained with loader worker processes:
+    each worker imports the script again and would start training too
+    (:mod:`segkit.main_guard`)."""

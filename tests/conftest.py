@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+#: ``pytester`` runs a pytest session in-process (no subprocess): test_bench_summary.py.
+pytest_plugins = ["pytester"]
+
 #: The smallest real run: `segkit run` options every training test starts from (UNet at
 #: 32 px, batch 4, no worker processes).
 TINY_RUN = ["--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]

@@ -25,6 +25,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
 from segkit.errors import ConfigError, DataError
+from segkit.main_guard import exit_if_reimporting_main, main_guard_error
 from segkit.sampling import check_loader_args, epoch_order, per_rank, sample_seed
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
@@ -187,6 +188,8 @@ class AlbumentationsLoader:
         drop_last: bool = False,
     ) -> None:
         check_loader_args(batch_size, shard, num_workers)
+        if num_workers > 0:  # in a worker importing a script without the main guard: leave
+            exit_if_reimporting_main()
         self.samples = dataset.samples(split)
         self.split = split
         self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)
@@ -212,11 +215,30 @@ class AlbumentationsLoader:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch in self._loader:
+        batches = self._batches()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError:  # "DataLoader worker (pid(s) ...) exited unexpectedly"
+                error = main_guard_error(self._worker_exitcodes(), "the albumentations loader")
+                if error is None:
+                    raise
+                raise error from None
             if isinstance(batch, _ReadFailure):
                 raise DataError(batch.message)
             images, masks = batch
             yield Batch(images, masks)
+
+    def _batches(self) -> Iterator[Any]:
+        yield from self._loader
+
+    def _worker_exitcodes(self) -> list[int | None]:
+        # The persistent workers of torch's iterator (private attributes: an older or newer
+        # torch without them leaves the DataLoader's own error).
+        workers = getattr(getattr(self._loader, "_iterator", None), "_workers", None) or []
+        return [getattr(w, "exitcode", None) for w in workers]
 
 
 #: The ``albumentations`` loader factory (contract: :class:`segkit.contracts.LoaderFactory`):
