@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 # Train, evaluate and report on the embedded synthetic dataset (a few minutes on 2 CPU cores).
 run: setup
-	$(BIN)/segkit run --model resnet34_unet --augment type1 --image-size 64 --epochs 10 --batch-size 8 \
+	$(BIN)/segkit run --model resnet34_unet --recipe type1 --image-size 64 --epochs 10 --batch-size 8 \
 		--schedule cosine --warmup-epochs 0.5 --name make-run
 
 # The fast tier: everything that neither trains nor spawns processes (under 2 minutes on 2 cores).
