@@ -295,6 +295,27 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from segkit.build import build_dataset
+    from segkit.config import RunConfig, parse_options
+    from segkit.datacheck import check_dataset, format_report
+
+    # The dataset a `segkit run` with the same --data/--dataset/--dataset-opt would read.
+    config = RunConfig(
+        data=args.data,
+        dataset=args.dataset,
+        dataset_options=parse_options(args.dataset_opt, "--dataset-opt"),
+    )
+    report = check_dataset(build_dataset(config), args.workers, name=config.resolved_dataset())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.ok else 1
+
+
 def _without_devices(argv: list[str]) -> list[str]:
     """``argv`` minus ``--devices N``: each torchrun process is one device."""
     out: list[str] = []
@@ -395,7 +416,7 @@ def _add_list(sub: Any) -> None:
 def _add_data(sub: Any) -> None:
     from segkit.config import DEFAULTS
 
-    p = sub.add_parser("data", help="make or download datasets")
+    p = sub.add_parser("data", help="make, download or check datasets")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     s = data.add_parser(
         "synth", help="generate a synthetic dataset (default: pets in the oxford_pet layout)"
@@ -428,6 +449,38 @@ def _add_data(sub: Any) -> None:
         "--url", default=None, help="base URL of the archives (default: the official one)"
     )
     f.set_defaults(func=_cmd_data_fetch)
+    c = data.add_parser(
+        "check",
+        help="read every sample once: sizes, formats, mask values, foreground, duplicates, "
+        "unreadable files; suggests --image-size and pos_weight (exit 1 if a run would fail)",
+    )
+    c.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="dataset folder (default: the generated synthetic set `segkit run` uses)",
+    )
+    c.add_argument(
+        "--dataset",
+        default=None,
+        help=f"dataset plugin (default: {DEFAULTS['dataset']} with --data, "
+        f"{DEFAULTS['generated_dataset']} without)",
+    )
+    c.add_argument(
+        "--dataset-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the dataset (repeatable)",
+    )
+    c.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    c.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="reading threads (default: cores, up to 8)",
+    )
+    c.set_defaults(func=_cmd_data_check)
 
 
 def main(argv: list[str] | None = None) -> int:

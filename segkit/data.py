@@ -46,6 +46,18 @@ def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
     Raises:
         DataError: the file is missing, corrupt, or holds values outside ``spec.allowed``.
     """
+    raw = decode_raw_mask(path)
+    check_mask_values(path, np.unique(raw).tolist(), spec)
+    return raw.astype(np.uint8)
+
+
+def decode_raw_mask(path: Path) -> np.ndarray:
+    """Decode a mask file to its ``(H, W)`` raw values, unchecked (uint8, or wider for
+    16-bit files).
+
+    Raises:
+        DataError: the file is missing, corrupt or not single-channel.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -60,15 +72,23 @@ def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
         raise DataError(f"{path}: cannot decode mask ({e}); the file is corrupt") from None
     if raw.ndim != 2:
         raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")
-    values = np.unique(raw)
-    bad = sorted(set(values.tolist()) - set(spec.allowed))
+    return raw
+
+
+def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
+    """Raise if ``values`` (the distinct raw values of the mask file ``path``) holds any
+    value outside ``spec.allowed``.
+
+    Raises:
+        DataError: naming the file, the values found outside and those allowed.
+    """
+    bad = sorted(set(values) - set(spec.allowed))
     if bad:
         allowed = ", ".join(map(str, spec.allowed))
         raise DataError(
             f"{path}: values {{{', '.join(map(str, bad))}}} found, masks of this dataset "
             f"hold {allowed}"
         )
-    return raw.astype(np.uint8)
 
 
 def to_binary(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
@@ -84,13 +104,22 @@ def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]
     """
     image = read_image(sample.image)
     mask = to_binary(read_raw_mask(sample.mask, spec), spec)
-    if image.shape[:2] != mask.shape:
+    check_same_size(sample, image.shape[:2], mask.shape)
+    return image, mask
+
+
+def check_same_size(sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...]) -> None:
+    """Raise if the image and mask of ``sample`` (sizes as ``(H, W)``) differ in size.
+
+    Raises:
+        DataError: naming the mask file and both sizes.
+    """
+    if tuple(image_hw) != tuple(mask_hw):
         raise DataError(
-            f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image "
-            f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}; "
+            f"{sample.mask}: mask is {mask_hw[1]}x{mask_hw[0]} but image "
+            f"{sample.image.name} is {image_hw[1]}x{image_hw[0]}; "
             "an image and its mask must have the same size"
         )
-    return image, mask
 
 
 # ----------------------------------------------------------------------------- bad samples

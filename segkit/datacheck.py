@@ -1,0 +1,511 @@
+"""``segkit data check``: read every sample of a dataset once and report what a run would
+trip on, with an image size and a BCE ``pos_weight`` that suit the data.
+
+Works through the dataset contract only (``root``, ``mask_spec``, ``samples(split)``), so
+every dataset plugin gets the same checks. Files are read with the rules and messages of
+:mod:`segkit.data`, in a thread pool (PIL releases the GIL while decoding).
+
+Problems are ``error`` (a run would stop on them: an unreadable file, a mask value outside
+those declared, an image/mask size mismatch, one image in two splits) or ``warning``
+(a file whose format differs from its extension). Each names its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
+from segkit.data import (
+    check_mask_values,
+    check_same_size,
+    decode_raw_mask,
+    read_image,
+)
+from segkit.errors import DataError
+
+#: Empty-mask names shown per split before "and N more".
+SHOW_EMPTY = 5
+#: The suggested image size is at most this (compute grows with its square).
+MAX_SUGGESTED_SIZE = 512
+#: Sizes are multiples of this: every model accepts them (see segkit.contracts).
+SIZE_MULTIPLE = 32
+
+
+@dataclass
+class Problem:
+    """One finding about one file: ``severity`` is ``error`` (a run would stop) or
+    ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
+    format_mismatch, split."""
+
+    severity: str
+    kind: str
+    file: str
+    message: str
+
+
+@dataclass
+class SplitStats:
+    """What one split holds. Sizes are ``[width, height]``; ``foreground_fraction`` is over
+    the pixels of the masks that could be read (None when none could)."""
+
+    count: int = 0
+    read: int = 0  # samples without a problem that would stop a run
+    size_min: list[int] | None = None
+    size_median: list[int] | None = None
+    size_max: list[int] | None = None
+    foreground_pixels: int = 0
+    pixels: int = 0
+    foreground_fraction: float | None = None
+    empty_masks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """The result of :func:`check_dataset`; :meth:`to_dict` is what ``--json`` prints."""
+
+    dataset: str
+    root: str
+    mask_background: int
+    mask_allowed: list[int]
+    splits: dict[str, SplitStats]
+    image_formats: dict[str, int]
+    mask_formats: dict[str, int]
+    mask_values: dict[str, int]
+    duplicates: list[dict[str, Any]]
+    problems: list[Problem]
+    suggestions: dict[str, Any]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        """No problem that would stop a run."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+@dataclass
+class _Seen:
+    """What reading one sample found."""
+
+    split: str
+    sample: Sample
+    image_size: tuple[int, int] | None = None  # (W, H)
+    image_format: str | None = None
+    mask_format: str | None = None
+    digest: str | None = None
+    values: dict[int, int] = field(default_factory=dict)  # raw value -> pixels
+    foreground: int = 0
+    pixels: int = 0
+    mask_ok: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def stops(self) -> bool:
+        """Whether a problem with this sample would stop a run."""
+        return any(p.severity == "error" for p in self.problems)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _format_problem(path: Path, fmt: str | None) -> Problem | None:
+    """A warning when ``path``'s extension says another format than its content."""
+    from PIL import Image
+
+    expected = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or expected is None or expected == fmt:
+        return None
+    return Problem(
+        "warning",
+        "format_mismatch",
+        str(path),
+        f"{path}: a {fmt} file named {path.suffix}; PIL reads it by content, but other "
+        f"tools go by the name: rename it to {path.stem}{_suffix(fmt)}",
+    )
+
+
+def _suffix(fmt: str) -> str:
+    return {"JPEG": ".jpg", "PNG": ".png"}.get(fmt, "." + fmt.lower())
+
+
+def _unreadable(path: Path, reader: Callable[[Path], Any], error: Exception) -> Problem:
+    """The problem for a file that failed to decode, in :mod:`segkit.data`'s words."""
+    try:
+        reader(path)
+        message = f"{path}: cannot read ({error})"
+    except DataError as e:
+        message = str(e)
+    return Problem("error", "unreadable", str(path), message)
+
+
+def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
+    from PIL import Image
+
+    seen = _Seen(split, sample)
+    # The image: its bytes once, for the hash and the decode.
+    try:
+        data = sample.image.read_bytes()
+        seen.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            seen.image_size = im.size
+            seen.image_format = f"{im.format} {im.mode}"
+            problem = _format_problem(sample.image, im.format)
+    except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data does
+        seen.problems.append(_unreadable(sample.image, read_image, e))
+    else:
+        if problem:
+            seen.problems.append(problem)
+    # The mask: its raw values, then the dataset's rules.
+    try:
+        with Image.open(sample.mask) as im:
+            seen.mask_format = f"{im.format} {im.mode}"
+            problem = _format_problem(sample.mask, im.format)
+        raw = decode_raw_mask(sample.mask)
+    except DataError as e:
+        seen.problems.append(Problem("error", "unreadable", str(sample.mask), str(e)))
+        return seen
+    except Exception as e:  # noqa: BLE001
+        seen.problems.append(_unreadable(sample.mask, decode_raw_mask, e))
+        return seen
+    if problem:
+        seen.problems.append(problem)
+    values, counts = np.unique(raw, return_counts=True)
+    seen.values = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    try:
+        check_mask_values(sample.mask, list(seen.values), spec)
+    except DataError as e:
+        seen.problems.append(
+            Problem("error", "mask_values", str(sample.mask), str(e) + _encoding_hint(seen, spec))
+        )
+    else:
+        seen.mask_ok = True
+    seen.pixels = int(raw.size)
+    seen.foreground = int(raw.size - seen.values.get(spec.background, 0))
+    if seen.image_size is not None:
+        try:
+            check_same_size(sample, seen.image_size[::-1], raw.shape)
+        except DataError as e:
+            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), str(e)))
+    return seen
+
+
+def _encoding_hint(seen: _Seen, spec: MaskSpec) -> str:
+    found = set(seen.values)
+    allowed = set(spec.allowed)
+    if 255 in found and 255 not in allowed and found <= {0, 255} and {0, 1} <= allowed:
+        return "; looks like 0/255 encoding: divide by 255 (mask // 255)"
+    return ""
+
+
+def _read_all(
+    items: list[tuple[str, Sample]],
+    read: Callable[[str, Sample], Any],
+    workers: int,
+    progress: bool | None,
+) -> list[Any]:
+    """``read`` every item in a thread pool, in order, with a tqdm bar on a terminal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if progress is None:
+        progress = _is_tty(sys.stderr)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="reading", unit="sample", leave=False, file=sys.stderr)
+    out = []
+    # Threads: PIL releases the GIL while decoding.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for result in pool.map(lambda item: read(*item), items):
+            out.append(result)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def check_dataset(
+    dataset: Dataset, workers: int | None = None, *, name: str = "", progress: bool | None = None
+) -> Report:
+    """Read every sample of every split once and report on them.
+
+    Args:
+        dataset: Any dataset plugin's object (the contract's ``root``, ``mask_spec`` and
+            ``samples``).
+        workers: Reading threads (default: one per core, up to 8).
+        name: The dataset's plugin name, for the report.
+        progress: A progress bar on stderr (default: when stderr is a terminal).
+    """
+    spec = dataset.mask_spec
+    problems: list[Problem] = []
+    items: list[tuple[str, Sample]] = []
+    splits: dict[str, SplitStats] = {}
+    for split in SPLITS:
+        try:
+            samples = dataset.samples(split)
+        except DataError as e:
+            problems.append(Problem("error", "split", str(dataset.root), str(e)))
+            samples = []
+        splits[split] = SplitStats(count=len(samples))
+        items += [(split, s) for s in samples]
+
+    seen: list[_Seen] = _read_all(
+        items, lambda split, s: _read_one(split, s, spec), workers or default_workers(), progress
+    )
+
+    image_formats: dict[str, int] = {}
+    mask_formats: dict[str, int] = {}
+    mask_values: dict[int, int] = {}
+    sizes: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
+    by_digest: dict[str, list[_Seen]] = {}
+    for s in seen:
+        problems += s.problems
+        st = splits[s.split]
+        if s.image_format:
+            image_formats[s.image_format] = image_formats.get(s.image_format, 0) + 1
+        if s.mask_format:
+            mask_formats[s.mask_format] = mask_formats.get(s.mask_format, 0) + 1
+        for v in s.values:
+            mask_values[v] = mask_values.get(v, 0) + 1
+        if s.image_size is not None:
+            sizes[s.split].append(s.image_size)
+        if s.digest is not None:
+            by_digest.setdefault(s.digest, []).append(s)
+        if not s.stops():
+            st.read += 1
+        if s.pixels:
+            st.foreground_pixels += s.foreground
+            st.pixels += s.pixels
+            if s.foreground == 0:
+                st.empty_masks.append(s.sample.mask.name)
+
+    for split, st in splits.items():
+        if sizes[split]:
+            st.size_min, st.size_median, st.size_max = _size_stats(sizes[split])
+        if st.pixels:
+            st.foreground_fraction = st.foreground_pixels / st.pixels
+
+    duplicates = _duplicates(by_digest, problems)
+    return Report(
+        dataset=name,
+        root=str(dataset.root),
+        mask_background=spec.background,
+        mask_allowed=list(spec.allowed),
+        splits=splits,
+        image_formats=dict(sorted(image_formats.items(), key=lambda kv: -kv[1])),
+        mask_formats=dict(sorted(mask_formats.items(), key=lambda kv: -kv[1])),
+        mask_values={str(k): v for k, v in sorted(mask_values.items())},
+        duplicates=duplicates,
+        problems=problems,
+        suggestions=_suggestions([sz for split in SPLITS for sz in sizes[split]], splits),
+    )
+
+
+def _size_stats(sizes: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int]]:
+    """Min, median and max by area, each a real image's ``[W, H]``."""
+    ordered = sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh))
+    mid = ordered[(len(ordered) - 1) // 2]
+    return list(ordered[0]), list(mid), list(ordered[-1])
+
+
+def _duplicates(by_digest: dict[str, list[_Seen]], problems: list[Problem]) -> list[dict[str, Any]]:
+    out = []
+    for digest, group in by_digest.items():
+        if len(group) < 2:
+            continue
+        in_splits = sorted({s.split for s in group}, key=SPLITS.index)
+        files = [{"split": s.split, "id": s.sample.id, "image": str(s.sample.image)} for s in group]
+        out.append({"sha": digest, "splits": in_splits, "files": files})
+        first = group[0]
+        for other in group[1:]:
+            across = other.split != first.split
+            problems.append(
+                Problem(
+                    "error" if across else "warning",
+                    "duplicate",
+                    str(other.sample.image),
+                    f"{other.sample.image} ({other.split}) has the same bytes as "
+                    f"{first.sample.image} ({first.split})"
+                    + (
+                        "; one image in two splits inflates the scores: remove one"
+                        if across
+                        else "; it counts twice in training"
+                    ),
+                )
+            )
+    return out
+
+
+def _suggestions(sizes: list[tuple[int, int]], splits: dict[str, SplitStats]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sizes:
+        short = int(statistics.median(min(wh) for wh in sizes))
+        size = max(SIZE_MULTIPLE, short // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        why = (
+            f"the median short side is {short} px; rounded down to a multiple of "
+            f"{SIZE_MULTIPLE} (every model takes those), so at least half the images are shrunk rather than enlarged"
+        )
+        if size > MAX_SUGGESTED_SIZE:
+            size = MAX_SUGGESTED_SIZE
+            why += (
+                f", capped at {MAX_SUGGESTED_SIZE} (memory and time per image grow with the "
+                "square of the size; go higher with --image-size if the objects are small)"
+            )
+        out["image_size"] = {"value": size, "why": why, "option": f"--image-size {size}"}
+    train = splits["train"]
+    if train.pixels:
+        fg = train.foreground_pixels
+        bg = train.pixels - fg
+        if fg:
+            value = round(bg / fg, 4)
+            out["pos_weight"] = {
+                "value": value,
+                "why": f"train background/foreground pixels = {bg}/{fg} "
+                f"(foreground {fg / train.pixels:.1%}); weighs BCE's foreground terms up to "
+                "balance the classes",
+                "option": f"--loss-opt pos_weight={value} (or pos_weight=auto)",
+            }
+        else:
+            out["pos_weight"] = {
+                "value": None,
+                "why": "the train masks hold no foreground pixels",
+                "option": None,
+            }
+    return out
+
+
+# ----------------------------------------------------------------------------- pos_weight
+
+
+def train_pos_weight(dataset: Dataset, workers: int | None = None) -> float:
+    """``background / foreground`` pixels over the train split's masks (only the mask files
+    are read), the BCE ``pos_weight`` that balances the two classes.
+
+    Raises:
+        DataError: a mask is unreadable or holds values outside those declared, or the
+            train masks hold no foreground.
+    """
+    from segkit.data import read_raw_mask
+
+    spec = dataset.mask_spec
+
+    def count(split: str, sample: Sample) -> tuple[int, int]:
+        raw = read_raw_mask(sample.mask, spec)
+        return int(np.count_nonzero(raw != spec.background)), int(raw.size)
+
+    items = [("train", s) for s in dataset.samples("train")]
+    counts = _read_all(items, count, workers or default_workers(), progress=False)
+    fg = sum(c[0] for c in counts)
+    total = sum(c[1] for c in counts)
+    if fg == 0:
+        raise DataError(
+            f"{dataset.root}: pos_weight=auto: the train masks hold no foreground pixels, "
+            "so background/foreground is undefined; give a number"
+        )
+    return (total - fg) / fg
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _wh(size: list[int] | None) -> str:
+    return f"{size[0]}x{size[1]}" if size else "-"
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
+
+
+def _names(names: Iterable[str], total: int) -> str:
+    names = list(names)[:SHOW_EMPTY]
+    more = f" and {total - len(names)} more" if total > len(names) else ""
+    return ", ".join(names) + more
+
+
+def format_report(report: Report) -> str:
+    """The report as text: one block of statistics, then one line per problem, the
+    suggestions and a verdict."""
+    lines = [f"dataset {report.dataset or '?'} ({report.root})"]
+    lines.append(
+        f"{'split':<6} {'images':>6}  {'min':>9}  {'median':>9}  {'max':>9}  "
+        f"{'foreground':>10}  empty masks"
+    )
+    for split, st in report.splits.items():
+        fg = f"{st.foreground_fraction:.1%}" if st.foreground_fraction is not None else "-"
+        lines.append(
+            f"{split:<6} {st.count:>6}  {_wh(st.size_min):>9}  {_wh(st.size_median):>9}  "
+            f"{_wh(st.size_max):>9}  {fg:>10}  {len(st.empty_masks)}"
+        )
+    lines.append(f"image formats: {_counts(report.image_formats)}")
+    lines.append(f"mask formats: {_counts(report.mask_formats)}")
+    found = ", ".join(report.mask_values) or "-"
+    declared = ", ".join(map(str, report.mask_allowed))
+    lines.append(
+        f"mask values: {found} found; declared {declared} (background {report.mask_background})"
+    )
+    for split, st in report.splits.items():
+        if st.empty_masks:
+            lines.append(
+                f"empty masks ({split}, no foreground): "
+                f"{_names(st.empty_masks, len(st.empty_masks))}"
+            )
+    dup_across = sum(1 for d in report.duplicates if len(d["splits"]) > 1)
+    lines.append(
+        f"duplicates: {len(report.duplicates)} groups of identical images"
+        + (f", {dup_across} across splits" if dup_across else "")
+        if report.duplicates
+        else "duplicates: none"
+    )
+    if report.problems:
+        errors = len(report.errors)
+        lines.append(f"problems: {errors} errors, {len(report.problems) - errors} warnings")
+        for p in report.problems:
+            lines.append(f"  {p.severity}: {p.message}")
+    else:
+        lines.append("problems: none")
+    for key in ("image_size", "pos_weight"):
+        s = report.suggestions.get(key)
+        if s is None:
+            continue
+        if s["value"] is None:
+            lines.append(f"suggested {key}: none ({s['why']})")
+        else:
+            lines.append(f"suggested {s['option']}: {s['why']}")
+    lines.append(
+        "ok: nothing here would stop a run"
+        if report.ok
+        else f"FAILED: {len(report.errors)} problems would stop a run"
+    )
+    return "\n".join(lines)
