@@ -251,8 +251,35 @@ def _check_image_size(model: str, image_size: int | None, multiple: int) -> None
         )
 
 
-def build_loss(config: RunConfig) -> torch.nn.Module:
-    return registry.create("losses", config.loss, **config.loss_options)
+def build_loss(
+    config: RunConfig, dataset: Dataset | None = None, workers: int | None = None
+) -> torch.nn.Module:
+    """Create the run's loss; ``pos_weight=auto`` is resolved from ``dataset`` (see
+    :func:`resolve_loss_options`)."""
+    return registry.create("losses", config.loss, **resolve_loss_options(config, dataset, workers))
+
+
+def resolve_loss_options(
+    config: RunConfig, dataset: Dataset | None = None, workers: int | None = None
+) -> dict[str, Any]:
+    """``config.loss_options`` with ``pos_weight="auto"`` replaced by the train split's
+    background / foreground pixels (its mask files are read once; for any loss that takes
+    ``pos_weight``, :func:`segkit.datacheck.train_pos_weight`).
+
+    Raises:
+        ConfigError: ``pos_weight=auto`` without a dataset.
+        DataError: a train mask is unreadable, or the train masks hold no foreground.
+    """
+    options = dict(config.loss_options)
+    if options.get("pos_weight") == "auto":
+        if dataset is None:
+            raise ConfigError(
+                "--loss-opt pos_weight=auto needs the dataset to compute it from; give a number"
+            )
+        from segkit.datacheck import train_pos_weight
+
+        options["pos_weight"] = round(train_pos_weight(dataset, workers), 6)
+    return options
 
 
 def build_recipe(config: RunConfig) -> Recipe:
@@ -368,6 +395,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     loaders: dict[str, Loader]
     bad_samples: list[tuple[str, Any, str]] = field(default_factory=list)
+    loss_options: dict[str, Any] = field(default_factory=dict)  # resolved: pos_weight=auto
 
     @property
     def steps_per_epoch(self) -> int:
@@ -399,7 +427,9 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         for split in ("valid", "test"):
             loaders[split] = build_loader(config, runtime, dataset, recipe, split, train=False)
     optimizer = build_optimizer(model, config)
-    return Training(dataset, model, build_loss(config), recipe, optimizer, loaders, bad)
+    loss_options = resolve_loss_options(config, dataset, runtime.num_workers or None)
+    loss = registry.create("losses", config.loss, **loss_options)
+    return Training(dataset, model, loss, recipe, optimizer, loaders, bad, loss_options)
 
 
 def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:

@@ -202,7 +202,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = build_dataset(config)
     loader = build_loader(config, runtime, dataset, build_recipe(config), args.split, train=False)
     metrics = evaluate(
-        model, loader, build_loss(config), runtime.precision, runtime.device, runtime.channels_last
+        model,
+        loader,
+        build_loss(config, dataset, runtime.num_workers or None),
+        runtime.precision,
+        runtime.device,
+        runtime.channels_last,
     )
     print(
         f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}  "

@@ -216,6 +216,8 @@ def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> d
         "data_root": str(t.dataset.root),
         "steps_per_epoch": t.steps_per_epoch,
         "plugins": plugins,
+        # pos_weight=auto resolved to the train split's background/foreground pixels
+        **({"loss_options": t.loss_options} if t.loss_options != config.loss_options else {}),
     }
 
 

@@ -78,10 +78,27 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     return 1.0 - dice.mean()
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy from logits, averaged over every pixel, in float32."""
+def bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy from logits, averaged over every pixel, in float32.
+    ``pos_weight`` multiplies the foreground pixels' terms (None: 1)."""
     _check_shapes(logits, target)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    weight = None
+    if pos_weight is not None:
+        weight = torch.full((1,), pos_weight, dtype=torch.float32, device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=weight)
+
+
+def _check_pos_weight(loss: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if value == "auto":
+        raise ConfigError(
+            f"{loss}: pos_weight='auto' is resolved by segkit run (background/foreground "
+            "pixels of the train split); give a number when creating the loss directly"
+        )
+    return _check_option(loss, "pos_weight", value)
 
 
 class BCELoss(nn.Module):
@@ -91,11 +108,24 @@ class BCELoss(nn.Module):
 
     which equals ``-mean(t * log(sigmoid(x)) + (1 - t) * log(1 - sigmoid(x)))`` without
     its overflow for large ``|x|``.
+
+    Args:
+        pos_weight: Multiplies the foreground pixels' terms (``-t * log(sigmoid(x))``),
+            >= 0; None for 1. ``background / foreground`` pixels balances the classes:
+            ``--loss-opt pos_weight=auto`` computes it from the train split's masks, and
+            ``segkit data check`` prints it.
     """
+
+    def __init__(self, pos_weight: float | None = None):
+        super().__init__()
+        self.pos_weight = _check_pos_weight("bce", pos_weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return the mean BCE of ``logits`` against ``target`` as a float32 scalar."""
-        return bce_loss(logits, target)
+        return bce_loss(logits, target, self.pos_weight)
+
+    def extra_repr(self) -> str:
+        return f"pos_weight={self.pos_weight}" if self.pos_weight is not None else ""
 
 
 class DiceLoss(nn.Module):
@@ -135,10 +165,19 @@ class BCEDiceLoss(nn.Module):
         bce_weight: Weight of the BCE term, >= 0.
         dice_weight: Weight of the Dice term, >= 0. At least one weight must be > 0.
         smooth: Dice smoothing, >= 0 (see :class:`DiceLoss`).
+        pos_weight: BCE's foreground weight, >= 0, or None for 1 (see :class:`BCELoss`;
+            ``--loss-opt pos_weight=auto``: train background / foreground pixels).
     """
 
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0):
+    def __init__(
+        self,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        smooth: float = 1.0,
+        pos_weight: float | None = None,
+    ):
         super().__init__()
+        self.pos_weight = _check_pos_weight("bce_dice", pos_weight)
         self.bce_weight = _check_option("bce_dice", "bce_weight", bce_weight)
         self.dice_weight = _check_option("bce_dice", "dice_weight", dice_weight)
         self.smooth = _check_option("bce_dice", "smooth", smooth)
@@ -150,16 +189,23 @@ class BCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return the weighted BCE + Dice loss as a float32 scalar."""
-        return self.bce_weight * bce_loss(logits, target) + self.dice_weight * soft_dice_loss(
-            logits, target, self.smooth
-        )
+        return self.bce_weight * bce_loss(
+            logits, target, self.pos_weight
+        ) + self.dice_weight * soft_dice_loss(logits, target, self.smooth)
 
     def extra_repr(self) -> str:
-        return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}, smooth={self.smooth}"
+        extra = f", pos_weight={self.pos_weight}" if self.pos_weight is not None else ""
+        return (
+            f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}, "
+            f"smooth={self.smooth}{extra}"
+        )
 
 
 def create_bce_dice(
-    bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1.0
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    smooth: float = 1.0,
+    pos_weight: float | None = None,
 ) -> BCEDiceLoss:
     """Create the weighted BCE + Dice loss (the lab's default: both weights 1).
 
@@ -167,6 +213,8 @@ def create_bce_dice(
         bce_weight: Weight of the BCE term, >= 0.
         dice_weight: Weight of the Dice term, >= 0.
         smooth: Dice smoothing, >= 0.
+        pos_weight: BCE's foreground weight, >= 0 (None: 1). ``segkit run --loss-opt
+            pos_weight=auto`` passes train background / foreground pixels.
 
     Returns:
         A :class:`BCEDiceLoss`.
@@ -175,16 +223,20 @@ def create_bce_dice(
         ConfigError: An option is negative, not finite or not a number, or both weights
             are 0.
     """
-    return BCEDiceLoss(bce_weight, dice_weight, smooth)
+    return BCEDiceLoss(bce_weight, dice_weight, smooth, pos_weight)
 
 
-def create_bce() -> BCELoss:
+def create_bce(pos_weight: float | None = None) -> BCELoss:
     """Create the binary cross-entropy loss on logits.
+
+    Args:
+        pos_weight: Foreground weight, >= 0 (None: 1); ``segkit run --loss-opt
+            pos_weight=auto`` passes train background / foreground pixels.
 
     Returns:
         A :class:`BCELoss`.
     """
-    return BCELoss()
+    return BCELoss(pos_weight)
 
 
 def create_dice(smooth: float = 1.0) -> DiceLoss:
