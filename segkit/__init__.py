@@ -8,6 +8,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     loss = segkit.create_loss("bce_dice")
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
+    report = segkit.check_data("data/pets")      # segkit data check, as a Report
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "PluginNotFoundError",
     "RunConfig",
     "SegkitError",
+    "check_data",
     "create_dataset",
     "create_loss",
     "create_model",
@@ -95,6 +97,31 @@ def create_dataset(name: str, root: Any = None, **options: Any) -> Any:
     from segkit.registry import create
 
     return create("datasets", name, Path(root) if root is not None else None, **options)
+
+
+def check_data(
+    data: Any = None,
+    dataset: str | None = None,
+    workers: int | None = None,
+    **options: Any,
+) -> Any:
+    """Read every sample of a dataset once and return a :class:`segkit.datacheck.Report`
+    (``segkit data check``): sizes, formats, mask values, foreground fractions, empty
+    masks, duplicates across splits, problems, and suggested image size and
+    ``pos_weight``. ``report.ok`` is False when a run would stop on a problem;
+    ``report.to_dict()`` is the ``--json`` output. ``data``/``dataset`` default as in
+    ``segkit run`` (``oxford_pet`` with a folder, the generated synthetic set without);
+    ``options`` go to the dataset."""
+    from segkit.build import build_dataset
+    from segkit.config import RunConfig
+    from segkit.datacheck import check_dataset
+
+    config = RunConfig(
+        data=str(data) if data is not None else None, dataset=dataset, dataset_options=options
+    )
+    return check_dataset(
+        build_dataset(config), workers, name=config.resolved_dataset(), progress=False
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -262,3 +262,12 @@ def test_run_records_the_resolved_pos_weight(tiny_pets: Path, tmp_path: Path) ->
     assert config["resolved"]["loss_options"]["pos_weight"] == pytest.approx(expected, rel=1e-5)
     report = check_dataset(dataset, 1)
     assert report.suggestions["pos_weight"]["value"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_public_api(folder: Path) -> None:
+    import segkit
+
+    report = segkit.check_data(folder, dataset="folder", workers=2)
+    assert "check_data" in segkit.__all__
+    assert report.ok and report.dataset == "folder"
+    assert report.to_dict()["splits"]["test"]["count"] == 2
