@@ -448,6 +448,10 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _names(names: Iterable[str], total: int) -> str:
     names = list(names)[:SHOW_EMPTY]
     more = f" and {total - len(names)} more" if total > len(names) else ""
@@ -482,15 +486,17 @@ def format_report(report: Report) -> str:
                 f"{_names(st.empty_masks, len(st.empty_masks))}"
             )
     dup_across = sum(1 for d in report.duplicates if len(d["splits"]) > 1)
-    lines.append(
-        f"duplicates: {len(report.duplicates)} groups of identical images"
-        + (f", {dup_across} across splits" if dup_across else "")
-        if report.duplicates
-        else "duplicates: none"
-    )
+    if report.duplicates:
+        lines.append(
+            f"duplicates: {_n(len(report.duplicates), 'group')} of identical images"
+            + (f", {dup_across} across splits" if dup_across else "")
+        )
+    else:
+        lines.append("duplicates: none")
     if report.problems:
         errors = len(report.errors)
-        lines.append(f"problems: {errors} errors, {len(report.problems) - errors} warnings")
+        warnings = len(report.problems) - errors
+        lines.append(f"problems: {_n(errors, 'error')}, {_n(warnings, 'warning')}")
         for p in report.problems:
             lines.append(f"  {p.severity}: {p.message}")
     else:
@@ -506,6 +512,6 @@ def format_report(report: Report) -> str:
     lines.append(
         "ok: nothing here would stop a run"
         if report.ok
-        else f"FAILED: {len(report.errors)} problems would stop a run"
+        else f"FAILED: {_n(len(report.errors), 'problem')} would stop a run"
     )
     return "\n".join(lines)

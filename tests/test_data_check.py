@@ -127,7 +127,7 @@ def test_mask_value_outside_fails_the_cli(
     rc, out = check(capsys, broken_pets, "--dataset", "oxford_pet")
     assert rc == 1
     assert f"  error: {trimap}: values {{0, 255}} found, masks of this dataset hold 1, 2, 3" in out
-    assert out.rstrip().endswith("FAILED: 1 problems would stop a run")
+    assert out.rstrip().endswith("FAILED: 1 problem would stop a run")
 
 
 def test_empty_mask_is_listed(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,7 +148,7 @@ def test_duplicate_across_splits_fails(folder: Path, capsys: pytest.CaptureFixtu
         f"  error: {g} (test) has the same bytes as {a} (train); one image in two splits "
         "inflates the scores: remove one"
     ) in out
-    assert "duplicates: 1 groups of identical images, 1 across splits" in out
+    assert "duplicates: 1 group of identical images, 1 across splits" in out
 
 
 def test_unreadable_image_and_size_mismatch(
