@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
+from segkit import ema as ema_mod
 from segkit import registry
 from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
@@ -336,8 +338,17 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
     )
 
 
+def optimizer_steps(batches: int, accumulate: int = 1) -> int:
+    """Optimizer steps of an epoch of ``batches`` with ``--accumulate``: a trailing group
+    of fewer batches steps too (see :func:`segkit.loops.train_one_epoch`)."""
+    return -(-batches // accumulate)
+
+
 def lr_factor(config: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """The learning-rate multiplier for optimizer step ``i`` (0-based) of the run.
+
+    ``steps_per_epoch`` counts optimizer steps (:func:`optimizer_steps`: batches with
+    ``--accumulate 1``), as does ``warmup_epochs``.
 
     ``exponential``: ``lr_gamma ** epoch`` (0-based epoch), the lab's per-epoch
     ``ExponentialLR``. ``cosine``: from 1 at the end of warm-up down to 0 at the run's last
@@ -385,7 +396,8 @@ class Training:
 
     ``loaders`` holds ``train`` (this rank's shard) on every rank, and ``valid`` and
     ``test`` on rank 0, which alone validates and tests. ``bad_samples`` lists what
-    ``--skip-bad-samples`` left out.
+    ``--skip-bad-samples`` left out. ``accumulate``: batches per optimizer step. ``ema``:
+    the weights' moving average (``--ema``), else None.
     """
 
     dataset: Dataset
@@ -396,10 +408,18 @@ class Training:
     loaders: dict[str, Loader]
     bad_samples: list[tuple[str, Any, str]] = field(default_factory=list)
     loss_options: dict[str, Any] = field(default_factory=dict)  # resolved: pos_weight=auto
+    accumulate: int = 1
+    ema: AveragedModel | None = None
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.loaders["train"])
+        """Optimizer steps per epoch (what the learning-rate schedule counts)."""
+        return optimizer_steps(len(self.loaders["train"]), self.accumulate)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation evaluates: the EMA's with ``--ema``, else the model."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = False) -> Training:
@@ -429,7 +449,19 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     optimizer = build_optimizer(model, config)
     loss_options = resolve_loss_options(config, dataset, runtime.num_workers or None)
     loss = registry.create("losses", config.loss, **loss_options)
-    return Training(dataset, model, loss, recipe, optimizer, loaders, bad, loss_options)
+    ema = ema_mod.create(model, config.ema) if config.ema is not None else None
+    return Training(
+        dataset,
+        model,
+        loss,
+        recipe,
+        optimizer,
+        loaders,
+        bad,
+        loss_options,
+        accumulate=config.accumulate,
+        ema=ema,
+    )
 
 
 def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:

@@ -8,7 +8,8 @@ two kinds:
 
 - the training state (``last.pt``): :func:`training_state` writes it,
   :func:`restore_training` reads it back; model, optimizer, GradScaler, RNG states and
-  history, everything resume needs (578 MB for ResNet34-UNet with Adam's moments);
+  history, everything resume needs (578 MB for ResNet34-UNet with Adam's moments), and
+  with ``--ema`` the averaged model's state (``"ema"``) besides the raw weights;
 - the weights (``best.pt``): :func:`weights_state`, the model's ``state_dict`` and the
   config that rebuilds it (``"kind": "weights"``; a third of the size). Inference reads
   either kind, so an older run's full ``best.pt`` still works.
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from segkit import ema as ema_mod
 from segkit.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -52,11 +54,13 @@ def training_state(
     epoch: int,
     best: tuple[float, int],
     history: list[dict[str, Any]],
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
     GradScaler state, the best (valid Dice, epoch) so far, the metrics history and every
-    RNG state. The learning-rate schedule is not stored: resume recomputes its position."""
-    return {
+    RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``) its state under ``"ema"``
+    too. The learning-rate schedule is not stored: resume recomputes its position."""
+    state = {
         "format": FORMAT,
         "version": VERSION,
         "config": config.to_dict(),
@@ -69,19 +73,22 @@ def training_state(
         "history": history,
         "rng": rng_state(),
     }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    return state
 
 
 def weights_state(state: dict[str, Any]) -> dict[str, Any]:
     """The weights-only checkpoint (``best.pt``) of a :func:`training_state`: the model's
     tensors (the same objects, not copies), the config that rebuilds the model, the epoch
     and its validation Dice. Enough for ``segkit evaluate`` and ``segkit predict``; not
-    for resume."""
+    for resume. With an EMA (``--ema``) the weights are the EMA's: the ones validated."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "kind": "weights",
         "config": state["config"],
-        "model": state["model"],
+        "model": ema_mod.weights(state["ema"]) if "ema" in state else state["model"],
         "epoch": state["epoch"],
         "best_valid_dice": state["best_valid_dice"],
         "best_epoch": state["best_epoch"],

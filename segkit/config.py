@@ -118,6 +118,18 @@ class RunConfig:
         0.0, "linear warm-up of the learning rate over this many epochs, fractions allowed"
     )
     weight_decay: float = _opt(0.0, "Adam weight decay")
+    accumulate: int = _opt(
+        1,
+        "sum the gradients of N batches per optimizer step (an effective batch of N x "
+        "--batch-size); the schedule counts optimizer steps",
+        metavar="N",
+    )
+    ema: float | None = _opt(
+        None,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
+        "validation, best.pt and the test use it",
+        metavar="DECAY",
+    )
     precision: PrecisionName = _opt("auto", "auto = bf16 on GPUs that support it, else fp32")
     image_size: int = _opt(256, "square training size")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
@@ -172,6 +184,7 @@ class RunConfig:
         for key in (
             "epochs",
             "batch_size",
+            "accumulate",
             "image_size",
             "validate_every",
             "save_every",
@@ -191,6 +204,8 @@ class RunConfig:
                 f"--warmup-epochs {self.warmup_epochs}: expected a value from 0 up to (not "
                 f"including) --epochs {self.epochs}"
             )
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"--ema {self.ema}: expected a decay between 0 and 1, e.g. 0.999")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers {self.num_workers}: expected 0 or more")
 

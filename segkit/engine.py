@@ -30,6 +30,7 @@ import torch
 
 from segkit import build, distributed, progress
 from segkit import checkpoint as ckpt_io
+from segkit import ema as ema_mod
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.loops import evaluate, train_one_epoch
@@ -106,6 +107,7 @@ def _run(
         start, best, history = ckpt_io.restore_training(
             state, t.model, t.optimizer, runtime.precision
         )
+        _restore_ema(state, t, say)
     if d.main:
         folder = _prepare_folder(config, folder, state, history, say)
         resolved = _resolved(config, runtime, t)
@@ -185,6 +187,18 @@ def _run(
     return result
 
 
+def _restore_ema(state: dict[str, Any], t: build.Training, say: Callable[[str], None]) -> None:
+    """Put the checkpoint's EMA back (``--ema``); a checkpoint without one (saved before
+    ``--ema`` was on) starts it from the restored weights."""
+    if t.ema is None:
+        return
+    if "ema" in state:
+        t.ema.load_state_dict(state["ema"])
+    else:
+        ema_mod.reset(t.ema, t.model)
+        say("segkit: note: last.pt holds no EMA; the EMA starts from its weights")
+
+
 def _prepare_folder(
     config: RunConfig,
     folder: RunFolder | None,
@@ -261,6 +275,8 @@ def _train_epoch(
         on_nan=config.on_nan,
         progress=bar,
         dist=runtime.dist,
+        accumulate=config.accumulate,
+        ema=t.ema,
     )
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
@@ -293,7 +309,7 @@ def _end_epoch(
     t0 = time.perf_counter()
     if validate:
         valid = evaluate(
-            t.model,
+            t.eval_model,
             t.loaders["valid"],
             t.loss,
             runtime.precision,
@@ -328,7 +344,7 @@ def _end_epoch(
     if save_last or improved:
         writer.wait()  # the previous write; a failed one is raised here
         state = ckpt_io.training_state(
-            config, t.model, t.optimizer, runtime.precision, epoch, best, history
+            config, t.model, t.optimizer, runtime.precision, epoch, best, history, t.ema
         )
         if not save_last:
             state = ckpt_io.weights_state(state)
@@ -482,9 +498,10 @@ def _step_notes(metrics: dict[str, float], runtime: build.Runtime) -> str:
     if metrics["skipped_nan"]:
         notes += f"  ({int(metrics['skipped_nan'])} steps skipped: NaN/inf loss)"
     overflow = metrics["skipped_overflow"]
-    if overflow and overflow > 0.25 * max(metrics["steps"], 1):
+    steps = metrics.get("optimizer_steps", metrics["steps"])
+    if overflow and overflow > 0.25 * max(steps, 1):
         notes += (
-            f"  ({int(overflow)} of {int(metrics['steps'])} steps skipped by the "
+            f"  ({int(overflow)} of {int(steps)} steps skipped by the "
             f"{runtime.precision.name} GradScaler for inf/NaN gradients; if this persists use "
             "bf16 or fp32)"
         )

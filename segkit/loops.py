@@ -7,12 +7,15 @@ pass (:class:`~segkit.metrics.DiceMeter`), so a step never waits for the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from segkit import distributed
+from segkit import ema as ema_mod
 from segkit.contracts import Loader
 from segkit.distributed import Dist
 from segkit.errors import NumericalError
@@ -69,10 +72,20 @@ def train_one_epoch(
     on_nan: str = "stop",
     progress: Any = None,
     dist: Dist | None = None,
+    accumulate: int = 1,
+    ema: AveragedModel | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``. Returns mean loss and Dice (over every rank's images),
-    images seen, steps, and skipped steps. ``scheduler`` is stepped after every batch,
-    skipped ones included, so the learning rate depends only on the step count.
+    images seen, batches (``steps``), optimizer steps and skipped steps. ``scheduler`` is
+    stepped after every optimizer step, skipped ones included, so the learning rate
+    depends only on the step count.
+
+    ``accumulate`` N: the gradients of N batches are summed before each optimizer step
+    (each batch's loss divided by N, so a step sees the mean loss of its N batches), and
+    the epoch takes ``ceil(batches / N)`` optimizer steps: a trailing group of fewer than
+    N batches steps too, its losses divided by its own size. Under DDP only the last
+    batch of a group all-reduces the gradients (``no_sync`` on the others). ``ema``: an
+    average (:mod:`segkit.ema`) updated on the device after every optimizer step.
 
     Raises:
         NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
@@ -84,33 +97,55 @@ def train_one_epoch(
     skipped_nan = 0
     precision.take_skipped()  # count this epoch's overflow skips only
     shown_loss = _DeviceScalar(device) if progress is not None else None
+    n = accumulate
+    batches = len(loader) if n > 1 else 0
+    no_sync = getattr(model, "no_sync", None) if n > 1 else None  # DDP's
     step = -1
+    updates = 0  # optimizer steps taken or skipped
+    grads = False  # a batch of the current group has added gradients
     for step, batch in enumerate(loader):
+        last = n == 1 or step % n == n - 1 or step == batches - 1  # of its group
         images = to_device(batch.images, device, channels_last)
         masks = to_device(batch.masks, device, False)
-        with precision.autocast():
-            logits = model(images)
-            loss = loss_fn(logits, masks)
-        if on_nan == "skip":
-            # The user asked for this check: one host sync per step. Ranks agree on it, so
-            # all of them skip together and their collectives stay matched.
-            finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
-            if int(finite) < d.world:
-                skipped_nan += 1
-                if scheduler is not None:
-                    step_quietly(scheduler)
-                continue
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward(loss)
-        precision.step(optimizer)  # fp16 may skip it; counted on the device
-        if scheduler is not None:
-            # The schedule counts batches, skipped ones included, so the learning rate
-            # depends only on the step count. An fp16 skip of the very first step makes
-            # torch warn that the scheduler stepped before the optimizer: intended.
-            if step == 0:
-                step_quietly(scheduler)
+        with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+            with precision.autocast():
+                logits = model(images)
+                loss = loss_fn(logits, masks)
+            if on_nan == "skip":
+                # The user asked for this check: one host sync per step. Ranks agree on
+                # it, so all of them skip together and their collectives stay matched.
+                finite = distributed.all_reduce_sum(torch.isfinite(loss.detach()).long(), d)
+                if int(finite) < d.world:
+                    skipped_nan += 1
+                    if last:
+                        if grads:  # the group's earlier batches still step
+                            _all_reduce_grads(model, no_sync is not None, d)
+                            _optimizer_step(optimizer, precision, model, ema)
+                        if scheduler is not None:
+                            step_quietly(scheduler)
+                        updates += 1
+                        grads = False
+                    continue
+            if not grads:  # the group's first batch
+                optimizer.zero_grad(set_to_none=True)
+            if n == 1:
+                precision.backward(loss)
             else:
-                scheduler.step()
+                size = min(n, batches - step + step % n)  # batches in this group
+                precision.backward(loss / size)
+                grads = not last
+        if last:
+            _optimizer_step(optimizer, precision, model, ema)
+            if scheduler is not None:
+                # The schedule counts optimizer steps, skipped ones included, so the
+                # learning rate depends only on the step count. An fp16 skip of the very
+                # first step makes torch warn that the scheduler stepped before the
+                # optimizer: intended.
+                if updates == 0:
+                    step_quietly(scheduler)
+                else:
+                    scheduler.step()
+            updates += 1
         meter.update(logits, masks, loss)
         if on_nan == "stop":
             watch.update(loss, step)
@@ -129,9 +164,33 @@ def train_one_epoch(
     distributed.all_reduce_sum(meter.state(), d)
     out = meter.compute()
     out["steps"] = step + 1
+    out["optimizer_steps"] = updates
     out["skipped_nan"] = skipped_nan
     out["skipped_overflow"] = precision.take_skipped()
     return out
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    model: torch.nn.Module,
+    ema: AveragedModel | None,
+) -> None:
+    precision.step(optimizer)  # fp16 may skip it; counted on the device
+    if ema is not None:
+        ema_mod.update(ema, model)
+
+
+def _all_reduce_grads(model: torch.nn.Module, ddp: bool, d: Dist) -> None:
+    """Average the gradients across ranks by hand: under DDP with accumulation, when the
+    last batch of a group was skipped (``--on-nan skip``), its synchronizing backward
+    never ran. Every rank skipped it (they agree), so all of them come here."""
+    if not (ddp and d.enabled):
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            distributed.all_reduce_sum(p.grad, d)
+            p.grad.div_(d.world)
 
 
 def _stop_on_bad_step(watch: _BadStepWatch, epoch: int, device: torch.device, d: Dist) -> None:
