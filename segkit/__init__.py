@@ -43,12 +43,16 @@ __all__ = [
     "create_recipe",
     "get_plugin",
     "list_plugins",
+    "lr_find",
+    "model_info",
     "train",
 ]
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.engine import train
+    from segkit.info import ModelInfo
+    from segkit.lr_find import LRFind
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -95,6 +99,24 @@ def create_dataset(name: str, root: Any = None, **options: Any) -> Any:
     from segkit.registry import create
 
     return create("datasets", name, Path(root) if root is not None else None, **options)
+
+
+def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
+    """Parameters, forward and training GFLOP, activation memory per image and (timm
+    encoders) feature channels and strides of model ``name`` at ``image_size``; measured
+    on the CPU with random weights (see :mod:`segkit.info`)."""
+    from segkit.info import model_info as _info
+
+    return _info(name, image_size, **options)
+
+
+def lr_find(config: RunConfig, **options: Any) -> LRFind:
+    """An exponential learning-rate sweep on ``config``'s model, loss and data:
+    ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
+    nothing is written (see :mod:`segkit.lr_find`)."""
+    from segkit.lr_find import lr_find as _find
+
+    return _find(config, **options)
 
 
 def __getattr__(name: str) -> Any:
