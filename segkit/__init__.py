@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.engine import train
     from segkit.info import ModelInfo
-    from segkit.lr_find import LRFind
+    from segkit.lr_sweep import LRFind
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -113,8 +113,8 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
 def lr_find(config: RunConfig, **options: Any) -> LRFind:
     """An exponential learning-rate sweep on ``config``'s model, loss and data:
     ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
-    nothing is written (see :mod:`segkit.lr_find`)."""
-    from segkit.lr_find import lr_find as _find
+    nothing is written (see :mod:`segkit.lr_sweep`)."""
+    from segkit.lr_sweep import lr_find as _find
 
     return _find(config, **options)
 

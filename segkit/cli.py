@@ -311,7 +311,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
-    from segkit.lr_find import lr_find, write_plot
+    from segkit.lr_sweep import lr_find, write_plot
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
