@@ -6,7 +6,8 @@ random weights: nothing is read or downloaded) on the CPU and measures, at one i
 * parameters (all, and those that require gradients) and ``min_input_multiple``;
 * forward and training FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``
   (convolutions and matrix products; a multiply-add is 2 FLOPs). Training = forward +
-  backward. Counted on a batch of 2 and divided by 2, as ``benchmarks/bench_common.py``
+  backward (a convolution's backward counted as twice its forward, which torch's own
+  formula gets wrong for grouped and depthwise convolutions). Counted on a batch of 2 and divided by 2, as ``benchmarks/bench_common.py``
   does: batch norm in training mode needs more than one value per channel;
 * activation memory per image: the bytes of the tensors autograd saves for the backward
   pass during one training-mode forward (recorded with
@@ -123,7 +124,8 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     with FlopCounterMode(display=False) as forward:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(x)
-    with FlopCounterMode(display=False) as backward:
+    grouped_ok = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=grouped_ok) as backward:
         out.float().sum().backward()
     fwd = forward.get_total_flops() / batch
     bwd = backward.get_total_flops() / batch
@@ -146,6 +148,32 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
         feature_strides=feature_strides,
         notes=notes,
     )
+
+
+def _conv_backward_flop(
+    grad_out_shape: Any,
+    x_shape: Any,
+    w_shape: Any,
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: Any,
+    output_mask: Any,
+    out_shape: Any = None,
+    **_: Any,
+) -> int:
+    """A convolution's backward: the gradient of the input and that of the weight each
+    cost what the forward did. torch's own formula (2.x) ignores ``groups`` there and
+    counts a depthwise convolution's backward as if it were dense (64 channels: 65 times
+    its forward), which made EfficientNets' training FLOPs 10x their forward; for
+    ``groups=1`` the two agree."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
 def _input_like(model: Any, x: Any) -> Any:

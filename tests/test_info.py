@@ -78,3 +78,20 @@ def test_unknown_model_is_a_clear_error(capsys) -> None:
 def test_image_size_the_model_cannot_take(capsys) -> None:
     assert main(["info", "unet", "--image-size", "30"]) == 2
     assert "not divisible by 16" in capsys.readouterr().err
+
+
+def test_a_grouped_convolutions_backward_costs_twice_its_forward() -> None:
+    """torch's formula ignores ``groups`` in the backward; segkit.info counts its own."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segkit.info import _conv_backward_flop
+
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
+    x = torch.randn(2, 64, 16, 16, requires_grad=True)
+    with FlopCounterMode(display=False) as forward:
+        y = conv(x)
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as backward:
+        y.sum().backward()
+    assert backward.get_total_flops() == 2 * forward.get_total_flops()
