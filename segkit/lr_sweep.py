@@ -8,7 +8,8 @@ The loss is smoothed exponentially (``beta`` 0.98, bias-corrected) and the sweep
 early once the smoothed loss exceeds 4x the best so far (it diverged).
 
 The suggestion is the learning rate where the smoothed loss falls fastest (the most
-negative slope against log(lr)); "min loss lr / 10" is also given. Afterwards the model,
+negative slope against log(lr), leaving out the noisy first points and the last ones, see
+:func:`suggest`); "min loss lr / 10" is also given. Afterwards the model,
 optimizer and precision (GradScaler) states are put back as they were, and nothing is
 written except the plot the CLI is asked for: no run folder, no checkpoint.
 """
@@ -166,16 +167,22 @@ def _cycle(loader: Any) -> Any:
 
 def suggest(lrs: list[float], losses: list[float]) -> float:
     """The learning rate where ``losses`` fall fastest against log(lr) (central
-    differences; the first rate when there are fewer than 3 points)."""
-    if len(lrs) < 3:
+    differences). As in fastai's plot, the first 10 points (the smoothed loss is mostly
+    noise there) and the last 5 (divergence) are left out, fewer on a short sweep:
+    ``min(10, n // 5)`` and ``min(5, n // 10)``. The first rate when fewer than 3 points
+    remain."""
+    n = len(lrs)
+    lo, hi = min(10, n // 5), n - min(5, n // 10)
+    if hi - lo < 3:
+        lo, hi = 0, n
+    if hi - lo < 3:
         return lrs[0]
     logs = [math.log(lr) for lr in lrs]
-    slopes = [
-        (losses[i + 1] - losses[i - 1]) / (logs[i + 1] - logs[i - 1])
-        for i in range(1, len(lrs) - 1)
-    ]
-    steepest = min(range(len(slopes)), key=slopes.__getitem__)
-    return lrs[steepest + 1]
+    slopes = {
+        i: (losses[i + 1] - losses[i - 1]) / (logs[i + 1] - logs[i - 1])
+        for i in range(lo + 1, hi - 1)
+    }
+    return lrs[min(slopes, key=slopes.__getitem__)]
 
 
 def write_plot(result: LRFind, path: Path | str, title: str = "") -> Path:

@@ -62,3 +62,11 @@ def test_cli_writes_the_plot_and_nothing_else(
     suggested = float(lines["suggested"].split()[2])
     assert 1e-7 <= suggested <= 1.0
     assert "min loss lr / 10" in out and "plot: lr.png" in out
+
+
+def test_suggestion_leaves_out_the_noisy_start() -> None:
+    lrs = [10 ** (-7 + 7 * i / 59) for i in range(60)]
+    losses = [1.0 - 0.001 * i for i in range(60)]
+    losses[1] = 0.5  # a noisy drop in the first points is not the steepest descent
+    losses[30] = 0.7  # a real drop in the middle is
+    assert suggest(lrs, losses) in (lrs[29], lrs[31])
