@@ -45,12 +45,16 @@ __all__ = [
     "create_recipe",
     "get_plugin",
     "list_plugins",
+    "lr_find",
+    "model_info",
     "train",
 ]
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.engine import train
+    from segkit.info import ModelInfo
+    from segkit.lr_sweep import LRFind
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -122,6 +126,24 @@ def check_data(
     return check_dataset(
         build_dataset(config), workers, name=config.resolved_dataset(), progress=False
     )
+
+
+def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
+    """Parameters, forward and training GFLOP, activation memory per image and (timm
+    encoders) feature channels and strides of model ``name`` at ``image_size``; measured
+    on the CPU with random weights (see :mod:`segkit.info`)."""
+    from segkit.info import model_info as _info
+
+    return _info(name, image_size, **options)
+
+
+def lr_find(config: RunConfig, **options: Any) -> LRFind:
+    """An exponential learning-rate sweep on ``config``'s model, loss and data:
+    ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
+    nothing is written (see :mod:`segkit.lr_sweep`)."""
+    from segkit.lr_sweep import lr_find as _find
+
+    return _find(config, **options)
 
 
 def __getattr__(name: str) -> Any:

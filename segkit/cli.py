@@ -321,6 +321,56 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from segkit.config import parse_options
+    from segkit.info import model_info
+
+    options = parse_options(args.model_opt, "--model-opt")
+    if args.encoder is not None:
+        options["encoder"] = args.encoder
+    info = model_info(args.model, image_size=args.image_size, **options)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else "\n".join(info.lines()))
+    return 0
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from segkit.config import RunConfig, read_config_file
+    from segkit.lr_sweep import lr_find, write_plot
+
+    base = read_config_file(args.config) if args.config else None
+    config = RunConfig.from_dict(
+        settings_from_args(args, base), source=args.config or "command line"
+    )
+    every = max(1, args.steps // 10)
+
+    def progress(step: int, lr: float, loss: float) -> None:
+        if not args.quiet and (step + 1) % every == 0:
+            print(f"  step {step + 1:>4}/{args.steps}  lr {lr:.2e}  loss {loss:.4f}", flush=True)
+
+    if not args.quiet:
+        print(
+            f"segkit lr-find: {config.model} + {config.loss} via {config.loader}, batch "
+            f"{config.batch_size} at {config.image_size} px; lr {args.start_lr:g} -> "
+            f"{args.end_lr:g} over {args.steps} steps"
+        )
+    result = lr_find(
+        config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, progress=progress
+    )
+    path = write_plot(
+        result, args.out, f"{config.model} + {config.loss}, batch {config.batch_size}"
+    )
+    stopped = (
+        "" if len(result.lrs) == args.steps else f" (loss diverged after {len(result.lrs)} steps)"
+    )
+    print(f"swept lr {result.lrs[0]:.2e} .. {result.lrs[-1]:.2e}{stopped}")
+    print(f"suggested lr {result.suggestion:.2e} (steepest descent of the smoothed loss)")
+    print(f"min loss lr / 10 {result.min_loss_lr:.2e}")
+    print(f"plot: {path}")
+    return 0
+
+
 def _without_devices(argv: list[str]) -> list[str]:
     """``argv`` minus ``--devices N``: each torchrun process is one device."""
     out: list[str] = []
@@ -348,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_list(sub)
     _add_data(sub)
+    _add_info(sub)
+    _add_lr_find(sub)
     return parser
 
 
@@ -416,6 +468,52 @@ def _add_list(sub: Any) -> None:
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
     )
     p.set_defaults(func=_cmd_list)
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser(
+        "info",
+        help="a model's parameters, FLOPs and activation memory per image (CPU, random weights)",
+    )
+    p.add_argument("model", help="a model plugin (see `segkit list models`)")
+    p.add_argument("--encoder", default=None, help="a backbone, for models that take one")
+    p.add_argument(
+        "--model-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model option (repeatable)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=256, metavar="N", help="square input size (default: 256)"
+    )
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+def _add_lr_find(sub: Any) -> None:
+    import dataclasses as dc
+
+    from segkit.config import RunConfig
+
+    p = sub.add_parser(
+        "lr-find",
+        help="sweep the learning rate on a run's settings, plot loss vs lr, suggest one",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", default=None, help="settings from a JSON or TOML file"
+    )
+    add_config_args(
+        p, [f.name for f in dc.fields(RunConfig) if f.metadata.get("group") != "output"]
+    )
+    s = p.add_argument_group("sweep")
+    s.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default: 1e-7)")
+    s.add_argument("--end-lr", type=float, default=1.0, help="last lr (default: 1)")
+    s.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
+    s.add_argument(
+        "--out", default="lr_find.png", metavar="FILE.png", help="the plot (default: lr_find.png)"
+    )
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    p.set_defaults(func=_cmd_lr_find)
 
 
 def _add_data(sub: Any) -> None:

@@ -1,0 +1,223 @@
+"""``segkit lr-find``: a short exponential learning-rate sweep (the "LR range test").
+
+The run's parts are built by :mod:`segkit.build` exactly as ``segkit run`` builds them
+(model, loss, training loader, optimizer, precision, ``--compile``). Then one optimizer
+step per batch, with the learning rate growing exponentially from ``start_lr`` to
+``end_lr`` over ``steps`` steps (the training loader is cycled if it has fewer batches).
+The loss is smoothed exponentially (``beta`` 0.98, bias-corrected) and the sweep stops
+early once the smoothed loss exceeds 4x the best so far (it diverged).
+
+The suggestion is the learning rate where the smoothed loss falls fastest (the most
+negative slope against log(lr), leaving out the noisy first points and the last ones, see
+:func:`suggest`); "min loss lr / 10" is also given. Afterwards the model,
+optimizer and precision (GradScaler) states are put back as they were, and nothing is
+written except the plot the CLI is asked for: no run folder, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from segkit.build import Runtime, Training
+    from segkit.config import RunConfig
+
+__all__ = ["LRFind", "lr_find", "suggest", "write_plot"]
+
+#: Stop when the smoothed loss is above this many times the best one.
+DIVERGE = 4.0
+
+
+class LRFind(NamedTuple):
+    """The sweep: learning rates, their smoothed losses, and the suggested rate."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggestion: float
+
+    @property
+    def min_loss_lr(self) -> float:
+        """The learning rate of the lowest smoothed loss, divided by 10."""
+        best = min(range(len(self.losses)), key=self.losses.__getitem__)
+        return self.lrs[best] / 10
+
+
+def lr_find(
+    config: RunConfig,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 1.0,
+    steps: int = 100,
+    beta: float = 0.98,
+    training: Training | None = None,
+    runtime: Runtime | None = None,
+    progress: Any = None,
+) -> LRFind:
+    """Sweep the learning rate on ``config``'s run (see the module docstring).
+
+    Args:
+        config: The run configuration (its ``lr`` is not used).
+        start_lr: First learning rate.
+        end_lr: Last learning rate (reached at step ``steps``, unless the loss diverges).
+        steps: Optimizer steps.
+        beta: Exponential smoothing of the loss.
+        training: Parts already built with :func:`segkit.build.build_training` (with
+            ``runtime``); their model and optimizer are restored afterwards. By default
+            they are built from ``config``.
+        runtime: The runtime ``training`` was built for.
+        progress: Called as ``progress(step, lr, smoothed_loss)`` after each step.
+
+    Returns:
+        ``(lrs, losses, suggestion)``; ``.min_loss_lr`` is the other common choice.
+
+    Raises:
+        ConfigError: bad sweep settings, or a bad configuration.
+    """
+    from segkit import build
+    from segkit.errors import ConfigError
+    from segkit.loops import to_device
+    from segkit.main_guard import exit_if_reimporting_main
+
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr, got {start_lr}, {end_lr}")
+    if steps < 2:
+        raise ConfigError(f"lr-find: --steps {steps}: need at least 2")
+    if not 0 <= beta < 1:
+        raise ConfigError(f"lr-find: beta {beta}: expected 0 <= beta < 1")
+    exit_if_reimporting_main()
+    if training is None:
+        runtime = build.resolve_runtime(config)
+        training = build.build_training(config, runtime)
+    elif runtime is None:
+        raise ConfigError("lr-find: pass the runtime the training parts were built for")
+    model, optimizer, loss_fn = training.model, training.optimizer, training.loss
+    loader = training.loaders["train"]
+    precision, device = runtime.precision, runtime.device
+    saved = (
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(optimizer.state_dict()),
+        copy.deepcopy(precision.state_dict()),
+        model.training,
+    )
+    stepper = build.step_model(model, config, runtime)
+    ratio = end_lr / start_lr
+    lrs: list[float] = []
+    losses: list[float] = []
+    avg, best = 0.0, math.inf
+    try:
+        model.train()
+        batches = _cycle(loader)
+        for i in range(steps):
+            lr = start_lr * ratio ** (i / (steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(batches)
+            images = to_device(batch.images, device, runtime.channels_last)
+            masks = to_device(batch.masks, device, False)
+            with precision.autocast():
+                loss = loss_fn(stepper(images), masks)
+            value = float(loss.detach().float())
+            if not math.isfinite(value):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward(loss)
+            precision.step(optimizer)
+            avg = beta * avg + (1 - beta) * value
+            smoothed = avg / (1 - beta ** (i + 1))
+            if i > 0 and smoothed > DIVERGE * best:
+                break
+            best = min(best, smoothed)
+            lrs.append(lr)
+            losses.append(smoothed)
+            if progress is not None:
+                progress(i, lr, smoothed)
+    finally:
+        model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        precision.load_state_dict(saved[2])
+        model.train(saved[3])
+        optimizer.zero_grad(set_to_none=True)
+    if not lrs:
+        raise ConfigError(
+            f"lr-find: the loss was not finite at the first step (lr {start_lr:g}); check "
+            "the data and the loss, or start lower"
+        )
+    return LRFind(lrs, losses, suggest(lrs, losses))
+
+
+def _cycle(loader: Any) -> Any:
+    """The loader's batches, epoch after epoch (reseeded by ``set_epoch`` when it has it)."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            from segkit.errors import ConfigError
+
+            raise ConfigError("lr-find: the training loader gave no batches")
+        epoch += 1
+
+
+def suggest(lrs: list[float], losses: list[float]) -> float:
+    """The learning rate where ``losses`` fall fastest against log(lr) (central
+    differences). As in fastai's plot, the first 10 points (the smoothed loss is mostly
+    noise there) and the last 5 (divergence) are left out, fewer on a short sweep:
+    ``min(10, n // 5)`` and ``min(5, n // 10)``. The first rate when fewer than 3 points
+    remain."""
+    n = len(lrs)
+    lo, hi = min(10, n // 5), n - min(5, n // 10)
+    if hi - lo < 3:
+        lo, hi = 0, n
+    if hi - lo < 3:
+        return lrs[0]
+    logs = [math.log(lr) for lr in lrs]
+    slopes = {
+        i: (losses[i + 1] - losses[i - 1]) / (logs[i + 1] - logs[i - 1])
+        for i in range(lo + 1, hi - 1)
+    }
+    return lrs[min(slopes, key=slopes.__getitem__)]
+
+
+def write_plot(result: LRFind, path: Path | str, title: str = "") -> Path:
+    """Smoothed loss against learning rate (log scale), with the suggestion marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    try:
+        ax.plot(result.lrs, result.losses, color="tab:blue")
+        ax.set_xscale("log")
+        ax.axvline(
+            result.suggestion,
+            color="tab:red",
+            linestyle="--",
+            label=f"steepest descent {result.suggestion:.2e}",
+        )
+        ax.axvline(
+            result.min_loss_lr,
+            color="tab:green",
+            linestyle=":",
+            label=f"min loss lr / 10 {result.min_loss_lr:.2e}",
+        )
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss (smoothed)")
+        if title:
+            ax.set_title(title)
+        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
