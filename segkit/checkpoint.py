@@ -52,10 +52,16 @@ def training_state(
     epoch: int,
     best: tuple[float, int],
     history: list[dict[str, Any]],
+    *,
+    early_stopping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
-    GradScaler state, the best (valid Dice, epoch) so far, the metrics history and every
-    RNG state. The learning-rate schedule is not stored: resume recomputes its position."""
+    GradScaler state, the best epoch so far and its valid Dice (the best by ``--monitor``),
+    the metrics history, every RNG state and, under ``early_stopping``, the state of
+    :class:`segkit.early_stopping.EarlyStopping` (the monitored best and the patience
+    counter; a checkpoint without it resumes with the counter at 0). The learning-rate
+    schedule is not stored: resume recomputes its position."""
+    extra = {} if early_stopping is None else {"early_stopping": early_stopping}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -68,6 +74,7 @@ def training_state(
         "best_epoch": best[1],
         "history": history,
         "rng": rng_state(),
+        **extra,
     }
 
 
