@@ -140,7 +140,9 @@ class RunConfig:
         metavar="N",
     )
     min_delta: float = _opt(
-        0.0, "the least change of --monitor that counts as an improvement for --patience"
+        0.0,
+        "the least change of --monitor that counts as an improvement for --patience",
+        metavar="D",
     )
     save_every: int = _opt(
         1,
