@@ -55,11 +55,17 @@ def training_state(
     best: tuple[float, int],
     history: list[dict[str, Any]],
     ema: torch.nn.Module | None = None,
+    *,
+    early_stopping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
-    GradScaler state, the best (valid Dice, epoch) so far, the metrics history and every
-    RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``) its state under ``"ema"``
-    too. The learning-rate schedule is not stored: resume recomputes its position."""
+    GradScaler state, the best epoch so far and its valid Dice (the best by ``--monitor``),
+    the metrics history, every RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``)
+    its state under ``"ema"``; and, under ``early_stopping``, the state of
+    :class:`segkit.early_stopping.EarlyStopping` (the monitored best and the patience
+    counter; a checkpoint without it resumes with the counter at 0). The learning-rate
+    schedule is not stored: resume recomputes its position."""
+    extra = {} if early_stopping is None else {"early_stopping": early_stopping}
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -72,6 +78,7 @@ def training_state(
         "best_epoch": best[1],
         "history": history,
         "rng": rng_state(),
+        **extra,
     }
     if ema is not None:
         state["ema"] = ema.state_dict()

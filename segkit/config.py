@@ -28,6 +28,7 @@ from segkit.errors import ConfigError
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
 OnNan = Literal["stop", "skip"]
+MonitorName = Literal["valid_dice", "valid_iou", "valid_loss"]
 
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
@@ -140,6 +141,21 @@ class RunConfig:
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
     validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")
+    monitor: MonitorName = _opt(
+        "valid_dice",
+        "the validation metric that picks best.pt and drives --patience (loss: lower is better)",
+    )
+    patience: int | None = _opt(
+        None,
+        "stop after N validations in a row without an improvement of more than --min-delta "
+        "(default: never); best.pt is then tested as usual",
+        metavar="N",
+    )
+    min_delta: float = _opt(
+        0.0,
+        "the least change of --monitor that counts as an improvement for --patience",
+        metavar="D",
+    )
     save_every: int = _opt(
         1,
         "write last.pt (the training state --resume continues from) every K epochs and "
@@ -206,6 +222,10 @@ class RunConfig:
             )
         if self.ema is not None and not 0 < self.ema < 1:
             raise ConfigError(f"--ema {self.ema}: expected a decay between 0 and 1, e.g. 0.999")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"--patience {self.patience}: expected a positive integer")
+        if not self.min_delta >= 0:
+            raise ConfigError(f"--min-delta {self.min_delta}: expected 0 or more")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers {self.num_workers}: expected 0 or more")
 

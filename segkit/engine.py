@@ -3,8 +3,9 @@
 ``train(config)`` resolves the runtime and builds every part through :mod:`segkit.build`,
 trains with Adam and a learning-rate schedule (by default the lab's per-epoch
 exponential decay; or cosine, with optional warm-up), validates each epoch, keeps the
-best weights by validation Dice, evaluates them on the test split and writes the run
-folder (:mod:`segkit.run_folder`). Read it from :func:`_run` down; the loops themselves
+best weights by the monitored metric (``--monitor``, validation Dice by default; with
+``--patience`` it stops early, :mod:`segkit.early_stopping`), evaluates them on the test
+split and writes the run folder (:mod:`segkit.run_folder`). Read it from :func:`_run` down; the loops themselves
 are in :mod:`segkit.loops`.
 
 Checkpoints stay off the training path on an accelerator: after an epoch the engine
@@ -32,6 +33,7 @@ from segkit import build, distributed, progress
 from segkit import checkpoint as ckpt_io
 from segkit import ema as ema_mod
 from segkit.config import RunConfig
+from segkit.early_stopping import EarlyStopping
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.loops import evaluate, train_one_epoch
 from segkit.main_guard import exit_if_reimporting_main
@@ -70,7 +72,10 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     holds (loaders are positioned by ``set_epoch``, so the epoch sees the same batches it
     would have). With ``--save-every K`` that can be up to K-1 epochs before the run
     stopped: those are trained again. ``epochs`` extends the run; by default it keeps its
-    own.
+    own. The patience counter of ``--patience`` goes on where it was. A run that stopped
+    early is finished: resumed without ``epochs`` it trains nothing and tests its best
+    checkpoint again; with ``epochs`` it trains on, its counter kept (so the next
+    validation without an improvement stops it again).
 
     Raises:
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
@@ -86,6 +91,9 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     if epochs is not None:
         config.epochs = epochs
         config.validate()
+        stopping = state.get("early_stopping")
+        if stopping and stopping.get("stopped"):
+            stopping["stopped"] = False  # trains on; the patience counter is kept
     try:
         return _run(config, state, folder, quiet)
     except MainGuardError as e:
@@ -102,12 +110,17 @@ def _run(
     distributed.init(d, runtime.device)
     # Everything is built before the run folder is made: a bad name or path leaves no trace.
     t = build.build_training(config, runtime, restoring=state is not None)
-    start, best, history = 1, (-math.inf, -1), []
+    start, history = 1, []
+    stopper = EarlyStopping(config.monitor, config.patience, config.min_delta)
     if state is not None:
         start, best, history = ckpt_io.restore_training(
             state, t.model, t.optimizer, runtime.precision
         )
         _restore_ema(state, t, say)
+        # A checkpoint of an older segkit has no early_stopping: its monitor is valid Dice.
+        stopper.load_state_dict(
+            state.get("early_stopping") or {"best": best[0], "best_epoch": best[1]}
+        )
     if d.main:
         folder = _prepare_folder(config, folder, state, history, say)
         resolved = _resolved(config, runtime, t)
@@ -136,10 +149,17 @@ def _run(
     estimate = progress.RunEstimate(
         say, config.epochs - start + 1, runtime.device.type, resumed=state is not None
     )
+    end = config.epochs
+    if stopper.stopped:  # resumed after an early stop, without --epochs: it is finished
+        end = start - 1
+        say(
+            f"segkit: the run stopped early after epoch {end}: {stopper.reason()}; testing its "
+            "best checkpoint again (resume with --epochs to train on)"
+        )
     epoch = start
     try:
         try:
-            for epoch in range(start, config.epochs + 1):
+            for epoch in range(start, end + 1):
                 epoch_start = time.perf_counter()
                 seconds, train_metrics = _train_epoch(
                     config, runtime, t, stepper, scheduler, epoch, quiet, estimate
@@ -147,7 +167,7 @@ def _run(
                 if d.main:
                     assert folder is not None and writer is not None
                     times = (epoch_start, seconds)
-                    best = _end_epoch(
+                    _end_epoch(
                         config,
                         runtime,
                         t,
@@ -157,11 +177,13 @@ def _run(
                         epoch,
                         times,
                         train_metrics,
-                        best,
+                        stopper,
                         history,
                         say,
                     )
                 distributed.barrier(d)
+                if config.patience is not None and _stops(stopper, d, runtime.device):
+                    break
             if writer is not None:
                 writer.wait()  # the last epoch's write: test reads best.pt
         except BaseException:
@@ -175,12 +197,13 @@ def _run(
         raise _interrupted(epoch, folder if d.main else None, writer) from None
 
     in_sync = distributed.weights_in_sync(t.model, d)  # a collective: every rank takes part
+    best = _best(stopper, history)
     if not d.main:
         distributed.shutdown(d)
         return RunResult(Path(), {}, best[1], best[0], math.nan, math.nan, history)
     assert folder is not None and writer is not None
     result = _test_and_report(
-        config, runtime, t, folder, best, history, in_sync, resolved, writer, started
+        config, runtime, t, folder, best, history, in_sync, resolved, writer, started, stopper
     )
     say(folder.summary_txt.read_text().strip())
     distributed.shutdown(d)
@@ -295,13 +318,15 @@ def _end_epoch(
     epoch: int,
     times: tuple[float, float],
     train_metrics: dict[str, float],
-    best: tuple[float, int],
+    stopper: EarlyStopping,
     history: list[dict[str, Any]],
     say: Callable[[str], None],
-) -> tuple[float, int]:
-    """Validate (when due), checkpoint (when due, in the background), log the epoch's
-    row; return the new best. ``times``: when the epoch started (``perf_counter``) and its
-    training seconds."""
+) -> None:
+    """Validate (when due), update ``stopper`` (the best epoch; ``stopped`` when
+    ``--patience`` runs out before the last epoch), checkpoint (when due, in the
+    background), log the epoch's row. ``times``: when the epoch started
+    (``perf_counter``) and its training seconds. An early stop is a final epoch: it
+    writes ``last.pt`` whatever ``--save-every``."""
     epoch_start, seconds = times
     validate = epoch % config.validate_every == 0 or epoch == config.epochs
     nan = math.nan
@@ -335,16 +360,25 @@ def _end_epoch(
         "skipped_steps": train_metrics["skipped_nan"] + train_metrics["skipped_overflow"],
     }
     history.append(row)
-    improved = validate and valid["dice"] > best[0]
-    if improved:
-        best = (valid["dice"], epoch)
-    save_last = epoch % config.save_every == 0 or epoch == config.epochs
+    improved = False
+    if validate:
+        improved = stopper.update(valid[stopper.key], epoch)
+        stopper.stopped = stopper.should_stop and epoch < config.epochs
+    save_last = epoch % config.save_every == 0 or epoch == config.epochs or stopper.stopped
     t0 = time.perf_counter()
     files, saved = [], epoch if save_last else None
     if save_last or improved:
         writer.wait()  # the previous write; a failed one is raised here
         state = ckpt_io.training_state(
-            config, t.model, t.optimizer, runtime.precision, epoch, best, history, t.ema
+            config,
+            t.model,
+            t.optimizer,
+            runtime.precision,
+            epoch,
+            _best(stopper, history),
+            history,
+            t.ema,
+            early_stopping=stopper.state_dict(),
         )
         if not save_last:
             state = ckpt_io.weights_state(state)
@@ -363,13 +397,35 @@ def _end_epoch(
         writer.submit(files, saved)
     folder.append_metrics(row)
     shown = f"valid dice {row['valid_dice']:.4f}" if validate else "(not validated)"
+    if validate and config.monitor != "valid_dice":
+        shown += f"  {config.monitor.replace('_', ' ')} {row[config.monitor]:.4f}"
+    stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
     say(
         f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
         f"train dice {row['train_dice']:.4f}  {shown}  "
         f"train {seconds:.1f}s  valid {valid_s:.1f}s  checkpoint {row['checkpoint_s']:.2f}s"
-        f"{'  *best' if improved else ''}{_step_notes(train_metrics, runtime)}"
+        f"{'  *best' if improved else ''}{_step_notes(train_metrics, runtime)}{stop}"
     )
-    return best
+
+
+def _best(stopper: EarlyStopping, history: list[dict[str, Any]]) -> tuple[float, int]:
+    """(the valid Dice of the best epoch by ``--monitor``, that epoch): what checkpoints
+    and the summary call the best; ``(-inf, -1)`` before any validation."""
+    if stopper.best_epoch < 0:
+        return -math.inf, -1
+    if stopper.key == "dice":
+        return stopper.best, stopper.best_epoch
+    row = next(r for r in history if r["epoch"] == stopper.best_epoch)
+    return row["valid_dice"], stopper.best_epoch
+
+
+def _stops(stopper: EarlyStopping, d: distributed.Dist, device: torch.device) -> bool:
+    """Whether the run stops early after this epoch: rank 0 decided, every rank learns it
+    (a collective, only with ``--patience``)."""
+    if not d.enabled:
+        return stopper.stopped
+    flag = torch.tensor([float(stopper.stopped and d.main)], device=device)
+    return bool(distributed.all_reduce_sum(flag, d).item() > 0)
 
 
 def _test_and_report(
@@ -383,6 +439,7 @@ def _test_and_report(
     resolved: dict[str, Any],
     writer: ckpt_io.BackgroundWriter,
     started: float,
+    stopper: EarlyStopping,
 ) -> RunResult:
     """Test the best weights, draw the curves and predictions, write the summary."""
     from segkit import report
@@ -411,6 +468,11 @@ def _test_and_report(
         runtime.dist.world,
         in_sync,
         checkpoint_writes=len(writer.write_seconds),
+        monitor=config.monitor,
+        best_value=stopper.best,
+        stopped_early=stopper.stopped,
+        stop_reason=stopper.reason() if stopper.stopped else None,
+        epochs_run=history[-1]["epoch"] if history else 0,
     )
     if writer.write_seconds:
         result.checkpoint_write_s = sum(writer.write_seconds) / len(writer.write_seconds)

@@ -9,7 +9,8 @@
                           and epoch_wall_s (the whole epoch)
         last.pt           the training state after the newest saved epoch: every
                           --save-every K epochs and after the last (atomic writes)
-        best.pt           the weights of the best epoch by validation Dice (atomic writes)
+        best.pt           the weights of the best epoch by --monitor, validation Dice by
+                          default (atomic writes)
         bad_samples.txt   what --skip-bad-samples left out, if anything
         curves.png        loss and Dice per epoch (segkit.report)
         predictions.png   the best, median and worst test images by Dice: image, true
@@ -63,6 +64,13 @@ class RunResult:
     checkpoint_writes: int = 0
     #: The most GPU memory PyTorch's allocator held at once (MiB; None off CUDA).
     peak_gpu_memory_mb: float | None = None
+    #: ``--monitor`` and its value at the best epoch (``best_valid_dice`` stays the Dice).
+    monitor: str = "valid_dice"
+    best_value: float = math.nan
+    #: Whether ``--patience`` ended the run before ``--epochs``, why, and its last epoch.
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    epochs_run: int = 0
 
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -193,6 +201,11 @@ class RunFolder:
             "test_loss": result.test["loss"],
             "best_epoch": result.best_epoch,
             "best_valid_dice": result.best_valid_dice,
+            "monitor": result.monitor,
+            "best_value": result.best_value,
+            "stopped_early": result.stopped_early,
+            "stop_reason": result.stop_reason,
+            "epochs_run": result.epochs_run,
             "epoch_seconds": result.epoch_seconds,
             "images_per_second": result.images_per_second,
             "world_size": result.world_size,

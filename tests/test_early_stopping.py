@@ -1,0 +1,229 @@
+"""--monitor and --patience: which epoch is the best, when a run stops early, and resume
+keeping the patience counter.
+
+The training runs are real tiny runs; only validation is scripted (``engine.evaluate``
+returns a given value per epoch for the valid split), so that the stop epoch is known."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from segkit import checkpoint as ckpt_io
+from segkit import engine
+from segkit.config import RunConfig
+from segkit.early_stopping import EarlyStopping
+from segkit.engine import resume, train
+from segkit.errors import ConfigError, RunInterrupted
+
+
+def tiny(data: Path, out: Path, **options: object) -> RunConfig:
+    base = {"model": "unet", "image_size": 32, "batch_size": 4, "num_workers": 0}
+    return RunConfig(**(base | {"data": str(data), "out": str(out)} | options))
+
+
+# ------------------------------------------------------------------ the patience logic
+
+
+def test_patience_counts_validations_without_an_improvement() -> None:
+    s = EarlyStopping("valid_dice", patience=2)
+    assert [s.update(v, e) for e, v in enumerate([0.5, 0.7, 0.7, 0.6], 1)] == [
+        True,
+        True,
+        False,  # a tie is no improvement: the earlier epoch stays the best
+        False,
+    ]
+    assert (s.best, s.best_epoch, s.wait, s.should_stop) == (0.7, 2, 2, True)
+    assert s.reason() == (
+        "valid_dice has not improved by more than 0 for 2 validated epochs (best 0.7000 at epoch 2)"
+    )
+    assert not EarlyStopping("valid_dice").should_stop  # no patience: never stops
+
+
+def test_min_delta_measures_from_the_last_real_improvement() -> None:
+    s = EarlyStopping("valid_iou", patience=3, min_delta=0.05)
+    s.update(0.50, 1)
+    assert s.update(0.53, 2) and s.wait == 1  # the new best, but not by more than 0.05
+    assert s.update(0.56, 3) and s.wait == 0  # 0.06 over epoch 1's 0.50: counts
+    assert not s.update(0.55, 4) and s.wait == 1
+    assert (s.best, s.best_epoch, s.reference) == (0.56, 3, 0.56)
+
+
+def test_loss_is_better_lower_and_nan_never_improves() -> None:
+    s = EarlyStopping("valid_loss", patience=1)
+    assert s.update(0.4, 1) and s.update(0.3, 2)
+    assert not s.update(math.nan, 3) and s.should_stop
+    assert (s.best, s.best_epoch) == (0.3, 2)
+
+
+def test_state_dict_round_trip_and_an_old_checkpoint_starts_at_0() -> None:
+    s = EarlyStopping("valid_loss", patience=3, min_delta=0.01)
+    for e, v in enumerate([0.5, 0.4, 0.45], 1):
+        s.update(v, e)
+    s.stopped = True
+    t = EarlyStopping("valid_loss", patience=3, min_delta=0.01)
+    t.load_state_dict(s.state_dict())
+    assert (
+        t.state_dict()
+        == s.state_dict()
+        == {
+            "monitor": "valid_loss",
+            "best": 0.4,
+            "best_epoch": 2,
+            "reference": 0.4,
+            "wait": 1,
+            "stopped": True,
+        }
+    )
+    old = EarlyStopping("valid_dice", patience=2)
+    old.load_state_dict({"best": 0.8, "best_epoch": 4})  # what engine reads from an old last.pt
+    assert (old.best, old.best_epoch, old.reference, old.wait, old.stopped) == (
+        0.8,
+        4,
+        0.8,
+        0,
+        False,
+    )
+    with pytest.raises(ValueError, match="monitor"):
+        old.load_state_dict(s.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"patience": 0}, "--patience 0: expected a positive integer"),
+        ({"min_delta": -0.1}, "--min-delta -0.1: expected 0 or more"),
+        ({"monitor": "test_dice"}, "--monitor 'test_dice': expected one of valid_dice"),
+    ],
+)
+def test_bad_settings_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**options)
+
+
+def test_resume_refuses_patience(tmp_path: Path, capsys) -> None:
+    from segkit.cli import main
+
+    assert main(["run", "--resume", str(tmp_path), "--patience", "3"]) == 2
+    assert "--patience cannot change them" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ tiny runs
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch):
+    """``scripted(dice=[...], loss=[...])``: validation after epoch e returns the e-th
+    values (the test split is evaluated for real). Returns the list of epochs trained."""
+    trained: list[int] = []
+    real_train, real_evaluate = engine.train_one_epoch, engine.evaluate
+
+    def install(dice: list[float], loss: list[float] | None = None) -> list[int]:
+        def train_one_epoch(*args, **kwargs):
+            trained.append(kwargs["epoch"])
+            return real_train(*args, **kwargs)
+
+        def evaluate(*args, **kwargs):
+            if "meter" in kwargs:  # the test split
+                return real_evaluate(*args, **kwargs)
+            e = trained[-1] - 1
+            return {
+                "loss": loss[e] if loss else 1 - dice[e],
+                "dice": dice[e],
+                "iou": dice[e] / 2,
+            }
+
+        monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+        monkeypatch.setattr(engine, "evaluate", evaluate)
+        return trained
+
+    return install
+
+
+#: Improves at epochs 1, 2 and 4; with --patience 2 the run stops after epoch 6, and
+#: would not if the counter were lost in between (epoch 7 improves).
+DICE = [0.5, 0.7, 0.65, 0.72, 0.71, 0.70, 0.9, 0.9]
+STOP = (
+    "early stop: valid_dice has not improved by more than 0 for 2 validated epochs "
+    "(best 0.7200 at epoch 4)"
+)
+
+
+@pytest.mark.slow
+def test_patience_stops_the_run_and_tests_the_best_epoch(
+    tiny_pets: Path, tmp_path: Path, scripted, capsys
+) -> None:
+    trained = scripted(DICE)
+    config = tiny(tiny_pets, tmp_path, name="es", epochs=8, patience=2, save_every=4)
+    result = train(config)
+    assert trained == [1, 2, 3, 4, 5, 6]
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert lines[-1].startswith("epoch   6/8") and lines[-1].endswith(STOP)
+    assert not any("early stop" in x for x in lines[:-1])
+    summary = json.loads((tmp_path / "es" / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["epochs_run"] == 6
+    assert summary["stop_reason"] == STOP.removeprefix("early stop: ")
+    assert (summary["best_epoch"], summary["best_valid_dice"]) == (4, 0.72)
+    assert (summary["monitor"], summary["best_value"]) == ("valid_dice", 0.72)
+    assert result.stopped_early and result.best_epoch == 4
+    assert ckpt_io.load(tmp_path / "es" / "best.pt")["epoch"] == 4
+    last = ckpt_io.load(tmp_path / "es" / "last.pt")  # the stop writes it (--save-every 4)
+    assert last["epoch"] == 6 and last["early_stopping"]["wait"] == 2
+    assert len((tmp_path / "es" / "metrics.csv").read_text().splitlines()) == 1 + 6
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_patience_counter(
+    tiny_pets: Path, tmp_path: Path, scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = scripted(DICE)
+    real = engine.train_one_epoch
+
+    def interrupted_in_epoch_6(*args, **kwargs):
+        if kwargs["epoch"] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_6)
+    with pytest.raises(RunInterrupted, match="holds epoch 5"):
+        train(tiny(tiny_pets, tmp_path, name="cut", epochs=8, patience=2))
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    run = tmp_path / "cut"
+    assert ckpt_io.load(run / "last.pt")["early_stopping"]["wait"] == 1
+
+    result = resume(run, quiet=True)  # epoch 6 is the second validation without a gain
+    assert trained == [1, 2, 3, 4, 5, 6]
+    assert result.stopped_early and result.epochs_run == 6 and result.best_epoch == 4
+
+    # Stopped early, it is finished: resuming trains nothing and tests best.pt again.
+    again = resume(run, quiet=True)
+    assert trained == [1, 2, 3, 4, 5, 6] and again.stopped_early
+    assert again.test["dice"] == pytest.approx(result.test["dice"], abs=1e-6)
+
+    # --epochs trains on, the counter kept: epoch 7 improves.
+    more = resume(run, epochs=7, quiet=True)
+    assert trained == [1, 2, 3, 4, 5, 6, 7]
+    assert not more.stopped_early and more.best_epoch == 7 and more.epochs_run == 7
+    assert json.loads((run / "summary.json").read_text())["stopped_early"] is False
+
+
+@pytest.mark.slow
+def test_monitor_valid_loss_picks_the_lowest_loss(
+    tiny_pets: Path, tmp_path: Path, scripted
+) -> None:
+    scripted(dice=[0.5, 0.4, 0.6], loss=[0.5, 0.3, 0.4])  # by Dice: epoch 3
+    result = train(
+        tiny(tiny_pets, tmp_path, name="loss", epochs=3, monitor="valid_loss"), quiet=True
+    )
+    assert result.best_epoch == 2 and result.best_valid_dice == 0.4
+    assert ckpt_io.load(tmp_path / "loss" / "best.pt")["epoch"] == 2
+    summary = json.loads((tmp_path / "loss" / "summary.json").read_text())
+    assert (summary["monitor"], summary["best_value"], summary["best_epoch"]) == (
+        "valid_loss",
+        0.3,
+        2,
+    )
+    assert summary["stopped_early"] is False and summary["stop_reason"] is None
