@@ -66,6 +66,22 @@ def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
 
 
+def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int):
+    """Make the engine's training loop raise KeyboardInterrupt (a Ctrl-C) when it starts
+    ``epoch``. Returns a function that puts the real loop back (to resume the run)."""
+    from segkit import engine
+
+    real = engine.train_one_epoch
+
+    def interrupted(*args, **kwargs):
+        if kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr(engine, "train_one_epoch", real)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # The embedded synthetic dataset is cached under $SEGKIT_CACHE; never touch the

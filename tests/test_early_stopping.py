@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_in_epoch
 
 from segkit import checkpoint as ckpt_io
 from segkit import engine
@@ -180,17 +181,10 @@ def test_resume_keeps_the_patience_counter(
     tiny_pets: Path, tmp_path: Path, scripted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trained = scripted(DICE)
-    real = engine.train_one_epoch
-
-    def interrupted_in_epoch_6(*args, **kwargs):
-        if kwargs["epoch"] == 6:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_6)
+    put_back = interrupt_in_epoch(monkeypatch, 6)
     with pytest.raises(RunInterrupted, match="holds epoch 5"):
         train(tiny(tiny_pets, tmp_path, name="cut", epochs=8, patience=2))
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    put_back()
     run = tmp_path / "cut"
     assert ckpt_io.load(run / "last.pt")["early_stopping"]["wait"] == 1
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt_in_epoch
 from test_long_runs import comparable, rows, tiny
 
-from segkit import engine
 from segkit.build import build_scheduler, lr_factor
 from segkit.cli import main
 from segkit.config import RunConfig
@@ -124,17 +124,10 @@ def test_resumed_cosine_run_matches_an_uninterrupted_one(
     options = {"epochs": 3, "schedule": "cosine", "warmup_epochs": 0.5, "seed": 5}
     train(tiny(tiny_pets, tmp_path, name="whole", **options), quiet=True)
 
-    real = engine.train_one_epoch
-
-    def interrupted_in_epoch_3(*args, **kwargs):
-        if kwargs["epoch"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_3)
+    put_back = interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(RunInterrupted, match="holds epoch 2"):
         train(tiny(tiny_pets, tmp_path, name="cut", **options), quiet=True)
-    monkeypatch.setattr(engine, "train_one_epoch", real)
+    put_back()
     resume(tmp_path / "cut", quiet=True)
 
     whole, resumed = comparable(tmp_path / "whole"), comparable(tmp_path / "cut")
