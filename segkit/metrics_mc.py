@@ -154,7 +154,9 @@ class ConfusionMeter:
                 f"target must be {(n, h, w)} to match logits, got {tuple(target.shape)}"
             )
         pred = logits.detach().argmax(1)
-        per, invalid = per_image_confusion(pred, target.detach(), self.num_classes, self.ignore_index)
+        per, invalid = per_image_confusion(
+            pred, target.detach(), self.num_classes, self.ignore_index
+        )
         self._conf += per.sum(0)
 
         iou, dice = scores_from_confusion(per)  # (N, K), NaN where absent on that image
@@ -287,7 +289,13 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
     rows = [["class", "IoU", "Dice", "pixels", "predicted"]]
     for c in range(k):
         rows.append(
-            [names[c], num(result[f"iou_{c}"]), num(result[f"dice_{c}"]), str(true[c]), str(pred[c])]
+            [
+                names[c],
+                num(result[f"iou_{c}"]),
+                num(result[f"dice_{c}"]),
+                str(true[c]),
+                str(pred[c]),
+            ]
         )
     rows.append(["mean", num(result["miou"]), num(result["mdice"]), str(sum(true)), str(sum(pred))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
