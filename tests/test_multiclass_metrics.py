@@ -392,3 +392,14 @@ def test_shapes_are_checked() -> None:
         ConfusionMeter(1)
     with pytest.raises(RuntimeError, match="per_image=True"):
         m.per_image_scores()
+
+
+def test_ignore_index_inside_the_class_range() -> None:
+    """ignore_index=0 (a "void" class 0): its target pixels count for nothing; class 0
+    predicted elsewhere is still a false positive (IoU 0), as in the numpy reference."""
+    logits, target = random_batch(3, seed=40, p_ignore=0.0)
+    m = ConfusionMeter(3, ignore_index=0)
+    m.update(logits, target)
+    r = m.compute()
+    assert_matches(r, reference(logits, target, 3, ignore=0), 3)
+    assert r["confusion"][0] == [0, 0, 0] and r["pixels"] == int((target != 0).sum())
