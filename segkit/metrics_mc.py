@@ -1,0 +1,316 @@
+"""Multi-class segmentation metrics (issue 12), accumulated on the device.
+
+:class:`ConfusionMeter` keeps the ``K x K`` confusion matrix of a pass (rows: target
+class, columns: predicted class = ``argmax`` of the logits) as int64 counts on the device,
+plus per-image sums for the per-image means, and reads them once in
+:meth:`ConfusionMeter.compute`. The binary :class:`segkit.metrics.DiceMeter` is separate
+and unchanged.
+
+Definitions (``TP_c``, ``FP_c``, ``FN_c`` from the confusion matrix ``C``: ``TP_c =
+C[c, c]``, ``FP_c`` = column sum - ``TP_c``, ``FN_c`` = row sum - ``TP_c``):
+
+- ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, ``Dice_c = 2 TP_c / (2 TP_c + FP_c + FN_c)``.
+- A class that appears in neither the target nor the prediction (its union is 0) has no
+  score: its IoU and Dice are NaN and it is left out of every mean (never counted as 1 or 0).
+- Pixels whose target is ``ignore_index`` are not counted at all (neither their target nor
+  their prediction). A target outside ``[0, K)`` that is not ``ignore_index`` is a label
+  bug: it is counted apart (``invalid_pixels``), kept out of the matrix, and
+  :meth:`ConfusionMeter.compute` raises ``ValueError`` for it (checked there, not in
+  :meth:`~ConfusionMeter.update`, so that update never waits for the device).
+- Dataset means (``miou``, ``mdice``): the mean over classes of the dataset-level
+  ``IoU_c`` / ``Dice_c`` above (NaN classes left out).
+- Per-image means (``miou_images``, ``mdice_images``): for each image, the IoU and Dice of
+  each class on that image alone, averaged over the classes *present in that image's
+  target or prediction* (union > 0 on that image, non-ignored pixels only); then the mean
+  of those per-image values over images. An image with no non-ignored pixel has no score:
+  it is NaN in :meth:`~ConfusionMeter.per_image_scores` and left out of the mean.
+- ``pixel_acc``: ``trace(C) / sum(C)``, over non-ignored pixels.
+
+Why not ``torch.bincount``: on CUDA it reads the input's maximum to the host to size its
+output, which synchronizes every step. The counts are the same bincount (one index per
+pixel, ``image * K * K + target * K + pred``) done as one ``index_add_`` into a tensor of
+fixed size, which needs no host value (and is deterministic on CUDA under
+``torch.use_deterministic_algorithms``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: ``ConfusionMeter.state()`` after the ``K * K`` confusion counts:
+#: [miou_image_sum, mdice_image_sum, images_scored, images, loss_sum, loss_batches,
+#:  invalid_pixels]
+_TAIL = 7
+
+
+def per_image_confusion(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's ``K x K`` confusion matrix (rows target, columns prediction).
+
+    Args:
+        pred: ``(N, H, W)`` integer class indices in ``[0, K)``.
+        target: ``(N, H, W)`` integer labels; ``ignore_index`` pixels are skipped, and so
+            are labels outside ``[0, K)`` (counted in the second return value).
+        num_classes: ``K``.
+        ignore_index: the label to skip, or None.
+
+    Returns:
+        ``(N, K, K)`` int64 counts and a 0-d int64 count of invalid (out-of-range,
+        not ignored) target pixels, both on the input's device, with no host sync.
+    """
+    k = num_classes
+    n = pred.shape[0]
+    pred = pred.reshape(n, -1).long()
+    target = target.reshape(n, -1).long()
+    in_range = (target >= 0) & (target < k)
+    if ignore_index is not None:
+        not_ignored = target != ignore_index
+    else:
+        not_ignored = torch.ones_like(in_range)
+    valid = in_range & not_ignored
+    invalid = (not_ignored & ~in_range).sum()
+    base = torch.arange(n, device=pred.device).unsqueeze(1) * (k * k)
+    # Skipped pixels go to one extra bin at the end, dropped below: no boolean indexing
+    # (which would read the number of valid pixels back to the host).
+    idx = torch.where(valid, base + target * k + pred, n * k * k)
+    counts = torch.zeros(n * k * k + 1, dtype=torch.int64, device=pred.device)
+    counts.index_add_(0, idx.reshape(-1), torch.ones_like(idx).reshape(-1))
+    return counts[:-1].view(n, k, k), invalid
+
+
+def scores_from_confusion(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and Dice per class from confusion matrices ``(..., K, K)``, float64, NaN
+    where the class is in neither target nor prediction."""
+    conf = conf.double()
+    tp = conf.diagonal(dim1=-2, dim2=-1)
+    true = conf.sum(-1)  # row sums: target pixels of each class
+    pred = conf.sum(-2)  # column sums: predicted pixels of each class
+    union = true + pred - tp
+    nan = torch.full_like(tp, math.nan)
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp_min(1), nan)
+    dice = torch.where(present, 2 * tp / (true + pred).clamp_min(1), nan)
+    return iou, dice
+
+
+class ConfusionMeter:
+    """Confusion matrix, per-image mean IoU / Dice and loss of a pass, on the device.
+
+    ``update`` launches device work only (no ``.item()``, no host copy, no boolean
+    indexing), so a loop that updates every step never waits for the GPU; ``compute``
+    reads everything back once. See the module docstring for the exact definitions.
+
+    Args:
+        num_classes: ``K``; logits are ``(N, K, H, W)``.
+        device: where the counts live (the logits' device).
+        ignore_index: target label left out of every count (None: none).
+        per_image: also keep each image's mIoU and mDice for :meth:`per_image_scores`
+            (the means are the same either way).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        device: torch.device | str = "cpu",
+        *,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+    ) -> None:
+        if num_classes < 2:
+            raise ValueError(f"ConfusionMeter needs num_classes >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.ignore_index = ignore_index
+        self.keep_per_image = per_image
+        self.reset()
+
+    def reset(self) -> None:
+        k = self.num_classes
+        self._conf = torch.zeros(k, k, dtype=torch.int64, device=self.device)
+        # [miou_image_sum, mdice_image_sum, images_scored, images, loss_sum, loss_batches,
+        #  invalid_pixels]
+        self._acc = torch.zeros(_TAIL, dtype=torch.float64, device=self.device)
+        self._miou: list[torch.Tensor] = []
+        self._mdice: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(
+        self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None
+    ) -> None:
+        """Add a batch: ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)`` integer
+        labels (a ``(N, 1, H, W)`` target is accepted too), ``loss`` a 0-d tensor."""
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must be (N, {self.num_classes}, H, W), got {tuple(logits.shape)}"
+            )
+        if target.ndim == 4 and target.shape[1] == 1:
+            target = target[:, 0]
+        n, _, h, w = logits.shape
+        if tuple(target.shape) != (n, h, w):
+            raise ValueError(
+                f"target must be {(n, h, w)} to match logits, got {tuple(target.shape)}"
+            )
+        pred = logits.detach().argmax(1)
+        per, invalid = per_image_confusion(
+            pred, target.detach(), self.num_classes, self.ignore_index
+        )
+        self._conf += per.sum(0)
+
+        iou, dice = scores_from_confusion(per)  # (N, K), NaN where absent on that image
+        present = ~torch.isnan(iou)
+        n_present = present.sum(1)
+        scored = n_present > 0
+        denom = n_present.clamp_min(1).double()
+        img_miou = torch.where(present, iou, 0.0).sum(1) / denom
+        img_mdice = torch.where(present, dice, 0.0).sum(1) / denom
+        zero = img_miou.new_zeros(())
+        upd = torch.stack(
+            [
+                torch.where(scored, img_miou, 0.0).sum(),
+                torch.where(scored, img_mdice, 0.0).sum(),
+                scored.sum().double(),
+                img_miou.new_full((), float(n)),
+                loss.detach().double().reshape(()) if loss is not None else zero,
+                zero + 1 if loss is not None else zero,
+                invalid.double(),
+            ]
+        )
+        self._acc += upd
+        if self.keep_per_image:
+            nan = torch.full_like(img_miou, math.nan)
+            self._miou.append(torch.where(scored, img_miou, nan))
+            self._mdice.append(torch.where(scored, img_mdice, nan))
+
+    def state(self) -> torch.Tensor:
+        """Everything to sum across ranks, as one flat float64 tensor (a new one):
+        the ``K * K`` confusion counts then the 7 sums above. Unlike
+        ``DiceMeter.state()`` it is a copy (the counts are int64 here): all-reduce it,
+        then :meth:`load_state` it back. Counts travel exactly below 2**53 pixels."""
+        return torch.cat([self._conf.reshape(-1).double(), self._acc])
+
+    def load_state(self, state: torch.Tensor) -> None:
+        """Replace the sums with ``state`` (e.g. :meth:`state` summed over ranks). The
+        per-image scores kept for :meth:`per_image_scores` are this rank's, unchanged."""
+        k = self.num_classes
+        if state.shape != (k * k + _TAIL,):
+            raise ValueError(f"state must have shape ({k * k + _TAIL},), got {tuple(state.shape)}")
+        state = state.to(self.device, torch.float64)
+        self._conf = state[: k * k].round().long().view(k, k).clone()
+        self._acc = state[k * k :].clone()
+
+    def per_image_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's mIoU and mDice so far (mean over the classes present in that
+        image's target or prediction; NaN for an image with no non-ignored pixel),
+        float64 on the CPU, in update order: one copy from the device for the whole
+        pass. Needs ``per_image``."""
+        if not self.keep_per_image:
+            raise RuntimeError("ConfusionMeter(per_image=True) keeps per-image scores")
+        if not self._miou:
+            empty = torch.zeros(0, dtype=torch.float64)
+            return empty, empty.clone()
+        both = torch.stack([torch.cat(self._miou), torch.cat(self._mdice)]).cpu()
+        return both[0], both[1]
+
+    def compute(self) -> dict[str, object]:
+        """Read the metrics (one host sync). Keys:
+
+        - ``miou``, ``mdice``: dataset-level means over classes (from the confusion matrix).
+        - ``miou_images``, ``mdice_images``: means over images of each image's mean.
+        - ``pixel_acc``: correct / counted pixels.
+        - ``iou_<c>``, ``dice_<c>`` for ``c`` in ``0..K-1``: dataset-level per class (NaN
+          for a class in neither target nor prediction).
+        - ``loss``: mean of the losses passed to update (NaN if none).
+        - ``images``: images seen; ``images_scored``: those with a non-ignored pixel;
+          ``pixels``: counted (non-ignored) pixels.
+        - ``confusion``: the matrix as a nested list of ints (rows target, columns
+          prediction) -- the one non-scalar value: a metrics.csv writer leaves it out.
+
+        Raises:
+            ValueError: some target pixels were outside ``[0, K)`` and not ``ignore_index``.
+        """
+        k = self.num_classes
+        flat = self.state().cpu()
+        conf = flat[: k * k].round().long().view(k, k)
+        miou_s, mdice_s, scored, images, loss_s, loss_b, invalid = flat[k * k :].tolist()
+        if invalid:
+            raise ValueError(
+                f"{int(invalid)} target pixels are outside [0, {k}) and not the ignore_index "
+                f"{self.ignore_index}: the labels do not match num_classes={k}"
+            )
+        iou, dice = scores_from_confusion(conf)
+        total = int(conf.sum())
+        out: dict[str, object] = {
+            "miou": _nanmean(iou),
+            "mdice": _nanmean(dice),
+            "miou_images": miou_s / scored if scored else math.nan,
+            "mdice_images": mdice_s / scored if scored else math.nan,
+            "pixel_acc": int(conf.diagonal().sum()) / total if total else math.nan,
+            "loss": loss_s / loss_b if loss_b else math.nan,
+            "images": int(images),
+            "images_scored": int(scored),
+            "pixels": total,
+        }
+        for c in range(k):
+            out[f"iou_{c}"] = float(iou[c])
+        for c in range(k):
+            out[f"dice_{c}"] = float(dice[c])
+        out["confusion"] = conf.tolist()
+        return out
+
+
+def _nanmean(x: torch.Tensor) -> float:
+    keep = x[~torch.isnan(x)]
+    return float(keep.mean()) if keep.numel() else math.nan
+
+
+def confusion_table(result: dict[str, object], class_names: list[str] | None = None) -> str:
+    """A readable per-class table from :meth:`ConfusionMeter.compute`'s result.
+
+    One row per class: name, IoU, Dice, target pixels (row sum of the confusion matrix)
+    and predicted pixels (column sum), with ``-`` for a class absent from both; then the
+    dataset and per-image means and the pixel accuracy. ``class_names`` defaults to
+    the class indices.
+    """
+    conf = result["confusion"]
+    assert isinstance(conf, list)
+    k = len(conf)
+    names = [str(c) for c in range(k)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for {k} classes")
+    true = [sum(row) for row in conf]
+    pred = [sum(conf[r][c] for r in range(k)) for c in range(k)]
+
+    def num(v: object) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    rows = [["class", "IoU", "Dice", "pixels", "predicted"]]
+    for c in range(k):
+        rows.append(
+            [
+                names[c],
+                num(result[f"iou_{c}"]),
+                num(result[f"dice_{c}"]),
+                str(true[c]),
+                str(pred[c]),
+            ]
+        )
+    rows.append(["mean", num(result["miou"]), num(result["mdice"]), str(sum(true)), str(sum(pred))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))
+        ).rstrip()
+
+    out = [line(rows[0]), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows[1:-1]]
+    out += [line(["-" * w for w in widths]), line(rows[-1])]
+    out.append(
+        f"per-image mean: IoU {num(result['miou_images'])}  Dice {num(result['mdice_images'])}"
+        f"  ({result['images_scored']} images)"
+    )
+    out.append(f"pixel accuracy: {num(result['pixel_acc'])}")
+    return "\n".join(out)
