@@ -77,10 +77,14 @@ def test_dice_by_hand_on_2x2():
     three = torch.cat([logits, torch.zeros(1, 1, 2, 2)], dim=1)
     p = torch.softmax(three, 1)[0]
     d = [
-        2 * (p[c] * (target[0] == c)).sum() / (p[c][target[0] != 255].sum() + (target[0] == c).sum())
+        2
+        * (p[c] * (target[0] == c)).sum()
+        / (p[c][target[0] != 255].sum() + (target[0] == c).sum())
         for c in (0, 1)
     ]
-    assert M.create_mc_dice()(three, target).item() == pytest.approx(1 - (d[0] + d[1]).item() / 2, rel=1e-5)
+    assert M.create_mc_dice()(three, target).item() == pytest.approx(
+        1 - (d[0] + d[1]).item() / 2, rel=1e-5
+    )
     # smooth enters numerator and denominator.
     s = 0.5
     got = M.create_mc_dice(smooth=s)(logits, target)
@@ -100,7 +104,8 @@ def test_tversky_half_half_equals_dice():
         M.create_mc_dice()(logits, target),
     )
     torch.testing.assert_close(
-        M.create_mc_tversky(smooth=0.5)(logits, target), M.create_mc_dice(smooth=1.0)(logits, target)
+        M.create_mc_tversky(smooth=0.5)(logits, target),
+        M.create_mc_dice(smooth=1.0)(logits, target),
     )
 
 
@@ -183,11 +188,14 @@ def test_lovasz_softmax_matches_the_reference(per_image, classes):
     probs = torch.softmax(logits, 1).permute(0, 2, 3, 1).reshape(2, -1, 5).double().numpy()
     labels = target.reshape(2, -1).numpy()
     if per_image:
-        values = [lovasz_reference(p[l != 255], l[l != 255], classes) for p, l in zip(probs, labels)]
+        values = [
+            lovasz_reference(p[lab != 255], lab[lab != 255], classes)
+            for p, lab in zip(probs, labels, strict=True)
+        ]
         expected = float(np.mean(values))
     else:
-        p, l = probs.reshape(-1, 5), labels.reshape(-1)
-        expected = lovasz_reference(p[l != 255], l[l != 255], classes)
+        p, lab = probs.reshape(-1, 5), labels.reshape(-1)
+        expected = lovasz_reference(p[lab != 255], lab[lab != 255], classes)
     assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
@@ -252,7 +260,9 @@ def test_bad_shapes_are_refused(name):
 def test_check_targets_names_the_values(name):
     logits, target = data()
     target[0, 0, 0], target[1, 0, 0] = 7, -1
-    with pytest.raises(ValueError, match=r"values -1, 7 outside \[0, 4\) that are not ignore_index=255"):
+    with pytest.raises(
+        ValueError, match=r"values -1, 7 outside \[0, 4\) that are not ignore_index=255"
+    ):
         FACTORIES[name](check_targets=True)(logits, target)
     good = data()[1]
     FACTORIES[name](check_targets=True)(logits, good)
@@ -345,5 +355,7 @@ def test_listed_by_the_installed_segkit():
 
     installed = {ep.name for ep in importlib.metadata.distribution("segkit").entry_points}
     if not set(FACTORIES) <= installed:
-        pytest.skip("the installed segkit metadata predates the multi-class losses: pip install -e .")
+        pytest.skip(
+            "the installed segkit metadata predates the multi-class losses: pip install -e ."
+        )
     assert set(FACTORIES) <= set(list_plugins("losses"))

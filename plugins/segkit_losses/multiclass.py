@@ -554,9 +554,7 @@ class MultiClassTverskyLoss(_MultiClassLoss):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}, {self._common_repr()}"
-        )
+        return f"alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}, {self._common_repr()}"
 
 
 # ----------------------------------------------------------------------------- factories
