@@ -30,6 +30,10 @@ parameter segkit passes is reported by name, before any run.
 
   ``logits`` is ``(N, 1, H, W)`` in any float dtype (bf16/fp16 under autocast),
   ``target`` the same shape with values in {0, 1}. Compute reductions in float32.
+  A factory declares which targets its loss takes, ``@declare(accepts=...)``:
+  ``"binary"`` (the default, the shapes above), ``"multiclass"`` (logits
+  ``(N, K, H, W)`` with ``K >= 2``, target an integer ``(N, H, W)`` class map) or
+  ``"both"``; :func:`loss_accepts` reads it.
 
 ``segkit.recipes`` -- an **augmentation recipe factory**::
 
@@ -313,7 +317,9 @@ CONTRACTS: dict[str, FactoryContract] = {
         "factory(in_channels=3, out_channels=1, **options) -> nn.Module",
         (("min_input_multiple", 1),),
     ),
-    "losses": FactoryContract((), (), "factory(**options) -> loss(logits, target)"),
+    "losses": FactoryContract(
+        (), (), "factory(**options) -> loss(logits, target)", (("accepts", "binary"),)
+    ),
     "recipes": FactoryContract((), ("image_size",), "factory(image_size=256) -> Recipe"),
     "loaders": FactoryContract(
         ("dataset", "split", "recipe", "batch_size"),
@@ -404,9 +410,37 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
                     f"declares min_input_multiple={value!r}; expected an int >= 1 that divides "
                     "32, or a function of the options returning one"
                 )
+        elif name == "accepts":
+            if value not in LOSS_TARGETS:
+                problems.append(
+                    f"declares accepts={value!r}; expected one of "
+                    f"{', '.join(repr(t) for t in LOSS_TARGETS)}"
+                )
         elif value is not None and not callable(value):
             problems.append(f"declares {name}={value!r}, which is not callable")
     return problems
+
+
+#: What a loss factory may declare as ``accepts``.
+LOSS_TARGETS: tuple[str, ...] = ("binary", "multiclass", "both")
+
+
+def loss_accepts(factory: Any) -> str:
+    """Which targets a loss factory's losses take: ``"binary"`` (logits ``(N, 1, H, W)``,
+    0/1 target of the same shape; the default for a factory that declares nothing),
+    ``"multiclass"`` (logits ``(N, K, H, W)``, integer ``(N, H, W)`` class map) or
+    ``"both"``. Read without calling the factory.
+
+    Raises:
+        ValueError: the factory declares something else.
+    """
+    value = capability("losses", factory, "accepts")
+    if value not in LOSS_TARGETS:
+        raise ValueError(
+            f"{getattr(factory, '__qualname__', factory)!s} declares accepts={value!r}; "
+            f"expected one of {', '.join(repr(t) for t in LOSS_TARGETS)}"
+        )
+    return value
 
 
 def declares(factory: Any, name: str) -> bool:

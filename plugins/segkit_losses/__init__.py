@@ -2,7 +2,9 @@
 ``focal``, ``lovasz`` and ``tversky``.
 
 Every loss takes **logits** ``(N, 1, H, W)`` in any float dtype and a ``target`` of the
-same shape holding 0 and 1, and returns a float32 scalar.
+same shape holding 0 and 1, and returns a float32 scalar; every factory declares
+``accepts = "binary"``. The multi-class losses (``ce``, ``mc_dice``, ``ce_dice``,
+``mc_focal``, ``lovasz_softmax``, ``mc_tversky``) are in :mod:`segkit_losses.multiclass`.
 
 Two numerical rules, both from bugs other projects shipped:
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.contracts import declare
 from segkit.errors import ConfigError
 
 __all__ = [
@@ -201,6 +204,7 @@ class BCEDiceLoss(nn.Module):
         )
 
 
+@declare(accepts="binary")
 def create_bce_dice(
     bce_weight: float = 1.0,
     dice_weight: float = 1.0,
@@ -226,6 +230,7 @@ def create_bce_dice(
     return BCEDiceLoss(bce_weight, dice_weight, smooth, pos_weight)
 
 
+@declare(accepts="binary")
 def create_bce(pos_weight: float | None = None) -> BCELoss:
     """Create the binary cross-entropy loss on logits.
 
@@ -239,6 +244,7 @@ def create_bce(pos_weight: float | None = None) -> BCELoss:
     return BCELoss(pos_weight)
 
 
+@declare(accepts="binary")
 def create_dice(smooth: float = 1.0) -> DiceLoss:
     """Create the soft Dice loss.
 
@@ -324,6 +330,7 @@ class FocalLoss(nn.Module):
         return f"alpha={self.alpha}, gamma={self.gamma}"
 
 
+@declare(accepts="binary")
 def create_focal(alpha: float | None = 0.25, gamma: float = 2.0) -> FocalLoss:
     """Create the binary focal loss.
 
@@ -397,6 +404,7 @@ class LovaszHingeLoss(nn.Module):
         return lovasz_hinge(logits, target)
 
 
+@declare(accepts="binary")
 def create_lovasz() -> LovaszHingeLoss:
     """Create the per-image Lovasz hinge loss.
 
@@ -479,6 +487,7 @@ class TverskyLoss(nn.Module):
         return f"alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}"
 
 
+@declare(accepts="binary")
 def create_tversky(alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0) -> TverskyLoss:
     """Create the soft Tversky loss.
 

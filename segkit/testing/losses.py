@@ -26,7 +26,12 @@ from segkit.testing._rules import (
 
 @dataclass
 class LossCase:
-    """A loss plugin under test and the checker's settings."""
+    """A loss plugin under test and the checker's settings.
+
+    A factory that declares ``accepts="multiclass"`` (:func:`segkit.contracts.loss_accepts`)
+    is checked with ``(N, K, H, W)`` logits (``K`` = :data:`CLASSES`) and an integer
+    ``(N, H, W)`` class map; every other one with ``(N, 1, H, W)`` logits and a 0/1 target.
+    """
 
     target: Target
     options: dict[str, Any]
@@ -34,8 +39,19 @@ class LossCase:
     batch: int
 
     @property
+    def multiclass(self) -> bool:
+        from segkit.contracts import loss_accepts
+
+        return loss_accepts(self.target.factory) == "multiclass"
+
+    @property
+    def channels(self) -> int:
+        return CLASSES if self.multiclass else 1
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, 1, self.size, self.size)
+        """The logits' shape."""
+        return (self.batch, self.channels, self.size, self.size)
 
     def make(self) -> Callable[..., torch.Tensor]:
         fn = self.target.factory(**self.options)
@@ -45,12 +61,34 @@ class LossCase:
     def data(
         self, seed: int = 0, shape: tuple[int, ...] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random logits and a 0/1 target (30% foreground) of ``shape`` (the case's)."""
+        """Random logits of ``shape`` (the case's) and a target: 0/1 (30% foreground),
+        or for a multi-class loss a uniformly random class map."""
         shape = shape or self.shape
         gen = torch.Generator().manual_seed(seed)
         logits = 3 * torch.randn(shape, generator=gen)
+        if self.multiclass:
+            n, k, h, w = shape
+            return logits, torch.randint(0, k, (n, h, w), generator=gen)
         target_ = (torch.rand(shape, generator=gen) < 0.3).float()
         return logits, target_
+
+    def background(self, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """An all-background target (class 0) for logits of ``shape``."""
+        n, _, h, w = shape or self.shape
+        if self.multiclass:
+            return torch.zeros((n, h, w), dtype=torch.long)
+        return torch.zeros((n, 1, h, w))
+
+    def confident(self, t: torch.Tensor, margin: float = 20.0) -> torch.Tensor:
+        """Logits predicting ``t`` with every logit at +-``margin``."""
+        if self.multiclass:
+            onehot = torch.nn.functional.one_hot(t, CLASSES).permute(0, 3, 1, 2)
+            return torch.where(onehot > 0, margin, -margin)
+        return torch.where(t > 0, margin, -margin)
+
+
+#: Classes in the data of a multi-class loss's checks.
+CLASSES = 3
 
 
 def _scalar(value: Any, what: str) -> torch.Tensor:
@@ -90,7 +128,7 @@ def float32_scalar(case: LossCase) -> None:
 
 def bf16_autocast(case: LossCase) -> None:
     torch.manual_seed(0)
-    head = torch.nn.Conv2d(3, 1, kernel_size=1)
+    head = torch.nn.Conv2d(3, case.channels, kernel_size=1)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(case.batch, 3, case.size, case.size, generator=gen)
     _, t = case.data()
@@ -114,10 +152,16 @@ def bf16_autocast(case: LossCase) -> None:
 
 def low_precision_sums(case: LossCase) -> None:
     fn = case.make()
-    logits, _ = case.data(shape=(1, 1, 512, 512))
+    shape = (1, case.channels, 512, 512)
+    logits, _ = case.data(shape=shape)
     for dtype in (torch.float16, torch.bfloat16):
-        low = logits.abs().to(dtype)  # confident foreground everywhere: large sums
-        t = torch.ones_like(low, dtype=torch.float32)
+        if case.multiclass:  # confident class 0 everywhere: large sums
+            sign = torch.tensor([1.0] + [-1.0] * (case.channels - 1)).view(1, -1, 1, 1)
+            low = (logits.abs() * sign).to(dtype)
+            t = case.background(shape)
+        else:  # confident foreground everywhere: large sums
+            low = logits.abs().to(dtype)
+            t = torch.ones_like(low, dtype=torch.float32)
         value = _scalar(fn(low, t), f"{dtype} logits")
         reference = fn(low.float(), t)
         demand(
@@ -130,7 +174,7 @@ def low_precision_sums(case: LossCase) -> None:
 def perfect_beats_wrong(case: LossCase) -> None:
     fn = case.make()
     _, t = case.data()
-    perfect = torch.where(t > 0, 20.0, -20.0)
+    perfect = case.confident(t)
     good = _scalar(fn(perfect, t), "perfect prediction")
     bad = _scalar(fn(-perfect, t), "inverted prediction")
     demand(
@@ -141,10 +185,10 @@ def perfect_beats_wrong(case: LossCase) -> None:
 
 def all_zero_target(case: LossCase) -> None:
     fn = case.make()
-    t = torch.zeros(case.shape)
+    t = case.background()
     for what, start in (
         ("random logits", case.data()[0]),
-        ("perfect logits", torch.full(case.shape, -20.0)),
+        ("perfect logits", case.confident(t)),
     ):
         logits = start.clone().requires_grad_(True)
         value = _scalar(fn(logits, t), f"all-zero target, {what}")
