@@ -42,7 +42,7 @@ class LossCase:
     def multiclass(self) -> bool:
         from segkit.contracts import loss_accepts
 
-        return loss_accepts(self.target.factory) == "multiclass"
+        return loss_accepts(self.target.plugin) == "multiclass"
 
     @property
     def channels(self) -> int:
