@@ -251,9 +251,10 @@ def epoch_means(history: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def summary_line(config: RunConfig, result: RunResult) -> str:
+    stopped = f"; stopped early after epoch {result.epochs_run}" if result.stopped_early else ""
     return (
         f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
-        f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f})  "
+        f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f}{stopped})  "
         f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
         f"model {config.model}  loader {config.loader}  run {result.run_dir}"
     )

@@ -170,6 +170,11 @@ def test_patience_stops_the_run_and_tests_the_best_epoch(
     assert (summary["best_epoch"], summary["best_valid_dice"]) == (4, 0.72)
     assert (summary["monitor"], summary["best_value"]) == ("valid_dice", 0.72)
     assert result.stopped_early and result.best_epoch == 4
+    # The summary line says so too (what the CLI prints last, and summary.txt).
+    assert (
+        "(best epoch 4, valid dice 0.7200; stopped early after epoch 6)"
+        in (tmp_path / "es" / "summary.txt").read_text()
+    )
     assert ckpt_io.load(tmp_path / "es" / "best.pt")["epoch"] == 4
     last = ckpt_io.load(tmp_path / "es" / "last.pt")  # the stop writes it (--save-every 4)
     assert last["epoch"] == 6 and last["early_stopping"]["wait"] == 2
