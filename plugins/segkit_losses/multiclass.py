@@ -28,7 +28,6 @@ declare ``"binary"``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -37,6 +36,7 @@ from torch import nn
 
 from segkit.contracts import declare
 from segkit.errors import ConfigError
+from segkit_losses import _check_option
 
 __all__ = [
     "CEDiceLoss",
@@ -61,14 +61,6 @@ EPS = 1e-7
 # ----------------------------------------------------------------------------- options
 
 
-def _number(loss: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{loss}: {name}={value!r} must be a number >= 0")
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{loss}: {name}={value!r} must be a finite number >= 0")
-    return float(value)
-
-
 def _ignore_index(loss: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{loss}: ignore_index={value!r} must be an int (255 by default)")
@@ -90,7 +82,7 @@ def _class_weights(loss: str, name: str, value: object) -> tuple[float, ...] | N
             f"{loss}: {name}={value!r} must be a list of one number >= 0 per class "
             "(at least 2), or null"
         )
-    weights = tuple(_number(loss, f"{name}[{i}]", v) for i, v in enumerate(value))
+    weights = tuple(_check_option(loss, f"{name}[{i}]", v) for i, v in enumerate(value))
     if not any(weights):
         raise ConfigError(f"{loss}: {name}={list(value)!r} is all 0; nothing would be learned")
     return weights
@@ -358,7 +350,7 @@ class MultiClassDiceLoss(_MultiClassLoss):
 
     def __init__(self, smooth: float = 0.0, ignore_index: int = 255, check_targets: bool = False):
         super().__init__(ignore_index, check_targets)
-        self.smooth = _number(self.name, "smooth", smooth)
+        self.smooth = _check_option(self.name, "smooth", smooth)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return multiclass_dice_loss(
@@ -394,15 +386,15 @@ class CEDiceLoss(_MultiClassLoss):
         check_targets: bool = False,
     ):
         super().__init__(ignore_index, check_targets)
-        self.ce_weight = _number(self.name, "ce_weight", ce_weight)
-        self.dice_weight = _number(self.name, "dice_weight", dice_weight)
+        self.ce_weight = _check_option(self.name, "ce_weight", ce_weight)
+        self.dice_weight = _check_option(self.name, "dice_weight", dice_weight)
         if self.ce_weight == 0 and self.dice_weight == 0:
             raise ConfigError(
                 "ce_dice: ce_weight=0 and dice_weight=0 leave nothing to minimize; "
                 "make at least one of them > 0"
             )
         self.weight = _class_weights(self.name, "weight", weight)
-        self.smooth = _number(self.name, "smooth", smooth)
+        self.smooth = _check_option(self.name, "smooth", smooth)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check = self.check_targets
@@ -445,7 +437,7 @@ class MultiClassFocalLoss(_MultiClassLoss):
         check_targets: bool = False,
     ):
         super().__init__(ignore_index, check_targets)
-        self.gamma = _number(self.name, "gamma", gamma)
+        self.gamma = _check_option(self.name, "gamma", gamma)
         self.alpha = _class_weights(self.name, "alpha", alpha)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -533,9 +525,9 @@ class MultiClassTverskyLoss(_MultiClassLoss):
         check_targets: bool = False,
     ):
         super().__init__(ignore_index, check_targets)
-        self.alpha = _number(self.name, "alpha", alpha)
-        self.beta = _number(self.name, "beta", beta)
-        self.smooth = _number(self.name, "smooth", smooth)
+        self.alpha = _check_option(self.name, "alpha", alpha)
+        self.beta = _check_option(self.name, "beta", beta)
+        self.smooth = _check_option(self.name, "smooth", smooth)
         if self.alpha == 0 and self.beta == 0:
             raise ConfigError(
                 "mc_tversky: alpha=0 and beta=0 make the index 1 whatever the prediction; "
