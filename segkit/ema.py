@@ -41,7 +41,20 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def update(ema: AveragedModel, model: torch.nn.Module) -> None:
     """One EMA step towards ``model``'s current weights and buffers; no host sync."""
-    model = unwrap(model)
+    assert ema.multi_avg_fn is not None
+    for averaged_list, current_list in _groups(ema, unwrap(model)):
+        ema.multi_avg_fn(averaged_list, current_list, ema.n_averaged)
+    ema.n_averaged += 1
+
+
+def _groups(ema: AveragedModel, model: torch.nn.Module) -> list[tuple[list, list]]:
+    """The (averaged, current) tensor lists of ``ema`` and ``model``, one pair per device
+    and dtype (what the foreach average takes). Built once per model and kept on ``ema``:
+    the tensors are the same objects every step (loading a state copies into them), so
+    the hot path does not walk the modules again."""
+    cached = ema.__dict__.get("_segkit_groups")
+    if cached is not None and cached[0] is model:
+        return cached[1]
     groups: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
     pairs = zip(
         itertools.chain(ema.module.parameters(), ema.module.buffers()),
@@ -52,10 +65,8 @@ def update(ema: AveragedModel, model: torch.nn.Module) -> None:
         a, c = groups.setdefault((averaged.device, averaged.dtype), ([], []))
         a.append(averaged.detach())
         c.append(current.detach())
-    assert ema.multi_avg_fn is not None
-    for averaged_list, current_list in groups.values():
-        ema.multi_avg_fn(averaged_list, current_list, ema.n_averaged)
-    ema.n_averaged += 1
+    ema.__dict__["_segkit_groups"] = (model, list(groups.values()))
+    return ema.__dict__["_segkit_groups"][1]
 
 
 def reset(ema: AveragedModel, model: torch.nn.Module) -> None:
