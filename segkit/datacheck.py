@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import statistics
 import sys
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from segkit.build import default_workers
 from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
 from segkit.data import (
     check_mask_values,
@@ -32,6 +32,7 @@ from segkit.data import (
     read_image,
 )
 from segkit.errors import DataError
+from segkit.progress import is_tty
 
 #: Empty-mask names shown per split before "and N more".
 SHOW_EMPTY = 5
@@ -224,7 +225,7 @@ def _read_all(
     from concurrent.futures import ThreadPoolExecutor
 
     if progress is None:
-        progress = _is_tty(sys.stderr)
+        progress = is_tty(sys.stderr)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -240,17 +241,6 @@ def _read_all(
     if bar is not None:
         bar.close()
     return out
-
-
-def _is_tty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
 
 
 # ----------------------------------------------------------------------------- checking

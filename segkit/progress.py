@@ -117,7 +117,7 @@ class EpochProgress:
         self.window_start: float | None = None
         stream = stream if stream is not None else sys.stderr
         self.bar: Any = None
-        if not quiet and _is_tty(stream):
+        if not quiet and is_tty(stream):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
@@ -168,7 +168,8 @@ class EpochProgress:
                 )
 
 
-def _is_tty(stream: TextIO) -> bool:
+def is_tty(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (False for files, pipes and closed streams)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
