@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.slow]
 from segkit import build, registry  # noqa: E402
 from segkit import recipes as R  # noqa: E402
 from segkit.config import RunConfig  # noqa: E402
-from segkit.contracts import MaskSpec, Sample  # noqa: E402
+from segkit.contracts import Batch, MaskSpec, Sample  # noqa: E402
 
 SIZE = 64
 
@@ -73,6 +73,18 @@ def assert_images_close(gpu: torch.Tensor, cpu: torch.Tensor) -> None:
     assert mean <= 1.5 and p999 <= 12.0, (mean, p999)
 
 
+def device_batches(n: int, seed: int) -> list[Batch]:
+    """``n`` batches of 4 random images and 0/1 masks, already on the GPU."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    return [
+        Batch(
+            torch.randn(4, 3, SIZE, SIZE, device="cuda", generator=g),
+            (torch.rand(4, 1, SIZE, SIZE, device="cuda", generator=g) > 0.5).float(),
+        )
+        for _ in range(n)
+    ]
+
+
 def collect(loader, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     loader.set_epoch(epoch)
     images, masks = [], []
@@ -97,18 +109,7 @@ def _steps(precision_name: str, loss_scale: float = 1.0, steps: int = 6):
     def scaled(logits, masks):
         return loss_fn(logits, masks) * loss_scale
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    batches = [
-        type(
-            "B",
-            (),
-            {
-                "images": torch.randn(4, 3, SIZE, SIZE, device="cuda", generator=g),
-                "masks": (torch.rand(4, 1, SIZE, SIZE, device="cuda", generator=g) > 0.5).float(),
-            },
-        )()
-        for _ in range(steps)
-    ]
+    batches = device_batches(steps, seed=0)
     before = [p.detach().clone() for p in model.parameters()]
     out = train_one_epoch(model, batches, scaled, optimizer, rt.precision, rt.device, True)
     changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
@@ -328,20 +329,7 @@ class _SyncWatchedBatches:
     """Device batches; host syncs raise from the third step until the last one ends."""
 
     def __init__(self, n: int) -> None:
-        g = torch.Generator(device="cuda").manual_seed(1)
-        self.batches = [
-            type(
-                "B",
-                (),
-                {
-                    "images": torch.randn(4, 3, SIZE, SIZE, device="cuda", generator=g),
-                    "masks": (
-                        torch.rand(4, 1, SIZE, SIZE, device="cuda", generator=g) > 0.5
-                    ).float(),
-                },
-            )()
-            for _ in range(n)
-        ]
+        self.batches = device_batches(n, seed=1)
 
     def __len__(self) -> int:
         return len(self.batches)
