@@ -30,6 +30,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from segkit import ema as ema_mod
 from segkit import registry
+from segkit import task as task_mod
 from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.distributed import Dist
@@ -37,6 +38,7 @@ from segkit.errors import ConfigError
 from segkit.loops import step_quietly
 from segkit.precision import Precision, create_precision
 from segkit.recipes import Normalize, Recipe
+from segkit.task import Task
 
 # ----------------------------------------------------------------------------- runtime
 
@@ -161,6 +163,8 @@ def check_plugin_names(config: RunConfig) -> None:
     """
     reg = registry.default_registry()
     for kind, name in config.plugins().items():
+        if kind == "losses" and name == "auto":  # resolved from the dataset's classes
+            continue
         reg.info(kind, name)
 
 
@@ -171,7 +175,11 @@ def build_dataset(config: RunConfig) -> Dataset:
 
 
 def build_model(
-    config: RunConfig, runtime: Runtime | None = None, *, restoring: bool = False
+    config: RunConfig,
+    runtime: Runtime | None = None,
+    *,
+    restoring: bool = False,
+    out_channels: int = 1,
 ) -> torch.nn.Module:
     """Create the run's model (:func:`create_model`: the image size is checked against the
     ``min_input_multiple`` its factory declares, read without building it, and the
@@ -184,6 +192,8 @@ def build_model(
         restoring: The caller will load a checkpoint's weights into the model, so the
             ``weights`` option (initial weights: a file or "imagenet") is left out; the
             file it named need not exist any more.
+        out_channels: Logit channels: 1 for binary, K for K classes
+            (:attr:`segkit.task.Task.num_classes`).
 
     Raises:
         ConfigError: ``image_size`` is not a multiple of the model's ``min_input_multiple``,
@@ -192,7 +202,9 @@ def build_model(
     options = dict(config.model_options)
     if restoring:
         options.pop("weights", None)
-    model = create_model(config.model, image_size=config.image_size, **options)
+    model = create_model(
+        config.model, out_channels=out_channels, image_size=config.image_size, **options
+    )
     if runtime is not None:
         model = model.to(runtime.device)
         if runtime.channels_last:
@@ -257,7 +269,16 @@ def build_loss(
     config: RunConfig, dataset: Dataset | None = None, workers: int | None = None
 ) -> torch.nn.Module:
     """Create the run's loss; ``pos_weight=auto`` is resolved from ``dataset`` (see
-    :func:`resolve_loss_options`)."""
+    :func:`resolve_loss_options`), and so is ``--loss auto`` (:func:`segkit.task.resolve`).
+
+    Raises:
+        ConfigError: ``--loss auto`` without a dataset, or a loss that does not take the
+            dataset's targets.
+    """
+    if dataset is not None:
+        config, _ = task_mod.resolve(config, dataset)
+    elif config.loss == "auto":
+        raise ConfigError("--loss auto needs the dataset to choose from; name a loss")
     return registry.create("losses", config.loss, **resolve_loss_options(config, dataset, workers))
 
 
@@ -397,9 +418,13 @@ class Training:
     ``loaders`` holds ``train`` (this rank's shard) on every rank, and ``valid`` and
     ``test`` on rank 0, which alone validates and tests. ``bad_samples`` lists what
     ``--skip-bad-samples`` left out. ``accumulate``: batches per optimizer step. ``ema``:
-    the weights' moving average (``--ema``), else None.
+    the weights' moving average (``--ema``), else None. ``config`` is the configuration
+    resolved for the dataset (``--loss auto`` and ``--monitor auto`` named), ``task`` its
+    target (binary or K classes).
     """
 
+    config: RunConfig
+    task: Task
     dataset: Dataset
     model: torch.nn.Module
     loss: torch.nn.Module
@@ -432,10 +457,11 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
 
     check_plugin_names(config)
     dataset = build_dataset(config)
+    config, task = task_mod.resolve(config, dataset)
     bad: list[tuple[str, Any, str]] = []
     if config.skip_bad_samples:
         dataset, bad = leave_out_bad_samples(dataset, runtime.num_workers)
-    model = build_model(config, runtime, restoring=restoring)
+    model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)
     d = runtime.dist
     loaders = {
@@ -451,6 +477,8 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     loss = registry.create("losses", config.loss, **loss_options)
     ema = ema_mod.create(model, config.ema) if config.ema is not None else None
     return Training(
+        config,
+        task,
         dataset,
         model,
         loss,

@@ -57,15 +57,19 @@ def training_state(
     ema: torch.nn.Module | None = None,
     *,
     early_stopping: dict[str, Any] | None = None,
+    task: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
     GradScaler state, the best epoch so far and its valid Dice (the best by ``--monitor``),
     the metrics history, every RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``)
     its state under ``"ema"``; and, under ``early_stopping``, the state of
     :class:`segkit.early_stopping.EarlyStopping` (the monitored best and the patience
-    counter; a checkpoint without it resumes with the counter at 0). The learning-rate
-    schedule is not stored: resume recomputes its position."""
+    counter; a checkpoint without it resumes with the counter at 0); under ``task`` the
+    classes of a K-class run (:meth:`segkit.task.Task.record`; absent for binary). The
+    learning-rate schedule is not stored: resume recomputes its position."""
     extra = {} if early_stopping is None else {"early_stopping": early_stopping}
+    if task:
+        extra["task"] = task
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -87,8 +91,8 @@ def training_state(
 
 def weights_state(state: dict[str, Any]) -> dict[str, Any]:
     """The weights-only checkpoint (``best.pt``) of a :func:`training_state`: the model's
-    tensors (the same objects, not copies), the config that rebuilds the model, the epoch
-    and its validation Dice. Enough for ``segkit evaluate`` and ``segkit predict``; not
+    tensors (the same objects, not copies), the config and task (K classes) that rebuild
+    the model, the epoch and its validation Dice. Enough for ``segkit evaluate`` and ``segkit predict``; not
     for resume. With an EMA (``--ema``) the weights are the EMA's: the ones validated."""
     return {
         "format": FORMAT,
@@ -99,6 +103,7 @@ def weights_state(state: dict[str, Any]) -> dict[str, Any]:
         "epoch": state["epoch"],
         "best_valid_dice": state["best_valid_dice"],
         "best_epoch": state["best_epoch"],
+        **({"task": state["task"]} if "task" in state else {}),
     }
 
 

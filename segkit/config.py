@@ -28,7 +28,7 @@ from segkit.errors import ConfigError
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
 OnNan = Literal["stop", "skip"]
-MonitorName = Literal["valid_dice", "valid_iou", "valid_loss"]
+MonitorName = Literal["auto", "valid_dice", "valid_iou", "valid_miou", "valid_mdice", "valid_loss"]
 
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
@@ -41,6 +41,7 @@ SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 DEFAULTS: dict[str, str] = {
     "model": "unet",
     "loss": "bce_dice",
+    "multiclass_loss": "ce_dice",
     "recipe": "type3",
     "loader": "albumentations",
     "dataset": "oxford_pet",
@@ -82,7 +83,12 @@ class RunConfig:
     model_options: dict[str, Any] = _opt(
         factory=dict, help="option for the model factory", group="plugins", flag="--model-opt"
     )
-    loss: str = _opt(DEFAULTS["loss"], "loss plugin", group="plugins")
+    loss: str = _opt(
+        "auto",
+        f"loss plugin (auto: {DEFAULTS['loss']} for a binary dataset, "
+        f"{DEFAULTS['multiclass_loss']} for K classes)",
+        group="plugins",
+    )
     loss_options: dict[str, Any] = _opt(
         factory=dict, help="option for the loss factory", group="plugins", flag="--loss-opt"
     )
@@ -142,8 +148,9 @@ class RunConfig:
     compile: bool = _opt(False, "torch.compile the model")
     validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")
     monitor: MonitorName = _opt(
-        "valid_dice",
-        "the validation metric that picks best.pt and drives --patience (loss: lower is better)",
+        "auto",
+        "the validation metric that picks best.pt and drives --patience (auto: valid_dice, "
+        "or valid_miou for K classes; loss: lower is better)",
     )
     patience: int | None = _opt(
         None,

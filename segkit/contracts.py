@@ -69,21 +69,187 @@ Split = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
+#: The class-map value of an ignored pixel ("void" in VOC and Cityscapes): losses leave it
+#: out, metrics do not count it. Class maps are uint8, so a dataset has at most 255 classes.
+IGNORE_INDEX = 255
+
+#: Display colours of classes 0.. when a dataset declares no palette (VOC's first colours
+#: after black, then a spread of hues).
+DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+)
+
+
 @dataclass(frozen=True)
 class MaskSpec:
-    """How a dataset's mask files encode the binary target.
+    """How a dataset's mask files encode the target: binary, or K classes.
 
-    A pixel is foreground when its raw value is not ``background``; ``allowed`` lists the
-    raw values a valid mask file may hold. Loaders apply this rule themselves (the DALI
-    loader applies it inside its graph), so it must stay this simple.
+    **Binary** (no ``classes``): a pixel is foreground when its raw value is not
+    ``background``; ``allowed`` lists the raw values a valid mask file may hold. Loaders
+    apply this rule themselves (the DALI loader inside its graph), so it stays this simple.
+
+    **Multi-class** (``classes`` names K >= 2 classes): ``class_index`` gives, for each raw
+    value in ``allowed`` (same order), its class in ``0..K-1`` or :data:`IGNORE_INDEX`
+    (a pixel to ignore), so several raw values may share a class. The target is then an
+    integer class map. Build one with :meth:`multiclass`. ``palette`` holds one RGB colour
+    per class: the colours of reports and palette PNGs, and the colours that RGB mask files
+    are decoded with (a mask file in RGB holds class colours; ``ignore_color`` is the colour
+    of ignored pixels there). ``background`` is the class-0 raw value (unused by the rule).
 
     Attributes:
         background: Raw value meaning background (2 in Oxford-IIIT Pet trimaps).
         allowed: Raw values a mask file may hold, e.g. ``(1, 2, 3)`` for trimaps.
+        classes: Class names, class 0 first; empty for a binary dataset.
+        class_index: The class of each ``allowed`` value (multi-class only).
+        palette: One ``(r, g, b)`` per class (multi-class only; empty: the default).
+        ignore_color: The colour of ignored pixels in RGB mask files, if any.
     """
 
     background: int
     allowed: tuple[int, ...]
+    classes: tuple[str, ...] = ()
+    class_index: tuple[int, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] = ()
+    ignore_color: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        from segkit.errors import ConfigError
+
+        if not self.classes:
+            if self.class_index or self.palette or self.ignore_color is not None:
+                raise ConfigError(
+                    "MaskSpec: class_index, palette and ignore_color describe classes; a binary "
+                    "mask spec (no classes) has none. Name the classes, or leave them out"
+                )
+            return
+        k = len(self.classes)
+        if not 2 <= k <= IGNORE_INDEX:
+            raise ConfigError(
+                f"MaskSpec: {k} classes; a multi-class dataset has 2 to {IGNORE_INDEX} "
+                "(a binary one names none)"
+            )
+        if len(set(self.classes)) != k or not all(isinstance(c, str) and c for c in self.classes):
+            raise ConfigError(f"MaskSpec: class names {list(self.classes)} must be distinct and non-empty")
+        if len(self.class_index) != len(self.allowed):
+            raise ConfigError(
+                f"MaskSpec: class_index has {len(self.class_index)} entries for "
+                f"{len(self.allowed)} allowed values; give one class per allowed raw value"
+            )
+        bad = [c for c in self.class_index if not (0 <= c < k or c == IGNORE_INDEX)]
+        if bad:
+            raise ConfigError(
+                f"MaskSpec: class_index holds {bad}; expected classes 0..{k - 1} or "
+                f"{IGNORE_INDEX} (ignore)"
+            )
+        if len(set(self.allowed)) != len(self.allowed):
+            raise ConfigError(f"MaskSpec: allowed {list(self.allowed)} repeats a value")
+        if self.palette and len(self.palette) != k:
+            raise ConfigError(
+                f"MaskSpec: palette has {len(self.palette)} colours for {k} classes; "
+                "give one (r, g, b) per class"
+            )
+        for colour in (*self.palette, *([self.ignore_color] if self.ignore_color else [])):
+            if len(colour) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in colour):
+                raise ConfigError(f"MaskSpec: colour {colour!r} is not (r, g, b) in 0..255")
+        if self.ignore_color is not None and not self.has_ignore:
+            raise ConfigError(
+                f"MaskSpec: ignore_color {self.ignore_color} needs a raw value that means "
+                f"ignore (class_index {IGNORE_INDEX}); declare one"
+            )
+        colours = list(self.palette) + ([self.ignore_color] if self.ignore_color else [])
+        if len(set(map(tuple, colours))) != len(colours):
+            raise ConfigError(f"MaskSpec: the palette {colours} repeats a colour")
+
+    @classmethod
+    def multiclass(
+        cls,
+        classes: Sequence[str],
+        *,
+        values: Sequence[int] | None = None,
+        ignore: int | Sequence[int] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_color: Sequence[int] | None = None,
+    ) -> MaskSpec:
+        """A K-class spec: raw value ``values[c]`` (default ``c``) is class ``c``, and the
+        raw value(s) ``ignore`` (e.g. 255) are ignored pixels."""
+        values = list(range(len(classes))) if values is None else [int(v) for v in values]
+        if len(values) != len(classes):
+            from segkit.errors import ConfigError
+
+            raise ConfigError(
+                f"MaskSpec: {len(values)} raw values for {len(classes)} classes; give one each"
+            )
+        if ignore is None and ignore_color is not None and IGNORE_INDEX not in values:
+            ignore = IGNORE_INDEX  # the colour of ignored pixels decodes to this raw value
+        ignored = [] if ignore is None else [ignore] if isinstance(ignore, int) else list(ignore)
+        return cls(
+            background=values[0],
+            allowed=tuple(values) + tuple(ignored),
+            classes=tuple(classes),
+            class_index=tuple(range(len(values))) + (IGNORE_INDEX,) * len(ignored),
+            palette=tuple(tuple(int(v) for v in c) for c in palette) if palette else (),
+            ignore_color=tuple(int(v) for v in ignore_color) if ignore_color else None,
+        )
+
+    @property
+    def is_multiclass(self) -> bool:
+        """Whether the target is a class map (K >= 2 named classes)."""
+        return bool(self.classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels a model needs: 1 for binary, K for K classes."""
+        return len(self.classes) if self.classes else 1
+
+    @property
+    def has_ignore(self) -> bool:
+        """Whether some raw value means "ignore this pixel"."""
+        return IGNORE_INDEX in self.class_index
+
+    def colors(self) -> tuple[tuple[int, int, int], ...]:
+        """One display colour per class (the palette, or :data:`DEFAULT_PALETTE`'s)."""
+        if self.palette:
+            return self.palette
+        k = self.num_classes
+        base = DEFAULT_PALETTE
+        return tuple(base[c % len(base)] for c in range(k))
+
+    def lookup(self) -> dict[int, int]:
+        """Raw value -> target value: the class (or :data:`IGNORE_INDEX`) for multi-class,
+        0/1 by the background rule for binary."""
+        if self.classes:  # equal lengths (checked); no strict=: DALI's graph calls this
+            return {v: self.class_index[i] for i, v in enumerate(self.allowed)}
+        return {v: int(v != self.background) for v in self.allowed}
+
+    def describe(self) -> dict[str, Any]:
+        """The classes as run folders and checkpoints record them (JSON-ready); ``{}``
+        for a binary spec."""
+        if not self.classes:
+            return {}
+        return {
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.colors()],
+            "ignore_index": IGNORE_INDEX if self.has_ignore else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -101,7 +267,7 @@ class Dataset(Protocol):
 
     Attributes:
         root: The dataset folder.
-        mask_spec: How mask files encode the target.
+        mask_spec: How mask files encode the target (binary, or K named classes).
     """
 
     root: Path
@@ -139,9 +305,11 @@ class DatasetFactory(Protocol):
 
 @dataclass(frozen=True)
 class Batch:
-    """What a loader yields: ``images`` float ``(N, 3, H, W)`` normalized; ``masks`` float
-    ``(N, 1, H, W)`` holding exactly 0.0 and 1.0. Both on the loader's device (or on the
-    CPU in pinned memory, for the engine to move with ``non_blocking=True``)."""
+    """What a loader yields: ``images`` float ``(N, 3, H, W)`` normalized; ``masks``, for a
+    binary dataset, float ``(N, 1, H, W)`` holding exactly 0.0 and 1.0, and for a
+    multi-class one (``mask_spec.classes``) an integer ``(N, H, W)`` class map (uint8 is
+    enough: values ``0..K-1`` and :data:`IGNORE_INDEX`). Both on the loader's device (or
+    on the CPU in pinned memory, for the engine to move with ``non_blocking=True``)."""
 
     images: torch.Tensor
     masks: torch.Tensor

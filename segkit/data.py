@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
+from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
 from segkit.errors import DataError
 
 
@@ -44,25 +44,35 @@ def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
     """Decode a mask file to an ``(H, W)`` uint8 array of raw values, checked against ``spec``.
 
     Raises:
-        DataError: the file is missing, corrupt, or holds values outside ``spec.allowed``.
+        DataError: the file is missing, corrupt, or holds values outside ``spec.allowed``
+            (or, for an RGB mask of a dataset with a palette, colours outside it).
     """
-    raw = decode_raw_mask(path)
+    raw = decode_raw_mask(path, spec)
     check_mask_values(path, np.unique(raw).tolist(), spec)
     return raw.astype(np.uint8)
 
 
-def decode_raw_mask(path: Path) -> np.ndarray:
+def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
     """Decode a mask file to its ``(H, W)`` raw values, unchecked (uint8, or wider for
     16-bit files).
 
+    Index masks (8/16-bit grayscale, palette PNGs: their indices) are read as stored.
+    An RGB(A) mask is converted to grayscale, except for a multi-class ``spec`` that
+    declares a palette: then each pixel's colour is looked up in it (see
+    :func:`colours_to_raw`).
+
     Raises:
-        DataError: the file is missing, corrupt or not single-channel.
+        DataError: the file is missing, corrupt or not single-channel, or an RGB mask
+            holds a colour that is not in the palette.
     """
     from PIL import Image, UnidentifiedImageError
 
+    by_colour = spec is not None and spec.is_multiclass and bool(spec.palette)
     try:
         with Image.open(path) as im:
             im.load()
+            if by_colour and im.mode in ("RGB", "RGBA"):
+                return colours_to_raw(path, np.asarray(im.convert("RGB")), spec)
             if im.mode not in ("L", "P", "1", "I", "I;16"):
                 im = im.convert("L")
             raw = np.asarray(im)
@@ -75,6 +85,49 @@ def decode_raw_mask(path: Path) -> np.ndarray:
     return raw
 
 
+def _colour_keys(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def colours_to_raw(path: Path, rgb: np.ndarray, spec: MaskSpec) -> np.ndarray:
+    """Turn an ``(H, W, 3)`` colour-coded mask into raw values: class ``c``'s palette
+    colour becomes the raw value of class ``c``, ``spec.ignore_color`` the ignore value.
+
+    Raises:
+        DataError: naming ``path``, the colours that are in no palette entry (with their
+            pixel counts) and the palette.
+    """
+    raw_of = {c: v for v, c in reversed(list(zip(spec.allowed, spec.class_index, strict=True)))}
+    colours = list(spec.palette)
+    raws = [raw_of[c] for c in range(len(colours))]
+    if spec.ignore_color is not None:
+        colours.append(spec.ignore_color)
+        raws.append(raw_of[IGNORE_INDEX])
+    keys = _colour_keys(np.array(colours, dtype=np.int32).reshape(-1, 1, 3)).reshape(-1)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    pixels = _colour_keys(rgb)
+    pos = np.clip(np.searchsorted(sorted_keys, pixels), 0, len(keys) - 1)
+    found = sorted_keys[pos] == pixels
+    if not found.all():
+        bad, counts = np.unique(pixels[~found], return_counts=True)
+        shown = ", ".join(
+            f"({k >> 16}, {(k >> 8) & 255}, {k & 255}) on {n} pixel{'s' if n > 1 else ''}"
+            for k, n in list(zip(bad.tolist(), counts.tolist(), strict=True))[:5]
+        )
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        palette = ", ".join(
+            f"{name}=({r}, {g}, {b})"
+            for name, (r, g, b) in zip(spec.classes, spec.palette, strict=True)
+        )
+        raise DataError(
+            f"{path}: colours {shown}{more} are not in the dataset's palette "
+            f"{palette}; re-save the mask with palette colours only (no antialiasing or JPEG)"
+        )
+    return np.asarray(raws, dtype=np.int32)[order][pos].astype(np.uint8)
+
+
 def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
     """Raise if ``values`` (the distinct raw values of the mask file ``path``) holds any
     value outside ``spec.allowed``.
@@ -85,10 +138,20 @@ def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
     bad = sorted(set(values) - set(spec.allowed))
     if bad:
         allowed = ", ".join(map(str, spec.allowed))
+        what = ""
+        if spec.is_multiclass:
+            what = f" ({len(spec.classes)} classes: {', '.join(spec.classes)}"
+            what += f"; {_ignored(spec)} ignored)" if spec.has_ignore else ")"
         raise DataError(
             f"{path}: values {{{', '.join(map(str, bad))}}} found, masks of this dataset "
-            f"hold {allowed}"
+            f"hold {allowed}{what}"
         )
+
+
+def _ignored(spec: MaskSpec) -> str:
+    return ", ".join(
+        str(v) for v, c in zip(spec.allowed, spec.class_index, strict=True) if c == IGNORE_INDEX
+    )
 
 
 def to_binary(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
@@ -96,14 +159,27 @@ def to_binary(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
     return (raw != spec.background).astype(np.uint8)
 
 
+def to_target(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
+    """Checked raw values to the training target, uint8: 0/1 for a binary spec
+    (:func:`to_binary`), the class map (``0..K-1``, :data:`IGNORE_INDEX`) for a
+    multi-class one."""
+    if not spec.is_multiclass:
+        return to_binary(raw, spec)
+    lut = np.full(max(spec.allowed) + 1, IGNORE_INDEX, dtype=np.uint8)
+    for value, target in spec.lookup().items():
+        lut[value] = target
+    return lut[raw]
+
+
 def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Read one sample as ``(image (H, W, 3) uint8, mask (H, W) uint8 in {0, 1})``.
+    """Read one sample as ``(image (H, W, 3) uint8, mask (H, W) uint8)``: the mask holds
+    0/1 for a binary dataset, the class map for a multi-class one (:func:`to_target`).
 
     Raises:
         DataError: either file is unreadable, or their sizes differ.
     """
     image = read_image(sample.image)
-    mask = to_binary(read_raw_mask(sample.mask, spec), spec)
+    mask = to_target(read_raw_mask(sample.mask, spec), spec)
     check_same_size(sample, image.shape[:2], mask.shape)
     return image, mask
 

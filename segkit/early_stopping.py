@@ -22,9 +22,14 @@ import math
 from typing import Any
 
 #: ``--monitor`` value -> (the key in the engine's validation metrics, "max" or "min").
+#: For K classes ``dice`` and ``iou`` are the means over classes (mDice, mIoU), so
+#: ``valid_mdice`` and ``valid_miou`` name the same keys; :func:`segkit.task.Task.monitor`
+#: refuses them for a binary run.
 MONITORS: dict[str, tuple[str, str]] = {
     "valid_dice": ("dice", "max"),
     "valid_iou": ("iou", "max"),
+    "valid_mdice": ("dice", "max"),
+    "valid_miou": ("iou", "max"),
     "valid_loss": ("loss", "min"),
 }
 

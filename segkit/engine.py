@@ -37,7 +37,6 @@ from segkit.early_stopping import EarlyStopping
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.loops import evaluate, train_one_epoch
 from segkit.main_guard import exit_if_reimporting_main
-from segkit.metrics import DiceMeter
 from segkit.run_folder import RunFolder, RunResult, timing
 
 __all__ = ["RunResult", "resume", "train"]
@@ -110,6 +109,7 @@ def _run(
     distributed.init(d, runtime.device)
     # Everything is built before the run folder is made: a bad name or path leaves no trace.
     t = build.build_training(config, runtime, restoring=state is not None)
+    config = t.config  # --loss auto and --monitor auto resolved for the dataset's classes
     start, history = 1, []
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta)
     if state is not None:
@@ -117,7 +117,8 @@ def _run(
             state, t.model, t.optimizer, runtime.precision
         )
         _restore_ema(state, t, say)
-        # A checkpoint of an older segkit has no early_stopping: its monitor is valid Dice.
+        # A checkpoint of an older segkit has no early_stopping: its monitor is valid Dice
+        # (only binary runs are that old).
         stopper.load_state_dict(
             state.get("early_stopping") or {"best": best[0], "best_epoch": best[1]}
         )
@@ -134,9 +135,10 @@ def _run(
     scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=(start - 1) * steps)
     stepper = build.step_model(t.model, config, runtime)
     ranks = f" x {d.world} processes" if d.enabled else ""
+    classes = f", {t.task.describe()}" if t.task.multiclass else ""
     say(
         f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
-        f"{config.resolved_dataset()} ({t.dataset.root}); device {runtime.device}{ranks}, "
+        f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device {runtime.device}{ranks}, "
         f"precision {runtime.precision.name}, {config.epochs} epochs -> "
         f"{folder.path if folder else '(rank 0 writes)'}"
     )
@@ -253,6 +255,7 @@ def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> d
         "data_root": str(t.dataset.root),
         "steps_per_epoch": t.steps_per_epoch,
         "plugins": plugins,
+        **({"task": t.task.record()} if t.task.multiclass else {}),
         # pos_weight=auto resolved to the train split's background/foreground pixels
         **({"loss_options": t.loss_options} if t.loss_options != config.loss_options else {}),
     }
@@ -300,6 +303,7 @@ def _train_epoch(
         dist=runtime.dist,
         accumulate=config.accumulate,
         ema=t.ema,
+        task=t.task,
     )
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
@@ -330,7 +334,7 @@ def _end_epoch(
     epoch_start, seconds = times
     validate = epoch % config.validate_every == 0 or epoch == config.epochs
     nan = math.nan
-    valid = {"loss": nan, "dice": nan, "iou": nan}
+    valid: dict[str, Any] = {"loss": nan, "dice": nan, "iou": nan}
     t0 = time.perf_counter()
     if validate:
         valid = evaluate(
@@ -340,6 +344,7 @@ def _end_epoch(
             runtime.precision,
             runtime.device,
             runtime.channels_last,
+            task=t.task,
         )
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
@@ -358,6 +363,7 @@ def _end_epoch(
         "epoch_wall_s": nan,  # set below
         "train_images": int(train_metrics["images"]),
         "skipped_steps": train_metrics["skipped_nan"] + train_metrics["skipped_overflow"],
+        **_class_columns(t.task, valid),
     }
     history.append(row)
     improved = False
@@ -379,6 +385,7 @@ def _end_epoch(
             history,
             t.ema,
             early_stopping=stopper.state_dict(),
+            task=t.task.record(),
         )
         if not save_last:
             state = ckpt_io.weights_state(state)
@@ -396,16 +403,41 @@ def _end_epoch(
             )
         writer.submit(files, saved)
     folder.append_metrics(row)
-    shown = f"valid dice {row['valid_dice']:.4f}" if validate else "(not validated)"
-    if validate and config.monitor != "valid_dice":
-        shown += f"  {config.monitor.replace('_', ' ')} {row[config.monitor]:.4f}"
+    mc = t.task.multiclass
+    if not validate:
+        shown = "(not validated)"
+    elif mc:
+        shown = f"valid mIoU {row['valid_iou']:.4f}  mDice {row['valid_dice']:.4f}"
+    else:
+        shown = f"valid dice {row['valid_dice']:.4f}"
+    if validate and config.monitor not in (
+        ("valid_miou", "valid_mdice", "valid_iou", "valid_dice") if mc else ("valid_dice",)
+    ):
+        shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
     stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
     say(
         f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-        f"train dice {row['train_dice']:.4f}  {shown}  "
+        f"train {'mDice' if mc else 'dice'} {row['train_dice']:.4f}  {shown}  "
         f"train {seconds:.1f}s  valid {valid_s:.1f}s  checkpoint {row['checkpoint_s']:.2f}s"
         f"{'  *best' if improved else ''}{_step_notes(train_metrics, runtime)}{stop}"
     )
+
+
+def _class_columns(task: Any, valid: dict[str, Any]) -> dict[str, float]:
+    """The extra ``metrics.csv`` columns of a K-class run (none for binary): validation
+    pixel accuracy, the per-image means, and each class's IoU. ``valid_dice`` and
+    ``valid_iou`` are then the dataset-level mDice and mIoU."""
+    if not task.multiclass:
+        return {}
+    nan = math.nan
+    out = {
+        "valid_pixel_acc": valid.get("pixel_acc", nan),
+        "valid_miou_images": valid.get("miou_images", nan),
+        "valid_mdice_images": valid.get("mdice_images", nan),
+    }
+    for name in task.classes:
+        out[f"valid_iou_{name}"] = valid.get(f"iou_{name}", nan)
+    return out
 
 
 def _best(stopper: EarlyStopping, history: list[dict[str, Any]]) -> tuple[float, int]:
@@ -451,11 +483,13 @@ def _test_and_report(
     t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
     test_loader = t.loaders["test"]
     args = (runtime.precision, runtime.device)
-    meter = DiceMeter(runtime.device, per_image=True)  # for test_scores.csv and the grid
-    test = evaluate(t.model, test_loader, t.loss, *args, runtime.channels_last, meter=meter)
+    meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
+    test = evaluate(
+        t.model, test_loader, t.loss, *args, runtime.channels_last, meter=meter, task=t.task
+    )
     dice, iou = meter.per_image_scores()
     ids = _test_ids(t.dataset, len(dice))
-    folder.write_test_scores(dice.tolist(), iou.tolist(), ids)
+    folder.write_test_scores(dice.tolist(), iou.tolist(), ids, multiclass=t.task.multiclass)
     epoch_seconds, ips = timing(history)
     result = RunResult(
         folder.path,
@@ -473,10 +507,11 @@ def _test_and_report(
         stopped_early=stopper.stopped,
         stop_reason=stopper.reason() if stopper.stopped else None,
         epochs_run=history[-1]["epoch"] if history else 0,
+        task=t.task,
     )
     if writer.write_seconds:
         result.checkpoint_write_s = sum(writer.write_seconds) / len(writer.write_seconds)
-    report.write_curves(folder.curves, history, best_epoch=best[1])
+    report.write_curves(folder.curves, history, best_epoch=best[1], multiclass=t.task.multiclass)
     mean, std = build.normalization(t.recipe)
     report.write_prediction_grid(
         folder.predictions,
@@ -490,6 +525,7 @@ def _test_and_report(
         ids=ids,
         n=config.grid_images,
         channels_last=runtime.channels_last,
+        task=t.task,
     )
     result.wall_s = time.perf_counter() - started
     if runtime.device.type == "cuda":

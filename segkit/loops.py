@@ -19,8 +19,10 @@ from segkit import ema as ema_mod
 from segkit.contracts import Loader
 from segkit.distributed import Dist
 from segkit.errors import NumericalError
-from segkit.metrics import DiceMeter
 from segkit.precision import Precision
+from segkit.task import Task
+
+_BINARY = Task()
 
 
 def to_device(t: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -38,19 +40,22 @@ def evaluate(
     device: torch.device,
     channels_last: bool = False,
     *,
-    meter: DiceMeter | None = None,
-) -> dict[str, float]:
-    """Mean per-image Dice and IoU, and mean batch loss, over ``loader``.
+    meter: Any = None,
+    task: Task = _BINARY,
+) -> dict[str, Any]:
+    """Mean per-image Dice and IoU, and mean batch loss, over ``loader`` (for K classes,
+    ``task``: the :class:`~segkit.task.MultiClassMeter`'s scores, mIoU and mDice first).
 
-    ``meter``: a fresh :class:`~segkit.metrics.DiceMeter` to accumulate into, e.g. one made
-    with ``per_image=True`` to read each image's scores after the pass (the engine's test
-    pass does, for ``test_scores.csv`` and the prediction grid); the means are the same.
+    ``meter``: a fresh meter of ``task`` (:meth:`~segkit.task.Task.meter`) to accumulate
+    into, e.g. one made with ``per_image=True`` to read each image's scores after the pass
+    (the engine's test pass does, for ``test_scores.csv`` and the prediction grid); the
+    means are the same.
     """
     model.eval()
-    meter = DiceMeter(device) if meter is None else meter
+    meter = task.meter(device) if meter is None else meter
     for batch in loader:
         images = to_device(batch.images, device, channels_last)
-        masks = to_device(batch.masks, device, False)
+        masks = task.target(to_device(batch.masks, device, False))
         with precision.autocast():
             logits = model(images)
             loss = loss_fn(logits, masks)
@@ -74,7 +79,8 @@ def train_one_epoch(
     dist: Dist | None = None,
     accumulate: int = 1,
     ema: AveragedModel | None = None,
-) -> dict[str, float]:
+    task: Task = _BINARY,
+) -> dict[str, Any]:
     """One pass over ``loader``. Returns mean loss and Dice (over every rank's images),
     images seen, batches (``steps``), optimizer steps and skipped steps. ``scheduler`` is
     stepped after every optimizer step, skipped ones included, so the learning rate
@@ -86,13 +92,14 @@ def train_one_epoch(
     N batches steps too, its losses divided by its own size. Under DDP only the last
     batch of a group all-reduces the gradients (``no_sync`` on the others). ``ema``: an
     average (:mod:`segkit.ema`) updated on the device after every optimizer step.
+    ``task``: binary, or K classes (class-map targets, mDice as the Dice).
 
     Raises:
         NumericalError: a loss was NaN or infinite and ``on_nan`` is "stop".
     """
     d = dist or Dist()
     model.train()
-    meter = DiceMeter(device)
+    meter = task.meter(device)
     watch = _BadStepWatch(device)
     skipped_nan = 0
     precision.take_skipped()  # count this epoch's overflow skips only
@@ -106,7 +113,7 @@ def train_one_epoch(
     for step, batch in enumerate(loader):
         last = n == 1 or step % n == n - 1 or step == batches - 1  # of its group
         images = to_device(batch.images, device, channels_last)
-        masks = to_device(batch.masks, device, False)
+        masks = task.target(to_device(batch.masks, device, False))
         with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
             with precision.autocast():
                 logits = model(images)
@@ -161,7 +168,7 @@ def train_one_epoch(
                 progress.set_postfix(loss=f"{value:.4f}")
     if on_nan == "stop":
         _stop_on_bad_step(watch, epoch, device, d)
-    distributed.all_reduce_sum(meter.state(), d)
+    meter.load_state(distributed.all_reduce_sum(meter.state(), d))
     out = meter.compute()
     out["steps"] = step + 1
     out["optimizer_steps"] = updates

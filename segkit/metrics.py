@@ -90,6 +90,10 @@ class DiceMeter:
         """The raw accumulator (for all-reduce across ranks)."""
         return self._acc
 
+    def load_state(self, state: torch.Tensor) -> None:
+        """Replace the accumulator with ``state`` (e.g. :meth:`state` summed over ranks)."""
+        self._acc = state
+
     def compute(self) -> dict[str, float]:
         """Read the means (one host sync)."""
         d, i, n, ls, lb = self._acc.tolist()

@@ -24,12 +24,17 @@ if TYPE_CHECKING:
 
 
 def write_curves(
-    path: Path, history: Sequence[dict[str, Any]], best_epoch: int | None = None
+    path: Path,
+    history: Sequence[dict[str, Any]],
+    best_epoch: int | None = None,
+    *,
+    multiclass: bool = False,
 ) -> None:
     """Loss and Dice per epoch, train and valid, side by side, with the best epoch (by
     validation Dice; ``best_epoch``, or the first highest valid Dice of ``history``)
     marked on both. Epochs that were not validated (``--validate-every``) are left out of
-    the valid curves."""
+    the valid curves. For K classes (``multiclass``) the Dice is mDice, and the valid
+    mIoU is drawn too."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,20 +51,29 @@ def write_curves(
     ax_loss.set(title="loss", xlabel="epoch")
     ax_dice.plot(epochs, [r["train_dice"] for r in history], label="train")
     ax_dice.plot(v_epochs, [r["valid_dice"] for r in validated], label="valid", marker=".")
-    ax_dice.set(title="Dice", xlabel="epoch", ylim=(0, 1))
+    title = "Dice"
+    if multiclass:
+        title = "mDice and mIoU (means over classes)"
+        ax_dice.lines[0].set_label("train mDice")
+        ax_dice.lines[1].set_label("valid mDice")
+        ax_dice.plot(
+            v_epochs, [r["valid_iou"] for r in validated], label="valid mIoU", marker="."
+        )
+    ax_dice.set(title=title, xlabel="epoch", ylim=(0, 1))
     best = [r for r in validated if r["epoch"] == best_epoch]
     for ax in (ax_loss, ax_dice):
         if best:
             ax.axvline(best_epoch, color="gray", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
     if best:
+        key = "valid_iou" if multiclass else "valid_dice"
         ax_dice.plot(
             [best_epoch],
-            [best[0]["valid_dice"]],
+            [best[0][key]],
             "*",
             color="black",
             markersize=12,
-            label=f"best epoch {best_epoch} (valid {best[0]['valid_dice']:.3f})",
+            label=f"best epoch {best_epoch} (valid {best[0][key]:.3f})",
         )
     for ax in (ax_loss, ax_dice):
         ax.legend()
@@ -115,7 +129,10 @@ def grid_rows(dice: Sequence[float], n: int = 8) -> list[tuple[int, str, int]]:
     2 worst).
     """
     total = len(dice)
-    ranked = sorted(range(total), key=lambda i: (-float(dice[i]), i))
+    # An image with no score (NaN: a K-class image whose pixels are all ignored) ranks last.
+    ranked = sorted(
+        range(total), key=lambda i: (-float(dice[i]) if dice[i] == dice[i] else math.inf, i)
+    )
     shown = min(n, total)
     n_median = shown // 4
     n_best = math.ceil((shown - n_median) / 2)
@@ -147,6 +164,7 @@ def write_prediction_grid(
     ids: Sequence[str] | None = None,
     n: int = 8,
     channels_last: bool = False,
+    task: Any = None,
 ) -> list[GridRow]:
     """A PNG of ``n`` test images chosen by :func:`grid_rows` from their Dice (the best,
     the median and the worst), one per row under the column headings image, truth,
@@ -155,6 +173,11 @@ def write_prediction_grid(
     group, rank, Dice and IoU (``dice`` and ``iou``: every test image's, in the loader's
     order, as the test pass measured them) and its sample id where ``ids`` are given.
     Tiles are at least :data:`MIN_TILE` pixels.
+
+    For K classes (``task``, a :class:`segkit.task.Task`) ``dice`` and ``iou`` are each
+    image's mDice and mIoU, the truth and prediction tiles are drawn in the task's palette
+    (ignored pixels grey), the overlay tints the image with the predicted classes, and
+    the legend names the classes.
 
     The loader is read until the chosen images have come by; the model runs on those
     alone, as one batch. Writes nothing where ``n`` is 0 or the loader is empty.
@@ -189,8 +212,13 @@ def write_prediction_grid(
     model.eval()
     with precision.autocast():
         logits = model(to_device(img, device, channels_last))
-    pred = (logits.float() > 0)[:, 0].cpu().numpy()
-    true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
+    if task is not None and task.multiclass:
+        pred = logits.float().argmax(1).cpu().numpy()
+        true = torch.stack([found_masks[i] for i in order]).numpy()
+    else:
+        task = None
+        pred = (logits.float() > 0)[:, 0].cpu().numpy()
+        true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     rgb = ((img * s + m).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -198,7 +226,7 @@ def write_prediction_grid(
         GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
         for i, group, rank in picks
     ]
-    _draw_grid(path, rgb, true, pred, rows, total=len(dice))
+    _draw_grid(path, rgb, true, pred, rows, total=len(dice), task=task)
     return rows
 
 
@@ -227,8 +255,17 @@ def _draw_grid(
     pred: np.ndarray,
     rows: Sequence[GridRow],
     total: int,
+    task: Any = None,
 ) -> None:
     from PIL import Image, ImageDraw
+
+    legend: Sequence[tuple[str, tuple[int, int, int]]] = LEGEND
+    scores = ("Dice", "IoU")
+    if task is not None:
+        legend = list(zip(task.classes, task.palette, strict=True))
+        if task.ignore_index is not None:
+            legend.append(("ignored", (128, 128, 128)))
+        scores = ("mDice", "mIoU")
 
     h, w = rgb.shape[1:3]
     scale = max(1, math.ceil(MIN_TILE / min(h, w)))
@@ -240,7 +277,7 @@ def _draw_grid(
 
     # The legend: swatches and names, wrapped to the grid's width.
     legend_items, x, line = [], 0, 0
-    for name, colour in LEGEND:
+    for name, colour in legend:
         item = 18 + int(probe.textlength(name, font=font)) + 16
         if x and x + item > width:
             x, line = 0, line + 1
@@ -263,21 +300,30 @@ def _draw_grid(
     gray = lambda a: np.repeat((a * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
     y = heading
     for k, row in enumerate(rows):
-        label = f"{row.group}  (rank {row.rank} of {total})  Dice {row.dice:.3f}  IoU {row.iou:.3f}"
+        label = (
+            f"{row.group}  (rank {row.rank} of {total})  {scores[0]} {row.dice:.3f}  "
+            f"{scores[1]} {row.iou:.3f}"
+        )
         if row.id is not None:
             label += f"  {row.id}"
         draw.text((2, y + 3), _fit(draw, label, font, width - 4), fill=(0, 0, 0), font=font)
         y += caption
         image = np.asarray(Image.fromarray(rgb[k]).resize((tw, th), Image.BILINEAR))
         t, p = big(true[k]), big(pred[k])
-        colour = np.zeros((th, tw, 3), np.float32)
-        colour[p & t] = HIT
-        colour[p & ~t] = FALSE_POSITIVE
-        colour[~p & t] = MISS
-        hit = (p | t)[..., None]
         base = image.astype(np.float32)
-        overlay = np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
-        for c, tile in enumerate((image, gray(t), gray(p), overlay)):
+        if task is not None:  # classes in their colours; the overlay tints all but class 0
+            shown_t, shown_p = task.colorize(t), task.colorize(p)
+            tint = (p != 0)[..., None]
+            overlay = np.where(tint, 0.5 * base + 0.5 * shown_p, base).astype(np.uint8)
+        else:
+            colour = np.zeros((th, tw, 3), np.float32)
+            colour[p & t] = HIT
+            colour[p & ~t] = FALSE_POSITIVE
+            colour[~p & t] = MISS
+            hit = (p | t)[..., None]
+            overlay = np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
+            shown_t, shown_p = gray(t), gray(p)
+        for c, tile in enumerate((image, shown_t, shown_p, overlay)):
             canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
         y += th + row_gap
     for x0, line, name, colour in legend_items:

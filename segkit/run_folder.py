@@ -71,6 +71,8 @@ class RunResult:
     stopped_early: bool = False
     stop_reason: str | None = None
     epochs_run: int = 0
+    #: The run's target (binary or K classes; a segkit.task.Task).
+    task: Any = None
 
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -180,13 +182,17 @@ class RunFolder:
         dice: Sequence[float],
         iou: Sequence[float],
         ids: Sequence[str] | None = None,
+        *,
+        multiclass: bool = False,
     ) -> None:
         """``test_scores.csv``: one row per test image in the test loader's order
         (``index`` from 0), with its sample ``id`` (blank where unknown), ``dice`` and
-        ``iou`` (float32 values, written exactly: 9 significant digits)."""
+        ``iou`` (float32 values, written exactly: 9 significant digits). For K classes
+        the columns are ``mdice`` and ``miou``: each image's means over the classes in
+        its target or prediction (``nan`` for an image whose pixels are all ignored)."""
         with self.test_scores.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", "id", "dice", "iou"])
+            writer.writerow(["index", "id", *(("mdice", "miou") if multiclass else ("dice", "iou"))])
             for i, (d, u) in enumerate(zip(dice, iou, strict=True)):
                 writer.writerow([i, ids[i] if ids is not None else "", f"{d:.9g}", f"{u:.9g}"])
 
@@ -216,6 +222,7 @@ class RunFolder:
             "checkpoint_writes": result.checkpoint_writes,
             "peak_gpu_memory_mb": result.peak_gpu_memory_mb,
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
+            **class_summary(result),
         }
         self.summary_json.write_text(json.dumps(data, indent=2) + "\n")
         return line
@@ -250,13 +257,54 @@ def epoch_means(history: Sequence[dict[str, Any]]) -> dict[str, float]:
     return means
 
 
+def class_summary(result: RunResult) -> dict[str, Any]:
+    """What ``summary.json`` adds for a K-class run (nothing for binary): the classes,
+    test mIoU and mDice (over the dataset, as ``test_iou``/``test_dice``, and over images),
+    pixel accuracy, each class's IoU, Dice and pixels, and the confusion matrix (rows:
+    true class, columns: predicted)."""
+    task = result.task
+    if task is None or not task.multiclass:
+        return {}
+    from segkit.task import per_class_rows
+
+    test = result.test
+    return {
+        "classes": list(task.classes),
+        "test_miou": test["miou"],
+        "test_mdice": test["mdice"],
+        "test_miou_images": test["miou_images"],
+        "test_mdice_images": test["mdice_images"],
+        "test_pixel_acc": test["pixel_acc"],
+        "test_per_class": per_class_rows(task, test),
+        "test_confusion": test["confusion"],
+    }
+
+
 def summary_line(config: RunConfig, result: RunResult) -> str:
     stopped = f"; stopped early after epoch {result.epochs_run}" if result.stopped_early else ""
+    if result.task is not None and result.task.multiclass:
+        t = result.test
+        scores = (
+            f"test mIoU {t['miou']:.4f}  test mDice {t['mdice']:.4f}  pixel acc "
+            f"{t['pixel_acc']:.4f}  (best epoch {result.best_epoch}, valid "
+            f"{_monitor_name(result.monitor)} {result.best_value:.4f}{stopped})  "
+        )
+    else:
+        scores = (
+            f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
+            f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f}{stopped})  "
+        )
     return (
-        f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
-        f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f}{stopped})  "
-        f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
+        scores
+        + f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
         f"model {config.model}  loader {config.loader}  run {result.run_dir}"
+    )
+
+
+def _monitor_name(monitor: str) -> str:
+    """``valid_miou`` -> ``mIoU`` for the summary line."""
+    return {"valid_miou": "mIoU", "valid_iou": "mIoU", "valid_mdice": "mDice", "valid_dice": "mDice"}.get(
+        monitor, monitor.removeprefix("valid_")
     )
 
 

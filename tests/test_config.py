@@ -16,12 +16,13 @@ from segkit.errors import ConfigError
 
 def test_defaults_come_from_the_one_table():
     config = RunConfig()
-    assert (config.model, config.loss, config.recipe, config.loader) == (
+    assert (config.model, config.recipe, config.loader) == (
         DEFAULTS["model"],
-        DEFAULTS["loss"],
         DEFAULTS["recipe"],
         DEFAULTS["loader"],
     )
+    # The loss follows the dataset's classes (segkit.task): the table names both defaults.
+    assert config.loss == "auto" and {"loss", "multiclass_loss"} <= set(DEFAULTS)
     assert config.resolved_dataset() == DEFAULTS["generated_dataset"]
     assert RunConfig(data="/some/folder").resolved_dataset() == DEFAULTS["dataset"]
     assert RunConfig(data="/x", dataset="folder").resolved_dataset() == "folder"

@@ -89,7 +89,7 @@ def test_synthetic_reads_the_set_generate_wrote_with_its_default_options(
 ) -> None:
     from segkit_datasets import synthetic
 
-    def render_small(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def render_small(seed: int, index: int, **_: object) -> tuple[np.ndarray, np.ndarray]:
         # The pixels play no part in this rule; rendering 400 real images takes 6 s.
         trimap = np.full((16, 16), 2, np.uint8)
         trimap[4:12, 4:12] = 1

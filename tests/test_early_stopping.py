@@ -97,7 +97,7 @@ def test_state_dict_round_trip_and_an_old_checkpoint_starts_at_0() -> None:
     [
         ({"patience": 0}, "--patience 0: expected a positive integer"),
         ({"min_delta": -0.1}, "--min-delta -0.1: expected 0 or more"),
-        ({"monitor": "test_dice"}, "--monitor 'test_dice': expected one of valid_dice"),
+        ({"monitor": "test_dice"}, "--monitor 'test_dice': expected one of auto, valid_dice"),
     ],
 )
 def test_bad_settings_are_refused(options: dict, message: str) -> None:

@@ -117,7 +117,9 @@ class _SampleSet(torch.utils.data.Dataset):
         self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
         img = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
-        msk = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None].float()
+        msk = torch.from_numpy(np.ascontiguousarray(out["mask"]))
+        if not self.spec.is_multiclass:  # binary: float (1, H, W); else the uint8 class map
+            msk = msk[None].float()
         return img.float(), msk
 
 

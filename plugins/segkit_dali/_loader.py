@@ -362,7 +362,10 @@ class DaliLoader:
             indices = self._feed.pending.popleft()
             data = out[0]
             self._check_masks(indices, data["check"])
-            yield Batch(data["images"], data["masks"])
+            masks = data["masks"]
+            if self.spec.is_multiclass:
+                masks = masks[..., 0]  # (N, H, W, 1) class indices -> (N, H, W)
+            yield Batch(data["images"], masks)
 
     # ------------------------------------------------------------------ internals
 

@@ -41,7 +41,7 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 
 from segkit import recipes as R
-from segkit.contracts import MaskSpec
+from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.errors import ConfigError
 
 Shape = tuple[int, int]  # (height, width)
@@ -564,9 +564,12 @@ def define_graph(
 ) -> tuple[Any, Any, Any]:
     """The body of the pipeline: decode, check, augment, normalize.
 
-    Returns ``(images float CHW, masks float 1HW in {0, 1}, check uint8 scalar)``, where
-    ``check`` is the largest value of the mask after mapping raw values through the
-    dataset's rule (0 background, 1 foreground, 2 a value outside ``spec.allowed``).
+    Returns ``(images float CHW, masks, check uint8 scalar)``. For a binary ``spec`` the
+    masks are float 1HW in {0, 1} and ``check`` is the largest value of the mask after
+    mapping raw values through the dataset's rule (0 background, 1 foreground, 2 a value
+    outside ``spec.allowed``). For a multi-class one the masks are uint8 HW1 class maps
+    (``0..K-1``, ignored pixels :data:`~segkit.contracts.IGNORE_INDEX`) and ``check`` is 2
+    where some raw value is outside ``spec.allowed``, else 0.
     """
     n_params = sum(len(op.params) for op in ops)
     encoded_image, encoded_mask, *param_nodes = fn.external_source(
@@ -593,20 +596,39 @@ def define_graph(
         output_type=types.GRAY,
         adjust_orientation=False,
     )
-    # The dataset's rule, mask = raw != background, plus the check of allowed values, in
-    # one table lookup: allowed values map to 0/1, anything else to 2.
     allowed = [int(v) for v in spec.allowed]
-    mask = fn.lookup_table(
-        raw,
-        keys=allowed,
-        values=[int(v != spec.background) for v in allowed],
-        default_value=2,
-        dtype=types.UINT8,
-    )
-    check = fn.reductions.max(mask)
+    if spec.is_multiclass:
+        # Raw values to classes (several may share one, some may be ignored) in one table
+        # lookup; the check is a second one: allowed values 0, anything else 2.
+        target = spec.lookup()
+        mask = fn.lookup_table(
+            raw,
+            keys=allowed,
+            values=[target[v] for v in allowed],
+            default_value=IGNORE_INDEX,
+            dtype=types.UINT8,
+        )
+        check = fn.reductions.max(
+            fn.lookup_table(
+                raw, keys=allowed, values=[0] * len(allowed), default_value=2, dtype=types.UINT8
+            )
+        )
+    else:
+        # The dataset's rule, mask = raw != background, plus the check of allowed values,
+        # in one table lookup: allowed values map to 0/1, anything else to 2.
+        mask = fn.lookup_table(
+            raw,
+            keys=allowed,
+            values=[int(v != spec.background) for v in allowed],
+            default_value=2,
+            dtype=types.UINT8,
+        )
+        check = fn.reductions.max(mask)
     mask = placement.to_ops_device(mask)
 
     for k in graph_order(ops):
         image, mask = ops[k].build(image, mask, params[k])
+    if spec.is_multiclass:  # class indices stay integers (the loader drops the channel)
+        return image, mask, check
     masks = fn.cast(fn.transpose(mask, perm=[2, 0, 1], output_layout="CHW"), dtype=types.FLOAT)
     return image, masks, check

@@ -95,7 +95,11 @@ class OxfordPet:
         root/annotations/trainval.txt         lines "Abyssinian_100 1 1 1"; '#' = comment
         root/annotations/test.txt
 
-    The target is ``trimap != 2``: the border counts as foreground, as in the lab.
+    Targets (``target`` option):
+        * ``binary`` (the default): ``trimap != 2``; the border counts as foreground, as
+          in the lab.
+        * ``trimap``: 3 classes, 0 background, 1 pet, 2 border (from trimap values 2, 1
+          and 3).
 
     Splits:
         * ``test``: the ids of ``test.txt``, in file order.
@@ -113,19 +117,40 @@ class OxfordPet:
         root: The dataset folder.
         valid_fraction: Fraction of ``trainval.txt`` held out as ``valid``, in [0, 1).
         split_seed: Seed of the train/valid shuffle.
+        target: ``binary`` or ``trimap`` (see above).
 
     Raises:
         DataError: ``root`` is ``None``, missing, or lacks ``images/`` or
             ``annotations/trimaps/``.
-        ConfigError: ``valid_fraction`` is outside [0, 1).
+        ConfigError: ``valid_fraction`` is outside [0, 1), or an unknown ``target``.
     """
 
+    #: The spec of the default target (``binary``); an instance's is that of its target.
     mask_spec = MaskSpec(background=2, allowed=(1, 2, 3))
+
+    #: Target name -> mask spec.
+    TARGETS: dict[str, MaskSpec] = {
+        "binary": mask_spec,
+        # No palette: trimaps are grayscale files (a palette would decode RGB masks by
+        # colour); reports use the default colours.
+        "trimap": MaskSpec.multiclass(("background", "pet", "border"), values=(2, 1, 3)),
+    }
 
     #: ``segkit data fetch PATH`` calls ``fetch(path, base_url=...)`` (a declared capability).
     fetch = staticmethod(fetch_oxford_pet)
 
-    def __init__(self, root: Path | None, valid_fraction: float = 0.1, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        valid_fraction: float = 0.1,
+        split_seed: int = 0,
+        target: str = "binary",
+    ) -> None:
+        if target not in self.TARGETS:
+            raise ConfigError(
+                f"target={target!r}: {type(self).__name__} targets are "
+                f"{', '.join(self.TARGETS)} (--dataset-opt target=...)"
+            )
         if root is None:
             raise DataError(f"no data folder given; {_HOW_TO_GET}")
         root = Path(root).expanduser()
@@ -141,6 +166,8 @@ class OxfordPet:
         self.root = root
         self.valid_fraction = valid_fraction
         self.split_seed = split_seed
+        self.target = target
+        self.mask_spec = self.TARGETS[target]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"

@@ -17,6 +17,12 @@ the frame.
 Trimaps follow the official encoding: 1 pet, 2 background, 3 a 2-4 px band straddling
 the pet's outline.
 
+The ``collar`` variant (``variant="collar"``) is the same set (the same images, pixel
+for pixel, outside the collars) where each pet also wears a collar: a coloured band
+across its neck, value 4 in its trimap. Its default target has 3 classes, background,
+pet and collar, with the border band ignored (see :data:`COLLAR_TARGETS`), so tests and
+``make run``-sized runs have real multi-class data with an ignore label.
+
 Only numpy and PIL are used. Each image draws from its own stream
 ``numpy.random.default_rng([seed, index])``, so a set of 100 images is the first 100
 images of the set of 400 with the same seed, and the same seed gives identical files
@@ -39,8 +45,33 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from segkit.contracts import MaskSpec
 from segkit.errors import ConfigError, DataError
 from segkit_datasets.oxford_pet import OxfordPet
+
+#: The generator's variants: ``pet`` (the default set) and ``collar``.
+VARIANTS = ("pet", "collar")
+
+#: Trimap value of a collar pixel in the ``collar`` variant.
+COLLAR = 4
+
+#: Targets of the ``collar`` variant (its trimaps hold 1 pet, 2 background, 3 border,
+#: 4 collar).
+COLLAR_TARGETS: dict[str, MaskSpec] = {
+    "collar": MaskSpec.multiclass(
+        ("background", "pet", "collar"), values=(2, 1, COLLAR), ignore=3
+    ),
+    "trimap": MaskSpec.multiclass(
+        ("background", "pet", "border", "collar"), values=(2, 1, 3, COLLAR)
+    ),
+    "binary": MaskSpec(background=2, allowed=(1, 2, 3, COLLAR)),
+}
+
+# Collar colours: saturated, unlike the coats (RGB).
+_COLLAR_COLOURS = np.array(
+    [[200, 30, 40], [30, 70, 200], [30, 160, 70], [235, 200, 30], [160, 40, 170], [20, 170, 190]],
+    dtype=np.float32,
+)
 
 #: Bump when the generator's output changes, so cached sets are regenerated.
 #: 2: the pet covers at least 12% of the frame (was 6%), and the decoy in the pet's coat
@@ -93,6 +124,7 @@ def write_synthetic(
     test_fraction: float = 0.25,
     *,
     workers: int = 1,
+    variant: str = "pet",
 ) -> Path:
     """Generate ``count`` pet-like images with trimaps into ``root`` (Oxford-IIIT Pet layout).
 
@@ -112,6 +144,7 @@ def write_synthetic(
         workers: Processes rendering images in parallel (each image has its own random
             stream, so the files are the same for any number). A Pet-sized set (7349
             images) takes about 5 minutes on one core.
+        variant: ``pet``, or ``collar`` (pets wearing collars; see the module docstring).
 
     Returns:
         ``root``.
@@ -128,6 +161,7 @@ def write_synthetic(
         raise ConfigError(f"test_fraction={test_fraction}: expected a value between 0 and 1")
     if workers < 1:
         raise ConfigError(f"workers={workers}: expected 1 or more processes")
+    _check_variant(variant)
     root = Path(root).expanduser()
     _clear_own_files(root)
 
@@ -136,8 +170,9 @@ def write_synthetic(
     images.mkdir(parents=True, exist_ok=True)
     trimaps.mkdir(parents=True, exist_ok=True)
     workers = min(workers, count)
+    collar = variant == "collar"
     if workers == 1:
-        _write_samples(root, seed, range(count))
+        _write_samples(root, seed, range(count), collar)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -147,7 +182,7 @@ def write_synthetic(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             jobs = [
-                pool.submit(_write_samples, root, seed, range(w, count, workers))
+                pool.submit(_write_samples, root, seed, range(w, count, workers), collar)
                 for w in range(workers)
             ]
             for job in jobs:
@@ -166,15 +201,21 @@ def write_synthetic(
         "count": count,
         "seed": seed,
         "test_fraction": test_fraction,
+        **({"variant": variant} if collar else {}),
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return root
 
 
-def _write_samples(root: Path, seed: int, indices: range) -> None:
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant={variant!r}: the synthetic variants are {', '.join(VARIANTS)}")
+
+
+def _write_samples(root: Path, seed: int, indices: range, collar: bool = False) -> None:
     """Render and write the images and trimaps ``indices`` of the set ``seed``."""
     for i in indices:
-        rgb, trimap = render_sample(seed, i)
+        rgb, trimap = render_sample(seed, i, collar=collar)
         Image.fromarray(rgb, "RGB").save(root / "images" / f"synth_{i}.jpg", quality=_JPEG_QUALITY)
         Image.fromarray(trimap, "L").save(root / "annotations" / "trimaps" / f"synth_{i}.png")
 
@@ -192,16 +233,24 @@ def _marker(root: Path) -> dict[str, Any] | None:
     return marker
 
 
-def is_complete(root: Path, count: int, seed: int) -> bool:
-    """Whether ``root`` holds a finished synthetic set made with ``count`` and ``seed``."""
+def is_complete(root: Path, count: int, seed: int, variant: str = "pet") -> bool:
+    """Whether ``root`` holds a finished synthetic set made with ``count``, ``seed`` and
+    ``variant``."""
     marker = _marker(root)
-    return marker is not None and marker["count"] == count and marker["seed"] == seed
+    return (
+        marker is not None
+        and marker["count"] == count
+        and marker["seed"] == seed
+        and marker.get("variant", "pet") == variant
+    )
 
 
-def default_cache_dir(count: int, seed: int) -> Path:
-    """``$SEGKIT_CACHE`` (or ``~/.cache/segkit``) ``/ synthetic-<count>-<seed>-v<VERSION>``."""
+def default_cache_dir(count: int, seed: int, variant: str = "pet") -> Path:
+    """``$SEGKIT_CACHE`` (or ``~/.cache/segkit``) ``/ synthetic-<count>-<seed>-v<VERSION>``
+    (``synthetic-collar-...`` for the collar variant)."""
     base = os.environ.get("SEGKIT_CACHE") or "~/.cache/segkit"
-    return Path(base).expanduser() / f"synthetic-{count}-{seed}-v{VERSION}"
+    name = "synthetic" if variant == "pet" else f"synthetic-{variant}"
+    return Path(base).expanduser() / f"{name}-{count}-{seed}-v{VERSION}"
 
 
 class SyntheticPet(OxfordPet):
@@ -220,8 +269,11 @@ class SyntheticPet(OxfordPet):
         count: Number of images (default: what a set already in ``root`` holds, else
             :data:`DEFAULT_COUNT`).
         seed: Generator seed (default: that of a set already in ``root``, else 0).
+        variant: ``pet`` (default: that of a set already in ``root``), or ``collar``: pets
+            wearing collars, with the targets of :data:`COLLAR_TARGETS` (default
+            ``collar``: 3 classes).
         **oxford_options: Passed to :class:`OxfordPet` (``valid_fraction``,
-            ``split_seed``).
+            ``split_seed``, ``target``).
 
     Raises:
         ConfigError: ``count`` or ``seed`` is out of range.
@@ -240,12 +292,16 @@ class SyntheticPet(OxfordPet):
         root: Path | None = None,
         count: int | None = None,
         seed: int | None = None,
+        variant: str | None = None,
         **oxford_options: Any,
     ) -> None:
+        if variant is not None:
+            _check_variant(variant)
         if root is None:
             count = DEFAULT_COUNT if count is None else count
             seed = 0 if seed is None else seed
-            root = default_cache_dir(count, seed)
+            variant = variant or "pet"
+            root = default_cache_dir(count, seed, variant)
         else:
             # A set written by `segkit data synth PATH --count N` is read as it is: the
             # count and seed not given come from its marker, so it is not regenerated.
@@ -254,16 +310,22 @@ class SyntheticPet(OxfordPet):
             if made is not None:
                 count = made["count"] if count is None else count
                 seed = made["seed"] if seed is None else seed
+                variant = made.get("variant", "pet") if variant is None else variant
             count = DEFAULT_COUNT if count is None else count
             seed = 0 if seed is None else seed
-        if not is_complete(root, count, seed):
-            _generate_into_place(root, count, seed)
+            variant = variant or "pet"
+        if not is_complete(root, count, seed, variant):
+            _generate_into_place(root, count, seed, variant)
         self.count = count
         self.seed = seed
+        self.variant = variant
+        if variant == "collar":
+            self.TARGETS = COLLAR_TARGETS
+            oxford_options.setdefault("target", "collar")
         super().__init__(root, **oxford_options)
 
 
-def _generate_into_place(root: Path, count: int, seed: int) -> None:
+def _generate_into_place(root: Path, count: int, seed: int, variant: str = "pet") -> None:
     """Generate a set in a temporary sibling of ``root`` and rename it to ``root``."""
     if root.exists():
         _check_own_folder(root)  # refuse before spending time on generation
@@ -273,13 +335,13 @@ def _generate_into_place(root: Path, count: int, seed: int) -> None:
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_synthetic(tmp, count=count, seed=seed)
+        write_synthetic(tmp, count=count, seed=seed, variant=variant)
         try:
             os.rename(tmp, root)  # atomic; fails if root exists and is not empty
             return
         except OSError:
             pass
-        if is_complete(root, count, seed):  # a concurrent run finished first
+        if is_complete(root, count, seed, variant):  # a concurrent run finished first
             return
         # root holds an outdated or interrupted set: move it aside, then swap.
         _check_own_folder(root)
@@ -349,11 +411,15 @@ def _clear_own_files(root: Path) -> None:
 # ----------------------------------------------------------------------------- rendering
 
 
-def render_sample(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(seed: int, index: int, *, collar: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Render image ``index`` of the set with ``seed``.
 
+    With ``collar`` the pet wears a collar (its own random stream: everything else is
+    the image without it, pixel for pixel before the lighting).
+
     Returns:
-        ``(image (H, W, 3) uint8 RGB, trimap (H, W) uint8 in {1, 2, 3})``.
+        ``(image (H, W, 3) uint8 RGB, trimap (H, W) uint8 in {1, 2, 3}, and 4 on the
+        collar)``.
     """
     rng = np.random.default_rng([seed, index])
     w = int(rng.integers(300, 501))
@@ -362,7 +428,7 @@ def render_sample(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     coat = _COAT_PALETTE[rng.integers(len(_COAT_PALETTE))] + rng.normal(0, 18, 3)
     coat = np.clip(coat, 15, 240).astype(np.float32)
 
-    pet, trimap = _pet_mask(rng, w, h)
+    pet, trimap, neck = _pet_mask(rng, w, h)
     image = _background(rng, w, h, coat)
 
     # Fur is rendered only in the pet's bounding box (plus the blur's reach): about half
@@ -375,6 +441,8 @@ def render_sample(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     alpha = np.asarray(soft, np.float32)[..., None] * (1.0 / 255.0)
     region = image[y0:y1, x0:x1]
     region += (fur - region) * alpha
+    if collar:
+        _put_collar(np.random.default_rng([seed, index, 1]), image, trimap, pet, neck)
 
     # Shared lighting and sensor noise: brightness alone does not tell pet from background.
     image *= 0.75 + 0.5 * _smooth_noise(rng, w, h, cells=3)
@@ -488,15 +556,50 @@ def _fur(rng: np.random.Generator, w: int, h: int, coat: np.ndarray) -> np.ndarr
     return fur
 
 
-def _pet_mask(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, np.ndarray]:
-    """Draw a pet silhouette; return it (mode "L", 0/255) and its trimap.
+def _put_collar(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    trimap: np.ndarray,
+    pet: Image.Image,
+    neck: tuple[np.ndarray, np.ndarray, float],
+) -> None:
+    """Paint a collar across the pet's neck into ``image`` and mark it 4 in ``trimap``
+    (inside the pet; the border band keeps 3)."""
+    h, w = trimap.shape
+    point, axis, size = neck
+    across = np.array([-axis[1], axis[0]])
+    half_len = size * 1.6
+    half_w = max(2.0, size * rng.uniform(0.16, 0.26))
+    centre = point + axis * size * rng.uniform(-0.15, 0.15)
+    corners = [
+        centre + a * half_w * axis + b * half_len * across
+        for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    ]
+    band = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(band).polygon([(float(x), float(y)) for x, y in corners], fill=255)
+    on_pet = (np.asarray(band) != 0) & (np.asarray(pet) != 0)
+    if not on_pet.any():  # the neck is out of frame
+        return
+    trimap[on_pet & (trimap == 1)] = COLLAR
+    colour = _COLLAR_COLOURS[rng.integers(len(_COLLAR_COLOURS))] + rng.normal(0, 12, 3)
+    soft = Image.fromarray(on_pet.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(0.7))
+    alpha = np.asarray(soft, np.float32)[..., None] * (1.0 / 255.0)
+    shade = 0.85 + 0.3 * rng.random((h, w, 1), dtype=np.float32)  # a little texture
+    image += (np.clip(colour, 0, 255) * shade - image) * alpha
+
+
+def _pet_mask(
+    rng: np.random.Generator, w: int, h: int
+) -> tuple[Image.Image, np.ndarray, tuple[np.ndarray, np.ndarray, float]]:
+    """Draw a pet silhouette; return it (mode "L", 0/255), its trimap and its neck (see
+    :func:`_draw_pet`).
 
     Poses are drawn until the pet (with its border band) covers 12-75% of the frame, so
     every image has a usable target while some pets still leave the frame.
     """
     band = int(rng.integers(1, 3))  # border band = dilation minus erosion: 2 or 4 px
     for _ in range(50):
-        pet = _draw_pet(rng, w, h)
+        pet, neck = _draw_pet(rng, w, h)
         inside = np.asarray(pet) != 0
         outer = _dilate(inside, band)
         fraction = np.count_nonzero(outer) / outer.size
@@ -506,7 +609,7 @@ def _pet_mask(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, np
     trimap = np.full((h, w), 3, np.uint8)
     trimap[~outer] = 2
     trimap[inner] = 1
-    return pet, trimap
+    return pet, trimap, neck
 
 
 def _dilate(m: np.ndarray, r: int) -> np.ndarray:
@@ -525,8 +628,12 @@ def _dilate(m: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _draw_pet(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """Body ellipse, head, two ears, maybe tail and legs, in a random pose."""
+def _draw_pet(
+    rng: np.random.Generator, w: int, h: int
+) -> tuple[Image.Image, tuple[np.ndarray, np.ndarray, float]]:
+    """Body ellipse, head, two ears, maybe tail and legs, in a random pose. Also returns
+    the neck: a point where head and body meet, the unit direction body -> head, and the
+    head radius (for the collar variant; drawing it takes no random numbers)."""
     # The pet's length (body + head) is 20-60% of the frame's width + height; then its
     # area is roughly 5-45% of the frame.
     length = rng.uniform(0.2, 0.6) * (w + h)
@@ -587,4 +694,8 @@ def _draw_pet(rng: np.random.Generator, w: int, h: int) -> Image.Image:
         for u in rng.uniform(-0.65, 0.65, int(rng.integers(2, 5))):
             leg = b * rng.uniform(0.7, 1.4)
             draw.line([at(u * a, -0.5 * b), at(u * a, -0.5 * b - leg)], fill=255, width=width)
-    return mask
+    head = np.array(at(hu, hv))
+    towards = head - c
+    axis = towards / max(float(np.linalg.norm(towards)), 1e-6)
+    neck = head - axis * r * 0.95
+    return mask, (neck, axis, float(r))
