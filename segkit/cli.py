@@ -177,18 +177,22 @@ def _print_summary(args: argparse.Namespace, result: Any) -> None:
         print((result.run_dir / "summary.txt").read_text().strip())
 
 
-def _checkpoint_run(args: argparse.Namespace, keys: Iterable[str]) -> tuple[Any, Any, Any, Any]:
+def _checkpoint_run(
+    args: argparse.Namespace, keys: Iterable[str]
+) -> tuple[Any, Any, Any, Any, Any]:
     """The checkpoint's config with the given settings over it, its runtime (device and
-    precision default to auto wherever the checkpoint is opened) and its model."""
+    precision default to auto wherever the checkpoint is opened), its model, its path and
+    its task (binary or the classes it was trained on)."""
     from segkit.build import resolve_runtime
-    from segkit.inference import open_checkpoint, restore_model
+    from segkit.inference import checkpoint_task, open_checkpoint, restore_model
 
     given = {k: v for k, v in vars(args).items() if k in keys}
     overrides = {"device": "auto", "precision": "auto", **given}
     path = Path(args.checkpoint)
     config, ckpt = open_checkpoint(path, **overrides)
     runtime = resolve_runtime(config)
-    return config, runtime, restore_model(path, config, ckpt, runtime), path
+    model = restore_model(path, config, ckpt, runtime)
+    return config, runtime, model, path, checkpoint_task(ckpt)
 
 
 _EVALUATE_KEYS = ("data", "dataset", "loader", "batch_size", "num_workers", "device", "precision")
@@ -197,9 +201,17 @@ _EVALUATE_KEYS = ("data", "dataset", "loader", "batch_size", "num_workers", "dev
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.build import build_dataset, build_loader, build_loss, build_recipe
     from segkit.loops import evaluate
+    from segkit.task import Task
 
-    config, runtime, model, _ = _checkpoint_run(args, _EVALUATE_KEYS)
+    config, runtime, model, path, task = _checkpoint_run(args, _EVALUATE_KEYS)
     dataset = build_dataset(config)
+    if Task.of(dataset).classes != task.classes:
+        raise ConfigError(
+            f"{path}: the model predicts {task.describe()}, but dataset "
+            f"'{config.resolved_dataset()}' {dataset.root} is {Task.of(dataset).describe()}; "
+            "evaluate it on data with the same classes (--dataset-opt target=... where the "
+            "dataset offers one)"
+        )
     loader = build_loader(config, runtime, dataset, build_recipe(config), args.split, train=False)
     metrics = evaluate(
         model,
@@ -208,7 +220,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         runtime.precision,
         runtime.device,
         runtime.channels_last,
+        task=task,
     )
+    if task.multiclass:
+        from segkit.metrics_mc import confusion_table
+
+        print(confusion_table(metrics, list(task.classes)))
+        print(
+            f"{args.split} mIoU {metrics['miou']:.4f}  mDice {metrics['mdice']:.4f}  "
+            f"pixel acc {metrics['pixel_acc']:.4f}  loss {metrics['loss']:.4f}  "
+            f"({int(metrics['images'])} images, {dataset.root}; "
+            f"{runtime.device}, {runtime.precision.name})"
+        )
+        return 0
     print(
         f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}  "
         f"loss {metrics['loss']:.4f}  ({int(metrics['images'])} images, {dataset.root}; "
@@ -218,21 +242,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from segkit.build import build_recipe
     from segkit.inference import predict_file, write_prediction
 
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
-    config, runtime, model, _ = _checkpoint_run(args, ("device",))
+    config, runtime, model, _, task = _checkpoint_run(args, ("device",))
     ops = build_recipe(config).eval
     out = Path(args.out)
     for name in args.images:
         path = Path(name)
-        image, prob = predict_file(model, path, ops, runtime.device)
-        mask_path, overlay_path = write_prediction(out, path, image, prob, args.threshold)
-        print(
-            f"{path}: {float((prob > args.threshold).mean()):.1%} foreground -> {mask_path.name}, {overlay_path.name}"
+        image, prob = predict_file(model, path, ops, runtime.device, task)
+        written = write_prediction(
+            out, path, image, prob, args.threshold, task, probabilities=args.probabilities
         )
+        if task.multiclass:
+            shares = np.bincount(prob.argmax(0).ravel(), minlength=task.num_classes) / prob[0].size
+            what = ", ".join(f"{c} {v:.1%}" for c, v in zip(task.classes, shares, strict=True))
+        else:
+            what = f"{float((prob > args.threshold).mean()):.1%} foreground"
+        print(f"{path}: {what} -> {', '.join(p.name for p in written)}")
     return 0
 
 
@@ -444,9 +475,23 @@ def _add_predict(sub: Any) -> None:
     p = sub.add_parser("predict", help="write mask and overlay PNGs for image files")
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="probability threshold (default: 0.5)"
+        "--out",
+        required=True,
+        help="folder for <stem>_mask.png (0/255, or a palette PNG of class indices for K "
+        "classes) and <stem>_overlay.png",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability threshold of a binary model (default: 0.5)",
+    )
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <stem>_probs.npy: float32 (H, W) foreground probability, or the "
+        "(K, H, W) softmax for K classes",
     )
     add_config_args(p, ("device",))
     p.set_defaults(func=_cmd_predict)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from segkit.build import default_workers
-from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
+from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
 from segkit.data import (
     check_mask_values,
     check_same_size,
@@ -68,6 +68,8 @@ class SplitStats:
     pixels: int = 0
     foreground_fraction: float | None = None
     empty_masks: list[str] = field(default_factory=list)
+    #: K classes: pixels of each class (and ``ignored``), over the masks that read.
+    class_pixels: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Report:
     duplicates: list[dict[str, Any]]
     problems: list[Problem]
     suggestions: dict[str, Any]
+    #: The class names of a K-class dataset (empty: binary). Then "foreground" is every
+    #: pixel of a class other than class 0, and an empty mask one with only class 0.
+    classes: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -178,7 +183,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
         with Image.open(sample.mask) as im:
             seen.mask_format = f"{im.format} {im.mode}"
             problem = _format_problem(sample.mask, im.format)
-        raw = decode_raw_mask(sample.mask)
+        raw = decode_raw_mask(sample.mask, spec)
     except DataError as e:
         seen.problems.append(Problem("error", "unreadable", str(sample.mask), str(e)))
         return seen
@@ -198,7 +203,11 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
     else:
         seen.mask_ok = True
     seen.pixels = int(raw.size)
-    seen.foreground = int(raw.size - seen.values.get(spec.background, 0))
+    if spec.is_multiclass:  # not class 0, and not ignored
+        target = spec.lookup()
+        seen.foreground = sum(n for v, n in seen.values.items() if target.get(v, 0) not in (0, 255))
+    else:
+        seen.foreground = int(raw.size - seen.values.get(spec.background, 0))
     if seen.image_size is not None:
         try:
             check_same_size(sample, seen.image_size[::-1], raw.shape)
@@ -300,6 +309,8 @@ def check_dataset(
             st.pixels += s.pixels
             if s.foreground == 0:
                 st.empty_masks.append(s.sample.mask.name)
+            if spec.is_multiclass and s.mask_ok:
+                _count_classes(st.class_pixels, s.values, spec)
 
     for split, st in splits.items():
         if sizes[split]:
@@ -319,8 +330,20 @@ def check_dataset(
         mask_values={str(k): v for k, v in sorted(mask_values.items())},
         duplicates=duplicates,
         problems=problems,
-        suggestions=_suggestions([sz for split in SPLITS for sz in sizes[split]], splits),
+        suggestions=_suggestions([sz for split in SPLITS for sz in sizes[split]], splits, spec),
+        classes=list(spec.classes),
     )
+
+
+def _count_classes(counts: dict[str, int], values: dict[int, int], spec: MaskSpec) -> None:
+    """Add a mask's raw value counts to ``counts`` by class name (``ignored`` apart)."""
+    target = spec.lookup()
+    if not counts:
+        counts.update({name: 0 for name in spec.classes})
+    for value, n in values.items():
+        c = target[value]
+        name = "ignored" if c == IGNORE_INDEX else spec.classes[c]
+        counts[name] = counts.get(name, 0) + n
 
 
 def _size_stats(sizes: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int]]:
@@ -358,7 +381,9 @@ def _duplicates(by_digest: dict[str, list[_Seen]], problems: list[Problem]) -> l
     return out
 
 
-def _suggestions(sizes: list[tuple[int, int]], splits: dict[str, SplitStats]) -> dict[str, Any]:
+def _suggestions(
+    sizes: list[tuple[int, int]], splits: dict[str, SplitStats], spec: MaskSpec
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if sizes:
         short = int(statistics.median(min(wh) for wh in sizes))
@@ -375,6 +400,10 @@ def _suggestions(sizes: list[tuple[int, int]], splits: dict[str, SplitStats]) ->
             )
         out["image_size"] = {"value": size, "why": why, "option": f"--image-size {size}"}
     train = splits["train"]
+    if spec.is_multiclass:
+        if train.class_pixels:
+            out["class_weights"] = _class_weights(train.class_pixels, spec)
+        return out
     if train.pixels:
         fg = train.foreground_pixels
         bg = train.pixels - fg
@@ -394,6 +423,30 @@ def _suggestions(sizes: list[tuple[int, int]], splits: dict[str, SplitStats]) ->
                 "option": None,
             }
     return out
+
+
+def _class_weights(pixels: dict[str, int], spec: MaskSpec) -> dict[str, Any]:
+    """Median-frequency balancing (Eigen and Fergus, 2015; SegNet): class ``c`` weighs
+    ``median(f) / f_c`` with ``f_c`` its share of the labelled train pixels. A class with
+    no train pixel gets weight 0 (nothing to learn it from)."""
+    counts = [pixels.get(name, 0) for name in spec.classes]
+    total = sum(counts)
+    if not total:
+        return {"value": None, "why": "the train masks hold no labelled pixels", "option": None}
+    freq = [n / total for n in counts]
+    median = statistics.median(f for f in freq if f > 0)
+    weights = [round(median / f, 4) if f > 0 else 0.0 for f in freq]
+    shares = ", ".join(f"{name} {f:.1%}" for name, f in zip(spec.classes, freq, strict=True))
+    missing = [name for name, n in zip(spec.classes, counts, strict=True) if not n]
+    why = f"median-frequency balancing of the train pixels ({shares})"
+    if missing:
+        why += f"; {', '.join(missing)} never appear in train: weight 0"
+    value = "[" + ",".join(f"{w:g}" for w in weights) + "]"
+    return {
+        "value": weights,
+        "why": why,
+        "option": f"--loss-opt weight={value} (losses ce and ce_dice)",
+    }
 
 
 # ----------------------------------------------------------------------------- pos_weight
@@ -466,9 +519,20 @@ def format_report(report: Report) -> str:
     lines.append(f"mask formats: {_counts(report.mask_formats)}")
     found = ", ".join(report.mask_values) or "-"
     declared = ", ".join(map(str, report.mask_allowed))
-    lines.append(
-        f"mask values: {found} found; declared {declared} (background {report.mask_background})"
-    )
+    if report.classes:
+        lines.append(
+            f"mask values: {found} found; declared {declared} "
+            f"({len(report.classes)} classes: {', '.join(report.classes)})"
+        )
+        for split, st in report.splits.items():
+            total = sum(st.class_pixels.values())
+            if total:
+                shares = ", ".join(f"{k} {v / total:.1%}" for k, v in st.class_pixels.items())
+                lines.append(f"class pixels ({split}): {shares}")
+    else:
+        lines.append(
+            f"mask values: {found} found; declared {declared} (background {report.mask_background})"
+        )
     for split, st in report.splits.items():
         if st.empty_masks:
             lines.append(
@@ -491,7 +555,7 @@ def format_report(report: Report) -> str:
             lines.append(f"  {p.severity}: {p.message}")
     else:
         lines.append("problems: none")
-    for key in ("image_size", "pos_weight"):
+    for key in ("image_size", "pos_weight", "class_weights"):
         s = report.suggestions.get(key)
         if s is None:
             continue

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from segkit import recipes as R
-from segkit.contracts import Batch
+from segkit.contracts import IGNORE_INDEX, Batch
 from segkit.testing._rules import (
     SIGNATURE,
     Rule,
@@ -133,6 +133,52 @@ def epoch_determinism(case: LoaderCase) -> None:
     demand(torch.equal(img_a, img_a1), "set_epoch(1) again did not repeat epoch 1")
 
 
+def class_maps(case: LoaderCase) -> None:
+    ds = shapes_dataset(classes=True)
+    spec = ds.mask_spec
+    allowed = set(range(len(spec.classes))) | {IGNORE_INDEX}
+    size = case.image_size
+    every_op = R.Recipe(
+        "conformance-classes",
+        train=(
+            R.HorizontalFlip(p=1.0),
+            R.RandomGamma(p=1.0),
+            R.CLAHE(p=1.0),
+            R.ChannelShuffle(p=1.0),
+            R.RandomBrightnessContrast(p=1.0),
+            R.RandomToneCurve(p=1.0),
+            R.RandomResizedCrop(size=size, scale=(0.3, 1.0), p=1.0),
+            R.Resize(size=size),
+            R.Normalize(),
+        ),
+        eval=(R.Resize(size=size), R.Normalize()),
+    )
+    n = len(ds.samples("train"))
+    for recipe, train, what in ((every_op, True, "every op"), (every_op, False, "a resize")):
+        ld = case.target.factory(
+            ds, "train", recipe, case.batch_size, train=train, seed=1, **case.options
+        )
+        images, masks, _ = collect(ld, 1)
+        demand(
+            not masks.is_floating_point() and tuple(masks.shape) == (n, size, size),
+            f"{len(spec.classes)}-class masks after {what} are {masks.dtype} "
+            f"{tuple(masks.shape)}, expected an integer class map {(n, size, size)}",
+        )
+        found = set(masks.unique().tolist())
+        demand(
+            found <= allowed,
+            f"class maps after {what} hold {sorted(found - allowed)}, outside the classes "
+            f"0..{len(spec.classes) - 1} and the ignore index {IGNORE_INDEX} (resample masks "
+            "with nearest neighbour only)",
+        )
+        if not train:
+            demand(
+                found == allowed,
+                f"after a resize the class maps hold {sorted(found)}; every class and the "
+                f"ignore index {IGNORE_INDEX} should survive it",
+            )
+
+
 def _keys(images: torch.Tensor) -> list[float]:
     # Every generated image has its own size and shape: its pixel sum identifies it.
     return sorted(round(float(x), 1) for x in images.double().sum(dim=(1, 2, 3)))
@@ -170,6 +216,11 @@ RULES: dict[str, Rule[LoaderCase]] = {
     ),
     "shards": Rule(
         "shard=(rank, 2) loaders read disjoint halves that together cover the split", shards
+    ),
+    "class_maps": Rule(
+        "for a K-class dataset masks are integer (N, S, S) class maps that hold only its "
+        "classes and the ignore index through every op of the vocabulary",
+        class_maps,
     ),
 }
 

@@ -196,6 +196,33 @@ def all_zero_target(case: LossCase) -> None:
         _finite_grad(logits, f"all-zero target, {what}")
 
 
+def ignored_pixels(case: LossCase) -> None:
+    if not case.multiclass:
+        return  # binary targets have no ignore index
+    from segkit.contracts import IGNORE_INDEX
+
+    fn = case.make()
+    logits, t = case.data()
+    t = t.clone()
+    t[:, : case.size // 2] = IGNORE_INDEX  # the top half of every image is ignored
+    changed = logits.clone()
+    changed[:, :, : case.size // 2] = torch.randn_like(changed[:, :, : case.size // 2]) * 9
+    first = logits.clone().requires_grad_(True)
+    value = _scalar(fn(first, t), f"a target with pixels labelled {IGNORE_INDEX}")
+    value.backward()
+    grad = _finite_grad(first, f"a target with pixels labelled {IGNORE_INDEX}")
+    demand(
+        bool((grad[:, :, : case.size // 2] == 0).all()),
+        f"pixels labelled {IGNORE_INDEX} (the ignore index) got a gradient",
+    )
+    other = _scalar(fn(changed, t), "other logits on the ignored pixels")
+    demand(
+        _matches(value.detach(), other),
+        f"changing the logits of ignored pixels changed the loss from {value.item():.6g} "
+        f"to {other.item():.6g}",
+    )
+
+
 def unknown_option(case: LossCase) -> None:
     refuses_unknown_option(functools.partial(case.target.factory, **case.options))
 
@@ -225,6 +252,11 @@ RULES: dict[str, Rule[LossCase]] = {
     ),
     "all_zero_target": Rule(
         "an all-background target gives a finite loss and finite gradients", all_zero_target
+    ),
+    "ignored_pixels": Rule(
+        "a multi-class loss leaves pixels labelled 255 (segkit.contracts.IGNORE_INDEX) out: "
+        "they get no gradient and their logits do not change the loss",
+        ignored_pixels,
     ),
     "unknown_option": Rule(UNKNOWN_OPTION, unknown_option),
 }

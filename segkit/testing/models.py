@@ -212,6 +212,19 @@ def in_out_channels(case: ModelCase) -> None:
     _expect_output(out, (1, cout, 32, 32), f"in_channels={cin}, out_channels={cout}")
 
 
+def k_classes(case: ModelCase) -> None:
+    k = 5
+    m = case.make(out_channels=k).train()
+    gen = torch.Generator().manual_seed(case.seed)
+    x = torch.randn(case.batch, case.in_channels, 32, 32, generator=gen)
+    out = m(x)
+    _expect_output(out, (case.batch, k, 32, 32), f"out_channels={k} (a {k}-class model)")
+    target_ = torch.randint(0, k, (case.batch, 32, 32), generator=gen)
+    torch.nn.functional.cross_entropy(out.float(), target_).backward()
+    bad = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    demand(not bad, f"cross-entropy over {k} classes gave {names(bad)} no finite gradient")
+
+
 def unknown_option(case: ModelCase) -> None:
     channels = {"in_channels": case.in_channels, "out_channels": case.out_channels}
     refuses_unknown_option(functools.partial(case.target.factory, **channels, **case.options))
@@ -253,6 +266,11 @@ RULES: dict[str, Rule[ModelCase]] = {
         bad_input_size,
     ),
     "in_out_channels": Rule("in_channels and out_channels are honoured", in_out_channels),
+    "k_classes": Rule(
+        "out_channels=K gives (N, K, H, W) logits, and cross-entropy over K classes gives "
+        "every parameter a finite gradient (K-class datasets)",
+        k_classes,
+    ),
     "unknown_option": Rule(UNKNOWN_OPTION, unknown_option),
 }
 
