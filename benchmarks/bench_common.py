@@ -97,24 +97,24 @@ def models() -> list[str]:
 
 
 @functools.cache
-def dataset() -> Any:
+def dataset(variant: str = "pet") -> Any:
     """``SEGKIT_BENCH_DATA``, else a synthetic set whose train split has exactly
-    ``settings().images`` images."""
+    ``settings().images`` images. ``variant="collar"``: the 3-class synthetic set
+    (background, pet, collar; always generated)."""
     from segkit import create_dataset
 
     given = os.environ.get("SEGKIT_BENCH_DATA")
-    if given:
+    if given and variant == "pet":
         return create_dataset("oxford_pet", Path(given))
     n = settings().images
     count = math.ceil(n / 0.75)  # the synthetic set puts a quarter of its images in test
-    root = (
-        Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit")) / f"bench-{count}"
-    )
+    name = f"bench-{count}" if variant == "pet" else f"bench-{variant}-{count}"
+    root = Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit")) / name
     if not root.exists():  # generate in parallel (the dataset plugin would use one core)
         from segkit_datasets.synthetic import write_synthetic
 
         tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
-        write_synthetic(tmp, count=count, seed=0, workers=os.cpu_count() or 1)
+        write_synthetic(tmp, count=count, seed=0, workers=os.cpu_count() or 1, variant=variant)
         os.replace(tmp, root)
     ds = create_dataset("synthetic", root, count=count, seed=0, valid_fraction=0.0)
     train = ds.samples("train")
@@ -173,19 +173,20 @@ def runtime() -> build.Runtime:
 
 
 def build_training(
-    model_name: str,
+    model_name: str, classes: int = 1
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, torch.device]:
-    """The model, optimizer and precision exactly as ``segkit run`` sets them up."""
+    """The model (``classes`` logit channels), optimizer and precision exactly as
+    ``segkit run`` sets them up."""
     rt = runtime()
     config = run_config(model_name)
-    model = build.build_model(config, rt)
+    model = build.build_model(config, rt, out_channels=classes)
     return model, build.build_optimizer(model, config), rt.precision, rt.device
 
 
-def build_loader(loader_name: str) -> Any:
+def build_loader(loader_name: str, variant: str = "pet") -> Any:
     config = run_config(loader=loader_name)
     recipe = build.build_recipe(config)
-    return build.build_loader(config, runtime(), dataset(), recipe, "train", train=True)
+    return build.build_loader(config, runtime(), dataset(variant), recipe, "train", train=True)
 
 
 @functools.cache

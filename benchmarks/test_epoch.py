@@ -2,7 +2,11 @@
 set shaped like the Oxford-IIIT Pet train split (type3, 256x256, batch 32 at full size;
 see bench_common for the reduced CPU defaults). Each result records images/s and how
 close the pipeline gets to its own bottleneck:
-``efficiency = epoch images/s / min(model-only images/s, loader-only images/s)``."""
+``efficiency = epoch images/s / min(model-only images/s, loader-only images/s)``.
+
+``test_epoch_classes`` is the same epoch with 3 classes (the synthetic collar set:
+background, pet, collar; ``ce_dice``, class maps through the loaders, the confusion-matrix
+meter): what K classes cost against binary."""
 
 from __future__ import annotations
 
@@ -15,21 +19,40 @@ from segkit.registry import list_plugins
 @pytest.mark.parametrize("loader", list_plugins("loaders"))
 @pytest.mark.parametrize("model", bc.models())
 def test_epoch(benchmark, model: str, loader: str) -> None:
+    _epoch(benchmark, model, loader, "pet")
+
+
+@pytest.mark.parametrize("loader", list_plugins("loaders"))
+@pytest.mark.parametrize("model", bc.models())
+def test_epoch_classes(benchmark, model: str, loader: str) -> None:
+    _epoch(benchmark, model, loader, "collar")
+
+
+def _epoch(benchmark, model: str, loader: str, variant: str) -> None:
     from segkit import build
     from segkit.loops import train_one_epoch
+    from segkit.task import Task
 
     s = bc.settings()
     config = bc.run_config(model, loader)
-    net, optimizer, precision, device = bc.build_training(model)
+    task = Task.of(bc.dataset(variant))
+    net, optimizer, precision, device = bc.build_training(model, task.num_classes)
     step_model = build.step_model(net, config, bc.runtime())
-    data = bc.build_loader(loader)
-    loss_fn = build.build_loss(config)
+    data = bc.build_loader(loader, variant)
+    loss_fn = build.build_loss(config, bc.dataset(variant))
     epoch = iter(range(10**6))
 
     def run() -> float:
         data.set_epoch(next(epoch))
         out = train_one_epoch(
-            step_model, data, loss_fn, optimizer, precision, device, bc.runtime().channels_last
+            step_model,
+            data,
+            loss_fn,
+            optimizer,
+            precision,
+            device,
+            bc.runtime().channels_last,
+            task=task,
         )
         bc.sync()
         return out["images"]
@@ -54,6 +77,8 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
         | {
             "model": model,
             "loader": loader,
+            "classes": task.num_classes,
+            "loss": type(loss_fn).__name__,
             "epoch_seconds": round(seconds, 3),
             "epoch_images": int(images),
             "images_per_s": round(ips, 2),
@@ -66,6 +91,6 @@ def test_epoch(benchmark, model: str, loader: str) -> None:
         | flops
     )
     print(
-        f"\n{model} + {loader}: {seconds:.2f} s/epoch ({int(images)} images), {ips:.1f} images/s, "
+        f"\n{model} + {loader} ({task.describe()}): {seconds:.2f} s/epoch ({int(images)} images), {ips:.1f} images/s, "
         f"{ips / bound:.0%} of min(model {model_ips:.1f}, loader {loader_ips:.1f})"
     )

@@ -17,6 +17,7 @@ factories declare (:mod:`segkit.contracts`), never from a plugin's name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -269,16 +270,16 @@ def build_loss(
     config: RunConfig, dataset: Dataset | None = None, workers: int | None = None
 ) -> torch.nn.Module:
     """Create the run's loss; ``pos_weight=auto`` is resolved from ``dataset`` (see
-    :func:`resolve_loss_options`), and so is ``--loss auto`` (:func:`segkit.task.resolve`).
+    :func:`resolve_loss_options`), and so is ``--loss auto`` (:func:`segkit.task.resolve`;
+    without a dataset, ``auto`` is the binary default).
 
     Raises:
-        ConfigError: ``--loss auto`` without a dataset, or a loss that does not take the
-            dataset's targets.
+        ConfigError: a loss that does not take the dataset's targets.
     """
     if dataset is not None:
         config, _ = task_mod.resolve(config, dataset)
     elif config.loss == "auto":
-        raise ConfigError("--loss auto needs the dataset to choose from; name a loss")
+        config = dataclasses.replace(config, loss=Task().default_loss())
     return registry.create("losses", config.loss, **resolve_loss_options(config, dataset, workers))
 
 

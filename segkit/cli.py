@@ -187,6 +187,10 @@ def _checkpoint_run(
     from segkit.inference import checkpoint_task, open_checkpoint, restore_model
 
     given = {k: v for k, v in vars(args).items() if k in keys}
+    if "dataset_options" in given:
+        from segkit.config import parse_options
+
+        given["dataset_options"] = parse_options(given["dataset_options"], "--dataset-opt")
     overrides = {"device": "auto", "precision": "auto", **given}
     path = Path(args.checkpoint)
     config, ckpt = open_checkpoint(path, **overrides)
@@ -195,7 +199,16 @@ def _checkpoint_run(
     return config, runtime, model, path, checkpoint_task(ckpt)
 
 
-_EVALUATE_KEYS = ("data", "dataset", "loader", "batch_size", "num_workers", "device", "precision")
+_EVALUATE_KEYS = (
+    "data",
+    "dataset",
+    "dataset_options",
+    "loader",
+    "batch_size",
+    "num_workers",
+    "device",
+    "precision",
+)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

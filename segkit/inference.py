@@ -21,7 +21,8 @@ from segkit.task import Task
 
 def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, Any]]:
     """Load a checkpoint and the run config it records, with ``overrides`` applied
-    (e.g. ``data``, ``device``: a checkpoint is evaluated wherever it is opened).
+    (e.g. ``data``, ``device``: a checkpoint is evaluated wherever it is opened). Another
+    ``dataset`` plugin drops the checkpoint's ``dataset_options`` unless they are given.
 
     Raises:
         CheckpointError: unreadable checkpoint, or a config segkit cannot use.
@@ -32,6 +33,9 @@ def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, 
         config = RunConfig.from_dict(ckpt["config"], source=str(path))
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path}: the checkpoint's config is unusable ({e})") from None
+    other_dataset = "dataset" in overrides and overrides["dataset"] != config.resolved_dataset()
+    if other_dataset and "dataset_options" not in overrides:
+        config.dataset_options = {}  # the checkpoint's were its own dataset plugin's
     for key, value in overrides.items():
         setattr(config, key, value)
     config.validate()

@@ -102,6 +102,7 @@ def lr_find(
         copy.deepcopy(precision.state_dict()),
         model.training,
     )
+    config = training.config  # --loss auto resolved for the dataset
     stepper = build.step_model(model, config, runtime)
     ratio = end_lr / start_lr
     lrs: list[float] = []
@@ -116,7 +117,7 @@ def lr_find(
                 group["lr"] = lr
             batch = next(batches)
             images = to_device(batch.images, device, runtime.channels_last)
-            masks = to_device(batch.masks, device, False)
+            masks = training.task.target(to_device(batch.masks, device, False))
             with precision.autocast():
                 loss = loss_fn(stepper(images), masks)
             value = float(loss.detach().float())

@@ -1,0 +1,472 @@
+"""K classes end to end (issue 12): mask specs, datasets, both loaders, the task the engine
+derives, reports, inference, and runs of the collar and trimap sets.
+
+The loss and metric arithmetic is tested in test_multiclass_losses.py and
+test_multiclass_metrics.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segkit import registry
+from segkit import recipes as R
+from segkit.config import RunConfig
+from segkit.contracts import IGNORE_INDEX, MaskSpec, Sample
+from segkit.data import read_raw_mask, read_sample, to_target
+from segkit.errors import ConfigError, DataError
+from segkit.task import MultiClassMeter, Task, resolve
+
+SIZE = 64
+
+
+def write_folder(root: Path, masks: list[np.ndarray], classes_txt: str | None = None) -> Path:
+    """A folder dataset of flat grey images (each its own grey) with the given masks (PNG: uint8 arrays are
+    saved as 8-bit grayscale, (H, W, 3) arrays as RGB)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, m in enumerate(masks):
+        h, w = m.shape[:2]
+        Image.fromarray(np.full((h, w, 3), 40 + i, np.uint8)).save(root / "images" / f"m{i}.png")
+        Image.fromarray(m).save(root / "masks" / f"m{i}.png")
+    if classes_txt is not None:
+        (root / "classes.txt").write_text(classes_txt)
+    return root
+
+
+def stripes(h: int = 40, w: int = 48) -> np.ndarray:
+    """Index mask: rows of class 0, 1, 2 and a band of 255 (ignore)."""
+    m = np.zeros((h, w), np.uint8)
+    m[10:20] = 1
+    m[20:30] = 2
+    m[30:34] = IGNORE_INDEX
+    return m
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def test_multiclass_spec_maps_raw_values_to_classes_and_ignore() -> None:
+    spec = MaskSpec.multiclass(("background", "pet", "collar"), values=(2, 1, 4), ignore=3)
+    assert spec.is_multiclass and spec.num_classes == 3 and spec.has_ignore
+    assert spec.lookup() == {2: 0, 1: 1, 4: 2, 3: IGNORE_INDEX}
+    raw = np.array([[1, 2], [3, 4]], np.uint8)
+    assert to_target(raw, spec).tolist() == [[1, 0], [IGNORE_INDEX, 2]]
+    # Binary specs are unchanged: 0/1 by the background rule, no classes.
+    binary = MaskSpec(background=2, allowed=(1, 2, 3))
+    assert binary.num_classes == 1 and not binary.is_multiclass
+    assert to_target(raw[:, :1], binary).tolist() == [[1], [1]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": ("a",), "class_index": (0, 0)}, "a multi-class dataset has 2 to 255"),
+        ({"classes": ("a", "a"), "class_index": (0, 1)}, "must be distinct"),
+        ({"classes": ("a", "b"), "class_index": (0,)}, "class_index has 1 entries for 2"),
+        ({"classes": ("a", "b"), "class_index": (0, 7)}, r"holds \[7\]"),
+        ({"class_index": (0, 1)}, "a binary mask spec .no classes. has none"),
+        ({"palette": ((0, 0, 0),)}, "a binary mask spec"),
+    ],
+)
+def test_bad_mask_specs_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MaskSpec(background=0, allowed=(0, 1), **kwargs)
+
+
+def test_ignore_colour_needs_an_ignore_value_and_palettes_need_one_colour_per_class() -> None:
+    with pytest.raises(ConfigError, match="palette has 1 colours for 2 classes"):
+        MaskSpec.multiclass(("a", "b"), palette=((0, 0, 0),))
+    spec = MaskSpec.multiclass(
+        ("a", "b"), palette=((0, 0, 0), (255, 0, 0)), ignore_color=(9, 9, 9)
+    )
+    assert spec.lookup() == {0: 0, 1: 1, IGNORE_INDEX: IGNORE_INDEX}  # 255 added for it
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_oxford_pet_trimap_target_gives_three_classes(tiny_pets: Path) -> None:
+    binary = registry.create("datasets", "oxford_pet", tiny_pets)
+    trimap = registry.create("datasets", "oxford_pet", tiny_pets, target="trimap")
+    assert not binary.mask_spec.is_multiclass
+    assert trimap.mask_spec.classes == ("background", "pet", "border")
+    sample = trimap.samples("train")[0]
+    raw = read_raw_mask(sample.mask, trimap.mask_spec)
+    _, classes = read_sample(sample, trimap.mask_spec)
+    assert classes.dtype == np.uint8
+    for value, cls in ((2, 0), (1, 1), (3, 2)):
+        assert (classes[raw == value] == cls).all()
+    _, mask = read_sample(sample, binary.mask_spec)  # the lab's rule, unchanged
+    assert np.array_equal(mask, (raw != 2).astype(np.uint8))
+    with pytest.raises(ConfigError, match="targets are binary, trimap"):
+        registry.create("datasets", "oxford_pet", tiny_pets, target="parts")
+
+
+def test_folder_reads_index_masks_with_classes_from_the_option_or_classes_txt(
+    tmp_path: Path,
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 10, "# classes\nsky\nroad\ncar\n")
+    listed = registry.create("datasets", "folder", root)
+    assert listed.mask_spec.classes == ("sky", "road", "car")
+    option = registry.create("datasets", "folder", root, classes="background,cell,nucleus")
+    assert option.mask_spec.classes == ("background", "cell", "nucleus")  # the option wins
+    _, m = read_sample(listed.samples("train")[0], listed.mask_spec)
+    assert np.array_equal(m, stripes())  # 0..2 as stored, 255 ignored
+    # Without classes the same folder is binary, and a class value is out of range there.
+    (root / "classes.txt").unlink()
+    binary = registry.create("datasets", "folder", root)
+    with pytest.raises(DataError, match=r"m\d\.png: values \{2\} found"):
+        read_sample(binary.samples("train")[0], binary.mask_spec)
+
+
+def test_folder_reads_palette_pngs_as_indices_and_rgb_masks_by_colour(tmp_path: Path) -> None:
+    idx = stripes()
+    pal = Image.fromarray(idx)
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (768 - 9))
+    root = tmp_path / "p"
+    write_folder(root, [idx] * 4)
+    for i in range(4):
+        pal.save(root / "masks" / f"m{i}.png")
+    ds = registry.create("datasets", "folder", root, classes=["bg", "a", "b"])
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, idx)
+
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    rgb = colours[np.minimum(idx, 2)]
+    rgb[idx == IGNORE_INDEX] = (224, 224, 192)
+    root = write_folder(tmp_path / "c", [rgb] * 4)
+    ds = registry.create(
+        "datasets",
+        "folder",
+        root,
+        classes="bg,a,b",
+        palette="0,0,0;255,0,0;0,0,255",
+        ignore_color="224,224,192",
+    )
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, idx)
+
+
+def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
+    tmp_path: Path,
+) -> None:
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[4:8] = (255, 0, 0)
+    rgb[0, 0] = (250, 3, 3)  # antialiasing
+    root = write_folder(tmp_path / "c", [rgb] * 4, "bg 0 0 0\nred 255 0 0\n")
+    ds = registry.create("datasets", "folder", root)
+    with pytest.raises(DataError) as e:
+        read_sample(ds.samples("train")[0], ds.mask_spec)
+    msg = str(e.value)
+    assert "m" in msg and "(250, 3, 3) on 1 pixel" in msg and "bg=(0, 0, 0), red=(255, 0, 0)" in msg
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"palette": "0,0,0;255,255,255"}, "this folder dataset is binary"),
+        ({"ignore_color": "1,2,3"}, "this folder dataset is binary"),
+        ({"classes": "only"}, "expected 2 or more distinct names"),
+        ({"classes": "a,b", "ignore": 1}, "ignore=1: expected a mask value in 2..255"),
+        ({"classes": "a,b", "palette": "0,0,0"}, "1 palette colours for 2 classes"),
+        ({"classes": "a,b", "palette": "0,0,0;300,0,0"}, "not a colour r,g,b"),
+    ],
+)
+def test_bad_class_options_are_one_line_errors(tmp_path: Path, options: dict, message: str) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4)
+    with pytest.raises(ConfigError, match=message):
+        registry.create("datasets", "folder", root, **options)
+
+
+def test_malformed_classes_txt_names_the_line(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4, "bg 0 0 0\ncell 255 0\n")
+    with pytest.raises(DataError, match=r"classes.txt: line 2 'cell 255 0'"):
+        registry.create("datasets", "folder", root)
+
+
+def test_synthetic_collar_variant_is_the_same_set_with_collars(tmp_path: Path) -> None:
+    from segkit_datasets.synthetic import COLLAR, default_cache_dir, render_sample
+
+    for i in range(3):
+        plain_rgb, plain = render_sample(5, i)
+        rgb, trimap = render_sample(5, i, collar=True)
+        collar = trimap == COLLAR
+        assert collar.any()
+        assert np.array_equal(trimap[~collar], plain[~collar])  # only pet pixels became collar
+        assert (plain[collar] == 1).all()
+    assert default_cache_dir(10, 0, "collar").name.startswith("synthetic-collar-10-0-")
+    ds = registry.create("datasets", "synthetic", tmp_path / "s", count=6, variant="collar")
+    assert ds.mask_spec.classes == ("background", "pet", "collar")
+    assert ds.mask_spec.lookup()[3] == IGNORE_INDEX  # the border band is ignored
+    again = registry.create("datasets", "synthetic", tmp_path / "s")  # the variant is read back
+    assert again.variant == "collar" and again.mask_spec == ds.mask_spec
+    assert registry.create("datasets", "synthetic", tmp_path / "s", target="binary").mask_spec.allowed == (1, 2, 3, 4)
+    with pytest.raises(ConfigError, match="the synthetic variants are pet, collar"):
+        registry.create("datasets", "synthetic", tmp_path / "t", count=6, variant="stripes")
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+@pytest.fixture(scope="module")
+def shapes_classes(tmp_path_factory: pytest.TempPathFactory):
+    from segkit.testing import ShapesDataset, write_shapes_dataset
+
+    root = write_shapes_dataset(tmp_path_factory.mktemp("shapes-classes"), classes=True)
+    return ShapesDataset(root, classes=True)
+
+
+def eval_recipe() -> R.Recipe:
+    return R.Recipe("eval", train=(R.Resize(size=SIZE), R.Normalize()))
+
+
+def loader_masks(name: str, dataset, recipe: R.Recipe, *, train: bool) -> torch.Tensor:
+    workers = 1 if name == "dali" else 0
+    ld = registry.create(
+        "loaders", name, dataset, "train", recipe, 4, train=train, seed=2, num_workers=workers
+    )
+    ld.set_epoch(1)
+    return torch.cat([b.masks for b in ld])
+
+
+@pytest.mark.parametrize("loader", ["albumentations", "dali"])
+def test_loaders_carry_class_maps_resampled_by_nearest_neighbour(loader: str, shapes_classes) -> None:
+    """Eval: each loader's class maps are exactly its nearest-neighbour reference
+    (OpenCV's INTER_NEAREST for albumentations, the pixel-centre INTER_NEAREST_EXACT for
+    DALI, as for binary masks), 255 kept; train: every op keeps values in the classes."""
+    import cv2
+
+    masks = loader_masks(loader, shapes_classes, eval_recipe(), train=False)
+    assert masks.dtype == torch.uint8 and masks.shape == (10, SIZE, SIZE)
+    interp = cv2.INTER_NEAREST_EXACT if loader == "dali" else cv2.INTER_NEAREST
+    for sample, got in zip(shapes_classes.samples("train"), masks, strict=True):
+        _, classes = read_sample(sample, shapes_classes.mask_spec)
+        want = cv2.resize(classes, (SIZE, SIZE), interpolation=interp)
+        assert np.array_equal(got.numpy(), want)
+    assert set(masks.unique().tolist()) == {0, 1, 2, IGNORE_INDEX}
+    every = registry.create("recipes", "type3", image_size=SIZE)
+    trained = loader_masks(loader, shapes_classes, every, train=True)
+    assert set(trained.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
+
+
+def test_the_two_loaders_agree_on_class_maps(shapes_classes) -> None:
+    a = loader_masks("albumentations", shapes_classes, eval_recipe(), train=False)
+    d = loader_masks("dali", shapes_classes, eval_recipe(), train=False)
+    # Half an output pixel apart at most (nearest vs pixel-centre nearest): the L's edges.
+    assert (a == d).float().mean() >= 0.97
+
+
+def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> None:
+    bad = stripes()
+    bad[0, 0] = 7
+    root = write_folder(tmp_path / "d", [stripes()] * 5 + [bad] * 5, "a\nb\nc\n")
+    ds = registry.create("datasets", "folder", root, test_fraction=0.0, valid_fraction=0.0)
+    ld = registry.create("loaders", "dali", ds, "train", eval_recipe(), 10, train=False)
+    with pytest.raises(DataError, match=r"m[5-9]\.png: values \{7\} found.*3 classes: a, b, c; 255 ignored"):
+        list(ld)
+
+
+# ----------------------------------------------------------------------------- task
+
+
+def test_task_resolves_the_loss_and_monitor_from_the_dataset(tiny_pets: Path) -> None:
+    trimap = registry.create("datasets", "oxford_pet", tiny_pets, target="trimap")
+    binary = registry.create("datasets", "oxford_pet", tiny_pets)
+    config, task = resolve(RunConfig(data=str(tiny_pets)), trimap)
+    assert (config.loss, config.monitor, task.num_classes) == ("ce_dice", "valid_miou", 3)
+    config, task = resolve(RunConfig(data=str(tiny_pets)), binary)
+    assert (config.loss, config.monitor, task.num_classes) == ("bce_dice", "valid_dice", 1)
+    options = {"target": "trimap"}
+    with pytest.raises(ConfigError) as e:
+        resolve(RunConfig(data=str(tiny_pets), loss="bce_dice", dataset_options=options), trimap)
+    msg = str(e.value)
+    assert "--loss bce_dice takes binary targets" in msg and "3 classes (background, pet, border)" in msg
+    assert "use --loss ce_dice (or one of:" in msg and "lovasz_softmax" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="--loss ce takes K-class targets, but dataset 'oxford_pet' is binary"):
+        resolve(RunConfig(data=str(tiny_pets), loss="ce"), binary)
+    with pytest.raises(ConfigError, match="--monitor valid_miou: the dataset is binary"):
+        resolve(RunConfig(data=str(tiny_pets), monitor="valid_miou"), binary)
+
+
+def test_multiclass_meter_gives_headline_and_named_scores() -> None:
+    task = Task(("bg", "a", "b"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), IGNORE_INDEX)
+    meter = task.meter("cpu", per_image=True)
+    assert isinstance(meter, MultiClassMeter)
+    target = torch.tensor([[[0, 1], [2, IGNORE_INDEX]]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[[0, 1], [1, 0]]]), 3).permute(0, 3, 1, 2)
+    meter.update(logits.float(), target, torch.tensor(0.5))
+    out = meter.compute()
+    assert out["iou"] == out["miou"] and out["dice"] == out["mdice"]
+    assert out["iou_bg"] == 1.0 and out["iou_a"] == 0.5 and out["iou_b"] == 0.0
+    assert out["miou"] == pytest.approx(0.5) and out["pixels"] == 3
+    dice, iou = meter.per_image_scores()
+    assert iou.tolist() == pytest.approx([0.5]) and dice.dtype == torch.float32
+    assert Task.from_record(task.record()) == task and Task.from_record(None) == Task()
+
+
+def test_binary_loops_are_unchanged_by_the_task() -> None:
+    masks = torch.ones(2, 1, 4, 4)
+    assert Task().target(masks) is masks
+    assert Task(("a", "b"), ((0, 0, 0), (9, 9, 9))).target(masks[:, 0].byte()).dtype == torch.long
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Path) -> None:
+    from segkit.precision import create_precision
+    from segkit.report import write_prediction_grid
+
+    task = Task(("background", "pet", "collar"), ((0, 0, 0), (230, 25, 75), (60, 180, 75)), IGNORE_INDEX)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # class 1 on the left half
+            out = torch.zeros(x.shape[0], 3, *x.shape[2:])
+            out[:, 1, :, : x.shape[3] // 2] = 5
+            return out
+
+    from segkit.contracts import Batch
+
+    images = torch.zeros(4, 3, 32, 32)
+    masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
+    masks[:, :, :16] = 1
+    masks[:, 0, 0] = IGNORE_INDEX
+    rows = write_prediction_grid(
+        tmp_path / "g.png",
+        Fixed(),
+        [Batch(images, masks)],
+        create_precision("fp32", torch.device("cpu")),
+        torch.device("cpu"),
+        (0, 0, 0),
+        (1, 1, 1),
+        dice=[0.9, 0.8, 0.7, float("nan")],
+        iou=[0.8, 0.7, 0.6, float("nan")],
+        n=4,
+        task=task,
+    )
+    assert [r.index for r in rows][-1] == 3  # the unscored image ranks last
+    grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
+    assert (grid == (230, 25, 75)).all(-1).sum() > 1000  # truth and prediction tiles in pet red
+    assert (grid == (128, 128, 128)).all(-1).any()  # the ignored pixel, grey
+
+
+def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
+    from segkit.inference import palette_png, write_prediction
+
+    task = Task(("a", "b", "c"), ((0, 0, 0), (10, 20, 30), (40, 50, 60)))
+    classes = np.array([[0, 1], [2, 1]], np.uint8)
+    palette_png(classes, task).save(tmp_path / "m.png")
+    im = Image.open(tmp_path / "m.png")
+    assert im.mode == "P" and np.array_equal(np.asarray(im), classes)
+    assert im.getpalette()[:9] == [0, 0, 0, 10, 20, 30, 40, 50, 60]
+    prob = np.zeros((3, 2, 2), np.float32)
+    prob[1] = 1
+    paths = write_prediction(
+        tmp_path / "out", Path("x.jpg"), np.zeros((2, 2, 3), np.uint8), prob, 0.5, task,
+        probabilities=True,
+    )
+    assert [p.name for p in paths] == ["x_mask.png", "x_overlay.png", "x_probs.npy"]
+    assert np.load(paths[2]).shape == (3, 2, 2)
+    assert (np.asarray(Image.open(paths[0])) == 1).all()
+
+
+def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> None:
+    from segkit.datacheck import check_dataset, format_report
+
+    root = write_folder(tmp_path / "d", [stripes()] * 10, "bg\nroad\ncar\n")
+    report = check_dataset(registry.create("datasets", "folder", root), 1, name="folder", progress=False)
+    assert report.ok and report.classes == ["bg", "road", "car"]
+    train = report.splits["train"].class_pixels
+    assert train["ignored"] == 4 * 48 * 8 and train["road"] == train["car"]
+    weights = report.suggestions["class_weights"]["value"]
+    assert weights[1] == weights[2] and weights[0] < weights[1]
+    text = format_report(report)
+    assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _run(tmp_path: Path, *args: str) -> Path:
+    from segkit.cli import main
+
+    out = tmp_path / "runs"
+    base = ["run", "--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+    assert main([*base, *args, "--out", str(out), "--name", "mc", "-q"]) == 0
+    return out / "mc"
+
+
+@pytest.mark.slow
+def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(
+    tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
+    from segkit.cli import main
+
+    run = _run(
+        tmp_path, "--data", str(tiny_pets), "--dataset-opt", "target=trimap", "--epochs", "2"
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert summary["classes"] == ["background", "pet", "border"] and summary["monitor"] == "valid_miou"
+    assert config["loss"] == "ce_dice" and config["resolved"]["task"]["classes"][1] == "pet"
+    assert summary["test_iou"] == summary["test_miou"] and 0 < summary["test_miou"] <= 1
+    per_class = {r["class"]: r for r in summary["test_per_class"]}
+    assert sum(r["pixels"] for r in per_class.values()) == sum(map(sum, summary["test_confusion"]))
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"valid_pixel_acc", "valid_iou_pet", "valid_iou_border"} <= set(header)
+    assert (run / "test_scores.csv").read_text().startswith("index,id,mdice,miou")
+    line = (run / "summary.txt").read_text()
+    assert line.startswith("test mIoU ") and "valid mIoU" in line
+
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "best.pt"), "--num-workers", "0"]) == 0
+    shown = capsys.readouterr().out
+    assert "class" in shown and "border" in shown and f"test mIoU {summary['test_miou']:.4f}" in shown
+
+    image = sorted((tiny_pets / "images").iterdir())[0]
+    assert main(["predict", str(run / "best.pt"), str(image), "--out", str(tmp_path / "p"), "--probabilities"]) == 0
+    mask = Image.open(tmp_path / "p" / f"{image.stem}_mask.png")
+    assert mask.mode == "P" and set(np.unique(np.asarray(mask))) <= {0, 1, 2}
+    assert np.load(tmp_path / "p" / f"{image.stem}_probs.npy").shape == (3, *mask.size[::-1])
+
+    # Evaluating the 3-class model on binary data is refused in one line.
+    binary = write_folder(tmp_path / "binary", [np.eye(32, dtype=np.uint8)] * 10)
+    capsys.readouterr()
+    code = main(
+        ["evaluate", str(run / "best.pt"), "--dataset", "folder", "--data", str(binary), "--num-workers", "0"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "predicts 3 classes (background, pet, border)" in err and "is binary" in err
+
+
+@pytest.mark.slow
+def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: Path) -> None:
+    from segkit import checkpoint as ckpt_io
+    from segkit.engine import resume
+
+    args = ["--dataset", "synthetic", "--dataset-opt", "variant=collar", "--dataset-opt", "count=24",
+            "--epochs", "3", "--loader", "dali", "--seed", "1"]
+    run = _run(tmp_path, *args)
+    summary = json.loads((run / "summary.json").read_text())
+    conf = np.array(summary["test_confusion"])
+    majority_iou = conf.sum(1).max() / conf.sum() / 3  # predict background everywhere
+    assert summary["test_miou"] > majority_iou
+    assert ckpt_io.load(run / "last.pt")["task"]["classes"] == ["background", "pet", "collar"]
+    # Two epochs, then resumed to three: the unbroken run's numbers.
+    from segkit.cli import main
+
+    out = tmp_path / "runs"
+    base = ["run", "--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+    short = [a if a != "3" else "2" for a in args]
+    assert main([*base, *short, "--out", str(out), "--name", "short", "-q"]) == 0
+    result = resume(out / "short", epochs=3, quiet=True)
+    again = json.loads((out / "short" / "summary.json").read_text())
+    assert again["test_miou"] == summary["test_miou"] and result.test["miou"] == summary["test_miou"]
+    assert again["test_per_class"] == summary["test_per_class"]
