@@ -148,7 +148,9 @@ class MaskSpec:
                 "(a binary one names none)"
             )
         if len(set(self.classes)) != k or not all(isinstance(c, str) and c for c in self.classes):
-            raise ConfigError(f"MaskSpec: class names {list(self.classes)} must be distinct and non-empty")
+            raise ConfigError(
+                f"MaskSpec: class names {list(self.classes)} must be distinct and non-empty"
+            )
         if len(self.class_index) != len(self.allowed):
             raise ConfigError(
                 f"MaskSpec: class_index has {len(self.class_index)} entries for "

@@ -56,9 +56,7 @@ def write_curves(
         title = "mDice and mIoU (means over classes)"
         ax_dice.lines[0].set_label("train mDice")
         ax_dice.lines[1].set_label("valid mDice")
-        ax_dice.plot(
-            v_epochs, [r["valid_iou"] for r in validated], label="valid mIoU", marker="."
-        )
+        ax_dice.plot(v_epochs, [r["valid_iou"] for r in validated], label="valid mIoU", marker=".")
     ax_dice.set(title=title, xlabel="epoch", ylim=(0, 1))
     best = [r for r in validated if r["epoch"] == best_epoch]
     for ax in (ax_loss, ax_dice):

@@ -192,7 +192,9 @@ class RunFolder:
         its target or prediction (``nan`` for an image whose pixels are all ignored)."""
         with self.test_scores.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["index", "id", *(("mdice", "miou") if multiclass else ("dice", "iou"))])
+            writer.writerow(
+                ["index", "id", *(("mdice", "miou") if multiclass else ("dice", "iou"))]
+            )
             for i, (d, u) in enumerate(zip(dice, iou, strict=True)):
                 writer.writerow([i, ids[i] if ids is not None else "", f"{d:.9g}", f"{u:.9g}"])
 
@@ -295,17 +297,19 @@ def summary_line(config: RunConfig, result: RunResult) -> str:
             f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f}{stopped})  "
         )
     return (
-        scores
-        + f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
+        scores + f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
         f"model {config.model}  loader {config.loader}  run {result.run_dir}"
     )
 
 
 def _monitor_name(monitor: str) -> str:
     """``valid_miou`` -> ``mIoU`` for the summary line."""
-    return {"valid_miou": "mIoU", "valid_iou": "mIoU", "valid_mdice": "mDice", "valid_dice": "mDice"}.get(
-        monitor, monitor.removeprefix("valid_")
-    )
+    return {
+        "valid_miou": "mIoU",
+        "valid_iou": "mIoU",
+        "valid_mdice": "mDice",
+        "valid_dice": "mDice",
+    }.get(monitor, monitor.removeprefix("valid_"))
 
 
 def _append_row(path: Path, row: dict[str, Any]) -> None:

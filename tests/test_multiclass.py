@@ -7,7 +7,6 @@ test_multiclass_metrics.py."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segkit import registry
 from segkit import recipes as R
+from segkit import registry
 from segkit.config import RunConfig
-from segkit.contracts import IGNORE_INDEX, MaskSpec, Sample
+from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data import read_raw_mask, read_sample, to_target
 from segkit.errors import ConfigError, DataError
 from segkit.task import MultiClassMeter, Task, resolve
@@ -83,9 +82,7 @@ def test_bad_mask_specs_are_refused(kwargs: dict, message: str) -> None:
 def test_ignore_colour_needs_an_ignore_value_and_palettes_need_one_colour_per_class() -> None:
     with pytest.raises(ConfigError, match="palette has 1 colours for 2 classes"):
         MaskSpec.multiclass(("a", "b"), palette=((0, 0, 0),))
-    spec = MaskSpec.multiclass(
-        ("a", "b"), palette=((0, 0, 0), (255, 0, 0)), ignore_color=(9, 9, 9)
-    )
+    spec = MaskSpec.multiclass(("a", "b"), palette=((0, 0, 0), (255, 0, 0)), ignore_color=(9, 9, 9))
     assert spec.lookup() == {0: 0, 1: 1, IGNORE_INDEX: IGNORE_INDEX}  # 255 added for it
 
 
@@ -173,6 +170,7 @@ def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     [
         ({"palette": "0,0,0;255,255,255"}, "this folder dataset is binary"),
         ({"ignore_color": "1,2,3"}, "this folder dataset is binary"),
+        ({"ignore": 255}, "ignore describes class maps, and this folder dataset is binary"),
         ({"classes": "only"}, "expected 2 or more distinct names"),
         ({"classes": "a,b", "ignore": 1}, "ignore=1: expected a mask value in 2..255"),
         ({"classes": "a,b", "palette": "0,0,0"}, "1 palette colours for 2 classes"),
@@ -207,7 +205,9 @@ def test_synthetic_collar_variant_is_the_same_set_with_collars(tmp_path: Path) -
     assert ds.mask_spec.lookup()[3] == IGNORE_INDEX  # the border band is ignored
     again = registry.create("datasets", "synthetic", tmp_path / "s")  # the variant is read back
     assert again.variant == "collar" and again.mask_spec == ds.mask_spec
-    assert registry.create("datasets", "synthetic", tmp_path / "s", target="binary").mask_spec.allowed == (1, 2, 3, 4)
+    assert registry.create(
+        "datasets", "synthetic", tmp_path / "s", target="binary"
+    ).mask_spec.allowed == (1, 2, 3, 4)
     with pytest.raises(ConfigError, match="the synthetic variants are pet, collar"):
         registry.create("datasets", "synthetic", tmp_path / "t", count=6, variant="stripes")
 
@@ -237,7 +237,9 @@ def loader_masks(name: str, dataset, recipe: R.Recipe, *, train: bool) -> torch.
 
 
 @pytest.mark.parametrize("loader", ["albumentations", "dali"])
-def test_loaders_carry_class_maps_resampled_by_nearest_neighbour(loader: str, shapes_classes) -> None:
+def test_loaders_carry_class_maps_resampled_by_nearest_neighbour(
+    loader: str, shapes_classes
+) -> None:
     """Eval: each loader's class maps are exactly its nearest-neighbour reference
     (OpenCV's INTER_NEAREST for albumentations, the pixel-centre INTER_NEAREST_EXACT for
     DALI, as for binary masks), 255 kept; train: every op keeps values in the classes."""
@@ -269,7 +271,9 @@ def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> N
     root = write_folder(tmp_path / "d", [stripes()] * 5 + [bad] * 5, "a\nb\nc\n")
     ds = registry.create("datasets", "folder", root, test_fraction=0.0, valid_fraction=0.0)
     ld = registry.create("loaders", "dali", ds, "train", eval_recipe(), 10, train=False)
-    with pytest.raises(DataError, match=r"m[5-9]\.png: values \{7\} found.*3 classes: a, b, c; 255 ignored"):
+    with pytest.raises(
+        DataError, match=r"m[5-9]\.png: values \{7\} found.*3 classes: a, b, c; 255 ignored"
+    ):
         list(ld)
 
 
@@ -287,9 +291,14 @@ def test_task_resolves_the_loss_and_monitor_from_the_dataset(tiny_pets: Path) ->
     with pytest.raises(ConfigError) as e:
         resolve(RunConfig(data=str(tiny_pets), loss="bce_dice", dataset_options=options), trimap)
     msg = str(e.value)
-    assert "--loss bce_dice takes binary targets" in msg and "3 classes (background, pet, border)" in msg
+    assert (
+        "--loss bce_dice takes binary targets" in msg
+        and "3 classes (background, pet, border)" in msg
+    )
     assert "use --loss ce_dice (or one of:" in msg and "lovasz_softmax" in msg and "\n" not in msg
-    with pytest.raises(ConfigError, match="--loss ce takes K-class targets, but dataset 'oxford_pet' is binary"):
+    with pytest.raises(
+        ConfigError, match="--loss ce takes K-class targets, but dataset 'oxford_pet' is binary"
+    ):
         resolve(RunConfig(data=str(tiny_pets), loss="ce"), binary)
     with pytest.raises(ConfigError, match="--monitor valid_miou: the dataset is binary"):
         resolve(RunConfig(data=str(tiny_pets), monitor="valid_miou"), binary)
@@ -324,7 +333,9 @@ def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Pa
     from segkit.precision import create_precision
     from segkit.report import write_prediction_grid
 
-    task = Task(("background", "pet", "collar"), ((0, 0, 0), (230, 25, 75), (60, 180, 75)), IGNORE_INDEX)
+    task = Task(
+        ("background", "pet", "collar"), ((0, 0, 0), (230, 25, 75), (60, 180, 75)), IGNORE_INDEX
+    )
 
     class Fixed(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # class 1 on the left half
@@ -369,7 +380,12 @@ def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
     prob = np.zeros((3, 2, 2), np.float32)
     prob[1] = 1
     paths = write_prediction(
-        tmp_path / "out", Path("x.jpg"), np.zeros((2, 2, 3), np.uint8), prob, 0.5, task,
+        tmp_path / "out",
+        Path("x.jpg"),
+        np.zeros((2, 2, 3), np.uint8),
+        prob,
+        0.5,
+        task,
         probabilities=True,
     )
     assert [p.name for p in paths] == ["x_mask.png", "x_overlay.png", "x_probs.npy"]
@@ -381,7 +397,9 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     from segkit.datacheck import check_dataset, format_report
 
     root = write_folder(tmp_path / "d", [stripes()] * 10, "bg\nroad\ncar\n")
-    report = check_dataset(registry.create("datasets", "folder", root), 1, name="folder", progress=False)
+    report = check_dataset(
+        registry.create("datasets", "folder", root), 1, name="folder", progress=False
+    )
     assert report.ok and report.classes == ["bg", "road", "car"]
     train = report.splits["train"].class_pixels
     assert train["ignored"] == 4 * 48 * 8 and train["road"] == train["car"]
@@ -398,7 +416,17 @@ def _run(tmp_path: Path, *args: str) -> Path:
     from segkit.cli import main
 
     out = tmp_path / "runs"
-    base = ["run", "--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+    base = [
+        "run",
+        "--model",
+        "unet",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+    ]
     assert main([*base, *args, "--out", str(out), "--name", "mc", "-q"]) == 0
     return out / "mc"
 
@@ -414,7 +442,9 @@ def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(
     )
     summary = json.loads((run / "summary.json").read_text())
     config = json.loads((run / "config.json").read_text())
-    assert summary["classes"] == ["background", "pet", "border"] and summary["monitor"] == "valid_miou"
+    assert (
+        summary["classes"] == ["background", "pet", "border"] and summary["monitor"] == "valid_miou"
+    )
     assert config["loss"] == "ce_dice" and config["resolved"]["task"]["classes"][1] == "pet"
     assert summary["test_iou"] == summary["test_miou"] and 0 < summary["test_miou"] <= 1
     per_class = {r["class"]: r for r in summary["test_per_class"]}
@@ -428,10 +458,24 @@ def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(
     capsys.readouterr()
     assert main(["evaluate", str(run / "best.pt"), "--num-workers", "0"]) == 0
     shown = capsys.readouterr().out
-    assert "class" in shown and "border" in shown and f"test mIoU {summary['test_miou']:.4f}" in shown
+    assert (
+        "class" in shown and "border" in shown and f"test mIoU {summary['test_miou']:.4f}" in shown
+    )
 
     image = sorted((tiny_pets / "images").iterdir())[0]
-    assert main(["predict", str(run / "best.pt"), str(image), "--out", str(tmp_path / "p"), "--probabilities"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(run / "best.pt"),
+                str(image),
+                "--out",
+                str(tmp_path / "p"),
+                "--probabilities",
+            ]
+        )
+        == 0
+    )
     mask = Image.open(tmp_path / "p" / f"{image.stem}_mask.png")
     assert mask.mode == "P" and set(np.unique(np.asarray(mask))) <= {0, 1, 2}
     assert np.load(tmp_path / "p" / f"{image.stem}_probs.npy").shape == (3, *mask.size[::-1])
@@ -440,10 +484,21 @@ def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(
     binary = write_folder(tmp_path / "binary", [np.eye(32, dtype=np.uint8)] * 10)
     capsys.readouterr()
     code = main(
-        ["evaluate", str(run / "best.pt"), "--dataset", "folder", "--data", str(binary), "--num-workers", "0"]
+        [
+            "evaluate",
+            str(run / "best.pt"),
+            "--dataset",
+            "folder",
+            "--data",
+            str(binary),
+            "--num-workers",
+            "0",
+        ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "predicts 3 classes (background, pet, border)" in err and "is binary" in err
+    assert (
+        code == 2 and "predicts 3 classes (background, pet, border)" in err and "is binary" in err
+    )
 
 
 @pytest.mark.slow
@@ -451,8 +506,20 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
     from segkit import checkpoint as ckpt_io
     from segkit.engine import resume
 
-    args = ["--dataset", "synthetic", "--dataset-opt", "variant=collar", "--dataset-opt", "count=24",
-            "--epochs", "3", "--loader", "dali", "--seed", "1"]
+    args = [
+        "--dataset",
+        "synthetic",
+        "--dataset-opt",
+        "variant=collar",
+        "--dataset-opt",
+        "count=24",
+        "--epochs",
+        "3",
+        "--loader",
+        "dali",
+        "--seed",
+        "1",
+    ]
     run = _run(tmp_path, *args)
     summary = json.loads((run / "summary.json").read_text())
     conf = np.array(summary["test_confusion"])
@@ -463,10 +530,22 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
     from segkit.cli import main
 
     out = tmp_path / "runs"
-    base = ["run", "--model", "unet", "--image-size", "32", "--batch-size", "4", "--num-workers", "0"]
+    base = [
+        "run",
+        "--model",
+        "unet",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+    ]
     short = [a if a != "3" else "2" for a in args]
     assert main([*base, *short, "--out", str(out), "--name", "short", "-q"]) == 0
     result = resume(out / "short", epochs=3, quiet=True)
     again = json.loads((out / "short" / "summary.json").read_text())
-    assert again["test_miou"] == summary["test_miou"] and result.test["miou"] == summary["test_miou"]
+    assert (
+        again["test_miou"] == summary["test_miou"] and result.test["miou"] == summary["test_miou"]
+    )
     assert again["test_per_class"] == summary["test_per_class"]

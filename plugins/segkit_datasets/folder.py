@@ -65,7 +65,8 @@ class FolderDataset:
         split_seed: Seed of the shuffle (no ``splits/``).
         classes: Class names, class 0 first (a list, or one comma-separated string).
         palette: One colour per class (a list of ``[r, g, b]``, or ``"r,g,b;r,g,b;..."``).
-        ignore: The mask value of ignored pixels (multi-class; ``None`` for none).
+        ignore: The mask value of ignored pixels (multi-class; ``auto``: 255; ``None`` for
+            none).
         ignore_color: The colour of ignored pixels in RGB masks (``[r, g, b]`` or
             ``"r,g,b"``).
 
@@ -88,7 +89,7 @@ class FolderDataset:
         split_seed: int = 0,
         classes: Sequence[str] | str | None = None,
         palette: Sequence[Sequence[int]] | str | None = None,
-        ignore: int | None = IGNORE_INDEX,
+        ignore: int | str | None = "auto",
         ignore_color: Sequence[int] | str | None = None,
     ) -> None:
         if root is None:
@@ -248,7 +249,7 @@ def _mask_spec(
     root: Path,
     classes: Sequence[str] | str | None,
     palette: Sequence[Sequence[int]] | str | None,
-    ignore: int | None,
+    ignore: int | str | None,
     ignore_color: Sequence[int] | str | None,
 ) -> MaskSpec:
     """The binary spec, or the K-class one from the options and ``classes.txt``."""
@@ -262,12 +263,24 @@ def _mask_spec(
     if palette is not None:
         colours = [_colour(c, "palette") for c in _palette_items(palette)]
     if names is None:
-        if palette is not None or ignore_color is not None:
+        given = [
+            name
+            for name, value in (
+                ("palette", palette),
+                ("ignore", ignore),
+                ("ignore_color", ignore_color),
+            )
+            if value is not None and not (name == "ignore" and value == "auto")
+        ]
+        if given:
             raise ConfigError(
-                "palette and ignore_color describe classes, and this folder dataset is binary; "
-                f"name its classes too (--dataset-opt classes=background,... or {listed})"
+                f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} class maps, and "
+                "this folder dataset is binary (0 background, 1 or 255 foreground); name its "
+                f"classes too (--dataset-opt classes=background,... or {listed})"
             )
         return FolderDataset.mask_spec
+    if ignore == "auto":
+        ignore = IGNORE_INDEX
     if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
         raise ConfigError(f"ignore={ignore!r}: expected the mask value of ignored pixels (255)")
     if ignore is not None and not len(names) <= ignore <= 255:
