@@ -412,23 +412,14 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- runs
 
 
-def _run(tmp_path: Path, *args: str) -> Path:
+def _run(tmp_path: Path, *args: str, name: str = "mc") -> Path:
+    from conftest import TINY_RUN
+
     from segkit.cli import main
 
     out = tmp_path / "runs"
-    base = [
-        "run",
-        "--model",
-        "unet",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--num-workers",
-        "0",
-    ]
-    assert main([*base, *args, "--out", str(out), "--name", "mc", "-q"]) == 0
-    return out / "mc"
+    assert main(["run", *TINY_RUN, *args, "--out", str(out), "--name", name, "-q"]) == 0
+    return out / name
 
 
 @pytest.mark.slow
@@ -527,24 +518,9 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
     assert summary["test_miou"] > majority_iou
     assert ckpt_io.load(run / "last.pt")["task"]["classes"] == ["background", "pet", "collar"]
     # Two epochs, then resumed to three: the unbroken run's numbers.
-    from segkit.cli import main
-
-    out = tmp_path / "runs"
-    base = [
-        "run",
-        "--model",
-        "unet",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--num-workers",
-        "0",
-    ]
-    short = [a if a != "3" else "2" for a in args]
-    assert main([*base, *short, "--out", str(out), "--name", "short", "-q"]) == 0
-    result = resume(out / "short", epochs=3, quiet=True)
-    again = json.loads((out / "short" / "summary.json").read_text())
+    short = _run(tmp_path, *[a if a != "3" else "2" for a in args], name="short")
+    result = resume(short, epochs=3, quiet=True)
+    again = json.loads((short / "summary.json").read_text())
     assert (
         again["test_miou"] == summary["test_miou"] and result.test["miou"] == summary["test_miou"]
     )
