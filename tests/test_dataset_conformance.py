@@ -7,6 +7,7 @@ author checks their own layout: on a small folder in the layout, written here.
   the Oxford-IIIT Pet layout.
 * ``folder`` reads ``images/`` + ``masks/`` written below, once split at random and once
   by ``splits/*.txt`` lists.
+* The K-class targets: ``oxford_pet`` with ``target=trimap``, ``folder`` with ``classes``.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ FOLDER_SPLITS = {
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "synthetic": ("synthetic", {}),
     "oxford_pet": ("oxford_pet", {}),
+    "oxford_pet-trimap": ("oxford_pet", {"target": "trimap"}),
     "folder": ("folder", {}),
     "folder-splits": ("folder", {}),
+    "folder-classes": ("folder", {"classes": "background,object"}),
 }
 
 
@@ -68,8 +71,11 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
     return {
         "synthetic": None,
         "oxford_pet": write_shapes_dataset(tmp / "oxford_pet"),
+        "oxford_pet-trimap": write_shapes_dataset(tmp / "oxford_pet-trimap"),
         "folder": write_folder_layout(tmp / "folder"),
         "folder-splits": write_folder_layout(tmp / "folder-splits", FOLDER_SPLITS),
+        # 0/255 masks read as 2 classes: 0 background, 255 ignored (no pixel of class 1).
+        "folder-classes": write_folder_layout(tmp / "folder-classes"),
     }
 
 
