@@ -1,4 +1,4 @@
-"""segkit: binary semantic segmentation with a plugin registry.
+"""segkit: semantic segmentation (binary or K classes) with a plugin registry.
 
 The public API, imported lazily so ``import segkit`` (and ``segkit --help``) stays fast::
 
@@ -9,6 +9,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
+    spec = segkit.MaskSpec.multiclass(["background", "cell"], ignore=255)  # K classes
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuplicatePluginError",
+    "MaskSpec",
     "PluginError",
     "PluginLoadError",
     "PluginNotFoundError",
     "RunConfig",
     "SegkitError",
+    "Task",
     "check_data",
     "create_dataset",
     "create_loss",
@@ -52,9 +55,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
+    from segkit.contracts import MaskSpec
     from segkit.engine import train
     from segkit.info import ModelInfo
     from segkit.lr_sweep import LRFind
+    from segkit.task import Task
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -151,6 +156,14 @@ def __getattr__(name: str) -> Any:
         from segkit.config import RunConfig
 
         return RunConfig
+    if name == "MaskSpec":
+        from segkit.contracts import MaskSpec
+
+        return MaskSpec
+    if name == "Task":
+        from segkit.task import Task
+
+        return Task
     if name == "train":
         from segkit.engine import train
 
