@@ -72,6 +72,7 @@ def _suite(name: str) -> str:
     func = name.split("[")[0]
     return {
         "test_epoch": "epoch",
+        "test_epoch_classes": "epoch",
         "test_model_only": "model",
         "test_loader_only": "loader",
         "test_feed_only": "feed",
@@ -113,10 +114,13 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
     epochs = by_suite.get("epoch", [])
     if epochs:
         rows, floors = [], False
+        # A classes column where some epoch trained K classes (test_epoch_classes).
+        classes = any((_num(e.get("classes")) or 1) > 1 for e in epochs)
         for e in epochs:
             row = [
                 _fmt(e.get("model")),
                 _fmt(e.get("loader")),
+                *([_fmt(e.get("classes", 1), "g")] if classes else []),
                 _fmt(e.get("precision_resolved") or e.get("precision")),
                 _fmt(e.get("images_per_s")),
                 _fmt(e.get("epoch_seconds"), ".2f"),
@@ -141,6 +145,7 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         header = [
             "model",
             "loader",
+            *(["classes"] if classes else []),
             "precision",
             "images/s",
             "s/epoch",

@@ -69,6 +69,15 @@ def test_epoch_table_on_a_cpu_has_no_floor(summary) -> None:
     assert "floor" not in text
 
 
+def test_three_class_epochs_get_a_classes_column(summary) -> None:
+    k3 = _epoch(classes=3, epoch_seconds=3.4)
+    k3["name"] = "test_epoch_classes[resnet34_unet-dali]"
+    lines = summary.summary_lines([_epoch(classes=1), k3])
+    assert _header(lines, "model")[:3] == ["model", "loader", "classes"]
+    rows = [line.split() for line in lines if line.startswith("resnet34_unet")]
+    assert [r[2] for r in rows] == ["1", "3"] and rows[1][5] == "3.40"
+
+
 def test_epoch_on_an_h100_reads_the_compute_floor(summary) -> None:
     # The README's numbers: resnet34_unet 42.1 GFLOP x 3312 images / 790 TFLOP/s = 0.18 s.
     h100 = dict(device_name="NVIDIA H100 80GB HBM3", precision_resolved="bf16",
@@ -201,7 +210,7 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
             "-p",
             "no:cacheprovider",
             "-k",
-            "albumentations or model_only",
+            "(albumentations and not classes) or model_only",
         ],  # fmt: skip
         cwd=ROOT,
         env=env,
