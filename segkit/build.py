@@ -288,10 +288,12 @@ def resolve_loss_options(
 ) -> dict[str, Any]:
     """``config.loss_options`` with ``pos_weight="auto"`` replaced by the train split's
     background / foreground pixels (its mask files are read once; for any loss that takes
-    ``pos_weight``, :func:`segkit.datacheck.train_pos_weight`).
+    ``pos_weight``, :func:`segkit.datacheck.train_pos_weight`), and ``weight="auto"`` by
+    the median-frequency class weights of a K-class dataset
+    (:func:`segkit.datacheck.train_class_weights`).
 
     Raises:
-        ConfigError: ``pos_weight=auto`` without a dataset.
+        ConfigError: ``pos_weight=auto`` or ``weight=auto`` without a dataset.
         DataError: a train mask is unreadable, or the train masks hold no foreground.
     """
     options = dict(config.loss_options)
@@ -303,6 +305,14 @@ def resolve_loss_options(
         from segkit.datacheck import train_pos_weight
 
         options["pos_weight"] = round(train_pos_weight(dataset, workers), 6)
+    if options.get("weight") == "auto":
+        if dataset is None:
+            raise ConfigError(
+                "--loss-opt weight=auto needs the dataset to compute it from; give a list"
+            )
+        from segkit.datacheck import train_class_weights
+
+        options["weight"] = train_class_weights(dataset, workers)
     return options
 
 
@@ -433,7 +443,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     loaders: dict[str, Loader]
     bad_samples: list[tuple[str, Any, str]] = field(default_factory=list)
-    loss_options: dict[str, Any] = field(default_factory=dict)  # resolved: pos_weight=auto
+    loss_options: dict[str, Any] = field(default_factory=dict)  # resolved: pos_weight/weight=auto
     accumulate: int = 1
     ema: AveragedModel | None = None
 

@@ -480,6 +480,38 @@ def train_pos_weight(dataset: Dataset, workers: int | None = None) -> float:
     return (total - fg) / fg
 
 
+def train_class_weights(dataset: Dataset, workers: int | None = None) -> list[float]:
+    """Median-frequency class weights of a K-class dataset's train split (only the mask
+    files are read; see :func:`_class_weights`): what ``--loss-opt weight=auto`` gives
+    ``ce`` and ``ce_dice``.
+
+    Raises:
+        DataError: a mask is unreadable or holds values outside those declared, the dataset
+            is binary, or the train masks hold no labelled pixel.
+    """
+    from segkit.data import read_raw_mask
+
+    spec = dataset.mask_spec
+    if not spec.is_multiclass:
+        raise DataError(
+            f"{dataset.root}: weight=auto weighs classes, and this dataset is binary; use "
+            "--loss-opt pos_weight=auto with a binary loss"
+        )
+
+    def count(split: str, sample: Sample) -> dict[int, int]:
+        values, counts = np.unique(read_raw_mask(sample.mask, spec), return_counts=True)
+        return dict(zip(values.tolist(), counts.tolist(), strict=True))
+
+    items = [("train", s) for s in dataset.samples("train")]
+    pixels: dict[str, int] = {}
+    for values in _read_all(items, count, workers or default_workers(), progress=False):
+        _count_classes(pixels, values, spec)
+    weights = _class_weights(pixels, spec)["value"]
+    if weights is None:
+        raise DataError(f"{dataset.root}: weight=auto: the train masks hold no labelled pixels")
+    return weights
+
+
 # ----------------------------------------------------------------------------- text
 
 

@@ -409,6 +409,26 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
 
 
+def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:
+    from segkit.build import resolve_loss_options
+    from segkit.datacheck import check_dataset
+
+    root = write_folder(tmp_path / "d", [stripes()] * 10, "bg\nroad\ncar\n")
+    ds = registry.create("datasets", "folder", root)
+    options = resolve_loss_options(RunConfig(loss="ce", loss_options={"weight": "auto"}), ds, 1)
+    report = check_dataset(ds, 1, progress=False)
+    assert options["weight"] == report.suggestions["class_weights"]["value"]
+    registry.create("losses", "ce", **options)  # a valid option
+    with pytest.raises(ConfigError, match="weight='auto' is resolved by segkit run"):
+        registry.create("losses", "ce", weight="auto")
+    binary = write_folder(tmp_path / "b", [np.eye(8, dtype=np.uint8)] * 4)
+    with pytest.raises(DataError, match="weight=auto weighs classes, and this dataset is binary"):
+        resolve_loss_options(
+            RunConfig(loss="ce", loss_options={"weight": "auto"}),
+            registry.create("datasets", "folder", binary),
+        )
+
+
 # ----------------------------------------------------------------------------- runs
 
 

@@ -77,6 +77,11 @@ def _class_weights(loss: str, name: str, value: object) -> tuple[float, ...] | N
     """None, or a list of K numbers >= 0, not all 0 (K is checked against the logits)."""
     if value is None:
         return None
+    if value == "auto":
+        raise ConfigError(
+            f"{loss}: {name}='auto' is resolved by segkit run (median-frequency weights of "
+            "the train split's classes); give a list when creating the loss directly"
+        )
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) < 2:
         raise ConfigError(
             f"{loss}: {name}={value!r} must be a list of one number >= 0 per class "
