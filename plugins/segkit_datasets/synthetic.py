@@ -58,9 +58,7 @@ COLLAR = 4
 #: Targets of the ``collar`` variant (its trimaps hold 1 pet, 2 background, 3 border,
 #: 4 collar).
 COLLAR_TARGETS: dict[str, MaskSpec] = {
-    "collar": MaskSpec.multiclass(
-        ("background", "pet", "collar"), values=(2, 1, COLLAR), ignore=3
-    ),
+    "collar": MaskSpec.multiclass(("background", "pet", "collar"), values=(2, 1, COLLAR), ignore=3),
     "trimap": MaskSpec.multiclass(
         ("background", "pet", "border", "collar"), values=(2, 1, 3, COLLAR)
     ),
