@@ -191,15 +191,26 @@ def write_prediction_grid(
         logits = model(to_device(img, device, channels_last))
     pred = (logits.float() > 0)[:, 0].cpu().numpy()
     true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    rgb = ((img * s + m).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    rgb = to_rgb(img, mean, std)
     rows = [
         GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
         for i, group, rank in picks
     ]
     _draw_grid(path, rgb, true, pred, rows, total=len(dice))
     return rows
+
+
+def to_rgb(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalized ``(N, 3, H, W)`` batch images back to ``(N, H, W, 3)`` uint8 pictures."""
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (
+        ((images.float().cpu() * s + m).clamp(0, 1) * 255)
+        .round()
+        .byte()
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
 
 
 def _font(size: int) -> Any:
@@ -228,19 +239,90 @@ def _draw_grid(
     rows: Sequence[GridRow],
     total: int,
 ) -> None:
+    scale = tile_scale(*rgb.shape[1:3])
+    lines = []
+    for k, row in enumerate(rows):
+        label = f"{row.group}  (rank {row.rank} of {total})  Dice {row.dice:.3f}  IoU {row.iou:.3f}"
+        if row.id is not None:
+            label += f"  {row.id}"
+        image, t, p = (
+            image_tile(rgb[k], scale),
+            mask_tile(true[k], scale),
+            mask_tile(pred[k], scale),
+        )
+        lines.append(TileRow(label, [image, gray_tile(t), gray_tile(p), overlay_tile(image, t, p)]))
+    draw_tiles(COLUMNS, lines).save(path)
+
+
+# ----------------------------------------------------------------------------- tiles
+# The pieces of every grid of pictures segkit draws: a run's predictions.png, the
+# TensorBoard grid (segkit.tb_log) and segkit compare's predictions.png (segkit.compare).
+
+
+def tile_scale(h: int, w: int) -> int:
+    """The integer factor that enlarges an ``h x w`` picture to at least :data:`MIN_TILE`."""
+    return max(1, math.ceil(MIN_TILE / min(h, w)))
+
+
+def image_tile(rgb: np.ndarray, scale: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image enlarged ``scale`` times (bilinear)."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((w * scale, h * scale), Image.BILINEAR))
+
+
+def mask_tile(mask: np.ndarray, scale: int) -> np.ndarray:
+    """A boolean ``(H, W)`` mask enlarged ``scale`` times (nearest: masks stay crisp)."""
+    return mask.astype(bool).repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def gray_tile(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as a white-on-black RGB tile."""
+    return np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def overlay_tile(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``pred`` over ``image`` against ``true`` (all the same size): green hit, red false
+    positive, blue miss (:data:`LEGEND`), mixed 45% into the image."""
+    colour = np.zeros((*true.shape, 3), np.float32)
+    colour[pred & true] = HIT
+    colour[pred & ~true] = FALSE_POSITIVE
+    colour[~pred & true] = MISS
+    hit = (pred | true)[..., None]
+    base = image.astype(np.float32)
+    return np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
+
+
+@dataclass
+class TileRow:
+    """One row of :func:`draw_tiles`: a caption over the row, its tiles (``(h, w, 3)``
+    uint8, every tile of the grid the same size) and optionally a label over each tile."""
+
+    caption: str
+    tiles: Sequence[np.ndarray]
+    labels: Sequence[str] | None = None
+
+
+def draw_tiles(
+    headings: Sequence[str], rows: Sequence[TileRow], legend: Sequence[tuple[str, Any]] = LEGEND
+) -> Any:
+    """A grid of tiles under column ``headings``, each row under its caption (and its
+    tiles under their labels, where given), with ``legend`` (colour swatches and names)
+    at the bottom, on light grey paper. Returns the PIL image."""
     from PIL import Image, ImageDraw
 
-    h, w = rgb.shape[1:3]
-    scale = max(1, math.ceil(MIN_TILE / min(h, w)))
-    th, tw = h * scale, w * scale
-    gap, heading, caption, row_gap = 4, 26, 22, 8
-    width = 4 * tw + 3 * gap
+    th, tw = rows[0].tiles[0].shape[:2]
+    gap, heading, caption, label_h, row_gap = 4, 26, 22, 18, 8
+    columns = len(headings)
+    width = columns * tw + (columns - 1) * gap
     font = _font(14)
+    small = _font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     # The legend: swatches and names, wrapped to the grid's width.
     legend_items, x, line = [], 0, 0
-    for name, colour in LEGEND:
+    for name, colour in legend:
         item = 18 + int(probe.textlength(name, font=font)) + 16
         if x and x + item > width:
             x, line = 0, line + 1
@@ -248,40 +330,34 @@ def _draw_grid(
         x += item
     legend_h = 8 + 20 * (line + 1)
 
-    height = heading + len(rows) * (caption + th + row_gap) + legend_h
+    row_h = [caption + (label_h if r.labels else 0) + th + row_gap for r in rows]
+    height = heading + sum(row_h) + legend_h
     # Light grey paper: white mask pixels stay visible against it.
     canvas = Image.new("RGB", (width, height), (225, 225, 225))
     draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(COLUMNS):
+    for c, name in enumerate(headings):
         x0 = c * (tw + gap)
+        name = _fit(draw, name, font, tw)
         text_w = draw.textlength(name, font=font)
         draw.text((x0 + (tw - text_w) / 2, 5), name, fill=(0, 0, 0), font=font)
-
-    def big(a: np.ndarray) -> np.ndarray:  # nearest: masks stay crisp
-        return a.repeat(scale, axis=0).repeat(scale, axis=1)
-
-    gray = lambda a: np.repeat((a * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
     y = heading
-    for k, row in enumerate(rows):
-        label = f"{row.group}  (rank {row.rank} of {total})  Dice {row.dice:.3f}  IoU {row.iou:.3f}"
-        if row.id is not None:
-            label += f"  {row.id}"
-        draw.text((2, y + 3), _fit(draw, label, font, width - 4), fill=(0, 0, 0), font=font)
+    for row in rows:
+        text = _fit(draw, row.caption, font, width - 4)
+        draw.text((2, y + 3), text, fill=(0, 0, 0), font=font)
         y += caption
-        image = np.asarray(Image.fromarray(rgb[k]).resize((tw, th), Image.BILINEAR))
-        t, p = big(true[k]), big(pred[k])
-        colour = np.zeros((th, tw, 3), np.float32)
-        colour[p & t] = HIT
-        colour[p & ~t] = FALSE_POSITIVE
-        colour[~p & t] = MISS
-        hit = (p | t)[..., None]
-        base = image.astype(np.float32)
-        overlay = np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
-        for c, tile in enumerate((image, gray(t), gray(p), overlay)):
+        if row.labels:
+            for c, label in enumerate(row.labels):
+                text = _fit(draw, label, small, tw)
+                text_w = draw.textlength(text, font=small)
+                draw.text(
+                    (c * (tw + gap) + (tw - text_w) / 2, y + 1), text, fill=(0, 0, 0), font=small
+                )
+            y += label_h
+        for c, tile in enumerate(row.tiles):
             canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
         y += th + row_gap
     for x0, line, name, colour in legend_items:
         top = y + 4 + 20 * line
         draw.rectangle((x0 + 2, top + 2, x0 + 15, top + 15), fill=colour, outline=(0, 0, 0))
         draw.text((x0 + 20, top), name, fill=(0, 0, 0), font=font)
-    canvas.save(path)
+    return canvas
