@@ -403,7 +403,10 @@ def _write_md(c: Comparison, path: Path) -> Path:
         if s not in shared and s not in data and _text(first[s]) != _text(_default(s))
     ]
     lines.append("Same for every run: " + ", ".join(f"{s} {_text(first[s])}" for s in shared) + ".")
-    lines.append(f"Data: {dataset_of(c.runs[0])}.")
+    config = c.runs[0].config
+    where = config.data or "generated in segkit's cache"
+    options = f" ({_text(config.dataset_options)})" if config.dataset_options else ""
+    lines.append(f"Data: {config.resolved_dataset()}{options}, {where}.")
     lines.append("")
     if c.grouped:
         keys = [k for k in c.differing if k != "seed"]
@@ -411,14 +414,15 @@ def _write_md(c: Comparison, path: Path) -> Path:
         rows = []
         for g in c.groups:
             row = [_text(g.settings[k]) for k in keys]
-            row += [", ".join(map(str, g.seeds))]
+            row += [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})"]
             row += [_show_mean(key, [r.results[key] for r in g.runs]) for key in RESULTS]
             rows.append(row)
         lines += _md_table([*keys, "seeds", *RESULTS.values()], rows)
         lines += [
             "",
-            "Each number is the mean over the seeds listed ± the sample standard deviation "
-            "(n - 1); train s/epoch and images/s leave each run's first epoch out.",
+            "Seeds: how many, and which. Each number is the mean over them ± the sample "
+            "standard deviation (n - 1); train s/epoch and images/s leave each run's first "
+            "epoch out.",
             "",
             "## Every run",
             "",
