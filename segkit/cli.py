@@ -415,6 +415,40 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from segkit.compare import compare
+
+    result = compare(
+        args.runs, args.out, force=args.force, group_seeds=args.group_seeds, device=args.device
+    )
+    print((result.files["md"]).read_text().split("\n![")[0].rstrip())
+    print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from segkit import study
+
+    if args.run is not None:  # one configuration: what each --parallel process runs
+        done = study.run_named(
+            args.file, args.out, args.run, quiet=args.quiet, workers_share=args.workers_share
+        )
+        summary = Path(args.out) / args.run / "summary.txt"
+        if args.quiet or done == "skipped":
+            print(summary.read_text().strip())
+        return 0
+    result = study.run_study(
+        args.file, args.out, force=args.force, parallel=args.parallel, quiet=args.quiet
+    )
+    if result.comparison is not None:
+        text = result.comparison.files["md"].read_text()
+        print("\n" + text.split("\n![")[0].rstrip())
+    print(
+        f"\nsegkit study: {len(result.study.runs)} runs in {result.study.out}, {result.wall_s:.0f} s"
+    )
+    return 0
+
+
 def _without_devices(argv: list[str]) -> list[str]:
     """``argv`` minus ``--devices N``: each torchrun process is one device."""
     out: list[str] = []
@@ -444,7 +478,71 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_info(sub)
     _add_lr_find(sub)
+    _add_compare(sub)
+    _add_study(sub)
     return parser
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare finished runs: comparison.md/.csv, overlaid curves, the same test "
+        "images segmented by every run",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by segkit run")
+    p.add_argument(
+        "--out", default="comparison", metavar="DIR", help="report folder (default: comparison)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="compare runs of different datasets or image sizes too",
+    )
+    p.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="also group the runs that differ only in their seed: mean ± std over seeds",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the models predict the test images for predictions.png (default: auto)",
+    )
+    p.set_defaults(func=_cmd_compare)
+
+
+def _add_study(sub: Any) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a grid of configurations from a TOML file (resumable), then compare them",
+    )
+    p.add_argument("file", metavar="FILE.toml", help="[base] settings, [axes] lists, [[runs]]")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="the study folder: one run folder per configuration and the report "
+        "(default: runs/<file stem>)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run a changed file in an existing study folder: changed runs are moved to "
+        "replaced/ and trained again",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="configurations at once, one per GPU (default: 1; the CPU runs one at a time)",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="only the study's lines and summaries"
+    )
+    p.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workers-share", type=int, default=1, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_study)
 
 
 def _add_run(sub: Any) -> None:

@@ -29,6 +29,7 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
 OnNan = Literal["stop", "skip"]
 MonitorName = Literal["auto", "valid_dice", "valid_iou", "valid_miou", "valid_mdice", "valid_loss"]
+LogName = Literal["csv", "tensorboard"]
 
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
@@ -187,6 +188,19 @@ class RunConfig:
         group="output",
         metavar="SECONDS",
     )
+    log: LogName = _opt(
+        "csv",
+        "csv: metrics.csv; tensorboard: metrics.csv and TensorBoard event files in "
+        "<run>/tensorboard (needs pip install 'segkit[tensorboard]')",
+        group="output",
+    )
+    log_images_every: int = _opt(
+        5,
+        "with --log tensorboard: the prediction grid of the first validation images every N "
+        "epochs and after the last (0: none)",
+        group="output",
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -212,9 +226,10 @@ class RunConfig:
             "validate_every",
             "save_every",
             "grid_images",
+            "log_images_every",
         ):
             value = getattr(self, key)
-            if value < (0 if key == "grid_images" else 1):
+            if value < (0 if key in ("grid_images", "log_images_every") else 1):
                 raise ConfigError(f"{flag(key)} {value!r}: expected a positive integer")
         if not self.log_every >= 0:
             raise ConfigError(f"--log-every {self.log_every}: expected 0 or more seconds")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from segkit import build, distributed, progress
+from segkit import build, distributed, progress, tb_log
 from segkit import checkpoint as ckpt_io
 from segkit import ema as ema_mod
 from segkit.config import RunConfig
@@ -106,6 +106,7 @@ def _run(
     d = distributed.from_env()
     say = _printer(quiet or not d.main)  # one voice: rank 0 reports
     runtime = build.resolve_runtime(config, d)
+    tb_log.require(config)
     distributed.init(d, runtime.device)
     # Everything is built before the run folder is made: a bad name or path leaves no trace.
     t = build.build_training(config, runtime, restoring=state is not None)
@@ -122,8 +123,11 @@ def _run(
         stopper.load_state_dict(
             state.get("early_stopping") or {"best": best[0], "best_epoch": best[1]}
         )
+    log = None  # --log tensorboard: rank 0 writes the events
     if d.main:
         folder = _prepare_folder(config, folder, state, history, say)
+        if config.log == "tensorboard":
+            log = tb_log.TensorBoardLog(folder.path, config, start)
         resolved = _resolved(config, runtime, t)
         folder.write_config(config, resolved)
         if t.bad_samples:
@@ -182,6 +186,7 @@ def _run(
                         stopper,
                         history,
                         say,
+                        log,
                     )
                 distributed.barrier(d)
                 if config.patience is not None and _stops(stopper, d, runtime.device):
@@ -207,6 +212,9 @@ def _run(
     result = _test_and_report(
         config, runtime, t, folder, best, history, in_sync, resolved, writer, started, stopper
     )
+    if log is not None:
+        log.test(result.test, result.epochs_run)
+        log.close()
     say(folder.summary_txt.read_text().strip())
     distributed.shutdown(d)
     return result
@@ -325,12 +333,14 @@ def _end_epoch(
     stopper: EarlyStopping,
     history: list[dict[str, Any]],
     say: Callable[[str], None],
+    log: tb_log.TensorBoardLog | None = None,
 ) -> None:
     """Validate (when due), update ``stopper`` (the best epoch; ``stopped`` when
     ``--patience`` runs out before the last epoch), checkpoint (when due, in the
     background), log the epoch's row. ``times``: when the epoch started
     (``perf_counter``) and its training seconds. An early stop is a final epoch: it
-    writes ``last.pt`` whatever ``--save-every``."""
+    writes ``last.pt`` whatever ``--save-every``. ``log``: the TensorBoard events
+    (``--log tensorboard``) get the row, and the prediction grid when due."""
     epoch_start, seconds = times
     validate = epoch % config.validate_every == 0 or epoch == config.epochs
     nan = math.nan
@@ -403,6 +413,11 @@ def _end_epoch(
             )
         writer.submit(files, saved)
     folder.append_metrics(row)
+    if log is not None:
+        log.epoch(row)
+        if validate and log.wants_grid(epoch):
+            mean, std = build.normalization(t.recipe)
+            log.grid(epoch, t.eval_model, t.loaders["valid"], runtime, mean, std, t.dataset)
     mc = t.task.multiclass
     if not validate:
         shown = "(not validated)"

@@ -217,15 +217,26 @@ def write_prediction_grid(
         task = None
         pred = (logits.float() > 0)[:, 0].cpu().numpy()
         true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    rgb = ((img * s + m).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    rgb = to_rgb(img, mean, std)
     rows = [
         GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
         for i, group, rank in picks
     ]
     _draw_grid(path, rgb, true, pred, rows, total=len(dice), task=task)
     return rows
+
+
+def to_rgb(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalized ``(N, 3, H, W)`` batch images back to ``(N, H, W, 3)`` uint8 pictures."""
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (
+        ((images.float().cpu() * s + m).clamp(0, 1) * 255)
+        .round()
+        .byte()
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
 
 
 def _font(size: int) -> Any:
@@ -255,22 +266,113 @@ def _draw_grid(
     total: int,
     task: Any = None,
 ) -> None:
+    scale = tile_scale(*rgb.shape[1:3])
+    scores = ("mDice", "mIoU") if task is not None else ("Dice", "IoU")
+    lines = []
+    for k, row in enumerate(rows):
+        label = (
+            f"{row.group}  (rank {row.rank} of {total})  {scores[0]} {row.dice:.3f}  "
+            f"{scores[1]} {row.iou:.3f}"
+        )
+        if row.id is not None:
+            label += f"  {row.id}"
+        image = image_tile(rgb[k], scale)
+        if task is not None:
+            t, p = class_tile(true[k], scale), class_tile(pred[k], scale)
+            tiles = [image, task.colorize(t), task.colorize(p), class_overlay_tile(image, p, task)]
+        else:
+            t, p = mask_tile(true[k], scale), mask_tile(pred[k], scale)
+            tiles = [image, gray_tile(t), gray_tile(p), overlay_tile(image, t, p)]
+        lines.append(TileRow(label, tiles))
+    legend = LEGEND if task is None else class_legend(task)
+    draw_tiles(COLUMNS, lines, legend).save(path)
+
+
+# ----------------------------------------------------------------------------- tiles
+# The pieces of every grid of pictures segkit draws: a run's predictions.png, the
+# TensorBoard grid (segkit.tb_log) and segkit compare's predictions.png (segkit.compare).
+
+
+def tile_scale(h: int, w: int) -> int:
+    """The integer factor that enlarges an ``h x w`` picture to at least :data:`MIN_TILE`."""
+    return max(1, math.ceil(MIN_TILE / min(h, w)))
+
+
+def image_tile(rgb: np.ndarray, scale: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image enlarged ``scale`` times (bilinear)."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((w * scale, h * scale), Image.BILINEAR))
+
+
+def mask_tile(mask: np.ndarray, scale: int) -> np.ndarray:
+    """A boolean ``(H, W)`` mask enlarged ``scale`` times (nearest: masks stay crisp)."""
+    return mask.astype(bool).repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def gray_tile(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as a white-on-black RGB tile."""
+    return np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def overlay_tile(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``pred`` over ``image`` against ``true`` (all the same size): green hit, red false
+    positive, blue miss (:data:`LEGEND`), mixed 45% into the image."""
+    colour = np.zeros((*true.shape, 3), np.float32)
+    colour[pred & true] = HIT
+    colour[pred & ~true] = FALSE_POSITIVE
+    colour[~pred & true] = MISS
+    hit = (pred | true)[..., None]
+    base = image.astype(np.float32)
+    return np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
+
+
+def class_tile(classes: np.ndarray, scale: int) -> np.ndarray:
+    """An ``(H, W)`` class map enlarged ``scale`` times (nearest)."""
+    return classes.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def class_overlay_tile(image: np.ndarray, pred: np.ndarray, task: Any) -> np.ndarray:
+    """The predicted classes over ``image`` in the task's colours, mixed 50% into it;
+    class 0 (background) is left untinted."""
+    base = image.astype(np.float32)
+    tint = (pred != 0)[..., None]
+    return np.where(tint, 0.5 * base + 0.5 * task.colorize(pred), base).astype(np.uint8)
+
+
+def class_legend(task: Any) -> list[tuple[str, tuple[int, int, int]]]:
+    """The classes and their colours (and grey for ignored pixels, where the task has them)."""
+    legend = list(zip(task.classes, task.palette, strict=True))
+    if task.ignore_index is not None:
+        legend.append(("ignored", (128, 128, 128)))
+    return legend
+
+
+@dataclass
+class TileRow:
+    """One row of :func:`draw_tiles`: a caption over the row, its tiles (``(h, w, 3)``
+    uint8, every tile of the grid the same size) and optionally a label over each tile."""
+
+    caption: str
+    tiles: Sequence[np.ndarray]
+    labels: Sequence[str] | None = None
+
+
+def draw_tiles(
+    headings: Sequence[str], rows: Sequence[TileRow], legend: Sequence[tuple[str, Any]] = LEGEND
+) -> Any:
+    """A grid of tiles under column ``headings``, each row under its caption (and its
+    tiles under their labels, where given), with ``legend`` (colour swatches and names)
+    at the bottom, on light grey paper. Returns the PIL image."""
     from PIL import Image, ImageDraw
 
-    legend: Sequence[tuple[str, tuple[int, int, int]]] = LEGEND
-    scores = ("Dice", "IoU")
-    if task is not None:
-        legend = list(zip(task.classes, task.palette, strict=True))
-        if task.ignore_index is not None:
-            legend.append(("ignored", (128, 128, 128)))
-        scores = ("mDice", "mIoU")
-
-    h, w = rgb.shape[1:3]
-    scale = max(1, math.ceil(MIN_TILE / min(h, w)))
-    th, tw = h * scale, w * scale
-    gap, heading, caption, row_gap = 4, 26, 22, 8
-    width = 4 * tw + 3 * gap
+    th, tw = rows[0].tiles[0].shape[:2]
+    gap, heading, caption, label_h, row_gap = 4, 26, 22, 18, 8
+    columns = len(headings)
+    width = columns * tw + (columns - 1) * gap
     font = _font(14)
+    small = _font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     # The legend: swatches and names, wrapped to the grid's width.
@@ -283,49 +385,34 @@ def _draw_grid(
         x += item
     legend_h = 8 + 20 * (line + 1)
 
-    height = heading + len(rows) * (caption + th + row_gap) + legend_h
+    row_h = [caption + (label_h if r.labels else 0) + th + row_gap for r in rows]
+    height = heading + sum(row_h) + legend_h
     # Light grey paper: white mask pixels stay visible against it.
     canvas = Image.new("RGB", (width, height), (225, 225, 225))
     draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(COLUMNS):
+    for c, name in enumerate(headings):
         x0 = c * (tw + gap)
+        name = _fit(draw, name, font, tw)
         text_w = draw.textlength(name, font=font)
         draw.text((x0 + (tw - text_w) / 2, 5), name, fill=(0, 0, 0), font=font)
-
-    def big(a: np.ndarray) -> np.ndarray:  # nearest: masks stay crisp
-        return a.repeat(scale, axis=0).repeat(scale, axis=1)
-
-    gray = lambda a: np.repeat((a * 255).astype(np.uint8)[..., None], 3, axis=2)  # noqa: E731
     y = heading
-    for k, row in enumerate(rows):
-        label = (
-            f"{row.group}  (rank {row.rank} of {total})  {scores[0]} {row.dice:.3f}  "
-            f"{scores[1]} {row.iou:.3f}"
-        )
-        if row.id is not None:
-            label += f"  {row.id}"
-        draw.text((2, y + 3), _fit(draw, label, font, width - 4), fill=(0, 0, 0), font=font)
+    for row in rows:
+        text = _fit(draw, row.caption, font, width - 4)
+        draw.text((2, y + 3), text, fill=(0, 0, 0), font=font)
         y += caption
-        image = np.asarray(Image.fromarray(rgb[k]).resize((tw, th), Image.BILINEAR))
-        t, p = big(true[k]), big(pred[k])
-        base = image.astype(np.float32)
-        if task is not None:  # classes in their colours; the overlay tints all but class 0
-            shown_t, shown_p = task.colorize(t), task.colorize(p)
-            tint = (p != 0)[..., None]
-            overlay = np.where(tint, 0.5 * base + 0.5 * shown_p, base).astype(np.uint8)
-        else:
-            colour = np.zeros((th, tw, 3), np.float32)
-            colour[p & t] = HIT
-            colour[p & ~t] = FALSE_POSITIVE
-            colour[~p & t] = MISS
-            hit = (p | t)[..., None]
-            overlay = np.where(hit, 0.55 * base + 0.45 * colour, base).astype(np.uint8)
-            shown_t, shown_p = gray(t), gray(p)
-        for c, tile in enumerate((image, shown_t, shown_p, overlay)):
+        if row.labels:
+            for c, label in enumerate(row.labels):
+                text = _fit(draw, label, small, tw)
+                text_w = draw.textlength(text, font=small)
+                draw.text(
+                    (c * (tw + gap) + (tw - text_w) / 2, y + 1), text, fill=(0, 0, 0), font=small
+                )
+            y += label_h
+        for c, tile in enumerate(row.tiles):
             canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
         y += th + row_gap
     for x0, line, name, colour in legend_items:
         top = y + 4 + 20 * line
         draw.rectangle((x0 + 2, top + 2, x0 + 15, top + 15), fill=colour, outline=(0, 0, 0))
         draw.text((x0 + 20, top), name, fill=(0, 0, 0), font=font)
-    canvas.save(path)
+    return canvas

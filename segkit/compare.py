@@ -1,0 +1,616 @@
+"""``segkit compare``: finished run folders side by side.
+
+Reads each run folder (``config.json``, ``summary.json``, ``metrics.csv``,
+``test_scores.csv``, ``best.pt``) and writes into the output folder:
+
+* ``comparison.csv``: one row per run; the settings that differ between the runs first,
+  then those they share, then the results (parameters, ``best.pt`` size, best epoch,
+  valid Dice, test Dice and IoU, mean train seconds per epoch and images/s, as
+  ``summary.json`` has them).
+* ``comparison.md``: the same as tables a person reads: the shared settings once, then
+  one row per run; with ``group_seeds`` (``segkit study``) first a table of the runs
+  grouped over their seeds, each number the mean ± the standard deviation over the seeds.
+* ``curves.png``: validation Dice and training loss per epoch, every run (or group: its
+  mean, a band of ± one standard deviation) on shared axes.
+* ``predictions.png``: the same test images for every run: the image, the truth, then
+  each run's prediction over the image (green hit, red false positive, blue miss).
+
+Runs are only comparable on the same data: runs of different datasets or image sizes
+are refused unless ``force``. Models are rebuilt from ``best.pt`` on the build path
+(:mod:`segkit.inference`), which also counts their parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segkit.config import RunConfig
+from segkit.errors import ConfigError
+from segkit.run_folder import RunFolder
+
+#: Settings every row shows, in this order, before any other setting that differs.
+MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
+#: Results, in the order of the columns: key -> heading in comparison.md.
+RESULTS = {
+    "parameters": "parameters",
+    "checkpoint_mb": "best.pt MB",
+    "best_epoch": "best epoch",
+    "valid_dice": "valid Dice",
+    "test_dice": "test Dice",
+    "test_iou": "test IoU",
+    "train_s_per_epoch": "train s/epoch",
+    "images_per_s": "images/s",
+}
+#: The result columns and the summary.json keys they repeat.
+FROM_SUMMARY = {
+    "best_epoch": "best_epoch",
+    "valid_dice": "best_valid_dice",
+    "test_dice": "test_dice",
+    "test_iou": "test_iou",
+    "train_s_per_epoch": "epoch_seconds",
+    "images_per_s": "images_per_second",
+}
+#: Test images in predictions.png.
+PREDICTION_IMAGES = 6
+
+
+@dataclass
+class Run:
+    """One finished run folder, read."""
+
+    path: Path
+    config: RunConfig
+    resolved: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, float]]
+    #: test_scores.csv: (id, dice, iou) per test image, in the test split's order.
+    scores: list[tuple[str, float, float]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Group:
+    """Runs that differ in their seed only."""
+
+    label: str
+    settings: dict[str, Any]
+    runs: list[Run]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.config.seed for r in self.runs]
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` found and wrote."""
+
+    runs: list[Run]
+    #: Settings whose values differ between the runs (the first columns), and the others.
+    differing: list[str]
+    shared: list[str]
+    groups: list[Group]
+    files: dict[str, Path]
+    grouped: bool = False
+    #: Test images drawn in predictions.png.
+    predicted: int = 0
+
+
+def read_run(path: Path | str) -> Run:
+    """Read a finished run folder.
+
+    Raises:
+        ConfigError: not a run folder, or one whose run has not finished (the message
+            says how to finish it).
+    """
+    folder = RunFolder(path)
+    if not folder.config.is_file():
+        raise ConfigError(
+            f"{folder.path}: not a run folder (no config.json); pass folders made by segkit run"
+        )
+    if not folder.summary_json.is_file():
+        hint = (
+            f"finish it with: segkit run --resume {folder.path}"
+            if folder.last.is_file()
+            else "it stopped before its first checkpoint; run it again"
+        )
+        raise ConfigError(f"{folder.path}: the run has not finished (no summary.json); {hint}")
+    raw = json.loads(folder.config.read_text())
+    config = RunConfig.from_dict(raw, source=str(folder.config))
+    summary = json.loads(folder.summary_json.read_text())
+    history = []
+    if folder.metrics.is_file():
+        with folder.metrics.open(newline="") as f:
+            for row in csv.DictReader(f):
+                history.append({k: _number(v) for k, v in row.items()})
+    scores = []
+    if folder.test_scores.is_file():
+        with folder.test_scores.open(newline="") as f:
+            for row in csv.DictReader(f):
+                scores.append((row["id"] or row["index"], float(row["dice"]), float(row["iou"])))
+    return Run(folder.path, config, raw.get("resolved") or {}, summary, history, scores)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def dataset_of(run: Run) -> str:
+    """What a run was trained and tested on: the dataset plugin, its folder (as resolved)
+    and its options."""
+    c = run.config
+    root = run.resolved.get("data_root") or c.data or "(generated)"
+    options = f" {_text(c.dataset_options)}" if c.dataset_options else ""
+    return f"{c.resolved_dataset()} {root}{options}"
+
+
+def check_comparable(runs: Sequence[Run]) -> None:
+    """Refuse runs of different datasets or image sizes.
+
+    Raises:
+        ConfigError: naming two runs that differ and both values.
+    """
+    first = runs[0]
+    for run in runs[1:]:
+        if dataset_of(run) != dataset_of(first):
+            raise ConfigError(
+                f"{first.path} and {run.path} were trained on different datasets "
+                f"({dataset_of(first)} vs {dataset_of(run)}): their scores are not comparable; "
+                "pass --force to compare them anyway"
+            )
+        if run.config.image_size != first.config.image_size:
+            raise ConfigError(
+                f"{first.path} and {run.path} were trained at different image sizes "
+                f"({first.config.image_size} vs {run.config.image_size} px): their scores are "
+                "not comparable; pass --force to compare them anyway"
+            )
+
+
+def _setting_names() -> list[str]:
+    """Every setting a comparison looks at: the main ones, then every other
+    :class:`RunConfig` field except the output options (folder names, logging)."""
+    others = [
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if f.metadata.get("group") != "output" and f.name not in MAIN_SETTINGS
+    ]
+    return [*MAIN_SETTINGS, *others]
+
+
+def _settings(run: Run) -> dict[str, Any]:
+    values = {name: getattr(run.config, name) for name in _setting_names()}
+    # What the run actually used where the config left it to the machine.
+    values["precision"] = run.resolved.get("precision", run.config.precision)
+    values["dataset"] = run.config.resolved_dataset()
+    return values
+
+
+def compare(
+    run_dirs: Sequence[Path | str],
+    out: Path | str,
+    *,
+    force: bool = False,
+    group_seeds: bool = False,
+    device: str = "auto",
+) -> Comparison:
+    """Compare finished runs and write the report into ``out`` (see the module's doc).
+
+    Args:
+        run_dirs: Run folders, in the order of the rows.
+        out: The folder for the report (made if needed).
+        force: Compare runs of different datasets or image sizes too.
+        group_seeds: Also group the runs that differ in their seed only (mean ± std).
+        device: Where the models predict for ``predictions.png``.
+
+    Raises:
+        ConfigError: no runs, a folder that is not a finished run, or runs of different
+            datasets or image sizes without ``force``.
+    """
+    if not run_dirs:
+        raise ConfigError("segkit compare: name at least one run folder")
+    runs = [read_run(p) for p in run_dirs]
+    if not force:
+        check_comparable(runs)
+    for run in runs:
+        run.settings = _settings(run)
+    names = _setting_names()
+    differing = [n for n in names if len({_text(r.settings[n]) for r in runs}) > 1]
+    shared = [n for n in names if n not in differing]
+    for run in runs:
+        run.results = _results(run)
+    groups = (
+        _groups(runs, differing)
+        if group_seeds
+        else [Group(_label(r, differing), r.settings, [r]) for r in runs]
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = Comparison(runs, differing, shared, groups, {}, grouped=group_seeds)
+    _predictions(comparison, out / "predictions.png", device)  # also counts parameters
+    comparison.files["csv"] = _write_csv(comparison, out / "comparison.csv")
+    if group_seeds:
+        comparison.files["groups_csv"] = _write_groups_csv(
+            comparison, out / "comparison_groups.csv"
+        )
+    comparison.files["curves"] = _write_curves(comparison, out / "curves.png")
+    comparison.files["md"] = _write_md(comparison, out / "comparison.md")
+    return comparison
+
+
+def _results(run: Run) -> dict[str, Any]:
+    results: dict[str, Any] = {"parameters": None}
+    best = RunFolder(run.path).best
+    results["checkpoint_mb"] = best.stat().st_size / 1e6 if best.is_file() else math.nan
+    for key, summary_key in FROM_SUMMARY.items():
+        results[key] = run.summary.get(summary_key, math.nan)
+    return results
+
+
+def _label(run: Run, differing: Sequence[str], leave_out: Sequence[str] = ()) -> str:
+    """A run's name in legends and headings: the values of the settings that differ
+    (the folder name where none do)."""
+    parts = [_short(n, run.settings[n]) for n in differing if n not in leave_out]
+    return " ".join(parts) if parts else run.name
+
+
+def _short(name: str, value: Any) -> str:
+    if isinstance(value, str) and name in ("model", "loss", "recipe", "loader", "dataset"):
+        return value
+    return f"{name}={_text(value)}"
+
+
+def _groups(runs: Sequence[Run], differing: Sequence[str]) -> list[Group]:
+    keys = [n for n in differing if n != "seed"]
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in runs:
+        key = tuple(_text(run.settings[n]) for n in keys)
+        if key not in groups:
+            groups[key] = Group(_label(run, keys), run.settings, [])
+        groups[key].runs.append(run)
+    return list(groups.values())
+
+
+def _text(value: Any) -> str:
+    """A setting as a table shows it."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_text(v)}" for k, v in sorted(value.items())) or "-"
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for one value), NaNs left out."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), std
+
+
+_DIGITS = {
+    "valid_dice": 4,
+    "test_dice": 4,
+    "test_iou": 4,
+    "train_s_per_epoch": 2,
+    "images_per_s": 1,
+    "checkpoint_mb": 1,
+    "best_epoch": 1,
+}
+
+
+def _show(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if key == "parameters":
+        return f"{value / 1e6:.2f}M"
+    if key == "best_epoch":
+        return str(int(value))
+    return f"{value:.{_DIGITS.get(key, 4)}f}"
+
+
+def _show_mean(key: str, values: Sequence[float]) -> str:
+    """``mean ± std`` of a group's values; one value (and the parameters, the same for
+    every seed) as it is."""
+    if key in ("parameters", "checkpoint_mb") or len(values) == 1:
+        return _show(key, values[0])
+    mean, std = mean_std(values)
+    if not math.isfinite(mean):
+        return "-"
+    digits = _DIGITS.get(key, 4)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _write_csv(c: Comparison, path: Path) -> Path:
+    columns = ["run", *c.differing, *c.shared, *RESULTS]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for run in c.runs:
+            values = {**run.settings, **run.results}
+            writer.writerow([str(run.path), *(_csv_value(values[k]) for k in columns[1:])])
+    return path
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, dict | type(None)) or isinstance(value, bool):
+        return _text(value)
+    return value  # numbers exactly as summary.json has them (repr)
+
+
+def _write_groups_csv(c: Comparison, path: Path) -> Path:
+    keys = [n for n in c.differing if n != "seed"]
+    columns = [*keys, "seeds", "n"]
+    for key in RESULTS:
+        columns += [f"{key}_mean", f"{key}_std"]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for g in c.groups:
+            row: list[Any] = [_text(g.settings[k]) for k in keys]
+            row += [" ".join(map(str, g.seeds)), len(g.runs)]
+            for key in RESULTS:
+                row += list(mean_std([r.results[key] for r in g.runs]))
+            writer.writerow(row)
+    return path
+
+
+def _md_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    right = ["---:" if h in RESULTS.values() or h in ("seeds", "n") else "---" for h in headings]
+    lines = ["| " + " | ".join(headings) + " |", "|" + "|".join(right) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _write_md(c: Comparison, path: Path) -> Path:
+    n = len(c.runs)
+    lines = [f"# Comparison of {n} run{'s' * (n != 1)}", ""]
+    first = c.runs[0].settings
+    # The main settings and the training recipe, then whatever else is not the default;
+    # the data has its own line.
+    listed = (*MAIN_SETTINGS, "image_size", "batch_size", "lr", "lr_gamma", "schedule")
+    data = ("data", "dataset", "dataset_options")
+    shared = [s for s in c.shared if s in listed]
+    shared += [
+        s
+        for s in c.shared
+        if s not in shared and s not in data and _text(first[s]) != _text(_default(s))
+    ]
+    lines.append("Same for every run: " + ", ".join(f"{s} {_text(first[s])}" for s in shared) + ".")
+    config = c.runs[0].config
+    where = config.data or "generated in segkit's cache"
+    options = f" ({_text(config.dataset_options)})" if config.dataset_options else ""
+    lines.append(f"Data: {config.resolved_dataset()}{options}, {where}.")
+    lines.append("")
+    if c.grouped:
+        keys = [k for k in c.differing if k != "seed"]
+        lines += ["## Mean ± standard deviation over seeds", ""]
+        rows = []
+        for g in c.groups:
+            row = [_text(g.settings[k]) for k in keys]
+            row += [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})"]
+            row += [_show_mean(key, [r.results[key] for r in g.runs]) for key in RESULTS]
+            rows.append(row)
+        lines += _md_table([*keys, "seeds", *RESULTS.values()], rows)
+        lines += [
+            "",
+            "Seeds: how many, and which. Each number is the mean over them ± the sample "
+            "standard deviation (n - 1); train s/epoch and images/s leave each run's first "
+            "epoch out.",
+            "",
+            "## Every run",
+            "",
+        ]
+    rows = []
+    for run in c.runs:
+        row = [f"`{run.name}`", *(_text(run.settings[k]) for k in c.differing)]
+        row += [_show(key, run.results[key]) for key in RESULTS]
+        rows.append(row)
+    lines += _md_table(["run", *c.differing, *RESULTS.values()], rows)
+    lines += [
+        "",
+        "Valid Dice is the best epoch's (it picked `best.pt`), test Dice and IoU are "
+        "`best.pt`'s on the test split: each run's `summary.json`. The full table, every "
+        "setting included, is `comparison.csv`.",
+        "",
+        f"![valid Dice and train loss per epoch]({c.files['curves'].name})",
+        "",
+    ]
+    if "predictions" in c.files:
+        shown = " (one seed of each group)" if c.grouped and len(c.groups) < len(c.runs) else ""
+        lines += [
+            f"![the same test images segmented by every run]({c.files['predictions'].name})",
+            "",
+            f"`{c.files['predictions'].name}`: {c.predicted} test images, the best, median "
+            f"and worst by their mean Dice over the runs; the image, the truth, then each "
+            f"run's prediction{shown}, with the Dice of the picture shown (the image read "
+            "again at the run's size, as `segkit predict` does).",
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _default(name: str) -> Any:
+    f = RunConfig.__dataclass_fields__[name]
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return f.default
+
+
+def _write_curves(c: Comparison, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, g in enumerate(c.groups):
+        colour = f"C{i % 10}"
+        for ax, key in ((ax_dice, "valid_dice"), (ax_loss, "train_loss")):
+            curves = [
+                {
+                    int(r["epoch"]): r[key]
+                    for r in run.history
+                    if math.isfinite(r.get(key, math.nan))
+                }
+                for run in g.runs
+            ]
+            epochs = sorted(set.intersection(*(set(cv) for cv in curves))) if curves else []
+            if not epochs:
+                continue
+            stats = [mean_std([cv[e] for cv in curves]) for e in epochs]
+            mean = [m for m, _ in stats]
+            ax.plot(
+                epochs, mean, color=colour, marker="." if len(epochs) < 30 else None, label=g.label
+            )
+            if len(g.runs) > 1:
+                lo = [m - s for m, s in stats]
+                hi = [m + s for m, s in stats]
+                ax.fill_between(epochs, lo, hi, color=colour, alpha=0.18, linewidth=0)
+    ax_dice.set(title="valid Dice", xlabel="epoch", ylim=(0, 1))
+    ax_loss.set(title="train loss", xlabel="epoch")
+    for ax in (ax_dice, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    seeds = " (mean over seeds, band: ± std)" if c.grouped and len(c.groups) < len(c.runs) else ""
+    handles, labels = ax_dice.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(3, max(1, len(labels))),
+        fontsize=9,
+        title=seeds.strip(" ()") or None,
+    )
+    rows = math.ceil(len(labels) / 3)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- predictions
+
+
+def _predictions(c: Comparison, path: Path, device: str) -> None:
+    """Count each run's parameters and draw ``predictions.png``: the same
+    :data:`PREDICTION_IMAGES` test images (chosen from the runs' mean per-image Dice by
+    :func:`segkit.report.grid_rows`) for every run (one per group of seeds)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from segkit import report
+    from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
+    from segkit.data import read_sample
+    from segkit.inference import open_checkpoint, preprocess, restore_model
+    from segkit.metrics import dice_iou_per_image
+
+    first = c.runs[0]
+    dataset = build_dataset(first.config)
+    samples = dataset.samples("test")
+    picks = _pick_images(c.runs, [s.id for s in samples])
+    size = first.config.image_size
+    raw = [read_sample(samples[i], dataset.mask_spec) for i in picks]
+    pictures = np.stack(
+        [np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR)) for img, _ in raw]
+    )
+    truths = np.stack(
+        [
+            np.asarray(Image.fromarray(m * 255).resize((size, size), Image.NEAREST)) > 127
+            for _, m in raw
+        ]
+    )
+    dev = resolve_device(device)
+    shown = {id(g.runs[0]) for g in c.groups}
+    columns: list[tuple[Run, np.ndarray, list[float]]] = []
+    for run in c.runs:
+        best = RunFolder(run.path).best
+        config, ckpt = open_checkpoint(best, device=str(dev), precision="fp32")
+        model = restore_model(best, config, ckpt, resolve_runtime(config))
+        run.results["parameters"] = sum(p.numel() for p in model.parameters())
+        if id(run) not in shown or not picks:
+            continue
+        ops = build_recipe(config).eval
+        with torch.no_grad():
+            x = torch.cat([preprocess(img, ops) for img, _ in raw]).to(dev)
+            logits = model(x).float().cpu()
+        if logits.shape[-1] != size or logits.shape[-2] != size:
+            logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        dice, _ = dice_iou_per_image(logits, torch.from_numpy(truths[:, None]).float())
+        columns.append((run, (logits[:, 0] > 0).numpy(), dice.tolist()))
+    if not picks:
+        return
+    scale = report.tile_scale(size, size)
+    rows = []
+    mean_dice = _mean_scores(c.runs, [s.id for s in samples])
+    for k, i in enumerate(picks):
+        image = report.image_tile(pictures[k], scale)
+        truth = report.mask_tile(truths[k], scale)
+        tiles = [image, report.gray_tile(truth)]
+        labels = ["", ""]
+        for _, pred, dice in columns:
+            tiles.append(report.overlay_tile(image, truth, report.mask_tile(pred[k], scale)))
+            labels.append(f"Dice {dice[k]:.3f}")
+        caption = f"{samples[i].id}  (mean test Dice over the runs {mean_dice[i]:.3f})"
+        rows.append(report.TileRow(caption, tiles, labels))
+    headings = ["image", "truth", *(_column_label(c, run) for run, _, _ in columns)]
+    report.draw_tiles(headings, rows).save(path)
+    c.files["predictions"] = path
+    c.predicted = len(picks)
+
+
+def _column_label(c: Comparison, run: Run) -> str:
+    """A prediction column's heading: its group's label, and its seed where the group
+    has other seeds."""
+    for g in c.groups:
+        if g.runs[0] is run:
+            return f"{g.label} seed {run.config.seed}" if len(g.runs) > 1 else g.label
+    return run.name
+
+
+def _mean_scores(runs: Sequence[Run], ids: Sequence[str]) -> list[float]:
+    """Each test image's Dice averaged over the runs that scored it (by id)."""
+    by_id: dict[str, list[float]] = {}
+    for run in runs:
+        for image_id, dice, _ in run.scores:
+            by_id.setdefault(image_id, []).append(dice)
+    return [mean_std(by_id.get(i, []) or [math.nan])[0] for i in ids]
+
+
+def _pick_images(runs: Sequence[Run], ids: Sequence[str]) -> list[int]:
+    """Indices into the test split of the images to draw: the best, median and worst by
+    the runs' mean Dice (:func:`segkit.report.grid_rows`); images no run scored count
+    as 0."""
+    from segkit import report
+
+    means = [m if math.isfinite(m) else 0.0 for m in _mean_scores(runs, ids)]
+    return [i for i, _, _ in report.grid_rows(means, PREDICTION_IMAGES)]

@@ -1,0 +1,611 @@
+"""``segkit study FILE.toml``: a grid of run configurations, each a normal run folder,
+and the report that compares them.
+
+A study file is TOML with up to three tables::
+
+    [base]                      # settings of every run: segkit run --config's keys
+    image_size = 64
+    epochs = 3
+
+    [axes]                      # the product of these lists: 2 x 3 x 2 = 12 runs
+    model = ["unet", "resnet34_unet"]
+    recipe = ["type1", "type2", "type3"]
+    seed = [0, 1]
+
+    [[runs]]                    # and/or an explicit list of configurations
+    model = "unet"
+    lr = 1e-4
+
+With ``runs`` and ``axes`` both, every run of the list is crossed with the product of the
+axes. Each configuration is ``base``, then its ``runs`` entry, then its axis values
+(``*_options`` tables merged key by key, as on the command line), checked as a
+:class:`~segkit.config.RunConfig` before anything runs. Its run folder is named from the
+values that vary (``resnet34_unet-type1-seed0``; a ``runs`` entry may give its own
+``name``).
+
+The study folder (``--out``, default ``runs/<file stem>``) holds ``study.toml`` (the file
+as it was run), ``study.json`` (every configuration in full), one run folder per
+configuration and, at the end, the :mod:`segkit.compare` report grouped over seeds.
+Running the same command again skips finished runs (``summary.json``), resumes an
+interrupted one from its ``last.pt`` (:func:`segkit.engine.resume`), starts again a run
+killed before its first checkpoint, and refuses a file whose configurations changed
+(``force``: changed runs are moved to ``replaced/`` and trained again).
+
+On one device the runs train one after the other in this process, through
+:func:`segkit.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
+more runs N at once, each in its own ``segkit study --run NAME`` process on its own GPU
+(``CUDA_VISIBLE_DEVICES``), its output in ``logs/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segkit.config import RENAMED_KEYS, RunConfig
+from segkit.errors import ConfigError, RunInterrupted, SegkitError
+
+#: The tables a study file may hold.
+TABLES = ("base", "axes", "runs")
+#: Settings a study decides itself: the run folders are its own.
+STUDY_OWNED = ("out", "name")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One configuration of a study: its run folder's name, the values that name it and
+    its settings in full (a :class:`RunConfig` as a dict, ``out`` and ``name`` set)."""
+
+    name: str
+    values: dict[str, Any]
+    settings: dict[str, Any]
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(dict(self.settings), source="its settings")
+
+
+@dataclass
+class Study:
+    """A study file, read and expanded."""
+
+    path: Path
+    out: Path
+    runs: list[PlannedRun]
+
+    @property
+    def state_file(self) -> Path:
+        return self.out / "study.json"
+
+    @property
+    def copy_file(self) -> Path:
+        return self.out / "study.toml"
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.out / run.name
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def read_study(path: Path | str, out: Path | str | None = None) -> Study:
+    """Read and expand a study file.
+
+    Args:
+        path: The TOML file.
+        out: The study folder (default ``runs/<file stem>``).
+
+    Raises:
+        ConfigError: the file is missing or not TOML, a table or key is unknown (named,
+            with a close match), an axis is not a non-empty list, two configurations get
+            one folder name, or a configuration has a bad value.
+    """
+    import tomllib
+
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the study file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - set(TABLES))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table or key {', '.join(map(repr, unknown))}; a study file holds "
+            "[base] (settings of every run), [axes] (lists of values, run as their product) "
+            "and [[runs]] (explicit configurations)"
+        )
+    base = data.get("base", {})
+    axes = data.get("axes", {})
+    runs = data.get("runs", [])
+    if not isinstance(base, dict) or not isinstance(axes, dict):
+        raise ConfigError(f"{path}: [base] and [axes] must be tables")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise ConfigError(f"{path}: runs must be an array of tables ([[runs]] entries)")
+    planned = expand(base, axes, runs, source=str(path))
+    return Study(path, Path(out) if out is not None else Path("runs") / path.stem, planned)
+
+
+def expand(
+    base: dict[str, Any],
+    axes: dict[str, list[Any]],
+    runs: list[dict[str, Any]] | None = None,
+    *,
+    source: str = "study",
+) -> list[PlannedRun]:
+    """The configurations of a study: each of ``runs`` (or the base alone) crossed with
+    the product of ``axes``, in file order (the last axis varies fastest).
+
+    Raises:
+        ConfigError: see :func:`read_study`; messages start with ``source``.
+    """
+    base = _renamed(base, f"{source} [base]")
+    axes = _renamed(axes, f"{source} [axes]")
+    entries = [_renamed(r, f"{source} [[runs]] {i + 1}") for i, r in enumerate(runs or [])]
+    _check_keys(base, f"{source} [base]")
+    _check_keys(axes, f"{source} [axes]")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"{source} [axes] {key} = {values!r}: expected a non-empty list of values, "
+                f"e.g. {key} = [{_toml(values)}, ...]"
+            )
+    for i, entry in enumerate(entries):
+        where = f"{source} [[runs]] {i + 1}"
+        _check_keys({k: v for k, v in entry.items() if k != "name"}, where)
+        both = sorted(set(entry) & set(axes))
+        if both:
+            raise ConfigError(
+                f"{where}: {', '.join(both)} is also an axis; give it in one of the two"
+            )
+    keys = list(axes)
+    planned: list[PlannedRun] = []
+    for entry in entries or [{}]:
+        own = {k: v for k, v in entry.items() if k != "name"}
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            values = {**own, **dict(zip(keys, combo, strict=True))}
+            settings = _merge(base, values)
+            name = run_name(values, entry.get("name"))
+            planned.append(PlannedRun(name, values, settings))
+    seen: dict[str, PlannedRun] = {}
+    for run in planned:
+        if run.name in seen:
+            same = seen[run.name].settings == run.settings
+            raise ConfigError(
+                f"{source}: two configurations get the run folder name {run.name!r}"
+                + (
+                    " (they are the same configuration: remove one)"
+                    if same
+                    else f" ({_toml(seen[run.name].values)} and {_toml(run.values)}); give "
+                    "the [[runs]] entries a name"
+                )
+            )
+        seen[run.name] = run
+    for run in planned:  # every value checked before anything runs
+        try:
+            run.config()
+        except ConfigError as e:
+            raise ConfigError(f"{source}: run {run.name}: {e}") from None
+    return planned
+
+
+def _renamed(table: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of settings")
+    return {RENAMED_KEYS.get(k, k): v for k, v in table.items()}
+
+
+def _check_keys(table: dict[str, Any], where: str) -> None:
+    """Unknown keys name themselves (with a close match); ``out`` and ``name`` belong to
+    the study."""
+    owned = sorted(set(table) & set(STUDY_OWNED))
+    if owned:
+        raise ConfigError(
+            f"{where}: {', '.join(owned)} cannot be set in a study: each run's folder is "
+            "<study folder>/<name from its axis values>; choose the study folder with --out "
+            "(a [[runs]] entry may set its own name)"
+        )
+    unknown = set(table) - set(RunConfig.__dataclass_fields__)
+    if unknown:  # RunConfig's own message: each unknown key, a close match, the settings
+        RunConfig.from_dict(dict.fromkeys(unknown), source=where)
+
+
+def _merge(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(base)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+    return settings
+
+
+def run_name(values: dict[str, Any], name: str | None = None) -> str:
+    """A run folder's name from the values that vary between configurations: a plugin
+    name or other string as it is, a number after its key (``seed0``, ``lr0.001``), a
+    switch as its key or ``no-<key>``, an options table as ``key-value`` pairs; joined by
+    ``-``, after ``name`` where given."""
+    parts = [name] if name else []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            parts.append(key if value else f"no-{key}")
+        elif isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, dict):
+            parts.append("-".join(f"{k}-{v}" for k, v in value.items()) or f"{key}-default")
+        elif value is None:
+            parts.append(f"{key}-none")
+        else:
+            parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
+    text = "-".join(str(p) for p in parts) or "run"
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", text)
+
+
+def _toml(value: Any) -> str:
+    return (
+        json.dumps(value)
+        if not isinstance(value, dict)
+        else ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+    )
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+def _plan(study: Study) -> list[dict[str, Any]]:
+    return [{"name": r.name, "values": r.values, "settings": r.settings} for r in study.runs]
+
+
+def prepare_folder(
+    study: Study, *, force: bool = False, say: Callable[[str], None] = print
+) -> None:
+    """Make the study folder, or check that the one there holds this study.
+
+    Raises:
+        ConfigError: the folder holds a study whose configurations differ from the
+            file's, without ``force`` (the message says what changed); or the folder
+            holds something else.
+    """
+    if study.out.exists() and not study.state_file.is_file() and any(study.out.iterdir()):
+        raise ConfigError(
+            f"{study.out}: the folder exists and holds no study (no study.json); choose "
+            "another --out"
+        )
+    plan = _plan(study)
+    if study.state_file.is_file():
+        old = json.loads(study.state_file.read_text())
+        before = {r["name"]: r for r in old.get("runs", [])}
+        changes = _changes(before, {r["name"]: r for r in plan})
+        if changes and not force:
+            raise ConfigError(
+                f"{study.path} differs from the study in {study.out} ({'; '.join(changes)}): "
+                "pass --force to run the new file there (changed runs are moved to "
+                f"{study.out / 'replaced'} and trained again, the others kept), or choose "
+                "another --out"
+            )
+        for name, run in before.items():
+            new = next((r for r in plan if r["name"] == name), None)
+            folder = study.out / name
+            if new is not None and new["settings"] != run["settings"] and folder.exists():
+                target = _free(study.out / "replaced" / name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                folder.rename(target)
+                say(f"segkit study: {name} changed; its old run folder is now {target}")
+    study.out.mkdir(parents=True, exist_ok=True)
+    state = {"file": str(study.path), "runs": plan}
+    tmp = study.state_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(study.state_file)
+    if study.path.resolve() != study.copy_file.resolve():
+        shutil.copyfile(study.path, study.copy_file)
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two plans, briefly: runs added, removed, and changed (with
+    the first setting that differs)."""
+    changed: dict[str, list[str]] = {}  # "epochs 2 -> 3" -> the runs it changed
+    for name in after:
+        if name in before and before[name]["settings"] != after[name]["settings"]:
+            a, b = before[name]["settings"], after[name]["settings"]
+            key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            changed.setdefault(f"{key} {a.get(key)!r} -> {b.get(key)!r}", []).append(name)
+    out = [
+        f"{what} in {_some(names)}" if len(names) > 1 else f"run {names[0]}: {what}"
+        for what, names in changed.items()
+    ]
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    if added:
+        out.append(f"{len(added)} run(s) added ({_some(added)})")
+    if removed:
+        out.append(f"{len(removed)} run(s) removed ({_some(removed)})")
+    return out
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _free(path: Path) -> Path:
+    n, candidate = 2, path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return candidate
+
+
+def state_of(folder: Path) -> str:
+    """``done`` (summary.json), ``interrupted`` (last.pt, no summary), ``started`` (a
+    folder without a checkpoint: killed in its first epochs) or ``new``."""
+    if (folder / "summary.json").is_file():
+        return "done"
+    if (folder / "last.pt").is_file():
+        return "interrupted"
+    return "started" if folder.exists() else "new"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_one(study: Study, run: PlannedRun, *, quiet: bool = False, workers_share: int = 1) -> str:
+    """Train (or resume, or skip) one configuration of a prepared study; returns what
+    was done: ``skipped``, ``resumed`` or ``trained``.
+
+    ``workers_share``: processes sharing this host's cores (``--parallel``); a run that
+    leaves ``num_workers`` to the machine gets its share of the loader workers.
+    """
+    from segkit import engine
+
+    folder = study.run_dir(run)
+    state = state_of(folder)
+    if state == "done":
+        return "skipped"
+    if state == "interrupted":
+        engine.resume(folder, quiet=quiet)
+        return "resumed"
+    if state == "started":
+        shutil.rmtree(folder)  # nothing to resume from: no checkpoint was written
+    config = run.config()
+    config.out, config.name = str(study.out), run.name
+    if config.num_workers is None and workers_share > 1:
+        from segkit.build import default_workers, resolve_device
+
+        config.num_workers = default_workers(resolve_device(config.device), workers_share)
+    engine.train(config, quiet=quiet)
+    return "trained"
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` did: per run ``skipped``, ``resumed``, ``trained`` or
+    ``failed``; the comparison report (None where no run finished); the seconds."""
+
+    study: Study
+    outcome: dict[str, str]
+    comparison: Any
+    wall_s: float
+
+
+def run_study(
+    path: Path | str,
+    out: Path | str | None = None,
+    *,
+    force: bool = False,
+    parallel: int = 1,
+    quiet: bool = False,
+    gpus: list[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run a study file into its folder and write the comparison report there.
+
+    Args:
+        path: The study file.
+        out: The study folder (default ``runs/<file stem>``).
+        force: Accept a file whose configurations changed since the folder's study.
+        parallel: Configurations at once, one per GPU (1 on the CPU).
+        quiet: Only the study's own lines and each run's summary line.
+        gpus: The GPUs to spread ``parallel`` runs over (``CUDA_VISIBLE_DEVICES``
+            values; default: ``0 .. parallel-1``). Tests pass ``""`` (no GPU) to run the
+            parallel path on the CPU.
+
+    Raises:
+        ConfigError: a bad study file or folder, or a ``parallel`` this host cannot do.
+        RunInterrupted: Ctrl-C; the message says how to continue the study.
+        SegkitError: a run failed (sequential); the runs before it are kept.
+    """
+    started = time.perf_counter()
+    study = read_study(path, out)
+    from segkit.build import check_plugin_names
+
+    for run in study.runs:  # a misspelt plugin name stops the study before any run
+        check_plugin_names(run.config())
+    if gpus is None:
+        gpus = _gpus(parallel, study)
+    prepare_folder(study, force=force, say=say)
+    n = len(study.runs)
+    todo = {r.name: state_of(study.run_dir(r)) for r in study.runs}
+    counts = {
+        s: sum(1 for v in todo.values() if v == s)
+        for s in ("done", "interrupted", "started", "new")
+    }
+    say(
+        f"segkit study {study.path}: {n} runs in {study.out} ({counts['done']} finished, "
+        f"{counts['interrupted']} to resume, {counts['new'] + counts['started']} to train)"
+        + (f", {len(gpus)} at a time" if len(gpus) > 1 else "")
+    )
+    outcome: dict[str, str] = {}
+    if len(gpus) > 1:
+        outcome = _run_parallel(study, gpus, quiet, say)
+    else:
+        for i, run in enumerate(study.runs, 1):
+            verb = {"done": "finished, skipped", "interrupted": "resuming"}.get(
+                todo[run.name], "training"
+            )
+            say(f"segkit study: [{i}/{n}] {run.name}: {verb}")
+            try:
+                outcome[run.name] = run_one(study, run, quiet=quiet)
+                if quiet and outcome[run.name] != "skipped":  # the engine printed nothing
+                    say((study.run_dir(run) / "summary.txt").read_text().strip())
+            except RunInterrupted as e:
+                raise RunInterrupted(
+                    f"{e}; or continue the whole study: {_command(study)}"
+                ) from None
+            except SegkitError as e:
+                raise type(e)(
+                    f"study run {run.name}: {e} (the runs before it are kept; fix it and "
+                    f"continue with: {_command(study)})"
+                ) from None
+    finished = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) == "done"]
+    comparison = None
+    if finished:
+        from segkit.compare import compare
+
+        comparison = compare(finished, study.out, group_seeds=True)
+        say(f"segkit study: report in {comparison.files['md']}")
+    failed = [name for name, what in outcome.items() if what == "failed"]
+    if failed:
+        raise ConfigError(
+            f"{len(failed)} of {n} study runs failed ({', '.join(failed)}); their output is in "
+            f"{study.out / 'logs'}. The report covers the {len(finished)} finished runs; "
+            f"fix the cause and continue with: {_command(study)}"
+        )
+    return StudyResult(study, outcome, comparison, time.perf_counter() - started)
+
+
+def _command(study: Study) -> str:
+    return f"segkit study {study.path} --out {study.out}"
+
+
+def _gpus(parallel: int, study: Study) -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` value of each parallel slot.
+
+    Raises:
+        ConfigError: ``parallel`` above 1 without that many GPUs, or with runs that name
+            their own device.
+    """
+    if parallel < 1:
+        raise ConfigError(f"--parallel {parallel}: expected 1 or more")
+    if parallel == 1:
+        return [""]
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            f"--parallel {parallel}: there is no GPU here, and on the CPU a study runs one "
+            "configuration at a time (runs side by side would share its cores); use --parallel 1"
+        )
+    if parallel > count:
+        raise ConfigError(
+            f"--parallel {parallel}: this host has {count} GPU(s); use --parallel {count} or less"
+        )
+    named = [r.name for r in study.runs if r.settings.get("device", "auto") not in ("auto", "cuda")]
+    if named:
+        raise ConfigError(
+            f"--parallel {parallel}: run {named[0]} sets device "
+            f"{study.runs[0].settings.get('device')!r}; with --parallel each run gets its own "
+            "GPU: leave device at auto (or cuda)"
+        )
+    return [str(i) for i in range(parallel)]
+
+
+def _run_parallel(
+    study: Study, gpus: list[str], quiet: bool, say: Callable[[str], None]
+) -> dict[str, str]:
+    """Run the unfinished configurations ``len(gpus)`` at a time, each as
+    ``segkit study <study.toml> --out <folder> --run NAME`` with its own
+    ``CUDA_VISIBLE_DEVICES``. After a failure no new run starts; those running finish."""
+    outcome = {r.name: "skipped" for r in study.runs if state_of(study.run_dir(r)) == "done"}
+    queue = [r for r in study.runs if r.name not in outcome]
+    logs = study.out / "logs"
+    logs.mkdir(exist_ok=True)
+    running: dict[int, tuple[subprocess.Popen[bytes], PlannedRun, Any]] = {}  # by slot
+    free = list(range(len(gpus)))
+    failed = False
+    try:
+        while queue or running:
+            while queue and free and not failed:
+                run = queue.pop(0)
+                slot = free.pop(0)
+                gpu = gpus[slot]
+                log = (logs / f"{run.name}.log").open("ab")
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+                command = [
+                    sys.executable, "-m", "segkit", "study", str(study.copy_file),
+                    "--out", str(study.out), "--run", run.name, "--workers-share", str(len(gpus)),
+                ] + ["-q"] * quiet  # fmt: skip
+                what = "resuming" if state_of(study.run_dir(run)) == "interrupted" else "training"
+                say(f"segkit study: {run.name}: {what} on GPU {gpu or '(none)'}, log {log.name}")
+                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[slot] = (proc, run, log)
+            if not running:
+                break
+            time.sleep(0.5)
+            for slot, (proc, run, log) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                log.close()
+                del running[slot]
+                free.append(slot)
+                if code == 0:
+                    outcome[run.name] = "trained"
+                    summary = study.run_dir(run) / "summary.txt"
+                    line = summary.read_text().strip() if summary.is_file() else ""
+                    say(f"segkit study: {run.name}: done. {line}")
+                else:
+                    outcome[run.name] = "failed"
+                    failed = True
+                    say(
+                        f"segkit study: {run.name}: failed (exit {code}): {_last_line(logs / f'{run.name}.log')}"
+                    )
+        for run in queue:
+            outcome.setdefault(run.name, "not started")
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise RunInterrupted(f"interrupted; continue the study with: {_command(study)}") from None
+    return outcome
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def run_named(
+    study_file: Path | str,
+    out: Path | str,
+    name: str,
+    *,
+    quiet: bool = False,
+    workers_share: int = 1,
+) -> str:
+    """One configuration of a study already prepared in ``out`` (what each process of
+    ``--parallel`` runs).
+
+    Raises:
+        ConfigError: ``name`` is not one of the study's configurations.
+    """
+    study = read_study(study_file, out)
+    run = next((r for r in study.runs if r.name == name), None)
+    if run is None:
+        raise ConfigError(
+            f"--run {name!r}: not a run of {study_file}; its runs are "
+            f"{', '.join(r.name for r in study.runs)}"
+        )
+    return run_one(study, run, quiet=quiet, workers_share=workers_share)

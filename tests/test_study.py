@@ -1,0 +1,461 @@
+"""segkit study (grids, resume, refusal of a changed file, --parallel) and segkit compare
+(tables, curves, predictions, refusal of runs on other data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segkit import checkpoint as ckpt_io
+from segkit import engine
+from segkit import study as study_mod
+from segkit.cli import main
+from segkit.compare import compare, mean_std
+from segkit.errors import ConfigError
+from segkit.study import expand, prepare_folder, read_study, run_name, run_study
+
+#: A UNet at 32 px on the tiny pet set: about 3 s an epoch on 2 CPU cores.
+TINY_BASE = """
+[base]
+model = "unet"
+image_size = 32
+batch_size = 4
+num_workers = 0
+grid_images = 2
+data = "{data}"
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def tiny_study(tmp_path: Path, data: Path, body: str, name: str = "s.toml") -> Path:
+    return write(tmp_path / name, TINY_BASE.format(data=data) + body)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def test_axes_expand_to_their_product_in_file_order() -> None:
+    runs = expand(
+        {"epochs": 3, "model_options": {"a": 1}},
+        {"model": ["unet", "resnet34_unet"], "augment": ["type1", "type3"], "seed": [0, 1]},
+    )
+    assert [r.name for r in runs] == [
+        "unet-type1-seed0", "unet-type1-seed1", "unet-type3-seed0", "unet-type3-seed1",
+        "resnet34_unet-type1-seed0", "resnet34_unet-type1-seed1",
+        "resnet34_unet-type3-seed0", "resnet34_unet-type3-seed1",
+    ]  # fmt: skip
+    last = runs[-1].settings
+    assert last == {"epochs": 3, "model_options": {"a": 1}, "model": "resnet34_unet",
+                    "recipe": "type3", "seed": 1}  # fmt: skip
+    assert runs[-1].config().recipe == "type3"  # `augment`, the old name, is read as recipe
+
+
+def test_an_explicit_list_runs_as_given_and_crosses_the_axes() -> None:
+    runs = expand(
+        {"epochs": 2, "model_options": {"encoder": "resnet18", "x": 1}},
+        {"seed": [0, 1]},
+        [
+            {"model": "unet"},
+            {"model": "timm_unet", "model_options": {"encoder": "efficientnet_b0"}, "lr": 1e-4},
+            {"name": "baseline"},
+        ],
+    )
+    assert [r.name for r in runs] == [
+        "unet-seed0", "unet-seed1",
+        "timm_unet-encoder-efficientnet_b0-lr0.0001-seed0",
+        "timm_unet-encoder-efficientnet_b0-lr0.0001-seed1",
+        "baseline-seed0", "baseline-seed1",
+    ]  # fmt: skip
+    # *_options merge key by key over the base, as on the command line.
+    assert runs[2].settings["model_options"] == {"encoder": "efficientnet_b0", "x": 1}
+    assert runs[2].settings["lr"] == 1e-4 and runs[4].settings == {
+        "epochs": 2, "model_options": {"encoder": "resnet18", "x": 1}, "seed": 0
+    }  # fmt: skip
+    only_list = expand({}, {}, [{"model": "unet"}, {"model": "resnet34_unet"}])
+    assert [r.name for r in only_list] == ["unet", "resnet34_unet"]
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "match"),
+    [
+        ("axes", "modle", r"\[axes\]: unknown setting\(s\) 'modle' \(did you mean 'model'\?\)"),
+        ("base", "learning_rate", r"\[base\]: unknown setting\(s\) 'learning_rate'"),
+        (
+            "runs",
+            "epoch",
+            r"\[\[runs\]\] 1: unknown setting\(s\) 'epoch' \(did you mean 'epochs'\?\)",
+        ),
+    ],
+)
+def test_a_key_that_is_not_a_run_setting_is_named(
+    tmp_path: Path, table: str, key: str, match: str
+) -> None:
+    value = '["unet"]' if table == "axes" else "1"
+    text = f"[[runs]]\n{key} = {value}\n" if table == "runs" else f"[{table}]\n{key} = {value}\n"
+    path = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError, match=str(path).replace(".", r"\.") + " " + match):
+        read_study(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "[axes]\nseed = 3\n",
+            r"\[axes\] seed = 3: expected a non-empty list of values, e\.g\. seed = \[3, \.\.\.\]",
+        ),
+        ("[axes]\nseed = []\n", r"\[axes\] seed = \[\]: expected a non-empty list"),
+        ("[base]\nout = 'x'\n", r"\[base\]: out cannot be set in a study.*--out"),
+        ("[axes]\nname = ['a', 'b']\n", r"\[axes\]: name cannot be set in a study"),
+        ("[grid]\nseed = [1]\n", r"unknown table or key 'grid'; a study file holds \[base\]"),
+        ("[axes]\nepochs = [2, 0]\n", r"run epochs0: --epochs 0: expected a positive integer"),
+        ("[axes]\nseed = [1]\n[[runs]]\nseed = 2\n", r"\[\[runs\]\] 1: seed is also an axis"),
+        (
+            "[[runs]]\nmodel = 'unet'\n[[runs]]\nmodel = 'unet'\n",
+            r"two configurations get the run folder name 'unet' \(they are the same configuration",
+        ),
+        ("[base\n", r"not valid TOML"),
+    ],
+)
+def test_bad_study_files_are_refused_with_the_file_and_the_fix(
+    tmp_path: Path, text: str, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        read_study(write(tmp_path / "bad.toml", text))
+
+
+def test_run_names_are_folder_names() -> None:
+    assert run_name({"model": "unet", "lr": 0.001, "compile": False, "ema": None}) == (
+        "unet-lr0.001-no-compile-ema-none"
+    )
+    assert run_name({"data": "/data/my pets"}) == "-data-my-pets"
+    assert run_name({}) == "run"
+
+
+def test_the_shipped_studies_expand() -> None:
+    root = Path(__file__).resolve().parents[1] / "studies"
+    lab = read_study(root / "lab.toml")
+    assert len(lab.runs) == 6 and lab.out == Path("runs/lab")
+    config = lab.runs[0].config()
+    assert (config.image_size, config.epochs, config.batch_size, config.lr, config.lr_gamma) == (
+        256,
+        200,
+        32,
+        1e-5,
+        0.99,
+    )
+    assert (config.loss, config.schedule) == ("bce_dice", "exponential")
+    assert {(r.settings["model"], r.settings["recipe"]) for r in lab.runs} == {
+        (m, r) for m in ("unet", "resnet34_unet") for r in ("type1", "type2", "type3")
+    }
+    demo = read_study(root / "demo.toml")
+    assert len(demo.runs) == 12
+    assert {r.settings["seed"] for r in demo.runs} == {0, 1}
+    assert all(r.config().image_size == 64 and r.config().data is None for r in demo.runs)
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+def test_a_changed_file_is_refused_and_force_replaces_only_the_changed_runs(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / "s.toml", "[base]\nepochs = 2\n[axes]\nseed = [0, 1]\n")
+    study = read_study(path, tmp_path / "out")
+    prepare_folder(study, say=lambda _: None)
+    (tmp_path / "out" / "seed0").mkdir()
+    (tmp_path / "out" / "seed1").mkdir()
+    assert (tmp_path / "out" / "study.toml").read_text() == path.read_text()
+    prepare_folder(read_study(path, tmp_path / "out"))  # unchanged: fine
+
+    write(path, "[base]\nepochs = 2\n[axes]\nseed = [0, 2]\n[[runs]]\nlr = 0.01\n")
+    changed = read_study(path, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"s\.toml differs from the study in .*out \(") as e:
+        prepare_folder(changed)
+    assert "--force" in str(e.value) and "2 run(s) added" in str(e.value)
+    assert "2 run(s) removed (seed0, seed1)" in str(e.value)
+
+    write(path, "[base]\nepochs = 3\n[axes]\nseed = [0, 1]\n")
+    with pytest.raises(ConfigError, match=r"\(epochs 2 -> 3 in seed0, seed1\): pass --force"):
+        prepare_folder(read_study(path, tmp_path / "out"))
+    # The same configurations, written otherwise: not a change.
+    write(path, "# seeds\n[axes]\nseed = [0, 1]\n[base]\nepochs = 2 # the same\n")
+    prepare_folder(read_study(path, tmp_path / "out"))
+
+    # --force: runs no longer in the file stay on disk, out of the study.
+    write(path, "[base]\nepochs = 2\n[axes]\nseed = [5]\n")
+    lines: list[str] = []
+    prepare_folder(read_study(path, tmp_path / "out"), force=True, say=lines.append)
+    assert (tmp_path / "out" / "seed0").is_dir() and not lines
+    state = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [r["name"] for r in state["runs"]] == ["seed5"]
+
+
+def test_force_moves_a_changed_run_aside(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.toml", "[base]\nepochs = 2\n[axes]\nseed = [0]\n")
+    prepare_folder(read_study(path, tmp_path / "out"))
+    (tmp_path / "out" / "seed0").mkdir()
+    (tmp_path / "out" / "seed0" / "marker").write_text("old")
+    write(path, "[base]\nepochs = 3\n[axes]\nseed = [0]\n")
+    lines: list[str] = []
+    prepare_folder(read_study(path, tmp_path / "out"), force=True, say=lines.append)
+    assert (tmp_path / "out" / "replaced" / "seed0" / "marker").read_text() == "old"
+    assert not (tmp_path / "out" / "seed0").exists()
+    assert "seed0 changed; its old run folder is now" in lines[0]
+
+
+def test_a_folder_that_holds_something_else_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    path = write(tmp_path / "s.toml", "[axes]\nseed = [0]\n")
+    with pytest.raises(ConfigError, match=r"out: the folder exists and holds no study"):
+        prepare_folder(read_study(path, tmp_path / "out"))
+
+
+def test_parallel_on_the_cpu_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = write(tmp_path / "s.toml", "[axes]\nseed = [0, 1]\n")
+    code = main(["study", str(path), "--out", str(tmp_path / "out"), "--parallel", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "--parallel 2: there is no GPU here" in err and "use --parallel 1" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_plugin_stops_the_study_before_any_run(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path / "s.toml", "[axes]\nmodel = ['unet', 'unte']\n")
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "unte" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_state_of_a_run_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    assert study_mod.state_of(folder) == "new"
+    folder.mkdir()
+    assert study_mod.state_of(folder) == "started"
+    (folder / "last.pt").write_bytes(b"")
+    assert study_mod.state_of(folder) == "interrupted"
+    (folder / "summary.json").write_text("{}")
+    assert study_mod.state_of(folder) == "done"
+
+
+def test_mean_std_is_the_sample_standard_deviation() -> None:
+    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1414213562))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert mean_std([0.5, float("nan"), 0.7])[0] == pytest.approx(0.6)
+
+
+# ----------------------------------------------------------------------------- slow: runs
+
+
+@pytest.fixture(scope="module")
+def finished_study(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished study of 4 tiny runs: recipe type1/type2 x seed 0/1, one epoch each."""
+    tmp = tmp_path_factory.mktemp("study")
+    path = tiny_study(
+        tmp, tiny_pets, "epochs = 1\n[axes]\nrecipe = ['type1', 'type2']\nseed = [0, 1]\n"
+    )
+    result = run_study(path, tmp / "out", quiet=True, say=lambda _: None)
+    assert result.outcome == dict.fromkeys(
+        ["type1-seed0", "type1-seed1", "type2-seed0", "type2-seed1"], "trained"
+    )
+    return tmp / "out"
+
+
+@pytest.mark.slow
+def test_the_report_numbers_are_each_runs_summary_json(finished_study: Path) -> None:
+    rows = csv_rows(finished_study / "comparison.csv")
+    assert [Path(r["run"]).name for r in rows] == [
+        "type1-seed0",
+        "type1-seed1",
+        "type2-seed0",
+        "type2-seed1",
+    ]
+    for row in rows:
+        summary = json.loads((Path(row["run"]) / "summary.json").read_text())
+        assert float(row["test_dice"]) == summary["test_dice"]
+        assert float(row["test_iou"]) == summary["test_iou"]
+        assert float(row["valid_dice"]) == summary["best_valid_dice"]
+        assert int(row["best_epoch"]) == summary["best_epoch"]
+        assert float(row["train_s_per_epoch"]) == summary["epoch_seconds"]
+        assert float(row["images_per_s"]) == summary["images_per_second"]
+        assert int(row["parameters"]) == 31_037_633  # UNet
+        assert float(row["checkpoint_mb"]) == (Path(row["run"]) / "best.pt").stat().st_size / 1e6
+    groups = csv_rows(finished_study / "comparison_groups.csv")
+    assert [(g["recipe"], g["seeds"], g["n"]) for g in groups] == [
+        ("type1", "0 1", "2"),
+        ("type2", "0 1", "2"),
+    ]
+    for group in groups:
+        dice = [
+            json.loads(
+                (finished_study / f"{group['recipe']}-seed{s}" / "summary.json").read_text()
+            )["test_dice"]
+            for s in (0, 1)
+        ]
+        mean, std = mean_std(dice)
+        assert float(group["test_dice_mean"]) == pytest.approx(mean, abs=0, rel=1e-15)
+        assert float(group["test_dice_std"]) == pytest.approx(std, rel=1e-12)
+    md = (finished_study / "comparison.md").read_text()
+    assert "## Mean ± standard deviation over seeds" in md
+    assert f"{mean:.4f} ± {std:.4f}" in md  # the last group's test Dice
+    assert "![valid Dice and train loss per epoch](curves.png)" in md
+    for name in ("curves.png", "predictions.png"):
+        assert (finished_study / name).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_compare_runs_that_differ_in_one_and_in_two_axes(
+    finished_study: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    one = compare(
+        [finished_study / "type1-seed0", finished_study / "type1-seed1"], tmp_path / "one"
+    )
+    assert one.differing == ["seed"]
+    header = next(csv.reader((tmp_path / "one" / "comparison.csv").open()))
+    assert header[:3] == ["run", "seed", "model"]  # what differs first, then what is shared
+    assert header[-8:] == [
+        "parameters",
+        "checkpoint_mb",
+        "best_epoch",
+        "valid_dice",
+        "test_dice",
+        "test_iou",
+        "train_s_per_epoch",
+        "images_per_s",
+    ]
+    md = (tmp_path / "one" / "comparison.md").read_text()
+    assert "| run | seed | parameters |" in md
+    assert "Same for every run: model unet, loss bce_dice, recipe type1" in md
+
+    two = compare([finished_study / n for n in ("type1-seed0", "type2-seed1")], tmp_path / "two")
+    assert two.differing == ["recipe", "seed"]
+    assert [r.name for r in two.runs] == ["type1-seed0", "type2-seed1"]
+    with Image.open(tmp_path / "two" / "predictions.png") as im:
+        width = im.size[0]
+    # image, truth, then one column per run; tiny_pets has 5 test images, all drawn.
+    assert width == 4 * 160 + 3 * 4 and two.predicted == 5
+    assert "recipe=type1" not in (tmp_path / "two" / "comparison.md").read_text()
+
+
+@pytest.mark.slow
+def test_compare_refuses_runs_of_other_data_unless_forced(
+    finished_study: Path, tmp_path: Path, capsys
+) -> None:
+    other = Path(shutil.copytree(finished_study / "type1-seed1", tmp_path / "other"))
+    config = json.loads((other / "config.json").read_text())
+    config["data"] = config["resolved"]["data_root"] = "/data/other-pets"
+    (other / "config.json").write_text(json.dumps(config))
+    first = str(finished_study / "type1-seed0")
+    code = main(["compare", first, str(other), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "were trained on different datasets" in err and "/data/other-pets" in err
+    assert "--force" in err and not (tmp_path / "c").exists()
+    assert main(["compare", first, str(other), "--out", str(tmp_path / "c"), "--force"]) == 0
+    assert "data" in next(csv.reader((tmp_path / "c" / "comparison.csv").open()))[:3]
+
+    config["data"], config["resolved"]["data_root"] = config_data(finished_study)
+    config["image_size"] = 64
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"different image sizes \(32 vs 64 px\)"):
+        compare([first, other], tmp_path / "d")
+    with pytest.raises(
+        ConfigError, match=r"not finished \(no summary.json\); finish it with: segkit run --resume"
+    ):
+        (other / "summary.json").unlink()
+        compare([first, other], tmp_path / "d", force=True)
+
+
+def config_data(study: Path) -> tuple[str, str]:
+    config = json.loads((study / "type1-seed0" / "config.json").read_text())
+    return config["data"], config["resolved"]["data_root"]
+
+
+@pytest.mark.slow
+def test_a_study_killed_in_its_second_run_continues_where_it_stopped(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first run is 1 epoch, the second 2: killed once its epoch 1 is saved.
+    runs = "[[runs]]\nseed = 0\nepochs = 1\n[[runs]]\nseed = 1\nepochs = 2\n"
+    path = tiny_study(tmp_path, tiny_pets, runs)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segkit", "study", str(path), "--out", str(out), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    first, second = out / "seed0-epochs1", out / "seed1-epochs2"
+    try:
+        deadline = time.monotonic() + 240
+        while not (second / "last.pt").exists():
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the second run wrote no checkpoint in 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert study_mod.state_of(first) == "done"
+    assert study_mod.state_of(second) == "interrupted"
+    first_files = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    assert ckpt_io.load(second / "last.pt")["epoch"] == 1
+    trained: list[int] = []  # the epochs the re-run trains
+    real = engine.train_one_epoch
+
+    def recording(*args, **kwargs):
+        trained.append(kwargs["epoch"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", recording)
+    lines: list[str] = []
+    result = run_study(path, out, quiet=True, say=lines.append)
+    assert trained == [2]  # the first run not at all, the second from its checkpoint
+    assert result.outcome == {first.name: "skipped", second.name: "resumed"}
+    assert "(1 finished, 1 to resume, 0 to train)" in lines[0]
+    assert "[1/2] seed0-epochs1: finished, skipped" in lines[1]
+    assert "[2/2] seed1-epochs2: resuming" in lines[2]
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == first_files  # untouched
+    assert [r["epoch"] for r in csv_rows(second / "metrics.csv")] == ["1", "2"]
+    assert len(csv_rows(out / "comparison.csv")) == 2
+    # Run again: everything finished, nothing trains; the report is written again.
+    assert run_study(path, out, quiet=True, say=lambda _: None).outcome == {
+        first.name: "skipped",
+        second.name: "skipped",
+    }
+
+
+@pytest.mark.slow
+def test_parallel_runs_each_configuration_in_its_own_process(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    # The GPU path on the CPU: two slots without a GPU ("" hides every CUDA device).
+    path = tiny_study(tmp_path, tiny_pets, "epochs = 1\n[axes]\nseed = [0, 1]\n")
+    lines: list[str] = []
+    result = run_study(path, tmp_path / "out", quiet=True, gpus=["", ""], say=lines.append)
+    assert result.outcome == {"seed0": "trained", "seed1": "trained"}
+    assert sum("training on GPU (none)" in ln for ln in lines) == 2
+    for name in ("seed0", "seed1"):
+        assert (tmp_path / "out" / name / "summary.json").is_file()
+        assert "test dice" in (tmp_path / "out" / "logs" / f"{name}.log").read_text()
+    assert len(csv_rows(tmp_path / "out" / "comparison.csv")) == 2
