@@ -140,7 +140,11 @@ def read_run(path: Path | str) -> Run:
     if folder.test_scores.is_file():
         with folder.test_scores.open(newline="") as f:
             for row in csv.DictReader(f):
-                scores.append((row["id"] or row["index"], float(row["dice"]), float(row["iou"])))
+                # A K-class run's columns are its per-image mDice and mIoU.
+                dice, iou = (
+                    (row["dice"], row["iou"]) if "dice" in row else (row["mdice"], row["miou"])
+                )
+                scores.append((row["id"] or row["index"], float(dice), float(iou)))
     return Run(folder.path, config, raw.get("resolved") or {}, summary, history, scores)
 
 
@@ -532,10 +536,11 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
     from segkit.data import read_sample
     from segkit.inference import open_checkpoint, preprocess, restore_model
-    from segkit.metrics import dice_iou_per_image
+    from segkit.task import Task
 
     first = c.runs[0]
     dataset = build_dataset(first.config)
+    task = Task.of(dataset)
     samples = dataset.samples("test")
     picks = _pick_images(c.runs, [s.id for s in samples])
     size = first.config.image_size
@@ -543,12 +548,9 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     pictures = np.stack(
         [np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR)) for img, _ in raw]
     )
-    truths = np.stack(
-        [
-            np.asarray(Image.fromarray(m * 255).resize((size, size), Image.NEAREST)) > 127
-            for _, m in raw
-        ]
-    )
+    # Masks resized by nearest neighbour: 0/1 (binary) or class indices stay as they are.
+    maps = [np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)) for _, m in raw]
+    truths = np.stack(maps) if task.multiclass else np.stack(maps) > 0
     dev = resolve_device(device)
     shown = {id(g.runs[0]) for g in c.groups}
     columns: list[tuple[Run, np.ndarray, list[float]]] = []
@@ -565,25 +567,30 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
             logits = model(x).float().cpu()
         if logits.shape[-1] != size or logits.shape[-2] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        dice, _ = dice_iou_per_image(logits, torch.from_numpy(truths[:, None]).float())
-        columns.append((run, (logits[:, 0] > 0).numpy(), dice.tolist()))
+        target = torch.from_numpy(truths) if task.multiclass else torch.from_numpy(truths[:, None])
+        dice, _ = report.per_image_scores(
+            logits, target.float() if not task.multiclass else target, task
+        )
+        columns.append((run, report.predicted(logits, task), dice.tolist()))
     if not picks:
         return
     scale = report.tile_scale(size, size)
     rows = []
     mean_dice = _mean_scores(c.runs, [s.id for s in samples])
+    score = "mDice" if task.multiclass else "Dice"
     for k, i in enumerate(picks):
         image = report.image_tile(pictures[k], scale)
-        truth = report.mask_tile(truths[k], scale)
-        tiles = [image, report.gray_tile(truth)]
+        truth_tile = report.segment_tiles(image, truths[k], truths[k], scale, task)[0]
+        tiles = [image, truth_tile]
         labels = ["", ""]
         for _, pred, dice in columns:
-            tiles.append(report.overlay_tile(image, truth, report.mask_tile(pred[k], scale)))
-            labels.append(f"Dice {dice[k]:.3f}")
-        caption = f"{samples[i].id}  (mean test Dice over the runs {mean_dice[i]:.3f})"
+            # The overlay of each run's prediction (binary: against the truth).
+            tiles.append(report.segment_tiles(image, truths[k], pred[k], scale, task)[2])
+            labels.append(f"{score} {dice[k]:.3f}")
+        caption = f"{samples[i].id}  (mean test {score} over the runs {mean_dice[i]:.3f})"
         rows.append(report.TileRow(caption, tiles, labels))
     headings = ["image", "truth", *(_column_label(c, run) for run, _, _ in columns)]
-    report.draw_tiles(headings, rows).save(path)
+    report.draw_tiles(headings, rows, report.legend_of(task)).save(path)
     c.files["predictions"] = path
     c.predicted = len(picks)
 

@@ -210,12 +210,11 @@ def write_prediction_grid(
     model.eval()
     with precision.autocast():
         logits = model(to_device(img, device, channels_last))
+    pred = predicted(logits, task)
     if task is not None and task.multiclass:
-        pred = logits.float().argmax(1).cpu().numpy()
         true = torch.stack([found_masks[i] for i in order]).numpy()
     else:
         task = None
-        pred = (logits.float() > 0)[:, 0].cpu().numpy()
         true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
     rgb = to_rgb(img, mean, std)
     rows = [
@@ -277,15 +276,8 @@ def _draw_grid(
         if row.id is not None:
             label += f"  {row.id}"
         image = image_tile(rgb[k], scale)
-        if task is not None:
-            t, p = class_tile(true[k], scale), class_tile(pred[k], scale)
-            tiles = [image, task.colorize(t), task.colorize(p), class_overlay_tile(image, p, task)]
-        else:
-            t, p = mask_tile(true[k], scale), mask_tile(pred[k], scale)
-            tiles = [image, gray_tile(t), gray_tile(p), overlay_tile(image, t, p)]
-        lines.append(TileRow(label, tiles))
-    legend = LEGEND if task is None else class_legend(task)
-    draw_tiles(COLUMNS, lines, legend).save(path)
+        lines.append(TileRow(label, [image, *segment_tiles(image, true[k], pred[k], scale, task)]))
+    draw_tiles(COLUMNS, lines, legend_of(task)).save(path)
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -341,12 +333,50 @@ def class_overlay_tile(image: np.ndarray, pred: np.ndarray, task: Any) -> np.nda
     return np.where(tint, 0.5 * base + 0.5 * task.colorize(pred), base).astype(np.uint8)
 
 
-def class_legend(task: Any) -> list[tuple[str, tuple[int, int, int]]]:
-    """The classes and their colours (and grey for ignored pixels, where the task has them)."""
+def legend_of(task: Any) -> Sequence[tuple[str, Any]]:
+    """The legend of a grid: hit / false positive / miss for binary (``task`` None or
+    binary), the classes and their colours (and grey for ignored pixels, where the task
+    has them) for K classes."""
+    if task is None or not task.multiclass:
+        return LEGEND
     legend = list(zip(task.classes, task.palette, strict=True))
     if task.ignore_index is not None:
         legend.append(("ignored", (128, 128, 128)))
     return legend
+
+
+def segment_tiles(
+    image: np.ndarray, true: np.ndarray, pred: np.ndarray, scale: int, task: Any = None
+) -> list[np.ndarray]:
+    """The truth, prediction and overlay tiles of one image (``image``: its tile, already
+    enlarged ``scale`` times): white-on-black masks and a hit/miss overlay for binary
+    (``true``, ``pred`` boolean ``(H, W)``), or for K classes (``task``) class maps
+    ``(H, W)`` in the task's colours and the predicted classes over the image."""
+    if task is not None and task.multiclass:
+        t, p = class_tile(true, scale), class_tile(pred, scale)
+        return [task.colorize(t), task.colorize(p), class_overlay_tile(image, p, task)]
+    t, p = mask_tile(true, scale), mask_tile(pred, scale)
+    return [gray_tile(t), gray_tile(p), overlay_tile(image, t, p)]
+
+
+def predicted(logits: torch.Tensor, task: Any = None) -> np.ndarray:
+    """Hard predictions of ``(N, C, H, W)`` logits: ``(N, H, W)`` booleans (logit > 0)
+    for binary, class indices (argmax) for K classes."""
+    if task is not None and task.multiclass:
+        return logits.float().argmax(1).cpu().numpy()
+    return (logits.float() > 0)[:, 0].cpu().numpy()
+
+
+def per_image_scores(
+    logits: torch.Tensor, masks: torch.Tensor, task: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's (Dice, IoU), or (mDice, mIoU) over its classes for K classes, as the
+    engine's meters score them."""
+    from segkit.task import Task
+
+    meter = (task or Task()).meter("cpu", per_image=True)
+    meter.update(logits.float().cpu(), (task or Task()).target(masks.cpu()))
+    return meter.per_image_scores()
 
 
 @dataclass

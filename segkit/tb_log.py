@@ -125,13 +125,13 @@ class TensorBoardLog:
         empty valid split."""
         from segkit import report
         from segkit.loops import to_device
-        from segkit.metrics import dice_iou_per_image
+        from segkit.task import Task
 
         if self._valid is None:
             images, masks = [], []
             for batch in loader:
                 images.extend(batch.images.float().cpu())
-                masks.extend(batch.masks.float().cpu())
+                masks.extend(batch.masks.cpu())
                 if len(images) >= GRID_IMAGES:
                     break
             if not images:
@@ -147,24 +147,23 @@ class TensorBoardLog:
         with runtime.precision.autocast():
             logits = model(to_device(images, runtime.device, runtime.channels_last)).float().cpu()
         model.train(was_training)
-        dice, iou = dice_iou_per_image(logits, masks)
+        task = Task.of(dataset) if dataset is not None else Task()
+        dice, iou = report.per_image_scores(logits, masks, task)
         rgb = report.to_rgb(images, mean, std)
-        pred = (logits > 0)[:, 0].numpy()
-        true = masks[:, 0].numpy() > 0.5
+        pred = report.predicted(logits, task)
+        true = masks.numpy() if task.multiclass else masks[:, 0].numpy() > 0.5
+        names_ = ("mDice", "mIoU") if task.multiclass else ("Dice", "IoU")
         scale = report.tile_scale(*rgb.shape[1:3])
         rows = []
         for k in range(len(rgb)):
             image = report.image_tile(rgb[k], scale)
-            t, p = report.mask_tile(true[k], scale), report.mask_tile(pred[k], scale)
-            tiles = [
-                image,
-                report.gray_tile(t),
-                report.gray_tile(p),
-                report.overlay_tile(image, t, p),
-            ]
-            caption = f"valid {names[k]}  epoch {epoch}  Dice {dice[k]:.3f}  IoU {iou[k]:.3f}"
+            tiles = [image, *report.segment_tiles(image, true[k], pred[k], scale, task)]
+            caption = (
+                f"valid {names[k]}  epoch {epoch}  {names_[0]} {dice[k]:.3f}  "
+                f"{names_[1]} {iou[k]:.3f}"
+            )
             rows.append(report.TileRow(caption, tiles))
-        picture = np.asarray(report.draw_tiles(report.COLUMNS, rows))
+        picture = np.asarray(report.draw_tiles(report.COLUMNS, rows, report.legend_of(task)))
         self.writer.add_image("predictions/valid", picture, epoch, dataformats="HWC")
         self.writer.flush()
         return picture

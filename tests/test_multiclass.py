@@ -545,3 +545,11 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
         again["test_miou"] == summary["test_miou"] and result.test["miou"] == summary["test_miou"]
     )
     assert again["test_per_class"] == summary["test_per_class"]
+
+    # segkit compare draws K-class runs in the dataset's colours.
+    from segkit.cli import main
+
+    assert main(["compare", str(run), str(short), "--out", str(tmp_path / "cmp"), "--force"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "cmp" / "predictions.png").convert("RGB"))
+    assert (grid == (230, 25, 75)).all(-1).any()  # the pet class's colour
+    assert "test_dice" in (tmp_path / "cmp" / "comparison.csv").read_text()
