@@ -477,7 +477,14 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     d = runtime.dist
     loaders = {
         "train": build_loader(
-            config, runtime, dataset, recipe, "train", train=True, shard=(d.rank, d.world)
+            config,
+            runtime,
+            dataset,
+            recipe,
+            "train",
+            train=True,
+            shard=(d.rank, d.world),
+            drop_last=lone_last_batch(len(dataset.samples("train")), config.batch_size, d.world),
         )
     }
     if d.main:
@@ -501,6 +508,17 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         accumulate=config.accumulate,
         ema=ema,
     )
+
+
+def lone_last_batch(images: int, batch_size: int, world: int = 1) -> bool:
+    """Whether an epoch of ``images`` training images (split over ``world`` ranks) would
+    end with a batch of one image. Training drops that batch: batch norm cannot normalize
+    one value per channel (ResNet34-UNet's bottleneck is 1x1 at 32 px, so a lone image
+    stops the run), and one image is a noisy step anyway. Any other partial batch is kept.
+    """
+    from segkit.sampling import per_rank
+
+    return batch_size > 1 and per_rank(images, world) % batch_size == 1
 
 
 def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:

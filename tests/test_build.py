@@ -226,3 +226,13 @@ def test_builtin_datasets_declare_what_they_can_do():
     assert callable(reg.info("datasets", "oxford_pet").capability("fetch"))
     assert reg.info("datasets", "oxford_pet").capability("generate") is None
     assert reg.info("datasets", "folder").capability("generate") is None
+
+
+def test_a_lone_last_training_image_is_dropped_other_partial_batches_kept() -> None:
+    from segkit.build import lone_last_batch
+
+    assert lone_last_batch(13, 4) and lone_last_batch(9, 8)
+    assert not lone_last_batch(14, 4) and not lone_last_batch(12, 4)
+    assert not lone_last_batch(5, 1)  # batch size 1: every batch is one image
+    assert not lone_last_batch(13, 4, world=2)  # 7 per rank: a batch of 3 last
+    assert lone_last_batch(9, 4, world=2)  # 5 per rank
