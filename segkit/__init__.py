@@ -9,6 +9,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
+    probs = segkit.Predictor("runs/x/best.pt", mode="tile", tta="flip").predict("big.png")
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "PluginNotFoundError",
+    "Predictor",
     "RunConfig",
     "SegkitError",
     "check_data",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from segkit.engine import train
     from segkit.info import ModelInfo
     from segkit.lr_sweep import LRFind
+    from segkit.predictor import Predictor
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -151,6 +154,10 @@ def __getattr__(name: str) -> Any:
         from segkit.config import RunConfig
 
         return RunConfig
+    if name == "Predictor":
+        from segkit.predictor import Predictor
+
+        return Predictor
     if name == "train":
         from segkit.engine import train
 
