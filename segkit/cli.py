@@ -420,6 +420,35 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from segkit.export import export
+
+    result = export(
+        args.checkpoint,
+        args.out,
+        format=args.format,
+        dynamic=args.dynamic,
+        image_size=args.image_size,
+        threshold=args.threshold,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+    )
+    size = result.path.stat().st_size / 1e6
+    shape = (
+        "(N, 3, H, W) -> (N, C, H, W), dynamic"
+        if args.dynamic
+        else (f"{result.input_shape} -> {result.output_shape}")
+    )
+    where = f"; metadata in {result.sidecar}" if result.sidecar else "; metadata in the model"
+    print(f"wrote {result.path} ({size:.1f} MB, {args.format}, {shape}{where})")
+    print(
+        f"parity {result.checked_with} vs torch: max abs diff {result.max_abs_diff:.2e} "
+        f"(tolerance {result.tolerance:g})"
+    )
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from segkit.errors import PluginError
     from segkit.registry import KINDS, canonical_kind, default_registry
@@ -580,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_list(sub)
     _add_data(sub)
     _add_info(sub)
@@ -733,6 +763,49 @@ def _add_predict(sub: Any) -> None:
     _add_inference_args(p)
     add_config_args(p, ("device", "precision", "num_workers"))
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch",
+    )
+    p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="onnx (needs pip install 'segkit[export]') or torchscript (default: onnx)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the model file to write")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="batch size, height and width free (multiples of the model's min_input_multiple)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="square input size traced (the only one without --dynamic; default: the "
+        "training size)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="a binary model's probability threshold, recorded with the model (default: 0.5)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest logit difference from PyTorch the parity check accepts (default: 1e-4)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(func=_cmd_export)
 
 
 def _add_list(sub: Any) -> None:
