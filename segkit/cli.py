@@ -34,7 +34,8 @@ _SHORTCUTS = {
     "--weights": (
         "model_options",
         "weights",
-        "initial weights: PATH or imagenet (local files only)",
+        "initial weights: PATH or imagenet (timm's, downloaded into its cache when missing; "
+        "SEGKIT_OFFLINE=1 forbids downloads)",
     ),
 }
 
