@@ -264,7 +264,7 @@ def _export_torchscript(
     try:
         with torch.no_grad(), _quiet_tracing():
             traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={"segkit.json": json.dumps(meta)})
+            torch.jit.save(traced, str(path), _extra_files={"segkit.json": json.dumps(meta)})
     except Exception as e:
         raise ExportError(
             f"torch.jit.trace failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"

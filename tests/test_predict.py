@@ -164,6 +164,29 @@ def test_tiles_go_through_in_batches() -> None:
     assert out.shape == (1, 200, 200) and max(calls) == 5 and sum(calls) > 50
 
 
+@pytest.mark.slow  # a fresh interpreter, 15 s
+def test_a_10000_px_image_is_tiled_in_bounded_memory() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, numpy as np, torch\n"
+        "from segkit.predictor import Predictor\n"
+        "p = Predictor.from_model(torch.nn.Conv2d(3, 1, 1), image_size=256, mode='tile', "
+        "batch_size=32)\n"
+        "probs = p.predict(np.zeros((10000, 10000, 3), np.uint8))\n"
+        "assert probs.shape == (10000, 10000)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    peak_gib = int(out.stdout.split()[-1]) / 2**20  # ru_maxrss is in KiB on Linux
+    assert peak_gib < 3, f"peak {peak_gib:.2f} GiB"
+
+
 # ----------------------------------------------------------------------------- predictor
 
 

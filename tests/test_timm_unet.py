@@ -1,5 +1,6 @@
 """The ``timm_unet`` plugin: UNets over timm encoders of three families, their decoder
-built from ``feature_info``, weights from local files and from the local caches only."""
+built from ``feature_info``, weights from local files, from the local caches, and
+downloaded (faked: no test touches the network) or refused offline."""
 
 from __future__ import annotations
 
