@@ -10,6 +10,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
     spec = segkit.MaskSpec.multiclass(["background", "cell"], ignore=255)  # K classes
+    probs = segkit.Predictor("runs/x/best.pt", mode="tile", tta="flip").predict("big.png")
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "PluginNotFoundError",
+    "Predictor",
     "RunConfig",
     "SegkitError",
     "Task",
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from segkit.info import ModelInfo
     from segkit.lr_sweep import LRFind
     from segkit.task import Task
+    from segkit.predictor import Predictor
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -164,6 +167,10 @@ def __getattr__(name: str) -> Any:
         from segkit.task import Task
 
         return Task
+    if name == "Predictor":
+        from segkit.predictor import Predictor
+
+        return Predictor
     if name == "train":
         from segkit.engine import train
 

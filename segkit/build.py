@@ -257,12 +257,21 @@ def create_model(
 
 
 def _check_image_size(model: str, image_size: int | None, multiple: int) -> None:
-    if image_size is not None and image_size % multiple:
-        lo = image_size // multiple * multiple
+    check_size_multiple(model, image_size, multiple, "--image-size")
+
+
+def check_size_multiple(model: str, size: int | None, multiple: int, flag: str) -> None:
+    """Raise unless ``size`` (given as ``flag``: ``--image-size``, ``--tile``) is a
+    multiple of the model's ``min_input_multiple``.
+
+    Raises:
+        ConfigError: naming the size, the multiple, the model and the two sizes around it.
+    """
+    if size is not None and size % multiple:
+        lo = size // multiple * multiple
         near = f"{lo} or {lo + multiple}" if lo else str(multiple)
         raise ConfigError(
-            f"--image-size {image_size} is not divisible by {multiple}, which model "
-            f"'{model}' needs; use {near}"
+            f"{flag} {size} is not divisible by {multiple}, which model '{model}' needs; use {near}"
         )
 
 

@@ -34,7 +34,8 @@ _SHORTCUTS = {
     "--weights": (
         "model_options",
         "weights",
-        "initial weights: PATH or imagenet (local files only)",
+        "initial weights: PATH or imagenet (timm's, downloaded into its cache when missing; "
+        "SEGKIT_OFFLINE=1 forbids downloads)",
     ),
 }
 
@@ -225,58 +226,227 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "evaluate it on data with the same classes (--dataset-opt target=... where the "
             "dataset offers one)"
         )
-    loader = build_loader(config, runtime, dataset, build_recipe(config), args.split, train=False)
-    metrics = evaluate(
-        model,
-        loader,
-        build_loss(config, dataset, runtime.num_workers or None),
-        runtime.precision,
-        runtime.device,
-        runtime.channels_last,
-        task=task,
-    )
+    recipe = build_recipe(config)
+    how = ""
+    if args.mode is not None or args.tta != "none":
+        from segkit.predictor import Predictor, eval_normalization, evaluate_images
+
+        mean, std = eval_normalization(recipe.eval, config.image_size)
+        predictor = Predictor.from_model(
+            model,
+            image_size=config.image_size,
+            mean=mean,
+            std=std,
+            task=task,
+            runtime=runtime,
+            label=config.model,
+            mode=args.mode or "resize",
+            tta=args.tta,
+            tile=args.tile,
+            overlap=args.overlap,
+            blend=args.blend,
+            batch_size=config.batch_size,
+        )
+        metrics = evaluate_images(predictor, dataset, args.split)
+        how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
+    else:
+        loader = build_loader(config, runtime, dataset, recipe, args.split, train=False)
+        metrics = evaluate(
+            model,
+            loader,
+            build_loss(config, dataset, runtime.num_workers or None),
+            runtime.precision,
+            runtime.device,
+            runtime.channels_last,
+            task=task,
+        )
+    loss = f"  loss {metrics['loss']:.4f}" if not how else ""
     if task.multiclass:
         from segkit.metrics_mc import confusion_table
 
         print(confusion_table(metrics, list(task.classes)))
         print(
             f"{args.split} mIoU {metrics['miou']:.4f}  mDice {metrics['mdice']:.4f}  "
-            f"pixel acc {metrics['pixel_acc']:.4f}  loss {metrics['loss']:.4f}  "
+            f"pixel acc {metrics['pixel_acc']:.4f}{loss}  "
             f"({int(metrics['images'])} images, {dataset.root}; "
-            f"{runtime.device}, {runtime.precision.name})"
+            f"{runtime.device}, {runtime.precision.name}{how})"
         )
         return 0
     print(
-        f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}  "
-        f"loss {metrics['loss']:.4f}  ({int(metrics['images'])} images, {dataset.root}; "
-        f"{runtime.device}, {runtime.precision.name})"
+        f"{args.split} dice {metrics['dice']:.4f}  iou {metrics['iou']:.4f}"
+        f"{loss}  ({int(metrics['images'])} images, {dataset.root}; "
+        f"{runtime.device}, {runtime.precision.name}{how})"
     )
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
     import numpy as np
 
-    from segkit.build import build_recipe
-    from segkit.inference import predict_file, write_prediction
+    from segkit.data import read_image
+    from segkit.inference import prediction_paths, write_prediction
+    from segkit.predictor import collect_images, read_parallel
+    from segkit.progress import is_tty
 
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
-    config, runtime, model, _, task = _checkpoint_run(args, ("device",))
-    ops = build_recipe(config).eval
+    files = collect_images(args.images)
     out = Path(args.out)
-    for name in args.images:
-        path = Path(name)
-        image, prob = predict_file(model, path, ops, runtime.device, task)
-        written = write_prediction(
-            out, path, image, prob, args.threshold, task, probabilities=args.probabilities
+    _check_writable(out)
+    predictor = _predictor(args, args.checkpoint)
+    task = predictor.task
+    # Plan every output first: two inputs writing one file, or files already there
+    # (without --overwrite), stop the run before anything is predicted.
+    where: dict[Path, Path] = {}
+    for path, rel in files:
+        for target in prediction_paths(
+            out / rel,
+            path.stem,
+            task,
+            overlay=args.overlays,
+            probabilities=args.probabilities or False,
+        ):
+            if target in where:
+                raise ConfigError(
+                    f"{where[target]} and {path} would both write {target}; predict them "
+                    "into separate --out folders, or rename one"
+                )
+            where[target] = path
+    existing = [t for t in where if t.exists()]
+    if existing and not args.overwrite:
+        raise ConfigError(
+            f"{existing[0]} already exists ({len(existing)} of the {len(where)} output files "
+            "do); pass --overwrite to replace them, or choose another --out"
         )
-        if task.multiclass:
-            shares = np.bincount(prob.argmax(0).ravel(), minlength=task.num_classes) / prob[0].size
-            what = ", ".join(f"{c} {v:.1%}" for c, v in zip(task.classes, shares, strict=True))
-        else:
-            what = f"{float((prob > args.threshold).mean()):.1%} foreground"
-        print(f"{path}: {what} -> {', '.join(p.name for p in written)}")
+    quiet = args.quiet
+    bar = None
+    if not quiet and is_tty(sys.stderr):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="image", dynamic_ncols=True, leave=False)
+    start = time.perf_counter()
+    done = skipped = 0
+    reads = read_parallel(files, lambda f: read_image(f[0]), predictor.num_workers)
+    try:
+        for (path, rel), image, prob in predictor.predict_many(reads):
+            if bar is not None:
+                bar.update(1)
+            if isinstance(image, Exception):
+                if not args.skip_bad:
+                    raise type(image)(
+                        f"{image}. The {done} images predicted before it are in {out}; pass "
+                        "--skip-bad to skip unreadable files"
+                    ) from None
+                skipped += 1
+                print(f"segkit: skipped {image}", file=sys.stderr)
+                continue
+            assert prob is not None
+            written = write_prediction(
+                out / rel,
+                path,
+                image,
+                prob,
+                args.threshold,
+                task,
+                probabilities=args.probabilities or False,
+                overlay=args.overlays,
+            )
+            done += 1
+            if quiet:
+                continue
+            if task.multiclass:
+                counts = np.bincount(prob.argmax(0).ravel(), minlength=task.num_classes)
+                what = ", ".join(
+                    f"{c} {v:.1%}" for c, v in zip(task.classes, counts / prob[0].size, strict=True)
+                )
+            else:
+                what = f"{float((prob > args.threshold).mean()):.1%} foreground"
+            line = f"{path}: {what} -> {', '.join(p.name for p in written)}"
+            if bar is not None:
+                bar.write(line)
+            else:
+                print(line)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    skipped_note = f", {skipped} unreadable skipped" if skipped else ""
+    print(
+        f"predicted {done} images{skipped_note} in {seconds:.1f} s "
+        f"({done / max(seconds, 1e-9):.1f} images/s; {predictor.device}, "
+        f"{predictor.runtime.precision.name}, mode {predictor.mode}, tta {predictor.tta}) -> {out}"
+    )
+    return 0
+
+
+def _predictor(args: argparse.Namespace, checkpoint: str) -> Any:
+    """The :class:`~segkit.predictor.Predictor` the options of ``predict`` ask for."""
+    from segkit.predictor import Predictor
+
+    return Predictor(
+        checkpoint,
+        device=getattr(args, "device", "auto"),
+        precision=getattr(args, "precision", "auto"),
+        mode=args.mode,
+        tta=args.tta,
+        tile=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        num_workers=getattr(args, "num_workers", None),
+    )
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and prove a file can be written in it.
+
+    Raises:
+        ConfigError: naming the folder and why not.
+    """
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".segkit-write-test")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        if isinstance(e, FileExistsError) or (out.exists() and not out.is_dir()):
+            why = "it is a file, not a folder"
+        raise ConfigError(
+            f"--out {out}: cannot write there ({why}); choose another folder"
+        ) from None
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from segkit.export import export
+
+    result = export(
+        args.checkpoint,
+        args.out,
+        format=args.format,
+        dynamic=args.dynamic,
+        image_size=args.image_size,
+        threshold=args.threshold,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+    )
+    size = result.path.stat().st_size / 1e6
+    shape = (
+        "(N, 3, H, W) -> (N, C, H, W), dynamic"
+        if args.dynamic
+        else (f"{result.input_shape} -> {result.output_shape}")
+    )
+    where = f"; metadata in {result.sidecar}" if result.sidecar else "; metadata in the model"
+    print(f"wrote {result.path} ({size:.1f} MB, {args.format}, {shape}{where})")
+    print(
+        f"parity {result.checked_with} vs torch: max abs diff {result.max_abs_diff:.2e} "
+        f"(tolerance {result.tolerance:g})"
+    )
     return 0
 
 
@@ -474,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_list(sub)
     _add_data(sub)
     _add_info(sub)
@@ -579,18 +750,79 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     add_config_args(p, _EVALUATE_KEYS)
+    _add_inference_args(p, evaluate=True)
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_inference_args(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
+    from segkit.config import BLENDS, PREDICT_MODES, TTAS
+
+    g = p.add_argument_group("prediction")
+    if evaluate:
+        mode_help = (
+            "score each image at its own size through the predictor: resize (whole image "
+            "at the training size), tile (sliding window at full resolution) or auto (tile "
+            "above twice the training size); default: the loader's batches at the training "
+            "size, as in training"
+        )
+    else:
+        mode_help = (
+            "resize: the whole image at the training size; tile: sliding window at the "
+            "image's own resolution; auto: tile when the image's longer side is over twice "
+            "the training size (default: auto)"
+        )
+    g.add_argument(
+        "--mode", choices=PREDICT_MODES, default=None if evaluate else "auto", help=mode_help
+    )
+    g.add_argument(
+        "--tta",
+        choices=TTAS,
+        default="none",
+        help="test-time augmentation: average the probabilities of the image and its flips "
+        "(flip: horizontal, 2 passes; flip_hv: horizontal and vertical, 4 passes)",
+    )
+    g.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tile side in pixels for --mode tile, a multiple of the model's "
+        "min_input_multiple (default: the training size)",
+    )
+    g.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="fraction of a tile shared with the next (default: 0.25)",
+    )
+    g.add_argument(
+        "--blend",
+        choices=BLENDS,
+        default="gaussian",
+        help="weights of overlapping tiles: gaussian (centre-weighted) or linear (default: "
+        "gaussian)",
+    )
+
+
 def _add_predict(sub: Any) -> None:
-    p = sub.add_parser("predict", help="write mask and overlay PNGs for image files")
+    p = sub.add_parser(
+        "predict",
+        help="write masks (and overlays, probabilities) for image files, folders or lists",
+    )
     p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
-    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="PATHS",
+        help="image files, folders (searched recursively for .jpg, .jpeg, .png, .bmp, .tif, "
+        ".tiff, .webp, .gif) and .txt files listing one image path per line",
+    )
     p.add_argument(
         "--out",
         required=True,
         help="folder for <stem>_mask.png (0/255, or a palette PNG of class indices for K "
-        "classes) and <stem>_overlay.png",
+        "classes); a folder's subfolders are kept",
     )
     p.add_argument(
         "--threshold",
@@ -599,13 +831,80 @@ def _add_predict(sub: Any) -> None:
         help="probability threshold of a binary model (default: 0.5)",
     )
     p.add_argument(
-        "--probabilities",
-        action="store_true",
-        help="also write <stem>_probs.npy: float32 (H, W) foreground probability, or the "
-        "(K, H, W) softmax for K classes",
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="images (resize mode) or tiles (tile mode) per forward pass (default: 8)",
     )
-    add_config_args(p, ("device",))
+    p.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png")
+    p.add_argument(
+        "--probabilities",
+        nargs="?",
+        const="npy",
+        choices=("npy", "png"),
+        default=None,
+        help="also write the probabilities: npy (the default) <stem>_probs.npy, float32 "
+        "(H, W) foreground or (K, H, W) softmax; png 16-bit <stem>_probs.png "
+        "(<stem>_probs_<class>.png for K classes), probability x 65535",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="report an unreadable image and go on (default: stop at it)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that exist (default: refuse to start)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    _add_inference_args(p)
+    add_config_args(p, ("device", "precision", "num_workers"))
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch",
+    )
+    p.add_argument("checkpoint", help="best.pt or last.pt from a run folder")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="onnx (needs pip install 'segkit[export]') or torchscript (default: onnx)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the model file to write")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="batch size, height and width free (multiples of the model's min_input_multiple)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="square input size traced (the only one without --dynamic; default: the "
+        "training size)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="a binary model's probability threshold, recorded with the model (default: 0.5)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest logit difference from PyTorch the parity check accepts (default: 1e-4)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(func=_cmd_export)
 
 
 def _add_list(sub: Any) -> None:

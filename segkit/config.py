@@ -36,6 +36,15 @@ PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 #: Values of ``schedule``.
 SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 
+# Prediction settings (segkit.predictor, segkit.tiling), here so the CLI lists them
+# without importing torch.
+PredictMode = Literal["auto", "resize", "tile"]
+TTAName = Literal["none", "flip", "flip_hv"]
+BlendName = Literal["gaussian", "linear"]
+PREDICT_MODES: tuple[str, ...] = get_args(PredictMode)
+TTAS: tuple[str, ...] = get_args(TTAName)
+BLENDS: tuple[str, ...] = get_args(BlendName)
+
 #: The one table of built-in plugin defaults: the only place the core names a plugin.
 #: ``dataset`` reads a ``--data`` folder; ``generated_dataset`` serves runs without one
 #: (it must declare ``generate``) and ``segkit data synth``.

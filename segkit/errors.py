@@ -50,6 +50,11 @@ class CheckpointError(SegkitError):
     """A checkpoint file is missing, truncated, foreign, or unsafe to load."""
 
 
+class ExportError(SegkitError):
+    """An exported model disagrees with the PyTorch model beyond the tolerance, or the
+    exporter cannot trace it."""
+
+
 class NumericalError(SegkitError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 

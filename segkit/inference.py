@@ -1,21 +1,20 @@
 """Rebuilding a trained model from its checkpoint (on the build path of
-:mod:`segkit.build`), and predicting masks for image files."""
+:mod:`segkit.build`), and writing predicted masks, overlays and probabilities
+(:mod:`segkit.predictor` computes them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segkit import checkpoint as ckpt_io
 from segkit.build import Runtime, build_model
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
-from segkit.recipes import Normalize, Op, Resize
 from segkit.task import Task
 
 
@@ -74,52 +73,40 @@ def restore_model(
     return model.eval()
 
 
-def preprocess(image: np.ndarray, ops: Sequence[Op]) -> torch.Tensor:
-    """Apply evaluation ops (Resize, Normalize) to one ``(H, W, 3)`` uint8 image.
-
-    Returns a ``(1, 3, h, w)`` float32 tensor.
-
-    Raises:
-        ConfigError: an op that is not deterministic evaluation preprocessing.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    for op in ops:
-        if isinstance(op, Resize):
-            # OpenCV-style bilinear (align_corners=False, no antialias), as albumentations does.
-            x = F.interpolate(x, size=(op.size, op.size), mode="bilinear", align_corners=False)
-        elif isinstance(op, Normalize):
-            mean = torch.tensor(op.mean).view(1, 3, 1, 1) * 255
-            std = torch.tensor(op.std).view(1, 3, 1, 1) * 255
-            x = (x - mean) / std
-        else:
-            raise ConfigError(
-                f"prediction supports Resize and Normalize in a recipe's eval ops, not "
-                f"{type(op).__name__}"
-            )
-    return x
+ProbabilityFormat = Literal["npy", "png"]
 
 
-@torch.no_grad()
-def predict_file(
-    model: torch.nn.Module,
-    image_path: Path,
-    ops: Sequence[Op],
-    device: torch.device,
+def prediction_paths(
+    out_dir: Path,
+    stem: str,
     task: Task | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(image, probabilities)`` at the image's own size: the foreground
-    probability ``(H, W)`` of a binary model, the softmax ``(K, H, W)`` of a K-class one
-    (``task``). The logits are resized to the image (bilinear) before the sigmoid or
-    softmax."""
-    from segkit.data import read_image
+    *,
+    overlay: bool = True,
+    probabilities: bool | str = False,
+) -> list[Path]:
+    """The files :func:`write_prediction` writes for an image named ``stem``, in order."""
+    paths = [out_dir / f"{stem}_mask.png"]
+    if overlay:
+        paths.append(out_dir / f"{stem}_overlay.png")
+    fmt = _probability_format(probabilities)
+    if fmt == "npy":
+        paths.append(out_dir / f"{stem}_probs.npy")
+    elif fmt == "png":
+        if task is not None and task.multiclass:
+            paths += [out_dir / f"{stem}_probs_{name}.png" for name in task.classes]
+        else:
+            paths.append(out_dir / f"{stem}_probs.png")
+    return paths
 
-    image = read_image(image_path)
-    x = preprocess(image, ops).to(device)
-    logits = model(x).float()
-    logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-    if task is not None and task.multiclass:
-        return image, torch.softmax(logits, dim=1)[0].cpu().numpy()
-    return image, torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+def _probability_format(probabilities: bool | str) -> str | None:
+    if probabilities is True:
+        return "npy"
+    if not probabilities:
+        return None
+    if probabilities not in ("npy", "png"):
+        raise ConfigError(f"--probabilities {probabilities!r}: expected npy or png")
+    return str(probabilities)
 
 
 def write_prediction(
@@ -130,10 +117,15 @@ def write_prediction(
     threshold: float,
     task: Task | None = None,
     *,
-    probabilities: bool = False,
+    probabilities: bool | ProbabilityFormat = False,
+    overlay: bool = True,
 ) -> list[Path]:
-    """Write ``<stem>_mask.png`` and ``<stem>_overlay.png`` into ``out_dir``, and with
-    ``probabilities`` ``<stem>_probs.npy`` (``prob`` as float32). Returns the paths.
+    """Write ``<stem>_mask.png`` into ``out_dir``, ``<stem>_overlay.png`` with
+    ``overlay``, and the probabilities with ``probabilities``: ``"npy"`` (or True)
+    ``<stem>_probs.npy`` (``prob`` as float32), ``"png"`` 16-bit grayscale PNGs
+    (probability x 65535; one ``<stem>_probs_<class>.png`` per class for K classes).
+    Each file is written under a temporary name and renamed, so an interrupted run never
+    leaves half a file. Returns the paths (:func:`prediction_paths`).
 
     Binary: the mask is 0/255 (``prob > threshold``), the overlay tints it green. K classes
     (``task``): the mask is a palette PNG whose pixel values are the class indices
@@ -142,26 +134,44 @@ def write_prediction(
     """
     from PIL import Image
 
+    multiclass = task is not None and task.multiclass
+    paths = prediction_paths(
+        out_dir, image_path.stem, task, overlay=overlay, probabilities=probabilities
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    mask_path = out_dir / f"{image_path.stem}_mask.png"
-    overlay_path = out_dir / f"{image_path.stem}_overlay.png"
     tint = image.astype(np.float32)
-    if task is not None and task.multiclass:
+    if multiclass:
+        assert task is not None
         classes = prob.argmax(0).astype(np.uint8)
-        palette_png(classes, task).save(mask_path)
+        _save_png(palette_png(classes, task), paths[0])
         shown = classes != 0
         tint[shown] = 0.5 * tint[shown] + 0.5 * task.colorize(classes)[shown]
     else:
         mask = prob > threshold
-        Image.fromarray((mask * 255).astype(np.uint8)).save(mask_path)
+        _save_png(Image.fromarray((mask * 255).astype(np.uint8)), paths[0])
         tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([0, 220, 0], np.float32)
-    Image.fromarray(tint.astype(np.uint8)).save(overlay_path)
-    paths = [mask_path, overlay_path]
-    if probabilities:
-        probs_path = out_dir / f"{image_path.stem}_probs.npy"
-        np.save(probs_path, prob.astype(np.float32))
-        paths.append(probs_path)
+    rest = iter(paths[1:])
+    if overlay:
+        _save_png(Image.fromarray(tint.astype(np.uint8)), next(rest))
+    fmt = _probability_format(probabilities)
+    if fmt == "npy":
+        target = next(rest)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, prob.astype(np.float32))
+        os.replace(tmp, target)
+    elif fmt == "png":
+        channels = prob if multiclass else prob[None]
+        for channel, target in zip(channels, rest, strict=True):
+            scaled = np.round(np.clip(channel, 0, 1) * 65535).astype(np.uint16)
+            _save_png(Image.fromarray(scaled), target)
     return paths
+
+
+def _save_png(im: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    im.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 def palette_png(classes: np.ndarray, task: Task) -> Any:

@@ -85,8 +85,10 @@ def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int):
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # The embedded synthetic dataset is cached under $SEGKIT_CACHE; never touch the
-    # user's ~/.cache from tests.
+    # user's ~/.cache from tests. Nothing in the tests may download (pretrained weights):
+    # a test of the download path unsets SEGKIT_OFFLINE and fakes the hub.
     os.environ["SEGKIT_CACHE"] = str(tmp_path_factory.mktemp("segkit-cache"))
+    os.environ["SEGKIT_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -163,7 +163,17 @@ def test_predict_writes_masks_at_the_image_size(
 ) -> None:
     images = sorted((tiny_pets / "images").glob("*.jpg"))[:2]
     assert (
-        main(["predict", str(run_dir / "best.pt"), *map(str, images), "--out", str(tmp_path)]) == 0
+        main(
+            [
+                "predict",
+                str(run_dir / "best.pt"),
+                *map(str, images),
+                "--out",
+                str(tmp_path),
+                "--overlays",
+            ]
+        )
+        == 0
     )
     for image in images:
         with Image.open(image) as src, Image.open(tmp_path / f"{image.stem}_mask.png") as mask:
@@ -329,10 +339,11 @@ def test_checkpoint_errors(capsys, tmp_path: Path) -> None:
     assert "not a segkit checkpoint" in error_of(capsys, ["evaluate", str(foreign)])
     bomb = tmp_path / "bomb.pt"
     torch.save({"format": "segkit-checkpoint", "payload": Path("/etc/passwd")}, bomb)
-    assert "refused" in error_of(capsys, ["predict", str(bomb), "x.jpg", "--out", str(tmp_path)])
-    assert "checkpoint not found" in error_of(capsys, ["evaluate", str(tmp_path / "none.pt")])
-    image = tmp_path / "photo.jpg"
+    image = tmp_path / "photo.jpg"  # predict checks its inputs before the checkpoint
     Image.new("RGB", (8, 8)).save(image)
+    out = str(tmp_path / "out")
+    assert "refused" in error_of(capsys, ["predict", str(bomb), str(image), "--out", out])
+    assert "checkpoint not found" in error_of(capsys, ["evaluate", str(tmp_path / "none.pt")])
     err = error_of(capsys, ["evaluate", str(image)])
     assert "photo.jpg: not a checkpoint" in err and "best.pt or last.pt" in err
 

@@ -1,5 +1,6 @@
 """The ``timm_unet`` plugin: UNets over timm encoders of three families, their decoder
-built from ``feature_info``, weights from local files and from the local caches only."""
+built from ``feature_info``, weights from local files, from the local caches, and
+downloaded (faked: no test touches the network) or refused offline."""
 
 from __future__ import annotations
 
@@ -155,19 +156,98 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_imagenet_without_cached_weights_says_how_to_get_them(empty_caches: Path) -> None:
+def test_imagenet_offline_without_cached_weights_says_which_file_to_place_where(
+    empty_caches: Path,
+) -> None:
     with pytest.raises(ConfigError) as info:
         create("models", "timm_unet", encoder="resnet34", weights="imagenet")
-    message = str(info.value)
-    assert message == (
-        "timm_unet: ImageNet weights for encoder 'resnet34' (Hugging Face hub timm/resnet34.a1_in1k) "
-        f"are not on this machine (looked in the Hugging Face cache {empty_caches / 'hf'} and the "
-        f"torch hub cache {empty_caches / 'torch' / 'hub' / 'checkpoints'}), and segkit never "
-        "downloads during a run. Either download them on a machine with a network, e.g. "
-        "`python -c \"import timm; timm.create_model('resnet34', pretrained=True)\"`, and copy its "
-        "Hugging Face cache (~/.cache/huggingface/hub) here or point HF_HUB_CACHE at it; or save "
-        "the weights to a file and pass --weights /path/to/file (.safetensors or .pth)"
+    place = empty_caches / "hf" / "models--timm--resnet34.a1_in1k" / "snapshots" / "main"
+    assert str(info.value) == (
+        "timm_unet: ImageNet weights for encoder 'resnet34' are not on this machine and "
+        "SEGKIT_OFFLINE is set, so segkit does not download them. Download "
+        "https://huggingface.co/timm/resnet34.a1_in1k/resolve/main/model.safetensors and place "
+        f"it at {place / 'model.safetensors'} (or pass --weights /path/to/file)"
     )
+
+
+def _tiny_classifier_file(path: Path) -> dict[str, torch.Tensor]:
+    """A small stand-in for timm's published weights: the 140k-parameter test_efficientnet
+    classifier, random, as a safetensors file at ``path``."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    state = {
+        k: v.contiguous() for k, v in timm.create_model("test_efficientnet").state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
+    return state
+
+
+def _encoder_matches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    own = model.encoder.state_dict()
+    assert own and all(torch.equal(v, state[k]) for k, v in own.items() if k in state)
+    assert sum(k in state for k in own) > 10
+
+
+def test_a_file_placed_where_the_offline_error_says_is_used(empty_caches: Path) -> None:
+    with pytest.raises(ConfigError, match=r"place it at (\S+) \(or pass") as info:
+        create("models", "timm_unet", encoder="test_efficientnet", weights="imagenet")
+    place = Path(str(info.value).split("place it at ")[1].split(" (or pass")[0])
+    state = _tiny_classifier_file(place)
+    _encoder_matches(
+        create("models", "timm_unet", encoder="test_efficientnet", weights="imagenet"), state
+    )
+
+
+def test_missing_weights_are_downloaded_through_timm_into_its_cache(
+    empty_caches: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # No network in tests: timm's download function is replaced by one that "downloads"
+    # into the cache layout huggingface_hub writes (refs/main -> a snapshot).
+    import timm.models._hub as hub
+
+    calls = []
+
+    def fake_download(model_id: str, filename: str, cache_dir=None) -> str:
+        calls.append((model_id, filename, Path(cache_dir)))
+        repo = Path(cache_dir) / "models--timm--test_efficientnet.r160_in1k"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("c0ffee")
+        target = repo / "snapshots" / "c0ffee" / filename
+        _tiny_classifier_file(target)
+        return str(target)
+
+    monkeypatch.delenv("SEGKIT_OFFLINE")
+    monkeypatch.setattr(hub, "download_from_hf", fake_download)
+    first = create("models", "timm_unet", encoder="test_efficientnet", weights="imagenet")
+    assert calls == [("timm/test_efficientnet.r160_in1k", "model.safetensors", empty_caches / "hf")]
+    assert (
+        "downloading https://huggingface.co/timm/test_efficientnet.r160_in1k"
+        in capsys.readouterr().err
+    )
+    # The second time it comes from the cache: no download.
+    second = create("models", "timm_unet", encoder="test_efficientnet", weights="imagenet")
+    assert len(calls) == 1
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            first.encoder.state_dict().values(), second.encoder.state_dict().values(), strict=True
+        )
+    )
+
+    def no_network(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(hub, "download_from_hf", no_network)
+    with pytest.raises(
+        ConfigError,
+        match=r"encoder 'resnet34' are not on this machine and could not be downloaded "
+        r"\(ConnectionError: Failed to resolve 'huggingface.co'\)\. Download https://huggingface.co/"
+        r"timm/resnet34.a1_in1k/resolve/main/model.safetensors and place it at ",
+    ):
+        create("models", "timm_unet", encoder="resnet34", weights="imagenet")
 
 
 def test_imagenet_weights_come_from_the_local_hugging_face_cache(empty_caches: Path) -> None:

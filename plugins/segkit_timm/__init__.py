@@ -16,9 +16,10 @@ feature map), never from tables of known encoders:
 * ``min_input_multiple`` is the deepest reduction (32).
 
 Weights: random by default. ``weights="imagenet"`` loads timm's default pretrained
-weights for the encoder **from the local caches only** (Hugging Face hub cache, torch
-hub cache): segkit never downloads during a run, and says how to get the file when it
-is missing. ``weights="/path/to/file.safetensors"`` (or ``.pth``) loads a state dict:
+weights for the encoder from the local caches (Hugging Face hub cache, torch hub cache);
+when they are missing, timm's hub functions download them into those caches, with a
+progress bar. ``SEGKIT_OFFLINE=1`` forbids the download; then, or when it fails, the
+error names the file to fetch and exactly where to place it. ``weights="/path/to/file.safetensors"`` (or ``.pth``) loads a state dict:
 either the encoder's own (``model.encoder.state_dict()``) or the full timm classifier's
 (as published); timm adapts its first convolution when ``in_channels != 3``.
 
@@ -33,6 +34,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -258,6 +260,72 @@ def _cached_pretrained_file(encoder: str) -> tuple[Path | None, str, list[str]]:
     return None, source, looked
 
 
+def offline() -> bool:
+    """Whether ``SEGKIT_OFFLINE`` forbids downloads (any value but empty, 0, false, no)."""
+    return os.environ.get("SEGKIT_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _download_pretrained(encoder: str) -> Path:
+    """Download timm's default pretrained weights of ``encoder`` through timm's own hub
+    functions, into the cache timm itself uses (the Hugging Face hub cache, or the torch
+    hub cache for weights published by URL only), with a progress bar.
+
+    Raises:
+        ConfigError: ``SEGKIT_OFFLINE`` is set, or the download failed; the message names
+            the file to fetch and exactly where to place it.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(encoder)
+    if cfg.hf_hub_id:
+        from urllib.parse import quote
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        filename = cfg.hf_hub_filename or "model.safetensors"
+        url = f"https://huggingface.co/{repo}/resolve/{quote(revision or 'main')}/{filename}"
+        # huggingface_hub finds a file in snapshots/<revision>/ when refs/ has no entry
+        # for it: the one layout a person can make by hand.
+        place = (
+            _hf_hub_cache()
+            / f"models--{repo.replace('/', '--')}"
+            / "snapshots"
+            / (revision or "main")
+            / filename
+        )
+    else:
+        from urllib.parse import urlparse
+
+        url = cfg.url
+        place = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+    def missing(why: str) -> ConfigError:
+        return ConfigError(
+            f"timm_unet: ImageNet weights for encoder '{encoder}' are not on this machine "
+            f"and {why}. Download {url} and place it at {place} (or pass --weights "
+            "/path/to/file)"
+        )
+
+    if offline():
+        raise missing("SEGKIT_OFFLINE is set, so segkit does not download them")
+    try:
+        if cfg.hf_hub_id:
+            from timm.models._hub import download_from_hf
+
+            print(f"timm_unet: downloading {url} into {_hf_hub_cache()}", file=sys.stderr)
+            found = download_from_hf(cfg.hf_hub_id, filename, cache_dir=_hf_hub_cache())
+        else:
+            from timm.models._hub import download_cached_file
+
+            print(f"timm_unet: downloading {url} into {place.parent}", file=sys.stderr)
+            found = download_cached_file(url, check_hash=False, progress=True)
+    except Exception as e:  # no network, proxy, server error, offline hub mode...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise missing(
+            f"could not be downloaded ({type(e).__name__}{': ' + reason if reason else ''})"
+        ) from None
+    return Path(found)
+
+
 def _create_encoder(encoder: str, in_channels: int, file: Path | None) -> nn.Module:
     """``timm.create_model(encoder, features_only=True)``, loading ``file`` through timm
     (which filters the classifier and adapts the first conv to ``in_channels``)."""
@@ -386,7 +454,8 @@ def create_timm_unet(
             tag (``"resnet34.a1_in1k"``).
         weights: ``None`` for random initialization; ``"imagenet"`` for timm's default
             pretrained weights of ``encoder``, read from the local Hugging Face or torch
-            hub cache (never downloaded); or the path of a ``.safetensors``/``.pth``
+            hub cache, downloaded there first when missing (unless ``SEGKIT_OFFLINE``
+            is set); or the path of a ``.safetensors``/``.pth``
             state dict, of the encoder or of the full timm classifier.
         decoder_channels: Widths of the decoder stages, deepest first: as many as factors
             of 2 in the encoder's deepest reduction (5 for 32). The default suits
@@ -410,17 +479,9 @@ def create_timm_unet(
             "ints, e.g. --model-opt decoder_channels=[256,128,64,32,16]"
         )
     if weights == "imagenet":
-        cached, source, looked = _cached_pretrained_file(encoder)
+        cached, _, _ = _cached_pretrained_file(encoder)
         if cached is None:
-            raise ConfigError(
-                f"timm_unet: ImageNet weights for encoder '{encoder}' ({source}) are not on "
-                f"this machine (looked in {' and '.join(looked)}), and segkit never downloads "
-                "during a run. Either download them on a machine with a network, e.g. "
-                f"`python -c \"import timm; timm.create_model('{encoder}', pretrained=True)\"`, "
-                "and copy its Hugging Face cache (~/.cache/huggingface/hub) here or point "
-                "HF_HUB_CACHE at it; or save the weights to a file and pass "
-                "--weights /path/to/file (.safetensors or .pth)"
-            )
+            cached = _download_pretrained(encoder)
         enc = _load_through_timm(encoder, in_channels, cached)
     elif weights is not None:
         if not isinstance(weights, str):

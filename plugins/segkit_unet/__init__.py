@@ -63,8 +63,9 @@ class Up(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
         height, width = skip.shape[-2:]
-        if x.shape[-2:] != skip.shape[-2:]:
-            x = x[..., :height, :width]
+        # Always sliced (a no-op view when the sizes match), never under an `if`: a model
+        # traced for export (segkit export --dynamic) keeps the crop for every size.
+        x = x[..., :height, :width]
         return self.conv(torch.cat([skip, x], dim=1))
 
 

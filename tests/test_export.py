@@ -1,0 +1,152 @@
+"""``segkit export``: ONNX and TorchScript, the parity check against PyTorch, the metadata
+a server needs, and the errors of a missing extra, a bad size or an existing file.
+
+ONNX tests need the ``export`` extra (``pip install 'segkit[export]'``; ``make setup``
+installs it, so CI runs them); they are skipped, with that reason, where it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_predict import TRIO, save_checkpoint
+
+from segkit.cli import main
+from segkit.errors import ConfigError, ExportError
+from segkit.export import export, read_onnx_metadata
+
+needs_onnx = pytest.mark.skipif(
+    any(__import__("importlib").util.find_spec(m) is None for m in ("onnx", "onnxruntime")),
+    reason="onnx/onnxruntime are not installed (pip install 'segkit[export]')",
+)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
+def torch_logits(ckpt: Path, x: torch.Tensor) -> np.ndarray:
+    from segkit.predictor import Predictor
+
+    with torch.no_grad():
+        return Predictor(ckpt, device="cpu").model(x).numpy()
+
+
+@needs_onnx
+def test_onnx_export_matches_torch_and_carries_its_metadata(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), "--out", str(out), "--dynamic"]) == 0
+    shown = capsys.readouterr().out
+    assert f"wrote {out}" in shown and "parity onnxruntime CPU vs torch: max abs diff" in shown
+    meta = read_onnx_metadata(out)
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["threshold"] == 0.5
+    assert meta["activation"] == "sigmoid" and meta["classes"] == [] and meta["dynamic"]
+    assert meta["min_input_multiple"] == 32 and meta["image_size"] == 32
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 64, 96)
+    got = session.run(["logits"], {"image": x.numpy()})[0]
+    np.testing.assert_allclose(got, torch_logits(ckpt, x), atol=1e-4)
+
+
+@needs_onnx
+def test_static_onnx_export_of_a_k_class_model_records_its_classes(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "k.pt", task=TRIO)
+    result = export(ckpt, tmp_path / "k.onnx", image_size=64)
+    assert result.input_shape == (1, 3, 64, 64) and result.output_shape == (1, 3, 64, 64)
+    assert result.max_abs_diff <= 1e-4 and result.sidecar is None
+    meta = read_onnx_metadata(tmp_path / "k.onnx")
+    assert meta["classes"] == ["bg", "cat", "dog"] and meta["activation"] == "softmax"
+    assert meta["palette"][1] == [255, 0, 0]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated
+def test_torchscript_export_writes_a_sidecar(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    result = export(ckpt, out, format="torchscript", dynamic=True)
+    assert result.checked_with == "torch.jit" and result.max_abs_diff <= 1e-4
+    meta = json.loads((tmp_path / "m.pt.json").read_text())
+    assert meta["std"] == [0.229, 0.224, 0.225] and meta["model"] == "timm_unet"
+    loaded = torch.jit.load(str(out))
+    x = torch.randn(2, 3, 64, 32)
+    np.testing.assert_allclose(loaded(x).detach().numpy(), torch_logits(ckpt, x), atol=1e-4)
+
+
+def test_export_refuses_bad_requests(ckpt: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"--image-size 40 is not divisible by 32, which model 'timm_unet' needs; use 32 or 64",
+    ):
+        export(ckpt, tmp_path / "m.pt", format="torchscript", image_size=40)
+    (tmp_path / "there.pt").write_bytes(b"x")
+    assert (
+        main(["export", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "there.pt")])
+        == 2
+    )
+    assert "there.pt already exists; pass --overwrite" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"--format 'tflite': expected one of onnx, torchscript"):
+        export(ckpt, tmp_path / "m.x", format="tflite")
+
+
+def test_onnx_without_the_extra_says_what_to_install(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if absent
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "segkit: error: --format onnx needs the onnxruntime package, which is not installed: "
+        "pip install 'segkit[export]' (or: pip install onnx onnxruntime)"
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_parity_failure_writes_nothing(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segkit import export as export_mod
+
+    real = export_mod._run_torchscript
+    monkeypatch.setattr(
+        export_mod, "_run_torchscript", lambda path, inputs: [a + 0.01 for a in real(path, inputs)]
+    )
+    with pytest.raises(ExportError, match=r"differs from PyTorch by up to 0.01.*tolerance 0.0001"):
+        export(ckpt, tmp_path / "m.pt", format="torchscript")
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_onnx
+@pytest.mark.slow  # builds and exports four full-size models
+@pytest.mark.parametrize(
+    "model,options",
+    [
+        ("unet", {}),
+        ("resnet34_unet", {}),
+        ("timm_unet", {"encoder": "resnet34"}),
+        ("timm_unet", {"encoder": "efficientnet_b0"}),
+    ],
+)
+def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_path: Path) -> None:
+    from segkit import checkpoint as ckpt_io
+    from segkit import create_model
+    from segkit.config import RunConfig
+
+    config = RunConfig(model=model, model_options=options, image_size=64)
+    state = {
+        "format": ckpt_io.FORMAT,
+        "version": ckpt_io.VERSION,
+        "config": config.to_dict(),
+        "model": create_model(model, **options).state_dict(),
+    }
+    ckpt_io.save_atomic(state, tmp_path / "best.pt")
+    result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True)
+    assert result.max_abs_diff <= 1e-4
