@@ -181,6 +181,13 @@ class RunConfig:
         group="output",
         metavar="K",
     )
+    keep_last: bool = _opt(
+        True,
+        "keep last.pt (the training state, 3x the size of best.pt with Adam) when the run "
+        "ends; off deletes it, keeping best.pt and the reports, and the finished run can no "
+        "longer be extended with --resume --epochs (for sweeps: segkit study)",
+        group="output",
+    )
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
     skip_bad_samples: bool = _opt(
         False,

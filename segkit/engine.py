@@ -20,6 +20,7 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -85,6 +86,14 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
         raise CheckpointError(
             f"{folder.path}: run folder not found; pass a folder made by `segkit run`"
         )
+    if not folder.last.exists() and folder.summary_json.exists() and folder.config.exists():
+        asked = json.loads(folder.config.read_text())
+        if asked.get("keep_last") is False:
+            raise CheckpointError(
+                f"{folder.path}: the run finished and deleted its last.pt (--no-keep-last), so "
+                "it cannot be resumed or extended; start a new run (best.pt still evaluates "
+                "and predicts)"
+            )
     state = ckpt_io.load(folder.last, map_location="cpu")
     config = RunConfig.from_dict(state["config"], source=str(folder.last))
     if epochs is not None:
@@ -215,6 +224,8 @@ def _run(
     if log is not None:
         log.test(result.test, result.epochs_run)
         log.close()
+    if not config.keep_last:  # finished: the reports and best.pt are what is kept
+        folder.last.unlink(missing_ok=True)
     say(folder.summary_txt.read_text().strip())
     distributed.shutdown(d)
     return result

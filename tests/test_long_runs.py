@@ -486,3 +486,16 @@ def test_resuming_a_run_of_an_older_segkit_keeps_metrics_csv_aligned(tmp_path: P
             "train_images": "13",
         },
     ]
+
+
+@pytest.mark.slow
+def test_no_keep_last_deletes_the_training_state_and_says_so_on_resume(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    result = train(tiny(tiny_pets, tmp_path, epochs=1, name="lean", keep_last=False), quiet=True)
+    folder = result.run_dir
+    assert not (folder / "last.pt").exists() and (folder / "best.pt").exists()
+    assert (folder / "summary.json").exists()
+    with pytest.raises(CheckpointError, match=r"deleted its last.pt \(--no-keep-last\)"):
+        resume(folder, epochs=2, quiet=True)
+    assert main(["evaluate", str(folder / "best.pt"), "--num-workers", "0"]) == 0
