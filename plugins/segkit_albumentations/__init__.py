@@ -25,6 +25,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data import read_sample
 from segkit.errors import ConfigError, DataError
+from segkit.lifeline import mark_parent, recorded_parent, tie_to_parent
 from segkit.main_guard import exit_if_reimporting_main, main_guard_error
 from segkit.sampling import check_loader_args, epoch_order, per_rank, sample_seed
 
@@ -143,6 +144,9 @@ class _EpochSampler(torch.utils.data.Sampler):
 
 
 def _worker_init(_: int) -> None:
+    # A worker dies with the fork server that forked it, and the fork server with the
+    # training process (segkit.lifeline): a run killed with SIGKILL leaves no worker.
+    tie_to_parent(recorded_parent())
     # Each worker decodes and augments one sample at a time: OpenCV's and torch's own
     # thread pools would only oversubscribe the cores the workers already use.
     import cv2
@@ -158,14 +162,19 @@ def _worker_context() -> Any:
     can leave a worker holding a lock that no thread will release; we saw DataLoader
     workers and the main process wait on each other forever after DALI had run in the
     same process. The fork server is a clean single-threaded process that imports torch
-    and albumentations once, so each worker still starts in well under a second.
+    and albumentations once, so each worker still starts in well under a second. Its
+    first preload ties it to this process (:mod:`segkit.lifeline`), so that it and its
+    workers die with the run, however the run dies.
     """
     import multiprocessing as mp
 
     if "forkserver" not in mp.get_all_start_methods():  # Windows, some macOS setups
         return None
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "albumentations", "segkit_albumentations"])
+    mark_parent()
+    ctx.set_forkserver_preload(
+        ["segkit._lifeline_preload", "torch", "albumentations", "segkit_albumentations"]
+    )
     return ctx
 
 
