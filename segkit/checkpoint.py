@@ -22,11 +22,8 @@ time; on the CPU in the training loop.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +34,7 @@ import torch
 
 from segkit import ema as ema_mod
 from segkit.errors import CheckpointError
+from segkit.files import atomic_open
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
@@ -161,31 +159,22 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write ``obj`` to ``path`` via a temporary file in the same folder and a rename.
+    """Write ``obj`` to ``path`` via a temporary file in the same folder, synced to the
+    disk, and a rename (:func:`segkit.files.atomic_open`).
 
-    A crash or a full disk during the write leaves the previous file at ``path`` intact.
+    A crash, a kill or a full disk during the write leaves the previous file at ``path``
+    intact.
 
     Raises:
         CheckpointError: the write failed; the message names the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary output file
-        with os.fdopen(fd, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb", fsync=True) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # torch's zip writer raises RuntimeError on a full disk
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise _write_error(path, e) from e
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _write_error(path: Path, e: Exception) -> CheckpointError:

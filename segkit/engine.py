@@ -36,6 +36,7 @@ from segkit import ema as ema_mod
 from segkit.config import RunConfig
 from segkit.early_stopping import EarlyStopping
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
+from segkit.files import atomic_path
 from segkit.loops import evaluate, train_one_epoch
 from segkit.main_guard import exit_if_reimporting_main
 from segkit.run_folder import RunFolder, RunResult, timing
@@ -94,6 +95,17 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
                 "it cannot be resumed or extended; start a new run (best.pt still evaluates "
                 "and predicts)"
             )
+    if not folder.last.exists():  # killed before its first checkpoint, or not a run folder
+        again = (
+            f"segkit run --config {folder.config}"
+            if folder.config.exists()
+            else "the command that started it"
+        )
+        raise CheckpointError(
+            f"{folder.last}: checkpoint not found: the run stopped before its first "
+            f"checkpoint (or this is not a run folder), so there is nothing to resume; "
+            f"start it again with {again}"
+        )
     state = ckpt_io.load(folder.last, map_location="cpu")
     config = RunConfig.from_dict(state["config"], source=str(folder.last))
     if epochs is not None:
@@ -227,6 +239,7 @@ def _run(
     if not config.keep_last:  # finished: the reports and best.pt are what is kept
         folder.last.unlink(missing_ok=True)
     say(folder.summary_txt.read_text().strip())
+    folder.release()
     distributed.shutdown(d)
     return result
 
@@ -253,6 +266,8 @@ def _prepare_folder(
     """A new run folder, or the resumed one with its metrics cut back to the checkpoint."""
     if folder is None or state is None:
         return RunFolder.create(config)
+    folder.lock()  # refused while another process trains here
+    folder.remove_temporaries()  # of writes a kill interrupted
     folder.repair_best(state)
     folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
     say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")
@@ -537,22 +552,24 @@ def _test_and_report(
     )
     if writer.write_seconds:
         result.checkpoint_write_s = sum(writer.write_seconds) / len(writer.write_seconds)
-    report.write_curves(folder.curves, history, best_epoch=best[1], multiclass=t.task.multiclass)
+    with atomic_path(folder.curves) as path:
+        report.write_curves(path, history, best_epoch=best[1], multiclass=t.task.multiclass)
     mean, std = build.normalization(t.recipe)
-    report.write_prediction_grid(
-        folder.predictions,
-        t.model,
-        test_loader,
-        *args,
-        mean,
-        std,
-        dice=dice,
-        iou=iou,
-        ids=ids,
-        n=config.grid_images,
-        channels_last=runtime.channels_last,
-        task=t.task,
-    )
+    with atomic_path(folder.predictions) as path:
+        report.write_prediction_grid(
+            path,
+            t.model,
+            test_loader,
+            *args,
+            mean,
+            std,
+            dice=dice,
+            iou=iou,
+            ids=ids,
+            n=config.grid_images,
+            channels_last=runtime.channels_last,
+            task=t.task,
+        )
     result.wall_s = time.perf_counter() - started
     if runtime.device.type == "cuda":
         result.peak_gpu_memory_mb = round(

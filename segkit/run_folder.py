@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,15 @@ from typing import Any
 from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError
+from segkit.files import atomic_open, remove_temporaries
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+#: Run folders this process holds (:meth:`RunFolder.lock`): resolved path -> open fd.
+_LOCKS: dict[str, int] = {}
 
 
 @dataclass
@@ -100,7 +110,10 @@ class RunFolder:
 
     @classmethod
     def create(cls, config: RunConfig) -> RunFolder:
-        """``<out>/<name>``, made new; a name already taken gets ``-2``, ``-3``...
+        """``<out>/<name>``, made new; a name already taken gets ``-2``, ``-3``... Each
+        name is claimed by an atomic ``mkdir``, so runs started at the same moment with
+        the same ``--out`` and ``--name`` get one folder each. The folder comes locked
+        (:meth:`lock`).
 
         Raises:
             ConfigError: the name is not a plain folder name, or the folder cannot be made.
@@ -110,15 +123,56 @@ class RunFolder:
         if "/" in name or name in ("", ".", ".."):
             raise ConfigError(f"--name {name!r}: expected a plain folder name without '/'")
         path = base / name
-        n = 2
-        while path.exists():
-            path = base / f"{name}-{n}"
-            n += 1
         try:
-            path.mkdir(parents=True)
+            base.mkdir(parents=True, exist_ok=True)
+            n = 2
+            while True:
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:  # taken, maybe a moment ago by another run
+                    path = base / f"{name}-{n}"
+                    n += 1
         except OSError as e:
             raise ConfigError(f"{path}: cannot create the run folder ({e.strerror})") from None
-        return cls(path)
+        folder = cls(path)
+        folder.lock()
+        return folder
+
+    def lock(self) -> None:
+        """Hold the folder for this process (an exclusive ``flock`` on it) until
+        :meth:`release` or the process ends, however it ends: another process's
+        ``--resume`` of it is refused while this one trains (two writers would interleave
+        their checkpoints), and leftovers of killed writers can be cleared safely.
+        Taking it again in the same process is a no-op.
+
+        Raises:
+            ConfigError: another live process holds it; the message says which folder.
+        """
+        key = str(self.path.resolve())
+        if key in _LOCKS or fcntl is None:  # no flock (Windows): unguarded
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"{self.path}: another segkit process is training in this run folder (or "
+                "resuming it); wait for it to end or stop it, then resume"
+            ) from None
+        _LOCKS[key] = fd
+
+    def release(self) -> None:
+        """Let go of :meth:`lock` (the end of a run)."""
+        fd = _LOCKS.pop(str(self.path.resolve()), None)
+        if fd is not None:
+            os.close(fd)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Remove what writers killed mid-write left here (temporary files; the targets
+        are intact). Call it holding :meth:`lock`."""
+        return remove_temporaries(self.path)
 
     # ------------------------------------------------------------------ writing
 
@@ -126,26 +180,24 @@ class RunFolder:
         """``config.json``: the settings as asked, and under ``resolved`` what the runtime
         made of them. ``segkit run --config`` reads it back (``resolved`` is ignored)."""
         data = {**config.to_dict(), "resolved": resolved}
-        self.config.write_text(json.dumps(data, indent=2) + "\n")
+        with atomic_open(self.config) as f:
+            f.write(json.dumps(data, indent=2) + "\n")
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one epoch's row to ``metrics.csv`` (header written with the first row)."""
-        _append_row(self.metrics, row)
+        """Append one epoch's row to ``metrics.csv`` (header written with the first row).
+        The file is rewritten whole and renamed into place: a kill leaves no partial row."""
+        _write_rows(self.metrics, [*_read_rows(self.metrics), row])
 
     def rewrite_metrics(self, history: Sequence[dict[str, Any]]) -> None:
         """Rewrite ``metrics.csv`` from a checkpoint's history (rows after it are dropped)."""
-        tmp = self.metrics.with_suffix(".csv.tmp")
-        tmp.unlink(missing_ok=True)
-        for row in history:
-            _append_row(tmp, row)
         if history:
-            tmp.replace(self.metrics)
+            _write_rows(self.metrics, history)
         else:
             self.metrics.unlink(missing_ok=True)
 
     def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
         """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
-        with self.bad_samples.open("w") as f:
+        with atomic_open(self.bad_samples) as f:
             f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
             for split, sample, reason in bad:
                 f.write(f"{split}\t{sample.id}\t{reason}\n")
@@ -190,7 +242,7 @@ class RunFolder:
         ``iou`` (float32 values, written exactly: 9 significant digits). For K classes
         the columns are ``mdice`` and ``miou``: each image's means over the classes in
         its target or prediction (``nan`` for an image whose pixels are all ignored)."""
-        with self.test_scores.open("w", newline="") as f:
+        with atomic_open(self.test_scores, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(
                 ["index", "id", *(("mdice", "miou") if multiclass else ("dice", "iou"))]
@@ -202,7 +254,8 @@ class RunFolder:
         """``summary.txt`` (the one line the CLI prints) and ``summary.json``, which also
         records the resolved runtime (device, precision, ...). Returns the line."""
         line = summary_line(config, result)
-        self.summary_txt.write_text(line + "\n")
+        with atomic_open(self.summary_txt) as f:
+            f.write(line + "\n")
         data = {
             "test_dice": result.test["dice"],
             "test_iou": result.test["iou"],
@@ -226,7 +279,8 @@ class RunFolder:
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
             **class_summary(result),
         }
-        self.summary_json.write_text(json.dumps(data, indent=2) + "\n")
+        with atomic_open(self.summary_json) as f:
+            f.write(json.dumps(data, indent=2) + "\n")
         return line
 
 
@@ -312,27 +366,25 @@ def _monitor_name(monitor: str) -> str:
     }.get(monitor, monitor.removeprefix("valid_"))
 
 
-def _append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row``; a row with other columns than the file's (a run of an older segkit,
-    resumed) rewrites the file with the columns of both, blank where a row has none."""
-    values = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-    if path.exists():
-        with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-        if header != list(row):
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            columns = list(row) + [k for k in header if k not in row]
-            tmp = path.with_name(path.name + ".tmp")
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns, restval="")
-                writer.writeheader()
-                writer.writerows([*rows, values])
-            tmp.replace(path)
-            return
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(values)
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (none if it does not exist)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` as a CSV file, atomically. The columns are the last row's, then any
+    other column of the earlier rows (a run of an older segkit, resumed), blank where a
+    row has none."""
+    columns = list(rows[-1])
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_open(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )

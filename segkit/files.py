@@ -1,0 +1,148 @@
+"""Output files that a process killed at any instant leaves whole or as they were.
+
+Every file segkit writes into a run folder or a prediction folder goes through
+:func:`atomic_open` (or :func:`atomic_path` for writers that want a path): the bytes go to
+a hidden temporary file beside the target, which is renamed over it once complete. A
+rename within one folder is atomic, so a reader, or a process resuming after a SIGKILL,
+sees the old file or the new one, never half of one. Checkpoints are also synced to the
+disk before the rename (``fsync=True``), so they survive a power cut as well.
+
+A process killed during a write leaves that one temporary file behind;
+:func:`remove_temporaries` clears them from a folder (``segkit run --resume`` does, holding
+the folder's lock, so no live writer's file is taken). :func:`check_writable` tells a
+command before any work that its output folder is read-only or full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from segkit.errors import ConfigError
+
+#: The names of the temporary files: ``.<name>.<8 random characters>.tmp`` (``mkstemp``'s),
+#: with the target's suffix after it when a writer needs it to pick the format; and the
+#: fixed ``metrics.csv.tmp`` of older segkit versions.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^metrics\.csv\.tmp$")
+
+#: Bytes :func:`check_writable` writes (and syncs) to prove there is room.
+PROBE_BYTES = 1 << 20
+
+
+def _temporary(path: Path, keep_suffix: bool) -> tuple[int, str]:
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.",
+        suffix=".tmp" + (path.suffix if keep_suffix else ""),
+        dir=path.parent,
+    )
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; these are ordinary output files
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: Path | str, mode: str = "w", *, fsync: bool = False, **kwargs: Any
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on leaving the block without an
+    error, rename it to ``path`` (after ``fsync``, if asked); on an error, remove it.
+
+    Args:
+        path: The file to (re)write; its folder must exist.
+        mode: ``"w"`` or ``"wb"``.
+        fsync: Sync the data to the disk before the rename (checkpoints: a power cut
+            then keeps the old file or the new one; a killed process does either way).
+        **kwargs: For :func:`open` (``newline``, ``encoding``).
+
+    Raises:
+        OSError: creating, writing or renaming failed; the target is unchanged.
+    """
+    path = Path(path)
+    fd, tmp = _temporary(path, keep_suffix=False)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Like :func:`atomic_open`, for a writer that takes a path (matplotlib, PIL): yields a
+    temporary path with ``path``'s suffix, renamed to ``path`` when the block succeeds."""
+    path = Path(path)
+    fd, tmp = _temporary(path, keep_suffix=True)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of the temporary files of :func:`atomic_open`."""
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_temporaries(folder: Path | str) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder`` (not below it).
+    Only call it while no other process writes there. Returns what was removed."""
+    removed = []
+    for entry in Path(folder).iterdir():
+        if is_temporary(entry.name) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def check_writable(folder: Path | str, what: str) -> Path:
+    """Make ``folder`` (and its parents) and prove that files can be written there,
+    before any work: write, sync and remove :data:`PROBE_BYTES` bytes.
+
+    Args:
+        folder: The output folder.
+        what: The option or role that named it, for the message (e.g. ``--out``).
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        ConfigError: one line naming the folder, the reason (read-only file system,
+            permission denied, no space left on device) and what to do.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temporary(folder / "write-check", keep_suffix=False)
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+            os.fsync(fd)  # a full disk may only say so when the data reach it
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        hint = {
+            errno.ENOSPC: "free some space or choose another folder",
+            errno.EDQUOT: "free some space or choose another folder",
+            errno.EROFS: "choose a folder on a writable file system",
+            errno.EACCES: "choose a folder you may write to",
+            errno.EPERM: "choose a folder you may write to",
+        }.get(e.errno or 0, "choose another folder")
+        reason = e.strerror or str(e)
+        raise ConfigError(f"{folder}: cannot write the {what} folder ({reason}); {hint}") from None
+    return folder
