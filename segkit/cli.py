@@ -286,6 +286,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from segkit.data import read_image
+    from segkit.files import check_writable
     from segkit.inference import prediction_paths, write_prediction
     from segkit.predictor import collect_images, read_parallel
     from segkit.progress import is_tty
@@ -293,29 +294,38 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
     files = collect_images(args.images)
-    out = Path(args.out)
-    _check_writable(out)
+    out = check_writable(args.out, "--out")  # read-only, full, a file: before any work
     predictor = _predictor(args, args.checkpoint)
     task = predictor.task
     # Plan every output first: two inputs writing one file, or files already there
     # (without --overwrite), stop the run before anything is predicted.
     where: dict[Path, Path] = {}
+    outputs: dict[Path, list[Path]] = {}
     for path, rel in files:
-        for target in prediction_paths(
+        outputs[path] = prediction_paths(
             out / rel,
             path.stem,
             task,
             overlay=args.overlays,
             probabilities=args.probabilities or False,
-        ):
+        )
+        for target in outputs[path]:
             if target in where:
                 raise ConfigError(
                     f"{where[target]} and {path} would both write {target}; predict them "
                     "into separate --out folders, or rename one"
                 )
             where[target] = path
+    if args.skip_existing:
+        # Every file is written whole or not at all (segkit.files), so an image whose
+        # outputs all exist is done; one stopped half-way has its outputs written again.
+        finished = {path for path, targets in outputs.items() if all(t.exists() for t in targets)}
+        files = [f for f in files if f[0] not in finished]
+        where = {t: p for t, p in where.items() if p not in finished}
+        if finished:
+            print(f"segkit: {len(finished)} images already predicted in {out}, left out")
     existing = [t for t in where if t.exists()]
-    if existing and not args.overwrite:
+    if existing and not (args.overwrite or args.skip_existing):
         raise ConfigError(
             f"{existing[0]} already exists ({len(existing)} of the {len(where)} output files "
             "do); pass --overwrite to replace them, or choose another --out"
@@ -397,28 +407,6 @@ def _predictor(args: argparse.Namespace, checkpoint: str) -> Any:
         batch_size=args.batch_size,
         num_workers=getattr(args, "num_workers", None),
     )
-
-
-def _check_writable(out: Path) -> None:
-    """Create ``out`` and prove a file can be written in it.
-
-    Raises:
-        ConfigError: naming the folder and why not.
-    """
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".segkit-write-test")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-        if isinstance(e, FileExistsError) or (out.exists() and not out.is_dir()):
-            why = "it is a file, not a folder"
-        raise ConfigError(
-            f"--out {out}: cannot write there ({why}); choose another folder"
-        ) from None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -857,6 +845,12 @@ def _add_predict(sub: Any) -> None:
         "--overwrite",
         action="store_true",
         help="replace output files that exist (default: refuse to start)",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out images whose outputs all exist, and write the rest (finishes a "
+        "predict that was stopped)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     _add_inference_args(p)

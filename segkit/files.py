@@ -123,7 +123,7 @@ def check_writable(folder: Path | str, what: str) -> Path:
 
     Raises:
         ConfigError: one line naming the folder, the reason (read-only file system,
-            permission denied, no space left on device) and what to do.
+            permission denied, no space left on device, a file in the way) and what to do.
     """
     folder = Path(folder)
     try:
@@ -136,13 +136,12 @@ def check_writable(folder: Path | str, what: str) -> Path:
             os.close(fd)
             os.unlink(tmp)
     except OSError as e:
-        hint = {
-            errno.ENOSPC: "free some space or choose another folder",
-            errno.EDQUOT: "free some space or choose another folder",
-            errno.EROFS: "choose a folder on a writable file system",
-            errno.EACCES: "choose a folder you may write to",
-            errno.EPERM: "choose a folder you may write to",
-        }.get(e.errno or 0, "choose another folder")
-        reason = e.strerror or str(e)
-        raise ConfigError(f"{folder}: cannot write the {what} folder ({reason}); {hint}") from None
+        reason = e.strerror or type(e).__name__
+        if isinstance(e, (FileExistsError, NotADirectoryError)) or (
+            folder.exists() and not folder.is_dir()
+        ):
+            reason = "it is a file, not a folder"
+        space = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = "free some space, or choose another folder" if space else "choose another folder"
+        raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {hint}") from None
     return folder

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ from segkit import checkpoint as ckpt_io
 from segkit.build import Runtime, build_model
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
+from segkit.files import atomic_open
 from segkit.task import Task
 
 
@@ -155,11 +155,8 @@ def write_prediction(
         _save_png(Image.fromarray(tint.astype(np.uint8)), next(rest))
     fmt = _probability_format(probabilities)
     if fmt == "npy":
-        target = next(rest)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(next(rest), "wb") as f:
             np.save(f, prob.astype(np.float32))
-        os.replace(tmp, target)
     elif fmt == "png":
         channels = prob if multiclass else prob[None]
         for channel, target in zip(channels, rest, strict=True):
@@ -169,9 +166,8 @@ def write_prediction(
 
 
 def _save_png(im: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:  # a hidden temporary name of its own, then renamed
+        im.save(f, format="PNG")
 
 
 def palette_png(classes: np.ndarray, task: Task) -> Any:
