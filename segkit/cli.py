@@ -11,16 +11,19 @@ by the flags actually typed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from segkit.errors import ConfigError, RunInterrupted, SegkitError
+from segkit.errors import ConfigError, DistributedError, RunInterrupted, SegkitError
 
 _GROUPS = {
     "plugins": "plugins (see `segkit list`)",
@@ -143,13 +146,18 @@ def settings_from_args(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from segkit.config import RunConfig, flag, read_config_file
-    from segkit.engine import resume, train
-
     if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
         from segkit.distributed import launch
 
         return launch(args.devices, _without_devices(args.argv))
+    with _sigterm_as_interrupt():
+        return _run_or_resume(args)
+
+
+def _run_or_resume(args: argparse.Namespace) -> int:
+    from segkit.config import RunConfig, flag, read_config_file
+    from segkit.engine import resume, train
+
     if args.resume:
         settings = settings_from_args(args)
         other = sorted(set(settings) - {"epochs"})
@@ -168,6 +176,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = train(RunConfig.from_dict(settings, source=source), quiet=args.quiet)
     _print_summary(args, result)
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cluster's preemption notice, or torchrun stopping the ranks when one
+    failed) stops a run the way Ctrl-C does: the checkpoint in flight is finished and one
+    line says how to resume. A second SIGTERM, or one arriving while the run is already
+    stopping, ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if sys.exc_info()[0] is None:  # not already on the way out with an error
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(args: argparse.Namespace, result: Any) -> None:
@@ -1035,6 +1065,12 @@ def _add_data(sub: Any) -> None:
     c.set_defaults(func=_cmd_data_check)
 
 
+def _rank() -> str:
+    """``rank R of N: `` in a data-parallel process (whose errors interleave), else ``""``."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')} of {world}: " if world not in ("", "1") else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1042,10 +1078,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RunInterrupted as e:
-        print(f"segkit: {e}", file=sys.stderr)
+        print(f"segkit: {_rank()}{e}", file=sys.stderr)
         return 130
+    except DistributedError as e:
+        from segkit.distributed import EXIT_LOST_CONTACT
+
+        print(f"segkit: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Leaving through the interpreter would run the process group's destructors,
+        # which abort the process on a broken gloo connection ("terminate called ...").
+        os._exit(EXIT_LOST_CONTACT)
     except SegkitError as e:
-        print(f"segkit: error: {e}", file=sys.stderr)
+        print(f"segkit: error: {_rank()}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("segkit: interrupted", file=sys.stderr)

@@ -147,6 +147,7 @@ def _run(
     log = None  # --log tensorboard: rank 0 writes the events
     if d.main:
         folder = _prepare_folder(config, folder, state, history, say)
+        distributed.note_run_folder(d, folder.path)
         if config.log == "tensorboard":
             log = tb_log.TensorBoardLog(folder.path, config, start)
         resolved = _resolved(config, runtime, t)
@@ -222,7 +223,12 @@ def _run(
             raise
         raise DataError(f"{e} (or pass --skip-bad-samples to leave unreadable files out)") from None
     except KeyboardInterrupt:
-        raise _interrupted(epoch, folder if d.main else None, writer) from None
+        raise _interrupted(epoch, folder if d.main else None, writer, d) from None
+    except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
+        if not (d.enabled and distributed.is_collective_failure(e)):
+            raise
+        hint = f" {_resume_hint(folder, writer, d)}" if d.main and folder else ""
+        raise distributed.lost_contact(d, epoch, e, hint) from None
 
     in_sync = distributed.weights_in_sync(t.model, d)  # a collective: every rank takes part
     best = _best(stopper, history)
@@ -610,19 +616,32 @@ def _drain(writer: ckpt_io.BackgroundWriter | None) -> None:
 
 
 def _interrupted(
-    epoch: int, folder: RunFolder | None, writer: ckpt_io.BackgroundWriter | None
+    epoch: int,
+    folder: RunFolder | None,
+    writer: ckpt_io.BackgroundWriter | None,
+    d: distributed.Dist,
 ) -> RunInterrupted:
-    """The Ctrl-C message: what the checkpoint holds and how to resume."""
+    """The Ctrl-C (or SIGTERM) message: what the checkpoint holds and how to resume."""
     if folder is None:  # another rank: rank 0 says it
         return RunInterrupted("interrupted")
+    return RunInterrupted(f"interrupted during epoch {epoch}; {_resume_hint(folder, writer, d)}")
+
+
+def _resume_hint(
+    folder: RunFolder, writer: ckpt_io.BackgroundWriter | None, d: distributed.Dist
+) -> str:
+    """What the last checkpoint holds and the command that continues the run (or, before
+    the first checkpoint, the one that starts it again)."""
+    devices = f" --devices {d.world}" if d.enabled else ""
     saved = writer.saved_epoch if writer is not None else None
-    where = (
-        f"the last checkpoint ({folder.last}) holds epoch {saved}"
-        if saved is not None and folder.last.exists()
-        else "no checkpoint had been written yet"
-    )
-    return RunInterrupted(
-        f"interrupted during epoch {epoch}; {where}. Resume with: segkit run --resume {folder.path}"
+    if saved is not None and folder.last.exists():
+        return (
+            f"the last checkpoint ({folder.last}) holds epoch {saved}. Resume with: "
+            f"segkit run --resume {folder.path}{devices}"
+        )
+    return (
+        f"no checkpoint had been written yet. Start it again with: segkit run --config "
+        f"{folder.config}{devices}"
     )
 
 

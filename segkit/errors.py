@@ -59,6 +59,11 @@ class NumericalError(SegkitError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
+class DistributedError(SegkitError):
+    """A data-parallel rank lost contact with the others (one died or stopped answering);
+    the message names the rank, and on rank 0 says how to resume."""
+
+
 class RunInterrupted(SegkitError):
     """Training was interrupted (Ctrl-C); the message says how to resume."""
 
