@@ -8,12 +8,73 @@ naming the file.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError
+
+#: The most pixels (width x height) segkit decodes from one image or mask file; the
+#: environment variable :data:`PIXELS_ENV` overrides it. 2**27 is 134 megapixels (an
+#: 11585 x 11585 image, 400 MB as RGB), far above any image a segmentation model trains on
+#: whole, and it refuses a decompression bomb (a small file declaring gigapixels) before a
+#: byte is decoded. PIL's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is set to the same
+#: number whenever segkit opens a file.
+MAX_IMAGE_PIXELS = 2**27
+PIXELS_ENV = "SEGKIT_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """:data:`MAX_IMAGE_PIXELS`, or ``SEGKIT_MAX_IMAGE_PIXELS`` when set.
+
+    Raises:
+        ConfigError: the variable is not a positive whole number.
+    """
+    value = os.environ.get(PIXELS_ENV, "").strip().replace("_", "")
+    if not value:
+        return MAX_IMAGE_PIXELS
+    if not value.isdigit() or int(value) == 0:
+        raise ConfigError(f"{PIXELS_ENV}={value!r}: expected a positive whole number of pixels")
+    return int(value)
+
+
+def open_image(source: Path | IO[bytes], path: Path | None = None) -> Any:
+    """``PIL.Image.open(source)``, refused when the header declares more pixels than
+    :func:`max_image_pixels`, before anything is decoded. ``path`` names the file in the
+    message (default: ``source``). The caller closes the image (``with``).
+
+    Raises:
+        DataError: too many pixels, naming the file, its size, the limit and the fix.
+        Exception: whatever PIL raises for a file it cannot identify or parse.
+    """
+    from PIL import Image
+
+    path = path if path is not None else Path(str(source))
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL raises over twice this in open() itself
+    try:
+        im = Image.open(source)
+    except Image.DecompressionBombError as e:  # the header declares over 2 x limit
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise DataError(_too_large(path, int(found.group(1)) if found else None, limit)) from None
+    if im.width * im.height > limit:
+        size = im.width * im.height
+        im.close()
+        raise DataError(_too_large(path, size, limit, f"{im.width}x{im.height} = "))
+    return im
+
+
+def _too_large(path: Path, pixels: int | None, limit: int, dims: str = "") -> str:
+    declared = f"{dims}{pixels:,} pixels" if pixels else f"more than {2 * limit:,} pixels"
+    return (
+        f"{path}: the file declares {declared}, over segkit's limit of {limit:,} (a "
+        f"decompression bomb, or a damaged header); shrink the image, or raise the limit "
+        f"with {PIXELS_ENV}={pixels or 4 * limit}"
+    )
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -24,15 +85,15 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
             rgb = im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (DataError, ConfigError):  # the pixel limit's own words
+        raise
+    except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
             f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
             "Replace it or remove its name from the split list"
@@ -65,11 +126,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
         DataError: the file is missing, corrupt or not single-channel, or an RGB mask
             holds a colour that is not in the palette.
     """
-    from PIL import Image, UnidentifiedImageError
-
     by_colour = spec is not None and spec.is_multiclass and bool(spec.palette)
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()
             if by_colour and im.mode in ("RGB", "RGBA"):
                 return colours_to_raw(path, np.asarray(im.convert("RGB")), spec)
@@ -78,7 +137,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
             raw = np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (DataError, ConfigError):  # the pixel limit's own words
+        raise
+    except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(f"{path}: cannot decode mask ({e}); the file is corrupt") from None
     if raw.ndim != 2:
         raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")

@@ -29,6 +29,7 @@ from segkit.data import (
     check_mask_values,
     check_same_size,
     decode_raw_mask,
+    open_image,
     read_image,
 )
 from segkit.errors import DataError
@@ -161,14 +162,12 @@ def _unreadable(path: Path, reader: Callable[[Path], Any], error: Exception) -> 
 
 
 def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
-    from PIL import Image
-
     seen = _Seen(split, sample)
     # The image: its bytes once, for the hash and the decode.
     try:
         data = sample.image.read_bytes()
         seen.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data), sample.image) as im:  # refuses a bomb unread
             im.load()
             seen.image_size = im.size
             seen.image_format = f"{im.format} {im.mode}"
@@ -180,7 +179,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
             seen.problems.append(problem)
     # The mask: its raw values, then the dataset's rules.
     try:
-        with Image.open(sample.mask) as im:
+        with open_image(sample.mask) as im:
             seen.mask_format = f"{im.format} {im.mode}"
             problem = _format_problem(sample.mask, im.format)
         raw = decode_raw_mask(sample.mask, spec)

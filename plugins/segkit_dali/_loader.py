@@ -33,7 +33,7 @@ import torch
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
-from segkit.data import read_image, read_raw_mask, read_sample
+from segkit.data import open_image, read_image, read_raw_mask, read_sample
 from segkit.errors import ConfigError, DataError
 from segkit.sampling import check_loader_args, epoch_order, per_rank
 
@@ -117,9 +117,7 @@ def _header(path: Any, data: np.ndarray) -> tuple[str | None, str, tuple[int, in
     Raises:
         Exception: whatever PIL raises for an unreadable header.
     """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data.tobytes())) as im:
+    with open_image(io.BytesIO(data.tobytes()), path) as im:  # refuses a bomb unread
         return im.format, im.mode, (im.height, im.width)
 
 
