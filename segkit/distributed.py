@@ -20,6 +20,7 @@ rank that failed first.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -220,7 +221,10 @@ def note_run_folder(d: Dist, path: os.PathLike[str] | str) -> None:
 
 def _first_failure(failures: dict[int, Any], world: int) -> str:
     """Name the rank that failed first (see :func:`launch`)."""
-    culprits = {r: f for r, f in failures.items() if f.exitcode != EXIT_LOST_CONTACT}
+    # Collateral: stopped because of another rank (a failed collective, or the agent's
+    # SIGTERM: 130 once segkit turned it into an interrupt, -15 before it could).
+    collateral = (EXIT_LOST_CONTACT, 130, -signal.SIGTERM)
+    culprits = {r: f for r, f in failures.items() if f.exitcode not in collateral}
     if culprits:
         rank = min(culprits, key=lambda r: (culprits[r].timestamp, r))
         f = culprits[rank]

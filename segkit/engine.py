@@ -36,7 +36,7 @@ from segkit import ema as ema_mod
 from segkit.config import RunConfig
 from segkit.early_stopping import EarlyStopping
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
-from segkit.files import atomic_path
+from segkit.files import atomic_path, check_writable
 from segkit.loops import evaluate, train_one_epoch
 from segkit.main_guard import exit_if_reimporting_main
 from segkit.run_folder import RunFolder, RunResult, timing
@@ -129,6 +129,10 @@ def _run(
     runtime = build.resolve_runtime(config, d)
     tb_log.require(config)
     distributed.init(d, runtime.device)
+    if d.main:  # a read-only or full --out: one line now, not after the first epoch
+        check_writable(
+            folder.path if folder else Path(config.out).expanduser(), "--out", create=False
+        )
     # Everything is built before the run folder is made: a bad name or path leaves no trace.
     t = build.build_training(config, runtime, restoring=state is not None)
     config = t.config  # --loss auto and --monitor auto resolved for the dataset's classes

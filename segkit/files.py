@@ -110,13 +110,15 @@ def remove_temporaries(folder: Path | str) -> list[Path]:
     return removed
 
 
-def check_writable(folder: Path | str, what: str) -> Path:
-    """Make ``folder`` (and its parents) and prove that files can be written there,
-    before any work: write, sync and remove :data:`PROBE_BYTES` bytes.
+def check_writable(folder: Path | str, what: str, *, create: bool = True) -> Path:
+    """Prove that files can be written in ``folder`` before any work: write, sync and
+    remove :data:`PROBE_BYTES` bytes there.
 
     Args:
         folder: The output folder.
         what: The option or role that named it, for the message (e.g. ``--out``).
+        create: Make ``folder`` (and its parents) first; otherwise, if it does not exist
+            yet, probe the nearest folder above it that does (it will be made there).
 
     Returns:
         ``folder`` as a Path.
@@ -126,9 +128,14 @@ def check_writable(folder: Path | str, what: str) -> Path:
             permission denied, no space left on device, a file in the way) and what to do.
     """
     folder = Path(folder)
+    probed = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _temporary(folder / "write-check", keep_suffix=False)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            while not probed.exists() and probed != probed.parent:
+                probed = probed.parent
+        fd, tmp = _temporary(probed / "write-check", keep_suffix=False)
         try:
             os.write(fd, b"\0" * PROBE_BYTES)
             os.fsync(fd)  # a full disk may only say so when the data reach it
