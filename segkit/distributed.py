@@ -176,7 +176,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     the ranks that stopped answering) and how to resume rank 0's run folder.
 
     Returns:
-        0, or the first failed rank's exit status (1 for a signal).
+        0, or the failed rank's exit status (1 for a signal or a rank that hung).
     """
     import logging
     import tempfile
@@ -188,9 +188,10 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     # torchrun --standalone: a rendezvous on a free local port.
     rendezvous = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", f"--rdzv-id={uuid4()}"]
-    args = get_args_parser().parse_args(
-        [*rendezvous, f"--nproc-per-node={nproc}", "-m", "segkit", *argv]
-    )
+    args = get_args_parser().parse_args([*rendezvous, f"--nproc-per-node={nproc}", "-m", "segkit"])
+    # Set, not parsed: torchrun's parser takes a prefix of its own options in segkit's
+    # arguments (`--monitor valid_loss` is "ambiguous: --monitor-interval").
+    args.training_script_args = list(argv)
     config, cmd, cmd_args = config_from_args(args)
     # The agent's own log lines (which process it sends SIGTERM, its failure table) are
     # replaced by the line below.
@@ -205,7 +206,7 @@ def launch(nproc: int, argv: list[str]) -> int:
             line = f"{_first_failure(e.failures, nproc)}. {_resume_hint(folder, nproc)}"
             print(f"segkit: error: {line}", file=sys.stderr, flush=True)
             codes = [f.exitcode for f in e.failures.values()]
-            return next((c for c in codes if c > 0 and c != EXIT_LOST_CONTACT), 1)
+            return next((c for c in codes if c > 0 and c not in (EXIT_LOST_CONTACT, 130)), 1)
         finally:
             os.environ.pop(FOLDER_NOTE_ENV, None)
     return 0
@@ -234,7 +235,15 @@ def _first_failure(failures: dict[int, Any], world: int) -> str:
             else f"exited with status {f.exitcode}"
         )
         return f"rank {rank} of {world} {how} (pid {f.pid}); the other ranks were stopped"
-    silent = sorted(set(range(world)) - set(failures)) or ["?"]
+    # No rank failed of its own: the ones that hung are those that did not give up
+    # waiting first (stopped by the agent afterwards, or woken to a broken connection).
+    waited = [f.timestamp for f in failures.values() if f.exitcode == EXIT_LOST_CONTACT]
+    first = {
+        r
+        for r, f in failures.items()
+        if f.exitcode == EXIT_LOST_CONTACT and f.timestamp == min(waited)
+    }
+    silent = sorted(set(range(world)) - first) or ["?"]
     return (
         f"rank {', '.join(map(str, silent))} of {world} stopped answering; the others gave "
         f"up waiting for it after the collective timeout ({TIMEOUT_ENV})"
