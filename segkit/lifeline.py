@@ -71,7 +71,24 @@ def tie_to_parent(expected: int | None = None) -> bool:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     tied = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    if tied and expected is not None and os.getppid() != expected:
+    if tied and expected is not None and os.getppid() != expected and not _alive(expected):
         os._exit(1)  # orphaned already: the parent died before the request
     mark_parent()
     return tied
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not). A parent that is not ``expected`` but
+    alive means the recorded pid is stale (inherited from an older process), not that
+    the parent died."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

@@ -926,3 +926,59 @@ def test_metrics_csv_is_rewritten_whole_with_every_column(tmp_path: Path) -> Non
         tmp_path / "metrics.csv"
     ).read_text() == "epoch,train_loss,valid_s\n1,0.5,\n2,0.25,1.5\n"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+@pytest.mark.slow
+def test_a_helper_ties_itself_to_its_parent_and_leaves_if_it_is_gone(tmp_path: Path) -> None:
+    """tie_to_parent in a child: the child dies with its parent; a child whose recorded
+    parent died before it could tie itself leaves at once; a stale record (an ancestor's
+    pid, still alive) does not make it leave."""
+    code = textwrap.dedent("""
+        import os, sys, time
+        from segkit import lifeline
+        expected = int(sys.argv[1]) if sys.argv[1] != "none" else None
+        print("tied", lifeline.tie_to_parent(expected), os.environ[lifeline.ENV] == str(os.getpid()), flush=True)
+        time.sleep(60)
+    """)
+    env = env_for_children()
+    gone = subprocess.Popen(
+        [sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE, text=True
+    )
+    dead_pid = int(gone.communicate()[0])  # a pid that no longer runs
+    left = subprocess.run(
+        [sys.executable, "-c", code, str(dead_pid)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert left.returncode == 1 and left.stdout == ""
+    stale = subprocess.Popen(
+        [sys.executable, "-c", code, "1"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert stale.stdout.readline().split() == ["tied", "True", "True"]  # pid 1 is alive: stale
+    stale.kill()
+    stale.wait()
+    # The child of a shell that is SIGKILLed dies with it.
+    shell = subprocess.Popen(
+        ["sh", "-c", f"{sys.executable} -c '{code}' none & echo $!; wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(shell.stdout.readline())
+    assert shell.stdout.readline().startswith("tied True")
+    shell.kill()
+    shell.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _gone(child):
+        time.sleep(0.05)
+    assert _gone(child)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
