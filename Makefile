@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 
-.PHONY: setup run test test-all lint bench gpu-check clean
+.PHONY: setup run test test-all faults lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ test: setup
 # the plugin package installed into a venv). This is what CI runs.
 test-all: setup
 	$(BIN)/python -m pytest -q
+
+# The fault campaign alone (part of test-all): kills, dead ranks, fuzzed files, concurrent
+# runs, memory; it prints its table (kills, trials, fuzzed files, outcomes).
+faults: setup
+	$(BIN)/python -m pytest -q tests/test_faults.py
 
 lint: setup
 	$(BIN)/ruff check segkit plugins tests benchmarks
