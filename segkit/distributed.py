@@ -107,14 +107,22 @@ def init(d: Dist, device: torch.device) -> None:
 
 
 def is_collective_failure(error: BaseException) -> bool:
-    """Whether ``error`` is a collective that failed because another rank died or hangs
-    (torch raises a plain RuntimeError from gloo, a DistError from NCCL)."""
+    """Whether ``error`` is a collective that failed because another rank died or hangs.
+    Torch raises a DistError from NCCL but a plain RuntimeError from gloo: then it is one
+    raised inside torch.distributed or DDP (a broadcast of the buffers in ``forward``), or
+    one whose message comes from gloo (an all-reduce in ``backward``'s hooks)."""
     if isinstance(error, dist.DistError):
         return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and any(
-        mark in text for mark in ("gloo/", "NCCL", "Connection reset by peer", "Connection closed")
-    )
+    if not isinstance(error, RuntimeError):
+        return False
+    tb = error.__traceback__
+    while tb is not None:
+        where = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "torch/distributed/" in where or "torch/nn/parallel/" in where:
+            return True
+        tb = tb.tb_next
+    marks = ("gloo/", "NCCL", "Connection reset by peer", "Connection closed", "pair closure")
+    return any(mark in str(error) for mark in marks)
 
 
 def lost_contact(d: Dist, epoch: int, error: BaseException, resume: str) -> DistributedError:

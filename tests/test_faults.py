@@ -982,3 +982,13 @@ def _gone(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(")") + 2] == "Z"
+
+
+def test_collective_failures_are_told_from_other_errors() -> None:
+    from segkit.distributed import is_collective_failure
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error")
+    assert is_collective_failure(gloo)
+    assert is_collective_failure(RuntimeError("Application timeout caused pair closure"))
+    assert not is_collective_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_collective_failure(ValueError("gloo/ in a ValueError"))
