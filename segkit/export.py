@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from segkit.errors import ConfigError, ExportError
+from segkit.files import atomic_open
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -190,7 +191,8 @@ def export(
         tmp.unlink(missing_ok=True)
     if format == "torchscript":
         sidecar = out.with_name(out.name + ".json")
-        sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_open(sidecar) as f:  # whole or absent, as the model file
+            f.write(json.dumps(meta, indent=2) + "\n")
     return Exported(
         out,
         sidecar,

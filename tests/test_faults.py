@@ -726,7 +726,7 @@ def test_a_read_only_or_full_output_folder_is_one_line_before_any_work(
         assert predict.returncode == 2 and predict.stdout == ""
         assert (
             len(predict.error_lines) == 1
-            and f"cannot write the --out folder ({reason})" in predict.stderr
+            and f"--out {mnt / 'p'}: cannot write there ({reason})" in predict.stderr
         )
         train = run(
             ["run", "--model", "tiny_conv", "--epochs", "1", "--out", str(mnt / "runs")], env=env
@@ -734,7 +734,7 @@ def test_a_read_only_or_full_output_folder_is_one_line_before_any_work(
         assert train.returncode == 2, train.stderr[-2000:]
         assert (
             len(train.error_lines) == 1
-            and f"cannot write the --out folder ({reason})" in train.stderr
+            and f"--out {mnt / 'runs'}: cannot write there ({reason})" in train.stderr
         )
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
@@ -843,7 +843,7 @@ def test_check_writable_is_one_line_naming_the_folder(
 
     monkeypatch.setattr(files.os, "fsync", refuse)
     with pytest.raises(
-        ConfigError, match=rf"^{tmp_path}: cannot write the --out folder \({words}\); "
+        ConfigError, match=rf"^--out {tmp_path}: cannot write there \({words}\); "
     ) as e:
         files.check_writable(tmp_path, "--out")
     assert "\n" not in str(e.value)
