@@ -316,7 +316,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from segkit.data import read_image
-    from segkit.files import check_writable
+    from segkit.files import check_writable, remove_temporaries
     from segkit.inference import prediction_paths, write_prediction
     from segkit.predictor import collect_images, read_parallel
     from segkit.progress import is_tty
@@ -354,6 +354,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         where = {t: p for t, p in where.items() if p not in finished}
         if finished:
             print(f"segkit: {len(finished)} images already predicted in {out}, left out")
+        targets: dict[Path, set[str]] = {}
+        for target in where:
+            targets.setdefault(target.parent, set()).add(target.name)
+        for folder, names in targets.items():  # what the stopped predict was writing
+            if folder.is_dir():
+                remove_temporaries(folder, of=names)
     existing = [t for t in where if t.exists()]
     if existing and not (args.overwrite or args.skip_existing):
         raise ConfigError(

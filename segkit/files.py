@@ -29,7 +29,7 @@ from segkit.errors import ConfigError
 #: The names of the temporary files: ``.<name>.<8 random characters>.tmp`` (``mkstemp``'s),
 #: with the target's suffix after it when a writer needs it to pick the format; and the
 #: fixed ``metrics.csv.tmp`` of older segkit versions.
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^metrics\.csv\.tmp$")
+_TEMPORARY = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^metrics\.csv\.tmp$")
 
 #: Bytes :func:`check_writable` writes (and syncs) to prove there is room.
 PROBE_BYTES = 1 << 20
@@ -98,12 +98,14 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.match(name) is not None
 
 
-def remove_temporaries(folder: Path | str) -> list[Path]:
-    """Remove the temporary files that killed writers left in ``folder`` (not below it).
-    Only call it while no other process writes there. Returns what was removed."""
+def remove_temporaries(folder: Path | str, of: set[str] | None = None) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder`` (not below it),
+    or only those of the targets named in ``of``. Only call it while no other process
+    writes there (those targets). Returns what was removed."""
     removed = []
     for entry in Path(folder).iterdir():
-        if is_temporary(entry.name) and entry.is_file():
+        found = _TEMPORARY.match(entry.name)
+        if found and (of is None or found.group(1) in of) and entry.is_file():
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
                 removed.append(entry)

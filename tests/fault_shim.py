@@ -19,6 +19,7 @@ campaign uses both. The points are the windows a random kill rarely hits:
 ``test-phase``          after the first batch of the test pass (training finished)
 ``report``              ``predictions.png`` written, not renamed
 ``resume-rewrite``      a resumed run's cut-back ``metrics.csv``, not renamed
+``predict-10th``        ``segkit predict``: the 10th overlay written, not renamed
 ======================  ================================================================
 """
 
@@ -45,8 +46,14 @@ def install(point: str) -> None:
     real_save = torch.save
     resumed = "--resume" in sys.argv
 
+    overlays = [0]
+
     def replace(src, dst, *args, **kwargs):
         name = os.path.basename(str(dst))
+        if point == "predict-10th" and name.endswith("_overlay.png"):
+            overlays[0] += 1
+            if overlays[0] == 10:
+                die()
         if point == "ckpt-before-rename" and name == "last.pt":
             die()
         if point == "metrics-row" and name == "metrics.csv" and not resumed:
