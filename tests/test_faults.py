@@ -744,9 +744,11 @@ def test_host_memory_stays_flat_across_epochs_on_10000_images(
 ) -> None:
     """10,000 generated 32 px images (9,000 train), tiny_conv, the dali loader on the CPU
     (the loader that caches every file's bytes): the resident memory of the run, sampled
-    every 0.1 s, is flat from epoch 2 on (the first fills the caches: the encoded-file
-    cache, the allocators' pools): each later epoch's median is within 32 MB of epoch 2's,
-    and their least-squares trend is at most 4 MB an epoch. A cache of the decoded
+    every 0.1 s, is flat from epoch 3 on: each later epoch's median is within 24 MB of
+    epoch 3's, and their least-squares trend is at most 6 MB an epoch. The first epoch
+    fills the encoded-file cache (+180 MB); then the allocators' pools settle, some 35 MB
+    over the next ten epochs and flat after (measured over 14 epochs: 944, 959, 964, 968,
+    963, 967, 976, 972, 973, 979, 979, 979, 979 MB). A cache of the decoded
     images, or of the batches, would add 30 MB or more an epoch."""
     from PIL import Image
 
@@ -806,15 +808,15 @@ def test_host_memory_stays_flat_across_epochs_on_10000_images(
     # The median resident size during each epoch (0-based: epoch k+1), robust to the
     # allocators' swings of some 40 MB within an epoch.
     rss = [float(np.median([m for e, m in samples if e == k] or [np.nan])) for k in range(epochs)]
-    growth = max(rss[1:]) - rss[1]
-    slope = float(np.polyfit(np.arange(epochs - 1), rss[1:], 1)[0])
+    growth = max(rss[2:]) - rss[2]
+    slope = float(np.polyfit(np.arange(epochs - 2), rss[2:], 1)[0])
     report(
         capsys,
         f"memory, 10,000 images: median RSS during each epoch "
-        f"{', '.join(f'{m:.0f}' for m in rss)} MB; epochs 2-{epochs}: at most {growth:+.1f} MB "
-        f"over epoch 2, trend {slope:+.1f} MB/epoch (tolerance 32 MB, 4 MB/epoch)",
+        f"{', '.join(f'{m:.0f}' for m in rss)} MB; epochs 3-{epochs}: at most {growth:+.1f} MB "
+        f"over epoch 3, trend {slope:+.1f} MB/epoch (tolerance 24 MB, 6 MB/epoch)",
     )
-    assert growth <= 32 and slope <= 4, rss
+    assert growth <= 24 and slope <= 6, rss
 
 
 # ----------------------------------------------------------------------------- quick pieces
