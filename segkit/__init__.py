@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     from segkit.engine import train
     from segkit.info import ModelInfo
     from segkit.lr_sweep import LRFind
-    from segkit.task import Task
     from segkit.predictor import Predictor
+    from segkit.task import Task
 
 
 def list_plugins(kind: str) -> list[str]:
