@@ -535,7 +535,8 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     from segkit import report
     from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
     from segkit.data import read_sample
-    from segkit.inference import open_checkpoint, preprocess, restore_model
+    from segkit.inference import open_checkpoint, restore_model
+    from segkit.predictor import eval_normalization
     from segkit.task import Task
 
     first = c.runs[0]
@@ -561,10 +562,24 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
         run.results["parameters"] = sum(p.numel() for p in model.parameters())
         if id(run) not in shown or not picks:
             continue
-        ops = build_recipe(config).eval
+        # The evaluation recipe's Resize (OpenCV-style bilinear) and Normalize, as the
+        # predictor applies them.
+        mean, std = eval_normalization(build_recipe(config).eval, config.image_size)
+        m = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        sd = torch.tensor(std).view(1, 3, 1, 1) * 255
         with torch.no_grad():
-            x = torch.cat([preprocess(img, ops) for img, _ in raw]).to(dev)
-            logits = model(x).float().cpu()
+            x = torch.cat(
+                [
+                    F.interpolate(
+                        torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float(),
+                        size=(config.image_size, config.image_size),
+                        mode="bilinear",
+                        align_corners=False,
+                    )
+                    for img, _ in raw
+                ]
+            )
+            logits = model(((x - m) / sd).to(dev)).float().cpu()
         if logits.shape[-1] != size or logits.shape[-2] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         target = torch.from_numpy(truths) if task.multiclass else torch.from_numpy(truths[:, None])

@@ -181,12 +181,13 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
 ) -> None:
     # The background writer's way: the error waits for epoch 1's write in flight.
     monkeypatch.setattr(engine, "_write_in_background", lambda runtime: True)
-    # 13 train images in batches of 4: 4 steps per epoch, then 1 valid batch (2 images).
-    # Call 7 is epoch 2's second training step.
+    # 13 train images in batches of 4: 3 steps per epoch (the lone 13th image is dropped,
+    # see build.lone_last_batch), then 1 valid batch (2 images). Call 7 is epoch 2's third
+    # training step.
     config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=3, name="nan")
     assert len(registry.create("datasets", "oxford_pet", tiny_pets).samples("train")) == 13
     with pytest.raises(
-        NumericalError, match=r"epoch 2, step 2: the loss is NaN or infinite.*--on-nan skip"
+        NumericalError, match=r"epoch 2, step 3: the loss is NaN or infinite.*--on-nan skip"
     ):
         train(config, quiet=True)
     last = ckpt_io.load(tmp_path / "nan" / "last.pt")
