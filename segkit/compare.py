@@ -536,7 +536,7 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
     from segkit.data import read_sample
     from segkit.inference import open_checkpoint, restore_model
-    from segkit.predictor import eval_normalization
+    from segkit.predictor import eval_normalization, resized_batch
     from segkit.task import Task
 
     first = c.runs[0]
@@ -568,17 +568,7 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
         m = torch.tensor(mean).view(1, 3, 1, 1) * 255
         sd = torch.tensor(std).view(1, 3, 1, 1) * 255
         with torch.no_grad():
-            x = torch.cat(
-                [
-                    F.interpolate(
-                        torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float(),
-                        size=(config.image_size, config.image_size),
-                        mode="bilinear",
-                        align_corners=False,
-                    )
-                    for img, _ in raw
-                ]
-            )
+            x = resized_batch([img for img, _ in raw], config.image_size)
             logits = model(((x - m) / sd).to(dev)).float().cpu()
         if logits.shape[-1] != size or logits.shape[-2] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)

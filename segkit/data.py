@@ -8,6 +8,7 @@ naming the file.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -226,10 +227,17 @@ def to_target(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:
     multi-class one."""
     if not spec.is_multiclass:
         return to_binary(raw, spec)
+    return _class_lut(spec)[raw]
+
+
+@functools.lru_cache(maxsize=16)
+def _class_lut(spec: MaskSpec) -> np.ndarray:
+    """Raw value -> class (a spec is frozen: built once, not per sample)."""
     lut = np.full(max(spec.allowed) + 1, IGNORE_INDEX, dtype=np.uint8)
     for value, target in spec.lookup().items():
         lut[value] = target
-    return lut[raw]
+    lut.setflags(write=False)
+    return lut
 
 
 def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -296,14 +296,8 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_resized(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        size = (self.image_size, self.image_size)
-        batch = []
-        for image in images:
-            x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
-            # OpenCV-style bilinear (align_corners=False, no antialias), as albumentations
-            # resizes in the evaluation recipe.
-            batch.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        variants = self._logits(self._normalize(torch.cat(batch)))
+        batch = resized_batch(images, self.image_size, self.device)
+        variants = self._logits(self._normalize(batch))
         out = []
         for i, image in enumerate(images):
             probs = None
@@ -356,6 +350,19 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ConfigError(f"predict: expected a uint8 image (0-255), got {image.dtype}")
     return np.ascontiguousarray(image)
+
+
+def resized_batch(
+    images: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 images as one float32 ``(N, 3, size, size)`` batch on ``device``
+    (values 0-255, not normalized), each resized OpenCV-style bilinear (align_corners=False,
+    no antialias), as albumentations resizes in the evaluation recipe."""
+    batch = []
+    for image in images:
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+        batch.append(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+    return torch.cat(batch)
 
 
 def eval_normalization(
