@@ -32,23 +32,109 @@ from segkit.sampling import check_loader_args, epoch_order, per_rank, sample_see
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
 
 
-def compile_ops(ops: Sequence[R.Op]) -> Any:
+def compile_ops(ops: Sequence[R.Op], *, multiclass: bool = False) -> Any:
     """Translate recipe ops into an ``albumentations.Compose``.
 
+    ``multiclass`` picks the mask fill of geometric ops (:func:`segkit.recipes.mask_fill`):
+    0 for binary masks, the ignore index for class maps.
+
     Raises:
-        ConfigError: an op this backend does not know.
+        ConfigError: an op this backend does not know, or a mask fill the masks cannot hold.
     """
     import albumentations as A
+    import cv2
 
-    out = []
+    border = {
+        "constant": cv2.BORDER_CONSTANT,
+        "replicate": cv2.BORDER_REPLICATE,
+        "reflect": cv2.BORDER_REFLECT_101,
+    }
+    out: list[Any] = []
     for op in ops:
         if isinstance(op, R.HorizontalFlip):
             out.append(A.HorizontalFlip(p=op.p))
+        elif isinstance(op, R.VerticalFlip):
+            out.append(A.VerticalFlip(p=op.p))
+        elif isinstance(op, R.RandomRotate90):
+            out.append(A.RandomRotate90(p=op.p))
         elif isinstance(op, R.Resize):
             out.append(A.Resize(op.size, op.size, p=op.p))
         elif isinstance(op, R.RandomResizedCrop):
             out.append(
                 A.RandomResizedCrop(size=(op.size, op.size), scale=op.scale, ratio=op.ratio, p=op.p)
+            )
+        elif isinstance(op, R.Affine):
+            out.append(
+                A.Affine(
+                    scale=op.scale,
+                    rotate=op.rotate,
+                    translate_percent=op.translate_percent,
+                    interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST,
+                    border_mode=border[op.border_mode],
+                    fill=op.fill,
+                    fill_mask=R.mask_fill(op, multiclass),
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.RandomCrop):
+            out.append(
+                A.RandomCrop(
+                    height=op.size,
+                    width=op.size,
+                    pad_if_needed=True,
+                    pad_position="center",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=op.fill,
+                    fill_mask=R.mask_fill(op, multiclass),
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.PadIfNeeded):
+            # albumentations takes a minimum size or a divisor per transform, not both:
+            # the minimum first, then the multiple of the padded size.
+            pad = {
+                "position": "center",
+                "border_mode": border[op.border_mode],
+                "fill": op.fill,
+                "fill_mask": R.mask_fill(op, multiclass),
+                "p": op.p,
+            }
+            if op.size is not None:
+                out.append(A.PadIfNeeded(min_height=op.size, min_width=op.size, **pad))
+            if op.divisor is not None:
+                out.append(
+                    A.PadIfNeeded(
+                        min_height=None,
+                        min_width=None,
+                        pad_height_divisor=op.divisor,
+                        pad_width_divisor=op.divisor,
+                        **pad,
+                    )
+                )
+        elif isinstance(op, R.ElasticTransform):
+            out.append(
+                A.ElasticTransform(
+                    alpha=op.alpha,
+                    sigma=op.sigma,
+                    interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST,
+                    border_mode=border[op.border_mode],
+                    fill=op.fill,
+                    fill_mask=R.mask_fill(op, multiclass),
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.CoarseDropout):
+            out.append(
+                A.CoarseDropout(
+                    num_holes_range=op.num_holes_range,
+                    hole_height_range=op.hole_height_range,
+                    hole_width_range=op.hole_width_range,
+                    fill=op.fill,
+                    fill_mask=R.dropout_mask_fill(op, multiclass),
+                    p=op.p,
+                )
             )
         elif isinstance(op, R.RandomGamma):
             out.append(A.RandomGamma(gamma_limit=op.gamma_limit, p=op.p))
@@ -66,6 +152,30 @@ def compile_ops(ops: Sequence[R.Op]) -> Any:
             )
         elif isinstance(op, R.RandomToneCurve):
             out.append(A.RandomToneCurve(scale=op.scale, p=op.p))
+        elif isinstance(op, R.GaussNoise):
+            out.append(
+                A.GaussNoise(
+                    std_range=op.std_range,
+                    mean_range=op.mean_range,
+                    per_channel=op.per_channel,
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.GaussianBlur):
+            out.append(A.GaussianBlur(blur_limit=op.blur_limit, sigma_limit=op.sigma_limit, p=op.p))
+        elif isinstance(op, R.HueSaturationValue):
+            out.append(
+                A.HueSaturationValue(
+                    hue_shift_limit=op.hue_shift_limit,
+                    sat_shift_limit=op.sat_shift_limit,
+                    val_shift_limit=op.val_shift_limit,
+                    p=op.p,
+                )
+            )
+        elif isinstance(op, R.AlbumentationsCompose):
+            inner = op.compose()
+            inner.p = op.p
+            out.append(inner)
         elif isinstance(op, R.Normalize):
             out.append(A.Normalize(mean=op.mean, std=op.std, max_pixel_value=255.0, p=op.p))
         else:
@@ -102,7 +212,7 @@ class _SampleSet(torch.utils.data.Dataset):
     def __init__(self, samples: list[Sample], dataset: Dataset, ops: Sequence[R.Op]) -> None:
         self.samples = samples
         self.spec = dataset.mask_spec
-        self.transform = compile_ops(ops)
+        self.transform = compile_ops(ops, multiclass=self.spec.is_multiclass)
 
     def __len__(self) -> int:
         return len(self.samples)

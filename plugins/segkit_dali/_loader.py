@@ -295,8 +295,14 @@ class DaliLoader:
         self.num_threads = max(1, num_workers)  # DALI needs a thread; 0 workers -> 1
         self.prefetch = prefetch
         self.epoch = 0
-        self.ops = compile_ops(recipe.ops(train), clahe_levels=clahe_levels, antialias=antialias)
         device_id, self.device, self.mode = choose_device(device)
+        self.ops = compile_ops(
+            recipe.ops(train),
+            clahe_levels=clahe_levels,
+            antialias=antialias,
+            multiclass=self.spec.is_multiclass,
+            gpu=device_id is not None,
+        )
         self.placement = Placement(device_id)
         self._feed = _Feed(self.samples, self.spec, self.ops, seed)
         self._pipe: _Pipe | None = None

@@ -31,7 +31,7 @@ albumentations does for ``uint8`` images (``docs/dali.md`` lists each difference
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -447,8 +447,49 @@ class Normalize(DaliOp):
 # ----------------------------------------------------------------------------- compile
 
 
+@dataclass(frozen=True)
+class CompileContext:
+    """What an op's compiler may need besides the op: the loader's options, whether the
+    masks are class maps (:func:`segkit.recipes.mask_fill`), and whether the graph runs on
+    a GPU (some DALI operators exist only there)."""
+
+    clahe_levels: int = 8
+    antialias: bool = False
+    multiclass: bool = False
+    gpu: bool = False
+
+
+Compiler = Callable[[Any, CompileContext], DaliOp]
+
+
+def compilers() -> dict[type[R.Op], Compiler]:
+    """Recipe op class -> the function that compiles it: the lab's ops here, the ops for
+    real datasets in :mod:`segkit_dali._geometry` and :mod:`segkit_dali._color`."""
+    from segkit_dali import _color, _geometry
+
+    table: dict[type[R.Op], Compiler] = {
+        R.HorizontalFlip: lambda op, c: HorizontalFlip(op),
+        R.Resize: lambda op, c: Resize(op, c.antialias),
+        R.RandomResizedCrop: lambda op, c: RandomResizedCrop(op, c.antialias),
+        R.RandomGamma: lambda op, c: RandomGamma(op),
+        R.CLAHE: lambda op, c: CLAHE(op, c.clahe_levels),
+        R.ChannelShuffle: lambda op, c: ChannelShuffle(op),
+        R.RandomBrightnessContrast: lambda op, c: RandomBrightnessContrast(op),
+        R.RandomToneCurve: lambda op, c: RandomToneCurve(op),
+        R.Normalize: lambda op, c: Normalize(op),
+    }
+    table.update(_geometry.COMPILERS)
+    table.update(_color.COMPILERS)
+    return table
+
+
 def compile_ops(
-    ops: Sequence[R.Op], *, clahe_levels: int = 8, antialias: bool = False
+    ops: Sequence[R.Op],
+    *,
+    clahe_levels: int = 8,
+    antialias: bool = False,
+    multiclass: bool = False,
+    gpu: bool = False,
 ) -> list[DaliOp]:
     """Translate recipe ops into :class:`DaliOp` objects (no graph is built yet).
 
@@ -456,8 +497,11 @@ def compile_ops(
     graph turns the image into float CHW there, so no op may follow a ``Normalize``.
 
     Raises:
-        ConfigError: an op this loader does not know, or an op after a Normalize.
+        ConfigError: an op this loader does not know or cannot do (in one line naming the
+            op and the loader that can), or an op after a Normalize.
     """
+    context = CompileContext(clahe_levels, antialias, multiclass, gpu)
+    table = compilers()
     out: list[DaliOp] = []
     for i, op in enumerate(ops):
         name = type(op).__name__
@@ -466,31 +510,19 @@ def compile_ops(
                 f"the dali loader cannot run {name} after Normalize (op {i}): its graph "
                 "turns images into normalized float CHW at Normalize; move Normalize last"
             )
-        compiled: DaliOp
-        if isinstance(op, R.HorizontalFlip):
-            compiled = HorizontalFlip(op)
-        elif isinstance(op, R.Resize):
-            compiled = Resize(op, antialias)
-        elif isinstance(op, R.RandomResizedCrop):
-            compiled = RandomResizedCrop(op, antialias)
-        elif isinstance(op, R.RandomGamma):
-            compiled = RandomGamma(op)
-        elif isinstance(op, R.CLAHE):
-            compiled = CLAHE(op, clahe_levels)
-        elif isinstance(op, R.ChannelShuffle):
-            compiled = ChannelShuffle(op)
-        elif isinstance(op, R.RandomBrightnessContrast):
-            compiled = RandomBrightnessContrast(op)
-        elif isinstance(op, R.RandomToneCurve):
-            compiled = RandomToneCurve(op)
-        elif isinstance(op, R.Normalize):
-            compiled = Normalize(op)
-        else:
+        if isinstance(op, R.AlbumentationsCompose):
+            raise ConfigError(
+                f"the dali loader cannot run {op!r}: an albumentations Compose runs only on "
+                "the albumentations loader; use --loader albumentations, or segkit.recipes ops"
+            )
+        compile_one = table.get(type(op))
+        if compile_one is None:
             raise ConfigError(
                 f"the dali loader cannot compile op {name} ({op!r}); it supports "
-                f"{', '.join(R.VOCABULARY)}. Use another recipe or --loader albumentations "
-                "if that one knows it"
+                f"{', '.join(c.__name__ for c in table)}. Use another recipe or --loader "
+                "albumentations if that one knows it"
             )
+        compiled = compile_one(op, context)
         if op.p > 0.0:
             out.append(compiled)
     return out

@@ -39,15 +39,19 @@ def collect(loader: Any, epoch: int) -> tuple[torch.Tensor, torch.Tensor, list[i
     return torch.cat(images), torch.cat(masks), sizes
 
 
-def check_batches(images: torch.Tensor, masks: torch.Tensor, n: int, size: int) -> None:
-    """Demand ``n`` float32 images ``(3, size, size)`` and 0/1 float32 masks ``(1, size, size)``."""
+def check_batches(
+    images: torch.Tensor, masks: torch.Tensor, n: int, size: int | tuple[int, int]
+) -> None:
+    """Demand ``n`` float32 images ``(3, H, W)`` and 0/1 float32 masks ``(1, H, W)``, where
+    ``size`` is ``(H, W)`` or ``H == W``."""
+    h, w = (size, size) if isinstance(size, int) else size
     demand(
-        images.dtype == torch.float32 and tuple(images.shape) == (n, 3, size, size),
-        f"images are {images.dtype} {tuple(images.shape)}, expected float32 {(n, 3, size, size)}",
+        images.dtype == torch.float32 and tuple(images.shape) == (n, 3, h, w),
+        f"images are {images.dtype} {tuple(images.shape)}, expected float32 {(n, 3, h, w)}",
     )
     demand(
-        masks.dtype == torch.float32 and tuple(masks.shape) == (n, 1, size, size),
-        f"masks are {masks.dtype} {tuple(masks.shape)}, expected float32 {(n, 1, size, size)}",
+        masks.dtype == torch.float32 and tuple(masks.shape) == (n, 1, h, w),
+        f"masks are {masks.dtype} {tuple(masks.shape)}, expected float32 {(n, 1, h, w)}",
     )
     values = sorted(set(masks.unique().tolist()) - {0.0, 1.0})
     demand(not values, f"masks hold values other than 0 and 1: {values[:5]}")

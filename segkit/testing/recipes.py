@@ -108,13 +108,16 @@ def vocabulary(case: RecipeCase) -> None:
 
 def output_size(case: RecipeCase) -> None:
     for stage in ("train", "eval"):
-        ops = case.made().ops(stage == "train")
-        sizing = [op for op in ops if isinstance(op, R.Resize | R.RandomResizedCrop)]
+        recipe = case.made()
+        ops = recipe.ops(stage == "train")
+        if stage == "eval" and recipe.native_eval:
+            continue  # whole images at their own size: nothing sets one
+        sizing = [op for op in ops if isinstance(op, R.SIZING_OPS)]
         always = [i for i, op in enumerate(sizing) if op.p == 1.0]
         demand(
             bool(always),
-            f"{stage} ops hold no Resize or RandomResizedCrop with p=1, so batches "
-            "would mix image sizes",
+            f"{stage} ops hold no {' or '.join(c.__name__ for c in R.SIZING_OPS)} with p=1, "
+            "so batches would mix image sizes",
         )
         last = [op.size for op in sizing[always[-1] :]]
         demand(
@@ -127,22 +130,50 @@ def masks_binary_and_aligned(case: RecipeCase) -> None:
     ds = case.dataset if case.dataset is not None else shapes_dataset()
     label, factory = _loader_factory(case.loader)
     kw: dict[str, Any] = {"num_workers": 0, "device": "cpu", **case.loader_options}
+    native = case.made().native_eval
     for train, split, runs in ((True, "train", case.epochs), (False, "test", 1)):
         stage = "train" if train else "eval"
-        ld = factory(ds, split, case.made(), 4, train=train, seed=0, **kw)
+        # Native evaluation: one image a batch, each at its own size.
+        batch = 1 if native and not train else 4
+        ld = factory(ds, split, case.made(), batch, train=train, seed=0, **kw)
         n = len(ds.samples(split))
         for epoch in range(runs):
-            images, masks, _ = collect(ld, epoch)
-            try:
-                check_batches(images, masks, n, case.image_size)
-            except Broken as e:
-                raise Broken(f"{stage} ops through {label}: {e}") from None
+            if native and not train:
+                pairs = [(b.images, b.masks) for b in _epoch(ld, epoch)]
+                demand(len(pairs) == n, f"eval ops through {label}: {len(pairs)} of {n} images")
+                for (images, masks), sample in zip(pairs, ds.samples(split), strict=True):
+                    h, w = _size_of(sample)
+                    try:
+                        check_batches(images, masks, 1, (h, w))
+                    except Broken as e:
+                        raise Broken(f"eval ops through {label}, at native size: {e}") from None
+                images = torch.cat([im.flatten(2) for im, _ in pairs], 2)[..., None]
+                masks = torch.cat([m.flatten(2) for _, m in pairs], 2)[..., None]
+            else:
+                images, masks, _ = collect(ld, epoch)
+                try:
+                    check_batches(images, masks, n, case.image_size)
+                except Broken as e:
+                    raise Broken(f"{stage} ops through {label}: {e}") from None
             worst = _alignment(images, masks)
             demand(
                 worst > 0.95,
                 f"{stage} ops through {label}: mask and image agree on only {worst:.1%} "
                 "of the pixels of one image (a geometric op moved one but not the other?)",
             )
+
+
+def _epoch(loader: Any, epoch: int) -> Any:
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    return iter(loader)
+
+
+def _size_of(sample: Any) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(sample.image) as im:
+        return im.height, im.width
 
 
 #: The recipe rules, in the order they run.
@@ -154,10 +185,14 @@ RULES: dict[str, Rule[RecipeCase]] = {
     "vocabulary": Rule(
         "every op is one of segkit.recipes.VOCABULARY (loaders compile only those)", vocabulary
     ),
-    "output_size": Rule("train and eval ops end at image_size x image_size", output_size),
+    "output_size": Rule(
+        "train ops end at image_size x image_size; eval ops too, or they leave each image "
+        "at its own size (no Resize or crop: native evaluation)",
+        output_size,
+    ),
     "masks_binary_and_aligned": Rule(
-        "run through a loader, images are float32 (N, 3, S, S), masks (N, 1, S, S) hold only "
-        "0 and 1 and still cover the object in the image",
+        "run through a loader, images are float32 (N, 3, S, S) (native eval: each image's own "
+        "size), masks (N, 1, S, S) hold only 0 and 1 and still cover the object in the image",
         masks_binary_and_aligned,
     ),
 }
