@@ -326,6 +326,11 @@ def resolve_loss_options(
 
 
 def build_recipe(config: RunConfig) -> Recipe:
+    """The run's recipe: the plugin ``config.recipe`` names, or the recipe file's contents
+    recorded in ``config.recipe_definition``."""
+    recipe = config.recipe_object()
+    if recipe is not None:
+        return recipe
     recipe = registry.create("recipes", config.recipe, image_size=config.image_size)
     if not isinstance(recipe, Recipe):
         raise ConfigError(

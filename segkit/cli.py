@@ -42,16 +42,9 @@ _SHORTCUTS = {
     ),
 }
 
-#: Old flags still accepted: old -> new. They are hidden from --help and warn when used.
-_RENAMED_FLAGS = {"--augment": "--recipe"}
-
-
-class _Renamed(argparse.Action):
-    """An old flag: store into the new field and say it was renamed."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        print(f"segkit: {option} is now {_RENAMED_FLAGS[option]}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+#: Second names of options: field -> extra flags (``--augment`` is what albumentations
+#: users reach for; both names are documented).
+_ALIASES: dict[str, tuple[str, ...]] = {"recipe": ("--augment",)}
 
 
 def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
@@ -67,6 +60,8 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
         if wanted is not None and f.name not in wanted:
             continue
         meta = f.metadata
+        if meta["group"] == "recorded":  # written by segkit into config.json, not a flag
+            continue
         group = groups.get(meta["group"])
         if group is None:
             group = groups[meta["group"]] = parser.add_argument_group(_GROUPS[meta["group"]])
@@ -91,16 +86,7 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
             shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
             help_text += f" (default: {shown})"
         kw["help"] = help_text.replace("%", "%%")
-        group.add_argument(flag(f.name), **kw)
-        for old, new in _RENAMED_FLAGS.items():
-            if new == flag(f.name):
-                group.add_argument(
-                    old,
-                    dest=f.name,
-                    action=_Renamed,
-                    default=argparse.SUPPRESS,
-                    help=argparse.SUPPRESS,
-                )
+        group.add_argument(flag(f.name), *_ALIASES.get(f.name, ()), **kw)
     if wanted is None or "model_options" in wanted:
         for shortcut, (_, key, text) in _SHORTCUTS.items():
             groups["plugins"].add_argument(
@@ -136,6 +122,8 @@ def settings_from_args(
             merged.update(parse_options(value, flag(f.name)))
             value = merged
         settings[f.name] = value
+    if "recipe" in given:  # a recipe named here is read afresh, not the file's recorded one
+        settings.pop("recipe_definition", None)
     for shortcut, (field_name, key, _) in _SHORTCUTS.items():
         if shortcut[2:] in given:
             settings[field_name] = {**settings.get(field_name, {}), key: given[shortcut[2:]]}

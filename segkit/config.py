@@ -102,7 +102,18 @@ class RunConfig:
     loss_options: dict[str, Any] = _opt(
         factory=dict, help="option for the loss factory", group="plugins", flag="--loss-opt"
     )
-    recipe: str = _opt(DEFAULTS["recipe"], "augmentation recipe plugin", group="plugins")
+    recipe: str = _opt(
+        DEFAULTS["recipe"],
+        "augmentation recipe: a recipe plugin's name, or a recipe file (.toml, .yaml, .json)",
+        group="plugins",
+        metavar="NAME_OR_FILE",
+    )
+    recipe_definition: dict[str, Any] | None = _opt(
+        None,
+        "the recipe file's contents, read when --recipe names a file: a run folder rebuilds "
+        "its recipe from this, without the file",
+        group="recorded",
+    )
     loader: str = _opt(DEFAULTS["loader"], "loader plugin", group="plugins")
     loader_options: dict[str, Any] = _opt(
         factory=dict, help="option for the loader factory", group="plugins", flag="--loader-opt"
@@ -219,7 +230,24 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        from segkit import recipes
+
+        if self.recipe_definition is None and recipes.is_recipe_file(self.recipe):
+            self.recipe_definition = recipes.read_recipe_file(self.recipe)
         self.validate()
+        if self.recipe_definition is not None:  # a bad file fails here, before any slow step
+            self.recipe_object()
+
+    def recipe_object(self) -> Any:
+        """The :class:`segkit.recipes.Recipe` of ``recipe_definition`` (a recipe file's);
+        ``None`` for a recipe plugin (see :func:`segkit.build.build_recipe`)."""
+        from segkit.recipes import Recipe
+
+        if self.recipe_definition is None:
+            return None
+        return Recipe.from_dict(
+            self.recipe_definition, image_size=self.image_size, source=self.recipe
+        )
 
     def validate(self) -> None:
         """Check types and values that do not depend on plugins.
@@ -274,14 +302,17 @@ class RunConfig:
         return DEFAULTS["dataset"] if self.data else DEFAULTS["generated_dataset"]
 
     def plugins(self) -> dict[str, str]:
-        """Plugin kind -> the name this run uses."""
-        return {
+        """Plugin kind -> the name this run uses (no recipe for a recipe file)."""
+        named = {
             "models": self.model,
             "losses": self.loss,
             "recipes": self.recipe,
             "loaders": self.loader,
             "datasets": self.resolved_dataset(),
         }
+        if self.recipe_definition is not None:
+            del named["recipes"]
+        return named
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -64,6 +64,9 @@ def test_every_literal_field_has_its_choices_on_the_command_line():
     actions = {a.dest: a for a in run._actions if a.help != argparse.SUPPRESS}
     hints = field_types()
     for f in dataclasses.fields(RunConfig):
+        if f.metadata["group"] == "recorded":  # written by segkit (recipe_definition)
+            assert f.name not in actions and f.metadata["help"]
+            continue
         assert f.name in actions, f"no option for {f.name}"
         assert flag(f.name) in actions[f.name].option_strings
         assert f.metadata["help"], f"{f.name} has no help"
@@ -97,9 +100,9 @@ def test_flags_override_a_file_and_options_merge_key_by_key():
     }
 
 
-def test_old_augment_flag_still_works_and_says_so(capsys):
+def test_augment_is_a_second_name_of_recipe(capsys):
     assert _settings(["--augment", "type1"]) == {"recipe": "type1"}
-    assert "--augment is now --recipe" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
 
 
 def test_json_and_toml_files(tmp_path):
