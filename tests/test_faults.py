@@ -744,11 +744,16 @@ def test_host_memory_stays_flat_across_epochs_on_10000_images(
 ) -> None:
     """10,000 generated 32 px images (9,000 train), tiny_conv, the dali loader on the CPU
     (the loader that caches every file's bytes): the resident memory of the run, sampled
-    every 0.1 s, is flat from epoch 3 on: each later epoch's median is within 24 MB of
-    epoch 3's, and their least-squares trend is at most 6 MB an epoch. The first epoch
-    fills the encoded-file cache (+180 MB); then the allocators' pools settle, some 35 MB
-    over the next ten epochs and flat after (measured over 14 epochs: 944, 959, 964, 968,
-    963, 967, 976, 972, 973, 979, 979, 979, 979 MB). A cache of the decoded
+    every 0.1 s, is flat from epoch 2 on (the first fills the encoded-file cache, +150
+    MB): each later epoch's median is within 32 MB of epoch 2's, and their least-squares
+    trend is at most 6 MB an epoch (epochs move some 20 MB up and down; keeping the
+    decoded images or the batches of an epoch would add 27 MB or more each epoch).
+
+    glibc is held to one malloc arena (MALLOC_ARENA_MAX=1), so that what is measured is
+    segkit's memory, not the allocator's: with its default per-thread arenas (DALI's
+    threads, torch's) the resident size creeps up some 35 MB over ten epochs and then
+    stops (14 epochs: 944, 959, 964, 968, 963, 967, 976, 972, 973, 979, 979, 979, 979 MB;
+    with one arena, 8 epochs: 898, 904, 899, 906, 910, 904, 897 MB after the first). A cache of the decoded
     images, or of the batches, would add 30 MB or more an epoch."""
     from PIL import Image
 
@@ -780,7 +785,11 @@ def test_host_memory_stays_flat_across_epochs_on_10000_images(
         "--out", str(tmp_path / "runs"),
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env=child_env(tiny_site), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        env=child_env(tiny_site, MALLOC_ARENA_MAX="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     samples: list[tuple[int, float]] = []  # (epochs finished, resident MB), every 0.1 s
     finished = [0]
@@ -808,15 +817,15 @@ def test_host_memory_stays_flat_across_epochs_on_10000_images(
     # The median resident size during each epoch (0-based: epoch k+1), robust to the
     # allocators' swings of some 40 MB within an epoch.
     rss = [float(np.median([m for e, m in samples if e == k] or [np.nan])) for k in range(epochs)]
-    growth = max(rss[2:]) - rss[2]
-    slope = float(np.polyfit(np.arange(epochs - 2), rss[2:], 1)[0])
+    growth = max(rss[1:]) - rss[1]
+    slope = float(np.polyfit(np.arange(epochs - 1), rss[1:], 1)[0])
     report(
         capsys,
         f"memory, 10,000 images: median RSS during each epoch "
-        f"{', '.join(f'{m:.0f}' for m in rss)} MB; epochs 3-{epochs}: at most {growth:+.1f} MB "
-        f"over epoch 3, trend {slope:+.1f} MB/epoch (tolerance 24 MB, 6 MB/epoch)",
+        f"{', '.join(f'{m:.0f}' for m in rss)} MB; epochs 2-{epochs}: at most {growth:+.1f} MB "
+        f"over epoch 2, trend {slope:+.1f} MB/epoch (tolerance 32 MB, 6 MB/epoch)",
     )
-    assert growth <= 24 and slope <= 6, rss
+    assert growth <= 32 and slope <= 6, rss
 
 
 # ----------------------------------------------------------------------------- quick pieces
