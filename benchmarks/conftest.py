@@ -75,6 +75,7 @@ def _suite(name: str) -> str:
         "test_epoch_classes": "epoch",
         "test_model_only": "model",
         "test_loader_only": "loader",
+        "test_augment_only": "augment",
         "test_feed_only": "feed",
     }.get(func, "")
 
@@ -208,6 +209,34 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         ]
         header = ["loader", "mode", "images/s", "best images/s", "size", "batch", "workers"]
         lines += ["", "loader only (test_loader_throughput.py)", *_table(header, rows, names=2)]
+
+    augments = by_suite.get("augment", [])
+    if augments:
+        base = {
+            x.get("loader"): _num(x.get("images_per_s"))
+            for x in augments
+            if x.get("augmentation") == "Resize (baseline)"
+        }
+
+        def extra_ms(x: dict[str, Any]) -> str:
+            ips, ref = _num(x.get("images_per_s")), base.get(x.get("loader"))
+            if not ips or not ref or x.get("augmentation") == "Resize (baseline)":
+                return DASH
+            return f"{1000 / ips - 1000 / ref:+.2f}"
+
+        rows = [
+            [
+                _fmt(x.get("augmentation")),
+                _fmt(x.get("loader")),
+                _fmt(x.get("loader_mode")),
+                _fmt(x.get("images_per_s")),
+                extra_ms(x),
+                _fmt(x.get("size"), "g"),
+            ]
+            for x in augments
+        ]
+        header = ["augmentation", "loader", "mode", "images/s", "ms/image over Resize", "size"]
+        lines += ["", "augmentations (test_augment_throughput.py)", *_table(header, rows, names=3)]
 
     feeds = by_suite.get("feed", [])
     if feeds:

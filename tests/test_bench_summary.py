@@ -124,6 +124,29 @@ def test_partial_extra_info_prints_dashes(summary) -> None:
     )
 
 
+def test_augmentations_show_each_ops_cost_over_its_loaders_baseline(summary) -> None:
+    def result(loader: str, case: str, ips: float) -> dict:
+        info = {"loader": loader, "loader_mode": "cpu", "augmentation": case, "size": 256}
+        return {
+            "name": f"test_augment_only[{loader}-{case}]",
+            "extra_info": info | {"images_per_s": ips},
+        }
+
+    lines = summary.summary_lines(
+        [
+            result("dali", "Resize (baseline)", 200.0),
+            result("dali", "Affine", 100.0),
+            result("albumentations", "Resize (baseline)", 100.0),
+            result("albumentations", "Affine", 50.0),
+        ]
+    )
+    i = lines.index("augmentations (test_augment_throughput.py)")
+    rows = [x.split() for x in lines[i + 3 : i + 7]]
+    assert rows[1] == ["Affine", "dali", "cpu", "100.0", "+5.00", "256"]  # 10 ms - 5 ms
+    assert rows[3] == ["Affine", "albumentations", "cpu", "50.0", "+10.00", "256"]
+    assert rows[0][-2] == "-"  # the baseline itself
+
+
 def test_collect_reads_nothing_without_pytest_benchmark(summary) -> None:
     class Config:
         pass
