@@ -575,6 +575,12 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         if not args.quiet and (step + 1) % every == 0:
             print(f"  step {step + 1:>4}/{args.steps}  lr {lr:.2e}  loss {loss:.4f}", flush=True)
 
+    from segkit import build
+
+    # Built here, not inside lr_find, so the header names the loss `--loss auto` became.
+    runtime = build.resolve_runtime(config)
+    training = build.build_training(config, runtime)
+    config = training.config
     if not args.quiet:
         print(
             f"segkit lr-find: {config.model} + {config.loss} via {config.loader}, batch "
@@ -582,7 +588,13 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
             f"{args.end_lr:g} over {args.steps} steps"
         )
     result = lr_find(
-        config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, progress=progress
+        config,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        progress=progress,
+        training=training,
+        runtime=runtime,
     )
     path = write_plot(
         result, args.out, f"{config.model} + {config.loss}, batch {config.batch_size}"

@@ -62,6 +62,7 @@ def test_cli_writes_the_plot_and_nothing_else(
     suggested = float(lines["suggested"].split()[2])
     assert 1e-7 <= suggested <= 1.0
     assert "min loss lr / 10" in out and "plot: lr.png" in out
+    assert "unet + bce_dice via albumentations" in out  # --loss auto, resolved
 
 
 def test_suggestion_leaves_out_the_noisy_start() -> None:
