@@ -720,7 +720,10 @@ def _add_preview(sub: Any) -> None:
         "--n", type=int, default=8, metavar="N", help="samples: the split's first N (default: 8)"
     )
     g.add_argument(
-        "--split", default="train", choices=("train", "valid", "test"), help="(default: train)"
+        "--split",
+        default="train",
+        choices=("train", "valid", "test"),
+        help="the split whose first N samples are drawn (default: train)",
     )
     g.add_argument(
         "--stage",
