@@ -707,7 +707,7 @@ def _add_preview(sub: Any) -> None:
         metavar="NAME_OR_FILE",
         help="a recipe plugin (see `segkit list recipes`) or a recipe file (.toml, .yaml, .json)",
     )
-    add_config_args(p, ("data", "dataset", "dataset_options", "image_size", "seed"))
+    add_config_args(p, ("data", "dataset", "dataset_options", "image_size", "seed", "device"))
     g = p.add_argument_group("preview")
     g.add_argument(
         "--loader",

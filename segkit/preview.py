@@ -343,7 +343,8 @@ def write_preview(
 
     Args:
         config: The settings a run would use: recipe (name or file), data, dataset and
-            its options, image size, seed.
+            its options, image size, seed, device (where DALI runs: ``auto`` is the GPU
+            when there is one, in DALI's GPU mode).
         out: The PNG to write (whole or not at all); its folder is made if missing.
         loaders: Loader plugins, one column each. With several, a loader that cannot
             compile an op is left out, its reason in the header (and passed to

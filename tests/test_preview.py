@@ -44,7 +44,9 @@ def dali_refuses(recipe: str) -> bool:
 
 def draw(tmp_path: Path, recipe: str = "type1", *, dataset=None, name="p.png", **kw):
     """``write_preview`` of ``recipe`` at 64 px on the L shapes (or ``dataset``)."""
-    config = RunConfig(recipe=recipe, image_size=kw.pop("image_size", 64), seed=kw.pop("seed", 0))
+    config = RunConfig(
+        recipe=recipe, image_size=kw.pop("image_size", 64), seed=kw.pop("seed", 0), device="cpu"
+    )
     warned: list[str] = []
     result = P.write_preview(
         config,
