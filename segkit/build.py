@@ -369,9 +369,12 @@ def build_loader(
     )
 
 
-def normalization(recipe: Recipe) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) of the recipe's final Normalize, to turn batches back into pictures."""
-    norm = recipe.eval[-1]
+def normalization(
+    recipe: Recipe, train: bool = False
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) of the final Normalize of the recipe's eval ops (``train``: of its
+    train ops), to turn batches back into pictures."""
+    norm = recipe.ops(train)[-1]
     assert isinstance(norm, Normalize)  # Recipe.__post_init__ guarantees it
     return norm.mean, norm.std
 

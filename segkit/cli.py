@@ -643,6 +643,32 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from segkit.config import RunConfig
+    from segkit.preview import loader_names, write_preview
+
+    config = RunConfig.from_dict(settings_from_args(args), source="command line")
+    result = write_preview(
+        config,
+        args.out,
+        loaders=loader_names(args.loader),
+        n=args.n,
+        split=args.split,
+        stage=args.stage,
+        epoch=args.epoch,
+    )
+    for line in result.header:
+        print(line)
+    ids = [s.id for s in result.samples]
+    shown = ", ".join(ids if len(ids) <= 4 else [*ids[:3], "...", ids[-1]])
+    print(
+        f"wrote {result.path} ({result.size[0]}x{result.size[1]} px): {len(ids)} rows "
+        f"({shown}) x {len(result.columns)} column{'s' if len(result.columns) > 1 else ''} "
+        f"({', '.join(result.columns)}), each the augmented image with its mask's outline"
+    )
+    return 0
+
+
 def _without_devices(argv: list[str]) -> list[str]:
     """``argv`` minus ``--devices N``: each torchrun process is one device."""
     out: list[str] = []
@@ -675,7 +701,63 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lr_find(sub)
     _add_compare(sub)
     _add_study(sub)
+    _add_preview(sub)
     return parser
+
+
+def _add_preview(sub: Any) -> None:
+    p = sub.add_parser(
+        "preview",
+        help="draw augmented images with their masks' outlines, per loader, to check a "
+        "recipe's pairing and strength before training",
+    )
+    p.add_argument(
+        "--augment",
+        "--recipe",
+        dest="recipe",
+        required=True,
+        metavar="NAME_OR_FILE",
+        help="a recipe plugin (see `segkit list recipes`) or a recipe file (.toml, .yaml, .json)",
+    )
+    add_config_args(p, ("data", "dataset", "dataset_options", "image_size", "seed", "device"))
+    g = p.add_argument_group("preview")
+    g.add_argument(
+        "--loader",
+        default="albumentations",
+        metavar="NAME",
+        help="albumentations, dali, or both (side by side; a loader that cannot run the "
+        "recipe is named in the header instead) (default: albumentations)",
+    )
+    g.add_argument(
+        "--n", type=int, default=8, metavar="N", help="samples: the split's first N (default: 8)"
+    )
+    g.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "valid", "test"),
+        help="the split whose first N samples are drawn (default: train)",
+    )
+    g.add_argument(
+        "--stage",
+        default="train",
+        choices=("train", "eval"),
+        help="the recipe's train ops (augmentations) or its eval ops (what validation and "
+        "test see) (default: train)",
+    )
+    g.add_argument(
+        "--epoch",
+        type=int,
+        default=0,
+        metavar="E",
+        help="the epoch whose random augmentations are drawn (default: 0)",
+    )
+    g.add_argument(
+        "--out",
+        default="preview.png",
+        metavar="FILE.png",
+        help="the picture to write (default: preview.png)",
+    )
+    p.set_defaults(func=_cmd_preview)
 
 
 def _add_compare(sub: Any) -> None:

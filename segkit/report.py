@@ -256,6 +256,22 @@ def _fit(draw: Any, text: str, font: Any, width: int) -> str:
     return text + "..."
 
 
+def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels (a word wider than
+    that is cut with "...")."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and draw.textlength(candidate, font=font) > width:
+            lines.append(_fit(draw, line, font, width))
+            line = word
+        else:
+            line = candidate
+    lines.append(_fit(draw, line, font, width))
+    return lines
+
+
 def _draw_grid(
     path: Path,
     rgb: np.ndarray,
@@ -390,11 +406,20 @@ class TileRow:
 
 
 def draw_tiles(
-    headings: Sequence[str], rows: Sequence[TileRow], legend: Sequence[tuple[str, Any]] = LEGEND
+    headings: Sequence[str],
+    rows: Sequence[TileRow],
+    legend: Sequence[tuple[str, Any]] = LEGEND,
+    *,
+    title: Sequence[str] = (),
+    boxes: list[list[tuple[int, int]]] | None = None,
 ) -> Any:
     """A grid of tiles under column ``headings``, each row under its caption (and its
     tiles under their labels, where given), with ``legend`` (colour swatches and names)
-    at the bottom, on light grey paper. Returns the PIL image."""
+    at the bottom, on light grey paper. Returns the PIL image.
+
+    ``title``: lines of text above the headings, each wrapped at word boundaries to the
+    grid's width. ``boxes``: a list that receives, row by row, the ``(left, top)`` pixel
+    of each tile in the picture (tests and callers that point at a tile)."""
     from PIL import Image, ImageDraw
 
     th, tw = rows[0].tiles[0].shape[:2]
@@ -404,6 +429,8 @@ def draw_tiles(
     font = _font(14)
     small = _font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_lines = [part for line in title for part in _wrap(probe, line, font, width - 4)]
+    title_h = 18 * len(title_lines) + (6 if title_lines else 0)
 
     # The legend: swatches and names, wrapped to the grid's width.
     legend_items, x, line = [], 0, 0
@@ -416,16 +443,18 @@ def draw_tiles(
     legend_h = 8 + 20 * (line + 1)
 
     row_h = [caption + (label_h if r.labels else 0) + th + row_gap for r in rows]
-    height = heading + sum(row_h) + legend_h
+    height = title_h + heading + sum(row_h) + legend_h
     # Light grey paper: white mask pixels stay visible against it.
     canvas = Image.new("RGB", (width, height), (225, 225, 225))
     draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(title_lines):
+        draw.text((2, 3 + 18 * i), line, fill=(0, 0, 0), font=font)
     for c, name in enumerate(headings):
         x0 = c * (tw + gap)
         name = _fit(draw, name, font, tw)
         text_w = draw.textlength(name, font=font)
-        draw.text((x0 + (tw - text_w) / 2, 5), name, fill=(0, 0, 0), font=font)
-    y = heading
+        draw.text((x0 + (tw - text_w) / 2, title_h + 5), name, fill=(0, 0, 0), font=font)
+    y = title_h + heading
     for row in rows:
         text = _fit(draw, row.caption, font, width - 4)
         draw.text((2, y + 3), text, fill=(0, 0, 0), font=font)
@@ -440,6 +469,8 @@ def draw_tiles(
             y += label_h
         for c, tile in enumerate(row.tiles):
             canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
+        if boxes is not None:
+            boxes.append([(c * (tw + gap), y) for c in range(len(row.tiles))])
         y += th + row_gap
     for x0, line, name, colour in legend_items:
         top = y + 4 + 20 * line
