@@ -22,24 +22,25 @@ from segkit.report import MIN_TILE
 from segkit.task import Task
 from segkit.testing.shapes import shapes_dataset
 
-#: A recipe DALI cannot compile yet (Affine, HueSaturationValue: their DALI versions are
-#: being written); the refusal tests skip once it can.
-DALI_REFUSES = "natural"
+#: What the dali loader refuses wherever it runs: an albumentations Compose (passthrough).
+DALI_REFUSAL = "the dali loader cannot run AlbumentationsCompose([Transpose], p=1.0)"
 
 
-def dali_refuses(recipe: str) -> bool:
-    from segkit.registry import default_registry
+@pytest.fixture
+def passthrough(tmp_path: Path) -> str:
+    """A recipe file holding an AlbumentationsCompose: only the albumentations loader runs it."""
+    import json
 
-    made = default_registry().create("recipes", recipe, image_size=64)
-    try:
-        from segkit_dali._ops import compile_ops
-    except ImportError:
-        return True
-    try:
-        compile_ops(made.train)
-    except ConfigError:
-        return True
-    return False
+    import albumentations as A
+
+    transform = A.to_dict(A.Compose([A.Transpose(p=1.0)]))
+    path = tmp_path / "passthrough.json"
+    path.write_text(
+        json.dumps(
+            {"train": [{"op": "AlbumentationsCompose", "transform": transform}, {"op": "Resize"}]}
+        )
+    )
+    return str(path)
 
 
 def draw(tmp_path: Path, recipe: str = "type1", *, dataset=None, name="p.png", **kw):
@@ -278,12 +279,11 @@ def test_native_size_evaluation_is_drawn_at_each_images_own_size(tmp_path):
     assert len(sizes) == 3
 
 
-def test_every_loader_refusing_is_one_error_naming_each(tmp_path):
-    if not dali_refuses("microscopy"):
-        pytest.skip("the DALI loader compiles microscopy now")
+def test_every_loader_refusing_is_one_error_naming_each(tmp_path, passthrough):
+    pytest.importorskip("nvidia.dali")
     with pytest.raises(ConfigError) as e:
-        draw(tmp_path, "microscopy", n=1, loaders=("dali", "dali"))
-    assert "no loader can run recipe 'microscopy': dali: the dali loader cannot" in str(e.value)
+        draw(tmp_path, passthrough, n=1, loaders=("dali", "dali"))
+    assert f"no loader can run recipe 'passthrough': dali: {DALI_REFUSAL}" in str(e.value)
     assert "\n" not in str(e.value)
 
 
@@ -296,24 +296,26 @@ def preview(tmp_path: Path, data: Path, *args: str, out: str = "p.png") -> tuple
     return main([*argv, "--out", str(target)]), target
 
 
-def test_dali_refusing_an_op_is_the_one_line_error_under_loader_dali(tmp_path, capsys, shapes_root):
-    if not dali_refuses(DALI_REFUSES):
-        pytest.skip(f"the DALI loader compiles {DALI_REFUSES} now")
-    code, out = preview(tmp_path, shapes_root, "--augment", DALI_REFUSES, "--loader", "dali")
+def test_dali_refusing_an_op_is_the_one_line_error_under_loader_dali(
+    tmp_path, capsys, shapes_root, passthrough
+):
+    pytest.importorskip("nvidia.dali")
+    code, out = preview(tmp_path, shapes_root, "--augment", passthrough, "--loader", "dali")
     assert code == 2 and not out.exists()
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1
-    assert errors[0].startswith("segkit: error: the dali loader cannot compile op Affine (")
+    assert errors[0].startswith(f"segkit: error: {DALI_REFUSAL}")
 
 
-def test_dali_refusing_an_op_under_both_is_a_header_note_and_exit_0(tmp_path, capsys, shapes_root):
-    if not dali_refuses(DALI_REFUSES):
-        pytest.skip(f"the DALI loader compiles {DALI_REFUSES} now")
-    code, out = preview(tmp_path, shapes_root, "--augment", DALI_REFUSES, "--loader", "both")
+def test_dali_refusing_an_op_under_both_is_a_header_note_and_exit_0(
+    tmp_path, capsys, shapes_root, passthrough
+):
+    pytest.importorskip("nvidia.dali")
+    code, out = preview(tmp_path, shapes_root, "--augment", passthrough, "--loader", "both")
     captured = capsys.readouterr()
     assert code == 0 and out.exists()
     notes = [line for line in captured.out.splitlines() if line.startswith("dali: not drawn: ")]
-    assert len(notes) == 1 and "the dali loader cannot compile op Affine" in notes[0]
+    assert len(notes) == 1 and DALI_REFUSAL in notes[0]
     assert "segkit: dali left out of the preview: the dali loader cannot" in captured.err
     assert "x 1 column (albumentations)" in captured.out
     with Image.open(out) as im:
