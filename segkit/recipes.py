@@ -796,7 +796,24 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file {path} does not parse: {e}") from None
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
+        _inline_composes(data, path)
     return data
+
+
+def _inline_composes(data: dict[str, Any], path: Path) -> None:
+    """Replace each AlbumentationsCompose's file (relative to the recipe file) by its
+    contents, so that a run records the transform itself, not a path."""
+    for stage in ("train", "eval"):
+        entries = data.get(stage)
+        for entry in entries if isinstance(entries, list) else []:
+            if not (isinstance(entry, dict) and entry.get("op") == "AlbumentationsCompose"):
+                continue
+            transform = entry.get("transform")
+            if isinstance(transform, str):
+                file = Path(transform)
+                entry["transform"] = _serialized_compose(
+                    file if file.is_absolute() else path.parent / file
+                )
 
 
 def load_recipe(path: str | Path, image_size: int = 256) -> Recipe:

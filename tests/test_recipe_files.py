@@ -296,3 +296,21 @@ def test_a_run_with_a_recipe_file_evaluates_and_resumes_after_the_file_is_gone(
     assert f"{summary['test_dice']:.4f}" in capsys.readouterr().out
     assert main(["run", "--resume", str(run), "--epochs", "2", "-q"]) == 0
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2
+
+
+def test_a_compose_file_named_in_a_recipe_file_is_recorded_by_its_contents(tmp_path):
+    import albumentations as A
+
+    from segkit.build import build_recipe
+
+    (tmp_path / "augs").mkdir()
+    A.save(A.Compose([A.Transpose(p=1.0)]), str(tmp_path / "augs" / "mine.json"))
+    path = write(
+        tmp_path / "augs" / "r.toml",
+        '[[train]]\nop = "AlbumentationsCompose"\ntransform = "mine.json"\n[[train]]\nop = "Resize"\n',
+    )
+    config = RunConfig(recipe=str(path), image_size=32)
+    (tmp_path / "augs" / "mine.json").unlink()  # relative to the recipe file, read already
+    recorded = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    op = build_recipe(recorded).train[0]
+    assert op == R.AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
