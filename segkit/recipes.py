@@ -564,10 +564,11 @@ class Recipe:
     """A named pair of op lists: ``train`` for training, ``eval`` for validation and test.
 
     Both must end with :class:`Normalize`. ``train`` gives every batch one shape through a
-    sizing op (:data:`SIZING_OPS`). Without ``eval``: a recipe whose last sizing op
-    resizes evaluates resized to that size (the lab's way); one that crops at the images'
-    own resolution (:class:`RandomCrop`) evaluates whole images at their own resolution,
-    with the training ``Normalize`` only (:attr:`native_eval`).
+    sizing op (:data:`SIZING_OPS`, or an :class:`AlbumentationsCompose` that crops).
+    Without ``eval``: a recipe whose last sizing op resizes evaluates resized to that size
+    (the lab's way); one that crops at the images' own resolution (:class:`RandomCrop`),
+    or has no sizing op, evaluates whole images at their own resolution, with the training
+    ``Normalize`` only (:attr:`native_eval`).
     """
 
     name: str
@@ -579,10 +580,10 @@ class Recipe:
 
         if not self.eval and self.train and isinstance(self.train[-1], Normalize):
             sizing = [op for op in self.train if isinstance(op, SIZING_OPS)]
-            if sizing and isinstance(sizing[-1], RandomCrop):
-                object.__setattr__(self, "eval", (self.train[-1],))
-            elif sizing:
+            if sizing and not isinstance(sizing[-1], RandomCrop):
                 object.__setattr__(self, "eval", (Resize(size=sizing[-1].size), self.train[-1]))
+            else:  # crops at the images' own resolution, or no sizing op of ours
+                object.__setattr__(self, "eval", (self.train[-1],))
         for stage in ("train", "eval"):
             ops = getattr(self, stage)
             for op in ops:
