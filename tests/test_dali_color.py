@@ -1,0 +1,182 @@
+"""The DALI loader's photometric ops for real datasets (``segkit_dali._color``), in
+DALI's CPU mode (``device_id=None``).
+
+Parity with albumentations is checked two ways: each compiled op run alone on real
+photo pixels in a small pipeline (:func:`run_op`: the op's own ``draw`` and ``build``,
+compared pixel by pixel with albumentations' transform given the same parameters), and
+through the loader with degenerate ranges (the pattern of
+``test_photometric_ops_compute_what_albumentations_computes`` in test_dali_loader.py).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip(
+    "nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'segkit[dali]')"
+)
+
+import albumentations as A  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from segkit import recipes as R  # noqa: E402
+from segkit_dali import create_loader  # noqa: E402
+from segkit_dali._color import blur_widths  # noqa: E402
+from segkit_dali._loader import draw_params  # noqa: E402
+from segkit_dali._ops import compile_ops  # noqa: E402
+
+SIZE = 64
+MEAN = torch.tensor(R.IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def recipe(*ops: R.Op) -> R.Recipe:
+    """A recipe whose train ops are ``ops`` + Normalize (eval: Resize + Normalize)."""
+    return R.Recipe("test", train=(*ops, R.Normalize()), eval=R.eval_ops(SIZE))
+
+
+def unnormalize(images: torch.Tensor) -> torch.Tensor:
+    """Back to 0..255 values, per channel (rounded: the ops' outputs are integers)."""
+    return ((images * STD + MEAN) * 255.0).round()
+
+
+def collect(loader, epochs=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
+    images, masks = [], []
+    for epoch in epochs:
+        loader.set_epoch(epoch)
+        for batch in loader:
+            images.append(batch.images)
+            masks.append(batch.masks)
+    return torch.cat(images), torch.cat(masks)
+
+
+def per_op(dataset, *ops: R.Op, epochs=(0,), batch=8, seed=0, **options):
+    loader = create_loader(
+        dataset, "train", recipe(*ops), batch, train=True, seed=seed, num_workers=2, **options
+    )
+    return collect(loader, epochs=epochs)
+
+
+def run_op(
+    op: R.Op, images: Sequence[np.ndarray], seed: int = 0, epoch: int = 0
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Run ``op`` compiled for DALI alone on uint8 HWC ``images`` (CPU pipeline).
+
+    Returns the output images and the parameters drawn (as the loader draws them, for
+    rows ``0..len(images)-1`` of ``len(images)`` samples).
+    """
+    from nvidia.dali import fn, pipeline_def
+
+    (compiled,) = compile_ops([op])
+    n = len(images)
+    shapes = np.array([im.shape[:2] for im in images])
+    columns = draw_params([compiled], seed, epoch, n, np.arange(n), shapes)
+    params = {p.name: c for p, c in zip(compiled.params, columns, strict=True)}
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None, enable_conditionals=True)
+    def pipe():
+        image, mask, *nodes = fn.external_source(
+            source=lambda: [
+                list(images),
+                [np.zeros((*im.shape[:2], 1), np.uint8) for im in images],
+                *columns,
+            ],
+            num_outputs=2 + len(columns),
+            batch=True,
+            layout=["HWC", "HWC", *[""] * len(columns)],
+        )
+        image, mask = compiled.build(image, mask, dict(zip(params, nodes)))  # noqa: B905
+        return image, mask
+
+    pipeline = pipe()
+    pipeline.build()
+    out, _ = pipeline.run()
+    return [np.array(out[i]) for i in range(n)], params
+
+
+@pytest.fixture(scope="module")
+def photos(tiny_pets_dataset) -> list[np.ndarray]:
+    """Six train photos of tiny_pets, cropped to 72 x 88 px (real pixel statistics)."""
+    out = []
+    for sample in tiny_pets_dataset.samples("train")[:6]:
+        with Image.open(sample.image) as im:
+            out.append(np.asarray(im.convert("RGB"))[:72, :88].copy())
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_pets_dataset):
+    """Resize + Normalize outputs for train epoch 0 (13 samples), unnormalized."""
+    images, masks = per_op(tiny_pets_dataset, R.Resize(size=SIZE))
+    return unnormalize(images), masks
+
+
+def albumentations_on(transform: Any, images: torch.Tensor) -> torch.Tensor:
+    """``transform`` (an albumentations transform) applied to each CHW 0..255 image."""
+    out = []
+    for base in images:
+        image = base.permute(1, 2, 0).numpy().astype(np.uint8)
+        out.append(torch.from_numpy(transform(image=image)["image"]).permute(2, 0, 1).float())
+    return torch.stack(out)
+
+
+def fired(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per image: did the op change it?"""
+    return (images - reference).abs().flatten(1).amax(1) > 0
+
+
+# ------------------------------------------------------------------------ GaussianBlur
+
+
+@pytest.mark.parametrize(
+    "blur_limit, sigma_limit",
+    [((0, 0), (0.5, 3.0)), ((3, 9), (0.3, 2.0)), ((7, 7), (4.0, 5.0))],
+)
+def test_gaussian_blur_is_albumentations_blur(photos, blur_limit, sigma_limit):
+    """Per sample, the sigma and width drawn: albumentations' own kernel through
+    cv2.sepFilter2D (BORDER_REFLECT_101) gives DALI's output, borders included, but for
+    rare pixels one level off (float32 sums landing on the other side of a .5: measured
+    1.5e-5 of pixels over 8.8 M; docs/dali.md)."""
+    from albumentations.augmentations.blur import functional as fblur
+    from albumentations.augmentations.pixel import functional as fpixel
+
+    op = R.GaussianBlur(blur_limit=blur_limit, sigma_limit=sigma_limit, p=1.0)
+    outs, params = run_op(op, photos)
+    for out, photo, sigma, width in zip(
+        outs, photos, params["sigma"], params["width"], strict=True
+    ):
+        assert sigma_limit[0] <= sigma <= sigma_limit[1] and width % 2 == 1
+        kernel = fblur.create_gaussian_kernel_1d(float(sigma), int(width))
+        diff = np.abs(out.astype(int) - fpixel.separable_convolve(photo, kernel=kernel))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_gaussian_blur_through_the_loader_is_a_gaussian_blur(tiny_pets_dataset, reference):
+    op = R.GaussianBlur(blur_limit=(5, 5), sigma_limit=(1.5, 1.5), p=1.0)
+    images, masks = per_op(tiny_pets_dataset, R.Resize(size=SIZE), op)
+    expected = albumentations_on(
+        A.GaussianBlur(blur_limit=(5, 5), sigma_limit=(1.5, 1.5), p=1.0), reference[0]
+    )
+    diff = (unnormalize(images) - expected).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    assert torch.equal(masks, reference[1])
+
+
+def test_gaussian_blur_widths_follow_albumentations():
+    """blur_limit=(0, 0): PIL's int(sigma * 3.5) * 2 + 1; a range: random.randint made
+    odd, so each odd width but the lowest is drawn twice as often."""
+    sigma = np.array([0.5, 0.57, 0.58, 1.0, 2.99, 3.0])
+    assert blur_widths((0, 0), sigma, np.zeros(6)).tolist() == [int(s * 3.5) * 2 + 1 for s in sigma]
+    u = np.random.default_rng(0).random(40_000)
+    ours = np.bincount(blur_widths((3, 9), sigma[:1], u))[3::2] / len(u)
+    rng = random.Random(0)
+    theirs = [rng.randint(3, 9) for _ in range(40_000)]
+    theirs = np.bincount([w + (w % 2 == 0) for w in theirs])[3::2] / len(theirs)
+    np.testing.assert_allclose(ours, [1 / 7, 2 / 7, 2 / 7, 2 / 7], atol=0.01)
+    np.testing.assert_allclose(theirs, [1 / 7, 2 / 7, 2 / 7, 2 / 7], atol=0.01)
