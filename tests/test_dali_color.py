@@ -180,3 +180,126 @@ def test_gaussian_blur_widths_follow_albumentations():
     theirs = np.bincount([w + (w % 2 == 0) for w in theirs])[3::2] / len(theirs)
     np.testing.assert_allclose(ours, [1 / 7, 2 / 7, 2 / 7, 2 / 7], atol=0.01)
     np.testing.assert_allclose(theirs, [1 / 7, 2 / 7, 2 / 7, 2 / 7], atol=0.01)
+
+
+# ------------------------------------------------------------------ HueSaturationValue
+
+
+def run_graph(body, image: np.ndarray) -> np.ndarray:
+    """``body(node)`` on one uint8 HWC image in a CPU pipeline."""
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def pipe():
+        return body(fn.external_source(source=lambda: [image], batch=True, layout="HWC"))
+
+    pipeline = pipe()
+    pipeline.build()
+    (out,) = pipeline.run()
+    return np.array(out[0])
+
+
+def test_rgb_to_hsv_is_opencv_on_every_colour():
+    import cv2
+    from nvidia.dali import fn
+
+    from segkit_dali._color import rgb_to_hsv8
+
+    every = np.arange(2**24, dtype=np.uint32)
+    image = np.stack([every >> 16, (every >> 8) & 255, every & 255], -1).astype(np.uint8)
+    image = image.reshape(4096, 4096, 3)
+    out = run_graph(lambda x: fn.stack(*rgb_to_hsv8(x), axis=2), image)
+    np.testing.assert_array_equal(out, cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
+
+
+def test_hsv_to_rgb_is_opencv_on_every_hsv_value():
+    import cv2
+    from nvidia.dali import fn, types
+
+    from segkit_dali._color import hsv8_to_rgb
+
+    h, s, v = np.meshgrid(np.arange(180), np.arange(256), np.arange(256), indexing="ij")
+    image = np.stack([h, s, v], -1).astype(np.uint8).reshape(180 * 256, 256, 3)
+
+    def body(x):
+        x = fn.cast(x, dtype=types.INT32)
+        return hsv8_to_rgb(x[:, :, 0], x[:, :, 1], x[:, :, 2])
+
+    np.testing.assert_array_equal(run_graph(body, image), cv2.cvtColor(image, cv2.COLOR_HSV2RGB))
+
+
+def test_hue_saturation_value_is_albumentations_bit_for_bit(photos):
+    """Per sample, the shifts drawn: albumentations' shift_hsv gives exactly DALI's output.
+    DALI is fed floor(hue) mod 180 and trunc(sat), trunc(val), which is what
+    albumentations' LUTs use; the +-0.5 keeps albumentations' shifts non-zero (so it
+    makes the HSV round trip, as it does for every non-degenerate draw)."""
+    from albumentations.augmentations.pixel import functional as fpixel
+
+    op = R.HueSaturationValue(
+        hue_shift_limit=(-40, 40), sat_shift_limit=(-60, 60), val_shift_limit=(-50, 50), p=1.0
+    )
+    # 64 px rows: whole SIMD blocks for OpenCV's HSV -> RGB (see the test below).
+    photos = [photo[:, :64].copy() for photo in photos]
+    outs, params = run_op(op, photos * 3, seed=5)
+    assert params["apply"].all()
+    for out, photo, hue, sat, val in zip(
+        outs, photos * 3, params["hue"], params["sat"], params["val"], strict=True
+    ):
+        assert 0 <= hue < 180 and -60 <= sat <= 60 and -50 <= val <= 50
+        half = lambda k: k + (0.5 if k >= 0 else -0.5)  # noqa: E731
+        expected = fpixel.shift_hsv(photo, float(hue) + 0.5, half(sat), half(val))
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_hue_saturation_value_draws_cover_the_limits_and_fire_with_p():
+    op = R.HueSaturationValue(
+        hue_shift_limit=(-20, 30), sat_shift_limit=(-10, 10), val_shift_limit=(5, 25), p=0.4
+    )
+    (compiled,) = compile_ops([op])
+    n = 4000
+    columns = draw_params([compiled], 1, 0, n, np.arange(n), np.full((n, 2), 64))
+    apply, hue, sat, val = columns
+    assert 0.37 <= apply.mean() <= 0.43
+    assert set(np.unique(np.where(hue >= 150, hue - 180, hue))) == set(range(-20, 30))
+    assert set(np.unique(sat)) == set(range(-9, 10))  # trunc: 0 twice as likely
+    assert set(np.unique(val)) == set(range(5, 25))
+
+
+def test_hue_saturation_value_through_the_loader(tiny_pets_dataset, reference):
+    """Degenerate integer limits: the same shifts on both loaders, bit for bit; masks
+    untouched; zero shifts leave the image alone (no HSV round trip), as in
+    albumentations."""
+    op = R.HueSaturationValue(
+        hue_shift_limit=(10, 10), sat_shift_limit=(-25, -25), val_shift_limit=(15, 15), p=1.0
+    )
+    images, masks = per_op(tiny_pets_dataset, R.Resize(size=SIZE), op)
+    expected = albumentations_on(
+        A.HueSaturationValue((10, 10), (-25, -25), (15, 15), p=1.0), reference[0]
+    )
+    assert torch.equal(unnormalize(images), expected)
+    assert torch.equal(masks, reference[1])
+    zero = R.HueSaturationValue(
+        hue_shift_limit=(0, 0), sat_shift_limit=(0, 0), val_shift_limit=(0, 0), p=1.0
+    )
+    images, _ = per_op(tiny_pets_dataset, R.Resize(size=SIZE), zero)
+    assert torch.equal(unnormalize(images), reference[0])
+
+
+def test_hue_saturation_value_differs_only_in_opencvs_scalar_tail(photos):
+    """OpenCV's HSV -> RGB truncates in its vectorized loop and rounds in the scalar loop
+    that finishes each row (the last width mod 16/32/64 pixels, by CPU): on 88 px rows
+    DALI (truncating everywhere) may be one level below cv2 only in the last 24 columns."""
+    from albumentations.augmentations.pixel import functional as fpixel
+
+    op = R.HueSaturationValue(
+        hue_shift_limit=(-40, 40), sat_shift_limit=(-60, 60), val_shift_limit=(-50, 50), p=1.0
+    )
+    outs, params = run_op(op, photos, seed=6)
+    for out, photo, hue, sat, val in zip(
+        outs, photos, params["hue"], params["sat"], params["val"], strict=True
+    ):
+        half = lambda k: k + (0.5 if k >= 0 else -0.5)  # noqa: E731
+        expected = fpixel.shift_hsv(photo, float(hue) + 0.5, half(sat), half(val))
+        diff = expected.astype(int) - out
+        assert diff.min() >= 0 and diff.max() <= 1
+        assert not diff[:, :64].any()
