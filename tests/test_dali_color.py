@@ -303,3 +303,73 @@ def test_hue_saturation_value_differs_only_in_opencvs_scalar_tail(photos):
         diff = expected.astype(int) - out
         assert diff.min() >= 0 and diff.max() <= 1
         assert not diff[:, :64].any()
+
+
+# -------------------------------------------------------------------------- GaussNoise
+
+
+@pytest.mark.parametrize("mean", [0.1, -0.3])
+def test_gauss_noise_adds_and_truncates_as_albumentations(tiny_pets_dataset, reference, mean):
+    """std 0: the noise is the mean alone on both loaders (-76.5 levels for -0.3); it is
+    truncated toward zero, added and clipped the same way, bit for bit."""
+    op = R.GaussNoise(std_range=(0.0, 0.0), mean_range=(mean, mean), p=1.0)
+    images, masks = per_op(tiny_pets_dataset, R.Resize(size=SIZE), op)
+    transform = A.GaussNoise(std_range=(0.0, 0.0), mean_range=(mean, mean), p=1.0)
+    assert torch.equal(unnormalize(images), albumentations_on(transform, reference[0]))
+    assert torch.equal(masks, reference[1])
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_gauss_noise_has_the_drawn_std_and_mean(per_channel):
+    """On a flat grey image (no clipping) each sample's noise has the drawn std and mean
+    (up to the truncation toward zero), is Gaussian (68.3% within one std) and is
+    uncorrelated between neighbours; per_channel=False adds the same noise to R, G, B."""
+    grey = np.full((96, 96, 3), 128, np.uint8)
+    op = R.GaussNoise(std_range=(0.04, 0.1), mean_range=(-0.05, 0.05), per_channel=per_channel)
+    outs, params = run_op(R.GaussNoise(**{**op.__dict__, "p": 1.0}), [grey] * 12, seed=2)
+    assert (params["std"] >= 0.04 * 255 - 1e-3).all() and (params["std"] <= 0.1 * 255).all()
+    assert (np.abs(params["mean"]) <= 0.05 * 255 + 1e-3).all()
+    assert np.ptp(params["std"]) > 0.3 * 0.06 * 255  # spread over the range
+    for out, std, mean in zip(outs, params["std"], params["mean"], strict=True):
+        noise = out.astype(np.float64) - 128
+        assert abs(noise.std() - std) < 0.03 * std + 0.3
+        assert abs(noise.mean() - mean) < 0.5 + 3 * std / np.sqrt(noise.size)
+        within = (np.abs(noise - mean) < std).mean()
+        assert abs(within - 0.683) < 0.04
+        r = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+        assert abs(r) < 0.03
+        same = (noise[..., 0] == noise[..., 1]) & (noise[..., 1] == noise[..., 2])
+        assert same.all() if not per_channel else same.mean() < 0.2
+
+
+def test_gauss_noise_fires_with_p_and_differs_per_sample():
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    outs, params = run_op(R.GaussNoise(std_range=(0.1, 0.2), p=0.5), [grey] * 200, seed=3)
+    changed = np.array([(out != grey).any() for out in outs])
+    np.testing.assert_array_equal(changed, params["apply"])
+    assert 0.4 <= changed.mean() <= 0.6
+    noisy = [out for out in outs if (out != grey).any()]
+    assert len({out.tobytes() for out in noisy}) == len(noisy)
+
+
+def test_gauss_noise_depends_only_on_seed_epoch_and_index(tiny_pets_dataset):
+    """The noise is drawn from per-sample keys of the epoch's parameter table, so a
+    sample's noisy image is the same for any batch size (batch position, pipeline state),
+    on a rebuilt loader, and differs in another epoch or with another seed."""
+    ops = (R.Resize(size=SIZE), R.GaussNoise(std_range=(0.1, 0.2), p=1.0))
+    a, masks = per_op(tiny_pets_dataset, *ops, epochs=(0, 1), batch=8)
+    b, _ = per_op(tiny_pets_dataset, *ops, epochs=(0, 1), batch=5)
+    assert torch.equal(a, b)
+    n = len(a) // 2
+    assert not torch.equal(a[:n], a[n:])  # epochs 0 and 1: the same order, new noise
+    c, _ = per_op(tiny_pets_dataset, *ops, epochs=(0,), seed=1)
+    assert not torch.equal(a[:n], c)
+
+
+def test_gauss_noise_refuses_images_it_cannot_number():
+    from segkit.errors import DataError
+    from segkit_dali._color import MAX_SIDE
+
+    (compiled,) = compile_ops([R.GaussNoise(p=1.0)])
+    with pytest.raises(DataError, match=r"GaussNoise .*Resize or crop before GaussNoise"):
+        draw_params([compiled], 0, 0, 1, np.arange(1), np.array([[10, MAX_SIDE + 1]]))

@@ -16,7 +16,16 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 
 from segkit import recipes as R
-from segkit_dali._ops import Compiler, DaliOp, Param, Params, Rows, Shapes, uniform
+from segkit.errors import DataError
+from segkit_dali._ops import (
+    Compiler,
+    DaliOp,
+    Param,
+    Params,
+    Rows,
+    Shapes,
+    uniform,
+)
 
 
 def blur_widths(blur_limit: tuple[int, int], sigma: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -178,7 +187,99 @@ class HueSaturationValue(DaliOp):
         return hsv8_to_rgb(h, s, v)
 
 
+#: The longest image side GaussNoise can number its pixels along (its iota constant).
+MAX_SIDE = 1 << 16
+
+
+def _mix32(x: Any) -> Any:
+    """Chris Wellons' ``lowbias32`` integer hash, on uint32 nodes (wrapping products;
+    DALI has no shifts, ``//`` by a power of two is the logical right shift)."""
+    u = np.uint32
+    x = x ^ (x // u(1 << 16))
+    x = x * u(0x7FEB352D)
+    x = x ^ (x // u(1 << 15))
+    x = x * u(0x846CA68B)
+    return x ^ (x // u(1 << 16))
+
+
+def pixel_counter(image: Any, per_channel: bool) -> Any:
+    """uint32 index of each element, ``(y * W + x) * 3 + c`` (HWC, 3 channels), or of
+    each pixel, ``y * W + x`` (HW1: broadcast over the channels), from slices of an
+    ``arange`` constant combined by DALI's broadcasting arithmetic."""
+    iota = types.Constant(np.arange(MAX_SIDE, dtype=np.uint32))
+    shape = fn.cast(image.shape(), dtype=types.UINT32)
+    height, width = shape[0], shape[1]
+    ys = fn.expand_dims(iota[0:height], axes=[1, 2])
+    xs = fn.expand_dims(iota[0:width], axes=[0, 2])
+    index = ys * width + xs
+    if not per_channel:
+        return index
+    return index * np.uint32(3) + fn.expand_dims(iota[0:3], axes=[0, 1])
+
+
+def gaussian_noise(counter: Any, key0: Any, key1: Any) -> Any:
+    """Standard normal float32 per element of ``counter``, a function of (counter, key):
+    a counter-based generator. Two chained hashes of the counter keyed by the sample's
+    two uint32 keys give ``u1``, a third hash ``u2`` (24-bit uniforms, ``u1`` in (0, 1]),
+    then Box-Muller ``sqrt(-2 ln u1) cos(2 pi u2)`` (|z| <= 5.8)."""
+    h1 = _mix32(_mix32(counter ^ key0) + key1)
+    h2 = _mix32(h1 ^ np.uint32(0x9E3779B9))
+    scale = np.float32(2.0**-24)
+    u1 = ((h1 // np.uint32(256)) + np.float32(1.0)) * scale
+    u2 = (h2 // np.uint32(256)) * scale
+    return dmath.sqrt(np.float32(-2.0) * dmath.log(u1)) * dmath.cos(np.float32(2 * np.pi) * u2)
+
+
+class GaussNoise(DaliOp):
+    """albumentations 2.0.8's GaussNoise: per sample ``std`` uniform in ``std_range`` and
+    ``mean`` uniform in ``mean_range`` (fractions of 255), noise ``255 (mean + std z)``
+    per element (``per_channel``) or per pixel shared by the channels, truncated toward
+    zero and added to the uint8 image, clipped to 0..255 (albucore's ``add`` of a float
+    array to uint8).
+
+    ``z`` comes from a counter-based generator in the graph (:func:`gaussian_noise`),
+    keyed by two uint32 drawn in Python, so the noise, like every other parameter,
+    depends only on ``(seed, epoch, index)`` and the image's size at the op, never on
+    the batch or the pipeline's state. DALI's own ``fn.noise.gaussian`` would not.
+    """
+
+    params = (
+        Param("std", np.float32),
+        Param("mean", np.float32),
+        Param("key0", np.uint32),
+        Param("key1", np.uint32),
+    )
+
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        (slo, shi), (mlo, mhi) = self.op.std_range, self.op.mean_range
+        u = uniform(rng, n, rows, 2)
+        keys = rng.integers(0, 1 << 32, (n, 2), dtype=np.uint64)[rows].astype(np.uint32)
+        big = np.flatnonzero(fire & (shapes.max(1) > MAX_SIDE))
+        if big.size:
+            raise DataError(
+                f"GaussNoise on the dali loader: an image of {tuple(shapes[big[0]])} px "
+                f"reaches the op; it numbers pixels along sides of at most {MAX_SIDE}. "
+                "Resize or crop before GaussNoise"
+            )
+        f32 = np.float32
+        # albumentations: float32(noise) * 255 in float32.
+        std = (slo + (shi - slo) * u[:, 0]).astype(f32) * f32(255.0)
+        mean = (mlo + (mhi - mlo) * u[:, 1]).astype(f32) * f32(255.0)
+        return {"std": std, "mean": mean, "key0": keys[:, 0], "key1": keys[:, 1]}, shapes
+
+    def _image(self, image: Any, p: Params) -> Any:
+        z = gaussian_noise(pixel_counter(image, self.op.per_channel), p["key0"], p["key1"])
+        noise = p["mean"] + p["std"] * z
+        # albucore adds noise to uint8 truncated toward zero (np.trunc, or a uint8 cast
+        # when it is all non-negative), then clips: trunc = floor above 0, ceil below.
+        noise = dmath.floor(noise) * (noise >= 0) + dmath.ceil(noise) * (noise < 0)
+        return fn.cast(dmath.clamp(image + noise, 0.0, 255.0), dtype=types.UINT8)
+
+
 COMPILERS: dict[type, Compiler] = {
     R.GaussianBlur: lambda op, c: GaussianBlur(op),
     R.HueSaturationValue: lambda op, c: HueSaturationValue(op),
+    R.GaussNoise: lambda op, c: GaussNoise(op),
 }
