@@ -373,3 +373,23 @@ def test_gauss_noise_refuses_images_it_cannot_number():
     (compiled,) = compile_ops([R.GaussNoise(p=1.0)])
     with pytest.raises(DataError, match=r"GaussNoise .*Resize or crop before GaussNoise"):
         draw_params([compiled], 0, 0, 1, np.arange(1), np.array([[10, MAX_SIDE + 1]]))
+
+
+def test_gaussian_blur_draws_cover_sigma_and_fire_with_p():
+    op = R.GaussianBlur(blur_limit=(0, 0), sigma_limit=(0.5, 3.0), p=0.3)
+    (compiled,) = compile_ops([op])
+    n = 4000
+    apply, sigma, width = draw_params([compiled], 1, 0, n, np.arange(n), np.full((n, 2), 64))
+    assert 0.27 <= apply.mean() <= 0.33
+    assert 0.5 <= sigma.min() < 0.52 and 2.98 < sigma.max() <= 3.0
+    assert set(np.unique(width)) == {3, 5, 7, 9, 11, 13, 15, 17, 19, 21}
+
+
+def test_channel_shuffle_moves_past_gaussian_blur_only():
+    from segkit_dali._ops import graph_order
+
+    shuffle = R.ChannelShuffle(p=1.0)
+    ops = compile_ops([shuffle, R.GaussianBlur(p=1.0), R.GaussNoise(p=1.0)])
+    assert graph_order(ops) == [1, 0, 2]
+    ops = compile_ops([shuffle, R.HueSaturationValue(p=1.0)])
+    assert graph_order(ops) == [0, 1]
