@@ -329,9 +329,13 @@ class GaussNoise(Op):
 
 @dataclass(frozen=True)
 class GaussianBlur(Op):
-    """Blur with a Gaussian of sigma uniform in ``sigma_limit``; the kernel is
-    ``blur_limit`` pixels wide (odd, drawn from the range), or with ``blur_limit=(0, 0)``
-    the odd width that covers the sigma (``round(sigma * 6.6)``, made odd, as OpenCV)."""
+    """Blur with a Gaussian of sigma uniform in ``sigma_limit``, as albumentations 2.0.8.
+
+    The kernel width is an integer uniform in ``blur_limit`` (both ends included), made
+    odd by adding 1 to an even draw (so the lower bound is half as likely as each other
+    odd width); with ``blur_limit=(0, 0)`` it follows the sigma: ``int(sigma * 3.5) * 2
+    + 1`` (PIL's rule). The border is reflected without repeating the edge pixel
+    (OpenCV's ``BORDER_REFLECT_101``)."""
 
     blur_limit: tuple[int, int] = (0, 0)
     sigma_limit: tuple[float, float] = (0.5, 3.0)

@@ -540,8 +540,11 @@ def graph_order(ops: Sequence[DaliOp]) -> list[int]:
     whose luminance weighs R, G and B differently, nor past Normalize (per-channel mean
     and std). Parameters are still drawn in the recipe's order.
     """
+    from segkit_dali._color import GaussianBlur  # the same kernel on every channel
+
     order = list(range(len(ops)))
     channel_uniform = (
+        GaussianBlur,
         HorizontalFlip,
         Resize,
         RandomResizedCrop,
