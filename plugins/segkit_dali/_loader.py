@@ -76,6 +76,22 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed & mask64, epoch & mask64])
 
 
+class PerBatch:
+    """A parameter column made batch by batch instead of drawn for the whole epoch.
+
+    For parameters too large to hold for every sample of an epoch (an elastic
+    displacement field is ``H x W x 2`` floats): an op's ``draw`` returns one, built from
+    what it did draw for the epoch (per-sample seeds), and the feed slices it per batch
+    like an array, getting one array per sample (their shapes may differ).
+    """
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, rows: slice) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
 def draw_params(
     ops: Sequence[Any], seed: int, epoch: int, n: int, rows: np.ndarray, shapes: np.ndarray
 ) -> list[np.ndarray]:
@@ -88,15 +104,20 @@ def draw_params(
 
     Returns:
         One array per parameter, in the feed's column order (ops in recipe order, each
-        op's ``params`` in order), of ``len(rows)`` rows of the parameter's dtype and shape.
+        op's ``params`` in order), of ``len(rows)`` rows of the parameter's dtype and shape;
+        or a :class:`PerBatch` column, whose rows are made when a batch is sliced.
     """
     rng = epoch_rng(seed, epoch)
     rows = np.asarray(rows, dtype=np.int64)
     shapes = np.asarray(shapes, dtype=np.int64).reshape(len(rows), 2)
-    columns: list[np.ndarray] = []
+    columns: list[Any] = []
     for op in ops:
         values, shapes = op.draw(rng, n, rows, shapes)
         for p in op.params:
+            if isinstance(values[p.name], PerBatch):  # made batch by batch by the feed
+                assert len(values[p.name]) == len(rows), (p, len(values[p.name]))
+                columns.append(values[p.name])
+                continue
             column = np.ascontiguousarray(values[p.name], dtype=p.dtype)
             assert column.shape == (len(rows), *p.shape), (p, column.shape)
             columns.append(column)
@@ -189,7 +210,7 @@ class _Feed:
         self.masks: list[np.ndarray | None] = [None] * len(samples)
         self.shapes = np.full((len(samples), 2), -1, dtype=np.int64)
         # The planned epoch's parameters (one array per column) and batch boundaries.
-        self.params: list[np.ndarray] = []
+        self.params: list[Any] = []  # arrays, or PerBatch columns
         self.bounds: list[int] = [0]
         self._planned: tuple[int, list[list[int]]] | None = None
 
@@ -232,7 +253,8 @@ class _Feed:
         self.pending.append(indices)
         a, b = self.bounds[k], self.bounds[k + 1]
         # Bytes: one array per sample (sizes differ). Parameters: one dense array per
-        # column whose first axis is the batch, as external_source takes a batch.
+        # column whose first axis is the batch, as external_source takes a batch (a
+        # PerBatch column makes its rows now: one array per sample).
         return [
             [self.images[i] for i in indices],
             [self.masks[i] for i in indices],

@@ -541,9 +541,11 @@ def graph_order(ops: Sequence[DaliOp]) -> list[int]:
     and std). Parameters are still drawn in the recipe's order.
     """
     from segkit_dali._color import GaussianBlur  # the same kernel on every channel
+    from segkit_dali._geometry import CHANNEL_UNIFORM as GEOMETRY  # one sampling, one fill
 
     order = list(range(len(ops)))
     channel_uniform = (
+        *GEOMETRY,
         GaussianBlur,
         HorizontalFlip,
         Resize,
