@@ -45,8 +45,8 @@ MEAN = torch.tensor(R.IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
 
 #: Affine against A.Affine at the same parameters, on the CPU: the documented tolerance
-#: (docs/dali.md). Measured here: 0 pixels differ, images and masks, in 18.6 M pixel
-#: values (8 photos, 5 parameter sets, 3 border modes). DALI's CPU warp and
+#: (docs/dali.md). Measured here: 0 of 55.8 M image values and 0 of 18.6 M mask pixels
+#: differ (8 photos, 5 parameter sets, 3 border modes). DALI's CPU warp and
 #: albumentations' cv2 are separate OpenCV builds, whose vector code may differ on
 #: another CPU: the bound allows one level on 0.1 % of pixels (masks: 0.1 % off).
 AFFINE_MAX_LEVELS = 1
@@ -502,8 +502,11 @@ def test_border_coordinates_give_opencvs_border(photos, border, cv2_border):
         expected = cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2_border)
         moved = cv2.remap(image, inside_x, inside_y, interpolation, borderMode=cv2.BORDER_CONSTANT)
         diff = np.abs(moved.astype(int) - expected)
-        # OpenCV quantizes coordinates to 1/32 px, so a fold can land a tie elsewhere.
-        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (interpolation, diff.max())
+        # OpenCV quantizes coordinates to 1/32 px, so a fold can land a tie on the other
+        # side: a level off (bilinear) or the neighbouring pixel (nearest), rarely (docs:
+        # 4 and 3 of 3.7 M values on 8 photos).
+        assert (diff > 0).mean() < 1e-3, (interpolation, (diff > 0).mean())
+        assert interpolation == cv2.INTER_NEAREST or diff.max() <= 1
 
 
 def test_the_fill_arithmetic_around_a_zero_border_remap(photos, class_maps):
