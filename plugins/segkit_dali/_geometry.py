@@ -400,7 +400,9 @@ class CoarseDropout(DaliOp):
     """Rectangles set to ``fill``: ``fn.erase`` with per-sample anchors and shapes, always
     ``num_holes_range[1]`` regions (a sample that draws fewer gets empty ones). With
     ``mask="ignore"`` the same regions of the mask become the ignore index; with
-    ``mask="keep"`` the op is photometric (the mask is not touched)."""
+    ``mask="keep"`` the op is photometric (the mask is not touched). Each epoch draws
+    ``1 + 4 * num_holes_range[1]`` numbers per sample of the split (8 bytes each: a
+    range up to 1000 holes on 10,000 images is 320 MB for the epoch's table)."""
 
     def __init__(self, op: R.CoarseDropout, multiclass: bool) -> None:
         super().__init__(op)
