@@ -35,7 +35,7 @@ CASES: dict[str, tuple[R.Op, ...] | None] = {
     ),
     "RandomCrop": (),  # replaces the Resize, see _recipe
     "PadIfNeeded": (R.PadIfNeeded(size=SIZE + 32),),
-    "ElasticTransform": (R.ElasticTransform(alpha=0.4 * SIZE, sigma=0.04 * SIZE, p=1.0),),
+    "ElasticTransform": (R.ElasticTransform(alpha=1.2 * SIZE, sigma=0.04 * SIZE, p=1.0),),
     "GaussNoise": (R.GaussNoise(std_range=(0.02, 0.1), p=1.0),),
     "GaussianBlur": (R.GaussianBlur(sigma_limit=(0.5, 2.0), p=1.0),),
     "HueSaturationValue": (R.HueSaturationValue(p=1.0),),

@@ -220,9 +220,10 @@ class RandomRotate90(Op):
 
 @dataclass(frozen=True)
 class Affine(Op):
-    """Scale, rotate and shift about the image centre, one draw for image and mask:
-    scale uniform in ``scale``, rotation uniform in ``rotate`` (degrees, counter-clockwise),
-    shift per axis uniform in ``translate_percent`` (fractions of the width and height).
+    """Scale, rotate and shift about the image centre, one draw for image and mask: a
+    scale per axis, each uniform in ``scale`` (albumentations' ``keep_ratio=False``), a
+    rotation uniform in ``rotate`` (degrees, counter-clockwise), a shift per axis uniform
+    in ``translate_percent`` (fractions of the width and height).
     The output keeps the input's size; images are resampled bilinearly, masks with
     nearest neighbour, and pixels from outside follow ``border_mode``."""
 
@@ -390,8 +391,10 @@ class CoarseDropout(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_range(self, "num_holes_range", 1, 1000)
-        _check_range(self, "hole_height_range", 0.0, 1.0)
-        _check_range(self, "hole_width_range", 0.0, 1.0)
+        for name in ("hole_height_range", "hole_width_range"):
+            _check_range(self, name, 0.0, 1.0)
+            if getattr(self, name)[1] >= 1.0:  # albumentations reads 1.0 and up as pixels
+                raise _error(self, f"{name}={getattr(self, name)!r}: expected fractions below 1")
         if not 0 <= self.fill <= 255:
             raise _error(self, f"fill={self.fill}: expected an image value in [0, 255]")
         if self.mask not in ("keep", "ignore"):

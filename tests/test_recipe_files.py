@@ -157,6 +157,7 @@ def test_a_missing_recipe_file_says_what_recipe_takes(tmp_path):
         (lambda: R.HueSaturationValue(hue_shift_limit=(-200, 0)), "hue_shift_limit"),
         (lambda: R.CoarseDropout(num_holes_range=(0, 2)), "num_holes_range"),
         (lambda: R.CoarseDropout(hole_width_range=(0.5, 1.5)), "hole_width_range"),
+        (lambda: R.CoarseDropout(hole_height_range=(0.5, 1.0)), "expected fractions below 1"),
     ],
 )
 def test_new_ops_refuse_out_of_range_parameters(make, expected):

@@ -97,7 +97,7 @@ def microscopy(image_size: int = 256) -> Recipe:
             HorizontalFlip(p=0.5),
             VerticalFlip(p=0.5),
             RandomRotate90(p=1.0),
-            ElasticTransform(alpha=image_size * 0.4, sigma=image_size * 0.04, p=0.5),
+            ElasticTransform(alpha=image_size * 1.2, sigma=image_size * 0.04, p=0.5),
             GaussNoise(std_range=(0.01, 0.05), p=0.3),
             Normalize(),
         ),
