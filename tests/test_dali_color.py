@@ -393,3 +393,36 @@ def test_channel_shuffle_moves_past_gaussian_blur_only():
     assert graph_order(ops) == [1, 0, 2]
     ops = compile_ops([shuffle, R.HueSaturationValue(p=1.0)])
     assert graph_order(ops) == [0, 1]
+
+
+def test_gauss_noise_field_is_computed_on_the_gpu_in_a_gpu_graph():
+    """On a GPU image the noise field (pixel counter, hashes, Box-Muller) must be GPU
+    nodes: DALI's arithmetic takes the device of its inputs, and CPU slices of the iota
+    constant would compute the whole field on the CPU, then copy it over. The graph is
+    defined, not run (no CUDA needed)."""
+    from nvidia.dali import fn, pipeline_def
+
+    from segkit_dali._color import gaussian_noise, pixel_counter
+
+    (compiled,) = compile_ops([R.GaussNoise(p=1.0)], gpu=True)
+    columns = draw_params([compiled], 0, 0, 1, np.arange(1), np.array([[20, 30]]))
+    devices = []
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=0)
+    def pipe():
+        image, *nodes = fn.external_source(
+            source=lambda: [[np.zeros((20, 30, 3), np.uint8)], *columns],
+            num_outputs=1 + len(columns),
+            batch=True,
+        )
+        image = image.gpu()
+        params = dict(zip([p.name for p in compiled.params], nodes, strict=True))
+        for per_channel in (True, False):
+            counter = pixel_counter(image, per_channel)
+            z = gaussian_noise(counter, params["key0"], params["key1"])
+            devices.append((counter.device, z.device))
+        image, _ = compiled.build(image, image, params)
+        return image
+
+    pipe()._build_graph()  # the Python half of build(): no CUDA needed
+    assert devices == [("gpu", "gpu"), ("gpu", "gpu")]

@@ -205,12 +205,20 @@ def _mix32(x: Any) -> Any:
 def pixel_counter(image: Any, per_channel: bool) -> Any:
     """uint32 index of each element, ``(y * W + x) * 3 + c`` (HWC, 3 channels), or of
     each pixel, ``y * W + x`` (HW1: broadcast over the channels), from slices of an
-    ``arange`` constant combined by DALI's broadcasting arithmetic."""
+    ``arange`` constant combined by DALI's broadcasting arithmetic.
+
+    The constant, its slices and the image's shape are CPU nodes (slice bounds must be);
+    on a GPU image the two short vectors go to the GPU before they are broadcast, so the
+    per-element counter, hashes and Box-Muller run on the GPU. Without that, DALI's
+    arithmetic would compute the whole noise field on the CPU and copy it over.
+    """
     iota = types.Constant(np.arange(MAX_SIDE, dtype=np.uint32))
     shape = fn.cast(image.shape(), dtype=types.UINT32)
     height, width = shape[0], shape[1]
     ys = fn.expand_dims(iota[0:height], axes=[1, 2])
     xs = fn.expand_dims(iota[0:width], axes=[0, 2])
+    if image.device == "gpu":
+        ys, xs = ys.gpu(), xs.gpu()
     index = ys * width + xs
     if not per_channel:
         return index
