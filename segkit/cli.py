@@ -227,12 +227,20 @@ _EVALUATE_KEYS = (
     "num_workers",
     "device",
     "precision",
+    "eval_size",
 )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from segkit.build import build_dataset, build_loader, build_loss, build_recipe
+    from segkit.build import (
+        build_dataset,
+        build_eval_loader,
+        build_eval_plan,
+        build_loss,
+        build_recipe,
+    )
     from segkit.loops import evaluate
+    from segkit.native import forward_for
     from segkit.task import Task
 
     config, runtime, model, path, task = _checkpoint_run(args, _EVALUATE_KEYS)
@@ -245,14 +253,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset offers one)"
         )
     recipe = build_recipe(config)
+    plan = build_eval_plan(config, recipe)
     how = ""
-    if args.mode is not None or args.tta != "none":
+    via_predictor = args.mode is not None or args.tta != "none"
+    if via_predictor:
         from segkit.predictor import Predictor, eval_normalization, evaluate_images
 
         mean, std = eval_normalization(recipe.eval, config.image_size)
         predictor = Predictor.from_model(
             model,
             image_size=config.image_size,
+            native=recipe.native_eval,
             mean=mean,
             std=std,
             task=task,
@@ -268,7 +279,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_images(predictor, dataset, args.split)
         how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
     else:
-        loader = build_loader(config, runtime, dataset, recipe, args.split, train=False)
+        loader = build_eval_loader(config, runtime, dataset, plan, args.split)
         metrics = evaluate(
             model,
             loader,
@@ -277,8 +288,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             runtime.device,
             runtime.channels_last,
             task=task,
+            forward=forward_for(
+                plan,
+                image_size=config.image_size,
+                model=model,
+                precision=runtime.precision,
+                channels_last=runtime.channels_last,
+            ),
         )
-    loss = f"  loss {metrics['loss']:.4f}" if not how else ""
+        if plan.native:
+            how = f", eval size {plan.eval_size}: {plan.describe()}"
+    loss = f"  loss {metrics['loss']:.4f}" if not via_predictor else ""
     if task.multiclass:
         from segkit.metrics_mc import confusion_table
 
