@@ -533,9 +533,18 @@ def _dataset_capability(name: str, capability: str, what: str) -> Any:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     generate = _dataset_capability(args.dataset, "generate", "generate data")
     # Only a --workers given is passed on: generate(root, count, seed) is the contract.
-    extra = {"workers": args.workers} if args.workers is not None else {}
+    # So are --variant and --size (the synthetic set's vessels, for native-resolution work).
+    extra: dict[str, Any] = {"workers": args.workers} if args.workers is not None else {}
+    if args.variant is not None:
+        extra["variant"] = args.variant
+    if args.size is not None:
+        w, sep, h = args.size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 1500x1100")
+        extra["size"] = (int(w), int(h))
     root = generate(Path(args.path), count=args.count, seed=args.seed, **extra)
-    print(f"wrote {args.count} generated images ({args.dataset}) to {root}")
+    kind = f"{args.dataset}, {args.variant}" if args.variant else args.dataset
+    print(f"wrote {args.count} generated images ({kind}) to {root}")
     return 0
 
 
@@ -1119,6 +1128,18 @@ def _add_data(sub: Any) -> None:
         type=int,
         metavar="N",
         help="processes generating in parallel (the synthetic set: same files for any N)",
+    )
+    s.add_argument(
+        "--variant",
+        default=None,
+        help="the set's variant, passed to generate() (synthetic: pet, collar, or vessels: "
+        "large images of thin structures)",
+    )
+    s.add_argument(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="image size for variants that take one (synthetic vessels; default 1500x1100)",
     )
     s.add_argument(
         "--dataset",
