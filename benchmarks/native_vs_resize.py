@@ -57,7 +57,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for results and runs")
     p.add_argument("--count", type=int, default=40, help="generated images (25%% test)")
     p.add_argument("--size", default="1500x1100", help="image size WxH (default 1500x1100)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--model", default="timm_unet")

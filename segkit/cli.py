@@ -896,15 +896,20 @@ def _add_inference_args(p: argparse.ArgumentParser, evaluate: bool = False) -> N
     if evaluate:
         mode_help = (
             "score each image at its own size through the predictor: resize (whole image "
-            "at the training size), tile (sliding window at full resolution) or auto (tile "
-            "above twice the training size); default: the loader's batches at the training "
-            "size, as in training"
+            "at the training size), tile (sliding window at full resolution), whole (the "
+            "image at its own resolution, padded to the model's multiple) or auto (for a "
+            "resize-trained model tile above twice the training size, else resize; for a "
+            "natively trained one whole, tile above 2048x2048 pixels); default: the "
+            "loader's batches as --eval-size says"
         )
     else:
         mode_help = (
             "resize: the whole image at the training size; tile: sliding window at the "
-            "image's own resolution; auto: tile when the image's longer side is over twice "
-            "the training size (default: auto)"
+            "image's own resolution; whole: the image at its own resolution in one pass, "
+            "padded to the model's multiple; auto: for a model trained on resized images "
+            "tile when the image's longer side is over twice the training size, else "
+            "resize; for one trained at native resolution (microscopy, RandomCrop recipes) "
+            "whole, tile above 2048x2048 pixels (default: auto)"
         )
     g.add_argument(
         "--mode", choices=PREDICT_MODES, default=None if evaluate else "auto", help=mode_help
