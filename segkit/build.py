@@ -37,6 +37,7 @@ from segkit.contracts import Dataset, Loader, attach_input_check, declared_multi
 from segkit.distributed import Dist
 from segkit.errors import ConfigError
 from segkit.loops import step_quietly
+from segkit.native import EvalPlan, forward_for, plan_eval
 from segkit.precision import Precision, create_precision
 from segkit.recipes import Normalize, Recipe
 from segkit.task import Task
@@ -350,15 +351,17 @@ def build_loader(
     train: bool,
     shard: tuple[int, int] = (0, 1),
     drop_last: bool = False,
+    batch_size: int | None = None,
 ) -> Loader:
-    """The loader of ``split``: shuffled and augmented with ``train``."""
+    """The loader of ``split``: shuffled and augmented with ``train``; ``batch_size``
+    (default: the config's) for evaluation loaders of native-size images (1)."""
     return registry.create(
         "loaders",
         config.loader,
         dataset,
         split,
         recipe,
-        config.batch_size,
+        batch_size if batch_size is not None else config.batch_size,
         train=train,
         seed=config.seed,
         num_workers=runtime.num_workers,
@@ -366,6 +369,32 @@ def build_loader(
         shard=shard,
         drop_last=drop_last,
         **config.loader_options,
+    )
+
+
+def build_eval_plan(config: RunConfig, recipe: Recipe) -> EvalPlan:
+    """What ``--eval-size`` means for the run's recipe (:func:`segkit.native.plan_eval`).
+
+    Raises:
+        ConfigError: ``--eval-size resize`` with a recipe that evaluates natively.
+    """
+    return plan_eval(config.eval_size, recipe)
+
+
+def build_eval_loader(
+    config: RunConfig, runtime: Runtime, dataset: Dataset, plan: EvalPlan, split: str
+) -> Loader:
+    """The evaluation loader of ``split`` as ``plan`` says: the recipe's eval ops (without
+    its sizing ops for native evaluation of a resizing recipe), one image a batch when
+    native."""
+    return build_loader(
+        config,
+        runtime,
+        dataset,
+        plan.recipe,
+        split,
+        train=False,
+        batch_size=plan.batch_size(config.batch_size),
     )
 
 
@@ -463,11 +492,25 @@ class Training:
     loss_options: dict[str, Any] = field(default_factory=dict)  # resolved: pos_weight/weight=auto
     accumulate: int = 1
     ema: AveragedModel | None = None
+    eval_plan: EvalPlan | None = None
 
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch (what the learning-rate schedule counts)."""
         return optimizer_steps(len(self.loaders["train"]), self.accumulate)
+
+    def eval_forward(self, runtime: Runtime) -> Any:
+        """How evaluation batches reach the model: a :class:`segkit.native.NativeForward`
+        for native-size evaluation, None for the loader's resized batches."""
+        if self.eval_plan is None:
+            return None
+        return forward_for(
+            self.eval_plan,
+            image_size=self.config.image_size,
+            model=self.model,
+            precision=runtime.precision,
+            channels_last=runtime.channels_last,
+        )
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -491,6 +534,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         dataset, bad = leave_out_bad_samples(dataset, runtime.num_workers)
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)
+    plan = build_eval_plan(config, recipe)
     d = runtime.dist
     loaders = {
         "train": build_loader(
@@ -506,7 +550,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     }
     if d.main:
         for split in ("valid", "test"):
-            loaders[split] = build_loader(config, runtime, dataset, recipe, split, train=False)
+            loaders[split] = build_eval_loader(config, runtime, dataset, plan, split)
     optimizer = build_optimizer(model, config)
     loss_options = resolve_loss_options(config, dataset, runtime.num_workers or None)
     loss = registry.create("losses", config.loss, **loss_options)
@@ -524,6 +568,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         loss_options,
         accumulate=config.accumulate,
         ema=ema,
+        eval_plan=plan,
     )
 
 

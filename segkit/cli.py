@@ -227,12 +227,20 @@ _EVALUATE_KEYS = (
     "num_workers",
     "device",
     "precision",
+    "eval_size",
 )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from segkit.build import build_dataset, build_loader, build_loss, build_recipe
+    from segkit.build import (
+        build_dataset,
+        build_eval_loader,
+        build_eval_plan,
+        build_loss,
+        build_recipe,
+    )
     from segkit.loops import evaluate
+    from segkit.native import forward_for
     from segkit.task import Task
 
     config, runtime, model, path, task = _checkpoint_run(args, _EVALUATE_KEYS)
@@ -245,14 +253,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset offers one)"
         )
     recipe = build_recipe(config)
+    plan = build_eval_plan(config, recipe)
     how = ""
-    if args.mode is not None or args.tta != "none":
+    via_predictor = args.mode is not None or args.tta != "none"
+    if via_predictor:
         from segkit.predictor import Predictor, eval_normalization, evaluate_images
 
         mean, std = eval_normalization(recipe.eval, config.image_size)
         predictor = Predictor.from_model(
             model,
             image_size=config.image_size,
+            native=recipe.native_eval,
             mean=mean,
             std=std,
             task=task,
@@ -268,7 +279,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_images(predictor, dataset, args.split)
         how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
     else:
-        loader = build_loader(config, runtime, dataset, recipe, args.split, train=False)
+        loader = build_eval_loader(config, runtime, dataset, plan, args.split)
         metrics = evaluate(
             model,
             loader,
@@ -277,8 +288,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             runtime.device,
             runtime.channels_last,
             task=task,
+            forward=forward_for(
+                plan,
+                image_size=config.image_size,
+                model=model,
+                precision=runtime.precision,
+                channels_last=runtime.channels_last,
+            ),
         )
-    loss = f"  loss {metrics['loss']:.4f}" if not how else ""
+        if plan.native:
+            how = f", eval size {plan.eval_size}: {plan.describe()}"
+    loss = f"  loss {metrics['loss']:.4f}" if not via_predictor else ""
     if task.multiclass:
         from segkit.metrics_mc import confusion_table
 
@@ -513,9 +533,18 @@ def _dataset_capability(name: str, capability: str, what: str) -> Any:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     generate = _dataset_capability(args.dataset, "generate", "generate data")
     # Only a --workers given is passed on: generate(root, count, seed) is the contract.
-    extra = {"workers": args.workers} if args.workers is not None else {}
+    # So are --variant and --size (the synthetic set's vessels, for native-resolution work).
+    extra: dict[str, Any] = {"workers": args.workers} if args.workers is not None else {}
+    if args.variant is not None:
+        extra["variant"] = args.variant
+    if args.size is not None:
+        w, sep, h = args.size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit()):
+            raise ConfigError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 1500x1100")
+        extra["size"] = (int(w), int(h))
     root = generate(Path(args.path), count=args.count, seed=args.seed, **extra)
-    print(f"wrote {args.count} generated images ({args.dataset}) to {root}")
+    kind = f"{args.dataset}, {args.variant}" if args.variant else args.dataset
+    print(f"wrote {args.count} generated images ({kind}) to {root}")
     return 0
 
 
@@ -867,15 +896,20 @@ def _add_inference_args(p: argparse.ArgumentParser, evaluate: bool = False) -> N
     if evaluate:
         mode_help = (
             "score each image at its own size through the predictor: resize (whole image "
-            "at the training size), tile (sliding window at full resolution) or auto (tile "
-            "above twice the training size); default: the loader's batches at the training "
-            "size, as in training"
+            "at the training size), tile (sliding window at full resolution), whole (the "
+            "image at its own resolution, padded to the model's multiple) or auto (for a "
+            "resize-trained model tile above twice the training size, else resize; for a "
+            "natively trained one whole, tile above 2048x2048 pixels); default: the "
+            "loader's batches as --eval-size says"
         )
     else:
         mode_help = (
             "resize: the whole image at the training size; tile: sliding window at the "
-            "image's own resolution; auto: tile when the image's longer side is over twice "
-            "the training size (default: auto)"
+            "image's own resolution; whole: the image at its own resolution in one pass, "
+            "padded to the model's multiple; auto: for a model trained on resized images "
+            "tile when the image's longer side is over twice the training size, else "
+            "resize; for one trained at native resolution (microscopy, RandomCrop recipes) "
+            "whole, tile above 2048x2048 pixels (default: auto)"
         )
     g.add_argument(
         "--mode", choices=PREDICT_MODES, default=None if evaluate else "auto", help=mode_help
@@ -1099,6 +1133,18 @@ def _add_data(sub: Any) -> None:
         type=int,
         metavar="N",
         help="processes generating in parallel (the synthetic set: same files for any N)",
+    )
+    s.add_argument(
+        "--variant",
+        default=None,
+        help="the set's variant, passed to generate() (synthetic: pet, collar, or vessels: "
+        "large images of thin structures)",
+    )
+    s.add_argument(
+        "--size",
+        default=None,
+        metavar="WxH",
+        help="image size for variants that take one (synthetic vessels; default 1500x1100)",
     )
     s.add_argument(
         "--dataset",

@@ -536,7 +536,13 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
     from segkit.data import read_sample
     from segkit.inference import open_checkpoint, restore_model
-    from segkit.predictor import eval_normalization, resized_batch
+    from segkit.predictor import (
+        Predictor,
+        as_logits,
+        eval_normalization,
+        resize_to,
+        resized_batch,
+    )
     from segkit.task import Task
 
     first = c.runs[0]
@@ -564,12 +570,39 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
             continue
         # The evaluation recipe's Resize (OpenCV-style bilinear) and Normalize, as the
         # predictor applies them.
-        mean, std = eval_normalization(build_recipe(config).eval, config.image_size)
-        m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        sd = torch.tensor(std).view(1, 3, 1, 1) * 255
-        with torch.no_grad():
-            x = resized_batch([img for img, _ in raw], config.image_size)
-            logits = model(((x - m) / sd).to(dev)).float().cpu()
+        recipe = build_recipe(config)
+        mean, std = eval_normalization(recipe.eval, config.image_size)
+        if recipe.native_eval:
+            # Trained at native resolution: each image predicted whole at its own size
+            # (the predictor's auto mode), the logits resized to the grid's size.
+            predictor = Predictor.from_model(
+                model,
+                image_size=config.image_size,
+                mean=mean,
+                std=std,
+                task=task,
+                device=str(dev),
+                native=True,
+            )
+            probs = predictor.predict_batch([img for img, _ in raw])
+            logits = torch.cat(
+                [
+                    resize_to(
+                        as_logits(
+                            torch.from_numpy(p)[None if task.multiclass else (None, None)],
+                            task.multiclass,
+                        ),
+                        (size, size),
+                    )
+                    for p in probs
+                ]
+            )
+        else:
+            m = torch.tensor(mean).view(1, 3, 1, 1) * 255
+            sd = torch.tensor(std).view(1, 3, 1, 1) * 255
+            with torch.no_grad():
+                x = resized_batch([img for img, _ in raw], config.image_size)
+                logits = model(((x - m) / sd).to(dev)).float().cpu()
         if logits.shape[-1] != size or logits.shape[-2] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         target = torch.from_numpy(truths) if task.multiclass else torch.from_numpy(truths[:, None])

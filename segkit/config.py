@@ -30,15 +30,18 @@ ScheduleName = Literal["exponential", "cosine"]
 OnNan = Literal["stop", "skip"]
 MonitorName = Literal["auto", "valid_dice", "valid_iou", "valid_miou", "valid_mdice", "valid_loss"]
 LogName = Literal["csv", "tensorboard"]
+EvalSizeName = Literal["auto", "native", "resize"]
 
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 #: Values of ``schedule``.
 SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+#: Values of ``eval_size`` (see :mod:`segkit.native`).
+EVAL_SIZES: tuple[str, ...] = get_args(EvalSizeName)
 
 # Prediction settings (segkit.predictor, segkit.tiling), here so the CLI lists them
 # without importing torch.
-PredictMode = Literal["auto", "resize", "tile"]
+PredictMode = Literal["auto", "resize", "tile", "whole"]
 TTAName = Literal["none", "flip", "flip_hv"]
 BlendName = Literal["gaussian", "linear"]
 PREDICT_MODES: tuple[str, ...] = get_args(PredictMode)
@@ -167,6 +170,14 @@ class RunConfig:
     )
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
+    eval_size: EvalSizeName = _opt(
+        "auto",
+        "resolution of validation and test: native (each whole image at its own size, "
+        "scored on its original mask; a resizing recipe's model sees it resized to "
+        "--image-size and its prediction is resized back), resize (the recipe's resized "
+        "evaluation, the lab's), auto (native when the recipe's eval ops set no size, "
+        "else resize)",
+    )
     validate_every: int = _opt(1, "validate every K epochs (and after the last)", metavar="K")
     monitor: MonitorName = _opt(
         "auto",

@@ -298,6 +298,7 @@ def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> d
         **runtime.record(),
         "data_root": str(t.dataset.root),
         "steps_per_epoch": t.steps_per_epoch,
+        **({"evaluation": t.eval_plan.record()} if t.eval_plan is not None else {}),
         "plugins": plugins,
         **({"task": t.task.record()} if t.task.multiclass else {}),
         # pos_weight=auto resolved to the train split's background/foreground pixels
@@ -391,6 +392,7 @@ def _end_epoch(
             runtime.device,
             runtime.channels_last,
             task=t.task,
+            forward=t.eval_forward(runtime),
         )
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
@@ -453,7 +455,16 @@ def _end_epoch(
         log.epoch(row)
         if validate and log.wants_grid(epoch):
             mean, std = build.normalization(t.recipe)
-            log.grid(epoch, t.eval_model, t.loaders["valid"], runtime, mean, std, t.dataset)
+            log.grid(
+                epoch,
+                t.eval_model,
+                t.loaders["valid"],
+                runtime,
+                mean,
+                std,
+                t.dataset,
+                forward=t.eval_forward(runtime),
+            )
     mc = t.task.multiclass
     if not validate:
         shown = "(not validated)"
@@ -535,8 +546,16 @@ def _test_and_report(
     test_loader = t.loaders["test"]
     args = (runtime.precision, runtime.device)
     meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
+    forward = t.eval_forward(runtime)
     test = evaluate(
-        t.model, test_loader, t.loss, *args, runtime.channels_last, meter=meter, task=t.task
+        t.model,
+        test_loader,
+        t.loss,
+        *args,
+        runtime.channels_last,
+        meter=meter,
+        task=t.task,
+        forward=forward,
     )
     dice, iou = meter.per_image_scores()
     ids = _test_ids(t.dataset, len(dice))
@@ -579,6 +598,7 @@ def _test_and_report(
             n=config.grid_images,
             channels_last=runtime.channels_last,
             task=t.task,
+            forward=forward,
         )
     result.wall_s = time.perf_counter() - started
     if runtime.device.type == "cuda":

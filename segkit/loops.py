@@ -42,9 +42,15 @@ def evaluate(
     *,
     meter: Any = None,
     task: Task = _BINARY,
+    forward: Any = None,
 ) -> dict[str, Any]:
     """Mean per-image Dice and IoU, and mean batch loss, over ``loader`` (for K classes,
     ``task``: the :class:`~segkit.task.MultiClassMeter`'s scores, mIoU and mDice first).
+
+    ``forward``: how a batch reaches the model, ``forward(model, images) -> logits`` at
+    the masks' size (:class:`segkit.native.NativeForward` for native-size evaluation:
+    padding, tiling or resizing, with its own autocast); None calls the model on the
+    batch as the loader made it.
 
     ``meter``: a fresh meter of ``task`` (:meth:`~segkit.task.Task.meter`) to accumulate
     into, e.g. one made with ``per_image=True`` to read each image's scores after the pass
@@ -56,9 +62,14 @@ def evaluate(
     for batch in loader:
         images = to_device(batch.images, device, channels_last)
         masks = task.target(to_device(batch.masks, device, False))
-        with precision.autocast():
-            logits = model(images)
-            loss = loss_fn(logits, masks)
+        if forward is None:
+            with precision.autocast():
+                logits = model(images)
+                loss = loss_fn(logits, masks)
+        else:
+            logits = forward(model, images)
+            with precision.autocast():
+                loss = loss_fn(logits, masks)
         meter.update(logits, masks, loss)
     return meter.compute()
 

@@ -15,8 +15,16 @@ Two modes:
   training size (:mod:`segkit.tiling`), for images much larger than what the model was
   trained on, where resizing would lose fine structure.
 
-``auto`` picks ``resize`` for an image at most twice the training size on its longer
-side, else ``tile``. Test-time augmentation (``tta``) averages the probabilities of the
+* ``whole``: the image at its own resolution in one pass, padded by reflection to the
+  model's ``min_input_multiple`` and the probabilities cropped back
+  (:func:`segkit.tiling.padded_forward`): for models trained at native resolution
+  (crops), on images that fit in memory.
+
+``auto`` picks, for a model trained on resized images, ``resize`` for an image at most
+twice the training size on its longer side, else ``tile``; for a model trained at native
+resolution (its recipe's eval ops set no size: ``microscopy``, ``RandomCrop`` recipe
+files), ``whole`` up to :data:`segkit.native.WHOLE_MAX_PIXELS` pixels, else ``tile``:
+resizing would change the scale it learnt. Test-time augmentation (``tta``) averages the probabilities of the
 image and its flips (``flip``: horizontal; ``flip_hv``: horizontal, vertical and both),
 in either mode.
 """
@@ -95,12 +103,14 @@ class Predictor:
         )
         runtime = resolve_runtime(config)
         model = restore_model(path, config, ckpt, runtime)
-        mean, std = eval_normalization(build_recipe(config).eval, config.image_size)
+        recipe = build_recipe(config)
+        mean, std = eval_normalization(recipe.eval, config.image_size)
         self.config = config
         self._setup(
             model,
             task=checkpoint_task(ckpt),
             image_size=config.image_size,
+            native=recipe.native_eval,
             mean=mean,
             std=std,
             runtime=runtime,
@@ -126,6 +136,7 @@ class Predictor:
         precision: str = "fp32",
         runtime: Any = None,
         label: str = "model",
+        native: bool = False,
         **options: Any,
     ) -> Predictor:
         """A predictor over a model in memory (``options`` as for the constructor), run
@@ -148,6 +159,7 @@ class Predictor:
             std=std,
             runtime=runtime,
             label=label,
+            native=native,
             **options,
         )
         return self
@@ -162,6 +174,7 @@ class Predictor:
         std: Sequence[float],
         runtime: Any,
         label: str,
+        native: bool = False,
         mode: Mode | str = "auto",
         tta: TTA | str = "none",
         tile: int | None = None,
@@ -183,6 +196,7 @@ class Predictor:
         self.model = model
         self.task = task
         self.image_size = image_size
+        self.native = native
         self.runtime = runtime
         self.device = runtime.device
         self.mode = mode
@@ -210,6 +224,10 @@ class Predictor:
         """``resize`` or ``tile`` for an image of this size."""
         if self.mode != "auto":
             return self.mode
+        if self.native:
+            from segkit.native import WHOLE_MAX_PIXELS
+
+            return "whole" if height * width <= WHOLE_MAX_PIXELS else "tile"
         return "resize" if max(height, width) <= 2 * self.image_size else "tile"
 
     def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
@@ -254,9 +272,15 @@ class Predictor:
                 yield key, image, None
                 continue
             image = _as_rgb(image)
-            if self.mode_for(*image.shape[:2]) == "tile":
+            mode = self.mode_for(*image.shape[:2])
+            if mode in ("tile", "whole"):
                 yield from flush()
-                yield key, image, self._predict_tiled(image)
+                whole = mode == "whole"
+                yield (
+                    key,
+                    image,
+                    self._predict_whole(image) if whole else self._predict_tiled(image),
+                )
                 continue
             pending.append((key, image))
             if len(pending) == self.batch_size:
@@ -302,9 +326,7 @@ class Predictor:
         for i, image in enumerate(images):
             probs = None
             for logits in variants:
-                full = F.interpolate(
-                    logits[i : i + 1], size=image.shape[:2], mode="bilinear", align_corners=False
-                )
+                full = resize_to(logits[i : i + 1], image.shape[:2])
                 p = self._activate(full)
                 probs = p if probs is None else probs + p
             assert probs is not None
@@ -312,13 +334,25 @@ class Predictor:
             out.append(self._result(probs[0]))
         return out
 
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The probabilities of a normalized batch, averaged over the test-time flips."""
+        variants = self._logits(x)
+        return sum(self._activate(v) for v in variants) / len(variants)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _predict_whole(self, image: np.ndarray) -> np.ndarray:
+        from segkit.tiling import padded_forward
+
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
+        probs = padded_forward(self._probabilities, self._normalize(x), self.multiple)
+        return self._result(probs[0])
+
     @torch.no_grad()
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
         from segkit.tiling import sliding_window
 
         def predict(tiles: torch.Tensor) -> torch.Tensor:
-            variants = self._logits(self._normalize(tiles))
-            return sum(self._activate(v) for v in variants) / len(variants)  # type: ignore[return-value]
+            return self._probabilities(self._normalize(tiles))
 
         probs = sliding_window(
             torch.from_numpy(image).permute(2, 0, 1),
@@ -361,29 +395,53 @@ def resized_batch(
     batch = []
     for image in images:
         x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
-        batch.append(F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+        batch.append(resize_to(x, (size, size)))
     return torch.cat(batch)
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An ``(N, C, H, W)`` float batch resized to ``size`` (height, width), OpenCV-style
+    bilinear (align_corners=False, no antialias): how the predictor resizes images to the
+    training size and logits back to the image's size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def resized_forward(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int
+) -> torch.Tensor:
+    """``forward`` of an ``(N, C, H, W)`` batch seen at the training size: resized to
+    ``size`` x ``size``, run, and the output (logits) resized back to ``H x W``. What
+    ``--mode resize`` does for one image, and native evaluation for a model trained on
+    resized images (:mod:`segkit.native`)."""
+    h, w = x.shape[-2:]
+    return resize_to(forward(resize_to(x, (size, size))), (h, w))
 
 
 def eval_normalization(
     ops: Sequence[Any], image_size: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std of a recipe's evaluation ops, which must be a Resize to the
-    training size and a Normalize (what the predictor reproduces on the device).
+    training size (a resizing recipe) or nothing that sets the size (a native one), a
+    PadIfNeeded or not (the predictor pads to the model's multiple itself), and a
+    Normalize: what the predictor reproduces on the device.
 
     Raises:
         ConfigError: any other evaluation op.
     """
-    from segkit.recipes import Normalize, Resize
+    from segkit.recipes import Normalize, PadIfNeeded, Resize
 
     norm = None
     for op in ops:
         if isinstance(op, Normalize):
             norm = op
-        elif not (isinstance(op, Resize) and op.size == image_size):
+        elif not (isinstance(op, Resize) and op.size == image_size or isinstance(op, PadIfNeeded)):
             raise ConfigError(
-                "prediction supports a Resize to the training size and Normalize in a "
-                f"recipe's eval ops, not {op!r}"
+                "prediction supports a Resize to the training size (or none: native "
+                f"resolution), PadIfNeeded and Normalize in a recipe's eval ops, not {op!r}; "
+                "evaluate such a run without --mode/--tta (segkit evaluate uses its loader)"
             )
     if norm is None:
         raise ConfigError("prediction needs a Normalize in the recipe's eval ops")

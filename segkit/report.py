@@ -163,6 +163,7 @@ def write_prediction_grid(
     n: int = 8,
     channels_last: bool = False,
     task: Any = None,
+    forward: Any = None,
 ) -> list[GridRow]:
     """A PNG of ``n`` test images chosen by :func:`grid_rows` from their Dice (the best,
     the median and the worst), one per row under the column headings image, truth,
@@ -179,6 +180,11 @@ def write_prediction_grid(
 
     The loader is read until the chosen images have come by; the model runs on those
     alone, as one batch. Writes nothing where ``n`` is 0 or the loader is empty.
+
+    Native-size evaluation (``forward``, a :class:`segkit.native.NativeForward`; or
+    images of different sizes): each chosen image is predicted alone at its own size, as
+    the test pass scored it, and image, truth and prediction are resized together for
+    display only (:func:`display_set`).
 
     Returns:
         The rows drawn, top to bottom.
@@ -206,23 +212,82 @@ def write_prediction_grid(
     if not picks:
         return []
     order = [i for i, _, _ in picks]
-    img = torch.stack([found_images[i] for i in order])
     model.eval()
-    with precision.autocast():
-        logits = model(to_device(img, device, channels_last))
-    pred = predicted(logits, task)
-    if task is not None and task.multiclass:
-        true = torch.stack([found_masks[i] for i in order]).numpy()
+    multiclass = task is not None and task.multiclass
+    if forward is None and len({tuple(found_images[i].shape) for i in order}) == 1:
+        img = torch.stack([found_images[i] for i in order])
+        with precision.autocast():
+            logits = model(to_device(img, device, channels_last))
+        pred = predicted(logits, task)
+        if multiclass:
+            true = torch.stack([found_masks[i] for i in order]).numpy()
+        else:
+            true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
+        rgb = to_rgb(img, mean, std)
     else:
+        rgbs, trues, preds = [], [], []
+        for i in order:
+            x = to_device(found_images[i][None], device, channels_last)
+            if forward is not None:
+                logits = forward(model, x)
+            else:
+                with precision.autocast():
+                    logits = model(x)
+            preds.append(predicted(logits, task)[0])
+            m = found_masks[i]
+            trues.append(m.numpy() if multiclass else m[0].numpy() > 0.5)
+            rgbs.append(to_rgb(found_images[i][None], mean, std)[0])
+        rgb, true, pred = display_set(rgbs, trues, preds, multiclass)
+    if not multiclass:
         task = None
-        true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
-    rgb = to_rgb(img, mean, std)
     rows = [
         GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
         for i, group, rank in picks
     ]
     _draw_grid(path, rgb, true, pred, rows, total=len(dice), task=task)
     return rows
+
+
+#: Native-size images are drawn within a square of this side (or their longest, if less).
+DISPLAY_MAX = 384
+
+
+def display_set(
+    rgbs: Sequence[np.ndarray],
+    trues: Sequence[np.ndarray],
+    preds: Sequence[np.ndarray],
+    multiclass: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pictures, truths and predictions of different sizes (native-size evaluation) as
+    three stacked arrays of one size, for display only: each fitted into a square of the
+    longest side up to :data:`DISPLAY_MAX`, aspect kept (image bilinear, masks nearest),
+    centred; the border is black, and ignore (grey) in K-class masks. Arrays of one size
+    within the bound are stacked as they are."""
+    from PIL import Image
+
+    sizes = {r.shape[:2] for r in rgbs}
+    longest = max(max(r.shape[:2]) for r in rgbs)
+    if len(sizes) == 1 and longest <= DISPLAY_MAX:
+        return np.stack(rgbs), np.stack(trues), np.stack(preds)
+    side = min(DISPLAY_MAX, longest)
+    fill = 255 if multiclass else 0
+    out_rgb, out_true, out_pred = [], [], []
+    for rgb, true, pred in zip(rgbs, trues, preds, strict=True):
+        h, w = rgb.shape[:2]
+        f = side / max(h, w)
+        dh, dw = max(1, round(h * f)), max(1, round(w * f))
+        top, left = (side - dh) // 2, (side - dw) // 2
+        canvas = np.zeros((side, side, 3), np.uint8)
+        canvas[top : top + dh, left : left + dw] = np.asarray(
+            Image.fromarray(rgb).resize((dw, dh), Image.BILINEAR)
+        )
+        out_rgb.append(canvas)
+        for mask, dest in ((true, out_true), (pred, out_pred)):
+            m = np.full((side, side), fill, np.uint8)
+            small = Image.fromarray(mask.astype(np.uint8)).resize((dw, dh), Image.NEAREST)
+            m[top : top + dh, left : left + dw] = np.asarray(small)
+            dest.append(m if multiclass else m.astype(bool))
+    return np.stack(out_rgb), np.stack(out_true), np.stack(out_pred)
 
 
 def to_rgb(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -277,6 +277,8 @@ class RunFolder:
             "checkpoint_writes": result.checkpoint_writes,
             "peak_gpu_memory_mb": result.peak_gpu_memory_mb,
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
+            # --eval-size: whether the test scores are at native resolution, and how
+            **({"evaluation": resolved["evaluation"]} if "evaluation" in resolved else {}),
             **class_summary(result),
         }
         with atomic_open(self.summary_json) as f:

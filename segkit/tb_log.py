@@ -118,11 +118,14 @@ class TensorBoardLog:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         dataset: Dataset | None = None,
+        forward: Any = None,
     ) -> np.ndarray | None:
         """Log the prediction grid of the first :data:`GRID_IMAGES` validation images
         (the same images every time: the first batches of the unshuffled valid loader,
         read once) as image ``predictions/valid``. Returns the picture, or None for an
-        empty valid split."""
+        empty valid split. ``forward``: native-size evaluation's
+        (:class:`segkit.native.NativeForward`): each image is predicted alone at its own
+        size and drawn resized for display only (:func:`segkit.report.display_set`)."""
         from segkit import report
         from segkit.loops import to_device
         from segkit.task import Task
@@ -140,18 +143,37 @@ class TensorBoardLog:
             # The unshuffled valid loader reads the split in order (as the test's ids do).
             ids = [s.id for s in dataset.samples("valid")] if dataset is not None else []
             names = ids[:n] if len(ids) >= n else [""] * n
-            self._valid = torch.stack(images[:n]), torch.stack(masks[:n]), names
+            self._valid = images[:n], masks[:n], names
         images, masks, names = self._valid
         was_training = model.training
         model.eval()
-        with runtime.precision.autocast():
-            logits = model(to_device(images, runtime.device, runtime.channels_last)).float().cpu()
-        model.train(was_training)
         task = Task.of(dataset) if dataset is not None else Task()
-        dice, iou = report.per_image_scores(logits, masks, task)
-        rgb = report.to_rgb(images, mean, std)
-        pred = report.predicted(logits, task)
-        true = masks.numpy() if task.multiclass else masks[:, 0].numpy() > 0.5
+        if forward is None and len({tuple(i.shape) for i in images}) == 1:
+            batch, target = torch.stack(images), torch.stack(masks)
+            with runtime.precision.autocast():
+                x = to_device(batch, runtime.device, runtime.channels_last)
+                logits = model(x).float().cpu()
+            dice, iou = report.per_image_scores(logits, target, task)
+            rgb = report.to_rgb(batch, mean, std)
+            pred = report.predicted(logits, task)
+            true = target.numpy() if task.multiclass else target[:, 0].numpy() > 0.5
+        else:  # native sizes: one image at a time, drawn resized for display
+            scores, rgbs, trues, preds = [], [], [], []
+            for image, mask in zip(images, masks, strict=True):
+                x = to_device(image[None], runtime.device, runtime.channels_last)
+                if forward is not None:
+                    logits = forward(model, x).float().cpu()
+                else:
+                    with runtime.precision.autocast():
+                        logits = model(x).float().cpu()
+                scores.append(report.per_image_scores(logits, mask[None], task))
+                rgbs.append(report.to_rgb(image[None], mean, std)[0])
+                preds.append(report.predicted(logits, task)[0])
+                trues.append(mask.numpy() if task.multiclass else mask[0].numpy() > 0.5)
+            dice = torch.cat([d for d, _ in scores])
+            iou = torch.cat([i for _, i in scores])
+            rgb, true, pred = report.display_set(rgbs, trues, preds, task.multiclass)
+        model.train(was_training)
         names_ = ("mDice", "mIoU") if task.multiclass else ("Dice", "IoU")
         scale = report.tile_scale(*rgb.shape[1:3])
         rows = []

@@ -81,6 +81,53 @@ def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     return torch.from_numpy(np.pad(x.numpy(), pads, mode="reflect"))
 
 
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad an ``(N, C, H, W)`` batch by reflection so both sides are multiples of
+    ``multiple`` (a model's ``min_input_multiple``), centred as ``PadIfNeeded`` centres
+    (an odd extra pixel goes to the bottom and right).
+
+    Returns:
+        The padded batch (``x`` itself where nothing is needed) and the ``(top, left,
+        height, width)`` box of the original in it, for :func:`crop_box`.
+    """
+    h, w = x.shape[-2:]
+    extra_h, extra_w = -h % multiple, -w % multiple
+    top, left = extra_h // 2, extra_w // 2
+    box = (top, left, h, w)
+    if not (extra_h or extra_w):
+        return x, box
+    pads = (left, extra_w - left, top, extra_h - top)
+    if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h:
+        return torch.nn.functional.pad(x, pads, mode="reflect"), box
+    # A side shorter than its pad: reflect again and again (numpy), on the host.
+    padded = torch.stack(
+        [reflect_pad(item.cpu(), top, extra_h - top, left, extra_w - left) for item in x]
+    )
+    return padded.to(x.device), box
+
+
+def crop_box(y: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """The ``(top, left, height, width)`` box of an ``(N, C, H, W)`` output: what
+    :func:`pad_to_multiple` padded, cut away again."""
+    top, left, h, w = box
+    if (top, left) == (0, 0) and tuple(y.shape[-2:]) == (h, w):
+        return y
+    return y[..., top : top + h, left : left + w]
+
+
+@torch.no_grad()
+def padded_forward(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int
+) -> torch.Tensor:
+    """``forward`` of an ``(N, C, H, W)`` batch of any size, for a model that needs
+    sides divisible by ``multiple``: padded by :func:`pad_to_multiple`, the output
+    cropped back to ``H x W``. Exact for a model that copies its input."""
+    padded, box = pad_to_multiple(x, multiple)
+    return crop_box(forward(padded), box)
+
+
 def windows(height: int, width: int, tile: int, overlap: float) -> Iterator[tuple[int, int]]:
     """The ``(top, left)`` of every tile over a padded ``height x width`` image."""
     stride = max(1, int(tile * (1 - overlap)))

@@ -23,6 +23,14 @@ across its neck, value 4 in its trimap. Its default target has 3 classes, backgr
 pet and collar, with the border band ignored (see :data:`COLLAR_TARGETS`), so tests and
 ``make run``-sized runs have real multi-class data with an ignore label.
 
+The ``vessels`` variant (``variant="vessels"``) is a different set, for native-resolution
+work: large images (1500 x 1100 by default; ``size=[W, H]``) of thin curvilinear
+structures, branching trees of "vessels" 2-4 px wide, darker than a textured background
+(low-frequency shading, grain and unlabelled dark spots), as in retina or microscopy
+images. Trimap 1 marks a vessel pixel, 2 the background (no border band). Resizing such
+an image to 256 px makes a vessel well under a pixel wide: what a resize-trained model
+cannot recover, and what ``benchmarks/native_vs_resize.py`` measures.
+
 Only numpy and PIL are used. Each image draws from its own stream
 ``numpy.random.default_rng([seed, index])``, so a set of 100 images is the first 100
 images of the set of 400 with the same seed, and the same seed gives identical files
@@ -49,8 +57,11 @@ from segkit.contracts import MaskSpec
 from segkit.errors import ConfigError, DataError
 from segkit_datasets.oxford_pet import OxfordPet
 
-#: The generator's variants: ``pet`` (the default set) and ``collar``.
-VARIANTS = ("pet", "collar")
+#: The generator's variants: ``pet`` (the default set), ``collar`` and ``vessels``.
+VARIANTS = ("pet", "collar", "vessels")
+
+#: Default ``(width, height)`` of a ``vessels`` image.
+VESSEL_SIZE = (1500, 1100)
 
 #: Trimap value of a collar pixel in the ``collar`` variant.
 COLLAR = 4
@@ -123,6 +134,7 @@ def write_synthetic(
     *,
     workers: int = 1,
     variant: str = "pet",
+    size: tuple[int, int] | list[int] | None = None,
 ) -> Path:
     """Generate ``count`` pet-like images with trimaps into ``root`` (Oxford-IIIT Pet layout).
 
@@ -142,7 +154,10 @@ def write_synthetic(
         workers: Processes rendering images in parallel (each image has its own random
             stream, so the files are the same for any number). A Pet-sized set (7349
             images) takes about 5 minutes on one core.
-        variant: ``pet``, or ``collar`` (pets wearing collars; see the module docstring).
+        variant: ``pet``, ``collar`` (pets wearing collars) or ``vessels`` (large images
+            of thin structures; see the module docstring).
+        size: ``(width, height)`` of every ``vessels`` image (default
+            :data:`VESSEL_SIZE`); the pet variants draw their own sizes and refuse it.
 
     Returns:
         ``root``.
@@ -160,6 +175,7 @@ def write_synthetic(
     if workers < 1:
         raise ConfigError(f"workers={workers}: expected 1 or more processes")
     _check_variant(variant)
+    size = _check_size(variant, size)
     root = Path(root).expanduser()
     _clear_own_files(root)
 
@@ -168,7 +184,9 @@ def write_synthetic(
     images.mkdir(parents=True, exist_ok=True)
     trimaps.mkdir(parents=True, exist_ok=True)
     workers = min(workers, count)
-    collar = variant == "collar"
+    collar: Any = variant == "collar"
+    if variant == "vessels":
+        collar = ("vessels", size)
     if workers == 1:
         _write_samples(root, seed, range(count), collar)
     else:
@@ -199,7 +217,8 @@ def write_synthetic(
         "count": count,
         "seed": seed,
         "test_fraction": test_fraction,
-        **({"variant": variant} if collar else {}),
+        **({"variant": variant} if variant != "pet" else {}),
+        **({"size": list(size)} if size is not None else {}),
     }
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return root
@@ -210,10 +229,42 @@ def _check_variant(variant: str) -> None:
         raise ConfigError(f"variant={variant!r}: the synthetic variants are {', '.join(VARIANTS)}")
 
 
-def _write_samples(root: Path, seed: int, indices: range, collar: bool = False) -> None:
-    """Render and write the images and trimaps ``indices`` of the set ``seed``."""
+def _check_size(variant: str, size: Any) -> tuple[int, int] | None:
+    """``size`` as ``(width, height)`` for the vessels variant (its default when None).
+
+    Raises:
+        ConfigError: a size for a pet variant, or not two whole numbers from 64 to 20000.
+    """
+    if variant != "vessels":
+        if size is not None:
+            raise ConfigError(
+                f"size={size!r}: only variant='vessels' takes a size; the {variant} images "
+                "draw their own (300-500 px)"
+            )
+        return None
+    if size is None:
+        return VESSEL_SIZE
+    ok = (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 64 <= v <= 20000 for v in size)
+    )
+    if not ok:
+        raise ConfigError(
+            f"size={size!r}: expected [width, height] in pixels, each from 64 to 20000, "
+            "e.g. --dataset-opt size=[1500,1100]"
+        )
+    return int(size[0]), int(size[1])
+
+
+def _write_samples(root: Path, seed: int, indices: range, collar: Any = False) -> None:
+    """Render and write the images and trimaps ``indices`` of the set ``seed``
+    (``collar``: True for the collar variant, ``("vessels", size)`` for vessels)."""
     for i in indices:
-        rgb, trimap = render_sample(seed, i, collar=collar)
+        if isinstance(collar, tuple):
+            rgb, trimap = render_vessels(seed, i, collar[1])
+        else:
+            rgb, trimap = render_sample(seed, i, collar=collar)
         Image.fromarray(rgb, "RGB").save(root / "images" / f"synth_{i}.jpg", quality=_JPEG_QUALITY)
         Image.fromarray(trimap, "L").save(root / "annotations" / "trimaps" / f"synth_{i}.png")
 
@@ -231,23 +282,27 @@ def _marker(root: Path) -> dict[str, Any] | None:
     return marker
 
 
-def is_complete(root: Path, count: int, seed: int, variant: str = "pet") -> bool:
-    """Whether ``root`` holds a finished synthetic set made with ``count``, ``seed`` and
-    ``variant``."""
+def is_complete(root: Path, count: int, seed: int, variant: str = "pet", size: Any = None) -> bool:
+    """Whether ``root`` holds a finished synthetic set made with ``count``, ``seed``,
+    ``variant`` and (vessels) ``size``."""
     marker = _marker(root)
     return (
         marker is not None
         and marker["count"] == count
         and marker["seed"] == seed
         and marker.get("variant", "pet") == variant
+        and (size is None or marker.get("size") == list(size))
     )
 
 
-def default_cache_dir(count: int, seed: int, variant: str = "pet") -> Path:
+def default_cache_dir(count: int, seed: int, variant: str = "pet", size: Any = None) -> Path:
     """``$SEGKIT_CACHE`` (or ``~/.cache/segkit``) ``/ synthetic-<count>-<seed>-v<VERSION>``
-    (``synthetic-collar-...`` for the collar variant)."""
+    (``synthetic-collar-...`` for the collar variant, ``synthetic-vessels-<W>x<H>-...``
+    for vessels)."""
     base = os.environ.get("SEGKIT_CACHE") or "~/.cache/segkit"
     name = "synthetic" if variant == "pet" else f"synthetic-{variant}"
+    if size is not None:
+        name += f"-{size[0]}x{size[1]}"
     return Path(base).expanduser() / f"{name}-{count}-{seed}-v{VERSION}"
 
 
@@ -267,9 +322,11 @@ class SyntheticPet(OxfordPet):
         count: Number of images (default: what a set already in ``root`` holds, else
             :data:`DEFAULT_COUNT`).
         seed: Generator seed (default: that of a set already in ``root``, else 0).
-        variant: ``pet`` (default: that of a set already in ``root``), or ``collar``: pets
+        variant: ``pet`` (default: that of a set already in ``root``), ``collar``: pets
             wearing collars, with the targets of :data:`COLLAR_TARGETS` (default
-            ``collar``: 3 classes).
+            ``collar``: 3 classes), or ``vessels``: large images of thin structures
+            (binary).
+        size: ``[width, height]`` of the vessels images (default :data:`VESSEL_SIZE`).
         **oxford_options: Passed to :class:`OxfordPet` (``valid_fraction``,
             ``split_seed``, ``target``).
 
@@ -291,6 +348,7 @@ class SyntheticPet(OxfordPet):
         count: int | None = None,
         seed: int | None = None,
         variant: str | None = None,
+        size: Any = None,
         **oxford_options: Any,
     ) -> None:
         if variant is not None:
@@ -299,7 +357,8 @@ class SyntheticPet(OxfordPet):
             count = DEFAULT_COUNT if count is None else count
             seed = 0 if seed is None else seed
             variant = variant or "pet"
-            root = default_cache_dir(count, seed, variant)
+            size = _check_size(variant, size)
+            root = default_cache_dir(count, seed, variant, size)
         else:
             # A set written by `segkit data synth PATH --count N` is read as it is: the
             # count and seed not given come from its marker, so it is not regenerated.
@@ -309,21 +368,27 @@ class SyntheticPet(OxfordPet):
                 count = made["count"] if count is None else count
                 seed = made["seed"] if seed is None else seed
                 variant = made.get("variant", "pet") if variant is None else variant
+                if size is None and made.get("variant", "pet") == variant:
+                    size = made.get("size")
             count = DEFAULT_COUNT if count is None else count
             seed = 0 if seed is None else seed
             variant = variant or "pet"
-        if not is_complete(root, count, seed, variant):
-            _generate_into_place(root, count, seed, variant)
+            size = _check_size(variant, size)
+        if not is_complete(root, count, seed, variant, size):
+            _generate_into_place(root, count, seed, variant, size)
         self.count = count
         self.seed = seed
         self.variant = variant
+        self.size = size
         if variant == "collar":
             self.TARGETS = COLLAR_TARGETS
             oxford_options.setdefault("target", "collar")
         super().__init__(root, **oxford_options)
 
 
-def _generate_into_place(root: Path, count: int, seed: int, variant: str = "pet") -> None:
+def _generate_into_place(
+    root: Path, count: int, seed: int, variant: str = "pet", size: Any = None
+) -> None:
     """Generate a set in a temporary sibling of ``root`` and rename it to ``root``."""
     if root.exists():
         _check_own_folder(root)  # refuse before spending time on generation
@@ -333,13 +398,13 @@ def _generate_into_place(root: Path, count: int, seed: int, variant: str = "pet"
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_synthetic(tmp, count=count, seed=seed, variant=variant)
+        write_synthetic(tmp, count=count, seed=seed, variant=variant, size=size)
         try:
             os.rename(tmp, root)  # atomic; fails if root exists and is not empty
             return
         except OSError:
             pass
-        if is_complete(root, count, seed, variant):  # a concurrent run finished first
+        if is_complete(root, count, seed, variant, size):  # a concurrent run finished first
             return
         # root holds an outdated or interrupted set: move it aside, then swap.
         _check_own_folder(root)
@@ -697,3 +762,74 @@ def _draw_pet(
     axis = towards / max(float(np.linalg.norm(towards)), 1e-6)
     neck = head - axis * r * 0.95
     return mask, (neck, axis, float(r))
+
+
+# ----------------------------------------------------------------------------- vessels
+
+
+def render_vessels(
+    seed: int, index: int, size: tuple[int, int] = VESSEL_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render image ``index`` of the ``vessels`` set with ``seed``: ``size`` (width,
+    height), 3-6 branching trees of smooth random-walk curves 2-4 px wide (narrower down
+    the branches), darker than a shaded, grainy background with unlabelled dark spots.
+
+    Returns:
+        ``(image (H, W, 3) uint8 RGB, trimap (H, W) uint8: 1 vessel, 2 background)``.
+    """
+    rng = np.random.default_rng([seed, index, 3])
+    w, h = size
+    # A fundus-like warm background, or a grey one, with shading and texture.
+    tint = np.array([200, 110, 70], np.float32) if rng.random() < 0.5 else np.full(3, 150.0)
+    tint = np.clip(tint + rng.normal(0, 15, 3), 40, 230).astype(np.float32)
+    shade = 0.7 + 0.5 * _smooth_noise(rng, w, h, cells=rng.uniform(2, 4))
+    bg = tint * shade
+    bg += (_smooth_noise(rng, w, h, cells=rng.uniform(20, 40), channels=3) - 0.5) * 30
+    mask = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(mask)
+    side = min(w, h)
+    for _ in range(int(rng.integers(3, 7))):
+        start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        _draw_vessel(rng, draw, start, rng.uniform(0, 2 * math.pi), side, 4.0, depth=0)
+    vessels = np.asarray(mask) > 0
+    # Vessels are darker (by 30-50%), their edges softened as a lens would.
+    soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.6)), np.float32) / 255.0
+    depth = rng.uniform(0.3, 0.5)
+    image = bg * (1.0 - depth * soft[..., None])
+    # Unlabelled dark spots: darkness alone does not make a vessel, shape does.
+    spots = Image.new("L", (w, h), 0)
+    sd = ImageDraw.Draw(spots)
+    for _ in range(int(rng.integers(20, 60))):
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, 7)
+        sd.ellipse([x - r, y - r, x + r, y + r], fill=255)
+    spot = np.asarray(spots.filter(ImageFilter.GaussianBlur(1.0)), np.float32) / 255.0
+    image *= 1.0 - rng.uniform(0.25, 0.45) * spot[..., None]
+    image += rng.standard_normal((h, w, 1), dtype=np.float32) * 4.0
+    trimap = np.where(vessels, 1, 2).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8), trimap
+
+
+def _draw_vessel(
+    rng: np.random.Generator,
+    draw: ImageDraw.ImageDraw,
+    start: np.ndarray,
+    angle: float,
+    side: int,
+    width: float,
+    depth: int,
+) -> None:
+    """One vessel from ``start``: a random walk of 6-px steps whose heading drifts
+    smoothly, ``width`` px wide (2-4), with up to three narrower branches (two levels)."""
+    steps = int(rng.uniform(0.4, 1.0) * side / 6 / (1 + depth))
+    turns = np.cumsum(rng.normal(0, 0.06, steps)) + angle
+    turns += np.cumsum(rng.normal(0, 0.01, steps))  # slow bends
+    xy = start + np.cumsum(6.0 * np.stack([np.cos(turns), np.sin(turns)], 1), axis=0)
+    points = [tuple(p) for p in np.vstack([start, xy]).tolist()]
+    px = max(2, min(4, round(width)))
+    draw.line(points, fill=255, width=px, joint="curve")
+    if depth >= 2 or steps < 10:
+        return
+    for _ in range(int(rng.integers(1, 4))):
+        at = int(rng.integers(steps // 5, steps))
+        branch = turns[at] + rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)
+        _draw_vessel(rng, draw, xy[at], float(branch), side, width - 1, depth + 1)

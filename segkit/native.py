@@ -1,0 +1,231 @@
+"""Evaluation at native resolution: ``--eval-size {auto,native,resize}``.
+
+Which resolution validation and the test score at, and how the model sees each image:
+
+* ``resize``: the recipe's own evaluation ops resize every image (and its mask) to the
+  training size; batches of ``--batch-size``, scored on resized masks. The lab's way,
+  and what ``auto`` means for a recipe whose eval ops resize (``oxford_pet`` with
+  ``type1``-``type3``), so the lab comparison holds.
+* ``native``: every image whole at its own size, one per batch, scored on its original
+  mask (K-class ignore pixels stay ignored). The eval ops are the recipe's minus its
+  sizing ops (:data:`segkit.recipes.SIZING_OPS`). What the model is given depends on how
+  it was trained:
+
+  - a recipe that trains at native resolution (its eval ops set no size,
+    :attr:`segkit.recipes.Recipe.native_eval`; e.g. ``microscopy``, ``RandomCrop``
+    files): the image padded by reflection to the model's ``min_input_multiple`` and
+    predicted whole, the logits cropped back (:func:`segkit.tiling.padded_forward`);
+    above :data:`WHOLE_MAX_PIXELS` it is predicted in overlapping tiles of the training
+    size blended with Gaussian weights (:func:`segkit.tiling.sliding_window`), as
+    ``segkit predict --mode tile`` does.
+  - a recipe that trains resized: the model sees each image resized to the training size
+    (exactly the input its resized evaluation gives it) and its logits are resized back
+    to the image's size (bilinear) before they are scored: ``segkit predict --mode
+    resize``. This is the fair comparison: the model is asked nothing it was not trained
+    for, and it is charged for what resizing loses (thin structures, borders) on the
+    masks the user cares about. Feeding it the full-size image instead would change the
+    scale of everything it learnt.
+
+* ``auto``: native for a recipe whose eval ops set no size, else resize.
+
+``--eval-size resize`` with a recipe that evaluates natively is refused: its model was
+trained on crops at the images' own scale, and a resized image is at a scale it never
+saw; a recipe that wants that gives an explicit ``eval`` list with a ``Resize``.
+
+The same functions serve ``segkit run`` (validation each epoch, the final test and its
+reports) and ``segkit evaluate``; :class:`segkit.predictor.Predictor` shares the padding,
+resizing and tiling code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from segkit.errors import ConfigError
+from segkit.recipes import SIZING_OPS, Recipe
+
+#: A native image with more pixels than this is predicted in tiles, not whole (a 2048 x
+#: 2048 image through a UNet peaks at a few GB in fp32).
+WHOLE_MAX_PIXELS = 2048 * 2048
+
+#: How an eval batch reaches the model: ``batch`` as the loader made it (resized),
+#: ``resize`` to the training size and back, ``whole`` padded to the model's multiple
+#: (tiled above :data:`WHOLE_MAX_PIXELS`).
+INPUTS = ("batch", "resize", "whole")
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What ``--eval-size`` resolved to for a recipe.
+
+    Attributes:
+        eval_size: What was asked (``auto``, ``native``, ``resize``).
+        native: Whether images are scored at their own size.
+        input: How the model sees an image (:data:`INPUTS`).
+        recipe: The recipe whose eval ops the eval loaders use (native on a resizing
+            recipe: its eval ops without the sizing ops).
+    """
+
+    eval_size: str
+    native: bool
+    input: str
+    recipe: Recipe
+
+    def batch_size(self, configured: int) -> int:
+        """Eval batch size: 1 when native (every image its own size), else ``configured``."""
+        return 1 if self.native else configured
+
+    def describe(self) -> str:
+        """One phrase for logs and ``config.json``."""
+        if not self.native:
+            return "resized to the training size (the recipe's eval ops)"
+        if self.input == "resize":
+            return "native: model input resized to the training size, logits resized back"
+        return "native: whole images padded to the model's multiple (tiled when very large)"
+
+    def record(self) -> dict[str, Any]:
+        return {"eval_size": self.eval_size, "native": self.native, "input": self.input}
+
+
+def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
+    """Resolve ``--eval-size`` for ``recipe`` (see the module docstring).
+
+    Raises:
+        ConfigError: ``resize`` with a recipe that evaluates natively, or an unknown value.
+    """
+    if eval_size not in ("auto", "native", "resize"):
+        raise ConfigError(f"--eval-size {eval_size!r}: expected one of auto, native, resize")
+    if recipe.native_eval:
+        if eval_size == "resize":
+            raise ConfigError(
+                f"--eval-size resize: recipe '{recipe.name}' trains and evaluates at the "
+                "images' own resolution (its eval ops set no size), so a resized image is at "
+                "a scale its model never saw; use --eval-size native (or auto), or give the "
+                "recipe an eval list with a Resize"
+            )
+        return EvalPlan(eval_size, True, "whole", recipe)
+    if eval_size in ("auto", "resize"):
+        return EvalPlan(eval_size, False, "batch", recipe)
+    ops = tuple(op for op in recipe.eval if not isinstance(op, SIZING_OPS))
+    return EvalPlan(eval_size, True, "resize", dataclasses.replace(recipe, eval=ops))
+
+
+class NativeForward:
+    """Logits of one native-size eval batch, as :class:`EvalPlan` says the model sees it.
+
+    Called as ``forward(model, images)`` with a normalized ``(N, 3, H, W)`` batch on the
+    model's device (``N`` is 1 for native loaders, but any works); returns float32
+    ``(N, C, H, W)`` logits at the batch's own size.
+
+    Args:
+        input: ``resize`` or ``whole`` (:data:`INPUTS`).
+        image_size: The training size (``resize``'s target, ``whole``'s tile side).
+        multiple: The model's ``min_input_multiple``.
+        precision: The run's precision object (autocast around the model).
+        channels_last: Whether the model is NHWC.
+        max_pixels: Above this, ``whole`` predicts in tiles.
+        overlap, blend, tile_batch: The tiling's (:func:`segkit.tiling.sliding_window`).
+    """
+
+    def __init__(
+        self,
+        input: str,
+        *,
+        image_size: int,
+        multiple: int = 1,
+        precision: Any = None,
+        channels_last: bool = False,
+        max_pixels: int = WHOLE_MAX_PIXELS,
+        overlap: float = 0.25,
+        blend: str = "gaussian",
+        tile_batch: int = 4,
+    ) -> None:
+        if input not in ("resize", "whole"):
+            raise ConfigError(f"native input {input!r}: expected resize or whole")
+        self.input = input
+        self.image_size = image_size
+        self.multiple = max(1, int(multiple))
+        self.precision = precision
+        self.channels_last = channels_last
+        self.max_pixels = max_pixels
+        self.overlap = overlap
+        self.blend = blend
+        self.tile_batch = tile_batch
+
+    def _model_fn(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        import contextlib
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ctx = self.precision.autocast() if self.precision is not None else None
+            with ctx if ctx is not None else contextlib.nullcontext():
+                y = model(x)
+            return y.float()
+
+        return run
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        from segkit.predictor import resized_forward
+        from segkit.tiling import padded_forward, sliding_window
+
+        run = self._model_fn(model)
+        images = images.float()
+        if self.input == "resize":
+            return resized_forward(run, images, self.image_size)
+        h, w = images.shape[-2:]
+        if h * w <= self.max_pixels:
+            return padded_forward(run, images, self.multiple)
+        out = []
+        for image in images:
+            logits = sliding_window(
+                image.cpu(),
+                run,
+                channels=_channels(model, run, images),
+                tile=self.image_size,
+                overlap=self.overlap,
+                blend=self.blend,  # type: ignore[arg-type]
+                batch=self.tile_batch,
+                device=images.device,
+            )
+            out.append(logits.to(images.device))
+        return torch.stack(out)
+
+
+def _channels(model: torch.nn.Module, run: Callable[..., torch.Tensor], images: Any) -> int:
+    """The model's output channels (read from its last layer with out_channels, else
+    from a forward of a small input)."""
+    known = getattr(model, "out_channels", None)
+    if isinstance(known, int):
+        return known
+    multiple = int(getattr(model, "min_input_multiple", 1))
+    side = max(multiple, 32 // multiple * multiple or multiple)
+    probe = images.new_zeros((1, images.shape[1], side, side))
+    return int(run(probe).shape[1])
+
+
+def forward_for(
+    plan: EvalPlan,
+    *,
+    image_size: int,
+    model: torch.nn.Module,
+    precision: Any,
+    channels_last: bool,
+) -> NativeForward | None:
+    """The :class:`NativeForward` of ``plan`` (None where batches go to the model as the
+    loader made them)."""
+    if not plan.native:
+        return None
+    return NativeForward(
+        plan.input,
+        image_size=image_size,
+        multiple=int(getattr(model, "min_input_multiple", 1)),
+        precision=precision,
+        channels_last=channels_last,
+    )
