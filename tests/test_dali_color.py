@@ -23,6 +23,8 @@ pytest.importorskip(
 )
 
 import albumentations as A  # noqa: E402
+from dali_helpers import SIZE, collect, recipe  # noqa: E402
+from dali_helpers import pixels as unnormalize  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segkit import recipes as R  # noqa: E402
@@ -30,30 +32,6 @@ from segkit_dali import create_loader  # noqa: E402
 from segkit_dali._color import blur_widths  # noqa: E402
 from segkit_dali._loader import draw_params  # noqa: E402
 from segkit_dali._ops import compile_ops  # noqa: E402
-
-SIZE = 64
-MEAN = torch.tensor(R.IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
-
-
-def recipe(*ops: R.Op) -> R.Recipe:
-    """A recipe whose train ops are ``ops`` + Normalize (eval: Resize + Normalize)."""
-    return R.Recipe("test", train=(*ops, R.Normalize()), eval=R.eval_ops(SIZE))
-
-
-def unnormalize(images: torch.Tensor) -> torch.Tensor:
-    """Back to 0..255 values, per channel (rounded: the ops' outputs are integers)."""
-    return ((images * STD + MEAN) * 255.0).round()
-
-
-def collect(loader, epochs=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
-    images, masks = [], []
-    for epoch in epochs:
-        loader.set_epoch(epoch)
-        for batch in loader:
-            images.append(batch.images)
-            masks.append(batch.masks)
-    return torch.cat(images), torch.cat(masks)
 
 
 def per_op(dataset, *ops: R.Op, epochs=(0,), batch=8, seed=0, **options):

@@ -26,6 +26,8 @@ pytest.importorskip(
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
+from dali_helpers import SIZE, collect, recipe  # noqa: E402
+from dali_helpers import pixels as unnormalize  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segkit import recipes as R  # noqa: E402
@@ -40,10 +42,6 @@ from segkit_dali._geometry import (  # noqa: E402
 from segkit_dali._loader import PerBatch, draw_params, epoch_rng  # noqa: E402
 from segkit_dali._ops import compile_ops  # noqa: E402
 
-SIZE = 64
-MEAN = torch.tensor(R.IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
-
 #: Affine against A.Affine at the same parameters, on the CPU: the documented tolerance
 #: (docs/dali.md). Measured here: 0 of 55.8 M image values and 0 of 18.6 M mask pixels
 #: differ (8 photos, 5 parameter sets, 3 border modes). DALI's CPU warp and
@@ -51,26 +49,6 @@ STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
 #: another CPU: the bound allows one level on 0.1 % of pixels (masks: 0.1 % off).
 AFFINE_MAX_LEVELS = 1
 AFFINE_MAX_FRACTION = 1e-3
-
-
-def recipe(*ops: R.Op) -> R.Recipe:
-    """A recipe whose train ops are ``ops`` + Normalize (eval: Resize + Normalize)."""
-    return R.Recipe("test", train=(*ops, R.Normalize()), eval=R.eval_ops(SIZE))
-
-
-def unnormalize(images: torch.Tensor) -> torch.Tensor:
-    """Back to 0..255 values, per channel (rounded: the ops' outputs are integers)."""
-    return ((images * STD + MEAN) * 255.0).round()
-
-
-def collect(loader, epochs=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
-    images, masks = [], []
-    for epoch in epochs:
-        loader.set_epoch(epoch)
-        for batch in loader:
-            images.append(batch.images)
-            masks.append(batch.masks)
-    return torch.cat(images), torch.cat(masks)
 
 
 def run_op(

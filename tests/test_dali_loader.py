@@ -20,6 +20,12 @@ pytest.importorskip(
     "nvidia.dali", reason="NVIDIA DALI is not installed (pip install 'segkit[dali]')"
 )
 
+from dali_helpers import (  # noqa: E402
+    SIZE,
+    collect,
+    recipe,
+    unnormalize,  # noqa: E402
+)
 from PIL import Image  # noqa: E402
 
 from segkit import recipes as R  # noqa: E402
@@ -27,30 +33,6 @@ from segkit import registry  # noqa: E402
 from segkit.contracts import Batch, MaskSpec, Sample  # noqa: E402
 from segkit.errors import ConfigError, DataError  # noqa: E402
 from segkit_dali import create_loader  # noqa: E402
-
-SIZE = 64
-MEAN = torch.tensor(R.IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(R.IMAGENET_STD).view(1, 3, 1, 1)
-
-
-def recipe(*ops: R.Op) -> R.Recipe:
-    """A recipe whose train ops are ``ops`` + Normalize (eval: Resize + Normalize)."""
-    return R.Recipe("test", train=(*ops, R.Normalize()), eval=R.eval_ops(SIZE))
-
-
-def unnormalize(images: torch.Tensor) -> torch.Tensor:
-    """Back to 0..255 values (float), per channel."""
-    return (images * STD + MEAN) * 255.0
-
-
-def collect(loader, epochs=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
-    images, masks = [], []
-    for epoch in epochs:
-        loader.set_epoch(epoch)
-        for batch in loader:
-            images.append(batch.images)
-            masks.append(batch.masks)
-    return torch.cat(images), torch.cat(masks)
 
 
 class ListDataset:
