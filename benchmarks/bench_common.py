@@ -149,6 +149,25 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def epoch_runner(data: Any, device: torch.device) -> Any:
+    """A function that runs the next epoch of the loader ``data`` (``set_epoch`` advances,
+    so every call reshuffles and re-augments), moves each batch to ``device`` as the
+    engine does (``non_blocking``), synchronizes, and returns the number of images."""
+    epochs = iter(range(10**6))
+
+    def epoch() -> int:
+        data.set_epoch(next(epochs))
+        n = 0
+        for batch in data:
+            batch.images.to(device, non_blocking=True)
+            batch.masks.to(device, non_blocking=True)
+            n += len(batch.images)
+        sync()
+        return n
+
+    return epoch
+
+
 def run_config(model: str = "unet", loader: str = "albumentations") -> RunConfig:
     """The settings as a ``segkit run`` configuration."""
     s = settings()

@@ -70,19 +70,7 @@ def test_augment_only(benchmark, images, loader: str, case: str) -> None:  # noq
     except ConfigError as e:
         pytest.skip(f"{loader} refuses {case} here: {e}")
     device = runtime.device
-    epochs = iter(range(10**6))
-
-    def epoch() -> int:
-        data.set_epoch(next(epochs))
-        n = 0
-        for batch in data:
-            batch.images.to(device, non_blocking=True)
-            batch.masks.to(device, non_blocking=True)
-            n += len(batch.images)
-        bc.sync()
-        return n
-
-    n = benchmark.pedantic(epoch, rounds=3, warmup_rounds=1, iterations=1)
+    n = benchmark.pedantic(bc.epoch_runner(data, device), rounds=3, warmup_rounds=1, iterations=1)
     assert n == IMAGES
     ips = n / benchmark.stats.stats.mean
     benchmark.extra_info.update(
