@@ -233,7 +233,7 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
             "-p",
             "no:cacheprovider",
             "-k",
-            "(albumentations and not classes) or model_only",
+            "(albumentations and not classes and not augment) or model_only",
         ],  # fmt: skip
         cwd=ROOT,
         env=env,
