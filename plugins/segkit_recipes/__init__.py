@@ -108,28 +108,18 @@ def microscopy(image_size: int = 256) -> Recipe:
 def natural(image_size: int = 256) -> Recipe:
     """Photographs: ``type3`` plus, before its crop, shift-scale-rotate (scale 0.9-1.1,
     rotation up to 15 degrees, shift up to 6.25% per axis, edge pixels repeated, p=0.5) and
-    hue/saturation/value shifts (albumentations' defaults, p=0.5)."""
-    return Recipe(
-        "natural",
-        train=(
-            HorizontalFlip(p=0.5),
-            Affine(
-                scale=(0.9, 1.1),
-                rotate=(-15.0, 15.0),
-                translate_percent=(-0.0625, 0.0625),
-                border_mode="replicate",
-                p=0.5,
-            ),
-            RandomGamma(gamma_limit=(80, 120), p=0.5),
-            CLAHE(clip_limit=(1.0, 4.0), tile_grid_size=(8, 8), p=0.5),
-            HueSaturationValue(p=0.5),
-            ChannelShuffle(p=0.5),
-            RandomResizedCrop(size=image_size, scale=(0.08, 1.0), ratio=(0.75, 4 / 3), p=0.5),
-            RandomBrightnessContrast(
-                brightness_limit=(-0.2, 0.2), contrast_limit=(-0.2, 0.2), p=0.5
-            ),
-            Resize(size=image_size),
-            Normalize(),
+    hue/saturation/value shifts (albumentations' defaults, p=0.5) before the channel
+    shuffle."""
+    ops = list(type3(image_size).train)
+    ops.insert(
+        1,  # after the flip
+        Affine(
+            scale=(0.9, 1.1),
+            rotate=(-15.0, 15.0),
+            translate_percent=(-0.0625, 0.0625),
+            border_mode="replicate",
+            p=0.5,
         ),
-        eval=eval_ops(image_size),
     )
+    ops.insert(ops.index(ChannelShuffle(p=0.5)), HueSaturationValue(p=0.5))
+    return Recipe("natural", train=tuple(ops), eval=eval_ops(image_size))
