@@ -510,6 +510,7 @@ class Training:
             model=self.model,
             precision=runtime.precision,
             channels_last=runtime.channels_last,
+            channels=self.task.num_classes,
         )
 
     @property

@@ -294,6 +294,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 model=model,
                 precision=runtime.precision,
                 channels_last=runtime.channels_last,
+                channels=task.num_classes,
             ),
         )
         if plan.native:

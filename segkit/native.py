@@ -130,6 +130,8 @@ class NativeForward:
         channels_last: Whether the model is NHWC.
         max_pixels: Above this, ``whole`` predicts in tiles.
         overlap, blend, tile_batch: The tiling's (:func:`segkit.tiling.sliding_window`).
+        channels: The model's logit channels (the task's), for the tiling; None reads
+            them from the model.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class NativeForward:
         overlap: float = 0.25,
         blend: str = "gaussian",
         tile_batch: int = 4,
+        channels: int | None = None,
     ) -> None:
         if input not in ("resize", "whole"):
             raise ConfigError(f"native input {input!r}: expected resize or whole")
@@ -156,38 +159,29 @@ class NativeForward:
         self.overlap = overlap
         self.blend = blend
         self.tile_batch = tile_batch
-
-    def _model_fn(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        import contextlib
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            ctx = self.precision.autocast() if self.precision is not None else None
-            with ctx if ctx is not None else contextlib.nullcontext():
-                y = model(x)
-            return y.float()
-
-        return run
+        self.channels = channels
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        from segkit.predictor import resized_forward
+        from segkit.predictor import model_logits, resized_forward
         from segkit.tiling import padded_forward, sliding_window
 
-        run = self._model_fn(model)
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return model_logits(model, x, self.precision, self.channels_last)
+
         images = images.float()
         if self.input == "resize":
             return resized_forward(run, images, self.image_size)
         h, w = images.shape[-2:]
         if h * w <= self.max_pixels:
             return padded_forward(run, images, self.multiple)
+        channels = self.channels or _channels(model, run, images)
         out = []
         for image in images:
             logits = sliding_window(
                 image.cpu(),
                 run,
-                channels=_channels(model, run, images),
+                channels=channels,
                 tile=self.image_size,
                 overlap=self.overlap,
                 blend=self.blend,  # type: ignore[arg-type]
@@ -217,9 +211,10 @@ def forward_for(
     model: torch.nn.Module,
     precision: Any,
     channels_last: bool,
+    channels: int | None = None,
 ) -> NativeForward | None:
     """The :class:`NativeForward` of ``plan`` (None where batches go to the model as the
-    loader made them)."""
+    loader made them); ``channels``: the task's logit channels."""
     if not plan.native:
         return None
     return NativeForward(
@@ -228,4 +223,5 @@ def forward_for(
         multiple=int(getattr(model, "min_input_multiple", 1)),
         precision=precision,
         channels_last=channels_last,
+        channels=channels,
     )

@@ -307,11 +307,7 @@ class Predictor:
         out = []
         for dims in TTA_FLIPS[self.tta]:
             xi = x.flip(dims) if dims else x
-            if self.runtime.channels_last:
-                xi = xi.contiguous(memory_format=torch.channels_last)
-            with self.runtime.precision.autocast():
-                y = self.model(xi)
-            y = y.float()
+            y = model_logits(self.model, xi, self.runtime.precision, self.runtime.channels_last)
             out.append(y.flip(dims) if dims else y)
         return out
 
@@ -397,6 +393,20 @@ def resized_batch(
         x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
         batch.append(resize_to(x, (size, size)))
     return torch.cat(batch)
+
+
+def model_logits(
+    model: torch.nn.Module, x: torch.Tensor, precision: Any, channels_last: bool
+) -> torch.Tensor:
+    """The float32 logits of a normalized batch: NHWC where the model runs so, under the
+    precision's autocast (``precision=None``: plain fp32)."""
+    import contextlib
+
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        y = model(x)
+    return y.float()
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

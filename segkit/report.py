@@ -214,11 +214,17 @@ def write_prediction_grid(
     order = [i for i, _, _ in picks]
     model.eval()
     multiclass = task is not None and task.multiclass
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        x = to_device(x, device, channels_last)
+        if forward is not None:
+            return forward(model, x)
+        with precision.autocast():
+            return model(x)
+
     if forward is None and len({tuple(found_images[i].shape) for i in order}) == 1:
         img = torch.stack([found_images[i] for i in order])
-        with precision.autocast():
-            logits = model(to_device(img, device, channels_last))
-        pred = predicted(logits, task)
+        pred = predicted(logits_of(img), task)
         if multiclass:
             true = torch.stack([found_masks[i] for i in order]).numpy()
         else:
@@ -227,13 +233,7 @@ def write_prediction_grid(
     else:
         rgbs, trues, preds = [], [], []
         for i in order:
-            x = to_device(found_images[i][None], device, channels_last)
-            if forward is not None:
-                logits = forward(model, x)
-            else:
-                with precision.autocast():
-                    logits = model(x)
-            preds.append(predicted(logits, task)[0])
+            preds.append(predicted(logits_of(found_images[i][None]), task)[0])
             m = found_masks[i]
             trues.append(m.numpy() if multiclass else m[0].numpy() > 0.5)
             rgbs.append(to_rgb(found_images[i][None], mean, std)[0])
