@@ -15,9 +15,8 @@ DALI's remap is GPU-only) is skipped with the loader's own one-line refusal.
 
 from __future__ import annotations
 
-import bench_common as bc
 import pytest
-from test_loader_throughput import BATCH, IMAGES, SIZE, WORKERS, _versions, images  # noqa: F401
+from test_loader_throughput import BATCH, SIZE, WORKERS, images, time_loader  # noqa: F401
 
 from segkit import build
 from segkit import recipes as R
@@ -69,23 +68,7 @@ def test_augment_only(benchmark, images, loader: str, case: str) -> None:  # noq
         data = build.build_loader(config, runtime, images, recipe, "train", train=True)
     except ConfigError as e:
         pytest.skip(f"{loader} refuses {case} here: {e}")
-    device = runtime.device
-    n = benchmark.pedantic(bc.epoch_runner(data, device), rounds=3, warmup_rounds=1, iterations=1)
-    assert n == IMAGES
-    ips = n / benchmark.stats.stats.mean
-    benchmark.extra_info.update(
-        bc.device_info()
-        | _versions()
-        | {
-            "loader": loader,
-            "loader_mode": getattr(data, "mode", None),
-            "augmentation": case,
-            "images": n,
-            "size": SIZE,
-            "batch": BATCH,
-            "workers": runtime.num_workers,
-            "images_per_s": round(ips, 1),
-            "best_images_per_s": round(n / benchmark.stats.stats.min, 1),
-        }
-    )
-    print(f"\n{loader} {case}: {ips:.1f} images/s ({SIZE}px, batch {BATCH}, {device})")
+    info = time_loader(benchmark, data, loader, runtime)
+    benchmark.extra_info.update(info | {"augmentation": case})
+    ips = info["images_per_s"]
+    print(f"\n{loader} {case}: {ips:.1f} images/s ({SIZE}px, batch {BATCH}, {runtime.device})")

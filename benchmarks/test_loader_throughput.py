@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import bench_common as bc
 import pytest
@@ -99,6 +100,28 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def time_loader(benchmark: Any, data: Any, loader: str, runtime: build.Runtime) -> dict[str, Any]:
+    """Time epochs of ``data`` (a warm-up, then 3) and return the result's extra_info: the
+    device, versions, loader, its mode, sizes, workers and images/s (mean and best)."""
+    run = bc.epoch_runner(data, runtime.device)
+    n = benchmark.pedantic(run, rounds=3, warmup_rounds=1, iterations=1)
+    assert n == IMAGES
+    return (
+        bc.device_info()
+        | _versions()
+        | {
+            "loader": loader,
+            "loader_mode": getattr(data, "mode", None),
+            "images": n,
+            "size": SIZE,
+            "batch": BATCH,
+            "workers": runtime.num_workers,
+            "images_per_s": round(n / benchmark.stats.stats.mean, 1),
+            "best_images_per_s": round(n / benchmark.stats.stats.min, 1),
+        }
+    )
+
+
 @pytest.mark.parametrize("loader", list_plugins("loaders"))
 def test_loader_only(benchmark, images, loader: str) -> None:
     config = RunConfig(
@@ -113,24 +136,9 @@ def test_loader_only(benchmark, images, loader: str) -> None:
     data = build.build_loader(
         config, runtime, images, build.build_recipe(config), "train", train=True
     )
-    n = benchmark.pedantic(bc.epoch_runner(data, device), rounds=3, warmup_rounds=1, iterations=1)
-    assert n == IMAGES
-    ips = n / benchmark.stats.stats.mean
-    benchmark.extra_info.update(
-        bc.device_info()
-        | _versions()
-        | {
-            "loader": loader,
-            "loader_mode": getattr(data, "mode", None),
-            "recipe": RECIPE,
-            "images": n,
-            "size": SIZE,
-            "batch": BATCH,
-            "workers": runtime.num_workers,
-            "images_per_s": round(ips, 1),
-            "best_images_per_s": round(n / benchmark.stats.stats.min, 1),
-        }
-    )
+    info = time_loader(benchmark, data, loader, runtime)
+    benchmark.extra_info.update(info | {"recipe": RECIPE})
+    ips = info["images_per_s"]
     print(
         f"\n{loader}: {ips:.1f} images/s ({RECIPE}, {SIZE}px, batch {BATCH}, "
         f"{runtime.num_workers} workers, {device})"
