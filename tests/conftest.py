@@ -33,6 +33,16 @@ TINY_PETS_COUNT = 20
 TINY_PETS_SEED = 7
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Build matplotlib's font cache once, before any test: on a fresh machine its first
+    import runs ``fc-list`` in a subprocess, which the fast tier's guard below refuses (the
+    first figure test then failed on a new clone, and the cache was never written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.font_manager  # noqa: F401
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The CUDA tier (tests/cuda, marker ``cuda``) is skipped, with its reason, where CUDA
     is absent: CI proves the CPU path, `make gpu-check` the GPU path."""
