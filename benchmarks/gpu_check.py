@@ -316,7 +316,7 @@ def profile(model: str, data: Path, out: Path, sizes: Sizes) -> None:
 
     from segkit import build
     from segkit.config import RunConfig
-    from segkit.loops import train_one_epoch
+    from segkit.training.loops import train_one_epoch
 
     config = RunConfig(
         model=model, loader="dali", recipe="type3", image_size=sizes.image_size,

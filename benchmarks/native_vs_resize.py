@@ -7,7 +7,7 @@ Data: the synthetic ``vessels`` set (``--dataset-opt variant=vessels``): images 
 is well under a pixel wide.
 
 Two runs, the same model, loss, epochs, batch size, seed and augmentations (flips both
-ways and 90-degree rotations; no elastic deformation), through ``segkit.engine.train``
+ways and 90-degree rotations; no elastic deformation), through ``segkit.training.engine.train``
 with the albumentations loader:
 
 (a) ``resize``: every training image resized to ``--image-size``, as the lab trains.
@@ -70,11 +70,12 @@ def main() -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import torch
 
-    from segkit import build, engine
-    from segkit import checkpoint as ckpt_io
+    from segkit import build
     from segkit.config import RunConfig, parse_options
-    from segkit.loops import evaluate
-    from segkit.native import plan_eval
+    from segkit.inference.native import plan_eval
+    from segkit.training import checkpoint as ckpt_io
+    from segkit.training import engine
+    from segkit.training.loops import evaluate
 
     w, _, h = args.size.partition("x")
     size = [int(w), int(h)]

@@ -23,8 +23,8 @@ PAIRS = (("resnet34_unet", "albumentations"), ("unet", "dali"))
 
 def setup(model: str, loader: str, variant: str):
     from segkit import build
-    from segkit.loops import train_one_epoch
     from segkit.task import Task
+    from segkit.training.loops import train_one_epoch
 
     config = bc.run_config(model, loader)
     dataset = bc.dataset(variant)

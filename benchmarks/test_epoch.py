@@ -30,8 +30,8 @@ def test_epoch_classes(benchmark, model: str, loader: str) -> None:
 
 def _epoch(benchmark, model: str, loader: str, variant: str) -> None:
     from segkit import build
-    from segkit.loops import train_one_epoch
     from segkit.task import Task
+    from segkit.training.loops import train_one_epoch
 
     s = bc.settings()
     config = bc.run_config(model, loader)

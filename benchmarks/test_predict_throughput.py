@@ -31,9 +31,9 @@ import torch
 @functools.cache
 def checkpoint(model: str, image_size: int) -> Path:
     """A weights-only checkpoint of ``model`` with random weights at ``image_size``."""
-    from segkit import checkpoint as ckpt_io
     from segkit import create_model
     from segkit.config import RunConfig
+    from segkit.training import checkpoint as ckpt_io
 
     folder = Path(tempfile.mkdtemp(prefix="segkit-bench-predict-"))
     config = RunConfig(model=model, image_size=image_size, recipe=bc.settings().recipe)
@@ -48,7 +48,7 @@ def checkpoint(model: str, image_size: int) -> Path:
 
 
 def predictor(model: str, size: int, **options):
-    from segkit.predictor import Predictor
+    from segkit.inference.predictor import Predictor
 
     s = bc.settings()
     return Predictor(
@@ -129,11 +129,11 @@ def test_onnx_cpu_latency(benchmark, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="pip install 'segkit[export]'")
     import onnxruntime as ort
 
-    from segkit.export import export
+    from segkit.inference.export import export
 
     ckpt = checkpoint("resnet34_unet", 256)
     export(ckpt, tmp_path / "m.onnx")
-    from segkit.predictor import Predictor
+    from segkit.inference.predictor import Predictor
 
     model = Predictor(ckpt, device="cpu", precision="fp32").model
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])

@@ -58,11 +58,11 @@ __all__ = [
 if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.contracts import MaskSpec
-    from segkit.engine import train
-    from segkit.info import ModelInfo
-    from segkit.lr_sweep import LRFind
-    from segkit.predictor import Predictor
+    from segkit.inference.predictor import Predictor
+    from segkit.reports.info import ModelInfo
     from segkit.task import Task
+    from segkit.training.engine import train
+    from segkit.training.lr_sweep import LRFind
 
 
 def list_plugins(kind: str) -> list[str]:
@@ -117,7 +117,7 @@ def check_data(
     workers: int | None = None,
     **options: Any,
 ) -> Any:
-    """Read every sample of a dataset once and return a :class:`segkit.datacheck.Report`
+    """Read every sample of a dataset once and return a :class:`segkit.data.check.Report`
     (``segkit data check``): sizes, formats, mask values, foreground fractions, empty
     masks, duplicates across splits, problems, and suggested image size and
     ``pos_weight``. ``report.ok`` is False when a run would stop on a problem;
@@ -126,7 +126,7 @@ def check_data(
     ``options`` go to the dataset."""
     from segkit.build import build_dataset
     from segkit.config import RunConfig
-    from segkit.datacheck import check_dataset
+    from segkit.data.check import check_dataset
 
     config = RunConfig(
         data=str(data) if data is not None else None, dataset=dataset, dataset_options=options
@@ -139,8 +139,8 @@ def check_data(
 def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     """Parameters, forward and training GFLOP, activation memory per image and (timm
     encoders) feature channels and strides of model ``name`` at ``image_size``; measured
-    on the CPU with random weights (see :mod:`segkit.info`)."""
-    from segkit.info import model_info as _info
+    on the CPU with random weights (see :mod:`segkit.reports.info`)."""
+    from segkit.reports.info import model_info as _info
 
     return _info(name, image_size, **options)
 
@@ -148,8 +148,8 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
 def lr_find(config: RunConfig, **options: Any) -> LRFind:
     """An exponential learning-rate sweep on ``config``'s model, loss and data:
     ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
-    nothing is written (see :mod:`segkit.lr_sweep`)."""
-    from segkit.lr_sweep import lr_find as _find
+    nothing is written (see :mod:`segkit.training.lr_sweep`)."""
+    from segkit.training.lr_sweep import lr_find as _find
 
     return _find(config, **options)
 
@@ -168,11 +168,11 @@ def __getattr__(name: str) -> Any:
 
         return Task
     if name == "Predictor":
-        from segkit.predictor import Predictor
+        from segkit.inference.predictor import Predictor
 
         return Predictor
     if name == "train":
-        from segkit.engine import train
+        from segkit.training.engine import train
 
         return train
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from segkit import ema as ema_mod
 from segkit import registry
 from segkit import task as task_mod
 from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
-from segkit.distributed import Dist
 from segkit.errors import ConfigError
-from segkit.loops import step_quietly
-from segkit.native import EvalPlan, forward_for, plan_eval
-from segkit.precision import Precision, create_precision
+from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
 from segkit.task import Task
+from segkit.training import ema as ema_mod
+from segkit.training.distributed import Dist
+from segkit.training.loops import step_quietly
+from segkit.training.precision import Precision, create_precision
 
 # ----------------------------------------------------------------------------- runtime
 
@@ -298,9 +298,9 @@ def resolve_loss_options(
 ) -> dict[str, Any]:
     """``config.loss_options`` with ``pos_weight="auto"`` replaced by the train split's
     background / foreground pixels (its mask files are read once; for any loss that takes
-    ``pos_weight``, :func:`segkit.datacheck.train_pos_weight`), and ``weight="auto"`` by
+    ``pos_weight``, :func:`segkit.data.check.train_pos_weight`), and ``weight="auto"`` by
     the median-frequency class weights of a K-class dataset
-    (:func:`segkit.datacheck.train_class_weights`).
+    (:func:`segkit.data.check.train_class_weights`).
 
     Raises:
         ConfigError: ``pos_weight=auto`` or ``weight=auto`` without a dataset.
@@ -312,7 +312,7 @@ def resolve_loss_options(
             raise ConfigError(
                 "--loss-opt pos_weight=auto needs the dataset to compute it from; give a number"
             )
-        from segkit.datacheck import train_pos_weight
+        from segkit.data.check import train_pos_weight
 
         options["pos_weight"] = round(train_pos_weight(dataset, workers), 6)
     if options.get("weight") == "auto":
@@ -320,7 +320,7 @@ def resolve_loss_options(
             raise ConfigError(
                 "--loss-opt weight=auto needs the dataset to compute it from; give a list"
             )
-        from segkit.datacheck import train_class_weights
+        from segkit.data.check import train_class_weights
 
         options["weight"] = train_class_weights(dataset, workers)
     return options
@@ -373,7 +373,7 @@ def build_loader(
 
 
 def build_eval_plan(config: RunConfig, recipe: Recipe) -> EvalPlan:
-    """What ``--eval-size`` means for the run's recipe (:func:`segkit.native.plan_eval`).
+    """What ``--eval-size`` means for the run's recipe (:func:`segkit.inference.native.plan_eval`).
 
     Raises:
         ConfigError: ``--eval-size resize`` with a recipe that evaluates natively.
@@ -418,7 +418,7 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Op
 
 def optimizer_steps(batches: int, accumulate: int = 1) -> int:
     """Optimizer steps of an epoch of ``batches`` with ``--accumulate``: a trailing group
-    of fewer batches steps too (see :func:`segkit.loops.train_one_epoch`)."""
+    of fewer batches steps too (see :func:`segkit.training.loops.train_one_epoch`)."""
     return -(-batches // accumulate)
 
 
@@ -500,7 +500,7 @@ class Training:
         return optimizer_steps(len(self.loaders["train"]), self.accumulate)
 
     def eval_forward(self, runtime: Runtime) -> Any:
-        """How evaluation batches reach the model: a :class:`segkit.native.NativeForward`
+        """How evaluation batches reach the model: a :class:`segkit.inference.native.NativeForward`
         for native-size evaluation, None for the loader's resized batches."""
         if self.eval_plan is None:
             return None
@@ -525,7 +525,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     Raises:
         SegkitError: a bad name, option, size or dataset (a subclass says which).
     """
-    from segkit.data import leave_out_bad_samples
+    from segkit.data.reading import leave_out_bad_samples
 
     check_plugin_names(config)
     dataset = build_dataset(config)
@@ -579,7 +579,7 @@ def lone_last_batch(images: int, batch_size: int, world: int = 1) -> bool:
     one value per channel (ResNet34-UNet's bottleneck is 1x1 at 32 px, so a lone image
     stops the run), and one image is a noisy step anyway. Any other partial batch is kept.
     """
-    from segkit.sampling import per_rank
+    from segkit.data.sampling import per_rank
 
     return batch_size > 1 and per_rank(images, world) % batch_size == 1
 

@@ -135,7 +135,7 @@ def settings_from_args(
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
-        from segkit.distributed import launch
+        from segkit.training.distributed import launch
 
         return launch(args.devices, _without_devices(args.argv))
     with _sigterm_as_interrupt():
@@ -144,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_or_resume(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, flag, read_config_file
-    from segkit.engine import resume, train
+    from segkit.training.engine import resume, train
 
     if args.resume:
         settings = settings_from_args(args)
@@ -190,7 +190,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _print_summary(args: argparse.Namespace, result: Any) -> None:
     """With --quiet, the engine printed nothing: print the summary line (rank 0 only)."""
-    from segkit.distributed import from_env
+    from segkit.training.distributed import from_env
 
     if args.quiet and from_env().main:
         print((result.run_dir / "summary.txt").read_text().strip())
@@ -203,7 +203,7 @@ def _checkpoint_run(
     precision default to auto wherever the checkpoint is opened), its model, its path and
     its task (binary or the classes it was trained on)."""
     from segkit.build import resolve_runtime
-    from segkit.inference import checkpoint_task, open_checkpoint, restore_model
+    from segkit.inference.trained import checkpoint_task, open_checkpoint, restore_model
 
     given = {k: v for k, v in vars(args).items() if k in keys}
     if "dataset_options" in given:
@@ -239,9 +239,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         build_loss,
         build_recipe,
     )
-    from segkit.loops import evaluate
-    from segkit.native import forward_for
+    from segkit.inference.native import forward_for
     from segkit.task import Task
+    from segkit.training.loops import evaluate
 
     config, runtime, model, path, task = _checkpoint_run(args, _EVALUATE_KEYS)
     dataset = build_dataset(config)
@@ -257,7 +257,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     how = ""
     via_predictor = args.mode is not None or args.tta != "none"
     if via_predictor:
-        from segkit.predictor import Predictor, eval_normalization, evaluate_images
+        from segkit.inference.predictor import Predictor, eval_normalization, evaluate_images
 
         mean, std = eval_normalization(recipe.eval, config.image_size)
         predictor = Predictor.from_model(
@@ -301,7 +301,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             how = f", eval size {plan.eval_size}: {plan.describe()}"
     loss = f"  loss {metrics['loss']:.4f}" if not via_predictor else ""
     if task.multiclass:
-        from segkit.metrics_mc import confusion_table
+        from segkit.metrics.multiclass import confusion_table
 
         print(confusion_table(metrics, list(task.classes)))
         print(
@@ -324,11 +324,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from segkit.data import read_image
-    from segkit.files import check_writable, remove_temporaries
-    from segkit.inference import prediction_paths, write_prediction
-    from segkit.predictor import collect_images, read_parallel
-    from segkit.progress import is_tty
+    from segkit.data.reading import read_image
+    from segkit.inference.predictor import collect_images, read_parallel
+    from segkit.inference.trained import prediction_paths, write_prediction
+    from segkit.system.files import check_writable, remove_temporaries
+    from segkit.training.progress import is_tty
 
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold {args.threshold}: expected a probability in (0, 1)")
@@ -356,7 +356,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 )
             where[target] = path
     if args.skip_existing:
-        # Every file is written whole or not at all (segkit.files), so an image whose
+        # Every file is written whole or not at all (segkit.system.files), so an image whose
         # outputs all exist is done; one stopped half-way has its outputs written again.
         finished = {path for path, targets in outputs.items() if all(t.exists() for t in targets)}
         files = [f for f in files if f[0] not in finished]
@@ -437,8 +437,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predictor(args: argparse.Namespace, checkpoint: str) -> Any:
-    """The :class:`~segkit.predictor.Predictor` the options of ``predict`` ask for."""
-    from segkit.predictor import Predictor
+    """The :class:`~segkit.inference.predictor.Predictor` the options of ``predict`` ask for."""
+    from segkit.inference.predictor import Predictor
 
     return Predictor(
         checkpoint,
@@ -455,7 +455,7 @@ def _predictor(args: argparse.Namespace, checkpoint: str) -> Any:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from segkit.export import export
+    from segkit.inference.export import export
 
     result = export(
         args.checkpoint,
@@ -561,7 +561,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     from segkit.build import build_dataset
     from segkit.config import RunConfig, parse_options
-    from segkit.datacheck import check_dataset, format_report
+    from segkit.data.check import check_dataset, format_report
 
     # The dataset a `segkit run` with the same --data/--dataset/--dataset-opt would read.
     config = RunConfig(
@@ -581,7 +581,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from segkit.config import parse_options
-    from segkit.info import model_info
+    from segkit.reports.info import model_info
 
     options = parse_options(args.model_opt, "--model-opt")
     if args.encoder is not None:
@@ -593,7 +593,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
-    from segkit.lr_sweep import lr_find, write_plot
+    from segkit.training.lr_sweep import lr_find, write_plot
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
@@ -640,7 +640,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from segkit.compare import compare
+    from segkit.reports.compare import compare
 
     result = compare(
         args.runs, args.out, force=args.force, group_seeds=args.group_seeds, device=args.device
@@ -651,7 +651,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from segkit import study
+    from segkit.reports import study
 
     if args.run is not None:  # one configuration: what each --parallel process runs
         done = study.run_named(
@@ -675,7 +675,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig
-    from segkit.preview import loader_names, write_preview
+    from segkit.reports.preview import loader_names, write_preview
 
     config = RunConfig.from_dict(settings_from_args(args), source="command line")
     result = write_preview(
@@ -1216,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segkit: {_rank()}{e}", file=sys.stderr)
         return 130
     except DistributedError as e:
-        from segkit.distributed import EXIT_LOST_CONTACT
+        from segkit.training.distributed import EXIT_LOST_CONTACT
 
         print(f"segkit: error: {e}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -36,10 +36,10 @@ EvalSizeName = Literal["auto", "native", "resize"]
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 #: Values of ``schedule``.
 SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
-#: Values of ``eval_size`` (see :mod:`segkit.native`).
+#: Values of ``eval_size`` (see :mod:`segkit.inference.native`).
 EVAL_SIZES: tuple[str, ...] = get_args(EvalSizeName)
 
-# Prediction settings (segkit.predictor, segkit.tiling), here so the CLI lists them
+# Prediction settings (segkit.inference.predictor, segkit.inference.tiling), here so the CLI lists them
 # without importing torch.
 PredictMode = Literal["auto", "resize", "tile", "whole"]
 TTAName = Literal["none", "flip", "flip_hv"]

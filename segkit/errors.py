@@ -71,4 +71,4 @@ class RunInterrupted(SegkitError):
 class MainGuardError(ConfigError):
     """A script without ``if __name__ == "__main__":`` trained with loader worker processes:
     each worker imports the script again and would start training too
-    (:mod:`segkit.main_guard`)."""
+    (:mod:`segkit.system.main_guard`)."""

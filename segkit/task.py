@@ -140,12 +140,12 @@ class Task:
     # ------------------------------------------------------------------ scoring
 
     def meter(self, device: torch.device | str, *, per_image: bool = False) -> Any:
-        """A fresh meter for a pass: :class:`~segkit.metrics.DiceMeter` (binary) or
+        """A fresh meter for a pass: :class:`~segkit.metrics.binary.DiceMeter` (binary) or
         :class:`MultiClassMeter`. Both take ``update(logits, target, loss)``, ``state()``
         / ``load_state()`` (to sum across ranks), ``compute()`` with ``dice``, ``iou``,
         ``loss`` and ``images``, and ``per_image_scores()``."""
         if not self.multiclass:
-            from segkit.metrics import DiceMeter
+            from segkit.metrics.binary import DiceMeter
 
             return DiceMeter(device, per_image=per_image)
         return MultiClassMeter(self, device, per_image=per_image)
@@ -166,12 +166,12 @@ class Task:
 
 
 class MultiClassMeter:
-    """:class:`~segkit.metrics_mc.ConfusionMeter` for a :class:`Task`, with the engine's
+    """:class:`~segkit.metrics.multiclass.ConfusionMeter` for a :class:`Task`, with the engine's
     headline keys: ``dice`` = mDice and ``iou`` = mIoU (over the dataset), and each
     class's IoU and Dice under its name (``iou_pet``)."""
 
     def __init__(self, task: Task, device: torch.device | str, *, per_image: bool = False) -> None:
-        from segkit.metrics_mc import ConfusionMeter
+        from segkit.metrics.multiclass import ConfusionMeter
 
         self.task = task
         self.inner = ConfusionMeter(
@@ -194,7 +194,7 @@ class MultiClassMeter:
 
     def per_image_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image's (mDice, mIoU) over the classes present in it (float32, NaN for
-        an image with no scored pixel), in the order :class:`~segkit.metrics.DiceMeter`
+        an image with no scored pixel), in the order :class:`~segkit.metrics.binary.DiceMeter`
         gives (Dice, IoU)."""
         miou, mdice = self.inner.per_image_scores()
         return mdice.float(), miou.float()

@@ -64,7 +64,7 @@ def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
         return
     import subprocess
 
-    from segkit import engine
+    from segkit.training import engine
 
     def refuse(what: str):
         def call(*args, **kwargs):
@@ -79,7 +79,7 @@ def _fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int):
     """Make the engine's training loop raise KeyboardInterrupt (a Ctrl-C) when it starts
     ``epoch``. Returns a function that puts the real loop back (to resume the run)."""
-    from segkit import engine
+    from segkit.training import engine
 
     real = engine.train_one_epoch
 

@@ -40,7 +40,7 @@ def die() -> None:
 def install(point: str) -> None:
     import torch
 
-    from segkit import engine
+    from segkit.training import engine
 
     real_replace = os.replace
     real_save = torch.save
@@ -79,7 +79,7 @@ def install(point: str) -> None:
             die()
         return real_save(obj, f, *args, **kwargs)
 
-    os.replace = replace  # segkit.files renames through it
+    os.replace = replace  # segkit.system.files renames through it
     torch.save = save
     if point == "background-write":
         engine._write_in_background = lambda runtime: True

@@ -200,7 +200,7 @@ def run(
 
 
 def temporaries(folder: Path) -> list[str]:
-    from segkit.files import is_temporary
+    from segkit.system.files import is_temporary
 
     return (
         sorted(p.name for p in folder.iterdir() if is_temporary(p.name)) if folder.is_dir() else []
@@ -214,8 +214,8 @@ def folder_problems(folder: Path) -> list[str]:
     resume clears it.)"""
     import json
 
-    from segkit import checkpoint as ckpt_io
     from segkit.errors import CheckpointError
+    from segkit.training import checkpoint as ckpt_io
 
     problems = []
     for name in ("best.pt", "last.pt"):

@@ -1,6 +1,6 @@
 """Gradient accumulation (``--accumulate``) and the EMA of the weights (``--ema``).
 
-The equivalence tests run :func:`segkit.loops.train_one_epoch` on tensors: a fake loader
+The equivalence tests run :func:`segkit.training.loops.train_one_epoch` on tensors: a fake loader
 (a list of batches) fixes the data order. Their model has no BatchNorm: BN normalizes with
 the statistics of the batch it sees, so 2 micro-batches of 8 are not the same computation
 as one batch of 16 (and its running statistics update twice); the gradients can only match
@@ -16,15 +16,15 @@ import pytest
 import torch
 from test_long_runs import tiny
 
-from segkit import checkpoint as ckpt_io
-from segkit import ema as ema_mod
-from segkit import engine
 from segkit.build import build_scheduler, optimizer_steps
 from segkit.config import RunConfig
 from segkit.contracts import Batch
 from segkit.errors import ConfigError
-from segkit.loops import train_one_epoch
-from segkit.precision import Precision
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import ema as ema_mod
+from segkit.training import engine
+from segkit.training.loops import train_one_epoch
+from segkit.training.precision import Precision
 
 CPU = torch.device("cpu")
 

@@ -320,8 +320,8 @@ def test_image_and_mask_of_different_sizes(capsys, broken_pets: Path, tmp_path: 
 
 
 def test_checkpoint_errors(capsys, tmp_path: Path) -> None:
-    from segkit import checkpoint as ckpt_io
     from segkit.config import RunConfig
+    from segkit.training import checkpoint as ckpt_io
 
     whole = tmp_path / "whole.pt"  # a segkit checkpoint, small: no run needed
     state = {"conv.weight": torch.randn(64, 3, 3, 3)}

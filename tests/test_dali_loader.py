@@ -237,7 +237,7 @@ def test_order_and_pixels_match_the_albumentations_loader_on_the_eval_recipe(tin
     """
     import cv2
 
-    from segkit.data import read_sample
+    from segkit.data.reading import read_sample
     from segkit_albumentations import create_loader as create_albumentations
 
     type3 = registry.create("recipes", "type3", image_size=256)
@@ -464,7 +464,7 @@ def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(tiny_pets_d
     nearest neighbour): DALI's image is within one level, its mask identical."""
     import cv2
 
-    from segkit.data import read_sample
+    from segkit.data.reading import read_sample
     from segkit_dali._loader import draw_params
 
     loader = create_loader(
@@ -668,7 +668,7 @@ def test_an_image_and_mask_of_different_sizes_is_a_data_error(broken_copy):
 
 
 def test_palette_masks_are_read_by_their_indices(tmp_path, shapes):
-    """A palette PNG's values are its indices (as segkit.data reads them), not colours."""
+    """A palette PNG's values are its indices (as segkit.data.reading reads them), not colours."""
     samples = []
     for s in shapes.samples("train")[:4]:
         mask = Image.open(s.mask).convert("P")
@@ -732,8 +732,8 @@ def test_segkit_run_with_the_dali_loader(tiny_pets, tmp_path):
     import csv
     import json
 
-    from segkit import checkpoint as ckpt_io
     from segkit import cli
+    from segkit.training import checkpoint as ckpt_io
 
     assert "dali" in registry.list_plugins("loaders")
     epochs, batch_size = 2, 4

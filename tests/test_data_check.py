@@ -1,4 +1,4 @@
-"""``segkit data check`` (segkit.datacheck) and ``--loss-opt pos_weight=auto``.
+"""``segkit data check`` (segkit.data.check) and ``--loss-opt pos_weight=auto``.
 
 The datasets are small ``folder`` layouts written here (images/<stem>.jpg|png,
 masks/<stem>.png, splits/*.txt), each holding one kind of problem, so every finding's
@@ -17,7 +17,7 @@ from PIL import Image
 
 from segkit import registry
 from segkit.cli import main
-from segkit.datacheck import check_dataset, train_pos_weight
+from segkit.data.check import check_dataset, train_pos_weight
 
 
 def _image(seed: int, w: int = 40, h: int = 32) -> Image.Image:

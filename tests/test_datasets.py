@@ -12,7 +12,7 @@ from conftest import TINY_PETS_COUNT, TINY_PETS_SEED
 from PIL import Image
 
 from segkit.contracts import Dataset, Sample
-from segkit.data import read_image, read_sample
+from segkit.data.reading import read_image, read_sample
 from segkit.errors import ConfigError, DataError
 from segkit_datasets.folder import FolderDataset
 from segkit_datasets.oxford_pet import OxfordPet, train_valid_split

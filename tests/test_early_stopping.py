@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from conftest import interrupt_in_epoch
 
-from segkit import checkpoint as ckpt_io
-from segkit import engine
 from segkit.config import RunConfig
-from segkit.early_stopping import EarlyStopping
-from segkit.engine import resume, train
 from segkit.errors import ConfigError, RunInterrupted
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import engine
+from segkit.training.early_stopping import EarlyStopping
+from segkit.training.engine import resume, train
 
 
 def tiny(data: Path, out: Path, **options: object) -> RunConfig:

@@ -18,7 +18,7 @@ from test_predict import TRIO, save_checkpoint
 
 from segkit.cli import main
 from segkit.errors import ConfigError, ExportError
-from segkit.export import export, read_onnx_metadata
+from segkit.inference.export import export, read_onnx_metadata
 
 needs_onnx = pytest.mark.skipif(
     any(__import__("importlib").util.find_spec(m) is None for m in ("onnx", "onnxruntime")),
@@ -32,7 +32,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def torch_logits(ckpt: Path, x: torch.Tensor) -> np.ndarray:
-    from segkit.predictor import Predictor
+    from segkit.inference.predictor import Predictor
 
     with torch.no_grad():
         return Predictor(ckpt, device="cpu").model(x).numpy()
@@ -113,7 +113,7 @@ def test_onnx_without_the_extra_says_what_to_install(
 def test_a_parity_failure_writes_nothing(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from segkit import export as export_mod
+    from segkit.inference import export as export_mod
 
     real = export_mod._run_torchscript
     monkeypatch.setattr(
@@ -136,9 +136,9 @@ def test_a_parity_failure_writes_nothing(
     ],
 )
 def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_path: Path) -> None:
-    from segkit import checkpoint as ckpt_io
     from segkit import create_model
     from segkit.config import RunConfig
+    from segkit.training import checkpoint as ckpt_io
 
     config = RunConfig(model=model, model_options=options, image_size=64)
     state = {

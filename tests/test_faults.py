@@ -36,10 +36,10 @@ from faultkit import (
     write_fuzzed_folder,
 )
 
-from segkit import files
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, DataError
-from segkit.run_folder import RunFolder
+from segkit.system import files
+from segkit.training.run_folder import RunFolder
 
 #: Kills of the campaign (the issue's N); its seed picks the order and the instants.
 KILLS = int(os.environ.get("SEGKIT_CAMPAIGN_KILLS", "20"))
@@ -347,7 +347,7 @@ def test_a_dead_rank_never_hangs_the_others(
     launcher ends with one line naming rank 1, no process of the job remains, and rank
     0's run folder holds loadable checkpoints; the killed run resumes to its end."""
     from segkit import registry
-    from segkit.sampling import epoch_order
+    from segkit.data.sampling import epoch_order
 
     out = tmp_path / "runs"
     run_dir = out / "ddp"
@@ -436,7 +436,7 @@ def test_fuzzed_files_give_a_sample_or_a_data_error_naming_them(
     own with a time limit (a crash or a hang fails): every file gives a correct sample
     (the right mask, pixels as PIL decodes the file) or a DataError naming it, and the
     files that keep their content always give the sample."""
-    from segkit.data import read_image
+    from segkit.data.reading import read_image
 
     root = tmp_path / "fuzz"
     mutants = write_fuzzed_folder(root, FUZZED, seed=SEED)
@@ -591,7 +591,7 @@ def test_run_folders_made_at_once_by_many_threads_are_distinct(tmp_path: Path) -
 @pytest.mark.slow
 def test_a_run_folder_in_use_is_refused_to_another_process(tmp_path: Path) -> None:
     folder = RunFolder.create(RunConfig(out=str(tmp_path), name="busy"))
-    script = f"from segkit.run_folder import RunFolder; RunFolder({str(folder.path)!r}).lock()"
+    script = f"from segkit.training.run_folder import RunFolder; RunFolder({str(folder.path)!r}).lock()"
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env_for_children(), capture_output=True, text=True
     )
@@ -614,8 +614,8 @@ def tiny_checkpoint(tiny_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     training to be tested."""
     import torch
 
-    from segkit import checkpoint as ckpt_io
     from segkit import registry
+    from segkit.training import checkpoint as ckpt_io
 
     monkeypatch.syspath_prepend(str(tiny_site))
     registry.reset()
@@ -878,7 +878,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(
 ) -> None:
     from faultkit import _png_by_hand
 
-    from segkit.data import MAX_IMAGE_PIXELS, read_image
+    from segkit.data.reading import MAX_IMAGE_PIXELS, read_image
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_by_hand(65_000, 65_000, 8, 0, bytes(100)))
@@ -907,7 +907,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(
 def test_the_launcher_names_the_rank_that_failed_first() -> None:
     from types import SimpleNamespace
 
-    from segkit.distributed import EXIT_LOST_CONTACT, _first_failure, _resume_hint
+    from segkit.training.distributed import EXIT_LOST_CONTACT, _first_failure, _resume_hint
 
     def failure(code: int, t: int, pid: int) -> SimpleNamespace:
         name = {-9: "SIGKILL"}.get(code, "?")
@@ -930,7 +930,7 @@ def test_the_launcher_names_the_rank_that_failed_first() -> None:
 def test_collective_timeout_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
-    from segkit.distributed import collective_timeout
+    from segkit.training.distributed import collective_timeout
 
     monkeypatch.delenv("SEGKIT_COLLECTIVE_TIMEOUT", raising=False)
     assert collective_timeout() is None
@@ -958,7 +958,7 @@ def test_a_helper_ties_itself_to_its_parent_and_leaves_if_it_is_gone(tmp_path: P
     pid, still alive) does not make it leave."""
     code = textwrap.dedent("""
         import os, sys, time
-        from segkit import lifeline
+        from segkit.system import lifeline
         expected = int(sys.argv[1]) if sys.argv[1] != "none" else None
         print("tied", lifeline.tie_to_parent(expected), os.environ[lifeline.ENV] == str(os.getpid()), flush=True)
         time.sleep(60)
@@ -1008,7 +1008,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_collective_failures_are_told_from_other_errors() -> None:
-    from segkit.distributed import is_collective_failure
+    from segkit.training.distributed import is_collective_failure
 
     gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error")
     assert is_collective_failure(gloo)

@@ -79,11 +79,11 @@ def test_image_size_the_model_cannot_take(capsys) -> None:
 
 
 def test_a_grouped_convolutions_backward_costs_twice_its_forward() -> None:
-    """torch's formula ignores ``groups`` in the backward; segkit.info counts its own."""
+    """torch's formula ignores ``groups`` in the backward; segkit.reports.info counts its own."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from segkit.info import _conv_backward_flop
+    from segkit.reports.info import _conv_backward_flop
 
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
     x = torch.randn(2, 64, 16, 16, requires_grad=True)

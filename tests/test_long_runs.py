@@ -17,12 +17,13 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
-from segkit import checkpoint as ckpt_io
-from segkit import engine, registry
+from segkit import registry
 from segkit.cli import main
 from segkit.config import RunConfig
-from segkit.engine import resume, train
 from segkit.errors import CheckpointError, NumericalError, RunInterrupted
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import engine
+from segkit.training.engine import resume, train
 
 TINY = [*TINY_RUN, "--seed", "3"]
 
@@ -439,7 +440,7 @@ def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Pat
     script = textwrap.dedent(f"""
         import sys, time, torch
         from pathlib import Path
-        from segkit import checkpoint as ckpt_io
+        from segkit.training import checkpoint as ckpt_io
         last = Path({str(tmp_path / "last.pt")!r})
         state = lambda e: {{"format": ckpt_io.FORMAT, "epoch": e, "w": torch.zeros(10**6)}}
         ckpt_io.save_atomic(state(1), last)
@@ -464,7 +465,7 @@ def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Pat
 
 
 def test_resuming_a_run_of_an_older_segkit_keeps_metrics_csv_aligned(tmp_path: Path) -> None:
-    from segkit.run_folder import RunFolder
+    from segkit.training.run_folder import RunFolder
 
     folder = RunFolder(tmp_path)
     old = {"epoch": 1, "train_loss": 0.5, "epoch_seconds": 2.0, "train_images": 13}

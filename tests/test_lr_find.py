@@ -13,7 +13,7 @@ from conftest import TINY_RUN
 import segkit
 from segkit import build
 from segkit.cli import main
-from segkit.lr_sweep import suggest
+from segkit.training.lr_sweep import suggest
 
 
 def test_suggestion_is_the_steepest_descent_of_the_loss() -> None:

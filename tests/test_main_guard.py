@@ -1,7 +1,7 @@
 """A training script without `if __name__ == "__main__":` and the albumentations loader's
 worker processes (started from a fork server, they import the script again): one
 MainGuardError naming the script and the fix, not multiprocessing's 40-line traceback
-from every worker (segkit.main_guard)."""
+from every worker (segkit.system.main_guard)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from segkit import main_guard
 from segkit.errors import ConfigError, MainGuardError
 from segkit.registry import create
+from segkit.system import main_guard
 
 
 def test_main_guard_error_only_for_a_worker_that_left_for_it() -> None:

@@ -1,4 +1,4 @@
-"""segkit.metrics: hard Dice / IoU per image and the running DiceMeter, against hand counts."""
+"""segkit.metrics.binary: hard Dice / IoU per image and the running DiceMeter, against hand counts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from segkit.metrics import DiceMeter, dice_iou_per_image
+from segkit.metrics.binary import DiceMeter, dice_iou_per_image
 
 
 def as_batch(*masks: list[list[float]]) -> torch.Tensor:

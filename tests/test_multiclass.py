@@ -18,7 +18,7 @@ from segkit import recipes as R
 from segkit import registry
 from segkit.config import RunConfig
 from segkit.contracts import IGNORE_INDEX, MaskSpec
-from segkit.data import read_raw_mask, read_sample, to_target
+from segkit.data.reading import read_raw_mask, read_sample, to_target
 from segkit.errors import ConfigError, DataError
 from segkit.task import MultiClassMeter, Task, resolve
 
@@ -330,8 +330,8 @@ def test_binary_loops_are_unchanged_by_the_task() -> None:
 
 
 def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Path) -> None:
-    from segkit.precision import create_precision
-    from segkit.report import write_prediction_grid
+    from segkit.reports.figures import write_prediction_grid
+    from segkit.training.precision import create_precision
 
     task = Task(
         ("background", "pet", "collar"), ((0, 0, 0), (230, 25, 75), (60, 180, 75)), IGNORE_INDEX
@@ -369,7 +369,7 @@ def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Pa
 
 
 def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
-    from segkit.inference import palette_png, write_prediction
+    from segkit.inference.trained import palette_png, write_prediction
 
     task = Task(("a", "b", "c"), ((0, 0, 0), (10, 20, 30), (40, 50, 60)))
     classes = np.array([[0, 1], [2, 1]], np.uint8)
@@ -394,7 +394,7 @@ def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
 
 
 def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> None:
-    from segkit.datacheck import check_dataset, format_report
+    from segkit.data.check import check_dataset, format_report
 
     root = write_folder(tmp_path / "d", [stripes()] * 10, "bg\nroad\ncar\n")
     report = check_dataset(
@@ -411,7 +411,7 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
 
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:
     from segkit.build import resolve_loss_options
-    from segkit.datacheck import check_dataset
+    from segkit.data.check import check_dataset
 
     root = write_folder(tmp_path / "d", [stripes()] * 10, "bg\nroad\ncar\n")
     ds = registry.create("datasets", "folder", root)
@@ -514,8 +514,8 @@ def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(
 
 @pytest.mark.slow
 def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: Path) -> None:
-    from segkit import checkpoint as ckpt_io
-    from segkit.engine import resume
+    from segkit.training import checkpoint as ckpt_io
+    from segkit.training.engine import resume
 
     args = [
         "--dataset",

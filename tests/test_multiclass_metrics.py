@@ -1,4 +1,4 @@
-"""segkit.metrics_mc: ConfusionMeter and confusion_table against direct numpy counts.
+"""segkit.metrics.multiclass: ConfusionMeter and confusion_table against direct numpy counts.
 
 The numpy reference counts TP / FP / FN per class from boolean masks (not from a confusion
 matrix), per image and over the whole set, so it shares no code with the meter.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.metrics import DiceMeter
-from segkit.metrics_mc import ConfusionMeter, confusion_table
+from segkit.metrics.binary import DiceMeter
+from segkit.metrics.multiclass import ConfusionMeter, confusion_table
 
 IGNORE = 255
 

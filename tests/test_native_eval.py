@@ -14,11 +14,11 @@ from segkit import recipes as R
 from segkit.build import Runtime, build_eval_loader, build_eval_plan, resolve_device
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
-from segkit.loops import evaluate
-from segkit.native import NativeForward, plan_eval
-from segkit.precision import create_precision
+from segkit.inference.native import NativeForward, plan_eval
+from segkit.inference.tiling import crop_box, pad_to_multiple, padded_forward
 from segkit.task import Task
-from segkit.tiling import crop_box, pad_to_multiple, padded_forward
+from segkit.training.loops import evaluate
+from segkit.training.precision import create_precision
 
 RESIZING = R.Recipe("resizing", train=(R.Resize(size=32), R.Normalize()))
 CROPPING = R.Recipe("cropping", train=(R.RandomCrop(size=32), R.Normalize()))
@@ -182,7 +182,7 @@ def test_native_forward_resize_sees_the_training_size_and_returns_the_image_size
 
 
 def test_the_predictor_predicts_native_models_whole() -> None:
-    from segkit.predictor import Predictor
+    from segkit.inference.predictor import Predictor
 
     model = Threshold()
     p = Predictor.from_model(model, image_size=32, mean=RAW.mean, std=RAW.std, native=True)
@@ -197,7 +197,7 @@ def test_the_predictor_predicts_native_models_whole() -> None:
 
 
 def test_prediction_accepts_native_eval_ops() -> None:
-    from segkit.predictor import eval_normalization
+    from segkit.inference.predictor import eval_normalization
 
     assert eval_normalization((R.Normalize(),), 64) == (R.IMAGENET_MEAN, R.IMAGENET_STD)
     ops = (R.PadIfNeeded(size=None, divisor=32), R.Normalize())
@@ -306,7 +306,7 @@ def test_native_eval_of_a_resizing_recipe_scores_resized_predictions_on_original
 
 
 def test_the_prediction_grid_draws_native_sizes(tmp_path: Path) -> None:
-    from segkit.report import write_prediction_grid
+    from segkit.reports.figures import write_prediction_grid
 
     root = _folder(tmp_path / "d", np.random.default_rng(4))
     _, plan, loader = _loader(root, RAW_NATIVE)

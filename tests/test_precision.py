@@ -1,4 +1,4 @@
-"""segkit.precision: the fp32 / bf16 / fp16 objects the engine calls, on the CPU."""
+"""segkit.training.precision: the fp32 / bf16 / fp16 objects the engine calls, on the CPU."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segkit.errors import ConfigError
-from segkit.precision import PRECISIONS, MixedPrecision, Precision, create_precision
+from segkit.training.precision import PRECISIONS, MixedPrecision, Precision, create_precision
 
 CPU = torch.device("cpu")
 

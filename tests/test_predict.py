@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segkit
-from segkit import checkpoint as ckpt_io
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
-from segkit.predictor import Predictor, collect_images
+from segkit.inference.predictor import Predictor, collect_images
+from segkit.inference.tiling import blend_weights, reflect_pad, sliding_window, starts
 from segkit.task import Task
-from segkit.tiling import blend_weights, reflect_pad, sliding_window, starts
+from segkit.training import checkpoint as ckpt_io
 
 TINY_MODEL = {"encoder": "test_efficientnet", "decoder_channels": [32, 16, 8, 8, 8]}
 TRIO = Task(("bg", "cat", "dog"), ((0, 0, 0), (255, 0, 0), (0, 0, 255)))
@@ -177,7 +177,7 @@ def test_a_10000_px_image_is_tiled_in_bounded_memory() -> None:
     # whole image would add 1.2 GiB more.
     code = (
         "import resource, numpy as np, torch\n"
-        "from segkit.predictor import Predictor\n"
+        "from segkit.inference.predictor import Predictor\n"
         "p = Predictor.from_model(torch.nn.Conv2d(3, 1, 1), image_size=256, mode='tile', "
         "batch_size=32)\n"
         "image = np.ones((10000, 10000, 3), np.uint8)\n"

@@ -14,11 +14,11 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from segkit import preview as P
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, PluginNotFoundError
-from segkit.report import MIN_TILE
+from segkit.reports import preview as P
+from segkit.reports.figures import MIN_TILE
 from segkit.task import Task
 from segkit.testing.shapes import shapes_dataset
 
@@ -198,8 +198,8 @@ def test_the_albumentations_column_is_what_a_run_trains_on(tmp_path):
     """Its augmentations are seeded by (seed, epoch, index) alone: the first samples of a
     run's whole, shuffled training epoch are the preview's rows, pixel for pixel."""
     from segkit.build import build_loader, build_recipe, normalization, resolve_runtime
-    from segkit.report import to_rgb
-    from segkit.sampling import epoch_order
+    from segkit.data.sampling import epoch_order
+    from segkit.reports.figures import to_rgb
 
     result, _ = draw(tmp_path, "type3", n=3, seed=4, epoch=2)
     config = RunConfig(recipe="type3", image_size=64, seed=4, num_workers=0, batch_size=10)

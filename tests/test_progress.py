@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from segkit.progress import EpochProgress, RunEstimate, duration
+from segkit.training.progress import EpochProgress, RunEstimate, duration
 
 
 class Clock:

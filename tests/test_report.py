@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from segkit import report
 from segkit.contracts import Batch
-from segkit.loops import evaluate
-from segkit.metrics import DiceMeter, dice_iou_per_image
-from segkit.precision import create_precision
-from segkit.run_folder import RunFolder
+from segkit.metrics.binary import DiceMeter, dice_iou_per_image
+from segkit.reports import figures as report
+from segkit.training.loops import evaluate
+from segkit.training.precision import create_precision
+from segkit.training.run_folder import RunFolder
 
 SIZE = 32
 

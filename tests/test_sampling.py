@@ -1,4 +1,4 @@
-"""segkit.sampling: epoch order, sharding, loader argument checks and default workers."""
+"""segkit.data.sampling: epoch order, sharding, loader argument checks and default workers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import pytest
 from torch.utils.data import DistributedSampler
 
+from segkit.data.sampling import check_loader_args, epoch_order, per_rank
 from segkit.errors import ConfigError
-from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 
 def order(n: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, shard=(0, 1)):

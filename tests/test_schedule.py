@@ -13,8 +13,8 @@ from test_long_runs import comparable, rows, tiny
 from segkit.build import build_scheduler, lr_factor
 from segkit.cli import main
 from segkit.config import RunConfig
-from segkit.engine import resume, train
 from segkit.errors import ConfigError, RunInterrupted
+from segkit.training.engine import resume, train
 
 
 def lrs(config: RunConfig, steps_per_epoch: int) -> list[float]:

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from segkit import checkpoint as ckpt_io
-from segkit import engine
-from segkit import study as study_mod
 from segkit.cli import main
-from segkit.compare import compare, mean_std
 from segkit.errors import ConfigError
-from segkit.study import expand, prepare_folder, read_study, run_name, run_study
+from segkit.reports import study as study_mod
+from segkit.reports.compare import compare, mean_std
+from segkit.reports.study import expand, prepare_folder, read_study, run_name, run_study
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import engine
 
 #: A UNet at 32 px on the tiny pet set: about 3 s an epoch on 2 CPU cores.
 TINY_BASE = """

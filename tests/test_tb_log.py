@@ -1,4 +1,4 @@
-"""``--log tensorboard`` (segkit.tb_log): the one-line error without the package, and the
+"""``--log tensorboard`` (segkit.reports.tb_log): the one-line error without the package, and the
 event files read back with TensorBoard's own reader where it is installed (CI installs the
 ``tensorboard`` extra)."""
 
@@ -33,7 +33,7 @@ def test_the_tensorboard_writer_logs_scalars_and_the_grid(tmp_path: Path) -> Non
 
     from segkit.build import resolve_runtime
     from segkit.contracts import Batch
-    from segkit.tb_log import TensorBoardLog
+    from segkit.reports.tb_log import TensorBoardLog
 
     config = RunConfig(log="tensorboard", epochs=2, log_images_every=2, device="cpu")
     log = TensorBoardLog(tmp_path, config)
@@ -64,7 +64,7 @@ def test_a_run_logs_to_tensorboard(tiny_pets: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from segkit.engine import train
+    from segkit.training.engine import train
 
     config = RunConfig(model="unet", image_size=32, batch_size=4, num_workers=0, epochs=2,
                        data=str(tiny_pets), out=str(tmp_path), name="tb", log="tensorboard",

@@ -2,8 +2,8 @@
 DataLoader workers on the CPU.
 
 Determinism: every sample's augmentation is seeded from ``(seed, epoch, index)``
-(:func:`segkit.sampling.sample_seed`), so the batches of an epoch do not depend on the
-number of workers, and the shuffle order is :func:`segkit.sampling.epoch_order`'s. Call
+(:func:`segkit.data.sampling.sample_seed`), so the batches of an epoch do not depend on the
+number of workers, and the shuffle order is :func:`segkit.data.sampling.epoch_order`'s. Call
 ``set_epoch`` before each epoch.
 """
 
@@ -23,11 +23,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
-from segkit.data import read_sample
+from segkit.data.reading import read_sample
+from segkit.data.sampling import check_loader_args, epoch_order, per_rank, sample_seed
 from segkit.errors import ConfigError, DataError
-from segkit.lifeline import mark_parent, recorded_parent, tie_to_parent
-from segkit.main_guard import exit_if_reimporting_main, main_guard_error
-from segkit.sampling import check_loader_args, epoch_order, per_rank, sample_seed
+from segkit.system.lifeline import mark_parent, recorded_parent, tie_to_parent
+from segkit.system.main_guard import exit_if_reimporting_main, main_guard_error
 
 __all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
 
@@ -236,7 +236,7 @@ class _SampleSet(torch.utils.data.Dataset):
 
 class _EpochSampler(torch.utils.data.Sampler):
     """Yields ``(index, augmentation_seed)`` for this shard, in the epoch order every loader
-    follows (:func:`segkit.sampling.epoch_order`)."""
+    follows (:func:`segkit.data.sampling.epoch_order`)."""
 
     def __init__(self, n: int, shuffle: bool, seed: int, shard: tuple[int, int]) -> None:
         self.n, self.shuffle, self.seed, self.shard = n, shuffle, seed, shard
@@ -255,7 +255,7 @@ class _EpochSampler(torch.utils.data.Sampler):
 
 def _worker_init(_: int) -> None:
     # A worker dies with the fork server that forked it, and the fork server with the
-    # training process (segkit.lifeline): a run killed with SIGKILL leaves no worker.
+    # training process (segkit.system.lifeline): a run killed with SIGKILL leaves no worker.
     tie_to_parent(recorded_parent())
     # Each worker decodes and augments one sample at a time: OpenCV's and torch's own
     # thread pools would only oversubscribe the cores the workers already use.
@@ -273,7 +273,7 @@ def _worker_context() -> Any:
     workers and the main process wait on each other forever after DALI had run in the
     same process. The fork server is a clean single-threaded process that imports torch
     and albumentations once, so each worker still starts in well under a second. Its
-    first preload ties it to this process (:mod:`segkit.lifeline`), so that it and its
+    first preload ties it to this process (:mod:`segkit.system.lifeline`), so that it and its
     workers die with the run, however the run dies.
     """
     import multiprocessing as mp
@@ -283,7 +283,7 @@ def _worker_context() -> Any:
     ctx = mp.get_context("forkserver")
     mark_parent()
     ctx.set_forkserver_preload(
-        ["segkit._lifeline_preload", "torch", "albumentations", "segkit_albumentations"]
+        ["segkit.system._lifeline_preload", "torch", "albumentations", "segkit_albumentations"]
     )
     return ctx
 

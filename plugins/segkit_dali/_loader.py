@@ -14,7 +14,7 @@ its mask and their shared random parameters together, so nothing can unpair them
 the epoch is exactly the batches the sampler plans (the last one partial unless
 ``drop_last``), so ``len()`` never changes between epochs (DALI #4440); sharding and
 shuffling follow the albumentations loader exactly (DistributedSampler-style
-padding, the permutation of :func:`segkit.sampling.epoch_order`), so both loaders visit
+padding, the permutation of :func:`segkit.data.sampling.epoch_order`), so both loaders visit
 the same samples in the same order.
 """
 
@@ -33,12 +33,12 @@ import torch
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
-from segkit.data import open_image, read_image, read_raw_mask, read_sample
+from segkit.data.reading import open_image, read_image, read_raw_mask, read_sample
+from segkit.data.sampling import check_loader_args, epoch_order, per_rank
 from segkit.errors import ConfigError, DataError
-from segkit.sampling import check_loader_args, epoch_order, per_rank
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
-# 16-bit files, palette masks, ...) is decoded with segkit.data, exactly as the
+# 16-bit files, palette masks, ...) is decoded with segkit.data.reading, exactly as the
 # albumentations loader decodes it, and handed to DALI re-encoded as a lossless PNG.
 _DALI_IMAGE_FORMATS = {"JPEG", "MPO", "PNG"}  # MPO: a camera JPEG with a thumbnail
 _DALI_IMAGE_MODES = {"RGB", "L"}
@@ -146,7 +146,7 @@ def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray
     """The encoded image and mask of ``sample`` as DALI will get them, and the image size.
 
     Files whose header PIL cannot read, and image/mask pairs of different sizes, are
-    reported by :mod:`segkit.data`, so the message is the same as with any loader.
+    reported by :mod:`segkit.data.reading`, so the message is the same as with any loader.
 
     Raises:
         DataError: a file is missing or unreadable, or the sizes differ.
@@ -154,7 +154,7 @@ def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray
     try:
         image = np.fromfile(sample.image, dtype=np.uint8)
         fmt, mode, size = _header(sample.image, image)
-    except Exception:  # segkit.data words the error (missing, truncated, not an image)
+    except Exception:  # segkit.data.reading words the error (missing, truncated, not an image)
         read_image(sample.image)
         raise DataError(f"{sample.image}: cannot read the image header") from None
     if fmt not in _DALI_IMAGE_FORMATS or mode not in _DALI_IMAGE_MODES:
@@ -167,7 +167,7 @@ def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray
         raise DataError(f"{sample.mask}: cannot read the mask header") from None
     if mfmt != "PNG" or mmode != "L":
         # Palette, 1-bit, 16-bit or lossy masks: DALI's GRAY output would convert colours
-        # or bit depths; segkit.data reads the raw values (and checks them).
+        # or bit depths; segkit.data.reading reads the raw values (and checks them).
         mask = _png(read_raw_mask(sample.mask, spec))
     if msize != size:
         read_sample(sample, spec)  # raises the standard size-mismatch message
@@ -478,7 +478,7 @@ class DaliLoader:
     def _explain(self, indices: list[int], error: RuntimeError) -> BaseException:
         """Turn a DALI failure into a DataError naming the file, if a file is to blame.
 
-        First every in-flight sample is read with segkit.data (a corrupt or truncated
+        First every in-flight sample is read with segkit.data.reading (a corrupt or truncated
         file gets the same message as with any loader); if PIL reads them all, each
         image is decoded alone with DALI to find the one only DALI rejects. If no file
         is to blame, the DALI error itself is returned, with its traceback.

@@ -621,7 +621,7 @@ def define_graph(
         encoded_image,
         device=placement.image_decoder,
         output_type=types.RGB,
-        # PIL (segkit.data.read_image) neither applies EXIF rotation nor skips libjpeg's
+        # PIL (segkit.data.reading.read_image) neither applies EXIF rotation nor skips libjpeg's
         # fancy chroma upsampling; do the same so both loaders see the same pixels and
         # masks (stored unrotated) stay aligned with their images.
         adjust_orientation=False,

@@ -111,7 +111,7 @@ class OxfordPet:
 
     Files are only checked to exist here (all of a split up front, one directory listing);
     decoding and checking values and sizes is the loader's job
-    (:func:`segkit.data.read_sample`).
+    (:func:`segkit.data.reading.read_sample`).
 
     Args:
         root: The dataset folder.

@@ -42,7 +42,7 @@ from segkit.testing._rules import (
 GENERATE_COUNT = 12
 GENERATE_SEED = 0
 
-#: Samples of each split :func:`segkit.data.read_sample` reads in ``readable_samples``.
+#: Samples of each split :func:`segkit.data.reading.read_sample` reads in ``readable_samples``.
 READ_PER_SPLIT = 3
 
 #: The split name ``unknown_split`` asks for.
@@ -218,7 +218,7 @@ def unknown_split(case: DatasetCase) -> None:
 
 
 def readable_samples(case: DatasetCase) -> None:
-    from segkit.data import read_sample
+    from segkit.data.reading import read_sample
 
     spec = case.shared().mask_spec
     for split in SPLITS:
@@ -293,7 +293,7 @@ RULES: dict[str, Rule[DatasetCase]] = {
         unknown_split,
     ),
     "readable_samples": Rule(
-        f"segkit.data.read_sample reads the first {READ_PER_SPLIT} samples of each split: "
+        f"segkit.data.reading.read_sample reads the first {READ_PER_SPLIT} samples of each split: "
         "masks hold only mask_spec.allowed values and have their image's size",
         readable_samples,
     ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segkit.metrics_mc import ConfusionMeter
+from segkit.metrics.multiclass import ConfusionMeter
 
 pytestmark = [pytest.mark.cuda, pytest.mark.slow]
 

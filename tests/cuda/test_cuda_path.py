@@ -103,7 +103,7 @@ def collect(loader, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _steps(precision_name: str, loss_scale: float = 1.0, steps: int = 6):
-    from segkit.loops import train_one_epoch
+    from segkit.training.loops import train_one_epoch
 
     config = RunConfig(model="unet", device="cuda", precision=precision_name, image_size=SIZE)
     rt = build.resolve_runtime(config)
@@ -141,7 +141,7 @@ def test_fp16_overflow_skips_are_counted_and_reported() -> None:
 def test_resumed_cuda_run_matches_an_unbroken_one(
     tiny_pets: Path, tmp_path: Path, precision: str, loader: str
 ) -> None:
-    from segkit.engine import resume, train
+    from segkit.training.engine import resume, train
 
     opts = {"precision": precision, "loader": loader, "epochs": 3}
     whole = train(cuda_config(tiny_pets, tmp_path, name="whole", **opts), quiet=True)
@@ -159,7 +159,7 @@ def test_resumed_cuda_run_matches_an_unbroken_one(
 
 
 def test_compiled_run_on_dali_batches(tiny_pets: Path, tmp_path: Path) -> None:
-    from segkit.engine import train
+    from segkit.training.engine import train
 
     config = cuda_config(tiny_pets, tmp_path, name="c", loader="dali", compile=True, epochs=2)
     result = train(config, quiet=True)
@@ -168,7 +168,7 @@ def test_compiled_run_on_dali_batches(tiny_pets: Path, tmp_path: Path) -> None:
 
 
 def test_channels_last_on_dali_produced_tensors(tiny_pets_dataset) -> None:
-    from segkit.loops import to_device
+    from segkit.training.loops import to_device
 
     recipe = registry.create("recipes", "type3", image_size=SIZE)
     loader = dali(tiny_pets_dataset, "train", recipe, 4, device="cuda", train=True)
@@ -237,7 +237,7 @@ def _odd_formats(root: Path) -> list[Sample]:
     for name, (im, kw) in cases.items():
         im.save(root / "images" / f"{name}.jpg", **kw)
     # EXIF orientation 6 ("turn 90 degrees to show"): ignored by both modes, as by
-    # segkit.data.read_image (Pet's trimaps were drawn on the stored pixels).
+    # segkit.data.reading.read_image (Pet's trimaps were drawn on the stored pixels).
     exif = Image.Exif()
     exif[0x0112] = 6
     base.save(root / "images" / "exif_rotated.jpg", format="JPEG", quality=95, exif=exif)
@@ -304,7 +304,7 @@ def test_one_process_nccl_ddp_training(tiny_pets_dataset) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from segkit.loops import train_one_epoch
+    from segkit.training.loops import train_one_epoch
 
     assert dist.is_nccl_available()
     dist.init_process_group(
@@ -351,7 +351,7 @@ class _SyncWatchedBatches:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_no_host_sync_in_a_steady_state_training_step(precision: str) -> None:
-    from segkit.loops import train_one_epoch
+    from segkit.training.loops import train_one_epoch
 
     config = RunConfig(
         model="resnet34_unet", device="cuda", precision=precision, image_size=SIZE, epochs=2
@@ -379,8 +379,8 @@ def test_no_host_sync_in_a_steady_state_training_step(precision: str) -> None:
 def test_no_host_sync_in_a_steady_state_three_class_step(precision: str) -> None:
     """K classes: ce_dice on uint8 class maps with ignored pixels, and the confusion-matrix
     meter, still never wait for the GPU."""
-    from segkit.loops import train_one_epoch
     from segkit.task import Task
+    from segkit.training.loops import train_one_epoch
 
     task = Task(("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), IGNORE_INDEX)
     config = RunConfig(
@@ -407,7 +407,7 @@ def test_no_host_sync_in_a_steady_state_three_class_step(precision: str) -> None
 def test_three_class_run_on_dali_gpu(tiny_pets: Path, tmp_path: Path) -> None:
     """The trimap target end to end on the GPU path: DALI maps raw values to classes in
     its graph, and the run reports per-class scores."""
-    from segkit.engine import train
+    from segkit.training.engine import train
 
     options = {"target": "trimap"}
     config = cuda_config(
@@ -436,7 +436,7 @@ class _Bar:
 
 
 def test_a_run_records_its_peak_gpu_memory(tiny_pets: Path, tmp_path: Path) -> None:
-    from segkit.engine import train
+    from segkit.training.engine import train
 
     train(cuda_config(tiny_pets, tmp_path, name="m", loader="dali", epochs=1), quiet=True)
     summary = json.loads((tmp_path / "m" / "summary.json").read_text())

@@ -3,7 +3,7 @@
 estimate of the epoch and the run's duration.
 
 Nothing here reads the device: the loss shown is the one the training loop already reads
-without waiting (:class:`segkit.loops._DeviceScalar`), and times are host clocks, so the
+without waiting (:class:`segkit.training.loops._DeviceScalar`), and times are host clocks, so the
 progress adds no host sync.
 """
 

@@ -2,7 +2,7 @@
 
 Nothing here builds anything or writes files: the loops take built parts (see
 :mod:`segkit.build`) and return metrics. Metrics stay on the device until the end of the
-pass (:class:`~segkit.metrics.DiceMeter`), so a step never waits for the GPU.
+pass (:class:`~segkit.metrics.binary.DiceMeter`), so a step never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from segkit import distributed
-from segkit import ema as ema_mod
 from segkit.contracts import Loader
-from segkit.distributed import Dist
 from segkit.errors import NumericalError
-from segkit.precision import Precision
 from segkit.task import Task
+from segkit.training import distributed
+from segkit.training import ema as ema_mod
+from segkit.training.distributed import Dist
+from segkit.training.precision import Precision
 
 _BINARY = Task()
 
@@ -48,7 +48,7 @@ def evaluate(
     ``task``: the :class:`~segkit.task.MultiClassMeter`'s scores, mIoU and mDice first).
 
     ``forward``: how a batch reaches the model, ``forward(model, images) -> logits`` at
-    the masks' size (:class:`segkit.native.NativeForward` for native-size evaluation:
+    the masks' size (:class:`segkit.inference.native.NativeForward` for native-size evaluation:
     padding, tiling or resizing, with its own autocast); None calls the model on the
     batch as the loader made it.
 
@@ -102,7 +102,7 @@ def train_one_epoch(
     the epoch takes ``ceil(batches / N)`` optimizer steps: a trailing group of fewer than
     N batches steps too, its losses divided by its own size. Under DDP only the last
     batch of a group all-reduces the gradients (``no_sync`` on the others). ``ema``: an
-    average (:mod:`segkit.ema`) updated on the device after every optimizer step.
+    average (:mod:`segkit.training.ema`) updated on the device after every optimizer step.
     ``task``: binary, or K classes (class-map targets, mDice as the Dice).
 
     Raises:

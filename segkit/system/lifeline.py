@@ -13,11 +13,11 @@ it). :func:`tie_to_parent` asks for it and closes the race of a parent that died
 the request, by comparing its parent with the pid the parent left in :data:`ENV`
 (:func:`mark_parent`). Helpers call it first thing:
 
-- the fork server imports :mod:`segkit._lifeline_preload` first of its preload modules
+- the fork server imports :mod:`segkit.system._lifeline_preload` first of its preload modules
   (``segkit_albumentations`` lists it), so it dies with the training process;
 - each DataLoader worker calls it in its ``worker_init_fn``, so it dies with the fork
   server (and therefore with the run);
-- a torchrun rank calls it when it joins the process group (:mod:`segkit.distributed`),
+- a torchrun rank calls it when it joins the process group (:mod:`segkit.training.distributed`),
   so it dies with its launcher agent.
 
 A loader plugin with a worker pool of its own does the same: call :func:`mark_parent`

@@ -12,15 +12,15 @@
         best.pt           the weights of the best epoch by --monitor, validation Dice by
                           default (atomic writes)
         bad_samples.txt   what --skip-bad-samples left out, if anything
-        curves.png        loss and Dice per epoch (segkit.report)
+        curves.png        loss and Dice per epoch (segkit.reports.figures)
         predictions.png   the best, median and worst test images by Dice: image, true
-                          and predicted masks, overlay (segkit.report)
+                          and predicted masks, overlay (segkit.reports.figures)
         test_scores.csv   each test image's Dice and IoU (index, id, dice, iou); their
                           mean is summary.json's test_dice
         summary.txt       the one summary line; summary.json the same, machine-readable
 
 On an accelerator checkpoints are written in the background while the next epoch trains
-(:class:`segkit.checkpoint.BackgroundWriter`), so ``metrics.csv`` can be one write ahead
+(:class:`segkit.training.checkpoint.BackgroundWriter`), so ``metrics.csv`` can be one write ahead
 of ``last.pt``; with ``--save-every K`` up to K-1 epochs more. Resume cuts it back to the
 checkpoint.
 
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit import checkpoint as ckpt_io
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError
-from segkit.files import atomic_open, remove_temporaries
+from segkit.system.files import atomic_open, remove_temporaries
+from segkit.training import checkpoint as ckpt_io
 
 try:
     import fcntl

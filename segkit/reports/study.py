@@ -25,14 +25,14 @@ values that vary (``resnet34_unet-type1-seed0``; a ``runs`` entry may give its o
 
 The study folder (``--out``, default ``runs/<file stem>``) holds ``study.toml`` (the file
 as it was run), ``study.json`` (every configuration in full), one run folder per
-configuration and, at the end, the :mod:`segkit.compare` report grouped over seeds.
+configuration and, at the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
-interrupted one from its ``last.pt`` (:func:`segkit.engine.resume`), starts again a run
+interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
 (``force``: changed runs are moved to ``replaced/`` and trained again).
 
 On one device the runs train one after the other in this process, through
-:func:`segkit.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
+:func:`segkit.training.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
 more runs N at once, each in its own ``segkit study --run NAME`` process on its own GPU
 (``CUDA_VISIBLE_DEVICES``), its output in ``logs/<name>.log``.
 """
@@ -366,7 +366,7 @@ def run_one(study: Study, run: PlannedRun, *, quiet: bool = False, workers_share
     ``workers_share``: processes sharing this host's cores (``--parallel``); a run that
     leaves ``num_workers`` to the machine gets its share of the loader workers.
     """
-    from segkit import engine
+    from segkit.training import engine
 
     folder = study.run_dir(run)
     state = state_of(folder)
@@ -470,7 +470,7 @@ def run_study(
     finished = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) == "done"]
     comparison = None
     if finished:
-        from segkit.compare import compare
+        from segkit.reports.compare import compare
 
         comparison = compare(finished, study.out, group_seeds=True)
         say(f"segkit study: report in {comparison.files['md']}")

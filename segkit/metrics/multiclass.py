@@ -3,7 +3,7 @@
 :class:`ConfusionMeter` keeps the ``K x K`` confusion matrix of a pass (rows: target
 class, columns: predicted class = ``argmax`` of the logits) as int64 counts on the device,
 plus per-image sums for the per-image means, and reads them once in
-:meth:`ConfusionMeter.compute`. The binary :class:`segkit.metrics.DiceMeter` is separate
+:meth:`ConfusionMeter.compute`. The binary :class:`segkit.metrics.binary.DiceMeter` is separate
 and unchanged.
 
 Definitions (``TP_c``, ``FP_c``, ``FN_c`` from the confusion matrix ``C``: ``TP_c =

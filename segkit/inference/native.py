@@ -14,9 +14,9 @@ Which resolution validation and the test score at, and how the model sees each i
   - a recipe that trains at native resolution (its eval ops set no size,
     :attr:`segkit.recipes.Recipe.native_eval`; e.g. ``microscopy``, ``RandomCrop``
     files): the image padded by reflection to the model's ``min_input_multiple`` and
-    predicted whole, the logits cropped back (:func:`segkit.tiling.padded_forward`);
+    predicted whole, the logits cropped back (:func:`segkit.inference.tiling.padded_forward`);
     above :data:`WHOLE_MAX_PIXELS` it is predicted in overlapping tiles of the training
-    size blended with Gaussian weights (:func:`segkit.tiling.sliding_window`), as
+    size blended with Gaussian weights (:func:`segkit.inference.tiling.sliding_window`), as
     ``segkit predict --mode tile`` does.
   - a recipe that trains resized: the model sees each image resized to the training size
     (exactly the input its resized evaluation gives it) and its logits are resized back
@@ -33,7 +33,7 @@ trained on crops at the images' own scale, and a resized image is at a scale it 
 saw; a recipe that wants that gives an explicit ``eval`` list with a ``Resize``.
 
 The same functions serve ``segkit run`` (validation each epoch, the final test and its
-reports) and ``segkit evaluate``; :class:`segkit.predictor.Predictor` shares the padding,
+reports) and ``segkit evaluate``; :class:`segkit.inference.predictor.Predictor` shares the padding,
 resizing and tiling code.
 """
 
@@ -129,7 +129,7 @@ class NativeForward:
         precision: The run's precision object (autocast around the model).
         channels_last: Whether the model is NHWC.
         max_pixels: Above this, ``whole`` predicts in tiles.
-        overlap, blend, tile_batch: The tiling's (:func:`segkit.tiling.sliding_window`).
+        overlap, blend, tile_batch: The tiling's (:func:`segkit.inference.tiling.sliding_window`).
         channels: The model's logit channels (the task's), for the tiling; None reads
             them from the model.
     """
@@ -163,8 +163,8 @@ class NativeForward:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        from segkit.predictor import model_logits, resized_forward
-        from segkit.tiling import padded_forward, sliding_window
+        from segkit.inference.predictor import model_logits, resized_forward
+        from segkit.inference.tiling import padded_forward, sliding_window
 
         def run(x: torch.Tensor) -> torch.Tensor:
             return model_logits(model, x, self.precision, self.channels_last)

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from segkit import ema as ema_mod
 from segkit.errors import CheckpointError
-from segkit.files import atomic_open
+from segkit.system.files import atomic_open
+from segkit.training import ema as ema_mod
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
-    from segkit.precision import Precision
+    from segkit.training.precision import Precision
 
 FORMAT = "segkit-checkpoint"
 VERSION = 1
@@ -61,7 +61,7 @@ def training_state(
     GradScaler state, the best epoch so far and its valid Dice (the best by ``--monitor``),
     the metrics history, every RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``)
     its state under ``"ema"``; and, under ``early_stopping``, the state of
-    :class:`segkit.early_stopping.EarlyStopping` (the monitored best and the patience
+    :class:`segkit.training.early_stopping.EarlyStopping` (the monitored best and the patience
     counter; a checkpoint without it resumes with the counter at 0); under ``task`` the
     classes of a K-class run (:meth:`segkit.task.Task.record`; absent for binary). The
     learning-rate schedule is not stored: resume recomputes its position."""
@@ -160,7 +160,7 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` via a temporary file in the same folder, synced to the
-    disk, and a rename (:func:`segkit.files.atomic_open`).
+    disk, and a rename (:func:`segkit.system.files.atomic_open`).
 
     A crash, a kill or a full disk during the write leaves the previous file at ``path``
     intact.

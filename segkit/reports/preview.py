@@ -198,7 +198,7 @@ def augmented_samples(
 
     Built with :func:`segkit.build.build_loader` (one sample a batch: native-size
     evaluation gives every image its own size). A shuffled (train) epoch visits the
-    samples in :func:`segkit.sampling.epoch_order`, the order every loader follows; the
+    samples in :func:`segkit.data.sampling.epoch_order`, the order every loader follows; the
     results are put back in the split's order.
 
     Raises:
@@ -206,8 +206,8 @@ def augmented_samples(
         DataError: a file is unreadable.
     """
     from segkit.build import build_loader, normalization
-    from segkit.report import to_rgb
-    from segkit.sampling import epoch_order
+    from segkit.data.sampling import epoch_order
+    from segkit.reports.figures import to_rgb
 
     n = len(view.chosen)
     cfg = dataclasses.replace(config, loader=loader, batch_size=1)
@@ -243,12 +243,12 @@ def display_box(sizes: Sequence[tuple[int, int]], columns: int = 1) -> tuple[int
     ``(height, width)`` and the number of columns.
 
     One size for all: enlarged by the integer factor that reaches
-    :data:`segkit.report.MIN_TILE` and makes the columns at least :data:`MIN_WIDTH` wide
+    :data:`segkit.reports.figures.MIN_TILE` and makes the columns at least :data:`MIN_WIDTH` wide
     together (the header needs the room), so each output pixel is a crisp block. Sizes
     that differ (native-size evaluation): a square of the longest side, within the same
     bounds. No side goes above :data:`MAX_TILE`; larger outputs are shrunk for display.
     """
-    from segkit.report import MIN_TILE, tile_scale
+    from segkit.reports.figures import MIN_TILE, tile_scale
 
     if len(set(sizes)) == 1:
         h, w = sizes[0]
@@ -362,8 +362,8 @@ def write_preview(
         DataError: the split is missing or a file is unreadable.
     """
     from segkit.build import build_dataset, build_recipe, resolve_runtime
-    from segkit.files import atomic_path, check_writable
-    from segkit.report import TileRow, draw_tiles
+    from segkit.reports.figures import TileRow, draw_tiles
+    from segkit.system.files import atomic_path, check_writable
     from segkit.task import Task
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -489,7 +489,7 @@ def write_preview(
 
 def _file_size(sample: Sample) -> str:
     """``WxH`` of the sample's image file, read from its header."""
-    from segkit.data import open_image
+    from segkit.data.reading import open_image
 
     try:
         with open_image(sample.image) as im:

@@ -124,11 +124,11 @@ class TensorBoardLog:
         (the same images every time: the first batches of the unshuffled valid loader,
         read once) as image ``predictions/valid``. Returns the picture, or None for an
         empty valid split. ``forward``: native-size evaluation's
-        (:class:`segkit.native.NativeForward`): each image is predicted alone at its own
-        size and drawn resized for display only (:func:`segkit.report.display_set`)."""
-        from segkit import report
-        from segkit.loops import to_device
+        (:class:`segkit.inference.native.NativeForward`): each image is predicted alone at its own
+        size and drawn resized for display only (:func:`segkit.reports.figures.display_set`)."""
+        from segkit.reports import figures as report
         from segkit.task import Task
+        from segkit.training.loops import to_device
 
         if self._valid is None:
             images, masks = [], []

@@ -4,13 +4,13 @@
 trains with Adam and a learning-rate schedule (by default the lab's per-epoch
 exponential decay; or cosine, with optional warm-up), validates each epoch, keeps the
 best weights by the monitored metric (``--monitor``, validation Dice by default; with
-``--patience`` it stops early, :mod:`segkit.early_stopping`), evaluates them on the test
-split and writes the run folder (:mod:`segkit.run_folder`). Read it from :func:`_run` down; the loops themselves
-are in :mod:`segkit.loops`.
+``--patience`` it stops early, :mod:`segkit.training.early_stopping`), evaluates them on the test
+split and writes the run folder (:mod:`segkit.training.run_folder`). Read it from :func:`_run` down; the loops themselves
+are in :mod:`segkit.training.loops`.
 
 Checkpoints stay off the training path on an accelerator: after an epoch the engine
-copies the state's tensors to the CPU (:class:`~segkit.checkpoint.Snapshot`) and a thread
-writes them (:class:`~segkit.checkpoint.BackgroundWriter`) while the next epoch trains.
+copies the state's tensors to the CPU (:class:`~segkit.training.checkpoint.Snapshot`) and a thread
+writes them (:class:`~segkit.training.checkpoint.BackgroundWriter`) while the next epoch trains.
 One write is in flight at most; the engine waits for it before the next snapshot, at the
 end of the run and on any error, where a failed write is raised. Training on the CPU
 writes in the loop instead (:func:`_write_in_background` says why). Each epoch records
@@ -30,16 +30,18 @@ from typing import Any
 
 import torch
 
-from segkit import build, distributed, progress, tb_log
-from segkit import checkpoint as ckpt_io
-from segkit import ema as ema_mod
+from segkit import build
 from segkit.config import RunConfig
-from segkit.early_stopping import EarlyStopping
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
-from segkit.files import atomic_path, check_writable
-from segkit.loops import evaluate, train_one_epoch
-from segkit.main_guard import exit_if_reimporting_main
-from segkit.run_folder import RunFolder, RunResult, timing
+from segkit.reports import tb_log
+from segkit.system.files import atomic_path, check_writable
+from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import distributed, progress
+from segkit.training import ema as ema_mod
+from segkit.training.early_stopping import EarlyStopping
+from segkit.training.loops import evaluate, train_one_epoch
+from segkit.training.run_folder import RunFolder, RunResult, timing
 
 __all__ = ["RunResult", "resume", "train"]
 
@@ -536,7 +538,7 @@ def _test_and_report(
     stopper: EarlyStopping,
 ) -> RunResult:
     """Test the best weights, draw the curves and predictions, write the summary."""
-    from segkit import report
+    from segkit.reports import figures as report
 
     if not folder.best.exists():
         raise ConfigError(
@@ -612,7 +614,7 @@ def _test_and_report(
 def _test_ids(dataset: Any, count: int) -> list[str] | None:
     """The ids of the test images in the test loader's order: the dataset's test samples,
     which a loader reads in order when not training (both built-in loaders do:
-    :func:`segkit.sampling.epoch_order` without shuffle). None where the counts differ."""
+    :func:`segkit.data.sampling.epoch_order` without shuffle). None where the counts differ."""
     samples = dataset.samples("test")
     return [s.id for s in samples] if len(samples) == count else None
 

@@ -8,7 +8,7 @@ are summed across ranks, and rank 0 alone validates, tests and writes the run fo
 while the others wait.
 
 A dead rank never leaves the others waiting for good. Each rank dies with its launcher
-(:mod:`segkit.lifeline`), and the launcher stops every rank when one fails. A rank blocked
+(:mod:`segkit.system.lifeline`), and the launcher stops every rank when one fails. A rank blocked
 in a collective whose peer died sees the broken connection at once (gloo) or gives up
 after the collective timeout (``SEGKIT_COLLECTIVE_TIMEOUT`` seconds; torch's defaults
 without it: 10 minutes for NCCL, whose watchdog then aborts the process, 30 for gloo),
@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from segkit.errors import ConfigError, DistributedError
-from segkit.lifeline import tie_to_parent
+from segkit.system.lifeline import tie_to_parent
 
 #: Seconds a collective waits for the other ranks before it fails (unset: torch's default).
 TIMEOUT_ENV = "SEGKIT_COLLECTIVE_TIMEOUT"
@@ -96,7 +96,7 @@ def collective_timeout() -> timedelta | None:
 def init(d: Dist, device: torch.device) -> None:
     """Join the process group: NCCL between GPUs, gloo on the CPU, with the collective
     timeout of :func:`collective_timeout`. The rank is tied to its launcher first
-    (:func:`segkit.lifeline.tie_to_parent`): it dies if the launcher dies."""
+    (:func:`segkit.system.lifeline.tie_to_parent`): it dies if the launcher dies."""
     if d.enabled and not dist.is_initialized():
         tie_to_parent()
         timeout = collective_timeout()

@@ -78,8 +78,8 @@ def lr_find(
     """
     from segkit import build
     from segkit.errors import ConfigError
-    from segkit.loops import to_device
-    from segkit.main_guard import exit_if_reimporting_main
+    from segkit.system.main_guard import exit_if_reimporting_main
+    from segkit.training.loops import to_device
 
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr, got {start_lr}, {end_lr}")

@@ -3,7 +3,7 @@ trip on, with an image size and a BCE ``pos_weight`` that suit the data.
 
 Works through the dataset contract only (``root``, ``mask_spec``, ``samples(split)``), so
 every dataset plugin gets the same checks. Files are read with the rules and messages of
-:mod:`segkit.data`, in a thread pool (PIL releases the GIL while decoding).
+:mod:`segkit.data.reading`, in a thread pool (PIL releases the GIL while decoding).
 
 Problems are ``error`` (a run would stop on them: an unreadable file, a mask value outside
 those declared, an image/mask size mismatch, one image in two splits) or ``warning``
@@ -25,7 +25,7 @@ import numpy as np
 
 from segkit.build import default_workers
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
-from segkit.data import (
+from segkit.data.reading import (
     check_mask_values,
     check_same_size,
     decode_raw_mask,
@@ -33,7 +33,7 @@ from segkit.data import (
     read_image,
 )
 from segkit.errors import DataError
-from segkit.progress import is_tty
+from segkit.training.progress import is_tty
 
 #: Empty-mask names shown per split before "and N more".
 SHOW_EMPTY = 5
@@ -152,7 +152,7 @@ def _suffix(fmt: str) -> str:
 
 
 def _unreadable(path: Path, reader: Callable[[Path], Any], error: Exception) -> Problem:
-    """The problem for a file that failed to decode, in :mod:`segkit.data`'s words."""
+    """The problem for a file that failed to decode, in :mod:`segkit.data.reading`'s words."""
     try:
         reader(path)
         message = f"{path}: cannot read ({error})"
@@ -172,7 +172,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
             seen.image_size = im.size
             seen.image_format = f"{im.format} {im.mode}"
             problem = _format_problem(sample.image, im.format)
-    except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data does
+    except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
         seen.problems.append(_unreadable(sample.image, read_image, e))
     else:
         if problem:
@@ -459,7 +459,7 @@ def train_pos_weight(dataset: Dataset, workers: int | None = None) -> float:
         DataError: a mask is unreadable or holds values outside those declared, or the
             train masks hold no foreground.
     """
-    from segkit.data import read_raw_mask
+    from segkit.data.reading import read_raw_mask
 
     spec = dataset.mask_spec
 
@@ -488,7 +488,7 @@ def train_class_weights(dataset: Dataset, workers: int | None = None) -> list[fl
         DataError: a mask is unreadable or holds values outside those declared, the dataset
             is binary, or the train masks hold no labelled pixel.
     """
-    from segkit.data import read_raw_mask
+    from segkit.data.reading import read_raw_mask
 
     spec = dataset.mask_spec
     if not spec.is_multiclass:

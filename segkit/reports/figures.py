@@ -1,10 +1,10 @@
 """The run folder's pictures: loss and Dice curves, and the prediction grid.
 
-(Where each file goes, and the text files, are :mod:`segkit.run_folder`'s.)
+(Where each file goes, and the text files, are :mod:`segkit.training.run_folder`'s.)
 
 The prediction grid shows the informative test images, not the first ones: the best,
 the median and the worst by per-image Dice (:func:`grid_rows` has the rule). The scores
-come from the test pass itself (:class:`segkit.metrics.DiceMeter` with ``per_image``),
+come from the test pass itself (:class:`segkit.metrics.binary.DiceMeter` with ``per_image``),
 so drawing the grid runs the model on the chosen images only."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 if TYPE_CHECKING:
     from segkit.contracts import Loader
-    from segkit.precision import Precision
+    from segkit.training.precision import Precision
 
 
 def write_curves(
@@ -181,7 +181,7 @@ def write_prediction_grid(
     The loader is read until the chosen images have come by; the model runs on those
     alone, as one batch. Writes nothing where ``n`` is 0 or the loader is empty.
 
-    Native-size evaluation (``forward``, a :class:`segkit.native.NativeForward`; or
+    Native-size evaluation (``forward``, a :class:`segkit.inference.native.NativeForward`; or
     images of different sizes): each chosen image is predicted alone at its own size, as
     the test pass scored it, and image, truth and prediction are resized together for
     display only (:func:`display_set`).
@@ -189,7 +189,7 @@ def write_prediction_grid(
     Returns:
         The rows drawn, top to bottom.
     """
-    from segkit.loops import to_device
+    from segkit.training.loops import to_device
 
     dice = [float(x) for x in dice]
     iou = [float(x) for x in iou]
@@ -363,7 +363,7 @@ def _draw_grid(
 
 # ----------------------------------------------------------------------------- tiles
 # The pieces of every grid of pictures segkit draws: a run's predictions.png, the
-# TensorBoard grid (segkit.tb_log) and segkit compare's predictions.png (segkit.compare).
+# TensorBoard grid (segkit.reports.tb_log) and segkit compare's predictions.png (segkit.reports.compare).
 
 
 def tile_scale(h: int, w: int) -> int:

@@ -1,6 +1,6 @@
 """Rebuilding a trained model from its checkpoint (on the build path of
 :mod:`segkit.build`), and writing predicted masks, overlays and probabilities
-(:mod:`segkit.predictor` computes them)."""
+(:mod:`segkit.inference.predictor` computes them)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from segkit import checkpoint as ckpt_io
 from segkit.build import Runtime, build_model
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
-from segkit.files import atomic_open
+from segkit.system.files import atomic_open
 from segkit.task import Task
+from segkit.training import checkpoint as ckpt_io
 
 
 def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, Any]]:
@@ -172,7 +172,7 @@ def _save_png(im: Any, path: Path) -> None:
 
 def palette_png(classes: np.ndarray, task: Task) -> Any:
     """An ``(H, W)`` class-index array as a palette ("P") PIL image: the stored values are
-    the class indices (what ``segkit.data`` and the ``folder`` dataset read back), the
+    the class indices (what ``segkit.data.reading`` and the ``folder`` dataset read back), the
     palette the task's colours (index 255, ignore, grey)."""
     from PIL import Image
 

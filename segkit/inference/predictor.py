@@ -12,18 +12,18 @@ Two modes:
   recipe does), the logits are resized back to the image's size and then turned into
   probabilities. Images of any sizes share one batch.
 * ``tile``: the image is predicted at its own resolution in overlapping tiles of the
-  training size (:mod:`segkit.tiling`), for images much larger than what the model was
+  training size (:mod:`segkit.inference.tiling`), for images much larger than what the model was
   trained on, where resizing would lose fine structure.
 
 * ``whole``: the image at its own resolution in one pass, padded by reflection to the
   model's ``min_input_multiple`` and the probabilities cropped back
-  (:func:`segkit.tiling.padded_forward`): for models trained at native resolution
+  (:func:`segkit.inference.tiling.padded_forward`): for models trained at native resolution
   (crops), on images that fit in memory.
 
 ``auto`` picks, for a model trained on resized images, ``resize`` for an image at most
 twice the training size on its longer side, else ``tile``; for a model trained at native
 resolution (its recipe's eval ops set no size: ``microscopy``, ``RandomCrop`` recipe
-files), ``whole`` up to :data:`segkit.native.WHOLE_MAX_PIXELS` pixels, else ``tile``:
+files), ``whole`` up to :data:`segkit.inference.native.WHOLE_MAX_PIXELS` pixels, else ``tile``:
 resizing would change the scale it learnt. Test-time augmentation (``tta``) averages the probabilities of the
 image and its flips (``flip``: horizontal; ``flip_hv``: horizontal, vertical and both),
 in either mode.
@@ -95,7 +95,7 @@ class Predictor:
         num_workers: int | None = None,
     ) -> None:
         from segkit.build import build_recipe, resolve_runtime
-        from segkit.inference import checkpoint_task, open_checkpoint, restore_model
+        from segkit.inference.trained import checkpoint_task, open_checkpoint, restore_model
 
         path = Path(checkpoint)
         config, ckpt = open_checkpoint(
@@ -143,7 +143,7 @@ class Predictor:
         on ``device`` in ``precision`` with no reading threads, or as ``runtime`` (a
         :class:`segkit.build.Runtime`) says."""
         from segkit.build import Runtime, resolve_device
-        from segkit.precision import create_precision
+        from segkit.training.precision import create_precision
 
         if runtime is None:
             dev = resolve_device(device)
@@ -183,7 +183,7 @@ class Predictor:
         batch_size: int = 8,
     ) -> None:
         from segkit.build import check_size_multiple
-        from segkit.tiling import check_overlap
+        from segkit.inference.tiling import check_overlap
 
         if mode not in PREDICT_MODES:
             raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(PREDICT_MODES)}")
@@ -225,7 +225,7 @@ class Predictor:
         if self.mode != "auto":
             return self.mode
         if self.native:
-            from segkit.native import WHOLE_MAX_PIXELS
+            from segkit.inference.native import WHOLE_MAX_PIXELS
 
             return "whole" if height * width <= WHOLE_MAX_PIXELS else "tile"
         return "resize" if max(height, width) <= 2 * self.image_size else "tile"
@@ -239,7 +239,7 @@ class Predictor:
             DataError: the file cannot be read.
         """
         if not isinstance(image, np.ndarray):
-            from segkit.data import read_image
+            from segkit.data.reading import read_image
 
             image = read_image(Path(image))
         return self.predict_batch([image])[0]
@@ -292,7 +292,7 @@ class Predictor:
     ) -> Iterator[tuple[Path, np.ndarray | Exception, np.ndarray | None]]:
         """:meth:`predict_many` over image files read by ``num_workers`` threads; an
         unreadable file comes back as its :class:`~segkit.errors.DataError`."""
-        from segkit.data import read_image
+        from segkit.data.reading import read_image
 
         yield from self.predict_many(read_parallel(paths, read_image, self.num_workers))
 
@@ -337,7 +337,7 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_whole(self, image: np.ndarray) -> np.ndarray:
-        from segkit.tiling import padded_forward
+        from segkit.inference.tiling import padded_forward
 
         x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
         probs = padded_forward(self._probabilities, self._normalize(x), self.multiple)
@@ -345,7 +345,7 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
-        from segkit.tiling import sliding_window
+        from segkit.inference.tiling import sliding_window
 
         def predict(tiles: torch.Tensor) -> torch.Tensor:
             return self._probabilities(self._normalize(tiles))
@@ -425,7 +425,7 @@ def resized_forward(
     """``forward`` of an ``(N, C, H, W)`` batch seen at the training size: resized to
     ``size`` x ``size``, run, and the output (logits) resized back to ``H x W``. What
     ``--mode resize`` does for one image, and native evaluation for a model trained on
-    resized images (:mod:`segkit.native`)."""
+    resized images (:mod:`segkit.inference.native`)."""
     h, w = x.shape[-2:]
     return resize_to(forward(resize_to(x, (size, size))), (h, w))
 
@@ -555,7 +555,7 @@ def evaluate_images(predictor: Predictor, dataset: Any, split: str) -> dict[str,
     Raises:
         DataError: an image or mask cannot be read.
     """
-    from segkit.data import read_sample
+    from segkit.data.reading import read_sample
 
     task = predictor.task
     meter = task.meter(predictor.device)

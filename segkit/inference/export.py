@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from segkit.errors import ConfigError, ExportError
-from segkit.files import atomic_open
+from segkit.system.files import atomic_open
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -131,8 +131,8 @@ def export(
         ExportError: the export failed, or differs from PyTorch beyond ``tolerance``.
     """
     from segkit.build import build_recipe, check_size_multiple, resolve_runtime
-    from segkit.inference import checkpoint_task, open_checkpoint, restore_model
-    from segkit.predictor import eval_normalization
+    from segkit.inference.predictor import eval_normalization
+    from segkit.inference.trained import checkpoint_task, open_checkpoint, restore_model
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")

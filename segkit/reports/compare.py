@@ -17,7 +17,7 @@ Reads each run folder (``config.json``, ``summary.json``, ``metrics.csv``,
 
 Runs are only comparable on the same data: runs of different datasets or image sizes
 are refused unless ``force``. Models are rebuilt from ``best.pt`` on the build path
-(:mod:`segkit.inference`), which also counts their parameters.
+(:mod:`segkit.inference.trained`), which also counts their parameters.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
-from segkit.run_folder import RunFolder
+from segkit.training.run_folder import RunFolder
 
 #: Settings every row shows, in this order, before any other setting that differs.
 MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
@@ -526,23 +526,23 @@ def _write_curves(c: Comparison, path: Path) -> Path:
 def _predictions(c: Comparison, path: Path, device: str) -> None:
     """Count each run's parameters and draw ``predictions.png``: the same
     :data:`PREDICTION_IMAGES` test images (chosen from the runs' mean per-image Dice by
-    :func:`segkit.report.grid_rows`) for every run (one per group of seeds)."""
+    :func:`segkit.reports.figures.grid_rows`) for every run (one per group of seeds)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
-    from segkit import report
     from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
-    from segkit.data import read_sample
-    from segkit.inference import open_checkpoint, restore_model
-    from segkit.predictor import (
+    from segkit.data.reading import read_sample
+    from segkit.inference.predictor import (
         Predictor,
         as_logits,
         eval_normalization,
         resize_to,
         resized_batch,
     )
+    from segkit.inference.trained import open_checkpoint, restore_model
+    from segkit.reports import figures as report
     from segkit.task import Task
 
     first = c.runs[0]
@@ -653,9 +653,9 @@ def _mean_scores(runs: Sequence[Run], ids: Sequence[str]) -> list[float]:
 
 def _pick_images(runs: Sequence[Run], ids: Sequence[str]) -> list[int]:
     """Indices into the test split of the images to draw: the best, median and worst by
-    the runs' mean Dice (:func:`segkit.report.grid_rows`); images no run scored count
+    the runs' mean Dice (:func:`segkit.reports.figures.grid_rows`); images no run scored count
     as 0."""
-    from segkit import report
+    from segkit.reports import figures as report
 
     means = [m if math.isfinite(m) else 0.0 for m in _mean_scores(runs, ids)]
     return [i for i, _, _ in report.grid_rows(means, PREDICTION_IMAGES)]

@@ -1,0 +1,2 @@
+"""Segmentation metrics accumulated on the device: binary (:mod:`.binary`) and K-class
+(:mod:`.multiclass`)."""

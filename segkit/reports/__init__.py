@@ -1,0 +1,2 @@
+"""Reports: the run folder's figures, ``segkit compare``, ``segkit study``, ``segkit
+preview``, ``segkit info`` and TensorBoard logging."""
