@@ -20,7 +20,8 @@ import segkit
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
-from segkit.inference.predictor import Predictor, collect_images
+from segkit.inference.predict import collect_images
+from segkit.inference.predictor import Predictor
 from segkit.inference.tiling import blend_weights, reflect_pad, sliding_window, starts
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -131,7 +132,7 @@ def test_tiling_a_pointwise_model_matches_the_whole_image() -> None:
     # whole as in tiles: any misplaced, misweighted or mis-cropped tile shows.
     whole = Predictor.from_model(model, image_size=32, mode="tile", tile=96)
     np.testing.assert_allclose(tiled.predict(image), whole.predict(image), atol=1e-6)
-    x = tiled._normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
+    x = tiled.trained.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
     expected = torch.sigmoid(model(x))[0, 0].detach().numpy()
     np.testing.assert_allclose(tiled.predict(image), expected, atol=1e-6)
 
@@ -201,7 +202,9 @@ def test_resize_mode_is_the_previous_prediction_batched_over_sizes(ckpt: Path) -
     predictor = Predictor(ckpt, device="cpu", mode="resize", batch_size=4)
     images = [random_image(40, 30, 1), random_image(64, 64, 2), random_image(17, 90, 3)]
     batched = predictor.predict_batch(images)
-    model, mean, std = predictor.model, predictor._mean, predictor._std
+    model, (mean, std) = predictor.model, predictor.trained.normalization
+    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std).view(1, 3, 1, 1) * 255
     for image, got in zip(images, batched, strict=True):
         # What `segkit predict` computed before the predictor, one image at a time.
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()

@@ -47,6 +47,8 @@ from typing import Any
 import torch
 
 from segkit.errors import ConfigError
+from segkit.inference.forward import model_logits, resized_forward
+from segkit.inference.tiling import padded_forward, sliding_window
 from segkit.recipes import SIZING_OPS, Recipe
 
 #: A native image with more pixels than this is predicted in tiles, not whole (a 2048 x
@@ -163,9 +165,6 @@ class NativeForward:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        from segkit.inference.predictor import model_logits, resized_forward
-        from segkit.inference.tiling import padded_forward, sliding_window
-
         def run(x: torch.Tensor) -> torch.Tensor:
             return model_logits(model, x, self.precision, self.channels_last)
 
