@@ -22,7 +22,7 @@ from segkit.config import RunConfig
 from segkit.errors import ConfigError
 from segkit.inference.predict import collect_images
 from segkit.inference.predictor import Predictor
-from segkit.inference.tiling import blend_weights, reflect_pad, sliding_window, starts
+from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 
@@ -160,7 +160,7 @@ def test_tiles_go_through_in_batches() -> None:
         return torch.ones(tiles.shape[0], 1, *tiles.shape[2:])
 
     out = sliding_window(
-        torch.zeros(3, 200, 200, dtype=torch.uint8), predict, channels=1, tile=32, batch=5
+        torch.zeros(3, 200, 200, dtype=torch.uint8), predict, Tiling(32, batch=5), channels=1
     )
     assert out.shape == (1, 200, 200) and max(calls) == 5 and sum(calls) > 50
 

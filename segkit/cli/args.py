@@ -44,7 +44,7 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
     """Add an option for each :class:`RunConfig` field (or those in ``names``), with
     help, type and choices from the field. Defaults are left out of the namespace, so
     only the options given appear in it."""
-    from segkit.config import RunConfig, choices, field_types, flag
+    from segkit.config import RunConfig, field_types, flag
 
     wanted = set(names) if names is not None else None
     hints = field_types()
@@ -52,34 +52,13 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
     for f in dataclasses.fields(RunConfig):
         if wanted is not None and f.name not in wanted:
             continue
-        meta = f.metadata
-        if meta["group"] == "recorded":  # written by segkit into config.json, not a flag
+        if f.metadata["group"] == "recorded":  # written by segkit into config.json, not a flag
             continue
-        group = groups.get(meta["group"])
-        if group is None:
-            group = groups[meta["group"]] = parser.add_argument_group(_GROUPS[meta["group"]])
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
-        help_text = meta["help"]
-        annotation = hints[f.name]
-        members = [t for t in _members(annotation) if t is not type(None)]
-        if typing.get_origin(members[0]) is dict:
-            kw.update(action="append", metavar="KEY=VALUE")
-            help_text += " (repeatable)"
-        elif members == [bool]:
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            values = choices(annotation)
-            if values is not None:
-                kw["choices"] = values
-            else:
-                kw["type"] = members[0]
-            if meta.get("metavar"):
-                kw["metavar"] = meta["metavar"]
-        if f.default not in (None, dataclasses.MISSING) and "default:" not in help_text:
-            shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
-            help_text += f" (default: {shown})"
-        kw["help"] = help_text.replace("%", "%%")
-        group.add_argument(flag(f.name), *_ALIASES.get(f.name, ()), **kw)
+        title = f.metadata["group"]
+        if title not in groups:
+            groups[title] = parser.add_argument_group(_GROUPS[title])
+        kw = _config_argument(f, hints[f.name])
+        groups[title].add_argument(flag(f.name), *_ALIASES.get(f.name, ()), **kw)
     if wanted is None or "model_options" in wanted:
         for shortcut, (_, key, text) in _SHORTCUTS.items():
             groups["plugins"].add_argument(
@@ -88,6 +67,33 @@ def add_config_args(parser: argparse.ArgumentParser, names: Iterable[str] | None
                 default=argparse.SUPPRESS,
                 help=f"{text}; shortcut for --model-opt {key}=...",
             )
+
+
+def _config_argument(f: dataclasses.Field[Any], annotation: Any) -> dict[str, Any]:
+    """The keywords of ``add_argument`` for a :class:`RunConfig` field: ``*_options``
+    repeatable ``KEY=VALUE``, a bool ``--x/--no-x``, else choices or a type; no default
+    (the option is left out of the namespace unless given)."""
+    from segkit.config import choices
+
+    meta = f.metadata
+    kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+    help_text = meta["help"]
+    members = [t for t in _members(annotation) if t is not type(None)]
+    if typing.get_origin(members[0]) is dict:
+        kw.update(action="append", metavar="KEY=VALUE")
+        help_text += " (repeatable)"
+    elif members == [bool]:
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        values = choices(annotation)
+        kw.update({"choices": values} if values is not None else {"type": members[0]})
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+    if f.default not in (None, dataclasses.MISSING) and "default:" not in help_text:
+        shown = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
+        help_text += f" (default: {shown})"
+    kw["help"] = help_text.replace("%", "%%")
+    return kw
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:

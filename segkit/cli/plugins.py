@@ -27,7 +27,6 @@ def add_list(sub: Any) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from segkit.errors import PluginError
     from segkit.registry import KINDS, canonical_kind, default_registry
 
     reg = default_registry()
@@ -36,13 +35,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for kind in kinds:
         for name, info in reg.plugins(kind).items():
-            status = "-" if args.no_import else "ok"
-            if not args.no_import:
-                try:
-                    info.load()
-                except PluginError as e:
-                    status = "FAILED"
-                    failures.append((info, e))
+            error = None if args.no_import else _load_error(info)
+            if error is not None:
+                failures.append((info, error))
+            status = "-" if args.no_import else "ok" if error is None else "FAILED"
             dist = f"{info.distribution} {info.version}".strip()
             rows.append((kind, name, dist, status))
     widths = [
@@ -59,6 +55,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
             traceback.print_exception(e.__cause__, file=sys.stderr)
     return 1 if failures and args.check else 0
+
+
+def _load_error(info: Any) -> Exception | None:
+    """The error loading a plugin raises, or None when it loads."""
+    from segkit.errors import PluginError
+
+    try:
+        info.load()
+    except PluginError as e:
+        return e
+    return None
 
 
 def add_info(sub: Any) -> None:

@@ -112,12 +112,10 @@ def _print_summary(args: argparse.Namespace, result: Any) -> None:
 def _without_devices(argv: list[str]) -> list[str]:
     """``argv`` minus ``--devices N``: each torchrun process is one device."""
     out: list[str] = []
-    skip = False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--devices":
-            skip = True
+    items = iter(argv)
+    for item in items:
+        if item == "--devices":
+            next(items, None)  # and its value
         elif not item.startswith("--devices="):
             out.append(item)
     return out

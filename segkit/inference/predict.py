@@ -271,21 +271,20 @@ def collect_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     Raises:
         ConfigError: a path that does not exist, or a folder with no images.
     """
-    found: list[tuple[Path, Path]] = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found += _folder_images(path)
-        elif path.suffix.lower() == ".txt" and path.is_file():
-            found += [(listed, Path(".")) for listed in _listed_paths(path)]
-        elif path.exists():
-            found.append((path, Path(".")))
-        else:
-            raise ConfigError(
-                f"{path}: no such file or folder; give image files, folders of images or a "
-                ".txt list of paths"
-            )
-    return found
+    return [pair for name in inputs for pair in _named_images(Path(name))]
+
+
+def _named_images(path: Path) -> list[tuple[Path, Path]]:
+    if path.is_dir():
+        return _folder_images(path)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        return [(listed, Path(".")) for listed in _listed_paths(path)]
+    if path.exists():
+        return [(path, Path("."))]
+    raise ConfigError(
+        f"{path}: no such file or folder; give image files, folders of images or a "
+        ".txt list of paths"
+    )
 
 
 def _folder_images(folder: Path) -> list[tuple[Path, Path]]:

@@ -45,7 +45,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import WHOLE_MAX_PIXELS
 from segkit.inference.options import PredictorOptions
-from segkit.inference.tiling import padded_forward, sliding_window
+from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.inference.trained import Trained, open_trained
 from segkit.recipes import Normalize
 from segkit.task import Task
@@ -143,6 +143,7 @@ class Predictor:
         self.mode, self.tta, self.batch_size = options.mode, options.tta, options.batch_size
         self.tile = options.tile if options.tile is not None else trained.image_size
         check_size_multiple(trained.label, self.tile, trained.multiple, "--tile")
+        self.tiling = Tiling(self.tile, options.overlap, options.blend, options.batch_size)
         # Read now, so that a recipe the predictor cannot reproduce fails here rather
         # than at the first image.
         trained.normalization  # noqa: B018
@@ -276,11 +277,8 @@ class Predictor:
         probs = sliding_window(
             torch.from_numpy(image).permute(2, 0, 1),
             predict,
+            self.tiling,
             channels=self.channels,
-            tile=self.tile,
-            overlap=self.options.overlap,
-            blend=self.options.blend,
-            batch=self.batch_size,
             device=self.device,
         )
         return self._result(probs)
