@@ -185,7 +185,9 @@ def evaluate_images(predictor: Predictor, dataset: Any, split: str) -> dict[str,
         m = torch.from_numpy(mask).to(predictor.device)
         target = task.target(m[None] if task.multiclass else m[None, None].float())
         meter.update(logits, target)
-    return meter.compute()
+    scores = meter.compute()
+    scores.pop("loss", None)  # the meter's NaN: no loss was given
+    return scores
 
 
 def as_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:
