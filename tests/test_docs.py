@@ -82,9 +82,7 @@ def test_every_flag_of_every_subcommand_is_in_the_cli_reference():
             for flag in action.option_strings:
                 if f"`{flag}`" not in sections[command]:
                     missing.append(f"{command} {flag}")
-            if not action.option_strings and not isinstance(
-                action, argparse._SubParsersAction
-            ):
+            if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
                 name = action.metavar or action.dest
                 if f"`{name}`" not in sections[command]:
                     missing.append(f"{command} {name} (positional)")

@@ -36,9 +36,9 @@ def _import_segkit() -> None:
             sys.path.insert(0, str(path))
 
 
-def subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = "segkit") -> list[
-    tuple[str, str, argparse.ArgumentParser]
-]:
+def subcommands(
+    parser: argparse.ArgumentParser | None = None, prefix: str = "segkit"
+) -> list[tuple[str, str, argparse.ArgumentParser]]:
     """Every subcommand as ``(command line, help, parser)``, depth first, in the order the
     parser lists them (``segkit data synth`` after ``segkit data``)."""
     if parser is None:
@@ -96,6 +96,8 @@ def _help(action: argparse.Action) -> str:
     )
     if shown and "default" not in text:
         text += f" (default: {default})"
+    if action.required and action.option_strings:
+        text = "required: " + text
     return text
 
 
@@ -191,9 +193,7 @@ def render_config_keys() -> str:
         else:
             default = "`{}`"
         option = "written by segkit" if meta["group"] == "recorded" else f"`{flag(f.name)}`"
-        lines.append(
-            f"| `{f.name}` | {kind} | {default} | {option} | {_cell(meta['help'])} |"
-        )
+        lines.append(f"| `{f.name}` | {kind} | {default} | {option} | {_cell(meta['help'])} |")
     return "\n".join(lines)
 
 
