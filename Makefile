@@ -4,13 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 
-.PHONY: setup run test test-all faults lint bench gpu-check clean
+.PHONY: setup run test test-all faults lint bench gpu-check docs clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export,docs]'
 	touch $(STAMP)
 
 # Train, evaluate and report on the embedded synthetic dataset (a few minutes on 2 CPU cores).
@@ -45,5 +45,10 @@ GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	NO_ALBUMENTATIONS_UPDATE=1 $(GPU_PY) benchmarks/gpu_check.py $(ARGS)
 
+# The documentation site into site/ (mkdocs.yml; the CLI reference is generated from the parser).
+# The slow tier builds it too (tests/test_docs.py), so CI fails on a broken link or page.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks gpu-check gpu-check-data
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks gpu-check gpu-check-data site

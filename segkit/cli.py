@@ -716,7 +716,7 @@ def _without_devices(argv: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkit",
-        description="Binary semantic segmentation: train, evaluate and predict with pluggable "
+        description="Semantic segmentation, binary or K-class: train, evaluate and predict with pluggable "
         "models, losses, augmentation recipes, loaders and datasets.",
     )
     parser.add_argument("--version", action="version", version="segkit 0.1.0")
