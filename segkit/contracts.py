@@ -1,6 +1,6 @@
 """The contract of each plugin kind: the manual for plugin authors.
 
-segkit finds plugins through five entry-point groups. An entry point names an object
+segkit finds plugins through six entry-point groups. An entry point names an object
 (``module:attribute``); what that object must be depends on the group. The registry
 compares each factory's signature with its kind's :data:`CONTRACTS` when the plugin is
 first loaded (``segkit list --check`` loads them all), so a factory that lacks a
@@ -45,6 +45,19 @@ parameter segkit passes is reported by name, before any run.
 
 ``segkit.loaders`` -- a **loader factory**; see :class:`LoaderFactory`.
 
+``segkit.ops`` -- an **op class**, a recipe op a plugin adds to segkit's own::
+
+    @dataclass(frozen=True)
+    class Posterize(segkit.recipes.Op):   # registered under its class name: Posterize
+        bits: int = 4
+        loaders: ClassVar[tuple[str, ...]] = ("mine",)
+
+  A recipe (a plugin's, or a recipe file's ``op = "Posterize"``) may then hold it. It
+  declares ``loaders``, the loaders that run it (each must know it: a loader refuses an
+  op it does not, in one line naming the op's loaders). A class that is not a dataclass
+  overrides ``parameter_types`` and ``params``; one that reads files named in a recipe
+  file overrides ``file_parameters``. See :class:`segkit.recipes.Op`.
+
 ``segkit.datasets`` -- a **dataset class** (or factory) called with the data root and
 returning a :class:`Dataset`; see :class:`DatasetFactory`. A dataset that can make its
 own data declares ``generate``; one that can download it declares ``fetch``.
@@ -58,10 +71,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
+from segkit.errors import ConfigError, DataError
+
 if TYPE_CHECKING:  # torch is imported lazily so `segkit --help` stays fast
     import torch
-
-    from segkit.recipes import Recipe
 
 Split = Literal["train", "valid", "test"]
 
@@ -132,8 +145,6 @@ class MaskSpec:
     ignore_color: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
-        from segkit.errors import ConfigError
-
         if not self.classes:
             if self.class_index or self.palette or self.ignore_color is not None:
                 raise ConfigError(
@@ -195,8 +206,6 @@ class MaskSpec:
         raw value(s) ``ignore`` (e.g. 255) are ignored pixels."""
         values = list(range(len(classes))) if values is None else [int(v) for v in values]
         if len(values) != len(classes):
-            from segkit.errors import ConfigError
-
             raise ConfigError(
                 f"MaskSpec: {len(values)} raw values for {len(classes)} classes; give one each"
             )
@@ -329,14 +338,24 @@ class Loader(Protocol):
         ...
 
 
+class RecipeOps(Protocol):
+    """What a loader reads of the recipe it is given (a :class:`segkit.recipes.Recipe`,
+    which builds on these contracts, so it is not imported here): the ops of a stage, a
+    sequence of :class:`segkit.recipes.Op`."""
+
+    def ops(self, train: bool) -> Sequence[Any]:
+        """The training ops (``train=True``) or the evaluation ops, in order."""
+        ...
+
+
 class LoaderFactory(Protocol):
     """What a ``segkit.loaders`` entry point names.
 
     Args:
         dataset: Where the samples come from.
         split: "train", "valid" or "test".
-        recipe: The augmentation recipe; the loader uses ``recipe.train`` when
-            ``train`` is true and ``recipe.eval`` otherwise.
+        recipe: The augmentation recipe; the loader compiles ``recipe.ops(train)``: the
+            training ops when ``train`` is true, the evaluation ops otherwise.
         batch_size: Images per batch. The last partial batch is kept unless
             ``drop_last``.
         train: Shuffle each epoch and apply the training ops.
@@ -352,7 +371,7 @@ class LoaderFactory(Protocol):
         self,
         dataset: Dataset,
         split: str,
-        recipe: Recipe,
+        recipe: RecipeOps,
         batch_size: int,
         *,
         train: bool,
@@ -367,16 +386,12 @@ class LoaderFactory(Protocol):
 def check_split(split: str) -> None:
     """Raise a :class:`~segkit.errors.ConfigError` unless ``split`` is one of :data:`SPLITS`."""
     if split not in SPLITS:
-        from segkit.errors import ConfigError
-
         raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
 
 
 def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[Sample]:
     """Return ``samples`` as a list, refusing an empty split with a message naming ``source``."""
     if not samples:
-        from segkit.errors import DataError
-
         raise DataError(
             f"{source}: split '{split}' has no samples; "
             "add sample names to the split list or point --data at another dataset"
@@ -392,8 +407,6 @@ def check_disjoint(lists: dict[Path, Sequence[str]]) -> None:
     for path, names in lists.items():
         shared = [n for n in dict.fromkeys(names) if n in seen and seen[n] != path]
         if shared:
-            from segkit.errors import DataError
-
             other = seen[shared[0]]
             more = f" ({len(shared) - 1} more names are in both)" if len(shared) > 1 else ""
             raise DataError(
@@ -421,8 +434,6 @@ def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
     """
     height, width = x.shape[-2:]
     if height % multiple or width % multiple:
-        from segkit.errors import ConfigError
-
         fixed = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
         raise ConfigError(
             f"{model}: input height={height}, width={width} is not divisible by {multiple}; "
@@ -503,6 +514,11 @@ CONTRACTS: dict[str, FactoryContract] = {
         "factory(root, **options) -> Dataset",
         (("generate", None), ("fetch", None)),
     ),
+    # An op is a class called with its parameters; what is checked is what it declares
+    # (contract_problems), not a signature segkit calls it with.
+    "ops": FactoryContract(
+        (), (), "class NAME(segkit.recipes.Op) declaring loaders = ('loader', ...)"
+    ),
 }
 
 
@@ -546,6 +562,8 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
     not pass needs a default. Declared capabilities must have the right type. A factory
     without a readable signature (some builtins) is not checked.
     """
+    if kind == "ops":
+        return _op_problems(factory)
     contract = CONTRACTS[kind]
     problems: list[str] = []
     try:
@@ -589,6 +607,27 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
         elif value is not None and not callable(value):
             problems.append(f"declares {name}={value!r}, which is not callable")
     return problems
+
+
+def _op_problems(op: Any) -> list[str]:
+    """What keeps ``op`` from being a plugin's recipe op: a class (a subclass of
+    :class:`segkit.recipes.Op`, checked where that is known) declaring the loaders that run
+    it."""
+    if not isinstance(op, type):
+        return [f"is a {type(op).__name__}, not a class (a subclass of segkit.recipes.Op)"]
+    if not callable(getattr(op, "parameter_types", None)):
+        return ["is not a subclass of segkit.recipes.Op (it has no parameter_types)"]
+    loaders = getattr(op, "loaders", None)
+    if not (
+        isinstance(loaders, tuple)
+        and loaders
+        and all(isinstance(name, str) and name for name in loaders)
+    ):
+        return [
+            f"declares loaders={loaders!r}; expected the names of the loaders that run it, "
+            "e.g. loaders = ('albumentations',)"
+        ]
+    return []
 
 
 #: What a loss factory may declare as ``accepts``.
@@ -642,8 +681,6 @@ def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
     if callable(value):
         value = value(**options)
     if not _is_multiple(value):
-        from segkit.errors import ConfigError
-
         raise ConfigError(
             f"{getattr(factory, '__qualname__', factory)!s}: min_input_multiple is {value!r}; "
             "a model must declare an int >= 1 that divides 32"
