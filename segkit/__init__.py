@@ -4,7 +4,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
 
     import segkit
     segkit.list_plugins("models")                 # ['resnet34_unet', 'unet', ...]
-    model = segkit.create_model("unet", in_channels=3, out_channels=1)
+    model = segkit.create_model("unet", in_channels=3, out_channels=1)  # or classes=1, as smp
     loss = segkit.create_loss("bce_dice")
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
@@ -80,12 +80,38 @@ def get_plugin(kind: str, name: str) -> Any:
     return get(kind, name)
 
 
-def create_model(name: str, in_channels: int = 3, out_channels: int = 1, **options: Any) -> Any:
+def create_model(
+    name: str,
+    in_channels: int = 3,
+    out_channels: int | None = None,
+    *,
+    classes: int | None = None,
+    **options: Any,
+) -> Any:
     """Create a registered model; it returns logits of shape (N, out_channels, H, W), and
-    an input whose size it cannot take raises a ConfigError naming a size that works."""
+    an input whose size it cannot take raises a ConfigError naming a size that works.
+
+    Args:
+        name: A registered model name (``segkit list models``).
+        in_channels: Channels of the input images.
+        out_channels: Logit channels: 1 for binary, K for K classes (default 1).
+        classes: ``out_channels`` as segmentation_models_pytorch names it
+            (``smp.Unet(classes=3)``); give one of the two.
+        **options: The factory's options (``encoder``, ``weights``, ...).
+
+    Raises:
+        ConfigError: ``classes`` and ``out_channels`` both given and different, or an
+            option the model refuses.
+    """
     from segkit.build import create_model as _create
 
-    return _create(name, in_channels, out_channels, **options)
+    if classes is not None and out_channels is not None and classes != out_channels:
+        raise ConfigError(
+            f"create_model({name!r}): classes={classes} and out_channels={out_channels} "
+            "disagree; they are one setting (classes is smp's name for out_channels): give one"
+        )
+    out = out_channels if out_channels is not None else classes if classes is not None else 1
+    return _create(name, in_channels, out, **options)
 
 
 def create_loss(name: str, **options: Any) -> Any:

@@ -36,6 +36,7 @@ from segkit.contracts import Dataset, Loader, attach_input_check, declared_multi
 from segkit.errors import ConfigError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
+from segkit.system.threads import apply_threads
 from segkit.task import Task
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
@@ -149,6 +150,7 @@ def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
+    apply_threads(config.threads)
     seed_everything(config.seed)
     return Runtime(device, precision, channels_last, workers, config.seed, d)
 
