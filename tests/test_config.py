@@ -318,3 +318,21 @@ def test_bad_threads_name_the_flag(value):
 def test_threads_flag_reaches_the_config():
     assert _settings(["--threads", "1"]) == {"threads": "1"}
     assert RunConfig.from_dict(_settings(["--threads", "1"]), source="command line").threads == 1
+
+
+# ----------------------------------------------------------------------- study files
+
+
+def test_a_study_file_in_yaml_reads_as_its_toml_does(tmp_path):
+    from segkit.reports.study import read_study
+
+    (tmp_path / "s.toml").write_text("[base]\nepochs = 2\n[axes]\nseed = [0, 1]\n")
+    (tmp_path / "s.yaml").write_text("base:\n  epochs: 2\naxes:\n  seed: [0, 1]\n")
+    toml, yaml = read_study(tmp_path / "s.toml"), read_study(tmp_path / "s.yaml")
+    assert [(r.name, r.settings) for r in yaml.runs] == [(r.name, r.settings) for r in toml.runs]
+    assert (toml.copy_file.name, yaml.copy_file.name) == ("study.toml", "study.yaml")
+    (tmp_path / "bad.yml").write_text("axes:\n  epochs: [2, 0]\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: run epochs0: key 'epochs' = 0: expected"):
+        read_study(tmp_path / "bad.yml")
+    with pytest.raises(ConfigError, match=r"nope.yaml: study file not found"):
+        read_study(tmp_path / "nope.yaml")
