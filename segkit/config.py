@@ -186,9 +186,9 @@ class RunConfig:
     )
     threads: str | int = _opt(
         "auto",
-        "CPU threads of torch's operators in this process: N, or auto (torch's default of one "
-        "per core, but one when the load average says other work already keeps the cores "
-        "busy; a line says so)",
+        "torch's CPU threads in this process: N, or auto (torch's default, one per core; on a "
+        "machine busy with other work, the cores its load average leaves free, at least one, "
+        "and a line says so)",
         metavar="N",
     )
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
