@@ -2,9 +2,9 @@
 
 torch runs a CPU operator on as many threads as the machine has cores, and each operator
 waits for its slowest thread. On a machine other work keeps busy, one of them is often
-off its core, so every operator waits for the scheduler: the same epoch took 3 to 4 times
-longer on 2 threads than on 1 on a 2-core machine with a load average near 18 (docs/
-training.md has the numbers and the command). ``auto`` therefore uses the cores the load
+off its core, so every operator waits for the scheduler: the same epoch took 2.7 to 4.4
+times longer on 2 threads than on 1 on a 2-core machine with a load average of 15-19
+(docs/training.md, "CPU threads", has the numbers). ``auto`` therefore uses the cores the load
 average leaves free: torch's default while the machine is idle, fewer (at least one)
 while it is busy, with one line saying so.
 """
