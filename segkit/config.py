@@ -292,7 +292,7 @@ class RunConfig:
                 the option as it is typed on the command line (a configuration read with
                 :meth:`from_dict` or :meth:`from_file` names the file and key instead).
         """
-        checked = check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        checked = _check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         for key, value in checked.items():
             if value is not getattr(self, key):
                 setattr(self, key, value)
@@ -365,7 +365,7 @@ class RunConfig:
         else:
             given = _flags_over_file(d, source) if flags is None else set(flags)
             where = _Where(source, frozenset(given))
-        check_settings({**_defaults(), **d}, where)  # worded for where each value came from
+        _check_settings({**_defaults(), **d}, where)  # worded for where each value came from
         return cls(**d)
 
     @classmethod
@@ -481,8 +481,8 @@ def _asked(settings: dict[str, Any]) -> dict[str, Any]:
 
 def _flags_over_file(settings: dict[str, Any], source: str) -> set[str]:
     """The keys of ``settings`` that flags set over the configuration file ``source``:
-    those the file lacks or holds another value for. None for a source that is not a
-    configuration file (a checkpoint: every key is its)."""
+    those the file lacks or holds another value for. No key for a source that is not a
+    configuration file (a checkpoint's config: every key is its own)."""
     path = Path(source).expanduser()
     if path.suffix.lower() not in CONFIG_FILE_SUFFIXES or not path.is_file():
         return set()
@@ -542,7 +542,7 @@ _COUNTS = (
 )
 
 
-def check_settings(values: dict[str, Any], where: _Where | None = None) -> dict[str, Any]:
+def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict[str, Any]:
     """Check a full set of field values (types, ranges, settings against each other) and
     return them with an int made a float where a float is expected, ``threads`` a number
     or ``"auto"``, and ``data`` made absolute (``data_as_typed`` as typed).
