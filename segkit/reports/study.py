@@ -25,8 +25,8 @@ values that vary (``resnet34_unet-type1-seed0``; a ``runs`` entry may give its o
 ``name``).
 
 The study folder (``--out``, default ``runs/<file stem>``) holds ``study.toml`` (the file
-as it was run; ``study.yaml`` or ``study.json`` for those), ``study.json`` (every configuration in full), one run folder per
-configuration and, at the end, the :mod:`segkit.reports.compare` report grouped over seeds.
+as it was run; ``study.yaml`` for a YAML file), ``study.json`` (every configuration in
+full), one run folder per configuration and, at the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
