@@ -339,6 +339,9 @@ class Check:
             **self.results,
         }
         _write_json(self.out / "results.json", results)
+        # A copy beside the scratch, where a later stage on this machine finds it (``out``
+        # is emptied before each device call): stage 5 skips what passed.
+        _write_json(self.work / "results.json", results)
         (self.out / "table.md").write_text(report.render(results))
         self.pack()
 

@@ -11,7 +11,8 @@ there, e.g. ``install.log``). This script makes one results folder of them::
   step of every stage with its stage, status and note; the measurements of all stages.
 - ``table.md``: a row for every step (failed, cut and skipped ones too, saying so; a step a
   stage never reached says that), then the measurements and the targets.
-- ``logs/stage-N/``: each stage's logs (and the call's own ``*.log`` files);
+- ``logs/stage-N/``: each stage's logs (and the call's own ``*.log`` files), env.json,
+  nvidia-smi.txt and the CUDA tier's JUnit XML; ``parts/stage-N/``: its task results;
   ``runs/<name>/``: each run's ``summary.json``, ``metrics.csv`` and ``config.json``
   (never checkpoints); ``profile-*.txt``, ``bench-*.json``; ``stage-N/`` keeps each
   stage's own results.json and table.md as they came back.
@@ -549,8 +550,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _copy_files(folder: Path, out: Path, stage: Any) -> None:
-    """A stage's own files into ``out/stage-N``, its logs into ``out/logs/stage-N``, its
-    runs' small files into ``out/runs``, profiles and benchmark JSON into ``out``."""
+    """A stage's results.json and table.md into ``out/stage-N``; its logs, environment,
+    nvidia-smi and JUnit XML into ``out/logs/stage-N``; its runs' small files into
+    ``out/runs``; its task results into ``out/parts/stage-N``; profiles and benchmark
+    JSON into ``out``."""
     mine = out / f"stage-{stage}"
     if mine.resolve() != folder.resolve():
         mine.mkdir(parents=True, exist_ok=True)
@@ -582,7 +585,7 @@ def _copy_files(folder: Path, out: Path, stage: Any) -> None:
             elif rel.parts[0] == "parts":
                 dest = out / "parts" / f"stage-{stage}" / rel.name
             elif rel.name in ("env.json", "nvidia-smi.txt") or rel.name.endswith(".xml"):
-                dest = mine / rel.name
+                dest = logs / rel.name
             else:
                 dest = out / rel.name
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -282,6 +282,26 @@ def test_targets_read_the_lab_ratio_as_written(merge) -> None:
 # ----------------------------------------------------------------------- the lab's loop
 
 
+def test_the_lab_dice_and_its_process_settings() -> None:
+    import torch
+
+    lab_loop = _module("lab_loop")
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2] = 1.0  # image 0: 8 foreground pixels; image 1: none
+    probs = target.clone()
+    # Perfect on both (the empty image scores 1 through the smoothing term).
+    assert lab_loop.dice_coefficient(probs, target).item() == pytest.approx(1.0)
+    half = torch.full_like(target, 0.5)
+    # image 0: (2*4 + 1) / (8 + 8 + 1); image 1: 1 / (8 + 0 + 1)
+    expected = ((9 / 17) + (1 / 9)) / 2
+    assert lab_loop.dice_coefficient(half, target).item() == pytest.approx(expected)
+    assert lab_loop.DiceLoss()(half, target).item() == pytest.approx(1 - expected)
+    before = (torch.is_anomaly_enabled(), torch.backends.cudnn.benchmark)
+    with lab_loop._lab_globals(anomaly=True):
+        assert torch.is_anomaly_enabled() and not torch.backends.cudnn.benchmark
+    assert (torch.is_anomaly_enabled(), torch.backends.cudnn.benchmark) == before
+
+
 @pytest.mark.slow
 def test_the_lab_loop_runs_as_written_and_puts_the_process_back(tmp_path: Path) -> None:
     import torch
