@@ -217,6 +217,8 @@ class Check:
         self.steps: list[Step] = []
         self.results: dict[str, Any] = {}
         self.env: dict[str, Any] = {}
+        # Read before this stage writes anything (a rerun of a stage overwrites its copy).
+        self.passed_before = passed_before(work.parent)
         for d in (out, work / "logs", work / "parts"):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -776,12 +778,11 @@ def bench_epoch(check: Check, loader: str) -> None:
 # ------------------------------------------------------------------------------ stages
 
 
-def done_before(check: Check) -> set[str]:
-    """Steps that passed in earlier stages under the same work root (stage 5 skips them)."""
+def passed_before(root: Path) -> set[str]:
+    """Steps that passed in the stages whose results are under ``root`` (each stage keeps
+    a copy in ``root/stage-N/results.json``): stage 5 skips them."""
     done = set()
-    for path in check.work.parent.glob("stage-*/results.json"):
-        if path.parent == check.work:
-            continue
+    for path in root.glob("stage-*/results.json"):
         for s in (_load(path) or {}).get("steps", []):
             if s.get("status") == "ok":
                 done.add(s.get("name"))
@@ -791,7 +792,8 @@ def done_before(check: Check) -> set[str]:
 def run_stage(check: Check) -> None:
     record_environment(check)
     names = PLAN[check.stage]
-    skip_done = done_before(check) if check.stage == 5 else set()
+    # The set is checked (and reused) by every stage that reads it: never skipped as done.
+    skip_done = check.passed_before - {"env", "data"} if check.stage == 5 else set()
     data_proc = None
     needs_data = {
         "lab-resnet34_unet",

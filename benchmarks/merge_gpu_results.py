@@ -143,6 +143,13 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return str(x).replace("|", "/").replace("\n", " ")
 
 
+def _rate(x: Any) -> str:
+    """Images/s: whole numbers, but a tiny CPU rate keeps a decimal (never "0")."""
+    if isinstance(x, float | int) and not isinstance(x, bool) and abs(x) < 10:
+        return f"{x:.2f}"
+    return _fmt(x, 0)
+
+
 def _device_line(env: dict[str, Any]) -> str:
     device = env.get("device_name") or f"CPU ({env.get('cpu_count')} cores)"
     return (
@@ -220,8 +227,9 @@ def render(results: dict[str, Any]) -> str:
         lines += _targets_section(results)
     lines += [
         "",
-        "Footnote: the lab reported 80 s (ResNet34-UNet) and 133 s (UNet) per epoch for its own "
-        "loop on a cloud GPU whose model it did not record, with the data on a network drive. "
+        f"Footnote: the lab reported {LAB_REPORTED_S['resnet34_unet']:.0f} s (ResNet34-UNet) and "
+        f"{LAB_REPORTED_S['unet']:.0f} s (UNet) per epoch for its own loop on a cloud GPU whose "
+        "model it did not record, with the data on a network drive. "
         "Nothing here is compared with those figures: the lab's loop is timed on the measuring "
         "machine itself, in the same process as segkit's epochs (stage 1).",
     ]
@@ -278,7 +286,7 @@ def _model_section(results: dict[str, Any]) -> list[str]:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r.get('precision_resolved', r['precision'])} | {r['batch']} | "
-            f"{r['mode']} | {_fmt(r.get('images_per_s'), 0)} | {_fmt(r.get('step_ms'))} | "
+            f"{r['mode']} | {_rate(r.get('images_per_s'))} | {_fmt(r.get('step_ms'))} | "
             f"{_pct(r.get('spread'))} | {_fmt(r.get('peak_memory_mb'), 0)} | "
             f"{_fmt(r.get('note') or ('' if r.get('status') == 'ok' else r.get('status')))} |"
         )
@@ -304,8 +312,8 @@ def _compile_section(results: dict[str, Any]) -> list[str]:
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['backend']} | {_fmt(r.get('cold_first_step_s'), 1)} "
-            f"| {_fmt(r.get('second_step_s'))} | {_fmt(r.get('images_per_s'), 0)} | "
-            f"{_fmt(r.get('eager_images_per_s'), 0)} | {_fmt(r.get('speedup'))} | "
+            f"| {_fmt(r.get('second_step_s'))} | {_rate(r.get('images_per_s'))} | "
+            f"{_rate(r.get('eager_images_per_s'))} | {_fmt(r.get('speedup'))} | "
             f"{_fmt(r.get('note'))} |"
         )
     return lines
@@ -379,8 +387,8 @@ def _bench_section(results: dict[str, Any]) -> list[str]:
     for b in rows:
         lines.append(
             f"| {b.get('model')} | {b.get('loader')} | {_fmt(b.get('epoch_seconds'))} | "
-            f"{_fmt(b.get('images_per_s'), 0)} | {_fmt(b.get('model_only_images_per_s'), 0)} | "
-            f"{_fmt(b.get('loader_only_images_per_s'), 0)} | {_fmt(b.get('efficiency'))} | "
+            f"{_rate(b.get('images_per_s'))} | {_rate(b.get('model_only_images_per_s'))} | "
+            f"{_rate(b.get('loader_only_images_per_s'))} | {_fmt(b.get('efficiency'))} | "
             f"{b.get('bottleneck')} |"
         )
     return lines

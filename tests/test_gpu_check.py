@@ -77,6 +77,20 @@ def test_a_step_that_would_overrun_is_cut_before_it_starts(gc, tmp_path: Path) -
         assert tar.getnames() == []  # nothing logged: nothing ran
 
 
+def test_stage_5_knows_what_passed_before_on_this_machine(gc, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for stage, steps in ((2, [("compile-unet-default", "ok"), ("model-variants", "cut")]),
+                         (5, [("bench-epoch-dali", "ok"), ("cuda-tier-dali", "skipped")])):  # fmt: skip
+        (work / f"stage-{stage}").mkdir(parents=True)
+        (work / f"stage-{stage}" / "results.json").write_text(
+            json.dumps({"steps": [{"name": n, "status": s} for n, s in steps]})
+        )
+    check = gc.Check(5, tmp_path / "out", work / "stage-5", tmp_path / "data", gc.FULL, 60.0, False)
+    check.write()  # a rerun of stage 5 overwrites its own copy; what passed is kept
+    assert json.loads((work / "stage-5" / "results.json").read_text())["stage"] == 5
+    assert check.passed_before == {"compile-unet-default", "bench-epoch-dali"}
+
+
 @pytest.mark.slow
 def test_a_running_step_is_stopped_at_its_limit(gc, tmp_path: Path) -> None:
     import dataclasses
