@@ -223,6 +223,9 @@ def model_only(
             torch.cuda.reset_peak_memory_stats()
     except Skip as e:
         row |= {"status": "skipped", "note": str(e)}
+    except Exception as e:  # noqa: BLE001 - one variant's failure is recorded, the rest run
+        traceback.print_exc()
+        row |= {"status": "failed", "note": f"{type(e).__name__}: {e}"[:300]}
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -353,6 +356,13 @@ def profile_model(
             return float(e.self_cpu_time_total)
 
     kernels = sorted((e for e in kernels if key(e) > 0), key=key, reverse=True)
+    if cuda and not kernels:  # no kernel events recognized: say so, show the operators
+        kind, sort = "operator (no CUDA kernel events recognized)", "self_cpu_time_total"
+
+        def key(e: Any) -> float:
+            return float(e.self_cpu_time_total)
+
+        kernels = sorted((e for e in averages if key(e) > 0), key=key, reverse=True)
     total_us = sum(key(e) for e in kernels)
     top = [
         {
@@ -382,7 +392,12 @@ def profile_model(
         f"{t['share']:.1%} | {t['avg_us']:.1f} |"
         for t in top
     ]
-    table = averages.table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    try:
+        table = averages.table(sort_by=sort, row_limit=40, max_name_column_width=70)
+    except (AttributeError, KeyError, ValueError) as e:  # a sort key this torch lacks
+        table = f"(sorted by CPU time: {sort} failed: {e})\n" + averages.table(
+            sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=70
+        )
     text = "\n".join(lines) + "\n\ntorch.profiler key_averages\n\n" + table + "\n"
     path = out / f"profile-{model_name}.txt"
     path.write_text(text)
