@@ -167,6 +167,8 @@ class FolderDataset:
                 for path in ds._pairs[stem]:
                     skipped.append((path, "in no split list (splits/*.txt)"))
         for split, samples in splits.items():
+            if not ds._pairs:  # every image lacks its mask: those problems say it all
+                break
             if not samples and not any(f.name == f"{split}.txt" for f, _ in problems):
                 try:
                     check_samples(samples, split, ds._split_source(split))

@@ -346,6 +346,8 @@ class SyntheticPet(OxfordPet):
     #: folder would make ``--data`` ambiguous).
     recognizes = None
     layout = None
+    #: A folder missing a file is regenerated, not audited: there is nothing to report.
+    audit = None
 
     def __init__(
         self,

@@ -34,11 +34,13 @@ MAX_COLOURS = 64
 #: declare one class per colour.
 MAX_CLASS_COLOURS = 32
 #: A mask is "blurred" (JPEG-compressed, or resized with interpolation) when it holds more
-#: than this many values and its two most common values cover at least
-#: :data:`BLURRED_SHARE` of its pixels: class maps have regions, blurred binary masks two
-#: values and a thin rim of in-betweens.
+#: than :data:`BLURRED_VALUES` values, its two most common values cover at least
+#: :data:`BLURRED_SHARE` of its pixels and no other value more than :data:`BLURRED_RIM`:
+#: a class map is regions, each a fair share of the pixels; a blurred mask is two values
+#: and a rim of in-betweens, each on a few pixels along the edges.
 BLURRED_VALUES = 8
-BLURRED_SHARE = 0.9
+BLURRED_SHARE = 0.75
+BLURRED_RIM = 0.03
 
 #: Names for the colours a user most likely painted with (class 0 is "background").
 COLOUR_NAMES: dict[tuple[int, int, int], str] = {
@@ -124,7 +126,8 @@ def _blurred(values: dict[int, int]) -> bool:
     if len(values) <= BLURRED_VALUES:
         return False
     counts = sorted(values.values(), reverse=True)
-    return (counts[0] + counts[1]) >= BLURRED_SHARE * sum(counts)
+    total = sum(counts)
+    return counts[0] + counts[1] >= BLURRED_SHARE * total and counts[2] <= BLURRED_RIM * total
 
 
 def _counts(raw: np.ndarray) -> dict[int, int]:
@@ -308,19 +311,27 @@ def diagnose(
         kind: [i for i in refused if i.kind == kind] for kind in ("colour", "blurred", "index")
     }
     parts = []
+    # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
+    fixed = (
+        f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
+        "other classes: save these masks in that encoding, or name another layout with "
+        "--dataset"
+    )
     if groups["colour"]:
-        parts.append(_colour_fix(out, groups["colour"], readable, spec, declare_classes))
+        parts.append(_colour_fix(out, groups["colour"], readable, spec, declare_classes, fixed))
     if groups["blurred"]:
         parts.append(_blurred_fix(out, groups["blurred"], folder))
     if groups["index"]:
-        parts.append(_index_fix(out, groups["index"], readable, spec, declare_classes, folder))
+        parts.append(
+            _index_fix(out, groups["index"], readable, spec, declare_classes, folder, fixed)
+        )
     if spec.is_multiclass and spec.palette and groups["colour"]:
         refused_what = f"colours outside its palette ({declared})"
     else:
         refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
     out.summary = (
         f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
-        f"{names([i.path for i in refused])}; " + "; ".join(p for p in parts if p)
+        f"{names(sorted(i.path for i in refused))}; " + "; ".join(p for p in parts if p)
     )
     return out
 
@@ -331,6 +342,7 @@ def _colour_fix(
     readable: Sequence[MaskInfo],
     spec: MaskSpec,
     declare_classes: DeclareClasses | None,
+    fixed: str,
 ) -> str:
     """RGB colour masks: one class per colour, black (else the commonest) first."""
     colours: dict[Colour, int] = {}
@@ -353,6 +365,8 @@ def _colour_fix(
             "not a colour per class: re-save the masks without antialiasing, one flat "
             "colour per class"
         )
+    if declare_classes is None:
+        return what + f"; {fixed}"
     ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
     classes = _class_names(ordered)
     out.classes = (classes, ordered)
@@ -371,16 +385,10 @@ def _class_names(colours: Sequence[Colour]) -> list[str]:
 def _declare(
     classes: list[str],
     palette: list[Colour] | None,
-    declare_classes: DeclareClasses | None,
+    declare_classes: DeclareClasses,
     what: str,
 ) -> str:
-    if declare_classes is not None:
-        return f"name the classes ({what}): " + declare_classes(classes, palette)
-    listed = ", ".join(f"{n} {palette[i]}" if palette else n for i, n in enumerate(classes))
-    return (
-        f"name the {len(classes)} classes ({what}): {listed}, as the dataset plugin's "
-        "documentation says (`segkit list datasets`)"
-    )
+    return f"name the classes ({what}): " + declare_classes(classes, palette)
 
 
 def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
@@ -417,6 +425,7 @@ def _index_fix(
     spec: MaskSpec,
     declare_classes: DeclareClasses | None,
     folder: Path,
+    fixed: str,
 ) -> str:
     """Grey or palette masks holding values the spec does not: index masks of more
     classes than declared (declare them), a binary mask with an odd foreground value
@@ -438,14 +447,18 @@ def _index_fix(
     k = max(labels) + 1 if labels else 0
     # Class indices are dense (most of 0..K-1 occur); {0, 128} is a binary mask instead.
     dense = 0 in labels and 2 * len(labels) >= k
+    if declare_classes is None:
+        return what + f"; {fixed}"
     if dense and k > max(2, len(spec.classes)):
-        existing = list(spec.classes) if spec.is_multiclass else ["background"]
-        classes = existing + [f"class_{c}" for c in range(len(existing), k)]
+        colours = _palette_of(readable, k)
+        classes = list(spec.classes) if spec.is_multiclass else ["background"]
+        for c in range(len(classes), k):  # a palette colour's name, else class_<c>
+            name = COLOUR_NAMES.get(colours[c]) if colours else None
+            classes.append(name if name and name not in classes else f"class_{c}")
         if spec.is_multiclass:
             lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
         else:
             lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
-        colours = _palette_of(readable, k)
         out.classes = (classes, colours)
         how = f"class c is mask value c, 0..{k - 1}" + (
             f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
@@ -517,7 +530,8 @@ def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
     if len(by) < 2:
         return []
     groups = " and ".join(
-        f"{spec.background}/{v} ({len(p)} masks: {names(p)})" for v, p in sorted(by.items())
+        f"{spec.background}/{v} ({len(p)} mask{'s' if len(p) > 1 else ''}: {names(p)})"
+        for v, p in sorted(by.items())
     )
     return [
         f"the masks mix encodings {groups}; each reads as binary (any value but "

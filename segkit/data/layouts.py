@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -100,15 +101,34 @@ def _entries(root: Path) -> str:
 
 
 def close_names(stem: str, names: Iterable[str], n: int = 2) -> list[str]:
-    """Up to ``n`` of the file ``names`` whose stem is close to ``stem``: the same but for
-    case, one starting or ending with the other (``cell005_mask.png`` for ``cell005``), or
-    similar by difflib. For "not found" messages that name the near miss."""
+    """Up to ``n`` of the file ``names`` whose stem is close to ``stem``, for "not found"
+    messages that name the near miss: the same name but for case, zero padding or
+    extension (``Cell05.PNG`` for ``cell005``); the name with a word before or after it
+    (``cell005_mask.png``, ``mask-cell005.png``); or a typo by difflib. A sibling in a
+    numbered series (``cell006`` for ``cell005``) is not close."""
     by_stem = {Path(name).stem: name for name in names}
-    low = stem.lower()
+    target = _numbers_as_ints(stem)
     hits = [
         name
         for s, name in by_stem.items()
-        if s.lower() == low or s.startswith(stem) or s.endswith(stem) or stem.startswith(s)
+        if _numbers_as_ints(s) == target or _holds(s, stem) or _holds(stem, s)
     ]
-    hits += [by_stem[s] for s in difflib.get_close_matches(stem, list(by_stem), n=n, cutoff=0.8)]
-    return list(dict.fromkeys(hits))[:n]
+    if not hits:
+        skeleton = re.sub(r"\d+", "#", stem.lower())
+        typos = [s for s in by_stem if re.sub(r"\d+", "#", s.lower()) != skeleton]
+        hits = [by_stem[s] for s in difflib.get_close_matches(stem, typos, n=n, cutoff=0.8)]
+    return hits[:n]
+
+
+def _holds(longer: str, name: str) -> bool:
+    """``longer`` is ``name`` with a word before or after it, at a boundary: ``cell005_mask``
+    holds ``cell005``; ``cell0051`` does not."""
+    if len(longer) <= len(name) or not name:
+        return False
+    if longer.startswith(name):
+        return not longer[len(name)].isalnum()
+    return longer.endswith(name) and not longer[-len(name) - 1].isalnum()
+
+
+def _numbers_as_ints(name: str) -> str:
+    return re.sub(r"\d+", lambda m: str(int(m.group())), name.lower())
