@@ -217,8 +217,8 @@ class RunConfig:
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
     skip_bad_samples: bool = _opt(
         False,
-        "read every file first and leave unreadable ones out (listed in bad_samples.txt) "
-        "instead of stopping",
+        "decode every file first and leave unreadable ones out (listed in bad_samples.txt) "
+        "instead of stopping; masks that read but hold other values still stop the run",
     )
     out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
     name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")

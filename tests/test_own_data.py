@@ -205,12 +205,26 @@ def test_rgb_masks_get_the_classes_txt_of_their_colours(
     path, body = block_after(out, "name the classes (one class per colour)")
     assert (path, body) == (root / "classes.txt", "background 0 0 0\nred 255 0 0\n")
     assert (
-        "(or pass --dataset-opt classes=background,red --dataset-opt 'palette=0,0,0;255,0,0')"
-        in out
-    )
+        "  - name the classes (one class per colour): pass --dataset-opt classes=background,red "
+        f"--dataset-opt 'palette=0,0,0;255,0,0', or write {root / 'classes.txt'} with these lines"
+    ) in out
     assert out.rstrip().endswith(
         "FAILED: 12 problems would stop a run; do what 'to fix' says, then check again"
     )
+
+
+def test_the_printed_flags_declare_what_the_printed_classes_txt_does(tmp_path: Path) -> None:
+    from segkit.build import build_dataset
+    from segkit.config import parse_options
+
+    root = write_pairs(tmp_path / "cells", 4, encoding="rgb")
+    flags = shlex.split("classes=background,red 'palette=0,0,0;255,0,0'")
+    by_flags = build_dataset(
+        RunConfig(data=str(root), dataset_options=parse_options(flags, "--dataset-opt"))
+    ).mask_spec
+    (root / "classes.txt").write_text("background 0 0 0\nred 255 0 0\n")
+    assert build_dataset(RunConfig(data=str(root))).mask_spec == by_flags
+    assert by_flags.classes == ("background", "red") and by_flags.palette[1] == RED
 
 
 def test_index_masks_get_a_classes_txt_and_palette_masks_keep_their_colours(
@@ -290,9 +304,9 @@ def test_mixed_encodings_and_an_odd_mask_are_warned_by_name(
     assert rc == 0, out  # warnings: every mask reads as binary
     assert "  warning: cell007.png: is PNG 24-bit RGB, where 7 other masks are PNG 1-bit" in out
     assert "  warning: cell003.png, cell004.png: are PNG 8-bit grey, where 7" in out
-    assert (  # PIL reads 1-bit PNGs as 0/255
-        "  warning: the masks mix encodings 0/1 (2 masks: cell003.png, cell004.png) and 0/255 "
-        "(8 masks: cell000.png, cell001.png, cell002.png and 5 more); each reads as binary "
+    assert (  # 1-bit PNGs read as 0/1
+        "  warning: the masks mix encodings 0/1 (9 masks: cell000.png, cell001.png, "
+        "cell002.png and 6 more) and 0/255 (1 mask: cell007.png); each reads as binary "
         "(any value but 0 is foreground), but a folder mixing them often holds files from two "
         "sources: look at a few of each"
     ) in out
@@ -405,9 +419,12 @@ def test_a_run_with_rgb_masks_stops_before_training_with_one_message(
         "segkit: error: 12 of 12 masks hold values outside those dataset folder reads (0, 1, "
         "255; binary): cell000.png, cell001.png, cell002.png and 9 more; 12 are RGB colour masks"
     )
-    assert f"to fix: name the classes (one class per colour): write {root / 'classes.txt'}" in err
-    assert "      background 0 0 0\n      red 255 0 0\n" in err
-    assert err.rstrip().endswith(f"`segkit data check --data {root}` lists every problem")
+    assert (
+        f"(below); `segkit data check --data {root}` lists every problem; to fix: name the "
+        "classes (one class per colour): pass --dataset-opt classes=background,red "
+        "--dataset-opt 'palette=0,0,0;255,0,0', or write "
+    ) in err
+    assert err.rstrip().endswith("\n      background 0 0 0\n      red 255 0 0")
     assert "skip-bad-samples" not in err
     assert err.count("cell0") == 3
     assert not out.exists()  # stopped before the run folder was made
@@ -479,7 +496,7 @@ def test_a_class_value_outside_the_declared_classes_stops_before_the_first_step(
         "6 of 12 masks hold values outside those dataset folder reads (0, 1, 255; 2 classes: "
         "background, cell): cell001.png, cell003.png, cell005.png and 3 more; 6 hold values 2"
     )
-    assert "      background\n      cell\n      class_2\n" in message
+    assert message.endswith("\n      background\n      cell\n      class_2")
 
 
 def test_a_mask_of_another_size_stops_before_training(tmp_path: Path) -> None:

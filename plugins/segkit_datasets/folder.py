@@ -193,8 +193,8 @@ class FolderDataset:
             flags += "'"
         body = "".join(f"\n      {line}" for line in lines)
         return (
-            f"write {Path(root) / 'classes.txt'} with these lines (one class per line, class 0 "
-            f"first; rename the classes as you like):{body}\n    (or pass {flags})"
+            f"pass {flags}, or write {Path(root) / 'classes.txt'} with these lines (one class "
+            f"per line, class 0 first; rename the classes as you like):{body}"
         )
 
     def __repr__(self) -> str:

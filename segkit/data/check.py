@@ -402,6 +402,8 @@ def _run_command(config: RunConfig, report: Report) -> str:
     if config.dataset:
         words += ["--dataset", config.dataset]
     for key, value in config.dataset_options.items():
+        if isinstance(value, (list, tuple)):  # classes=a,b as typed
+            value = ",".join(map(str, value))
         words += ["--dataset-opt", f"{key}={value}"]
     size = report.suggestions.get("image_size")
     if size:

@@ -172,21 +172,27 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                     and np.array_equal(rgb[..., 1], rgb[..., 2])
                 ):
                     info.colours, info.colour_count = _colour_counts(rgb)
-            elif im.mode == "P":
-                pal = im.getpalette() or []
-                used = np.flatnonzero(np.bincount(np.asarray(im).ravel(), minlength=256))
-                info.palette = {
-                    int(i): tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
-                    for i in used
-                    if len(pal) >= 3 * i + 3
-                }
             if info.colours and spec.is_multiclass and spec.palette:
                 foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
                 if foreign or info.colour_count > len(info.colours):
-                    info.values = {}
                     info.problem = _foreign_colours(info, spec)
                     return info
-            raw = decode_opened_mask(im, info.path, spec)
+            if im.mode in ("L", "P", "1"):
+                # 8-bit values as decode_raw_mask reads them (indices for P, 0/1 for 1),
+                # counted by PIL in C: half the time of an array and np.bincount.
+                hist = im.histogram()[:256]
+                if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
+                    hist = [hist[0], hist[255]]
+                info.values = {v: n for v, n in enumerate(hist) if n}
+                if im.mode == "P":
+                    pal = im.getpalette() or []
+                    info.palette = {
+                        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
+                        for i in info.values
+                        if len(pal) >= 3 * i + 3
+                    }
+            else:
+                info.values = _counts(decode_opened_mask(im, info.path, spec))
     except FileNotFoundError:
         info.error = f"{path}: mask file not found"
         return info
@@ -196,7 +202,6 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         info.error = f"{path}: cannot decode mask ({e}); the file is corrupt"
         return info
-    info.values = _counts(raw)
     try:
         check_mask_values(info.path, list(info.values), spec)
     except DataError as e:

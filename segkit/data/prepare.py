@@ -120,7 +120,7 @@ def ready_for_training(
     )
     if found.refused:
         fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
-        raise DataError(f"{found.summary}{fixes}; {check}")
+        raise DataError(f"{found.summary}; {check}{fixes}")
 
     mismatched = []
     for x in looked:
