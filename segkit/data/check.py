@@ -668,7 +668,7 @@ def format_report(report: Report) -> str:
             lines.append(f"  {p.severity}: {p.message}")
     else:
         lines.append("problems: none")
-    lines += _skipped_lines(report.skipped)
+    lines += _skipped_lines(report.skipped, Path(report.root))
     for key in ("image_size", "pos_weight", "class_weights"):
         s = report.suggestions.get(key)
         if s is None:
@@ -694,13 +694,16 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _skipped_lines(skipped: list[dict[str, str]]) -> list[str]:
-    """One line per reason: ``skipped 3 files (not an image name ...): a.mat, b.mat, c.mat``."""
+def _skipped_lines(skipped: list[dict[str, str]], root: Path) -> list[str]:
+    """One line per reason, the files relative to ``root``: ``3 files, not .jpg (...):
+    images/a.mat, images/b.mat, images/c.mat``."""
     if not skipped:
         return []
     by: dict[str, list[str]] = {}
     for item in skipped:
-        by.setdefault(item["why"], []).append(item["file"])
+        path = Path(item["file"])
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        by.setdefault(item["why"], []).append(shown)
     lines = [f"skipped: {_n(len(skipped), 'file')} the dataset does not read"]
     for why, files in by.items():
         lines.append(f"  {_n(len(files), 'file')}, {why}: {_names(files, len(files))}")
