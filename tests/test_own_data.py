@@ -160,6 +160,51 @@ def test_a_folder_in_two_layouts_asks_which(tmp_path: Path) -> None:
         RunConfig(data=str(root)).resolved_dataset()
 
 
+def test_a_third_party_layout_is_recognised_as_the_builtins_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core names no layout: a plugin's recognizes() and layout are all it takes."""
+    import sys
+
+    from test_registry import make_distribution
+
+    from segkit import registry
+
+    site = tmp_path / "site"
+    make_distribution(
+        site,
+        "fake-tiles",
+        {"segkit.datasets": {"tiles": "fake_tiles:Tiles"}},
+        {
+            "fake_tiles": """
+            from pathlib import Path
+
+            class Tiles:
+                layout = "tiles/<name>.tif and labels/<name>.png"
+
+                @staticmethod
+                def recognizes(root):
+                    return (Path(root) / "tiles").is_dir()
+
+                def __init__(self, root):
+                    self.root = Path(root)
+            """
+        },
+    )
+    monkeypatch.syspath_prepend(str(site))
+    registry.reset()
+    try:
+        (tmp_path / "scan" / "tiles").mkdir(parents=True)
+        assert RunConfig(data=str(tmp_path / "scan")).resolved_dataset() == "tiles"
+        (tmp_path / "other").mkdir()
+        with pytest.raises(DataError, match=r"; tiles: tiles/<name>\.tif and labels/<name>\.png;"):
+            RunConfig(data=str(tmp_path / "other")).resolved_dataset()
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("fake_tiles", None)
+        registry.reset()
+
+
 def test_the_recognised_layout_is_recorded_and_old_records_keep_theirs(tmp_path: Path) -> None:
     from segkit import registry
     from segkit.task import resolve

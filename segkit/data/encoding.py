@@ -334,10 +334,14 @@ def diagnose(
         refused_what = f"colours outside its palette ({declared})"
     else:
         refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
-    out.summary = (
-        f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
-        f"{names(sorted(i.path for i in refused))}; " + "; ".join(p for p in parts if p)
-    )
+    what_they_are = "; ".join(p for p in parts if p)
+    if len(refused) == 1:  # the file's own words (its values), then what it is
+        out.summary = f"{refused[0].problem}; {what_they_are}"
+    else:
+        out.summary = (
+            f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
+            f"{names(sorted(i.path for i in refused))}; {what_they_are}"
+        )
     return out
 
 
