@@ -408,6 +408,19 @@ def test_masks_named_with_a_suffix_get_the_rename_command(
     ) in out
 
 
+def test_a_random_split_left_empty_names_the_fraction_that_fills_it(tmp_path: Path) -> None:
+    root = write_pairs(tmp_path / "cells", 4)
+    with pytest.raises(DataError) as e:
+        create_dataset("folder", root).samples("test")
+    assert str(e.value) == (
+        f"{root / 'images'}: split 'test' has no samples: 4 images x test_fraction 0.1 rounds "
+        "to 0; pass --dataset-opt test_fraction=0.25, add images, or list the splits in "
+        "splits/train.txt, valid.txt and test.txt"
+    )
+    ds = create_dataset("folder", root, test_fraction=0.25, valid_fraction=0.25)
+    assert [len(ds.samples(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
+
+
 def test_files_the_oxford_layout_skips_are_listed(
     broken_pets: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -609,7 +622,7 @@ def test_0_255_masks_train_from_the_check_advice_alone(
 def test_the_printed_rename_command_pairs_the_masks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = write_pairs(tmp_path / "cells", 4)
+    root = write_pairs(tmp_path / "cells", 12)
     for p in (root / "masks").iterdir():
         p.rename(p.with_name(f"{p.stem}_mask.png"))
     _, out = check(capsys, root)

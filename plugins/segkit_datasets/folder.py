@@ -3,6 +3,7 @@ with matching names."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -171,6 +172,8 @@ class FolderDataset:
                 break
             if not samples and not any(f.name == f"{split}.txt" for f, _ in problems):
                 try:
+                    if split != "train" and not (ds.root / "splits").is_dir():
+                        raise DataError(ds._too_few(split))
                     check_samples(samples, split, ds._split_source(split))
                 except DataError as e:
                     problems.append((ds._split_source(split), str(e)))
@@ -215,8 +218,22 @@ class FolderDataset:
         """
         check_split(split)
         stems = self._split_stems(split)
+        if not stems and split != "train" and not (self.root / "splits").is_dir():
+            raise DataError(self._too_few(split))
         samples = [Sample(id=s, image=self._pairs[s][0], mask=self._pairs[s][1]) for s in stems]
         return check_samples(samples, split, self._split_source(split))
+
+    def _too_few(self, split: str) -> str:
+        """Why a random split left ``split`` empty, and the fraction that fills it."""
+        n = len(self._pairs)
+        option = f"{split}_fraction"
+        fraction = getattr(self, option)
+        enough = math.ceil(100 / n) / 100 if n else 1.0
+        return (
+            f"{self.root / 'images'}: split '{split}' has no samples: {n} images x "
+            f"{option} {fraction} rounds to 0; pass --dataset-opt {option}={enough}, add "
+            "images, or list the splits in splits/train.txt, valid.txt and test.txt"
+        )
 
     def _split_source(self, split: str) -> Path:
         splits_dir = self.root / "splits"
