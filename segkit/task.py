@@ -233,7 +233,8 @@ def _json_float(v: float) -> float | None:
 
 def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
     """``config`` with ``loss`` and ``monitor`` resolved for ``dataset``'s task (a copy;
-    ``auto`` becomes a name), and that task.
+    ``auto`` becomes a name), and ``dataset`` named (the layout the ``--data`` folder was
+    recognised as, so the run folder records it), and that task.
 
     Raises:
         ConfigError: the loss does not take the dataset's targets, or the monitor does
@@ -256,4 +257,6 @@ def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
     shown = f"'{dataset_name}'" + (f" (target={target})" if target else "")
     task.check_loss(loss, accepts, shown)
     monitor = task.monitor(config.monitor)
-    return dataclasses.replace(config, loss=loss, monitor=monitor), task
+    # A --data folder's layout was recognised: record it, so the run folder need not look again.
+    named = dataset_name if config.data else config.dataset
+    return dataclasses.replace(config, loss=loss, monitor=monitor, dataset=named), task
