@@ -129,3 +129,32 @@ def test_empty_pass_gives_nan():
     s = side_by_side(torch.zeros(0, 1, 3), binary=True)
     assert math.isnan(s["dice_per_image"]) and math.isnan(s["dice_dataset"])
     assert s["images"] == 0
+
+
+@pytest.mark.slow
+def test_summary_json_has_the_definitions_side_by_side(tiny_pets, tmp_path):
+    """A run's summary.json holds test_metrics: the per-image Dice and IoU are its
+    test_dice and test_iou (and test_scores.csv's means), beside the dataset-level,
+    MONAI and smp values computed from the same test pass."""
+    import csv
+    import json
+
+    from conftest import TINY_RUN
+
+    from segkit.cli import main
+
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--epochs", "1", "--data", str(tiny_pets), "--out", str(out)]
+    assert main([*args, "--name", "defs", "-q"]) == 0
+    summary = json.loads((out / "defs" / "summary.json").read_text())
+    m = summary["test_metrics"]
+    assert m["dice_per_image"] == pytest.approx(summary["test_dice"], rel=1e-6)
+    assert m["iou_per_image"] == pytest.approx(summary["test_iou"], rel=1e-6)
+    rows = list(csv.DictReader((out / "defs" / "test_scores.csv").open()))
+    assert m["images"] == len(rows) == 5
+    for key in ("dice_dataset", "iou_dataset", "dice_per_image_monai", "dice_per_image_smp"):
+        assert 0.0 <= m[key] <= 1.0 or math.isnan(m[key]), key
+    # No test image of the synthetic pets is empty, so smp's and segkit's per-image rules
+    # agree here.
+    assert m["empty_truth"] == 0
+    assert m["dice_per_image_smp"] == pytest.approx(m["dice_per_image"], rel=1e-6)
