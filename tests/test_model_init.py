@@ -107,9 +107,10 @@ def test_timm_unet_encoder_without_zero_init_option_builds():
 
 
 def test_timm_unet_head_kernel():
-    one = create_model("timm_unet", encoder="resnet18")
-    three = create_model("timm_unet", encoder="resnet18", head_kernel=3)
+    three = create_model("timm_unet", encoder="resnet18")  # the default: smp's 3x3
+    one = create_model("timm_unet", encoder="resnet18", head_kernel=1)  # before issue 29
     assert three.head.kernel_size == (3, 3) and three.head.padding == (1, 1)
+    assert one.head.kernel_size == (1, 1)
     assert _params(three) - _params(one) == 16 * 8  # 16 in-channels x (9 - 1) weights
     assert three(torch.randn(2, 3, 32, 32)).shape == (2, 1, 32, 32)
     with pytest.raises(ConfigError, match="head_kernel=2"):
@@ -117,9 +118,11 @@ def test_timm_unet_head_kernel():
 
 
 def test_timm_unet_matches_smp_unet_shape():
-    """With a 3x3 head, timm_unet over resnet18 has smp.Unet('resnet18')'s parameter
-    count exactly (the peer benchmark compares the two)."""
-    smp = pytest.importorskip("segmentation_models_pytorch", reason="pip install 'segkit[bench]'")
+    """timm_unet over resnet18 has smp.Unet('resnet18')'s parameters, tensor for tensor
+    in shape (the peer benchmark compares the two)."""
+    smp = pytest.importorskip("segmentation_models_pytorch", reason="pip install -e '.[bench]'")
     peer = smp.Unet("resnet18", encoder_weights=None)
-    ours = create_model("timm_unet", encoder="resnet18", head_kernel=3)
+    ours = create_model("timm_unet", encoder="resnet18")
     assert _params(ours) == _params(peer)
+    shapes = sorted(tuple(p.shape) for p in ours.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in peer.parameters())

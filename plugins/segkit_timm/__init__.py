@@ -12,8 +12,8 @@ feature map), never from tables of known encoders:
   the encoder feature at that reduction if there is one, then two 3x3 conv-BN-ReLU.
   An encoder whose first feature is at stride 4 (ConvNeXt) simply gets two stages
   without a skip at the top, one at stride 2 (ResNet, EfficientNet) gets one.
-* A ``head_kernel`` x ``head_kernel`` conv (1 by default) gives ``out_channels``
-  logits at the input's resolution.
+* A ``head_kernel`` x ``head_kernel`` conv (3 by default, as smp's Unet; 1 before
+  issue 29) gives ``out_channels`` logits at the input's resolution.
 * ``min_input_multiple`` is the deepest reduction (32).
 
 Initialization (``init="kaiming"``, the default; issue 29): the decoder's convolutions
@@ -123,7 +123,7 @@ class TimmUNet(nn.Module):
         out_channels: int,
         decoder_channels: Sequence[int],
         init: Literal["kaiming", "torch"] = "kaiming",
-        head_kernel: int = 1,
+        head_kernel: int = 3,
     ):
         super().__init__()
         info = encoder.feature_info  # type: ignore[union-attr]
@@ -509,7 +509,7 @@ def create_timm_unet(
     weights: str | None = None,
     decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
     init: Literal["kaiming", "torch"] = "kaiming",
-    head_kernel: int = 1,
+    head_kernel: int = 3,
 ) -> TimmUNet:
     """Create a UNet over a timm encoder.
 
@@ -530,8 +530,9 @@ def create_timm_unet(
             encoder without ``weights`` built with timm's ``zero_init_last=False``;
             ``"torch"``: PyTorch's defaults in the decoder and head, timm's own encoder
             init (segkit before issue 29).
-        head_kernel: Kernel size of the head convolution: 1 (default) or 3 (as smp's
-            Unet; 9 times the head's weights), any odd size from 1 to 7.
+        head_kernel: Kernel size of the head convolution, odd, 1 to 7: 3 (default, as
+            smp's Unet) or 1 (segkit before issue 29: give ``head_kernel=1`` to load a
+            checkpoint of that time).
 
     Returns:
         A :class:`TimmUNet` returning logits; H and W must be divisible by 32 (the
