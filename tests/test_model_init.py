@@ -117,12 +117,16 @@ def test_timm_unet_head_kernel():
         create_model("timm_unet", encoder="resnet18", head_kernel=2)
 
 
-def test_timm_unet_matches_smp_unet_shape():
-    """timm_unet over resnet18 has smp.Unet('resnet18')'s parameters, tensor for tensor
-    in shape (the peer benchmark compares the two)."""
+def test_timm_unet_starts_from_smp_unets_weights():
+    """timm_unet over resnet18 is smp.Unet('resnet18', encoder_weights=None) layer for
+    layer, and with the same seed it starts from the very same weights: the encoder is
+    initialized as torchvision's ResNet (no zero_init_last), the decoder and head as smp's,
+    in the same order. So the peer benchmark compares the two pipelines on one model."""
     smp = pytest.importorskip("segmentation_models_pytorch", reason="pip install -e '.[bench]'")
-    peer = smp.Unet("resnet18", encoder_weights=None)
+    torch.manual_seed(5)
     ours = create_model("timm_unet", encoder="resnet18")
-    assert _params(ours) == _params(peer)
-    shapes = sorted(tuple(p.shape) for p in ours.parameters())
-    assert shapes == sorted(tuple(p.shape) for p in peer.parameters())
+    torch.manual_seed(5)
+    peer = smp.Unet("resnet18", encoder_weights=None)
+    mine, theirs = list(ours.parameters()), list(peer.parameters())
+    assert len(mine) == len(theirs) == 92
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
