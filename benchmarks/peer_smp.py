@@ -99,6 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="another segkit timm_unet: NAME:KEY=VALUE,... (values parsed as JSON)",
     )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="train nothing: write one table and one figure into --out from the runs of "
+        "these results.json files (e.g. one process per set, run side by side)",
+    )
     args = p.parse_args(argv)
     args.sets = [s for s in args.sets.split(",") if s]
     unknown = sorted(set(args.sets) - set(SETS))
@@ -316,7 +324,7 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> str:
     ]
     for variant in dict.fromkeys(r["set"] for r in runs):
         mine = [r for r in runs if r["set"] == variant]
-        for name in names:
+        for name in (n for n in names if all(n in r["models"] for r in mine)):
             dice = [r["models"][name]["test"]["dice_per_image"] for r in mine]
             ds = [r["models"][name]["test"]["dice_dataset"] for r in mine]
             iou = [r["models"][name]["test"]["iou_per_image"] for r in mine]
@@ -355,7 +363,7 @@ def write_curves(runs: list[dict[str, Any]], names: list[str], out: Path) -> Non
         w = csv.writer(f)
         w.writerow(["set", "seed", "model", "epoch", "train_loss", "valid_dice", "epoch_seconds"])
         for r in runs:
-            for name in names:
+            for name in (n for n in names if n in r["models"]):
                 m = r["models"][name]
                 for e, (loss, dice, s) in enumerate(
                     zip(m["train_loss"], m["valid_dice"], m["epoch_seconds"], strict=True), 1
@@ -368,7 +376,7 @@ def write_curves(runs: list[dict[str, Any]], names: list[str], out: Path) -> Non
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, variant in zip(axes[0], sets, strict=True):
         for i, name in enumerate(names):
-            for r in (r for r in runs if r["set"] == variant):
+            for r in (r for r in runs if r["set"] == variant and name in r["models"]):
                 dice = r["models"][name]["valid_dice"]
                 ax.plot(
                     range(1, len(dice) + 1),
@@ -390,6 +398,8 @@ def write_curves(runs: list[dict[str, Any]], names: list[str], out: Path) -> Non
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = ["segkit", "smp", *(n for n, _ in args.variants)]
@@ -411,6 +421,25 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / "table.md").write_text(summarize(runs, names))
             write_curves(runs, names, args.out)
     print((args.out / "table.md").read_text())
+    return 0
+
+
+def merge(files: list[Path], out: Path) -> int:
+    """One results.json, table.md and figure from several runs' results.json."""
+    records = [json.loads(f.read_text()) for f in files]
+    runs = [r for rec in records for r in rec["runs"]]
+    names = list(dict.fromkeys(n for r in runs for n in r["models"]))
+    merged = {
+        "commands": [rec["command"] for rec in records],
+        "settings": [rec["settings"] for rec in records],
+        "environment": records[0]["environment"],
+        "wall_s": [rec["wall_s"] for rec in records],
+        "runs": runs,
+    }
+    (out / "results.json").write_text(json.dumps(merged, indent=1, default=str))
+    (out / "table.md").write_text(summarize(runs, names))
+    write_curves(runs, names, out)
+    print((out / "table.md").read_text())
     return 0
 
 
