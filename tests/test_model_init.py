@@ -44,9 +44,9 @@ def test_unet_init_is_smps():
     assert torch.equal(bn.weight, torch.ones_like(bn.weight))
 
 
-def test_resnet34_unet_encoder_is_torchvisions_decoder_smps():
+def test_resnet34_unet_kaiming_encoder_is_torchvisions_decoder_smps():
     torch.manual_seed(0)
-    model = create_model("resnet34_unet")
+    model = create_model("resnet34_unet", init="kaiming")
     enc = model.layer3[0].conv1  # kaiming_normal fan_out: std sqrt(2 / (out * 9))
     assert enc.weight.std().item() == pytest.approx(math.sqrt(2.0 / (256 * 9)), rel=0.02)
     dec = model.up1.conv[0]
@@ -72,6 +72,21 @@ def test_old_init_is_pytorchs_default():
         torch.equal(a, b)
         for a, b in zip(old.state_dict().values(), again.state_dict().values(), strict=True)
     )
+
+
+def test_resnet34_unet_default_is_pytorchs_init():
+    """Measured (issue 29): ResNet34-UNet keeps PyTorch's defaults, so make run's model
+    is the one it always was: the same weights for the same seed."""
+    from segkit_unet.resnet34_unet import ResNet34UNet
+
+    torch.manual_seed(4)
+    default = create_model("resnet34_unet")
+    torch.manual_seed(4)
+    explicit = ResNet34UNet(init="torch")
+    pairs = zip(default.state_dict().values(), explicit.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    conv = default.up1.conv[0]  # PyTorch's default: std 1/sqrt(3 fan_in)
+    assert conv.weight.std().item() == pytest.approx(1 / math.sqrt(3 * 9216), rel=0.02)
 
 
 @pytest.mark.parametrize("name", ["unet", "resnet34_unet", "timm_unet"])

@@ -1,8 +1,9 @@
 """Weight initialization of the lab's two models (issue 29).
 
-``init="kaiming"`` (the default) is what segmentation_models_pytorch and torchvision do
-for the same layers; ``init="torch"`` keeps each layer's PyTorch default (what segkit
-did before), for comparisons and for reproducing older runs.
+``init="kaiming"`` is what segmentation_models_pytorch and torchvision do for the same
+layers (the default of ``unet``); ``init="torch"`` keeps each layer's PyTorch default
+(what segkit did before; the default of ``resnet34_unet``), for comparisons and for
+reproducing older runs.
 
 - A ResNet encoder (ResNet34-UNet's stem, stages and bottleneck block): 2-D convolutions
   ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``, batch norm weight 1 and bias
@@ -16,11 +17,11 @@ did before), for comparisons and for reproducing older runs.
 
 PyTorch's default for a convolution is ``kaiming_uniform_(a=sqrt(5))``: a standard
 deviation of ``1/sqrt(3 fan_in)``, 2.4 times smaller than the ReLU gain's
-``sqrt(2/fan_in)``. Behind batch norm the scale does not change what a layer computes,
-but with Adam (steps of about ``lr`` whatever the weight's size) a smaller weight turns
-by a larger angle per step; the head has no batch norm after it, and its default bias is
-random. Which init converges faster was measured, not assumed: see
-``benchmarks/results/*-cpu-init/``.
+``sqrt(2/fan_in)``; the head has no batch norm after it, and its default bias is random.
+Which init each model gets by default was measured, not assumed
+(``benchmarks/results/2026-12-06-cpu-init/``): ``unet`` trains to a lower loss with
+``kaiming``; ``resnet34_unet`` reached a lower loss too but a lower validation and test
+Dice, so it keeps ``torch``.
 """
 
 from __future__ import annotations
