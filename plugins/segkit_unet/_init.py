@@ -20,8 +20,8 @@ deviation of ``1/sqrt(3 fan_in)``, 2.4 times smaller than the ReLU gain's
 ``sqrt(2/fan_in)``; the head has no batch norm after it, and its default bias is random.
 Which init each model gets by default was measured, not assumed
 (``benchmarks/results/2026-12-06-cpu-init/``): ``unet`` trains to a lower loss with
-``kaiming``; ``resnet34_unet`` reached a lower loss too but a lower validation and test
-Dice, so it keeps ``torch``.
+``kaiming`` and tests better; ``resnet34_unet`` tested worse with it, so it keeps
+``torch``.
 """
 
 from __future__ import annotations

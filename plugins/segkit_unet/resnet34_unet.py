@@ -139,10 +139,9 @@ def create_resnet34_unet(
 
     Trained from scratch (no pretrained weights), from PyTorch's layer defaults:
     chosen by measurement (issue 29). ``init="kaiming"`` (torchvision's ResNet init for
-    the encoder, smp's for the decoder and head) reached a lower training loss but a
-    lower validation and test Dice in short runs from scratch with Adam at 1e-3: ``make
-    run``'s test Dice 0.8183 against 0.8491, and a lower valid Dice per epoch on the
-    generated sets (``benchmarks/results/2026-12-06-cpu-init/``).
+    the encoder, smp's for the decoder and head) gave a lower test Dice in short runs
+    from scratch with Adam at 1e-3: ``make run``'s 0.8183 against 0.8491, and lower on
+    each generated set and seed (``benchmarks/results/2026-12-06-cpu-init/``).
 
     Args:
         in_channels: Channels of the input images.
