@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export,docs]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export,docs,bench]'
 	touch $(STAMP)
 
 # Train, evaluate and report on the embedded synthetic dataset (a few minutes on 2 CPU cores).

@@ -199,6 +199,11 @@ class MultiClassMeter:
         miou, mdice = self.inner.per_image_scores()
         return mdice.float(), miou.float()
 
+    def per_image_counts(self) -> torch.Tensor:
+        """Each image's ``TP, FP, FN`` per class, ``(N, K, 3)`` (see
+        :meth:`~segkit.metrics.multiclass.ConfusionMeter.per_image_counts`)."""
+        return self.inner.per_image_counts()
+
     def compute(self) -> dict[str, Any]:
         out = self.inner.compute()
         out["dice"], out["iou"] = out["mdice"], out["miou"]
