@@ -148,18 +148,15 @@ def check_data(
     masks, duplicates across splits, problems, and suggested image size and
     ``pos_weight``. ``report.ok`` is False when a run would stop on a problem;
     ``report.to_dict()`` is the ``--json`` output. ``data``/``dataset`` default as in
-    ``segkit run`` (``oxford_pet`` with a folder, the generated synthetic set without);
-    ``options`` go to the dataset."""
-    from segkit.build import build_dataset
+    ``segkit run`` (the layout the folder is recognised as, the generated synthetic set
+    without a folder); ``options`` go to the dataset."""
     from segkit.config import RunConfig
-    from segkit.data.check import check_dataset
+    from segkit.data.check import check_configured
 
     config = RunConfig(
         data=str(data) if data is not None else None, dataset=dataset, dataset_options=options
     )
-    return check_dataset(
-        build_dataset(config), workers, name=config.resolved_dataset(), progress=False
-    )
+    return check_configured(config, workers, progress=False)
 
 
 def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:

@@ -527,14 +527,19 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     Raises:
         SegkitError: a bad name, option, size or dataset (a subclass says which).
     """
-    from segkit.data.reading import leave_out_bad_samples
+    from segkit.data.prepare import ready_for_training
 
     check_plugin_names(config)
     dataset = build_dataset(config)
     config, task = task_mod.resolve(config, dataset)
-    bad: list[tuple[str, Any, str]] = []
-    if config.skip_bad_samples:
-        dataset, bad = leave_out_bad_samples(dataset, runtime.num_workers)
+    # Every mask value, unreadable file and split size checked before the first step.
+    dataset, bad = ready_for_training(
+        dataset,
+        name=config.resolved_dataset(),
+        skip_bad_samples=config.skip_bad_samples,
+        batch_size=config.batch_size,
+        world=runtime.dist.world,
+    )
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)
     plan = build_eval_plan(config, recipe)

@@ -57,8 +57,11 @@ TTAS: tuple[str, ...] = get_args(TTAName)
 BLENDS: tuple[str, ...] = get_args(BlendName)
 
 #: The one table of built-in plugin defaults: the only place the core names a plugin.
-#: ``dataset`` reads a ``--data`` folder; ``generated_dataset`` serves runs without one
-#: (it must declare ``generate``) and ``segkit data synth``.
+#: ``generated_dataset`` serves runs without ``--data`` (it must declare ``generate``) and
+#: ``segkit data synth``. A ``--data`` folder's layout is recognised instead
+#: (:func:`segkit.data.layouts.detect_layout`); ``dataset`` is what ``segkit data fetch``
+#: downloads, and what a run folder recorded by an older segkit with ``data`` and no
+#: ``dataset`` was read with.
 DEFAULTS: dict[str, str] = {
     "model": "unet",
     "loss": "bce_dice",
@@ -96,8 +99,9 @@ class RunConfig:
 
     Plugin names (``model``, ``loss``, ``recipe``, ``loader``, ``dataset``) are
     entry-point names; ``*_options`` are passed to the plugin's factory as keyword
-    arguments. ``dataset=None`` means :data:`DEFAULTS` ``["dataset"]`` when ``data`` is
-    given and ``["generated_dataset"]`` otherwise.
+    arguments. ``dataset=None`` means the layout the ``data`` folder is recognised as
+    (:meth:`resolved_dataset`), and :data:`DEFAULTS` ``["generated_dataset"]`` without
+    ``data``.
     """
 
     model: str = _opt(DEFAULTS["model"], "model plugin", group="plugins")
@@ -131,8 +135,8 @@ class RunConfig:
     )
     dataset: str | None = _opt(
         None,
-        f"dataset plugin (default: {DEFAULTS['dataset']} with --data, "
-        f"{DEFAULTS['generated_dataset']} without)",
+        "dataset plugin (default: the layout the --data folder is recognised as, "
+        f"{DEFAULTS['generated_dataset']} without --data)",
         group="plugins",
     )
     dataset_options: dict[str, Any] = _opt(
@@ -236,8 +240,8 @@ class RunConfig:
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
     skip_bad_samples: bool = _opt(
         False,
-        "read every file first and leave unreadable ones out (listed in bad_samples.txt) "
-        "instead of stopping",
+        "decode every file first and leave unreadable ones out (listed in bad_samples.txt) "
+        "instead of stopping; masks that read but hold other values still stop the run",
     )
     out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
     name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")
@@ -298,10 +302,22 @@ class RunConfig:
                 setattr(self, key, value)
 
     def resolved_dataset(self) -> str:
-        """The dataset plugin's name: ``dataset``, or the default for ``data`` given or not."""
+        """The dataset plugin's name: ``dataset``; else, with ``data``, the one installed
+        layout that recognises the folder (:func:`segkit.data.layouts.detect_layout`);
+        else the generating default. A run records the name it used, so a run folder
+        never needs to look again.
+
+        Raises:
+            DataError: ``data`` is given without ``dataset`` and is not a folder, or no
+                layout (or more than one) recognises it; the message names the layouts.
+        """
         if self.dataset:
             return self.dataset
-        return DEFAULTS["dataset"] if self.data else DEFAULTS["generated_dataset"]
+        if not self.data:
+            return DEFAULTS["generated_dataset"]
+        from segkit.data.layouts import detect_layout
+
+        return detect_layout(Path(self.data).expanduser())
 
     def plugins(self) -> dict[str, str]:
         """Plugin kind -> the name this run uses (no recipe for a recipe file)."""
@@ -475,8 +491,15 @@ def _yaml_loader() -> type:
 
 def _asked(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` with old key names renamed and ``resolved`` (what segkit wrote next to
-    them in a ``config.json``) left out."""
-    return {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
+    them in a ``config.json``) left out.
+
+    A ``config.json`` (it has ``resolved``) with ``data`` and no ``dataset`` was written
+    before layouts were recognised, when that meant :data:`DEFAULTS` ``["dataset"]``: it
+    is read so, even where its data folder is gone. (Runs now record the dataset.)"""
+    out = {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
+    if "resolved" in settings and out.get("data") and not out.get("dataset"):
+        out["dataset"] = DEFAULTS["dataset"]
+    return out
 
 
 def _flags_over_file(settings: dict[str, Any], source: str) -> set[str]:

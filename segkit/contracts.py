@@ -60,14 +60,17 @@ parameter segkit passes is reported by name, before any run.
 
 ``segkit.datasets`` -- a **dataset class** (or factory) called with the data root and
 returning a :class:`Dataset`; see :class:`DatasetFactory`. A dataset that can make its
-own data declares ``generate``; one that can download it declares ``fetch``.
+own data declares ``generate``; one that can download it declares ``fetch``. A layout
+that a ``--data`` folder may be in declares ``recognizes`` and ``layout``, so a run
+without ``--dataset`` finds it; ``audit`` and ``declare_classes`` let ``segkit data
+check`` list every problem at once and say how to name the classes it finds.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -309,9 +312,61 @@ class DatasetFactory(Protocol):
       dataset.
     * ``fetch(root: Path, base_url: str | None = None) -> Path``: download and unpack the
       dataset into ``root`` (``segkit data fetch``). Nothing else in segkit downloads.
+    * ``recognizes(root: Path) -> bool``: whether the folder ``root`` is laid out as this
+      factory reads it, from its folder and file names alone (cheap, never raises). With
+      ``--data`` and no ``--dataset``, segkit uses the one installed layout that
+      recognizes the folder (:func:`segkit.data.layouts.detect_layout`); none, or two,
+      and the run is refused with every layout's ``layout`` text. Declare it only for
+      a layout a user's folder may be in (a generating dataset that reads another
+      plugin's layout declares ``recognizes = None``).
+    * ``layout: str``: the layout in one line, for that refusal, e.g.
+      ``"images/<name>.jpg + masks/<name>.png"``.
+    * ``audit(root: Path, **options) -> LayoutAudit``: what ``factory(root, **options)``
+      reads, without stopping at the first problem: every file it would refuse (an image
+      without its mask, naming the files with a close name; a split list naming a
+      missing file), every file it leaves unread, and the samples it can pair. ``segkit
+      data check`` uses it to list every problem in one pass. It raises only where the
+      factory cannot start at all (no such folder, a malformed option).
+    * ``declare_classes(root: Path, classes: list[str], palette: list[tuple[int, int,
+      int]] | None) -> str``: how a user declares these classes (and their colours, when
+      the masks are colour images) for the folder ``root`` in this layout, as words to
+      print, e.g. the ``classes.txt`` to write. ``segkit data check`` and a run refused
+      for mask values print it when the masks hold classes the dataset does not declare.
     """
 
     def __call__(self, root: Path | None, **options: Any) -> Dataset: ...
+
+
+@dataclass
+class LayoutAudit:
+    """What a dataset factory's ``audit(root, **options)`` found (see
+    :class:`DatasetFactory`). It is itself a :class:`Dataset` over the samples the layout
+    could pair, so ``segkit data check`` reads those while it reports the rest.
+
+    Attributes:
+        root: The dataset folder.
+        mask_spec: The mask spec ``factory(root, **options)`` would have.
+        splits: Split name -> the samples of that split whose files exist (a split that
+            could not be read at all is empty, and its reason is in ``problems``).
+        problems: ``(file, message)`` for each thing that would stop a run, every one of
+            them, each message naming its file and the fix.
+        skipped: ``(file, why)`` for each file in the layout's folders that it does not
+            read (outside every split list, another extension, a hidden file).
+        advice: Fixes of many problems at once, as words to print (a command that renames
+            every mask named ``<name>_mask.png``).
+    """
+
+    root: Path
+    mask_spec: MaskSpec
+    splits: dict[str, list[Sample]]
+    problems: list[tuple[Path, str]]
+    skipped: list[tuple[Path, str]]
+    advice: list[str] = field(default_factory=list)
+
+    def samples(self, split: str) -> list[Sample]:
+        """The samples of ``split`` the layout could pair (possibly none)."""
+        check_split(split)
+        return list(self.splits.get(split, []))
 
 
 @dataclass(frozen=True)
@@ -512,7 +567,14 @@ CONTRACTS: dict[str, FactoryContract] = {
         ("root",),
         (),
         "factory(root, **options) -> Dataset",
-        (("generate", None), ("fetch", None)),
+        (
+            ("generate", None),
+            ("fetch", None),
+            ("recognizes", None),
+            ("layout", None),
+            ("audit", None),
+            ("declare_classes", None),
+        ),
     ),
     # An op is a class called with its parameters; what is checked is what it declares
     # (contract_problems), not a signature segkit calls it with.
@@ -603,6 +665,12 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
                 problems.append(
                     f"declares accepts={value!r}; expected one of "
                     f"{', '.join(repr(t) for t in LOSS_TARGETS)}"
+                )
+        elif name == "layout":  # words, not a function
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                problems.append(
+                    f"declares layout={value!r}; expected one line of text describing the "
+                    "folders and files it reads"
                 )
         elif value is not None and not callable(value):
             problems.append(f"declares {name}={value!r}, which is not callable")

@@ -538,6 +538,7 @@ def _test_and_report(
     stopper: EarlyStopping,
 ) -> RunResult:
     """Test the best weights, draw the curves and predictions, write the summary."""
+    from segkit.metrics.definitions import scores_from_meter
     from segkit.reports import figures as report
 
     if not folder.best.exists():
@@ -560,6 +561,7 @@ def _test_and_report(
         forward=forward,
     )
     dice, iou = meter.per_image_scores()
+    test["definitions"] = scores_from_meter(meter, t.task)  # summary.json's test_metrics
     ids = _test_ids(t.dataset, len(dice))
     folder.write_test_scores(dice.tolist(), iou.tolist(), ids, multiclass=t.task.multiclass)
     epoch_seconds, ips = timing(history)
