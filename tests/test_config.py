@@ -330,7 +330,12 @@ def test_a_study_file_in_yaml_reads_as_its_toml_does(tmp_path):
     (tmp_path / "s.yaml").write_text("base:\n  epochs: 2\naxes:\n  seed: [0, 1]\n")
     toml, yaml = read_study(tmp_path / "s.toml"), read_study(tmp_path / "s.yaml")
     assert [(r.name, r.settings) for r in yaml.runs] == [(r.name, r.settings) for r in toml.runs]
-    assert (toml.copy_file.name, yaml.copy_file.name) == ("study.toml", "study.yaml")
+    (tmp_path / "s.json").write_text('{"base": {"epochs": 2}, "axes": {"seed": [0, 1]}}')
+    js = read_study(tmp_path / "s.json")
+    assert [r.settings for r in js.runs] == [r.settings for r in toml.runs]
+    # The copy kept in the study folder: study.json is the study's state, so not JSON's.
+    names = (toml.copy_file.name, yaml.copy_file.name, js.copy_file.name)
+    assert names == ("study.toml", "study.yaml", "study-file.json")
     (tmp_path / "bad.yml").write_text("axes:\n  epochs: [2, 0]\n")
     with pytest.raises(ConfigError, match=r"bad.yml: run epochs0: key 'epochs' = 0: expected"):
         read_study(tmp_path / "bad.yml")

@@ -25,8 +25,9 @@ values that vary (``resnet34_unet-type1-seed0``; a ``runs`` entry may give its o
 ``name``).
 
 The study folder (``--out``, default ``runs/<file stem>``) holds ``study.toml`` (the file
-as it was run; ``study.yaml`` for a YAML file), ``study.json`` (every configuration in
-full), one run folder per configuration and, at the end, the :mod:`segkit.reports.compare` report grouped over seeds.
+as it was run; ``study.yaml`` for a YAML file, ``study-file.json`` for JSON),
+``study.json`` (every configuration in full), one run folder per configuration and, at
+the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segkit.config import CONFIG_FILE_SUFFIXES, RENAMED_KEYS, RunConfig, read_table_file
+from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
 
 #: The tables a study file may hold.
@@ -92,7 +93,9 @@ class Study:
     @property
     def copy_file(self) -> Path:
         suffix = self.path.suffix.lower()
-        return self.out / f"study{suffix if suffix in CONFIG_FILE_SUFFIXES else '.toml'}"
+        if suffix in (".toml", ".yaml", ".yml"):
+            return self.out / f"study{suffix}"
+        return self.out / "study-file.json"  # JSON, or read as JSON: study.json is the state
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.out / run.name
