@@ -316,7 +316,7 @@ def profile(model: str, data: Path, out: Path, sizes: Sizes) -> None:
 
     from segkit import build
     from segkit.config import RunConfig
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     config = RunConfig(
         model=model, loader="dali", recipe="type3", image_size=sizes.image_size,
@@ -344,9 +344,7 @@ def profile(model: str, data: Path, out: Path, sizes: Sizes) -> None:
                 yield batch
 
     def go(epoch: int) -> None:
-        train_one_epoch(
-            net, Slice(epoch), loss_fn, optimizer, rt.precision, rt.device, rt.channels_last
-        )
+        train_one_epoch(TrainStep(StepContext(net, loss_fn, optimizer, rt)), Slice(epoch))
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
 
