@@ -6,10 +6,11 @@ these functions, so a run, its evaluation and its benchmark are built the same w
 
 * :func:`resolve_runtime` resolves what the config leaves to the machine (device,
   precision, channels_last, loader workers, seed, the torchrun world) once, into a
-  :class:`Runtime` whose :meth:`Runtime.record` goes into the run folder's
-  ``config.json``.
+  :class:`Runtime` (defined in :mod:`segkit.training.runtime`) whose
+  :meth:`Runtime.record` goes into the run folder's ``config.json``.
 * ``build_*`` make the parts: dataset, model, loss, recipe, loaders, optimizer and
-  learning-rate schedule; :func:`build_training` makes all of a training run's.
+  learning-rate schedule; :func:`build_training` makes all of a training run's, and
+  :func:`build_step` its training step (:class:`segkit.training.loops.TrainStep`).
 
 Plugins are created by name through the registry; capabilities are read from what the
 factories declare (:mod:`segkit.contracts`), never from a plugin's name.

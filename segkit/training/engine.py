@@ -92,6 +92,28 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     """
     exit_if_reimporting_main()
     folder = RunFolder(run_dir)
+    _check_resumable(folder)
+    state = ckpt_io.load(folder.last, map_location="cpu")
+    config = RunConfig.from_dict(state["config"], source=str(folder.last))
+    if epochs is not None:
+        config.epochs = epochs
+        config.validate()
+        stopping = state.get("early_stopping")
+        if stopping and stopping.get("stopped"):
+            stopping["stopped"] = False  # trains on; the patience counter is kept
+    try:
+        return _run(config, state, folder, quiet)
+    except MainGuardError as e:
+        raise e.with_traceback(None) from None
+
+
+def _check_resumable(folder: RunFolder) -> None:
+    """Raise, saying what to do instead, unless ``folder`` has a ``last.pt`` to resume.
+
+    Raises:
+        CheckpointError: no such folder, or no ``last.pt`` (deleted by
+            ``--no-keep-last``, or the run stopped before its first checkpoint).
+    """
     if not folder.path.is_dir():
         raise CheckpointError(
             f"{folder.path}: run folder not found; pass a folder made by `segkit run`"
@@ -115,18 +137,6 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
             f"checkpoint (or this is not a run folder), so there is nothing to resume; "
             f"start it again with {again}"
         )
-    state = ckpt_io.load(folder.last, map_location="cpu")
-    config = RunConfig.from_dict(state["config"], source=str(folder.last))
-    if epochs is not None:
-        config.epochs = epochs
-        config.validate()
-        stopping = state.get("early_stopping")
-        if stopping and stopping.get("stopped"):
-            stopping["stopped"] = False  # trains on; the patience counter is kept
-    try:
-        return _run(config, state, folder, quiet)
-    except MainGuardError as e:
-        raise e.with_traceback(None) from None
 
 
 def _run(
@@ -202,8 +212,8 @@ class Run:
             out = folder.path if folder else Path(self.config.out).expanduser()
             check_writable(out, "--out", create=False)
         # Everything is built before the run folder is made: a bad name or path leaves no trace.
-        self.t = build.build_training(self.config, self.runtime, restoring=state is not None)
-        self.config = self.t.config  # --loss auto and --monitor auto resolved for the dataset
+        self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
+        self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
         c = self.config
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
@@ -213,7 +223,7 @@ class Run:
         self._prepare_epochs(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        t = self.t
+        t = self.parts
         self.start, best, self.history = ckpt_io.restore_training(
             state, t.model, t.optimizer, self.runtime.precision
         )
@@ -227,7 +237,7 @@ class Run:
     def _open_folder(self, folder: RunFolder | None, state: dict[str, Any] | None) -> None:
         """Rank 0: the run folder (new, or the resumed one cut back to its checkpoint),
         the TensorBoard log, ``config.json`` and ``bad_samples.txt``."""
-        t, config = self.t, self.config
+        t, config = self.parts, self.config
         self.folder = folder = _prepare_folder(config, folder, state, self.history, self.say)
         distributed.note_run_folder(self.dist, folder.path)
         if config.log == "tensorboard":
@@ -244,7 +254,7 @@ class Run:
     def _prepare_epochs(self, state: dict[str, Any] | None) -> None:
         """The learning-rate schedule (positioned after the epochs done), the training
         step, the header line, the checkpoint writer, the progress and the epoch range."""
-        t, config, runtime = self.t, self.config, self.runtime
+        t, config, runtime = self.parts, self.config, self.runtime
         steps = t.steps_per_epoch
         done = (self.start - 1) * steps
         scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=done)
@@ -266,7 +276,7 @@ class Run:
         self.epoch = self.start
 
     def _header(self) -> str:
-        config, t, d = self.config, self.t, self.dist
+        config, t, d = self.config, self.parts, self.dist
         ranks = f" x {d.world} processes" if d.enabled else ""
         classes = f", {t.task.describe()}" if t.task.multiclass else ""
         where = self.folder.path if self.folder else "(rank 0 writes)"
@@ -297,10 +307,10 @@ class Run:
     def train_epoch(self, epoch: int) -> EpochTrained:
         """Train one epoch (every rank)."""
         started = time.perf_counter()
-        loader = self.t.loaders["train"]
+        loader = self.parts.loaders["train"]
         loader.set_epoch(epoch)
         bar = progress.EpochProgress(self.progress, epoch, len(loader))
-        lr = self.t.optimizer.param_groups[0]["lr"]  # at the epoch's first step
+        lr = self.parts.optimizer.param_groups[0]["lr"]  # at the epoch's first step
         t0 = time.perf_counter()
         metrics = train_one_epoch(self.step, loader, epoch=epoch, progress=bar)
         self.runtime.synchronize()
@@ -331,7 +341,7 @@ class Run:
     def validate(self) -> dict[str, Any]:
         """The validation metrics of the weights validation evaluates (the EMA's with
         ``--ema``), the device synchronized."""
-        valid = evaluate(self.t.eval_model, self.t.loaders["valid"], self.eval)
+        valid = evaluate(self.parts.eval_model, self.parts.loaders["valid"], self.eval)
         self.runtime.synchronize()
         return valid
 
@@ -352,7 +362,7 @@ class Run:
             "epoch_wall_s": math.nan,  # set by checkpoint()
             "train_images": int(train["images"]),
             "skipped_steps": train["skipped_nan"] + train["skipped_overflow"],
-            **_class_columns(self.t.task, valid),
+            **_class_columns(self.parts.task, valid),
         }
 
     def _update_stopper(self, epoch: int, valid: dict[str, Any]) -> bool:
@@ -372,7 +382,8 @@ class Run:
         save_last = epoch % config.save_every == 0 or epoch == config.epochs
         save_last = save_last or self.stopper.stopped
         t0 = time.perf_counter()
-        state, files = None, []
+        state: dict[str, Any] = {}
+        files: list[tuple[dict[str, Any], Path]] = []
         if save_last or improved:
             state, files = self._checkpoint_files(epoch, save_last, improved)
         row["checkpoint_s"] = time.perf_counter() - t0
@@ -381,7 +392,7 @@ class Run:
         if files and self.writer.background:
             if save_last:  # the copy of this row in the checkpoint gets the times too
                 times = {k: row[k] for k in ("checkpoint_s", "epoch_wall_s")}
-                state["history"][-1].update(times)  # type: ignore[index]
+                state["history"][-1].update(times)
             self.writer.submit(files, epoch if save_last else None)
 
     def _checkpoint_files(
@@ -395,7 +406,7 @@ class Run:
         status = ckpt_io.RunStatus(
             epoch, self.best(), self.history, early_stopping=self.stopper.state_dict()
         )
-        state = ckpt_io.training_state(self.t, self.runtime.precision, status)
+        state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if not save_last:
             state = ckpt_io.weights_state(state)
         if self.writer.background:  # the thread writes a copy while training changes the tensors
@@ -411,13 +422,13 @@ class Run:
         self.log.epoch(row)
         epoch = row["epoch"]
         if validated and self.log.wants_grid(epoch):
-            t = self.t
+            t = self.parts
             self.log.grid(epoch, t.eval_model, t.loaders["valid"], self.eval, t.dataset)
 
     def _epoch_line(
         self, trained: EpochTrained, row: dict[str, Any], validated: bool, improved: bool
     ) -> str:
-        config, mc, stopper = self.config, self.t.task.multiclass, self.stopper
+        config, mc, stopper = self.config, self.parts.task.multiclass, self.stopper
         if not validated:
             shown = "(not validated)"
         elif mc:
@@ -490,7 +501,7 @@ class Run:
 
     def finish(self) -> RunResult:
         """Test the best weights and report (rank 0); shut the process group down."""
-        in_sync = distributed.weights_in_sync(self.t.model, self.dist)  # every rank takes part
+        in_sync = distributed.weights_in_sync(self.parts.model, self.dist)  # every rank takes part
         best = self.best()
         if not self.dist.main:
             distributed.shutdown(self.dist)
@@ -509,7 +520,7 @@ class Run:
 
     def test_and_report(self, best: tuple[float, int], in_sync: bool) -> RunResult:
         """Test the best weights, draw the curves and predictions, write the summary."""
-        folder, t, runtime = self.folder, self.t, self.runtime
+        folder, t, runtime = self.folder, self.parts, self.runtime
         assert folder is not None
         if not folder.best.exists():
             raise ConfigError(
@@ -560,7 +571,7 @@ class Run:
             stopped_early=stopper.stopped,
             stop_reason=stopper.reason() if stopper.stopped else None,
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
-            task=self.t.task,
+            task=self.parts.task,
         )
         if writes:
             result.checkpoint_write_s = sum(writes) / len(writes)
