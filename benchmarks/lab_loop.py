@@ -378,7 +378,13 @@ def run_segkit(
     each followed by a timed validation pass."""
     from segkit import build
     from segkit.config import RunConfig
-    from segkit.training.loops import evaluate, train_one_epoch
+    from segkit.training.loops import (
+        EvalContext,
+        StepContext,
+        TrainStep,
+        evaluate,
+        train_one_epoch,
+    )
 
     config = RunConfig(
         model=model_name,
@@ -404,27 +410,18 @@ def run_segkit(
         "train": build.build_loader(config, rt, dataset, recipe, "train", train=True),
         "valid": build.build_eval_loader(config, rt, dataset, plan, "valid"),
     }
+    step = TrainStep(StepContext(parts["step"], parts["loss"], parts["optimizer"], rt))
+    context = EvalContext(rt, loss_fn=parts["loss"])
     del model
 
     def epoch(i: int) -> tuple[float, float, dict[str, Any]]:
         p = parts
         p["train"].set_epoch(i)
         t0 = time.perf_counter()
-        out = train_one_epoch(
-            p["step"],
-            p["train"],
-            p["loss"],
-            p["optimizer"],
-            rt.precision,
-            rt.device,
-            rt.channels_last,
-            epoch=i,
-        )
+        out = train_one_epoch(step, p["train"], epoch=i)
         _sync(rt.device)
         t1 = time.perf_counter()
-        scores = evaluate(
-            p["model"], p["valid"], p["loss"], rt.precision, rt.device, rt.channels_last
-        )
+        scores = evaluate(p["model"], p["valid"], context)
         _sync(rt.device)
         return t1 - t0, time.perf_counter() - t1, out | {"valid_dice": scores.get("dice")}
 

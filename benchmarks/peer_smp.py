@@ -187,27 +187,19 @@ def run_config(
 def segkit_contender(name: str, config: Any) -> tuple[Contender, Any, Any]:
     """segkit's model trained by segkit's own parts, as ``segkit run`` builds them."""
     from segkit import build
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     runtime = build.resolve_runtime(config)  # seeds everything with config.seed
     t = build.build_training(config, runtime)
     scheduler = build.build_scheduler(t.optimizer, t.config, t.steps_per_epoch)
     stepper = build.step_model(t.model, t.config, runtime)
+    step = TrainStep(
+        StepContext(stepper, t.loss, t.optimizer, runtime, task=t.task, scheduler=scheduler)
+    )
 
     def train_epoch(epoch: int) -> float:
         t.loaders["train"].set_epoch(epoch)
-        m = train_one_epoch(
-            stepper,
-            t.loaders["train"],
-            t.loss,
-            t.optimizer,
-            runtime.precision,
-            runtime.device,
-            runtime.channels_last,
-            scheduler=scheduler,
-            epoch=epoch,
-            task=t.task,
-        )
+        m = train_one_epoch(step, t.loaders["train"], epoch=epoch)
         return float(m["loss"])
 
     return Contender(name, t.model, train_epoch, t.loaders, t.loss), t, runtime
@@ -252,11 +244,11 @@ def smp_contender(args: argparse.Namespace, config: Any, classes: int) -> Conten
 def score(c: Contender, split: str, task: Any, runtime: Any) -> dict[str, Any]:
     """Per-image and dataset-level scores of ``c`` on ``split`` (same code for all)."""
     from segkit.metrics.definitions import scores_from_meter
-    from segkit.training.loops import evaluate
+    from segkit.training.loops import EvalContext, evaluate
 
     meter = task.meter(runtime.device, per_image=True)
     evaluate(
-        c.model, c.loaders[split], c.loss, runtime.precision, runtime.device, task=task, meter=meter
+        c.model, c.loaders[split], EvalContext(runtime, task=task, loss_fn=c.loss), meter=meter
     )
     return scores_from_meter(meter, task)
 

@@ -171,10 +171,14 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
 def lr_find(config: RunConfig, **options: Any) -> LRFind:
     """An exponential learning-rate sweep on ``config``'s model, loss and data:
     ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
-    nothing is written (see :mod:`segkit.training.lr_sweep`)."""
+    nothing is written (see :mod:`segkit.training.lr_sweep`). ``options``: the fields of
+    its ``Sweep`` (``start_lr``, ``end_lr``, ``steps``, ``beta``), and ``training``,
+    ``runtime``, ``progress``."""
+    from segkit.training.lr_sweep import Sweep
     from segkit.training.lr_sweep import lr_find as _find
 
-    return _find(config, **options)
+    sweep = {k: options.pop(k) for k in ("start_lr", "end_lr", "steps", "beta") if k in options}
+    return _find(config, Sweep(**sweep), **options)
 
 
 def __getattr__(name: str) -> Any:

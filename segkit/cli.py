@@ -241,7 +241,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from segkit.inference.native import forward_for
     from segkit.task import Task
-    from segkit.training.loops import evaluate
+    from segkit.training.loops import EvalContext, evaluate
 
     config, runtime, model, path, task = _checkpoint_run(args, _EVALUATE_KEYS)
     dataset = build_dataset(config)
@@ -280,13 +280,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
     else:
         loader = build_eval_loader(config, runtime, dataset, plan, args.split)
-        metrics = evaluate(
-            model,
-            loader,
-            build_loss(config, dataset, runtime.num_workers or None),
-            runtime.precision,
-            runtime.device,
-            runtime.channels_last,
+        context = EvalContext(
+            runtime,
+            loss_fn=build_loss(config, dataset, runtime.num_workers or None),
             task=task,
             forward=forward_for(
                 plan,
@@ -297,6 +293,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 channels=task.num_classes,
             ),
         )
+        metrics = evaluate(model, loader, context)
         if plan.native:
             how = f", eval size {plan.eval_size}: {plan.describe()}"
     loss = f"  loss {metrics['loss']:.4f}" if not via_predictor else ""
@@ -592,7 +589,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
-    from segkit.training.lr_sweep import lr_find, write_plot
+    from segkit.training.lr_sweep import Sweep, lr_find, write_plot
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
@@ -618,9 +615,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         )
     result = lr_find(
         config,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        steps=args.steps,
+        Sweep(start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps),
         progress=progress,
         training=training,
         runtime=runtime,
