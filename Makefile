@@ -4,13 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segkit-installed
 
-.PHONY: setup run test test-all faults lint bench gpu-check clean
+.PHONY: setup run test test-all faults lint bench gpu-check docs clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,dali,tensorboard,export,docs,bench]'
 	touch $(STAMP)
 
 # Train, evaluate and report on the embedded synthetic dataset (a few minutes on 2 CPU cores).
@@ -38,12 +38,19 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pytest benchmarks/ --benchmark-only
 
-# On a GPU machine: prove and measure the GPU path in about 7 minutes (benchmarks/gpu_check.py).
+# On a GPU machine: prove and measure the GPU path in stages of under 150 s each
+# (benchmarks/gpu_check.py; one stage per device call: ARGS="--stage 1 --out DIR", and
+# benchmarks/GPU_PLAN.md for the calls). Without --stage it runs stages 1-5 and merges them.
 # It uses the machine's own Python where there is no .venv (see the README, Benchmarks).
-# `make gpu-check ARGS=--dry-run` runs every step at tiny sizes on the CPU (as CI does).
+# `make gpu-check ARGS=--dry-run` runs every stage at tiny sizes on the CPU (as CI does).
 GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	NO_ALBUMENTATIONS_UPDATE=1 $(GPU_PY) benchmarks/gpu_check.py $(ARGS)
 
+# The documentation site into site/ (mkdocs.yml; the CLI reference is generated from the parser).
+# The slow tier builds it too (tests/test_docs.py), so CI fails on a broken link or page.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks gpu-check gpu-check-data
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache .benchmarks gpu-check gpu-check-data gpu-check-work site

@@ -149,14 +149,7 @@ def main() -> int:
             t.model.load_state_dict(ckpt_io.load(result.run_dir / "best.pt")["model"])
             plan = plan_eval("resize", t.recipe)
             assert not plan.native
-            resized = evaluate(
-                t.model,
-                t.loaders["test"],
-                t.loss,
-                runtime.precision,
-                runtime.device,
-                runtime.channels_last,
-            )
+            resized = evaluate(t.model, t.loaders["test"], t.eval_context(runtime))
             row["resized_test_dice"] = resized["dice"]
             row["resized_test_iou"] = resized["iou"]
         rows.append(row)

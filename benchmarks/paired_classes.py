@@ -24,7 +24,7 @@ PAIRS = (("resnet34_unet", "albumentations"), ("unet", "dali"))
 def setup(model: str, loader: str, variant: str):
     from segkit import build
     from segkit.task import Task
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     config = bc.run_config(model, loader)
     dataset = bc.dataset(variant)
@@ -33,11 +33,11 @@ def setup(model: str, loader: str, variant: str):
     step = build.step_model(net, config, bc.runtime())
     data = bc.build_loader(loader, variant)
     loss = build.build_loss(config, dataset)
-    channels_last = bc.runtime().channels_last
+    rt = bc.runtime()
 
     def epoch(e: int) -> None:
         data.set_epoch(e)
-        train_one_epoch(step, data, loss, optimizer, precision, device, channels_last, task=task)
+        train_one_epoch(TrainStep(StepContext(step, loss, optimizer, rt, task=task)), data)
         bc.sync()
 
     return epoch

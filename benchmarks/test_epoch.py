@@ -31,7 +31,7 @@ def test_epoch_classes(benchmark, model: str, loader: str) -> None:
 def _epoch(benchmark, model: str, loader: str, variant: str) -> None:
     from segkit import build
     from segkit.task import Task
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     s = bc.settings()
     config = bc.run_config(model, loader)
@@ -44,16 +44,8 @@ def _epoch(benchmark, model: str, loader: str, variant: str) -> None:
 
     def run() -> float:
         data.set_epoch(next(epoch))
-        out = train_one_epoch(
-            step_model,
-            data,
-            loss_fn,
-            optimizer,
-            precision,
-            device,
-            bc.runtime().channels_last,
-            task=task,
-        )
+        step = TrainStep(StepContext(step_model, loss_fn, optimizer, bc.runtime(), task=task))
+        out = train_one_epoch(step, data)
         bc.sync()
         return out["images"]
 

@@ -4,7 +4,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
 
     import segkit
     segkit.list_plugins("models")                 # ['resnet34_unet', 'unet', ...]
-    model = segkit.create_model("unet", in_channels=3, out_channels=1)
+    model = segkit.create_model("unet", in_channels=3, out_channels=1)  # or classes=1, as smp
     loss = segkit.create_loss("bce_dice")
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
@@ -89,12 +89,38 @@ def get_plugin(kind: str, name: str) -> Any:
     return get(kind, name)
 
 
-def create_model(name: str, in_channels: int = 3, out_channels: int = 1, **options: Any) -> Any:
+def create_model(
+    name: str,
+    in_channels: int = 3,
+    out_channels: int | None = None,
+    *,
+    classes: int | None = None,
+    **options: Any,
+) -> Any:
     """Create a registered model; it returns logits of shape (N, out_channels, H, W), and
-    an input whose size it cannot take raises a ConfigError naming a size that works."""
+    an input whose size it cannot take raises a ConfigError naming a size that works.
+
+    Args:
+        name: A registered model name (``segkit list models``).
+        in_channels: Channels of the input images.
+        out_channels: Logit channels: 1 for binary, K for K classes (default 1).
+        classes: ``out_channels`` as segmentation_models_pytorch names it
+            (``smp.Unet(classes=3)``); give one of the two.
+        **options: The factory's options (``encoder``, ``weights``, ...).
+
+    Raises:
+        ConfigError: ``classes`` and ``out_channels`` both given and different, or an
+            option the model refuses.
+    """
     from segkit.build import create_model as _create
 
-    return _create(name, in_channels, out_channels, **options)
+    if classes is not None and out_channels is not None and classes != out_channels:
+        raise ConfigError(
+            f"create_model({name!r}): classes={classes} and out_channels={out_channels} "
+            "disagree; they are one setting (classes is smp's name for out_channels): give one"
+        )
+    out = out_channels if out_channels is not None else classes if classes is not None else 1
+    return _create(name, in_channels, out, **options)
 
 
 def create_loss(name: str, **options: Any) -> Any:
@@ -131,18 +157,15 @@ def check_data(
     masks, duplicates across splits, problems, and suggested image size and
     ``pos_weight``. ``report.ok`` is False when a run would stop on a problem;
     ``report.to_dict()`` is the ``--json`` output. ``data``/``dataset`` default as in
-    ``segkit run`` (``oxford_pet`` with a folder, the generated synthetic set without);
-    ``options`` go to the dataset."""
-    from segkit.build import build_dataset
+    ``segkit run`` (the layout the folder is recognised as, the generated synthetic set
+    without a folder); ``options`` go to the dataset."""
     from segkit.config import RunConfig
-    from segkit.data.check import check_dataset
+    from segkit.data.check import check_configured
 
     config = RunConfig(
         data=str(data) if data is not None else None, dataset=dataset, dataset_options=options
     )
-    return check_dataset(
-        build_dataset(config), workers, name=config.resolved_dataset(), progress=False
-    )
+    return check_configured(config, workers, progress=False)
 
 
 def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
@@ -157,10 +180,14 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
 def lr_find(config: RunConfig, **options: Any) -> LRFind:
     """An exponential learning-rate sweep on ``config``'s model, loss and data:
     ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
-    nothing is written (see :mod:`segkit.training.lr_sweep`)."""
+    nothing is written (see :mod:`segkit.training.lr_sweep`). ``options``: the fields of
+    its ``Sweep`` (``start_lr``, ``end_lr``, ``steps``, ``beta``), and ``training``,
+    ``runtime``, ``progress``."""
+    from segkit.training.lr_sweep import Sweep
     from segkit.training.lr_sweep import lr_find as _find
 
-    return _find(config, **options)
+    sweep = {k: options.pop(k) for k in ("start_lr", "end_lr", "steps", "beta") if k in options}
+    return _find(config, Sweep(**sweep), **options)
 
 
 def predict(checkpoint: Any, images: Any, out: Any, **options: Any) -> Predicted:

@@ -6,10 +6,11 @@ these functions, so a run, its evaluation and its benchmark are built the same w
 
 * :func:`resolve_runtime` resolves what the config leaves to the machine (device,
   precision, channels_last, loader workers, seed, the torchrun world) once, into a
-  :class:`Runtime` whose :meth:`Runtime.record` goes into the run folder's
-  ``config.json``.
+  :class:`Runtime` (defined in :mod:`segkit.training.runtime`) whose
+  :meth:`Runtime.record` goes into the run folder's ``config.json``.
 * ``build_*`` make the parts: dataset, model, loss, recipe, loaders, optimizer and
-  learning-rate schedule; :func:`build_training` makes all of a training run's.
+  learning-rate schedule; :func:`build_training` makes all of a training run's, and
+  :func:`build_step` its training step (:class:`segkit.training.loops.TrainStep`).
 
 Plugins are created by name through the registry; capabilities are read from what the
 factories declare (:mod:`segkit.contracts`), never from a plugin's name.
@@ -36,11 +37,13 @@ from segkit.contracts import Dataset, Loader, attach_input_check, declared_multi
 from segkit.errors import ConfigError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
+from segkit.system.threads import apply_threads
 from segkit.task import Task
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
-from segkit.training.loops import step_quietly
-from segkit.training.precision import Precision, create_precision
+from segkit.training.loops import EvalContext, StepContext, TrainStep, step_quietly
+from segkit.training.precision import create_precision
+from segkit.training.runtime import Runtime
 
 # ----------------------------------------------------------------------------- runtime
 
@@ -93,42 +96,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """What a configuration's ``auto`` and ``None`` values resolved to on this machine.
-
-    Attributes:
-        device: Where the model runs (a CUDA device always has its index).
-        precision: The precision object (its ``name`` is fp32, bf16 or fp16).
-        channels_last: Whether models and batches use the NHWC layout.
-        num_workers: Loader workers.
-        seed: The run's seed (every rank uses the same: identical initial weights).
-        dist: This process's place in a torchrun job.
-    """
-
-    device: torch.device
-    precision: Precision
-    channels_last: bool
-    num_workers: int
-    seed: int
-    dist: Dist = field(default_factory=Dist)
-
-    def record(self) -> dict[str, Any]:
-        """The resolved values, JSON-ready, as written to ``config.json``."""
-        cuda = self.device.type == "cuda"
-        return {
-            "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if cuda else "cpu",
-            "precision": self.precision.name,
-            "channels_last": self.channels_last,
-            "num_workers": self.num_workers,
-            "seed": self.seed,
-            "world_size": self.dist.world,
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda if cuda else None,
-        }
-
-
 def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     """Resolve the runtime of ``config`` on this machine, seed every RNG with its seed,
     and turn on cudnn's autotuner on a GPU (the input size is fixed).
@@ -149,6 +116,7 @@ def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
+    apply_threads(config.threads)
     seed_everything(config.seed)
     return Runtime(device, precision, channels_last, workers, config.seed, d)
 
@@ -341,6 +309,23 @@ def build_recipe(config: RunConfig) -> Recipe:
     return recipe
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a loader batches its split, beyond the config's batch size.
+
+    Attributes:
+        batch_size: Images per batch (default: the config's); 1 for evaluation loaders
+            of native-size images.
+        shard: ``(rank, world)``: this rank's shard of the split under torchrun.
+        drop_last: Leave out the epoch's last batch when it is partial
+            (:func:`lone_last_batch` says when training does).
+    """
+
+    batch_size: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    drop_last: bool = False
+
+
 def build_loader(
     config: RunConfig,
     runtime: Runtime,
@@ -349,25 +334,25 @@ def build_loader(
     split: str,
     *,
     train: bool,
-    shard: tuple[int, int] = (0, 1),
-    drop_last: bool = False,
-    batch_size: int | None = None,
+    batching: Batching | None = None,
 ) -> Loader:
-    """The loader of ``split``: shuffled and augmented with ``train``; ``batch_size``
-    (default: the config's) for evaluation loaders of native-size images (1)."""
+    """The loader of ``split``: shuffled and augmented with ``train``; ``batching``: its
+    batch size, shard and partial last batch (by default the config's batch size, the
+    whole split, every batch)."""
+    batching = batching or Batching()
     return registry.create(
         "loaders",
         config.loader,
         dataset,
         split,
         recipe,
-        batch_size if batch_size is not None else config.batch_size,
+        batching.batch_size if batching.batch_size is not None else config.batch_size,
         train=train,
         seed=config.seed,
         num_workers=runtime.num_workers,
         device=runtime.device,
-        shard=shard,
-        drop_last=drop_last,
+        shard=batching.shard,
+        drop_last=batching.drop_last,
         **config.loader_options,
     )
 
@@ -387,14 +372,9 @@ def build_eval_loader(
     """The evaluation loader of ``split`` as ``plan`` says: the recipe's eval ops (without
     its sizing ops for native evaluation of a resizing recipe), one image a batch when
     native."""
+    batching = Batching(batch_size=plan.batch_size(config.batch_size))
     return build_loader(
-        config,
-        runtime,
-        dataset,
-        plan.recipe,
-        split,
-        train=False,
-        batch_size=plan.batch_size(config.batch_size),
+        config, runtime, dataset, plan.recipe, split, train=False, batching=batching
     )
 
 
@@ -518,6 +498,17 @@ class Training:
         """The weights validation evaluates: the EMA's with ``--ema``, else the model."""
         return self.ema.module if self.ema is not None else self.model
 
+    def eval_context(self, runtime: Runtime) -> EvalContext:
+        """How the run evaluates and draws: its loss, task, native forward
+        (:meth:`eval_forward`) and the recipe's normalization, on ``runtime``."""
+        return EvalContext(
+            runtime,
+            task=self.task,
+            forward=self.eval_forward(runtime),
+            loss_fn=self.loss,
+            normalization=normalization(self.recipe),
+        )
+
 
 def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = False) -> Training:
     """Build a training run's parts, plugin names first (a misspelt one fails at once).
@@ -525,28 +516,30 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     Raises:
         SegkitError: a bad name, option, size or dataset (a subclass says which).
     """
-    from segkit.data.reading import leave_out_bad_samples
+    from segkit.data.prepare import ready_for_training
 
     check_plugin_names(config)
     dataset = build_dataset(config)
     config, task = task_mod.resolve(config, dataset)
-    bad: list[tuple[str, Any, str]] = []
-    if config.skip_bad_samples:
-        dataset, bad = leave_out_bad_samples(dataset, runtime.num_workers)
+    # Every mask value, unreadable file and split size checked before the first step.
+    dataset, bad = ready_for_training(
+        dataset,
+        name=config.resolved_dataset(),
+        skip_bad_samples=config.skip_bad_samples,
+        batch_size=config.batch_size,
+        world=runtime.dist.world,
+    )
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)
     plan = build_eval_plan(config, recipe)
     d = runtime.dist
+    batching = Batching(
+        shard=(d.rank, d.world),
+        drop_last=lone_last_batch(len(dataset.samples("train")), config.batch_size, d.world),
+    )
     loaders = {
         "train": build_loader(
-            config,
-            runtime,
-            dataset,
-            recipe,
-            "train",
-            train=True,
-            shard=(d.rank, d.world),
-            drop_last=lone_last_batch(len(dataset.samples("train")), config.batch_size, d.world),
+            config, runtime, dataset, recipe, "train", train=True, batching=batching
         )
     }
     if d.main:
@@ -582,6 +575,29 @@ def lone_last_batch(images: int, batch_size: int, world: int = 1) -> bool:
     from segkit.data.sampling import per_rank
 
     return batch_size > 1 and per_rank(images, world) % batch_size == 1
+
+
+def build_step(
+    training: Training,
+    runtime: Runtime,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> TrainStep:
+    """The run's training step (:class:`segkit.training.loops.TrainStep`): the model as
+    :func:`step_model` wraps it, its loss, optimizer, EMA, accumulation and ``--on-nan``,
+    and ``scheduler`` stepped after each optimizer step."""
+    config = training.config
+    context = StepContext(
+        step_model(training.model, config, runtime),
+        training.loss,
+        training.optimizer,
+        runtime,
+        task=training.task,
+        scheduler=scheduler,
+        ema=training.ema,
+        accumulate=config.accumulate,
+        on_nan=config.on_nan,
+    )
+    return TrainStep(context)
 
 
 def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:

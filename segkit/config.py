@@ -6,9 +6,15 @@ field is one line here and nowhere else. String choices are ``Literal`` types: t
 command line's ``choices``, the checks in :meth:`RunConfig.validate` and the precision
 module all read them from here.
 
-A configuration file (``segkit run --config FILE``) is the same dataclass as JSON or
-TOML: field names as keys, ``*_options`` as tables. A run folder's ``config.json`` is
-such a file; its ``resolved`` part (what ``auto`` became) is informative and ignored.
+A configuration file (``segkit run --config FILE``) is the same dataclass in TOML, YAML
+or JSON (by the file's suffix, as recipe files): field names as keys, ``*_options`` as
+tables. A run folder's ``config.json`` is such a file; its ``resolved`` part (what
+``auto`` became) is informative and ignored. A bad value is reported where it was given:
+``--image-size 0`` for a flag, ``c.yaml: key 'image_size' = 0`` for a file's key.
+
+``data`` is made absolute when the configuration is checked (the folder as typed is kept
+in ``data_as_typed``), so a run folder's ``config.json`` and its checkpoints name the
+dataset from any directory.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import dataclasses
 import difflib
 import functools
 import json
+import os
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
@@ -49,8 +57,11 @@ TTAS: tuple[str, ...] = get_args(TTAName)
 BLENDS: tuple[str, ...] = get_args(BlendName)
 
 #: The one table of built-in plugin defaults: the only place the core names a plugin.
-#: ``dataset`` reads a ``--data`` folder; ``generated_dataset`` serves runs without one
-#: (it must declare ``generate``) and ``segkit data synth``.
+#: ``generated_dataset`` serves runs without ``--data`` (it must declare ``generate``) and
+#: ``segkit data synth``. A ``--data`` folder's layout is recognised instead
+#: (:func:`segkit.data.layouts.detect_layout`); ``dataset`` is what ``segkit data fetch``
+#: downloads, and what a run folder recorded by an older segkit with ``data`` and no
+#: ``dataset`` was read with.
 DEFAULTS: dict[str, str] = {
     "model": "unet",
     "loss": "bce_dice",
@@ -88,8 +99,9 @@ class RunConfig:
 
     Plugin names (``model``, ``loss``, ``recipe``, ``loader``, ``dataset``) are
     entry-point names; ``*_options`` are passed to the plugin's factory as keyword
-    arguments. ``dataset=None`` means :data:`DEFAULTS` ``["dataset"]`` when ``data`` is
-    given and ``["generated_dataset"]`` otherwise.
+    arguments. ``dataset=None`` means the layout the ``data`` folder is recognised as
+    (:meth:`resolved_dataset`), and :data:`DEFAULTS` ``["generated_dataset"]`` without
+    ``data``.
     """
 
     model: str = _opt(DEFAULTS["model"], "model plugin", group="plugins")
@@ -123,8 +135,8 @@ class RunConfig:
     )
     dataset: str | None = _opt(
         None,
-        f"dataset plugin (default: {DEFAULTS['dataset']} with --data, "
-        f"{DEFAULTS['generated_dataset']} without)",
+        "dataset plugin (default: the layout the --data folder is recognised as, "
+        f"{DEFAULTS['generated_dataset']} without --data)",
         group="plugins",
     )
     dataset_options: dict[str, Any] = _opt(
@@ -134,7 +146,15 @@ class RunConfig:
         flag="--dataset-opt",
     )
     data: str | None = _opt(
-        None, "dataset folder (default: a generated synthetic set in the cache)", metavar="DIR"
+        None,
+        "dataset folder (default: a generated synthetic set in the cache); recorded absolute",
+        metavar="DIR",
+    )
+    data_as_typed: str | None = _opt(
+        None,
+        "--data as it was typed: data holds it made absolute, so a run folder names its dataset "
+        "from any directory; a missing folder's message names both",
+        group="recorded",
     )
     epochs: int = _opt(50, "training epochs (with --resume: extend the run to this many)")
     batch_size: int = _opt(16, "images per batch")
@@ -167,6 +187,13 @@ class RunConfig:
     seed: int = _opt(0, "seed of weights, shuffles and augmentations")
     num_workers: int | None = _opt(
         None, "loader workers (default: on a GPU every core but two, else one per core up to 8)"
+    )
+    threads: str | int = _opt(
+        "auto",
+        "torch's CPU threads in this process: N, or auto (torch's default, one per core; on a "
+        "machine busy with other work, the cores its load average leaves free, at least one, "
+        "and a line says so)",
+        metavar="N",
     )
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
@@ -213,8 +240,8 @@ class RunConfig:
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")
     skip_bad_samples: bool = _opt(
         False,
-        "read every file first and leave unreadable ones out (listed in bad_samples.txt) "
-        "instead of stopping",
+        "decode every file first and leave unreadable ones out (listed in bad_samples.txt) "
+        "instead of stopping; masks that read but hold other values still stop the run",
     )
     out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
     name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")
@@ -261,56 +288,36 @@ class RunConfig:
         )
 
     def validate(self) -> None:
-        """Check types and values that do not depend on plugins.
+        """Check types and values that do not depend on plugins, and make ``data``
+        absolute (``data_as_typed`` keeps it as typed).
 
         Raises:
             ConfigError: a value has the wrong type or is out of range; the message names
-                the option as it is typed on the command line.
+                the option as it is typed on the command line (a configuration read with
+                :meth:`from_dict` or :meth:`from_file` names the file and key instead).
         """
-        hints = field_types()
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            coerced = _check_type(value, hints[f.name], flag(f.name))
-            if coerced is not value:
-                setattr(self, f.name, coerced)
-        for key in (
-            "epochs",
-            "batch_size",
-            "accumulate",
-            "image_size",
-            "validate_every",
-            "save_every",
-            "grid_images",
-            "log_images_every",
-        ):
-            value = getattr(self, key)
-            if value < (0 if key in ("grid_images", "log_images_every") else 1):
-                raise ConfigError(f"{flag(key)} {value!r}: expected a positive integer")
-        if not self.log_every >= 0:
-            raise ConfigError(f"--log-every {self.log_every}: expected 0 or more seconds")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr {self.lr}: expected a positive learning rate")
-        if not 0 < self.lr_gamma <= 1:
-            raise ConfigError(f"--lr-gamma {self.lr_gamma}: expected a value in (0, 1]")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ConfigError(
-                f"--warmup-epochs {self.warmup_epochs}: expected a value from 0 up to (not "
-                f"including) --epochs {self.epochs}"
-            )
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise ConfigError(f"--ema {self.ema}: expected a decay between 0 and 1, e.g. 0.999")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"--patience {self.patience}: expected a positive integer")
-        if not self.min_delta >= 0:
-            raise ConfigError(f"--min-delta {self.min_delta}: expected 0 or more")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"--num-workers {self.num_workers}: expected 0 or more")
+        checked = _check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        for key, value in checked.items():
+            if value is not getattr(self, key):
+                setattr(self, key, value)
 
     def resolved_dataset(self) -> str:
-        """The dataset plugin's name: ``dataset``, or the default for ``data`` given or not."""
+        """The dataset plugin's name: ``dataset``; else, with ``data``, the one installed
+        layout that recognises the folder (:func:`segkit.data.layouts.detect_layout`);
+        else the generating default. A run records the name it used, so a run folder
+        never needs to look again.
+
+        Raises:
+            DataError: ``data`` is given without ``dataset`` and is not a folder, or no
+                layout (or more than one) recognises it; the message names the layouts.
+        """
         if self.dataset:
             return self.dataset
-        return DEFAULTS["dataset"] if self.data else DEFAULTS["generated_dataset"]
+        if not self.data:
+            return DEFAULTS["generated_dataset"]
+        from segkit.data.layouts import detect_layout
+
+        return detect_layout(Path(self.data).expanduser())
 
     def plugins(self) -> dict[str, str]:
         """Plugin kind -> the name this run uses (no recipe for a recipe file)."""
@@ -329,11 +336,28 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
-        """Build from a mapping of field names (a ``config.json``, a checkpoint's config).
+    def from_dict(
+        cls,
+        d: dict[str, Any],
+        source: str = "config",
+        *,
+        flags: Iterable[str] | None = None,
+    ) -> RunConfig:
+        """Build from a mapping of field names (a configuration file's, a ``config.json``,
+        a checkpoint's config).
 
         ``resolved`` (written by segkit next to what was asked) is ignored; old key names
         (:data:`RENAMED_KEYS`) are read as their new ones.
+
+        Args:
+            d: The settings.
+            source: Where they come from, named by a message about one of them:
+                ``"c.yaml: key 'epochs' = 0: ..."``. :data:`COMMAND_LINE` means flags:
+                ``"--epochs 0: ..."``.
+            flags: The keys of ``d`` given as command-line flags over ``source`` (their
+                messages name the flag). By default, when ``source`` is a configuration
+                file, the keys whose values differ from the file's: what
+                ``segkit run --config FILE --flag ...`` put over it.
 
         Raises:
             ConfigError: unknown keys (with close matches), or a bad value.
@@ -342,67 +366,272 @@ class RunConfig:
             raise ConfigError(f"{source}: expected a table of settings, got {type(d).__name__}")
         d = _asked(d)
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
+        unknown = sorted(set(d) - set(names), key=str)
         if unknown:
             hints = []
             for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
+                close = difflib.get_close_matches(str(key), names, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigError(
                 f"{source}: unknown setting(s) {', '.join(hints)}; the settings are the long "
                 f"options of `segkit run` with '_' for '-': {', '.join(names)}"
             )
+        if source == COMMAND_LINE:
+            where = _Where()
+        else:
+            given = _flags_over_file(d, source) if flags is None else set(flags)
+            where = _Where(source, frozenset(given))
+        _check_settings({**_defaults(), **d}, where)  # worded for where each value came from
         return cls(**d)
 
     @classmethod
     def from_file(cls, path: Path | str) -> RunConfig:
-        """Read a JSON or TOML configuration (a run folder's ``config.json`` works as is).
+        """Read a TOML, YAML or JSON configuration (a run folder's ``config.json`` works
+        as is).
 
         Raises:
             ConfigError: the file is missing, does not parse, or holds unknown keys or bad
-                values; the message names the file.
+                values; the message names the file and the key.
         """
-        return cls.from_dict(read_config_file(path), source=str(path))
+        return cls.from_dict(read_config_file(path), source=str(path), flags=())
+
+
+#: ``source`` of :meth:`RunConfig.from_dict` for settings that are all command-line flags.
+COMMAND_LINE = "command line"
+
+#: Suffixes of configuration files and how each is read; another suffix is read as JSON
+#: (a run folder's ``config.json``; the recipe files' suffixes, :mod:`segkit.recipes.files`).
+CONFIG_FILE_SUFFIXES: dict[str, str] = {
+    ".toml": "TOML",
+    ".yaml": "YAML",
+    ".yml": "YAML",
+    ".json": "JSON",
+}
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
-    """The settings in a JSON or TOML file (TOML by its ``.toml`` suffix), with old key
-    names renamed.
+    """The settings in a TOML, YAML or JSON file (by its suffix, as recipe files; any
+    other suffix is read as JSON), with old key names renamed.
 
     Raises:
         ConfigError: missing, unreadable or unparsable file, or not a table of settings.
+    """
+    return _asked(read_table_file(path))
+
+
+def read_table_file(path: Path | str, what: str = "configuration file") -> dict[str, Any]:
+    """The table in a TOML, YAML or JSON file (:data:`CONFIG_FILE_SUFFIXES`; any other
+    suffix is read as JSON): a configuration file, a study file (``what`` names it).
+
+    Raises:
+        ConfigError: missing, unreadable or unparsable file, or not a table; the message
+            names the file (and the line of a syntax error).
     """
     path = Path(path).expanduser()
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the configuration ({e})") from None
-    if path.suffix.lower() == ".toml":
+        raise ConfigError(f"{path}: cannot read the {what} ({e})") from None
+    language = CONFIG_FILE_SUFFIXES.get(path.suffix.lower(), "JSON")
+    data = _parse(text, language, path)
+    if not isinstance(data, dict):
+        got = "nothing" if data is None else type(data).__name__
+        raise ConfigError(f"{path}: expected a table of settings, got {got}")
+    return data
+
+
+def _parse(text: str, language: str, path: Path) -> Any:
+    """``text`` parsed as ``language``; a syntax error names the file and the place."""
+    if language == "TOML":
         import tomllib
 
         try:
-            data: Any = tomllib.loads(text)
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    else:
+    if language == "YAML":
+        import yaml
+
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                "name a .toml file for TOML"
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table of settings, got {type(data).__name__}")
-    return _asked(data)
+            return yaml.load(text, Loader=_yaml_loader())
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+            problem = getattr(e, "problem", None) or str(e)
+            raise ConfigError(f"{path}: not valid YAML ({at}{problem})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); name a "
+            ".toml or .yaml file for TOML or YAML"
+        ) from None
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does: PyYAML follows
+    YAML 1.1, where a float needs a dot (``1.0e-3``), and ``lr: 1e-3`` would be text."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
 
 
 def _asked(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` with old key names renamed and ``resolved`` (what segkit wrote next to
-    them in a ``config.json``) left out."""
-    return {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
+    them in a ``config.json``) left out.
+
+    A ``config.json`` (it has ``resolved``) with ``data`` and no ``dataset`` was written
+    before layouts were recognised, when that meant :data:`DEFAULTS` ``["dataset"]``: it
+    is read so, even where its data folder is gone. (Runs now record the dataset.)"""
+    out = {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
+    if "resolved" in settings and out.get("data") and not out.get("dataset"):
+        out["dataset"] = DEFAULTS["dataset"]
+    return out
+
+
+def _flags_over_file(settings: dict[str, Any], source: str) -> set[str]:
+    """The keys of ``settings`` that flags set over the configuration file ``source``:
+    those the file lacks or holds another value for. No key for a source that is not a
+    configuration file (a checkpoint's config: every key is its own)."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() not in CONFIG_FILE_SUFFIXES or not path.is_file():
+        return set()
+    try:
+        in_file = read_config_file(path)
+    except ConfigError:  # changed since it was read: name the file for every key
+        return set()
+    missing = object()
+    return {k for k, v in settings.items() if in_file.get(k, missing) != v}
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a configuration's values were given, as a message names them: a flag for
+    ``flags`` and for every key when there is no ``source`` (the command line, a
+    :class:`RunConfig` built in Python), else the file (or checkpoint) and the key."""
+
+    source: str | None = None
+    flags: frozenset[str] = frozenset()
+
+    def _is_flag(self, key: str) -> bool:
+        return self.source is None or key in self.flags
+
+    def subject(self, key: str, value: Any = dataclasses.MISSING) -> str:
+        """What a message is about: ``--image-size 0`` or ``c.yaml: key 'image_size' = 0``."""
+        shown = "" if value is dataclasses.MISSING else f" {value!r}"
+        if self._is_flag(key):
+            return flag(key) + shown
+        return f"{self.source}: key {key!r}" + (" =" + shown if shown else "")
+
+    def mention(self, key: str, value: Any) -> str:
+        """Another setting a message refers to: ``--epochs 5`` or ``epochs = 5``."""
+        return f"{flag(key)} {value!r}" if self._is_flag(key) else f"{key} = {value!r}"
+
+
+def _defaults() -> dict[str, Any]:
+    """Field name -> its default value (a fresh one for a default factory)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        if f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = f.default
+    return out
+
+
+#: Integer settings of 1 or more (0 or more for the last two).
+_COUNTS = (
+    "epochs",
+    "batch_size",
+    "accumulate",
+    "image_size",
+    "validate_every",
+    "save_every",
+    "grid_images",
+    "log_images_every",
+)
+
+
+def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict[str, Any]:
+    """Check a full set of field values (types, ranges, settings against each other) and
+    return them with an int made a float where a float is expected, ``threads`` a number
+    or ``"auto"``, and ``data`` made absolute (``data_as_typed`` as typed).
+
+    Raises:
+        ConfigError: naming the value as ``where`` says it was given (default: flags).
+    """
+    w = where or _Where()
+    hints = field_types()
+    v = {key: _check_type(value, hints[key], w, key) for key, value in values.items()}
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{w.subject(key, v[key])}: {expected}")
+
+    for key in _COUNTS:
+        if v[key] < (0 if key in ("grid_images", "log_images_every") else 1):
+            raise bad(key, "expected a positive integer")
+    if not v["log_every"] >= 0:
+        raise bad("log_every", "expected 0 or more seconds")
+    if not v["lr"] > 0:
+        raise bad("lr", "expected a positive learning rate")
+    if not 0 < v["lr_gamma"] <= 1:
+        raise bad("lr_gamma", "expected a value in (0, 1]")
+    if not 0 <= v["warmup_epochs"] < v["epochs"]:
+        raise bad(
+            "warmup_epochs",
+            "expected a value from 0 up to (not including) " + w.mention("epochs", v["epochs"]),
+        )
+    if v["ema"] is not None and not 0 < v["ema"] < 1:
+        raise bad("ema", "expected a decay between 0 and 1, e.g. 0.999")
+    if v["patience"] is not None and v["patience"] < 1:
+        raise bad("patience", "expected a positive integer")
+    if not v["min_delta"] >= 0:
+        raise bad("min_delta", "expected 0 or more")
+    if v["num_workers"] is not None and v["num_workers"] < 0:
+        raise bad("num_workers", "expected 0 or more")
+    threads = v["threads"]
+    if isinstance(threads, str) and threads.strip().isdigit():  # "--threads 2" is a string
+        threads = int(threads)
+    if threads != "auto" and not (isinstance(threads, int) and threads >= 1):
+        raise bad("threads", "expected auto or a number of threads (1 or more)")
+    v["threads"] = threads
+    v["data"], v["data_as_typed"] = _absolute_data(v["data"], v["data_as_typed"])
+    return v
+
+
+def _absolute_data(data: str | None, typed: str | None) -> tuple[str | None, str | None]:
+    """``data`` made absolute, and as it was typed: ``typed`` where it was recorded with
+    this ``data`` (a run folder's), else ``data`` as given."""
+    if not data:
+        return data, None
+    given = os.path.expanduser(data)
+    absolute = os.path.abspath(given)
+    if os.path.isabs(given) and typed and _may_name(typed, absolute):
+        return absolute, typed
+    return absolute, data
+
+
+def _may_name(typed: str, absolute: str) -> bool:
+    """Whether ``typed`` named ``absolute`` from some directory: a ``data_as_typed`` left
+    over from a ``config.json`` under a new ``--data`` does not."""
+    t = os.path.expanduser(typed)
+    if os.path.isabs(t):
+        return os.path.abspath(t) == absolute
+    tail = tuple(p for p in Path(os.path.normpath(t)).parts if p not in (os.curdir, os.pardir))
+    return bool(tail) and Path(absolute).parts[-len(tail) :] == tail
 
 
 @functools.cache
@@ -425,13 +654,13 @@ def choices(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _check_type(value: Any, annotation: Any, name: str) -> Any:
+def _check_type(value: Any, annotation: Any, where: _Where, key: str) -> Any:
     """Return ``value`` (an int becomes a float where a float is expected), or raise."""
     allowed = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     if value is None:
         if type(None) in allowed:
             return value
-        raise ConfigError(f"{name}: a value is required")
+        raise ConfigError(f"{where.subject(key)}: a value is required")
     for t in allowed:
         if t is type(None):
             continue
@@ -439,7 +668,7 @@ def _check_type(value: Any, annotation: Any, name: str) -> Any:
             if value in get_args(t):
                 return value
             expected = "one of " + ", ".join(map(str, get_args(t)))
-            raise ConfigError(f"{name} {value!r}: expected {expected}")
+            raise ConfigError(f"{where.subject(key, value)}: expected {expected}")
         if t is bool and isinstance(value, bool):
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
@@ -454,7 +683,7 @@ def _check_type(value: Any, annotation: Any, name: str) -> Any:
     expected = " or ".join(
         names.get(t, "a table of options") for t in allowed if t is not type(None)
     )
-    raise ConfigError(f"{name} {value!r}: expected {expected}")
+    raise ConfigError(f"{where.subject(key, value)}: expected {expected}")
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -476,4 +705,34 @@ def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def data_path(config: RunConfig) -> Path | None:
-    return Path(config.data).expanduser() if config.data else None
+    """The dataset folder of ``config`` (absolute, see :meth:`RunConfig.validate`), or
+    None for the generated dataset.
+
+    Raises:
+        DataError: the folder is missing and was made absolute in another directory (a run
+            folder's config, a checkpoint's): the message names it, ``--data`` as typed
+            then and, where that names a folder from here, says so; it suggests ``--data``.
+            A missing folder typed here is left to the dataset plugin to report.
+    """
+    if not config.data:
+        return None
+    path = Path(config.data)
+    typed = config.data_as_typed
+    if path.exists() or not typed or os.path.isabs(os.path.expanduser(typed)):
+        return path
+    here = Path(os.path.abspath(os.path.expanduser(typed)))
+    if here == path:  # typed in this directory: the dataset plugin says what is missing
+        return path
+    recorded = (
+        f"{path}: data folder not found; the run recorded it absolute from --data {typed!r}, "
+        "typed in another directory"
+    )
+    if here.is_dir():
+        raise DataError(
+            f"{recorded}. From here {typed!r} is {here}: pass --data {typed} to use it, or "
+            "--data PATH naming where the dataset is now"
+        )
+    raise DataError(
+        f"{recorded} (from here it would be {here}, not there either); pass --data PATH "
+        "naming where the dataset is now"
+    )

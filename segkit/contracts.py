@@ -1,6 +1,6 @@
 """The contract of each plugin kind: the manual for plugin authors.
 
-segkit finds plugins through five entry-point groups. An entry point names an object
+segkit finds plugins through six entry-point groups. An entry point names an object
 (``module:attribute``); what that object must be depends on the group. The registry
 compares each factory's signature with its kind's :data:`CONTRACTS` when the plugin is
 first loaded (``segkit list --check`` loads them all), so a factory that lacks a
@@ -45,23 +45,39 @@ parameter segkit passes is reported by name, before any run.
 
 ``segkit.loaders`` -- a **loader factory**; see :class:`LoaderFactory`.
 
+``segkit.ops`` -- an **op class**, a recipe op a plugin adds to segkit's own::
+
+    @dataclass(frozen=True)
+    class Posterize(segkit.recipes.Op):   # registered under its class name: Posterize
+        bits: int = 4
+        loaders: ClassVar[tuple[str, ...]] = ("mine",)
+
+  A recipe (a plugin's, or a recipe file's ``op = "Posterize"``) may then hold it. It
+  declares ``loaders``, the loaders that run it (each must know it: a loader refuses an
+  op it does not, in one line naming the op's loaders). A class that is not a dataclass
+  overrides ``parameter_types`` and ``params``; one that reads files named in a recipe
+  file overrides ``file_parameters``. See :class:`segkit.recipes.Op`.
+
 ``segkit.datasets`` -- a **dataset class** (or factory) called with the data root and
 returning a :class:`Dataset`; see :class:`DatasetFactory`. A dataset that can make its
-own data declares ``generate``; one that can download it declares ``fetch``.
+own data declares ``generate``; one that can download it declares ``fetch``. A layout
+that a ``--data`` folder may be in declares ``recognizes`` and ``layout``, so a run
+without ``--dataset`` finds it; ``audit`` and ``declare_classes`` let ``segkit data
+check`` list every problem at once and say how to name the classes it finds.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
+from segkit.errors import ConfigError, DataError
+
 if TYPE_CHECKING:  # torch is imported lazily so `segkit --help` stays fast
     import torch
-
-    from segkit.recipes import Recipe
 
 Split = Literal["train", "valid", "test"]
 
@@ -132,8 +148,6 @@ class MaskSpec:
     ignore_color: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
-        from segkit.errors import ConfigError
-
         if not self.classes:
             if self.class_index or self.palette or self.ignore_color is not None:
                 raise ConfigError(
@@ -195,8 +209,6 @@ class MaskSpec:
         raw value(s) ``ignore`` (e.g. 255) are ignored pixels."""
         values = list(range(len(classes))) if values is None else [int(v) for v in values]
         if len(values) != len(classes):
-            from segkit.errors import ConfigError
-
             raise ConfigError(
                 f"MaskSpec: {len(values)} raw values for {len(classes)} classes; give one each"
             )
@@ -300,9 +312,61 @@ class DatasetFactory(Protocol):
       dataset.
     * ``fetch(root: Path, base_url: str | None = None) -> Path``: download and unpack the
       dataset into ``root`` (``segkit data fetch``). Nothing else in segkit downloads.
+    * ``recognizes(root: Path) -> bool``: whether the folder ``root`` is laid out as this
+      factory reads it, from its folder and file names alone (cheap, never raises). With
+      ``--data`` and no ``--dataset``, segkit uses the one installed layout that
+      recognizes the folder (:func:`segkit.data.layouts.detect_layout`); none, or two,
+      and the run is refused with every layout's ``layout`` text. Declare it only for
+      a layout a user's folder may be in (a generating dataset that reads another
+      plugin's layout declares ``recognizes = None``).
+    * ``layout: str``: the layout in one line, for that refusal, e.g.
+      ``"images/<name>.jpg + masks/<name>.png"``.
+    * ``audit(root: Path, **options) -> LayoutAudit``: what ``factory(root, **options)``
+      reads, without stopping at the first problem: every file it would refuse (an image
+      without its mask, naming the files with a close name; a split list naming a
+      missing file), every file it leaves unread, and the samples it can pair. ``segkit
+      data check`` uses it to list every problem in one pass. It raises only where the
+      factory cannot start at all (no such folder, a malformed option).
+    * ``declare_classes(root: Path, classes: list[str], palette: list[tuple[int, int,
+      int]] | None) -> str``: how a user declares these classes (and their colours, when
+      the masks are colour images) for the folder ``root`` in this layout, as words to
+      print, e.g. the ``classes.txt`` to write. ``segkit data check`` and a run refused
+      for mask values print it when the masks hold classes the dataset does not declare.
     """
 
     def __call__(self, root: Path | None, **options: Any) -> Dataset: ...
+
+
+@dataclass
+class LayoutAudit:
+    """What a dataset factory's ``audit(root, **options)`` found (see
+    :class:`DatasetFactory`). It is itself a :class:`Dataset` over the samples the layout
+    could pair, so ``segkit data check`` reads those while it reports the rest.
+
+    Attributes:
+        root: The dataset folder.
+        mask_spec: The mask spec ``factory(root, **options)`` would have.
+        splits: Split name -> the samples of that split whose files exist (a split that
+            could not be read at all is empty, and its reason is in ``problems``).
+        problems: ``(file, message)`` for each thing that would stop a run, every one of
+            them, each message naming its file and the fix.
+        skipped: ``(file, why)`` for each file in the layout's folders that it does not
+            read (outside every split list, another extension, a hidden file).
+        advice: Fixes of many problems at once, as words to print (a command that renames
+            every mask named ``<name>_mask.png``).
+    """
+
+    root: Path
+    mask_spec: MaskSpec
+    splits: dict[str, list[Sample]]
+    problems: list[tuple[Path, str]]
+    skipped: list[tuple[Path, str]]
+    advice: list[str] = field(default_factory=list)
+
+    def samples(self, split: str) -> list[Sample]:
+        """The samples of ``split`` the layout could pair (possibly none)."""
+        check_split(split)
+        return list(self.splits.get(split, []))
 
 
 @dataclass(frozen=True)
@@ -329,14 +393,24 @@ class Loader(Protocol):
         ...
 
 
+class RecipeOps(Protocol):
+    """What a loader reads of the recipe it is given (a :class:`segkit.recipes.Recipe`,
+    which builds on these contracts, so it is not imported here): the ops of a stage, a
+    sequence of :class:`segkit.recipes.Op`."""
+
+    def ops(self, train: bool) -> Sequence[Any]:
+        """The training ops (``train=True``) or the evaluation ops, in order."""
+        ...
+
+
 class LoaderFactory(Protocol):
     """What a ``segkit.loaders`` entry point names.
 
     Args:
         dataset: Where the samples come from.
         split: "train", "valid" or "test".
-        recipe: The augmentation recipe; the loader uses ``recipe.train`` when
-            ``train`` is true and ``recipe.eval`` otherwise.
+        recipe: The augmentation recipe; the loader compiles ``recipe.ops(train)``: the
+            training ops when ``train`` is true, the evaluation ops otherwise.
         batch_size: Images per batch. The last partial batch is kept unless
             ``drop_last``.
         train: Shuffle each epoch and apply the training ops.
@@ -352,7 +426,7 @@ class LoaderFactory(Protocol):
         self,
         dataset: Dataset,
         split: str,
-        recipe: Recipe,
+        recipe: RecipeOps,
         batch_size: int,
         *,
         train: bool,
@@ -367,16 +441,12 @@ class LoaderFactory(Protocol):
 def check_split(split: str) -> None:
     """Raise a :class:`~segkit.errors.ConfigError` unless ``split`` is one of :data:`SPLITS`."""
     if split not in SPLITS:
-        from segkit.errors import ConfigError
-
         raise ConfigError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
 
 
 def check_samples(samples: Sequence[Sample], split: str, source: Path) -> list[Sample]:
     """Return ``samples`` as a list, refusing an empty split with a message naming ``source``."""
     if not samples:
-        from segkit.errors import DataError
-
         raise DataError(
             f"{source}: split '{split}' has no samples; "
             "add sample names to the split list or point --data at another dataset"
@@ -392,8 +462,6 @@ def check_disjoint(lists: dict[Path, Sequence[str]]) -> None:
     for path, names in lists.items():
         shared = [n for n in dict.fromkeys(names) if n in seen and seen[n] != path]
         if shared:
-            from segkit.errors import DataError
-
             other = seen[shared[0]]
             more = f" ({len(shared) - 1} more names are in both)" if len(shared) > 1 else ""
             raise DataError(
@@ -421,8 +489,6 @@ def check_input_size(model: str, x: torch.Tensor, multiple: int) -> None:
     """
     height, width = x.shape[-2:]
     if height % multiple or width % multiple:
-        from segkit.errors import ConfigError
-
         fixed = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
         raise ConfigError(
             f"{model}: input height={height}, width={width} is not divisible by {multiple}; "
@@ -501,7 +567,19 @@ CONTRACTS: dict[str, FactoryContract] = {
         ("root",),
         (),
         "factory(root, **options) -> Dataset",
-        (("generate", None), ("fetch", None)),
+        (
+            ("generate", None),
+            ("fetch", None),
+            ("recognizes", None),
+            ("layout", None),
+            ("audit", None),
+            ("declare_classes", None),
+        ),
+    ),
+    # An op is a class called with its parameters; what is checked is what it declares
+    # (contract_problems), not a signature segkit calls it with.
+    "ops": FactoryContract(
+        (), (), "class NAME(segkit.recipes.Op) declaring loaders = ('loader', ...)"
     ),
 }
 
@@ -546,6 +624,8 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
     not pass needs a default. Declared capabilities must have the right type. A factory
     without a readable signature (some builtins) is not checked.
     """
+    if kind == "ops":
+        return _op_problems(factory)
     contract = CONTRACTS[kind]
     problems: list[str] = []
     try:
@@ -586,9 +666,36 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
                     f"declares accepts={value!r}; expected one of "
                     f"{', '.join(repr(t) for t in LOSS_TARGETS)}"
                 )
+        elif name == "layout":  # words, not a function
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                problems.append(
+                    f"declares layout={value!r}; expected one line of text describing the "
+                    "folders and files it reads"
+                )
         elif value is not None and not callable(value):
             problems.append(f"declares {name}={value!r}, which is not callable")
     return problems
+
+
+def _op_problems(op: Any) -> list[str]:
+    """What keeps ``op`` from being a plugin's recipe op: a class (a subclass of
+    :class:`segkit.recipes.Op`, checked where that is known) declaring the loaders that run
+    it."""
+    if not isinstance(op, type):
+        return [f"is a {type(op).__name__}, not a class (a subclass of segkit.recipes.Op)"]
+    if not callable(getattr(op, "parameter_types", None)):
+        return ["is not a subclass of segkit.recipes.Op (it has no parameter_types)"]
+    loaders = getattr(op, "loaders", None)
+    if not (
+        isinstance(loaders, tuple)
+        and loaders
+        and all(isinstance(name, str) and name for name in loaders)
+    ):
+        return [
+            f"declares loaders={loaders!r}; expected the names of the loaders that run it, "
+            "e.g. loaders = ('albumentations',)"
+        ]
+    return []
 
 
 #: What a loss factory may declare as ``accepts``.
@@ -642,8 +749,6 @@ def min_input_multiple(factory: Any, options: dict[str, Any]) -> int:
     if callable(value):
         value = value(**options)
     if not _is_multiple(value):
-        from segkit.errors import ConfigError
-
         raise ConfigError(
             f"{getattr(factory, '__qualname__', factory)!s}: min_input_multiple is {value!r}; "
             "a model must declare an int >= 1 that divides 32"

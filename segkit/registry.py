@@ -1,8 +1,8 @@
 """Plugin discovery through entry points.
 
-Five groups, one per kind (see :mod:`segkit.contracts` for what each must provide)::
+Six groups, one per kind (see :mod:`segkit.contracts` for what each must provide)::
 
-    segkit.models  segkit.losses  segkit.recipes  segkit.loaders  segkit.datasets
+    segkit.models  segkit.losses  segkit.recipes  segkit.loaders  segkit.datasets  segkit.ops
 
 The recipes' group was first called ``segkit.augmentations``; it is still read, and
 ``augmentations`` is still accepted as the kind's name, with a DeprecationWarning.
@@ -40,6 +40,7 @@ GROUPS: dict[str, str] = {
     "recipes": "segkit.recipes",
     "loaders": "segkit.loaders",
     "datasets": "segkit.datasets",
+    "ops": "segkit.ops",
 }
 
 #: Plugin kinds, in the order segkit lists them.
@@ -58,6 +59,7 @@ SINGULAR: dict[str, str] = {
     "recipes": "recipe",
     "loaders": "loader",
     "datasets": "dataset",
+    "ops": "op",
 }
 
 

@@ -199,6 +199,11 @@ class MultiClassMeter:
         miou, mdice = self.inner.per_image_scores()
         return mdice.float(), miou.float()
 
+    def per_image_counts(self) -> torch.Tensor:
+        """Each image's ``TP, FP, FN`` per class, ``(N, K, 3)`` (see
+        :meth:`~segkit.metrics.multiclass.ConfusionMeter.per_image_counts`)."""
+        return self.inner.per_image_counts()
+
     def compute(self) -> dict[str, Any]:
         out = self.inner.compute()
         out["dice"], out["iou"] = out["mdice"], out["miou"]
@@ -233,7 +238,8 @@ def _json_float(v: float) -> float | None:
 
 def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
     """``config`` with ``loss`` and ``monitor`` resolved for ``dataset``'s task (a copy;
-    ``auto`` becomes a name), and that task.
+    ``auto`` becomes a name), and ``dataset`` named (the layout the ``--data`` folder was
+    recognised as, so the run folder records it), and that task.
 
     Raises:
         ConfigError: the loss does not take the dataset's targets, or the monitor does
@@ -256,4 +262,6 @@ def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
     shown = f"'{dataset_name}'" + (f" (target={target})" if target else "")
     task.check_loss(loss, accepts, shown)
     monitor = task.monitor(config.monitor)
-    return dataclasses.replace(config, loss=loss, monitor=monitor), task
+    # A --data folder's layout was recognised: record it, so the run folder need not look again.
+    named = dataset_name if config.data else config.dataset
+    return dataclasses.replace(config, loss=loss, monitor=monitor, dataset=named), task

@@ -23,10 +23,18 @@ from segkit.errors import ConfigError
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import ema as ema_mod
 from segkit.training import engine
-from segkit.training.loops import train_one_epoch
+from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 from segkit.training.precision import Precision
+from segkit.training.runtime import Runtime
 
 CPU = torch.device("cpu")
+
+
+def _epoch(model, batches, loss_fn, optimizer, *, epoch: int = 0, **options):
+    """One epoch of an eager training step in fp32 on the CPU; ``options``: the
+    :class:`StepContext`'s (``accumulate``, ``ema``, ``scheduler``)."""
+    context = StepContext(model, loss_fn, optimizer, Runtime(CPU, Precision(), False), **options)
+    return train_one_epoch(TrainStep(context), batches, epoch=epoch)
 
 
 def _batches(sizes: list[int], seed: int = 0) -> list[Batch]:
@@ -65,17 +73,7 @@ def _train(batches: list[Batch], accumulate: int, epochs: int = 1, **kw):
     steps = []
     opt.register_step_post_hook(lambda o, a, k: steps.append(o.param_groups[0]["lr"]))
     outs = [
-        train_one_epoch(
-            model,
-            batches,
-            torch.nn.BCEWithLogitsLoss(),
-            opt,
-            Precision(),
-            CPU,
-            False,
-            accumulate=accumulate,
-            **kw,
-        )
+        _epoch(model, batches, torch.nn.BCEWithLogitsLoss(), opt, accumulate=accumulate, **kw)
         for _ in range(epochs)
     ]
     return model, steps, outs
@@ -116,8 +114,8 @@ def test_the_schedule_counts_optimizer_steps() -> None:
     sched = build_scheduler(opt, config, optimizer_steps(5, 2))
     batches = _batches([2] * 5)
     for epoch in (1, 2):
-        train_one_epoch(
-            model, batches, torch.nn.BCEWithLogitsLoss(), opt, Precision(), CPU, False,
+        _epoch(
+            model, batches, torch.nn.BCEWithLogitsLoss(), opt,
             scheduler=sched, epoch=epoch, accumulate=2,
         )  # fmt: skip
     # The per-epoch decay falls exactly at the epoch boundary: 3 steps at lr, 3 at lr/2.
@@ -145,7 +143,7 @@ def test_the_ema_after_one_step_is_the_formula_and_averages_bn_buffers() -> None
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     loss = torch.nn.BCEWithLogitsLoss()
-    train_one_epoch(model, _batches([4]), loss, opt, Precision(), CPU, False, ema=ema)
+    _epoch(model, _batches([4]), loss, opt, ema=ema)
     after = model.state_dict()
     averaged = ema.module.state_dict()
     for k, v in after.items():
@@ -160,10 +158,7 @@ def test_the_ema_differs_from_the_weights_after_a_few_steps() -> None:
     model = _model()
     ema = ema_mod.create(model, 0.5)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    train_one_epoch(
-        model, _batches([4] * 6), torch.nn.BCEWithLogitsLoss(), opt, Precision(), CPU, False,
-        ema=ema, accumulate=2,
-    )  # fmt: skip
+    _epoch(model, _batches([4] * 6), torch.nn.BCEWithLogitsLoss(), opt, ema=ema, accumulate=2)
     assert int(ema.n_averaged) == 3  # once per optimizer step
     for a, p in zip(ema.module.parameters(), model.parameters(), strict=True):
         assert not torch.allclose(a, p)

@@ -10,8 +10,16 @@ import json
 import pytest
 
 from segkit.cli import build_parser, settings_from_args
-from segkit.config import DEFAULTS, PRECISIONS, RunConfig, choices, field_types, flag
-from segkit.errors import ConfigError
+from segkit.config import (
+    DEFAULTS,
+    PRECISIONS,
+    RunConfig,
+    choices,
+    data_path,
+    field_types,
+    flag,
+)
+from segkit.errors import ConfigError, DataError
 
 
 def test_defaults_come_from_the_one_table():
@@ -24,8 +32,8 @@ def test_defaults_come_from_the_one_table():
     # The loss follows the dataset's classes (segkit.task): the table names both defaults.
     assert config.loss == "auto" and {"loss", "multiclass_loss"} <= set(DEFAULTS)
     assert config.resolved_dataset() == DEFAULTS["generated_dataset"]
-    assert RunConfig(data="/some/folder").resolved_dataset() == DEFAULTS["dataset"]
     assert RunConfig(data="/x", dataset="folder").resolved_dataset() == "folder"
+    # A --data folder's layout is recognised (tests/test_datasets.py), never assumed.
 
 
 @pytest.mark.parametrize(
@@ -136,7 +144,23 @@ def test_old_key_augment_is_read_as_recipe(tmp_path):
         ("model = ", ".toml", r"c.toml: not valid TOML"),
         ("[1, 2]", ".json", r"c.json: expected a table of settings, got list"),
         ('{"modle": "unet"}', ".json", r"unknown setting\(s\) 'modle' \(did you mean 'model'\?\)"),
-        ('{"epochs": "3"}', ".json", r"--epochs '3': expected an integer"),
+        ('{"epochs": "3"}', ".json", r"c.json: key 'epochs' = '3': expected an integer"),
+        ("epochs: [3", ".yaml", r"c.yaml: not valid YAML \(line 1, column 11: expected ','"),
+        ("", ".yml", r"c.yml: expected a table of settings, got nothing"),
+        ("- 1\n", ".yaml", r"c.yaml: expected a table of settings, got list"),
+        ("image_size: '64'", ".yaml", r"c.yaml: key 'image_size' = '64': expected an integer"),
+        ('image_size = "64"', ".toml", r"c.toml: key 'image_size' = '64': expected an integer"),
+        ("lr: fast", ".yaml", r"c.yaml: key 'lr' = 'fast': expected a number"),
+        ("epochs: 0", ".yaml", r"c.yaml: key 'epochs' = 0: expected a positive integer"),
+        ("precision: fp8", ".yml", r"c.yml: key 'precision' = 'fp8': expected one of auto, fp32"),
+        ("model: null", ".yaml", r"c.yaml: key 'model': a value is required"),
+        ("modle: unet", ".yaml", r"c.yaml: unknown setting\(s\) 'modle' \(did you mean 'model'"),
+        (
+            "epochs = 3\nwarmup_epochs = 3",
+            ".toml",
+            r"c.toml: key 'warmup_epochs' = 3.0: expected a value from 0 up to \(not including\) "
+            r"epochs = 3$",
+        ),
     ],
 )
 def test_bad_files_name_the_file_and_the_problem(tmp_path, text, suffix, message):
@@ -149,3 +173,171 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path, text, suffix, message
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.toml: configuration file not found"):
         RunConfig.from_file(tmp_path / "nope.toml")
+
+
+# ----------------------------------------------------------------------- YAML and sources
+
+
+def test_yaml_files_read_as_toml_and_json_do(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("model: resnet34_unet\nlr: 1e-3\nepochs: 3\nloss_options:\n  smooth: 1.0\n")
+    config = RunConfig.from_file(y)
+    # PyYAML alone reads 1e-3 as text (YAML 1.1); the reader takes it as YAML 1.2 does.
+    assert (config.model, config.lr, config.epochs) == ("resnet34_unet", 1e-3, 3)
+    assert config.loss_options == {"smooth": 1.0}
+    (tmp_path / "c.yml").write_text("augment: type1\nwarmup_epochs: -2.5e+0\n")
+    with pytest.raises(ConfigError, match=r"c.yml: key 'warmup_epochs' = -2.5: expected"):
+        RunConfig.from_file(tmp_path / "c.yml")
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    from segkit.cli import main
+
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_a_file_with_flags_over_it_names_each_value_where_it_was_given(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 3\nimage_size: 64\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nimage_size: '64'\nwarmup_epochs: 2\n")
+    # A bad value in the file names the file and the key, also with flags given.
+    err = _cli_error(capsys, ["run", "--config", str(bad), "--epochs", "4"])
+    assert err == f"segkit: error: {bad}: key 'image_size' = '64': expected an integer"
+    # A bad flag over a good file names the flag.
+    err = _cli_error(capsys, ["run", "--config", str(good), "--epochs", "0"])
+    assert err == "segkit: error: --epochs 0: expected a positive integer"
+    err = _cli_error(capsys, ["run", "--config", str(good), "--threads", "none"])
+    assert err.endswith("--threads 'none': expected auto or a number of threads (1 or more)")
+    # Two settings checked together: each named where it was given.
+    bad.write_text("warmup_epochs: 2\n")
+    err = _cli_error(capsys, ["run", "--config", str(bad), "--epochs", "2"])
+    assert err.endswith(
+        f"{bad}: key 'warmup_epochs' = 2.0: expected a value from 0 up to (not including) "
+        "--epochs 2"
+    )
+    err = _cli_error(capsys, ["run", "--config", str(good), "--warmup-epochs", "3"])
+    assert err.endswith(
+        "--warmup-epochs 3.0: expected a value from 0 up to (not including) epochs = 3"
+    )
+
+
+def test_from_dict_names_the_source_and_the_given_flags():
+    with pytest.raises(ConfigError, match=r"^last.pt: key 'epochs' = 0: expected a positive"):
+        RunConfig.from_dict({"epochs": 0}, source="last.pt")
+    with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive"):
+        RunConfig.from_dict({"epochs": 0, "lr": 1.0}, source="c.toml", flags=["epochs"])
+    with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive"):
+        RunConfig.from_dict({"epochs": 0}, source="command line")
+    with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive"):
+        RunConfig(epochs=0)  # built in Python: the flag names the setting
+
+
+# ----------------------------------------------------------------------- data paths
+
+
+def test_data_is_recorded_absolute_with_the_folder_as_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cells").mkdir()
+    config = RunConfig(data="cells")
+    assert (config.data, config.data_as_typed) == (str(tmp_path / "cells"), "cells")
+    recorded = json.loads(json.dumps(config.to_dict()))
+    # Read back in another directory: both kept, the dataset named from there too.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = RunConfig.from_dict(recorded, source="config.json")
+    assert again == config
+    assert data_path(again) == tmp_path / "cells"
+    # A new --data over a recorded config replaces both, relative or absolute.
+    over = RunConfig.from_dict({**recorded, "data": "other"}, source="config.json")
+    assert (over.data, over.data_as_typed) == (str(elsewhere / "other"), "other")
+    over = RunConfig.from_dict({**recorded, "data": "/srv/x/"}, source="config.json")
+    assert (over.data, over.data_as_typed) == ("/srv/x", "/srv/x/")
+    # evaluate and predict set --data on the checkpoint's config, then validate it.
+    again.data = "../cells"
+    again.validate()
+    assert (again.data, again.data_as_typed) == (str(tmp_path / "cells"), "../cells")
+    # No data: the generated dataset, nothing recorded.
+    assert RunConfig().data_as_typed is None and data_path(RunConfig()) is None
+
+
+def test_a_recorded_data_folder_that_is_missing_names_both_paths_and_suggests_data(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    recorded = RunConfig(data="cells").to_dict()  # configured in a/, where cells is missing
+    (tmp_path / "b" / "cells").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "b")
+    config = RunConfig.from_dict(recorded, source="config.json")
+    with pytest.raises(DataError) as e:
+        data_path(config)
+    assert str(e.value) == (
+        f"{tmp_path / 'a' / 'cells'}: data folder not found; the run recorded it absolute "
+        "from --data 'cells', typed in another directory. From here 'cells' is "
+        f"{tmp_path / 'b' / 'cells'}: pass --data cells to use it, or --data PATH naming "
+        "where the dataset is now"
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"from here it would be .*/cells, not there either\); "):
+        data_path(RunConfig.from_dict(recorded, source="config.json"))
+    # Typed here (a new run, or a record read where it was made): the dataset plugin
+    # reports a missing folder with its own layout advice.
+    assert data_path(RunConfig(data="nope")) == tmp_path / "nope"
+
+
+def test_the_run_command_suggests_data_for_a_config_json_from_elsewhere(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    recorded = {**RunConfig(data="cells", dataset="folder").to_dict(), "resolved": {}}
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    monkeypatch.chdir(tmp_path)
+    err = _cli_error(capsys, ["run", "--config", "config.json", "--out", str(tmp_path / "r")])
+    assert "a/cells: data folder not found; the run recorded it absolute from --data " in err
+    assert err.endswith("pass --data PATH naming where the dataset is now")
+
+
+# ----------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (2, 2), ("2", 2), (" 3 ", 3)])
+def test_threads_are_auto_or_a_number(value, expected):
+    assert RunConfig(threads=value).threads == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", 1.5, True])
+def test_bad_threads_name_the_flag(value):
+    with pytest.raises(ConfigError, match=r"^--threads .*: expected"):
+        RunConfig(threads=value)
+
+
+def test_threads_flag_reaches_the_config():
+    assert _settings(["--threads", "1"]) == {"threads": "1"}
+    assert RunConfig.from_dict(_settings(["--threads", "1"]), source="command line").threads == 1
+
+
+# ----------------------------------------------------------------------- study files
+
+
+def test_a_study_file_in_yaml_reads_as_its_toml_does(tmp_path):
+    from segkit.reports.study import read_study
+
+    (tmp_path / "s.toml").write_text("[base]\nepochs = 2\n[axes]\nseed = [0, 1]\n")
+    (tmp_path / "s.yaml").write_text("base:\n  epochs: 2\naxes:\n  seed: [0, 1]\n")
+    toml, yaml = read_study(tmp_path / "s.toml"), read_study(tmp_path / "s.yaml")
+    assert [(r.name, r.settings) for r in yaml.runs] == [(r.name, r.settings) for r in toml.runs]
+    (tmp_path / "s.json").write_text('{"base": {"epochs": 2}, "axes": {"seed": [0, 1]}}')
+    js = read_study(tmp_path / "s.json")
+    assert [r.settings for r in js.runs] == [r.settings for r in toml.runs]
+    # The copy kept in the study folder: study.json is the study's state, so not JSON's.
+    names = (toml.copy_file.name, yaml.copy_file.name, js.copy_file.name)
+    assert names == ("study.toml", "study.yaml", "study-file.json")
+    (tmp_path / "bad.yml").write_text("axes:\n  epochs: [2, 0]\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: run epochs0: key 'epochs' = 0: expected"):
+        read_study(tmp_path / "bad.yml")
+    with pytest.raises(ConfigError, match=r"nope.yaml: study file not found"):
+        read_study(tmp_path / "nope.yaml")

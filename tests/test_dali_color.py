@@ -30,8 +30,8 @@ from PIL import Image  # noqa: E402
 from segkit import recipes as R  # noqa: E402
 from segkit_dali import create_loader  # noqa: E402
 from segkit_dali._color import blur_widths  # noqa: E402
+from segkit_dali._graph import compile_ops  # noqa: E402
 from segkit_dali._loader import draw_params  # noqa: E402
-from segkit_dali._ops import compile_ops  # noqa: E402
 
 
 def per_op(dataset, *ops: R.Op, epochs=(0,), batch=8, seed=0, **options):
@@ -364,7 +364,7 @@ def test_gaussian_blur_draws_cover_sigma_and_fire_with_p():
 
 
 def test_channel_shuffle_moves_past_gaussian_blur_only():
-    from segkit_dali._ops import graph_order
+    from segkit_dali._graph import graph_order
 
     shuffle = R.ChannelShuffle(p=1.0)
     ops = compile_ops([shuffle, R.GaussianBlur(p=1.0), R.GaussNoise(p=1.0)])

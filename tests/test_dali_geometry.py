@@ -34,13 +34,14 @@ from segkit import recipes as R  # noqa: E402
 from segkit.contracts import IGNORE_INDEX  # noqa: E402
 from segkit.errors import ConfigError  # noqa: E402
 from segkit_dali import create_loader  # noqa: E402
+from segkit_dali._base import PerBatch  # noqa: E402
 from segkit_dali._geometry import (  # noqa: E402
     border_coordinates,
     elastic_maps,
     rot90_steps,
 )
-from segkit_dali._loader import PerBatch, draw_params, epoch_rng  # noqa: E402
-from segkit_dali._ops import compile_ops  # noqa: E402
+from segkit_dali._graph import compile_ops  # noqa: E402
+from segkit_dali._loader import draw_params, epoch_rng  # noqa: E402
 
 #: Affine against A.Affine at the same parameters, on the CPU: the documented tolerance
 #: (docs/dali.md). Measured here: 0 of 55.8 M image values and 0 of 18.6 M mask pixels
@@ -663,7 +664,7 @@ def test_filled_pixels_are_ignored_in_k_class_masks(shapes_classes):
 def test_channel_shuffle_moves_past_the_geometric_ops_with_identical_output(
     tiny_pets_dataset, monkeypatch
 ):
-    import segkit_dali._ops as ops_module
+    import segkit_dali._graph as ops_module
 
     ops = (
         R.ChannelShuffle(p=1.0),

@@ -1,7 +1,7 @@
 """The ``dali`` loader, exercised in DALI's CPU mode (``device_id=None``).
 
 CI has no GPU, so everything here runs the CPU graph; the GPU mode differs only in
-device strings (``segkit_dali._ops.Placement``), which are checked on their own.
+device strings (``segkit_dali._graph.Placement``), which are checked on their own.
 Images are small (64 px outputs from ~250-500 px synthetic photos) so the module runs in
 well under a minute on two cores.
 """
@@ -496,7 +496,7 @@ def test_random_resized_crop_is_crop_then_resize_of_the_drawn_window(tiny_pets_d
 def test_channel_shuffle_runs_late_with_identical_output(tiny_pets_dataset, monkeypatch):
     """The graph applies ChannelShuffle after the resizes (cheaper; see graph_order):
     the batches must be bit for bit those of the recipe's own order."""
-    import segkit_dali._ops as ops
+    import segkit_dali._graph as ops
 
     names = [
         type(ops.compile_ops(r.train)[k]).__name__
@@ -516,7 +516,7 @@ def test_channel_shuffle_runs_late_with_identical_output(tiny_pets_dataset, monk
 
 
 def test_crop_window_draws_within_the_image():
-    from segkit_dali._ops import crop_window
+    from segkit_dali._geometry import crop_window
 
     rng = np.random.default_rng(0)
     for shape in ((300, 400), (500, 250), (64, 64)):
@@ -710,8 +710,8 @@ def test_cpu_mode_says_so_once(tiny_pets_dataset, capsys):
 
 
 def test_gpu_mode_picks_the_cuda_index_and_nvjpeg(monkeypatch):
+    from segkit_dali._graph import Placement
     from segkit_dali._loader import choose_device
-    from segkit_dali._ops import Placement
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

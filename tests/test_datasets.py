@@ -209,7 +209,8 @@ def test_split_list_naming_a_missing_image(broken_pets: Path) -> None:
     with pytest.raises(
         DataError,
         match=r"images/Ghost_1\.jpg: image named in \S+test\.txt not found "
-        r"\(3 more files it names are missing too\); restore the file",
+        r"\(3 more files it names are missing too: Ghost_1\.png, Ghost_2\.jpg, Ghost_2\.png\); "
+        r"restore the file",
     ):
         OxfordPet(broken_pets).samples("test")
 
@@ -378,7 +379,9 @@ def test_folder_image_without_mask(tmp_path: Path) -> None:
     _folder(tmp_path, ["a", "b", "c"], masks=["a"])
     with pytest.raises(
         DataError,
-        match=r"masks/b\.png: mask for image b\.png not found \(1 more images lack masks\)",
+        match=r"masks/b\.png: mask for image b\.png not found \(1 more images lack masks: c\); "
+        r"every image needs masks/<same name>\.png; `segkit data check --data \S+` lists every "
+        r"problem$",
     ):
         FolderDataset(tmp_path)
 

@@ -141,12 +141,18 @@ def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_pat
     from segkit.training import checkpoint as ckpt_io
 
     config = RunConfig(model=model, model_options=options, image_size=64)
+    net = create_model(model, **options).eval()
     state = {
         "format": ckpt_io.FORMAT,
         "version": ckpt_io.VERSION,
         "config": config.to_dict(),
-        "model": create_model(model, **options).state_dict(),
+        "model": net.state_dict(),
     }
     ckpt_io.save_atomic(state, tmp_path / "best.pt")
-    result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True)
-    assert result.max_abs_diff <= 1e-4
+    # float32 agreement is relative: an untrained timm_unet with smp's init (issue 29)
+    # gives logits of up to ~40 in eval mode (timm's zero_init_last gave ~0.05), and the
+    # same graph reordered by ONNX Runtime differs by ~5e-6 of that.
+    with torch.no_grad():
+        scale = max(1.0, float(net(torch.randn(2, 3, 96, 128)).abs().max()))
+    result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True, tolerance=1e-4 * scale)
+    assert result.max_abs_diff <= 1e-4 * scale

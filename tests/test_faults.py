@@ -873,6 +873,53 @@ def test_check_writable_is_one_line_naming_the_folder(
     assert not [p for p in tmp_path.iterdir()]  # the probe is gone
 
 
+@pytest.fixture
+def file_size_limit_512k():
+    """This process's file-size limit (ulimit -f) at 512 KiB for the test, then restored;
+    Python ignores SIGXFSZ, so a write past it fails with EFBIG instead of killing us."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_check_writable_sees_a_short_write_under_a_file_size_limit(
+    tmp_path: Path, file_size_limit_512k: None
+) -> None:
+    # os.write of the 1 MiB probe returns 512 KiB here; the probe used to ignore that.
+    with pytest.raises(
+        ConfigError,
+        match=rf"^--out {tmp_path}: cannot write there \(File too large \(the file-size "
+        r"limit, ulimit -f, is 512 KiB\)\); raise the limit \(`ulimit -f unlimited`",
+    ):
+        files.check_writable(tmp_path, "--out")
+    assert not list(tmp_path.iterdir())  # the probe is gone
+
+
+def test_check_writable_compares_the_largest_file_with_the_limit(tmp_path: Path) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, hard))  # the probe fits
+    try:
+        files.check_writable(tmp_path, "--out", largest=3 << 20)
+        with pytest.raises(
+            ConfigError, match=r"file-size limit \(ulimit -f\) is 4 MiB, and this run writes "
+            r"files of about 373 MiB \(checkpoints\)"
+        ):
+            files.check_writable(tmp_path, "--out", largest=373 << 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_os_reason_names_the_limit(file_size_limit_512k: None) -> None:
+    e = OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    assert files.os_reason(e) == "File too large (the file-size limit, ulimit -f, is 512 KiB)"
+    assert files.os_hint(OSError(errno.ENOSPC, "x")) == "free some space, or choose another folder"
+
+
 def test_a_decompression_bomb_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -330,8 +330,10 @@ def test_binary_loops_are_unchanged_by_the_task() -> None:
 
 
 def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Path) -> None:
-    from segkit.reports.figures import write_prediction_grid
+    from segkit.reports.figures import ImageScores, write_prediction_grid
+    from segkit.training.loops import EvalContext
     from segkit.training.precision import create_precision
+    from segkit.training.runtime import Runtime
 
     task = Task(
         ("background", "pet", "collar"), ((0, 0, 0), (230, 25, 75), (60, 180, 75)), IGNORE_INDEX
@@ -349,18 +351,11 @@ def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Pa
     masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
     masks[:, :, :16] = 1
     masks[:, 0, 0] = IGNORE_INDEX
+    cpu = torch.device("cpu")
+    context = EvalContext(Runtime(cpu, create_precision("fp32", cpu), False), task=task)
+    scores = ImageScores([0.9, 0.8, 0.7, float("nan")], [0.8, 0.7, 0.6, float("nan")])
     rows = write_prediction_grid(
-        tmp_path / "g.png",
-        Fixed(),
-        [Batch(images, masks)],
-        create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"),
-        (0, 0, 0),
-        (1, 1, 1),
-        dice=[0.9, 0.8, 0.7, float("nan")],
-        iou=[0.8, 0.7, 0.6, float("nan")],
-        n=4,
-        task=task,
+        tmp_path / "g.png", Fixed(), [Batch(images, masks)], context, scores, n=4
     )
     assert [r.index for r in rows][-1] == 3  # the unscored image ranks last
     grid = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))

@@ -17,7 +17,7 @@ from segkit.errors import ConfigError
 from segkit.inference.native import NativeForward, plan_eval
 from segkit.inference.tiling import crop_box, pad_to_multiple, padded_forward
 from segkit.task import Task
-from segkit.training.loops import evaluate
+from segkit.training.loops import EvalContext, evaluate
 from segkit.training.precision import create_precision
 
 RESIZING = R.Recipe("resizing", train=(R.Resize(size=32), R.Normalize()))
@@ -235,15 +235,8 @@ def test_native_binary_scores_equal_a_hand_computation_on_the_original_masks(
     dataset, plan, loader = _loader(root, RAW_NATIVE)
     forward = NativeForward("whole", image_size=32, multiple=16)
     meter = Task().meter("cpu", per_image=True)
-    got = evaluate(
-        Threshold(),
-        loader,
-        torch.nn.BCEWithLogitsLoss(),
-        create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"),
-        meter=meter,
-        forward=forward,
-    )
+    context = EvalContext(_runtime(), forward=forward, loss_fn=torch.nn.BCEWithLogitsLoss())
+    got = evaluate(Threshold(), loader, context, meter=meter)
     dice, iou = [], []
     for i in range(len(SIZES)):
         image = np.asarray(Image.open(root / "images" / f"im{i}.png"))
@@ -271,15 +264,13 @@ def test_native_k_class_scores_leave_the_ignore_index_out(tmp_path: Path) -> Non
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x / 255.0
 
-    got = evaluate(
-        ByColour(),
-        loader,
-        torch.nn.CrossEntropyLoss(ignore_index=255),
-        create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"),
+    context = EvalContext(
+        _runtime(),
         task=task,
         forward=NativeForward("whole", image_size=32, multiple=8),
+        loss_fn=torch.nn.CrossEntropyLoss(ignore_index=255),
     )
+    got = evaluate(ByColour(), loader, context)
     inter, union = np.zeros(3), np.zeros(3)
     for i in range(len(SIZES)):
         pred = np.asarray(Image.open(root / "images" / f"im{i}.png")).argmax(2)
@@ -306,24 +297,18 @@ def test_native_eval_of_a_resizing_recipe_scores_resized_predictions_on_original
 
 
 def test_the_prediction_grid_draws_native_sizes(tmp_path: Path) -> None:
-    from segkit.reports.figures import write_prediction_grid
+    from segkit.reports.figures import ImageScores, write_prediction_grid
 
     root = _folder(tmp_path / "d", np.random.default_rng(4))
     _, plan, loader = _loader(root, RAW_NATIVE)
     out = tmp_path / "predictions.png"
-    rows = write_prediction_grid(
-        out,
-        Threshold(),
-        loader,
-        create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"),
-        RAW.mean,
-        RAW.std,
-        dice=[0.1, 0.5, 0.9, 0.3],
-        iou=[0.1, 0.4, 0.8, 0.2],
-        n=4,
+    context = EvalContext(
+        _runtime(),
         forward=NativeForward("whole", image_size=32, multiple=16),
+        normalization=(RAW.mean, RAW.std),
     )
+    scores = ImageScores([0.1, 0.5, 0.9, 0.3], [0.1, 0.4, 0.8, 0.2])
+    rows = write_prediction_grid(out, Threshold(), loader, context, scores, n=4)
     assert len(rows) == 4 and Image.open(out).size[0] > 0
 
 

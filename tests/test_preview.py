@@ -379,6 +379,19 @@ def test_an_unknown_recipe_names_the_close_ones(tmp_path, capsys):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_both_is_every_loader_the_registry_lists(monkeypatch):
+    from segkit import registry
+
+    assert P.loader_names("both") == registry.list_plugins("loaders")
+    assert {"albumentations", "dali"} <= set(P.loader_names("both"))
+    # The preview names no loader itself: a third installed loader is a third column.
+    monkeypatch.setattr(
+        registry, "list_plugins", lambda kind: ["a", "b", "c"] if kind == "loaders" else []
+    )
+    assert P.loader_names("both") == ["a", "b", "c"]
+    assert P.loader_names("dali") == ["dali"]
+
+
 def test_an_unknown_loader_names_the_close_ones(tmp_path, capsys):
     assert main(["preview", "--augment", "type1", "--loader", "dalli"]) == 2
     assert "no loader named 'dalli'. Did you mean 'dali'" in one_error(capsys)

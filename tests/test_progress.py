@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from segkit.training.progress import EpochProgress, RunEstimate, duration
+from segkit.training.progress import EpochProgress, ProgressSettings, RunEstimate, duration
 
 
 class Clock:
@@ -19,10 +19,8 @@ class Clock:
 
 
 def epoch(estimate, clock, lines, *, steps=50, log_every=30.0, step_s=0.5, epoch_no=1):
-    p = EpochProgress(
-        epoch=epoch_no,
+    settings = ProgressSettings(
         epochs=10,
-        steps=steps,
         batch_size=8,
         say=lines.append,
         estimate=estimate,
@@ -31,6 +29,7 @@ def epoch(estimate, clock, lines, *, steps=50, log_every=30.0, step_s=0.5, epoch
         stream=io.StringIO(),  # not a terminal
         clock=clock,
     )
+    p = EpochProgress(settings, epoch_no, steps)
     for i in range(steps):
         clock.now += step_s * (10 if i < 3 else 1)  # a slow warm-up, then steady steps
         p.update(1)
@@ -98,10 +97,11 @@ def test_log_every_zero_and_quiet_print_nothing() -> None:
     lines: list[str] = []
     epoch(None, Clock(), lines, steps=200, log_every=0)
     assert lines == []
-    p = EpochProgress(
-        epoch=1, epochs=1, steps=5, batch_size=1, say=lines.append, estimate=None,
+    settings = ProgressSettings(
+        epochs=1, batch_size=1, say=lines.append, estimate=None,
         log_every=0.001, quiet=True, stream=io.StringIO(), clock=Clock(),
     )  # fmt: skip
+    p = EpochProgress(settings, 1, 5)
     for _ in range(5):
         p.update(1)
     assert lines == [] and p.bar is None

@@ -1,10 +1,13 @@
 """Recipes as files (``--recipe FILE`` / ``--augment FILE``), the new ops' own checks, and
-the albumentations passthrough."""
+ops a plugin adds: the albumentations passthrough (``segkit_albumentations``'s
+``AlbumentationsCompose``, entry point ``segkit.ops``)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -215,24 +218,25 @@ def test_run_names_a_bad_recipe_file_before_anything_slow(tmp_path, capsys):
     assert "unknown op 'Flip'" in err and str(path) in err and "Traceback" not in err
 
 
-# ------------------------------------------------------------------------ passthrough
+# ----------------------------------------------------------- a plugin's op: passthrough
 
 
 def test_albumentations_compose_is_kept_serialized_and_runs_on_its_loader(tmp_path):
     import albumentations as A
     import numpy as np
 
-    from segkit_albumentations import compile_ops
+    from segkit_albumentations import AlbumentationsCompose, compile_ops
 
     compose = A.Compose([A.Transpose(p=1.0)])
-    op = R.AlbumentationsCompose(compose)
+    op = AlbumentationsCompose(compose)
     saved = tmp_path / "aug.json"
     A.save(compose, str(saved))
-    assert R.AlbumentationsCompose(str(saved)) == op
-    assert R.AlbumentationsCompose(A.to_dict(compose)) == op
+    assert AlbumentationsCompose(str(saved)) == op
+    assert AlbumentationsCompose(A.to_dict(compose)) == op
     recipe = R.Recipe("pass", train=(op, R.Resize(size=32), R.Normalize()))
-    again = R.Recipe.from_dict(json.loads(json.dumps(recipe.to_dict())))
-    assert again == recipe
+    recorded = json.loads(json.dumps(recipe.to_dict()))
+    assert recorded["train"][0]["plugin"] == "segkit"  # the distribution that adds the op
+    assert R.Recipe.from_dict(recorded) == recipe
     image = np.arange(40 * 30 * 3, dtype=np.uint8).reshape(40, 30, 3)
     mask = (np.arange(40 * 30).reshape(40, 30) % 2).astype(np.uint8)
     out = compile_ops([op])(image=image, mask=mask)
@@ -240,32 +244,91 @@ def test_albumentations_compose_is_kept_serialized_and_runs_on_its_loader(tmp_pa
     assert np.array_equal(out["mask"], mask.T)  # the mask moves with the image
 
 
+def test_the_passthrough_is_a_registered_op_of_its_plugin_not_of_the_core():
+    from segkit_albumentations import AlbumentationsCompose
+
+    assert "AlbumentationsCompose" not in R.VOCABULARY
+    assert not hasattr(R, "AlbumentationsCompose")
+    assert R.op_class("AlbumentationsCompose") is AlbumentationsCompose
+    assert R.known_ops()["AlbumentationsCompose"] is AlbumentationsCompose
+    assert R.op_plugin(AlbumentationsCompose).target == (
+        "segkit_albumentations.compose:AlbumentationsCompose"
+    )
+    assert AlbumentationsCompose.loaders == ("albumentations",)
+
+
 def test_albumentations_compose_refuses_what_would_break_the_recipe(tmp_path):
     import albumentations as A
 
+    from segkit_albumentations import AlbumentationsCompose
+
     with pytest.raises(ConfigError, match="holds .*Normalize"):
-        R.AlbumentationsCompose(A.Compose([A.HorizontalFlip(), A.Normalize()]))
+        AlbumentationsCompose(A.Compose([A.HorizontalFlip(), A.Normalize()]))
     with pytest.raises(ConfigError, match="does not exist"):
-        R.AlbumentationsCompose(tmp_path / "missing.json")
+        AlbumentationsCompose(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="not a serialized albumentations transform"):
-        R.AlbumentationsCompose({"ops": []})
+        AlbumentationsCompose({"ops": []})
     bad = write(tmp_path / "bad.yaml", "transform: [\n")
     with pytest.raises(ConfigError, match="does not parse"):
-        R.AlbumentationsCompose(bad)
+        AlbumentationsCompose(bad)
 
 
 def test_the_dali_loader_refuses_the_passthrough_in_one_line():
     pytest.importorskip("nvidia.dali")
     import albumentations as A
 
-    from segkit_dali._ops import compile_ops
+    from segkit_albumentations import AlbumentationsCompose
+    from segkit_dali._graph import compile_ops
 
-    op = R.AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
+    op = AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
     with pytest.raises(ConfigError) as e:
         compile_ops([op, R.Normalize()])
     message = str(e.value)
     assert "\n" not in message
     assert "AlbumentationsCompose" in message and "--loader albumentations" in message
+
+
+@dataclass(frozen=True)
+class Posterize(R.Op):
+    """An op of a plugin that is not installed: no loader here knows it."""
+
+    bits: int = 4
+    loaders: ClassVar[tuple[str, ...] | None] = ("elsewhere",)
+
+
+def test_a_loader_refuses_a_plugin_op_it_does_not_know_naming_the_ops_loaders():
+    from segkit_albumentations import compile_ops
+
+    with pytest.raises(ConfigError) as e:
+        compile_ops([Posterize(), R.Normalize()])
+    assert str(e.value) == (
+        "the albumentations loader cannot run Posterize(p=1.0, bits=4): Posterize is a "
+        "plugin's op that runs on the elsewhere loader; use --loader elsewhere, or "
+        "segkit.recipes ops"
+    )
+
+
+def test_without_its_plugin_a_recipe_file_names_the_op_and_what_to_install(tmp_path, monkeypatch):
+    from segkit import registry
+
+    path = write(
+        tmp_path / "r.yaml",
+        "train:\n  - op: AlbumentationsCompose\n    transform: {}\n  - op: Resize\n",
+    )
+    # A registry over an empty path: no distribution, so no plugin adds an op.
+    monkeypatch.setattr(registry, "_default", registry.Registry(path=[str(tmp_path)]))
+    message = config_error(recipe=str(path))
+    assert message.startswith(f"{path}: train[0]: unknown op 'AlbumentationsCompose'; ")
+    assert "An op a plugin adds needs that plugin installed (segkit list ops)" in message
+    # A run records the distribution of a plugin's op: then that is what to install.
+    recorded = {"train": [{"op": "AlbumentationsCompose", "plugin": "segkit-albu", "p": 1.0}]}
+    with pytest.raises(ConfigError) as e:
+        R.Recipe.from_dict(recorded, source="config.json")
+    assert str(e.value) == (
+        "config.json: train[0]: op 'AlbumentationsCompose' comes from a plugin of "
+        "distribution 'segkit-albu', which is not installed here or no longer registers it "
+        "(segkit list ops); install it, e.g. pip install segkit-albu"
+    )
 
 
 @pytest.mark.slow
@@ -303,6 +366,7 @@ def test_a_compose_file_named_in_a_recipe_file_is_recorded_by_its_contents(tmp_p
     import albumentations as A
 
     from segkit.build import build_recipe
+    from segkit_albumentations import AlbumentationsCompose
 
     (tmp_path / "augs").mkdir()
     A.save(A.Compose([A.Transpose(p=1.0)]), str(tmp_path / "augs" / "mine.json"))
@@ -314,4 +378,5 @@ def test_a_compose_file_named_in_a_recipe_file_is_recorded_by_its_contents(tmp_p
     (tmp_path / "augs" / "mine.json").unlink()  # relative to the recipe file, read already
     recorded = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     op = build_recipe(recorded).train[0]
-    assert op == R.AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
+    assert op == AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
+    assert config.recipe_definition["train"][0]["plugin"] == "segkit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +18,7 @@ BUILTINS = {
     "recipes": {"type1", "type2", "type3"},
     "loaders": {"albumentations"},
     "datasets": {"oxford_pet", "folder", "synthetic"},
+    "ops": {"AlbumentationsCompose"},
 }
 
 
@@ -182,3 +184,71 @@ def test_autoload_off_hides_third_party_plugins(site, monkeypatch):
 def test_module_level_api_lists_every_group():
     for kind in GROUPS:
         assert BUILTINS[kind] <= set(list_plugins(kind))
+
+
+def test_an_op_plugin_is_found_by_name_recorded_and_checked_on_load(site, monkeypatch):
+    from segkit import recipes as R
+    from segkit import registry
+
+    make_distribution(
+        site,
+        "fake-ops",
+        {
+            "segkit.ops": {
+                "Posterize": "fake_ops:Posterize",
+                "Solarize": "fake_ops:Renamed",
+                "Undeclared": "fake_ops:Undeclared",
+                "Plain": "fake_ops:plain",
+            }
+        },
+        {
+            "fake_ops": """
+            from dataclasses import dataclass
+            from typing import ClassVar
+
+            from segkit.recipes import Op
+
+            @dataclass(frozen=True)
+            class Posterize(Op):
+                bits: int = 4
+                loaders: ClassVar[tuple[str, ...] | None] = ("albumentations",)
+
+            @dataclass(frozen=True)
+            class Renamed(Posterize):
+                pass
+
+            @dataclass(frozen=True)
+            class Undeclared(Op):
+                pass
+
+            def plain():
+                pass
+            """
+        },
+    )
+    monkeypatch.setattr(registry, "_default", Registry())  # sees the fake distribution
+    posterize = R.op_class("Posterize")
+    recipe = R.Recipe.from_dict({"train": [{"op": "Posterize", "bits": 3}]})
+    assert recipe.train[0] == posterize(bits=3)
+    assert recipe.to_dict()["train"][0] == {
+        "op": "Posterize",
+        "plugin": "fake_ops",  # the distribution, as its dist-info names it
+        "p": 1.0,
+        "bits": 3,
+    }
+    with pytest.raises(
+        ConfigError, match=r"recipe: train\[0\] \(Posterize\): bits='3': expected a whole"
+    ):
+        R.Recipe.from_dict({"train": [{"op": "Posterize", "bits": "3"}]})
+    broken = {
+        "Solarize": "its class is named 'Renamed'; recipes record an op by its class name, so "
+        "register it as 'Renamed'",
+        "Undeclared": "declares loaders=None; expected the names of the loaders that run it",
+        "Plain": "is a function, not a class",
+    }
+    for name, reason in broken.items():
+        with pytest.raises(PluginLoadError, match=re.escape(reason)):
+            R.op_class(name)
+        with pytest.raises(ConfigError, match=rf"^recipe: train\[0\]: op '{name}' from "):
+            R.Recipe.from_dict({"train": [{"op": name}]})
+    assert "Posterize" in R.known_ops() and not set(broken) & set(R.known_ops())

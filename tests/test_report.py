@@ -19,9 +19,16 @@ from PIL import Image
 from segkit.contracts import Batch
 from segkit.metrics.binary import DiceMeter, dice_iou_per_image
 from segkit.reports import figures as report
-from segkit.training.loops import evaluate
+from segkit.training.loops import EvalContext, evaluate
 from segkit.training.precision import create_precision
 from segkit.training.run_folder import RunFolder
+from segkit.training.runtime import Runtime
+
+CPU = torch.device("cpu")
+#: The test pass's context: fp32 on the CPU, BCE, batches drawn as they are.
+CONTEXT = EvalContext(
+    Runtime(CPU, create_precision("fp32", CPU), False), loss_fn=torch.nn.BCEWithLogitsLoss()
+)
 
 SIZE = 32
 
@@ -74,20 +81,15 @@ def make_loader(columns: list[int], batch_size: int = 4) -> ListLoader:
 
 def run_test_pass(loader: ListLoader) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     meter = DiceMeter("cpu", per_image=True)
-    metrics = evaluate(
-        LeftHalf(), loader, torch.nn.BCEWithLogitsLoss(), create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"), meter=meter,
-    )  # fmt: skip
+    metrics = evaluate(LeftHalf(), loader, CONTEXT, meter=meter)
     dice, iou = meter.per_image_scores()
     return metrics, dice, iou
 
 
 def draw(tmp_path: Path, loader: ListLoader, dice, iou, n: int = 8, ids=None):
     path = tmp_path / "predictions.png"
-    rows = report.write_prediction_grid(
-        path, LeftHalf(), loader, create_precision("fp32", torch.device("cpu")), torch.device("cpu"),
-        (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), dice=dice, iou=iou, ids=ids, n=n,
-    )  # fmt: skip
+    scores = report.ImageScores(dice, iou, ids)
+    rows = report.write_prediction_grid(path, LeftHalf(), loader, CONTEXT, scores, n=n)
     return path, rows
 
 
@@ -172,10 +174,7 @@ def test_no_grid_for_zero_rows(tmp_path: Path) -> None:
 def test_per_image_scores_leave_the_means_bit_identical() -> None:
     columns = [3, 16, 0, 9, 12, 1, 15]
     loader = make_loader(columns, batch_size=3)
-    plain = evaluate(
-        LeftHalf(), loader, torch.nn.BCEWithLogitsLoss(), create_precision("fp32", torch.device("cpu")),
-        torch.device("cpu"),
-    )  # fmt: skip
+    plain = evaluate(LeftHalf(), loader, CONTEXT)
     metrics, dice, iou = run_test_pass(loader)
     assert metrics == plain
     logits = LeftHalf()(torch.cat([b.images for b in loader]))

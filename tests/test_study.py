@@ -126,7 +126,10 @@ def test_a_key_that_is_not_a_run_setting_is_named(
         ("[base]\nout = 'x'\n", r"\[base\]: out cannot be set in a study.*--out"),
         ("[axes]\nname = ['a', 'b']\n", r"\[axes\]: name cannot be set in a study"),
         ("[grid]\nseed = [1]\n", r"unknown table or key 'grid'; a study file holds \[base\]"),
-        ("[axes]\nepochs = [2, 0]\n", r"run epochs0: --epochs 0: expected a positive integer"),
+        (
+            "[axes]\nepochs = [2, 0]\n",
+            r"bad\.toml: run epochs0: key 'epochs' = 0: expected a positive integer",
+        ),
         ("[axes]\nseed = [1]\n[[runs]]\nseed = 2\n", r"\[\[runs\]\] 1: seed is also an axis"),
         (
             "[[runs]]\nmodel = 'unet'\n[[runs]]\nmodel = 'unet'\n",

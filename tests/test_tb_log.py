@@ -34,6 +34,7 @@ def test_the_tensorboard_writer_logs_scalars_and_the_grid(tmp_path: Path) -> Non
     from segkit.build import resolve_runtime
     from segkit.contracts import Batch
     from segkit.reports.tb_log import TensorBoardLog
+    from segkit.training.loops import EvalContext
 
     config = RunConfig(log="tensorboard", epochs=2, log_images_every=2, device="cpu")
     log = TensorBoardLog(tmp_path, config)
@@ -46,7 +47,7 @@ def test_the_tensorboard_writer_logs_scalars_and_the_grid(tmp_path: Path) -> Non
     masks = (torch.rand(5, 1, 16, 16) > 0.5).float()
     loader = [Batch(images[:3], masks[:3]), Batch(images[3:], masks[3:])]
     model = torch.nn.Conv2d(3, 1, 1)
-    picture = log.grid(2, model, loader, resolve_runtime(config), (0, 0, 0), (1, 1, 1))
+    picture = log.grid(2, model, loader, EvalContext(resolve_runtime(config)))  # unnormalized
     assert picture is not None and picture.shape[1] == 4 * 160 + 3 * 4  # 4 columns of tiles
     log.test({"dice": 0.8, "iou": 0.7}, 2)
     log.close()

@@ -1,6 +1,12 @@
 """The ``albumentations`` loader: recipes compiled to albumentations, run in torch
 DataLoader workers on the CPU.
 
+The plugin's parts: this module, the loader (entry point ``segkit.loaders``:
+``albumentations``); :mod:`segkit_albumentations._compile`, the table that compiles each
+recipe op (:func:`compile_ops`); :mod:`segkit_albumentations.compose`, the recipe op it
+adds, :class:`AlbumentationsCompose` (entry point ``segkit.ops``), which runs any
+albumentations pipeline.
+
 Determinism: every sample's augmentation is seeded from ``(seed, epoch, index)``
 (:func:`segkit.data.sampling.sample_seed`), so the batches of an epoch do not depend on the
 number of workers, and the shuffle order is :func:`segkit.data.sampling.epoch_order`'s. Call
@@ -9,10 +15,12 @@ number of workers, and the shuffle order is :func:`segkit.data.sampling.epoch_or
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -25,165 +33,13 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data.reading import read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank, sample_seed
-from segkit.errors import ConfigError, DataError
+from segkit.errors import DataError
 from segkit.system.lifeline import mark_parent, recorded_parent, tie_to_parent
 from segkit.system.main_guard import exit_if_reimporting_main, main_guard_error
+from segkit_albumentations._compile import compile_ops
+from segkit_albumentations.compose import AlbumentationsCompose
 
-__all__ = ["AlbumentationsLoader", "compile_ops", "create_loader"]
-
-
-def compile_ops(ops: Sequence[R.Op], *, multiclass: bool = False) -> Any:
-    """Translate recipe ops into an ``albumentations.Compose``.
-
-    ``multiclass`` picks the mask fill of geometric ops (:func:`segkit.recipes.mask_fill`):
-    0 for binary masks, the ignore index for class maps.
-
-    Raises:
-        ConfigError: an op this backend does not know, or a mask fill the masks cannot hold.
-    """
-    import albumentations as A
-    import cv2
-
-    border = {
-        "constant": cv2.BORDER_CONSTANT,
-        "replicate": cv2.BORDER_REPLICATE,
-        "reflect": cv2.BORDER_REFLECT_101,
-    }
-    out: list[Any] = []
-    for op in ops:
-        if isinstance(op, R.HorizontalFlip):
-            out.append(A.HorizontalFlip(p=op.p))
-        elif isinstance(op, R.VerticalFlip):
-            out.append(A.VerticalFlip(p=op.p))
-        elif isinstance(op, R.RandomRotate90):
-            out.append(A.RandomRotate90(p=op.p))
-        elif isinstance(op, R.Resize):
-            out.append(A.Resize(op.size, op.size, p=op.p))
-        elif isinstance(op, R.RandomResizedCrop):
-            out.append(
-                A.RandomResizedCrop(size=(op.size, op.size), scale=op.scale, ratio=op.ratio, p=op.p)
-            )
-        elif isinstance(op, R.Affine):
-            out.append(
-                A.Affine(
-                    scale=op.scale,
-                    rotate=op.rotate,
-                    translate_percent=op.translate_percent,
-                    interpolation=cv2.INTER_LINEAR,
-                    mask_interpolation=cv2.INTER_NEAREST,
-                    border_mode=border[op.border_mode],
-                    fill=op.fill,
-                    fill_mask=R.mask_fill(op, multiclass),
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.RandomCrop):
-            out.append(
-                A.RandomCrop(
-                    height=op.size,
-                    width=op.size,
-                    pad_if_needed=True,
-                    pad_position="center",
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=op.fill,
-                    fill_mask=R.mask_fill(op, multiclass),
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.PadIfNeeded):
-            # albumentations takes a minimum size or a divisor per transform, not both:
-            # the minimum first, then the multiple of the padded size.
-            pad = {
-                "position": "center",
-                "border_mode": border[op.border_mode],
-                "fill": op.fill,
-                "fill_mask": R.mask_fill(op, multiclass),
-                "p": op.p,
-            }
-            if op.size is not None:
-                out.append(A.PadIfNeeded(min_height=op.size, min_width=op.size, **pad))
-            if op.divisor is not None:
-                out.append(
-                    A.PadIfNeeded(
-                        min_height=None,
-                        min_width=None,
-                        pad_height_divisor=op.divisor,
-                        pad_width_divisor=op.divisor,
-                        **pad,
-                    )
-                )
-        elif isinstance(op, R.ElasticTransform):
-            out.append(
-                A.ElasticTransform(
-                    alpha=op.alpha,
-                    sigma=op.sigma,
-                    interpolation=cv2.INTER_LINEAR,
-                    mask_interpolation=cv2.INTER_NEAREST,
-                    border_mode=border[op.border_mode],
-                    fill=op.fill,
-                    fill_mask=R.mask_fill(op, multiclass),
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.CoarseDropout):
-            out.append(
-                A.CoarseDropout(
-                    num_holes_range=op.num_holes_range,
-                    hole_height_range=op.hole_height_range,
-                    hole_width_range=op.hole_width_range,
-                    fill=op.fill,
-                    fill_mask=R.dropout_mask_fill(op, multiclass),
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.RandomGamma):
-            out.append(A.RandomGamma(gamma_limit=op.gamma_limit, p=op.p))
-        elif isinstance(op, R.CLAHE):
-            out.append(A.CLAHE(clip_limit=op.clip_limit, tile_grid_size=op.tile_grid_size, p=op.p))
-        elif isinstance(op, R.ChannelShuffle):
-            out.append(A.ChannelShuffle(p=op.p))
-        elif isinstance(op, R.RandomBrightnessContrast):
-            out.append(
-                A.RandomBrightnessContrast(
-                    brightness_limit=op.brightness_limit,
-                    contrast_limit=op.contrast_limit,
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.RandomToneCurve):
-            out.append(A.RandomToneCurve(scale=op.scale, p=op.p))
-        elif isinstance(op, R.GaussNoise):
-            out.append(
-                A.GaussNoise(
-                    std_range=op.std_range,
-                    mean_range=op.mean_range,
-                    per_channel=op.per_channel,
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.GaussianBlur):
-            out.append(A.GaussianBlur(blur_limit=op.blur_limit, sigma_limit=op.sigma_limit, p=op.p))
-        elif isinstance(op, R.HueSaturationValue):
-            out.append(
-                A.HueSaturationValue(
-                    hue_shift_limit=op.hue_shift_limit,
-                    sat_shift_limit=op.sat_shift_limit,
-                    val_shift_limit=op.val_shift_limit,
-                    p=op.p,
-                )
-            )
-        elif isinstance(op, R.AlbumentationsCompose):
-            inner = op.compose()
-            inner.p = op.p
-            out.append(inner)
-        elif isinstance(op, R.Normalize):
-            out.append(A.Normalize(mean=op.mean, std=op.std, max_pixel_value=255.0, p=op.p))
-        else:
-            raise ConfigError(
-                f"the albumentations loader cannot compile op {type(op).__name__}; "
-                f"it supports {', '.join(R.VOCABULARY)}"
-            )
-    return A.Compose(out)
+__all__ = ["AlbumentationsCompose", "AlbumentationsLoader", "compile_ops", "create_loader"]
 
 
 class _ReadFailure:
@@ -259,8 +115,6 @@ def _worker_init(_: int) -> None:
     tie_to_parent(recorded_parent())
     # Each worker decodes and augments one sample at a time: OpenCV's and torch's own
     # thread pools would only oversubscribe the cores the workers already use.
-    import cv2
-
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -276,8 +130,6 @@ def _worker_context() -> Any:
     first preload ties it to this process (:mod:`segkit.system.lifeline`), so that it and its
     workers die with the run, however the run dies.
     """
-    import multiprocessing as mp
-
     if "forkserver" not in mp.get_all_start_methods():  # Windows, some macOS setups
         return None
     ctx = mp.get_context("forkserver")

@@ -1,10 +1,13 @@
-"""The geometric ops for real datasets, compiled into the DALI graph.
+"""The geometric ops (image and mask together), compiled into the DALI graph.
 
 Each entry of :data:`COMPILERS` maps a :mod:`segkit.recipes` op class to a function
-``(op, context) -> DaliOp`` (see :mod:`segkit_dali._ops` for the ``DaliOp`` contract:
+``(op, context) -> DaliOp`` (see :mod:`segkit_dali._base` for the ``DaliOp`` contract:
 parameters drawn in Python per ``(seed, epoch, index)``, one draw for image and mask).
 
-Every op here reproduces albumentations 2.0.8 (what the ``albumentations`` loader runs)
+The lab's ops: ``HorizontalFlip`` (``fn.flip``, exact), ``Resize`` and
+``RandomResizedCrop`` (``fn.slice`` then ``fn.resize``; the crop window is albumentations'
+algorithm, :func:`crop_windows`). The ops for real datasets follow; every one of them
+reproduces albumentations 2.0.8 (what the ``albumentations`` loader runs)
 given the same parameters, and draws its parameters from the same distributions as
 albumentations does (from numpy's generator, so not the same numbers):
 
@@ -29,26 +32,191 @@ writes its fill with ``np.array(fill, dtype=uint8)``, which truncates: so does o
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import cv2
 import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
 from segkit import recipes as R
 from segkit.errors import ConfigError
-from segkit_dali._loader import PerBatch
-from segkit_dali._ops import (
+from segkit_dali._base import (
     CompileContext,
     Compiler,
     DaliOp,
-    HorizontalFlip,
     Param,
     Params,
+    PerBatch,
     Rows,
+    Shape,
     Shapes,
     uniform,
 )
+
+# ----------------------------------------------------------------- the lab's ops
+
+
+def resize_both(image: Any, mask: Any, size: list[int], antialias: bool) -> tuple[Any, Any]:
+    """Resample image (linear) and mask (nearest, never antialiased) to ``size``.
+
+    Antialiasing a mask averages labels into new values (DALI #5507); nearest neighbour
+    keeps it exactly 0/1.
+    """
+    image = fn.resize(image, size=size, interp_type=types.INTERP_LINEAR, antialias=antialias)
+    mask = fn.resize(mask, size=size, interp_type=types.INTERP_NN, antialias=False)
+    return image, mask
+
+
+class HorizontalFlip(DaliOp):
+    geometric = True
+    channel_uniform = True
+
+    def __init__(self, op: R.Op) -> None:
+        super().__init__(op)
+        # No conditional: fn.flip takes the per-sample flag itself, and image and mask
+        # read the same flag node.
+        self.always = True
+        self.params = () if op.p >= 1.0 else (Param("flip", np.int32),)
+
+    def draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+    ) -> tuple[Params, Shapes]:
+        if not self.params:
+            return {}, shapes
+        return {"flip": (uniform(rng, n, rows) < self.op.p).astype(np.int32)}, shapes
+
+    def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
+        flag = p.get("flip", 1)
+        return (
+            fn.flip(image, horizontal=flag, vertical=0),
+            fn.flip(mask, horizontal=flag, vertical=0),
+        )
+
+
+class Resize(DaliOp):
+    """Resize to ``size`` x ``size``; skipped for samples already that size (after a
+    RandomResizedCrop), as albumentations skips them: a resampling to the same size is
+    the identity, but costs ~1.7 ms per 256 px image on the CPU."""
+
+    geometric = True
+    channel_uniform = True
+
+    def __init__(self, op: R.Resize, antialias: bool) -> None:
+        super().__init__(op)
+        self.always = False
+        self.params = (Param("apply", np.bool_),)
+        self.size = (op.size, op.size)
+        self.antialias = antialias
+
+    def draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+    ) -> tuple[Params, Shapes]:
+        fire = (
+            np.ones(len(rows), np.bool_) if self.op.p >= 1.0 else uniform(rng, n, rows) < self.op.p
+        )
+        fire &= (shapes != np.asarray(self.size)).any(1)
+        return {"apply": fire}, np.where(fire[:, None], np.asarray(self.size), shapes)
+
+    def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
+        return resize_both(image, mask, list(self.size), self.antialias)
+
+
+class RandomResizedCrop(DaliOp):
+    geometric = True
+    channel_uniform = True
+
+    def __init__(self, op: R.RandomResizedCrop, antialias: bool) -> None:
+        super().__init__(op)
+        self.params = (*self.params, Param("start", np.int32, (2,)), Param("end", np.int32, (2,)))
+        self.size = (op.size, op.size)
+        self.antialias = antialias
+
+    def _draw(
+        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+    ) -> tuple[Params, Shapes]:
+        window = crop_windows(
+            uniform(rng, n, rows, 10, 2),
+            uniform(rng, n, rows, 2),
+            shapes,
+            self.op.scale,
+            self.op.ratio,
+        )
+        # Samples it does not fire for keep the whole image (never read: not applied).
+        window = np.where(fire[:, None], window, np.concatenate([0 * shapes, shapes], 1))
+        window = window.astype(np.int32)
+        return {"start": window[:, :2], "end": window[:, 2:]}, np.broadcast_to(
+            np.asarray(self.size), shapes.shape
+        )
+
+    def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:
+        # Crop, then resize the crop: one window (the same two nodes) for image and mask.
+        # fn.resize's roi_start/roi_end would save the copy but samples pixels outside
+        # the window at its edges (up to 30 levels off albumentations' crop-then-resize
+        # on the outermost rows); the slice makes the edges exact.
+        image = fn.slice(image, start=p["start"], end=p["end"], axis_names="HW")
+        mask = fn.slice(mask, start=p["start"], end=p["end"], axis_names="HW")
+        return resize_both(image, mask, list(self.size), self.antialias)
+
+
+def crop_window(
+    rng: np.random.Generator,
+    shape: Shape,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> tuple[int, int, int, int]:
+    """One RandomResizedCrop window ``(y0, x0, y1, x1)`` in pixels (see :func:`crop_windows`)."""
+    tries, position = rng.random((1, 10, 2)), rng.random((1, 2))
+    window = crop_windows(tries, position, np.array([shape]), scale, ratio)[0]
+    return tuple(int(v) for v in window)  # type: ignore[return-value]
+
+
+def crop_windows(
+    tries: np.ndarray,
+    position: np.ndarray,
+    shapes: Shapes,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> np.ndarray:
+    """RandomResizedCrop windows ``(y0, x0, y1, x1)`` in pixels, one row per sample.
+
+    The algorithm is albumentations 2.0's (``RandomResizedCrop.get_params_dependent_on_data``),
+    itself torchvision's: ten tries at an area in ``scale`` and a log-uniform aspect ratio
+    in ``ratio``, the first that fits is placed uniformly; failing those, a centre crop
+    with the ratio clamped into ``ratio``. Vectorized: ``tries`` (m, 10, 2) holds each
+    sample's ten pairs of ``U[0, 1)`` (area, log ratio), ``position`` (m, 2) the two
+    ``U[0, 1)`` of the window's place, ``shapes`` (m, 2) the ``(height, width)``.
+    """
+    height = shapes[:, 0:1].astype(np.float64)  # (m, 1): broadcast against the tries
+    width = shapes[:, 1:2].astype(np.float64)
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    target = area * (scale[0] + (scale[1] - scale[0]) * tries[..., 0])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * tries[..., 1])
+    w = np.rint(np.sqrt(target * aspect))  # rint and round() both round half to even
+    h = np.rint(np.sqrt(target / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.argmax(1)  # the first try that fits (0 if none does)
+    pick = np.arange(len(shapes))
+    w, h = w[pick, first], h[pick, first]
+    height, width = height[:, 0], width[:, 0]
+    y0 = np.floor((height - h + 1) * position[:, 0])
+    x0 = np.floor((width - w + 1) * position[:, 1])
+    # The fallback: a centre crop, the ratio clamped into `ratio`.
+    in_ratio = width / height
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    cw = np.where(wide, np.rint(height * ratio[1]), width)
+    ch = np.where(narrow, np.rint(width / ratio[0]), height)
+    found = fits.any(1)
+    w, h = np.where(found, w, cw), np.where(found, h, ch)
+    y0 = np.where(found, y0, (height - ch) // 2)
+    x0 = np.where(found, x0, (width - cw) // 2)
+    return np.stack([y0, x0, y0 + h, x0 + w], 1).astype(np.int64)
+
+
+# ------------------------------------------------------------ ops for real datasets
+
 
 #: segkit border modes -> DALI's (``fn.experimental.warp_perspective``'s) names. "reflect"
 #: is OpenCV's BORDER_REFLECT_101 (the edge pixel is not repeated).
@@ -101,6 +269,7 @@ class RandomRotate90(DaliOp):
     flags. No resampling: bit-identical to ``np.rot90``. Odd k swap height and width."""
 
     geometric = True
+    channel_uniform = True
 
     def __init__(self, op: R.RandomRotate90) -> None:
         super().__init__(op)
@@ -172,6 +341,7 @@ class Affine(DaliOp):
     """
 
     geometric = True
+    channel_uniform = True
 
     def __init__(self, op: R.Affine, multiclass: bool) -> None:
         super().__init__(op)
@@ -237,6 +407,7 @@ class RandomCrop(DaliOp):
     fill), as ``A.RandomCrop(pad_if_needed=True, pad_position="center")``."""
 
     geometric = True
+    channel_uniform = True
 
     def __init__(self, op: R.RandomCrop, multiclass: bool) -> None:
         super().__init__(op)
@@ -292,6 +463,7 @@ class PadIfNeeded(DaliOp):
     """
 
     geometric = True
+    channel_uniform = True
 
     def __init__(self, op: R.PadIfNeeded, multiclass: bool) -> None:
         super().__init__(op)
@@ -404,6 +576,8 @@ class CoarseDropout(DaliOp):
     ``1 + 4 * num_holes_range[1]`` numbers per sample of the split (8 bytes each: a
     range up to 1000 holes on 10,000 images is 320 MB for the epoch's table)."""
 
+    channel_uniform = True  # one fill for all three channels
+
     def __init__(self, op: R.CoarseDropout, multiclass: bool) -> None:
         super().__init__(op)
         self.holes = int(op.num_holes_range[1])
@@ -448,8 +622,6 @@ def displacement_field(
     float32 standard normals divided by their largest magnitude, both fields blurred as
     one ``(2H, W)`` image by ``cv2.GaussianBlur`` (automatic width, replicated border),
     times ``alpha``. The same generator gives the same field as albumentations."""
-    import cv2
-
     fields = rng.standard_normal((2, *shape), dtype=np.float32)
     largest = np.abs(fields).max()
     if largest > 1e-6:
@@ -531,6 +703,7 @@ class ElasticTransform(DaliOp):
     """
 
     geometric = True
+    channel_uniform = True
 
     def __init__(self, op: R.ElasticTransform, context: CompileContext) -> None:
         if not context.gpu:
@@ -575,7 +748,10 @@ class ElasticTransform(DaliOp):
 
 # ------------------------------------------------------------------------- compile
 
-COMPILERS: dict[type, Compiler] = {
+COMPILERS: dict[type[R.Op], Compiler] = {
+    R.HorizontalFlip: lambda op, c: HorizontalFlip(op),
+    R.Resize: lambda op, c: Resize(op, c.antialias),
+    R.RandomResizedCrop: lambda op, c: RandomResizedCrop(op, c.antialias),
     R.VerticalFlip: lambda op, c: VerticalFlip(op),
     R.RandomRotate90: lambda op, c: RandomRotate90(op),
     R.Affine: lambda op, c: Affine(op, c.multiclass),
@@ -584,16 +760,3 @@ COMPILERS: dict[type, Compiler] = {
     R.ElasticTransform: lambda op, c: ElasticTransform(op, c),
     R.CoarseDropout: lambda op, c: CoarseDropout(op, c.multiclass),
 }
-
-#: The ops above that commute exactly with a permutation of the channels (the same
-#: sampling on each channel, one fill value for all three): a ChannelShuffle may run
-#: after them (:func:`segkit_dali._ops.graph_order`).
-CHANNEL_UNIFORM = (
-    VerticalFlip,
-    RandomRotate90,
-    Affine,
-    RandomCrop,
-    PadIfNeeded,
-    ElasticTransform,
-    CoarseDropout,
-)

@@ -30,12 +30,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+from PIL import Image
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
 from segkit.data.reading import open_image, read_image, read_raw_mask, read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank
 from segkit.errors import ConfigError, DataError
+from segkit_dali._base import PerBatch
+from segkit_dali._graph import Placement, compile_ops, define_graph
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
 # 16-bit files, palette masks, ...) is decoded with segkit.data.reading, exactly as the
@@ -76,22 +81,6 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed & mask64, epoch & mask64])
 
 
-class PerBatch:
-    """A parameter column made batch by batch instead of drawn for the whole epoch.
-
-    For parameters too large to hold for every sample of an epoch (an elastic
-    displacement field is ``H x W x 2`` floats): an op's ``draw`` returns one, built from
-    what it did draw for the epoch (per-sample seeds), and the feed slices it per batch
-    like an array, getting one array per sample (their shapes may differ).
-    """
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def __getitem__(self, rows: slice) -> list[np.ndarray]:
-        raise NotImplementedError
-
-
 def draw_params(
     ops: Sequence[Any], seed: int, epoch: int, n: int, rows: np.ndarray, shapes: np.ndarray
 ) -> list[np.ndarray]:
@@ -126,8 +115,6 @@ def draw_params(
 
 def _png(array: np.ndarray) -> np.ndarray:
     buf = io.BytesIO()
-    from PIL import Image
-
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
 
@@ -295,8 +282,6 @@ class DaliLoader:
         antialias: bool = False,
         prefetch: int = 2,
     ) -> None:
-        from segkit_dali._ops import Placement, compile_ops
-
         check_loader_args(batch_size, shard, num_workers)
         rank, world = shard
         if not isinstance(clahe_levels, int) or clahe_levels < 1:
@@ -431,11 +416,6 @@ class DaliLoader:
         return pipe
 
     def _build(self) -> _Pipe:
-        from nvidia.dali import pipeline_def
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-
-        from segkit_dali._ops import define_graph
-
         graph = pipeline_def(define_graph, enable_conditionals=True)
         pipeline = graph(
             feed=self._feed,
@@ -509,7 +489,6 @@ def _dali_reason(error: BaseException) -> str:
 
 def _dali_decodes(data: np.ndarray, gray: bool, placement: Any) -> bool:
     """Whether DALI's decoder (on ``placement``'s device) accepts one encoded file."""
-    from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=placement.device_id)
     def probe() -> Any:

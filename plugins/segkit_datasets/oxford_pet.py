@@ -6,8 +6,16 @@ import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from segkit.contracts import MaskSpec, Sample, check_disjoint, check_samples, check_split
+from segkit.contracts import (
+    LayoutAudit,
+    MaskSpec,
+    Sample,
+    check_disjoint,
+    check_samples,
+    check_split,
+)
 from segkit.errors import ConfigError, DataError
 
 #: Where ``segkit data fetch`` downloads the official archives from.
@@ -18,6 +26,15 @@ _LAYOUT = (
     "expected the Oxford-IIIT Pet layout (images/, annotations/trimaps/, "
     "annotations/trainval.txt, annotations/test.txt)"
 )
+#: The layout in one line (the ``layout`` capability, shown when a folder is refused).
+LAYOUT = (
+    "images/<name>.jpg, annotations/trimaps/<name>.png (1 pet, 2 background, 3 border), "
+    "annotations/trainval.txt and test.txt (the official Oxford-IIIT Pet layout)"
+)
+
+#: Names shown in one message before "and N more".
+SHOW = 3
+
 _HOW_TO_GET = (
     "pass --data pointing at a folder with images/ and annotations/, "
     "or run `segkit data fetch` or `segkit data synth PATH`"
@@ -139,6 +156,105 @@ class OxfordPet:
     #: ``segkit data fetch PATH`` calls ``fetch(path, base_url=...)`` (a declared capability).
     fetch = staticmethod(fetch_oxford_pet)
 
+    #: ``layout`` capability: the layout in one line.
+    layout = LAYOUT
+
+    @staticmethod
+    def recognizes(root: Path) -> bool:
+        """``recognizes`` capability: an ``annotations/`` folder marks this layout (what it
+        lacks is then reported in this layout's words)."""
+        return (Path(root) / "annotations").is_dir()
+
+    @classmethod
+    def audit(cls, root: Path, **options: Any) -> LayoutAudit:
+        """``audit`` capability: every problem of the split lists (missing, repeated or
+        shared names) and every file they name that is missing (with the files whose
+        names are close), the files in ``images/`` and ``annotations/trimaps/`` that no
+        list names or that have another extension, and the samples whose files exist.
+
+        Raises:
+            DataError, ConfigError: as the constructor (no such folder, no ``images/``
+                or ``annotations/trimaps/``, a bad option).
+        """
+        ds = cls(root, **options)
+        problems: list[tuple[Path, str]] = []
+        paths = {n: ds.root / "annotations" / n for n in ("trainval.txt", "test.txt")}
+        ids: dict[str, list[str]] = {}
+        for name, path in paths.items():
+            try:
+                ids[name] = _read_split_list(path, problems)
+            except DataError as e:
+                problems.append((path, str(e)))
+                ids[name] = []
+        try:
+            check_disjoint({paths[n]: ids[n] for n in paths})
+        except DataError as e:
+            problems.append((paths["test.txt"], str(e)))
+        in_test = set(ids["test.txt"])
+        trainval = [i for i in ids["trainval.txt"] if i not in in_test]
+        folders = {"image": ds.root / "images", "trimap": ds.root / "annotations" / "trimaps"}
+        listing = {kind: _listing(folder) for kind, folder in folders.items()}
+        suffix = {"image": ".jpg", "trimap": ".png"}
+        listed = set(trainval) | in_test
+        unnamed = {
+            kind: [f for f in files if Path(f).stem not in listed or not f.endswith(suffix[kind])]
+            for kind, files in listing.items()
+        }
+        present: set[str] = set()
+        for split_ids, source in (
+            (trainval, paths["trainval.txt"]),
+            (ids["test.txt"], paths["test.txt"]),
+        ):
+            for i in split_ids:
+                ok = True
+                for kind, folder in folders.items():
+                    if f"{i}{suffix[kind]}" in listing[kind]:
+                        continue
+                    ok = False
+                    close = _near(i, unnamed[kind])
+                    problems.append(
+                        (
+                            folder / f"{i}{suffix[kind]}",
+                            f"{folder / (i + suffix[kind])}: {kind} named in {source} not found"
+                            f"{close}; restore the file or remove its name from the split list",
+                        )
+                    )
+                if ok:
+                    present.add(i)
+        skipped = []
+        for kind, folder in folders.items():
+            for f in sorted(listing[kind]):
+                if f.startswith("."):
+                    why = "a hidden file"
+                elif not f.endswith(suffix[kind]):
+                    why = (
+                        f"not {suffix[kind]} (this layout reads {folder.name}/<name>{suffix[kind]})"
+                    )
+                elif Path(f).stem not in listed:
+                    why = "in neither trainval.txt nor test.txt"
+                else:
+                    continue
+                skipped.append((folder / f, why))
+        parts = train_valid_split(trainval, ds.valid_fraction, ds.split_seed)
+        parts["test"] = ids["test.txt"]
+        splits: dict[str, list[Sample]] = {}
+        for split in ("train", "valid", "test"):
+            splits[split] = [ds._sample(i) for i in parts[split] if i in present]
+            source = paths["test.txt" if split == "test" else "trainval.txt"]
+            if not splits[split] and not any(f == source for f, _ in problems):
+                try:
+                    check_samples([], split, source)
+                except DataError as e:
+                    problems.append((source, str(e)))
+        return LayoutAudit(ds.root, ds.mask_spec, splits, problems, skipped)
+
+    def _sample(self, i: str) -> Sample:
+        return Sample(
+            id=i,
+            image=self.root / "images" / f"{i}.jpg",
+            mask=self.root / "annotations" / "trimaps" / f"{i}.png",
+        )
+
     def __init__(
         self,
         root: Path | None,
@@ -187,14 +303,7 @@ class OxfordPet:
         check_disjoint({source: ids, **_readable_lists(p for p in lists.values() if p != source)})
         if split != "test":
             ids = train_valid_split(ids, self.valid_fraction, self.split_seed)[split]
-        samples = [
-            Sample(
-                id=i,
-                image=self.root / "images" / f"{i}.jpg",
-                mask=self.root / "annotations" / "trimaps" / f"{i}.png",
-            )
-            for i in ids
-        ]
+        samples = [self._sample(i) for i in ids]
         _check_files_exist(samples, source)
         return check_samples(samples, split, source)
 
@@ -223,8 +332,9 @@ def _readable_lists(paths: Iterable[Path]) -> dict[Path, list[str]]:
     return out
 
 
-def _read_split_list(path: Path) -> list[str]:
-    """Ids (first token of each line) of an official split list; '#' lines are comments."""
+def _read_split_list(path: Path, problems: list[tuple[Path, str]] | None = None) -> list[str]:
+    """Ids (first token of each line) of an official split list; '#' lines are comments.
+    With ``problems`` (an audit), a repeated name is recorded there and read once."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -239,10 +349,14 @@ def _read_split_list(path: Path) -> list[str]:
             continue
         name = line.split()[0]
         if name in first_line:
-            raise DataError(
+            message = (
                 f"{path}: line {lineno} repeats '{name}' (first on line {first_line[name]}); "
                 "each image may be listed once"
             )
+            if problems is None:
+                raise DataError(message)
+            problems.append((path, message))
+            continue
         first_line[name] = lineno
         ids.append(name)
     return ids
@@ -265,8 +379,35 @@ def _check_files_exist(samples: list[Sample], source: Path) -> None:
         kind = "image" if missing[0].suffix == ".jpg" else "trimap"
         more = ""
         if len(missing) > 1:
-            more = f" ({len(missing) - 1} more files it names are missing too)"
-        raise DataError(
-            f"{missing[0]}: {kind} named in {source} not found{more}; restore the file or "
-            "remove its name from the split list"
+            rest = missing[1:]
+            shown = ", ".join(p.name for p in rest[:SHOW])
+            shown += f" and {len(rest) - SHOW} more" if len(rest) > SHOW else ""
+            more = f" ({len(rest)} more files it names are missing too: {shown})"
+        listing = listings.get(missing[0].parent, set())
+        close = _near(
+            missing[0].stem,
+            [
+                f
+                for f in listing
+                if Path(f).stem != missing[0].stem or not f.endswith(missing[0].suffix)
+            ],
         )
+        raise DataError(
+            f"{missing[0]}: {kind} named in {source} not found{close}{more}; restore the "
+            "file or remove its name from the split list"
+        )
+
+
+def _listing(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _near(stem: str, names: Iterable[str]) -> str:
+    """`` (the folder holds X)`` when a file's name is close to the missing ``stem``."""
+    from segkit.data.layouts import close_names
+
+    close = close_names(stem, names)
+    return f" ({' and '.join(close)} {'is' if len(close) == 1 else 'are'} there)" if close else ""

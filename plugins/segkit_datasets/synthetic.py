@@ -341,6 +341,13 @@ class SyntheticPet(OxfordPet):
     generate = staticmethod(write_synthetic)
     #: Generated, never downloaded: Oxford-IIIT Pet's ``fetch`` is not inherited.
     fetch = None
+    #: A generated set is in Oxford-IIIT Pet's layout, which ``oxford_pet`` recognises and
+    #: reads; this plugin does not claim the folders it wrote (two layouts recognising one
+    #: folder would make ``--data`` ambiguous).
+    recognizes = None
+    layout = None
+    #: A folder missing a file is regenerated, not audited: there is nothing to report.
+    audit = None
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from segkit.contracts import declare
+from segkit_unet._init import Init, check_init, init_decoder, init_head
 
 __all__ = ["UNet", "create_unet"]
 
@@ -79,12 +80,15 @@ class UNet(nn.Module):
     Args:
         in_channels: Channels of the input images.
         out_channels: Channels of the output logits (1 for binary segmentation).
+        init: ``"kaiming"``: every convolution ``kaiming_uniform_(fan_in, relu)``, batch
+            norm 1/0, the head ``xavier_uniform_`` (smp's decoder and head init, see
+            :mod:`segkit_unet._init`); ``"torch"``: PyTorch's layer defaults.
     """
 
     #: Four 2x2 max pools: H and W must be divisible by 2**4.
     min_input_multiple = 16
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 1):
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, init: Init = "kaiming"):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -98,6 +102,10 @@ class UNet(nn.Module):
         self.up3 = Up(256, 128)
         self.up4 = Up(128, 64)
         self.outc = nn.Conv2d(64, out_channels, kernel_size=1)
+        check_init("unet", init)
+        if init == "kaiming":
+            init_decoder(self)
+            init_head(self.outc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, in_channels, H, W)`` images to ``(N, out_channels, H, W)`` logits
@@ -115,18 +123,21 @@ class UNet(nn.Module):
 
 
 @declare(min_input_multiple=UNet.min_input_multiple)
-def create_unet(in_channels: int = 3, out_channels: int = 1) -> UNet:
+def create_unet(in_channels: int = 3, out_channels: int = 1, init: Init = "kaiming") -> UNet:
     """Create the classic UNet (31.0M parameters for RGB in, one logit channel out).
 
     Args:
         in_channels: Channels of the input images.
         out_channels: Channels of the output logits.
+        init: ``"kaiming"`` (default): smp's decoder and head initialization for every
+            layer; ``"torch"``: PyTorch's layer defaults (segkit before issue 29).
 
     Returns:
         A :class:`UNet` returning logits; H and W must be divisible by 16.
 
     Raises:
-        TypeError: An unknown option was given (there are none yet). Through
-            :func:`segkit.registry.create` this is a ``ConfigError`` listing the options.
+        ConfigError: ``init`` is not one of ``kaiming``, ``torch``.
+        TypeError: An unknown option was given. Through :func:`segkit.registry.create`
+            this is a ``ConfigError`` listing the options.
     """
-    return UNet(in_channels, out_channels)
+    return UNet(in_channels, out_channels, init)

@@ -31,7 +31,7 @@ __all__ = ["add_config_args", "build_parser", "main", "settings_from_args", "_wi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkit",
-        description="Binary semantic segmentation: train, evaluate and predict with pluggable "
+        description="Semantic segmentation, binary or K-class: train, evaluate and predict with pluggable "
         "models, losses, augmentation recipes, loaders and datasets.",
     )
     parser.add_argument("--version", action="version", version="segkit 0.1.0")

@@ -87,8 +87,8 @@ def _add_check(data: Any) -> None:
     c.add_argument(
         "--dataset",
         default=None,
-        help=f"dataset plugin (default: {DEFAULTS['dataset']} with --data, "
-        f"{DEFAULTS['generated_dataset']} without)",
+        help="dataset plugin (default: the layout the --data folder is recognised as, "
+        f"{DEFAULTS['generated_dataset']} without --data)",
     )
     c.add_argument(
         "--dataset-opt",
@@ -148,9 +148,8 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.build import build_dataset
     from segkit.config import RunConfig, parse_options
-    from segkit.data.check import check_dataset, format_report
+    from segkit.data.check import check_configured, format_report
 
     # The dataset a `segkit run` with the same --data/--dataset/--dataset-opt would read.
     config = RunConfig(
@@ -158,7 +157,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         dataset_options=parse_options(args.dataset_opt, "--dataset-opt"),
     )
-    report = check_dataset(build_dataset(config), args.workers, name=config.resolved_dataset())
+    report = check_configured(config, args.workers)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -149,7 +149,7 @@ def add_lr_find(sub: Any) -> None:
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
-    from segkit.training.lr_sweep import lr_find, write_plot
+    from segkit.training.lr_sweep import Sweep, lr_find, write_plot
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
@@ -175,9 +175,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         )
     result = lr_find(
         config,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        steps=args.steps,
+        Sweep(start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps),
         progress=progress,
         training=training,
         runtime=runtime,

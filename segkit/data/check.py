@@ -6,8 +6,14 @@ every dataset plugin gets the same checks. Files are read with the rules and mes
 :mod:`segkit.data.reading`, in a thread pool (PIL releases the GIL while decoding).
 
 Problems are ``error`` (a run would stop on them: an unreadable file, a mask value outside
-those declared, an image/mask size mismatch, one image in two splits) or ``warning``
-(a file whose format differs from its extension). Each names its file.
+those declared, an image/mask size mismatch, one image in two splits, an image without
+its mask) or ``warning`` (a file whose format differs from its extension, a mask in a
+format unlike the others, binary encodings mixed). Each names its file. A dataset plugin
+that declares ``audit`` (see :class:`segkit.contracts.DatasetFactory`) is read through
+it, so problems of the layout itself (every image without its mask, not only the first)
+and the files the layout leaves unread are listed too. What the refused masks are and
+what makes the run work (the classes to declare, a command) comes from
+:mod:`segkit.data.encoding`.
 """
 
 from __future__ import annotations
@@ -19,21 +25,23 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segkit.build import default_workers
-from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
+from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
+from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
 from segkit.data.reading import (
-    check_mask_values,
     check_same_size,
-    decode_raw_mask,
     open_image,
     read_image,
 )
 from segkit.errors import DataError
 from segkit.training.progress import is_tty
+
+if TYPE_CHECKING:
+    from segkit.config import RunConfig
 
 #: Empty-mask names shown per split before "and N more".
 SHOW_EMPTY = 5
@@ -47,7 +55,8 @@ SIZE_MULTIPLE = 32
 class Problem:
     """One finding about one file: ``severity`` is ``error`` (a run would stop) or
     ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
-    format_mismatch, split."""
+    format_mismatch, split, layout (the dataset's audit: an image without its mask...),
+    odd_mask, mixed_encoding."""
 
     severity: str
     kind: str
@@ -91,6 +100,15 @@ class Report:
     #: The class names of a K-class dataset (empty: binary). Then "foreground" is every
     #: pixel of a class other than class 0, and an empty mask one with only class 0.
     classes: list[str] = field(default_factory=list)
+    #: Files in the dataset's folders that it does not read: ``{"file", "why"}``.
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    #: What the refused masks are, in one line ("" when none is refused).
+    masks_refused: str = ""
+    #: What makes the run work, each as words to print (a classes.txt, a command).
+    fixes: list[str] = field(default_factory=list)
+    #: The ``segkit run`` command for this data with the suggested image size (set by
+    #: :func:`check_configured`, which knows the flags; "" otherwise).
+    command: str = ""
 
     @property
     def errors(self) -> list[Problem]:
@@ -116,6 +134,7 @@ class _Seen:
     image_size: tuple[int, int] | None = None  # (W, H)
     image_format: str | None = None
     mask_format: str | None = None
+    mask: MaskInfo | None = None
     digest: str | None = None
     values: dict[int, int] = field(default_factory=dict)  # raw value -> pixels
     foreground: int = 0
@@ -177,45 +196,39 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
     else:
         if problem:
             seen.problems.append(problem)
-    # The mask: its raw values, then the dataset's rules.
-    try:
-        with open_image(sample.mask) as im:
-            seen.mask_format = f"{im.format} {im.mode}"
-            problem = _format_problem(sample.mask, im.format)
-        raw = decode_raw_mask(sample.mask, spec)
-    except DataError as e:
-        seen.problems.append(Problem("error", "unreadable", str(sample.mask), str(e)))
+    # The mask: what it is and its raw values (segkit.data.encoding), then the rules.
+    info = seen.mask = inspect_mask(sample.mask, spec)
+    if info.error is not None:
+        seen.problems.append(Problem("error", "unreadable", str(sample.mask), info.error))
         return seen
-    except Exception as e:  # noqa: BLE001
-        seen.problems.append(_unreadable(sample.mask, decode_raw_mask, e))
-        return seen
+    seen.mask_format = f"{info.format} {info.mode}"
+    problem = _format_problem(sample.mask, info.format)
     if problem:
         seen.problems.append(problem)
-    values, counts = np.unique(raw, return_counts=True)
-    seen.values = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
-    try:
-        check_mask_values(sample.mask, list(seen.values), spec)
-    except DataError as e:
+    seen.values = info.values
+    if info.problem is not None:
         seen.problems.append(
-            Problem("error", "mask_values", str(sample.mask), str(e) + _encoding_hint(seen, spec))
+            Problem("error", "mask_values", str(sample.mask), info.problem + _hint(seen, spec))
         )
     else:
         seen.mask_ok = True
-    seen.pixels = int(raw.size)
+    if not seen.values:  # colours outside the palette: nothing decoded
+        return seen
+    seen.pixels = sum(seen.values.values())
     if spec.is_multiclass:  # not class 0, and not ignored
         target = spec.lookup()
         seen.foreground = sum(n for v, n in seen.values.items() if target.get(v, 0) not in (0, 255))
     else:
-        seen.foreground = int(raw.size - seen.values.get(spec.background, 0))
-    if seen.image_size is not None:
+        seen.foreground = seen.pixels - seen.values.get(spec.background, 0)
+    if seen.image_size is not None and info.size is not None:
         try:
-            check_same_size(sample, seen.image_size[::-1], raw.shape)
+            check_same_size(sample, seen.image_size[::-1], info.size[::-1])
         except DataError as e:
             seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), str(e)))
     return seen
 
 
-def _encoding_hint(seen: _Seen, spec: MaskSpec) -> str:
+def _hint(seen: _Seen, spec: MaskSpec) -> str:
     found = set(seen.values)
     allowed = set(spec.allowed)
     if 255 in found and 255 not in allowed and found <= {0, 255} and {0, 1} <= allowed:
@@ -270,6 +283,10 @@ def check_dataset(
     problems: list[Problem] = []
     items: list[tuple[str, Sample]] = []
     splits: dict[str, SplitStats] = {}
+    skipped: list[dict[str, str]] = []
+    if isinstance(dataset, LayoutAudit):  # every layout problem, and what it leaves unread
+        problems += [Problem("error", "layout", str(f), m) for f, m in dataset.problems]
+        skipped = [{"file": str(f), "why": why} for f, why in dataset.skipped]
     for split in SPLITS:
         try:
             samples = dataset.samples(split)
@@ -318,6 +335,11 @@ def check_dataset(
             st.foreground_fraction = st.foreground_pixels / st.pixels
 
     duplicates = _duplicates(by_digest, problems)
+    found = diagnosis_of([s.mask for s in seen if s.mask is not None], spec, name, dataset.root)
+    problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
+    fixes = list(found.fixes)
+    if isinstance(dataset, LayoutAudit):
+        fixes = [*dataset.advice, *fixes]
     return Report(
         dataset=name,
         root=str(dataset.root),
@@ -331,7 +353,62 @@ def check_dataset(
         problems=problems,
         suggestions=_suggestions([sz for split in SPLITS for sz in sizes[split]], splits, spec),
         classes=list(spec.classes),
+        skipped=skipped,
+        masks_refused=found.summary,
+        fixes=fixes,
     )
+
+
+def _warning_kind(warning: str) -> str:
+    return "mixed_encoding" if warning.startswith("the masks mix") else "odd_mask"
+
+
+def check_configured(
+    config: RunConfig, workers: int | None = None, *, progress: bool | None = None
+) -> Report:
+    """:func:`check_dataset` of the dataset a ``segkit run`` with ``config``'s ``data``,
+    ``dataset`` and ``dataset_options`` would read (its layout recognised when
+    ``dataset`` is not given), through the plugin's ``audit`` when it declares one, so a
+    layout problem (an image without a mask) is listed with every other problem instead
+    of stopping the check.
+
+    Raises:
+        DataError: the folder is in no layout segkit recognises, or the plugin cannot
+            read it at all (no such folder).
+        ConfigError: a bad dataset option.
+    """
+    from segkit.build import build_dataset
+    from segkit.config import data_path
+    from segkit.registry import default_registry
+
+    name = config.resolved_dataset()
+    audit = default_registry().info("datasets", name).capability("audit")
+    if callable(audit) and config.data:
+        dataset: Dataset = audit(data_path(config), **config.dataset_options)
+    else:
+        dataset = build_dataset(config)
+    report = check_dataset(dataset, workers, name=name, progress=progress)
+    report.command = _run_command(config, report)
+    return report
+
+
+def _run_command(config: RunConfig, report: Report) -> str:
+    """``segkit run`` with the flags this check was given and the suggested image size."""
+    import shlex
+
+    words = ["segkit", "run"]
+    if config.data:
+        words += ["--data", str(config.data)]
+    if config.dataset:
+        words += ["--dataset", config.dataset]
+    for key, value in config.dataset_options.items():
+        if isinstance(value, (list, tuple)):  # classes=a,b as typed
+            value = ",".join(map(str, value))
+        words += ["--dataset-opt", f"{key}={value}"]
+    size = report.suggestions.get("image_size")
+    if size:
+        words += ["--image-size", str(size["value"])]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _count_classes(counts: dict[str, int], values: dict[int, int], spec: MaskSpec) -> None:
@@ -582,10 +659,16 @@ def format_report(report: Report) -> str:
         errors = len(report.errors)
         warnings = len(report.problems) - errors
         lines.append(f"problems: {_n(errors, 'error')}, {_n(warnings, 'warning')}")
+        refused = [p for p in report.problems if p.kind == "mask_values"]
         for p in report.problems:
+            if p.kind == "mask_values" and len(refused) > 1 and report.masks_refused:
+                if p is refused[0]:  # every refused mask in one line, with what they are
+                    lines.append(f"  error: {report.masks_refused}")
+                continue
             lines.append(f"  {p.severity}: {p.message}")
     else:
         lines.append("problems: none")
+    lines += _skipped_lines(report.skipped, Path(report.root))
     for key in ("image_size", "pos_weight", "class_weights"):
         s = report.suggestions.get(key)
         if s is None:
@@ -594,9 +677,34 @@ def format_report(report: Report) -> str:
             lines.append(f"suggested {key}: none ({s['why']})")
         else:
             lines.append(f"suggested {s['option']}: {s['why']}")
-    lines.append(
-        "ok: nothing here would stop a run"
-        if report.ok
-        else f"FAILED: {_n(len(report.errors), 'problem')} would stop a run"
-    )
+    if report.fixes:
+        lines.append("to fix:")
+        lines += [f"  - {fix}" for fix in report.fixes]
+    if report.ok:
+        lines.append("ok: nothing here would stop a run")
+        if report.command:
+            lines.append(f"run it: {report.command}")
+    else:
+        then = (
+            "; do what 'to fix' says, then check again"
+            if report.fixes
+            else "; check again once fixed"
+        )
+        lines.append(f"FAILED: {_n(len(report.errors), 'problem')} would stop a run{then}")
     return "\n".join(lines)
+
+
+def _skipped_lines(skipped: list[dict[str, str]], root: Path) -> list[str]:
+    """One line per reason, the files relative to ``root``: ``3 files, not .jpg (...):
+    images/a.mat, images/b.mat, images/c.mat``."""
+    if not skipped:
+        return []
+    by: dict[str, list[str]] = {}
+    for item in skipped:
+        path = Path(item["file"])
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        by.setdefault(item["why"], []).append(shown)
+    lines = [f"skipped: {_n(len(skipped), 'file')} the dataset does not read"]
+    for why, files in by.items():
+        lines.append(f"  {_n(len(files), 'file')}, {why}: {_names(files, len(files))}")
+    return lines

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, MaskSpec, Sample
+from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec, Sample
 from segkit.errors import ConfigError, DataError
 
 #: The most pixels (width x height) segkit decodes from one image or mask file; the
@@ -127,21 +127,29 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
         DataError: the file is missing, corrupt or not single-channel, or an RGB mask
             holds a colour that is not in the palette.
     """
-    by_colour = spec is not None and spec.is_multiclass and bool(spec.palette)
     try:
         with open_image(path) as im:
             im.load()
-            if by_colour and im.mode in ("RGB", "RGBA"):
-                return colours_to_raw(path, np.asarray(im.convert("RGB")), spec)
-            if im.mode not in ("L", "P", "1", "I", "I;16"):
-                im = im.convert("L")
-            raw = np.asarray(im)
+            return decode_opened_mask(im, path, spec)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found") from None
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(f"{path}: cannot decode mask ({e}); the file is corrupt") from None
+
+
+def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.ndarray:
+    """:func:`decode_raw_mask` of a PIL image already opened and loaded from ``path``.
+
+    Raises:
+        DataError: not single-channel, or an RGB mask holds a colour outside the palette.
+    """
+    if spec is not None and spec.is_multiclass and spec.palette and im.mode in ("RGB", "RGBA"):
+        return colours_to_raw(path, np.asarray(im.convert("RGB")), spec)
+    if im.mode not in ("L", "P", "1", "I", "I;16"):
+        im = im.convert("L")
+    raw = np.asarray(im)
     if raw.ndim != 2:
         raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")
     return raw
@@ -270,26 +278,9 @@ def check_same_size(sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[in
 # ----------------------------------------------------------------------------- bad samples
 
 
-def scan_samples(dataset: Dataset, workers: int) -> list[tuple[str, Sample, str]]:
-    """Read every sample of every split once; return ``(split, sample, error)`` for the
-    bad ones, in split order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def check(item: tuple[str, Sample]) -> tuple[str, Sample, str] | None:
-        try:
-            read_sample(item[1], dataset.mask_spec)
-        except DataError as e:
-            return (item[0], item[1], str(e))
-        return None
-
-    items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
-    # Threads: PIL releases the GIL while decoding.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return [r for r in pool.map(check, items) if r is not None]
-
-
 class FilteredDataset:
-    """A dataset with some samples left out (``--skip-bad-samples``)."""
+    """A dataset with some samples left out (``--skip-bad-samples``; see
+    :func:`segkit.data.prepare.ready_for_training`)."""
 
     def __init__(self, dataset: Dataset, bad: set[str]) -> None:
         self._dataset = dataset
@@ -302,13 +293,3 @@ class FilteredDataset:
 
     def __repr__(self) -> str:
         return f"FilteredDataset({self._dataset!r}, {len(self._bad)} left out)"
-
-
-def leave_out_bad_samples(
-    dataset: Dataset, workers: int
-) -> tuple[Dataset, list[tuple[str, Sample, str]]]:
-    """``dataset`` without the samples that fail to read, and those samples with why."""
-    bad = scan_samples(dataset, workers)
-    if not bad:
-        return dataset, bad
-    return FilteredDataset(dataset, {s.id for _, s, _ in bad}), bad

@@ -30,6 +30,7 @@ from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.task import Task
+from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
 
 
@@ -143,16 +144,9 @@ def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) 
         channels_last=runtime.channels_last,
         channels=task.num_classes,
     )
-    return loader_scores(
-        trained.model,
-        loader,
-        build_loss(config, dataset, runtime.num_workers or None),
-        runtime.precision,
-        runtime.device,
-        runtime.channels_last,
-        task=task,
-        forward=forward,
-    )
+    loss = build_loss(config, dataset, runtime.num_workers or None)
+    context = EvalContext(runtime, task=task, forward=forward, loss_fn=loss)
+    return loader_scores(trained.model, loader, context)
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from segkit.build import Runtime, check_size_multiple, resolve_device
+from segkit.build import check_size_multiple, resolve_device
 from segkit.data.reading import read_image
 from segkit.errors import ConfigError, DataError
 from segkit.inference.forward import resize_to, resized_batch
@@ -50,6 +50,7 @@ from segkit.inference.trained import Trained, open_trained
 from segkit.recipes import Normalize
 from segkit.task import Task
 from segkit.training.precision import create_precision
+from segkit.training.runtime import Runtime
 
 #: Test-time augmentation (:data:`segkit.config.TTAS`) -> the flips averaged (dims of
 #: an (N, C, H, W) batch).

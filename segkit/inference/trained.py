@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
-from segkit.build import Runtime, build_model, build_recipe, resolve_runtime
+from segkit.build import build_model, build_recipe, resolve_runtime
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
+from segkit.training.runtime import Runtime
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 

@@ -39,7 +39,9 @@ class DiceMeter:
     """Running mean of per-image Dice, IoU and loss, kept as device tensors.
 
     With ``per_image`` it also keeps each image's Dice and IoU (on the device, in the
-    order of the updates) for :meth:`per_image_scores`; the means are the same either way.
+    order of the updates) for :meth:`per_image_scores`, and its pixel counts for
+    :meth:`per_image_counts` (the other definitions of
+    :mod:`segkit.metrics.definitions`); the means are the same either way.
     """
 
     def __init__(self, device: torch.device | str = "cpu", *, per_image: bool = False) -> None:
@@ -52,6 +54,7 @@ class DiceMeter:
         self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
         self._dice: list[torch.Tensor] = []
         self._iou: list[torch.Tensor] = []
+        self._counts: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(
@@ -72,8 +75,11 @@ class DiceMeter:
         )
         self._acc += upd
         if self.keep_per_image:
+            from segkit.metrics.definitions import binary_counts
+
             self._dice.append(dice)
             self._iou.append(iou)
+            self._counts.append(binary_counts(logits, target))
 
     def per_image_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image's Dice and IoU so far, float32 on the CPU, in update order: one
@@ -85,6 +91,16 @@ class DiceMeter:
             return empty, empty.clone()
         both = torch.stack([torch.cat(self._dice), torch.cat(self._iou)]).cpu()
         return both[0], both[1]
+
+    def per_image_counts(self) -> torch.Tensor:
+        """Each image's foreground ``TP, FP, FN`` so far: ``(N, 1, 3)`` float64 on the
+        CPU, in update order (for :func:`segkit.metrics.definitions.side_by_side`). Needs
+        ``per_image``."""
+        if not self.keep_per_image:
+            raise RuntimeError("DiceMeter(per_image=True) keeps per-image counts")
+        if not self._counts:
+            return torch.zeros(0, 1, 3, dtype=torch.float64)
+        return torch.cat(self._counts).cpu()
 
     def state(self) -> torch.Tensor:
         """The raw accumulator (for all-reduce across ranks)."""

@@ -135,6 +135,7 @@ class ConfusionMeter:
         self._acc = torch.zeros(_TAIL, dtype=torch.float64, device=self.device)
         self._miou: list[torch.Tensor] = []
         self._mdice: list[torch.Tensor] = []
+        self._counts: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(
@@ -183,6 +184,9 @@ class ConfusionMeter:
             nan = torch.full_like(img_miou, math.nan)
             self._miou.append(torch.where(scored, img_miou, nan))
             self._mdice.append(torch.where(scored, img_mdice, nan))
+            tp = per.diagonal(dim1=-2, dim2=-1)
+            # (N, K, 3): TP, FP (predicted minus TP), FN (target minus TP) of each class.
+            self._counts.append(torch.stack([tp, per.sum(-2) - tp, per.sum(-1) - tp], -1))
 
     def state(self) -> torch.Tensor:
         """Everything to sum across ranks, as one flat float64 tensor (a new one):
@@ -213,6 +217,16 @@ class ConfusionMeter:
             return empty, empty.clone()
         both = torch.stack([torch.cat(self._miou), torch.cat(self._mdice)]).cpu()
         return both[0], both[1]
+
+    def per_image_counts(self) -> torch.Tensor:
+        """Each image's ``TP, FP, FN`` per class so far (ignored pixels not counted):
+        ``(N, K, 3)`` float64 on the CPU, in update order (for
+        :func:`segkit.metrics.definitions.side_by_side`). Needs ``per_image``."""
+        if not self.keep_per_image:
+            raise RuntimeError("ConfusionMeter(per_image=True) keeps per-image counts")
+        if not self._counts:
+            return torch.zeros(0, self.num_classes, 3, dtype=torch.float64)
+        return torch.cat(self._counts).double().cpu()
 
     def compute(self) -> dict[str, object]:
         """Read the metrics (one host sync). Keys:

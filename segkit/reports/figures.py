@@ -20,7 +20,7 @@ import torch
 
 if TYPE_CHECKING:
     from segkit.contracts import Loader
-    from segkit.training.precision import Precision
+    from segkit.training.loops import EvalContext
 
 
 def write_curves(
@@ -147,105 +147,141 @@ def grid_rows(dice: Sequence[float], n: int = 8) -> list[tuple[int, str, int]]:
     return [(ranked[r], group, r + 1) for r, group in picks]
 
 
+@dataclass(frozen=True)
+class ImageScores:
+    """Each test image's scores, in the test loader's order, as the test pass measured
+    them: Dice and IoU (mDice and mIoU for K classes), and the sample ids where known."""
+
+    dice: torch.Tensor | Sequence[float]
+    iou: torch.Tensor | Sequence[float]
+    ids: Sequence[str] | None = None
+
+
 @torch.no_grad()
 def write_prediction_grid(
     path: Path,
     model: torch.nn.Module,
     loader: Loader,
-    precision: Precision,
-    device: torch.device,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    dice: torch.Tensor | Sequence[float],
-    iou: torch.Tensor | Sequence[float],
-    ids: Sequence[str] | None = None,
+    context: EvalContext,
+    scores: ImageScores,
     n: int = 8,
-    channels_last: bool = False,
-    task: Any = None,
-    forward: Any = None,
 ) -> list[GridRow]:
     """A PNG of ``n`` test images chosen by :func:`grid_rows` from their Dice (the best,
     the median and the worst), one per row under the column headings image, truth,
     prediction and overlay (the prediction over the image; a legend under the grid names
     the colours: green hit, red false positive, blue miss). Each row is captioned with its
-    group, rank, Dice and IoU (``dice`` and ``iou``: every test image's, in the loader's
-    order, as the test pass measured them) and its sample id where ``ids`` are given.
-    Tiles are at least :data:`MIN_TILE` pixels.
+    group, rank, Dice and IoU (``scores``: every test image's, in the loader's order) and
+    its sample id where ``scores.ids`` are given. Tiles are at least :data:`MIN_TILE`
+    pixels.
 
-    For K classes (``task``, a :class:`segkit.task.Task`) ``dice`` and ``iou`` are each
-    image's mDice and mIoU, the truth and prediction tiles are drawn in the task's palette
+    ``context`` (a :class:`segkit.training.loops.EvalContext`) says how the model is
+    called (device, precision, layout, native forward) and how batches become pictures
+    (``normalization``). For K classes (``context.task``) the scores are each image's
+    mDice and mIoU, the truth and prediction tiles are drawn in the task's palette
     (ignored pixels grey), the overlay tints the image with the predicted classes, and
     the legend names the classes.
 
     The loader is read until the chosen images have come by; the model runs on those
     alone, as one batch. Writes nothing where ``n`` is 0 or the loader is empty.
 
-    Native-size evaluation (``forward``, a :class:`segkit.inference.native.NativeForward`; or
-    images of different sizes): each chosen image is predicted alone at its own size, as
-    the test pass scored it, and image, truth and prediction are resized together for
-    display only (:func:`display_set`).
+    Native-size evaluation (``context.forward``, a
+    :class:`segkit.inference.native.NativeForward`; or images of different sizes): each
+    chosen image is predicted alone at its own size, as the test pass scored it, and
+    image, truth and prediction are resized together for display only
+    (:func:`display_set`).
 
     Returns:
         The rows drawn, top to bottom.
     """
-    from segkit.training.loops import to_device
-
-    dice = [float(x) for x in dice]
-    iou = [float(x) for x in iou]
+    dice = [float(x) for x in scores.dice]
+    iou = [float(x) for x in scores.iou]
     picks = grid_rows(dice, n)
+    found = _find_images(loader, {i for i, _, _ in picks})
+    picks = [p for p in picks if p[0] in found]  # a loader shorter than its scores
     if not picks:
         return []
-    wanted = {i for i, _, _ in picks}
-    found_images: dict[int, torch.Tensor] = {}
-    found_masks: dict[int, torch.Tensor] = {}
-    seen = 0
-    for batch in loader:
-        for j in range(len(batch.images)):
-            if seen + j in wanted:
-                found_images[seen + j] = batch.images[j].float().cpu()
-                found_masks[seen + j] = batch.masks[j].cpu()
-        seen += len(batch.images)
-        if len(found_images) == len(wanted):
-            break
-    picks = [p for p in picks if p[0] in found_images]  # a loader shorter than its scores
-    if not picks:
-        return []
-    order = [i for i, _, _ in picks]
     model.eval()
-    multiclass = task is not None and task.multiclass
-
-    def logits_of(x: torch.Tensor) -> torch.Tensor:
-        x = to_device(x, device, channels_last)
-        if forward is not None:
-            return forward(model, x)
-        with precision.autocast():
-            return model(x)
-
-    if forward is None and len({tuple(found_images[i].shape) for i in order}) == 1:
-        img = torch.stack([found_images[i] for i in order])
-        pred = predicted(logits_of(img), task)
-        if multiclass:
-            true = torch.stack([found_masks[i] for i in order]).numpy()
-        else:
-            true = torch.stack([found_masks[i] for i in order])[:, 0].numpy() > 0.5
-        rgb = to_rgb(img, mean, std)
-    else:
-        rgbs, trues, preds = [], [], []
-        for i in order:
-            preds.append(predicted(logits_of(found_images[i][None]), task)[0])
-            m = found_masks[i]
-            trues.append(m.numpy() if multiclass else m[0].numpy() > 0.5)
-            rgbs.append(to_rgb(found_images[i][None], mean, std)[0])
-        rgb, true, pred = display_set(rgbs, trues, preds, multiclass)
-    if not multiclass:
-        task = None
+    shown = predict_pictures(model, [found[i] for i, _, _ in picks], context)
+    ids = scores.ids
     rows = [
         GridRow(i, group, rank, dice[i], iou[i], ids[i] if ids is not None else None)
         for i, group, rank in picks
     ]
-    _draw_grid(path, rgb, true, pred, rows, total=len(dice), task=task)
+    task = context.task if context.task.multiclass else None
+    _draw_grid(path, shown, rows, total=len(dice), task=task)
     return rows
+
+
+def _find_images(loader: Loader, wanted: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(image, mask)`` of each wanted position in ``loader``'s order (on the CPU),
+    reading no further than the last of them."""
+    found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    if not wanted:
+        return found
+    seen = 0
+    for batch in loader:
+        for j in range(len(batch.images)):
+            if seen + j in wanted:
+                found[seen + j] = (batch.images[j].float().cpu(), batch.masks[j].cpu())
+        seen += len(batch.images)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+@dataclass
+class Pictures:
+    """Images predicted for display: ``rgb`` ``(N, H, W, 3)`` uint8, ``true`` and ``pred``
+    ``(N, H, W)`` (booleans for binary, class indices for K classes), all of one size;
+    and the logits with the masks they were predicted for, as the model ran (one batch,
+    or one pair per image), for scoring (:meth:`scores`)."""
+
+    rgb: np.ndarray
+    true: np.ndarray
+    pred: np.ndarray
+    runs: list[tuple[torch.Tensor, torch.Tensor]]
+    task: Any
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's (Dice, IoU), or (mDice, mIoU), as the engine's meters score them."""
+        pairs = [per_image_scores(logits, masks, self.task) for logits, masks in self.runs]
+        return torch.cat([d for d, _ in pairs]), torch.cat([i for _, i in pairs])
+
+
+def predict_pictures(
+    model: torch.nn.Module,
+    samples: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    context: EvalContext,
+) -> Pictures:
+    """``model``'s predictions of ``samples`` (``(image, mask)`` pairs, normalized images
+    on the CPU) as pictures. Images of one size without a native forward run as one
+    batch; otherwise each runs alone at its own size (as native evaluation scored it) and
+    image, truth and prediction are resized together for display (:func:`display_set`).
+    The model's mode is left as it is."""
+    task = context.task
+    mean, std = context.normalization
+    images = [image for image, _ in samples]
+    masks = [mask for _, mask in samples]
+    if context.forward is None and len({tuple(i.shape) for i in images}) == 1:
+        batch, target = torch.stack(images), torch.stack(masks)
+        logits = context.logits(model, batch)
+        true = target.numpy() if task.multiclass else target[:, 0].numpy() > 0.5
+        return Pictures(
+            to_rgb(batch, mean, std),
+            true,
+            predicted(logits, task),
+            [(logits, target)],
+            task,
+        )
+    rgbs, trues, preds, runs = [], [], [], []
+    for image, mask in samples:
+        logits = context.logits(model, image[None])
+        preds.append(predicted(logits, task)[0])
+        trues.append(mask.numpy() if task.multiclass else mask[0].numpy() > 0.5)
+        rgbs.append(to_rgb(image[None], mean, std)[0])
+        runs.append((logits, mask[None]))
+    rgb, true, pred = display_set(rgbs, trues, preds, task.multiclass)
+    return Pictures(rgb, true, pred, runs, task)
 
 
 #: Native-size images are drawn within a square of this side (or their longest, if less).
@@ -338,15 +374,9 @@ def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
 
 
 def _draw_grid(
-    path: Path,
-    rgb: np.ndarray,
-    true: np.ndarray,
-    pred: np.ndarray,
-    rows: Sequence[GridRow],
-    total: int,
-    task: Any = None,
+    path: Path, shown: Pictures, rows: Sequence[GridRow], total: int, task: Any = None
 ) -> None:
-    scale = tile_scale(*rgb.shape[1:3])
+    scale = tile_scale(*shown.rgb.shape[1:3])
     scores = ("mDice", "mIoU") if task is not None else ("Dice", "IoU")
     lines = []
     for k, row in enumerate(rows):
@@ -356,9 +386,14 @@ def _draw_grid(
         )
         if row.id is not None:
             label += f"  {row.id}"
-        image = image_tile(rgb[k], scale)
-        lines.append(TileRow(label, [image, *segment_tiles(image, true[k], pred[k], scale, task)]))
+        lines.append(TileRow(label, picture_row(shown, k, scale, task)))
     draw_tiles(COLUMNS, lines, legend_of(task)).save(path)
+
+
+def picture_row(shown: Pictures, k: int, scale: int, task: Any = None) -> list[np.ndarray]:
+    """The image, truth, prediction and overlay tiles of picture ``k`` of ``shown``."""
+    image = image_tile(shown.rgb[k], scale)
+    return [image, *segment_tiles(image, shown.true[k], shown.pred[k], scale, task)]
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -488,57 +523,93 @@ def draw_tiles(
     from PIL import Image, ImageDraw
 
     th, tw = rows[0].tiles[0].shape[:2]
-    gap, heading, caption, label_h, row_gap = 4, 26, 22, 18, 8
-    columns = len(headings)
-    width = columns * tw + (columns - 1) * gap
-    font = _font(14)
-    small = _font(12)
+    page = _Page(tw, th, len(headings))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    title_lines = [part for line in title for part in _wrap(probe, line, font, width - 4)]
+    title_lines = [part for line in title for part in _wrap(probe, line, page.font, page.width - 4)]
     title_h = 18 * len(title_lines) + (6 if title_lines else 0)
-
-    # The legend: swatches and names, wrapped to the grid's width.
-    legend_items, x, line = [], 0, 0
-    for name, colour in legend:
-        item = 18 + int(probe.textlength(name, font=font)) + 16
-        if x and x + item > width:
-            x, line = 0, line + 1
-        legend_items.append((x, line, name, colour))
-        x += item
-    legend_h = 8 + 20 * (line + 1)
-
-    row_h = [caption + (label_h if r.labels else 0) + th + row_gap for r in rows]
-    height = title_h + heading + sum(row_h) + legend_h
+    legend_items, legend_lines = _legend_layout(probe, legend, page)
+    row_h = [page.caption + (page.label_h if r.labels else 0) + th + page.row_gap for r in rows]
+    height = title_h + page.heading + sum(row_h) + 8 + 20 * legend_lines
     # Light grey paper: white mask pixels stay visible against it.
-    canvas = Image.new("RGB", (width, height), (225, 225, 225))
+    canvas = Image.new("RGB", (page.width, height), (225, 225, 225))
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(title_lines):
-        draw.text((2, 3 + 18 * i), line, fill=(0, 0, 0), font=font)
+        draw.text((2, 3 + 18 * i), line, fill=(0, 0, 0), font=page.font)
     for c, name in enumerate(headings):
-        x0 = c * (tw + gap)
-        name = _fit(draw, name, font, tw)
-        text_w = draw.textlength(name, font=font)
-        draw.text((x0 + (tw - text_w) / 2, title_h + 5), name, fill=(0, 0, 0), font=font)
-    y = title_h + heading
+        _centred(draw, page.column(c), title_h + 5, _fit(draw, name, page.font, tw), page)
+    y = title_h + page.heading
     for row in rows:
-        text = _fit(draw, row.caption, font, width - 4)
-        draw.text((2, y + 3), text, fill=(0, 0, 0), font=font)
-        y += caption
-        if row.labels:
-            for c, label in enumerate(row.labels):
-                text = _fit(draw, label, small, tw)
-                text_w = draw.textlength(text, font=small)
-                draw.text(
-                    (c * (tw + gap) + (tw - text_w) / 2, y + 1), text, fill=(0, 0, 0), font=small
-                )
-            y += label_h
-        for c, tile in enumerate(row.tiles):
-            canvas.paste(Image.fromarray(tile), (c * (tw + gap), y))
-        if boxes is not None:
-            boxes.append([(c * (tw + gap), y) for c in range(len(row.tiles))])
-        y += th + row_gap
+        y = _draw_row(canvas, draw, row, y, page, boxes)
     for x0, line, name, colour in legend_items:
         top = y + 4 + 20 * line
         draw.rectangle((x0 + 2, top + 2, x0 + 15, top + 15), fill=colour, outline=(0, 0, 0))
-        draw.text((x0 + 20, top), name, fill=(0, 0, 0), font=font)
+        draw.text((x0 + 20, top), name, fill=(0, 0, 0), font=page.font)
     return canvas
+
+
+class _Page:
+    """The measures of a grid of ``columns`` tiles of ``tw x th`` pixels."""
+
+    gap, heading, caption, label_h, row_gap = 4, 26, 22, 18, 8
+
+    def __init__(self, tw: int, th: int, columns: int) -> None:
+        self.tw, self.th = tw, th
+        self.width = columns * tw + (columns - 1) * self.gap
+        self.font = _font(14)
+        self.small = _font(12)
+
+    def column(self, c: int) -> int:
+        """The left edge of column ``c``."""
+        return c * (self.tw + self.gap)
+
+
+def _legend_layout(
+    probe: Any, legend: Sequence[tuple[str, Any]], page: _Page
+) -> tuple[list[tuple[int, int, str, Any]], int]:
+    """The legend's swatches and names, wrapped to the grid's width: ``(x, line, name,
+    colour)`` each, and the number of lines."""
+    items, x, line = [], 0, 0
+    for name, colour in legend:
+        item = 18 + int(probe.textlength(name, font=page.font)) + 16
+        if x and x + item > page.width:
+            x, line = 0, line + 1
+        items.append((x, line, name, colour))
+        x += item
+    return items, line + 1
+
+
+def _centred(draw: Any, x0: int, y: int, text: str, page: _Page, font: Any = None) -> None:
+    """``text`` centred over the tile whose left edge is ``x0``."""
+    font = font or page.font
+    text_w = draw.textlength(text, font=font)
+    draw.text((x0 + (page.tw - text_w) / 2, y), text, fill=(0, 0, 0), font=font)
+
+
+def _draw_row(
+    canvas: Any,
+    draw: Any,
+    row: TileRow,
+    y: int,
+    page: _Page,
+    boxes: list[list[tuple[int, int]]] | None,
+) -> int:
+    """Draw ``row`` from height ``y`` (caption, labels, tiles); return the next row's ``y``."""
+    from PIL import Image
+
+    draw.text(
+        (2, y + 3),
+        _fit(draw, row.caption, page.font, page.width - 4),
+        fill=(0, 0, 0),
+        font=page.font,
+    )
+    y += page.caption
+    if row.labels:
+        for c, label in enumerate(row.labels):
+            text = _fit(draw, label, page.small, page.tw)
+            _centred(draw, page.column(c), y + 1, text, page, page.small)
+        y += page.label_h
+    for c, tile in enumerate(row.tiles):
+        canvas.paste(Image.fromarray(tile), (page.column(c), y))
+    if boxes is not None:
+        boxes.append([(page.column(c), y) for c in range(len(row.tiles))])
+    return y + page.th + page.row_gap

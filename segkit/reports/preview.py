@@ -1,8 +1,8 @@
 """``segkit preview``: augmented image/mask pairs drawn before training.
 
-For the first ``n`` samples of a split, each loader asked for (albumentations, DALI or
-both) runs the recipe's train (or eval) ops on exactly those samples; each result is
-turned back into pixels with the stage's own ``Normalize`` and drawn with the outline of
+For the first ``n`` samples of a split, each loader asked for (one, or every installed
+loader plugin) runs the recipe's train (or eval) ops on exactly those samples; each
+result is turned back into pixels with the stage's own ``Normalize`` and drawn with the outline of
 its augmented mask over it. One row per sample, one column per loader, a header naming
 the recipe, its ops, the loaders, the seed and the epoch. A wrong pairing (a flip
 applied to the image only), a crop too strong or a colour change too wild shows at a
@@ -11,11 +11,11 @@ glance.
 Everything is built the way ``segkit run`` builds it (:mod:`segkit.build`): the
 dataset, the recipe (a plugin's name or a recipe file), the runtime and the loaders.
 Each loader reads a view of the dataset holding the first ``n`` samples of the split
-(:class:`FirstSamples`), so it decodes and augments those alone. The albumentations
-loader seeds a sample's augmentation from ``(seed, epoch, index)`` only, so its column
-is exactly what ``segkit run --seed S`` trains on in that epoch; the DALI loader draws an
-epoch's parameters for the whole split at once, so its column is a sample of the same
-distribution, not the run's exact draw. The two loaders draw their parameters
+(:class:`FirstSamples`), so it decodes and augments those alone. A loader that seeds
+a sample's augmentation from ``(seed, epoch, index)`` only (as the albumentations loader
+does) draws exactly what ``segkit run --seed S`` trains on in that epoch; one that draws
+an epoch's parameters for the whole split at once (as the DALI loader does) draws a
+sample of the same distribution, not the run's exact draw. Loaders draw their parameters
 differently, so their columns differ.
 """
 
@@ -30,15 +30,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from segkit import recipes as R
 from segkit import registry
+from segkit.build import build_dataset, build_loader, build_recipe, normalization, resolve_runtime
 from segkit.config import RunConfig
 from segkit.contracts import Dataset, MaskSpec, Sample
+from segkit.data.reading import open_image
+from segkit.data.sampling import epoch_order
 from segkit.errors import ConfigError, DataError
+from segkit.reports.figures import MIN_TILE, TileRow, draw_tiles, tile_scale, to_rgb
+from segkit.system.files import atomic_path, check_writable
+from segkit.task import Task
 
-#: The loaders ``--loader both`` draws, left to right.
-BOTH = ("albumentations", "dali")
+#: The ``--loader`` value that draws with every installed loader plugin, side by side
+#: (named when there were two: albumentations and DALI).
+EVERY_LOADER = "both"
 #: The colour of a binary mask's outline (and of the legend's swatch).
 OUTLINE = (0, 255, 0)
 #: The outline's width in display pixels, inside each region's edge.
@@ -105,7 +113,7 @@ class PreviewResult:
         stage: ``train`` or ``eval``.
         loaders: The loaders drawn, left to right (each with its mode, e.g. ``dali (cpu)``,
             in ``columns``).
-        refused: Loader -> the one-line reason it drew nothing (``--loader both``).
+        refused: Loader -> the one-line reason it drew nothing (with several loaders).
         samples: The rows' samples, top to bottom.
         tiles: ``tiles[row][column]``.
         header: The header lines, as written above the grid.
@@ -205,10 +213,6 @@ def augmented_samples(
         ConfigError: the loader cannot compile an op of the recipe (one line).
         DataError: a file is unreadable.
     """
-    from segkit.build import build_loader, normalization
-    from segkit.data.sampling import epoch_order
-    from segkit.reports.figures import to_rgb
-
     n = len(view.chosen)
     cfg = dataclasses.replace(config, loader=loader, batch_size=1)
     built = build_loader(cfg, runtime, view, recipe, view.split, train=train)
@@ -248,8 +252,6 @@ def display_box(sizes: Sequence[tuple[int, int]], columns: int = 1) -> tuple[int
     that differ (native-size evaluation): a square of the longest side, within the same
     bounds. No side goes above :data:`MAX_TILE`; larger outputs are shrunk for display.
     """
-    from segkit.reports.figures import MIN_TILE, tile_scale
-
     if len(set(sizes)) == 1:
         h, w = sizes[0]
         if max(h, w) > MAX_TILE:
@@ -273,8 +275,6 @@ def fit_tile(sample: Augmented, box: tuple[int, int], task: Any = None) -> tuple
     Returns:
         The tile's pixels, and the :class:`Tile` describing them (``box`` not set yet).
     """
-    from PIL import Image
-
     bh, bw = box
     h, w = sample.mask.shape
     image = sample.image
@@ -323,8 +323,11 @@ def describe_op(op: R.Op) -> str:
 
 
 def loader_names(loader: str) -> list[str]:
-    """``--loader``: ``both`` is :data:`BOTH`; any other value is one loader plugin."""
-    return list(BOTH) if loader == "both" else [loader]
+    """``--loader``: ``both`` (:data:`EVERY_LOADER`) is every installed loader plugin, in
+    the registry's order (by name); any other value is one loader plugin."""
+    if loader == EVERY_LOADER:
+        return registry.list_plugins("loaders")
+    return [loader]
 
 
 def write_preview(
@@ -361,11 +364,6 @@ def write_preview(
             one-line message; with several, each one's).
         DataError: the split is missing or a file is unreadable.
     """
-    from segkit.build import build_dataset, build_recipe, resolve_runtime
-    from segkit.reports.figures import TileRow, draw_tiles
-    from segkit.system.files import atomic_path, check_writable
-    from segkit.task import Task
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n {n!r}: expected a positive number of samples to draw")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
@@ -489,8 +487,6 @@ def write_preview(
 
 def _file_size(sample: Sample) -> str:
     """``WxH`` of the sample's image file, read from its header."""
-    from segkit.data.reading import open_image
-
     try:
         with open_image(sample.image) as im:
             return f"{im.width}x{im.height}"

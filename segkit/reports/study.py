@@ -1,7 +1,8 @@
 """``segkit study FILE.toml``: a grid of run configurations, each a normal run folder,
 and the report that compares them.
 
-A study file is TOML with up to three tables::
+A study file is TOML (or YAML or JSON, by its suffix, as ``segkit run --config``) with up
+to three tables::
 
     [base]                      # settings of every run: segkit run --config's keys
     image_size = 64
@@ -24,8 +25,9 @@ values that vary (``resnet34_unet-type1-seed0``; a ``runs`` entry may give its o
 ``name``).
 
 The study folder (``--out``, default ``runs/<file stem>``) holds ``study.toml`` (the file
-as it was run), ``study.json`` (every configuration in full), one run folder per
-configuration and, at the end, the :mod:`segkit.reports.compare` report grouped over seeds.
+as it was run; ``study.yaml`` for a YAML file, ``study-file.json`` for JSON),
+``study.json`` (every configuration in full), one run folder per configuration and, at
+the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segkit.config import RENAMED_KEYS, RunConfig
+from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
 
 #: The tables a study file may hold.
@@ -70,8 +72,10 @@ class PlannedRun:
     values: dict[str, Any]
     settings: dict[str, Any]
 
-    def config(self) -> RunConfig:
-        return RunConfig.from_dict(dict(self.settings), source="its settings")
+    def config(self, source: str = "its settings") -> RunConfig:
+        """The run's :class:`RunConfig`; a bad value's message names ``source`` and the
+        key."""
+        return RunConfig.from_dict(dict(self.settings), source=source)
 
 
 @dataclass
@@ -88,7 +92,10 @@ class Study:
 
     @property
     def copy_file(self) -> Path:
-        return self.out / "study.toml"
+        suffix = self.path.suffix.lower()
+        if suffix in (".toml", ".yaml", ".yml"):
+            return self.out / f"study{suffix}"
+        return self.out / "study-file.json"  # JSON, or read as JSON: study.json is the state
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.out / run.name
@@ -101,25 +108,16 @@ def read_study(path: Path | str, out: Path | str | None = None) -> Study:
     """Read and expand a study file.
 
     Args:
-        path: The TOML file.
+        path: The TOML, YAML or JSON file (by its suffix; another suffix is read as JSON).
         out: The study folder (default ``runs/<file stem>``).
 
     Raises:
-        ConfigError: the file is missing or not TOML, a table or key is unknown (named,
+        ConfigError: the file is missing or does not parse, a table or key is unknown (named,
             with a close match), an axis is not a non-empty list, two configurations get
             one folder name, or a configuration has a bad value.
     """
-    import tomllib
-
     path = Path(path).expanduser()
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the study file ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    data = read_table_file(path, "study file")
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
         raise ConfigError(
@@ -194,10 +192,13 @@ def expand(
             )
         seen[run.name] = run
     for run in planned:  # every value checked before anything runs
+        where = f"{source}: run {run.name}"
         try:
-            run.config()
+            run.config(source=where)  # a bad value: "<file>: run <name>: key 'epochs' = 0: ..."
         except ConfigError as e:
-            raise ConfigError(f"{source}: run {run.name}: {e}") from None
+            if str(e).startswith(where):
+                raise
+            raise ConfigError(f"{where}: {e}") from None
     return planned
 
 

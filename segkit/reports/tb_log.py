@@ -24,10 +24,11 @@ import torch
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
+from segkit.reports import figures as report
 
 if TYPE_CHECKING:
-    from segkit.build import Runtime
     from segkit.contracts import Dataset, Loader
+    from segkit.training.loops import EvalContext
 
 #: The folder in the run folder that holds the event files.
 FOLDER = "tensorboard"
@@ -114,77 +115,37 @@ class TensorBoardLog:
         epoch: int,
         model: torch.nn.Module,
         loader: Loader,
-        runtime: Runtime,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
+        context: EvalContext,
         dataset: Dataset | None = None,
-        forward: Any = None,
     ) -> np.ndarray | None:
         """Log the prediction grid of the first :data:`GRID_IMAGES` validation images
         (the same images every time: the first batches of the unshuffled valid loader,
         read once) as image ``predictions/valid``. Returns the picture, or None for an
-        empty valid split. ``forward``: native-size evaluation's
-        (:class:`segkit.inference.native.NativeForward`): each image is predicted alone at its own
-        size and drawn resized for display only (:func:`segkit.reports.figures.display_set`)."""
-        from segkit.reports import figures as report
-        from segkit.task import Task
-        from segkit.training.loops import to_device
-
+        empty valid split. ``context`` (:class:`segkit.training.loops.EvalContext`): how
+        the model is called and the batches drawn; with native-size evaluation's forward
+        (:class:`segkit.inference.native.NativeForward`) each image is predicted alone at
+        its own size and drawn resized for display only
+        (:func:`segkit.reports.figures.display_set`). ``dataset``: names the images."""
         if self._valid is None:
-            images, masks = [], []
-            for batch in loader:
-                images.extend(batch.images.float().cpu())
-                masks.extend(batch.masks.cpu())
-                if len(images) >= GRID_IMAGES:
-                    break
-            if not images:
-                return None
-            n = min(GRID_IMAGES, len(images))
-            # The unshuffled valid loader reads the split in order (as the test's ids do).
-            ids = [s.id for s in dataset.samples("valid")] if dataset is not None else []
-            names = ids[:n] if len(ids) >= n else [""] * n
-            self._valid = images[:n], masks[:n], names
+            self._valid = _first_images(loader, dataset)
+        if self._valid is None:
+            return None
         images, masks, names = self._valid
         was_training = model.training
         model.eval()
-        task = Task.of(dataset) if dataset is not None else Task()
-        if forward is None and len({tuple(i.shape) for i in images}) == 1:
-            batch, target = torch.stack(images), torch.stack(masks)
-            with runtime.precision.autocast():
-                x = to_device(batch, runtime.device, runtime.channels_last)
-                logits = model(x).float().cpu()
-            dice, iou = report.per_image_scores(logits, target, task)
-            rgb = report.to_rgb(batch, mean, std)
-            pred = report.predicted(logits, task)
-            true = target.numpy() if task.multiclass else target[:, 0].numpy() > 0.5
-        else:  # native sizes: one image at a time, drawn resized for display
-            scores, rgbs, trues, preds = [], [], [], []
-            for image, mask in zip(images, masks, strict=True):
-                x = to_device(image[None], runtime.device, runtime.channels_last)
-                if forward is not None:
-                    logits = forward(model, x).float().cpu()
-                else:
-                    with runtime.precision.autocast():
-                        logits = model(x).float().cpu()
-                scores.append(report.per_image_scores(logits, mask[None], task))
-                rgbs.append(report.to_rgb(image[None], mean, std)[0])
-                preds.append(report.predicted(logits, task)[0])
-                trues.append(mask.numpy() if task.multiclass else mask[0].numpy() > 0.5)
-            dice = torch.cat([d for d, _ in scores])
-            iou = torch.cat([i for _, i in scores])
-            rgb, true, pred = report.display_set(rgbs, trues, preds, task.multiclass)
+        shown = report.predict_pictures(model, list(zip(images, masks, strict=True)), context)
         model.train(was_training)
-        names_ = ("mDice", "mIoU") if task.multiclass else ("Dice", "IoU")
-        scale = report.tile_scale(*rgb.shape[1:3])
+        dice, iou = shown.scores()
+        task = context.task
+        scores = ("mDice", "mIoU") if task.multiclass else ("Dice", "IoU")
+        scale = report.tile_scale(*shown.rgb.shape[1:3])
         rows = []
-        for k in range(len(rgb)):
-            image = report.image_tile(rgb[k], scale)
-            tiles = [image, *report.segment_tiles(image, true[k], pred[k], scale, task)]
+        for k in range(len(shown.rgb)):
             caption = (
-                f"valid {names[k]}  epoch {epoch}  {names_[0]} {dice[k]:.3f}  "
-                f"{names_[1]} {iou[k]:.3f}"
+                f"valid {names[k]}  epoch {epoch}  {scores[0]} {dice[k]:.3f}  "
+                f"{scores[1]} {iou[k]:.3f}"
             )
-            rows.append(report.TileRow(caption, tiles))
+            rows.append(report.TileRow(caption, report.picture_row(shown, k, scale, task)))
         picture = np.asarray(report.draw_tiles(report.COLUMNS, rows, report.legend_of(task)))
         self.writer.add_image("predictions/valid", picture, epoch, dataformats="HWC")
         self.writer.flush()
@@ -197,3 +158,24 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _first_images(
+    loader: Loader, dataset: Dataset | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]] | None:
+    """The first :data:`GRID_IMAGES` images and masks of ``loader`` (on the CPU) and
+    their sample ids (empty names without ``dataset``); None for an empty loader."""
+    images: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
+    for batch in loader:
+        images.extend(batch.images.float().cpu())
+        masks.extend(batch.masks.cpu())
+        if len(images) >= GRID_IMAGES:
+            break
+    if not images:
+        return None
+    n = min(GRID_IMAGES, len(images))
+    # The unshuffled valid loader reads the split in order (as the test's ids do).
+    ids = [s.id for s in dataset.samples("valid")] if dataset is not None else []
+    names = ids[:n] if len(ids) >= n else [""] * n
+    return images[:n], masks[:n], names

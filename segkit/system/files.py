@@ -34,6 +34,59 @@ _TEMPORARY = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$|^metrics\
 #: Bytes :func:`check_writable` writes (and syncs) to prove there is room.
 PROBE_BYTES = 1 << 20
 
+#: What to do about each error an output file can meet, after the OS's own words.
+_HINTS = {
+    errno.ENOSPC: "free some space, or choose another folder",
+    errno.EDQUOT: "free some space under your quota, or choose another folder",
+    errno.EFBIG: "raise the limit (`ulimit -f unlimited` in the shell that starts segkit) or "
+    "ask the administrator to",
+}
+
+
+def os_reason(e: OSError) -> str:
+    """The operating system's reason for ``e`` in words, e.g. ``No space left on device``
+    or ``File too large (the file-size limit, ulimit -f, is 512 KiB)``."""
+    reason = e.strerror or type(e).__name__
+    if e.errno == errno.EFBIG:
+        limit = file_size_limit()
+        if limit is not None:
+            reason += f" (the file-size limit, ulimit -f, is {_size(limit)})"
+    return reason
+
+
+def os_hint(e: OSError) -> str:
+    """What to do about ``e``: free space, raise the file-size limit, or another folder."""
+    return _HINTS.get(e.errno or 0, "choose another folder")
+
+
+def file_size_limit() -> int | None:
+    """This process's limit on the size of a file it writes (``ulimit -f``), in bytes, or
+    None when there is none (or the platform has no such limit)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} bytes"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written: a write may be short (a file-size limit or a
+    nearly full disk), and the next one then raises the reason (EFBIG, ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
 
 def _temporary(path: Path, keep_suffix: bool) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(
@@ -112,9 +165,12 @@ def remove_temporaries(folder: Path | str, of: set[str] | None = None) -> list[P
     return removed
 
 
-def check_writable(folder: Path | str, what: str, *, create: bool = True) -> Path:
+def check_writable(
+    folder: Path | str, what: str, *, create: bool = True, largest: int = 0
+) -> Path:
     """Prove that files can be written in ``folder`` before any work: write, sync and
-    remove :data:`PROBE_BYTES` bytes there.
+    remove :data:`PROBE_BYTES` bytes there, and check that the file-size limit
+    (``ulimit -f``) lets the largest file the command will write through.
 
     Args:
         folder: The output folder.
@@ -139,18 +195,23 @@ def check_writable(folder: Path | str, what: str, *, create: bool = True) -> Pat
                 probed = probed.parent
         fd, tmp = _temporary(probed / "write-check", keep_suffix=False)
         try:
-            os.write(fd, b"\0" * PROBE_BYTES)
+            _write_all(fd, b"\0" * PROBE_BYTES)
             os.fsync(fd)  # a full disk may only say so when the data reach it
         finally:
             os.close(fd)
             os.unlink(tmp)
     except OSError as e:
-        reason = e.strerror or type(e).__name__
+        reason, hint = os_reason(e), os_hint(e)
         if isinstance(e, (FileExistsError, NotADirectoryError)) or (
             folder.exists() and not folder.is_dir()
         ):
-            reason = "it is a file, not a folder"
-        space = e.errno in (errno.ENOSPC, errno.EDQUOT)
-        hint = "free some space, or choose another folder" if space else "choose another folder"
+            reason, hint = "it is a file, not a folder", "choose another folder"
         raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {hint}") from None
+    limit = file_size_limit()
+    if limit is not None and largest > limit:
+        raise ConfigError(
+            f"{what} {folder}: the file-size limit (ulimit -f) is {_size(limit)}, and this "
+            f"run writes files of about {_size(largest)} (checkpoints); "
+            f"{_HINTS[errno.EFBIG]}"
+        )
     return folder

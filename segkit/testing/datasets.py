@@ -3,13 +3,17 @@
 A dataset plugin is ``factory(root, **options) -> Dataset`` (see
 :class:`segkit.contracts.DatasetFactory`). The rules read a folder the caller provides;
 a factory that can make its own data declares ``generate(root, count=..., seed=...) ->
-Path`` (as ``segkit data synth`` expects), and then the kit generates a small set.
+Path`` (as ``segkit data synth`` expects), and then the kit generates a small set. The
+layout capabilities (``recognizes``, ``layout``, ``audit``, ``declare_classes``) are
+checked when declared: the folder given is recognised and an empty one is not, and
+``audit`` lists a mask deleted from a copy of the folder instead of raising.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.contracts import SPLITS, MaskSpec, Sample, capability
+from segkit.contracts import SPLITS, LayoutAudit, MaskSpec, Sample, capability
 from segkit.errors import ConfigError, DataError
 from segkit.testing._rules import (
     SIGNATURE,
@@ -268,6 +272,101 @@ def generate(case: DatasetCase) -> None:
             )
 
 
+def recognizes(case: DatasetCase) -> None:
+    found = capability("datasets", case.target.plugin, "recognizes")
+    if found is None:
+        return  # the factory declares no recognizes()
+    layout = capability("datasets", case.target.plugin, "layout")
+    demand(
+        isinstance(layout, str) and bool(layout.strip()),
+        f"declares recognizes() but its layout is {layout!r}; declare layout, one line "
+        "saying how the files are laid out (shown when a folder is in no layout)",
+    )
+    for folder, expected in (
+        (case.root, True),
+        (case.scratch / "empty-folder", False),
+        (case.scratch / "no-such-folder", False),
+    ):
+        if folder.name == "empty-folder":
+            folder.mkdir(exist_ok=True)
+        try:
+            answer = found(folder)
+        except Exception as e:  # noqa: BLE001 -- the rule reports what was raised
+            raise Broken(
+                f"recognizes({str(folder)!r}) raised {type(e).__name__}: {first_line(e)}; "
+                "it answers from names alone and never raises"
+            ) from None
+        demand(
+            isinstance(answer, bool),
+            f"recognizes({str(folder)!r}) returned a {type(answer).__name__}, not a bool",
+        )
+        what = "the folder in its layout" if expected else "an empty or missing folder"
+        demand(answer is expected, f"recognizes() of {what} {folder} returned {answer}")
+
+
+def audit(case: DatasetCase) -> None:
+    found = capability("datasets", case.target.plugin, "audit")
+    if found is None:
+        return  # the factory declares no audit()
+    call = "audit(root, **options)"
+    clean = found(case.root, **case.options)
+    demand(
+        isinstance(clean, LayoutAudit),
+        f"{call} returned a {type(clean).__name__}, not a segkit.contracts.LayoutAudit",
+    )
+    demand(
+        not clean.problems,
+        f"{call} of a folder the factory reads reports problems: "
+        f"{names([m for _, m in clean.problems], 2)}",
+    )
+    demand(
+        clean.mask_spec == case.shared().mask_spec,
+        f"{call}'s mask_spec {clean.mask_spec} is not the dataset's {case.shared().mask_spec}",
+    )
+    for split in SPLITS:
+        _same(case.samples(split), clean.samples(split), f"{call}.samples({split!r})")
+    # A copy of the folder with one train mask deleted: listed, with the others read.
+    victim = case.samples("train")[0]
+    where = _inside(victim.mask, case.root)
+    if where is None:
+        return  # a mask outside the folder (a generated cache): nothing to delete safely
+    copy = case.scratch / "audit-copy"
+    shutil.copytree(case.root, copy)
+    (copy / where).unlink()
+    try:
+        broken = found(copy, **case.options)
+    except Exception as e:  # noqa: BLE001 -- the rule reports what was raised
+        raise Broken(
+            f"{call} of a folder missing one mask ({where}) raised {type(e).__name__}: "
+            f"{first_line(e)}; it lists the problem instead"
+        ) from None
+    named = [m for _, m in broken.problems if Path(where).name in m]
+    demand(
+        bool(named),
+        f"{call} of a folder missing {where} does not name the file in its problems "
+        f"({names([m for _, m in broken.problems], 2)})",
+    )
+    left = sum(len(broken.samples(split)) for split in SPLITS)
+    total = sum(len(case.samples(split)) for split in SPLITS)
+    demand(
+        left == total - 1,
+        f"{call} of a folder missing one mask pairs {left} samples, not the other {total - 1}",
+    )
+
+
+def declare_classes(case: DatasetCase) -> None:
+    found = capability("datasets", case.target.plugin, "declare_classes")
+    if found is None:
+        return  # the factory declares no declare_classes()
+    for palette in (None, [(0, 0, 0), (255, 0, 0), (0, 0, 255)]):
+        words = found(case.root, ["background", "cell", "nucleus"], palette)
+        demand(
+            isinstance(words, str) and "nucleus" in words,
+            f"declare_classes(root, ['background', 'cell', 'nucleus'], {palette}) returned "
+            f"{words!r}; expected the words that declare them, naming each class",
+        )
+
+
 def unknown_option(case: DatasetCase) -> None:
     refuses_unknown_option(lambda **extra: case.target.factory(case.root, **case.options, **extra))
 
@@ -307,6 +406,23 @@ RULES: dict[str, Rule[DatasetCase]] = {
         "writes identical files, and factory(root, **options) reads the folder it wrote, "
         "unchanged",
         generate,
+    ),
+    "recognizes": Rule(
+        "if the factory declares recognizes(root) -> bool: it declares layout (one line "
+        "of text) too, and recognizes() is True for the folder in its layout, False for an "
+        "empty or missing folder, and never raises",
+        recognizes,
+    ),
+    "audit": Rule(
+        "if the factory declares audit(root, **options) -> LayoutAudit: for a folder it "
+        "reads, no problems, its mask_spec and the same samples; for a copy missing one "
+        "train mask, a problem naming the file (not an exception) and every other sample",
+        audit,
+    ),
+    "declare_classes": Rule(
+        "if the factory declares declare_classes(root, classes, palette) -> str: the words "
+        "name every class, with and without a palette",
+        declare_classes,
     ),
     "unknown_option": Rule(UNKNOWN_OPTION, unknown_option),
 }

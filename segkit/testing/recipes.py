@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 
 from segkit import recipes as R
 from segkit.errors import ConfigError, SegkitError
+from segkit.registry import default_registry
 from segkit.testing._rules import (
     SIGNATURE,
     Broken,
@@ -29,8 +31,6 @@ from segkit.testing.shapes import shapes_dataset
 
 def _loader_factory(loader: str | Callable[..., Any] | None) -> tuple[str, Callable[..., Any]]:
     """``(label, factory)`` of the loader used to run recipes."""
-    from segkit.registry import default_registry
-
     registry = default_registry()
     if callable(loader):
         return getattr(loader, "__qualname__", repr(loader)), loader
@@ -96,13 +96,14 @@ def returns_recipe(case: RecipeCase) -> None:
 
 
 def vocabulary(case: RecipeCase) -> None:
-    known = set(R.VOCABULARY.values())
+    known = R.known_ops()
     for stage in ("train", "eval"):
         ops = case.made().ops(stage == "train")
-        foreign = [type(op).__name__ for op in ops if type(op) not in known]
+        foreign = [type(op).__name__ for op in ops if known.get(type(op).__name__) is not type(op)]
         demand(
             not foreign,
-            f"{stage} ops {foreign} are not in the vocabulary ({', '.join(R.VOCABULARY)})",
+            f"{stage} ops {foreign} are not in the vocabulary: neither segkit's own "
+            f"({', '.join(R.VOCABULARY)}) nor ops an installed plugin registers (segkit list ops)",
         )
 
 
@@ -170,8 +171,6 @@ def _epoch(loader: Any, epoch: int) -> Any:
 
 
 def _size_of(sample: Any) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(sample.image) as im:
         return im.height, im.width
 
@@ -183,7 +182,9 @@ RULES: dict[str, Rule[RecipeCase]] = {
         "the factory(image_size=...) returns a segkit.recipes.Recipe", returns_recipe
     ),
     "vocabulary": Rule(
-        "every op is one of segkit.recipes.VOCABULARY (loaders compile only those)", vocabulary
+        "every op is one of segkit.recipes.VOCABULARY (every loader compiles those) or an op "
+        "an installed plugin registers (segkit.ops; its loaders compile it)",
+        vocabulary,
     ),
     "output_size": Rule(
         "train ops end at image_size x image_size; eval ops too, or they leave each image "

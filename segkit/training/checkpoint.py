@@ -26,8 +26,9 @@ import pickle
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -44,46 +45,71 @@ FORMAT = "segkit-checkpoint"
 VERSION = 1
 
 
-def training_state(
-    config: RunConfig,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    precision: Precision,
-    epoch: int,
-    best: tuple[float, int],
-    history: list[dict[str, Any]],
-    ema: torch.nn.Module | None = None,
-    *,
-    early_stopping: dict[str, Any] | None = None,
-    task: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The checkpoint of a training run after ``epoch``: the config, model, optimizer and
-    GradScaler state, the best epoch so far and its valid Dice (the best by ``--monitor``),
-    the metrics history, every RNG state; with ``ema`` (an ``AveragedModel``, ``--ema``)
-    its state under ``"ema"``; and, under ``early_stopping``, the state of
-    :class:`segkit.training.early_stopping.EarlyStopping` (the monitored best and the patience
-    counter; a checkpoint without it resumes with the counter at 0); under ``task`` the
-    classes of a K-class run (:meth:`segkit.task.Task.record`; absent for binary). The
-    learning-rate schedule is not stored: resume recomputes its position."""
-    extra = {} if early_stopping is None else {"early_stopping": early_stopping}
+class TrainingParts(Protocol):
+    """What :func:`training_state` saves of a run's built parts (a
+    :class:`segkit.build.Training` is one)."""
+
+    config: RunConfig  # resolved for the dataset
+    task: Any  # a segkit.task.Task: its record() is saved
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: Any  # an AveragedModel (--ema), or None
+
+
+@dataclass
+class RunStatus:
+    """Where a run stands after an epoch: what a training checkpoint records besides the
+    parts.
+
+    Attributes:
+        epoch: The epoch just done.
+        best: ``(valid Dice, epoch)`` of the best epoch so far by ``--monitor``.
+        history: The metrics rows, one per epoch.
+        early_stopping: The state of :class:`segkit.training.early_stopping.EarlyStopping`
+            (the monitored best and the patience counter); a checkpoint without it
+            resumes with the counter at 0.
+    """
+
+    epoch: int
+    best: tuple[float, int]
+    history: list[dict[str, Any]]
+    early_stopping: dict[str, Any] | None = None
+
+
+def training_state(parts: TrainingParts, precision: Precision, status: RunStatus) -> dict[str, Any]:
+    """The checkpoint of a training run after ``status.epoch``: the config, model,
+    optimizer and GradScaler state, the best epoch so far and its valid Dice (the best by
+    ``--monitor``), the metrics history, every RNG state; with an EMA (``--ema``) its
+    state under ``"ema"``; the early-stopping state under ``early_stopping``; under
+    ``task`` the classes of a K-class run (:meth:`segkit.task.Task.record`; absent for
+    binary). The learning-rate schedule is not stored: resume recomputes its position.
+
+    Args:
+        parts: The run's built parts (:class:`segkit.build.Training`): its resolved
+            ``config``, ``task``, ``model``, ``optimizer`` and ``ema`` are saved.
+        precision: The precision object (its GradScaler state is saved).
+        status: The epoch, best, history and early-stopping state.
+    """
+    extra = {} if status.early_stopping is None else {"early_stopping": status.early_stopping}
+    task = parts.task.record()
     if task:
         extra["task"] = task
     state = {
         "format": FORMAT,
         "version": VERSION,
-        "config": config.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "config": parts.config.to_dict(),
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
         "precision": precision.state_dict(),
-        "epoch": epoch,
-        "best_valid_dice": best[0],
-        "best_epoch": best[1],
-        "history": history,
+        "epoch": status.epoch,
+        "best_valid_dice": status.best[0],
+        "best_epoch": status.best[1],
+        "history": status.history,
         "rng": rng_state(),
         **extra,
     }
-    if ema is not None:
-        state["ema"] = ema.state_dict()
+    if parts.ema is not None:
+        state["ema"] = parts.ema.state_dict()
     return state
 
 
@@ -148,14 +174,12 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
     with "params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and
     layout". Values are unchanged.
     """
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if not state:
-                continue
-            for key, v in state.items():
-                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
-                    state[key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        state = optimizer.state.get(p) or {}
+        for key, v in state.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

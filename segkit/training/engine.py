@@ -5,8 +5,12 @@ trains with Adam and a learning-rate schedule (by default the lab's per-epoch
 exponential decay; or cosine, with optional warm-up), validates each epoch, keeps the
 best weights by the monitored metric (``--monitor``, validation Dice by default; with
 ``--patience`` it stops early, :mod:`segkit.training.early_stopping`), evaluates them on the test
-split and writes the run folder (:mod:`segkit.training.run_folder`). Read it from :func:`_run` down; the loops themselves
-are in :mod:`segkit.training.loops`.
+split and writes the run folder (:mod:`segkit.training.run_folder`).
+
+Read it from :func:`_run` down: the epoch loop is there, and :class:`Run` owns the run's
+state (configuration, runtime, built parts and training step, run folder, checkpoint
+writer and snapshot, early stopping, history, TensorBoard log, printer), one method per
+stage. The loops themselves, and the training step, are in :mod:`segkit.training.loops`.
 
 Checkpoints stay off the training path on an accelerator: after an epoch the engine
 copies the state's tensors to the CPU (:class:`~segkit.training.checkpoint.Snapshot`) and a thread
@@ -20,11 +24,13 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,8 @@ import torch
 from segkit import build
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
+from segkit.metrics.definitions import scores_from_meter
+from segkit.reports import figures as report
 from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_writable
 from segkit.system.main_guard import exit_if_reimporting_main
@@ -85,6 +93,28 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     """
     exit_if_reimporting_main()
     folder = RunFolder(run_dir)
+    _check_resumable(folder)
+    state = ckpt_io.load(folder.last, map_location="cpu")
+    config = RunConfig.from_dict(state["config"], source=str(folder.last))
+    if epochs is not None:
+        config.epochs = epochs
+        config.validate()
+        stopping = state.get("early_stopping")
+        if stopping and stopping.get("stopped"):
+            stopping["stopped"] = False  # trains on; the patience counter is kept
+    try:
+        return _run(config, state, folder, quiet)
+    except MainGuardError as e:
+        raise e.with_traceback(None) from None
+
+
+def _check_resumable(folder: RunFolder) -> None:
+    """Raise, saying what to do instead, unless ``folder`` has a ``last.pt`` to resume.
+
+    Raises:
+        CheckpointError: no such folder, or no ``last.pt`` (deleted by
+            ``--no-keep-last``, or the run stopped before its first checkpoint).
+    """
     if not folder.path.is_dir():
         raise CheckpointError(
             f"{folder.path}: run folder not found; pass a folder made by `segkit run`"
@@ -108,152 +138,446 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
             f"checkpoint (or this is not a run folder), so there is nothing to resume; "
             f"start it again with {again}"
         )
-    state = ckpt_io.load(folder.last, map_location="cpu")
-    config = RunConfig.from_dict(state["config"], source=str(folder.last))
-    if epochs is not None:
-        config.epochs = epochs
-        config.validate()
-        stopping = state.get("early_stopping")
-        if stopping and stopping.get("stopped"):
-            stopping["stopped"] = False  # trains on; the patience counter is kept
-    try:
-        return _run(config, state, folder, quiet)
-    except MainGuardError as e:
-        raise e.with_traceback(None) from None
 
 
 def _run(
     config: RunConfig, state: dict[str, Any] | None, folder: RunFolder | None, quiet: bool
 ) -> RunResult:
-    started = time.perf_counter()
-    d = distributed.from_env()
-    say = _printer(quiet or not d.main)  # one voice: rank 0 reports
-    runtime = build.resolve_runtime(config, d)
-    tb_log.require(config)
-    distributed.init(d, runtime.device)
-    if d.main:  # a read-only or full --out: one line now, not after the first epoch
-        check_writable(
-            folder.path if folder else Path(config.out).expanduser(), "--out", create=False
+    """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
+    and logs each), test the best weights and report."""
+    run = Run(config, quiet)
+    run.setup(state, folder)
+    with run.failures_explained():
+        for epoch in range(run.start, run.end + 1):
+            run.epoch = epoch
+            trained = run.train_epoch(epoch)
+            if run.dist.main:
+                run.end_epoch(trained)
+            distributed.barrier(run.dist)
+            if run.config.patience is not None and run.stops_early():
+                break
+        run.wait_for_writes()  # the last epoch's write: the test reads best.pt
+    return run.finish()
+
+
+@dataclass
+class EpochTrained:
+    """What an epoch's training gave: its metrics (:func:`train_one_epoch`'s, with the
+    learning rate of its first step), its training seconds (the device synchronized) and
+    when it started (``perf_counter``)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    seconds: float
+    started: float
+
+
+#: A row's validation values in an epoch that ``--validate-every`` skips.
+_NOT_VALIDATED = {"loss": math.nan, "dice": math.nan, "iou": math.nan}
+
+
+class Run:
+    """One training run's state, in one place: its configuration and runtime, the built
+    parts (:class:`segkit.build.Training`) and the training step, the run folder (rank
+    0), the checkpoint writer and snapshot, the early stopping, the history of metrics
+    rows, the TensorBoard log and the printer.
+
+    :func:`_run` drives it; each method is one stage of an epoch or of the run. Rank 0
+    alone has a run folder, a writer and a log (``None`` elsewhere), and prints.
+    """
+
+    def __init__(self, config: RunConfig, quiet: bool) -> None:
+        """Resolve the runtime and join the torchrun job (the process group is up)."""
+        self.started = time.perf_counter()
+        self.dist = distributed.from_env()
+        self.quiet = quiet
+        self.say = _printer(quiet or not self.dist.main)  # one voice: rank 0 reports
+        self.runtime = build.resolve_runtime(config, self.dist)
+        tb_log.require(config)
+        distributed.init(self.dist, self.runtime.device)
+        self.config = config
+        self.folder: RunFolder | None = None
+        self.log: tb_log.TensorBoardLog | None = None  # --log tensorboard: rank 0 writes
+        self.writer: ckpt_io.BackgroundWriter | None = None  # rank 0 alone writes checkpoints
+        self.snapshot = ckpt_io.Snapshot()
+        self.resolved: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.start = self.end = self.epoch = 1
+
+    # ------------------------------------------------------------------------ setup
+
+    def setup(self, state: dict[str, Any] | None, folder: RunFolder | None) -> None:
+        """Build every part, restore ``state`` (a resumed run's ``last.pt``), make or
+        reopen the run folder (rank 0) and get the epochs ready."""
+        if self.dist.main:  # a read-only or full --out: one line now, not after the first epoch
+            out = folder.path if folder else Path(self.config.out).expanduser()
+            check_writable(out, "--out", create=False)
+        # Everything is built before the run folder is made: a bad name or path leaves no trace.
+        self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
+        self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
+        c = self.config
+        self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
+        if state is not None:
+            self._restore(state)
+        if self.dist.main:
+            self._open_folder(folder, state)
+        self._prepare_epochs(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        t = self.parts
+        self.start, best, self.history = ckpt_io.restore_training(
+            state, t.model, t.optimizer, self.runtime.precision
         )
-    # Everything is built before the run folder is made: a bad name or path leaves no trace.
-    t = build.build_training(config, runtime, restoring=state is not None)
-    config = t.config  # --loss auto and --monitor auto resolved for the dataset's classes
-    start, history = 1, []
-    stopper = EarlyStopping(config.monitor, config.patience, config.min_delta)
-    if state is not None:
-        start, best, history = ckpt_io.restore_training(
-            state, t.model, t.optimizer, runtime.precision
-        )
-        _restore_ema(state, t, say)
+        _restore_ema(state, t, self.say)
         # A checkpoint of an older segkit has no early_stopping: its monitor is valid Dice
         # (only binary runs are that old).
-        stopper.load_state_dict(
+        self.stopper.load_state_dict(
             state.get("early_stopping") or {"best": best[0], "best_epoch": best[1]}
         )
-    log = None  # --log tensorboard: rank 0 writes the events
-    if d.main:
-        folder = _prepare_folder(config, folder, state, history, say)
-        distributed.note_run_folder(d, folder.path)
+
+    def _open_folder(self, folder: RunFolder | None, state: dict[str, Any] | None) -> None:
+        """Rank 0: the run folder (new, or the resumed one cut back to its checkpoint),
+        the TensorBoard log, ``config.json`` and ``bad_samples.txt``."""
+        t, config = self.parts, self.config
+        self.folder = folder = _prepare_folder(config, folder, state, self.history, self.say)
+        distributed.note_run_folder(self.dist, folder.path)
         if config.log == "tensorboard":
-            log = tb_log.TensorBoardLog(folder.path, config, start)
-        resolved = _resolved(config, runtime, t)
-        folder.write_config(config, resolved)
+            self.log = tb_log.TensorBoardLog(folder.path, config, self.start)
+        self.resolved = _resolved(config, self.runtime, t)
+        folder.write_config(config, self.resolved)
         if t.bad_samples:
             folder.write_bad_samples(t.bad_samples)
-            say(
-                f"segkit: left out {len(t.bad_samples)} unreadable samples, listed in {folder.bad_samples}"
+            self.say(
+                f"segkit: left out {len(t.bad_samples)} unreadable samples, listed in "
+                f"{folder.bad_samples}"
             )
-    steps = t.steps_per_epoch
-    scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=(start - 1) * steps)
-    stepper = build.step_model(t.model, config, runtime)
-    ranks = f" x {d.world} processes" if d.enabled else ""
-    classes = f", {t.task.describe()}" if t.task.multiclass else ""
-    say(
-        f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
-        f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device {runtime.device}{ranks}, "
-        f"precision {runtime.precision.name}, {config.epochs} epochs -> "
-        f"{folder.path if folder else '(rank 0 writes)'}"
-    )
 
-    writer = None  # rank 0 alone writes checkpoints
-    if d.main:
-        saved = state["epoch"] if state else None
-        writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))
-    snapshot = ckpt_io.Snapshot()
-    estimate = progress.RunEstimate(
-        say, config.epochs - start + 1, runtime.device.type, resumed=state is not None
-    )
-    end = config.epochs
-    if stopper.stopped:  # resumed after an early stop, without --epochs: it is finished
-        end = start - 1
-        say(
-            f"segkit: the run stopped early after epoch {end}: {stopper.reason()}; testing its "
-            "best checkpoint again (resume with --epochs to train on)"
+    def _prepare_epochs(self, state: dict[str, Any] | None) -> None:
+        """The learning-rate schedule (positioned after the epochs done), the training
+        step, the header line, the checkpoint writer, the progress and the epoch range."""
+        t, config, runtime = self.parts, self.config, self.runtime
+        steps = t.steps_per_epoch
+        done = (self.start - 1) * steps
+        scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=done)
+        self.step = build.build_step(t, runtime, scheduler)
+        self.say(self._header())
+        if self.dist.main:
+            saved = state["epoch"] if state else None
+            self.writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))
+        self.progress = self._progress(resumed=state is not None)
+        self.eval = t.eval_context(runtime)
+        self.end = config.epochs
+        if self.stopper.stopped:  # resumed after an early stop, without --epochs: finished
+            self.end = self.start - 1
+            self.say(
+                f"segkit: the run stopped early after epoch {self.end}: "
+                f"{self.stopper.reason()}; testing its best checkpoint again (resume with "
+                "--epochs to train on)"
+            )
+        self.epoch = self.start
+
+    def _header(self) -> str:
+        config, t, d = self.config, self.parts, self.dist
+        ranks = f" x {d.world} processes" if d.enabled else ""
+        classes = f", {t.task.describe()}" if t.task.multiclass else ""
+        where = self.folder.path if self.folder else "(rank 0 writes)"
+        return (
+            f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
+            f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
+            f"{self.runtime.device}{ranks}, precision {self.runtime.precision.name}, "
+            f"{config.epochs} epochs -> {where}"
         )
-    epoch = start
-    try:
-        try:
-            for epoch in range(start, end + 1):
-                epoch_start = time.perf_counter()
-                seconds, train_metrics = _train_epoch(
-                    config, runtime, t, stepper, scheduler, epoch, quiet, estimate
-                )
-                if d.main:
-                    assert folder is not None and writer is not None
-                    times = (epoch_start, seconds)
-                    _end_epoch(
-                        config,
-                        runtime,
-                        t,
-                        folder,
-                        writer,
-                        snapshot,
-                        epoch,
-                        times,
-                        train_metrics,
-                        stopper,
-                        history,
-                        say,
-                        log,
-                    )
-                distributed.barrier(d)
-                if config.patience is not None and _stops(stopper, d, runtime.device):
-                    break
-            if writer is not None:
-                writer.wait()  # the last epoch's write: test reads best.pt
-        except BaseException:
-            _drain(writer)  # never leave a write behind unreported, nor half done
-            raise
-    except DataError as e:
-        if config.skip_bad_samples:
-            raise
-        raise DataError(f"{e} (or pass --skip-bad-samples to leave unreadable files out)") from None
-    except KeyboardInterrupt:
-        raise _interrupted(epoch, folder if d.main else None, writer, d) from None
-    except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
-        if not (d.enabled and distributed.is_collective_failure(e)):
-            raise
-        hint = f" {_resume_hint(folder, writer, d)}" if d.main and folder else ""
-        raise distributed.lost_contact(d, epoch, e, hint) from None
 
-    in_sync = distributed.weights_in_sync(t.model, d)  # a collective: every rank takes part
-    best = _best(stopper, history)
-    if not d.main:
-        distributed.shutdown(d)
-        return RunResult(Path(), {}, best[1], best[0], math.nan, math.nan, history)
-    assert folder is not None and writer is not None
-    result = _test_and_report(
-        config, runtime, t, folder, best, history, in_sync, resolved, writer, started, stopper
-    )
-    if log is not None:
-        log.test(result.test, result.epochs_run)
-        log.close()
-    if not config.keep_last:  # finished: the reports and best.pt are what is kept
-        folder.last.unlink(missing_ok=True)
-    say(folder.summary_txt.read_text().strip())
-    folder.release()
-    distributed.shutdown(d)
-    return result
+    def _progress(self, resumed: bool) -> progress.ProgressSettings:
+        config = self.config
+        estimate = progress.RunEstimate(
+            self.say, config.epochs - self.start + 1, self.runtime.device.type, resumed=resumed
+        )
+        silent = self.quiet or not self.dist.main
+        return progress.ProgressSettings(
+            epochs=config.epochs,
+            batch_size=config.batch_size * self.dist.world,
+            say=_printer(silent),
+            estimate=None if silent else estimate,
+            log_every=config.log_every,
+            quiet=silent,
+        )
+
+    # ------------------------------------------------------------------------ an epoch
+
+    def train_epoch(self, epoch: int) -> EpochTrained:
+        """Train one epoch (every rank)."""
+        started = time.perf_counter()
+        loader = self.parts.loaders["train"]
+        loader.set_epoch(epoch)
+        bar = progress.EpochProgress(self.progress, epoch, len(loader))
+        lr = self.parts.optimizer.param_groups[0]["lr"]  # at the epoch's first step
+        t0 = time.perf_counter()
+        metrics = train_one_epoch(self.step, loader, epoch=epoch, progress=bar)
+        self.runtime.synchronize()
+        seconds = time.perf_counter() - t0
+        bar.close(seconds)
+        return EpochTrained(epoch, {**metrics, "lr": lr}, seconds, started)
+
+    def end_epoch(self, trained: EpochTrained) -> None:
+        """Rank 0, after each epoch: validate (when due), update the early stopping (the
+        best epoch; ``stopped`` when ``--patience`` runs out before the last epoch),
+        checkpoint (when due, in the background), log the epoch's row (``metrics.csv``,
+        TensorBoard) and print its line."""
+        assert self.folder is not None
+        epoch, config = trained.epoch, self.config
+        validated = epoch % config.validate_every == 0 or epoch == config.epochs
+        t0 = time.perf_counter()
+        valid = self.validate() if validated else dict(_NOT_VALIDATED)
+        valid_s = time.perf_counter() - t0
+        row = self._row(trained, valid, valid_s)
+        self.history.append(row)
+        improved = validated and self._update_stopper(epoch, valid)
+        self.checkpoint(trained, row, improved)
+        self.folder.append_metrics(row)
+        if self.log is not None:
+            self._log_epoch(row, validated)
+        self.say(self._epoch_line(trained, row, validated, improved))
+
+    def validate(self) -> dict[str, Any]:
+        """The validation metrics of the weights validation evaluates (the EMA's with
+        ``--ema``), the device synchronized."""
+        valid = evaluate(self.parts.eval_model, self.parts.loaders["valid"], self.eval)
+        self.runtime.synchronize()
+        return valid
+
+    def _row(self, trained: EpochTrained, valid: dict[str, Any], valid_s: float) -> dict[str, Any]:
+        """The epoch's ``metrics.csv`` row (its checkpoint and wall seconds set later)."""
+        train = trained.metrics
+        return {
+            "epoch": trained.epoch,
+            "train_loss": train["loss"],
+            "train_dice": train["dice"],
+            "valid_loss": valid["loss"],
+            "valid_dice": valid["dice"],
+            "valid_iou": valid["iou"],
+            "lr": train["lr"],
+            "epoch_seconds": trained.seconds,  # training
+            "valid_s": valid_s,
+            "checkpoint_s": 0.0,  # set by checkpoint()
+            "epoch_wall_s": math.nan,  # set by checkpoint()
+            "train_images": int(train["images"]),
+            "skipped_steps": train["skipped_nan"] + train["skipped_overflow"],
+            **_class_columns(self.parts.task, valid),
+        }
+
+    def _update_stopper(self, epoch: int, valid: dict[str, Any]) -> bool:
+        """Whether the validated epoch is the best so far; an exhausted ``--patience``
+        stops the run unless this was the last epoch anyway."""
+        improved = self.stopper.update(valid[self.stopper.key], epoch)
+        self.stopper.stopped = self.stopper.should_stop and epoch < self.config.epochs
+        return improved
+
+    def checkpoint(self, trained: EpochTrained, row: dict[str, Any], improved: bool) -> None:
+        """Write ``best.pt`` when the epoch improved and ``last.pt`` when due
+        (``--save-every``, the last epoch, an early stop): in the background from a
+        snapshot on an accelerator, here on the CPU. Sets the row's checkpoint seconds
+        (what the training loop spent: the snapshot and any wait for the previous write,
+        or the write) and wall seconds."""
+        epoch, config = trained.epoch, self.config
+        save_last = epoch % config.save_every == 0 or epoch == config.epochs
+        save_last = save_last or self.stopper.stopped
+        t0 = time.perf_counter()
+        state: dict[str, Any] = {}
+        files: list[tuple[dict[str, Any], Path]] = []
+        if save_last or improved:
+            state, files = self._checkpoint_files(epoch, save_last, improved)
+        row["checkpoint_s"] = time.perf_counter() - t0
+        row["epoch_wall_s"] = time.perf_counter() - trained.started
+        assert self.writer is not None
+        if files and self.writer.background:
+            if save_last:  # the copy of this row in the checkpoint gets the times too
+                times = {k: row[k] for k in ("checkpoint_s", "epoch_wall_s")}
+                state["history"][-1].update(times)
+            self.writer.submit(files, epoch if save_last else None)
+
+    def _checkpoint_files(
+        self, epoch: int, save_last: bool, improved: bool
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Path]]]:
+        """The state to write and its files, after the previous write is done (a failed
+        one is raised here); on the CPU they are written now (the row in them lacks the
+        epoch's checkpoint and wall seconds)."""
+        assert self.writer is not None and self.folder is not None
+        self.writer.wait()
+        status = ckpt_io.RunStatus(
+            epoch, self.best(), self.history, early_stopping=self.stopper.state_dict()
+        )
+        state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
+        if not save_last:
+            state = ckpt_io.weights_state(state)
+        if self.writer.background:  # the thread writes a copy while training changes the tensors
+            state = self.snapshot.take(state)
+        files = self.folder.checkpoint_files(state, last=save_last, best=improved)
+        if not self.writer.background:
+            self.writer.submit(files, epoch if save_last else None)
+        return state, files
+
+    def _log_epoch(self, row: dict[str, Any], validated: bool) -> None:
+        """The TensorBoard events: the row, and the prediction grid when due."""
+        assert self.log is not None
+        self.log.epoch(row)
+        epoch = row["epoch"]
+        if validated and self.log.wants_grid(epoch):
+            t = self.parts
+            self.log.grid(epoch, t.eval_model, t.loaders["valid"], self.eval, t.dataset)
+
+    def _epoch_line(
+        self, trained: EpochTrained, row: dict[str, Any], validated: bool, improved: bool
+    ) -> str:
+        config, mc, stopper = self.config, self.parts.task.multiclass, self.stopper
+        if not validated:
+            shown = "(not validated)"
+        elif mc:
+            shown = f"valid mIoU {row['valid_iou']:.4f}  mDice {row['valid_dice']:.4f}"
+        else:
+            shown = f"valid dice {row['valid_dice']:.4f}"
+        usual = ("valid_miou", "valid_mdice", "valid_iou", "valid_dice") if mc else ("valid_dice",)
+        if validated and config.monitor not in usual:
+            shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
+        stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
+        return (
+            f"epoch {trained.epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+            f"train {'mDice' if mc else 'dice'} {row['train_dice']:.4f}  {shown}  "
+            f"train {trained.seconds:.1f}s  valid {row['valid_s']:.1f}s  "
+            f"checkpoint {row['checkpoint_s']:.2f}s{'  *best' if improved else ''}"
+            f"{_step_notes(trained.metrics, self.runtime)}{stop}"
+        )
+
+    def stops_early(self) -> bool:
+        """Whether the run stops early after this epoch: rank 0 decided, every rank
+        learns it (a collective, only with ``--patience``)."""
+        if not self.dist.enabled:
+            return self.stopper.stopped
+        stop = float(self.stopper.stopped and self.dist.main)
+        flag = torch.tensor([stop], device=self.runtime.device)
+        return bool(distributed.all_reduce_sum(flag, self.dist).item() > 0)
+
+    def best(self) -> tuple[float, int]:
+        """(the valid Dice of the best epoch by ``--monitor``, that epoch): what
+        checkpoints and the summary call the best; ``(-inf, -1)`` before any validation."""
+        stopper = self.stopper
+        if stopper.best_epoch < 0:
+            return -math.inf, -1
+        if stopper.key == "dice":
+            return stopper.best, stopper.best_epoch
+        row = next(r for r in self.history if r["epoch"] == stopper.best_epoch)
+        return row["valid_dice"], stopper.best_epoch
+
+    # ------------------------------------------------------------------------ the run's edges
+
+    def wait_for_writes(self) -> None:
+        if self.writer is not None:
+            self.writer.wait()
+
+    @contextlib.contextmanager
+    def failures_explained(self) -> Iterator[None]:
+        """Around the epochs: a write in flight is never left behind unreported nor half
+        done, and a bad file, a Ctrl-C or a lost peer end in one line saying what to do."""
+        d = self.dist
+        try:
+            try:
+                yield
+            except BaseException:
+                _drain(self.writer)
+                raise
+        except DataError as e:
+            if self.config.skip_bad_samples:
+                raise
+            raise DataError(
+                f"{e} (or pass --skip-bad-samples to leave unreadable files out)"
+            ) from None
+        except KeyboardInterrupt:
+            folder = self.folder if d.main else None
+            raise _interrupted(self.epoch, folder, self.writer, d) from None
+        except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
+            if not (d.enabled and distributed.is_collective_failure(e)):
+                raise
+            hint = f" {_resume_hint(self.folder, self.writer, d)}" if d.main and self.folder else ""
+            raise distributed.lost_contact(d, self.epoch, e, hint) from None
+
+    def finish(self) -> RunResult:
+        """Test the best weights and report (rank 0); shut the process group down."""
+        in_sync = distributed.weights_in_sync(self.parts.model, self.dist)  # every rank takes part
+        best = self.best()
+        if not self.dist.main:
+            distributed.shutdown(self.dist)
+            return RunResult(Path(), {}, best[1], best[0], math.nan, math.nan, self.history)
+        assert self.folder is not None
+        result = self.test_and_report(best, in_sync)
+        if self.log is not None:
+            self.log.test(result.test, result.epochs_run)
+            self.log.close()
+        if not self.config.keep_last:  # finished: the reports and best.pt are what is kept
+            self.folder.last.unlink(missing_ok=True)
+        self.say(self.folder.summary_txt.read_text().strip())
+        self.folder.release()
+        distributed.shutdown(self.dist)
+        return result
+
+    def test_and_report(self, best: tuple[float, int], in_sync: bool) -> RunResult:
+        """Test the best weights, draw the curves and predictions, write the summary."""
+        folder, t, runtime = self.folder, self.parts, self.runtime
+        assert folder is not None
+        if not folder.best.exists():
+            raise ConfigError(
+                f"{folder.path}: no epoch to evaluate (--epochs {self.config.epochs} already done?)"
+            )
+        t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
+        meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
+        test = evaluate(t.model, t.loaders["test"], self.eval, meter=meter)
+        dice, iou = meter.per_image_scores()
+        test["definitions"] = scores_from_meter(meter, t.task)  # summary.json's test_metrics
+        scores = report.ImageScores(dice, iou, _test_ids(t.dataset, len(dice)))
+        folder.write_test_scores(
+            dice.tolist(), iou.tolist(), scores.ids, multiclass=t.task.multiclass
+        )
+        result = self._result(test, best, in_sync)
+        with atomic_path(folder.curves) as path:
+            report.write_curves(
+                path, self.history, best_epoch=best[1], multiclass=t.task.multiclass
+            )
+        with atomic_path(folder.predictions) as path:
+            report.write_prediction_grid(
+                path, t.model, t.loaders["test"], self.eval, scores, self.config.grid_images
+            )
+        result.wall_s = time.perf_counter() - self.started
+        if runtime.device.type == "cuda":
+            result.peak_gpu_memory_mb = round(
+                torch.cuda.max_memory_allocated(runtime.device) / 2**20, 1
+            )
+        folder.write_summary(self.config, result, self.resolved)
+        return result
+
+    def _result(self, test: dict[str, Any], best: tuple[float, int], in_sync: bool) -> RunResult:
+        assert self.writer is not None and self.folder is not None
+        epoch_seconds, ips = timing(self.history)
+        stopper, writes = self.stopper, self.writer.write_seconds
+        result = RunResult(
+            self.folder.path,
+            test,
+            best[1],
+            best[0],
+            epoch_seconds,
+            ips,
+            self.history,
+            self.dist.world,
+            in_sync,
+            checkpoint_writes=len(writes),
+            monitor=self.config.monitor,
+            best_value=stopper.best,
+            stopped_early=stopper.stopped,
+            stop_reason=stopper.reason() if stopper.stopped else None,
+            epochs_run=self.history[-1]["epoch"] if self.history else 0,
+            task=self.parts.task,
+        )
+        if writes:
+            result.checkpoint_write_s = sum(writes) / len(writes)
+        return result
 
 
 def _restore_ema(state: dict[str, Any], t: build.Training, say: Callable[[str], None]) -> None:
@@ -308,185 +632,6 @@ def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> d
     }
 
 
-def _train_epoch(
-    config: RunConfig,
-    runtime: build.Runtime,
-    t: build.Training,
-    stepper: torch.nn.Module,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-    quiet: bool,
-    estimate: progress.RunEstimate | None = None,
-) -> tuple[float, dict[str, float]]:
-    """Train one epoch; return its seconds (the device synchronized) and metrics, with
-    the learning rate of its first step."""
-    loader = t.loaders["train"]
-    loader.set_epoch(epoch)
-    silent = quiet or not runtime.dist.main
-    bar = progress.EpochProgress(
-        epoch=epoch,
-        epochs=config.epochs,
-        steps=len(loader),
-        batch_size=config.batch_size * runtime.dist.world,
-        say=_printer(silent),
-        estimate=None if silent else estimate,
-        log_every=config.log_every,
-        quiet=silent,
-    )
-    lr = t.optimizer.param_groups[0]["lr"]  # at the epoch's first step
-    t0 = time.perf_counter()
-    metrics = train_one_epoch(
-        stepper,
-        loader,
-        t.loss,
-        t.optimizer,
-        runtime.precision,
-        runtime.device,
-        runtime.channels_last,
-        scheduler=scheduler,
-        epoch=epoch,
-        on_nan=config.on_nan,
-        progress=bar,
-        dist=runtime.dist,
-        accumulate=config.accumulate,
-        ema=t.ema,
-        task=t.task,
-    )
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    bar.close(seconds)
-    return seconds, {**metrics, "lr": lr}
-
-
-def _end_epoch(
-    config: RunConfig,
-    runtime: build.Runtime,
-    t: build.Training,
-    folder: RunFolder,
-    writer: ckpt_io.BackgroundWriter,
-    snapshot: ckpt_io.Snapshot,
-    epoch: int,
-    times: tuple[float, float],
-    train_metrics: dict[str, float],
-    stopper: EarlyStopping,
-    history: list[dict[str, Any]],
-    say: Callable[[str], None],
-    log: tb_log.TensorBoardLog | None = None,
-) -> None:
-    """Validate (when due), update ``stopper`` (the best epoch; ``stopped`` when
-    ``--patience`` runs out before the last epoch), checkpoint (when due, in the
-    background), log the epoch's row. ``times``: when the epoch started
-    (``perf_counter``) and its training seconds. An early stop is a final epoch: it
-    writes ``last.pt`` whatever ``--save-every``. ``log``: the TensorBoard events
-    (``--log tensorboard``) get the row, and the prediction grid when due."""
-    epoch_start, seconds = times
-    validate = epoch % config.validate_every == 0 or epoch == config.epochs
-    nan = math.nan
-    valid: dict[str, Any] = {"loss": nan, "dice": nan, "iou": nan}
-    t0 = time.perf_counter()
-    if validate:
-        valid = evaluate(
-            t.eval_model,
-            t.loaders["valid"],
-            t.loss,
-            runtime.precision,
-            runtime.device,
-            runtime.channels_last,
-            task=t.task,
-            forward=t.eval_forward(runtime),
-        )
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize()
-    valid_s = time.perf_counter() - t0
-    row = {
-        "epoch": epoch,
-        "train_loss": train_metrics["loss"],
-        "train_dice": train_metrics["dice"],
-        "valid_loss": valid["loss"],
-        "valid_dice": valid["dice"],
-        "valid_iou": valid["iou"],
-        "lr": train_metrics["lr"],
-        "epoch_seconds": seconds,  # training
-        "valid_s": valid_s,
-        "checkpoint_s": 0.0,  # set below
-        "epoch_wall_s": nan,  # set below
-        "train_images": int(train_metrics["images"]),
-        "skipped_steps": train_metrics["skipped_nan"] + train_metrics["skipped_overflow"],
-        **_class_columns(t.task, valid),
-    }
-    history.append(row)
-    improved = False
-    if validate:
-        improved = stopper.update(valid[stopper.key], epoch)
-        stopper.stopped = stopper.should_stop and epoch < config.epochs
-    save_last = epoch % config.save_every == 0 or epoch == config.epochs or stopper.stopped
-    t0 = time.perf_counter()
-    files, saved = [], epoch if save_last else None
-    if save_last or improved:
-        writer.wait()  # the previous write; a failed one is raised here
-        state = ckpt_io.training_state(
-            config,
-            t.model,
-            t.optimizer,
-            runtime.precision,
-            epoch,
-            _best(stopper, history),
-            history,
-            t.ema,
-            early_stopping=stopper.state_dict(),
-            task=t.task.record(),
-        )
-        if not save_last:
-            state = ckpt_io.weights_state(state)
-        if writer.background:  # the thread writes a copy while training changes the tensors
-            state = snapshot.take(state)
-        files = folder.checkpoint_files(state, last=save_last, best=improved)
-        if not writer.background:  # written here (the row in it lacks the two times below)
-            writer.submit(files, saved)
-    row["checkpoint_s"] = time.perf_counter() - t0
-    row["epoch_wall_s"] = time.perf_counter() - epoch_start
-    if files and writer.background:
-        if save_last:  # the copy of this row in the checkpoint gets the times too
-            state["history"][-1].update(
-                checkpoint_s=row["checkpoint_s"], epoch_wall_s=row["epoch_wall_s"]
-            )
-        writer.submit(files, saved)
-    folder.append_metrics(row)
-    if log is not None:
-        log.epoch(row)
-        if validate and log.wants_grid(epoch):
-            mean, std = build.normalization(t.recipe)
-            log.grid(
-                epoch,
-                t.eval_model,
-                t.loaders["valid"],
-                runtime,
-                mean,
-                std,
-                t.dataset,
-                forward=t.eval_forward(runtime),
-            )
-    mc = t.task.multiclass
-    if not validate:
-        shown = "(not validated)"
-    elif mc:
-        shown = f"valid mIoU {row['valid_iou']:.4f}  mDice {row['valid_dice']:.4f}"
-    else:
-        shown = f"valid dice {row['valid_dice']:.4f}"
-    if validate and config.monitor not in (
-        ("valid_miou", "valid_mdice", "valid_iou", "valid_dice") if mc else ("valid_dice",)
-    ):
-        shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
-    stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
-    say(
-        f"epoch {epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-        f"train {'mDice' if mc else 'dice'} {row['train_dice']:.4f}  {shown}  "
-        f"train {seconds:.1f}s  valid {valid_s:.1f}s  checkpoint {row['checkpoint_s']:.2f}s"
-        f"{'  *best' if improved else ''}{_step_notes(train_metrics, runtime)}{stop}"
-    )
-
-
 def _class_columns(task: Any, valid: dict[str, Any]) -> dict[str, float]:
     """The extra ``metrics.csv`` columns of a K-class run (none for binary): validation
     pixel accuracy, the per-image means, and each class's IoU. ``valid_dice`` and
@@ -502,113 +647,6 @@ def _class_columns(task: Any, valid: dict[str, Any]) -> dict[str, float]:
     for name in task.classes:
         out[f"valid_iou_{name}"] = valid.get(f"iou_{name}", nan)
     return out
-
-
-def _best(stopper: EarlyStopping, history: list[dict[str, Any]]) -> tuple[float, int]:
-    """(the valid Dice of the best epoch by ``--monitor``, that epoch): what checkpoints
-    and the summary call the best; ``(-inf, -1)`` before any validation."""
-    if stopper.best_epoch < 0:
-        return -math.inf, -1
-    if stopper.key == "dice":
-        return stopper.best, stopper.best_epoch
-    row = next(r for r in history if r["epoch"] == stopper.best_epoch)
-    return row["valid_dice"], stopper.best_epoch
-
-
-def _stops(stopper: EarlyStopping, d: distributed.Dist, device: torch.device) -> bool:
-    """Whether the run stops early after this epoch: rank 0 decided, every rank learns it
-    (a collective, only with ``--patience``)."""
-    if not d.enabled:
-        return stopper.stopped
-    flag = torch.tensor([float(stopper.stopped and d.main)], device=device)
-    return bool(distributed.all_reduce_sum(flag, d).item() > 0)
-
-
-def _test_and_report(
-    config: RunConfig,
-    runtime: build.Runtime,
-    t: build.Training,
-    folder: RunFolder,
-    best: tuple[float, int],
-    history: list[dict[str, Any]],
-    in_sync: bool,
-    resolved: dict[str, Any],
-    writer: ckpt_io.BackgroundWriter,
-    started: float,
-    stopper: EarlyStopping,
-) -> RunResult:
-    """Test the best weights, draw the curves and predictions, write the summary."""
-    from segkit.reports import figures as report
-
-    if not folder.best.exists():
-        raise ConfigError(
-            f"{folder.path}: no epoch to evaluate (--epochs {config.epochs} already done?)"
-        )
-    t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
-    test_loader = t.loaders["test"]
-    args = (runtime.precision, runtime.device)
-    meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
-    forward = t.eval_forward(runtime)
-    test = evaluate(
-        t.model,
-        test_loader,
-        t.loss,
-        *args,
-        runtime.channels_last,
-        meter=meter,
-        task=t.task,
-        forward=forward,
-    )
-    dice, iou = meter.per_image_scores()
-    ids = _test_ids(t.dataset, len(dice))
-    folder.write_test_scores(dice.tolist(), iou.tolist(), ids, multiclass=t.task.multiclass)
-    epoch_seconds, ips = timing(history)
-    result = RunResult(
-        folder.path,
-        test,
-        best[1],
-        best[0],
-        epoch_seconds,
-        ips,
-        history,
-        runtime.dist.world,
-        in_sync,
-        checkpoint_writes=len(writer.write_seconds),
-        monitor=config.monitor,
-        best_value=stopper.best,
-        stopped_early=stopper.stopped,
-        stop_reason=stopper.reason() if stopper.stopped else None,
-        epochs_run=history[-1]["epoch"] if history else 0,
-        task=t.task,
-    )
-    if writer.write_seconds:
-        result.checkpoint_write_s = sum(writer.write_seconds) / len(writer.write_seconds)
-    with atomic_path(folder.curves) as path:
-        report.write_curves(path, history, best_epoch=best[1], multiclass=t.task.multiclass)
-    mean, std = build.normalization(t.recipe)
-    with atomic_path(folder.predictions) as path:
-        report.write_prediction_grid(
-            path,
-            t.model,
-            test_loader,
-            *args,
-            mean,
-            std,
-            dice=dice,
-            iou=iou,
-            ids=ids,
-            n=config.grid_images,
-            channels_last=runtime.channels_last,
-            task=t.task,
-            forward=forward,
-        )
-    result.wall_s = time.perf_counter() - started
-    if runtime.device.type == "cuda":
-        result.peak_gpu_memory_mb = round(
-            torch.cuda.max_memory_allocated(runtime.device) / 2**20, 1
-        )
-    folder.write_summary(config, result, resolved)
-    return result
 
 
 def _test_ids(dataset: Any, count: int) -> list[str] | None:

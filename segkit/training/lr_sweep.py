@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from segkit.build import Runtime, Training
     from segkit.config import RunConfig
 
-__all__ = ["LRFind", "lr_find", "suggest", "write_plot"]
+__all__ = ["LRFind", "Sweep", "lr_find", "suggest", "write_plot"]
 
 #: Stop when the smoothed loss is above this many times the best one.
 DIVERGE = 4.0
@@ -45,13 +46,45 @@ class LRFind(NamedTuple):
         return self.lrs[best] / 10
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """The sweep's settings.
+
+    Attributes:
+        start_lr: First learning rate.
+        end_lr: Last learning rate (reached at step ``steps``, unless the loss diverges).
+        steps: Optimizer steps.
+        beta: Exponential smoothing of the loss.
+    """
+
+    start_lr: float = 1e-7
+    end_lr: float = 1.0
+    steps: int = 100
+    beta: float = 0.98
+
+    def check(self) -> None:
+        """Raises:
+        ConfigError: a setting out of range, named with its flag."""
+        from segkit.errors import ConfigError
+
+        if not 0 < self.start_lr < self.end_lr:
+            raise ConfigError(
+                f"lr-find: need 0 < --start-lr < --end-lr, got {self.start_lr}, {self.end_lr}"
+            )
+        if self.steps < 2:
+            raise ConfigError(f"lr-find: --steps {self.steps}: need at least 2")
+        if not 0 <= self.beta < 1:
+            raise ConfigError(f"lr-find: beta {self.beta}: expected 0 <= beta < 1")
+
+    def lr(self, i: int) -> float:
+        """The learning rate of step ``i`` (0-based): exponential from start to end."""
+        return self.start_lr * (self.end_lr / self.start_lr) ** (i / (self.steps - 1))
+
+
 def lr_find(
     config: RunConfig,
+    sweep: Sweep | None = None,
     *,
-    start_lr: float = 1e-7,
-    end_lr: float = 1.0,
-    steps: int = 100,
-    beta: float = 0.98,
     training: Training | None = None,
     runtime: Runtime | None = None,
     progress: Any = None,
@@ -60,10 +93,7 @@ def lr_find(
 
     Args:
         config: The run configuration (its ``lr`` is not used).
-        start_lr: First learning rate.
-        end_lr: Last learning rate (reached at step ``steps``, unless the loss diverges).
-        steps: Optimizer steps.
-        beta: Exponential smoothing of the loss.
+        sweep: The sweep's range, steps and smoothing (default :class:`Sweep()`).
         training: Parts already built with :func:`segkit.build.build_training` (with
             ``runtime``); their model and optimizer are restored afterwards. By default
             they are built from ``config``.
@@ -79,74 +109,92 @@ def lr_find(
     from segkit import build
     from segkit.errors import ConfigError
     from segkit.system.main_guard import exit_if_reimporting_main
-    from segkit.training.loops import to_device
 
-    if not 0 < start_lr < end_lr:
-        raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr, got {start_lr}, {end_lr}")
-    if steps < 2:
-        raise ConfigError(f"lr-find: --steps {steps}: need at least 2")
-    if not 0 <= beta < 1:
-        raise ConfigError(f"lr-find: beta {beta}: expected 0 <= beta < 1")
+    sweep = sweep or Sweep()
+    sweep.check()
     exit_if_reimporting_main()
     if training is None:
         runtime = build.resolve_runtime(config)
         training = build.build_training(config, runtime)
     elif runtime is None:
         raise ConfigError("lr-find: pass the runtime the training parts were built for")
-    model, optimizer, loss_fn = training.model, training.optimizer, training.loss
-    loader = training.loaders["train"]
-    precision, device = runtime.precision, runtime.device
-    saved = (
-        copy.deepcopy(model.state_dict()),
-        copy.deepcopy(optimizer.state_dict()),
-        copy.deepcopy(precision.state_dict()),
-        model.training,
-    )
-    config = training.config  # --loss auto resolved for the dataset
-    stepper = build.step_model(model, config, runtime)
-    ratio = end_lr / start_lr
+    saved = _saved(training, runtime)
+    stepper = build.step_model(training.model, training.config, runtime)  # --loss auto resolved
+    try:
+        lrs, losses = _sweep(stepper, training, runtime, sweep, progress)
+    finally:
+        _restore(training, runtime, saved)
+    if not lrs:
+        raise ConfigError(
+            f"lr-find: the loss was not finite at the first step (lr {sweep.start_lr:g}); "
+            "check the data and the loss, or start lower"
+        )
+    return LRFind(lrs, losses, suggest(lrs, losses))
+
+
+def _sweep(
+    stepper: Any, training: Training, runtime: Runtime, sweep: Sweep, progress: Any
+) -> tuple[list[float], list[float]]:
+    """Step once per batch at each learning rate of ``sweep``: the rates and the smoothed
+    losses, up to a non-finite loss or divergence (the model and optimizer change)."""
     lrs: list[float] = []
     losses: list[float] = []
     avg, best = 0.0, math.inf
-    try:
-        model.train()
-        batches = _cycle(loader)
-        for i in range(steps):
-            lr = start_lr * ratio ** (i / (steps - 1))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = next(batches)
-            images = to_device(batch.images, device, runtime.channels_last)
-            masks = training.task.target(to_device(batch.masks, device, False))
-            with precision.autocast():
-                loss = loss_fn(stepper(images), masks)
-            value = float(loss.detach().float())
-            if not math.isfinite(value):
-                break
-            optimizer.zero_grad(set_to_none=True)
-            precision.backward(loss)
-            precision.step(optimizer)
-            avg = beta * avg + (1 - beta) * value
-            smoothed = avg / (1 - beta ** (i + 1))
-            if i > 0 and smoothed > DIVERGE * best:
-                break
-            best = min(best, smoothed)
-            lrs.append(lr)
-            losses.append(smoothed)
-            if progress is not None:
-                progress(i, lr, smoothed)
-    finally:
-        model.load_state_dict(saved[0])
-        optimizer.load_state_dict(saved[1])
-        precision.load_state_dict(saved[2])
-        model.train(saved[3])
-        optimizer.zero_grad(set_to_none=True)
-    if not lrs:
-        raise ConfigError(
-            f"lr-find: the loss was not finite at the first step (lr {start_lr:g}); check "
-            "the data and the loss, or start lower"
-        )
-    return LRFind(lrs, losses, suggest(lrs, losses))
+    training.model.train()
+    batches = _cycle(training.loaders["train"])
+    for i in range(sweep.steps):
+        lr = sweep.lr(i)
+        for group in training.optimizer.param_groups:
+            group["lr"] = lr
+        value = _step(stepper, training, runtime, next(batches))
+        if not math.isfinite(value):
+            break
+        avg = sweep.beta * avg + (1 - sweep.beta) * value
+        smoothed = avg / (1 - sweep.beta ** (i + 1))
+        if i > 0 and smoothed > DIVERGE * best:
+            break
+        best = min(best, smoothed)
+        lrs.append(lr)
+        losses.append(smoothed)
+        if progress is not None:
+            progress(i, lr, smoothed)
+    return lrs, losses
+
+
+def _step(stepper: Any, training: Training, runtime: Runtime, batch: Any) -> float:
+    """One optimizer step on ``batch``; its loss (a non-finite one takes no step)."""
+    from segkit.training.loops import to_device
+
+    precision, device = runtime.precision, runtime.device
+    images = to_device(batch.images, device, runtime.channels_last)
+    masks = training.task.target(to_device(batch.masks, device, False))
+    with precision.autocast():
+        loss = training.loss(stepper(images), masks)
+    value = float(loss.detach().float())
+    if not math.isfinite(value):
+        return value
+    training.optimizer.zero_grad(set_to_none=True)
+    precision.backward(loss)
+    precision.step(training.optimizer)
+    return value
+
+
+def _saved(training: Training, runtime: Runtime) -> tuple[Any, ...]:
+    """Copies of what the sweep changes: model, optimizer and precision states, mode."""
+    return (
+        copy.deepcopy(training.model.state_dict()),
+        copy.deepcopy(training.optimizer.state_dict()),
+        copy.deepcopy(runtime.precision.state_dict()),
+        training.model.training,
+    )
+
+
+def _restore(training: Training, runtime: Runtime, saved: tuple[Any, ...]) -> None:
+    training.model.load_state_dict(saved[0])
+    training.optimizer.load_state_dict(saved[1])
+    runtime.precision.load_state_dict(saved[2])
+    training.model.train(saved[3])
+    training.optimizer.zero_grad(set_to_none=True)
 
 
 def _cycle(loader: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 #: Steps left out of the estimate at the start of the first epoch (worker start, cudnn
@@ -81,53 +82,72 @@ class RunEstimate:
         self.say(line)
 
 
+@dataclass
+class ProgressSettings:
+    """What every epoch's progress of a run shares (see :class:`EpochProgress`).
+
+    Attributes:
+        epochs: The run's last epoch (shown as ``epoch e/epochs``).
+        batch_size: Images per step over all ranks (for images/s).
+        say: Prints one line.
+        estimate: The run's :class:`RunEstimate`, fed by the first epoch (None: none).
+        log_every: Seconds between plain lines off a terminal (0: none).
+        quiet: Show nothing (no bar, no lines).
+        stream: Where the bar goes, and whose ``isatty`` chooses bar or lines
+            (default ``sys.stderr``).
+        clock: The clock (seconds).
+    """
+
+    epochs: int
+    batch_size: int
+    say: Callable[[str], None]
+    estimate: RunEstimate | None = None
+    log_every: float = 30.0
+    quiet: bool = False
+    stream: TextIO | None = None
+    clock: Callable[[], float] = time.perf_counter
+
+
 class EpochProgress:
     """The training loop's progress object for one epoch (``update``, ``set_postfix``).
 
     On a terminal it drives a tqdm bar; otherwise it prints a plain line at most every
     ``log_every`` seconds (0: never): epoch, step, images/s and the last loss read. Either
     way it feeds :class:`RunEstimate`.
+
+    Args:
+        settings: What the run's epochs share.
+        epoch: This epoch.
+        steps: Its batches.
     """
 
-    def __init__(
-        self,
-        *,
-        epoch: int,
-        epochs: int,
-        steps: int,
-        batch_size: int,
-        say: Callable[[str], None],
-        estimate: RunEstimate | None,
-        log_every: float,
-        quiet: bool,
-        stream: TextIO | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.epoch, self.epochs, self.steps = epoch, epochs, steps
-        self.batch_size = batch_size
-        self.say = say
-        self.estimate = estimate
-        self.log_every = log_every
-        self.clock = clock
+    def __init__(self, settings: ProgressSettings, epoch: int, steps: int) -> None:
+        s = settings
+        self.epoch, self.epochs, self.steps = epoch, s.epochs, steps
+        self.batch_size = s.batch_size
+        self.say = s.say
+        self.estimate = s.estimate
+        self.log_every = s.log_every
+        self.clock = s.clock
         self.step = 0
         self.loss: str | None = None
-        self.start = clock()
+        self.start = s.clock()
         self.last_line = self.start
-        self.window = estimate.window(steps) if estimate and not estimate.done else None
+        self.window = s.estimate.window(steps) if s.estimate and not s.estimate.done else None
         self.window_start: float | None = None
-        stream = stream if stream is not None else sys.stderr
+        stream = s.stream if s.stream is not None else sys.stderr
         self.bar: Any = None
-        if not quiet and is_tty(stream):
+        if not s.quiet and is_tty(stream):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
                 total=steps,
-                desc=f"epoch {epoch}/{epochs}",
+                desc=f"epoch {epoch}/{s.epochs}",
                 leave=False,
                 dynamic_ncols=True,
                 file=stream,
             )
-        self.lines = not quiet and self.bar is None and log_every > 0
+        self.lines = not s.quiet and self.bar is None and s.log_every > 0
 
     def update(self, n: int = 1) -> None:
         self.step += n

@@ -260,6 +260,11 @@ class RunFolder:
             "test_dice": result.test["dice"],
             "test_iou": result.test["iou"],
             "test_loss": result.test["loss"],
+            # Dice and IoU per image, over the dataset, and as MONAI and smp define them
+            # (segkit.metrics.definitions), side by side.
+            **(
+                {"test_metrics": result.test["definitions"]} if "definitions" in result.test else {}
+            ),
             "best_epoch": result.best_epoch,
             "best_valid_dice": result.best_valid_dice,
             "monitor": result.monitor,

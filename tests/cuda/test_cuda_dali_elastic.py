@@ -32,8 +32,8 @@ from PIL import Image  # noqa: E402
 from segkit import recipes as R  # noqa: E402
 from segkit import registry  # noqa: E402
 from segkit.contracts import IGNORE_INDEX  # noqa: E402
+from segkit_dali._graph import compile_ops  # noqa: E402
 from segkit_dali._loader import draw_params  # noqa: E402
-from segkit_dali._ops import compile_ops  # noqa: E402
 
 CV2_BORDER = {
     "constant": cv2.BORDER_CONSTANT,

@@ -103,7 +103,7 @@ def collect(loader, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _steps(precision_name: str, loss_scale: float = 1.0, steps: int = 6):
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     config = RunConfig(model="unet", device="cuda", precision=precision_name, image_size=SIZE)
     rt = build.resolve_runtime(config)
@@ -116,7 +116,7 @@ def _steps(precision_name: str, loss_scale: float = 1.0, steps: int = 6):
 
     batches = device_batches(steps, seed=0)
     before = [p.detach().clone() for p in model.parameters()]
-    out = train_one_epoch(model, batches, scaled, optimizer, rt.precision, rt.device, True)
+    out = train_one_epoch(TrainStep(StepContext(model, scaled, optimizer, rt)), batches)
     changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     return out, rt.precision, changed
 
@@ -304,7 +304,7 @@ def test_one_process_nccl_ddp_training(tiny_pets_dataset) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     assert dist.is_nccl_available()
     dist.init_process_group(
@@ -319,9 +319,8 @@ def test_one_process_nccl_ddp_training(tiny_pets_dataset) -> None:
         recipe = build.build_recipe(config)
         loader = dali(tiny_pets_dataset, "train", recipe, 4, device="cuda", train=True)
         loader.set_epoch(0)
-        out = train_one_epoch(
-            ddp, loader, build.build_loss(config), optimizer, rt.precision, rt.device, True
-        )
+        step = TrainStep(StepContext(ddp, build.build_loss(config), optimizer, rt))
+        out = train_one_epoch(step, loader)
         assert out["steps"] == len(loader) and np.isfinite(out["loss"])
         t = torch.ones(3, device=rt.device)
         dist.all_reduce(t)
@@ -351,7 +350,7 @@ class _SyncWatchedBatches:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_no_host_sync_in_a_steady_state_training_step(precision: str) -> None:
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     config = RunConfig(
         model="resnet34_unet", device="cuda", precision=precision, image_size=SIZE, epochs=2
@@ -361,17 +360,8 @@ def test_no_host_sync_in_a_steady_state_training_step(precision: str) -> None:
     optimizer = build.build_optimizer(model, config)
     data = _SyncWatchedBatches(30)  # past the NaN watch's and progress bar's read points
     training = build.build_scheduler(optimizer, config, len(data))
-    out = train_one_epoch(
-        model,
-        data,
-        build.build_loss(config),
-        optimizer,
-        rt.precision,
-        rt.device,
-        True,
-        scheduler=training,
-        progress=_Bar(),
-    )
+    context = StepContext(model, build.build_loss(config), optimizer, rt, scheduler=training)
+    out = train_one_epoch(TrainStep(context), data, progress=_Bar())
     assert out["steps"] == 30
 
 
@@ -380,7 +370,7 @@ def test_no_host_sync_in_a_steady_state_three_class_step(precision: str) -> None
     """K classes: ce_dice on uint8 class maps with ignored pixels, and the confusion-matrix
     meter, still never wait for the GPU."""
     from segkit.task import Task
-    from segkit.training.loops import train_one_epoch
+    from segkit.training.loops import StepContext, TrainStep, train_one_epoch
 
     task = Task(("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), IGNORE_INDEX)
     config = RunConfig(
@@ -390,17 +380,8 @@ def test_no_host_sync_in_a_steady_state_three_class_step(precision: str) -> None
     model = build.build_model(config, rt, out_channels=3)
     optimizer = build.build_optimizer(model, config)
     data = _SyncWatchedBatches(30, classes=3)
-    out = train_one_epoch(
-        model,
-        data,
-        registry.create("losses", "ce_dice"),
-        optimizer,
-        rt.precision,
-        rt.device,
-        True,
-        progress=_Bar(),
-        task=task,
-    )
+    context = StepContext(model, registry.create("losses", "ce_dice"), optimizer, rt, task=task)
+    out = train_one_epoch(TrainStep(context), data, progress=_Bar())
     assert out["steps"] == 30 and 0 <= out["miou"] <= 1
 
 

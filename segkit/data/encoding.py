@@ -1,0 +1,591 @@
+"""How mask files encode their labels, found from the files, and the fix when a dataset
+reads them otherwise.
+
+Users' masks come in a handful of encodings: 0/1 or 0/255 grey PNGs, index PNGs holding
+``0..K-1``, palette PNGs (indices with colours), RGB colour masks (a colour per class),
+and masks that went through JPEG (or an antialiased resize) and hold blurred values.
+:func:`inspect_mask` reads one file once and records what it is; :func:`diagnose` looks
+at all of a dataset's masks together and says, in words to print, what the masks that
+a dataset refuses are and what makes the run work: the classes to declare (through the
+dataset plugin's ``declare_classes`` capability: ``classes.txt`` for ``folder``), or the
+command that thresholds blurred masks. ``segkit data check`` prints it, and so does a run
+refused before training (:mod:`segkit.data.prepare`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segkit.contracts import IGNORE_INDEX, MaskSpec
+from segkit.data.reading import check_mask_values, decode_opened_mask, open_image
+from segkit.errors import ConfigError, DataError
+
+#: File names shown in one line before "and N more".
+SHOW = 3
+#: Distinct colours of an RGB mask kept, most frequent first: a mask with more is
+#: antialiased (its edges blend the class colours), not a class map.
+MAX_COLOURS = 64
+#: A dataset whose colour masks hold more distinct colours than this is not advised to
+#: declare one class per colour.
+MAX_CLASS_COLOURS = 32
+#: A mask is "blurred" (JPEG-compressed, or resized with interpolation) when it holds more
+#: than :data:`BLURRED_VALUES` values, its two most common values cover at least
+#: :data:`BLURRED_SHARE` of its pixels and no other value more than :data:`BLURRED_RIM`:
+#: a class map is regions, each a fair share of the pixels; a blurred mask is two values
+#: and a rim of in-betweens, each on a few pixels along the edges.
+BLURRED_VALUES = 8
+BLURRED_SHARE = 0.75
+BLURRED_RIM = 0.03
+
+#: Names for the colours a user most likely painted with (class 0 is "background").
+COLOUR_NAMES: dict[tuple[int, int, int], str] = {
+    (255, 0, 0): "red",
+    (0, 255, 0): "green",
+    (0, 0, 255): "blue",
+    (255, 255, 0): "yellow",
+    (0, 255, 255): "cyan",
+    (255, 0, 255): "magenta",
+    (255, 255, 255): "white",
+    (128, 128, 128): "grey",
+}
+
+Colour = tuple[int, int, int]
+
+
+@dataclass
+class MaskInfo:
+    """What one mask file is and holds.
+
+    Attributes:
+        path: The file.
+        format: PIL's format by content (``PNG``, ``JPEG``, ...), None when unreadable.
+        mode: PIL's mode (``1``, ``L``, ``P``, ``RGB``, ``RGBA``, ``I;16``, ...).
+        size: ``(W, H)``.
+        values: Raw value -> pixels, as the dataset's spec decodes the file (empty when
+            it cannot).
+        colours: A true-colour mask's colours -> pixels (the :data:`MAX_COLOURS` most
+            common; ``colour_count`` says how many there are), else empty.
+        palette: A palette PNG's colour of each index it uses, else empty.
+        error: Why the file cannot be decoded (it is unreadable), else None.
+        problem: Why the dataset would refuse its values (the file reads), else None.
+    """
+
+    path: Path
+    format: str | None = None
+    mode: str = ""
+    size: tuple[int, int] | None = None
+    values: dict[int, int] = field(default_factory=dict)
+    colours: dict[Colour, int] = field(default_factory=dict)
+    colour_count: int = 0
+    palette: dict[int, Colour] = field(default_factory=dict)
+    error: str | None = None
+    problem: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """``unreadable``, ``colour`` (an RGB mask of colours, not greys), ``blurred``
+        (JPEG or interpolated values) or ``index`` (grey or palette values)."""
+        if self.error is not None:
+            return "unreadable"
+        if self.colours:
+            return "colour"
+        if self.format == "JPEG" or _blurred(self.values):
+            return "blurred"
+        return "index"
+
+    @property
+    def described(self) -> str:
+        """Format, bit depth and colour model, e.g. ``PNG 24-bit RGB``."""
+        return describe_format(self.format, self.mode)
+
+
+def describe_format(fmt: str | None, mode: str) -> str:
+    """``PNG 1-bit``, ``PNG 8-bit grey``, ``PNG 8-bit palette``, ``PNG 24-bit RGB``..."""
+    what = {
+        "1": "1-bit",
+        "L": "8-bit grey",
+        "P": "8-bit palette",
+        "LA": "8-bit grey with alpha",
+        "RGB": "24-bit RGB",
+        "RGBA": "32-bit RGBA",
+        "I;16": "16-bit grey",
+        "I;16B": "16-bit grey",
+        "I": "32-bit grey",
+        "F": "32-bit float",
+        "CMYK": "32-bit CMYK",
+    }.get(mode, mode)
+    return f"{fmt or '?'} {what}"
+
+
+def _blurred(values: dict[int, int]) -> bool:
+    if len(values) <= BLURRED_VALUES:
+        return False
+    counts = sorted(values.values(), reverse=True)
+    total = sum(counts)
+    return counts[0] + counts[1] >= BLURRED_SHARE * total and counts[2] <= BLURRED_RIM * total
+
+
+def _counts(raw: np.ndarray) -> dict[int, int]:
+    """Value -> pixels of an integer array (bincount for 8-bit: a tenth of np.unique's time)."""
+    if raw.dtype == np.uint8 or raw.dtype == bool:
+        counts = np.bincount(raw.ravel().view(np.uint8), minlength=2)
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, counts = np.unique(raw, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def _colour_counts(rgb: np.ndarray) -> tuple[dict[Colour, int], int]:
+    keys = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    values, counts = np.unique(keys, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:MAX_COLOURS]
+    out = {
+        (int(k) >> 16, (int(k) >> 8) & 255, int(k) & 255): int(c)
+        for k, c in zip(values[order], counts[order], strict=True)
+    }
+    return out, len(values)
+
+
+def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskInfo:
+    """Read the mask file ``path`` once: its format and mode, its raw values as ``spec``
+    decodes it, its colours (true-colour masks) or palette colours (palette PNGs), and
+    whether ``spec`` would refuse it, in the words of
+    :func:`segkit.data.reading.check_mask_values` with what the file is added.
+
+    ``data``: the file's bytes, when the caller has them. Never raises for a bad file:
+    ``error`` says why it is unreadable.
+    """
+    info = MaskInfo(Path(path))
+    try:
+        with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
+            im.load()
+            info.format, info.mode, info.size = im.format, im.mode, im.size
+            if im.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(im.convert("RGB"))
+                # Greys stored as RGB are read as greys; only true colours are a colour mask.
+                if not (
+                    np.array_equal(rgb[..., 0], rgb[..., 1])
+                    and np.array_equal(rgb[..., 1], rgb[..., 2])
+                ):
+                    info.colours, info.colour_count = _colour_counts(rgb)
+            if info.colours and spec.is_multiclass and spec.palette:
+                foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
+                if foreign or info.colour_count > len(info.colours):
+                    info.problem = _foreign_colours(info, spec)
+                    return info
+            if im.mode in ("L", "P", "1"):
+                # 8-bit values as decode_raw_mask reads them (indices for P, 0/1 for 1),
+                # counted by PIL in C: half the time of an array and np.bincount.
+                hist = im.histogram()[:256]
+                if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
+                    hist = [hist[0], hist[255]]
+                info.values = {v: n for v, n in enumerate(hist) if n}
+                if im.mode == "P":
+                    pal = im.getpalette() or []
+                    info.palette = {
+                        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
+                        for i in info.values
+                        if len(pal) >= 3 * i + 3
+                    }
+            else:
+                info.values = _counts(decode_opened_mask(im, info.path, spec))
+    except FileNotFoundError:
+        info.error = f"{path}: mask file not found"
+        return info
+    except (DataError, ConfigError) as e:
+        info.error = str(e)
+        return info
+    except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
+        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt"
+        return info
+    try:
+        check_mask_values(info.path, list(info.values), spec)
+    except DataError as e:
+        info.problem = f"{e}{_what_it_is(info)}"
+    return info
+
+
+def _foreign_colours(info: MaskInfo, spec: MaskSpec) -> str:
+    from segkit.data.reading import colours_to_raw
+
+    try:  # its message names the colours, their pixels and the palette
+        with open_image(info.path) as im:
+            colours_to_raw(info.path, np.asarray(im.convert("RGB")), spec)
+    except DataError as e:
+        return str(e)
+    return f"{info.path}: colours outside the dataset's palette"
+
+
+def _what_it_is(info: MaskInfo) -> str:
+    """`` (an RGB colour mask: ...)`` and the like, for a refused mask's message."""
+    if info.colours:
+        return f" (an RGB colour mask, {_colour_list(info.colours)}, read as grey)"
+    if info.kind == "blurred":
+        why = "a JPEG file" if info.format == "JPEG" else "JPEG-compressed or resized"
+        return f" (blurred: {len(info.values)} values, {why})"
+    if info.palette:
+        return f" (a palette PNG: its indices {_ints(info.values)} are read)"
+    return ""
+
+
+def _ints(values: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(values)))
+
+
+def _colour_list(colours: dict[Colour, int], limit: int = 4) -> str:
+    total = sum(colours.values()) or 1
+    items = sorted(colours.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{c} on {n / total:.1%}" for c, n in items[:limit])
+    more = f" and {len(items) - limit} more colours" if len(items) > limit else ""
+    return f"colours {shown}{more}"
+
+
+def names(paths: Sequence[Path], total: int | None = None) -> str:
+    """``a.png, b.png, c.png and 27 more``."""
+    total = len(paths) if total is None else total
+    shown = ", ".join(p.name for p in paths[:SHOW])
+    return shown + (f" and {total - min(SHOW, len(paths))} more" if total > SHOW else "")
+
+
+# ----------------------------------------------------------------------------- diagnosis
+
+
+@dataclass
+class Diagnosis:
+    """What a dataset's masks are, taken together.
+
+    Attributes:
+        refused: The masks the dataset's spec refuses (readable, values or colours outside).
+        summary: One line for all of them: how many, the first names, what they are.
+        fixes: What makes the run work, as words to print (a ``classes.txt`` to write,
+            a command); empty when segkit cannot tell.
+        warnings: One line each: masks in a format unlike the others (named), encodings
+            mixed in one dataset.
+        classes: The classes :attr:`fixes` declares (names, colours or None), if any.
+    """
+
+    refused: list[MaskInfo] = field(default_factory=list)
+    summary: str = ""
+    fixes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    classes: tuple[list[str], list[Colour] | None] | None = None
+
+
+#: ``declare_classes(classes, palette) -> str``: how the dataset's user names classes.
+DeclareClasses = Callable[[list[str], "list[Colour] | None"], str]
+
+
+def diagnose(
+    infos: Sequence[MaskInfo],
+    spec: MaskSpec,
+    *,
+    dataset: str,
+    declare_classes: DeclareClasses | None = None,
+    folder: Path | None = None,
+) -> Diagnosis:
+    """Look at every mask of a dataset together.
+
+    Args:
+        infos: :func:`inspect_mask` of each mask.
+        spec: The dataset's mask spec.
+        dataset: The dataset plugin's name, for messages.
+        declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
+            if it declares one: the words that tell the user how to name classes.
+        folder: Where the masks are, for commands (default: the first mask's folder).
+    """
+    out = Diagnosis()
+    readable = [i for i in infos if i.error is None]
+    out.warnings += _odd_formats(readable)
+    out.warnings += _mixed_binary(readable, spec)
+    out.refused = [i for i in readable if i.problem is not None]
+    if not out.refused:
+        return out
+    refused = out.refused
+    allowed = _ints(spec.allowed)
+    declared = (
+        f"{len(spec.classes)} classes: {', '.join(spec.classes)}"
+        if spec.is_multiclass
+        else "binary"
+    )
+    folder = folder or refused[0].path.parent
+    groups = {
+        kind: [i for i in refused if i.kind == kind] for kind in ("colour", "blurred", "index")
+    }
+    parts = []
+    # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
+    fixed = (
+        f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
+        "other classes: save these masks in that encoding, or name another layout with "
+        "--dataset"
+    )
+    if groups["colour"]:
+        parts.append(_colour_fix(out, groups["colour"], readable, spec, declare_classes, fixed))
+    if groups["blurred"]:
+        parts.append(_blurred_fix(out, groups["blurred"], folder))
+    if groups["index"]:
+        parts.append(
+            _index_fix(out, groups["index"], readable, spec, declare_classes, folder, fixed)
+        )
+    if spec.is_multiclass and spec.palette and groups["colour"]:
+        refused_what = f"colours outside its palette ({declared})"
+    else:
+        refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
+    what_they_are = "; ".join(p for p in parts if p)
+    if len(refused) == 1:  # the file's own words (its values), then what it is
+        out.summary = f"{refused[0].problem}; {what_they_are}"
+    else:
+        out.summary = (
+            f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
+            f"{names(sorted(i.path for i in refused))}; {what_they_are}"
+        )
+    return out
+
+
+def _colour_fix(
+    out: Diagnosis,
+    group: list[MaskInfo],
+    readable: Sequence[MaskInfo],
+    spec: MaskSpec,
+    declare_classes: DeclareClasses | None,
+    fixed: str,
+) -> str:
+    """RGB colour masks: one class per colour, black (else the commonest) first."""
+    colours: dict[Colour, int] = {}
+    many = any(i.colour_count > len(i.colours) for i in group)
+    for i in [*group, *(i for i in readable if i.colours and i not in group)]:
+        for c, n in i.colours.items():
+            colours[c] = colours.get(c, 0) + n
+    formats = sorted({i.described for i in group})
+    what = (
+        f"{len(group)} are RGB colour masks ({', '.join(formats)}) holding {_colour_list(colours)}"
+    )
+    if spec.is_multiclass and spec.palette:
+        return what + (
+            "; every pixel must have a palette colour: re-save the masks without "
+            "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
+        )
+    if many or len(colours) > MAX_CLASS_COLOURS:
+        return what + (
+            f"; {len(colours)}+ colours is antialiasing (edges blending the class colours), "
+            "not a colour per class: re-save the masks without antialiasing, one flat "
+            "colour per class"
+        )
+    if declare_classes is None:
+        return what + f"; {fixed}"
+    ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
+    classes = _class_names(ordered)
+    out.classes = (classes, ordered)
+    out.fixes.append(_declare(classes, ordered, declare_classes, "one class per colour"))
+    return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
+
+
+def _class_names(colours: Sequence[Colour]) -> list[str]:
+    names_ = ["background"]
+    for i, c in enumerate(colours[1:], 1):
+        name = COLOUR_NAMES.get(c)
+        names_.append(name if name and name not in names_ else f"class_{i}")
+    return names_
+
+
+def _declare(
+    classes: list[str],
+    palette: list[Colour] | None,
+    declare_classes: DeclareClasses,
+    what: str,
+) -> str:
+    return f"name the classes ({what}): " + declare_classes(classes, palette)
+
+
+def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
+    jpeg = [i for i in group if i.format == "JPEG"]
+    what = (
+        f"{len(group)} are blurred ({len(jpeg)} JPEG files): they hold "
+        f"{max(len(i.values) for i in group)} distinct values where a mask holds a few labels"
+        " (JPEG compression, or a resize with interpolation, mixes the labels at the edges)"
+    )
+    suffixes = sorted({i.path.suffix for i in group})
+    binary = all(_two_extremes(i.values) for i in group)
+    if binary:
+        out.fixes.append(
+            "threshold the blurred masks at 128 into 0/255 PNGs (written as <name>.png "
+            "beside each): " + threshold_command(folder, suffixes)
+        )
+        return what + "; they are black and white at heart: threshold them (below)"
+    return what + (
+        "; export them again from the labelling tool as PNG, resized (if at all) with "
+        "nearest-neighbour interpolation"
+    )
+
+
+def _two_extremes(values: dict[int, int]) -> bool:
+    """The two commonest values are near 0 and near the top (a blurred black and white mask)."""
+    top = sorted(values, key=lambda v: -values[v])[:2]
+    return len(top) == 2 and min(top) < 64 and max(top) > 191
+
+
+def _index_fix(
+    out: Diagnosis,
+    group: list[MaskInfo],
+    readable: Sequence[MaskInfo],
+    spec: MaskSpec,
+    declare_classes: DeclareClasses | None,
+    folder: Path,
+    fixed: str,
+) -> str:
+    """Grey or palette masks holding values the spec does not: index masks of more
+    classes than declared (declare them), a binary mask with an odd foreground value
+    (threshold it), or 16-bit masks."""
+    found: set[int] = set()
+    for i in readable:
+        if i.kind == "index":
+            found |= set(i.values)
+    extra = sorted({v for i in group for v in i.values} - set(spec.allowed))
+    formats = sorted({i.described for i in group})
+    what = f"{len(group)} hold values {_ints(extra)} ({', '.join(formats)})"
+    if max(found, default=0) > 255:
+        out.fixes.append(
+            "save the masks as 8-bit PNGs of the label values (0 and 1 or 255 for binary "
+            "masks), e.g. Image.fromarray((mask > 0).astype('uint8') * 255) with PIL"
+        )
+        return what + ": 16-bit masks; segkit reads 8-bit label values"
+    labels = sorted(found - {IGNORE_INDEX})
+    k = max(labels) + 1 if labels else 0
+    # Class indices are dense (most of 0..K-1 occur); {0, 128} is a binary mask instead.
+    dense = 0 in labels and 2 * len(labels) >= k
+    if declare_classes is None:
+        return what + f"; {fixed}"
+    if dense and k > max(2, len(spec.classes)):
+        colours = _palette_of(readable, k)
+        classes = list(spec.classes) if spec.is_multiclass else ["background"]
+        for c in range(len(classes), k):  # a palette colour's name, else class_<c>
+            name = COLOUR_NAMES.get(colours[c]) if colours else None
+            classes.append(name if name and name not in classes else f"class_{c}")
+        if spec.is_multiclass:
+            lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
+        else:
+            lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
+        out.classes = (classes, colours)
+        how = f"class c is mask value c, 0..{k - 1}" + (
+            f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
+        )
+        out.fixes.append(_declare(classes, colours, declare_classes, how))
+        return what + f": index masks of {k} classes, and {lead}: declare them (below)"
+    if not spec.is_multiclass and len(labels) == 2 and labels[0] == spec.background:
+        suffixes = sorted({i.path.suffix for i in group})
+        out.fixes.append(
+            f"make the masks 0/255 (any value above {spec.background} is foreground): "
+            + threshold_command(folder, suffixes, above=spec.background)
+        )
+        return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
+    return what + (
+        f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
+        "to 0..K-1 in the masks"
+    )
+
+
+def _palette_of(readable: Sequence[MaskInfo], k: int) -> list[Colour] | None:
+    """The colours of indices ``0..k-1`` when the masks are palette PNGs that agree on them."""
+    colours: dict[int, Colour] = {}
+    for i in readable:
+        if not i.palette:
+            continue
+        for index, colour in i.palette.items():
+            if colours.setdefault(index, colour) != colour:
+                return None
+    if not all(c in colours for c in range(k)):
+        return None
+    out = [colours[c] for c in range(k)]
+    return out if len(set(out)) == k else None
+
+
+def _odd_formats(readable: Sequence[MaskInfo]) -> list[str]:
+    """A mask in a format (or bit depth, or colour model) that fewer than half the masks
+    share is named: it often is the one file that came from elsewhere."""
+    by: dict[str, list[Path]] = {}
+    for i in readable:
+        by.setdefault(i.described, []).append(i.path)
+    if len(by) < 2:
+        return []
+    common, most = max(by.items(), key=lambda kv: len(kv[1]))
+    out = []
+    for what, paths in sorted(by.items(), key=lambda kv: len(kv[1])):
+        if what == common or len(paths) * 2 >= len(readable):
+            continue
+        out.append(
+            f"{names(paths)}: {'is' if len(paths) == 1 else 'are'} {what}, where "
+            f"{len(most)} other masks are {common}"
+        )
+    return out
+
+
+def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
+    """Binary masks of 0/1 and of 0/255 in one dataset both read as foreground, but mixing
+    them usually means two sources (or a conversion applied to some files only)."""
+    if spec.is_multiclass:
+        return []
+    fg = set(spec.allowed) - {spec.background}
+    if len(fg) < 2:
+        return []
+    by: dict[int, list[Path]] = {}
+    for i in readable:
+        if i.problem is None and i.kind == "index":
+            present = sorted(set(i.values) & fg)
+            if len(present) == 1:
+                by.setdefault(present[0], []).append(i.path)
+    if len(by) < 2:
+        return []
+    groups = " and ".join(
+        f"{spec.background}/{v} ({len(p)} mask{'s' if len(p) > 1 else ''}: {names(p)})"
+        for v, p in sorted(by.items())
+    )
+    return [
+        f"the masks mix encodings {groups}; each reads as binary (any value but "
+        f"{spec.background} is foreground), but a folder mixing them often holds files "
+        "from two sources: look at a few of each"
+    ]
+
+
+def threshold_command(folder: Path, suffixes: Sequence[str], above: int = 127) -> str:
+    """A shell command that turns every ``folder/*<suffix>`` mask into a 0/255 PNG of the
+    same name (``.png``, beside it; a PNG is rewritten in place): 255 where the grey value
+    is above ``above``."""
+    globs = " + ".join(f"list(d.glob('*{s}'))" for s in suffixes) or "list(d.glob('*'))"
+    return (
+        'python -c "import pathlib; from PIL import Image; '
+        f"d = pathlib.Path({str(folder)!r}); "
+        f"[Image.open(p).convert('L').point(lambda v: 255 * (v > {above}))"
+        f".save(p.with_suffix('.png')) for p in {globs}]\""
+    )
+
+
+def diagnosis_of(
+    infos: Sequence[MaskInfo], spec: MaskSpec, dataset_name: str, root: Path | None
+) -> Diagnosis:
+    """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes``
+    capability bound to ``root`` (when it declares one and loads)."""
+    return diagnose(
+        infos, spec, dataset=dataset_name, declare_classes=declare_classes_of(dataset_name, root)
+    )
+
+
+def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses | None:
+    """The plugin's ``declare_classes`` bound to ``root``, or None."""
+    if root is None or not dataset_name:
+        return None
+    from segkit.registry import default_registry
+
+    try:
+        declare = default_registry().info("datasets", dataset_name).capability("declare_classes")
+    except Exception:  # noqa: BLE001 -- an unknown or broken plugin has no advice to give
+        return None
+    if not callable(declare):
+        return None
+
+    def bound(classes: list[str], palette: list[Colour] | None) -> str:
+        return str(declare(root, classes, palette))
+
+    return bound

@@ -1,0 +1,191 @@
+"""The data checks a run makes before its first step (:func:`ready_for_training`).
+
+Every mask of every split is read once, and every image's header (its size): a mask
+value the dataset does not declare, an unreadable mask, a missing or unidentifiable
+image, and an image and mask of different sizes stop the run before any training, each
+kind of problem in one message that counts the files, names the first few and says what
+fixes them (the same words as ``segkit data check``, from :mod:`segkit.data.encoding`).
+
+With ``--skip-bad-samples`` images are decoded whole too, and the samples with a file
+that cannot be read are left out; nothing else is (a readable mask with other values
+is a mistake to fix, not a file to drop). A split left empty, or left with fewer samples
+than a batch, stops the run.
+
+Cost: one PNG decode per mask and one header read per image, in threads (PIL releases
+the GIL while decoding); see the report of issue 24 for the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from segkit.contracts import SPLITS, Dataset, Sample
+from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
+from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
+from segkit.errors import DataError
+
+#: File names shown in one message before "and N more".
+SHOW = 3
+
+
+@dataclass
+class _Looked:
+    split: str
+    sample: Sample
+    image_error: str | None
+    image_size: tuple[int, int] | None  # (W, H)
+    mask: MaskInfo
+
+
+def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _Looked:
+    error = None
+    size = None
+    try:
+        if decode_image:
+            image = read_image(sample.image)
+            size = (image.shape[1], image.shape[0])
+        else:
+            with open_image(sample.image) as im:  # the header: format and size, no pixels
+                size = im.size
+    except DataError as e:
+        error = str(e)
+    except FileNotFoundError:
+        error = f"{sample.image}: image file not found"
+    except Exception:  # noqa: BLE001 -- segkit.data.reading words every failure the same way
+        try:
+            read_image(sample.image)
+            error = f"{sample.image}: cannot read the image header"
+        except DataError as e:
+            error = str(e)
+    return _Looked(split, sample, error, size, inspect_mask(sample.mask, dataset.mask_spec))
+
+
+def default_threads() -> int:
+    """Reading threads: one per core, up to 8 (decoding is the work; PIL releases the GIL)."""
+    return min(8, os.cpu_count() or 1)
+
+
+def ready_for_training(
+    dataset: Dataset,
+    *,
+    name: str,
+    skip_bad_samples: bool,
+    batch_size: int,
+    world: int = 1,
+    workers: int | None = None,
+) -> tuple[Dataset, list[tuple[str, Sample, str]]]:
+    """Check a run's data before its first step; return the dataset to train on (without
+    the unreadable samples, with ``skip_bad_samples``) and those samples with why.
+
+    Args:
+        dataset: The run's dataset.
+        name: Its plugin name (for messages, and its ``declare_classes`` advice).
+        skip_bad_samples: Leave samples with an unreadable file out instead of stopping.
+        batch_size: Images per batch (per process).
+        world: Processes training together (each reads ``ceil(n / world)`` samples).
+        workers: Reading threads (default: :func:`default_threads`).
+
+    Raises:
+        DataError: masks hold values the dataset does not declare (all of them counted,
+            with what they are and the fix); files cannot be read (without
+            ``skip_bad_samples``); an image and its mask differ in size; or a split is
+            left empty or, after leaving samples out, with fewer than a batch.
+    """
+    items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
+        looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
+    root = Path(dataset.root)
+    check = f"`segkit data check --data {root}` lists every problem"
+
+    unreadable = [
+        (x.split, x.sample, x.image_error or x.mask.error)
+        for x in looked
+        if x.image_error or x.mask.error
+    ]
+    if unreadable and not skip_bad_samples:
+        first = unreadable[0][2]
+        more = ""
+        if len(unreadable) > 1:
+            rest = [Path(_file_of(why)) for _, _, why in unreadable[1:]]
+            more = f" ({len(rest)} more unreadable files: {_names(rest)})"
+        raise DataError(
+            f"{first}{more}; pass --skip-bad-samples to leave unreadable files out ({check})"
+        )
+
+    found = diagnosis_of(
+        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root
+    )
+    if found.refused:
+        fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
+        raise DataError(f"{found.summary}; {check}{fixes}")
+
+    mismatched = []
+    for x in looked:
+        if x.image_error or x.mask.error or x.image_size is None or x.mask.size is None:
+            continue
+        try:
+            check_same_size(x.sample, x.image_size[::-1], x.mask.size[::-1])
+        except DataError as e:
+            mismatched.append(str(e))
+    if mismatched:
+        more = f" ({len(mismatched) - 1} more masks differ from their image in size)"
+        raise DataError(f"{mismatched[0]}{more if len(mismatched) > 1 else ''}; {check}")
+
+    bad = unreadable  # only with skip_bad_samples
+    if bad:
+        dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
+    _check_split_sizes(dataset, bad, batch_size, world, root)
+    return dataset, bad
+
+
+def _check_split_sizes(
+    dataset: Dataset,
+    bad: list[tuple[str, Sample, str]],
+    batch_size: int,
+    world: int,
+    root: Path,
+) -> None:
+    from segkit.data.sampling import per_rank
+
+    left_out = {split: sum(1 for s, _, _ in bad if s == split) for split in SPLITS}
+    for split in SPLITS:
+        n = len(dataset.samples(split))
+        out = left_out[split]
+        why = f" after --skip-bad-samples left out {out} unreadable" if out else ""
+        fix = (
+            f"fix or replace the unreadable files (listed by `segkit data check --data {root}`)"
+            if out
+            else "add samples to it"
+        )
+        if n == 0:
+            raise DataError(
+                f"{root}: split '{split}' has no samples{why}; there is nothing to "
+                f"{'train on' if split == 'train' else 'evaluate'}: {fix}"
+            )
+        if split != "train":
+            continue
+        each = per_rank(n, world)
+        ranks = f" per process ({world} processes)" if world > 1 else ""
+        if out and each < batch_size:
+            raise DataError(
+                f"{root}: split 'train' has {n} samples{why}, fewer than a batch "
+                f"(--batch-size {batch_size}{ranks}); {fix}, or lower --batch-size to {each}"
+            )
+        if each == 1 and batch_size > 1:  # its lone batch of one is dropped: no step at all
+            raise DataError(
+                f"{root}: split 'train' has {n} sample{ranks}{why}: a batch of one image is "
+                f"dropped (batch norm needs two), so an epoch would train nothing; {fix}"
+            )
+
+
+def _file_of(message: str) -> str:
+    """The file a reading error names (its text up to the first ': ')."""
+    return message.split(": ", 1)[0]
+
+
+def _names(paths: list[Path]) -> str:
+    shown = ", ".join(p.name for p in paths[:SHOW])
+    return shown + (f" and {len(paths) - SHOW} more" if len(paths) > SHOW else "")

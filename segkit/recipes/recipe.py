@@ -1,0 +1,119 @@
+"""A recipe: a named pair of op lists, for training and for evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from segkit.errors import ConfigError
+from segkit.recipes.lookup import op_from_dict, op_to_dict, with_close
+from segkit.recipes.ops import SIZING_OPS, VOCABULARY, Normalize, Op, RandomCrop, Resize
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named pair of op lists: ``train`` for training, ``eval`` for validation and test.
+
+    Both must end with :class:`~segkit.recipes.ops.Normalize`. ``train`` gives every batch
+    one shape through a sizing op (:data:`~segkit.recipes.ops.SIZING_OPS`, or a plugin's
+    op that crops or resizes). Without ``eval``: a recipe whose last sizing op resizes
+    evaluates resized to that size (the lab's way); one that crops at the images' own
+    resolution (:class:`~segkit.recipes.ops.RandomCrop`), or has no sizing op, evaluates
+    whole images at their own resolution, with the training ``Normalize`` only
+    (:attr:`native_eval`).
+    """
+
+    name: str
+    train: tuple[Op, ...]
+    eval: tuple[Op, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.eval and self.train and isinstance(self.train[-1], Normalize):
+            sizing = [op for op in self.train if isinstance(op, SIZING_OPS)]
+            if sizing and not isinstance(sizing[-1], RandomCrop):
+                object.__setattr__(self, "eval", (Resize(size=sizing[-1].size), self.train[-1]))
+            else:  # crops at the images' own resolution, or no sizing op of ours
+                object.__setattr__(self, "eval", (self.train[-1],))
+        for stage in ("train", "eval"):
+            ops = getattr(self, stage)
+            for op in ops:
+                if not isinstance(op, Op):
+                    raise ConfigError(
+                        f"recipe '{self.name}': {stage} holds {op!r}, which is not a "
+                        f"segkit.recipes op; use one of {', '.join(VOCABULARY)} (or an op "
+                        "a plugin adds)"
+                    )
+            if not ops or not isinstance(ops[-1], Normalize):
+                raise ConfigError(f"recipe '{self.name}': {stage} ops must end with Normalize")
+
+    def ops(self, train: bool) -> tuple[Op, ...]:
+        """The ops for training (``train=True``) or evaluation."""
+        return self.train if train else self.eval
+
+    @property
+    def native_eval(self) -> bool:
+        """Whether evaluation sees each image at its own size: no eval op sets the size."""
+        return not any(isinstance(op, SIZING_OPS) for op in self.eval)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, used in run configs; :meth:`from_dict` reads it back."""
+        return {
+            "name": self.name,
+            **{
+                stage: [op_to_dict(op) for op in self.ops(stage == "train")]
+                for stage in ("train", "eval")
+            },
+        }
+
+    @classmethod
+    def from_dict(
+        cls, d: dict[str, Any], *, image_size: int = 256, source: str = "recipe"
+    ) -> Recipe:
+        """Build a recipe from its description: ``name`` (optional), ``train`` and
+        optionally ``eval``, each a list of ``{"op": NAME, **parameters}``
+        (:func:`~segkit.recipes.lookup.op_from_dict`).
+
+        Size parameters left out (:data:`~segkit.recipes.ops.SIZE_FIELDS`) are
+        ``image_size``; a stage that does not end with Normalize gets the default one.
+
+        Raises:
+            ConfigError: naming ``source`` and the key: an unknown key or op (with the close
+                names), a parameter of the wrong type or out of range.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a table with 'train' (and 'eval') op lists")
+        keys = ["name", "train", "eval"]
+        unknown = sorted(set(d) - set(keys))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(with_close(k, keys) for k in unknown)}; "
+                "a recipe has name, train and eval"
+            )
+        if "train" not in d:
+            raise ConfigError(f"{source}: no 'train' list of ops ([[train]] tables in TOML)")
+        name = d.get("name", "recipe")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: name={name!r}: expected a non-empty string")
+        stages: dict[str, tuple[Op, ...]] = {}
+        for stage in ("train", "eval"):
+            if stage not in d:
+                continue
+            entries = d[stage]
+            if not isinstance(entries, list):
+                raise ConfigError(
+                    f"{source}: {stage} = {entries!r}: expected a list of op tables "
+                    f"([[{stage}]] in TOML, a list of mappings in YAML)"
+                )
+            ops = [
+                op_from_dict(e, image_size=image_size, where=f"{source}: {stage}[{i}]")
+                for i, e in enumerate(entries)
+            ]
+            if not ops or not isinstance(ops[-1], Normalize):
+                ops.append(Normalize())
+            stages[stage] = tuple(ops)
+        return cls(name, train=stages["train"], eval=stages.get("eval", ()))
+
+
+def eval_ops(image_size: int) -> tuple[Op, ...]:
+    """The evaluation pipeline every built-in recipe uses: resize, then normalize."""
+    return (Resize(size=image_size), Normalize())

@@ -1,0 +1,71 @@
+"""torch's CPU threads for a run: ``--threads N``, or ``auto``.
+
+torch runs a CPU operator on as many threads as the machine has cores, and each operator
+waits for its slowest thread. On a machine other work keeps busy, one of them is often
+off its core, so every operator waits for the scheduler: the same epoch took 2.7 to 4.4
+times longer on 2 threads than on 1 on a 2-core machine with a load average of 15-19
+(docs/training.md, "CPU threads", has the numbers). ``auto`` therefore uses the cores the load
+average leaves free: torch's default while the machine is idle, fewer (at least one)
+while it is busy, with one line saying so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+#: torch's own thread count, read before segkit first changes it.
+_torch_default: int | None = None
+#: What ``auto`` chose, decided once per process: later runs of one process (a study, a
+#: test session) would otherwise count their own earlier epochs as other work.
+_auto: int | None = None
+
+
+def auto_threads(default: int, cores: int, load: float) -> int:
+    """The threads ``auto`` uses: the cores the 1-minute ``load`` average leaves free of
+    ``cores``, rounded up (a fraction of a core of other work leaves it to us), at least
+    one and at most torch's ``default``.
+
+    Both counts are the whole machine's (``os.cpu_count()`` and ``os.getloadavg()``), so
+    in a container limited to a few of a big host's cores the host's load is compared
+    with the host's cores.
+    """
+    return max(1, min(default, math.ceil(cores - load)))
+
+
+def apply_threads(setting: str | int) -> int:
+    """Set torch's intra-op threads for ``setting`` (a number, or ``"auto"``: see
+    :func:`auto_threads`) and return them. ``auto`` keeps torch's default where the
+    machine's load average is unknown or ``OMP_NUM_THREADS`` is set (the user chose it);
+    the first time it chooses fewer threads it prints one line to stderr."""
+    global _torch_default, _auto
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
+    if setting != "auto":
+        threads = int(setting)
+    else:
+        if _auto is None:
+            _auto = _decide(_torch_default)
+        threads = _auto
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _decide(default: int) -> int:
+    if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
+        return default
+    cores = os.cpu_count() or default
+    load = os.getloadavg()[0]
+    threads = auto_threads(default, cores, load)
+    if threads < default:
+        print(
+            f"segkit: load average {load:.1f} on {cores} cores: torch uses {threads} CPU "
+            f"thread{'s' * (threads > 1)} instead of {default} (--threads N to choose)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return threads

@@ -1,0 +1,70 @@
+"""--threads: torch's CPU threads, a number or auto (fewer on a machine busy with other
+work, with one line saying so)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segkit import build
+from segkit.config import RunConfig
+from segkit.system import threads as threads_mod
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """A process that has not decided yet, its threads restored afterwards."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads_mod, "_torch_default", None)
+    monkeypatch.setattr(threads_mod, "_auto", None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield monkeypatch
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("default", "cores", "load", "expected"),
+    [
+        (2, 2, 0.0, 2),  # idle: torch's default
+        (2, 2, 0.6, 2),  # a fraction of a core of other work leaves it to us
+        (2, 2, 1.0, 1),
+        (2, 2, 18.9, 1),  # the 2-core machine this was measured on: never below one
+        (16, 16, 10.2, 6),
+        (4, 64, 40.0, 4),  # never above torch's default (a container's share of a host)
+    ],
+)
+def test_auto_uses_the_cores_the_load_leaves_free(default, cores, load, expected):
+    assert threads_mod.auto_threads(default, cores, load) == expected
+
+
+def test_auto_on_a_busy_machine_says_so_once(fresh, capsys):
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (7.5, 6.0, 5.0))
+    fresh.setattr(threads_mod.os, "cpu_count", lambda: 8)
+    torch.set_num_threads(4)  # torch's default in this process, as far as segkit knows
+    assert threads_mod.apply_threads("auto") == 1
+    assert torch.get_num_threads() == 1
+    assert capsys.readouterr().err == (
+        "segkit: load average 7.5 on 8 cores: torch uses 1 CPU thread instead of 4 "
+        "(--threads N to choose)\n"
+    )
+    # A number is set as given; auto again is the first decision, without a second line.
+    assert threads_mod.apply_threads(3) == 3 and torch.get_num_threads() == 3
+    assert threads_mod.apply_threads("auto") == 1 and torch.get_num_threads() == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_on_an_idle_machine_or_with_omp_num_threads_keeps_the_default(fresh, capsys):
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (0.2, 0.1, 0.1))
+    fresh.setattr(threads_mod.os, "cpu_count", lambda: 2)
+    torch.set_num_threads(2)
+    assert threads_mod.apply_threads("auto") == 2
+    fresh.setattr(threads_mod, "_auto", None)
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (30.0, 30.0, 30.0))
+    fresh.setenv("OMP_NUM_THREADS", "2")  # the user chose: auto keeps it
+    assert threads_mod.apply_threads("auto") == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_the_runtime_applies_the_setting(fresh):
+    build.resolve_runtime(RunConfig(device="cpu", threads=1))
+    assert torch.get_num_threads() == 1
