@@ -44,6 +44,7 @@ from segkit.reports import figures as report
 from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_writable
 from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.system.threads import note as threads_note
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import distributed, progress
 from segkit.training import ema as ema_mod
@@ -281,6 +282,8 @@ class Run:
         ranks = f" x {d.world} processes" if d.enabled else ""
         classes = f", {t.task.describe()}" if t.task.multiclass else ""
         where = self.folder.path if self.folder else "(rank 0 writes)"
+        if self.runtime.device.type == "cpu":
+            ranks += f", {threads_note(self.runtime.threads)}"
         return (
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
