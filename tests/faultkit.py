@@ -113,7 +113,13 @@ class Finished:
 
     @property
     def error_lines(self) -> list[str]:
-        return [ln for ln in self.stderr.splitlines() if ln.strip()]
+        """stderr's lines, less the note on a busy machine's CPU threads
+        (:mod:`segkit.system.threads`), which depends on the load, not on the run."""
+        return [
+            ln
+            for ln in self.stderr.splitlines()
+            if ln.strip() and not ln.startswith("segkit: load average ")
+        ]
 
 
 def env_for_children(**extra: str) -> dict[str, str]:

@@ -8,9 +8,12 @@ sees the old file or the new one, never half of one. Checkpoints are also synced
 disk before the rename (``fsync=True``), so they survive a power cut as well.
 
 A process killed during a write leaves that one temporary file behind;
-:func:`remove_temporaries` clears them from a folder (``segkit run --resume`` does, holding
-the folder's lock, so no live writer's file is taken). :func:`check_writable` tells a
-command before any work that its output folder is read-only or full.
+:func:`remove_temporaries` clears them from a folder (``segkit run --resume`` does, even one
+that refuses, and so does the next run that takes a run folder that records nothing; each
+holding the folder's lock, so no live writer's file is taken). :func:`check_writable` tells
+a command before any work that its output folder is read-only or full, and
+:func:`check_file_size` that the file-size limit (``ulimit -f``) is below a file it will
+write; :func:`os_reason` and :func:`os_hint` put an OSError in words for the messages.
 """
 
 from __future__ import annotations
