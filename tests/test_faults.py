@@ -1277,6 +1277,11 @@ def test_the_expected_checkpoint_size_is_measured_from_the_parts(tmp_path: Path)
         ("cut at 99.9%", r"\. Copy it again from where it came from, or use another checkpoint"),
         ("bad zip", r"was not written by torch\.save\. Copy it again from where it came from"),
         ("foreign", r"no 'segkit-checkpoint' marker\)\. Pass a best\.pt or last\.pt from a"),
+        (
+            "unsafe",
+            r"could run code \(torch: Unsupported global: GLOBAL pathlib\.PosixPath was "
+            r"not an allowed global by default\)\. Load only checkpoints written by segkit",
+        ),
         ("weights only", r"a best\.pt\), not the training state resume needs\. Put the run's"),
     ],
 )
@@ -1311,6 +1316,8 @@ def test_checkpoint_errors_end_with_what_to_do_in_whole_sentences(
         path.write_bytes(bytes(damaged))
     elif case == "foreign":
         torch.save({"state_dict": {}}, path)
+    elif case == "unsafe":  # an object the weights-only unpickler will not make
+        torch.save({"format": ckpt_io.FORMAT, "payload": Path("/etc/passwd")}, path)
     with pytest.raises(CheckpointError) as e:
         if case == "weights only":
             done = {**whole, "config": {}, "best_valid_dice": 0.5, "best_epoch": 1, "model": {}}

@@ -544,12 +544,15 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
 
 
 def _unpickling_reason(text: str) -> str:
-    """The reason in torch's weights-only unpickling error, whose first paragraph is the
-    same general advice whatever went wrong (and advises loading with
-    ``weights_only=False``, which segkit never does)."""
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    """The reason in torch's weights-only unpickling error, which opens with general
+    advice that is the same whatever went wrong (and suggests ``weights_only=False``,
+    which segkit never does): the part after ``WeightsUnpickler error:`` where there is
+    one, else the first line that is not advice."""
+    if "WeightsUnpickler error:" in text:
+        return _first_sentence(text.split("WeightsUnpickler error:", 1)[1])
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
     for line in text.splitlines():
-        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
-        if line and not line.startswith(boilerplate):
+        line = line.strip()
+        if line and not line.startswith(advice):
             return _first_sentence(line)
     return _first_sentence(text)

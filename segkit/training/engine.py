@@ -108,20 +108,20 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     try:
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
-    except BaseException:
-        folder.release()
-        raise
-    config = RunConfig.from_dict(state["config"], source=str(folder.last))
-    if epochs is not None:
-        config.epochs = epochs
-        config.validate()
-        stopping = state.get("early_stopping")
-        if stopping and stopping.get("stopped"):
-            stopping["stopped"] = False  # trains on; the patience counter is kept
-    try:
+        config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        if epochs is not None:
+            config.epochs = epochs
+            config.validate()
+            stopping = state.get("early_stopping")
+            if stopping and stopping.get("stopped"):
+                stopping["stopped"] = False  # trains on; the patience counter is kept
         return _run(config, state, folder, quiet)
     except MainGuardError as e:
+        folder.release()
         raise e.with_traceback(None) from None
+    except BaseException:
+        folder.release()  # the run is over (a finished one let go already)
+        raise
 
 
 def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
