@@ -518,6 +518,7 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
         "dali",
         "--seed",
         "1",
+        "--keep-last",  # last.pt is read, and the short run extended
     ]
     run = _run(tmp_path, *args)
     summary = json.loads((run / "summary.json").read_text())
