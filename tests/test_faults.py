@@ -936,8 +936,11 @@ def test_a_decompression_bomb_is_refused_before_decoding(
 ) -> None:
     from faultkit import _png_by_hand
 
+    from PIL import Image
+
     from segkit.data.reading import MAX_IMAGE_PIXELS, read_image
 
+    pil_limit = Image.MAX_IMAGE_PIXELS
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_by_hand(65_000, 65_000, 8, 0, bytes(100)))
     with pytest.raises(
@@ -960,6 +963,8 @@ def test_a_decompression_bomb_is_refused_before_decoding(
     monkeypatch.setenv("SEGKIT_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(ConfigError, match="SEGKIT_MAX_IMAGE_PIXELS='lots': expected a positive"):
         read_image(small)
+    # PIL's own limit is put back: code beside segkit that opens images keeps its limit
+    assert Image.MAX_IMAGE_PIXELS == pil_limit
 
 
 def test_the_launcher_names_the_rank_that_failed_first() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,9 +25,11 @@ from segkit.errors import ConfigError, DataError
 #: 11585 x 11585 image, 400 MB as RGB), far above any image a segmentation model trains on
 #: whole, and it refuses a decompression bomb (a small file declaring gigapixels) before a
 #: byte is decoded. PIL's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is set to the same
-#: number whenever segkit opens a file.
+#: number while segkit opens a file, and put back after, so code beside segkit that opens
+#: images with PIL keeps its own limit.
 MAX_IMAGE_PIXELS = 2**27
 PIXELS_ENV = "SEGKIT_MAX_IMAGE_PIXELS"
+_PIL_LIMIT = threading.Lock()  # PIL's limit is one global: one thread at a time changes it
 
 
 def max_image_pixels() -> int:
@@ -56,12 +59,18 @@ def open_image(source: Path | IO[bytes], path: Path | None = None) -> Any:
 
     path = path if path is not None else Path(str(source))
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # PIL raises over twice this in open() itself
-    try:
-        im = Image.open(source)
-    except Image.DecompressionBombError as e:  # the header declares over 2 x limit
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        raise DataError(_too_large(path, int(found.group(1)) if found else None, limit)) from None
+    with _PIL_LIMIT:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit  # PIL raises over twice this in open() itself
+        try:
+            im = Image.open(source)  # reads the header only: the lock is held briefly
+        except Image.DecompressionBombError as e:  # the header declares over 2 x limit
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            raise DataError(
+                _too_large(path, int(found.group(1)) if found else None, limit)
+            ) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
     if im.width * im.height > limit:
         size = im.width * im.height
         im.close()
