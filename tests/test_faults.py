@@ -353,7 +353,7 @@ def test_a_dead_rank_never_hangs_the_others(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``segkit run --devices 2`` (gloo) where rank 1 is SIGKILLed after epoch 1, raises
-    (a JPEG only its shard reads is corrupt) or hangs (SIGSTOP): rank 0 stops within a
+    (a JPEG only its shard reads is broken after epoch 1) or hangs (SIGSTOP): rank 0 stops within a
     bounded time (at once for a dead peer; the collective timeout for a silent one), the
     launcher ends with one line naming rank 1, no process of the job remains, and rank
     0's run folder holds loadable checkpoints; the killed run resumes to its end."""
@@ -365,18 +365,23 @@ def test_a_dead_rank_never_hangs_the_others(
     timeout = 20  # the collective timeout: above a loaded machine's start-up skew
     args = small_run(broken_pets, out, "--devices", "2", "--epochs", "12", "--name", "ddp")
     if fault == "raises":
+        # Every file is decoded before the first step, so the JPEG is broken after epoch 1
+        # (a disk going bad mid-run): one that only rank 1's shard reads in epochs 2-5
+        # (rank 1 meets it in whichever epoch reads after the damage, rank 0 never).
         train = registry.create("datasets", "oxford_pet", broken_pets).samples("train")
-        shard = [
-            set(epoch_order(len(train), shuffle=True, seed=3, epoch=1, shard=(r, 2)))
-            for r in (0, 1)
+        shards = [
+            [set(epoch_order(len(train), shuffle=True, seed=3, epoch=e, shard=(r, 2))) for r in (0, 1)]
+            for e in range(2, 6)
         ]
-        victim = train[min(shard[1] - shard[0])].image
-        victim.write_bytes(victim.read_bytes()[:200])
+        victim = train[min(set.intersection(*(s1 - s0 for s0, s1 in shards)))].image
     times: dict[str, float] = {}
 
     def act(pid: int, members: dict[int, int]) -> bool:
         rank0, rank1 = _rank_pid(members, 0), _rank_pid(members, 1)
         if fault == "raises":
+            if not (run_dir / "metrics.csv").exists():
+                return False
+            victim.write_bytes(victim.read_bytes()[:200])
             return True
         if "fault" not in times:
             if rank1 is None or not (run_dir / "metrics.csv").exists():
@@ -422,7 +427,7 @@ def test_a_dead_rank_never_hangs_the_others(
         assert "rank 0 of 2: a collective failed" in f.stderr
     if fault == "raises":
         assert f"rank 1 of 2: {victim}: cannot decode image" in f.stderr
-        assert f"segkit run --config {run_dir / 'config.json'} --devices 2" in launcher[-1]
+        assert f"Resume with: segkit run --resume {run_dir} --devices 2" in launcher[-1]
     if fault == "killed":
         assert f"Resume with: segkit run --resume {run_dir} --devices 2" in launcher[-1]
         resumed = run(["run", "--resume", str(run_dir), "--devices", "2", "-q"], env=env)
