@@ -940,7 +940,6 @@ def test_a_decompression_bomb_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from faultkit import _png_by_hand
-
     from PIL import Image
 
     from segkit.data.reading import MAX_IMAGE_PIXELS, read_image
