@@ -96,9 +96,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
+def resolve_runtime(
+    config: RunConfig, dist: Dist | None = None, *, threads: int | None = None
+) -> Runtime:
     """Resolve the runtime of ``config`` on this machine, seed every RNG with its seed,
-    and turn on cudnn's autotuner on a GPU (the input size is fixed).
+    and turn on cudnn's autotuner on a GPU (the input size is fixed). ``threads``
+    overrides ``config.threads`` (a resumed ``--threads auto`` run keeps its count).
 
     Raises:
         ConfigError: the device or precision is not available here.
@@ -116,7 +119,7 @@ def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
-    threads = apply_threads(config.threads)
+    threads = apply_threads(threads if threads is not None else config.threads)
     seed_everything(config.seed)
     return Runtime(device, precision, channels_last, workers, config.seed, d, threads)
 

@@ -70,3 +70,30 @@ def test_the_runtime_applies_and_records_the_setting(fresh):
     runtime = build.resolve_runtime(RunConfig(device="cpu", threads=1))
     assert torch.get_num_threads() == 1
     assert runtime.threads == 1 and runtime.record()["threads"] == 1
+
+
+@pytest.mark.slow
+def test_a_resumed_auto_run_keeps_the_count_it_started_with(fresh, tiny_pets, tmp_path, capsys):
+    """--threads auto chose 1 thread on a busy machine; the machine is idle when the run is
+    resumed: the resume trains on 1 thread (CPU sums round by thread count, so a seeded
+    resume equals the unbroken run only at the count it started with) and says why."""
+    from segkit.training import checkpoint as ckpt_io
+    from segkit.training import engine
+
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (7.5, 6.0, 5.0))
+    fresh.setattr(threads_mod.os, "cpu_count", lambda: 2)
+    torch.set_num_threads(2)
+    config = RunConfig(
+        data=str(tiny_pets), model="unet", image_size=32, batch_size=4, epochs=1,
+        num_workers=0, threads="auto", keep_last=True, out=str(tmp_path), name="r", seed=1,
+    )  # fmt: skip
+    engine.train(config)
+    assert ckpt_io.load(tmp_path / "r" / "last.pt", map_location="cpu")["threads"] == 1
+    fresh.setattr(threads_mod, "_auto", None)  # a new process, on an idle machine
+    fresh.setattr(threads_mod, "_reason", None)
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    torch.set_num_threads(2)
+    capsys.readouterr()
+    engine.resume(tmp_path / "r", epochs=2)
+    assert torch.get_num_threads() == 1
+    assert "1 CPU thread (as when it started" in capsys.readouterr().out

@@ -69,12 +69,15 @@ class RunStatus:
         early_stopping: The state of :class:`segkit.training.early_stopping.EarlyStopping`
             (the monitored best and the patience counter); a checkpoint without it
             resumes with the counter at 0.
+        threads: torch's CPU threads the run trains with: a resume of ``--threads auto``
+            keeps them (CPU sums round differently on another count).
     """
 
     epoch: int
     best: tuple[float, int]
     history: list[dict[str, Any]]
     early_stopping: dict[str, Any] | None = None
+    threads: int | None = None
 
 
 def training_state(parts: TrainingParts, precision: Precision, status: RunStatus) -> dict[str, Any]:
@@ -91,7 +94,11 @@ def training_state(parts: TrainingParts, precision: Precision, status: RunStatus
         precision: The precision object (its GradScaler state is saved).
         status: The epoch, best, history and early-stopping state.
     """
-    extra = {} if status.early_stopping is None else {"early_stopping": status.early_stopping}
+    extra: dict[str, Any] = {}
+    if status.early_stopping is not None:
+        extra["early_stopping"] = status.early_stopping
+    if status.threads is not None:
+        extra["threads"] = status.threads
     task = parts.task.record()
     if task:
         extra["task"] = task

@@ -116,7 +116,10 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
             stopping = state.get("early_stopping")
             if stopping and stopping.get("stopped"):
                 stopping["stopped"] = False  # trains on; the patience counter is kept
-        return _run(config, state, folder, quiet)
+        # --threads auto re-decides from the load now; the count the run started with
+        # keeps a seeded resume equal to the unbroken run (sums round by thread count)
+        kept = state.get("threads") if config.threads == "auto" else None
+        return _run(config, state, folder, quiet, threads=kept)
     except MainGuardError as e:
         folder.release()
         raise e.with_traceback(None) from None
@@ -174,11 +177,16 @@ def _asked(folder: RunFolder) -> dict[str, Any] | None:
 
 
 def _run(
-    config: RunConfig, state: dict[str, Any] | None, folder: RunFolder | None, quiet: bool
+    config: RunConfig,
+    state: dict[str, Any] | None,
+    folder: RunFolder | None,
+    quiet: bool,
+    threads: int | None = None,
 ) -> RunResult:
     """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
-    and logs each), test the best weights and report."""
-    run = Run(config, quiet)
+    and logs each), test the best weights and report. ``threads``: the CPU threads a
+    resumed ``--threads auto`` run started with (None: resolve ``config.threads``)."""
+    run = Run(config, quiet, threads)
     with run.no_empty_folder_left():
         run.setup(state, folder)
         with run.failures_explained():
@@ -220,13 +228,15 @@ class Run:
     alone has a run folder, a writer and a log (``None`` elsewhere), and prints.
     """
 
-    def __init__(self, config: RunConfig, quiet: bool) -> None:
-        """Resolve the runtime and join the torchrun job (the process group is up)."""
+    def __init__(self, config: RunConfig, quiet: bool, threads: int | None = None) -> None:
+        """Resolve the runtime and join the torchrun job (the process group is up);
+        ``threads`` overrides ``config.threads`` (a resume keeps its count)."""
         self.started = time.perf_counter()
         self.dist = distributed.from_env()
         self.quiet = quiet
         self.say = _printer(quiet or not self.dist.main)  # one voice: rank 0 reports
-        self.runtime = build.resolve_runtime(config, self.dist)
+        self.runtime = build.resolve_runtime(config, self.dist, threads=threads)
+        self.kept_threads = threads is not None
         tb_log.require(config)
         distributed.init(self.dist, self.runtime.device)
         self.config = config
@@ -320,7 +330,8 @@ class Run:
         classes = f", {t.task.describe()}" if t.task.multiclass else ""
         where = self.folder.path if self.folder else "(rank 0 writes)"
         if self.runtime.device.type == "cpu":
-            ranks += f", {threads_note(self.runtime.threads)}"
+            kept = " (as when it started: CPU sums round by thread count)"
+            ranks += f", {threads_note(self.runtime.threads)}{kept * self.kept_threads}"
         return (
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
@@ -445,7 +456,11 @@ class Run:
         assert self.writer is not None and self.folder is not None
         self.writer.wait()
         status = ckpt_io.RunStatus(
-            epoch, self.best(), self.history, early_stopping=self.stopper.state_dict()
+            epoch,
+            self.best(),
+            self.history,
+            early_stopping=self.stopper.state_dict(),
+            threads=self.runtime.threads,
         )
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if not save_last:
