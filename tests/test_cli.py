@@ -401,3 +401,29 @@ def test_resume_refuses_settings_it_would_ignore(capsys, tmp_path: Path) -> None
     err = error_of(capsys, ["run", "--resume", str(tmp_path), "--model-opt", "a=1", "--lr", "1"])
     assert "--lr, --model-opt cannot change them (only --epochs can" in err
     assert f"segkit run --config {tmp_path / 'config.json'}" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["run", "--epcohs", "2"], "segkit run: error: unrecognized arguments: --epcohs 2 "
+         "(--epcohs: did you mean --epochs?)"),
+        (["data", "check", "--dta", "x"], "segkit data check: error: unrecognized arguments: "
+         "--dta x (--dta: did you mean --data?)"),
+        (["predict", "c.pt", "i.png", "--out", "o", "--tresh=0.3"], "(--tresh: did you mean --threshold?)"),
+        (["run", "--banana", "1"], "segkit run: error: unrecognized arguments: --banana 1\n"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_flag_gets_the_closest_flag_of_its_command(capsys, argv, said) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_preview_defaults_to_the_recipe_run_defaults_to() -> None:
+    from segkit.cli import build_parser
+    from segkit.config import RunConfig
+
+    args = build_parser().parse_args(["preview"])
+    assert args.recipe == RunConfig().recipe == "type3"

@@ -17,6 +17,7 @@ plugins) are imported inside the commands so ``segkit --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 
@@ -56,9 +57,44 @@ def _rank() -> str:
     return f"rank {os.environ.get('RANK', '?')} of {world}: " if world not in ("", "1") else ""
 
 
+def _command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` was parsed for: ``segkit data check``'s for
+    ``data check``, the top-level one where no command was chosen."""
+    while True:
+        chosen = [
+            a
+            for a in parser._actions  # argparse keeps its subcommands here only
+            if isinstance(a, argparse._SubParsersAction) and getattr(args, a.dest, None)
+        ]
+        if not chosen:
+            return parser
+        parser = chosen[0].choices[getattr(args, chosen[0].dest)]
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's ``unrecognized arguments`` line, with the closest flag of the command for
+    each misspelt one (``--epcohs``: did you mean --epochs?), as config files say for keys."""
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    hints = []
+    for extra in extras:
+        if not extra.startswith("--"):
+            continue
+        name = extra.split("=", 1)[0]
+        close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+        if close:
+            hints.append(f"{name}: did you mean {close[0]}?")
+    said = f"unrecognized arguments: {' '.join(extras)}"
+    return f"{said} ({'; '.join(hints)})" if hints else said
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = _command_parser(parser, args)
+        command.error(_unrecognized(command, extras))  # exits 2, as argparse does
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)

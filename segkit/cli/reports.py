@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.cli.args import add_config_args, settings_from_args
+from segkit.config import DEFAULTS
 
 
 def add_compare(sub: Any) -> None:
@@ -52,9 +53,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def add_study(sub: Any) -> None:
     p = sub.add_parser(
         "study",
-        help="run a grid of configurations from a TOML file (resumable), then compare them",
+        help="run a grid of configurations from a TOML, YAML or JSON file (resumable), then "
+        "compare them",
     )
-    p.add_argument("file", metavar="FILE.toml", help="[base] settings, [axes] lists, [[runs]]")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="a study file: base settings, axes lists, runs (TOML, YAML, JSON)",
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -116,9 +122,10 @@ def add_preview(sub: Any) -> None:
         "--augment",
         "--recipe",
         dest="recipe",
-        required=True,
+        default=DEFAULTS["recipe"],
         metavar="NAME_OR_FILE",
-        help="a recipe plugin (see `segkit list recipes`) or a recipe file (.toml, .yaml, .json)",
+        help="a recipe plugin (see `segkit list recipes`) or a recipe file (.toml, .yaml, "
+        f".json) (default: {DEFAULTS['recipe']}, as segkit run)",
     )
     add_config_args(p, ("data", "dataset", "dataset_options", "image_size", "seed", "device"))
     g = p.add_argument_group("preview")

@@ -23,7 +23,7 @@ def add_run(sub: Any) -> None:
         "--config",
         metavar="FILE",
         default=None,
-        help="settings from a JSON or TOML file (a run folder's config.json works as is); "
+        help="settings from a TOML, YAML or JSON file (a run folder's config.json works as is); "
         "options given here override it",
     )
     add_config_args(p)
@@ -131,7 +131,7 @@ def add_lr_find(sub: Any) -> None:
         help="sweep the learning rate on a run's settings, plot loss vs lr, suggest one",
     )
     p.add_argument(
-        "--config", metavar="FILE", default=None, help="settings from a JSON or TOML file"
+        "--config", metavar="FILE", default=None, help="settings from a TOML, YAML or JSON file"
     )
     add_config_args(
         p, [f.name for f in dc.fields(RunConfig) if f.metadata.get("group") != "output"]
