@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -427,3 +428,22 @@ def test_preview_defaults_to_the_recipe_run_defaults_to() -> None:
 
     args = build_parser().parse_args(["preview"])
     assert args.recipe == RunConfig().recipe == "type3"
+
+
+def test_weights_of_other_model_options_name_the_tensor_and_the_fix(capsys, tmp_path) -> None:
+    """A timm_unet checkpoint from before the 3x3 head (head_kernel=1, not recorded then)."""
+    from segkit import create_model
+    from segkit.config import RunConfig
+    from segkit.training import checkpoint as ckpt_io
+
+    old = create_model("timm_unet", in_channels=3, out_channels=1, encoder="resnet18", head_kernel=1)
+    config = RunConfig(model="timm_unet", image_size=32, model_options={"encoder": "resnet18"})
+    path = tmp_path / "old.pt"
+    ckpt = {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "config": config.to_dict()}
+    ckpt_io.save_atomic({**ckpt, "model": old.state_dict()}, path)
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (32, 32)).save(image)
+    err = error_of(capsys, ["predict", str(path), str(image), "--out", str(tmp_path / "o")])
+    assert re.search(r"old\.pt: weights do not fit model 'timm_unet': \S*head\S* is \(1, \d+, 1, 1\) "
+                     r"in the checkpoint and \(1, \d+, 3, 3\) in the model rebuilt with "
+                     r"encoder=resnet18\. .*--model-opt KEY=VALUE", err), err  # fmt: skip

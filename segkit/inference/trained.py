@@ -14,6 +14,7 @@ give the normalization. The predictor, ``segkit evaluate``, ``segkit compare`` a
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,30 @@ def restore_model(
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(
-            f"{path}: weights do not fit model '{config.model}' ({str(e).splitlines()[0][:200]})"
-        ) from None
+        raise CheckpointError(_misfit(path, config, str(e))) from None
     return model.eval()
+
+
+def _misfit(path: Path, config: RunConfig, torch_says: str) -> str:
+    """Weights that do not fit the rebuilt model, in words: the first tensor whose shape
+    differs (torch's ``size mismatch for head.weight: copying a param with shape ...``),
+    the options the model was rebuilt with, and what to pass instead."""
+    mismatch = re.search(
+        r"size mismatch for ([\w.]+): copying a param with shape torch.Size\(\[([\d, ]*)\]\) "
+        r"from checkpoint, the shape in current model is torch.Size\(\[([\d, ]*)\]\)",
+        torch_says,
+    )
+    options = ", ".join(f"{k}={v}" for k, v in config.model_options.items()) or "its defaults"
+    if mismatch:
+        name, saved, now = mismatch.groups()
+        found = (
+            f"{name} is ({saved}) in the checkpoint and ({now}) in the model rebuilt with {options}"
+        )
+    else:
+        found = torch_says.splitlines()[0][:200]
+    return (
+        f"{path}: weights do not fit model '{config.model}': {found}. The model was trained "
+        f"with other options, or its defaults changed since: pass the option it was trained "
+        f"with (--model-opt KEY=VALUE; `segkit info {config.model}` lists them, and "
+        f"docs/models.md the defaults that changed)"
+    )
