@@ -436,7 +436,9 @@ def test_weights_of_other_model_options_name_the_tensor_and_the_fix(capsys, tmp_
     from segkit.config import RunConfig
     from segkit.training import checkpoint as ckpt_io
 
-    old = create_model("timm_unet", in_channels=3, out_channels=1, encoder="resnet18", head_kernel=1)
+    old = create_model(
+        "timm_unet", in_channels=3, out_channels=1, encoder="resnet18", head_kernel=1
+    )
     config = RunConfig(model="timm_unet", image_size=32, model_options={"encoder": "resnet18"})
     path = tmp_path / "old.pt"
     ckpt = {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "config": config.to_dict()}
