@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from segkit.errors import ConfigError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
 from segkit.system.threads import apply_threads
+from segkit.system.workers import default_workers
 from segkit.task import Task
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
@@ -46,21 +46,6 @@ from segkit.training.precision import create_precision
 from segkit.training.runtime import Runtime
 
 # ----------------------------------------------------------------------------- runtime
-
-
-def default_workers(device: torch.device | str = "cpu", local_world: int = 1) -> int:
-    """Loader workers when none are asked for.
-
-    On a CUDA host the loader feeds a GPU that consumes thousands of images a second: it
-    gets every core but two (one for the training loop, one for the rest of the system),
-    shared among the processes of this host (``local_world``). On the CPU the model itself
-    is the bottleneck and competes with the loader for the same cores: one worker per
-    core, up to 8.
-    """
-    cores = os.cpu_count() or 1
-    if torch.device(device).type == "cuda":
-        return max(1, (cores - 2) // max(1, local_world))
-    return min(8, cores)
 
 
 def resolve_device(name: str | torch.device, local_rank: int | None = None) -> torch.device:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segkit.build import default_workers
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
 from segkit.data.reading import (
@@ -38,6 +37,7 @@ from segkit.data.reading import (
     read_image,
 )
 from segkit.errors import DataError
+from segkit.system.workers import default_workers
 from segkit.training.progress import is_tty
 
 if TYPE_CHECKING:
@@ -377,16 +377,16 @@ def check_configured(
             read it at all (no such folder).
         ConfigError: a bad dataset option.
     """
-    from segkit.build import build_dataset
     from segkit.config import data_path
     from segkit.registry import default_registry
 
     name = config.resolved_dataset()
-    audit = default_registry().info("datasets", name).capability("audit")
+    registry = default_registry()
+    audit = registry.info("datasets", name).capability("audit")
     if callable(audit) and config.data:
         dataset: Dataset = audit(data_path(config), **config.dataset_options)
-    else:
-        dataset = build_dataset(config)
+    else:  # as segkit.build.build_dataset (which imports this module for auto loss weights)
+        dataset = registry.create("datasets", name, data_path(config), **config.dataset_options)
     report = check_dataset(dataset, workers, name=name, progress=progress)
     report.command = _run_command(config, report)
     return report
