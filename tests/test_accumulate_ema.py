@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_long_runs import tiny
+from helpers import tiny
 
 from segkit.build import build_scheduler, optimizer_steps
 from segkit.config import RunConfig

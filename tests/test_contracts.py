@@ -7,7 +7,7 @@ import sys
 import warnings
 
 import pytest
-from test_registry import make_distribution
+from helpers import make_distribution
 
 from segkit import registry
 from segkit.cli import main

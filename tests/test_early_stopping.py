@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import interrupt_in_epoch
+from helpers import tiny
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, RunInterrupted
@@ -19,12 +20,6 @@ from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
 from segkit.training.early_stopping import EarlyStopping
 from segkit.training.engine import resume, train
-
-
-def tiny(data: Path, out: Path, **options: object) -> RunConfig:
-    base = {"model": "unet", "image_size": 32, "batch_size": 4, "num_workers": 0}
-    return RunConfig(**(base | {"data": str(data), "out": str(out)} | options))
-
 
 # ------------------------------------------------------------------ the patience logic
 

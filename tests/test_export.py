@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_predict import TRIO, save_checkpoint
+from helpers import TRIO, save_checkpoint
 
 from segkit.cli import main
 from segkit.errors import ConfigError, ExportError

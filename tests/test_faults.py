@@ -370,7 +370,10 @@ def test_a_dead_rank_never_hangs_the_others(
         # (rank 1 meets it in whichever epoch reads after the damage, rank 0 never).
         train = registry.create("datasets", "oxford_pet", broken_pets).samples("train")
         shards = [
-            [set(epoch_order(len(train), shuffle=True, seed=3, epoch=e, shard=(r, 2))) for r in (0, 1)]
+            [
+                set(epoch_order(len(train), shuffle=True, seed=3, epoch=e, shard=(r, 2)))
+                for r in (0, 1)
+            ]
             for e in range(2, 6)
         ]
         victim = train[min(set.intersection(*(s1 - s0 for s0, s1 in shards)))].image
@@ -607,7 +610,9 @@ def test_run_folders_made_at_once_by_many_threads_are_distinct(tmp_path: Path) -
 @pytest.mark.slow
 def test_a_run_folder_in_use_is_refused_to_another_process(tmp_path: Path) -> None:
     folder = RunFolder.create(RunConfig(out=str(tmp_path), name="busy"))
-    script = f"from segkit.training.run_folder import RunFolder; RunFolder({str(folder.path)!r}).lock()"
+    script = (
+        f"from segkit.training.run_folder import RunFolder; RunFolder({str(folder.path)!r}).lock()"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env_for_children(), capture_output=True, text=True
     )
@@ -922,8 +927,9 @@ def test_check_writable_compares_the_largest_file_with_the_limit(tmp_path: Path)
     try:
         files.check_writable(tmp_path, "--out", largest=3 << 20)
         with pytest.raises(
-            ConfigError, match=r"file-size limit \(ulimit -f\) is 4 MiB, and this run writes "
-            r"files of about 373 MiB \(checkpoints\)"
+            ConfigError,
+            match=r"file-size limit \(ulimit -f\) is 4 MiB, and this run writes "
+            r"files of about 373 MiB \(checkpoints\)",
         ):
             files.check_writable(tmp_path, "--out", largest=373 << 20)
     finally:

@@ -247,3 +247,24 @@ if __name__ == "__main__":  # python tests/test_import_graph.py: every cycle, kn
     found_modules, found_graph = import_graph()
     for found in strongly_connected(found_graph):
         print(describe(found, found_graph, found_modules), end="\n\n")
+
+
+def test_no_test_file_imports_another() -> None:
+    """Shared helpers live in conftest.py, helpers.py, dali_helpers.py or faultkit.py: a
+    test file importing another would run (and collect) the other's module twice."""
+    found = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [
+                f"{path.relative_to(REPO)}:{node.lineno}: {n}"
+                for n in names
+                if n.startswith("test_")
+            ]
+    assert not found, "test files importing test files:\n" + "\n".join(found)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_RUN
+from helpers import comparable, rows, tiny
 
 from segkit import registry
 from segkit.cli import main
@@ -28,18 +28,8 @@ from segkit.training.engine import resume, train
 TINY = [*TINY_RUN, "--seed", "3"]
 
 
-def tiny(data: Path, out: Path, **options: object) -> RunConfig:
-    """A UNet run on the tiny pet set at 32 px: a few seconds an epoch on a CPU."""
-    base = {"model": "unet", "image_size": 32, "batch_size": 4, "num_workers": 0}
-    return RunConfig(**(base | {"data": str(data), "out": str(out)} | options))
-
-
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "segkit", *args]
-
-
-def rows(run_dir: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((run_dir / "metrics.csv").open()))
 
 
 def wait_for_epochs(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -58,11 +48,6 @@ def writer_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     the background thread (an accelerator's way)."""
     monkeypatch.setattr(engine, "_write_in_background", lambda runtime: request.param)
     return request.param
-
-
-def comparable(run_dir: Path) -> list[dict[str, float]]:
-    keep = ("epoch", "train_loss", "train_dice", "valid_loss", "valid_dice", "lr")
-    return [{k: float(r[k]) for k in keep} for r in rows(run_dir)]
 
 
 @pytest.mark.slow

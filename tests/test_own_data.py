@@ -166,7 +166,7 @@ def test_a_third_party_layout_is_recognised_as_the_builtins_are(
     """The core names no layout: a plugin's recognizes() and layout are all it takes."""
     import sys
 
-    from test_registry import make_distribution
+    from helpers import make_distribution
 
     from segkit import registry
 

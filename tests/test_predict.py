@@ -14,41 +14,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TRIO, save_checkpoint
 from PIL import Image
 
 import segkit
 from segkit.cli import main
-from segkit.config import RunConfig
 from segkit.errors import ConfigError
 from segkit.inference.predict import collect_images
 from segkit.inference.predictor import Predictor
 from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
 from segkit.task import Task
-from segkit.training import checkpoint as ckpt_io
-
-TINY_MODEL = {"encoder": "test_efficientnet", "decoder_channels": [32, 16, 8, 8, 8]}
-TRIO = Task(("bg", "cat", "dog"), ((0, 0, 0), (255, 0, 0), (0, 0, 255)))
-
-
-def save_checkpoint(
-    path: Path, *, model: str = "timm_unet", task: Task | None = None, image_size: int = 32
-) -> Path:
-    """A weights-only checkpoint as ``segkit run`` writes it, random weights."""
-    options = TINY_MODEL if model == "timm_unet" else {}
-    config = RunConfig(model=model, model_options=dict(options), image_size=image_size)
-    torch.manual_seed(0)
-    out = task.num_classes if task is not None else 1
-    net = segkit.create_model(model, out_channels=out, **options) if model != "gone" else None
-    state = {
-        "format": ckpt_io.FORMAT,
-        "version": ckpt_io.VERSION,
-        "kind": "weights",
-        "config": config.to_dict(),
-        "model": net.state_dict() if net is not None else {},
-        **({"task": task.record()} if task is not None else {}),
-    }
-    ckpt_io.save_atomic(state, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
+from helpers import make_distribution
 
 from segkit.errors import ConfigError, DuplicatePluginError, PluginLoadError, PluginNotFoundError
 from segkit.registry import GROUPS, Registry, list_plugins
@@ -20,23 +19,6 @@ BUILTINS = {
     "datasets": {"oxford_pet", "folder", "synthetic"},
     "ops": {"AlbumentationsCompose"},
 }
-
-
-def make_distribution(
-    root: Path, dist: str, groups: dict[str, dict[str, str]], modules: dict[str, str]
-) -> None:
-    """Fake an installed distribution: a dist-info with entry_points.txt, plus its modules."""
-    # pip names the folder after the normalized distribution name (PEP 491): fake_x-1.0.
-    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    lines = []
-    for group, eps in groups.items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in eps.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for module, source in modules.items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 @pytest.fixture

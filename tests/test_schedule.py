@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import interrupt_in_epoch
-from test_long_runs import comparable, rows, tiny
+from helpers import comparable, rows, tiny
 
 from segkit.build import build_scheduler, lr_factor
 from segkit.cli import main
