@@ -629,3 +629,17 @@ def test_the_printed_rename_command_pairs_the_masks(
     command = re.search(r"rename them with (cd .*; done)", out).group(1)
     subprocess.run(["bash", "-c", command], check=True)
     assert check(capsys, root)[0] == 0
+
+
+def test_data_check_takes_the_folder_as_its_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_pairs(tmp_path / "cells", encoding="01")
+    assert main(["data", "check", str(root)]) == 0
+    positional = capsys.readouterr().out
+    assert main(["data", "check", "--data", str(root)]) == 0
+    assert (
+        capsys.readouterr().out == positional and f"run it: segkit run --data {root}" in positional
+    )
+    assert main(["data", "check", str(root), "--data", str(tmp_path)]) == 2
+    assert "two folders; give one" in capsys.readouterr().err

@@ -79,6 +79,13 @@ def _add_check(data: Any) -> None:
         "unreadable files; suggests --image-size and pos_weight (exit 1 if a run would fail)",
     )
     c.add_argument(
+        "folder",
+        nargs="?",
+        metavar="DIR",
+        default=None,
+        help="the dataset folder, as --data (segkit data check ~/data/cells)",
+    )
+    c.add_argument(
         "--data",
         metavar="DIR",
         default=None,
@@ -150,10 +157,15 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     from segkit.config import RunConfig, parse_options
     from segkit.data.check import check_configured, format_report
+    from segkit.errors import ConfigError
 
+    if args.folder and args.data and args.folder != args.data:
+        raise ConfigError(
+            f"segkit data check {args.folder} --data {args.data}: two folders; give one"
+        )
     # The dataset a `segkit run` with the same --data/--dataset/--dataset-opt would read.
     config = RunConfig(
-        data=args.data,
+        data=args.folder or args.data,
         dataset=args.dataset,
         dataset_options=parse_options(args.dataset_opt, "--dataset-opt"),
     )
