@@ -409,8 +409,8 @@ def test_resume_refuses_settings_it_would_ignore(capsys, tmp_path: Path) -> None
     [
         (["run", "--epcohs", "2"], "segkit run: error: unrecognized arguments: --epcohs 2 "
          "(--epcohs: did you mean --epochs?)"),
-        (["data", "check", "--dta", "x"], "segkit data check: error: unrecognized arguments: "
-         "--dta x (--dta: did you mean --data?)"),
+        (["data", "check", "--dta=x"], "segkit data check: error: unrecognized arguments: "
+         "--dta=x (--dta: did you mean --data?)"),
         (["predict", "c.pt", "i.png", "--out", "o", "--tresh=0.3"], "(--tresh: did you mean --threshold?)"),
         (["run", "--banana", "1"], "segkit run: error: unrecognized arguments: --banana 1\n"),
     ],
