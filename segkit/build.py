@@ -33,6 +33,8 @@ from segkit import registry
 from segkit import task as task_mod
 from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
+from segkit.data.prepare import ready_for_training
+from segkit.data.sampling import per_rank
 from segkit.errors import ConfigError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
@@ -504,7 +506,6 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     Raises:
         SegkitError: a bad name, option, size or dataset (a subclass says which).
     """
-    from segkit.data.prepare import ready_for_training
 
     check_plugin_names(config)
     dataset = build_dataset(config)
@@ -560,7 +561,6 @@ def lone_last_batch(images: int, batch_size: int, world: int = 1) -> bool:
     one value per channel (ResNet34-UNet's bottleneck is 1x1 at 32 px, so a lone image
     stops the run), and one image is a noisy step anyway. Any other partial batch is kept.
     """
-    from segkit.data.sampling import per_rank
 
     return batch_size > 1 and per_rank(images, world) % batch_size == 1
 

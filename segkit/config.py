@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from segkit import recipes
+from segkit.data.layouts import detect_layout
 from segkit.errors import ConfigError, DataError
+from segkit.recipes import Recipe
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
@@ -269,7 +272,6 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        from segkit import recipes
 
         if self.recipe_definition is None and recipes.is_recipe_file(self.recipe):
             self.recipe_definition = recipes.read_recipe_file(self.recipe)
@@ -280,7 +282,6 @@ class RunConfig:
     def recipe_object(self) -> Any:
         """The :class:`segkit.recipes.Recipe` of ``recipe_definition`` (a recipe file's);
         ``None`` for a recipe plugin (see :func:`segkit.build.build_recipe`)."""
-        from segkit.recipes import Recipe
 
         if self.recipe_definition is None:
             return None
@@ -316,7 +317,6 @@ class RunConfig:
             return self.dataset
         if not self.data:
             return DEFAULTS["generated_dataset"]
-        from segkit.data.layouts import detect_layout
 
         return detect_layout(Path(self.data).expanduser())
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from segkit.contracts import CONTRACTS, capability, contract_problems
 from segkit.errors import DuplicatePluginError, PluginLoadError, PluginNotFoundError
 
 #: Plugin kind -> entry-point group.
@@ -110,7 +111,6 @@ class PluginInfo:
                 f"{where} points at {self.target}, a {type(obj).__name__}; expected a callable "
                 f"factory (see segkit.contracts)"
             )
-        from segkit.contracts import CONTRACTS, contract_problems
 
         problems = contract_problems(self.kind, obj)
         if problems:
@@ -125,7 +125,6 @@ class PluginInfo:
     def capability(self, name: str) -> Any:
         """A capability the plugin's factory declares (or its default), read without
         calling the factory; see :data:`segkit.contracts.CONTRACTS`."""
-        from segkit.contracts import capability
 
         return capability(self.kind, self.load(), name)
 

@@ -21,8 +21,11 @@ from typing import Any
 
 import torch
 
-from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec
+from segkit import registry
+from segkit.config import DEFAULTS
+from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec, loss_accepts
 from segkit.errors import ConfigError
+from segkit.metrics.multiclass import ConfusionMeter
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,6 @@ class Task:
     # ------------------------------------------------------------------ defaults
 
     def default_loss(self) -> str:
-        from segkit.config import DEFAULTS
 
         return DEFAULTS["multiclass_loss"] if self.multiclass else DEFAULTS["loss"]
 
@@ -119,8 +121,6 @@ class Task:
         """
         if accepts == "both" or (accepts == "multiclass") == self.multiclass:
             return
-        from segkit import registry
-        from segkit.contracts import loss_accepts
 
         want = "multiclass" if self.multiclass else "binary"
         fits = []
@@ -171,7 +171,6 @@ class MultiClassMeter:
     class's IoU and Dice under its name (``iou_pet``)."""
 
     def __init__(self, task: Task, device: torch.device | str, *, per_image: bool = False) -> None:
-        from segkit.metrics.multiclass import ConfusionMeter
 
         self.task = task
         self.inner = ConfusionMeter(
@@ -246,9 +245,6 @@ def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
             not apply.
     """
     import dataclasses
-
-    from segkit import registry
-    from segkit.contracts import loss_accepts
 
     task = Task.of(dataset)
     loss = task.default_loss() if config.loss == "auto" else config.loss

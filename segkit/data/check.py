@@ -29,14 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segkit.config import data_path
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
 from segkit.data.reading import (
     check_same_size,
     open_image,
     read_image,
+    read_raw_mask,
 )
 from segkit.errors import DataError
+from segkit.registry import default_registry
 from segkit.system.workers import default_workers
 from segkit.training.progress import is_tty
 
@@ -377,8 +380,6 @@ def check_configured(
             read it at all (no such folder).
         ConfigError: a bad dataset option.
     """
-    from segkit.config import data_path
-    from segkit.registry import default_registry
 
     name = config.resolved_dataset()
     registry = default_registry()
@@ -536,7 +537,6 @@ def train_pos_weight(dataset: Dataset, workers: int | None = None) -> float:
         DataError: a mask is unreadable or holds values outside those declared, or the
             train masks hold no foreground.
     """
-    from segkit.data.reading import read_raw_mask
 
     spec = dataset.mask_spec
 
@@ -565,7 +565,6 @@ def train_class_weights(dataset: Dataset, workers: int | None = None) -> list[fl
         DataError: a mask is unreadable or holds values outside those declared, the dataset
             is binary, or the train masks hold no labelled pixel.
     """
-    from segkit.data.reading import read_raw_mask
 
     spec = dataset.mask_spec
     if not spec.is_multiclass:

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, MaskSpec
-from segkit.data.reading import check_mask_values, decode_opened_mask, open_image
+from segkit.data.reading import check_mask_values, colours_to_raw, decode_opened_mask, open_image
 from segkit.errors import ConfigError, DataError
+from segkit.registry import default_registry
 
 #: File names shown in one line before "and N more".
 SHOW = 3
@@ -210,7 +211,6 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
 
 
 def _foreign_colours(info: MaskInfo, spec: MaskSpec) -> str:
-    from segkit.data.reading import colours_to_raw
 
     try:  # its message names the colours, their pixels and the palette
         with open_image(info.path) as im:
@@ -576,7 +576,6 @@ def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses |
     """The plugin's ``declare_classes`` bound to ``root``, or None."""
     if root is None or not dataset_name:
         return None
-    from segkit.registry import default_registry
 
     try:
         declare = default_registry().info("datasets", dataset_name).capability("declare_classes")

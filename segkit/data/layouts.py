@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from segkit.errors import DataError
+from segkit.registry import default_registry
 
 #: Entries of the folder shown in a refusal before "and N more".
 SHOW_ENTRIES = 8
@@ -30,7 +31,6 @@ def layouts() -> dict[str, str]:
 
 
 def _recognizers() -> dict[str, tuple[object, str]]:
-    from segkit.registry import default_registry
 
     reg = default_registry()
     out: dict[str, tuple[object, str]] = {}

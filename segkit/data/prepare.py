@@ -25,6 +25,7 @@ from pathlib import Path
 from segkit.contracts import SPLITS, Dataset, Sample
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
 from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
+from segkit.data.sampling import per_rank
 from segkit.errors import DataError
 
 #: File names shown in one message before "and N more".
@@ -148,7 +149,6 @@ def _check_split_sizes(
     world: int,
     root: Path,
 ) -> None:
-    from segkit.data.sampling import per_rank
 
     left_out = {split: sum(1 for s, _, _ in bad if s == split) for split in SPLITS}
     for split in SPLITS:

@@ -29,6 +29,7 @@ from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, read_parallel
 from segkit.inference.trained import Trained, open_trained
+from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
 from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
@@ -65,7 +66,6 @@ class Evaluated:
         tail = f"({int(m['images'])} images, {self.data}; {self.where}{self.how})"
         if not self.task.multiclass:
             return [f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"]
-        from segkit.metrics.multiclass import confusion_table
 
         return [
             confusion_table(m, list(self.task.classes)),

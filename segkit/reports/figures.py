@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from segkit.task import Task
+
 if TYPE_CHECKING:
     from segkit.contracts import Loader
     from segkit.training.loops import EvalContext
@@ -488,7 +490,6 @@ def per_image_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's (Dice, IoU), or (mDice, mIoU) over its classes for K classes, as the
     engine's meters score them."""
-    from segkit.task import Task
 
     meter = (task or Task()).meter("cpu", per_image=True)
     meter.update(logits.float().cpu(), (task or Task()).target(masks.cpu()))

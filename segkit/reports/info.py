@@ -25,6 +25,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from segkit.build import create_model
+from segkit.errors import ConfigError
+
 __all__ = ["ModelInfo", "model_info"]
 
 
@@ -92,9 +95,6 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from segkit.build import create_model
-    from segkit.errors import ConfigError
 
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"--image-size {image_size}: expected a positive int")

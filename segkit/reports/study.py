@@ -54,8 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segkit.build import check_plugin_names
 from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
+from segkit.training import engine
 
 #: The tables a study file may hold.
 TABLES = ("base", "axes", "runs")
@@ -367,7 +369,6 @@ def run_one(study: Study, run: PlannedRun, *, quiet: bool = False, workers_share
     ``workers_share``: processes sharing this host's cores (``--parallel``); a run that
     leaves ``num_workers`` to the machine gets its share of the loader workers.
     """
-    from segkit.training import engine
 
     folder = study.run_dir(run)
     state = state_of(folder)
@@ -428,7 +429,6 @@ def run_study(
     """
     started = time.perf_counter()
     study = read_study(path, out)
-    from segkit.build import check_plugin_names
 
     for run in study.runs:  # a misspelt plugin name stops the study before any run
         check_plugin_names(run.config())

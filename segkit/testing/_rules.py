@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from segkit.contracts import contract_problems
 from segkit.errors import ConfigError, PluginLoadError
-from segkit.registry import SINGULAR, canonical_kind
+from segkit.registry import SINGULAR, canonical_kind, default_registry
 
 
 class ConformanceError(AssertionError):
@@ -71,7 +72,6 @@ SIGNATURE = (
 def fits_contract(case: Case) -> None:
     """The ``signature`` rule of every kind (a registered plugin that breaks it fails to
     load; this also checks a factory passed directly)."""
-    from segkit.contracts import contract_problems
 
     problems = contract_problems(case.target.kind, case.target.plugin)
     demand(not problems, "; ".join(problems))
@@ -110,7 +110,6 @@ def target(kind: str, plugin: str | Callable[..., Any], name: str | None) -> Tar
 
 
 def _registered(kind: str, plugin: str) -> Target:
-    from segkit.registry import default_registry
 
     registry = default_registry()
     info = registry.info(kind, plugin)  # PluginNotFoundError names close matches

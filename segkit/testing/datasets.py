@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.contracts import SPLITS, LayoutAudit, MaskSpec, Sample, capability
+from segkit.data.reading import read_sample
 from segkit.errors import ConfigError, DataError
 from segkit.testing._rules import (
     SIGNATURE,
@@ -222,7 +223,6 @@ def unknown_split(case: DatasetCase) -> None:
 
 
 def readable_samples(case: DatasetCase) -> None:
-    from segkit.data.reading import read_sample
 
     spec = case.shared().mask_spec
     for split in SPLITS:

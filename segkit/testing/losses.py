@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from segkit.contracts import IGNORE_INDEX, loss_accepts
 from segkit.testing._rules import (
     SIGNATURE,
     UNKNOWN_OPTION,
@@ -40,7 +41,6 @@ class LossCase:
 
     @property
     def multiclass(self) -> bool:
-        from segkit.contracts import loss_accepts
 
         return loss_accepts(self.target.plugin) == "multiclass"
 
@@ -199,7 +199,6 @@ def all_zero_target(case: LossCase) -> None:
 def ignored_pixels(case: LossCase) -> None:
     if not case.multiclass:
         return  # binary targets have no ignore index
-    from segkit.contracts import IGNORE_INDEX
 
     fn = case.make()
     logits, t = case.data()

@@ -40,6 +40,7 @@ from segkit import build
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.metrics.definitions import scores_from_meter
+from segkit.registry import default_registry
 from segkit.reports import figures as report
 from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_file_size, check_writable, is_temporary
@@ -698,7 +699,6 @@ def _prepare_folder(
 def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> dict[str, Any]:
     """What ``config.json`` records under ``resolved``: the runtime, the dataset folder and
     the distribution and version of every plugin used."""
-    from segkit.registry import default_registry
 
     reg = default_registry()
     plugins = {}

@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from segkit import build
+from segkit.errors import ConfigError
+from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.training.loops import to_device
+
 if TYPE_CHECKING:
     from segkit.build import Runtime, Training
     from segkit.config import RunConfig
@@ -65,7 +70,6 @@ class Sweep:
     def check(self) -> None:
         """Raises:
         ConfigError: a setting out of range, named with its flag."""
-        from segkit.errors import ConfigError
 
         if not 0 < self.start_lr < self.end_lr:
             raise ConfigError(
@@ -106,9 +110,6 @@ def lr_find(
     Raises:
         ConfigError: bad sweep settings, or a bad configuration.
     """
-    from segkit import build
-    from segkit.errors import ConfigError
-    from segkit.system.main_guard import exit_if_reimporting_main
 
     sweep = sweep or Sweep()
     sweep.check()
@@ -163,7 +164,6 @@ def _sweep(
 
 def _step(stepper: Any, training: Training, runtime: Runtime, batch: Any) -> float:
     """One optimizer step on ``batch``; its loss (a non-finite one takes no step)."""
-    from segkit.training.loops import to_device
 
     precision, device = runtime.precision, runtime.device
     images = to_device(batch.images, device, runtime.channels_last)

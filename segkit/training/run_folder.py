@@ -53,6 +53,7 @@ from typing import Any
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
+from segkit.task import per_class_rows
 from segkit.training import checkpoint as ckpt_io
 
 try:
@@ -427,7 +428,6 @@ def class_summary(result: RunResult) -> dict[str, Any]:
     task = result.task
     if task is None or not task.multiclass:
         return {}
-    from segkit.task import per_class_rows
 
     test = result.test
     return {
