@@ -364,21 +364,7 @@ def write_preview(
             one-line message; with several, each one's).
         DataError: the split is missing or a file is unreadable.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"--n {n!r}: expected a positive number of samples to draw")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise ConfigError(f"--epoch {epoch!r}: expected 0 or a later epoch")
-    if stage not in ("train", "eval"):
-        raise ConfigError(f"--stage {stage!r}: expected train or eval")
-    if not loaders:
-        raise ConfigError("no loader to draw with; name one with --loader")
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(
-            f"--out {out} is a folder; name the PNG to write, e.g. {out / 'preview.png'}"
-        )
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out}: expected a .png file name, e.g. --out preview.png")
+    out = _check_arguments(out, loaders, n, stage, epoch)
     warn = warn or (lambda line: print(f"segkit: {line}", file=sys.stderr))
 
     # Misspelt names fail first, with the close ones, before data is generated or read.
@@ -423,24 +409,83 @@ def write_preview(
             "no loader can run recipe "
             f"'{recipe.name}': " + "; ".join(f"{k}: {v}" for k, v in refused.items())
         )
+    header = _header(recipe, config, labels, refused, stage=stage, split=split, epoch=epoch)
+    picture, tiles = _picture(view, columns, labels, header, task, stage)
+    try:
+        with atomic_path(out) as tmp:
+            picture.save(tmp, optimize=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({e.strerror or type(e).__name__}); choose "
+            "another path"
+        ) from None
+    return PreviewResult(
+        out, picture.size, recipe, stage, drawn, labels, refused, view.chosen, tiles, header
+    )
 
-    ops = recipe.ops(train)
+
+def _check_arguments(
+    out: Path | str, loaders: Sequence[str], n: int, stage: str, epoch: int
+) -> Path:
+    """:func:`write_preview`'s values checked before any work; ``out`` as a path."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"--n {n!r}: expected a positive number of samples to draw")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ConfigError(f"--epoch {epoch!r}: expected 0 or a later epoch")
+    if stage not in ("train", "eval"):
+        raise ConfigError(f"--stage {stage!r}: expected train or eval")
+    if not loaders:
+        raise ConfigError("no loader to draw with; name one with --loader")
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder; name the PNG to write, e.g. {out / 'preview.png'}"
+        )
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: expected a .png file name, e.g. --out preview.png")
+    return out
+
+
+def _header(
+    recipe: R.Recipe,
+    config: RunConfig,
+    labels: list[str],
+    refused: dict[str, str],
+    *,
+    stage: str,
+    split: str,
+    epoch: int,
+) -> list[str]:
+    """The picture's header lines: what was drawn, the ops, how to read the columns."""
+    train = stage == "train"
     header = [
         f"segkit preview: recipe {recipe.name}, {stage} ops, split {split}, seed "
         f"{config.seed}, epoch {epoch}; loader{'s' if len(labels) > 1 else ''} "
         f"{', '.join(labels)}",
-        f"{stage} ops: " + ", ".join(describe_op(op) for op in ops),
+        f"{stage} ops: " + ", ".join(describe_op(op) for op in recipe.ops(train)),
     ]
-    if len(columns) > 1 and train:
+    if len(labels) > 1 and train:
         header.append(
             "each loader draws its own random parameters, so the columns differ; check "
             "that each outline fits its own image"
         )
-    elif len(columns) > 1:
+    elif len(labels) > 1:
         header.append("the same eval ops in each loader: the columns should agree")
     for name, reason in refused.items():
         header.append(f"{name}: not drawn: {reason}")
+    return header
 
+
+def _picture(
+    view: FirstSamples,
+    columns: list[list[Augmented]],
+    labels: list[str],
+    header: list[str],
+    task: Task,
+    stage: str,
+) -> tuple[Any, list[list[Tile]]]:
+    """The grid (one row per sample, one column per loader, captioned) and each tile's
+    place in it."""
     sizes = [s.mask.shape for col in columns for s in col]
     box = display_box(sizes, len(columns))
     rows: list[TileRow] = []
@@ -463,26 +508,7 @@ def write_preview(
     for row_info, row_boxes in zip(tiles, boxes, strict=True):
         for info, (left, top) in zip(row_info, row_boxes, strict=True):
             info.box = (left, top, box[1], box[0])
-    try:
-        with atomic_path(out) as tmp:
-            picture.save(tmp, optimize=True)
-    except OSError as e:
-        raise ConfigError(
-            f"--out {out}: cannot write there ({e.strerror or type(e).__name__}); choose "
-            "another path"
-        ) from None
-    return PreviewResult(
-        out,
-        picture.size,
-        recipe,
-        stage,
-        drawn,
-        labels,
-        refused,
-        view.chosen,
-        tiles,
-        header,
-    )
+    return picture, tiles
 
 
 def _file_size(sample: Sample) -> str:
