@@ -242,7 +242,14 @@ def main() -> int:
         },
     }
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "table.md").write_text(text)
+    header = (
+        f"# segkit predict: --mode auto against the explicit modes\n\n"
+        f"{record['date']}, {record['machine']}, torch {torch.__version__}; "
+        f"`{record['command']}`. {len(pairs)} photos, {args.per_shape} of each shape "
+        f"({', '.join(record['photos']['shapes'])}); {args.model} {args.encoder}, "
+        f"{args.image_size} px, {args.epochs} epochs on {args.count} synthetic pets.\n\n"
+    )
+    (args.out / "table.md").write_text(header + text)
     print(text)
     return 0
 

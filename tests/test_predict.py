@@ -283,10 +283,10 @@ def test_auto_mode_reads_the_recipe_the_checkpoint_records(tmp_path: Path) -> No
     crop = save_checkpoint(tmp_path / "crop.pt", recipe="microscopy")
     predictor = Predictor(crop, device="cpu")
     assert predictor.native and predictor.mode_for(500, 375) == "whole"
-    assert "(recipe microscopy)" in predictor.auto_rule()
+    assert ", recipe microscopy)" in predictor.auto_rule()
     resized = Predictor(save_checkpoint(tmp_path / "resize.pt"), device="cpu")
     assert not resized.native and resized.mode_for(768, 1024) == "resize"
-    assert "(recipe type3)" in resized.auto_rule()
+    assert ", recipe type3)" in resized.auto_rule()
 
 
 def test_a_checkpoint_that_records_no_recipe_is_taken_as_resize_trained(tmp_path: Path) -> None:

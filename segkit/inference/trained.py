@@ -102,18 +102,16 @@ class Trained:
 
     def training(self) -> str:
         """How the model was trained, in words, for the line that says why ``--mode auto``
-        chose what it chose: ``images resized to 128 px (recipe type3)`` or ``128 px crops at
-        the images' own scale (recipe microscopy)``."""
+        chose what it chose: ``images resized to 128 px, recipe type3`` or ``128 px crops at
+        the images' own scale, recipe microscopy``."""
         if not self.recipe_recorded:
             return (
                 f"images resized to {self.image_size} px, assumed: the checkpoint records no "
                 "recipe, and the default recipe resizes"
             )
         if self.native:
-            return (
-                f"{self.image_size} px crops at the images' own scale (recipe {self.recipe.name})"
-            )
-        return f"images resized to {self.image_size} px (recipe {self.recipe.name})"
+            return f"{self.image_size} px crops at the images' own scale, recipe {self.recipe.name}"
+        return f"images resized to {self.image_size} px, recipe {self.recipe.name}"
 
     @property
     def multiple(self) -> int:
