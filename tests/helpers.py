@@ -44,11 +44,21 @@ TRIO = Task(("bg", "cat", "dog"), ((0, 0, 0), (255, 0, 0), (0, 0, 255)))
 
 
 def save_checkpoint(
-    path: Path, *, model: str = "timm_unet", task: Task | None = None, image_size: int = 32
+    path: Path,
+    *,
+    model: str = "timm_unet",
+    task: Task | None = None,
+    image_size: int = 32,
+    recipe: str | None = "type3",
 ) -> Path:
-    """A weights-only checkpoint as ``segkit run`` writes it, random weights."""
+    """A weights-only checkpoint as ``segkit run`` writes it, random weights; ``recipe``
+    None: a config that records no recipe, as old checkpoints' did not."""
     options = TINY_MODEL if model == "timm_unet" else {}
-    config = RunConfig(model=model, model_options=dict(options), image_size=image_size)
+    config = RunConfig(
+        model=model, model_options=dict(options), image_size=image_size, recipe=recipe or "type3"
+    ).to_dict()
+    if recipe is None:
+        del config["recipe"]
     torch.manual_seed(0)
     out = task.num_classes if task is not None else 1
     net = segkit.create_model(model, out_channels=out, **options) if model != "gone" else None
@@ -56,7 +66,7 @@ def save_checkpoint(
         "format": ckpt_io.FORMAT,
         "version": ckpt_io.VERSION,
         "kind": "weights",
-        "config": config.to_dict(),
+        "config": config,
         "model": net.state_dict() if net is not None else {},
         **({"task": task.record()} if task is not None else {}),
     }

@@ -207,11 +207,59 @@ def test_flip_tta_averages_the_flips(mode: str) -> None:
     np.testing.assert_allclose(hv, hv[::-1, ::-1], atol=1e-6)
 
 
-def test_auto_mode_tiles_only_images_over_twice_the_training_size() -> None:
+def test_auto_mode_resizes_for_a_resize_trained_model_whatever_the_image_size() -> None:
+    # Before: an image over twice the training size on its longer side was tiled.
     predictor = Predictor.from_model(Constant(), image_size=32)
-    assert predictor.mode_for(64, 10) == "resize" and predictor.mode_for(65, 10) == "tile"
-    assert Predictor.from_model(Constant(), image_size=32, mode="resize").mode_for(900, 900) == (
-        "resize"
+    for hw in ((64, 10), (65, 10), (375, 500), (768, 1024), (5000, 4000)):
+        assert predictor.mode_for(*hw) == "resize"
+    assert "resize: every image at the training size" in predictor.auto_rule()
+    assert "trained on images resized to 32 px" in predictor.auto_rule()
+
+
+def test_auto_mode_runs_a_crop_trained_model_whole_and_tiles_only_above_the_bound() -> None:
+    predictor = Predictor.from_model(Constant(), image_size=32, native=True)
+    assert predictor.mode_for(2048, 2048) == "whole" and predictor.mode_for(375, 500) == "whole"
+    assert predictor.mode_for(2049, 2048) == "tile" and predictor.mode_for(10000, 500) == "tile"
+    assert "whole: each image at its own size, in tiles above 2048x2048" in predictor.auto_rule()
+    assert "32 px crops at the images' own scale" in predictor.auto_rule()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_mode_is_the_rule_native_evaluation_uses(native: bool) -> None:
+    # One rule: what --eval-size native feeds the model is what predict --mode auto does.
+    from segkit.inference.native import image_mode, plan_eval
+    from segkit.recipes import Normalize, RandomCrop, Recipe, Resize
+
+    sizing = RandomCrop(size=32) if native else Resize(size=32)
+    plan = plan_eval("native", Recipe("r", train=(sizing, Normalize())))
+    predictor = Predictor.from_model(Constant(), image_size=32, native=native)
+    for hw in ((20, 30), (375, 500), (2049, 2048)):
+        assert predictor.mode_for(*hw) == image_mode(plan.input, *hw)
+
+
+@pytest.mark.parametrize("mode", ["resize", "tile", "whole"])
+def test_an_explicit_mode_is_kept_for_every_image(mode: str) -> None:
+    for native in (False, True):
+        predictor = Predictor.from_model(Constant(), image_size=32, native=native, mode=mode)
+        assert {predictor.mode_for(*hw) for hw in ((20, 30), (900, 900), (3000, 3000))} == {mode}
+
+
+def test_auto_mode_reads_the_recipe_the_checkpoint_records(tmp_path: Path) -> None:
+    crop = save_checkpoint(tmp_path / "crop.pt", recipe="microscopy")
+    predictor = Predictor(crop, device="cpu")
+    assert predictor.native and predictor.mode_for(500, 375) == "whole"
+    assert ", recipe microscopy)" in predictor.auto_rule()
+    resized = Predictor(save_checkpoint(tmp_path / "resize.pt"), device="cpu")
+    assert not resized.native and resized.mode_for(768, 1024) == "resize"
+    assert ", recipe type3)" in resized.auto_rule()
+
+
+def test_a_checkpoint_that_records_no_recipe_is_taken_as_resize_trained(tmp_path: Path) -> None:
+    old = save_checkpoint(tmp_path / "old.pt", recipe=None)
+    predictor = Predictor(old, device="cpu")
+    assert not predictor.trained.recipe_recorded and predictor.mode_for(768, 1024) == "resize"
+    assert "assumed: the checkpoint records no recipe, and the default recipe resizes" in (
+        predictor.auto_rule()
     )
 
 
@@ -291,14 +339,16 @@ def test_predict_a_folder_recursively_with_overlays_and_16_bit_probabilities(
     ckpt: Path, tmp_path: Path, capsys
 ) -> None:
     photo(tmp_path / "in" / "x.jpg", (40, 30))
-    photo(tmp_path / "in" / "deep" / "y.png", (90, 70), seed=1)  # over 2x32: tiled
+    photo(tmp_path / "in" / "deep" / "y.png", (90, 70), seed=1)  # over 2x32: resized all the same
     out = tmp_path / "out"
     code, stdout, _ = predict(
         capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--overlays",
         "--probabilities", "png", "--batch-size", "2",
     )  # fmt: skip
     assert code == 0, stdout
-    assert "predicted 2 images in" in stdout and "mode auto, tta none" in stdout
+    assert "predicted 2 images in" in stdout and "mode auto (resize 2), tta none" in stdout
+    assert "segkit: --mode auto: resize: every image at the training size" in stdout
+    assert f"{tmp_path / 'in' / 'deep' / 'y.png'}: resize, " in stdout
     for rel, size in (("x", (40, 30)), ("deep/y", (90, 70))):
         mask = Image.open(out / f"{rel}_mask.png")
         assert mask.size == size and set(np.unique(np.asarray(mask))) <= {0, 255}
@@ -404,8 +454,73 @@ def test_predict_k_classes_writes_palette_masks_and_a_softmax(
         == 0
     )
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == [
-        "a_mask.png", "a_probs_bg.png", "a_probs_cat.png", "a_probs_dog.png",
+        "a_mask.png", "a_probs_bg.png", "a_probs_cat.png", "a_probs_dog.png", "predictions.csv",
     ]  # fmt: skip
+
+
+def read_record(out: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(out / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_image_line_and_record_row_names_its_mode(ckpt: Path, tmp_path: Path, capsys) -> None:
+    a = photo(tmp_path / "in" / "a.jpg", (40, 30))
+    b = photo(tmp_path / "in" / "sub" / "b.png", (100, 70), seed=1)
+    out = tmp_path / "out"
+    code, stdout, _ = predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("segkit: --mode auto: resize: every image at the training size")
+    assert lines[1].startswith(f"{a}: resize, ") and lines[1].endswith("% foreground -> a_mask.png")
+    assert lines[2].startswith(f"{b}: resize, ")
+    rows = read_record(out)
+    assert [(r["image"], r["mask"], r["height"], r["width"], r["mode"]) for r in rows] == [
+        (str(a), "a_mask.png", "30", "40", "resize"),
+        (str(b), "sub/b_mask.png", "70", "100", "resize"),
+    ]
+    mask = np.asarray(Image.open(out / "sub" / "b_mask.png")) > 0
+    assert float(rows[1]["foreground"]) == pytest.approx(mask.mean(), abs=1e-6)
+    # Predicted again in another mode: its rows are replaced, not repeated; others kept.
+    c = photo(tmp_path / "c.jpg", (64, 64), seed=2)
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(b), str(c), "--out", str(out), "--mode", "tile", "--overwrite"
+    )
+    assert code == 0 and "segkit: --mode auto" not in stdout
+    assert "mode tile, tta none" in stdout and f"{c}: tile, " in stdout
+    assert [(r["image"], r["mode"]) for r in read_record(out)] == [
+        (str(a), "resize"), (str(b), "tile"), (str(c), "tile"),
+    ]  # fmt: skip
+
+
+def test_a_stopped_predict_keeps_the_rows_of_what_it_wrote(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photo(tmp_path / "in" / "a.jpg", (20, 20))
+    (tmp_path / "in" / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    photo(tmp_path / "in" / "c.jpg", (20, 20))
+    out = tmp_path / "out"
+    assert predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))[0] == 2
+    assert [Path(r["image"]).name for r in read_record(out)] == ["a.jpg"]
+    (tmp_path / "in" / "b.jpg").unlink()
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--skip-existing"
+    )
+    assert code == 0 and "1 images already predicted" in stdout
+    assert [Path(r["image"]).name for r in read_record(out)] == ["a.jpg", "c.jpg"]
+
+
+def test_a_csv_of_the_users_named_predictions_is_not_overwritten(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    image = photo(tmp_path / "a.jpg", (20, 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("name,score\nx,1\n")
+    code, _, err = predict(capsys, str(ckpt), str(image), "--out", str(out))
+    assert code == 2 and "predictions.csv exists and is not a segkit predictions record" in err
+    assert (out / "predictions.csv").read_text() == "name,score\nx,1\n"
 
 
 def test_two_inputs_writing_one_file_are_refused(ckpt: Path, tmp_path: Path, capsys) -> None:

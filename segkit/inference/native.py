@@ -62,6 +62,35 @@ WHOLE_MAX_PIXELS = 2048 * 2048
 INPUTS = ("batch", "resize", "whole")
 
 
+def trained_input(native: bool) -> str:
+    """How a model sees an image at the image's own size, from how it was trained: the
+    one rule that native evaluation (:func:`plan_eval`) and ``segkit predict --mode auto``
+    (:meth:`segkit.inference.predictor.Predictor.mode_for`) share.
+
+    Args:
+        native: Whether it was trained at the images' own scale (its recipe's eval ops set
+            no size, :attr:`segkit.recipes.Recipe.native_eval`: ``RandomCrop`` recipes,
+            ``microscopy``).
+
+    Returns:
+        ``whole`` for such a model (resizing would change the scale it learnt; tiled above
+        :data:`WHOLE_MAX_PIXELS`, :func:`image_mode`), else ``resize``: a model trained on
+        images resized to the training size sees each image resized to it, as in training
+        (tiles of a photo would show it objects many times larger than it learnt).
+    """
+    return "whole" if native else "resize"
+
+
+def image_mode(input: str, height: int, width: int, max_pixels: int = WHOLE_MAX_PIXELS) -> str:
+    """What :func:`trained_input` (``resize`` or ``whole``) comes to for one image of
+    ``height`` x ``width``: ``resize``, ``whole``, or ``tile`` for a ``whole`` image over
+    ``max_pixels`` (a 2048 x 2048 image through a UNet peaks at a few GB in fp32; tiles
+    keep memory bounded by the tile batch)."""
+    if input == "whole" and height * width > max_pixels:
+        return "tile"
+    return input
+
+
 @dataclass(frozen=True)
 class EvalPlan:
     """What ``--eval-size`` resolved to for a recipe.
@@ -103,7 +132,7 @@ def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
     """
     if eval_size not in ("auto", "native", "resize"):
         raise ConfigError(f"--eval-size {eval_size!r}: expected one of auto, native, resize")
-    if recipe.native_eval:
+    if trained_input(recipe.native_eval) == "whole":
         if eval_size == "resize":
             raise ConfigError(
                 f"--eval-size resize: recipe '{recipe.name}' trains and evaluates at the "
@@ -111,11 +140,11 @@ def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
                 "a scale its model never saw; use --eval-size native (or auto), or give the "
                 "recipe an eval list with a Resize"
             )
-        return EvalPlan(eval_size, True, "whole", recipe)
+        return EvalPlan(eval_size, True, trained_input(True), recipe)
     if eval_size in ("auto", "resize"):
         return EvalPlan(eval_size, False, "batch", recipe)
     ops = tuple(op for op in recipe.eval if not isinstance(op, SIZING_OPS))
-    return EvalPlan(eval_size, True, "resize", dataclasses.replace(recipe, eval=ops))
+    return EvalPlan(eval_size, True, trained_input(False), dataclasses.replace(recipe, eval=ops))
 
 
 @dataclass(frozen=True)
@@ -168,7 +197,7 @@ class NativeForward:
         if self.input == "resize":
             return resized_forward(run, images, self.image_size)
         h, w = images.shape[-2:]
-        if h * w <= self.max_pixels:
+        if image_mode(self.input, h, w, self.max_pixels) == "whole":
             return padded_forward(run, images, self.multiple)
         channels = self.channels or _channels(model, run, images)
         tiling = Tiling(self.image_size, self.overlap, self.blend, self.tile_batch)

@@ -132,10 +132,12 @@ def _predict_mode() -> Any:
         "auto",
         "resize: the whole image at the training size; tile: sliding window at the "
         "image's own resolution; whole: the image at its own resolution in one pass, "
-        "padded to the model's multiple; auto: for a model trained on resized images "
-        "tile when the image's longer side is over twice the training size, else "
-        "resize; for one trained at native resolution (microscopy, RandomCrop recipes) "
-        "whole, tile above 2048x2048 pixels (default: auto)",
+        "padded to the model's multiple; auto: from how the checkpoint was trained: "
+        "resize for a model trained on resized images (type1-type3, natural), whatever "
+        "the image's size; whole for one trained on crops at native resolution "
+        "(microscopy, RandomCrop recipes), tile above 2048x2048 pixels; a checkpoint "
+        "that records no recipe counts as resize-trained. Each image's line names its "
+        "mode (default: auto)",
         group="prediction",
     )
 
@@ -329,10 +331,10 @@ class EvaluateOptions:
         None,
         "score each image at its own size through the predictor: resize (whole image "
         "at the training size), tile (sliding window at full resolution), whole (the "
-        "image at its own resolution, padded to the model's multiple) or auto (for a "
-        "resize-trained model tile above twice the training size, else resize; for a "
-        "natively trained one whole, tile above 2048x2048 pixels); default: the "
-        "loader's batches as --eval-size says",
+        "image at its own resolution, padded to the model's multiple) or auto (from "
+        "how the checkpoint was trained: resize for a resize-trained model; whole for "
+        "one trained on native-resolution crops, tile above 2048x2048 pixels); default: "
+        "the loader's batches as --eval-size says",
         group="prediction",
     )
     tta: TTAName = _tta()

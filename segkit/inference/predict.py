@@ -12,16 +12,23 @@ there (without ``overwrite`` or ``skip_existing``), stop the run before the mode
 run. Each file is written under a temporary name and renamed
 (:func:`segkit.system.files.atomic_open`), so a stopped predict leaves whole files only,
 and ``skip_existing`` finishes it.
+
+Each image's line names the mode it was predicted in (``resize``, ``tile`` or ``whole``:
+what ``--mode auto`` chose for it), and ``predictions.csv`` in the output folder records
+it with the image's size, mask and foreground share (:class:`PredictionRecord`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import io
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,8 @@ class Predicted:
         left_out: Images already predicted, left out (``skip_existing``).
         seconds: Time spent predicting and writing.
         how: Device, precision, mode and tta, as the summary line shows them.
+        modes: The images written in each mode (``resize``, ``tile``, ``whole``).
+        record: The ``predictions.csv`` written (None: nothing was predicted).
     """
 
     out: Path
@@ -59,6 +68,8 @@ class Predicted:
     left_out: int
     seconds: float
     how: str
+    modes: dict[str, int] = field(default_factory=dict)
+    record: Path | None = None
 
     def summary(self) -> str:
         """The line ``segkit predict`` ends with."""
@@ -195,11 +206,16 @@ def _write_all(
     out: Path,
     options: PredictOptions,
 ) -> Predicted:
-    """Predict ``files`` (read by the predictor's threads) and write their outputs."""
+    """Predict ``files`` (read by the predictor's threads) and write their outputs, each
+    image's line and its row of ``predictions.csv``."""
     start = time.perf_counter()
     written = skipped = 0
+    modes: Counter[str] = Counter()
+    if predictor.mode == "auto" and not options.quiet:
+        print(f"segkit: {predictor.auto_rule()}")
     reads = read_parallel(files, lambda f: read_image(f[0]), predictor.num_workers)
-    with contextlib.closing(_Lines(len(files), options.quiet)) as lines:
+    record = PredictionRecord(out / RECORD_NAME, [path for path, _ in files])
+    with contextlib.closing(_Lines(len(files), options.quiet)) as lines, record:
         for (path, rel), image, prob in predictor.predict_many(reads):
             lines.tick()
             if isinstance(image, Exception):
@@ -207,15 +223,97 @@ def _write_all(
                 skipped += 1
                 continue
             assert prob is not None
+            mode = predictor.mode_for(*image.shape[:2])  # what predict_many just did
             paths = writer.write(out / rel, path, image, prob)
+            record.add(path, paths[0].relative_to(out), image.shape[:2], mode, writer, prob)
             written += 1
+            modes[mode] += 1
             if not options.quiet:
-                lines.say(f"{path}: {writer.describe(prob)} -> {', '.join(p.name for p in paths)}")
+                files_ = ", ".join(p.name for p in paths)
+                lines.say(f"{path}: {mode}, {writer.describe(prob)} -> {files_}")
+    chosen = ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
+    mode = f"auto ({chosen})" if predictor.mode == "auto" and chosen else predictor.mode
     how = (
-        f"{predictor.device}, {predictor.runtime.precision.name}, mode {predictor.mode}, "
-        f"tta {predictor.tta}"
+        f"{predictor.device}, {predictor.runtime.precision.name}, mode {mode}, tta {predictor.tta}"
     )
-    return Predicted(out, written, skipped, 0, time.perf_counter() - start, how)
+    seconds = time.perf_counter() - start
+    return Predicted(out, written, skipped, 0, seconds, how, dict(modes), record.path)
+
+
+#: The record ``segkit predict`` keeps in its output folder, one row per image.
+RECORD_NAME = "predictions.csv"
+#: Its columns: the image as named, its mask (relative to the output folder), the
+#: image's size, the mode it was predicted in and the share of its pixels the mask marks
+#: (binary: over the threshold; K classes: any class but class 0, what the overlay tints).
+RECORD_FIELDS = ("image", "mask", "height", "width", "mode", "foreground")
+
+
+class PredictionRecord:
+    """``predictions.csv`` in the output folder: one row per image predicted into it
+    (:data:`RECORD_FIELDS`).
+
+    Rows of images predicted into the folder before are kept, and those of the images
+    about to be predicted again are dropped, when it is opened (the file is rewritten under
+    a temporary name and renamed); then a row is appended and flushed as each image is
+    written, so a stopped predict keeps the rows of the images it wrote and
+    ``--skip-existing`` adds the rest.
+
+    Args:
+        path: The file.
+        images: The images about to be predicted.
+
+    Raises:
+        ConfigError: ``path`` exists and is not such a record.
+    """
+
+    def __init__(self, path: Path, images: Sequence[Path]) -> None:
+        self.path = path
+        again = {str(p) for p in images}
+        kept = [row for row in self._rows() if row.get("image") not in again]
+        with atomic_open(path, "w", newline="") as f:
+            table = csv.DictWriter(f, RECORD_FIELDS, extrasaction="ignore", restval="")
+            table.writeheader()
+            table.writerows(kept)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 (closed by close())
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if "image" not in (reader.fieldnames or ()):
+            raise ConfigError(
+                f"{self.path} exists and is not a segkit predictions record (no 'image' "
+                f"column; predict writes {RECORD_NAME} in --out); move it, or choose another --out"
+            )
+        return rows
+
+    def add(
+        self,
+        image: Path,
+        mask: Path,
+        size: tuple[int, int],
+        mode: str,
+        writer: PredictionWriter,
+        prob: np.ndarray,
+    ) -> None:
+        """Append an image's row (``size``: height, width) and flush it."""
+        row = io.StringIO()
+        csv.writer(row).writerow(
+            [image, mask.as_posix(), size[0], size[1], mode, f"{writer.foreground(prob):.6f}"]
+        )
+        self._file.write(row.getvalue())  # one write per row: a kill leaves whole rows
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PredictionRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _stop_or_skip(error: Exception, skip_bad: bool, written: int, out: Path) -> None:
@@ -398,6 +496,13 @@ class PredictionWriter:
         mask = prob > self.threshold
         tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([0, 220, 0], np.float32)
         return Image.fromarray((mask * 255).astype(np.uint8)), tint
+
+    def foreground(self, prob: np.ndarray) -> float:
+        """The share of the image's pixels the mask marks: over the threshold (binary), or
+        any class but class 0 (K classes; the pixels the overlay tints)."""
+        if self.task.multiclass:
+            return float((prob.argmax(0) != 0).mean())
+        return float((prob > self.threshold).mean())
 
     def describe(self, prob: np.ndarray) -> str:
         """What an image's line says: the share of each class, or of foreground."""

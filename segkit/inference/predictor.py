@@ -20,13 +20,17 @@ Three modes:
   (:func:`segkit.inference.tiling.padded_forward`): for models trained at native resolution
   (crops), on images that fit in memory.
 
-``auto`` picks, for a model trained on resized images, ``resize`` for an image at most
-twice the training size on its longer side, else ``tile``; for a model trained at native
-resolution (its recipe's eval ops set no size: ``microscopy``, ``RandomCrop`` recipe
-files), ``whole`` up to :data:`segkit.inference.native.WHOLE_MAX_PIXELS` pixels, else ``tile``:
-resizing would change the scale it learnt. Test-time augmentation (``tta``) averages the probabilities of the
-image and its flips (``flip``: horizontal; ``flip_hv``: horizontal, vertical and both),
-in either mode.
+``auto`` decides from how the checkpoint's model was trained, by the rule native
+evaluation uses (:func:`segkit.inference.native.trained_input`): a model trained on images
+resized to the training size (its recipe's eval ops resize: ``type1``-``type3``,
+``natural``) gets ``resize`` for every image, whatever its size, since tiles would show it
+objects many times larger than it learnt; a model trained at native resolution (its
+recipe's eval ops set no size: ``microscopy``, ``RandomCrop`` recipe files) gets
+``whole`` up to :data:`segkit.inference.native.WHOLE_MAX_PIXELS` pixels, else ``tile``,
+since resizing would change the scale it learnt. A checkpoint that records no recipe is
+rebuilt with the default one, which resizes. Test-time augmentation (``tta``) averages
+the probabilities of the image and its flips (``flip``: horizontal; ``flip_hv``:
+horizontal, vertical and both), in any mode.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from segkit.build import check_size_multiple, resolve_device
 from segkit.data.reading import read_image
 from segkit.errors import ConfigError, DataError
 from segkit.inference.forward import resize_to, resized_batch
-from segkit.inference.native import WHOLE_MAX_PIXELS
+from segkit.inference.native import WHOLE_MAX_PIXELS, image_mode, trained_input
 from segkit.inference.options import PredictorOptions
 from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.inference.trained import Trained, open_trained
@@ -157,12 +161,21 @@ class Predictor:
         return self.task.num_classes
 
     def mode_for(self, height: int, width: int) -> str:
-        """``resize`` or ``tile`` for an image of this size."""
+        """``resize``, ``tile`` or ``whole`` for an image of this size: the mode given, or
+        what ``auto`` chooses from how the model was trained (see the module docstring)."""
         if self.mode != "auto":
             return self.mode
-        if self.native:
-            return "whole" if height * width <= WHOLE_MAX_PIXELS else "tile"
-        return "resize" if max(height, width) <= 2 * self.image_size else "tile"
+        return image_mode(trained_input(self.native), height, width, WHOLE_MAX_PIXELS)
+
+    def auto_rule(self) -> str:
+        """What ``auto`` does with this model and why, in one phrase (for ``segkit
+        predict``'s first line)."""
+        if trained_input(self.native) == "resize":
+            choice = "resize: every image at the training size, the probabilities resized back"
+        else:
+            side = int(WHOLE_MAX_PIXELS**0.5)
+            choice = f"whole: each image at its own size, in tiles above {side}x{side} pixels"
+        return f"--mode auto: {choice} (the model was trained on {self.trained.training()})"
 
     def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
         """Probabilities of one image (an ``(H, W, 3)`` uint8 RGB array or an image file):

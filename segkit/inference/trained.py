@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from segkit.build import build_model, build_recipe, resolve_runtime
-from segkit.config import RunConfig
+from segkit.config import RENAMED_KEYS, RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
@@ -51,6 +51,9 @@ class Trained:
         config: The checkpoint's run config, with the settings given over it (None for a
             model in memory).
         path: The checkpoint (None for a model in memory).
+        recipe_recorded: Whether the checkpoint's config names its recipe. One that does
+            not (written before recipes were recorded) is rebuilt with the default recipe,
+            which resizes: it is taken as trained on resized images (:meth:`training`).
     """
 
     model: torch.nn.Module
@@ -61,6 +64,7 @@ class Trained:
     label: str = "model"
     config: RunConfig | None = None
     path: Path | None = None
+    recipe_recorded: bool = True
 
     @classmethod
     def from_model(
@@ -96,6 +100,19 @@ class Trained:
         """Whether the model was trained at native resolution: its recipe's eval ops set
         no size (``microscopy``, ``RandomCrop`` recipe files)."""
         return self.recipe.native_eval
+
+    def training(self) -> str:
+        """How the model was trained, in words, for the line that says why ``--mode auto``
+        chose what it chose: ``images resized to 128 px, recipe type3`` or ``128 px crops at
+        the images' own scale, recipe microscopy``."""
+        if not self.recipe_recorded:
+            return (
+                f"images resized to {self.image_size} px, assumed: the checkpoint records no "
+                "recipe, and the default recipe resizes"
+            )
+        if self.native:
+            return f"{self.image_size} px crops at the images' own scale, recipe {self.recipe.name}"
+        return f"images resized to {self.image_size} px, recipe {self.recipe.name}"
 
     @property
     def multiple(self) -> int:
@@ -159,7 +176,16 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
         config.model,
         config,
         path,
+        recipe_recorded=recipe_recorded(ckpt),
     )
+
+
+def recipe_recorded(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint's config names its recipe (``recipe``, or its old name
+    ``augment``); without it the config's default recipe stands in."""
+    recorded = ckpt.get("config")
+    names = {"recipe", *(old for old, new in RENAMED_KEYS.items() if new == "recipe")}
+    return isinstance(recorded, dict) and any(k in recorded for k in names)
 
 
 def eval_normalization(ops: Sequence[Any], image_size: int) -> Normalization:
