@@ -261,6 +261,8 @@ class Run:
         scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=done)
         self.step = build.build_step(t, runtime, scheduler)
         self.say(self._header())
+        if self.step.note:  # --cuda-graphs: captured, or why not
+            self.say(f"segkit: {self.step.note}")
         if self.dist.main:
             saved = state["epoch"] if state else None
             self.writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))
