@@ -608,9 +608,11 @@ def build_step(
     training: Training,
     runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainStep:
     """The run's training step (:func:`create_step` with the run's parts): eager, or
-    captured as a CUDA graph where ``--cuda-graphs`` decides so.
+    captured as a CUDA graph where ``--cuda-graphs`` decides so. ``say``: where a failed
+    capture's fallback line goes (the run's voice; default printed).
 
     Raises:
         ConfigError: ``--cuda-graphs on`` for a run that cannot capture its step.
@@ -625,6 +627,7 @@ def build_step(
         ema=training.ema,
         scheduler=scheduler,
         train_images=len(training.dataset.samples("train")),
+        say=say,
     )
 
 
@@ -639,6 +642,7 @@ def create_step(
     task: Task | None = None,
     ema: AveragedModel | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainStep:
     """A training step of ``config`` from built parts: the model as :func:`step_model`
     wraps it, its loss, optimizer, EMA, accumulation and ``--on-nan``, and ``scheduler``
@@ -656,6 +660,8 @@ def create_step(
         task: Binary (default), or K classes.
         ema: The weights' average (``--ema``), or None.
         scheduler: The learning-rate schedule, or None (a constant rate).
+        say: Where a graph step's fallback line goes (``auto``, a capture that failed);
+            default printed.
 
     Raises:
         ConfigError: ``--cuda-graphs on`` for a run that cannot capture its step.
@@ -683,6 +689,7 @@ def create_step(
             context,
             batch_size=min(config.batch_size, each),
             fallback=config.cuda_graphs == "auto",
+            say=say,
         )
     else:
         step = TrainStep(context)
