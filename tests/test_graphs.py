@@ -236,3 +236,40 @@ def test_a_graph_step_refuses_what_the_policy_refuses() -> None:
             _graph_step(context, batch_size=4)
     with pytest.raises(ValueError, match="batch_size 0, warmup 3"):
         _graph_step(_context(), batch_size=0)
+
+
+def test_off_builds_the_eager_step_and_it_trains_as_the_plain_loop() -> None:
+    """``--cuda-graphs off`` is the eager step as it always was: built through
+    create_step, it trains bit for bit as the plain loop (zero_grad, forward and loss,
+    backward, fused Adam, the schedule) over two epochs with a smaller last batch."""
+    from segkit import build
+
+    config = RunConfig(cuda_graphs="off", epochs=2, schedule="cosine", warmup_epochs=0.5, lr=1e-2)
+    epochs = [_batches([4] * 5 + [3], seed=7), _batches([4] * 5 + [3], seed=8)]
+    model, plain = _model(), _model()
+    optimizer = build.build_optimizer(model, config)
+    step = build.create_step(
+        config, CPU, model=model, loss=torch.nn.BCEWithLogitsLoss(), optimizer=optimizer,
+        train_images=23, scheduler=build.build_scheduler(optimizer, config, 6),
+    )  # fmt: skip
+    assert type(step) is TrainStep and step.note is None
+    metrics = _train(step, epochs)
+
+    plain_optimizer = build.build_optimizer(plain, config)
+    schedule = build.build_scheduler(plain_optimizer, config, 6)
+    losses = []
+    plain.train()
+    for batches in epochs:
+        total = 0.0
+        for b in batches:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(plain(b.images), b.masks)
+            plain_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            plain_optimizer.step()
+            schedule.step()
+            total += float(loss.detach())
+        losses.append(total / len(batches))  # the meter's: the mean batch loss
+    _same_weights(plain, model)
+    for a, b in zip(plain_optimizer.state.values(), optimizer.state.values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in metrics] == pytest.approx(losses, rel=1e-6)
