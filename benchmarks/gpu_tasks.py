@@ -2,8 +2,10 @@
 starts each as ``python benchmarks/gpu_tasks.py TASK --json FILE ...`` under a time limit).
 
 - ``model``: model-only training steps (forward, loss, backward, Adam) on tensors already
-  on the device, for a list of variants ``model:precision:batch:mode`` (mode ``eager``,
-  or ``graph``: the whole step captured as one CUDA graph, replayed). Each variant: warm-up
+  on the device, for a list of variants ``model:precision:batch:mode``: segkit's own step
+  as ``segkit run`` builds it (:func:`segkit.build.create_step`), mode ``eager``
+  (``--cuda-graphs off``) or ``graph`` (``--cuda-graphs on``: the whole step captured as
+  one CUDA graph, replayed; segkit.training.graphs.GraphStep). Each variant: warm-up
   steps, then rounds of steps timed between device syncs; images/s of the best round and
   the spread of the rounds (max / min - 1).
 - ``compile``: the same step with the model under ``torch.compile`` (``--mode default`` or
@@ -23,7 +25,6 @@ Models, optimizers, losses and precision are built through :mod:`segkit.build` f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -115,57 +116,45 @@ def eager_step(parts: dict[str, Any], module: torch.nn.Module | None = None) -> 
     return step
 
 
-def graph_step(parts: dict[str, Any]) -> Any:
-    """The whole training step captured as one CUDA graph: static input buffers filled
-    by a device copy (as a loader's batch would be), capturable fused Adam, autocast
-    without its weight cache (required under capture). Replaying it launches every kernel
-    of the step with one call: what the host saves is what a graph can win.
+def segkit_step(parts: dict[str, Any], cuda_graphs: str) -> Any:
+    """segkit's own training step of ``parts``, as ``segkit run`` builds it
+    (:func:`segkit.build.create_step`), fed the device batch every call: ``off`` is the
+    eager :class:`~segkit.training.loops.TrainStep`, ``on`` the
+    :class:`~segkit.training.graphs.GraphStep` (3 eager warm-up steps, the capture, then
+    each call copies the batch into the graph's input buffers, writes the learning rate
+    into its device tensor and replays). The timed rounds come after ``--warmup`` calls,
+    so they time replays only.
 
     Raises:
-        Skip: not on a CUDA device, or fp16 (its GradScaler skips steps on the host).
+        Skip: ``on`` where a graph cannot serve the run (no CUDA device, fp16): the
+            policy's reason.
     """
-    rt = parts["runtime"]
-    if rt.device.type != "cuda":
-        raise Skip("a CUDA graph needs a CUDA device")
-    if rt.precision.name == "fp16":
-        raise Skip("fp16's GradScaler decides on the host whether to step; not captured")
-    model, loss_fn = parts["model"], parts["loss"]
-    source_images, source_masks = parts["images"], parts["masks"]
-    images, masks = source_images.clone(), source_masks.clone()
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=parts["config"].lr, fused=True, capturable=True
-    )
-    dtype = getattr(rt.precision, "dtype", None)
+    from dataclasses import replace
 
-    def autocast() -> Any:
-        if dtype is None:  # fp32
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=dtype, cache_enabled=False)
+    from segkit import build
+    from segkit.contracts import Batch
+    from segkit.errors import ConfigError
 
-    def body() -> None:
-        with autocast():
-            loss = loss_fn(model(images), masks)
-        loss.backward()
-        optimizer.step()
+    config = replace(parts["config"], cuda_graphs=cuda_graphs)
+    model, rt = parts["model"], parts["runtime"]
+    batch = Batch(parts["images"], parts["masks"])
+    try:
+        step = build.create_step(
+            config,
+            rt,
+            model=model,
+            loss=parts["loss"],
+            optimizer=build.build_optimizer(model, config),
+            train_images=100 * config.batch_size,  # full batches only: one shape
+        )
+    except ConfigError as e:
+        raise Skip(str(e)) from None
+    step.begin_epoch([batch])
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capturing stream: cuDNN autotunes here
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        body()
+    def run() -> None:
+        step(batch)
 
-    def step() -> None:
-        images.copy_(source_images, non_blocking=True)
-        masks.copy_(source_masks, non_blocking=True)
-        graph.replay()  # gradients are overwritten in place: no zero_grad needed
-
-    return step
+    return run
 
 
 def time_rounds(step: Any, *, warmup: int, steps: int, rounds: int) -> list[float]:
@@ -215,7 +204,7 @@ def model_only(
             "channels_last": rt.channels_last,
             "device": str(rt.device),
         }
-        step = eager_step(parts) if mode == "eager" else graph_step(parts)
+        step = segkit_step(parts, "off" if mode == "eager" else "on")
         row |= summarize(time_rounds(step, warmup=warmup, steps=steps, rounds=rounds), steps, batch)
         row["status"] = "ok"
         if rt.device.type == "cuda":

@@ -43,6 +43,7 @@ from segkit.system.workers import default_workers
 from segkit.task import Task
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
+from segkit.training.graph_policy import GraphDecision, decide_cuda_graphs
 from segkit.training.loops import EvalContext, StepContext, TrainStep, step_quietly
 from segkit.training.precision import create_precision
 from segkit.training.runtime import Runtime
@@ -308,7 +309,7 @@ class Batching:
             of native-size images.
         shard: ``(rank, world)``: this rank's shard of the split under torchrun.
         drop_last: Leave out the epoch's last batch when it is partial
-            (:func:`lone_last_batch` says when training does).
+            (:func:`drops_last_batch` says when training does, by ``--last-batch``).
     """
 
     batch_size: int | None = None
@@ -501,13 +502,18 @@ class Training:
 
 
 def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = False) -> Training:
-    """Build a training run's parts, plugin names first (a misspelt one fails at once).
+    """Build a training run's parts, plugin names first (a misspelt one fails at once),
+    and ``--cuda-graphs on`` checked against the runtime.
 
     Raises:
         SegkitError: a bad name, option, size or dataset (a subclass says which).
     """
 
     check_plugin_names(config)
+    # --cuda-graphs on for a run that cannot: refused before any slow step (no refusal
+    # depends on the dataset's size).
+    if (error := decide_graphs(config, runtime, 0).error()) is not None:
+        raise error
     dataset = build_dataset(config)
     config, task = task_mod.resolve(config, dataset)
     # Every mask value, unreadable file and split size checked before the first step.
@@ -522,9 +528,10 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     recipe = build_recipe(config)
     plan = build_eval_plan(config, recipe)
     d = runtime.dist
+    train_images = len(dataset.samples("train"))
     batching = Batching(
         shard=(d.rank, d.world),
-        drop_last=lone_last_batch(len(dataset.samples("train")), config.batch_size, d.world),
+        drop_last=drops_last_batch(train_images, config.batch_size, d.world, config.last_batch),
     )
     loaders = {
         "train": build_loader(
@@ -555,11 +562,31 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     )
 
 
+def drops_last_batch(images: int, batch_size: int, world: int = 1, rule: str = "drop") -> bool:
+    """Whether training leaves out the last batch of an epoch of ``images`` training
+    images (split over ``world`` ranks), by ``--last-batch`` ``rule``; both loaders apply
+    it through ``drop_last``, and validation and test never drop.
+
+    ``drop``: a partial last batch is left out whenever the epoch has a full batch too, so
+    every step sees one batch shape (cudnn autotunes one shape, a CUDA graph replays it).
+    The order reshuffles every epoch, so the images left out change: over E epochs an
+    image is left out of all of them with probability ``(tail / images) ** E``. An epoch
+    smaller than one batch keeps its one batch. ``keep``: only a batch of one image is
+    left out (:func:`lone_last_batch`).
+    """
+    from segkit.data.sampling import per_rank
+
+    each = per_rank(images, world)
+    if rule == "drop" and each > batch_size and each % batch_size:
+        return True
+    return lone_last_batch(images, batch_size, world)
+
+
 def lone_last_batch(images: int, batch_size: int, world: int = 1) -> bool:
     """Whether an epoch of ``images`` training images (split over ``world`` ranks) would
-    end with a batch of one image. Training drops that batch: batch norm cannot normalize
-    one value per channel (ResNet34-UNet's bottleneck is 1x1 at 32 px, so a lone image
-    stops the run), and one image is a noisy step anyway. Any other partial batch is kept.
+    end with a batch of one image. Training drops that batch whatever ``--last-batch``
+    says: batch norm cannot normalize one value per channel (ResNet34-UNet's bottleneck is
+    1x1 at 32 px, so a lone image stops the run), and one image is a noisy step anyway.
     """
 
     return batch_size > 1 and per_rank(images, world) % batch_size == 1
@@ -569,23 +596,119 @@ def build_step(
     training: Training,
     runtime: Runtime,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainStep:
-    """The run's training step (:class:`segkit.training.loops.TrainStep`): the model as
-    :func:`step_model` wraps it, its loss, optimizer, EMA, accumulation and ``--on-nan``,
-    and ``scheduler`` stepped after each optimizer step."""
-    config = training.config
-    context = StepContext(
-        step_model(training.model, config, runtime),
-        training.loss,
-        training.optimizer,
+    """The run's training step (:func:`create_step` with the run's parts): eager, or
+    captured as a CUDA graph where ``--cuda-graphs`` decides so. ``say``: where a failed
+    capture's fallback line goes (the run's voice; default printed).
+
+    Raises:
+        ConfigError: ``--cuda-graphs on`` for a run that cannot capture its step.
+    """
+    return create_step(
+        training.config,
         runtime,
+        model=training.model,
+        loss=training.loss,
+        optimizer=training.optimizer,
         task=training.task,
-        scheduler=scheduler,
         ema=training.ema,
+        scheduler=scheduler,
+        train_images=len(training.dataset.samples("train")),
+        say=say,
+    )
+
+
+def create_step(
+    config: RunConfig,
+    runtime: Runtime,
+    *,
+    model: torch.nn.Module,
+    loss: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_images: int,
+    task: Task | None = None,
+    ema: AveragedModel | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    say: Callable[[str], None] | None = None,
+) -> TrainStep:
+    """A training step of ``config`` from built parts: the model as :func:`step_model`
+    wraps it, its loss, optimizer, EMA, accumulation and ``--on-nan``, and ``scheduler``
+    stepped after each optimizer step. It is a
+    :class:`segkit.training.graphs.GraphStep` where :func:`decide_graphs` says so, else
+    the eager :class:`segkit.training.loops.TrainStep`; either way its ``note`` is the
+    decision's line where the run should print it (None where there is nothing to say:
+    ``off``, or ``auto`` off a GPU). The benchmarks build their steps here too.
+
+    Args:
+        config: The run configuration.
+        runtime: Where the step runs.
+        model, loss, optimizer: The built parts.
+        train_images: Images of the training split (all ranks).
+        task: Binary (default), or K classes.
+        ema: The weights' average (``--ema``), or None.
+        scheduler: The learning-rate schedule, or None (a constant rate).
+        say: Where a graph step's fallback line goes (``auto``, a capture that failed);
+            default printed.
+
+    Raises:
+        ConfigError: ``--cuda-graphs on`` for a run that cannot capture its step.
+    """
+    context = StepContext(
+        step_model(model, config, runtime),
+        loss,
+        optimizer,
+        runtime,
+        task=task or Task(),
+        scheduler=scheduler,
+        ema=ema,
         accumulate=config.accumulate,
         on_nan=config.on_nan,
     )
-    return TrainStep(context)
+    decision = decide_graphs(config, runtime, train_images)
+    if (error := decision.error()) is not None:
+        raise error
+    if decision.use:
+        from segkit.data.sampling import per_rank
+        from segkit.training.graphs import GraphStep
+
+        each = per_rank(train_images, runtime.dist.world)
+        step: TrainStep = GraphStep(
+            context,
+            batch_size=min(config.batch_size, each),
+            fallback=config.cuda_graphs == "auto",
+            say=say,
+        )
+    else:
+        step = TrainStep(context)
+    quiet = config.cuda_graphs == "off" or (
+        config.cuda_graphs == "auto" and runtime.device.type != "cuda"
+    )
+    step.note = None if quiet else decision.line()
+    return step
+
+
+def decide_graphs(config: RunConfig, runtime: Runtime, train_images: int) -> GraphDecision:
+    """``--cuda-graphs`` for this run on this runtime
+    (:func:`segkit.training.graph_policy.decide_cuda_graphs`), with the last batch as the
+    training loader treats it (:func:`drops_last_batch`)."""
+    from segkit.data.sampling import per_rank
+
+    world = runtime.dist.world
+    drops = drops_last_batch(train_images, config.batch_size, world, config.last_batch)
+    return decide_cuda_graphs(
+        config.cuda_graphs,
+        device_type=runtime.device.type,
+        precision=runtime.precision.name,
+        world_size=world,
+        ema=config.ema is not None,
+        accumulate=config.accumulate,
+        on_nan=config.on_nan,
+        compile=config.compile,
+        train_images=per_rank(train_images, world),
+        batch_size=config.batch_size,
+        last_batch="drop" if drops else "keep",
+    )
 
 
 def step_model(model: torch.nn.Module, config: RunConfig, runtime: Runtime) -> torch.nn.Module:

@@ -42,6 +42,8 @@ OnNan = Literal["stop", "skip"]
 MonitorName = Literal["auto", "valid_dice", "valid_iou", "valid_miou", "valid_mdice", "valid_loss"]
 LogName = Literal["csv", "tensorboard"]
 EvalSizeName = Literal["auto", "native", "resize"]
+CudaGraphsName = Literal["auto", "on", "off"]
+LastBatchName = Literal["drop", "keep"]
 
 #: Values of ``precision``; ``auto`` is bf16 on GPUs that support it, else fp32.
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
@@ -49,6 +51,10 @@ PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 #: Values of ``eval_size`` (see :mod:`segkit.inference.native`).
 EVAL_SIZES: tuple[str, ...] = get_args(EvalSizeName)
+#: Values of ``cuda_graphs`` (see :mod:`segkit.training.graph_policy`).
+CUDA_GRAPHS: tuple[str, ...] = get_args(CudaGraphsName)
+#: Values of ``last_batch``: what training does with an epoch's last partial batch.
+LAST_BATCHES: tuple[str, ...] = get_args(LastBatchName)
 
 # Prediction settings (segkit.inference.predictor, segkit.inference.tiling), here so the CLI lists them
 # without importing torch.
@@ -200,6 +206,20 @@ class RunConfig:
     )
     channels_last: bool | None = _opt(None, "NHWC memory format (default: on for CUDA)")
     compile: bool = _opt(False, "torch.compile the model")
+    cuda_graphs: CudaGraphsName = _opt(
+        "auto",
+        "capture the training step once as a CUDA graph and replay it every batch (it pays "
+        "where the host, not the GPU, limits the step): on (a run that cannot is refused, "
+        "saying why), off, or auto (on only where a measurement says it wins: none yet, so "
+        "off; a line says why)",
+    )
+    last_batch: LastBatchName = _opt(
+        "drop",
+        "the training epoch's last partial batch: drop (one batch shape, for cudnn's "
+        "autotuner and --cuda-graphs; the order reshuffles every epoch, so the images left "
+        "out change) or keep (every image every epoch; a last batch of one image is "
+        "dropped anyway: batch norm cannot train on it). Validation and test keep every image",
+    )
     eval_size: EvalSizeName = _opt(
         "auto",
         "resolution of validation and test: native (each whole image at its own size, "
@@ -496,10 +516,18 @@ def _asked(settings: dict[str, Any]) -> dict[str, Any]:
 
     A ``config.json`` (it has ``resolved``) with ``data`` and no ``dataset`` was written
     before layouts were recognised, when that meant :data:`DEFAULTS` ``["dataset"]``: it
-    is read so, even where its data folder is gone. (Runs now record the dataset.)"""
+    is read so, even where its data folder is gone. (Runs now record the dataset.)
+
+    Settings segkit recorded (a ``config.json``, a checkpoint's: they hold ``resolved``
+    or the recorded fields) without ``last_batch`` were trained before it existed, when
+    training kept an epoch's last partial batch: they are read with ``keep``, so such a
+    run resumes, and its configuration trains again, as it did."""
     out = {RENAMED_KEYS.get(k, k): v for k, v in settings.items() if k != "resolved"}
     if "resolved" in settings and out.get("data") and not out.get("dataset"):
         out["dataset"] = DEFAULTS["dataset"]
+    recorded = "resolved" in settings or "data_as_typed" in out or "recipe_definition" in out
+    if recorded and "last_batch" not in out:
+        out["last_batch"] = "keep"
     return out
 
 

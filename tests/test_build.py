@@ -236,3 +236,39 @@ def test_a_lone_last_training_image_is_dropped_other_partial_batches_kept() -> N
     assert not lone_last_batch(5, 1)  # batch size 1: every batch is one image
     assert not lone_last_batch(13, 4, world=2)  # 7 per rank: a batch of 3 last
     assert lone_last_batch(9, 4, world=2)  # 5 per rank
+
+
+@pytest.mark.parametrize(
+    ("images", "batch", "world", "drop", "keep"),
+    [
+        (3312, 32, 1, True, False),  # 103 x 32 + 16: drop leaves the 16 out
+        (3312, 16, 1, False, False),  # 207 full batches: nothing to drop
+        (20, 32, 1, False, False),  # smaller than one batch: its one batch is kept
+        (13, 4, 1, True, True),  # a lone last image: dropped by either rule
+        (14, 4, 2, True, False),  # 7 per rank: 4 + 3
+        (18, 4, 2, True, True),  # 9 per rank: 2 x 4 + 1, a lone image
+        (22, 4, 2, True, False),  # 11 per rank: 2 x 4 + 3
+    ],
+)
+def test_the_last_batch_rule(images, batch, world, drop, keep) -> None:
+    """--last-batch drop leaves out a partial last batch when the epoch (per rank) also
+    has a full one; keep leaves out only a batch of one image."""
+    from segkit.build import drops_last_batch
+
+    assert drops_last_batch(images, batch, world, "drop") is drop
+    assert drops_last_batch(images, batch, world, "keep") is keep
+
+
+@pytest.mark.slow  # reads and augments the pet set twice: ~2 s
+@pytest.mark.parametrize(("rule", "sizes"), [("drop", [5, 5]), ("keep", [5, 5, 3])])
+def test_the_training_loader_follows_the_last_batch_rule(tiny_pets, rule, sizes):
+    """13 training images in batches of 5: ``drop`` (the default) trains one batch shape,
+    ``keep`` every image; the schedule counts the batches trained; validation keeps all."""
+    config = RunConfig(
+        data=str(tiny_pets), image_size=32, batch_size=5, num_workers=0, recipe="type1",
+        last_batch=rule,
+    )  # fmt: skip
+    t = build.build_training(config, build.resolve_runtime(config))
+    assert [len(b.images) for b in t.loaders["train"]] == sizes
+    assert t.steps_per_epoch == len(t.loaders["train"]) == len(sizes)
+    assert sum(len(b.images) for b in t.loaders["valid"]) == 2

@@ -341,3 +341,30 @@ def test_a_study_file_in_yaml_reads_as_its_toml_does(tmp_path):
         read_study(tmp_path / "bad.yml")
     with pytest.raises(ConfigError, match=r"nope.yaml: study file not found"):
         read_study(tmp_path / "nope.yaml")
+
+
+def test_settings_recorded_before_last_batch_existed_keep_the_last_batch() -> None:
+    """A run recorded before --last-batch trained every partial last batch: its
+    config.json (it has ``resolved``) or checkpoint config (every field segkit records)
+    reads as ``keep``, so it resumes and trains again as it did. A user's file, and a
+    recording that names the rule, get what they say (the default: drop)."""
+    old = RunConfig(epochs=2).to_dict()
+    del old["last_batch"]
+    assert RunConfig.from_dict(old).last_batch == "keep"  # a checkpoint's config
+    assert RunConfig.from_dict({"epochs": 2, "resolved": {}}).last_batch == "keep"
+    assert RunConfig.from_dict({"epochs": 2}).last_batch == "drop"  # a user's file
+    assert RunConfig.from_dict(RunConfig(epochs=2).to_dict()).last_batch == "drop"
+    assert RunConfig.from_dict(RunConfig(last_batch="keep").to_dict()).last_batch == "keep"
+
+
+def test_cuda_graphs_and_last_batch_flags() -> None:
+    assert _settings(["--cuda-graphs", "on", "--last-batch", "keep"]) == {
+        "cuda_graphs": "on",
+        "last_batch": "keep",
+    }
+    config = RunConfig()
+    assert (config.cuda_graphs, config.last_batch) == ("auto", "drop")
+    with pytest.raises(SystemExit):  # argparse names the choices
+        build_parser().parse_args(["run", "--cuda-graphs", "yes"])
+    with pytest.raises(ConfigError, match="last_batch"):
+        RunConfig.from_dict({"last_batch": "pad"})

@@ -308,8 +308,10 @@ class Run:
         steps = t.steps_per_epoch
         done = (self.start - 1) * steps
         scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=done)
-        self.step = build.build_step(t, runtime, scheduler)
+        self.step = build.build_step(t, runtime, scheduler, say=self.say)
         self.say(self._header())
+        if self.step.note:  # --cuda-graphs: captured, or why not
+            self.say(f"segkit: {self.step.note}")
         if self.dist.main:
             saved = state["epoch"] if state else None
             self.writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))

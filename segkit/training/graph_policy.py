@@ -1,60 +1,82 @@
-"""Whether a run's training step may be captured as a CUDA graph (``--cuda-graphs``).
+"""Whether a run's training step is captured as a CUDA graph (``--cuda-graphs``).
 
 A CUDA graph replays one recorded step: fixed shapes, fixed addresses, no decision on
-the host. This module only decides, from what is known before the first epoch, whether a
-run can use one and, where it cannot, says why in one line per reason; it captures
-nothing (the engine does, behind this decision).
+the host. This module decides, from what is known before the first epoch, whether a run
+can use one and, where it cannot, says why in one line per reason; the capture itself is
+:class:`segkit.training.graphs.GraphStep`, which :func:`segkit.build.build_step` makes
+behind this decision.
 
-``off`` never captures. ``on`` captures when every rule allows it, else falls back to the
-eager step with the reasons. ``auto`` captures only when every rule allows it *and* a
-measurement says the graph wins for this run (``measured_win``): a graph pays where the
-host, not the GPU, is the bottleneck (many short kernels, as ResNet34-UNet's batch norms),
-and costs a capture where the GPU is busy anyway; without a measurement ``auto`` stays off.
+``off`` never captures. ``on`` captures when every rule allows it; a run a rule refuses
+is an error naming the reasons (:meth:`GraphDecision.error`), since the user asked for
+it. ``auto`` captures only when every rule allows it *and* a measurement says the graph
+wins for this run (``measured_win``), else runs the eager step and says why in one line:
+a graph pays where the host, not the GPU, is the bottleneck (many short kernels, as
+ResNet34-UNet's batch norms: about 14.6 ms of kernels in a 23 ms step on an H100), and
+costs a capture where the GPU is busy anyway. No GPU has measured segkit's graph step
+yet, so nothing passes ``measured_win`` and ``auto`` stays off; the GPU check
+(benchmarks/gpu_tasks.py, ``graph`` variants) measures it.
 
 The rules (each one line in :attr:`GraphDecision.reasons`):
 
 - a CUDA device (there is no graph on the CPU);
 - not fp16: its GradScaler decides on the host, from the gradients, whether to step;
 - not DDP: the gradient all-reduce and its buckets are not part of the captured step;
-- no ``--ema``: the average is updated outside the step;
 - no ``--accumulate``: a group of batches is more than one step;
 - no ``--on-nan skip``: it reads each step's loss on the host (``stop`` checks on the
   device and stays capturable);
-- one batch shape: an epoch whose last batch is smaller is a second shape, unless that
-  batch is dropped or padded (``last_batch``).
+- no ``--compile``: a compiled model inside a captured step is not tested (torch's own
+  ``mode="reduce-overhead"`` is the compiled way to CUDA graphs).
+
+What works with a graph (no refusal): ``--ema`` (its average is updated on the device
+after each replay, outside the graph), and a smaller last batch (``--last-batch keep``):
+a batch of another shape runs the eager step with the same weights and optimizer, and
+the decision's line says so (:attr:`GraphDecision.notes`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-GraphMode = Literal["auto", "on", "off"]
-LastBatch = Literal["keep", "drop", "pad"]
-MODES: tuple[str, ...] = ("auto", "on", "off")
+from segkit.config import CUDA_GRAPHS, LAST_BATCHES
+from segkit.errors import ConfigError
+
+MODES: tuple[str, ...] = CUDA_GRAPHS
 
 
 @dataclass(frozen=True)
 class GraphDecision:
-    """The outcome: capture (``use``) or not, and why not, one line per reason.
+    """The outcome: capture (``use``) or not, why not, and what else to know.
 
     Attributes:
         mode: What was asked for.
         use: Whether the step is captured.
         reasons: Why not (empty when ``use``); each a short sentence.
+        notes: What a captured run does differently (e.g. its last batch runs eagerly).
     """
 
     mode: str
     use: bool
     reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def line(self) -> str:
-        """One line for the run's log, e.g. ``cuda graphs: off (fp16: ...; --ema: ...)``."""
+        """One line for the run's log, e.g. ``cuda graphs: off (--cuda-graphs auto: ...)``."""
         if self.use:
-            return f"cuda graphs: on (--cuda-graphs {self.mode})"
+            notes = "".join(f"; {n}" for n in self.notes)
+            return f"cuda graphs: on (--cuda-graphs {self.mode}{notes})"
         if not self.reasons:
             return "cuda graphs: off"
         return f"cuda graphs: off (--cuda-graphs {self.mode}: {'; '.join(self.reasons)})"
+
+    def error(self) -> ConfigError | None:
+        """The error for ``--cuda-graphs on`` with a run the rules refuse (None otherwise):
+        the user asked for a graph, so a silent fallback would hide why none is used."""
+        if self.mode != "on" or self.use:
+            return None
+        return ConfigError(
+            f"--cuda-graphs on: this run cannot capture its training step: "
+            f"{'; '.join(self.reasons)}. Change that, or use --cuda-graphs auto or off"
+        )
 
 
 def decide_cuda_graphs(
@@ -66,9 +88,10 @@ def decide_cuda_graphs(
     ema: bool = False,
     accumulate: int = 1,
     on_nan: str = "stop",
+    compile: bool = False,
     train_images: int,
     batch_size: int,
-    last_batch: LastBatch = "keep",
+    last_batch: str = "keep",
     measured_win: bool | None = None,
 ) -> GraphDecision:
     """Decide ``--cuda-graphs`` for a run (see the module docstring for the rules).
@@ -78,12 +101,15 @@ def decide_cuda_graphs(
         device_type: The resolved device's type (``cuda``, ``cpu``).
         precision: The resolved precision (``fp32``, ``bf16``, ``fp16``).
         world_size: Processes of the torchrun job (more than 1: DDP).
-        ema: Whether ``--ema`` keeps an average of the weights.
+        ema: Whether ``--ema`` keeps an average of the weights (allowed: updated after
+            each replay).
         accumulate: Batches per optimizer step.
         on_nan: ``stop`` or ``skip``.
+        compile: Whether ``--compile`` compiles the model.
         train_images: Images of this rank's training epoch.
         batch_size: Images per batch.
-        last_batch: What the loader does with a smaller last batch.
+        last_batch: What training does with a smaller last batch (``drop`` or ``keep``);
+            a kept one runs eagerly, which the decision's notes say.
         measured_win: A measurement says the graph wins for this model and batch (True),
             loses (False), or none exists (None); read by ``auto`` only.
 
@@ -95,8 +121,8 @@ def decide_cuda_graphs(
     """
     if mode not in MODES:
         raise ValueError(f"--cuda-graphs {mode!r}: expected one of {', '.join(MODES)}")
-    if last_batch not in ("keep", "drop", "pad"):
-        raise ValueError(f"last_batch {last_batch!r}: expected keep, drop or pad")
+    if last_batch not in LAST_BATCHES:
+        raise ValueError(f"last_batch {last_batch!r}: expected {' or '.join(LAST_BATCHES)}")
     if batch_size < 1 or train_images < 0 or accumulate < 1 or world_size < 1:
         raise ValueError(
             f"batch_size {batch_size}, train_images {train_images}, accumulate {accumulate}, "
@@ -112,21 +138,19 @@ def decide_cuda_graphs(
         reasons.append("fp16's GradScaler decides on the host whether to step; use bf16")
     if world_size > 1:
         reasons.append(f"DDP ({world_size} processes): the gradient all-reduce is not captured")
-    if ema:
-        reasons.append("--ema updates its average outside the captured step")
     if accumulate > 1:
         reasons.append(f"--accumulate {accumulate}: a group of batches is more than one step")
     if on_nan == "skip":
         reasons.append("--on-nan skip reads every step's loss on the host")
-    tail = train_images % batch_size
-    if tail and last_batch == "keep" and train_images > batch_size:
-        reasons.append(
-            f"the epoch's last batch has {tail} images, not {batch_size}: a second shape "
-            "(drop or pad it)"
-        )
+    if compile:
+        reasons.append("--compile: a compiled model inside a captured step is not tested yet")
     if mode == "auto" and not reasons:
         if measured_win is None:
-            reasons.append("auto: no measurement yet says a graph wins for this run; use on")
+            reasons.append("no measurement yet says a graph wins for this run (on tries it)")
         elif not measured_win:
-            reasons.append("auto: measured slower or no faster than the eager step")
-    return GraphDecision(mode, not reasons, tuple(reasons))
+            reasons.append("measured slower or no faster than the eager step")
+    notes = []
+    tail = train_images % batch_size
+    if tail and last_batch == "keep" and train_images > batch_size:
+        notes.append(f"the epoch's last batch of {tail} images, not {batch_size}, runs eagerly")
+    return GraphDecision(mode, not reasons, tuple(reasons), tuple(notes) if not reasons else ())

@@ -168,7 +168,8 @@ class TrainStep:
 
     :func:`train_one_epoch` needs nothing else from a step than :meth:`begin_epoch`,
     ``__call__`` and :meth:`counts`, so a step captured once as a CUDA graph and replayed
-    (issue 26) can stand in for this one with the same :class:`StepContext`.
+    (:class:`segkit.training.graphs.GraphStep`, ``--cuda-graphs``) stands in for this one
+    with the same :class:`StepContext`.
     """
 
     def __init__(self, context: StepContext) -> None:
@@ -180,6 +181,9 @@ class TrainStep:
         self.updates = 0  # optimizer steps taken or skipped
         self.grads = False  # a batch of the current group has added gradients
         self.skipped_nan = 0
+        #: A line for the run's log about how the step was chosen (``--cuda-graphs``), or
+        #: None: set by :func:`segkit.build.create_step`.
+        self.note: str | None = None
 
     def begin_epoch(self, loader: Loader) -> None:
         """Reset the epoch's counts; the model goes into training mode. ``loader``'s
@@ -194,13 +198,19 @@ class TrainStep:
         self.skipped_nan = 0
 
     def __call__(self, batch: Any) -> StepOutput | None:
+        rt = self.context.runtime
+        images = to_device(batch.images, rt.device, rt.channels_last)
+        return self.eager(images, to_device(batch.masks, rt.device, False))
+
+    def eager(self, images: torch.Tensor, masks: torch.Tensor) -> StepOutput | None:
+        """The step of one batch already on the device (``masks`` as the loader made
+        them): what ``__call__`` does once it has moved the batch."""
         c, rt = self.context, self.context.runtime
         i = self.index
         self.index += 1
         n = c.accumulate
         last = n == 1 or i % n == n - 1 or i == self.batches - 1  # of its group
-        images = to_device(batch.images, rt.device, rt.channels_last)
-        masks = c.task.target(to_device(batch.masks, rt.device, False))
+        masks = c.task.target(masks)
         syncing = self.no_sync is None or last
         with contextlib.nullcontext() if syncing else self.no_sync():
             with rt.precision.autocast():
@@ -271,7 +281,8 @@ class TrainStep:
 def train_one_epoch(
     step: TrainStep, loader: Loader, *, epoch: int = 0, progress: Any = None
 ) -> dict[str, Any]:
-    """One pass of ``step`` (a :class:`TrainStep`) over ``loader``. Returns mean loss and
+    """One pass of ``step`` (a :class:`TrainStep`, or a
+    :class:`~segkit.training.graphs.GraphStep`) over ``loader``. Returns mean loss and
     Dice (over every rank's images), images seen, batches (``steps``), optimizer steps
     and skipped steps. ``progress``: the epoch's progress object
     (:class:`segkit.training.progress.EpochProgress`: ``update``, ``set_postfix``), fed

@@ -1,0 +1,275 @@
+"""segkit.training.graphs.GraphStep on the CPU, with a stand-in for the CUDA graph: its
+warm-up, capture and replay bookkeeping (static buffers, the learning rate written into
+a tensor for the replay, the schedule, the EMA, batches of another shape run eagerly,
+the counts) must train exactly as the eager step does. The real capture runs in the CUDA
+tier (tests/cuda/test_cuda_graphs.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segkit.build import lr_factor
+from segkit.config import RunConfig
+from segkit.contracts import Batch
+from segkit.errors import ConfigError
+from segkit.training import ema as ema_mod
+from segkit.training.graphs import GraphStep
+from segkit.training.loops import StepContext, TrainStep, train_one_epoch
+from segkit.training.precision import Precision
+from segkit.training.runtime import Runtime
+
+CPU = Runtime(torch.device("cpu"), Precision(), False)
+
+
+class ReplayedBody:
+    """The stand-in graph: ``capture`` records the body and runs nothing (as a capture
+    does); ``replay`` runs it, reading each parameter group's learning rate from the
+    step's device tensors (as the captured fused Adam does) and not from the group.
+
+    A real replay's backward overwrites the gradients the capture allocated (they were
+    None at capture, so autograd wrote rather than accumulated); running the body again
+    eagerly would accumulate, so the stand-in sets them to None first.
+    """
+
+    def __init__(self, step: GraphStep, fail: Exception | None = None) -> None:
+        self.step, self.fail, self.body = step, fail, None
+
+    def capture(self, body) -> None:
+        groups = self.step.context.optimizer.param_groups
+        assert all(g["capturable"] for g in groups), "Adam must be capturable under capture"
+        assert all(g["lr"] is lr for g, lr in zip(groups, self.step.lrs, strict=True))
+        if self.fail is not None:
+            raise self.fail
+        self.body = body
+
+    def replay(self) -> None:
+        groups = self.step.context.optimizer.param_groups
+        saved = [g["lr"] for g in groups]
+        for g, lr in zip(groups, self.step.lrs, strict=True):
+            g["lr"] = float(lr)
+        self.step.context.optimizer.zero_grad(set_to_none=True)
+        try:
+            self.body()
+        finally:
+            for g, lr in zip(groups, saved, strict=True):
+                g["lr"] = lr
+
+
+def _batches(sizes: list[int], seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        Batch(torch.randn(n, 3, 8, 8, generator=g), (torch.rand(n, 1, 8, 8, generator=g) > 0.5).float())
+        for n in sizes
+    ]  # fmt: skip
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 1, 3, padding=1),
+    )
+
+
+def _context(*, ema: bool = False, steps_per_epoch: int = 8, exact: bool = True) -> StepContext:
+    """A step's parts. ``exact``: a learning rate of 2**-7 and a schedule (warm-up in
+    quarters, then halving every epoch) whose every value is a float32, so the graph's
+    float32 learning-rate tensor holds exactly what the eager step reads as a Python float
+    and the two steps can be compared bit for bit; else a cosine schedule (its values are
+    rounded to float32 in the tensor, as fused Adam on CUDA reads a tensor learning rate)."""
+    model = _model()
+    lr = 2.0**-7 if exact else 1e-2
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # as build makes it
+    if exact:
+        config = RunConfig(epochs=3, schedule="exponential", lr_gamma=0.5, warmup_epochs=0.5)
+    else:
+        config = RunConfig(epochs=3, schedule="cosine", warmup_epochs=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    return StepContext(
+        model,
+        torch.nn.BCEWithLogitsLoss(),
+        optimizer,
+        CPU,
+        scheduler=scheduler,
+        ema=ema_mod.create(model, 0.9) if ema else None,
+    )
+
+
+def _graph_step(context: StepContext, **options) -> GraphStep:
+    fail = options.pop("fail", None)
+    holder: dict[str, GraphStep] = {}
+    step = GraphStep(context, graph=lambda stream: ReplayedBody(holder["step"], fail), **options)
+    holder["step"] = step
+    return step
+
+
+def _train(step, epochs: list[list[Batch]]) -> list[dict]:
+    return [train_one_epoch(step, batches, epoch=e + 1) for e, batches in enumerate(epochs)]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_the_graph_step_trains_exactly_as_the_eager_step(ema: bool) -> None:
+    """Two epochs of 7 full batches and a smaller last one, a cosine schedule with warm-up
+    and (parametrized) an EMA: the same weights, Adam state, learning rate and metrics."""
+    epochs = [_batches([4] * 7 + [3], seed=1), _batches([4] * 7 + [3], seed=2)]
+    eager_ctx, graph_ctx = _context(ema=ema), _context(ema=ema)
+    eager = _train(TrainStep(eager_ctx), epochs)
+    step = _graph_step(graph_ctx, batch_size=4, warmup=3)
+    graphed = _train(step, epochs)
+    _same_weights(eager_ctx.model, graph_ctx.model)
+    if ema:
+        _same_weights(eager_ctx.ema, graph_ctx.ema)
+    states = zip(
+        eager_ctx.optimizer.state.values(), graph_ctx.optimizer.state.values(), strict=True
+    )
+    for a, b in states:
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert eager_ctx.optimizer.param_groups[0]["lr"] == graph_ctx.optimizer.param_groups[0]["lr"]
+    assert graph_ctx.optimizer.param_groups[0]["capturable"] is False  # as a checkpoint keeps it
+    for a, b in zip(eager, graphed, strict=True):
+        assert {k: a[k] for k in a} == {k: b[k] for k in a}
+    # Epoch 1: 3 warm-up steps, the capture (replayed at once) and 3 replays; its last
+    # batch of 3 and epoch 2's runs eagerly; epoch 2's full batches all replay.
+    assert (graphed[0]["graph_replays"], graphed[0]["eager_batches"]) == (4, 1)
+    assert (graphed[1]["graph_replays"], graphed[1]["eager_batches"]) == (7, 1)
+    assert graphed[1]["steps"] == graphed[1]["optimizer_steps"] == 8
+
+
+def test_the_replayed_step_reads_the_scheduled_learning_rate() -> None:
+    """The lr tensor holds what the schedule set for the step being replayed (a cosine
+    schedule: warm-up, then a new rate every step), rounded to float32."""
+    context = _context(exact=False)
+    step = _graph_step(context, batch_size=4, warmup=1)
+    seen = []
+    replay = ReplayedBody.replay
+
+    def spy(self) -> None:
+        seen.append((self.step.lrs[0].clone(), context.optimizer.param_groups[0]["lr"]))
+        replay(self)
+
+    ReplayedBody.replay = spy  # type: ignore[method-assign]
+    try:
+        _train(step, [_batches([4] * 6)])
+    finally:
+        ReplayedBody.replay = replay  # type: ignore[method-assign]
+    factor = lr_factor(RunConfig(epochs=3, schedule="cosine", warmup_epochs=0.5), 8)
+    assert [group for _, group in seen] == pytest.approx([1e-2 * factor(i) for i in range(1, 6)])
+    for tensor, group in seen:
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, torch.tensor(group, dtype=torch.float32))
+
+
+def test_with_a_rounded_learning_rate_the_graph_step_stays_close_to_the_eager_step() -> None:
+    """A cosine schedule's rates are not float32 values: the graph's Adam reads them
+    rounded (as on CUDA), so the weights drift from the eager step's by rounding only."""
+    epochs = [_batches([4] * 7 + [3], seed=1)]
+    eager_ctx, graph_ctx = _context(exact=False), _context(exact=False)
+    _train(TrainStep(eager_ctx), epochs)
+    _train(_graph_step(graph_ctx, batch_size=4, warmup=3), epochs)
+    for (name, a), b in zip(
+        eager_ctx.model.state_dict().items(), graph_ctx.model.state_dict().values(), strict=True
+    ):
+        # Adam moves each weight by about lr (1e-2) a step; the conv bias before batch norm
+        # has a gradient of rounding noise only, which Adam scales up to lr: the bound.
+        assert torch.allclose(a.float(), b.float(), atol=5e-3), name
+
+
+def test_a_failed_capture_is_an_error_with_on() -> None:
+    step = _graph_step(
+        _context(), batch_size=4, warmup=1,
+        fail=RuntimeError("CUDA error: operation not permitted when stream is capturing"),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=(
+        r"--cuda-graphs on: the training step could not be captured as a CUDA graph \(RuntimeError: "
+        r"CUDA error: operation not permitted when stream is capturing\); the model or loss "
+        r"synchronizes with the host or changes shape with the data. Use --cuda-graphs off"
+    )):  # fmt: skip
+        _train(step, [_batches([4] * 3)])
+
+
+def test_a_failed_capture_falls_back_to_the_eager_step_with_auto() -> None:
+    lines: list[str] = []
+    epochs = [_batches([4] * 5, seed=3), _batches([4] * 5, seed=4)]
+    graph_ctx, eager_ctx = _context(), _context()
+    step = _graph_step(
+        graph_ctx, batch_size=4, warmup=2, fallback=True, say=lines.append,
+        fail=RuntimeError("operation not permitted when stream is capturing\ndetails"),
+    )  # fmt: skip
+    graphed = _train(step, epochs)
+    eager = _train(TrainStep(eager_ctx), epochs)
+    assert [e["loss"] for e in eager] == [g["loss"] for g in graphed]
+    assert lines == [
+        "segkit: cuda graphs: off, the capture failed (RuntimeError: operation not permitted "
+        "when stream is capturing); eager steps"
+    ]
+    _same_weights(eager_ctx.model, graph_ctx.model)
+    assert graphed[1]["graph_replays"] == 0 and graphed[1]["steps"] == 5
+    assert graph_ctx.optimizer.param_groups[0]["capturable"] is False
+    assert isinstance(graph_ctx.optimizer.param_groups[0]["lr"], float)
+
+
+def test_an_epoch_smaller_than_one_batch_is_captured_at_its_own_size() -> None:
+    """build gives the step min(batch size, images per epoch): one partial batch an epoch
+    is the one shape, and it replays."""
+    step = _graph_step(_context(steps_per_epoch=1), batch_size=3, warmup=1)
+    out = _train(step, [_batches([3]), _batches([3], seed=5), _batches([3], seed=6)])
+    assert [o["graph_replays"] for o in out] == [0, 1, 1]
+
+
+def test_a_graph_step_refuses_what_the_policy_refuses() -> None:
+    for options, why in [
+        ({"accumulate": 2}, "accumulate 2: a graph step is one optimizer step"),
+        ({"on_nan": "skip"}, "on_nan 'skip' reads the loss on the host"),
+    ]:
+        context = _context()
+        context.accumulate = options.get("accumulate", 1)
+        context.on_nan = options.get("on_nan", "stop")
+        with pytest.raises(ValueError, match=f"GraphStep: {why}"):
+            _graph_step(context, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size 0, warmup 3"):
+        _graph_step(_context(), batch_size=0)
+
+
+def test_off_builds_the_eager_step_and_it_trains_as_the_plain_loop() -> None:
+    """``--cuda-graphs off`` is the eager step as it always was: built through
+    create_step, it trains bit for bit as the plain loop (zero_grad, forward and loss,
+    backward, fused Adam, the schedule) over two epochs with a smaller last batch."""
+    from segkit import build
+
+    config = RunConfig(cuda_graphs="off", epochs=2, schedule="cosine", warmup_epochs=0.5, lr=1e-2)
+    epochs = [_batches([4] * 5 + [3], seed=7), _batches([4] * 5 + [3], seed=8)]
+    model, plain = _model(), _model()
+    optimizer = build.build_optimizer(model, config)
+    step = build.create_step(
+        config, CPU, model=model, loss=torch.nn.BCEWithLogitsLoss(), optimizer=optimizer,
+        train_images=23, scheduler=build.build_scheduler(optimizer, config, 6),
+    )  # fmt: skip
+    assert type(step) is TrainStep and step.note is None
+    metrics = _train(step, epochs)
+
+    plain_optimizer = build.build_optimizer(plain, config)
+    schedule = build.build_scheduler(plain_optimizer, config, 6)
+    losses = []
+    plain.train()
+    for batches in epochs:
+        total = 0.0
+        for b in batches:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(plain(b.images), b.masks)
+            plain_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            plain_optimizer.step()
+            schedule.step()
+            total += float(loss.detach())
+        losses.append(total / len(batches))  # the meter's: the mean batch loss
+    _same_weights(plain, model)
+    for a, b in zip(plain_optimizer.state.values(), optimizer.state.values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["loss"] for m in metrics] == pytest.approx(losses, rel=1e-6)
