@@ -726,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_study(sub)
     _add_preview(sub)
+    from segkit.plan.cli import add_plan_command
+
+    add_plan_command(sub)
     return parser
 
 
