@@ -127,9 +127,10 @@ def host_available() -> int:
 
 
 def release(device: torch.device) -> None:
-    """Give back what a step that ran out of memory left behind."""
-    gc.collect()
+    """Give back what a step that ran out of memory left behind (on a GPU: the tensors
+    its traceback held, and the allocator's cache)."""
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 

@@ -204,7 +204,6 @@ def make_plan(
         schedule="cosine",
         warmup_epochs=rules.WARMUP_EPOCHS,
         eval_size="native",
-        precision=base.precision,
     )
 
     def _seconds_per_image(config: RunConfig, batch: int) -> float:
@@ -401,8 +400,13 @@ def _model_choice(
     return name, {"encoder": defaults["plan_encoder"]}, MODEL_REASON
 
 
-#: Why the planner's default model (docs/plan.md has the numbers).
-MODEL_REASON = "awaiting a measurement"
+#: Why the planner's default model. Measured (benchmarks/results/2026-12-06-cpu-plan,
+#: model-r34-vs-r18): make run's settings (synthetic pets, type1, 64 px, 10 epochs, batch
+#: 8, cosine, 1 thread) with resnet34_unet and with timm_unet over resnet18 tested at
+#: native resolution 0.8374 both, while resnet18's epochs took about half the time (its
+#: last.pt is a third the size); the peer result (2026-12-06-cpu-peer) found it as good as
+#: smp's Unet.
+MODEL_REASON = "as good as resnet34_unet at half its time per epoch (pets, 64 px)"
 
 
 def _multiple(model: str, options: dict[str, Any]) -> int:
