@@ -11,6 +11,9 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
     spec = segkit.MaskSpec.multiclass(["background", "cell"], ignore=255)  # K classes
     probs = segkit.Predictor("runs/x/best.pt", mode="tile", tta="flip").predict("big.png")
+    segkit.predict("runs/x/best.pt", ["photos/"], "masks/", overlays=True)   # segkit predict
+    print(segkit.evaluate("runs/x/best.pt", split="valid").metrics)          # segkit evaluate
+    trained = segkit.open_trained("runs/x/best.pt")  # the model, task, runtime, normalization
 """
 
 from __future__ import annotations
@@ -48,17 +51,23 @@ __all__ = [
     "create_loss",
     "create_model",
     "create_recipe",
+    "evaluate",
     "get_plugin",
     "list_plugins",
     "lr_find",
     "model_info",
+    "open_trained",
+    "predict",
     "train",
 ]
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.contracts import MaskSpec
+    from segkit.inference.evaluate import Evaluated
+    from segkit.inference.predict import Predicted
     from segkit.inference.predictor import Predictor
+    from segkit.inference.trained import Trained
     from segkit.reports.info import ModelInfo
     from segkit.task import Task
     from segkit.training.engine import train
@@ -179,6 +188,35 @@ def lr_find(config: RunConfig, **options: Any) -> LRFind:
 
     sweep = {k: options.pop(k) for k in ("start_lr", "end_lr", "steps", "beta") if k in options}
     return _find(config, Sweep(**sweep), **options)
+
+
+def predict(checkpoint: Any, images: Any, out: Any, **options: Any) -> Predicted:
+    """``segkit predict``: write the masks (and with ``overlays``, ``probabilities``: the
+    overlays and probabilities) of image files, folders and ``.txt`` lists into ``out``;
+    ``options`` are :class:`segkit.inference.options.PredictOptions`'s. Returns a
+    :class:`segkit.inference.predict.Predicted` (``summary()`` is the command's last line)."""
+    from segkit.inference.predict import predict as _predict
+
+    return _predict(checkpoint, images, out, **options)
+
+
+def evaluate(checkpoint: Any, split: str = "test", **options: Any) -> Evaluated:
+    """``segkit evaluate``: a checkpoint's scores on a split (``metrics``; ``lines()`` is
+    what the command prints); ``options`` are
+    :class:`segkit.inference.options.EvaluateOptions`'s: other data, loader or batch size,
+    the device, and the predictor's ``mode``/``tta`` to score each image at its own size."""
+    from segkit.inference.evaluate import evaluate as _evaluate
+
+    return _evaluate(checkpoint, split, **options)
+
+
+def open_trained(checkpoint: Any, **overrides: Any) -> Trained:
+    """A checkpoint's model ready to run: its config, task, runtime, the model in eval
+    mode, its normalization and ``logits(images)`` (see :mod:`segkit.inference.trained`);
+    ``overrides`` are run settings over the checkpoint's (``device``, ``precision``, ...)."""
+    from segkit.inference.trained import open_trained as _open
+
+    return _open(checkpoint, **overrides)
 
 
 def __getattr__(name: str) -> Any:

@@ -116,9 +116,9 @@ def resolve_runtime(config: RunConfig, dist: Dist | None = None) -> Runtime:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
-    apply_threads(config.threads)
+    threads = apply_threads(config.threads)
     seed_everything(config.seed)
-    return Runtime(device, precision, channels_last, workers, config.seed, d)
+    return Runtime(device, precision, channels_last, workers, config.seed, d, threads)
 
 
 # ----------------------------------------------------------------------------- parts

@@ -236,10 +236,11 @@ class RunConfig:
         metavar="K",
     )
     keep_last: bool = _opt(
-        True,
+        False,
         "keep last.pt (the training state, 3x the size of best.pt with Adam) when the run "
-        "ends; off deletes it, keeping best.pt and the reports, and the finished run can no "
-        "longer be extended with --resume --epochs (for sweeps: segkit study)",
+        "finishes, so that --resume --epochs can extend it; by default a finished run "
+        "deletes it, keeping best.pt and the reports (an interrupted run keeps it for "
+        "--resume)",
         group="output",
     )
     on_nan: OnNan = _opt("stop", "a NaN/inf loss stops the run, or skips the step")

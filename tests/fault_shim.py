@@ -8,6 +8,8 @@ campaign uses both. The points are the windows a random kill rarely hits:
 
 ======================  ================================================================
 ``ckpt-mid-write``      inside ``torch.save`` of ``last.pt``, half its bytes written
+``best-first-write``    inside the process's first ``torch.save`` of ``best.pt`` (a new
+                        run: the run's first checkpoint), half its bytes written
 ``ckpt-before-rename``  ``last.pt``'s temporary file complete and synced, not renamed
 ``best-then-last``      ``best.pt`` renamed into place, ``last.pt`` not yet begun
 ``background-write``    checkpoints written by the background thread (the GPU path),
@@ -15,6 +17,9 @@ campaign uses both. The points are the windows a random kill rarely hits:
 ``validation``          after the first validation batch
 ``metrics-row``         ``metrics.csv``'s new version written, not renamed
 ``epoch-1``             after the first training batch of the first epoch (no checkpoint)
+``epoch-1-hold``        the same instant, but the run waits there (up to 5 minutes, then
+                        dies), having written the file ``SEGKIT_TEST_MARK`` names: a live
+                        run in its first epoch, for the test to act on
 ``config``              the run folder made, ``config.json`` not yet in it
 ``test-phase``          after the first batch of the test pass (training finished)
 ``report``              ``predictions.png`` written, not renamed
@@ -29,6 +34,7 @@ import io
 import os
 import signal
 import sys
+import time
 
 
 def die() -> None:
@@ -70,7 +76,8 @@ def install(point: str) -> None:
 
     def save(obj, f, *args, **kwargs):
         name = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else ""
-        if point in ("ckpt-mid-write", "background-write") and ".last.pt." in name:
+        first_best = point == "best-first-write" and ".best.pt." in name
+        if first_best or (point in ("ckpt-mid-write", "background-write") and ".last.pt." in name):
             buf = io.BytesIO()
             real_save(obj, buf, *args, **kwargs)
             data = buf.getvalue()
@@ -89,9 +96,16 @@ def install(point: str) -> None:
     def first_batch_then_die(loader):
         for i, batch in enumerate(loader):
             if i == 1:
-                die()
+                hold_or_die()
             yield batch
-        die()  # a loader of one batch: after it
+        hold_or_die()  # a loader of one batch: after it
+
+    def hold_or_die():
+        if point == "epoch-1-hold":
+            with open(os.environ["SEGKIT_TEST_MARK"], "w") as mark:
+                mark.write(str(os.getpid()))
+            time.sleep(300)
+        die()
 
     def evaluate(model, loader, *args, **kwargs):
         testing = "meter" in kwargs  # the test pass keeps per-image scores
@@ -110,7 +124,7 @@ def install(point: str) -> None:
             return first_batch_then_die(self.loader)
 
     def train_one_epoch(model, loader, *args, **kwargs):
-        if point == "epoch-1" and kwargs.get("epoch") == 1:
+        if point in ("epoch-1", "epoch-1-hold") and kwargs.get("epoch") == 1:
             loader = _Sized(loader)
         return real_train(model, loader, *args, **kwargs)
 

@@ -113,7 +113,13 @@ class Finished:
 
     @property
     def error_lines(self) -> list[str]:
-        return [ln for ln in self.stderr.splitlines() if ln.strip()]
+        """stderr's lines, less the note on a busy machine's CPU threads
+        (:mod:`segkit.system.threads`), which depends on the load, not on the run."""
+        return [
+            ln
+            for ln in self.stderr.splitlines()
+            if ln.strip() and not ln.startswith("segkit: load average ")
+        ]
 
 
 def env_for_children(**extra: str) -> dict[str, str]:
@@ -135,13 +141,24 @@ def run(
     timeout: float = 300,
     gone_limit: float = 10,
     script: Path | None = None,
+    file_size_limit: int | None = None,
 ) -> Finished:
     """Run ``python -m segkit ARGS`` (or ``python SCRIPT ARGS``) in a session of its own,
     recording its processes; SIGKILL it after ``kill_after`` seconds if it still runs, or
     poll ``kill(pid, members)`` every 0.1 s until it returns True (it does the harm it
-    wants: kill the run, or one of its processes). Then wait up to ``gone_limit`` seconds for every process it had to end.
+    wants: kill the run, or one of its processes). Then wait up to ``gone_limit`` seconds
+    for every process it had to end. ``file_size_limit``: the process's ``RLIMIT_FSIZE``
+    (``ulimit -f``) in bytes, set in the child before it starts (its helpers inherit it).
     """
     cmd = [sys.executable, *([str(script)] if script else ["-m", "segkit"]), *args]
+    preexec = None
+    if file_size_limit is not None:
+        import resource
+
+        def preexec() -> None:  # in the forked child, before exec: the limit is inherited
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, hard))
+
     t0 = time.monotonic()
     with open(os.devnull, "rb") as null:
         proc = subprocess.Popen(
@@ -152,6 +169,7 @@ def run(
             env=env or env_for_children(),
             start_new_session=True,
             text=True,
+            preexec_fn=preexec,
         )
     members: dict[int, int] = {}
     done = threading.Event()

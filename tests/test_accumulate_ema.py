@@ -186,7 +186,7 @@ def test_the_engine_validates_and_tests_the_ema_weights(
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(engine, "evaluate", recording)
-    config = tiny(tiny_pets, tmp_path, epochs=2, ema=0.5, accumulate=2, name="ema")
+    config = tiny(tiny_pets, tmp_path, epochs=2, ema=0.5, accumulate=2, name="ema", keep_last=True)
     result = engine.train(config, quiet=True)
     last = ckpt_io.load(result.run_dir / "last.pt")
     best = ckpt_io.load(result.run_dir / "best.pt")
@@ -205,7 +205,7 @@ def test_resume_restores_the_ema_and_the_accumulated_schedule(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
     # The per-epoch decay shows a schedule positioned by batches instead of steps.
-    options = {"ema": 0.5, "accumulate": 2, "lr_gamma": 0.5, "validate_every": 9}
+    options = {"ema": 0.5, "accumulate": 2, "lr_gamma": 0.5, "validate_every": 9, "keep_last": True}
     whole = engine.train(tiny(tiny_pets, tmp_path, epochs=2, name="whole", **options), quiet=True)
     engine.train(tiny(tiny_pets, tmp_path, epochs=1, name="part", **options), quiet=True)
     resumed = engine.resume(tmp_path / "part", epochs=2, quiet=True)

@@ -35,6 +35,7 @@ def run_dir(tiny_pets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(out),
             "--name",
             "e2e",
+            "--keep-last",  # last.pt is read below
             *TINY,
         ]
     )

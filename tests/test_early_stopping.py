@@ -158,7 +158,9 @@ def test_patience_stops_the_run_and_tests_the_best_epoch(
     tiny_pets: Path, tmp_path: Path, scripted, capsys
 ) -> None:
     trained = scripted(DICE)
-    config = tiny(tiny_pets, tmp_path, name="es", epochs=8, patience=2, save_every=4)
+    config = tiny(
+        tiny_pets, tmp_path, name="es", epochs=8, patience=2, save_every=4, keep_last=True
+    )
     result = train(config)
     assert trained == [1, 2, 3, 4, 5, 6]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
@@ -188,7 +190,7 @@ def test_resume_keeps_the_patience_counter(
     trained = scripted(DICE)
     put_back = interrupt_in_epoch(monkeypatch, 6)
     with pytest.raises(RunInterrupted, match="holds epoch 5"):
-        train(tiny(tiny_pets, tmp_path, name="cut", epochs=8, patience=2))
+        train(tiny(tiny_pets, tmp_path, name="cut", epochs=8, patience=2, keep_last=True))
     put_back()
     run = tmp_path / "cut"
     assert ckpt_io.load(run / "last.pt")["early_stopping"]["wait"] == 1

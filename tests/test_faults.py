@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,7 @@ TARGETED = {
     "validation": "any",
     "metrics-row": "any",
     "epoch-1": "start",
+    "best-first-write": "start",
     "config": "start",
     "resume-rewrite": "resume",
     "test-phase": "any",
@@ -197,6 +199,8 @@ def test_kill_at_any_instant_then_resume_matches_an_unbroken_run(
         made = sorted({p.name for p in out.iterdir()} - before)
         if made:
             folder = out / made[0]
+        elif folder is None and (out / f"chain{chains}").is_dir():  # taken again
+            folder = out / f"chain{chains}"
         row: dict[str, object] = {
             "fault": fault,
             "process": kind,
@@ -224,12 +228,10 @@ def test_kill_at_any_instant_then_resume_matches_an_unbroken_run(
             row["outcome"] = "one-line error"
             if len(lines) != 1 or "start it again with" not in lines[0]:
                 failures.append(f"{fault}: not one line saying how to recover: {lines}")
-            command = lines[-1].split("start it again with ")[-1]
-            if command.startswith("segkit run --config "):
-                next_cmd = ["run", "--config", command.removeprefix("segkit run --config ")]
-            else:
-                next_cmd = start_cmd
-            folder = None
+            if folder and temporaries(folder):
+                failures.append(f"{fault}: the refusing resume left {temporaries(folder)}")
+            # The restart takes the same folder (it records nothing yet), or a new one.
+            next_cmd, folder = _restart(lines[-1], start_cmd, folder)
         elif f.returncode == 0:
             row["outcome"] = "finished"
             if fault in TARGETED and fault not in requeued:  # never reached: once more
@@ -252,15 +254,11 @@ def test_kill_at_any_instant_then_resume_matches_an_unbroken_run(
     if next_cmd is not None:
         f = run(next_cmd, env=env, gone_limit=GONE_LIMIT_S)
         if f.returncode == 2:
-            command = f.error_lines[-1].split("start it again with ")[-1]
-            cmd = (
-                ["run", "--config", command.removeprefix("segkit run --config ")]
-                if command.startswith("segkit run --config ")
-                else start_cmd
-            )
+            cmd, folder = _restart(f.error_lines[-1], start_cmd, folder)
             before = {p.name for p in out.iterdir()}
             f = run(cmd, env=env, gone_limit=GONE_LIMIT_S)
-            folder = out / sorted({p.name for p in out.iterdir()} - before)[0]
+            made = sorted({p.name for p in out.iterdir()} - before)
+            folder = out / made[0] if made else folder
         assert f.returncode == 0, f.stderr[-3000:]
         assert folder is not None
         rows.append({"fault": "none", "process": "finish", "rc": 0, "outcome": "finished"})
@@ -284,6 +282,19 @@ def test_kill_at_any_instant_then_resume_matches_an_unbroken_run(
     assert kills >= KILLS
     missed = set(TARGETED) - set(fired)
     assert not missed, f"named instants never reached: {missed}"
+
+
+def _restart(
+    line: str, start_cmd: list[str] | None, folder: Path | None
+) -> tuple[list[str], Path | None]:
+    """The command a refused resume's line says starts the run again, and the folder it
+    will train in if it makes none (the one its config.json is in: taken again)."""
+    words = line.split("start it again with ")[-1].split()
+    if words[:3] == ["segkit", "run", "--config"]:
+        config = Path(words[3])
+        return ["run", *words[2:]], config.parent
+    assert start_cmd is not None
+    return start_cmd, None
 
 
 @pytest.mark.slow
@@ -1062,3 +1073,299 @@ def test_collective_failures_are_told_from_other_errors() -> None:
     assert is_collective_failure(RuntimeError("Application timeout caused pair closure"))
     assert not is_collective_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_collective_failure(ValueError("gloo/ in a ValueError"))
+
+
+# ----------------------------------------------------------------------------- issue 24's gaps
+
+
+@pytest.mark.slow
+def test_a_first_epoch_resume_of_a_live_run_is_refused_as_in_use(
+    tiny_pets: Path, tiny_site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume`` of a run still in its first epoch (no checkpoint yet) is refused as a
+    folder in use: it used to say that the run had stopped and to start it again, which
+    started a duplicate beside the live run. Once the run is dead, resume says to start it
+    again, and that command starts it in the same folder (not ``live-2``)."""
+    out = tmp_path / "runs"
+    folder = out / "live"
+    mark = tmp_path / "mark"
+    env = child_env(tiny_site)
+    refused: list[object] = []
+
+    def resume_while_live(pid: int, members: dict[int, int]) -> bool:
+        if not mark.exists():
+            return False
+        refused.append(run(["run", "--resume", str(folder)], env=env))
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    live = run(
+        small_run(tiny_pets, out, "--epochs", "2", "--name", "live"),
+        env={**env, "SEGKIT_TEST_KILL_AT": "epoch-1-hold", "SEGKIT_TEST_MARK": str(mark)},
+        script=SHIM,
+        kill=resume_while_live,
+    )
+    assert live.killed and refused, live.stderr[-2000:]
+    busy = refused[0]
+    assert busy.returncode == 2 and busy.error_lines == [  # type: ignore[attr-defined]
+        f"segkit: error: {folder}: another segkit process is training in this run folder (or "
+        "resuming it); wait for it to end or stop it, then resume"
+    ], busy.stderr  # type: ignore[attr-defined]
+    dead = run(["run", "--resume", str(folder)], env=env)
+    assert dead.returncode == 2 and len(dead.error_lines) == 1, dead.stderr
+    restart = dead.error_lines[0].split("start it again with ")[-1]
+    assert restart == f"segkit run --config {folder / 'config.json'}", dead.error_lines
+    again = run(["run", "--config", str(folder / "config.json")], env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == ["live"]  # started again in its folder
+    assert folder_problems(folder) == [] and (folder / "summary.json").exists()
+    report(
+        capsys,
+        f"resume of a live run in its first epoch: {busy.error_lines[0]!r}; "  # type: ignore[attr-defined]
+        f"once dead: {dead.error_lines[0]!r}; restarted in the same folder",
+    )
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_first_best_pt_write_leaves_nothing_behind_on_the_next_start(
+    tiny_pets: Path, tiny_site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL during the run's very first checkpoint write (best.pt) leaves its temporary
+    file; the resume that refuses (there is no last.pt) clears it, and so does the next
+    start in that folder: the command the refusal suggests, or the original command."""
+    out = tmp_path / "runs"
+    folder = out / "first"
+    env = child_env(tiny_site)
+    command = small_run(tiny_pets, out, "--epochs", "1", "--name", "first")
+    killer = {**env, "SEGKIT_TEST_KILL_AT": "best-first-write"}
+    killed = run(command, env=killer, script=SHIM)
+    assert killed.killed, killed.stderr[-2000:]
+    stray = temporaries(folder)
+    assert len(stray) == 1 and stray[0].startswith(".best.pt."), stray
+    refused = run(["run", "--resume", str(folder)], env=env)
+    assert refused.returncode == 2 and len(refused.error_lines) == 1, refused.stderr
+    assert refused.error_lines[0].endswith(
+        f"start it again with segkit run --config {folder / 'config.json'}"
+    ), refused.error_lines
+    assert temporaries(folder) == []  # cleared by the refusing resume (it holds the lock)
+    # The suggested command, killed at the same instant, starts in the same folder ...
+    again = run(["run", "--config", str(folder / "config.json")], env=killer, script=SHIM)
+    assert again.killed and [p.name for p in out.iterdir()] == ["first"]
+    assert len(temporaries(folder)) == 1
+    # ... and the original command, started again, clears the leftover and finishes there.
+    done = run(command, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == ["first"]
+    assert temporaries(folder) == [] and folder_problems(folder) == []
+    report(
+        capsys,
+        f"kill in the first best.pt write: left {stray[0]}; resume: "
+        f"{refused.error_lines[0]!r} (the file cleared); both restarts used the same folder",
+    )
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_below_a_checkpoint_stops_the_run_before_training(
+    tiny_pets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ulimit -f`` of 4 MiB (RLIMIT_FSIZE, set in the child) and a UNet, whose last.pt
+    is some 370 MB: the run stops in one line before training, naming the limit and the
+    checkpoints' size, and leaves no run folder (it used to train a whole epoch, then fail
+    on best.pt with torch's ``[enforce fail at inline_container.cc:672] ...``)."""
+    out = tmp_path / "runs"
+    args = ["run", "--model", "unet", "--image-size", "32", "--batch-size", "4"]
+    args += ["--num-workers", "0", "--epochs", "1", "--data", str(tiny_pets), "--out", str(out)]
+    f = run(args, file_size_limit=4 << 20)
+    report(capsys, f"run under ulimit -f 4 MiB: exit {f.returncode}: {f.error_lines}")
+    assert f.returncode == 2 and len(f.error_lines) == 1, f.stderr[-3000:]
+    assert "epoch " not in f.stdout
+    line = f.error_lines[0]
+    assert line.startswith(f"segkit: error: --out {out}: the file-size limit (ulimit -f) is 4 MiB")
+    assert "this run writes files of about 3" in line and "MiB (checkpoints)" in line
+    assert "raise the limit (`ulimit -f unlimited`" in line
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_checkpoint_write_past_the_file_size_limit_says_so_in_words(
+    tmp_path: Path, file_size_limit_512k: None
+) -> None:
+    import torch
+
+    from segkit.errors import CheckpointError
+    from segkit.training import checkpoint as ckpt_io
+
+    path = tmp_path / "best.pt"
+    with pytest.raises(CheckpointError) as e:  # 1 MiB of weights under a 512 KiB limit
+        ckpt_io.save_atomic({"w": torch.zeros(1 << 18)}, path)
+    assert str(e.value) == (
+        f"{path}: could not write checkpoint (File too large (the file-size limit, ulimit -f, "
+        "is 512 KiB)); the previous checkpoint, if any, is unchanged. Raise the limit "
+        "(`ulimit -f unlimited` in the shell that starts segkit) or ask the administrator to "
+        "raise it"
+    )
+    assert not list(tmp_path.iterdir())  # the temporary file is gone
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_on_a_full_disk_says_so_in_words(tmp_path: Path) -> None:
+    """torch's zip writer turns the OS's error into ``unexpected pos``; the message is the
+    OS's reason (a real full tmpfs; skipped where this process may not mount)."""
+    import torch
+
+    from segkit.errors import CheckpointError
+    from segkit.training import checkpoint as ckpt_io
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        with pytest.raises(CheckpointError) as e:
+            ckpt_io.save_atomic({"w": torch.zeros(1 << 18)}, mnt / "last.pt")
+        assert str(e.value) == (
+            f"{mnt / 'last.pt'}: could not write checkpoint (No space left on device); the "
+            "previous checkpoint, if any, is unchanged. Free some space, or choose another folder"
+        )
+        assert not list(mnt.iterdir())
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_the_expected_checkpoint_size_is_measured_from_the_parts(tmp_path: Path) -> None:
+    """What ``--out``'s file-size check compares with the limit: within 256 KiB over the
+    training checkpoint actually written after a step (Adam's moments made)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from segkit.task import Task
+    from segkit.training import checkpoint as ckpt_io
+    from segkit.training.precision import create_precision
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 96, 3), torch.nn.BatchNorm2d(96), torch.nn.Conv2d(96, 256, 3)
+    )
+    parts = SimpleNamespace(
+        config=RunConfig(),
+        task=Task.from_record(None),
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters()),
+        ema=None,
+    )
+    expected = ckpt_io.expected_size(parts)  # before any step: no optimizer state yet
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    parts.optimizer.step()
+    status = ckpt_io.RunStatus(1, (0.5, 1), [{"epoch": 1, "train_loss": 0.5}])
+    state = ckpt_io.training_state(parts, create_precision("fp32", torch.device("cpu")), status)
+    ckpt_io.save_atomic(state, tmp_path / "last.pt")
+    written = (tmp_path / "last.pt").stat().st_size
+    assert written > 2 << 20
+    assert written <= expected <= written + (256 << 10), (written, expected)
+    assert ckpt_io.expected_size(parts) == pytest.approx(expected, abs=1024)  # measured now
+
+
+@pytest.mark.parametrize(
+    ("case", "ending"),
+    [
+        ("missing", r"checkpoint not found\. Pass the path of a best\.pt or last\.pt"),
+        ("a JPEG", r"starts with b'\\xff\\xd8\\xff\\xe0'\. Pass a best\.pt or last\.pt from a"),
+        ("cut at 10%", r"\. Copy it again from where it came from, or use another checkpoint"),
+        ("cut at 50%", r"\. Copy it again from where it came from, or use another checkpoint"),
+        ("cut at 99.9%", r"\. Copy it again from where it came from, or use another checkpoint"),
+        ("bad zip", r"was not written by torch\.save\. Copy it again from where it came from"),
+        ("foreign", r"no 'segkit-checkpoint' marker\)\. Pass a best\.pt or last\.pt from a"),
+        (
+            "unsafe",
+            r"could run code \(torch: Unsupported global: GLOBAL pathlib\.PosixPath was "
+            r"not an allowed global by default\)\. Load only checkpoints written by segkit",
+        ),
+        ("weights only", r"a best\.pt\), not the training state resume needs\. Put the run's"),
+    ],
+)
+def test_checkpoint_errors_end_with_what_to_do_in_whole_sentences(
+    case: str, ending: str, tmp_path: Path
+) -> None:
+    import zipfile
+
+    import torch
+
+    from segkit.errors import CheckpointError
+    from segkit.training import checkpoint as ckpt_io
+
+    path = tmp_path / "last.pt"
+    whole = {"format": ckpt_io.FORMAT, "epoch": 1, "w": torch.zeros(1 << 16)}
+    ckpt_io.save_atomic(whole, path)
+    data = path.read_bytes()
+    if case == "missing":
+        path.unlink()
+    elif case == "a JPEG":
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    elif case.startswith("cut at"):
+        path.write_bytes(data[: int(len(data) * float(case.split()[-1][:-1]) / 100)])
+    elif case == "bad zip":  # whole, with its directory, but a record's bytes damaged
+        with zipfile.ZipFile(path) as z:
+            info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
+        damaged = bytearray(data)
+        at = info.header_offset  # the local header: its name and extra field lengths
+        start = at + 30 + int.from_bytes(data[at + 26 : at + 28], "little")
+        start += int.from_bytes(data[at + 28 : at + 30], "little")
+        damaged[start : start + 16] = b"\x00" * 16
+        path.write_bytes(bytes(damaged))
+    elif case == "foreign":
+        torch.save({"state_dict": {}}, path)
+    elif case == "unsafe":  # an object the weights-only unpickler will not make
+        torch.save({"format": ckpt_io.FORMAT, "payload": Path("/etc/passwd")}, path)
+    with pytest.raises(CheckpointError) as e:
+        if case == "weights only":
+            done = {**whole, "config": {}, "best_valid_dice": 0.5, "best_epoch": 1, "model": {}}
+            state = ckpt_io.weights_state(done)
+            ckpt_io.restore_training(state, None, None, None)  # type: ignore[arg-type]
+        else:
+            ckpt_io.load(path)
+    message = str(e.value)
+    assert re.search(ending, message), message
+    assert "\n" not in message and "  " not in message
+    # torch's words, where quoted, are whole sentences: nothing cut at a fixed length
+    assert "your checkpoint file is)" not in message and "[Errno" not in message
+
+
+def test_a_folder_left_by_a_run_killed_before_its_first_epoch_is_taken_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A run folder holding only what a run writes before its first epoch (config.json,
+    bad_samples.txt, temporary files of killed writes) is taken again by the next run of
+    that name, emptied; a folder with a checkpoint or a metrics row, one without
+    config.json (its run may be making it this instant) and one a live run holds are not."""
+    config = RunConfig(out=str(tmp_path), name="again")
+    dead = tmp_path / "again"
+    dead.mkdir()
+    leftovers = ["config.json", "bad_samples.txt", ".best.pt.abcd1234.tmp"]
+    for name in leftovers:
+        (dead / name).write_text("x")
+    folder = RunFolder.create(config)
+    assert folder.path == dead and not list(dead.iterdir())
+    folder.release()
+    for record in ("best.pt", "last.pt", "metrics.csv", "summary.json", "notes.txt"):
+        (dead / "config.json").write_text("{}")
+        (dead / record).write_text("x")
+        other = RunFolder.create(config)
+        assert other.path.name == "again-2", record
+        other.release()
+        other.path.rmdir()
+        (dead / record).unlink()
+    (dead / "config.json").unlink()  # mkdir'ed by a run that has not locked it yet
+    other = RunFolder.create(config)
+    assert other.path.name == "again-2"
+    other.release()
+    other.path.rmdir()
+    (dead / "config.json").write_text("{}")
+    live = RunFolder(dead)
+    live.lock()  # a run of this process trains there
+    try:
+        assert RunFolder.create(config).path.name == "again-2"
+    finally:
+        live.release()
+    assert (dead / "config.json").exists()

@@ -268,7 +268,7 @@ def test_checkpoint_of_a_model_no_longer_installed(tmp_path: Path, capsys) -> No
 
 @pytest.mark.slow
 def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> None:
-    config = tiny(tiny_pets, tmp_path, epochs=1, name="ext")
+    config = tiny(tiny_pets, tmp_path, epochs=1, name="ext", keep_last=True)
     train(config, quiet=True)
     result = resume(tmp_path / "ext", epochs=2, quiet=True)
     assert [r["epoch"] for r in result.history] == [1, 2]
@@ -279,7 +279,7 @@ def test_resume_can_extend_a_finished_run(tiny_pets: Path, tmp_path: Path) -> No
 def test_resume_restores_best_pt_lost_between_write_and_link(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
-    config = tiny(tiny_pets, tmp_path, epochs=1, name="link")
+    config = tiny(tiny_pets, tmp_path, epochs=1, name="link", keep_last=True)
     train(config, quiet=True)
     run = tmp_path / "link"
     assert ckpt_io.load(run / "best.pt")["kind"] == "weights"
@@ -297,7 +297,7 @@ def test_resume_restores_best_pt_lost_between_write_and_link(
 def test_save_every_2_resumes_from_its_last_save_and_matches_an_unbroken_run(
     tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_thread: bool
 ) -> None:
-    options = {"epochs": 3, "save_every": 2, "seed": 4}
+    options = {"epochs": 3, "save_every": 2, "seed": 4, "keep_last": True}
     whole = train(tiny(tiny_pets, tmp_path, name="whole", **options), quiet=True)
     assert ckpt_io.load(tmp_path / "whole" / "last.pt")["epoch"] == 3  # the last epoch, always
 
@@ -491,13 +491,58 @@ def test_resuming_a_run_of_an_older_segkit_keeps_metrics_csv_aligned(tmp_path: P
 
 
 @pytest.mark.slow
-def test_no_keep_last_deletes_the_training_state_and_says_so_on_resume(
+def test_a_finished_run_deletes_its_training_state_unless_keep_last(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
-    result = train(tiny(tiny_pets, tmp_path, epochs=1, name="lean", keep_last=False), quiet=True)
+    """By default a finished run keeps best.pt and the reports, not last.pt (3 times
+    best.pt's size with Adam's moments), and resume says so; ``--keep-last`` keeps it."""
+    result = train(tiny(tiny_pets, tmp_path, epochs=1, name="lean"), quiet=True)
     folder = result.run_dir
     assert not (folder / "last.pt").exists() and (folder / "best.pt").exists()
     assert (folder / "summary.json").exists()
-    with pytest.raises(CheckpointError, match=r"deleted its last.pt \(--no-keep-last\)"):
+    with pytest.raises(CheckpointError) as e:
         resume(folder, epochs=2, quiet=True)
+    assert str(e.value) == (
+        f"{folder}: the run finished and deleted its last.pt (a finished run keeps it only "
+        "with --keep-last), so it cannot be resumed or extended; its best.pt still evaluates "
+        "and predicts. To train longer, start a new run (with --keep-last to extend it later)"
+    )
     assert main(["evaluate", str(folder / "best.pt"), "--num-workers", "0"]) == 0
+    kept = train(tiny(tiny_pets, tmp_path, epochs=1, name="kept", keep_last=True), quiet=True)
+    assert ckpt_io.load(kept.run_dir / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad file found in the first epoch: the run folder (config.json alone) is removed.
+    Interrupted there (Ctrl-C, SIGTERM), the folder stays for the restart the message
+    gives, and that restart, or the next run of that name, takes the same folder."""
+    from segkit.errors import DataError
+
+    real = engine.train_one_epoch
+
+    def bad_file(*args, **kwargs):
+        raise DataError(f"{tmp_path}/x.png: cannot decode image")
+
+    monkeypatch.setattr(engine, "train_one_epoch", bad_file)
+    with pytest.raises(DataError, match="x.png: cannot decode image"):
+        train(tiny(tiny_pets, tmp_path, epochs=1, name="bad"), quiet=True)
+    assert not list(tmp_path.iterdir())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path, epochs=1), quiet=True)  # named <model>-<time>
+    (folder,) = tmp_path.iterdir()
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    assert str(e.value) == (
+        "interrupted during epoch 1; no checkpoint had been written yet. Start it again "
+        f"with: segkit run --config {folder / 'config.json'} --name {folder.name}"
+    )
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    result = train(tiny(tiny_pets, tmp_path, epochs=1, name=folder.name), quiet=True)
+    assert result.run_dir == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]

@@ -364,7 +364,7 @@ def test_prediction_grid_draws_classes_in_the_palette_with_a_legend(tmp_path: Pa
 
 
 def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
-    from segkit.inference.trained import palette_png, write_prediction
+    from segkit.inference.predict import PredictionWriter, palette_png
 
     task = Task(("a", "b", "c"), ((0, 0, 0), (10, 20, 30), (40, 50, 60)))
     classes = np.array([[0, 1], [2, 1]], np.uint8)
@@ -374,15 +374,8 @@ def test_palette_png_stores_class_indices(tmp_path: Path) -> None:
     assert im.getpalette()[:9] == [0, 0, 0, 10, 20, 30, 40, 50, 60]
     prob = np.zeros((3, 2, 2), np.float32)
     prob[1] = 1
-    paths = write_prediction(
-        tmp_path / "out",
-        Path("x.jpg"),
-        np.zeros((2, 2, 3), np.uint8),
-        prob,
-        0.5,
-        task,
-        probabilities=True,
-    )
+    writer = PredictionWriter(task, probabilities=True)
+    paths = writer.write(tmp_path / "out", Path("x.jpg"), np.zeros((2, 2, 3), np.uint8), prob)
     assert [p.name for p in paths] == ["x_mask.png", "x_overlay.png", "x_probs.npy"]
     assert np.load(paths[2]).shape == (3, 2, 2)
     assert (np.asarray(Image.open(paths[0])) == 1).all()
@@ -525,6 +518,7 @@ def test_collar_run_beats_the_majority_class_and_resumes_identically(tmp_path: P
         "dali",
         "--seed",
         "1",
+        "--keep-last",  # last.pt is read, and the short run extended
     ]
     run = _run(tmp_path, *args)
     summary = json.loads((run / "summary.json").read_text())

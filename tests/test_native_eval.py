@@ -185,19 +185,19 @@ def test_the_predictor_predicts_native_models_whole() -> None:
     from segkit.inference.predictor import Predictor
 
     model = Threshold()
-    p = Predictor.from_model(model, image_size=32, mean=RAW.mean, std=RAW.std, native=True)
+    p = Predictor.from_model(model, image_size=32, normalize=RAW, native=True)
     assert p.mode_for(1100, 1500) == "whole" and p.mode_for(5000, 5000) == "tile"
     image = np.zeros((45, 70, 3), np.uint8)
     image[:20, :, 0] = 255
     probs = p.predict(image)
     assert probs.shape == (45, 70)
     assert (probs[:20] > 0.5).all() and (probs[20:] < 0.5).all()
-    resizing = Predictor.from_model(model, image_size=32, mean=RAW.mean, std=RAW.std)
+    resizing = Predictor.from_model(model, image_size=32, normalize=RAW)
     assert resizing.mode_for(40, 60) == "resize"
 
 
 def test_prediction_accepts_native_eval_ops() -> None:
-    from segkit.inference.predictor import eval_normalization
+    from segkit.inference.trained import eval_normalization
 
     assert eval_normalization((R.Normalize(),), 64) == (R.IMAGENET_MEAN, R.IMAGENET_STD)
     ops = (R.PadIfNeeded(size=None, divisor=32), R.Normalize())

@@ -20,8 +20,9 @@ import segkit
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.errors import ConfigError
-from segkit.inference.predictor import Predictor, collect_images
-from segkit.inference.tiling import blend_weights, reflect_pad, sliding_window, starts
+from segkit.inference.predict import collect_images
+from segkit.inference.predictor import Predictor
+from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 
@@ -131,7 +132,7 @@ def test_tiling_a_pointwise_model_matches_the_whole_image() -> None:
     # whole as in tiles: any misplaced, misweighted or mis-cropped tile shows.
     whole = Predictor.from_model(model, image_size=32, mode="tile", tile=96)
     np.testing.assert_allclose(tiled.predict(image), whole.predict(image), atol=1e-6)
-    x = tiled._normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
+    x = tiled.trained.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float())
     expected = torch.sigmoid(model(x))[0, 0].detach().numpy()
     np.testing.assert_allclose(tiled.predict(image), expected, atol=1e-6)
 
@@ -159,7 +160,7 @@ def test_tiles_go_through_in_batches() -> None:
         return torch.ones(tiles.shape[0], 1, *tiles.shape[2:])
 
     out = sliding_window(
-        torch.zeros(3, 200, 200, dtype=torch.uint8), predict, channels=1, tile=32, batch=5
+        torch.zeros(3, 200, 200, dtype=torch.uint8), predict, Tiling(32, batch=5), channels=1
     )
     assert out.shape == (1, 200, 200) and max(calls) == 5 and sum(calls) > 50
 
@@ -201,7 +202,9 @@ def test_resize_mode_is_the_previous_prediction_batched_over_sizes(ckpt: Path) -
     predictor = Predictor(ckpt, device="cpu", mode="resize", batch_size=4)
     images = [random_image(40, 30, 1), random_image(64, 64, 2), random_image(17, 90, 3)]
     batched = predictor.predict_batch(images)
-    model, mean, std = predictor.model, predictor._mean, predictor._std
+    model, (mean, std) = predictor.model, predictor.trained.normalization
+    mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std).view(1, 3, 1, 1) * 255
     for image, got in zip(images, batched, strict=True):
         # What `segkit predict` computed before the predictor, one image at a time.
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
@@ -452,3 +455,107 @@ def test_evaluate_with_tiles_and_flips(shapes_root: Path, tmp_path: Path, capsys
     assert "loss" not in out and "(4 images" in out
     assert main([*base, "--tta", "flip_hv"]) == 0
     assert "mode resize, tta flip_hv" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def test_open_trained_is_the_model_ready_to_run(ckpt: Path) -> None:
+    trained = segkit.open_trained(ckpt, device="cpu")
+    assert not trained.model.training and trained.task == Task()
+    assert trained.config.model == "timm_unet" and trained.label == "timm_unet"
+    assert str(trained.device) == "cpu" and trained.runtime.precision.name == "fp32"
+    assert trained.image_size == 32 and trained.multiple == 32 and not trained.native
+    assert trained.normalization == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    x = torch.rand(2, 3, 32, 32) * 255
+    mean = torch.tensor(trained.normalization[0]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(trained.normalization[1]).view(1, 3, 1, 1) * 255
+    with torch.no_grad():
+        expected = trained.model((x - mean) / std)
+        got = trained.logits(trained.normalize(x))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)
+
+
+def test_options_are_checked_when_made(ckpt: Path) -> None:
+    from segkit.inference.options import EvaluateOptions, ExportOptions, PredictOptions
+
+    with pytest.raises(ConfigError, match=r"--threshold 1.5: expected a probability in \(0, 1\)"):
+        PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", threshold=1.5)
+    with pytest.raises(ConfigError, match=r"--probabilities 'tif': expected npy or png"):
+        PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", probabilities="tif")
+    with pytest.raises(ConfigError, match=r"--overlap 1.5: expected a fraction"):
+        EvaluateOptions(checkpoint=ckpt, mode="tile", overlap=1.5)
+    # Without the predictor the tiling options are not used, and not refused.
+    assert EvaluateOptions(checkpoint=ckpt, overlap=1.5).through_predictor is False
+    assert EvaluateOptions(checkpoint=ckpt, tta="flip").predictor(4).mode == "resize"
+    with pytest.raises(ConfigError, match=r"--format 'tflite': expected one of onnx, torchscript"):
+        ExportOptions(checkpoint=ckpt, out="m.onnx", format="tflite")
+    one = PredictOptions(checkpoint=ckpt, images="a.jpg", out="o", probabilities=True)
+    assert one.images == ["a.jpg"] and one.probabilities == "npy"
+
+
+def test_the_commands_flags_are_the_options_fields() -> None:
+    import dataclasses
+
+    from segkit.cli import build_parser
+    from segkit.cli.args import options_from_args
+    from segkit.inference.options import EvaluateOptions, PredictOptions
+
+    argv = ["predict", "best.pt", "a.jpg", "b/", "--out", "o", "--tta", "flip", "--tile", "64"]
+    argv += ["--probabilities", "--skip-bad", "-q", "--device", "cpu", "--num-workers", "2"]
+    options = options_from_args(PredictOptions, build_parser().parse_args(argv))
+    assert options == PredictOptions(
+        checkpoint="best.pt", images=["a.jpg", "b/"], out="o", tta="flip", tile=64,
+        probabilities="npy", skip_bad=True, quiet=True, device="cpu", num_workers=2,
+    )  # fmt: skip
+    args = build_parser().parse_args(
+        ["evaluate", "best.pt", "--dataset-opt", "target=trimap", "--batch-size", "2"]
+    )
+    options = options_from_args(EvaluateOptions, args)
+    assert options.overrides() == {
+        "dataset_options": {"target": "trimap"},
+        "batch_size": 2,
+        "device": "auto",
+        "precision": "auto",
+    }
+    # Every field of the dataclass is an argument of its command.
+    dests = {
+        a.dest for a in build_parser()._subparsers._group_actions[0].choices["predict"]._actions
+    }
+    assert {f.name for f in dataclasses.fields(PredictOptions)} <= dests
+
+
+def test_predict_from_python_writes_what_the_command_writes(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    image = photo(tmp_path / "in" / "a.jpg", (40, 30))
+    result = segkit.predict(
+        ckpt, image, tmp_path / "py", device="cpu", num_workers=0, overlays=True, quiet=True
+    )
+    assert (result.written, result.skipped, result.left_out) == (1, 0, 0)
+    assert result.summary().startswith("predicted 1 images in ")
+    assert capsys.readouterr().out == ""  # quiet: no line per image
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(image), "--out", str(tmp_path / "cli"), "--overlays"
+    )
+    assert code == 0 and stdout.splitlines()[-1].startswith("predicted 1 images in ")
+    for name in ("a_mask.png", "a_overlay.png"):
+        assert (tmp_path / "py" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    again = segkit.predict(ckpt, [image], tmp_path / "py", device="cpu", skip_existing=True)
+    assert (again.written, again.left_out) == (0, 1)
+
+
+@pytest.mark.slow  # scores a test split twice
+def test_evaluate_from_python_prints_what_the_command_prints(
+    shapes_root: Path, tmp_path: Path, capsys
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    settings = {"data": str(shapes_root), "num_workers": 0, "device": "cpu"}
+    result = segkit.evaluate(ckpt, **settings)
+    assert result.metrics["images"] == 4 and "loss" in result.metrics
+    argv = ["evaluate", str(ckpt), "--data", str(shapes_root), "--num-workers", "0"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines() == result.lines()
+    tiled = segkit.evaluate(ckpt, mode="tile", tta="flip", **settings)
+    assert "loss" not in tiled.metrics and tiled.how.startswith(", mode tile, tta flip")

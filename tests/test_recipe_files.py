@@ -344,7 +344,7 @@ def test_a_run_with_a_recipe_file_evaluates_and_resumes_after_the_file_is_gone(
     )
     out = tmp_path / "runs"
     argv = ["run", "--data", str(tiny_pets), "--out", str(out), "--name", "f", *TINY_RUN, "-q"]
-    assert main([*argv, "--augment", str(path), "--epochs", "1"]) == 0
+    assert main([*argv, "--augment", str(path), "--epochs", "1", "--keep-last"]) == 0
     run = out / "f"
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["recipe"] == str(path)

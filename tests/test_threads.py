@@ -1,5 +1,5 @@
 """--threads: torch's CPU threads, a number or auto (fewer on a machine busy with other
-work, with one line saying so)."""
+work, said in the run's first line and recorded in config.json)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def fresh(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(threads_mod, "_torch_default", None)
     monkeypatch.setattr(threads_mod, "_auto", None)
+    monkeypatch.setattr(threads_mod, "_reason", None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     yield monkeypatch
     torch.set_num_threads(before)
@@ -37,20 +38,20 @@ def test_auto_uses_the_cores_the_load_leaves_free(default, cores, load, expected
     assert threads_mod.auto_threads(default, cores, load) == expected
 
 
-def test_auto_on_a_busy_machine_says_so_once(fresh, capsys):
+def test_auto_on_a_busy_machine_says_why_in_the_note(fresh, capsys):
     fresh.setattr(threads_mod.os, "getloadavg", lambda: (7.5, 6.0, 5.0))
     fresh.setattr(threads_mod.os, "cpu_count", lambda: 8)
     torch.set_num_threads(4)  # torch's default in this process, as far as segkit knows
     assert threads_mod.apply_threads("auto") == 1
     assert torch.get_num_threads() == 1
-    assert capsys.readouterr().err == (
-        "segkit: load average 7.5 on 8 cores: torch uses 1 CPU thread instead of 4 "
-        "(--threads N to choose)\n"
+    assert threads_mod.note(1) == (
+        "1 CPU thread (load average 7.5 on 8 cores, torch's default 4; --threads N to choose)"
     )
-    # A number is set as given; auto again is the first decision, without a second line.
+    # A number is set as given (and noted as such); auto again is the first decision.
     assert threads_mod.apply_threads(3) == 3 and torch.get_num_threads() == 3
+    assert threads_mod.note(3) == "3 CPU threads"
     assert threads_mod.apply_threads("auto") == 1 and torch.get_num_threads() == 1
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == ""  # nothing printed: an error stays one line
 
 
 def test_auto_on_an_idle_machine_or_with_omp_num_threads_keeps_the_default(fresh, capsys):
@@ -65,6 +66,7 @@ def test_auto_on_an_idle_machine_or_with_omp_num_threads_keeps_the_default(fresh
     assert capsys.readouterr().err == ""
 
 
-def test_the_runtime_applies_the_setting(fresh):
-    build.resolve_runtime(RunConfig(device="cpu", threads=1))
+def test_the_runtime_applies_and_records_the_setting(fresh):
+    runtime = build.resolve_runtime(RunConfig(device="cpu", threads=1))
     assert torch.get_num_threads() == 1
+    assert runtime.threads == 1 and runtime.record()["threads"] == 1

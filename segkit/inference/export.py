@@ -26,16 +26,19 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from segkit.build import check_size_multiple
 from segkit.errors import ConfigError, ExportError
+from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
+from segkit.inference.trained import Trained, open_trained
 from segkit.system.files import atomic_open
 
-Format = Literal["onnx", "torchscript"]
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+Format = ExportFormat
+FORMATS = EXPORT_FORMATS
 INSTALL_HINT = "pip install 'segkit[export]' (or: pip install onnx onnxruntime)"
 
 
@@ -80,8 +83,11 @@ def require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def metadata(config: Any, task: Any, mean: Any, std: Any, threshold: float) -> dict[str, Any]:
+def metadata(trained: Trained, threshold: float) -> dict[str, Any]:
     """What a server needs to reproduce ``segkit predict`` with the exported model."""
+    config, task = trained.config, trained.task
+    assert config is not None  # opened from a checkpoint
+    mean, std = trained.normalization
     return {
         "producer": "segkit",
         "model": config.model,
@@ -98,110 +104,101 @@ def metadata(config: Any, task: Any, mean: Any, std: Any, threshold: float) -> d
     }
 
 
-def export(
-    checkpoint: str | Path,
-    out: str | Path,
-    *,
-    format: Format | str = "onnx",
-    dynamic: bool = False,
-    image_size: int | None = None,
-    threshold: float = 0.5,
-    opset: int = 17,
-    tolerance: float = 1e-4,
-    overwrite: bool = False,
-) -> Exported:
+def export(checkpoint: str | Path, out: str | Path, **options: Any) -> Exported:
     """Export a checkpoint's model and check it against PyTorch (see the module docstring).
 
     Args:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
         out: The file to write.
-        format: ``onnx`` or ``torchscript``.
-        dynamic: Batch size, height and width free (multiples of the model's
-            ``min_input_multiple``); else fixed at 1 x ``image_size``.
-        image_size: The traced (and, without ``dynamic``, the only) square size; default:
-            the training size.
-        threshold: A binary model's probability threshold, recorded in the metadata.
-        opset: ONNX opset.
-        tolerance: The largest absolute logit difference the check accepts.
-        overwrite: Replace ``out`` if it exists.
+        **options: The other fields of :class:`~segkit.inference.options.ExportOptions`:
+            ``format`` (``onnx`` or ``torchscript``), ``dynamic``, ``image_size``,
+            ``threshold``, ``opset``, ``tolerance``, ``overwrite``.
 
     Raises:
         ConfigError: a bad option, ``out`` exists, or onnx/onnxruntime are missing.
         CheckpointError: the checkpoint cannot be loaded or its model is not installed.
         ExportError: the export failed, or differs from PyTorch beyond ``tolerance``.
     """
-    from segkit.build import build_recipe, check_size_multiple, resolve_runtime
-    from segkit.inference.predictor import eval_normalization
-    from segkit.inference.trained import checkpoint_task, open_checkpoint, restore_model
+    return run_export(ExportOptions(checkpoint=checkpoint, out=out, **options))
 
-    if format not in FORMATS:
-        raise ConfigError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
-    if not 0 < threshold < 1:
-        raise ConfigError(f"--threshold {threshold}: expected a probability in (0, 1)")
-    out = Path(out)
-    if out.exists() and not overwrite:
+
+def run_export(options: ExportOptions) -> Exported:
+    """:func:`export` with its options made (what ``segkit export`` calls)."""
+    out = Path(options.out)
+    if out.exists() and not options.overwrite:
         raise ConfigError(f"--out {out} already exists; pass --overwrite to replace it")
-    if format == "onnx":
+    if options.format == "onnx":
         require_onnx()
-    path = Path(checkpoint)
-    config, ckpt = open_checkpoint(path, device="cpu", precision="fp32", channels_last=False)
-    model = restore_model(path, config, ckpt, resolve_runtime(config))
-    task = checkpoint_task(ckpt)
-    multiple = int(getattr(model, "min_input_multiple", 1))
-    size = image_size if image_size is not None else config.image_size
-    if size < 1:
-        raise ConfigError(f"--image-size {size}: expected a positive size in pixels")
-    check_size_multiple(config.model, size, multiple, "--image-size")
-    mean, std = eval_normalization(build_recipe(config).eval, config.image_size)
-    meta = metadata(config, task, mean, std, threshold)
-    meta["dynamic"] = dynamic
-    meta["min_input_multiple"] = multiple
-
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, size, size, generator=gen)
-    inputs = [example]
-    if dynamic:  # another batch size and a non-square size of the model's multiple
-        inputs.append(torch.randn(2, 3, size + multiple, size + 2 * multiple, generator=gen))
+    # Traced in fp32 on the CPU, in the NCHW layout every exporter takes.
+    trained = open_trained(options.checkpoint, device="cpu", precision="fp32", channels_last=False)
+    size = options.image_size if options.image_size is not None else trained.image_size
+    check_size_multiple(trained.label, size, trained.multiple, "--image-size")
+    meta = metadata(trained, options.threshold)
+    meta["dynamic"] = options.dynamic
+    meta["min_input_multiple"] = trained.multiple
+    inputs = _example_inputs(size, trained.multiple, options.dynamic)
     with torch.no_grad():
-        expected = [model(x).numpy() for x in inputs]
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+        expected = [trained.logits(x).numpy() for x in inputs]
     tmp = out.with_name(out.name + ".tmp")
-    sidecar = None
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if format == "onnx":
-            _export_onnx(model, example, tmp, dynamic, opset, meta)
-            got, checked_with = _run_onnx(tmp, inputs), "onnxruntime CPU"
-        else:
-            _export_torchscript(model, example, tmp, meta)
-            got, checked_with = _run_torchscript(tmp, inputs), "torch.jit"
-        diff = max(
-            float(np.abs(g - e).max()) if g.shape == e.shape else float("inf")
-            for g, e in zip(got, expected, strict=True)
-        )
-        if not diff <= tolerance:
+        got, checked_with = _export_and_run(trained.model, inputs, tmp, options, meta)
+        diff = _largest_difference(got, expected)
+        if not diff <= options.tolerance:
             shapes = ", ".join(f"{tuple(x.shape)}" for x in inputs)
             raise ExportError(
-                f"{out}: the {format} export differs from PyTorch by up to {diff:.3g} in the "
-                f"logits (inputs {shapes}; tolerance {tolerance:g}); nothing was written. "
-                "Try another --opset, or export without --dynamic"
+                f"{out}: the {options.format} export differs from PyTorch by up to {diff:.3g} "
+                f"in the logits (inputs {shapes}; tolerance {options.tolerance:g}); nothing "
+                "was written. Try another --opset, or export without --dynamic"
             )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    if format == "torchscript":
-        sidecar = out.with_name(out.name + ".json")
-        with atomic_open(sidecar) as f:  # whole or absent, as the model file
-            f.write(json.dumps(meta, indent=2) + "\n")
-    return Exported(
-        out,
-        sidecar,
-        tuple(example.shape),
-        tuple(expected[0].shape),
-        diff,
-        tolerance,
-        checked_with,
+    sidecar = _write_sidecar(out, meta) if options.format == "torchscript" else None
+    shape_in, shape_out = tuple(inputs[0].shape), tuple(expected[0].shape)
+    return Exported(out, sidecar, shape_in, shape_out, diff, options.tolerance, checked_with)
+
+
+def _example_inputs(size: int, multiple: int, dynamic: bool) -> list[torch.Tensor]:
+    """The random batches the export is traced with (the first) and checked on: 1 x
+    ``size``, and for a dynamic export another batch size and a non-square size of the
+    model's multiple."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(1, 3, size, size, generator=gen)]
+    if dynamic:
+        inputs.append(torch.randn(2, 3, size + multiple, size + 2 * multiple, generator=gen))
+    return inputs
+
+
+def _export_and_run(
+    model: torch.nn.Module,
+    inputs: list[torch.Tensor],
+    path: Path,
+    options: ExportOptions,
+    meta: dict[str, Any],
+) -> tuple[list[np.ndarray], str]:
+    """Write the export to ``path`` and run it on ``inputs``: its outputs, and what ran
+    them."""
+    if options.format == "onnx":
+        _export_onnx(model, inputs[0], path, options, meta)
+        return _run_onnx(path, inputs), "onnxruntime CPU"
+    _export_torchscript(model, inputs[0], path, meta)
+    return _run_torchscript(path, inputs), "torch.jit"
+
+
+def _largest_difference(got: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """The largest absolute difference over every output (inf for a wrong shape)."""
+    return max(
+        float(np.abs(g - e).max()) if g.shape == e.shape else float("inf")
+        for g, e in zip(got, expected, strict=True)
     )
+
+
+def _write_sidecar(out: Path, meta: dict[str, Any]) -> Path:
+    sidecar = out.with_name(out.name + ".json")
+    with atomic_open(sidecar) as f:  # whole or absent, as the model file
+        f.write(json.dumps(meta, indent=2) + "\n")
+    return sidecar
 
 
 @contextlib.contextmanager
@@ -220,8 +217,7 @@ def _export_onnx(
     model: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
-    dynamic: bool,
-    opset: int,
+    options: ExportOptions,
     meta: dict[str, Any],
 ) -> None:
     onnx, _ = require_onnx()
@@ -237,8 +233,8 @@ def _export_onnx(
                 dynamo=False,
                 input_names=["image"],
                 output_names=["logits"],
-                dynamic_axes={"image": axes, "logits": axes} if dynamic else None,
-                opset_version=opset,
+                dynamic_axes={"image": axes, "logits": axes} if options.dynamic else None,
+                opset_version=options.opset,
                 do_constant_folding=True,
             )
     except Exception as e:

@@ -41,12 +41,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import torch
 
+from segkit.config import BlendName
 from segkit.errors import ConfigError
+from segkit.inference.forward import model_logits, resized_forward
+from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.recipes import SIZING_OPS, Recipe
 
 #: A native image with more pixels than this is predicted in tiles, not whole (a 2048 x
@@ -115,6 +118,7 @@ def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
     return EvalPlan(eval_size, True, "resize", dataclasses.replace(recipe, eval=ops))
 
 
+@dataclass(frozen=True)
 class NativeForward:
     """Logits of one native-size eval batch, as :class:`EvalPlan` says the model sees it.
 
@@ -122,50 +126,41 @@ class NativeForward:
     model's device (``N`` is 1 for native loaders, but any works); returns float32
     ``(N, C, H, W)`` logits at the batch's own size.
 
-    Args:
+    Attributes:
         input: ``resize`` or ``whole`` (:data:`INPUTS`).
         image_size: The training size (``resize``'s target, ``whole``'s tile side).
         multiple: The model's ``min_input_multiple``.
         precision: The run's precision object (autocast around the model).
         channels_last: Whether the model is NHWC.
-        max_pixels: Above this, ``whole`` predicts in tiles.
-        overlap, blend, tile_batch: The tiling's (:func:`segkit.inference.tiling.sliding_window`).
         channels: The model's logit channels (the task's), for the tiling; None reads
             them from the model.
+        max_pixels: Above this, ``whole`` predicts in tiles of the training size.
+        overlap, blend, tile_batch: The tiling's
+            (:class:`segkit.inference.tiling.Tiling`).
+
+    Raises:
+        ConfigError: another ``input``.
     """
 
-    def __init__(
-        self,
-        input: str,
-        *,
-        image_size: int,
-        multiple: int = 1,
-        precision: Any = None,
-        channels_last: bool = False,
-        max_pixels: int = WHOLE_MAX_PIXELS,
-        overlap: float = 0.25,
-        blend: str = "gaussian",
-        tile_batch: int = 4,
-        channels: int | None = None,
-    ) -> None:
-        if input not in ("resize", "whole"):
-            raise ConfigError(f"native input {input!r}: expected resize or whole")
-        self.input = input
-        self.image_size = image_size
-        self.multiple = max(1, int(multiple))
-        self.precision = precision
-        self.channels_last = channels_last
-        self.max_pixels = max_pixels
-        self.overlap = overlap
-        self.blend = blend
-        self.tile_batch = tile_batch
-        self.channels = channels
+    input: str
+    _: KW_ONLY
+    image_size: int
+    multiple: int = 1
+    precision: Any = None
+    channels_last: bool = False
+    channels: int | None = None
+    max_pixels: int = WHOLE_MAX_PIXELS
+    overlap: float = 0.25
+    blend: BlendName = "gaussian"
+    tile_batch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.input not in ("resize", "whole"):
+            raise ConfigError(f"native input {self.input!r}: expected resize or whole")
+        object.__setattr__(self, "multiple", max(1, int(self.multiple)))
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        from segkit.inference.predictor import model_logits, resized_forward
-        from segkit.inference.tiling import padded_forward, sliding_window
-
         def run(x: torch.Tensor) -> torch.Tensor:
             return model_logits(model, x, self.precision, self.channels_last)
 
@@ -176,20 +171,12 @@ class NativeForward:
         if h * w <= self.max_pixels:
             return padded_forward(run, images, self.multiple)
         channels = self.channels or _channels(model, run, images)
-        out = []
-        for image in images:
-            logits = sliding_window(
-                image.cpu(),
-                run,
-                channels=channels,
-                tile=self.image_size,
-                overlap=self.overlap,
-                blend=self.blend,  # type: ignore[arg-type]
-                batch=self.tile_batch,
-                device=images.device,
-            )
-            out.append(logits.to(images.device))
-        return torch.stack(out)
+        tiling = Tiling(self.image_size, self.overlap, self.blend, self.tile_batch)
+        out = [
+            sliding_window(image.cpu(), run, tiling, channels=channels, device=images.device)
+            for image in images
+        ]
+        return torch.stack([logits.to(images.device) for logits in out])
 
 
 def _channels(model: torch.nn.Module, run: Callable[..., torch.Tensor], images: Any) -> int:

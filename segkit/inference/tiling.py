@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -136,16 +137,36 @@ def windows(height: int, width: int, tile: int, overlap: float) -> Iterator[tupl
             yield top, left
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """How :func:`sliding_window` cuts an image into tiles and blends them back.
+
+    Attributes:
+        tile: Side of the square tiles.
+        overlap: Fraction of a tile shared with the next one, in [0, 1).
+        blend: The weight map (:func:`blend_weights`): ``gaussian`` or ``linear``.
+        batch: Tiles per call of the prediction: what bounds memory.
+
+    Raises:
+        ConfigError: an overlap outside [0, 1).
+    """
+
+    tile: int
+    overlap: float = 0.25
+    blend: Blend = "gaussian"
+    batch: int = 8
+
+    def __post_init__(self) -> None:
+        check_overlap(self.overlap)
+
+
 @torch.no_grad()
 def sliding_window(
     image: torch.Tensor,
     predict: Callable[[torch.Tensor], torch.Tensor],
+    tiling: Tiling,
     *,
     channels: int,
-    tile: int,
-    overlap: float = 0.25,
-    blend: Blend = "gaussian",
-    batch: int = 8,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Blended probabilities of a whole image from tiles.
@@ -155,22 +176,19 @@ def sliding_window(
         predict: Maps a ``(B, 3, tile, tile)`` batch of raw tiles (float32, 0-255, on
             ``device``) to ``(B, channels, tile, tile)`` probabilities; normalization and
             test-time augmentation happen in it.
+        tiling: Tile side, overlap, blend and tiles per batch.
         channels: Probability channels ``predict`` returns.
-        tile: Side of the square tiles.
-        overlap: Fraction of a tile shared with the next one.
-        blend: The weight map (:func:`blend_weights`).
-        batch: Tiles per call of ``predict``: what bounds memory.
         device: Where ``predict`` runs.
 
     Returns:
         ``(channels, H, W)`` float32 probabilities, on the CPU.
     """
-    check_overlap(overlap)
+    tile = tiling.tile
     _, height, width = image.shape
     # A margin of half the overlap all round keeps the image's own border away from the
     # edges of the tiles, where the model has the least context; then enough to fill
     # one tile.
-    margin = int(tile * overlap / 2)
+    margin = int(tile * tiling.overlap / 2)
     extra_h = max(0, tile - (height + 2 * margin))
     extra_w = max(0, tile - (width + 2 * margin))
     padded = reflect_pad(image, margin, margin + extra_h, margin, margin + extra_w)
@@ -180,10 +198,10 @@ def sliding_window(
     where = torch.device("cpu") if big else device
     total = torch.zeros((channels, ph, pw), dtype=torch.float32, device=where)
     weight_sum = torch.zeros((ph, pw), dtype=torch.float32, device=where)
-    weight = blend_weights(tile, blend).to(device)
-    spots = list(windows(ph, pw, tile, overlap))
-    for i in range(0, len(spots), batch):
-        group = spots[i : i + batch]
+    weight = blend_weights(tile, tiling.blend).to(device)
+    spots = list(windows(ph, pw, tile, tiling.overlap))
+    for i in range(0, len(spots), tiling.batch):
+        group = spots[i : i + tiling.batch]
         tiles = torch.stack([padded[:, t : t + tile, s : s + tile] for t, s in group])
         probs = predict(tiles.to(device, non_blocking=True).float()).float() * weight
         probs = probs.to(where)

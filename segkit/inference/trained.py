@@ -1,21 +1,188 @@
-"""Rebuilding a trained model from its checkpoint (on the build path of
-:mod:`segkit.build`), and writing predicted masks, overlays and probabilities
-(:mod:`segkit.inference.predictor` computes them)."""
+"""One way from a checkpoint to a trained model ready to run: :func:`open_trained`.
+
+It opens the checkpoint (``weights_only``), lays the caller's settings over the run
+config it records, resolves the runtime on this machine (device, precision, layout,
+workers) on the build path of :mod:`segkit.build`, rebuilds the model with the
+checkpoint's classes and loads its weights, and builds the run's recipe, whose eval ops
+give the normalization. The predictor, ``segkit evaluate``, ``segkit compare`` and
+``segkit export`` all start from the :class:`Trained` it returns::
+
+    trained = open_trained("runs/unet/best.pt", device="cpu")
+    logits = trained.logits(trained.normalize(images))    # images: float 0-255, (N, 3, H, W)
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
-from segkit.build import Runtime, build_model
+from segkit.build import build_model, build_recipe, resolve_runtime
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
-from segkit.system.files import atomic_open
+from segkit.inference.forward import model_logits
+from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
+from segkit.training.runtime import Runtime
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model ready to run: what :func:`open_trained` rebuilds from a checkpoint,
+    or a model in memory (:meth:`from_model`).
+
+    Attributes:
+        model: The model in eval mode, on the runtime's device and layout.
+        task: What it predicts: binary, or the K classes it was trained on.
+        runtime: Where and how it runs: device, precision (autocast), channels_last, and
+            the workers that read images.
+        recipe: The run's recipe: its eval ops give :attr:`normalization` and say whether
+            the model was trained at native resolution (:attr:`native`).
+        image_size: The training size.
+        label: The model's name in messages (the model plugin's).
+        config: The checkpoint's run config, with the settings given over it (None for a
+            model in memory).
+        path: The checkpoint (None for a model in memory).
+    """
+
+    model: torch.nn.Module
+    task: Task
+    runtime: Runtime
+    recipe: Recipe
+    image_size: int
+    label: str = "model"
+    config: RunConfig | None = None
+    path: Path | None = None
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        *,
+        image_size: int,
+        runtime: Runtime,
+        task: Task | None = None,
+        normalize: Normalize | None = None,
+        native: bool = False,
+    ) -> Trained:
+        """A model in memory, moved to ``runtime``'s device in eval mode, trained at
+        ``image_size`` on images resized to it (``native``: at their own resolution) and
+        normalized by ``normalize`` (ImageNet's mean and std by default); binary unless
+        ``task`` says otherwise."""
+        norm = normalize if normalize is not None else Normalize()
+        ops = (norm,) if native else (Resize(size=image_size), norm)
+        return cls(
+            model.to(runtime.device).eval(),
+            task or Task(),
+            runtime,
+            Recipe("model", train=ops, eval=ops),
+            image_size,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def native(self) -> bool:
+        """Whether the model was trained at native resolution: its recipe's eval ops set
+        no size (``microscopy``, ``RandomCrop`` recipe files)."""
+        return self.recipe.native_eval
+
+    @property
+    def multiple(self) -> int:
+        """The model's ``min_input_multiple``: input sides must be multiples of it."""
+        return int(getattr(self.model, "min_input_multiple", 1))
+
+    @functools.cached_property
+    def normalization(self) -> Normalization:
+        """The mean and std of the recipe's evaluation (:func:`eval_normalization`).
+
+        Raises:
+            ConfigError: eval ops the predictor cannot reproduce.
+        """
+        return eval_normalization(self.recipe.eval, self.image_size)
+
+    @functools.cached_property
+    def _scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.normalization
+        shape = (1, len(mean), 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(shape).to(self.device) * 255
+        std_t = torch.tensor(std, dtype=torch.float32).view(shape).to(self.device) * 255
+        return mean_t, std_t
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """A float ``(N, 3, H, W)`` batch of 0-255 pixels on the model's device,
+        normalized as the recipe's evaluation does."""
+        mean, std = self._scale
+        return (images - mean) / std
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The float32 logits of a normalized batch: NHWC where the runtime says so, under
+        the precision's autocast (:func:`segkit.inference.forward.model_logits`)."""
+        return model_logits(self.model, images, self.runtime.precision, self.runtime.channels_last)
+
+
+def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
+    """A checkpoint's trained model, ready to run (see the module docstring).
+
+    Args:
+        checkpoint: A run's ``best.pt`` or ``last.pt``.
+        **overrides: :class:`~segkit.config.RunConfig` settings laid over the
+            checkpoint's (e.g. ``device``, ``precision``, ``data``, ``num_workers``).
+            ``device`` and ``precision`` are ``auto`` unless given: a checkpoint runs
+            wherever it is opened.
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable, its config unusable, its model
+            plugin not installed, or its weights do not fit the model.
+        ConfigError: an override has a bad value, or the device is not available here.
+    """
+    path = Path(checkpoint)
+    config, ckpt = open_checkpoint(path, **{"device": "auto", "precision": "auto", **overrides})
+    runtime = resolve_runtime(config)
+    model = restore_model(path, config, ckpt, runtime)
+    return Trained(
+        model,
+        checkpoint_task(ckpt),
+        runtime,
+        build_recipe(config),
+        config.image_size,
+        config.model,
+        config,
+        path,
+    )
+
+
+def eval_normalization(ops: Sequence[Any], image_size: int) -> Normalization:
+    """The mean and std of a recipe's evaluation ops, which must be a Resize to the
+    training size (a resizing recipe) or nothing that sets the size (a native one), a
+    PadIfNeeded or not (the predictor pads to the model's multiple itself), and a
+    Normalize: what the predictor reproduces on the device.
+
+    Raises:
+        ConfigError: any other evaluation op.
+    """
+    norm = None
+    for op in ops:
+        if isinstance(op, Normalize):
+            norm = op
+        elif not (isinstance(op, Resize) and op.size == image_size or isinstance(op, PadIfNeeded)):
+            raise ConfigError(
+                "prediction supports a Resize to the training size (or none: native "
+                f"resolution), PadIfNeeded and Normalize in a recipe's eval ops, not {op!r}; "
+                "evaluate such a run without --mode/--tta (segkit evaluate uses its loader)"
+            )
+    if norm is None:
+        raise ConfigError("prediction needs a Normalize in the recipe's eval ops")
+    return tuple(norm.mean), tuple(norm.std)
 
 
 def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, Any]]:
@@ -71,115 +238,3 @@ def restore_model(
             f"{path}: weights do not fit model '{config.model}' ({str(e).splitlines()[0][:200]})"
         ) from None
     return model.eval()
-
-
-ProbabilityFormat = Literal["npy", "png"]
-
-
-def prediction_paths(
-    out_dir: Path,
-    stem: str,
-    task: Task | None = None,
-    *,
-    overlay: bool = True,
-    probabilities: bool | str = False,
-) -> list[Path]:
-    """The files :func:`write_prediction` writes for an image named ``stem``, in order."""
-    paths = [out_dir / f"{stem}_mask.png"]
-    if overlay:
-        paths.append(out_dir / f"{stem}_overlay.png")
-    fmt = _probability_format(probabilities)
-    if fmt == "npy":
-        paths.append(out_dir / f"{stem}_probs.npy")
-    elif fmt == "png":
-        if task is not None and task.multiclass:
-            paths += [out_dir / f"{stem}_probs_{name}.png" for name in task.classes]
-        else:
-            paths.append(out_dir / f"{stem}_probs.png")
-    return paths
-
-
-def _probability_format(probabilities: bool | str) -> str | None:
-    if probabilities is True:
-        return "npy"
-    if not probabilities:
-        return None
-    if probabilities not in ("npy", "png"):
-        raise ConfigError(f"--probabilities {probabilities!r}: expected npy or png")
-    return str(probabilities)
-
-
-def write_prediction(
-    out_dir: Path,
-    image_path: Path,
-    image: np.ndarray,
-    prob: np.ndarray,
-    threshold: float,
-    task: Task | None = None,
-    *,
-    probabilities: bool | ProbabilityFormat = False,
-    overlay: bool = True,
-) -> list[Path]:
-    """Write ``<stem>_mask.png`` into ``out_dir``, ``<stem>_overlay.png`` with
-    ``overlay``, and the probabilities with ``probabilities``: ``"npy"`` (or True)
-    ``<stem>_probs.npy`` (``prob`` as float32), ``"png"`` 16-bit grayscale PNGs
-    (probability x 65535; one ``<stem>_probs_<class>.png`` per class for K classes).
-    Each file is written under a temporary name and renamed, so an interrupted run never
-    leaves half a file. Returns the paths (:func:`prediction_paths`).
-
-    Binary: the mask is 0/255 (``prob > threshold``), the overlay tints it green. K classes
-    (``task``): the mask is a palette PNG whose pixel values are the class indices
-    (``argmax``; any image viewer shows the task's colours), the overlay tints every class
-    but class 0 in its colour.
-    """
-    from PIL import Image
-
-    multiclass = task is not None and task.multiclass
-    paths = prediction_paths(
-        out_dir, image_path.stem, task, overlay=overlay, probabilities=probabilities
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tint = image.astype(np.float32)
-    if multiclass:
-        assert task is not None
-        classes = prob.argmax(0).astype(np.uint8)
-        _save_png(palette_png(classes, task), paths[0])
-        shown = classes != 0
-        tint[shown] = 0.5 * tint[shown] + 0.5 * task.colorize(classes)[shown]
-    else:
-        mask = prob > threshold
-        _save_png(Image.fromarray((mask * 255).astype(np.uint8)), paths[0])
-        tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([0, 220, 0], np.float32)
-    rest = iter(paths[1:])
-    if overlay:
-        _save_png(Image.fromarray(tint.astype(np.uint8)), next(rest))
-    fmt = _probability_format(probabilities)
-    if fmt == "npy":
-        with atomic_open(next(rest), "wb") as f:
-            np.save(f, prob.astype(np.float32))
-    elif fmt == "png":
-        channels = prob if multiclass else prob[None]
-        for channel, target in zip(channels, rest, strict=True):
-            scaled = np.round(np.clip(channel, 0, 1) * 65535).astype(np.uint16)
-            _save_png(Image.fromarray(scaled), target)
-    return paths
-
-
-def _save_png(im: Any, path: Path) -> None:
-    with atomic_open(path, "wb") as f:  # a hidden temporary name of its own, then renamed
-        im.save(f, format="PNG")
-
-
-def palette_png(classes: np.ndarray, task: Task) -> Any:
-    """An ``(H, W)`` class-index array as a palette ("P") PIL image: the stored values are
-    the class indices (what ``segkit.data.reading`` and the ``folder`` dataset read back), the
-    palette the task's colours (index 255, ignore, grey)."""
-    from PIL import Image
-
-    im = Image.fromarray(classes.astype(np.uint8))  # "L"; putpalette makes it "P"
-    flat = [0] * 768
-    for c, (r, g, b) in enumerate(task.palette):
-        flat[3 * c : 3 * c + 3] = [r, g, b]
-    flat[765:768] = [128, 128, 128]
-    im.putpalette(flat)
-    return im

@@ -28,12 +28,25 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from segkit.build import build_dataset, resolve_device
 from segkit.config import RunConfig
+from segkit.data.reading import read_sample
 from segkit.errors import ConfigError
+from segkit.inference.evaluate import as_logits
+from segkit.inference.forward import resize_to, resized_batch
+from segkit.inference.predictor import Predictor
+from segkit.inference.trained import Trained, open_trained
+from segkit.reports import figures as report
+from segkit.task import Task
 from segkit.training.run_folder import RunFolder
 
 #: Settings every row shows, in this order, before any other setting that differs.
@@ -527,24 +540,6 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     """Count each run's parameters and draw ``predictions.png``: the same
     :data:`PREDICTION_IMAGES` test images (chosen from the runs' mean per-image Dice by
     :func:`segkit.reports.figures.grid_rows`) for every run (one per group of seeds)."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
-
-    from segkit.build import build_dataset, build_recipe, resolve_device, resolve_runtime
-    from segkit.data.reading import read_sample
-    from segkit.inference.predictor import (
-        Predictor,
-        as_logits,
-        eval_normalization,
-        resize_to,
-        resized_batch,
-    )
-    from segkit.inference.trained import open_checkpoint, restore_model
-    from segkit.reports import figures as report
-    from segkit.task import Task
-
     first = c.runs[0]
     dataset = build_dataset(first.config)
     task = Task.of(dataset)
@@ -552,70 +547,77 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     picks = _pick_images(c.runs, [s.id for s in samples])
     size = first.config.image_size
     raw = [read_sample(samples[i], dataset.mask_spec) for i in picks]
-    pictures = np.stack(
-        [np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR)) for img, _ in raw]
-    )
+    images = [img for img, _ in raw]
     # Masks resized by nearest neighbour: 0/1 (binary) or class indices stay as they are.
     maps = [np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)) for _, m in raw]
     truths = np.stack(maps) if task.multiclass else np.stack(maps) > 0
+    target = torch.from_numpy(truths) if task.multiclass else torch.from_numpy(truths[:, None])
+    target = target if task.multiclass else target.float()
     dev = resolve_device(device)
     shown = {id(g.runs[0]) for g in c.groups}
     columns: list[tuple[Run, np.ndarray, list[float]]] = []
     for run in c.runs:
-        best = RunFolder(run.path).best
-        config, ckpt = open_checkpoint(best, device=str(dev), precision="fp32")
-        model = restore_model(best, config, ckpt, resolve_runtime(config))
-        run.results["parameters"] = sum(p.numel() for p in model.parameters())
+        # fp32: the picture is the same whatever the GPU.
+        trained = open_trained(RunFolder(run.path).best, device=str(dev), precision="fp32")
+        run.results["parameters"] = sum(p.numel() for p in trained.model.parameters())
         if id(run) not in shown or not picks:
             continue
-        # The evaluation recipe's Resize (OpenCV-style bilinear) and Normalize, as the
-        # predictor applies them.
-        recipe = build_recipe(config)
-        mean, std = eval_normalization(recipe.eval, config.image_size)
-        if recipe.native_eval:
-            # Trained at native resolution: each image predicted whole at its own size
-            # (the predictor's auto mode), the logits resized to the grid's size.
-            predictor = Predictor.from_model(
-                model,
-                image_size=config.image_size,
-                mean=mean,
-                std=std,
-                task=task,
-                device=str(dev),
-                native=True,
-            )
-            probs = predictor.predict_batch([img for img, _ in raw])
-            logits = torch.cat(
-                [
-                    resize_to(
-                        as_logits(
-                            torch.from_numpy(p)[None if task.multiclass else (None, None)],
-                            task.multiclass,
-                        ),
-                        (size, size),
-                    )
-                    for p in probs
-                ]
-            )
-        else:
-            m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-            sd = torch.tensor(std).view(1, 3, 1, 1) * 255
-            with torch.no_grad():
-                x = resized_batch([img for img, _ in raw], config.image_size)
-                logits = model(((x - m) / sd).to(dev)).float().cpu()
-        if logits.shape[-1] != size or logits.shape[-2] != size:
-            logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        target = torch.from_numpy(truths) if task.multiclass else torch.from_numpy(truths[:, None])
-        dice, _ = report.per_image_scores(
-            logits, target.float() if not task.multiclass else target, task
-        )
+        logits = _grid_logits(replace(trained, task=task), images, size)
+        dice, _ = report.per_image_scores(logits, target, task)
         columns.append((run, report.predicted(logits, task), dice.tolist()))
     if not picks:
         return
+    pictures = [
+        np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images
+    ]
+    rows = _prediction_rows(c, task, samples, picks, (pictures, truths), columns)
+    headings = ["image", "truth", *(_column_label(c, run) for run, _, _ in columns)]
+    report.draw_tiles(headings, rows, report.legend_of(task)).save(path)
+    c.files["predictions"] = path
+    c.predicted = len(picks)
+
+
+@torch.no_grad()
+def _grid_logits(trained: Trained, images: list[np.ndarray], size: int) -> torch.Tensor:
+    """The logits of ``images`` at ``size`` x ``size`` on the CPU, as ``segkit predict``
+    sees them: resized to the run's training size (the evaluation recipe's Resize,
+    OpenCV-style bilinear, and Normalize), or, for a model trained at native resolution,
+    each image predicted whole at its own size (the predictor's auto mode); then resized
+    to the grid's size."""
+    task = trained.task
+    if trained.native:
+        probs = Predictor.of(trained).predict_batch(images)
+        shape = (None,) if task.multiclass else (None, None)
+        logits = torch.cat(
+            [
+                resize_to(as_logits(torch.from_numpy(p)[shape], task.multiclass), (size, size))
+                for p in probs
+            ]
+        )
+    else:
+        x = resized_batch(images, trained.image_size, trained.device)
+        logits = trained.logits(trained.normalize(x)).cpu()
+    if logits.shape[-1] != size or logits.shape[-2] != size:
+        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+    return logits
+
+
+def _prediction_rows(
+    c: Comparison,
+    task: Task,
+    samples: Sequence[Any],
+    picks: list[int],
+    grid: tuple[Sequence[np.ndarray], np.ndarray],
+    columns: list[tuple[Run, np.ndarray, list[float]]],
+) -> list[Any]:
+    """One row of tiles per picked image: the image, its truth (``grid``: the pictures
+    and the masks at the grid's size), then each run's prediction with its Dice."""
+    pictures, truths = grid
+    size = truths.shape[-1]
     scale = report.tile_scale(size, size)
-    rows = []
     mean_dice = _mean_scores(c.runs, [s.id for s in samples])
     score = "mDice" if task.multiclass else "Dice"
+    rows = []
     for k, i in enumerate(picks):
         image = report.image_tile(pictures[k], scale)
         truth_tile = report.segment_tiles(image, truths[k], truths[k], scale, task)[0]
@@ -627,10 +629,7 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
             labels.append(f"{score} {dice[k]:.3f}")
         caption = f"{samples[i].id}  (mean test {score} over the runs {mean_dice[i]:.3f})"
         rows.append(report.TileRow(caption, tiles, labels))
-    headings = ["image", "truth", *(_column_label(c, run) for run, _, _ in columns)]
-    report.draw_tiles(headings, rows, report.legend_of(task)).save(path)
-    c.files["predictions"] = path
-    c.predicted = len(picks)
+    return rows
 
 
 def _column_label(c: Comparison, run: Run) -> str:
@@ -655,7 +654,5 @@ def _pick_images(runs: Sequence[Run], ids: Sequence[str]) -> list[int]:
     """Indices into the test split of the images to draw: the best, median and worst by
     the runs' mean Dice (:func:`segkit.reports.figures.grid_rows`); images no run scored count
     as 0."""
-    from segkit.reports import figures as report
-
     means = [m if math.isfinite(m) else 0.0 for m in _mean_scores(runs, ids)]
     return [i for i, _, _ in report.grid_rows(means, PREDICTION_IMAGES)]

@@ -8,9 +8,12 @@ sees the old file or the new one, never half of one. Checkpoints are also synced
 disk before the rename (``fsync=True``), so they survive a power cut as well.
 
 A process killed during a write leaves that one temporary file behind;
-:func:`remove_temporaries` clears them from a folder (``segkit run --resume`` does, holding
-the folder's lock, so no live writer's file is taken). :func:`check_writable` tells a
-command before any work that its output folder is read-only or full.
+:func:`remove_temporaries` clears them from a folder (``segkit run --resume`` does, even one
+that refuses, and so does the next run that takes a run folder that records nothing; each
+holding the folder's lock, so no live writer's file is taken). :func:`check_writable` tells
+a command before any work that its output folder is read-only or full, and
+:func:`check_file_size` that the file-size limit (``ulimit -f``) is below a file it will
+write; :func:`os_reason` and :func:`os_hint` put an OSError in words for the messages.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ _HINTS = {
     errno.ENOSPC: "free some space, or choose another folder",
     errno.EDQUOT: "free some space under your quota, or choose another folder",
     errno.EFBIG: "raise the limit (`ulimit -f unlimited` in the shell that starts segkit) or "
-    "ask the administrator to",
+    "ask the administrator to raise it",
 }
 
 
@@ -165,9 +168,7 @@ def remove_temporaries(folder: Path | str, of: set[str] | None = None) -> list[P
     return removed
 
 
-def check_writable(
-    folder: Path | str, what: str, *, create: bool = True, largest: int = 0
-) -> Path:
+def check_writable(folder: Path | str, what: str, *, create: bool = True, largest: int = 0) -> Path:
     """Prove that files can be written in ``folder`` before any work: write, sync and
     remove :data:`PROBE_BYTES` bytes there, and check that the file-size limit
     (``ulimit -f``) lets the largest file the command will write through.
@@ -177,6 +178,8 @@ def check_writable(
         what: The option or role that named it, for the message (e.g. ``--out``).
         create: Make ``folder`` (and its parents) first; otherwise, if it does not exist
             yet, probe the nearest folder above it that does (it will be made there).
+        largest: The size of the largest file the command will write, in bytes, for
+            :func:`check_file_size` (0: not known yet).
 
     Returns:
         ``folder`` as a Path.
@@ -207,6 +210,23 @@ def check_writable(
         ):
             reason, hint = "it is a file, not a folder", "choose another folder"
         raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {hint}") from None
+    check_file_size(folder, what, largest)
+    return folder
+
+
+def check_file_size(folder: Path | str, what: str, largest: int) -> None:
+    """Check that the file-size limit (``ulimit -f``) lets the largest file a command will
+    write in ``folder`` through (a run's checkpoints: their size is known once its parts
+    are built, after :func:`check_writable` has probed the folder).
+
+    Args:
+        folder: The output folder, for the message.
+        what: The option or role that named it (e.g. ``--out``).
+        largest: The size of the largest file, in bytes.
+
+    Raises:
+        ConfigError: one line naming the folder, the limit, the size and what to do.
+    """
     limit = file_size_limit()
     if limit is not None and largest > limit:
         raise ConfigError(
@@ -214,4 +234,3 @@ def check_writable(
             f"run writes files of about {_size(largest)} (checkpoints); "
             f"{_HINTS[errno.EFBIG]}"
         )
-    return folder

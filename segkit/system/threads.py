@@ -6,14 +6,16 @@ off its core, so every operator waits for the scheduler: the same epoch took 2.7
 times longer on 2 threads than on 1 on a 2-core machine with a load average of 15-19
 (docs/training.md, "CPU threads", has the numbers). ``auto`` therefore uses the cores the load
 average leaves free: torch's default while the machine is idle, fewer (at least one)
-while it is busy, with one line saying so.
+while it is busy. The run says so in its first line and records the count in
+``config.json`` (``resolved.threads``): CPU sums over other thread counts round
+differently, so a seeded run repeats its numbers exactly at the same count
+(``--threads N``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 
 import torch
 
@@ -22,6 +24,8 @@ _torch_default: int | None = None
 #: What ``auto`` chose, decided once per process: later runs of one process (a study, a
 #: test session) would otherwise count their own earlier epochs as other work.
 _auto: int | None = None
+#: Why ``auto`` chose fewer threads than torch's default (None: it did not).
+_reason: str | None = None
 
 
 def auto_threads(default: int, cores: int, load: float) -> int:
@@ -40,7 +44,7 @@ def apply_threads(setting: str | int) -> int:
     """Set torch's intra-op threads for ``setting`` (a number, or ``"auto"``: see
     :func:`auto_threads`) and return them. ``auto`` keeps torch's default where the
     machine's load average is unknown or ``OMP_NUM_THREADS`` is set (the user chose it);
-    the first time it chooses fewer threads it prints one line to stderr."""
+    :func:`note` says why when it chose fewer."""
     global _torch_default, _auto
     if _torch_default is None:
         _torch_default = torch.get_num_threads()
@@ -55,17 +59,23 @@ def apply_threads(setting: str | int) -> int:
     return threads
 
 
+def note(threads: int) -> str:
+    """``threads`` for a run's first line: ``1 CPU thread (load average 15.2 on 2 cores;
+    --threads N to choose)`` when ``auto`` chose fewer than torch's default, else just the
+    count."""
+    said = f"{threads} CPU thread{'s' * (threads != 1)}"
+    if _reason is not None and threads == _auto:
+        said += f" ({_reason}; --threads N to choose)"
+    return said
+
+
 def _decide(default: int) -> int:
+    global _reason
     if os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
         return default
     cores = os.cpu_count() or default
     load = os.getloadavg()[0]
     threads = auto_threads(default, cores, load)
     if threads < default:
-        print(
-            f"segkit: load average {load:.1f} on {cores} cores: torch uses {threads} CPU "
-            f"thread{'s' * (threads > 1)} instead of {default} (--threads N to choose)",
-            file=sys.stderr,
-            flush=True,
-        )
+        _reason = f"load average {load:.1f} on {cores} cores, torch's default {default}"
     return threads

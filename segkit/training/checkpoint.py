@@ -26,6 +26,7 @@ import pickle
 import random
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError
-from segkit.system.files import atomic_open
+from segkit.system.files import atomic_open, os_hint, os_reason
 from segkit.training import ema as ema_mod
 
 if TYPE_CHECKING:
@@ -147,8 +148,8 @@ def restore_training(
     """
     if state.get("kind") == "weights" or "optimizer" not in state:
         raise CheckpointError(
-            "the checkpoint holds model weights only (a best.pt); resume needs the training "
-            "state in the run folder's last.pt"
+            "the checkpoint holds model weights only (a best.pt), not the training state "
+            "resume needs. Put the run's own last.pt back, or start a new run"
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -182,6 +183,29 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written; the previous file at its name is intact.
+
+    Attributes:
+        path: The checkpoint.
+        reason: Why, in words: the operating system's (``No space left on device``,
+            ``File too large (the file-size limit, ulimit -f, is 4 MiB)``) where it gave one.
+        hint: What to do about it, a sentence without its final stop.
+    """
+
+    def __init__(self, path: Path, reason: str, hint: str, then: str | None = None) -> None:
+        self.path, self.reason, self.hint = Path(path), reason, hint
+        super().__init__(
+            f"{self.path}: could not write checkpoint ({reason}); the previous checkpoint, if "
+            f"any, is unchanged. {hint}" + (f", then {then}" if then else "")
+        )
+
+    def then(self, step: str) -> CheckpointWriteError:
+        """The same error, its message ending with the step that goes on after the fix
+        (the engine adds the resume or restart command)."""
+        return CheckpointWriteError(self.path, self.reason, self.hint, step)
+
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` via a temporary file in the same folder, synced to the
     disk, and a rename (:func:`segkit.system.files.atomic_open`).
@@ -190,7 +214,8 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     intact.
 
     Raises:
-        CheckpointError: the write failed; the message names the path.
+        CheckpointWriteError: the write failed; the message names the path, the
+            operating system's reason and what to do.
     """
     path = Path(path)
     try:
@@ -201,13 +226,91 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         raise _write_error(path, e) from e
 
 
-def _write_error(path: Path, e: Exception) -> CheckpointError:
-    lines = str(e).splitlines()
-    reason = (e.strerror if isinstance(e, OSError) else None) or (lines[0] if lines else repr(e))
-    return CheckpointError(
-        f"{path}: could not write checkpoint ({reason}); the previous "
-        "checkpoint, if any, is unchanged. Free disk space or choose another --out"
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or the one torch's zip writer was handling when it
+    raised its own ``[enforce fail at inline_container.cc:...] unexpected pos ...`` (the
+    file object's ``write`` failed: a full disk, EFBIG past ``ulimit -f``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _write_error(path: Path, e: BaseException) -> CheckpointWriteError:
+    os_error = _os_error(e)
+    if os_error is not None:
+        hint = os_hint(os_error)
+        return CheckpointWriteError(path, os_reason(os_error), hint[0].upper() + hint[1:])
+    return CheckpointWriteError(
+        path,
+        f"{type(e).__name__}: {_first_sentence(str(e))}",
+        "Check that the folder is on a working disk with room for the checkpoint",
     )
+
+
+def _first_sentence(text: str, limit: int = 300) -> str:
+    """The first sentence of a library's message (its first line, up to the first full
+    stop), never cut inside a word; ``repr`` of nothing for an empty one."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line.split(". ", 1)[0].rstrip(".")
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0] + " ..."
+    return line or "no message"
+
+
+#: What a checkpoint file adds to the bytes of its tensors, generously: per tensor, its
+#: zip record (a local header and a central directory entry with the record's name, and
+#: padding to 64 bytes) and its pickle entry; per file, the pickled config, metrics
+#: history and RNG states.
+_BYTES_PER_TENSOR = 512
+_BYTES_PER_FILE = 256 << 10
+
+
+def expected_size(parts: TrainingParts) -> int:
+    """About how many bytes a training checkpoint (``last.pt``, the largest file a run
+    writes) of ``parts`` takes, never less: the model's state (and the EMA's, with
+    ``--ema``) and the optimizer's, measured from the built parts, plus the file's own
+    overhead. Before the first step Adam has made no moments yet; they are counted as
+    they will be, two per parameter of its dtype (three with ``amsgrad``), besides its
+    step count (the optimizers :func:`segkit.build.build_optimizer` makes are Adam).
+
+    What ``--out``'s file-size check (:func:`segkit.system.files.check_file_size`)
+    compares with ``ulimit -f`` before the first epoch.
+    """
+    tensors = _tensors(parts.model.state_dict())
+    if parts.ema is not None:
+        tensors += _tensors(parts.ema.state_dict())
+    optimizer = parts.optimizer
+    if optimizer.state:  # a resumed run's, restored: measured
+        tensors += _tensors(optimizer.state_dict()["state"])
+        extra, count = 0, 0
+    else:
+        extra = count = 0
+        for group in optimizer.param_groups:
+            if "betas" in group:  # Adam, AdamW: exp_avg, exp_avg_sq (and max_exp_avg_sq)
+                moments = 3 if group.get("amsgrad") else 2
+            else:  # SGD: a momentum buffer, if any
+                moments = 1 if group.get("momentum") else 0
+            for p in group["params"]:
+                extra += moments * p.numel() * p.element_size() + 8  # + the step count
+                count += moments + 1
+    data = sum(t.numel() * t.element_size() for t in tensors) + extra
+    return data + (len(tensors) + count) * _BYTES_PER_TENSOR + _BYTES_PER_FILE
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
 
 
 class Snapshot:
@@ -321,10 +424,11 @@ class BackgroundWriter:
             except CheckpointError as e:  # reported by wait(), in the training thread
                 self._error = e
                 return
-            except BaseException as e:
-                self._error = CheckpointError(
-                    f"{path}: could not write checkpoint ({type(e).__name__}: {e}); the "
-                    "previous checkpoint, if any, is unchanged"
+            except BaseException as e:  # MemoryError, an object torch cannot save, ...
+                self._error = CheckpointWriteError(
+                    path,
+                    f"{type(e).__name__}: {_first_sentence(str(e))}",
+                    "Fix its cause (memory, or a part of the state that torch cannot save)",
                 )
                 self._error.__cause__ = e
                 return
@@ -380,12 +484,16 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     """Load a segkit checkpoint with ``weights_only=True``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a segkit checkpoint, or holds
-            pickled objects other than tensors and plain containers (refused unread).
+        CheckpointError: the file is missing, truncated, damaged, not a segkit checkpoint,
+            or holds pickled objects other than tensors and plain containers (refused
+            unread). The message ends with what to do.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(
+            f"{path}: checkpoint not found. Pass the path of a best.pt or last.pt in a run "
+            "folder made by segkit run"
+        )
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip archive (its legacy format, a bare pickle, starts with 0x80).
@@ -393,25 +501,58 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     # which misleads someone who passed a JPEG or a text file by mistake.
     if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
         raise CheckpointError(
-            f"{path}: not a checkpoint (a torch.save file is a zip archive; this one starts "
-            f"with {head!r}); pass a best.pt or last.pt from a segkit run folder"
+            f"{path}: not a checkpoint: a torch.save file is a zip archive, and this one "
+            f"starts with {head!r}. Pass a best.pt or last.pt from a segkit run folder"
+        )
+    again = (
+        "Copy it again from where it came from, or use another checkpoint of the run "
+        "(best.pt or last.pt)"
+    )
+    # A zip archive ends with its directory: a file cut short has none, and torch would
+    # say "failed finding central directory" or "[Errno 22] Invalid argument".
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: the file is truncated (its "
+            f"{path.stat().st_size:,} bytes end before the directory that torch.save writes "
+            f"last: a copy or download stopped, or the disk was full). {again}"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        reason = _unpickling_reason(str(e))
+        if "GLOBAL" in reason or "global" in reason:
+            raise CheckpointError(
+                f"{path}: refused: the file holds pickled objects that are not tensors or "
+                f"plain containers, and loading it could run code (torch: {reason}). Load "
+                "only checkpoints written by segkit (a run folder's best.pt or last.pt)"
+            ) from None
         raise CheckpointError(
-            f"{path}: refused: the file holds pickled objects that are not tensors or plain "
-            f"containers, and loading it could run code ({str(e).splitlines()[0][:200]}). "
-            "Only load checkpoints written by segkit"
+            f"{path}: not a readable checkpoint (torch: {reason}); the file is damaged or "
+            f"was not written by torch.save. {again}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]}); "
-            "the file is truncated or not written by torch.save"
+            f"{path}: not a readable checkpoint (torch: {_first_sentence(str(e))}); the "
+            f"file is damaged or was not written by torch.save. {again}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path}: not a segkit checkpoint (no '{FORMAT}' marker); pass a best.pt or "
+            f"{path}: not a segkit checkpoint (no '{FORMAT}' marker). Pass a best.pt or "
             "last.pt from a segkit run folder"
         )
     return ckpt
+
+
+def _unpickling_reason(text: str) -> str:
+    """The reason in torch's weights-only unpickling error, which opens with general
+    advice that is the same whatever went wrong (and suggests ``weights_only=False``,
+    which segkit never does): the part after ``WeightsUnpickler error:`` where there is
+    one, else the first line that is not advice."""
+    if "WeightsUnpickler error:" in text:
+        return _first_sentence(text.split("WeightsUnpickler error:", 1)[1])
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(advice):
+            return _first_sentence(line)
+    return _first_sentence(text)

@@ -42,8 +42,9 @@ from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardErro
 from segkit.metrics.definitions import scores_from_meter
 from segkit.reports import figures as report
 from segkit.reports import tb_log
-from segkit.system.files import atomic_path, check_writable
+from segkit.system.files import atomic_path, check_file_size, check_writable, is_temporary
 from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.system.threads import note as threads_note
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import distributed, progress
 from segkit.training import ema as ema_mod
@@ -89,55 +90,87 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     validation without an improvement stops it again).
 
     Raises:
+        ConfigError: another process trains in ``run_dir`` (or resumes it).
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
     """
     exit_if_reimporting_main()
     folder = RunFolder(run_dir)
-    _check_resumable(folder)
-    state = ckpt_io.load(folder.last, map_location="cpu")
-    config = RunConfig.from_dict(state["config"], source=str(folder.last))
-    if epochs is not None:
-        config.epochs = epochs
-        config.validate()
-        stopping = state.get("early_stopping")
-        if stopping and stopping.get("stopped"):
-            stopping["stopped"] = False  # trains on; the patience counter is kept
-    try:
-        return _run(config, state, folder, quiet)
-    except MainGuardError as e:
-        raise e.with_traceback(None) from None
-
-
-def _check_resumable(folder: RunFolder) -> None:
-    """Raise, saying what to do instead, unless ``folder`` has a ``last.pt`` to resume.
-
-    Raises:
-        CheckpointError: no such folder, or no ``last.pt`` (deleted by
-            ``--no-keep-last``, or the run stopped before its first checkpoint).
-    """
     if not folder.path.is_dir():
         raise CheckpointError(
-            f"{folder.path}: run folder not found; pass a folder made by `segkit run`"
+            f"{folder.path}: run folder not found. Pass a folder made by segkit run (in its "
+            "--out, runs/ by default)"
         )
-    if not folder.last.exists() and folder.summary_json.exists() and folder.config.exists():
-        asked = json.loads(folder.config.read_text())
-        if asked.get("keep_last") is False:
-            raise CheckpointError(
-                f"{folder.path}: the run finished and deleted its last.pt (--no-keep-last), so "
-                "it cannot be resumed or extended; start a new run (best.pt still evaluates "
-                "and predicts)"
-            )
-    if not folder.last.exists():  # killed before its first checkpoint, or not a run folder
-        again = (
-            f"segkit run --config {folder.config}"
-            if folder.config.exists()
-            else "the command that started it"
-        )
+    # The lock first: a folder in use is refused as in use, whatever its run has written
+    # (in its first epoch there is no last.pt yet, and "start it again" would start a
+    # duplicate beside it). Rank 0 alone holds it, as it alone writes there.
+    main = distributed.from_env().main
+    if main:
+        folder.lock()
+    try:
+        _check_resumable(folder, clear=main)
+        state = ckpt_io.load(folder.last, map_location="cpu")
+        config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        if epochs is not None:
+            config.epochs = epochs
+            config.validate()
+            stopping = state.get("early_stopping")
+            if stopping and stopping.get("stopped"):
+                stopping["stopped"] = False  # trains on; the patience counter is kept
+        return _run(config, state, folder, quiet)
+    except MainGuardError as e:
+        folder.release()
+        raise e.with_traceback(None) from None
+    except BaseException:
+        folder.release()  # the run is over (a finished one let go already)
+        raise
+
+
+def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
+    """Raise, saying what to do instead, unless ``folder`` has a ``last.pt`` to resume.
+    With ``clear`` (the caller holds the folder's lock), a folder without one loses the
+    temporary files of the writes a kill interrupted first (the next run may take the
+    folder: :meth:`RunFolder.create`).
+
+    Raises:
+        CheckpointError: no ``last.pt``: the finished run deleted it (no ``--keep-last``),
+            or the run stopped before its first checkpoint.
+    """
+    if folder.last.exists():
+        return
+    asked = _asked(folder)
+    if folder.summary_json.exists() and asked is not None:
+        gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
         raise CheckpointError(
-            f"{folder.last}: checkpoint not found: the run stopped before its first "
-            f"checkpoint (or this is not a run folder), so there is nothing to resume; "
-            f"start it again with {again}"
+            f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
+            "with --keep-last), so it cannot be resumed or extended; its best.pt still "
+            "evaluates and predicts. To train longer, start a new run (with --keep-last to "
+            "extend it later)"
         )
+    entries = [p.name for p in folder.path.iterdir()]
+    killed_writes = [n for n in entries if is_temporary(n)]
+    gone = ""
+    # A run folder's leftovers only: a folder that is no run's is left as it is.
+    if clear and killed_writes and (asked is not None or len(killed_writes) == len(entries)):
+        folder.remove_temporaries()
+        if asked is None:  # killed while writing config.json: nothing else in it
+            folder.release()
+            folder.path.rmdir()
+            gone = " (it held only the temporary file of a killed write, and is removed)"
+    again = folder.restart_command(asked) if asked is not None else "the command that started it"
+    raise CheckpointError(
+        f"{folder.last}: checkpoint not found: the run stopped before its first checkpoint "
+        f"(or this is not a run folder){gone}, so there is nothing to resume; start it "
+        f"again with {again}"
+    )
+
+
+def _asked(folder: RunFolder) -> dict[str, Any] | None:
+    """The settings ``config.json`` records, or None without a readable one."""
+    try:
+        asked = json.loads(folder.config.read_text())
+    except (OSError, ValueError):
+        return None
+    return asked if isinstance(asked, dict) else None
 
 
 def _run(
@@ -146,17 +179,18 @@ def _run(
     """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
     and logs each), test the best weights and report."""
     run = Run(config, quiet)
-    run.setup(state, folder)
-    with run.failures_explained():
-        for epoch in range(run.start, run.end + 1):
-            run.epoch = epoch
-            trained = run.train_epoch(epoch)
-            if run.dist.main:
-                run.end_epoch(trained)
-            distributed.barrier(run.dist)
-            if run.config.patience is not None and run.stops_early():
-                break
-        run.wait_for_writes()  # the last epoch's write: the test reads best.pt
+    with run.no_empty_folder_left():
+        run.setup(state, folder)
+        with run.failures_explained():
+            for epoch in range(run.start, run.end + 1):
+                run.epoch = epoch
+                trained = run.train_epoch(epoch)
+                if run.dist.main:
+                    run.end_epoch(trained)
+                distributed.barrier(run.dist)
+                if run.config.patience is not None and run.stops_early():
+                    break
+            run.wait_for_writes()  # the last epoch's write: the test reads best.pt
     return run.finish()
 
 
@@ -197,6 +231,7 @@ class Run:
         distributed.init(self.dist, self.runtime.device)
         self.config = config
         self.folder: RunFolder | None = None
+        self.made_folder = False  # rank 0 made self.folder (not a resumed run's)
         self.log: tb_log.TensorBoardLog | None = None  # --log tensorboard: rank 0 writes
         self.writer: ckpt_io.BackgroundWriter | None = None  # rank 0 alone writes checkpoints
         self.snapshot = ckpt_io.Snapshot()
@@ -219,7 +254,9 @@ class Run:
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
             self._restore(state)
-        if self.dist.main:
+        if self.dist.main:  # a file-size limit below a checkpoint: one line now, not after an epoch
+            out = folder.path if folder else Path(c.out).expanduser()
+            check_file_size(out, "--out", ckpt_io.expected_size(self.parts))
             self._open_folder(folder, state)
         self._prepare_epochs(state)
 
@@ -239,6 +276,7 @@ class Run:
         """Rank 0: the run folder (new, or the resumed one cut back to its checkpoint),
         the TensorBoard log, ``config.json`` and ``bad_samples.txt``."""
         t, config = self.parts, self.config
+        self.made_folder = folder is None or state is None
         self.folder = folder = _prepare_folder(config, folder, state, self.history, self.say)
         distributed.note_run_folder(self.dist, folder.path)
         if config.log == "tensorboard":
@@ -281,6 +319,8 @@ class Run:
         ranks = f" x {d.world} processes" if d.enabled else ""
         classes = f", {t.task.describe()}" if t.task.multiclass else ""
         where = self.folder.path if self.folder else "(rank 0 writes)"
+        if self.runtime.device.type == "cpu":
+            ranks += f", {threads_note(self.runtime.threads)}"
         return (
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
@@ -470,6 +510,33 @@ class Run:
 
     # ------------------------------------------------------------------------ the run's edges
 
+    @contextlib.contextmanager
+    def no_empty_folder_left(self) -> Iterator[None]:
+        """Around the setup and the epochs (rank 0): a run that fails before its first
+        epoch is recorded removes the folder it made (:meth:`RunFolder.discard`), so a
+        failed start leaves no trace and frees its name. Interrupted there (Ctrl-C,
+        SIGTERM), the folder stays for the restart its message gives, which takes it
+        again; so does a torchrun job's (the launcher's message names it). A checkpoint
+        that could not be written ends with what comes after the fix: the resume, or
+        the restart. Either way the folder's lock is let go (the writes are over): in
+        this process too, the next run or resume may take it."""
+        try:
+            yield
+        except BaseException as e:
+            folder = self.folder
+            if folder is None or not self.dist.main:
+                raise
+            interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
+            removed = False
+            if self.made_folder and not self.dist.enabled:
+                if not (interrupted and folder.config.exists()):
+                    removed = folder.discard()
+            folder.release()
+            if isinstance(e, ckpt_io.CheckpointWriteError):
+                step = "start the run again" if removed else _next_step(self)
+                raise e.then(step) from e.__cause__
+            raise
+
     def wait_for_writes(self) -> None:
         if self.writer is not None:
             self.writer.wait()
@@ -492,12 +559,15 @@ class Run:
                 f"{e} (or pass --skip-bad-samples to leave unreadable files out)"
             ) from None
         except KeyboardInterrupt:
-            folder = self.folder if d.main else None
-            raise _interrupted(self.epoch, folder, self.writer, d) from None
+            if not (d.main and self.folder):  # another rank: rank 0 says it
+                raise RunInterrupted("interrupted") from None
+            raise RunInterrupted(
+                f"interrupted during epoch {self.epoch}; {_resume_hint(self)}"
+            ) from None
         except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
             if not (d.enabled and distributed.is_collective_failure(e)):
                 raise
-            hint = f" {_resume_hint(self.folder, self.writer, d)}" if d.main and self.folder else ""
+            hint = f" {_resume_hint(self)}" if d.main and self.folder else ""
             raise distributed.lost_contact(d, self.epoch, e, hint) from None
 
     def finish(self) -> RunResult:
@@ -679,23 +749,11 @@ def _drain(writer: ckpt_io.BackgroundWriter | None) -> None:
         print(f"segkit: error: {e}", file=sys.stderr, flush=True)
 
 
-def _interrupted(
-    epoch: int,
-    folder: RunFolder | None,
-    writer: ckpt_io.BackgroundWriter | None,
-    d: distributed.Dist,
-) -> RunInterrupted:
-    """The Ctrl-C (or SIGTERM) message: what the checkpoint holds and how to resume."""
-    if folder is None:  # another rank: rank 0 says it
-        return RunInterrupted("interrupted")
-    return RunInterrupted(f"interrupted during epoch {epoch}; {_resume_hint(folder, writer, d)}")
-
-
-def _resume_hint(
-    folder: RunFolder, writer: ckpt_io.BackgroundWriter | None, d: distributed.Dist
-) -> str:
+def _resume_hint(run: Run) -> str:
     """What the last checkpoint holds and the command that continues the run (or, before
-    the first checkpoint, the one that starts it again)."""
+    the first checkpoint, the one that starts it again, in the same folder)."""
+    folder, writer, d = run.folder, run.writer, run.dist
+    assert folder is not None
     devices = f" --devices {d.world}" if d.enabled else ""
     saved = writer.saved_epoch if writer is not None else None
     if saved is not None and folder.last.exists():
@@ -704,9 +762,20 @@ def _resume_hint(
             f"segkit run --resume {folder.path}{devices}"
         )
     return (
-        f"no checkpoint had been written yet. Start it again with: segkit run --config "
-        f"{folder.config}{devices}"
+        f"no checkpoint had been written yet. Start it again with: "
+        f"{folder.restart_command(run.config)}{devices}"
     )
+
+
+def _next_step(run: Run) -> str:
+    """After a failed checkpoint write is fixed: resume from the last checkpoint, or start
+    the run again (in its folder) when there is none."""
+    folder, writer, d = run.folder, run.writer, run.dist
+    assert folder is not None
+    devices = f" --devices {d.world}" if d.enabled else ""
+    if writer is not None and writer.saved_epoch is not None and folder.last.exists():
+        return f"resume with: segkit run --resume {folder.path}{devices}"
+    return f"start the run again with: {folder.restart_command(run.config)}{devices}"
 
 
 def _printer(quiet: bool) -> Callable[[str], None]:

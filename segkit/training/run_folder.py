@@ -24,15 +24,26 @@ On an accelerator checkpoints are written in the background while the next epoch
 of ``last.pt``; with ``--save-every K`` up to K-1 epochs more. Resume cuts it back to the
 checkpoint.
 
-Nothing is ever overwritten by a new run: a taken name gets ``-2``, ``-3``...
+When a run finishes, ``last.pt`` is deleted unless ``--keep-last``: the reports and
+``best.pt`` are what a finished run is for, and ``last.pt`` (Adam's moments too) is three
+times ``best.pt``'s size. An interrupted run keeps it, for ``--resume``.
+
+Nothing a run recorded is ever overwritten by a new run: a taken name gets ``-2``,
+``-3``... A folder that records nothing (a run that stopped before its first epoch: only
+``config.json``, and maybe ``bad_samples.txt``, ``tensorboard/`` and the temporary file of
+a killed write) is no run's record: a run that fails that early removes its folder, and
+one killed or interrupted there leaves it for the next run of that name, which takes it
+(:meth:`RunFolder.create`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +52,7 @@ from typing import Any
 
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError
-from segkit.system.files import atomic_open, remove_temporaries
+from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.training import checkpoint as ckpt_io
 
 try:
@@ -85,6 +96,11 @@ class RunResult:
     task: Any = None
 
 
+#: What a run writes in its folder before its first epoch is recorded (besides temporary
+#: files): a folder holding nothing else records no run.
+_BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt")
+_TENSORBOARD = "tensorboard"  # segkit.reports.tb_log.FOLDER (imports tensorboard lazily)
+
 #: What summary.json repeats of config.json's resolved runtime.
 _SUMMARY_RUNTIME = ("device", "device_name", "precision", "channels_last", "torch", "cuda")
 
@@ -112,8 +128,10 @@ class RunFolder:
     def create(cls, config: RunConfig) -> RunFolder:
         """``<out>/<name>``, made new; a name already taken gets ``-2``, ``-3``... Each
         name is claimed by an atomic ``mkdir``, so runs started at the same moment with
-        the same ``--out`` and ``--name`` get one folder each. The folder comes locked
-        (:meth:`lock`).
+        the same ``--out`` and ``--name`` get one folder each. A taken folder that records
+        no run (:meth:`records_nothing`: its run stopped before its first epoch, killed or
+        interrupted) and that no live process holds is taken again, emptied. The folder
+        comes locked (:meth:`lock`).
 
         Raises:
             ConfigError: the name is not a plain folder name, or the folder cannot be made.
@@ -131,6 +149,9 @@ class RunFolder:
                     path.mkdir()
                     break
                 except FileExistsError:  # taken, maybe a moment ago by another run
+                    left = cls(path)
+                    if left._take_over():
+                        return left
                     path = base / f"{name}-{n}"
                     n += 1
         except OSError as e:
@@ -138,6 +159,84 @@ class RunFolder:
         folder = cls(path)
         folder.lock()
         return folder
+
+    def records_nothing(self) -> bool:
+        """Whether the folder holds only what a run writes before its first epoch is
+        recorded: ``config.json``, ``bad_samples.txt``, a ``tensorboard/`` of event files,
+        and temporary files of killed writes. No checkpoint, no ``metrics.csv``, nothing
+        else (a file of the user's makes it a record)."""
+        try:
+            entries = list(self.path.iterdir())
+        except OSError:
+            return False
+        for entry in entries:
+            if entry.is_file() and (entry.name in _BEFORE_FIRST_EPOCH or is_temporary(entry.name)):
+                continue
+            if entry.name == _TENSORBOARD and entry.is_dir():
+                events = list(entry.iterdir())
+                if all(e.is_file() and e.name.startswith("events.out.") for e in events):
+                    continue
+            return False
+        return True
+
+    def _take_over(self) -> bool:
+        """Take a taken folder that records nothing and is not in use: lock it and empty it.
+
+        Only a folder with a ``config.json`` is a candidate: a run writes it holding the
+        lock, so a folder without one may be a run's that was made an instant ago and is
+        not locked yet (taking its lock would make that run fail)."""
+        if not (self.config.is_file() and self.records_nothing()):
+            return False
+        if str(self.path.resolve()) in _LOCKS:  # a run of this process trains there
+            return False
+        try:
+            self.lock()
+        except ConfigError:  # a live process holds it
+            return False
+        if not self.records_nothing():  # changed while we looked
+            self.release()
+            return False
+        self._empty()
+        return True
+
+    def _empty(self) -> None:
+        """Remove what a run wrote before its first epoch (the folder holds the lock)."""
+        for entry in list(self.path.iterdir()):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+
+    def discard(self) -> bool:
+        """Remove the folder of a run that failed before its first epoch was recorded
+        (:meth:`records_nothing`), and let go of its lock. Returns whether it was removed
+        (a folder holding anything else is left as it is)."""
+        if not self.records_nothing():
+            return False
+        self._empty()
+        self.release()
+        try:
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
+
+    def restart_command(self, asked: dict[str, Any] | RunConfig) -> str:
+        """The command that starts this folder's run again, in this folder: ``segkit run
+        --config <folder>/config.json``, with ``--out`` and ``--name`` where the settings
+        ``asked`` (those config.json records) would not name it (a ``<model>-<time>``
+        default name, a name that was taken, an ``--out`` relative to another directory).
+        The next run takes the folder while it records nothing (:meth:`create`)."""
+        if isinstance(asked, RunConfig):
+            asked = {"out": asked.out, "name": asked.name}
+        command = f"segkit run --config {self.config}"
+        out = asked.get("out")
+        if out is None or Path(str(out)).expanduser().resolve() != self.path.parent.resolve():
+            command += f" --out {self.path.parent}"
+        if asked.get("name") != self.path.name:
+            command += f" --name {self.path.name}"
+        return command
 
     def lock(self) -> None:
         """Hold the folder for this process (an exclusive ``flock`` on it) until

@@ -28,6 +28,7 @@ class Runtime:
         num_workers: Loader workers.
         seed: The run's seed (every rank uses the same: identical initial weights).
         dist: This process's place in a torchrun job.
+        threads: torch's CPU threads (``--threads``; :mod:`segkit.system.threads`).
     """
 
     device: torch.device
@@ -36,6 +37,7 @@ class Runtime:
     num_workers: int = 0
     seed: int = 0
     dist: Dist = field(default_factory=Dist)
+    threads: int = 0
 
     def record(self) -> dict[str, Any]:
         """The resolved values, JSON-ready, as written to ``config.json``."""
@@ -48,6 +50,7 @@ class Runtime:
             "num_workers": self.num_workers,
             "seed": self.seed,
             "world_size": self.dist.world,
+            "threads": self.threads,
             "torch": torch.__version__,
             "cuda": torch.version.cuda if cuda else None,
         }

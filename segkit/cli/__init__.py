@@ -1,0 +1,86 @@
+"""The ``segkit`` command: a thin layer over the library, one module per group of commands.
+
+- :mod:`.train`: ``run`` (and ``--resume``, ``--devices``), ``lr-find``
+- :mod:`.infer`: ``evaluate``, ``predict``, ``export``
+  (:mod:`segkit.inference.evaluate`, :mod:`~segkit.inference.predict`,
+  :mod:`~segkit.inference.export`)
+- :mod:`.reports`: ``compare``, ``study``, ``preview``
+- :mod:`.plugins`: ``list``, ``info``
+- :mod:`.data`: ``data synth``, ``data fetch``, ``data check``
+
+The arguments are generated (:mod:`.args`): ``run``'s from
+:class:`~segkit.config.RunConfig`'s fields, ``predict``/``evaluate``/``export``'s from
+their options dataclasses (:mod:`segkit.inference.options`). Heavy modules (torch,
+plugins) are imported inside the commands so ``segkit --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from segkit.cli import data, infer, plugins, reports, train
+from segkit.cli.args import add_config_args, settings_from_args
+from segkit.cli.train import _without_devices
+from segkit.errors import DistributedError, RunInterrupted, SegkitError
+
+__all__ = ["add_config_args", "build_parser", "main", "settings_from_args", "_without_devices"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segkit",
+        description="Semantic segmentation, binary or K-class: train, evaluate and predict with pluggable "
+        "models, losses, augmentation recipes, loaders and datasets.",
+    )
+    parser.add_argument("--version", action="version", version="segkit 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.add_run(sub)
+    infer.add_evaluate(sub)
+    infer.add_predict(sub)
+    infer.add_export(sub)
+    plugins.add_list(sub)
+    data.add_data(sub)
+    plugins.add_info(sub)
+    train.add_lr_find(sub)
+    reports.add_compare(sub)
+    reports.add_study(sub)
+    reports.add_preview(sub)
+    return parser
+
+
+def _rank() -> str:
+    """``rank R of N: `` in a data-parallel process (whose errors interleave), else ``""``."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '?')} of {world}: " if world not in ("", "1") else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args) or 0)
+    except RunInterrupted as e:
+        print(f"segkit: {_rank()}{e}", file=sys.stderr)
+        return 130
+    except DistributedError as e:
+        from segkit.training.distributed import EXIT_LOST_CONTACT
+
+        print(f"segkit: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Leaving through the interpreter would run the process group's destructors,
+        # which abort the process on a broken gloo connection ("terminate called ...").
+        os._exit(EXIT_LOST_CONTACT)
+    except SegkitError as e:
+        print(f"segkit: error: {_rank()}{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("segkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `segkit list | head`: the reader left; say nothing more (and let the interpreter's
+        # final flush of stdout go nowhere instead of raising again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,72 @@
+"""``segkit evaluate``, ``segkit predict`` and ``segkit export``: their arguments are
+generated from their options dataclasses (:mod:`segkit.inference.options`), and each
+command makes its options and calls the library (:mod:`segkit.inference.evaluate`,
+:mod:`segkit.inference.predict`, :mod:`segkit.inference.export`), then prints."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from segkit.cli.args import add_options, options_from_args
+from segkit.inference.options import EvaluateOptions, ExportOptions, PredictOptions
+
+
+def add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
+    add_options(p, EvaluateOptions)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from segkit.inference.evaluate import run_evaluate
+
+    result = run_evaluate(options_from_args(EvaluateOptions, args))
+    for line in result.lines():
+        print(line)
+    return 0
+
+
+def add_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="write masks (and overlays, probabilities) for image files, folders or lists",
+    )
+    add_options(p, PredictOptions)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from segkit.inference.predict import run_predict
+
+    print(run_predict(options_from_args(PredictOptions, args)).summary())
+    return 0
+
+
+def add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch",
+    )
+    add_options(p, ExportOptions)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from segkit.inference.export import run_export
+
+    options = options_from_args(ExportOptions, args)
+    result = run_export(options)
+    size = result.path.stat().st_size / 1e6
+    shape = (
+        "(N, 3, H, W) -> (N, C, H, W), dynamic"
+        if options.dynamic
+        else (f"{result.input_shape} -> {result.output_shape}")
+    )
+    where = f"; metadata in {result.sidecar}" if result.sidecar else "; metadata in the model"
+    print(f"wrote {result.path} ({size:.1f} MB, {options.format}, {shape}{where})")
+    print(
+        f"parity {result.checked_with} vs torch: max abs diff {result.max_abs_diff:.2e} "
+        f"(tolerance {result.tolerance:g})"
+    )
+    return 0

@@ -1,0 +1,102 @@
+"""``segkit list`` (the installed plugins, and whether they load) and ``segkit info`` (a
+model's size and cost)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_list(sub: Any) -> None:
+    from segkit.registry import KIND_ALIASES, KINDS
+
+    p = sub.add_parser(
+        "list", help="show installed plugins, their distribution and whether they load"
+    )
+    p.add_argument("kind", nargs="?", choices=(*KINDS, *KIND_ALIASES))
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if any plugin fails to load or breaks its kind's contract, with tracebacks",
+    )
+    p.add_argument(
+        "--no-import", action="store_true", help="list names from metadata only, import nothing"
+    )
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from segkit.registry import KINDS, canonical_kind, default_registry
+
+    reg = default_registry()
+    kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
+    failures = []
+    rows = []
+    for kind in kinds:
+        for name, info in reg.plugins(kind).items():
+            error = None if args.no_import else _load_error(info)
+            if error is not None:
+                failures.append((info, error))
+            status = "-" if args.no_import else "ok" if error is None else "FAILED"
+            dist = f"{info.distribution} {info.version}".strip()
+            rows.append((kind, name, dist, status))
+    widths = [
+        max([len(r[i]) for r in rows] + [len(h)])
+        for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))
+    ]
+    header = ("KIND", "NAME", "DISTRIBUTION", "STATUS" if not args.no_import else "")
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    for info, e in failures:
+        print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
+        if args.check and e.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+    return 1 if failures and args.check else 0
+
+
+def _load_error(info: Any) -> Exception | None:
+    """The error loading a plugin raises, or None when it loads."""
+    from segkit.errors import PluginError
+
+    try:
+        info.load()
+    except PluginError as e:
+        return e
+    return None
+
+
+def add_info(sub: Any) -> None:
+    p = sub.add_parser(
+        "info",
+        help="a model's parameters, FLOPs and activation memory per image (CPU, random weights)",
+    )
+    p.add_argument("model", help="a model plugin (see `segkit list models`)")
+    p.add_argument("--encoder", default=None, help="a backbone, for models that take one")
+    p.add_argument(
+        "--model-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model option (repeatable)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=256, metavar="N", help="square input size (default: 256)"
+    )
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from segkit.config import parse_options
+    from segkit.reports.info import model_info
+
+    options = parse_options(args.model_opt, "--model-opt")
+    if args.encoder is not None:
+        options["encoder"] = args.encoder
+    info = model_info(args.model, image_size=args.image_size, **options)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else "\n".join(info.lines()))
+    return 0

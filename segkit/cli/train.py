@@ -1,0 +1,193 @@
+"""``segkit run`` (train, or resume, a run; ``--devices N`` launches torchrun) and
+``segkit lr-find``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segkit.cli.args import add_config_args, settings_from_args
+from segkit.errors import ConfigError
+
+
+def add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="train, evaluate on the test split, write a run folder")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="settings from a JSON or TOML file (a run folder's config.json works as is); "
+        "options given here override it",
+    )
+    add_config_args(p)
+    x = p.add_argument_group("launching")
+    x.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over N processes (GPUs, or CPU processes with gloo) via torchrun",
+    )
+    x.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last.pt (its settings come from the "
+        "checkpoint; --epochs extends it)",
+    )
+    x.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.devices is not None and args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        from segkit.training.distributed import launch
+
+        return launch(args.devices, _without_devices(args.argv))
+    with _sigterm_as_interrupt():
+        return _run_or_resume(args)
+
+
+def _run_or_resume(args: argparse.Namespace) -> int:
+    from segkit.config import RunConfig, flag, read_config_file
+    from segkit.training.engine import resume, train
+
+    if args.resume:
+        settings = settings_from_args(args)
+        other = sorted(set(settings) - {"epochs"})
+        if other or args.config:
+            given = ", ".join(["--config"] * bool(args.config) + [flag(k) for k in other])
+            raise ConfigError(
+                f"--resume continues a run with the settings in its checkpoint; {given} "
+                "cannot change them (only --epochs can, to extend the run). Start a new run "
+                f"with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
+            )
+        result = resume(args.resume, epochs=settings.get("epochs"), quiet=args.quiet)
+    else:
+        base = read_config_file(args.config) if args.config else None
+        settings = settings_from_args(args, base)
+        source = args.config or "command line"
+        result = train(RunConfig.from_dict(settings, source=source), quiet=args.quiet)
+    _print_summary(args, result)
+    return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cluster's preemption notice, or torchrun stopping the ranks when one
+    failed) stops a run the way Ctrl-C does: the checkpoint in flight is finished and one
+    line says how to resume. A second SIGTERM, or one arriving while the run is already
+    stopping, ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if sys.exc_info()[0] is None:  # not already on the way out with an error
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_summary(args: argparse.Namespace, result: Any) -> None:
+    """With --quiet, the engine printed nothing: print the summary line (rank 0 only)."""
+    from segkit.training.distributed import from_env
+
+    if args.quiet and from_env().main:
+        print((result.run_dir / "summary.txt").read_text().strip())
+
+
+def _without_devices(argv: list[str]) -> list[str]:
+    """``argv`` minus ``--devices N``: each torchrun process is one device."""
+    out: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--devices":
+            next(items, None)  # and its value
+        elif not item.startswith("--devices="):
+            out.append(item)
+    return out
+
+
+def add_lr_find(sub: Any) -> None:
+    import dataclasses as dc
+
+    from segkit.config import RunConfig
+
+    p = sub.add_parser(
+        "lr-find",
+        help="sweep the learning rate on a run's settings, plot loss vs lr, suggest one",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", default=None, help="settings from a JSON or TOML file"
+    )
+    add_config_args(
+        p, [f.name for f in dc.fields(RunConfig) if f.metadata.get("group") != "output"]
+    )
+    s = p.add_argument_group("sweep")
+    s.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default: 1e-7)")
+    s.add_argument("--end-lr", type=float, default=1.0, help="last lr (default: 1)")
+    s.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
+    s.add_argument(
+        "--out", default="lr_find.png", metavar="FILE.png", help="the plot (default: lr_find.png)"
+    )
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    p.set_defaults(func=_cmd_lr_find)
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from segkit.config import RunConfig, read_config_file
+    from segkit.training.lr_sweep import Sweep, lr_find, write_plot
+
+    base = read_config_file(args.config) if args.config else None
+    config = RunConfig.from_dict(
+        settings_from_args(args, base), source=args.config or "command line"
+    )
+    every = max(1, args.steps // 10)
+
+    def progress(step: int, lr: float, loss: float) -> None:
+        if not args.quiet and (step + 1) % every == 0:
+            print(f"  step {step + 1:>4}/{args.steps}  lr {lr:.2e}  loss {loss:.4f}", flush=True)
+
+    from segkit import build
+
+    # Built here, not inside lr_find, so the header names the loss `--loss auto` became.
+    runtime = build.resolve_runtime(config)
+    training = build.build_training(config, runtime)
+    config = training.config
+    if not args.quiet:
+        print(
+            f"segkit lr-find: {config.model} + {config.loss} via {config.loader}, batch "
+            f"{config.batch_size} at {config.image_size} px; lr {args.start_lr:g} -> "
+            f"{args.end_lr:g} over {args.steps} steps"
+        )
+    result = lr_find(
+        config,
+        Sweep(start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps),
+        progress=progress,
+        training=training,
+        runtime=runtime,
+    )
+    path = write_plot(
+        result, args.out, f"{config.model} + {config.loss}, batch {config.batch_size}"
+    )
+    stopped = (
+        "" if len(result.lrs) == args.steps else f" (loss diverged after {len(result.lrs)} steps)"
+    )
+    print(f"swept lr {result.lrs[0]:.2e} .. {result.lrs[-1]:.2e}{stopped}")
+    print(f"suggested lr {result.suggestion:.2e} (steepest descent of the smoothed loss)")
+    print(f"min loss lr / 10 {result.min_loss_lr:.2e}")
+    print(f"plot: {path}")
+    return 0

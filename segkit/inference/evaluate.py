@@ -1,0 +1,194 @@
+"""``segkit evaluate`` as a library function: a checkpoint's scores on a split.
+
+::
+
+    result = segkit.evaluate("runs/unet/best.pt", split="valid", data="~/data/other-pets")
+    print(result.metrics["dice"])
+    print("\\n".join(result.lines()))
+
+The options are :class:`~segkit.inference.options.EvaluateOptions`'s. Without ``mode``
+and ``tta`` the split is read by the run's own loader and scored as the run scored it
+(its recipe's evaluation, ``eval_size``); with either, every image goes through the
+predictor at its own size (:func:`evaluate_images`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
+from segkit.data.reading import read_sample
+from segkit.errors import ConfigError
+from segkit.inference.native import EvalPlan, forward_for
+from segkit.inference.options import EvaluateOptions
+from segkit.inference.predictor import Predictor, read_parallel
+from segkit.inference.trained import Trained, open_trained
+from segkit.task import Task
+from segkit.training.loops import EvalContext
+from segkit.training.loops import evaluate as loader_scores
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What :func:`evaluate` measured.
+
+    Attributes:
+        split: The split scored.
+        metrics: The task meter's result (:meth:`segkit.task.Task.meter`): ``dice`` and
+            ``iou`` (K classes: ``miou``, ``mdice``, ``pixel_acc``, per class and the
+            confusion matrix), ``images``, and ``loss`` when read by the run's loader.
+        task: Binary, or the model's K classes.
+        data: The dataset's folder.
+        where: Device and precision, as the result line shows them.
+        how: How the images were seen, as the result line ends (empty for the run's
+            own resized evaluation).
+    """
+
+    split: str
+    metrics: dict[str, Any]
+    task: Task
+    data: Any
+    where: str
+    how: str
+
+    def lines(self) -> list[str]:
+        """What ``segkit evaluate`` prints: the per-class table for K classes, then one
+        line of scores."""
+        m = self.metrics
+        loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
+        tail = f"({int(m['images'])} images, {self.data}; {self.where}{self.how})"
+        if not self.task.multiclass:
+            return [f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"]
+        from segkit.metrics.multiclass import confusion_table
+
+        return [
+            confusion_table(m, list(self.task.classes)),
+            f"{self.split} mIoU {m['miou']:.4f}  mDice {m['mdice']:.4f}  "
+            f"pixel acc {m['pixel_acc']:.4f}{loss}  {tail}",
+        ]
+
+
+def evaluate(checkpoint: str | Path, split: str = "test", **options: Any) -> Evaluated:
+    """Score a checkpoint on a split of its dataset, or of another one with the same
+    classes (``segkit evaluate``).
+
+    Args:
+        checkpoint: A run's ``best.pt`` or ``last.pt``.
+        split: ``train``, ``valid`` or ``test``.
+        **options: The other fields of :class:`~segkit.inference.options.EvaluateOptions`:
+            run settings over the checkpoint's (``data``, ``dataset``,
+            ``dataset_options``, ``loader``, ``batch_size``, ``num_workers``,
+            ``eval_size``), ``device`` and ``precision``, and the predictor's (``mode``,
+            ``tta``, ``tile``, ``overlap``, ``blend``).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be opened.
+        ConfigError: a bad option, or data whose classes are not the model's.
+        DataError: an image or mask cannot be read.
+    """
+    return run_evaluate(EvaluateOptions(checkpoint=checkpoint, split=split, **options))
+
+
+def run_evaluate(options: EvaluateOptions) -> Evaluated:
+    """:func:`evaluate` with its options made (what ``segkit evaluate`` calls)."""
+    trained = open_trained(options.checkpoint, **options.overrides())
+    config = trained.config
+    assert config is not None  # opened from a checkpoint
+    dataset = build_dataset(config)
+    _check_classes(trained, dataset)
+    plan = build_eval_plan(config, trained.recipe)
+    if options.through_predictor:
+        predictor = Predictor.of(trained, options.predictor(config.batch_size))
+        metrics = evaluate_images(predictor, dataset, options.split)
+        how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
+    else:
+        metrics = _loader_metrics(trained, dataset, plan, options.split)
+        how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
+    runtime = trained.runtime
+    where = f"{runtime.device}, {runtime.precision.name}"
+    return Evaluated(options.split, metrics, trained.task, dataset.root, where, how)
+
+
+def _check_classes(trained: Trained, dataset: Any) -> None:
+    """Raises:
+    ConfigError: the dataset's classes are not the ones the model predicts."""
+    data_task = Task.of(dataset)
+    if data_task.classes == trained.task.classes:
+        return
+    assert trained.config is not None
+    raise ConfigError(
+        f"{trained.path}: the model predicts {trained.task.describe()}, but dataset "
+        f"'{trained.config.resolved_dataset()}' {dataset.root} is {data_task.describe()}; "
+        "evaluate it on data with the same classes (--dataset-opt target=... where the "
+        "dataset offers one)"
+    )
+
+
+def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) -> dict[str, Any]:
+    """The split read by the run's loader and scored as the run scored it (the loss
+    included)."""
+    config, runtime, task = trained.config, trained.runtime, trained.task
+    assert config is not None
+    loader = build_eval_loader(config, runtime, dataset, plan, split)
+    forward = forward_for(
+        plan,
+        image_size=trained.image_size,
+        model=trained.model,
+        precision=runtime.precision,
+        channels_last=runtime.channels_last,
+        channels=task.num_classes,
+    )
+    loss = build_loss(config, dataset, runtime.num_workers or None)
+    context = EvalContext(runtime, task=task, forward=forward, loss_fn=loss)
+    return loader_scores(trained.model, loader, context)
+
+
+@torch.no_grad()
+def evaluate_images(predictor: Predictor, dataset: Any, split: str) -> dict[str, Any]:
+    """Score ``predictor`` on ``split`` with every image at its own size (mode, tiles and
+    flips as the predictor is set), the way ``segkit predict`` sees it. Returns the task
+    meter's result (:meth:`segkit.task.Task.meter`): Dice, IoU (mDice, mIoU and per class
+    for K classes) and ``images``; no loss.
+
+    Raises:
+        DataError: an image or mask cannot be read.
+    """
+    task = predictor.task
+    meter = task.meter(predictor.device)
+    samples = dataset.samples(split)
+    reads = read_parallel(
+        samples, lambda s: read_sample(s, dataset.mask_spec), predictor.num_workers
+    )
+
+    def images() -> Iterator[tuple[np.ndarray | None, np.ndarray | Exception]]:
+        for _, got in reads:
+            yield (None, got) if isinstance(got, Exception) else (got[1], got[0])
+
+    for mask, image, probs in predictor.predict_many(images()):
+        if isinstance(image, Exception):
+            raise image
+        assert probs is not None and mask is not None
+        p = torch.from_numpy(probs).to(predictor.device)
+        logits = as_logits(p[None] if task.multiclass else p[None, None], task.multiclass)
+        m = torch.from_numpy(mask).to(predictor.device)
+        target = task.target(m[None] if task.multiclass else m[None, None].float())
+        meter.update(logits, target)
+    scores = meter.compute()
+    scores.pop("loss", None)  # the meter's NaN: no loss was given
+    return scores
+
+
+def as_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:
+    """Probabilities back to logits a meter or loss takes: ``log(p / (1 - p))`` (binary:
+    positive exactly where ``p > 0.5``), ``log(p)`` for K classes (same argmax, and
+    ``log_softmax(log p) = log p``). Clamped away from 0 and 1 so they stay finite."""
+    if multiclass:
+        return probs.clamp_min(1e-12).log()
+    p = probs.clamp(1e-7, 1 - 1e-7)
+    return p.log() - (-p).log1p()
