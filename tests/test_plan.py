@@ -368,6 +368,23 @@ def test_the_plan_prints_on_one_screen_one_line_a_choice(tmp_path):
         assert sum(1 for line in lines if line.lstrip().startswith(choice.key + " ")) == 1
 
 
+def test_a_smaller_budget_trains_smaller_images_so_that_enough_epochs_fit():
+    from segkit.plan.planner import _fit_size
+
+    pets = _fingerprint(
+        size_median=[414, 364], short_side=364, structure_width=65.4,
+        images={"train": 300, "valid": 50, "test": 100},
+    )  # fmt: skip
+    ladder = rules.size_ladder(rules.top_size(pets, 32), 32)
+    timed = (ladder[-1], 0.01)  # 10 ms a training image at the smallest size
+    sizes = {}
+    for budget in (60.0, 600.0, 6000.0):
+        size, epochs = _fit_size(ladder, timed, pets, budget, crops=False)
+        assert size in ladder and (epochs >= rules.MIN_EPOCHS or size == ladder[-1])
+        sizes[budget] = size
+    assert sizes[60.0] < sizes[600.0] <= sizes[6000.0] == ladder[0]
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -397,10 +414,12 @@ def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_r
     assert config.image_size == 256 and config.image_size % 8 == 0
     assert config.eval_size == "native"
     assert "native crops" in out and "--mode whole" in out
-    # The plan re-runs as a configuration.
+    # The plan re-runs as a configuration: `segkit run --config plan.toml`.
     assert main(["run", "--config", str(plan_file), "--out", str(tmp_path / "runs"), "-q"]) == 0
-    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
-    assert summary["epochs_run"] == 1 if "epochs_run" in summary else True
+    run_dir = next((tmp_path / "runs").glob("*/summary.json")).parent
+    ran = json.loads((run_dir / "config.json").read_text())
+    assert (ran["model"], ran["recipe"], ran["image_size"]) == (tiny_model, "microscopy", 256)
+    assert ran["epochs"] == 1 and ran["eval_size"] == "native"
 
 
 @pytest.mark.slow
@@ -409,11 +428,42 @@ def test_pets_are_resized_within_a_budget(tiny_model, tiny_pets, tmp_path, capsy
 
     plan_file = tmp_path / "plan.yaml"
     argv = ["plan", str(tiny_pets), "--model", tiny_model, "--budget", "40s", "--device", "cpu"]
-    assert main([*argv, "--out", str(plan_file), "-q"]) == 0
-    out = capsys.readouterr().out
+    assert main([*argv, "--out", str(plan_file), "--json", "-q"]) == 0
+    plan = json.loads(capsys.readouterr().out)
     config = RunConfig.from_file(plan_file)
-    assert config.recipe == DEFAULTS["light_recipe"] and config.eval_size == "native"
-    assert "resized" in out and "--mode resize" in out
+    why = {c["key"]: c for c in plan["choices"]}
+    # Resized: the light recipe for a short run, the lab's for a long one (the tiny model
+    # may fit 50 epochs in 40 s); never the native-crop recipe.
+    assert config.recipe in (DEFAULTS["light_recipe"], DEFAULTS["recipe"])
+    assert "epochs" in why["recipe"]["reason"] and config.eval_size == "native"
+    assert "resized" in why["image_size"]["reason"] and why["predict"]["shown"] == "--mode resize"
     assert config.image_size % 8 == 0 and config.epochs >= 1
-    estimate = next(line for line in out.splitlines() if line.startswith("estimate"))
-    assert "budget" not in estimate or True
+    # The estimate (setup, epochs, validations, checkpoints, test and reports) fits.
+    assert plan["budget_s"] == 40 and 0 < plan["schedule"]["seconds"] <= 40
+    assert plan["settings"]["epochs"] == config.epochs
+
+
+@pytest.mark.slow
+def test_on_a_faked_gpu_the_plan_takes_the_largest_batch_that_fits(
+    tiny_model, tmp_path, tmp_path_factory, monkeypatch
+):
+    """The GPU path of make_plan, on the CPU: device memory faked (batches above 2 run out
+    of it), checkpoints costed as the engine writes them on an accelerator (a snapshot,
+    the write in a thread)."""
+    from segkit.plan.planner import make_plan
+    from segkit.training import engine
+    from segkit_datasets.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path_factory.mktemp("plan-pets48"), count=48, seed=5)
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: True)
+    gpu = FakeGpu(limit=2**40, per_image=1, oom_above=2)
+    out = tmp_path / "runs"
+    base = RunConfig.from_dict(
+        {"data": str(data), "model": tiny_model, "device": "cpu", "out": str(out)}
+    )
+    plan = make_plan(base, epochs=1, model_given=True, memory=gpu)
+    assert plan.settings["batch_size"] == 2 and gpu.tried[:2] == [2, 4]
+    why = next(c for c in plan.choices if c.key == "batch_size").reason
+    assert why.startswith("largest that fits") and "4: no fit" in why
+    assert "out of memory" in why
+    assert plan.timing.last_s < 1.0 and not list(out.glob(".segkit-plan-*"))

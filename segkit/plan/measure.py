@@ -375,16 +375,20 @@ def time_run(
 def _checkpoint_seconds(
     parts: Any, runtime: Runtime, out: Path, clock: Callable[[], float]
 ) -> tuple[float, float]:
-    """What writing ``last.pt`` and ``best.pt`` costs the training loop: on the CPU the
-    writes themselves (the engine writes there, in the loop); on an accelerator the
-    snapshot to host memory (a thread writes it while the next epoch trains, see
-    :mod:`segkit.training.engine`), taken twice so the second, with its buffers kept,
-    is the one timed."""
+    """What writing ``last.pt`` and ``best.pt`` costs the training loop, the way the
+    engine writes them (``engine._write_in_background``): on the CPU the writes
+    themselves (the engine writes there, in the loop); on an accelerator the snapshot to
+    host memory (a thread writes it while the next epoch trains), taken twice so the
+    second, with its buffers kept, is the one timed. The thread's write is not counted:
+    it overlaps the next epoch, and the loop waits for it only when a checkpoint comes
+    due before it ends (an epoch shorter than a write, which :func:`rules.fit_schedule`'s
+    spacing of ``last.pt`` makes rare)."""
     from segkit.training import checkpoint as ckpt_io
+    from segkit.training.engine import _write_in_background
 
     status = ckpt_io.RunStatus(1, (0.0, 1), [])
     state = ckpt_io.training_state(parts, runtime.precision, status)
-    if runtime.device.type != "cpu":
+    if _write_in_background(runtime):
         seconds = []
         for kind in (state, ckpt_io.weights_state(state)):
             snapshot = ckpt_io.Snapshot()

@@ -221,7 +221,10 @@ def make_plan(
     # -- 2. the size: resized or native crops, then the recipe
     train_images = fp.images.get("train", 0)
     cap = rules.batch_cap(train_images)
-    start = min(rules.GPU_BATCH if machine.gpu else rules.CPU_BATCH, cap)
+    # Device memory (a GPU's, or a faked one in the tests) bounds the batch: the largest
+    # that fits. Host memory rarely does; there a batch only has to be fast per image.
+    largest = memory.where != "host"
+    start = min(rules.GPU_BATCH if largest else rules.CPU_BATCH, cap)
     ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
     timed: tuple[int, float] | None = None  # (size, seconds per training image)
     rough = epochs
@@ -250,7 +253,7 @@ def make_plan(
     while True:
         tell(f"finding the batch size at {size} px ...")
         probe = StepProbe(candidate(image_size=size), runtime, task, loss_options)
-        search = fit_batch(probe, memory, start=start, cap=cap, grow_while_faster=not machine.gpu)
+        search = fit_batch(probe, memory, start=start, cap=cap, grow_while_faster=not largest)
         del probe
         machine_mod.release(runtime.device)
         tell(f"timing the run at {size} px, batch {search.batch} ...")
@@ -302,7 +305,7 @@ def make_plan(
         )
     choices.append(Choice("recipe", recipe, recipe_why))
     choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
-    choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, machine, cap)))
+    choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, largest)))
     choices.append(
         Choice(
             "schedule",
@@ -480,12 +483,12 @@ def _eval_reason(crops: bool, fp: Fingerprint) -> str:
     return "scored on the original masks: the model sees them resized, its logits resized back"
 
 
-def _batch_reason(search: BatchSearch, machine: Machine, cap: int) -> str:
+def _batch_reason(search: BatchSearch, largest: bool) -> str:
     tried = ", ".join(
         f"{t.batch}: {t.images_per_s:.0f} img/s" if t.fits else f"{t.batch}: no fit"
         for t in search.trials
     )
-    what = "largest that fits" if machine.gpu else "measured"
+    what = "largest that fits" if largest else "measured"
     return f"{what} ({tried}); {search.stopped}"
 
 
