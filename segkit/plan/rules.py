@@ -23,9 +23,11 @@ from segkit.plan.fingerprint import Fingerprint
 #: (2.3 px by :func:`segkit.plan.fingerprint.mask_width`) resized 1500x1100 -> 256 (0.5
 #: px wide) gave test Dice 0.004 at native resolution, random 256 crops at native scale
 #: 0.707, same model, epochs and seed. The 2 px line: a nearest-resized mask of a
-#: structure under two pixels breaks into dots (that run's masks); see also
-#: benchmarks/results/<date>-cpu-plan for the 128 px vessels, whose 2.9 px structures
-#: resized to 64 px (1.4 px) train better on native crops.
+#: structure under two pixels breaks into dots (that run's masks). Also
+#: benchmarks/results/2026-12-06-cpu-plan: the 128 px vessels (2.9 px structures, 1.4 px
+#: at 64 px) planned on native crops reached 0.70 against 0.45-0.46 for the hand-tuned
+#: resized runs at the same wall time (the model, epochs and recipe differ too: not an
+#: ablation of this rule alone).
 MIN_WIDTH_PX = 2.0
 
 #: The native crop's side: the crop run above used 256 px crops.
@@ -223,10 +225,13 @@ def loss_choice(fp: Fingerprint, defaults: dict[str, str]) -> tuple[str, dict[st
     return defaults["loss"], {}, f"{shown}: BCE + Dice (the lab's)"
 
 
-#: Whether rare binary foreground gets BCE's ``pos_weight`` (background / foreground):
-#: decided by a measurement on the vessels (benchmarks/results/<date>-cpu-plan/rules.md).
+#: Whether rare binary foreground gets BCE's ``pos_weight`` (background / foreground).
+#: Off until measured: benchmarks/plan_vs_hand.py's ``pos-weight`` ablation runs the
+#: vessels' plan with it at the same budget (not yet run: 2026-12-06-cpu-plan was run
+#: with --no-ablations for time). Off is segkit's behaviour without a plan.
 POS_WEIGHT_RULE: dict[str, Any] = {"use": False, "why": "awaiting a measurement"}
-#: Whether K classes with a rare class get median-frequency weights.
+#: Whether K classes with a rare class get median-frequency weights: off until the
+#: ``class-weights`` ablation (collar) is run, as above.
 CLASS_WEIGHT_RULE: dict[str, Any] = {"use": False, "why": "awaiting a measurement"}
 
 
