@@ -1,7 +1,8 @@
 """``segkit plan`` against the hand-tuned settings in benchmarks/results, at equal wall time.
 
     PYTHONPATH=.:plugins python benchmarks/plan_vs_hand.py --out benchmarks/results/DIR \\
-        [--sets pets,collar,vessels128,vessels] [--threads 1] [--hand-from OLD/results.json]
+        [--sets pets,collar,vessels128,vessels] [--threads 1] [--hand-from OLD/results.json] \\
+        [--images N] [--no-ablations] [--note "cpu, shared 2-core"]
 
 For each generated set (:data:`SETS`):
 
@@ -227,6 +228,9 @@ def main() -> int:
     )
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument(
+        "--note", default="", help="what the machine was, in words (kept in results.json)"
+    )
+    p.add_argument(
         "--images",
         type=int,
         default=None,
@@ -253,6 +257,7 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "torch": torch.__version__,
+        "note": args.note,
         "sets": {},
     }
     for name in args.sets.split(","):
