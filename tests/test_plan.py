@@ -385,6 +385,20 @@ def test_a_smaller_budget_trains_smaller_images_so_that_enough_epochs_fit():
     assert sizes[60.0] < sizes[600.0] <= sizes[6000.0] == ladder[0]
 
 
+def test_the_command_refuses_model_options_without_a_model_and_a_bad_budget(
+    tmp_path, capsys, monkeypatch
+):
+    from segkit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # where the default --out, plan.toml, would go
+
+    assert main(["plan", str(tmp_path), "--encoder", "resnet50"]) == 2
+    assert "--encoder and --model-opt need --model" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path), "--budget", "soon"]) == 2
+    assert "--budget 'soon': expected a duration such as 20m" in capsys.readouterr().err
+    assert not (tmp_path / "plan.toml").exists()
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
