@@ -130,6 +130,7 @@ HAND: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
 ABLATIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "pets": [("batch-8", "the CPU batch rule against the results' batch 8", {"batch_size": 8})],
     "collar": [
+        ("batch-8", "the CPU batch rule against the results' batch 8", {"batch_size": 8}),
         (
             "class-weights",
             "median-frequency class weights for the rare collar class",

@@ -298,7 +298,10 @@ def make_plan(
         grid_images=grid,
     )
     if crops:
-        choices.append(Choice("image_size", f"{size} crop", size_why))
+        crop_why = size_why
+        if size < ladder[0]:
+            crop_why += f"; the largest crop of {ladder[0]}..{ladder[-1]} where {rules.MIN_EPOCHS} epochs fit"
+        choices.append(Choice("image_size", f"{size} crop", crop_why))
     else:
         choices.append(
             Choice("image_size", str(size), _size_reason(size, ladder, fp, budget, size_why))
