@@ -135,7 +135,7 @@ ABLATIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             "class-weights",
             "median-frequency class weights for the rare collar class",
             {"loss_options": {"weight": "auto"}},
-        )
+        ),
     ],
     "vessels128": [
         (

@@ -10,9 +10,10 @@ through :mod:`segkit.build` as it goes:
    seconds per image, and the largest size of the ladder (:func:`rules.size_ladder`) at
    which :data:`rules.MIN_EPOCHS` epochs fit is kept; then resized images or native crops
    (:func:`rules.native_crops`), and the recipe;
-3. the batch size: the largest that fits in device memory on a GPU, measured by growing
-   it until a step does not fit; on the CPU the same search stops when a larger batch is
-   no faster per image (:func:`segkit.plan.measure.fit_batch`);
+3. the batch size: where device memory is measured (a GPU's; the memory probe's
+   ``where`` is not ``"host"``) the largest that fits, found by growing it until a step
+   does not fit; on the CPU the same search stops when a larger batch is no faster per
+   image (:func:`segkit.plan.measure.fit_batch`);
 4. the real run's costs (:func:`segkit.plan.measure.time_run`: setup, an epoch, a
    validation, the test and reports, the checkpoints), and from them the epochs that
    fit the budget, how often to validate and to write ``last.pt``
