@@ -79,6 +79,11 @@ DEFAULTS: dict[str, str] = {
     "loader": "albumentations",
     "dataset": "oxford_pet",
     "generated_dataset": "synthetic",
+    # segkit plan's choices (segkit/plan/rules.py and docs/plan.md say why each):
+    "plan_model": "timm_unet",
+    "plan_encoder": "resnet18",
+    "native_recipe": "microscopy",
+    "light_recipe": "type1",
 }
 
 #: Old configuration keys, still read: old name -> field.

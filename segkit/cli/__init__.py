@@ -7,6 +7,7 @@
 - :mod:`.reports`: ``compare``, ``study``, ``preview``
 - :mod:`.plugins`: ``list``, ``info``
 - :mod:`.data`: ``data synth``, ``data fetch``, ``data check``
+- :mod:`segkit.plan.cli`: ``plan`` (a run planned from the data and this machine)
 
 The arguments are generated (:mod:`.args`): ``run``'s from
 :class:`~segkit.config.RunConfig`'s fields, ``predict``/``evaluate``/``export``'s from
@@ -25,6 +26,7 @@ from segkit.cli import data, infer, plugins, reports, train
 from segkit.cli.args import add_config_args, settings_from_args
 from segkit.cli.train import _without_devices
 from segkit.errors import DistributedError, RunInterrupted, SegkitError
+from segkit.plan.cli import add_plan_command
 
 __all__ = ["add_config_args", "build_parser", "main", "settings_from_args", "_without_devices"]
 
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     reports.add_compare(sub)
     reports.add_study(sub)
     reports.add_preview(sub)
+    add_plan_command(sub)
     return parser
 
 

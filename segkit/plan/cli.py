@@ -1,0 +1,145 @@
+"""``segkit plan``: the subcommand's options and what it does. :mod:`segkit.cli` registers
+it with one call (:func:`add_plan_command`); nothing heavy is imported until it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_plan_command(sub: Any) -> None:
+    """Add ``segkit plan`` to the ``segkit`` command's subparsers ``sub``."""
+    p = sub.add_parser(
+        "plan",
+        help="plan a run from the data and this machine (image size or native crops, batch "
+        "size, recipe, loss, schedule, epochs for a --budget), each choice with its reason; "
+        "writes a config file for segkit run --config",
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        metavar="DIR",
+        default=None,
+        help="dataset folder (default: the generated synthetic set `segkit run` uses)",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset plugin (default: the layout the folder is recognised as)",
+    )
+    d.add_argument(
+        "--dataset-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the dataset (repeatable)",
+    )
+    m = p.add_argument_group("fixed settings (the plan keeps them)")
+    m.add_argument(
+        "--model",
+        default=None,
+        help="plan for this model plugin (default: the planner's, see docs/plan.md)",
+    )
+    m.add_argument("--encoder", default=None, help="a backbone, for models that take one")
+    m.add_argument(
+        "--model-opt", action="append", metavar="KEY=VALUE", help="a model option (repeatable)"
+    )
+    m.add_argument("--loader", default=None, help="loader plugin (default: albumentations)")
+    m.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    m.add_argument(
+        "--threads", default=None, metavar="N", help="torch's CPU threads: N or auto (default)"
+    )
+    b = p.add_argument_group("time")
+    how_long = b.add_mutually_exclusive_group()
+    how_long.add_argument(
+        "--budget",
+        default=None,
+        metavar="DURATION",
+        help="the run's wall time, e.g. 20m, 90s, 1h30m: the epochs (and, where they would "
+        "be too few, the image size) are chosen to finish in it, setup, validation, "
+        "checkpoints, test and reports counted (default: 20m)",
+    )
+    how_long.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="train N epochs instead of a budget"
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--out",
+        default="plan.toml",
+        metavar="FILE",
+        help="the plan: a configuration file, .toml or .yaml (reasons as comments) or .json "
+        "(default: plan.toml)",
+    )
+    o.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    o.add_argument(
+        "--json", action="store_true", help="print the plan and its measurements as JSON"
+    )
+    o.add_argument(
+        "--run",
+        action="store_true",
+        help="then train it: segkit run --config FILE (the one way to run a plan; edit the "
+        "file first to change a choice)",
+    )
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_plan)
+
+
+def _base(args: argparse.Namespace) -> Any:
+    """The run settings given on the command line, as a :class:`RunConfig`."""
+    from segkit.config import RunConfig, parse_options
+
+    given: dict[str, Any] = {
+        "data": args.data,
+        "dataset": args.dataset,
+        "dataset_options": parse_options(args.dataset_opt, "--dataset-opt"),
+    }
+    if args.model is not None:
+        given["model"] = args.model
+    options = parse_options(args.model_opt, "--model-opt")
+    if args.encoder is not None:
+        options["encoder"] = args.encoder
+    if options:
+        given["model_options"] = options
+    for key in ("loader", "device", "threads"):
+        if getattr(args, key) is not None:
+            given[key] = getattr(args, key)
+    return RunConfig.from_dict(given, source="command line")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from segkit.plan.files import write_plan
+    from segkit.plan.planner import make_plan
+    from segkit.plan.rules import parse_budget
+
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    base = _base(args)
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(f"segkit plan: {line}", file=sys.stderr, flush=True)
+
+    given = args.model is not None or bool(args.model_opt) or args.encoder is not None
+    if given and args.model is None:
+        from segkit.errors import ConfigError
+
+        raise ConfigError(
+            "--encoder and --model-opt need --model: the planner's own model comes with its "
+            "own options"
+        )
+    plan = make_plan(base, budget=budget, epochs=args.epochs, model_given=given, say=say)
+    path = write_plan(plan, args.out, force=args.force)
+    if args.json:
+        print(json.dumps({**plan.to_dict(), "file": str(path)}, indent=2))
+    else:
+        print("\n".join(plan.lines()))
+        print(f"wrote {path}: segkit run --config {path}")
+    if not args.run:
+        return 0
+    from segkit.config import RunConfig
+    from segkit.training.engine import train
+
+    train(RunConfig.from_file(path), quiet=args.quiet)
+    return 0

@@ -1,0 +1,516 @@
+"""``segkit plan``: from the data's fingerprint and measurements on this machine to a run
+configuration, each setting with its reason.
+
+:func:`make_plan` reads the data once (``segkit data check``'s report, the structures'
+width), resolves the device as a run would, and then decides in this order, measuring
+through :mod:`segkit.build` as it goes:
+
+1. the model (the one asked for, else the planner's default) and the loss;
+2. the training size: with a budget, a few synthetic steps at the smallest size give the
+   seconds per image, and the largest size of the ladder (:func:`rules.size_ladder`) at
+   which :data:`rules.MIN_EPOCHS` epochs fit is kept; then resized images or native crops
+   (:func:`rules.native_crops`), and the recipe;
+3. the batch size: where device memory is measured (a GPU's; the memory probe's
+   ``where`` is not ``"host"``) the largest that fits, found by growing it until a step
+   does not fit; on the CPU the same search stops when a larger batch is no faster per
+   image (:func:`segkit.plan.measure.fit_batch`);
+4. the real run's costs (:func:`segkit.plan.measure.time_run`: setup, an epoch, a
+   validation, the test and reports, the checkpoints), and from them the epochs that
+   fit the budget, how often to validate and to write ``last.pt``
+   (:func:`rules.fit_schedule`). Where fewer than :data:`rules.MIN_EPOCHS` fit, the size
+   steps down and 3-4 are measured again.
+
+Nothing here names a model: a third party's model is measured through the same build
+path, its ``min_input_multiple`` read from what its factory declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from segkit.errors import ConfigError, DataError
+from segkit.plan import rules
+from segkit.plan.fingerprint import Fingerprint
+from segkit.plan.rules import Choice, Costs, Schedule, duration
+
+if TYPE_CHECKING:
+    from segkit.config import RunConfig
+    from segkit.data.check import Report
+    from segkit.plan.machine import Machine, MemoryProbe
+    from segkit.plan.measure import BatchSearch, RunTiming
+
+#: Settings a plan never writes: what the run records by itself.
+_RECORDED = ("recipe_definition", "data_as_typed")
+
+
+@dataclass
+class Plan:
+    """A planned run: its settings (a :class:`RunConfig`'s keys), each choice with its
+    reason, and what it was decided from.
+
+    Attributes:
+        settings: The configuration's keys the plan sets; ``config()`` makes the run's
+            configuration of them (everything else at its default).
+        choices: One :class:`rules.Choice` per setting printed, in order.
+        fingerprint: The data's.
+        machine: The machine's.
+        timing: The measured costs of the planned run.
+        schedule: Epochs, validation and checkpoint spacing, estimated seconds.
+        budget: Seconds asked for (None: epochs were given).
+        batch: The batch-size search (every trial).
+        predict_mode: ``segkit predict --mode`` for the trained model.
+        planning_s: Seconds the planning took.
+    """
+
+    settings: dict[str, Any]
+    choices: list[Choice]
+    fingerprint: Fingerprint
+    machine: Machine
+    timing: RunTiming
+    schedule: Schedule
+    budget: float | None
+    batch: BatchSearch
+    predict_mode: str
+    planning_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def config(self) -> RunConfig:
+        """The planned run's configuration."""
+        from segkit.config import RunConfig
+
+        return RunConfig.from_dict(dict(self.settings), source="plan")
+
+    def lines(self) -> list[str]:
+        """The plan as text: the data and machine, one line per choice, the time."""
+        fp, m, s = self.fingerprint, self.machine, self.schedule
+        budget = f"budget {duration(self.budget)}" if self.budget is not None else "epochs as given"
+        width = max(len(c.key) for c in self.choices)
+        shown = max(len(c.shown) for c in self.choices)
+        out = [
+            f"data     {fp.dataset} {fp.root}: {fp.describe()}",
+            f"machine  {m.describe()}; {budget}",
+        ]
+        out += [f"  {c.key:<{width}}  {c.shown:<{shown}}  {c.reason}" for c in self.choices]
+        t = self.timing
+        out.append(
+            f"estimate {duration(s.seconds)}: setup {duration(t.start_s)}, {s.epochs} x "
+            f"{t.epoch_s:.1f}s epochs, validation {t.valid_s:.1f}s x "
+            f"{rules.events(s.epochs, s.validate_every)}, last.pt {t.last_s:.1f}s x "
+            f"{rules.events(s.epochs, s.save_every)}, test and reports {duration(t.test_s)} "
+            f"(planned in {duration(self.planning_s)})"
+        )
+        out += [f"note     {n}" for n in self.notes]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: settings, choices, fingerprint, machine, timing, schedule."""
+        return {
+            "settings": self.settings,
+            "choices": [dataclasses.asdict(c) for c in self.choices],
+            "fingerprint": self.fingerprint.to_dict(),
+            "machine": dataclasses.asdict(self.machine),
+            "timing": self.timing.to_dict(),
+            "schedule": dataclasses.asdict(self.schedule),
+            "budget_s": self.budget,
+            "batch_trials": [dataclasses.asdict(t) for t in self.batch.trials],
+            "predict_mode": self.predict_mode,
+            "planning_s": round(self.planning_s, 1),
+            "notes": self.notes,
+        }
+
+
+def make_plan(
+    base: RunConfig,
+    *,
+    budget: float | None = None,
+    epochs: int | None = None,
+    model_given: bool = False,
+    memory: MemoryProbe | None = None,
+    report: Report | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Plan:
+    """Plan a run of ``base``'s data on this machine.
+
+    Args:
+        base: The run's fixed settings: ``data``/``dataset``/``dataset_options``,
+            ``loader``, ``device``, ``threads``, ``num_workers``, ``out``, ``seed``...
+            and, with ``model_given``, ``model`` and ``model_options``. The planner
+            decides the rest.
+        budget: Seconds the run may take (setup, training, validation, checkpoints, test
+            and reports). Without it and without ``epochs``:
+            :data:`rules.DEFAULT_BUDGET_S`.
+        epochs: The epochs to train instead of a budget.
+        model_given: Keep ``base.model`` (and its options) instead of the planner's.
+        memory: How a step's memory is measured (default: the device's,
+            :func:`segkit.plan.machine.memory_probe`); tests fake it.
+        report: The data check's report, if already made.
+        say: Called with a line of progress at each stage.
+
+    Raises:
+        DataError: the data check found problems that would stop a run.
+        ConfigError: the budget cannot hold one epoch, or a bad setting.
+    """
+    from segkit import build, registry
+    from segkit.config import DEFAULTS
+    from segkit.data.check import check_configured
+    from segkit.plan import machine as machine_mod
+    from segkit.plan.fingerprint import fingerprint
+    from segkit.plan.measure import StepProbe, fit_batch, time_run
+    from segkit.task import Task
+
+    started = time.perf_counter()
+    tell = say or (lambda line: None)
+    if budget is None and epochs is None:
+        budget = rules.DEFAULT_BUDGET_S
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs {epochs}: expected a positive integer")
+    tell("reading the data (segkit data check) ...")
+    if report is None:
+        report = check_configured(base, progress=False)
+    if not report.ok:
+        raise DataError(
+            f"{report.root}: the data check found {len(report.errors)} problem(s) that would "
+            "stop a run; `segkit data check` lists them and the fixes"
+        )
+    dataset = build.build_dataset(base)
+    fp = fingerprint(report, dataset)
+    task = Task.of(dataset)
+    runtime = build.resolve_runtime(base)
+    memory = memory or machine_mod.memory_probe(runtime.device)
+    machine = machine_mod.detect(runtime.device, memory)
+    installed = {kind: set(registry.list_plugins(kind)) for kind in ("models", "recipes")}
+    defaults = dict(DEFAULTS)
+
+    choices: list[Choice] = []
+    notes: list[str] = []
+    settings: dict[str, Any] = {
+        k: v for k, v in base.to_dict().items() if k not in _RECORDED and _given(base, k)
+    }
+    model, model_options, why = _model_choice(base, model_given, installed["models"], defaults)
+    settings.update(model=model, model_options=model_options)
+    shown = model + (f" ({model_options['encoder']})" if model_options.get("encoder") else "")
+    choices.append(Choice("model", shown, why))
+    multiple = _multiple(model, model_options)
+
+    loss, loss_options, why = rules.loss_choice(fp, defaults)
+    settings.update(loss=loss, loss_options=loss_options)
+    opts = "".join(f" {k}={_short(v)}" for k, v in loss_options.items())
+    choices.append(Choice("loss", loss + opts, why))
+    settings.update(
+        lr=rules.LR,
+        schedule="cosine",
+        warmup_epochs=rules.WARMUP_EPOCHS,
+        eval_size="native",
+    )
+
+    def _seconds_per_image(config: RunConfig, batch: int) -> float:
+        probe = StepProbe(config, runtime, task, loss_options)
+        data = probe.batch(batch)
+        probe.run(data)  # untimed: caches and the optimizer state warm up
+        return probe.seconds(data) / batch
+
+    def candidate(**changes: Any) -> RunConfig:
+        from segkit.config import RunConfig
+
+        merged = {**settings, "epochs": 2, "validate_every": 1, **changes}
+        return RunConfig.from_dict(merged, source="plan")
+
+    # -- 2. the size: resized or native crops, then the recipe
+    train_images = fp.images.get("train", 0)
+    cap = rules.batch_cap(train_images)
+    # Device memory (a GPU's, or a faked one in the tests) bounds the batch: the largest
+    # that fits. Host memory rarely does; there a batch only has to be fast per image.
+    largest = memory.where != "host"
+    start = min(rules.GPU_BATCH if largest else rules.CPU_BATCH, cap)
+    ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
+    timed: tuple[int, float] | None = None  # (size, seconds per training image)
+    rough = epochs
+    if budget is not None:
+        tell(f"timing a few steps at {ladder[-1]} px ...")
+        timed = (ladder[-1], _seconds_per_image(candidate(image_size=ladder[-1]), start))
+        size, rough = _fit_size(ladder, timed, fp, budget, crops=False)
+    else:
+        size = ladder[0]
+    crops, size_why = rules.native_crops(fp, size)
+    if crops:
+        ladder = rules.size_ladder(rules.crop_size(fp, multiple), multiple)
+        size = ladder[0]
+        if timed is not None:
+            size, rough = _fit_size(ladder, timed, fp, budget, crops=True)
+    recipe, recipe_why = rules.recipe_choice(
+        fp, crops, rough or rules.MAX_EPOCHS, installed["recipes"], defaults
+    )
+    if crops and recipe != defaults["native_recipe"]:  # not installed: resized after all
+        crops, size_why = False, recipe_why
+        ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
+        size = ladder[0] if timed is None else _fit_size(ladder, timed, fp, budget, False)[0]
+    settings["recipe"] = recipe
+
+    # -- 3./4. batch size, the real costs, the schedule; a size down when too few epochs fit
+    while True:
+        tell(f"finding the batch size at {size} px ...")
+        probe = StepProbe(candidate(image_size=size), runtime, task, loss_options)
+        search = fit_batch(probe, memory, start=start, cap=cap, grow_while_faster=not largest)
+        del probe
+        machine_mod.release(runtime.device)
+        tell(f"timing the run at {size} px, batch {search.batch} ...")
+        config = candidate(image_size=size, batch_size=search.batch)
+        timing = time_run(config, runtime)
+        grid = config.grid_images
+        if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
+            grid = 4
+            timing.grid_images = grid
+        costs = Costs(
+            timing.start_s,
+            timing.epoch_s,
+            timing.valid_s,
+            timing.test_s,
+            timing.last_s,
+            timing.best_s,
+        )
+        schedule = rules.fit_schedule(costs, budget, epochs)
+        smaller = [s for s in ladder if s < size]
+        if budget is None or schedule.epochs >= rules.MIN_EPOCHS or not smaller:
+            break
+        notes.append(
+            f"{size} px: {schedule.epochs} epochs fit, fewer than {rules.MIN_EPOCHS}: "
+            f"measured again at {smaller[0]} px"
+        )
+        size = smaller[0]
+    if schedule.epochs == 0:
+        one = rules.total_seconds(costs, 1, 1, 1)
+        raise ConfigError(
+            f"--budget {duration(budget or 0)}: one epoch of this run takes about "
+            f"{duration(one)} here (setup, training, validation, test and reports); give "
+            f"--budget {duration(one * 1.2)} or more"
+        )
+
+    # -- the choices, in the order a reader checks them
+    settings.update(
+        image_size=size,
+        batch_size=search.batch,
+        epochs=schedule.epochs,
+        validate_every=schedule.validate_every,
+        save_every=schedule.save_every,
+        grid_images=grid,
+    )
+    if crops:
+        crop_why = size_why
+        if size < ladder[0]:
+            crop_why += f"; the largest crop of {ladder[0]}..{ladder[-1]} where {rules.MIN_EPOCHS} epochs fit"
+        choices.append(Choice("image_size", f"{size} crop", crop_why))
+    else:
+        choices.append(
+            Choice("image_size", str(size), _size_reason(size, ladder, fp, budget, size_why))
+        )
+    choices.append(Choice("recipe", recipe, recipe_why))
+    choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
+    choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, largest)))
+    choices.append(
+        Choice(
+            "schedule",
+            f"cosine, lr {rules.LR:g}",
+            f"Adam, warm-up {rules.WARMUP_EPOCHS:g} epoch, decay to 0 at the last step "
+            "(make run, init and peer results)",
+        )
+    )
+    choices.append(
+        Choice("epochs", str(schedule.epochs), _epochs_reason(schedule, budget, epochs, timing))
+    )
+    choices.append(
+        Choice(
+            "validate_every",
+            str(schedule.validate_every),
+            f"a validation takes {timing.valid_s:.1f}s: at most "
+            f"{rules.VALIDATION_SHARE:.0%} of the training time",
+        )
+    )
+    choices.append(
+        Choice(
+            "save_every",
+            str(schedule.save_every),
+            f"last.pt takes {timing.last_s:.1f}s to write: at most "
+            f"{rules.CHECKPOINT_SHARE:.0%} of the training time",
+        )
+    )
+    if grid != 8:
+        choices.append(
+            Choice("grid_images", str(grid), "each is one more native prediction in the reports")
+        )
+    predict = "whole" if crops else "resize"
+    choices.append(Choice("predict", f"--mode {predict}", _predict_reason(crops, size)))
+    plan = Plan(
+        settings=settings,
+        choices=choices,
+        fingerprint=fp,
+        machine=machine,
+        timing=timing,
+        schedule=schedule,
+        budget=budget,
+        batch=search,
+        predict_mode=predict,
+        notes=notes,
+    )
+    plan.config()  # the plan is a valid configuration
+    plan.planning_s = time.perf_counter() - started
+    return plan
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _given(base: RunConfig, key: str) -> bool:
+    """Whether the plan file carries ``base``'s ``key``: the data's keys and the machine's
+    when they differ from the defaults (the planner decides the rest)."""
+    if key not in _CARRIED:
+        return False
+    f = next(f for f in dataclasses.fields(base) if f.name == key)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return getattr(base, key) != default
+
+
+#: The settings a plan keeps from the command line (when not at their defaults).
+_CARRIED = (
+    "data",
+    "dataset",
+    "dataset_options",
+    "loader",
+    "loader_options",
+    "device",
+    "precision",
+    "threads",
+    "num_workers",
+    "channels_last",
+    "compile",
+    "seed",
+    "out",
+    "name",
+    "skip_bad_samples",
+    "log",
+)
+
+
+def _model_choice(
+    base: RunConfig, given: bool, installed: set[str], defaults: dict[str, str]
+) -> tuple[str, dict[str, Any], str]:
+    """The model, its options and why: the one asked for, else the planner's default
+    (:data:`segkit.config.DEFAULTS` ``plan_model``), else the run default."""
+    if given:
+        return base.model, dict(base.model_options), "as asked (--model)"
+    name = defaults["plan_model"]
+    if name not in installed:
+        return defaults["model"], {}, f"the run default ('{name}' is not installed)"
+    return name, {"encoder": defaults["plan_encoder"]}, MODEL_REASON
+
+
+#: Why the planner's default model. Measured (benchmarks/results/2026-12-06-cpu-plan,
+#: model-r34-vs-r18): make run's settings (synthetic pets, type1, 64 px, 10 epochs, batch
+#: 8, cosine, 1 thread) with resnet34_unet and with timm_unet over resnet18 tested at
+#: native resolution 0.8374 both, while resnet18's epochs took about half the time (its
+#: last.pt is a third the size); the peer result (2026-12-06-cpu-peer) found it as good as
+#: smp's Unet.
+MODEL_REASON = "as good as resnet34_unet at half its time per epoch (pets, 64 px)"
+
+
+def _multiple(model: str, options: dict[str, Any]) -> int:
+    """The model's ``min_input_multiple``: declared by its factory, else read from a
+    model built once (without its ``weights``)."""
+    from segkit import build, registry
+    from segkit.contracts import declared_multiple
+
+    factory = registry.default_registry().get("models", model)
+    options = {k: v for k, v in options.items() if k != "weights"}
+    declared = declared_multiple(factory, options)
+    if declared is not None:
+        return declared
+    return int(getattr(build.create_model(model, **options), "min_input_multiple", 1))
+
+
+def _rough_costs(size: int, timed: tuple[int, float], fp: Fingerprint, crops: bool) -> Costs:
+    """The costs of a run at ``size`` from one measured step: seconds per training image
+    grow with the pixels; an evaluation image costs a third of a training one (a forward
+    of the three passes) at the size the model sees it (native for crops)."""
+    at, per_image = timed
+    train = per_image * (size / at) ** 2
+    w, h = fp.size_median
+    seen = w * h if crops else size * size
+    evaluate = per_image * seen / at**2 / 3
+    n = fp.images
+    test = (n.get("test", 0) + min(n.get("test", 0), 8)) * evaluate
+    return Costs(0.0, n.get("train", 0) * train, n.get("valid", 0) * evaluate, test, 0.0, 0.0)
+
+
+def _fit_size(
+    ladder: list[int],
+    timed: tuple[int, float],
+    fp: Fingerprint,
+    budget: float | None,
+    crops: bool,
+) -> tuple[int, int]:
+    """The largest size of ``ladder`` at which :data:`rules.MIN_EPOCHS` epochs fit the
+    budget by :func:`_rough_costs` (else the smallest), and the epochs that fit there."""
+    assert budget is not None
+    fitted = 0
+    for size in ladder:
+        fitted = rules.fit_schedule(_rough_costs(size, timed, fp, crops), budget, None).epochs
+        if fitted >= rules.MIN_EPOCHS:
+            return size, fitted
+    return ladder[-1], fitted
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+def _size_reason(
+    size: int, ladder: list[int], fp: Fingerprint, budget: float | None, why: str
+) -> str:
+    top = ladder[0]
+    if size == top:
+        return f"{why}; the data check's size"
+    if budget is None:
+        return why
+    return f"{why}; the largest of {top}..{ladder[-1]} where {rules.MIN_EPOCHS} epochs fit"
+
+
+def _eval_reason(crops: bool, fp: Fingerprint) -> str:
+    if crops:
+        return "whole images at their own size, as they will be predicted"
+    return "scored on the original masks: the model sees them resized, its logits resized back"
+
+
+def _batch_reason(search: BatchSearch, largest: bool) -> str:
+    tried = ", ".join(
+        f"{t.batch}: {t.images_per_s:.0f} img/s" if t.fits else f"{t.batch}: no fit"
+        for t in search.trials
+    )
+    what = "largest that fits" if largest else "measured"
+    return f"{what} ({tried}); {search.stopped}"
+
+
+def _epochs_reason(
+    schedule: Schedule, budget: float | None, epochs: int | None, timing: RunTiming
+) -> str:
+    if epochs is not None:
+        return f"as asked; the run takes about {duration(schedule.seconds)}"
+    assert budget is not None
+    if schedule.epochs >= rules.MAX_EPOCHS:
+        return f"capped at {rules.MAX_EPOCHS} (the lab's): {duration(schedule.seconds)} of {duration(budget)}"
+    return (
+        f"{timing.epoch_s:.1f}s each (measured, {timing.steps_per_epoch} steps): "
+        f"{duration(schedule.seconds)} of the {duration(budget)} budget with everything else"
+    )
+
+
+def _predict_reason(crops: bool, size: int) -> str:
+    if crops:
+        return "each image whole at its own size (tiled above 2048x2048), as evaluated"
+    return f"each image resized to {size} and back, as evaluated"

@@ -1,0 +1,483 @@
+"""``segkit plan``: the rules, the batch-size search on a faked device memory, the plan
+file, and (slow tier) plans made end to end for a third party's model on thin structures
+and on pets, re-run as configurations."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_distribution
+
+from segkit import registry
+from segkit.config import DEFAULTS, RunConfig
+from segkit.errors import ConfigError
+from segkit.plan import machine as machine_mod
+from segkit.plan import rules
+from segkit.plan.fingerprint import Fingerprint, mask_width
+from segkit.plan.measure import RunTiming, StepProbe, fit_batch
+from segkit.task import Task
+
+#: A third party's model: a small conv net declaring ``min_input_multiple`` 8 (the
+#: planner must read it from the declaration, and measure the model through the build
+#: path like any other).
+TINY_MODEL = """
+import torch
+from segkit.contracts import declare
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.down = torch.nn.Conv2d(in_channels, 8, 3, stride=8, padding=1)
+        self.norm = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Conv2d(8, out_channels, 1)
+
+    def forward(self, x):
+        y = self.head(torch.relu(self.norm(self.down(x))))
+        return torch.nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear")
+
+
+@declare(min_input_multiple=8)
+def create(in_channels=3, out_channels=1):
+    return Tiny(in_channels, out_channels)
+"""
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    """A model plugin ``tiny_plan`` installed from a temporary dist-info."""
+    site = tmp_path / "site"
+    make_distribution(
+        site,
+        "fake-plan-model",
+        {"segkit.models": {"tiny_plan": "fake_plan_model:create"}},
+        {"fake_plan_model": TINY_MODEL},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv(registry.DISABLE_ENV, raising=False)
+    registry.reset()
+    yield "tiny_plan"
+    registry.reset()
+    sys.modules.pop("fake_plan_model", None)
+
+
+def _fingerprint(**changes) -> Fingerprint:
+    base = dict(
+        dataset="synthetic",
+        root="/data",
+        classes=[],
+        images={"train": 27, "valid": 3, "test": 10},
+        size_median=[1500, 1100],
+        short_side=1100,
+        foreground=0.011,
+        structure_width=2.3,
+        width_masks=24,
+        suggested_size=512,
+        pos_weight=92.8,
+    )
+    return Fingerprint(**{**base, **changes})
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("20m", 1200), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), ("2m30s", 150)],
+)
+def test_budgets_are_read_as_durations(text, seconds):
+    assert rules.parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "twenty", "0m", "m", "-5m"])
+def test_a_bad_budget_names_the_flag_and_the_form(text):
+    with pytest.raises(ConfigError, match=r"--budget .*(20m, 90s, 1h30m|above zero)"):
+        rules.parse_budget(text)
+
+
+def test_mask_width_is_the_width_of_a_strip_and_the_radius_of_a_disc():
+    strip = np.zeros((100, 100), bool)
+    strip[40:43, 10:90] = True  # 3 px wide, 80 long
+    assert mask_width(strip) == pytest.approx(3, rel=0.05)
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 < 40**2
+    # A pixel disc's 4-neighbour boundary is 4/pi longer than its circle: r * pi / 4.
+    assert mask_width(disc) == pytest.approx(40 * np.pi / 4, rel=0.05)
+    assert mask_width(np.zeros((9, 9), bool)) is None
+    assert mask_width(np.ones((9, 9), bool)) is None  # no background: no boundary
+
+
+def test_thin_structures_train_on_native_crops_and_thick_ones_resized():
+    vessels = _fingerprint()
+    crops, why = rules.native_crops(vessels, 256)
+    assert crops and "2.3 px wide" in why and "0.5 px resized to 256" in why
+    pets = _fingerprint(size_median=[414, 364], short_side=364, structure_width=65.4)
+    crops, why = rules.native_crops(pets, 64)
+    assert not crops and "stay 11 px at 64 px" in why
+    small = _fingerprint(size_median=[128, 128], short_side=128)
+    assert rules.native_crops(small, 128)[0] is False  # the images are the training size
+    assert rules.native_crops(small, 64)[0] is True  # 2.3 px halved
+
+
+def test_the_size_ladder_steps_down_to_the_floor_in_the_models_multiple():
+    assert rules.size_ladder(320, 32) == [320, 224, 160, 96, 64]
+    assert rules.size_ladder(288, 8) == [288, 216, 160, 120, 88, 64]
+    assert rules.size_ladder(48, 16) == [48]  # images smaller than the floor
+    assert rules.crop_size(_fingerprint(), 32) == 256
+    assert rules.crop_size(_fingerprint(short_side=200), 32) == 192
+
+
+def test_the_batch_cap_leaves_steps_in_an_epoch():
+    assert rules.batch_cap(27) == 4
+    assert rules.batch_cap(270) == 64
+    assert rules.batch_cap(5) == 2
+
+
+def test_recipes_follow_crops_colour_and_run_length():
+    installed = {"type1", "type3", "microscopy", "natural"}
+    fp = _fingerprint()
+    assert rules.recipe_choice(fp, True, 10, installed, DEFAULTS)[0] == "microscopy"
+    assert rules.recipe_choice(fp, False, 10, installed, DEFAULTS)[0] == "type1"
+    assert rules.recipe_choice(fp, False, 200, installed, DEFAULTS)[0] == "type3"
+    assert rules.recipe_choice(_fingerprint(grey=True), False, 200, installed, DEFAULTS)[0] == (
+        "type1"
+    )
+    name, why = rules.recipe_choice(fp, True, 10, {"type3"}, DEFAULTS)
+    assert name == "type3" and "'microscopy' is not installed" in why
+
+
+def test_the_schedule_fits_the_budget_with_validation_and_checkpoints_counted():
+    costs = rules.Costs(setup=10, epoch=20, valid=15, test=30, last=2, best=1)
+    s = rules.fit_schedule(costs, budget=600, epochs=None)
+    assert s.seconds <= 600
+    assert rules.total_seconds(costs, s.epochs + 1, s.validate_every, s.save_every) > 600
+    validations = rules.events(s.epochs, s.validate_every)
+    assert validations * (costs.valid + costs.best) <= rules.VALIDATION_SHARE * s.epochs * 20
+    assert rules.events(s.epochs, s.save_every) * 2 <= rules.CHECKPOINT_SHARE * s.epochs * 20
+    assert rules.fit_schedule(costs, budget=60, epochs=None).epochs == 0  # not one epoch
+    fixed = rules.fit_schedule(costs, budget=None, epochs=7)
+    assert fixed.epochs == 7 and fixed.seconds == rules.total_seconds(costs, 7, *_spacing(fixed))
+    capped = rules.fit_schedule(costs, budget=10**7, epochs=None)
+    assert capped.epochs == rules.MAX_EPOCHS
+
+
+def _spacing(s: rules.Schedule) -> tuple[int, int]:
+    return s.validate_every, s.save_every
+
+
+def test_rare_foreground_and_classes_choose_the_loss():
+    loss, options, why = rules.loss_choice(_fingerprint(foreground=0.3), DEFAULTS)
+    assert (loss, options) == ("bce_dice", {}) and "foreground 30%" in why
+    loss, options, why = rules.loss_choice(_fingerprint(), DEFAULTS)
+    assert loss == "bce_dice" and "foreground 1.1%" in why
+    assert options == ({"pos_weight": 92.8} if rules.POS_WEIGHT_RULE["use"] else {})
+    collar = _fingerprint(
+        classes=["background", "pet", "collar"],
+        class_shares={"background": 0.7, "pet": 0.28, "collar": 0.02},
+        class_weights=[0.4, 1.0, 14.0],
+    )
+    loss, options, why = rules.loss_choice(collar, DEFAULTS)
+    assert loss == "ce_dice" and "rare collar" in why
+
+
+# ----------------------------------------------------------------------------- batch size
+
+
+class FakeGpu:
+    """A device of ``limit`` bytes where a step holds ``resident`` plus ``per_image`` per
+    image, running out of memory (as CUDA raises it) above ``oom_above`` images."""
+
+    where = "GPU"
+
+    def __init__(self, limit: int, per_image: int, oom_above: int | None = None) -> None:
+        self._limit, self.per_image, self.oom_above = limit, per_image, oom_above
+        self.tried: list[int] = []
+
+    def limit(self) -> int:
+        return self._limit
+
+    def peak(self, step, *, batch: int, resident: int) -> int:
+        self.tried.append(batch)
+        if self.oom_above is not None and batch > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        step()
+        return resident + batch * self.per_image
+
+
+def _probe(model: str, size: int = 32, classes: tuple[str, ...] = ()) -> StepProbe:
+    from segkit.build import resolve_runtime
+
+    config = RunConfig(model=model, image_size=size, loss="bce_dice", device="cpu")
+    task = Task(classes)
+    if classes:
+        config = RunConfig(model=model, image_size=size, loss="ce_dice", device="cpu")
+    return StepProbe(config, resolve_runtime(config), task, {})
+
+
+def test_on_a_gpu_the_batch_is_the_largest_that_fits_the_measured_memory(tiny_model):
+    probe = _probe(tiny_model)
+    resident = probe.resident()
+    gpu = FakeGpu(limit=resident + 20 * 2**20, per_image=2**20)  # room for 20 images
+    search = fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+    assert search.batch == 16
+    assert gpu.tried == [2, 4, 8, 16, 32]
+    assert search.trials[-1].fits is False and "needs" in search.stopped
+    assert all(t.seconds and t.seconds > 0 for t in search.trials if t.fits)
+
+
+def test_running_out_of_memory_is_caught_and_the_last_batch_that_fit_is_kept(tiny_model):
+    probe = _probe(tiny_model)
+    gpu = FakeGpu(limit=2**40, per_image=1, oom_above=8)
+    search = fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+    assert search.batch == 8
+    assert "out of memory (OutOfMemoryError)" in search.stopped
+    gpu = FakeGpu(limit=2**40, per_image=1, oom_above=3)  # the start does not fit: go down
+    assert fit_batch(probe, gpu, start=8, cap=64, grow_while_faster=False, steps=1).batch == 2
+    gpu = FakeGpu(limit=2**40, per_image=1, oom_above=0)
+    with pytest.raises(ConfigError, match=r"not even one image fits .* smaller --image-size"):
+        fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+
+
+def test_the_data_caps_the_batch_and_k_classes_are_probed_with_class_maps(tiny_model):
+    probe = _probe(tiny_model, classes=("background", "a", "b"))
+    assert probe.batch(2).masks.dtype == torch.uint8
+    gpu = FakeGpu(limit=2**40, per_image=1)
+    search = fit_batch(probe, gpu, start=2, cap=8, grow_while_faster=False, steps=1)
+    assert search.batch == 8 and "exceed the cap of 8" in search.stopped
+
+
+def test_on_the_cpu_the_batch_grows_only_while_it_is_faster_per_image(tiny_model, monkeypatch):
+    probe = _probe(tiny_model)
+    # Seconds per step: 8 images 1.0 s, 16 images 1.5 s (1.33x faster per image), 32
+    # images 3.0 s (no faster): the search keeps 16.
+    monkeypatch.setattr(
+        StepProbe,
+        "seconds",
+        lambda self, batch, steps=3: {8: 1.0, 16: 1.5, 32: 3.0}[len(batch.images)],
+    )
+    host = machine_mod.HostMemory(available=2**40)
+    search = fit_batch(probe, host, start=8, cap=64, grow_while_faster=True)
+    assert search.batch == 16
+    assert "1.00x as fast per image as 16" in search.stopped
+
+
+def test_host_memory_counts_what_autograd_saves(tiny_model):
+    probe = _probe(tiny_model, size=64)
+    host = machine_mod.HostMemory(available=2**40)
+    small = host.peak(lambda: probe.run(probe.batch(2)), batch=2, resident=0)
+    large = host.peak(lambda: probe.run(probe.batch(8)), batch=8, resident=0)
+    assert 3 * small < large < 5 * small  # activations grow with the batch
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def _plan(tmp_path):
+    from segkit.plan.machine import Machine
+    from segkit.plan.measure import BatchSearch, Trial
+    from segkit.plan.planner import Plan
+
+    fp = _fingerprint()
+    settings = {
+        "dataset": "synthetic",
+        "dataset_options": {"variant": "vessels", "size": [1500, 1100], "count": 40},
+        "model": "timm_unet",
+        "model_options": {"encoder": "resnet18"},
+        "loss": "bce_dice",
+        "loss_options": {},
+        "recipe": "microscopy",
+        "image_size": 256,
+        "batch_size": 4,
+        "epochs": 14,
+        "lr": 0.001,
+        "schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "eval_size": "native",
+        "validate_every": 7,
+        "save_every": 2,
+        "grid_images": 4,
+        "out": str(tmp_path / "runs"),
+    }
+    choices = [
+        rules.Choice("model", "timm_unet (resnet18)", "why the model"),
+        rules.Choice("loss", "bce_dice", "why the loss"),
+        rules.Choice("image_size", "256 crop", "why crops"),
+        rules.Choice("recipe", "microscopy", "why the recipe"),
+        rules.Choice("eval_size", "native", "why native"),
+        rules.Choice("batch_size", "4", "why 4"),
+        rules.Choice("schedule", "cosine, lr 0.001", "why cosine"),
+        rules.Choice("epochs", "14", "why 14"),
+        rules.Choice("validate_every", "7", "why 7"),
+        rules.Choice("save_every", "2", "why 2"),
+        rules.Choice("grid_images", "4", "why 4 images"),
+        rules.Choice("predict", "--mode whole", "why whole"),
+    ]
+    timing = RunTiming(5.0, 2.0, 1.0, 7, 1.2, 3, 10, 3.0, 1.5, 0.5, 4)
+    return Plan(
+        settings=settings,
+        choices=choices,
+        fingerprint=fp,
+        machine=Machine("cpu", "cpu", 2**33, "host", 2, 1, 3.0),
+        timing=timing,
+        schedule=rules.Schedule(14, 7, 2, 170.0),
+        budget=180.0,
+        batch=BatchSearch(4, [Trial(4, True, 10, 1.0)], "cap"),
+        predict_mode="whole",
+    )
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_a_plan_file_reads_back_as_the_planned_configuration(tmp_path, suffix):
+    from segkit.plan import write_plan
+
+    plan = _plan(tmp_path)
+    path = write_plan(plan, tmp_path / f"plan{suffix}")
+    assert RunConfig.from_file(path).to_dict() == plan.config().to_dict()
+    text = path.read_text()
+    if suffix == ".json":
+        assert json.loads(text)["image_size"] == 256
+    else:  # each reason is a comment above its setting
+        assert "# image_size: 256 crop -- why crops\nimage_size" in text.replace(
+            ": 256\n", " = 256\n"
+        )
+        assert "--mode whole -- why whole" in text
+        assert f"segkit run --config {path}" in text
+
+
+def test_a_plan_file_is_not_overwritten_without_force_nor_written_with_another_suffix(tmp_path):
+    from segkit.plan import write_plan
+
+    plan = _plan(tmp_path)
+    write_plan(plan, tmp_path / "plan.toml")
+    with pytest.raises(ConfigError, match=r"plan.toml: exists .* --force"):
+        write_plan(plan, tmp_path / "plan.toml")
+    write_plan(plan, tmp_path / "plan.toml", force=True)
+    with pytest.raises(ConfigError, match=r"plan.ini: a plan is written as .toml, .yaml or .json"):
+        write_plan(plan, tmp_path / "plan.ini")
+
+
+def test_the_plan_prints_on_one_screen_one_line_a_choice(tmp_path):
+    plan = _plan(tmp_path)
+    lines = plan.lines()
+    assert len(lines) <= 24
+    for choice in plan.choices:
+        assert sum(1 for line in lines if line.lstrip().startswith(choice.key + " ")) == 1
+
+
+def test_a_smaller_budget_trains_smaller_images_so_that_enough_epochs_fit():
+    from segkit.plan.planner import _fit_size
+
+    pets = _fingerprint(
+        size_median=[414, 364], short_side=364, structure_width=65.4,
+        images={"train": 300, "valid": 50, "test": 100},
+    )  # fmt: skip
+    ladder = rules.size_ladder(rules.top_size(pets, 32), 32)
+    timed = (ladder[-1], 0.01)  # 10 ms a training image at the smallest size
+    sizes = {}
+    for budget in (60.0, 600.0, 6000.0):
+        size, epochs = _fit_size(ladder, timed, pets, budget, crops=False)
+        assert size in ladder and (epochs >= rules.MIN_EPOCHS or size == ladder[-1])
+        sizes[budget] = size
+    assert sizes[60.0] < sizes[600.0] <= sizes[6000.0] == ladder[0]
+
+
+def test_the_command_refuses_model_options_without_a_model_and_a_bad_budget(
+    tmp_path, capsys, monkeypatch
+):
+    from segkit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # where the default --out, plan.toml, would go
+
+    assert main(["plan", str(tmp_path), "--encoder", "resnet50"]) == 2
+    assert "--encoder and --model-opt need --model" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path), "--budget", "soon"]) == 2
+    assert "--budget 'soon': expected a duration such as 20m" in capsys.readouterr().err
+    assert not (tmp_path / "plan.toml").exists()
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _vessels(tmp_path_factory):
+    from segkit_datasets.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("plan-vessels")
+    write_synthetic(root, count=8, seed=3, variant="vessels", size=(1024, 768))
+    return root
+
+
+@pytest.mark.slow
+def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_runs(
+    tiny_model, tmp_path, tmp_path_factory, capsys
+):
+    from segkit.cli import main
+
+    data = _vessels(tmp_path_factory)
+    plan_file = tmp_path / "plan.toml"
+    argv = ["plan", str(data), "--model", tiny_model, "--epochs", "1", "--device", "cpu"]
+    assert main([*argv, "--out", str(plan_file), "-q"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) <= 24  # the plan on one screen
+    config = RunConfig.from_file(plan_file)
+    assert config.model == tiny_model and config.recipe == DEFAULTS["native_recipe"]
+    assert config.image_size == 256 and config.image_size % 8 == 0
+    assert config.eval_size == "native"
+    assert "native crops" in out and "--mode whole" in out
+    # The plan re-runs as a configuration: `segkit run --config plan.toml`.
+    assert main(["run", "--config", str(plan_file), "--out", str(tmp_path / "runs"), "-q"]) == 0
+    run_dir = next((tmp_path / "runs").glob("*/summary.json")).parent
+    ran = json.loads((run_dir / "config.json").read_text())
+    assert (ran["model"], ran["recipe"], ran["image_size"]) == (tiny_model, "microscopy", 256)
+    assert ran["epochs"] == 1 and ran["eval_size"] == "native"
+
+
+@pytest.mark.slow
+def test_pets_are_resized_within_a_budget(tiny_model, tiny_pets, tmp_path, capsys):
+    from segkit.cli import main
+
+    plan_file = tmp_path / "plan.yaml"
+    argv = ["plan", str(tiny_pets), "--model", tiny_model, "--budget", "40s", "--device", "cpu"]
+    assert main([*argv, "--out", str(plan_file), "--json", "-q"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    config = RunConfig.from_file(plan_file)
+    why = {c["key"]: c for c in plan["choices"]}
+    # Resized: the light recipe for a short run, the lab's for a long one (the tiny model
+    # may fit 50 epochs in 40 s); never the native-crop recipe.
+    assert config.recipe in (DEFAULTS["light_recipe"], DEFAULTS["recipe"])
+    assert "epochs" in why["recipe"]["reason"] and config.eval_size == "native"
+    assert "resized" in why["image_size"]["reason"] and why["predict"]["shown"] == "--mode resize"
+    assert config.image_size % 8 == 0 and config.epochs >= 1
+    # The estimate (setup, epochs, validations, checkpoints, test and reports) fits.
+    assert plan["budget_s"] == 40 and 0 < plan["schedule"]["seconds"] <= 40
+    assert plan["settings"]["epochs"] == config.epochs
+
+
+@pytest.mark.slow
+def test_on_a_faked_gpu_the_plan_takes_the_largest_batch_that_fits(
+    tiny_model, tmp_path, tmp_path_factory, monkeypatch
+):
+    """The GPU path of make_plan, on the CPU: device memory faked (batches above 2 run out
+    of it), checkpoints costed as the engine writes them on an accelerator (a snapshot,
+    the write in a thread)."""
+    from segkit.plan.planner import make_plan
+    from segkit.training import engine
+    from segkit_datasets.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path_factory.mktemp("plan-pets48"), count=48, seed=5)
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: True)
+    gpu = FakeGpu(limit=2**40, per_image=1, oom_above=2)
+    out = tmp_path / "runs"
+    base = RunConfig.from_dict(
+        {"data": str(data), "model": tiny_model, "device": "cpu", "out": str(out)}
+    )
+    plan = make_plan(base, epochs=1, model_given=True, memory=gpu)
+    assert plan.settings["batch_size"] == 2 and gpu.tried[:2] == [2, 4]
+    why = next(c for c in plan.choices if c.key == "batch_size").reason
+    assert why.startswith("largest that fits") and "4: no fit" in why
+    assert "out of memory" in why
+    assert plan.timing.last_s < 1.0 and not list(out.glob(".segkit-plan-*"))
