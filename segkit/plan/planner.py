@@ -32,10 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from segkit import build, registry
+from segkit.config import DEFAULTS, RunConfig
+from segkit.data.check import check_configured
 from segkit.errors import ConfigError, DataError
+from segkit.plan import machine as machine_mod
 from segkit.plan import rules
-from segkit.plan.fingerprint import Fingerprint
+from segkit.plan.fingerprint import Fingerprint, fingerprint
+from segkit.plan.measure import StepProbe, fit_batch, time_run
 from segkit.plan.rules import Choice, Costs, Schedule, duration
+from segkit.task import Task
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig
@@ -154,210 +160,268 @@ def make_plan(
         DataError: the data check found problems that would stop a run.
         ConfigError: the budget cannot hold one epoch, or a bad setting.
     """
-    from segkit import build, registry
-    from segkit.config import DEFAULTS
-    from segkit.data.check import check_configured
-    from segkit.plan import machine as machine_mod
-    from segkit.plan.fingerprint import fingerprint
-    from segkit.plan.measure import StepProbe, fit_batch, time_run
-    from segkit.task import Task
-
     started = time.perf_counter()
-    tell = say or (lambda line: None)
     if budget is None and epochs is None:
         budget = rules.DEFAULT_BUDGET_S
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs {epochs}: expected a positive integer")
-    tell("reading the data (segkit data check) ...")
-    if report is None:
-        report = check_configured(base, progress=False)
-    if not report.ok:
-        raise DataError(
-            f"{report.root}: the data check found {len(report.errors)} problem(s) that would "
-            "stop a run; `segkit data check` lists them and the fixes"
+    planner = _Planner(base, budget, epochs, say or (lambda line: None))
+    planner.read(report, memory)
+    planner.choose_model_and_loss(model_given)
+    planner.choose_size()
+    planner.fit_batch_and_schedule()
+    plan = planner.plan()
+    plan.config()  # the plan is a valid configuration
+    plan.planning_s = time.perf_counter() - started
+    return plan
+
+
+class _Planner:
+    """One plan in the making: what was read and measured, the settings so far, the
+    choices with their reasons; one method per stage of :func:`make_plan`, in order."""
+
+    def __init__(
+        self, base: RunConfig, budget: float | None, epochs: int | None, tell: Callable[[str], None]
+    ) -> None:
+        self.base, self.budget, self.epochs, self.tell = base, budget, epochs, tell
+        self.choices: list[Choice] = []
+        self.notes: list[str] = []
+        self.settings: dict[str, Any] = {
+            k: v for k, v in base.to_dict().items() if k not in _RECORDED and _given(base, k)
+        }
+        self.defaults = dict(DEFAULTS)
+
+    def read(self, report: Report | None, memory: MemoryProbe | None) -> None:
+        """The data (the data check's report, its fingerprint) and the machine."""
+        self.tell("reading the data (segkit data check) ...")
+        if report is None:
+            report = check_configured(self.base, progress=False)
+        if not report.ok:
+            raise DataError(
+                f"{report.root}: the data check found {len(report.errors)} problem(s) that "
+                "would stop a run; `segkit data check` lists them and the fixes"
+            )
+        dataset = build.build_dataset(self.base)
+        self.fp = fingerprint(report, dataset)
+        self.task = Task.of(dataset)
+        self.runtime = build.resolve_runtime(self.base)
+        self.memory = memory or machine_mod.memory_probe(self.runtime.device)
+        self.machine = machine_mod.detect(self.runtime.device, self.memory)
+        self.installed = {k: set(registry.list_plugins(k)) for k in ("models", "recipes")}
+
+    def choose_model_and_loss(self, model_given: bool) -> None:
+        """1. The model (the one asked for, else the planner's default) and the loss."""
+        settings, fp = self.settings, self.fp
+        model, model_options, why = _model_choice(
+            self.base, model_given, self.installed["models"], self.defaults
         )
-    dataset = build.build_dataset(base)
-    fp = fingerprint(report, dataset)
-    task = Task.of(dataset)
-    runtime = build.resolve_runtime(base)
-    memory = memory or machine_mod.memory_probe(runtime.device)
-    machine = machine_mod.detect(runtime.device, memory)
-    installed = {kind: set(registry.list_plugins(kind)) for kind in ("models", "recipes")}
-    defaults = dict(DEFAULTS)
+        settings.update(model=model, model_options=model_options)
+        shown = model + (f" ({model_options['encoder']})" if model_options.get("encoder") else "")
+        self.choices.append(Choice("model", shown, why))
+        self.multiple = _multiple(model, model_options)
+        loss, self.loss_options, why = rules.loss_choice(fp, self.defaults)
+        settings.update(loss=loss, loss_options=self.loss_options)
+        opts = "".join(f" {k}={_short(v)}" for k, v in self.loss_options.items())
+        self.choices.append(Choice("loss", loss + opts, why))
+        settings.update(
+            lr=rules.LR,
+            schedule="cosine",
+            warmup_epochs=rules.WARMUP_EPOCHS,
+            eval_size="native",
+        )
 
-    choices: list[Choice] = []
-    notes: list[str] = []
-    settings: dict[str, Any] = {
-        k: v for k, v in base.to_dict().items() if k not in _RECORDED and _given(base, k)
-    }
-    model, model_options, why = _model_choice(base, model_given, installed["models"], defaults)
-    settings.update(model=model, model_options=model_options)
-    shown = model + (f" ({model_options['encoder']})" if model_options.get("encoder") else "")
-    choices.append(Choice("model", shown, why))
-    multiple = _multiple(model, model_options)
-
-    loss, loss_options, why = rules.loss_choice(fp, defaults)
-    settings.update(loss=loss, loss_options=loss_options)
-    opts = "".join(f" {k}={_short(v)}" for k, v in loss_options.items())
-    choices.append(Choice("loss", loss + opts, why))
-    settings.update(
-        lr=rules.LR,
-        schedule="cosine",
-        warmup_epochs=rules.WARMUP_EPOCHS,
-        eval_size="native",
-    )
-
-    def _seconds_per_image(config: RunConfig, batch: int) -> float:
-        probe = StepProbe(config, runtime, task, loss_options)
+    def _seconds_per_image(self, config: RunConfig, batch: int) -> float:
+        probe = StepProbe(config, self.runtime, self.task, self.loss_options)
         data = probe.batch(batch)
         probe.run(data)  # untimed: caches and the optimizer state warm up
         return probe.seconds(data) / batch
 
-    def candidate(**changes: Any) -> RunConfig:
-        from segkit.config import RunConfig
-
-        merged = {**settings, "epochs": 2, "validate_every": 1, **changes}
+    def candidate(self, **changes: Any) -> RunConfig:
+        """The run's configuration so far, with ``changes``, for measuring."""
+        merged = {**self.settings, "epochs": 2, "validate_every": 1, **changes}
         return RunConfig.from_dict(merged, source="plan")
 
-    # -- 2. the size: resized or native crops, then the recipe
-    train_images = fp.images.get("train", 0)
-    cap = rules.batch_cap(train_images)
-    # Device memory (a GPU's, or a faked one in the tests) bounds the batch: the largest
-    # that fits. Host memory rarely does; there a batch only has to be fast per image.
-    largest = memory.where != "host"
-    start = min(rules.GPU_BATCH if largest else rules.CPU_BATCH, cap)
-    ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
-    timed: tuple[int, float] | None = None  # (size, seconds per training image)
-    rough = epochs
-    if budget is not None:
-        tell(f"timing a few steps at {ladder[-1]} px ...")
-        timed = (ladder[-1], _seconds_per_image(candidate(image_size=ladder[-1]), start))
-        size, rough = _fit_size(ladder, timed, fp, budget, crops=False)
-    else:
-        size = ladder[0]
-    crops, size_why = rules.native_crops(fp, size)
-    if crops:
-        ladder = rules.size_ladder(rules.crop_size(fp, multiple), multiple)
-        size = ladder[0]
-        if timed is not None:
-            size, rough = _fit_size(ladder, timed, fp, budget, crops=True)
-    recipe, recipe_why = rules.recipe_choice(
-        fp, crops, rough or rules.MAX_EPOCHS, installed["recipes"], defaults
-    )
-    if crops and recipe != defaults["native_recipe"]:  # not installed: resized after all
-        crops, size_why = False, recipe_why
+    def choose_size(self) -> None:
+        """2. The size: resized or native crops, then the recipe."""
+        fp, budget, multiple = self.fp, self.budget, self.multiple
+        train_images = fp.images.get("train", 0)
+        self.cap = rules.batch_cap(train_images)
+        # Device memory (a GPU's, or a faked one in the tests) bounds the batch: the
+        # largest that fits. Host memory rarely does; there a batch only has to be fast
+        # per image.
+        self.largest = self.memory.where != "host"
+        self.start = min(rules.GPU_BATCH if self.largest else rules.CPU_BATCH, self.cap)
         ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
-        size = ladder[0] if timed is None else _fit_size(ladder, timed, fp, budget, False)[0]
-    settings["recipe"] = recipe
+        timed: tuple[int, float] | None = None  # (size, seconds per training image)
+        rough = self.epochs
+        if budget is not None:
+            self.tell(f"timing a few steps at {ladder[-1]} px ...")
+            per_image = self._seconds_per_image(self.candidate(image_size=ladder[-1]), self.start)
+            timed = (ladder[-1], per_image)
+            size, rough = _fit_size(ladder, timed, fp, budget, crops=False)
+        else:
+            size = ladder[0]
+        crops, size_why = rules.native_crops(fp, size)
+        if crops:
+            ladder = rules.size_ladder(rules.crop_size(fp, multiple), multiple)
+            size = ladder[0]
+            if timed is not None:
+                size, rough = _fit_size(ladder, timed, fp, budget, crops=True)
+        recipe, recipe_why = rules.recipe_choice(
+            fp, crops, rough or rules.MAX_EPOCHS, self.installed["recipes"], self.defaults
+        )
+        if crops and recipe != self.defaults["native_recipe"]:  # not installed: resized
+            crops, size_why = False, recipe_why
+            ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
+            size = ladder[0] if timed is None else _fit_size(ladder, timed, fp, budget, False)[0]
+        self.settings["recipe"] = recipe
+        self.size, self.ladder, self.crops = size, ladder, crops
+        self.size_why, self.recipe_why = size_why, recipe_why
 
-    # -- 3./4. batch size, the real costs, the schedule; a size down when too few epochs fit
-    while True:
-        tell(f"finding the batch size at {size} px ...")
-        probe = StepProbe(candidate(image_size=size), runtime, task, loss_options)
-        search = fit_batch(probe, memory, start=start, cap=cap, grow_while_faster=not largest)
-        del probe
-        machine_mod.release(runtime.device)
-        tell(f"timing the run at {size} px, batch {search.batch} ...")
-        config = candidate(image_size=size, batch_size=search.batch)
-        timing = time_run(config, runtime)
-        grid = config.grid_images
-        if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
-            grid = 4
-            timing.grid_images = grid
-        costs = Costs(
-            timing.start_s,
-            timing.epoch_s,
-            timing.valid_s,
-            timing.test_s,
-            timing.last_s,
-            timing.best_s,
-        )
-        schedule = rules.fit_schedule(costs, budget, epochs)
-        smaller = [s for s in ladder if s < size]
-        if budget is None or schedule.epochs >= rules.MIN_EPOCHS or not smaller:
-            break
-        notes.append(
-            f"{size} px: {schedule.epochs} epochs fit, fewer than {rules.MIN_EPOCHS}: "
-            f"measured again at {smaller[0]} px"
-        )
-        size = smaller[0]
-    if schedule.epochs == 0:
-        one = rules.total_seconds(costs, 1, 1, 1)
-        raise ConfigError(
-            f"--budget {duration(budget or 0)}: one epoch of this run takes about "
-            f"{duration(one)} here (setup, training, validation, test and reports); give "
-            f"--budget {duration(one * 1.2)} or more"
+    def fit_batch_and_schedule(self) -> None:
+        """3./4. The batch size, the real costs, the schedule; a size down when fewer
+        than :data:`rules.MIN_EPOCHS` epochs fit."""
+        budget, runtime, size = self.budget, self.runtime, self.size
+        while True:
+            self.tell(f"finding the batch size at {size} px ...")
+            probe = StepProbe(
+                self.candidate(image_size=size), runtime, self.task, self.loss_options
+            )
+            search = fit_batch(
+                probe,
+                self.memory,
+                start=self.start,
+                cap=self.cap,
+                grow_while_faster=not self.largest,
+            )
+            del probe
+            machine_mod.release(runtime.device)
+            self.tell(f"timing the run at {size} px, batch {search.batch} ...")
+            config = self.candidate(image_size=size, batch_size=search.batch)
+            timing = time_run(config, runtime)
+            grid = config.grid_images
+            if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
+                grid = 4
+                timing.grid_images = grid
+            costs = Costs(
+                timing.start_s,
+                timing.epoch_s,
+                timing.valid_s,
+                timing.test_s,
+                timing.last_s,
+                timing.best_s,
+            )
+            schedule = rules.fit_schedule(costs, budget, self.epochs)
+            smaller = [s for s in self.ladder if s < size]
+            if budget is None or schedule.epochs >= rules.MIN_EPOCHS or not smaller:
+                break
+            self.notes.append(
+                f"{size} px: {schedule.epochs} epochs fit, fewer than {rules.MIN_EPOCHS}: "
+                f"measured again at {smaller[0]} px"
+            )
+            size = smaller[0]
+        if schedule.epochs == 0:
+            one = rules.total_seconds(costs, 1, 1, 1)
+            raise ConfigError(
+                f"--budget {duration(budget or 0)}: one epoch of this run takes about "
+                f"{duration(one)} here (setup, training, validation, test and reports); give "
+                f"--budget {duration(one * 1.2)} or more"
+            )
+        self.size, self.search, self.timing, self.schedule, self.grid = (
+            size,
+            search,
+            timing,
+            schedule,
+            grid,
         )
 
-    # -- the choices, in the order a reader checks them
-    settings.update(
-        image_size=size,
-        batch_size=search.batch,
-        epochs=schedule.epochs,
-        validate_every=schedule.validate_every,
-        save_every=schedule.save_every,
-        grid_images=grid,
-    )
-    if crops:
-        crop_why = size_why
-        if size < ladder[0]:
-            crop_why += f"; the largest crop of {ladder[0]}..{ladder[-1]} where {rules.MIN_EPOCHS} epochs fit"
-        choices.append(Choice("image_size", f"{size} crop", crop_why))
-    else:
+    def plan(self) -> Plan:
+        """The settings and the choices, in the order a reader checks them."""
+        size, ladder, search, schedule, timing = (
+            self.size,
+            self.ladder,
+            self.search,
+            self.schedule,
+            self.timing,
+        )
+        budget, fp, crops, grid = self.budget, self.fp, self.crops, self.grid
+        self.settings.update(
+            image_size=size,
+            batch_size=search.batch,
+            epochs=schedule.epochs,
+            validate_every=schedule.validate_every,
+            save_every=schedule.save_every,
+            grid_images=grid,
+        )
+        choices = self.choices
+        if crops:
+            crop_why = self.size_why
+            if size < ladder[0]:
+                crop_why += (
+                    f"; the largest crop of {ladder[0]}..{ladder[-1]} where "
+                    f"{rules.MIN_EPOCHS} epochs fit"
+                )
+            choices.append(Choice("image_size", f"{size} crop", crop_why))
+        else:
+            choices.append(
+                Choice(
+                    "image_size", str(size), _size_reason(size, ladder, fp, budget, self.size_why)
+                )
+            )
+        choices.append(Choice("recipe", self.settings["recipe"], self.recipe_why))
+        choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
+        choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, self.largest)))
         choices.append(
-            Choice("image_size", str(size), _size_reason(size, ladder, fp, budget, size_why))
+            Choice(
+                "schedule",
+                f"cosine, lr {rules.LR:g}",
+                f"Adam, warm-up {rules.WARMUP_EPOCHS:g} epoch, decay to 0 at the last step "
+                "(make run, init and peer results)",
+            )
         )
-    choices.append(Choice("recipe", recipe, recipe_why))
-    choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
-    choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, largest)))
-    choices.append(
-        Choice(
-            "schedule",
-            f"cosine, lr {rules.LR:g}",
-            f"Adam, warm-up {rules.WARMUP_EPOCHS:g} epoch, decay to 0 at the last step "
-            "(make run, init and peer results)",
-        )
-    )
-    choices.append(
-        Choice("epochs", str(schedule.epochs), _epochs_reason(schedule, budget, epochs, timing))
-    )
-    choices.append(
-        Choice(
-            "validate_every",
-            str(schedule.validate_every),
-            f"a validation takes {timing.valid_s:.1f}s: at most "
-            f"{rules.VALIDATION_SHARE:.0%} of the training time",
-        )
-    )
-    choices.append(
-        Choice(
-            "save_every",
-            str(schedule.save_every),
-            f"last.pt takes {timing.last_s:.1f}s to write: at most "
-            f"{rules.CHECKPOINT_SHARE:.0%} of the training time",
-        )
-    )
-    if grid != 8:
         choices.append(
-            Choice("grid_images", str(grid), "each is one more native prediction in the reports")
+            Choice(
+                "epochs",
+                str(schedule.epochs),
+                _epochs_reason(schedule, budget, self.epochs, timing),
+            )
         )
-    predict = "whole" if crops else "resize"
-    choices.append(Choice("predict", f"--mode {predict}", _predict_reason(crops, size)))
-    plan = Plan(
-        settings=settings,
-        choices=choices,
-        fingerprint=fp,
-        machine=machine,
-        timing=timing,
-        schedule=schedule,
-        budget=budget,
-        batch=search,
-        predict_mode=predict,
-        notes=notes,
-    )
-    plan.config()  # the plan is a valid configuration
-    plan.planning_s = time.perf_counter() - started
-    return plan
+        choices.append(
+            Choice(
+                "validate_every",
+                str(schedule.validate_every),
+                f"a validation takes {timing.valid_s:.1f}s: at most "
+                f"{rules.VALIDATION_SHARE:.0%} of the training time",
+            )
+        )
+        choices.append(
+            Choice(
+                "save_every",
+                str(schedule.save_every),
+                f"last.pt takes {timing.last_s:.1f}s to write: at most "
+                f"{rules.CHECKPOINT_SHARE:.0%} of the training time",
+            )
+        )
+        if grid != 8:
+            choices.append(
+                Choice(
+                    "grid_images", str(grid), "each is one more native prediction in the reports"
+                )
+            )
+        predict = "whole" if crops else "resize"
+        choices.append(Choice("predict", f"--mode {predict}", _predict_reason(crops, size)))
+        return Plan(
+            settings=self.settings,
+            choices=choices,
+            fingerprint=fp,
+            machine=self.machine,
+            timing=timing,
+            schedule=schedule,
+            budget=budget,
+            batch=search,
+            predict_mode=predict,
+            notes=self.notes,
+        )
 
 
 # ----------------------------------------------------------------------------- helpers
