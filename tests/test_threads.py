@@ -18,6 +18,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(threads_mod, "_torch_default", None)
     monkeypatch.setattr(threads_mod, "_auto", None)
     monkeypatch.setattr(threads_mod, "_reason", None)
+    monkeypatch.setattr(threads_mod, "runnable_now", lambda: None)  # the load average alone
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     yield monkeypatch
     torch.set_num_threads(before)
@@ -97,3 +98,24 @@ def test_a_resumed_auto_run_keeps_the_count_it_started_with(fresh, tiny_pets, tm
     engine.resume(tmp_path / "r", epochs=2)
     assert torch.get_num_threads() == 1
     assert "1 CPU thread (as when it started" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("average", "now", "expected"),
+    [
+        (1.2, 0.0, 2),  # a minute after the last run ended: the average still counts it
+        (18.9, 17.0, 1),  # busy now too
+        (0.1, 3.0, 2),  # a burst now, idle on average: the lower one
+    ],
+)
+def test_auto_counts_only_work_that_is_still_running(fresh, average, now, expected):
+    fresh.setattr(threads_mod.os, "getloadavg", lambda: (average, 1.0, 1.0))
+    fresh.setattr(threads_mod.os, "cpu_count", lambda: 2)
+    fresh.setattr(threads_mod, "runnable_now", lambda: now)
+    torch.set_num_threads(2)
+    assert threads_mod.apply_threads("auto") == expected
+
+
+def test_runnable_now_reads_the_kernels_count_less_this_process() -> None:
+    now = threads_mod.runnable_now(samples=2, every=0.0)
+    assert now is None or now >= 0
