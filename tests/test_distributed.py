@@ -43,11 +43,12 @@ def test_two_processes_train_in_sync_and_rank_0_alone_writes(
     summary = json.loads((out / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["weights_in_sync"] is True  # both ranks ended with identical weights
-    # 13 train images, sharded over 2 ranks like DistributedSampler: 7 each (one repeated),
-    # and the training metrics count both ranks' images.
+    # 13 train images, sharded over 2 ranks like DistributedSampler: 7 each (one repeated);
+    # batches of 4 with --last-batch drop (the default): one batch of 4 on each rank, and
+    # the training metrics count both ranks' images.
     rows = (out / "ddp" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    assert [int(r.split(",")[header.index("train_images")]) for r in rows[1:]] == [14, 14]
+    assert [int(r.split(",")[header.index("train_images")]) for r in rows[1:]] == [8, 8]
 
 
 def test_devices_flag_is_removed_for_the_processes_it_launches() -> None:
