@@ -92,5 +92,7 @@ def test_script_without_main_guard_fails_in_one_short_message(tiny_pets: Path, t
     assert len(err) <= 8, proc.stderr
     assert "bootstrapping" not in proc.stderr and "exited unexpectedly" not in proc.stderr
     assert "trained" not in proc.stdout
-    # The worker left before making a run folder of its own: only the parent's is there.
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+    # The worker left before making a run folder of its own, and the parent's run failed
+    # before its first epoch, which leaves no folder: nothing is left in runs/.
+    runs = tmp_path / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []

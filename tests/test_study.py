@@ -384,10 +384,15 @@ def test_compare_refuses_runs_of_other_data_unless_forced(
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"different image sizes \(32 vs 64 px\)"):
         compare([first, other], tmp_path / "d")
+    (other / "summary.json").unlink()  # a finished run keeps no last.pt (no --keep-last)
+    with pytest.raises(
+        ConfigError, match=r"not finished \(no summary.json\); it stopped before its first check"
+    ):
+        compare([first, other], tmp_path / "d", force=True)
+    shutil.copy(other / "best.pt", other / "last.pt")  # one that can be resumed
     with pytest.raises(
         ConfigError, match=r"not finished \(no summary.json\); finish it with: segkit run --resume"
     ):
-        (other / "summary.json").unlink()
         compare([first, other], tmp_path / "d", force=True)
 
 
