@@ -52,7 +52,7 @@ import torch
 
 from segkit.errors import ConfigError
 from segkit.training import ema as ema_mod
-from segkit.training.loops import StepContext, StepOutput, TrainStep, step_quietly
+from segkit.training.loops import StepContext, StepOutput, TrainStep, step_schedule
 
 
 class CudaGraph:
@@ -246,11 +246,7 @@ class GraphStep(TrainStep):
         self.replays += 1
         if c.ema is not None:
             ema_mod.update(c.ema, c.model)
-        if c.scheduler is not None:
-            if self.updates == 0:
-                step_quietly(c.scheduler)
-            else:
-                c.scheduler.step()
+        step_schedule(c.scheduler, self.updates)
         self.updates += 1
         return self.out
 

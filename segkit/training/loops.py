@@ -267,14 +267,7 @@ class TrainStep:
     def _update(self) -> None:
         c = self.context
         _optimizer_step(c.optimizer, c.runtime.precision, c.model, c.ema)
-        if c.scheduler is not None:
-            # The schedule counts optimizer steps, skipped ones included, so the learning
-            # rate depends only on the step count. An fp16 skip of the very first step
-            # makes torch warn that the scheduler stepped before the optimizer: intended.
-            if self.updates == 0:
-                step_quietly(c.scheduler)
-            else:
-                c.scheduler.step()
+        step_schedule(c.scheduler, self.updates)
         self.updates += 1
 
 
@@ -349,6 +342,20 @@ def _stop_on_bad_step(watch: _BadStepWatch, epoch: int, device: torch.device, d:
             "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 "
             "or bf16, check the data, or pass --on-nan skip to skip such steps"
         )
+
+
+def step_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler | None, updates: int) -> None:
+    """Step ``scheduler`` (if any) after an optimizer step, the run's ``updates``-th
+    (0-based). The schedule counts optimizer steps, skipped ones included, so the learning
+    rate depends only on the step count. An fp16 skip of the very first step makes torch
+    warn that the scheduler stepped before the optimizer: intended, so that first step is
+    quiet."""
+    if scheduler is None:
+        return
+    if updates == 0:
+        step_quietly(scheduler)
+    else:
+        scheduler.step()
 
 
 def step_quietly(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
