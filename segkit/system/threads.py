@@ -78,13 +78,14 @@ def _decide(default: int) -> int:
         return default
     cores = os.cpu_count() or default
     load = os.getloadavg()[0]
-    now = runnable_now()
-    if now is not None and now < load:
+    threads = auto_threads(default, cores, load)
+    if threads < default and (now := runnable_now()) is not None and now < load:
         # The 1-minute average still counts work that has ended (the previous run of
         # `make run`: 1.2 a minute after it, so auto took 1 thread of 2 and the epoch took
-        # 18.9 s instead of 13.6 s); fewer threads only for other work running now.
+        # 18.9 s instead of 13.6 s); fewer threads only for other work running now. Read
+        # only when the average says fewer: the readings take 0.2 s of the start.
         load = now
-    threads = auto_threads(default, cores, load)
+        threads = auto_threads(default, cores, load)
     if threads < default:
         _reason = f"load average {load:.1f} on {cores} cores, torch's default {default}"
     return threads
