@@ -137,23 +137,26 @@ def test_the_plan_fits_its_stages_and_the_loan(gc) -> None:
         assert budget + (18 if stage == 4 else 15) <= 145, stage
 
 
+# Bytes, as prepare-parts.sh cut them on 2026-12-06 (DALI 2.4: 195 MiB in four parts).
+PART_BYTES = {
+    "p00": 51361280,
+    "p01": 51361280,
+    "p02": 51361280,
+    "p03": 51361280,
+    "small.tar": 8038400,
+    "big.sha256": 65,
+    "install-parts.sh": 1919,
+}
+
+
+def _part_size(path: str) -> int:
+    return PART_BYTES[Path(path).name]
+
+
 def test_gpu_plan_calls_fit_the_device_tool(gc) -> None:
     calls = gc.plan_calls(gc.PLAN_FILE.read_text())
     assert len(calls) == 5  # four stages and the optional fifth
-    nominal = {
-        "p00": 49,
-        "p01": 49,
-        "p02": 49,
-        "p03": 47,
-        "small.tar": 8,
-        "big.sha256": 0,
-        "install-parts.sh": 0,
-    }  # MiB, as prepare-parts.sh cuts them
-
-    def size_of(path: str) -> int:
-        return int(nominal[Path(path).name] * 2**20) + 100
-
-    assert gc.check_calls(calls, int(4.5 * 2**20), size_of) == []
+    assert gc.check_calls(calls, int(4.5 * 2**20), _part_size) == []
     for n, call in enumerate(calls[:4], 1):
         assert call["timeout_s"] >= gc.FULL.budget[n] + 40  # the install and a margin
         assert call["timeout_s"] <= 180  # well inside the loan
@@ -162,10 +165,23 @@ def test_gpu_plan_calls_fit_the_device_tool(gc) -> None:
     assert "install-parts.sh dali" in calls[3]["command"]
     # A call over the limits is named.
     big = [dict(calls[0], carry=calls[0]["carry"] * 3, command="x" * 2001)]
-    problems = gc.check_calls(big, 0, size_of)
+    problems = gc.check_calls(big, 0, _part_size)
     assert any("2001 characters" in p for p in problems)
     assert any("carries 12 paths" in p for p in problems)
     assert any("MiB travel" in p for p in problems)
+
+
+@pytest.mark.slow  # git ls-files
+def test_this_checkout_leaves_the_plan_a_mib_to_spare(gc) -> None:
+    # The working tree travels with every call: with a MiB to spare for what a session
+    # adds before its calls, the four calls must still fit (a PNG grows it unseen).
+    calls = gc.plan_calls(gc.PLAN_FILE.read_text())
+    tree = gc.tree_bytes()
+    assert gc.check_calls(calls, tree + 2**20, _part_size) == [], (
+        f"the working tree is {tree / 2**20:.1f} MiB: with DALI's parts a device call "
+        "no longer carries it in 64 MiB with a MiB to spare; shrink what is committed "
+        "(git ls-files -z | xargs -0 du -b | sort -n | tail)"
+    )
 
 
 def test_gpu_check_without_a_gpu_says_to_use_dry_run(gc, tmp_path: Path, monkeypatch) -> None:
