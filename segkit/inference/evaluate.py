@@ -14,8 +14,9 @@ predictor at its own size (:func:`evaluate_images`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class Evaluated:
         where: Device and precision, as the result line shows them.
         how: How the images were seen, as the result line ends (empty for the run's
             own resized evaluation).
+        modes: Through the predictor: how many images each mode served (``resize``,
+            ``whole``, ``tile``; what ``--mode auto`` chose); empty otherwise.
     """
 
     split: str
@@ -57,6 +60,7 @@ class Evaluated:
     data: Any
     where: str
     how: str
+    modes: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """What ``segkit evaluate`` prints: the per-class table for K classes, then one
@@ -105,14 +109,25 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     plan = build_eval_plan(config, trained.recipe)
     if options.through_predictor:
         predictor = Predictor.of(trained, options.predictor(config.batch_size))
-        metrics = evaluate_images(predictor, dataset, options.split)
-        how = f", mode {predictor.mode}, tta {predictor.tta}, scored at each image's size"
+        modes: Counter[str] = Counter()
+        metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
+        mode = _modes(predictor.mode, modes)
+        how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
     else:
+        modes = Counter()
         metrics = _loader_metrics(trained, dataset, plan, options.split)
         how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
-    return Evaluated(options.split, metrics, trained.task, dataset.root, where, how)
+    return Evaluated(options.split, metrics, trained.task, dataset.root, where, how, dict(modes))
+
+
+def _modes(mode: str, counts: Counter[str]) -> str:
+    """The mode as the result line names it: ``auto`` with what it chose, how often
+    (``auto (resize 18, whole 2)``), as ``segkit predict``'s summary line does."""
+    if mode != "auto" or not counts:
+        return mode
+    return f"auto ({', '.join(f'{m} {n}' for m, n in sorted(counts.items()))})"
 
 
 def _check_classes(trained: Trained, dataset: Any) -> None:
@@ -150,11 +165,14 @@ def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) 
 
 
 @torch.no_grad()
-def evaluate_images(predictor: Predictor, dataset: Any, split: str) -> dict[str, Any]:
+def evaluate_images(
+    predictor: Predictor, dataset: Any, split: str, *, modes: Counter[str] | None = None
+) -> dict[str, Any]:
     """Score ``predictor`` on ``split`` with every image at its own size (mode, tiles and
     flips as the predictor is set), the way ``segkit predict`` sees it. Returns the task
     meter's result (:meth:`segkit.task.Task.meter`): Dice, IoU (mDice, mIoU and per class
-    for K classes) and ``images``; no loss.
+    for K classes) and ``images``; no loss. ``modes``, if given, counts the images each
+    mode served.
 
     Raises:
         DataError: an image or mask cannot be read.
@@ -174,6 +192,8 @@ def evaluate_images(predictor: Predictor, dataset: Any, split: str) -> dict[str,
         if isinstance(image, Exception):
             raise image
         assert probs is not None and mask is not None
+        if modes is not None:
+            modes[predictor.mode_for(*image.shape[:2])] += 1  # what predict_many just did
         p = torch.from_numpy(probs).to(predictor.device)
         logits = as_logits(p[None] if task.multiclass else p[None, None], task.multiclass)
         m = torch.from_numpy(mask).to(predictor.device)

@@ -171,11 +171,11 @@ class Predictor:
         """What ``auto`` does with this model and why, in one phrase (for ``segkit
         predict``'s first line)."""
         if trained_input(self.native) == "resize":
-            choice = "resize: every image at the training size, the probabilities resized back"
+            choice = "resize"
         else:
             side = int(WHOLE_MAX_PIXELS**0.5)
-            choice = f"whole: each image at its own size, in tiles above {side}x{side} pixels"
-        return f"--mode auto: {choice} (the model was trained on {self.trained.training()})"
+            choice = f"whole images (tiles above {side}x{side})"
+        return f"--mode auto: {choice}, as the model was trained on {self.trained.training()}"
 
     def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
         """Probabilities of one image (an ``(H, W, 3)`` uint8 RGB array or an image file):
