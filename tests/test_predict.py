@@ -23,6 +23,7 @@ from segkit.errors import ConfigError
 from segkit.inference.predict import collect_images
 from segkit.inference.predictor import Predictor
 from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
+from segkit.system.memory import is_out_of_memory
 from segkit.task import Task
 
 
@@ -246,6 +247,65 @@ def test_an_explicit_mode_is_kept_for_every_image(mode: str) -> None:
     for native in (False, True):
         predictor = Predictor.from_model(Constant(), image_size=32, native=native, mode=mode)
         assert {predictor.mode_for(*hw) for hw in ((20, 30), (900, 900), (3000, 3000))} == {mode}
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """:class:`Constant`'s logits, and the CUDA allocator's error for inputs of more than
+    ``limit`` pixels (counting the calls of each kind)."""
+
+    def __init__(self, limit: int, error: Exception | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+        self.calls: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape[2:]))
+        if x.shape[2] * x.shape[3] > self.limit:
+            raise self.error
+        return torch.full((x.shape[0], 1, *x.shape[2:]), 0.7)
+
+
+def test_auto_tiles_an_image_that_does_not_fit_whole_and_every_larger_one(capsys) -> None:
+    model = RunsOutOfMemory(limit=1100)  # the 32 px tiles fit (1024 pixels)
+    predictor = Predictor.from_model(model, image_size=32, native=True)
+    small, big, bigger = (np.zeros((h, w, 3), np.uint8) for h, w in ((20, 30), (40, 40), (64, 50)))
+    assert predictor.mode_for(40, 40) == "whole"
+    probs = predictor.predict(big)  # whole runs out of memory: tiled
+    assert probs.shape == (40, 40) and np.allclose(probs, torch.sigmoid(torch.tensor(0.7)))
+    assert "a 40x40 image did not fit in memory whole on cpu" in capsys.readouterr().err
+    assert predictor.mode_for(40, 40) == "tile" and predictor.mode_for(64, 50) == "tile"
+    assert predictor.mode_for(20, 30) == "whole" and predictor.whole_max_pixels == 1599
+    model.calls.clear()
+    predictor.predict(bigger)  # tiled at once: no whole attempt, no second line
+    predictor.predict(small)
+    assert all(h * w <= 1100 for h, w in model.calls) and (32, 32) in model.calls
+    assert capsys.readouterr().err == ""
+
+
+def test_mode_whole_that_runs_out_of_memory_names_the_size_and_the_fix() -> None:
+    model = RunsOutOfMemory(limit=1100)
+    predictor = Predictor.from_model(model, image_size=32, native=True, mode="whole")
+    with pytest.raises(ConfigError) as e:
+        predictor.predict(np.zeros((40, 40, 3), np.uint8))
+    text = str(e.value)
+    assert "--mode whole: an image of 40x40 pixels does not fit in memory" in text
+    assert "OutOfMemoryError: CUDA out of memory" in text and "--mode tile" in text
+    # Any other error is the model's own, untouched.
+    other = RunsOutOfMemory(limit=1100, error=RuntimeError("shape mismatch"))
+    auto = Predictor.from_model(other, image_size=32, native=True)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        auto.predict(np.zeros((40, 40, 3), np.uint8))
+    assert auto.whole_max_pixels == 2048 * 2048
+
+
+def test_what_counts_as_running_out_of_memory() -> None:
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+    )
+    assert is_out_of_memory(cpu) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(MemoryError()) and not is_out_of_memory(RuntimeError("bad shape"))
+    assert not is_out_of_memory(ValueError("can't allocate memory"))
 
 
 def test_auto_mode_reads_the_recipe_the_checkpoint_records(tmp_path: Path) -> None:

@@ -27,14 +27,17 @@ resized to the training size (its recipe's eval ops resize: ``type1``-``type3``,
 objects many times larger than it learnt; a model trained at native resolution (its
 recipe's eval ops set no size: ``microscopy``, ``RandomCrop`` recipe files) gets
 ``whole`` up to :data:`segkit.inference.native.WHOLE_MAX_PIXELS` pixels, else ``tile``,
-since resizing would change the scale it learnt. A checkpoint that records no recipe is
-rebuilt with the default one, which resizes. Test-time augmentation (``tta``) averages
+since resizing would change the scale it learnt; an image that does not fit in memory
+whole is tiled instead, and so is every later image at least as large (one line on
+stderr says so). A checkpoint that records no recipe is rebuilt with the default one,
+which resizes. Test-time augmentation (``tta``) averages
 the probabilities of the image and its flips (``flip``: horizontal; ``flip_hv``:
 horizontal, vertical and both), in any mode.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +55,7 @@ from segkit.inference.options import PredictorOptions
 from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.inference.trained import Trained, open_trained
 from segkit.recipes import Normalize
+from segkit.system.memory import is_out_of_memory, release
 from segkit.task import Task
 from segkit.training.precision import create_precision
 from segkit.training.runtime import Runtime
@@ -149,6 +153,9 @@ class Predictor:
         self.tile = options.tile if options.tile is not None else trained.image_size
         check_size_multiple(trained.label, self.tile, trained.multiple, "--tile")
         self.tiling = Tiling(self.tile, options.overlap, options.blend, options.batch_size)
+        # auto: the largest image predicted whole; lowered below an image that ran out
+        # of memory whole, which is then tiled.
+        self.whole_max_pixels = WHOLE_MAX_PIXELS
         # Read now, so that a recipe the predictor cannot reproduce fails here rather
         # than at the first image.
         trained.normalization  # noqa: B018
@@ -165,7 +172,7 @@ class Predictor:
         what ``auto`` chooses from how the model was trained (see the module docstring)."""
         if self.mode != "auto":
             return self.mode
-        return image_mode(trained_input(self.native), height, width, WHOLE_MAX_PIXELS)
+        return image_mode(trained_input(self.native), height, width, self.whole_max_pixels)
 
     def auto_rule(self) -> str:
         """What ``auto`` does with this model and why, in one phrase (for ``segkit
@@ -218,14 +225,13 @@ class Predictor:
                 continue
             image = _as_rgb(image)
             mode = self.mode_for(*image.shape[:2])
-            if mode in ("tile", "whole"):
+            if mode == "tile":
                 yield from flush()
-                whole = mode == "whole"
-                yield (
-                    key,
-                    image,
-                    self._predict_whole(image) if whole else self._predict_tiled(image),
-                )
+                yield key, image, self._predict_tiled(image)
+                continue
+            if mode == "whole":
+                yield from flush()
+                yield key, image, self._predict_whole_or_tiled(image)
                 continue
             pending.append((key, image))
             if len(pending) == self.batch_size:
@@ -282,6 +288,35 @@ class Predictor:
             self._probabilities, self.trained.normalize(x), self.trained.multiple
         )
         return self._result(probs[0])
+
+    def _predict_whole_or_tiled(self, image: np.ndarray) -> np.ndarray:
+        """The image whole; if that runs out of memory: tiled under ``auto`` (and every
+        later image at least as large: :meth:`mode_for` then says ``tile``), an error
+        naming the fix under ``--mode whole``."""
+        try:
+            return self._predict_whole(image)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            error = (
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            )
+        release(self.device)  # outside the except: the traceback's tensors are gone
+        height, width = image.shape[:2]
+        if self.mode != "auto":
+            raise ConfigError(
+                f"--mode whole: an image of {width}x{height} pixels does not fit in memory "
+                f"in one pass on {self.device} ({error[:200]}); predict it in tiles with "
+                "--mode tile, or --mode auto, which tiles what does not fit whole"
+            )
+        self.whole_max_pixels = min(self.whole_max_pixels, height * width - 1)
+        print(
+            f"segkit: a {width}x{height} image did not fit in memory whole on {self.device}; "
+            f"it and every later image of {height * width} pixels or more are predicted "
+            "in tiles",
+            file=sys.stderr,
+        )
+        return self._predict_tiled(image)
 
     @torch.no_grad()
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:

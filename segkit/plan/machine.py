@@ -13,7 +13,6 @@ the probe with one whose device memory is faked.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +27,6 @@ GPU_SHARE = 0.9
 #: evaluation of native-size images and the other programs need the rest. A default
 #: awaiting a measurement.
 HOST_SHARE = 0.5
-
-#: What running out of memory raises (the batch-size search stops there).
-OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, MemoryError)
 
 
 class MemoryProbe(Protocol):
@@ -124,14 +120,6 @@ def host_available() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return 8 * 2**30  # unknown: a small machine's
-
-
-def release(device: torch.device) -> None:
-    """Give back what a step that ran out of memory left behind (on a GPU: the tensors
-    its traceback held, and the allocator's cache)."""
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 def memory_probe(device: torch.device) -> MemoryProbe:

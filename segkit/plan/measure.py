@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from segkit.plan.machine import OUT_OF_MEMORY, MemoryProbe, release
+from segkit.plan.machine import MemoryProbe
+from segkit.system.memory import OUT_OF_MEMORY, release
 
 if TYPE_CHECKING:
     from segkit.config import RunConfig

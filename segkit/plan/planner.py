@@ -41,6 +41,7 @@ from segkit.plan import rules
 from segkit.plan.fingerprint import Fingerprint, fingerprint
 from segkit.plan.measure import StepProbe, fit_batch, time_run
 from segkit.plan.rules import Choice, Costs, Schedule, duration
+from segkit.system.memory import release
 from segkit.task import Task
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ class _Planner:
                 grow_while_faster=not self.largest,
             )
             del probe
-            machine_mod.release(runtime.device)
+            release(runtime.device)
             self.tell(f"timing the run at {size} px, batch {search.batch} ...")
             config = self.candidate(image_size=size, batch_size=search.batch)
             timing = time_run(config, runtime)
