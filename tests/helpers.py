@@ -92,3 +92,23 @@ def make_distribution(
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     for module, source in modules.items():
         (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """:class:`Constant`'s logits, and the CUDA allocator's error for inputs of more than
+    ``limit`` pixels (counting the calls of each kind)."""
+
+    def __init__(self, limit: int, error: Exception | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
+        self.calls: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape[2:]))
+        if x.shape[2] * x.shape[3] > self.limit:
+            raise self.error
+        return torch.full((x.shape[0], 1, *x.shape[2:]), 0.7)

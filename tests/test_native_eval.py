@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import RunsOutOfMemory
 from PIL import Image
 
 from segkit import recipes as R
@@ -171,6 +172,20 @@ def test_tiled_and_whole_agree_on_a_small_image() -> None:
     tiled = NativeForward("whole", image_size=32, multiple=16, max_pixels=100)(model, x)
     assert whole.shape == tiled.shape == (1, 2, 50, 77)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_native_evaluation_tiles_an_image_that_does_not_fit_whole(capsys) -> None:
+    model = RunsOutOfMemory(limit=1100)  # the 32 px tiles fit (1024 pixels)
+    forward = NativeForward("whole", image_size=32, channels=1)
+    out = forward(model, torch.zeros(1, 3, 40, 40))  # whole runs out of memory: tiled
+    assert out.shape == (1, 1, 40, 40) and torch.allclose(out, torch.full_like(out, 0.7))
+    assert "a 40x40 image did not fit in memory whole on cpu" in capsys.readouterr().err
+    assert forward.max_pixels == 1599
+    model.calls.clear()
+    forward(model, torch.zeros(1, 3, 50, 64))  # tiled at once, no second line
+    forward(model, torch.zeros(1, 3, 20, 30))  # still whole
+    assert model.calls[-1] == (20, 30) and all(h * w <= 1100 for h, w in model.calls)
+    assert capsys.readouterr().err == ""
 
 
 def test_native_forward_resize_sees_the_training_size_and_returns_the_image_size() -> None:

@@ -427,7 +427,7 @@ def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_r
     assert config.model == tiny_model and config.recipe == DEFAULTS["native_recipe"]
     assert config.image_size == 256 and config.image_size % 8 == 0
     assert config.eval_size == "native"
-    assert "native crops" in out and "--mode whole" in out
+    assert "native crops" in out and "--mode auto" in out and "whole images" in out
     # The plan re-runs as a configuration: `segkit run --config plan.toml`.
     assert main(["run", "--config", str(plan_file), "--out", str(tmp_path / "runs"), "-q"]) == 0
     run_dir = next((tmp_path / "runs").glob("*/summary.json")).parent
@@ -450,7 +450,8 @@ def test_pets_are_resized_within_a_budget(tiny_model, tiny_pets, tmp_path, capsy
     # may fit 50 epochs in 40 s); never the native-crop recipe.
     assert config.recipe in (DEFAULTS["light_recipe"], DEFAULTS["recipe"])
     assert "epochs" in why["recipe"]["reason"] and config.eval_size == "native"
-    assert "resized" in why["image_size"]["reason"] and why["predict"]["shown"] == "--mode resize"
+    assert "resized" in why["image_size"]["reason"] and why["predict"]["shown"] == "--mode auto"
+    assert plan["predict_mode"] == "resize" and "resized to" in why["predict"]["reason"]
     assert config.image_size % 8 == 0 and config.epochs >= 1
     # The estimate (setup, epochs, validations, checkpoints, test and reports) fits.
     assert plan["budget_s"] == 40 and 0 < plan["schedule"]["seconds"] <= 40

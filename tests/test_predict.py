@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TRIO, save_checkpoint
+from helpers import TRIO, RunsOutOfMemory, save_checkpoint
 from PIL import Image
 
 import segkit
@@ -247,23 +247,6 @@ def test_an_explicit_mode_is_kept_for_every_image(mode: str) -> None:
     for native in (False, True):
         predictor = Predictor.from_model(Constant(), image_size=32, native=native, mode=mode)
         assert {predictor.mode_for(*hw) for hw in ((20, 30), (900, 900), (3000, 3000))} == {mode}
-
-
-class RunsOutOfMemory(torch.nn.Module):
-    """:class:`Constant`'s logits, and the CUDA allocator's error for inputs of more than
-    ``limit`` pixels (counting the calls of each kind)."""
-
-    def __init__(self, limit: int, error: Exception | None = None) -> None:
-        super().__init__()
-        self.limit = limit
-        self.error = error or torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 GiB")
-        self.calls: list[tuple[int, int]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(tuple(x.shape[2:]))
-        if x.shape[2] * x.shape[3] > self.limit:
-            raise self.error
-        return torch.full((x.shape[0], 1, *x.shape[2:]), 0.7)
 
 
 def test_auto_tiles_an_image_that_does_not_fit_whole_and_every_larger_one(capsys) -> None:

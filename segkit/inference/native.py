@@ -40,6 +40,7 @@ resizing and tiling code.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from segkit.errors import ConfigError
 from segkit.inference.forward import model_logits, resized_forward
 from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.recipes import SIZING_OPS, Recipe
+from segkit.system.memory import is_out_of_memory, release
 
 #: A native image with more pixels than this is predicted in tiles, not whole (a 2048 x
 #: 2048 image through a UNet peaks at a few GB in fp32).
@@ -147,7 +149,7 @@ def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
     return EvalPlan(eval_size, True, trained_input(False), dataclasses.replace(recipe, eval=ops))
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class NativeForward:
     """Logits of one native-size eval batch, as :class:`EvalPlan` says the model sees it.
 
@@ -163,7 +165,8 @@ class NativeForward:
         channels_last: Whether the model is NHWC.
         channels: The model's logit channels (the task's), for the tiling; None reads
             them from the model.
-        max_pixels: Above this, ``whole`` predicts in tiles of the training size.
+        max_pixels: Above this, ``whole`` predicts in tiles of the training size; lowered
+            below an image that ran out of memory whole (then tiled, with one line).
         overlap, blend, tile_batch: The tiling's
             (:class:`segkit.inference.tiling.Tiling`).
 
@@ -198,7 +201,12 @@ class NativeForward:
             return resized_forward(run, images, self.image_size)
         h, w = images.shape[-2:]
         if image_mode(self.input, h, w, self.max_pixels) == "whole":
-            return padded_forward(run, images, self.multiple)
+            try:
+                return padded_forward(run, images, self.multiple)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+            self._tile_from(h, w, images.device)
         channels = self.channels or _channels(model, run, images)
         tiling = Tiling(self.image_size, self.overlap, self.blend, self.tile_batch)
         out = [
@@ -206,6 +214,18 @@ class NativeForward:
             for image in images
         ]
         return torch.stack([logits.to(images.device) for logits in out])
+
+    def _tile_from(self, height: int, width: int, device: torch.device) -> None:
+        """An image of ``height`` x ``width`` ran out of memory whole: give back what it
+        left, and tile it and every later image at least as large (one line says so)."""
+        release(device)
+        self.max_pixels = min(self.max_pixels, height * width - 1)
+        print(
+            f"segkit: native evaluation: a {width}x{height} image did not fit in memory "
+            f"whole on {device}; it and every later image of {height * width} pixels or "
+            "more are evaluated in tiles",
+            file=sys.stderr,
+        )
 
 
 def _channels(model: torch.nn.Module, run: Callable[..., torch.Tensor], images: Any) -> int:

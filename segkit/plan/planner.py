@@ -69,7 +69,8 @@ class Plan:
         schedule: Epochs, validation and checkpoint spacing, estimated seconds.
         budget: Seconds asked for (None: epochs were given).
         batch: The batch-size search (every trial).
-        predict_mode: ``segkit predict --mode`` for the trained model.
+        predict_mode: What ``segkit predict --mode auto`` (the plan's advice) does with
+            the trained model: ``whole`` after native crops, ``resize`` after resizing.
         planning_s: Seconds the planning took.
     """
 
@@ -409,8 +410,8 @@ class _Planner:
                     "grid_images", str(grid), "each is one more native prediction in the reports"
                 )
             )
-        predict = "whole" if crops else "resize"
-        choices.append(Choice("predict", f"--mode {predict}", _predict_reason(crops, size)))
+        predict = "whole" if crops else "resize"  # what --mode auto chooses for the model
+        choices.append(Choice("predict", "--mode auto", _predict_reason(crops, size)))
         return Plan(
             settings=self.settings,
             choices=choices,
@@ -577,5 +578,7 @@ def _epochs_reason(
 
 def _predict_reason(crops: bool, size: int) -> str:
     if crops:
-        return "each image whole at its own size (tiled above 2048x2048), as evaluated"
+        return (
+            "whole images at their own size (tiled above 2048x2048 or out of memory), as evaluated"
+        )
     return f"each image resized to {size} and back, as evaluated"
