@@ -24,6 +24,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -249,6 +250,13 @@ class RunConfig:
         0.0,
         "the least change of --monitor that counts as an improvement for --patience",
         metavar="D",
+    )
+    max_time: str | None = _opt(
+        None,
+        "stop training before an epoch expected to end after this long from the start "
+        "(20m, 1h30m, 90s; set-up, validation and checkpoints count, the test and reports "
+        "after training do not); best.pt is then tested as usual (default: no limit)",
+        metavar="DURATION",
     )
     save_every: int = _opt(
         1,
@@ -500,8 +508,6 @@ def _parse(text: str, language: str, path: Path) -> Any:
 def _yaml_loader() -> type:
     """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does: PyYAML follows
     YAML 1.1, where a float needs a dot (``1.0e-3``), and ``lr: 1e-3`` would be text."""
-    import re
-
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -634,6 +640,8 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
         raise bad("patience", "expected a positive integer")
     if not v["min_delta"] >= 0:
         raise bad("min_delta", "expected 0 or more")
+    if v["max_time"] is not None:
+        parse_duration(v["max_time"], w.subject("max_time", v["max_time"]))
     if v["num_workers"] is not None and v["num_workers"] < 0:
         raise bad("num_workers", "expected 0 or more")
     threads = v["threads"]
@@ -644,6 +652,24 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
     v["threads"] = threads
     v["data"], v["data_as_typed"] = _absolute_data(v["data"], v["data_as_typed"])
     return v
+
+
+def parse_duration(text: str, what: str) -> float:
+    """A duration (``20m``, ``90s``, ``1h30m``, ``1.5h``) in seconds; a bare number is
+    refused (minutes or seconds?). ``what`` names the value in the error.
+
+    Raises:
+        ConfigError: anything else, or zero.
+    """
+    text = str(text).strip().lower()
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", text)
+    if not m or not any(m.groups()):
+        raise ConfigError(f"{what}: expected a duration such as 20m, 90s, 1h30m or 1.5h")
+    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+    seconds = h * 3600 + mins * 60 + s
+    if seconds <= 0:
+        raise ConfigError(f"{what}: expected a duration above zero")
+    return seconds
 
 
 def _absolute_data(data: str | None, typed: str | None) -> tuple[str | None, str | None]:

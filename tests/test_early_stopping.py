@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,80 @@ def test_monitor_valid_loss_picks_the_lowest_loss(
         2,
     )
     assert summary["stopped_early"] is False and summary["stop_reason"] is None
+
+
+# ------------------------------------------------------------------ --max-time
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("20", "--max-time '20': expected a duration such as 20m, 90s, 1h30m or 1.5h"),
+        ("0s", "--max-time '0s': expected a duration above zero"),
+        ("ten minutes", "--max-time 'ten minutes': expected a duration such as 20m"),
+    ],
+)
+def test_a_bad_max_time_names_the_value_and_the_form(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(max_time=value)
+
+
+@pytest.fixture
+def slow_epochs(monkeypatch: pytest.MonkeyPatch):
+    """Every epoch's training takes 100 s more on the engine's clock (the clock it reads
+    for epoch seconds and for --max-time); returns the epochs trained."""
+    trained: list[int] = []
+    offset = [0.0]
+    clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
+    real_train = engine.train_one_epoch
+
+    def train_one_epoch(*args, **kwargs):
+        trained.append(kwargs["epoch"])
+        offset[0] += 100.0
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(engine, "train_one_epoch", train_one_epoch)
+    return trained
+
+
+@pytest.mark.slow
+def test_max_time_stops_before_an_epoch_that_would_end_past_it(
+    tiny_pets: Path, tmp_path: Path, slow_epochs, capsys
+) -> None:
+    # 100 s an epoch: after epoch 4 (at ~400 s) a fifth would end at ~500 s, past 450 s.
+    config = tiny(tiny_pets, tmp_path, name="mt", epochs=8, max_time="7m30s", keep_last=True)
+    result = train(config)
+    assert slow_epochs == [1, 2, 3, 4]
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert (
+        lines[-1].startswith("epoch   4/8")
+        and "time limit: stopping, epoch 5 would end" in (lines[-1])
+    )
+    assert lines[-1].endswith("past --max-time 7m30s")
+    assert not any("time limit" in x for x in lines[:-1])
+    summary = json.loads((tmp_path / "mt" / "summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["stopped_by"] == "max_time"
+    assert summary["epochs_run"] == 4 and summary["stop_reason"].startswith("--max-time: epoch 5")
+    assert result.stopped_by == "max_time" and result.test["dice"] >= 0
+    assert "stopped by --max-time after epoch 4" in (tmp_path / "mt" / "summary.txt").read_text()
+    assert ckpt_io.load(tmp_path / "mt" / "last.pt")["epoch"] == 4  # written at the stop
+
+    # --resume with more time trains on: the limit counts from the resumed process's start.
+    more = resume(tmp_path / "mt", max_time="1h", quiet=True)
+    assert slow_epochs == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by is None
+
+
+@pytest.mark.slow
+def test_max_time_lets_a_run_that_fits_finish(tiny_pets: Path, tmp_path: Path, slow_epochs) -> None:
+    result = train(tiny(tiny_pets, tmp_path, name="fits", epochs=3, max_time="1h"), quiet=True)
+    assert slow_epochs == [1, 2, 3] and not result.stopped_early
+
+
+def test_resume_takes_max_time_but_not_other_settings(tmp_path: Path, capsys) -> None:
+    from segkit.cli import main
+
+    assert main(["run", "--resume", str(tmp_path), "--max-time", "1h", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr cannot change them (only --epochs can, to extend the run, and --max-time)" in err

@@ -426,7 +426,7 @@ def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_r
     config = RunConfig.from_file(plan_file)
     assert config.model == tiny_model and config.recipe == DEFAULTS["native_recipe"]
     assert config.image_size == 256 and config.image_size % 8 == 0
-    assert config.eval_size == "native"
+    assert config.eval_size == "native" and config.max_time is None  # --epochs: no budget
     assert "native crops" in out and "--mode auto" in out and "whole images" in out
     # The plan re-runs as a configuration: `segkit run --config plan.toml`.
     assert main(["run", "--config", str(plan_file), "--out", str(tmp_path / "runs"), "-q"]) == 0
@@ -456,6 +456,11 @@ def test_pets_are_resized_within_a_budget(tiny_model, tiny_pets, tmp_path, capsy
     # The estimate (setup, epochs, validations, checkpoints, test and reports) fits.
     assert plan["budget_s"] == 40 and 0 < plan["schedule"]["seconds"] <= 40
     assert plan["settings"]["epochs"] == config.epochs
+    # The run stops training in time on a busier machine: the budget less the test.
+    test_s = plan["timing"]["test_s"]
+    assert config.max_time == rules.duration(40 - test_s) and "test and reports" in (
+        why["max_time"]["reason"]
+    )
 
 
 @pytest.mark.slow

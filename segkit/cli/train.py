@@ -61,15 +61,20 @@ def _run_or_resume(args: argparse.Namespace) -> int:
 
     if args.resume:
         settings = settings_from_args(args)
-        other = sorted(set(settings) - {"epochs"})
+        other = sorted(set(settings) - {"epochs", "max_time"})
         if other or args.config:
             given = ", ".join(["--config"] * bool(args.config) + [flag(k) for k in other])
             raise ConfigError(
                 f"--resume continues a run with the settings in its checkpoint; {given} "
-                "cannot change them (only --epochs can, to extend the run). Start a new run "
-                f"with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
+                "cannot change them (only --epochs can, to extend the run, and --max-time). "
+                f"Start a new run with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
             )
-        result = resume(args.resume, epochs=settings.get("epochs"), quiet=args.quiet)
+        result = resume(
+            args.resume,
+            epochs=settings.get("epochs"),
+            max_time=settings.get("max_time"),
+            quiet=args.quiet,
+        )
     else:
         base = read_config_file(args.config) if args.config else None
         settings = settings_from_args(args, base)

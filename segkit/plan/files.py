@@ -29,6 +29,7 @@ _EXPLAINS: dict[str, tuple[str, ...]] = {
     "batch_size": ("batch_size",),
     "schedule": ("schedule", "lr", "warmup_epochs"),
     "epochs": ("epochs",),
+    "max_time": ("max_time",),
     "validate_every": ("validate_every",),
     "save_every": ("save_every",),
     "grid_images": ("grid_images",),

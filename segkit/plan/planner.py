@@ -388,6 +388,17 @@ class _Planner:
                 _epochs_reason(schedule, budget, self.epochs, timing),
             )
         )
+        if budget is not None:
+            limit = duration(max(1.0, budget - timing.test_s))
+            self.settings["max_time"] = limit
+            choices.append(
+                Choice(
+                    "max_time",
+                    limit,
+                    f"the budget less the test and reports ({duration(timing.test_s)}): on a "
+                    "busier machine training stops in time instead of overrunning",
+                )
+            )
         choices.append(
             Choice(
                 "validate_every",

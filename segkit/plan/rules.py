@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from segkit.config import parse_duration
 from segkit.plan.fingerprint import Fingerprint
 
 # ----------------------------------------------------------------------------- constants
@@ -347,18 +348,4 @@ def parse_budget(text: str) -> float:
     Raises:
         ConfigError: anything else, or zero.
     """
-    import re
-
-    from segkit.errors import ConfigError
-
-    m = re.fullmatch(
-        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*",
-        str(text).lower(),
-    )
-    if not m or not any(m.groups()):
-        raise ConfigError(f"--budget {text!r}: expected a duration such as 20m, 90s, 1h30m or 1.5h")
-    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
-    seconds = h * 3600 + mins * 60 + s
-    if seconds <= 0:
-        raise ConfigError(f"--budget {text!r}: expected a duration above zero")
-    return seconds
+    return parse_duration(text, f"--budget {text!r}")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from segkit import build
-from segkit.config import RunConfig
+from segkit.config import RunConfig, flag, parse_duration
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.metrics.definitions import scores_from_meter
 from segkit.registry import default_registry
@@ -78,7 +78,13 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
         raise e.with_traceback(None) from None
 
 
-def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = False) -> RunResult:
+def resume(
+    run_dir: Path | str,
+    *,
+    epochs: int | None = None,
+    max_time: str | None = None,
+    quiet: bool = False,
+) -> RunResult:
     """Continue a run from its ``last.pt``: model, optimizer, GradScaler, RNG
     states, best score and history are restored (the learning-rate schedule is positioned
     from the epochs done), and training goes on at the epoch after the one ``last.pt``
@@ -88,7 +94,8 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
     own. The patience counter of ``--patience`` goes on where it was. A run that stopped
     early is finished: resumed without ``epochs`` it trains nothing and tests its best
     checkpoint again; with ``epochs`` it trains on, its counter kept (so the next
-    validation without an improvement stops it again).
+    validation without an improvement stops it again). ``--max-time`` counts from this
+    process's start; ``max_time`` replaces the run's.
 
     Raises:
         ConfigError: another process trains in ``run_dir`` (or resumes it).
@@ -111,6 +118,9 @@ def resume(run_dir: Path | str, *, epochs: int | None = None, quiet: bool = Fals
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
         config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        if max_time is not None:
+            config.max_time = max_time
+            config.validate()
         if epochs is not None:
             config.epochs = epochs
             config.validate()
@@ -197,7 +207,7 @@ def _run(
                 if run.dist.main:
                     run.end_epoch(trained)
                 distributed.barrier(run.dist)
-                if run.config.patience is not None and run.stops_early():
+                if run.may_stop_early() and run.stops_early():
                     break
             run.wait_for_writes()  # the last epoch's write: the test reads best.pt
     return run.finish()
@@ -249,6 +259,7 @@ class Run:
         self.resolved: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.start = self.end = self.epoch = 1
+        self.time_stop: str | None = None  # why --max-time stops the run after this epoch
 
     # ------------------------------------------------------------------------ setup
 
@@ -376,8 +387,9 @@ class Run:
     def end_epoch(self, trained: EpochTrained) -> None:
         """Rank 0, after each epoch: validate (when due), update the early stopping (the
         best epoch; ``stopped`` when ``--patience`` runs out before the last epoch),
-        checkpoint (when due, in the background), log the epoch's row (``metrics.csv``,
-        TensorBoard) and print its line."""
+        decide whether ``--max-time`` allows another epoch, checkpoint (when due, in the
+        background), log the epoch's row (``metrics.csv``, TensorBoard) and print its
+        line."""
         assert self.folder is not None
         epoch, config = trained.epoch, self.config
         validated = epoch % config.validate_every == 0 or epoch == config.epochs
@@ -387,6 +399,7 @@ class Run:
         row = self._row(trained, valid, valid_s)
         self.history.append(row)
         improved = validated and self._update_stopper(epoch, valid)
+        self.time_stop = self._time_stop(epoch)
         self.checkpoint(trained, row, improved)
         self.folder.append_metrics(row)
         if self.log is not None:
@@ -427,6 +440,36 @@ class Run:
         self.stopper.stopped = self.stopper.should_stop and epoch < self.config.epochs
         return improved
 
+    def _time_stop(self, epoch: int) -> str | None:
+        """Why ``--max-time`` stops the run after ``epoch`` (None: the next epoch is
+        expected to end in time, or there is no limit, or no next epoch).
+
+        Expected: the seconds since the run started, this epoch's checkpoint and the next
+        epoch's training, validation (when due) and checkpoint, each as long as the
+        longest of this process's last two (a resumed run counts from its own start)."""
+        config = self.config
+        if config.max_time is None or epoch >= config.epochs or self.stopper.stopped:
+            return None
+        limit = parse_duration(config.max_time, flag("max_time"))
+        rows = [r for r in self.history if r["epoch"] >= self.start][-2:]
+        train = max(r["epoch_seconds"] for r in rows)
+        validations = [r["valid_s"] for r in rows if not math.isnan(r["valid_loss"])]
+        due = (epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs
+        valid = max(validations, default=0.0) if due else 0.0
+        checkpoint = max((r["checkpoint_s"] for r in rows[:-1]), default=0.0)  # this one's: unset
+        end = time.perf_counter() - self.started + 2 * checkpoint + train + valid
+        if end <= limit:
+            return None
+        return (
+            f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, past "
+            f"--max-time {config.max_time}"
+        )
+
+    def may_stop_early(self) -> bool:
+        """Whether the run can stop before ``--epochs`` (``--patience``, ``--max-time``):
+        only then do the ranks agree on it after each epoch (a collective)."""
+        return self.config.patience is not None or self.config.max_time is not None
+
     def checkpoint(self, trained: EpochTrained, row: dict[str, Any], improved: bool) -> None:
         """Write ``best.pt`` when the epoch improved and ``last.pt`` when due
         (``--save-every``, the last epoch, an early stop): in the background from a
@@ -435,7 +478,7 @@ class Run:
         or the write) and wall seconds."""
         epoch, config = trained.epoch, self.config
         save_last = epoch % config.save_every == 0 or epoch == config.epochs
-        save_last = save_last or self.stopper.stopped
+        save_last = save_last or self.stopper.stopped or self.time_stop is not None
         t0 = time.perf_counter()
         state: dict[str, Any] = {}
         files: list[tuple[dict[str, Any], Path]] = []
@@ -498,6 +541,8 @@ class Run:
         if validated and config.monitor not in usual:
             shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
         stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
+        if self.time_stop is not None:
+            stop = f"  time limit: stopping, {self.time_stop}"
         return (
             f"epoch {trained.epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"train {'mDice' if mc else 'dice'} {row['train_dice']:.4f}  {shown}  "
@@ -507,11 +552,13 @@ class Run:
         )
 
     def stops_early(self) -> bool:
-        """Whether the run stops early after this epoch: rank 0 decided, every rank
-        learns it (a collective, only with ``--patience``)."""
+        """Whether the run stops early after this epoch (``--patience``, ``--max-time``):
+        rank 0 decided, every rank learns it (a collective, only where
+        :meth:`may_stop_early`)."""
+        stopped = self.stopper.stopped or self.time_stop is not None
         if not self.dist.enabled:
-            return self.stopper.stopped
-        stop = float(self.stopper.stopped and self.dist.main)
+            return stopped
+        stop = float(stopped and self.dist.main)
         flag = torch.tensor([stop], device=self.runtime.device)
         return bool(distributed.all_reduce_sum(flag, self.dist).item() > 0)
 
@@ -658,14 +705,22 @@ class Run:
             checkpoint_writes=len(writes),
             monitor=self.config.monitor,
             best_value=stopper.best,
-            stopped_early=stopper.stopped,
-            stop_reason=stopper.reason() if stopper.stopped else None,
+            stopped_early=stopper.stopped or self.time_stop is not None,
+            stop_reason=_stop_reason(stopper, self.time_stop),
+            stopped_by="patience" if stopper.stopped else "max_time" if self.time_stop else None,
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
         )
         if writes:
             result.checkpoint_write_s = sum(writes) / len(writes)
         return result
+
+
+def _stop_reason(stopper: EarlyStopping, time_stop: str | None) -> str | None:
+    """Why the run stopped before ``--epochs`` (None if it did not)."""
+    if stopper.stopped:
+        return stopper.reason()
+    return f"--max-time: {time_stop}" if time_stop else None
 
 
 def _restore_ema(state: dict[str, Any], t: build.Training, say: Callable[[str], None]) -> None:

@@ -89,9 +89,11 @@ class RunResult:
     #: ``--monitor`` and its value at the best epoch (``best_valid_dice`` stays the Dice).
     monitor: str = "valid_dice"
     best_value: float = math.nan
-    #: Whether ``--patience`` ended the run before ``--epochs``, why, and its last epoch.
+    #: Whether ``--patience`` or ``--max-time`` ended the run before ``--epochs``, which
+    #: (``patience``, ``max_time``), why, and its last epoch.
     stopped_early: bool = False
     stop_reason: str | None = None
+    stopped_by: str | None = None
     epochs_run: int = 0
     #: The run's target (binary or K classes; a segkit.task.Task).
     task: Any = None
@@ -371,6 +373,7 @@ class RunFolder:
             "best_value": result.best_value,
             "stopped_early": result.stopped_early,
             "stop_reason": result.stop_reason,
+            "stopped_by": result.stopped_by,
             "epochs_run": result.epochs_run,
             "epoch_seconds": result.epoch_seconds,
             "images_per_second": result.images_per_second,
@@ -443,7 +446,10 @@ def class_summary(result: RunResult) -> dict[str, Any]:
 
 
 def summary_line(config: RunConfig, result: RunResult) -> str:
-    stopped = f"; stopped early after epoch {result.epochs_run}" if result.stopped_early else ""
+    stopped = ""
+    if result.stopped_early:
+        by = " by --max-time" if result.stopped_by == "max_time" else " early"
+        stopped = f"; stopped{by} after epoch {result.epochs_run}"
     if result.task is not None and result.task.multiclass:
         t = result.test
         scores = (
