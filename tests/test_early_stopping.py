@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import interrupt_in_epoch
-from helpers import tiny
+from helpers import rows, tiny
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, RunInterrupted
@@ -267,9 +267,14 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     tiny_pets: Path, tmp_path: Path, slow_epochs, capsys
 ) -> None:
     # 100 s an epoch: after epoch 4 (at ~400 s) a fifth would end at ~500 s, past 450 s.
-    config = tiny(tiny_pets, tmp_path, name="mt", epochs=8, max_time="7m30s", keep_last=True)
+    config = tiny(
+        tiny_pets, tmp_path, name="mt", epochs=8, max_time="7m30s", keep_last=True, validate_every=3
+    )
     result = train(config)
     assert slow_epochs == [1, 2, 3, 4]
+    # Epoch 4 is validated although --validate-every 3 skips it: the last epoch trained counts.
+    valid = [float(r["valid_dice"]) for r in rows(tmp_path / "mt")]
+    assert [math.isnan(v) for v in valid] == [True, True, False, False]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
     assert (
         lines[-1].startswith("epoch   4/8")

@@ -458,8 +458,9 @@ def test_pets_are_resized_within_a_budget(tiny_model, tiny_pets, tmp_path, capsy
     assert plan["settings"]["epochs"] == config.epochs
     # The run stops training in time on a busier machine: the budget less the test.
     test_s = plan["timing"]["test_s"]
-    assert config.max_time == rules.duration(40 - test_s) and "test and reports" in (
-        why["max_time"]["reason"]
+    assert (
+        config.max_time == rules.duration(40 - test_s)
+        and "test and reports" in (why["max_time"]["reason"])
     )
 
 

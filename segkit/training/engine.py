@@ -393,13 +393,14 @@ class Run:
         assert self.folder is not None
         epoch, config = trained.epoch, self.config
         validated = epoch % config.validate_every == 0 or epoch == config.epochs
+        self.time_stop = self._time_stop(trained, validated)
+        validated = validated or self.time_stop is not None  # the last epoch trained counts
         t0 = time.perf_counter()
         valid = self.validate() if validated else dict(_NOT_VALIDATED)
         valid_s = time.perf_counter() - t0
         row = self._row(trained, valid, valid_s)
         self.history.append(row)
         improved = validated and self._update_stopper(epoch, valid)
-        self.time_stop = self._time_stop(epoch)
         self.checkpoint(trained, row, improved)
         self.folder.append_metrics(row)
         if self.log is not None:
@@ -440,29 +441,32 @@ class Run:
         self.stopper.stopped = self.stopper.should_stop and epoch < self.config.epochs
         return improved
 
-    def _time_stop(self, epoch: int) -> str | None:
-        """Why ``--max-time`` stops the run after ``epoch`` (None: the next epoch is
-        expected to end in time, or there is no limit, or no next epoch).
+    def _time_stop(self, trained: EpochTrained, validate_now: bool) -> str | None:
+        """Why ``--max-time`` stops the run after this epoch (None: the next epoch is
+        expected to end in time, or there is no limit, or no next epoch). Decided before
+        this epoch's validation, which then runs even where ``--validate-every`` skips it.
 
-        Expected: the seconds since the run started, this epoch's checkpoint and the next
-        epoch's training, validation (when due) and checkpoint, each as long as the
-        longest of this process's last two (a resumed run counts from its own start)."""
-        config = self.config
-        if config.max_time is None or epoch >= config.epochs or self.stopper.stopped:
+        Expected: the seconds since the run started, this epoch's validation (when due)
+        and checkpoint, and the next epoch's training, validation (when due) and
+        checkpoint, each as long as the longer of this process's last two (a resumed run
+        counts from its own start)."""
+        config, epoch = self.config, trained.epoch
+        if config.max_time is None or epoch >= config.epochs:
             return None
         limit = parse_duration(config.max_time, flag("max_time"))
-        rows = [r for r in self.history if r["epoch"] >= self.start][-2:]
-        train = max(r["epoch_seconds"] for r in rows)
-        validations = [r["valid_s"] for r in rows if not math.isnan(r["valid_loss"])]
+        mine = [r for r in self.history if r["epoch"] >= self.start]  # earlier epochs
+        train = max([trained.seconds] + [r["epoch_seconds"] for r in mine[-1:]])
+        validations = [r["valid_s"] for r in mine if not math.isnan(r["valid_loss"])]
+        valid = max(validations[-2:], default=0.0)
+        checkpoint = max((r["checkpoint_s"] for r in mine[-2:]), default=0.0)
         due = (epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs
-        valid = max(validations, default=0.0) if due else 0.0
-        checkpoint = max((r["checkpoint_s"] for r in rows[:-1]), default=0.0)  # this one's: unset
-        end = time.perf_counter() - self.started + 2 * checkpoint + train + valid
+        now = time.perf_counter() - self.started
+        end = now + valid * (validate_now + due) + 2 * checkpoint + train
         if end <= limit:
             return None
         return (
-            f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, past "
-            f"--max-time {config.max_time}"
+            f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, "
+            f"past --max-time {config.max_time}"
         )
 
     def may_stop_early(self) -> bool:
@@ -541,7 +545,7 @@ class Run:
         if validated and config.monitor not in usual:
             shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
         stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
-        if self.time_stop is not None:
+        if self.time_stop is not None and not stopper.stopped:
             stop = f"  time limit: stopping, {self.time_stop}"
         return (
             f"epoch {trained.epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
