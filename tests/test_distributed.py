@@ -60,9 +60,11 @@ def test_devices_flag_is_removed_for_the_processes_it_launches() -> None:
 def test_two_processes_accumulate_in_sync(tiny_pets: Path, tmp_path: Path) -> None:
     """--accumulate 2 under DDP: no_sync on a group's first batch, the all-reduce on its
     last (7 images per rank in batches of 4: one group of 2 batches); the ranks' weights
-    end identical, so the gradients were averaged across them."""
+    end identical, so the gradients were averaged across them. --max-time 1s (less than
+    the set-up) stops the run after its first epoch of 3: rank 0 decides, both ranks stop
+    (a hang or a second epoch on rank 1 would fail here)."""
     out = tmp_path / "runs"
-    args = [*TINY_RUN, "--epochs", "1", "--accumulate", "2", "--ema", "0.5"]
+    args = [*TINY_RUN, "--epochs", "3", "--accumulate", "2", "--ema", "0.5", "--max-time", "1s"]
     args += ["--data", str(tiny_pets), "--out", str(out), "--name", "acc", "-q"]
     proc = subprocess.run(
         [sys.executable, "-m", "segkit", "run", "--devices", "2", *args],
@@ -74,3 +76,4 @@ def test_two_processes_accumulate_in_sync(tiny_pets: Path, tmp_path: Path) -> No
     summary = json.loads((out / "acc" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["weights_in_sync"] is True
+    assert (summary["epochs_run"], summary["stopped_by"]) == (1, "max_time")
