@@ -670,14 +670,16 @@ def create_step(
         raise error
     if decision.use:
         from segkit.data.sampling import per_rank
-        from segkit.training.graphs import GraphStep
+        from segkit.training.graphs import TRIAL_STEPS, GraphStep
 
         each = per_rank(train_images, runtime.dist.world)
+        auto = config.cuda_graphs == "auto"
         step: TrainStep = GraphStep(
             context,
             batch_size=min(config.batch_size, each),
-            fallback=config.cuda_graphs == "auto",
+            fallback=auto,
             say=say,
+            trial=TRIAL_STEPS if auto else 0,
         )
     else:
         step = TrainStep(context)

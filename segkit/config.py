@@ -216,8 +216,8 @@ class RunConfig:
         "auto",
         "capture the training step once as a CUDA graph and replay it every batch (it pays "
         "where the host, not the GPU, limits the step): on (a run that cannot is refused, "
-        "saying why), off, or auto (on only where a measurement says it wins: none yet, so "
-        "off; a line says why)",
+        "saying why), off, or auto (captured where on would be, then kept only if 8 timed "
+        "replays beat 8 timed eager steps by 5%; a line gives both times)",
     )
     last_batch: LastBatchName = _opt(
         "drop",

@@ -47,7 +47,7 @@ def test_off_never_captures() -> None:
 )
 @pytest.mark.parametrize("mode", ["on", "auto"])
 def test_each_rule_refuses_with_one_line(mode: str, change: dict, reason: str) -> None:
-    d = decide_cuda_graphs(mode, **(GOOD | change), measured_win=True)
+    d = decide_cuda_graphs(mode, **(GOOD | change))
     assert not d.use and d.reasons == (reason,)
     assert d.line() == f"cuda graphs: off (--cuda-graphs {mode}: {reason})"
     assert "\n" not in d.line()
@@ -92,16 +92,15 @@ def test_a_kept_smaller_last_batch_runs_eagerly_and_the_line_says_so() -> None:
     assert decide_cuda_graphs("on", **(GOOD | {"train_images": 20, "batch_size": 32})).notes == ()
 
 
-def test_auto_needs_a_measured_win() -> None:
-    assert decide_cuda_graphs("auto", **GOOD, measured_win=True).use
+def test_auto_captures_where_on_would_and_keeps_the_graph_only_if_it_wins() -> None:
     d = decide_cuda_graphs("auto", **GOOD)
-    assert not d.use and d.reasons == (
-        "no measurement yet says a graph wins for this run (on tries it)",
+    assert d.use and d.reasons == ()
+    assert d.notes == ("kept if faster than the eager step, timed in the first epoch",)
+    assert d.line() == (
+        "cuda graphs: on (--cuda-graphs auto; kept if faster than the eager step, timed in "
+        "the first epoch)"
     )
-    d = decide_cuda_graphs("auto", **GOOD, measured_win=False)
-    assert d.reasons == ("measured slower or no faster than the eager step",)
-    # "on" ignores measurements: the user asked.
-    assert decide_cuda_graphs("on", **GOOD, measured_win=False).use
+    assert decide_cuda_graphs("on", **GOOD).notes == ()  # on: the user asked, no trial
 
 
 def test_bad_arguments_name_the_value() -> None:
@@ -153,8 +152,8 @@ def test_the_decision_on_a_gpu_reads_the_runs_settings() -> None:
     """What a GPU run is told (decided from names: nothing runs on a GPU here)."""
     line = build.decide_graphs(_config(), CUDA, 100).line()
     assert line == (
-        "cuda graphs: off (--cuda-graphs auto: no measurement yet says a graph wins for this "
-        "run (on tries it))"
+        "cuda graphs: on (--cuda-graphs auto; kept if faster than the eager step, timed in "
+        "the first epoch)"
     )
     assert build.decide_graphs(_config(cuda_graphs="on"), CUDA, 100).use
     # 100 = 12 x 8 + 4: dropped by default, kept (and run eagerly) with --last-batch keep.

@@ -1,5 +1,5 @@
 """segkit.training.graphs.GraphStep on the CPU, with a stand-in for the CUDA graph: its
-warm-up, capture and replay bookkeeping (static buffers, the learning rate written into
+warm-up, trial (``auto``: a scripted clock), capture and replay bookkeeping (static buffers, the learning rate written into
 a tensor for the replay, the schedule, the EMA, batches of another shape run eagerly,
 the counts) must train exactly as the eager step does. The real capture runs in the CUDA
 tier (tests/cuda/test_cuda_graphs.py)."""
@@ -273,3 +273,68 @@ def test_off_builds_the_eager_step_and_it_trains_as_the_plain_loop() -> None:
     for a, b in zip(plain_optimizer.state.values(), optimizer.state.values(), strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert [m["loss"] for m in metrics] == pytest.approx(losses, rel=1e-6)
+
+
+class ScriptedClock:
+    """The trial's clock: each reading is ``eager`` seconds after the last while the step
+    has no graph, ``replay`` seconds once it has one (a timed step reads it twice)."""
+
+    def __init__(self, eager: float, replay: float) -> None:
+        self.eager, self.replay, self.now = eager, replay, 0.0
+        self.step: GraphStep | None = None
+
+    def __call__(self) -> float:
+        assert self.step is not None
+        self.now += self.replay if self.step.graph is not None else self.eager
+        return self.now
+
+
+def _trial_step(context: StepContext, clock: ScriptedClock, lines: list[str]) -> GraphStep:
+    step = _graph_step(
+        context, batch_size=4, warmup=1, fallback=True, say=lines.append, trial=8, clock=clock
+    )
+    clock.step = step
+    return step
+
+
+@pytest.mark.parametrize(
+    ("replay_ms", "kept"),
+    [(10.0, True), (19.5, False)],  # 2x faster: kept; 2.5% faster: under MIN_GAIN, dropped
+)
+def test_auto_times_both_steps_and_keeps_the_graph_only_if_it_is_faster(
+    replay_ms: float, kept: bool
+) -> None:
+    """1 warm-up step, 8 timed eager steps, the capture, 8 timed replays, then the
+    verdict; either way the run trains exactly as the eager step does."""
+    epochs = [_batches([4] * 10, seed=11), _batches([4] * 10, seed=12)]
+    lines: list[str] = []
+    clock = ScriptedClock(eager=0.020, replay=replay_ms / 1e3)
+    graph_ctx, eager_ctx = _context(), _context()
+    graphed = _train(_trial_step(graph_ctx, clock, lines), epochs)
+    eager = _train(TrainStep(eager_ctx), epochs)
+    times = (
+        f"a replay took {replay_ms:.1f} ms against 20.0 ms for the eager step (medians of 8 each)"
+    )
+    if kept:
+        assert lines == [f"segkit: cuda graphs: on, {times}"]
+        # Epoch 1: the capture's replay at batch 10; epoch 2: 8 timed replays, then 2 more.
+        assert [g["graph_replays"] for g in graphed] == [1, 10]
+    else:
+        assert lines == [
+            f"segkit: cuda graphs: off, {times}; a graph must be at least 5% faster; eager steps"
+        ]
+        assert [g["graph_replays"] for g in graphed] == [1, 8]  # dropped after the trial
+    _same_weights(eager_ctx.model, graph_ctx.model)
+    assert [e["loss"] for e in eager] == [g["loss"] for g in graphed]
+
+
+def test_a_dropped_graph_leaves_eager_steps_only() -> None:
+    lines: list[str] = []
+    clock = ScriptedClock(eager=0.010, replay=0.010)
+    context = _context()
+    step = _trial_step(context, clock, lines)
+    _train(step, [_batches([4] * 10, seed=13), _batches([4] * 10, seed=14)])
+    assert step.graph is None and step.static_images is None and step.failed
+    third = train_one_epoch(step, _batches([4] * 4, seed=15), epoch=3)
+    assert third["graph_replays"] == 0 and third["steps"] == 4 and len(lines) == 1
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in context.model.parameters())

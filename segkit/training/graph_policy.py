@@ -8,13 +8,12 @@ behind this decision.
 
 ``off`` never captures. ``on`` captures when every rule allows it; a run a rule refuses
 is an error naming the reasons (:meth:`GraphDecision.error`), since the user asked for
-it. ``auto`` captures only when every rule allows it *and* a measurement says the graph
-wins for this run (``measured_win``), else runs the eager step and says why in one line:
-a graph pays where the host, not the GPU, is the bottleneck (many short kernels, as
-ResNet34-UNet's batch norms: about 14.6 ms of kernels in a 23 ms step on an H100), and
-costs a capture where the GPU is busy anyway. No GPU has measured segkit's graph step
-yet, so nothing passes ``measured_win`` and ``auto`` stays off; the GPU check
-(benchmarks/gpu_tasks.py, ``graph`` variants) measures it.
+it. ``auto`` captures when every rule allows it, and keeps the graph only if a trial in
+the first epoch measures it faster than the eager step
+(:class:`segkit.training.graphs.GraphStep`'s ``trial``): a graph pays where the host,
+not the GPU, is the bottleneck (many short kernels, as ResNet34-UNet's batch norms: about
+14.6 ms of kernels in a 23 ms step on an H100), and only costs a capture where the GPU is
+busy anyway. Where a rule refuses, ``auto`` runs the eager step and says why in one line.
 
 The rules (each one line in :attr:`GraphDecision.reasons`):
 
@@ -92,7 +91,6 @@ def decide_cuda_graphs(
     train_images: int,
     batch_size: int,
     last_batch: str = "keep",
-    measured_win: bool | None = None,
 ) -> GraphDecision:
     """Decide ``--cuda-graphs`` for a run (see the module docstring for the rules).
 
@@ -110,8 +108,6 @@ def decide_cuda_graphs(
         batch_size: Images per batch.
         last_batch: What training does with a smaller last batch (``drop`` or ``keep``);
             a kept one runs eagerly, which the decision's notes say.
-        measured_win: A measurement says the graph wins for this model and batch (True),
-            loses (False), or none exists (None); read by ``auto`` only.
 
     Returns:
         The decision, with one line per reason it was refused.
@@ -144,12 +140,9 @@ def decide_cuda_graphs(
         reasons.append("--on-nan skip reads every step's loss on the host")
     if compile:
         reasons.append("--compile: a compiled model inside a captured step is not tested yet")
-    if mode == "auto" and not reasons:
-        if measured_win is None:
-            reasons.append("no measurement yet says a graph wins for this run (on tries it)")
-        elif not measured_win:
-            reasons.append("measured slower or no faster than the eager step")
     notes = []
+    if mode == "auto":
+        notes.append("kept if faster than the eager step, timed in the first epoch")
     tail = train_images % batch_size
     if tail and last_batch == "keep" and train_images > batch_size:
         notes.append(f"the epoch's last batch of {tail} images, not {batch_size}, runs eagerly")

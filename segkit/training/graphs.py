@@ -18,7 +18,15 @@ life, following PyTorch's whole-network capture (the CUDA semantics notes, "CUDA
    backward then writes them into the graph's own memory), autocast without its weight
    cache, and Adam ``capturable`` with its learning rate as a device tensor. Capturing
    runs nothing, so the graph is replayed at once for that batch.
-3. **Replay.** Every later batch of the captured shape is copied into the static buffers
+3. **Trial** (``--cuda-graphs auto``: ``trial`` steps). Before the capture, ``trial``
+   eager steps are timed, and after it ``trial`` replays, each alone (the device
+   synchronized before and after it, so the loader's time between steps is not counted).
+   The graph is kept only if the median replay is at least :data:`MIN_GAIN` faster
+   than the median eager step; else it is dropped, its memory given back, and the run
+   goes on eagerly. Either way one line gives both times. A graph pays where the host,
+   not the GPU, is the bottleneck (many short kernels); on a busy GPU it only costs
+   its capture, and the trial says so for this model, batch and machine.
+4. **Replay.** Every later batch of the captured shape is copied into the static buffers
    (one host-to-device or device-to-device copy each), the learning rate the schedule
    set is written into the device tensor, and the graph is replayed. The EMA
    (``--ema``) is updated after it on the device, and the schedule stepped on the host,
@@ -44,7 +52,9 @@ either way (fused Adam keeps its step counts on the device).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +63,14 @@ import torch
 from segkit.errors import ConfigError
 from segkit.training import ema as ema_mod
 from segkit.training.loops import StepContext, StepOutput, TrainStep, step_schedule
+
+#: How much faster than the eager step a replay must be for ``auto`` to keep the graph
+#: (the trial's medians): below it the gain is within the noise of a few steps, and the
+#: eager step is the simpler one to debug.
+MIN_GAIN = 0.05
+#: Steps ``--cuda-graphs auto`` times each way: at ResNet34-UNet's ~23 ms a step on an
+#: H100, well under a second of a 103-step epoch.
+TRIAL_STEPS = 8
 
 
 class CudaGraph:
@@ -91,7 +109,10 @@ class GraphStep(TrainStep):
             with one line (``--cuda-graphs auto``); False raises (``on``).
         graph: Makes the graph object: ``graph(stream) -> obj`` with ``capture(body)`` and
             ``replay()``. Default :class:`CudaGraph`; tests on the CPU pass a stand-in.
-        say: Where the fallback line goes (default: printed).
+        say: Where the fallback and trial lines go (default: printed).
+        trial: Steps timed each way (eager before the capture, replays after it) before
+            the graph is kept or dropped (``auto``); 0 keeps it untimed (``on``).
+        clock: The trial's clock (seconds; tests pass a scripted one).
 
     Raises:
         ValueError: a context a graph cannot serve (the policy refuses such runs first).
@@ -106,15 +127,17 @@ class GraphStep(TrainStep):
         fallback: bool = False,
         graph: Callable[[Any], Any] | None = None,
         say: Callable[[str], None] | None = None,
+        trial: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__(context)
         why = _unservable(context, custom_graph=graph is not None)
         if why:
             raise ValueError(f"GraphStep: {why}")
-        if batch_size < 1 or warmup < 0:
+        if batch_size < 1 or warmup < 0 or trial < 0:
             raise ValueError(
-                f"GraphStep: batch_size {batch_size}, warmup {warmup}: expected "
-                "batch_size >= 1 and warmup >= 0"
+                f"GraphStep: batch_size {batch_size}, warmup {warmup}, trial {trial}: expected "
+                "batch_size >= 1, warmup >= 0 and trial >= 0"
             )
         device = context.runtime.device
         self.batch_size = batch_size
@@ -125,7 +148,7 @@ class GraphStep(TrainStep):
         self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.warmed = 0  # eager warm-up steps taken
         self.graph: Any = None  # once captured
-        self.failed: str | None = None  # why the capture failed (the fallback runs eagerly)
+        self.failed: str | None = None  # why no graph: a failed capture, a lost trial (eager)
         self.key: tuple[Any, ...] | None = None  # shapes and dtypes of the captured batch
         self.static_images: torch.Tensor | None = None
         self.static_masks: torch.Tensor | None = None
@@ -133,6 +156,9 @@ class GraphStep(TrainStep):
         self.out: StepOutput | None = None  # the graph's outputs
         self.replays = 0  # this epoch's
         self.eager_batches = 0  # this epoch's batches of another shape
+        self.trial = trial
+        self.clock = clock
+        self.timed: dict[str, list[float]] = {"eager": [], "graph": []}  # the trial's seconds
 
     def begin_epoch(self, loader: Any) -> None:
         super().begin_epoch(loader)
@@ -144,6 +170,11 @@ class GraphStep(TrainStep):
         if self.failed is not None:
             return super().__call__(batch)
         if self.graph is not None and _key(images, masks) == self.key:
+            if len(self.timed["graph"]) < self.trial:
+                out = self._time("graph", lambda: self._replay(images, masks))
+                if len(self.timed["graph"]) == self.trial:
+                    self._decide()
+                return out
             return self._replay(images, masks)
         rt = self.context.runtime
         images = _on_device(images, rt)
@@ -154,6 +185,8 @@ class GraphStep(TrainStep):
         if self.warmed < self.warmup:
             self.warmed += 1
             return self._warm_up(images, masks)
+        if len(self.timed["eager"]) < self.trial:
+            return self._time("eager", lambda: self._warm_up(images, masks))
         return self._capture(images, masks)
 
     def counts(self) -> dict[str, int]:
@@ -249,6 +282,39 @@ class GraphStep(TrainStep):
         step_schedule(c.scheduler, self.updates)
         self.updates += 1
         return self.out
+
+    def _time(self, kind: str, step: Callable[[], StepOutput | None]) -> StepOutput | None:
+        """Run one step of the trial, alone on the device, and keep its seconds."""
+        sync = self.context.runtime.synchronize
+        sync()
+        start = self.clock()
+        out = step()
+        sync()
+        self.timed[kind].append(self.clock() - start)
+        return out
+
+    def _decide(self) -> None:
+        """The trial is over: keep the graph if its median replay is at least
+        :data:`MIN_GAIN` faster than the median eager step, else drop it and go on
+        eagerly; one line either way."""
+        eager = statistics.median(self.timed["eager"])
+        graph = statistics.median(self.timed["graph"])
+        times = (
+            f"a replay took {graph * 1e3:.1f} ms against {eager * 1e3:.1f} ms for the eager "
+            f"step (medians of {self.trial} each)"
+        )
+        if graph <= eager * (1 - MIN_GAIN):
+            self.say(f"segkit: cuda graphs: on, {times}")
+            return
+        self.graph = None  # its memory pool goes with the last tensors in it
+        self.static_images = self.static_masks = None
+        self.out = None
+        self.context.optimizer.zero_grad(set_to_none=True)  # the grads live in the pool
+        self.failed = f"not {MIN_GAIN:.0%} faster"
+        self.say(
+            f"segkit: cuda graphs: off, {times}; a graph must be at least {MIN_GAIN:.0%} "
+            "faster; eager steps"
+        )
 
     def _failed(
         self, error: Exception, images: torch.Tensor, masks: torch.Tensor

@@ -19,6 +19,7 @@ Tolerances, stated once:
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -167,7 +168,7 @@ class _HostSyncLoss(torch.nn.Module):
         return loss
 
 
-def _train_with(loss: torch.nn.Module, mode: str, lines: list[str]):
+def _train_with(loss: torch.nn.Module, mode: str, lines: list[str], epochs: int = 2):
     config = _config(cuda_graphs=mode, precision="bf16")
     runtime = build.resolve_runtime(config)
     model = build.build_model(config, runtime)
@@ -175,7 +176,24 @@ def _train_with(loss: torch.nn.Module, mode: str, lines: list[str]):
         config, runtime, model=model, loss=loss, optimizer=build.build_optimizer(model, config),
         train_images=6 * BATCH, say=lines.append,
     )  # fmt: skip
-    return [train_one_epoch(step, b, epoch=e + 1) for e, b in enumerate(_epochs([BATCH] * 6, 2))]
+    batches = _epochs([BATCH] * 6, epochs)
+    return model, step, [train_one_epoch(step, b, epoch=e + 1) for e, b in enumerate(batches)]
+
+
+def test_auto_times_the_graph_against_the_eager_step_and_says_which_it_keeps() -> None:
+    """3 warm-up steps, 8 timed eager steps, the capture, 8 timed replays, the verdict:
+    either is right on some GPU; the line gives both times, and the run trains on."""
+    lines: list[str] = []
+    model, step, metrics = _train_with(torch.nn.BCEWithLogitsLoss(), "auto", lines, epochs=4)
+    assert len(lines) == 1 and re.fullmatch(
+        r"segkit: cuda graphs: (on|off), a replay took [0-9.]+ ms against [0-9.]+ ms for the "
+        r"eager step \(medians of 8 each\)(; a graph must be at least 5% faster; eager steps)?",
+        lines[0],
+    ), lines
+    kept = lines[0].startswith("segkit: cuda graphs: on")
+    assert (step.graph is not None) == kept and [m["steps"] for m in metrics] == [6] * 4
+    assert metrics[3]["graph_replays"] == (6 if kept else 2)  # the trial ends 2 into epoch 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_a_step_that_cannot_be_captured_is_an_error_with_on_and_falls_back_with_auto() -> None:
@@ -185,17 +203,8 @@ def test_a_step_that_cannot_be_captured_is_an_error_with_on_and_falls_back_with_
                        r"captured as a CUDA graph \("):  # fmt: skip
         _train_with(_HostSyncLoss(), "on", [])
     lines: list[str] = []
-    # auto never captures before a measured win; the fallback is GraphStep's, so build one
-    # for auto directly (fallback=True), as create_step does once a win is measured.
-    config = _config(cuda_graphs="auto", precision="bf16")
-    runtime = build.resolve_runtime(config)
-    model = build.build_model(config, runtime)
-    eager = build.create_step(
-        config, runtime, model=model, loss=_HostSyncLoss(),
-        optimizer=build.build_optimizer(model, config), train_images=6 * BATCH,
-    )  # fmt: skip
-    step = GraphStep(eager.context, batch_size=BATCH, fallback=True, say=lines.append)
-    metrics = [train_one_epoch(step, b, epoch=e + 1) for e, b in enumerate(_epochs([BATCH] * 6, 2))]
+    # auto: 3 warm-up and 8 timed eager steps, then the capture fails at step 12.
+    model, _, metrics = _train_with(_HostSyncLoss(), "auto", lines)
     assert len(lines) == 1 and lines[0].startswith(
         "segkit: cuda graphs: off, the capture failed ("
     ), lines
@@ -203,27 +212,3 @@ def test_a_step_that_cannot_be_captured_is_an_error_with_on_and_falls_back_with_
     assert [m["steps"] for m in metrics] == [6, 6] and metrics[1]["graph_replays"] == 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
     copy.deepcopy(model.state_dict())  # the weights are readable: the context is sound
-
-
-def test_a_run_with_cuda_graphs_on_trains_validates_and_resumes(
-    tiny_pets, tmp_path, capsys
-) -> None:
-    """The engine's path: 13 training images in batches of 2 (6 full, the lone 13th
-    dropped), so epoch 1 warms up, captures and replays; validation runs between epochs
-    on the same weights; the resumed run captures again and goes on."""
-    from segkit.training import engine
-
-    config = RunConfig(
-        model="unet", image_size=32, batch_size=2, num_workers=0, device="cuda",
-        data=str(tiny_pets), out=str(tmp_path), name="graphs", epochs=2, seed=3,
-        cuda_graphs="on", keep_last=True,
-    )  # fmt: skip
-    result = engine.train(config)
-    lines = capsys.readouterr().out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("segkit: unet + "))
-    assert lines[header + 1] == "segkit: cuda graphs: on (--cuda-graphs on)"  # just after it
-    assert len(result.history) == 2
-    assert all(r["train_images"] == 12 for r in result.history)
-    resumed = engine.resume(tmp_path / "graphs", epochs=3, quiet=True)
-    assert len(resumed.history) == 3
-    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in resumed.history)
