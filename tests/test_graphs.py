@@ -213,6 +213,8 @@ def test_a_failed_capture_falls_back_to_the_eager_step_with_auto() -> None:
     _same_weights(eager_ctx.model, graph_ctx.model)
     assert graphed[1]["graph_replays"] == 0 and graphed[1]["steps"] == 5
     assert graph_ctx.optimizer.param_groups[0]["capturable"] is False
+    record = step.graph_record()
+    assert not record["kept"] and record["why_not"].startswith("RuntimeError: operation not")
     assert isinstance(graph_ctx.optimizer.param_groups[0]["lr"], float)
 
 
@@ -310,7 +312,8 @@ def test_auto_times_both_steps_and_keeps_the_graph_only_if_it_is_faster(
     lines: list[str] = []
     clock = ScriptedClock(eager=0.020, replay=replay_ms / 1e3)
     graph_ctx, eager_ctx = _context(), _context()
-    graphed = _train(_trial_step(graph_ctx, clock, lines), epochs)
+    step = _trial_step(graph_ctx, clock, lines)
+    graphed = _train(step, epochs)
     eager = _train(TrainStep(eager_ctx), epochs)
     times = (
         f"a replay took {replay_ms:.1f} ms against 20.0 ms for the eager step (medians of 8 each)"
@@ -326,6 +329,13 @@ def test_auto_times_both_steps_and_keeps_the_graph_only_if_it_is_faster(
         assert [g["graph_replays"] for g in graphed] == [1, 8]  # dropped after the trial
     _same_weights(eager_ctx.model, graph_ctx.model)
     assert [e["loss"] for e in eager] == [g["loss"] for g in graphed]
+    assert step.graph_record() == {
+        "kept": kept,
+        "why_not": None if kept else "not 5% faster",
+        "eager_ms": 20.0,
+        "replay_ms": replay_ms,
+        "trial_steps": 8,
+    }
 
 
 def test_a_dropped_graph_leaves_eager_steps_only() -> None:

@@ -712,6 +712,7 @@ class Run:
             stopped_early=stopper.stopped or self.time_stop is not None,
             stop_reason=_stop_reason(stopper, self.time_stop),
             stopped_by="patience" if stopper.stopped else "max_time" if self.time_stop else None,
+            cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
         )

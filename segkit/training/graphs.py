@@ -189,6 +189,26 @@ class GraphStep(TrainStep):
             return self._time("eager", lambda: self._warm_up(images, masks))
         return self._capture(images, masks)
 
+    def graph_record(self) -> dict[str, Any]:
+        """Whether the graph is in use (``kept``), why not (``why_not``: a failed capture,
+        a lost trial, or a trial or capture not reached yet), and the trial's median
+        milliseconds (None without a trial)."""
+
+        def median_ms(kind: str) -> float | None:
+            times = self.timed[kind]
+            return round(statistics.median(times) * 1e3, 3) if times else None
+
+        kept = self.graph is not None and self.failed is None
+        done = len(self.timed["graph"]) >= self.trial
+        why = self.failed or (None if kept and done else "the trial or capture was not reached")
+        return {
+            "kept": kept and done,
+            "why_not": why,
+            "eager_ms": median_ms("eager"),
+            "replay_ms": median_ms("graph"),
+            "trial_steps": self.trial,
+        }
+
     def counts(self) -> dict[str, int]:
         """:meth:`TrainStep.counts`, and the epoch's replays (``graph_replays``) and
         batches of another shape run eagerly (``eager_batches``)."""

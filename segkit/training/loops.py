@@ -185,6 +185,11 @@ class TrainStep:
         #: None: set by :func:`segkit.build.create_step`.
         self.note: str | None = None
 
+    def graph_record(self) -> dict[str, Any] | None:
+        """What ``--cuda-graphs`` did, for ``summary.json``: None for the eager step (a
+        :class:`~segkit.training.graphs.GraphStep` says whether it kept its graph)."""
+        return None
+
     def begin_epoch(self, loader: Loader) -> None:
         """Reset the epoch's counts; the model goes into training mode. ``loader``'s
         length (read with ``accumulate`` > 1 only) sizes the trailing group."""

@@ -94,6 +94,9 @@ class RunResult:
     stopped_early: bool = False
     stop_reason: str | None = None
     stopped_by: str | None = None
+    #: ``--cuda-graphs``: the step's record (:meth:`TrainStep.graph_record
+    #: <segkit.training.loops.TrainStep.graph_record>`), None for the eager step.
+    cuda_graphs: dict[str, Any] | None = None
     epochs_run: int = 0
     #: The run's target (binary or K classes; a segkit.task.Task).
     task: Any = None
@@ -374,6 +377,7 @@ class RunFolder:
             "stopped_early": result.stopped_early,
             "stop_reason": result.stop_reason,
             "stopped_by": result.stopped_by,
+            "cuda_graphs": result.cuda_graphs,
             "epochs_run": result.epochs_run,
             "epoch_seconds": result.epoch_seconds,
             "images_per_second": result.images_per_second,

@@ -19,6 +19,7 @@ Tolerances, stated once:
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
@@ -194,6 +195,34 @@ def test_auto_times_the_graph_against_the_eager_step_and_says_which_it_keeps() -
     assert (step.graph is not None) == kept and [m["steps"] for m in metrics] == [6] * 4
     assert metrics[3]["graph_replays"] == (6 if kept else 2)  # the trial ends 2 into epoch 4
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_run_with_cuda_graphs_on_trains_validates_and_resumes(
+    tiny_pets, tmp_path, capsys
+) -> None:
+    """The engine's path: 13 training images in batches of 2 (6 full, the lone 13th
+    dropped), so epoch 1 warms up, captures and replays; validation runs between epochs
+    on the same weights; the resumed run captures again and goes on."""
+    from segkit.training import engine
+
+    config = RunConfig(
+        model="unet", image_size=32, batch_size=2, num_workers=0, device="cuda",
+        data=str(tiny_pets), out=str(tmp_path), name="graphs", epochs=2, seed=3,
+        cuda_graphs="on", keep_last=True,
+    )  # fmt: skip
+    result = engine.train(config)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("segkit: unet + "))
+    assert lines[header + 1] == "segkit: cuda graphs: on (--cuda-graphs on)"  # just after it
+    assert len(result.history) == 2
+    assert all(r["train_images"] == 12 for r in result.history)
+    summary = json.loads((tmp_path / "graphs" / "summary.json").read_text())
+    assert summary["cuda_graphs"] == {
+        "kept": True, "why_not": None, "eager_ms": None, "replay_ms": None, "trial_steps": 0
+    }  # fmt: skip
+    resumed = engine.resume(tmp_path / "graphs", epochs=3, quiet=True)
+    assert len(resumed.history) == 3
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in resumed.history)
 
 
 def test_a_step_that_cannot_be_captured_is_an_error_with_on_and_falls_back_with_auto() -> None:
