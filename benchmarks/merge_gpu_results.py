@@ -352,8 +352,9 @@ def _runs_section(results: dict[str, Any]) -> list[str]:
         "## segkit run --loader dali",
         "",
         "| run | epochs | first epoch train s | steady train s/epoch | valid s/epoch | sum of train s "
-        "| run wall s | wall / sum of train | process wall s | test Dice | peak GPU MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run wall s | wall / sum of train | process wall s | test Dice | peak GPU MB "
+        "| CUDA graph |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         s = r.get("summary", {})
@@ -362,7 +363,8 @@ def _runs_section(results: dict[str, Any]) -> list[str]:
             f"{_fmt(r.get('steady_train_s'))} | {_fmt(r.get('steady_valid_s'))} | "
             f"{_fmt(r.get('sum_train_s'), 1)} | {_fmt(r.get('wall_s'), 1)} | "
             f"{_fmt(r.get('wall_over_train'))} | {_fmt(r.get('process_wall_s'), 1)} | "
-            f"{_fmt(s.get('test_dice'), 4)} | {_fmt(s.get('peak_gpu_memory_mb'), 0)} |"
+            f"{_fmt(s.get('test_dice'), 4)} | {_fmt(s.get('peak_gpu_memory_mb'), 0)} | "
+            f"{_graph_cell(s.get('cuda_graphs'))} |"
         )
     lines += [
         "",
@@ -370,6 +372,19 @@ def _runs_section(results: dict[str, Any]) -> list[str]:
         "DALI pipeline build and the first file reads).",
     ]
     return lines
+
+
+def _graph_cell(record: dict[str, Any] | None) -> str:
+    """A run's ``cuda_graphs`` record (summary.json) in a few words: kept or not, and the
+    trial's median milliseconds (replay against eager)."""
+    if not record:
+        return "-"
+    times = ""
+    if record.get("replay_ms") is not None and record.get("eager_ms") is not None:
+        times = f" ({record['replay_ms']:.1f} vs {record['eager_ms']:.1f} ms)"
+    if record.get("kept"):
+        return f"kept{times}"
+    return f"off: {_fmt(record.get('why_not'))}{times}"
 
 
 def _bench_section(results: dict[str, Any]) -> list[str]:

@@ -243,7 +243,13 @@ def test_merge_makes_one_folder_with_a_row_for_every_step(merge, tmp_path: Path)
     metrics = "epoch,epoch_seconds,valid_s\n" + "\n".join(
         f"{i},{12.0 if i == 1 else 3.0},0.2" for i in range(1, 11)
     )
-    summary = {"wall_s": 55.0, "test_dice": 0.9, "peak_gpu_memory_mb": 2100.0}
+    graphs = {"kept": True, "why_not": None, "eager_ms": 22.9, "replay_ms": 15.1, "trial_steps": 8}
+    summary = {
+        "wall_s": 55.0,
+        "test_dice": 0.9,
+        "peak_gpu_memory_mb": 2100.0,
+        "cuda_graphs": graphs,
+    }
     run = merge.read_metrics(metrics)
     s1 = _stage(
         tmp_path / "a", 1,
@@ -290,6 +296,11 @@ def test_merge_makes_one_folder_with_a_row_for_every_step(merge, tmp_path: Path)
     epoch = next(t for t in merged["targets"] if t["target"].startswith("unet training epoch"))
     assert epoch["value"] == 3.0 and epoch["met"] is False
     assert "| unet training epoch (DALI) <= 2.5 s" in (out / "table.md").read_text()
+    # The run's row says whether its CUDA graph was kept, with the trial's times.
+    assert "| kept (15.1 vs 22.9 ms) |" in (out / "table.md").read_text()
+    assert merge._graph_cell(None) == "-"
+    lost = graphs | {"kept": False, "why_not": "not 5% faster", "replay_ms": 22.0}
+    assert merge._graph_cell(lost) == "off: not 5% faster (22.0 vs 22.9 ms)"
 
 
 def test_merge_names_a_missing_stage_folder(merge, tmp_path: Path, capsys) -> None:
