@@ -306,16 +306,24 @@ def _compile_section(results: dict[str, Any]) -> list[str]:
         "## torch.compile (model only, cold caches)",
         "",
         "| model | mode | backend | first step s (compiles) | second step s | images/s | "
-        "eager images/s | speed-up | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "eager images/s | speed-up | + CUDA graph images/s | speed-up | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        graph = _rate(r.get("graph_images_per_s"))
+        if r.get("graph_status") not in (None, "ok"):
+            graph = f"{r['graph_status']}: {_fmt(r.get('graph_note'))}"
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['backend']} | {_fmt(r.get('cold_first_step_s'), 1)} "
             f"| {_fmt(r.get('second_step_s'))} | {_rate(r.get('images_per_s'))} | "
-            f"{_rate(r.get('eager_images_per_s'))} | {_fmt(r.get('speedup'))} | "
-            f"{_fmt(r.get('note'))} |"
+            f"{_rate(r.get('eager_images_per_s'))} | {_fmt(r.get('speedup'))} | {graph} | "
+            f"{_fmt(r.get('graph_speedup'))} | {_fmt(r.get('note'))} |"
         )
+    lines += [
+        "",
+        "+ CUDA graph: the compiled model's whole step captured by segkit's GraphStep "
+        "(`--compile --cuda-graphs on`), speed-up over the eager step.",
+    ]
     return lines
 
 

@@ -706,7 +706,6 @@ def decide_graphs(config: RunConfig, runtime: Runtime, train_images: int) -> Gra
         ema=config.ema is not None,
         accumulate=config.accumulate,
         on_nan=config.on_nan,
-        compile=config.compile,
         train_images=per_rank(train_images, world),
         batch_size=config.batch_size,
         last_batch="drop" if drops else "keep",

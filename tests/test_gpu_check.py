@@ -416,6 +416,8 @@ def test_gpu_check_dry_run_runs_every_stage_and_merges_them(tmp_path: Path) -> N
         ("unet", "aot_eager"),
         ("resnet34_unet", "aot_eager"),
     }
+    # The compiled step captured as a graph: measured on a GPU, skipped here, saying why.
+    assert {c["graph_status"] for c in merged["compile"]} == {"skipped"}
     assert {r["model"] for r in merged["lab"]} == {"unet", "resnet34_unet"}
     assert all(len(r["lab"]) == 2 and r["ratios"] for r in merged["lab"])
     for model in ("unet", "resnet34_unet"):

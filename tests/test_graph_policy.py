@@ -42,7 +42,6 @@ def test_off_never_captures() -> None:
         ({"world_size": 2}, "DDP (2 processes): the gradient all-reduce is not captured"),
         ({"accumulate": 4}, "--accumulate 4: a group of batches is more than one step"),
         ({"on_nan": "skip"}, "--on-nan skip reads every step's loss on the host"),
-        ({"compile": True}, "--compile: a compiled model inside a captured step is not tested yet"),
     ],
 )
 @pytest.mark.parametrize("mode", ["on", "auto"])
@@ -68,9 +67,9 @@ def test_on_with_a_refused_run_is_an_error_naming_every_reason() -> None:
 
 def test_every_reason_is_listed_when_several_apply() -> None:
     d = decide_cuda_graphs("on", device_type="cpu", precision="fp16", world_size=4, ema=True,
-                           accumulate=2, on_nan="skip", compile=True, train_images=10,
+                           accumulate=2, on_nan="skip", train_images=10,
                            batch_size=4)  # fmt: skip
-    assert len(d.reasons) == 6 and not d.use
+    assert len(d.reasons) == 5 and not d.use
 
 
 def test_ema_works_with_a_graph() -> None:
@@ -156,6 +155,7 @@ def test_the_decision_on_a_gpu_reads_the_runs_settings() -> None:
         "the first epoch)"
     )
     assert build.decide_graphs(_config(cuda_graphs="on"), CUDA, 100).use
+    assert build.decide_graphs(_config(cuda_graphs="on", compile=True), CUDA, 100).use
     # 100 = 12 x 8 + 4: dropped by default, kept (and run eagerly) with --last-batch keep.
     assert build.decide_graphs(_config(cuda_graphs="on"), CUDA, 100).notes == ()
     kept = build.decide_graphs(_config(cuda_graphs="on", last_batch="keep"), CUDA, 100)

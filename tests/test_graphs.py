@@ -348,3 +348,34 @@ def test_a_dropped_graph_leaves_eager_steps_only() -> None:
     third = train_one_epoch(step, _batches([4] * 4, seed=15), epoch=3)
     assert third["graph_replays"] == 0 and third["steps"] == 4 and len(lines) == 1
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in context.model.parameters())
+
+
+def test_a_compiled_model_is_not_recompiled_at_the_capture() -> None:
+    """Every step of a GraphStep (warm-up, trial, capture, eager batches) runs under one
+    autocast state, the capture's (weight cache off): a torch.compile-d model guards on
+    it, and a recompile inside a CUDA graph capture would fail it. bf16 autocast on the
+    CPU, the stand-in graph, dynamo's cheapest backend."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from segkit.training.precision import create_precision
+
+    torch._dynamo.reset()
+    counters.clear()
+    context = _context()
+    model = context.model
+    bf16 = Runtime(torch.device("cpu"), create_precision("bf16", torch.device("cpu")), False)
+    context.model = torch.compile(model, backend="aot_eager")
+    context.runtime = bf16
+    lines: list[str] = []
+    step = _trial_step(context, ScriptedClock(eager=0.020, replay=0.010), lines)
+    out = _train(step, [_batches([4] * 10, seed=16), _batches([4] * 10 + [3], seed=17)])
+    assert lines == [
+        "segkit: cuda graphs: on, a replay took 10.0 ms against 20.0 ms for the eager step "
+        "(medians of 8 each)"
+    ]
+    assert out[1]["graph_replays"] == 10 and out[1]["eager_batches"] == 1
+    # One graph for the full batches; the last batch of 3 adds one (another shape), never
+    # one for the capture's autocast.
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+    torch._dynamo.reset()

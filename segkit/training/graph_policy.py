@@ -22,9 +22,13 @@ The rules (each one line in :attr:`GraphDecision.reasons`):
 - not DDP: the gradient all-reduce and its buckets are not part of the captured step;
 - no ``--accumulate``: a group of batches is more than one step;
 - no ``--on-nan skip``: it reads each step's loss on the host (``stop`` checks on the
-  device and stays capturable);
-- no ``--compile``: a compiled model inside a captured step is not tested (torch's own
-  ``mode="reduce-overhead"`` is the compiled way to CUDA graphs).
+  device and stays capturable).
+
+``--compile`` is no refusal: Inductor's kernels (its default mode, without CUDA graphs of
+its own) are captured as eager ones are, and fused ones are what a graph replays best
+(fewer, longer kernels, no launches). Every step of a graph run shares one autocast state,
+so the compiled model does not recompile at the capture; a capture that fails anyway
+falls back under ``auto``.
 
 What works with a graph (no refusal): ``--ema`` (its average is updated on the device
 after each replay, outside the graph), and a smaller last batch (``--last-batch keep``):
@@ -87,7 +91,6 @@ def decide_cuda_graphs(
     ema: bool = False,
     accumulate: int = 1,
     on_nan: str = "stop",
-    compile: bool = False,
     train_images: int,
     batch_size: int,
     last_batch: str = "keep",
@@ -103,7 +106,6 @@ def decide_cuda_graphs(
             each replay).
         accumulate: Batches per optimizer step.
         on_nan: ``stop`` or ``skip``.
-        compile: Whether ``--compile`` compiles the model.
         train_images: Images of this rank's training epoch.
         batch_size: Images per batch.
         last_batch: What training does with a smaller last batch (``drop`` or ``keep``);
@@ -138,8 +140,6 @@ def decide_cuda_graphs(
         reasons.append(f"--accumulate {accumulate}: a group of batches is more than one step")
     if on_nan == "skip":
         reasons.append("--on-nan skip reads every step's loss on the host")
-    if compile:
-        reasons.append("--compile: a compiled model inside a captured step is not tested yet")
     notes = []
     if mode == "auto":
         notes.append("kept if faster than the eager step, timed in the first epoch")

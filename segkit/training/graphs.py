@@ -209,6 +209,14 @@ class GraphStep(TrainStep):
             "trial_steps": self.trial,
         }
 
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Every step of this one, eager or captured, runs under the capture's autocast
+        (its weight cache off): a ``torch.compile``-d model guards on the autocast state,
+        and a capture under another state than its warm-up would recompile inside the
+        capture. The values are the same either way."""
+        rt = self.context.runtime
+        return _autocast_for_capture(rt.precision, rt.device)
+
     def counts(self) -> dict[str, int]:
         """:meth:`TrainStep.counts`, and the epoch's replays (``graph_replays``) and
         batches of another shape run eagerly (``eager_batches``)."""
@@ -273,7 +281,7 @@ class GraphStep(TrainStep):
         c = self.context
         assert self.static_images is not None and self.static_masks is not None
         target = c.task.target(self.static_masks)
-        with _autocast_for_capture(c.runtime.precision, c.runtime.device):
+        with self.autocast():
             logits = c.model(self.static_images)
             loss = c.loss_fn(logits, target)
         c.runtime.precision.backward(loss)

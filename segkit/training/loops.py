@@ -210,7 +210,7 @@ class TrainStep:
     def eager(self, images: torch.Tensor, masks: torch.Tensor) -> StepOutput | None:
         """The step of one batch already on the device (``masks`` as the loader made
         them): what ``__call__`` does once it has moved the batch."""
-        c, rt = self.context, self.context.runtime
+        c = self.context
         i = self.index
         self.index += 1
         n = c.accumulate
@@ -218,7 +218,7 @@ class TrainStep:
         masks = c.task.target(masks)
         syncing = self.no_sync is None or last
         with contextlib.nullcontext() if syncing else self.no_sync():
-            with rt.precision.autocast():
+            with self.autocast():
                 logits = c.model(images)
                 loss = c.loss_fn(logits, masks)
             if c.on_nan == "skip" and not self._finite_everywhere(loss):
@@ -228,6 +228,10 @@ class TrainStep:
         if last:
             self._update()
         return StepOutput(logits, masks, loss)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward's and loss's autocast: the precision's."""
+        return self.context.runtime.precision.autocast()
 
     def counts(self) -> dict[str, int]:
         """The epoch's batches, optimizer steps and skipped steps (reading the fp16
