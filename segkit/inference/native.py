@@ -206,7 +206,7 @@ class NativeForward:
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
-            self._tile_from(h, w, images.device)
+            self.max_pixels = tile_from_now_on(self.max_pixels, h, w, images.device, "evaluated")
         channels = self.channels or _channels(model, run, images)
         tiling = Tiling(self.image_size, self.overlap, self.blend, self.tile_batch)
         out = [
@@ -215,17 +215,19 @@ class NativeForward:
         ]
         return torch.stack([logits.to(images.device) for logits in out])
 
-    def _tile_from(self, height: int, width: int, device: torch.device) -> None:
-        """An image of ``height`` x ``width`` ran out of memory whole: give back what it
-        left, and tile it and every later image at least as large (one line says so)."""
-        release(device)
-        self.max_pixels = min(self.max_pixels, height * width - 1)
-        print(
-            f"segkit: native evaluation: a {width}x{height} image did not fit in memory "
-            f"whole on {device}; it and every later image of {height * width} pixels or "
-            "more are evaluated in tiles",
-            file=sys.stderr,
-        )
+
+def tile_from_now_on(bound: int, height: int, width: int, device: torch.device, doing: str) -> int:
+    """An image of ``height`` x ``width`` ran out of memory whole on ``device``: give back
+    what it left, say in one line that it and every later image as large are ``doing``
+    (``predicted``, ``evaluated``) in tiles, and return the lowered ``bound`` (the most
+    pixels predicted whole)."""
+    release(device)
+    print(
+        f"segkit: a {width}x{height} image did not fit in memory whole on {device}; it and "
+        f"every later image of {height * width} pixels or more are {doing} in tiles",
+        file=sys.stderr,
+    )
+    return min(bound, height * width - 1)
 
 
 def _channels(model: torch.nn.Module, run: Callable[..., torch.Tensor], images: Any) -> int:

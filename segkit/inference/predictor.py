@@ -37,7 +37,6 @@ horizontal, vertical and both), in any mode.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +49,12 @@ from segkit.build import check_size_multiple, resolve_device
 from segkit.data.reading import read_image
 from segkit.errors import ConfigError, DataError
 from segkit.inference.forward import resize_to, resized_batch
-from segkit.inference.native import WHOLE_MAX_PIXELS, image_mode, trained_input
+from segkit.inference.native import (
+    WHOLE_MAX_PIXELS,
+    image_mode,
+    tile_from_now_on,
+    trained_input,
+)
 from segkit.inference.options import PredictorOptions
 from segkit.inference.tiling import Tiling, padded_forward, sliding_window
 from segkit.inference.trained import Trained, open_trained
@@ -301,20 +305,16 @@ class Predictor:
             error = (
                 f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             )
-        release(self.device)  # outside the except: the traceback's tensors are gone
-        height, width = image.shape[:2]
+        height, width = image.shape[:2]  # (outside the except: the traceback's tensors are gone)
         if self.mode != "auto":
+            release(self.device)
             raise ConfigError(
                 f"--mode whole: an image of {width}x{height} pixels does not fit in memory "
                 f"in one pass on {self.device} ({error[:200]}); predict it in tiles with "
                 "--mode tile, or --mode auto, which tiles what does not fit whole"
             )
-        self.whole_max_pixels = min(self.whole_max_pixels, height * width - 1)
-        print(
-            f"segkit: a {width}x{height} image did not fit in memory whole on {self.device}; "
-            f"it and every later image of {height * width} pixels or more are predicted "
-            "in tiles",
-            file=sys.stderr,
+        self.whole_max_pixels = tile_from_now_on(
+            self.whole_max_pixels, height, width, self.device, "predicted"
         )
         return self._predict_tiled(image)
 
