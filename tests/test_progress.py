@@ -51,6 +51,25 @@ def test_the_estimate_leaves_out_warm_up_and_counts_the_epochs_to_go() -> None:
     assert len(lines) == 1
 
 
+@pytest.mark.parametrize(("left_s", "fit"), [(100.0, 5), (24.0, 1), (1000.0, None)])
+def test_the_estimate_says_how_many_epochs_fit_max_time(left_s: float, fit: int | None) -> None:
+    # 25 s an epoch: with 100 s left, the epoch under way and 4 more; 1000 s: all 10 fit.
+    lines: list[str] = []
+    est = RunEstimate(
+        lines.append, epochs_left=10, device_type="cuda", resumed=False, max_time="3m",
+        time_left=lambda: left_s,
+    )  # fmt: skip
+    epoch(est, Clock(), lines, log_every=0)
+    text = "\n".join(lines)
+    if fit is None:
+        assert "--max-time" not in text
+    else:
+        assert text.endswith(
+            f"\nsegkit: --max-time 3m: at this pace training stops after about {fit} of the "
+            "10 epochs"
+        )
+
+
 @pytest.mark.parametrize(
     ("device", "resumed", "hint"),
     [("cpu", False, True), ("cpu", True, False), ("cuda", False, False)],

@@ -355,8 +355,14 @@ class Run:
 
     def _progress(self, resumed: bool) -> progress.ProgressSettings:
         config = self.config
+        limit = parse_duration(config.max_time, flag("max_time")) if config.max_time else None
         estimate = progress.RunEstimate(
-            self.say, config.epochs - self.start + 1, self.runtime.device.type, resumed=resumed
+            self.say,
+            config.epochs - self.start + 1,
+            self.runtime.device.type,
+            resumed=resumed,
+            max_time=config.max_time,
+            time_left=(lambda: limit - (time.perf_counter() - self.started)) if limit else None,
         )
         silent = self.quiet or not self.dist.main
         return progress.ProgressSettings(

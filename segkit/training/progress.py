@@ -42,15 +42,27 @@ class RunEstimate:
         epochs_left: Epochs this process will train, the first included.
         device_type: ``cpu`` adds the fast-settings hint when the total is over an hour.
         resumed: A resumed run gets the estimate but not the hint again.
+        max_time: ``--max-time`` as given, with ``time_left`` (seconds left of it, read
+            when the estimate is made): the line adds how many epochs fit, where fewer
+            than the run's do.
     """
 
     def __init__(
-        self, say: Callable[[str], None], epochs_left: int, device_type: str, resumed: bool
+        self,
+        say: Callable[[str], None],
+        epochs_left: int,
+        device_type: str,
+        resumed: bool,
+        *,
+        max_time: str | None = None,
+        time_left: Callable[[], float] | None = None,
     ) -> None:
         self.say = say
         self.epochs_left = epochs_left
         self.device_type = device_type
         self.resumed = resumed
+        self.max_time = max_time
+        self.time_left = time_left
         self.done = False
         self.line: str | None = None
 
@@ -72,6 +84,14 @@ class RunEstimate:
             f"the {self.epochs_left} epoch{'s' if self.epochs_left != 1 else ''} to go "
             f"({source}; validation and checkpoints not included)"
         )
+        if self.time_left is not None:
+            # The epoch under way finishes whatever the limit; then whole epochs while they fit.
+            fit = 1 + max(0, int(self.time_left() // epoch)) if epoch > 0 else self.epochs_left
+            if fit < self.epochs_left:
+                line += (
+                    f"\nsegkit: --max-time {self.max_time}: at this pace training stops after "
+                    f"about {fit} of the {self.epochs_left} epochs"
+                )
         if total > HINT_OVER_S and self.device_type == "cpu" and not self.resumed:
             line += (
                 "\nsegkit: that is over an hour on the CPU. For a first run, "
