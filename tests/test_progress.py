@@ -51,9 +51,10 @@ def test_the_estimate_leaves_out_warm_up_and_counts_the_epochs_to_go() -> None:
     assert len(lines) == 1
 
 
-@pytest.mark.parametrize(("left_s", "fit"), [(100.0, 5), (24.0, 1), (1000.0, None)])
+@pytest.mark.parametrize(("left_s", "fit"), [(100.0, 4), (24.0, 1), (1000.0, None)])
 def test_the_estimate_says_how_many_epochs_fit_max_time(left_s: float, fit: int | None) -> None:
-    # 25 s an epoch: with 100 s left, the epoch under way and 4 more; 1000 s: all 10 fit.
+    # 25 s an epoch, estimated 23 steps into the first (27 steps, 13.5 s, to go): with 100 s
+    # left, that epoch and 3 more (86.5 s); with 24 s, that epoch alone; 1000 s: all 10.
     lines: list[str] = []
     est = RunEstimate(
         lines.append, epochs_left=10, device_type="cuda", resumed=False, max_time="3m",

@@ -73,7 +73,11 @@ class RunEstimate:
             return None
         return WARMUP_STEPS, min(steps, WARMUP_STEPS + MEASURE_STEPS)
 
-    def report(self, seconds_per_step: float, steps: int, source: str) -> None:
+    def report(
+        self, seconds_per_step: float, steps: int, source: str, steps_done: int | None = None
+    ) -> None:
+        """Say the estimate (once): ``steps`` an epoch at ``seconds_per_step``, made
+        ``steps_done`` steps into the epoch (default: at its end)."""
         if self.done:
             return
         self.done = True
@@ -86,7 +90,9 @@ class RunEstimate:
         )
         if self.time_left is not None:
             # The epoch under way finishes whatever the limit; then whole epochs while they fit.
-            fit = 1 + max(0, int(self.time_left() // epoch)) if epoch > 0 else self.epochs_left
+            rest = seconds_per_step * (steps - (steps if steps_done is None else steps_done))
+            left = self.time_left() - rest
+            fit = 1 + max(0, int(left // epoch)) if epoch > 0 else self.epochs_left
             if fit < self.epochs_left:
                 line += (
                     f"\nsegkit: --max-time {self.max_time}: at this pace training stops after "
@@ -180,7 +186,9 @@ class EpochProgress:
                 self.window_start = now
             elif self.step == last and self.window_start is not None and self.estimate:
                 per_step = (now - self.window_start) / (last - first)
-                self.estimate.report(per_step, self.steps, f"timed over steps {first + 1}-{last}")
+                self.estimate.report(
+                    per_step, self.steps, f"timed over steps {first + 1}-{last}", steps_done=last
+                )
         if self.lines and now - self.last_line >= self.log_every:
             self.last_line = now
             rate = self.step * self.batch_size / max(now - self.start, 1e-9)
