@@ -686,3 +686,48 @@ def test_channel_shuffle_moves_past_the_geometric_ops_with_identical_output(
         create_loader(tiny_pets_dataset, "train", recipe(*ops), 7, train=True, num_workers=2)
     )
     assert torch.equal(late[0], in_order[0]) and torch.equal(late[1], in_order[1])
+
+
+def test_a_resize_with_no_size_changing_op_before_it_has_no_branch() -> None:
+    """Evaluation (Resize first) and flip-then-resize training need no per-sample skip, so
+    their graphs need no DALI conditionals (no AutoGraph); after a crop, a pad or a 90-
+    degree rotation, Resize keeps its same-size skip."""
+
+    def resize_params(*ops: R.Op) -> tuple[str, ...]:
+        compiled = compile_ops([*ops, R.Normalize()])
+        (resize,) = [c for c in compiled if type(c).__name__ == "Resize"]
+        return tuple(p.name for p in resize.params)
+
+    assert resize_params(R.Resize(size=SIZE)) == ()
+    assert resize_params(R.HorizontalFlip(p=0.5), R.RandomGamma(p=0.5), R.Resize(size=SIZE)) == ()
+    assert resize_params(R.RandomCrop(size=SIZE), R.Resize(size=SIZE)) == ("apply",)
+    assert resize_params(R.RandomRotate90(p=0.5), R.Resize(size=SIZE)) == ("apply",)
+    assert resize_params(R.Resize(size=SIZE, p=0.5)) == ("apply",)  # a random one keeps it
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_resampling_every_sample_keeps_a_same_size_image_as_it_is(photos, antialias) -> None:
+    """What lets Resize drop its skip: a same-size resample is the identity, bit for bit
+    (linear for the image, nearest for the mask), so images already at the size come out
+    as albumentations leaves them (it skips them)."""
+    from nvidia.dali import fn, pipeline_def
+
+    from segkit_dali._geometry import resize_both
+
+    images = [np.ascontiguousarray(p[:SIZE, :SIZE]) for p in photos if min(p.shape[:2]) >= SIZE]
+    masks = [(im[..., :1] > 127).astype(np.uint8) for im in images]
+    assert images
+
+    @pipeline_def(batch_size=len(images), num_threads=1, device_id=None)
+    def pipe():
+        image, mask = fn.external_source(
+            source=lambda: [images, masks], num_outputs=2, batch=True, layout=["HWC", "HWC"]
+        )
+        return resize_both(image, mask, [SIZE, SIZE], antialias)
+
+    pipeline = pipe()
+    pipeline.build()
+    out, out_masks = pipeline.run()
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        assert np.array_equal(np.array(out[i]), image)
+        assert np.array_equal(np.array(out_masks[i]), mask)

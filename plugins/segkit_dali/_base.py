@@ -69,11 +69,15 @@ class DaliOp:
 
     ``channel_uniform`` declares that the op treats the three channels alike (the same
     sampling or function on each, one fill for all): a ChannelShuffle before it may run
-    after it instead (:func:`segkit_dali._graph.graph_order`).
+    after it instead (:func:`segkit_dali._graph.graph_order`). ``keeps_size`` False marks
+    the ops that may change an image's size (crops, pads, resizes, 90-degree rotations).
     """
 
     geometric: ClassVar[bool] = False
     channel_uniform: ClassVar[bool] = False
+    #: The op never changes an image's size (a later Resize then needs no same-size skip:
+    #: :meth:`segkit_dali._geometry.Resize.resample_all`).
+    keeps_size: ClassVar[bool] = True
     params: tuple[Param, ...] = ()
 
     def __init__(self, op: R.Op) -> None:

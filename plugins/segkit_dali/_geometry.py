@@ -98,7 +98,16 @@ class HorizontalFlip(DaliOp):
 class Resize(DaliOp):
     """Resize to ``size`` x ``size``; skipped for samples already that size (after a
     RandomResizedCrop), as albumentations skips them: a resampling to the same size is
-    the identity, but costs ~1.7 ms per 256 px image on the CPU."""
+    the identity, bit for bit (linear, with or without antialiasing, and nearest), but
+    costs ~1.7 ms per 256 px image on the CPU.
+
+    The skip is a per-sample branch, and a graph with one needs DALI's conditional
+    execution, whose AutoGraph conversion costs ~0.7 s a process on a 2-core machine.
+    Where no earlier op may change a size (:meth:`resample_all`: no crop, pad, resize or
+    90-degree rotation before it, as in every evaluation recipe and type1/type2's
+    training), the op resizes every sample and the graph has no branch for it."""
+
+    keeps_size = False
 
     geometric = True
     channel_uniform = True
@@ -110,9 +119,18 @@ class Resize(DaliOp):
         self.size = (op.size, op.size)
         self.antialias = antialias
 
+    def resample_all(self) -> None:
+        """Resize every sample, without the same-size skip and its branch (``p`` 1 only:
+        a random Resize keeps its branch). The result is the same: see the class."""
+        if self.op.p >= 1.0:
+            self.always = True
+            self.params = ()
+
     def draw(
         self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
     ) -> tuple[Params, Shapes]:
+        if not self.params:  # resample_all
+            return {}, np.broadcast_to(np.asarray(self.size), shapes.shape).copy()
         fire = (
             np.ones(len(rows), np.bool_) if self.op.p >= 1.0 else uniform(rng, n, rows) < self.op.p
         )
@@ -124,6 +142,7 @@ class Resize(DaliOp):
 
 
 class RandomResizedCrop(DaliOp):
+    keeps_size = False
     geometric = True
     channel_uniform = True
 
@@ -268,6 +287,8 @@ class RandomRotate90(DaliOp):
     not fire): a transpose (odd k, under a conditional) then ``fn.flip`` with per-sample
     flags. No resampling: bit-identical to ``np.rot90``. Odd k swap height and width."""
 
+    keeps_size = False
+
     geometric = True
     channel_uniform = True
 
@@ -406,6 +427,8 @@ class RandomCrop(DaliOp):
     window's start is then negative there, and ``out_of_bounds_policy="pad"`` writes the
     fill), as ``A.RandomCrop(pad_if_needed=True, pad_position="center")``."""
 
+    keeps_size = False
+
     geometric = True
     channel_uniform = True
 
@@ -461,6 +484,8 @@ class PadIfNeeded(DaliOp):
     replicated borders one pad by the sum is the same picture; a reflection of a
     reflection is not, so a reflected border is padded in the same two steps here.
     """
+
+    keeps_size = False
 
     geometric = True
     channel_uniform = True

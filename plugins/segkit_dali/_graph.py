@@ -66,6 +66,11 @@ def compile_ops(
         compiled = compile_one(op, context)
         if op.p > 0.0:
             out.append(compiled)
+    for compiled in out:  # up to the first op that may change a size
+        if isinstance(compiled, _geometry.Resize):
+            compiled.resample_all()  # nothing before it made an image that size: no skip
+        if not compiled.keeps_size:
+            break
     return out
 
 

@@ -416,7 +416,31 @@ class DaliLoader:
         return pipe
 
     def _build(self) -> _Pipe:
-        graph = pipeline_def(define_graph, enable_conditionals=True)
+        try:
+            pipeline = self._pipeline(conditionals=False)
+        except TypeError as e:  # an op branches per sample (``if p["apply"]:``)
+            if "conditional context" not in str(e):
+                raise
+            pipeline = self._pipeline(conditionals=True)
+        iterator = DALIGenericIterator(
+            [pipeline],
+            ["images", "masks", "check"],
+            # The feed ends the epoch with StopIteration, after exactly the planned
+            # batches (the last one partial): PARTIAL returns that batch as it is.
+            last_batch_policy=LastBatchPolicy.PARTIAL,
+            auto_reset=False,
+            prepare_first_batch=False,  # the first epoch is planned in __iter__
+        )
+        return _Pipe(pipeline, iterator)
+
+    def _pipeline(self, *, conditionals: bool) -> Any:
+        """The pipeline, built. DALI's conditional execution (``if`` on a DataNode) costs
+        an AutoGraph conversion of the graph's Python (about 0.7 s a pipeline on a 2-core
+        machine): only a recipe with a per-sample branch (an op with ``p < 1``,
+        RandomRotate90's transpose, CLAHE's levels) needs it; an evaluation recipe (resize,
+        normalize) is defined without it, and a graph that does branch says so the moment
+        it is defined (DALI's TypeError), before anything is built."""
+        graph = pipeline_def(define_graph, enable_conditionals=conditionals)
         pipeline = graph(
             feed=self._feed,
             ops=self.ops,
@@ -431,16 +455,7 @@ class DaliLoader:
             seed=self.seed & 0x7FFFFFFF,
         )
         pipeline.build()
-        iterator = DALIGenericIterator(
-            [pipeline],
-            ["images", "masks", "check"],
-            # The feed ends the epoch with StopIteration, after exactly the planned
-            # batches (the last one partial): PARTIAL returns that batch as it is.
-            last_batch_policy=LastBatchPolicy.PARTIAL,
-            auto_reset=False,
-            prepare_first_batch=False,  # the first epoch is planned in __iter__
-        )
-        return _Pipe(pipeline, iterator)
+        return pipeline
 
     def _check_masks(self, indices: list[int], check: torch.Tensor) -> None:
         bad = torch.nonzero(check.reshape(-1) > 1).reshape(-1).tolist()
