@@ -615,6 +615,11 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
     """
     w = where or _Where()
     hints = field_types()
+    if isinstance(values.get("max_time"), (int, float)):  # a number: minutes or seconds?
+        raise ConfigError(
+            f"{w.subject('max_time', values['max_time'])}: expected a duration with its unit, "
+            'as a string: "20m", "90s", "1h30m" or "1.5h"'
+        )
     v = {key: _check_type(value, hints[key], w, key) for key, value in values.items()}
 
     def bad(key: str, expected: str) -> ConfigError:

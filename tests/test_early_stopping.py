@@ -243,6 +243,17 @@ def test_a_bad_max_time_names_the_value_and_the_form(value: str, message: str) -
         RunConfig(max_time=value)
 
 
+def test_a_number_for_max_time_in_a_config_file_asks_for_the_unit(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("max_time = 1200\n")
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_file(path)
+    assert str(e.value) == (
+        f"{path}: key 'max_time' = 1200: expected a duration with its unit, as a string: "
+        '"20m", "90s", "1h30m" or "1.5h"'
+    )
+
+
 @pytest.fixture
 def slow_epochs(monkeypatch: pytest.MonkeyPatch):
     """Every epoch's training takes 100 s more on the engine's clock (the clock it reads
