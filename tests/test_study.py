@@ -299,6 +299,7 @@ def test_the_report_numbers_are_each_runs_summary_json(finished_study: Path) -> 
         assert float(row["test_iou"]) == summary["test_iou"]
         assert float(row["valid_dice"]) == summary["best_valid_dice"]
         assert int(row["best_epoch"]) == summary["best_epoch"]
+        assert int(row["epochs_run"]) == summary["epochs_run"]
         assert float(row["train_s_per_epoch"]) == summary["epoch_seconds"]
         assert float(row["images_per_s"]) == summary["images_per_second"]
         assert int(row["parameters"]) == 31_037_633  # UNet
@@ -338,9 +339,10 @@ def test_compare_runs_that_differ_in_one_and_in_two_axes(
     assert one.differing == ["seed"]
     header = next(csv.reader((tmp_path / "one" / "comparison.csv").open()))
     assert header[:3] == ["run", "seed", "model"]  # what differs first, then what is shared
-    assert header[-8:] == [
+    assert header[-9:] == [
         "parameters",
         "checkpoint_mb",
+        "epochs_run",
         "best_epoch",
         "valid_dice",
         "test_dice",

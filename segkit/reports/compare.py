@@ -55,6 +55,7 @@ MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
 RESULTS = {
     "parameters": "parameters",
     "checkpoint_mb": "best.pt MB",
+    "epochs_run": "epochs run",
     "best_epoch": "best epoch",
     "valid_dice": "valid Dice",
     "test_dice": "test Dice",
@@ -64,6 +65,7 @@ RESULTS = {
 }
 #: The result columns and the summary.json keys they repeat.
 FROM_SUMMARY = {
+    "epochs_run": "epochs_run",
     "best_epoch": "best_epoch",
     "valid_dice": "best_valid_dice",
     "test_dice": "test_dice",
@@ -336,6 +338,7 @@ _DIGITS = {
     "images_per_s": 1,
     "checkpoint_mb": 1,
     "best_epoch": 1,
+    "epochs_run": 1,
 }
 
 
@@ -344,7 +347,7 @@ def _show(key: str, value: Any) -> str:
         return "-"
     if key == "parameters":
         return f"{value / 1e6:.2f}M"
-    if key == "best_epoch":
+    if key in ("best_epoch", "epochs_run"):
         return str(int(value))
     return f"{value:.{_DIGITS.get(key, 4)}f}"
 
