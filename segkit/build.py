@@ -701,7 +701,6 @@ def decide_graphs(config: RunConfig, runtime: Runtime, train_images: int) -> Gra
     return decide_cuda_graphs(
         config.cuda_graphs,
         device_type=runtime.device.type,
-        precision=runtime.precision.name,
         world_size=world,
         ema=config.ema is not None,
         accumulate=config.accumulate,

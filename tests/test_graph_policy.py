@@ -19,7 +19,7 @@ from segkit.training.precision import MixedPrecision, Precision
 from segkit.training.runtime import Runtime
 
 # A run a graph can serve: bf16 on a GPU, one process, 3312 images in batches of 24 (138 full).
-GOOD = {"device_type": "cuda", "precision": "bf16", "train_images": 3312, "batch_size": 24}
+GOOD = {"device_type": "cuda", "train_images": 3312, "batch_size": 24}
 
 
 def test_on_captures_a_run_every_rule_allows() -> None:
@@ -38,7 +38,6 @@ def test_off_never_captures() -> None:
     ("change", "reason"),
     [
         ({"device_type": "cpu"}, "needs a CUDA device, the run is on cpu"),
-        ({"precision": "fp16"}, "fp16's GradScaler decides on the host whether to step; use bf16"),
         ({"world_size": 2}, "DDP (2 processes): the gradient all-reduce is not captured"),
         ({"accumulate": 4}, "--accumulate 4: a group of batches is more than one step"),
         ({"on_nan": "skip"}, "--on-nan skip reads every step's loss on the host"),
@@ -53,23 +52,23 @@ def test_each_rule_refuses_with_one_line(mode: str, change: dict, reason: str) -
 
 
 def test_on_with_a_refused_run_is_an_error_naming_every_reason() -> None:
-    d = decide_cuda_graphs("on", **(GOOD | {"precision": "fp16", "on_nan": "skip"}))
+    d = decide_cuda_graphs("on", **(GOOD | {"accumulate": 2, "on_nan": "skip"}))
     error = d.error()
     assert isinstance(error, ConfigError)
     assert str(error) == (
-        "--cuda-graphs on: this run cannot capture its training step: fp16's GradScaler "
-        "decides on the host whether to step; use bf16; --on-nan skip reads every step's "
-        "loss on the host. Change that, or use --cuda-graphs auto or off"
+        "--cuda-graphs on: this run cannot capture its training step: --accumulate 2: a "
+        "group of batches is more than one step; --on-nan skip reads every step's loss on "
+        "the host. Change that, or use --cuda-graphs auto or off"
     )
     # auto falls back instead: no error, the line says why.
-    assert decide_cuda_graphs("auto", **(GOOD | {"precision": "fp16"})).error() is None
+    assert decide_cuda_graphs("auto", **(GOOD | {"accumulate": 2})).error() is None
 
 
 def test_every_reason_is_listed_when_several_apply() -> None:
-    d = decide_cuda_graphs("on", device_type="cpu", precision="fp16", world_size=4, ema=True,
+    d = decide_cuda_graphs("on", device_type="cpu", world_size=4, ema=True,
                            accumulate=2, on_nan="skip", train_images=10,
                            batch_size=4)  # fmt: skip
-    assert len(d.reasons) == 5 and not d.use
+    assert len(d.reasons) == 4 and not d.use
 
 
 def test_ema_works_with_a_graph() -> None:

@@ -379,3 +379,31 @@ def test_a_compiled_model_is_not_recompiled_at_the_capture() -> None:
     # one for the capture's autocast.
     assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
     torch._dynamo.reset()
+
+
+def test_fp16_steps_replay_with_the_grad_scaler_and_count_its_skips() -> None:
+    """fp16 (autocast on the CPU here, a GradScaler, fused Adam reading its inf flag):
+    the graph step trains as the eager one, and the steps the scaler skips for overflowing
+    gradients are counted in place, one tensor for the run (what a captured step adds
+    into at every replay)."""
+    from segkit.training.precision import MixedPrecision
+
+    def fp16(context: StepContext) -> MixedPrecision:
+        precision = MixedPrecision(torch.float16, "cpu")
+        context.runtime = Runtime(torch.device("cpu"), precision, False)
+        return precision
+
+    epochs = [_batches([4] * 6, seed=21), _batches([4] * 6, seed=22)]
+    eager_ctx, graph_ctx = _context(), _context()
+    eager_p, graph_p = fp16(eager_ctx), fp16(graph_ctx)
+    for p in (eager_p, graph_p):  # a scale fp16 gradients overflow at: the first steps skip
+        p.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    eager = _train(TrainStep(eager_ctx), epochs)
+    step = _graph_step(graph_ctx, batch_size=4, warmup=2)
+    graphed = _train(step, epochs)
+    assert graphed[1]["graph_replays"] == 6
+    assert [e["skipped_overflow"] for e in eager] == [g["skipped_overflow"] for g in graphed]
+    assert graphed[0]["skipped_overflow"] > 0  # the huge scale was lowered step by step
+    assert graph_p._skipped is not None and int(graph_p._skipped) == 0  # read and zeroed
+    _same_weights(eager_ctx.model, graph_ctx.model)
+    assert eager_p.scaler.get_scale() == graph_p.scaler.get_scale()

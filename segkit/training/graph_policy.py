@@ -18,11 +18,15 @@ busy anyway. Where a rule refuses, ``auto`` runs the eager step and says why in 
 The rules (each one line in :attr:`GraphDecision.reasons`):
 
 - a CUDA device (there is no graph on the CPU);
-- not fp16: its GradScaler decides on the host, from the gradients, whether to step;
 - not DDP: the gradient all-reduce and its buckets are not part of the captured step;
 - no ``--accumulate``: a group of batches is more than one step;
 - no ``--on-nan skip``: it reads each step's loss on the host (``stop`` checks on the
   device and stays capturable).
+
+fp16 is no refusal: with the fused Adam segkit builds, the GradScaler decides on the
+device whether a step is skipped (the optimizer reads the inf flag; the scale is updated
+in place), so the whole scaled step is captured, and the count of skipped steps is
+accumulated in place on the device.
 
 ``--compile`` is no refusal: Inductor's kernels (its default mode, without CUDA graphs of
 its own) are captured as eager ones are, and fused ones are what a graph replays best
@@ -86,7 +90,6 @@ def decide_cuda_graphs(
     mode: str,
     *,
     device_type: str,
-    precision: str,
     world_size: int = 1,
     ema: bool = False,
     accumulate: int = 1,
@@ -100,7 +103,6 @@ def decide_cuda_graphs(
     Args:
         mode: ``auto``, ``on`` or ``off``.
         device_type: The resolved device's type (``cuda``, ``cpu``).
-        precision: The resolved precision (``fp32``, ``bf16``, ``fp16``).
         world_size: Processes of the torchrun job (more than 1: DDP).
         ema: Whether ``--ema`` keeps an average of the weights (allowed: updated after
             each replay).
@@ -132,8 +134,6 @@ def decide_cuda_graphs(
     reasons = []
     if device_type != "cuda":
         reasons.append(f"needs a CUDA device, the run is on {device_type}")
-    if precision == "fp16":
-        reasons.append("fp16's GradScaler decides on the host whether to step; use bf16")
     if world_size > 1:
         reasons.append(f"DDP ({world_size} processes): the gradient all-reduce is not captured")
     if accumulate > 1:

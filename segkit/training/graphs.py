@@ -99,7 +99,7 @@ class GraphStep(TrainStep):
 
     Args:
         context: The step's parts and settings; one optimizer step per batch
-            (``accumulate`` 1), ``on_nan`` ``stop``, not fp16 (the rules of
+            (``accumulate`` 1), ``on_nan`` ``stop`` (the rules of
             :mod:`segkit.training.graph_policy`).
         batch_size: The size of a full batch: the shape captured. Batches of another
             size run eagerly.
@@ -369,8 +369,6 @@ def _unservable(context: StepContext, *, custom_graph: bool) -> str | None:
     rt = context.runtime
     if rt.device.type != "cuda" and not custom_graph:
         return f"a CUDA graph needs a CUDA device, the runtime is on {rt.device}"
-    if getattr(rt.precision, "scaler", None) is not None:
-        return "fp16's GradScaler decides on the host whether to step"
     if context.accumulate != 1:
         return f"accumulate {context.accumulate}: a graph step is one optimizer step"
     if context.on_nan != "stop":

@@ -79,14 +79,17 @@ class MixedPrecision(Precision):
         after = self.scaler._scale
         if before is None or after is None:  # scale() never called: nothing was stepped
             return
-        lowered = (after < before).long()
-        self._skipped = lowered if self._skipped is None else self._skipped + lowered
+        if self._skipped is None:
+            self._skipped = torch.zeros((), dtype=torch.long, device=after.device)
+        # In place, into one tensor for the run: a CUDA graph that captured this step
+        # adds into the same memory at every replay, and take_skipped reads it there.
+        self._skipped.add_((after < before).long())
 
     def take_skipped(self) -> int:
         if self._skipped is None:
             return 0
-        n = int(self._skipped.sum().item())
-        self._skipped = None
+        n = int(self._skipped.item())
+        self._skipped.zero_()
         return n
 
     def state_dict(self) -> dict[str, Any]:

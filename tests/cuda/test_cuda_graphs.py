@@ -12,8 +12,8 @@ Tolerances, stated once:
   tensor, the eager one from a Python float): the graph step and the eager step run the
   same kernels on the same numbers, so the weights, the EMA and the metrics must agree
   bit for bit.
-- bf16 with the autotuner on (how runs train): the two processes' autotuners may pick
-  other kernels, so the epochs' loss and Dice agree to 2e-2, as a resumed run's do.
+- bf16 and fp16 with the autotuner on (how runs train): the two processes' autotuners may
+  pick other kernels, so the epochs' loss and Dice agree to 2e-2, as a resumed run's do.
 """
 
 from __future__ import annotations
@@ -144,12 +144,15 @@ def test_fp32_graph_step_is_bit_for_bit_the_eager_step(deterministic) -> None:
         assert all(torch.equal(s_e[k], s_g[k]) for k in s_e)
 
 
-def test_bf16_graph_step_trains_as_the_eager_step() -> None:
-    """How runs train (bf16, the autotuner on, the last batch dropped): every batch is
-    replayed after the warm-up, and the epochs' loss and Dice follow the eager step's."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_graph_step_trains_as_the_eager_step(precision: str) -> None:
+    """How runs train (the autotuner on, the last batch dropped): every batch is replayed
+    after the warm-up, and the epochs' loss and Dice follow the eager step's. fp16: the
+    GradScaler's step and update are in the graph (fused Adam reads its inf flag on the
+    device)."""
     epochs = _epochs([BATCH] * 8 + [2], 3)
-    _, _, _, eager = _train(_config(cuda_graphs="off", precision="bf16"), epochs)
-    step, _, _, graphed = _train(_config(cuda_graphs="on", precision="bf16"), epochs)
+    _, _, _, eager = _train(_config(cuda_graphs="off", precision=precision), epochs)
+    step, _, _, graphed = _train(_config(cuda_graphs="on", precision=precision), epochs)
     assert step.note == "cuda graphs: on (--cuda-graphs on)"
     assert [(m["graph_replays"], m["eager_batches"]) for m in graphed] == [(5, 0), (8, 0), (8, 0)]
     for e, g in zip(eager, graphed, strict=True):
