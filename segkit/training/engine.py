@@ -454,14 +454,17 @@ class Run:
 
         Expected: the seconds since the run started, this epoch's validation (when due)
         and checkpoint, and the next epoch's training, validation (when due) and
-        checkpoint, each as long as the longer of this process's last two (a resumed run
-        counts from its own start)."""
+        checkpoint, each as long as the longer of this process's last two (its first
+        epoch's training left out once there is another; a resumed run counts from its
+        own start)."""
         config, epoch = self.config, trained.epoch
         if config.max_time is None or epoch >= config.epochs:
             return None
         limit = parse_duration(config.max_time, flag("max_time"))
         mine = [r for r in self.history if r["epoch"] >= self.start]  # earlier epochs
-        train = max([trained.seconds] + [r["epoch_seconds"] for r in mine[-1:]])
+        # Not the process's first epoch once there is another: it pays the warm-up (cudnn's
+        # autotuner, the loader's start), which the next epoch does not.
+        train = max([trained.seconds] + [r["epoch_seconds"] for r in mine[1:][-1:]])
         validations = [r["valid_s"] for r in mine if not math.isnan(r["valid_loss"])]
         valid = max(validations[-2:], default=0.0)
         checkpoint = max((r["checkpoint_s"] for r in mine[-2:]), default=0.0)
