@@ -688,13 +688,14 @@ def test_channel_shuffle_moves_past_the_geometric_ops_with_identical_output(
     assert torch.equal(late[0], in_order[0]) and torch.equal(late[1], in_order[1])
 
 
-def test_a_resize_with_no_size_changing_op_before_it_has_no_branch() -> None:
-    """Evaluation (Resize first) and flip-then-resize training need no per-sample skip, so
-    their graphs need no DALI conditionals (no AutoGraph); after a crop, a pad or a 90-
-    degree rotation, Resize keeps its same-size skip."""
+def test_an_evaluation_resize_with_no_size_changing_op_before_it_has_no_branch() -> None:
+    """Evaluation pipelines (``resample_all``) with a Resize and no op before it that may
+    change a size need no per-sample skip, so their graphs need no DALI conditionals (no
+    AutoGraph); after a crop, a pad or a 90-degree rotation, and in training, Resize keeps
+    its same-size skip."""
 
-    def resize_params(*ops: R.Op) -> tuple[str, ...]:
-        compiled = compile_ops([*ops, R.Normalize()])
+    def resize_params(*ops: R.Op, evaluation: bool = True) -> tuple[str, ...]:
+        compiled = compile_ops([*ops, R.Normalize()], resample_all=evaluation)
         (resize,) = [c for c in compiled if type(c).__name__ == "Resize"]
         return tuple(p.name for p in resize.params)
 
@@ -703,6 +704,7 @@ def test_a_resize_with_no_size_changing_op_before_it_has_no_branch() -> None:
     assert resize_params(R.RandomCrop(size=SIZE), R.Resize(size=SIZE)) == ("apply",)
     assert resize_params(R.RandomRotate90(p=0.5), R.Resize(size=SIZE)) == ("apply",)
     assert resize_params(R.Resize(size=SIZE, p=0.5)) == ("apply",)  # a random one keeps it
+    assert resize_params(R.Resize(size=SIZE), evaluation=False) == ("apply",)  # training
 
 
 @pytest.mark.parametrize("antialias", [False, True])

@@ -103,9 +103,9 @@ class Resize(DaliOp):
 
     The skip is a per-sample branch, and a graph with one needs DALI's conditional
     execution, whose AutoGraph conversion costs ~0.7 s a process on a 2-core machine.
-    Where no earlier op may change a size (:meth:`resample_all`: no crop, pad, resize or
-    90-degree rotation before it, as in every evaluation recipe and type1/type2's
-    training), the op resizes every sample and the graph has no branch for it."""
+    In an evaluation pipeline where no earlier op may change a size (:meth:`resample_all`:
+    no crop, pad, resize or 90-degree rotation before it, as in every evaluation recipe),
+    the op resizes every sample and the graph has no branch for it."""
 
     keeps_size = False
 

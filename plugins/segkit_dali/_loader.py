@@ -309,6 +309,7 @@ class DaliLoader:
             antialias=antialias,
             multiclass=self.spec.is_multiclass,
             gpu=device_id is not None,
+            resample_all=not train,
         )
         self.placement = Placement(device_id)
         self._feed = _Feed(self.samples, self.spec, self.ops, seed)
