@@ -28,7 +28,7 @@ from segkit.data.reading import read_sample
 from segkit.errors import ConfigError
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
-from segkit.inference.predictor import Predictor, read_parallel
+from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
@@ -111,7 +111,7 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         predictor = Predictor.of(trained, options.predictor(config.batch_size))
         modes: Counter[str] = Counter()
         metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
-        mode = _modes(predictor.mode, modes)
+        mode = mode_line(predictor.mode, modes)
         how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
     else:
         modes = Counter()
@@ -120,14 +120,6 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
     return Evaluated(options.split, metrics, trained.task, dataset.root, where, how, dict(modes))
-
-
-def _modes(mode: str, counts: Counter[str]) -> str:
-    """The mode as the result line names it: ``auto`` with what it chose, how often
-    (``auto (resize 18, whole 2)``), as ``segkit predict``'s summary line does."""
-    if mode != "auto" or not counts:
-        return mode
-    return f"auto ({', '.join(f'{m} {n}' for m, n in sorted(counts.items()))})"
 
 
 def _check_classes(trained: Trained, dataset: Any) -> None:

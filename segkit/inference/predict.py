@@ -37,7 +37,7 @@ import numpy as np
 from segkit.data.reading import read_image
 from segkit.errors import ConfigError
 from segkit.inference.options import PredictOptions, ProbabilityFormat
-from segkit.inference.predictor import Predictor, read_parallel
+from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import open_trained
 from segkit.system.files import atomic_open, check_writable, remove_temporaries
 from segkit.task import Task
@@ -231,8 +231,7 @@ def _write_all(
             if not options.quiet:
                 files_ = ", ".join(p.name for p in paths)
                 lines.say(f"{path}: {mode}, {writer.describe(prob)} -> {files_}")
-    chosen = ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
-    mode = f"auto ({chosen})" if predictor.mode == "auto" and chosen else predictor.mode
+    mode = mode_line(predictor.mode, modes)
     how = (
         f"{predictor.device}, {predictor.runtime.precision.name}, mode {mode}, tta {predictor.tta}"
     )

@@ -37,7 +37,7 @@ horizontal, vertical and both), in any mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +73,14 @@ TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 
 K = TypeVar("K")
+
+
+def mode_line(mode: str, counts: Mapping[str, int]) -> str:
+    """``mode`` as a result line names it: ``auto`` with what it chose for how many images
+    (``auto (resize 18, whole 2)``); any other mode, or ``auto`` with no image, as it is."""
+    if mode != "auto" or not counts:
+        return mode
+    return f"auto ({', '.join(f'{m} {n}' for m, n in sorted(counts.items()))})"
 
 
 class Predictor:
