@@ -336,6 +336,13 @@ class RunConfig:
             if value is not getattr(self, key):
                 setattr(self, key, value)
 
+    @property
+    def max_time_s(self) -> float | None:
+        """``max_time`` in seconds (None: no limit)."""
+        if self.max_time is None:
+            return None
+        return parse_duration(self.max_time, flag("max_time"))
+
     def resolved_dataset(self) -> str:
         """The dataset plugin's name: ``dataset``; else, with ``data``, the one installed
         layout that recognises the folder (:func:`segkit.data.layouts.detect_layout`);

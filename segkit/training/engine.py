@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from segkit import build
-from segkit.config import RunConfig, flag, parse_duration
+from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
 from segkit.metrics.definitions import scores_from_meter
 from segkit.registry import default_registry
@@ -355,7 +355,7 @@ class Run:
 
     def _progress(self, resumed: bool) -> progress.ProgressSettings:
         config = self.config
-        limit = parse_duration(config.max_time, flag("max_time")) if config.max_time else None
+        limit = config.max_time_s
         estimate = progress.RunEstimate(
             self.say,
             config.epochs - self.start + 1,
@@ -458,9 +458,9 @@ class Run:
         epoch's training left out once there is another; a resumed run counts from its
         own start)."""
         config, epoch = self.config, trained.epoch
-        if config.max_time is None or epoch >= config.epochs:
+        limit = config.max_time_s
+        if limit is None or epoch >= config.epochs:
             return None
-        limit = parse_duration(config.max_time, flag("max_time"))
         mine = [r for r in self.history if r["epoch"] >= self.start]  # earlier epochs
         # Not the process's first epoch once there is another: it pays the warm-up (cudnn's
         # autotuner, the loader's start), which the next epoch does not.
@@ -478,6 +478,13 @@ class Run:
             f"past --max-time {config.max_time}"
         )
 
+    def stopped_by(self) -> str | None:
+        """What stops the run after this epoch, before ``--epochs``: ``patience`` (which
+        wins when both do), ``max_time``, or None."""
+        if self.stopper.stopped:
+            return "patience"
+        return "max_time" if self.time_stop is not None else None
+
     def may_stop_early(self) -> bool:
         """Whether the run can stop before ``--epochs`` (``--patience``, ``--max-time``):
         only then do the ranks agree on it after each epoch (a collective)."""
@@ -491,7 +498,7 @@ class Run:
         or the write) and wall seconds."""
         epoch, config = trained.epoch, self.config
         save_last = epoch % config.save_every == 0 or epoch == config.epochs
-        save_last = save_last or self.stopper.stopped or self.time_stop is not None
+        save_last = save_last or self.stopped_by() is not None
         t0 = time.perf_counter()
         state: dict[str, Any] = {}
         files: list[tuple[dict[str, Any], Path]] = []
@@ -568,7 +575,7 @@ class Run:
         """Whether the run stops early after this epoch (``--patience``, ``--max-time``):
         rank 0 decided, every rank learns it (a collective, only where
         :meth:`may_stop_early`)."""
-        stopped = self.stopper.stopped or self.time_stop is not None
+        stopped = self.stopped_by() is not None
         if not self.dist.enabled:
             return stopped
         stop = float(stopped and self.dist.main)
@@ -718,9 +725,9 @@ class Run:
             checkpoint_writes=len(writes),
             monitor=self.config.monitor,
             best_value=stopper.best,
-            stopped_early=stopper.stopped or self.time_stop is not None,
+            stopped_early=self.stopped_by() is not None,
             stop_reason=_stop_reason(stopper, self.time_stop),
-            stopped_by="patience" if stopper.stopped else "max_time" if self.time_stop else None,
+            stopped_by=self.stopped_by(),
             cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
