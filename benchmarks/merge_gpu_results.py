@@ -379,6 +379,42 @@ def _runs_section(results: dict[str, Any]) -> list[str]:
         "Steady: the mean of epochs 2 onwards (epoch 1 pays cuDNN autotuning, the "
         "DALI pipeline build and the first file reads).",
     ]
+    return lines + _wall_parts(runs)
+
+
+#: summary.json's "time" parts (segkit.training.run_folder.RunClock), in the table's order.
+WALL_PARTS = (
+    "setup_s",
+    "train_s",
+    "valid_s",
+    "checkpoint_s",
+    "between_epochs_s",
+    "test_s",
+    "reports_s",
+)
+
+
+def _wall_parts(runs: dict[str, Any]) -> list[str]:
+    """Where each run's wall time went (summary.json's ``time``; runs of a segkit older
+    than it have none), and what the process spent outside the run (imports, exit)."""
+    timed = {name: r for name, r in runs.items() if r.get("summary", {}).get("time")}
+    if not timed:
+        return []
+    lines = [
+        "",
+        "Where the wall time went (seconds; summary.json's `time`; outside: the process's "
+        "wall less the run's, Python's start, imports and exit):",
+        "",
+        "| run | wall | set-up | training | validation | checkpoints | between epochs | test "
+        "| reports | outside |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in timed.items():
+        t = r["summary"]["time"]
+        wall, process = t.get("wall_s"), r.get("process_wall_s")
+        outside = process - wall if isinstance(process, float) and isinstance(wall, float) else None
+        cells = " | ".join(_fmt(t.get(k), 1) for k in WALL_PARTS)
+        lines.append(f"| {name} | {_fmt(wall, 1)} | {cells} | {_fmt(outside, 1)} |")
     return lines
 
 

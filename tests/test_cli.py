@@ -82,6 +82,13 @@ def test_run_writes_every_file_of_the_run_folder(run_dir: Path, capsys) -> None:
     assert all(summary[k] >= 0 for k in (*means, "checkpoint_write_s"))
     assert summary["checkpoint_writes"] >= 2  # last.pt of epochs 1 and 2 (and best.pt)
     assert summary["wall_s"] >= 2 * summary["mean_epoch_wall_s"]
+    # Where the wall went: the parts add up to it, the training part is metrics.csv's.
+    t = summary["time"]
+    assert t["wall_s"] == summary["wall_s"]
+    assert sum(v for k, v in t.items() if k != "wall_s") == pytest.approx(t["wall_s"], abs=0.01)
+    train = sum(float(r["epoch_seconds"]) for r in rows)
+    assert t["train_s"] == pytest.approx(train, abs=0.002)
+    assert min(t[k] for k in ("setup_s", "test_s", "reports_s")) > 0
     assert (run_dir / "summary.txt").read_text().startswith("test dice ")
     with Image.open(run_dir / "predictions.png") as im:
         assert im.width == 4 * 160 + 3 * 4  # image | truth | prediction | overlay, 32 px x 5

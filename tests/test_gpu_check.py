@@ -249,7 +249,9 @@ def test_merge_makes_one_folder_with_a_row_for_every_step(merge, tmp_path: Path)
         "test_dice": 0.9,
         "peak_gpu_memory_mb": 2100.0,
         "cuda_graphs": graphs,
-    }
+        "time": {"setup_s": 4.0, "train_s": 39.0, "valid_s": 2.0, "checkpoint_s": 0.3,
+                 "between_epochs_s": 0.2, "test_s": 3.5, "reports_s": 6.0, "wall_s": 55.0},
+    }  # fmt: skip
     run = merge.read_metrics(metrics)
     s1 = _stage(
         tmp_path / "a", 1,
@@ -266,7 +268,8 @@ def test_merge_makes_one_folder_with_a_row_for_every_step(merge, tmp_path: Path)
         {"runs/run-unet/summary.json": json.dumps(summary).encode(),
          "runs/run-unet/metrics.csv": metrics.encode(), "runs/run-unet/best.pt": b"weights",
          "logs/run-unet.log": b"run log"},
-        runs={"run-unet": {"summary": summary, "metrics": run} | merge.run_figures(summary, run)},
+        runs={"run-unet": {"summary": summary, "metrics": run, "process_wall_s": 61.0}
+              | merge.run_figures(summary, run)},
     )  # fmt: skip
     empty = tmp_path / "c"
     empty.mkdir()
@@ -298,6 +301,11 @@ def test_merge_makes_one_folder_with_a_row_for_every_step(merge, tmp_path: Path)
     assert "| unet training epoch (DALI) <= 2.5 s" in (out / "table.md").read_text()
     # The run's row says whether its CUDA graph was kept, with the trial's times.
     assert "| kept (15.1 vs 22.9 ms) |" in (out / "table.md").read_text()
+    # Where its wall went, and the process's 6 s outside the run (61 s less 55 s).
+    assert (
+        "| run-unet | 55.0 | 4.0 | 39.0 | 2.0 | 0.3 | 0.2 | 3.5 | 6.0 | 6.0 |"
+        in (out / "table.md").read_text()
+    )
     assert merge._graph_cell(None) == "-"
     lost = graphs | {"kept": False, "why_not": "not 5% faster", "replay_ms": 22.0}
     assert merge._graph_cell(lost) == "off: not 5% faster (22.0 vs 22.9 ms)"

@@ -19,9 +19,10 @@ from PIL import Image
 from segkit.contracts import Batch
 from segkit.metrics.binary import DiceMeter, dice_iou_per_image
 from segkit.reports import figures as report
+from segkit.training import run_folder
 from segkit.training.loops import EvalContext, evaluate
 from segkit.training.precision import create_precision
-from segkit.training.run_folder import RunFolder
+from segkit.training.run_folder import RunClock, RunFolder, time_line
 from segkit.training.runtime import Runtime
 
 CPU = torch.device("cpu")
@@ -218,3 +219,50 @@ def test_curves_mark_the_best_epoch(tmp_path: Path) -> None:
     assert "best epoch 2 (valid 0.600)" in shown
     with Image.open(tmp_path / "curves.png") as im:
         assert im.size == (1000, 400)
+
+
+def test_the_run_clock_splits_the_wall_into_parts_that_add_up(monkeypatch) -> None:
+    now = iter([3.0, 13.0, 15.0, 16.5])  # set-up ends, the epochs end, the test, the reports
+    monkeypatch.setattr(run_folder.time, "perf_counter", lambda: next(now))
+    clock = RunClock(started=1.0)
+    for part in ("setup", "epochs", "test", "reports"):
+        clock.mark(part)
+    rows = [  # two epochs; a skipped validation is NaN in metrics.csv and counts as 0
+        {"epoch": 1, "epoch_seconds": 4.0, "valid_s": 0.5, "checkpoint_s": 0.25},
+        {"epoch": 2, "epoch_seconds": 3.0, "valid_s": math.nan, "checkpoint_s": 0.25},
+    ]
+    t = clock.breakdown(rows)
+    assert t == {
+        "setup_s": 2.0,
+        "train_s": 7.0,
+        "valid_s": 0.5,
+        "checkpoint_s": 0.5,
+        "between_epochs_s": 2.0,  # 10 s of epochs less 8 s in the rows
+        "test_s": 2.0,
+        "reports_s": 1.5,
+        "wall_s": 15.5,
+    }
+    assert sum(v for k, v in t.items() if k != "wall_s") == t["wall_s"]
+    line = time_line(t)
+    assert line == (
+        "segkit: 15.5 s in all: set-up 2.0 s, training 7.0 s, validation 0.5 s, checkpoints "
+        "0.5 s, between epochs 2.0 s, test 2.0 s, reports 1.5 s; the wall is 2.21x the training"
+    )
+
+
+def test_the_time_line_leaves_out_parts_under_a_twentieth_of_a_second() -> None:
+    t = {
+        "setup_s": 0.5,
+        "train_s": 2.0,
+        "valid_s": 0.0,
+        "checkpoint_s": 0.01,
+        "between_epochs_s": 0.0,
+        "test_s": 0.3,
+        "reports_s": 0.2,
+        "wall_s": 3.01,
+    }
+    line = time_line(t)
+    assert "validation" not in line and "checkpoints" not in line and "between" not in line
+    assert line.endswith("reports 0.2 s; the wall is 1.50x the training")
+    # A run with no epoch of its own (resumed after it finished) has no ratio.
+    assert time_line({**t, "train_s": 0.0}).endswith("reports 0.2 s")

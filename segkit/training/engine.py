@@ -51,7 +51,7 @@ from segkit.training import distributed, progress
 from segkit.training import ema as ema_mod
 from segkit.training.early_stopping import EarlyStopping
 from segkit.training.loops import evaluate, train_one_epoch
-from segkit.training.run_folder import RunFolder, RunResult, timing
+from segkit.training.run_folder import RunClock, RunFolder, RunResult, time_line, timing
 
 __all__ = ["RunResult", "resume", "train"]
 
@@ -200,6 +200,7 @@ def _run(
     run = Run(config, quiet, threads)
     with run.no_empty_folder_left():
         run.setup(state, folder)
+        run.clock.mark("setup")
         with run.failures_explained():
             for epoch in range(run.start, run.end + 1):
                 run.epoch = epoch
@@ -210,6 +211,7 @@ def _run(
                 if run.may_stop_early() and run.stops_early():
                     break
             run.wait_for_writes()  # the last epoch's write: the test reads best.pt
+        run.clock.mark("epochs")
     return run.finish()
 
 
@@ -243,6 +245,7 @@ class Run:
         """Resolve the runtime and join the torchrun job (the process group is up);
         ``threads`` overrides ``config.threads`` (a resume keeps its count)."""
         self.started = time.perf_counter()
+        self.clock = RunClock(self.started)
         self.dist = distributed.from_env()
         self.quiet = quiet
         self.say = _printer(quiet or not self.dist.main)  # one voice: rank 0 reports
@@ -669,6 +672,7 @@ class Run:
             self.log.close()
         if not self.config.keep_last:  # finished: the reports and best.pt are what is kept
             self.folder.last.unlink(missing_ok=True)
+        self.say(time_line(result.time))
         self.say(self.folder.summary_txt.read_text().strip())
         self.folder.release()
         distributed.shutdown(self.dist)
@@ -691,6 +695,7 @@ class Run:
         folder.write_test_scores(
             dice.tolist(), iou.tolist(), scores.ids, multiclass=t.task.multiclass
         )
+        self.clock.mark("test")
         result = self._result(test, best, in_sync)
         with atomic_path(folder.curves) as path:
             report.write_curves(
@@ -700,7 +705,9 @@ class Run:
             report.write_prediction_grid(
                 path, t.model, t.loaders["test"], self.eval, scores, self.config.grid_images
             )
-        result.wall_s = time.perf_counter() - self.started
+        self.clock.mark("reports")  # the summary's writing is left: a few milliseconds
+        result.time = self.clock.breakdown([r for r in self.history if r["epoch"] >= self.start])
+        result.wall_s = result.time["wall_s"]
         if runtime.device.type == "cuda":
             result.peak_gpu_memory_mb = round(
                 torch.cuda.max_memory_allocated(runtime.device) / 2**20, 1
