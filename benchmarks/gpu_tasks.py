@@ -40,6 +40,8 @@ HERE = Path(__file__).resolve().parent
 
 import torch  # noqa: E402
 
+from segkit.errors import described  # noqa: E402
+
 MODES = ("eager", "graph")
 
 
@@ -214,7 +216,7 @@ def model_only(
         row |= {"status": "skipped", "note": str(e)}
     except Exception as e:  # noqa: BLE001 - one variant's failure is recorded, the rest run
         traceback.print_exc()
-        row |= {"status": "failed", "note": f"{type(e).__name__}: {e}"[:300]}
+        row |= {"status": "failed", "note": described(e)}
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -335,8 +337,7 @@ def compiled_graph(
         step.begin_epoch([batch])
         rounds_s = time_rounds(lambda: step(batch), warmup=warmup, steps=steps, rounds=rounds)
     except Exception as e:  # noqa: BLE001 - the capture's failure is the result
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        return {"status": "failed", "note": f"{type(e).__name__}: {first}"}
+        return {"status": "failed", "note": described(e)}
     return {"status": "ok", **summarize(rounds_s, steps, config.batch_size)}
 
 

@@ -72,3 +72,17 @@ class MainGuardError(ConfigError):
     """A script without ``if __name__ == "__main__":`` trained with loader worker processes:
     each worker imports the script again and would start training too
     (:mod:`segkit.system.main_guard`)."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (``""``
+    where the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+def described(error: BaseException, limit: int = 300) -> str:
+    """An exception for a message that wraps it: ``Type: its first line`` (at most
+    ``limit`` characters of the line), or ``Type`` alone where the message is empty."""
+    line = first_line(error, limit)
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__

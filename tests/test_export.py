@@ -124,6 +124,18 @@ def test_a_parity_failure_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tracer_failure_without_a_message_is_named_by_its_type(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def trace(*args, **kwargs):
+        raise RuntimeError()  # no message: the wrapping error still reads whole
+
+    monkeypatch.setattr(torch.jit, "trace", trace)
+    with pytest.raises(ExportError, match=r"^torch\.jit\.trace failed \(RuntimeError\)$"):
+        export(ckpt, tmp_path / "m.pt", format="torchscript")
+    assert list(tmp_path.iterdir()) == []
+
+
 @needs_onnx
 @pytest.mark.slow  # builds and exports four full-size models
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.contracts import declare
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, described
 
 __all__ = ["DEFAULT_DECODER_CHANNELS", "TimmUNet", "create_timm_unet"]
 
@@ -368,10 +368,7 @@ def _download_pretrained(encoder: str) -> Path:
             print(f"timm_unet: downloading {url} into {place.parent}", file=sys.stderr)
             found = download_cached_file(url, check_hash=False, progress=True)
     except Exception as e:  # no network, proxy, server error, offline hub mode...
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise missing(
-            f"could not be downloaded ({type(e).__name__}{': ' + reason if reason else ''})"
-        ) from None
+        raise missing(f"could not be downloaded ({described(e, 200)})") from None
     return Path(found)
 
 
@@ -488,7 +485,7 @@ def _load_through_timm(encoder: str, in_channels: int, file: Path) -> nn.Module:
     try:
         enc = _create_encoder(encoder, in_channels, file)
     except Exception as e:
-        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+        detail = described(e)
     else:
         lacking = _encoder_keys_missing(enc, log.missing)
         if not lacking:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple
-from segkit.errors import ConfigError, ExportError
+from segkit.errors import ConfigError, ExportError, described
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
 from segkit.inference.trained import Trained, open_trained
 from segkit.system.files import atomic_open
@@ -238,9 +238,7 @@ def _export_onnx(
                 do_constant_folding=True,
             )
     except Exception as e:
-        raise ExportError(
-            f"torch.onnx.export failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
-        ) from e
+        raise ExportError(f"torch.onnx.export failed ({described(e)})") from e
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
     for key, value in meta.items():
@@ -264,9 +262,7 @@ def _export_torchscript(
             traced = torch.jit.trace(model, example, check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={"segkit.json": json.dumps(meta)})
     except Exception as e:
-        raise ExportError(
-            f"torch.jit.trace failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
-        ) from e
+        raise ExportError(f"torch.jit.trace failed ({described(e)})") from e
 
 
 def _run_torchscript(path: Path, inputs: list[torch.Tensor]) -> list[np.ndarray]:

@@ -47,7 +47,7 @@ import torch
 
 from segkit.build import check_size_multiple, resolve_device
 from segkit.data.reading import read_image
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import (
     WHOLE_MAX_PIXELS,
@@ -310,9 +310,7 @@ class Predictor:
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
-            error = (
-                f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            )
+            error = described(e)
         height, width = image.shape[:2]  # (outside the except: the traceback's tensors are gone)
         if self.mode != "auto":
             release(self.device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from segkit.contracts import contract_problems
-from segkit.errors import ConfigError, PluginLoadError
+from segkit.errors import ConfigError, PluginLoadError, first_line
 from segkit.registry import SINGULAR, canonical_kind, default_registry
 
 
@@ -44,12 +44,6 @@ def demand(condition: bool, detail: str) -> None:
     """Raise :class:`Broken` with ``detail`` unless ``condition``."""
     if not condition:
         raise Broken(detail)
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message, at most 300 characters."""
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 def names(items: Sequence[Any], limit: int = 5) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from segkit.contracts import SPLITS, LayoutAudit, MaskSpec, Sample, capability
 from segkit.data.reading import read_sample
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, first_line
 from segkit.testing._rules import (
     SIGNATURE,
     UNKNOWN_OPTION,
@@ -33,7 +33,6 @@ from segkit.testing._rules import (
     demand,
     demands,
     expect_refusal,
-    first_line,
     fits_contract,
     names,
     refuses_unknown_option,

@@ -60,7 +60,7 @@ from typing import Any
 
 import torch
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, described
 from segkit.training import ema as ema_mod
 from segkit.training.loops import StepContext, StepOutput, TrainStep, step_schedule
 
@@ -352,8 +352,7 @@ class GraphStep(TrainStep):
         self.static_images = self.static_masks = None
         self.out = None
         self.context.optimizer.zero_grad(set_to_none=True)  # the failed capture's grads
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        self.failed = f"{type(error).__name__}: {first}"[:300]
+        self.failed = described(error)
         if not self.fallback:
             raise ConfigError(
                 f"--cuda-graphs on: the training step could not be captured as a CUDA "
