@@ -472,6 +472,44 @@ def ready(root: Path, *, skip: bool = False, batch_size: int = 4):
     )
 
 
+def test_files_that_passed_are_not_read_again_until_one_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segkit.data import prepare
+
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = write_pairs(tmp_path / "cells", 12)
+    read: list[Path] = []
+    inspect = prepare.inspect_mask
+    monkeypatch.setattr(
+        prepare, "inspect_mask", lambda path, spec: read.append(path) or inspect(path, spec)
+    )
+    ready(root)
+    assert len(read) == 12
+    assert len(list((tmp_path / "cache" / "checked").iterdir())) == 1
+    ready(root)  # the same files: their split sizes alone are checked
+    assert len(read) == 12
+    ready(root, skip=True)  # --skip-bad-samples decodes the images too: read again
+    assert len(read) == 24
+    # One mask rewritten in colours: read again, and refused; the refusal is not remembered.
+    write_mask(root / "masks" / "cell005.png", square(5), "rgb")
+    for _ in range(2):
+        with pytest.raises(DataError, match=r"cell005.png: values \{76\} found"):
+            ready(root)
+    assert len(read) == 48
+
+
+def test_a_cache_that_cannot_be_written_remembers_nothing_and_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = write_pairs(tmp_path / "cells", 12)
+    for _ in range(2):
+        dataset, bad = ready(root)
+        assert bad == [] and len(dataset.samples("train")) > 0
+
+
 def test_a_run_with_rgb_masks_stops_before_training_with_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

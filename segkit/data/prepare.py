@@ -13,10 +13,16 @@ than a batch, stops the run.
 
 Cost: one PNG decode per mask and one header read per image, in threads (PIL releases
 the GIL while decoding); see the report of issue 24 for the numbers.
+
+A dataset whose files pass is remembered (:class:`PassedCheck`): the next run on the same
+files, each with the size, modification time and inode it had, checks their split sizes
+only. Any change to a file, added or removed sample, other mask rule or another
+``--skip-bad-samples`` checks everything again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
 from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
 from segkit.data.sampling import per_rank
 from segkit.errors import DataError
+from segkit.system.files import atomic_open, cache_dir
 
 #: File names shown in one message before "and N more".
 SHOW = 3
@@ -96,6 +103,10 @@ def ready_for_training(
             left empty or, after leaving samples out, with fewer than a batch.
     """
     items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
+    if passed.before():
+        _check_split_sizes(dataset, [], batch_size, world, Path(dataset.root))
+        return dataset, []
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
     root = Path(dataset.root)
@@ -138,8 +149,64 @@ def ready_for_training(
     bad = unreadable  # only with skip_bad_samples
     if bad:
         dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
+    else:
+        passed.remember()
     _check_split_sizes(dataset, bad, batch_size, world, root)
     return dataset, bad
+
+
+class PassedCheck:
+    """Whether a dataset's files passed :func:`ready_for_training`'s checks as they are
+    now. One small file per dataset folder, mask rule and ``--skip-bad-samples`` under
+    ``$SEGKIT_CACHE/checked/`` holds a digest of the files' states (every image's and
+    mask's path, size, modification time in nanoseconds and inode, in the splits' order)
+    when they last passed; nothing is remembered where a file cannot be listed or the
+    cache cannot be written, and a run never fails for the cache's sake."""
+
+    #: Bump when the checks change what they refuse: earlier passes then no longer count.
+    VERSION = 1
+
+    def __init__(
+        self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool
+    ) -> None:
+        spec = dataset.mask_spec
+        kind = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
+        key = f"{self.VERSION}|{Path(dataset.root).resolve()}|{kind}|{spec!r}|{decode_images}"
+        self.path = cache_dir() / "checked" / f"{hashlib.sha256(key.encode()).hexdigest()}.txt"
+        self.digest = _files_digest(key, items)
+
+    def before(self) -> bool:
+        """These files, as they are, passed before."""
+        if self.digest is None:
+            return False
+        try:
+            return self.path.read_text().strip() == self.digest
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def remember(self) -> None:
+        """They pass now (best effort: a read-only cache remembers nothing)."""
+        if self.digest is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.path) as f:
+                f.write(self.digest + "\n")
+        except OSError:
+            pass
+
+
+def _files_digest(key: str, items: list[tuple[str, Sample]]) -> str | None:
+    """A digest of ``key`` and every file's path and state; None if one cannot be listed."""
+    h = hashlib.sha256(key.encode())
+    try:
+        for split, sample in items:
+            for path in (sample.image, sample.mask):
+                st = os.stat(path)
+                h.update(f"{split}|{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}\n".encode())
+    except (OSError, TypeError, ValueError):
+        return None
+    return h.hexdigest()
 
 
 def _check_split_sizes(

@@ -234,3 +234,9 @@ def check_file_size(folder: Path | str, what: str, largest: int) -> None:
             f"run writes files of about {_size(largest)} (checkpoints); "
             f"{_HINTS[errno.EFBIG]}"
         )
+
+
+def cache_dir() -> Path:
+    """segkit's cache: ``$SEGKIT_CACHE``, or ``~/.cache/segkit`` (not created here)."""
+    return Path(os.environ.get("SEGKIT_CACHE") or "~/.cache/segkit").expanduser()
+
