@@ -239,4 +239,3 @@ def check_file_size(folder: Path | str, what: str, largest: int) -> None:
 def cache_dir() -> Path:
     """segkit's cache: ``$SEGKIT_CACHE``, or ``~/.cache/segkit`` (not created here)."""
     return Path(os.environ.get("SEGKIT_CACHE") or "~/.cache/segkit").expanduser()
-
