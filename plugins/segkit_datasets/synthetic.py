@@ -55,6 +55,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from segkit.contracts import MaskSpec
 from segkit.errors import ConfigError, DataError
+from segkit.system.files import cache_dir
 from segkit_datasets.oxford_pet import OxfordPet
 
 #: The generator's variants: ``pet`` (the default set), ``collar`` and ``vessels``.
@@ -299,11 +300,10 @@ def default_cache_dir(count: int, seed: int, variant: str = "pet", size: Any = N
     """``$SEGKIT_CACHE`` (or ``~/.cache/segkit``) ``/ synthetic-<count>-<seed>-v<VERSION>``
     (``synthetic-collar-...`` for the collar variant, ``synthetic-vessels-<W>x<H>-...``
     for vessels)."""
-    base = os.environ.get("SEGKIT_CACHE") or "~/.cache/segkit"
     name = "synthetic" if variant == "pet" else f"synthetic-{variant}"
     if size is not None:
         name += f"-{size[0]}x{size[1]}"
-    return Path(base).expanduser() / f"{name}-{count}-{seed}-v{VERSION}"
+    return cache_dir() / f"{name}-{count}-{seed}-v{VERSION}"
 
 
 class SyntheticPet(OxfordPet):
