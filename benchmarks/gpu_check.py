@@ -24,7 +24,9 @@ stage  measures                                                     needs
        below has not passed in an earlier stage on this machine:
        the CUDA tier's DALI part, the compile steps, compile with
        max-autotune-no-cudagraphs, the DALI epoch benchmark with
-       its model-only and loader-only bounds, ResNet34-UNet's profile
+       its model-only and loader-only bounds, ResNet34-UNet's profile,
+       and a one-epoch ``segkit run --profile`` of ResNet34-UNet
+       (how busy the GPU is with DALI feeding it)
 ====== ============================================================ =====================
 
 Every step runs as its own process under a time limit. A stage has a budget (``--budget``,
@@ -134,6 +136,7 @@ FULL = Sizes(
         "cuda-tier-dali": (40, 55),
         "run-resnet34_unet": (60, 75),
         "run-unet": (66, 80),
+        "run-profile-resnet34_unet": (35, 50),
         "bench-epoch-dali": (70, 95),
     },
 )
@@ -167,6 +170,7 @@ PLAN: dict[int, tuple[str, ...]] = {
         "run-unet",
         "cuda-tier-dali",
         "run-resnet34_unet",
+        "run-profile-resnet34_unet",
         "compile-unet-default",
         "compile-resnet34_unet-default",
         "bench-epoch-dali",
@@ -703,8 +707,12 @@ def skip_reason(log: str) -> str:
     return "see the log"
 
 
-def run_step(check: Check, model: str) -> None:
-    name = f"run-{model}"
+def run_step(check: Check, model: str, *, profile: bool = False) -> None:
+    """A ``segkit run --loader dali`` of ``model``: ``run_epochs`` epochs, as a user would
+    see them; with ``profile``, one epoch with ``--profile`` (``profile_steps`` steps of
+    the whole loop, DALI's feeding included: how busy the GPU is end to end), kept apart
+    from the timed runs because the profiler slows the steps it records."""
+    name = f"run-profile-{model}" if profile else f"run-{model}"
     if not has_dali():
         check.skip(name, "DALI is not importable here (install-parts.sh dali did not run)")
         return
@@ -731,11 +739,12 @@ def run_step(check: Check, model: str) -> None:
         "--batch-size",
         str(s.batch),
         "--epochs",
-        str(s.run_epochs),
+        str(1 if profile else s.run_epochs),
         "--out",
         str(runs),
         "--name",
         name,
+        *(("--profile", str(s.profile_steps)) if profile else ()),
     ]
     step = check.run(name, cmd)
     found = report.read_run(runs / name)
@@ -809,6 +818,7 @@ def run_stage(check: Check) -> None:
         "lab-unet",
         "run-resnet34_unet",
         "run-unet",
+        "run-profile-resnet34_unet",
         "bench-epoch-dali",
     }
     pending_data = [n for n in names if n in needs_data and n not in skip_done]
@@ -838,6 +848,8 @@ def run_stage(check: Check) -> None:
             compile_step(check, model, mode)
         elif name.startswith("cuda-tier-"):
             cuda_tier(check, name, dali=name == "cuda-tier-dali")
+        elif name.startswith("run-profile-"):
+            run_step(check, name.removeprefix("run-profile-"), profile=True)
         elif name.startswith("run-"):
             run_step(check, name.removeprefix("run-"))
         elif name.startswith("bench-epoch-"):

@@ -49,7 +49,7 @@ TARGET_WALL_OVER_TRAIN = 1.3
 LAB_REPORTED_S = {"resnet34_unet": 80.0, "unet": 133.0}
 
 #: Run files worth keeping: small, and what a reader of the results needs.
-RUN_FILES = ("summary.json", "metrics.csv", "config.json", "summary.txt")
+RUN_FILES = ("summary.json", "metrics.csv", "config.json", "summary.txt", "profile.txt")
 
 
 # ------------------------------------------------------------------------- reading

@@ -283,6 +283,15 @@ class RunConfig:
     out: str = _opt("runs", "parent folder of run folders", group="output", metavar="DIR")
     name: str | None = _opt(None, "run folder name (default: <model>-<time>)", group="output")
     grid_images: int = _opt(8, "test images in predictions.png", group="output", metavar="N")
+    profile: int = _opt(
+        0,
+        "profile N training steps of the run's first epoch (after its first 5) with "
+        "torch.profiler: profile.txt says how the time splits between waiting for data and "
+        "the step, how busy the device was, and the top operators and kernels; "
+        "profile-trace.json opens in https://ui.perfetto.dev (0: off)",
+        group="output",
+        metavar="N",
+    )
     log_every: float = _opt(
         30.0,
         "seconds between progress lines when the output is not a terminal (nohup, CI, "
@@ -599,7 +608,7 @@ def _defaults() -> dict[str, Any]:
     return out
 
 
-#: Integer settings of 1 or more (0 or more for the last two).
+#: Integer settings of 1 or more (0 or more for the last three).
 _COUNTS = (
     "epochs",
     "batch_size",
@@ -609,6 +618,7 @@ _COUNTS = (
     "save_every",
     "grid_images",
     "log_images_every",
+    "profile",
 )
 
 
@@ -633,8 +643,11 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
         return ConfigError(f"{w.subject(key, v[key])}: {expected}")
 
     for key in _COUNTS:
-        if v[key] < (0 if key in ("grid_images", "log_images_every") else 1):
-            raise bad(key, "expected a positive integer")
+        zero = key in ("grid_images", "log_images_every", "profile")
+        if v[key] < (0 if zero else 1):
+            raise bad(
+                key, "expected 0 or a positive integer" if zero else "expected a positive integer"
+            )
     if not v["log_every"] >= 0:
         raise bad("log_every", "expected 0 or more seconds")
     if not v["lr"] > 0:

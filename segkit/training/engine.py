@@ -38,7 +38,14 @@ import torch
 
 from segkit import build
 from segkit.config import RunConfig
-from segkit.errors import CheckpointError, ConfigError, DataError, MainGuardError, RunInterrupted
+from segkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MainGuardError,
+    RunInterrupted,
+    described,
+)
 from segkit.metrics.definitions import scores_from_meter
 from segkit.registry import default_registry
 from segkit.reports import figures as report
@@ -51,6 +58,7 @@ from segkit.training import distributed, progress
 from segkit.training import ema as ema_mod
 from segkit.training.early_stopping import EarlyStopping
 from segkit.training.loops import evaluate, train_one_epoch
+from segkit.training.profiling import ProfiledLoader
 from segkit.training.run_folder import RunClock, RunFolder, RunResult, time_line, timing
 
 __all__ = ["RunResult", "resume", "train"]
@@ -386,12 +394,27 @@ class Run:
         loader.set_epoch(epoch)
         bar = progress.EpochProgress(self.progress, epoch, len(loader))
         lr = self.parts.optimizer.param_groups[0]["lr"]  # at the epoch's first step
+        profiled = None
+        if self.config.profile and epoch == self.start and self.dist.main:
+            loader = profiled = ProfiledLoader(loader, self.config.profile, self.runtime.device)
         t0 = time.perf_counter()
         metrics = train_one_epoch(self.step, loader, epoch=epoch, progress=bar)
         self.runtime.synchronize()
         seconds = time.perf_counter() - t0
         bar.close(seconds)
+        if profiled is not None:
+            self._write_profile(profiled, epoch)
         return EpochTrained(epoch, {**metrics, "lr": lr}, seconds, started)
+
+    def _write_profile(self, profiled: ProfiledLoader, epoch: int) -> None:
+        """``--profile``: the report of the steps profiled, into the run folder (rank 0).
+        A report that cannot be written costs a line, not the run."""
+        assert self.folder is not None
+        try:
+            line = profiled.report(self.folder.path, epoch)
+        except Exception as e:  # noqa: BLE001 -- a diagnostic: the training goes on
+            line = f"segkit: --profile: could not write the profile ({described(e)})"
+        self.say(line)
 
     def end_epoch(self, trained: EpochTrained) -> None:
         """Rank 0, after each epoch: validate (when due), update the early stopping (the

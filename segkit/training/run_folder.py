@@ -17,6 +17,8 @@
                           and predicted masks, overlay (segkit.reports.figures)
         test_scores.csv   each test image's Dice and IoU (index, id, dice, iou); their
                           mean is summary.json's test_dice
+        profile.txt       with --profile N: where N steps of the first epoch spent their
+                          time; profile-trace.json their timeline (a Chrome trace)
         summary.txt       the one summary line; summary.json the same, machine-readable
 
 On an accelerator checkpoints are written in the background while the next epoch trains
@@ -105,8 +107,9 @@ class RunResult:
 
 
 #: What a run writes in its folder before its first epoch is recorded (besides temporary
-#: files): a folder holding nothing else records no run.
-_BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt")
+#: files): a folder holding nothing else records no run. ``--profile``'s report is written
+#: at the end of the first epoch's training (segkit.training.profiling.FILES).
+_BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt", "profile.txt", "profile-trace.json")
 _TENSORBOARD = "tensorboard"  # segkit.reports.tb_log.FOLDER (imports tensorboard lazily)
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -170,8 +173,8 @@ class RunFolder:
 
     def records_nothing(self) -> bool:
         """Whether the folder holds only what a run writes before its first epoch is
-        recorded: ``config.json``, ``bad_samples.txt``, a ``tensorboard/`` of event files,
-        and temporary files of killed writes. No checkpoint, no ``metrics.csv``, nothing
+        recorded: ``config.json``, ``bad_samples.txt``, ``--profile``'s report, a
+        ``tensorboard/`` of event files, and temporary files of killed writes. No checkpoint, no ``metrics.csv``, nothing
         else (a file of the user's makes it a record)."""
         try:
             entries = list(self.path.iterdir())
