@@ -95,6 +95,24 @@ def test_nothing_profiled_is_said_and_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_profiler_that_cannot_start_leaves_the_epoch_unprofiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.profiler
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("CUPTI_ERROR_INSUFFICIENT_PRIVILEGES")
+
+    monkeypatch.setattr(torch.profiler, "profile", refused)
+    loader = ProfiledLoader(Batches(10), 3, CPU)
+    assert consume(loader) == [2.0 * 4 * i for i in range(10)]  # the epoch goes on
+    assert loader.report(tmp_path, epoch=1) == (
+        "segkit: --profile: the profiler could not start "
+        "(RuntimeError: CUPTI_ERROR_INSUFFICIENT_PRIVILEGES)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def _event(name: str, start: int, end: int, device: str = "cuda", annotation: bool = False):
     kind = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
     return SimpleNamespace(

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from segkit.errors import described
+
 #: Steps left out before the window: the warm-up of an epoch.
 SKIP = 5
 #: Rows of torch's operator table in profile.txt.
@@ -46,6 +48,7 @@ class ProfiledLoader:
         self.profiler: Any = None
         self.wall_s = 0.0
         self.done = 0  # steps profiled
+        self.failed: str | None = None  # why the profiler could not start
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -84,14 +87,21 @@ class ProfiledLoader:
                 self._end()
 
     def _begin(self) -> None:
+        """Start the profiler; one that cannot start leaves the epoch unprofiled (the
+        report says why): a diagnostic never stops the training."""
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CPU]
         if self.device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
             torch.cuda.synchronize(self.device)
-        self.profiler = profile(activities=activities)
-        self.profiler.__enter__()
+        try:
+            profiler = profile(activities=activities)
+            profiler.__enter__()
+        except Exception as e:  # noqa: BLE001 -- e.g. CUPTI refused on this machine
+            self.failed, self.steps = described(e), 0
+            return
+        self.profiler = profiler
         self._t0 = time.perf_counter()
 
     def _end(self) -> None:
@@ -104,6 +114,8 @@ class ProfiledLoader:
     def report(self, folder: Path, epoch: int) -> str:
         """Write :data:`FILES` into ``folder``; the line that says where they are and what
         they found (nothing written, and a line that says so, if no step was profiled)."""
+        if self.failed is not None:
+            return f"segkit: --profile: the profiler could not start ({self.failed})"
         if self.done == 0:
             return "segkit: --profile: the epoch ended before any step could be profiled"
         prof = self.taken
