@@ -103,13 +103,13 @@ def ready_for_training(
             left empty or, after leaving samples out, with fewer than a batch.
     """
     items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    root = Path(dataset.root)
     passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
     if passed.before():
-        _check_split_sizes(dataset, [], batch_size, world, Path(dataset.root))
+        _check_split_sizes(dataset, [], batch_size, world, root)
         return dataset, []
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
-    root = Path(dataset.root)
     check = f"`segkit data check --data {root}` lists every problem"
 
     unreadable = [

@@ -487,7 +487,7 @@ class Run:
         limit = config.max_time_s
         if limit is None or epoch >= config.epochs:
             return None
-        mine = [r for r in self.history if r["epoch"] >= self.start]  # earlier epochs
+        mine = self.own_history()  # earlier epochs
         # Not the process's first epoch once there is another: it pays the warm-up (cudnn's
         # autotuner, the loader's start), which the next epoch does not.
         train = max([trained.seconds] + [r["epoch_seconds"] for r in mine[1:][-1:]])
@@ -503,6 +503,11 @@ class Run:
             f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, "
             f"past --max-time {config.max_time}"
         )
+
+    def own_history(self) -> list[dict[str, Any]]:
+        """The rows of the epochs this process trained (a resumed run's history also holds
+        those before its resume)."""
+        return [r for r in self.history if r["epoch"] >= self.start]
 
     def stopped_by(self) -> str | None:
         """What stops the run after this epoch, before ``--epochs``: ``patience`` (which
@@ -729,7 +734,7 @@ class Run:
                 path, t.model, t.loaders["test"], self.eval, scores, self.config.grid_images
             )
         self.clock.mark("reports")  # the summary's writing is left: a few milliseconds
-        result.time = self.clock.breakdown([r for r in self.history if r["epoch"] >= self.start])
+        result.time = self.clock.breakdown(self.own_history())
         result.wall_s = result.time["wall_s"]
         if runtime.device.type == "cuda":
             result.peak_gpu_memory_mb = round(

@@ -99,7 +99,7 @@ class ProfiledLoader:
             profiler = profile(activities=activities)
             profiler.__enter__()
         except Exception as e:  # noqa: BLE001 -- e.g. CUPTI refused on this machine
-            self.failed, self.steps = described(e), 0
+            self.failed = described(e)
             return
         self.profiler = profiler
         self._t0 = time.perf_counter()

@@ -57,6 +57,7 @@ from segkit.errors import CheckpointError, ConfigError
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.task import per_class_rows
 from segkit.training import checkpoint as ckpt_io
+from segkit.training import profiling
 
 try:
     import fcntl
@@ -108,8 +109,8 @@ class RunResult:
 
 #: What a run writes in its folder before its first epoch is recorded (besides temporary
 #: files): a folder holding nothing else records no run. ``--profile``'s report is written
-#: at the end of the first epoch's training (segkit.training.profiling.FILES).
-_BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt", "profile.txt", "profile-trace.json")
+#: at the end of the first epoch's training.
+_BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt", *profiling.FILES)
 _TENSORBOARD = "tensorboard"  # segkit.reports.tb_log.FOLDER (imports tensorboard lazily)
 
 #: What summary.json repeats of config.json's resolved runtime.
@@ -174,8 +175,9 @@ class RunFolder:
     def records_nothing(self) -> bool:
         """Whether the folder holds only what a run writes before its first epoch is
         recorded: ``config.json``, ``bad_samples.txt``, ``--profile``'s report, a
-        ``tensorboard/`` of event files, and temporary files of killed writes. No checkpoint, no ``metrics.csv``, nothing
-        else (a file of the user's makes it a record)."""
+        ``tensorboard/`` of event files, and temporary files of killed writes. No
+        checkpoint, no ``metrics.csv``, nothing else (a file of the user's makes it a
+        record)."""
         try:
             entries = list(self.path.iterdir())
         except OSError:
@@ -443,7 +445,7 @@ class RunClock:
         the summary)."""
 
         def total(key: str) -> float:
-            return sum(float(r[key]) for r in rows if r.get(key) == r.get(key) and key in r)
+            return sum(float(r[key]) for r in rows if key in r and r[key] == r[key])  # not NaN
 
         epochs = self.parts.get("epochs", 0.0)
         train, valid, ckpt = total("epoch_seconds"), total("valid_s"), total("checkpoint_s")
