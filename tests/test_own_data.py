@@ -334,8 +334,8 @@ def test_blurred_png_masks_are_recognised_and_thresholded(
     root = write_pairs(tmp_path / "cells", 6, encoding="blurred")
     rc, out = check(capsys, root)
     assert rc == 1
-    assert re.search(r"6 are blurred \(0 JPEG files\): they hold \d+ distinct values", out), out
-    assert "threshold the blurred masks at 128 into 0/255 PNGs" in out
+    assert re.search(r"6 are blurred: they hold \d+ distinct values", out), out
+    assert "threshold the blurred masks at half their brightest value into 0/255 PNGs" in out
     exec(python_command(out))  # noqa: S102 -- exactly the printed fix
     assert check(capsys, root)[0] == 0
 

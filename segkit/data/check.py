@@ -7,8 +7,9 @@ every dataset plugin gets the same checks. Files are read with the rules and mes
 
 Problems are ``error`` (a run would stop on them: an unreadable file, a mask value outside
 those declared, an image/mask size mismatch, one image in two splits, an image without
-its mask) or ``warning`` (a file whose format differs from its extension, a mask in a
-format unlike the others, binary encodings mixed). Each names its file. A dataset plugin
+its mask, every train mask empty) or ``warning`` (a file whose format differs from its
+extension, a mask in a format unlike the others, binary encodings mixed, images of more
+than 8 bits, an EXIF orientation that may not match the masks). Each names its file. A dataset plugin
 that declares ``audit`` (see :class:`segkit.contracts.DatasetFactory`) is read through
 it, so problems of the layout itself (every image without its mask, not only the first)
 and the files the layout leaves unread are listed too. What the refused masks are and
@@ -22,7 +23,7 @@ import hashlib
 import io
 import statistics
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +32,17 @@ import numpy as np
 
 from segkit.config import data_path
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
-from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
+from segkit.data.encoding import (
+    MaskInfo,
+    diagnosis_of,
+    foreground,
+    inspect_mask,
+    names,
+    uniform_splits,
+)
 from segkit.data.reading import (
     check_same_size,
+    is_high_bit,
     open_image,
     read_image,
     read_raw_mask,
@@ -59,7 +68,8 @@ class Problem:
     """One finding about one file: ``severity`` is ``error`` (a run would stop) or
     ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
     format_mismatch, split, layout (the dataset's audit: an image without its mask...),
-    odd_mask, mixed_encoding."""
+    odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255), foreground (a split's masks all empty, or all foreground),
+    image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt)."""
 
     severity: str
     kind: str
@@ -136,6 +146,8 @@ class _Seen:
     sample: Sample
     image_size: tuple[int, int] | None = None  # (W, H)
     image_format: str | None = None
+    image_mode: str = ""
+    orientation: int = 1  # the image's EXIF orientation tag (1: as stored)
     mask_format: str | None = None
     mask: MaskInfo | None = None
     digest: str | None = None
@@ -193,6 +205,8 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
             im.load()
             seen.image_size = im.size
             seen.image_format = f"{im.format} {im.mode}"
+            seen.image_mode = im.mode
+            seen.orientation = _orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
         seen.problems.append(_unreadable(sample.image, read_image, e))
@@ -218,17 +232,41 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
     if not seen.values:  # colours outside the palette: nothing decoded
         return seen
     seen.pixels = sum(seen.values.values())
-    if spec.is_multiclass:  # not class 0, and not ignored
-        target = spec.lookup()
-        seen.foreground = sum(n for v, n in seen.values.items() if target.get(v, 0) not in (0, 255))
-    else:
-        seen.foreground = seen.pixels - seen.values.get(spec.background, 0)
+    seen.foreground = foreground(seen.values, spec)
     if seen.image_size is not None and info.size is not None:
         try:
             check_same_size(sample, seen.image_size[::-1], info.size[::-1])
         except DataError as e:
-            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), str(e)))
+            message = str(e)
+            if seen.orientation in ROTATED and info.size == seen.image_size[::-1]:
+                message += (
+                    f"; the image's EXIF orientation tag ({seen.orientation}) shows it "
+                    "rotated a quarter turn, and the mask has its shown size: the mask was "
+                    "drawn on the rotated image. segkit reads pixels as stored: "
+                    + EXIF_COMMAND.format(folder=sample.image.parent)
+                )
+            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), message))
     return seen
+
+
+#: EXIF orientations that swap width and height (a quarter turn, with or without a flip).
+ROTATED = (5, 6, 7, 8)
+#: What to do about images whose EXIF orientation tag rotates them when shown.
+EXIF_COMMAND = (
+    "to store them as they are shown (masks drawn on the shown image then line up), run "
+    'python -c "import pathlib; from PIL import Image, ImageOps; '
+    "[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in "
+    "pathlib.Path({folder!r}).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg')]\""
+)
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation tag of an opened image (1, as stored, when it has none)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block is not the image's problem
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _hint(seen: _Seen, spec: MaskSpec) -> str:
@@ -340,6 +378,12 @@ def check_dataset(
     duplicates = _duplicates(by_digest, problems)
     found = diagnosis_of([s.mask for s in seen if s.mask is not None], spec, name, dataset.root)
     problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
+    by_split = {split: [s.mask for s in seen if s.split == split and s.mask] for split in SPLITS}
+    problems += [
+        Problem(severity, "foreground", str(dataset.root), message)
+        for severity, message in uniform_splits(by_split, spec, Path(dataset.root))
+    ]
+    problems += _image_notes(seen)
     fixes = list(found.fixes)
     if isinstance(dataset, LayoutAudit):
         fixes = [*dataset.advice, *fixes]
@@ -354,7 +398,9 @@ def check_dataset(
         mask_values={str(k): v for k, v in sorted(mask_values.items())},
         duplicates=duplicates,
         problems=problems,
-        suggestions=_suggestions([sz for split in SPLITS for sz in sizes[split]], splits, spec),
+        suggestions=_suggestions(
+            [sz for split in SPLITS for sz in sizes[split]], splits, spec, refused=found.refused
+        ),
         classes=list(spec.classes),
         skipped=skipped,
         masks_refused=found.summary,
@@ -362,8 +408,58 @@ def check_dataset(
     )
 
 
+def _image_notes(seen: list[_Seen]) -> list[Problem]:
+    """Warnings about how images are read that a user may not expect: more than 8 bits
+    (scaled per image), and an EXIF orientation that rotates the image when shown (segkit
+    reads the pixels as stored, so masks drawn on the shown image would not line up)."""
+    out = []
+    deep = [s.sample.image for s in seen if is_high_bit(s.image_mode)]
+    if deep:
+        modes = sorted({s.image_format or "" for s in seen if is_high_bit(s.image_mode)})
+        are = "is" if len(deep) == 1 else "are"
+        out.append(
+            Problem(
+                "warning",
+                "image_depth",
+                str(deep[0]),
+                f"{names(deep)} {are} single-channel images of more than 8 bits "
+                f"({', '.join(modes)}): segkit scales each from its own darkest to its "
+                "brightest value onto 0..255 (per-image contrast, like a viewer's auto "
+                "contrast); to keep brightness comparable between images, convert them to "
+                "8 bits yourself with one scale for all",
+            )
+        )
+    # A quarter turn of a non-square image with a mask of its stored size cannot have been
+    # drawn on the shown image (its sides would be swapped): only the others are in doubt.
+    turned = [
+        s
+        for s in seen
+        if s.orientation != 1
+        and s.image_size is not None
+        and (s.orientation not in ROTATED or s.image_size[0] == s.image_size[1])
+    ]
+    if turned:
+        has = "has" if len(turned) == 1 else "have"
+        folder = turned[0].sample.image.parent
+        out.append(
+            Problem(
+                "warning",
+                "orientation",
+                str(turned[0].sample.image),
+                f"{names([s.sample.image for s in turned])} {has} an EXIF orientation tag: "
+                "viewers show them rotated or flipped, and segkit reads the pixels as "
+                "stored (as most labelling tools export masks). If the masks were drawn on "
+                "the image as a viewer shows it, they will not line up; "
+                + EXIF_COMMAND.format(folder=folder),
+            )
+        )
+    return out
+
+
 def _warning_kind(warning: str) -> str:
-    return "mixed_encoding" if warning.startswith("the masks mix") else "odd_mask"
+    if warning.startswith("the masks mix"):
+        return "mixed_encoding"
+    return "void_border" if "both 1 and 255" in warning else "odd_mask"
 
 
 def check_configured(
@@ -459,8 +555,14 @@ def _duplicates(by_digest: dict[str, list[_Seen]], problems: list[Problem]) -> l
 
 
 def _suggestions(
-    sizes: list[tuple[int, int]], splits: dict[str, SplitStats], spec: MaskSpec
+    sizes: list[tuple[int, int]],
+    splits: dict[str, SplitStats],
+    spec: MaskSpec,
+    *,
+    refused: Sequence[MaskInfo] = (),
 ) -> dict[str, Any]:
+    """The image size and the loss weights that suit the data; no loss weights while
+    masks are refused (their fix may change what the classes are)."""
     out: dict[str, Any] = {}
     if sizes:
         short = int(statistics.median(min(wh) for wh in sizes))
@@ -477,6 +579,8 @@ def _suggestions(
             )
         out["image_size"] = {"value": size, "why": why, "option": f"--image-size {size}"}
     train = splits["train"]
+    if refused:
+        return out
     if spec.is_multiclass:
         if train.class_pixels:
             out["class_weights"] = _class_weights(train.class_pixels, spec)
@@ -484,7 +588,7 @@ def _suggestions(
     if train.pixels:
         fg = train.foreground_pixels
         bg = train.pixels - fg
-        if fg:
+        if fg and bg:
             value = round(bg / fg, 4)
             out["pos_weight"] = {
                 "value": value,
@@ -496,7 +600,7 @@ def _suggestions(
         else:
             out["pos_weight"] = {
                 "value": None,
-                "why": "the train masks hold no foreground pixels",
+                "why": f"the train masks hold no {'background' if fg else 'foreground'} pixels",
                 "option": None,
             }
     return out
@@ -548,10 +652,11 @@ def train_pos_weight(dataset: Dataset, workers: int | None = None) -> float:
     counts = _read_all(items, count, workers or default_workers(), progress=False)
     fg = sum(c[0] for c in counts)
     total = sum(c[1] for c in counts)
-    if fg == 0:
+    if fg == 0 or fg == total:
         raise DataError(
-            f"{dataset.root}: pos_weight=auto: the train masks hold no foreground pixels, "
-            "so background/foreground is undefined; give a number"
+            f"{dataset.root}: pos_weight=auto: the train masks hold no "
+            f"{'foreground' if fg == 0 else 'background'} pixels, so background/foreground "
+            "is undefined; give a number (`segkit data check` says what the masks hold)"
         )
     return (total - fg) / fg
 

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, MaskSpec
-from segkit.data.reading import check_mask_values, colours_to_raw, decode_opened_mask, open_image
+from segkit.data.reading import (
+    alpha_labels,
+    check_mask_values,
+    colours_to_raw,
+    decode_opened_mask,
+    open_image,
+)
 from segkit.errors import ConfigError, DataError
 from segkit.registry import default_registry
 
@@ -74,6 +80,8 @@ class MaskInfo:
         palette: A palette PNG's colour of each index it uses, else empty.
         error: Why the file cannot be decoded (it is unreadable), else None.
         problem: Why the dataset would refuse its values (the file reads), else None.
+        from_alpha: Its labels are read from its alpha channel
+            (:func:`segkit.data.reading.alpha_labels`).
     """
 
     path: Path
@@ -86,6 +94,7 @@ class MaskInfo:
     palette: dict[int, Colour] = field(default_factory=dict)
     error: str | None = None
     problem: str | None = None
+    from_alpha: bool = False
 
     @property
     def kind(self) -> str:
@@ -165,7 +174,11 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
             im.load()
             info.format, info.mode, info.size = im.format, im.mode, im.size
-            if im.mode in ("RGB", "RGBA"):
+            from_alpha = alpha_labels(im)
+            if from_alpha is not None:  # one colour, labels in the transparency
+                info.from_alpha = True
+                info.values = _counts(from_alpha)
+            elif im.mode in ("RGB", "RGBA"):
                 rgb = np.asarray(im.convert("RGB"))
                 # Greys stored as RGB are read as greys; only true colours are a colour mask.
                 if not (
@@ -192,7 +205,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                         for i in info.values
                         if len(pal) >= 3 * i + 3
                     }
-            else:
+            elif not info.from_alpha:
                 info.values = _counts(decode_opened_mask(im, info.path, spec))
     except FileNotFoundError:
         info.error = f"{path}: mask file not found"
@@ -301,6 +314,7 @@ def diagnose(
     readable = [i for i in infos if i.error is None]
     out.warnings += _odd_formats(readable)
     out.warnings += _mixed_binary(readable, spec)
+    out.warnings += _void_border(readable, spec)
     out.refused = [i for i in readable if i.problem is not None]
     if not out.refused:
         return out
@@ -402,8 +416,9 @@ def _declare(
 
 def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
     jpeg = [i for i in group if i.format == "JPEG"]
+    files = f", {len(jpeg)} of them JPEG files" if jpeg else ""
     what = (
-        f"{len(group)} are blurred ({len(jpeg)} JPEG files): they hold "
+        f"{len(group)} are blurred{files}: they hold "
         f"{max(len(i.values) for i in group)} distinct values where a mask holds a few labels"
         " (JPEG compression, or a resize with interpolation, mixes the labels at the edges)"
     )
@@ -411,8 +426,8 @@ def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
     binary = all(_two_extremes(i.values) for i in group)
     if binary:
         out.fixes.append(
-            "threshold the blurred masks at 128 into 0/255 PNGs (written as <name>.png "
-            "beside each): " + threshold_command(folder, suffixes)
+            "threshold the blurred masks at half their brightest value into 0/255 PNGs "
+            "(written as <name>.png beside each): " + threshold_command(folder, suffixes)
         )
         return what + "; they are black and white at heart: threshold them (below)"
     return what + (
@@ -478,7 +493,7 @@ def _index_fix(
         suffixes = sorted({i.path.suffix for i in group})
         out.fixes.append(
             f"make the masks 0/255 (any value above {spec.background} is foreground): "
-            + threshold_command(folder, suffixes, above=spec.background)
+            + threshold_command(folder, suffixes)
         )
         return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
     return what + (
@@ -522,6 +537,28 @@ def _odd_formats(readable: Sequence[MaskInfo]) -> list[str]:
     return out
 
 
+def _void_border(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
+    """Binary masks holding 1 and 255 together: in VOC-style masks 255 marks the pixels to
+    leave out (an object's border), which the binary rule counts as foreground."""
+    if spec.is_multiclass or 255 in (spec.background, 1) or 255 not in spec.allowed:
+        return []
+    both = [
+        i.path
+        for i in readable
+        if i.problem is None and i.kind == "index" and 255 in i.values and 1 in i.values
+    ]
+    if not both:
+        return []
+    has = "hold" if len(both) > 1 else "holds"
+    return [
+        f"{names(both)} {has} both 1 and 255: in VOC-style masks 255 marks pixels to "
+        "ignore (objects' borders), but a binary dataset reads every value but "
+        f"{spec.background} as foreground, so those borders are trained as object. If 255 "
+        "means ignore, declare the two classes (255 is then left out of loss and metrics): "
+        "--dataset-opt classes=background,object"
+    ]
+
+
 def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
     """Binary masks of 0/1 and of 0/255 in one dataset both read as foreground, but mixing
     them usually means two sources (or a conversion applied to some files only)."""
@@ -549,17 +586,79 @@ def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
     ]
 
 
-def threshold_command(folder: Path, suffixes: Sequence[str], above: int = 127) -> str:
+def threshold_command(folder: Path, suffixes: Sequence[str]) -> str:
     """A shell command that turns every ``folder/*<suffix>`` mask into a 0/255 PNG of the
     same name (``.png``, beside it; a PNG is rewritten in place): 255 where the grey value
-    is above ``above``."""
+    is above half the file's brightest value, so 0/255 masks split at 127 and 0/1 masks
+    (which look black) at 0; a mask with no foreground stays 0."""
     globs = " + ".join(f"list(d.glob('*{s}'))" for s in suffixes) or "list(d.glob('*'))"
     return (
         'python -c "import pathlib; from PIL import Image; '
         f"d = pathlib.Path({str(folder)!r}); "
-        f"[Image.open(p).convert('L').point(lambda v: 255 * (v > {above}))"
-        f".save(p.with_suffix('.png')) for p in {globs}]\""
+        "[(lambda im: im.point(lambda v, t=im.getextrema()[1] // 2: 255 * (v > t)))"
+        f"(Image.open(p).convert('L')).save(p.with_suffix('.png')) for p in {globs}]\""
     )
+
+
+def foreground(values: dict[int, int], spec: MaskSpec) -> int:
+    """Foreground pixels of a mask whose raw values count ``values``: binary, every value
+    but ``spec.background``; K classes, every class but class 0 (ignored pixels are
+    neither)."""
+    if spec.is_multiclass:
+        target = spec.lookup()
+        return sum(n for v, n in values.items() if target.get(v, 0) not in (0, IGNORE_INDEX))
+    return sum(values.values()) - values.get(spec.background, 0)
+
+
+def uniform_splits(
+    masks: dict[str, list[MaskInfo]], spec: MaskSpec, root: Path
+) -> list[tuple[str, str]]:
+    """``(severity, message)`` for each split whose every readable mask is empty (no
+    foreground) or, binary, foreground everywhere: masks that cannot teach or measure a
+    segmentation (blank exports, labels in a channel segkit does not read, inverted
+    masks without a 0). An error for ``train`` (the run would learn one class), a warning
+    for the others (their Dice and IoU would measure nothing)."""
+    out = []
+    for split, infos in masks.items():
+        ok = [i for i in infos if i.error is None and i.problem is None and i.values]
+        if not ok:
+            continue
+        fg = [foreground(i.values, spec) for i in ok]
+        values = _ints(sorted({v for i in ok for v in i.values}))
+        if any(fg) and (
+            spec.is_multiclass
+            or any(f < sum(i.values.values()) for f, i in zip(fg, ok, strict=True))
+        ):
+            continue
+        severity = "error" if split == "train" else "warning"
+        harm = (
+            "a model would learn to predict one class everywhere"
+            if split == "train"
+            else "its Dice and IoU would measure nothing"
+        )
+        every = f"every {split} mask ({len(ok)})" if len(ok) > 1 else f"the {split} mask"
+        advice = ""
+        if not any(fg):
+            rule = (
+                f"class 0 ({spec.classes[0]}) or ignored"
+                if spec.is_multiclass
+                else f"background is {spec.background}"
+            )
+            if split == "train":
+                advice = (
+                    ". Check that the masks are the label files and not blank exports, and "
+                    "that their labels are in the grey values or colours (segkit reads those)"
+                )
+            message = f"{root}: {every} is empty (found only {values}: {rule}); {harm}{advice}"
+        else:
+            if split == "train":
+                advice = f". Save the masks with {spec.background} (black) for background"
+            message = (
+                f"{root}: {every} is foreground everywhere (found only {values}; every value "
+                f"but {spec.background} reads as foreground); {harm}{advice}"
+            )
+        out.append((severity, message))
+    return out
 
 
 def diagnosis_of(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.contracts import SPLITS, Dataset, Sample
-from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask
+from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
 from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
 from segkit.data.sampling import per_rank
 from segkit.errors import DataError
@@ -99,7 +99,8 @@ def ready_for_training(
     Raises:
         DataError: masks hold values the dataset does not declare (all of them counted,
             with what they are and the fix); files cannot be read (without
-            ``skip_bad_samples``); an image and its mask differ in size; or a split is
+            ``skip_bad_samples``); every train mask is empty or, binary, all
+            foreground; an image and its mask differ in size; or a split is
             left empty or, after leaving samples out, with fewer than a batch.
     """
     items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
@@ -134,6 +135,15 @@ def ready_for_training(
         fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
         raise DataError(f"{found.summary}; {check}{fixes}")
 
+    by_split = {split: [x.mask for x in looked if x.split == split] for split in SPLITS}
+    uniform = [
+        m
+        for severity, m in uniform_splits(by_split, dataset.mask_spec, root)
+        if severity == "error"
+    ]
+    if uniform:
+        raise DataError(f"{uniform[0]} ({check})")
+
     mismatched = []
     for x in looked:
         if x.image_error or x.mask.error or x.image_size is None or x.mask.size is None:
@@ -164,7 +174,7 @@ class PassedCheck:
     cache cannot be written, and a run never fails for the cache's sake."""
 
     #: Bump when the checks change what they refuse: earlier passes then no longer count.
-    VERSION = 1
+    VERSION = 2
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool

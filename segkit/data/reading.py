@@ -92,12 +92,19 @@ def read_image(path: Path) -> np.ndarray:
     orientation tag is not applied (Oxford-IIIT Pet's trimaps were drawn on the stored
     pixels; the dali loader decodes the same way).
 
+    A single-channel image of more than 8 bits (16-bit PNG or TIFF, 32-bit integer or
+    float TIFF) is scaled linearly from its own darkest to its brightest value onto
+    0..255 (:func:`to_8bit`), rather than clipped at 255 as PIL's conversion would.
+
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
     try:
         with open_image(path) as im:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
+            if is_high_bit(im.mode):
+                grey = to_8bit(np.asarray(im))
+                return np.repeat(grey[..., None], 3, axis=2)
             rgb = im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
@@ -109,6 +116,29 @@ def read_image(path: Path) -> np.ndarray:
             "Replace it or remove its name from the split list"
         ) from None
     return np.array(rgb)  # a writable copy: augmentations and torch may write in place
+
+
+def is_high_bit(mode: str) -> bool:
+    """Whether PIL's ``mode`` is a single channel of more than 8 bits (``I;16*``, ``I``,
+    ``F``): such an image is scaled by :func:`to_8bit`, not converted by PIL."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """``values`` (one channel, any numeric dtype) scaled linearly so that its smallest
+    finite value becomes 0 and its largest 255, as uint8; a flat image becomes 0.
+    Per image, like a viewer's auto-contrast: the bit depth a camera used (10, 12, 14 or
+    16 bits in a 16-bit file) is unknown, and dividing by 65535 would leave a 12-bit
+    image 16 grey levels."""
+    a = values.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros(a.shape, dtype=np.uint8)
+    lo, hi = float(a[finite].min()), float(a[finite].max())
+    a = np.where(finite, a, lo)
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
@@ -130,7 +160,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
     Index masks (8/16-bit grayscale, palette PNGs: their indices) are read as stored.
     An RGB(A) mask is converted to grayscale, except for a multi-class ``spec`` that
     declares a palette: then each pixel's colour is looked up in it (see
-    :func:`colours_to_raw`).
+    :func:`colours_to_raw`). A mask with transparency reads its fully transparent pixels
+    as 0; one of a single colour whose alpha varies is its alpha channel
+    (:func:`alpha_labels`).
 
     Raises:
         DataError: the file is missing, corrupt or not single-channel, or an RGB mask
@@ -154,14 +186,40 @@ def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.
     Raises:
         DataError: not single-channel, or an RGB mask holds a colour outside the palette.
     """
+    from_alpha = alpha_labels(im)
+    if from_alpha is not None:
+        return from_alpha
     if spec is not None and spec.is_multiclass and spec.palette and im.mode in ("RGB", "RGBA"):
         return colours_to_raw(path, np.asarray(im.convert("RGB")), spec)
+    transparent = None
+    if im.mode in ("RGBA", "LA", "PA"):
+        transparent = np.asarray(im.getchannel("A")) == 0
     if im.mode not in ("L", "P", "1", "I", "I;16"):
         im = im.convert("L")
     raw = np.asarray(im)
+    if transparent is not None and transparent.any():
+        raw = np.where(transparent, 0, raw).astype(raw.dtype)  # see-through: background
     if raw.ndim != 2:
         raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")
     return raw
+
+
+def alpha_labels(im: Any) -> np.ndarray | None:
+    """The alpha channel of a mask whose labels are drawn in transparency (one colour
+    everywhere, the alpha varying: a cut-out exported by an image editor), else None.
+    Such a mask read as grey would be one value everywhere (all foreground or all
+    background); its alpha is the mask. Other masks with alpha keep their colour, and
+    their fully transparent pixels read as 0 (background)."""
+    if im.mode not in ("RGBA", "LA"):
+        return None
+    alpha = np.asarray(im.getchannel("A"))
+    if alpha.min() == 255:  # opaque: the colour is the mask
+        return None
+    colour = np.asarray(im.convert("RGB" if im.mode == "RGBA" else "L"))
+    flat = colour.reshape(-1, colour.shape[-1]) if colour.ndim == 3 else colour.reshape(-1, 1)
+    if not (flat == flat[0]).all():
+        return None
+    return alpha.copy()
 
 
 def _colour_keys(rgb: np.ndarray) -> np.ndarray:

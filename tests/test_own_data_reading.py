@@ -1,0 +1,360 @@
+"""How a user's own files are read when they are not plain 8-bit RGB and 0/255 masks
+(segkit.data.reading, segkit.data.encoding, segkit.data.check, segkit.data.prepare):
+images of more than 8 bits, masks whose labels are in the alpha channel, splits whose
+masks are all empty or all foreground, VOC-style 255 borders in binary masks, EXIF
+orientation tags, and the threshold command for 0/1 masks.
+
+Each test writes the folder a user would have: ``images/`` + ``masks/``, small images
+with a square object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit import registry
+from segkit.cli import main
+from segkit.data.encoding import inspect_mask, threshold_command
+from segkit.data.prepare import ready_for_training
+from segkit.data.reading import decode_raw_mask, read_image, to_8bit
+from segkit.errors import DataError
+
+SIZE = 32
+N = 12
+
+
+def label(i: int) -> np.ndarray:
+    """A SIZE x SIZE 0/1 map with a 10 px square placed by ``i``."""
+    m = np.zeros((SIZE, SIZE), np.uint8)
+    y, x = 4 + i % 5 * 3, 3 + i % 7 * 2
+    m[y : y + 10, x : x + 10] = 1
+    return m
+
+
+def folder(
+    root: Path,
+    mask: Callable[[int, np.ndarray], Image.Image],
+    image: Callable[[int, np.ndarray], Image.Image] | None = None,
+    *,
+    n: int = N,
+    image_suffix: str = ".jpg",
+) -> Path:
+    """``images/`` + ``masks/`` of ``n`` pairs: ``mask(i, label)`` and ``image(i, label)``
+    (default: a grey JPEG with a brighter square) are saved as each file."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        lab = label(i)
+        im = image(i, lab) if image else Image.fromarray(40 + lab * 150)
+        im.save(root / "images" / f"img{i:03d}{image_suffix}")
+        mask(i, lab).save(root / "masks" / f"img{i:03d}.png")
+    return root
+
+
+def plain(i: int, lab: np.ndarray) -> Image.Image:
+    return Image.fromarray(lab * 255)
+
+
+def alpha(i: int, lab: np.ndarray) -> Image.Image:
+    """A white mask whose labels are drawn in its transparency."""
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[..., 3] = lab * 255
+    return Image.fromarray(rgba)
+
+
+def check(capsys: pytest.CaptureFixture[str], root: Path) -> tuple[int, dict, str]:
+    """``segkit data check --json`` and the text report, as a user runs them."""
+    rc = main(["data", "check", "--data", str(root), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    main(["data", "check", "--data", str(root)])
+    return rc, report, capsys.readouterr().out
+
+
+def kinds(report: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for p in report["problems"]:
+        out.setdefault(p["kind"], []).append(p)
+    return out
+
+
+def ready(root: Path):
+    dataset = registry.create("datasets", "folder", root)
+    return ready_for_training(dataset, name="folder", skip_bad_samples=False, batch_size=2)
+
+
+# ----------------------------------------------------------------------------- deep images
+
+
+def test_a_16_bit_image_is_scaled_by_its_own_range_not_clipped(tmp_path: Path) -> None:
+    # 12-bit camera data in a 16-bit PNG: PIL's own conversion clips it at 255.
+    raw = label(0).astype(np.uint16) * 3000 + 900 + np.arange(SIZE, dtype=np.uint16)[None]
+    Image.fromarray(raw).save(tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").mode.startswith("I;16")
+    assert (np.asarray(Image.open(tmp_path / "a.png").convert("RGB")) == 255).all()  # clipped
+
+    rgb = read_image(tmp_path / "a.png")
+    assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
+    assert rgb.min() == 0 and rgb.max() == 255
+    expected = np.rint((raw - raw.min()) * 255.0 / (raw.max() - raw.min())).astype(np.uint8)
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+    # The object stays brighter than the background: the information survives.
+    assert rgb[..., 0][label(0) == 1].min() > rgb[..., 0][label(0) == 0].max()
+
+
+def test_float_and_32_bit_images_are_scaled_and_flat_or_nan_ones_do_not_fail(
+    tmp_path: Path,
+) -> None:
+    values = np.linspace(-1.5, 2.5, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE)
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    Image.fromarray((values * 1e6).astype(np.int32)).save(tmp_path / "i.tif")
+    for name in ("f.tif", "i.tif"):
+        rgb = read_image(tmp_path / name)
+        assert (rgb.min(), rgb.max()) == (0, 255)
+        assert (np.diff(rgb[..., 0].ravel().astype(int)) >= 0).all()  # order kept
+    assert (to_8bit(np.full((4, 4), 7, np.uint16)) == 0).all()
+    with_nan = np.array([[np.nan, 0.0], [1.0, np.inf]])
+    np.testing.assert_array_equal(to_8bit(with_nan), [[0, 0], [255, 0]])
+
+
+def test_data_check_says_how_deep_images_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(
+        tmp_path / "deep",
+        plain,
+        lambda i, lab: Image.fromarray(lab.astype(np.uint16) * 2000 + 500),
+        image_suffix=".png",
+    )
+    rc, report, text = check(capsys, root)
+    assert rc == 0 and report["ok"]
+    (note,) = kinds(report)["image_depth"]
+    assert note["severity"] == "warning"
+    assert "12 images" in note["message"] or "img000.png" in note["message"]
+    assert "from its own darkest to its brightest value onto 0..255" in note["message"]
+    assert "warning: " in text and "ok: nothing here would stop a run" in text
+
+
+# ----------------------------------------------------------------------------- alpha masks
+
+
+def test_a_mask_drawn_in_transparency_is_read_from_its_alpha(tmp_path: Path) -> None:
+    lab = label(3)
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., :3] = 255  # one colour everywhere: white
+    rgba[..., 3] = lab * 255
+    Image.fromarray(rgba).save(tmp_path / "m.png")
+    np.testing.assert_array_equal(decode_raw_mask(tmp_path / "m.png"), lab * 255)
+
+    # Opaque: the colour is the mask, as before.
+    rgba[..., 3] = 255
+    rgba[..., :3] = (lab * 255)[..., None]
+    Image.fromarray(rgba).save(tmp_path / "o.png")
+    np.testing.assert_array_equal(decode_raw_mask(tmp_path / "o.png"), lab * 255)
+
+    # A drawn mask with a see-through white background: the background reads 0.
+    rgba[..., 3] = lab * 255
+    rgba[..., :3] = 255
+    rgba[lab == 1, :3] = 200
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    got = decode_raw_mask(tmp_path / "t.png")
+    assert (got[lab == 0] == 0).all() and (got[lab == 1] > 0).all()
+
+
+def test_alpha_masks_pass_the_check_with_their_true_foreground(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "alpha", alpha)
+    assert inspect_mask(
+        root / "masks" / "img000.png", registry.create("datasets", "folder", root).mask_spec
+    ).from_alpha
+    rc, report, _ = check(capsys, root)
+    assert rc == 0 and report["ok"]
+    fraction = report["splits"]["train"]["foreground_fraction"]
+    assert 0.05 < fraction < 0.2  # a 10 px square in 32 x 32, not 100%
+    assert report["suggestions"]["pos_weight"]["value"] > 1
+
+
+# ----------------------------------------------------------------------------- degenerate
+
+
+def test_every_train_mask_empty_stops_the_check_and_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "empty", lambda i, lab: Image.fromarray(lab * 0))
+    rc, report, text = check(capsys, root)
+    assert rc != 0 and not report["ok"]
+    problems = kinds(report)["foreground"]
+    train = [p for p in problems if "every train mask" in p["message"]]
+    assert train and train[0]["severity"] == "error"
+    assert "is empty (found only 0: background is 0); a model would learn" in text
+    assert {p["severity"] for p in problems if "train" not in p["message"]} <= {"warning"}
+    assert report["suggestions"]["pos_weight"]["value"] is None
+    with pytest.raises(DataError, match=r"every train mask \(\d+\) is empty.*segkit data check"):
+        ready(root)
+
+
+def test_every_train_mask_full_stops_and_no_pos_weight_of_zero_is_suggested(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "full", lambda i, lab: Image.fromarray(np.full_like(lab, 255)))
+    rc, report, text = check(capsys, root)
+    assert rc != 0
+    assert "is foreground everywhere (found only 255; every value but 0" in text
+    pos = report["suggestions"]["pos_weight"]
+    assert pos["value"] is None and "no background" in pos["why"]
+    assert "pos_weight=0" not in text
+    with pytest.raises(DataError, match="is foreground everywhere"):
+        ready(root)
+
+
+def test_an_empty_test_split_is_only_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "ok", plain)
+    dataset = registry.create("datasets", "folder", root)
+    for s in dataset.samples("test"):  # blank the test masks only
+        Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(s.mask)
+    rc, report, _ = check(capsys, root)
+    assert rc == 0 and report["ok"]
+    (p,) = kinds(report)["foreground"]
+    assert p["severity"] == "warning" and "test mask" in p["message"]
+    ready(root)  # trains
+
+
+# ----------------------------------------------------------------------------- VOC borders
+
+
+def test_binary_masks_with_1_and_255_borders_are_warned_with_the_classes_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def voc(i: int, lab: np.ndarray) -> Image.Image:
+        m = lab.copy()
+        grown = np.zeros_like(m)
+        ys, xs = np.nonzero(m)
+        grown[ys.min() - 1 : ys.max() + 2, xs.min() - 1 : xs.max() + 2] = 1
+        m[(grown == 1) & (lab == 0)] = 255  # a 1 px void border
+        im = Image.fromarray(m, "P")
+        im.putpalette([0, 0, 0, 128, 0, 0] + [0] * (3 * 253) + [224, 224, 192])
+        return im
+
+    root = folder(tmp_path / "voc", voc)
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (w,) = kinds(report)["void_border"]
+    assert "hold both 1 and 255" in w["message"]
+    assert "--dataset-opt classes=background,object" in w["message"]
+    # The advice works: declared as two classes, 255 is ignored.
+    rc = main(
+        [
+            "data",
+            "check",
+            "--data",
+            str(root),
+            "--dataset-opt",
+            "classes=background,object",
+            "--json",
+        ]
+    )
+    fixed = json.loads(capsys.readouterr().out)
+    assert rc == 0 and "void_border" not in kinds(fixed)
+    assert fixed["splits"]["train"]["class_pixels"]["ignored"] > 0
+
+
+# ----------------------------------------------------------------------------- EXIF
+
+
+class _Rotated:
+    """A JPEG stored as ``array`` with EXIF orientation 6 (shown turned a quarter)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def save(self, path: Path) -> None:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(self.array).save(path, exif=exif, quality=95)
+
+
+def test_a_square_image_with_an_exif_rotation_is_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (w,) = kinds(report)["orientation"]
+    assert "EXIF orientation tag" in w["message"] and "ImageOps.exif_transpose" in w["message"]
+
+
+def test_a_mask_drawn_on_the_rotated_image_names_the_exif_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = np.zeros((20, SIZE), np.uint8)
+    root = folder(
+        tmp_path / "turned",
+        lambda i, lab: Image.fromarray(np.zeros((SIZE, 20), np.uint8)),  # the shown size
+        lambda i, lab: _Rotated(wide),
+    )
+    rc, report, text = check(capsys, root)
+    assert rc != 0
+    size = kinds(report)["size_mismatch"][0]["message"]
+    assert "EXIF orientation tag (6)" in size and "drawn on the rotated image" in size
+    # A non-square image whose mask has the stored size is not in doubt: no warning.
+    stored = folder(
+        tmp_path / "stored",
+        lambda i, lab: Image.fromarray(np.zeros((20, SIZE), np.uint8) + (lab[:20] * 255)),
+        lambda i, lab: _Rotated(wide + lab[:20] * 100),
+    )
+    rc, report, _ = check(capsys, stored)
+    assert rc == 0 and "orientation" not in kinds(report)
+
+
+# ----------------------------------------------------------------------------- threshold
+
+
+def test_the_threshold_command_keeps_0_1_masks(tmp_path: Path) -> None:
+    lab = label(2)
+    Image.fromarray(lab).save(tmp_path / "a.jpg", quality=95)  # 0/1: looks black
+    Image.fromarray(lab * 255).save(tmp_path / "b.jpg", quality=95)
+    Image.fromarray(lab * 0).save(tmp_path / "c.jpg", quality=95)
+    code = re.search(r'python -c "(.+)"$', threshold_command(tmp_path, [".jpg"])).group(1)
+    exec(code)  # noqa: S102 -- exactly the printed command
+    for name, fg in (("a", True), ("b", True), ("c", False)):
+        out = np.asarray(Image.open(tmp_path / f"{name}.png"))
+        assert set(np.unique(out)) <= {0, 255}
+        if fg:
+            assert abs(int((out == 255).sum()) - int(lab.sum())) <= 8
+        else:
+            assert not out.any()
+
+
+def test_the_dali_loader_gets_deep_images_and_alpha_masks_as_the_other_loader_reads_them(
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from segkit.data.reading import read_raw_mask
+    from segkit_dali._loader import read_encoded
+
+    root = folder(
+        tmp_path / "deep",
+        alpha,
+        lambda i, lab: Image.fromarray(lab.astype(np.uint16) * 2000 + 500),
+        n=4,
+        image_suffix=".png",
+    )
+    dataset = registry.create("datasets", "folder", root)
+    sample = dataset.samples("train")[0]
+    image, mask, _ = read_encoded(sample, dataset.mask_spec)
+    decoded = np.asarray(Image.open(io.BytesIO(image.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, read_image(sample.image))
+    decoded = np.asarray(Image.open(io.BytesIO(mask.tobytes())))
+    np.testing.assert_array_equal(decoded, read_raw_mask(sample.mask, dataset.mask_spec))
