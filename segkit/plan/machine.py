@@ -159,7 +159,10 @@ class Machine:
         """One line: device, memory, cores, threads, load."""
         load = f", load {self.load:.1f}" if self.load is not None else ""
         what = self.name if self.gpu else f"cpu, {self.cores} cores ({self.threads} torch threads)"
-        return f"{what}{load}; a step may use {self.memory / 2**30:.1f} GiB of {self.memory_where} memory"
+        return (
+            f"{what}{load}; {self.memory / 2**30:.1f} GiB of {self.memory_where} memory free for "
+            "a step"
+        )
 
 
 def detect(device: torch.device, probe: MemoryProbe) -> Machine:

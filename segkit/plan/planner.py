@@ -27,6 +27,7 @@ path, its ``min_input_multiple`` read from what its factory declares.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,7 +202,8 @@ class _Planner:
         if not report.ok:
             raise DataError(
                 f"{report.root}: the data check found {len(report.errors)} problem(s) that "
-                "would stop a run; `segkit data check` lists them and the fixes"
+                f"would stop a run; `segkit data check {shlex.quote(report.root)}` lists them and the "
+                "fixes"
             )
         dataset = build.build_dataset(self.base)
         self.fp = fingerprint(report, dataset)
