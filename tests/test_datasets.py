@@ -391,7 +391,10 @@ def test_folder_mask_without_image_and_no_images(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"masks/z\.png: mask has no image images/z\.jpg"):
         FolderDataset(tmp_path / "one")
     _folder(tmp_path / "none", [], masks=[])
-    with pytest.raises(DataError, match=r"images: no images \(\.jpg, \.jpeg, \.png\) found"):
+    with pytest.raises(
+        DataError,
+        match=r"images: no images \(\.jpg, \.jpeg, \.png, \.tif, \.tiff, \.bmp or \.webp\) found",
+    ):
         FolderDataset(tmp_path / "none")
     with pytest.raises(DataError, match=r"missing/masks: folder not found"):
         (tmp_path / "missing" / "images").mkdir(parents=True)

@@ -133,7 +133,8 @@ def test_a_folder_in_no_layout_is_refused_naming_both_layouts_and_what_it_holds(
     assert err.startswith(
         f"segkit: error: {tmp_path / 'cells'}: no dataset layout recognises this folder (it "
         "holds imgs/, labels/, notes.txt); lay the files out as one of: folder: "
-        "images/<name>.jpg|.jpeg|.png and masks/<name>.png with the same names"
+        "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp and masks/<name>.png|.tif|.tiff|.bmp "
+        "with the same names"
     )
     assert "; oxford_pet: images/<name>.jpg, annotations/trimaps/<name>.png" in err
     assert err.endswith("or name a layout with --dataset")
@@ -315,10 +316,11 @@ def test_jpeg_masks_are_named_and_the_printed_command_fixes_them(
     assert rc == 1
     assert (
         f"  error: {root / 'masks' / 'cell000.png'}: mask for image cell000.jpg not found; "
-        "found cell000.jpg, but masks must be PNG (JPEG compression changes label values)"
+        "found cell000.jpg, but masks must be lossless, .png, .tif, .tiff or .bmp (JPEG "
+        "compression changes label values)"
     ) in out
     assert out.count("error: ") == 6  # one per image, and no empty-split noise
-    assert "masks/ holds 6 masks in another format than PNG (cell000.jpg, cell001.jpg, " in out
+    assert "masks/ holds 6 masks in a format segkit does not read as masks (cell000.jpg, " in out
     exec(python_command(out))  # noqa: S102 -- exactly the printed fix
     rc, out = check(capsys, root)
     assert rc == 0, out
@@ -376,7 +378,8 @@ def test_every_missing_mask_is_listed_with_its_near_miss_in_one_pass(
         f"  error: {root / 'masks' / 'cell006.png'}: mask for image cell006.jpg not found; "
         "every image needs masks/<same name>.png",
         f"  error: {root / 'masks' / 'cell005_mask.png'}: mask has no image "
-        "images/cell005_mask.jpg, .jpeg or .png (images/ holds cell005.jpg); add the image or "
+        "images/cell005_mask.jpg, .jpeg, .png, .tif, .tiff, .bmp or .webp (images/ holds "
+        "cell005.jpg); add the image or "
         "remove the mask",
         f"  error: {root / 'masks' / 'cell002.png'}: values {{76}} found, masks of this "
         "dataset hold 0, 1, 255 (an RGB colour mask, colours (0, 0, 0) on 90.2%, "

@@ -1,10 +1,13 @@
 """Reader for a user's own dataset, binary or multi-class: ``images/`` and ``masks/``
-with matching names."""
+with matching names, in one pair of folders or one per split."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import random
+import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +25,36 @@ from segkit.contracts import (
 )
 from segkit.errors import ConfigError, DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Image names read (PIL decodes them all; the dali loader re-encodes what it cannot).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+#: Mask names read: lossless formats, the first in this order when one name has several.
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+#: Mask names refused with the advice to threshold them: JPEG changes label values.
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+#: The masks folder's name, then its synonyms, read where there is no ``masks/``
+#: (``annotations/`` only without ``trimaps/``, which marks the Oxford-IIIT Pet layout).
+MASK_FOLDERS = ("masks", "labels", "gt", "ground_truth", "annotations")
+
+#: Split folder names (any case) and the split each one is.
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "valid",
+    "valid": "valid",
+    "validation": "valid",
+    "test": "test",
+    "testing": "test",
+}
 
 #: The layout in one line (the ``layout`` capability, shown when a folder is refused).
 LAYOUT = (
-    "images/<name>.jpg|.jpeg|.png and masks/<name>.png with the same names (binary 0/1 or "
-    "0/255; K classes: classes.txt; optional splits/train.txt, valid.txt, test.txt)"
+    "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp and masks/<name>.png|.tif|.tiff|.bmp "
+    "with the same names (binary 0/1 or 0/255; K classes: classes.txt; optional "
+    "splits/train.txt, valid.txt, test.txt; or already split: train/, val/, test/ each with "
+    "images/ and masks/, or images/train/ ... with masks/train/ ...)"
 )
 
 _LAYOUT = f"expected {LAYOUT}"
@@ -39,13 +66,25 @@ SHOW = 3
 class FolderDataset:
     """A segmentation dataset in plain folders::
 
-        root/images/<stem>.jpg | .jpeg | .png
-        root/masks/<stem>.png          binary: 0 background; 1 or 255 foreground
+        root/images/<stem>.jpg | .jpeg | .png | .tif | .tiff | .bmp | .webp
+        root/masks/<stem>.png | .tif | .tiff | .bmp
+                                       binary: 0 background; 1 or 255 foreground
                                        K classes: 0..K-1, 255 ignored (or colours)
         root/classes.txt               optional: the class names (multi-class)
         root/splits/train.txt          optional: one stem per line ('#' = comment)
         root/splits/valid.txt
         root/splits/test.txt
+
+    or already split, either way::
+
+        root/train/images/, root/train/masks/      root/images/train/, root/masks/train/
+        root/val/images/,   root/val/masks/        root/images/val/,   root/masks/val/
+        root/test/images/,  root/test/masks/       root/images/test/,  root/masks/test/
+
+    Split folders may be named ``train`` or ``training``; ``val``, ``valid`` or
+    ``validation``; ``test`` or ``testing``. Where there is no ``masks/`` folder,
+    ``labels/``, ``gt/``, ``ground_truth/`` or ``annotations/`` (without ``trimaps/``,
+    which marks the Oxford-IIIT Pet layout) is read as it.
 
     Binary unless classes are named, by ``classes.txt`` or the ``classes`` option
     (``--dataset-opt classes=background,cell,nucleus``; the option wins). Then masks are
@@ -56,11 +95,20 @@ class FolderDataset:
     ``palette="0,0,0;255,0,0;0,0,255"``) colour the reports, and let masks be RGB images
     in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
 
-    Every image needs a mask with the same stem and every mask an image. Masks must be
-    PNG: JPEG compression would invent values between 0 and 255. Hidden files and files
+    Every image needs a mask with the same stem (in the same split) and every mask an
+    image. Masks must be lossless: PNG, TIFF or BMP (of one name, ``.png`` is read first,
+    then ``.tif``, ``.tiff``, ``.bmp``); JPEG masks, and TIFFs with JPEG compression, are
+    refused: JPEG compression would invent values between 0 and 255. Hidden files and files
     with other suffixes are ignored.
 
     Splits:
+        * With split folders, each split is the images of its folder, sorted, each id
+          ``<split folder>/<stem>`` (``val/cell001``). A split without a folder (no
+          ``test/``, say) is carved from ``train``'s images as a random split carves from
+          all: ``train``'s ids sorted, shuffled with ``random.Random(split_seed)``, the
+          first ``round(test_fraction * n)`` are ``test``, the next
+          ``round(valid_fraction * n)`` ``valid``. There must be a ``train`` folder, and no
+          ``splits/`` folder beside split folders.
         * With a ``splits/`` folder, each split is the stems its list names, in file order.
         * Otherwise the stems are sorted and shuffled with
           ``random.Random(split_seed).shuffle``; the first ``round(test_fraction * n)``
@@ -69,9 +117,10 @@ class FolderDataset:
 
     Args:
         root: The dataset folder.
-        valid_fraction: Fraction of the images held out as ``valid`` (no ``splits/``).
-        test_fraction: Fraction of the images held out as ``test`` (no ``splits/``).
-        split_seed: Seed of the shuffle (no ``splits/``).
+        valid_fraction: Fraction of the images held out as ``valid`` (no ``splits/``; with
+            split folders, of ``train``'s images, without a ``valid`` folder only).
+        test_fraction: Fraction of the images held out as ``test`` (likewise).
+        split_seed: Seed of the shuffle (no ``splits/``, no folder of every split).
         classes: Class names, class 0 first (a list, or one comma-separated string).
         palette: One colour per class (a list of ``[r, g, b]``, or ``"r,g,b;r,g,b;..."``).
         ignore: The mask value of ignored pixels (multi-class; ``auto``: 255; ``None`` for
@@ -81,7 +130,9 @@ class FolderDataset:
 
     Raises:
         DataError: ``root``, ``images/`` or ``masks/`` is missing, there are no images,
-            an image has no mask, a mask has no image, two images share a stem, or
+            an image has no mask, a mask has no image, two images share a stem, a mask is
+            lossy, split folders lack ``train`` (or come with ``splits/``), the masks lie
+            beside the images (the message prints the commands that move them), or
             ``classes.txt`` is malformed.
         ConfigError: the fractions are outside [0, 1) or add up to 1 or more, or a class
             option is malformed (or given for a binary dataset).
@@ -96,8 +147,16 @@ class FolderDataset:
     @staticmethod
     def recognizes(root: Path) -> bool:
         """``recognizes`` capability: a ``masks/`` folder marks this layout (a missing
-        ``images/`` is then reported in this layout's words)."""
-        return (Path(root) / "masks").is_dir()
+        ``images/`` is then reported in this layout's words), as do ``images/`` with a
+        synonym of ``masks/``, split folders holding them, and images with their masks
+        beside them in ``root`` itself (the constructor then prints the commands that
+        lay them out as ``images/`` + ``masks/``)."""
+        root = Path(root)
+        return (
+            _marks(root)
+            or any(_marks(folder) for folder in _split_named(root))
+            or _masks_beside(root) is not None
+        )
 
     def __init__(
         self,
@@ -134,6 +193,15 @@ class FolderDataset:
         self.mask_spec = _mask_spec(root, classes, palette, ignore, ignore_color)
         self._scan = _scan(root)
         self._pairs = self._scan.pairs
+        #: With split folders: split -> its folders (a split without any is carved).
+        self._parts = {p.split: p for p in self._scan.parts if p.split is not None}
+        if self._parts and (root / "splits").is_dir():
+            raise DataError(
+                f"{root / 'splits'}: split lists beside split folders "
+                f"({', '.join(p.folder + '/' for p in self._parts.values())}), which split "
+                "the images already; remove splits/, or lay the images out in one images/ "
+                "and masks/ to split them by the lists"
+            )
         if self._scan.problems and not _lenient:
             raise DataError(_summary(self._scan, root))
 
@@ -172,8 +240,7 @@ class FolderDataset:
                 break
             if not samples and not any(f.name == f"{split}.txt" for f, _ in problems):
                 try:
-                    if split != "train" and not (ds.root / "splits").is_dir():
-                        raise DataError(ds._too_few(split))
+                    ds._check_empty(split)
                     check_samples(samples, split, ds._split_source(split))
                 except DataError as e:
                     problems.append((ds._split_source(split), str(e)))
@@ -218,16 +285,48 @@ class FolderDataset:
         """
         check_split(split)
         stems = self._split_stems(split)
-        if not stems and split != "train" and not (self.root / "splits").is_dir():
-            raise DataError(self._too_few(split))
+        if not stems:
+            self._check_empty(split)
         samples = [Sample(id=s, image=self._pairs[s][0], mask=self._pairs[s][1]) for s in stems]
         return check_samples(samples, split, self._split_source(split))
 
+    def _check_empty(self, split: str) -> None:
+        """Raise why ``split`` is empty, where this layout knows better words than
+        :func:`check_samples` (a random or carved split, an empty split folder)."""
+        if self._parts:
+            part = self._parts.get(split)
+            if part is None:
+                raise DataError(self._too_few(split))
+            fix = f"add images with their masks to {part.images} and {part.masks}"
+            if split != "train":
+                fix += (
+                    f", or remove {' and '.join(map(str, part.remove))} to carve '{split}' "
+                    f"from train by {split}_fraction"
+                )
+            raise DataError(
+                f"{part.images}: split '{split}' has no samples: no image there has its mask "
+                f"in {part.masks}; {fix}"
+            )
+        if split != "train" and not (self.root / "splits").is_dir():
+            raise DataError(self._too_few(split))
+
     def _too_few(self, split: str) -> str:
-        """Why a random split left ``split`` empty, and the fraction that fills it."""
-        n = len(self._pairs)
+        """Why a random (or carved) split left ``split`` empty, and the fraction that
+        fills it."""
         option = f"{split}_fraction"
         fraction = getattr(self, option)
+        if self._parts:
+            train = self._parts["train"]
+            n = len(self._scan.by_split.get("train", []))
+            enough = math.ceil(100 / n) / 100 if n else 1.0
+            return (
+                f"{train.images}: split '{split}' has no samples: there is no {split} "
+                f"folder beside {train.folder}/, and {n} train images x {option} {fraction} "
+                f"rounds to 0; pass --dataset-opt {option}={enough}, add images, or add a "
+                f"folder of the split ({'val' if split == 'valid' else split}/, with its "
+                "images and masks as in train/)"
+            )
+        n = len(self._pairs)
         enough = math.ceil(100 / n) / 100 if n else 1.0
         return (
             f"{self.root / 'images'}: split '{split}' has no samples: {n} images x "
@@ -236,12 +335,16 @@ class FolderDataset:
         )
 
     def _split_source(self, split: str) -> Path:
+        if self._parts:
+            return self._parts.get(split, self._parts["train"]).images
         splits_dir = self.root / "splits"
         return splits_dir / f"{split}.txt" if splits_dir.is_dir() else self.root / "images"
 
     def _split_stems(self, split: str, problems: list[tuple[Path, str]] | None = None) -> list[str]:
         """The stems of ``split``. With ``problems`` (an audit), names that have no image
         and names in two lists are recorded there and left out instead of raising."""
+        if self._parts:
+            return self._folder_split()[split]
         splits_dir = self.root / "splits"
         if not splits_dir.is_dir():
             return self._random_split()[split]
@@ -265,6 +368,23 @@ class FolderDataset:
             problems.append((source, str(e)))
         shared = {n for p in earlier for n in lists[p]}
         return [n for n in stems if n not in shared]
+
+    def _folder_split(self) -> dict[str, list[str]]:
+        """The ids of each split folder; a split without a folder carved from train's."""
+        ids = {s: sorted(self._scan.by_split.get(s, [])) for s in SPLITS}
+        missing = [s for s in ("test", "valid") if s not in self._parts]
+        if not missing:
+            return ids
+        order = list(ids["train"])
+        random.Random(self.split_seed).shuffle(order)
+        n_test = round(self.test_fraction * len(order)) if "test" in missing else 0
+        n_valid = round(self.valid_fraction * len(order)) if "valid" in missing else 0
+        if "test" in missing:
+            ids["test"] = sorted(order[:n_test])
+        if "valid" in missing:
+            ids["valid"] = sorted(order[n_test : n_test + n_valid])
+        ids["train"] = sorted(order[n_test + n_valid :])
+        return ids
 
     def _random_split(self) -> dict[str, list[str]]:
         order = sorted(self._pairs)
@@ -321,42 +441,337 @@ class FolderDataset:
         return stems
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One images folder with its masks folder: the whole dataset (``split`` None), or one
+    split of a dataset whose folders split it (``folder``: the split folder's name, which
+    prefixes the sample ids: ``val/cell001``; ``remove``: what to remove to drop it)."""
+
+    images: Path
+    masks: Path
+    split: str | None = None
+    folder: str = ""
+    remove: tuple[Path, ...] = ()
+
+    def id(self, stem: str) -> str:
+        return f"{self.folder}/{stem}" if self.folder else stem
+
+
 @dataclass
 class _Scan:
-    """The pairing of ``images/`` with ``masks/``: the pairs, every problem (file, message),
-    every file left unread (file, why), and advice that fixes many problems at once."""
+    """The pairing of each images folder with its masks folder: the pairs (by sample id),
+    every problem (file, message), every file left unread (file, why), and advice that
+    fixes many problems at once; with split folders, the ids each one paired."""
 
+    parts: list[_Part] = field(default_factory=list)
     pairs: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    by_split: dict[str, list[str]] = field(default_factory=dict)
     problems: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # per problem: lacking, orphan, duplicate
+    images: int = 0  # the images found, paired or not
+    kinds: list[str] = field(default_factory=list)  # per problem: lacking, orphan, ...
+    keys: list[Any] = field(default_factory=list)  # per problem: what a condensing matches
 
-    def problem(self, kind: str, path: Path, message: str) -> None:
+    def problem(self, kind: str, path: Path, message: str, key: Any = None) -> None:
         self.problems.append((path, message))
         self.kinds.append(kind)
+        self.keys.append(key)
+
+
+def _or_list(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+_IMAGES_TEXT = _or_list(IMAGE_SUFFIXES)
+_MASKS_TEXT = _or_list(MASK_SUFFIXES)
+
+
+def _rel(path: Path, root: Path) -> str:
+    """``path`` as the messages show a folder of the layout: ``images``, ``val/masks``."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _mask_dirs(parent: Path) -> list[Path]:
+    """The folders of ``parent`` that may hold its masks: ``masks/``; without it, each of
+    its synonyms (``annotations/`` only without ``trimaps/``, the Oxford-IIIT Pet's)."""
+    if (parent / "masks").is_dir():
+        return [parent / "masks"]
+    return [
+        parent / name
+        for name in MASK_FOLDERS[1:]
+        if (parent / name).is_dir()
+        and not (name == "annotations" and (parent / name / "trimaps").is_dir())
+    ]
+
+
+def _mask_dir(parent: Path) -> Path | None:
+    """The masks folder of ``parent``, or None.
+
+    Raises:
+        DataError: two synonyms of ``masks/`` (``labels/`` and ``gt/``) and no ``masks/``.
+    """
+    found = _mask_dirs(parent)
+    if len(found) > 1:
+        raise DataError(
+            f"{parent}: {' and '.join(d.name + '/' for d in found)} could each be the masks "
+            "folder; rename the one that holds the masks to masks/ (masks/ is read first)"
+        )
+    return found[0] if found else None
+
+
+def _marks(folder: Path) -> bool:
+    """``masks/``, or ``images/`` with a synonym of ``masks/``: this layout's mark."""
+    return (folder / "masks").is_dir() or (
+        (folder / "images").is_dir() and bool(_mask_dirs(folder))
+    )
+
+
+def _split_named(folder: Path) -> list[Path]:
+    """The subfolders of ``folder`` named as a split (``train/``, ``val/``, ...)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [e for e in entries if e.name.lower() in SPLIT_FOLDERS and e.is_dir()]
+
+
+def _split_dirs(folder: Path) -> dict[str, Path]:
+    """The split folders of ``folder`` by split, in the order train, valid, test.
+
+    Raises:
+        DataError: two folders name one split (``val/`` and ``valid/``).
+    """
+    found: dict[str, Path] = {}
+    for entry in _split_named(folder):
+        split = SPLIT_FOLDERS[entry.name.lower()]
+        if split in found:
+            raise DataError(
+                f"{found[split]} and {entry}: two folders of the split '{split}'; merge them "
+                "into one"
+            )
+        found[split] = entry
+    return {s: found[s] for s in SPLITS if s in found}
+
+
+def _folders(dirs: dict[str, Path]) -> str:
+    return ", ".join(f"{d.name}/" for d in dirs.values())
+
+
+def _parts(root: Path) -> tuple[list[_Part], list[Path]]:
+    """The images/masks folder pairs of ``root``'s layout (one, or one per split folder),
+    and, for ``images/<split>/`` + ``masks/<split>/``, those two parent folders.
+
+    Raises:
+        DataError: a folder of the layout is missing (or two folders claim one role), or
+            the masks lie beside the images (the message prints the commands that move
+            them).
+    """
+    images, masks = root / "images", _mask_dir(root)
+    if images.is_dir() or masks is not None:
+        if not images.is_dir():
+            raise DataError(f"{images}: folder not found; {_LAYOUT}")
+        if masks is None:
+            raise DataError(f"{root / 'masks'}: folder not found; {_LAYOUT}")
+        by_split = _split_dirs(images)
+        if not by_split:
+            return [_Part(images, masks)], []
+        parts = []
+        for split, folder in by_split.items():
+            sub = masks / folder.name
+            if not sub.is_dir():
+                raise DataError(
+                    f"{sub}: folder not found; {images} is split into {_folders(by_split)} so "
+                    f"{masks} holds one folder of the same name per split, with the masks of "
+                    f"its images ({masks.name}/{folder.name}/<name>.png)"
+                )
+            parts.append(_Part(folder, sub, split, folder.name, (folder, sub)))
+        if "train" not in by_split:
+            raise _no_train(images, by_split)
+        return parts, [images, masks]
+    by_split = _split_dirs(root)
+    if by_split:
+        parts = []
+        for split, folder in by_split.items():
+            sub_images, sub_masks = folder / "images", _mask_dir(folder)
+            if not sub_images.is_dir():
+                raise DataError(
+                    f"{sub_images}: folder not found; each split folder ({_folders(by_split)}) "
+                    f"holds images/ and masks/ ({LAYOUT})"
+                )
+            if sub_masks is None:
+                n = sum(1 for p in sub_images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                raise DataError(
+                    f"{folder / 'masks'}: folder not found; each split folder "
+                    f"({_folders(by_split)}) holds images/ and masks/, and {sub_images} holds "
+                    f"{n} images without masks: add their masks as {folder.name}/masks/<name>"
+                    ".png"
+                    + (
+                        f", or move {folder} out of {root} (the split '{split}' is then carved "
+                        f"from train/, see {split}_fraction)"
+                        if split != "train"
+                        else ""
+                    )
+                )
+            parts.append(_Part(sub_images, sub_masks, split, folder.name, (folder,)))
+        if "train" not in by_split:
+            raise _no_train(root, by_split)
+        return parts, []
+    beside = _masks_beside(root)
+    if beside is not None:
+        raise DataError(beside)
+    raise DataError(f"{images}: folder not found; {_LAYOUT}")
+
+
+def _no_train(parent: Path, by_split: dict[str, Path]) -> DataError:
+    return DataError(
+        f"{parent}: split folders {_folders(by_split)} but no train/; add train/ (the images "
+        "to train on, with their masks), or rename the folder that holds them to train/"
+    )
+
+
+def _affix(stem: str, stems: set[str]) -> tuple[str, str] | None:
+    """How ``stem`` names the mask of another image in ``stems``: ``("suffix", "_mask")``
+    for ``cell001_mask``, ``("prefix", "mask_")`` for ``mask_cell001``; the word added
+    must hold a letter (``cell001_2`` is an image of its own)."""
+    for i in range(len(stem) - 1, 0, -1):  # the longest image name first
+        if not stem[i].isalnum() and stem[:i] in stems and re.search(r"[A-Za-z]", stem[i:]):
+            return "suffix", stem[i:]
+    for i in range(len(stem) - 1):
+        if (
+            not stem[i].isalnum()
+            and stem[i + 1 :] in stems
+            and re.search(r"[A-Za-z]", stem[: i + 1])
+        ):
+            return "prefix", stem[: i + 1]
+    return None
+
+
+def _masks_beside(root: Path) -> str | None:
+    """When ``root`` holds images with their masks beside them (``cell001.jpg`` and
+    ``cell001_mask.png``), what segkit expects and the commands that lay them out so;
+    else None."""
+    try:
+        files = [
+            p
+            for p in root.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        ]
+    except OSError:
+        return None
+    stems = {p.stem for p in files}
+    named: dict[tuple[str, str, str], list[Path]] = {}
+    for p in sorted(files):
+        if p.suffix.lower() in MASK_SUFFIXES and (how := _affix(p.stem, stems)):
+            named.setdefault((*how, p.suffix), []).append(p)
+    if not named:
+        return None
+    (where, affix, suffix), masks = max(named.items(), key=lambda kv: len(kv[1]))
+    if where == "suffix":
+        pattern, new = f"*{affix}{suffix}", f'"masks/${{f%{affix}{suffix}}}{suffix}"'
+        how = f"<image name>{affix}{suffix}"
+    else:
+        pattern, new = f"{affix}*{suffix}", f'"masks/${{f#{affix}}}"'
+        how = f"{affix}<image name>{suffix}"
+    image_suffixes = sorted({p.suffix for p in files if not fnmatch.fnmatchcase(p.name, pattern)})
+    if not image_suffixes:
+        return None
+    example = masks[0]
+    image = next(p for p in sorted(files) if p.stem == _unaffixed(example.stem, where, affix))
+    return (
+        f"{root}: images and masks are in one folder ({len(masks)} mask"
+        f"{'s' if len(masks) > 1 else ''} named {how}, e.g. {example.name} beside "
+        f"{image.name}); segkit reads images/<name>.* with masks/<name>.png (or {_or_list(MASK_SUFFIXES[1:])}"
+        f"), so move them: cd {shlex.quote(str(root))} && mkdir -p images masks && for f in "
+        f'{pattern}; do mv -- "$f" {new}; done && mv -- '
+        + " ".join(f"*{s}" for s in image_suffixes)
+        + " images/"
+    )
+
+
+def _unaffixed(stem: str, where: str, affix: str) -> str:
+    return stem[: -len(affix)] if where == "suffix" else stem[len(affix) :]
+
+
+def _tiff_compression(path: Path) -> str | None:
+    """The compression a TIFF's header declares (``jpeg``, ``tiff_lzw``, ``raw``...), or
+    None when PIL cannot open it (the check reports that when it reads the mask)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:  # the header only: no pixel is decoded
+            return im.info.get("compression")
+    except Exception:  # noqa: BLE001 -- a damaged file makes PIL raise many types
+        return None
 
 
 def _scan(root: Path) -> _Scan:
-    """Pair ``images/<stem>.*`` with ``masks/<stem>.png``, recording every file without its
-    partner (with the files whose names are close) rather than stopping at the first.
+    """Pair each images folder's ``<stem>.*`` with its masks folder's ``<stem>.png`` (or
+    ``.tif``, ``.tiff``, ``.bmp``), recording every file without its partner (with the
+    files whose names are close) rather than stopping at the first.
 
     Raises:
-        DataError: ``images/`` or ``masks/`` is missing, or ``images/`` holds no image.
+        DataError: a folder of the layout is missing, or no images folder holds an image.
     """
-    images_dir, masks_dir = root / "images", root / "masks"
-    for sub in (images_dir, masks_dir):
-        if not sub.is_dir():
-            raise DataError(f"{sub}: folder not found; {_LAYOUT}")
-    scan = _Scan()
+    parts, tops = _parts(root)
+    scan = _Scan(parts=parts)
+    for top in tops:  # images/ and masks/ of images/<split>/ + masks/<split>/
+        _scan_top(root, top, parts, scan)
+    near: list[tuple[_Part, str, list[str]]] = []
+    for part in parts:
+        _scan_part(root, part, scan, near)
+    if not scan.images:  # split folders, all empty (one images/ folder raised already)
+        raise DataError(
+            f"{', '.join(str(p.images) for p in parts)}: no images ({_IMAGES_TEXT}) found; "
+            f"{_LAYOUT}"
+        )
+    advice, covered = _renaming_advice(near)
+    scan.advice = advice + scan.advice
+    if covered:
+        _condense(root, scan, covered)
+    return scan
 
+
+def _scan_top(root: Path, top: Path, parts: list[_Part], scan: _Scan) -> None:
+    """What lies beside the split folders of ``images/`` or ``masks/``: images and masks
+    there belong to no split (problems); anything else is skipped."""
+    folders = {p.images for p in parts} | {p.masks for p in parts}
+    names = ", ".join(f"{p.folder}/" for p in parts)
+    for path in sorted(top.iterdir()):
+        if path in folders:
+            continue
+        if path.name.startswith("."):
+            scan.skipped.append((path, "a hidden file"))
+        elif path.is_dir():
+            scan.skipped.append((path, "not a split folder (train, val, test)"))
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            scan.problem(
+                "stray",
+                path,
+                f"{path}: a file beside the split folders of {_rel(top, root)}/ ({names}), "
+                "in no split; move it into the folder of its split, or out of "
+                f"{_rel(top, root)}/",
+            )
+        else:
+            scan.skipped.append((path, f"not an image name ({_IMAGES_TEXT})"))
+
+
+def _scan_part(
+    root: Path, part: _Part, scan: _Scan, near: list[tuple[_Part, str, list[str]]]
+) -> None:
+    images_rel, masks_rel = _rel(part.images, root), _rel(part.masks, root)
     images: dict[str, Path] = {}
-    for path in sorted(images_dir.iterdir()):
+    folders: list[Path] = []
+    for path in sorted(part.images.iterdir()):
         if path.name.startswith("."):
             scan.skipped.append((path, "a hidden file"))
             continue
+        if path.is_dir():
+            folders.append(path)
+            scan.skipped.append((path, "a folder (subfolders are not read)"))
+            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            scan.skipped.append((path, "not an image name (.jpg, .jpeg or .png)"))
+            scan.skipped.append((path, f"not an image name ({_IMAGES_TEXT})"))
             continue
         if path.stem in images:
             scan.problem(
@@ -367,68 +782,134 @@ def _scan(root: Path) -> _Scan:
             )
             continue
         images[path.stem] = path
-    if not images:
-        raise DataError(f"{images_dir}: no images (.jpg, .jpeg, .png) found; {_LAYOUT}")
+    scan.images += len(images)
+    if not images and part.split is None:
+        held = ""
+        if folders:
+            held = (
+                f"; it holds the folders {', '.join(f.name + '/' for f in folders[:SHOW])}"
+                f"{f' and {len(folders) - SHOW} more' if len(folders) > SHOW else ''}, whose "
+                "images are not read: put the images in images/ itself, or in split folders "
+                "images/train/, images/val/, images/test/ (with masks/train/, ...)"
+            )
+        raise DataError(f"{part.images}: no images ({_IMAGES_TEXT}) found{held}; {_LAYOUT}")
 
-    masks: dict[str, Path] = {}
-    other_masks: dict[str, Path] = {}
-    for path in sorted(masks_dir.iterdir()):
+    by_stem: dict[str, list[Path]] = {}
+    other: dict[str, Path] = {}
+    for path in sorted(part.masks.iterdir()):
         if path.name.startswith("."):
             scan.skipped.append((path, "a hidden file"))
-            continue
-        (masks if path.suffix.lower() == ".png" else other_masks)[path.stem] = path
-
-    unpaired_masks = [p for stem, p in masks.items() if stem not in images]
-    unpaired_masks += [p for stem, p in other_masks.items() if stem not in masks]
-    lacking = [stem for stem in sorted(images) if stem not in masks]
-    near: dict[str, list[str]] = {}
-    for stem in lacking:
-        if stem in other_masks:
-            hint = (
-                f"found {other_masks[stem].name}, but masks must be PNG "
-                "(JPEG compression changes label values)"
-            )
+        elif path.is_dir():
+            scan.skipped.append((path, "a folder (subfolders are not read)"))
+        elif path.suffix.lower() in MASK_SUFFIXES:
+            by_stem.setdefault(path.stem, []).append(path)
+        elif path.stem in other:
+            scan.skipped.append((path, f"not a mask name ({_MASKS_TEXT})"))
         else:
-            near[stem] = _close(stem, [p.name for p in unpaired_masks])
-            hint = (
-                f"masks/ holds {_or(near[stem])}: name the mask {stem}.png"
-                if near[stem]
-                else "every image needs masks/<same name>.png"
+            other[path.stem] = path
+    masks: dict[str, Path] = {}
+    for stem, paths in by_stem.items():
+        paths.sort(key=lambda p: (MASK_SUFFIXES.index(p.suffix.lower()), p.name))
+        masks[stem] = chosen = paths[0]
+        read = chosen.suffix.lower()
+        for path in paths[1:]:
+            scan.skipped.append(
+                (path, f"not {read} (the {read} of the same name is the mask read)")
             )
+
+    lossy: dict[str, Path] = {}
+    for stem, path in masks.items():
+        if stem in images and path.suffix.lower() in (".tif", ".tiff"):
+            compression = _tiff_compression(path)
+            if compression in ("jpeg", "tiff_jpeg"):
+                lossy[stem] = path
+                scan.problem(
+                    "lossy",
+                    path,
+                    f"{path}: a JPEG-compressed TIFF (compression {compression}), so not read "
+                    f"as the mask of {images[stem].name}: JPEG compression changes label "
+                    "values; save it again without compression or with LZW or Deflate "
+                    "(how: below)",
+                )
+    for stem in lossy:
+        del masks[stem]
+
+    unpaired = [p for stem, p in masks.items() if stem not in images]
+    unpaired += [p for stem, p in other.items() if stem not in masks]
+    lacking = [stem for stem in sorted(images) if stem not in masks and stem not in lossy]
+    for stem in lacking:
+        close: list[str] = []
+        if stem in other:
+            found = other[stem]
+            if found.suffix.lower() in JPEG_SUFFIXES:
+                hint = (
+                    f"found {found.name}, but masks must be lossless, {_MASKS_TEXT} (JPEG "
+                    "compression changes label values)"
+                )
+            else:
+                hint = f"found {found.name}, but masks are read from {_MASKS_TEXT} files"
+        else:
+            close = _close(stem, [p.name for p in unpaired])
+            hint = (
+                f"{masks_rel}/ holds {_or(close)}: name the mask {stem}.png"
+                if close
+                else f"every image needs {masks_rel}/<same name>.png"
+            )
+            near.append((part, stem, close))
         scan.problem(
             "lacking",
-            masks_dir / f"{stem}.png",
-            f"{masks_dir / (stem + '.png')}: mask for image {images[stem].name} not found; {hint}",
+            part.masks / f"{stem}.png",
+            f"{part.masks / (stem + '.png')}: mask for image {images[stem].name} not found; {hint}",
+            (part.masks, stem),
         )
     for stem in (stem for stem in sorted(masks) if stem not in images):
         close = _close(stem, [images[s].name for s in lacking])
-        hint = f" (images/ holds {_or(close)})" if close else ""
+        hint = f" ({images_rel}/ holds {_or(close)})" if close else ""
         scan.problem(
             "orphan",
             masks[stem],
-            f"{masks[stem]}: mask has no image images/{stem}.jpg, .jpeg or .png{hint}; add "
+            f"{masks[stem]}: mask has no image {images_rel}/{stem}{_IMAGES_TEXT}{hint}; add "
             "the image or remove the mask",
+            masks[stem],
         )
-    for stem, path in other_masks.items():
-        if stem in masks or stem not in images:
-            why = "not a PNG mask (masks/<name>.png)"
-            if stem in masks:
-                why = "not .png (the .png of the same name is the mask read)"
-            scan.skipped.append((path, why))
-    scan.advice += _renaming_advice(masks_dir, near)
-    jpeg = [other_masks[s] for s in lacking if s in other_masks]
-    if jpeg:
-        from segkit.data.encoding import threshold_command
+    for stem, path in other.items():
+        if stem in masks:
+            read = masks[stem].suffix.lower()
+            scan.skipped.append(
+                (path, f"not {read} (the {read} of the same name is the mask read)")
+            )
+        elif stem not in images or stem in lossy:
+            scan.skipped.append((path, f"not a mask name ({_MASKS_TEXT})"))
 
+    from segkit.data.encoding import threshold_command
+
+    unread = [other[s] for s in lacking if s in other]
+    if unread:
         scan.advice.append(
-            f"masks/ holds {len(jpeg)} mask{'s' if len(jpeg) > 1 else ''} in another format "
-            f"than PNG ({_first(jpeg)}); JPEG compression blurs label values, so segkit reads "
-            "PNG masks only. Export them as PNG from the labelling tool, or, for black and "
-            "white masks, threshold them into PNGs next to them: "
-            + threshold_command(masks_dir, sorted({p.suffix for p in jpeg}))
+            f"{masks_rel}/ holds {len(unread)} mask{'s' if len(unread) > 1 else ''} in a "
+            f"format segkit does not read as masks ({_first(unread)}); JPEG compression blurs "
+            f"label values, so segkit reads lossless masks only ({_MASKS_TEXT}). Export them "
+            "as PNG from the labelling tool, or, for black and white masks, threshold them "
+            "into PNGs next to them: "
+            + threshold_command(part.masks, sorted({p.suffix for p in unread}))
         )
-    scan.pairs = {stem: (images[stem], masks[stem]) for stem in images if stem in masks}
-    return scan
+    if lossy:
+        found = list(lossy.values())
+        scan.advice.append(
+            f"{masks_rel}/ holds {len(found)} JPEG-compressed TIFF mask"
+            f"{'s' if len(found) > 1 else ''} ({_first(found)}); JPEG compression blurs label "
+            "values. Export them again without compression (or LZW, Deflate) from the "
+            "labelling tool, or, for black and white masks, threshold them into PNGs next to "
+            "them (the PNG is then the mask read): "
+            + threshold_command(part.masks, sorted({p.suffix for p in found}))
+        )
+    ids = []
+    for stem in images:
+        if stem in masks:
+            scan.pairs[part.id(stem)] = (images[stem], masks[stem])
+            ids.append(part.id(stem))
+    if part.split is not None:
+        scan.by_split[part.split] = ids
 
 
 def _close(stem: str, names: list[str]) -> list[str]:
@@ -446,37 +927,107 @@ def _first(paths: Sequence[Path]) -> str:
     return shown + (f" and {len(paths) - SHOW} more" if len(paths) > SHOW else "")
 
 
-def _renaming_advice(masks_dir: Path, near: dict[str, list[str]]) -> list[str]:
-    """When every mask not found has one near-miss named ``<stem><affix>.png`` (or
-    ``<affix><stem>.png``) with the same affix, the command that renames them all."""
+@dataclass
+class _Renamed:
+    """Masks named ``<image name><affix>`` (or ``<affix><image name>``) in their folders:
+    ``stems[masks folder]`` the images lacking their mask, ``names[masks folder]`` the
+    masks so named."""
+
+    where: str
+    affix: str
+    suffix: str
+    stems: dict[Path, list[str]] = field(default_factory=dict)
+    names: dict[Path, list[str]] = field(default_factory=dict)
+
+    @property
+    def how(self) -> str:
+        if self.where == "suffix":
+            return f"<image name>{self.affix}{self.suffix}"
+        return f"{self.affix}<image name>{self.suffix}"
+
+
+def _renaming_advice(near: list[tuple[_Part, str, list[str]]]) -> tuple[list[str], _Renamed | None]:
+    """When two or more images lack their mask and each has one near-miss named
+    ``<stem><affix>.png`` (or ``<affix><stem>.png``) with the same affix, the command that
+    renames them all, in every masks folder, and what it covers."""
+    near = [(part, stem, names) for part, stem, names in near if names]
     if len(near) < 2:
-        return []
+        return [], None
     affixes = set()
-    for stem, names in near.items():
+    for _, stem, names in near:
         if len(names) != 1:
-            return []
+            return [], None
         other = Path(names[0])
-        if other.suffix.lower() != ".png":
-            return []
+        if other.suffix.lower() not in MASK_SUFFIXES:
+            return [], None
         if other.stem.startswith(stem) and other.stem != stem:
             affixes.add(("suffix", other.stem[len(stem) :], other.suffix))
         elif other.stem.endswith(stem) and other.stem != stem:
             affixes.add(("prefix", other.stem[: -len(stem)], other.suffix))
         else:
-            return []
+            return [], None
     if len(affixes) != 1:
-        return []
-    where, affix, suffix = affixes.pop()
-    if where == "suffix":
-        pattern, new = f"*{affix}{suffix}", f'"${{f%{affix}{suffix}}}.png"'
+        return [], None
+    renamed = _Renamed(*affixes.pop())
+    for part, stem, names in near:
+        renamed.stems.setdefault(part.masks, []).append(stem)
+        renamed.names.setdefault(part.masks, []).append(names[0])
+    affix, suffix = renamed.affix, renamed.suffix
+    if renamed.where == "suffix":
+        pattern, new = f"*{affix}{suffix}", f'"${{f%{affix}{suffix}}}{suffix}"'
     else:
         pattern, new = f"{affix}*{suffix}", f'"${{f#{affix}}}"'
+    rename = f'for f in {pattern}; do mv "$f" {new}; done'
+    folders = list(renamed.stems)
+    if len(folders) == 1:
+        command = f"cd {shlex.quote(str(folders[0]))} && {rename}"
+    else:
+        listed = " ".join(shlex.quote(str(f)) for f in folders)
+        command = f'for d in {listed}; do (cd "$d" && {rename}); done'
     return [
-        f"{len(near)} masks are named <image name>{affix if where == 'suffix' else ''}.png"
-        f"{'' if where == 'suffix' else f' with {affix!r} before the name'}; segkit pairs "
-        f"masks/<image name>.png with images/<image name>.*: rename them with "
-        f'cd {masks_dir} && for f in {pattern}; do mv "$f" {new}; done'
-    ]
+        f"{len(near)} masks are named {renamed.how}; segkit pairs masks/<image name>"
+        f"{suffix} with images/<image name>.*: rename them with {command}"
+    ], renamed
+
+
+def _condense(root: Path, scan: _Scan, renamed: _Renamed) -> None:
+    """One problem per masks folder for the images that lack their mask and the masks
+    without an image that the renaming advice pairs, where that problem's first was."""
+    covered_lacking = {(d, s) for d, stems in renamed.stems.items() for s in stems}
+    covered_masks = {d / n for d, names in renamed.names.items() for n in names}
+    kept: list[tuple[str, tuple[Path, str], Any]] = []
+    placed: set[Path] = set()
+    for kind, problem, key in zip(scan.kinds, scan.problems, scan.keys, strict=True):
+        folder = None
+        if kind == "lacking" and key in covered_lacking:
+            folder = key[0]
+        elif kind == "orphan" and key in covered_masks:
+            folder = key.parent
+        if folder is None:
+            kept.append((kind, problem, key))
+            continue
+        if folder in placed:
+            continue
+        placed.add(folder)
+        n, names = len(renamed.stems[folder]), renamed.names[folder]
+        shown = ", ".join(names[:SHOW]) + (f" and {n - SHOW} more" if n > SHOW else "")
+        kept.append(
+            (
+                "renamed",
+                (
+                    folder,
+                    f"{folder}: {n} image{'s lack their masks' if n > 1 else ' lacks its mask'} "
+                    f"and {n} mask{'s' if n > 1 else ''} {'their' if n > 1 else 'its'} image: "
+                    f"the masks are named {renamed.how} ({shown}); segkit pairs "
+                    f"{_rel(folder, root)}/<image name>{renamed.suffix} with the image of that "
+                    "name: the command below renames them",
+                ),
+                folder,
+            )
+        )
+    scan.kinds = [k for k, _, _ in kept]
+    scan.problems = [p for _, p, _ in kept]
+    scan.keys = [k for _, _, k in kept]
 
 
 def _summary(scan: _Scan, root: Path) -> str:
