@@ -288,8 +288,7 @@ def test_a_masks_folder_by_another_common_name_is_read(tmp_path: Path, name: str
     assert FolderDataset.recognizes(root)
     ds = FolderDataset(root)
     assert ds.samples("test")[0].mask.parent == root / name
-    if name != "annotations":  # that one the oxford_pet layout claims too: --dataset picks
-        assert RunConfig(data=str(root)).resolved_dataset() == "folder"
+    assert RunConfig(data=str(root)).resolved_dataset() == "folder"
 
 
 def test_two_masks_folders_by_other_names_are_refused(tmp_path: Path) -> None:

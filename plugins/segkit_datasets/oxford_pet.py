@@ -162,8 +162,15 @@ class OxfordPet:
     @staticmethod
     def recognizes(root: Path) -> bool:
         """``recognizes`` capability: an ``annotations/`` folder marks this layout (what it
-        lacks is then reported in this layout's words)."""
-        return (Path(root) / "annotations").is_dir()
+        lacks is then reported in this layout's words), unless it holds mask files itself
+        and no ``trimaps/``: that is a user's masks folder by another name (``folder``)."""
+        annotations = Path(root) / "annotations"
+        if not annotations.is_dir():
+            return False
+        if (annotations / "trimaps").is_dir():
+            return True
+        masks = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+        return not any(p.suffix.lower() in masks for p in annotations.iterdir())
 
     @classmethod
     def audit(cls, root: Path, **options: Any) -> LayoutAudit:

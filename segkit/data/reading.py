@@ -194,8 +194,8 @@ def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.
     transparent = None
     if im.mode in ("RGBA", "LA", "PA"):
         transparent = np.asarray(im.getchannel("A")) == 0
-    if im.mode not in ("L", "P", "1", "I", "I;16"):
-        im = im.convert("L")
+    if im.mode not in ("L", "P", "1", "I") and not im.mode.startswith("I;16"):
+        im = im.convert("L")  # 16-bit masks keep their values (I;16B too), checked later
     raw = np.asarray(im)
     if transparent is not None and transparent.any():
         raw = np.where(transparent, 0, raw).astype(raw.dtype)  # see-through: background
