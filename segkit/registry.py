@@ -91,6 +91,12 @@ class PluginInfo:
     _entry_point: Any = field(repr=False, default=None)
     _loaded: Any = field(repr=False, default=None)
 
+    @property
+    def label(self) -> str:
+        """The plugin in messages: ``model 'unet' from distribution 'segkit' 0.1.0``."""
+        where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
+        return f"{where} {self.version}" if self.version else where
+
     def load(self) -> Any:
         """Import the plugin and return its object (factory, class or recipe function).
 
