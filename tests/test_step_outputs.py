@@ -99,7 +99,7 @@ WRONG_MODELS = {
     ),
     "integer": (
         lambda: Net(post=lambda y: (y > 0).long()),
-        r"returned a int64 tensor .*; return the raw logits, before any threshold or argmax",
+        r"returned an int64 tensor .*; return the raw logits, before any threshold or argmax",
     ),
     "dict": (
         lambda: Net(post=lambda y: {"out": y}),

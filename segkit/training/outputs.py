@@ -70,8 +70,9 @@ class PluginRef:
 def _returned(value: Any) -> str:
     """What a plugin returned, in a few words."""
     if isinstance(value, torch.Tensor):
-        shape = tuple(value.shape)
-        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {shape}"
+        dtype = str(value.dtype).removeprefix("torch.")
+        article = "an" if dtype.startswith(("int", "uint")) else "a"
+        return f"{article} {dtype} tensor of shape {tuple(value.shape)}"
     if isinstance(value, dict):
         keys = ", ".join(repr(k) for k in list(value)[:5])
         return f"a {type(value).__name__} with keys {keys or 'none'}, not a tensor"
