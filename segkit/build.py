@@ -45,6 +45,7 @@ from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
 from segkit.training.graph_policy import GraphDecision, decide_cuda_graphs
 from segkit.training.loops import EvalContext, StepContext, TrainStep, step_quietly
+from segkit.training.outputs import PluginRef
 from segkit.training.precision import create_precision
 from segkit.training.runtime import Runtime
 
@@ -664,6 +665,7 @@ def create_step(
         ema=ema,
         accumulate=config.accumulate,
         on_nan=config.on_nan,
+        plugins=(PluginRef.find("models", config.model), PluginRef.find("losses", config.loss)),
     )
     decision = decide_graphs(config, runtime, train_images)
     if (error := decision.error()) is not None:

@@ -43,7 +43,14 @@ class PluginLoadError(PluginError):
 
 
 class DuplicatePluginError(PluginError):
-    """Two distributions register the same name in one entry-point group."""
+    """Two distributions register the same name in one entry-point group (raised when that
+    name is used; the other plugins of the group keep working)."""
+
+
+class PluginContractError(PluginError):
+    """A plugin loaded, but what it returned breaks its kind's contract (a model's logits
+    of the wrong shape or dtype, a loss that is not a scalar tensor). The message names the
+    plugin, what it returned, what was expected, and the conformance check to run."""
 
 
 class CheckpointError(SegkitError):

@@ -15,7 +15,9 @@ original exception, and other plugins keep working. On load, the factory's signa
 compared with its kind's contract (:func:`segkit.contracts.contract_problems`); a
 mismatch is a :class:`~segkit.errors.PluginLoadError` naming the plugin and the
 parameter. Two distributions claiming one name is a
-:class:`~segkit.errors.DuplicatePluginError` naming both.
+:class:`~segkit.errors.DuplicatePluginError` naming both, raised when that name is used
+(:meth:`Registry.info`, :meth:`Registry.get`, ``load()``): listing a kind never raises, so
+the other plugins keep working and ``segkit list`` shows every claimant of the name.
 
 Set ``SEGKIT_DISABLE_PLUGIN_AUTOLOAD=1`` to see only the plugins of the ``segkit``
 distribution itself (useful to rule out a broken third-party package).
@@ -90,13 +92,41 @@ class PluginInfo:
     version: str
     _entry_point: Any = field(repr=False, default=None)
     _loaded: Any = field(repr=False, default=None)
+    #: Every plugin registered under this name when several distributions claim it (this
+    #: one included, sorted by distribution); empty when the name is this plugin's alone.
+    claims: tuple[PluginInfo, ...] = field(repr=False, compare=False, default=())
+
+    def clash_error(self) -> DuplicatePluginError | None:
+        """The error naming every distribution that claims this name, or None."""
+        if not self.claims:
+            return None
+        by = [
+            f"distribution '{p.distribution}'{' ' + p.version if p.version else ''} ({p.target})"
+            for p in self.claims
+        ]
+        times = "twice" if len(by) == 2 else f"{len(by)} times"
+        return DuplicatePluginError(
+            f"{SINGULAR[self.kind]} name '{self.name}' is registered {times}: by "
+            f"{', by '.join(by[:-1])} and by {by[-1]}; uninstall all but one of them "
+            f"or rename the entry point in group '{GROUPS[self.kind]}' (the other "
+            f"{self.kind} keep working; `segkit list {self.kind}` shows every claimant)"
+        )
+
+    @property
+    def label(self) -> str:
+        """The plugin in messages: ``model 'unet' from distribution 'segkit' 0.1.0``."""
+        where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
+        return f"{where} {self.version}" if self.version else where
 
     def load(self) -> Any:
         """Import the plugin and return its object (factory, class or recipe function).
 
         Raises:
             PluginLoadError: the import failed or the object is not callable.
+            DuplicatePluginError: several distributions claim this plugin's name.
         """
+        if (clash := self.clash_error()) is not None:
+            raise clash
         if self._loaded is not None:
             return self._loaded
         where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
@@ -155,16 +185,17 @@ class Registry:
     def plugins(self, kind: str) -> dict[str, PluginInfo]:
         """All plugins of ``kind`` by name, discovered without importing them.
 
-        Raises:
-            DuplicatePluginError: two distributions register the same name.
+        A name several distributions register maps to the first of them (by distribution
+        name), whose ``claims`` lists them all; using it raises
+        :class:`~segkit.errors.DuplicatePluginError` (see :meth:`clashes`). Listing never
+        raises for it, so the other plugins keep working.
         """
         kind = self._check_kind(kind)
         if kind in self._cache:
             return self._cache[kind]
         import entrypoints
 
-        found: dict[str, PluginInfo] = {}
-        seen_distros: dict[str, str] = {}  # name -> distribution that claimed it first
+        found: dict[str, list[PluginInfo]] = {}  # name -> its claimants, one per distribution
         groups = (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))
         eps = [ep for group in groups for ep in entrypoints.get_group_all(group, path=self.path)]
         for ep in eps:
@@ -173,24 +204,26 @@ class Registry:
             if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
                 continue
             target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
-            if ep.name in found:
-                first = found[ep.name]
-                if seen_distros[ep.name] == distro:
-                    # The same distribution seen twice on the path (an egg-info in the source
-                    # tree beside the installed dist-info): the first one wins, as in Python's
-                    # own importlib.metadata.
-                    continue
-                claims = sorted([(first.distribution, first.target), (distro, target)])
-                raise DuplicatePluginError(
-                    f"{SINGULAR[kind]} name '{ep.name}' is registered twice: by "
-                    f"distribution '{claims[0][0]}' ({claims[0][1]}) and by "
-                    f"distribution '{claims[1][0]}' ({claims[1][1]}); uninstall one of them "
-                    f"or rename its entry point in group '{GROUPS[kind]}'"
-                )
-            seen_distros[ep.name] = distro
-            found[ep.name] = PluginInfo(kind, ep.name, target, distro, version, ep)
-        self._cache[kind] = dict(sorted(found.items()))
-        return self._cache[kind]
+            claimants = found.setdefault(ep.name, [])
+            if any(p.distribution == distro for p in claimants):
+                # The same distribution seen twice on the path (an egg-info in the source
+                # tree beside the installed dist-info): the first one wins, as in Python's
+                # own importlib.metadata.
+                continue
+            claimants.append(PluginInfo(kind, ep.name, target, distro, version, ep))
+        plugins = {}
+        for name, claimants in sorted(found.items()):
+            if len(claimants) > 1:
+                claimants.sort(key=lambda p: (p.distribution, p.target))
+                for p in claimants:
+                    p.claims = tuple(claimants)
+            plugins[name] = claimants[0]
+        self._cache[kind] = plugins
+        return plugins
+
+    def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
+        """The names of ``kind`` that several distributions register, with every claimant."""
+        return {n: p.claims for n, p in self.plugins(kind).items() if p.claims}
 
     def names(self, kind: str) -> list[str]:
         """Sorted plugin names of ``kind``."""
@@ -201,10 +234,13 @@ class Registry:
 
         Raises:
             PluginNotFoundError: no such plugin; the message suggests close names.
+            DuplicatePluginError: several distributions register ``name``.
         """
         kind = self._check_kind(kind)
         plugins = self.plugins(kind)
         if name in plugins:
+            if (clash := plugins[name].clash_error()) is not None:
+                raise clash
             return plugins[name]
         close = difflib.get_close_matches(name, plugins, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

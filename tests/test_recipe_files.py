@@ -380,3 +380,28 @@ def test_a_compose_file_named_in_a_recipe_file_is_recorded_by_its_contents(tmp_p
     op = build_recipe(recorded).train[0]
     assert op == AlbumentationsCompose(A.Compose([A.Transpose(p=1.0)]))
     assert config.recipe_definition["train"][0]["plugin"] == "segkit"
+
+
+def test_an_albumentations_transform_in_a_recipe_names_its_type_and_the_segkit_op():
+    import albumentations as A
+
+    with pytest.raises(ConfigError) as info:
+        R.Recipe("alb_op", train=(A.HorizontalFlip(p=0.5), R.Resize(size=32), R.Normalize()))
+    text = str(info.value)
+    assert text.startswith(
+        "recipe 'alb_op': train[0] is HorizontalFlip(p=0.5) (type albumentations."
+    )
+    assert ".HorizontalFlip), not a segkit.recipes op" in text
+    assert "use segkit.recipes.HorizontalFlip instead" in text
+    assert "use one of" not in text  # not a list that holds the name it refused
+    assert "AlbumentationsCompose from segkit" in text  # the ops plugins add, by name
+    assert "docs/recipes.md, 'Your own albumentations pipeline'" in text
+    # A transform segkit has no op of that name for: the vocabulary, and the wrapper.
+    with pytest.raises(ConfigError, match=r"eval\[0\] is GridDistortion\(.*\(type albumentations"
+                       r"\..*GridDistortion\), .*use one of segkit.recipes' ops: HorizontalFlip, "):  # fmt: skip
+        R.Recipe("x", train=(R.Normalize(),), eval=(A.GridDistortion(), R.Normalize()))
+    # Not albumentations at all: no albumentations advice.
+    with pytest.raises(ConfigError) as info:
+        R.Recipe("x", train=("flip", R.Normalize()))
+    assert "is 'flip' (type builtins.str)" in str(info.value)
+    assert "albumentations pipeline" not in str(info.value)

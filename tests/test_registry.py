@@ -109,16 +109,81 @@ def test_plugin_that_is_not_callable_is_refused(site):
         Registry(path=[str(site)]).get("losses", "number")
 
 
-def test_duplicate_name_names_both_distributions(site):
+def test_duplicate_name_names_both_distributions_when_used(site):
     for dist in ("fake-one", "fake-two"):
         make_distribution(
             site, dist, {"segkit.losses": {"twin": f"{dist.replace('-', '_')}:create"}}, {}
         )
-    with pytest.raises(
-        DuplicatePluginError,
-        match=r"loss name 'twin' is registered twice: by distribution 'fake_one' .* and by distribution 'fake_two'",
-    ):
-        Registry(path=[str(site)]).plugins("losses")
+    reg = Registry(path=[str(site)])
+    assert reg.names("losses") == ["twin"]  # listing the kind does not raise
+    message = (
+        r"loss name 'twin' is registered twice: by distribution 'fake_one' 1\.0 "
+        r"\(fake_one:create\) and by distribution 'fake_two' 1\.0 \(fake_two:create\); "
+        r"uninstall all but one of them or rename the entry point in group 'segkit.losses'"
+    )
+    with pytest.raises(DuplicatePluginError, match=message):
+        reg.info("losses", "twin")
+    with pytest.raises(DuplicatePluginError, match=message):
+        reg.get("losses", "twin")
+    with pytest.raises(DuplicatePluginError, match=message):
+        reg.plugins("losses")["twin"].load()
+    claims = reg.clashes("losses")["twin"]
+    assert [p.distribution for p in claims] == ["fake_one", "fake_two"]
+
+
+CLASHING = {
+    # Two distributions claim the models 'unet' (segkit's own) and 'shared', and the
+    # losses 'shared'; 'fine' and segkit's other plugins must keep working.
+    "fake-a": (
+        {"segkit.models": {"unet": "fake_a:create", "shared": "fake_a:create", "fine": "fake_a:create"},
+         "segkit.losses": {"shared": "fake_a:loss"}},
+        {"fake_a": "import torch\n\ndef create(in_channels=3, out_channels=1):\n"
+                   "    return torch.nn.Conv2d(in_channels, out_channels, 1)\n\n"
+                   "def loss():\n    return torch.nn.BCEWithLogitsLoss()\n"},
+    ),
+    "fake-b": (
+        {"segkit.models": {"shared": "fake_b:create"}, "segkit.losses": {"shared": "fake_b:loss"}},
+        {"fake_b": "def create(in_channels=3, out_channels=1):\n    pass\n\n"
+                   "def loss():\n    pass\n"},
+    ),
+}  # fmt: skip
+
+
+def test_a_clash_breaks_only_its_name_and_segkit_list_shows_every_one(site, monkeypatch, capsys):
+    from segkit import registry
+    from segkit.cli import main
+    from segkit.testing import parametrize_plugins, plugin_names
+
+    for dist, (groups, modules) in CLASHING.items():
+        make_distribution(site, dist, groups, modules)
+    monkeypatch.setattr(registry, "_default", Registry())  # the process registry sees them
+    # Everything else keeps working: other names, other kinds, the kit's parametrization.
+    assert registry.create("models", "fine").out_channels == 1
+    assert registry.create("models", "resnet34_unet") is not None
+    assert registry.get("recipes", "type3") is not None
+    assert {"unet", "shared", "fine"} <= set(plugin_names("models"))
+    assert plugin_names("models", distribution="fake-b") == ["shared"]
+    assert plugin_names("models", distribution="fake-a") == ["fine", "shared", "unet"]
+    assert parametrize_plugins("models", "losses", rules=True).args[1]  # collection works
+    with pytest.raises(DuplicatePluginError, match=r"model name 'unet' is registered twice: "
+                       r"by distribution 'fake_a' 1\.0 .* and by distribution 'segkit'"):  # fmt: skip
+        registry.get("models", "unet")
+
+    assert main(["list"]) == 0  # informative, as for a plugin that fails to load
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines()]
+    for kind, name, dist in [("models", "unet", "fake_a"), ("models", "unet", "segkit"),
+                             ("models", "shared", "fake_a"), ("models", "shared", "fake_b"),
+                             ("losses", "shared", "fake_a"), ("losses", "shared", "fake_b")]:  # fmt: skip
+        assert [r for r in rows if r[:3] == [kind, name, dist] and r[-1] == "CLASH"], (kind, name)
+    assert ["models", "fine", "fake_a", "1.0", "ok"] in rows
+    # Every clash at once, each message naming both distributions.
+    assert "model name 'unet' is registered twice" in err
+    assert "model name 'shared' is registered twice" in err
+    assert "loss name 'shared' is registered twice" in err
+    assert main(["list", "models", "--check"]) == 1
+    assert main(["list", "losses", "--no-import"]) == 0
+    assert "CLASH" in capsys.readouterr().out  # known from the metadata alone
 
 
 def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):

@@ -18,7 +18,8 @@ def add_list(sub: Any) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if any plugin fails to load or breaks its kind's contract, with tracebacks",
+        help="exit 1 if any plugin fails to load, breaks its kind's contract or shares its "
+        "name with another distribution's, with tracebacks",
     )
     p.add_argument(
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
@@ -35,6 +36,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for kind in kinds:
         for name, info in reg.plugins(kind).items():
+            if info.claims:  # several distributions register the name: a row for each
+                failures.append((info, info.clash_error()))
+                for claim in info.claims:
+                    dist = f"{claim.distribution} {claim.version}".strip()
+                    rows.append((kind, name, dist, "CLASH"))
+                continue
             error = None if args.no_import else _load_error(info)
             if error is not None:
                 failures.append((info, error))
@@ -50,7 +57,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
     for info, e in failures:
         print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
-        if args.check and e.__cause__ is not None:
+        if args.check and e is not None and e.__cause__ is not None:
             import traceback
 
             traceback.print_exception(e.__cause__, file=sys.stderr)

@@ -14,6 +14,7 @@ give the normalization. The predictor, ``segkit evaluate``, ``segkit compare`` a
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -254,15 +255,43 @@ def restore_model(
             config, runtime, restoring=True, out_channels=checkpoint_task(ckpt).num_classes
         )
     except PluginNotFoundError as e:
+        recorded = recorded_plugin(path, "models", config.model)
+        if recorded is None:
+            raise CheckpointError(
+                f"{path}: was trained with model '{config.model}', which is not installed "
+                f"here ({e}). Install the package that provides it"
+            ) from None
+        distribution, version = recorded
+        pin = f"{distribution}=={version}" if version else distribution
         raise CheckpointError(
-            f"{path}: was trained with model '{config.model}', which is not installed here "
-            f"({e}). Install the package that provides it"
+            f"{path}: trained with model '{config.model}' from distribution {distribution}"
+            f"{' ' + version if version else ''}, which is not installed here; "
+            f"`pip install {pin}` (or a version of {distribution} that still provides "
+            f"'{config.model}'), then run this again"
         ) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(_misfit(path, config, str(e))) from None
     return model.eval()
+
+
+def recorded_plugin(path: Path, kind: str, name: str) -> tuple[str, str] | None:
+    """``(distribution, version)`` of the plugin ``name`` of ``kind`` a checkpoint's run
+    used, as the ``config.json`` of its run folder records it under
+    ``resolved.plugins`` (the checkpoint itself does not); None where that file is not
+    beside the checkpoint, is unreadable or records another name."""
+    try:
+        recorded = json.loads((path.parent / "config.json").read_text())
+        plugin = recorded["resolved"]["plugins"][kind]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(plugin, dict) or plugin.get("name") != name:
+        return None
+    distribution, version = plugin.get("distribution"), plugin.get("version") or ""
+    if not isinstance(distribution, str) or not distribution or not isinstance(version, str):
+        return None
+    return distribution, version
 
 
 def _misfit(path: Path, config: RunConfig, torch_says: str) -> str:

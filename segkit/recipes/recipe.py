@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from segkit.errors import ConfigError
-from segkit.recipes.lookup import op_from_dict, op_to_dict, with_close
+from segkit.errors import ConfigError, PluginError
+from segkit.recipes.lookup import op_from_dict, op_to_dict, plugin_ops, with_close
 from segkit.recipes.ops import SIZING_OPS, VOCABULARY, Normalize, Op, RandomCrop, Resize
 
 
@@ -36,13 +36,9 @@ class Recipe:
                 object.__setattr__(self, "eval", (self.train[-1],))
         for stage in ("train", "eval"):
             ops = getattr(self, stage)
-            for op in ops:
+            for i, op in enumerate(ops):
                 if not isinstance(op, Op):
-                    raise ConfigError(
-                        f"recipe '{self.name}': {stage} holds {op!r}, which is not a "
-                        f"segkit.recipes op; use one of {', '.join(VOCABULARY)} (or an op "
-                        "a plugin adds)"
-                    )
+                    raise ConfigError(f"recipe '{self.name}': {stage}[{i}] {_foreign(op)}")
             if not ops or not isinstance(ops[-1], Normalize):
                 raise ConfigError(f"recipe '{self.name}': {stage} ops must end with Normalize")
 
@@ -117,3 +113,36 @@ class Recipe:
 def eval_ops(image_size: int) -> tuple[Op, ...]:
     """The evaluation pipeline every built-in recipe uses: resize, then normalize."""
     return (Resize(size=image_size), Normalize())
+
+
+def _foreign(op: Any) -> str:
+    """Why ``op``, held by a recipe, is not one of its ops, and what to use instead: the
+    segkit op of the same name where there is one, else the vocabulary; and the ops
+    plugins add (one of them may wrap a whole pipeline of the library ``op`` comes from)."""
+    kind = type(op)
+    where = f"{kind.__module__}.{kind.__qualname__}"
+    shown = repr(op)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    said = (
+        f"is {shown} (type {where}), not a segkit.recipes op (a recipe is data that every "
+        "loader compiles)"
+    )
+    if kind.__name__ in VOCABULARY:
+        use = f"use segkit.recipes.{kind.__name__} instead (see docs/recipes.md for its parameters)"
+    else:
+        use = f"use one of segkit.recipes' ops: {', '.join(VOCABULARY)}"
+    try:
+        added = [f"{n} from {info.distribution}" for n, info in plugin_ops().items()]
+    except PluginError:
+        added = []
+    if added:
+        use += (
+            f"; for a transform outside that vocabulary, an op a plugin adds "
+            f"({', '.join(added)}; `segkit list ops`)"
+        )
+    if kind.__module__.split(".")[0] == "albumentations":
+        use += (
+            "; any albumentations pipeline can be wrapped whole: see docs/recipes.md, "
+            "'Your own albumentations pipeline'"
+        )
+    return f"{said}; {use}"

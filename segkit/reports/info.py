@@ -27,6 +27,7 @@ from typing import Any
 
 from segkit.build import create_model
 from segkit.errors import ConfigError
+from segkit.training.outputs import PluginRef, check_logits
 
 __all__ = ["ModelInfo", "model_info"]
 
@@ -92,6 +93,8 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
         PluginNotFoundError: no model ``name`` (the message suggests close names).
         ConfigError: bad options, or ``image_size`` not a multiple of the model's
             ``min_input_multiple``.
+        PluginContractError: the model's output is not ``(2, 1, image_size, image_size)``
+            float32 logits (see :func:`segkit.training.outputs.check_logits`).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -124,6 +127,7 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     with FlopCounterMode(display=False) as forward:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(x)
+    check_logits(out, x, 1, model=PluginRef.find("models", name))  # before .backward() trips on it
     grouped_ok = {torch.ops.aten.convolution_backward: _conv_backward_flop}
     with FlopCounterMode(display=False, custom_mapping=grouped_ok) as backward:
         out.float().sum().backward()

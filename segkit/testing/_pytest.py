@@ -57,7 +57,13 @@ def plugin_names(kind: str, distribution: str | None = None) -> list[str]:
     if distribution is None:
         return list(plugins)
     want = _normalize(distribution)
-    return [n for n, info in plugins.items() if _normalize(info.distribution) == want]
+    # A name several distributions register is listed for each of them (its checks then
+    # fail with the DuplicatePluginError naming them all).
+    return [
+        n
+        for n, info in plugins.items()
+        if any(_normalize(p.distribution) == want for p in info.claims or (info,))
+    ]
 
 
 def parametrize_plugins(*kinds: str, distribution: str | None = None, rules: bool = False) -> Any:

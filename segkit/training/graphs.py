@@ -10,9 +10,10 @@ loss, backward, the fused Adam update) and replays them with one call.
 ``counts``, so :func:`~segkit.training.loops.train_one_epoch` drives it unchanged). Its
 life, following PyTorch's whole-network capture (the CUDA semantics notes, "CUDA Graphs"):
 
-1. **Warm-up.** The first ``warmup`` full batches are ordinary eager steps on a side
-   stream: they train, as any step, and on the way cudnn's autotuner picks its kernels
-   and Adam creates its state, none of which may happen under capture.
+1. **Warm-up.** The first ``warmup`` full batches (at least one) are ordinary eager steps
+   on a side stream: they train, as any step, and on the way cudnn's autotuner picks its
+   kernels, Adam creates its state, and the first step checks the model's logits and the
+   loss (:mod:`segkit.training.outputs`), none of which may happen under capture.
 2. **Capture.** The next full batch is copied into static input buffers and the step is
    captured on the same side stream, with the gradients set to None first (the captured
    backward then writes them into the graph's own memory), autocast without its weight
@@ -104,7 +105,9 @@ class GraphStep(TrainStep):
         batch_size: The size of a full batch: the shape captured. Batches of another
             size run eagerly.
         warmup: Eager steps of full batches before the capture (PyTorch's examples take 3;
-            DDP, which is not captured here, would need 11).
+            DDP, which is not captured here, would need 11); at least 1: the first step
+            checks what the model and the loss return
+            (:mod:`segkit.training.outputs`), which a capture must not do.
         fallback: A failed capture falls back to the eager step for the rest of the run,
             with one line (``--cuda-graphs auto``); False raises (``on``).
         graph: Makes the graph object: ``graph(stream) -> obj`` with ``capture(body)`` and
@@ -134,10 +137,11 @@ class GraphStep(TrainStep):
         why = _unservable(context, custom_graph=graph is not None)
         if why:
             raise ValueError(f"GraphStep: {why}")
-        if batch_size < 1 or warmup < 0 or trial < 0:
+        if batch_size < 1 or warmup < 1 or trial < 0:
             raise ValueError(
                 f"GraphStep: batch_size {batch_size}, warmup {warmup}, trial {trial}: expected "
-                "batch_size >= 1, warmup >= 0 and trial >= 0"
+                "batch_size >= 1, warmup >= 1 (the first step checks the model's and the "
+                "loss's outputs eagerly, never under capture) and trial >= 0"
             )
         device = context.runtime.device
         self.batch_size = batch_size

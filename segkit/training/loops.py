@@ -27,6 +27,7 @@ from segkit.task import Task
 from segkit.training import distributed
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
+from segkit.training.outputs import PluginRef, check_logits, check_loss
 from segkit.training.precision import Precision
 from segkit.training.runtime import Runtime
 
@@ -137,6 +138,9 @@ class StepContext:
         on_nan: ``stop``: a NaN or infinite loss stops the run (found without a host sync
             per step, see :class:`_BadStepWatch`); ``skip``: such a batch is skipped, at
             the cost of one host sync per step.
+        plugins: The model and loss plugins (:class:`~segkit.training.outputs.PluginRef`),
+            named when the first step finds their output breaks the contract; None: the
+            parts were built outside the registry, and the message says so.
     """
 
     model: torch.nn.Module
@@ -148,6 +152,7 @@ class StepContext:
     ema: AveragedModel | None = None
     accumulate: int = 1
     on_nan: str = "stop"
+    plugins: tuple[PluginRef, PluginRef] | None = None
 
 
 @dataclass
@@ -184,6 +189,9 @@ class TrainStep:
         #: A line for the run's log about how the step was chosen (``--cuda-graphs``), or
         #: None: set by :func:`segkit.build.create_step`.
         self.note: str | None = None
+        #: The first step checks the model's logits and the loss (:meth:`_check`); later
+        #: steps only read this flag.
+        self.checked = False
 
     def graph_record(self) -> dict[str, Any] | None:
         """What ``--cuda-graphs`` did, for ``summary.json``: None for the eager step (a
@@ -220,7 +228,12 @@ class TrainStep:
         with contextlib.nullcontext() if syncing else self.no_sync():
             with self.autocast():
                 logits = c.model(images)
+                if not self.checked:
+                    self._check("logits", logits, images)
                 loss = c.loss_fn(logits, masks)
+                if not self.checked:
+                    self._check("loss", loss, images)
+                    self.checked = True
             if c.on_nan == "skip" and not self._finite_everywhere(loss):
                 self._skip(last)
                 return None
@@ -228,6 +241,22 @@ class TrainStep:
         if last:
             self._update()
         return StepOutput(logits, masks, loss)
+
+    def _check(self, what: str, value: Any, images: torch.Tensor) -> None:
+        """The first step's check of the model's logits (``what`` "logits") or the loss's
+        value ("loss"), on the tensors it computed (metadata only: no sync, no extra
+        forward).
+
+        Raises:
+            PluginContractError: naming the plugin, what it returned and what was expected.
+        """
+        c = self.context
+        model, loss = c.plugins or (PluginRef.unnamed("models"), PluginRef.unnamed("losses"))
+        autocast = getattr(c.runtime.precision, "dtype", None)
+        if what == "logits":
+            check_logits(value, images, c.task.num_classes, autocast=autocast, model=model)
+        else:
+            check_loss(value, autocast=autocast, plugin=loss)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The forward's and loss's autocast: the precision's."""

@@ -1,0 +1,67 @@
+"""A checkpoint whose model plugin is not installed: open_trained (what predict, evaluate,
+export and compare share) names the distribution and version its run folder's config.json
+records and the pip command that brings it back, without a misleading did-you-mean."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import save_checkpoint
+from PIL import Image
+
+from segkit.cli import main
+from segkit.errors import CheckpointError
+from segkit.inference.trained import open_trained, recorded_plugin
+
+
+def _run_folder(tmp_path: Path, model: str = "gone", resolved: dict | None = None) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    ckpt = save_checkpoint(folder / "best.pt", model=model)
+    plugins = {"models": {"name": model, "distribution": "segkit_audit", "version": "0.1.0"}}
+    record = {
+        "model": model,
+        "resolved": resolved if resolved is not None else {"plugins": plugins},
+    }
+    (folder / "config.json").write_text(json.dumps(record))
+    return ckpt
+
+
+def test_the_recorded_distribution_and_version_are_named_with_the_pip_command(tmp_path):
+    ckpt = _run_folder(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        open_trained(ckpt, device="cpu")
+    assert str(info.value) == (
+        f"{ckpt}: trained with model 'gone' from distribution segkit_audit 0.1.0, which is "
+        "not installed here; `pip install segkit_audit==0.1.0` (or a version of segkit_audit "
+        "that still provides 'gone'), then run this again"
+    )
+    assert "Did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["evaluate", "{ckpt}"], ["export", "{ckpt}", "--out", "{tmp}/m.onnx"],
+     ["predict", "{ckpt}", "{tmp}/in", "--out", "{tmp}/pred"]],
+)  # fmt: skip
+def test_evaluate_export_and_predict_say_it_in_one_line(tmp_path, capsys, argv):
+    ckpt = _run_folder(tmp_path)
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")
+    code = main([a.format(ckpt=ckpt, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "`pip install segkit_audit==0.1.0`" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_without_a_record_the_message_stays_generic(tmp_path):
+    ckpt = _run_folder(tmp_path, resolved={})  # an old run folder: nothing recorded
+    with pytest.raises(CheckpointError, match=r"was trained with model 'gone', which is not "
+                       r"installed here \(no model named 'gone'"):  # fmt: skip
+        open_trained(ckpt, device="cpu")
+    assert recorded_plugin(tmp_path / "elsewhere" / "best.pt", "models", "gone") is None
+    # A record of another model (the config.json of another run) is not believed.
+    assert recorded_plugin(ckpt, "models", "other") is None
+    assert recorded_plugin(ckpt, "losses", "gone") is None
