@@ -65,3 +65,32 @@ def test_without_a_record_the_message_stays_generic(tmp_path):
     # A record of another model (the config.json of another run) is not believed.
     assert recorded_plugin(ckpt, "models", "other") is None
     assert recorded_plugin(ckpt, "losses", "gone") is None
+
+
+def test_a_checkpoint_moved_out_of_its_run_folder_still_names_the_distribution(tmp_path):
+    import torch
+
+    from segkit.training import checkpoint as ckpt_io
+
+    path = save_checkpoint(tmp_path / "moved.pt", model="gone")  # no config.json beside it
+    state = torch.load(path, weights_only=True)
+    record = {"name": "gone", "distribution": "segkit_audit", "version": "0.1.0"}
+    state["plugins"] = {"models": record}
+    ckpt_io.save_atomic(state, path)
+    with pytest.raises(CheckpointError, match=r"`pip install segkit_audit==0\.1\.0`"):
+        open_trained(path, device="cpu")
+
+
+def test_training_and_weights_checkpoints_record_the_plugins():
+    from segkit.training import checkpoint as ckpt_io
+
+    plugins = {"models": {"name": "unet", "distribution": "segkit", "version": "0.1.0"}}
+    state = {
+        "config": {},
+        "model": {},
+        "epoch": 3,
+        "best_valid_dice": 0.5,
+        "best_epoch": 2,
+        "plugins": plugins,
+    }
+    assert ckpt_io.weights_state(state)["plugins"] == plugins

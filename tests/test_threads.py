@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import segkit
 from segkit import build
 from segkit.config import RunConfig
 from segkit.system import threads as threads_mod
@@ -89,7 +90,14 @@ def test_a_resumed_auto_run_keeps_the_count_it_started_with(fresh, tiny_pets, tm
         num_workers=0, threads="auto", keep_last=True, out=str(tmp_path), name="r", seed=1,
     )  # fmt: skip
     engine.train(config)
-    assert ckpt_io.load(tmp_path / "r" / "last.pt", map_location="cpu")["threads"] == 1
+    last = ckpt_io.load(tmp_path / "r" / "last.pt", map_location="cpu")
+    assert last["threads"] == 1
+    # The checkpoints name the package of each plugin (a moved best.pt still can).
+    best = ckpt_io.load(tmp_path / "r" / "best.pt", map_location="cpu")
+    for state in (last, best):
+        assert state["plugins"]["models"] == {
+            "name": "unet", "distribution": "segkit", "version": segkit.__version__
+        }  # fmt: skip
     fresh.setattr(threads_mod, "_auto", None)  # a new process, on an idle machine
     fresh.setattr(threads_mod, "_reason", None)
     fresh.setattr(threads_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))

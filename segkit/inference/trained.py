@@ -255,7 +255,7 @@ def restore_model(
             config, runtime, restoring=True, out_channels=checkpoint_task(ckpt).num_classes
         )
     except PluginNotFoundError as e:
-        recorded = recorded_plugin(path, "models", config.model)
+        recorded = recorded_plugin(path, "models", config.model, ckpt)
         if recorded is None:
             raise CheckpointError(
                 f"{path}: was trained with model '{config.model}', which is not installed "
@@ -276,16 +276,21 @@ def restore_model(
     return model.eval()
 
 
-def recorded_plugin(path: Path, kind: str, name: str) -> tuple[str, str] | None:
+def recorded_plugin(
+    path: Path, kind: str, name: str, ckpt: dict[str, Any] | None = None
+) -> tuple[str, str] | None:
     """``(distribution, version)`` of the plugin ``name`` of ``kind`` a checkpoint's run
-    used, as the ``config.json`` of its run folder records it under
-    ``resolved.plugins`` (the checkpoint itself does not); None where that file is not
-    beside the checkpoint, is unreadable or records another name."""
-    try:
-        recorded = json.loads((path.parent / "config.json").read_text())
-        plugin = recorded["resolved"]["plugins"][kind]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    used: as the checkpoint ``ckpt`` records it under ``plugins`` (checkpoints written
+    since 2026-12-07), else as the ``config.json`` of its run folder records it under
+    ``resolved.plugins``; None where neither does, or they record another name."""
+    plugins = ckpt.get("plugins") if isinstance(ckpt, dict) else None
+    plugin = plugins.get(kind) if isinstance(plugins, dict) else None
+    if plugin is None:
+        try:
+            recorded = json.loads((path.parent / "config.json").read_text())
+            plugin = recorded["resolved"]["plugins"][kind]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
     if not isinstance(plugin, dict) or plugin.get("name") != name:
         return None
     distribution, version = plugin.get("distribution"), plugin.get("version") or ""

@@ -71,6 +71,9 @@ class RunStatus:
             resumes with the counter at 0.
         threads: torch's CPU threads the run trains with: a resume of ``--threads auto``
             keeps them (CPU sums round differently on another count).
+        plugins: Kind -> ``{"name", "distribution", "version"}`` of each plugin the run
+            uses (``config.json``'s ``resolved.plugins``), so a checkpoint moved out of
+            its run folder still names the package its model comes from.
     """
 
     epoch: int
@@ -78,6 +81,7 @@ class RunStatus:
     history: list[dict[str, Any]]
     early_stopping: dict[str, Any] | None = None
     threads: int | None = None
+    plugins: dict[str, Any] | None = None
 
 
 def training_state(parts: TrainingParts, precision: Precision, status: RunStatus) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def training_state(parts: TrainingParts, precision: Precision, status: RunStatus
     ``--monitor``), the metrics history, every RNG state; with an EMA (``--ema``) its
     state under ``"ema"``; the early-stopping state under ``early_stopping``; under
     ``task`` the classes of a K-class run (:meth:`segkit.task.Task.record`; absent for
-    binary). The learning-rate schedule is not stored: resume recomputes its position.
+    binary); under ``plugins`` the distribution of each plugin used. The learning-rate schedule is not stored: resume recomputes its position.
 
     Args:
         parts: The run's built parts (:class:`segkit.build.Training`): its resolved
@@ -99,6 +103,8 @@ def training_state(parts: TrainingParts, precision: Precision, status: RunStatus
         extra["early_stopping"] = status.early_stopping
     if status.threads is not None:
         extra["threads"] = status.threads
+    if status.plugins:
+        extra["plugins"] = status.plugins
     task = parts.task.record()
     if task:
         extra["task"] = task
@@ -136,6 +142,7 @@ def weights_state(state: dict[str, Any]) -> dict[str, Any]:
         "best_valid_dice": state["best_valid_dice"],
         "best_epoch": state["best_epoch"],
         **({"task": state["task"]} if "task" in state else {}),
+        **({"plugins": state["plugins"]} if "plugins" in state else {}),
     }
 
 

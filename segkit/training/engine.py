@@ -558,6 +558,7 @@ class Run:
             self.history,
             early_stopping=self.stopper.state_dict(),
             threads=self.runtime.threads,
+            plugins=self.resolved.get("plugins"),
         )
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if not save_last:
