@@ -35,7 +35,7 @@ from segkit.config import RunConfig, data_path
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.data.prepare import ready_for_training
 from segkit.data.sampling import per_rank
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
 from segkit.system.threads import apply_threads
@@ -131,9 +131,23 @@ def check_plugin_names(config: RunConfig) -> None:
 
 
 def build_dataset(config: RunConfig) -> Dataset:
-    return registry.create(
-        "datasets", config.resolved_dataset(), data_path(config), **config.dataset_options
-    )
+    """The run's dataset plugin, created on its folder.
+
+    Raises:
+        DataError: the plugin refuses the folder (with ``--skip-bad-samples``, the message
+            says that it leaves out undecodable files, not layout problems).
+    """
+    try:
+        return registry.create(
+            "datasets", config.resolved_dataset(), data_path(config), **config.dataset_options
+        )
+    except DataError as e:
+        if not config.skip_bad_samples:
+            raise
+        raise DataError(
+            f"{e} (--skip-bad-samples leaves out files that cannot be decoded; it does not "
+            "pair or drop an image without its mask: fix the layout as said)"
+        ) from None
 
 
 def build_model(

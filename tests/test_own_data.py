@@ -566,6 +566,20 @@ def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> No
     )
 
 
+def test_skip_bad_samples_says_it_does_not_fix_an_image_without_its_mask(
+    tmp_path: Path,
+) -> None:
+    from segkit.build import build_dataset
+
+    root = write_pairs(tmp_path / "cells", 12)
+    (root / "masks" / "cell003.png").unlink()
+    config = RunConfig(data=str(root), skip_bad_samples=True)
+    with pytest.raises(DataError, match=r"cell003\.png: mask for image cell003\.jpg not found.*"
+                       r"\(--skip-bad-samples leaves out files that cannot be decoded; it does "
+                       r"not pair or drop an image without its mask"):  # fmt: skip
+        build_dataset(config)
+
+
 def test_a_split_left_with_fewer_than_a_batch_or_none_stops(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "cells", 12)  # train 10, valid 1, test 1
     dataset = create_dataset("folder", root)
