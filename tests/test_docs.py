@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -185,3 +186,31 @@ def test_mkdocs_build_strict(tmp_path):
     assert "segkit-cli-reference" not in cli  # the marker was replaced
     api = (site / "reference" / "api" / "index.html").read_text()
     assert "create_model" in api and "Predictor" in api
+
+
+def _console_blocks(page: str, command: str) -> list[tuple[list[str], list[str]]]:
+    """``(argv, output lines)`` of every ``$ segkit <command> ...`` in ``page``'s console
+    blocks: the lines up to the next ``$`` or the block's end."""
+    text = (ROOT / "docs" / page).read_text()
+    out = []
+    for block in re.findall(r"```console\n(.*?)```", text, re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(f"$ segkit {command} "):
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("$")), None)
+                out.append((shlex.split(line[2:])[1:], lines[i + 1 : end]))
+    return out
+
+
+@pytest.mark.slow
+def test_the_info_outputs_in_the_models_page_are_what_segkit_info_prints(capsys):
+    """The numbers of docs/models.md's `segkit info` examples drift when a model changes
+    (a head's kernel, a decoder's width): each is run and compared line by line."""
+    from segkit.cli import main
+
+    blocks = _console_blocks("models.md", "info")
+    assert len(blocks) >= 3
+    for argv, shown in blocks:
+        assert main(argv) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert printed == shown, f"segkit {' '.join(argv)}"
