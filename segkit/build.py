@@ -71,6 +71,11 @@ def resolve_device(name: str | torch.device, local_rank: int | None = None) -> t
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"--device {name}: segkit trains and predicts on the CPU or a CUDA GPU; expected "
+            "auto, cpu, cuda or cuda:N"
+        )
     if device.type == "cuda":
         if not cuda:
             raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")

@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import os
 import re
 import types
@@ -650,8 +651,10 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
             )
     if not v["log_every"] >= 0:
         raise bad("log_every", "expected 0 or more seconds")
-    if not v["lr"] > 0:
+    if not (math.isfinite(v["lr"]) and v["lr"] > 0):
         raise bad("lr", "expected a positive learning rate")
+    if not (math.isfinite(v["weight_decay"]) and v["weight_decay"] >= 0):
+        raise bad("weight_decay", "expected 0 or more (Adam's L2 penalty, e.g. 1e-4)")
     if not 0 < v["lr_gamma"] <= 1:
         raise bad("lr_gamma", "expected a value in (0, 1]")
     if not 0 <= v["warmup_epochs"] < v["epochs"]:

@@ -44,7 +44,7 @@ def test_the_estimate_leaves_out_warm_up_and_counts_the_epochs_to_go() -> None:
     est = RunEstimate(lines.append, epochs_left=10, device_type="cuda", resumed=False)
     epoch(est, Clock(), lines, log_every=0)
     assert lines == [
-        "segkit: about 25 s per epoch of training, 4.2 min for the 10 epochs to go "
+        "segkit: about 25 s per epoch of training, 4.0 min for the 10 epochs to go "
         "(timed over steps 4-23; validation and checkpoints not included)"
     ]
     epoch(est, Clock(), lines, log_every=0, epoch_no=2)  # once per run
@@ -79,7 +79,7 @@ def test_an_hour_long_cpu_run_gets_the_fast_settings_hint_once(device, resumed, 
     lines: list[str] = []
     est = RunEstimate(lines.append, epochs_left=300, device_type=device, resumed=resumed)
     epoch(est, Clock(), lines, log_every=0)  # 25 s x 300 epochs: 2.1 h
-    assert "2.1 h for the 300 epochs to go" in lines[0]
+    assert "2.1 h for the 300 epochs to go" in lines[0]  # 13.5 s of this one, 299 x 25 s
     assert ("over an hour on the CPU" in lines[0]) is hint
     if hint:
         assert "--image-size 64 --batch-size 8 (the settings of `make run`)" in lines[0]
@@ -97,9 +97,16 @@ def test_an_epoch_too_short_to_time_is_estimated_from_its_whole_time() -> None:
     est = RunEstimate(lines.append, epochs_left=4, device_type="cpu", resumed=False)
     epoch(est, Clock(), lines, steps=4, log_every=0)
     assert lines == [
-        "segkit: about 2 s per epoch of training, 8 s for the 4 epochs to go "
+        "segkit: about 2 s per epoch of training, 6 s for the 3 epochs to go "
         "(timed over epoch 1; validation and checkpoints not included)"
     ]
+
+
+def test_an_estimate_made_at_the_end_of_a_one_epoch_run_is_not_said() -> None:
+    lines: list[str] = []
+    est = RunEstimate(lines.append, epochs_left=1, device_type="cpu", resumed=False)
+    epoch(est, Clock(), lines, steps=4, log_every=0)
+    assert lines == []
 
 
 def test_off_a_terminal_a_plain_line_every_log_every_seconds() -> None:
@@ -154,6 +161,6 @@ def test_a_run_off_a_terminal_prints_the_estimate_and_progress_lines(
     assert main(["run", *args, "--log-every", "0.001"]) == 0
     out = capsys.readouterr().out.splitlines()
     estimates = [line for line in out if line.startswith("segkit: about ")]
-    assert len(estimates) == 1 and "for the 2 epochs to go" in estimates[0]
+    assert len(estimates) == 1 and "for the 1 epoch to go" in estimates[0]
     progress = [line for line in out if line.startswith("epoch 1/2  step ")]
     assert progress and all("images/s" in line for line in progress)

@@ -152,6 +152,35 @@ def add_lr_find(sub: Any) -> None:
     p.set_defaults(func=_cmd_lr_find)
 
 
+#: A sweep of fewer steps than this gives a suggestion from too few points to trust.
+FEW_SWEEP_STEPS = 20
+#: Plot formats lr-find writes (matplotlib's, by the file's suffix).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps")
+
+
+def _check_plot_path(out: str) -> None:
+    """Refuse a plot path lr-find could not write, before the sweep.
+
+    Raises:
+        ConfigError: an unknown suffix, or a folder (or a file's name) in the way.
+    """
+    from segkit.errors import ConfigError
+
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(
+            f"--out {out}: is a folder; name a file in it, e.g. {path / 'lr_find.png'}"
+        )
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(
+            f"--out {out}: expected a plot file ending in {', '.join(PLOT_SUFFIXES)} "
+            "(the suffix picks the format), e.g. --out lr_find.png"
+        )
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+
+
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
     from segkit.training.lr_sweep import Sweep, lr_find, write_plot
@@ -160,6 +189,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     config = RunConfig.from_dict(
         settings_from_args(args, base), source=args.config or "command line"
     )
+    _check_plot_path(args.out)
     every = max(1, args.steps // 10)
 
     def progress(step: int, lr: float, loss: float) -> None:
@@ -192,7 +222,12 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         "" if len(result.lrs) == args.steps else f" (loss diverged after {len(result.lrs)} steps)"
     )
     print(f"swept lr {result.lrs[0]:.2e} .. {result.lrs[-1]:.2e}{stopped}")
-    print(f"suggested lr {result.suggestion:.2e} (steepest descent of the smoothed loss)")
+    rough = (
+        f"; from {len(result.lrs)} steps, a rough guess: --steps 100 is usual"
+        if len(result.lrs) < FEW_SWEEP_STEPS
+        else ""
+    )
+    print(f"suggested lr {result.suggestion:.2e} (steepest descent of the smoothed loss{rough})")
     print(f"min loss lr / 10 {result.min_loss_lr:.2e}")
     print(f"plot: {path}")
     return 0

@@ -67,8 +67,14 @@ def note(threads: int) -> str:
     --threads N to choose)`` when ``auto`` chose fewer than torch's default, else just the
     count."""
     said = f"{threads} CPU thread{'s' * (threads != 1)}"
+    cores = os.cpu_count() or 1
     if _reason is not None and threads == _auto:
         said += f" ({_reason}; --threads N to choose)"
+    elif threads > cores:
+        said += (
+            f" (more than this machine's {cores} cores: each parallel operation waits for "
+            "threads that take turns on a core; --threads auto chooses)"
+        )
     return said
 
 

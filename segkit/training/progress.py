@@ -82,15 +82,19 @@ class RunEstimate:
             return
         self.done = True
         epoch = seconds_per_step * steps
-        total = epoch * self.epochs_left
+        # What is left of the epoch under way (nothing when made at its end), then the rest.
+        rest = seconds_per_step * (steps - (steps if steps_done is None else steps_done))
+        to_go = self.epochs_left - (1 if steps_done is None else 0)
+        if to_go == 0:  # made at the end of the run's only epoch: nothing left to estimate
+            return
+        total = rest + epoch * (self.epochs_left - 1)
         line = (
             f"segkit: about {duration(epoch)} per epoch of training, {duration(total)} for "
-            f"the {self.epochs_left} epoch{'s' if self.epochs_left != 1 else ''} to go "
+            f"the {to_go} epoch{'s' if to_go != 1 else ''} to go "
             f"({source}; validation and checkpoints not included)"
         )
         if self.time_left is not None:
             # The epoch under way finishes whatever the limit; then whole epochs while they fit.
-            rest = seconds_per_step * (steps - (steps if steps_done is None else steps_done))
             left = self.time_left() - rest
             fit = 1 + max(0, int(left // epoch)) if epoch > 0 else self.epochs_left
             if fit < self.epochs_left:
