@@ -275,10 +275,17 @@ class Registry:
 
                 contract = CONTRACTS[kind]
                 passed = {"self", "args", "kwargs", *contract.positional, *contract.keywords}
-                accepted = ", ".join(p for p in signature.parameters if p not in passed)
+                options = [p for p in signature.parameters if p not in passed]
+                unknown = [k for k in kwargs if k not in signature.parameters]
+                close = [
+                    m[0]
+                    for k in unknown[:1]  # the one TypeError names
+                    if (m := difflib.get_close_matches(k, options, n=1, cutoff=0.6))
+                ]
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise ConfigError(
-                    f"{SINGULAR[kind]} '{name}' does not accept these options: {e}. "
-                    f"It accepts: {accepted or 'no options'}"
+                    f"{SINGULAR[kind]} '{name}' does not accept these options: {e}{hint}. "
+                    f"It accepts: {', '.join(options) or 'no options'}"
                 ) from None
         return factory(*args, **kwargs)
 

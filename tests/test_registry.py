@@ -218,6 +218,17 @@ def test_wrong_options_are_a_config_error_listing_accepted_ones():
         Registry().create("losses", "bce_dice", colour="red")
 
 
+def test_a_misspelt_option_gets_the_close_name():
+    with pytest.raises(
+        ConfigError,
+        match=r"argument 'dice_wieght' \(did you mean 'dice_weight'\?\)\. It accepts: ",
+    ):
+        Registry().create("losses", "bce_dice", dice_wieght=2)
+    with pytest.raises(ConfigError) as e:
+        Registry().create("losses", "bce_dice", colour="red")
+    assert "did you mean" not in str(e.value)
+
+
 def test_autoload_off_hides_third_party_plugins(site, monkeypatch):
     make_distribution(site, "fake-extra", {"segkit.models": {"extra": "fake_extra:create"}}, {})
     monkeypatch.setenv("SEGKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
