@@ -137,6 +137,21 @@ class Trained:
         std_t = torch.tensor(std, dtype=torch.float32).view(shape).to(self.device) * 255
         return mean_t, std_t
 
+    def check_threshold(self, threshold: float, default: float = 0.5) -> None:
+        """Refuse a probability threshold other than ``default`` (the one given when none
+        is) for a K-class model, which takes the class of largest softmax probability:
+        ``--threshold`` is a binary model's.
+
+        Raises:
+            ConfigError: a K-class model and another threshold than ``default``.
+        """
+        if self.task.multiclass and threshold != default:
+            raise ConfigError(
+                f"--threshold {threshold}: {self.path or self.label} predicts "
+                f"{self.task.describe()}, and each pixel takes the class of largest softmax "
+                "probability; a threshold applies to a binary model only: leave --threshold out"
+            )
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """A float ``(N, 3, H, W)`` batch of 0-255 pixels on the model's device,
         normalized as the recipe's evaluation does."""
