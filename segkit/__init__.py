@@ -13,6 +13,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     probs = segkit.Predictor("runs/x/best.pt", mode="tile", tta="flip").predict("big.png")
     segkit.predict("runs/x/best.pt", ["photos/"], "masks/", overlays=True)   # segkit predict
     print(segkit.evaluate("runs/x/best.pt", split="valid").metrics)          # segkit evaluate
+    segkit.export("runs/x/best.pt", "model.onnx", dynamic=True)              # segkit export
     trained = segkit.open_trained("runs/x/best.pt")  # the model, task, runtime, normalization
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "create_model",
     "create_recipe",
     "evaluate",
+    "export",
     "get_plugin",
     "list_plugins",
     "lr_find",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from segkit.config import RunConfig
     from segkit.contracts import MaskSpec
     from segkit.inference.evaluate import Evaluated
+    from segkit.inference.export import Exported
     from segkit.inference.predict import Predicted
     from segkit.inference.predictor import Predictor
     from segkit.inference.trained import Trained
@@ -210,6 +213,18 @@ def evaluate(checkpoint: Any, split: str = "test", **options: Any) -> Evaluated:
     from segkit.inference.evaluate import evaluate as _evaluate
 
     return _evaluate(checkpoint, split, **options)
+
+
+def export(checkpoint: Any, out: Any, **options: Any) -> Exported:
+    """``segkit export``: write a checkpoint's model to ``out`` as ONNX or TorchScript,
+    checked against PyTorch; ``options`` are
+    :class:`segkit.inference.options.ExportOptions`'s (``format``: by default from
+    ``out``'s suffix; ``dynamic``, ``image_size``, ``threshold``, ``opset``,
+    ``tolerance``, ``overwrite``). Returns a :class:`segkit.inference.export.Exported`
+    (the file, its metadata sidecar, the traced shapes and the parity measured)."""
+    from segkit.inference.export import export as _export
+
+    return _export(checkpoint, out, **options)
 
 
 def open_trained(checkpoint: Any, **overrides: Any) -> Trained:

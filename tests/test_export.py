@@ -168,3 +168,104 @@ def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_pat
         scale = max(1.0, float(net(torch.randn(2, 3, 96, 128)).abs().max()))
     result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True, tolerance=1e-4 * scale)
     assert result.max_abs_diff <= 1e-4 * scale
+
+
+def test_a_bad_out_path_is_refused_before_any_work(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from segkit.inference import export as export_mod
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the checkpoint was opened before --out was checked")
+
+    monkeypatch.setattr(export_mod, "open_trained", no_work)
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["export", str(ckpt), "--out", str(folder), *overwrite]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"segkit: error: --out {folder} is a folder; --out names the model file: name a "
+            f"file inside it, e.g. --out {folder / 'model.onnx'}"
+        )
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(
+        ConfigError, match=rf"--out .*afile/sub/m.ts: {afile} is a file, not a folder"
+    ):
+        export(ckpt, afile / "sub" / "m.ts")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not __import__("os").access(locked, __import__("os").W_OK):  # not as root
+        with pytest.raises(ConfigError, match=rf"the folder {locked} is not writable"):
+            export(ckpt, locked / "m.ts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "exp", "locked"]
+
+
+def test_the_format_follows_the_suffix_and_a_contradiction_is_refused(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    from segkit.inference.options import ExportOptions
+
+    def fmt(out: str, **kw: object) -> str | None:
+        return ExportOptions(checkpoint=ckpt, out=out, **kw).format
+
+    assert fmt("m.onnx") == "onnx" and fmt("m") == "onnx" and fmt("m.bin") == "onnx"
+    assert fmt("m.ts") == fmt("m.PT") == fmt("m.pth") == "torchscript"
+    assert fmt("m.bin", format="torchscript") == "torchscript"
+    with pytest.raises(
+        ConfigError,
+        match=r"--out .*/model.onnx: a .onnx file is onnx, but --format is torchscript; name the "
+        r"file with .ts or .pt or .pth or .torchscript, or pass --format onnx",
+    ):
+        export(ckpt, tmp_path / "model.onnx", format="torchscript")
+    with pytest.raises(ConfigError, match=r"a .pt file is torchscript, but --format is onnx"):
+        fmt("m.pt", format="onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated
+def test_a_fixed_export_records_the_size_it_takes(ckpt: Path, tmp_path: Path) -> None:
+    # The checkpoint was trained at 32 px; exported at 64, the model takes only 64.
+    result = export(ckpt, tmp_path / "m.ts", image_size=64)
+    assert result.input_shape == (1, 3, 64, 64)
+    meta = json.loads((tmp_path / "m.ts.json").read_text())
+    assert meta["image_size"] == 64 and meta["training_image_size"] == 32
+    assert meta["input_shape"] == [1, 3, 64, 64] and not meta["dynamic"]
+    # Dynamic: any size, and a server resizes to the training size as segkit predict does.
+    export(ckpt, tmp_path / "d.ts", image_size=64, dynamic=True)
+    meta = json.loads((tmp_path / "d.ts.json").read_text())
+    assert meta["image_size"] == 32 and meta["input_shape"] == [1, 3, 64, 64]
+
+
+@needs_onnx
+def test_onnx_metadata_has_the_traced_size(ckpt: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    export(ckpt, tmp_path / "m.onnx", image_size=64)
+    meta = read_onnx_metadata(tmp_path / "m.onnx")
+    shape = ort.InferenceSession(str(tmp_path / "m.onnx")).get_inputs()[0].shape
+    assert shape == meta["input_shape"] == [1, 3, meta["image_size"], meta["image_size"]]
+    assert meta["training_image_size"] == 32
+
+
+def test_a_threshold_for_a_k_class_model_is_refused(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path / "k.pt", task=TRIO)
+    with pytest.raises(
+        ConfigError,
+        match=r"--threshold 0.9: .*k.pt predicts 3 classes \(bg, cat, dog\), and each pixel "
+        r"takes the class of largest softmax probability; a threshold applies to a binary "
+        r"model only: leave --threshold out",
+    ):
+        export(ckpt, tmp_path / "k.ts", threshold=0.9)
+    export(ckpt, tmp_path / "k.ts")  # the default: no threshold recorded
+    meta = json.loads((tmp_path / "k.ts.json").read_text())
+    assert meta["threshold"] is None and meta["activation"] == "softmax"
+
+
+def test_segkit_export_is_the_library_call(ckpt: Path, tmp_path: Path) -> None:
+    import segkit
+
+    result = segkit.export(ckpt, tmp_path / "m.ts", dynamic=True)
+    assert result.path == tmp_path / "m.ts" and result.sidecar == tmp_path / "m.ts.json"
+    assert "export" in segkit.__all__

@@ -336,9 +336,11 @@ def test_predictor_refuses_bad_settings_and_arrays(ckpt: Path) -> None:
     with pytest.raises(ConfigError, match=r"--tta 'rot90': expected one of none, flip, flip_hv"):
         Predictor(ckpt, device="cpu", tta="rot90")
     predictor = Predictor(ckpt, device="cpu")
-    with pytest.raises(ConfigError, match=r"expected an \(H, W, 3\) RGB image array, got \(5, 5\)"):
-        predictor.predict(np.zeros((5, 5), np.uint8))
-    with pytest.raises(ConfigError, match=r"expected a uint8 image \(0-255\), got float32"):
+    with pytest.raises(ConfigError, match=r"expected an \(H, W, 3\) RGB, .* got shape \(5, 5, 2\)"):
+        predictor.predict(np.zeros((5, 5, 2), np.uint8))
+    with pytest.raises(
+        ConfigError, match=r"expected a uint8 image array of 0-255 pixels, got float32"
+    ):
         predictor.predict(np.zeros((5, 5, 3), np.float32))
 
 

@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.data.reading import read_sample
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
@@ -34,6 +34,10 @@ from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
 from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
+
+#: What :func:`segkit.data.reading.check_mask_values` says of a mask holding values
+#: outside its dataset's mask spec (the sign of data labelled with other classes).
+UNEXPECTED_MASK_VALUES = "found, masks of this dataset hold"
 
 
 @dataclass(frozen=True)
@@ -107,16 +111,27 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     dataset = build_dataset(config)
     _check_classes(trained, dataset)
     plan = build_eval_plan(config, trained.recipe)
-    if options.through_predictor:
-        predictor = Predictor.of(trained, options.predictor(config.batch_size))
-        modes: Counter[str] = Counter()
-        metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
-        mode = mode_line(predictor.mode, modes)
-        how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
-    else:
-        modes = Counter()
-        metrics = _loader_metrics(trained, dataset, plan, options.split)
-        how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
+    modes: Counter[str] = Counter()
+    try:
+        if options.through_predictor:
+            predictor = Predictor.of(trained, options.predictor(config.batch_size))
+            metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
+            mode = mode_line(predictor.mode, modes)
+            how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
+        else:
+            metrics = _loader_metrics(trained, dataset, plan, options.split)
+            how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
+    except DataError as e:
+        if UNEXPECTED_MASK_VALUES not in str(e):
+            raise
+        raise DataError(
+            f"{e}. The model predicts {trained.task.describe()} and dataset "
+            f"'{config.resolved_dataset()}' reads {dataset.root} as "
+            f"{Task.of(dataset).describe()}, but these masks hold other values: the folder "
+            "is likely labelled with other classes than the model's (a K-class set read by a "
+            "binary layout?); evaluate on data with the model's classes, or name the layout "
+            "that reads it with --dataset (and its --dataset-opt)"
+        ) from None
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
     return Evaluated(options.split, metrics, trained.task, dataset.root, where, how, dict(modes))

@@ -83,22 +83,34 @@ def require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def metadata(trained: Trained, threshold: float) -> dict[str, Any]:
-    """What a server needs to reproduce ``segkit predict`` with the exported model."""
+def metadata(
+    trained: Trained, threshold: float, *, size: int | None = None, dynamic: bool = False
+) -> dict[str, Any]:
+    """What a server needs to reproduce ``segkit predict`` with the exported model.
+
+    ``image_size`` is the square size a server resizes images to: the traced ``size`` of
+    a fixed-shape export (the only input it takes), the training size of a ``dynamic``
+    one (what ``segkit predict`` resizes to). ``training_image_size`` is the training
+    size, ``input_shape`` the shape traced (``[1, 3, size, size]``; a dynamic export
+    takes others too). ``threshold`` is None for a K-class model (argmax).
+    """
     config, task = trained.config, trained.task
     assert config is not None  # opened from a checkpoint
     mean, std = trained.normalization
+    traced = size if size is not None else config.image_size
     return {
         "producer": "segkit",
         "model": config.model,
         "model_options": config.model_options,
-        "image_size": config.image_size,
+        "image_size": config.image_size if dynamic else traced,
+        "training_image_size": config.image_size,
+        "input_shape": [1, 3, traced, traced],
         "input": "image: float32 (N, 3, H, W), RGB / 255, then (x - mean) / std",
         "output": "logits: float32 (N, C, H, W)",
         "mean": list(mean),
         "std": list(std),
         "activation": "softmax" if task.multiclass else "sigmoid",
-        "threshold": threshold,
+        "threshold": None if task.multiclass else threshold,
         "classes": list(task.classes),
         "palette": [list(c) for c in task.palette],
     }
@@ -111,11 +123,14 @@ def export(checkpoint: str | Path, out: str | Path, **options: Any) -> Exported:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
         out: The file to write.
         **options: The other fields of :class:`~segkit.inference.options.ExportOptions`:
-            ``format`` (``onnx`` or ``torchscript``), ``dynamic``, ``image_size``,
+            ``format`` (``onnx`` or ``torchscript``; default: from ``out``'s suffix),
+            ``dynamic``, ``image_size``,
             ``threshold``, ``opset``, ``tolerance``, ``overwrite``.
 
     Raises:
-        ConfigError: a bad option, ``out`` exists, or onnx/onnxruntime are missing.
+        ConfigError: a bad option (a ``threshold`` for a K-class model, a suffix of ``out``
+            that names the other format), an ``out`` that exists, is a folder or cannot be
+            written, or onnx/onnxruntime are missing.
         CheckpointError: the checkpoint cannot be loaded or its model is not installed.
         ExportError: the export failed, or differs from PyTorch beyond ``tolerance``.
     """
@@ -125,15 +140,15 @@ def export(checkpoint: str | Path, out: str | Path, **options: Any) -> Exported:
 def run_export(options: ExportOptions) -> Exported:
     """:func:`export` with its options made (what ``segkit export`` calls)."""
     out = Path(options.out)
-    if out.exists() and not options.overwrite:
-        raise ConfigError(f"--out {out} already exists; pass --overwrite to replace it")
+    check_out(out, options.format, options.overwrite)
     if options.format == "onnx":
         require_onnx()
     # Traced in fp32 on the CPU, in the NCHW layout every exporter takes.
     trained = open_trained(options.checkpoint, device="cpu", precision="fp32", channels_last=False)
+    trained.check_threshold(options.threshold, ExportOptions.threshold)
     size = options.image_size if options.image_size is not None else trained.image_size
     check_size_multiple(trained.label, size, trained.multiple, "--image-size")
-    meta = metadata(trained, options.threshold)
+    meta = metadata(trained, options.threshold, size=size, dynamic=options.dynamic)
     meta["dynamic"] = options.dynamic
     meta["min_input_multiple"] = trained.multiple
     inputs = _example_inputs(size, trained.multiple, options.dynamic)
@@ -157,6 +172,37 @@ def run_export(options: ExportOptions) -> Exported:
     sidecar = _write_sidecar(out, meta) if options.format == "torchscript" else None
     shape_in, shape_out = tuple(inputs[0].shape), tuple(expected[0].shape)
     return Exported(out, sidecar, shape_in, shape_out, diff, options.tolerance, checked_with)
+
+
+def check_out(out: Path, format: str | None, overwrite: bool) -> None:
+    """Refuse an ``--out`` the export could not be written to, before any work: a folder,
+    a path under a file, a folder that is not writable, or a file that exists without
+    ``overwrite``.
+
+    Raises:
+        ConfigError: saying which and what to pass instead.
+    """
+    if out.is_dir():
+        name = "model.ts" if format == "torchscript" else "model.onnx"
+        raise ConfigError(
+            f"--out {out} is a folder; --out names the model file: name a file inside it, "
+            f"e.g. --out {out / name}"
+        )
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} already exists; pass --overwrite to replace it")
+    above = out.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(
+            f"--out {out}: {above} is a file, not a folder, so nothing can be written under "
+            "it; choose another path for the model file"
+        )
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--out {out}: the folder {above} is not writable (permission denied); choose "
+            "a path in a folder you can write to"
+        )
 
 
 def _example_inputs(size: int, multiple: int, dynamic: bool) -> list[torch.Tensor]:

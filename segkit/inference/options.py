@@ -39,6 +39,12 @@ ExportFormat = Literal["onnx", "torchscript"]
 SplitName = Literal["train", "valid", "test"]
 #: Values of ``export --format``.
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
+#: The file suffixes of each export format: ``export --out``'s suffix chooses the format
+#: when ``--format`` is not given, and one of the other format's is refused.
+EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "onnx": (".onnx",),
+    "torchscript": (".ts", ".pt", ".pth", ".torchscript"),
+}
 
 #: What :func:`option` records in a field's ``metadata`` besides its help:
 #: ``group`` (an argument group's title; None: the command's own options), ``flag`` (the
@@ -387,24 +393,32 @@ class ExportOptions:
 
     Attributes:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
-        format: ``onnx`` or ``torchscript``.
+        format: ``onnx`` or ``torchscript``; None (the default): from ``out``'s suffix
+            (:data:`EXPORT_SUFFIXES`; ``onnx`` for any other). A suffix of the other
+            format is refused.
         out: The file to write.
         dynamic: Batch size, height and width free (multiples of the model's
             ``min_input_multiple``); else fixed at 1 x ``image_size``.
         image_size: The traced (and, without ``dynamic``, the only) square size; None:
             the training size.
-        threshold: A binary model's probability threshold, recorded in the metadata.
+        threshold: A binary model's probability threshold, recorded in the metadata
+            (a K-class model takes none: another value than 0.5 is refused when the
+            model is opened).
         opset: ONNX opset.
         tolerance: The largest absolute logit difference the parity check accepts.
         overwrite: Replace ``out`` if it exists.
 
     Raises:
-        ConfigError: a bad format, threshold or image size.
+        ConfigError: a bad format (or one ``out``'s suffix contradicts), threshold or
+            image size.
     """
 
     checkpoint: str | Path = _checkpoint()
-    format: ExportFormat = option(
-        "onnx", "onnx (needs pip install 'segkit[export]') or torchscript (default: onnx)"
+    format: ExportFormat | None = option(
+        None,
+        "onnx (needs pip install 'segkit[export]') or torchscript (default: from FILE's "
+        "suffix: .ts, .pt, .pth, .torchscript for torchscript, onnx otherwise); a suffix "
+        "of the other format is refused",
     )
     out: str | Path = option(help="the model file to write", metavar="FILE")
     dynamic: bool = option(
@@ -417,7 +431,9 @@ class ExportOptions:
         metavar="N",
     )
     threshold: float = option(
-        0.5, "a binary model's probability threshold, recorded with the model (default: 0.5)"
+        0.5,
+        "a binary model's probability threshold, recorded with the model (default: 0.5; "
+        "a K-class model takes the argmax and refuses another value)",
     )
     opset: int = option(17, "ONNX opset (default: 17)")
     tolerance: float = option(
@@ -431,8 +447,19 @@ class ExportOptions:
 
     def validate(self) -> None:
         """Raises:
-        ConfigError: a bad format, threshold or image size."""
+        ConfigError: a bad format, a suffix of ``out`` that names the other format, a bad
+            threshold or image size."""
+        suffix = Path(self.out).suffix.lower()
+        implied = next((f for f, ends in EXPORT_SUFFIXES.items() if suffix in ends), None)
+        if self.format is None:
+            self.format = implied or "onnx"
         check_choice("--format", self.format, EXPORT_FORMATS)
+        if implied is not None and implied != self.format:
+            fitting = " or ".join(EXPORT_SUFFIXES[self.format])
+            raise ConfigError(
+                f"--out {self.out}: a {suffix} file is {implied}, but --format is "
+                f"{self.format}; name the file with {fitting}, or pass --format {implied}"
+            )
         check_probability("--threshold", self.threshold)
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError(f"--image-size {self.image_size}: expected a positive size in pixels")

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple, resolve_device
-from segkit.data.reading import read_image
+from segkit.data.reading import is_high_bit, read_image, to_8bit
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import (
@@ -196,20 +196,26 @@ class Predictor:
             choice = f"whole images (tiles above {side}x{side})"
         return f"--mode auto: {choice}, as the model was trained on {self.trained.training()}"
 
-    def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
-        """Probabilities of one image (an ``(H, W, 3)`` uint8 RGB array or an image file):
-        ``(H, W)`` foreground probability for a binary model, the ``(K, H, W)`` softmax for
-        a K-class one, float32, at the image's own size.
+    def predict(self, image: np.ndarray | Any | str | Path) -> np.ndarray:
+        """Probabilities of one image: ``(H, W)`` foreground probability for a binary model,
+        the ``(K, H, W)`` softmax for a K-class one, float32, at the image's own size.
+
+        ``image`` is an image file (read as ``segkit predict`` reads it), a PIL image
+        (converted as a file is: :func:`as_rgb`), or a uint8 array of 0-255 pixels:
+        ``(H, W, 3)`` RGB, ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or
+        ``(H, W, 4)`` RGBA (the alpha channel dropped). Float arrays are refused: pass
+        ``(x * 255).round().astype(np.uint8)`` for values in [0, 1].
 
         Raises:
             DataError: the file cannot be read.
+            ConfigError: an array of another shape or dtype.
         """
-        if not isinstance(image, np.ndarray):
+        if not isinstance(image, np.ndarray) and not _is_pil(image):
             image = read_image(Path(image))
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """:meth:`predict` for several arrays (batched as the mode allows)."""
+    def predict_batch(self, images: Sequence[np.ndarray | Any]) -> list[np.ndarray]:
+        """:meth:`predict` for several arrays or PIL images (batched as the mode allows)."""
         return [p for _, _, p in self.predict_many((i, im) for i, im in enumerate(images))]
 
     def predict_many(
@@ -235,7 +241,7 @@ class Predictor:
                 yield from flush()
                 yield key, image, None
                 continue
-            image = _as_rgb(image)
+            image = as_rgb(image)
             mode = self.mode_for(*image.shape[:2])
             if mode == "tile":
                 yield from flush()
@@ -344,17 +350,60 @@ class Predictor:
         return (probs if self.task.multiclass else probs[0]).numpy()
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 array.
+def _is_pil(image: Any) -> bool:
+    """Whether ``image`` is a PIL image (without importing PIL for arrays and paths)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover -- PIL is a dependency
+        return False
+    return isinstance(image, Image.Image)
+
+
+def as_rgb(image: Any) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB array of what :meth:`Predictor.predict` takes.
+
+    A PIL image is converted as :func:`segkit.data.reading.read_image` converts a file: one
+    channel of more than 8 bits scaled from its darkest to its brightest value
+    (:func:`~segkit.data.reading.to_8bit`), anything else by PIL's ``convert("RGB")``
+    (grey repeated, alpha and palettes resolved). A uint8 array may be ``(H, W, 3)``,
+    ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or ``(H, W, 4)`` RGBA (the alpha
+    dropped).
 
     Raises:
-        ConfigError: another shape or dtype.
+        ConfigError: another type, shape or dtype, saying what to pass instead.
     """
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise ConfigError(f"predict: expected an (H, W, 3) RGB image array, got {shape}")
+    if _is_pil(image):
+        image.load()
+        if is_high_bit(image.mode):
+            return np.repeat(to_8bit(np.asarray(image))[..., None], 3, axis=2)
+        return np.array(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise ConfigError(
+            f"predict: expected an image file path, a PIL image or a numpy array, got "
+            f"{type(image).__name__}"
+        )
     if image.dtype != np.uint8:
-        raise ConfigError(f"predict: expected a uint8 image (0-255), got {image.dtype}")
+        hint = (
+            "for values in [0, 1] pass (x * 255).round().astype(np.uint8)"
+            if image.dtype.kind == "f"
+            else "for more than 8 bits a channel, scale it first, e.g. with "
+            "segkit.data.reading.to_8bit (as a 16-bit file is read)"
+        )
+        raise ConfigError(
+            f"predict: expected a uint8 image array of 0-255 pixels, got {image.dtype} "
+            f"{image.shape}; {hint}"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ConfigError(
+            f"predict: expected an (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA uint8 array, "
+            f"got shape {image.shape}"
+        )
     return np.ascontiguousarray(image)
 
 

@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_model, build_recipe, resolve_runtime
 from segkit.config import RENAMED_KEYS, RunConfig
-from segkit.errors import CheckpointError, ConfigError, PluginNotFoundError
+from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
 from segkit.task import Task
@@ -137,6 +137,21 @@ class Trained:
         std_t = torch.tensor(std, dtype=torch.float32).view(shape).to(self.device) * 255
         return mean_t, std_t
 
+    def check_threshold(self, threshold: float, default: float = 0.5) -> None:
+        """Refuse a probability threshold other than ``default`` (the one given when none
+        is) for a K-class model, which takes the class of largest softmax probability:
+        ``--threshold`` is a binary model's.
+
+        Raises:
+            ConfigError: a K-class model and another threshold than ``default``.
+        """
+        if self.task.multiclass and threshold != default:
+            raise ConfigError(
+                f"--threshold {threshold}: {self.path or self.label} predicts "
+                f"{self.task.describe()}, and each pixel takes the class of largest softmax "
+                "probability; a threshold applies to a binary model only: leave --threshold out"
+            )
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """A float ``(N, 3, H, W)`` batch of 0-255 pixels on the model's device,
         normalized as the recipe's evaluation does."""
@@ -215,8 +230,10 @@ def eval_normalization(ops: Sequence[Any], image_size: int) -> Normalization:
 
 def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, Any]]:
     """Load a checkpoint and the run config it records, with ``overrides`` applied
-    (e.g. ``data``, ``device``: a checkpoint is evaluated wherever it is opened). Another
-    ``dataset`` plugin drops the checkpoint's ``dataset_options`` unless they are given.
+    (e.g. ``data``, ``device``: a checkpoint is evaluated wherever it is opened). Where
+    the overrides change the dataset plugin read (``dataset``, or ``data`` recognised as
+    another layout), the checkpoint's ``dataset_options`` are dropped unless
+    ``dataset_options`` is given: they were its own plugin's.
 
     Raises:
         CheckpointError: unreadable checkpoint, or a config segkit cannot use.
@@ -227,13 +244,24 @@ def open_checkpoint(path: Path, **overrides: Any) -> tuple[RunConfig, dict[str, 
         config = RunConfig.from_dict(ckpt["config"], source=str(path))
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path}: the checkpoint's config is unusable ({e})") from None
-    other_dataset = "dataset" in overrides and overrides["dataset"] != config.resolved_dataset()
-    if other_dataset and "dataset_options" not in overrides:
-        config.dataset_options = {}  # the checkpoint's were its own dataset plugin's
+    own = _dataset_name(config) if config.dataset_options else None
     for key, value in overrides.items():
         setattr(config, key, value)
+    moved = ("dataset" in overrides or "data" in overrides) and "dataset_options" not in overrides
+    if own is not None and moved and _dataset_name(config) != own:
+        config.dataset_options = {}  # the checkpoint's were its own dataset plugin's
     config.validate()
     return config, ckpt
+
+
+def _dataset_name(config: RunConfig) -> str | None:
+    """The dataset plugin ``config`` reads (as :meth:`RunConfig.resolved_dataset`), or
+    None where its folder is recognised by no layout (or is gone): building the dataset
+    says why."""
+    try:
+        return config.resolved_dataset()
+    except DataError:
+        return None
 
 
 def checkpoint_task(ckpt: dict[str, Any]) -> Task:

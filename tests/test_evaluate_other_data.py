@@ -1,0 +1,85 @@
+"""``segkit evaluate`` on data other than the checkpoint's: the checkpoint's dataset
+options stay with its own dataset plugin, and data labelled with other classes than the
+model's is reported as such (not as a plugin's option error or a bare mask-value error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import save_checkpoint
+
+import segkit
+from segkit.errors import ConfigError, DataError
+from segkit.inference.trained import open_checkpoint
+from segkit.task import Task
+from segkit.training import checkpoint as ckpt_io
+
+COLLAR = Task(("background", "pet", "collar"), ((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+FAST = {"num_workers": 0, "device": "cpu", "batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def collar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 synthetic pets wearing collars (3 classes), in the Oxford-IIIT Pet layout."""
+    from segkit_datasets.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("collar"), count=4, seed=1, variant="collar")
+
+
+def collar_checkpoint(path: Path) -> Path:
+    """A 3-class checkpoint of a run on the generated collar set, as `segkit run
+    --dataset-opt variant=collar` records it: dataset_options {"variant": "collar"}."""
+    save_checkpoint(path, task=COLLAR)
+    state = ckpt_io.load(path, map_location="cpu")
+    state["config"]["dataset_options"] = {"variant": "collar"}
+    ckpt_io.save_atomic(state, path)
+    return path
+
+
+def test_dataset_options_stay_with_their_dataset(tiny_pets: Path, tmp_path: Path) -> None:
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    # --data recognised as another layout (oxford_pet): the synthetic plugin's options go.
+    config, _ = open_checkpoint(ckpt, data=str(tiny_pets))
+    assert config.resolved_dataset() == "oxford_pet" and config.dataset_options == {}
+    # Given with it, they stay; without another dataset, the checkpoint's stay.
+    config, _ = open_checkpoint(ckpt, data=str(tiny_pets), dataset_options={"target": "trimap"})
+    assert config.dataset_options == {"target": "trimap"}
+    assert open_checkpoint(ckpt, device="cpu")[0].dataset_options == {"variant": "collar"}
+
+
+def test_dataset_options_stay_for_another_folder_of_the_same_layout(
+    tiny_pets: Path, collar_root: Path, tmp_path: Path
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    state = ckpt_io.load(ckpt, map_location="cpu")
+    state["config"] |= {"data": str(tiny_pets), "dataset_options": {"valid_fraction": 0.3}}
+    ckpt_io.save_atomic(state, ckpt)
+    config, _ = open_checkpoint(ckpt, data=str(collar_root))
+    assert config.dataset_options == {"valid_fraction": 0.3}
+
+
+def test_a_k_class_model_on_binary_data_names_the_mismatch(tiny_pets: Path, tmp_path: Path) -> None:
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    with pytest.raises(
+        ConfigError,
+        match=r"collar.pt: the model predicts 3 classes \(background, pet, collar\), but "
+        r"dataset 'oxford_pet' .* is binary",
+    ):
+        segkit.evaluate(ckpt, data=str(tiny_pets), **FAST)
+
+
+def test_a_binary_model_on_data_with_more_classes_says_so(
+    collar_root: Path, tmp_path: Path
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    with pytest.raises(DataError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **FAST)
+    message = str(caught.value)
+    assert "values {4} found, masks of this dataset hold 1, 2, 3. The model predicts binary" in (
+        message
+    )
+    assert f"dataset 'oxford_pet' reads {collar_root} as binary, but these masks hold" in message
+    assert "labelled with other classes than the model's" in message
+    with pytest.raises(DataError, match=r"labelled with other classes than the model's"):
+        segkit.evaluate(ckpt, data=str(collar_root), mode="resize", **FAST)
