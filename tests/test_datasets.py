@@ -304,12 +304,17 @@ def test_synthetic_cache_is_generated_once_and_reused(
     assert marker.exists()
 
 
-def test_synthetic_regenerates_a_folder_made_with_other_settings(tmp_path: Path) -> None:
+def test_synthetic_never_turns_a_data_folder_into_another_set(tmp_path: Path) -> None:
+    # A checkpoint's recorded variant=collar once regenerated a pet set a user evaluated on.
     root = tmp_path / "set"
     SyntheticPet(root, count=4, seed=1)
-    SyntheticPet(root, count=3, seed=1)
-    assert is_complete(root, 3, 1)
-    assert len(list((root / "images").iterdir())) == 3
+    for asked in ({"count": 3}, {"seed": 2}, {"variant": "collar"}):
+        with pytest.raises(DataError, match=r"holds a synthetic set \(count 4, seed 1, "
+                           r"variant pet\), and this asks for another"):  # fmt: skip
+            SyntheticPet(root, **asked)
+    assert is_complete(root, 4, 1)
+    assert SyntheticPet(root).count == 4  # read as it is
+    assert SyntheticPet(root, count=4, seed=1, variant="pet").count == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
 
 

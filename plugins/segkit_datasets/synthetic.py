@@ -309,10 +309,11 @@ def default_cache_dir(count: int, seed: int, variant: str = "pet", size: Any = N
 class SyntheticPet(OxfordPet):
     """The synthetic set, generated on first use and then read like Oxford-IIIT Pet.
 
-    If ``root`` does not hold a complete synthetic set made with the same ``count`` and
-    ``seed`` (see :data:`MARKER`), one is generated into a temporary sibling folder and
-    renamed into place, so an interrupted or concurrent run never sees a half-written
-    set. After that it behaves exactly like :class:`OxfordPet` on ``root``, including the
+    If ``root`` does not hold a complete synthetic set (see :data:`MARKER`), one is
+    generated into a temporary sibling folder and renamed into place, so an interrupted or
+    concurrent run never sees a half-written set. A ``root`` given that holds a set made
+    with another ``count``, ``seed`` or ``variant`` than asked is refused, never turned
+    into the set asked for (the cache folders are named by their settings). After that it behaves exactly like :class:`OxfordPet` on ``root``, including the
     train/valid split rule.
 
     Args:
@@ -332,8 +333,8 @@ class SyntheticPet(OxfordPet):
 
     Raises:
         ConfigError: ``count`` or ``seed`` is out of range.
-        DataError: ``root`` holds other files than a synthetic set (it is never
-            overwritten then).
+        DataError: ``root`` holds other files than a synthetic set, or a set made with
+            other settings (it is never overwritten then).
     """
 
     #: ``segkit data synth PATH`` calls ``generate(path, count=..., seed=...)`` (a declared
@@ -372,6 +373,7 @@ class SyntheticPet(OxfordPet):
             root = Path(root).expanduser()
             made = _marker(root)
             if made is not None:
+                _check_same_set(root, made, count=count, seed=seed, variant=variant)
                 count = made["count"] if count is None else count
                 seed = made["seed"] if seed is None else seed
                 variant = made.get("variant", "pet") if variant is None else variant
@@ -391,6 +393,30 @@ class SyntheticPet(OxfordPet):
             self.TARGETS = COLLAR_TARGETS
             oxford_options.setdefault("target", "collar")
         super().__init__(root, **oxford_options)
+
+
+def _check_same_set(root: Path, made: dict[str, Any], **asked: Any) -> None:
+    """Refuse to turn a set a user pointed ``--data`` at into another one: a folder
+    written by ``segkit data synth`` is regenerated only when incomplete, never because a
+    run (or a checkpoint's recorded options) asks for another count, seed or variant.
+
+    Raises:
+        DataError: naming the folder, what it holds and what was asked.
+    """
+    held = {
+        "count": made.get("count"),
+        "seed": made.get("seed"),
+        "variant": made.get("variant", "pet"),
+    }
+    differ = [f"{k} {held[k]} -> {v}" for k, v in asked.items() if v is not None and v != held[k]]
+    if differ:
+        holds = ", ".join(f"{k} {v}" for k, v in held.items())
+        raise DataError(
+            f"{root}: holds a synthetic set ({holds}), and this asks for another "
+            f"({'; '.join(differ)}); segkit does not overwrite a --data folder with another "
+            "set. Leave those --dataset-opt values out to read it as it is, or pass --data "
+            "with a new folder (or none, for the cached sets)"
+        )
 
 
 def _generate_into_place(
