@@ -759,8 +759,40 @@ def test_an_out_folder_inside_an_input_folder_is_not_searched(
     assert collect_images([tmp_path / "in"], leave_out=out / ".." / "masks") == [
         (tmp_path / "in" / "x.jpg", Path("."))
     ]
+    (tmp_path / "in" / "x.jpg").unlink()  # only the masks left: the error says why
     with pytest.raises(ConfigError, match=r"hidden files and folders are left out; .*masks"):
-        collect_images([out.parent / "masks"], leave_out=out)
+        collect_images([tmp_path / "in"], leave_out=out)
+
+
+def test_masks_written_beside_the_images_are_not_predicted_again(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    x = photo(tmp_path / "in" / "x.jpg", (20, 20))
+    mine = photo(tmp_path / "in" / "road_mask.png", (20, 20))  # no road.*: an input image
+    for _ in range(2):
+        code, stdout, _ = predict(
+            capsys, str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "in"),
+            "--overlays", "--skip-existing",
+        )  # fmt: skip
+        assert code == 0, stdout
+    assert "2 images already predicted" in stdout
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [
+        "predictions.csv", "road_mask.png", "road_mask_mask.png", "road_mask_overlay.png",
+        "x.jpg", "x_mask.png", "x_overlay.png",
+    ]  # fmt: skip
+    assert collect_images([tmp_path / "in"]) == [
+        (tmp_path / "in" / n, Path("."))
+        for n in (
+            "road_mask.png",
+            "road_mask_mask.png",
+            "road_mask_overlay.png",
+            "x.jpg",
+            "x_mask.png",
+            "x_overlay.png",
+        )
+    ]  # without --out named, every image is an input
+    beside = dict(collect_images([tmp_path / "in"], leave_out=tmp_path / "in"))
+    assert list(beside) == [mine, x]
 
 
 def test_a_folder_search_leaves_out_hidden_files_and_folders(

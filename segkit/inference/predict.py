@@ -29,6 +29,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import re
 import shutil
 import sys
 import time
@@ -545,7 +546,10 @@ def _named_images(path: Path, skip: Path | None = None) -> list[tuple[Path, Path
 
 def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, Path]]:
     """The images under ``folder``, less hidden files and folders and ``skip``'s tree
-    (resolved)."""
+    (resolved) when it is below ``folder``; when ``skip`` is ``folder`` itself (masks
+    written beside the images), the files predict writes for the images found
+    (``<stem>_mask.png``, ``_overlay.png``, ``_probs*.png``) are left out instead."""
+    beside = skip is not None and skip == folder.resolve()
     files = []
     for found in folder.rglob("*"):
         rel = found.relative_to(folder)
@@ -553,13 +557,15 @@ def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, P
             continue
         if found.suffix.lower() not in IMAGE_SUFFIXES or not found.is_file():
             continue
-        if skip is not None and found.resolve().is_relative_to(skip):
+        if skip is not None and not beside and found.resolve().is_relative_to(skip):
             continue
         files.append(found)
+    if beside:
+        files = _less_outputs(files)
     if not files:
         left = (
             f"; {skip} (--out) is left out"
-            if skip and skip.is_relative_to(folder.resolve())
+            if skip and not beside and skip.is_relative_to(folder.resolve())
             else ""
         )
         raise ConfigError(
@@ -567,6 +573,21 @@ def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, P
             f"{', '.join(IMAGE_SUFFIXES)}; hidden files and folders are left out{left})"
         )
     return [(p, p.parent.relative_to(folder)) for p in sorted(files)]
+
+
+#: The names predict writes for an image ``<stem>``: ``<stem>`` and what follows.
+OUTPUT_NAME = re.compile(r"(.+)_(mask|overlay|probs(_.+)?)\.png")
+
+
+def _less_outputs(files: list[Path]) -> list[Path]:
+    """``files`` less those named as predict's outputs of another of ``files`` in the same
+    folder (``a_mask.png`` beside ``a.jpg``)."""
+    stems = {(f.parent, f.stem) for f in files}
+    return [
+        f
+        for f in files
+        if not ((m := OUTPUT_NAME.fullmatch(f.name)) and (f.parent, m.group(1)) in stems)
+    ]
 
 
 def _listed_paths(listing: Path) -> list[Path]:
