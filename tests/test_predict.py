@@ -361,13 +361,7 @@ def test_inputs_are_files_folders_and_lists(tmp_path: Path) -> None:
     listing = tmp_path / "list.txt"
     listing.write_text("# images\nc.png\n\n" + str(a) + "\n")
     found = collect_images([tmp_path / "in", c, listing])
-    assert found == [
-        (a, Path(".")),
-        (b, Path("sub")),
-        (c, Path(".")),
-        (tmp_path / "c.png", Path(".")),
-        (a, Path(".")),
-    ]
+    assert found == [(a, Path(".")), (b, Path("sub")), (c, Path("."))]  # each file once
     (tmp_path / "empty" / "deeper").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"empty: no images in this folder or its subfolders"):
         collect_images([tmp_path / "empty"])
@@ -427,13 +421,14 @@ def test_predict_stops_at_an_unreadable_image_or_skips_it(
     out = tmp_path / "out"
     code, _, err = predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))
     assert code == 2 and "b.jpg: cannot decode image" in err and "--skip-bad" in err
-    assert "The 1 images predicted before it are in" in err
+    assert "The 1 image predicted before it is in" in err
+    assert "leave it out of the paths given to predict" in err and "split list" not in err
     assert (out / "a_mask.png").is_file() and not (out / "c_mask.png").exists()
     code, stdout, err = predict(
         capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--skip-bad", "--overwrite"
     )
     assert code == 0 and "skipped" in err and "b.jpg: cannot decode image" in err
-    assert "predicted 2 images, 1 unreadable skipped" in stdout
+    assert "predicted 2 images, 1 unreadable skipped" in stdout and "split list" not in err
     assert (out / "c_mask.png").is_file()
 
 
@@ -532,14 +527,17 @@ def test_each_image_line_and_record_row_names_its_mode(ckpt: Path, tmp_path: Pat
     mask = np.asarray(Image.open(out / "sub" / "b_mask.png")) > 0
     assert float(rows[1]["foreground"]) == pytest.approx(mask.mean(), abs=1e-6)
     # Predicted again in another mode: its rows are replaced, not repeated; others kept.
+    # b, named again directly, is taken once: where it comes first (the folder, sub/).
     c = photo(tmp_path / "c.jpg", (64, 64), seed=2)
     code, stdout, _ = predict(
-        capsys, str(ckpt), str(b), str(c), "--out", str(out), "--mode", "tile", "--overwrite"
-    )
+        capsys, str(ckpt), str(tmp_path / "in"), str(b), str(c), "--out", str(out),
+        "--mode", "tile", "--overwrite",
+    )  # fmt: skip
     assert code == 0 and "segkit: --mode auto" not in stdout
     assert "mode tile, tta none" in stdout and f"{c}: tile, " in stdout
-    assert [(r["image"], r["mode"]) for r in read_record(out)] == [
-        (str(a), "resize"), (str(b), "tile"), (str(c), "tile"),
+    assert [(r["image"], r["mask"], r["mode"]) for r in read_record(out)] == [
+        (str(a), "a_mask.png", "tile"), (str(b), "sub/b_mask.png", "tile"),
+        (str(c), "c_mask.png", "tile"),
     ]  # fmt: skip
 
 
@@ -556,7 +554,7 @@ def test_a_stopped_predict_keeps_the_rows_of_what_it_wrote(
     code, stdout, _ = predict(
         capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--skip-existing"
     )
-    assert code == 0 and "1 images already predicted" in stdout
+    assert code == 0 and "1 image already predicted" in stdout
     assert [Path(r["image"]).name for r in read_record(out)] == ["a.jpg", "c.jpg"]
 
 
@@ -676,12 +674,12 @@ def test_predict_from_python_writes_what_the_command_writes(
         ckpt, image, tmp_path / "py", device="cpu", num_workers=0, overlays=True, quiet=True
     )
     assert (result.written, result.skipped, result.left_out) == (1, 0, 0)
-    assert result.summary().startswith("predicted 1 images in ")
+    assert result.summary().startswith("predicted 1 image in ")
     assert capsys.readouterr().out == ""  # quiet: no line per image
     code, stdout, _ = predict(
         capsys, str(ckpt), str(image), "--out", str(tmp_path / "cli"), "--overlays"
     )
-    assert code == 0 and stdout.splitlines()[-1].startswith("predicted 1 images in ")
+    assert code == 0 and stdout.splitlines()[-1].startswith("predicted 1 image in ")
     for name in ("a_mask.png", "a_overlay.png"):
         assert (tmp_path / "py" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
     again = segkit.predict(ckpt, [image], tmp_path / "py", device="cpu", skip_existing=True)
@@ -702,3 +700,208 @@ def test_evaluate_from_python_prints_what_the_command_prints(
     tiled = segkit.evaluate(ckpt, mode="tile", tta="flip", **settings)
     assert "loss" not in tiled.metrics and tiled.how.startswith(", mode tile, tta flip")
     assert tiled.modes == {"tile": 4} and result.modes == {}
+
+
+# ------------------------------------------------------- what predict takes in and keeps
+
+
+def test_skip_existing_never_replaces_a_file_and_writes_only_the_missing_ones(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photo(tmp_path / "in" / "a.jpg", (20, 20))
+    photo(tmp_path / "in" / "b.jpg", (20, 20), seed=1)
+    out = tmp_path / "out"
+    assert predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))[0] == 0
+    mine = np.full((20, 20), 255, np.uint8)  # a mask the user edited: must survive
+    Image.fromarray(mine).save(out / "a_mask.png")
+    edited = (out / "a_mask.png").read_bytes()
+    b_before = (out / "b_mask.png").read_bytes()
+    rows_before = read_record(out)
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--overlays",
+        "--skip-existing",
+    )  # fmt: skip
+    assert code == 0, stdout
+    assert (out / "a_mask.png").read_bytes() == edited
+    assert (out / "b_mask.png").read_bytes() == b_before
+    assert (out / "a_overlay.png").is_file() and (out / "b_overlay.png").is_file()
+    assert "2 images with some of their outputs in" in stdout
+    assert "-> a_overlay.png (a_mask.png kept)" in stdout
+    assert "predicted 2 images, 2 images with existing files kept" in stdout
+    assert "--overwrite redoes them" in stdout
+    assert read_record(out) == rows_before  # kept masks keep their rows
+    # Everything there now: left out. With --overwrite as well, every file is redone.
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--overlays",
+        "--skip-existing",
+    )  # fmt: skip
+    assert code == 0 and "2 images already predicted" in stdout and "predicted 0 images" in stdout
+    (out / "b_overlay.png").unlink()
+    code, stdout, _ = predict(
+        capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--overlays",
+        "--skip-existing", "--overwrite",
+    )  # fmt: skip
+    assert code == 0 and "kept" not in stdout and (out / "b_overlay.png").is_file()
+    assert (out / "a_mask.png").read_bytes() == edited  # a was finished: left out
+
+
+def test_an_out_folder_inside_an_input_folder_is_not_searched(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photo(tmp_path / "in" / "x.jpg", (20, 20))
+    out = tmp_path / "in" / "masks"
+    for _ in range(2):
+        code, stdout, _ = predict(
+            capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out), "--skip-existing"
+        )
+        assert code == 0, stdout
+    assert "1 image already predicted" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "x_mask.png"]
+    # Spelled another way (a relative path through ..), it is still left out.
+    assert collect_images([tmp_path / "in"], leave_out=out / ".." / "masks") == [
+        (tmp_path / "in" / "x.jpg", Path("."))
+    ]
+    (tmp_path / "in" / "x.jpg").unlink()  # only the masks left: the error says why
+    with pytest.raises(ConfigError, match=r"hidden files and folders are left out; .*masks"):
+        collect_images([tmp_path / "in"], leave_out=out)
+
+
+def test_masks_written_beside_the_images_are_not_predicted_again(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    x = photo(tmp_path / "in" / "x.jpg", (20, 20))
+    mine = photo(tmp_path / "in" / "road_mask.png", (20, 20))  # no road.*: an input image
+    for _ in range(2):
+        code, stdout, _ = predict(
+            capsys, str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "in"),
+            "--overlays", "--skip-existing",
+        )  # fmt: skip
+        assert code == 0, stdout
+    assert "2 images already predicted" in stdout
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [
+        "predictions.csv", "road_mask.png", "road_mask_mask.png", "road_mask_overlay.png",
+        "x.jpg", "x_mask.png", "x_overlay.png",
+    ]  # fmt: skip
+    assert collect_images([tmp_path / "in"]) == [
+        (tmp_path / "in" / n, Path("."))
+        for n in (
+            "road_mask.png",
+            "road_mask_mask.png",
+            "road_mask_overlay.png",
+            "x.jpg",
+            "x_mask.png",
+            "x_overlay.png",
+        )
+    ]  # without --out named, every image is an input
+    beside = dict(collect_images([tmp_path / "in"], leave_out=tmp_path / "in"))
+    assert list(beside) == [mine, x]
+
+
+def test_a_folder_search_leaves_out_hidden_files_and_folders(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    a = photo(tmp_path / "in" / "a.jpg", (20, 20))
+    apple = tmp_path / "in" / "._a.jpg"
+    apple.write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what macOS leaves on other disks
+    photo(tmp_path / "in" / ".thumbs" / "a.jpg", (8, 8))
+    photo(tmp_path / "in" / "sub" / ".hidden.png", (8, 8))
+    assert collect_images([tmp_path / "in"]) == [(a, Path("."))]
+    hidden_root = photo(tmp_path / ".cache" / "b.jpg", (8, 8))  # a hidden folder named: searched
+    assert collect_images([tmp_path / ".cache"]) == [(hidden_root, Path("."))]
+    assert collect_images([apple]) == [(apple, Path("."))]  # named directly: taken
+    out = tmp_path / "out"
+    code, stdout, err = predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))
+    assert code == 0 and "predicted 1 image in" in stdout, err
+    code, _, err = predict(capsys, str(ckpt), str(apple), "--out", str(tmp_path / "o2"))
+    assert code == 2 and "._a.jpg: cannot decode image" in err
+
+
+def test_one_record_row_per_mask_however_the_image_is_spelled(
+    ckpt: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = photo(tmp_path / "imgs" / "sq.jpg", (20, 20))
+    (tmp_path / "lists").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    spellings = ["lists/../imgs/sq.jpg", "imgs/sq.jpg", str(image)]
+    code, stdout, err = predict(capsys, str(ckpt), *spellings, "--out", str(out))
+    assert code == 0 and "predicted 1 image in" in stdout, err  # one file, taken once
+    for spelling in spellings:
+        assert predict(capsys, str(ckpt), spelling, "--out", str(out), "--overwrite")[0] == 0
+    rows = read_record(out)
+    assert [(r["image"], r["mask"]) for r in rows] == [(str(image), "sq_mask.png")]
+
+
+def test_a_list_with_missing_paths_is_refused_before_predicting(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photo(tmp_path / "a.jpg", (20, 20))
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg\n# comment\nnope1.jpg\n\n" + "".join(f"n{i}.jpg\n" for i in range(4)))
+    out = tmp_path / "out"
+    code, _, err = predict(capsys, str(ckpt), str(listing), "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{listing}: 5 listed paths of 6 not found (line 3: nope1.jpg; line 5: n0.jpg" in err
+    assert "and 2 more" in err and "fix or remove those lines" in err
+    assert not out.exists()  # nothing predicted, no folder made
+
+
+def test_every_output_collision_is_named_in_one_message(ckpt: Path, tmp_path: Path, capsys) -> None:
+    for i in range(5):
+        photo(tmp_path / "in" / f"p{i}.jpg", (8, 8))
+        photo(tmp_path / "in" / f"p{i}.png", (8, 8))
+    out = tmp_path / "out"
+    code, _, err = predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))
+    assert code == 2 and "5 pairs of inputs would write the same file" in err
+    assert f"{tmp_path / 'in' / 'p0.jpg'} and {tmp_path / 'in' / 'p0.png'} would both" in err
+    assert "p2.png would both write" in err and "p3.png" not in err and "and 2 more" in err
+    assert "rename one of each pair" in err and not out.exists()
+    # The same file twice (directly and through its folder) is not a collision.
+    single = photo(tmp_path / "one" / "s.jpg", (8, 8))
+    code, stdout, err = predict(
+        capsys, str(ckpt), str(single), str(tmp_path / "one"), str(single), "--out", str(out)
+    )
+    assert code == 0 and "predicted 1 image in" in stdout, err
+
+
+def exif_photo(path: Path, orientation: int) -> Path:
+    photo(path, (24, 16))
+    with Image.open(path) as im:
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        im.save(path, exif=exif)
+    return path
+
+
+def test_images_with_an_exif_rotation_are_named_once(ckpt: Path, tmp_path: Path, capsys) -> None:
+    turned = exif_photo(tmp_path / "in" / "phone.jpg", 6)
+    exif_photo(tmp_path / "in" / "plain.jpg", 1)
+    photo(tmp_path / "in" / "none.png", (24, 16))
+    out = tmp_path / "out"
+    code, stdout, _ = predict(capsys, str(ckpt), str(tmp_path / "in"), "--out", str(out))
+    assert code == 0
+    line = [x for x in stdout.splitlines() if "EXIF" in x]
+    assert len(line) == 1 and f"1 image with an EXIF orientation tag ({turned})" in line[0]
+    assert "masks follow the pixels as stored" in line[0] and "exif_transpose" in line[0]
+    assert Image.open(out / "phone_mask.png").size == (24, 16)  # the stored pixels' size
+    done = segkit.predict(ckpt, [tmp_path / "in"], tmp_path / "o2", device="cpu", quiet=True)
+    assert done.rotated == (turned,)
+
+
+def test_a_failed_run_removes_the_out_folder_it_made_and_left_empty(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    image = photo(tmp_path / "a.jpg", (20, 20))
+    gone = save_checkpoint(tmp_path / "gone.pt", model="gone")
+    out = tmp_path / "new" / "out"
+    assert predict(capsys, str(gone), str(image), "--out", str(out))[0] == 2
+    assert not (tmp_path / "new").exists()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    code, _, err = predict(capsys, str(ckpt), str(bad), str(image), "--out", str(out))
+    assert code == 2 and "No image was predicted before it; pass --skip-bad" in err
+    assert not (tmp_path / "new").exists()
+    there = tmp_path / "there"  # a folder that was there before is left as it was
+    there.mkdir()
+    assert predict(capsys, str(gone), str(image), "--out", str(there))[0] == 2
+    assert there.is_dir() and not list(there.iterdir())

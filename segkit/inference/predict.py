@@ -11,7 +11,12 @@ planned before anything is predicted: two inputs writing one file, or files alre
 there (without ``overwrite`` or ``skip_existing``), stop the run before the model is
 run. Each file is written under a temporary name and renamed
 (:func:`segkit.system.files.atomic_open`), so a stopped predict leaves whole files only,
-and ``skip_existing`` finishes it.
+and ``skip_existing`` finishes it: it never replaces a file, and writes only the missing
+outputs of an image that has some.
+
+Folder searches leave out hidden files and folders and the ``out`` folder itself; a file
+given twice is predicted once. Images whose EXIF orientation tag turns them when shown are
+named in one line: masks follow the stored pixels.
 
 Each image's line names the mode it was predicted in (``resize``, ``tile`` or ``whole``:
 what ``--mode auto`` chose for it), and ``predictions.csv`` in the output folder records
@@ -24,10 +29,12 @@ import contextlib
 import csv
 import dataclasses
 import io
+import re
+import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +67,10 @@ class Predicted:
         how: Device, precision, mode and tta, as the summary line shows them.
         modes: The images written in each mode (``resize``, ``tile``, ``whole``).
         record: The ``predictions.csv`` written (None: nothing was predicted).
+        kept: Images predicted with some of their output files kept as they were
+            (``skip_existing``: only the missing files were written).
+        rotated: Images predicted whose EXIF orientation tag is not 1 (their masks
+            follow the stored pixels, not the photo as shown).
     """
 
     out: Path
@@ -70,13 +81,21 @@ class Predicted:
     how: str
     modes: dict[str, int] = field(default_factory=dict)
     record: Path | None = None
+    kept: int = 0
+    rotated: tuple[Path, ...] = ()
 
     def summary(self) -> str:
         """The line ``segkit predict`` ends with."""
         skipped = f", {self.skipped} unreadable skipped" if self.skipped else ""
+        kept = (
+            f", {plural(self.kept, 'image')} with existing files kept (only their missing "
+            "files written; --overwrite redoes them)"
+            if self.kept
+            else ""
+        )
         rate = self.written / max(self.seconds, 1e-9)
         return (
-            f"predicted {self.written} images{skipped} in {self.seconds:.1f} s "
+            f"predicted {plural(self.written, 'image')}{skipped}{kept} in {self.seconds:.1f} s "
             f"({rate:.1f} images/s; {self.how}) -> {self.out}"
         )
 
@@ -106,46 +125,90 @@ def predict(
 
 def run_predict(options: PredictOptions) -> Predicted:
     """:func:`predict` with its options made (what ``segkit predict`` calls)."""
-    files = collect_images(options.images)
+    files = collect_images(options.images, leave_out=Path(options.out))
+    made = _first_missing(Path(options.out))  # the folder this run makes, if any
     out = check_writable(options.out, "--out")  # read-only, full, a file: before any work
-    trained = open_trained(
-        options.checkpoint,
-        device=options.device,
-        precision=options.precision,
-        num_workers=options.num_workers,
-    )
-    predictor = Predictor.of(trained, options.predictor())
-    writer = PredictionWriter(
-        predictor.task,
-        options.threshold,
-        overlay=options.overlays,
-        probabilities=options.probabilities,
-    )
-    todo = _images_to_write(files, out, writer, options)
-    result = _write_all(predictor, todo, writer, out, options)
+    try:
+        trained = open_trained(
+            options.checkpoint,
+            device=options.device,
+            precision=options.precision,
+            num_workers=options.num_workers,
+        )
+        predictor = Predictor.of(trained, options.predictor())
+        writer = PredictionWriter(
+            predictor.task,
+            options.threshold,
+            overlay=options.overlays,
+            probabilities=options.probabilities,
+        )
+        todo, keep = _images_to_write(files, out, writer, options)
+        result = _write_all(predictor, todo, writer, out, options, keep)
+    except BaseException:
+        if made is not None:
+            _remove_if_unwritten(made, out)
+        raise
     return dataclasses.replace(result, left_out=len(files) - len(todo))
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The topmost folder of ``folder`` (or ``folder`` itself) that does not exist yet:
+    what making it makes; None when it exists."""
+    if folder.exists():
+        return None
+    made = folder
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    return made
+
+
+def _remove_if_unwritten(made: Path, out: Path) -> None:
+    """Remove ``made`` (a folder this run created for ``out``) when the run wrote nothing
+    into it: only empty folders, or a ``predictions.csv`` with no row."""
+    if not made.is_dir():
+        return
+    for found in made.rglob("*"):
+        if found.is_dir():
+            continue
+        if found != out / RECORD_NAME or len(found.read_text().splitlines()) > 1:
+            return  # something was written: keep it all
+    shutil.rmtree(made, ignore_errors=True)
 
 
 def _images_to_write(
     files: list[tuple[Path, Path]], out: Path, writer: PredictionWriter, options: PredictOptions
-) -> list[tuple[Path, Path]]:
+) -> tuple[list[tuple[Path, Path]], dict[Path, set[Path]]]:
     """``files`` less those already predicted (with ``skip_existing``), once every output
-    is planned.
+    is planned, and the output files to keep as they are, by image (``skip_existing``:
+    those that exist already; an existing file is never replaced without ``overwrite``).
 
     Raises:
         ConfigError: two images would write one file, or outputs exist without
             ``overwrite`` or ``skip_existing``.
     """
     outputs = plan_outputs(files, out, writer)
+    keep: dict[Path, set[Path]] = {}
     if options.skip_existing:
         finished = _finished(outputs)
         files = [f for f in files if f[0] not in finished]
         outputs = {p: t for p, t in outputs.items() if p not in finished}
         if finished:
-            print(f"segkit: {len(finished)} images already predicted in {out}, left out")
+            print(f"segkit: {plural(len(finished), 'image')} already predicted in {out}, left out")
+        if not options.overwrite:  # with it, an image stopped half-way is written again whole
+            keep = {p: on for p, t in outputs.items() if (on := {x for x in t if x.exists()})}
+        if keep:
+            print(
+                f"segkit: {plural(len(keep), 'image')} with some of their outputs in {out}: "
+                "only their missing files are written, the existing ones kept (--overwrite "
+                "redoes them)"
+            )
         _remove_stopped_writes(outputs)
     _refuse_existing(outputs, options)
-    return files
+    return files, keep
+
+
+#: Collisions named in full in the message; the rest are counted.
+NAMED = 3
 
 
 def plan_outputs(
@@ -154,26 +217,33 @@ def plan_outputs(
     """Every image's output files, from :func:`collect_images`'s pairs.
 
     Raises:
-        ConfigError: two inputs would write one file.
+        ConfigError: two inputs would write one file (every such pair counted, the first
+            few named).
     """
     where: dict[Path, Path] = {}
     outputs: dict[Path, list[Path]] = {}
+    clashes: dict[tuple[Path, Path], Path] = {}  # (first, second) image: a file both write
     for path, rel in files:
         outputs[path] = writer.paths(out / rel, path.stem)
         for target in outputs[path]:
-            if target in where:
-                raise ConfigError(
-                    f"{where[target]} and {path} would both write {target}; predict them "
-                    "into separate --out folders, or rename one"
-                )
-            where[target] = path
+            if target in where and where[target] != path:
+                clashes.setdefault((where[target], path), target)
+            where.setdefault(target, path)
+    if clashes:
+        named = [f"{a} and {b} would both write {t}" for (a, b), t in clashes.items()]
+        more = f"; and {len(named) - NAMED} more" if len(named) > NAMED else ""
+        raise ConfigError(
+            f"{plural(len(named), 'pair')} of inputs would write the same file: "
+            f"{'; '.join(named[:NAMED])}{more}. Predict them into separate --out folders, "
+            "or rename one of each pair"
+        )
     return outputs
 
 
 def _finished(outputs: dict[Path, list[Path]]) -> set[Path]:
     """The images whose outputs all exist: every file is written whole or not at all
-    (:mod:`segkit.system.files`), so such an image is done; one stopped half-way has its
-    outputs written again."""
+    (:mod:`segkit.system.files`), so such an image is done; one stopped half-way is
+    predicted again and only its missing outputs are written."""
     return {path for path, targets in outputs.items() if all(t.exists() for t in targets)}
 
 
@@ -195,8 +265,14 @@ def _refuse_existing(outputs: dict[Path, list[Path]], options: PredictOptions) -
     if existing and not (options.overwrite or options.skip_existing):
         raise ConfigError(
             f"{existing[0]} already exists ({len(existing)} of the {len(targets)} output files "
-            "do); pass --overwrite to replace them, or choose another --out"
+            "do); pass --overwrite to replace them, --skip-existing to write only the missing "
+            "ones, or choose another --out"
         )
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _write_all(
@@ -205,16 +281,32 @@ def _write_all(
     writer: PredictionWriter,
     out: Path,
     options: PredictOptions,
+    keep: dict[Path, set[Path]] | None = None,
 ) -> Predicted:
-    """Predict ``files`` (read by the predictor's threads) and write their outputs, each
-    image's line and its row of ``predictions.csv``."""
+    """Predict ``files`` (read by the predictor's threads) and write their outputs (less
+    the files in ``keep``, by image: left as they are), each image's line and its row of
+    ``predictions.csv``; then say how many had an EXIF orientation tag."""
+    keep = keep or {}
     start = time.perf_counter()
     written = skipped = 0
     modes: Counter[str] = Counter()
     if predictor.mode == "auto" and not options.quiet:
         print(f"segkit: {predictor.auto_rule()}")
-    reads = read_parallel(files, lambda f: read_image(f[0]), predictor.num_workers)
-    record = PredictionRecord(out / RECORD_NAME, [path for path, _ in files])
+    rotated: set[Path] = set()
+
+    def read(item: tuple[Path, Path]) -> np.ndarray:
+        image = read_image(item[0])
+        if exif_orientation(item[0]) != 1:  # the header only: the pixels are read
+            rotated.add(item[0])  # one thread per item; set.add holds the GIL
+        return image
+
+    reads = read_parallel(files, read, predictor.num_workers)
+    rewritten = [
+        (out / rel / f"{path.stem}_mask.png").relative_to(out).as_posix()
+        for path, rel in files
+        if out / rel / f"{path.stem}_mask.png" not in keep.get(path, ())
+    ]
+    record = PredictionRecord(out / RECORD_NAME, rewritten)
     with contextlib.closing(_Lines(len(files), options.quiet)) as lines, record:
         for (path, rel), image, prob in predictor.predict_many(reads):
             lines.tick()
@@ -224,19 +316,56 @@ def _write_all(
                 continue
             assert prob is not None
             mode = predictor.mode_for(*image.shape[:2])  # what predict_many just did
-            paths = writer.write(out / rel, path, image, prob)
-            record.add(path, paths[0].relative_to(out), image.shape[:2], mode, writer, prob)
+            kept = keep.get(path, set())
+            paths = writer.write(out / rel, path, image, prob, keep=kept)
+            mask = paths[0].relative_to(out)
+            if paths[0] not in kept or not record.has(mask):  # a kept mask keeps its row
+                record.add(path, mask, image.shape[:2], mode, writer, prob)
             written += 1
             modes[mode] += 1
             if not options.quiet:
-                files_ = ", ".join(p.name for p in paths)
-                lines.say(f"{path}: {mode}, {writer.describe(prob)} -> {files_}")
+                files_ = ", ".join(p.name for p in paths if p not in kept)
+                also = f" ({', '.join(p.name for p in paths if p in kept)} kept)" if kept else ""
+                lines.say(f"{path}: {mode}, {writer.describe(prob)} -> {files_}{also}")
     mode = mode_line(predictor.mode, modes)
     how = (
         f"{predictor.device}, {predictor.runtime.precision.name}, mode {mode}, tta {predictor.tta}"
     )
     seconds = time.perf_counter() - start
-    return Predicted(out, written, skipped, 0, seconds, how, dict(modes), record.path)
+    turned = tuple(path for path, _ in files if path in rotated)
+    if turned:
+        print(rotation_line(turned))
+    return Predicted(
+        out, written, skipped, 0, seconds, how, dict(modes), record.path, len(keep), turned
+    )
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of an image file (1, as stored, when it has none or it
+    cannot be read): from its header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block is not the image's problem
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def rotation_line(rotated: Sequence[Path]) -> str:
+    """The line saying that these images' masks follow their pixels as stored, not as
+    their EXIF orientation tag shows them, and how to store them as shown."""
+    named = ", ".join(str(p) for p in rotated[:NAMED])
+    more = f" and {len(rotated) - NAMED} more" if len(rotated) > NAMED else ""
+    return (
+        f"segkit: {plural(len(rotated), 'image')} with an EXIF orientation tag ({named}{more}): "
+        "masks follow the pixels as stored, so they look turned against the photo as a "
+        "viewer shows it. To predict it as shown, store the rotation first: python -c "
+        '"import sys; from PIL import Image, ImageOps; '
+        '[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in sys.argv[1:]]" '
+        "FILES, then predict again with --overwrite"
+    )
 
 
 #: The record ``segkit predict`` keeps in its output folder, one row per image.
@@ -251,24 +380,26 @@ class PredictionRecord:
     """``predictions.csv`` in the output folder: one row per image predicted into it
     (:data:`RECORD_FIELDS`).
 
-    Rows of images predicted into the folder before are kept, and those of the images
-    about to be predicted again are dropped, when it is opened (the file is rewritten under
-    a temporary name and renamed); then a row is appended and flushed as each image is
+    Rows are matched by their mask (one mask, one row, however its image was spelled):
+    rows of masks written into the folder before are kept, and those of the masks about to
+    be written again are dropped, when it is opened (the file is rewritten under a
+    temporary name and renamed); then a row is appended and flushed as each image is
     written, so a stopped predict keeps the rows of the images it wrote and
     ``--skip-existing`` adds the rest.
 
     Args:
         path: The file.
-        images: The images about to be predicted.
+        masks: The masks about to be written again, relative to its folder (POSIX).
 
     Raises:
         ConfigError: ``path`` exists and is not such a record.
     """
 
-    def __init__(self, path: Path, images: Sequence[Path]) -> None:
+    def __init__(self, path: Path, masks: Sequence[str]) -> None:
         self.path = path
-        again = {str(p) for p in images}
-        kept = [row for row in self._rows() if row.get("image") not in again]
+        again = set(masks)
+        kept = [row for row in self._rows() if row.get("mask") not in again]
+        self._masks = {row.get("mask") for row in kept}
         with atomic_open(path, "w", newline="") as f:
             table = csv.DictWriter(f, RECORD_FIELDS, extrasaction="ignore", restval="")
             table.writeheader()
@@ -287,6 +418,10 @@ class PredictionRecord:
                 f"column; predict writes {RECORD_NAME} in --out); move it, or choose another --out"
             )
         return rows
+
+    def has(self, mask: Path) -> bool:
+        """Whether a row of ``mask`` (relative to the folder) was kept."""
+        return mask.as_posix() in self._masks
 
     def add(
         self,
@@ -315,18 +450,27 @@ class PredictionRecord:
         self.close()
 
 
+#: The advice :func:`segkit.data.reading.read_image` ends with, for a dataset's file.
+SPLIT_LIST_ADVICE = "Replace it or remove its name from the split list"
+#: What it says for predict's inputs instead.
+INPUT_ADVICE = "Replace it, or leave it out of the paths given to predict"
+
+
 def _stop_or_skip(error: Exception, skip_bad: bool, written: int, out: Path) -> None:
     """Say that an unreadable image was skipped, or stop at it.
 
     Raises:
         DataError: the image's error, saying where the images before it are.
     """
+    said = str(error).replace(SPLIT_LIST_ADVICE, INPUT_ADVICE)
     if not skip_bad:
-        raise type(error)(
-            f"{error}. The {written} images predicted before it are in {out}; pass "
-            "--skip-bad to skip unreadable files"
-        ) from None
-    print(f"segkit: skipped {error}", file=sys.stderr)
+        if written == 0:
+            before = "No image was predicted before it"
+        else:
+            are = "is" if written == 1 else "are"
+            before = f"The {plural(written, 'image')} predicted before it {are} in {out}"
+        raise type(error)(f"{said}. {before}; pass --skip-bad to skip unreadable files") from None
+    print(f"segkit: skipped {said}", file=sys.stderr)
 
 
 class _Lines:
@@ -355,10 +499,17 @@ class _Lines:
             self.bar.close()
 
 
-def collect_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+def collect_images(
+    inputs: Sequence[str | Path], leave_out: Path | None = None
+) -> list[tuple[Path, Path]]:
     """The image files named by ``inputs``: files, folders (searched recursively for
     :data:`IMAGE_SUFFIXES`) and ``.txt`` files listing one path per line (relative paths
     are relative to the list's folder; blank lines and ``#`` comments are skipped).
+
+    A folder search leaves out hidden files and folders (names starting with ``.``, such
+    as macOS's ``._photo.jpg``) and the folder ``leave_out`` (predict's ``--out``: its
+    masks are not predicted again); a file named directly or listed is always taken. A
+    file given more than once (under any spelling) is taken once, where it comes first.
 
     Returns:
         ``(file, its folder relative to the input it came from)`` pairs, in input order,
@@ -366,14 +517,23 @@ def collect_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
         or listed.
 
     Raises:
-        ConfigError: a path that does not exist, or a folder with no images.
+        ConfigError: a path that does not exist (every missing path of a list counted,
+            with its line), or a folder with no images.
     """
-    return [pair for name in inputs for pair in _named_images(Path(name))]
+    skip = leave_out.expanduser().resolve() if leave_out is not None else None
+    seen: set[Path] = set()
+    found = []
+    for name in inputs:
+        for path, rel in _named_images(Path(name), skip):
+            if (real := path.resolve()) not in seen:
+                seen.add(real)
+                found.append((path, rel))
+    return found
 
 
-def _named_images(path: Path) -> list[tuple[Path, Path]]:
+def _named_images(path: Path, skip: Path | None = None) -> list[tuple[Path, Path]]:
     if path.is_dir():
-        return _folder_images(path)
+        return _folder_images(path, skip)
     if path.suffix.lower() == ".txt" and path.is_file():
         return [(listed, Path(".")) for listed in _listed_paths(path)]
     if path.exists():
@@ -384,25 +544,76 @@ def _named_images(path: Path) -> list[tuple[Path, Path]]:
     )
 
 
-def _folder_images(folder: Path) -> list[tuple[Path, Path]]:
-    files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, Path]]:
+    """The images under ``folder``, less hidden files and folders and ``skip``'s tree
+    (resolved) when it is below ``folder``; when ``skip`` is ``folder`` itself (masks
+    written beside the images), the files predict writes for the images found
+    (``<stem>_mask.png``, ``_overlay.png``, ``_probs*.png``) are left out instead."""
+    beside = skip is not None and skip == folder.resolve()
+    files = []
+    for found in folder.rglob("*"):
+        rel = found.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if found.suffix.lower() not in IMAGE_SUFFIXES or not found.is_file():
+            continue
+        if skip is not None and not beside and found.resolve().is_relative_to(skip):
+            continue
+        files.append(found)
+    if beside:
+        files = _less_outputs(files)
     if not files:
+        left = (
+            f"; {skip} (--out) is left out"
+            if skip and not beside and skip.is_relative_to(folder.resolve())
+            else ""
+        )
         raise ConfigError(
             f"{folder}: no images in this folder or its subfolders (looked for "
-            f"{', '.join(IMAGE_SUFFIXES)})"
+            f"{', '.join(IMAGE_SUFFIXES)}; hidden files and folders are left out{left})"
         )
-    return [(p, p.parent.relative_to(folder)) for p in files]
+    return [(p, p.parent.relative_to(folder)) for p in sorted(files)]
+
+
+#: The names predict writes for an image ``<stem>``: ``<stem>`` and what follows.
+OUTPUT_NAME = re.compile(r"(.+)_(mask|overlay|probs(_.+)?)\.png")
+
+
+def _less_outputs(files: list[Path]) -> list[Path]:
+    """``files`` less those named as predict's outputs of another of ``files`` in the same
+    folder (``a_mask.png`` beside ``a.jpg``)."""
+    stems = {(f.parent, f.stem) for f in files}
+    return [
+        f
+        for f in files
+        if not ((m := OUTPUT_NAME.fullmatch(f.name)) and (f.parent, m.group(1)) in stems)
+    ]
 
 
 def _listed_paths(listing: Path) -> list[Path]:
+    """The paths ``listing`` names, each checked to exist.
+
+    Raises:
+        ConfigError: listed paths that do not exist: the first few named with their line
+            numbers, all counted.
+    """
     paths = []
-    for line in listing.read_text().splitlines():
+    missing: list[str] = []
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             listed = Path(line).expanduser()
-            paths.append(listed if listed.is_absolute() else listing.parent / listed)
+            path = listed if listed.is_absolute() else listing.parent / listed
+            if not path.is_file():
+                missing.append(f"line {number}: {line}")
+            paths.append(path)
+    if missing:
+        more = f"; and {len(missing) - NAMED} more" if len(missing) > NAMED else ""
+        raise ConfigError(
+            f"{listing}: {plural(len(missing), 'listed path')} of {len(paths)} not found "
+            f"({'; '.join(missing[:NAMED])}{more}; relative paths are relative to the list's "
+            "folder); fix or remove those lines"
+        )
     return paths
 
 
@@ -458,26 +669,34 @@ class PredictionWriter:
         return paths
 
     def write(
-        self, out_dir: Path, image_path: Path, image: np.ndarray, prob: np.ndarray
+        self,
+        out_dir: Path,
+        image_path: Path,
+        image: np.ndarray,
+        prob: np.ndarray,
+        keep: Collection[Path] = (),
     ) -> list[Path]:
         """Write the outputs of ``image`` (``(H, W, 3)`` uint8) and its probabilities
-        ``prob`` (``(H, W)``, or ``(K, H, W)``) into ``out_dir``. Returns the paths
-        (:meth:`paths`)."""
+        ``prob`` (``(H, W)``, or ``(K, H, W)``) into ``out_dir``, less those in ``keep``
+        (left as they are). Returns the paths (:meth:`paths`), kept ones included."""
         from PIL import Image
 
         paths = self.paths(out_dir, image_path.stem)
         out_dir.mkdir(parents=True, exist_ok=True)
         mask, tint = self._mask_and_overlay(image, prob)
-        _save_png(mask, paths[0])
+        if paths[0] not in keep:
+            _save_png(mask, paths[0])
         rest = iter(paths[1:])
-        if self.overlay:
-            _save_png(Image.fromarray(tint.astype(np.uint8)), next(rest))
-        if self.format == "npy":
-            with atomic_open(next(rest), "wb") as f:
+        if self.overlay and (target := next(rest)) not in keep:
+            _save_png(Image.fromarray(tint.astype(np.uint8)), target)
+        if self.format == "npy" and (target := next(rest)) not in keep:
+            with atomic_open(target, "wb") as f:
                 np.save(f, prob.astype(np.float32))
         elif self.format == "png":
             channels = prob if self.task.multiclass else prob[None]
             for channel, target in zip(channels, rest, strict=True):
+                if target in keep:
+                    continue
                 scaled = np.round(np.clip(channel, 0, 1) * 65535).astype(np.uint16)
                 _save_png(Image.fromarray(scaled), target)
         return paths
