@@ -905,3 +905,13 @@ def test_a_failed_run_removes_the_out_folder_it_made_and_left_empty(
     there.mkdir()
     assert predict(capsys, str(gone), str(image), "--out", str(there))[0] == 2
     assert there.is_dir() and not list(there.iterdir())
+
+
+def test_predict_refuses_a_threshold_for_a_k_class_model(ckpt_k3: Path, tmp_path: Path, capsys):
+    image = photo(tmp_path / "a.jpg", (40, 30))
+    out = tmp_path / "out"
+    code, _, err = predict(
+        capsys, str(ckpt_k3), str(image), "--out", str(out), "--threshold", "0.9"
+    )
+    assert code == 2 and "a threshold applies to a binary model only" in err
+    assert not out.exists()  # refused before anything was written

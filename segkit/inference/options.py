@@ -255,8 +255,8 @@ class PredictOptions:
     overwrite: bool = option(False, "replace output files that exist (default: refuse to start)")
     skip_existing: bool = option(
         False,
-        "leave out images whose outputs all exist, and write the rest (finishes a "
-        "predict that was stopped)",
+        "leave out images whose outputs all exist, and write only the missing files of the "
+        "others, never replacing one (finishes a predict that was stopped)",
     )
     quiet: bool = option(False, "print only the summary line", short="-q")
     mode: PredictMode = _predict_mode()

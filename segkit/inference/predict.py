@@ -135,6 +135,7 @@ def run_predict(options: PredictOptions) -> Predicted:
             precision=options.precision,
             num_workers=options.num_workers,
         )
+        trained.check_threshold(options.threshold)
         predictor = Predictor.of(trained, options.predictor())
         writer = PredictionWriter(
             predictor.task,
