@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,17 @@ def shapes(shapes_root: Path):
     from segkit.testing import ShapesDataset
 
     return ShapesDataset(shapes_root)
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder on ``sys.path`` where a test writes fake distributions (``fake_*``
+    modules with entry points); the default registry forgets them after the test."""
+    from segkit import registry
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.reset()
+    yield tmp_path
+    registry.reset()
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]

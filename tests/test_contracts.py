@@ -3,7 +3,6 @@ reported by `segkit list --check` and at first use; the recipes' old group and k
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import pytest
@@ -19,16 +18,6 @@ def create_loader(dataset, split, recipe, batch_size, *, train, seed=0, num_work
                   device="cpu", drop_last=False):
     raise AssertionError("never called")
 """
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    registry.reset()
-    yield tmp_path
-    registry.reset()
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
 
 
 def test_a_loader_without_shard_fails_to_load_naming_plugin_and_parameter(site):

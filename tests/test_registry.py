@@ -21,14 +21,6 @@ BUILTINS = {
 }
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
-
-
 def test_builtins_are_registered_with_their_distribution():
     reg = Registry()
     for kind, names in BUILTINS.items():

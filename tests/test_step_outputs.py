@@ -6,7 +6,6 @@ before the loss or the metrics trip on it; and the check costs nothing after tha
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import torch
@@ -251,16 +250,6 @@ def test_a_graph_step_checks_in_its_eager_warm_up_not_under_capture(monkeypatch)
     step = GraphStep(context, batch_size=2, warmup=1, graph=Recorded)
     out = train_one_epoch(step, _batches(n=4))
     assert out["graph_replays"] == 3 and calls == ["logits", "loss"]
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    registry.reset()
-    yield tmp_path
-    registry.reset()
-    for name in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[name]
 
 
 def test_a_run_names_the_plugin_distribution_and_version(site) -> None:
