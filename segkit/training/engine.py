@@ -129,12 +129,26 @@ def resume(
     early is finished: resumed without ``epochs`` it trains nothing and tests its best
     checkpoint again; with ``epochs`` it trains on, its counter kept (so the next
     validation without an improvement stops it again). ``--max-time`` counts from this
-    process's start; ``max_time`` replaces the run's.
+    process's start; ``max_time`` replaces the run's. ``epochs`` below the epochs
+    ``last.pt`` holds is refused; equal to them, the run trains nothing and finishes now
+    (tests its ``best.pt`` and writes the reports).
+
+    ``settings``: new values of :data:`CHANGEABLE_ON_RESUME` (a moved ``data`` folder must
+    hold the same samples: the split sizes and ids are checked against the checkpoint's).
 
     Raises:
-        ConfigError: another process trains in ``run_dir`` (or resumes it).
+        ConfigError: another process trains in ``run_dir`` (or resumes it); ``epochs``
+            below the epochs done; a setting that changes what is trained.
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
+        DataError: a new ``data`` folder holds other samples than the run trained on.
     """
+    refused = sorted(set(settings or {}) - set(CHANGEABLE_ON_RESUME))
+    if refused:
+        raise ConfigError(
+            f"resume: {', '.join(refused)} would change what the run trains; a resumed run "
+            f"keeps its checkpoint's. It may change only: epochs, max_time, "
+            f"{', '.join(CHANGEABLE_ON_RESUME)}"
+        )
     exit_if_reimporting_main()
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
