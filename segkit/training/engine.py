@@ -736,9 +736,9 @@ class Run:
     def no_empty_folder_left(self) -> Iterator[None]:
         """Around the setup and the epochs (rank 0): a run that fails before its first
         epoch is recorded removes the folder it made (:meth:`RunFolder.discard`), so a
-        failed start leaves no trace and frees its name; so does one that fails in its
-        first epoch before it wrote any ``last.pt`` (a full disk: its ``best.pt`` would
-        fill the restart's disk again). Interrupted there (Ctrl-C,
+        failed start leaves no trace and frees its name; so does one whose checkpoint write
+        fails in its first epoch before any ``last.pt`` was written (a full disk: its
+        ``best.pt`` would fill the restart's disk again). Interrupted there (Ctrl-C,
         SIGTERM), the folder stays for the restart its message gives, which takes it
         again; so does a torchrun job's (the launcher's message names it). A checkpoint
         that could not be written ends with what comes after the fix: the resume, or
@@ -754,8 +754,9 @@ class Run:
             removed = False
             if self.made_folder and not self.dist.enabled:
                 if not (interrupted and folder.config.exists()):
-                    # failed with no training state written: nothing to resume from
-                    removed = folder.discard(unresumable=not interrupted)
+                    # a checkpoint write failed before any last.pt: nothing to resume from
+                    failed_write = isinstance(e, ckpt_io.CheckpointWriteError)
+                    removed = folder.discard(unresumable=failed_write)
             folder.release()
             if isinstance(e, ckpt_io.CheckpointWriteError):
                 step = (
