@@ -91,20 +91,19 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
         "every 3 epochs and the run stopped before the first), so it cannot be resumed"
     )
     assert restart == (
-        f"start the run again, in a new folder {tmp_path / 'se-2'}, with: segkit run "
-        f"--config {run / 'config.json'} --name se-2 ({run}, 2 MB, can be deleted if its "
-        f"best.pt is not wanted: rm -r {run})"
+        f"{run} (2 MB) can be deleted if its best.pt is not wanted (rm -r {run}); the run "
+        f"starts again in a new folder, {tmp_path / 'se-2'}: start it again with segkit run "
+        f"--config {run / 'config.json'} --name se-2"
     )
     # --resume says the same, not "stopped before its first checkpoint"
     with pytest.raises(CheckpointError) as e:
         resume(run, quiet=True)
     assert "stopped before its first checkpoint" not in str(e.value)
-    assert f"{why}. Start the run again, in a new folder {tmp_path / 'se-2'}" in str(e.value)
+    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {why}. {restart}"
     # and compare
     with pytest.raises(ConfigError) as e:
         read_run(run)
-    assert "the run has not finished (no summary.json); " + why in str(e.value)
-    assert "--name se-2" in str(e.value)
+    assert str(e.value) == f"{run}: the run has not finished (no summary.json); {why}. {restart}"
     # a taken se-2 that records nothing is what the restart takes; a record is passed over
     _config_json(tmp_path / "se-2")
     assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-2"
@@ -138,9 +137,9 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
     assert message.startswith(f"interrupted during epoch 3; {run} keeps best.pt")
     assert "metrics.csv (epochs 1-2)" in message and "--save-every 3 writes it every 3" in message
     assert "no checkpoint had been written" not in message
-    assert (
-        f"new folder {tmp_path / 'se-2'}, with: segkit run --config {run / 'config.json'} --name se-2"
-        in message
+    assert message.endswith(
+        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit run --config "
+        f"{run / 'config.json'} --name se-2"
     )
     assert (run / "best.pt").exists() and not (run / "last.pt").exists()
 

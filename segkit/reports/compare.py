@@ -171,8 +171,7 @@ def _unfinished(folder: RunFolder, asked: dict) -> str:
     save_every = asked.get("save_every")
     kept = folder.unresumable(asked, save_every=save_every if isinstance(save_every, int) else 1)
     if kept is not None:
-        why, restart = kept
-        return f"{why}; {restart}"
+        return f"{kept[0]}. {kept[1]}"
     return (
         "it stopped before its first epoch was recorded; start it again with: "
         f"{folder.restart_command(asked)}"

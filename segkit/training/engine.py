@@ -231,13 +231,6 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
             "evaluates and predicts. To train longer, start a new run (with --keep-last to "
             "extend it later)"
         )
-    if asked is not None:
-        save_every = asked.get("save_every")
-        every = save_every if isinstance(save_every, int) else 1
-        kept = folder.unresumable(asked, save_every=every)
-        if kept is not None:
-            why, restart = kept
-            raise CheckpointError(f"{folder.last}: checkpoint not found: {why}. S{restart[1:]}")
     entries = [p.name for p in folder.path.iterdir()]
     killed_writes = [n for n in entries if is_temporary(n)]
     gone = ""
@@ -248,6 +241,12 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
             folder.release()
             folder.path.rmdir()
             gone = " (it held only the temporary file of a killed write, and is removed)"
+    if asked is not None:
+        save_every = asked.get("save_every")
+        every = save_every if isinstance(save_every, int) else 1
+        kept = folder.unresumable(asked, save_every=every)
+        if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
+            raise CheckpointError(f"{folder.last}: checkpoint not found: {kept[0]}. {kept[1]}")
     again = folder.restart_command(asked) if asked is not None else "the command that started it"
     raise CheckpointError(
         f"{folder.last}: checkpoint not found: the run stopped before its first checkpoint "
@@ -1055,8 +1054,7 @@ def _resume_hint(run: Run) -> str:
         )
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
-        why, restart = kept
-        return f"{why}. S{restart[1:]}"
+        return f"{kept[0]}. {kept[1]}"
     return (
         f"no checkpoint had been written yet. Start it again with: "
         f"{folder.restart_command(run.config)}{devices}"
@@ -1073,8 +1071,7 @@ def _next_step(run: Run) -> str:
         return f"resume with: segkit run --resume {folder.path}{devices}"
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:
-        why, restart = kept
-        return f"{restart}; {why}"
+        return f"start the run again: {kept[0]}. {kept[1]}"
     return f"start the run again with: {folder.restart_command(run.config)}{devices}"
 
 

@@ -332,9 +332,9 @@ class RunFolder:
             f"({self.last.name}: {every}), so it cannot be resumed"
         )
         restart = (
-            f"start the run again, in a new folder {new}, with: {command}{extra} ({self.path}, "
-            f"{self.size_text()}, can be deleted if its best.pt is not wanted: "
-            f"rm -r {self.path})"
+            f"{self.path} ({self.size_text()}) can be deleted if its best.pt is not wanted "
+            f"(rm -r {self.path}); the run starts again in a new folder, {new}: start it "
+            f"again with {command}{extra}"
         )
         return why, restart
 
