@@ -759,8 +759,8 @@ class Run:
             folder.release()
             if isinstance(e, ckpt_io.CheckpointWriteError):
                 step = (
-                    f"start the run again (its folder {folder.path} is removed: it held no "
-                    "training state to resume from)"
+                    f"start the run again with the command that started it (its folder "
+                    f"{folder.path} is removed: it held no training state to resume from)"
                     if removed
                     else _next_step(self)
                 )
