@@ -40,7 +40,8 @@ def add_run(sub: Any) -> None:
         metavar="RUN_DIR",
         default=None,
         help="continue the run in RUN_DIR from its last.pt (its settings come from the "
-        "checkpoint; --epochs extends it)",
+        "checkpoint; --epochs extends it; --data, --device, --precision, --num-workers, "
+        "--threads, --keep-last, --save-every, --profile and the logging options may change)",
     )
     x.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=_cmd_run)
@@ -57,23 +58,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_or_resume(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, flag, read_config_file
-    from segkit.training.engine import resume, train
+    from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
 
     if args.resume:
         settings = settings_from_args(args)
-        other = sorted(set(settings) - {"epochs", "max_time"})
+        other = sorted(set(settings) - {"epochs", "max_time", *CHANGEABLE_ON_RESUME})
         if other or args.config:
             given = ", ".join(["--config"] * bool(args.config) + [flag(k) for k in other])
+            allowed = ", ".join(flag(k) for k in CHANGEABLE_ON_RESUME)
             raise ConfigError(
                 f"--resume continues a run with the settings in its checkpoint; {given} "
                 "cannot change them (only --epochs can, to extend the run, and --max-time). "
+                f"It may also change what does not change what is trained: {allowed}. "
                 f"Start a new run with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
             )
         result = resume(
             args.resume,
-            epochs=settings.get("epochs"),
-            max_time=settings.get("max_time"),
+            epochs=settings.pop("epochs", None),
+            max_time=settings.pop("max_time", None),
             quiet=args.quiet,
+            settings=settings,
         )
     else:
         base = read_config_file(args.config) if args.config else None

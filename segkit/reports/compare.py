@@ -137,11 +137,11 @@ def read_run(path: Path | str) -> Run:
             f"{folder.path}: not a run folder (no config.json); pass folders made by segkit run"
         )
     if not folder.summary_json.is_file():
-        hint = (
-            f"finish it with: segkit run --resume {folder.path}"
-            if folder.last.is_file()
-            else "it stopped before its first checkpoint; run it again"
-        )
+        try:
+            asked = json.loads(folder.config.read_text())
+        except (OSError, ValueError):
+            asked = {}
+        hint = _unfinished(folder, asked if isinstance(asked, dict) else {})
         raise ConfigError(f"{folder.path}: the run has not finished (no summary.json); {hint}")
     raw = json.loads(folder.config.read_text())
     config = RunConfig.from_dict(raw, source=str(folder.config))
@@ -161,6 +161,21 @@ def read_run(path: Path | str) -> Run:
                 )
                 scores.append((row["id"] or row["index"], float(dice), float(iou)))
     return Run(folder.path, config, raw.get("resolved") or {}, summary, history, scores)
+
+
+def _unfinished(folder: RunFolder, asked: dict) -> str:
+    """What to do with a run folder without summary.json: finish it from its ``last.pt``;
+    without one, start it again (in a new folder where it keeps ``best.pt`` or metrics)."""
+    if folder.last.is_file():
+        return f"finish it with: segkit run --resume {folder.path}"
+    save_every = asked.get("save_every")
+    kept = folder.unresumable(asked, save_every=save_every if isinstance(save_every, int) else 1)
+    if kept is not None:
+        return f"{kept[0]}. {kept[1]}"
+    return (
+        "it stopped before its first epoch was recorded; start it again with: "
+        f"{folder.restart_command(asked)}"
+    )
 
 
 def _number(text: str) -> float:

@@ -25,6 +25,7 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import sys
@@ -86,12 +87,37 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
         raise e.with_traceback(None) from None
 
 
+#: The settings ``--resume`` may change besides ``--epochs`` and ``--max-time``: where the
+#: data is, the machine and how the run is watched; none changes what is trained (the
+#: model, loss, recipe, data samples, optimizer and schedule, batches, seed). A new
+#: ``--precision`` (or a device whose ``auto`` resolves differently) changes the numerics
+#: of the epochs from here: one line says so.
+CHANGEABLE_ON_RESUME = (
+    "data",
+    "device",
+    "precision",
+    "num_workers",
+    "threads",
+    "channels_last",
+    "compile",
+    "cuda_graphs",
+    "save_every",
+    "keep_last",
+    "grid_images",
+    "profile",
+    "log_every",
+    "log",
+    "log_images_every",
+)
+
+
 def resume(
     run_dir: Path | str,
     *,
     epochs: int | None = None,
     max_time: str | None = None,
     quiet: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> RunResult:
     """Continue a run from its ``last.pt``: model, optimizer, GradScaler, RNG
     states, best score and history are restored (the learning-rate schedule is positioned
@@ -103,12 +129,26 @@ def resume(
     early is finished: resumed without ``epochs`` it trains nothing and tests its best
     checkpoint again; with ``epochs`` it trains on, its counter kept (so the next
     validation without an improvement stops it again). ``--max-time`` counts from this
-    process's start; ``max_time`` replaces the run's.
+    process's start; ``max_time`` replaces the run's. ``epochs`` below the epochs
+    ``last.pt`` holds is refused; equal to them, the run trains nothing and finishes now
+    (tests its ``best.pt`` and writes the reports).
+
+    ``settings``: new values of :data:`CHANGEABLE_ON_RESUME` (a moved ``data`` folder must
+    hold the same samples: the split sizes and ids are checked against the checkpoint's).
 
     Raises:
-        ConfigError: another process trains in ``run_dir`` (or resumes it).
+        ConfigError: another process trains in ``run_dir`` (or resumes it); ``epochs``
+            below the epochs done; a setting that changes what is trained.
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
+        DataError: a new ``data`` folder holds other samples than the run trained on.
     """
+    refused = sorted(set(settings or {}) - set(CHANGEABLE_ON_RESUME))
+    if refused:
+        raise ConfigError(
+            f"resume: {', '.join(refused)} would change what the run trains; a resumed run "
+            f"keeps its checkpoint's. It may change only: epochs, max_time, "
+            f"{', '.join(CHANGEABLE_ON_RESUME)}"
+        )
     exit_if_reimporting_main()
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
@@ -126,10 +166,17 @@ def resume(
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
         config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        if settings:
+            for key, value in settings.items():
+                setattr(config, key, value)
+            if "data" in settings:
+                config.data_as_typed = None  # as typed now (validate makes data absolute)
+            config.validate()
         if max_time is not None:
             config.max_time = max_time
             config.validate()
         if epochs is not None:
+            _check_epochs(folder, epochs, state["epoch"])
             config.epochs = epochs
             config.validate()
             stopping = state.get("early_stopping")
@@ -145,6 +192,22 @@ def resume(
     except BaseException:
         folder.release()  # the run is over (a finished one let go already)
         raise
+
+
+def _check_epochs(folder: RunFolder, epochs: int, done: int) -> None:
+    """Refuse ``--epochs`` below the epochs ``last.pt`` holds: the run would train nothing
+    and finish at fewer epochs than it has done (deleting ``last.pt``).
+
+    Raises:
+        ConfigError: naming the epochs done and the smallest valid value.
+    """
+    if epochs < done:
+        raise ConfigError(
+            f"--epochs {epochs}: {folder.path} has done {done} epochs ({folder.last} holds "
+            f"epoch {done}), so it cannot end at {epochs}. Pass --epochs {done + 1} or more "
+            f"to train on, --epochs {done} to finish it now (test best.pt and write the "
+            "reports), or leave --epochs out to go on to its own"
+        )
 
 
 def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
@@ -178,6 +241,12 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
             folder.release()
             folder.path.rmdir()
             gone = " (it held only the temporary file of a killed write, and is removed)"
+    if asked is not None:
+        save_every = asked.get("save_every")
+        every = save_every if isinstance(save_every, int) else 1
+        kept = folder.unresumable(asked, save_every=every)
+        if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
+            raise CheckpointError(f"{folder.last}: checkpoint not found: {kept[0]}. {kept[1]}")
     again = folder.restart_command(asked) if asked is not None else "the command that started it"
     raise CheckpointError(
         f"{folder.last}: checkpoint not found: the run stopped before its first checkpoint "
@@ -215,6 +284,7 @@ def _run(
                 trained = run.train_epoch(epoch)
                 if run.dist.main:
                     run.end_epoch(trained)
+                run.recorded = epoch
                 distributed.barrier(run.dist)
                 if run.may_stop_early() and run.stops_early():
                     break
@@ -270,6 +340,8 @@ class Run:
         self.resolved: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.start = self.end = self.epoch = 1
+        self.recorded = 0  # the last epoch end_epoch finished (its row written)
+        self.splits: dict[str, Any] | None = None  # each split's size and ids' digest
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
 
     # ------------------------------------------------------------------------ setup
@@ -283,6 +355,9 @@ class Run:
         # Everything is built before the run folder is made: a bad name or path leaves no trace.
         self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
         self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
+        self.splits = _splits(self.parts.dataset)
+        if state is not None:
+            _check_same_samples(self.config, state, self.splits)
         c = self.config
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
@@ -310,11 +385,18 @@ class Run:
         the TensorBoard log, ``config.json`` and ``bad_samples.txt``."""
         t, config = self.parts, self.config
         self.made_folder = folder is None or state is None
+        before = _asked(folder) if folder is not None and state is not None else None
         self.folder = folder = _prepare_folder(config, folder, state, self.history, self.say)
+        if folder.instead_of is not None:
+            self.say(f"segkit: {folder.instead_of} exists; this run writes {folder.path}")
+        if before is not None:
+            self.say_runtime_changes(before.get("resolved") or {})
         distributed.note_run_folder(self.dist, folder.path)
         if config.log == "tensorboard":
             self.log = tb_log.TensorBoardLog(folder.path, config, self.start)
         self.resolved = _resolved(config, self.runtime, t)
+        if self.splits is not None:
+            self.resolved["splits"] = self.splits
         folder.write_config(config, self.resolved)
         if t.bad_samples:
             folder.write_bad_samples(t.bad_samples)
@@ -322,6 +404,20 @@ class Run:
                 f"segkit: left out {len(t.bad_samples)} unreadable samples, listed in "
                 f"{folder.bad_samples}"
             )
+
+    def say_runtime_changes(self, before: dict[str, Any]) -> None:
+        """On resume, one line where the device or the precision differs from what the
+        run trained with so far (``config.json``'s ``resolved``)."""
+        now = self.runtime.record()
+        device, precision = before.get("device"), before.get("precision")
+        if precision and precision != now.get("precision"):
+            self.say(
+                f"segkit: note: precision {now.get('precision')} from here; the epochs so far "
+                f"trained in {precision} (on {device}): the resumed epochs round differently, "
+                "so they will not equal an unbroken run's"
+            )
+        elif device and device != now.get("device"):
+            self.say(f"segkit: resuming on {now.get('device')}; the epochs so far ran on {device}")
 
     def _prepare_epochs(self, state: dict[str, Any] | None) -> None:
         """The learning-rate schedule (positioned after the epochs done), the training
@@ -340,6 +436,12 @@ class Run:
         self.progress = self._progress(resumed=state is not None)
         self.eval = t.eval_context(runtime)
         self.end = config.epochs
+        if state is not None and self.start > self.end and not self.stopper.stopped:
+            self.say(
+                f"segkit: --epochs {config.epochs}: the run has done them all; nothing to "
+                "train: testing its best checkpoint and finishing it"
+                + ("" if config.keep_last else " (last.pt is deleted then; --keep-last keeps it)")
+            )
         if self.stopper.stopped:  # resumed after an early stop, without --epochs: finished
             self.end = self.start - 1
             self.say(
@@ -561,6 +663,8 @@ class Run:
             plugins=self.resolved.get("plugins"),
         )
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
+        if self.splits is not None:
+            state["splits"] = self.splits  # a resume with another --data checks them
         if not save_last:
             state = ckpt_io.weights_state(state)
         if self.writer.background:  # the thread writes a copy while training changes the tensors
@@ -631,7 +735,9 @@ class Run:
     def no_empty_folder_left(self) -> Iterator[None]:
         """Around the setup and the epochs (rank 0): a run that fails before its first
         epoch is recorded removes the folder it made (:meth:`RunFolder.discard`), so a
-        failed start leaves no trace and frees its name. Interrupted there (Ctrl-C,
+        failed start leaves no trace and frees its name; so does one whose checkpoint write
+        fails in its first epoch before any ``last.pt`` was written (a full disk: its
+        ``best.pt`` would fill the restart's disk again). Interrupted there (Ctrl-C,
         SIGTERM), the folder stays for the restart its message gives, which takes it
         again; so does a torchrun job's (the launcher's message names it). A checkpoint
         that could not be written ends with what comes after the fix: the resume, or
@@ -647,10 +753,17 @@ class Run:
             removed = False
             if self.made_folder and not self.dist.enabled:
                 if not (interrupted and folder.config.exists()):
-                    removed = folder.discard()
+                    # a checkpoint write failed before any last.pt: nothing to resume from
+                    failed_write = isinstance(e, ckpt_io.CheckpointWriteError)
+                    removed = folder.discard(unresumable=failed_write)
             folder.release()
             if isinstance(e, ckpt_io.CheckpointWriteError):
-                step = "start the run again" if removed else _next_step(self)
+                step = (
+                    f"start the run again with the command that started it (its folder "
+                    f"{folder.path} is removed: it held no training state to resume from)"
+                    if removed
+                    else _next_step(self)
+                )
                 raise e.then(step) from e.__cause__
             raise
 
@@ -678,14 +791,19 @@ class Run:
         except KeyboardInterrupt:
             if not (d.main and self.folder):  # another rank: rank 0 says it
                 raise RunInterrupted("interrupted") from None
-            raise RunInterrupted(
-                f"interrupted during epoch {self.epoch}; {_resume_hint(self)}"
-            ) from None
+            raise RunInterrupted(f"{self.interrupted_when()}; {_resume_hint(self)}") from None
         except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
             if not (d.enabled and distributed.is_collective_failure(e)):
                 raise
             hint = f" {_resume_hint(self)}" if d.main and self.folder else ""
             raise distributed.lost_contact(d, self.epoch, e, hint) from None
+
+    def interrupted_when(self) -> str:
+        """``interrupted during epoch N``, or between epochs ``interrupted after epoch N``
+        (its row written, the next one not begun)."""
+        if self.recorded >= self.epoch:
+            return f"interrupted after epoch {self.recorded}, before epoch {self.recorded + 1}"
+        return f"interrupted during epoch {self.epoch}"
 
     def finish(self) -> RunResult:
         """Test the best weights and report (rank 0); shut the process group down."""
@@ -810,6 +928,50 @@ def _prepare_folder(
     return folder
 
 
+def _splits(dataset: Any) -> dict[str, Any] | None:
+    """Each split's size and a digest of its sample ids (what ``last.pt`` and
+    ``config.json`` record, so that a resume with another ``--data`` is checked to train
+    on the same samples); None for a dataset that does not list its samples."""
+    out = {}
+    try:
+        for split in ("train", "valid", "test"):
+            ids = [str(s.id) for s in dataset.samples(split)]
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+            out[split] = {"count": len(ids), "ids": digest}
+    except Exception:  # noqa: BLE001 -- a dataset plugin without samples(): nothing recorded
+        return None
+    return out
+
+
+def _check_same_samples(
+    config: RunConfig, state: dict[str, Any], splits: dict[str, Any] | None
+) -> None:
+    """A resumed run's data must hold the samples it trained on: the split sizes and ids
+    ``last.pt`` records (a checkpoint of an older segkit records none: not checked).
+
+    Raises:
+        DataError: naming the data folder, the split, what the run had and what it has.
+    """
+    recorded = state.get("splits")
+    if not recorded or splits is None or recorded == splits:
+        return
+    for split, was in recorded.items():
+        now = splits.get(split) or {"count": 0, "ids": ""}
+        if was == now:
+            continue
+        differs = (
+            f"{now['count']} samples where the run had {was['count']}"
+            if now["count"] != was["count"]
+            else f"other sample ids than the run's {was['count']}"
+        )
+        raise DataError(
+            f"{config.data or '(generated data)'}: its {split} split has {differs}: it is not "
+            "the dataset this run trained on, and a resume must go on with the same samples. "
+            "Pass --data naming the run's dataset (moved, with the same files), or start a "
+            "new run on this one"
+        )
+
+
 def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> dict[str, Any]:
     """What ``config.json`` records under ``resolved``: the runtime, the dataset folder and
     the distribution and version of every plugin used."""
@@ -890,6 +1052,9 @@ def _resume_hint(run: Run) -> str:
             f"the last checkpoint ({folder.last}) holds epoch {saved}. Resume with: "
             f"segkit run --resume {folder.path}{devices}"
         )
+    kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
+    if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
+        return f"{kept[0]}. {kept[1]}"
     return (
         f"no checkpoint had been written yet. Start it again with: "
         f"{folder.restart_command(run.config)}{devices}"
@@ -904,6 +1069,9 @@ def _next_step(run: Run) -> str:
     devices = f" --devices {d.world}" if d.enabled else ""
     if writer is not None and writer.saved_epoch is not None and folder.last.exists():
         return f"resume with: segkit run --resume {folder.path}{devices}"
+    kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
+    if kept is not None:
+        return f"start the run again: {kept[0]}. {kept[1]}"
     return f"start the run again with: {folder.restart_command(run.config)}{devices}"
 
 

@@ -112,6 +112,8 @@ class RunResult:
 #: at the end of the first epoch's training.
 _BEFORE_FIRST_EPOCH = ("config.json", "bad_samples.txt", *profiling.FILES)
 _TENSORBOARD = "tensorboard"  # segkit.reports.tb_log.FOLDER (imports tensorboard lazily)
+#: A metrics row's values set after the checkpoint of its epoch was taken.
+_FILLED_AFTER_CHECKPOINT = ("checkpoint_s", "epoch_wall_s")
 
 #: What summary.json repeats of config.json's resolved runtime.
 _SUMMARY_RUNTIME = ("device", "device_name", "precision", "channels_last", "torch", "cuda")
@@ -170,20 +172,29 @@ class RunFolder:
             raise ConfigError(f"{path}: cannot create the run folder ({e.strerror})") from None
         folder = cls(path)
         folder.lock()
+        if path != base / name:
+            folder.instead_of = base / name
         return folder
 
-    def records_nothing(self) -> bool:
+    #: The folder asked for when its name was taken and this one is a ``-2``, ``-3``...
+    #: (:meth:`create`), else None.
+    instead_of: Path | None = None
+
+    def records_nothing(self, also: Sequence[str] = ()) -> bool:
         """Whether the folder holds only what a run writes before its first epoch is
         recorded: ``config.json``, ``bad_samples.txt``, ``--profile``'s report, a
         ``tensorboard/`` of event files, and temporary files of killed writes. No
         checkpoint, no ``metrics.csv``, nothing else (a file of the user's makes it a
-        record)."""
+        record). ``also``: more file names to pass over."""
         try:
             entries = list(self.path.iterdir())
         except OSError:
             return False
         for entry in entries:
-            if entry.is_file() and (entry.name in _BEFORE_FIRST_EPOCH or is_temporary(entry.name)):
+            name = entry.name
+            if entry.is_file() and (
+                name in _BEFORE_FIRST_EPOCH or name in also or is_temporary(name)
+            ):
                 continue
             if entry.name == _TENSORBOARD and entry.is_dir():
                 events = list(entry.iterdir())
@@ -221,11 +232,20 @@ class RunFolder:
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
 
-    def discard(self) -> bool:
+    def discard(self, *, unresumable: bool = False) -> bool:
         """Remove the folder of a run that failed before its first epoch was recorded
         (:meth:`records_nothing`), and let go of its lock. Returns whether it was removed
-        (a folder holding anything else is left as it is)."""
-        if not self.records_nothing():
+        (a folder holding anything else is left as it is).
+
+        ``unresumable``: the run failed before it wrote any training state: a folder
+        without ``last.pt`` that holds besides at most ``best.pt`` and a ``metrics.csv`` of
+        one epoch (a checkpoint write that failed in the first epoch, a full disk) is
+        removed too: it cannot be resumed, and what it holds would fill the disk of the
+        restart again."""
+        if unresumable and not self.last.exists() and len(_read_rows(self.metrics)) <= 1:
+            if not self.records_nothing(also=(self.best.name, self.metrics.name)):
+                return False
+        elif not self.records_nothing():
             return False
         self._empty()
         self.release()
@@ -235,21 +255,88 @@ class RunFolder:
             return False
         return True
 
-    def restart_command(self, asked: dict[str, Any] | RunConfig) -> str:
+    def restart_command(self, asked: dict[str, Any] | RunConfig, into: Path | None = None) -> str:
         """The command that starts this folder's run again, in this folder: ``segkit run
         --config <folder>/config.json``, with ``--out`` and ``--name`` where the settings
         ``asked`` (those config.json records) would not name it (a ``<model>-<time>``
         default name, a name that was taken, an ``--out`` relative to another directory).
-        The next run takes the folder while it records nothing (:meth:`create`)."""
+        The next run takes the folder while it records nothing (:meth:`create`). ``into``:
+        the folder the run goes to instead (:meth:`restart_elsewhere`)."""
         if isinstance(asked, RunConfig):
             asked = {"out": asked.out, "name": asked.name}
+        into = into or self.path
         command = f"segkit run --config {self.config}"
         out = asked.get("out")
-        if out is None or Path(str(out)).expanduser().resolve() != self.path.parent.resolve():
-            command += f" --out {self.path.parent}"
-        if asked.get("name") != self.path.name:
-            command += f" --name {self.path.name}"
+        if out is None or Path(str(out)).expanduser().resolve() != into.parent.resolve():
+            command += f" --out {into.parent}"
+        if asked.get("name") != into.name:
+            command += f" --name {into.name}"
         return command
+
+    def restart_elsewhere(self, asked: dict[str, Any] | RunConfig) -> tuple[Path, str]:
+        """Where a run started again from this folder's ``config.json`` goes when this
+        folder is a record (it keeps ``best.pt`` or ``metrics.csv``, so it is not taken
+        again): the first free ``<name>-2``, ``-3``... beside it, and the command, which
+        names it."""
+        if isinstance(asked, RunConfig):
+            asked = {"out": asked.out, "name": asked.name}
+        name = asked.get("name") or self.path.name
+        n, path = 2, self.path.parent / name
+        while path.exists() and not (
+            RunFolder(path).config.is_file() and RunFolder(path).records_nothing()
+        ):
+            path = self.path.parent / f"{name}-{n}"
+            n += 1
+        return path, self.restart_command(asked, into=path)
+
+    def kept(self) -> list[str]:
+        """What this folder keeps of a run (for the messages of a run that cannot be
+        resumed): ``best.pt`` and ``metrics.csv`` with the epochs its rows record."""
+        out = []
+        epochs = [r.get("epoch", "") for r in _read_rows(self.metrics)]
+        if self.best.exists():
+            out.append(f"{self.best.name} (the best weights so far: it evaluates and predicts)")
+        if epochs:
+            span = epochs[0] if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+            out.append(f"{self.metrics.name} (epoch{'s' * (len(epochs) > 1)} {span})")
+        return out
+
+    def size_text(self) -> str:
+        """The folder's size on disk, in words (``124 MB``)."""
+        total = 0
+        for p in self.path.rglob("*"):
+            with contextlib.suppress(OSError):
+                if p.is_file():
+                    total += p.stat().st_size
+        return f"{total / 1e6:.0f} MB" if total >= 1e6 else f"{total / 1e3:.0f} kB"
+
+    def unresumable(
+        self, asked: dict[str, Any] | RunConfig, *, save_every: int = 1, extra: str = ""
+    ) -> tuple[str, str] | None:
+        """For a run folder without ``last.pt`` that keeps more than a failed start
+        (:meth:`kept`): why it cannot be resumed and what it keeps, and the honest
+        restart, in a new folder (``extra`` ends its command, e.g. ``--devices 2``), with
+        the folder's size and the command that deletes it. None when it keeps nothing."""
+        kept = self.kept()
+        if not kept:
+            return None
+        every = (
+            f"--save-every {save_every} writes it every {save_every} epochs and the run "
+            "stopped before the first"
+            if save_every > 1
+            else "the run stopped before it was first written"
+        )
+        new, command = self.restart_elsewhere(asked)
+        why = (
+            f"{self.path} keeps {' and '.join(kept)} but no training state "
+            f"({self.last.name}: {every}), so it cannot be resumed"
+        )
+        restart = (
+            f"{self.path} ({self.size_text()}) can be deleted if its best.pt is not wanted "
+            f"(rm -r {self.path}); the run starts again in a new folder, {new}: start it "
+            f"again with {command}{extra}"
+        )
+        return why, restart
 
     def lock(self) -> None:
         """Hold the folder for this process (an exclusive ``flock`` on it) until
@@ -301,11 +388,26 @@ class RunFolder:
         _write_rows(self.metrics, [*_read_rows(self.metrics), row])
 
     def rewrite_metrics(self, history: Sequence[dict[str, Any]]) -> None:
-        """Rewrite ``metrics.csv`` from a checkpoint's history (rows after it are dropped)."""
-        if history:
-            _write_rows(self.metrics, history)
-        else:
+        """Cut ``metrics.csv`` back to a checkpoint's history: the rows of epochs after it
+        are dropped; those up to it stay as the file has them (the checkpoint's copy of
+        its own epoch's row was taken before the epoch's checkpoint and wall seconds were
+        known), a row missing there comes from ``history``. ``history``'s rows take the
+        file's checkpoint and wall seconds too."""
+        if not history:
             self.metrics.unlink(missing_ok=True)
+            return
+        on_disk: dict[int, dict[str, str]] = {}
+        for row in _read_rows(self.metrics):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                on_disk[int(float(row["epoch"]))] = row
+        rows: list[dict[str, Any]] = []
+        for row in history:
+            kept = on_disk.get(int(row["epoch"]))
+            rows.append(kept or row)
+            for key in _FILLED_AFTER_CHECKPOINT:
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    row[key] = float(kept[key])  # type: ignore[index]
+        _write_rows(self.metrics, rows)
 
     def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
         """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""

@@ -1,0 +1,367 @@
+"""The run lifecycle's edges: --epochs at resume below the epochs done, a folder with
+best.pt but no last.pt (--save-every), a full disk in the first epoch, settings a resume
+may change (--data moved, --device, ...), Ctrl-C between epochs, metrics.csv's rows kept
+on resume, a taken --name."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import rows, tiny
+
+from segkit.cli import main
+from segkit.config import RunConfig
+from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
+from segkit.reports.compare import read_run
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import distributed, engine
+from segkit.training.engine import resume, train
+from segkit.training.run_folder import RunFolder
+
+
+def _config_json(folder: Path, **settings: object) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {**RunConfig(out=str(folder.parent), name=folder.name).to_dict(), **settings}
+    (folder / "config.json").write_text(json.dumps(data))
+
+
+def _metrics(folder: Path, rows_: list[dict[str, object]]) -> None:
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows_[0]))
+        writer.writeheader()
+        writer.writerows(rows_)
+
+
+# ------------------------------------------------------------------ 1. --epochs below done
+
+
+def test_epochs_below_the_epochs_done_is_refused_naming_both(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "intr2")
+    with pytest.raises(ConfigError) as e:
+        engine._check_epochs(folder, 1, 2)
+    assert str(e.value) == (
+        f"--epochs 1: {folder.path} has done 2 epochs ({folder.last} holds epoch 2), so it "
+        "cannot end at 1. Pass --epochs 3 or more to train on, --epochs 2 to finish it now "
+        "(test best.pt and write the reports), or leave --epochs out to go on to its own"
+    )
+    engine._check_epochs(folder, 2, 2)  # equal: finish now
+    engine._check_epochs(folder, 3, 2)
+
+
+@pytest.mark.slow
+def test_resume_with_fewer_epochs_keeps_last_pt_and_equal_finishes(
+    tiny_pets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(tiny(tiny_pets, tmp_path, epochs=2, name="intr2", keep_last=True), quiet=True)
+    run = tmp_path / "intr2"
+    (run / "summary.json").unlink()  # as if interrupted after epoch 2
+    with pytest.raises(ConfigError, match="has done 2 epochs .* Pass --epochs 3 or more"):
+        resume(run, epochs=1, quiet=True)
+    assert ckpt_io.load(run / "last.pt")["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    result = resume(run, epochs=2)
+    out = capsys.readouterr().out
+    assert "--epochs 2: the run has done them all; nothing to train" in out
+    assert result.epochs_run == 2 and (run / "summary.json").exists()
+    assert (run / "last.pt").exists()  # --keep-last: kept
+
+
+# ------------------------------------------------------- 2. best.pt kept, no last.pt
+
+
+def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) -> None:
+    run = tmp_path / "se"
+    _config_json(run, save_every=3)
+    (run / "best.pt").write_bytes(b"x" * 2_000_000)
+    _metrics(run, [{"epoch": 1, "valid_dice": 0.1}, {"epoch": 2, "valid_dice": 0.2}])
+    why, restart = RunFolder(run).unresumable(
+        json.loads((run / "config.json").read_text()), save_every=3
+    )
+    assert why == (
+        f"{run} keeps best.pt (the best weights so far: it evaluates and predicts) and "
+        "metrics.csv (epochs 1-2) but no training state (last.pt: --save-every 3 writes it "
+        "every 3 epochs and the run stopped before the first), so it cannot be resumed"
+    )
+    assert restart == (
+        f"{run} (2 MB) can be deleted if its best.pt is not wanted (rm -r {run}); the run "
+        f"starts again in a new folder, {tmp_path / 'se-2'}: start it again with segkit run "
+        f"--config {run / 'config.json'} --name se-2"
+    )
+    # --resume says the same, not "stopped before its first checkpoint"
+    with pytest.raises(CheckpointError) as e:
+        resume(run, quiet=True)
+    assert "stopped before its first checkpoint" not in str(e.value)
+    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {why}. {restart}"
+    # and compare
+    with pytest.raises(ConfigError) as e:
+        read_run(run)
+    assert str(e.value) == f"{run}: the run has not finished (no summary.json); {why}. {restart}"
+    # a taken se-2 that records nothing is what the restart takes; a record is passed over
+    _config_json(tmp_path / "se-2")
+    assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-2"
+    (tmp_path / "se-2" / "best.pt").write_bytes(b"x")
+    assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-3"
+
+
+def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
+    run = tmp_path / "early"
+    _config_json(run)
+    with pytest.raises(ConfigError, match=f"start it again with: segkit run --config {run}"):
+        read_run(run)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.train_one_epoch
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        if kwargs["epoch"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_3)
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path, epochs=4, save_every=3, name="se"), quiet=True)
+    run = tmp_path / "se"
+    message = str(e.value)
+    assert message.startswith(f"interrupted during epoch 3; {run} keeps best.pt")
+    assert "metrics.csv (epochs 1-2)" in message and "--save-every 3 writes it every 3" in message
+    assert "no checkpoint had been written" not in message
+    assert message.endswith(
+        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit run --config "
+        f"{run / 'config.json'} --name se-2"
+    )
+    assert (run / "best.pt").exists() and not (run / "last.pt").exists()
+
+
+# ------------------------------------------------------------ 3. a full disk in epoch 1
+
+
+def test_discard_of_an_unresumable_first_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "full"
+    _config_json(run)
+    (run / "best.pt").write_bytes(b"x")
+    folder = RunFolder(run)
+    assert not folder.discard()  # a failed start only
+    _metrics(run, [{"epoch": 1}])
+    assert folder.discard(unresumable=True) and not run.exists()
+    # two epochs recorded, or a last.pt: kept
+    _config_json(run)
+    (run / "best.pt").write_bytes(b"x")
+    _metrics(run, [{"epoch": 1}, {"epoch": 2}])
+    assert not folder.discard(unresumable=True) and run.exists()
+    (run / "metrics.csv").unlink()
+    (run / "last.pt").write_bytes(b"x")
+    assert not folder.discard(unresumable=True) and run.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("background", [False, True], ids=["in-loop", "background"])
+def test_a_full_disk_writing_last_pt_in_epoch_1_leaves_no_folder(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool
+) -> None:
+    monkeypatch.setattr(engine, "_write_in_background", lambda runtime: background)
+    real_save = torch.save
+
+    def full_at_last_pt(obj, f, *a, **k):
+        if obj.get("kind") != "weights":  # best.pt goes through, last.pt fills the disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_at_last_pt)
+    with pytest.raises(CheckpointError) as e:
+        train(tiny(tiny_pets, tmp_path, epochs=2, name="full"), quiet=True)
+    assert "No space left on device" in str(e.value)
+    assert f"its folder {tmp_path / 'full'} is removed: it held no training state" in str(e.value)
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------- 4. settings a resume may change
+
+
+def test_resume_refuses_settings_that_change_what_is_trained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"resume: lr, seed would change what the run trains"):
+        resume(tmp_path, settings={"lr": 0.1, "seed": 2, "device": "cpu"}, quiet=True)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--data", "/elsewhere"],
+        ["--device", "cpu", "--num-workers", "0", "--threads", "1"],
+        ["--log-every", "5", "--keep-last", "--profile", "3"],
+        ["--precision", "fp32"],
+    ],
+)
+def test_the_cli_passes_machine_settings_to_resume(
+    flags: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen = {}
+
+    def fake_resume(run_dir, *, epochs, max_time, quiet, settings):
+        seen.update(settings)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(engine, "resume", fake_resume)
+    assert main(["run", "--resume", str(tmp_path), *flags]) == 2
+    assert seen and all(k in engine.CHANGEABLE_ON_RESUME for k in seen)
+
+
+def test_the_cli_still_refuses_what_changes_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--resume", str(tmp_path), "--batch-size", "8", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size cannot change them" in err and "--device" in err.split("It may")[1]
+
+
+def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:
+    config = RunConfig(data=str(tmp_path / "other"))
+    recorded = {"train": {"count": 13, "ids": "a"}, "valid": {"count": 2, "ids": "b"}}
+    engine._check_same_samples(config, {"splits": recorded}, dict(recorded))
+    engine._check_same_samples(config, {}, None)  # an older checkpoint: not checked
+    with pytest.raises(DataError) as e:
+        engine._check_same_samples(
+            config, {"splits": recorded}, {**recorded, "train": {"count": 12, "ids": "c"}}
+        )
+    assert str(e.value).startswith(
+        f"{tmp_path / 'other'}: its train split has 12 samples where the run had 13: it is not "
+        "the dataset this run trained on"
+    )
+    with pytest.raises(DataError, match="valid split has other sample ids than the run's 2"):
+        engine._check_same_samples(
+            config, {"splits": recorded}, {**recorded, "valid": {"count": 2, "ids": "z"}}
+        )
+
+
+@pytest.mark.slow
+def test_resume_with_the_data_moved_and_machine_settings(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    data = tmp_path / "pets"
+    shutil.copytree(tiny_pets, data)
+    out = tmp_path / "runs"
+    train(tiny(data, out, epochs=1, name="mv", keep_last=True), quiet=True)
+    run = out / "mv"
+    (run / "summary.json").unlink()
+    assert ckpt_io.load(run / "last.pt")["splits"]["train"]["count"] == 13
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    assert main(["run", "--resume", str(run), "-q"]) == 2  # its own error: pass --data
+    assert "pass --data" in capsys.readouterr().err
+    # fewer samples: refused, nothing written
+    fewer = tmp_path / "fewer"
+    shutil.copytree(moved, fewer)
+    (fewer / "annotations" / "trainval.txt").write_text(
+        "".join((fewer / "annotations" / "trainval.txt").read_text().splitlines(True)[:-3])
+    )
+    assert main(["run", "--resume", str(run), "--data", str(fewer), "-q"]) == 2
+    assert "split has" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["data"] == str(data)
+    args = ["run", "--resume", str(run), "--data", str(moved), "--epochs", "2", "--device", "cpu"]
+    assert main([*args, "--threads", "1", "--num-workers", "0", "--log-every", "1"]) == 0
+    assert [int(r["epoch"]) for r in rows(run)] == [1, 2]
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)
+
+
+# ----------------------------------------------------------- 5. Ctrl-C between epochs
+
+
+@pytest.mark.slow
+def test_ctrl_c_between_epochs_names_the_epoch_done(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = distributed.barrier
+    calls = []
+
+    def interrupted_after_epoch_1(d):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(d)
+
+    monkeypatch.setattr(distributed, "barrier", interrupted_after_epoch_1)
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path, epochs=3, name="between"), quiet=True)
+    assert str(e.value) == (
+        f"interrupted after epoch 1, before epoch 2; the last checkpoint "
+        f"({tmp_path / 'between' / 'last.pt'}) holds epoch 1. Resume with: segkit run "
+        f"--resume {tmp_path / 'between'}"
+    )
+
+
+# ---------------------------------------------------- 6. metrics.csv's rows on resume
+
+
+def test_resume_keeps_the_rows_metrics_csv_has(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    on_disk = [
+        {"epoch": 1, "train_loss": 0.5, "checkpoint_s": 0.98, "epoch_wall_s": 3.5},
+        {"epoch": 2, "train_loss": 0.4, "checkpoint_s": 0.97, "epoch_wall_s": 3.4},
+        {"epoch": 3, "train_loss": 0.3, "checkpoint_s": 0.96, "epoch_wall_s": 3.3},
+    ]
+    _metrics(tmp_path, on_disk)
+    before = (tmp_path / "metrics.csv").read_text().splitlines()
+    # the checkpoint of epoch 2, written in the loop: its rows lack the seconds
+    history = [{**r, "checkpoint_s": 0.0, "epoch_wall_s": float("nan")} for r in on_disk[:2]]
+    folder.rewrite_metrics(history)
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == before[:3]
+    assert [r["checkpoint_s"] for r in history] == [0.98, 0.97]
+    assert [r["epoch_wall_s"] for r in history] == [3.5, 3.4]
+    folder.rewrite_metrics([])
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_an_interrupt_keeps_the_earlier_rows(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.train_one_epoch
+
+    def interrupted_in_epoch_2(*args, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted_in_epoch_2)
+    with pytest.raises(RunInterrupted, match="during epoch 2"):
+        train(tiny(tiny_pets, tmp_path, epochs=2, name="intr"), quiet=True)
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    first = (tmp_path / "intr" / "metrics.csv").read_text().splitlines()
+    assert float(rows(tmp_path / "intr")[0]["checkpoint_s"]) > 0
+    resume(tmp_path / "intr", quiet=True)
+    assert (tmp_path / "intr" / "metrics.csv").read_text().splitlines()[:2] == first
+
+
+# ------------------------------------------------------------------- 7. a taken --name
+
+
+def test_a_taken_name_is_said(tmp_path: Path) -> None:
+    config = RunConfig(out=str(tmp_path), name="normal")
+    first = RunFolder.create(config)
+    assert first.instead_of is None
+    (first.path / "best.pt").write_bytes(b"x")  # a record: not taken again
+    second = RunFolder.create(config)
+    assert second.path == tmp_path / "normal-2" and second.instead_of == tmp_path / "normal"
+    first.release()
+    second.release()
+
+
+@pytest.mark.slow
+def test_a_taken_name_prints_one_line(
+    tiny_pets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(tiny(tiny_pets, tmp_path, epochs=1, name="normal"), quiet=True)
+    train(tiny(tiny_pets, tmp_path, epochs=1, name="normal"))
+    out = capsys.readouterr().out
+    assert f"segkit: {tmp_path / 'normal'} exists; this run writes {tmp_path / 'normal-2'}\n" in out
