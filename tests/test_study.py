@@ -388,7 +388,9 @@ def test_compare_refuses_runs_of_other_data_unless_forced(
         compare([first, other], tmp_path / "d")
     (other / "summary.json").unlink()  # a finished run keeps no last.pt (no --keep-last)
     with pytest.raises(
-        ConfigError, match=r"not finished \(no summary.json\); it stopped before its first check"
+        ConfigError,
+        match=r"not finished \(no summary.json\); .*keeps best\.pt .*no training state .*so it "
+        r"cannot be resumed",
     ):
         compare([first, other], tmp_path / "d", force=True)
     shutil.copy(other / "best.pt", other / "last.pt")  # one that can be resumed
