@@ -81,6 +81,11 @@ class MainGuardError(ConfigError):
     (:mod:`segkit.system.main_guard`)."""
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``: a count and its noun, for messages."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, at most ``limit`` characters (``""``
     where the message is empty)."""

@@ -8,7 +8,7 @@ import math
 import random
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,22 +375,26 @@ class FolderDataset:
         missing = [s for s in ("test", "valid") if s not in self._parts]
         if not missing:
             return ids
-        order = list(ids["train"])
-        random.Random(self.split_seed).shuffle(order)
-        n_test = round(self.test_fraction * len(order)) if "test" in missing else 0
-        n_valid = round(self.valid_fraction * len(order)) if "valid" in missing else 0
-        if "test" in missing:
-            ids["test"] = sorted(order[:n_test])
-        if "valid" in missing:
-            ids["valid"] = sorted(order[n_test : n_test + n_valid])
-        ids["train"] = sorted(order[n_test + n_valid :])
-        return ids
+        carved = self._carve(
+            ids["train"],
+            self.test_fraction if "test" in missing else 0.0,
+            self.valid_fraction if "valid" in missing else 0.0,
+        )
+        return {s: carved[s] if s in missing or s == "train" else ids[s] for s in SPLITS}
 
     def _random_split(self) -> dict[str, list[str]]:
-        order = sorted(self._pairs)
+        return self._carve(self._pairs, self.test_fraction, self.valid_fraction)
+
+    def _carve(
+        self, ids: Iterable[str], test_fraction: float, valid_fraction: float
+    ) -> dict[str, list[str]]:
+        """``ids`` sorted and shuffled with ``random.Random(split_seed)``: the first
+        ``round(test_fraction * n)`` are ``test``, the next ``round(valid_fraction * n)``
+        ``valid``, the rest ``train``; each list sorted."""
+        order = sorted(ids)
         random.Random(self.split_seed).shuffle(order)
-        n_test = round(self.test_fraction * len(order))
-        n_valid = round(self.valid_fraction * len(order))
+        n_test = round(test_fraction * len(order))
+        n_valid = round(valid_fraction * len(order))
         return {
             "test": sorted(order[:n_test]),
             "valid": sorted(order[n_test : n_test + n_valid]),
@@ -696,10 +700,10 @@ def _unaffixed(stem: str, where: str, affix: str) -> str:
 def _tiff_compression(path: Path) -> str | None:
     """The compression a TIFF's header declares (``jpeg``, ``tiff_lzw``, ``raw``...), or
     None when PIL cannot open it (the check reports that when it reads the mask)."""
-    from PIL import Image
+    from segkit.data.reading import open_image
 
     try:
-        with Image.open(path) as im:  # the header only: no pixel is decoded
+        with open_image(path) as im:  # the header only: no pixel is decoded
             return im.info.get("compression")
     except Exception:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         return None

@@ -42,12 +42,13 @@ from segkit.data.encoding import (
 )
 from segkit.data.reading import (
     check_same_size,
+    exif_orientation,
     is_high_bit,
     open_image,
     read_image,
     read_raw_mask,
 )
-from segkit.errors import DataError
+from segkit.errors import DataError, plural
 from segkit.registry import default_registry
 from segkit.system.workers import default_workers
 from segkit.training.progress import is_tty
@@ -206,7 +207,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
             seen.image_size = im.size
             seen.image_format = f"{im.format} {im.mode}"
             seen.image_mode = im.mode
-            seen.orientation = _orientation(im)
+            seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
         seen.problems.append(_unreadable(sample.image, read_image, e))
@@ -258,15 +259,6 @@ EXIF_COMMAND = (
     "[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in "
     "pathlib.Path({folder!r}).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg')]\""
 )
-
-
-def _orientation(im: Any) -> int:
-    """The EXIF orientation tag of an opened image (1, as stored, when it has none)."""
-    try:
-        value = im.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 -- a damaged EXIF block is not the image's problem
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _hint(seen: _Seen, spec: MaskSpec) -> str:
@@ -703,10 +695,6 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _names(names: Iterable[str], total: int) -> str:
     names = list(names)[:SHOW_EMPTY]
     more = f" and {total - len(names)} more" if total > len(names) else ""
@@ -754,7 +742,7 @@ def format_report(report: Report) -> str:
     dup_across = sum(1 for d in report.duplicates if len(d["splits"]) > 1)
     if report.duplicates:
         lines.append(
-            f"duplicates: {_n(len(report.duplicates), 'group')} of identical images"
+            f"duplicates: {plural(len(report.duplicates), 'group')} of identical images"
             + (f", {dup_across} across splits" if dup_across else "")
         )
     else:
@@ -762,7 +750,7 @@ def format_report(report: Report) -> str:
     if report.problems:
         errors = len(report.errors)
         warnings = len(report.problems) - errors
-        lines.append(f"problems: {_n(errors, 'error')}, {_n(warnings, 'warning')}")
+        lines.append(f"problems: {plural(errors, 'error')}, {plural(warnings, 'warning')}")
         refused = [p for p in report.problems if p.kind == "mask_values"]
         for p in report.problems:
             if p.kind == "mask_values" and len(refused) > 1 and report.masks_refused:
@@ -794,7 +782,7 @@ def format_report(report: Report) -> str:
             if report.fixes
             else "; check again once fixed"
         )
-        lines.append(f"FAILED: {_n(len(report.errors), 'problem')} would stop a run{then}")
+        lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
     return "\n".join(lines)
 
 
@@ -808,7 +796,7 @@ def _skipped_lines(skipped: list[dict[str, str]], root: Path) -> list[str]:
         path = Path(item["file"])
         shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         by.setdefault(item["why"], []).append(shown)
-    lines = [f"skipped: {_n(len(skipped), 'file')} the dataset does not read"]
+    lines = [f"skipped: {plural(len(skipped), 'file')} the dataset does not read"]
     for why, files in by.items():
-        lines.append(f"  {_n(len(files), 'file')}, {why}: {_names(files, len(files))}")
+        lines.append(f"  {plural(len(files), 'file')}, {why}: {_names(files, len(files))}")
     return lines

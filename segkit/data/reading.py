@@ -30,6 +30,12 @@ from segkit.errors import ConfigError, DataError
 MAX_IMAGE_PIXELS = 2**27
 PIXELS_ENV = "SEGKIT_MAX_IMAGE_PIXELS"
 _PIL_LIMIT = threading.Lock()  # PIL's limit is one global: one thread at a time changes it
+#: The advice :func:`read_image` ends with for a dataset's image that cannot be decoded
+#: (``segkit predict`` words it for its inputs instead).
+SPLIT_LIST_ADVICE = "Replace it or remove its name from the split list"
+#: What :func:`check_mask_values` says of a mask holding values outside the dataset's
+#: spec (``segkit evaluate`` recognises data labelled with other classes by it).
+VALUES_OUTSIDE = "found, masks of this dataset hold"
 
 
 def max_image_pixels() -> int:
@@ -102,10 +108,7 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with open_image(path) as im:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
-            if is_high_bit(im.mode):
-                grey = to_8bit(np.asarray(im))
-                return np.repeat(grey[..., None], 3, axis=2)
-            rgb = im.convert("RGB")
+            return pil_to_rgb(im)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (DataError, ConfigError):  # the pixel limit's own words
@@ -113,9 +116,31 @@ def read_image(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
             f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
-            "Replace it or remove its name from the split list"
+            f"{SPLIT_LIST_ADVICE}"
         ) from None
-    return np.array(rgb)  # a writable copy: augmentations and torch may write in place
+
+
+def pil_to_rgb(im: Any) -> np.ndarray:
+    """A loaded PIL image as a writable ``(H, W, 3)`` uint8 RGB array (augmentations and
+    torch may write in place): one channel of more than 8 bits scaled by :func:`to_8bit`,
+    anything else converted by PIL (grey repeated, alpha and palettes resolved)."""
+    if is_high_bit(im.mode):
+        return np.repeat(to_8bit(np.asarray(im))[..., None], 3, axis=2)
+    return np.array(im.convert("RGB"))
+
+
+#: PIL's EXIF tag of an image's orientation (1: shown as stored; 2-8: flipped or turned).
+ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(im: Any) -> int:
+    """The EXIF orientation tag of an opened image, read from its header (1, as stored,
+    when it has none, or a damaged or odd one)."""
+    try:
+        value = im.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block is not the image's problem
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def is_high_bit(mode: str) -> bool:
@@ -280,8 +305,7 @@ def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
             what = f" ({len(spec.classes)} classes: {', '.join(spec.classes)}"
             what += f"; {_ignored(spec)} ignored)" if spec.has_ignore else ")"
         raise DataError(
-            f"{path}: values {{{', '.join(map(str, bad))}}} found, masks of this dataset "
-            f"hold {allowed}{what}"
+            f"{path}: values {{{', '.join(map(str, bad))}}} {VALUES_OUTSIDE} {allowed}{what}"
         )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.data.reading import read_sample
+from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
@@ -34,10 +34,6 @@ from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
 from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
-
-#: What :func:`segkit.data.reading.check_mask_values` says of a mask holding values
-#: outside its dataset's mask spec (the sign of data labelled with other classes).
-UNEXPECTED_MASK_VALUES = "found, masks of this dataset hold"
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
             metrics = _loader_metrics(trained, dataset, plan, options.split)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     except DataError as e:
-        if UNEXPECTED_MASK_VALUES not in str(e):
+        if VALUES_OUTSIDE not in str(e):  # the sign of data labelled with other classes
             raise
         raise DataError(
             f"{e}. The model predicts {trained.task.describe()} and dataset "

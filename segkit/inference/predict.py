@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.reading import read_image
-from segkit.errors import ConfigError
+from segkit.data.reading import SPLIT_LIST_ADVICE, exif_orientation, open_image, read_image
+from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import open_trained
@@ -271,11 +271,6 @@ def _refuse_existing(outputs: dict[Path, list[Path]], options: PredictOptions) -
         )
 
 
-def plural(n: int, noun: str) -> str:
-    """``1 image``, ``2 images``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _write_all(
     predictor: Predictor,
     files: list[tuple[Path, Path]],
@@ -297,7 +292,7 @@ def _write_all(
 
     def read(item: tuple[Path, Path]) -> np.ndarray:
         image = read_image(item[0])
-        if exif_orientation(item[0]) != 1:  # the header only: the pixels are read
+        if _file_orientation(item[0]) != 1:  # the header only: the pixels are read
             rotated.add(item[0])  # one thread per item; set.add holds the GIL
         return image
 
@@ -341,17 +336,14 @@ def _write_all(
     )
 
 
-def exif_orientation(path: Path) -> int:
-    """The EXIF orientation tag of an image file (1, as stored, when it has none or it
-    cannot be read): from its header, without decoding the pixels."""
-    from PIL import Image
-
+def _file_orientation(path: Path) -> int:
+    """:func:`~segkit.data.reading.exif_orientation` of an image file, from its header
+    (1 where the file cannot be opened: reading its pixels reports that)."""
     try:
-        with Image.open(path) as im:
-            value = im.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 -- a damaged EXIF block is not the image's problem
+        with open_image(path) as im:
+            return exif_orientation(im)
+    except Exception:  # noqa: BLE001 -- the read of the pixels says what is wrong
         return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def rotation_line(rotated: Sequence[Path]) -> str:
@@ -451,9 +443,8 @@ class PredictionRecord:
         self.close()
 
 
-#: The advice :func:`segkit.data.reading.read_image` ends with, for a dataset's file.
-SPLIT_LIST_ADVICE = "Replace it or remove its name from the split list"
-#: What it says for predict's inputs instead.
+#: What predict says of an unreadable input instead of
+#: :data:`segkit.data.reading.SPLIT_LIST_ADVICE`.
 INPUT_ADVICE = "Replace it, or leave it out of the paths given to predict"
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple, resolve_device
-from segkit.data.reading import is_high_bit, read_image, to_8bit
+from segkit.data.reading import pil_to_rgb, read_image
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import (
@@ -374,9 +374,7 @@ def as_rgb(image: Any) -> np.ndarray:
     """
     if _is_pil(image):
         image.load()
-        if is_high_bit(image.mode):
-            return np.repeat(to_8bit(np.asarray(image))[..., None], 3, axis=2)
-        return np.array(image.convert("RGB"))
+        return pil_to_rgb(image)
     if not isinstance(image, np.ndarray):
         raise ConfigError(
             f"predict: expected an image file path, a PIL image or a numpy array, got "

@@ -39,6 +39,7 @@ import torch
 
 from segkit import build
 from segkit.config import RunConfig
+from segkit.contracts import SPLITS
 from segkit.errors import (
     CheckpointError,
     ConfigError,
@@ -934,7 +935,7 @@ def _splits(dataset: Any) -> dict[str, Any] | None:
     on the same samples); None for a dataset that does not list its samples."""
     out = {}
     try:
-        for split in ("train", "valid", "test"):
+        for split in SPLITS:
             ids = [str(s.id) for s in dataset.samples(split)]
             digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
             out[split] = {"count": len(ids), "ids": digest}

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from segkit.errors import PluginContractError, PluginError
+from segkit.registry import SINGULAR
 
 #: Plugin kind -> the conformance checker that tests it, for the messages.
 _CHECKERS = {"models": "check_model", "losses": "check_loss"}
-_SINGULAR = {"models": "model", "losses": "loss"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,12 @@ class PluginRef:
         try:
             label = default_registry().info(kind, name).label
         except PluginError:
-            label = f"{_SINGULAR[kind]} '{name}'"
+            label = f"{SINGULAR[kind]} '{name}'"
         return cls(kind, name, label)
 
     @classmethod
     def unnamed(cls, kind: str) -> PluginRef:
-        return cls(kind, None, f"the {_SINGULAR[kind]} (built outside the registry)")
+        return cls(kind, None, f"the {SINGULAR[kind]} (built outside the registry)")
 
     def check_hint(self) -> str:
         """How to run the conformance kit on this plugin."""
