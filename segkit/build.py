@@ -39,7 +39,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
 from segkit.system.threads import apply_threads
-from segkit.system.workers import default_workers
+from segkit.system.workers import check_workers, default_workers, say_workers
 from segkit.task import Task
 from segkit.training import ema as ema_mod
 from segkit.training.distributed import Dist
@@ -96,9 +96,12 @@ def resolve_runtime(
     """Resolve the runtime of ``config`` on this machine, seed every RNG with its seed,
     and turn on cudnn's autotuner on a GPU (the input size is fixed). ``threads``
     overrides ``config.threads`` (a resumed ``--threads auto`` run keeps its count).
+    ``num_workers`` above the usable cores is said in one line, and far above them
+    refused (:func:`segkit.system.workers.check_workers`).
 
     Raises:
-        ConfigError: the device or precision is not available here.
+        ConfigError: the device or precision is not available here, or ``num_workers``
+            is more than this machine can run.
     """
     d = dist or Dist()
     device = resolve_device(config.device, local_rank=d.local_rank if d.enabled else None)
@@ -106,11 +109,11 @@ def resolve_runtime(
     channels_last = (
         config.channels_last if config.channels_last is not None else device.type == "cuda"
     )
-    workers = (
-        config.num_workers
-        if config.num_workers is not None
-        else default_workers(device, d.local_world)
-    )
+    workers = default_workers(device, d.local_world)
+    if config.num_workers is not None:  # asked for: checked against the usable cores
+        note = check_workers(config.num_workers, workers)
+        workers = config.num_workers
+        say_workers(note, workers, say=d.main)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
     threads = apply_threads(threads if threads is not None else config.threads)

@@ -10,7 +10,8 @@ A configuration file (``segkit run --config FILE``) is the same dataclass in TOM
 or JSON (by the file's suffix, as recipe files): field names as keys, ``*_options`` as
 tables. A run folder's ``config.json`` is such a file; its ``resolved`` part (what
 ``auto`` became) is informative and ignored. A bad value is reported where it was given:
-``--image-size 0`` for a flag, ``c.yaml: key 'image_size' = 0`` for a file's key.
+``--image-size 0`` for a flag, ``c.yaml: key 'image_size' = 0`` for a file's key; every
+bad value at once, one line each (:func:`all_errors`).
 
 ``data`` is made absolute when the configuration is checked (the folder as typed is kept
 in ``data_as_typed``), so a run folder's ``config.json`` and its checkpoints name the
@@ -393,6 +394,7 @@ class RunConfig:
         source: str = "config",
         *,
         flags: Iterable[str] | None = None,
+        check_options: bool = False,
     ) -> RunConfig:
         """Build from a mapping of field names (a configuration file's, a ``config.json``,
         a checkpoint's config).
@@ -409,30 +411,42 @@ class RunConfig:
                 messages name the flag). By default, when ``source`` is a configuration
                 file, the keys whose values differ from the file's: what
                 ``segkit run --config FILE --flag ...`` put over it.
+            check_options: Also check the keys of the option tables (``model_options``...)
+                against the plugins' factories (importing the plugins): what
+                ``segkit run`` and ``segkit lr-find`` do, so that a misspelt option is
+                named with the file and table it is in, among the other problems.
 
         Raises:
-            ConfigError: unknown keys (with close matches), or a bad value.
+            ConfigError: unknown keys (with close matches), or bad values: every one at
+                once, in one message (one line each).
         """
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of settings, got {type(d).__name__}")
         d = _asked(d)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names), key=str)
+        errors = []
         if unknown:
             hints = []
             for key in unknown:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
+            errors.append(
                 f"{source}: unknown setting(s) {', '.join(hints)}; the settings are the long "
                 f"options of `segkit run` with '_' for '-': {', '.join(names)}"
             )
+        known = {k: v for k, v in d.items() if k in names}
         if source == COMMAND_LINE:
             where = _Where()
         else:
-            given = _flags_over_file(d, source) if flags is None else set(flags)
+            given = _flags_over_file(known, source) if flags is None else set(flags)
             where = _Where(source, frozenset(given))
-        _check_settings({**_defaults(), **d}, where)  # worded for where each value came from
+        # Every problem at once, each worded for where its value came from.
+        errors += _setting_errors({**_defaults(), **known}, where)[1]
+        if check_options:
+            errors += _option_errors(known, where)
+        if errors:
+            raise all_errors(errors)
         return cls(**d)
 
     @classmethod
@@ -598,6 +612,77 @@ class _Where:
         return f"{flag(key)} {value!r}" if self._is_flag(key) else f"{key} = {value!r}"
 
 
+#: The option tables whose keys a plugin's factory takes: field -> (kind, plugin field).
+_OPTION_TABLES = {
+    "model_options": ("models", "model"),
+    "loss_options": ("losses", "loss"),
+    "loader_options": ("loaders", "loader"),
+    "dataset_options": ("datasets", "dataset"),
+}
+
+
+def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
+    """A message for each key of an option table (``model_options``...) that its plugin's
+    factory does not take, naming the table where it was given: the file, ``[table]`` and
+    the key (``c.toml: [model_options] key 'encodr'``), or the flag (``--model-opt
+    encodr=...``), with the close match and the options the plugin takes.
+
+    Read from the factory's signature (the plugin is imported); left to building the
+    plugin where it cannot be known here: a plugin not installed or that fails to import,
+    a factory taking ``**kwargs``, ``loss`` ``auto`` (decided by the dataset's classes),
+    a dataset recognised from the data folder (no ``dataset`` given).
+    """
+    from segkit import registry
+    from segkit.errors import PluginError
+
+    errors = []
+    file = _file_settings(where.source) if where.source else {}
+    for table, (kind, plugin_field) in _OPTION_TABLES.items():
+        options = settings.get(table)
+        name = settings.get(plugin_field, _defaults()[plugin_field])
+        if not options or not isinstance(options, dict) or not isinstance(name, str):
+            continue
+        if name == "auto":
+            continue
+        try:
+            accepted = registry.default_registry().option_names(kind, name)
+        except PluginError:
+            continue
+        if accepted is None:
+            continue
+        in_file = file.get(table) if isinstance(file.get(table), dict) else {}
+        for key, value in options.items():
+            if key in accepted:
+                continue
+            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            from_file = where.source is not None and (
+                table not in where.flags or in_file.get(key, object()) == value
+            )
+            subject = (
+                f"{where.source}: [{table}] key {key!r}"
+                if from_file
+                else f"{flag(table)} {key}={json.dumps(value)}"
+            )
+            errors.append(
+                f"{subject}: {registry.SINGULAR[kind]} '{name}' has no option {key!r}{hint}; "
+                f"it takes: {', '.join(accepted) or 'no options'}"
+            )
+    return errors
+
+
+def _file_settings(source: str) -> dict[str, Any]:
+    """The settings of the configuration file ``source``; empty where it is none (a
+    checkpoint) or cannot be read again."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() not in CONFIG_FILE_SUFFIXES or not path.is_file():
+        return {}
+    try:
+        return read_config_file(path)
+    except ConfigError:
+        return {}
+
+
 def _defaults() -> dict[str, Any]:
     """Field name -> its default value (a fresh one for a default factory)."""
     out: dict[str, Any] = {}
@@ -629,57 +714,91 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
     or ``"auto"``, and ``data`` made absolute (``data_as_typed`` as typed).
 
     Raises:
-        ConfigError: naming the value as ``where`` says it was given (default: flags).
+        ConfigError: naming the value as ``where`` says it was given (default: flags);
+            every bad value at once (:func:`all_errors`).
     """
+    v, errors = _setting_errors(values, where)
+    if errors:
+        raise all_errors(errors)
+    return v
+
+
+def all_errors(errors: list[str]) -> ConfigError:
+    """One :class:`ConfigError` for every problem found in a configuration: the message
+    of the one, or ``N settings to fix:`` and one line each."""
+    if len(errors) == 1:
+        return ConfigError(errors[0])
+    return ConfigError(f"{len(errors)} settings to fix:" + "".join(f"\n  - {e}" for e in errors))
+
+
+def _setting_errors(
+    values: dict[str, Any], where: _Where | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`_check_settings`'s values, and the message of every problem found: each key
+    of a bad type once, then each range; a check of two settings is left out where the
+    other one is bad already."""
     w = where or _Where()
     hints = field_types()
-    if isinstance(values.get("max_time"), (int, float)):  # a number: minutes or seconds?
-        raise ConfigError(
-            f"{w.subject('max_time', values['max_time'])}: expected a duration with its unit, "
-            'as a string: "20m", "90s", "1h30m" or "1.5h"'
-        )
-    v = {key: _check_type(value, hints[key], w, key) for key, value in values.items()}
+    errors: list[str] = []
+    v: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "max_time" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            errors.append(  # a number: minutes or seconds?
+                f"{w.subject('max_time', value)}: expected a duration with its unit, "
+                'as a string: "20m", "90s", "1h30m" or "1.5h"'
+            )
+            continue
+        try:
+            v[key] = _check_type(value, hints[key], w, key)
+        except ConfigError as e:
+            errors.append(str(e))
+    ok = set(v)  # the keys of a good type: their ranges are checked
 
-    def bad(key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{w.subject(key, v[key])}: {expected}")
+    def bad(key: str, expected: str) -> None:
+        errors.append(f"{w.subject(key, v[key])}: {expected}")
+        ok.discard(key)
 
     for key in _COUNTS:
         zero = key in ("grid_images", "log_images_every", "profile")
-        if v[key] < (0 if zero else 1):
-            raise bad(
-                key, "expected 0 or a positive integer" if zero else "expected a positive integer"
-            )
-    if not v["log_every"] >= 0:
-        raise bad("log_every", "expected 0 or more seconds")
-    if not (math.isfinite(v["lr"]) and v["lr"] > 0):
-        raise bad("lr", "expected a positive learning rate")
-    if not (math.isfinite(v["weight_decay"]) and v["weight_decay"] >= 0):
-        raise bad("weight_decay", "expected 0 or more (Adam's L2 penalty, e.g. 1e-4)")
-    if not 0 < v["lr_gamma"] <= 1:
-        raise bad("lr_gamma", "expected a value in (0, 1]")
-    if not 0 <= v["warmup_epochs"] < v["epochs"]:
-        raise bad(
+        if key in ok and v[key] < (0 if zero else 1):
+            bad(key, "expected 0 or a positive integer" if zero else "expected a positive integer")
+    checks: list[tuple[str, Any, str]] = [
+        ("log_every", lambda x: x >= 0, "expected 0 or more seconds"),
+        ("lr", lambda x: math.isfinite(x) and x > 0, "expected a positive learning rate"),
+        (
+            "weight_decay",
+            lambda x: math.isfinite(x) and x >= 0,
+            "expected 0 or more (Adam's L2 penalty, e.g. 1e-4)",
+        ),
+        ("lr_gamma", lambda x: 0 < x <= 1, "expected a value in (0, 1]"),
+        ("ema", lambda x: x is None or 0 < x < 1, "expected a decay between 0 and 1, e.g. 0.999"),
+        ("patience", lambda x: x is None or x >= 1, "expected a positive integer"),
+        ("min_delta", lambda x: x >= 0, "expected 0 or more"),
+        ("num_workers", lambda x: x is None or x >= 0, "expected 0 or more"),
+    ]
+    for key, good, expected in checks:
+        if key in ok and not good(v[key]):
+            bad(key, expected)
+    if "warmup_epochs" in ok and "epochs" in ok and not 0 <= v["warmup_epochs"] < v["epochs"]:
+        bad(
             "warmup_epochs",
             "expected a value from 0 up to (not including) " + w.mention("epochs", v["epochs"]),
         )
-    if v["ema"] is not None and not 0 < v["ema"] < 1:
-        raise bad("ema", "expected a decay between 0 and 1, e.g. 0.999")
-    if v["patience"] is not None and v["patience"] < 1:
-        raise bad("patience", "expected a positive integer")
-    if not v["min_delta"] >= 0:
-        raise bad("min_delta", "expected 0 or more")
-    if v["max_time"] is not None:
-        parse_duration(v["max_time"], w.subject("max_time", v["max_time"]))
-    if v["num_workers"] is not None and v["num_workers"] < 0:
-        raise bad("num_workers", "expected 0 or more")
-    threads = v["threads"]
-    if isinstance(threads, str) and threads.strip().isdigit():  # "--threads 2" is a string
-        threads = int(threads)
-    if threads != "auto" and not (isinstance(threads, int) and threads >= 1):
-        raise bad("threads", "expected auto or a number of threads (1 or more)")
-    v["threads"] = threads
-    v["data"], v["data_as_typed"] = _absolute_data(v["data"], v["data_as_typed"])
-    return v
+    if "max_time" in ok and v["max_time"] is not None:
+        try:
+            parse_duration(v["max_time"], w.subject("max_time", v["max_time"]))
+        except ConfigError as e:
+            errors.append(str(e))
+    if "threads" in ok:
+        threads = v["threads"]
+        if isinstance(threads, str) and threads.strip().isdigit():  # "--threads 2" is a string
+            threads = int(threads)
+        if threads != "auto" and not (isinstance(threads, int) and threads >= 1):
+            bad("threads", "expected auto or a number of threads (1 or more)")
+        v["threads"] = threads
+    if "data" in ok and "data_as_typed" in ok:
+        v["data"], v["data_as_typed"] = _absolute_data(v["data"], v["data_as_typed"])
+    return v, errors
 
 
 def parse_duration(text: str, what: str) -> float:

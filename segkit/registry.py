@@ -254,6 +254,29 @@ class Registry:
         """Import plugin ``name`` and return its factory (or class)."""
         return self.info(kind, name).load()
 
+    def option_names(self, kind: str, name: str) -> list[str] | None:
+        """The options (keyword arguments beyond its contract's) that plugin ``name``'s
+        factory takes, read from its signature (the plugin is imported); None where it
+        takes any (``**kwargs``) or has no signature.
+
+        Raises:
+            PluginError: no such plugin, or it fails to load.
+        """
+        from segkit.contracts import CONTRACTS
+
+        kind = self._check_kind(kind)
+        factory = self.get(kind, name)
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):
+            return None
+        params = signature.parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        contract = CONTRACTS[kind]
+        passed = {"self", "args", *contract.positional, *contract.keywords}
+        return [p.name for p in params if p.name not in passed]
+
     def create(self, kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Import plugin ``name`` and call its factory with the given arguments.
 

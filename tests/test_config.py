@@ -368,3 +368,54 @@ def test_cuda_graphs_and_last_batch_flags() -> None:
         build_parser().parse_args(["run", "--cuda-graphs", "yes"])
     with pytest.raises(ConfigError, match="last_batch"):
         RunConfig.from_dict({"last_batch": "pad"})
+
+
+# ----------------------------------------------------------------------- every error at once
+
+
+def test_every_mistake_of_a_file_and_its_flags_is_reported_at_once(tmp_path, capsys):
+    c = tmp_path / "c.toml"
+    c.write_text('epochs = 0\nbatch_size = "x"\nlr_gama = 0.9\nmax_time = 20\n')
+    err = _cli_error(capsys, ["run", "--config", str(c), "--image-size", "0", "--lr", "-1"])
+    lines = err.splitlines()
+    assert lines[0] == "segkit: error: 6 settings to fix:"
+    assert lines[1].startswith(
+        f"  - {c}: unknown setting(s) 'lr_gama' (did you mean 'lr_gamma'?); the settings are"
+    )
+    assert sorted(lines[2:]) == sorted(
+        [
+            f"  - {c}: key 'batch_size' = 'x': expected an integer",
+            f"  - {c}: key 'max_time' = 20: expected a duration with its unit, as a string: "
+            '"20m", "90s", "1h30m" or "1.5h"',
+            f"  - {c}: key 'epochs' = 0: expected a positive integer",
+            "  - --image-size 0: expected a positive integer",
+            "  - --lr -1.0: expected a positive learning rate",
+        ]
+    )
+
+
+def test_a_check_of_two_settings_waits_for_the_other_one_to_be_good():
+    # warmup_epochs is compared with epochs only once epochs is a good value itself.
+    with pytest.raises(ConfigError) as e:
+        RunConfig(epochs=0, warmup_epochs=3, lr=0)
+    assert str(e.value) == (
+        "2 settings to fix:\n  - --epochs 0: expected a positive integer\n"
+        "  - --lr 0.0: expected a positive learning rate"
+    )
+    with pytest.raises(ConfigError, match=r"^--epochs '3': expected an integer$"):
+        RunConfig(epochs="3", warmup_epochs=5)
+
+
+def test_a_misspelt_option_in_a_files_table_names_the_file_and_the_table(tmp_path, capsys):
+    c = tmp_path / "c.yaml"
+    c.write_text("epochs: 0\nloss: bce_dice\nmodel_options:\n  initt: kaiming\n")
+    err = _cli_error(capsys, ["run", "--config", str(c), "--loss-opt", "smoth=1"])
+    assert err.splitlines()[1:] == [
+        f"  - {c}: key 'epochs' = 0: expected a positive integer",
+        f"  - {c}: [model_options] key 'initt': model 'unet' has no option 'initt' (did you "
+        "mean 'init'?); it takes: init",
+        "  - --loss-opt smoth=1: loss 'bce_dice' has no option 'smoth' (did you mean "
+        "'smooth'?); it takes: bce_weight, dice_weight, smooth, pos_weight",
+    ]
+    # A configuration read without the plugins (a run folder's, a study's) is not checked.
+    assert RunConfig.from_dict({"model_options": {"initt": 1}}).model_options == {"initt": 1}

@@ -4,13 +4,14 @@ model's is reported as such (not as a plugin's option error or a bare mask-value
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 from helpers import save_checkpoint
 
 import segkit
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.inference.trained import open_checkpoint
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -83,3 +84,32 @@ def test_a_binary_model_on_data_with_more_classes_says_so(
     assert "labelled with other classes than the model's" in message
     with pytest.raises(DataError, match=r"labelled with other classes than the model's"):
         segkit.evaluate(ckpt, data=str(collar_root), mode="resize", **FAST)
+
+
+@pytest.mark.parametrize("mode", [None, "resize"])
+def test_other_classes_are_recognised_by_type_across_loader_workers(
+    collar_root: Path, tmp_path: Path, mode: str | None
+) -> None:
+    """With worker processes (the run's loader) or threads (the predictor's reads), the
+    mask reader's MaskValuesError reaches evaluate with its type and values."""
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    options = {**FAST, "num_workers": 2, **({"mode": mode} if mode else {})}
+    with pytest.raises(MaskValuesError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **options)
+    assert caught.value.values == (4,)
+    assert caught.value.path is not None and caught.value.path.endswith(".png")
+    assert "labelled with other classes than the model's" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> None:
+    error = MaskValuesError("m.png: values {4} found, masks of this dataset hold 1", (4,), "m.png")
+    back = pickle.loads(pickle.dumps(error))
+    assert (type(back), str(back), back.values, back.path) == (
+        MaskValuesError,
+        str(error),
+        (4,),
+        "m.png",
+    )
+    # torch re-raises a worker's exception as type(message): the type survives that too.
+    assert isinstance(MaskValuesError("Caught MaskValuesError in worker"), DataError)

@@ -7,7 +7,9 @@ installs it, so CI runs them); they are skipped, with that reason, where it is a
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from helpers import TRIO, save_checkpoint
 from segkit.cli import main
 from segkit.errors import ConfigError, ExportError
 from segkit.inference.export import export, read_onnx_metadata
+from segkit.system import files
 
 needs_onnx = pytest.mark.skipif(
     any(__import__("importlib").util.find_spec(m) is None for m in ("onnx", "onnxruntime")),
@@ -190,16 +193,30 @@ def test_a_bad_out_path_is_refused_before_any_work(
         )
     afile = tmp_path / "afile"
     afile.write_text("x")
-    with pytest.raises(
-        ConfigError, match=rf"--out .*afile/sub/m.ts: {afile} is a file, not a folder"
-    ):
+    with pytest.raises(ConfigError) as e:
         export(ckpt, afile / "sub" / "m.ts")
+    assert str(e.value) == (
+        f"--out {afile / 'sub' / 'm.ts'}: the folder {afile / 'sub'}: cannot write there "
+        f"({afile} is a file, not a folder); choose another folder"
+    )
+    # A read-only or full disk is found by writing a probe (os.access says yes to root).
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    if not __import__("os").access(locked, __import__("os").W_OK):  # not as root
-        with pytest.raises(ConfigError, match=rf"the folder {locked} is not writable"):
-            export(ckpt, locked / "m.ts")
+    locked.mkdir()
+    for code in (errno.EROFS, errno.ENOSPC):
+
+        def refuse(fd: int, code: int = code) -> None:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(files.os, "fsync", refuse)
+        with pytest.raises(ConfigError) as e:
+            export(ckpt, locked / "new" / "m.ts")
+        hint = "choose another folder" if code == errno.EROFS else "free some space, or choose"
+        assert str(e.value).startswith(
+            f"--out {locked / 'new' / 'm.ts'}: the folder {locked / 'new'}: cannot write "
+            f"there ({os.strerror(code)}); {hint}"
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "exp", "locked"]
+    assert not list(locked.iterdir())  # the probe is gone, no folder made
 
 
 def test_the_format_follows_the_suffix_and_a_contradiction_is_refused(

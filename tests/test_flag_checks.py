@@ -55,3 +55,53 @@ def test_lr_find_refuses_a_plot_path_it_cannot_write_before_the_sweep(
     code = main(["lr-find", "--out", out.format(tmp=tmp_path), "--image-size", "32"])
     err = capsys.readouterr().err
     assert code == 2 and said in err and "Traceback" not in err
+
+
+def test_num_workers_far_above_the_cores_is_refused_naming_them(monkeypatch) -> None:
+    from segkit.build import resolve_runtime
+    from segkit.system import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    with pytest.raises(ConfigError) as e:
+        resolve_runtime(RunConfig(num_workers=1000, device="cpu"))
+    assert str(e.value).startswith(
+        "--num-workers 1000: more than 4 x this machine's 2 usable cores (8 at most); "
+    )
+    assert "Pass --num-workers 2 or fewer, or leave it out (the default here: " in str(e.value)
+    assert workers.check_workers(8, 2) is not None  # 4 x the cores: said, not refused
+    assert workers.check_workers(2, 2) is None
+
+
+def test_num_workers_above_the_cores_is_said_once_and_torch_warns_no_more(
+    monkeypatch, capsys
+) -> None:
+    import warnings
+
+    import torch
+
+    from segkit.build import resolve_runtime
+    from segkit.system import workers
+
+    monkeypatch.setattr(workers, "_said", set())
+    cores = workers.usable_cores()
+    config = RunConfig(num_workers=cores + 1, device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # a study's runs, evaluate after a run: one process, one line
+            assert resolve_runtime(config).num_workers == cores + 1
+        # What torch checks as each loader starts its workers: segkit has said it.
+        loader = torch.utils.data.DataLoader(list(range(4)), num_workers=cores + 1)
+        loader.check_worker_number_rationality()
+    assert not [w for w in caught if "worker processes" in str(w.message)]
+    err = capsys.readouterr().err
+    assert err.count("segkit: --num-workers") == 1
+    assert f"--num-workers {cores + 1} is more than this machine's {cores} usable core" in err
+
+
+def test_a_recorded_worker_count_from_a_bigger_machine_becomes_the_default(monkeypatch) -> None:
+    from segkit.system import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    assert workers.recorded_workers(60) is None
+    assert workers.recorded_workers(3) == 3
+    assert workers.recorded_workers(None) is None

@@ -48,11 +48,12 @@ class _ReadFailure:
     Raised inside a worker, a :class:`DataError` reaches the main process re-built by
     torch as "Caught DataError in DataLoader worker process 0. Original Traceback ...",
     which would put a worker traceback in front of a user whose JPEG is corrupt. The worker
-    returns this instead and the main process raises the original one-line error.
+    returns this instead and the main process raises the original one-line error, of its
+    own type (pickled whole: a :class:`~segkit.errors.MaskValuesError` keeps its values).
     """
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, error: DataError) -> None:
+        self.error = error
 
 
 def _collate(items: list[Any]) -> Any:
@@ -80,7 +81,7 @@ class _SampleSet(torch.utils.data.Dataset):
         try:
             image, mask = read_sample(self.samples[index], self.spec)
         except DataError as e:
-            return _ReadFailure(str(e))
+            return _ReadFailure(e.with_traceback(None))
         self.transform.set_random_seed(seed)
         out = self.transform(image=image, mask=mask)
         img = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
@@ -200,7 +201,7 @@ class AlbumentationsLoader:
                     raise
                 raise error from None
             if isinstance(batch, _ReadFailure):
-                raise DataError(batch.message)
+                raise batch.error
             images, masks = batch
             yield Batch(images, masks)
 

@@ -83,7 +83,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         base = read_config_file(args.config) if args.config else None
         settings = settings_from_args(args, base)
         source = args.config or "command line"
-        result = train(RunConfig.from_dict(settings, source=source), quiet=args.quiet)
+        config = RunConfig.from_dict(settings, source=source, check_options=True)
+        result = train(config, quiet=args.quiet)
     _print_summary(args, result)
     return 0
 
@@ -191,7 +192,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
-        settings_from_args(args, base), source=args.config or "command line"
+        settings_from_args(args, base), source=args.config or "command line", check_options=True
     )
     _check_plot_path(args.out)
     every = max(1, args.steps // 10)

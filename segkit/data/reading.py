@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec, Sample
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, MaskValuesError
 
 #: The most pixels (width x height) segkit decodes from one image or mask file; the
 #: environment variable :data:`PIXELS_ENV` overrides it. 2**27 is 134 megapixels (an
@@ -34,7 +34,9 @@ _PIL_LIMIT = threading.Lock()  # PIL's limit is one global: one thread at a time
 #: (``segkit predict`` words it for its inputs instead).
 SPLIT_LIST_ADVICE = "Replace it or remove its name from the split list"
 #: What :func:`check_mask_values` says of a mask holding values outside the dataset's
-#: spec (``segkit evaluate`` recognises data labelled with other classes by it).
+#: spec. ``segkit evaluate`` recognises data labelled with other classes by the error's
+#: type (:class:`~segkit.errors.MaskValuesError`), and by these words only where a loader
+#: rebuilt the error as a plain one.
 VALUES_OUTSIDE = "found, masks of this dataset hold"
 
 
@@ -295,7 +297,8 @@ def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
     value outside ``spec.allowed``.
 
     Raises:
-        DataError: naming the file, the values found outside and those allowed.
+        MaskValuesError: naming the file, the values found outside and those allowed; it
+            holds the values found outside (a :class:`~segkit.errors.DataError`).
     """
     bad = sorted(set(values) - set(spec.allowed))
     if bad:
@@ -304,8 +307,10 @@ def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
         if spec.is_multiclass:
             what = f" ({len(spec.classes)} classes: {', '.join(spec.classes)}"
             what += f"; {_ignored(spec)} ignored)" if spec.has_ignore else ")"
-        raise DataError(
-            f"{path}: values {{{', '.join(map(str, bad))}}} {VALUES_OUTSIDE} {allowed}{what}"
+        raise MaskValuesError(
+            f"{path}: values {{{', '.join(map(str, bad))}}} {VALUES_OUTSIDE} {allowed}{what}",
+            tuple(int(v) for v in bad),
+            str(path),
         )
 
 

@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
@@ -118,15 +118,20 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
             metrics = _loader_metrics(trained, dataset, plan, options.split)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     except DataError as e:
-        if VALUES_OUTSIDE not in str(e):  # the sign of data labelled with other classes
+        # Data labelled with other classes: the mask reader's MaskValuesError. The words
+        # are a fallback for a loader plugin that re-raises its workers' errors as a plain
+        # DataError of the same message (the built-in loaders keep the type).
+        if not (isinstance(e, MaskValuesError) or VALUES_OUTSIDE in str(e)):
             raise
-        raise DataError(
+        raise MaskValuesError(
             f"{e}. The model predicts {trained.task.describe()} and dataset "
             f"'{config.resolved_dataset()}' reads {dataset.root} as "
             f"{Task.of(dataset).describe()}, but these masks hold other values: the folder "
             "is likely labelled with other classes than the model's (a K-class set read by a "
             "binary layout?); evaluate on data with the model's classes, or name the layout "
-            "that reads it with --dataset (and its --dataset-opt)"
+            "that reads it with --dataset (and its --dataset-opt)",
+            getattr(e, "values", ()),
+            getattr(e, "path", None),
         ) from None
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"

@@ -35,7 +35,7 @@ from segkit.build import check_size_multiple
 from segkit.errors import ConfigError, ExportError, described
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
 from segkit.inference.trained import Trained, open_trained
-from segkit.system.files import atomic_open
+from segkit.system.files import atomic_open, check_writable
 
 Format = ExportFormat
 FORMATS = EXPORT_FORMATS
@@ -176,8 +176,9 @@ def run_export(options: ExportOptions) -> Exported:
 
 def check_out(out: Path, format: str | None, overwrite: bool) -> None:
     """Refuse an ``--out`` the export could not be written to, before any work: a folder,
-    a path under a file, a folder that is not writable, or a file that exists without
-    ``overwrite``.
+    a file that exists without ``overwrite``, or a folder where nothing can be written
+    (a file in the way, read-only, permission denied, full: :func:`check_writable` writes
+    a probe there, or in the nearest folder above that exists).
 
     Raises:
         ConfigError: saying which and what to pass instead.
@@ -190,19 +191,7 @@ def check_out(out: Path, format: str | None, overwrite: bool) -> None:
         )
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; pass --overwrite to replace it")
-    above = out.absolute().parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        raise ConfigError(
-            f"--out {out}: {above} is a file, not a folder, so nothing can be written under "
-            "it; choose another path for the model file"
-        )
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"--out {out}: the folder {above} is not writable (permission denied); choose "
-            "a path in a folder you can write to"
-        )
+    check_writable(out.absolute().parent, f"--out {out}: the folder", create=False)
 
 
 def _example_inputs(size: int, multiple: int, dynamic: bool) -> list[torch.Tensor]:

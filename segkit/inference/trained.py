@@ -28,6 +28,7 @@ from segkit.config import RENAMED_KEYS, RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
+from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 from segkit.training.runtime import Runtime
@@ -181,6 +182,8 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
     """
     path = Path(checkpoint)
     config, ckpt = open_checkpoint(path, **{"device": "auto", "precision": "auto", **overrides})
+    if "num_workers" not in overrides:  # a bigger training machine's count: this one's default
+        config.num_workers = recorded_workers(config.num_workers)
     runtime = resolve_runtime(config)
     model = restore_model(path, config, ckpt, runtime)
     return Trained(

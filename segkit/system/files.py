@@ -205,10 +205,10 @@ def check_writable(folder: Path | str, what: str, *, create: bool = True, larges
             os.unlink(tmp)
     except OSError as e:
         reason, hint = os_reason(e), os_hint(e)
-        if isinstance(e, (FileExistsError, NotADirectoryError)) or (
-            folder.exists() and not folder.is_dir()
-        ):
-            reason, hint = "it is a file, not a folder", "choose another folder"
+        in_way = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+        if isinstance(e, (FileExistsError, NotADirectoryError)) or not in_way.is_dir():
+            it = "it" if in_way == folder else str(in_way)  # a file above the folder
+            reason, hint = f"{it} is a file, not a folder", "choose another folder"
         raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {hint}") from None
     check_file_size(folder, what, largest)
     return folder

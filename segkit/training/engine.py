@@ -55,6 +55,7 @@ from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_file_size, check_writable, is_temporary
 from segkit.system.main_guard import exit_if_reimporting_main
 from segkit.system.threads import note as threads_note
+from segkit.system.workers import recorded_workers
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import distributed, progress
 from segkit.training import ema as ema_mod
@@ -167,6 +168,8 @@ def resume(
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
         config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        if "num_workers" not in (settings or {}):  # from a bigger machine: this one's default
+            config.num_workers = recorded_workers(config.num_workers)
         if settings:
             for key, value in settings.items():
                 setattr(config, key, value)
