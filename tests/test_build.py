@@ -12,6 +12,7 @@ from segkit import build
 from segkit.config import RunConfig
 from segkit.contracts import contract_problems, declare, min_input_multiple
 from segkit.errors import ConfigError, PluginNotFoundError
+from segkit.system import workers as workers_mod
 
 # --- runtime ---------------------------------------------------------------------------
 
@@ -55,29 +56,38 @@ def test_bad_devices(name, message):
 
 def test_default_workers_is_between_one_and_eight() -> None:
     assert 1 <= build.default_workers() <= 8
-    assert build.default_workers() == min(8, os.cpu_count() or 1)
+    assert build.default_workers() == min(8, workers_mod.usable_cores())
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (8, 8), (64, 8), (None, 1)])
-def test_default_workers_follows_cpu_count(
-    monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 2), (8, 8), (64, 8)])
+def test_default_workers_follows_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
 ) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(workers_mod, "usable_cores", lambda: cores)
     assert build.default_workers() == workers
 
 
 @pytest.mark.parametrize(
     ("cores", "local_world", "workers"),
-    [(16, 1, 14), (16, 2, 7), (64, 8, 7), (2, 1, 1), (1, 1, 1), (None, 1, 1)],
+    [(16, 1, 14), (16, 2, 7), (64, 8, 7), (2, 1, 1), (1, 1, 1)],
 )
 def test_default_workers_on_a_gpu_host_is_every_core_but_two(
-    monkeypatch: pytest.MonkeyPatch, cores: int | None, local_world: int, workers: int
+    monkeypatch: pytest.MonkeyPatch, cores: int, local_world: int, workers: int
 ) -> None:
     # A GPU eats thousands of images a second: the loader gets the cores the training
     # loop does not need, shared among this host's processes.
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(workers_mod, "usable_cores", lambda: cores)
     assert build.default_workers("cuda", local_world) == workers
-    assert build.default_workers(torch.device("cuda", 1)) == max(1, (cores or 1) - 2)
+    assert build.default_workers(torch.device("cuda", 1)) == max(1, cores - 2)
+
+
+def test_usable_cores_are_the_affinity_not_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A container or taskset limits the cores a process may run on; os.cpu_count() still
+    # counts the host's.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert workers_mod.usable_cores() == 3
+    assert build.default_workers() == 3
 
 
 # --- models ----------------------------------------------------------------------------

@@ -51,9 +51,10 @@ def default_workers(device: torch.device | str = "cpu", local_world: int = 1) ->
     gets every core but two (one for the training loop, one for the rest of the system),
     shared among the processes of this host (``local_world``). On the CPU the model itself
     is the bottleneck and competes with the loader for the same cores: one worker per
-    core, up to 8.
+    core, up to 8. Cores are the usable ones (:func:`usable_cores`): a container limited
+    to 4 of a host's 64 gets 4's share, not 64's.
     """
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if torch.device(device).type == "cuda":
         return max(1, (cores - 2) // max(1, local_world))
     return min(8, cores)
