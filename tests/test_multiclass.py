@@ -151,6 +151,95 @@ def test_folder_reads_palette_pngs_as_indices_and_rgb_masks_by_colour(tmp_path: 
     assert np.array_equal(m, idx)
 
 
+def test_folder_reads_grey_masks_whose_classes_are_spread_over_0_255(tmp_path: Path) -> None:
+    """Annotation tools often export class c as c * 50 (or c * 85): ``values`` (the option
+    or a second column of classes.txt) names each class's grey value."""
+    idx = stripes()
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    root = write_folder(tmp_path / "s", [spread] * 10)
+    ds = registry.create("datasets", "folder", root, classes="bg,road,car", values="0,50,100")
+    assert ds.mask_spec.allowed == (0, 50, 100, IGNORE_INDEX)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, idx)  # class indices, 255 still ignored
+    (root / "classes.txt").write_text("bg 0\nroad 50\ncar 100\n")
+    listed = registry.create("datasets", "folder", root)
+    assert listed.mask_spec == ds.mask_spec
+    # 255 as a class value (0, 85, 170, 255): no ignore value unless one is named.
+    top = (np.minimum(idx, 3) * 85).astype(np.uint8)
+    top[idx == IGNORE_INDEX] = 255
+    root = write_folder(tmp_path / "t", [top] * 10, "a 0\nb 85\nc 170\nd 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert not ds.mask_spec.has_ignore and ds.mask_spec.allowed == (0, 85, 170, 255)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, np.where(idx == IGNORE_INDEX, 3, idx))
+    # Colours with values: "name value r g b".
+    (root / "classes.txt").write_text("a 0 0 0 0\nb 85 255 0 0\nc 170 0 255 0\nd 255 0 0 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert ds.mask_spec.palette[1] == (255, 0, 0) and ds.mask_spec.allowed[1] == 85
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"values": "0,50"}, "values describes class maps, and this folder dataset is binary"),
+        ({"classes": "a,b,c", "values": "0,50"}, "2 mask values for 3 classes"),
+        ({"classes": "a,b", "values": "0,0"}, r"values='0,0': expected the distinct grey"),
+        ({"classes": "a,b", "values": "0,300"}, "expected the distinct grey value"),
+        ({"classes": "a,b", "values": "0,x"}, "expected the distinct grey value"),
+        ({"classes": "a,b", "values": "0,50", "ignore": 50}, "ignore=50: expected a mask value"),
+    ],
+)
+def test_bad_values_options_are_one_line_errors(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4)
+    with pytest.raises(ConfigError, match=message):
+        registry.create("datasets", "folder", root, **options)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bg 0\nroad\n", "1 of 2 classes have a grey value"),
+        ("bg 0\nroad 0\n", "grey values 0, 0 repeat one"),
+        ("bg\ntraffic light\n", "'light' is not a grey value 0..255.*traffic_light"),
+        ("bg 0\nroad 256\n", "'256' is not a grey value"),
+    ],
+)
+def test_malformed_grey_values_in_classes_txt_name_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4, text)
+    with pytest.raises(DataError, match=message):
+        registry.create("datasets", "folder", root)
+
+
+def test_data_check_declares_the_grey_values_of_spread_masks(tmp_path: Path) -> None:
+    """0, 50, 100, 150 masks are refused with the classes.txt (and flags) that read them,
+    keeping class names already given; after that, the check passes."""
+    from segkit.data.check import check_configured, format_report
+
+    idx = stripes()
+    idx[0:4] = 3
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    root = write_folder(tmp_path / "s", [spread] * 10)
+    text = format_report(
+        check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+    )
+    assert "masks of 4 classes whose grey values are 0, 50, 100, 150, not 0..3" in text
+    assert (
+        "pass --dataset-opt classes=background,class_1,class_2,class_3 "
+        "--dataset-opt values=0,50,100,150, or write"
+    ) in text
+    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
+    named = RunConfig(data=str(root), dataset="folder", dataset_options={"classes": "a,b,c,d"})
+    text = format_report(check_configured(named, progress=False))
+    assert "--dataset-opt classes=a,b,c,d --dataset-opt values=0,50,100,150" in text
+    (root / "classes.txt").write_text("a 0\nb 50\nc 100\nd 150\n")
+    report = check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+    assert report.ok and report.classes == ["a", "b", "c", "d"]
+
+
 def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     tmp_path: Path,
 ) -> None:

@@ -14,6 +14,7 @@ refused before training (:mod:`segkit.data.prepare`).
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -288,8 +289,10 @@ class Diagnosis:
     classes: tuple[list[str], list[Colour] | None] | None = None
 
 
-#: ``declare_classes(classes, palette) -> str``: how the dataset's user names classes.
-DeclareClasses = Callable[[list[str], "list[Colour] | None"], str]
+#: ``declare_classes(classes, palette, values=None) -> str``: how the dataset's user names
+#: classes (``values``: each class's grey value in the masks, where not ``0..K-1``; ``""``
+#: when the plugin cannot declare those).
+DeclareClasses = Callable[..., str]
 
 
 def diagnose(
@@ -410,8 +413,14 @@ def _declare(
     palette: list[Colour] | None,
     declare_classes: DeclareClasses,
     what: str,
+    values: list[int] | None = None,
 ) -> str:
-    return f"name the classes ({what}): " + declare_classes(classes, palette)
+    words = (
+        declare_classes(classes, palette, values)
+        if values is not None
+        else declare_classes(classes, palette)
+    )
+    return f"name the classes ({what}): " + words if words else ""
 
 
 def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
@@ -496,10 +505,40 @@ def _index_fix(
             + threshold_command(folder, suffixes)
         )
         return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
+    spread = _spread_classes(found)
+    if spread is not None:
+        if spec.is_multiclass and len(spec.classes) == len(spread):
+            classes = list(spec.classes)
+        else:
+            classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
+        colours = list(spec.palette) if len(spec.palette) == len(spread) else None
+        ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
+        how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
+        fix = _declare(classes, colours, declare_classes, how, values=spread)
+        if fix:
+            out.classes = (classes, colours)
+            out.fixes.append(fix)
+            return what + (
+                f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
+                f"0..{len(spread) - 1}: declare those values (below)"
+            )
     return what + (
         f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
         "to 0..K-1 in the masks"
     )
+
+
+def _spread_classes(found: set[int]) -> list[int] | None:
+    """The class values of index masks whose classes are spread over 0..255 (an
+    annotation tool's export: ``0, 50, 100, 150`` or ``0, 85, 170, 255``): 0 and at least
+    two more values; 255 is a class where it continues an even spacing (else 'ignore')."""
+    labels = sorted(found - {IGNORE_INDEX})
+    if len(labels) < 3 or labels[0] != 0 or len(labels) > MAX_CLASS_COLOURS:
+        return None
+    steps = {b - a for a, b in zip(labels, labels[1:], strict=False)}
+    if IGNORE_INDEX in found and len(steps) == 1 and labels[-1] + steps.pop() == IGNORE_INDEX:
+        labels.append(IGNORE_INDEX)
+    return labels
 
 
 def _palette_of(readable: Sequence[MaskInfo], k: int) -> list[Colour] | None:
@@ -683,7 +722,16 @@ def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses |
     if not callable(declare):
         return None
 
-    def bound(classes: list[str], palette: list[Colour] | None) -> str:
-        return str(declare(root, classes, palette))
+    try:
+        takes_values = "values" in inspect.signature(declare).parameters
+    except (TypeError, ValueError):  # a callable without a signature: names and colours only
+        takes_values = False
+
+    def bound(
+        classes: list[str], palette: list[Colour] | None, values: list[int] | None = None
+    ) -> str:
+        if values is None:
+            return str(declare(root, classes, palette))
+        return str(declare(root, classes, palette, values=values)) if takes_values else ""
 
     return bound
