@@ -486,6 +486,55 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
 
 
+def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(
+    tmp_path: Path,
+) -> None:
+    """A class absent from train cannot be learnt, one absent from valid or test is not
+    measured there, and a class of a few pixels is named with its share (not '0.0%')."""
+    from segkit.data.check import check_dataset, format_report
+
+    no_car = stripes()
+    no_car[no_car == 2] = 0
+    speck = stripes()
+    speck[0, 0] = 3  # class 3: one pixel in each of the 8 train masks
+    root = write_folder(tmp_path / "d", [speck] * 8 + [no_car, stripes()], "bg\nroad\ncar\ndot\n")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    (root / "splits" / "valid.txt").write_text("m8\n")
+    (root / "splits" / "test.txt").write_text("m9\n")
+    report = check_dataset(
+        registry.create("datasets", "folder", root), 1, name="folder", progress=False
+    )
+    assert report.ok  # warnings: a run works
+    found = {(p.kind, p.message.split(": ", 1)[1].split(":")[0]) for p in report.problems}
+    assert found == {
+        ("class_absent", "class car has no pixels in valid"),
+        ("class_absent", "class dot has no pixels in valid"),
+        ("class_absent", "class dot has no pixels in test"),
+        ("class_tiny", "class dot is 0.058% of the labelled train pixels (8 pixels)"),
+    }
+    text = format_report(report)
+    # 8 of 8 x 40 x 48 pixels, the 10% ignored included; none in valid and test.
+    assert "class pixels (train): bg 39.9%, road 25.0%, car 25.0%, dot 0.052%, ignored 10.0%" in (
+        text
+    )
+    assert "class pixels (test): bg 40.0%, road 25.0%, car 25.0%, dot 0%, ignored 10.0%" in text
+    # Missing from train: not learnt, even where test has it.
+    (root / "splits" / "train.txt").write_text("m8\n")
+    (root / "splits" / "valid.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    report = check_dataset(
+        registry.create("datasets", "folder", root), 1, name="folder", progress=False
+    )
+    absent = [p.message for p in report.problems if "no pixels in train" in p.message]
+    assert len(absent) == 2, absent
+    assert (
+        "class car has no pixels in train (it is in valid 25.0%, test 25.0%): the model "
+        in (absent[0])
+    )
+    assert "class dot has no pixels in train (it is in valid 0.052%)" in absent[1]
+    assert "car and dot are not in train: weight 0" in format_report(report)
+
+
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:
     from segkit.build import resolve_loss_options
     from segkit.data.check import check_dataset
