@@ -134,6 +134,16 @@ def test_folder_reads_palette_pngs_as_indices_and_rgb_masks_by_colour(tmp_path: 
     ds = registry.create("datasets", "folder", root, classes=["bg", "a", "b"])
     _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
     assert np.array_equal(m, idx)
+    # The PNG's own colours colour the reports and predicted masks; a palette given wins.
+    assert ds.mask_spec.palette == ((0, 0, 0), (255, 0, 0), (0, 0, 255))
+    given = registry.create(
+        "datasets", "folder", root, classes="bg,a,b", palette="1,1,1;2,2,2;3,3,3"
+    )
+    assert given.mask_spec.palette == ((1, 1, 1), (2, 2, 2), (3, 3, 3))
+    pal.putpalette([v for i in range(256) for v in (i, i, i)])  # a grey ramp: the default
+    pal.save(root / "masks" / "m0.png")
+    ds = registry.create("datasets", "folder", root, classes=["bg", "a", "b"])
+    assert ds.mask_spec.palette == ()
 
     colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
     rgb = colours[np.minimum(idx, 2)]

@@ -3,6 +3,7 @@ with matching names, in one pair of folders or one per split."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import random
@@ -94,8 +95,9 @@ class FolderDataset:
     grey value in the masks and its colour: ``background``, ``road 50``,
     ``road 128 64 128`` or ``road 50 128 64 128`` (every line alike). Grey values other
     than ``0..K-1`` (``0, 50, 100, 150``) are declared there or by the ``values`` option.
-    Colours (there, or the ``palette`` option: ``palette="0,0,0;255,0,0;0,0,255"``) colour
-    the reports, and let masks be RGB images in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
+    Colours (there, or the ``palette`` option: ``palette="0,0,0;255,0,0;0,0,255"``; else
+    those of palette PNG masks, read from the first mask) colour the reports and predicted
+    masks, and let masks be RGB images in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
 
     Every image needs a mask with the same stem (in the same split) and every mask an
     image. Masks must be lossless: PNG, TIFF or BMP (of one name, ``.png`` is read first,
@@ -200,6 +202,8 @@ class FolderDataset:
         self.mask_spec = _mask_spec(root, classes, palette, ignore, ignore_color, values)
         self._scan = _scan(root)
         self._pairs = self._scan.pairs
+        if self.mask_spec.is_multiclass and not self.mask_spec.palette and self._pairs:
+            self.mask_spec = _with_png_palette(self.mask_spec, self._pairs[min(self._pairs)][1])
         #: With split folders: split -> its folders (a split without any is carved).
         self._parts = {p.split: p for p in self._scan.parts if p.split is not None}
         if self._parts and (root / "splits").is_dir():
@@ -1146,6 +1150,32 @@ def _mask_spec(
     return MaskSpec.multiclass(
         names, values=raw, ignore=ignore, palette=colours, ignore_color=spec_ignore_color
     )
+
+
+def _with_png_palette(spec: MaskSpec, mask: Path) -> MaskSpec:
+    """``spec`` with the colours of the palette PNG ``mask`` (the first mask) for its
+    classes, so that reports and predicted masks keep the colours the masks were drawn
+    in; ``spec`` as it is when ``mask`` is no palette PNG, gives two classes one colour
+    or is a grey ramp (the default palette shows classes better)."""
+    from segkit.data.reading import open_image
+
+    try:
+        with open_image(mask) as im:
+            if im.mode != "P":
+                return spec
+            flat = im.getpalette() or []
+    except Exception:  # noqa: BLE001 -- an unreadable mask is reported when it is read
+        return spec
+    raw = spec.allowed[: len(spec.classes)]
+    if 3 * (max(raw) + 1) > len(flat):
+        return spec
+    colours = [tuple(flat[3 * v : 3 * v + 3]) for v in raw]
+    if len(set(colours)) != len(colours) or all(r == g == b for r, g, b in colours):
+        return spec
+    try:
+        return dataclasses.replace(spec, palette=tuple(colours))
+    except ConfigError:  # a class colour is the ignore colour: keep the default palette
+        return spec
 
 
 def _ints(values: Iterable[int]) -> str:
