@@ -257,6 +257,29 @@ def test_rgb_masks_get_the_classes_txt_of_their_colours(
     assert out.rstrip().endswith(
         "FAILED: 12 problems would stop a run; do what 'to fix' says, then check again"
     )
+    # The colours' grey levels are no labels: no values, foreground or empty masks from them.
+    assert (
+        "mask values: 12 RGB colour masks (their colours below); declared 0, 1, 255 "
+        "(background 0)\n"
+    ) in out
+    assert "empty masks (" not in out
+    assert all(line.split()[-2:] == ["-", "0"] for line in out.splitlines()[2:5]), out
+
+
+def test_rgb_masks_with_class_names_get_those_names_beside_their_colours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_pairs(tmp_path / "cells", encoding="rgb")
+    rc, out = check(capsys, root, "--dataset-opt", "classes=bg,nucleus")
+    assert rc == 1
+    assert "holding colours (0, 0, 0) on 90.2%, (255, 0, 0) on 9.8%" in out
+    assert (
+        "  - name the classes (one class per colour: your names in their order beside the "
+        "colours, black first, then by pixel share; check that each name has its class's "
+        "colour): pass --dataset-opt classes=bg,nucleus --dataset-opt 'palette=0,0,0;255,0,0'"
+    ) in out
+    path, body = block_after(out, "name the classes (one class per colour")
+    assert body == "bg 0 0 0\nnucleus 255 0 0\n"
 
 
 def test_the_printed_flags_declare_what_the_printed_classes_txt_does(tmp_path: Path) -> None:

@@ -231,7 +231,9 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
     problem = _format_problem(sample.mask, info.format)
     if problem:
         seen.problems.append(problem)
-    seen.values = info.values
+    # A refused colour mask's values are the grey levels of its colours: no labels (its
+    # colours are named in the diagnosis), so no values, foreground or empty mask from it.
+    seen.values = {} if info.colours and info.problem is not None else info.values
     if info.problem is not None:
         seen.problems.append(
             Problem("error", "mask_values", str(sample.mask), info.problem + _hint(seen, spec))
@@ -824,11 +826,15 @@ def format_report(report: Report) -> str:
         )
     lines.append(f"image formats: {_counts(report.image_formats)}")
     lines.append(f"mask formats: {_counts(report.mask_formats)}")
-    found = ", ".join(report.mask_values) or "-"
+    found = f"{', '.join(report.mask_values) or '-'} found"
+    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
+    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
+        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
+        found = f"{found}, and {colours}" if report.mask_values else colours
     declared = ", ".join(map(str, report.mask_allowed))
     if report.classes:
         lines.append(
-            f"mask values: {found} found; declared {declared} "
+            f"mask values: {found}; declared {declared} "
             f"({len(report.classes)} classes: {', '.join(report.classes)})"
         )
         for split, st in report.splits.items():
@@ -838,7 +844,7 @@ def format_report(report: Report) -> str:
                 lines.append(f"class pixels ({split}): {shares}")
     else:
         lines.append(
-            f"mask values: {found} found; declared {declared} (background {report.mask_background})"
+            f"mask values: {found}; declared {declared} (background {report.mask_background})"
         )
     for split, st in report.splits.items():
         if st.empty_masks:

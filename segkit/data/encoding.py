@@ -394,9 +394,18 @@ def _colour_fix(
     if declare_classes is None:
         return what + f"; {fixed}"
     ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
-    classes = _class_names(ordered)
+    how = "one class per colour"
+    if spec.is_multiclass and len(spec.classes) == len(ordered):
+        # The names given, beside the colours by pixel share: which is which, only the user knows.
+        classes = list(spec.classes)
+        how += (
+            ": your names in their order beside the colours, black first, then by pixel "
+            "share; check that each name has its class's colour"
+        )
+    else:
+        classes = _class_names(ordered)
     out.classes = (classes, ordered)
-    out.fixes.append(_declare(classes, ordered, declare_classes, "one class per colour"))
+    out.fixes.append(_declare(classes, ordered, declare_classes, how))
     return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
 
 
