@@ -264,6 +264,39 @@ def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     assert "m" in msg and "(250, 3, 3) on 1 pixel" in msg and "bg=(0, 0, 0), red=(255, 0, 0)" in msg
 
 
+def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
+    tmp_path: Path,
+) -> None:
+    """A flat colour the palette lacks (a white void border) gets both fixes: the ignore
+    colour, or one class more; antialiasing gets neither."""
+    from segkit.data.check import check_configured, format_report
+
+    idx = stripes()
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    rgb = colours[np.minimum(idx, 2)]
+    rgb[idx == IGNORE_INDEX] = (255, 255, 255)
+    root = write_folder(tmp_path / "c", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
+    config = RunConfig(data=str(root), dataset="folder")
+    text = format_report(check_configured(config, progress=False))
+    assert "(255, 255, 255) is in no palette entry: declare what it is (below)" in text
+    assert (
+        "  - if (255, 255, 255) marks pixels to leave out of training and scores (void, "
+        "borders), pass --dataset-opt ignore_color=255,255,255\n"
+    ) in text
+    assert (
+        "  - if (255, 255, 255) is a class, name the classes (one class per colour): pass "
+        "--dataset-opt classes=bg,red,blue,white "
+        "--dataset-opt 'palette=0,0,0;255,0,0;0,0,255;255,255,255', or write"
+    ) in text
+    config.dataset_options = {"ignore_color": "255,255,255"}
+    report = check_configured(config, progress=False)
+    assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    rgb[0, :2] = (250, 3, 3)  # antialiasing: no class to declare
+    root = write_folder(tmp_path / "a", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
+    text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
+    assert "re-save the masks without antialiasing" in text and "ignore_color=" not in text
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

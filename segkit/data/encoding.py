@@ -41,6 +41,10 @@ MAX_COLOURS = 64
 #: A dataset whose colour masks hold more distinct colours than this is not advised to
 #: declare one class per colour.
 MAX_CLASS_COLOURS = 32
+#: At most this many flat colours outside a palette are offered as classes to declare.
+MAX_FOREIGN = 3
+#: A colour within this of a palette colour in every channel is that colour blended.
+NEAR_COLOUR = 32
 #: A mask is "blurred" (JPEG-compressed, or resized with interpolation) when it holds more
 #: than :data:`BLURRED_VALUES` values, its two most common values cover at least
 #: :data:`BLURRED_SHARE` of its pixels and no other value more than :data:`BLURRED_RIM`:
@@ -302,6 +306,7 @@ def diagnose(
     dataset: str,
     declare_classes: DeclareClasses | None = None,
     folder: Path | None = None,
+    ignore_color_option: bool = False,
 ) -> Diagnosis:
     """Look at every mask of a dataset together.
 
@@ -312,6 +317,8 @@ def diagnose(
         declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
             if it declares one: the words that tell the user how to name classes.
         folder: Where the masks are, for commands (default: the first mask's folder).
+        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
+            ignored pixels in RGB masks): a colour outside the palette may be that.
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -340,7 +347,11 @@ def diagnose(
         "--dataset"
     )
     if groups["colour"]:
-        parts.append(_colour_fix(out, groups["colour"], readable, spec, declare_classes, fixed))
+        parts.append(
+            _colour_fix(
+                out, groups["colour"], readable, spec, declare_classes, fixed, ignore_color_option
+            )
+        )
     if groups["blurred"]:
         parts.append(_blurred_fix(out, groups["blurred"], folder))
     if groups["index"]:
@@ -369,8 +380,10 @@ def _colour_fix(
     spec: MaskSpec,
     declare_classes: DeclareClasses | None,
     fixed: str,
+    ignore_color_option: bool = False,
 ) -> str:
-    """RGB colour masks: one class per colour, black (else the commonest) first."""
+    """RGB colour masks: one class per colour, black (else the commonest) first; with a
+    palette, a few flat colours outside it are a class more or the ignore colour."""
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
     for i in [*group, *(i for i in readable if i.colours and i not in group)]:
@@ -381,6 +394,37 @@ def _colour_fix(
         f"{len(group)} are RGB colour masks ({', '.join(formats)}) holding {_colour_list(colours)}"
     )
     if spec.is_multiclass and spec.palette:
+        known = {*spec.palette, spec.ignore_color}
+        foreign = [c for c in colours if c not in known]
+        # Near a palette colour: antialiasing or compression, not a class of its own.
+        blended = any(
+            max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
+            for c in foreign
+            for k in known
+            if k is not None
+        )
+        if not many and not blended and foreign and len(foreign) <= MAX_FOREIGN:
+            shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
+            if len(foreign) == 1 and ignore_color_option and spec.ignore_color is None:
+                out.fixes.append(
+                    f"if {shown} marks pixels to leave out of training and scores (void, "
+                    f"borders), pass --dataset-opt ignore_color={','.join(map(str, foreign[0]))}"
+                )
+            if declare_classes is not None:
+                names_ = list(spec.classes)
+                for i, c in enumerate(foreign, len(names_)):
+                    name = COLOUR_NAMES.get(c)
+                    names_.append(name if name and name not in names_ else f"class_{i}")
+                fix = _declare(
+                    names_, [*spec.palette, *foreign], declare_classes, "one class per colour"
+                )
+                out.fixes.append(
+                    f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
+                )
+            return what + (
+                f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
+                "declare what it is (below)"
+            )
         return what + (
             "; every pixel must have a palette colour: re-save the masks without "
             "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
@@ -715,8 +759,21 @@ def diagnosis_of(
     """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes``
     capability bound to ``root`` (when it declares one and loads)."""
     return diagnose(
-        infos, spec, dataset=dataset_name, declare_classes=declare_classes_of(dataset_name, root)
+        infos,
+        spec,
+        dataset=dataset_name,
+        declare_classes=declare_classes_of(dataset_name, root),
+        ignore_color_option=_takes_option(dataset_name, "ignore_color"),
     )
+
+
+def _takes_option(dataset_name: str, option: str) -> bool:
+    """Whether the dataset plugin ``dataset_name``'s factory takes ``option``."""
+    try:
+        factory = default_registry().info("datasets", dataset_name).load()
+        return option in inspect.signature(factory).parameters
+    except Exception:  # noqa: BLE001 -- an unknown or broken plugin: no advice
+        return False
 
 
 def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses | None:
