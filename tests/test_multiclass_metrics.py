@@ -380,6 +380,14 @@ def test_confusion_table_reads_per_class() -> None:
         "(false positives)",
     ]
     assert lines[10].startswith("per-image mean:")
+    assert lines[12:] == [
+        "confusion matrix (pixels):",
+        "truth \\ predicted  background  road  car  sky",
+        "background                  1     0    1    0",
+        "road                        1     2    0    0",
+        "car                         0     0    0    0",
+        "sky                         0     0    0    0",
+    ]
     # Default names are the indices; a wrong count of names is refused.
     assert confusion_table(m.compute()).splitlines()[2].split()[0] == "0"
     with pytest.raises(ValueError, match="3 class names for 4 classes"):

@@ -306,7 +306,8 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
     One row per class: name, IoU, Dice, target pixels (row sum of the confusion matrix)
     and predicted pixels (column sum), with ``-`` for a class absent from both; the mean
     row, with a note for each class absent from the truth (left out of the mean, or
-    scoring 0 for its false positives); then the per-image means and the pixel accuracy.
+    scoring 0 for its false positives); then the per-image means, the pixel accuracy and
+    the confusion matrix in pixels (up to :data:`CONFUSION_SHOWN` classes).
     ``class_names`` defaults to the class indices.
     """
     conf = result["confusion"]
@@ -349,4 +350,24 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
         f"  ({result['images_scored']} images)"
     )
     out.append(f"pixel accuracy: {num(result['pixel_acc'])}")
+    out += _confusion_lines(names, conf)
     return "\n".join(out)
+
+
+#: The confusion matrix is printed under the table up to this many classes (beyond, it
+#: is too wide to read; ``summary.json`` keeps it as ``test_confusion``).
+CONFUSION_SHOWN = 12
+
+
+def _confusion_lines(names: list[str], conf: list[list[int]]) -> list[str]:
+    """The confusion matrix in pixels, rows the truth and columns the prediction."""
+    if len(names) > CONFUSION_SHOWN:
+        return [f"confusion matrix: {len(names)} classes, too many to print (summary.json)"]
+    rows = [["truth \\ predicted", *names]]
+    rows += [[names[r], *map(str, conf[r])] for r in range(len(names))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["confusion matrix (pixels):"]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
