@@ -397,6 +397,28 @@ def test_the_two_loaders_agree_on_class_maps(shapes_classes) -> None:
     assert (a == d).float().mean() >= 0.97
 
 
+@pytest.mark.parametrize("loader", ["albumentations", "dali"])
+def test_loaders_map_spread_grey_values_to_classes(loader: str, tmp_path: Path) -> None:
+    """Masks of 0, 50, 100 (255 ignored) declared with ``values`` reach the model as the
+    class maps 0, 1, 2 that index masks of the same classes give, in both loaders."""
+    idx = stripes(SIZE, SIZE)
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    index = registry.create(
+        "datasets", "folder", write_folder(tmp_path / "i", [idx] * 4), classes="a,b,c"
+    )
+    grey = registry.create(
+        "datasets",
+        "folder",
+        write_folder(tmp_path / "s", [spread] * 4),
+        classes="a,b,c",
+        values="0,50,100",
+    )
+    want = loader_masks(loader, index, eval_recipe(), train=False)
+    got = loader_masks(loader, grey, eval_recipe(), train=False)
+    assert set(got.unique().tolist()) == {0, 1, 2, IGNORE_INDEX}
+    assert torch.equal(got, want)
+
+
 def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> None:
     bad = stripes()
     bad[0, 0] = 7
