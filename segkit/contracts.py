@@ -332,6 +332,9 @@ class DatasetFactory(Protocol):
       the masks are colour images) for the folder ``root`` in this layout, as words to
       print, e.g. the ``classes.txt`` to write. ``segkit data check`` and a run refused
       for mask values print it when the masks hold classes the dataset does not declare.
+      A factory whose ``declare_classes`` also takes ``values: list[int] | None = None``
+      (each class's grey value in the masks, for masks of ``0, 50, 100, ...``) gets them
+      where the masks' classes are not ``0..K-1``.
     """
 
     def __call__(self, root: Path | None, **options: Any) -> Dataset: ...

@@ -134,6 +134,16 @@ def test_folder_reads_palette_pngs_as_indices_and_rgb_masks_by_colour(tmp_path: 
     ds = registry.create("datasets", "folder", root, classes=["bg", "a", "b"])
     _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
     assert np.array_equal(m, idx)
+    # The PNG's own colours colour the reports and predicted masks; a palette given wins.
+    assert ds.mask_spec.palette == ((0, 0, 0), (255, 0, 0), (0, 0, 255))
+    given = registry.create(
+        "datasets", "folder", root, classes="bg,a,b", palette="1,1,1;2,2,2;3,3,3"
+    )
+    assert given.mask_spec.palette == ((1, 1, 1), (2, 2, 2), (3, 3, 3))
+    pal.putpalette([v for i in range(256) for v in (i, i, i)])  # a grey ramp: the default
+    pal.save(root / "masks" / "m0.png")
+    ds = registry.create("datasets", "folder", root, classes=["bg", "a", "b"])
+    assert ds.mask_spec.palette == ()
 
     colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
     rgb = colours[np.minimum(idx, 2)]
@@ -151,6 +161,95 @@ def test_folder_reads_palette_pngs_as_indices_and_rgb_masks_by_colour(tmp_path: 
     assert np.array_equal(m, idx)
 
 
+def test_folder_reads_grey_masks_whose_classes_are_spread_over_0_255(tmp_path: Path) -> None:
+    """Annotation tools often export class c as c * 50 (or c * 85): ``values`` (the option
+    or a second column of classes.txt) names each class's grey value."""
+    idx = stripes()
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    root = write_folder(tmp_path / "s", [spread] * 10)
+    ds = registry.create("datasets", "folder", root, classes="bg,road,car", values="0,50,100")
+    assert ds.mask_spec.allowed == (0, 50, 100, IGNORE_INDEX)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, idx)  # class indices, 255 still ignored
+    (root / "classes.txt").write_text("bg 0\nroad 50\ncar 100\n")
+    listed = registry.create("datasets", "folder", root)
+    assert listed.mask_spec == ds.mask_spec
+    # 255 as a class value (0, 85, 170, 255): no ignore value unless one is named.
+    top = (np.minimum(idx, 3) * 85).astype(np.uint8)
+    top[idx == IGNORE_INDEX] = 255
+    root = write_folder(tmp_path / "t", [top] * 10, "a 0\nb 85\nc 170\nd 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert not ds.mask_spec.has_ignore and ds.mask_spec.allowed == (0, 85, 170, 255)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, np.where(idx == IGNORE_INDEX, 3, idx))
+    # Colours with values: "name value r g b".
+    (root / "classes.txt").write_text("a 0 0 0 0\nb 85 255 0 0\nc 170 0 255 0\nd 255 0 0 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert ds.mask_spec.palette[1] == (255, 0, 0) and ds.mask_spec.allowed[1] == 85
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"values": "0,50"}, "values describes class maps, and this folder dataset is binary"),
+        ({"classes": "a,b,c", "values": "0,50"}, "2 mask values for 3 classes"),
+        ({"classes": "a,b", "values": "0,0"}, r"values='0,0': expected the distinct grey"),
+        ({"classes": "a,b", "values": "0,300"}, "expected the distinct grey value"),
+        ({"classes": "a,b", "values": "0,x"}, "expected the distinct grey value"),
+        ({"classes": "a,b", "values": "0,50", "ignore": 50}, "ignore=50: expected a mask value"),
+    ],
+)
+def test_bad_values_options_are_one_line_errors(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4)
+    with pytest.raises(ConfigError, match=message):
+        registry.create("datasets", "folder", root, **options)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bg 0\nroad\n", "1 of 2 classes have a grey value"),
+        ("bg 0\nroad 0\n", "grey values 0, 0 repeat one"),
+        ("bg\ntraffic light\n", "'light' is not a grey value 0..255.*traffic_light"),
+        ("bg 0\nroad 256\n", "'256' is not a grey value"),
+    ],
+)
+def test_malformed_grey_values_in_classes_txt_name_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4, text)
+    with pytest.raises(DataError, match=message):
+        registry.create("datasets", "folder", root)
+
+
+def test_data_check_declares_the_grey_values_of_spread_masks(tmp_path: Path) -> None:
+    """0, 50, 100, 150 masks are refused with the classes.txt (and flags) that read them,
+    keeping class names already given; after that, the check passes."""
+    from segkit.data.check import check_configured, format_report
+
+    idx = stripes()
+    idx[0:4] = 3
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    root = write_folder(tmp_path / "s", [spread] * 10)
+    text = format_report(
+        check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+    )
+    assert "masks of 4 classes whose grey values are 0, 50, 100, 150, not 0..3" in text
+    assert (
+        "pass --dataset-opt classes=background,class_1,class_2,class_3 "
+        "--dataset-opt values=0,50,100,150, or write"
+    ) in text
+    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
+    named = RunConfig(data=str(root), dataset="folder", dataset_options={"classes": "a,b,c,d"})
+    text = format_report(check_configured(named, progress=False))
+    assert "--dataset-opt classes=a,b,c,d --dataset-opt values=0,50,100,150" in text
+    (root / "classes.txt").write_text("a 0\nb 50\nc 100\nd 150\n")
+    report = check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+    assert report.ok and report.classes == ["a", "b", "c", "d"]
+
+
 def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     tmp_path: Path,
 ) -> None:
@@ -163,6 +262,39 @@ def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
         read_sample(ds.samples("train")[0], ds.mask_spec)
     msg = str(e.value)
     assert "m" in msg and "(250, 3, 3) on 1 pixel" in msg and "bg=(0, 0, 0), red=(255, 0, 0)" in msg
+
+
+def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
+    tmp_path: Path,
+) -> None:
+    """A flat colour the palette lacks (a white void border) gets both fixes: the ignore
+    colour, or one class more; antialiasing gets neither."""
+    from segkit.data.check import check_configured, format_report
+
+    idx = stripes()
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    rgb = colours[np.minimum(idx, 2)]
+    rgb[idx == IGNORE_INDEX] = (255, 255, 255)
+    root = write_folder(tmp_path / "c", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
+    config = RunConfig(data=str(root), dataset="folder")
+    text = format_report(check_configured(config, progress=False))
+    assert "(255, 255, 255) is in no palette entry: declare what it is (below)" in text
+    assert (
+        "  - if (255, 255, 255) marks pixels to leave out of training and scores (void, "
+        "borders), pass --dataset-opt ignore_color=255,255,255\n"
+    ) in text
+    assert (
+        "  - if (255, 255, 255) is a class, name the classes (one class per colour): pass "
+        "--dataset-opt classes=bg,red,blue,white "
+        "--dataset-opt 'palette=0,0,0;255,0,0;0,0,255;255,255,255', or write"
+    ) in text
+    config.dataset_options = {"ignore_color": "255,255,255"}
+    report = check_configured(config, progress=False)
+    assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    rgb[0, :2] = (250, 3, 3)  # antialiasing: no class to declare
+    root = write_folder(tmp_path / "a", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
+    text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
+    assert "re-save the masks without antialiasing" in text and "ignore_color=" not in text
 
 
 @pytest.mark.parametrize(
@@ -263,6 +395,28 @@ def test_the_two_loaders_agree_on_class_maps(shapes_classes) -> None:
     d = loader_masks("dali", shapes_classes, eval_recipe(), train=False)
     # Half an output pixel apart at most (nearest vs pixel-centre nearest): the L's edges.
     assert (a == d).float().mean() >= 0.97
+
+
+@pytest.mark.parametrize("loader", ["albumentations", "dali"])
+def test_loaders_map_spread_grey_values_to_classes(loader: str, tmp_path: Path) -> None:
+    """Masks of 0, 50, 100 (255 ignored) declared with ``values`` reach the model as the
+    class maps 0, 1, 2 that index masks of the same classes give, in both loaders."""
+    idx = stripes(SIZE, SIZE)
+    spread = np.where(idx == IGNORE_INDEX, IGNORE_INDEX, idx * 50).astype(np.uint8)
+    index = registry.create(
+        "datasets", "folder", write_folder(tmp_path / "i", [idx] * 4), classes="a,b,c"
+    )
+    grey = registry.create(
+        "datasets",
+        "folder",
+        write_folder(tmp_path / "s", [spread] * 4),
+        classes="a,b,c",
+        values="0,50,100",
+    )
+    want = loader_masks(loader, index, eval_recipe(), train=False)
+    got = loader_masks(loader, grey, eval_recipe(), train=False)
+    assert set(got.unique().tolist()) == {0, 1, 2, IGNORE_INDEX}
+    assert torch.equal(got, want)
 
 
 def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> None:
@@ -395,6 +549,55 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     assert weights[1] == weights[2] and weights[0] < weights[1]
     text = format_report(report)
     assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
+
+
+def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(
+    tmp_path: Path,
+) -> None:
+    """A class absent from train cannot be learnt, one absent from valid or test is not
+    measured there, and a class of a few pixels is named with its share (not '0.0%')."""
+    from segkit.data.check import check_dataset, format_report
+
+    no_car = stripes()
+    no_car[no_car == 2] = 0
+    speck = stripes()
+    speck[0, 0] = 3  # class 3: one pixel in each of the 8 train masks
+    root = write_folder(tmp_path / "d", [speck] * 8 + [no_car, stripes()], "bg\nroad\ncar\ndot\n")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    (root / "splits" / "valid.txt").write_text("m8\n")
+    (root / "splits" / "test.txt").write_text("m9\n")
+    report = check_dataset(
+        registry.create("datasets", "folder", root), 1, name="folder", progress=False
+    )
+    assert report.ok  # warnings: a run works
+    found = {(p.kind, p.message.split(": ", 1)[1].split(":")[0]) for p in report.problems}
+    assert found == {
+        ("class_absent", "class car has no pixels in valid"),
+        ("class_absent", "class dot has no pixels in valid"),
+        ("class_absent", "class dot has no pixels in test"),
+        ("class_tiny", "class dot is 0.058% of the labelled train pixels (8 pixels)"),
+    }
+    text = format_report(report)
+    # 8 of 8 x 40 x 48 pixels, the 10% ignored included; none in valid and test.
+    assert "class pixels (train): bg 39.9%, road 25.0%, car 25.0%, dot 0.052%, ignored 10.0%" in (
+        text
+    )
+    assert "class pixels (test): bg 40.0%, road 25.0%, car 25.0%, dot 0%, ignored 10.0%" in text
+    # Missing from train: not learnt, even where test has it.
+    (root / "splits" / "train.txt").write_text("m8\n")
+    (root / "splits" / "valid.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    report = check_dataset(
+        registry.create("datasets", "folder", root), 1, name="folder", progress=False
+    )
+    absent = [p.message for p in report.problems if "no pixels in train" in p.message]
+    assert len(absent) == 2, absent
+    assert (
+        "class car has no pixels in train (it is in valid 25.0%, test 25.0%): the model "
+        in (absent[0])
+    )
+    assert "class dot has no pixels in train (it is in valid 0.052%)" in absent[1]
+    assert "car and dot are not in train: weight 0" in format_report(report)
 
 
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:

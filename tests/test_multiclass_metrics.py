@@ -373,6 +373,21 @@ def test_confusion_table_reads_per_class() -> None:
     assert rows["car"] == ["0.0000", "0.0000", "0", "1"]
     assert rows["sky"] == ["-", "-", "0", "0"]  # absent from both: no score
     assert "mean" in table and "pixel accuracy: 0.6000" in table
+    # The mean row says which classes it leaves out, and why an absent class scores 0.
+    assert lines[8:10] == [
+        "mean over 3 of 4 classes: sky is in neither the truth nor the prediction ('-')",
+        "car: no pixel of it in the truth, so its 0 counts only the 1 pixel predicted as it "
+        "(false positives)",
+    ]
+    assert lines[10].startswith("per-image mean:")
+    assert lines[12:] == [
+        "confusion matrix (pixels):",
+        "truth \\ predicted  background  road  car  sky",
+        "background                  1     0    1    0",
+        "road                        1     2    0    0",
+        "car                         0     0    0    0",
+        "sky                         0     0    0    0",
+    ]
     # Default names are the indices; a wrong count of names is refused.
     assert confusion_table(m.compute()).splitlines()[2].split()[0] == "0"
     with pytest.raises(ValueError, match="3 class names for 4 classes"):

@@ -41,7 +41,8 @@ def write_pairs(
     root: Path, n: int = 12, encoding: str = "255", *, stem: str = "cell{:03d}"
 ) -> Path:
     """``n`` JPEG images with masks in ``encoding``: ``01``, ``255``, ``index3`` (0/1/2),
-    ``palette3`` (palette PNG, indices 0/1/2), ``rgb`` (red on black), ``jpeg`` (0/255
+    ``palette3`` (palette PNG, indices 0/1/2), ``spread3`` (0/100/200), ``rgb`` (red on
+    black), ``jpeg`` (0/255
     saved as .jpg), ``blurred`` (0/255 through JPEG, saved as .png), ``1bit``."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -70,6 +71,10 @@ def write_mask(path: Path, m: np.ndarray, encoding: str, i: int = 0) -> None:
         im = Image.fromarray(m, "P")
         im.putpalette([0, 0, 0, *RED, 0, 0, 255] + [0] * (768 - 9))
         im.save(path)
+    elif encoding == "spread3":  # an annotation tool's export: classes 0, 100, 200
+        m = m.copy()
+        m[m == 1] = 100 * (1 + i % 2)
+        Image.fromarray(m).save(path)
     elif encoding == "rgb":
         rgb = np.zeros((SIZE, SIZE, 3), np.uint8)
         rgb[m == 1] = RED
@@ -257,6 +262,29 @@ def test_rgb_masks_get_the_classes_txt_of_their_colours(
     assert out.rstrip().endswith(
         "FAILED: 12 problems would stop a run; do what 'to fix' says, then check again"
     )
+    # The colours' grey levels are no labels: no values, foreground or empty masks from them.
+    assert (
+        "mask values: 12 RGB colour masks (their colours below); declared 0, 1, 255 "
+        "(background 0)\n"
+    ) in out
+    assert "empty masks (" not in out
+    assert all(line.split()[-2:] == ["-", "0"] for line in out.splitlines()[2:5]), out
+
+
+def test_rgb_masks_with_class_names_get_those_names_beside_their_colours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_pairs(tmp_path / "cells", encoding="rgb")
+    rc, out = check(capsys, root, "--dataset-opt", "classes=bg,nucleus")
+    assert rc == 1
+    assert "holding colours (0, 0, 0) on 90.2%, (255, 0, 0) on 9.8%" in out
+    assert (
+        "  - name the classes (one class per colour: your names in their order beside the "
+        "colours, black first, then by pixel share; check that each name has its class's "
+        "colour): pass --dataset-opt classes=bg,nucleus --dataset-opt 'palette=0,0,0;255,0,0'"
+    ) in out
+    path, body = block_after(out, "name the classes (one class per colour")
+    assert body == "bg 0 0 0\nnucleus 255 0 0\n"
 
 
 def test_the_printed_flags_declare_what_the_printed_classes_txt_does(tmp_path: Path) -> None:
@@ -660,6 +688,24 @@ def test_rgb_masks_train_from_the_check_advice_alone(
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"] == "folder"
     assert config["resolved"]["task"]["classes"] == ["background", "red"]
+    assert (run / "metrics.csv").read_text().count("\n") == 2  # header and epoch 1
+
+
+@pytest.mark.slow
+def test_spread_grey_masks_train_from_the_check_advice_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Classes 0, 100, 200: the check prints a classes.txt with each class's grey value,
+    and the run then trains 3 classes and predicts class indices."""
+    root = write_pairs(tmp_path / "cells", encoding="spread3")
+    rc, out = check(capsys, root)
+    assert rc == 1 and "masks of 3 classes whose grey values are 0, 100, 200" in out, out
+    path, body = block_after(out, "write ")
+    assert body == "background 0\nclass_1 100\nclass_2 200\n"
+    path.write_text(body)  # exactly what the check said to write
+    run = _train_as_printed(capsys, root, tmp_path / "runs")
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["task"]["classes"] == ["background", "class_1", "class_2"]
     assert (run / "metrics.csv").read_text().count("\n") == 2  # header and epoch 1
 
 

@@ -3,6 +3,7 @@ with matching names, in one pair of folders or one per split."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import random
@@ -91,9 +92,12 @@ class FolderDataset:
     class maps: index PNGs (8-bit grayscale, or palette PNGs, whose indices are read)
     holding ``0..K-1``, with ``ignore`` (default 255) for pixels to leave out of loss and
     metrics. ``classes.txt`` holds one class per line, class 0 first, optionally with its
-    colour: ``background 0 0 0``. Colours (there, or the ``palette`` option:
-    ``palette="0,0,0;255,0,0;0,0,255"``) colour the reports, and let masks be RGB images
-    in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
+    grey value in the masks and its colour: ``background``, ``road 50``,
+    ``road 128 64 128`` or ``road 50 128 64 128`` (every line alike). Grey values other
+    than ``0..K-1`` (``0, 50, 100, 150``) are declared there or by the ``values`` option.
+    Colours (there, or the ``palette`` option: ``palette="0,0,0;255,0,0;0,0,255"``; else
+    those of palette PNG masks, read from the first mask) colour the reports and predicted
+    masks, and let masks be RGB images in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
 
     Every image needs a mask with the same stem (in the same split) and every mask an
     image. Masks must be lossless: PNG, TIFF or BMP (of one name, ``.png`` is read first,
@@ -127,6 +131,10 @@ class FolderDataset:
             none).
         ignore_color: The colour of ignored pixels in RGB masks (``[r, g, b]`` or
             ``"r,g,b"``).
+        values: The grey value of each class in the masks, class 0 first, where they are
+            not ``0..K-1`` (a list, or ``"0,50,100,150"``; masks exported by an annotation
+            tool often spread the classes over 0..255). The default ignore value 255 is
+            then none where 255 is a class's value.
 
     Raises:
         DataError: ``root``, ``images/`` or ``masks/`` is missing, there are no images,
@@ -168,6 +176,7 @@ class FolderDataset:
         palette: Sequence[Sequence[int]] | str | None = None,
         ignore: int | str | None = "auto",
         ignore_color: Sequence[int] | str | None = None,
+        values: Sequence[int] | str | None = None,
         *,
         _lenient: bool = False,  # audit(): keep unpaired files as problems, not an error
     ) -> None:
@@ -190,9 +199,11 @@ class FolderDataset:
         self.valid_fraction = valid_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
-        self.mask_spec = _mask_spec(root, classes, palette, ignore, ignore_color)
+        self.mask_spec = _mask_spec(root, classes, palette, ignore, ignore_color, values)
         self._scan = _scan(root)
         self._pairs = self._scan.pairs
+        if self.mask_spec.is_multiclass and not self.mask_spec.palette and self._pairs:
+            self.mask_spec = _with_png_palette(self.mask_spec, self._pairs[min(self._pairs)][1])
         #: With split folders: split -> its folders (a split without any is carved).
         self._parts = {p.split: p for p in self._scan.parts if p.split is not None}
         if self._parts and (root / "splits").is_dir():
@@ -248,16 +259,26 @@ class FolderDataset:
 
     @staticmethod
     def declare_classes(
-        root: Path, classes: list[str], palette: list[tuple[int, int, int]] | None
+        root: Path,
+        classes: list[str],
+        palette: list[tuple[int, int, int]] | None,
+        values: list[int] | None = None,
     ) -> str:
         """``declare_classes`` capability: the ``classes.txt`` that names ``classes`` (with
-        their colours: RGB masks are then read by colour, palette PNGs keep their
-        colours in the reports), and the equivalent ``--dataset-opt`` flags."""
-        lines = [
-            f"{name} {' '.join(map(str, palette[i]))}" if palette else name
-            for i, name in enumerate(classes)
-        ]
+        their grey values in the masks, where those are not ``0..K-1``, and their colours:
+        RGB masks are then read by colour, palette PNGs keep their colours in the
+        reports), and the equivalent ``--dataset-opt`` flags."""
+        lines = []
+        for i, name in enumerate(classes):
+            words = [name]
+            if values:
+                words.append(str(values[i]))
+            if palette:
+                words += map(str, palette[i])
+            lines.append(" ".join(words))
         flags = f"--dataset-opt classes={','.join(classes)}"
+        if values:
+            flags += f" --dataset-opt values={','.join(map(str, values))}"
         if palette:
             flags += " --dataset-opt 'palette=" + ";".join(",".join(map(str, c)) for c in palette)
             flags += "'"
@@ -1067,22 +1088,27 @@ def _mask_spec(
     palette: Sequence[Sequence[int]] | str | None,
     ignore: int | str | None,
     ignore_color: Sequence[int] | str | None,
+    values: Sequence[int] | str | None = None,
 ) -> MaskSpec:
     """The binary spec, or the K-class one from the options and ``classes.txt``."""
     names: list[str] | None = None
     colours: list[tuple[int, int, int]] | None = None
+    raw: list[int] | None = None
     listed = root / "classes.txt"
     if classes is not None:
         names = _names(classes)
     elif listed.is_file():
-        names, colours = _read_classes_txt(listed)
+        names, raw, colours = _read_classes_txt(listed)
     if palette is not None:
         colours = [_colour(c, "palette") for c in _palette_items(palette)]
+    if values is not None:
+        raw = _values(values)
     if names is None:
         given = [
             name
             for name, value in (
                 ("palette", palette),
+                ("values", values),
                 ("ignore", ignore),
                 ("ignore_color", ignore_color),
             )
@@ -1095,15 +1121,24 @@ def _mask_spec(
                 f"classes too (--dataset-opt classes=background,... or {listed})"
             )
         return FolderDataset.mask_spec
+    if raw is not None and len(raw) != len(names):
+        raise ConfigError(
+            f"values={','.join(map(str, raw))}: {len(raw)} mask values for {len(names)} classes "
+            f"({', '.join(names)}); give the grey value of each class, class 0 first"
+        )
+    taken = set(raw) if raw is not None else set(range(len(names)))
     if ignore == "auto":
-        ignore = IGNORE_INDEX
+        ignore = None if IGNORE_INDEX in taken else IGNORE_INDEX
     if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
         raise ConfigError(f"ignore={ignore!r}: expected the mask value of ignored pixels (255)")
-    if ignore is not None and not len(names) <= ignore <= 255:
-        raise ConfigError(
-            f"ignore={ignore}: expected a mask value in {len(names)}..255, above the class "
-            f"values 0..{len(names) - 1} (or ignore=null for none)"
-        )
+    if ignore is not None and (not 0 <= ignore <= 255 or ignore in taken):
+        if raw is None:
+            expected = (
+                f"a mask value in {len(names)}..255, above the class values 0..{len(names) - 1}"
+            )
+        else:
+            expected = f"a mask value in 0..255 that no class has ({_ints(raw)} are classes)"
+        raise ConfigError(f"ignore={ignore}: expected {expected} (or ignore=null for none)")
     if colours is not None and len(colours) != len(names):
         raise ConfigError(
             f"{len(colours)} palette colours for {len(names)} classes ({', '.join(names)}); "
@@ -1113,8 +1148,53 @@ def _mask_spec(
     if spec_ignore_color is not None and ignore is None:
         raise ConfigError("ignore_color needs an ignore value; drop ignore=null")
     return MaskSpec.multiclass(
-        names, ignore=ignore, palette=colours, ignore_color=spec_ignore_color
+        names, values=raw, ignore=ignore, palette=colours, ignore_color=spec_ignore_color
     )
+
+
+def _with_png_palette(spec: MaskSpec, mask: Path) -> MaskSpec:
+    """``spec`` with the colours of the palette PNG ``mask`` (the first mask) for its
+    classes, so that reports and predicted masks keep the colours the masks were drawn
+    in; ``spec`` as it is when ``mask`` is no palette PNG, gives two classes one colour
+    or is a grey ramp (the default palette shows classes better)."""
+    from segkit.data.reading import open_image
+
+    try:
+        with open_image(mask) as im:
+            if im.mode != "P":
+                return spec
+            flat = im.getpalette() or []
+    except Exception:  # noqa: BLE001 -- an unreadable mask is reported when it is read
+        return spec
+    raw = spec.allowed[: len(spec.classes)]
+    if 3 * (max(raw) + 1) > len(flat):
+        return spec
+    colours = [tuple(flat[3 * v : 3 * v + 3]) for v in raw]
+    if len(set(colours)) != len(colours) or all(r == g == b for r, g, b in colours):
+        return spec
+    try:
+        return dataclasses.replace(spec, palette=tuple(colours))
+    except ConfigError:  # a class colour is the ignore colour: keep the default palette
+        return spec
+
+
+def _ints(values: Iterable[int]) -> str:
+    return ", ".join(map(str, values))
+
+
+def _values(values: Sequence[int] | str) -> list[int]:
+    """The ``values`` option: distinct mask values 0..255, one per class."""
+    items = values.split(",") if isinstance(values, str) else values
+    try:
+        raw = [int(str(v).strip()) for v in items]
+    except (TypeError, ValueError):
+        raw = []
+    if len(raw) < 2 or len(set(raw)) != len(raw) or not all(0 <= v <= 255 for v in raw):
+        raise ConfigError(
+            f"values={values!r}: expected the distinct grey value (0..255) of each class in "
+            "the masks, class 0 first, e.g. values=0,50,100,150"
+        )
+    return raw
 
 
 def _names(classes: Sequence[str] | str) -> list[str]:
@@ -1143,39 +1223,60 @@ def _colour(value: Any, what: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-def _read_classes_txt(path: Path) -> tuple[list[str], list[tuple[int, int, int]] | None]:
-    """Names (and colours, if every line gives one) from ``classes.txt``."""
+def _read_classes_txt(
+    path: Path,
+) -> tuple[list[str], list[int] | None, list[tuple[int, int, int]] | None]:
+    """Names, grey values and colours from ``classes.txt``: a line per class, ``name``,
+    ``name value``, ``name r g b`` or ``name value r g b`` (values and colours: on every
+    line or none)."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the class list ({e})") from None
     names: list[str] = []
+    raw: list[int] = []
     colours: list[tuple[int, int, int]] = []
     for lineno, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) not in (1, 4):
+        if len(parts) not in (1, 2, 4, 5):
             raise DataError(
                 f"{path}: line {lineno} {line!r}: expected a class name, optionally followed "
-                "by its colour r g b (e.g. 'cell 255 0 0')"
+                "by its grey value in the masks and its colour r g b (e.g. 'cell', "
+                "'cell 50', 'cell 255 0 0' or 'cell 50 255 0 0')"
             )
         names.append(parts[0])
-        if len(parts) == 4:
+        if len(parts) in (2, 5):
             try:
-                colours.append(_colour(parts[1:], f"{path}: line {lineno}"))
+                value = int(parts[1])
+            except ValueError:
+                value = -1
+            if not 0 <= value <= 255:
+                raise DataError(
+                    f"{path}: line {lineno} {line!r}: {parts[1]!r} is not a grey value 0..255 "
+                    "(the class's value in the masks); a class name is one word (write "
+                    "traffic_light, not traffic light)"
+                )
+            raw.append(value)
+        if len(parts) in (4, 5):
+            try:
+                colours.append(_colour(parts[-3:], f"{path}: line {lineno}"))
             except ConfigError as e:
                 raise DataError(str(e)) from None
-    if colours and len(colours) != len(names):
-        raise DataError(
-            f"{path}: {len(colours)} of {len(names)} classes have a colour; give every class "
-            "a colour r g b, or none"
-        )
+    for what, got in (("a colour r g b", colours), ("a grey value", raw)):
+        if got and len(got) != len(names):
+            raise DataError(
+                f"{path}: {len(got)} of {len(names)} classes have {what}; give every class "
+                f"{what}, or none"
+            )
+    if raw and len(set(raw)) != len(raw):
+        raise DataError(f"{path}: grey values {_ints(raw)} repeat one; give each class its own")
     try:
         _names(names)
     except ConfigError:
         raise DataError(
             f"{path}: names {names}; expected 2 or more distinct class names, class 0 first"
         ) from None
-    return names, colours or None
+    return names, raw or None, colours or None

@@ -58,6 +58,12 @@ if TYPE_CHECKING:
 
 #: Empty-mask names shown per split before "and N more".
 SHOW_EMPTY = 5
+#: The key of ignored pixels in a split's class pixel counts.
+IGNORED = "ignored"
+#: A class under this share of the labelled train pixels is warned about (``class_tiny``).
+TINY_CLASS = 0.001
+#: A suggested class weight above this comes with the advice to cap it.
+HEAVY_WEIGHT = 100
 #: The suggested image size is at most this (compute grows with its square).
 MAX_SUGGESTED_SIZE = 512
 #: Sizes are multiples of this: every model accepts them (see segkit.contracts).
@@ -70,7 +76,9 @@ class Problem:
     ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
     format_mismatch, split, layout (the dataset's audit: an image without its mask...),
     odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255), foreground (a split's masks all empty, or all foreground),
-    image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt)."""
+    image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt),
+    class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
+    0.1% of the labelled train pixels)."""
 
     severity: str
     kind: str
@@ -223,7 +231,9 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
     problem = _format_problem(sample.mask, info.format)
     if problem:
         seen.problems.append(problem)
-    seen.values = info.values
+    # A refused colour mask's values are the grey levels of its colours: no labels (its
+    # colours are named in the diagnosis), so no values, foreground or empty mask from it.
+    seen.values = {} if info.colours and info.problem is not None else info.values
     if info.problem is not None:
         seen.problems.append(
             Problem("error", "mask_values", str(sample.mask), info.problem + _hint(seen, spec))
@@ -376,6 +386,8 @@ def check_dataset(
         for severity, message in uniform_splits(by_split, spec, Path(dataset.root))
     ]
     problems += _image_notes(seen)
+    if spec.is_multiclass and not found.refused:
+        problems += _class_coverage(splits, spec, str(dataset.root))
     fixes = list(found.fixes)
     if isinstance(dataset, LayoutAudit):
         fixes = [*dataset.advice, *fixes]
@@ -448,6 +460,86 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
     return out
 
 
+def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) -> list[Problem]:
+    """A warning for each class with no pixel in a split (a class missing from train
+    cannot be learnt; one missing from valid or test is not measured there), and for
+    each class under :data:`TINY_CLASS` of the labelled train pixels."""
+    out: list[Problem] = []
+    read = {split: st for split, st in splits.items() if st.class_pixels}
+    if "train" not in read:
+        return out
+
+    def where(name: str) -> str:
+        found = [
+            f"{split} {share(st, name)}" for split, st in read.items() if st.class_pixels.get(name)
+        ]
+        return f" (it is in {', '.join(found)})" if found else ""
+
+    for name in spec.classes:
+        absent = [split for split, st in read.items() if not st.class_pixels.get(name)]
+        if len(absent) == len(read):
+            out.append(
+                Problem(
+                    "warning",
+                    "class_absent",
+                    root,
+                    f"{root}: class {name} has no pixels in any split: no mask holds its "
+                    f"value; check the class list (classes.txt or --dataset-opt classes=...), "
+                    "or label some pixels of it",
+                )
+            )
+            continue
+        if "train" in absent:
+            out.append(
+                Problem(
+                    "warning",
+                    "class_absent",
+                    root,
+                    f"{root}: class {name} has no pixels in train{where(name)}: the model "
+                    f"cannot learn it, and it scores IoU 0 wherever it is in the truth; put "
+                    f"images holding it in train",
+                )
+            )
+        for split in absent:
+            if split == "train":
+                continue
+            monitor = " (the best checkpoint is chosen by valid mIoU)" if split == "valid" else ""
+            out.append(
+                Problem(
+                    "warning",
+                    "class_absent",
+                    root,
+                    f"{root}: class {name} has no pixels in {split}: its {split} IoU and Dice "
+                    f"measure nothing: '-' and left out of the {split} mIoU where it is never "
+                    f"predicted, 0 where it is{monitor}; put images holding it in {split}",
+                )
+            )
+    train = read["train"]
+    labelled = sum(n for k, n in train.class_pixels.items() if k != IGNORED)
+    for name in spec.classes:
+        n = train.class_pixels.get(name, 0)
+        if n and labelled and n / labelled < TINY_CLASS:
+            out.append(
+                Problem(
+                    "warning",
+                    "class_tiny",
+                    root,
+                    f"{root}: class {name} is {_percent(n / labelled)} of the labelled train "
+                    f"pixels ({plural(n, 'pixel')}): too few to learn it well at this size; "
+                    "check that it is labelled everywhere it shows, train at a larger "
+                    "--image-size, or weigh it up (--loss-opt weight=...)",
+                )
+            )
+    return out
+
+
+def share(st: SplitStats, name: str) -> str:
+    """Class ``name``'s share of ``st``'s pixels (the ignored ones included, as the class
+    pixel lines show them; see :func:`_percent`)."""
+    total = sum(st.class_pixels.values())
+    return _percent(st.class_pixels.get(name, 0) / total if total else 0.0)
+
+
 def _warning_kind(warning: str) -> str:
     if warning.startswith("the masks mix"):
         return "mixed_encoding"
@@ -507,7 +599,7 @@ def _count_classes(counts: dict[str, int], values: dict[int, int], spec: MaskSpe
         counts.update({name: 0 for name in spec.classes})
     for value, n in values.items():
         c = target[value]
-        name = "ignored" if c == IGNORE_INDEX else spec.classes[c]
+        name = IGNORED if c == IGNORE_INDEX else spec.classes[c]
         counts[name] = counts.get(name, 0) + n
 
 
@@ -609,17 +701,34 @@ def _class_weights(pixels: dict[str, int], spec: MaskSpec) -> dict[str, Any]:
     freq = [n / total for n in counts]
     median = statistics.median(f for f in freq if f > 0)
     weights = [round(median / f, 4) if f > 0 else 0.0 for f in freq]
-    shares = ", ".join(f"{name} {f:.1%}" for name, f in zip(spec.classes, freq, strict=True))
+    shares = ", ".join(f"{name} {_percent(f)}" for name, f in zip(spec.classes, freq, strict=True))
     missing = [name for name, n in zip(spec.classes, counts, strict=True) if not n]
     why = f"median-frequency balancing of the train pixels ({shares})"
     if missing:
-        why += f"; {', '.join(missing)} never appear in train: weight 0"
+        why += f"; {_and(missing)} {'is' if len(missing) == 1 else 'are'} not in train: weight 0"
+    heavy = [
+        f"{name} {w:g}" for name, w in zip(spec.classes, weights, strict=True) if w > HEAVY_WEIGHT
+    ]
+    if heavy:
+        why += (
+            f"; a weight over {HEAVY_WEIGHT} ({', '.join(heavy)}) lets a few pixels drive the "
+            f"loss: if training swings, cap it (e.g. at {HEAVY_WEIGHT})"
+        )
     value = "[" + ",".join(f"{w:g}" for w in weights) + "]"
     return {
         "value": weights,
         "why": why,
         "option": f"--loss-opt weight={value} (losses ce and ce_dice)",
     }
+
+
+def _percent(f: float) -> str:
+    """A share as the class pixel lines show it: ``4.3%``, ``0.016%`` under 0.1%, ``0%``."""
+    return "0%" if not f else f"{100 * f:.1f}%" if f >= 0.001 else f"{100 * f:.2g}%"
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 # ----------------------------------------------------------------------------- pos_weight
@@ -717,21 +826,25 @@ def format_report(report: Report) -> str:
         )
     lines.append(f"image formats: {_counts(report.image_formats)}")
     lines.append(f"mask formats: {_counts(report.mask_formats)}")
-    found = ", ".join(report.mask_values) or "-"
+    found = f"{', '.join(report.mask_values) or '-'} found"
+    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
+    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
+        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
+        found = f"{found}, and {colours}" if report.mask_values else colours
     declared = ", ".join(map(str, report.mask_allowed))
     if report.classes:
         lines.append(
-            f"mask values: {found} found; declared {declared} "
+            f"mask values: {found}; declared {declared} "
             f"({len(report.classes)} classes: {', '.join(report.classes)})"
         )
         for split, st in report.splits.items():
             total = sum(st.class_pixels.values())
             if total:
-                shares = ", ".join(f"{k} {v / total:.1%}" for k, v in st.class_pixels.items())
+                shares = ", ".join(f"{k} {share(st, k)}" for k in st.class_pixels)
                 lines.append(f"class pixels ({split}): {shares}")
     else:
         lines.append(
-            f"mask values: {found} found; declared {declared} (background {report.mask_background})"
+            f"mask values: {found}; declared {declared} (background {report.mask_background})"
         )
     for split, st in report.splits.items():
         if st.empty_masks:

@@ -14,6 +14,7 @@ refused before training (:mod:`segkit.data.prepare`).
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ MAX_COLOURS = 64
 #: A dataset whose colour masks hold more distinct colours than this is not advised to
 #: declare one class per colour.
 MAX_CLASS_COLOURS = 32
+#: At most this many flat colours outside a palette are offered as classes to declare.
+MAX_FOREIGN = 3
+#: A colour within this of a palette colour in every channel is that colour blended.
+NEAR_COLOUR = 32
 #: A mask is "blurred" (JPEG-compressed, or resized with interpolation) when it holds more
 #: than :data:`BLURRED_VALUES` values, its two most common values cover at least
 #: :data:`BLURRED_SHARE` of its pixels and no other value more than :data:`BLURRED_RIM`:
@@ -288,8 +293,10 @@ class Diagnosis:
     classes: tuple[list[str], list[Colour] | None] | None = None
 
 
-#: ``declare_classes(classes, palette) -> str``: how the dataset's user names classes.
-DeclareClasses = Callable[[list[str], "list[Colour] | None"], str]
+#: ``declare_classes(classes, palette, values=None) -> str``: how the dataset's user names
+#: classes (``values``: each class's grey value in the masks, where not ``0..K-1``; ``""``
+#: when the plugin cannot declare those).
+DeclareClasses = Callable[..., str]
 
 
 def diagnose(
@@ -299,6 +306,7 @@ def diagnose(
     dataset: str,
     declare_classes: DeclareClasses | None = None,
     folder: Path | None = None,
+    ignore_color_option: bool = False,
 ) -> Diagnosis:
     """Look at every mask of a dataset together.
 
@@ -309,6 +317,8 @@ def diagnose(
         declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
             if it declares one: the words that tell the user how to name classes.
         folder: Where the masks are, for commands (default: the first mask's folder).
+        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
+            ignored pixels in RGB masks): a colour outside the palette may be that.
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -337,7 +347,11 @@ def diagnose(
         "--dataset"
     )
     if groups["colour"]:
-        parts.append(_colour_fix(out, groups["colour"], readable, spec, declare_classes, fixed))
+        parts.append(
+            _colour_fix(
+                out, groups["colour"], readable, spec, declare_classes, fixed, ignore_color_option
+            )
+        )
     if groups["blurred"]:
         parts.append(_blurred_fix(out, groups["blurred"], folder))
     if groups["index"]:
@@ -366,8 +380,10 @@ def _colour_fix(
     spec: MaskSpec,
     declare_classes: DeclareClasses | None,
     fixed: str,
+    ignore_color_option: bool = False,
 ) -> str:
-    """RGB colour masks: one class per colour, black (else the commonest) first."""
+    """RGB colour masks: one class per colour, black (else the commonest) first; with a
+    palette, a few flat colours outside it are a class more or the ignore colour."""
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
     for i in [*group, *(i for i in readable if i.colours and i not in group)]:
@@ -378,6 +394,37 @@ def _colour_fix(
         f"{len(group)} are RGB colour masks ({', '.join(formats)}) holding {_colour_list(colours)}"
     )
     if spec.is_multiclass and spec.palette:
+        known = {*spec.palette, spec.ignore_color}
+        foreign = [c for c in colours if c not in known]
+        # Near a palette colour: antialiasing or compression, not a class of its own.
+        blended = any(
+            max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
+            for c in foreign
+            for k in known
+            if k is not None
+        )
+        if not many and not blended and foreign and len(foreign) <= MAX_FOREIGN:
+            shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
+            if len(foreign) == 1 and ignore_color_option and spec.ignore_color is None:
+                out.fixes.append(
+                    f"if {shown} marks pixels to leave out of training and scores (void, "
+                    f"borders), pass --dataset-opt ignore_color={','.join(map(str, foreign[0]))}"
+                )
+            if declare_classes is not None:
+                names_ = list(spec.classes)
+                for i, c in enumerate(foreign, len(names_)):
+                    name = COLOUR_NAMES.get(c)
+                    names_.append(name if name and name not in names_ else f"class_{i}")
+                fix = _declare(
+                    names_, [*spec.palette, *foreign], declare_classes, "one class per colour"
+                )
+                out.fixes.append(
+                    f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
+                )
+            return what + (
+                f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
+                "declare what it is (below)"
+            )
         return what + (
             "; every pixel must have a palette colour: re-save the masks without "
             "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
@@ -391,9 +438,18 @@ def _colour_fix(
     if declare_classes is None:
         return what + f"; {fixed}"
     ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
-    classes = _class_names(ordered)
+    how = "one class per colour"
+    if spec.is_multiclass and len(spec.classes) == len(ordered):
+        # The names given, beside the colours by pixel share: which is which, only the user knows.
+        classes = list(spec.classes)
+        how += (
+            ": your names in their order beside the colours, black first, then by pixel "
+            "share; check that each name has its class's colour"
+        )
+    else:
+        classes = _class_names(ordered)
     out.classes = (classes, ordered)
-    out.fixes.append(_declare(classes, ordered, declare_classes, "one class per colour"))
+    out.fixes.append(_declare(classes, ordered, declare_classes, how))
     return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
 
 
@@ -410,8 +466,14 @@ def _declare(
     palette: list[Colour] | None,
     declare_classes: DeclareClasses,
     what: str,
+    values: list[int] | None = None,
 ) -> str:
-    return f"name the classes ({what}): " + declare_classes(classes, palette)
+    words = (
+        declare_classes(classes, palette, values)
+        if values is not None
+        else declare_classes(classes, palette)
+    )
+    return f"name the classes ({what}): " + words if words else ""
 
 
 def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
@@ -496,10 +558,40 @@ def _index_fix(
             + threshold_command(folder, suffixes)
         )
         return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
+    spread = _spread_classes(found)
+    if spread is not None:
+        if spec.is_multiclass and len(spec.classes) == len(spread):
+            classes = list(spec.classes)
+        else:
+            classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
+        colours = list(spec.palette) if len(spec.palette) == len(spread) else None
+        ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
+        how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
+        fix = _declare(classes, colours, declare_classes, how, values=spread)
+        if fix:
+            out.classes = (classes, colours)
+            out.fixes.append(fix)
+            return what + (
+                f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
+                f"0..{len(spread) - 1}: declare those values (below)"
+            )
     return what + (
         f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
         "to 0..K-1 in the masks"
     )
+
+
+def _spread_classes(found: set[int]) -> list[int] | None:
+    """The class values of index masks whose classes are spread over 0..255 (an
+    annotation tool's export: ``0, 50, 100, 150`` or ``0, 85, 170, 255``): 0 and at least
+    two more values; 255 is a class where it continues an even spacing (else 'ignore')."""
+    labels = sorted(found - {IGNORE_INDEX})
+    if len(labels) < 3 or labels[0] != 0 or len(labels) > MAX_CLASS_COLOURS:
+        return None
+    steps = {b - a for a, b in zip(labels, labels[1:], strict=False)}
+    if IGNORE_INDEX in found and len(steps) == 1 and labels[-1] + steps.pop() == IGNORE_INDEX:
+        labels.append(IGNORE_INDEX)
+    return labels
 
 
 def _palette_of(readable: Sequence[MaskInfo], k: int) -> list[Colour] | None:
@@ -667,8 +759,21 @@ def diagnosis_of(
     """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes``
     capability bound to ``root`` (when it declares one and loads)."""
     return diagnose(
-        infos, spec, dataset=dataset_name, declare_classes=declare_classes_of(dataset_name, root)
+        infos,
+        spec,
+        dataset=dataset_name,
+        declare_classes=declare_classes_of(dataset_name, root),
+        ignore_color_option=_takes_option(dataset_name, "ignore_color"),
     )
+
+
+def _takes_option(dataset_name: str, option: str) -> bool:
+    """Whether the dataset plugin ``dataset_name``'s factory takes ``option``."""
+    try:
+        factory = default_registry().info("datasets", dataset_name).load()
+        return option in inspect.signature(factory).parameters
+    except Exception:  # noqa: BLE001 -- an unknown or broken plugin: no advice
+        return False
 
 
 def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses | None:
@@ -683,7 +788,16 @@ def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses |
     if not callable(declare):
         return None
 
-    def bound(classes: list[str], palette: list[Colour] | None) -> str:
-        return str(declare(root, classes, palette))
+    try:
+        takes_values = "values" in inspect.signature(declare).parameters
+    except (TypeError, ValueError):  # a callable without a signature: names and colours only
+        takes_values = False
+
+    def bound(
+        classes: list[str], palette: list[Colour] | None, values: list[int] | None = None
+    ) -> str:
+        if values is None:
+            return str(declare(root, classes, palette))
+        return str(declare(root, classes, palette, values=values)) if takes_values else ""
 
     return bound

@@ -275,6 +275,26 @@ class ConfusionMeter:
         return out
 
 
+def _absent_notes(names: list[str], true: list[int], pred: list[int]) -> list[str]:
+    """What the mean row means where a class has no pixel in the truth: left out of the
+    mean when never predicted either, else counted as 0 for its false positives."""
+    out = []
+    left_out = [names[c] for c in range(len(names)) if not true[c] and not pred[c]]
+    if left_out:
+        they = "is" if len(left_out) == 1 else "are"
+        out.append(
+            f"mean over {len(names) - len(left_out)} of {len(names)} classes: "
+            f"{', '.join(left_out)} {they} in neither the truth nor the prediction ('-')"
+        )
+    for c in range(len(names)):
+        if not true[c] and pred[c]:
+            out.append(
+                f"{names[c]}: no pixel of it in the truth, so its 0 counts only the "
+                f"{pred[c]} pixel{'s' if pred[c] != 1 else ''} predicted as it (false positives)"
+            )
+    return out
+
+
 def _nanmean(x: torch.Tensor) -> float:
     keep = x[~torch.isnan(x)]
     return float(keep.mean()) if keep.numel() else math.nan
@@ -284,9 +304,11 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
     """A readable per-class table from :meth:`ConfusionMeter.compute`'s result.
 
     One row per class: name, IoU, Dice, target pixels (row sum of the confusion matrix)
-    and predicted pixels (column sum), with ``-`` for a class absent from both; then the
-    dataset and per-image means and the pixel accuracy. ``class_names`` defaults to
-    the class indices.
+    and predicted pixels (column sum), with ``-`` for a class absent from both; the mean
+    row, with a note for each class absent from the truth (left out of the mean, or
+    scoring 0 for its false positives); then the per-image means, the pixel accuracy and
+    the confusion matrix in pixels (up to :data:`CONFUSION_SHOWN` classes).
+    ``class_names`` defaults to the class indices.
     """
     conf = result["confusion"]
     assert isinstance(conf, list)
@@ -322,9 +344,30 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
     out = [line(rows[0]), line(["-" * w for w in widths])]
     out += [line(r) for r in rows[1:-1]]
     out += [line(["-" * w for w in widths]), line(rows[-1])]
+    out += _absent_notes(names, true, pred)
     out.append(
         f"per-image mean: IoU {num(result['miou_images'])}  Dice {num(result['mdice_images'])}"
         f"  ({result['images_scored']} images)"
     )
     out.append(f"pixel accuracy: {num(result['pixel_acc'])}")
+    out += _confusion_lines(names, conf)
     return "\n".join(out)
+
+
+#: The confusion matrix is printed under the table up to this many classes (beyond, it
+#: is too wide to read; ``summary.json`` keeps it as ``test_confusion``).
+CONFUSION_SHOWN = 12
+
+
+def _confusion_lines(names: list[str], conf: list[list[int]]) -> list[str]:
+    """The confusion matrix in pixels, rows the truth and columns the prediction."""
+    if len(names) > CONFUSION_SHOWN:
+        return [f"confusion matrix: {len(names)} classes, too many to print (summary.json)"]
+    rows = [["truth \\ predicted", *names]]
+    rows += [[names[r], *map(str, conf[r])] for r in range(len(names))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["confusion matrix (pixels):"]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
