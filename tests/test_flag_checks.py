@@ -57,6 +57,35 @@ def test_lr_find_refuses_a_plot_path_it_cannot_write_before_the_sweep(
     assert code == 2 and said in err and "Traceback" not in err
 
 
+def test_lr_find_probes_the_plot_folder_before_the_sweep(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # A file in the way above the plot, and a read-only disk (os.access says yes to root):
+    # both found by writing a probe, before any model is built.
+    import errno
+    import os
+
+    from segkit.system import files
+
+    (tmp_path / "afile").write_text("x")
+    code = main(["lr-find", "--out", str(tmp_path / "afile" / "sub" / "lr.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in err
+
+    def refuse(fd: int) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(files.os, "fsync", refuse)
+    code = main(["lr-find", "--out", str(tmp_path / "plots" / "lr.png")])
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and f"--out {tmp_path / 'plots' / 'lr.png'}: the folder {tmp_path / 'plots'}" in err
+    )
+    assert os.strerror(errno.EROFS) in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no folder, no probe
+
+
 def test_num_workers_far_above_the_cores_is_refused_naming_them(monkeypatch) -> None:
     from segkit.build import resolve_runtime
     from segkit.system import workers

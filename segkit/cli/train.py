@@ -167,9 +167,12 @@ def _check_plot_path(out: str) -> None:
     """Refuse a plot path lr-find could not write, before the sweep.
 
     Raises:
-        ConfigError: an unknown suffix, or a folder (or a file's name) in the way.
+        ConfigError: an unknown suffix, a folder at the path, or a folder where nothing can
+            be written (a file in the way, read-only, permission denied, full:
+            :func:`segkit.system.files.check_writable`).
     """
     from segkit.errors import ConfigError
+    from segkit.system.files import check_writable
 
     path = Path(out)
     if path.is_dir():
@@ -181,9 +184,9 @@ def _check_plot_path(out: str) -> None:
             f"--out {out}: expected a plot file ending in {', '.join(PLOT_SUFFIXES)} "
             "(the suffix picks the format), e.g. --out lr_find.png"
         )
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+    # A file in the way, a read-only or full disk: probed for real (os.access says yes to
+    # root), in the plot's folder or the nearest one above it that exists.
+    check_writable(path.absolute().parent, f"--out {out}: the folder", create=False)
 
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
