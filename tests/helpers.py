@@ -74,6 +74,89 @@ def save_checkpoint(
     return path
 
 
+# ---------------------------------------------------------------------------- run folders
+
+
+def run_folder(
+    path: Path,
+    data: Path,
+    *,
+    seed: int = 0,
+    epochs: int = 3,
+    done: int | None = None,
+    valid: tuple[float, ...] = (0.5, 0.7, 0.6),
+    finished: bool = True,
+    stopped_by: str | None = None,
+    threads: str | int = "auto",
+    used_threads: int | None = 2,
+    last_pt: bool = False,
+    **options: object,
+) -> Path:
+    """A run folder as ``segkit run`` writes it, made without training: ``config.json``
+    (a tiny ``timm_unet`` on ``data`` at 32 px; ``resolved.threads`` is ``used_threads``,
+    left out where None, as older runs did), ``metrics.csv`` with ``done`` epochs (default
+    ``epochs``; their valid Dice from ``valid``), ``best.pt`` (random weights) and, when
+    ``finished``, ``summary.json`` and ``summary.txt`` (``stopped_by``: ``patience``,
+    ``max_time`` or None). ``last_pt``: a ``last.pt`` too (a copy of ``best.pt``)."""
+    from segkit.training.run_folder import RunFolder, RunResult
+
+    done = epochs if done is None else done
+    config = RunConfig(
+        model="timm_unet",
+        model_options=dict(TINY_MODEL),
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        data=str(data),
+        out=str(path.parent),
+        name=path.name,
+        seed=seed,
+        epochs=epochs,
+        threads=threads,
+        **options,  # type: ignore[arg-type]
+    )
+    path.mkdir(parents=True)
+    folder = RunFolder(path)
+    resolved: dict[str, object] = {"device": "cpu", "precision": "fp32", "data_root": str(data)}
+    if used_threads is not None:
+        resolved["threads"] = used_threads
+    folder.write_config(config, resolved)
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "train_dice": 0.5,
+            "valid_loss": 1.0 - valid[(e - 1) % len(valid)],
+            "valid_dice": valid[(e - 1) % len(valid)],
+            "epoch_seconds": 2.0,
+            "train_images": 12,
+        }
+        for e in range(1, done + 1)
+    ]
+    for row in history:
+        folder.append_metrics(row)
+    if done:
+        save_checkpoint(folder.best)
+    if last_pt:
+        save_checkpoint(folder.last)
+    if finished:
+        best = max(history, key=lambda r: (r["valid_dice"], -r["epoch"]))
+        result = RunResult(
+            path,
+            {"dice": 0.4 + seed / 100, "iou": 0.3 + seed / 100, "loss": 0.5},
+            int(best["epoch"]),
+            float(best["valid_dice"]),
+            2.0,
+            6.0,
+            history,
+            epochs_run=done,
+            stopped_early=stopped_by is not None,
+            stopped_by=stopped_by,
+        )
+        folder.write_summary(config, result, resolved)
+    return path
+
+
 # ---------------------------------------------------------------------------- plugins
 
 

@@ -19,7 +19,7 @@ from helpers import rows, tiny
 from segkit.cli import main
 from segkit.config import RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
-from segkit.reports.compare import read_run
+from segkit.reports.compare import Run, Unfinished, inspect_run, read_run
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import distributed, engine
 from segkit.training.engine import resume, train
@@ -142,6 +142,46 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
         f"{run / 'config.json'} --name se-2"
     )
     assert (run / "best.pt").exists() and not (run / "last.pt").exists()
+    # what ended it is recorded, for compare
+    assert RunFolder(run).read_stopped() == {
+        "stopped_by": "interrupted",
+        "when": "during epoch 3",
+        "reason": "Ctrl-C or SIGTERM",
+        "time": RunFolder(run).read_stopped()["time"],  # type: ignore[index]
+    }
+    row = inspect_run(run)
+    assert row.stopped_by == "interrupted"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_failed_run_records_what_ended_it_and_a_resume_clears_it(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.train_one_epoch
+
+    def broken_in_epoch_2(*args, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise DataError("pets/images/Bengal_12.jpg: cannot be read")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", broken_in_epoch_2)
+    with pytest.raises(DataError):
+        train(tiny(tiny_pets, tmp_path, epochs=2, name="f"), quiet=True)
+    run = tmp_path / "f"
+    stopped = RunFolder(run).read_stopped()
+    assert stopped is not None and stopped["stopped_by"] == "failed"
+    assert stopped["when"] == "during epoch 2"
+    assert stopped["reason"].startswith("DataError: pets/images/Bengal_12.jpg: cannot be read")
+    row = inspect_run(run)
+    assert isinstance(row, Unfinished) and row.stopped_by == "failed"
+    assert row.note.startswith(
+        "unfinished at epoch 1 of 2: failed during epoch 2 (DataError: pets/images/Bengal_12"
+    )
+    assert row.note.endswith(f"finish it with: segkit run --resume {run}")
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    resume(run, quiet=True)
+    assert not (run / "stopped.json").exists() and (run / "summary.json").exists()
+    assert isinstance(inspect_run(run), Run)  # finished now
 
 
 # ------------------------------------------------------------ 3. a full disk in epoch 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_folder
 
 from segkit.cli import main
 from segkit.errors import ConfigError
@@ -22,6 +24,7 @@ from segkit.reports.compare import compare, mean_std
 from segkit.reports.study import expand, prepare_folder, read_study, run_name, run_study
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
+from segkit.training.run_folder import RunFolder
 
 #: A UNet at 32 px on the tiny pet set: about 3 s an epoch on 2 CPU cores.
 TINY_BASE = """
@@ -267,6 +270,169 @@ def test_mean_std_is_the_sample_standard_deviation() -> None:
     assert mean_std([0.5, float("nan"), 0.7])[0] == pytest.approx(0.6)
 
 
+# ----------------------------------------------------------------------------- compare: crafted runs
+
+
+def test_compare_gives_every_folder_a_row_and_compares_the_finished_runs(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    done = run_folder(runs / "done", tiny_pets, seed=0)
+    early = run_folder(runs / "early", tiny_pets, seed=1, epochs=8, done=5, stopped_by="patience")
+    timed = run_folder(runs / "timed", tiny_pets, seed=2, epochs=8, done=4, stopped_by="max_time")
+    ctrl_c = run_folder(runs / "ctrl_c", tiny_pets, epochs=8, done=3, finished=False, last_pt=True)
+    RunFolder(ctrl_c).write_stopped("interrupted", "during epoch 4", "Ctrl-C or SIGTERM")
+    failed = run_folder(runs / "failed", tiny_pets, epochs=8, done=2, finished=False, last_pt=True)
+    RunFolder(failed).write_stopped("failed", "during epoch 3", "DataError: x.jpg: truncated")
+    killed = run_folder(runs / "killed", tiny_pets, epochs=8, done=2, finished=False)
+    (runs / "notes").mkdir()
+    result = compare(
+        [done, early, timed, ctrl_c, failed, killed, runs / "notes", runs / "gone"],
+        tmp_path / "c",
+    )
+    assert [r.name for r in result.runs] == ["done", "early", "timed"]
+    rows = csv_rows(tmp_path / "c" / "comparison.csv")
+    assert [Path(r["run"]).name for r in rows] == [
+        *("done", "early", "timed", "ctrl_c", "failed", "killed", "notes", "gone")
+    ]
+    by = {Path(r["run"]).name: r for r in rows}
+    assert {n: r["stopped_by"] for n, r in by.items()} == {
+        "done": "all epochs",
+        "early": "early stopping",
+        "timed": "time limit",
+        "ctrl_c": "interrupted",
+        "failed": "failed",
+        "killed": "unknown",
+        "notes": "not a run",
+        "gone": "not a run",
+    }
+    assert by["early"]["epochs_run"] == "5" and by["early"]["note"] == ""
+    # what a run not finished recorded so far: the best epoch of metrics.csv, no test scores
+    assert by["ctrl_c"]["epochs_run"] == "3" and by["ctrl_c"]["best_epoch"] == "2"
+    assert by["ctrl_c"]["valid_dice"] == "0.7" and by["ctrl_c"]["test_dice"] == ""
+    assert by["ctrl_c"]["note"] == (
+        "unfinished at epoch 3 of 8: interrupted during epoch 4 (Ctrl-C or SIGTERM); "
+        f"finish it with: segkit run --resume {ctrl_c}"
+    )
+    assert by["failed"]["note"].startswith(
+        "unfinished at epoch 2 of 8: failed during epoch 3 (DataError: x.jpg: truncated); "
+    )
+    assert by["killed"]["note"].startswith(
+        "unfinished at epoch 2 of 8: nothing records what ended it (killed outright"
+    )
+    assert "so it cannot be resumed" in by["killed"]["note"]  # no last.pt
+    assert (
+        by["notes"]["note"] == "not a run folder (no config.json); pass folders made by segkit run"
+    )
+    assert by["gone"]["note"].startswith("no such folder")
+    md = (tmp_path / "c" / "comparison.md").read_text()
+    assert md.startswith(
+        "# Comparison of 3 runs (and 5 folders not finished or not a run: see the notes)"
+    )
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert len({len(ln) for ln in table}) == 1  # the columns line up in a terminal
+    ctrl_c_row = next(ln for ln in table if "`ctrl_c`" in ln)
+    assert "3 of 8" in ctrl_c_row and "interrupted" in ctrl_c_row and "0.7000" in ctrl_c_row
+    assert f"- `ctrl_c`: {by['ctrl_c']['note']}" in md
+    # the model's columns, the same for every run, are said once above the table
+    assert "parameters 0.14M, best.pt 0.6 MB." in md and "| parameters" not in md
+
+
+def test_compare_of_no_finished_run_names_every_folder_and_why(
+    tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
+    half = run_folder(tmp_path / "half", tiny_pets, done=1, finished=False, last_pt=True)
+    code = main(["compare", str(half), str(tmp_path), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and not (tmp_path / "c").exists()
+    assert err == (
+        f"segkit: error: segkit compare: no finished run to compare: {half}: unfinished at "
+        "epoch 1 of 3: nothing records what ended it (killed outright: SIGKILL, out of memory, "
+        "a lost machine; or a segkit older than stopped.json); finish it with: segkit run "
+        f"--resume {half}; {tmp_path}: not a run folder (no config.json); pass folders made "
+        "by segkit run"
+    )
+
+
+def test_a_run_folder_in_use_is_running(tiny_pets: Path, tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    done = run_folder(tmp_path / "done", tiny_pets)
+    # a run resumed with more --epochs: its old summary.json stays until it finishes again
+    busy = run_folder(tmp_path / "busy", tiny_pets, epochs=8, done=4)
+    fd = os.open(busy, os.O_RDONLY)  # another process's lock, as RunFolder.lock takes it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = compare([done, busy], tmp_path / "c")
+    finally:
+        os.close(fd)
+    row = result.rows[1]
+    assert row.stopped_by == "running"  # type: ignore[union-attr]
+    assert row.note == (  # type: ignore[union-attr]
+        "still running, 4 of 8 epochs recorded (a live process holds the folder); compare it "
+        "again when it has finished"
+    )
+    assert not RunFolder(busy).in_use()  # the probe let go of its lock
+
+
+def test_a_folder_given_twice_is_compared_once(tiny_pets: Path, tmp_path: Path) -> None:
+    a = run_folder(tmp_path / "runs" / "a", tiny_pets)
+    b = run_folder(tmp_path / "runs" / "b", tiny_pets, seed=1)
+    (tmp_path / "link").symlink_to(a)
+    given = [str(a), str(b), f"{tmp_path}/runs/./a/", str(tmp_path / "link"), str(b)]
+    result = compare(given, tmp_path / "c")
+    assert [r.name for r in result.rows] == ["a", "b"]
+    assert result.notes == [
+        f"`{given[2]}`: the same folder given again as `{a}`; compared once",
+        f"`{given[3]}`: the same folder given again as `{a}`; compared once",
+        f"`{b}`: the same folder given again; compared once",
+    ]
+    assert len(csv_rows(tmp_path / "c" / "comparison.csv")) == 2
+    assert "\nNotes:\n\n- `" in (tmp_path / "c" / "comparison.md").read_text()
+
+
+def test_the_threads_column_is_the_count_each_run_used(tiny_pets: Path, tmp_path: Path) -> None:
+    runs = [
+        run_folder(tmp_path / "auto2", tiny_pets, threads="auto", used_threads=2),
+        run_folder(tmp_path / "fixed1", tiny_pets, threads=1, used_threads=1),
+        run_folder(tmp_path / "old_auto", tiny_pets, threads="auto", used_threads=None),
+        run_folder(tmp_path / "old_fixed", tiny_pets, threads=3, used_threads=None),
+    ]
+    result = compare(runs, tmp_path / "c")
+    assert result.differing[-1] == "threads"
+    assert [r["threads"] for r in csv_rows(tmp_path / "c" / "comparison.csv")] == [
+        "2",
+        "1",
+        "auto (count not recorded)",
+        "3",
+    ]
+
+
+def test_one_seed_per_configuration_shows_plain_values(tiny_pets: Path, tmp_path: Path) -> None:
+    one = [
+        run_folder(tmp_path / "one" / f"lr{lr}", tiny_pets, lr=lr, seed=0) for lr in (0.001, 0.01)
+    ]
+    compare(one, tmp_path / "c1", group_seeds=True)
+    md = (tmp_path / "c1" / "comparison.md").read_text()
+    assert "±" not in md.replace("mean ± standard deviation", "") and "nan" not in md
+    assert "One seed per configuration (seeds=1 (0)): one run each gives no spread" in md
+    groups = csv_rows(tmp_path / "c1" / "comparison_groups.csv")
+    assert [(g["lr"], g["n"], g["test_dice_mean"], g["test_dice_std"]) for g in groups] == [
+        ("0.001", "1", "0.4", ""),
+        ("0.01", "1", "0.4", ""),
+    ]
+    # two seeds of one, one of the other: mean ± std and n where there are two
+    two = [*one, run_folder(tmp_path / "one" / "lr0.001-1", tiny_pets, lr=0.001, seed=1)]
+    compare(two, tmp_path / "c2", group_seeds=True)
+    md = (tmp_path / "c2" / "comparison.md").read_text()
+    table = md.split("## Mean ± standard deviation over seeds")[1].split("## Every run")[0]
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| lr    | n (seeds) |")
+    assert "|  2 (0, 1) |" in lines[2] and "0.4050 ± 0.0071" in lines[2]
+    assert "|     1 (0) |" in lines[3] and " ± " not in lines[3]
+
+
 # ----------------------------------------------------------------------------- slow: runs
 
 
@@ -339,20 +505,23 @@ def test_compare_runs_that_differ_in_one_and_in_two_axes(
     assert one.differing == ["seed"]
     header = next(csv.reader((tmp_path / "one" / "comparison.csv").open()))
     assert header[:3] == ["run", "seed", "model"]  # what differs first, then what is shared
-    assert header[-9:] == [
+    assert header[-11:] == [
         "parameters",
         "checkpoint_mb",
         "epochs_run",
+        "stopped_by",
         "best_epoch",
         "valid_dice",
         "test_dice",
         "test_iou",
         "train_s_per_epoch",
         "images_per_s",
+        "note",
     ]
     md = (tmp_path / "one" / "comparison.md").read_text()
-    assert "| run | seed | parameters |" in md
+    assert "| run           | seed | epochs run | stopped by | best epoch |" in md
     assert "Same for every run: model unet, loss bce_dice, recipe type1" in md
+    assert "parameters 31.04M, best.pt 124.2 MB." in md
 
     two = compare([finished_study / n for n in ("type1-seed0", "type2-seed1")], tmp_path / "two")
     assert two.differing == ["recipe", "seed"]
@@ -387,17 +556,15 @@ def test_compare_refuses_runs_of_other_data_unless_forced(
     with pytest.raises(ConfigError, match=r"different image sizes \(32 vs 64 px\)"):
         compare([first, other], tmp_path / "d")
     (other / "summary.json").unlink()  # a finished run keeps no last.pt (no --keep-last)
-    with pytest.raises(
-        ConfigError,
-        match=r"not finished \(no summary.json\); .*keeps best\.pt .*no training state .*so it "
-        r"cannot be resumed",
-    ):
-        compare([first, other], tmp_path / "d", force=True)
+    note = compare([first, other], tmp_path / "d", force=True).notes[0]
+    assert re.match(
+        r"`other`: unfinished at epoch 1 of 1: nothing records what ended it .*keeps best\.pt "
+        r".*no training state .*so it cannot be resumed",
+        note,
+    )
     shutil.copy(other / "best.pt", other / "last.pt")  # one that can be resumed
-    with pytest.raises(
-        ConfigError, match=r"not finished \(no summary.json\); finish it with: segkit run --resume"
-    ):
-        compare([first, other], tmp_path / "d", force=True)
+    note = compare([first, other], tmp_path / "d", force=True).notes[0]
+    assert note.endswith(f"; finish it with: segkit run --resume {other}")
 
 
 def config_data(study: Path) -> tuple[str, str]:

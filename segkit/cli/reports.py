@@ -17,7 +17,13 @@ def add_compare(sub: Any) -> None:
         help="compare finished runs: comparison.md/.csv, overlaid curves, the same test "
         "images segmented by every run",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders made by segkit run")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders made by segkit run; one not finished (running, interrupted, "
+        "failed) gets a row saying so, and a folder given twice is compared once",
+    )
     p.add_argument(
         "--out", default="comparison", metavar="DIR", help="report folder (default: comparison)"
     )

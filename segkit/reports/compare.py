@@ -15,6 +15,14 @@ Reads each run folder (``config.json``, ``summary.json``, ``metrics.csv``,
 * ``predictions.png``: the same test images for every run: the image, the truth, then
   each run's prediction over the image (green hit, red false positive, blue miss).
 
+Every folder given gets a row, in the order given; what ended each run is its ``stopped
+by`` column (all epochs, early stopping, the time limit; for a run that did not finish:
+interrupted, failed, running, or unknown where the folder records nothing of it). A run
+that has not finished (or a folder that is no run's) is not compared: its row has what it
+recorded so far (the best validation epoch of ``metrics.csv``) and a note under the table
+says what it is and what to do; only when no folder holds a finished run is that an
+error. A folder given twice (by any spelling: paths are resolved) is compared once.
+
 Runs are only comparable on the same data: runs of different datasets or image sizes
 are refused unless ``force``. Models are rebuilt from ``best.pt`` on the build path
 (:mod:`segkit.inference.trained`), which also counts their parameters.
@@ -40,14 +48,16 @@ from PIL import Image
 from segkit.build import build_dataset, resolve_device
 from segkit.config import RunConfig
 from segkit.data.reading import read_sample
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, plural
 from segkit.inference.evaluate import as_logits
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.predictor import Predictor
 from segkit.inference.trained import Trained, open_trained
 from segkit.reports import figures as report
+from segkit.system.files import atomic_open
 from segkit.task import Task
-from segkit.training.run_folder import RunFolder
+from segkit.training.early_stopping import MONITORS
+from segkit.training.run_folder import RunFolder, timing
 
 #: Settings every row shows, in this order, before any other setting that differs.
 MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
@@ -56,6 +66,7 @@ RESULTS = {
     "parameters": "parameters",
     "checkpoint_mb": "best.pt MB",
     "epochs_run": "epochs run",
+    "stopped_by": "stopped by",
     "best_epoch": "best epoch",
     "valid_dice": "valid Dice",
     "test_dice": "test Dice",
@@ -75,6 +86,10 @@ FROM_SUMMARY = {
 }
 #: Test images in predictions.png.
 PREDICTION_IMAGES = 6
+#: summary.json's ``stopped_by`` -> the ``stopped by`` column.
+STOPPED_BY = {None: "all epochs", "patience": "early stopping", "max_time": "time limit"}
+#: Result columns that are not numbers (no mean over seeds, no ``_mean``/``_std``).
+WORDS = ("stopped_by",)
 
 
 @dataclass
@@ -88,6 +103,28 @@ class Run:
     history: list[dict[str, float]]
     #: test_scores.csv: (id, dice, iou) per test image, in the test split's order.
     scores: list[tuple[str, float, float]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class Unfinished:
+    """A folder given to compare that holds no finished run: its row shows what it is
+    (``stopped_by``: ``running``, ``interrupted``, ``failed``, ``unknown``, ``not a run``,
+    ``unreadable``) and what it recorded so far; ``note`` says it in a line, with what to
+    do."""
+
+    path: Path
+    stopped_by: str
+    note: str
+    #: Read from config.json where it has a readable one (None: not a run folder).
+    config: RunConfig | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -113,8 +150,9 @@ class Group:
 class Comparison:
     """What :func:`compare` found and wrote."""
 
+    #: The finished runs, compared.
     runs: list[Run]
-    #: Settings whose values differ between the runs (the first columns), and the others.
+    #: Settings whose values differ between the rows (the first columns), and the others.
     differing: list[str]
     shared: list[str]
     groups: list[Group]
@@ -122,6 +160,15 @@ class Comparison:
     grouped: bool = False
     #: Test images drawn in predictions.png.
     predicted: int = 0
+    #: Every row, in the order the folders were given: the finished runs and the folders
+    #: that hold none (:class:`Unfinished`).
+    rows: list[Run | Unfinished] = field(default_factory=list)
+    #: One line each: a folder given twice, a run not finished (its note).
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> list[Unfinished]:
+        return [r for r in self.rows if isinstance(r, Unfinished)]
 
 
 def read_run(path: Path | str) -> Run:
@@ -146,11 +193,7 @@ def read_run(path: Path | str) -> Run:
     raw = json.loads(folder.config.read_text())
     config = RunConfig.from_dict(raw, source=str(folder.config))
     summary = json.loads(folder.summary_json.read_text())
-    history = []
-    if folder.metrics.is_file():
-        with folder.metrics.open(newline="") as f:
-            for row in csv.DictReader(f):
-                history.append({k: _number(v) for k, v in row.items()})
+    history = _read_history(folder)
     scores = []
     if folder.test_scores.is_file():
         with folder.test_scores.open(newline="") as f:
@@ -185,16 +228,124 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def dataset_of(run: Run) -> str:
+def inspect_run(path: Path | str) -> Run | Unfinished:
+    """A folder given to compare: its :class:`Run` when it holds a finished run, else
+    what it is (:class:`Unfinished`), never an error. A folder a live process holds is
+    ``running`` (even one whose earlier finish left a ``summary.json``: it trains on)."""
+    folder = RunFolder(path)
+    if not folder.path.is_dir():
+        what = "not a folder" if folder.path.exists() else "no such folder"
+        return Unfinished(folder.path, "not a run", f"{what}; pass folders made by segkit run")
+    if not folder.config.is_file():
+        return Unfinished(
+            folder.path,
+            "not a run",
+            "not a run folder (no config.json); pass folders made by segkit run",
+        )
+    try:
+        raw = json.loads(folder.config.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("expected a JSON object")
+        config = RunConfig.from_dict(raw, source=str(folder.config))
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        return Unfinished(folder.path, "unreadable", f"{folder.config} cannot be read: {e}")
+    running = folder.in_use()
+    if folder.summary_json.is_file() and not running:
+        try:
+            return read_run(folder.path)
+        except (OSError, ValueError) as e:
+            return Unfinished(
+                folder.path, "unreadable", f"{folder.summary_json} cannot be read: {e}", config
+            )
+    history = _read_history(folder)
+    done, epochs = int(history[-1]["epoch"]) if history else 0, config.epochs
+    at = f"at epoch {done} of {epochs}" if done else f"before its first epoch ({epochs} asked)"
+    record = folder.read_stopped()
+    if running:
+        stopped_by = "running"
+        note = (
+            f"still running, {done} of {epochs} epochs recorded (a live process holds the "
+            "folder); compare it again when it has finished"
+        )
+    elif record is not None and record.get("stopped_by") in ("interrupted", "failed"):
+        stopped_by = str(record["stopped_by"])
+        why = f"{stopped_by} {record.get('when', '')}".strip()
+        note = f"unfinished {at}: {why} ({record.get('reason', 'reason not recorded')}); "
+        note += _unfinished(folder, raw)
+    else:
+        stopped_by = "unknown"
+        note = (
+            f"unfinished {at}: nothing records what ended it (killed outright: SIGKILL, out "
+            "of memory, a lost machine; or a segkit older than stopped.json); "
+        ) + _unfinished(folder, raw)
+    return Unfinished(folder.path, stopped_by, note, config, raw.get("resolved") or {}, history)
+
+
+def _read_history(folder: RunFolder) -> list[dict[str, float]]:
+    """``metrics.csv``'s rows as numbers (none without the file; a row without a
+    number for its epoch, which segkit never writes, left out)."""
+    history = []
+    if folder.metrics.is_file():
+        with folder.metrics.open(newline="") as f:
+            for row in csv.DictReader(f):
+                numbers = {k: _number(v) for k, v in row.items() if isinstance(v, str)}
+                if math.isfinite(numbers.get("epoch", math.nan)):
+                    history.append(numbers)
+    return history
+
+
+def _stopped_by(summary: dict[str, Any]) -> str:
+    """A finished run's ``stopped by`` from its ``summary.json``: a summary of an older
+    segkit that says it stopped early but not by what says so."""
+    by = summary.get("stopped_by")
+    if by in STOPPED_BY:
+        return STOPPED_BY[by]
+    if summary.get("stopped_early"):
+        return "stopped early (by what: not recorded)"
+    return STOPPED_BY[None] if by is None else str(by)
+
+
+def _so_far(row: Unfinished) -> dict[str, Any]:
+    """The results of a run that has not finished, from its ``metrics.csv`` so far: the
+    best validated epoch by its ``--monitor`` and that epoch's valid Dice, the epochs
+    recorded, the timing; no test scores, and no parameters (its model is not rebuilt)."""
+    nan = math.nan
+    results: dict[str, Any] = {key: nan for key in RESULTS}
+    results["parameters"] = None
+    results["stopped_by"] = row.stopped_by
+    best = RunFolder(row.path).best
+    results["checkpoint_mb"] = best.stat().st_size / 1e6 if best.is_file() else nan
+    history = row.history
+    results["epochs_run"] = int(history[-1]["epoch"]) if history else 0
+    if row.config is None:
+        results["epochs_run"] = nan
+        return results
+    key, mode = MONITORS.get(row.config.monitor, MONITORS["valid_dice"])
+    scored = [r for r in history if math.isfinite(r.get(f"valid_{key}", nan))]
+    if scored:
+        pick = max if mode == "max" else min
+        # A tie keeps the earlier epoch, as best.pt does.
+        top = pick(
+            scored, key=lambda r: (r[f"valid_{key}"], -r["epoch"] if mode == "max" else r["epoch"])
+        )
+        results["best_epoch"] = int(top["epoch"])
+        results["valid_dice"] = top.get("valid_dice", nan)
+    if history and all("epoch_seconds" in r and "train_images" in r for r in history):
+        results["train_s_per_epoch"], results["images_per_s"] = timing(history)
+    return results
+
+
+def dataset_of(run: Run | Unfinished) -> str:
     """What a run was trained and tested on: the dataset plugin, its folder (as resolved)
     and its options."""
     c = run.config
+    assert c is not None
     root = run.resolved.get("data_root") or c.data or "(generated)"
     options = f" {_text(c.dataset_options)}" if c.dataset_options else ""
     return f"{c.resolved_dataset()} {root}{options}"
 
 
-def check_comparable(runs: Sequence[Run]) -> None:
+def check_comparable(runs: Sequence[Run | Unfinished]) -> None:
     """Refuse runs of different datasets or image sizes.
 
     Raises:
@@ -208,10 +359,11 @@ def check_comparable(runs: Sequence[Run]) -> None:
                 f"({dataset_of(first)} vs {dataset_of(run)}): their scores are not comparable; "
                 "pass --force to compare them anyway"
             )
-        if run.config.image_size != first.config.image_size:
+        size, first_size = run.config.image_size, first.config.image_size  # type: ignore[union-attr]
+        if size != first_size:
             raise ConfigError(
                 f"{first.path} and {run.path} were trained at different image sizes "
-                f"({first.config.image_size} vs {run.config.image_size} px): their scores are "
+                f"({first_size} vs {size} px): their scores are "
                 "not comparable; pass --force to compare them anyway"
             )
 
@@ -227,12 +379,44 @@ def _setting_names() -> list[str]:
     return [*MAIN_SETTINGS, *others]
 
 
-def _settings(run: Run) -> dict[str, Any]:
+def _settings(run: Run | Unfinished) -> dict[str, Any]:
+    """A row's settings; ``-`` each for a folder without a readable config.json."""
+    if run.config is None:
+        return dict.fromkeys(_setting_names(), "-")
     values = {name: getattr(run.config, name) for name in _setting_names()}
     # What the run actually used where the config left it to the machine.
     values["precision"] = run.resolved.get("precision", run.config.precision)
     values["dataset"] = run.config.resolved_dataset()
+    values["threads"] = _threads(run.config.threads, run.resolved)
     return values
+
+
+def _threads(setting: str | int, resolved: dict[str, Any]) -> Any:
+    """The CPU threads a run used (``config.json``'s ``resolved.threads``); a run of an
+    older segkit that did not record the count shows its setting, marked where that was
+    ``auto``."""
+    used = resolved.get("threads")
+    if isinstance(used, int):
+        return used
+    return f"{setting} (count not recorded)" if setting == "auto" else setting
+
+
+def _read_all(run_dirs: Sequence[Path | str]) -> tuple[list[Run | Unfinished], list[str]]:
+    """Every folder given, once (by its resolved path; the first spelling is kept), read
+    (:func:`inspect_run`); and a note for each folder given again."""
+    rows: list[Run | Unfinished] = []
+    notes: list[str] = []
+    seen: dict[Path, str] = {}
+    for given in run_dirs:
+        path = Path(given)
+        key = path.expanduser().resolve()
+        if key in seen:
+            same = "" if seen[key] == str(given) else f" as `{seen[key]}`"
+            notes.append(f"`{given}`: the same folder given again{same}; compared once")
+            continue
+        seen[key] = str(given)
+        rows.append(inspect_run(path.expanduser()))
+    return rows, notes
 
 
 def compare(
@@ -253,29 +437,36 @@ def compare(
         device: Where the models predict for ``predictions.png``.
 
     Raises:
-        ConfigError: no runs, a folder that is not a finished run, or runs of different
-            datasets or image sizes without ``force``.
+        ConfigError: no runs, no folder that holds a finished run (naming each folder and
+            what it is), or runs of different datasets or image sizes without ``force``.
     """
     if not run_dirs:
         raise ConfigError("segkit compare: name at least one run folder")
-    runs = [read_run(p) for p in run_dirs]
+    rows, notes = _read_all(run_dirs)
+    runs = [r for r in rows if isinstance(r, Run)]
+    if not runs:
+        whats = "; ".join(f"{r.path}: {r.note}" for r in rows if isinstance(r, Unfinished))
+        raise ConfigError(f"segkit compare: no finished run to compare: {whats}")
+    configured = [r for r in rows if r.config is not None]
     if not force:
-        check_comparable(runs)
-    for run in runs:
-        run.settings = _settings(run)
+        check_comparable(configured)
+    for row in rows:
+        row.settings = _settings(row)
+        row.results = _results(row) if isinstance(row, Run) else _so_far(row)
     names = _setting_names()
-    differing = [n for n in names if len({_text(r.settings[n]) for r in runs}) > 1]
+    differing = [n for n in names if len({_text(r.settings[n]) for r in configured}) > 1]
     shared = [n for n in names if n not in differing]
-    for run in runs:
-        run.results = _results(run)
     groups = (
         _groups(runs, differing)
         if group_seeds
         else [Group(_label(r, differing), r.settings, [r]) for r in runs]
     )
+    notes += [f"`{r.name}`: {r.note}" for r in rows if isinstance(r, Unfinished)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    comparison = Comparison(runs, differing, shared, groups, {}, grouped=group_seeds)
+    comparison = Comparison(
+        runs, differing, shared, groups, {}, grouped=group_seeds, rows=rows, notes=notes
+    )
     _predictions(comparison, out / "predictions.png", device)  # also counts parameters
     comparison.files["csv"] = _write_csv(comparison, out / "comparison.csv")
     if group_seeds:
@@ -293,6 +484,7 @@ def _results(run: Run) -> dict[str, Any]:
     results["checkpoint_mb"] = best.stat().st_size / 1e6 if best.is_file() else math.nan
     for key, summary_key in FROM_SUMMARY.items():
         results[key] = run.summary.get(summary_key, math.nan)
+    results["stopped_by"] = _stopped_by(run.summary)
     return results
 
 
@@ -360,6 +552,8 @@ _DIGITS = {
 def _show(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
+    if isinstance(value, str):
+        return value
     if key == "parameters":
         return f"{value / 1e6:.2f}M"
     if key in ("best_epoch", "epochs_run"):
@@ -379,53 +573,99 @@ def _show_mean(key: str, values: Sequence[float]) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _show_words(values: Sequence[str]) -> str:
+    """A group's words (``stopped by``): the one they share, else each with its count."""
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    if len(counts) == 1:
+        return values[0]
+    return ", ".join(f"{n}x {v}" for v, n in counts.items())
+
+
+def _row_results(row: Run | Unfinished) -> list[str]:
+    """A row's results as the tables show them: a run that has not finished shows its
+    epochs as ``k of N``."""
+    shown = [_show(key, row.results[key]) for key in RESULTS]
+    if isinstance(row, Unfinished) and row.config is not None:
+        k = row.results["epochs_run"]
+        shown[list(RESULTS).index("epochs_run")] = f"{k} of {row.config.epochs}"
+    return shown
+
+
 # ----------------------------------------------------------------------------- files
 
 
 def _write_csv(c: Comparison, path: Path) -> Path:
-    columns = ["run", *c.differing, *c.shared, *RESULTS]
-    with path.open("w", newline="") as f:
+    """Every row, the numbers as ``summary.json`` has them; ``note`` says what a row that
+    is not a finished run is (blank for a finished one)."""
+    columns = ["run", *c.differing, *c.shared, *RESULTS, "note"]
+    notes = {id(r): r.note for r in c.unfinished}
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for run in c.runs:
-            values = {**run.settings, **run.results}
-            writer.writerow([str(run.path), *(_csv_value(values[k]) for k in columns[1:])])
+        for row in c.rows:
+            values = {**row.settings, **row.results}
+            cells = [_csv_value(values[k]) for k in columns[1:-1]]
+            writer.writerow([str(row.path), *cells, notes.get(id(row), "")])
     return path
 
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, dict | type(None)) or isinstance(value, bool):
         return _text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""  # nothing recorded (a run not finished has no test scores)
     return value  # numbers exactly as summary.json has them (repr)
 
 
 def _write_groups_csv(c: Comparison, path: Path) -> Path:
+    """One row per group: its seeds, ``n``, and per result its mean and sample standard
+    deviation over the seeds (the std blank for a group of one seed: no spread)."""
     keys = [n for n in c.differing if n != "seed"]
-    columns = [*keys, "seeds", "n"]
-    for key in RESULTS:
+    numbers = [k for k in RESULTS if k not in WORDS]
+    columns = [*keys, "seeds", "n", *WORDS]
+    for key in numbers:
         columns += [f"{key}_mean", f"{key}_std"]
-    with path.open("w", newline="") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for g in c.groups:
             row: list[Any] = [_text(g.settings[k]) for k in keys]
             row += [" ".join(map(str, g.seeds)), len(g.runs)]
-            for key in RESULTS:
-                row += list(mean_std([r.results[key] for r in g.runs]))
+            row += [_show_words([r.results[k] for r in g.runs]) for k in WORDS]
+            for key in numbers:
+                mean, std = mean_std([r.results[key] for r in g.runs])
+                row += [mean, std if len(g.runs) > 1 else ""]
             writer.writerow(row)
     return path
 
 
 def _md_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    right = ["---:" if h in RESULTS.values() or h in ("seeds", "n") else "---" for h in headings]
-    lines = ["| " + " | ".join(headings) + " |", "|" + "|".join(right) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+    """A Markdown table whose columns line up in a terminal too (each cell padded to its
+    column's width; numbers to the right)."""
+    right = [
+        h in RESULTS.values() and h != RESULTS["stopped_by"] or h == "n (seeds)" for h in headings
+    ]
+    widths = [max(len(h), 3, *(len(r[i]) for r in rows)) for i, h in enumerate(headings)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(w) if r else cell.ljust(w)
+            for cell, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * (w - 1) + ":" if r else "-" * w for w, r in zip(widths, right, strict=True)]
+    return [line(headings), "| " + " | ".join(rule) + " |", *(line(r) for r in rows)]
 
 
 def _write_md(c: Comparison, path: Path) -> Path:
-    n = len(c.runs)
-    lines = [f"# Comparison of {n} run{'s' * (n != 1)}", ""]
+    n, given = len(c.runs), len(c.rows)
+    title = f"# Comparison of {plural(n, 'run')}"
+    if given > n:
+        title += f" (and {plural(given - n, 'folder')} not finished or not a run: see the notes)"
+    lines = [title, ""]
     first = c.runs[0].settings
     # The main settings and the training recipe, then whatever else is not the default;
     # the data has its own line.
@@ -437,42 +677,36 @@ def _write_md(c: Comparison, path: Path) -> Path:
         for s in c.shared
         if s not in shared and s not in data and _text(first[s]) != _text(_default(s))
     ]
-    lines.append("Same for every run: " + ", ".join(f"{s} {_text(first[s])}" for s in shared) + ".")
+    said = [f"{s} {_text(first[s])}" for s in shared]
+    model = {"parameters": "parameters {}", "checkpoint_mb": "best.pt {} MB"}
+    said += [model[k].format(_show(k, c.runs[0].results[k])) for k in _said_once(c)]
+    lines.append("Same for every run: " + ", ".join(said) + ".")
     config = c.runs[0].config
     where = config.data or "generated in segkit's cache"
     options = f" ({_text(config.dataset_options)})" if config.dataset_options else ""
     lines.append(f"Data: {config.resolved_dataset()}{options}, {where}.")
     lines.append("")
     if c.grouped:
-        keys = [k for k in c.differing if k != "seed"]
-        lines += ["## Mean ± standard deviation over seeds", ""]
-        rows = []
-        for g in c.groups:
-            row = [_text(g.settings[k]) for k in keys]
-            row += [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})"]
-            row += [_show_mean(key, [r.results[key] for r in g.runs]) for key in RESULTS]
-            rows.append(row)
-        lines += _md_table([*keys, "seeds", *RESULTS.values()], rows)
-        lines += [
-            "",
-            "Seeds: how many, and which. Each number is the mean over them ± the sample "
-            "standard deviation (n - 1); train s/epoch and images/s leave each run's first "
-            "epoch out.",
-            "",
-            "## Every run",
-            "",
-        ]
+        lines += _groups_md(c)
+    once = _said_once(c)
+    keys = [k for k in RESULTS if k not in once]
     rows = []
-    for run in c.runs:
-        row = [f"`{run.name}`", *(_text(run.settings[k]) for k in c.differing)]
-        row += [_show(key, run.results[key]) for key in RESULTS]
-        rows.append(row)
-    lines += _md_table(["run", *c.differing, *RESULTS.values()], rows)
+    for row in c.rows:
+        cells = [f"`{row.name}`", *(_text(row.settings[k]) for k in c.differing)]
+        shown = dict(zip(RESULTS, _row_results(row), strict=True))
+        rows.append(cells + [shown[k] for k in keys])
+    lines += _md_table(["run", *c.differing, *(RESULTS[k] for k in keys)], rows)
+    lines += [""]
+    if c.notes:
+        lines += ["Notes:", "", *(f"- {note}" for note in c.notes), ""]
     lines += [
-        "",
         "Valid Dice is the best epoch's (it picked `best.pt`), test Dice and IoU are "
-        "`best.pt`'s on the test split: each run's `summary.json`. The full table, every "
-        "setting included, is `comparison.csv`.",
+        "`best.pt`'s on the test split: each run's `summary.json` (for a run not finished, "
+        "its best epoch so far in `metrics.csv`); stopped by: what ended "
+        "the run (all epochs, early stopping by --patience, the --max-time limit; for a run "
+        "that has not finished, interrupted, failed, running, or unknown where its folder "
+        "records nothing of it). The full table, every setting included, is "
+        "`comparison.csv`.",
         "",
         f"![valid Dice and train loss per epoch]({c.files['curves'].name})",
         "",
@@ -488,8 +722,60 @@ def _write_md(c: Comparison, path: Path) -> Path:
             "again at the run's size, as `segkit predict` does).",
             "",
         ]
-    path.write_text("\n".join(lines))
+    with atomic_open(path) as f:
+        f.write("\n".join(lines))
     return path
+
+
+def _said_once(c: Comparison) -> list[str]:
+    """The model's columns (parameters, ``best.pt`` size) where every finished run has
+    the same: ``comparison.md`` says them once, with the shared settings, for a narrower
+    table (``comparison.csv`` has every column)."""
+    return [
+        k
+        for k in ("parameters", "checkpoint_mb")
+        if len({_show(k, r.results[k]) for r in c.runs}) == 1
+    ]
+
+
+def _groups_md(c: Comparison) -> list[str]:
+    """The table over seeds (``segkit study``, ``--group-seeds``): with two seeds or more
+    in a group, each number is its mean ± std; with one seed in every group, no such
+    table (it would be the table of every run), but a line saying there is no spread."""
+    keys = [k for k in c.differing if k != "seed"]
+    if all(len(g.runs) == 1 for g in c.groups):
+        seeds = {g.runs[0].config.seed for g in c.groups}
+        seed = f" ({next(iter(seeds))})" if len(seeds) == 1 else ""
+        return [
+            f"One seed per configuration (seeds=1{seed}): one run each gives no spread over "
+            "seeds, so the table shows each run's own values, no mean ± standard "
+            "deviation. Run more seeds (in a study, `seed = [0, 1, 2]` under `[axes]`) to "
+            "see how much of a difference is the seed's.",
+            "",
+        ]
+    once = _said_once(c)
+    results = [k for k in RESULTS if k not in once]
+    rows = []
+    for g in c.groups:
+        row = [_text(g.settings[k]) for k in keys]
+        row += [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})"]
+        for key in results:
+            values = [r.results[key] for r in g.runs]
+            row.append(_show_words(values) if key in WORDS else _show_mean(key, values))
+        rows.append(row)
+    return [
+        "## Mean ± standard deviation over seeds",
+        "",
+        *_md_table([*keys, "n (seeds)", *(RESULTS[k] for k in results)], rows),
+        "",
+        "n (seeds): how many seeds finished, and which. With two or more, each number is "
+        "the mean over them ± the sample standard deviation (n - 1); with one, the run's "
+        "own value (no spread). Train s/epoch and images/s leave each run's first epoch "
+        "out.",
+        "",
+        "## Every run",
+        "",
+    ]
 
 
 def _default(name: str) -> Any:
@@ -529,6 +815,23 @@ def _write_curves(c: Comparison, path: Path) -> Path:
                 lo = [m - s for m, s in stats]
                 hi = [m + s for m, s in stats]
                 ax.fill_between(epochs, lo, hi, color=colour, alpha=0.18, linewidth=0)
+    for j, row in enumerate(r for r in c.unfinished if r.history):
+        # What a run not finished recorded so far, dashed.
+        colour = f"C{(len(c.groups) + j) % 10}"
+        for ax, key in ((ax_dice, "valid_dice"), (ax_loss, "train_loss")):
+            points = [
+                (int(r["epoch"]), r[key])
+                for r in row.history
+                if math.isfinite(r.get(key, math.nan))
+            ]
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    color=colour,
+                    linestyle="--",
+                    marker=".",
+                    label=f"{row.name} ({row.stopped_by})",
+                )
     ax_dice.set(title="valid Dice", xlabel="epoch", ylim=(0, 1))
     ax_loss.set(title="train loss", xlabel="epoch")
     for ax in (ax_dice, ax_loss):

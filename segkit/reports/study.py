@@ -473,7 +473,9 @@ def run_study(
     if finished:
         from segkit.reports.compare import compare
 
-        comparison = compare(finished, study.out, group_seeds=True)
+        # Every run that has a folder: one that failed gets its row, saying what ended it.
+        folders = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) != "new"]
+        comparison = compare(folders, study.out, group_seeds=True)
         say(f"segkit study: report in {comparison.files['md']}")
     failed = [name for name, what in outcome.items() if what == "failed"]
     if failed:

@@ -279,22 +279,23 @@ def _run(
     and logs each), test the best weights and report. ``threads``: the CPU threads a
     resumed ``--threads auto`` run started with (None: resolve ``config.threads``)."""
     run = Run(config, quiet, threads)
-    with run.no_empty_folder_left():
-        run.setup(state, folder)
-        run.clock.mark("setup")
-        with run.failures_explained():
-            for epoch in range(run.start, run.end + 1):
-                run.epoch = epoch
-                trained = run.train_epoch(epoch)
-                if run.dist.main:
-                    run.end_epoch(trained)
-                run.recorded = epoch
-                distributed.barrier(run.dist)
-                if run.may_stop_early() and run.stops_early():
-                    break
-            run.wait_for_writes()  # the last epoch's write: the test reads best.pt
-        run.clock.mark("epochs")
-    return run.finish()
+    with run.end_recorded():
+        with run.no_empty_folder_left():
+            run.setup(state, folder)
+            run.clock.mark("setup")
+            with run.failures_explained():
+                for epoch in range(run.start, run.end + 1):
+                    run.epoch = epoch
+                    trained = run.train_epoch(epoch)
+                    if run.dist.main:
+                        run.end_epoch(trained)
+                    run.recorded = epoch
+                    distributed.barrier(run.dist)
+                    if run.may_stop_early() and run.stops_early():
+                        break
+                run.wait_for_writes()  # the last epoch's write: the test reads best.pt
+            run.clock.mark("epochs")
+        return run.finish()
 
 
 @dataclass
@@ -347,6 +348,7 @@ class Run:
         self.recorded = 0  # the last epoch end_epoch finished (its row written)
         self.splits: dict[str, Any] | None = None  # each split's size and ids' digest
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
+        self.finishing = False  # the epochs are over: testing best.pt, writing the reports
 
     # ------------------------------------------------------------------------ setup
 
@@ -771,6 +773,37 @@ class Run:
                 raise e.then(step) from e.__cause__
             raise
 
+    @contextlib.contextmanager
+    def end_recorded(self) -> Iterator[None]:
+        """Around the whole run (rank 0): a run that ends without finishing and leaves a
+        folder that records it (not a failed start's, :meth:`RunFolder.records_nothing`)
+        writes ``stopped.json`` there, saying what ended it (``interrupted`` or
+        ``failed``), when, and the error: what ``segkit compare`` shows for it. A write that
+        fails (a full disk) leaves the run's own error to be raised."""
+        try:
+            yield
+        except BaseException as e:
+            folder = self.folder
+            if folder is not None and self.dist.main and folder.config.is_file():
+                if not folder.records_nothing():
+                    interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
+                    with contextlib.suppress(OSError):
+                        folder.write_stopped(
+                            "interrupted" if interrupted else "failed",
+                            self.stopped_when(),
+                            "Ctrl-C or SIGTERM" if interrupted else described(e),
+                        )
+            raise
+
+    def stopped_when(self) -> str:
+        """When the run stopped, for ``stopped.json``: ``during epoch N``, ``after epoch
+        N``, or ``testing best.pt and writing the reports``."""
+        if self.finishing:
+            return "testing best.pt and writing the reports"
+        if self.recorded >= self.epoch:
+            return f"after epoch {self.recorded}"
+        return f"during epoch {self.epoch}"
+
     def wait_for_writes(self) -> None:
         if self.writer is not None:
             self.writer.wait()
@@ -811,6 +844,7 @@ class Run:
 
     def finish(self) -> RunResult:
         """Test the best weights and report (rank 0); shut the process group down."""
+        self.finishing = True
         in_sync = distributed.weights_in_sync(self.parts.model, self.dist)  # every rank takes part
         best = self.best()
         if not self.dist.main:
@@ -926,6 +960,7 @@ def _prepare_folder(
         return RunFolder.create(config)
     folder.lock()  # refused while another process trains here
     folder.remove_temporaries()  # of writes a kill interrupted
+    folder.stopped.unlink(missing_ok=True)  # what ended it before: it goes on now
     folder.repair_best(state)
     folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
     say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")

@@ -20,6 +20,10 @@
         profile.txt       with --profile N: where N steps of the first epoch spent their
                           time; profile-trace.json their timeline (a Chrome trace)
         summary.txt       the one summary line; summary.json the same, machine-readable
+        stopped.json      what ended a run that did not finish (Ctrl-C or SIGTERM, or
+                          the error), and when; removed when the run is resumed. A run
+                          killed outright (SIGKILL, out of memory) or of a segkit older
+                          than this record leaves none
 
 On an accelerator checkpoints are written in the background while the next epoch trains
 (:class:`segkit.training.checkpoint.BackgroundWriter`), so ``metrics.csv`` can be one write ahead
@@ -134,6 +138,7 @@ class RunFolder:
         self.test_scores = self.path / "test_scores.csv"
         self.summary_txt = self.path / "summary.txt"
         self.summary_json = self.path / "summary.json"
+        self.stopped = self.path / "stopped.json"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -367,6 +372,49 @@ class RunFolder:
         fd = _LOCKS.pop(str(self.path.resolve()), None)
         if fd is not None:
             os.close(fd)
+
+    def in_use(self) -> bool:
+        """Whether a live process holds the folder (:meth:`lock`): a run trains (or
+        resumes) there now. Probed with a shared lock taken and let go at once; a
+        ``--resume`` of this folder starting in that instant would be refused as if the
+        folder were in use (it says so; run it again). False where ``flock`` is missing."""
+        if str(self.path.resolve()) in _LOCKS:
+            return True
+        if fcntl is None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing lets go of the probe's lock
+        return False
+
+    def write_stopped(self, stopped_by: str, when: str, reason: str) -> None:
+        """``stopped.json``: a run that ends without finishing says what ended it
+        (``interrupted``: Ctrl-C or SIGTERM; ``failed``: an error), ``when`` (``during
+        epoch 4``...) and ``reason`` (the error's type and first line)."""
+        data = {
+            "stopped_by": stopped_by,
+            "when": when,
+            "reason": reason,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with atomic_open(self.stopped) as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+
+    def read_stopped(self) -> dict[str, Any] | None:
+        """What ``stopped.json`` records (:meth:`write_stopped`), or None without a
+        readable one (a run still training, killed outright, or of an older segkit)."""
+        try:
+            data = json.loads(self.stopped.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def remove_temporaries(self) -> list[Path]:
         """Remove what writers killed mid-write left here (temporary files; the targets
