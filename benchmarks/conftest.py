@@ -77,6 +77,10 @@ def _suite(name: str) -> str:
         "test_loader_only": "loader",
         "test_augment_only": "augment",
         "test_feed_only": "feed",
+        "test_predict_images_per_s": "predict",
+        "test_tiling_overhead": "tiling",
+        "test_onnx_cpu_latency": "onnx",
+        "test_peer_smp": "peer",
     }.get(func, "")
 
 
@@ -104,7 +108,9 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
     for r in results:
         suite = _suite(r.get("name", ""))
         if suite:
-            by_suite.setdefault(suite, []).append(r.get("extra_info") or {})
+            # A parameter the extra_info does not repeat (test_peer_smp's set) as "case".
+            case = r.get("name", "").partition("[")[2].rstrip("]")
+            by_suite.setdefault(suite, []).append({"case": case, **(r.get("extra_info") or {})})
     lines: list[str] = []
     gflop_of = {
         (e.get("model"), e.get("size")): e.get("train_gflop_per_image")
@@ -252,7 +258,74 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         header = ["recipe", "samples/s", "us/batch", "first epoch samples/s"]
         lines += ["", "dali feed only (test_feed_throughput.py)", *_table(header, rows)]
 
+    lines += _inference_and_peer(by_suite)
     return lines[1:] if lines and lines[0] == "" else lines
+
+
+def _inference_and_peer(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The sections of test_predict_throughput.py and test_peer_smp.py."""
+    lines: list[str] = []
+    if predicts := by_suite.get("predict", []):
+        rows = [
+            [
+                _fmt(x.get("model")),
+                _fmt(x.get("precision_resolved")),
+                _fmt(x.get("predict_batch"), "g"),
+                _fmt(x.get("images_per_s")),
+                _fmt(x.get("images"), "g"),
+                _fmt(x.get("size"), "g"),
+            ]
+            for x in predicts
+        ]
+        header = ["model", "precision", "batch", "images/s", "images", "size"]
+        lines += ["", "predict, files to masks (test_predict_throughput.py)", *_table(header, rows)]
+    if tilings := by_suite.get("tiling", []):
+        rows = [
+            [
+                _fmt(x.get("model")),
+                _fmt(x.get("tile"), "g"),
+                _fmt(x.get("tile_s"), ".2f"),
+                _fmt(x.get("resize_s"), ".3f"),
+                _fmt(x.get("tiling_overhead"), ".1f"),
+            ]
+            for x in tilings
+        ]
+        header = ["model", "tile", "tiled s", "resized s", "x resized"]
+        lines += [
+            "",
+            "one 2048x2048 image, tiled (overlap 0.25) against resized",
+            *_table(header, rows),
+        ]
+    if onnx := by_suite.get("onnx", []):
+        rows = [
+            [
+                _fmt(x.get("model")),
+                _fmt(x.get("size"), "g"),
+                _fmt(x.get("torch_cpu_ms")),
+                _fmt(x.get("onnxruntime_cpu_ms")),
+                _fmt(x.get("speedup"), ".2f"),
+            ]
+            for x in onnx
+        ]
+        header = ["model", "size", "torch ms", "onnxruntime ms", "speedup"]
+        lines += ["", "one image on the CPU, PyTorch against ONNX Runtime", *_table(header, rows)]
+    if peers := by_suite.get("peer", []):
+        rows = [
+            [
+                _fmt(x.get("case")),
+                _fmt(x.get("segkit_test_dice_mean"), ".3f"),
+                _fmt(x.get("smp_test_dice_mean"), ".3f"),
+                _fmt(x.get("dice_gap"), "+.3f"),
+                _fmt(x.get("segkit_s_per_epoch"), ".2f"),
+                _fmt(x.get("smp_s_per_epoch"), ".2f"),
+                _fmt(x.get("s_per_epoch_ratio"), ".2f"),
+            ]
+            for x in peers
+        ]
+        header = ["set", "segkit Dice", "smp Dice", "gap", "segkit s/epoch", "smp s/epoch", "ratio"]
+        lines += ["", "segkit against smp, test Dice (mean of seeds) (test_peer_smp.py)"]
+        lines += _table(header, rows)
+    return lines
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own table

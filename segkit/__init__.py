@@ -4,10 +4,13 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
 
     import segkit
     segkit.list_plugins("models")                 # ['resnet34_unet', 'unet', ...]
+    segkit.register_plugin("models", "mine", MyNet)  # in this process, no entry point
     model = segkit.create_model("unet", in_channels=3, out_channels=1)  # or classes=1, as smp
     loss = segkit.create_loss("bce_dice")
     recipe = segkit.create_recipe("type3", image_size=256)
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
+    result = segkit.resume(result.run_dir, epochs=10)  # segkit run --resume (keep_last=True)
+    run = segkit.read_run("runs/x")              # a finished run folder: config, summary, history
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
     spec = segkit.MaskSpec.multiclass(["background", "cell"], ignore=255)  # K classes
     probs = segkit.Predictor("runs/x/best.pt", mode="tile", tta="flip").predict("big.png")
@@ -62,7 +65,11 @@ __all__ = [
     "model_info",
     "open_trained",
     "predict",
+    "read_run",
+    "register_plugin",
+    "resume",
     "train",
+    "unregister_plugin",
 ]
 
 if TYPE_CHECKING:
@@ -73,9 +80,10 @@ if TYPE_CHECKING:
     from segkit.inference.predict import Predicted
     from segkit.inference.predictor import Predictor
     from segkit.inference.trained import Trained
+    from segkit.reports.compare import Run
     from segkit.reports.info import ModelInfo
     from segkit.task import Task
-    from segkit.training.engine import train
+    from segkit.training.engine import resume, train
     from segkit.training.lr_sweep import LRFind
 
 
@@ -85,6 +93,70 @@ def list_plugins(kind: str) -> list[str]:
     from segkit.registry import list_plugins as _list
 
     return _list(kind)
+
+
+def register_plugin(kind: str, name: str, factory: Any = None) -> Any:
+    """Register ``factory`` as plugin ``name`` of ``kind`` in this process, without
+    packaging an entry point: what a notebook or a script does first. From then on
+    ``RunConfig(model=name)``, :func:`create_model`, :func:`get_plugin` and the rest use it
+    as they use an installed plugin. Without ``factory`` it is a decorator::
+
+        @segkit.register_plugin("models", "tiny_net")
+        def tiny_net(in_channels=3, out_channels=1, width=16):
+            return torch.nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    The factory takes its kind's contract (:mod:`segkit.contracts`; a model
+    ``factory(in_channels=3, out_channels=1, **options) -> nn.Module``, a loss
+    ``factory(**options) -> loss(logits, target)``, a dataset ``factory(root, **options)
+    -> Dataset``), checked here as an entry point's is on load. Registering the name again
+    replaces it (a notebook cell run twice). It lasts as long as the process: the
+    ``segkit`` command and ``torchrun`` processes do not see it, and a checkpoint of such a
+    model opens (:class:`Predictor`, :func:`evaluate`) where it is registered again.
+
+    Args:
+        kind: ``models``, ``losses``, ``recipes``, ``loaders``, ``datasets`` or ``ops``.
+        name: The name a run gives (``--model NAME``).
+        factory: The factory or class; None for a decorator.
+
+    Returns:
+        ``factory`` (or the decorator, which returns the factory it is given).
+
+    Raises:
+        PluginNotFoundError: an unknown ``kind``.
+        PluginLoadError: ``factory`` is not callable or does not take its kind's contract.
+        DuplicatePluginError: an installed distribution registers ``name``.
+    """
+    from segkit.registry import register_plugin as _register
+
+    if factory is None:
+        return lambda f: _register(kind, name, f)
+    return _register(kind, name, factory)
+
+
+def unregister_plugin(kind: str, name: str) -> None:
+    """Forget a plugin :func:`register_plugin` registered.
+
+    Raises:
+        PluginNotFoundError: no plugin of that kind and name was registered in this process.
+    """
+    from segkit.registry import unregister_plugin as _unregister
+
+    _unregister(kind, name)
+
+
+def read_run(run_dir: Any) -> Run:
+    """A finished run folder, read: ``config`` (its :class:`RunConfig`), ``summary`` (the
+    ``summary.json`` dict: ``test_dice``, ``best_epoch``, ...), ``history`` (the rows of
+    ``metrics.csv``, numbers as floats), ``scores`` (``test_scores.csv``: ``(id, dice,
+    iou)`` per test image) and ``resolved`` (what ``auto`` became: device, precision, ...).
+
+    Raises:
+        ConfigError: not a run folder, or a run that has not finished (the message says how
+            to finish it: the resume, or the restart).
+    """
+    from segkit.reports.compare import read_run as _read
+
+    return _read(run_dir)
 
 
 def get_plugin(kind: str, name: str) -> Any:
@@ -257,4 +329,8 @@ def __getattr__(name: str) -> Any:
         from segkit.training.engine import train
 
         return train
+    if name == "resume":
+        from segkit.training.engine import resume
+
+        return resume
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -19,6 +19,12 @@ parameter. Two distributions claiming one name is a
 (:meth:`Registry.info`, :meth:`Registry.get`, ``load()``): listing a kind never raises, so
 the other plugins keep working and ``segkit list`` shows every claimant of the name.
 
+A notebook or script can add a plugin without packaging an entry point:
+:func:`register_plugin` registers a factory in this process only (:data:`IN_PROCESS` is its
+distribution in messages and in a run's ``config.json``). Registering the name again
+replaces it (a notebook cell run twice); a name an installed distribution holds is
+refused.
+
 Set ``SEGKIT_DISABLE_PLUGIN_AUTOLOAD=1`` to see only the plugins of the ``segkit``
 distribution itself (useful to rule out a broken third-party package).
 """
@@ -78,6 +84,8 @@ def canonical_kind(kind: str) -> str:
 
 
 CORE_DISTRIBUTION = "segkit"
+#: The distribution of a plugin :func:`register_plugin` registered in this process.
+IN_PROCESS = "<in-process>"
 DISABLE_ENV = "SEGKIT_DISABLE_PLUGIN_AUTOLOAD"
 
 
@@ -115,6 +123,8 @@ class PluginInfo:
     @property
     def label(self) -> str:
         """The plugin in messages: ``model 'unet' from distribution 'segkit' 0.1.0``."""
+        if self.distribution == IN_PROCESS:
+            return f"{SINGULAR[self.kind]} '{self.name}' registered in this process"
         where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
         return f"{where} {self.version}" if self.version else where
 
@@ -165,8 +175,16 @@ class Registry:
     Tests build their own ``Registry(path=[tmp_dir])`` to fake installed distributions.
     """
 
-    def __init__(self, path: list[str] | None = None, autoload: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: list[str] | None = None,
+        autoload: bool | None = None,
+        local: dict[str, dict[str, PluginInfo]] | None = None,
+    ) -> None:
         self.path = path
+        #: Plugins registered in this process (:func:`register_plugin`), seen besides the
+        #: installed ones: kind -> name -> plugin. The default registry's only.
+        self.local = local if local is not None else {}
         if autoload is None:
             autoload = os.environ.get(DISABLE_ENV, "").strip().lower() in ("", "0", "false", "no")
         self.autoload = autoload
@@ -191,6 +209,12 @@ class Registry:
         raises for it, so the other plugins keep working.
         """
         kind = self._check_kind(kind)
+        installed = self._installed(kind)
+        local = self.local.get(kind)
+        return dict(sorted({**installed, **local}.items())) if local else installed
+
+    def _installed(self, kind: str) -> dict[str, PluginInfo]:
+        """The plugins of ``kind`` that installed distributions register (cached)."""
         if kind in self._cache:
             return self._cache[kind]
         import entrypoints
@@ -316,12 +340,73 @@ class Registry:
 _default: Registry | None = None
 
 
+#: What :func:`register_plugin` registered: kind -> name -> plugin (kept by :func:`reset`).
+_LOCAL: dict[str, dict[str, PluginInfo]] = {}
+
+
 def default_registry() -> Registry:
-    """The process-wide registry over ``sys.path``."""
+    """The process-wide registry over ``sys.path``, with the plugins registered in this
+    process (:func:`register_plugin`)."""
     global _default
     if _default is None:
-        _default = Registry()
+        _default = Registry(local=_LOCAL)
     return _default
+
+
+def register_plugin(kind: str, name: str, factory: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``factory`` as plugin ``name`` of ``kind`` in this process, as an entry
+    point would (see :func:`segkit.register_plugin`). Returns ``factory``.
+
+    Raises:
+        PluginNotFoundError: an unknown kind.
+        PluginLoadError: ``name`` is not a non-empty string, or ``factory`` is not
+            callable or does not take its kind's contract (as for an entry point's).
+        DuplicatePluginError: an installed distribution registers ``name``.
+    """
+    kind = default_registry()._check_kind(kind)
+    what = f"register_plugin({kind!r}, {name!r})"
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise PluginLoadError(
+            f"{what}: the name must be a non-empty string without surrounding spaces "
+            "(what a user types: --model NAME, e.g. 'my_unet')"
+        )
+    if not callable(factory):
+        raise PluginLoadError(
+            f"{what}: expected a callable factory or class, got {type(factory).__name__}. "
+            f"The {GROUPS[kind]} contract is {CONTRACTS[kind].call} (see segkit.contracts)"
+        )
+    problems = contract_problems(kind, factory)
+    if problems:
+        raise PluginLoadError(
+            f"{what}: the factory {'; '.join(problems)}. The {GROUPS[kind]} contract is "
+            f"{CONTRACTS[kind].call} (see segkit.contracts)"
+        )
+    installed = default_registry()._installed(kind).get(name)
+    if installed is not None:
+        raise DuplicatePluginError(
+            f"{what}: the name is taken by the installed {installed.label} "
+            f"({installed.target}); register yours under another name"
+        )
+    module = getattr(factory, "__module__", None) or "?"
+    qualname = getattr(factory, "__qualname__", None) or type(factory).__name__
+    info = PluginInfo(kind, name, f"{module}:{qualname}", IN_PROCESS, "", _loaded=factory)
+    _LOCAL.setdefault(kind, {})[name] = info
+    return factory
+
+
+def unregister_plugin(kind: str, name: str) -> None:
+    """Forget plugin ``name`` of ``kind`` registered by :func:`register_plugin`.
+
+    Raises:
+        PluginNotFoundError: no such plugin was registered in this process.
+    """
+    kind = default_registry()._check_kind(kind)
+    if _LOCAL.get(kind, {}).pop(name, None) is None:
+        registered = ", ".join(_LOCAL.get(kind, {})) or "none"
+        raise PluginNotFoundError(
+            f"unregister_plugin({kind!r}, {name!r}): no {SINGULAR[kind]} of that name was "
+            f"registered in this process (registered: {registered})"
+        )
 
 
 def reset() -> None:

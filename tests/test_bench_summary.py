@@ -253,3 +253,52 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
     assert row[-1] in ("model", "loader") and row[-2].endswith("%")
     assert "model only (test_model_throughput.py)" in lines
     assert "loader only (test_loader_throughput.py)" in lines
+
+
+def test_predict_tiling_onnx_and_the_peer_comparison_are_summarized(summary) -> None:
+    results = [
+        {
+            "name": "test_predict_images_per_s[unet-8]",
+            "extra_info": {"model": "unet", "predict_batch": 8, "images_per_s": 12.07,
+                           "images": 10, "size": 32, "precision_resolved": "fp32"},
+        },
+        {
+            "name": "test_tiling_overhead[unet]",
+            "extra_info": {"model": "unet", "tile": 256, "tile_s": 96.57, "resize_s": 0.811,
+                           "tiling_overhead": 119.1},
+        },
+        {
+            "name": "test_onnx_cpu_latency",
+            "extra_info": {"model": "resnet34_unet", "size": 256, "torch_cpu_ms": 170.2,
+                           "onnxruntime_cpu_ms": 166.1, "speedup": 1.02},
+        },
+        {
+            "name": "test_peer_smp[collar]",
+            "extra_info": {"segkit_test_dice_mean": 0.4123, "smp_test_dice_mean": 0.4011,
+                           "dice_gap": 0.0112, "segkit_s_per_epoch": 2.5,
+                           "smp_s_per_epoch": 2.25, "s_per_epoch_ratio": 1.111},
+        },
+    ]  # fmt: skip
+    lines = summary.summary_lines(results)
+    assert _header(lines, "model  precision  batch") == [
+        "model", "precision", "batch", "images/s", "images", "size"
+    ]  # fmt: skip
+    predict = lines.index("predict, files to masks (test_predict_throughput.py)")
+    assert lines[predict + 3].split() == ["unet", "fp32", "8", "12.1", "10", "32"]
+    assert _header(lines, "model  tile") == [
+        "model",
+        "tile",
+        "tiled",
+        "s",
+        "resized",
+        "s",
+        "x",
+        "resized",
+    ]
+    assert lines[lines.index("one 2048x2048 image, tiled (overlap 0.25) against resized") + 3].split() == [
+        "unet", "256", "96.57", "0.811", "119.1"
+    ]  # fmt: skip
+    onnx = lines.index("one image on the CPU, PyTorch against ONNX Runtime")
+    assert lines[onnx + 3].split() == ["resnet34_unet", "256", "170.2", "166.1", "1.02"]
+    peer = lines.index("segkit against smp, test Dice (mean of seeds) (test_peer_smp.py)")
+    assert lines[peer + 3].split() == ["collar", "0.412", "0.401", "+0.011", "2.50", "2.25", "1.11"]

@@ -214,3 +214,58 @@ def test_the_info_outputs_in_the_models_page_are_what_segkit_info_prints(capsys)
         assert main(argv) == 0
         printed = capsys.readouterr().out.splitlines()
         assert printed == shown, f"segkit {' '.join(argv)}"
+
+
+def _python_blocks(page: Path, heading: str) -> list[str]:
+    """The ```python blocks of ``page``'s section ``## heading`` (up to the next ``## ``)."""
+    text = page.read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```python\n(.*?)^```$", section, flags=re.M | re.S)
+
+
+@pytest.mark.slow
+def test_the_api_pages_notebook_examples_run(tmp_path, monkeypatch):
+    """The API page's own model, loss and dataset, trained, resumed, read back and
+    predicted with, as written; only the epochs are cut and the loader runs in this
+    process (pytest is no script that worker processes could re-import)."""
+    import numpy as np
+    from PIL import Image
+
+    from segkit import registry
+
+    monkeypatch.setattr(registry, "_LOCAL", {})
+    monkeypatch.setattr(registry, "_default", None)
+    monkeypatch.chdir(tmp_path)
+    blocks = _python_blocks(
+        DOCS / "reference" / "api.md", "In a notebook: your own model, loss and data"
+    )
+    assert len(blocks) == 4
+    edits = {
+        "keep_last=True,": "keep_last=True, num_workers=0,",
+        "image_size=64, epochs=30)": "image_size=64, epochs=1, num_workers=0, name='arrays')",
+    }
+    for old, new in edits.items():
+        assert sum(old in b for b in blocks) == 1, f"the page no longer has {old!r}"
+        blocks = [b.replace(old, new) for b in blocks]
+    (tmp_path / "cells" / "images").mkdir(parents=True)
+    (tmp_path / "cells" / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    arrays = []
+    for _ in range(100):
+        mask = np.zeros((32, 32), np.uint8)
+        y, x = rng.integers(0, 20, 2)
+        mask[y : y + 12, x : x + 12] = 255
+        image = np.clip(rng.normal(80, 20, (32, 32, 3)) + mask[..., None] / 2, 0, 255)
+        arrays.append((image.astype(np.uint8), mask))
+    for i, (image, mask) in enumerate(arrays):
+        Image.fromarray(image).save(tmp_path / f"cells/images/cell{i:03d}.png")
+        Image.fromarray(mask).save(tmp_path / f"cells/masks/cell{i:03d}.png")
+
+    namespace: dict = {"arrays": arrays[:20]}
+    for block in blocks:
+        exec(compile(block, "docs/reference/api.md", "exec"), namespace)
+    assert namespace["run"].config.model == "tiny_net"
+    assert namespace["run"].summary["epochs_run"] == 4
+    assert namespace["probs"].shape == (32, 32)
+    assert namespace["predictor"].predict(arrays[0][0]).shape == (32, 32)
+    assert (tmp_path / "runs" / "arrays" / "summary.json").is_file()

@@ -1,12 +1,26 @@
-"""The public API's keyword names as users of the field's libraries type them."""
+"""The public API as a notebook or script uses it: keyword names as users of the field's
+libraries type them, plugins registered in-process, arrays as PIL gives them."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
+import torch
 
 import segkit
 from segkit import build
-from segkit.errors import ConfigError
+from segkit.contracts import Sample
+from segkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DuplicatePluginError,
+    PluginLoadError,
+    PluginNotFoundError,
+)
 
 
 @pytest.fixture
@@ -40,3 +54,188 @@ def test_classes_and_out_channels_that_disagree_name_both(built):
     ):
         segkit.create_model("unet", out_channels=2, classes=3)
     assert built == []
+
+
+# ------------------------------------------------------- plugins registered in-process
+
+
+@pytest.fixture
+def local_plugins(monkeypatch):
+    """The plugins registered in this process, emptied for the test and after it."""
+    from segkit import registry
+
+    monkeypatch.setattr(registry, "_LOCAL", {})
+    monkeypatch.setattr(registry, "_default", None)
+    return registry
+
+
+def tiny_net(in_channels=3, out_channels=1, width=4):
+    return torch.nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+def test_a_registered_model_is_built_by_name_listed_and_forgotten(local_plugins):
+    decorated = segkit.register_plugin("models", "tiny_net")(tiny_net)
+    assert decorated is tiny_net
+    assert segkit.list_plugins("models") == sorted([*segkit.list_plugins("models")])
+    assert "tiny_net" in segkit.list_plugins("models")
+    assert segkit.get_plugin("models", "tiny_net") is tiny_net
+    model = segkit.create_model("tiny_net", in_channels=1, classes=3, width=8)
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 3, 16, 16)
+    info = local_plugins.default_registry().info("models", "tiny_net")
+    assert info.distribution == local_plugins.IN_PROCESS
+    assert info.label == "model 'tiny_net' registered in this process"
+    segkit.unregister_plugin("models", "tiny_net")
+    assert "tiny_net" not in segkit.list_plugins("models")
+    with pytest.raises(PluginNotFoundError, match="no model named 'tiny_net'"):
+        segkit.create_model("tiny_net")
+    with pytest.raises(PluginNotFoundError, match=r"no model of that name .* \(registered: none"):
+        segkit.unregister_plugin("models", "tiny_net")
+
+
+def test_registering_a_name_again_replaces_it_as_a_notebook_cell_run_twice(local_plugins):
+    segkit.register_plugin("losses", "l1", lambda: "first")
+    segkit.register_plugin("losses", "l1", lambda: "second")
+    assert segkit.create_loss("l1") == "second"
+    assert segkit.list_plugins("losses").count("l1") == 1
+
+
+def test_a_factory_off_its_contract_is_refused_when_registered(local_plugins):
+    with pytest.raises(
+        PluginLoadError,
+        match=r"register_plugin\('models', 'bad'\): the factory does not accept 'in_channels'"
+        r".*requires 'x'.*contract is factory\(in_channels=3, out_channels=1",
+    ):
+        segkit.register_plugin("models", "bad", lambda x: x)
+    with pytest.raises(PluginLoadError, match="expected a callable factory or class, got int"):
+        segkit.register_plugin("losses", "bad", 3)
+    with pytest.raises(PluginLoadError, match="the name must be a non-empty string"):
+        segkit.register_plugin("losses", " l1", lambda: None)
+    with pytest.raises(PluginNotFoundError, match="unknown plugin kind 'model'; did you mean"):
+        segkit.register_plugin("model", "tiny_net", tiny_net)
+    assert "bad" not in segkit.list_plugins("models")
+
+
+def test_an_installed_name_is_not_taken_over(local_plugins):
+    with pytest.raises(
+        DuplicatePluginError,
+        match=r"register_plugin\('models', 'unet'\): the name is taken by the installed model "
+        r"'unet' from distribution 'segkit'.*register yours under another name",
+    ):
+        segkit.register_plugin("models", "unet", tiny_net)
+    assert segkit.get_plugin("models", "unet") is not tiny_net
+
+
+def listed(root: Path) -> dict[str, list[list[str]]]:
+    """The shapes set's files as ``Listed`` takes them: paths relative to ``root``."""
+    stems = [f"shape_{i:02d}" for i in range(16)]
+    pairs = [[f"images/{s}.jpg", f"annotations/trimaps/{s}.png"] for s in stems]
+    assert all((root / image).is_file() and (root / mask).is_file() for image, mask in pairs)
+    return {"train": pairs[:10], "valid": pairs[10:12], "test": pairs[12:]}
+
+
+def test_a_registered_dataset_of_listed_files_passes_the_conformance_kit(
+    local_plugins, shapes_root
+):
+    from segkit.testing import check_dataset
+
+    segkit.register_plugin("datasets", "listed", Listed)
+    check_dataset("listed", root=shapes_root, options=listed(shapes_root))
+    dataset = segkit.create_dataset("listed", shapes_root, **listed(shapes_root))
+    assert [s.id for s in dataset.samples("valid")] == ["shape_10", "shape_11"]
+    assert dataset.samples("test")[0].image == shapes_root / "images/shape_12.jpg"
+
+
+class Listed:
+    """The API page's dataset of listed files (docs/reference/api.md), with the mask
+    values of the shapes set's trimaps (1 inside the L, 2 outside)."""
+
+    def __init__(self, root, train=(), valid=(), test=()):
+        if root is None or not Path(root).is_dir():
+            raise DataError(
+                f"{root}: data folder not found; pass data=, the folder the lists are in"
+            )
+        self.root = Path(root)
+        self.mask_spec = segkit.MaskSpec(background=2, allowed=(1, 2))
+        self.splits = {"train": train, "valid": valid, "test": test}
+
+    def samples(self, split):
+        if split not in self.splits:
+            raise ConfigError(f"unknown split {split!r}: expected train, valid or test")
+        return [
+            Sample(Path(image).stem, self.root / image, self.root / mask)
+            for image, mask in self.splits[split]
+        ]
+
+
+@pytest.mark.slow
+def test_a_notebook_trains_resumes_reads_and_predicts_with_its_own_model_and_data(
+    local_plugins, shapes_root, tmp_path
+):
+    segkit.register_plugin("models", "tiny_net", tiny_net)
+    segkit.register_plugin("datasets", "listed", Listed)
+    config = segkit.RunConfig(
+        model="tiny_net",
+        model_options={"width": 2},
+        dataset="listed",
+        data=str(shapes_root),
+        dataset_options=listed(shapes_root),
+        image_size=32,
+        batch_size=4,
+        epochs=1,
+        num_workers=0,
+        keep_last=True,
+        out=str(tmp_path),
+        name="notebook",
+    )
+    first = segkit.train(config, quiet=True)
+    assert first.run_dir == tmp_path / "notebook" and first.epochs_run == 1
+    recorded = json.loads((first.run_dir / "config.json").read_text())["resolved"]["plugins"]
+    assert recorded["models"] == {"name": "tiny_net", "distribution": "<in-process>", "version": ""}
+    assert recorded["datasets"]["distribution"] == "<in-process>"
+
+    result = segkit.resume(first.run_dir, epochs=2, quiet=True)
+    assert result.epochs_run == 2 and len(result.history) == 2
+    run = segkit.read_run(first.run_dir)
+    assert run.summary["test_dice"] == result.test["dice"]
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    assert run.config.model == "tiny_net" and len(run.scores) == 4
+
+    segkit.unregister_plugin("models", "tiny_net")
+    with pytest.raises(
+        CheckpointError,
+        match=r"best.pt: trained with model 'tiny_net', which was registered in the training "
+        r"process \(segkit.register_plugin\) and is not registered in this one; register it "
+        r"again, segkit.register_plugin\('models', 'tiny_net', your_factory\)",
+    ):
+        segkit.Predictor(first.run_dir / "best.pt", device="cpu")
+    segkit.register_plugin("models", "tiny_net", tiny_net)
+    probs = segkit.Predictor(first.run_dir / "best.pt", device="cpu").predict(
+        shapes_root / "images/shape_12.jpg"
+    )
+    assert probs.dtype == np.float32 and probs.min() >= 0 and probs.max() <= 1
+
+
+def test_a_read_only_array_is_predicted_without_a_warning(recwarn):
+    from segkit.inference.predictor import as_rgb
+
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    pixels.flags.writeable = False  # as np.asarray(PIL image) is
+    rgb = as_rgb(pixels)
+    assert rgb.flags.writeable and rgb.flags.c_contiguous
+    writable = np.zeros((8, 8, 3), np.uint8)
+    assert as_rgb(writable) is writable  # not copied where torch can take it as it is
+    predictor = segkit.Predictor.from_model(tiny_net(), image_size=8)
+    assert predictor.predict(pixels).shape == (8, 8)
+    assert predictor.predict_batch([pixels, pixels[:, :4]])[1].shape == (8, 4)
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_resume_and_read_run_are_public():
+    from segkit.reports.compare import read_run
+    from segkit.training.engine import resume
+
+    assert segkit.resume is resume
+    assert {"resume", "read_run", "register_plugin", "unregister_plugin"} <= set(segkit.__all__)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        segkit.read_run(Path(__file__).parent)
+    assert read_run.__doc__

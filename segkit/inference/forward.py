@@ -55,6 +55,11 @@ def resized_batch(
     no antialias), as albumentations resizes in the evaluation recipe."""
     batch = []
     for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+        x = (
+            torch.from_numpy(np.require(image, requirements=("C", "W")))
+            .to(device)
+            .permute(2, 0, 1)[None]
+            .float()
+        )
         batch.append(resize_to(x, (size, size)))
     return torch.cat(batch)

@@ -402,7 +402,8 @@ def as_rgb(image: Any) -> np.ndarray:
             f"predict: expected an (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA uint8 array, "
             f"got shape {image.shape}"
         )
-    return np.ascontiguousarray(image)
+    # Copied only where needed: np.asarray(PIL image) is read-only, and torch warns on one.
+    return np.require(image, requirements=("C", "W"))
 
 
 def read_parallel(

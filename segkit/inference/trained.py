@@ -28,6 +28,7 @@ from segkit.config import RENAMED_KEYS, RunConfig
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
+from segkit.registry import IN_PROCESS
 from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -293,6 +294,13 @@ def restore_model(
                 f"here ({e}). Install the package that provides it"
             ) from None
         distribution, version = recorded
+        if distribution == IN_PROCESS:
+            raise CheckpointError(
+                f"{path}: trained with model '{config.model}', which was registered in the "
+                "training process (segkit.register_plugin) and is not registered in this "
+                f"one; register it again, segkit.register_plugin('models', "
+                f"'{config.model}', your_factory), then open the checkpoint"
+            ) from None
         pin = f"{distribution}=={version}" if version else distribution
         raise CheckpointError(
             f"{path}: trained with model '{config.model}' from distribution {distribution}"

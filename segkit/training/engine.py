@@ -231,7 +231,8 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
-            "with --keep-last), so it cannot be resumed or extended; its best.pt still "
+            "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "
+            "extended; its best.pt still "
             "evaluates and predicts. To train longer, start a new run (with --keep-last to "
             "extend it later)"
         )
