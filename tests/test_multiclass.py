@@ -600,6 +600,73 @@ def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(
     assert "car and dot are not in train: weight 0" in format_report(report)
 
 
+def _coverage_folder(tmp_path: Path) -> Path:
+    """8 train masks with a one-pixel class 'dot'; valid without car or dot; test without dot."""
+    no_car = stripes()
+    no_car[no_car == 2] = 0
+    speck = stripes()
+    speck[0, 0] = 3
+    root = write_folder(tmp_path / "d", [speck] * 8 + [no_car, stripes()], "bg\nroad\ncar\ndot\n")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    (root / "splits" / "valid.txt").write_text("m8\n")
+    (root / "splits" / "test.txt").write_text("m9\n")
+    return root
+
+
+def test_a_run_says_the_class_coverage_warnings_of_the_check_and_keeps_them_with_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data checks before a run give the check's class-coverage warnings, one line
+    each; a second run on the same files reads no mask and still gives them."""
+    from segkit.data import prepare
+    from segkit.data.check import check_dataset
+
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = _coverage_folder(tmp_path)
+    dataset = registry.create("datasets", "folder", root)
+    expected = [
+        p.message
+        for p in check_dataset(dataset, 1, progress=False).problems
+        if p.kind in ("class_absent", "class_tiny")
+    ]
+    assert len(expected) == 4 and all("\n" not in w for w in expected)
+    read: list[Path] = []
+    inspect = prepare.inspect_mask
+    monkeypatch.setattr(
+        prepare, "inspect_mask", lambda path, spec: read.append(path) or inspect(path, spec)
+    )
+
+    def ready() -> list[str]:
+        _, bad, warnings = prepare.ready_for_training(
+            registry.create("datasets", "folder", root),
+            name="folder",
+            skip_bad_samples=False,
+            batch_size=2,
+        )
+        assert bad == []
+        return warnings
+
+    assert ready() == expected
+    assert len(read) == 10
+    cached = list((tmp_path / "cache" / "checked").iterdir())
+    assert len(cached) == 1 and cached[0].read_text().splitlines()[1:] == expected
+    assert ready() == expected  # from the cache: no mask read again
+    assert len(read) == 10
+    # A cache file of the layout before (the digest alone) has another name: not misread.
+    assert prepare.PassedCheck.VERSION == 3
+    # Every class in every split, none rare: nothing to say, cached or not.
+    fine = write_folder(tmp_path / "fine", [stripes()] * 10, "bg\nroad\ncar\n")
+    for _ in range(2):
+        _, _, warnings = prepare.ready_for_training(
+            registry.create("datasets", "folder", fine),
+            name="folder",
+            skip_bad_samples=False,
+            batch_size=2,
+        )
+        assert warnings == []
+
+
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:
     from segkit.build import resolve_loss_options
     from segkit.data.check import check_dataset
@@ -631,6 +698,48 @@ def _run(tmp_path: Path, *args: str, name: str = "mc") -> Path:
     out = tmp_path / "runs"
     assert main(["run", *TINY_RUN, *args, "--out", str(out), "--name", name, "-q"]) == 0
     return out / name
+
+
+@pytest.mark.slow
+def test_a_run_says_the_class_coverage_warnings_before_training_and_records_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import TINY_RUN
+
+    from segkit.cli import main
+
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = _coverage_folder(tmp_path)
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--data", str(root), "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--name", "said"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("segkit: warning: ")]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch"))
+    assert len(warned) == 4 and max(warned) < first_epoch  # before any training
+    assert lines[warned[1]].startswith(
+        f"segkit: warning: {root}: class dot has no pixels in valid: "
+    )
+    assert lines[-1] == (
+        "segkit: warning (data, said before training; summary.json): class car has no pixels "
+        "in valid; class dot has no pixels in valid; class dot has no pixels in test; class "
+        "dot is 0.058% of the labelled train pixels (8 pixels)"
+    )
+    summary = json.loads((out / "said" / "summary.json").read_text())
+    assert [w.split(": ")[1] for w in summary["data_warnings"]] == [
+        "class car has no pixels in valid",
+        "class dot has no pixels in valid",
+        "class dot has no pixels in test",
+        "class dot is 0.058% of the labelled train pixels (8 pixels)",
+    ]
+    # Quiet, and from the cache of the passed check: the summary line on stdout, the
+    # warnings on stderr.
+    assert main([*args, "--name", "quiet", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    assert captured.err.splitlines() == [
+        f"segkit: warning (data): {w}" for w in summary["data_warnings"]
+    ]
 
 
 @pytest.mark.slow
