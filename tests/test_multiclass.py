@@ -741,6 +741,19 @@ def test_a_run_says_the_class_coverage_warnings_before_training_and_records_them
         f"segkit: warning (data): {w}" for w in summary["data_warnings"]
     ]
 
+    # The test truth's band of 255 (10% of the pixels, resized to 32 px by the loader) is
+    # counted and said, in summary.json and under evaluate's table.
+    ignored = summary["test_ignored_pixels"]
+    assert 0 < ignored and summary["test_ignored_share"] == pytest.approx(0.1, abs=0.04)
+    assert ignored + sum(map(sum, summary["test_confusion"])) == 32 * 32
+    assert main(["evaluate", str(out / "said" / "best.pt"), "--num-workers", "0"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    share = f"{100 * summary['test_ignored_share']:.1f}%"
+    assert f"ignored: {share} of pixels ({ignored} pixels, value 255)" in shown
+    # At each image's own size: 4 rows of 48 of the 40 x 48 test mask, exactly.
+    assert main(["evaluate", str(out / "said" / "best.pt"), "--mode", "whole"]) == 0
+    assert "ignored: 10.0% of pixels (192 pixels, value 255)" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_trimap_run_trains_three_classes_and_predict_writes_palette_masks(

@@ -616,7 +616,9 @@ def class_summary(result: RunResult) -> dict[str, Any]:
     """What ``summary.json`` adds for a K-class run (nothing for binary): the classes,
     test mIoU and mDice (over the dataset, as ``test_iou``/``test_dice``, and over images),
     pixel accuracy, each class's IoU, Dice and pixels, the confusion matrix (rows:
-    true class, columns: predicted), and the data check's warnings about the classes
+    true class, columns: predicted), the ignored pixels of the truth (``test_ignored_pixels``,
+    and their share of its pixels, ``test_ignored_share``: left out of every score), and
+    the data check's warnings about the classes
     (``data_warnings``: a class with no pixel in a split, or too rare; one line each)."""
     task = result.task
     if task is None or not task.multiclass:
@@ -632,7 +634,21 @@ def class_summary(result: RunResult) -> dict[str, Any]:
         "test_pixel_acc": test["pixel_acc"],
         "test_per_class": per_class_rows(task, test),
         "test_confusion": test["confusion"],
+        **_ignored(test),
         "data_warnings": list(result.data_warnings),
+    }
+
+
+def _ignored(test: dict[str, Any]) -> dict[str, Any]:
+    """``test_ignored_pixels`` and ``test_ignored_share`` (of the truth's pixels, the
+    scored and the ignored), where the test meter counted them."""
+    ignored = test.get("ignored_pixels")
+    if ignored is None:
+        return {}
+    total = ignored + test.get("pixels", 0)
+    return {
+        "test_ignored_pixels": int(ignored),
+        "test_ignored_share": ignored / total if total else 0.0,
     }
 
 
