@@ -321,6 +321,76 @@ def test_malformed_classes_txt_names_the_line(tmp_path: Path) -> None:
         registry.create("datasets", "folder", root)
 
 
+def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
+    tmp_path: Path,
+) -> None:
+    """``ignore 254`` (a value), ``ignore r g b`` (a colour in RGB masks) or both: no
+    class, the same spec as the options give."""
+    idx = stripes()
+    idx[idx == IGNORE_INDEX] = 254
+    root = write_folder(tmp_path / "v", [idx] * 4, "bg\nroad\ncar\nIgnore 254\n")
+    ds = registry.create("datasets", "folder", root)
+    flags = registry.create("datasets", "folder", root, classes="bg,road,car", ignore=254)
+    assert ds.mask_spec == flags.mask_spec and ds.mask_spec.classes == ("bg", "road", "car")
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, stripes())  # 254 read as ignored
+    # The same value as a flag agrees; another is an error naming both.
+    assert registry.create("datasets", "folder", root, ignore=254).mask_spec == ds.mask_spec
+    for flag, said in ((253, "ignore=253"), (None, "ignore=null")):
+        with pytest.raises(ConfigError) as e:
+            registry.create("datasets", "folder", root, ignore=flag)
+        assert str(e.value) == (
+            f"--dataset-opt {said} and {root / 'classes.txt'}: line 4 'Ignore 254' both "
+            "declare the mask value of ignored pixels, differently; keep one (drop the "
+            "option, or the line)"
+        )
+
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    rgb = colours[np.minimum(stripes(), 2)]
+    rgb[stripes() == IGNORE_INDEX] = (255, 255, 255)
+    palette = "bg 0 0 0\nroad 255 0 0\ncar 0 0 255\n"
+    root = write_folder(tmp_path / "c", [rgb] * 4, palette + "ignore 255 255 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert ds.mask_spec.ignore_color == (255, 255, 255)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, stripes())
+    same = registry.create("datasets", "folder", root, ignore_color="255,255,255")
+    assert same.mask_spec == ds.mask_spec
+    with pytest.raises(ConfigError, match=r"--dataset-opt ignore_color=1,2,3 and .*classes.txt: "
+                       r"line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
+        registry.create("datasets", "folder", root, ignore_color="1,2,3")
+    # Value and colour at once.
+    (root / "classes.txt").write_text(palette + "ignore 250 255 255 255\n")
+    both = registry.create("datasets", "folder", root).mask_spec
+    assert both.ignore_color == (255, 255, 255) and 250 in both.allowed
+    assert 255 not in both.allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a\nb\nignore\n", r"line 3 'ignore': an ignore line declares the pixels to leave "
+         r"out of training and scores: 'ignore 255' \(their mask value\)"),
+        ("a\nb\nignore 1 2\n", "line 3 'ignore 1 2': an ignore line declares"),
+        ("a\nb\nignore x\n", "line 3 'ignore x': an ignore line declares"),
+        ("a\nb\nignore 300\n", "line 3 'ignore 300': 300 is not a mask value 0..255"),
+        ("a\nb\nignore 1 2 300\n", r"line 3 'ignore 1 2 300'.*not a colour"),
+        ("a\nb\nignore 254\nignore 253\n", r"line 4 'ignore 253': a second ignore line "
+         r"\(.*line 3 'ignore 254' is the first\)"),
+        ("a\nb\nignore 1\n", r"line 3 'ignore 1': ignore value 1: expected a mask value in "
+         r"2..255"),
+        ("a\nb\nvoid 255\n", r"1 of 3 classes have.*\(void: if it marks pixels to leave "
+         r"out of training and scores, write its line as 'ignore 255'"),
+    ],
+)  # fmt: skip
+def test_a_malformed_ignore_line_names_the_line_and_the_forms(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4, text)
+    with pytest.raises(DataError, match=message):
+        registry.create("datasets", "folder", root)
+
+
 def test_synthetic_collar_variant_is_the_same_set_with_collars(tmp_path: Path) -> None:
     from segkit_datasets.synthetic import COLLAR, default_cache_dir, render_sample
 
