@@ -468,7 +468,9 @@ class Training:
 
     ``loaders`` holds ``train`` (this rank's shard) on every rank, and ``valid`` and
     ``test`` on rank 0, which alone validates and tests. ``bad_samples`` lists what
-    ``--skip-bad-samples`` left out. ``accumulate``: batches per optimizer step. ``ema``:
+    ``--skip-bad-samples`` left out, ``data_warnings`` what the data check warns of (K
+    classes: a class missing from a split, or too rare; one line each). ``accumulate``:
+    batches per optimizer step. ``ema``:
     the weights' moving average (``--ema``), else None. ``config`` is the configuration
     resolved for the dataset (``--loss auto`` and ``--monitor auto`` named), ``task`` its
     target (binary or K classes).
@@ -487,6 +489,7 @@ class Training:
     accumulate: int = 1
     ema: AveragedModel | None = None
     eval_plan: EvalPlan | None = None
+    data_warnings: list[str] = field(default_factory=list)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -540,7 +543,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     dataset = build_dataset(config)
     config, task = task_mod.resolve(config, dataset)
     # Every mask value, unreadable file and split size checked before the first step.
-    dataset, bad = ready_for_training(
+    dataset, bad, data_warnings = ready_for_training(
         dataset,
         name=config.resolved_dataset(),
         skip_bad_samples=config.skip_bad_samples,
@@ -582,6 +585,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         accumulate=config.accumulate,
         ema=ema,
         eval_plan=plan,
+        data_warnings=data_warnings,
     )
 
 

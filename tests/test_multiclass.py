@@ -321,6 +321,76 @@ def test_malformed_classes_txt_names_the_line(tmp_path: Path) -> None:
         registry.create("datasets", "folder", root)
 
 
+def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
+    tmp_path: Path,
+) -> None:
+    """``ignore 254`` (a value), ``ignore r g b`` (a colour in RGB masks) or both: no
+    class, the same spec as the options give."""
+    idx = stripes()
+    idx[idx == IGNORE_INDEX] = 254
+    root = write_folder(tmp_path / "v", [idx] * 4, "bg\nroad\ncar\nIgnore 254\n")
+    ds = registry.create("datasets", "folder", root)
+    flags = registry.create("datasets", "folder", root, classes="bg,road,car", ignore=254)
+    assert ds.mask_spec == flags.mask_spec and ds.mask_spec.classes == ("bg", "road", "car")
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, stripes())  # 254 read as ignored
+    # The same value as a flag agrees; another is an error naming both.
+    assert registry.create("datasets", "folder", root, ignore=254).mask_spec == ds.mask_spec
+    for flag, said in ((253, "ignore=253"), (None, "ignore=null")):
+        with pytest.raises(ConfigError) as e:
+            registry.create("datasets", "folder", root, ignore=flag)
+        assert str(e.value) == (
+            f"--dataset-opt {said} and {root / 'classes.txt'}: line 4 'Ignore 254' both "
+            "declare the mask value of ignored pixels, differently; keep one (drop the "
+            "option, or the line)"
+        )
+
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    rgb = colours[np.minimum(stripes(), 2)]
+    rgb[stripes() == IGNORE_INDEX] = (255, 255, 255)
+    palette = "bg 0 0 0\nroad 255 0 0\ncar 0 0 255\n"
+    root = write_folder(tmp_path / "c", [rgb] * 4, palette + "ignore 255 255 255\n")
+    ds = registry.create("datasets", "folder", root)
+    assert ds.mask_spec.ignore_color == (255, 255, 255)
+    _, m = read_sample(ds.samples("train")[0], ds.mask_spec)
+    assert np.array_equal(m, stripes())
+    same = registry.create("datasets", "folder", root, ignore_color="255,255,255")
+    assert same.mask_spec == ds.mask_spec
+    with pytest.raises(ConfigError, match=r"--dataset-opt ignore_color=1,2,3 and .*classes.txt: "
+                       r"line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
+        registry.create("datasets", "folder", root, ignore_color="1,2,3")
+    # Value and colour at once.
+    (root / "classes.txt").write_text(palette + "ignore 250 255 255 255\n")
+    both = registry.create("datasets", "folder", root).mask_spec
+    assert both.ignore_color == (255, 255, 255) and 250 in both.allowed
+    assert 255 not in both.allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a\nb\nignore\n", r"line 3 'ignore': an ignore line declares the pixels to leave "
+         r"out of training and scores: 'ignore 255' \(their mask value\)"),
+        ("a\nb\nignore 1 2\n", "line 3 'ignore 1 2': an ignore line declares"),
+        ("a\nb\nignore x\n", "line 3 'ignore x': an ignore line declares"),
+        ("a\nb\nignore 300\n", "line 3 'ignore 300': 300 is not a mask value 0..255"),
+        ("a\nb\nignore 1 2 300\n", r"line 3 'ignore 1 2 300'.*not a colour"),
+        ("a\nb\nignore 254\nignore 253\n", r"line 4 'ignore 253': a second ignore line "
+         r"\(.*line 3 'ignore 254' is the first\)"),
+        ("a\nb\nignore 1\n", r"line 3 'ignore 1': ignore value 1: expected a mask value in "
+         r"2..255"),
+        ("a\nb\nvoid 255\n", r"1 of 3 classes have.*\(void: if it marks pixels to leave "
+         r"out of training and scores, write its line as 'ignore 255'"),
+    ],
+)  # fmt: skip
+def test_a_malformed_ignore_line_names_the_line_and_the_forms(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    root = write_folder(tmp_path / "d", [stripes()] * 4, text)
+    with pytest.raises(DataError, match=message):
+        registry.create("datasets", "folder", root)
+
+
 def test_synthetic_collar_variant_is_the_same_set_with_collars(tmp_path: Path) -> None:
     from segkit_datasets.synthetic import COLLAR, default_cache_dir, render_sample
 
@@ -600,6 +670,73 @@ def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(
     assert "car and dot are not in train: weight 0" in format_report(report)
 
 
+def _coverage_folder(tmp_path: Path) -> Path:
+    """8 train masks with a one-pixel class 'dot'; valid without car or dot; test without dot."""
+    no_car = stripes()
+    no_car[no_car == 2] = 0
+    speck = stripes()
+    speck[0, 0] = 3
+    root = write_folder(tmp_path / "d", [speck] * 8 + [no_car, stripes()], "bg\nroad\ncar\ndot\n")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(f"m{i}" for i in range(8)))
+    (root / "splits" / "valid.txt").write_text("m8\n")
+    (root / "splits" / "test.txt").write_text("m9\n")
+    return root
+
+
+def test_a_run_says_the_class_coverage_warnings_of_the_check_and_keeps_them_with_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data checks before a run give the check's class-coverage warnings, one line
+    each; a second run on the same files reads no mask and still gives them."""
+    from segkit.data import prepare
+    from segkit.data.check import check_dataset
+
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = _coverage_folder(tmp_path)
+    dataset = registry.create("datasets", "folder", root)
+    expected = [
+        p.message
+        for p in check_dataset(dataset, 1, progress=False).problems
+        if p.kind in ("class_absent", "class_tiny")
+    ]
+    assert len(expected) == 4 and all("\n" not in w for w in expected)
+    read: list[Path] = []
+    inspect = prepare.inspect_mask
+    monkeypatch.setattr(
+        prepare, "inspect_mask", lambda path, spec: read.append(path) or inspect(path, spec)
+    )
+
+    def ready() -> list[str]:
+        _, bad, warnings = prepare.ready_for_training(
+            registry.create("datasets", "folder", root),
+            name="folder",
+            skip_bad_samples=False,
+            batch_size=2,
+        )
+        assert bad == []
+        return warnings
+
+    assert ready() == expected
+    assert len(read) == 10
+    cached = list((tmp_path / "cache" / "checked").iterdir())
+    assert len(cached) == 1 and cached[0].read_text().splitlines()[1:] == expected
+    assert ready() == expected  # from the cache: no mask read again
+    assert len(read) == 10
+    # A cache file of the layout before (the digest alone) has another name: not misread.
+    assert prepare.PassedCheck.VERSION == 3
+    # Every class in every split, none rare: nothing to say, cached or not.
+    fine = write_folder(tmp_path / "fine", [stripes()] * 10, "bg\nroad\ncar\n")
+    for _ in range(2):
+        _, _, warnings = prepare.ready_for_training(
+            registry.create("datasets", "folder", fine),
+            name="folder",
+            skip_bad_samples=False,
+            batch_size=2,
+        )
+        assert warnings == []
+
+
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:
     from segkit.build import resolve_loss_options
     from segkit.data.check import check_dataset
@@ -631,6 +768,61 @@ def _run(tmp_path: Path, *args: str, name: str = "mc") -> Path:
     out = tmp_path / "runs"
     assert main(["run", *TINY_RUN, *args, "--out", str(out), "--name", name, "-q"]) == 0
     return out / name
+
+
+@pytest.mark.slow
+def test_a_run_says_the_class_coverage_warnings_before_training_and_records_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import TINY_RUN
+
+    from segkit.cli import main
+
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    root = _coverage_folder(tmp_path)
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--data", str(root), "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--name", "said"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("segkit: warning: ")]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch"))
+    assert len(warned) == 4 and max(warned) < first_epoch  # before any training
+    assert lines[warned[1]].startswith(
+        f"segkit: warning: {root}: class dot has no pixels in valid: "
+    )
+    assert lines[-1] == (
+        "segkit: warning (data, said before training; summary.json): class car has no pixels "
+        "in valid; class dot has no pixels in valid; class dot has no pixels in test; class "
+        "dot is 0.058% of the labelled train pixels (8 pixels)"
+    )
+    summary = json.loads((out / "said" / "summary.json").read_text())
+    assert [w.split(": ")[1] for w in summary["data_warnings"]] == [
+        "class car has no pixels in valid",
+        "class dot has no pixels in valid",
+        "class dot has no pixels in test",
+        "class dot is 0.058% of the labelled train pixels (8 pixels)",
+    ]
+    # Quiet, and from the cache of the passed check: the summary line on stdout, the
+    # warnings on stderr.
+    assert main([*args, "--name", "quiet", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    assert captured.err.splitlines() == [
+        f"segkit: warning (data): {w}" for w in summary["data_warnings"]
+    ]
+
+    # The test truth's band of 255 (10% of the pixels, resized to 32 px by the loader) is
+    # counted and said, in summary.json and under evaluate's table.
+    ignored = summary["test_ignored_pixels"]
+    assert 0 < ignored and summary["test_ignored_share"] == pytest.approx(0.1, abs=0.04)
+    assert ignored + sum(map(sum, summary["test_confusion"])) == 32 * 32
+    assert main(["evaluate", str(out / "said" / "best.pt"), "--num-workers", "0"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    share = f"{100 * summary['test_ignored_share']:.1f}%"
+    assert f"ignored: {share} of pixels ({ignored} pixels, value 255)" in shown
+    # At each image's own size: 4 rows of 48 of the 40 x 48 test mask, exactly.
+    assert main(["evaluate", str(out / "said" / "best.pt"), "--mode", "whole"]) == 0
+    assert "ignored: 10.0% of pixels (192 pixels, value 255)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -259,7 +259,7 @@ def test_state_round_trip_sums_like_an_all_reduce() -> None:
     rank0.update(l1, t1, torch.tensor(2.0))
     rank1.update(l2, t2, torch.tensor(4.0))
     s0, s1 = rank0.state(), rank1.state()
-    assert s0.dtype == torch.float64 and s0.shape == (3 * 3 + 7,)
+    assert s0.dtype == torch.float64 and s0.shape == (3 * 3 + 8,)
     summed = s0 + s1  # what all_reduce_sum leaves on every rank
     rank0.load_state(summed.clone())
     rank1.load_state(summed.clone())
@@ -380,7 +380,9 @@ def test_confusion_table_reads_per_class() -> None:
         "(false positives)",
     ]
     assert lines[10].startswith("per-image mean:")
-    assert lines[12:] == [
+    # One of the 6 pixels is the ignore index: left out of every score, and said.
+    assert lines[12] == "ignored: 16.7% of pixels (1 pixel, the ignore index)"
+    assert lines[13:] == [
         "confusion matrix (pixels):",
         "truth \\ predicted  background  road  car  sky",
         "background                  1     0    1    0",
@@ -392,6 +394,33 @@ def test_confusion_table_reads_per_class() -> None:
     assert confusion_table(m.compute()).splitlines()[2].split()[0] == "0"
     with pytest.raises(ValueError, match="3 class names for 4 classes"):
         confusion_table(m.compute(), ["a", "b", "c"])
+
+
+def test_ignored_pixels_are_counted_summed_across_ranks_and_said_under_the_table() -> None:
+    target = torch.tensor([[[0, 0, 1], [1, IGNORE, IGNORE]]])
+    pred = [[[0, 0, 1], [1, 0, 1]]]
+    m = ConfusionMeter(2)
+    m.update(logits_from(pred, 2), target)
+    r = m.compute()
+    assert r["ignored_pixels"] == 2 and r["pixels"] == 4
+    table = confusion_table(r, ["bg", "road"], "value 255").splitlines()
+    assert "ignored: 33.3% of pixels (2 pixels, value 255)" in table
+    # Summed like the other counts across ranks.
+    m.load_state(m.state() * 2)
+    assert m.compute()["ignored_pixels"] == 4
+    # A state of a segkit before the ignored count (7 sums after the matrix) still loads.
+    old = m.state()[:-1]
+    m.load_state(old)
+    assert m.compute()["ignored_pixels"] == 0 and m.compute()["pixels"] == 8
+    # No ignore index: nothing counted; with no pixel ignored, the line only where the
+    # masks declare an ignore value.
+    none = ConfusionMeter(2, ignore_index=None)
+    none.update(logits_from([[[0, 1]]], 2), torch.tensor([[[0, 1]]]))
+    assert none.compute()["ignored_pixels"] == 0
+    assert "ignored" not in confusion_table(none.compute())
+    assert "ignored: 0% of pixels (0 pixels, value 255)" in confusion_table(
+        none.compute(), None, "value 255"
+    )
 
 
 def test_shapes_are_checked() -> None:

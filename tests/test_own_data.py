@@ -537,7 +537,7 @@ def test_a_cache_that_cannot_be_written_remembers_nothing_and_fails_nothing(
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
     root = write_pairs(tmp_path / "cells", 12)
     for _ in range(2):
-        dataset, bad = ready(root)
+        dataset, bad, _ = ready(root)
         assert bad == [] and len(dataset.samples("train")) > 0
 
 
@@ -573,7 +573,7 @@ def test_skip_bad_samples_does_not_leave_out_masks_that_read(tmp_path: Path) -> 
 def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "cells", 12)
     (root / "masks" / "cell003.png").write_bytes(b"not a png")
-    dataset, bad = ready(root, skip=True)
+    dataset, bad, _ = ready(root, skip=True)
     assert [(s.id, why.split(": ")[1]) for _, s, why in bad] == [
         (
             "cell003",

@@ -502,6 +502,43 @@ def test_predict_k_classes_writes_palette_masks_and_a_softmax(
     ]  # fmt: skip
 
 
+def test_predictions_csv_of_k_classes_has_a_share_column_per_class(
+    ckpt: Path, ckpt_k3: Path, tmp_path: Path, capsys
+) -> None:
+    """Each class's share of the mask's pixels, by class name, after the columns binary
+    records have (kept for their readers); a binary model's record is unchanged."""
+    a = photo(tmp_path / "in" / "a.jpg", (40, 30))
+    b = photo(tmp_path / "in" / "b.jpg", (50, 20), seed=1)
+    out = tmp_path / "out"
+    assert predict(capsys, str(ckpt_k3), str(tmp_path / "in"), "--out", str(out))[0] == 0
+    with open(out / "predictions.csv", newline="") as f:
+        header = next(iter(f)).strip().split(",")
+    assert header == [
+        "image", "mask", "height", "width", "mode", "foreground",
+        "share_bg", "share_cat", "share_dog",
+    ]  # fmt: skip
+    rows = read_record(out)
+    for row, image in zip(rows, (a, b), strict=True):
+        mask = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
+        for c, name in enumerate(("bg", "cat", "dog")):
+            assert float(row[f"share_{name}"]) == pytest.approx((mask == c).mean(), abs=1e-6)
+        assert float(row["foreground"]) == pytest.approx((mask != 0).mean(), abs=1e-6)
+    # A binary model predicting into the same folder: its rows have no shares, and the
+    # K-class rows keep theirs.
+    c = photo(tmp_path / "c.jpg", (32, 32), seed=2)
+    assert predict(capsys, str(ckpt), str(c), "--out", str(out))[0] == 0
+    before, rows = rows, read_record(out)
+    assert [r["mask"] for r in rows] == ["a_mask.png", "b_mask.png", "c_mask.png"]
+    assert rows[:2] == before and rows[2]["share_bg"] == "" and rows[2]["foreground"]
+    assert float(rows[0]["share_bg"]) + float(rows[0]["share_cat"]) + float(
+        rows[0]["share_dog"]
+    ) == pytest.approx(1, abs=1e-5)
+    # Binary alone: the columns as they were.
+    assert predict(capsys, str(ckpt), str(c), "--out", str(tmp_path / "bin"))[0] == 0
+    with open(tmp_path / "bin" / "predictions.csv", newline="") as f:
+        assert next(iter(f)).strip() == "image,mask,height,width,mode,foreground"
+
+
 def read_record(out: Path) -> list[dict[str, str]]:
     import csv
 

@@ -98,6 +98,10 @@ class FolderDataset:
     Colours (there, or the ``palette`` option: ``palette="0,0,0;255,0,0;0,0,255"``; else
     those of palette PNG masks, read from the first mask) colour the reports and predicted
     masks, and let masks be RGB images in those colours (``ignore_color=r,g,b`` is the colour of ignored pixels there).
+    A ``classes.txt`` line starting with the word ``ignore`` is no class: it declares the
+    ignored pixels, ``ignore 255`` (their mask value, as the ``ignore`` option),
+    ``ignore 255 255 255`` (their colour in RGB masks, as ``ignore_color``) or
+    ``ignore 255 255 255 255`` (both); an option that says otherwise is an error.
 
     Every image needs a mask with the same stem (in the same split) and every mask an
     image. Masks must be lossless: PNG, TIFF or BMP (of one name, ``.png`` is read first,
@@ -142,8 +146,9 @@ class FolderDataset:
             lossy, split folders lack ``train`` (or come with ``splits/``), the masks lie
             beside the images (the message prints the commands that move them), or
             ``classes.txt`` is malformed.
-        ConfigError: the fractions are outside [0, 1) or add up to 1 or more, or a class
-            option is malformed (or given for a binary dataset).
+        ConfigError: the fractions are outside [0, 1) or add up to 1 or more, a class
+            option is malformed (or given for a binary dataset), or ``ignore`` or
+            ``ignore_color`` differs from the ``ignore`` line of ``classes.txt``.
     """
 
     #: The binary spec; an instance with classes has its own.
@@ -1095,10 +1100,13 @@ def _mask_spec(
     colours: list[tuple[int, int, int]] | None = None
     raw: list[int] | None = None
     listed = root / "classes.txt"
+    said = "ignore"  # what set the ignore value, for its errors
     if classes is not None:
         names = _names(classes)
     elif listed.is_file():
-        names, raw, colours = _read_classes_txt(listed)
+        names, raw, colours, declared = _read_classes_txt(listed)
+        if declared is not None:
+            ignore, ignore_color, said = _file_ignore(declared, ignore, ignore_color)
     if palette is not None:
         colours = [_colour(c, "palette") for c in _palette_items(palette)]
     if values is not None:
@@ -1138,6 +1146,8 @@ def _mask_spec(
             )
         else:
             expected = f"a mask value in 0..255 that no class has ({_ints(raw)} are classes)"
+        if said != "ignore":  # from classes.txt
+            raise DataError(f"{said}: ignore value {ignore}: expected {expected}")
         raise ConfigError(f"ignore={ignore}: expected {expected} (or ignore=null for none)")
     if colours is not None and len(colours) != len(names):
         raise ConfigError(
@@ -1150,6 +1160,49 @@ def _mask_spec(
     return MaskSpec.multiclass(
         names, values=raw, ignore=ignore, palette=colours, ignore_color=spec_ignore_color
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ignore:
+    """A ``classes.txt`` ``ignore`` line: the mask value and/or RGB colour of ignored
+    pixels, and where it is (``path: line N 'ignore 255'``)."""
+
+    value: int | None
+    colour: tuple[int, int, int] | None
+    where: str
+
+
+def _file_ignore(
+    declared: _Ignore, ignore: int | str | None, ignore_color: Sequence[int] | str | None
+) -> tuple[int | str | None, Sequence[int] | str | None, str]:
+    """The ignore value and colour from a ``classes.txt`` ``ignore`` line and the
+    options, and what to name in the ignore value's errors.
+
+    Raises:
+        ConfigError: an option declares the ignored pixels otherwise than the line.
+    """
+    if declared.value is not None and ignore != "auto" and ignore != declared.value:
+        flag = "ignore=null" if ignore is None else f"ignore={ignore}"
+        raise ConfigError(
+            f"--dataset-opt {flag} and {declared.where} both declare the mask value of "
+            f"ignored pixels, differently; keep one (drop the option, or the line)"
+        )
+    if declared.colour is not None and ignore_color is not None:
+        given = _colour(ignore_color, "ignore_color")
+        if given != declared.colour:
+            raise ConfigError(
+                f"--dataset-opt ignore_color={','.join(map(str, given))} and {declared.where} "
+                "both declare the colour of ignored pixels, differently; keep one (drop the "
+                "option, or the line)"
+            )
+    if declared.colour is not None and ignore is None:
+        raise ConfigError(
+            f"--dataset-opt ignore=null and {declared.where}: the line's colour of ignored "
+            "pixels needs an ignore value; drop the option, or the line"
+        )
+    value = declared.value if declared.value is not None else ignore
+    colour = declared.colour if declared.colour is not None else ignore_color
+    return value, colour, declared.where if declared.value is not None else "ignore"
 
 
 def _with_png_palette(spec: MaskSpec, mask: Path) -> MaskSpec:
@@ -1223,12 +1276,24 @@ def _colour(value: Any, what: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+#: The first word of the ``classes.txt`` line that declares ignored pixels (any case).
+IGNORE_WORD = "ignore"
+#: What a ``classes.txt`` ``ignore`` line may be.
+IGNORE_FORMS = (
+    "'ignore 255' (their mask value), 'ignore 255 255 255' (their colour in RGB masks) or "
+    "'ignore 255 255 255 255' (both)"
+)
+#: Class names that look like ignored pixels written as a class (named in errors).
+VOID_NAMES = ("void", "ignored", "unlabeled", "unlabelled", "dontcare", "don't_care")
+
+
 def _read_classes_txt(
     path: Path,
-) -> tuple[list[str], list[int] | None, list[tuple[int, int, int]] | None]:
+) -> tuple[list[str], list[int] | None, list[tuple[int, int, int]] | None, _Ignore | None]:
     """Names, grey values and colours from ``classes.txt``: a line per class, ``name``,
     ``name value``, ``name r g b`` or ``name value r g b`` (values and colours: on every
-    line or none)."""
+    line or none); and its ``ignore`` line, if any (:data:`IGNORE_FORMS`: the mask value
+    and/or colour of ignored pixels; not a class)."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -1236,11 +1301,20 @@ def _read_classes_txt(
     names: list[str] = []
     raw: list[int] = []
     colours: list[tuple[int, int, int]] = []
+    declared: _Ignore | None = None
     for lineno, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
+        if parts[0].lower() == IGNORE_WORD:
+            if declared is not None:
+                raise DataError(
+                    f"{path}: line {lineno} {line!r}: a second ignore line ({declared.where} "
+                    "is the first); keep one"
+                )
+            declared = _ignore_line(path, lineno, line, parts)
+            continue
         if len(parts) not in (1, 2, 4, 5):
             raise DataError(
                 f"{path}: line {lineno} {line!r}: expected a class name, optionally followed "
@@ -1267,9 +1341,16 @@ def _read_classes_txt(
                 raise DataError(str(e)) from None
     for what, got in (("a colour r g b", colours), ("a grey value", raw)):
         if got and len(got) != len(names):
+            void = [n for n in names if n.lower() in VOID_NAMES]
+            hint = (
+                f" ({void[0]}: if it marks pixels to leave out of training and scores, write "
+                f"its line as {IGNORE_FORMS})"
+                if void
+                else ""
+            )
             raise DataError(
                 f"{path}: {len(got)} of {len(names)} classes have {what}; give every class "
-                f"{what}, or none"
+                f"{what}, or none{hint}"
             )
     if raw and len(set(raw)) != len(raw):
         raise DataError(f"{path}: grey values {_ints(raw)} repeat one; give each class its own")
@@ -1279,4 +1360,33 @@ def _read_classes_txt(
         raise DataError(
             f"{path}: names {names}; expected 2 or more distinct class names, class 0 first"
         ) from None
-    return names, raw or None, colours or None
+    return names, raw or None, colours or None, declared
+
+
+def _ignore_line(path: Path, lineno: int, line: str, parts: list[str]) -> _Ignore:
+    """A ``classes.txt`` ``ignore`` line read.
+
+    Raises:
+        DataError: it is not one of :data:`IGNORE_FORMS`.
+    """
+    where = f"{path}: line {lineno} {line!r}"
+    numbers = parts[1:]
+    try:
+        ints = [int(v) for v in numbers]
+    except ValueError:
+        ints = []
+    if len(numbers) not in (1, 3, 4) or len(ints) != len(numbers):
+        raise DataError(
+            f"{where}: an ignore line declares the pixels to leave out of training and "
+            f"scores: {IGNORE_FORMS}; a class cannot be named ignore"
+        )
+    value = ints[0] if len(ints) in (1, 4) else None
+    if value is not None and not 0 <= value <= 255:
+        raise DataError(f"{where}: {value} is not a mask value 0..255")
+    colour = None
+    if len(ints) in (3, 4):
+        try:
+            colour = _colour(ints[-3:], where)
+        except ConfigError as e:
+            raise DataError(str(e)) from None
+    return _Ignore(value, colour, where)

@@ -43,7 +43,12 @@ def add_run(sub: Any) -> None:
         "checkpoint; --epochs extends it; --data, --device, --precision, --num-workers, "
         "--threads, --keep-last, --save-every, --profile and the logging options may change)",
     )
-    x.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
+    x.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the summary line (and the data's class warnings, on stderr)",
+    )
     p.set_defaults(func=_cmd_run)
 
 
@@ -112,11 +117,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _print_summary(args: argparse.Namespace, result: Any) -> None:
-    """With --quiet, the engine printed nothing: print the summary line (rank 0 only)."""
+    """With --quiet, the engine printed nothing: print the summary line (rank 0 only),
+    and the data check's warnings (the class coverage) on stderr."""
     from segkit.training.distributed import from_env
 
     if args.quiet and from_env().main:
         print((result.run_dir / "summary.txt").read_text().strip())
+        for warning in getattr(result, "data_warnings", ()):
+            print(f"segkit: warning (data): {warning}", file=sys.stderr)
 
 
 def _without_devices(argv: list[str]) -> list[str]:

@@ -533,6 +533,26 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
     return out
 
 
+def coverage_warnings(
+    masks: dict[str, Sequence[MaskInfo]], spec: MaskSpec, root: str | Path
+) -> list[str]:
+    """The class-coverage warnings of :func:`check_dataset` (a class with no pixel in a
+    split, a class under :data:`TINY_CLASS` of the labelled train pixels), each one line,
+    from masks already read (:func:`segkit.data.encoding.inspect_mask`, by split): what a
+    run says before training (:func:`segkit.data.prepare.ready_for_training`). None for a
+    binary dataset; the masks with a problem or an error are left out, as the check leaves
+    them out of its class pixel counts."""
+    if not spec.is_multiclass:
+        return []
+    splits: dict[str, SplitStats] = {}
+    for split, infos in masks.items():
+        st = splits[split] = SplitStats(count=len(infos))
+        for info in infos:
+            if info.error is None and info.problem is None and info.values:
+                _count_classes(st.class_pixels, info.values, spec)
+    return [p.message for p in _class_coverage(splits, spec, str(root))]
+
+
 def share(st: SplitStats, name: str) -> str:
     """Class ``name``'s share of ``st``'s pixels (the ignored ones included, as the class
     pixel lines show them; see :func:`_percent`)."""

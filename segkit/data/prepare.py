@@ -18,17 +18,25 @@ A dataset whose files pass is remembered (:class:`PassedCheck`): the next run on
 files, each with the size, modification time and inode it had, checks their split sizes
 only. Any change to a file, added or removed sample, other mask rule or another
 ``--skip-bad-samples`` checks everything again.
+
+A K-class dataset's class coverage is warned about as ``segkit data check`` warns
+(:func:`segkit.data.check.coverage_warnings`: a class with no pixel in train cannot be
+learnt, one with none in valid or test is not measured there, a class under 0.1% of the
+train pixels), one line each; the warnings are kept with the passed check, so a run
+on the same files says them again without reading the masks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.contracts import SPLITS, Dataset, Sample
+from segkit.data.check import coverage_warnings
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
 from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
 from segkit.data.sampling import per_rank
@@ -84,9 +92,11 @@ def ready_for_training(
     batch_size: int,
     world: int = 1,
     workers: int | None = None,
-) -> tuple[Dataset, list[tuple[str, Sample, str]]]:
+) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
     """Check a run's data before its first step; return the dataset to train on (without
-    the unreadable samples, with ``skip_bad_samples``) and those samples with why.
+    the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
+    warnings about its class coverage (K classes; one line each, empty for binary: see
+    :func:`segkit.data.check.coverage_warnings`).
 
     Args:
         dataset: The run's dataset.
@@ -108,7 +118,7 @@ def ready_for_training(
     passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
     if passed.before():
         _check_split_sizes(dataset, [], batch_size, world, root)
-        return dataset, []
+        return dataset, [], passed.warnings
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
     check = f"`segkit data check --data {root}` lists every problem"
@@ -157,12 +167,18 @@ def ready_for_training(
         raise DataError(f"{mismatched[0]}{more if len(mismatched) > 1 else ''}; {check}")
 
     bad = unreadable  # only with skip_bad_samples
+    out = {id(s) for _, s, _ in bad}
+    kept = {
+        split: [x.mask for x in looked if x.split == split and id(x.sample) not in out]
+        for split in SPLITS
+    }
+    warnings = coverage_warnings(kept, dataset.mask_spec, root)
     if bad:
         dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
     else:
-        passed.remember()
+        passed.remember(warnings)
     _check_split_sizes(dataset, bad, batch_size, world, root)
-    return dataset, bad
+    return dataset, bad, warnings
 
 
 class PassedCheck:
@@ -170,11 +186,15 @@ class PassedCheck:
     now. One small file per dataset folder, mask rule and ``--skip-bad-samples`` under
     ``$SEGKIT_CACHE/checked/`` holds a digest of the files' states (every image's and
     mask's path, size, modification time in nanoseconds and inode, in the splits' order)
-    when they last passed; nothing is remembered where a file cannot be listed or the
-    cache cannot be written, and a run never fails for the cache's sake."""
+    when they last passed, then the warnings the check gave (one a line: the class
+    coverage, :func:`segkit.data.check.coverage_warnings`); nothing is remembered where a
+    file cannot be listed or the cache cannot be written, and a run never fails for the
+    cache's sake."""
 
-    #: Bump when the checks change what they refuse: earlier passes then no longer count.
-    VERSION = 2
+    #: Bump when the checks change what they refuse or the file's layout changes: earlier
+    #: passes then no longer count (the version is part of the file's name). 3: the
+    #: warnings after the digest.
+    VERSION = 3
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool
@@ -184,24 +204,33 @@ class PassedCheck:
         key = f"{self.VERSION}|{Path(dataset.root).resolve()}|{kind}|{spec!r}|{decode_images}"
         self.path = cache_dir() / "checked" / f"{hashlib.sha256(key.encode()).hexdigest()}.txt"
         self.digest = _files_digest(key, items)
+        #: The warnings the check gave when they passed (set by :meth:`before`).
+        self.warnings: list[str] = []
 
     def before(self) -> bool:
-        """These files, as they are, passed before."""
+        """These files, as they are, passed before (their warnings then in
+        :attr:`warnings`)."""
         if self.digest is None:
             return False
         try:
-            return self.path.read_text().strip() == self.digest
-        except (OSError, UnicodeDecodeError):
+            digest, *warnings = self.path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: an empty file
             return False
+        if digest.strip() != self.digest:
+            return False
+        self.warnings = [w for w in warnings if w.strip()]
+        return True
 
-    def remember(self) -> None:
-        """They pass now (best effort: a read-only cache remembers nothing)."""
+    def remember(self, warnings: Sequence[str] = ()) -> None:
+        """They pass now, with these warnings (best effort: a read-only cache remembers
+        nothing)."""
         if self.digest is None:
             return
+        lines = [self.digest, *(w.replace("\n", " ") for w in warnings)]  # one line each
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(self.path) as f:
-                f.write(self.digest + "\n")
+                f.write("\n".join(lines) + "\n")
         except OSError:
             pass
 

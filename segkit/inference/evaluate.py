@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
+from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.inference.native import EvalPlan, forward_for
@@ -52,6 +53,9 @@ class Evaluated:
             own resized evaluation).
         modes: Through the predictor: how many images each mode served (``resize``,
             ``whole``, ``tile``; what ``--mode auto`` chose); empty otherwise.
+        ignored_as: K classes: what marks the pixels left out of every score in the
+            dataset's masks (``value 255``; ``colour (255, 255, 255)`` in RGB masks);
+            "" where nothing does.
     """
 
     split: str
@@ -61,10 +65,12 @@ class Evaluated:
     where: str
     how: str
     modes: dict[str, int] = field(default_factory=dict)
+    ignored_as: str = ""
 
     def lines(self) -> list[str]:
-        """What ``segkit evaluate`` prints: the per-class table for K classes, then one
-        line of scores."""
+        """What ``segkit evaluate`` prints: the per-class table for K classes (with the
+        share of the truth's pixels ignored, ``ignored: 3.1% of pixels (12403 pixels,
+        value 255)``), then one line of scores."""
         m = self.metrics
         loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
         tail = f"({int(m['images'])} images, {self.data}; {self.where}{self.how})"
@@ -72,7 +78,7 @@ class Evaluated:
             return [f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"]
 
         return [
-            confusion_table(m, list(self.task.classes)),
+            confusion_table(m, list(self.task.classes), self.ignored_as or None),
             f"{self.split} mIoU {m['miou']:.4f}  mDice {m['mdice']:.4f}  "
             f"pixel acc {m['pixel_acc']:.4f}{loss}  {tail}",
         ]
@@ -135,7 +141,29 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         ) from None
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
-    return Evaluated(options.split, metrics, trained.task, dataset.root, where, how, dict(modes))
+    return Evaluated(
+        options.split,
+        metrics,
+        trained.task,
+        dataset.root,
+        where,
+        how,
+        dict(modes),
+        ignored_as(dataset.mask_spec),
+    )
+
+
+def ignored_as(spec: MaskSpec) -> str:
+    """What marks ignored pixels in masks of ``spec``: ``value 255``, ``values 254, 255``,
+    with ``colour (255, 255, 255)`` where RGB masks mark them by a colour; "" where
+    nothing does (binary, or ``ignore=null``)."""
+    if not spec.is_multiclass or not spec.has_ignore:
+        return ""
+    values = [v for v, c in zip(spec.allowed, spec.class_index, strict=True) if c == IGNORE_INDEX]
+    words = f"value{'s' if len(values) > 1 else ''} {', '.join(map(str, values))}"
+    if spec.ignore_color is not None:
+        words += f", colour ({', '.join(map(str, spec.ignore_color))}) in RGB masks"
+    return words
 
 
 def _check_classes(trained: Trained, dataset: Any) -> None:

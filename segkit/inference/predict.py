@@ -20,7 +20,8 @@ named in one line: masks follow the stored pixels.
 
 Each image's line names the mode it was predicted in (``resize``, ``tile`` or ``whole``:
 what ``--mode auto`` chose for it), and ``predictions.csv`` in the output folder records
-it with the image's size, mask and foreground share (:class:`PredictionRecord`).
+it with the image's size, mask and foreground share, and for K classes each class's
+share (:class:`PredictionRecord`).
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def _write_all(
         for path, rel in files
         if out / rel / f"{path.stem}_mask.png" not in keep.get(path, ())
     ]
-    record = PredictionRecord(out / RECORD_NAME, rewritten)
+    record = PredictionRecord(out / RECORD_NAME, rewritten, share_columns(writer.task))
     with contextlib.closing(_Lines(len(files), options.quiet)) as lines, record:
         for (path, rel), image, prob in predictor.predict_many(reads):
             lines.tick()
@@ -366,42 +367,63 @@ RECORD_NAME = "predictions.csv"
 #: Its columns: the image as named, its mask (relative to the output folder), the
 #: image's size, the mode it was predicted in and the share of its pixels the mask marks
 #: (binary: over the threshold; K classes: any class but class 0, what the overlay tints).
+#: K classes add a column per class after them (:func:`share_columns`).
 RECORD_FIELDS = ("image", "mask", "height", "width", "mode", "foreground")
+#: The prefix of a class's pixel-share column: ``share_road``.
+SHARE_PREFIX = "share_"
+
+
+def share_columns(task: Task) -> list[str]:
+    """The ``predictions.csv`` columns of a K-class model's class shares, class 0 first
+    (``share_background``, ``share_road``, ...: the share of the image's pixels predicted
+    as that class, summing to 1); none for binary."""
+    return [SHARE_PREFIX + name for name in task.classes] if task.multiclass else []
 
 
 class PredictionRecord:
     """``predictions.csv`` in the output folder: one row per image predicted into it
-    (:data:`RECORD_FIELDS`).
+    (:data:`RECORD_FIELDS`, then for K classes the :func:`share_columns`).
 
     Rows are matched by their mask (one mask, one row, however its image was spelled):
     rows of masks written into the folder before are kept, and those of the masks about to
     be written again are dropped, when it is opened (the file is rewritten under a
     temporary name and renamed); then a row is appended and flushed as each image is
     written, so a stopped predict keeps the rows of the images it wrote and
-    ``--skip-existing`` adds the rest.
+    ``--skip-existing`` adds the rest. The columns are :data:`RECORD_FIELDS`, the kept
+    rows' other columns (class shares of a model predicted into the folder before, kept
+    with their values), then ``columns`` (empty in the rows that lack them).
 
     Args:
         path: The file.
         masks: The masks about to be written again, relative to its folder (POSIX).
+        columns: The columns this predict adds after :data:`RECORD_FIELDS` (its class
+            shares: :func:`share_columns`).
 
     Raises:
         ConfigError: ``path`` exists and is not such a record.
     """
 
-    def __init__(self, path: Path, masks: Sequence[str]) -> None:
+    def __init__(self, path: Path, masks: Sequence[str], columns: Sequence[str] = ()) -> None:
         self.path = path
         again = set(masks)
-        kept = [row for row in self._rows() if row.get("mask") not in again]
+        before, rows = self._rows()
+        kept = [row for row in rows if row.get("mask") not in again]
         self._masks = {row.get("mask") for row in kept}
+        fields = list(RECORD_FIELDS)
+        for name in [*before, *columns]:
+            if name and name not in fields:
+                fields.append(name)
+        self.fields = tuple(fields)
         with atomic_open(path, "w", newline="") as f:
-            table = csv.DictWriter(f, RECORD_FIELDS, extrasaction="ignore", restval="")
+            table = csv.DictWriter(f, self.fields, extrasaction="ignore", restval="")
             table.writeheader()
             table.writerows(kept)
         self._file = open(path, "a", newline="")  # noqa: SIM115 (closed by close())
 
-    def _rows(self) -> list[dict[str, str]]:
+    def _rows(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The existing record's columns and rows (none where there is none)."""
         if not self.path.exists():
-            return []
+            return [], []
         with open(self.path, newline="") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
@@ -410,7 +432,7 @@ class PredictionRecord:
                 f"{self.path} exists and is not a segkit predictions record (no 'image' "
                 f"column; predict writes {RECORD_NAME} in --out); move it, or choose another --out"
             )
-        return rows
+        return list(reader.fieldnames or ()), rows
 
     def has(self, mask: Path) -> bool:
         """Whether a row of ``mask`` (relative to the folder) was kept."""
@@ -426,10 +448,19 @@ class PredictionRecord:
         prob: np.ndarray,
     ) -> None:
         """Append an image's row (``size``: height, width) and flush it."""
-        row = io.StringIO()
-        csv.writer(row).writerow(
-            [image, mask.as_posix(), size[0], size[1], mode, f"{writer.foreground(prob):.6f}"]
+        values: dict[str, Any] = dict(
+            zip(
+                RECORD_FIELDS,
+                [image, mask.as_posix(), size[0], size[1], mode, f"{writer.foreground(prob):.6f}"],
+                strict=True,
+            )
         )
+        shares = writer.class_shares(prob)
+        if shares is not None:
+            for name, share in zip(share_columns(writer.task), shares, strict=True):
+                values[name] = f"{share:.6f}"
+        row = io.StringIO()
+        csv.DictWriter(row, self.fields, extrasaction="ignore", restval="").writerow(values)
         self._file.write(row.getvalue())  # one write per row: a kill leaves whole rows
         self._file.flush()
 
@@ -714,12 +745,19 @@ class PredictionWriter:
             return float((prob.argmax(0) != 0).mean())
         return float((prob > self.threshold).mean())
 
+    def class_shares(self, prob: np.ndarray) -> np.ndarray | None:
+        """K classes: the share of the image's pixels predicted as each class (``argmax``;
+        what the mask holds), class 0 first, summing to 1; None for binary."""
+        if not self.task.multiclass:
+            return None
+        counts = np.bincount(prob.argmax(0).ravel(), minlength=self.task.num_classes)
+        return counts / prob[0].size
+
     def describe(self, prob: np.ndarray) -> str:
         """What an image's line says: the share of each class, or of foreground."""
-        if not self.task.multiclass:
+        shares = self.class_shares(prob)
+        if shares is None:
             return f"{float((prob > self.threshold).mean()):.1%} foreground"
-        counts = np.bincount(prob.argmax(0).ravel(), minlength=self.task.num_classes)
-        shares = counts / prob[0].size
         return ", ".join(f"{c} {v:.1%}" for c, v in zip(self.task.classes, shares, strict=True))
 
 

@@ -16,7 +16,9 @@ C[c, c]``, ``FP_c`` = column sum - ``TP_c``, ``FN_c`` = row sum - ``TP_c``):
   their prediction). A target outside ``[0, K)`` that is not ``ignore_index`` is a label
   bug: it is counted apart (``invalid_pixels``), kept out of the matrix, and
   :meth:`ConfusionMeter.compute` raises ``ValueError`` for it (checked there, not in
-  :meth:`~ConfusionMeter.update`, so that update never waits for the device).
+  :meth:`~ConfusionMeter.update`, so that update never waits for the device). The
+  ignored pixels are counted apart too (``ignored_pixels``), to say how much of the
+  truth no score sees.
 - Dataset means (``miou``, ``mdice``): the mean over classes of the dataset-level
   ``IoU_c`` / ``Dice_c`` above (NaN classes left out).
 - Per-image means (``miou_images``, ``mdice_images``): for each image, the IoU and Dice of
@@ -41,8 +43,10 @@ import torch
 
 #: ``ConfusionMeter.state()`` after the ``K * K`` confusion counts:
 #: [miou_image_sum, mdice_image_sum, images_scored, images, loss_sum, loss_batches,
-#:  invalid_pixels]
-_TAIL = 7
+#:  invalid_pixels, ignored_pixels]
+_TAIL = 8
+#: The tail of a state from before ``ignored_pixels`` (read as 0 ignored pixels).
+_OLD_TAIL = 7
 
 
 def per_image_confusion(
@@ -59,7 +63,8 @@ def per_image_confusion(
 
     Returns:
         ``(N, K, K)`` int64 counts and a 0-d int64 count of invalid (out-of-range,
-        not ignored) target pixels, both on the input's device, with no host sync.
+        not ignored) target pixels, both on the input's device, with no host sync
+        (:func:`ignored_pixels` counts the ignored ones).
     """
     k = num_classes
     n = pred.shape[0]
@@ -79,6 +84,14 @@ def per_image_confusion(
     counts = torch.zeros(n * k * k + 1, dtype=torch.int64, device=pred.device)
     counts.index_add_(0, idx.reshape(-1), torch.ones_like(idx).reshape(-1))
     return counts[:-1].view(n, k, k), invalid
+
+
+def ignored_pixels(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """A 0-d int64 count of ``target``'s pixels equal to ``ignore_index`` (0 for None),
+    on its device, with no host sync."""
+    if ignore_index is None:
+        return torch.zeros((), dtype=torch.int64, device=target.device)
+    return (target == ignore_index).sum()
 
 
 def scores_from_confusion(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +144,7 @@ class ConfusionMeter:
         k = self.num_classes
         self._conf = torch.zeros(k, k, dtype=torch.int64, device=self.device)
         # [miou_image_sum, mdice_image_sum, images_scored, images, loss_sum, loss_batches,
-        #  invalid_pixels]
+        #  invalid_pixels, ignored_pixels]
         self._acc = torch.zeros(_TAIL, dtype=torch.float64, device=self.device)
         self._miou: list[torch.Tensor] = []
         self._mdice: list[torch.Tensor] = []
@@ -177,6 +190,7 @@ class ConfusionMeter:
                 loss.detach().double().reshape(()) if loss is not None else zero,
                 zero + 1 if loss is not None else zero,
                 invalid.double(),
+                ignored_pixels(target, self.ignore_index).double(),
             ]
         )
         self._acc += upd
@@ -190,18 +204,22 @@ class ConfusionMeter:
 
     def state(self) -> torch.Tensor:
         """Everything to sum across ranks, as one flat float64 tensor (a new one):
-        the ``K * K`` confusion counts then the 7 sums above. Unlike
+        the ``K * K`` confusion counts then the 8 sums above. Unlike
         ``DiceMeter.state()`` it is a copy (the counts are int64 here): all-reduce it,
         then :meth:`load_state` it back. Counts travel exactly below 2**53 pixels."""
         return torch.cat([self._conf.reshape(-1).double(), self._acc])
 
     def load_state(self, state: torch.Tensor) -> None:
         """Replace the sums with ``state`` (e.g. :meth:`state` summed over ranks). The
-        per-image scores kept for :meth:`per_image_scores` are this rank's, unchanged."""
+        per-image scores kept for :meth:`per_image_scores` are this rank's, unchanged. A
+        state of a segkit before the ignored pixels were counted (7 sums) reads as none
+        ignored."""
         k = self.num_classes
+        state = state.to(self.device, torch.float64)
+        if state.shape == (k * k + _OLD_TAIL,):
+            state = torch.cat([state, state.new_zeros(_TAIL - _OLD_TAIL)])
         if state.shape != (k * k + _TAIL,):
             raise ValueError(f"state must have shape ({k * k + _TAIL},), got {tuple(state.shape)}")
-        state = state.to(self.device, torch.float64)
         self._conf = state[: k * k].round().long().view(k, k).clone()
         self._acc = state[k * k :].clone()
 
@@ -238,7 +256,8 @@ class ConfusionMeter:
           for a class in neither target nor prediction).
         - ``loss``: mean of the losses passed to update (NaN if none).
         - ``images``: images seen; ``images_scored``: those with a non-ignored pixel;
-          ``pixels``: counted (non-ignored) pixels.
+          ``pixels``: counted (non-ignored) pixels; ``ignored_pixels``: the target pixels
+          equal to ``ignore_index``, left out of every score.
         - ``confusion``: the matrix as a nested list of ints (rows target, columns
           prediction) -- the one non-scalar value: a metrics.csv writer leaves it out.
 
@@ -248,7 +267,7 @@ class ConfusionMeter:
         k = self.num_classes
         flat = self.state().cpu()
         conf = flat[: k * k].round().long().view(k, k)
-        miou_s, mdice_s, scored, images, loss_s, loss_b, invalid = flat[k * k :].tolist()
+        miou_s, mdice_s, scored, images, loss_s, loss_b, invalid, ignored = flat[k * k :].tolist()
         if invalid:
             raise ValueError(
                 f"{int(invalid)} target pixels are outside [0, {k}) and not the ignore_index "
@@ -266,6 +285,7 @@ class ConfusionMeter:
             "images": int(images),
             "images_scored": int(scored),
             "pixels": total,
+            "ignored_pixels": int(ignored),
         }
         for c in range(k):
             out[f"iou_{c}"] = float(iou[c])
@@ -300,15 +320,21 @@ def _nanmean(x: torch.Tensor) -> float:
     return float(keep.mean()) if keep.numel() else math.nan
 
 
-def confusion_table(result: dict[str, object], class_names: list[str] | None = None) -> str:
+def confusion_table(
+    result: dict[str, object],
+    class_names: list[str] | None = None,
+    ignored_as: str | None = None,
+) -> str:
     """A readable per-class table from :meth:`ConfusionMeter.compute`'s result.
 
     One row per class: name, IoU, Dice, target pixels (row sum of the confusion matrix)
     and predicted pixels (column sum), with ``-`` for a class absent from both; the mean
     row, with a note for each class absent from the truth (left out of the mean, or
-    scoring 0 for its false positives); then the per-image means, the pixel accuracy and
-    the confusion matrix in pixels (up to :data:`CONFUSION_SHOWN` classes).
-    ``class_names`` defaults to the class indices.
+    scoring 0 for its false positives); then the per-image means, the pixel accuracy,
+    the share of the truth's pixels ignored (:func:`ignored_line`) and the confusion
+    matrix in pixels (up to :data:`CONFUSION_SHOWN` classes). ``class_names`` defaults
+    to the class indices; ``ignored_as`` says what marks the ignored pixels in the masks
+    (``value 255``): with it the ignored line is shown even when none is ignored.
     """
     conf = result["confusion"]
     assert isinstance(conf, list)
@@ -350,8 +376,26 @@ def confusion_table(result: dict[str, object], class_names: list[str] | None = N
         f"  ({result['images_scored']} images)"
     )
     out.append(f"pixel accuracy: {num(result['pixel_acc'])}")
+    ignored = ignored_line(result, ignored_as)
+    if ignored:
+        out.append(ignored)
     out += _confusion_lines(names, conf)
     return "\n".join(out)
+
+
+def ignored_line(result: dict[str, object], ignored_as: str | None = None) -> str:
+    """``ignored: 3.1% of pixels (12403 pixels, value 255)``: the truth's pixels left out
+    of every score (``ignored_pixels``) over all its pixels; "" where none is ignored
+    and ``ignored_as`` (what marks them) is not given, or the result does not count them."""
+    ignored = result.get("ignored_pixels")
+    if not isinstance(ignored, int) or (not ignored and not ignored_as):
+        return ""
+    scored = result.get("pixels")
+    total = ignored + (scored if isinstance(scored, int) else 0)
+    share = ignored / total if total else 0.0
+    pct = "0%" if not share else f"{100 * share:.1f}%" if share >= 0.001 else f"{100 * share:.2g}%"
+    count = f"{ignored} pixel{'s' if ignored != 1 else ''}"
+    return f"ignored: {pct} of pixels ({count}, {ignored_as or 'the ignore index'})"
 
 
 #: The confusion matrix is printed under the table up to this many classes (beyond, it

@@ -411,6 +411,8 @@ class Run:
                 f"segkit: left out {len(t.bad_samples)} unreadable samples, listed in "
                 f"{folder.bad_samples}"
             )
+        for warning in t.data_warnings:  # the class coverage: before any training
+            self.say(f"segkit: warning: {warning}")
 
     def say_runtime_changes(self, before: dict[str, Any]) -> None:
         """On resume, one line where the device or the precision differs from what the
@@ -860,6 +862,9 @@ class Run:
             self.folder.last.unlink(missing_ok=True)
         self.say(time_line(result.time))
         self.say(self.folder.summary_txt.read_text().strip())
+        if result.data_warnings:  # what the test scores above do not show, in brief
+            gist = "; ".join(_gist(w, self.parts.dataset.root) for w in result.data_warnings)
+            self.say(f"segkit: warning (data, said before training; summary.json): {gist}")
         self.folder.release()
         distributed.shutdown(self.dist)
         return result
@@ -924,6 +929,7 @@ class Run:
             cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
+            data_warnings=list(self.parts.data_warnings),
         )
         if writes:
             result.checkpoint_write_s = sum(writes) / len(writes)
@@ -1113,6 +1119,12 @@ def _next_step(run: Run) -> str:
     if kept is not None:
         return f"start the run again: {kept[0]}. {kept[1]}"
     return f"start the run again with: {folder.restart_command(run.config)}{devices}"
+
+
+def _gist(warning: str, root: Any) -> str:
+    """A data warning's finding without its folder and advice: ``class car has no pixels
+    in train (it is in test 1.8%)``."""
+    return warning.removeprefix(f"{root}: ").split(": ", 1)[0]
 
 
 def _printer(quiet: bool) -> Callable[[str], None]:

@@ -109,6 +109,9 @@ class RunResult:
     task: Any = None
     #: Where the wall time went, in seconds (:meth:`RunClock.breakdown`).
     time: dict[str, float] = field(default_factory=dict)
+    #: What the data check warned of before training (K classes: a class with no pixel
+    #: in a split, or under 0.1% of the train pixels), one line each.
+    data_warnings: list[str] = field(default_factory=list)
 
 
 #: What a run writes in its folder before its first epoch is recorded (besides temporary
@@ -660,8 +663,11 @@ def epoch_means(history: Sequence[dict[str, Any]]) -> dict[str, float]:
 def class_summary(result: RunResult) -> dict[str, Any]:
     """What ``summary.json`` adds for a K-class run (nothing for binary): the classes,
     test mIoU and mDice (over the dataset, as ``test_iou``/``test_dice``, and over images),
-    pixel accuracy, each class's IoU, Dice and pixels, and the confusion matrix (rows:
-    true class, columns: predicted)."""
+    pixel accuracy, each class's IoU, Dice and pixels, the confusion matrix (rows:
+    true class, columns: predicted), the ignored pixels of the truth (``test_ignored_pixels``,
+    and their share of its pixels, ``test_ignored_share``: left out of every score), and
+    the data check's warnings about the classes
+    (``data_warnings``: a class with no pixel in a split, or too rare; one line each)."""
     task = result.task
     if task is None or not task.multiclass:
         return {}
@@ -676,6 +682,21 @@ def class_summary(result: RunResult) -> dict[str, Any]:
         "test_pixel_acc": test["pixel_acc"],
         "test_per_class": per_class_rows(task, test),
         "test_confusion": test["confusion"],
+        **_ignored(test),
+        "data_warnings": list(result.data_warnings),
+    }
+
+
+def _ignored(test: dict[str, Any]) -> dict[str, Any]:
+    """``test_ignored_pixels`` and ``test_ignored_share`` (of the truth's pixels, the
+    scored and the ignored), where the test meter counted them."""
+    ignored = test.get("ignored_pixels")
+    if ignored is None:
+        return {}
+    total = ignored + test.get("pixels", 0)
+    return {
+        "test_ignored_pixels": int(ignored),
+        "test_ignored_share": ignored / total if total else 0.0,
     }
 
 
