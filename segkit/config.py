@@ -520,6 +520,12 @@ def given_as(origin: str) -> Iterator[None]:
         _GIVEN_AS.reset(token)
 
 
+def given() -> str:
+    """How the settings checked now were given (:func:`given_as`): :data:`COMMAND_LINE`
+    or :data:`PYTHON`."""
+    return _GIVEN_AS.get()
+
+
 def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False) -> str:
     """Setting ``key`` (and its ``value``) as a message names it, the way it was given
     (:func:`given_as`): ``image_size=64`` from Python, ``--image-size 64`` on the command

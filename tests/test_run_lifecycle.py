@@ -339,9 +339,10 @@ def test_ctrl_c_between_epochs_names_the_epoch_done(
         train(tiny(tiny_pets, tmp_path, epochs=3, name="between"), quiet=True)
     assert str(e.value) == (
         f"interrupted after epoch 1, before epoch 2; the last checkpoint "
-        f"({tmp_path / 'between' / 'last.pt'}) holds epoch 1. Resume with: segkit run "
-        f"--resume {tmp_path / 'between'}"
-    )
+        f"({tmp_path / 'between' / 'last.pt'}) holds epoch 1. Resume with: "
+        f"segkit.resume({str(tmp_path / 'between')!r}) (or: segkit run --resume "
+        f"{tmp_path / 'between'})"
+    )  # trained from Python: segkit.resume first; the command (test_long_runs) names itself
 
 
 # ---------------------------------------------------- 6. metrics.csv's rows on resume

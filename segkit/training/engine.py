@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from segkit import build
-from segkit.config import RunConfig, checked_keywords, named, unknown_keywords
+from segkit.config import PYTHON, RunConfig, checked_keywords, given, named, unknown_keywords
 from segkit.contracts import SPLITS
 from segkit.errors import (
     CheckpointError,
@@ -1113,7 +1113,7 @@ def _resume_hint(run: Run) -> str:
     if saved is not None and folder.last.exists():
         return (
             f"the last checkpoint ({folder.last}) holds epoch {saved}. Resume with: "
-            f"segkit run --resume {folder.path}{devices}"
+            f"{_resume_call(folder.path, devices)}"
         )
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
@@ -1124,6 +1124,15 @@ def _resume_hint(run: Run) -> str:
     )
 
 
+def _resume_call(path: Path, devices: str) -> str:
+    """The call that resumes the run in ``path``: the command, and ``segkit.resume`` first
+    for a run started from Python (a notebook's user typed no command)."""
+    command = f"segkit run --resume {path}{devices}"
+    if given() == PYTHON and not devices:
+        return f"segkit.resume({str(path)!r}) (or: {command})"
+    return command
+
+
 def _next_step(run: Run) -> str:
     """After a failed checkpoint write is fixed: resume from the last checkpoint, or start
     the run again (in its folder) when there is none."""
@@ -1131,7 +1140,7 @@ def _next_step(run: Run) -> str:
     assert folder is not None
     devices = f" --devices {d.world}" if d.enabled else ""
     if writer is not None and writer.saved_epoch is not None and folder.last.exists():
-        return f"resume with: segkit run --resume {folder.path}{devices}"
+        return f"resume with: {_resume_call(folder.path, devices)}"
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:
         return f"start the run again: {kept[0]}. {kept[1]}"
