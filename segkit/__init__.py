@@ -34,6 +34,7 @@ from segkit.errors import (
     PluginLoadError,
     PluginNotFoundError,
     SegkitError,
+    UnknownSettingError,
 )
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "RunConfig",
     "SegkitError",
     "Task",
+    "UnknownSettingError",
     "check_data",
     "create_dataset",
     "create_loss",
@@ -260,9 +262,14 @@ def lr_find(config: RunConfig, **options: Any) -> LRFind:
     nothing is written (see :mod:`segkit.training.lr_sweep`). ``options``: the fields of
     its ``Sweep`` (``start_lr``, ``end_lr``, ``steps``, ``beta``), and ``training``,
     ``runtime``, ``progress``."""
+    from segkit.config import unknown_keywords
     from segkit.training.lr_sweep import Sweep
     from segkit.training.lr_sweep import lr_find as _find
 
+    taken = ("start_lr", "end_lr", "steps", "beta", "training", "runtime", "progress")
+    unknown = {k: v for k, v in options.items() if k not in taken}
+    if unknown:
+        raise UnknownSettingError(unknown_keywords("segkit.lr_find", unknown, ["config", *taken]))
     sweep = {k: options.pop(k) for k in ("start_lr", "end_lr", "steps", "beta") if k in options}
     return _find(config, Sweep(**sweep), **options)
 

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from segkit import registry
 from segkit import task as task_mod
-from segkit.config import RunConfig, data_path
+from segkit.config import RunConfig, data_path, named
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.data.prepare import ready_for_training
 from segkit.data.sampling import per_rank
@@ -70,15 +70,18 @@ def resolve_device(name: str | torch.device, local_rank: int | None = None) -> t
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"{named('device', name)}: expected auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(
-            f"--device {name}: segkit trains and predicts on the CPU or a CUDA GPU; expected "
-            "auto, cpu, cuda or cuda:N"
+            f"{named('device', name, as_typed=True)}: segkit trains and predicts on the CPU or "
+            "a CUDA GPU; expected auto, cpu, cuda or cuda:N"
         )
     if device.type == "cuda":
         if not cuda:
-            raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+            raise ConfigError(
+                f"{named('device', name, as_typed=True)}: no CUDA GPU is available here; use "
+                f"{named('device', 'cpu', as_typed=True)}"
+            )
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     return device
@@ -240,21 +243,24 @@ def create_model(
 
 
 def _check_image_size(model: str, image_size: int | None, multiple: int) -> None:
-    check_size_multiple(model, image_size, multiple, "--image-size")
+    check_size_multiple(model, image_size, multiple, "image_size")
 
 
-def check_size_multiple(model: str, size: int | None, multiple: int, flag: str) -> None:
-    """Raise unless ``size`` (given as ``flag``: ``--image-size``, ``--tile``) is a
+def check_size_multiple(model: str, size: int | None, multiple: int, key: str) -> None:
+    """Raise unless ``size`` (the setting ``key``: ``image_size``, ``tile``) is a
     multiple of the model's ``min_input_multiple``.
 
     Raises:
-        ConfigError: naming the size, the multiple, the model and the two sizes around it.
+        ConfigError: naming the size as it was given (:func:`segkit.config.named`:
+            ``image_size=40``, ``--image-size 40``), the multiple, the model and the two
+            sizes around it.
     """
     if size is not None and size % multiple:
         lo = size // multiple * multiple
         near = f"{lo} or {lo + multiple}" if lo else str(multiple)
         raise ConfigError(
-            f"{flag} {size} is not divisible by {multiple}, which model '{model}' needs; use {near}"
+            f"{named(key, size)} is not divisible by {multiple}, which model '{model}' needs; "
+            f"use {near}"
         )
 
 

@@ -10,8 +10,12 @@ A configuration file (``segkit run --config FILE``) is the same dataclass in TOM
 or JSON (by the file's suffix, as recipe files): field names as keys, ``*_options`` as
 tables. A run folder's ``config.json`` is such a file; its ``resolved`` part (what
 ``auto`` became) is informative and ignored. A bad value is reported where it was given:
-``--image-size 0`` for a flag, ``c.yaml: key 'image_size' = 0`` for a file's key; every
-bad value at once, one line each (:func:`all_errors`).
+``image_size=0`` for a keyword argument in Python, ``--image-size 0`` for a flag (the
+``segkit`` command runs in :func:`given_as` ``(COMMAND_LINE)``), ``c.yaml: key
+'image_size' = 0`` for a file's key (:func:`named` names the first two); every bad value
+at once, one line each (:func:`all_errors`). A keyword no field has
+(``RunConfig(imagesize=64)``) raises :class:`~segkit.errors.UnknownSettingError`, a
+ConfigError and a TypeError, with the close match.
 
 ``data`` is made absolute when the configuration is checked (the folder as typed is kept
 in ``data_as_typed``), so a run folder's ``config.json`` and its checkpoints name the
@@ -20,23 +24,26 @@ dataset from any directory.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import functools
+import inspect
 import json
 import math
 import os
 import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from segkit import recipes
 from segkit.data.layouts import detect_layout
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, UnknownSettingError
 from segkit.recipes import Recipe
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
@@ -109,6 +116,29 @@ def _opt(
     return field(default=default, metadata=meta)
 
 
+def _keywords_checked(cls: type) -> type:
+    """Make the dataclass ``cls``'s ``__init__`` refuse a keyword no field has with an
+    :class:`UnknownSettingError` naming its close match (Python's own TypeError names
+    none), among every bad value of the other keywords."""
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = {k: v for k, v in kwargs.items() if k not in names}
+        if unknown:
+            given = dict(zip(names, args, strict=False))  # positional: the first fields
+            known = {**given, **{k: kwargs[k] for k in kwargs if k in names}}
+            errors = [_unknown_fields(unknown)]
+            errors += _setting_errors({**_defaults(), **known}, _Where(PYTHON))[1]
+            raise all_errors(errors, UnknownSettingError)
+        generated(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+@_keywords_checked
 @dataclass
 class RunConfig:
     """Everything that defines a training run. Written to ``config.json`` in the run folder
@@ -119,6 +149,11 @@ class RunConfig:
     arguments. ``dataset=None`` means the layout the ``data`` folder is recognised as
     (:meth:`resolved_dataset`), and :data:`DEFAULTS` ``["generated_dataset"]`` without
     ``data``.
+
+    A keyword no field has raises :class:`~segkit.errors.UnknownSettingError` (a
+    :class:`~segkit.errors.ConfigError` and a ``TypeError``) naming the close match; a
+    bad value raises ConfigError naming it as it was given (``image_size='64'``), every
+    bad value at once.
     """
 
     model: str = _opt(DEFAULTS["model"], "model plugin", group="plugins")
@@ -339,8 +374,9 @@ class RunConfig:
 
         Raises:
             ConfigError: a value has the wrong type or is out of range; the message names
-                the option as it is typed on the command line (a configuration read with
-                :meth:`from_dict` or :meth:`from_file` names the file and key instead).
+                the field as Python gives it (``image_size=0``), or its flag in the
+                ``segkit`` command (:func:`given_as`); a configuration read with
+                :meth:`from_dict` or :meth:`from_file` names the file and key instead.
         """
         checked = _check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         for key, value in checked.items():
@@ -352,7 +388,7 @@ class RunConfig:
         """``max_time`` in seconds (None: no limit)."""
         if self.max_time is None:
             return None
-        return parse_duration(self.max_time, flag("max_time"))
+        return parse_duration(self.max_time, named("max_time"))
 
     def resolved_dataset(self) -> str:
         """The dataset plugin's name: ``dataset``; else, with ``data``, the one installed
@@ -406,7 +442,7 @@ class RunConfig:
             d: The settings.
             source: Where they come from, named by a message about one of them:
                 ``"c.yaml: key 'epochs' = 0: ..."``. :data:`COMMAND_LINE` means flags:
-                ``"--epochs 0: ..."``.
+                ``"--epochs 0: ..."``; :data:`PYTHON` keyword arguments: ``"epochs=0: ..."``.
             flags: The keys of ``d`` given as command-line flags over ``source`` (their
                 messages name the flag). By default, when ``source`` is a configuration
                 file, the keys whose values differ from the file's: what
@@ -417,7 +453,8 @@ class RunConfig:
                 named with the file and table it is in, among the other problems.
 
         Raises:
-            ConfigError: unknown keys (with close matches), or bad values: every one at
+            ConfigError: unknown keys (with close matches: then an
+                :class:`~segkit.errors.UnknownSettingError`), or bad values: every one at
                 once, in one message (one line each).
         """
         if not isinstance(d, dict):
@@ -426,18 +463,17 @@ class RunConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names), key=str)
         errors = []
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if unknown and source == PYTHON:
+            errors.append(_unknown_fields({k: d[k] for k in unknown}))
+        elif unknown:
+            hints = [_did_you_mean(key, names) for key in unknown]
             errors.append(
                 f"{source}: unknown setting(s) {', '.join(hints)}; the settings are the long "
                 f"options of `segkit run` with '_' for '-': {', '.join(names)}"
             )
         known = {k: v for k, v in d.items() if k in names}
-        if source == COMMAND_LINE:
-            where = _Where()
+        if source in (COMMAND_LINE, PYTHON):
+            where = _Where(source)
         else:
             given = _flags_over_file(known, source) if flags is None else set(flags)
             where = _Where(source, frozenset(given))
@@ -446,7 +482,7 @@ class RunConfig:
         if check_options:
             errors += _option_errors(known, where)
         if errors:
-            raise all_errors(errors)
+            raise all_errors(errors, UnknownSettingError if unknown else ConfigError)
         return cls(**d)
 
     @classmethod
@@ -463,6 +499,137 @@ class RunConfig:
 
 #: ``source`` of :meth:`RunConfig.from_dict` for settings that are all command-line flags.
 COMMAND_LINE = "command line"
+#: ``source`` of :meth:`RunConfig.from_dict` for settings that are all keyword arguments
+#: of Python code, and how settings are named by default (:func:`given_as`).
+PYTHON = "Python"
+
+#: How the settings checked now were given, where no file names them: :data:`PYTHON`
+#: (keyword arguments) unless the ``segkit`` command runs (:data:`COMMAND_LINE`).
+_GIVEN_AS: contextvars.ContextVar[str] = contextvars.ContextVar("segkit_given_as", default=PYTHON)
+
+
+@contextlib.contextmanager
+def given_as(origin: str) -> Iterator[None]:
+    """Inside, a message about a setting names it as ``origin`` gives it (:func:`named`):
+    :data:`COMMAND_LINE` (``--image-size 64``: the ``segkit`` command runs each command
+    so) or :data:`PYTHON` (``image_size=64``, the default)."""
+    token = _GIVEN_AS.set(origin)
+    try:
+        yield
+    finally:
+        _GIVEN_AS.reset(token)
+
+
+def given() -> str:
+    """How the settings checked now were given (:func:`given_as`): :data:`COMMAND_LINE`
+    or :data:`PYTHON`."""
+    return _GIVEN_AS.get()
+
+
+def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False) -> str:
+    """Setting ``key`` (and its ``value``) as a message names it, the way it was given
+    (:func:`given_as`): ``image_size=64`` from Python, ``--image-size 64`` on the command
+    line: the field's flag for a :class:`RunConfig` field, else ``--`` and the name with
+    ``-`` (the options of :mod:`segkit.inference.options`). The value is its ``repr``;
+    ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes)."""
+    return _named(key, value, _GIVEN_AS.get(), as_typed=as_typed)
+
+
+def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
+    """:func:`named` for settings given as ``origin`` (:data:`PYTHON` or flags)."""
+    if origin == PYTHON:
+        return key if value is dataclasses.MISSING else f"{key}={value!r}"
+    fields = RunConfig.__dataclass_fields__
+    name = flag(key) if key in fields else "--" + key.replace("_", "-")
+    if value is dataclasses.MISSING:
+        return name
+    return f"{name} {value if as_typed else repr(value)}"
+
+
+def _did_you_mean(key: Any, names: Sequence[str], renamed: dict[str, str] | None = None) -> str:
+    """``'imagesize' (did you mean 'image_size'?)``, or the key alone without a close match."""
+    new = (renamed or {}).get(str(key))
+    close = [new] if new else difflib.get_close_matches(str(key), names, n=1)
+    return f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def unknown_keywords(
+    call: str,
+    unknown: dict[str, Any],
+    known: Sequence[str],
+    *,
+    what: str = "keyword",
+    listed: str | None = None,
+    renamed: dict[str, str] | None = None,
+) -> str:
+    """The message for keyword arguments ``call`` does not take: what was written, the
+    close matches, and ``listed`` (where the keywords are listed; default: ``known``).
+    ``what``: the keywords' noun (``field``, ``option``); ``renamed``: old names -> the
+    new name to suggest."""
+    written = ", ".join(f"{k}={_short_repr(v)}" for k, v in unknown.items())
+    hints = ", ".join(_did_you_mean(k, known, renamed) for k in unknown)
+    noun = what if len(unknown) == 1 else what + "s"
+    where = listed or f"it takes: {', '.join(known)}"
+    return f"{call}({written}): unknown {noun} {hints}; {where}"
+
+
+def _unknown_fields(unknown: dict[str, Any]) -> str:
+    """The message for keywords of :class:`RunConfig` that no field has."""
+    return unknown_keywords(
+        "RunConfig",
+        unknown,
+        [f.name for f in dataclasses.fields(RunConfig)],
+        what="field",
+        listed="help(segkit.RunConfig) lists the fields, and `segkit run --help` says what "
+        "each does (its long options are the fields, with '-' for '_')",
+        renamed=RENAMED_KEYS,
+    )
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else "..."
+
+
+def checked_keywords(
+    call: str, known: Iterable[str] | type = (), *, listed: str | None = None
+) -> Callable[[Any], Any]:
+    """Decorate a function, or a class (its ``__init__``), so that a keyword it does not
+    take raises :class:`~segkit.errors.UnknownSettingError` naming ``call``, the close match
+    and what it takes, instead of Python's TypeError without one. ``known``: the keywords
+    it takes through ``**kwargs`` (names, or a dataclass whose fields they are); one that
+    takes ``**kwargs`` without ``known`` is left to check them itself. ``listed``: where
+    the keywords are listed (default: the message lists them)."""
+    if isinstance(known, type):
+        known = [f.name for f in dataclasses.fields(known)]
+    more = list(known)
+
+    def decorate(target: Any) -> Any:
+        function = target.__init__ if isinstance(target, type) else target
+        params = list(inspect.signature(function).parameters.values())
+        names = [
+            p.name
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        ]
+        names += [k for k in more if k not in names]
+        if any(p.kind is p.VAR_KEYWORD for p in params) and not more:
+            return target
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            unknown = {k: v for k, v in kwargs.items() if k not in names}
+            if unknown:
+                raise UnknownSettingError(unknown_keywords(call, unknown, names, listed=listed))
+            return function(*args, **kwargs)
+
+        if isinstance(target, type):
+            target.__init__ = checked
+            return target
+        return checked
+
+    return decorate
+
 
 #: Suffixes of configuration files and how each is read; another suffix is read as JSON
 #: (a run folder's ``config.json``; the recipe files' suffixes, :mod:`segkit.recipes.files`).
@@ -590,26 +757,36 @@ def _flags_over_file(settings: dict[str, Any], source: str) -> set[str]:
 
 @dataclass(frozen=True)
 class _Where:
-    """Where a configuration's values were given, as a message names them: a flag for
-    ``flags`` and for every key when there is no ``source`` (the command line, a
-    :class:`RunConfig` built in Python), else the file (or checkpoint) and the key."""
+    """Where a configuration's values were given, as a message names them
+    (:func:`named`): the flag on the command line (:data:`COMMAND_LINE`, and the keys in
+    ``flags`` over a file), the keyword in Python (:data:`PYTHON`), as :func:`given_as`
+    says without a ``source`` (a :class:`RunConfig` built or validated), else the file
+    (or checkpoint) and the key."""
 
     source: str | None = None
     flags: frozenset[str] = frozenset()
 
-    def _is_flag(self, key: str) -> bool:
-        return self.source is None or key in self.flags
+    def origin(self, key: str) -> str | None:
+        """How ``key`` was given: :data:`COMMAND_LINE`, :data:`PYTHON`, or None (the file)."""
+        if self.source is None:
+            return _GIVEN_AS.get()
+        if self.source in (COMMAND_LINE, PYTHON):
+            return self.source
+        return COMMAND_LINE if key in self.flags else None
 
     def subject(self, key: str, value: Any = dataclasses.MISSING) -> str:
-        """What a message is about: ``--image-size 0`` or ``c.yaml: key 'image_size' = 0``."""
-        shown = "" if value is dataclasses.MISSING else f" {value!r}"
-        if self._is_flag(key):
-            return flag(key) + shown
-        return f"{self.source}: key {key!r}" + (" =" + shown if shown else "")
+        """What a message is about: ``--image-size 0``, ``image_size=0`` or ``c.yaml: key
+        'image_size' = 0``."""
+        origin = self.origin(key)
+        if origin is not None:
+            return _named(key, value, origin)
+        shown = "" if value is dataclasses.MISSING else f" = {value!r}"
+        return f"{self.source}: key {key!r}{shown}"
 
     def mention(self, key: str, value: Any) -> str:
-        """Another setting a message refers to: ``--epochs 5`` or ``epochs = 5``."""
-        return f"{flag(key)} {value!r}" if self._is_flag(key) else f"{key} = {value!r}"
+        """Another setting a message refers to: ``--epochs 5``, ``epochs=5`` or ``epochs = 5``."""
+        origin = self.origin(key)
+        return _named(key, value, origin) if origin is not None else f"{key} = {value!r}"
 
 
 #: The option tables whose keys a plugin's factory takes: field -> (kind, plugin field).
@@ -636,7 +813,8 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
     from segkit.errors import PluginError
 
     errors = []
-    file = _file_settings(where.source) if where.source else {}
+    in_a_file = where.source not in (None, COMMAND_LINE, PYTHON)
+    file = _file_settings(where.source) if in_a_file else {}
     for table, (kind, plugin_field) in _OPTION_TABLES.items():
         options = settings.get(table)
         name = settings.get(plugin_field, _defaults()[plugin_field])
@@ -656,14 +834,15 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
                 continue
             close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            from_file = where.source is not None and (
+            from_file = in_a_file and (
                 table not in where.flags or in_file.get(key, object()) == value
             )
-            subject = (
-                f"{where.source}: [{table}] key {key!r}"
-                if from_file
-                else f"{flag(table)} {key}={json.dumps(value)}"
-            )
+            if from_file:
+                subject = f"{where.source}: [{table}] key {key!r}"
+            elif where.origin(table) == PYTHON:
+                subject = f"{table}={{{key!r}: {_short_repr(value)}}}"
+            else:
+                subject = f"{flag(table)} {key}={json.dumps(value)}"
             errors.append(
                 f"{subject}: {registry.SINGULAR[kind]} '{name}' has no option {key!r}{hint}; "
                 f"it takes: {', '.join(accepted) or 'no options'}"
@@ -714,8 +893,8 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
     or ``"auto"``, and ``data`` made absolute (``data_as_typed`` as typed).
 
     Raises:
-        ConfigError: naming the value as ``where`` says it was given (default: flags);
-            every bad value at once (:func:`all_errors`).
+        ConfigError: naming the value as ``where`` says it was given (default: as
+            :func:`given_as` says); every bad value at once (:func:`all_errors`).
     """
     v, errors = _setting_errors(values, where)
     if errors:
@@ -723,12 +902,12 @@ def _check_settings(values: dict[str, Any], where: _Where | None = None) -> dict
     return v
 
 
-def all_errors(errors: list[str]) -> ConfigError:
-    """One :class:`ConfigError` for every problem found in a configuration: the message
-    of the one, or ``N settings to fix:`` and one line each."""
+def all_errors(errors: list[str], kind: type[ConfigError] = ConfigError) -> ConfigError:
+    """One :class:`ConfigError` (or subclass ``kind``) for every problem found in a
+    configuration: the message of the one, or ``N settings to fix:`` and one line each."""
     if len(errors) == 1:
-        return ConfigError(errors[0])
-    return ConfigError(f"{len(errors)} settings to fix:" + "".join(f"\n  - {e}" for e in errors))
+        return kind(errors[0])
+    return kind(f"{len(errors)} settings to fix:" + "".join(f"\n  - {e}" for e in errors))
 
 
 def _setting_errors(
@@ -736,7 +915,8 @@ def _setting_errors(
 ) -> tuple[dict[str, Any], list[str]]:
     """:func:`_check_settings`'s values, and the message of every problem found: each key
     of a bad type once, then each range; a check of two settings is left out where the
-    other one is bad already."""
+    other one is bad already. Each names its value as ``where`` says (default: as
+    :func:`given_as` says, in Python ``image_size=0``)."""
     w = where or _Where()
     hints = field_types()
     errors: list[str] = []

@@ -17,6 +17,14 @@ class ConfigError(SegkitError, ValueError):
     """A setting has a value segkit cannot use (for example an image size not divisible by 32)."""
 
 
+class UnknownSettingError(ConfigError, TypeError):
+    """A keyword argument (or a configuration key) no setting has: ``RunConfig(imagesize=64)``,
+    ``segkit.resume(run, epoch=3)``, ``Predictor(path, mdoe="tile")``. The message names
+    it, its close match (``did you mean 'image_size'?``) and where the settings are
+    listed. A :class:`ConfigError`, as every bad setting is, and a :class:`TypeError`, as
+    Python's own unexpected-keyword error is, so ``except TypeError`` keeps catching it."""
+
+
 class DataError(SegkitError):
     """A dataset folder, split list, image or mask is missing or malformed.
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from segkit import registry
-from segkit.config import DEFAULTS
+from segkit.config import DEFAULTS, named
 from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec, loss_accepts
 from segkit.errors import ConfigError
 from segkit.metrics.multiclass import ConfusionMeter
@@ -107,8 +107,8 @@ class Task:
         if asked in ("valid_miou", "valid_mdice") and not self.multiclass:
             plain = asked.replace("_m", "_")
             raise ConfigError(
-                f"--monitor {asked}: the dataset is binary, so there is no mean over classes; "
-                f"use --monitor {plain}"
+                f"{named('monitor', asked, as_typed=True)}: the dataset is binary, so there is "
+                f"no mean over classes; use {named('monitor', plain, as_typed=True)}"
             )
         return asked
 
@@ -133,8 +133,9 @@ class Task:
                 continue
         takes = "binary targets (1 logit channel)" if accepts == "binary" else "K-class targets"
         raise ConfigError(
-            f"--loss {name} takes {takes}, but dataset {dataset} is {self.describe()}; "
-            f"use --loss {self.default_loss()} (or one of: {', '.join(sorted(fits))})"
+            f"{named('loss', name, as_typed=True)} takes {takes}, but dataset {dataset} is "
+            f"{self.describe()}; use {named('loss', self.default_loss(), as_typed=True)} (or "
+            f"one of: {', '.join(sorted(fits))})"
         )
 
     # ------------------------------------------------------------------ scoring
@@ -252,12 +253,12 @@ def resolve(config: Any, dataset: Dataset) -> tuple[Any, Task]:
     try:
         accepts = loss_accepts(factory)
     except ValueError as e:
-        raise ConfigError(f"--loss {loss}: {e}") from None
+        raise ConfigError(f"{named('loss', loss, as_typed=True)}: {e}") from None
     dataset_name = config.resolved_dataset()
     target = (config.dataset_options or {}).get("target")
     shown = f"'{dataset_name}'" + (f" (target={target})" if target else "")
     task.check_loss(loss, accepts, shown)
     monitor = task.monitor(config.monitor)
     # A --data folder's layout was recognised: record it, so the run folder need not look again.
-    named = dataset_name if config.data else config.dataset
-    return dataclasses.replace(config, loss=loss, monitor=monitor, dataset=named), task
+    recorded = dataset_name if config.data else config.dataset
+    return dataclasses.replace(config, loss=loss, monitor=monitor, dataset=recorded), task

@@ -129,10 +129,10 @@ def test_the_schedule_counts_optimizer_steps() -> None:
 
 
 def test_accumulate_and_ema_are_checked() -> None:
-    with pytest.raises(ConfigError, match="--accumulate"):
+    with pytest.raises(ConfigError, match="^accumulate=0: "):
         RunConfig(accumulate=0)
     for bad in (0.0, 1.0, 1.5):
-        with pytest.raises(ConfigError, match="--ema"):
+        with pytest.raises(ConfigError, match="^ema="):
             RunConfig(ema=bad)
     assert RunConfig(ema=0.99).ema == 0.99
 

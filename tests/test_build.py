@@ -45,7 +45,7 @@ def test_runtime_seeds_every_rng():
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("tpu", r"--device 'tpu': expected auto, cpu, cuda or cuda:N"), ("cuda:0", "no CUDA GPU")],
+    [("tpu", r"^device='tpu': expected auto, cpu, cuda or cuda:N"), ("cuda:0", "no CUDA GPU")],
 )
 def test_bad_devices(name, message):
     if name.startswith("cuda") and torch.cuda.is_available():
@@ -100,7 +100,7 @@ def test_image_size_is_checked_before_the_model_is_built(monkeypatch):
         raise AssertionError("the model was built")
 
     monkeypatch.setattr(r.ResNet34UNet, "__init__", refuse)
-    with pytest.raises(ConfigError, match=r"--image-size 48 is not divisible by 32.*use 32 or 64"):
+    with pytest.raises(ConfigError, match=r"^image_size=48 is not divisible by 32.*use 32 or 64"):
         build.build_model(RunConfig(model="resnet34_unet", image_size=48))
 
 

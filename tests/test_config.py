@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 
 import pytest
 
 from segkit.cli import build_parser, settings_from_args
 from segkit.config import (
+    COMMAND_LINE,
     DEFAULTS,
     PRECISIONS,
+    PYTHON,
     RunConfig,
     choices,
     data_path,
     field_types,
     flag,
+    given_as,
 )
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, UnknownSettingError
 
 
 def test_defaults_come_from_the_one_table():
@@ -55,9 +59,70 @@ def test_defaults_come_from_the_one_table():
         ({"warmup_epochs": 5, "epochs": 5}, r"--warmup-epochs 5.0: expected a value from 0"),
     ],
 )
-def test_bad_values_name_the_option(changes, message):
+def test_bad_values_name_the_option_in_the_segkit_command(changes, message):
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match=message):
+        RunConfig(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, r"^epochs=0: expected a positive integer$"),
+        ({"image_size": "64"}, r"^image_size='64': expected an integer$"),
+        ({"lr": 0}, r"^lr=0.0: expected a positive learning rate$"),
+        ({"precision": "fp8"}, r"^precision='fp8': expected one of auto, fp32, bf16, fp16$"),
+        ({"model_options": ["a"]}, r"^model_options=\['a'\]: expected a table of options$"),
+        ({"model": None}, r"^model: a value is required$"),
+        ({"max_time": 20}, r'^max_time=20: expected a duration with its unit, as a string: "20m"'),
+        ({"max_time": "soon"}, r"^max_time='soon': expected a duration such as 20m"),
+        (
+            {"warmup_epochs": 5, "epochs": 5},
+            r"^warmup_epochs=5.0: expected a value from 0 up to \(not including\) epochs=5$",
+        ),
+    ],
+)
+def test_bad_values_name_the_field_as_python_gives_it(changes, message):
+    """A notebook user typed no flag: the message names the keyword argument they wrote."""
     with pytest.raises(ConfigError, match=message):
         RunConfig(**changes)
+
+
+def test_a_typo_in_a_field_name_is_a_config_error_and_a_type_error_with_the_close_match():
+    with pytest.raises(UnknownSettingError) as caught:
+        RunConfig(imagesize=64)
+    assert str(caught.value) == (
+        "RunConfig(imagesize=64): unknown field 'imagesize' (did you mean 'image_size'?); "
+        "help(segkit.RunConfig) lists the fields, and `segkit run --help` says what each does "
+        "(its long options are the fields, with '-' for '_')"
+    )
+    # `except TypeError` (Python's own unexpected-keyword error) and `except ConfigError` both
+    # keep catching it.
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ConfigError)
+    # The old key name a configuration file may hold is named with its new one; every bad
+    # value of the other keywords comes in the same message.
+    with pytest.raises(UnknownSettingError) as caught:
+        RunConfig("unet", augment="type1", epochs=0, image_size="64")
+    assert str(caught.value) == (
+        "3 settings to fix:\n"
+        "  - RunConfig(augment='type1'): unknown field 'augment' (did you mean 'recipe'?); "
+        "help(segkit.RunConfig) lists the fields, and `segkit run --help` says what each does "
+        "(its long options are the fields, with '-' for '_')\n"
+        "  - image_size='64': expected an integer\n"
+        "  - epochs=0: expected a positive integer"
+    )
+    with pytest.raises(UnknownSettingError, match=r"unknown field 'epoch' \(did you mean 'epochs'"):
+        dataclasses.replace(RunConfig(), epoch=3)
+    assert dataclasses.replace(RunConfig(), epochs=3).epochs == 3
+    assert list(inspect.signature(RunConfig).parameters)[:2] == ["model", "model_options"]
+
+
+def test_from_dict_names_keys_as_python_keywords_or_flags_as_its_source_says():
+    with pytest.raises(ConfigError, match=r"^epochs=0: expected a positive integer$"):
+        RunConfig.from_dict({"epochs": 0}, source=PYTHON)
+    with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive integer$"):
+        RunConfig.from_dict({"epochs": 0}, source=COMMAND_LINE)
+    with pytest.raises(UnknownSettingError, match=r"^c.yaml: unknown setting\(s\) 'epoch' \(did"):
+        RunConfig.from_dict({"epoch": 0}, source="c.yaml")
 
 
 def test_an_int_where_a_float_is_expected_becomes_a_float():
@@ -230,8 +295,10 @@ def test_from_dict_names_the_source_and_the_given_flags():
         RunConfig.from_dict({"epochs": 0, "lr": 1.0}, source="c.toml", flags=["epochs"])
     with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive"):
         RunConfig.from_dict({"epochs": 0}, source="command line")
-    with pytest.raises(ConfigError, match=r"^--epochs 0: expected a positive"):
-        RunConfig(epochs=0)  # built in Python: the flag names the setting
+    with pytest.raises(ConfigError, match=r"^epochs=0: expected a positive"):
+        RunConfig(epochs=0)  # built in Python: the keyword names the setting
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match=r"^--epochs 0: expected"):
+        RunConfig(epochs=0)  # built by the segkit command: its flag does
 
 
 # ----------------------------------------------------------------------- data paths
@@ -311,7 +378,9 @@ def test_threads_are_auto_or_a_number(value, expected):
 
 @pytest.mark.parametrize("value", [0, -1, "many", 1.5, True])
 def test_bad_threads_name_the_flag(value):
-    with pytest.raises(ConfigError, match=r"^--threads .*: expected"):
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match=r"^--threads .*: expected"):
+        RunConfig(threads=value)
+    with pytest.raises(ConfigError, match=r"^threads=.*: expected"):
         RunConfig(threads=value)
 
 
@@ -396,13 +465,13 @@ def test_every_mistake_of_a_file_and_its_flags_is_reported_at_once(tmp_path, cap
 
 def test_a_check_of_two_settings_waits_for_the_other_one_to_be_good():
     # warmup_epochs is compared with epochs only once epochs is a good value itself.
-    with pytest.raises(ConfigError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
         RunConfig(epochs=0, warmup_epochs=3, lr=0)
     assert str(e.value) == (
         "2 settings to fix:\n  - --epochs 0: expected a positive integer\n"
         "  - --lr 0.0: expected a positive learning rate"
     )
-    with pytest.raises(ConfigError, match=r"^--epochs '3': expected an integer$"):
+    with pytest.raises(ConfigError, match=r"^epochs='3': expected an integer$"):
         RunConfig(epochs="3", warmup_epochs=5)
 
 

@@ -269,3 +269,16 @@ def test_the_api_pages_notebook_examples_run(tmp_path, monkeypatch):
     assert namespace["probs"].shape == (32, 32)
     assert namespace["predictor"].predict(arrays[0][0]).shape == (32, 32)
     assert (tmp_path / "runs" / "arrays" / "summary.json").is_file()
+
+
+def test_the_api_pages_typo_example_prints_what_the_page_shows(capsys):
+    """The message a typo in a RunConfig gives, as the API page shows it."""
+    import segkit
+
+    page = DOCS / "reference" / "api.md"
+    heading = "A typo or a bad value: the message names what you wrote"
+    (block,) = _python_blocks(page, heading)
+    section = page.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    (shown,) = re.findall(r"^```text\n(.*?)^```$", section, flags=re.M | re.S)
+    exec(compile(block, "docs/reference/api.md", "exec"), {"segkit": segkit})
+    assert capsys.readouterr().out == shown

@@ -92,9 +92,9 @@ def test_state_dict_round_trip_and_an_old_checkpoint_starts_at_0() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"patience": 0}, "--patience 0: expected a positive integer"),
-        ({"min_delta": -0.1}, "--min-delta -0.1: expected 0 or more"),
-        ({"monitor": "test_dice"}, "--monitor 'test_dice': expected one of auto, valid_dice"),
+        ({"patience": 0}, "^patience=0: expected a positive integer"),
+        ({"min_delta": -0.1}, "^min_delta=-0.1: expected 0 or more"),
+        ({"monitor": "test_dice"}, "^monitor='test_dice': expected one of auto, valid_dice"),
     ],
 )
 def test_bad_settings_are_refused(options: dict, message: str) -> None:
@@ -233,9 +233,9 @@ def test_monitor_valid_loss_picks_the_lowest_loss(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("20", "--max-time '20': expected a duration such as 20m, 90s, 1h30m or 1.5h"),
-        ("0s", "--max-time '0s': expected a duration above zero"),
-        ("ten minutes", "--max-time 'ten minutes': expected a duration such as 20m"),
+        ("20", "^max_time='20': expected a duration such as 20m, 90s, 1h30m or 1.5h"),
+        ("0s", "^max_time='0s': expected a duration above zero"),
+        ("ten minutes", "^max_time='ten minutes': expected a duration such as 20m"),
     ],
 )
 def test_a_bad_max_time_names_the_value_and_the_form(value: str, message: str) -> None:

@@ -19,6 +19,7 @@ import torch
 from helpers import TRIO, save_checkpoint
 
 from segkit.cli import main
+from segkit.config import COMMAND_LINE, given_as
 from segkit.errors import ConfigError, ExportError
 from segkit.inference.export import export, read_onnx_metadata
 from segkit.system import files
@@ -87,7 +88,7 @@ def test_torchscript_export_writes_a_sidecar(ckpt: Path, tmp_path: Path) -> None
 def test_export_refuses_bad_requests(ckpt: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"--image-size 40 is not divisible by 32, which model 'timm_unet' needs; use 32 or 64",
+        match=r"^image_size=40 is not divisible by 32, which model 'timm_unet' needs; use 32 or 64",
     ):
         export(ckpt, tmp_path / "m.pt", format="torchscript", image_size=40)
     (tmp_path / "there.pt").write_bytes(b"x")
@@ -96,7 +97,7 @@ def test_export_refuses_bad_requests(ckpt: Path, tmp_path: Path, capsys) -> None
         == 2
     )
     assert "there.pt already exists; pass --overwrite" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match=r"--format 'tflite': expected one of onnx, torchscript"):
+    with pytest.raises(ConfigError, match=r"^format='tflite': expected one of onnx, torchscript"):
         export(ckpt, tmp_path / "m.x", format="tflite")
 
 
@@ -232,12 +233,16 @@ def test_the_format_follows_the_suffix_and_a_contradiction_is_refused(
     assert fmt("m.bin", format="torchscript") == "torchscript"
     with pytest.raises(
         ConfigError,
-        match=r"--out .*/model.onnx: a .onnx file is onnx, but --format is torchscript; name the "
-        r"file with .ts or .pt or .pth or .torchscript, or pass --format onnx",
+        match=r"^out=PosixPath\('.*/model.onnx'\): a .onnx file is onnx, but format is "
+        r"torchscript; name the file with .ts or .pt or .pth or .torchscript, or pass "
+        r"format='onnx'",
     ):
         export(ckpt, tmp_path / "model.onnx", format="torchscript")
-    with pytest.raises(ConfigError, match=r"a .pt file is torchscript, but --format is onnx"):
+    with pytest.raises(ConfigError, match=r"a .pt file is torchscript, but format is onnx"):
         fmt("m.pt", format="onnx")
+    with given_as(COMMAND_LINE):  # as `segkit export` makes them: the flags are named
+        with pytest.raises(ConfigError, match=r"^--out m.pt: a .pt file is torchscript, but "):
+            fmt("m.pt", format="onnx")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,8 +11,16 @@ import pytest
 
 from segkit.build import resolve_device
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def command_line():
+    """Settings named as `segkit run` names them, by their flags (the command runs its work
+    so; called from Python, the same checks name the keyword: tests/test_config.py)."""
+    with given_as(COMMAND_LINE):
+        yield
 
 
 @pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1.0])

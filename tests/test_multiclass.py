@@ -516,15 +516,15 @@ def test_task_resolves_the_loss_and_monitor_from_the_dataset(tiny_pets: Path) ->
         resolve(RunConfig(data=str(tiny_pets), loss="bce_dice", dataset_options=options), trimap)
     msg = str(e.value)
     assert (
-        "--loss bce_dice takes binary targets" in msg
+        "loss='bce_dice' takes binary targets" in msg
         and "3 classes (background, pet, border)" in msg
     )
-    assert "use --loss ce_dice (or one of:" in msg and "lovasz_softmax" in msg and "\n" not in msg
+    assert "use loss='ce_dice' (or one of:" in msg and "lovasz_softmax" in msg and "\n" not in msg
     with pytest.raises(
-        ConfigError, match="--loss ce takes K-class targets, but dataset 'oxford_pet' is binary"
+        ConfigError, match="^loss='ce' takes K-class targets, but dataset 'oxford_pet' is binary"
     ):
         resolve(RunConfig(data=str(tiny_pets), loss="ce"), binary)
-    with pytest.raises(ConfigError, match="--monitor valid_miou: the dataset is binary"):
+    with pytest.raises(ConfigError, match="^monitor='valid_miou': the dataset is binary"):
         resolve(RunConfig(data=str(tiny_pets), monitor="valid_miou"), binary)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from segkit import recipes as R
 from segkit.build import Runtime, build_eval_loader, build_eval_plan, resolve_device
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
 from segkit.inference.native import NativeForward, plan_eval
 from segkit.inference.tiling import crop_box, pad_to_multiple, padded_forward
@@ -112,12 +112,15 @@ def test_eval_size_resize_with_a_native_recipe_is_one_line_naming_it() -> None:
     with pytest.raises(ConfigError) as e:
         plan_eval("resize", CROPPING)
     msg = str(e.value)
-    assert "\n" not in msg and "--eval-size resize" in msg and "'cropping'" in msg
-    assert "--eval-size native" in msg
+    assert "\n" not in msg and msg.startswith("eval_size='resize': ") and "'cropping'" in msg
+    assert "use eval_size='native' (or auto)" in msg
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        plan_eval("resize", CROPPING)  # segkit run --eval-size resize
+    assert str(e.value).startswith("--eval-size resize: ") and "--eval-size native" in str(e.value)
 
 
 def test_eval_size_is_a_config_field_checked_and_carried(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--eval-size 'big': expected one of auto, native"):
+    with pytest.raises(ConfigError, match="^eval_size='big': expected one of auto, native"):
         RunConfig(eval_size="big")
     path = tmp_path / "run.toml"
     path.write_text('eval_size = "native"\nrecipe = "type1"\n')

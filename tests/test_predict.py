@@ -19,7 +19,8 @@ from PIL import Image
 
 import segkit
 from segkit.cli import main
-from segkit.errors import ConfigError
+from segkit.config import COMMAND_LINE, given_as
+from segkit.errors import ConfigError, UnknownSettingError
 from segkit.inference.predict import collect_images
 from segkit.inference.predictor import Predictor
 from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
@@ -326,15 +327,17 @@ def test_k_class_probabilities_are_a_softmax_per_pixel(mode: str) -> None:
 def test_predictor_refuses_bad_settings_and_arrays(ckpt: Path) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"--tile 40 is not divisible by 32, which model 'timm_unet' needs; use 32 or 64",
+        match=r"^tile=40 is not divisible by 32, which model 'timm_unet' needs; use 32 or 64",
     ):
         Predictor(ckpt, device="cpu", tile=40)
     with pytest.raises(
-        ConfigError, match=r"--overlap 1.0: expected a fraction of the tile in \[0, 1\)"
+        ConfigError, match=r"^overlap=1.0: expected a fraction of the tile in \[0, 1\)"
     ):
         Predictor(ckpt, device="cpu", overlap=1.0)
-    with pytest.raises(ConfigError, match=r"--tta 'rot90': expected one of none, flip, flip_hv"):
+    with pytest.raises(ConfigError, match=r"^tta='rot90': expected one of none, flip, flip_hv"):
         Predictor(ckpt, device="cpu", tta="rot90")
+    with pytest.raises(UnknownSettingError, match=r"^segkit.Predictor\(mdoe='tile'\): unknown "):
+        Predictor(ckpt, device="cpu", mdoe="tile")
     predictor = Predictor(ckpt, device="cpu")
     with pytest.raises(ConfigError, match=r"expected an \(H, W, 3\) RGB, .* got shape \(5, 5, 2\)"):
         predictor.predict(np.zeros((5, 5, 2), np.uint8))
@@ -657,17 +660,22 @@ def test_open_trained_is_the_model_ready_to_run(ckpt: Path) -> None:
 def test_options_are_checked_when_made(ckpt: Path) -> None:
     from segkit.inference.options import EvaluateOptions, ExportOptions, PredictOptions
 
-    with pytest.raises(ConfigError, match=r"--threshold 1.5: expected a probability in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"^threshold=1.5: expected a probability in \(0, 1\)"):
         PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", threshold=1.5)
-    with pytest.raises(ConfigError, match=r"--probabilities 'tif': expected npy or png"):
+    with given_as(COMMAND_LINE):  # as `segkit predict` makes them: the flag is named
+        with pytest.raises(ConfigError, match=r"^--threshold 1.5: expected a probability in"):
+            PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", threshold=1.5)
+    with pytest.raises(ConfigError, match=r"^probabilities='tif': expected npy or png"):
         PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", probabilities="tif")
-    with pytest.raises(ConfigError, match=r"--overlap 1.5: expected a fraction"):
+    with pytest.raises(ConfigError, match=r"^overlap=1.5: expected a fraction"):
         EvaluateOptions(checkpoint=ckpt, mode="tile", overlap=1.5)
     # Without the predictor the tiling options are not used, and not refused.
     assert EvaluateOptions(checkpoint=ckpt, overlap=1.5).through_predictor is False
     assert EvaluateOptions(checkpoint=ckpt, tta="flip").predictor(4).mode == "resize"
-    with pytest.raises(ConfigError, match=r"--format 'tflite': expected one of onnx, torchscript"):
+    with pytest.raises(ConfigError, match=r"^format='tflite': expected one of onnx, torchscript"):
         ExportOptions(checkpoint=ckpt, out="m.onnx", format="tflite")
+    with pytest.raises(UnknownSettingError, match=r"^PredictOptions\(overlay=True\): unknown"):
+        PredictOptions(checkpoint=ckpt, images=["a.jpg"], out="o", overlay=True)
     one = PredictOptions(checkpoint=ckpt, images="a.jpg", out="o", probabilities=True)
     assert one.images == ["a.jpg"] and one.probabilities == "npy"
 

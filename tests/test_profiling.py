@@ -146,7 +146,7 @@ def test_a_run_folder_with_only_a_profile_records_no_run(tmp_path: Path) -> None
 
 
 def test_a_negative_profile_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"^--profile -1: expected 0 or a positive integer$"):
+    with pytest.raises(ConfigError, match=r"^profile=-1: expected 0 or a positive integer$"):
         RunConfig(profile=-1)
     assert RunConfig().profile == 0
 

@@ -145,7 +145,7 @@ def test_log_every_is_validated() -> None:
     from segkit.errors import ConfigError
 
     assert RunConfig(log_every=0).log_every == 0
-    with pytest.raises(ConfigError, match="--log-every -1.0: expected 0 or more seconds"):
+    with pytest.raises(ConfigError, match="^log_every=-1.0: expected 0 or more seconds"):
         RunConfig(log_every=-1)
 
 

@@ -195,6 +195,8 @@ def test_a_notebook_trains_resumes_reads_and_predicts_with_its_own_model_and_dat
 
     result = segkit.resume(first.run_dir, epochs=2, quiet=True)
     assert result.epochs_run == 2 and len(result.history) == 2
+    # The test scores by name, and what summary.json's test_metrics records (RunResult.test).
+    assert isinstance(result.test["dice"], float) and isinstance(result.test["definitions"], dict)
     run = segkit.read_run(first.run_dir)
     assert run.summary["test_dice"] == result.test["dice"]
     assert [row["epoch"] for row in run.history] == [1, 2]
@@ -239,3 +241,87 @@ def test_resume_and_read_run_are_public():
     with pytest.raises(ConfigError, match="not a run folder"):
         segkit.read_run(Path(__file__).parent)
     assert read_run.__doc__
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: segkit.train(segkit.RunConfig(), quite=True),
+            "segkit.train(quite=True): unknown keyword 'quite' (did you mean 'quiet'?); "
+            "it takes: config, quiet",
+        ),
+        (
+            lambda: segkit.resume("runs/x", epoch=3),
+            "segkit.resume(epoch=3): unknown keyword 'epoch' (did you mean 'epochs'?); "
+            "it takes: run_dir, epochs, max_time, quiet, settings",
+        ),
+        (
+            lambda: segkit.resume("runs/x", settings={"devce": "cpu"}),
+            "settings=dict(devce='cpu'): unknown setting 'devce' (did you mean 'device'?); "
+            "resume may change: epochs, max_time, data, device,",
+        ),
+        (
+            lambda: segkit.Predictor("best.pt", mdoe="tile"),
+            "segkit.Predictor(mdoe='tile'): unknown keyword 'mdoe' (did you mean 'mode'?); "
+            "it takes: checkpoint, device, precision, num_workers, mode, tta,",
+        ),
+        (
+            lambda: segkit.predict("best.pt", ["a.png"], "out", overlay=True),
+            "segkit.predict(overlay=True): unknown keyword 'overlay' (did you mean 'overlays'?)",
+        ),
+        (
+            lambda: segkit.evaluate("best.pt", batchsize=2),
+            "segkit.evaluate(batchsize=2): unknown keyword 'batchsize' (did you mean "
+            "'batch_size'?)",
+        ),
+        (
+            lambda: segkit.export("best.pt", "m.onnx", dynamc=True),
+            "segkit.export(dynamc=True): unknown keyword 'dynamc' (did you mean 'dynamic'?)",
+        ),
+        (
+            lambda: segkit.open_trained("best.pt", devic="cpu"),
+            "segkit.open_trained(devic='cpu'): unknown keyword 'devic' (did you mean "
+            "'device'?); the overrides are RunConfig's fields, which help(segkit.RunConfig) "
+            "lists",
+        ),
+        (
+            lambda: segkit.lr_find(segkit.RunConfig(), step=30),
+            "segkit.lr_find(step=30): unknown keyword 'step' (did you mean 'steps'?)",
+        ),
+    ],
+)
+def test_a_typo_in_a_keyword_names_the_close_match_before_anything_is_opened(call, message):
+    """Python's own TypeError names no close match; this one does, is a ConfigError (the CLI
+    and `except segkit.ConfigError` take it) and a TypeError (`except TypeError` still
+    does), and comes before any file is opened (none of these paths exists)."""
+    with pytest.raises(segkit.UnknownSettingError) as caught:
+        call()
+    assert str(caught.value).startswith(message)
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ConfigError)
+
+
+def test_bad_options_name_the_keyword_written_not_a_flag(monkeypatch):
+    from segkit.inference import predictor as predictor_mod
+
+    opened = []
+    monkeypatch.setattr(predictor_mod, "open_trained", lambda *a, **k: opened.append(a))
+    with pytest.raises(ConfigError, match=r"^mode='tiles': expected one of auto, resize, tile"):
+        segkit.Predictor("best.pt", mode="tiles")
+    with pytest.raises(ConfigError, match=r"^threshold=2: expected a probability in \(0, 1\)"):
+        segkit.predict("best.pt", ["a.png"], "out", threshold=2)
+    with pytest.raises(ConfigError, match=r"^split='tests': expected one of train, valid, test"):
+        segkit.evaluate("best.pt", split="tests")
+    assert opened == []  # refused before the checkpoint is opened
+
+
+def test_run_result_test_is_typed_as_what_it_holds():
+    """``result.test["dice"]`` is a float, but the dict also holds ``definitions`` (a dict)
+    and, for K classes, ``confusion`` (rows of counts): not a ``dict[str, float]``."""
+    import typing
+    from typing import Any
+
+    from segkit.training.run_folder import RunResult
+
+    assert typing.get_type_hints(RunResult)["test"] == dict[str, Any]
+    assert "definitions" in RunResult.__doc__ and "confusion" in RunResult.__doc__

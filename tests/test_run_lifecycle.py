@@ -17,7 +17,7 @@ import torch
 from helpers import rows, tiny
 
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
 from segkit.reports.compare import Run, Unfinished, inspect_run, read_run
 from segkit.training import checkpoint as ckpt_io
@@ -44,13 +44,17 @@ def _metrics(folder: Path, rows_: list[dict[str, object]]) -> None:
 
 def test_epochs_below_the_epochs_done_is_refused_naming_both(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path / "intr2")
-    with pytest.raises(ConfigError) as e:
-        engine._check_epochs(folder, 1, 2)
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        engine._check_epochs(folder, 1, 2)  # segkit run --resume --epochs 1
     assert str(e.value) == (
         f"--epochs 1: {folder.path} has done 2 epochs ({folder.last} holds epoch 2), so it "
         "cannot end at 1. Pass --epochs 3 or more to train on, --epochs 2 to finish it now "
         "(test best.pt and write the reports), or leave --epochs out to go on to its own"
     )
+    with pytest.raises(ConfigError) as e:
+        engine._check_epochs(folder, 1, 2)  # segkit.resume(run, epochs=1)
+    assert str(e.value).startswith(f"epochs=1: {folder.path} has done 2 epochs")
+    assert "Pass epochs=3 or more to train on, epochs=2 to finish it now" in str(e.value)
     engine._check_epochs(folder, 2, 2)  # equal: finish now
     engine._check_epochs(folder, 3, 2)
 
@@ -62,7 +66,7 @@ def test_resume_with_fewer_epochs_keeps_last_pt_and_equal_finishes(
     train(tiny(tiny_pets, tmp_path, epochs=2, name="intr2", keep_last=True), quiet=True)
     run = tmp_path / "intr2"
     (run / "summary.json").unlink()  # as if interrupted after epoch 2
-    with pytest.raises(ConfigError, match="has done 2 epochs .* Pass --epochs 3 or more"):
+    with pytest.raises(ConfigError, match="has done 2 epochs .* Pass epochs=3 or more"):
         resume(run, epochs=1, quiet=True)
     assert ckpt_io.load(run / "last.pt")["epoch"] == 2
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
@@ -335,9 +339,10 @@ def test_ctrl_c_between_epochs_names_the_epoch_done(
         train(tiny(tiny_pets, tmp_path, epochs=3, name="between"), quiet=True)
     assert str(e.value) == (
         f"interrupted after epoch 1, before epoch 2; the last checkpoint "
-        f"({tmp_path / 'between' / 'last.pt'}) holds epoch 1. Resume with: segkit run "
-        f"--resume {tmp_path / 'between'}"
-    )
+        f"({tmp_path / 'between' / 'last.pt'}) holds epoch 1. Resume with: "
+        f"segkit.resume({str(tmp_path / 'between')!r}) (or: segkit run --resume "
+        f"{tmp_path / 'between'})"
+    )  # trained from Python: segkit.resume first; the command (test_long_runs) names itself
 
 
 # ---------------------------------------------------- 6. metrics.csv's rows on resume

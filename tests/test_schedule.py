@@ -87,9 +87,9 @@ def test_a_scheduler_positioned_mid_run_continues_the_schedule() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"schedule": "linear"}, "--schedule 'linear': expected one of exponential, cosine"),
-        ({"warmup_epochs": -1.0}, "--warmup-epochs -1.0: expected a value from 0"),
-        ({"epochs": 2, "warmup_epochs": 2.0}, "(not including) --epochs 2"),
+        ({"schedule": "linear"}, "schedule='linear': expected one of exponential, cosine"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs=-1.0: expected a value from 0"),
+        ({"epochs": 2, "warmup_epochs": 2.0}, "(not including) epochs=2"),
     ],
 )
 def test_bad_schedule_options_are_named(options: dict, message: str) -> None:

@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         command = _command_parser(parser, args)
         command.error(_unrecognized(command, extras))  # exits 2, as argparse does
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from segkit.config import COMMAND_LINE, given_as
+
     try:
-        return int(args.func(args) or 0)
+        with given_as(COMMAND_LINE):  # a message names a setting by its flag, not its field
+            return int(args.func(args) or 0)
     except RunInterrupted as e:
         print(f"segkit: {_rank()}{e}", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
+from segkit.config import checked_keywords
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
@@ -84,6 +85,7 @@ class Evaluated:
         ]
 
 
+@checked_keywords("segkit.evaluate", EvaluateOptions)
 def evaluate(checkpoint: str | Path, split: str = "test", **options: Any) -> Evaluated:
     """Score a checkpoint on a split of its dataset, or of another one with the same
     classes (``segkit evaluate``).
@@ -99,7 +101,9 @@ def evaluate(checkpoint: str | Path, split: str = "test", **options: Any) -> Eva
 
     Raises:
         CheckpointError: the checkpoint cannot be opened.
-        ConfigError: a bad option, or data whose classes are not the model's.
+        ConfigError: a bad option, or data whose classes are not the model's;
+            UnknownSettingError (also a TypeError): a keyword no option has, with its
+            close match.
         DataError: an image or mask cannot be read.
     """
     return run_evaluate(EvaluateOptions(checkpoint=checkpoint, split=split, **options))

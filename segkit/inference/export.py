@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple
+from segkit.config import checked_keywords
 from segkit.errors import ConfigError, ExportError, described
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
 from segkit.inference.trained import Trained, open_trained
@@ -116,6 +117,7 @@ def metadata(
     }
 
 
+@checked_keywords("segkit.export", ExportOptions)
 def export(checkpoint: str | Path, out: str | Path, **options: Any) -> Exported:
     """Export a checkpoint's model and check it against PyTorch (see the module docstring).
 
@@ -130,7 +132,8 @@ def export(checkpoint: str | Path, out: str | Path, **options: Any) -> Exported:
     Raises:
         ConfigError: a bad option (a ``threshold`` for a K-class model, a suffix of ``out``
             that names the other format), an ``out`` that exists, is a folder or cannot be
-            written, or onnx/onnxruntime are missing.
+            written, or onnx/onnxruntime are missing; UnknownSettingError (also a
+            TypeError): a keyword no option has, with its close match.
         CheckpointError: the checkpoint cannot be loaded or its model is not installed.
         ExportError: the export failed, or differs from PyTorch beyond ``tolerance``.
     """
@@ -147,7 +150,7 @@ def run_export(options: ExportOptions) -> Exported:
     trained = open_trained(options.checkpoint, device="cpu", precision="fp32", channels_last=False)
     trained.check_threshold(options.threshold, ExportOptions.threshold)
     size = options.image_size if options.image_size is not None else trained.image_size
-    check_size_multiple(trained.label, size, trained.multiple, "--image-size")
+    check_size_multiple(trained.label, size, trained.multiple, "image_size")
     meta = metadata(trained, options.threshold, size=size, dynamic=options.dynamic)
     meta["dynamic"] = options.dynamic
     meta["min_input_multiple"] = trained.multiple

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from segkit.config import BlendName
+from segkit.config import BlendName, named
 from segkit.errors import ConfigError
 from segkit.inference.forward import model_logits, resized_forward
 from segkit.inference.tiling import Tiling, padded_forward, sliding_window
@@ -133,14 +133,15 @@ def plan_eval(eval_size: str, recipe: Recipe) -> EvalPlan:
         ConfigError: ``resize`` with a recipe that evaluates natively, or an unknown value.
     """
     if eval_size not in ("auto", "native", "resize"):
-        raise ConfigError(f"--eval-size {eval_size!r}: expected one of auto, native, resize")
+        raise ConfigError(f"{named('eval_size', eval_size)}: expected one of auto, native, resize")
     if trained_input(recipe.native_eval) == "whole":
         if eval_size == "resize":
             raise ConfigError(
-                f"--eval-size resize: recipe '{recipe.name}' trains and evaluates at the "
-                "images' own resolution (its eval ops set no size), so a resized image is at "
-                "a scale its model never saw; use --eval-size native (or auto), or give the "
-                "recipe an eval list with a Resize"
+                f"{named('eval_size', 'resize', as_typed=True)}: recipe '{recipe.name}' trains "
+                "and evaluates at the images' own resolution (its eval ops set no size), so a "
+                "resized image is at a scale its model never saw; use "
+                f"{named('eval_size', 'native', as_typed=True)} (or auto), or give the recipe "
+                "an eval list with a Resize"
             )
         return EvalPlan(eval_size, True, trained_input(True), recipe)
     if eval_size in ("auto", "resize"):

@@ -31,6 +31,8 @@ from segkit.config import (
     PrecisionName,
     PredictMode,
     TTAName,
+    checked_keywords,
+    named,
 )
 from segkit.errors import ConfigError
 
@@ -71,18 +73,19 @@ def option_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def check_choice(flag: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     """Raises:
-    ConfigError: ``value`` is not one of ``allowed``."""
+    ConfigError: ``value`` is not one of ``allowed``; the message names option ``key``
+        as it was given (:func:`segkit.config.named`: ``mode='tiles'``, ``--mode 'tiles'``)."""
     if value not in allowed:
-        raise ConfigError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+        raise ConfigError(f"{named(key, value)}: expected one of {', '.join(allowed)}")
 
 
-def check_probability(flag: str, value: float) -> None:
+def check_probability(key: str, value: float) -> None:
     """Raises:
     ConfigError: ``value`` is not strictly between 0 and 1."""
     if not 0 < value < 1:
-        raise ConfigError(f"{flag} {value}: expected a probability in (0, 1)")
+        raise ConfigError(f"{named(key, value, as_typed=True)}: expected a probability in (0, 1)")
 
 
 # ---------------------------------------------------------------------- shared fields
@@ -159,6 +162,7 @@ def _batch_size() -> Any:
 # ---------------------------------------------------------------------- the predictor
 
 
+@checked_keywords("PredictorOptions")
 @dataclass(kw_only=True)
 class PredictorOptions:
     """How :class:`segkit.Predictor` sees an image (see :mod:`segkit.inference.predictor`).
@@ -173,7 +177,9 @@ class PredictorOptions:
         batch_size: Images (resize) or tiles (tile) per forward pass.
 
     Raises:
-        ConfigError: a bad value, named by its flag.
+        ConfigError: a bad value, named as it was given (``mode='tiles'`` in Python, by
+            its flag in the ``segkit`` command); UnknownSettingError (also a TypeError):
+            a keyword no option has, with its close match.
     """
 
     mode: PredictMode = _predict_mode()
@@ -189,22 +195,24 @@ class PredictorOptions:
     def validate(self) -> None:
         """Raises:
         ConfigError: a bad mode, tta, blend, batch size, tile or overlap."""
-        check_choice("--mode", self.mode, PREDICT_MODES)
-        check_choice("--tta", self.tta, TTAS)
-        check_choice("--blend", self.blend, BLENDS)
+        check_choice("mode", self.mode, PREDICT_MODES)
+        check_choice("tta", self.tta, TTAS)
+        check_choice("blend", self.blend, BLENDS)
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size {self.batch_size}: expected 1 or more")
+            raise ConfigError(f"{named('batch_size', self.batch_size)}: expected 1 or more")
         if self.tile is not None and self.tile < 1:
-            raise ConfigError(f"--tile {self.tile}: expected a positive size in pixels")
+            raise ConfigError(f"{named('tile', self.tile)}: expected a positive size in pixels")
         if not 0 <= self.overlap < 1:
             raise ConfigError(
-                f"--overlap {self.overlap}: expected a fraction of the tile in [0, 1), e.g. 0.25"
+                f"{named('overlap', self.overlap, as_typed=True)}: expected a fraction of the "
+                "tile in [0, 1), e.g. 0.25"
             )
 
 
 # ---------------------------------------------------------------------- segkit predict
 
 
+@checked_keywords("PredictOptions")
 @dataclass(kw_only=True)
 class PredictOptions:
     """``segkit predict`` (:func:`segkit.predict`): masks, overlays and probabilities of
@@ -227,7 +235,9 @@ class PredictOptions:
             reading images (:class:`~segkit.config.RunConfig`'s).
 
     Raises:
-        ConfigError: a bad value, named by its flag.
+        ConfigError: a bad value, named as it was given (``mode='tiles'`` in Python, by
+            its flag in the ``segkit`` command); UnknownSettingError (also a TypeError):
+            a keyword no option has, with its close match.
     """
 
     checkpoint: str | Path = _checkpoint()
@@ -280,9 +290,9 @@ class PredictOptions:
     def validate(self) -> None:
         """Raises:
         ConfigError: a bad threshold, probability format or predictor option."""
-        check_probability("--threshold", self.threshold)
+        check_probability("threshold", self.threshold)
         if self.probabilities not in (None, *get_args(ProbabilityFormat)):
-            raise ConfigError(f"--probabilities {self.probabilities!r}: expected npy or png")
+            raise ConfigError(f"{named('probabilities', self.probabilities)}: expected npy or png")
         self.predictor()
 
     def predictor(self) -> PredictorOptions:
@@ -300,6 +310,7 @@ class PredictOptions:
 # ---------------------------------------------------------------------- segkit evaluate
 
 
+@checked_keywords("EvaluateOptions")
 @dataclass(kw_only=True)
 class EvaluateOptions:
     """``segkit evaluate`` (:func:`segkit.evaluate`): a checkpoint's scores on a split.
@@ -319,7 +330,9 @@ class EvaluateOptions:
         tta, tile, overlap, blend: The predictor's (:class:`PredictorOptions`).
 
     Raises:
-        ConfigError: a bad value, named by its flag.
+        ConfigError: a bad value, named as it was given (``mode='tiles'`` in Python, by
+            its flag in the ``segkit`` command); UnknownSettingError (also a TypeError):
+            a keyword no option has, with its close match.
     """
 
     checkpoint: str | Path = _checkpoint()
@@ -355,7 +368,7 @@ class EvaluateOptions:
         """Raises:
         ConfigError: a bad split, or a bad predictor option when the predictor is used
             (the run settings are checked against the checkpoint's config)."""
-        check_choice("--split", self.split, get_args(SplitName))
+        check_choice("split", self.split, get_args(SplitName))
         if self.through_predictor:
             self.predictor(batch_size=PredictorOptions.batch_size)
 
@@ -387,6 +400,7 @@ class EvaluateOptions:
 # ---------------------------------------------------------------------- segkit export
 
 
+@checked_keywords("ExportOptions")
 @dataclass(kw_only=True)
 class ExportOptions:
     """``segkit export`` (:func:`segkit.inference.export.export`).
@@ -453,13 +467,16 @@ class ExportOptions:
         implied = next((f for f, ends in EXPORT_SUFFIXES.items() if suffix in ends), None)
         if self.format is None:
             self.format = implied or "onnx"
-        check_choice("--format", self.format, EXPORT_FORMATS)
+        check_choice("format", self.format, EXPORT_FORMATS)
         if implied is not None and implied != self.format:
             fitting = " or ".join(EXPORT_SUFFIXES[self.format])
             raise ConfigError(
-                f"--out {self.out}: a {suffix} file is {implied}, but --format is "
-                f"{self.format}; name the file with {fitting}, or pass --format {implied}"
+                f"{named('out', self.out, as_typed=True)}: a {suffix} file is {implied}, but "
+                f"{named('format')} is {self.format}; name the file with {fitting}, or pass "
+                f"{named('format', implied, as_typed=True)}"
             )
-        check_probability("--threshold", self.threshold)
+        check_probability("threshold", self.threshold)
         if self.image_size is not None and self.image_size < 1:
-            raise ConfigError(f"--image-size {self.image_size}: expected a positive size in pixels")
+            raise ConfigError(
+                f"{named('image_size', self.image_size)}: expected a positive size in pixels"
+            )

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from segkit.config import checked_keywords
 from segkit.data.reading import SPLIT_LIST_ADVICE, exif_orientation, open_image, read_image
 from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
@@ -101,6 +102,7 @@ class Predicted:
         )
 
 
+@checked_keywords("segkit.predict", PredictOptions)
 def predict(
     checkpoint: str | Path, images: Sequence[str | Path], out: str | Path, **options: Any
 ) -> Predicted:
@@ -117,7 +119,8 @@ def predict(
 
     Raises:
         ConfigError: a bad option or input path, outputs that clash or already exist, or
-            an ``out`` that cannot be written.
+            an ``out`` that cannot be written; UnknownSettingError (also a TypeError): a
+            keyword no option has, with its close match.
         CheckpointError: the checkpoint cannot be opened.
         DataError: an unreadable image, unless ``skip_bad``.
     """

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple, resolve_device
+from segkit.config import checked_keywords
 from segkit.data.reading import pil_to_rgb, read_image
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
@@ -83,6 +84,7 @@ def mode_line(mode: str, counts: Mapping[str, int]) -> str:
     return f"auto ({', '.join(f'{m} {n}' for m, n in sorted(counts.items()))})"
 
 
+@checked_keywords("segkit.Predictor", PredictorOptions)
 class Predictor:
     """Probabilities from a checkpoint, for arrays or image files.
 
@@ -100,7 +102,9 @@ class Predictor:
 
     Raises:
         CheckpointError: the checkpoint is unreadable or its model is not installed.
-        ConfigError: a bad mode, tta, tile, overlap, blend, device or precision.
+        ConfigError: a bad mode, tta, tile, overlap, blend, device or precision, named as
+            it was given (``mode='tiles'``); UnknownSettingError (also a TypeError): a
+            keyword no option has, with its close match.
     """
 
     def __init__(
@@ -163,7 +167,7 @@ class Predictor:
         self.image_size, self.native = trained.image_size, trained.native
         self.mode, self.tta, self.batch_size = options.mode, options.tta, options.batch_size
         self.tile = options.tile if options.tile is not None else trained.image_size
-        check_size_multiple(trained.label, self.tile, trained.multiple, "--tile")
+        check_size_multiple(trained.label, self.tile, trained.multiple, "tile")
         self.tiling = Tiling(self.tile, options.overlap, options.blend, options.batch_size)
         # auto: the largest image predicted whole; lowered below an image that ran out
         # of memory whole, which is then tiled.

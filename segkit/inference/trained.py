@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from segkit.build import build_model, build_recipe, resolve_runtime
-from segkit.config import RENAMED_KEYS, RunConfig
+from segkit.config import RENAMED_KEYS, RunConfig, checked_keywords
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
@@ -166,6 +166,11 @@ class Trained:
         return model_logits(self.model, images, self.runtime.precision, self.runtime.channels_last)
 
 
+@checked_keywords(
+    "segkit.open_trained",
+    RunConfig,
+    listed="the overrides are RunConfig's fields, which help(segkit.RunConfig) lists",
+)
 def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
     """A checkpoint's trained model, ready to run (see the module docstring).
 
@@ -179,7 +184,9 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
     Raises:
         CheckpointError: the checkpoint is unreadable, its config unusable, its model
             plugin not installed, or its weights do not fit the model.
-        ConfigError: an override has a bad value, or the device is not available here.
+        ConfigError: an override has a bad value, or the device is not available here;
+            UnknownSettingError (also a TypeError): an override no field has, with its
+            close match.
     """
     path = Path(checkpoint)
     config, ckpt = open_checkpoint(path, **{"device": "auto", "precision": "auto", **overrides})

@@ -151,7 +151,7 @@ class TensorBoardLog:
         self.writer.flush()
         return picture
 
-    def test(self, metrics: dict[str, float], epoch: int) -> None:
+    def test(self, metrics: dict[str, Any], epoch: int) -> None:
         """The test Dice and IoU of the best checkpoint, at the run's last epoch."""
         for key in ("dice", "iou"):
             self.writer.add_scalar(f"test/{key}", float(metrics[key]), epoch)

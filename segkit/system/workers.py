@@ -73,22 +73,24 @@ def check_workers(workers: int, default: int) -> str | None:
     Raises:
         ConfigError: ``workers`` is above :data:`MAX_WORKERS_PER_CORE` times the cores.
     """
+    from segkit.config import named
     from segkit.errors import ConfigError
 
     cores = usable_cores()
     if workers > MAX_WORKERS_PER_CORE * cores:
         raise ConfigError(
-            f"--num-workers {workers}: more than {MAX_WORKERS_PER_CORE} x this machine's "
-            f"{cores} usable core{'s' * (cores != 1)} ({MAX_WORKERS_PER_CORE * cores} at "
-            "most); each worker is a process of its own, and so many would spend the "
-            f"machine's time and memory on switching between them. Pass --num-workers "
-            f"{cores} or fewer, or leave it out (the default here: {default})"
+            f"{named('num_workers', workers)}: more than {MAX_WORKERS_PER_CORE} x this "
+            f"machine's {cores} usable core{'s' * (cores != 1)} ({MAX_WORKERS_PER_CORE * cores} "
+            "at most); each worker is a process of its own, and so many would spend the "
+            f"machine's time and memory on switching between them. Pass "
+            f"{named('num_workers', cores)} or fewer, or leave it out (the default here: "
+            f"{default})"
         )
     if workers > cores:
         return (
-            f"--num-workers {workers} is more than this machine's {cores} usable "
-            f"core{'s' * (cores != 1)}: the workers take turns on them; --num-workers "
-            f"{cores} or fewer gives each its own"
+            f"{named('num_workers', workers)} is more than this machine's {cores} usable "
+            f"core{'s' * (cores != 1)}: the workers take turns on them; "
+            f"{named('num_workers', cores)} or fewer gives each its own"
         )
     return None
 

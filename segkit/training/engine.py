@@ -31,14 +31,14 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from segkit import build
-from segkit.config import RunConfig
+from segkit.config import PYTHON, RunConfig, checked_keywords, given, named, unknown_keywords
 from segkit.contracts import SPLITS
 from segkit.errors import (
     CheckpointError,
@@ -46,6 +46,7 @@ from segkit.errors import (
     DataError,
     MainGuardError,
     RunInterrupted,
+    UnknownSettingError,
     described,
 )
 from segkit.metrics.definitions import scores_from_meter
@@ -67,6 +68,7 @@ from segkit.training.run_folder import RunClock, RunFolder, RunResult, time_line
 __all__ = ["RunResult", "resume", "train"]
 
 
+@checked_keywords("segkit.train")
 def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
     """Train, validate, test and report into a new run folder.
 
@@ -75,12 +77,15 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
         quiet: Print nothing (the CLI then prints the summary line itself).
 
     Returns:
-        The test metrics, timings and the run folder.
+        A :class:`~segkit.training.run_folder.RunResult`: the run folder, ``test`` (the
+        best checkpoint's test scores, ``result.test["dice"]``, with the ``definitions``
+        dict and, for K classes, the ``confusion`` matrix), the history and timings.
 
     Raises:
         SegkitError: bad configuration, data or checkpoint (a subclass says which).
         RunInterrupted: Ctrl-C; the message says how to resume.
         MainGuardError: loader worker processes re-ran a script without the main guard.
+        UnknownSettingError: a keyword ``train`` does not take, with its close match.
     """
     exit_if_reimporting_main()
     try:
@@ -113,6 +118,7 @@ CHANGEABLE_ON_RESUME = (
 )
 
 
+@checked_keywords("segkit.resume")
 def resume(
     run_dir: Path | str,
     *,
@@ -140,10 +146,26 @@ def resume(
 
     Raises:
         ConfigError: another process trains in ``run_dir`` (or resumes it); ``epochs``
-            below the epochs done; a setting that changes what is trained.
+            below the epochs done; a setting that changes what is trained; a bad value
+            (named as given: ``epochs=3`` in Python, ``--epochs 3`` by ``segkit run``).
+        UnknownSettingError: a keyword ``resume`` does not take, or a key of
+            ``settings`` no RunConfig field has, with its close match (a ConfigError and
+            a TypeError).
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
         DataError: a new ``data`` folder holds other samples than the run trained on.
     """
+    names = [f.name for f in fields(RunConfig)]
+    unknown = {k: v for k, v in (settings or {}).items() if k not in names}
+    if unknown:
+        raise UnknownSettingError(
+            unknown_keywords(
+                "settings=dict",
+                unknown,
+                names,
+                what="setting",
+                listed=f"resume may change: epochs, max_time, {', '.join(CHANGEABLE_ON_RESUME)}",
+            )
+        )
     refused = sorted(set(settings or {}) - set(CHANGEABLE_ON_RESUME))
     if refused:
         raise ConfigError(
@@ -207,10 +229,11 @@ def _check_epochs(folder: RunFolder, epochs: int, done: int) -> None:
     """
     if epochs < done:
         raise ConfigError(
-            f"--epochs {epochs}: {folder.path} has done {done} epochs ({folder.last} holds "
-            f"epoch {done}), so it cannot end at {epochs}. Pass --epochs {done + 1} or more "
-            f"to train on, --epochs {done} to finish it now (test best.pt and write the "
-            "reports), or leave --epochs out to go on to its own"
+            f"{named('epochs', epochs)}: {folder.path} has done {done} epochs ({folder.last} "
+            f"holds epoch {done}), so it cannot end at {epochs}. Pass "
+            f"{named('epochs', done + 1)} or more to train on, {named('epochs', done)} to "
+            "finish it now (test best.pt and write the reports), or leave "
+            f"{named('epochs')} out to go on to its own"
         )
 
 
@@ -1096,7 +1119,7 @@ def _resume_hint(run: Run) -> str:
     if saved is not None and folder.last.exists():
         return (
             f"the last checkpoint ({folder.last}) holds epoch {saved}. Resume with: "
-            f"segkit run --resume {folder.path}{devices}"
+            f"{_resume_call(folder.path, devices)}"
         )
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
@@ -1107,6 +1130,15 @@ def _resume_hint(run: Run) -> str:
     )
 
 
+def _resume_call(path: Path, devices: str) -> str:
+    """The call that resumes the run in ``path``: the command, and ``segkit.resume`` first
+    for a run started from Python (a notebook's user typed no command)."""
+    command = f"segkit run --resume {path}{devices}"
+    if given() == PYTHON and not devices:
+        return f"segkit.resume({str(path)!r}) (or: {command})"
+    return command
+
+
 def _next_step(run: Run) -> str:
     """After a failed checkpoint write is fixed: resume from the last checkpoint, or start
     the run again (in its folder) when there is none."""
@@ -1114,7 +1146,7 @@ def _next_step(run: Run) -> str:
     assert folder is not None
     devices = f" --devices {d.world}" if d.enabled else ""
     if writer is not None and writer.saved_epoch is not None and folder.last.exists():
-        return f"resume with: segkit run --resume {folder.path}{devices}"
+        return f"resume with: {_resume_call(folder.path, devices)}"
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:
         return f"start the run again: {kept[0]}. {kept[1]}"

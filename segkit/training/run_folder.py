@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.config import RunConfig
+from segkit.config import RunConfig, named
 from segkit.errors import CheckpointError, ConfigError
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.task import per_class_rows
@@ -74,10 +74,28 @@ _LOCKS: dict[str, int] = {}
 
 @dataclass
 class RunResult:
-    """What a training run returns (and ``summary.json`` records)."""
+    """What a training run returns (and ``summary.json`` records).
+
+    ``test`` holds the best checkpoint's scores on the test split, numbers read as
+    ``result.test["dice"]``, and two values that are not numbers:
+
+    - binary: ``dice``, ``iou``, ``loss`` (floats), ``images`` (a count);
+    - K classes: ``miou``, ``mdice``, ``miou_images``, ``mdice_images``, ``pixel_acc``,
+      ``loss``, ``iou_<c>`` and ``dice_<c>`` per class index (floats), ``images``,
+      ``images_scored``, ``pixels`` (counts) and ``confusion`` (the confusion matrix: a
+      list of rows of pixel counts, rows the true class);
+    - both: ``definitions``, a dict of Dice and IoU under the definitions papers and peer
+      libraries use (:func:`segkit.metrics.definitions.side_by_side`; ``summary.json``'s
+      ``test_metrics``).
+
+    Hence ``dict[str, Any]``: ``float(result.test["dice"])`` where a type checker needs a
+    float. A rank of a multi-GPU run other than the first returns an empty ``test``.
+    """
 
     run_dir: Path
-    test: dict[str, float]
+    #: The test split's scores (see the class docstring): floats by name, counts,
+    #: ``confusion`` (K classes) and ``definitions``.
+    test: dict[str, Any]
     best_epoch: int
     best_valid_dice: float
     epoch_seconds: float
@@ -161,7 +179,7 @@ class RunFolder:
         base = Path(config.out).expanduser()
         name = config.name or f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         if "/" in name or name in ("", ".", ".."):
-            raise ConfigError(f"--name {name!r}: expected a plain folder name without '/'")
+            raise ConfigError(f"{named('name', name)}: expected a plain folder name without '/'")
         path = base / name
         try:
             base.mkdir(parents=True, exist_ok=True)
