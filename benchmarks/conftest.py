@@ -172,8 +172,8 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
             "precision",
             "images/s",
             "s/epoch",
-            "model-only img/s",
-            "loader-only img/s",
+            "model img/s",
+            "loader img/s",
             "efficiency",
             "bottleneck",
             "floor s",
@@ -185,13 +185,14 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         lines += [f"epoch (test_epoch.py){f', {device}' if device else ''}"]
         lines += _table(header, rows, names=2)
         lines += [
-            "efficiency = images/s / min(model-only, loader-only images/s)"
+            "model img/s, loader img/s: the model alone, the loader alone, at these sizes;",
+            "efficiency = images/s / min(model img/s, loader img/s)"
             + (
                 "; floor = train GFLOP/image x images / peak TFLOP/s "
                 f"({', '.join(f'{k} {v:g}' for k, v in PEAK_TFLOPS.items())})"
                 if floors
                 else ""
-            )
+            ),
         ]
 
     models = by_suite.get("model", [])

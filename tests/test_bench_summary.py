@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFTEST = ROOT / "benchmarks" / "conftest.py"
 
 EPOCH_COLUMNS = [
-    "model", "loader", "precision", "images/s", "s/epoch", "model-only img/s",
-    "loader-only img/s", "efficiency", "bottleneck",
+    "model", "loader", "precision", "images/s", "s/epoch", "model img/s",
+    "loader img/s", "efficiency", "bottleneck",
 ]  # fmt: skip
 
 
