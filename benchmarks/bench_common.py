@@ -18,6 +18,11 @@ SEGKIT_BENCH_MODELS        every registered model (comma-separated names to pick
 SEGKIT_BENCH_DATA          (unset)                        a set in the Oxford-IIIT Pet layout
 =========================  =============================  ==============================
 
+``SEGKIT_BENCH_IMAGES``, ``_SIZE``, ``_BATCH`` and ``_WORKERS`` also size the suites that
+have their own variables (loader and augmentations, DALI feed, tiling, ONNX, smp peer),
+unless those are set (:func:`suite_setting`): the tiny settings ``SEGKIT_BENCH_IMAGES=8
+SEGKIT_BENCH_SIZE=32 SEGKIT_BENCH_BATCH=4`` shrink every suite.
+
 Data is the synthetic pet set (JPEGs of about 500x375 with trimaps, in the Oxford-IIIT
 Pet layout), generated once (in parallel, one process per core) into ``$SEGKIT_CACHE``
 (``~/.cache/segkit``) and reused. ``SEGKIT_BENCH_DATA`` names a set already made instead
@@ -49,6 +54,110 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"SEGKIT_BENCH_{name}", default)
 
 
+#: The shared size knobs: set one and every suite follows it unless that suite's own
+#: variable (``SEGKIT_BENCH_<SUITE>_<NAME>``) is set too.
+SIZE_KNOBS = ("IMAGES", "SIZE", "BATCH", "WORKERS")
+
+#: The variables that size a run: any of them set makes it other than the default size.
+SIZE_VARIABLES = tuple(
+    f"SEGKIT_BENCH_{name}"
+    for name in (
+        "FULL", "DATA", "IMAGES", "SIZE", "BATCH", "WORKERS",
+        "LOADER_IMAGES", "LOADER_SIZE", "LOADER_BATCH", "LOADER_WORKERS",
+        "FEED_IMAGES", "FEED_SIZE", "FEED_BATCH",
+        "PEER_IMAGES", "PEER_SIZE", "PEER_EPOCHS", "PEER_SEEDS",
+        "TILE_SIZE", "TILE_IMAGE", "ONNX_SIZE",
+    )
+)  # fmt: skip
+
+
+def suite_setting(suite: str, name: str, default: int) -> int:
+    """A suite's own size: ``SEGKIT_BENCH_<SUITE>_<NAME>``, else the shared
+    ``SEGKIT_BENCH_<NAME>``, else ``default`` (``suite=""``: the shared one alone). So ``SEGKIT_BENCH_SIZE=32`` shrinks the
+    loader, augmentation, feed, peer, tiling and ONNX suites too, and
+    ``SEGKIT_BENCH_LOADER_SIZE=256`` still pins the loader suite alone. ``auto`` (for
+    ``WORKERS``) is -1: ``segkit run``'s default."""
+    shared = (f"SEGKIT_BENCH_{name}",) if name in SIZE_KNOBS else ()
+    names = (f"SEGKIT_BENCH_{suite}_{name}",) if suite else ()
+    for var in (*names, *shared):
+        text = os.environ.get(var)
+        if text is None or text.strip() == "":
+            continue
+        if name == "WORKERS" and text.strip() == "auto":
+            return -1
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{var}={text!r}: expected a whole number"
+                f"{' or auto' if name == 'WORKERS' else ''}; unset it for the default ({default})"
+            ) from None
+        if value < (-1 if name == "WORKERS" else 1):
+            raise ValueError(
+                f"{var}={text!r}: expected {'-1 or more' if name == 'WORKERS' else 'at least 1'}; "
+                f"unset it for the default ({default})"
+            )
+        return value
+    return default
+
+
+def default_size() -> bool:
+    """True when no variable of :data:`SIZE_VARIABLES` is set: the run the README's
+    command makes."""
+    return not any(os.environ.get(v, "").strip() for v in SIZE_VARIABLES)
+
+
+@dataclass(frozen=True)
+class LoaderSizes:
+    """The loader and augmentation suites' sizes (``SEGKIT_BENCH_LOADER_*``): 128 images
+    (1024 with a GPU) of 256 px, batch 32 unless set."""
+
+    images: int
+    size: int
+    batch: int
+    workers: int  # -1: segkit run's default
+
+
+@functools.cache
+def loader_sizes() -> LoaderSizes:
+    return LoaderSizes(
+        images=suite_setting("LOADER", "IMAGES", 1024 if torch.cuda.is_available() else 128),
+        size=suite_setting("LOADER", "SIZE", 256),
+        batch=suite_setting("LOADER", "BATCH", 32),
+        workers=suite_setting("LOADER", "WORKERS", -1),
+    )
+
+
+@functools.cache
+def feed_sizes() -> tuple[int, int, int]:
+    """The DALI feed suite's images, batch and size (``SEGKIT_BENCH_FEED_*``): 256, 32, 256."""
+    return (
+        suite_setting("FEED", "IMAGES", 256),
+        suite_setting("FEED", "BATCH", 32),
+        suite_setting("FEED", "SIZE", 256),
+    )
+
+
+@functools.cache
+def tile_sizes() -> tuple[int, int]:
+    """The tiling test's tile and image side, px: ``SEGKIT_BENCH_TILE_SIZE`` (else
+    ``SEGKIT_BENCH_SIZE``, else 256) and ``SEGKIT_BENCH_TILE_IMAGE`` (else 8 tiles: 2048
+    for 256 px tiles, 256 for 32 px ones)."""
+    tile = suite_setting("TILE", "SIZE", 256)
+    return tile, suite_setting("TILE", "IMAGE", 8 * tile)
+
+
+def onnx_size() -> int:
+    """The ONNX comparison's image side: ``SEGKIT_BENCH_ONNX_SIZE``, ``SEGKIT_BENCH_SIZE``
+    or 256."""
+    return suite_setting("ONNX", "SIZE", 256)
+
+
+def peer_sizes() -> tuple[int, int]:
+    """The smp comparison's images per set and size (``SEGKIT_BENCH_PEER_*``): 48, 64."""
+    return suite_setting("PEER", "IMAGES", 48), suite_setting("PEER", "SIZE", 64)
+
+
 @dataclass(frozen=True)
 class Settings:
     images: int
@@ -70,13 +179,13 @@ def settings() -> Settings:
     full = _env("FULL", "0") == "1" or cuda
     cl = _env("CHANNELS_LAST", "auto")
     return Settings(
-        images=int(_env("IMAGES", "3312" if full else "48")),
-        size=int(_env("SIZE", "256" if full else "64")),
-        batch=int(_env("BATCH", "32" if full else "8")),
+        images=suite_setting("", "IMAGES", 3312 if full else 48),
+        size=suite_setting("", "SIZE", 256 if full else 64),
+        batch=suite_setting("", "BATCH", 32 if full else 8),
         precision=_env("PRECISION", "auto"),
         channels_last=(cl == "1") if cl != "auto" else None,
         compile=_env("COMPILE", "0") == "1",
-        workers=int(_env("WORKERS", "-1")) if _env("WORKERS", "auto") != "auto" else None,
+        workers=None if (w := suite_setting("", "WORKERS", -1)) == -1 else w,
         recipe=_env("RECIPE", "type3"),
     )
 

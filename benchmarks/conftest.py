@@ -13,13 +13,29 @@ results prints nothing. The results are read from pytest-benchmark's session obj
 (``config._benchmarksession.benchmarks``, what its own terminal table is made from: it
 offers no public accessor); a missing or changed session object prints nothing, never fails
 the run.
+
+Around the tables, for someone who ran the README's command and reads nothing else:
+
+- Before the first benchmark: the device and every suite's sizes; on a CPU at the default
+  sizes also about how long the selected benchmarks take (:data:`CPU_SECONDS`, measured)
+  and the tiny command that shrinks them (:func:`start_lines`).
+- At the end, without a CUDA GPU: once, what could not be measured here and how to
+  measure it on a GPU (``make gpu-check``, ``benchmarks/GPU_PLAN.md``;
+  :func:`gpu_notice_lines`).
+- pytest-benchmark's own table gets readable defaults (:data:`TABLE_DEFAULTS`: one table
+  per suite, each in its own time unit; min, mean and rounds; sorted by name), each
+  overridden by the same option on the command line.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from typing import Any
 
 import pytest
+
+from segkit.errors import plural
 
 #: Dense bf16/fp16 tensor-core peak, TFLOP/s, by a name found in ``device_name``
 #: (first match wins). The H100 figure is the one benchmarks/README.md reads the compute
@@ -156,8 +172,8 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
             "precision",
             "images/s",
             "s/epoch",
-            "model-only img/s",
-            "loader-only img/s",
+            "model img/s",
+            "loader img/s",
             "efficiency",
             "bottleneck",
             "floor s",
@@ -169,13 +185,14 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
         lines += [f"epoch (test_epoch.py){f', {device}' if device else ''}"]
         lines += _table(header, rows, names=2)
         lines += [
-            "efficiency = images/s / min(model-only, loader-only images/s)"
+            "model img/s, loader img/s: the model alone, the loader alone, at these sizes;",
+            "efficiency = images/s / min(model img/s, loader img/s)"
             + (
                 "; floor = train GFLOP/image x images / peak TFLOP/s "
                 f"({', '.join(f'{k} {v:g}' for k, v in PEAK_TFLOPS.items())})"
                 if floors
                 else ""
-            )
+            ),
         ]
 
     models = by_suite.get("model", [])
@@ -283,6 +300,7 @@ def _inference_and_peer(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
         rows = [
             [
                 _fmt(x.get("model")),
+                _fmt(x.get("image"), "g"),
                 _fmt(x.get("tile"), "g"),
                 _fmt(x.get("tile_s"), ".2f"),
                 _fmt(x.get("resize_s"), ".3f"),
@@ -290,10 +308,10 @@ def _inference_and_peer(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
             ]
             for x in tilings
         ]
-        header = ["model", "tile", "tiled s", "resized s", "x resized"]
+        header = ["model", "image px", "tile px", "tiled s", "resized s", "x resized"]
         lines += [
             "",
-            "one 2048x2048 image, tiled (overlap 0.25) against resized",
+            "one large image, tiled (overlap 0.25) against resized",
             *_table(header, rows),
         ]
     if onnx := by_suite.get("onnx", []):
@@ -328,11 +346,191 @@ def _inference_and_peer(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------ before and around the run
+
+#: The tiny settings: every suite at a size where a 2-core CPU runs all of them in about
+#: two minutes (the numbers are noise; it proves the suites run).
+TINY = "SEGKIT_BENCH_IMAGES=8 SEGKIT_BENCH_SIZE=32 SEGKIT_BENCH_BATCH=4"
+
+#: Seconds per benchmark (set-up included) at the CPU default sizes, by test function: the
+#: mean over its benchmarks in one default run (59 benchmarks, 10 min 24 s) on this
+#: project's 2-core machine, 2026-12-07, shared with other work (a quiet machine is
+#: faster). ``test_tiling_overhead`` is 158 s for unet, 25 s for the ResNet-34 models. The
+#: start of a default-size CPU run sums them over the selected benchmarks.
+CPU_SECONDS: dict[str, float] = {
+    "test_augment_only": 2.8,
+    "test_epoch": 16.6,
+    "test_epoch_classes": 19.2,
+    "test_feed_only": 2.6,
+    "test_loader_only": 7.3,
+    "test_model_only": 6.7,
+    "test_peer_smp": 18.0,
+    "test_predict_images_per_s": 3.7,
+    "test_tiling_overhead": 69.4,
+    "test_onnx_cpu_latency": 5.9,
+}
+CPU_MEASURED = "measured on 2 shared cores, 2026-12-07"
+
+#: pytest-benchmark's table: option -> (attribute on config.option, value). One table per
+#: test function (each scales its own time unit: seconds for epochs, ms for the DALI feed,
+#: not one table in microseconds for all), three columns, rows by name.
+TABLE_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "--benchmark-group-by": ("benchmark_group_by", "func"),
+    "--benchmark-columns": ("benchmark_columns", ["min", "mean", "rounds"]),
+    "--benchmark-sort": ("benchmark_sort", "name"),
+    "--benchmark-name": ("benchmark_name", "short"),
+}
+
+
+def _given_options(config: pytest.Config) -> list[str]:
+    """The command line's arguments, PYTEST_ADDOPTS' and the ini file's addopts."""
+    try:
+        ini = [str(a) for a in config.getini("addopts")]
+    except ValueError:  # no such ini option
+        ini = []
+    return [
+        *map(str, config.invocation_params.args),
+        *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+        *ini,
+    ]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options
+def pytest_configure(config: pytest.Config) -> None:
+    given = _given_options(config)
+    for flag, (attr, value) in TABLE_DEFAULTS.items():
+        if not hasattr(config.option, attr):  # pytest-benchmark not loaded
+            continue
+        if any(a == flag or a.startswith(flag + "=") for a in given):
+            continue
+        setattr(config.option, attr, value)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def start_lines(
+    functions: list[str], sizes: dict[str, str], device: str, cuda: bool, default_size: bool
+) -> list[str]:
+    """What a session prints before its first benchmark: the device and each selected
+    suite's sizes; on a CPU at the default sizes, the time the selected benchmarks take
+    (:data:`CPU_SECONDS`) and the command that shrinks them. ``functions``: the test
+    function of each selected benchmark; ``sizes``: a suite's label -> its sizes, in
+    words; nothing without benchmarks."""
+    if not functions:
+        return []
+    lines = [f"{device}{'' if cuda else ', no CUDA GPU'}: {plural(len(functions), 'benchmark')}"]
+    suites = {_suite(f) for f in functions}
+    lines += [f"  {label}: {text}" for label, text in sizes.items() if label in suites]
+    if cuda or not default_size:
+        return lines
+    known = [CPU_SECONDS[f] for f in functions if f in CPU_SECONDS]
+    unknown = len(functions) - len(known)
+    lines += [
+        f"At the default CPU sizes these take about {_minutes(sum(known))}"
+        + (f" plus {plural(unknown, 'benchmark')} not timed before" if unknown else "")
+        + f" ({CPU_MEASURED};",
+        "a busier or smaller machine takes longer). To check that every suite runs in about",
+        "2 minutes instead (its numbers are noise; sizes: benchmarks/README.md):",
+        f"  {TINY} pytest benchmarks/ --benchmark-only",
+    ]
+    return lines
+
+
+def gpu_notice_lines(results: list[dict[str, Any]], cuda: bool) -> list[str]:
+    """Without a CUDA GPU, once at the end: what this run could not measure and how to
+    measure it on a GPU. ``results`` as :func:`collect` returns them; nothing on a GPU or
+    without results."""
+    if cuda or not results:
+        return []
+    dali_ran = any((r.get("extra_info") or {}).get("loader") == "dali" for r in results)
+    return [
+        "Not measured here (no CUDA GPU); these numbers are CPU numbers:",
+        "- GPU training speed: bf16/fp16 autocast, channels_last, torch.compile and CUDA",
+        "  graphs, and the compute floor (x floor) that needs a GPU's peak TFLOP/s;",
+        "- the dali loader on the GPU: "
+        + (
+            "here it ran in its CPU mode, without ElasticTransform (GPU-only in DALI);"
+            if dali_ran
+            else "not run here (DALI is not installed, or no dali benchmark was selected);"
+        ),
+        "- the GPU check: the lab's loop against segkit's epoch, the CUDA test tier,",
+        "  10-epoch `segkit run --loader dali`.",
+        "On a GPU machine: make gpu-check (one stage per device call: benchmarks/GPU_PLAN.md);",
+        "make gpu-check ARGS=--dry-run rehearses every stage here at tiny sizes.",
+    ]
+
+
+def _bench_sizes() -> tuple[dict[str, str], str, bool, bool]:
+    """Each suite's sizes in words, the device, CUDA or not, default size or not, from
+    bench_common (the suites' own source of their sizes)."""
+    import bench_common as bc
+    import torch
+
+    s = bc.settings()
+    loader = bc.loader_sizes()
+    feed_images, feed_batch, feed_size = bc.feed_sizes()
+    tile, side = bc.tile_sizes()
+    peer_images, peer_size = bc.peer_sizes()
+    epoch = f"{s.images} images of {s.size} px, batch {s.batch}"
+    sizes = {
+        "epoch": epoch,
+        "model": f"{s.size} px, batch {s.batch}",
+        "predict": f"the test split of the epoch set at {s.size} px",
+        "loader": f"{loader.images} images of {loader.size} px, batch {loader.batch}",
+        "augment": f"{loader.images} images of {loader.size} px, batch {loader.batch}",
+        "feed": f"{feed_images} images of {feed_size} px, batch {feed_batch}",
+        "tiling": f"one {side}x{side} image in tiles of {tile} px",
+        "onnx": f"one {bc.onnx_size()} px image",
+        "peer": f"{peer_images} images per set of {peer_size} px",
+    }
+    cuda = torch.cuda.is_available()
+    return sizes, str(bc.device_info().get("device_name")), cuda, bc.default_size()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    bench = getattr(config, "_benchmarksession", None)
+    if bench is None or getattr(bench, "skip", False) or getattr(bench, "disabled", False):
+        return
+    functions = [
+        item.originalname if hasattr(item, "originalname") else item.name.split("[")[0]
+        for item in session.items
+        if "benchmark" in getattr(item, "fixturenames", ())
+    ]
+    if not functions:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    try:
+        sizes, device, cuda, default = _bench_sizes()
+    except ImportError:  # this file used outside benchmarks/ (tests/test_bench_summary.py)
+        return
+    lines = start_lines(functions, sizes, device, cuda, default)
+    reporter.write_sep("-", "segkit benchmarks")
+    for line in lines:
+        reporter.write_line(line)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own table
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = summary_lines(collect(config))
+    results = collect(config)
+    lines = summary_lines(results)
     if not lines:
         return
     terminalreporter.write_sep("=", "segkit benchmark summary")
     for line in lines:
         terminalreporter.write_line(line)
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    notice = gpu_notice_lines(results, cuda)
+    if notice:
+        terminalreporter.write_line("")
+        for line in notice:
+            terminalreporter.write_line(line)

@@ -8,8 +8,9 @@ the Resize (a native-resolution crop of the decoded image); ``PadIfNeeded`` pads
 resized image by 32 px. The two recipes run as ``segkit run`` would run them.
 
 The images, sizes, batch and workers are those of ``test_loader_throughput.py`` (its
-``SEGKIT_BENCH_LOADER_*`` variables: 128 synthetic pets of 300-500 px on a CPU, 256 px,
-batch 32). An op a loader cannot run where it runs (ElasticTransform on DALI's CPU mode:
+``SEGKIT_BENCH_LOADER_*`` variables, else the shared ``SEGKIT_BENCH_IMAGES``, ``_SIZE``,
+``_BATCH``, ``_WORKERS``: 128 synthetic pets of 300-500 px on a CPU, 256 px, batch 32).
+An op a loader cannot run where it runs (ElasticTransform on DALI's CPU mode:
 DALI's remap is GPU-only) is skipped with the loader's own one-line refusal.
 """
 

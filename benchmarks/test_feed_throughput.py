@@ -16,13 +16,13 @@ SEGKIT_BENCH_FEED_BATCH     32                   batch size
 SEGKIT_BENCH_FEED_SIZE      256                  the recipe's image_size
 ==========================  ===================  ================================
 
-The target is at least 8000 samples/s on the 2-core CI machine (the GPU step of
+Each falls back to the shared ``SEGKIT_BENCH_IMAGES``, ``_BATCH``, ``_SIZE`` before its
+default. The target is at least 8000 samples/s on the 2-core CI machine (the GPU step of
 resnet34_unet at batch 32 is about 5 ms). The whole file takes a few seconds.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,14 +35,7 @@ pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
 from segkit_dali import create_loader  # noqa: E402
 
-
-def _setting(name: str, default: int) -> int:
-    return int(os.environ.get(f"SEGKIT_BENCH_FEED_{name}", default))
-
-
-IMAGES = _setting("IMAGES", 256)
-BATCH = _setting("BATCH", 32)
-SIZE = _setting("SIZE", 256)
+IMAGES, BATCH, SIZE = bc.feed_sizes()
 ROUNDS = 20
 
 

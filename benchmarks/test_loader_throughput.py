@@ -17,6 +17,10 @@ SEGKIT_BENCH_LOADER_BATCH   32                   batch size
 SEGKIT_BENCH_LOADER_WORKERS auto                 num_workers (DALI: CPU threads)
 ==========================  ===================  ================================
 
+Each falls back to the shared variable (``SEGKIT_BENCH_IMAGES``, ``_SIZE``, ``_BATCH``,
+``_WORKERS``) before its default, so the tiny settings shrink this suite too
+(:func:`bench_common.suite_setting`).
+
 The images are the synthetic pets (JPEGs of 300-500 px with trimaps), written once per
 session into a temporary folder. On the 2-core CI machine the whole file takes about
 half a minute.
@@ -30,7 +34,6 @@ from typing import Any
 
 import bench_common as bc
 import pytest
-import torch
 
 from segkit import build
 from segkit.config import RunConfig
@@ -39,16 +42,11 @@ from segkit.registry import create, list_plugins
 RECIPE = "type3"
 
 
-def _setting(name: str, default: int) -> int:
-    # Its own variables: the loader suite stays at the 256 px, batch 32 even on a
-    # CPU, where the epoch suite (bench_common) shrinks its sizes.
-    return int(os.environ.get(f"SEGKIT_BENCH_LOADER_{name}", default))
-
-
-IMAGES = _setting("IMAGES", 1024 if torch.cuda.is_available() else 128)
-SIZE = _setting("SIZE", 256)
-BATCH = _setting("BATCH", 32)
-WORKERS = _setting("WORKERS", -1)  # -1: segkit run's default
+# Its own variables first: the loader suite stays at the 256 px, batch 32 even on a
+# CPU, where the epoch suite (bench_common) shrinks its sizes, unless a shared size is set.
+_SIZES = bc.loader_sizes()
+IMAGES, SIZE, BATCH = _SIZES.images, _SIZES.size, _SIZES.batch
+WORKERS = _SIZES.workers  # -1: segkit run's default
 
 
 @pytest.fixture(scope="module")

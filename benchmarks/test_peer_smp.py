@@ -6,9 +6,9 @@ split, settings and metric, 2 seeds, trained in turns in this process) at a size
 ``extra_info``; nothing is asserted about them (a benchmark records, the full-size run
 with its committed table judges: ``benchmarks/results/*-cpu-peer/``).
 
-Sizes: ``SEGKIT_BENCH_PEER_IMAGES`` (default 48 images per set, all splits),
-``_SIZE`` (64), ``_EPOCHS`` (3), ``_SEEDS`` (``0,1``). Needs ``pip install -e
-'.[bench]'``.
+Sizes: ``SEGKIT_BENCH_PEER_IMAGES`` (default: ``SEGKIT_BENCH_IMAGES``, else 48 images per
+set, all splits), ``_SIZE`` (``SEGKIT_BENCH_SIZE``, else 64), ``_EPOCHS`` (3), ``_SEEDS``
+(``0,1``). Needs ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import statistics
 from pathlib import Path
 
+import bench_common as bc
 import pytest
 
 pytest.importorskip("segmentation_models_pytorch", reason="pip install -e '.[bench]'")
@@ -31,6 +32,7 @@ def _env(name: str, default: str) -> str:
 
 @pytest.mark.parametrize("variant", peer_smp.SETS)
 def test_peer_smp(benchmark, variant: str, tmp_path: Path) -> None:
+    images, size = bc.peer_sizes()
     cache = Path(os.environ.get("SEGKIT_CACHE", Path.home() / ".cache" / "segkit"))
     args = peer_smp.parse_args(
         [
@@ -39,9 +41,9 @@ def test_peer_smp(benchmark, variant: str, tmp_path: Path) -> None:
             "--data-dir",
             str(cache / "peer-smp"),
             "--images",
-            _env("IMAGES", "48"),
+            str(images),
             "--size",
-            _env("SIZE", "64"),
+            str(size),
             "--epochs",
             _env("EPOCHS", "3"),
             "--seeds",

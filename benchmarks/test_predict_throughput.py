@@ -9,15 +9,17 @@ Runs on the CPU and, unchanged, on a GPU (at the settings' precision).
 - ``test_predict_images_per_s[model-batchN]``: images/s of :meth:`Predictor.predict_files`
   (decode, resize, forward, resize back, sigmoid) over the test split, resize mode.
 - ``test_tiling_overhead[model]``: seconds for one 2048x2048 image in tile mode (tiles of
-  the training size, overlap 0.25, gaussian blending) over resize mode, and the ratio.
-- ``test_onnx_cpu_latency``: resnet34_unet at 256 px, batch 1, on the CPU: ms per image in
-  PyTorch and in ONNX Runtime (skipped without the ``export`` extra).
+  the training size, 256 px, overlap 0.25, gaussian blending) over resize mode, and the
+  ratio. ``SEGKIT_BENCH_TILE_SIZE`` (else ``SEGKIT_BENCH_SIZE``) sets the tile and
+  ``SEGKIT_BENCH_TILE_IMAGE`` the image's side (default 8 tiles: 256 px for 32 px tiles).
+- ``test_onnx_cpu_latency``: resnet34_unet at 256 px (``SEGKIT_BENCH_ONNX_SIZE``, else
+  ``SEGKIT_BENCH_SIZE``), batch 1, on the CPU: ms per image in PyTorch and in ONNX Runtime
+  (skipped without the ``export`` extra).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -91,8 +93,8 @@ def test_predict_images_per_s(benchmark, model: str, batch: int) -> None:
 @pytest.mark.parametrize("model", bc.models())
 def test_tiling_overhead(benchmark, model: str) -> None:
     s = bc.settings()
-    size = int(os.environ.get("SEGKIT_BENCH_TILE_SIZE", "256"))
-    image = np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), dtype=np.uint8)
+    size, side = bc.tile_sizes()
+    image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     resize = predictor(model, size, mode="resize", batch_size=s.batch)
     tiled = predictor(model, size, mode="tile", batch_size=s.batch)
 
@@ -113,6 +115,7 @@ def test_tiling_overhead(benchmark, model: str) -> None:
         | {
             "model": model,
             "tile": size,
+            "image": side,
             "overlap": 0.25,
             "tile_s": round(tile_s, 3),
             "resize_s": round(resize_s, 3),
@@ -120,7 +123,7 @@ def test_tiling_overhead(benchmark, model: str) -> None:
         }
     )
     print(
-        f"\n{model} 2048x2048, tiles of {size}: tile {tile_s:.2f} s, resize {resize_s:.3f} s "
+        f"\n{model} {side}x{side}, tiles of {size}: tile {tile_s:.2f} s, resize {resize_s:.3f} s "
         f"({tile_s / resize_s:.0f}x)"
     )
 
@@ -131,13 +134,14 @@ def test_onnx_cpu_latency(benchmark, tmp_path: Path) -> None:
 
     from segkit.inference.export import export
 
-    ckpt = checkpoint("resnet34_unet", 256)
+    size = bc.onnx_size()
+    ckpt = checkpoint("resnet34_unet", size)
     export(ckpt, tmp_path / "m.onnx")
     from segkit.inference.predictor import Predictor
 
     model = Predictor(ckpt, device="cpu", precision="fp32").model
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    x = torch.randn(1, 3, 256, 256)
+    x = torch.randn(1, 3, size, size)
 
     def torch_once() -> None:
         with torch.no_grad():
@@ -162,10 +166,10 @@ def test_onnx_cpu_latency(benchmark, tmp_path: Path) -> None:
         bc.device_info()
         | {
             "model": "resnet34_unet",
-            "size": 256,
+            "size": size,
             "torch_cpu_ms": round(torch_ms, 1),
             "onnxruntime_cpu_ms": round(ort_ms, 1),
             "speedup": round(torch_ms / ort_ms, 2),
         }
     )
-    print(f"\nresnet34_unet 256 px CPU: torch {torch_ms:.0f} ms, onnxruntime {ort_ms:.0f} ms")
+    print(f"\nresnet34_unet {size} px CPU: torch {torch_ms:.0f} ms, onnxruntime {ort_ms:.0f} ms")

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFTEST = ROOT / "benchmarks" / "conftest.py"
 
 EPOCH_COLUMNS = [
-    "model", "loader", "precision", "images/s", "s/epoch", "model-only img/s",
-    "loader-only img/s", "efficiency", "bottleneck",
+    "model", "loader", "precision", "images/s", "s/epoch", "model img/s",
+    "loader img/s", "efficiency", "bottleneck",
 ]  # fmt: skip
 
 
@@ -209,7 +209,8 @@ def test_no_summary_without_benchmark_results(pytester) -> None:
 @pytest.mark.slow
 def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
     """The real suites at tiny sizes (one model, the albumentations loader, no worker
-    processes): the summary's sections and columns come out of their extra_info."""
+    processes): the summary's sections and columns come out of their extra_info. The
+    loader suite follows the shared tiny variables (no SEGKIT_BENCH_LOADER_* set)."""
     env = os.environ | {
         "SEGKIT_CACHE": str(tmp_path / "cache"),
         "SEGKIT_BENCH_IMAGES": "8",
@@ -217,10 +218,6 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
         "SEGKIT_BENCH_BATCH": "4",
         "SEGKIT_BENCH_WORKERS": "0",
         "SEGKIT_BENCH_MODELS": "resnet34_unet",
-        "SEGKIT_BENCH_LOADER_IMAGES": "8",
-        "SEGKIT_BENCH_LOADER_SIZE": "32",
-        "SEGKIT_BENCH_LOADER_BATCH": "4",
-        "SEGKIT_BENCH_LOADER_WORKERS": "0",
         "NO_ALBUMENTATIONS_UPDATE": "1",
     }
     proc = subprocess.run(
@@ -243,8 +240,8 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     out = proc.stdout
-    # After pytest-benchmark's own table, without -s.
-    assert out.index("benchmark: 3 tests") < out.index("segkit benchmark summary")
+    # After pytest-benchmark's own tables (one per test function), without -s.
+    assert out.index("benchmark 'test_model_only': 1 tests") < out.index("segkit benchmark summary")
     lines = out[out.index("segkit benchmark summary") :].splitlines()[1:]
     assert lines[0].startswith("epoch (test_epoch.py)")
     assert " ".join(_header(lines, "model")) == " ".join(EPOCH_COLUMNS)
@@ -253,6 +250,8 @@ def test_tiny_benchmark_session_ends_with_the_summary(tmp_path: Path) -> None:
     assert row[-1] in ("model", "loader") and row[-2].endswith("%")
     assert "model only (test_model_throughput.py)" in lines
     assert "loader only (test_loader_throughput.py)" in lines
+    loader = lines[lines.index("loader only (test_loader_throughput.py)") + 3].split()
+    assert loader[0] == "albumentations" and loader[-3:] == ["32", "4", "0"]  # size batch workers
 
 
 def test_predict_tiling_onnx_and_the_peer_comparison_are_summarized(summary) -> None:
@@ -264,8 +263,8 @@ def test_predict_tiling_onnx_and_the_peer_comparison_are_summarized(summary) -> 
         },
         {
             "name": "test_tiling_overhead[unet]",
-            "extra_info": {"model": "unet", "tile": 256, "tile_s": 96.57, "resize_s": 0.811,
-                           "tiling_overhead": 119.1},
+            "extra_info": {"model": "unet", "image": 2048, "tile": 256, "tile_s": 96.57,
+                           "resize_s": 0.811, "tiling_overhead": 119.1},
         },
         {
             "name": "test_onnx_cpu_latency",
@@ -285,19 +284,11 @@ def test_predict_tiling_onnx_and_the_peer_comparison_are_summarized(summary) -> 
     ]  # fmt: skip
     predict = lines.index("predict, files to masks (test_predict_throughput.py)")
     assert lines[predict + 3].split() == ["unet", "fp32", "8", "12.1", "10", "32"]
-    assert _header(lines, "model  tile") == [
-        "model",
-        "tile",
-        "tiled",
-        "s",
-        "resized",
-        "s",
-        "x",
-        "resized",
-    ]
-    assert lines[lines.index("one 2048x2048 image, tiled (overlap 0.25) against resized") + 3].split() == [
-        "unet", "256", "96.57", "0.811", "119.1"
+    assert _header(lines, "model  image px") == [
+        "model", "image", "px", "tile", "px", "tiled", "s", "resized", "s", "x", "resized"
     ]  # fmt: skip
+    tiling = lines.index("one large image, tiled (overlap 0.25) against resized")
+    assert lines[tiling + 3].split() == ["unet", "2048", "256", "96.57", "0.811", "119.1"]
     onnx = lines.index("one image on the CPU, PyTorch against ONNX Runtime")
     assert lines[onnx + 3].split() == ["resnet34_unet", "256", "170.2", "166.1", "1.02"]
     peer = lines.index("segkit against smp, test Dice (mean of seeds) (test_peer_smp.py)")
