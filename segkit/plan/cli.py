@@ -110,7 +110,7 @@ def _base(args: argparse.Namespace) -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.plan.files import write_plan
+    from segkit.plan.files import run_command, write_plan
     from segkit.plan.planner import make_plan
     from segkit.plan.rules import parse_budget
 
@@ -135,7 +135,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps({**plan.to_dict(), "file": str(path)}, indent=2))
     else:
         print("\n".join(plan.lines()))
-        print(f"wrote {path}: segkit run --config {path}")
+        print(f"wrote {path}: {run_command(path)}")
     if not args.run:
         return 0
     from segkit.config import RunConfig
