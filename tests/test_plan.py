@@ -535,6 +535,15 @@ def test_data_that_would_stop_a_run_is_refused_with_its_problems_and_the_check_c
     assert "the data check found 1 problem that would stop a run:" in err
     assert f"{data}/images/s3.png: cannot decode image" in err  # the problem itself
     assert f"the whole report: segkit data check '{data}' --dataset-opt split_seed=1" in err
+    assert "or plan without the files that cannot be decoded: --skip-bad-samples" in err
+    # With --skip-bad-samples an undecodable file stops neither the plan nor the run.
+    from segkit.data.check import check_configured
+    from segkit.plan.planner import blocking
+
+    config = RunConfig.from_dict({"data": str(data), "skip_bad_samples": True})
+    report = check_configured(config, progress=False)
+    assert report.errors and blocking(report, config) == []
+    assert blocking(report, RunConfig.from_dict({"data": str(data)})) == report.errors
     assert not (tmp_path / "plan.toml").exists()
     # An option the dataset does not take is named, not a traceback.
     assert main(["plan", str(data), "--dataset-opt", "colour=1", "-q"]) == 2

@@ -50,6 +50,12 @@ def add_plan_command(sub: Any) -> None:
     m.add_argument(
         "--threads", default=None, metavar="N", help="torch's CPU threads: N or auto (default)"
     )
+    m.add_argument(
+        "--skip-bad-samples",
+        action="store_true",
+        help="plan (and run) without the files that cannot be decoded, as segkit run "
+        "--skip-bad-samples does, instead of refusing the data",
+    )
     b = p.add_argument_group("time")
     how_long = b.add_mutually_exclusive_group()
     how_long.add_argument(
@@ -104,6 +110,8 @@ def _base(args: argparse.Namespace) -> Any:
     for key in ("loader", "device", "threads"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
+    if args.skip_bad_samples:
+        given["skip_bad_samples"] = True
     return RunConfig.from_dict(given, source="command line")
 
 

@@ -171,6 +171,7 @@ def structure_width(dataset: Dataset, masks: int = WIDTH_MASKS) -> tuple[float |
     """
     from segkit.contracts import IGNORE_INDEX
     from segkit.data.reading import read_raw_mask, to_target
+    from segkit.errors import DataError
 
     spec = dataset.mask_spec
     samples = dataset.samples("train")
@@ -179,7 +180,10 @@ def structure_width(dataset: Dataset, masks: int = WIDTH_MASKS) -> tuple[float |
     step = max(1, len(samples) // masks)
     widths = []
     for sample in samples[::step][:masks]:
-        target = to_target(read_raw_mask(sample.mask, spec), spec)
+        try:
+            target = to_target(read_raw_mask(sample.mask, spec), spec)
+        except DataError:  # unreadable: refused by the data check, or skipped by the run
+            continue
         foreground = (target != 0) & (target != IGNORE_INDEX)
         width = mask_width(foreground)
         if width is not None:

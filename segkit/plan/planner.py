@@ -200,7 +200,7 @@ class _Planner:
         dataset = build.build_dataset(self.base)  # first: it names a bad --dataset-opt
         if report is None:
             report = check_configured(self.base, progress=False)
-        if not report.ok:
+        if blocking(report, self.base):
             raise DataError(refusal(report, self.base))
         self.fp = fingerprint(report, dataset)
         self.task = Task.of(dataset)
@@ -545,13 +545,19 @@ def data_notes(fp: Fingerprint, crops: bool, size: int, epochs: int) -> list[str
 SHOWN_PROBLEMS = 5
 
 
+def blocking(report: Report, base: RunConfig) -> list[Any]:
+    """The data check's errors that would stop the run: all of them, but with
+    ``skip_bad_samples`` the files that cannot be decoded (the run leaves them out)."""
+    return [p for p in report.errors if not (base.skip_bad_samples and p.kind == "unreadable")]
+
+
 def refusal(report: Report, base: RunConfig) -> str:
     """Why the data cannot be planned: the data check's errors (the first
     :data:`SHOWN_PROBLEMS`), its fixes, and the command that prints the whole report with
     the flags given (a folder with spaces quoted)."""
     from segkit.errors import plural
 
-    errors = report.errors
+    errors = blocking(report, base)
     lines = [
         f"{report.root}: the data check found {plural(len(errors), 'problem')} that would "
         "stop a run:"
@@ -570,6 +576,11 @@ def refusal(report: Report, base: RunConfig) -> str:
     if report.fixes:
         lines.append("to fix (then plan again):")
         lines += [f"  - {fix}" for fix in report.fixes]
+    if all(p.kind == "unreadable" for p in errors):
+        lines.append(
+            "or plan without the files that cannot be decoded: --skip-bad-samples (the run "
+            "leaves them out too)"
+        )
     words = ["segkit", "data", "check", str(base.data or report.root)]
     if base.dataset:
         words += ["--dataset", base.dataset]
