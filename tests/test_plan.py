@@ -620,6 +620,11 @@ def test_a_pessimistic_first_estimate_is_corrected_by_measuring_one_size_up(monk
     assert (
         "256 px: 29 epochs fit, more than the first estimate: measured again at 384" in (p.notes[0])
     )
+    # From further down, one jump to the largest size the measured costs say fits.
+    fake = _FakeRun(per_pixel=4.0 / 256**2)
+    p = _planner(monkeypatch, fake, size=128, ladder=[512, 384, 256, 192, 128], budget=120.0)
+    p.fit_batch_and_schedule()
+    assert fake.sizes == [128, 384] and p.size == 384
 
 
 def test_a_step_up_that_does_not_fit_goes_back_to_the_size_that_did(monkeypatch):

@@ -330,18 +330,21 @@ class _Planner:
                 search, timing, costs, schedule, grid = tried[size]
                 self.notes.append(f"kept {size} px, where {schedule.epochs} epochs fit")
                 break
-            if (
-                budget is not None
-                and schedule.epochs >= rules.MIN_EPOCHS
-                and larger
-                and larger[-1] not in tried
-                and _epochs_at(costs, size, larger[-1], self.crops, budget) >= rules.MIN_EPOCHS
-            ):
+            # The first estimate scaled one synthetic step: where the real run leaves room,
+            # the largest size the measured costs say fits is measured (one build, not one
+            # a step of the ladder).
+            up = [
+                s
+                for s in larger
+                if s not in tried
+                and _epochs_at(costs, size, s, self.crops, budget or 0) >= rules.MIN_EPOCHS
+            ]
+            if budget is not None and schedule.epochs >= rules.MIN_EPOCHS and up:
                 self.notes.append(
                     f"{size} px: {schedule.epochs} epochs fit, more than the first estimate: "
-                    f"measured again at {larger[-1]} px"
+                    f"measured again at {max(up)} px"
                 )
-                size = larger[-1]
+                size = max(up)
                 continue
             if budget is None or schedule.epochs >= rules.MIN_EPOCHS or not smaller:
                 if self._recipe_for(schedule.epochs, switch=not retimed):
