@@ -488,3 +488,174 @@ def test_on_a_faked_gpu_the_plan_takes_the_largest_batch_that_fits(
     assert why.startswith("largest that fits") and "4: no fit" in why
     assert "out of memory" in why
     assert plan.timing.last_s < 1.0 and not list(out.glob(".segkit-plan-*"))
+
+
+# ----------------------------------------------------------------------------- as a user
+
+
+def _write_folder(root, count=8, size=64, corrupt=()):
+    """A binary ``folder`` dataset of ``count`` images with a thick bar each; the names in
+    ``corrupt`` get an undecodable image."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        mask[10:30, 5 + i : 40 + i] = 255
+        image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"s{i}.png")
+    for name in corrupt:
+        (root / "images" / f"{name}.png").write_bytes(b"not an image")
+    return root
+
+
+def test_the_printed_commands_quote_a_path_with_spaces(tmp_path):
+    from segkit.plan import write_plan
+    from segkit.plan.files import run_command
+
+    path = tmp_path / "my plans" / "cells plan.toml"
+    assert run_command(path) == f"segkit run --config '{path}'"
+    write_plan(_plan(tmp_path), path)
+    assert f"# run it: segkit run --config '{path}'\n" in path.read_text()
+    assert run_command("plan.toml") == "segkit run --config plan.toml"  # no quotes needed
+
+
+def test_data_that_would_stop_a_run_is_refused_with_its_problems_and_the_check_command(
+    tmp_path, capsys, monkeypatch
+):
+    from segkit.cli import main
+
+    data = _write_folder(tmp_path / "my cells", corrupt=["s3"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", str(data), "--dataset-opt", "split_seed=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "the data check found 1 problem that would stop a run:" in err
+    assert f"{data}/images/s3.png: cannot decode image" in err  # the problem itself
+    assert f"the whole report: segkit data check '{data}' --dataset-opt split_seed=1" in err
+    assert "or plan without the files that cannot be decoded: --skip-bad-samples" in err
+    # With --skip-bad-samples an undecodable file stops neither the plan nor the run.
+    from segkit.data.check import check_configured
+    from segkit.plan.planner import blocking
+
+    config = RunConfig.from_dict({"data": str(data), "skip_bad_samples": True})
+    report = check_configured(config, progress=False)
+    assert report.errors and blocking(report, config) == []
+    assert blocking(report, RunConfig.from_dict({"data": str(data)})) == report.errors
+    assert not (tmp_path / "plan.toml").exists()
+    # An option the dataset does not take is named, not a traceback.
+    assert main(["plan", str(data), "--dataset-opt", "colour=1", "-q"]) == 2
+    assert "dataset 'folder' does not accept these options" in capsys.readouterr().err
+
+
+def test_the_batch_cap_says_where_it_comes_from():
+    assert "24 train images: an epoch keeps at least 4 optimizer steps" in (
+        rules.batch_cap_reason(24)
+    )
+    assert "batch norm needs 2 images" in rules.batch_cap_reason(6)
+    assert "another learning rate" in rules.batch_cap_reason(1000)
+
+
+def test_the_plan_notes_few_evaluation_images_sparse_crops_and_ignored_pixels():
+    from segkit.plan.planner import data_notes
+
+    few = _fingerprint(images={"train": 6, "valid": 1, "test": 1}, size_median=[256, 256])
+    (note,) = data_notes(few, crops=False, size=192, epochs=40)
+    assert note.startswith("valid 1 image and test 1 image: scores of so few images")
+    large = _fingerprint(images={"train": 4, "valid": 10, "test": 10}, size_median=[2000, 1500])
+    (note,) = data_notes(large, crops=True, size=256, epochs=43)
+    assert "one 256 px crop of each train image, 2% of a 2000x1500 image" in note
+    assert "about 0.9 times" in note
+    assert data_notes(large, crops=False, size=256, epochs=43) == []  # resized: all of it
+    mixed = _fingerprint(classes=["background", "a"], ignored=0.12, images=large.images)
+    (note,) = data_notes(mixed, crops=False, size=128, epochs=10)
+    assert note.startswith("12% of the train pixels are 'ignore' (mask value 255)")
+
+
+class _FakeRun:
+    """``time_run`` and ``fit_batch`` for :class:`_Planner` without a model: an epoch costs
+    ``per_pixel`` seconds a pixel of the training size (times the recipe's factor)."""
+
+    def __init__(self, per_pixel: float, recipe_factor: dict[str, float] | None = None):
+        self.per_pixel, self.recipe_factor, self.sizes = per_pixel, recipe_factor or {}, []
+
+    def time_run(self, config, runtime):
+        self.sizes.append(config.image_size)
+        epoch = self.per_pixel * config.image_size**2 * self.recipe_factor.get(config.recipe, 1)
+        return RunTiming(1.0, 0.0, 0.0, 4, epoch / 4, 1, 1, 0.01, 0.01, 0.01, 8)
+
+
+class _CpuRuntime:
+    device = torch.device("cpu")
+
+
+def _planner(monkeypatch, fake, *, size, ladder, budget, crops=False, rough=12):
+    from segkit.plan import planner as planner_mod
+    from segkit.plan.measure import BatchSearch
+
+    monkeypatch.setattr(planner_mod, "StepProbe", lambda *a, **k: None)
+    monkeypatch.setattr(planner_mod, "release", lambda device: None)
+    monkeypatch.setattr(planner_mod, "fit_batch", lambda *a, **k: BatchSearch(4))
+    monkeypatch.setattr(planner_mod, "time_run", fake.time_run)
+    p = planner_mod._Planner(RunConfig(), budget, None, lambda line: None)
+    p.fp = _fingerprint(size_median=[512, 512], short_side=512, structure_width=30.0)
+    p.installed = {"models": set(), "recipes": {"type1", "type3", "microscopy"}}
+    p.runtime, p.task, p.loss_options, p.memory = _CpuRuntime(), None, {}, None
+    p.settings.update(model="timm_unet", recipe="type1")
+    p.size, p.ladder, p.crops, p.rough_epochs = size, ladder, crops, rough
+    p.cap, p.start, p.largest = 8, 8, False
+    return p
+
+
+def test_a_pessimistic_first_estimate_is_corrected_by_measuring_one_size_up(monkeypatch):
+    # An epoch at 256 px takes 4 s, at 384 px 9 s: 120 s hold 10 epochs at 384 (the
+    # first estimate said 256).
+    fake = _FakeRun(per_pixel=4.0 / 256**2)
+    p = _planner(monkeypatch, fake, size=256, ladder=[512, 384, 256, 192], budget=120.0)
+    p.fit_batch_and_schedule()
+    assert fake.sizes == [256, 384] and p.size == 384
+    assert p.schedule.epochs >= rules.MIN_EPOCHS and p.schedule.seconds <= 120
+    assert (
+        "256 px: 29 epochs fit, more than the first estimate: measured again at 384" in (p.notes[0])
+    )
+    # From further down, one jump to the largest size the measured costs say fits.
+    fake = _FakeRun(per_pixel=4.0 / 256**2)
+    p = _planner(monkeypatch, fake, size=128, ladder=[512, 384, 256, 192, 128], budget=120.0)
+    p.fit_batch_and_schedule()
+    assert fake.sizes == [128, 384] and p.size == 384
+
+
+def test_a_step_up_that_does_not_fit_goes_back_to_the_size_that_did(monkeypatch):
+    # The larger size measures slower than its pixels say (a cache cliff): back to 256.
+    fake = _FakeRun(per_pixel=4.0 / 256**2)
+    slow = fake.time_run
+
+    def cliff(config, runtime):
+        timing = slow(config, runtime)
+        if config.image_size > 256:
+            timing.step_s *= 3
+        return timing
+
+    fake.time_run = cliff
+    p = _planner(monkeypatch, fake, size=256, ladder=[512, 384, 256, 192], budget=120.0)
+    p.fit_batch_and_schedule()
+    assert fake.sizes == [256, 384] and p.size == 256 and p.schedule.epochs == 29
+    assert p.notes[-1] == "kept 256 px, where 29 epochs fit"
+
+
+def test_the_recipe_follows_the_epochs_that_fit_not_the_first_estimate(monkeypatch):
+    # The first estimate said 12 epochs (type1); 60 fit: type3, timed again with it.
+    fake = _FakeRun(per_pixel=1.0 / 64**2 / 100, recipe_factor={"type3": 1.2})
+    p = _planner(monkeypatch, fake, size=64, ladder=[64], budget=60.0)
+    p.fit_batch_and_schedule()
+    assert p.settings["recipe"] == "type3" and fake.sizes == [64, 64]
+    assert p.recipe_why.startswith(f"{p.schedule.epochs} epochs (50 or more)")
+    assert "recipe type3, timed again" in p.notes[0]
+    # And a short run keeps type1, its reason counting the epochs planned.
+    fake = _FakeRun(per_pixel=2.0 / 64**2)
+    p = _planner(monkeypatch, fake, size=64, ladder=[64], budget=60.0, rough=30)
+    p.fit_batch_and_schedule()
+    assert p.settings["recipe"] == "type1" and fake.sizes == [64]
+    assert p.recipe_why.startswith(f"{p.schedule.epochs} epochs (under 50)")

@@ -50,6 +50,12 @@ def add_plan_command(sub: Any) -> None:
     m.add_argument(
         "--threads", default=None, metavar="N", help="torch's CPU threads: N or auto (default)"
     )
+    m.add_argument(
+        "--skip-bad-samples",
+        action="store_true",
+        help="plan (and run) without the files that cannot be decoded, as segkit run "
+        "--skip-bad-samples does, instead of refusing the data",
+    )
     b = p.add_argument_group("time")
     how_long = b.add_mutually_exclusive_group()
     how_long.add_argument(
@@ -104,13 +110,15 @@ def _base(args: argparse.Namespace) -> Any:
     for key in ("loader", "device", "threads"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
+    if args.skip_bad_samples:
+        given["skip_bad_samples"] = True
     return RunConfig.from_dict(given, source="command line")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.plan.files import write_plan
+    from segkit.plan.files import run_command, write_plan
     from segkit.plan.planner import make_plan
     from segkit.plan.rules import parse_budget
 
@@ -135,7 +143,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps({**plan.to_dict(), "file": str(path)}, indent=2))
     else:
         print("\n".join(plan.lines()))
-        print(f"wrote {path}: segkit run --config {path}")
+        print(f"wrote {path}: {run_command(path)}")
     if not args.run:
         return 0
     from segkit.config import RunConfig

@@ -69,12 +69,20 @@ def write_plan(plan: Plan, path: Path | str, *, force: bool = False) -> Path:
     return path
 
 
+def run_command(path: Path | str) -> str:
+    """The command that runs the plan file ``path``, quoted for a shell (a path with
+    spaces pastes as one argument)."""
+    import shlex
+
+    return f"segkit run --config {shlex.quote(str(path))}"
+
+
 def _header(plan: Plan, path: Path) -> list[str]:
     fp = plan.fingerprint
     return [
         f"segkit plan, {time.strftime('%Y-%m-%d %H:%M')}: edit any value; segkit run ignores "
         "these comments",
-        f"run it: segkit run --config {path}",
+        f"run it: {run_command(path)}",
         f"data: {fp.root}: {fp.describe()}",
         f"machine: {plan.machine.describe()}",
         plan.lines()[2 + len(plan.choices)],  # the estimate

@@ -47,6 +47,8 @@ class Fingerprint:
         suggested_size: ``segkit data check``'s suggested image size.
         pos_weight: Its suggested BCE ``pos_weight`` (binary; None without foreground).
         class_weights: Its median-frequency class weights (K classes).
+        ignored: K classes: the share of the train pixels marked 'ignore' (neither
+            trained nor scored).
     """
 
     dataset: str
@@ -63,6 +65,7 @@ class Fingerprint:
     suggested_size: int | None = None
     pos_weight: float | None = None
     class_weights: list[float] | None = None
+    ignored: float = 0.0
 
     @property
     def multiclass(self) -> bool:
@@ -105,6 +108,8 @@ def fingerprint(report: Report, dataset: Dataset) -> Fingerprint:
     total = sum(v for k, v in train.class_pixels.items() if k != "ignored")
     if total:
         shares = {k: v / total for k, v in train.class_pixels.items() if k != "ignored"}
+    labelled = sum(train.class_pixels.values())
+    ignored = train.class_pixels.get("ignored", 0) / labelled if labelled else 0.0
     width, measured = structure_width(dataset)
     suggested = report.suggestions.get("image_size", {}).get("value")
     pos = report.suggestions.get("pos_weight", {}).get("value")
@@ -125,6 +130,7 @@ def fingerprint(report: Report, dataset: Dataset) -> Fingerprint:
         suggested_size=suggested,
         pos_weight=pos,
         class_weights=weights,
+        ignored=ignored,
     )
 
 
@@ -165,6 +171,7 @@ def structure_width(dataset: Dataset, masks: int = WIDTH_MASKS) -> tuple[float |
     """
     from segkit.contracts import IGNORE_INDEX
     from segkit.data.reading import read_raw_mask, to_target
+    from segkit.errors import DataError
 
     spec = dataset.mask_spec
     samples = dataset.samples("train")
@@ -173,7 +180,10 @@ def structure_width(dataset: Dataset, masks: int = WIDTH_MASKS) -> tuple[float |
     step = max(1, len(samples) // masks)
     widths = []
     for sample in samples[::step][:masks]:
-        target = to_target(read_raw_mask(sample.mask, spec), spec)
+        try:
+            target = to_target(read_raw_mask(sample.mask, spec), spec)
+        except DataError:  # unreadable: refused by the data check, or skipped by the run
+            continue
         foreground = (target != 0) & (target != IGNORE_INDEX)
         width = mask_width(foreground)
         if width is not None:

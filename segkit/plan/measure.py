@@ -180,11 +180,13 @@ def fit_batch(
     grow_while_faster: bool,
     steps: int = TIMED_STEPS,
     gain: float = CPU_BATCH_GAIN,
+    cap_why: str = "",
 ) -> BatchSearch:
     """The batch size: double from ``start`` while a step fits in memory (measured by
     ``memory``, running out of it caught) and stays within ``cap``; with
     ``grow_while_faster`` (the CPU) only while the larger batch is ``gain`` times faster
-    per image. When ``start`` does not fit, halve it until one fits.
+    per image. When ``start`` does not fit, halve it until one fits. ``cap_why`` says
+    where the cap comes from, in the reason a search stopped at it.
 
     Raises:
         ConfigError: not even one image fits.
@@ -208,7 +210,8 @@ def fit_batch(
             break
         best = trial
         if b * 2 > cap:
-            search.stopped = f"batch {b * 2} would exceed the cap of {cap}"
+            why = f" ({cap_why})" if cap_why else ""
+            search.stopped = f"batch {b * 2} would exceed the cap of {cap}{why}"
             break
         b *= 2
     if best is None:  # the first size did not fit: go down

@@ -197,15 +197,11 @@ class _Planner:
     def read(self, report: Report | None, memory: MemoryProbe | None) -> None:
         """The data (the data check's report, its fingerprint) and the machine."""
         self.tell("reading the data (segkit data check) ...")
+        dataset = build.build_dataset(self.base)  # first: it names a bad --dataset-opt
         if report is None:
             report = check_configured(self.base, progress=False)
-        if not report.ok:
-            raise DataError(
-                f"{report.root}: the data check found {len(report.errors)} problem(s) that "
-                f"would stop a run; `segkit data check {shlex.quote(report.root)}` lists them and the "
-                "fixes"
-            )
-        dataset = build.build_dataset(self.base)
+        if blocking(report, self.base):
+            raise DataError(refusal(report, self.base))
         self.fp = fingerprint(report, dataset)
         self.task = Task.of(dataset)
         self.runtime = build.resolve_runtime(self.base)
@@ -274,11 +270,13 @@ class _Planner:
         recipe, recipe_why = rules.recipe_choice(
             fp, crops, rough or rules.MAX_EPOCHS, self.installed["recipes"], self.defaults
         )
-        if crops and recipe != self.defaults["native_recipe"]:  # not installed: resized
+        self.no_native_recipe = crops and recipe != self.defaults["native_recipe"]
+        if self.no_native_recipe:  # not installed: resized
             crops, size_why = False, recipe_why
             ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
             size = ladder[0] if timed is None else _fit_size(ladder, timed, fp, budget, False)[0]
         self.settings["recipe"] = recipe
+        self.rough_epochs = rough
         self.size, self.ladder, self.crops = size, ladder, crops
         self.size_why, self.recipe_why = size_why, recipe_why
 
@@ -286,6 +284,8 @@ class _Planner:
         """3./4. The batch size, the real costs, the schedule; a size down when fewer
         than :data:`rules.MIN_EPOCHS` epochs fit."""
         budget, runtime, size = self.budget, self.runtime, self.size
+        retimed = False
+        tried: dict[int, tuple[BatchSearch, RunTiming, Costs, Schedule, int]] = {}
         while True:
             self.tell(f"finding the batch size at {size} px ...")
             probe = StepProbe(
@@ -297,12 +297,17 @@ class _Planner:
                 start=self.start,
                 cap=self.cap,
                 grow_while_faster=not self.largest,
+                cap_why=rules.batch_cap_reason(self.fp.images.get("train", 0)),
             )
             del probe
             release(runtime.device)
             self.tell(f"timing the run at {size} px, batch {search.batch} ...")
             config = self.candidate(image_size=size, batch_size=search.batch)
             timing = time_run(config, runtime)
+            # A second build in this process finds the files read and the code loaded: a
+            # run's own process pays the first build's setup.
+            setup = max([timing.setup_s, *(t[1].setup_s for t in tried.values())])
+            timing.setup_s = setup
             grid = config.grid_images
             if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
                 grid = 4
@@ -316,8 +321,39 @@ class _Planner:
                 timing.best_s,
             )
             schedule = rules.fit_schedule(costs, budget, self.epochs)
+            tried[size] = (search, timing, costs, schedule, grid)
             smaller = [s for s in self.ladder if s < size]
+            larger = [s for s in self.ladder if s > size]
+            fitted = [s for s, t in tried.items() if t[3].epochs >= rules.MIN_EPOCHS]
+            if budget is not None and schedule.epochs < rules.MIN_EPOCHS and fitted:
+                size = max(fitted)  # a step up that did not fit: back to the one that did
+                search, timing, costs, schedule, grid = tried[size]
+                self.notes.append(f"kept {size} px, where {schedule.epochs} epochs fit")
+                break
+            # The first estimate scaled one synthetic step: where the real run leaves room,
+            # the largest size the measured costs say fits is measured (one build, not one
+            # a step of the ladder).
+            up = [
+                s
+                for s in larger
+                if s not in tried
+                and _epochs_at(costs, size, s, self.crops, budget or 0) >= rules.MIN_EPOCHS
+            ]
+            if budget is not None and schedule.epochs >= rules.MIN_EPOCHS and up:
+                self.notes.append(
+                    f"{size} px: {schedule.epochs} epochs fit, more than the first estimate: "
+                    f"measured again at {max(up)} px"
+                )
+                size = max(up)
+                continue
             if budget is None or schedule.epochs >= rules.MIN_EPOCHS or not smaller:
+                if self._recipe_for(schedule.epochs, switch=not retimed):
+                    retimed = True  # the recipe changed with the epochs: time it
+                    self.notes.append(
+                        f"{schedule.epochs} epochs fit (the first estimate was "
+                        f"{self.rough_epochs}): recipe {self.settings['recipe']}, timed again"
+                    )
+                    continue
                 break
             self.notes.append(
                 f"{size} px: {schedule.epochs} epochs fit, fewer than {rules.MIN_EPOCHS}: "
@@ -338,6 +374,25 @@ class _Planner:
             schedule,
             grid,
         )
+
+    def _recipe_for(self, epochs: int, switch: bool) -> bool:
+        """Choose the recipe again for the ``epochs`` measured to fit (the size stage
+        chose it from a rough estimate, and a short run's recipe differs from a long
+        one's); True when it changed (the run is then timed again with it). Without
+        ``switch`` (timed again already) the recipe stays and only its reason follows
+        the epochs."""
+        if self.crops:
+            return False
+        recipe, why = rules.recipe_choice(
+            self.fp, False, epochs, self.installed["recipes"], self.defaults
+        )
+        if recipe == self.settings["recipe"]:
+            self.recipe_why = why  # with the epochs that fit
+            return False
+        if not switch:
+            return False
+        self.settings["recipe"], self.recipe_why = recipe, why
+        return True
 
     def plan(self) -> Plan:
         """The settings and the choices, in the order a reader checks them."""
@@ -367,10 +422,11 @@ class _Planner:
                 )
             choices.append(Choice("image_size", f"{size} crop", crop_why))
         else:
+            why = self.size_why
+            if not self.no_native_recipe:  # the width at the size planned, not the first guess
+                why = rules.native_crops(fp, size)[1]
             choices.append(
-                Choice(
-                    "image_size", str(size), _size_reason(size, ladder, fp, budget, self.size_why)
-                )
+                Choice("image_size", str(size), _size_reason(size, ladder, fp, budget, why))
             )
         choices.append(Choice("recipe", self.settings["recipe"], self.recipe_why))
         choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
@@ -379,8 +435,8 @@ class _Planner:
             Choice(
                 "schedule",
                 f"cosine, lr {rules.LR:g}",
-                f"Adam, warm-up {rules.WARMUP_EPOCHS:g} epoch, decay to 0 at the last step "
-                "(make run, init and peer results)",
+                f"Adam; the learning rate warms up over {rules.WARMUP_EPOCHS:g} epoch, then "
+                "falls to 0 at the last step (every benchmark here)",
             )
         )
         choices.append(
@@ -406,7 +462,8 @@ class _Planner:
                 "validate_every",
                 str(schedule.validate_every),
                 f"a validation takes {timing.valid_s:.1f}s: at most "
-                f"{rules.VALIDATION_SHARE:.0%} of the training time",
+                f"{rules.VALIDATION_SHARE:.0%} of the training time (and after the last "
+                "epoch)",
             )
         )
         choices.append(
@@ -423,6 +480,7 @@ class _Planner:
                     "grid_images", str(grid), "each is one more native prediction in the reports"
                 )
             )
+        self.notes += data_notes(fp, crops, size, schedule.epochs)
         predict = "whole" if crops else "resize"  # what --mode auto chooses for the model
         choices.append(Choice("predict", "--mode auto", _predict_reason(crops, size)))
         return Plan(
@@ -440,6 +498,101 @@ class _Planner:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+#: A validation or test split under this many images gets a note: its score is a few
+#: images' and swings from run to run.
+FEW_EVAL_IMAGES = 5
+#: K classes: a share of 'ignore' pixels from which the plan says so (a binary 0/255 mask
+#: among index masks reads its foreground as 'ignore').
+IGNORED_SHARE = 0.05
+#: Native crops covering less of an image than this share get a note: an epoch draws one
+#: crop per train image.
+CROP_COVERAGE = 0.25
+
+
+def data_notes(fp: Fingerprint, crops: bool, size: int, epochs: int) -> list[str]:
+    """What the plan cannot fix but a user should know: scores resting on a few images,
+    and native crops that see little of large images."""
+    from segkit.contracts import IGNORE_INDEX
+    from segkit.errors import plural
+
+    notes = []
+    few = [
+        f"{split} {plural(fp.images.get(split, 0), 'image')}"
+        for split in ("valid", "test")
+        if 0 < fp.images.get(split, 0) < FEW_EVAL_IMAGES
+    ]
+    if few:
+        notes.append(
+            f"{' and '.join(few)}: scores of so few images swing from run to run; label more "
+            "images to trust them"
+        )
+    if fp.ignored >= IGNORED_SHARE:
+        notes.append(
+            f"{fp.ignored:.0%} of the train pixels are 'ignore' (mask value {IGNORE_INDEX}): "
+            f"neither trained nor scored; where {IGNORE_INDEX} marks a class (binary 0/255 "
+            "masks among class-index masks), save those masks with the class's index"
+        )
+    w, h = fp.size_median
+    coverage = size * size / (w * h)
+    if crops and coverage < CROP_COVERAGE:
+        notes.append(
+            f"an epoch is one {size} px crop of each train image, {coverage:.0%} of a "
+            f"{w}x{h} image: the {epochs} epochs see each image's area about "
+            f"{coverage * epochs:.1f} times"
+        )
+    return notes
+
+
+#: Problems a refused plan lists (the data check lists them all).
+SHOWN_PROBLEMS = 5
+
+
+def blocking(report: Report, base: RunConfig) -> list[Any]:
+    """The data check's errors that would stop the run: all of them, but with
+    ``skip_bad_samples`` the files that cannot be decoded (the run leaves them out)."""
+    return [p for p in report.errors if not (base.skip_bad_samples and p.kind == "unreadable")]
+
+
+def refusal(report: Report, base: RunConfig) -> str:
+    """Why the data cannot be planned: the data check's errors (the first
+    :data:`SHOWN_PROBLEMS`), its fixes, and the command that prints the whole report with
+    the flags given (a folder with spaces quoted)."""
+    from segkit.errors import plural
+
+    errors = blocking(report, base)
+    lines = [
+        f"{report.root}: the data check found {plural(len(errors), 'problem')} that would "
+        "stop a run:"
+    ]
+    refused = [p for p in errors if p.kind == "mask_values"]
+    messages = []
+    for p in errors:
+        if p.kind == "mask_values" and len(refused) > 1 and report.masks_refused:
+            if p is refused[0]:  # every refused mask in one line, as the data check says
+                messages.append(report.masks_refused)
+            continue
+        messages.append(p.message)
+    lines += [f"  {m}" for m in messages[:SHOWN_PROBLEMS]]
+    if len(messages) > SHOWN_PROBLEMS:
+        lines.append(f"  ... and {len(messages) - SHOWN_PROBLEMS} more")
+    if report.fixes:
+        lines.append("to fix (then plan again):")
+        lines += [f"  - {fix}" for fix in report.fixes]
+    if all(p.kind == "unreadable" for p in errors):
+        lines.append(
+            "or plan without the files that cannot be decoded: --skip-bad-samples (the run "
+            "leaves them out too)"
+        )
+    words = ["segkit", "data", "check", str(base.data or report.root)]
+    if base.dataset:
+        words += ["--dataset", base.dataset]
+    for key, value in base.dataset_options.items():
+        if isinstance(value, list | tuple):  # classes=a,b as typed
+            value = ",".join(map(str, value))
+        words += ["--dataset-opt", f"{key}={value}"]
+    lines.append(f"the whole report: {' '.join(shlex.quote(w) for w in words)}")
+    return "\n".join(lines)
 
 
 def _given(base: RunConfig, key: str) -> bool:
@@ -492,7 +645,10 @@ def _model_choice(
 #: native resolution 0.8374 both, while resnet18's epochs took about half the time (its
 #: last.pt is a third the size); the peer result (2026-12-06-cpu-peer) found it as good as
 #: smp's Unet.
-MODEL_REASON = "as good as resnet34_unet at half its time per epoch (pets, 64 px)"
+MODEL_REASON = (
+    "a U-Net on a small ImageNet encoder: as good as resnet34_unet at half its time per "
+    "epoch (pets benchmark)"
+)
 
 
 def _multiple(model: str, options: dict[str, Any]) -> int:
@@ -541,6 +697,22 @@ def _fit_size(
     return ladder[-1], fitted
 
 
+def _epochs_at(costs: Costs, size: int, larger: int, crops: bool, budget: float) -> int:
+    """The epochs that would fit ``budget`` at ``larger`` px, from the costs measured at
+    ``size``: training grows with the pixels, and so does evaluation after resizing
+    (native evaluation, after crops, does not); setup, test and checkpoints stay."""
+    grow = (larger / size) ** 2
+    scaled = Costs(
+        costs.setup,
+        costs.epoch * grow,
+        costs.valid * (1.0 if crops else grow),
+        costs.test,
+        costs.last,
+        costs.best,
+    )
+    return rules.fit_schedule(scaled, budget, None).epochs
+
+
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -582,7 +754,10 @@ def _epochs_reason(
         return f"as asked; the run takes about {duration(schedule.seconds)}"
     assert budget is not None
     if schedule.epochs >= rules.MAX_EPOCHS:
-        return f"capped at {rules.MAX_EPOCHS} (the lab's): {duration(schedule.seconds)} of {duration(budget)}"
+        return (
+            f"capped at {rules.MAX_EPOCHS} (the original runs' length): "
+            f"{duration(schedule.seconds)} of {duration(budget)}"
+        )
     return (
         f"{timing.epoch_s:.1f}s each (measured, {timing.steps_per_epoch} steps): "
         f"{duration(schedule.seconds)} of the {duration(budget)} budget with everything else"

@@ -137,14 +137,15 @@ def native_crops(fp: Fingerprint, size: int) -> tuple[bool, str]:
     if width is None:
         return False, "no train mask holds foreground to measure: resized"
     scale = size / fp.short_side
-    measured = f"{width:.1f} px wide (2*area/boundary, {fp.width_masks} train masks)"
+    measured = f"{width:.1f} px wide (median of {fp.width_masks} train masks)"
     if scale >= 1:
         return False, f"images (short side {fp.short_side}) are no larger than {size} px"
     after = width * scale
     if after < MIN_WIDTH_PX:
         return True, (
-            f"structures {measured}, {after:.1f} px resized to {size}: "
-            "native crops (vessels: 0.004 resized vs 0.707 crops)"
+            f"structures {measured}, {after:.1f} px resized to {size}: too thin, so "
+            "native crops: full-resolution patches (thin vessels: Dice 0.004 resized, 0.707 "
+            "on crops)"
         )
     return False, f"structures {measured} stay {after:.0f} px at {size} px: resized"
 
@@ -160,15 +161,21 @@ def recipe_choice(
     recipe that is not installed falls back to the run default."""
     if crops:
         name = defaults["native_recipe"]
-        why = "random crops at native scale, flips, rot90, elastic; native evaluation"
+        why = "random full-resolution crops, flips, 90-degree turns, elastic warps"
     elif fp.grey:
         name, why = defaults["light_recipe"], "grey images: no colour to augment; flips"
     elif epochs < LONG_RUN_EPOCHS:
         name = defaults["light_recipe"]
-        why = f"{epochs} epochs < {LONG_RUN_EPOCHS}: flips only (every short CPU result)"
+        why = (
+            f"{epochs} epochs (under {LONG_RUN_EPOCHS}): flips only; heavier augmentation "
+            "is for longer runs"
+        )
     else:
         name = defaults["recipe"]
-        why = f"{epochs} epochs: the lab's best recipe over 200 epochs"
+        why = (
+            f"{epochs} epochs ({LONG_RUN_EPOCHS} or more): flips, crops, gamma, contrast, "
+            "channel shuffle (the best recipe of the original 200-epoch runs)"
+        )
     if name not in installed:
         fallback = defaults["recipe"]
         return fallback, f"recipe '{name}' is not installed: the run default"
@@ -186,6 +193,18 @@ def batch_cap(train_images: int) -> int:
     return 2 ** int(math.log2(limit))
 
 
+def batch_cap_reason(train_images: int) -> str:
+    """Where :func:`batch_cap` comes from, in words, for the batch size's reason."""
+    if batch_cap(train_images) >= MAX_BATCH:
+        return "the largest planned: a larger batch would want another learning rate"
+    if train_images // MIN_STEPS_PER_EPOCH < 2:
+        return f"{train_images} train images; batch norm needs 2 images a batch"
+    return (
+        f"{train_images} train images: an epoch keeps at least {MIN_STEPS_PER_EPOCH} "
+        "optimizer steps"
+    )
+
+
 # ----------------------------------------------------------------------------- loss
 
 
@@ -199,7 +218,7 @@ def loss_choice(fp: Fingerprint, defaults: dict[str, str]) -> tuple[str, dict[st
     if fp.multiclass:
         shares = fp.class_shares
         rare = [k for k, v in shares.items() if v < RARE_FOREGROUND]
-        why = "K classes: cross-entropy + Dice"
+        why = f"{len(fp.classes)} classes: cross-entropy + Dice (per-pixel and overlap terms)"
         if rare and CLASS_WEIGHT_RULE["use"] and fp.class_weights:
             return (
                 defaults["multiclass_loss"],
@@ -215,15 +234,21 @@ def loss_choice(fp: Fingerprint, defaults: dict[str, str]) -> tuple[str, dict[st
             return (
                 defaults["loss"],
                 {"pos_weight": fp.pos_weight},
-                f"foreground {fg:.1%}: BCE's foreground weighed by {fp.pos_weight:g}",
+                f"foreground {fg:.1%}: binary cross-entropy's foreground weighed by "
+                f"{fp.pos_weight:g}, + Dice",
             )
         return (
             defaults["loss"],
             {},
-            f"foreground {fg:.1%}, no pos_weight ({POS_WEIGHT_RULE['why']})",
+            f"foreground {fg:.1%} (rare): binary cross-entropy + Dice, whose overlap term "
+            f"balances a rare foreground; no pos_weight ({POS_WEIGHT_RULE['why']})",
         )
     shown = f"foreground {fg:.0%}" if fg is not None else "binary"
-    return defaults["loss"], {}, f"{shown}: BCE + Dice (the lab's)"
+    return (
+        defaults["loss"],
+        {},
+        f"{shown}: binary cross-entropy + Dice (per-pixel and overlap terms)",
+    )
 
 
 #: Whether rare binary foreground gets BCE's ``pos_weight`` (background / foreground).
@@ -234,14 +259,14 @@ def loss_choice(fp: Fingerprint, defaults: dict[str, str]) -> tuple[str, dict[st
 #: set and seed: a rule to revisit with more.
 POS_WEIGHT_RULE: dict[str, Any] = {
     "use": False,
-    "why": "it cost the 128 px vessels 0.12 Dice, plan ablation",
+    "why": "it cost 0.12 Dice on the 128 px vessels benchmark",
 }
 #: Whether K classes with a rare class get median-frequency weights. Measured as above
 #: (``class-weights``): the collar set's plan (collar 2.5% of the train pixels) with
 #: ``weight=auto`` tested 0.7705 against 0.7800 without, seed 0.
 CLASS_WEIGHT_RULE: dict[str, Any] = {
     "use": False,
-    "why": "weights cost the collar set 0.01 Dice, plan ablation",
+    "why": "class weights cost 0.01 Dice on the collar benchmark",
 }
 
 
