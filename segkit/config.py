@@ -453,9 +453,9 @@ class RunConfig:
                 named with the file and table it is in, among the other problems.
 
         Raises:
-            ConfigError: unknown keys (with close matches: then an
-                :class:`~segkit.errors.UnknownSettingError`), or bad values: every one at
-                once, in one message (one line each).
+            ConfigError: unknown keys, of the settings or (``check_options``) of an option
+                table (with close matches: then an :class:`~segkit.errors.UnknownSettingError`),
+                or bad values: every one at once, in one message (one line each).
         """
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of settings, got {type(d).__name__}")
@@ -479,10 +479,10 @@ class RunConfig:
             where = _Where(source, frozenset(given))
         # Every problem at once, each worded for where its value came from.
         errors += _setting_errors({**_defaults(), **known}, where)[1]
-        if check_options:
-            errors += _option_errors(known, where)
-        if errors:
-            raise all_errors(errors, UnknownSettingError if unknown else ConfigError)
+        options = _option_errors(known, where) if check_options else []
+        if errors or options:
+            unknown_key = bool(unknown or options)  # a key no setting or plugin takes
+            raise all_errors(errors + options, UnknownSettingError if unknown_key else ConfigError)
         return cls(**d)
 
     @classmethod
@@ -832,8 +832,6 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
         for key, value in options.items():
             if key in accepted:
                 continue
-            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             from_file = in_a_file and (
                 table not in where.flags or in_file.get(key, object()) == value
             )
@@ -844,7 +842,8 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
             else:
                 subject = f"{flag(table)} {key}={json.dumps(value)}"
             errors.append(
-                f"{subject}: {registry.SINGULAR[kind]} '{name}' has no option {key!r}{hint}; "
+                f"{subject}: {registry.SINGULAR[kind]} '{name}' has no option "
+                f"{_did_you_mean(key, accepted)}; "
                 f"it takes: {', '.join(accepted) or 'no options'}"
             )
     return errors

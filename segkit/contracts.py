@@ -239,6 +239,15 @@ class MaskSpec:
         """Whether some raw value means "ignore this pixel"."""
         return IGNORE_INDEX in self.class_index
 
+    @property
+    def ignore_values(self) -> tuple[int, ...]:
+        """The raw values that mean "ignore this pixel" (``(255,)``; none without ignore,
+        and none for a binary spec, which maps no value to a class)."""
+        if not self.class_index:  # binary
+            return ()
+        pairs = zip(self.allowed, self.class_index, strict=True)
+        return tuple(v for v, c in pairs if c == IGNORE_INDEX)
+
     def colors(self) -> tuple[tuple[int, int, int], ...]:
         """One display colour per class (the palette, or :data:`DEFAULT_PALETTE`'s)."""
         if self.palette:

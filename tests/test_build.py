@@ -282,3 +282,15 @@ def test_the_training_loader_follows_the_last_batch_rule(tiny_pets, rule, sizes)
     assert [len(b.images) for b in t.loaders["train"]] == sizes
     assert t.steps_per_epoch == len(t.loaders["train"]) == len(sizes)
     assert sum(len(b.images) for b in t.loaders["valid"]) == 2
+
+
+def test_the_data_checks_reading_threads_follow_the_usable_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cached data check (segkit.data.prepare) reads with as many threads as the full
+    # check (segkit.data.check): the usable cores, up to 8, not the host's 64.
+    from segkit.data import prepare
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(workers_mod, "usable_cores", lambda: 3)
+    assert prepare.default_threads() == 3

@@ -488,3 +488,15 @@ def test_a_misspelt_option_in_a_files_table_names_the_file_and_the_table(tmp_pat
     ]
     # A configuration read without the plugins (a run folder's, a study's) is not checked.
     assert RunConfig.from_dict({"model_options": {"initt": 1}}).model_options == {"initt": 1}
+
+
+def test_a_misspelt_option_is_an_unknown_setting_as_a_misspelt_key_is(tmp_path):
+    # An option table's unknown key is a typo like a field's: UnknownSettingError (also a
+    # TypeError), with its close match; a bad value alone stays a plain ConfigError.
+    with pytest.raises(UnknownSettingError) as e:
+        RunConfig.from_dict({"model_options": {"initt": 1}}, source=PYTHON, check_options=True)
+    assert isinstance(e.value, TypeError)
+    assert "model 'unet' has no option 'initt' (did you mean 'init'?)" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"epochs": 0}, source=PYTHON, check_options=True)
+    assert not isinstance(e.value, UnknownSettingError)

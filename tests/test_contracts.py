@@ -84,3 +84,15 @@ def test_the_old_kind_name_warns_and_works():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert registry.list_plugins("recipes") == names
+
+
+def test_a_mask_specs_ignore_values_are_the_raw_values_read_as_ignore():
+    # One reading for the mask reader's refusal and evaluate's 'ignored: ... value 255'.
+    from segkit.contracts import MaskSpec
+    from segkit.inference.evaluate import ignored_as
+
+    spec = MaskSpec.multiclass(["background", "cell"], ignore=255)
+    assert spec.ignore_values == (255,) and ignored_as(spec) == "value 255"
+    none = MaskSpec.multiclass(["background", "cell"], ignore=None)
+    assert none.ignore_values == () and ignored_as(none) == ""
+    assert MaskSpec(background=0, allowed=(0, 255)).ignore_values == ()  # binary

@@ -45,7 +45,9 @@ def test_a_device_type_segkit_does_not_train_on_is_refused(name: str) -> None:
 def test_more_threads_than_cores_is_said_on_the_first_line(monkeypatch) -> None:
     from segkit.system import threads
 
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    # The usable cores (CPU affinity), as --num-workers' check counts them: not the host's.
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads, "_reason", None)
     assert threads.note(2) == "2 CPU threads"
     assert threads.note(64).startswith(

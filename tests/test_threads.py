@@ -43,6 +43,7 @@ def test_auto_uses_the_cores_the_load_leaves_free(default, cores, load, expected
 def test_auto_on_a_busy_machine_says_why_in_the_note(fresh, capsys):
     fresh.setattr(threads_mod.os, "getloadavg", lambda: (7.5, 6.0, 5.0))
     fresh.setattr(threads_mod.os, "cpu_count", lambda: 8)
+    fresh.setattr(threads_mod, "usable_cores", lambda: 8)  # all 8 this process's
     torch.set_num_threads(4)  # torch's default in this process, as far as segkit knows
     assert threads_mod.apply_threads("auto") == 1
     assert torch.get_num_threads() == 1

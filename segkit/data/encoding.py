@@ -30,7 +30,7 @@ from segkit.data.reading import (
     decode_opened_mask,
     open_image,
 )
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, PluginError
 from segkit.registry import default_registry
 
 #: File names shown in one line before "and N more".
@@ -768,12 +768,14 @@ def diagnosis_of(
 
 
 def _takes_option(dataset_name: str, option: str) -> bool:
-    """Whether the dataset plugin ``dataset_name``'s factory takes ``option``."""
+    """Whether the dataset plugin ``dataset_name``'s factory takes ``option`` (read from
+    its signature, as the configuration's option check reads it:
+    :meth:`~segkit.registry.Registry.option_names`)."""
     try:
-        factory = default_registry().info("datasets", dataset_name).load()
-        return option in inspect.signature(factory).parameters
-    except Exception:  # noqa: BLE001 -- an unknown or broken plugin: no advice
+        options = default_registry().option_names("datasets", dataset_name)
+    except PluginError:  # an unknown or broken plugin: no advice
         return False
+    return option in (options or ())
 
 
 def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses | None:

@@ -42,6 +42,7 @@ from segkit.data.reading import FilteredDataset, check_same_size, open_image, re
 from segkit.data.sampling import per_rank
 from segkit.errors import DataError
 from segkit.system.files import atomic_open, cache_dir
+from segkit.system.workers import default_workers
 
 #: File names shown in one message before "and N more".
 SHOW = 3
@@ -80,8 +81,9 @@ def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _
 
 
 def default_threads() -> int:
-    """Reading threads: one per core, up to 8 (decoding is the work; PIL releases the GIL)."""
-    return min(8, os.cpu_count() or 1)
+    """Reading threads: one per usable core, up to 8 (decoding is the work; PIL releases
+    the GIL), as the data check reads (:func:`~segkit.system.workers.default_workers`)."""
+    return default_workers()
 
 
 def ready_for_training(

@@ -306,18 +306,13 @@ def check_mask_values(path: Path, values: list[int], spec: MaskSpec) -> None:
         what = ""
         if spec.is_multiclass:
             what = f" ({len(spec.classes)} classes: {', '.join(spec.classes)}"
-            what += f"; {_ignored(spec)} ignored)" if spec.has_ignore else ")"
+            ignored = ", ".join(map(str, spec.ignore_values))
+            what += f"; {ignored} ignored)" if spec.has_ignore else ")"
         raise MaskValuesError(
             f"{path}: values {{{', '.join(map(str, bad))}}} {VALUES_OUTSIDE} {allowed}{what}",
             tuple(int(v) for v in bad),
             str(path),
         )
-
-
-def _ignored(spec: MaskSpec) -> str:
-    return ", ".join(
-        str(v) for v, c in zip(spec.allowed, spec.class_index, strict=True) if c == IGNORE_INDEX
-    )
 
 
 def to_binary(raw: np.ndarray, spec: MaskSpec) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.config import checked_keywords
-from segkit.contracts import IGNORE_INDEX, MaskSpec
+from segkit.contracts import MaskSpec
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.inference.native import EvalPlan, forward_for
@@ -163,7 +163,7 @@ def ignored_as(spec: MaskSpec) -> str:
     nothing does (binary, or ``ignore=null``)."""
     if not spec.is_multiclass or not spec.has_ignore:
         return ""
-    values = [v for v, c in zip(spec.allowed, spec.class_index, strict=True) if c == IGNORE_INDEX]
+    values = spec.ignore_values
     words = f"value{'s' if len(values) > 1 else ''} {', '.join(map(str, values))}"
     if spec.ignore_color is not None:
         words += f", colour ({', '.join(map(str, spec.ignore_color))}) in RGB masks"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from segkit.system.workers import usable_cores
+
 #: torch's own thread count, read before segkit first changes it.
 _torch_default: int | None = None
 #: What ``auto`` chose, decided once per process: later runs of one process (a study, a
@@ -38,7 +40,9 @@ def auto_threads(default: int, cores: int, load: float) -> int:
 
     Both counts are the whole machine's (``os.cpu_count()`` and ``os.getloadavg()``), so
     in a container limited to a few of a big host's cores the host's load is compared
-    with the host's cores.
+    with the host's cores. (:func:`note`'s "more than this machine's cores" counts the
+    usable ones, :func:`~segkit.system.workers.usable_cores`, as the loader workers' check
+    does: the cores this process's threads can run on.)
     """
     return max(1, min(default, math.ceil(cores - load)))
 
@@ -67,7 +71,7 @@ def note(threads: int) -> str:
     --threads N to choose)`` when ``auto`` chose fewer than torch's default, else just the
     count."""
     said = f"{threads} CPU thread{'s' * (threads != 1)}"
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # as --num-workers' check counts them (CPU affinity)
     if _reason is not None and threads == _auto:
         said += f" ({_reason}; --threads N to choose)"
     elif threads > cores:
