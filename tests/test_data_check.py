@@ -274,3 +274,60 @@ def test_public_api(folder: Path) -> None:
     assert "check_data" in segkit.__all__
     assert report.ok and report.dataset == "folder"
     assert report.to_dict()["splits"]["test"]["count"] == 2
+
+
+FOLDER_OPTIONS = (
+    "valid_fraction, test_fraction, split_seed, classes, palette, ignore, ignore_color, values"
+)
+
+
+@pytest.mark.parametrize("dataset", [[], ["--dataset", "folder"]])
+def test_an_unknown_dataset_option_is_one_line_naming_it_and_the_options(
+    folder: Path, capsys: pytest.CaptureFixture[str], dataset: list[str]
+) -> None:
+    """As ``segkit run`` names a bad option: the flag, the close match and the options the
+    layout's plugin takes (never its private ``_lenient``), also when the layout is
+    recognised from the folder (no --dataset)."""
+    argv = ["data", "check", str(folder), *dataset, "--dataset-opt", "foo=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "segkit: error: --dataset-opt foo=1: dataset 'folder' has no option 'foo'; it takes: "
+        + FOLDER_OPTIONS
+    )
+    assert main([*argv[:-1], "split_sed=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "segkit: error: --dataset-opt split_sed=3: dataset 'folder' has no option 'split_sed' "
+        f"(did you mean 'split_seed'?); it takes: {FOLDER_OPTIONS}"
+    )
+
+
+def test_private_parameters_are_never_options() -> None:
+    """``_lenient`` (what ``audit`` passes) is neither listed nor suggested."""
+    from segkit.errors import ConfigError
+
+    assert "_lenient" not in registry.default_registry().option_names("datasets", "folder")
+    with pytest.raises(ConfigError) as e:
+        registry.create("datasets", "folder", Path("."), lenient=True)
+    assert "_lenient" not in str(e.value) and "did you mean" not in str(e.value)
+    assert str(e.value).endswith(f"It accepts: {FOLDER_OPTIONS}")
+
+
+def test_run_and_evaluate_name_an_unknown_option_of_the_recognised_layout(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``segkit run`` without --dataset checks the option against the layout it recognised
+    before reading anything; ``build_dataset`` (what ``evaluate`` uses) does the same."""
+    from segkit.build import build_dataset
+    from segkit.config import RunConfig
+    from segkit.errors import ConfigError
+
+    argv = ["run", "--data", str(folder), "--dataset-opt", "foo=1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "segkit: error: --dataset-opt foo=1: dataset 'folder' has no option 'foo'; it takes: "
+        + FOLDER_OPTIONS
+    )
+    with pytest.raises(ConfigError, match=r"^dataset_options=\{'foo': 1\}: dataset 'folder'"):
+        build_dataset(RunConfig(data=str(folder), dataset_options={"foo": 1}))

@@ -582,6 +582,7 @@ def check_configured(
     """
 
     name = config.resolved_dataset()
+    config.check_dataset_options(name)
     registry = default_registry()
     audit = registry.info("datasets", name).capability("audit")
     if callable(audit) and config.data:
