@@ -282,6 +282,11 @@ class Dataset(Protocol):
     Attributes:
         root: The dataset folder.
         mask_spec: How mask files encode the target (binary, or K named classes).
+
+    Optional: ``split_lists: bool``, whether files listing the samples' names (split
+    lists) choose the samples, so that a file that cannot be decoded is left out by
+    removing its name from its list (true) or by deleting it (false); unset, the advice
+    fits any layout (see :func:`segkit.data.reading.fit_advice`).
     """
 
     root: Path
@@ -357,6 +362,7 @@ class LayoutAudit:
             read (outside every split list, another extension, a hidden file).
         advice: Fixes of many problems at once, as words to print (a command that renames
             every mask named ``<name>_mask.png``).
+        split_lists: The dataset's ``split_lists`` (see :class:`Dataset`); None: unknown.
     """
 
     root: Path
@@ -365,6 +371,7 @@ class LayoutAudit:
     problems: list[tuple[Path, str]]
     skipped: list[tuple[Path, str]]
     advice: list[str] = field(default_factory=list)
+    split_lists: bool | None = None
 
     def samples(self, split: str) -> list[Sample]:
         """The samples of ``split`` the layout could pair (possibly none)."""

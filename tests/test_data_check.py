@@ -165,12 +165,16 @@ def test_unreadable_image_and_size_mismatch(
     problems = [line for line in out.splitlines() if line.startswith("  error: ")]
     assert len(problems) == 2, out
     assert problems[0].startswith(f"  error: {img}: cannot decode image (")
-    assert problems[0].endswith(
-        "the file is corrupt or truncated. Replace it or remove its name from the split list"
+    assert problems[0].endswith(  # the folder's splits/*.txt name the samples
+        "the file is corrupt or truncated. Replace it, or remove its name from the split list"
     )
     assert problems[1] == (
         f"  error: {folder / 'masks' / 'd.png'}: mask is 20x32 but image d.jpg is 40x32; "
         "an image and its mask must have the same size"
+    )
+    assert out.rstrip().endswith(
+        "FAILED: 2 problems would stop a run; check again once fixed (or leave the file that "
+        "cannot be decoded out: a run with --skip-bad-samples skips it)"
     )
 
 
@@ -331,3 +335,39 @@ def test_run_and_evaluate_name_an_unknown_option_of_the_recognised_layout(
     )
     with pytest.raises(ConfigError, match=r"^dataset_options=\{'foo': 1\}: dataset 'folder'"):
         build_dataset(RunConfig(data=str(folder), dataset_options={"foo": 1}))
+
+
+def test_a_file_that_cannot_be_decoded_gets_the_advice_of_its_layout(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without split lists nothing names the file: delete it with its pair, or skip it."""
+    shutil.rmtree(folder / "splits")
+    (folder / "images" / "c.jpg").write_bytes(b"not a jpeg")
+    (folder / "masks" / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    rc, out = check(capsys, folder)
+    assert rc == 1
+    problems = [line for line in out.splitlines() if line.startswith("  error: ")]
+    assert problems[0].startswith(f"  error: {folder / 'images' / 'c.jpg'}: cannot decode image")
+    assert problems[0].endswith(
+        "the file is corrupt or truncated. Replace it, or delete it and its mask"
+    )
+    assert problems[1] == (
+        f"  error: {folder / 'masks' / 'e.png'}: cannot decode mask (Truncated File Read); the "
+        "file is corrupt. Replace it, or delete it and its image"
+    )
+    assert "split list" not in out
+    assert out.rstrip().endswith(
+        "FAILED: 2 problems would stop a run; check again once fixed (or leave the 2 files "
+        "that cannot be decoded out: a run with --skip-bad-samples skips them)"
+    )
+
+
+def test_an_oxford_pet_file_that_cannot_be_decoded_is_removed_from_its_split_list(
+    broken_pets: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trimap = sorted((broken_pets / "annotations" / "trimaps").glob("*.png"))[0]
+    trimap.write_bytes(b"not a png")
+    assert main(["data", "check", str(broken_pets)]) == 1
+    out = capsys.readouterr().out
+    assert f"  error: {trimap}: cannot decode mask (" in out
+    assert "the file is corrupt. Replace it, or remove its name from the split list\n" in out

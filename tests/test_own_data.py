@@ -579,7 +579,7 @@ def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> No
             "cell003",
             "cannot decode mask (cannot identify image file "
             + repr(str(root / "masks" / "cell003.png"))
-            + "); the file is corrupt",
+            + "); the file is corrupt. Replace it, or delete it and its image",
         )
     ]
     assert "cell003" not in {

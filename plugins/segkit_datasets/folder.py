@@ -260,7 +260,15 @@ class FolderDataset:
                     check_samples(samples, split, ds._split_source(split))
                 except DataError as e:
                     problems.append((ds._split_source(split), str(e)))
-        return LayoutAudit(ds.root, ds.mask_spec, splits, problems, skipped, ds._scan.advice)
+        return LayoutAudit(
+            ds.root, ds.mask_spec, splits, problems, skipped, ds._scan.advice, ds.split_lists
+        )
+
+    @property
+    def split_lists(self) -> bool:
+        """Whether ``splits/*.txt`` name the samples (see :class:`segkit.contracts.Dataset`):
+        not with split folders, nor where the splits are carved at random."""
+        return not self._parts and (self.root / "splits").is_dir()
 
     @staticmethod
     def declare_classes(

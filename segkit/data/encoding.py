@@ -24,6 +24,7 @@ import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import (
+    UNREADABLE_ADVICE,
     alpha_labels,
     check_mask_values,
     colours_to_raw,
@@ -219,7 +220,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
         info.error = str(e)
         return info
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
-        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt"
+        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         return info
     try:
         check_mask_values(info.path, list(info.values), spec)
