@@ -326,6 +326,10 @@ class DatasetFactory(Protocol):
       plugin's layout declares ``recognizes = None``).
     * ``layout: str``: the layout in one line, for that refusal, e.g.
       ``"images/<name>.jpg + masks/<name>.png"``.
+    * ``near_miss(root: Path) -> str | None``: for a folder no layout recognizes, what
+      keeps this layout from reading it where the folder comes close (images, but no
+      masks anywhere it looks: say so and where it looked), in a line or two naming
+      ``root``; None otherwise. The refusal then leads with it. Cheap, never raises.
     * ``audit(root: Path, **options) -> LayoutAudit``: what ``factory(root, **options)``
       reads, without stopping at the first problem: every file it would refuse (an image
       without its mask, naming the files with a close name; a split list naming a
@@ -584,6 +588,7 @@ CONTRACTS: dict[str, FactoryContract] = {
             ("layout", None),
             ("audit", None),
             ("declare_classes", None),
+            ("near_miss", None),
         ),
     ),
     # An op is a class called with its parameters; what is checked is what it declares
