@@ -76,7 +76,9 @@ class Problem:
     """One finding about one file: ``severity`` is ``error`` (a run would stop) or
     ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
     format_mismatch, split, layout (the dataset's audit: an image without its mask...),
-    odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255), foreground (a split's masks all empty, or all foreground),
+    odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255),
+    binary_among_classes (masks of only 0 and 255 among K-class masks: 255 is 'ignore'
+    there), foreground (a split's masks all empty, or all foreground),
     image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt),
     class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
     0.1% of the labelled train pixels)."""
@@ -570,6 +572,8 @@ def share(st: SplitStats, name: str) -> str:
 def _warning_kind(warning: str) -> str:
     if warning.startswith("the masks mix"):
         return "mixed_encoding"
+    if "binary-looking" in warning:
+        return "binary_among_classes"
     return "void_border" if "both 1 and 255" in warning else "odd_mask"
 
 
