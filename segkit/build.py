@@ -147,11 +147,13 @@ def build_dataset(config: RunConfig) -> Dataset:
     Raises:
         DataError: the plugin refuses the folder (with ``--skip-bad-samples``, the message
             says that it leaves out undecodable files, not layout problems).
+        ConfigError: a ``dataset_options`` key the plugin does not take (named with the
+            close match and the options it takes).
     """
+    name = config.resolved_dataset()
+    config.check_dataset_options(name)
     try:
-        return registry.create(
-            "datasets", config.resolved_dataset(), data_path(config), **config.dataset_options
-        )
+        return registry.create("datasets", name, data_path(config), **config.dataset_options)
     except DataError as e:
         if not config.skip_bad_samples:
             raise

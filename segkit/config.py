@@ -407,6 +407,23 @@ class RunConfig:
 
         return detect_layout(Path(self.data).expanduser())
 
+    def check_dataset_options(self, name: str) -> None:
+        """Refuse a key of ``dataset_options`` that dataset plugin ``name`` (as
+        :meth:`resolved_dataset` gives it) does not take, as :meth:`from_dict` with
+        ``check_options`` does when ``dataset`` is given: ``--dataset-opt foo=1: dataset
+        'folder' has no option 'foo'; it takes: ...`` (the close match too). For the layout
+        recognised from ``data``, which :meth:`from_dict` cannot know without reading the
+        folder; read before the plugin is built, so no option reaches it unchecked.
+
+        Raises:
+            ConfigError: every unknown key, one line each.
+        """
+        errors = _option_errors(
+            {"dataset": name, "dataset_options": self.dataset_options}, _Where()
+        )
+        if errors:
+            raise all_errors(errors, ConfigError)
+
     def plugins(self) -> dict[str, str]:
         """Plugin kind -> the name this run uses (no recipe for a recipe file)."""
         named = {

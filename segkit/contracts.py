@@ -291,6 +291,11 @@ class Dataset(Protocol):
     Attributes:
         root: The dataset folder.
         mask_spec: How mask files encode the target (binary, or K named classes).
+
+    Optional: ``split_lists: bool``, whether files listing the samples' names (split
+    lists) choose the samples, so that a file that cannot be decoded is left out by
+    removing its name from its list (true) or by deleting it (false); unset, the advice
+    fits any layout (see :func:`segkit.data.reading.fit_advice`).
     """
 
     root: Path
@@ -330,6 +335,10 @@ class DatasetFactory(Protocol):
       plugin's layout declares ``recognizes = None``).
     * ``layout: str``: the layout in one line, for that refusal, e.g.
       ``"images/<name>.jpg + masks/<name>.png"``.
+    * ``near_miss(root: Path) -> str | None``: for a folder no layout recognizes, what
+      keeps this layout from reading it where the folder comes close (images, but no
+      masks anywhere it looks: say so and where it looked), in a line or two naming
+      ``root``; None otherwise. The refusal then leads with it. Cheap, never raises.
     * ``audit(root: Path, **options) -> LayoutAudit``: what ``factory(root, **options)``
       reads, without stopping at the first problem: every file it would refuse (an image
       without its mask, naming the files with a close name; a split list naming a
@@ -366,6 +375,7 @@ class LayoutAudit:
             read (outside every split list, another extension, a hidden file).
         advice: Fixes of many problems at once, as words to print (a command that renames
             every mask named ``<name>_mask.png``).
+        split_lists: The dataset's ``split_lists`` (see :class:`Dataset`); None: unknown.
     """
 
     root: Path
@@ -374,6 +384,7 @@ class LayoutAudit:
     problems: list[tuple[Path, str]]
     skipped: list[tuple[Path, str]]
     advice: list[str] = field(default_factory=list)
+    split_lists: bool | None = None
 
     def samples(self, split: str) -> list[Sample]:
         """The samples of ``split`` the layout could pair (possibly none)."""
@@ -586,6 +597,7 @@ CONTRACTS: dict[str, FactoryContract] = {
             ("layout", None),
             ("audit", None),
             ("declare_classes", None),
+            ("near_miss", None),
         ),
     ),
     # An op is a class called with its parameters; what is checked is what it declares

@@ -281,7 +281,8 @@ class Registry:
     def option_names(self, kind: str, name: str) -> list[str] | None:
         """The options (keyword arguments beyond its contract's) that plugin ``name``'s
         factory takes, read from its signature (the plugin is imported); None where it
-        takes any (``**kwargs``) or has no signature.
+        takes any (``**kwargs``) or has no signature. Private parameters (``_lenient``:
+        a leading underscore) are segkit's own, never an option a user gives.
 
         Raises:
             PluginError: no such plugin, or it fails to load.
@@ -299,7 +300,7 @@ class Registry:
             return None
         contract = CONTRACTS[kind]
         passed = {"self", "args", *contract.positional, *contract.keywords}
-        return [p.name for p in params if p.name not in passed]
+        return [p.name for p in params if p.name not in passed and not p.name.startswith("_")]
 
     def create(self, kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Import plugin ``name`` and call its factory with the given arguments.
@@ -322,7 +323,9 @@ class Registry:
 
                 contract = CONTRACTS[kind]
                 passed = {"self", "args", "kwargs", *contract.positional, *contract.keywords}
-                options = [p for p in signature.parameters if p not in passed]
+                options = [
+                    p for p in signature.parameters if p not in passed and not p.startswith("_")
+                ]
                 unknown = [k for k in kwargs if k not in signature.parameters]
                 close = [
                     m[0]

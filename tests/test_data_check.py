@@ -165,12 +165,16 @@ def test_unreadable_image_and_size_mismatch(
     problems = [line for line in out.splitlines() if line.startswith("  error: ")]
     assert len(problems) == 2, out
     assert problems[0].startswith(f"  error: {img}: cannot decode image (")
-    assert problems[0].endswith(
-        "the file is corrupt or truncated. Replace it or remove its name from the split list"
+    assert problems[0].endswith(  # the folder's splits/*.txt name the samples
+        "the file is corrupt or truncated. Replace it, or remove its name from the split list"
     )
     assert problems[1] == (
         f"  error: {folder / 'masks' / 'd.png'}: mask is 20x32 but image d.jpg is 40x32; "
         "an image and its mask must have the same size"
+    )
+    assert out.rstrip().endswith(
+        "FAILED: 2 problems would stop a run; check again once fixed (or leave the file that "
+        "cannot be decoded out: a run with --skip-bad-samples skips it)"
     )
 
 
@@ -274,3 +278,96 @@ def test_public_api(folder: Path) -> None:
     assert "check_data" in segkit.__all__
     assert report.ok and report.dataset == "folder"
     assert report.to_dict()["splits"]["test"]["count"] == 2
+
+
+FOLDER_OPTIONS = (
+    "valid_fraction, test_fraction, split_seed, classes, palette, ignore, ignore_color, values"
+)
+
+
+@pytest.mark.parametrize("dataset", [[], ["--dataset", "folder"]])
+def test_an_unknown_dataset_option_is_one_line_naming_it_and_the_options(
+    folder: Path, capsys: pytest.CaptureFixture[str], dataset: list[str]
+) -> None:
+    """As ``segkit run`` names a bad option: the flag, the close match and the options the
+    layout's plugin takes (never its private ``_lenient``), also when the layout is
+    recognised from the folder (no --dataset)."""
+    argv = ["data", "check", str(folder), *dataset, "--dataset-opt", "foo=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "segkit: error: --dataset-opt foo=1: dataset 'folder' has no option 'foo'; it takes: "
+        + FOLDER_OPTIONS
+    )
+    assert main([*argv[:-1], "split_sed=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "segkit: error: --dataset-opt split_sed=3: dataset 'folder' has no option 'split_sed' "
+        f"(did you mean 'split_seed'?); it takes: {FOLDER_OPTIONS}"
+    )
+
+
+def test_private_parameters_are_never_options() -> None:
+    """``_lenient`` (what ``audit`` passes) is neither listed nor suggested."""
+    from segkit.errors import ConfigError
+
+    assert "_lenient" not in registry.default_registry().option_names("datasets", "folder")
+    with pytest.raises(ConfigError) as e:
+        registry.create("datasets", "folder", Path("."), lenient=True)
+    assert "_lenient" not in str(e.value) and "did you mean" not in str(e.value)
+    assert str(e.value).endswith(f"It accepts: {FOLDER_OPTIONS}")
+
+
+def test_run_and_evaluate_name_an_unknown_option_of_the_recognised_layout(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``segkit run`` without --dataset checks the option against the layout it recognised
+    before reading anything; ``build_dataset`` (what ``evaluate`` uses) does the same."""
+    from segkit.build import build_dataset
+    from segkit.config import RunConfig
+    from segkit.errors import ConfigError
+
+    argv = ["run", "--data", str(folder), "--dataset-opt", "foo=1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "segkit: error: --dataset-opt foo=1: dataset 'folder' has no option 'foo'; it takes: "
+        + FOLDER_OPTIONS
+    )
+    with pytest.raises(ConfigError, match=r"^dataset_options=\{'foo': 1\}: dataset 'folder'"):
+        build_dataset(RunConfig(data=str(folder), dataset_options={"foo": 1}))
+
+
+def test_a_file_that_cannot_be_decoded_gets_the_advice_of_its_layout(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without split lists nothing names the file: delete it with its pair, or skip it."""
+    shutil.rmtree(folder / "splits")
+    (folder / "images" / "c.jpg").write_bytes(b"not a jpeg")
+    (folder / "masks" / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    rc, out = check(capsys, folder)
+    assert rc == 1
+    problems = [line for line in out.splitlines() if line.startswith("  error: ")]
+    assert problems[0].startswith(f"  error: {folder / 'images' / 'c.jpg'}: cannot decode image")
+    assert problems[0].endswith(
+        "the file is corrupt or truncated. Replace it, or delete it and its mask"
+    )
+    assert problems[1] == (
+        f"  error: {folder / 'masks' / 'e.png'}: cannot decode mask (Truncated File Read); the "
+        "file is corrupt. Replace it, or delete it and its image"
+    )
+    assert "split list" not in out
+    assert out.rstrip().endswith(
+        "FAILED: 2 problems would stop a run; check again once fixed (or leave the 2 files "
+        "that cannot be decoded out: a run with --skip-bad-samples skips them)"
+    )
+
+
+def test_an_oxford_pet_file_that_cannot_be_decoded_is_removed_from_its_split_list(
+    broken_pets: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trimap = sorted((broken_pets / "annotations" / "trimaps").glob("*.png"))[0]
+    trimap.write_bytes(b"not a png")
+    assert main(["data", "check", str(broken_pets)]) == 1
+    out = capsys.readouterr().out
+    assert f"  error: {trimap}: cannot decode mask (" in out
+    assert "the file is corrupt. Replace it, or remove its name from the split list\n" in out

@@ -327,6 +327,65 @@ def test_a_folder_of_images_alone_is_not_taken_for_masks_beside_images(tmp_path:
     assert not FolderDataset.recognizes(tmp_path)
 
 
+NO_MASKS = (
+    "no masks found ({}); segkit looked for masks/ beside images/ (or labels/, gt/, "
+    "ground_truth/, annotations/), masks/ in each split folder (train/masks/ ...), and masks "
+    "named <name>_mask.png beside their images\n"
+    "put each image's mask in masks/ under the image's name (images/a.jpg, masks/a.png: 0/1 "
+    "or 0/255, or class indices 0..K-1 named in classes.txt)\n"
+)
+
+
+def images_only(root: Path, n: int = 3) -> Path:
+    pairs(root / "images", root / "masks", names(n))
+    for mask in (root / "masks").iterdir():
+        mask.unlink()
+    (root / "masks").rmdir()
+    return root
+
+
+def test_images_without_masks_say_no_masks_were_found_where_and_the_layouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = images_only(tmp_path / "cells")
+    assert main(["data", "check", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"segkit: error: {root}: " + NO_MASKS.format("3 images in images/"))
+    rest = err.split("classes.txt)\n", 1)[1].splitlines()
+    assert rest[0] == "the layouts segkit reads (docs/data.md):"
+    assert rest[1].startswith("  folder: images/<name>.jpg|") and "masks/<name>.png" in rest[1]
+    assert rest[2].startswith("  oxford_pet: images/<name>.jpg, annotations/trimaps/")
+    assert rest[3:] == ["or name a layout with --dataset"]
+    # Named with --dataset folder: the same words, and this layout.
+    with pytest.raises(DataError) as e:
+        FolderDataset(root)
+    first, second, layout = str(e.value).splitlines()
+    assert f"{first}\n{second}\n" == f"{root}: " + NO_MASKS.format("3 images in images/")
+    assert layout.startswith("the layout (docs/data.md): images/<name>.jpg|")
+
+
+def test_split_folders_and_loose_images_without_masks_are_counted_where_they_are(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cells"
+    images_only(root / "train", 2)
+    images_only(root / "val", 1)
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(root / "loose.jpg")
+    with pytest.raises(DataError) as e:
+        RunConfig(data=str(root)).resolved_dataset()
+    assert str(e.value).startswith(
+        f"{root}: no masks found (2 images in train/images/, 1 image in val/images/, 1 image "
+        "in the folder itself); segkit looked for masks/"
+    )
+
+
+def test_a_folder_without_images_is_not_said_to_lack_masks(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DataError, match="no dataset layout recognises this folder") as e:
+        RunConfig(data=str(tmp_path)).resolved_dataset()
+    assert "no masks found" not in str(e.value)
+
+
 # ----------------------------------------------------------------------------- the report
 
 

@@ -325,6 +325,44 @@ def test_index_masks_get_a_classes_txt_and_palette_masks_keep_their_colours(
     )
 
 
+def test_0_255_masks_among_class_masks_are_warned_255_being_ignore_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Binary 0/255 masks mixed with index masks of 3 classes: declaring the classes (the
+    fix) makes 255 'ignore', so their foreground would be dropped: a warning says so, with
+    how many, the share of their pixels, an example, and the two fixes."""
+    root = write_pairs(tmp_path / "mixed", encoding="index3")
+    for i in (0, 2, 4):
+        write_mask(root / "masks" / f"cell{i:03d}.png", square(i), "255")
+    rc, out = check(capsys, root)
+    assert rc == 1
+    warning = (
+        "  warning: 3 of 12 masks hold only 0 and 255 (binary-looking, e.g. "
+        f"{root / 'masks' / 'cell000.png'}) among masks of 3 classes (0..2), so 255 {{}} read "
+        "as 'ignore' in them: 9.8% of their pixels (their foreground) {} left out of training "
+        "and scores; convert those 3 masks to class values (255 -> the class of those "
+        "objects), or, if 255 is a class of its own, declare it: --dataset-opt "
+        "classes=background,class_1,class_2,class_3 --dataset-opt values=0,1,2,255"
+    )
+    assert warning.format("would be", "would be") in out.splitlines()
+    report = json.loads(check(capsys, root, "--json")[1])
+    assert [p["kind"] for p in report["problems"] if p["severity"] == "warning"] == [
+        "binary_among_classes"
+    ]
+    assert "class c is mask value c, 0..2; 255 is 'ignore', in the 0/255 masks too" in out
+    # The classes declared: 255 is 'ignore' now, the run would pass, the warning stays.
+    flags = ["--dataset-opt", "classes=background,class_1,class_2"]
+    rc, out = check(capsys, root, *flags)
+    assert rc == 0 and warning.format("is", "are") in out.splitlines()
+    # 255 declared a class of its own: nothing is ignored, nothing to warn about.
+    flags = ["--dataset-opt", "classes=background,class_1,class_2,class_3"]
+    rc, out = check(capsys, root, *flags, "--dataset-opt", "values=0,1,2,255")
+    assert rc == 0 and "binary-looking" not in out
+    # Class masks alone: no warning.
+    rc, out = check(capsys, write_pairs(tmp_path / "index", encoding="index3"))
+    assert "binary-looking" not in out
+
+
 def test_a_value_outside_the_declared_classes_asks_for_one_more_class(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -579,7 +617,7 @@ def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> No
             "cell003",
             "cannot decode mask (cannot identify image file "
             + repr(str(root / "masks" / "cell003.png"))
-            + "); the file is corrupt",
+            + "); the file is corrupt. Replace it, or delete it and its image",
         )
     ]
     assert "cell003" not in {

@@ -547,7 +547,11 @@ def test_data_that_would_stop_a_run_is_refused_with_its_problems_and_the_check_c
     assert not (tmp_path / "plan.toml").exists()
     # An option the dataset does not take is named, not a traceback.
     assert main(["plan", str(data), "--dataset-opt", "colour=1", "-q"]) == 2
-    assert "dataset 'folder' does not accept these options" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "segkit: error: --dataset-opt colour=1: dataset 'folder' has no option 'colour'; it "
+        "takes: valid_fraction, test_fraction, split_seed, classes, palette, ignore, "
+        "ignore_color, values\n"
+    )
 
 
 def test_the_batch_cap_says_where_it_comes_from():

@@ -24,7 +24,7 @@ from segkit.contracts import (
     check_samples,
     check_split,
 )
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, plural
 
 #: Image names read (PIL decodes them all; the dali loader re-encodes what it cannot).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -171,6 +171,13 @@ class FolderDataset:
             or _masks_beside(root) is not None
         )
 
+    @staticmethod
+    def near_miss(root: Path) -> str | None:
+        """``near_miss`` capability: for a folder of images with no masks anywhere this
+        layout looks (``recognizes`` said no), that no masks were found and where segkit
+        looked; None for any other folder. Cheap, never raises."""
+        return _no_masks(Path(root))
+
     def __init__(
         self,
         root: Path | None,
@@ -260,7 +267,15 @@ class FolderDataset:
                     check_samples(samples, split, ds._split_source(split))
                 except DataError as e:
                     problems.append((ds._split_source(split), str(e)))
-        return LayoutAudit(ds.root, ds.mask_spec, splits, problems, skipped, ds._scan.advice)
+        return LayoutAudit(
+            ds.root, ds.mask_spec, splits, problems, skipped, ds._scan.advice, ds.split_lists
+        )
+
+    @property
+    def split_lists(self) -> bool:
+        """Whether ``splits/*.txt`` name the samples (see :class:`segkit.contracts.Dataset`):
+        not with split folders, nor where the splits are carved at random."""
+        return not self._parts and (self.root / "splits").is_dir()
 
     @staticmethod
     def declare_classes(
@@ -602,6 +617,9 @@ def _parts(root: Path) -> tuple[list[_Part], list[Path]]:
         if not images.is_dir():
             raise DataError(f"{images}: folder not found; {_LAYOUT}")
         if masks is None:
+            missing = _no_masks(root)
+            if missing is not None:
+                raise DataError(f"{missing}\nthe layout (docs/data.md): {LAYOUT}")
             raise DataError(f"{root / 'masks'}: folder not found; {_LAYOUT}")
         by_split = _split_dirs(images)
         if not by_split:
@@ -675,6 +693,43 @@ def _affix(stem: str, stems: set[str]) -> tuple[str, str] | None:
         ):
             return "prefix", stem[: i + 1]
     return None
+
+
+def _no_masks(root: Path) -> str | None:
+    """ "no masks found" and where segkit looked, for a folder holding images (in
+    ``images/``, a split folder's ``images/``, or itself) and no masks folder; else None."""
+    if _marks(root) or any(_marks(folder) for folder in _split_named(root)):
+        return None
+    where = [root / "images", *(folder / "images" for folder in _split_named(root)), root]
+    found: list[tuple[Path, int]] = []
+    for folder in where:
+        try:
+            files = folder.rglob("*") if folder != root else folder.iterdir()
+            count = sum(
+                1
+                for p in files
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+        except OSError:
+            continue
+        if count:
+            found.append((folder, count))
+    if not found:
+        return None
+    images = ", ".join(
+        f"{plural(n, 'image')} in {folder.relative_to(root)}/"
+        if folder != root
+        else f"{plural(n, 'image')} in the folder itself"
+        for folder, n in found
+    )
+    synonyms = ", ".join(f"{name}/" for name in MASK_FOLDERS[1:])
+    return (
+        f"{root}: no masks found ({images}); segkit looked for masks/ beside images/ (or "
+        f"{synonyms}), masks/ in each split folder (train/masks/ ...), and masks named "
+        "<name>_mask.png beside their images\n"
+        "put each image's mask in masks/ under the image's name (images/a.jpg, masks/a.png: "
+        "0/1 or 0/255, or class indices 0..K-1 named in classes.txt)"
+    )
 
 
 def _masks_beside(root: Path) -> str | None:

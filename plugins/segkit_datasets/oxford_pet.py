@@ -144,6 +144,8 @@ class OxfordPet:
 
     #: The spec of the default target (``binary``); an instance's is that of its target.
     mask_spec = MaskSpec(background=2, allowed=(1, 2, 3))
+    #: trainval.txt and test.txt name the samples (see :class:`segkit.contracts.Dataset`).
+    split_lists = True
 
     #: Target name -> mask spec.
     TARGETS: dict[str, MaskSpec] = {
@@ -253,7 +255,7 @@ class OxfordPet:
                     check_samples([], split, source)
                 except DataError as e:
                     problems.append((source, str(e)))
-        return LayoutAudit(ds.root, ds.mask_spec, splits, problems, skipped)
+        return LayoutAudit(ds.root, ds.mask_spec, splits, problems, skipped, split_lists=True)
 
     def _sample(self, i: str) -> Sample:
         return Sample(

@@ -43,6 +43,7 @@ from segkit.data.encoding import (
 from segkit.data.reading import (
     check_same_size,
     exif_orientation,
+    fit_advice,
     is_high_bit,
     open_image,
     read_image,
@@ -75,7 +76,9 @@ class Problem:
     """One finding about one file: ``severity`` is ``error`` (a run would stop) or
     ``warning``; ``kind`` one of unreadable, mask_values, size_mismatch, duplicate,
     format_mismatch, split, layout (the dataset's audit: an image without its mask...),
-    odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255), foreground (a split's masks all empty, or all foreground),
+    odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255),
+    binary_among_classes (masks of only 0 and 255 among K-class masks: 255 is 'ignore'
+    there), foreground (a split's masks all empty, or all foreground),
     image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt),
     class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
     0.1% of the labelled train pixels)."""
@@ -204,7 +207,7 @@ def _unreadable(path: Path, reader: Callable[[Path], Any], error: Exception) -> 
     return Problem("error", "unreadable", str(path), message)
 
 
-def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
+def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _Seen:
     seen = _Seen(split, sample)
     # The image: its bytes once, for the hash and the decode.
     try:
@@ -218,14 +221,17 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec) -> _Seen:
             seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
-        seen.problems.append(_unreadable(sample.image, read_image, e))
+        problem = _unreadable(sample.image, read_image, e)
+        problem.message = fit_advice(problem.message, dataset, "image")
+        seen.problems.append(problem)
     else:
         if problem:
             seen.problems.append(problem)
     # The mask: what it is and its raw values (segkit.data.encoding), then the rules.
     info = seen.mask = inspect_mask(sample.mask, spec)
     if info.error is not None:
-        seen.problems.append(Problem("error", "unreadable", str(sample.mask), info.error))
+        message = fit_advice(info.error, dataset, "mask")
+        seen.problems.append(Problem("error", "unreadable", str(sample.mask), message))
         return seen
     seen.mask_format = f"{info.format} {info.mode}"
     problem = _format_problem(sample.mask, info.format)
@@ -340,7 +346,10 @@ def check_dataset(
         items += [(split, s) for s in samples]
 
     seen: list[_Seen] = _read_all(
-        items, lambda split, s: _read_one(split, s, spec), workers or default_workers(), progress
+        items,
+        lambda split, s: _read_one(split, s, spec, dataset),
+        workers or default_workers(),
+        progress,
     )
 
     image_formats: dict[str, int] = {}
@@ -563,6 +572,8 @@ def share(st: SplitStats, name: str) -> str:
 def _warning_kind(warning: str) -> str:
     if warning.startswith("the masks mix"):
         return "mixed_encoding"
+    if "binary-looking" in warning:
+        return "binary_among_classes"
     return "void_border" if "both 1 and 255" in warning else "odd_mask"
 
 
@@ -582,6 +593,7 @@ def check_configured(
     """
 
     name = config.resolved_dataset()
+    config.check_dataset_options(name)
     registry = default_registry()
     audit = registry.info("datasets", name).capability("audit")
     if callable(audit) and config.data:
@@ -915,6 +927,13 @@ def format_report(report: Report) -> str:
             if report.fixes
             else "; check again once fixed"
         )
+        unreadable = sum(p.kind == "unreadable" for p in report.errors)
+        if unreadable:
+            files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
+            then += (
+                f" (or leave the {files} that cannot be decoded out: a run with "
+                f"--skip-bad-samples skips {them})"
+            )
         lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import (
+    UNREADABLE_ADVICE,
     alpha_labels,
     check_mask_values,
     colours_to_raw,
@@ -219,7 +220,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
         info.error = str(e)
         return info
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
-        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt"
+        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         return info
     try:
         check_mask_values(info.path, list(info.values), spec)
@@ -307,6 +308,7 @@ def diagnose(
     declare_classes: DeclareClasses | None = None,
     folder: Path | None = None,
     ignore_color_option: bool = False,
+    values_option: bool = False,
 ) -> Diagnosis:
     """Look at every mask of a dataset together.
 
@@ -319,6 +321,8 @@ def diagnose(
         folder: Where the masks are, for commands (default: the first mask's folder).
         ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
             ignored pixels in RGB masks): a colour outside the palette may be that.
+        values_option: The plugin takes a ``values`` option (each class's raw value), so
+            255 can be declared a class of its own.
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -327,6 +331,9 @@ def diagnose(
     out.warnings += _void_border(readable, spec)
     out.refused = [i for i in readable if i.problem is not None]
     if not out.refused:
+        if spec.is_multiclass and spec.lookup().get(IGNORE_INDEX) == IGNORE_INDEX:
+            classes = list(spec.classes)
+            out.warnings += _binary_among_classes(readable, classes, values_option, True)
         return out
     refused = out.refused
     allowed = _ints(spec.allowed)
@@ -356,7 +363,9 @@ def diagnose(
         parts.append(_blurred_fix(out, groups["blurred"], folder))
     if groups["index"]:
         parts.append(
-            _index_fix(out, groups["index"], readable, spec, declare_classes, folder, fixed)
+            _index_fix(
+                out, groups["index"], readable, spec, declare_classes, folder, fixed, values_option
+            )
         )
     if spec.is_multiclass and spec.palette and groups["colour"]:
         refused_what = f"colours outside its palette ({declared})"
@@ -512,9 +521,11 @@ def _index_fix(
     declare_classes: DeclareClasses | None,
     folder: Path,
     fixed: str,
+    values_option: bool = False,
 ) -> str:
     """Grey or palette masks holding values the spec does not: index masks of more
-    classes than declared (declare them), a binary mask with an odd foreground value
+    classes than declared (declare them; masks of 0 and 255 alone among them are warned
+    about, 255 being 'ignore' then), a binary mask with an odd foreground value
     (threshold it), or 16-bit masks."""
     found: set[int] = set()
     for i in readable:
@@ -546,9 +557,14 @@ def _index_fix(
         else:
             lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
         out.classes = (classes, colours)
+        binary = _binary_among_classes(readable, classes, values_option, False)
         how = f"class c is mask value c, 0..{k - 1}" + (
             f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
         )
+        if binary:  # it says what the mix is: not binary encodings (_mixed_binary)
+            out.warnings = [w for w in out.warnings if not w.startswith("the masks mix")]
+            out.warnings += binary
+            how += ", in the 0/255 masks too: see the warning"
         out.fixes.append(_declare(classes, colours, declare_classes, how))
         return what + f": index masks of {k} classes, and {lead}: declare them (below)"
     if not spec.is_multiclass and len(labels) == 2 and labels[0] == spec.background:
@@ -579,6 +595,42 @@ def _index_fix(
         f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
         "to 0..K-1 in the masks"
     )
+
+
+def _binary_among_classes(
+    readable: Sequence[MaskInfo], classes: list[str], values_option: bool, declared: bool
+) -> list[str]:
+    """Masks holding only 0 and 255 (binary-looking) among index masks of ``classes``
+    (``0..K-1``, K above 2), where 255 is read as 'ignore' (``declared``: the dataset's
+    classes; else those the fix declares): their foreground is left out of training and
+    scores. One line: how many, their share of ignored pixels, an
+    example, and the fixes (convert them; or declare 255 a class of its own, where the
+    dataset takes ``values``)."""
+    index = [i for i in readable if i.kind == "index" and i.values]
+    binary = [i for i in index if set(i.values) == {0, IGNORE_INDEX}]
+    others = [i for i in index if set(i.values) - {0, IGNORE_INDEX}]
+    if not binary or not others or len(classes) < 3:
+        return []
+    k = len(classes)
+    ignored = sum(i.values[IGNORE_INDEX] for i in binary)
+    share = ignored / sum(n for i in binary for n in i.values.values())
+    paths = sorted(i.path for i in binary)
+    masks = "it" if len(binary) == 1 else f"those {len(binary)} masks"
+    declare = ""
+    if values_option:
+        values = ",".join(map(str, [*range(k), IGNORE_INDEX]))
+        declare = (
+            f", or, if {IGNORE_INDEX} is a class of its own, declare it: --dataset-opt "
+            f"classes={','.join([*classes, f'class_{k}'])} --dataset-opt values={values}"
+        )
+    is_, are = ("is", "are") if declared else ("would be", "would be")
+    return [
+        f"{len(binary)} of {len(index)} masks hold only 0 and {IGNORE_INDEX} (binary-looking, "
+        f"e.g. {paths[0]}) among masks of {k} classes (0..{k - 1}), so {IGNORE_INDEX} {is_} "
+        f"read as 'ignore' in them: {share:.1%} of their pixels (their foreground) {are} left "
+        f"out of training and scores; convert {masks} to class values ({IGNORE_INDEX} -> the "
+        f"class of those objects){declare}"
+    ]
 
 
 def _spread_classes(found: set[int]) -> list[int] | None:
@@ -764,6 +816,7 @@ def diagnosis_of(
         dataset=dataset_name,
         declare_classes=declare_classes_of(dataset_name, root),
         ignore_color_option=_takes_option(dataset_name, "ignore_color"),
+        values_option=_takes_option(dataset_name, "values"),
     )
 
 

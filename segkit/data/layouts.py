@@ -70,10 +70,29 @@ def detect_layout(root: Path) -> str:
             f"{root}: the folder fits {len(found)} layouts ({', '.join(found)}); name the one "
             f"to read with --dataset {found[0]} (or {', '.join(found[1:])})"
         )
+    notes = [note for name in sorted(known) if (note := _near_miss(name, root))]
+    if notes:  # a layout that comes close says what is missing, then the layouts
+        listed = "".join(f"\n  {name}: {text}" for name, (_, text) in sorted(known.items()))
+        raise DataError(
+            "\n".join(notes) + f"\nthe layouts segkit reads (docs/data.md):{listed}\n"
+            "or name a layout with --dataset"
+        )
     raise DataError(
         f"{root}: no dataset layout recognises this folder (it holds {_entries(root)}); "
         f"lay the files out as one of: {described}; or name a layout with --dataset"
     )
+
+
+def _near_miss(name: str, root: Path) -> str | None:
+    """Plugin ``name``'s ``near_miss(root)`` (what keeps its layout from reading a folder
+    that comes close, such as images without masks), or None: it declares none, says
+    nothing, or fails."""
+    try:
+        near_miss = default_registry().info("datasets", name).capability("near_miss")
+        note = near_miss(root) if callable(near_miss) else None
+    except Exception:  # noqa: BLE001 -- like "recognizes", it must not raise: then it says nothing
+        return None
+    return note.strip() if isinstance(note, str) and note.strip() else None
 
 
 def _asks(recognizes: object, root: Path) -> bool:

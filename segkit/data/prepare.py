@@ -38,7 +38,13 @@ from pathlib import Path
 from segkit.contracts import SPLITS, Dataset, Sample
 from segkit.data.check import coverage_warnings
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
-from segkit.data.reading import FilteredDataset, check_same_size, open_image, read_image
+from segkit.data.reading import (
+    FilteredDataset,
+    check_same_size,
+    fit_advice,
+    open_image,
+    read_image,
+)
 from segkit.data.sampling import per_rank
 from segkit.errors import DataError
 from segkit.system.files import atomic_open, cache_dir
@@ -126,7 +132,13 @@ def ready_for_training(
     check = f"`segkit data check --data {root}` lists every problem"
 
     unreadable = [
-        (x.split, x.sample, x.image_error or x.mask.error)
+        (
+            x.split,
+            x.sample,
+            fit_advice(x.image_error, dataset, "image")
+            if x.image_error
+            else fit_advice(x.mask.error, dataset, "mask"),
+        )
         for x in looked
         if x.image_error or x.mask.error
     ]

@@ -30,9 +30,12 @@ from segkit.errors import ConfigError, DataError, MaskValuesError
 MAX_IMAGE_PIXELS = 2**27
 PIXELS_ENV = "SEGKIT_MAX_IMAGE_PIXELS"
 _PIL_LIMIT = threading.Lock()  # PIL's limit is one global: one thread at a time changes it
-#: The advice :func:`read_image` ends with for a dataset's image that cannot be decoded
-#: (``segkit predict`` words it for its inputs instead).
-SPLIT_LIST_ADVICE = "Replace it or remove its name from the split list"
+#: The advice :func:`read_image` (and a mask that cannot be decoded) ends with, true of
+#: any layout; ``segkit data check`` and a run's check of its data word it for the
+#: dataset's layout (:func:`fit_advice`), ``segkit predict`` for its inputs.
+UNREADABLE_ADVICE = "Replace it, or leave it out of the dataset"
+#: :func:`fit_advice` for a dataset whose samples are named by split lists.
+SPLIT_LIST_ADVICE = "Replace it, or remove its name from the split list"
 #: What :func:`check_mask_values` says of a mask holding values outside the dataset's
 #: spec. ``segkit evaluate`` recognises data labelled with other classes by the error's
 #: type (:class:`~segkit.errors.MaskValuesError`), and by these words only where a loader
@@ -118,8 +121,22 @@ def read_image(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
             f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
-            f"{SPLIT_LIST_ADVICE}"
+            f"{UNREADABLE_ADVICE}"
         ) from None
+
+
+def fit_advice(message: str, dataset: Dataset, file: str = "image") -> str:
+    """``message`` (a :class:`~segkit.errors.DataError` about a dataset's ``file``, image
+    or mask, that cannot be decoded) with :data:`UNREADABLE_ADVICE` worded for the
+    dataset's layout, as its optional ``split_lists`` attribute says (see
+    :class:`segkit.contracts.Dataset`): true, remove its name from the split list; false,
+    delete it with its image or mask (nothing names it); unset, left as it is."""
+    split_lists = getattr(dataset, "split_lists", None)
+    if split_lists is None or UNREADABLE_ADVICE not in message:
+        return message
+    other = "mask" if file == "image" else "image"
+    advice = SPLIT_LIST_ADVICE if split_lists else f"Replace it, or delete it and its {other}"
+    return message.replace(UNREADABLE_ADVICE, advice)
 
 
 def pil_to_rgb(im: Any) -> np.ndarray:
@@ -204,7 +221,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
-        raise DataError(f"{path}: cannot decode mask ({e}); the file is corrupt") from None
+        raise DataError(
+            f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+        ) from None
 
 
 def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.ndarray:

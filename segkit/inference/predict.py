@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from segkit.config import checked_keywords
-from segkit.data.reading import SPLIT_LIST_ADVICE, exif_orientation, open_image, read_image
+from segkit.data.reading import UNREADABLE_ADVICE, exif_orientation, open_image, read_image
 from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
@@ -478,7 +478,7 @@ class PredictionRecord:
 
 
 #: What predict says of an unreadable input instead of
-#: :data:`segkit.data.reading.SPLIT_LIST_ADVICE`.
+#: :data:`segkit.data.reading.UNREADABLE_ADVICE`.
 INPUT_ADVICE = "Replace it, or leave it out of the paths given to predict"
 
 
@@ -488,7 +488,7 @@ def _stop_or_skip(error: Exception, skip_bad: bool, written: int, out: Path) -> 
     Raises:
         DataError: the image's error, saying where the images before it are.
     """
-    said = str(error).replace(SPLIT_LIST_ADVICE, INPUT_ADVICE)
+    said = str(error).replace(UNREADABLE_ADVICE, INPUT_ADVICE)
     if not skip_bad:
         if written == 0:
             before = "No image was predicted before it"
