@@ -57,6 +57,7 @@ from typing import Any
 from segkit.build import check_plugin_names
 from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
+from segkit.system.files import atomic_open, atomic_path
 from segkit.training import engine
 
 #: The tables a study file may hold.
@@ -308,11 +309,11 @@ def prepare_folder(
                 say(f"segkit study: {name} changed; its old run folder is now {target}")
     study.out.mkdir(parents=True, exist_ok=True)
     state = {"file": str(study.path), "runs": plan}
-    tmp = study.state_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(study.state_file)
+    with atomic_open(study.state_file) as f:
+        f.write(json.dumps(state, indent=2) + "\n")
     if study.path.resolve() != study.copy_file.resolve():
-        shutil.copyfile(study.path, study.copy_file)
+        with atomic_path(study.copy_file) as tmp:
+            shutil.copyfile(study.path, tmp)
 
 
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
