@@ -43,7 +43,7 @@ from typing import Any, Literal, get_args
 
 from segkit import recipes
 from segkit.data.layouts import detect_layout
-from segkit.errors import ConfigError, DataError, UnknownSettingError
+from segkit.errors import ConfigError, DataError, MainGuardError, UnknownSettingError
 from segkit.recipes import Recipe
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
@@ -638,7 +638,10 @@ def checked_keywords(
             unknown = {k: v for k, v in kwargs.items() if k not in names}
             if unknown:
                 raise UnknownSettingError(unknown_keywords(call, unknown, names, listed=listed))
-            return function(*args, **kwargs)
+            try:
+                return function(*args, **kwargs)
+            except MainGuardError as e:  # the script's line and this message are all it needs
+                raise e.with_traceback(None) from None
 
         if isinstance(target, type):
             target.__init__ = checked
