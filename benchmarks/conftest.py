@@ -279,70 +279,67 @@ def summary_lines(results: list[dict[str, Any]]) -> list[str]:
     return lines[1:] if lines and lines[0] == "" else lines
 
 
+#: The sections of one table each, read off their records the same way: the suite, the
+#: title, and each column's (heading, record key, number format).
+SIMPLE_SECTIONS: list[tuple[str, str, list[tuple[str, str, str]]]] = [
+    (
+        "predict",
+        "predict, files to masks (test_predict_throughput.py)",
+        [
+            ("model", "model", ".1f"),
+            ("precision", "precision_resolved", ".1f"),
+            ("batch", "predict_batch", "g"),
+            ("images/s", "images_per_s", ".1f"),
+            ("images", "images", "g"),
+            ("size", "size", "g"),
+        ],
+    ),
+    (
+        "tiling",
+        "one large image, tiled (overlap 0.25) against resized",
+        [
+            ("model", "model", ".1f"),
+            ("image px", "image", "g"),
+            ("tile px", "tile", "g"),
+            ("tiled s", "tile_s", ".2f"),
+            ("resized s", "resize_s", ".3f"),
+            ("x resized", "tiling_overhead", ".1f"),
+        ],
+    ),
+    (
+        "onnx",
+        "one image on the CPU, PyTorch against ONNX Runtime",
+        [
+            ("model", "model", ".1f"),
+            ("size", "size", "g"),
+            ("torch ms", "torch_cpu_ms", ".1f"),
+            ("onnxruntime ms", "onnxruntime_cpu_ms", ".1f"),
+            ("speedup", "speedup", ".2f"),
+        ],
+    ),
+    (
+        "peer",
+        "segkit against smp, test Dice (mean of seeds) (test_peer_smp.py)",
+        [
+            ("set", "case", ".1f"),
+            ("segkit Dice", "segkit_test_dice_mean", ".3f"),
+            ("smp Dice", "smp_test_dice_mean", ".3f"),
+            ("gap", "dice_gap", "+.3f"),
+            ("segkit s/epoch", "segkit_s_per_epoch", ".2f"),
+            ("smp s/epoch", "smp_s_per_epoch", ".2f"),
+            ("ratio", "s_per_epoch_ratio", ".2f"),
+        ],
+    ),
+]
+
+
 def _inference_and_peer(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The sections of test_predict_throughput.py and test_peer_smp.py."""
+    """The sections of :data:`SIMPLE_SECTIONS` that have records, in that order."""
     lines: list[str] = []
-    if predicts := by_suite.get("predict", []):
-        rows = [
-            [
-                _fmt(x.get("model")),
-                _fmt(x.get("precision_resolved")),
-                _fmt(x.get("predict_batch"), "g"),
-                _fmt(x.get("images_per_s")),
-                _fmt(x.get("images"), "g"),
-                _fmt(x.get("size"), "g"),
-            ]
-            for x in predicts
-        ]
-        header = ["model", "precision", "batch", "images/s", "images", "size"]
-        lines += ["", "predict, files to masks (test_predict_throughput.py)", *_table(header, rows)]
-    if tilings := by_suite.get("tiling", []):
-        rows = [
-            [
-                _fmt(x.get("model")),
-                _fmt(x.get("image"), "g"),
-                _fmt(x.get("tile"), "g"),
-                _fmt(x.get("tile_s"), ".2f"),
-                _fmt(x.get("resize_s"), ".3f"),
-                _fmt(x.get("tiling_overhead"), ".1f"),
-            ]
-            for x in tilings
-        ]
-        header = ["model", "image px", "tile px", "tiled s", "resized s", "x resized"]
-        lines += [
-            "",
-            "one large image, tiled (overlap 0.25) against resized",
-            *_table(header, rows),
-        ]
-    if onnx := by_suite.get("onnx", []):
-        rows = [
-            [
-                _fmt(x.get("model")),
-                _fmt(x.get("size"), "g"),
-                _fmt(x.get("torch_cpu_ms")),
-                _fmt(x.get("onnxruntime_cpu_ms")),
-                _fmt(x.get("speedup"), ".2f"),
-            ]
-            for x in onnx
-        ]
-        header = ["model", "size", "torch ms", "onnxruntime ms", "speedup"]
-        lines += ["", "one image on the CPU, PyTorch against ONNX Runtime", *_table(header, rows)]
-    if peers := by_suite.get("peer", []):
-        rows = [
-            [
-                _fmt(x.get("case")),
-                _fmt(x.get("segkit_test_dice_mean"), ".3f"),
-                _fmt(x.get("smp_test_dice_mean"), ".3f"),
-                _fmt(x.get("dice_gap"), "+.3f"),
-                _fmt(x.get("segkit_s_per_epoch"), ".2f"),
-                _fmt(x.get("smp_s_per_epoch"), ".2f"),
-                _fmt(x.get("s_per_epoch_ratio"), ".2f"),
-            ]
-            for x in peers
-        ]
-        header = ["set", "segkit Dice", "smp Dice", "gap", "segkit s/epoch", "smp s/epoch", "ratio"]
-        lines += ["", "segkit against smp, test Dice (mean of seeds) (test_peer_smp.py)"]
-        lines += _table(header, rows)
+    for suite, title, columns in SIMPLE_SECTIONS:
+        if records := by_suite.get(suite, []):
+            rows = [[_fmt(x.get(key), spec) for _, key, spec in columns] for x in records]
+            lines += ["", title, *_table([heading for heading, _, _ in columns], rows)]
     return lines
 
 
