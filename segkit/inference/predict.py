@@ -319,14 +319,17 @@ def _write_all(
             kept = keep.get(path, set())
             paths = writer.write(out / rel, path, image, prob, keep=kept)
             mask = paths[0].relative_to(out)
+            foreground, shares = writer.shares(prob)
             if paths[0] not in kept or not record.has(mask):  # a kept mask keeps its row
-                record.add(path, mask, image.shape[:2], mode, writer, prob)
+                record.add(path, mask, image.shape[:2], mode, foreground, shares)
             written += 1
             modes[mode] += 1
             if not options.quiet:
                 files_ = ", ".join(p.name for p in paths if p not in kept)
                 also = f" ({', '.join(p.name for p in paths if p in kept)} kept)" if kept else ""
-                lines.say(f"{path}: {mode}, {writer.describe(prob)} -> {files_}{also}")
+                lines.say(
+                    f"{path}: {mode}, {writer.describe(foreground, shares)} -> {files_}{also}"
+                )
     mode = mode_line(predictor.mode, modes)
     how = (
         f"{predictor.device}, {predictor.runtime.precision.name}, mode {mode}, tta {predictor.tta}"
@@ -408,6 +411,7 @@ class PredictionRecord:
 
     def __init__(self, path: Path, masks: Sequence[str], columns: Sequence[str] = ()) -> None:
         self.path = path
+        self.columns = tuple(columns)
         again = set(masks)
         before, rows = self._rows()
         kept = [row for row in rows if row.get("mask") not in again]
@@ -447,20 +451,20 @@ class PredictionRecord:
         mask: Path,
         size: tuple[int, int],
         mode: str,
-        writer: PredictionWriter,
-        prob: np.ndarray,
+        foreground: float,
+        shares: np.ndarray | None,
     ) -> None:
-        """Append an image's row (``size``: height, width) and flush it."""
+        """Append an image's row (``size``: height, width; ``foreground`` and the class
+        ``shares`` in ``columns``' order: :meth:`PredictionWriter.shares`) and flush it."""
         values: dict[str, Any] = dict(
             zip(
                 RECORD_FIELDS,
-                [image, mask.as_posix(), size[0], size[1], mode, f"{writer.foreground(prob):.6f}"],
+                [image, mask.as_posix(), size[0], size[1], mode, f"{foreground:.6f}"],
                 strict=True,
             )
         )
-        shares = writer.class_shares(prob)
         if shares is not None:
-            for name, share in zip(share_columns(writer.task), shares, strict=True):
+            for name, share in zip(self.columns, shares, strict=True):
                 values[name] = f"{share:.6f}"
         row = io.StringIO()
         csv.DictWriter(row, self.fields, extrasaction="ignore", restval="").writerow(values)
@@ -741,26 +745,22 @@ class PredictionWriter:
         tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([0, 220, 0], np.float32)
         return Image.fromarray((mask * 255).astype(np.uint8)), tint
 
-    def foreground(self, prob: np.ndarray) -> float:
-        """The share of the image's pixels the mask marks: over the threshold (binary), or
-        any class but class 0 (K classes; the pixels the overlay tints)."""
-        if self.task.multiclass:
-            return float((prob.argmax(0) != 0).mean())
-        return float((prob > self.threshold).mean())
-
-    def class_shares(self, prob: np.ndarray) -> np.ndarray | None:
-        """K classes: the share of the image's pixels predicted as each class (``argmax``;
-        what the mask holds), class 0 first, summing to 1; None for binary."""
+    def shares(self, prob: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """The share of the image's pixels the mask marks (over the threshold for binary;
+        for K classes any class but class 0, the pixels the overlay tints), and for K
+        classes each class's share (``argmax``: what the mask holds), class 0 first,
+        summing to 1 (None for binary): one pass over the image serves both."""
         if not self.task.multiclass:
-            return None
+            return float((prob > self.threshold).mean()), None
         counts = np.bincount(prob.argmax(0).ravel(), minlength=self.task.num_classes)
-        return counts / prob[0].size
+        size = prob[0].size
+        return float((size - counts[0]) / size), counts / size
 
-    def describe(self, prob: np.ndarray) -> str:
-        """What an image's line says: the share of each class, or of foreground."""
-        shares = self.class_shares(prob)
+    def describe(self, foreground: float, shares: np.ndarray | None) -> str:
+        """What an image's line says (from :meth:`shares`): the share of each class, or of
+        foreground."""
         if shares is None:
-            return f"{float((prob > self.threshold).mean()):.1%} foreground"
+            return f"{foreground:.1%} foreground"
         return ", ".join(f"{c} {v:.1%}" for c, v in zip(self.task.classes, shares, strict=True))
 
 
