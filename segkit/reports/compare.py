@@ -56,7 +56,7 @@ from segkit.inference.trained import Trained, open_trained
 from segkit.reports import figures as report
 from segkit.system.files import atomic_open
 from segkit.task import Task
-from segkit.training.early_stopping import MONITORS
+from segkit.training.early_stopping import MONITORS, EarlyStopping
 from segkit.training.run_folder import RunFolder, timing
 
 #: Settings every row shows, in this order, before any other setting that differs.
@@ -320,15 +320,16 @@ def _so_far(row: Unfinished) -> dict[str, Any]:
     if row.config is None:
         results["epochs_run"] = nan
         return results
-    key, mode = MONITORS.get(row.config.monitor, MONITORS["valid_dice"])
-    scored = [r for r in history if math.isfinite(r.get(f"valid_{key}", nan))]
-    if scored:
-        pick = max if mode == "max" else min
-        # A tie keeps the earlier epoch, as best.pt does.
-        top = pick(
-            scored, key=lambda r: (r[f"valid_{key}"], -r["epoch"] if mode == "max" else r["epoch"])
-        )
-        results["best_epoch"] = int(top["epoch"])
+    # The validated epochs replayed through the rule that picks best.pt (a tie keeps the
+    # earlier epoch).
+    monitor = row.config.monitor if row.config.monitor in MONITORS else "valid_dice"
+    tracker = EarlyStopping(monitor)
+    for r in history:
+        if math.isfinite(value := r.get(f"valid_{tracker.key}", nan)):
+            tracker.update(value, int(r["epoch"]))
+    if tracker.best_epoch >= 0:
+        top = next(r for r in history if r["epoch"] == tracker.best_epoch)
+        results["best_epoch"] = tracker.best_epoch
         results["valid_dice"] = top.get("valid_dice", nan)
     if history and all("epoch_seconds" in r and "train_images" in r for r in history):
         results["train_s_per_epoch"], results["images_per_s"] = timing(history)
