@@ -422,7 +422,7 @@ def test_the_training_pages_error_examples_print_what_the_page_shows(tmp_path, m
 @pytest.mark.slow
 def test_the_data_pages_check_of_the_default_set_is_what_segkit_prints(capsys):
     """docs/data.md's `segkit data check` on the generated set, line by line (the cache
-    folder aside: the page shows ~/.cache's)."""
+    folder aside: the page shows ~/.cache's), and its segkit.check_data example."""
     from segkit.cli import main
 
     text = (DOCS / "data.md").read_text()
@@ -431,3 +431,5 @@ def test_the_data_pages_check_of_the_default_set_is_what_segkit_prints(capsys):
     printed = capsys.readouterr().out.splitlines()
     assert re.sub(r"\(.*/", "(", printed[0]) == re.sub(r"\(.*/", "(", shown[0])
     assert printed[1:] == shown[1:]
+    ns = _run_blocks(DOCS / "data.md", {})  # the same report from segkit.check_data
+    assert ns["report"].ok and ns["report"].to_dict()["splits"]["train"]["count"] == 270
