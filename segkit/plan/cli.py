@@ -23,6 +23,15 @@ def add_plan_command(sub: Any) -> None:
         default=None,
         help="dataset folder (default: the generated synthetic set `segkit run` uses)",
     )
+    _add_data_options(p)
+    _add_fixed_settings(p)
+    _add_time_options(p)
+    _add_output_options(p)
+    p.set_defaults(func=cmd_plan)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """The dataset's plugin and options."""
     d = p.add_argument_group("data")
     d.add_argument(
         "--dataset",
@@ -35,6 +44,10 @@ def add_plan_command(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="option for the dataset (repeatable)",
     )
+
+
+def _add_fixed_settings(p: argparse.ArgumentParser) -> None:
+    """The settings the plan keeps as given: the model, the loader, the device."""
     m = p.add_argument_group("fixed settings (the plan keeps them)")
     m.add_argument(
         "--model",
@@ -56,6 +69,10 @@ def add_plan_command(sub: Any) -> None:
         help="plan (and run) without the files that cannot be decoded, as segkit run "
         "--skip-bad-samples does, instead of refusing the data",
     )
+
+
+def _add_time_options(p: argparse.ArgumentParser) -> None:
+    """How long the run may take: a budget or a number of epochs."""
     b = p.add_argument_group("time")
     how_long = b.add_mutually_exclusive_group()
     how_long.add_argument(
@@ -69,6 +86,10 @@ def add_plan_command(sub: Any) -> None:
     how_long.add_argument(
         "--epochs", type=int, default=None, metavar="N", help="train N epochs instead of a budget"
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where the plan goes, and whether to run it."""
     o = p.add_argument_group("output")
     o.add_argument(
         "--out",
@@ -88,7 +109,6 @@ def add_plan_command(sub: Any) -> None:
         "file first to change a choice)",
     )
     o.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=cmd_plan)
 
 
 def _base(args: argparse.Namespace) -> Any:

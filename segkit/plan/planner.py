@@ -31,7 +31,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from segkit import build, registry
 from segkit.config import DEFAULTS, RunConfig
@@ -179,6 +179,17 @@ def make_plan(
     return plan
 
 
+class _Measured(NamedTuple):
+    """The measurements at one size: the batch search, the run's timing and costs, the
+    schedule that fits and the grid's images."""
+
+    search: BatchSearch
+    timing: RunTiming
+    costs: Costs
+    schedule: Schedule
+    grid: int
+
+
 class _Planner:
     """One plan in the making: what was read and measured, the settings so far, the
     choices with their reasons; one method per stage of :func:`make_plan`, in order."""
@@ -283,48 +294,16 @@ class _Planner:
     def fit_batch_and_schedule(self) -> None:
         """3./4. The batch size, the real costs, the schedule; a size down when fewer
         than :data:`rules.MIN_EPOCHS` epochs fit."""
-        budget, runtime, size = self.budget, self.runtime, self.size
+        budget, size = self.budget, self.size
         retimed = False
-        tried: dict[int, tuple[BatchSearch, RunTiming, Costs, Schedule, int]] = {}
+        tried: dict[int, _Measured] = {}
         while True:
-            self.tell(f"finding the batch size at {size} px ...")
-            probe = StepProbe(
-                self.candidate(image_size=size), runtime, self.task, self.loss_options
-            )
-            search = fit_batch(
-                probe,
-                self.memory,
-                start=self.start,
-                cap=self.cap,
-                grow_while_faster=not self.largest,
-                cap_why=rules.batch_cap_reason(self.fp.images.get("train", 0)),
-            )
-            del probe
-            release(runtime.device)
-            self.tell(f"timing the run at {size} px, batch {search.batch} ...")
-            config = self.candidate(image_size=size, batch_size=search.batch)
-            timing = time_run(config, runtime)
-            # A second build in this process finds the files read and the code loaded: a
-            # run's own process pays the first build's setup.
-            setup = max([timing.setup_s, *(t[1].setup_s for t in tried.values())])
-            timing.setup_s = setup
-            grid = config.grid_images
-            if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
-                grid = 4
-                timing.grid_images = grid
-            costs = Costs(
-                timing.start_s,
-                timing.epoch_s,
-                timing.valid_s,
-                timing.test_s,
-                timing.last_s,
-                timing.best_s,
-            )
-            schedule = rules.fit_schedule(costs, budget, self.epochs)
-            tried[size] = (search, timing, costs, schedule, grid)
+            measured = self._measure_at(size, tried)
+            search, timing, costs, schedule, grid = measured
+            tried[size] = measured
             smaller = [s for s in self.ladder if s < size]
             larger = [s for s in self.ladder if s > size]
-            fitted = [s for s, t in tried.items() if t[3].epochs >= rules.MIN_EPOCHS]
+            fitted = [s for s, t in tried.items() if t.schedule.epochs >= rules.MIN_EPOCHS]
             if budget is not None and schedule.epochs < rules.MIN_EPOCHS and fitted:
                 size = max(fitted)  # a step up that did not fit: back to the one that did
                 search, timing, costs, schedule, grid = tried[size]
@@ -361,18 +340,60 @@ class _Planner:
             )
             size = smaller[0]
         if schedule.epochs == 0:
-            one = rules.total_seconds(costs, 1, 1, 1)
-            raise ConfigError(
-                f"--budget {duration(budget or 0)}: one epoch of this run takes about "
-                f"{duration(one)} here (setup, training, validation, test and reports); give "
-                f"--budget {duration(one * 1.2)} or more"
-            )
+            self._refuse_budget(costs)
         self.size, self.search, self.timing, self.schedule, self.grid = (
             size,
             search,
             timing,
             schedule,
             grid,
+        )
+
+    def _measure_at(self, size: int, tried: dict[int, _Measured]) -> _Measured:
+        """The batch size at ``size``, the run timed with it, its costs and the schedule
+        that fits; the setup is the largest of all the sizes ``tried``."""
+        budget, runtime = self.budget, self.runtime
+        self.tell(f"finding the batch size at {size} px ...")
+        probe = StepProbe(self.candidate(image_size=size), runtime, self.task, self.loss_options)
+        search = fit_batch(
+            probe,
+            self.memory,
+            start=self.start,
+            cap=self.cap,
+            grow_while_faster=not self.largest,
+            cap_why=rules.batch_cap_reason(self.fp.images.get("train", 0)),
+        )
+        del probe
+        release(runtime.device)
+        self.tell(f"timing the run at {size} px, batch {search.batch} ...")
+        config = self.candidate(image_size=size, batch_size=search.batch)
+        timing = time_run(config, runtime)
+        # A second build in this process finds the files read and the code loaded: a
+        # run's own process pays the first build's setup.
+        setup = max([timing.setup_s, *(t.timing.setup_s for t in tried.values())])
+        timing.setup_s = setup
+        grid = config.grid_images
+        if budget is not None and timing.test_s > rules.REPORTS_SHARE * budget and grid > 4:
+            grid = 4
+            timing.grid_images = grid
+        costs = Costs(
+            timing.start_s,
+            timing.epoch_s,
+            timing.valid_s,
+            timing.test_s,
+            timing.last_s,
+            timing.best_s,
+        )
+        schedule = rules.fit_schedule(costs, budget, self.epochs)
+        return _Measured(search, timing, costs, schedule, grid)
+
+    def _refuse_budget(self, costs: Costs) -> None:
+        """Not one epoch fits the budget: the error says the budget that would."""
+        one = rules.total_seconds(costs, 1, 1, 1)
+        raise ConfigError(
+            f"--budget {duration(self.budget or 0)}: one epoch of this run takes about "
+            f"{duration(one)} here (setup, training, validation, test and reports); give "
+            f"--budget {duration(one * 1.2)} or more"
         )
 
     def _recipe_for(self, epochs: int, switch: bool) -> bool:
@@ -396,24 +417,43 @@ class _Planner:
 
     def plan(self) -> Plan:
         """The settings and the choices, in the order a reader checks them."""
-        size, ladder, search, schedule, timing = (
-            self.size,
-            self.ladder,
-            self.search,
-            self.schedule,
-            self.timing,
+        self._record_settings()
+        self._choose_size_and_recipe()
+        self._choose_schedule()
+        self.notes += data_notes(self.fp, self.crops, self.size, self.schedule.epochs)
+        predict = "whole" if self.crops else "resize"  # what --mode auto chooses for the model
+        self.choices.append(
+            Choice("predict", "--mode auto", _predict_reason(self.crops, self.size))
         )
-        budget, fp, crops, grid = self.budget, self.fp, self.crops, self.grid
+        return Plan(
+            settings=self.settings,
+            choices=self.choices,
+            fingerprint=self.fp,
+            machine=self.machine,
+            timing=self.timing,
+            schedule=self.schedule,
+            budget=self.budget,
+            batch=self.search,
+            predict_mode=predict,
+            notes=self.notes,
+        )
+
+    def _record_settings(self) -> None:
+        """The measured values into the run's settings."""
         self.settings.update(
-            image_size=size,
-            batch_size=search.batch,
-            epochs=schedule.epochs,
-            validate_every=schedule.validate_every,
-            save_every=schedule.save_every,
-            grid_images=grid,
+            image_size=self.size,
+            batch_size=self.search.batch,
+            epochs=self.schedule.epochs,
+            validate_every=self.schedule.validate_every,
+            save_every=self.schedule.save_every,
+            grid_images=self.grid,
         )
-        choices = self.choices
-        if crops:
+
+    def _choose_size_and_recipe(self) -> None:
+        """The image size (a crop or a resize), the recipe, the evaluation size and the
+        batch size, each with its reason."""
+        size, ladder, fp, choices = self.size, self.ladder, self.fp, self.choices
+        if self.crops:
             crop_why = self.size_why
             if size < ladder[0]:
                 crop_why += (
@@ -426,11 +466,18 @@ class _Planner:
             if not self.no_native_recipe:  # the width at the size planned, not the first guess
                 why = rules.native_crops(fp, size)[1]
             choices.append(
-                Choice("image_size", str(size), _size_reason(size, ladder, fp, budget, why))
+                Choice("image_size", str(size), _size_reason(size, ladder, fp, self.budget, why))
             )
         choices.append(Choice("recipe", self.settings["recipe"], self.recipe_why))
-        choices.append(Choice("eval_size", "native", _eval_reason(crops, fp)))
-        choices.append(Choice("batch_size", str(search.batch), _batch_reason(search, self.largest)))
+        choices.append(Choice("eval_size", "native", _eval_reason(self.crops, fp)))
+        choices.append(
+            Choice("batch_size", str(self.search.batch), _batch_reason(self.search, self.largest))
+        )
+
+    def _choose_schedule(self) -> None:
+        """The learning rate schedule, the epochs, the time limit, how often to validate and
+        to save, and the grid's images, each with its reason."""
+        budget, schedule, timing, choices = self.budget, self.schedule, self.timing, self.choices
         choices.append(
             Choice(
                 "schedule",
@@ -474,27 +521,14 @@ class _Planner:
                 f"{rules.CHECKPOINT_SHARE:.0%} of the training time",
             )
         )
-        if grid != 8:
+        if self.grid != 8:
             choices.append(
                 Choice(
-                    "grid_images", str(grid), "each is one more native prediction in the reports"
+                    "grid_images",
+                    str(self.grid),
+                    "each is one more native prediction in the reports",
                 )
             )
-        self.notes += data_notes(fp, crops, size, schedule.epochs)
-        predict = "whole" if crops else "resize"  # what --mode auto chooses for the model
-        choices.append(Choice("predict", "--mode auto", _predict_reason(crops, size)))
-        return Plan(
-            settings=self.settings,
-            choices=choices,
-            fingerprint=fp,
-            machine=self.machine,
-            timing=timing,
-            schedule=schedule,
-            budget=budget,
-            batch=search,
-            predict_mode=predict,
-            notes=self.notes,
-        )
 
 
 # ----------------------------------------------------------------------------- helpers

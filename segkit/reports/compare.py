@@ -284,13 +284,14 @@ def inspect_run(path: Path | str) -> Run | Unfinished:
 def _read_history(folder: RunFolder) -> list[dict[str, float]]:
     """``metrics.csv``'s rows as numbers (none without the file; a row without a
     number for its epoch, which segkit never writes, left out)."""
-    history = []
-    if folder.metrics.is_file():
-        with folder.metrics.open(newline="") as f:
-            for row in csv.DictReader(f):
-                numbers = {k: _number(v) for k, v in row.items() if isinstance(v, str)}
-                if math.isfinite(numbers.get("epoch", math.nan)):
-                    history.append(numbers)
+    history: list[dict[str, float]] = []
+    if not folder.metrics.is_file():
+        return history
+    with folder.metrics.open(newline="") as f:
+        for row in csv.DictReader(f):
+            numbers = {k: _number(v) for k, v in row.items() if isinstance(v, str)}
+            if math.isfinite(numbers.get("epoch", math.nan)):
+                history.append(numbers)
     return history
 
 

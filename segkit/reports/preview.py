@@ -367,14 +367,7 @@ def write_preview(
     out = _check_arguments(out, loaders, n, stage, epoch)
     warn = warn or (lambda line: print(f"segkit: {line}", file=sys.stderr))
 
-    # Misspelt names fail first, with the close ones, before data is generated or read.
-    reg = registry.default_registry()
-    for name in loaders:
-        reg.info("loaders", name)
-    if config.recipe_definition is None:
-        reg.info("recipes", config.recipe)
-    if dataset is None:
-        reg.info("datasets", config.resolved_dataset())
+    _check_names(config, loaders, named_dataset=dataset is None)
     check_writable(out.parent, "--out")  # read-only, full, a file in the way: before any work
 
     config = dataclasses.replace(config, num_workers=0)
@@ -411,14 +404,7 @@ def write_preview(
         )
     header = _header(recipe, config, labels, refused, stage=stage, split=split, epoch=epoch)
     picture, tiles = _picture(view, columns, labels, header, task, stage)
-    try:
-        with atomic_path(out) as tmp:
-            picture.save(tmp, optimize=True)
-    except OSError as e:
-        raise ConfigError(
-            f"--out {out}: cannot write there ({e.strerror or type(e).__name__}); choose "
-            "another path"
-        ) from None
+    _save(picture, out)
     return PreviewResult(
         out, picture.size, recipe, stage, drawn, labels, refused, view.chosen, tiles, header
     )
@@ -444,6 +430,35 @@ def _check_arguments(
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out}: expected a .png file name, e.g. --out preview.png")
     return out
+
+
+def _check_names(config: RunConfig, loaders: Sequence[str], *, named_dataset: bool) -> None:
+    """Misspelt names fail first, with the close ones, before data is generated or read:
+    the loaders, the recipe (unless given as a file) and, with ``named_dataset``, the
+    dataset ``config`` names."""
+    reg = registry.default_registry()
+    for name in loaders:
+        reg.info("loaders", name)
+    if config.recipe_definition is None:
+        reg.info("recipes", config.recipe)
+    if named_dataset:
+        reg.info("datasets", config.resolved_dataset())
+
+
+def _save(picture: Image.Image, out: Path) -> None:
+    """Write ``picture`` to ``out``, whole or not at all.
+
+    Raises:
+        ConfigError: ``out`` cannot be written, with the reason.
+    """
+    try:
+        with atomic_path(out) as tmp:
+            picture.save(tmp, optimize=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({e.strerror or type(e).__name__}); choose "
+            "another path"
+        ) from None
 
 
 def _header(

@@ -242,19 +242,22 @@ def run_name(values: dict[str, Any], name: str | None = None) -> str:
     switch as its key or ``no-<key>``, an options table as ``key-value`` pairs; joined by
     ``-``, after ``name`` where given."""
     parts = [name] if name else []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            parts.append(key if value else f"no-{key}")
-        elif isinstance(value, str):
-            parts.append(value)
-        elif isinstance(value, dict):
-            parts.append("-".join(f"{k}-{v}" for k, v in value.items()) or f"{key}-default")
-        elif value is None:
-            parts.append(f"{key}-none")
-        else:
-            parts.append(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}")
+    parts += [_name_part(key, value) for key, value in values.items()]
     text = "-".join(str(p) for p in parts) or "run"
     return re.sub(r"[^A-Za-z0-9._=+-]+", "-", text)
+
+
+def _name_part(key: str, value: Any) -> str:
+    """One value's part of :func:`run_name`."""
+    if isinstance(value, bool):
+        return key if value else f"no-{key}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "-".join(f"{k}-{v}" for k, v in value.items()) or f"{key}-default"
+    if value is None:
+        return f"{key}-none"
+    return f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}"
 
 
 def _toml(value: Any) -> str:
@@ -438,46 +441,13 @@ def run_study(
     prepare_folder(study, force=force, say=say)
     n = len(study.runs)
     todo = {r.name: state_of(study.run_dir(r)) for r in study.runs}
-    counts = {
-        s: sum(1 for v in todo.values() if v == s)
-        for s in ("done", "interrupted", "started", "new")
-    }
-    say(
-        f"segkit study {study.path}: {n} runs in {study.out} ({counts['done']} finished, "
-        f"{counts['interrupted']} to resume, {counts['new'] + counts['started']} to train)"
-        + (f", {len(gpus)} at a time" if len(gpus) > 1 else "")
-    )
-    outcome: dict[str, str] = {}
+    _say_plan(study, todo, len(gpus), say)
     if len(gpus) > 1:
         outcome = _run_parallel(study, gpus, quiet, say)
     else:
-        for i, run in enumerate(study.runs, 1):
-            verb = {"done": "finished, skipped", "interrupted": "resuming"}.get(
-                todo[run.name], "training"
-            )
-            say(f"segkit study: [{i}/{n}] {run.name}: {verb}")
-            try:
-                outcome[run.name] = run_one(study, run, quiet=quiet)
-                if quiet and outcome[run.name] != "skipped":  # the engine printed nothing
-                    say((study.run_dir(run) / "summary.txt").read_text().strip())
-            except RunInterrupted as e:
-                raise RunInterrupted(
-                    f"{e}; or continue the whole study: {_command(study)}"
-                ) from None
-            except SegkitError as e:
-                raise type(e)(
-                    f"study run {run.name}: {e} (the runs before it are kept; fix it and "
-                    f"continue with: {_command(study)})"
-                ) from None
+        outcome = _run_sequential(study, todo, quiet, say)
     finished = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) == "done"]
-    comparison = None
-    if finished:
-        from segkit.reports.compare import compare
-
-        # Every run that has a folder: one that failed gets its row, saying what ended it.
-        folders = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) != "new"]
-        comparison = compare(folders, study.out, group_seeds=True)
-        say(f"segkit study: report in {comparison.files['md']}")
+    comparison = _compare_runs(study, say) if finished else None
     failed = [name for name, what in outcome.items() if what == "failed"]
     if failed:
         raise ConfigError(
@@ -486,6 +456,60 @@ def run_study(
             f"fix the cause and continue with: {_command(study)}"
         )
     return StudyResult(study, outcome, comparison, time.perf_counter() - started)
+
+
+def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[str], None]) -> None:
+    """The study's first line: its runs, how many are finished, to resume and to train."""
+    counts = {
+        s: sum(1 for v in todo.values() if v == s)
+        for s in ("done", "interrupted", "started", "new")
+    }
+    say(
+        f"segkit study {study.path}: {len(study.runs)} runs in {study.out} ({counts['done']} "
+        f"finished, {counts['interrupted']} to resume, {counts['new'] + counts['started']} to "
+        "train)" + (f", {at_once} at a time" if at_once > 1 else "")
+    )
+
+
+def _run_sequential(
+    study: Study, todo: dict[str, str], quiet: bool, say: Callable[[str], None]
+) -> dict[str, str]:
+    """Run the configurations one after the other in this process; each one's outcome.
+
+    Raises:
+        RunInterrupted: Ctrl-C, saying how to continue the study.
+        SegkitError: a run failed, named, saying how to continue.
+    """
+    n = len(study.runs)
+    outcome: dict[str, str] = {}
+    for i, run in enumerate(study.runs, 1):
+        verb = {"done": "finished, skipped", "interrupted": "resuming"}.get(
+            todo[run.name], "training"
+        )
+        say(f"segkit study: [{i}/{n}] {run.name}: {verb}")
+        try:
+            outcome[run.name] = run_one(study, run, quiet=quiet)
+            if quiet and outcome[run.name] != "skipped":  # the engine printed nothing
+                say((study.run_dir(run) / "summary.txt").read_text().strip())
+        except RunInterrupted as e:
+            raise RunInterrupted(f"{e}; or continue the whole study: {_command(study)}") from None
+        except SegkitError as e:
+            raise type(e)(
+                f"study run {run.name}: {e} (the runs before it are kept; fix it and "
+                f"continue with: {_command(study)})"
+            ) from None
+    return outcome
+
+
+def _compare_runs(study: Study, say: Callable[[str], None]) -> Any:
+    """The comparison report of every run that has a folder: one that failed gets its
+    row, saying what ended it."""
+    from segkit.reports.compare import compare
+
+    folders = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) != "new"]
+    comparison = compare(folders, study.out, group_seeds=True)
+    say(f"segkit study: report in {comparison.files['md']}")
+    return comparison
 
 
 def _command(study: Study) -> str:
@@ -543,16 +567,7 @@ def _run_parallel(
             while queue and free and not failed:
                 run = queue.pop(0)
                 slot = free.pop(0)
-                gpu = gpus[slot]
-                log = (logs / f"{run.name}.log").open("ab")
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-                command = [
-                    sys.executable, "-m", "segkit", "study", str(study.copy_file),
-                    "--out", str(study.out), "--run", run.name, "--workers-share", str(len(gpus)),
-                ] + ["-q"] * quiet  # fmt: skip
-                what = "resuming" if state_of(study.run_dir(run)) == "interrupted" else "training"
-                say(f"segkit study: {run.name}: {what} on GPU {gpu or '(none)'}, log {log.name}")
-                proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc, log = _start_run(study, run, gpus[slot], len(gpus), quiet, say)
                 running[slot] = (proc, run, log)
             if not running:
                 break
@@ -564,17 +579,8 @@ def _run_parallel(
                 log.close()
                 del running[slot]
                 free.append(slot)
-                if code == 0:
-                    outcome[run.name] = "trained"
-                    summary = study.run_dir(run) / "summary.txt"
-                    line = summary.read_text().strip() if summary.is_file() else ""
-                    say(f"segkit study: {run.name}: done. {line}")
-                else:
-                    outcome[run.name] = "failed"
-                    failed = True
-                    say(
-                        f"segkit study: {run.name}: failed (exit {code}): {_last_line(logs / f'{run.name}.log')}"
-                    )
+                outcome[run.name] = _ended(study, run, code, say)
+                failed = failed or code != 0
         for run in queue:
             outcome.setdefault(run.name, "not started")
     except KeyboardInterrupt:
@@ -584,6 +590,41 @@ def _run_parallel(
             proc.wait()
         raise RunInterrupted(f"interrupted; continue the study with: {_command(study)}") from None
     return outcome
+
+
+def _start_run(
+    study: Study,
+    run: PlannedRun,
+    gpu: str,
+    slots: int,
+    quiet: bool,
+    say: Callable[[str], None],
+) -> tuple[subprocess.Popen[bytes], Any]:
+    """Start ``run`` as its own process on ``gpu`` (one of ``slots`` sharing the host's
+    workers), its output appended to ``logs/<run>.log``; the process and the open log."""
+    log = (study.out / "logs" / f"{run.name}.log").open("ab")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+    command = [
+        sys.executable, "-m", "segkit", "study", str(study.copy_file),
+        "--out", str(study.out), "--run", run.name, "--workers-share", str(slots),
+    ] + ["-q"] * quiet  # fmt: skip
+    what = "resuming" if state_of(study.run_dir(run)) == "interrupted" else "training"
+    say(f"segkit study: {run.name}: {what} on GPU {gpu or '(none)'}, log {log.name}")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, log
+
+
+def _ended(study: Study, run: PlannedRun, code: int, say: Callable[[str], None]) -> str:
+    """The outcome of ``run``'s process, which exited with ``code``: ``trained`` (its
+    summary line said) or ``failed`` (the last line of its log said)."""
+    if code == 0:
+        summary = study.run_dir(run) / "summary.txt"
+        line = summary.read_text().strip() if summary.is_file() else ""
+        say(f"segkit study: {run.name}: done. {line}")
+        return "trained"
+    log = study.out / "logs" / f"{run.name}.log"
+    say(f"segkit study: {run.name}: failed (exit {code}): {_last_line(log)}")
+    return "failed"
 
 
 def _last_line(path: Path) -> str:

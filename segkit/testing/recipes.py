@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,30 +138,51 @@ def masks_binary_and_aligned(case: RecipeCase) -> None:
         batch = 1 if native and not train else 4
         ld = factory(ds, split, case.made(), batch, train=train, seed=0, **kw)
         n = len(ds.samples(split))
+        where = f"{stage} ops through {label}"
         for epoch in range(runs):
             if native and not train:
-                pairs = [(b.images, b.masks) for b in _epoch(ld, epoch)]
-                demand(len(pairs) == n, f"eval ops through {label}: {len(pairs)} of {n} images")
-                for (images, masks), sample in zip(pairs, ds.samples(split), strict=True):
-                    h, w = _size_of(sample)
-                    try:
-                        check_batches(images, masks, 1, (h, w))
-                    except Broken as e:
-                        raise Broken(f"eval ops through {label}, at native size: {e}") from None
-                images = torch.cat([im.flatten(2) for im, _ in pairs], 2)[..., None]
-                masks = torch.cat([m.flatten(2) for _, m in pairs], 2)[..., None]
+                images, masks = _native_batches(ld, epoch, ds.samples(split), where)
             else:
-                images, masks, _ = collect(ld, epoch)
-                try:
-                    check_batches(images, masks, n, case.image_size)
-                except Broken as e:
-                    raise Broken(f"{stage} ops through {label}: {e}") from None
+                images, masks = _sized_batches(ld, epoch, n, case.image_size, where)
             worst = _alignment(images, masks)
             demand(
                 worst > 0.95,
-                f"{stage} ops through {label}: mask and image agree on only {worst:.1%} "
+                f"{where}: mask and image agree on only {worst:.1%} "
                 "of the pixels of one image (a geometric op moved one but not the other?)",
             )
+
+
+def _native_batches(
+    loader: Any, epoch: int, samples: Sequence[Any], where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of native evaluation: each image checked at its own size, then all
+    flattened into one ``(1, C, pixels, 1)`` images and masks pair; ``where`` names the
+    ops and the loader in messages."""
+    n = len(samples)
+    pairs = [(b.images, b.masks) for b in _epoch(loader, epoch)]
+    demand(len(pairs) == n, f"{where}: {len(pairs)} of {n} images")
+    for (images, masks), sample in zip(pairs, samples, strict=True):
+        h, w = _size_of(sample)
+        try:
+            check_batches(images, masks, 1, (h, w))
+        except Broken as e:
+            raise Broken(f"{where}, at native size: {e}") from None
+    images = torch.cat([im.flatten(2) for im, _ in pairs], 2)[..., None]
+    masks = torch.cat([m.flatten(2) for _, m in pairs], 2)[..., None]
+    return images, masks
+
+
+def _sized_batches(
+    loader: Any, epoch: int, n: int, size: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch at ``size``: its ``n`` images and masks, checked; ``where`` names the
+    ops and the loader in messages."""
+    images, masks, _ = collect(loader, epoch)
+    try:
+        check_batches(images, masks, n, size)
+    except Broken as e:
+        raise Broken(f"{where}: {e}") from None
+    return images, masks
 
 
 def _epoch(loader: Any, epoch: int) -> Any:

@@ -154,6 +154,44 @@ def resume(
         CheckpointError: ``run_dir/last.pt`` is missing or unreadable.
         DataError: a new ``data`` folder holds other samples than the run trained on.
     """
+    _check_settings(settings)
+    exit_if_reimporting_main()
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise CheckpointError(
+            f"{folder.path}: run folder not found. Pass a folder made by segkit run (in its "
+            "--out, runs/ by default)"
+        )
+    # The lock first: a folder in use is refused as in use, whatever its run has written
+    # (in its first epoch there is no last.pt yet, and "start it again" would start a
+    # duplicate beside it). Rank 0 alone holds it, as it alone writes there.
+    main = distributed.from_env().main
+    if main:
+        folder.lock()
+    try:
+        _check_resumable(folder, clear=main)
+        state = ckpt_io.load(folder.last, map_location="cpu")
+        config = _resumed_config(folder, state, settings, max_time, epochs)
+        # --threads auto re-decides from the load now; the count the run started with
+        # keeps a seeded resume equal to the unbroken run (sums round by thread count)
+        kept = state.get("threads") if config.threads == "auto" else None
+        return _run(config, state, folder, quiet, threads=kept)
+    except MainGuardError as e:
+        folder.release()
+        raise e.with_traceback(None) from None
+    except BaseException:
+        folder.release()  # the run is over (a finished one let go already)
+        raise
+
+
+def _check_settings(settings: dict[str, Any] | None) -> None:
+    """Refuse a key of ``settings`` that no RunConfig field has, or one a resumed run
+    may not change (:data:`CHANGEABLE_ON_RESUME`).
+
+    Raises:
+        UnknownSettingError: an unknown key, with its close match.
+        ConfigError: a setting that changes what is trained.
+    """
     names = [f.name for f in fields(RunConfig)]
     unknown = {k: v for k, v in (settings or {}).items() if k not in names}
     if unknown:
@@ -173,51 +211,38 @@ def resume(
             f"keeps its checkpoint's. It may change only: epochs, max_time, "
             f"{', '.join(CHANGEABLE_ON_RESUME)}"
         )
-    exit_if_reimporting_main()
-    folder = RunFolder(run_dir)
-    if not folder.path.is_dir():
-        raise CheckpointError(
-            f"{folder.path}: run folder not found. Pass a folder made by segkit run (in its "
-            "--out, runs/ by default)"
-        )
-    # The lock first: a folder in use is refused as in use, whatever its run has written
-    # (in its first epoch there is no last.pt yet, and "start it again" would start a
-    # duplicate beside it). Rank 0 alone holds it, as it alone writes there.
-    main = distributed.from_env().main
-    if main:
-        folder.lock()
-    try:
-        _check_resumable(folder, clear=main)
-        state = ckpt_io.load(folder.last, map_location="cpu")
-        config = RunConfig.from_dict(state["config"], source=str(folder.last))
-        if "num_workers" not in (settings or {}):  # from a bigger machine: this one's default
-            config.num_workers = recorded_workers(config.num_workers)
-        if settings:
-            for key, value in settings.items():
-                setattr(config, key, value)
-            if "data" in settings:
-                config.data_as_typed = None  # as typed now (validate makes data absolute)
-            config.validate()
-        if max_time is not None:
-            config.max_time = max_time
-            config.validate()
-        if epochs is not None:
-            _check_epochs(folder, epochs, state["epoch"])
-            config.epochs = epochs
-            config.validate()
-            stopping = state.get("early_stopping")
-            if stopping and stopping.get("stopped"):
-                stopping["stopped"] = False  # trains on; the patience counter is kept
-        # --threads auto re-decides from the load now; the count the run started with
-        # keeps a seeded resume equal to the unbroken run (sums round by thread count)
-        kept = state.get("threads") if config.threads == "auto" else None
-        return _run(config, state, folder, quiet, threads=kept)
-    except MainGuardError as e:
-        folder.release()
-        raise e.with_traceback(None) from None
-    except BaseException:
-        folder.release()  # the run is over (a finished one let go already)
-        raise
+
+
+def _resumed_config(
+    folder: RunFolder,
+    state: dict[str, Any],
+    settings: dict[str, Any] | None,
+    max_time: str | None,
+    epochs: int | None,
+) -> RunConfig:
+    """The configuration ``last.pt`` holds, with the new ``settings``, ``max_time`` and
+    ``epochs`` (each validated as it is set). More ``epochs`` for a run that stopped early
+    clear its stop in ``state``: it trains on, its patience counter kept."""
+    config = RunConfig.from_dict(state["config"], source=str(folder.last))
+    if "num_workers" not in (settings or {}):  # from a bigger machine: this one's default
+        config.num_workers = recorded_workers(config.num_workers)
+    if settings:
+        for key, value in settings.items():
+            setattr(config, key, value)
+        if "data" in settings:
+            config.data_as_typed = None  # as typed now (validate makes data absolute)
+        config.validate()
+    if max_time is not None:
+        config.max_time = max_time
+        config.validate()
+    if epochs is not None:
+        _check_epochs(folder, epochs, state["epoch"])
+        config.epochs = epochs
+        config.validate()
+        stopping = state.get("early_stopping")
+        if stopping and stopping.get("stopped"):
+            stopping["stopped"] = False  # trains on; the patience counter is kept
+    return config
 
 
 def _check_epochs(folder: RunFolder, epochs: int, done: int) -> None:
@@ -308,18 +333,24 @@ def _run(
             run.setup(state, folder)
             run.clock.mark("setup")
             with run.failures_explained():
-                for epoch in range(run.start, run.end + 1):
-                    run.epoch = epoch
-                    trained = run.train_epoch(epoch)
-                    if run.dist.main:
-                        run.end_epoch(trained)
-                    run.recorded = epoch
-                    distributed.barrier(run.dist)
-                    if run.may_stop_early() and run.stops_early():
-                        break
+                _train_epochs(run)
                 run.wait_for_writes()  # the last epoch's write: the test reads best.pt
             run.clock.mark("epochs")
         return run.finish()
+
+
+def _train_epochs(run: Run) -> None:
+    """Train the epochs from ``run.start`` to ``run.end`` (rank 0 validates, checkpoints
+    and logs each), or until the run stops early."""
+    for epoch in range(run.start, run.end + 1):
+        run.epoch = epoch
+        trained = run.train_epoch(epoch)
+        if run.dist.main:
+            run.end_epoch(trained)
+        run.recorded = epoch
+        distributed.barrier(run.dist)
+        if run.may_stop_early() and run.stops_early():
+            break
 
 
 @dataclass
@@ -809,17 +840,24 @@ class Run:
         try:
             yield
         except BaseException as e:
-            folder = self.folder
-            if folder is not None and self.dist.main and folder.config.is_file():
-                if not folder.records_nothing():
-                    interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
-                    with contextlib.suppress(OSError):
-                        folder.write_stopped(
-                            "interrupted" if interrupted else "failed",
-                            self.stopped_when(),
-                            "Ctrl-C or SIGTERM" if interrupted else described(e),
-                        )
+            self._record_stop(e)
             raise
+
+    def _record_stop(self, e: BaseException) -> None:
+        """Write ``stopped.json`` for the error ``e`` that ended the run, where rank 0
+        has a folder that records the run; a failed write is ignored."""
+        folder = self.folder
+        if folder is None or not self.dist.main or not folder.config.is_file():
+            return
+        if folder.records_nothing():
+            return
+        interrupted = isinstance(e, (KeyboardInterrupt, RunInterrupted))
+        with contextlib.suppress(OSError):
+            folder.write_stopped(
+                "interrupted" if interrupted else "failed",
+                self.stopped_when(),
+                "Ctrl-C or SIGTERM" if interrupted else described(e),
+            )
 
     def stopped_when(self) -> str:
         """When the run stopped, for ``stopped.json``: ``during epoch N``, ``after epoch

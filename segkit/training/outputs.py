@@ -118,29 +118,39 @@ def check_logits(
         f"expected logits: a {_dtype_words(autocast)} tensor of shape {want}, "
         f"(N, out_channels={out_channels}, H, W) of its {tuple(images.shape)} input"
     )
-    hint = ""
-    if not isinstance(logits, torch.Tensor):
-        hint = "; return the logits tensor alone (unpack the output of a wrapped model)"
-    elif not logits.is_floating_point():
-        hint = "; return the raw logits, before any threshold or argmax"
-    elif logits.dtype not in _dtypes(autocast):
-        hint = "; do not cast the output (segkit's precision setting chooses the dtype)"
-    elif tuple(logits.shape) != want:
-        if logits.dim() == 4 and tuple(logits.shape[2:]) != (h, w):
-            hint = (
-                f"; the output is {logits.shape[2]}x{logits.shape[3]} for a {h}x{w} input: "
-                "upsample back to the input size, and if the model needs H and W divisible "
-                "by some number, declare it on the factory "
-                "(@segkit.contracts.declare(min_input_multiple=...)) so segkit refuses other "
-                "sizes up front"
-            )
-        elif logits.dim() == 4 and logits.shape[1] != out_channels:
-            hint = f"; make the last layer output the out_channels={out_channels} it is given"
-    else:
+    hint = _logits_hint(logits, want, autocast)
+    if hint is None:
         return
     raise PluginContractError(
         f"{model.label} returned {_returned(logits)}; {expected}{hint}. {model.check_hint()}"
     )
+
+
+def _logits_hint(
+    logits: Any, want: tuple[int, int, int, int], autocast: torch.dtype | None
+) -> str | None:
+    """None where ``logits`` is a tensor of dtype and shape ``want``; else how to fix it
+    (``""`` where there is nothing more to say than the shape expected)."""
+    if not isinstance(logits, torch.Tensor):
+        return "; return the logits tensor alone (unpack the output of a wrapped model)"
+    if not logits.is_floating_point():
+        return "; return the raw logits, before any threshold or argmax"
+    if logits.dtype not in _dtypes(autocast):
+        return "; do not cast the output (segkit's precision setting chooses the dtype)"
+    if tuple(logits.shape) == want:
+        return None
+    _, out_channels, h, w = want
+    if logits.dim() == 4 and tuple(logits.shape[2:]) != (h, w):
+        return (
+            f"; the output is {logits.shape[2]}x{logits.shape[3]} for a {h}x{w} input: "
+            "upsample back to the input size, and if the model needs H and W divisible "
+            "by some number, declare it on the factory "
+            "(@segkit.contracts.declare(min_input_multiple=...)) so segkit refuses other "
+            "sizes up front"
+        )
+    if logits.dim() == 4 and logits.shape[1] != out_channels:
+        return f"; make the last layer output the out_channels={out_channels} it is given"
+    return ""
 
 
 def check_loss(
@@ -157,17 +167,23 @@ def check_loss(
         f"expected a 0-dim {_dtype_words(autocast)} tensor computed from the logits "
         "(with a grad_fn, so backward() trains the model)"
     )
-    hint = ""
-    if not isinstance(loss, torch.Tensor):
-        hint = "; return the tensor itself, not float(loss) or loss.item()"
-    elif loss.dim() != 0:
-        hint = "; reduce it to one value (reduction='mean', not 'none')"
-    elif not loss.is_floating_point() or loss.dtype not in (*_dtypes(autocast), torch.float64):
-        hint = "; reduce in float32 (cast the logits with .float() before the sums)"
-    elif loss.grad_fn is None:
-        hint = "; do not detach it or rebuild it with torch.tensor()"
-    else:
+    hint = _loss_hint(loss, autocast)
+    if hint is None:
         return
     raise PluginContractError(
         f"{plugin.label} returned {_returned(loss)}; {expected}{hint}. {plugin.check_hint()}"
     )
+
+
+def _loss_hint(loss: Any, autocast: torch.dtype | None) -> str | None:
+    """None where ``loss`` is a 0-dim floating tensor with a ``grad_fn``; else how to fix
+    it."""
+    if not isinstance(loss, torch.Tensor):
+        return "; return the tensor itself, not float(loss) or loss.item()"
+    if loss.dim() != 0:
+        return "; reduce it to one value (reduction='mean', not 'none')"
+    if not loss.is_floating_point() or loss.dtype not in (*_dtypes(autocast), torch.float64):
+        return "; reduce in float32 (cast the logits with .float() before the sums)"
+    if loss.grad_fn is None:
+        return "; do not detach it or rebuild it with torch.tensor()"
+    return None

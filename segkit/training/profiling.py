@@ -15,6 +15,7 @@ trace: https://ui.perfetto.dev or chrome://tracing), and returns one line for th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +58,6 @@ class ProfiledLoader:
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Any]:
-        from torch.profiler import record_function
-
         batches = iter(self.loader)
         i = 0
         try:
@@ -66,25 +65,24 @@ class ProfiledLoader:
                 if i == self.start and self.steps > 0:
                     self._begin()
                 profiling = self.profiler is not None
-                if profiling:
-                    with record_function("segkit.data"):
-                        batch = next(batches, None)
-                else:
+                with _labelled("segkit.data", profiling):
                     batch = next(batches, None)
                 if batch is None:
                     return
-                if profiling:
-                    with record_function("segkit.step"):
-                        yield batch
-                    self.done += 1
-                    if self.done == self.steps:
-                        self._end()
-                else:
+                with _labelled("segkit.step", profiling):
                     yield batch
+                if profiling:
+                    self._step_done()
                 i += 1
         finally:
             if self.profiler is not None:  # the loop broke off inside the window
                 self._end()
+
+    def _step_done(self) -> None:
+        """Count a profiled step; the window's last one stops the profiler."""
+        self.done += 1
+        if self.done == self.steps:
+            self._end()
 
     def _begin(self) -> None:
         """Start the profiler; one that cannot start leaves the epoch unprofiled (the
@@ -179,3 +177,12 @@ def device_busy_s(events: Any) -> float:
 
 def _share(part: float, whole: float) -> str:
     return f"{part / whole:.0%}" if whole > 0 else "-"
+
+
+def _labelled(label: str, profiling: bool) -> contextlib.AbstractContextManager[Any]:
+    """``label`` around a block in the profiler's trace while ``profiling``, else nothing."""
+    if not profiling:
+        return contextlib.nullcontext()
+    from torch.profiler import record_function
+
+    return record_function(label)

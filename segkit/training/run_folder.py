@@ -184,16 +184,12 @@ class RunFolder:
         try:
             base.mkdir(parents=True, exist_ok=True)
             n = 2
-            while True:
-                try:
-                    path.mkdir()
-                    break
-                except FileExistsError:  # taken, maybe a moment ago by another run
-                    left = cls(path)
-                    if left._take_over():
-                        return left
-                    path = base / f"{name}-{n}"
-                    n += 1
+            while not _claimed(path):  # taken, maybe a moment ago by another run
+                left = cls(path)
+                if left._take_over():
+                    return left
+                path = base / f"{name}-{n}"
+                n += 1
         except OSError as e:
             raise ConfigError(f"{path}: cannot create the run folder ({e.strerror})") from None
         folder = cls(path)
@@ -773,3 +769,13 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             writer.writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
+
+
+def _claimed(path: Path) -> bool:
+    """Make the folder ``path``: True, or False where it exists (the atomic ``mkdir``
+    that gives runs started at the same moment one folder each)."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    return True
