@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,12 +140,13 @@ class PluginInfo:
             raise clash
         if self._loaded is not None:
             return self._loaded
-        where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
+        where = self.label
         try:
             obj = self._entry_point.load()
         except Exception as e:
             raise PluginLoadError(
-                f"{where} {self.version} failed to load ({self.target}): {type(e).__name__}: {e}"
+                f"{where} failed to load ({self.target}): {type(e).__name__}: {e}"
+                f"{self._load_hint(e)}"
             ) from e
         if not callable(obj):
             raise PluginLoadError(
@@ -161,6 +163,36 @@ class PluginInfo:
             )
         self._loaded = obj
         return obj
+
+    def _load_hint(self, error: Exception) -> str:
+        """What to do about ``error``, raised importing the entry point's module or
+        resolving its attribute, in a sentence that starts with ``"; "`` (with the file
+        and line of the plugin's code that raised it, where there is one)."""
+        module, _, attr = self.target.partition(":")
+        fix_target = (
+            f"fix the entry point '{self.name} = \"{self.target}\"' in group "
+            f"'{GROUPS[self.kind]}' of {self.distribution}'s pyproject.toml, then reinstall "
+            "it (`pip install -e .` again for an editable install)"
+        )
+        missing = getattr(error, "name", None)
+        if isinstance(error, ModuleNotFoundError) and missing:
+            if module == missing or module.startswith(f"{missing}."):
+                return f"; no module '{missing}' is installed: {fix_target}"
+            return (
+                f"; {_raised_at(error)}imports '{missing}', which is not installed here: "
+                f"install the package that provides it (and list it in "
+                f"{self.distribution}'s dependencies, so pip installs it with the plugin)"
+            )
+        imported = sys.modules.get(module)
+        if isinstance(error, AttributeError) and attr and imported is not None:
+            head = attr.split(".")[0]
+            if not hasattr(imported, head):
+                public = [n for n in dir(imported) if not n.startswith("_")]
+                close = difflib.get_close_matches(head, public, n=1)
+                hint = f" (did you mean '{module}:{close[0]}'?)" if close else ""
+                source = getattr(imported, "__file__", None)
+                return f"; {source or module} has no '{head}'{hint}: {fix_target}"
+        return f"; {_raised_at(error)}raised it" if _raised_at(error) else ""
 
     def capability(self, name: str) -> Any:
         """A capability the plugin's factory declares (or its default), read without
@@ -434,6 +466,21 @@ def get(kind: str, name: str) -> Callable[..., Any]:
 def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the factory registered as ``name`` in ``kind``."""
     return default_registry().create(kind, name, *args, **kwargs)
+
+
+def _raised_at(error: BaseException) -> str:
+    """``"path/to/file.py, line 3, "``: the last frame of ``error``'s traceback outside
+    Python's import machinery (the plugin's own code, where the import failed), or ``""``."""
+    import traceback
+
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith("<")
+        and "importlib" not in f.filename
+        and not f.filename.endswith(("entrypoints.py", "registry.py"))
+    ]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}, " if frames else ""
 
 
 def _version(distribution: str) -> str:

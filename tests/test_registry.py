@@ -302,3 +302,63 @@ def test_an_op_plugin_is_found_by_name_recorded_and_checked_on_load(site, monkey
         with pytest.raises(ConfigError, match=rf"^recipe: train\[0\]: op '{name}' from "):
             R.Recipe.from_dict({"train": [{"op": name}]})
     assert "Posterize" in R.known_ops() and not set(broken) & set(R.known_ops())
+
+
+def test_a_missing_dependency_names_the_plugins_file_and_what_to_install(site):
+    make_distribution(
+        site,
+        "fake-deps",
+        {"segkit.models": {"needs": "fake_deps:create"}},
+        {"fake_deps": "import fancy_backbones_xyz\n"},
+    )
+    with pytest.raises(PluginLoadError) as info:
+        Registry(path=[str(site)]).get("models", "needs")
+    message = str(info.value)
+    assert "No module named 'fancy_backbones_xyz'" in message
+    assert f"{site / 'fake_deps.py'}, line 1, imports 'fancy_backbones_xyz', which is not " in (
+        message
+    )
+    assert "list it in fake_deps's dependencies" in message
+
+
+def test_an_entry_point_naming_no_module_or_no_attribute_says_to_fix_and_reinstall(site):
+    make_distribution(
+        site,
+        "fake-target",
+        {
+            "segkit.models": {
+                "nomodule": "fake_target.nosuch:create",
+                "noattr": "fake_target_mod:create_tiyn",
+            }
+        },
+        {"fake_target_mod": "def create_tiny(in_channels=3, out_channels=1):\n    pass\n"},
+    )
+    reg = Registry(path=[str(site)])
+    with pytest.raises(
+        PluginLoadError,
+        match=r"no module 'fake_target' is installed: fix the entry point "
+        r"'nomodule = \"fake_target.nosuch:create\"' in group 'segkit.models' of fake_target's "
+        r"pyproject.toml, then reinstall it",
+    ):
+        reg.get("models", "nomodule")
+    with pytest.raises(PluginLoadError) as info:
+        reg.get("models", "noattr")
+    assert (
+        f"{site / 'fake_target_mod.py'} has no 'create_tiyn' (did you mean "
+        "'fake_target_mod:create_tiny'?): fix the entry point 'noattr = "
+        '"fake_target_mod:create_tiyn"\'' in str(info.value)
+    )
+
+
+def test_an_error_raised_by_the_plugins_module_names_its_file_and_line(site):
+    make_distribution(
+        site,
+        "fake-raises",
+        {"segkit.losses": {"raises": "fake_raises:create"}},
+        {"fake_raises": "x = 1\nraise RuntimeError('config file not found')\n"},
+    )
+    with pytest.raises(
+        PluginLoadError,
+        match=r"RuntimeError: config file not found; .*fake_raises\.py, line 2, raised it$",
+    ):
+        Registry(path=[str(site)]).get("losses", "raises")
