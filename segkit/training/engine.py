@@ -190,6 +190,9 @@ def resume(
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
         config = RunConfig.from_dict(state["config"], source=str(folder.last))
+        from segkit.inference.trained import check_plugins_installed
+
+        check_plugins_installed(folder.last, config, state)
         if "num_workers" not in (settings or {}):  # from a bigger machine: this one's default
             config.num_workers = recorded_workers(config.num_workers)
         if settings:
