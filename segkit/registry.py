@@ -201,6 +201,29 @@ class PluginInfo:
         return capability(self.kind, self.load(), name)
 
 
+@dataclass(frozen=True)
+class Misplaced:
+    """An entry point in a group segkit does not read, close to the group of ``kind``
+    (:meth:`Registry.misplaced`). ``str()`` says what is wrong and how to fix it."""
+
+    kind: str
+    name: str
+    group: str
+    target: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        dist = f"'{self.distribution}'{' ' + self.version if self.version else ''}"
+        return (
+            f"distribution {dist} registers '{self.name}' ({self.target}) under the "
+            f"entry-point group '{self.group}', which segkit does not read; the group of "
+            f"{self.kind} is '{GROUPS[self.kind]}': rename it in the distribution's "
+            f'pyproject.toml ([project.entry-points."{GROUPS[self.kind]}"]) and reinstall '
+            "it (`pip install -e .` again for an editable install)"
+        )
+
+
 class Registry:
     """The plugins visible on a search path (``sys.path`` by default).
 
@@ -221,6 +244,7 @@ class Registry:
             autoload = os.environ.get(DISABLE_ENV, "").strip().lower() in ("", "0", "false", "no")
         self.autoload = autoload
         self._cache: dict[str, dict[str, PluginInfo]] = {}
+        self._misplaced: list[Misplaced] | None = None
 
     def _check_kind(self, kind: str) -> str:
         kind = canonical_kind(kind)
@@ -277,6 +301,34 @@ class Registry:
         self._cache[kind] = plugins
         return plugins
 
+    def misplaced(self) -> list[Misplaced]:
+        """Entry points in a group segkit does not read but whose name is close to one it
+        does (``segkit.model``, ``segkit_models``): a typo in a plugin's
+        ``pyproject.toml``, which would otherwise leave its plugins silently unlisted.
+        Read from metadata, nothing imported; cached."""
+        if self._misplaced is not None:
+            return self._misplaced
+        import entrypoints
+
+        known = {g: kind for kind in GROUPS for g in (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))}
+        found = []
+        for config, distro in entrypoints.iter_files_distros(path=self.path):
+            name = distro.name if distro is not None else "<unknown>"
+            if not self.autoload and name.replace("-", "_") != CORE_DISTRIBUTION:
+                continue
+            for group in config.sections():
+                if group in known or not group.lower().startswith("segkit"):
+                    continue
+                spelled = group.lower().replace("_", ".").replace("-", ".")
+                close = difflib.get_close_matches(spelled, known, n=1, cutoff=0.85)
+                if not close:
+                    continue
+                version = (distro.version if distro is not None else None) or _version(name)
+                for ep_name, target in config[group].items():
+                    found.append(Misplaced(known[close[0]], ep_name, group, target, name, version))
+        self._misplaced = found
+        return found
+
     def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
         """The names of ``kind`` that several distributions register, with every claimant."""
         return {n: p.claims for n, p in self.plugins(kind).items() if p.claims}
@@ -298,6 +350,9 @@ class Registry:
             if (clash := plugins[name].clash_error()) is not None:
                 raise clash
             return plugins[name]
+        for m in self.misplaced():
+            if m.kind == kind and m.name == name:
+                raise PluginNotFoundError(f"no {SINGULAR[kind]} named '{name}': {m}")
         close = difflib.get_close_matches(name, plugins, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         available = ", ".join(plugins) if len(plugins) <= 12 else f"{len(plugins)} installed"

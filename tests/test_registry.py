@@ -362,3 +362,43 @@ def test_an_error_raised_by_the_plugins_module_names_its_file_and_line(site):
         match=r"RuntimeError: config file not found; .*fake_raises\.py, line 2, raised it$",
     ):
         Registry(path=[str(site)]).get("losses", "raises")
+
+
+def test_a_misspelt_group_is_named_when_its_plugin_is_asked_for_and_by_segkit_list(
+    site, monkeypatch, capsys
+):
+    """An entry point under `segkit.model` (or `segkit_losses`) is no plugin, but using its
+    name, or `segkit list`, says which distribution put it where, and the group to use."""
+    from segkit import registry
+    from segkit.cli import main
+
+    make_distribution(
+        site,
+        "fake-typo",
+        {
+            "segkit.model": {"mine": "fake_typo:create"},
+            "segkit_losses": {"my_loss": "fake_typo:loss"},
+            "segkit.hooks": {"unrelated": "fake_typo:hook"},  # not close to any group
+        },
+        {},
+    )
+    reg = Registry(path=[str(site)])
+    assert "mine" not in reg.names("models")
+    with pytest.raises(
+        PluginNotFoundError,
+        match=r"no model named 'mine': distribution 'fake_typo' 1\.0 registers 'mine' "
+        r"\(fake_typo:create\) under the entry-point group 'segkit\.model', which segkit does "
+        r"not read; the group of models is 'segkit\.models': rename it in the distribution's "
+        r'pyproject.toml \(\[project.entry-points."segkit.models"\]\) and reinstall it',
+    ):
+        reg.info("models", "mine")
+    with pytest.raises(PluginNotFoundError, match=r"under the entry-point group 'segkit_losses'"):
+        reg.info("losses", "my_loss")
+    assert [m.name for m in reg.misplaced()] == ["mine", "my_loss"]
+
+    monkeypatch.setattr(registry, "_default", Registry())  # the process registry sees it
+    assert main(["list", "models"]) == 0
+    err = capsys.readouterr().err
+    assert "models 'mine' is not listed: distribution 'fake_typo' 1.0 registers" in err
+    assert "my_loss" not in err  # only the kinds listed
+    assert main(["list", "--check"]) == 1
