@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,12 +140,13 @@ class PluginInfo:
             raise clash
         if self._loaded is not None:
             return self._loaded
-        where = f"{SINGULAR[self.kind]} '{self.name}' from distribution '{self.distribution}'"
+        where = self.label
         try:
             obj = self._entry_point.load()
         except Exception as e:
             raise PluginLoadError(
-                f"{where} {self.version} failed to load ({self.target}): {type(e).__name__}: {e}"
+                f"{where} failed to load ({self.target}): {type(e).__name__}: {e}"
+                f"{self._load_hint(e)}"
             ) from e
         if not callable(obj):
             raise PluginLoadError(
@@ -162,11 +164,64 @@ class PluginInfo:
         self._loaded = obj
         return obj
 
+    def _load_hint(self, error: Exception) -> str:
+        """What to do about ``error``, raised importing the entry point's module or
+        resolving its attribute, in a sentence that starts with ``"; "`` (with the file
+        and line of the plugin's code that raised it, where there is one)."""
+        module, _, attr = self.target.partition(":")
+        fix_target = (
+            f"fix the entry point '{self.name} = \"{self.target}\"' in group "
+            f"'{GROUPS[self.kind]}' of {self.distribution}'s pyproject.toml, then reinstall "
+            "it (`pip install -e .` again for an editable install)"
+        )
+        missing = getattr(error, "name", None)
+        if isinstance(error, ModuleNotFoundError) and missing:
+            if module == missing or module.startswith(f"{missing}."):
+                return f"; no module '{missing}' is installed: {fix_target}"
+            return (
+                f"; {_raised_at(error)}imports '{missing}', which is not installed here: "
+                f"install the package that provides it (and list it in "
+                f"{self.distribution}'s dependencies, so pip installs it with the plugin)"
+            )
+        imported = sys.modules.get(module)
+        if isinstance(error, AttributeError) and attr and imported is not None:
+            head = attr.split(".")[0]
+            if not hasattr(imported, head):
+                public = [n for n in dir(imported) if not n.startswith("_")]
+                close = difflib.get_close_matches(head, public, n=1)
+                hint = f" (did you mean '{module}:{close[0]}'?)" if close else ""
+                source = getattr(imported, "__file__", None)
+                return f"; {source or module} has no '{head}'{hint}: {fix_target}"
+        return f"; {_raised_at(error)}raised it" if _raised_at(error) else ""
+
     def capability(self, name: str) -> Any:
         """A capability the plugin's factory declares (or its default), read without
         calling the factory; see :data:`segkit.contracts.CONTRACTS`."""
 
         return capability(self.kind, self.load(), name)
+
+
+@dataclass(frozen=True)
+class Misplaced:
+    """An entry point in a group segkit does not read, close to the group of ``kind``
+    (:meth:`Registry.misplaced`). ``str()`` says what is wrong and how to fix it."""
+
+    kind: str
+    name: str
+    group: str
+    target: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        dist = f"'{self.distribution}'{' ' + self.version if self.version else ''}"
+        return (
+            f"distribution {dist} registers '{self.name}' ({self.target}) under the "
+            f"entry-point group '{self.group}', which segkit does not read; the group of "
+            f"{self.kind} is '{GROUPS[self.kind]}': rename it in the distribution's "
+            f'pyproject.toml ([project.entry-points."{GROUPS[self.kind]}"]) and reinstall '
+            "it (`pip install -e .` again for an editable install)"
+        )
 
 
 class Registry:
@@ -189,6 +244,7 @@ class Registry:
             autoload = os.environ.get(DISABLE_ENV, "").strip().lower() in ("", "0", "false", "no")
         self.autoload = autoload
         self._cache: dict[str, dict[str, PluginInfo]] = {}
+        self._misplaced: list[Misplaced] | None = None
 
     def _check_kind(self, kind: str) -> str:
         kind = canonical_kind(kind)
@@ -245,6 +301,34 @@ class Registry:
         self._cache[kind] = plugins
         return plugins
 
+    def misplaced(self) -> list[Misplaced]:
+        """Entry points in a group segkit does not read but whose name is close to one it
+        does (``segkit.model``, ``segkit_models``): a typo in a plugin's
+        ``pyproject.toml``, which would otherwise leave its plugins silently unlisted.
+        Read from metadata, nothing imported; cached."""
+        if self._misplaced is not None:
+            return self._misplaced
+        import entrypoints
+
+        known = {g: kind for kind in GROUPS for g in (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))}
+        found = []
+        for config, distro in entrypoints.iter_files_distros(path=self.path):
+            name = distro.name if distro is not None else "<unknown>"
+            if not self.autoload and name.replace("-", "_") != CORE_DISTRIBUTION:
+                continue
+            for group in config.sections():
+                if group in known or not group.lower().startswith("segkit"):
+                    continue
+                spelled = group.lower().replace("_", ".").replace("-", ".")
+                close = difflib.get_close_matches(spelled, known, n=1, cutoff=0.85)
+                if not close:
+                    continue
+                version = (distro.version if distro is not None else None) or _version(name)
+                for ep_name, target in config[group].items():
+                    found.append(Misplaced(known[close[0]], ep_name, group, target, name, version))
+        self._misplaced = found
+        return found
+
     def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
         """The names of ``kind`` that several distributions register, with every claimant."""
         return {n: p.claims for n, p in self.plugins(kind).items() if p.claims}
@@ -266,6 +350,9 @@ class Registry:
             if (clash := plugins[name].clash_error()) is not None:
                 raise clash
             return plugins[name]
+        for m in self.misplaced():
+            if m.kind == kind and m.name == name:
+                raise PluginNotFoundError(f"no {SINGULAR[kind]} named '{name}': {m}")
         close = difflib.get_close_matches(name, plugins, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         available = ", ".join(plugins) if len(plugins) <= 12 else f"{len(plugins)} installed"
@@ -434,6 +521,21 @@ def get(kind: str, name: str) -> Callable[..., Any]:
 def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the factory registered as ``name`` in ``kind``."""
     return default_registry().create(kind, name, *args, **kwargs)
+
+
+def _raised_at(error: BaseException) -> str:
+    """``"path/to/file.py, line 3, "``: the last frame of ``error``'s traceback outside
+    Python's import machinery (the plugin's own code, where the import failed), or ``""``."""
+    import traceback
+
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith("<")
+        and "importlib" not in f.filename
+        and not f.filename.endswith(("entrypoints.py", "registry.py"))
+    ]
+    return f"{frames[-1].filename}, line {frames[-1].lineno}, " if frames else ""
 
 
 def _version(distribution: str) -> str:

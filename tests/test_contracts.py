@@ -30,7 +30,7 @@ def test_a_loader_without_shard_fails_to_load_naming_plugin_and_parameter(site):
     reg = Registry(path=[str(site)])
     with pytest.raises(
         PluginLoadError,
-        match=r"loader 'noshard' from distribution 'fake.noshard': its factory "
+        match=r"loader 'noshard' from distribution 'fake.noshard' 1.0: its factory "
         r"fake_noshard:create_loader does not accept 'shard'\. The segkit.loaders contract "
         r"is factory\(dataset, split, recipe, batch_size, \*, train, seed, num_workers, "
         r"device, shard, drop_last\)",

@@ -170,3 +170,27 @@ def test_recipe_keeps_masks_binary_and_aligned_through_every_loader(recipe, load
     assert "\n" not in message and re.search(why, message), message
     assert message.startswith(f"the {loader} loader cannot run {op}("), message
     assert "--loader albumentations" in message
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_recipe_that_leaves_images_at_their_own_sizes_is_named_in_one_line(
+    num_workers: int,
+) -> None:
+    """A recipe (a plugin's or a file's) whose train ops size nothing, on images of
+    several sizes, stops at its first batch naming the recipe and the op to add, instead
+    of torch's "stack expects each tensor to be equal size" from inside the DataLoader."""
+    from segkit.recipes import HorizontalFlip
+    from segkit.testing import shapes_dataset
+
+    recipe = Recipe("unsized", train=(HorizontalFlip(p=0.5), Normalize()))
+    loader = create(
+        "loaders", "albumentations", shapes_dataset(), "train", recipe, 4,
+        train=True, num_workers=num_workers,
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^recipe 'unsized': its train ops left the images of one batch at different "
+        r"sizes \(\d+x\d+ and \d+x\d+\), which cannot be stacked into a batch: .* End them "
+        r"with Resize\(size=N\)",
+    ):
+        next(iter(loader))

@@ -302,3 +302,103 @@ def test_an_op_plugin_is_found_by_name_recorded_and_checked_on_load(site, monkey
         with pytest.raises(ConfigError, match=rf"^recipe: train\[0\]: op '{name}' from "):
             R.Recipe.from_dict({"train": [{"op": name}]})
     assert "Posterize" in R.known_ops() and not set(broken) & set(R.known_ops())
+
+
+def test_a_missing_dependency_names_the_plugins_file_and_what_to_install(site):
+    make_distribution(
+        site,
+        "fake-deps",
+        {"segkit.models": {"needs": "fake_deps:create"}},
+        {"fake_deps": "import fancy_backbones_xyz\n"},
+    )
+    with pytest.raises(PluginLoadError) as info:
+        Registry(path=[str(site)]).get("models", "needs")
+    message = str(info.value)
+    assert "No module named 'fancy_backbones_xyz'" in message
+    assert f"{site / 'fake_deps.py'}, line 1, imports 'fancy_backbones_xyz', which is not " in (
+        message
+    )
+    assert "list it in fake_deps's dependencies" in message
+
+
+def test_an_entry_point_naming_no_module_or_no_attribute_says_to_fix_and_reinstall(site):
+    make_distribution(
+        site,
+        "fake-target",
+        {
+            "segkit.models": {
+                "nomodule": "fake_target.nosuch:create",
+                "noattr": "fake_target_mod:create_tiyn",
+            }
+        },
+        {"fake_target_mod": "def create_tiny(in_channels=3, out_channels=1):\n    pass\n"},
+    )
+    reg = Registry(path=[str(site)])
+    with pytest.raises(
+        PluginLoadError,
+        match=r"no module 'fake_target' is installed: fix the entry point "
+        r"'nomodule = \"fake_target.nosuch:create\"' in group 'segkit.models' of fake_target's "
+        r"pyproject.toml, then reinstall it",
+    ):
+        reg.get("models", "nomodule")
+    with pytest.raises(PluginLoadError) as info:
+        reg.get("models", "noattr")
+    assert (
+        f"{site / 'fake_target_mod.py'} has no 'create_tiyn' (did you mean "
+        "'fake_target_mod:create_tiny'?): fix the entry point 'noattr = "
+        '"fake_target_mod:create_tiyn"\'' in str(info.value)
+    )
+
+
+def test_an_error_raised_by_the_plugins_module_names_its_file_and_line(site):
+    make_distribution(
+        site,
+        "fake-raises",
+        {"segkit.losses": {"raises": "fake_raises:create"}},
+        {"fake_raises": "x = 1\nraise RuntimeError('config file not found')\n"},
+    )
+    with pytest.raises(
+        PluginLoadError,
+        match=r"RuntimeError: config file not found; .*fake_raises\.py, line 2, raised it$",
+    ):
+        Registry(path=[str(site)]).get("losses", "raises")
+
+
+def test_a_misspelt_group_is_named_when_its_plugin_is_asked_for_and_by_segkit_list(
+    site, monkeypatch, capsys
+):
+    """An entry point under `segkit.model` (or `segkit_losses`) is no plugin, but using its
+    name, or `segkit list`, says which distribution put it where, and the group to use."""
+    from segkit import registry
+    from segkit.cli import main
+
+    make_distribution(
+        site,
+        "fake-typo",
+        {
+            "segkit.model": {"mine": "fake_typo:create"},
+            "segkit_losses": {"my_loss": "fake_typo:loss"},
+            "segkit.hooks": {"unrelated": "fake_typo:hook"},  # not close to any group
+        },
+        {},
+    )
+    reg = Registry(path=[str(site)])
+    assert "mine" not in reg.names("models")
+    with pytest.raises(
+        PluginNotFoundError,
+        match=r"no model named 'mine': distribution 'fake_typo' 1\.0 registers 'mine' "
+        r"\(fake_typo:create\) under the entry-point group 'segkit\.model', which segkit does "
+        r"not read; the group of models is 'segkit\.models': rename it in the distribution's "
+        r'pyproject.toml \(\[project.entry-points."segkit.models"\]\) and reinstall it',
+    ):
+        reg.info("models", "mine")
+    with pytest.raises(PluginNotFoundError, match=r"under the entry-point group 'segkit_losses'"):
+        reg.info("losses", "my_loss")
+    assert [m.name for m in reg.misplaced()] == ["mine", "my_loss"]
+
+    monkeypatch.setattr(registry, "_default", Registry())  # the process registry sees it
+    assert main(["list", "models"]) == 0
+    err = capsys.readouterr().err
+    assert "models 'mine' is not listed: distribution 'fake_typo' 1.0 registers" in err
+    assert "my_loss" not in err  # only the kinds listed
+    assert main(["list", "--check"]) == 1

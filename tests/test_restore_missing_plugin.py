@@ -94,3 +94,19 @@ def test_training_and_weights_checkpoints_record_the_plugins():
         "plugins": plugins,
     }
     assert ckpt_io.weights_state(state)["plugins"] == plugins
+
+
+def test_resuming_a_run_whose_plugin_is_gone_names_the_distribution_to_install(tmp_path, capsys):
+    """`segkit run --resume` of a run whose model package was uninstalled says which
+    distribution and version to install, as predict does, not "no model named 'gone'"."""
+    ckpt = _run_folder(tmp_path)
+    ckpt.rename(ckpt.with_name("last.pt"))
+    code = main(["run", "--resume", str(ckpt.parent)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() == (
+        f"segkit: error: {ckpt.with_name('last.pt')}: trained with model 'gone' from "
+        "distribution segkit_audit 0.1.0, which is not installed here; `pip install "
+        "segkit_audit==0.1.0` (or a version of segkit_audit that still provides 'gone'), "
+        "then run this again"
+    )

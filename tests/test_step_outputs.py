@@ -310,3 +310,28 @@ def test_segkit_info_checks_the_output_of_its_forward(site, capsys) -> None:
     err = capsys.readouterr().err
     assert "model 'double' from distribution 'fake_double' 1.0 returned a float64 tensor" in err
     assert "check_model('double')" in err
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_model_with_nothing_to_train_is_refused_naming_the_plugin(frozen: bool) -> None:
+    """A model without parameters (or with all of them frozen) is refused before training,
+    in one message naming the plugin, not by Adam's "empty parameter list"."""
+    import segkit
+    from segkit.build import build_optimizer
+
+    def create(in_channels: int = 3, out_channels: int = 1) -> torch.nn.Module:
+        model = torch.nn.Conv2d(in_channels, out_channels, 1) if frozen else torch.nn.Identity()
+        return model.requires_grad_(False)
+
+    segkit.register_plugin("models", "nothing_to_train", create)
+    try:
+        model = segkit.create_model("nothing_to_train")
+        got = "all 2 of its parameters are frozen" if frozen else "it has no parameters"
+        with pytest.raises(
+            PluginContractError,
+            match=rf"model 'nothing_to_train' registered in this process built a "
+            rf"\w+ with nothing to train: {got}",
+        ):
+            build_optimizer(model, RunConfig(model="nothing_to_train"))
+    finally:
+        segkit.unregister_plugin("models", "nothing_to_train")

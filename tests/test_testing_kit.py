@@ -540,3 +540,37 @@ def test_a_dataset_without_generate_needs_a_root() -> None:
     mark = parametrize_plugins("datasets", distribution="segkit", rules=True)
     assert "datasets-folder-missing_root" in {c.id for c in mark.args[1]}
     assert len(mark.args[1]) == len(plugin_names("datasets", "segkit")) * len(DATASET_RULES)
+
+
+class _DictOut(nn.Module):  # torchvision's segmentation models return {"out": logits}
+    def __init__(self, in_channels: int = 3, out_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.conv(x)}
+
+
+class _NoParameters(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] - 0.5
+
+
+def test_a_model_returning_a_dict_is_told_to_return_the_tensor() -> None:
+    with pytest.raises(
+        ConformanceError,
+        match=r"'seeded_determinism': eval-mode forward: returned a dict with keys 'out', not "
+        r"a tensor; return the logits tensor alone \(unpack the output of a wrapped model",
+    ):
+        check_model(_DictOut, name="dict_out")
+
+
+def test_a_model_without_parameters_is_told_it_has_nothing_to_train() -> None:
+    def create(in_channels: int = 3, out_channels: int = 1) -> nn.Module:
+        return _NoParameters()
+
+    with pytest.raises(
+        ConformanceError,
+        match=r"'forward_backward': the model has no parameter that requires a gradient",
+    ):
+        check_model(create, name="no_params", rules=["forward_backward"])

@@ -33,7 +33,7 @@ from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data.reading import read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank, sample_seed
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError
 from segkit.system.lifeline import mark_parent, recorded_parent, tie_to_parent
 from segkit.system.main_guard import exit_if_reimporting_main, main_guard_error
 from segkit_albumentations._compile import compile_ops
@@ -52,15 +52,35 @@ class _ReadFailure:
     own type (pickled whole: a :class:`~segkit.errors.MaskValuesError` keeps its values).
     """
 
-    def __init__(self, error: DataError) -> None:
+    def __init__(self, error: DataError | ConfigError) -> None:
         self.error = error
 
 
-def _collate(items: list[Any]) -> Any:
-    for item in items:
-        if isinstance(item, _ReadFailure):
-            return item
-    return torch.utils.data.default_collate(items)
+class _Collate:
+    """Stacks a batch; a sample that failed to read is passed on, and images of several
+    sizes (a recipe without an op that sizes them all alike) become a one-line error
+    naming the recipe, instead of torch's "stack expects each tensor to be equal size"."""
+
+    def __init__(self, recipe: str, stage: str) -> None:
+        self.recipe, self.stage = recipe, stage
+
+    def __call__(self, items: list[Any]) -> Any:
+        for item in items:
+            if isinstance(item, _ReadFailure):
+                return item
+        sizes = list(dict.fromkeys(tuple(image.shape[-2:]) for image, _ in items))
+        if len(sizes) > 1:
+            shown = " and ".join(f"{w}x{h}" for h, w in sizes[:2])
+            return _ReadFailure(
+                ConfigError(
+                    f"recipe '{self.recipe}': its {self.stage} ops left the images of one "
+                    f"batch at different sizes ({shown}), which cannot be stacked into a "
+                    "batch: no op of them sizes every image alike. End them with "
+                    "Resize(size=N) (N the run's --image-size) or a crop to that size, "
+                    "before Normalize (see docs/recipes.md), or use --batch-size 1"
+                )
+            )
+        return torch.utils.data.default_collate(items)
 
 
 class _SampleSet(torch.utils.data.Dataset):
@@ -175,7 +195,7 @@ class AlbumentationsLoader:
             num_workers=num_workers,
             pin_memory=pin,
             drop_last=drop_last,
-            collate_fn=_collate,
+            collate_fn=_Collate(recipe.name, "train" if train else "eval"),
             persistent_workers=num_workers > 0,
             worker_init_fn=_worker_init if num_workers > 0 else None,
             multiprocessing_context=_worker_context() if num_workers > 0 else None,

@@ -18,8 +18,9 @@ def add_list(sub: Any) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 if any plugin fails to load, breaks its kind's contract or shares its "
-        "name with another distribution's, with tracebacks",
+        help="exit 1 if any plugin fails to load, breaks its kind's contract, shares its "
+        "name with another distribution's or sits in a misspelt entry-point group, with "
+        "tracebacks",
     )
     p.add_argument(
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
@@ -55,13 +56,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     header = ("KIND", "NAME", "DISTRIBUTION", "STATUS" if not args.no_import else "")
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+    misplaced = [m for m in reg.misplaced() if m.kind in kinds]
+    for m in misplaced:
+        print(f"\n{m.kind} '{m.name}' is not listed: {m}", file=sys.stderr)
     for info, e in failures:
         print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
         if args.check and e is not None and e.__cause__ is not None:
             import traceback
 
             traceback.print_exception(e.__cause__, file=sys.stderr)
-    return 1 if failures and args.check else 0
+    return 1 if (failures or misplaced) and args.check else 0
 
 
 def _load_error(info: Any) -> Exception | None:

@@ -316,6 +316,38 @@ def _read_all(
 # ----------------------------------------------------------------------------- checking
 
 
+def split_samples(dataset: Dataset, split: str, name: str = "") -> list[Sample]:
+    """``dataset.samples(split)``, with an exception that is not segkit's (a dataset
+    plugin's bug: a ``KeyError`` for a split it lacks) turned into one naming the plugin,
+    the call and what the contract asks for.
+
+    Raises:
+        SegkitError: what the dataset raised (a DataError naming a missing file).
+        PluginContractError: anything else the dataset raised, from it.
+    """
+    from segkit.errors import PluginContractError, PluginError, SegkitError
+
+    try:
+        return dataset.samples(split)
+    except SegkitError:
+        raise
+    except Exception as e:
+        label = f"dataset {type(dataset).__name__}"
+        if name:
+            try:
+                label = default_registry().info("datasets", name).label
+            except PluginError:
+                label = f"dataset '{name}'"
+        raise PluginContractError(
+            f"{label} raised {type(e).__name__}: {e} in samples({split!r}); a dataset's "
+            "samples(split) returns the list of segkit.contracts.Sample of each of "
+            f"{', '.join(SPLITS)} (a split it cannot list raises segkit.errors.DataError "
+            "naming the file or folder, an unknown split segkit.errors.ConfigError). Run "
+            f"segkit.testing.check_dataset({name or 'your_factory'!r}, root=...) to check it "
+            "against every rule of its contract"
+        ) from e
+
+
 def check_dataset(
     dataset: Dataset, workers: int | None = None, *, name: str = "", progress: bool | None = None
 ) -> Report:
@@ -338,7 +370,7 @@ def check_dataset(
         skipped = [{"file": str(f), "why": why} for f, why in dataset.skipped]
     for split in SPLITS:
         try:
-            samples = dataset.samples(split)
+            samples = split_samples(dataset, split, name)
         except DataError as e:
             problems.append(Problem("error", "split", str(dataset.root), str(e)))
             samples = []

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segkit.contracts import SPLITS, Dataset, Sample
-from segkit.data.check import coverage_warnings
+from segkit.data.check import coverage_warnings, split_samples
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
 from segkit.data.reading import (
     FilteredDataset,
@@ -121,7 +121,7 @@ def ready_for_training(
             foreground; an image and its mask differ in size; or a split is
             left empty or, after leaving samples out, with fewer than a batch.
     """
-    items = [(split, s) for split in SPLITS for s in dataset.samples(split)]
+    items = [(split, s) for split in SPLITS for s in split_samples(dataset, split, name)]
     root = Path(dataset.root)
     passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
     if passed.before():

@@ -28,7 +28,7 @@ from segkit.config import RENAMED_KEYS, RunConfig, checked_keywords
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
-from segkit.registry import IN_PROCESS
+from segkit.registry import IN_PROCESS, SINGULAR
 from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -294,32 +294,77 @@ def restore_model(
             config, runtime, restoring=True, out_channels=checkpoint_task(ckpt).num_classes
         )
     except PluginNotFoundError as e:
-        recorded = recorded_plugin(path, "models", config.model, ckpt)
-        if recorded is None:
-            raise CheckpointError(
-                f"{path}: was trained with model '{config.model}', which is not installed "
-                f"here ({e}). Install the package that provides it"
-            ) from None
-        distribution, version = recorded
-        if distribution == IN_PROCESS:
-            raise CheckpointError(
-                f"{path}: trained with model '{config.model}', which was registered in the "
-                "training process (segkit.register_plugin) and is not registered in this "
-                f"one; register it again, segkit.register_plugin('models', "
-                f"'{config.model}', your_factory), then open the checkpoint"
-            ) from None
-        pin = f"{distribution}=={version}" if version else distribution
-        raise CheckpointError(
-            f"{path}: trained with model '{config.model}' from distribution {distribution}"
-            f"{' ' + version if version else ''}, which is not installed here; "
-            f"`pip install {pin}` (or a version of {distribution} that still provides "
-            f"'{config.model}'), then run this again"
-        ) from None
+        raise missing_plugin(path, "models", config.model, ckpt, e) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(_misfit(path, config, str(e))) from None
     return model.eval()
+
+
+def missing_plugin(
+    path: Path, kind: str, name: str, ckpt: dict[str, Any] | None, error: Exception
+) -> CheckpointError:
+    """The error for a checkpoint whose run used plugin ``name`` of ``kind``, which is not
+    installed here (``error``, the registry's): the distribution and version to install,
+    as the checkpoint (or its run's ``config.json``) records them."""
+    what = f"{SINGULAR[kind]} '{name}'"
+    recorded = recorded_plugin(path, kind, name, ckpt)
+    if recorded is None:
+        return CheckpointError(
+            f"{path}: was trained with {what}, which is not installed here ({error}). "
+            "Install the package that provides it"
+        )
+    distribution, version = recorded
+    if distribution == IN_PROCESS:
+        return CheckpointError(
+            f"{path}: trained with {what}, which was registered in the training process "
+            "(segkit.register_plugin) and is not registered in this one; register it again, "
+            f"segkit.register_plugin('{kind}', '{name}', your_factory), then open the "
+            "checkpoint"
+        )
+    pin = f"{distribution}=={version}" if version else distribution
+    return CheckpointError(
+        f"{path}: trained with {what} from distribution {distribution}"
+        f"{' ' + version if version else ''}, which is not installed here; "
+        f"`pip install {pin}` (or a version of {distribution} that still provides "
+        f"'{name}'), then run this again"
+    )
+
+
+def check_plugins_installed(path: Path, config: RunConfig, ckpt: dict[str, Any]) -> None:
+    """Refuse to go on with checkpoint ``path`` (a resumed run) where a plugin its run
+    used is not installed, naming the distribution and version to install
+    (:func:`missing_plugin`), before anything is built. Reads entry-point names only.
+
+    Raises:
+        CheckpointError: a plugin of the run is not installed (or registered) here.
+    """
+    from segkit.registry import default_registry
+
+    reg = default_registry()
+    try:
+        named = config.plugins()
+    except DataError:  # the data folder moved: building the dataset says so, later
+        named = {
+            k: v
+            for k, v in (
+                ("models", config.model),
+                ("losses", config.loss),
+                ("recipes", config.recipe),
+                ("loaders", config.loader),
+            )
+            if v
+        }
+        if config.recipe_definition is not None:
+            named.pop("recipes", None)
+    for kind, name in named.items():
+        if kind == "losses" and name == "auto":
+            continue
+        try:
+            reg.info(kind, name)
+        except PluginNotFoundError as e:
+            raise missing_plugin(path, kind, name, ckpt, e) from None
 
 
 def recorded_plugin(

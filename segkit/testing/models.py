@@ -75,8 +75,18 @@ def _images(*shape: int, generator_seed: int = 1) -> torch.Tensor:
     return torch.randn(*shape, generator=gen)
 
 
+def _expect_tensor(out: Any, what: str) -> None:
+    from segkit.training.outputs import _returned
+
+    demand(
+        isinstance(out, torch.Tensor),
+        f"{what}: returned {_returned(out)}; return the logits tensor alone (unpack the "
+        "output of a wrapped model, such as torchvision's {'out': ...})",
+    )
+
+
 def _expect_output(out: Any, shape: tuple[int, ...], what: str) -> None:
-    demand(isinstance(out, torch.Tensor), f"{what}: returned a {type(out).__name__}, not a tensor")
+    _expect_tensor(out, what)
     demand(tuple(out.shape) == shape, f"{what}: output shape {tuple(out.shape)}, expected {shape}")
     demand(bool(torch.isfinite(out.float()).all()), f"{what}: NaN or inf in the output")
 
@@ -123,6 +133,7 @@ def seeded_determinism(case: ModelCase) -> None:
     x = _images(1, case.in_channels, 32, 32)
     with torch.no_grad():
         out1, out2, out3 = first(x), first(x), second(x)
+    _expect_tensor(out1, "eval-mode forward")
     demand(torch.equal(out1, out2), "in eval mode the same input gave different outputs")
     demand(
         torch.allclose(out1, out3, rtol=1e-5, atol=1e-6),
@@ -137,10 +148,14 @@ def forward_backward(case: ModelCase) -> None:
     out = m(_images(batch, case.in_channels, size, size))
     _expect_output(out, (batch, case.out_channels, size, size), "train-mode forward")
     demand(out.dtype == torch.float32, f"float32 input gave a {out.dtype} output")
+    params = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+    demand(
+        bool(params),
+        "the model has no parameter that requires a gradient (nothing to train: keep "
+        "weights in layers or torch.nn.Parameter, and leave at least one unfrozen)",
+    )
     weights = _images(*out.shape, generator_seed=2)
     (out * weights).mean().backward()
-    params = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
-    demand(bool(params), "the model has no trainable parameters")
     missing = [n for n, p in params if p.grad is None]
     demand(not missing, f"parameters without a gradient: {names(missing)}")
     bad = [n for n, p in params if p.grad is not None and not torch.isfinite(p.grad).all()]

@@ -224,6 +224,9 @@ def _resumed_config(
     ``epochs`` (each validated as it is set). More ``epochs`` for a run that stopped early
     clear its stop in ``state``: it trains on, its patience counter kept."""
     config = RunConfig.from_dict(state["config"], source=str(folder.last))
+    from segkit.inference.trained import check_plugins_installed
+
+    check_plugins_installed(folder.last, config, state)
     if "num_workers" not in (settings or {}):  # from a bigger machine: this one's default
         config.num_workers = recorded_workers(config.num_workers)
     if settings:
