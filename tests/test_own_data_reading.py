@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -358,3 +359,107 @@ def test_the_dali_loader_gets_deep_images_and_alpha_masks_as_the_other_loader_re
     np.testing.assert_array_equal(decoded, read_image(sample.image))
     decoded = np.asarray(Image.open(io.BytesIO(mask.tobytes())))
     np.testing.assert_array_equal(decoded, read_raw_mask(sample.mask, dataset.mask_spec))
+
+
+# ----------------------------------------------------------------------------- palette greys
+
+
+def _two_colour_palette(index_of_object: int, colours: list[int]) -> Callable:
+    """Palette masks: the object at index ``index_of_object``, the rest at the other of
+    0/1; ``colours``, the palette's first two RGB entries."""
+
+    def save(i: int, lab: np.ndarray) -> Image.Image:
+        indices = np.where(lab == 1, index_of_object, 1 - index_of_object).astype(np.uint8)
+        im = Image.fromarray(indices, "P")
+        im.putpalette(colours)
+        return im
+
+    return save
+
+
+def test_a_palette_of_greys_read_against_its_colours_is_refused_with_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Index 0 painted white, index 1 black, the object white: a viewer shows a white
+    # object on black; by index the object would be background and the rest foreground.
+    root = folder(tmp_path / "inv", _two_colour_palette(0, [255, 255, 255, 0, 0, 0]))
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    refused = [p for p in report["problems"] if p["severity"] == "error"]
+    assert len(refused) == N
+    assert all("indices disagree with its colours" in p["message"] for p in refused)
+    assert "the inverse of the mask shown" in text
+    with pytest.raises(DataError, match="indices disagree with their colours"):
+        ready(root)
+    # The printed command saves each as the grey image it shows; then the check passes
+    # and the object is the foreground.
+    line = next(ln for ln in text.splitlines() if "convert('L')" in ln)
+    code, files = re.search(r'python -c "(.+)" (.+)$', line).groups()
+    argv, sys.argv = sys.argv, ["-c", *files.split()]
+    try:
+        exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    finally:
+        sys.argv = argv
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    mask = decode_raw_mask(root / "masks" / "img000.png")
+    np.testing.assert_array_equal(mask != 0, label(0) == 1)
+
+
+@pytest.mark.parametrize(
+    "colours",
+    [[0, 0, 0, 255, 255, 255], [0, 0, 0, 128, 0, 0]],  # black/white; VOC's first two
+    ids=["black-white", "voc"],
+)
+def test_palette_masks_whose_index_0_is_black_or_coloured_are_read_by_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], colours: list[int]
+) -> None:
+    root = folder(tmp_path / "pal", _two_colour_palette(1, colours))
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    dataset, _, _ = ready(root)
+    sample = dataset.samples("train")[0]
+    i = int(sample.image.stem[3:])
+    np.testing.assert_array_equal(decode_raw_mask(sample.mask), label(i))
+
+
+def test_the_exif_command_printed_by_check_and_run_turns_the_tagged_images_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = np.zeros((20, SIZE), np.uint8)
+
+    def image(i: int, lab: np.ndarray) -> Image.Image | _Rotated:
+        pixels = wide + 10 * i  # no two the same
+        return _Rotated(pixels) if i < 3 else Image.fromarray(pixels)
+
+    def mask(i: int, lab: np.ndarray) -> Image.Image:
+        stored = wide.copy()
+        stored[2:8, 3:12] = 255
+        return Image.fromarray(stored.T.copy() if i < 3 else stored)  # the shown size
+
+    root = folder(tmp_path / "turned", mask, image)
+    untagged = (root / "images" / "img005.jpg").read_bytes()
+    rc, report, text = check(capsys, root)
+    assert rc == 1 and len(kinds(report)["size_mismatch"]) == 3
+    with pytest.raises(DataError, match=r"EXIF orientation tag \(6\)") as caught:
+        ready(root)  # a run (either loader) says the same before training
+    code = re.search(r'python -c "(.+?)"', str(caught.value)).group(1)
+    assert code in text
+    exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    assert (root / "images" / "img005.jpg").read_bytes() == untagged
+
+
+def test_a_mask_of_swapped_sides_or_another_scale_is_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "sizes", plain, lambda i, lab: Image.fromarray(lab[:, :20] * 200))
+    Image.fromarray(label(0)[:20, :].copy()).save(root / "masks" / "img000.png")  # swapped
+    Image.fromarray(label(1)[::2, :10].copy()).save(root / "masks" / "img001.png")  # half
+    Image.fromarray(label(2)[:, :21].copy()).save(root / "masks" / "img002.png")  # one px
+    rc, report, _ = check(capsys, root)
+    said = {Path(p["file"]).name: p["message"] for p in kinds(report)["size_mismatch"]}
+    assert "sides swapped" in said["img000.png"]
+    assert "0.5 times its size" in said["img001.png"] and "nearest-neighbour" in said["img001.png"]
+    assert said["img002.png"].endswith("must have the same size")

@@ -41,7 +41,9 @@ from segkit.data.encoding import (
     uniform_splits,
 )
 from segkit.data.reading import (
+    ROTATED,
     check_same_size,
+    exif_command,
     exif_orientation,
     fit_advice,
     is_high_bit,
@@ -252,29 +254,12 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
     seen.foreground = foreground(seen.values, spec)
     if seen.image_size is not None and info.size is not None:
         try:
-            check_same_size(sample, seen.image_size[::-1], info.size[::-1])
+            check_same_size(
+                sample, seen.image_size[::-1], info.size[::-1], orientation=seen.orientation
+            )
         except DataError as e:
-            message = str(e)
-            if seen.orientation in ROTATED and info.size == seen.image_size[::-1]:
-                message += (
-                    f"; the image's EXIF orientation tag ({seen.orientation}) shows it "
-                    "rotated a quarter turn, and the mask has its shown size: the mask was "
-                    "drawn on the rotated image. segkit reads pixels as stored: "
-                    + EXIF_COMMAND.format(folder=sample.image.parent)
-                )
-            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), message))
+            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), str(e)))
     return seen
-
-
-#: EXIF orientations that swap width and height (a quarter turn, with or without a flip).
-ROTATED = (5, 6, 7, 8)
-#: What to do about images whose EXIF orientation tag rotates them when shown.
-EXIF_COMMAND = (
-    "to store them as they are shown (masks drawn on the shown image then line up), run "
-    'python -c "import pathlib; from PIL import Image, ImageOps; '
-    "[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in "
-    "pathlib.Path({folder!r}).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg')]\""
-)
 
 
 def _hint(seen: _Seen, spec: MaskSpec) -> str:
@@ -462,8 +447,7 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 f"{names([s.sample.image for s in turned])} {has} an EXIF orientation tag: "
                 "viewers show them rotated or flipped, and segkit reads the pixels as "
                 "stored (as most labelling tools export masks). If the masks were drawn on "
-                "the image as a viewer shows it, they will not line up; "
-                + EXIF_COMMAND.format(folder=folder),
+                "the image as a viewer shows it, they will not line up; " + exif_command(folder),
             )
         )
     return out

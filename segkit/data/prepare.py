@@ -41,6 +41,7 @@ from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_s
 from segkit.data.reading import (
     FilteredDataset,
     check_same_size,
+    file_orientation,
     fit_advice,
     open_image,
     read_image,
@@ -172,8 +173,11 @@ def ready_for_training(
     for x in looked:
         if x.image_error or x.mask.error or x.image_size is None or x.mask.size is None:
             continue
-        try:
-            check_same_size(x.sample, x.image_size[::-1], x.mask.size[::-1])
+        if x.image_size == x.mask.size:
+            continue
+        try:  # the image's EXIF tag (its header, read again) may explain the sizes
+            orientation = file_orientation(x.sample.image)
+            check_same_size(x.sample, x.image_size[::-1], x.mask.size[::-1], orientation)
         except DataError as e:
             mismatched.append(str(e))
     if mismatched:

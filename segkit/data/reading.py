@@ -371,18 +371,78 @@ def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def check_same_size(sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...]) -> None:
+def check_same_size(
+    sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...], orientation: int = 1
+) -> None:
     """Raise if the image and mask of ``sample`` (sizes as ``(H, W)``) differ in size.
+    ``orientation``: the image's EXIF orientation tag (:func:`exif_orientation`), which
+    explains a mask of its shown size.
 
     Raises:
-        DataError: naming the mask file and both sizes.
+        DataError: naming the mask file, both sizes, and what the sizes suggest (a mask of
+            the shown size of an EXIF-rotated image, sides swapped, another scale).
     """
     if tuple(image_hw) != tuple(mask_hw):
         raise DataError(
             f"{sample.mask}: mask is {mask_hw[1]}x{mask_hw[0]} but image "
             f"{sample.image.name} is {image_hw[1]}x{image_hw[0]}; "
             "an image and its mask must have the same size"
+            + _size_note(sample, tuple(image_hw), tuple(mask_hw), orientation)
         )
+
+
+def _size_note(
+    sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...], orientation: int
+) -> str:
+    """What a mask's size says about how it came to differ from its image's."""
+    (ih, iw), (mh, mw) = image_hw[:2], mask_hw[:2]
+    if (mh, mw) == (iw, ih):
+        if orientation in ROTATED:
+            return (
+                f"; the image's EXIF orientation tag ({orientation}) shows it rotated a "
+                "quarter turn, and the mask has its shown size: the mask was drawn on the "
+                "rotated image. segkit reads pixels as stored: " + exif_command(sample.image.parent)
+            )
+        return (
+            "; the mask has the image's sides swapped: it was saved transposed or turned a "
+            "quarter, or belongs to another image"
+        )
+    if mh and mw and ih * mw == iw * mh:
+        return (
+            f"; the mask has the image's shape at {mw / iw:.3g} times its size: it was "
+            "exported at another scale; export it at the image's size (or resize it with "
+            "nearest-neighbour interpolation, which keeps the label values)"
+        )
+    return ""
+
+
+#: EXIF orientations that swap width and height (a quarter turn, with or without a flip).
+ROTATED = (5, 6, 7, 8)
+#: The image files :func:`exif_command` rewrites (a WebP would be re-encoded lossy).
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def exif_command(folder: Path) -> str:
+    """What to do about the images in ``folder`` whose EXIF orientation tag turns them
+    when shown: the command that stores each such image as it is shown (in place; the
+    images without a tag are left as they are)."""
+    return (
+        "to store them as they are shown (masks drawn on the shown image then line up), run "
+        'python -c "import pathlib; from PIL import Image, ImageOps; '
+        "[ImageOps.exif_transpose(im).save(p, quality=95) for p in "
+        f"sorted(pathlib.Path({str(folder)!r}).iterdir()) if p.suffix.lower() in "
+        f'{EXIF_SUFFIXES!r} for im in [Image.open(p)] if im.getexif().get(274, 1) != 1]"'
+    )
+
+
+def file_orientation(path: Path) -> int:
+    """:func:`exif_orientation` of an image file, from its header (1 where the file
+    cannot be opened: reading its pixels reports that)."""
+    try:
+        with open_image(path) as im:
+            return exif_orientation(im)
+    except Exception:  # noqa: BLE001 -- the read of the pixels says what is wrong
+        return 1
 
 
 # ----------------------------------------------------------------------------- bad samples

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from segkit.config import checked_keywords
-from segkit.data.reading import UNREADABLE_ADVICE, exif_orientation, open_image, read_image
+from segkit.data.reading import UNREADABLE_ADVICE, file_orientation, read_image
 from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
@@ -296,7 +296,7 @@ def _write_all(
 
     def read(item: tuple[Path, Path]) -> np.ndarray:
         image = read_image(item[0])
-        if _file_orientation(item[0]) != 1:  # the header only: the pixels are read
+        if file_orientation(item[0]) != 1:  # the header only: the pixels are read
             rotated.add(item[0])  # one thread per item; set.add holds the GIL
         return image
 
@@ -341,16 +341,6 @@ def _write_all(
     return Predicted(
         out, written, skipped, 0, seconds, how, dict(modes), record.path, len(keep), turned
     )
-
-
-def _file_orientation(path: Path) -> int:
-    """:func:`~segkit.data.reading.exif_orientation` of an image file, from its header
-    (1 where the file cannot be opened: reading its pixels reports that)."""
-    try:
-        with open_image(path) as im:
-            return exif_orientation(im)
-    except Exception:  # noqa: BLE001 -- the read of the pixels says what is wrong
-        return 1
 
 
 def rotation_line(rotated: Sequence[Path]) -> str:
