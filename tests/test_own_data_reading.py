@@ -463,3 +463,107 @@ def test_a_mask_of_swapped_sides_or_another_scale_is_said_so(
     assert "sides swapped" in said["img000.png"]
     assert "0.5 times its size" in said["img001.png"] and "nearest-neighbour" in said["img001.png"]
     assert said["img002.png"].endswith("must have the same size")
+
+
+# ----------------------------------------------------------------------------- 16-bit colour
+
+
+def _deep_colour(path: Path, lab: np.ndarray, alpha: bool = False) -> np.ndarray:
+    """A 48-bit (or 64-bit with ``alpha``) PNG of 12-bit values (0..4095, as cameras and
+    microscopes store them in 16-bit files): PIL would keep their top 8 bits, 0..15.
+    Returns the RGB values written."""
+    import cv2
+
+    lab = lab.astype(np.uint16)
+    rgb = np.zeros((*lab.shape, 3), np.uint16)
+    rgb[..., 0] = 400 + lab * 3000
+    rgb[..., 1] = 4095 - lab * 2000
+    rgb[..., 2] = 1000
+    bgr = rgb[..., ::-1]
+    if alpha:
+        bgr = np.dstack([bgr, np.full(lab.shape, 65535, np.uint16)])
+    assert cv2.imwrite(str(path), np.ascontiguousarray(bgr))
+    return rgb
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb48", "rgba64"])
+def test_a_16_bit_colour_image_is_scaled_not_cut_to_its_top_8_bits(
+    tmp_path: Path, alpha: bool
+) -> None:
+    lab = label(3)
+    rgb = _deep_colour(tmp_path / "deep.png", lab, alpha)
+    with Image.open(tmp_path / "deep.png") as im:  # what PIL alone makes of it
+        assert np.asarray(im.convert("RGB")).max() <= 15
+    image = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(image, to_8bit(rgb))  # one scale for the three channels
+    assert image.max() == 255 and image[..., 2].max() == round(600 * 255 / 3695)
+
+
+def test_16_bit_colour_images_read_the_same_with_both_loaders_and_are_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    root = folder(tmp_path / "deep", plain, n=6)
+    for path in (root / "images").iterdir():
+        path.unlink()
+        _deep_colour(path.with_suffix(".png"), label(int(path.stem[3:])))
+    rc, report, text = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["image_depth"]
+    assert "more than 8 bits per channel (PNG RGB;16)" in note["message"]
+    assert "PNG RGB;16 6" in text  # the image formats line
+    dataset = registry.create("datasets", "folder", root)
+    sample = dataset.samples("train")[0]
+    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, read_image(sample.image))
+    assert decoded.max() == 255
+
+
+# ----------------------------------------------------------------------------- mask files
+
+
+def test_a_jpeg_mask_renamed_png_is_not_told_to_be_renamed_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def jpeg(i: int, lab: np.ndarray) -> _Jpeg:
+        return _Jpeg(lab * 255)
+
+    root = folder(tmp_path / "renamed", jpeg)
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    warned = kinds(report)["format_mismatch"]
+    assert len(warned) == N
+    assert all("does not make it lossless" in w["message"] for w in warned)
+    assert "rename it to" not in text
+    assert "threshold" in text  # the blurred masks' fix
+
+
+class _Jpeg:
+    """A JPEG file, whatever name it is saved under."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def save(self, path: Path) -> None:
+        Image.fromarray(self.array).save(path, format="JPEG", quality=75)
+
+
+def test_1_bit_masks_are_not_counted_as_a_0_1_source_among_0_255_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(
+        tmp_path / "onebit",
+        lambda i, lab: Image.fromarray(lab * 255).convert("1") if i < 3 else plain(i, lab),
+    )
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    assert not any("mix encodings" in p["message"] for p in report["problems"])
+    # A true 0/1 mask among them is still named.
+    Image.fromarray(label(5)).save(root / "masks" / "img005.png")
+    _, report, _ = check(capsys, root)
+    (mixed,) = [p for p in report["problems"] if "mix encodings" in p["message"]]
+    assert "0/1 (1 mask: img005.png)" in mixed["message"]

@@ -46,7 +46,8 @@ from segkit.data.reading import (
     exif_command,
     exif_orientation,
     fit_advice,
-    is_high_bit,
+    image_mode,
+    is_deep,
     open_image,
     read_image,
     read_raw_mask,
@@ -179,20 +180,33 @@ class _Seen:
 # ----------------------------------------------------------------------------- reading
 
 
-def _format_problem(path: Path, fmt: str | None) -> Problem | None:
-    """A warning when ``path``'s extension says another format than its content."""
+def _format_problem(path: Path, fmt: str | None, mask: bool = False) -> Problem | None:
+    """A warning when ``path``'s extension says another format than its content. A
+    ``mask`` of a lossy format (a JPEG renamed .png) is not to be renamed back (JPEG masks
+    are not read) but exported again losslessly."""
     from PIL import Image
 
     expected = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or expected is None or expected == fmt:
         return None
+    advice = f"rename it to {path.stem}{_suffix(fmt)}"
+    if mask and fmt in LOSSY_FORMATS:
+        advice = (
+            f"renaming a {fmt} does not make it lossless ({fmt} compression blurs label "
+            "values): export the mask again as PNG, or threshold it (the fix below, where "
+            "its values are blurred)"
+        )
     return Problem(
         "warning",
         "format_mismatch",
         str(path),
         f"{path}: a {fmt} file named {path.suffix}; PIL reads it by content, but other "
-        f"tools go by the name: rename it to {path.stem}{_suffix(fmt)}",
+        f"tools go by the name: {advice}",
     )
+
+
+#: Formats whose compression changes pixel values (label values, in a mask).
+LOSSY_FORMATS = ("JPEG", "MPO")
 
 
 def _suffix(fmt: str) -> str:
@@ -216,10 +230,10 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
         data = sample.image.read_bytes()
         seen.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         with open_image(io.BytesIO(data), sample.image) as im:  # refuses a bomb unread
+            seen.image_mode = image_mode(im)  # before load(): RGB;16 for 16-bit colour
             im.load()
             seen.image_size = im.size
-            seen.image_format = f"{im.format} {im.mode}"
-            seen.image_mode = im.mode
+            seen.image_format = f"{im.format} {seen.image_mode}"
             seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
@@ -236,7 +250,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
         seen.problems.append(Problem("error", "unreadable", str(sample.mask), message))
         return seen
     seen.mask_format = f"{info.format} {info.mode}"
-    problem = _format_problem(sample.mask, info.format)
+    problem = _format_problem(sample.mask, info.format, mask=True)
     if problem:
         seen.problems.append(problem)
     # A refused colour mask's values are the grey levels of its colours: no labels (its
@@ -411,16 +425,16 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
     (scaled per image), and an EXIF orientation that rotates the image when shown (segkit
     reads the pixels as stored, so masks drawn on the shown image would not line up)."""
     out = []
-    deep = [s.sample.image for s in seen if is_high_bit(s.image_mode)]
+    deep = [s.sample.image for s in seen if is_deep(s.image_mode)]
     if deep:
-        modes = sorted({s.image_format or "" for s in seen if is_high_bit(s.image_mode)})
+        modes = sorted({s.image_format or "" for s in seen if is_deep(s.image_mode)})
         are = "is" if len(deep) == 1 else "are"
         out.append(
             Problem(
                 "warning",
                 "image_depth",
                 str(deep[0]),
-                f"{names(deep)} {are} single-channel images of more than 8 bits "
+                f"{names(deep)} {are} images of more than 8 bits per channel "
                 f"({', '.join(modes)}): segkit scales each from its own darkest to its "
                 "brightest value onto 0..255 (per-image contrast, like a viewer's auto "
                 "contrast); to keep brightness comparable between images, convert them to "

@@ -780,7 +780,7 @@ def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
         return []
     by: dict[int, list[Path]] = {}
     for i in readable:
-        if i.problem is None and i.kind == "index":
+        if i.problem is None and i.kind == "index" and i.mode != "1":  # 1-bit: black/white
             present = sorted(set(i.values) & fg)
             if len(present) == 1:
                 by.setdefault(present[0], []).append(i.path)

@@ -105,13 +105,17 @@ def read_image(path: Path) -> np.ndarray:
 
     A single-channel image of more than 8 bits (16-bit PNG or TIFF, 32-bit integer or
     float TIFF) is scaled linearly from its own darkest to its brightest value onto
-    0..255 (:func:`to_8bit`), rather than clipped at 255 as PIL's conversion would.
+    0..255 (:func:`to_8bit`), rather than clipped at 255 as PIL's conversion would; so is
+    a colour image of 16 bits per channel (:func:`is_deep_colour`; its three channels by
+    one scale, its alpha dropped), of which PIL would keep each value's top 8 bits.
 
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
     try:
         with open_image(path) as im:
+            if is_deep_colour(im):  # PIL would keep each value's top 8 bits
+                return _deep_colour_rgb(path)
             im.load()  # PIL decodes lazily; load() is where truncation is detected
             return pil_to_rgb(im)
     except FileNotFoundError:
@@ -148,6 +152,42 @@ def pil_to_rgb(im: Any) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+def is_deep_colour(im: Any) -> bool:
+    """Whether an opened, not yet loaded, image is colour of 16 bits per channel (a 48- or
+    64-bit PNG, a 16-bit RGB TIFF): PIL opens it as ``RGB``/``RGBA`` and keeps each
+    value's top 8 bits, so 10- or 12-bit data in 16-bit files reads nearly black."""
+    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+        return False
+    args = im.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def image_mode(im: Any) -> str:
+    """An opened image's mode as segkit reads it: PIL's, with ``;16`` added for colour of
+    16 bits per channel (``RGB;16``: :func:`is_deep_colour`). Call before ``load()``."""
+    return f"{im.mode};16" if is_deep_colour(im) else im.mode
+
+
+def _deep_colour_rgb(path: Path) -> np.ndarray:
+    """A 16-bit-per-channel colour file as ``(H, W, 3)`` uint8, its three channels scaled
+    together by :func:`to_8bit`. Decoded by OpenCV (albumentations' own dependency), as
+    stored: ``IMREAD_UNCHANGED`` applies no EXIF orientation, like PIL.
+
+    Raises:
+        DataError: OpenCV cannot decode it.
+    """
+    import cv2
+
+    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
+        raise DataError(
+            f"{path}: cannot decode image (a colour image of 16 bits per channel that OpenCV "
+            f"does not decode); the file is corrupt or truncated. {UNREADABLE_ADVICE}"
+        )
+    return np.ascontiguousarray(to_8bit(pixels[..., 2::-1]))  # BGR(A) -> RGB
+
+
 #: PIL's EXIF tag of an image's orientation (1: shown as stored; 2-8: flipped or turned).
 ORIENTATION_TAG = 0x0112
 
@@ -166,6 +206,12 @@ def is_high_bit(mode: str) -> bool:
     """Whether PIL's ``mode`` is a single channel of more than 8 bits (``I;16*``, ``I``,
     ``F``): such an image is scaled by :func:`to_8bit`, not converted by PIL."""
     return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def is_deep(mode: str) -> bool:
+    """Whether :func:`image_mode` ``mode`` has more than 8 bits per channel (one channel,
+    :func:`is_high_bit`, or colour, ``RGB;16``): read scaled by :func:`to_8bit`."""
+    return is_high_bit(mode) or mode.endswith(";16")
 
 
 def to_8bit(values: np.ndarray) -> np.ndarray:
