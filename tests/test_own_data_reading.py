@@ -567,3 +567,51 @@ def test_1_bit_masks_are_not_counted_as_a_0_1_source_among_0_255_masks(
     _, report, _ = check(capsys, root)
     (mixed,) = [p for p in report["problems"] if "mix encodings" in p["message"]]
     assert "0/1 (1 mask: img005.png)" in mixed["message"]
+
+
+# ----------------------------------------------------------------------------- transparency
+
+
+def _cut_out(i: int, lab: np.ndarray) -> Image.Image:
+    """An RGBA cut-out: the object opaque, the rest transparent over black."""
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., :3] = (lab * 200)[..., None]
+    rgba[..., 3] = lab * 255
+    return Image.fromarray(rgba)
+
+
+def test_images_with_transparent_pixels_are_warned_and_read_as_stored_under_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "cut", plain, _cut_out, image_suffix=".png")
+    rc, report, text = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["transparency"]
+    assert "and 9 more have transparent pixels (up to 90% of an image)" in note["message"]
+    assert "transparent pixels" in note["message"] and "drops the alpha" in note["message"]
+    image = read_image(root / "images" / "img000.png")  # the colour under: black
+    assert image[label(0) == 0].max() == 0
+    # The printed command flattens them onto white; then no warning, and white is read.
+    line = next(ln for ln in text.splitlines() if "alpha_composite" in ln)
+    code = re.search(r'python -c "(.+)" FILES', line).group(1)
+    argv, sys.argv = sys.argv, ["-c", *map(str, sorted((root / "images").iterdir()))]
+    try:
+        exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    finally:
+        sys.argv = argv
+    rc, report, _ = check(capsys, root)
+    assert rc == 0 and "transparency" not in kinds(report)
+    assert read_image(root / "images" / "img000.png")[label(0) == 0].min() == 255
+
+
+def test_opaque_rgba_images_are_not_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opaque = folder(
+        tmp_path / "opaque",
+        plain,
+        lambda i, lab: Image.fromarray(40 + lab * 150).convert("RGBA"),
+        image_suffix=".png",
+    )
+    rc, report, _ = check(capsys, opaque)
+    assert rc == 0 and "transparency" not in kinds(report)

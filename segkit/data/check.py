@@ -82,7 +82,8 @@ class Problem:
     odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255),
     binary_among_classes (masks of only 0 and 255 among K-class masks: 255 is 'ignore'
     there), foreground (a split's masks all empty, or all foreground),
-    image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt),
+    image_depth (images of more than 8 bits), transparency (images with see-through pixels),
+    orientation (an EXIF rotation in doubt),
     class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
     0.1% of the labelled train pixels)."""
 
@@ -163,6 +164,7 @@ class _Seen:
     image_format: str | None = None
     image_mode: str = ""
     orientation: int = 1  # the image's EXIF orientation tag (1: as stored)
+    see_through: float = 0.0  # the image's share of fully transparent pixels
     mask_format: str | None = None
     mask: MaskInfo | None = None
     digest: str | None = None
@@ -234,6 +236,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
             im.load()
             seen.image_size = im.size
             seen.image_format = f"{im.format} {seen.image_mode}"
+            seen.see_through = _see_through(im)
             seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
@@ -420,6 +423,19 @@ def check_dataset(
     )
 
 
+def _see_through(im: Any) -> float:
+    """The share of a loaded image's pixels that are fully transparent (alpha 0, or a
+    palette's or grey image's transparent entry), which segkit reads as the colour stored
+    under them (the alpha channel is dropped); 0 for an image without transparency."""
+    if im.mode in ("RGBA", "LA", "PA"):
+        alpha = im.getchannel("A")
+    elif "transparency" in im.info and im.mode in ("P", "L", "RGB"):
+        alpha = im.convert("RGBA").getchannel("A")
+    else:
+        return 0.0
+    return alpha.histogram()[0] / (im.width * im.height or 1)
+
+
 def _image_notes(seen: list[_Seen]) -> list[Problem]:
     """Warnings about how images are read that a user may not expect: more than 8 bits
     (scaled per image), and an EXIF orientation that rotates the image when shown (segkit
@@ -439,6 +455,25 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 "brightest value onto 0..255 (per-image contrast, like a viewer's auto "
                 "contrast); to keep brightness comparable between images, convert them to "
                 "8 bits yourself with one scale for all",
+            )
+        )
+    clear = [s for s in seen if s.see_through > 0]
+    if clear:
+        has = "has" if len(clear) == 1 else "have"
+        share = max(s.see_through for s in clear)
+        out.append(
+            Problem(
+                "warning",
+                "transparency",
+                str(clear[0].sample.image),
+                f"{names([s.sample.image for s in clear])} {has} transparent pixels (up to "
+                f"{share:.0%} of an image): segkit drops the alpha channel and reads the "
+                "colour stored under them, which viewers do not show (often black); a model "
+                "trained on cut-outs learns that background. If the images to predict are "
+                "not cut-outs, flatten these onto a background like theirs first: python -c "
+                '"import sys; from PIL import Image; [Image.alpha_composite(Image.new('
+                "'RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA')).convert('RGB')"
+                '.save(p) for p in sys.argv[1:] for im in [Image.open(p)]]" FILES (white here)',
             )
         )
     # A quarter turn of a non-square image with a mask of its stored size cannot have been
