@@ -615,3 +615,33 @@ def test_opaque_rgba_images_are_not_warned(
     )
     rc, report, _ = check(capsys, opaque)
     assert rc == 0 and "transparency" not in kinds(report)
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_an_accented_name_stored_decomposed_pairs_with_its_composed_twin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import unicodedata
+
+    root = folder(tmp_path / "names", plain)
+    composed, decomposed = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    assert composed != decomposed  # two file names on Linux, one name as they look
+    (root / "images" / "img000.jpg").rename(root / "images" / f"{composed}.jpg")
+    (root / "masks" / "img000.png").rename(root / "masks" / f"{decomposed}.png")
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    dataset = registry.create("datasets", "folder", root)
+    (sample,) = [
+        s for split in ("train", "valid", "test") for s in dataset.samples(split) if "caf" in s.id
+    ]
+    assert sample.image.name == f"{composed}.jpg" and sample.mask.name == f"{decomposed}.png"
+    # A split list may spell it either way.
+    (root / "splits").mkdir()
+    names = [f"img{i:03d}" for i in range(1, N)]
+    (root / "splits" / "train.txt").write_text("\n".join([decomposed, *names[:8]]))
+    (root / "splits" / "valid.txt").write_text("\n".join(names[8:10]))
+    (root / "splits" / "test.txt").write_text("\n".join(names[10:]))
+    dataset = registry.create("datasets", "folder", root)
+    assert composed in {s.id for s in dataset.samples("train")}
