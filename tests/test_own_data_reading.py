@@ -645,3 +645,29 @@ def test_an_accented_name_stored_decomposed_pairs_with_its_composed_twin(
     (root / "splits" / "test.txt").write_text("\n".join(names[10:]))
     dataset = registry.create("datasets", "folder", root)
     assert composed in {s.id for s in dataset.samples("train")}
+
+
+# ----------------------------------------------------------------------------- foreign files
+
+_HEIC = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64  # an ISO-BMFF header
+
+
+def test_a_heic_photo_named_jpg_and_a_dangling_link_are_named_for_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "phone", plain)
+    (root / "images" / "img000.jpg").write_bytes(_HEIC)
+    (root / "images" / "img001.jpg").unlink()
+    (root / "images" / "img001.jpg").symlink_to(tmp_path / "gone.jpg")
+    (root / "images" / "extra.HEIC").write_bytes(_HEIC)
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    said = {Path(p["file"]).name: p["message"] for p in kinds(report)["unreadable"]}
+    assert "a HEIC photo (the iPhone's format), which segkit does not read" in said["img000.jpg"]
+    assert "convert it to JPEG or PNG" in said["img000.jpg"] and "corrupt" not in said["img000.jpg"]
+    assert f"a link to {tmp_path / 'gone.jpg'}, which does not exist" in said["img001.jpg"]
+    assert "a HEIC photo, which segkit does not read (convert it to JPEG or PNG)" in text
+    with pytest.raises(DataError, match="a HEIC photo"):
+        read_image(root / "images" / "img000.jpg")
+    with pytest.raises(DataError, match="a HEIC photo"):  # as a mask too
+        decode_raw_mask(root / "images" / "img000.jpg")

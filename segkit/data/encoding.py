@@ -30,6 +30,8 @@ from segkit.data.reading import (
     check_mask_values,
     colours_to_raw,
     decode_opened_mask,
+    foreign_format,
+    not_found,
     open_image,
 )
 from segkit.errors import ConfigError, DataError, PluginError
@@ -225,13 +227,16 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
             elif not info.from_alpha:
                 info.values = _counts(decode_opened_mask(im, info.path, spec))
     except FileNotFoundError:
-        info.error = f"{path}: mask file not found"
+        info.error = not_found(path, "mask")
         return info
     except (DataError, ConfigError) as e:
         info.error = str(e)
         return info
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
-        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+        info.error = (
+            foreign_format(path, "mask")
+            or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+        )
         return info
     if info.shown_inverted:
         return info

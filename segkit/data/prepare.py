@@ -43,6 +43,7 @@ from segkit.data.reading import (
     check_same_size,
     file_orientation,
     fit_advice,
+    not_found,
     open_image,
     read_image,
 )
@@ -77,7 +78,7 @@ def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _
     except DataError as e:
         error = str(e)
     except FileNotFoundError:
-        error = f"{sample.image}: image file not found"
+        error = not_found(sample.image, "image")
     except Exception:  # noqa: BLE001 -- segkit.data.reading words every failure the same way
         try:
             read_image(sample.image)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -119,14 +120,62 @@ def read_image(path: Path) -> np.ndarray:
             im.load()  # PIL decodes lazily; load() is where truncation is detected
             return pil_to_rgb(im)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(not_found(path, "image")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
-            f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
+            foreign_format(path, "image")
+            or f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
             f"{UNREADABLE_ADVICE}"
         ) from None
+
+
+def not_found(path: Path, what: str) -> str:
+    """``<path>: image file not found``, or, for a link whose target is missing, where
+    it points."""
+    if Path(path).is_symlink():
+        return (
+            f"{path}: a link to {os.readlink(path)}, which does not exist; restore its "
+            f"target or replace the link with the {what} file"
+        )
+    return f"{path}: {what} file not found"
+
+
+#: Formats PIL does not read that image files are often in, by their first bytes: a
+#: phone's HEIC (or AVIF) photo or a PDF renamed .jpg reads as "corrupt" otherwise.
+_FOREIGN = (
+    (b"ftypheic", "a HEIC photo (the iPhone's format)"),
+    (b"ftypheix", "a HEIC photo (the iPhone's format)"),
+    (b"ftyphevc", "a HEIC photo (the iPhone's format)"),
+    (b"ftypmif1", "a HEIF image"),
+    (b"ftypmsf1", "a HEIF image"),
+    (b"ftypavif", "an AVIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"<svg", "an SVG drawing"),
+    (b"<?xml", "an XML (SVG?) file"),
+)
+
+
+def foreign_format(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be decoded, where its first bytes show a format segkit does not
+    read (HEIC, AVIF, PDF, SVG), with what to convert it to; None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    for magic, kind in _FOREIGN:
+        at = head.find(magic)
+        if at == 0 or (magic.startswith(b"ftyp") and at == 4):
+            target = "JPEG or PNG" if what == "image" else "PNG"
+            return (
+                f"{path}: {kind}, which segkit does not read (PIL cannot decode it), named "
+                f"{path.suffix or 'without a suffix'}; convert it to {target} (an image "
+                f"viewer's export, or ImageMagick: magick {shlex.quote(str(path))} "
+                f"{shlex.quote(str(path.with_suffix('.png' if what == 'mask' else '.jpg')))})"
+            )
+    return None
 
 
 def fit_advice(message: str, dataset: Dataset, file: str = "image") -> str:
@@ -263,12 +312,13 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
             im.load()
             return decode_opened_mask(im, path, spec)
     except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
+        raise DataError(not_found(path, "mask")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
-            f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+            foreign_format(path, "mask")
+            or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         ) from None
 
 
