@@ -671,3 +671,22 @@ def test_a_heic_photo_named_jpg_and_a_dangling_link_are_named_for_what_they_are(
         read_image(root / "images" / "img000.jpg")
     with pytest.raises(DataError, match="a HEIC photo"):  # as a mask too
         decode_raw_mask(root / "images" / "img000.jpg")
+
+
+def test_tiff_stacks_are_warned_that_their_first_page_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "stacks", plain)
+    lab = label(0)
+    pages = [Image.fromarray(40 + lab * 150), Image.fromarray(lab * 255)]  # image, then mask
+    (root / "images" / "img000.jpg").unlink()
+    pages[0].save(root / "images" / "img000.tif", save_all=True, append_images=pages[1:])
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["frames"]
+    assert note["file"].endswith("img000.tif")
+    assert "several pages or frames (up to 2" in note["message"]
+    assert "reads the first only" in note["message"]
+    np.testing.assert_array_equal(
+        read_image(root / "images" / "img000.tif")[..., 0], 40 + lab * 150
+    )

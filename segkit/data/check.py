@@ -83,6 +83,7 @@ class Problem:
     binary_among_classes (masks of only 0 and 255 among K-class masks: 255 is 'ignore'
     there), foreground (a split's masks all empty, or all foreground),
     image_depth (images of more than 8 bits), transparency (images with see-through pixels),
+    frames (an image or mask file of several pages: the first is read),
     orientation (an EXIF rotation in doubt),
     class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
     0.1% of the labelled train pixels)."""
@@ -165,6 +166,7 @@ class _Seen:
     image_mode: str = ""
     orientation: int = 1  # the image's EXIF orientation tag (1: as stored)
     see_through: float = 0.0  # the image's share of fully transparent pixels
+    frames: int = 1  # the image's pages or frames (a TIFF stack, an animation)
     mask_format: str | None = None
     mask: MaskInfo | None = None
     digest: str | None = None
@@ -237,6 +239,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
             seen.image_size = im.size
             seen.image_format = f"{im.format} {seen.image_mode}"
             seen.see_through = _see_through(im)
+            seen.frames = getattr(im, "n_frames", 1) or 1
             seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
@@ -455,6 +458,21 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 "brightest value onto 0..255 (per-image contrast, like a viewer's auto "
                 "contrast); to keep brightness comparable between images, convert them to "
                 "8 bits yourself with one scale for all",
+            )
+        )
+    stacks = [s.sample.image for s in seen if s.frames > 1]
+    stacks += [s.sample.mask for s in seen if s.mask is not None and s.mask.frames > 1]
+    if stacks:
+        most = max([s.frames for s in seen] + [s.mask.frames for s in seen if s.mask])
+        out.append(
+            Problem(
+                "warning",
+                "frames",
+                str(stacks[0]),
+                f"{names(stacks)} {'holds' if len(stacks) == 1 else 'hold'} several pages "
+                f"or frames (up to {most}: a TIFF stack, an animated GIF, WebP or PNG): "
+                "segkit reads the first only. If another page is the image (or the mask), "
+                "save that page as a file of its own",
             )
         )
     clear = [s for s in seen if s.see_through > 0]

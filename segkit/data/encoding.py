@@ -91,6 +91,7 @@ class MaskInfo:
         problem: Why the dataset would refuse its values (the file reads), else None.
         from_alpha: Its labels are read from its alpha channel
             (:func:`segkit.data.reading.alpha_labels`).
+        frames: Its pages or frames (a TIFF stack, an animation); the first is read.
         shown_inverted: A binary dataset's palette PNG of greys whose indices put
             background elsewhere than its black (:func:`_palette_against_colours`): read
             by index, as palette masks are, it is not the mask a viewer shows.
@@ -108,6 +109,7 @@ class MaskInfo:
     problem: str | None = None
     from_alpha: bool = False
     shown_inverted: bool = False
+    frames: int = 1
 
     @property
     def kind(self) -> str:
@@ -190,6 +192,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
             im.load()
             info.format, info.mode, info.size = im.format, im.mode, im.size
+            info.frames = getattr(im, "n_frames", 1) or 1
             from_alpha = alpha_labels(im)
             if from_alpha is not None:  # one colour, labels in the transparency
                 info.from_alpha = True
