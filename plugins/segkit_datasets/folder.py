@@ -999,14 +999,12 @@ def _scan_part(
         scan.by_split[part.split] = ids
 
 
-#: Photo formats segkit does not read, by suffix: skipped with what to convert them to.
-_UNREAD_PHOTOS = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".dng": "raw DNG"}
-
-
 def _not_an_image(path: Path) -> str:
     """Why a file in an images folder is skipped: not an image name, or a photo format
     segkit does not read (a phone's HEIC), with what to convert it to."""
-    kind = _UNREAD_PHOTOS.get(path.suffix.lower())
+    from segkit.data.reading import UNREAD_PHOTOS
+
+    kind = UNREAD_PHOTOS.get(path.suffix.lower())
     if kind:
         return f"a {kind} photo, which segkit does not read (convert it to JPEG or PNG)"
     return f"not an image name ({_IMAGES_TEXT})"

@@ -142,6 +142,10 @@ def not_found(path: Path, what: str) -> str:
     return f"{path}: {what} file not found"
 
 
+#: Photo formats segkit does not read, by suffix (a phone's HEIC): the folder layout
+#: skips them and ``segkit predict``'s folder search leaves them out, each saying so.
+UNREAD_PHOTOS = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".dng": "raw DNG"}
+
 #: Formats PIL does not read that image files are often in, by their first bytes: a
 #: phone's HEIC (or AVIF) photo or a PDF renamed .jpg reads as "corrupt" otherwise.
 _FOREIGN = (
