@@ -513,6 +513,11 @@ def _size_note(
             "exported at another scale; export it at the image's size (or resize it with "
             "nearest-neighbour interpolation, which keeps the label values)"
         )
+    if abs(ih - mh) <= 2 and abs(iw - mw) <= 2:
+        return (
+            "; they differ by a pixel or two, as when a tool rounds an odd size or pads "
+            "or crops an edge: export the mask again at the image's size"
+        )
     return ""
 
 
