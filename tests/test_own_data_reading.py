@@ -501,6 +501,10 @@ def test_a_16_bit_colour_image_is_scaled_not_cut_to_its_top_8_bits(
     image = read_image(tmp_path / "deep.png")
     np.testing.assert_array_equal(image, to_8bit(rgb))  # one scale for the three channels
     assert image.max() == 255 and image[..., 2].max() == round(600 * 255 / 3695)
+    from segkit.inference.predictor import as_rgb
+
+    with Image.open(tmp_path / "deep.png") as im:  # predict's Python API, given PIL's image
+        np.testing.assert_array_equal(as_rgb(im), image)
 
 
 def test_16_bit_colour_images_read_the_same_with_both_loaders_and_are_warned(
@@ -694,3 +698,17 @@ def test_tiff_stacks_are_warned_that_their_first_page_is_read(
     np.testing.assert_array_equal(
         read_image(root / "images" / "img000.tif")[..., 0], 40 + lab * 150
     )
+
+
+def test_a_grey_palette_trimap_is_read_by_index_where_background_is_not_0(
+    tmp_path: Path,
+) -> None:
+    from segkit.contracts import MaskSpec
+
+    trimap = np.full((SIZE, SIZE), 2, np.uint8)  # Oxford-IIIT Pet: 2 background, 1 pet
+    trimap[4:20, 4:20] = 1
+    im = Image.fromarray(trimap, "P")
+    im.putpalette([v for g in range(256) for v in (g, g, g)])  # index g is grey g
+    im.save(tmp_path / "t.png")
+    info = inspect_mask(tmp_path / "t.png", MaskSpec(background=2, allowed=(1, 2, 3)))
+    assert info.problem is None and info.kind == "index" and set(info.values) == {1, 2}

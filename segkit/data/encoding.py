@@ -224,7 +224,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                         for i in info.values
                         if len(pal) >= 3 * i + 3
                     }
-                    if not spec.is_multiclass:
+                    if not spec.is_multiclass and spec.background == 0:  # black: 0
                         info.problem = _palette_against_colours(info, spec.background)
                         info.shown_inverted = info.problem is not None
             elif not info.from_alpha:
@@ -251,13 +251,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
 
 
 def _grey(colour: Colour) -> str:
-    return (
-        "black"
-        if colour == (0, 0, 0)
-        else "white"
-        if colour == (255, 255, 255)
-        else (f"grey {colour[0]}")
-    )
+    return {(0, 0, 0): "black", (255, 255, 255): "white"}.get(colour, f"grey {colour[0]}")
 
 
 def _palette_against_colours(info: MaskInfo, background: int) -> str | None:
