@@ -623,6 +623,17 @@ def test_opaque_rgba_images_are_not_warned(
     )
     rc, report, _ = check(capsys, opaque)
     assert rc == 0 and "transparency" not in kinds(report)
+    # An alpha left at 0 everywhere (a writer that does not use it) is not a cut-out.
+    unused = folder(
+        tmp_path / "unused",
+        plain,
+        lambda i, lab: Image.fromarray(
+            np.dstack([np.repeat((40 + lab * 150)[..., None], 3, 2), lab * 0])
+        ),
+        image_suffix=".png",
+    )
+    rc, report, _ = check(capsys, unused)
+    assert rc == 0 and "transparency" not in kinds(report)
 
 
 # ----------------------------------------------------------------------------- names

@@ -475,7 +475,9 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 "save that page as a file of its own",
             )
         )
-    clear = [s for s in seen if s.see_through > 0]
+    # Transparent everywhere is an alpha channel its writer left at 0 (32-bit BMPs of some
+    # tools), not a cut-out: flattening it would make it blank.
+    clear = [s for s in seen if 0 < s.see_through < 1]
     if clear:
         has = "has" if len(clear) == 1 else "have"
         share = max(s.see_through for s in clear)
