@@ -420,9 +420,9 @@ def test_mixed_encodings_and_an_odd_mask_are_warned_by_name(
     assert rc == 0, out  # warnings: every mask reads as binary
     assert "  warning: cell007.png: is PNG 24-bit RGB, where 7 other masks are PNG 1-bit" in out
     assert "  warning: cell003.png, cell004.png: are PNG 8-bit grey, where 7" in out
-    assert (  # 1-bit PNGs read as 0/1
-        "  warning: the masks mix encodings 0/1 (9 masks: cell000.png, cell001.png, "
-        "cell002.png and 6 more) and 0/255 (1 mask: cell007.png); each reads as binary "
+    assert (  # 1-bit PNGs read as 0/1 but are black and white: neither encoding
+        "  warning: the masks mix encodings 0/1 (2 masks: cell003.png, cell004.png) and "
+        "0/255 (1 mask: cell007.png); each reads as binary "
         "(any value but 0 is foreground), but a folder mixing them often holds files from two "
         "sources: look at a few of each"
     ) in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -358,3 +359,367 @@ def test_the_dali_loader_gets_deep_images_and_alpha_masks_as_the_other_loader_re
     np.testing.assert_array_equal(decoded, read_image(sample.image))
     decoded = np.asarray(Image.open(io.BytesIO(mask.tobytes())))
     np.testing.assert_array_equal(decoded, read_raw_mask(sample.mask, dataset.mask_spec))
+
+
+# ----------------------------------------------------------------------------- palette greys
+
+
+def _two_colour_palette(index_of_object: int, colours: list[int]) -> Callable:
+    """Palette masks: the object at index ``index_of_object``, the rest at the other of
+    0/1; ``colours``, the palette's first two RGB entries."""
+
+    def save(i: int, lab: np.ndarray) -> Image.Image:
+        indices = np.where(lab == 1, index_of_object, 1 - index_of_object).astype(np.uint8)
+        im = Image.fromarray(indices, "P")
+        im.putpalette(colours)
+        return im
+
+    return save
+
+
+def test_a_palette_of_greys_read_against_its_colours_is_refused_with_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Index 0 painted white, index 1 black, the object white: a viewer shows a white
+    # object on black; by index the object would be background and the rest foreground.
+    root = folder(tmp_path / "inv", _two_colour_palette(0, [255, 255, 255, 0, 0, 0]))
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    refused = [p for p in report["problems"] if p["severity"] == "error"]
+    assert len(refused) == N
+    assert all("indices disagree with its colours" in p["message"] for p in refused)
+    assert "the inverse of the mask shown" in text
+    with pytest.raises(DataError, match="indices disagree with their colours"):
+        ready(root)
+    # The printed command saves each as the grey image it shows; then the check passes
+    # and the object is the foreground.
+    line = next(ln for ln in text.splitlines() if "convert('L')" in ln)
+    code, files = re.search(r'python -c "(.+)" (.+)$', line).groups()
+    argv, sys.argv = sys.argv, ["-c", *files.split()]
+    try:
+        exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    finally:
+        sys.argv = argv
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    mask = decode_raw_mask(root / "masks" / "img000.png")
+    np.testing.assert_array_equal(mask != 0, label(0) == 1)
+
+
+@pytest.mark.parametrize(
+    "colours",
+    [[0, 0, 0, 255, 255, 255], [0, 0, 0, 128, 0, 0]],  # black/white; VOC's first two
+    ids=["black-white", "voc"],
+)
+def test_palette_masks_whose_index_0_is_black_or_coloured_are_read_by_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], colours: list[int]
+) -> None:
+    root = folder(tmp_path / "pal", _two_colour_palette(1, colours))
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    dataset, _, _ = ready(root)
+    sample = dataset.samples("train")[0]
+    i = int(sample.image.stem[3:])
+    np.testing.assert_array_equal(decode_raw_mask(sample.mask), label(i))
+
+
+def test_the_exif_command_printed_by_check_and_run_turns_the_tagged_images_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wide = np.zeros((20, SIZE), np.uint8)
+
+    def image(i: int, lab: np.ndarray) -> Image.Image | _Rotated:
+        pixels = wide + 10 * i  # no two the same
+        return _Rotated(pixels) if i < 3 else Image.fromarray(pixels)
+
+    def mask(i: int, lab: np.ndarray) -> Image.Image:
+        stored = wide.copy()
+        stored[2:8, 3:12] = 255
+        return Image.fromarray(stored.T.copy() if i < 3 else stored)  # the shown size
+
+    root = folder(tmp_path / "turned", mask, image)
+    untagged = (root / "images" / "img005.jpg").read_bytes()
+    rc, report, text = check(capsys, root)
+    assert rc == 1 and len(kinds(report)["size_mismatch"]) == 3
+    with pytest.raises(DataError, match=r"EXIF orientation tag \(6\)") as caught:
+        ready(root)  # a run (either loader) says the same before training
+    code = re.search(r'python -c "(.+?)"', str(caught.value)).group(1)
+    assert code in text
+    exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    assert (root / "images" / "img005.jpg").read_bytes() == untagged
+
+
+def test_a_mask_of_swapped_sides_or_another_scale_is_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "sizes", plain, lambda i, lab: Image.fromarray(lab[:, :20] * 200))
+    Image.fromarray(label(0)[:20, :].copy()).save(root / "masks" / "img000.png")  # swapped
+    Image.fromarray(label(1)[::2, :10].copy()).save(root / "masks" / "img001.png")  # half
+    Image.fromarray(label(2)[:, :21].copy()).save(root / "masks" / "img002.png")  # one px
+    rc, report, _ = check(capsys, root)
+    said = {Path(p["file"]).name: p["message"] for p in kinds(report)["size_mismatch"]}
+    assert "sides swapped" in said["img000.png"]
+    assert "0.5 times its size" in said["img001.png"] and "nearest-neighbour" in said["img001.png"]
+    assert "differ by a pixel or two" in said["img002.png"]
+    Image.fromarray(label(2)[:, :25].copy()).save(root / "masks" / "img002.png")  # 5 px off
+    _, report, _ = check(capsys, root)
+    said = {Path(p["file"]).name: p["message"] for p in kinds(report)["size_mismatch"]}
+    assert said["img002.png"].endswith("must have the same size")  # nothing to suggest
+
+
+# ----------------------------------------------------------------------------- 16-bit colour
+
+
+def _deep_colour(path: Path, lab: np.ndarray, alpha: bool = False) -> np.ndarray:
+    """A 48-bit (or 64-bit with ``alpha``) PNG of 12-bit values (0..4095, as cameras and
+    microscopes store them in 16-bit files): PIL would keep their top 8 bits, 0..15.
+    Returns the RGB values written."""
+    import cv2
+
+    lab = lab.astype(np.uint16)
+    rgb = np.zeros((*lab.shape, 3), np.uint16)
+    rgb[..., 0] = 400 + lab * 3000
+    rgb[..., 1] = 4095 - lab * 2000
+    rgb[..., 2] = 1000
+    bgr = rgb[..., ::-1]
+    if alpha:
+        bgr = np.dstack([bgr, np.full(lab.shape, 65535, np.uint16)])
+    assert cv2.imwrite(str(path), np.ascontiguousarray(bgr))
+    return rgb
+
+
+@pytest.mark.parametrize("alpha", [False, True], ids=["rgb48", "rgba64"])
+def test_a_16_bit_colour_image_is_scaled_not_cut_to_its_top_8_bits(
+    tmp_path: Path, alpha: bool
+) -> None:
+    lab = label(3)
+    rgb = _deep_colour(tmp_path / "deep.png", lab, alpha)
+    with Image.open(tmp_path / "deep.png") as im:  # what PIL alone makes of it
+        assert np.asarray(im.convert("RGB")).max() <= 15
+    image = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(image, to_8bit(rgb))  # one scale for the three channels
+    assert image.max() == 255 and image[..., 2].max() == round(600 * 255 / 3695)
+    from segkit.inference.predictor import as_rgb
+
+    with Image.open(tmp_path / "deep.png") as im:  # predict's Python API, given PIL's image
+        np.testing.assert_array_equal(as_rgb(im), image)
+
+
+def test_16_bit_colour_images_read_the_same_with_both_loaders_and_are_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    root = folder(tmp_path / "deep", plain, n=6)
+    for path in (root / "images").iterdir():
+        path.unlink()
+        _deep_colour(path.with_suffix(".png"), label(int(path.stem[3:])))
+    rc, report, text = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["image_depth"]
+    assert "more than 8 bits per channel (PNG RGB;16)" in note["message"]
+    assert "PNG RGB;16 6" in text  # the image formats line
+    dataset = registry.create("datasets", "folder", root)
+    sample = dataset.samples("train")[0]
+    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, read_image(sample.image))
+    assert decoded.max() == 255
+
+
+# ----------------------------------------------------------------------------- mask files
+
+
+def test_a_jpeg_mask_renamed_png_is_not_told_to_be_renamed_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def jpeg(i: int, lab: np.ndarray) -> _Jpeg:
+        return _Jpeg(lab * 255)
+
+    root = folder(tmp_path / "renamed", jpeg)
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    warned = kinds(report)["format_mismatch"]
+    assert len(warned) == N
+    assert all("does not make it lossless" in w["message"] for w in warned)
+    assert "rename it to" not in text
+    assert "threshold" in text  # the blurred masks' fix
+
+
+class _Jpeg:
+    """A JPEG file, whatever name it is saved under."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def save(self, path: Path) -> None:
+        Image.fromarray(self.array).save(path, format="JPEG", quality=75)
+
+
+def test_1_bit_masks_are_not_counted_as_a_0_1_source_among_0_255_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(
+        tmp_path / "onebit",
+        lambda i, lab: Image.fromarray(lab * 255).convert("1") if i < 3 else plain(i, lab),
+    )
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    assert not any("mix encodings" in p["message"] for p in report["problems"])
+    # A true 0/1 mask among them is still named.
+    Image.fromarray(label(5)).save(root / "masks" / "img005.png")
+    _, report, _ = check(capsys, root)
+    (mixed,) = [p for p in report["problems"] if "mix encodings" in p["message"]]
+    assert "0/1 (1 mask: img005.png)" in mixed["message"]
+
+
+# ----------------------------------------------------------------------------- transparency
+
+
+def _cut_out(i: int, lab: np.ndarray) -> Image.Image:
+    """An RGBA cut-out: the object opaque, the rest transparent over black."""
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., :3] = (lab * 200)[..., None]
+    rgba[..., 3] = lab * 255
+    return Image.fromarray(rgba)
+
+
+def test_images_with_transparent_pixels_are_warned_and_read_as_stored_under_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "cut", plain, _cut_out, image_suffix=".png")
+    rc, report, text = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["transparency"]
+    assert "and 9 more have transparent pixels (up to 90% of an image)" in note["message"]
+    assert "transparent pixels" in note["message"] and "drops the alpha" in note["message"]
+    image = read_image(root / "images" / "img000.png")  # the colour under: black
+    assert image[label(0) == 0].max() == 0
+    # The printed command flattens them onto white; then no warning, and white is read.
+    line = next(ln for ln in text.splitlines() if "alpha_composite" in ln)
+    code = re.search(r'python -c "(.+)" FILES', line).group(1)
+    argv, sys.argv = sys.argv, ["-c", *map(str, sorted((root / "images").iterdir()))]
+    try:
+        exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
+    finally:
+        sys.argv = argv
+    rc, report, _ = check(capsys, root)
+    assert rc == 0 and "transparency" not in kinds(report)
+    assert read_image(root / "images" / "img000.png")[label(0) == 0].min() == 255
+
+
+def test_opaque_rgba_images_are_not_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opaque = folder(
+        tmp_path / "opaque",
+        plain,
+        lambda i, lab: Image.fromarray(40 + lab * 150).convert("RGBA"),
+        image_suffix=".png",
+    )
+    rc, report, _ = check(capsys, opaque)
+    assert rc == 0 and "transparency" not in kinds(report)
+    # An alpha left at 0 everywhere (a writer that does not use it) is not a cut-out.
+    unused = folder(
+        tmp_path / "unused",
+        plain,
+        lambda i, lab: Image.fromarray(
+            np.dstack([np.repeat((40 + lab * 150)[..., None], 3, 2), lab * 0])
+        ),
+        image_suffix=".png",
+    )
+    rc, report, _ = check(capsys, unused)
+    assert rc == 0 and "transparency" not in kinds(report)
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_an_accented_name_stored_decomposed_pairs_with_its_composed_twin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import unicodedata
+
+    root = folder(tmp_path / "names", plain)
+    composed, decomposed = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    assert composed != decomposed  # two file names on Linux, one name as they look
+    (root / "images" / "img000.jpg").rename(root / "images" / f"{composed}.jpg")
+    (root / "masks" / "img000.png").rename(root / "masks" / f"{decomposed}.png")
+    rc, report, _ = check(capsys, root)
+    assert rc == 0, report["problems"]
+    dataset = registry.create("datasets", "folder", root)
+    (sample,) = [
+        s for split in ("train", "valid", "test") for s in dataset.samples(split) if "caf" in s.id
+    ]
+    assert sample.image.name == f"{composed}.jpg" and sample.mask.name == f"{decomposed}.png"
+    # A split list may spell it either way.
+    (root / "splits").mkdir()
+    names = [f"img{i:03d}" for i in range(1, N)]
+    (root / "splits" / "train.txt").write_text("\n".join([decomposed, *names[:8]]))
+    (root / "splits" / "valid.txt").write_text("\n".join(names[8:10]))
+    (root / "splits" / "test.txt").write_text("\n".join(names[10:]))
+    dataset = registry.create("datasets", "folder", root)
+    assert composed in {s.id for s in dataset.samples("train")}
+
+
+# ----------------------------------------------------------------------------- foreign files
+
+_HEIC = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64  # an ISO-BMFF header
+
+
+def test_a_heic_photo_named_jpg_and_a_dangling_link_are_named_for_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "phone", plain)
+    (root / "images" / "img000.jpg").write_bytes(_HEIC)
+    (root / "images" / "img001.jpg").unlink()
+    (root / "images" / "img001.jpg").symlink_to(tmp_path / "gone.jpg")
+    (root / "images" / "extra.HEIC").write_bytes(_HEIC)
+    rc, report, text = check(capsys, root)
+    assert rc == 1
+    said = {Path(p["file"]).name: p["message"] for p in kinds(report)["unreadable"]}
+    assert "a HEIC photo (the iPhone's format), which segkit does not read" in said["img000.jpg"]
+    assert "convert it to JPEG or PNG" in said["img000.jpg"] and "corrupt" not in said["img000.jpg"]
+    assert f"a link to {tmp_path / 'gone.jpg'}, which does not exist" in said["img001.jpg"]
+    assert "a HEIC photo, which segkit does not read (convert it to JPEG or PNG)" in text
+    with pytest.raises(DataError, match="a HEIC photo"):
+        read_image(root / "images" / "img000.jpg")
+    with pytest.raises(DataError, match="a HEIC photo"):  # as a mask too
+        decode_raw_mask(root / "images" / "img000.jpg")
+
+
+def test_tiff_stacks_are_warned_that_their_first_page_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = folder(tmp_path / "stacks", plain)
+    lab = label(0)
+    pages = [Image.fromarray(40 + lab * 150), Image.fromarray(lab * 255)]  # image, then mask
+    (root / "images" / "img000.jpg").unlink()
+    pages[0].save(root / "images" / "img000.tif", save_all=True, append_images=pages[1:])
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["frames"]
+    assert note["file"].endswith("img000.tif")
+    assert "several pages or frames (up to 2" in note["message"]
+    assert "reads the first only" in note["message"]
+    np.testing.assert_array_equal(
+        read_image(root / "images" / "img000.tif")[..., 0], 40 + lab * 150
+    )
+
+
+def test_a_grey_palette_trimap_is_read_by_index_where_background_is_not_0(
+    tmp_path: Path,
+) -> None:
+    from segkit.contracts import MaskSpec
+
+    trimap = np.full((SIZE, SIZE), 2, np.uint8)  # Oxford-IIIT Pet: 2 background, 1 pet
+    trimap[4:20, 4:20] = 1
+    im = Image.fromarray(trimap, "P")
+    im.putpalette([v for g in range(256) for v in (g, g, g)])  # index g is grey g
+    im.save(tmp_path / "t.png")
+    info = inspect_mask(tmp_path / "t.png", MaskSpec(background=2, allowed=(1, 2, 3)))
+    assert info.problem is None and info.kind == "index" and set(info.values) == {1, 2}

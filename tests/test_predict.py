@@ -21,7 +21,7 @@ import segkit
 from segkit.cli import main
 from segkit.config import COMMAND_LINE, given_as
 from segkit.errors import ConfigError, UnknownSettingError
-from segkit.inference.predict import collect_images
+from segkit.inference.predict import collect_images, unread_line, unread_photos
 from segkit.inference.predictor import Predictor
 from segkit.inference.tiling import Tiling, blend_weights, reflect_pad, sliding_window, starts
 from segkit.system.memory import is_out_of_memory
@@ -370,6 +370,23 @@ def test_inputs_are_files_folders_and_lists(tmp_path: Path) -> None:
         collect_images([tmp_path / "empty"])
     with pytest.raises(ConfigError, match=r"nope.jpg: no such file or folder"):
         collect_images([tmp_path / "nope.jpg"])
+
+
+def test_phone_photos_a_folder_search_leaves_out_are_said(tmp_path: Path) -> None:
+    a = photo(tmp_path / "in" / "a.jpg", (8, 8))
+    (tmp_path / "in" / "sub").mkdir()
+    heic = tmp_path / "in" / "sub" / "IMG_0001.HEIC"
+    heic.write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "in" / "._IMG_0002.heic").write_bytes(b"x")  # hidden: not counted
+    assert collect_images([tmp_path / "in"]) == [(a, Path("."))]
+    assert unread_photos([tmp_path / "in", a]) == [heic]
+    assert unread_line([heic]) == (
+        f"segkit: 1 file left out ({heic}): HEIC photos, which segkit does not read; "
+        "convert them to JPEG or PNG to predict them"
+    )
+    a.unlink()  # only photos segkit does not read: the error says what is there
+    with pytest.raises(ConfigError, match=r"no images in this folder.*1 file left out .*HEIC"):
+        collect_images([tmp_path / "in"])
 
 
 # ----------------------------------------------------------------------------- the command

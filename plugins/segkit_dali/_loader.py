@@ -36,15 +36,16 @@ from PIL import Image
 
 from segkit import recipes as R
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
-from segkit.data.reading import open_image, read_image, read_raw_mask, read_sample
+from segkit.data.reading import image_mode, open_image, read_image, read_raw_mask, read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank
 from segkit.errors import ConfigError, DataError
 from segkit_dali._base import PerBatch
 from segkit_dali._graph import Placement, compile_ops, define_graph
 
 # Formats and modes DALI's decoder is handed as they are. Anything else (GIF, CMYK or
-# 16-bit files, palette masks, ...) is decoded with segkit.data.reading, exactly as the
-# albumentations loader decodes it, and handed to DALI re-encoded as a lossless PNG.
+# 16-bit files, colour PNGs of 16 bits per channel (mode RGB;16) too, palette masks, ...)
+# is decoded with segkit.data.reading, exactly as the albumentations loader decodes it,
+# and handed to DALI re-encoded as a lossless PNG.
 _DALI_IMAGE_FORMATS = {"JPEG", "MPO", "PNG"}  # MPO: a camera JPEG with a thumbnail
 _DALI_IMAGE_MODES = {"RGB", "L"}
 
@@ -126,7 +127,7 @@ def _header(path: Any, data: np.ndarray) -> tuple[str | None, str, tuple[int, in
         Exception: whatever PIL raises for an unreadable header.
     """
     with open_image(io.BytesIO(data.tobytes()), path) as im:  # refuses a bomb unread
-        return im.format, im.mode, (im.height, im.width)
+        return im.format, image_mode(im), (im.height, im.width)  # RGB;16: 16-bit colour
 
 
 def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:

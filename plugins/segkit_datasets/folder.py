@@ -9,6 +9,7 @@ import math
 import random
 import re
 import shlex
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -461,7 +462,7 @@ class FolderDataset:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            stem = line.split()[0]
+            stem = unicodedata.normalize("NFC", line.split()[0])
             if stem in self._pairs:
                 stems.append(stem)
             else:
@@ -856,17 +857,18 @@ def _scan_part(
             scan.skipped.append((path, "a folder (subfolders are not read)"))
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            scan.skipped.append((path, f"not an image name ({_IMAGES_TEXT})"))
+            scan.skipped.append((path, _not_an_image(path)))
             continue
-        if path.stem in images:
+        stem = _stem(path)
+        if stem in images:
             scan.problem(
                 "duplicate",
                 path,
-                f"{path}: two images are named '{path.stem}' ({images[path.stem].name} and "
+                f"{path}: two images are named '{stem}' ({images[stem].name} and "
                 f"{path.name}); keep one, so each mask belongs to one image",
             )
             continue
-        images[path.stem] = path
+        images[stem] = path
     scan.images += len(images)
     if not images and part.split is None:
         held = ""
@@ -887,11 +889,11 @@ def _scan_part(
         elif path.is_dir():
             scan.skipped.append((path, "a folder (subfolders are not read)"))
         elif path.suffix.lower() in MASK_SUFFIXES:
-            by_stem.setdefault(path.stem, []).append(path)
-        elif path.stem in other:
+            by_stem.setdefault(_stem(path), []).append(path)
+        elif _stem(path) in other:
             scan.skipped.append((path, f"not a mask name ({_MASKS_TEXT})"))
         else:
-            other[path.stem] = path
+            other[_stem(path)] = path
     masks: dict[str, Path] = {}
     for stem, paths in by_stem.items():
         paths.sort(key=lambda p: (MASK_SUFFIXES.index(p.suffix.lower()), p.name))
@@ -995,6 +997,25 @@ def _scan_part(
             ids.append(part.id(stem))
     if part.split is not None:
         scan.by_split[part.split] = ids
+
+
+def _not_an_image(path: Path) -> str:
+    """Why a file in an images folder is skipped: not an image name, or a photo format
+    segkit does not read (a phone's HEIC), with what to convert it to."""
+    from segkit.data.reading import UNREAD_PHOTOS
+
+    kind = UNREAD_PHOTOS.get(path.suffix.lower())
+    if kind:
+        return f"a {kind} photo, which segkit does not read (convert it to JPEG or PNG)"
+    return f"not an image name ({_IMAGES_TEXT})"
+
+
+def _stem(path: Path) -> str:
+    """A file's name without its suffix, as images and masks are paired by it: in Unicode's
+    composed form (NFC), so that ``café.jpg`` and a ``café.png`` whose accent is stored
+    decomposed (NFD, as macOS writes names, kept by copies and archives) are one name,
+    as they look; on Linux they are two file names."""
+    return unicodedata.normalize("NFC", path.stem)
 
 
 def _close(stem: str, names: list[str]) -> list[str]:

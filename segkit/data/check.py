@@ -41,10 +41,13 @@ from segkit.data.encoding import (
     uniform_splits,
 )
 from segkit.data.reading import (
+    ROTATED,
     check_same_size,
+    exif_command,
     exif_orientation,
     fit_advice,
-    is_high_bit,
+    image_mode,
+    is_deep,
     open_image,
     read_image,
     read_raw_mask,
@@ -79,7 +82,9 @@ class Problem:
     odd_mask, mixed_encoding, void_border (binary masks holding 1 and 255),
     binary_among_classes (masks of only 0 and 255 among K-class masks: 255 is 'ignore'
     there), foreground (a split's masks all empty, or all foreground),
-    image_depth (images of more than 8 bits), orientation (an EXIF rotation in doubt),
+    image_depth (images of more than 8 bits), transparency (images with see-through pixels),
+    frames (an image or mask file of several pages: the first is read),
+    orientation (an EXIF rotation in doubt),
     class_absent (K classes: a class with no pixel in a split), class_tiny (a class under
     0.1% of the labelled train pixels)."""
 
@@ -160,6 +165,8 @@ class _Seen:
     image_format: str | None = None
     image_mode: str = ""
     orientation: int = 1  # the image's EXIF orientation tag (1: as stored)
+    see_through: float = 0.0  # the image's share of fully transparent pixels
+    frames: int = 1  # the image's pages or frames (a TIFF stack, an animation)
     mask_format: str | None = None
     mask: MaskInfo | None = None
     digest: str | None = None
@@ -177,20 +184,33 @@ class _Seen:
 # ----------------------------------------------------------------------------- reading
 
 
-def _format_problem(path: Path, fmt: str | None) -> Problem | None:
-    """A warning when ``path``'s extension says another format than its content."""
+def _format_problem(path: Path, fmt: str | None, mask: bool = False) -> Problem | None:
+    """A warning when ``path``'s extension says another format than its content. A
+    ``mask`` of a lossy format (a JPEG renamed .png) is not to be renamed back (JPEG masks
+    are not read) but exported again losslessly."""
     from PIL import Image
 
     expected = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or expected is None or expected == fmt:
         return None
+    advice = f"rename it to {path.stem}{_suffix(fmt)}"
+    if mask and fmt in LOSSY_FORMATS:
+        advice = (
+            f"renaming a {fmt} does not make it lossless ({fmt} compression blurs label "
+            "values): export the mask again as PNG, or threshold it (the fix below, where "
+            "its values are blurred)"
+        )
     return Problem(
         "warning",
         "format_mismatch",
         str(path),
         f"{path}: a {fmt} file named {path.suffix}; PIL reads it by content, but other "
-        f"tools go by the name: rename it to {path.stem}{_suffix(fmt)}",
+        f"tools go by the name: {advice}",
     )
+
+
+#: Formats whose compression changes pixel values (label values, in a mask).
+LOSSY_FORMATS = ("JPEG", "MPO")
 
 
 def _suffix(fmt: str) -> str:
@@ -214,10 +234,12 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
         data = sample.image.read_bytes()
         seen.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         with open_image(io.BytesIO(data), sample.image) as im:  # refuses a bomb unread
+            seen.image_mode = image_mode(im)  # before load(): RGB;16 for 16-bit colour
             im.load()
             seen.image_size = im.size
-            seen.image_format = f"{im.format} {im.mode}"
-            seen.image_mode = im.mode
+            seen.image_format = f"{im.format} {seen.image_mode}"
+            seen.see_through = _see_through(im)
+            seen.frames = getattr(im, "n_frames", 1) or 1
             seen.orientation = exif_orientation(im)
             problem = _format_problem(sample.image, im.format)
     except Exception as e:  # noqa: BLE001 -- every failure is reported as segkit.data.reading does
@@ -234,7 +256,7 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
         seen.problems.append(Problem("error", "unreadable", str(sample.mask), message))
         return seen
     seen.mask_format = f"{info.format} {info.mode}"
-    problem = _format_problem(sample.mask, info.format)
+    problem = _format_problem(sample.mask, info.format, mask=True)
     if problem:
         seen.problems.append(problem)
     # A refused colour mask's values are the grey levels of its colours: no labels (its
@@ -252,29 +274,12 @@ def _read_one(split: str, sample: Sample, spec: MaskSpec, dataset: Dataset) -> _
     seen.foreground = foreground(seen.values, spec)
     if seen.image_size is not None and info.size is not None:
         try:
-            check_same_size(sample, seen.image_size[::-1], info.size[::-1])
+            check_same_size(
+                sample, seen.image_size[::-1], info.size[::-1], orientation=seen.orientation
+            )
         except DataError as e:
-            message = str(e)
-            if seen.orientation in ROTATED and info.size == seen.image_size[::-1]:
-                message += (
-                    f"; the image's EXIF orientation tag ({seen.orientation}) shows it "
-                    "rotated a quarter turn, and the mask has its shown size: the mask was "
-                    "drawn on the rotated image. segkit reads pixels as stored: "
-                    + EXIF_COMMAND.format(folder=sample.image.parent)
-                )
-            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), message))
+            seen.problems.append(Problem("error", "size_mismatch", str(sample.mask), str(e)))
     return seen
-
-
-#: EXIF orientations that swap width and height (a quarter turn, with or without a flip).
-ROTATED = (5, 6, 7, 8)
-#: What to do about images whose EXIF orientation tag rotates them when shown.
-EXIF_COMMAND = (
-    "to store them as they are shown (masks drawn on the shown image then line up), run "
-    'python -c "import pathlib; from PIL import Image, ImageOps; '
-    "[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in "
-    "pathlib.Path({folder!r}).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg')]\""
-)
 
 
 def _hint(seen: _Seen, spec: MaskSpec) -> str:
@@ -453,25 +458,74 @@ def check_dataset(
     )
 
 
+def _see_through(im: Any) -> float:
+    """The share of a loaded image's pixels that are fully transparent (alpha 0, or a
+    palette's or grey image's transparent entry), which segkit reads as the colour stored
+    under them (the alpha channel is dropped); 0 for an image without transparency."""
+    if im.mode in ("RGBA", "LA", "PA"):
+        alpha = im.getchannel("A")
+    elif "transparency" in im.info and im.mode in ("P", "L", "RGB"):
+        alpha = im.convert("RGBA").getchannel("A")
+    else:
+        return 0.0
+    return alpha.histogram()[0] / (im.width * im.height or 1)
+
+
 def _image_notes(seen: list[_Seen]) -> list[Problem]:
     """Warnings about how images are read that a user may not expect: more than 8 bits
     (scaled per image), and an EXIF orientation that rotates the image when shown (segkit
     reads the pixels as stored, so masks drawn on the shown image would not line up)."""
     out = []
-    deep = [s.sample.image for s in seen if is_high_bit(s.image_mode)]
+    deep = [s.sample.image for s in seen if is_deep(s.image_mode)]
     if deep:
-        modes = sorted({s.image_format or "" for s in seen if is_high_bit(s.image_mode)})
+        modes = sorted({s.image_format or "" for s in seen if is_deep(s.image_mode)})
         are = "is" if len(deep) == 1 else "are"
         out.append(
             Problem(
                 "warning",
                 "image_depth",
                 str(deep[0]),
-                f"{names(deep)} {are} single-channel images of more than 8 bits "
+                f"{names(deep)} {are} images of more than 8 bits per channel "
                 f"({', '.join(modes)}): segkit scales each from its own darkest to its "
                 "brightest value onto 0..255 (per-image contrast, like a viewer's auto "
                 "contrast); to keep brightness comparable between images, convert them to "
                 "8 bits yourself with one scale for all",
+            )
+        )
+    stacks = [s.sample.image for s in seen if s.frames > 1]
+    stacks += [s.sample.mask for s in seen if s.mask is not None and s.mask.frames > 1]
+    if stacks:
+        most = max([s.frames for s in seen] + [s.mask.frames for s in seen if s.mask])
+        out.append(
+            Problem(
+                "warning",
+                "frames",
+                str(stacks[0]),
+                f"{names(stacks)} {'holds' if len(stacks) == 1 else 'hold'} several pages "
+                f"or frames (up to {most}: a TIFF stack, an animated GIF, WebP or PNG): "
+                "segkit reads the first only. If another page is the image (or the mask), "
+                "save that page as a file of its own",
+            )
+        )
+    # Transparent everywhere is an alpha channel its writer left at 0 (32-bit BMPs of some
+    # tools), not a cut-out: flattening it would make it blank.
+    clear = [s for s in seen if 0 < s.see_through < 1]
+    if clear:
+        has = "has" if len(clear) == 1 else "have"
+        share = max(s.see_through for s in clear)
+        out.append(
+            Problem(
+                "warning",
+                "transparency",
+                str(clear[0].sample.image),
+                f"{names([s.sample.image for s in clear])} {has} transparent pixels (up to "
+                f"{share:.0%} of an image): segkit drops the alpha channel and reads the "
+                "colour stored under them, which viewers do not show (often black); a model "
+                "trained on cut-outs learns that background. If the images to predict are "
+                "not cut-outs, flatten these onto a background like theirs first: python -c "
+                '"import sys; from PIL import Image; [Image.alpha_composite(Image.new('
+                "'RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA')).convert('RGB')"
+                '.save(p) for p in sys.argv[1:] for im in [Image.open(p)]]" FILES (white here)',
             )
         )
     # A quarter turn of a non-square image with a mask of its stored size cannot have been
@@ -494,8 +548,7 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 f"{names([s.sample.image for s in turned])} {has} an EXIF orientation tag: "
                 "viewers show them rotated or flipped, and segkit reads the pixels as "
                 "stored (as most labelling tools export masks). If the masks were drawn on "
-                "the image as a viewer shows it, they will not line up; "
-                + EXIF_COMMAND.format(folder=folder),
+                "the image as a viewer shows it, they will not line up; " + exif_command(folder),
             )
         )
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from segkit.data.reading import (
     check_mask_values,
     colours_to_raw,
     decode_opened_mask,
+    foreign_format,
+    not_found,
     open_image,
 )
 from segkit.errors import ConfigError, DataError, PluginError
@@ -88,6 +91,10 @@ class MaskInfo:
         problem: Why the dataset would refuse its values (the file reads), else None.
         from_alpha: Its labels are read from its alpha channel
             (:func:`segkit.data.reading.alpha_labels`).
+        frames: Its pages or frames (a TIFF stack, an animation); the first is read.
+        shown_inverted: A binary dataset's palette PNG of greys whose indices put
+            background elsewhere than its black (:func:`_palette_against_colours`): read
+            by index, as palette masks are, it is not the mask a viewer shows.
     """
 
     path: Path
@@ -101,13 +108,18 @@ class MaskInfo:
     error: str | None = None
     problem: str | None = None
     from_alpha: bool = False
+    shown_inverted: bool = False
+    frames: int = 1
 
     @property
     def kind(self) -> str:
         """``unreadable``, ``colour`` (an RGB mask of colours, not greys), ``blurred``
-        (JPEG or interpolated values) or ``index`` (grey or palette values)."""
+        (JPEG or interpolated values), ``inverted`` (a palette of greys whose indices
+        disagree with its colours) or ``index`` (grey or palette values)."""
         if self.error is not None:
             return "unreadable"
+        if self.shown_inverted:
+            return "inverted"
         if self.colours:
             return "colour"
         if self.format == "JPEG" or _blurred(self.values):
@@ -180,6 +192,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
             im.load()
             info.format, info.mode, info.size = im.format, im.mode, im.size
+            info.frames = getattr(im, "n_frames", 1) or 1
             from_alpha = alpha_labels(im)
             if from_alpha is not None:  # one colour, labels in the transparency
                 info.from_alpha = True
@@ -211,22 +224,57 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                         for i in info.values
                         if len(pal) >= 3 * i + 3
                     }
+                    if not spec.is_multiclass and spec.background == 0:  # black: 0
+                        info.problem = _palette_against_colours(info, spec.background)
+                        info.shown_inverted = info.problem is not None
             elif not info.from_alpha:
                 info.values = _counts(decode_opened_mask(im, info.path, spec))
     except FileNotFoundError:
-        info.error = f"{path}: mask file not found"
+        info.error = not_found(path, "mask")
         return info
     except (DataError, ConfigError) as e:
         info.error = str(e)
         return info
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
-        info.error = f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+        info.error = (
+            foreign_format(path, "mask")
+            or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+        )
+        return info
+    if info.shown_inverted:
         return info
     try:
         check_mask_values(info.path, list(info.values), spec)
     except DataError as e:
         info.problem = f"{e}{_what_it_is(info)}"
     return info
+
+
+def _grey(colour: Colour) -> str:
+    return {(0, 0, 0): "black", (255, 255, 255): "white"}.get(colour, f"grey {colour[0]}")
+
+
+def _palette_against_colours(info: MaskInfo, background: int) -> str | None:
+    """Why a binary dataset refuses a palette PNG of greys (every colour it uses has
+    R = G = B) whose index ``background`` is not where its black is, else None.
+
+    Palette masks are read by index (VOC's class maps); binary masks by the rule
+    "background is 0", which a viewer sees as black. Where the two disagree (index 0
+    painted white and index 1 black, as some editors save a two-colour image), the mask
+    read would be the inverse of the mask shown, silently: refused, with both readings.
+    """
+    pal = info.palette
+    if len(pal) != len(info.values) or any(not (c[0] == c[1] == c[2]) for c in pal.values()):
+        return None  # colours: a class map by index, as VOC's
+    if all((i == background) == (c == (0, 0, 0)) for i, c in pal.items()):
+        return None  # index 0 is black (or unused with no black): both readings agree
+    shown = ", ".join(f"index {i} {_grey(c)}" for i, c in sorted(pal.items()))
+    return (
+        f"{info.path}: a palette PNG of greys ({shown}) whose indices disagree with its "
+        f"colours: segkit reads palette masks by index (index {background} is background), "
+        "a viewer shows the colours (black is background), so the mask read would not be "
+        "the mask shown"
+    )
 
 
 def _foreign_colours(info: MaskInfo, spec: MaskSpec) -> str:
@@ -344,7 +392,8 @@ def diagnose(
     )
     folder = folder or refused[0].path.parent
     groups = {
-        kind: [i for i in refused if i.kind == kind] for kind in ("colour", "blurred", "index")
+        kind: [i for i in refused if i.kind == kind]
+        for kind in ("colour", "blurred", "inverted", "index")
     }
     parts = []
     # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
@@ -361,6 +410,8 @@ def diagnose(
         )
     if groups["blurred"]:
         parts.append(_blurred_fix(out, groups["blurred"], folder))
+    if groups["inverted"]:
+        parts.append(_inverted_fix(out, groups["inverted"]))
     if groups["index"]:
         parts.append(
             _index_fix(
@@ -369,6 +420,8 @@ def diagnose(
         )
     if spec.is_multiclass and spec.palette and groups["colour"]:
         refused_what = f"colours outside its palette ({declared})"
+    elif len(groups["inverted"]) == len(refused):
+        refused_what = "palettes of greys whose indices disagree with their colours"
     else:
         refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
     what_they_are = "; ".join(p for p in parts if p)
@@ -504,6 +557,22 @@ def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
     return what + (
         "; export them again from the labelling tool as PNG, resized (if at all) with "
         "nearest-neighbour interpolation"
+    )
+
+
+def _inverted_fix(out: Diagnosis, group: list[MaskInfo]) -> str:
+    """Palette PNGs of greys read by index against their colours: the command that saves
+    each as the grey image it shows (so what is read is what a viewer shows)."""
+    files = " ".join(shlex.quote(str(p)) for p in sorted(i.path for i in group))
+    out.fixes.append(
+        "save the palette masks as the grey images they show (black background, white "
+        'foreground), in place: python -c "import sys; from PIL import Image; '
+        "[Image.open(p).convert('L').save(p) for p in sys.argv[1:]]\" " + files
+    )
+    return (
+        f"{len(group)} {'is a palette PNG' if len(group) == 1 else 'are palette PNGs'} of "
+        "greys read by index against their colours (the mask read would be the inverse of "
+        "the mask shown): save them as grey images (below)"
     )
 
 
@@ -713,7 +782,7 @@ def _mixed_binary(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
         return []
     by: dict[int, list[Path]] = {}
     for i in readable:
-        if i.problem is None and i.kind == "index":
+        if i.problem is None and i.kind == "index" and i.mode != "1":  # 1-bit: black/white
             present = sorted(set(i.values) & fg)
             if len(present) == 1:
                 by.setdefault(present[0], []).append(i.path)

@@ -41,7 +41,9 @@ from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_s
 from segkit.data.reading import (
     FilteredDataset,
     check_same_size,
+    file_orientation,
     fit_advice,
+    not_found,
     open_image,
     read_image,
 )
@@ -76,7 +78,7 @@ def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _
     except DataError as e:
         error = str(e)
     except FileNotFoundError:
-        error = f"{sample.image}: image file not found"
+        error = not_found(sample.image, "image")
     except Exception:  # noqa: BLE001 -- segkit.data.reading words every failure the same way
         try:
             read_image(sample.image)
@@ -172,8 +174,11 @@ def ready_for_training(
     for x in looked:
         if x.image_error or x.mask.error or x.image_size is None or x.mask.size is None:
             continue
-        try:
-            check_same_size(x.sample, x.image_size[::-1], x.mask.size[::-1])
+        if x.image_size == x.mask.size:
+            continue
+        try:  # the image's EXIF tag (its header, read again) may explain the sizes
+            orientation = file_orientation(x.sample.image)
+            check_same_size(x.sample, x.image_size[::-1], x.mask.size[::-1], orientation)
         except DataError as e:
             mismatched.append(str(e))
     if mismatched:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shlex
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -105,24 +106,80 @@ def read_image(path: Path) -> np.ndarray:
 
     A single-channel image of more than 8 bits (16-bit PNG or TIFF, 32-bit integer or
     float TIFF) is scaled linearly from its own darkest to its brightest value onto
-    0..255 (:func:`to_8bit`), rather than clipped at 255 as PIL's conversion would.
+    0..255 (:func:`to_8bit`), rather than clipped at 255 as PIL's conversion would; so is
+    a colour image of 16 bits per channel (:func:`is_deep_colour`; its three channels by
+    one scale, its alpha dropped), of which PIL would keep each value's top 8 bits.
 
     Raises:
         DataError: the file is missing, truncated or not an image.
     """
     try:
         with open_image(path) as im:
+            if is_deep_colour(im):  # PIL would keep each value's top 8 bits
+                return _deep_colour_rgb(path)
             im.load()  # PIL decodes lazily; load() is where truncation is detected
             return pil_to_rgb(im)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(not_found(path, "image")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
-            f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
+            foreign_format(path, "image")
+            or f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
             f"{UNREADABLE_ADVICE}"
         ) from None
+
+
+def not_found(path: Path, what: str) -> str:
+    """``<path>: image file not found``, or, for a link whose target is missing, where
+    it points."""
+    if Path(path).is_symlink():
+        return (
+            f"{path}: a link to {os.readlink(path)}, which does not exist; restore its "
+            f"target or replace the link with the {what} file"
+        )
+    return f"{path}: {what} file not found"
+
+
+#: Photo formats segkit does not read, by suffix (a phone's HEIC): the folder layout
+#: skips them and ``segkit predict``'s folder search leaves them out, each saying so.
+UNREAD_PHOTOS = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".dng": "raw DNG"}
+
+#: Formats PIL does not read that image files are often in, by their first bytes: a
+#: phone's HEIC (or AVIF) photo or a PDF renamed .jpg reads as "corrupt" otherwise.
+_FOREIGN = (
+    (b"ftypheic", "a HEIC photo (the iPhone's format)"),
+    (b"ftypheix", "a HEIC photo (the iPhone's format)"),
+    (b"ftyphevc", "a HEIC photo (the iPhone's format)"),
+    (b"ftypmif1", "a HEIF image"),
+    (b"ftypmsf1", "a HEIF image"),
+    (b"ftypavif", "an AVIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"<svg", "an SVG drawing"),
+    (b"<?xml", "an XML (SVG?) file"),
+)
+
+
+def foreign_format(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be decoded, where its first bytes show a format segkit does not
+    read (HEIC, AVIF, PDF, SVG), with what to convert it to; None otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    for magic, kind in _FOREIGN:
+        at = head.find(magic)
+        if at == 0 or (magic.startswith(b"ftyp") and at == 4):
+            target = "JPEG or PNG" if what == "image" else "PNG"
+            return (
+                f"{path}: {kind}, which segkit does not read (PIL cannot decode it), named "
+                f"{path.suffix or 'without a suffix'}; convert it to {target} (an image "
+                f"viewer's export, or ImageMagick: magick {shlex.quote(str(path))} "
+                f"{shlex.quote(str(path.with_suffix('.png' if what == 'mask' else '.jpg')))})"
+            )
+    return None
 
 
 def fit_advice(message: str, dataset: Dataset, file: str = "image") -> str:
@@ -148,6 +205,42 @@ def pil_to_rgb(im: Any) -> np.ndarray:
     return np.array(im.convert("RGB"))
 
 
+def is_deep_colour(im: Any) -> bool:
+    """Whether an opened, not yet loaded, image is colour of 16 bits per channel (a 48- or
+    64-bit PNG, a 16-bit RGB TIFF): PIL opens it as ``RGB``/``RGBA`` and keeps each
+    value's top 8 bits, so 10- or 12-bit data in 16-bit files reads nearly black."""
+    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+        return False
+    args = im.tile[0].args
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def image_mode(im: Any) -> str:
+    """An opened image's mode as segkit reads it: PIL's, with ``;16`` added for colour of
+    16 bits per channel (``RGB;16``: :func:`is_deep_colour`). Call before ``load()``."""
+    return f"{im.mode};16" if is_deep_colour(im) else im.mode
+
+
+def _deep_colour_rgb(path: Path) -> np.ndarray:
+    """A 16-bit-per-channel colour file as ``(H, W, 3)`` uint8, its three channels scaled
+    together by :func:`to_8bit`. Decoded by OpenCV (albumentations' own dependency), as
+    stored: ``IMREAD_UNCHANGED`` applies no EXIF orientation, like PIL.
+
+    Raises:
+        DataError: OpenCV cannot decode it.
+    """
+    import cv2
+
+    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
+        raise DataError(
+            f"{path}: cannot decode image (a colour image of 16 bits per channel that OpenCV "
+            f"does not decode); the file is corrupt or truncated. {UNREADABLE_ADVICE}"
+        )
+    return np.ascontiguousarray(to_8bit(pixels[..., 2::-1]))  # BGR(A) -> RGB
+
+
 #: PIL's EXIF tag of an image's orientation (1: shown as stored; 2-8: flipped or turned).
 ORIENTATION_TAG = 0x0112
 
@@ -166,6 +259,12 @@ def is_high_bit(mode: str) -> bool:
     """Whether PIL's ``mode`` is a single channel of more than 8 bits (``I;16*``, ``I``,
     ``F``): such an image is scaled by :func:`to_8bit`, not converted by PIL."""
     return mode in ("I", "F") or mode.startswith("I;16")
+
+
+def is_deep(mode: str) -> bool:
+    """Whether :func:`image_mode` ``mode`` has more than 8 bits per channel (one channel,
+    :func:`is_high_bit`, or colour, ``RGB;16``): read scaled by :func:`to_8bit`."""
+    return is_high_bit(mode) or mode.endswith(";16")
 
 
 def to_8bit(values: np.ndarray) -> np.ndarray:
@@ -217,12 +316,13 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
             im.load()
             return decode_opened_mask(im, path, spec)
     except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
+        raise DataError(not_found(path, "mask")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file makes PIL raise many types
         raise DataError(
-            f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
+            foreign_format(path, "mask")
+            or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         ) from None
 
 
@@ -371,18 +471,83 @@ def read_sample(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def check_same_size(sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...]) -> None:
+def check_same_size(
+    sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...], orientation: int = 1
+) -> None:
     """Raise if the image and mask of ``sample`` (sizes as ``(H, W)``) differ in size.
+    ``orientation``: the image's EXIF orientation tag (:func:`exif_orientation`), which
+    explains a mask of its shown size.
 
     Raises:
-        DataError: naming the mask file and both sizes.
+        DataError: naming the mask file, both sizes, and what the sizes suggest (a mask of
+            the shown size of an EXIF-rotated image, sides swapped, another scale).
     """
     if tuple(image_hw) != tuple(mask_hw):
         raise DataError(
             f"{sample.mask}: mask is {mask_hw[1]}x{mask_hw[0]} but image "
             f"{sample.image.name} is {image_hw[1]}x{image_hw[0]}; "
             "an image and its mask must have the same size"
+            + _size_note(sample, tuple(image_hw), tuple(mask_hw), orientation)
         )
+
+
+def _size_note(
+    sample: Sample, image_hw: tuple[int, ...], mask_hw: tuple[int, ...], orientation: int
+) -> str:
+    """What a mask's size says about how it came to differ from its image's."""
+    (ih, iw), (mh, mw) = image_hw[:2], mask_hw[:2]
+    if (mh, mw) == (iw, ih):
+        if orientation in ROTATED:
+            return (
+                f"; the image's EXIF orientation tag ({orientation}) shows it rotated a "
+                "quarter turn, and the mask has its shown size: the mask was drawn on the "
+                "rotated image. segkit reads pixels as stored: " + exif_command(sample.image.parent)
+            )
+        return (
+            "; the mask has the image's sides swapped: it was saved transposed or turned a "
+            "quarter, or belongs to another image"
+        )
+    if mh and mw and ih * mw == iw * mh:
+        return (
+            f"; the mask has the image's shape at {mw / iw:.3g} times its size: it was "
+            "exported at another scale; export it at the image's size (or resize it with "
+            "nearest-neighbour interpolation, which keeps the label values)"
+        )
+    if abs(ih - mh) <= 2 and abs(iw - mw) <= 2:
+        return (
+            "; they differ by a pixel or two, as when a tool rounds an odd size or pads "
+            "or crops an edge: export the mask again at the image's size"
+        )
+    return ""
+
+
+#: EXIF orientations that swap width and height (a quarter turn, with or without a flip).
+ROTATED = (5, 6, 7, 8)
+#: The image files :func:`exif_command` rewrites (a WebP would be re-encoded lossy).
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def exif_command(folder: Path) -> str:
+    """What to do about the images in ``folder`` whose EXIF orientation tag turns them
+    when shown: the command that stores each such image as it is shown (in place; the
+    images without a tag are left as they are)."""
+    return (
+        "to store them as they are shown (masks drawn on the shown image then line up), run "
+        'python -c "import pathlib; from PIL import Image, ImageOps; '
+        "[ImageOps.exif_transpose(im).save(p, quality=95) for p in "
+        f"sorted(pathlib.Path({str(folder)!r}).iterdir()) if p.suffix.lower() in "
+        f'{EXIF_SUFFIXES!r} for im in [Image.open(p)] if im.getexif().get(274, 1) != 1]"'
+    )
+
+
+def file_orientation(path: Path) -> int:
+    """:func:`exif_orientation` of an image file, from its header (1 where the file
+    cannot be opened: reading its pixels reports that)."""
+    try:
+        with open_image(path) as im:
+            return exif_orientation(im)
+    except Exception:  # noqa: BLE001 -- the read of the pixels says what is wrong
+        return 1
 
 
 # ----------------------------------------------------------------------------- bad samples

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from segkit.config import checked_keywords
-from segkit.data.reading import UNREADABLE_ADVICE, exif_orientation, open_image, read_image
+from segkit.data.reading import UNREAD_PHOTOS, UNREADABLE_ADVICE, file_orientation, read_image
 from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
@@ -130,6 +130,9 @@ def predict(
 def run_predict(options: PredictOptions) -> Predicted:
     """:func:`predict` with its options made (what ``segkit predict`` calls)."""
     files = collect_images(options.images, leave_out=Path(options.out))
+    unread = unread_photos(options.images)
+    if unread:
+        print(unread_line(unread), file=sys.stderr)
     made = _first_missing(Path(options.out))  # the folder this run makes, if any
     out = check_writable(options.out, "--out")  # read-only, full, a file: before any work
     try:
@@ -296,7 +299,7 @@ def _write_all(
 
     def read(item: tuple[Path, Path]) -> np.ndarray:
         image = read_image(item[0])
-        if _file_orientation(item[0]) != 1:  # the header only: the pixels are read
+        if file_orientation(item[0]) != 1:  # the header only: the pixels are read
             rotated.add(item[0])  # one thread per item; set.add holds the GIL
         return image
 
@@ -341,16 +344,6 @@ def _write_all(
     return Predicted(
         out, written, skipped, 0, seconds, how, dict(modes), record.path, len(keep), turned
     )
-
-
-def _file_orientation(path: Path) -> int:
-    """:func:`~segkit.data.reading.exif_orientation` of an image file, from its header
-    (1 where the file cannot be opened: reading its pixels reports that)."""
-    try:
-        with open_image(path) as im:
-            return exif_orientation(im)
-    except Exception:  # noqa: BLE001 -- the read of the pixels says what is wrong
-        return 1
 
 
 def rotation_line(rotated: Sequence[Path]) -> str:
@@ -561,6 +554,34 @@ def collect_images(
     return found
 
 
+def unread_photos(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files of :data:`UNREAD_PHOTOS` formats under the folders of ``inputs`` (not
+    hidden), which :func:`collect_images` leaves out, sorted."""
+    found = []
+    for name in inputs:
+        folder = Path(name)
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob("*"):
+            if path.suffix.lower() in UNREAD_PHOTOS and not any(
+                part.startswith(".") for part in path.relative_to(folder).parts
+            ):
+                found.append(path)
+    return sorted(found)
+
+
+def unread_line(paths: Sequence[Path]) -> str:
+    """The line saying which photos a folder search left out, and what to convert them to."""
+    kinds = sorted({UNREAD_PHOTOS[p.suffix.lower()] for p in paths})
+    named = ", ".join(str(p) for p in paths[:NAMED])
+    more = f" and {len(paths) - NAMED} more" if len(paths) > NAMED else ""
+    return (
+        f"segkit: {plural(len(paths), 'file')} left out ({named}{more}): "
+        f"{' and '.join(kinds)} photos, which segkit does not read; convert them to JPEG or "
+        "PNG to predict them"
+    )
+
+
 def _named_images(path: Path, skip: Path | None = None) -> list[tuple[Path, Path]]:
     if path.is_dir():
         return _folder_images(path, skip)
@@ -598,6 +619,9 @@ def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, P
             if skip and not beside and skip.is_relative_to(folder.resolve())
             else ""
         )
+        unread = unread_photos([folder])
+        if unread:
+            left += f"; {unread_line(unread).removeprefix('segkit: ')}"
         raise ConfigError(
             f"{folder}: no images in this folder or its subfolders (looked for "
             f"{', '.join(IMAGE_SUFFIXES)}; hidden files and folders are left out{left})"

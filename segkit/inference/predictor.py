@@ -47,7 +47,7 @@ import torch
 
 from segkit.build import check_size_multiple, resolve_device
 from segkit.config import checked_keywords
-from segkit.data.reading import pil_to_rgb, read_image
+from segkit.data.reading import is_deep_colour, pil_to_rgb, read_image
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import (
@@ -369,7 +369,9 @@ def as_rgb(image: Any) -> np.ndarray:
     A PIL image is converted as :func:`segkit.data.reading.read_image` converts a file: one
     channel of more than 8 bits scaled from its darkest to its brightest value
     (:func:`~segkit.data.reading.to_8bit`), anything else by PIL's ``convert("RGB")``
-    (grey repeated, alpha and palettes resolved). A uint8 array may be ``(H, W, 3)``,
+    (grey repeated, alpha and palettes resolved); a colour image of 16 bits per channel
+    opened from a file, not yet loaded, is read from that file as ``read_image`` reads it
+    (scaled, not cut to its top 8 bits). A uint8 array may be ``(H, W, 3)``,
     ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or ``(H, W, 4)`` RGBA (the alpha
     dropped).
 
@@ -377,6 +379,8 @@ def as_rgb(image: Any) -> np.ndarray:
         ConfigError: another type, shape or dtype, saying what to pass instead.
     """
     if _is_pil(image):
+        if is_deep_colour(image) and getattr(image, "filename", ""):
+            return read_image(Path(image.filename))  # PIL's load keeps the top 8 bits
         image.load()
         return pil_to_rgb(image)
     if not isinstance(image, np.ndarray):
