@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +127,69 @@ def test_a_parity_failure_writes_nothing(
     with pytest.raises(ExportError, match=r"differs from PyTorch by up to 0.01.*tolerance 0.0001"):
         export(ckpt, tmp_path / "m.pt", format="torchscript")
     assert list(tmp_path.iterdir()) == []
+
+
+def large_logits_checkpoint(path: Path, factor: float = 2000.0) -> Path:
+    """A K-class checkpoint whose head is scaled so that its logits reach the thousands
+    (a 3-epoch unet on the collar set reached ~370, and its export was refused)."""
+    from segkit.training import checkpoint as ckpt_io
+
+    save_checkpoint(path, task=TRIO)
+    state = torch.load(path, weights_only=True)
+    state["model"]["head.weight"] *= factor
+    state["model"]["head.bias"] *= factor
+    ckpt_io.save_atomic(state, path)
+    return path
+
+
+@needs_onnx
+def test_a_model_with_large_logits_exports_within_a_tolerance_scaled_by_them(
+    tmp_path: Path, capsys
+) -> None:
+    """float32 agreement is relative: ONNX Runtime's reordered sums differ from PyTorch's
+    by a few parts in a million of the logits, ~1e-4 for logits in the hundreds, which an
+    absolute 1e-4 refused ("differs from PyTorch by up to 0.000153"), so that a trained
+    K-class model could not be exported at all."""
+    import onnxruntime as ort
+
+    ckpt = large_logits_checkpoint(tmp_path / "k.pt")
+    out = tmp_path / "k.onnx"
+    assert main(["export", str(ckpt), "--out", str(out), "--dynamic"]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"\(tolerance 0\.0001 x \d+, the largest logit\)", shown), shown
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    expected = torch_logits(ckpt, x)
+    assert np.abs(expected).max() > 1000
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"image": x.numpy()})[0]
+    assert np.abs(got - expected).max() > 1e-4  # refused by the absolute bound
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9999
+
+
+def test_the_parity_bound_is_the_tolerance_times_the_largest_logit_above_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segkit.inference import export as export_mod
+
+    assert export_mod.allowed_difference(1e-4, 0.3) == 1e-4
+    assert export_mod.allowed_difference(1e-4, 370.0) == pytest.approx(0.037)
+    ckpt = large_logits_checkpoint(tmp_path / "k.pt")
+    real = export_mod._run_torchscript
+    shift = {"by": 0.001}
+    monkeypatch.setattr(
+        export_mod,
+        "_run_torchscript",
+        lambda path, inputs: [a + shift["by"] for a in real(path, inputs)],
+    )
+    result = export(ckpt, tmp_path / "m.pt", format="torchscript")
+    assert result.logit_scale > 100 and result.max_abs_diff == pytest.approx(0.001, rel=1e-2)
+    assert result.allowed == pytest.approx(1e-4 * result.logit_scale)
+    shift["by"] = 1.0  # a wrong export is off by whole units, whatever the scale
+    with pytest.raises(
+        ExportError, match=r"differs from PyTorch by up to 1 .*tolerance 0\.0001 x \d+"
+    ):
+        export(ckpt, tmp_path / "m2.pt", format="torchscript")
+    assert not (tmp_path / "m2.pt").exists()
 
 
 def test_a_tracer_failure_without_a_message_is_named_by_its_type(

@@ -53,7 +53,7 @@ def add_export(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from segkit.inference.export import run_export
+    from segkit.inference.export import run_export, tolerance_phrase
 
     options = options_from_args(ExportOptions, args)
     result = run_export(options)
@@ -67,6 +67,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({size:.1f} MB, {options.format}, {shape}{where})")
     print(
         f"parity {result.checked_with} vs torch: max abs diff {result.max_abs_diff:.2e} "
-        f"(tolerance {result.tolerance:g})"
+        f"({tolerance_phrase(result.tolerance, result.logit_scale)})"
     )
     return 0
