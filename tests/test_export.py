@@ -355,3 +355,55 @@ def test_segkit_export_is_the_library_call(ckpt: Path, tmp_path: Path) -> None:
     result = segkit.export(ckpt, tmp_path / "m.ts", dynamic=True)
     assert result.path == tmp_path / "m.ts" and result.sidecar == tmp_path / "m.ts.json"
     assert "export" in segkit.__all__
+
+
+def _documented_onnx_block() -> str:
+    """docs/inference.md's block that runs an exported model without segkit."""
+    page = (Path(__file__).parent.parent / "docs" / "inference.md").read_text()
+    section = page.split("## `segkit export CHECKPOINT --out FILE`\n", 1)[1].split("\n## ")[0]
+    (block,) = re.findall(r"^```python\n(.*?)^```$", section, flags=re.M | re.S)
+    return block
+
+
+@needs_onnx
+@pytest.mark.parametrize("task", [None, TRIO], ids=["binary", "3-class"])
+@pytest.mark.parametrize("recipe,mode", [("type3", "resize"), ("microscopy", "whole")])
+def test_the_documented_onnx_runtime_code_gives_what_segkit_predicts(
+    task, recipe: str, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference page's block, run as written on an export, gives the probabilities
+    and masks of segkit.Predictor (mode auto) for images smaller and larger than the
+    training size, of odd aspect ratios: the preprocessing the metadata describes is the
+    predictor's (resize for a resize-trained model, reflection padding for one trained on
+    crops, which a resize would feed objects at another scale)."""
+    from PIL import Image
+
+    from segkit.inference.predictor import Predictor
+
+    ckpt = save_checkpoint(tmp_path / "best.pt", task=task, recipe=recipe)
+    monkeypatch.chdir(tmp_path)
+    export(ckpt, tmp_path / "model.onnx", dynamic=True)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+    Image.fromarray(images[0]).save(tmp_path / "photo.jpg", quality=95)
+    namespace: dict = {}
+    exec(compile(_documented_onnx_block(), "docs/inference.md", "exec"), namespace)
+    assert namespace["meta"]["mode"] == mode
+    predictor = Predictor(ckpt, device="cpu")
+    assert {predictor.mode_for(h, w) for h, w in SIZES} == {mode}
+    photo = np.asarray(Image.open(tmp_path / "photo.jpg").convert("RGB"))
+    for image in [photo, *images]:
+        probs, mask = namespace["predict"](image)
+        expected = predictor.predict(image)
+        assert probs.shape == expected.shape and mask.shape == image.shape[:2]
+        np.testing.assert_allclose(probs, expected, atol=1e-4)
+        if task is None:
+            same, margin = mask == (expected > 0.5), np.abs(expected - 0.5)
+        else:
+            same, top = mask == expected.argmax(0), np.sort(expected, axis=0)
+            margin = top[-1] - top[-2]
+        assert (same | (margin < 1e-4)).all()  # only a pixel on the boundary may differ
+
+
+#: Images smaller and larger than the tiny checkpoints' 32 px, of odd aspect ratios.
+SIZES = [(30, 40), (23, 90), (150, 37), (64, 64)]

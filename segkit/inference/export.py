@@ -35,6 +35,7 @@ import torch
 from segkit.build import check_size_multiple
 from segkit.config import checked_keywords
 from segkit.errors import ConfigError, ExportError, described
+from segkit.inference.native import trained_input
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
 from segkit.inference.trained import Trained, open_trained
 from segkit.system.files import atomic_open, check_writable
@@ -109,7 +110,13 @@ def metadata(
     a fixed-shape export (the only input it takes), the training size of a ``dynamic``
     one (what ``segkit predict`` resizes to). ``training_image_size`` is the training
     size, ``input_shape`` the shape traced (``[1, 3, size, size]``; a dynamic export
-    takes others too). ``threshold`` is None for a K-class model (argmax).
+    takes others too). ``threshold`` is None for a K-class model (argmax). ``mode`` is
+    how ``segkit predict --mode auto`` feeds an image to the model
+    (:func:`~segkit.inference.native.trained_input`): ``resize`` (to ``image_size``
+    square, the logits resized back) for a model trained on resized images, ``whole`` (at
+    its own size, reflection-padded to ``min_input_multiple``, the output cropped) for
+    one trained on crops at the images' own scale, which resizing would feed objects at
+    a scale it never saw.
     """
     config, task = trained.config, trained.task
     assert config is not None  # opened from a checkpoint
@@ -122,6 +129,7 @@ def metadata(
         "image_size": config.image_size if dynamic else traced,
         "training_image_size": config.image_size,
         "input_shape": [1, 3, traced, traced],
+        "mode": trained_input(trained.native),
         "input": "image: float32 (N, 3, H, W), RGB / 255, then (x - mean) / std",
         "output": "logits: float32 (N, C, H, W)",
         "mean": list(mean),
