@@ -125,6 +125,34 @@ def read_image(path: Path) -> np.ndarray:
         ) from None
 
 
+def decode_image(data: bytes | bytearray | memoryview | IO[bytes]) -> np.ndarray:
+    """:func:`read_image` of an encoded image held in memory (a JPEG, PNG, ... file's
+    bytes, or a binary file object such as an upload's): what a server receives.
+
+    Raises:
+        DataError: the data is not a complete image file, or declares too many pixels.
+    """
+    import io
+
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        name = f"<{len(data):,} bytes>"
+        source: IO[bytes] = io.BytesIO(bytes(data))
+    else:
+        name, source = f"<{getattr(data, 'name', type(data).__name__)}>", data
+    try:
+        with open_image(source, Path(name)) as im:
+            im.load()
+            return pil_to_rgb(im)
+    except (DataError, ConfigError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- damaged data makes PIL raise many types
+        said = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(e))
+        raise DataError(
+            f"{name}: cannot decode image ({said}); expected the bytes of a whole image file "
+            "(JPEG, PNG, TIFF, BMP, WebP, GIF), as read from one with open(path, 'rb')"
+        ) from None
+
+
 def fit_advice(message: str, dataset: Dataset, file: str = "image") -> str:
     """``message`` (a :class:`~segkit.errors.DataError` about a dataset's ``file``, image
     or mask, that cannot be decoded) with :data:`UNREADABLE_ADVICE` worded for the
