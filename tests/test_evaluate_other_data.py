@@ -70,6 +70,28 @@ def test_a_k_class_model_on_binary_data_names_the_mismatch(tiny_pets: Path, tmp_
         segkit.evaluate(ckpt, data=str(tiny_pets), **FAST)
 
 
+def test_the_mismatch_names_the_dataset_the_model_was_trained_on(
+    collar_root: Path, tmp_path: Path
+) -> None:
+    """A folder of the generated collar set is recognised as oxford_pet (binary) and the
+    checkpoint's variant=collar goes; the error named only --dataset-opt target=..., which
+    reads the pet border, not the collar. It now names the checkpoint's own dataset and
+    options, and following it scores the folder."""
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    with pytest.raises(ConfigError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **FAST)
+    assert str(caught.value).endswith(
+        "; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar: "
+        "if the folder is of that kind, pass --dataset synthetic and the --dataset-opt that "
+        "chose its classes"
+    )
+    scores = segkit.evaluate(
+        ckpt, data=str(collar_root), dataset="synthetic", dataset_options={"variant": "collar"},
+        **FAST,
+    )  # fmt: skip
+    assert scores.task.classes == COLLAR.classes and "miou" in scores.metrics
+
+
 def test_a_binary_model_on_data_with_more_classes_says_so(
     collar_root: Path, tmp_path: Path
 ) -> None:

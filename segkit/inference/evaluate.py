@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.config import checked_keywords
+from segkit.config import RunConfig, checked_keywords
 from segkit.contracts import MaskSpec
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
@@ -34,6 +34,7 @@ from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
+from segkit.training import checkpoint as ckpt_io
 from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
 
@@ -177,11 +178,35 @@ def _check_classes(trained: Trained, dataset: Any) -> None:
     if data_task.classes == trained.task.classes:
         return
     assert trained.config is not None
+    now = trained.config.resolved_dataset()
     raise ConfigError(
         f"{trained.path}: the model predicts {trained.task.describe()}, but dataset "
-        f"'{trained.config.resolved_dataset()}' {dataset.root} is {data_task.describe()}; "
+        f"'{now}' {dataset.root} is {data_task.describe()}; "
         "evaluate it on data with the same classes (--dataset-opt target=... where the "
-        "dataset offers one)"
+        f"dataset offers one){_trained_on(trained, now)}"
+    )
+
+
+def _trained_on(trained: Trained, now: str) -> str:
+    """``; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar:
+    ...`` where the checkpoint's own dataset plugin is not ``now`` (a ``--data`` folder
+    recognised as another layout drops the checkpoint's options: the classes they chose
+    go with them), else ""."""
+    try:
+        recorded = RunConfig.from_dict(ckpt_io.load(trained.path)["config"])
+        own = recorded.resolved_dataset()
+    except Exception:  # noqa: BLE001 -- only a hint: the error stands without it
+        return ""
+    if own == now:
+        return ""
+    opts = [
+        f"--dataset-opt {k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+        for k, v in recorded.dataset_options.items()
+    ]
+    given = f" with {' '.join(opts)}" if opts else ""
+    return (
+        f"; the model was trained on dataset '{own}'{given}: if the folder is of that kind, "
+        f"pass --dataset {own}{' and the --dataset-opt that chose its classes' if opts else ''}"
     )
 
 
