@@ -37,6 +37,7 @@ horizontal, vertical and both), in any mode.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -374,7 +375,7 @@ def as_rgb(image: Any) -> np.ndarray:
     ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or ``(H, W, 4)`` RGBA (the alpha
     dropped).
 
-    A path (``str`` or :class:`~pathlib.Path`) is read by
+    A path (``str`` or path-like) is read by
     :func:`~segkit.data.reading.read_image`, ``bytes`` (or a ``bytearray``, a
     ``memoryview``, a binary file object) holding an image file by
     :func:`~segkit.data.reading.decode_image`.
@@ -383,7 +384,7 @@ def as_rgb(image: Any) -> np.ndarray:
         ConfigError: another type, shape or dtype, saying what to pass instead.
         DataError: a file or bytes that cannot be decoded.
     """
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, os.PathLike)):
         return read_image(Path(image))
     if isinstance(image, (bytes, bytearray, memoryview)) or hasattr(image, "read"):
         return decode_image(image)
