@@ -135,3 +135,25 @@ def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> No
     )
     # torch re-raises a worker's exception as type(message): the type survives that too.
     assert isinstance(MaskValuesError("Caught MaskValuesError in worker"), DataError)
+
+
+def test_evaluate_on_another_folder_says_how_much_of_it_the_split_scored(
+    tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
+    """A folder of new labelled images is read as a dataset and split as a run splits it:
+    the default test split scored 5 of its 20 images, and only the result line's count
+    told. `--data` now says which split holds how many; all of a split: nothing."""
+    from segkit.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    fast = ["--device", "cpu", "--num-workers", "0", "--batch-size", "4"]
+    assert main(["evaluate", str(ckpt), "--data", str(tiny_pets), *fast]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2); "
+        "--split train or valid scores the others\n"
+    )
+    assert "(5 images, " in captured.out
+    scores = segkit.evaluate(ckpt, "valid", data=str(tiny_pets), **FAST)
+    assert scores.split_sizes == {"train": 13, "valid": 2, "test": 5}
+    assert scores.split_note().startswith(f"{tiny_pets}: the valid split holds 2 images of its 20")

@@ -6,6 +6,7 @@ command makes its options and calls the library (:mod:`segkit.inference.evaluate
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from segkit.cli.args import add_options, options_from_args
@@ -21,7 +22,10 @@ def add_evaluate(sub: Any) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.inference.evaluate import run_evaluate
 
-    result = run_evaluate(options_from_args(EvaluateOptions, args))
+    options = options_from_args(EvaluateOptions, args)
+    result = run_evaluate(options)
+    if options.data is not None and (note := result.split_note()):
+        print(f"segkit: {note}", file=sys.stderr)
     for line in result.lines():
         print(line)
     return 0
