@@ -456,3 +456,34 @@ def test_weights_of_other_model_options_name_the_tensor_and_the_fix(capsys, tmp_
     assert re.search(r"old\.pt: weights do not fit model 'timm_unet': \S*head\S* is \(1, \d+, 1, 1\) "
                      r"in the checkpoint and \(1, \d+, 3, 3\) in the model rebuilt with "
                      r"encoder=resnet18\. .*--model-opt KEY=VALUE", err), err  # fmt: skip
+
+
+def test_a_run_folder_given_as_the_checkpoint_names_the_file_to_pass(tmp_path, capsys) -> None:
+    """`segkit predict runs/x photos/` said "runs/x: checkpoint not found" of a folder that
+    holds best.pt; now it names the file, or says the folder holds none."""
+    from helpers import save_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    empty = (
+        f"segkit: error: {run} is a folder without best.pt or last.pt: pass the path of a "
+        "best.pt or last.pt in a run folder made by segkit run (a run writes them at the end "
+        "of its first epoch)\n"
+    )
+    assert error_of(capsys, ["evaluate", str(run)]) == empty
+    save_checkpoint(run / "last.pt")
+    err = error_of(capsys, ["export", str(run), "--out", str(tmp_path / "m.onnx")])
+    assert (
+        err
+        == f"segkit: error: {run} is a folder; pass the checkpoint file in it: {run / 'last.pt'}\n"
+    )
+    save_checkpoint(run / "best.pt")
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    err = error_of(capsys, ["predict", str(run), str(image), "--out", str(tmp_path / "out")])
+    assert err == (
+        f"segkit: error: {run} is a folder; pass the checkpoint file in it: {run / 'best.pt'} "
+        "(the best epoch's weights)\n"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.onnx").exists()

@@ -70,6 +70,28 @@ def test_a_k_class_model_on_binary_data_names_the_mismatch(tiny_pets: Path, tmp_
         segkit.evaluate(ckpt, data=str(tiny_pets), **FAST)
 
 
+def test_the_mismatch_names_the_dataset_the_model_was_trained_on(
+    collar_root: Path, tmp_path: Path
+) -> None:
+    """A folder of the generated collar set is recognised as oxford_pet (binary) and the
+    checkpoint's variant=collar goes; the error named only --dataset-opt target=..., which
+    reads the pet border, not the collar. It now names the checkpoint's own dataset and
+    options, and following it scores the folder."""
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    with pytest.raises(ConfigError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **FAST)
+    assert str(caught.value).endswith(
+        "; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar: "
+        "if the folder is of that kind, pass --dataset synthetic and the --dataset-opt that "
+        "chose its classes"
+    )
+    scores = segkit.evaluate(
+        ckpt, data=str(collar_root), dataset="synthetic", dataset_options={"variant": "collar"},
+        **FAST,
+    )  # fmt: skip
+    assert scores.task.classes == COLLAR.classes and "miou" in scores.metrics
+
+
 def test_a_binary_model_on_data_with_more_classes_says_so(
     collar_root: Path, tmp_path: Path
 ) -> None:
@@ -113,3 +135,25 @@ def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> No
     )
     # torch re-raises a worker's exception as type(message): the type survives that too.
     assert isinstance(MaskValuesError("Caught MaskValuesError in worker"), DataError)
+
+
+def test_evaluate_on_another_folder_says_how_much_of_it_the_split_scored(
+    tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
+    """A folder of new labelled images is read as a dataset and split as a run splits it:
+    the default test split scored 5 of its 20 images, and only the result line's count
+    told. `--data` now says which split holds how many; all of a split: nothing."""
+    from segkit.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "best.pt")
+    fast = ["--device", "cpu", "--num-workers", "0", "--batch-size", "4"]
+    assert main(["evaluate", str(ckpt), "--data", str(tiny_pets), *fast]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2); "
+        "--split train or valid scores the others\n"
+    )
+    assert "(5 images, " in captured.out
+    scores = segkit.evaluate(ckpt, "valid", data=str(tiny_pets), **FAST)
+    assert scores.split_sizes == {"train": 13, "valid": 2, "test": 5}
+    assert scores.split_note().startswith(f"{tiny_pets}: the valid split holds 2 images of its 20")

@@ -505,6 +505,10 @@ def test_a_16_bit_colour_image_is_scaled_not_cut_to_its_top_8_bits(
 
     with Image.open(tmp_path / "deep.png") as im:  # predict's Python API, given PIL's image
         np.testing.assert_array_equal(as_rgb(im), image)
+    data = (tmp_path / "deep.png").read_bytes()  # a server's upload: the bytes, a file object
+    np.testing.assert_array_equal(as_rgb(data), image)
+    with open(tmp_path / "deep.png", "rb") as f:
+        np.testing.assert_array_equal(as_rgb(f), image)
 
 
 def test_16_bit_colour_images_read_the_same_with_both_loaders_and_are_warned(

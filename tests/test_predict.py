@@ -908,6 +908,23 @@ def test_a_list_with_missing_paths_is_refused_before_predicting(
     assert not out.exists()  # nothing predicted, no folder made
 
 
+def test_a_list_that_names_no_path_is_refused_before_predicting(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """An empty list (or a notes.txt given by mistake) predicted 0 images, exit 0, and
+    left an --out folder with a header-only predictions.csv."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("# todo\n\n")
+    out = tmp_path / "out"
+    code, _, err = predict(capsys, str(ckpt), str(listing), "--out", str(out))
+    assert code == 2 and err == (
+        f"segkit: error: {listing}: a .txt input is a list of image paths, one per line, and "
+        "this one lists none (it is empty, or all blank lines and # comments); write the "
+        "images' paths in it, or give the images or their folder instead\n"
+    )
+    assert not out.exists()
+
+
 def test_every_output_collision_is_named_in_one_message(ckpt: Path, tmp_path: Path, capsys) -> None:
     for i in range(5):
         photo(tmp_path / "in" / f"p{i}.jpg", (8, 8))

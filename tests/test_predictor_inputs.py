@@ -1,9 +1,11 @@
 """What :meth:`segkit.Predictor.predict` takes besides an RGB uint8 array and a path: PIL
-images (converted as a file is read), grey and RGBA uint8 arrays; float arrays are refused
-with what to pass."""
+images (converted as a file is read), grey and RGBA uint8 arrays, an image file's bytes
+or a file object (what a server receives); float arrays are refused with what to pass."""
 
 from __future__ import annotations
 
+import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from helpers import save_checkpoint
 from PIL import Image
 
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, DataError
 from segkit.inference.predictor import Predictor
 
 
@@ -64,5 +66,54 @@ def test_arrays_it_cannot_take_say_what_to_pass(predictor: Predictor, rgb: np.nd
         predictor.predict(rgb[..., 0].astype(np.uint16))
     with pytest.raises(ConfigError, match=r"\(H, W, 4\) RGBA uint8 array, got shape \(40, 50, 2\)"):
         predictor.predict(rgb[..., :2])
-    with pytest.raises(ConfigError, match=r"a PIL image or a numpy array, got list"):
+    with pytest.raises(ConfigError, match=r"a PIL image or a uint8 numpy array, got list"):
         predictor.predict_batch([[1, 2, 3]])
+
+
+def test_an_image_files_bytes_or_file_object_predict_as_the_file(
+    predictor: Predictor, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    """A server holds an upload's bytes, not a path: they are decoded as the file is read
+    (until 2026-12-07: "TypeError: argument should be a str object or an os.PathLike
+    object returning str, not <class 'bytes'>")."""
+    path = tmp_path / "up.png"
+    Image.fromarray(rgb).save(path)
+    expected = predictor.predict(path)
+    data = path.read_bytes()
+    for given in (data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        np.testing.assert_array_equal(predictor.predict(given), expected)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(predictor.predict(f), expected)
+    got = predictor.predict_batch([data, str(path), rgb])  # a path in a batch too
+    for probs in got:  # a batch of 3 rounds a little differently from one of 1
+        np.testing.assert_allclose(probs, expected, atol=1e-6)
+    with pytest.raises(
+        DataError,
+        match=r"^<200 bytes>: cannot decode image \(.*\); expected the bytes of a whole image "
+        r"file \(JPEG, PNG",
+    ):
+        predictor.predict(data[:200])
+    with pytest.raises(
+        DataError,
+        match=r"^<5 bytes>: cannot decode image \(cannot identify "
+        r"image file the data\)",
+    ):
+        predictor.predict(b"hello")
+
+
+def test_one_predictor_shared_by_threads_gives_each_image_its_own_probabilities(
+    predictor: Predictor,
+) -> None:
+    """A server loads the model once and predicts from several threads: each call gets
+    what it gets alone, whatever the other threads pass (sizes, kinds)."""
+    rng = np.random.default_rng(1)
+    images = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for h, w in [(40, 50), (17, 90), (120, 33), (64, 64)] * 2
+    ]
+    alone = [predictor.predict(im) for im in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(predictor.predict, images * 3))
+    for got, expected in zip(together, alone * 3, strict=True):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -6,6 +6,7 @@ command makes its options and calls the library (:mod:`segkit.inference.evaluate
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from segkit.cli.args import add_options, options_from_args
@@ -21,7 +22,10 @@ def add_evaluate(sub: Any) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from segkit.inference.evaluate import run_evaluate
 
-    result = run_evaluate(options_from_args(EvaluateOptions, args))
+    options = options_from_args(EvaluateOptions, args)
+    result = run_evaluate(options)
+    if options.data is not None and (note := result.split_note()):
+        print(f"segkit: {note}", file=sys.stderr)
     for line in result.lines():
         print(line)
     return 0
@@ -53,7 +57,7 @@ def add_export(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from segkit.inference.export import run_export
+    from segkit.inference.export import run_export, tolerance_phrase
 
     options = options_from_args(ExportOptions, args)
     result = run_export(options)
@@ -67,6 +71,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({size:.1f} MB, {options.format}, {shape}{where})")
     print(
         f"parity {result.checked_with} vs torch: max abs diff {result.max_abs_diff:.2e} "
-        f"(tolerance {result.tolerance:g})"
+        f"({tolerance_phrase(result.tolerance, result.logit_scale)})"
     )
     return 0

@@ -182,6 +182,35 @@ def foreign_format(path: Path, what: str) -> str | None:
     return None
 
 
+def decode_image(data: bytes | bytearray | memoryview | IO[bytes]) -> np.ndarray:
+    """:func:`read_image` of an encoded image held in memory (a JPEG, PNG, ... file's
+    bytes, or a binary file object such as an upload's): what a server receives.
+
+    Raises:
+        DataError: the data is not a complete image file, or declares too many pixels.
+    """
+    import io
+
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        name, raw = f"<{len(data):,} bytes>", bytes(data)
+    else:
+        name, raw = f"<{getattr(data, 'name', type(data).__name__)}>", data.read()
+    try:
+        with open_image(io.BytesIO(raw), Path(name)) as im:
+            if is_deep_colour(im):  # PIL would keep each value's top 8 bits
+                return _deep_colour_rgb(Path(name), np.frombuffer(raw, dtype=np.uint8))
+            im.load()
+            return pil_to_rgb(im)
+    except (DataError, ConfigError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- damaged data makes PIL raise many types
+        said = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(e))
+        raise DataError(
+            f"{name}: cannot decode image ({said}); expected the bytes of a whole image file "
+            "(JPEG, PNG, TIFF, BMP, WebP, GIF), as read from one with open(path, 'rb')"
+        ) from None
+
+
 def fit_advice(message: str, dataset: Dataset, file: str = "image") -> str:
     """``message`` (a :class:`~segkit.errors.DataError` about a dataset's ``file``, image
     or mask, that cannot be decoded) with :data:`UNREADABLE_ADVICE` worded for the
@@ -222,17 +251,20 @@ def image_mode(im: Any) -> str:
     return f"{im.mode};16" if is_deep_colour(im) else im.mode
 
 
-def _deep_colour_rgb(path: Path) -> np.ndarray:
+def _deep_colour_rgb(path: Path, encoded: np.ndarray | None = None) -> np.ndarray:
     """A 16-bit-per-channel colour file as ``(H, W, 3)`` uint8, its three channels scaled
     together by :func:`to_8bit`. Decoded by OpenCV (albumentations' own dependency), as
-    stored: ``IMREAD_UNCHANGED`` applies no EXIF orientation, like PIL.
+    stored: ``IMREAD_UNCHANGED`` applies no EXIF orientation, like PIL. ``encoded``: the
+    file's bytes where they are in memory (:func:`decode_image`); ``path`` then names them.
 
     Raises:
         DataError: OpenCV cannot decode it.
     """
     import cv2
 
-    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if encoded is None:
+        encoded = np.fromfile(path, dtype=np.uint8)
+    pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
         raise DataError(
             f"{path}: cannot decode image (a colour image of 16 bits per channel that OpenCV "

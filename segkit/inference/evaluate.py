@@ -24,16 +24,17 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.config import checked_keywords
-from segkit.contracts import MaskSpec
+from segkit.config import RunConfig, checked_keywords
+from segkit.contracts import SPLITS, MaskSpec
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
-from segkit.errors import ConfigError, DataError, MaskValuesError
+from segkit.errors import ConfigError, DataError, MaskValuesError, plural
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.metrics.multiclass import confusion_table
 from segkit.task import Task
+from segkit.training import checkpoint as ckpt_io
 from segkit.training.loops import EvalContext
 from segkit.training.loops import evaluate as loader_scores
 
@@ -57,6 +58,8 @@ class Evaluated:
         ignored_as: K classes: what marks the pixels left out of every score in the
             dataset's masks (``value 255``; ``colour (255, 255, 255)`` in RGB masks);
             "" where nothing does.
+        split_sizes: The images of each split of the dataset (``train``, ``valid``,
+            ``test``), for :meth:`split_note`.
     """
 
     split: str
@@ -67,6 +70,25 @@ class Evaluated:
     how: str
     modes: dict[str, int] = field(default_factory=dict)
     ignored_as: str = ""
+    split_sizes: dict[str, int] = field(default_factory=dict)
+
+    def split_note(self) -> str:
+        """Where the split scored is not all of the folder's images, which split holds
+        how many (``the test split holds 3 of its 12 images (train 8, valid 1); --split
+        train or valid scores the others``); "" where it is all of them. ``segkit
+        evaluate --data`` prints it: a folder of new labelled images is read as a dataset,
+        split as a run would split it (a seeded 80/10/10 without split lists)."""
+        total = sum(self.split_sizes.values())
+        here = self.split_sizes.get(self.split, 0)
+        if not total or here == total:
+            return ""
+        others = [(k, n) for k, n in self.split_sizes.items() if k != self.split and n]
+        listed = ", ".join(f"{k} {n}" for k, n in others)
+        names = " or ".join(k for k, _ in others)
+        return (
+            f"{self.data}: the {self.split} split holds {plural(here, 'image')} of its "
+            f"{total} ({listed}); --split {names} scores the others"
+        )
 
     def lines(self) -> list[str]:
         """What ``segkit evaluate`` prints: the per-class table for K classes (with the
@@ -154,7 +176,20 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         how,
         dict(modes),
         ignored_as(dataset.mask_spec),
+        _split_sizes(dataset),
     )
+
+
+def _split_sizes(dataset: Any) -> dict[str, int]:
+    """The images of each split of ``dataset``; a split the layout refuses to read (an
+    empty one) counts 0."""
+    sizes = {}
+    for split in SPLITS:
+        try:
+            sizes[split] = len(dataset.samples(split))
+        except DataError:
+            sizes[split] = 0
+    return sizes
 
 
 def ignored_as(spec: MaskSpec) -> str:
@@ -177,11 +212,35 @@ def _check_classes(trained: Trained, dataset: Any) -> None:
     if data_task.classes == trained.task.classes:
         return
     assert trained.config is not None
+    now = trained.config.resolved_dataset()
     raise ConfigError(
         f"{trained.path}: the model predicts {trained.task.describe()}, but dataset "
-        f"'{trained.config.resolved_dataset()}' {dataset.root} is {data_task.describe()}; "
+        f"'{now}' {dataset.root} is {data_task.describe()}; "
         "evaluate it on data with the same classes (--dataset-opt target=... where the "
-        "dataset offers one)"
+        f"dataset offers one){_trained_on(trained, now)}"
+    )
+
+
+def _trained_on(trained: Trained, now: str) -> str:
+    """``; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar:
+    ...`` where the checkpoint's own dataset plugin is not ``now`` (a ``--data`` folder
+    recognised as another layout drops the checkpoint's options: the classes they chose
+    go with them), else ""."""
+    try:
+        recorded = RunConfig.from_dict(ckpt_io.load(trained.path)["config"])
+        own = recorded.resolved_dataset()
+    except Exception:  # noqa: BLE001 -- only a hint: the error stands without it
+        return ""
+    if own == now:
+        return ""
+    opts = [
+        f"--dataset-opt {k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+        for k, v in recorded.dataset_options.items()
+    ]
+    given = f" with {' '.join(opts)}" if opts else ""
+    return (
+        f"; the model was trained on dataset '{own}'{given}: if the folder is of that kind, "
+        f"pass --dataset {own}{' and the --dataset-opt that chose its classes' if opts else ''}"
     )
 
 

@@ -10,7 +10,8 @@ archive as the extra file ``segkit.json``).
 
 Every export is checked before it is written: the exported model (ONNX Runtime on the
 CPU, or the TorchScript module reloaded) and PyTorch run the same random batch, and a
-maximum absolute difference of the logits above the tolerance fails the export. A
+maximum absolute difference of the logits above the tolerance, scaled by the largest
+logit where that is over 1 (:func:`allowed_difference`), fails the export. A
 ``--dynamic`` export is checked at a second batch size and image size too.
 
 ONNX needs the optional packages ``onnx`` and ``onnxruntime`` (``pip install
@@ -34,6 +35,7 @@ import torch
 from segkit.build import check_size_multiple
 from segkit.config import checked_keywords
 from segkit.errors import ConfigError, ExportError, described
+from segkit.inference.native import trained_input
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
 from segkit.inference.trained import Trained, open_trained
 from segkit.system.files import atomic_open, check_writable
@@ -54,8 +56,11 @@ class Exported:
         output_shape: The logits' shape at that input.
         max_abs_diff: The largest logit difference between the export and PyTorch, over
             every checked input.
-        tolerance: The largest difference allowed.
+        tolerance: The tolerance given (``--tolerance``).
         checked_with: What ran the export in the check (``onnxruntime CPU``, ``torch.jit``).
+        logit_scale: PyTorch's largest absolute logit over the checked inputs.
+        allowed: The largest difference allowed: ``tolerance`` times ``logit_scale``
+            where that is over 1 (:func:`allowed_difference`).
     """
 
     path: Path
@@ -65,6 +70,18 @@ class Exported:
     max_abs_diff: float
     tolerance: float
     checked_with: str
+    logit_scale: float = 1.0
+    allowed: float = 0.0
+
+
+def allowed_difference(tolerance: float, logit_scale: float) -> float:
+    """The largest logit difference the parity check accepts: ``tolerance`` for logits
+    up to 1 in size, ``tolerance`` times the largest one above that. float32 agrees to a
+    few parts in a million of the values computed, so two correct runs of a model whose
+    logits reach 360 (a K-class model, or a binary one far from its threshold) differ by
+    ~1e-4 where one whose logits stay near 1 differs by ~1e-6; an absolute bound refused
+    the first, a wrong export (a layer left out, another resize) is off by whole units."""
+    return tolerance * max(1.0, logit_scale)
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -93,7 +110,13 @@ def metadata(
     a fixed-shape export (the only input it takes), the training size of a ``dynamic``
     one (what ``segkit predict`` resizes to). ``training_image_size`` is the training
     size, ``input_shape`` the shape traced (``[1, 3, size, size]``; a dynamic export
-    takes others too). ``threshold`` is None for a K-class model (argmax).
+    takes others too). ``threshold`` is None for a K-class model (argmax). ``mode`` is
+    how ``segkit predict --mode auto`` feeds an image to the model
+    (:func:`~segkit.inference.native.trained_input`): ``resize`` (to ``image_size``
+    square, the logits resized back) for a model trained on resized images, ``whole`` (at
+    its own size, reflection-padded to ``min_input_multiple``, the output cropped) for
+    one trained on crops at the images' own scale, which resizing would feed objects at
+    a scale it never saw.
     """
     config, task = trained.config, trained.task
     assert config is not None  # opened from a checkpoint
@@ -106,6 +129,7 @@ def metadata(
         "image_size": config.image_size if dynamic else traced,
         "training_image_size": config.image_size,
         "input_shape": [1, 3, traced, traced],
+        "mode": trained_input(trained.native),
         "input": "image: float32 (N, 3, H, W), RGB / 255, then (x - mean) / std",
         "output": "logits: float32 (N, C, H, W)",
         "mean": list(mean),
@@ -162,19 +186,32 @@ def run_export(options: ExportOptions) -> Exported:
     try:
         got, checked_with = _export_and_run(trained.model, inputs, tmp, options, meta)
         diff = _largest_difference(got, expected)
-        if not diff <= options.tolerance:
+        scale = max(float(np.abs(e).max()) for e in expected)
+        allowed = allowed_difference(options.tolerance, scale)
+        if not diff <= allowed:
             shapes = ", ".join(f"{tuple(x.shape)}" for x in inputs)
             raise ExportError(
                 f"{out}: the {options.format} export differs from PyTorch by up to {diff:.3g} "
-                f"in the logits (inputs {shapes}; tolerance {options.tolerance:g}); nothing "
-                "was written. Try another --opset, or export without --dynamic"
+                f"in the logits (inputs {shapes}; {tolerance_phrase(options.tolerance, scale)}"
+                "); nothing was written. Try another --opset, or export without --dynamic"
             )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     sidecar = _write_sidecar(out, meta) if options.format == "torchscript" else None
     shape_in, shape_out = tuple(inputs[0].shape), tuple(expected[0].shape)
-    return Exported(out, sidecar, shape_in, shape_out, diff, options.tolerance, checked_with)
+    return Exported(
+        out, sidecar, shape_in, shape_out, diff, options.tolerance, checked_with, scale, allowed
+    )
+
+
+def tolerance_phrase(tolerance: float, logit_scale: float) -> str:
+    """The parity check's bound in words: ``tolerance 0.0001``, or with logits over 1
+    ``tolerance 0.0001 x 362, the largest logit``."""
+    if logit_scale <= 1.0:
+        return f"tolerance {tolerance:g}"
+    scale = f"{logit_scale:.0f}" if logit_scale >= 10 else f"{logit_scale:.2g}"
+    return f"tolerance {tolerance:g} x {scale}, the largest logit"
 
 
 def check_out(out: Path, format: str | None, overwrite: bool) -> None:

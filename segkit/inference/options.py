@@ -419,7 +419,9 @@ class ExportOptions:
             (a K-class model takes none: another value than 0.5 is refused when the
             model is opened).
         opset: ONNX opset.
-        tolerance: The largest absolute logit difference the parity check accepts.
+        tolerance: The largest absolute logit difference the parity check accepts, for
+            logits up to 1; times the largest logit above that
+            (:func:`segkit.inference.export.allowed_difference`).
         overwrite: Replace ``out`` if it exists.
 
     Raises:
@@ -452,7 +454,8 @@ class ExportOptions:
     opset: int = option(17, "ONNX opset (default: 17)")
     tolerance: float = option(
         1e-4,
-        "largest logit difference from PyTorch the parity check accepts (default: 1e-4)",
+        "largest logit difference from PyTorch the parity check accepts, times the largest "
+        "logit where that is over 1 (default: 1e-4)",
     )
     overwrite: bool = option(False, "replace FILE if it exists")
 

@@ -541,7 +541,7 @@ def collect_images(
 
     Raises:
         ConfigError: a path that does not exist (every missing path of a list counted,
-            with its line), or a folder with no images.
+            with its line), a folder with no images, or a list that names none.
     """
     skip = leave_out.expanduser().resolve() if leave_out is not None else None
     seen: set[Path] = set()
@@ -649,7 +649,7 @@ def _listed_paths(listing: Path) -> list[Path]:
 
     Raises:
         ConfigError: listed paths that do not exist: the first few named with their line
-            numbers, all counted.
+            numbers, all counted; a list that names no path.
     """
     paths = []
     missing: list[str] = []
@@ -667,6 +667,12 @@ def _listed_paths(listing: Path) -> list[Path]:
             f"{listing}: {plural(len(missing), 'listed path')} of {len(paths)} not found "
             f"({'; '.join(missing[:NAMED])}{more}; relative paths are relative to the list's "
             "folder); fix or remove those lines"
+        )
+    if not paths:
+        raise ConfigError(
+            f"{listing}: a .txt input is a list of image paths, one per line, and this one "
+            "lists none (it is empty, or all blank lines and # comments); write the images' "
+            "paths in it, or give the images or their folder instead"
         )
     return paths
 

@@ -37,6 +37,7 @@ horizontal, vertical and both), in any mode.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -47,7 +48,7 @@ import torch
 
 from segkit.build import check_size_multiple, resolve_device
 from segkit.config import checked_keywords
-from segkit.data.reading import is_deep_colour, pil_to_rgb, read_image
+from segkit.data.reading import decode_image, is_deep_colour, pil_to_rgb, read_image
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.native import (
@@ -204,22 +205,23 @@ class Predictor:
         """Probabilities of one image: ``(H, W)`` foreground probability for a binary model,
         the ``(K, H, W)`` softmax for a K-class one, float32, at the image's own size.
 
-        ``image`` is an image file (read as ``segkit predict`` reads it), a PIL image
-        (converted as a file is: :func:`as_rgb`), or a uint8 array of 0-255 pixels:
+        ``image`` is an image file's path (read as ``segkit predict`` reads it), its
+        bytes or a binary file object holding them (an upload: decoded as the file
+        would be), a PIL image (converted as a file is: :func:`as_rgb`), or a uint8
+        array of 0-255 pixels:
         ``(H, W, 3)`` RGB, ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or
         ``(H, W, 4)`` RGBA (the alpha channel dropped). Float arrays are refused: pass
         ``(x * 255).round().astype(np.uint8)`` for values in [0, 1].
 
         Raises:
-            DataError: the file cannot be read.
-            ConfigError: an array of another shape or dtype.
+            DataError: the file or bytes cannot be decoded.
+            ConfigError: an array of another shape or dtype, or another type.
         """
-        if not isinstance(image, np.ndarray) and not _is_pil(image):
-            image = read_image(Path(image))
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray | Any]) -> list[np.ndarray]:
-        """:meth:`predict` for several arrays or PIL images (batched as the mode allows)."""
+        """:meth:`predict` for several images of any kind it takes (batched as the mode
+        allows)."""
         return [p for _, _, p in self.predict_many((i, im) for i, im in enumerate(images))]
 
     def predict_many(
@@ -375,9 +377,19 @@ def as_rgb(image: Any) -> np.ndarray:
     ``(H, W)`` or ``(H, W, 1)`` grey (repeated into RGB) or ``(H, W, 4)`` RGBA (the alpha
     dropped).
 
+    A path (``str`` or path-like) is read by
+    :func:`~segkit.data.reading.read_image`, ``bytes`` (or a ``bytearray``, a
+    ``memoryview``, a binary file object) holding an image file by
+    :func:`~segkit.data.reading.decode_image`.
+
     Raises:
         ConfigError: another type, shape or dtype, saying what to pass instead.
+        DataError: a file or bytes that cannot be decoded.
     """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(Path(image))
+    if isinstance(image, (bytes, bytearray, memoryview)) or hasattr(image, "read"):
+        return decode_image(image)
     if _is_pil(image):
         if is_deep_colour(image) and getattr(image, "filename", ""):
             return read_image(Path(image.filename))  # PIL's load keeps the top 8 bits
@@ -385,8 +397,8 @@ def as_rgb(image: Any) -> np.ndarray:
         return pil_to_rgb(image)
     if not isinstance(image, np.ndarray):
         raise ConfigError(
-            f"predict: expected an image file path, a PIL image or a numpy array, got "
-            f"{type(image).__name__}"
+            f"predict: expected an image file path, an image file's bytes, a PIL image or a "
+            f"uint8 numpy array, got {type(image).__name__}"
         )
     if image.dtype != np.uint8:
         hint = (

@@ -494,6 +494,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def folder_given(path: Path) -> str:
+    """What to say of a folder given where a checkpoint file is expected: the file to
+    pass (its ``best.pt``, else its ``last.pt``), or that it holds neither."""
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return f"{path} is a folder; pass the checkpoint file in it: {path / name}" + (
+                " (the best epoch's weights)" if name == "best.pt" else ""
+            )
+    found = sorted(p.name for p in path.glob("*.pt"))[:3]
+    held = f"; its .pt files: {', '.join(found)}" if found else ""
+    return (
+        f"{path} is a folder without best.pt or last.pt{held}: pass the path of a best.pt "
+        "or last.pt in a run folder made by segkit run (a run writes them at the end of "
+        "its first epoch)"
+    )
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a segkit checkpoint with ``weights_only=True``.
 
@@ -503,6 +520,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
             unread). The message ends with what to do.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(folder_given(path))
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found. Pass the path of a best.pt or last.pt in a run "
