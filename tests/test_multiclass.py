@@ -7,6 +7,7 @@ test_multiclass_metrics.py."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from segkit import registry
 from segkit.config import RunConfig
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import read_raw_mask, read_sample, to_target
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.task import MultiClassMeter, Task, resolve
 
 SIZE = 64
@@ -258,10 +259,14 @@ def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     rgb[0, 0] = (250, 3, 3)  # antialiasing
     root = write_folder(tmp_path / "c", [rgb] * 4, "bg 0 0 0\nred 255 0 0\n")
     ds = registry.create("datasets", "folder", root)
-    with pytest.raises(DataError) as e:
-        read_sample(ds.samples("train")[0], ds.mask_spec)
+    sample = ds.samples("train")[0]
+    with pytest.raises(MaskValuesError) as e:  # a DataError carrying the colours
+        read_sample(sample, ds.mask_spec)
     msg = str(e.value)
     assert "m" in msg and "(250, 3, 3) on 1 pixel" in msg and "bg=(0, 0, 0), red=(255, 0, 0)" in msg
+    assert (e.value.colours, e.value.values, e.value.path) == (((250, 3, 3),), (), str(sample.mask))
+    back = pickle.loads(pickle.dumps(e.value))  # crosses a loader's workers whole
+    assert (type(back), back.colours, str(back)) == (MaskValuesError, ((250, 3, 3),), msg)
 
 
 def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
@@ -498,6 +503,18 @@ def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> N
     with pytest.raises(
         DataError, match=r"m[5-9]\.png: values \{7\} found.*3 classes: a, b, c; 255 ignored"
     ):
+        list(ld)
+
+
+def test_dali_names_an_rgb_mask_with_a_colour_outside_the_palette(tmp_path: Path) -> None:
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    good = colours[np.minimum(stripes(), 2)]
+    bad = good.copy()
+    bad[0, :3] = (255, 255, 255)
+    root = write_folder(tmp_path / "d", [good] * 5 + [bad] * 5, "a 0 0 0\nb 255 0 0\nc 0 0 255\n")
+    ds = registry.create("datasets", "folder", root, test_fraction=0.0, valid_fraction=0.0)
+    ld = registry.create("loaders", "dali", ds, "train", eval_recipe(), 10, train=False)
+    with pytest.raises(MaskValuesError, match=r"m[5-9]\.png: colours \(255, 255, 255\) on 3 "):
         list(ld)
 
 
