@@ -410,10 +410,10 @@ class RunConfig:
     def check_dataset_options(self, name: str) -> None:
         """Refuse a key of ``dataset_options`` that dataset plugin ``name`` (as
         :meth:`resolved_dataset` gives it) does not take, as :meth:`from_dict` with
-        ``check_options`` does when ``dataset`` is given: ``--dataset-opt foo=1: dataset
-        'folder' has no option 'foo'; it takes: ...`` (the close match too). For the layout
-        recognised from ``data``, which :meth:`from_dict` cannot know without reading the
-        folder; read before the plugin is built, so no option reaches it unchecked.
+        ``check_options`` does: ``--dataset-opt foo=1: dataset 'folder' has no option
+        'foo'; it takes: ...`` (the close match too), named as :func:`given_as` says. For a
+        configuration not read with ``check_options`` (built in Python, a plan's); read
+        before the plugin is built, so no option reaches it unchecked.
 
         Raises:
             ConfigError: every unknown key, one line each.
@@ -824,10 +824,13 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
     the key (``c.toml: [model_options] key 'encodr'``), or the flag (``--model-opt
     encodr=...``), with the close match and the options the plugin takes.
 
-    Read from the factory's signature (the plugin is imported); left to building the
-    plugin where it cannot be known here: a plugin not installed or that fails to import,
-    a factory taking ``**kwargs``, ``loss`` ``auto`` (decided by the dataset's classes),
-    a dataset recognised from the data folder (no ``dataset`` given).
+    Without ``dataset``, the dataset plugin is the layout that recognises the ``data``
+    folder (:func:`~segkit.data.layouts.detect_layout`), so a misspelt option of a file
+    with no ``dataset`` key is named with its table too. Read from the factory's signature
+    (the plugin is imported); left to building the plugin where it cannot be known here: a
+    plugin not installed or that fails to import, a factory taking ``**kwargs``, ``loss``
+    ``auto`` (decided by the dataset's classes), a ``data`` folder no layout (or more than
+    one) recognises (building says so).
     """
     from segkit import registry
     from segkit.errors import PluginError
@@ -838,7 +841,11 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
     for table, (kind, plugin_field) in _OPTION_TABLES.items():
         options = settings.get(table)
         name = settings.get(plugin_field, _defaults()[plugin_field])
-        if not options or not isinstance(options, dict) or not isinstance(name, str):
+        if not options or not isinstance(options, dict):
+            continue
+        if table == "dataset_options" and not name and isinstance(settings.get("data"), str):
+            name = _recognised_layout(settings["data"])
+        if not isinstance(name, str):
             continue
         if name == "auto":
             continue
@@ -867,6 +874,15 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
                 f"it takes: {', '.join(accepted) or 'no options'}"
             )
     return errors
+
+
+def _recognised_layout(data: str) -> str | None:
+    """The layout that recognises the folder ``data`` (as :meth:`RunConfig.resolved_dataset`
+    finds it), or None where none (or several) does: building the dataset says so."""
+    try:
+        return detect_layout(Path(data).expanduser())
+    except DataError:
+        return None
 
 
 def _file_settings(source: str) -> dict[str, Any]:
