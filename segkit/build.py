@@ -557,6 +557,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         skip_bad_samples=config.skip_bad_samples,
         batch_size=config.batch_size,
         world=runtime.dist.world,
+        options=config.dataset_options,
     )
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)

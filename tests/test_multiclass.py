@@ -273,7 +273,8 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     tmp_path: Path,
 ) -> None:
     """A flat colour the palette lacks (a white void border) gets both fixes: the ignore
-    colour, or one class more; antialiasing gets neither."""
+    colour (by the classes.txt ignore line, the one to use where classes.txt names the
+    classes, or by the option), or one class more; antialiasing gets neither."""
     from segkit.data.check import check_configured, format_report
 
     idx = stripes()
@@ -286,7 +287,9 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     assert "(255, 255, 255) is in no palette entry: declare what it is (below)" in text
     assert (
         "  - if (255, 255, 255) marks pixels to leave out of training and scores (void, "
-        "borders), pass --dataset-opt ignore_color=255,255,255\n"
+        f"borders), add the line 'ignore 255 255 255' to {root / 'classes.txt'} (use this: "
+        "that file declares your classes, and every command reads it), or pass "
+        "--dataset-opt ignore_color=255,255,255 to each command\n"
     ) in text
     assert (
         "  - if (255, 255, 255) is a class, name the classes (one class per colour): pass "
@@ -296,6 +299,31 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     config.dataset_options = {"ignore_color": "255,255,255"}
     report = check_configured(config, progress=False)
     assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    # The line the fix offers reads as the option does.
+    (root / "classes.txt").write_text("bg 0 0 0\nred 255 0 0\nblue 0 0 255\nignore 255 255 255\n")
+    report = check_configured(RunConfig(data=str(root)), progress=False)
+    assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    # A value-only ignore line: change it to carry the colour too.
+    (root / "classes.txt").write_text("bg 0 0 0\nred 255 0 0\nblue 0 0 255\nignore 254\n")
+    text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
+    assert (
+        f"borders), change {root / 'classes.txt'}: line 4 'ignore 254' to 'ignore 254 255 255 "
+        "255' (use this: that file declares your classes"
+    ) in text
+    # Classes given by option leave classes.txt unread: only the option works.
+    options = {"classes": "bg,red,blue", "palette": "0,0,0;255,0,0;0,0,255"}
+    config = RunConfig(data=str(root), dataset="folder", dataset_options=options)
+    text = format_report(check_configured(config, progress=False))
+    assert (
+        "borders), pass --dataset-opt ignore_color=255,255,255\n" in text
+        and "'ignore 255 255 255'" not in text
+    )
+    # A run refused for the colour offers the same fixes.
+    from segkit.data.prepare import ready_for_training
+
+    ds = registry.create("datasets", "folder", root)
+    with pytest.raises(DataError, match=r"to fix: if \(255, 255, 255\) marks .* change .*"):
+        ready_for_training(ds, name="folder", skip_bad_samples=False, batch_size=2, options={})
     rgb[0, :2] = (250, 3, 3)  # antialiasing: no class to declare
     root = write_folder(tmp_path / "a", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
     text = format_report(check_configured(RunConfig(data=str(root)), progress=False))

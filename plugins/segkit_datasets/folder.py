@@ -308,6 +308,27 @@ class FolderDataset:
             f"per line, class 0 first; rename the classes as you like):{body}"
         )
 
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        """``declare_ignore`` capability: the ``classes.txt`` ``ignore`` line that makes
+        ``colour`` the colour of ignored pixels, where the folder read with ``options``
+        takes its classes from its ``classes.txt`` (not from a ``classes`` option, which
+        leaves the file unread); ``""`` otherwise, or where the file's ignore line
+        declares a colour already."""
+        listed = Path(root) / "classes.txt"
+        if options.get("classes") is not None or not listed.is_file():
+            return ""
+        try:
+            declared = _read_classes_txt(listed)[3]
+        except DataError:  # a malformed file is reported for itself
+            return ""
+        rgb = " ".join(map(str, colour))
+        if declared is None:
+            return f"add the line 'ignore {rgb}' to {listed}"
+        if declared.colour is None and declared.value is not None:
+            return f"change {declared.where} to 'ignore {declared.value} {rgb}'"
+        return ""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
 

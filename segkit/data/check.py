@@ -23,7 +23,7 @@ import hashlib
 import io
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,7 +317,12 @@ def _read_all(
 
 
 def check_dataset(
-    dataset: Dataset, workers: int | None = None, *, name: str = "", progress: bool | None = None
+    dataset: Dataset,
+    workers: int | None = None,
+    *,
+    name: str = "",
+    progress: bool | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Read every sample of every split once and report on them.
 
@@ -327,6 +332,8 @@ def check_dataset(
         workers: Reading threads (default: one per core, up to 8).
         name: The dataset's plugin name, for the report.
         progress: A progress bar on stderr (default: when stderr is a terminal).
+        options: The dataset options it was created with, for the plugin's advice (its
+            ``declare_ignore``).
     """
     spec = dataset.mask_spec
     problems: list[Problem] = []
@@ -387,7 +394,9 @@ def check_dataset(
             st.foreground_fraction = st.foreground_pixels / st.pixels
 
     duplicates = _duplicates(by_digest, problems)
-    found = diagnosis_of([s.mask for s in seen if s.mask is not None], spec, name, dataset.root)
+    found = diagnosis_of(
+        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
+    )
     problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
     by_split = {split: [s.mask for s in seen if s.split == split and s.mask] for split in SPLITS}
     problems += [
@@ -600,7 +609,9 @@ def check_configured(
         dataset: Dataset = audit(data_path(config), **config.dataset_options)
     else:  # as segkit.build.build_dataset (which imports this module for auto loss weights)
         dataset = registry.create("datasets", name, data_path(config), **config.dataset_options)
-    report = check_dataset(dataset, workers, name=name, progress=progress)
+    report = check_dataset(
+        dataset, workers, name=name, progress=progress, options=config.dataset_options
+    )
     report.command = _run_command(config, report)
     return report
 

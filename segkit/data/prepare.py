@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from segkit.contracts import SPLITS, Dataset, Sample
 from segkit.data.check import coverage_warnings
@@ -100,6 +101,7 @@ def ready_for_training(
     batch_size: int,
     world: int = 1,
     workers: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
     """Check a run's data before its first step; return the dataset to train on (without
     the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
@@ -113,6 +115,8 @@ def ready_for_training(
         batch_size: Images per batch (per process).
         world: Processes training together (each reads ``ceil(n / world)`` samples).
         workers: Reading threads (default: :func:`default_threads`).
+        options: The dataset options it was created with, for the plugin's advice (its
+            ``declare_ignore``).
 
     Raises:
         DataError: masks hold values the dataset does not declare (all of them counted,
@@ -153,7 +157,7 @@ def ready_for_training(
         )
 
     found = diagnosis_of(
-        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root
+        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root, options
     )
     if found.refused:
         fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
