@@ -158,7 +158,8 @@ def build_dataset(config: RunConfig) -> Dataset:
         if not config.skip_bad_samples:
             raise
         raise DataError(
-            f"{e} (--skip-bad-samples leaves out files that cannot be decoded; it does not "
+            f"{e} ({named('skip_bad_samples', True)} leaves out files that cannot be decoded; "
+            "it does not "
             "pair or drop an image without its mask: fix the layout as said)"
         ) from None
 

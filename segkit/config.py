@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import shlex
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -548,8 +549,26 @@ def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False)
     (:func:`given_as`): ``image_size=64`` from Python, ``--image-size 64`` on the command
     line: the field's flag for a :class:`RunConfig` field, else ``--`` and the name with
     ``-`` (the options of :mod:`segkit.inference.options`). The value is its ``repr``;
-    ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes)."""
+    ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes); a switch
+    field's True is the flag alone (``--skip-bad-samples``), its False the ``--no-`` form."""
     return _named(key, value, _GIVEN_AS.get(), as_typed=as_typed)
+
+
+def named_options(table: str, options: dict[str, Any]) -> str:
+    """Options of the table ``table`` of a :class:`RunConfig` (``dataset_options``,
+    ``loss_options``...) as a message names them, the way settings are given
+    (:func:`given_as`), as :func:`named` names a setting: ``dataset_options={'classes':
+    'a,b'}`` from Python, ``--dataset-opt classes=a,b`` on the command line (a flag per
+    option, quoted for the shell where it needs it: ``--dataset-opt 'palette=0,0,0;...'``).
+    A value is its ``repr`` in Python; on the command line a string as typed, anything
+    else in JSON (as :func:`parse_options` reads it: ``weight=[0.5,2.0]``)."""
+    if _GIVEN_AS.get() == PYTHON:
+        return f"{table}={{{', '.join(f'{k!r}: {v!r}' for k, v in options.items())}}}"
+
+    def typed(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    return " ".join(f"{flag(table)} {shlex.quote(f'{k}={typed(v)}')}" for k, v in options.items())
 
 
 def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
@@ -560,6 +579,8 @@ def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
     name = flag(key) if key in fields else "--" + key.replace("_", "-")
     if value is dataclasses.MISSING:
         return name
+    if isinstance(value, bool) and key in fields and field_types()[key] is bool:
+        return name if value else "--no-" + name.removeprefix("--")  # a switch
     return f"{name} {value if as_typed else repr(value)}"
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from segkit import recipes as R
 from segkit import registry
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import read_raw_mask, read_sample, to_target
 from segkit.errors import ConfigError, DataError, MaskValuesError
@@ -238,14 +238,22 @@ def test_data_check_declares_the_grey_values_of_spread_masks(tmp_path: Path) -> 
         check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
     )
     assert "masks of 4 classes whose grey values are 0, 50, 100, 150, not 0..3" in text
+    assert (  # from Python (segkit.check_data), the keyword; `segkit data check`, the flags
+        "pass dataset_options={'classes': 'background,class_1,class_2,class_3', "
+        "'values': '0,50,100,150'}, or write"
+    ) in text
+    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
+    with given_as(COMMAND_LINE):
+        text = format_report(
+            check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+        )
     assert (
         "pass --dataset-opt classes=background,class_1,class_2,class_3 "
         "--dataset-opt values=0,50,100,150, or write"
     ) in text
-    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
     named = RunConfig(data=str(root), dataset="folder", dataset_options={"classes": "a,b,c,d"})
     text = format_report(check_configured(named, progress=False))
-    assert "--dataset-opt classes=a,b,c,d --dataset-opt values=0,50,100,150" in text
+    assert "dataset_options={'classes': 'a,b,c,d', 'values': '0,50,100,150'}" in text
     (root / "classes.txt").write_text("a 0\nb 50\nc 100\nd 150\n")
     report = check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
     assert report.ok and report.classes == ["a", "b", "c", "d"]
@@ -283,13 +291,14 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     rgb[idx == IGNORE_INDEX] = (255, 255, 255)
     root = write_folder(tmp_path / "c", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
     config = RunConfig(data=str(root), dataset="folder")
-    text = format_report(check_configured(config, progress=False))
+    with given_as(COMMAND_LINE):  # as `segkit data check` words it
+        text = format_report(check_configured(config, progress=False))
     assert "(255, 255, 255) is in no palette entry: declare what it is (below)" in text
     assert (
         "  - if (255, 255, 255) marks pixels to leave out of training and scores (void, "
         f"borders), add the line 'ignore 255 255 255' to {root / 'classes.txt'} (use this: "
         "that file declares your classes, and every command reads it), or pass "
-        "--dataset-opt ignore_color=255,255,255 to each command\n"
+        "--dataset-opt ignore_color=255,255,255 each time\n"
     ) in text
     assert (
         "  - if (255, 255, 255) is a class, name the classes (one class per colour): pass "
@@ -314,8 +323,8 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     options = {"classes": "bg,red,blue", "palette": "0,0,0;255,0,0;0,0,255"}
     config = RunConfig(data=str(root), dataset="folder", dataset_options=options)
     text = format_report(check_configured(config, progress=False))
-    assert (
-        "borders), pass --dataset-opt ignore_color=255,255,255\n" in text
+    assert (  # from Python (segkit.check_data): the keyword
+        "borders), pass dataset_options={'ignore_color': '255,255,255'}\n" in text
         and "'ignore 255 255 255'" not in text
     )
     # A run refused for the colour offers the same fixes.
@@ -370,7 +379,7 @@ def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
     # The same value as a flag agrees; another is an error naming both.
     assert registry.create("datasets", "folder", root, ignore=254).mask_spec == ds.mask_spec
     for flag, said in ((253, "ignore=253"), (None, "ignore=null")):
-        with pytest.raises(ConfigError) as e:
+        with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
             registry.create("datasets", "folder", root, ignore=flag)
         assert str(e.value) == (
             f"--dataset-opt {said} and {root / 'classes.txt'}: line 4 'Ignore 254' both "
@@ -389,8 +398,8 @@ def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
     assert np.array_equal(m, stripes())
     same = registry.create("datasets", "folder", root, ignore_color="255,255,255")
     assert same.mask_spec == ds.mask_spec
-    with pytest.raises(ConfigError, match=r"--dataset-opt ignore_color=1,2,3 and .*classes.txt: "
-                       r"line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^dataset_options=\{'ignore_color': '1,2,3'\} and "
+                       r".*classes.txt: line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
         registry.create("datasets", "folder", root, ignore_color="1,2,3")
     # Value and colour at once.
     (root / "classes.txt").write_text(palette + "ignore 250 255 255 255\n")
@@ -663,7 +672,8 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     weights = report.suggestions["class_weights"]["value"]
     assert weights[1] == weights[2] and weights[0] < weights[1]
     text = format_report(report)
-    assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
+    assert "3 classes: bg, road, car" in text and "loss_options={'weight': [" in text
+    assert report.suggestions["class_weights"]["option"].startswith("loss_options={'weight': [")
 
 
 def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segkit.config import data_path
+from segkit.config import data_path, named, named_options
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import (
     MaskInfo,
@@ -502,7 +502,8 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
                     "class_absent",
                     root,
                     f"{root}: class {name} has no pixels in any split: no mask holds its "
-                    f"value; check the class list (classes.txt or --dataset-opt classes=...), "
+                    "value; check the class list (classes.txt or "
+                    f"{named_options('dataset_options', {'classes': '...'})}), "
                     "or label some pixels of it",
                 )
             )
@@ -545,7 +546,8 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
                     f"{root}: class {name} is {_percent(n / labelled)} of the labelled train "
                     f"pixels ({plural(n, 'pixel')}): too few to learn it well at this size; "
                     "check that it is labelled everywhere it shows, train at a larger "
-                    "--image-size, or weigh it up (--loss-opt weight=...)",
+                    f"{named('image_size')}, or weigh it up "
+                    f"({named_options('loss_options', {'weight': '...'})})",
                 )
             )
     return out
@@ -702,9 +704,10 @@ def _suggestions(
             size = MAX_SUGGESTED_SIZE
             why += (
                 f", capped at {MAX_SUGGESTED_SIZE} (memory and time per image grow with the "
-                "square of the size; go higher with --image-size if the objects are small)"
+                f"square of the size; go higher with {named('image_size')} if the objects "
+                "are small)"
             )
-        out["image_size"] = {"value": size, "why": why, "option": f"--image-size {size}"}
+        out["image_size"] = {"value": size, "why": why, "option": named("image_size", size)}
     train = splits["train"]
     if refused:
         return out
@@ -722,7 +725,8 @@ def _suggestions(
                 "why": f"train background/foreground pixels = {bg}/{fg} "
                 f"(foreground {fg / train.pixels:.1%}); weighs BCE's foreground terms up to "
                 "balance the classes",
-                "option": f"--loss-opt pos_weight={value} (or pos_weight=auto)",
+                "option": f"{named_options('loss_options', {'pos_weight': value})} (or "
+                f"{named_options('loss_options', {'pos_weight': 'auto'})})",
             }
         else:
             out["pos_weight"] = {
@@ -757,11 +761,10 @@ def _class_weights(pixels: dict[str, int], spec: MaskSpec) -> dict[str, Any]:
             f"; a weight over {HEAVY_WEIGHT} ({', '.join(heavy)}) lets a few pixels drive the "
             f"loss: if training swings, cap it (e.g. at {HEAVY_WEIGHT})"
         )
-    value = "[" + ",".join(f"{w:g}" for w in weights) + "]"
     return {
         "value": weights,
         "why": why,
-        "option": f"--loss-opt weight={value} (losses ce and ce_dice)",
+        "option": f"{named_options('loss_options', {'weight': weights})} (losses ce and ce_dice)",
     }
 
 
@@ -819,7 +822,7 @@ def train_class_weights(dataset: Dataset, workers: int | None = None) -> list[fl
     if not spec.is_multiclass:
         raise DataError(
             f"{dataset.root}: weight=auto weighs classes, and this dataset is binary; use "
-            "--loss-opt pos_weight=auto with a binary loss"
+            f"{named_options('loss_options', {'pos_weight': 'auto'})} with a binary loss"
         )
 
     def count(split: str, sample: Sample) -> dict[int, int]:
@@ -943,7 +946,7 @@ def format_report(report: Report) -> str:
             files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
             then += (
                 f" (or leave the {files} that cannot be decoded out: a run with "
-                f"--skip-bad-samples skips {them})"
+                f"{named('skip_bad_samples', True)} skips {them})"
             )
         lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from segkit.config import named, named_options
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import (
     UNREADABLE_ADVICE,
@@ -359,7 +360,7 @@ def diagnose(
     fixed = (
         f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
         "other classes: save these masks in that encoding, or name another layout with "
-        "--dataset"
+        f"{named('dataset')}"
     )
     if groups["colour"]:
         parts.append(
@@ -489,14 +490,14 @@ def _ignore_fix(
     ``ignore_color`` option; either alone where only it works; ``""`` where neither."""
     line = declare_ignore(colour) if declare_ignore is not None else ""
     option = (
-        f"pass --dataset-opt ignore_color={','.join(map(str, colour))}"
+        f"pass {named_options('dataset_options', {'ignore_color': ','.join(map(str, colour))})}"
         if ignore_color_option
         else ""
     )
     if line and option:
         return (
             f"{line} (use this: that file declares your classes, and every command reads "
-            f"it), or {option} to each command"
+            f"it), or {option} each time"
         )
     return line or option
 
@@ -658,9 +659,9 @@ def _binary_among_classes(
     declare = ""
     if values_option:
         values = ",".join(map(str, [*range(k), IGNORE_INDEX]))
-        declare = (
-            f", or, if {IGNORE_INDEX} is a class of its own, declare it: --dataset-opt "
-            f"classes={','.join([*classes, f'class_{k}'])} --dataset-opt values={values}"
+        declare = f", or, if {IGNORE_INDEX} is a class of its own, declare it: " + named_options(
+            "dataset_options",
+            {"classes": ",".join([*classes, f"class_{k}"]), "values": values},
         )
     is_, are = ("is", "are") if declared else ("would be", "would be")
     return [
@@ -738,7 +739,7 @@ def _void_border(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
         "ignore (objects' borders), but a binary dataset reads every value but "
         f"{spec.background} as foreground, so those borders are trained as object. If 255 "
         "means ignore, declare the two classes (255 is then left out of loss and metrics): "
-        "--dataset-opt classes=background,object"
+        + named_options("dataset_options", {"classes": "background,object"})
     ]
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segkit.config import named
 from segkit.contracts import SPLITS, Dataset, Sample
 from segkit.data.check import coverage_warnings
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
@@ -153,7 +154,8 @@ def ready_for_training(
             rest = [Path(_file_of(why)) for _, _, why in unreadable[1:]]
             more = f" ({len(rest)} more unreadable files: {_names(rest)})"
         raise DataError(
-            f"{first}{more}; pass --skip-bad-samples to leave unreadable files out ({check})"
+            f"{first}{more}; pass {named('skip_bad_samples', True)} to leave unreadable files "
+            f"out ({check})"
         )
 
     found = diagnosis_of(
@@ -278,7 +280,7 @@ def _check_split_sizes(
     for split in SPLITS:
         n = len(dataset.samples(split))
         out = left_out[split]
-        why = f" after --skip-bad-samples left out {out} unreadable" if out else ""
+        why = f" after {named('skip_bad_samples', True)} left out {out} unreadable" if out else ""
         fix = (
             f"fix or replace the unreadable files (listed by `segkit data check --data {root}`)"
             if out
@@ -296,7 +298,8 @@ def _check_split_sizes(
         if out and each < batch_size:
             raise DataError(
                 f"{root}: split 'train' has {n} samples{why}, fewer than a batch "
-                f"(--batch-size {batch_size}{ranks}); {fix}, or lower --batch-size to {each}"
+                f"({named('batch_size', batch_size)}{ranks}); {fix}, or lower "
+                f"{named('batch_size')} to {each}"
             )
         if each == 1 and batch_size > 1:  # its lone batch of one is dropped: no step at all
             raise DataError(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.config import checked_keywords
+from segkit.config import checked_keywords, named, named_options
 from segkit.contracts import MaskSpec
 from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
@@ -141,12 +141,13 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         held = (
             "colours outside its palette: the folder is likely labelled with other classes "
             "or colours than the model's; evaluate on data with the model's classes, or "
-            "declare the colours this data uses (its classes.txt, or --dataset-opt palette=)"
+            "declare the colours this data uses (its classes.txt, or "
+            f"{named_options('dataset_options', {'palette': '...'})})"
             if colours
             else "other values: the folder is likely labelled with other classes than the "
             "model's (a K-class set read by a binary layout?); evaluate on data with the "
-            "model's classes, or name the layout that reads it with --dataset (and its "
-            "--dataset-opt)"
+            f"model's classes, or name the layout that reads it with {named('dataset')} (and "
+            f"its {named('dataset_options')})"
         )
         raise MaskValuesError(
             f"{e}. The model predicts {trained.task.describe()} and dataset "
@@ -193,7 +194,8 @@ def _check_classes(trained: Trained, dataset: Any) -> None:
     raise ConfigError(
         f"{trained.path}: the model predicts {trained.task.describe()}, but dataset "
         f"'{trained.config.resolved_dataset()}' {dataset.root} is {data_task.describe()}; "
-        "evaluate it on data with the same classes (--dataset-opt target=... where the "
+        "evaluate it on data with the same classes "
+        f"({named_options('dataset_options', {'target': '...'})} where the "
         "dataset offers one)"
     )
 
