@@ -310,7 +310,7 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     # --resume with more time trains on: the limit counts from the resumed process's start.
     more = resume(tmp_path / "mt", max_time="1h", quiet=True)
     assert slow_epochs == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by is None
+    assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by == "epochs"
 
 
 @pytest.mark.slow

@@ -952,7 +952,7 @@ class Run:
             best_value=stopper.best,
             stopped_early=self.stopped_by() is not None,
             stop_reason=_stop_reason(stopper, self.time_stop),
-            stopped_by=self.stopped_by(),
+            stopped_by=self.stopped_by() or "epochs",
             cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
