@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from segkit import registry
 from segkit import task as task_mod
-from segkit.config import RunConfig, data_path, named
+from segkit.config import RunConfig, data_path, named, named_options
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.data.prepare import ready_for_training
 from segkit.data.sampling import per_rank
@@ -301,7 +301,8 @@ def resolve_loss_options(
     if options.get("pos_weight") == "auto":
         if dataset is None:
             raise ConfigError(
-                "--loss-opt pos_weight=auto needs the dataset to compute it from; give a number"
+                f"{named_options('loss_options', {'pos_weight': 'auto'})} needs the dataset to "
+                "compute it from; give a number"
             )
         from segkit.data.check import train_pos_weight
 
@@ -309,7 +310,8 @@ def resolve_loss_options(
     if options.get("weight") == "auto":
         if dataset is None:
             raise ConfigError(
-                "--loss-opt weight=auto needs the dataset to compute it from; give a list"
+                f"{named_options('loss_options', {'weight': 'auto'})} needs the dataset to "
+                "compute it from; give a list"
             )
         from segkit.data.check import train_class_weights
 
