@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from segkit import registry
 from segkit import task as task_mod
-from segkit.config import RunConfig, data_path, named
+from segkit.config import RunConfig, data_path, named, named_options
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.data.prepare import ready_for_training
 from segkit.data.sampling import per_rank
@@ -158,7 +158,8 @@ def build_dataset(config: RunConfig) -> Dataset:
         if not config.skip_bad_samples:
             raise
         raise DataError(
-            f"{e} (--skip-bad-samples leaves out files that cannot be decoded; it does not "
+            f"{e} ({named('skip_bad_samples', True)} leaves out files that cannot be decoded; "
+            "it does not "
             "pair or drop an image without its mask: fix the layout as said)"
         ) from None
 
@@ -300,7 +301,8 @@ def resolve_loss_options(
     if options.get("pos_weight") == "auto":
         if dataset is None:
             raise ConfigError(
-                "--loss-opt pos_weight=auto needs the dataset to compute it from; give a number"
+                f"{named_options('loss_options', {'pos_weight': 'auto'})} needs the dataset to "
+                "compute it from; give a number"
             )
         from segkit.data.check import train_pos_weight
 
@@ -308,7 +310,8 @@ def resolve_loss_options(
     if options.get("weight") == "auto":
         if dataset is None:
             raise ConfigError(
-                "--loss-opt weight=auto needs the dataset to compute it from; give a list"
+                f"{named_options('loss_options', {'weight': 'auto'})} needs the dataset to "
+                "compute it from; give a list"
             )
         from segkit.data.check import train_class_weights
 
@@ -579,6 +582,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         skip_bad_samples=config.skip_bad_samples,
         batch_size=config.batch_size,
         world=runtime.dist.world,
+        options=config.dataset_options,
     )
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import shlex
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -410,10 +411,10 @@ class RunConfig:
     def check_dataset_options(self, name: str) -> None:
         """Refuse a key of ``dataset_options`` that dataset plugin ``name`` (as
         :meth:`resolved_dataset` gives it) does not take, as :meth:`from_dict` with
-        ``check_options`` does when ``dataset`` is given: ``--dataset-opt foo=1: dataset
-        'folder' has no option 'foo'; it takes: ...`` (the close match too). For the layout
-        recognised from ``data``, which :meth:`from_dict` cannot know without reading the
-        folder; read before the plugin is built, so no option reaches it unchecked.
+        ``check_options`` does: ``--dataset-opt foo=1: dataset 'folder' has no option
+        'foo'; it takes: ...`` (the close match too), named as :func:`given_as` says. For a
+        configuration not read with ``check_options`` (built in Python, a plan's); read
+        before the plugin is built, so no option reaches it unchecked.
 
         Raises:
             ConfigError: every unknown key, one line each.
@@ -548,8 +549,26 @@ def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False)
     (:func:`given_as`): ``image_size=64`` from Python, ``--image-size 64`` on the command
     line: the field's flag for a :class:`RunConfig` field, else ``--`` and the name with
     ``-`` (the options of :mod:`segkit.inference.options`). The value is its ``repr``;
-    ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes)."""
+    ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes); a switch
+    field's True is the flag alone (``--skip-bad-samples``), its False the ``--no-`` form."""
     return _named(key, value, _GIVEN_AS.get(), as_typed=as_typed)
+
+
+def named_options(table: str, options: dict[str, Any]) -> str:
+    """Options of the table ``table`` of a :class:`RunConfig` (``dataset_options``,
+    ``loss_options``...) as a message names them, the way settings are given
+    (:func:`given_as`), as :func:`named` names a setting: ``dataset_options={'classes':
+    'a,b'}`` from Python, ``--dataset-opt classes=a,b`` on the command line (a flag per
+    option, quoted for the shell where it needs it: ``--dataset-opt 'palette=0,0,0;...'``).
+    A value is its ``repr`` in Python; on the command line a string as typed, anything
+    else in JSON (as :func:`parse_options` reads it: ``weight=[0.5,2.0]``)."""
+    if _GIVEN_AS.get() == PYTHON:
+        return f"{table}={{{', '.join(f'{k!r}: {v!r}' for k, v in options.items())}}}"
+
+    def typed(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    return " ".join(f"{flag(table)} {shlex.quote(f'{k}={typed(v)}')}" for k, v in options.items())
 
 
 def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
@@ -560,6 +579,8 @@ def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
     name = flag(key) if key in fields else "--" + key.replace("_", "-")
     if value is dataclasses.MISSING:
         return name
+    if isinstance(value, bool) and key in fields and field_types()[key] is bool:
+        return name if value else "--no-" + name.removeprefix("--")  # a switch
     return f"{name} {value if as_typed else repr(value)}"
 
 
@@ -824,10 +845,13 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
     the key (``c.toml: [model_options] key 'encodr'``), or the flag (``--model-opt
     encodr=...``), with the close match and the options the plugin takes.
 
-    Read from the factory's signature (the plugin is imported); left to building the
-    plugin where it cannot be known here: a plugin not installed or that fails to import,
-    a factory taking ``**kwargs``, ``loss`` ``auto`` (decided by the dataset's classes),
-    a dataset recognised from the data folder (no ``dataset`` given).
+    Without ``dataset``, the dataset plugin is the layout that recognises the ``data``
+    folder (:func:`~segkit.data.layouts.detect_layout`), so a misspelt option of a file
+    with no ``dataset`` key is named with its table too. Read from the factory's signature
+    (the plugin is imported); left to building the plugin where it cannot be known here: a
+    plugin not installed or that fails to import, a factory taking ``**kwargs``, ``loss``
+    ``auto`` (decided by the dataset's classes), a ``data`` folder no layout (or more than
+    one) recognises (building says so).
     """
     from segkit import registry
     from segkit.errors import PluginError
@@ -838,7 +862,11 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
     for table, (kind, plugin_field) in _OPTION_TABLES.items():
         options = settings.get(table)
         name = settings.get(plugin_field, _defaults()[plugin_field])
-        if not options or not isinstance(options, dict) or not isinstance(name, str):
+        if not options or not isinstance(options, dict):
+            continue
+        if table == "dataset_options" and not name and isinstance(settings.get("data"), str):
+            name = _recognised_layout(settings["data"])
+        if not isinstance(name, str):
             continue
         if name == "auto":
             continue
@@ -867,6 +895,15 @@ def _option_errors(settings: dict[str, Any], where: _Where) -> list[str]:
                 f"it takes: {', '.join(accepted) or 'no options'}"
             )
     return errors
+
+
+def _recognised_layout(data: str) -> str | None:
+    """The layout that recognises the folder ``data`` (as :meth:`RunConfig.resolved_dataset`
+    finds it), or None where none (or several) does: building the dataset says so."""
+    try:
+        return detect_layout(Path(data).expanduser())
+    except DataError:
+        return None
 
 
 def _file_settings(source: str) -> dict[str, Any]:

@@ -62,8 +62,9 @@ parameter segkit passes is reported by name, before any run.
 returning a :class:`Dataset`; see :class:`DatasetFactory`. A dataset that can make its
 own data declares ``generate``; one that can download it declares ``fetch``. A layout
 that a ``--data`` folder may be in declares ``recognizes`` and ``layout``, so a run
-without ``--dataset`` finds it; ``audit`` and ``declare_classes`` let ``segkit data
-check`` list every problem at once and say how to name the classes it finds.
+without ``--dataset`` finds it; ``audit``, ``declare_classes`` and ``declare_ignore``
+let ``segkit data check`` list every problem at once and say how to name the classes
+(and the ignored pixels) it finds.
 """
 
 from __future__ import annotations
@@ -353,6 +354,13 @@ class DatasetFactory(Protocol):
       A factory whose ``declare_classes`` also takes ``values: list[int] | None = None``
       (each class's grey value in the masks, for masks of ``0, 50, 100, ...``) gets them
       where the masks' classes are not ``0..K-1``.
+    * ``declare_ignore(root: Path, colour: tuple[int, int, int], **options) -> str``: how a
+      user declares ``colour`` the colour of ignored pixels in the RGB masks of the folder
+      ``root`` read with these dataset ``options``, in the layout's own files (the
+      ``classes.txt`` ``ignore`` line), as words to print; ``""`` where the layout reads
+      no such file with those options. ``segkit data check`` and a run refused for a colour
+      outside the palette offer it, before the ``ignore_color`` option where the factory
+      takes one.
     """
 
     def __call__(self, root: Path | None, **options: Any) -> Dataset: ...
@@ -597,6 +605,7 @@ CONTRACTS: dict[str, FactoryContract] = {
             ("layout", None),
             ("audit", None),
             ("declare_classes", None),
+            ("declare_ignore", None),
             ("near_miss", None),
         ),
     ),

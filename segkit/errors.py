@@ -34,22 +34,31 @@ class DataError(SegkitError):
 
 class MaskValuesError(DataError):
     """A mask holds values outside those its dataset declares
-    (:func:`segkit.data.reading.check_mask_values`): ``values`` are the ones found outside,
-    ``path`` the mask file. ``segkit evaluate`` catches it to say that the data is likely
-    labelled with other classes than the model's.
+    (:func:`segkit.data.reading.check_mask_values`), or an RGB colour mask holds colours
+    outside its palette (:func:`segkit.data.reading.colours_to_raw`): ``values`` are the
+    raw values found outside, ``colours`` the ``(r, g, b)`` colours found outside (one of
+    the two is empty), ``path`` the mask file. ``segkit evaluate`` catches it to say that
+    the data is likely labelled with other classes than the model's.
 
-    It pickles with its values (:meth:`__reduce__`), so it crosses a loader's worker
-    processes whole; built from a message alone (as torch re-raises a worker's exception
-    type from its text) it has no values but keeps its type.
+    It pickles with its values and colours (:meth:`__reduce__`), so it crosses a loader's
+    worker processes whole; built from a message alone (as torch re-raises a worker's
+    exception type from its text) it has neither but keeps its type.
     """
 
-    def __init__(self, message: str, values: tuple[int, ...] = (), path: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        values: tuple[int, ...] = (),
+        path: str | None = None,
+        colours: tuple[tuple[int, int, int], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.values = tuple(values)
         self.path = path
+        self.colours = tuple(colours)
 
-    def __reduce__(self) -> tuple[type, tuple[str, tuple[int, ...], str | None]]:
-        return type(self), (str(self), self.values, self.path)
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (str(self), self.values, self.path, self.colours)
 
 
 class PluginError(SegkitError):

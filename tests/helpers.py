@@ -86,7 +86,7 @@ def run_folder(
     done: int | None = None,
     valid: tuple[float, ...] = (0.5, 0.7, 0.6),
     finished: bool = True,
-    stopped_by: str | None = None,
+    stopped_by: str = "epochs",
     threads: str | int = "auto",
     used_threads: int | None = 2,
     last_pt: bool = False,
@@ -96,8 +96,8 @@ def run_folder(
     (a tiny ``timm_unet`` on ``data`` at 32 px; ``resolved.threads`` is ``used_threads``,
     left out where None, as older runs did), ``metrics.csv`` with ``done`` epochs (default
     ``epochs``; their valid Dice from ``valid``), ``best.pt`` (random weights) and, when
-    ``finished``, ``summary.json`` and ``summary.txt`` (``stopped_by``: ``patience``,
-    ``max_time`` or None). ``last_pt``: a ``last.pt`` too (a copy of ``best.pt``)."""
+    ``finished``, ``summary.json`` and ``summary.txt`` (``stopped_by``: ``epochs``,
+    ``patience`` or ``max_time``). ``last_pt``: a ``last.pt`` too (a copy of ``best.pt``)."""
     from segkit.training.run_folder import RunFolder, RunResult
 
     done = epochs if done is None else done
@@ -150,7 +150,7 @@ def run_folder(
             6.0,
             history,
             epochs_run=done,
-            stopped_early=stopped_by is not None,
+            stopped_early=stopped_by != "epochs",
             stopped_by=stopped_by,
         )
         folder.write_summary(config, result, resolved)

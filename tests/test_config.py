@@ -490,6 +490,26 @@ def test_a_misspelt_option_in_a_files_table_names_the_file_and_the_table(tmp_pat
     assert RunConfig.from_dict({"model_options": {"initt": 1}}).model_options == {"initt": 1}
 
 
+def test_a_files_dataset_option_without_a_dataset_key_is_named_with_its_table(
+    tmp_path, tiny_pets, capsys
+):
+    """No `dataset` key: the options are checked against the layout the data folder is
+    recognised as, and named as written (the table), a flag over the file as the flag."""
+    c = tmp_path / "c.toml"
+    c.write_text(f'data = "{tiny_pets}"\n[dataset_options]\nvalid_fracton = 0.3\n')
+    err = _cli_error(capsys, ["run", "--config", str(c), "--dataset-opt", "targt=trimap"])
+    assert err.splitlines()[1:] == [
+        f"  - {c}: [dataset_options] key 'valid_fracton': dataset 'oxford_pet' has no option "
+        "'valid_fracton' (did you mean 'valid_fraction'?); it takes: valid_fraction, "
+        "split_seed, target",
+        "  - --dataset-opt targt=\"trimap\": dataset 'oxford_pet' has no option 'targt' (did "
+        "you mean 'target'?); it takes: valid_fraction, split_seed, target",
+    ]
+    # A folder no layout recognises is left to building the dataset, which says so.
+    settings = {"data": str(tmp_path), "dataset_options": {"x": 1}}
+    assert RunConfig.from_dict(settings, check_options=True).dataset_options == {"x": 1}
+
+
 def test_a_misspelt_option_is_an_unknown_setting_as_a_misspelt_key_is(tmp_path):
     # An option table's unknown key is a typo like a field's: UnknownSettingError (also a
     # TypeError), with its close match; a bad value alone stays a plain ConfigError.

@@ -246,11 +246,14 @@ def test_pos_weight_weighs_bce() -> None:
 
 def test_pos_weight_auto_without_dataset_is_refused() -> None:
     from segkit.build import build_loss
-    from segkit.config import RunConfig
+    from segkit.config import COMMAND_LINE, RunConfig, given_as
     from segkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="pos_weight=auto needs the dataset"):
-        build_loss(RunConfig(loss_options={"pos_weight": "auto"}))
+    config = RunConfig(loss_options={"pos_weight": "auto"})
+    with pytest.raises(ConfigError, match=r"^loss_options=\{'pos_weight': 'auto'\} needs the"):
+        build_loss(config)  # from Python: the keyword
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match="^--loss-opt pos_weight=auto"):
+        build_loss(config)
 
 
 @pytest.mark.slow

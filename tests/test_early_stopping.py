@@ -298,19 +298,19 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
         lines[-1].startswith("epoch   4/8")
         and "time limit: stopping, epoch 5 would end" in (lines[-1])
     )
-    assert lines[-1].endswith("past --max-time 7m30s")
+    assert lines[-1].endswith("past max_time='7m30s'")  # from Python: the keyword
     assert not any("time limit" in x for x in lines[:-1])
     summary = json.loads((tmp_path / "mt" / "summary.json").read_text())
     assert summary["stopped_early"] is True and summary["stopped_by"] == "max_time"
-    assert summary["epochs_run"] == 4 and summary["stop_reason"].startswith("--max-time: epoch 5")
+    assert summary["epochs_run"] == 4 and summary["stop_reason"].startswith("max_time: epoch 5")
     assert result.stopped_by == "max_time" and result.test["dice"] >= 0
-    assert "stopped by --max-time after epoch 4" in (tmp_path / "mt" / "summary.txt").read_text()
+    assert "stopped by max_time after epoch 4" in (tmp_path / "mt" / "summary.txt").read_text()
     assert ckpt_io.load(tmp_path / "mt" / "last.pt")["epoch"] == 4  # written at the stop
 
     # --resume with more time trains on: the limit counts from the resumed process's start.
     more = resume(tmp_path / "mt", max_time="1h", quiet=True)
     assert slow_epochs == [1, 2, 3, 4, 5, 6, 7, 8]
-    assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by is None
+    assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by == "epochs"
 
 
 @pytest.mark.slow

@@ -124,15 +124,50 @@ def test_other_classes_are_recognised_by_type_across_loader_workers(
     assert "Traceback" not in str(caught.value)
 
 
+@pytest.mark.parametrize("options", [{"num_workers": 2}, {"mode": "resize"}])
+def test_rgb_masks_with_colours_outside_the_palette_are_told_as_other_colours(
+    tmp_path: Path, options: dict
+) -> None:
+    """A 3-class model on RGB colour masks holding a colour its palette lacks: the same
+    MaskValuesError, carrying the colours, with advice for colours (through the loader's
+    worker processes, and through the predictor)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "rgb"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background 0 0 0\npet 255 0 0\ncollar 0 0 255\n")
+    for i in range(6):
+        Image.fromarray(np.full((32, 32, 3), 40 + i, np.uint8)).save(root / "images" / f"m{i}.png")
+        mask = np.zeros((32, 32, 3), np.uint8)
+        mask[8:16] = (255, 0, 0)
+        mask[16:] = (255, 255, 255)  # a void colour the palette lacks
+        Image.fromarray(mask).save(root / "masks" / f"m{i}.png")
+    ckpt = save_checkpoint(tmp_path / "best.pt", task=COLLAR)
+    with pytest.raises(MaskValuesError) as caught:
+        segkit.evaluate(ckpt, data=str(root), split="train", **{**FAST, **options})
+    assert caught.value.colours == ((255, 255, 255),) and caught.value.values == ()
+    message = str(caught.value)
+    assert "colours (255, 255, 255) on 512 pixels are not in the dataset's palette" in message
+    assert "but these masks hold colours outside its palette: the folder is likely labelled" in (
+        message
+    )
+    assert "Traceback" not in message
+
+
 def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> None:
     error = MaskValuesError("m.png: values {4} found, masks of this dataset hold 1", (4,), "m.png")
     back = pickle.loads(pickle.dumps(error))
-    assert (type(back), str(back), back.values, back.path) == (
+    assert (type(back), str(back), back.values, back.path, back.colours) == (
         MaskValuesError,
         str(error),
         (4,),
         "m.png",
+        (),
     )
+    error = MaskValuesError("m.png: colours ...", path="m.png", colours=((1, 2, 3),))
+    assert pickle.loads(pickle.dumps(error)).colours == ((1, 2, 3),)
     # torch re-raises a worker's exception as type(message): the type survives that too.
     assert isinstance(MaskValuesError("Caught MaskValuesError in worker"), DataError)
 

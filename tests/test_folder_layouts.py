@@ -101,7 +101,7 @@ def test_images_and_masks_split_into_folders_and_a_missing_test_split_carved_fro
     assert str(e.value) == (
         f"{root / 'images' / 'train'}: split 'test' has no samples: there is no test folder "
         "beside train/, and 10 train images x test_fraction 0.01 rounds to 0; pass "
-        "--dataset-opt test_fraction=0.1, add images, or add a folder of the split (test/, "
+        "dataset_options={'test_fraction': 0.1}, add images, or add a folder of the split (test/, "
         "with its images and masks as in train/)"
     )
 

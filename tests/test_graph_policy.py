@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segkit import build
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given_as
 from segkit.errors import ConfigError
 from segkit.training.distributed import Dist
 from segkit.training.graph_policy import decide_cuda_graphs
@@ -17,6 +17,15 @@ from segkit.training.graphs import GraphStep
 from segkit.training.loops import TrainStep
 from segkit.training.precision import MixedPrecision, Precision
 from segkit.training.runtime import Runtime
+
+
+@pytest.fixture(autouse=True)
+def command_line():
+    """Settings named as `segkit run` names them, by their flags (called from Python, the
+    same lines name the keywords: test_from_python_the_refusal_names_the_keywords)."""
+    with given_as(COMMAND_LINE):
+        yield
+
 
 # A run a graph can serve: bf16 on a GPU, one process, 3312 images in batches of 24 (138 full).
 GOOD = {"device_type": "cuda", "train_images": 3312, "batch_size": 24}
@@ -58,10 +67,25 @@ def test_on_with_a_refused_run_is_an_error_naming_every_reason() -> None:
     assert str(error) == (
         "--cuda-graphs on: this run cannot capture its training step: --accumulate 2: a "
         "group of batches is more than one step; --on-nan skip reads every step's loss on "
-        "the host. Change that, or use --cuda-graphs auto or off"
+        "the host. Change that, or use --cuda-graphs auto or --cuda-graphs off"
     )
     # auto falls back instead: no error, the line says why.
     assert decide_cuda_graphs("auto", **(GOOD | {"accumulate": 2})).error() is None
+
+
+def test_from_python_the_refusal_names_the_keywords() -> None:
+    with given_as(PYTHON):
+        d = decide_cuda_graphs("on", **(GOOD | {"accumulate": 2, "on_nan": "skip"}))
+        assert str(d.error()) == (
+            "cuda_graphs='on': this run cannot capture its training step: accumulate=2: a "
+            "group of batches is more than one step; on_nan='skip' reads every step's loss on "
+            "the host. Change that, or use cuda_graphs='auto' or cuda_graphs='off'"
+        )
+        assert decide_cuda_graphs("off", **GOOD).line() == (
+            "cuda graphs: off (cuda_graphs='off': turned off)"
+        )
+        with pytest.raises(ConfigError, match=r"^cuda_graphs='on': this run cannot capture"):
+            _step(_config(cuda_graphs="on"))
 
 
 def test_every_reason_is_listed_when_several_apply() -> None:

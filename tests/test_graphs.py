@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segkit.build import lr_factor
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.contracts import Batch
 from segkit.errors import ConfigError
 from segkit.training import ema as ema_mod
@@ -187,12 +187,17 @@ def test_a_failed_capture_is_an_error_with_on() -> None:
         _context(), batch_size=4, warmup=1,
         fail=RuntimeError("CUDA error: operation not permitted when stream is capturing"),
     )  # fmt: skip
-    with pytest.raises(ConfigError, match=(
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match=(
         r"--cuda-graphs on: the training step could not be captured as a CUDA graph \(RuntimeError: "
         r"CUDA error: operation not permitted when stream is capturing\); the model or loss "
         r"synchronizes with the host or changes shape with the data. Use --cuda-graphs off"
     )):  # fmt: skip
         _train(step, [_batches([4] * 3)])
+    step = _graph_step(
+        _context(), batch_size=4, warmup=1, fail=RuntimeError("CUDA error: not permitted")
+    )
+    with pytest.raises(ConfigError, match=r"^cuda_graphs='on': .* Use cuda_graphs='off'$"):
+        _train(step, [_batches([4] * 3)])  # from Python: the keyword
 
 
 def test_a_failed_capture_falls_back_to_the_eager_step_with_auto() -> None:

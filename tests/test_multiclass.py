@@ -7,6 +7,7 @@ test_multiclass_metrics.py."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,10 @@ from PIL import Image
 
 from segkit import recipes as R
 from segkit import registry
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import read_raw_mask, read_sample, to_target
-from segkit.errors import ConfigError, DataError
+from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.task import MultiClassMeter, Task, resolve
 
 SIZE = 64
@@ -237,14 +238,22 @@ def test_data_check_declares_the_grey_values_of_spread_masks(tmp_path: Path) -> 
         check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
     )
     assert "masks of 4 classes whose grey values are 0, 50, 100, 150, not 0..3" in text
+    assert (  # from Python (segkit.check_data), the keyword; `segkit data check`, the flags
+        "pass dataset_options={'classes': 'background,class_1,class_2,class_3', "
+        "'values': '0,50,100,150'}, or write"
+    ) in text
+    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
+    with given_as(COMMAND_LINE):
+        text = format_report(
+            check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
+        )
     assert (
         "pass --dataset-opt classes=background,class_1,class_2,class_3 "
         "--dataset-opt values=0,50,100,150, or write"
     ) in text
-    assert "      class_3 150\n" in text and "255 is 'ignore'" in text
     named = RunConfig(data=str(root), dataset="folder", dataset_options={"classes": "a,b,c,d"})
     text = format_report(check_configured(named, progress=False))
-    assert "--dataset-opt classes=a,b,c,d --dataset-opt values=0,50,100,150" in text
+    assert "dataset_options={'classes': 'a,b,c,d', 'values': '0,50,100,150'}" in text
     (root / "classes.txt").write_text("a 0\nb 50\nc 100\nd 150\n")
     report = check_configured(RunConfig(data=str(root), dataset="folder"), progress=False)
     assert report.ok and report.classes == ["a", "b", "c", "d"]
@@ -258,17 +267,22 @@ def test_a_colour_outside_the_palette_names_the_file_the_colour_and_the_palette(
     rgb[0, 0] = (250, 3, 3)  # antialiasing
     root = write_folder(tmp_path / "c", [rgb] * 4, "bg 0 0 0\nred 255 0 0\n")
     ds = registry.create("datasets", "folder", root)
-    with pytest.raises(DataError) as e:
-        read_sample(ds.samples("train")[0], ds.mask_spec)
+    sample = ds.samples("train")[0]
+    with pytest.raises(MaskValuesError) as e:  # a DataError carrying the colours
+        read_sample(sample, ds.mask_spec)
     msg = str(e.value)
     assert "m" in msg and "(250, 3, 3) on 1 pixel" in msg and "bg=(0, 0, 0), red=(255, 0, 0)" in msg
+    assert (e.value.colours, e.value.values, e.value.path) == (((250, 3, 3),), (), str(sample.mask))
+    back = pickle.loads(pickle.dumps(e.value))  # crosses a loader's workers whole
+    assert (type(back), back.colours, str(back)) == (MaskValuesError, ((250, 3, 3),), msg)
 
 
 def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     tmp_path: Path,
 ) -> None:
     """A flat colour the palette lacks (a white void border) gets both fixes: the ignore
-    colour, or one class more; antialiasing gets neither."""
+    colour (by the classes.txt ignore line, the one to use where classes.txt names the
+    classes, or by the option), or one class more; antialiasing gets neither."""
     from segkit.data.check import check_configured, format_report
 
     idx = stripes()
@@ -277,11 +291,14 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     rgb[idx == IGNORE_INDEX] = (255, 255, 255)
     root = write_folder(tmp_path / "c", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
     config = RunConfig(data=str(root), dataset="folder")
-    text = format_report(check_configured(config, progress=False))
+    with given_as(COMMAND_LINE):  # as `segkit data check` words it
+        text = format_report(check_configured(config, progress=False))
     assert "(255, 255, 255) is in no palette entry: declare what it is (below)" in text
     assert (
         "  - if (255, 255, 255) marks pixels to leave out of training and scores (void, "
-        "borders), pass --dataset-opt ignore_color=255,255,255\n"
+        f"borders), add the line 'ignore 255 255 255' to {root / 'classes.txt'} (use this: "
+        "that file declares your classes, and every command reads it), or pass "
+        "--dataset-opt ignore_color=255,255,255 each time\n"
     ) in text
     assert (
         "  - if (255, 255, 255) is a class, name the classes (one class per colour): pass "
@@ -291,6 +308,31 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
     config.dataset_options = {"ignore_color": "255,255,255"}
     report = check_configured(config, progress=False)
     assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    # The line the fix offers reads as the option does.
+    (root / "classes.txt").write_text("bg 0 0 0\nred 255 0 0\nblue 0 0 255\nignore 255 255 255\n")
+    report = check_configured(RunConfig(data=str(root)), progress=False)
+    assert report.ok and report.splits["train"].class_pixels["ignored"] == 8 * 4 * 48
+    # A value-only ignore line: change it to carry the colour too.
+    (root / "classes.txt").write_text("bg 0 0 0\nred 255 0 0\nblue 0 0 255\nignore 254\n")
+    text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
+    assert (
+        f"borders), change {root / 'classes.txt'}: line 4 'ignore 254' to 'ignore 254 255 255 "
+        "255' (use this: that file declares your classes"
+    ) in text
+    # Classes given by option leave classes.txt unread: only the option works.
+    options = {"classes": "bg,red,blue", "palette": "0,0,0;255,0,0;0,0,255"}
+    config = RunConfig(data=str(root), dataset="folder", dataset_options=options)
+    text = format_report(check_configured(config, progress=False))
+    assert (  # from Python (segkit.check_data): the keyword
+        "borders), pass dataset_options={'ignore_color': '255,255,255'}\n" in text
+        and "'ignore 255 255 255'" not in text
+    )
+    # A run refused for the colour offers the same fixes.
+    from segkit.data.prepare import ready_for_training
+
+    ds = registry.create("datasets", "folder", root)
+    with pytest.raises(DataError, match=r"to fix: if \(255, 255, 255\) marks .* change .*"):
+        ready_for_training(ds, name="folder", skip_bad_samples=False, batch_size=2, options={})
     rgb[0, :2] = (250, 3, 3)  # antialiasing: no class to declare
     root = write_folder(tmp_path / "a", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
     text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
@@ -337,7 +379,7 @@ def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
     # The same value as a flag agrees; another is an error naming both.
     assert registry.create("datasets", "folder", root, ignore=254).mask_spec == ds.mask_spec
     for flag, said in ((253, "ignore=253"), (None, "ignore=null")):
-        with pytest.raises(ConfigError) as e:
+        with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
             registry.create("datasets", "folder", root, ignore=flag)
         assert str(e.value) == (
             f"--dataset-opt {said} and {root / 'classes.txt'}: line 4 'Ignore 254' both "
@@ -356,8 +398,8 @@ def test_classes_txt_declares_the_ignored_value_or_colour_in_an_ignore_line(
     assert np.array_equal(m, stripes())
     same = registry.create("datasets", "folder", root, ignore_color="255,255,255")
     assert same.mask_spec == ds.mask_spec
-    with pytest.raises(ConfigError, match=r"--dataset-opt ignore_color=1,2,3 and .*classes.txt: "
-                       r"line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^dataset_options=\{'ignore_color': '1,2,3'\} and "
+                       r".*classes.txt: line 4 'ignore 255 255 255' both declare the colour"):  # fmt: skip
         registry.create("datasets", "folder", root, ignore_color="1,2,3")
     # Value and colour at once.
     (root / "classes.txt").write_text(palette + "ignore 250 255 255 255\n")
@@ -501,6 +543,18 @@ def test_dali_names_a_mask_with_a_value_outside_the_classes(tmp_path: Path) -> N
         list(ld)
 
 
+def test_dali_names_an_rgb_mask_with_a_colour_outside_the_palette(tmp_path: Path) -> None:
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    good = colours[np.minimum(stripes(), 2)]
+    bad = good.copy()
+    bad[0, :3] = (255, 255, 255)
+    root = write_folder(tmp_path / "d", [good] * 5 + [bad] * 5, "a 0 0 0\nb 255 0 0\nc 0 0 255\n")
+    ds = registry.create("datasets", "folder", root, test_fraction=0.0, valid_fraction=0.0)
+    ld = registry.create("loaders", "dali", ds, "train", eval_recipe(), 10, train=False)
+    with pytest.raises(MaskValuesError, match=r"m[5-9]\.png: colours \(255, 255, 255\) on 3 "):
+        list(ld)
+
+
 # ----------------------------------------------------------------------------- task
 
 
@@ -618,7 +672,8 @@ def test_data_check_reports_class_pixels_and_class_weights(tmp_path: Path) -> No
     weights = report.suggestions["class_weights"]["value"]
     assert weights[1] == weights[2] and weights[0] < weights[1]
     text = format_report(report)
-    assert "3 classes: bg, road, car" in text and "--loss-opt weight=[" in text
+    assert "3 classes: bg, road, car" in text and "loss_options={'weight': [" in text
+    assert report.suggestions["class_weights"]["option"].startswith("loss_options={'weight': [")
 
 
 def test_data_check_warns_of_a_class_missing_from_a_split_or_tiny_in_train(

@@ -22,7 +22,7 @@ from PIL import Image
 
 from segkit import create_dataset
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import DataError
 
 SIZE = 32
@@ -483,9 +483,11 @@ def test_a_random_split_left_empty_names_the_fraction_that_fills_it(tmp_path: Pa
         create_dataset("folder", root).samples("test")
     assert str(e.value) == (
         f"{root / 'images'}: split 'test' has no samples: 4 images x test_fraction 0.1 rounds "
-        "to 0; pass --dataset-opt test_fraction=0.25, add images, or list the splits in "
+        "to 0; pass dataset_options={'test_fraction': 0.25}, add images, or list the splits in "
         "splits/train.txt, valid.txt and test.txt"
     )
+    with given_as(COMMAND_LINE), pytest.raises(DataError, match="pass --dataset-opt test_f"):
+        create_dataset("folder", root).samples("test")  # as `segkit run` says it
     ds = create_dataset("folder", root, test_fraction=0.25, valid_fraction=0.25)
     assert [len(ds.samples(s)) for s in ("train", "valid", "test")] == [2, 1, 1]
 
@@ -627,8 +629,8 @@ def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> No
         ready(root)
     assert str(e.value).startswith(f"{root / 'masks' / 'cell003.png'}: cannot decode mask")
     assert str(e.value).endswith(
-        f"; pass --skip-bad-samples to leave unreadable files out (`segkit data check --data "
-        f"{root}` lists every problem)"
+        f"; pass skip_bad_samples=True to leave unreadable files out (`segkit data check "
+        f"--data {root}` lists every problem)"
     )
 
 
@@ -641,7 +643,7 @@ def test_skip_bad_samples_says_it_does_not_fix_an_image_without_its_mask(
     (root / "masks" / "cell003.png").unlink()
     config = RunConfig(data=str(root), skip_bad_samples=True)
     with pytest.raises(DataError, match=r"cell003\.png: mask for image cell003\.jpg not found.*"
-                       r"\(--skip-bad-samples leaves out files that cannot be decoded; it does "
+                       r"\(skip_bad_samples=True leaves out files that cannot be decoded; it does "
                        r"not pair or drop an image without its mask"):  # fmt: skip
         build_dataset(config)
 
@@ -652,7 +654,7 @@ def test_a_split_left_with_fewer_than_a_batch_or_none_stops(tmp_path: Path) -> N
     train, valid = dataset.samples("train"), dataset.samples("valid")
     for s in train[:7]:
         s.mask.write_bytes(b"")
-    with pytest.raises(DataError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(DataError) as e:
         ready(root, skip=True)
     assert str(e.value) == (
         f"{root}: split 'train' has 3 samples after --skip-bad-samples left out 7 "
@@ -662,7 +664,7 @@ def test_a_split_left_with_fewer_than_a_batch_or_none_stops(tmp_path: Path) -> N
     valid[0].mask.write_bytes(b"")
     with pytest.raises(
         DataError,
-        match=r"split 'valid' has no samples after --skip-bad-samples left out 1 unreadable; "
+        match=r"split 'valid' has no samples after skip_bad_samples=True left out 1 unreadable; "
         r"there is nothing to evaluate: fix or replace",
     ):
         ready(root, skip=True, batch_size=1)

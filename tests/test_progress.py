@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from segkit.config import COMMAND_LINE, given_as
 from segkit.training.progress import EpochProgress, ProgressSettings, RunEstimate, duration
 
 
@@ -60,7 +61,8 @@ def test_the_estimate_says_how_many_epochs_fit_max_time(left_s: float, fit: int 
         lines.append, epochs_left=10, device_type="cuda", resumed=False, max_time="3m",
         time_left=lambda: left_s,
     )  # fmt: skip
-    epoch(est, Clock(), lines, log_every=0)
+    with given_as(COMMAND_LINE):  # `segkit run`'s lines name the flag
+        epoch(est, Clock(), lines, log_every=0)
     text = "\n".join(lines)
     if fit is None:
         assert "--max-time" not in text
@@ -81,8 +83,15 @@ def test_an_hour_long_cpu_run_gets_the_fast_settings_hint_once(device, resumed, 
     epoch(est, Clock(), lines, log_every=0)  # 25 s x 300 epochs: 2.1 h
     assert "2.1 h for the 300 epochs to go" in lines[0]  # 13.5 s of this one, 299 x 25 s
     assert ("over an hour on the CPU" in lines[0]) is hint
-    if hint:
+    if hint:  # from Python (segkit.train), the keywords; `segkit run`, the flags
+        assert "image_size=64 batch_size=8 (the settings of `make run`)" in lines[0]
+        assert "a GPU (device='cuda')" in lines[0]
+        lines.clear()
+        est = RunEstimate(lines.append, epochs_left=300, device_type=device, resumed=resumed)
+        with given_as(COMMAND_LINE):
+            epoch(est, Clock(), lines, log_every=0)
         assert "--image-size 64 --batch-size 8 (the settings of `make run`)" in lines[0]
+        assert "a GPU (--device cuda)" in lines[0]
 
 
 def test_a_short_run_on_the_cpu_gets_no_hint() -> None:

@@ -73,7 +73,7 @@ def test_resume_with_fewer_epochs_keeps_last_pt_and_equal_finishes(
     capsys.readouterr()
     result = resume(run, epochs=2)
     out = capsys.readouterr().out
-    assert "--epochs 2: the run has done them all; nothing to train" in out
+    assert "epochs=2: the run has done them all; nothing to train" in out  # Python's words
     assert result.epochs_run == 2 and (run / "summary.json").exists()
     assert (run / "last.pt").exists()  # --keep-last: kept
 

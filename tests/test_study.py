@@ -24,7 +24,13 @@ from segkit.reports.compare import compare, mean_std
 from segkit.reports.study import expand, prepare_folder, read_study, run_name, run_study
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
-from segkit.training.run_folder import RunFolder
+from segkit.training.run_folder import (
+    FINISHED_BY,
+    STOPPED_BY,
+    UNFINISHED_BY,
+    RunFolder,
+    stopped_by_of,
+)
 
 #: A UNet at 32 px on the tiny pet set: about 3 s an epoch on 2 CPU cores.
 TINY_BASE = """
@@ -271,6 +277,28 @@ def test_mean_std_is_the_sample_standard_deviation() -> None:
 
 
 # ----------------------------------------------------------------------------- compare: crafted runs
+
+
+def test_stopped_by_is_one_vocabulary_and_old_summaries_are_read_in_it(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    """summary.json (a finished run) and stopped.json (one that did not finish) say what
+    ended a run in one vocabulary; an older summary's null is read as `epochs`."""
+    assert set(FINISHED_BY) | set(UNFINISHED_BY) == set(STOPPED_BY)
+    assert not set(FINISHED_BY) & set(UNFINISHED_BY)
+    done = run_folder(tmp_path / "runs" / "done", tiny_pets, seed=0)
+    summary = json.loads((done / "summary.json").read_text())
+    assert summary["stopped_by"] == "epochs" and summary["stopped_early"] is False
+    assert stopped_by_of(summary) == "epochs"
+    # Older segkits: null for a run that ran all its epochs, or no key at all.
+    assert stopped_by_of({"stopped_by": None}) == stopped_by_of({}) == "epochs"
+    assert stopped_by_of({"stopped_early": True}) is None  # early, by what: not recorded
+    assert stopped_by_of({"stopped_by": "max_time", "stopped_early": True}) == "max_time"
+    (done / "summary.json").write_text(json.dumps({**summary, "stopped_by": None}))
+    compare([done], tmp_path / "c")
+    assert csv_rows(tmp_path / "c" / "comparison.csv")[0]["stopped_by"] == "all epochs"
+    with pytest.raises(ValueError, match=r"stopped_by 'patience': expected one of"):
+        RunFolder(done).write_stopped("patience", "after epoch 3", "")
 
 
 def test_compare_gives_every_folder_a_row_and_compares_the_finished_runs(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segkit.config import named_options
 from segkit.contracts import (
     IGNORE_INDEX,
     SPLITS,
@@ -288,7 +289,8 @@ class FolderDataset:
         """``declare_classes`` capability: the ``classes.txt`` that names ``classes`` (with
         their grey values in the masks, where those are not ``0..K-1``, and their colours:
         RGB masks are then read by colour, palette PNGs keep their colours in the
-        reports), and the equivalent ``--dataset-opt`` flags."""
+        reports), and the equivalent dataset options (``--dataset-opt`` flags on the
+        command line, ``dataset_options`` from Python: :func:`segkit.config.named_options`)."""
         lines = []
         for i, name in enumerate(classes):
             words = [name]
@@ -297,17 +299,38 @@ class FolderDataset:
             if palette:
                 words += map(str, palette[i])
             lines.append(" ".join(words))
-        flags = f"--dataset-opt classes={','.join(classes)}"
+        options = {"classes": ",".join(classes)}
         if values:
-            flags += f" --dataset-opt values={','.join(map(str, values))}"
+            options["values"] = ",".join(map(str, values))
         if palette:
-            flags += " --dataset-opt 'palette=" + ";".join(",".join(map(str, c)) for c in palette)
-            flags += "'"
+            options["palette"] = ";".join(",".join(map(str, c)) for c in palette)
+        flags = named_options("dataset_options", options)
         body = "".join(f"\n      {line}" for line in lines)
         return (
             f"pass {flags}, or write {Path(root) / 'classes.txt'} with these lines (one class "
             f"per line, class 0 first; rename the classes as you like):{body}"
         )
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        """``declare_ignore`` capability: the ``classes.txt`` ``ignore`` line that makes
+        ``colour`` the colour of ignored pixels, where the folder read with ``options``
+        takes its classes from its ``classes.txt`` (not from a ``classes`` option, which
+        leaves the file unread); ``""`` otherwise, or where the file's ignore line
+        declares a colour already."""
+        listed = Path(root) / "classes.txt"
+        if options.get("classes") is not None or not listed.is_file():
+            return ""
+        try:
+            declared = _read_classes_txt(listed)[3]
+        except DataError:  # a malformed file is reported for itself
+            return ""
+        rgb = " ".join(map(str, colour))
+        if declared is None:
+            return f"add the line 'ignore {rgb}' to {listed}"
+        if declared.colour is None and declared.value is not None:
+            return f"change {declared.where} to 'ignore {declared.value} {rgb}'"
+        return ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
@@ -364,7 +387,8 @@ class FolderDataset:
             return (
                 f"{train.images}: split '{split}' has no samples: there is no {split} "
                 f"folder beside {train.folder}/, and {n} train images x {option} {fraction} "
-                f"rounds to 0; pass --dataset-opt {option}={enough}, add images, or add a "
+                f"rounds to 0; pass {named_options('dataset_options', {option: enough})}, "
+                "add images, or add a "
                 f"folder of the split ({'val' if split == 'valid' else split}/, with its "
                 "images and masks as in train/)"
             )
@@ -372,7 +396,8 @@ class FolderDataset:
         enough = math.ceil(100 / n) / 100 if n else 1.0
         return (
             f"{self.root / 'images'}: split '{split}' has no samples: {n} images x "
-            f"{option} {fraction} rounds to 0; pass --dataset-opt {option}={enough}, add "
+            f"{option} {fraction} rounds to 0; pass "
+            f"{named_options('dataset_options', {option: enough})}, add "
             "images, or list the splits in splits/train.txt, valid.txt and test.txt"
         )
 
@@ -1202,7 +1227,8 @@ def _mask_spec(
             raise ConfigError(
                 f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} class maps, and "
                 "this folder dataset is binary (0 background, 1 or 255 foreground); name its "
-                f"classes too (--dataset-opt classes=background,... or {listed})"
+                f"classes too ({named_options('dataset_options', {'classes': 'background,...'})} "
+                f"or {listed})"
             )
         return FolderDataset.mask_spec
     if raw is not None and len(raw) != len(names):
@@ -1258,22 +1284,24 @@ def _file_ignore(
         ConfigError: an option declares the ignored pixels otherwise than the line.
     """
     if declared.value is not None and ignore != "auto" and ignore != declared.value:
-        flag = "ignore=null" if ignore is None else f"ignore={ignore}"
         raise ConfigError(
-            f"--dataset-opt {flag} and {declared.where} both declare the mask value of "
+            f"{named_options('dataset_options', {'ignore': ignore})} and {declared.where} "
+            "both declare the mask value of "
             f"ignored pixels, differently; keep one (drop the option, or the line)"
         )
     if declared.colour is not None and ignore_color is not None:
         given = _colour(ignore_color, "ignore_color")
         if given != declared.colour:
             raise ConfigError(
-                f"--dataset-opt ignore_color={','.join(map(str, given))} and {declared.where} "
+                f"{named_options('dataset_options', {'ignore_color': ','.join(map(str, given))})} "
+                f"and {declared.where} "
                 "both declare the colour of ignored pixels, differently; keep one (drop the "
                 "option, or the line)"
             )
     if declared.colour is not None and ignore is None:
         raise ConfigError(
-            f"--dataset-opt ignore=null and {declared.where}: the line's colour of ignored "
+            f"{named_options('dataset_options', {'ignore': None})} and {declared.where}: the "
+            "line's colour of ignored "
             "pixels needs an ignore value; drop the option, or the line"
         )
     value = declared.value if declared.value is not None else ignore

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from segkit.config import named_options
 from segkit.contracts import (
     LayoutAudit,
     MaskSpec,
@@ -274,7 +275,7 @@ class OxfordPet:
         if target not in self.TARGETS:
             raise ConfigError(
                 f"target={target!r}: {type(self).__name__} targets are "
-                f"{', '.join(self.TARGETS)} (--dataset-opt target=...)"
+                f"{', '.join(self.TARGETS)} ({named_options('dataset_options', {'target': '...'})})"
             )
         if root is None:
             raise DataError(f"no data folder given; {_HOW_TO_GET}")

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from segkit.config import named_options
 from segkit.contracts import MaskSpec
 from segkit.errors import ConfigError, DataError
 from segkit.system.files import cache_dir
@@ -253,7 +254,7 @@ def _check_size(variant: str, size: Any) -> tuple[int, int] | None:
     if not ok:
         raise ConfigError(
             f"size={size!r}: expected [width, height] in pixels, each from 64 to 20000, "
-            "e.g. --dataset-opt size=[1500,1100]"
+            f"e.g. {named_options('dataset_options', {'size': [1500, 1100]})}"
         )
     return int(size[0]), int(size[1])
 

@@ -23,14 +23,14 @@ import hashlib
 import io
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segkit.config import data_path
+from segkit.config import data_path, named, named_options
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import (
     MaskInfo,
@@ -354,7 +354,12 @@ def split_samples(dataset: Dataset, split: str, name: str = "") -> list[Sample]:
 
 
 def check_dataset(
-    dataset: Dataset, workers: int | None = None, *, name: str = "", progress: bool | None = None
+    dataset: Dataset,
+    workers: int | None = None,
+    *,
+    name: str = "",
+    progress: bool | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Read every sample of every split once and report on them.
 
@@ -364,6 +369,8 @@ def check_dataset(
         workers: Reading threads (default: one per core, up to 8).
         name: The dataset's plugin name, for the report.
         progress: A progress bar on stderr (default: when stderr is a terminal).
+        options: The dataset options it was created with, for the plugin's advice (its
+            ``declare_ignore``).
     """
     spec = dataset.mask_spec
     problems: list[Problem] = []
@@ -424,7 +431,9 @@ def check_dataset(
             st.foreground_fraction = st.foreground_pixels / st.pixels
 
     duplicates = _duplicates(by_digest, problems)
-    found = diagnosis_of([s.mask for s in seen if s.mask is not None], spec, name, dataset.root)
+    found = diagnosis_of(
+        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
+    )
     problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
     by_split = {split: [s.mask for s in seen if s.split == split and s.mask] for split in SPLITS}
     problems += [
@@ -578,7 +587,8 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
                     "class_absent",
                     root,
                     f"{root}: class {name} has no pixels in any split: no mask holds its "
-                    f"value; check the class list (classes.txt or --dataset-opt classes=...), "
+                    "value; check the class list (classes.txt or "
+                    f"{named_options('dataset_options', {'classes': '...'})}), "
                     "or label some pixels of it",
                 )
             )
@@ -621,7 +631,8 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
                     f"{root}: class {name} is {_percent(n / labelled)} of the labelled train "
                     f"pixels ({plural(n, 'pixel')}): too few to learn it well at this size; "
                     "check that it is labelled everywhere it shows, train at a larger "
-                    "--image-size, or weigh it up (--loss-opt weight=...)",
+                    f"{named('image_size')}, or weigh it up "
+                    f"({named_options('loss_options', {'weight': '...'})})",
                 )
             )
     return out
@@ -685,7 +696,9 @@ def check_configured(
         dataset: Dataset = audit(data_path(config), **config.dataset_options)
     else:  # as segkit.build.build_dataset (which imports this module for auto loss weights)
         dataset = registry.create("datasets", name, data_path(config), **config.dataset_options)
-    report = check_dataset(dataset, workers, name=name, progress=progress)
+    report = check_dataset(
+        dataset, workers, name=name, progress=progress, options=config.dataset_options
+    )
     report.command = _run_command(config, report)
     return report
 
@@ -776,9 +789,10 @@ def _suggestions(
             size = MAX_SUGGESTED_SIZE
             why += (
                 f", capped at {MAX_SUGGESTED_SIZE} (memory and time per image grow with the "
-                "square of the size; go higher with --image-size if the objects are small)"
+                f"square of the size; go higher with {named('image_size')} if the objects "
+                "are small)"
             )
-        out["image_size"] = {"value": size, "why": why, "option": f"--image-size {size}"}
+        out["image_size"] = {"value": size, "why": why, "option": named("image_size", size)}
     train = splits["train"]
     if refused:
         return out
@@ -796,7 +810,8 @@ def _suggestions(
                 "why": f"train background/foreground pixels = {bg}/{fg} "
                 f"(foreground {fg / train.pixels:.1%}); weighs BCE's foreground terms up to "
                 "balance the classes",
-                "option": f"--loss-opt pos_weight={value} (or pos_weight=auto)",
+                "option": f"{named_options('loss_options', {'pos_weight': value})} (or "
+                f"{named_options('loss_options', {'pos_weight': 'auto'})})",
             }
         else:
             out["pos_weight"] = {
@@ -831,11 +846,10 @@ def _class_weights(pixels: dict[str, int], spec: MaskSpec) -> dict[str, Any]:
             f"; a weight over {HEAVY_WEIGHT} ({', '.join(heavy)}) lets a few pixels drive the "
             f"loss: if training swings, cap it (e.g. at {HEAVY_WEIGHT})"
         )
-    value = "[" + ",".join(f"{w:g}" for w in weights) + "]"
     return {
         "value": weights,
         "why": why,
-        "option": f"--loss-opt weight={value} (losses ce and ce_dice)",
+        "option": f"{named_options('loss_options', {'weight': weights})} (losses ce and ce_dice)",
     }
 
 
@@ -893,7 +907,7 @@ def train_class_weights(dataset: Dataset, workers: int | None = None) -> list[fl
     if not spec.is_multiclass:
         raise DataError(
             f"{dataset.root}: weight=auto weighs classes, and this dataset is binary; use "
-            "--loss-opt pos_weight=auto with a binary loss"
+            f"{named_options('loss_options', {'pos_weight': 'auto'})} with a binary loss"
         )
 
     def count(split: str, sample: Sample) -> dict[int, int]:
@@ -1017,7 +1031,7 @@ def format_report(report: Report) -> str:
             files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
             then += (
                 f" (or leave the {files} that cannot be decoded out: a run with "
-                f"--skip-bad-samples skips {them})"
+                f"{named('skip_bad_samples', True)} skips {them})"
             )
         lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
     return "\n".join(lines)

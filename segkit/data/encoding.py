@@ -17,12 +17,14 @@ from __future__ import annotations
 import inspect
 import io
 import shlex
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from segkit.config import named, named_options
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import (
     UNREADABLE_ADVICE,
@@ -346,6 +348,9 @@ class Diagnosis:
 #: classes (``values``: each class's grey value in the masks, where not ``0..K-1``; ``""``
 #: when the plugin cannot declare those).
 DeclareClasses = Callable[..., str]
+#: ``declare_ignore(colour) -> str``: how the dataset's user declares ``colour`` the colour
+#: of ignored pixels in its own files (``""``: not there).
+DeclareIgnore = Callable[[Colour], str]
 
 
 def diagnose(
@@ -357,6 +362,7 @@ def diagnose(
     folder: Path | None = None,
     ignore_color_option: bool = False,
     values_option: bool = False,
+    declare_ignore: DeclareIgnore | None = None,
 ) -> Diagnosis:
     """Look at every mask of a dataset together.
 
@@ -371,6 +377,9 @@ def diagnose(
             ignored pixels in RGB masks): a colour outside the palette may be that.
         values_option: The plugin takes a ``values`` option (each class's raw value), so
             255 can be declared a class of its own.
+        declare_ignore: The plugin's ``declare_ignore`` capability bound to its folder and
+            options, if it declares one: the words that make a colour the ignore colour in
+            the dataset's own files (offered first: it holds the classes already).
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -400,12 +409,19 @@ def diagnose(
     fixed = (
         f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
         "other classes: save these masks in that encoding, or name another layout with "
-        "--dataset"
+        f"{named('dataset')}"
     )
     if groups["colour"]:
         parts.append(
             _colour_fix(
-                out, groups["colour"], readable, spec, declare_classes, fixed, ignore_color_option
+                out,
+                groups["colour"],
+                readable,
+                spec,
+                declare_classes,
+                fixed,
+                ignore_color_option,
+                declare_ignore,
             )
         )
     if groups["blurred"]:
@@ -443,9 +459,11 @@ def _colour_fix(
     declare_classes: DeclareClasses | None,
     fixed: str,
     ignore_color_option: bool = False,
+    declare_ignore: DeclareIgnore | None = None,
 ) -> str:
     """RGB colour masks: one class per colour, black (else the commonest) first; with a
-    palette, a few flat colours outside it are a class more or the ignore colour."""
+    palette, a few flat colours outside it are a class more or the ignore colour (by the
+    dataset's own file, where it reads one, and by its option)."""
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
     for i in [*group, *(i for i in readable if i.colours and i not in group)]:
@@ -467,11 +485,13 @@ def _colour_fix(
         )
         if not many and not blended and foreign and len(foreign) <= MAX_FOREIGN:
             shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
-            if len(foreign) == 1 and ignore_color_option and spec.ignore_color is None:
-                out.fixes.append(
-                    f"if {shown} marks pixels to leave out of training and scores (void, "
-                    f"borders), pass --dataset-opt ignore_color={','.join(map(str, foreign[0]))}"
-                )
+            if len(foreign) == 1 and spec.ignore_color is None:
+                how = _ignore_fix(foreign[0], ignore_color_option, declare_ignore)
+                if how:
+                    out.fixes.append(
+                        f"if {shown} marks pixels to leave out of training and scores (void, "
+                        f"borders), {how}"
+                    )
             if declare_classes is not None:
                 names_ = list(spec.classes)
                 for i, c in enumerate(foreign, len(names_)):
@@ -513,6 +533,26 @@ def _colour_fix(
     out.classes = (classes, ordered)
     out.fixes.append(_declare(classes, ordered, declare_classes, how))
     return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
+
+
+def _ignore_fix(
+    colour: Colour, ignore_color_option: bool, declare_ignore: DeclareIgnore | None
+) -> str:
+    """How to make ``colour`` the ignore colour: the line of the dataset's own file (where
+    its classes are declared, so every command reads it: the one to use), and the
+    ``ignore_color`` option; either alone where only it works; ``""`` where neither."""
+    line = declare_ignore(colour) if declare_ignore is not None else ""
+    option = (
+        f"pass {named_options('dataset_options', {'ignore_color': ','.join(map(str, colour))})}"
+        if ignore_color_option
+        else ""
+    )
+    if line and option:
+        return (
+            f"{line} (use this: that file declares your classes, and every command reads "
+            f"it), or {option} each time"
+        )
+    return line or option
 
 
 def _class_names(colours: Sequence[Colour]) -> list[str]:
@@ -688,9 +728,9 @@ def _binary_among_classes(
     declare = ""
     if values_option:
         values = ",".join(map(str, [*range(k), IGNORE_INDEX]))
-        declare = (
-            f", or, if {IGNORE_INDEX} is a class of its own, declare it: --dataset-opt "
-            f"classes={','.join([*classes, f'class_{k}'])} --dataset-opt values={values}"
+        declare = f", or, if {IGNORE_INDEX} is a class of its own, declare it: " + named_options(
+            "dataset_options",
+            {"classes": ",".join([*classes, f"class_{k}"]), "values": values},
         )
     is_, are = ("is", "are") if declared else ("would be", "would be")
     return [
@@ -768,7 +808,7 @@ def _void_border(readable: Sequence[MaskInfo], spec: MaskSpec) -> list[str]:
         "ignore (objects' borders), but a binary dataset reads every value but "
         f"{spec.background} as foreground, so those borders are trained as object. If 255 "
         "means ignore, declare the two classes (255 is then left out of loss and metrics): "
-        "--dataset-opt classes=background,object"
+        + named_options("dataset_options", {"classes": "background,object"})
     ]
 
 
@@ -875,10 +915,15 @@ def uniform_splits(
 
 
 def diagnosis_of(
-    infos: Sequence[MaskInfo], spec: MaskSpec, dataset_name: str, root: Path | None
+    infos: Sequence[MaskInfo],
+    spec: MaskSpec,
+    dataset_name: str,
+    root: Path | None,
+    options: Mapping[str, Any] | None = None,
 ) -> Diagnosis:
-    """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes``
-    capability bound to ``root`` (when it declares one and loads)."""
+    """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes`` and
+    ``declare_ignore`` capabilities bound to ``root`` (and the dataset ``options`` it was
+    read with), when it declares them and loads."""
     return diagnose(
         infos,
         spec,
@@ -886,7 +931,23 @@ def diagnosis_of(
         declare_classes=declare_classes_of(dataset_name, root),
         ignore_color_option=_takes_option(dataset_name, "ignore_color"),
         values_option=_takes_option(dataset_name, "values"),
+        declare_ignore=declare_ignore_of(dataset_name, root, options or {}),
     )
+
+
+def declare_ignore_of(
+    dataset_name: str, root: Path | None, options: Mapping[str, Any]
+) -> DeclareIgnore | None:
+    """The plugin's ``declare_ignore`` bound to ``root`` and ``options``, or None."""
+    if root is None or not dataset_name:
+        return None
+    try:
+        declare = default_registry().info("datasets", dataset_name).capability("declare_ignore")
+    except Exception:  # noqa: BLE001 -- an unknown or broken plugin has no advice to give
+        return None
+    if not callable(declare):
+        return None
+    return lambda colour: str(declare(root, colour, **options))
 
 
 def _takes_option(dataset_name: str, option: str) -> bool:

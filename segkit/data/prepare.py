@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from segkit.config import named
 from segkit.contracts import SPLITS, Dataset, Sample
 from segkit.data.check import coverage_warnings, split_samples
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
@@ -102,6 +104,7 @@ def ready_for_training(
     batch_size: int,
     world: int = 1,
     workers: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
     """Check a run's data before its first step; return the dataset to train on (without
     the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
@@ -115,6 +118,8 @@ def ready_for_training(
         batch_size: Images per batch (per process).
         world: Processes training together (each reads ``ceil(n / world)`` samples).
         workers: Reading threads (default: :func:`default_threads`).
+        options: The dataset options it was created with, for the plugin's advice (its
+            ``declare_ignore``).
 
     Raises:
         DataError: masks hold values the dataset does not declare (all of them counted,
@@ -151,11 +156,12 @@ def ready_for_training(
             rest = [Path(_file_of(why)) for _, _, why in unreadable[1:]]
             more = f" ({len(rest)} more unreadable files: {_names(rest)})"
         raise DataError(
-            f"{first}{more}; pass --skip-bad-samples to leave unreadable files out ({check})"
+            f"{first}{more}; pass {named('skip_bad_samples', True)} to leave unreadable files "
+            f"out ({check})"
         )
 
     found = diagnosis_of(
-        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root
+        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root, options
     )
     if found.refused:
         fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
@@ -279,7 +285,7 @@ def _check_split_sizes(
     for split in SPLITS:
         n = len(dataset.samples(split))
         out = left_out[split]
-        why = f" after --skip-bad-samples left out {out} unreadable" if out else ""
+        why = f" after {named('skip_bad_samples', True)} left out {out} unreadable" if out else ""
         fix = (
             f"fix or replace the unreadable files (listed by `segkit data check --data {root}`)"
             if out
@@ -297,7 +303,8 @@ def _check_split_sizes(
         if out and each < batch_size:
             raise DataError(
                 f"{root}: split 'train' has {n} samples{why}, fewer than a batch "
-                f"(--batch-size {batch_size}{ranks}); {fix}, or lower --batch-size to {each}"
+                f"({named('batch_size', batch_size)}{ranks}); {fix}, or lower "
+                f"{named('batch_size')} to {each}"
             )
         if each == 1 and batch_size > 1:  # its lone batch of one is dropped: no step at all
             raise DataError(

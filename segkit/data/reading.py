@@ -42,6 +42,9 @@ SPLIT_LIST_ADVICE = "Replace it, or remove its name from the split list"
 #: type (:class:`~segkit.errors.MaskValuesError`), and by these words only where a loader
 #: rebuilt the error as a plain one.
 VALUES_OUTSIDE = "found, masks of this dataset hold"
+#: What :func:`colours_to_raw` says of an RGB mask holding colours outside the dataset's
+#: palette (a :class:`~segkit.errors.MaskValuesError` too, carrying the colours).
+COLOURS_OUTSIDE = "are not in the dataset's palette"
 
 
 def max_image_pixels() -> int:
@@ -320,8 +323,9 @@ def read_raw_mask(path: Path, spec: MaskSpec) -> np.ndarray:
     """Decode a mask file to an ``(H, W)`` uint8 array of raw values, checked against ``spec``.
 
     Raises:
-        DataError: the file is missing, corrupt, or holds values outside ``spec.allowed``
-            (or, for an RGB mask of a dataset with a palette, colours outside it).
+        DataError: the file is missing or corrupt; MaskValuesError (a DataError): it holds
+            values outside ``spec.allowed`` (or, for an RGB mask of a dataset with a
+            palette, colours outside it).
     """
     raw = decode_raw_mask(path, spec)
     check_mask_values(path, np.unique(raw).tolist(), spec)
@@ -410,8 +414,9 @@ def colours_to_raw(path: Path, rgb: np.ndarray, spec: MaskSpec) -> np.ndarray:
     colour becomes the raw value of class ``c``, ``spec.ignore_color`` the ignore value.
 
     Raises:
-        DataError: naming ``path``, the colours that are in no palette entry (with their
-            pixel counts) and the palette.
+        MaskValuesError: naming ``path``, the colours that are in no palette entry (with
+            their pixel counts) and the palette; it holds those colours as ``(r, g, b)``
+            (a :class:`~segkit.errors.DataError`).
     """
     raw_of = {c: v for v, c in reversed(list(zip(spec.allowed, spec.class_index, strict=True)))}
     colours = list(spec.palette)
@@ -436,9 +441,11 @@ def colours_to_raw(path: Path, rgb: np.ndarray, spec: MaskSpec) -> np.ndarray:
             f"{name}=({r}, {g}, {b})"
             for name, (r, g, b) in zip(spec.classes, spec.palette, strict=True)
         )
-        raise DataError(
-            f"{path}: colours {shown}{more} are not in the dataset's palette "
-            f"{palette}; re-save the mask with palette colours only (no antialiasing or JPEG)"
+        raise MaskValuesError(
+            f"{path}: colours {shown}{more} {COLOURS_OUTSIDE} "
+            f"{palette}; re-save the mask with palette colours only (no antialiasing or JPEG)",
+            path=str(path),
+            colours=tuple((k >> 16, (k >> 8) & 255, k & 255) for k in bad.tolist()),
         )
     return np.asarray(raws, dtype=np.int32)[order][pos].astype(np.uint8)
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.config import RunConfig, checked_keywords
+from segkit.config import RunConfig, checked_keywords, named, named_options
 from segkit.contracts import SPLITS, MaskSpec
-from segkit.data.reading import VALUES_OUTSIDE, read_sample
+from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError, plural
 from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
@@ -150,20 +150,34 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
             metrics = _loader_metrics(trained, dataset, plan, options.split)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     except DataError as e:
-        # Data labelled with other classes: the mask reader's MaskValuesError. The words
+        # Data labelled with other classes: the mask reader's MaskValuesError (values
+        # outside the classes, or an RGB mask's colours outside the palette). The words
         # are a fallback for a loader plugin that re-raises its workers' errors as a plain
         # DataError of the same message (the built-in loaders keep the type).
-        if not (isinstance(e, MaskValuesError) or VALUES_OUTSIDE in str(e)):
+        text = str(e)
+        if not (
+            isinstance(e, MaskValuesError) or VALUES_OUTSIDE in text or COLOURS_OUTSIDE in text
+        ):
             raise
+        colours = getattr(e, "colours", ()) or COLOURS_OUTSIDE in text
+        held = (
+            "colours outside its palette: the folder is likely labelled with other classes "
+            "or colours than the model's; evaluate on data with the model's classes, or "
+            "declare the colours this data uses (its classes.txt, or "
+            f"{named_options('dataset_options', {'palette': '...'})})"
+            if colours
+            else "other values: the folder is likely labelled with other classes than the "
+            "model's (a K-class set read by a binary layout?); evaluate on data with the "
+            f"model's classes, or name the layout that reads it with {named('dataset')} (and "
+            f"its {named('dataset_options')})"
+        )
         raise MaskValuesError(
             f"{e}. The model predicts {trained.task.describe()} and dataset "
             f"'{config.resolved_dataset()}' reads {dataset.root} as "
-            f"{Task.of(dataset).describe()}, but these masks hold other values: the folder "
-            "is likely labelled with other classes than the model's (a K-class set read by a "
-            "binary layout?); evaluate on data with the model's classes, or name the layout "
-            "that reads it with --dataset (and its --dataset-opt)",
+            f"{Task.of(dataset).describe()}, but these masks hold {held}",
             getattr(e, "values", ()),
             getattr(e, "path", None),
+            getattr(e, "colours", ()),
         ) from None
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
@@ -216,7 +230,8 @@ def _check_classes(trained: Trained, dataset: Any) -> None:
     raise ConfigError(
         f"{trained.path}: the model predicts {trained.task.describe()}, but dataset "
         f"'{now}' {dataset.root} is {data_task.describe()}; "
-        "evaluate it on data with the same classes (--dataset-opt target=... where the "
+        "evaluate it on data with the same classes "
+        f"({named_options('dataset_options', {'target': '...'})} where the "
         f"dataset offers one){_trained_on(trained, now)}"
     )
 

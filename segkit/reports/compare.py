@@ -57,7 +57,7 @@ from segkit.reports import figures as report
 from segkit.system.files import atomic_open
 from segkit.task import Task
 from segkit.training.early_stopping import MONITORS, EarlyStopping
-from segkit.training.run_folder import RunFolder, timing
+from segkit.training.run_folder import UNFINISHED_BY, RunFolder, stopped_by_of, timing
 
 #: Settings every row shows, in this order, before any other setting that differs.
 MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
@@ -86,8 +86,9 @@ FROM_SUMMARY = {
 }
 #: Test images in predictions.png.
 PREDICTION_IMAGES = 6
-#: summary.json's ``stopped_by`` -> the ``stopped by`` column.
-STOPPED_BY = {None: "all epochs", "patience": "early stopping", "max_time": "time limit"}
+#: summary.json's ``stopped_by`` (:data:`segkit.training.run_folder.STOPPED_BY`) -> the
+#: ``stopped by`` column.
+STOPPED_BY = {"epochs": "all epochs", "patience": "early stopping", "max_time": "time limit"}
 #: Result columns that are not numbers (no mean over seeds, no ``_mean``/``_std``).
 WORDS = ("stopped_by",)
 
@@ -267,7 +268,7 @@ def inspect_run(path: Path | str) -> Run | Unfinished:
             f"still running, {done} of {epochs} epochs recorded (a live process holds the "
             "folder); compare it again when it has finished"
         )
-    elif record is not None and record.get("stopped_by") in ("interrupted", "failed"):
+    elif record is not None and record.get("stopped_by") in UNFINISHED_BY:
         stopped_by = str(record["stopped_by"])
         why = f"{stopped_by} {record.get('when', '')}".strip()
         note = f"unfinished {at}: {why} ({record.get('reason', 'reason not recorded')}); "
@@ -296,14 +297,15 @@ def _read_history(folder: RunFolder) -> list[dict[str, float]]:
 
 
 def _stopped_by(summary: dict[str, Any]) -> str:
-    """A finished run's ``stopped by`` from its ``summary.json``: a summary of an older
-    segkit that says it stopped early but not by what says so."""
-    by = summary.get("stopped_by")
-    if by in STOPPED_BY:
+    """A finished run's ``stopped by`` from its ``summary.json`` (an older segkit's null
+    read as ``epochs``: :func:`~segkit.training.run_folder.stopped_by_of`); a summary
+    that says it stopped early but not by what says so."""
+    by = stopped_by_of(summary)
+    if by is not None:
         return STOPPED_BY[by]
     if summary.get("stopped_early"):
         return "stopped early (by what: not recorded)"
-    return STOPPED_BY[None] if by is None else str(by)
+    return str(summary.get("stopped_by"))
 
 
 def _so_far(row: Unfinished) -> dict[str, Any]:

@@ -504,16 +504,20 @@ class Run:
         self.end = config.epochs
         if state is not None and self.start > self.end and not self.stopper.stopped:
             self.say(
-                f"segkit: --epochs {config.epochs}: the run has done them all; nothing to "
-                "train: testing its best checkpoint and finishing it"
-                + ("" if config.keep_last else " (last.pt is deleted then; --keep-last keeps it)")
+                f"segkit: {named('epochs', config.epochs)}: the run has done them all; "
+                "nothing to train: testing its best checkpoint and finishing it"
+                + (
+                    ""
+                    if config.keep_last
+                    else f" (last.pt is deleted then; {named('keep_last', True)} keeps it)"
+                )
             )
         if self.stopper.stopped:  # resumed after an early stop, without --epochs: finished
             self.end = self.start - 1
             self.say(
                 f"segkit: the run stopped early after epoch {self.end}: "
                 f"{self.stopper.reason()}; testing its best checkpoint again (resume with "
-                "--epochs to train on)"
+                f"{named('epochs')} to train on)"
             )
         self.epoch = self.start
 
@@ -581,7 +585,7 @@ class Run:
         try:
             line = profiled.report(self.folder.path, epoch)
         except Exception as e:  # noqa: BLE001 -- a diagnostic: the training goes on
-            line = f"segkit: --profile: could not write the profile ({described(e)})"
+            line = f"segkit: {named('profile')}: could not write the profile ({described(e)})"
         self.say(line)
 
     def end_epoch(self, trained: EpochTrained) -> None:
@@ -669,7 +673,7 @@ class Run:
             return None
         return (
             f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, "
-            f"past --max-time {config.max_time}"
+            f"past {named('max_time', config.max_time, as_typed=True)}"
         )
 
     def own_history(self) -> list[dict[str, Any]]:
@@ -890,7 +894,7 @@ class Run:
             if self.config.skip_bad_samples:
                 raise
             raise DataError(
-                f"{e} (or pass --skip-bad-samples to leave unreadable files out)"
+                f"{e} (or pass {named('skip_bad_samples', True)} to leave unreadable files out)"
             ) from None
         except KeyboardInterrupt:
             if not (d.main and self.folder):  # another rank: rank 0 says it
@@ -989,7 +993,7 @@ class Run:
             best_value=stopper.best,
             stopped_early=self.stopped_by() is not None,
             stop_reason=_stop_reason(stopper, self.time_stop),
-            stopped_by=self.stopped_by(),
+            stopped_by=self.stopped_by() or "epochs",
             cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
             task=self.parts.task,
@@ -1004,7 +1008,7 @@ def _stop_reason(stopper: EarlyStopping, time_stop: str | None) -> str | None:
     """Why the run stopped before ``--epochs`` (None if it did not)."""
     if stopper.stopped:
         return stopper.reason()
-    return f"--max-time: {time_stop}" if time_stop else None
+    return f"{named('max_time')}: {time_stop}" if time_stop else None
 
 
 def _restore_ema(state: dict[str, Any], t: build.Training, say: Callable[[str], None]) -> None:

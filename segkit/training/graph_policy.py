@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segkit.config import CUDA_GRAPHS, LAST_BATCHES
+from segkit.config import CUDA_GRAPHS, LAST_BATCHES, named
 from segkit.errors import ConfigError
 
 MODES: tuple[str, ...] = CUDA_GRAPHS
@@ -70,10 +70,11 @@ class GraphDecision:
         """One line for the run's log, e.g. ``cuda graphs: off (--cuda-graphs auto: ...)``."""
         if self.use:
             notes = "".join(f"; {n}" for n in self.notes)
-            return f"cuda graphs: on (--cuda-graphs {self.mode}{notes})"
+            return f"cuda graphs: on ({named('cuda_graphs', self.mode, as_typed=True)}{notes})"
         if not self.reasons:
             return "cuda graphs: off"
-        return f"cuda graphs: off (--cuda-graphs {self.mode}: {'; '.join(self.reasons)})"
+        asked = named("cuda_graphs", self.mode, as_typed=True)
+        return f"cuda graphs: off ({asked}: {'; '.join(self.reasons)})"
 
     def error(self) -> ConfigError | None:
         """The error for ``--cuda-graphs on`` with a run the rules refuse (None otherwise):
@@ -81,8 +82,10 @@ class GraphDecision:
         if self.mode != "on" or self.use:
             return None
         return ConfigError(
-            f"--cuda-graphs on: this run cannot capture its training step: "
-            f"{'; '.join(self.reasons)}. Change that, or use --cuda-graphs auto or off"
+            f"{named('cuda_graphs', 'on', as_typed=True)}: this run cannot capture its "
+            f"training step: {'; '.join(self.reasons)}. Change that, or use "
+            f"{named('cuda_graphs', 'auto', as_typed=True)} or "
+            f"{named('cuda_graphs', 'off', as_typed=True)}"
         )
 
 
@@ -137,9 +140,13 @@ def decide_cuda_graphs(
     if world_size > 1:
         reasons.append(f"DDP ({world_size} processes): the gradient all-reduce is not captured")
     if accumulate > 1:
-        reasons.append(f"--accumulate {accumulate}: a group of batches is more than one step")
+        reasons.append(
+            f"{named('accumulate', accumulate)}: a group of batches is more than one step"
+        )
     if on_nan == "skip":
-        reasons.append("--on-nan skip reads every step's loss on the host")
+        reasons.append(
+            f"{named('on_nan', 'skip', as_typed=True)} reads every step's loss on the host"
+        )
     notes = []
     if mode == "auto":
         notes.append("kept if faster than the eager step, timed in the first epoch")

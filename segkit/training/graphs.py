@@ -61,6 +61,7 @@ from typing import Any
 
 import torch
 
+from segkit.config import named
 from segkit.errors import ConfigError, described
 from segkit.training import ema as ema_mod
 from segkit.training.loops import StepContext, StepOutput, TrainStep, step_schedule
@@ -359,9 +360,10 @@ class GraphStep(TrainStep):
         self.failed = described(error)
         if not self.fallback:
             raise ConfigError(
-                f"--cuda-graphs on: the training step could not be captured as a CUDA "
-                f"graph ({self.failed}); the model or loss synchronizes with the host or "
-                "changes shape with the data. Use --cuda-graphs off"
+                f"{named('cuda_graphs', 'on', as_typed=True)}: the training step could not "
+                f"be captured as a CUDA graph ({self.failed}); the model or loss synchronizes "
+                "with the host or changes shape with the data. Use "
+                f"{named('cuda_graphs', 'off', as_typed=True)}"
             ) from error
         self.say(f"segkit: cuda graphs: off, the capture failed ({self.failed}); eager steps")
         return self.eager(images, masks)

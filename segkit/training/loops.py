@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from segkit.config import named
 from segkit.contracts import Loader
 from segkit.errors import NumericalError
 from segkit.task import Task
@@ -377,8 +378,9 @@ def _stop_on_bad_step(watch: _BadStepWatch, epoch: int, device: torch.device, d:
         where = f"step {bad + 1}" if bad >= 0 else "a step on another rank"
         raise NumericalError(
             f"epoch {epoch}, {where}: the loss is NaN or infinite. The run stopped and "
-            "its checkpoints hold the last good epoch. Lower --lr, use --precision fp32 "
-            "or bf16, check the data, or pass --on-nan skip to skip such steps"
+            f"its checkpoints hold the last good epoch. Lower {named('lr')}, use "
+            f"{named('precision', 'fp32', as_typed=True)} or bf16, check the data, or pass "
+            f"{named('on_nan', 'skip', as_typed=True)} to skip such steps"
         )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from segkit.config import named
+
 #: Steps left out of the estimate at the start of the first epoch (worker start, cudnn
 #: autotuning, compilation, the first batches of a cold loader).
 WARMUP_STEPS = 3
@@ -99,14 +101,16 @@ class RunEstimate:
             fit = 1 + max(0, int(left // epoch)) if epoch > 0 else self.epochs_left
             if fit < self.epochs_left:
                 line += (
-                    f"\nsegkit: --max-time {self.max_time}: at this pace training stops after "
+                    f"\nsegkit: {named('max_time', self.max_time, as_typed=True)}: at this pace "
+                    "training stops after "
                     f"about {fit} of the {self.epochs_left} epochs"
                 )
         if total > HINT_OVER_S and self.device_type == "cpu" and not self.resumed:
             line += (
                 "\nsegkit: that is over an hour on the CPU. For a first run, "
-                "--image-size 64 --batch-size 8 (the settings of `make run`) trains in "
-                "minutes; a GPU (--device cuda) trains the full size in seconds per epoch"
+                f"{named('image_size', 64)} {named('batch_size', 8)} (the settings of `make "
+                f"run`) trains in minutes; a GPU ({named('device', 'cuda', as_typed=True)}) "
+                "trains the full size in seconds per epoch"
             )
         self.line = line
         self.say(line)

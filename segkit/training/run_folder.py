@@ -71,6 +71,30 @@ except ImportError:  # Windows
 #: Run folders this process holds (:meth:`RunFolder.lock`): resolved path -> open fd.
 _LOCKS: dict[str, int] = {}
 
+#: What ended a run: the one vocabulary of ``stopped_by``, in ``summary.json`` (a run that
+#: finished: :data:`FINISHED_BY`) and in ``stopped.json`` (a run that did not:
+#: :data:`UNFINISHED_BY`). Value -> what it means.
+STOPPED_BY: dict[str, str] = {
+    "epochs": "it ran all its epochs (--epochs)",
+    "patience": "early stopping (--patience): the monitored score stopped improving",
+    "max_time": "the time limit (--max-time): the next epoch would have ended past it",
+    "interrupted": "Ctrl-C or SIGTERM; resumable from last.pt",
+    "failed": "an error (stopped.json's reason names it)",
+}
+FINISHED_BY = ("epochs", "patience", "max_time")
+UNFINISHED_BY = ("interrupted", "failed")
+
+
+def stopped_by_of(summary: dict[str, Any]) -> str | None:
+    """``summary.json``'s ``stopped_by`` in :data:`STOPPED_BY`'s words, an older segkit's
+    too: null (or no key) from a run that ran all its epochs is ``epochs``; None where the
+    summary says it stopped early but not by what (a segkit before ``stopped_by``), or
+    holds a value outside the vocabulary."""
+    by = summary.get("stopped_by")
+    if by is None:
+        return None if summary.get("stopped_early") else "epochs"
+    return by if by in FINISHED_BY else None
+
 
 @dataclass
 class RunResult:
@@ -114,11 +138,12 @@ class RunResult:
     #: ``--monitor`` and its value at the best epoch (``best_valid_dice`` stays the Dice).
     monitor: str = "valid_dice"
     best_value: float = math.nan
-    #: Whether ``--patience`` or ``--max-time`` ended the run before ``--epochs``, which
-    #: (``patience``, ``max_time``), why, and its last epoch.
+    #: Whether ``--patience`` or ``--max-time`` ended the run before ``--epochs``, what
+    #: ended it (:data:`STOPPED_BY`: ``epochs``, ``patience`` or ``max_time``), why, and
+    #: its last epoch.
     stopped_early: bool = False
     stop_reason: str | None = None
-    stopped_by: str | None = None
+    stopped_by: str = "epochs"
     #: ``--cuda-graphs``: the step's record (:meth:`TrainStep.graph_record
     #: <segkit.training.loops.TrainStep.graph_record>`), None for the eager step.
     cuda_graphs: dict[str, Any] | None = None
@@ -413,8 +438,14 @@ class RunFolder:
 
     def write_stopped(self, stopped_by: str, when: str, reason: str) -> None:
         """``stopped.json``: a run that ends without finishing says what ended it
-        (``interrupted``: Ctrl-C or SIGTERM; ``failed``: an error), ``when`` (``during
-        epoch 4``...) and ``reason`` (the error's type and first line)."""
+        (:data:`UNFINISHED_BY`: ``interrupted``, Ctrl-C or SIGTERM; ``failed``, an error),
+        ``when`` (``during epoch 4``...) and ``reason`` (the error's type and first line).
+
+        Raises:
+            ValueError: ``stopped_by`` is not one of :data:`UNFINISHED_BY`.
+        """
+        if stopped_by not in UNFINISHED_BY:
+            raise ValueError(f"stopped_by {stopped_by!r}: expected one of {UNFINISHED_BY}")
         data = {
             "stopped_by": stopped_by,
             "when": when,
@@ -717,7 +748,7 @@ def _ignored(test: dict[str, Any]) -> dict[str, Any]:
 def summary_line(config: RunConfig, result: RunResult) -> str:
     stopped = ""
     if result.stopped_early:
-        by = " by --max-time" if result.stopped_by == "max_time" else " early"
+        by = f" by {named('max_time')}" if result.stopped_by == "max_time" else " early"
         stopped = f"; stopped{by} after epoch {result.epochs_run}"
     if result.task is not None and result.task.multiclass:
         t = result.test
