@@ -257,14 +257,15 @@ def test_a_number_for_max_time_in_a_config_file_asks_for_the_unit(tmp_path: Path
 class Trained(list):
     """The epochs trained, and how long the first one takes on the engine's clock."""
 
-    first_epoch_s = 100.0
+    first_epoch_s = 1000.0
 
 
 @pytest.fixture
 def slow_epochs(monkeypatch: pytest.MonkeyPatch) -> Trained:
-    """Every epoch's training takes 100 s more on the engine's clock (the clock it reads
+    """Every epoch's training takes 1000 s more on the engine's clock (the clock it reads
     for epoch seconds and for --max-time), the first ``first_epoch_s``; returns the epochs
-    trained."""
+    trained. Epochs this long leave the tests' limits hundreds of seconds of real time to
+    spare: a busy machine's real seconds, added to the same clock, do not move a stop."""
     trained = Trained()
     offset = [0.0]
     clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
@@ -272,7 +273,7 @@ def slow_epochs(monkeypatch: pytest.MonkeyPatch) -> Trained:
 
     def train_one_epoch(*args, **kwargs):
         trained.append(kwargs["epoch"])
-        offset[0] += trained.first_epoch_s if len(trained) == 1 else 100.0
+        offset[0] += trained.first_epoch_s if len(trained) == 1 else 1000.0
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(engine, "time", clock)
@@ -284,9 +285,9 @@ def slow_epochs(monkeypatch: pytest.MonkeyPatch) -> Trained:
 def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     tiny_pets: Path, tmp_path: Path, slow_epochs, capsys
 ) -> None:
-    # 100 s an epoch: after epoch 4 (at ~400 s) a fifth would end at ~500 s, past 450 s.
+    # 1000 s an epoch: after epoch 4 (at ~4000 s) a fifth would end at ~5000 s, past 4500 s.
     config = tiny(
-        tiny_pets, tmp_path, name="mt", epochs=8, max_time="7m30s", keep_last=True, validate_every=3
+        tiny_pets, tmp_path, name="mt", epochs=8, max_time="75m", keep_last=True, validate_every=3
     )
     result = train(config)
     assert slow_epochs == [1, 2, 3, 4]
@@ -298,7 +299,7 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
         lines[-1].startswith("epoch   4/8")
         and "time limit: stopping, epoch 5 would end" in (lines[-1])
     )
-    assert lines[-1].endswith("past max_time='7m30s'")  # from Python: the keyword
+    assert lines[-1].endswith("past max_time='75m'")  # from Python: the keyword
     assert not any("time limit" in x for x in lines[:-1])
     summary = json.loads((tmp_path / "mt" / "summary.json").read_text())
     assert summary["stopped_early"] is True and summary["stopped_by"] == "max_time"
@@ -308,7 +309,7 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     assert ckpt_io.load(tmp_path / "mt" / "last.pt")["epoch"] == 4  # written at the stop
 
     # --resume with more time trains on: the limit counts from the resumed process's start.
-    more = resume(tmp_path / "mt", max_time="1h", quiet=True)
+    more = resume(tmp_path / "mt", max_time="10h", quiet=True)
     assert slow_epochs == [1, 2, 3, 4, 5, 6, 7, 8]
     assert not more.stopped_early and more.epochs_run == 8 and more.stopped_by == "epochs"
 
@@ -317,10 +318,10 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
 def test_max_time_leaves_the_first_epochs_warm_up_out_of_the_estimate(
     tiny_pets: Path, tmp_path: Path, slow_epochs
 ) -> None:
-    # Epoch 1 takes 300 s (its warm-up), later ones 100 s: after epoch 2 (at ~400 s) the
-    # next is expected at ~500 s, within 620 s; counting epoch 1's 300 s it would not be.
-    slow_epochs.first_epoch_s = 300.0
-    result = train(tiny(tiny_pets, tmp_path, name="w", epochs=8, max_time="620s"), quiet=True)
+    # Epoch 1 takes 3000 s (its warm-up), later ones 1000 s: after epoch 2 (at ~4000 s) the
+    # next is expected at ~5000 s, within 6200 s; counting epoch 1's 3000 s it would not be.
+    slow_epochs.first_epoch_s = 3000.0
+    result = train(tiny(tiny_pets, tmp_path, name="w", epochs=8, max_time="6200s"), quiet=True)
     assert slow_epochs == [1, 2, 3, 4] and result.stopped_by == "max_time"
 
 
