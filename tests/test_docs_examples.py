@@ -335,16 +335,24 @@ def test_the_models_pages_size_error_says_what_the_comment_says():
 
 @pytest.mark.slow
 def test_the_recipes_pages_albumentations_pipeline_and_recipe_files_build(tmp_path, monkeypatch):
-    """The Compose saved as mine.json, the Recipe made from it in Python, and the page's
-    two recipe files (crops.toml, mine.toml) read by segkit's recipe loader."""
+    """The page's two recipe files (crops.toml, mine.toml) read by segkit's recipe loader,
+    crops.toml by segkit.create_recipe as the page shows, the Compose saved as mine.json
+    and the Recipe made from it in Python."""
     from segkit.recipes.files import load_recipe  # what --recipe FILE reads it with
 
     monkeypatch.chdir(tmp_path)
-    ns = _run_blocks(DOCS / "recipes.md", {})
-    assert ns["recipe"].name == "mine"
     for _, body in _blocks(DOCS / "recipes.md", "toml"):
         name = re.match(r"# (\S+\.toml):", body).group(1)
         (tmp_path / name).write_text(body)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ns = _run_blocks(DOCS / "recipes.md", {})
+    (python,) = [b for _, b in _blocks(DOCS / "recipes.md", "python") if "create_recipe" in b]
+    shown = [line[2:] for line in python.splitlines() if line.startswith("# ")]
+    assert out.getvalue().splitlines() == shown
+    assert ns["recipe"].name == "mine" and ns["crops"].name == "crops"
+    for _, body in _blocks(DOCS / "recipes.md", "toml"):
+        name = re.match(r"# (\S+\.toml):", body).group(1)
         recipe = load_recipe(tmp_path / name, image_size=64)
         assert recipe.train, name
 
