@@ -308,7 +308,7 @@ def test_the_api_pages_error_and_task_examples_print_what_the_page_shows(
     printed = printed.replace(f"{tmp_path}/", "").splitlines()
     assert len(printed) == len(shown.splitlines())
     for want, got in zip(shown.splitlines(), printed, strict=True):
-        assert got.startswith(want[:-3]) if want.endswith("...") else got == want
+        assert got.startswith(want[:-3]) if want.endswith("...") else got == want, (want, got)
     exec(compile(task, str(page), "exec"), {"segkit": segkit})
     comments = [line[2:] for line in task.splitlines() if line.startswith("# ")]
     assert capsys.readouterr().out.splitlines() == comments
