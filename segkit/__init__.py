@@ -7,7 +7,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     segkit.register_plugin("models", "mine", MyNet)  # in this process, no entry point
     model = segkit.create_model("unet", in_channels=3, out_channels=1)  # or classes=1, as smp
     loss = segkit.create_loss("bce_dice")
-    recipe = segkit.create_recipe("type3", image_size=256)
+    recipe = segkit.create_recipe("type3", image_size=256)  # or a file: "crops.toml"
     result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
     result = segkit.resume(result.run_dir, epochs=10)  # segkit run --resume (keep_last=True)
     run = segkit.read_run("runs/x")              # a finished run folder: config, summary, history
@@ -209,10 +209,22 @@ def create_loss(name: str, **options: Any) -> Any:
     return create("losses", name, **options)
 
 
-def create_recipe(name: str, image_size: int = 256) -> Any:
-    """Create a registered augmentation recipe (a :class:`segkit.recipes.Recipe`)."""
+def create_recipe(name: Any, image_size: int = 256) -> Any:
+    """Create an augmentation recipe (a :class:`segkit.recipes.Recipe`): a registered one
+    (``segkit list recipes``) or, as ``--recipe FILE`` and ``RunConfig(recipe=FILE)`` take,
+    a recipe file (a path ending in ``.toml``, ``.yaml``, ``.yml`` or ``.json``).
+
+    Raises:
+        PluginNotFoundError: no recipe of that name is registered.
+        ConfigError: the recipe file is missing, does not parse or describes a bad recipe.
+    """
+    from pathlib import Path
+
+    from segkit.recipes.files import is_recipe_file, load_recipe
     from segkit.registry import create
 
+    if isinstance(name, Path) or is_recipe_file(str(name)):
+        return load_recipe(name, image_size=image_size)
     return create("recipes", name, image_size=image_size)
 
 

@@ -118,9 +118,10 @@ class MainGuardError(ConfigError):
     (:mod:`segkit.system.main_guard`)."""
 
 
-def plural(n: int, noun: str) -> str:
-    """``1 image``, ``2 images``: a count and its noun, for messages."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 image``, ``2 images``: a count and its noun, for messages; ``nouns`` is the
+    plural where it is not ``noun + "s"`` (``plural(2, "process", "processes")``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

@@ -282,3 +282,33 @@ def test_the_api_pages_typo_example_prints_what_the_page_shows(capsys):
     (shown,) = re.findall(r"^```text\n(.*?)^```$", section, flags=re.M | re.S)
     exec(compile(block, "docs/reference/api.md", "exec"), {"segkit": segkit})
     assert capsys.readouterr().out == shown
+
+
+@pytest.mark.slow
+def test_the_api_pages_error_and_task_examples_print_what_the_page_shows(
+    tmp_path, monkeypatch, capsys
+):
+    """Each error the page catches, in a fresh registry and a folder without runs, prints
+    the page's line (``...`` ends a shown line early; the home folder is the page's
+    /home/me); the Task example prints its commented lines."""
+    import segkit
+    from segkit import registry
+
+    monkeypatch.setattr(registry, "_LOCAL", {})
+    monkeypatch.setattr(registry, "_default", None)
+    monkeypatch.chdir(tmp_path)
+    page = DOCS / "reference" / "api.md"
+    heading = "The build path, loader workers and errors"
+    errors, task = _python_blocks(page, heading)
+    section = page.read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    (shown,) = re.findall(r"^```text\n(.*?)^```$", section, flags=re.M | re.S)
+    errors = errors.replace('"runs/unet-old', f'"{tmp_path}/runs/unet-old')  # not the reader's
+    exec(compile(errors, str(page), "exec"), {"segkit": segkit, "torch": __import__("torch")})
+    printed = capsys.readouterr().out.replace(str(Path.home()), "/home/me")
+    printed = printed.replace(f"{tmp_path}/", "").splitlines()
+    assert len(printed) == len(shown.splitlines())
+    for want, got in zip(shown.splitlines(), printed, strict=True):
+        assert got.startswith(want[:-3]) if want.endswith("...") else got == want, (want, got)
+    exec(compile(task, str(page), "exec"), {"segkit": segkit})
+    comments = [line[2:] for line in task.splitlines() if line.startswith("# ")]
+    assert capsys.readouterr().out.splitlines() == comments

@@ -113,7 +113,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.N
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             args, extras = parser.parse_known_args(argv)
-    except SystemExit:
+    except SystemExit as e:
+        if e.code == 0:  # --version, --help: printed, and the command is done
+            return argparse.Namespace(), ""
         raise AssertionError(err.getvalue().strip().splitlines()[-1]) from None
     return args, _unrecognized(_command_parser(parser, args), extras) if extras else ""
 
@@ -197,6 +199,84 @@ def test_every_flag_an_inline_segkit_command_names_exists():
     assert not missing, "\n".join(missing)
 
 
+#: Flags with no example, and why none is needed.
+NO_EXAMPLE = {
+    "--help": "every command's; docs/reference/cli.md is each command's --help",
+}
+#: A command that takes another's flags: ``lr-find`` takes ``run``'s settings (training.md
+#: says so), so ``run``'s example of a flag with the same help is ``lr-find``'s too.
+SAME_FLAGS = {"lr-find": "run"}
+
+
+def _command_of(argv: list[str], commands: list[str]) -> str:
+    """The (sub)command a docs command runs: the longest of ``commands`` its words start with."""
+    return max((c for c in commands if argv[: len(c.split())] == c.split()), key=len)
+
+
+def test_every_flag_of_every_command_has_an_example_in_the_docs():
+    """Each flag ``segkit <command> --help`` lists: an example is a ``segkit`` command of a
+    code block (as the first test finds them) that gives the flag, by any of its names, to
+    its own command."""
+    from argparse import SUPPRESS
+
+    from segkit.cli import build_parser
+
+    actions: dict[str, list[argparse.Action]] = {}
+
+    def walk(p: argparse.ArgumentParser, words: str) -> None:
+        # A flag --help leaves out (help=SUPPRESS) is internal: study's own worker processes'.
+        actions[words] = [a for a in p._actions if a.option_strings and a.help != SUPPRESS]
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{words} {name}".strip())
+
+    walk(build_parser(), "")
+    given: dict[str, set[str]] = {c: set() for c in actions}
+    for _, argv in _doc_commands():
+        words = [w.split("=", 1)[0] for w in argv if w.startswith("-")]
+        given[_command_of(argv, list(actions))].update(words)
+
+    def shown(command: str, action: argparse.Action) -> bool:
+        if set(action.option_strings) & given[command]:
+            return True
+        other = SAME_FLAGS.get(command)
+        return other is not None and any(
+            a.option_strings == action.option_strings and a.help == action.help
+            for a in actions[other]
+            if shown(other, a)
+        )
+
+    def name(command: str, action: argparse.Action) -> str:
+        flag = next((s for s in action.option_strings if s.startswith("--")), None)
+        return " ".join(w for w in ("segkit", command, flag or action.option_strings[0]) if w)
+
+    missing = [
+        name(command, a)
+        for command, acts in actions.items()
+        for a in acts
+        if not shown(command, a) and not set(a.option_strings) & set(NO_EXAMPLE)
+    ]
+    assert sum(map(len, actions.values())) >= 200  # every command's, not a walk gone quiet
+    assert not missing, "no example in docs/ of:\n" + "\n".join(missing)
+
+
+def test_every_public_name_of_segkit_has_a_python_example_in_the_docs():
+    """``segkit.NAME`` or ``from segkit import NAME`` in a ```python block."""
+    import segkit
+
+    used: set[str] = set()
+    for page in PAGES:
+        for _, body in _blocks(page, "python"):
+            for node in ast.walk(ast.parse(body)):
+                if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "segkit":
+                    used.add(node.attr)
+                elif isinstance(node, ast.ImportFrom) and node.module == "segkit":
+                    used.update(a.name for a in node.names)
+    missing = sorted(set(segkit.__all__) - used)
+    assert not missing, f"no Python example in docs/ of segkit.{', segkit.'.join(missing)}"
+
+
 class _Names(ast.NodeVisitor):
     """The names a module binds anywhere (imports, assignments, defs, arguments, loop and
     with targets) and those it reads."""
@@ -274,6 +354,18 @@ def test_every_python_block_compiles_imports_what_exists_and_defines_what_it_use
     assert not problems, "\n".join(problems)
 
 
+def test_every_code_fence_is_on_a_line_of_its_own():
+    # A closing fence with prose after it ("``` A K-class checkpoint ...") is no fence to
+    # Markdown: the block runs on into the page and the examples after it are lost.
+    bad = [
+        f"{_rel(page)}:{n}: {line.strip()[:60]}"
+        for page in PAGES
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if re.match(r"\s*```+\s+\S", line)
+    ]
+    assert not bad, "a code fence followed by text on its line:\n" + "\n".join(bad)
+
+
 def test_the_block_finder_sees_indented_blocks_and_every_language():
     text = "a\n\n  ```text\n  x\n  ```\n\n```python\nimport os\n```\n"
     found = [(m.group(2), m.group(3)) for m in FENCE.finditer(text)]
@@ -285,6 +377,9 @@ def test_the_block_finder_sees_indented_blocks_and_every_language():
     assert _shell_commands("$ torchrun -m segkit run \\\n  --epochs 2\noutput\n", True) == [
         ["run", "--epochs", "2"]
     ]
+    commands = ["", "data", "data check", "run"]
+    assert _command_of(["data", "check", "--workers", "2"], commands) == "data check"
+    assert _command_of(["--version"], commands) == ""
 
 
 def _run_blocks(page: Path, namespace: dict, edits: dict[str, str] | None = None) -> dict:
@@ -335,16 +430,24 @@ def test_the_models_pages_size_error_says_what_the_comment_says():
 
 @pytest.mark.slow
 def test_the_recipes_pages_albumentations_pipeline_and_recipe_files_build(tmp_path, monkeypatch):
-    """The Compose saved as mine.json, the Recipe made from it in Python, and the page's
-    two recipe files (crops.toml, mine.toml) read by segkit's recipe loader."""
+    """The page's two recipe files (crops.toml, mine.toml) read by segkit's recipe loader,
+    crops.toml by segkit.create_recipe as the page shows, the Compose saved as mine.json
+    and the Recipe made from it in Python."""
     from segkit.recipes.files import load_recipe  # what --recipe FILE reads it with
 
     monkeypatch.chdir(tmp_path)
-    ns = _run_blocks(DOCS / "recipes.md", {})
-    assert ns["recipe"].name == "mine"
     for _, body in _blocks(DOCS / "recipes.md", "toml"):
         name = re.match(r"# (\S+\.toml):", body).group(1)
         (tmp_path / name).write_text(body)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ns = _run_blocks(DOCS / "recipes.md", {})
+    (python,) = [b for _, b in _blocks(DOCS / "recipes.md", "python") if "create_recipe" in b]
+    shown = [line[2:] for line in python.splitlines() if line.startswith("# ")]
+    assert out.getvalue().splitlines() == shown
+    assert ns["recipe"].name == "mine" and ns["crops"].name == "crops"
+    for _, body in _blocks(DOCS / "recipes.md", "toml"):
+        name = re.match(r"# (\S+\.toml):", body).group(1)
         recipe = load_recipe(tmp_path / name, image_size=64)
         assert recipe.train, name
 

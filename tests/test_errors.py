@@ -22,3 +22,12 @@ def test_the_line_is_cut_at_the_limit() -> None:
     error = OSError("x" * 500)
     assert first_line(error) == "x" * 300
     assert described(error, 20) == "OSError: " + "x" * 20
+
+
+def test_plural_says_one_without_s_and_takes_an_irregular_plural():
+    from segkit.errors import plural
+
+    assert plural(1, "epoch") == "1 epoch"
+    assert plural(0, "epoch") == "0 epochs" and plural(2, "epoch") == "2 epochs"
+    assert plural(1, "process", "processes") == "1 process"
+    assert plural(3, "process", "processes") == "3 processes"

@@ -173,3 +173,15 @@ def test_a_run_off_a_terminal_prints_the_estimate_and_progress_lines(
     assert len(estimates) == 1 and "for the 1 epoch to go" in estimates[0]
     progress = [line for line in out if line.startswith("epoch 1/2  step ")]
     assert progress and all("images/s" in line for line in progress)
+
+
+@pytest.mark.slow
+def test_a_one_epoch_runs_first_line_says_1_epoch(tiny_pets, tmp_path, capsys) -> None:
+    from conftest import TINY_RUN
+
+    from segkit.cli import main
+
+    args = [*TINY_RUN, "--data", str(tiny_pets), "--out", str(tmp_path), "--epochs", "1"]
+    assert main(["run", *args]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("segkit: ") and ", 1 epoch -> " in first, first

@@ -85,6 +85,19 @@ def test_yaml_and_json_read_the_same_and_the_name_defaults_to_the_file_stem(tmp_
     assert not from_yaml.native_eval
 
 
+def test_create_recipe_takes_a_recipe_file_as_run_config_and_recipe_flag_do(tmp_path):
+    import segkit
+
+    path = write(tmp_path / "r.toml", TOML)
+    recipe = segkit.create_recipe(str(path), image_size=96)
+    assert recipe == R.load_recipe(path, image_size=96)
+    assert recipe == RunConfig(recipe=str(path), image_size=96).recipe_object()
+    assert segkit.create_recipe(path, image_size=96) == recipe  # a Path as well
+    assert segkit.create_recipe("type1", image_size=96).name == "type1"  # a name still
+    with pytest.raises(ConfigError, match=r"nope\.yaml does not exist.*segkit list recipes"):
+        segkit.create_recipe(tmp_path / "nope.yaml")
+
+
 def test_to_dict_reads_back_as_the_same_recipe():
     from segkit import registry
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.cli.args import add_config_args, settings_from_args
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, plural
 
 
 def add_run(sub: Any) -> None:
@@ -222,7 +222,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         print(
             f"segkit lr-find: {config.model} + {config.loss} via {config.loader}, batch "
             f"{config.batch_size} at {config.image_size} px; lr {args.start_lr:g} -> "
-            f"{args.end_lr:g} over {args.steps} steps"
+            f"{args.end_lr:g} over {plural(args.steps, 'step')}"
         )
     result = lr_find(
         config,

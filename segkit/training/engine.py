@@ -48,6 +48,7 @@ from segkit.errors import (
     RunInterrupted,
     UnknownSettingError,
     described,
+    plural,
 )
 from segkit.metrics.definitions import scores_from_meter
 from segkit.registry import default_registry
@@ -523,7 +524,7 @@ class Run:
 
     def _header(self) -> str:
         config, t, d = self.config, self.parts, self.dist
-        ranks = f" x {d.world} processes" if d.enabled else ""
+        ranks = f" x {plural(d.world, 'process', 'processes')}" if d.enabled else ""
         classes = f", {t.task.describe()}" if t.task.multiclass else ""
         where = self.folder.path if self.folder else "(rank 0 writes)"
         if self.runtime.device.type == "cpu":
@@ -533,7 +534,7 @@ class Run:
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
             f"{self.runtime.device}{ranks}, precision {self.runtime.precision.name}, "
-            f"{config.epochs} epochs -> {where}"
+            f"{plural(config.epochs, 'epoch')} -> {where}"
         )
 
     def _progress(self, resumed: bool) -> progress.ProgressSettings:
