@@ -17,7 +17,11 @@ mismatch is a :class:`~segkit.errors.PluginLoadError` naming the plugin and the
 parameter. Two distributions claiming one name is a
 :class:`~segkit.errors.DuplicatePluginError` naming both, raised when that name is used
 (:meth:`Registry.info`, :meth:`Registry.get`, ``load()``): listing a kind never raises, so
-the other plugins keep working and ``segkit list`` shows every claimant of the name.
+the other plugins keep working and ``segkit list`` shows every claimant of the name. A
+built-in's name is the exception: installing a package must never break segkit's own
+plugins, so segkit's wins and the other distribution's plugin of that name is hidden
+(:attr:`PluginInfo.shadows`; ``segkit list`` shows it as ``SHADOWED`` and ``--check``
+fails for it; a run using the name says so once, :func:`say_shadowed`).
 
 A notebook or script can add a plugin without packaging an entry point:
 :func:`register_plugin` registers a factory in this process only (:data:`IN_PROCESS` is its
@@ -104,6 +108,10 @@ class PluginInfo:
     #: Every plugin registered under this name when several distributions claim it (this
     #: one included, sorted by distribution); empty when the name is this plugin's alone.
     claims: tuple[PluginInfo, ...] = field(repr=False, compare=False, default=())
+    #: For a plugin of segkit's own: the plugins other distributions register under its
+    #: name, hidden because a built-in name wins (installing a package must never break
+    #: segkit's built-ins); empty when the name is this plugin's alone.
+    shadows: tuple[PluginInfo, ...] = field(repr=False, compare=False, default=())
 
     def clash_error(self) -> DuplicatePluginError | None:
         """The error naming every distribution that claims this name, or None."""
@@ -119,6 +127,32 @@ class PluginInfo:
             f"{', by '.join(by[:-1])} and by {by[-1]}; uninstall all but one of them "
             f"or rename the entry point in group '{GROUPS[self.kind]}' (the other "
             f"{self.kind} keep working; `segkit list {self.kind}` shows every claimant)"
+        )
+
+    def shadow_problem(self, hidden: PluginInfo) -> str:
+        """What is wrong with ``hidden`` (one of :attr:`shadows`), and how its author
+        fixes it, in a sentence."""
+        return (
+            f"{hidden.label} ({hidden.target}) is hidden: '{self.name}' is the name of "
+            f"segkit's built-in {SINGULAR[self.kind]}, which wins, so that package's "
+            f"{SINGULAR[self.kind]} cannot be used; rename its entry point in group "
+            f"'{GROUPS[self.kind]}' of {hidden.distribution}'s pyproject.toml and reinstall "
+            "it (`pip install -e .` again for an editable install)"
+        )
+
+    def shadow_note(self) -> str | None:
+        """The line a run that uses this built-in prints when other distributions' plugins
+        of its name are hidden (:attr:`shadows`), or None."""
+        if not self.shadows:
+            return None
+        hidden = " and ".join(
+            f"'{p.distribution}'{' ' + p.version if p.version else ''} ({p.target})"
+            for p in self.shadows
+        )
+        return (
+            f"{SINGULAR[self.kind]} '{self.name}' is segkit's built-in; the "
+            f"{SINGULAR[self.kind]} of that name from distribution{'s' * (len(self.shadows) > 1)} "
+            f"{hidden} is hidden (rename it to use it; `segkit list {self.kind}` shows it)"
         )
 
     @property
@@ -259,7 +293,8 @@ class Registry:
     def plugins(self, kind: str) -> dict[str, PluginInfo]:
         """All plugins of ``kind`` by name, discovered without importing them.
 
-        A name several distributions register maps to the first of them (by distribution
+        A name several distributions register maps to segkit's own plugin where it is one
+        of them (the others in its ``shadows``), else to the first of them (by distribution
         name), whose ``claims`` lists them all; using it raises
         :class:`~segkit.errors.DuplicatePluginError` (see :meth:`clashes`). Listing never
         raises for it, so the other plugins keep working.
@@ -281,7 +316,7 @@ class Registry:
         for ep in eps:
             distro = ep.distro.name if ep.distro is not None else "<unknown>"
             version = (ep.distro.version if ep.distro is not None else None) or _version(distro)
-            if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
+            if not self.autoload and not _is_core(distro):
                 continue
             target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
             claimants = found.setdefault(ep.name, [])
@@ -293,6 +328,12 @@ class Registry:
             claimants.append(PluginInfo(kind, ep.name, target, distro, version, ep))
         plugins = {}
         for name, claimants in sorted(found.items()):
+            core = [p for p in claimants if _is_core(p.distribution)]
+            if core and len(claimants) > 1:  # a built-in name wins; the others are hidden
+                hidden = [p for p in claimants if not _is_core(p.distribution)]
+                core[0].shadows = tuple(sorted(hidden, key=lambda p: (p.distribution, p.target)))
+                plugins[name] = core[0]
+                continue
             if len(claimants) > 1:
                 claimants.sort(key=lambda p: (p.distribution, p.target))
                 for p in claimants:
@@ -314,7 +355,7 @@ class Registry:
         found = []
         for config, distro in entrypoints.iter_files_distros(path=self.path):
             name = distro.name if distro is not None else "<unknown>"
-            if not self.autoload and name.replace("-", "_") != CORE_DISTRIBUTION:
+            if not self.autoload and not _is_core(name):
                 continue
             for group in config.sections():
                 if group in known or not group.lower().startswith("segkit"):
@@ -328,6 +369,11 @@ class Registry:
                     found.append(Misplaced(known[close[0]], ep_name, group, target, name, version))
         self._misplaced = found
         return found
+
+    def shadowed(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
+        """The names of segkit's built-ins of ``kind`` that other distributions register
+        too, with their (hidden) plugins: the built-in is used."""
+        return {n: p.shadows for n, p in self.plugins(kind).items() if p.shadows}
 
     def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
         """The names of ``kind`` that several distributions register, with every claimant."""
@@ -521,6 +567,28 @@ def get(kind: str, name: str) -> Callable[..., Any]:
 def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the factory registered as ``name`` in ``kind``."""
     return default_registry().create(kind, name, *args, **kwargs)
+
+
+#: The (kind, name) whose hidden namesakes this process has announced (:func:`say_shadowed`).
+_said_shadowed: set[tuple[str, str]] = set()
+
+
+def say_shadowed(kind: str, name: str) -> None:
+    """Print, once per process (rank 0 of a torchrun job), that the built-in ``name`` of
+    ``kind`` is used and other distributions' plugins of that name are hidden; nothing
+    when no other distribution registers it, or ``name`` is not installed."""
+    info = default_registry().plugins(kind).get(name)
+    note = info.shadow_note() if info is not None else None
+    if note is None or (kind, name) in _said_shadowed:
+        return
+    _said_shadowed.add((kind, name))
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(f"segkit: {note}", file=sys.stderr, flush=True)
+
+
+def _is_core(distribution: str) -> bool:
+    """Whether ``distribution`` is segkit itself (as its metadata spells it)."""
+    return distribution.replace("-", "_").lower() == CORE_DISTRIBUTION
 
 
 def _raised_at(error: BaseException) -> str:

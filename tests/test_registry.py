@@ -155,27 +155,93 @@ def test_a_clash_breaks_only_its_name_and_segkit_list_shows_every_one(site, monk
     assert registry.get("recipes", "type3") is not None
     assert {"unet", "shared", "fine"} <= set(plugin_names("models"))
     assert plugin_names("models", distribution="fake-b") == ["shared"]
-    assert plugin_names("models", distribution="fake-a") == ["fine", "shared", "unet"]
+    assert plugin_names("models", distribution="fake-a") == ["fine", "shared"]  # not unet: hidden
     assert parametrize_plugins("models", "losses", rules=True).args[1]  # collection works
-    with pytest.raises(DuplicatePluginError, match=r"model name 'unet' is registered twice: "
-                       r"by distribution 'fake_a' 1\.0 .* and by distribution 'segkit'"):  # fmt: skip
-        registry.get("models", "unet")
+    with pytest.raises(DuplicatePluginError, match=r"model name 'shared' is registered twice: "
+                       r"by distribution 'fake_a' 1\.0 .* and by distribution 'fake_b'"):  # fmt: skip
+        registry.get("models", "shared")
+    # A built-in's name is segkit's: fake-a's 'unet' is hidden, segkit's is used.
+    assert registry.default_registry().info("models", "unet").distribution == "segkit"
 
     assert main(["list"]) == 0  # informative, as for a plugin that fails to load
     out, err = capsys.readouterr()
     rows = [line.split() for line in out.splitlines()]
-    for kind, name, dist in [("models", "unet", "fake_a"), ("models", "unet", "segkit"),
-                             ("models", "shared", "fake_a"), ("models", "shared", "fake_b"),
+    for kind, name, dist in [("models", "shared", "fake_a"), ("models", "shared", "fake_b"),
                              ("losses", "shared", "fake_a"), ("losses", "shared", "fake_b")]:  # fmt: skip
         assert [r for r in rows if r[:3] == [kind, name, dist] and r[-1] == "CLASH"], (kind, name)
     assert ["models", "fine", "fake_a", "1.0", "ok"] in rows
+    assert ["models", "unet", "fake_a", "1.0", "SHADOWED"] in rows
+    assert [r for r in rows if r[:3] == ["models", "unet", "segkit"] and r[-1] == "ok"]
+    assert "model name 'unet' is registered twice" not in err
     # Every clash at once, each message naming both distributions.
-    assert "model name 'unet' is registered twice" in err
     assert "model name 'shared' is registered twice" in err
     assert "loss name 'shared' is registered twice" in err
     assert main(["list", "models", "--check"]) == 1
     assert main(["list", "losses", "--no-import"]) == 0
     assert "CLASH" in capsys.readouterr().out  # known from the metadata alone
+
+
+def test_a_package_registering_a_builtin_name_never_breaks_the_builtin(site, monkeypatch, capsys):
+    from segkit import registry
+    from segkit.build import check_plugin_names
+    from segkit.cli import main
+    from segkit.config import RunConfig
+    from segkit.testing import ConformanceError, parametrize_plugins, plugin_names
+
+    make_distribution(
+        site,
+        "fake-shadow",
+        {"segkit.models": {"unet": "fake_shadow:create", "mine": "fake_shadow:create"},
+         "segkit.losses": {"dice": "fake_shadow:create"}},
+        {"fake_shadow": "def create(in_channels=3, out_channels=1):\n    return None\n"},
+    )  # fmt: skip
+    monkeypatch.setattr(registry, "_default", Registry())
+    monkeypatch.setattr(registry, "_said_shadowed", set())
+    unet = registry.default_registry().info("models", "unet")
+    assert (unet.distribution, unet.target) == ("segkit", "segkit_unet:create_unet")
+    assert registry.create("models", "unet") is not None  # the default run's model works
+    assert [p.distribution for p in registry.default_registry().shadowed("models")["unet"]] == [
+        "fake_shadow"
+    ]
+    assert registry.default_registry().clashes("models") == {}
+
+    # A run using the built-in name says so once (a study checks each of its runs).
+    check_plugin_names(RunConfig(model="unet", loss="dice"))
+    check_plugin_names(RunConfig(model="unet", loss="dice"))
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "segkit: model 'unet' is segkit's built-in; the model of that name from distribution "
+        "'fake_shadow' 1.0 (fake_shadow:create) is hidden (rename it to use it; `segkit list "
+        "models` shows it)",
+        "segkit: loss 'dice' is segkit's built-in; the loss of that name from distribution "
+        "'fake_shadow' 1.0 (fake_shadow:create) is hidden (rename it to use it; `segkit list "
+        "losses` shows it)",
+    ]
+    check_plugin_names(RunConfig(model="mine"))  # no built-in of that name: nothing said
+    assert capsys.readouterr().err == ""
+
+    # segkit list shows the hidden one and how to fix it; --check fails the author's CI.
+    assert main(["list", "models"]) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines()]
+    assert ["models", "unet", "fake_shadow", "1.0", "SHADOWED"] in rows
+    assert [r for r in rows if r[:3] == ["models", "unet", "segkit"] and r[-1] == "ok"]
+    assert (
+        "models 'unet': model 'unet' from distribution 'fake_shadow' 1.0 (fake_shadow:create) "
+        "is hidden: 'unet' is the name of segkit's built-in model, which wins, so that "
+        "package's model cannot be used; rename its entry point in group 'segkit.models' of "
+        "fake_shadow's pyproject.toml" in " ".join(err.split())
+    )
+    assert main(["list", "models", "--check"]) == 1
+    assert main(["list", "--no-import", "--check"]) == 1
+    assert "SHADOWED" in capsys.readouterr().out
+    # The kit checks segkit's 'unet' by that name; the author's own parametrization says
+    # their plugin cannot be reached instead of testing segkit's.
+    assert plugin_names("models", distribution="fake-shadow") == ["mine"]
+    assert "unet" in plugin_names("models")
+    with pytest.raises(ConformanceError, match=r"^model 'unet' \(fake_shadow 1\.0\) breaks "
+                       r"rule 'name': .* is hidden: 'unet' is the name of segkit's built-in"):  # fmt: skip
+        parametrize_plugins("models", distribution="fake-shadow")
 
 
 def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
