@@ -38,10 +38,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from segkit.contracts import CONTRACTS, capability, contract_problems
@@ -258,6 +260,49 @@ class Misplaced:
         )
 
 
+@dataclass(frozen=True)
+class Copy:
+    """One installed copy of a distribution: its version, its metadata folder (a
+    ``.dist-info``, ``.egg-info`` or ``.egg``) and, for an editable install, the source
+    folder it points at."""
+
+    version: str
+    where: str
+    editable: str = ""
+    #: Its segkit entry points, ``(group, name, target)`` sorted.
+    entry_points: tuple[tuple[str, str, str], ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.version or '(no version)'} at {self.where}"
+        return f"{text} (editable install of {self.editable})" if self.editable else text
+
+
+@dataclass(frozen=True)
+class Copies:
+    """A distribution with segkit plugins installed more than once on the search path,
+    the copies differing (:meth:`Registry.copies`): Python, and segkit, use the first on
+    the path and hide the others. ``str()`` says which is used and how to fix it."""
+
+    distribution: str
+    used: Copy
+    hidden: tuple[Copy, ...]
+
+    def registers(self, kind: str) -> bool:
+        """Whether a copy registers plugins of ``kind`` (in its group or an old name)."""
+        groups = (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))
+        return any(g in groups for c in (self.used, *self.hidden) for g, _, _ in c.entry_points)
+
+    def __str__(self) -> str:
+        hidden = "; ".join(f"{c} is hidden" for c in self.hidden)
+        return (
+            f"distribution '{self.distribution}' is installed {len(self.hidden) + 1} times "
+            f"on the path: {self.used} is used (the first on sys.path wins); {hidden}. "
+            "Uninstall the copies you do not want (`python -m pip uninstall "
+            f"{self.distribution}` with the Python whose site folder holds each, or delete "
+            "the stale metadata folder) so that one is left"
+        )
+
+
 class Registry:
     """The plugins visible on a search path (``sys.path`` by default).
 
@@ -279,6 +324,7 @@ class Registry:
         self.autoload = autoload
         self._cache: dict[str, dict[str, PluginInfo]] = {}
         self._misplaced: list[Misplaced] | None = None
+        self._copies: list[Copies] | None = None
 
     def _check_kind(self, kind: str) -> str:
         kind = canonical_kind(kind)
@@ -374,6 +420,45 @@ class Registry:
         """The names of segkit's built-ins of ``kind`` that other distributions register
         too, with their (hidden) plugins: the built-in is used."""
         return {n: p.shadows for n, p in self.plugins(kind).items() if p.shadows}
+
+    def copies(self) -> list[Copies]:
+        """Distributions with segkit entry points installed more than once on the path
+        (an editable install and a wheel in another site folder, two versions), where the
+        copies differ in version or segkit entry points, or one is an editable install
+        and another is not: only the first on the path is seen, silently otherwise. Read
+        from metadata, nothing imported; cached. Identical copies (an editable install
+        beside its source tree's ``.egg-info``) are not reported."""
+        if self._copies is not None:
+            return self._copies
+        found: dict[str, list[Copy]] = {}  # normalised name -> copies in path order
+        for folder in self.path if self.path is not None else sys.path:
+            for meta in _metadata_folders(folder):
+                stem = re.sub(r"\.(dist-info|egg-info|egg)$", "", meta.name)
+                name = re.sub(r"[-_.]+", "_", stem.split("-", 1)[0]).lower()
+                if not self.autoload and name != CORE_DISTRIBUTION:
+                    continue
+                copy = _read_copy(meta)
+                if copy is not None:
+                    found.setdefault(name, []).append(copy)
+        result = []
+        for name, copies in found.items():
+            if not any(c.entry_points for c in copies) or len(copies) < 2:
+                continue
+            first, rest = copies[0], copies[1:]
+            differ = [
+                c
+                for c in rest
+                if (c.version, c.entry_points, bool(c.editable) or c.where.endswith("egg-info"))
+                != (
+                    first.version,
+                    first.entry_points,
+                    bool(first.editable) or first.where.endswith("egg-info"),
+                )
+            ]
+            if differ:
+                result.append(Copies(name, first, tuple(rest)))
+        self._copies = result
+        return result
 
     def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
         """The names of ``kind`` that several distributions register, with every claimant."""
@@ -584,6 +669,59 @@ def say_shadowed(kind: str, name: str) -> None:
     _said_shadowed.add((kind, name))
     if os.environ.get("RANK", "0") in ("", "0"):
         print(f"segkit: {note}", file=sys.stderr, flush=True)
+
+
+def _metadata_folders(folder: str) -> list[Path]:
+    """The distributions' metadata folders in one ``sys.path`` entry, as the
+    ``entrypoints`` package finds them (an ``.egg`` entry is its own ``EGG-INFO``)."""
+    path = Path(folder or ".")
+    if folder.rstrip("/\\").endswith(".egg") and (path / "EGG-INFO").is_dir():
+        return [path]
+    if not path.is_dir():
+        return []
+    try:
+        return sorted(p for p in path.iterdir() if p.name.endswith((".dist-info", ".egg-info")))
+    except OSError:
+        return []
+
+
+def _read_copy(meta: Path) -> Copy | None:
+    """The :class:`Copy` a metadata folder describes, or None where it is unreadable."""
+    import configparser
+    import json
+
+    info = meta / "EGG-INFO" if meta.name.endswith(".egg") else meta
+    version = ""
+    for file in ("METADATA", "PKG-INFO"):
+        try:
+            text = (info / file).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        version = next(
+            (line[8:].strip() for line in text.splitlines() if line.startswith("Version:")), ""
+        )
+        break
+    else:
+        stem = re.sub(r"\.(dist-info|egg-info|egg)$", "", meta.name)
+        version = stem.split("-")[1] if "-" in stem else ""
+    entry_points: list[tuple[str, str, str]] = []
+    config = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    config.optionxform = str  # type: ignore[assignment,method-assign]  # names keep their case
+    try:
+        config.read(info / "entry_points.txt", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    for group in config.sections():
+        if group.lower().startswith("segkit"):
+            entry_points += [(group, n, t.strip()) for n, t in config[group].items()]
+    editable = ""
+    try:
+        url = json.loads((info / "direct_url.json").read_text(encoding="utf-8"))
+        if url.get("dir_info", {}).get("editable"):
+            editable = str(url.get("url", "")).removeprefix("file://")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return Copy(version, str(meta), editable, tuple(sorted(entry_points)))
 
 
 def _is_core(distribution: str) -> bool:

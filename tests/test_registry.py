@@ -253,6 +253,62 @@ def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
     assert reg.names("losses") == ["x"]
 
 
+def test_two_versions_of_one_distribution_say_which_is_used_and_fail_the_check(
+    site, monkeypatch, capsys
+):
+    import json
+
+    from segkit import registry
+    from segkit.cli import main
+
+    tmp_path = site  # the other copies in folders of their own, off sys.path
+    editable, wheel = site, tmp_path / "wheel"
+    first = make_distribution(
+        editable,
+        "fake-twice",
+        {"segkit.losses": {"x": "fake_twice:create"}},
+        {"fake_twice": "import torch\n\ndef create():\n    return torch.nn.BCEWithLogitsLoss()\n"},
+        version="0.2",
+    )
+    (first / "direct_url.json").write_text(
+        json.dumps({"url": "file:///src/fake-twice", "dir_info": {"editable": True}})
+    )
+    second = make_distribution(
+        wheel, "fake_twice", {"segkit.losses": {"x": "fake_twice:create"}}, {}, version="0.1"
+    )
+    reg = Registry(path=[str(editable), str(wheel)])
+    assert reg.plugins("losses")["x"].version == "0.2"  # the first on the path is used
+    [copies] = reg.copies()
+    assert copies.registers("losses") and not copies.registers("models")
+    assert str(copies) == (
+        f"distribution 'fake_twice' is installed 2 times on the path: 0.2 at {first} "
+        "(editable install of /src/fake-twice) is used (the first on sys.path wins); 0.1 at "
+        f"{second} is hidden. Uninstall the copies you do not want (`python -m pip "
+        "uninstall fake_twice` with the Python whose site folder holds each, or delete the "
+        "stale metadata folder) so that one is left"
+    )
+    monkeypatch.setattr(registry, "_default", reg)
+    assert main(["list", "losses"]) == 0
+    out, err = capsys.readouterr()
+    assert ["losses", "x", "fake_twice", "0.2", "ok"] in [line.split() for line in out.splitlines()]
+    assert str(copies) in err
+    assert main(["list", "--check", "--no-import"]) == 1
+    assert main(["list", "models", "--check"]) == 0  # it registers no model
+    # Identical copies (the same version and entry points) hide nothing that matters.
+    same = tmp_path / "same"
+    make_distribution(
+        same, "fake-twice", {"segkit.losses": {"x": "fake_twice:create"}}, {}, version="0.1"
+    )
+    assert Registry(path=[str(wheel), str(same)]).copies() == []
+    # A different entry point in the hidden copy is reported, at one version.
+    (same / "fake_twice-0.1.dist-info" / "entry_points.txt").write_text(
+        "[segkit.losses]\ny = fake_twice:create\n"
+    )
+    assert [c.distribution for c in Registry(path=[str(wheel), str(same)]).copies()] == [
+        "fake_twice"
+    ]
+
+
 def test_unknown_name_suggests_close_matches_and_segkit_list():
     with pytest.raises(
         PluginNotFoundError,

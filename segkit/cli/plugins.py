@@ -19,8 +19,9 @@ def add_list(sub: Any) -> None:
         "--check",
         action="store_true",
         help="exit 1 if any plugin fails to load, breaks its kind's contract, shares its "
-        "name with another distribution's (a built-in's included: that one is hidden) or "
-        "sits in a misspelt entry-point group, with tracebacks",
+        "name with another distribution's (a built-in's included: that one is hidden), "
+        "sits in a misspelt entry-point group, or comes from a distribution installed twice "
+        "(two versions on the path), with tracebacks",
     )
     p.add_argument(
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
@@ -65,6 +66,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     misplaced = [m for m in reg.misplaced() if m.kind in kinds]
     for m in misplaced:
         print(f"\n{m.kind} '{m.name}' is not listed: {m}", file=sys.stderr)
+    copies = [c for c in reg.copies() if any(c.registers(k) for k in kinds)]
+    for c in copies:
+        print(f"\n{c}", file=sys.stderr)
     for line in shadowed:
         print(f"\n{line}", file=sys.stderr)
     for info, e in failures:
@@ -73,7 +77,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             import traceback
 
             traceback.print_exception(e.__cause__, file=sys.stderr)
-    return 1 if (failures or misplaced or shadowed) and args.check else 0
+    return 1 if (failures or misplaced or shadowed or copies) and args.check else 0
 
 
 def _load_error(info: Any) -> Exception | None:
