@@ -26,6 +26,7 @@ import torch
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.config import checked_keywords
 from segkit.contracts import MaskSpec
+from segkit.data.check import split_samples
 from segkit.data.reading import VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError
 from segkit.inference.native import EvalPlan, forward_for
@@ -115,6 +116,9 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     config = trained.config
     assert config is not None  # opened from a checkpoint
     dataset = build_dataset(config)
+    # Listed once here, so a dataset plugin's own exception in samples() is named (with
+    # the plugin) before a loader or the predictor lists the split.
+    split_samples(dataset, options.split, config.resolved_dataset())
     _check_classes(trained, dataset)
     plan = build_eval_plan(config, trained.recipe)
     modes: Counter[str] = Counter()
@@ -219,7 +223,7 @@ def evaluate_images(
     """
     task = predictor.task
     meter = task.meter(predictor.device)
-    samples = dataset.samples(split)
+    samples = split_samples(dataset, split)
     reads = read_parallel(
         samples, lambda s: read_sample(s, dataset.mask_spec), predictor.num_workers
     )
