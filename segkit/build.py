@@ -129,7 +129,8 @@ def resolve_runtime(
 
 def check_plugin_names(config: RunConfig) -> None:
     """Fail on a misspelt plugin name before any slow step (generating the synthetic set
-    takes seconds). Reads entry-point names only; nothing is imported.
+    takes seconds). Reads entry-point names only; nothing is imported. A built-in name
+    that another distribution registers too says, once, that the built-in is used.
 
     Raises:
         PluginNotFoundError: the message suggests close names.
@@ -139,6 +140,7 @@ def check_plugin_names(config: RunConfig) -> None:
         if kind == "losses" and name == "auto":  # resolved from the dataset's classes
             continue
         reg.info(kind, name)
+        registry.say_shadowed(kind, name)
 
 
 def build_dataset(config: RunConfig) -> Dataset:

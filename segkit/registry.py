@@ -17,7 +17,11 @@ mismatch is a :class:`~segkit.errors.PluginLoadError` naming the plugin and the
 parameter. Two distributions claiming one name is a
 :class:`~segkit.errors.DuplicatePluginError` naming both, raised when that name is used
 (:meth:`Registry.info`, :meth:`Registry.get`, ``load()``): listing a kind never raises, so
-the other plugins keep working and ``segkit list`` shows every claimant of the name.
+the other plugins keep working and ``segkit list`` shows every claimant of the name. A
+built-in's name is the exception: installing a package must never break segkit's own
+plugins, so segkit's wins and the other distribution's plugin of that name is hidden
+(:attr:`PluginInfo.shadows`; ``segkit list`` shows it as ``SHADOWED`` and ``--check``
+fails for it; a run using the name says so once, :func:`say_shadowed`).
 
 A notebook or script can add a plugin without packaging an entry point:
 :func:`register_plugin` registers a factory in this process only (:data:`IN_PROCESS` is its
@@ -34,10 +38,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from segkit.contracts import CONTRACTS, capability, contract_problems
@@ -104,6 +110,10 @@ class PluginInfo:
     #: Every plugin registered under this name when several distributions claim it (this
     #: one included, sorted by distribution); empty when the name is this plugin's alone.
     claims: tuple[PluginInfo, ...] = field(repr=False, compare=False, default=())
+    #: For a plugin of segkit's own: the plugins other distributions register under its
+    #: name, hidden because a built-in name wins (installing a package must never break
+    #: segkit's built-ins); empty when the name is this plugin's alone.
+    shadows: tuple[PluginInfo, ...] = field(repr=False, compare=False, default=())
 
     def clash_error(self) -> DuplicatePluginError | None:
         """The error naming every distribution that claims this name, or None."""
@@ -119,6 +129,32 @@ class PluginInfo:
             f"{', by '.join(by[:-1])} and by {by[-1]}; uninstall all but one of them "
             f"or rename the entry point in group '{GROUPS[self.kind]}' (the other "
             f"{self.kind} keep working; `segkit list {self.kind}` shows every claimant)"
+        )
+
+    def shadow_problem(self, hidden: PluginInfo) -> str:
+        """What is wrong with ``hidden`` (one of :attr:`shadows`), and how its author
+        fixes it, in a sentence."""
+        return (
+            f"{hidden.label} ({hidden.target}) is hidden: '{self.name}' is the name of "
+            f"segkit's built-in {SINGULAR[self.kind]}, which wins, so that package's "
+            f"{SINGULAR[self.kind]} cannot be used; rename its entry point in group "
+            f"'{GROUPS[self.kind]}' of {hidden.distribution}'s pyproject.toml and reinstall "
+            "it (`pip install -e .` again for an editable install)"
+        )
+
+    def shadow_note(self) -> str | None:
+        """The line a run that uses this built-in prints when other distributions' plugins
+        of its name are hidden (:attr:`shadows`), or None."""
+        if not self.shadows:
+            return None
+        hidden = " and ".join(
+            f"'{p.distribution}'{' ' + p.version if p.version else ''} ({p.target})"
+            for p in self.shadows
+        )
+        return (
+            f"{SINGULAR[self.kind]} '{self.name}' is segkit's built-in; the "
+            f"{SINGULAR[self.kind]} of that name from distribution{'s' * (len(self.shadows) > 1)} "
+            f"{hidden} is hidden (rename it to use it; `segkit list {self.kind}` shows it)"
         )
 
     @property
@@ -224,6 +260,49 @@ class Misplaced:
         )
 
 
+@dataclass(frozen=True)
+class Copy:
+    """One installed copy of a distribution: its version, its metadata folder (a
+    ``.dist-info``, ``.egg-info`` or ``.egg``) and, for an editable install, the source
+    folder it points at."""
+
+    version: str
+    where: str
+    editable: str = ""
+    #: Its segkit entry points, ``(group, name, target)`` sorted.
+    entry_points: tuple[tuple[str, str, str], ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.version or '(no version)'} at {self.where}"
+        return f"{text} (editable install of {self.editable})" if self.editable else text
+
+
+@dataclass(frozen=True)
+class Copies:
+    """A distribution with segkit plugins installed more than once on the search path,
+    the copies differing (:meth:`Registry.copies`): Python, and segkit, use the first on
+    the path and hide the others. ``str()`` says which is used and how to fix it."""
+
+    distribution: str
+    used: Copy
+    hidden: tuple[Copy, ...]
+
+    def registers(self, kind: str) -> bool:
+        """Whether a copy registers plugins of ``kind`` (in its group or an old name)."""
+        groups = (GROUPS[kind], *_LEGACY_GROUPS.get(kind, ()))
+        return any(g in groups for c in (self.used, *self.hidden) for g, _, _ in c.entry_points)
+
+    def __str__(self) -> str:
+        hidden = "; ".join(f"{c} is hidden" for c in self.hidden)
+        return (
+            f"distribution '{self.distribution}' is installed {len(self.hidden) + 1} times "
+            f"on the path: {self.used} is used (the first on sys.path wins); {hidden}. "
+            "Uninstall the copies you do not want (`python -m pip uninstall "
+            f"{self.distribution}` with the Python whose site folder holds each, or delete "
+            "the stale metadata folder) so that one is left"
+        )
+
+
 class Registry:
     """The plugins visible on a search path (``sys.path`` by default).
 
@@ -245,6 +324,7 @@ class Registry:
         self.autoload = autoload
         self._cache: dict[str, dict[str, PluginInfo]] = {}
         self._misplaced: list[Misplaced] | None = None
+        self._copies: list[Copies] | None = None
 
     def _check_kind(self, kind: str) -> str:
         kind = canonical_kind(kind)
@@ -259,7 +339,8 @@ class Registry:
     def plugins(self, kind: str) -> dict[str, PluginInfo]:
         """All plugins of ``kind`` by name, discovered without importing them.
 
-        A name several distributions register maps to the first of them (by distribution
+        A name several distributions register maps to segkit's own plugin where it is one
+        of them (the others in its ``shadows``), else to the first of them (by distribution
         name), whose ``claims`` lists them all; using it raises
         :class:`~segkit.errors.DuplicatePluginError` (see :meth:`clashes`). Listing never
         raises for it, so the other plugins keep working.
@@ -281,7 +362,7 @@ class Registry:
         for ep in eps:
             distro = ep.distro.name if ep.distro is not None else "<unknown>"
             version = (ep.distro.version if ep.distro is not None else None) or _version(distro)
-            if not self.autoload and distro.replace("-", "_") != CORE_DISTRIBUTION:
+            if not self.autoload and not _is_core(distro):
                 continue
             target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
             claimants = found.setdefault(ep.name, [])
@@ -293,6 +374,12 @@ class Registry:
             claimants.append(PluginInfo(kind, ep.name, target, distro, version, ep))
         plugins = {}
         for name, claimants in sorted(found.items()):
+            core = [p for p in claimants if _is_core(p.distribution)]
+            if core and len(claimants) > 1:  # a built-in name wins; the others are hidden
+                hidden = [p for p in claimants if not _is_core(p.distribution)]
+                core[0].shadows = tuple(sorted(hidden, key=lambda p: (p.distribution, p.target)))
+                plugins[name] = core[0]
+                continue
             if len(claimants) > 1:
                 claimants.sort(key=lambda p: (p.distribution, p.target))
                 for p in claimants:
@@ -314,7 +401,7 @@ class Registry:
         found = []
         for config, distro in entrypoints.iter_files_distros(path=self.path):
             name = distro.name if distro is not None else "<unknown>"
-            if not self.autoload and name.replace("-", "_") != CORE_DISTRIBUTION:
+            if not self.autoload and not _is_core(name):
                 continue
             for group in config.sections():
                 if group in known or not group.lower().startswith("segkit"):
@@ -328,6 +415,50 @@ class Registry:
                     found.append(Misplaced(known[close[0]], ep_name, group, target, name, version))
         self._misplaced = found
         return found
+
+    def shadowed(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
+        """The names of segkit's built-ins of ``kind`` that other distributions register
+        too, with their (hidden) plugins: the built-in is used."""
+        return {n: p.shadows for n, p in self.plugins(kind).items() if p.shadows}
+
+    def copies(self) -> list[Copies]:
+        """Distributions with segkit entry points installed more than once on the path
+        (an editable install and a wheel in another site folder, two versions), where the
+        copies differ in version or segkit entry points, or one is an editable install
+        and another is not: only the first on the path is seen, silently otherwise. Read
+        from metadata, nothing imported; cached. Identical copies (an editable install
+        beside its source tree's ``.egg-info``) are not reported."""
+        if self._copies is not None:
+            return self._copies
+        found: dict[str, list[Copy]] = {}  # normalised name -> copies in path order
+        for folder in self.path if self.path is not None else sys.path:
+            for meta in _metadata_folders(folder):
+                stem = re.sub(r"\.(dist-info|egg-info|egg)$", "", meta.name)
+                name = re.sub(r"[-_.]+", "_", stem.split("-", 1)[0]).lower()
+                if not self.autoload and name != CORE_DISTRIBUTION:
+                    continue
+                copy = _read_copy(meta)
+                if copy is not None:
+                    found.setdefault(name, []).append(copy)
+        result = []
+        for name, copies in found.items():
+            if not any(c.entry_points for c in copies) or len(copies) < 2:
+                continue
+            first, rest = copies[0], copies[1:]
+            differ = [
+                c
+                for c in rest
+                if (c.version, c.entry_points, bool(c.editable) or c.where.endswith("egg-info"))
+                != (
+                    first.version,
+                    first.entry_points,
+                    bool(first.editable) or first.where.endswith("egg-info"),
+                )
+            ]
+            if differ:
+                result.append(Copies(name, first, tuple(rest)))
+        self._copies = result
+        return result
 
     def clashes(self, kind: str) -> dict[str, tuple[PluginInfo, ...]]:
         """The names of ``kind`` that several distributions register, with every claimant."""
@@ -521,6 +652,81 @@ def get(kind: str, name: str) -> Callable[..., Any]:
 def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call the factory registered as ``name`` in ``kind``."""
     return default_registry().create(kind, name, *args, **kwargs)
+
+
+#: The (kind, name) whose hidden namesakes this process has announced (:func:`say_shadowed`).
+_said_shadowed: set[tuple[str, str]] = set()
+
+
+def say_shadowed(kind: str, name: str) -> None:
+    """Print, once per process (rank 0 of a torchrun job), that the built-in ``name`` of
+    ``kind`` is used and other distributions' plugins of that name are hidden; nothing
+    when no other distribution registers it, or ``name`` is not installed."""
+    info = default_registry().plugins(kind).get(name)
+    note = info.shadow_note() if info is not None else None
+    if note is None or (kind, name) in _said_shadowed:
+        return
+    _said_shadowed.add((kind, name))
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(f"segkit: {note}", file=sys.stderr, flush=True)
+
+
+def _metadata_folders(folder: str) -> list[Path]:
+    """The distributions' metadata folders in one ``sys.path`` entry, as the
+    ``entrypoints`` package finds them (an ``.egg`` entry is its own ``EGG-INFO``)."""
+    path = Path(folder or ".")
+    if folder.rstrip("/\\").endswith(".egg") and (path / "EGG-INFO").is_dir():
+        return [path]
+    if not path.is_dir():
+        return []
+    try:
+        return sorted(p for p in path.iterdir() if p.name.endswith((".dist-info", ".egg-info")))
+    except OSError:
+        return []
+
+
+def _read_copy(meta: Path) -> Copy | None:
+    """The :class:`Copy` a metadata folder describes, or None where it is unreadable."""
+    import configparser
+    import json
+
+    info = meta / "EGG-INFO" if meta.name.endswith(".egg") else meta
+    version = ""
+    for file in ("METADATA", "PKG-INFO"):
+        try:
+            text = (info / file).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        version = next(
+            (line[8:].strip() for line in text.splitlines() if line.startswith("Version:")), ""
+        )
+        break
+    else:
+        stem = re.sub(r"\.(dist-info|egg-info|egg)$", "", meta.name)
+        version = stem.split("-")[1] if "-" in stem else ""
+    entry_points: list[tuple[str, str, str]] = []
+    config = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    config.optionxform = str  # type: ignore[assignment,method-assign]  # names keep their case
+    try:
+        config.read(info / "entry_points.txt", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    for group in config.sections():
+        if group.lower().startswith("segkit"):
+            entry_points += [(group, n, t.strip()) for n, t in config[group].items()]
+    editable = ""
+    try:
+        url = json.loads((info / "direct_url.json").read_text(encoding="utf-8"))
+        if url.get("dir_info", {}).get("editable"):
+            editable = str(url.get("url", "")).removeprefix("file://")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return Copy(version, str(meta), editable, tuple(sorted(entry_points)))
+
+
+def _is_core(distribution: str) -> bool:
+    """Whether ``distribution`` is segkit itself (as its metadata spells it)."""
+    return distribution.replace("-", "_").lower() == CORE_DISTRIBUTION
 
 
 def _raised_at(error: BaseException) -> str:

@@ -161,13 +161,18 @@ def run_folder(
 
 
 def make_distribution(
-    root: Path, dist: str, groups: dict[str, dict[str, str]], modules: dict[str, str]
-) -> None:
-    """Fake an installed distribution: a dist-info with entry_points.txt, plus its modules."""
+    root: Path,
+    dist: str,
+    groups: dict[str, dict[str, str]],
+    modules: dict[str, str],
+    version: str = "1.0",
+) -> Path:
+    """Fake an installed distribution: a dist-info with entry_points.txt, plus its modules.
+    Returns the dist-info folder."""
     # pip names the folder after the normalized distribution name (PEP 491): fake_x-1.0.
-    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = []
     for group, eps in groups.items():
         lines.append(f"[{group}]")
@@ -175,6 +180,7 @@ def make_distribution(
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     for module, source in modules.items():
         (root / f"{module}.py").write_text(textwrap.dedent(source))
+    return info
 
 
 # ---------------------------------------------------------------------------- models

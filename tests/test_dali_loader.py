@@ -9,6 +9,7 @@ well under a minute on two cores.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -665,6 +666,33 @@ def test_an_image_and_mask_of_different_sizes_is_a_data_error(broken_copy):
     Image.fromarray(raw[:-4]).save(samples[8].mask)
     error = _first_error(dataset)
     assert str(samples[8].mask) in str(error) and "same size" in str(error)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_recipe_that_sizes_nothing_gets_the_albumentations_loaders_line(shapes, train):
+    """The shapes' images are all of different sizes: a recipe whose ops size nothing
+    leaves a batch DALI cannot hand over as one tensor. The loader says so as the
+    albumentations loader does, word for word, instead of DALI's "must have uniform
+    shape" assertion."""
+    unsized = R.Recipe("unsized", train=(R.HorizontalFlip(p=0.5), R.Normalize()),
+                       eval=(R.Normalize(),))  # fmt: skip
+    split = "train" if train else "valid"
+    args = (shapes, split, unsized, 2)
+    with pytest.raises(ConfigError) as dali:
+        next(iter(create_loader(*args, train=train, num_workers=1)))
+    stage = "train" if train else "eval"
+    assert re.match(
+        rf"recipe 'unsized': its {stage} ops left the images of one batch at different "
+        r"sizes \(\d+x\d+ and \d+x\d+\), which cannot be stacked into a batch: .* End "
+        r"them with Resize\(size=N\)",
+        str(dali.value),
+    ), dali.value
+    with pytest.raises(ConfigError) as albumentations:
+        next(iter(registry.create("loaders", "albumentations", *args, train=train)))
+    assert str(dali.value) == str(albumentations.value)
+    # One image a batch is not stacked: it works, at each image's own size.
+    batch = next(iter(create_loader(shapes, split, unsized, 1, train=train)))
+    assert batch.images.shape[:2] == (1, 3)
 
 
 def test_palette_masks_are_read_by_their_indices(tmp_path, shapes):

@@ -155,27 +155,93 @@ def test_a_clash_breaks_only_its_name_and_segkit_list_shows_every_one(site, monk
     assert registry.get("recipes", "type3") is not None
     assert {"unet", "shared", "fine"} <= set(plugin_names("models"))
     assert plugin_names("models", distribution="fake-b") == ["shared"]
-    assert plugin_names("models", distribution="fake-a") == ["fine", "shared", "unet"]
+    assert plugin_names("models", distribution="fake-a") == ["fine", "shared"]  # not unet: hidden
     assert parametrize_plugins("models", "losses", rules=True).args[1]  # collection works
-    with pytest.raises(DuplicatePluginError, match=r"model name 'unet' is registered twice: "
-                       r"by distribution 'fake_a' 1\.0 .* and by distribution 'segkit'"):  # fmt: skip
-        registry.get("models", "unet")
+    with pytest.raises(DuplicatePluginError, match=r"model name 'shared' is registered twice: "
+                       r"by distribution 'fake_a' 1\.0 .* and by distribution 'fake_b'"):  # fmt: skip
+        registry.get("models", "shared")
+    # A built-in's name is segkit's: fake-a's 'unet' is hidden, segkit's is used.
+    assert registry.default_registry().info("models", "unet").distribution == "segkit"
 
     assert main(["list"]) == 0  # informative, as for a plugin that fails to load
     out, err = capsys.readouterr()
     rows = [line.split() for line in out.splitlines()]
-    for kind, name, dist in [("models", "unet", "fake_a"), ("models", "unet", "segkit"),
-                             ("models", "shared", "fake_a"), ("models", "shared", "fake_b"),
+    for kind, name, dist in [("models", "shared", "fake_a"), ("models", "shared", "fake_b"),
                              ("losses", "shared", "fake_a"), ("losses", "shared", "fake_b")]:  # fmt: skip
         assert [r for r in rows if r[:3] == [kind, name, dist] and r[-1] == "CLASH"], (kind, name)
     assert ["models", "fine", "fake_a", "1.0", "ok"] in rows
+    assert ["models", "unet", "fake_a", "1.0", "SHADOWED"] in rows
+    assert [r for r in rows if r[:3] == ["models", "unet", "segkit"] and r[-1] == "ok"]
+    assert "model name 'unet' is registered twice" not in err
     # Every clash at once, each message naming both distributions.
-    assert "model name 'unet' is registered twice" in err
     assert "model name 'shared' is registered twice" in err
     assert "loss name 'shared' is registered twice" in err
     assert main(["list", "models", "--check"]) == 1
     assert main(["list", "losses", "--no-import"]) == 0
     assert "CLASH" in capsys.readouterr().out  # known from the metadata alone
+
+
+def test_a_package_registering_a_builtin_name_never_breaks_the_builtin(site, monkeypatch, capsys):
+    from segkit import registry
+    from segkit.build import check_plugin_names
+    from segkit.cli import main
+    from segkit.config import RunConfig
+    from segkit.testing import ConformanceError, parametrize_plugins, plugin_names
+
+    make_distribution(
+        site,
+        "fake-shadow",
+        {"segkit.models": {"unet": "fake_shadow:create", "mine": "fake_shadow:create"},
+         "segkit.losses": {"dice": "fake_shadow:create"}},
+        {"fake_shadow": "def create(in_channels=3, out_channels=1):\n    return None\n"},
+    )  # fmt: skip
+    monkeypatch.setattr(registry, "_default", Registry())
+    monkeypatch.setattr(registry, "_said_shadowed", set())
+    unet = registry.default_registry().info("models", "unet")
+    assert (unet.distribution, unet.target) == ("segkit", "segkit_unet:create_unet")
+    assert registry.create("models", "unet") is not None  # the default run's model works
+    assert [p.distribution for p in registry.default_registry().shadowed("models")["unet"]] == [
+        "fake_shadow"
+    ]
+    assert registry.default_registry().clashes("models") == {}
+
+    # A run using the built-in name says so once (a study checks each of its runs).
+    check_plugin_names(RunConfig(model="unet", loss="dice"))
+    check_plugin_names(RunConfig(model="unet", loss="dice"))
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "segkit: model 'unet' is segkit's built-in; the model of that name from distribution "
+        "'fake_shadow' 1.0 (fake_shadow:create) is hidden (rename it to use it; `segkit list "
+        "models` shows it)",
+        "segkit: loss 'dice' is segkit's built-in; the loss of that name from distribution "
+        "'fake_shadow' 1.0 (fake_shadow:create) is hidden (rename it to use it; `segkit list "
+        "losses` shows it)",
+    ]
+    check_plugin_names(RunConfig(model="mine"))  # no built-in of that name: nothing said
+    assert capsys.readouterr().err == ""
+
+    # segkit list shows the hidden one and how to fix it; --check fails the author's CI.
+    assert main(["list", "models"]) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines()]
+    assert ["models", "unet", "fake_shadow", "1.0", "SHADOWED"] in rows
+    assert [r for r in rows if r[:3] == ["models", "unet", "segkit"] and r[-1] == "ok"]
+    assert (
+        "models 'unet': model 'unet' from distribution 'fake_shadow' 1.0 (fake_shadow:create) "
+        "is hidden: 'unet' is the name of segkit's built-in model, which wins, so that "
+        "package's model cannot be used; rename its entry point in group 'segkit.models' of "
+        "fake_shadow's pyproject.toml" in " ".join(err.split())
+    )
+    assert main(["list", "models", "--check"]) == 1
+    assert main(["list", "--no-import", "--check"]) == 1
+    assert "SHADOWED" in capsys.readouterr().out
+    # The kit checks segkit's 'unet' by that name; the author's own parametrization says
+    # their plugin cannot be reached instead of testing segkit's.
+    assert plugin_names("models", distribution="fake-shadow") == ["mine"]
+    assert "unet" in plugin_names("models")
+    with pytest.raises(ConformanceError, match=r"^model 'unet' \(fake_shadow 1\.0\) breaks "
+                       r"rule 'name': .* is hidden: 'unet' is the name of segkit's built-in"):  # fmt: skip
+        parametrize_plugins("models", distribution="fake-shadow")
 
 
 def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
@@ -185,6 +251,62 @@ def test_same_distribution_twice_on_the_path_is_not_a_duplicate(tmp_path):
         )
     reg = Registry(path=[str(tmp_path / "a"), str(tmp_path / "b")])
     assert reg.names("losses") == ["x"]
+
+
+def test_two_versions_of_one_distribution_say_which_is_used_and_fail_the_check(
+    site, monkeypatch, capsys
+):
+    import json
+
+    from segkit import registry
+    from segkit.cli import main
+
+    tmp_path = site  # the other copies in folders of their own, off sys.path
+    editable, wheel = site, tmp_path / "wheel"
+    first = make_distribution(
+        editable,
+        "fake-twice",
+        {"segkit.losses": {"x": "fake_twice:create"}},
+        {"fake_twice": "import torch\n\ndef create():\n    return torch.nn.BCEWithLogitsLoss()\n"},
+        version="0.2",
+    )
+    (first / "direct_url.json").write_text(
+        json.dumps({"url": "file:///src/fake-twice", "dir_info": {"editable": True}})
+    )
+    second = make_distribution(
+        wheel, "fake_twice", {"segkit.losses": {"x": "fake_twice:create"}}, {}, version="0.1"
+    )
+    reg = Registry(path=[str(editable), str(wheel)])
+    assert reg.plugins("losses")["x"].version == "0.2"  # the first on the path is used
+    [copies] = reg.copies()
+    assert copies.registers("losses") and not copies.registers("models")
+    assert str(copies) == (
+        f"distribution 'fake_twice' is installed 2 times on the path: 0.2 at {first} "
+        "(editable install of /src/fake-twice) is used (the first on sys.path wins); 0.1 at "
+        f"{second} is hidden. Uninstall the copies you do not want (`python -m pip "
+        "uninstall fake_twice` with the Python whose site folder holds each, or delete the "
+        "stale metadata folder) so that one is left"
+    )
+    monkeypatch.setattr(registry, "_default", reg)
+    assert main(["list", "losses"]) == 0
+    out, err = capsys.readouterr()
+    assert ["losses", "x", "fake_twice", "0.2", "ok"] in [line.split() for line in out.splitlines()]
+    assert str(copies) in err
+    assert main(["list", "--check", "--no-import"]) == 1
+    assert main(["list", "models", "--check"]) == 0  # it registers no model
+    # Identical copies (the same version and entry points) hide nothing that matters.
+    same = tmp_path / "same"
+    make_distribution(
+        same, "fake-twice", {"segkit.losses": {"x": "fake_twice:create"}}, {}, version="0.1"
+    )
+    assert Registry(path=[str(wheel), str(same)]).copies() == []
+    # A different entry point in the hidden copy is reported, at one version.
+    (same / "fake_twice-0.1.dist-info" / "entry_points.txt").write_text(
+        "[segkit.losses]\ny = fake_twice:create\n"
+    )
+    assert [c.distribution for c in Registry(path=[str(wheel), str(same)]).copies()] == [
+        "fake_twice"
+    ]
 
 
 def test_unknown_name_suggests_close_matches_and_segkit_list():

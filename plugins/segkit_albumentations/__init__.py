@@ -70,16 +70,7 @@ class _Collate:
                 return item
         sizes = list(dict.fromkeys(tuple(image.shape[-2:]) for image, _ in items))
         if len(sizes) > 1:
-            shown = " and ".join(f"{w}x{h}" for h, w in sizes[:2])
-            return _ReadFailure(
-                ConfigError(
-                    f"recipe '{self.recipe}': its {self.stage} ops left the images of one "
-                    f"batch at different sizes ({shown}), which cannot be stacked into a "
-                    "batch: no op of them sizes every image alike. End them with "
-                    "Resize(size=N) (N the run's --image-size) or a crop to that size, "
-                    "before Normalize (see docs/recipes.md), or use --batch-size 1"
-                )
-            )
+            return _ReadFailure(R.unsized_batch_error(self.recipe, self.stage, sizes))
         return torch.utils.data.default_collate(items)
 
 

@@ -297,6 +297,7 @@ class DaliLoader:
         self.spec = dataset.mask_spec
         self.batch_size = batch_size
         self.train = train
+        self.recipe = recipe.name
         self.seed = seed
         self.shard = (rank, world)
         self.drop_last = drop_last
@@ -371,6 +372,8 @@ class DaliLoader:
                 error = e
             if error is not None:
                 self._pipe = None
+                if _UNEVEN in str(error):  # DALI's batch of images at several sizes
+                    raise self._unsized(self._feed.pending[0]) from None
                 raise self._explain([i for b in self._feed.pending for i in b], error)
             indices = self._feed.pending.popleft()
             data = out[0]
@@ -472,6 +475,21 @@ class DaliLoader:
             "re-save it as an 8-bit grayscale PNG"
         )
 
+    def _unsized(self, indices: list[int]) -> ConfigError:
+        """The error of a batch DALI cannot hand over as one tensor: the recipe's ops
+        left its images at different sizes (the albumentations loader's line, with two
+        of the sizes the batch's files have, where they differ)."""
+        sizes: list[tuple[int, int]] = []
+        for i in indices:
+            try:
+                with Image.open(self.samples[i].image) as image:
+                    width, height = image.size
+            except OSError:  # unreadable: the message goes without sizes
+                continue
+            if (height, width) not in sizes:
+                sizes.append((height, width))
+        return R.unsized_batch_error(self.recipe, "train" if self.train else "eval", sizes)
+
     def _explain(self, indices: list[int], error: RuntimeError) -> BaseException:
         """Turn a DALI failure into a DataError naming the file, if a file is to blame.
 
@@ -494,6 +512,12 @@ class DaliLoader:
                         "or use --loader albumentations"
                     )
         return error
+
+
+#: In DALI's error when a pipeline's outputs in one batch differ in shape (its PyTorch
+#: iterator needs a dense batch): ``The batch must be representable as a tensor - it must
+#: have uniform shape and be allocated in contiguous memory``.
+_UNEVEN = "must have uniform shape"
 
 
 def _dali_reason(error: BaseException) -> str:

@@ -19,8 +19,9 @@ def add_list(sub: Any) -> None:
         "--check",
         action="store_true",
         help="exit 1 if any plugin fails to load, breaks its kind's contract, shares its "
-        "name with another distribution's or sits in a misspelt entry-point group, with "
-        "tracebacks",
+        "name with another distribution's (a built-in's included: that one is hidden), "
+        "sits in a misspelt entry-point group, or comes from a distribution installed twice "
+        "(two versions on the path), with tracebacks",
     )
     p.add_argument(
         "--no-import", action="store_true", help="list names from metadata only, import nothing"
@@ -34,6 +35,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     reg = default_registry()
     kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
     failures = []
+    shadowed: list[str] = []  # what is wrong with each hidden plugin (--check exits 1)
     rows = []
     for kind in kinds:
         for name, info in reg.plugins(kind).items():
@@ -49,6 +51,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
             status = "-" if args.no_import else "ok" if error is None else "FAILED"
             dist = f"{info.distribution} {info.version}".strip()
             rows.append((kind, name, dist, status))
+            for hidden in info.shadows:  # another distribution's plugin of a built-in name
+                shadowed.append(f"{kind} '{name}': {info.shadow_problem(hidden)}")
+                rows.append(
+                    (kind, name, f"{hidden.distribution} {hidden.version}".strip(), "SHADOWED")
+                )
     widths = [
         max([len(r[i]) for r in rows] + [len(h)])
         for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))
@@ -59,13 +66,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     misplaced = [m for m in reg.misplaced() if m.kind in kinds]
     for m in misplaced:
         print(f"\n{m.kind} '{m.name}' is not listed: {m}", file=sys.stderr)
+    copies = [c for c in reg.copies() if any(c.registers(k) for k in kinds)]
+    for c in copies:
+        print(f"\n{c}", file=sys.stderr)
+    for line in shadowed:
+        print(f"\n{line}", file=sys.stderr)
     for info, e in failures:
         print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
         if args.check and e is not None and e.__cause__ is not None:
             import traceback
 
             traceback.print_exception(e.__cause__, file=sys.stderr)
-    return 1 if (failures or misplaced) and args.check else 0
+    return 1 if (failures or misplaced or shadowed or copies) and args.check else 0
 
 
 def _load_error(info: Any) -> Exception | None:

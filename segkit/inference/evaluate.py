@@ -26,6 +26,7 @@ import torch
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.config import RunConfig, checked_keywords, named, named_options
 from segkit.contracts import SPLITS, MaskSpec
+from segkit.data.check import split_samples
 from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError, plural
 from segkit.inference.native import EvalPlan, forward_for
@@ -137,6 +138,9 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     config = trained.config
     assert config is not None  # opened from a checkpoint
     dataset = build_dataset(config)
+    # Listed once here, so a dataset plugin's own exception in samples() is named (with
+    # the plugin) before a loader or the predictor lists the split.
+    split_samples(dataset, options.split, config.resolved_dataset())
     _check_classes(trained, dataset)
     plan = build_eval_plan(config, trained.recipe)
     modes: Counter[str] = Counter()
@@ -196,12 +200,13 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
 
 def _split_sizes(dataset: Any) -> dict[str, int]:
     """The images of each split of ``dataset``; a split the layout refuses to read (an
-    empty one) counts 0."""
+    empty one), or a plugin's dataset fails to list, counts 0: the line these sizes make
+    comes after the scores, and says only where they came from."""
     sizes = {}
     for split in SPLITS:
         try:
             sizes[split] = len(dataset.samples(split))
-        except DataError:
+        except Exception:  # noqa: BLE001 -- a plugin's KeyError for a split it lacks, too
             sizes[split] = 0
     return sizes
 
@@ -293,7 +298,7 @@ def evaluate_images(
     """
     task = predictor.task
     meter = task.meter(predictor.device)
-    samples = dataset.samples(split)
+    samples = split_samples(dataset, split)
     reads = read_parallel(
         samples, lambda s: read_sample(s, dataset.mask_spec), predictor.num_workers
     )

@@ -28,7 +28,7 @@ from segkit.config import RENAMED_KEYS, RunConfig, checked_keywords
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
-from segkit.registry import IN_PROCESS, SINGULAR
+from segkit.registry import IN_PROCESS, SINGULAR, say_shadowed
 from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -295,6 +295,7 @@ def restore_model(
         )
     except PluginNotFoundError as e:
         raise missing_plugin(path, "models", config.model, ckpt, e) from None
+    say_shadowed("models", config.model)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -365,6 +366,7 @@ def check_plugins_installed(path: Path, config: RunConfig, ckpt: dict[str, Any])
             reg.info(kind, name)
         except PluginNotFoundError as e:
             raise missing_plugin(path, kind, name, ckpt, e) from None
+        say_shadowed(kind, name)
 
 
 def recorded_plugin(

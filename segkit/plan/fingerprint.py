@@ -170,11 +170,12 @@ def structure_width(dataset: Dataset, masks: int = WIDTH_MASKS) -> tuple[float |
         ``(width in pixels or None when no mask holds foreground, masks measured)``.
     """
     from segkit.contracts import IGNORE_INDEX
+    from segkit.data.check import split_samples
     from segkit.data.reading import read_raw_mask, to_target
     from segkit.errors import DataError
 
     spec = dataset.mask_spec
-    samples = dataset.samples("train")
+    samples = split_samples(dataset, "train")
     if not samples:
         return None, 0
     step = max(1, len(samples) // masks)

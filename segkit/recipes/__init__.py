@@ -47,7 +47,7 @@ from segkit.recipes.ops import (
     dropout_mask_fill,
     mask_fill,
 )
-from segkit.recipes.recipe import Recipe, eval_ops
+from segkit.recipes.recipe import Recipe, eval_ops, unsized_batch_error
 
 __all__ = [
     "BORDER_MODES",
@@ -89,4 +89,5 @@ __all__ = [
     "op_plugin",
     "op_to_dict",
     "read_recipe_file",
+    "unsized_batch_error",
 ]

@@ -115,6 +115,22 @@ def eval_ops(image_size: int) -> tuple[Op, ...]:
     return (Resize(size=image_size), Normalize())
 
 
+def unsized_batch_error(recipe: str, stage: str, sizes: list[tuple[int, int]]) -> ConfigError:
+    """The error a loader raises when ``recipe``'s ``stage`` ops ("train" or "eval") left
+    the images of one batch at different sizes (no op sizes them all alike), instead of
+    its library's own ("stack expects each tensor to be equal size" in torch, "must have
+    uniform shape" in DALI): one line naming the recipe and the op to add. ``sizes``:
+    two of the sizes seen, ``(height, width)``, if known."""
+    shown = " and ".join(f"{w}x{h}" for h, w in sizes[:2])
+    return ConfigError(
+        f"recipe '{recipe}': its {stage} ops left the images of one batch at different "
+        f"sizes{f' ({shown})' if len(sizes) > 1 else ''}, which cannot be stacked into a "
+        "batch: no op of them sizes every image alike. End them with Resize(size=N) (N the "
+        "run's --image-size) or a crop to that size, before Normalize (see "
+        "docs/recipes.md), or use --batch-size 1"
+    )
+
+
 def _foreign(op: Any) -> str:
     """Why ``op``, held by a recipe, is not one of its ops, and what to use instead: the
     segkit op of the same name where there is one, else the vocabulary; and the ops

@@ -47,6 +47,7 @@ from PIL import Image
 
 from segkit.build import build_dataset, resolve_device
 from segkit.config import RunConfig
+from segkit.data.check import split_samples
 from segkit.data.reading import read_sample
 from segkit.errors import ConfigError, plural
 from segkit.inference.evaluate import as_logits
@@ -868,7 +869,7 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     first = c.runs[0]
     dataset = build_dataset(first.config)
     task = Task.of(dataset)
-    samples = dataset.samples("test")
+    samples = split_samples(dataset, "test", first.config.resolved_dataset())
     picks = _pick_images(c.runs, [s.id for s in samples])
     size = first.config.image_size
     raw = [read_sample(samples[i], dataset.mask_spec) for i in picks]

@@ -37,6 +37,7 @@ from segkit import registry
 from segkit.build import build_dataset, build_loader, build_recipe, normalization, resolve_runtime
 from segkit.config import RunConfig
 from segkit.contracts import Dataset, MaskSpec, Sample
+from segkit.data.check import split_samples
 from segkit.data.reading import open_image
 from segkit.data.sampling import epoch_order
 from segkit.errors import ConfigError, DataError
@@ -64,15 +65,18 @@ class FirstSamples:
     of ``dataset`` (its other splits as they are): what each loader reads, so a preview
     decodes and augments only the samples it draws, at the indices a run gives them."""
 
-    def __init__(self, dataset: Dataset, split: str, n: int) -> None:
+    def __init__(self, dataset: Dataset, split: str, n: int, name: str = "") -> None:
         self.dataset = dataset
         self.root = dataset.root
         self.mask_spec: MaskSpec = dataset.mask_spec
         self.split = split
-        self.chosen = list(dataset.samples(split))[:n]
+        self.name = name  # the dataset plugin's, for the message of an error in samples()
+        self.chosen = list(split_samples(dataset, split, name))[:n]
 
     def samples(self, split: str) -> list[Sample]:
-        return list(self.chosen) if split == self.split else self.dataset.samples(split)
+        if split == self.split:
+            return list(self.chosen)
+        return split_samples(self.dataset, split, self.name)
 
     def __repr__(self) -> str:
         return f"FirstSamples({self.dataset!r}, {self.split!r}, {len(self.chosen)})"
@@ -372,9 +376,10 @@ def write_preview(
 
     config = dataclasses.replace(config, num_workers=0)
     recipe = build_recipe(config)
+    named = dataset is None
     if dataset is None:
         dataset = build_dataset(config)
-    view = FirstSamples(dataset, split, n)
+    view = FirstSamples(dataset, split, n, config.resolved_dataset() if named else "")
     runtime = resolve_runtime(config)
     train = stage == "train"
     task = Task.of(dataset)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from segkit.registry import canonical_kind
+from segkit.registry import SINGULAR, canonical_kind
 from segkit.testing.datasets import DATASET_RULES, check_dataset
 from segkit.testing.loaders import LOADER_RULES, check_loader
 from segkit.testing.losses import LOSS_RULES, check_loss
@@ -58,7 +58,9 @@ def plugin_names(kind: str, distribution: str | None = None) -> list[str]:
         return list(plugins)
     want = _normalize(distribution)
     # A name several distributions register is listed for each of them (its checks then
-    # fail with the DuplicatePluginError naming them all).
+    # fail with the DuplicatePluginError naming them all). A built-in's name registered by
+    # another distribution is segkit's: that distribution's plugin of it is hidden, and
+    # checking the name would check the built-in (parametrize_plugins refuses it).
     return [
         n
         for n, info in plugins.items()
@@ -90,6 +92,8 @@ def parametrize_plugins(*kinds: str, distribution: str | None = None, rules: boo
     for kind in map(canonical_kind, kinds):
         if rules and kind not in _RULES:
             raise ValueError(f"no conformance rules for kind {kind!r}; kinds: {', '.join(_RULES)}")
+        if distribution is not None:
+            _refuse_shadowed(kind, distribution)
         for plugin in plugin_names(kind, distribution):
             if rules:
                 cases += [
@@ -100,3 +104,26 @@ def parametrize_plugins(*kinds: str, distribution: str | None = None, rules: boo
                 cases.append(pytest.param(kind, plugin, id=f"{kind}-{plugin}"))
     argnames = ("kind", "name", "rule") if rules else ("kind", "name")
     return pytest.mark.parametrize(argnames, cases)
+
+
+def _refuse_shadowed(kind: str, distribution: str) -> None:
+    """Raise where ``distribution`` registers a plugin of ``kind`` under a built-in's name:
+    segkit hides it, so no test of that name would test it.
+
+    Raises:
+        ConformanceError: naming the plugin and the entry point to rename.
+    """
+    from segkit.registry import default_registry
+    from segkit.testing._rules import ConformanceError
+
+    want = _normalize(distribution)
+    for name, hidden in default_registry().shadowed(kind).items():
+        builtin = default_registry().plugins(kind)[name]
+        for p in hidden:
+            if _normalize(p.distribution) == want:
+                dist = f"{p.distribution} {p.version}".strip()
+                raise ConformanceError(
+                    f"{SINGULAR[kind]} '{name}' ({dist})",
+                    "name",
+                    builtin.shadow_problem(p),
+                )
