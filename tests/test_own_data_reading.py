@@ -723,3 +723,36 @@ def test_a_grey_palette_trimap_is_read_by_index_where_background_is_not_0(
     im.save(tmp_path / "t.png")
     info = inspect_mask(tmp_path / "t.png", MaskSpec(background=2, allowed=(1, 2, 3)))
     assert info.problem is None and info.kind == "index" and set(info.values) == {1, 2}
+
+
+# ----------------------------------------------------------------------------- GIF images
+
+
+def test_gif_images_are_read_by_the_folder_layout_first_frame_and_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    root = folder(tmp_path / "gifs", plain, image_suffix=".gif")
+    lab = label(0)
+    frames = [Image.fromarray(40 + lab * 150), Image.fromarray(200 - lab * 150)]
+    frames[0].save(root / "images" / "img000.gif", save_all=True, append_images=frames[1:])
+    dataset = registry.create("datasets", "folder", root)
+    assert len([s for split in ("train", "valid", "test") for s in dataset.samples(split)]) == N
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["frames"]
+    assert note["file"].endswith("img000.gif") and "reads the first only" in note["message"]
+    first = read_image(root / "images" / "img000.gif")
+    np.testing.assert_array_equal(first[..., 0], 40 + lab * 150)
+    sample = next(
+        s
+        for split in ("train", "valid", "test")
+        for s in dataset.samples(split)
+        if s.id == "img000"
+    )
+    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, first)
