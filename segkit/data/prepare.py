@@ -212,8 +212,9 @@ class PassedCheck:
 
     #: Bump when the checks change what they refuse or the file's layout changes: earlier
     #: passes then no longer count (the version is part of the file's name). 3: the
-    #: warnings after the digest.
-    VERSION = 3
+    #: warnings after the digest. 4: 2/4-bit grey and 16-bit grey-with-alpha masks read by
+    #: their stored values; the EXIF orientation warning.
+    VERSION = 4
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool
