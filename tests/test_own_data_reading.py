@@ -726,39 +726,6 @@ def test_a_grey_palette_trimap_is_read_by_index_where_background_is_not_0(
     assert info.problem is None and info.kind == "index" and set(info.values) == {1, 2}
 
 
-# ----------------------------------------------------------------------------- GIF images
-
-
-def test_gif_images_are_read_by_the_folder_layout_first_frame_and_warned(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    from segkit_dali._loader import read_encoded
-
-    root = folder(tmp_path / "gifs", plain, image_suffix=".gif")
-    lab = label(0)
-    frames = [Image.fromarray(40 + lab * 150), Image.fromarray(200 - lab * 150)]
-    frames[0].save(root / "images" / "img000.gif", save_all=True, append_images=frames[1:])
-    dataset = registry.create("datasets", "folder", root)
-    assert len([s for split in ("train", "valid", "test") for s in dataset.samples(split)]) == N
-    rc, report, _ = check(capsys, root)
-    assert rc == 0
-    (note,) = kinds(report)["frames"]
-    assert note["file"].endswith("img000.gif") and "reads the first only" in note["message"]
-    first = read_image(root / "images" / "img000.gif")
-    np.testing.assert_array_equal(first[..., 0], 40 + lab * 150)
-    sample = next(
-        s
-        for split in ("train", "valid", "test")
-        for s in dataset.samples(split)
-        if s.id == "img000"
-    )
-    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
-    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
-    np.testing.assert_array_equal(decoded, first)
-
-
 # ----------------------------------------------------------------------------- bit depths
 
 
@@ -898,3 +865,79 @@ def test_a_16_bit_grey_mask_with_alpha_keeps_its_16_bit_values(
         read_image(tmp_path / "la.png"), read_image(tmp_path / "grey.png")
     )
     assert read_image(tmp_path / "la.png").max() == 255
+
+
+# ----------------------------------------------------------------------------- GIF images
+
+
+def test_gif_images_are_read_by_the_folder_layout_first_frame_and_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    root = folder(tmp_path / "gifs", plain, image_suffix=".gif")
+    lab = label(0)
+    frames = [Image.fromarray(40 + lab * 150), Image.fromarray(200 - lab * 150)]
+    frames[0].save(root / "images" / "img000.gif", save_all=True, append_images=frames[1:])
+    dataset = registry.create("datasets", "folder", root)
+    assert len([s for split in ("train", "valid", "test") for s in dataset.samples(split)]) == N
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["frames"]
+    assert note["file"].endswith("img000.gif") and "reads the first only" in note["message"]
+    first = read_image(root / "images" / "img000.gif")
+    np.testing.assert_array_equal(first[..., 0], 40 + lab * 150)
+    sample = next(
+        s
+        for split in ("train", "valid", "test")
+        for s in dataset.samples(split)
+        if s.id == "img000"
+    )
+    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, first)
+
+
+# ----------------------------------------------------------------------------- EXIF in a run
+
+
+def test_a_run_warns_once_of_square_images_with_an_exif_rotation(tmp_path: Path) -> None:
+    root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
+    _, _, warnings = ready(root)
+    (warning,) = warnings
+    assert re.match(
+        r"img\d+\.jpg, img\d+\.jpg, img\d+\.jpg and 9 more have an EXIF orientation tag", warning
+    )
+    assert "ImageOps.exif_transpose" in warning
+    assert ready(root)[2] == warnings  # a second run: from the passed check, said again
+    # A non-square quarter-turned image whose mask has its stored size is not in doubt.
+    wide = np.zeros((20, SIZE), np.uint8)
+    stored = folder(
+        tmp_path / "stored",
+        lambda i, lab: Image.fromarray(wide + lab[:20] * 255),
+        lambda i, lab: _Rotated(wide + lab[:20] * 100),
+    )
+    assert ready(stored)[2] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader", ["albumentations", "dali"])
+def test_a_run_says_the_exif_warning_once_before_training_and_records_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loader: str
+) -> None:
+    from conftest import TINY_RUN
+
+    root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--data", str(root), "--epochs", "1", "--loader", loader]
+    assert main([*args, "--recipe", "type1", "--out", str(out), "--name", "r"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [i for i, line in enumerate(lines) if "have an EXIF orientation tag: " in line]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch"))
+    assert len(said) == 1 and said[0] < first_epoch  # one line for all, before training
+    assert lines[said[0]].startswith("segkit: warning: ")
+    summary = json.loads((out / "r" / "summary.json").read_text())
+    (recorded,) = summary["data_warnings"]  # a binary run records it too
+    assert recorded == lines[said[0]].removeprefix("segkit: warning: ")
