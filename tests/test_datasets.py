@@ -398,7 +398,7 @@ def test_folder_mask_without_image_and_no_images(tmp_path: Path) -> None:
     _folder(tmp_path / "none", [], masks=[])
     with pytest.raises(
         DataError,
-        match=r"images: no images \(\.jpg, \.jpeg, \.png, \.tif, \.tiff, \.bmp or \.webp\) found",
+        match=r"images: no images \(\.jpg, \.jpeg, \.png, \.tif, \.tiff, \.bmp, \.webp or \.gif\) found",
     ):
         FolderDataset(tmp_path / "none")
     with pytest.raises(DataError, match=r"missing/masks: folder not found"):

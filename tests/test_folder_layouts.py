@@ -124,7 +124,7 @@ def test_each_split_folder_is_checked_and_messages_name_the_real_files(
     assert rc == 1
     assert (
         f"  error: {root / 'val' / 'masks' / 'img01_x.png'}: mask has no image "
-        "val/images/img01_x.jpg, .jpeg, .png, .tif, .tiff, .bmp or .webp (val/images/ holds "
+        "val/images/img01_x.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp or .gif (val/images/ holds "
         "img01.png); add the image or remove the mask"
     ) in out
 
@@ -208,7 +208,7 @@ def test_images_in_subfolders_that_are_no_splits_are_named(tmp_path: Path) -> No
     with pytest.raises(DataError) as e:
         FolderDataset(root)
     assert str(e.value).startswith(
-        f"{root / 'images'}: no images (.jpg, .jpeg, .png, .tif, .tiff, .bmp or .webp) found; "
+        f"{root / 'images'}: no images (.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp or .gif) found; "
         "it holds the folders cats/, whose images are not read: put the images in images/ "
         "itself, or in split folders images/train/, images/val/, images/test/"
     )

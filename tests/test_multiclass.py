@@ -779,7 +779,7 @@ def test_a_run_says_the_class_coverage_warnings_of_the_check_and_keeps_them_with
     assert ready() == expected  # from the cache: no mask read again
     assert len(read) == 10
     # A cache file of the layout before (the digest alone) has another name: not misread.
-    assert prepare.PassedCheck.VERSION == 3
+    assert prepare.PassedCheck.VERSION >= 3  # the warnings follow the digest since 3
     # Every class in every split, none rare: nothing to say, cached or not.
     fine = write_folder(tmp_path / "fine", [stripes()] * 10, "bg\nroad\ncar\n")
     for _ in range(2):

@@ -138,7 +138,7 @@ def test_a_folder_in_no_layout_is_refused_naming_both_layouts_and_what_it_holds(
     assert err.startswith(
         f"segkit: error: {tmp_path / 'cells'}: no dataset layout recognises this folder (it "
         "holds imgs/, labels/, notes.txt); lay the files out as one of: folder: "
-        "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp and masks/<name>.png|.tif|.tiff|.bmp "
+        "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp|.gif and masks/<name>.png|.tif|.tiff|.bmp "
         "with the same names"
     )
     assert "; oxford_pet: images/<name>.jpg, annotations/trimaps/<name>.png" in err
@@ -444,7 +444,7 @@ def test_every_missing_mask_is_listed_with_its_near_miss_in_one_pass(
         f"  error: {root / 'masks' / 'cell006.png'}: mask for image cell006.jpg not found; "
         "every image needs masks/<same name>.png",
         f"  error: {root / 'masks' / 'cell005_mask.png'}: mask has no image "
-        "images/cell005_mask.jpg, .jpeg, .png, .tif, .tiff, .bmp or .webp (images/ holds "
+        "images/cell005_mask.jpg, .jpeg, .png, .tif, .tiff, .bmp, .webp or .gif (images/ holds "
         "cell005.jpg); add the image or "
         "remove the mask",
         f"  error: {root / 'masks' / 'cell002.png'}: values {{76}} found, masks of this "

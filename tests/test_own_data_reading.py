@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -727,3 +728,220 @@ def test_a_grey_palette_trimap_is_read_by_index_where_background_is_not_0(
     im.save(tmp_path / "t.png")
     info = inspect_mask(tmp_path / "t.png", MaskSpec(background=2, allowed=(1, 2, 3)))
     assert info.problem is None and info.kind == "index" and set(info.values) == {1, 2}
+
+
+# ----------------------------------------------------------------------------- bit depths
+
+
+class _Png:
+    """A grey PNG (colour type 0) of ``bits`` per pixel, or grey with alpha (colour type
+    4, 16 bits) where ``alpha`` is given, written byte by byte: PIL writes grey as 8 or
+    16 bits only, while other tools write 2- and 4-bit files of the same labels."""
+
+    def __init__(self, values: np.ndarray, bits: int, alpha: np.ndarray | None = None) -> None:
+        self.values, self.bits, self.alpha = values, bits, alpha
+
+    def save(self, path: Path) -> None:
+        import struct
+        import zlib
+
+        h, w = self.values.shape
+        if self.alpha is not None:  # 16-bit grey + alpha, big-endian, interleaved
+            pixels = np.dstack([self.values, self.alpha]).astype(">u2")
+            rows = [pixels[y].tobytes() for y in range(h)]
+            kind = 4
+        elif self.bits < 8:
+            per = 8 // self.bits
+            rows = []
+            for row in self.values:
+                packed = bytearray((w + per - 1) // per)
+                for x, v in enumerate(row):
+                    packed[x // per] |= int(v) << (8 - self.bits * (x % per + 1))
+                rows.append(bytes(packed))
+            kind = 0
+        else:
+            rows = [
+                self.values[y].astype(">u2" if self.bits == 16 else "u1").tobytes()
+                for y in range(h)
+            ]
+            kind = 0
+
+        def chunk(tag: bytes, data: bytes) -> bytes:
+            crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+        header = struct.pack(">IIBBBBB", w, h, self.bits, kind, 0, 0, 0)
+        data = zlib.compress(b"".join(b"\0" + r for r in rows))
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", data)
+            + chunk(b"IEND", b"")
+        )
+
+
+def test_2_and_4_bit_grey_masks_are_read_by_their_stored_values_by_both_loaders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit.data.reading import read_raw_mask, read_sample
+    from segkit_dali._loader import read_encoded
+
+    # 0/1 masks from three tools: PIL's 8-bit grey, a 2-bit and a 4-bit grey PNG. PIL
+    # shows a stored 1 as 85 and 17; read so, one folder would hold 1, 17 and 85.
+    def mixed(i: int, lab: np.ndarray) -> Any:
+        return Image.fromarray(lab) if i % 3 == 0 else _Png(lab, 2 if i % 3 == 1 else 4)
+
+    root = folder(tmp_path / "depths", mixed)
+    with Image.open(root / "masks" / "img002.png") as im:
+        assert np.asarray(im).max() == 17  # what PIL shows of a stored 1 at 4 bits
+    dataset = registry.create("datasets", "folder", root)
+    spec = dataset.mask_spec
+    for i in (1, 2):
+        path = root / "masks" / f"img{i:03d}.png"
+        np.testing.assert_array_equal(decode_raw_mask(path), label(i))
+        assert inspect_mask(path, spec).described == f"PNG {4 if i == 2 else 2}-bit grey"
+    rc, report, text = check(capsys, root)
+    assert rc == 0, text
+    assert report["mask_formats"] == {"PNG L": 4, "PNG L;2": 4, "PNG L;4": 4}
+    # The dali loader decodes what it is handed; it is handed the stored values.
+    for sample in dataset.samples("train"):
+        _, encoded, _ = read_encoded(sample, spec)
+        decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())))
+        np.testing.assert_array_equal(decoded, read_raw_mask(sample.mask, spec))
+        np.testing.assert_array_equal(read_sample(sample, spec)[1], label(int(sample.id[3:])))
+    assert ready(root)[1] == []
+
+
+def test_a_4_bit_mask_of_another_value_names_its_bit_depth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 4-bit 0/15 mask (white at 4 bits): 15 is no label of a 0/1 or 0/255 folder.
+    root = folder(tmp_path / "white4", lambda i, lab: _Png(lab * 15, 4))
+    rc, report, text = check(capsys, root)
+    assert rc != 0 and len(kinds(report)["mask_values"]) == N
+    assert "mask formats: PNG L;4 12" in text
+    assert "12 hold values 15 (PNG 4-bit grey)" in text
+    with pytest.raises(DataError, match=r"12 hold values 15 \(PNG 4-bit grey\)"):
+        ready(root)
+    # The printed fix reads them as PIL shows them (0/255) and makes 8-bit 0/255 masks.
+    code = re.search(r'python -c "(.+)"$', text.splitlines()[-2].strip()).group(1)
+    exec(code, {})  # noqa: S102 -- exactly the printed command
+    np.testing.assert_array_equal(decode_raw_mask(root / "masks" / "img004.png"), label(4) * 255)
+    assert check(capsys, root)[0] == 0
+
+
+def test_a_16_bit_grey_mask_with_alpha_keeps_its_16_bit_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    opaque = np.full((SIZE, SIZE), 65535, np.uint16)
+    # 0/1 labels at 16 bits: PIL keeps each value's top 8 bits, and read so both are 0.
+    root = folder(tmp_path / "la16", lambda i, lab: _Png(lab, 16, alpha=opaque))
+    path = root / "masks" / "img000.png"
+    spec = registry.create("datasets", "folder", root).mask_spec
+    np.testing.assert_array_equal(decode_raw_mask(path), label(0))
+    assert inspect_mask(path, spec).described == "PNG 16-bit grey with alpha"
+    rc, report, text = check(capsys, root)
+    assert rc == 0, text
+    assert 0.05 < report["splits"]["train"]["foreground_fraction"] < 0.2  # not empty
+    dataset = registry.create("datasets", "folder", root)
+    _, encoded, _ = read_encoded(dataset.samples("train")[0], spec)
+    assert np.asarray(Image.open(io.BytesIO(encoded.tobytes()))).max() == 1
+    # Fully transparent pixels read 0, as at 8 bits; values over 255 are refused.
+    see_through = opaque.copy()
+    see_through[:, :4] = 0
+    _Png(label(0), 16, alpha=see_through).save(tmp_path / "t.png")
+    got = decode_raw_mask(tmp_path / "t.png")
+    assert (got[:, :4] == 0).all() and (got[:, 4:] == label(0)[:, 4:]).all()
+    assert label(0)[:, :4].any()  # the see-through columns cut the square
+    _Png(label(0).astype(np.uint16) * 300, 16, alpha=opaque).save(tmp_path / "big.png")
+    assert inspect_mask(tmp_path / "big.png", spec).problem is not None
+    # An image of 16-bit grey with alpha reads as the same 16-bit grey without it.
+    values = label(1).astype(np.uint16) * 3000 + 700
+    _Png(values, 16, alpha=opaque).save(tmp_path / "la.png")
+    _Png(values, 16).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "la.png"), read_image(tmp_path / "grey.png")
+    )
+    assert read_image(tmp_path / "la.png").max() == 255
+
+
+# ----------------------------------------------------------------------------- GIF images
+
+
+def test_gif_images_are_read_by_the_folder_layout_first_frame_and_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from segkit_dali._loader import read_encoded
+
+    root = folder(tmp_path / "gifs", plain, image_suffix=".gif")
+    lab = label(0)
+    frames = [Image.fromarray(40 + lab * 150), Image.fromarray(200 - lab * 150)]
+    frames[0].save(root / "images" / "img000.gif", save_all=True, append_images=frames[1:])
+    dataset = registry.create("datasets", "folder", root)
+    assert len([s for split in ("train", "valid", "test") for s in dataset.samples(split)]) == N
+    rc, report, _ = check(capsys, root)
+    assert rc == 0
+    (note,) = kinds(report)["frames"]
+    assert note["file"].endswith("img000.gif") and "reads the first only" in note["message"]
+    first = read_image(root / "images" / "img000.gif")
+    np.testing.assert_array_equal(first[..., 0], 40 + lab * 150)
+    sample = next(
+        s
+        for split in ("train", "valid", "test")
+        for s in dataset.samples(split)
+        if s.id == "img000"
+    )
+    encoded, _, _ = read_encoded(sample, dataset.mask_spec)  # what DALI decodes
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB"))
+    np.testing.assert_array_equal(decoded, first)
+
+
+# ----------------------------------------------------------------------------- EXIF in a run
+
+
+def test_a_run_warns_once_of_square_images_with_an_exif_rotation(tmp_path: Path) -> None:
+    root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
+    _, _, warnings = ready(root)
+    (warning,) = warnings
+    assert re.match(
+        r"img\d+\.jpg, img\d+\.jpg, img\d+\.jpg and 9 more have an EXIF orientation tag", warning
+    )
+    assert "ImageOps.exif_transpose" in warning
+    assert ready(root)[2] == warnings  # a second run: from the passed check, said again
+    # A non-square quarter-turned image whose mask has its stored size is not in doubt.
+    wide = np.zeros((20, SIZE), np.uint8)
+    stored = folder(
+        tmp_path / "stored",
+        lambda i, lab: Image.fromarray(wide + lab[:20] * 255),
+        lambda i, lab: _Rotated(wide + lab[:20] * 100),
+    )
+    assert ready(stored)[2] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader", ["albumentations", "dali"])
+def test_a_run_says_the_exif_warning_once_before_training_and_records_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], loader: str
+) -> None:
+    from conftest import TINY_RUN
+
+    root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--data", str(root), "--epochs", "1", "--loader", loader]
+    assert main([*args, "--recipe", "type1", "--out", str(out), "--name", "r"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = [i for i, line in enumerate(lines) if "have an EXIF orientation tag: " in line]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch"))
+    assert len(said) == 1 and said[0] < first_epoch  # one line for all, before training
+    assert lines[said[0]].startswith("segkit: warning: ")
+    summary = json.loads((out / "r" / "summary.json").read_text())
+    (recorded,) = summary["data_warnings"]  # a binary run records it too
+    assert recorded == lines[said[0]].removeprefix("segkit: warning: ")

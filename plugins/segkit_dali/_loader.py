@@ -154,8 +154,9 @@ def read_encoded(sample: Sample, spec: MaskSpec) -> tuple[np.ndarray, np.ndarray
         read_raw_mask(sample.mask, spec)
         raise DataError(f"{sample.mask}: cannot read the mask header") from None
     if mfmt != "PNG" or mmode != "L":
-        # Palette, 1-bit, 16-bit or lossy masks: DALI's GRAY output would convert colours
-        # or bit depths; segkit.data.reading reads the raw values (and checks them).
+        # Palette, 1-, 2-, 4- or 16-bit or lossy masks (mode L;4 from image_mode: a 4-bit
+        # grey PNG): DALI's GRAY output would convert colours or scale bit depths;
+        # segkit.data.reading reads the raw values (and checks them).
         mask = _png(read_raw_mask(sample.mask, spec))
     if msize != size:
         read_sample(sample, spec)  # raises the standard size-mismatch message

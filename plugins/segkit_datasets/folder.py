@@ -28,8 +28,9 @@ from segkit.contracts import (
 )
 from segkit.errors import ConfigError, DataError, plural
 
-#: Image names read (PIL decodes them all; the dali loader re-encodes what it cannot).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+#: Image names read (PIL decodes them all; the dali loader re-encodes what it cannot):
+#: those ``segkit predict`` reads (an animated GIF by its first frame, as predict does).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
 #: Mask names read: lossless formats, the first in this order when one name has several.
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -54,7 +55,7 @@ SPLIT_FOLDERS = {
 
 #: The layout in one line (the ``layout`` capability, shown when a folder is refused).
 LAYOUT = (
-    "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp and masks/<name>.png|.tif|.tiff|.bmp "
+    "images/<name>.jpg|.jpeg|.png|.tif|.tiff|.bmp|.webp|.gif and masks/<name>.png|.tif|.tiff|.bmp "
     "with the same names (binary 0/1 or 0/255; K classes: classes.txt; optional "
     "splits/train.txt, valid.txt, test.txt; or already split: train/, val/, test/ each with "
     "images/ and masks/, or images/train/ ... with masks/train/ ...)"
@@ -69,7 +70,7 @@ SHOW = 3
 class FolderDataset:
     """A segmentation dataset in plain folders::
 
-        root/images/<stem>.jpg | .jpeg | .png | .tif | .tiff | .bmp | .webp
+        root/images/<stem>.jpg | .jpeg | .png | .tif | .tiff | .bmp | .webp | .gif
         root/masks/<stem>.png | .tif | .tiff | .bmp
                                        binary: 0 background; 1 or 255 foreground
                                        K classes: 0..K-1, 255 ignored (or colours)

@@ -118,7 +118,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _print_summary(args: argparse.Namespace, result: Any) -> None:
     """With --quiet, the engine printed nothing: print the summary line (rank 0 only),
-    and the data check's warnings (the class coverage) on stderr."""
+    and the data check's warnings (class coverage, EXIF tags) on stderr."""
     from segkit.training.distributed import from_env
 
     if args.quiet and from_env().main:

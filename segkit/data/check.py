@@ -537,30 +537,35 @@ def _image_notes(seen: list[_Seen]) -> list[Problem]:
                 '.save(p) for p in sys.argv[1:] for im in [Image.open(p)]]" FILES (white here)',
             )
         )
-    # A quarter turn of a non-square image with a mask of its stored size cannot have been
-    # drawn on the shown image (its sides would be swapped): only the others are in doubt.
-    turned = [
-        s
-        for s in seen
-        if s.orientation != 1
-        and s.image_size is not None
-        and (s.orientation not in ROTATED or s.image_size[0] == s.image_size[1])
-    ]
+    turned = [s.sample.image for s in seen if exif_in_doubt(s.orientation, s.image_size)]
     if turned:
-        has = "has" if len(turned) == 1 else "have"
-        folder = turned[0].sample.image.parent
-        out.append(
-            Problem(
-                "warning",
-                "orientation",
-                str(turned[0].sample.image),
-                f"{names([s.sample.image for s in turned])} {has} an EXIF orientation tag: "
-                "viewers show them rotated or flipped, and segkit reads the pixels as "
-                "stored (as most labelling tools export masks). If the masks were drawn on "
-                "the image as a viewer shows it, they will not line up; " + exif_command(folder),
-            )
-        )
+        out.append(Problem("warning", "orientation", str(turned[0]), orientation_warning(turned)))
     return out
+
+
+def exif_in_doubt(orientation: int, image_size: tuple[int, int] | None) -> bool:
+    """Whether an image's EXIF ``orientation`` (its size ``(W, H)``) leaves it in doubt
+    which way its mask was drawn: a quarter turn of a non-square image with a mask of its stored size cannot
+    have been drawn on the shown image (its sides would be swapped); a square image, or
+    a flip or half turn, can."""
+    return (
+        orientation != 1
+        and image_size is not None
+        and (orientation not in ROTATED or image_size[0] == image_size[1])
+    )
+
+
+def orientation_warning(images: Sequence[Path]) -> str:
+    """The ``orientation`` warning of ``images``, whose EXIF tag leaves in doubt which way
+    their masks were drawn (:func:`exif_in_doubt`): said by ``segkit data check`` and,
+    once, by a run before training (:func:`segkit.data.prepare.ready_for_training`)."""
+    has = "has" if len(images) == 1 else "have"
+    return (
+        f"{names(list(images))} {has} an EXIF orientation tag: viewers show them rotated or "
+        "flipped, and segkit reads the pixels as stored (as most labelling tools export "
+        "masks). If the masks were drawn on the image as a viewer shows it, they will not "
+        "line up; " + exif_command(images[0].parent)
+    )
 
 
 def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) -> list[Problem]:

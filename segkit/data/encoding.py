@@ -27,12 +27,14 @@ import numpy as np
 from segkit.config import named, named_options
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.data.reading import (
+    LOW_BIT_GREY,
     UNREADABLE_ADVICE,
     alpha_labels,
     check_mask_values,
     colours_to_raw,
     decode_opened_mask,
     foreign_format,
+    image_mode,
     not_found,
     open_image,
 )
@@ -139,8 +141,11 @@ def describe_format(fmt: str | None, mode: str) -> str:
     what = {
         "1": "1-bit",
         "L": "8-bit grey",
+        "L;2": "2-bit grey",
+        "L;4": "4-bit grey",
         "P": "8-bit palette",
         "LA": "8-bit grey with alpha",
+        "LA;16": "16-bit grey with alpha",
         "RGB": "24-bit RGB",
         "RGBA": "32-bit RGBA",
         "I;16": "16-bit grey",
@@ -192,14 +197,15 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
     info = MaskInfo(Path(path))
     try:
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
+            mode = image_mode(im)  # before load(): L;4 (4-bit grey), LA;16 (16-bit + alpha)
             im.load()
-            info.format, info.mode, info.size = im.format, im.mode, im.size
+            info.format, info.mode, info.size = im.format, mode, im.size
             info.frames = getattr(im, "n_frames", 1) or 1
-            from_alpha = alpha_labels(im)
+            from_alpha = None if mode == "LA;16" else alpha_labels(im)  # LA;16: decoded below
             if from_alpha is not None:  # one colour, labels in the transparency
                 info.from_alpha = True
                 info.values = _counts(from_alpha)
-            elif im.mode in ("RGB", "RGBA"):
+            elif im.mode in ("RGB", "RGBA") and mode != "LA;16":
                 rgb = np.asarray(im.convert("RGB"))
                 # Greys stored as RGB are read as greys; only true colours are a colour mask.
                 if not (
@@ -212,7 +218,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                 if foreign or info.colour_count > len(info.colours):
                     info.problem = _foreign_colours(info, spec)
                     return info
-            if im.mode in ("L", "P", "1"):
+            if im.mode in ("L", "P", "1") and mode not in LOW_BIT_GREY:
                 # 8-bit values as decode_raw_mask reads them (indices for P, 0/1 for 1),
                 # counted by PIL in C: half the time of an array and np.bincount.
                 hist = im.histogram()[:256]
@@ -230,7 +236,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
                         info.problem = _palette_against_colours(info, spec.background)
                         info.shown_inverted = info.problem is not None
             elif not info.from_alpha:
-                info.values = _counts(decode_opened_mask(im, info.path, spec))
+                info.values = _counts(decode_opened_mask(im, info.path, spec, mode))
     except FileNotFoundError:
         info.error = not_found(path, "mask")
         return info

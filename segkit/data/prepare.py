@@ -22,8 +22,10 @@ only. Any change to a file, added or removed sample, other mask rule or another
 A K-class dataset's class coverage is warned about as ``segkit data check`` warns
 (:func:`segkit.data.check.coverage_warnings`: a class with no pixel in train cannot be
 learnt, one with none in valid or test is not measured there, a class under 0.1% of the
-train pixels), one line each; the warnings are kept with the passed check, so a run
-on the same files says them again without reading the masks.
+train pixels), one line each; so are images whose EXIF orientation tag leaves in doubt
+which way their masks were drawn (a square image, a flip or a half turn: one line for
+all, :func:`segkit.data.check.orientation_warning`). The warnings are kept with the
+passed check, so a run on the same files says them again without reading the masks.
 """
 
 from __future__ import annotations
@@ -38,11 +40,17 @@ from typing import Any
 
 from segkit.config import named
 from segkit.contracts import SPLITS, Dataset, Sample
-from segkit.data.check import coverage_warnings, split_samples
+from segkit.data.check import (
+    coverage_warnings,
+    exif_in_doubt,
+    orientation_warning,
+    split_samples,
+)
 from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
 from segkit.data.reading import (
     FilteredDataset,
     check_same_size,
+    exif_orientation,
     file_orientation,
     fit_advice,
     not_found,
@@ -65,18 +73,22 @@ class _Looked:
     image_error: str | None
     image_size: tuple[int, int] | None  # (W, H)
     mask: MaskInfo
+    orientation: int = 1  # the image's EXIF orientation tag (1: none, or unread)
 
 
 def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _Looked:
     error = None
     size = None
+    orientation = 1
     try:
         if decode_image:
             image = read_image(sample.image)
             size = (image.shape[1], image.shape[0])
+            orientation = file_orientation(sample.image)
         else:
-            with open_image(sample.image) as im:  # the header: format and size, no pixels
+            with open_image(sample.image) as im:  # the header: size and EXIF, no pixels
                 size = im.size
+                orientation = exif_orientation(im)
     except DataError as e:
         error = str(e)
     except FileNotFoundError:
@@ -87,7 +99,8 @@ def _look(split: str, sample: Sample, dataset: Dataset, decode_image: bool) -> _
             error = f"{sample.image}: cannot read the image header"
         except DataError as e:
             error = str(e)
-    return _Looked(split, sample, error, size, inspect_mask(sample.mask, dataset.mask_spec))
+    mask = inspect_mask(sample.mask, dataset.mask_spec)
+    return _Looked(split, sample, error, size, mask, orientation)
 
 
 def default_threads() -> int:
@@ -108,8 +121,8 @@ def ready_for_training(
 ) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
     """Check a run's data before its first step; return the dataset to train on (without
     the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
-    warnings about its class coverage (K classes; one line each, empty for binary: see
-    :func:`segkit.data.check.coverage_warnings`).
+    warnings about its class coverage (K classes; one line each, none for binary: see
+    :func:`segkit.data.check.coverage_warnings`) and EXIF orientations in doubt (one line).
 
     Args:
         dataset: The run's dataset.
@@ -198,6 +211,13 @@ def ready_for_training(
         for split in SPLITS
     }
     warnings = coverage_warnings(kept, dataset.mask_spec, root)
+    turned = [
+        x.sample.image
+        for x in looked
+        if id(x.sample) not in out and exif_in_doubt(x.orientation, x.image_size)
+    ]
+    if turned:  # sizes cannot tell which way their masks were drawn
+        warnings.append(orientation_warning(turned))
     if bad:
         dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
     else:
@@ -218,8 +238,9 @@ class PassedCheck:
 
     #: Bump when the checks change what they refuse or the file's layout changes: earlier
     #: passes then no longer count (the version is part of the file's name). 3: the
-    #: warnings after the digest.
-    VERSION = 3
+    #: warnings after the digest. 4: 2/4-bit grey and 16-bit grey-with-alpha masks read by
+    #: their stored values; the EXIF orientation warning.
+    VERSION = 4
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool

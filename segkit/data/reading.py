@@ -241,16 +241,39 @@ def is_deep_colour(im: Any) -> bool:
     """Whether an opened, not yet loaded, image is colour of 16 bits per channel (a 48- or
     64-bit PNG, a 16-bit RGB TIFF): PIL opens it as ``RGB``/``RGBA`` and keeps each
     value's top 8 bits, so 10- or 12-bit data in 16-bit files reads nearly black."""
-    if im.mode not in ("RGB", "RGBA") or not getattr(im, "tile", None):
+    if im.mode not in ("RGB", "RGBA"):
         return False
-    args = im.tile[0].args
+    return ";16" in (_rawmode(im) or "")
+
+
+def _rawmode(im: Any) -> str | None:
+    """The raw mode PIL decodes an opened, not yet loaded, image from (``L;4``,
+    ``LA;16B``...), or None (loaded, or a format without one)."""
+    tile = getattr(im, "tile", None)
+    if not tile:
+        return None
+    args = tile[0].args
     rawmode = args[0] if isinstance(args, tuple) and args else args
-    return isinstance(rawmode, str) and ";16" in rawmode
+    return rawmode if isinstance(rawmode, str) else None
+
+
+#: Grey of fewer than 8 bits (a 2- or 4-bit PNG or TIFF) as :func:`image_mode` names it,
+#: and the factor PIL scales its stored values by to fill 0..255 (the PNG rule: a stored
+#: 1 reads 85 or 17). 1-bit files are PIL's mode ``1``, read as 0/1.
+LOW_BIT_GREY = {"L;2": 85, "L;4": 17}
 
 
 def image_mode(im: Any) -> str:
     """An opened image's mode as segkit reads it: PIL's, with ``;16`` added for colour of
-    16 bits per channel (``RGB;16``: :func:`is_deep_colour`). Call before ``load()``."""
+    16 bits per channel (``RGB;16``: :func:`is_deep_colour`), ``LA;16`` for grey of 16
+    bits with alpha (which PIL opens as ``RGBA`` of each value's top 8 bits), and
+    ``L;2`` / ``L;4`` for grey of 2 or 4 bits (:data:`LOW_BIT_GREY`, which PIL opens as
+    ``L`` scaled to 0..255). Call before ``load()``."""
+    rawmode = _rawmode(im) or ""
+    if im.mode == "L" and rawmode in LOW_BIT_GREY:
+        return rawmode
+    if im.mode == "RGBA" and rawmode.startswith("LA;16"):
+        return "LA;16"
     return f"{im.mode};16" if is_deep_colour(im) else im.mode
 
 
@@ -336,7 +359,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
     """Decode a mask file to its ``(H, W)`` raw values, unchecked (uint8, or wider for
     16-bit files).
 
-    Index masks (8/16-bit grayscale, palette PNGs: their indices) are read as stored.
+    Index masks (2/4/8/16-bit grayscale, palette PNGs: their indices) are read as stored:
+    a 2- or 4-bit grey PNG by its stored values (0..3, 0..15), not scaled to 0..255 as PIL
+    shows it, and a 16-bit grey PNG with alpha by its 16-bit grey values, as a 16-bit one.
     An RGB(A) mask is converted to grayscale, except for a multi-class ``spec`` that
     declares a palette: then each pixel's colour is looked up in it (see
     :func:`colours_to_raw`). A mask with transparency reads its fully transparent pixels
@@ -349,8 +374,9 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
     """
     try:
         with open_image(path) as im:
+            mode = image_mode(im)  # before load(): L;4 for a 4-bit grey PNG
             im.load()
-            return decode_opened_mask(im, path, spec)
+            return decode_opened_mask(im, path, spec, mode)
     except FileNotFoundError:
         raise DataError(not_found(path, "mask")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
@@ -362,12 +388,18 @@ def decode_raw_mask(path: Path, spec: MaskSpec | None = None) -> np.ndarray:
         ) from None
 
 
-def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.ndarray:
-    """:func:`decode_raw_mask` of a PIL image already opened and loaded from ``path``.
+def decode_opened_mask(
+    im: Any, path: Path, spec: MaskSpec | None = None, mode: str | None = None
+) -> np.ndarray:
+    """:func:`decode_raw_mask` of a PIL image already opened and loaded from ``path``;
+    ``mode``: its :func:`image_mode`, taken before ``load()`` (which forgets the bit
+    depth PIL decoded from; default ``im.mode``).
 
     Raises:
         DataError: not single-channel, or an RGB mask holds a colour outside the palette.
     """
+    if mode == "LA;16":  # PIL holds each value's top 8 bits only: decode the file again
+        return _grey_alpha_mask(path)
     from_alpha = alpha_labels(im)
     if from_alpha is not None:
         return from_alpha
@@ -379,11 +411,36 @@ def decode_opened_mask(im: Any, path: Path, spec: MaskSpec | None = None) -> np.
     if im.mode not in ("L", "P", "1", "I") and not im.mode.startswith("I;16"):
         im = im.convert("L")  # 16-bit masks keep their values (I;16B too), checked later
     raw = np.asarray(im)
+    if mode in LOW_BIT_GREY:  # PIL scaled the stored values up to 0..255: undo it
+        raw = raw // LOW_BIT_GREY[mode]
     if transparent is not None and transparent.any():
         raw = np.where(transparent, 0, raw).astype(raw.dtype)  # see-through: background
     if raw.ndim != 2:
         raise DataError(f"{path}: mask has shape {raw.shape}; expected a single-channel image")
     return raw
+
+
+def _grey_alpha_mask(path: Path) -> np.ndarray:
+    """A 16-bit grey mask with alpha (``LA;16``) as :func:`decode_opened_mask` reads
+    other masks with alpha, at 16 bits: its grey values as stored (uint16), fully
+    transparent pixels 0; or, one grey everywhere and the alpha varying, its alpha (as
+    :func:`alpha_labels`, PIL's 8 bits of it). Decoded by OpenCV, which keeps 16 bits.
+
+    Raises:
+        DataError: OpenCV cannot decode it.
+    """
+    import cv2
+
+    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.dtype != np.uint16:
+        raise DataError(
+            f"{path}: cannot decode mask (a grey mask of 16 bits with alpha that OpenCV does "
+            f"not decode); the file is corrupt. {UNREADABLE_ADVICE}"
+        )
+    grey, alpha = pixels[..., 0], pixels[..., -1]  # grey is repeated in B, G and R
+    if alpha.min() < 65535 and (grey == grey.flat[0]).all():
+        return (alpha >> 8).astype(np.uint8)
+    return np.where(alpha == 0, 0, grey).astype(np.uint16)
 
 
 def alpha_labels(im: Any) -> np.ndarray | None:

@@ -469,7 +469,7 @@ class Run:
                 f"segkit: left out {len(t.bad_samples)} unreadable samples, listed in "
                 f"{folder.bad_samples}"
             )
-        for warning in t.data_warnings:  # the class coverage: before any training
+        for warning in t.data_warnings:  # class coverage, EXIF tags: before any training
             self.say(f"segkit: warning: {warning}")
 
     def say_runtime_changes(self, before: dict[str, Any]) -> None:

@@ -598,6 +598,8 @@ class RunFolder:
             **{k: resolved[k] for k in _SUMMARY_RUNTIME if k in resolved},
             # --eval-size: whether the test scores are at native resolution, and how
             **({"evaluation": resolved["evaluation"]} if "evaluation" in resolved else {}),
+            # What the data check warned of before training (EXIF tags; K classes: below).
+            **({"data_warnings": list(result.data_warnings)} if result.data_warnings else {}),
             **class_summary(result),
         }
         with atomic_open(self.summary_json) as f:
