@@ -748,7 +748,8 @@ def _ignored(test: dict[str, Any]) -> dict[str, Any]:
 def summary_line(config: RunConfig, result: RunResult) -> str:
     stopped = ""
     if result.stopped_early:
-        by = f" by {named('max_time')}" if result.stopped_by == "max_time" else " early"
+        # summary.txt: the setting's name, however the run was started (a file)
+        by = " by max_time" if result.stopped_by == "max_time" else " early"
         stopped = f"; stopped{by} after epoch {result.epochs_run}"
     if result.task is not None and result.task.multiclass:
         t = result.test
