@@ -118,7 +118,9 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
 def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
     run = tmp_path / "early"
     _config_json(run)
-    with pytest.raises(ConfigError, match=f"start it again with: segkit run --config {run}"):
+    with pytest.raises(
+        ConfigError, match=f"again with the shell command: segkit run --config {run}"
+    ):
         read_run(run)
 
 
@@ -181,7 +183,10 @@ def test_a_failed_run_records_what_ended_it_and_a_resume_clears_it(
     assert row.note.startswith(
         "unfinished at epoch 1 of 2: failed during epoch 2 (DataError: pets/images/Bengal_12"
     )
-    assert row.note.endswith(f"finish it with: segkit run --resume {run}")
+    assert row.note.endswith(
+        f"finish it with: segkit run --resume {run} (a shell command; "
+        f"segkit.resume({str(run)!r}) in Python)"
+    )
     monkeypatch.setattr(engine, "train_one_epoch", real)
     resume(run, quiet=True)
     assert not (run / "stopped.json").exists() and (run / "summary.json").exists()
