@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 from helpers import rows, tiny
 
 from segkit.cli import main
-from segkit.config import COMMAND_LINE, RunConfig, given_as
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given_as
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
 from segkit.reports.compare import Run, Unfinished, inspect_run, read_run
 from segkit.training import checkpoint as ckpt_io
@@ -415,3 +416,18 @@ def test_a_taken_name_prints_one_line(
     train(tiny(tiny_pets, tmp_path, epochs=1, name="normal"))
     out = capsys.readouterr().out
     assert f"segkit: {tmp_path / 'normal'} exists; this run writes {tmp_path / 'normal-2'}\n" in out
+
+
+@pytest.mark.parametrize("origin", [PYTHON, COMMAND_LINE])
+def test_bad_samples_txt_names_the_setting_however_the_run_was_started(
+    tmp_path: Path, origin: str
+) -> None:
+    # A file of the run folder: the same words for a run of `segkit run` and of Python.
+    folder = RunFolder(tmp_path / "r")
+    folder.path.mkdir()
+    sample = types.SimpleNamespace(id="cat_1")
+    with given_as(origin):
+        folder.write_bad_samples([("train", sample, "cannot decode image")])
+    assert folder.bad_samples.read_text() == (
+        "# 1 samples left out by skip_bad_samples\ntrain\tcat_1\tcannot decode image\n"
+    )

@@ -506,9 +506,11 @@ class RunFolder:
         _write_rows(self.metrics, rows)
 
     def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
-        """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
+        """List the samples ``--skip-bad-samples`` left out: split, id and the reason. The
+        header names the setting (``skip_bad_samples``), however the run was started: a
+        file of the run folder reads the same for a run of ``segkit run`` or of Python."""
         with atomic_open(self.bad_samples) as f:
-            f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
+            f.write(f"# {len(bad)} samples left out by skip_bad_samples\n")
             for split, sample, reason in bad:
                 f.write(f"{split}\t{sample.id}\t{reason}\n")
 
