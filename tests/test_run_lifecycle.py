@@ -431,3 +431,10 @@ def test_bad_samples_txt_names_the_setting_however_the_run_was_started(
     assert folder.bad_samples.read_text() == (
         "# 1 samples left out by skip_bad_samples\ntrain\tcat_1\tcannot decode image\n"
     )
+
+
+def test_resume_of_a_missing_folder_names_out_as_it_was_given(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"run folder not found\. .* \(in its out, runs/"):
+        resume(tmp_path / "nope")
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError, match=r"\(in its --out, runs/"):
+        resume(tmp_path / "nope")

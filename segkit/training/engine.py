@@ -159,8 +159,8 @@ def resume(
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise CheckpointError(
-            f"{folder.path}: run folder not found. Pass a folder made by segkit run (in its "
-            "--out, runs/ by default)"
+            f"{folder.path}: run folder not found. Pass a folder made by a run (in its "
+            f"{named('out')}, runs/ by default)"
         )
     # The lock first: a folder in use is refused as in use, whatever its run has written
     # (in its first epoch there is no last.pt yet, and "start it again" would start a
@@ -942,7 +942,8 @@ class Run:
         assert folder is not None
         if not folder.best.exists():
             raise ConfigError(
-                f"{folder.path}: no epoch to evaluate (--epochs {self.config.epochs} already done?)"
+                f"{folder.path}: no epoch to evaluate "
+                f"({named('epochs', self.config.epochs)} already done?)"
             )
         t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
         meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
@@ -1082,8 +1083,8 @@ def _check_same_samples(
         raise DataError(
             f"{config.data or '(generated data)'}: its {split} split has {differs}: it is not "
             "the dataset this run trained on, and a resume must go on with the same samples. "
-            "Pass --data naming the run's dataset (moved, with the same files), or start a "
-            "new run on this one"
+            f"Pass {named('data')} naming the run's dataset (moved, with the same files), or "
+            "start a new run on this one"
         )
 
 
