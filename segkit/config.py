@@ -1167,15 +1167,16 @@ def data_path(config: RunConfig) -> Path | None:
     if here == path:  # typed in this directory: the dataset plugin says what is missing
         return path
     recorded = (
-        f"{path}: data folder not found; the run recorded it absolute from --data {typed!r}, "
-        "typed in another directory"
+        f"{path}: data folder not found; the run recorded it absolute from "
+        f"{named('data', typed)}, typed in another directory"
     )
     if here.is_dir():
         raise DataError(
-            f"{recorded}. From here {typed!r} is {here}: pass --data {typed} to use it, or "
-            "--data PATH naming where the dataset is now"
+            f"{recorded}. From here {typed!r} is {here}: pass "
+            f"{named('data', typed, as_typed=True)} to use it, or {named('data')} naming "
+            "where the dataset is now"
         )
     raise DataError(
-        f"{recorded} (from here it would be {here}, not there either); pass --data PATH "
+        f"{recorded} (from here it would be {here}, not there either); pass {named('data')} "
         "naming where the dataset is now"
     )

@@ -339,13 +339,20 @@ def test_a_recorded_data_folder_that_is_missing_names_both_paths_and_suggests_da
     (tmp_path / "b" / "cells").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "b")
     config = RunConfig.from_dict(recorded, source="config.json")
-    with pytest.raises(DataError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(DataError) as e:
         data_path(config)
     assert str(e.value) == (
         f"{tmp_path / 'a' / 'cells'}: data folder not found; the run recorded it absolute "
         "from --data 'cells', typed in another directory. From here 'cells' is "
-        f"{tmp_path / 'b' / 'cells'}: pass --data cells to use it, or --data PATH naming "
+        f"{tmp_path / 'b' / 'cells'}: pass --data cells to use it, or --data naming "
         "where the dataset is now"
+    )
+    with pytest.raises(DataError) as e:  # from Python (segkit.resume(..., data=...)): keywords
+        data_path(config)
+    assert str(e.value).endswith(
+        "recorded it absolute from data='cells', typed in another directory. From here 'cells' "
+        f"is {tmp_path / 'b' / 'cells'}: pass data='cells' to use it, or data naming where the "
+        "dataset is now"
     )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=r"from here it would be .*/cells, not there either\); "):
@@ -365,7 +372,7 @@ def test_the_run_command_suggests_data_for_a_config_json_from_elsewhere(
     monkeypatch.chdir(tmp_path)
     err = _cli_error(capsys, ["run", "--config", "config.json", "--out", str(tmp_path / "r")])
     assert "a/cells: data folder not found; the run recorded it absolute from --data " in err
-    assert err.endswith("pass --data PATH naming where the dataset is now")
+    assert err.endswith("pass --data naming where the dataset is now")
 
 
 # ----------------------------------------------------------------------- threads

@@ -17,7 +17,7 @@ from PIL import Image
 
 from segkit import registry
 from segkit.cli import main
-from segkit.data.check import check_dataset, train_pos_weight
+from segkit.data.check import check_dataset, format_report, train_pos_weight
 
 
 def _image(seed: int, w: int = 40, h: int = 32) -> Image.Image:
@@ -281,6 +281,10 @@ def test_public_api(folder: Path) -> None:
     assert "check_data" in segkit.__all__
     assert report.ok and report.dataset == "folder"
     assert report.to_dict()["splits"]["test"]["count"] == 2
+    # Called from Python, the way to train on it is the Python call, not a shell command.
+    call = f"segkit.train(segkit.RunConfig(data={str(folder)!r}, dataset='folder', image_size=32))"
+    assert report.command == call
+    assert format_report(report).rstrip().endswith(f"run it: {call}")
 
 
 FOLDER_OPTIONS = (

@@ -25,6 +25,7 @@ from segkit.testing import (
     plugin_names,
     write_shapes_dataset,
 )
+from segkit.testing.datasets import IGNORE_COLOUR
 
 #: The folder layout's split lists, for the ``splits/`` case (10 images in all).
 FOLDER_SPLITS = {
@@ -43,6 +44,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "folder": ("folder", {}),
     "folder-splits": ("folder", {}),
     "folder-classes": ("folder", {"classes": "background,object"}),
+    # classes.txt names the classes: declare_ignore offers its ignore line (with the
+    # classes option above it offers nothing, the file being unread).
+    "folder-classes-txt": ("folder", {}),
 }
 
 
@@ -64,6 +68,12 @@ def write_folder_layout(root: Path, split_lists: dict[str, list[str]] | None = N
     return root
 
 
+def with_classes_txt(root: Path) -> Path:
+    """``root`` with a classes.txt naming its two classes by their grey values."""
+    (root / "classes.txt").write_text("background 0\nobject 255\n")
+    return root
+
+
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
     """The folder each case reads (None: the kit generates one)."""
@@ -76,6 +86,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
         "folder-splits": write_folder_layout(tmp / "folder-splits", FOLDER_SPLITS),
         # 0/255 masks read as 2 classes: 0 background, 255 ignored (no pixel of class 1).
         "folder-classes": write_folder_layout(tmp / "folder-classes"),
+        "folder-classes-txt": with_classes_txt(write_folder_layout(tmp / "folder-classes-txt")),
     }
 
 
@@ -88,6 +99,22 @@ def test_every_builtin_dataset_has_a_case() -> None:
 def test_contract(case: str, rule: str, roots: dict[str, Path | None]) -> None:
     name, options = CASES[case]
     check_dataset(name, root=roots[case], options=options, rules=[rule])
+
+
+def test_the_folder_layouts_declare_ignore_names_the_line_or_nothing(
+    roots: dict[str, Path | None],
+) -> None:
+    # What the declare_ignore rule accepts, for the built-in layout: the line where the
+    # folder's classes.txt is read, nothing where no file (or an option) declares classes.
+    from segkit_datasets.folder import FolderDataset
+
+    listed = roots["folder-classes-txt"]
+    assert listed is not None
+    assert FolderDataset.declare_ignore(listed, IGNORE_COLOUR) == (
+        f"add the line 'ignore 201 102 53' to {listed / 'classes.txt'}"
+    )
+    assert FolderDataset.declare_ignore(listed, IGNORE_COLOUR, classes="background,object") == ""
+    assert FolderDataset.declare_ignore(roots["folder"], IGNORE_COLOUR) == ""
 
 
 def test_synthetic_reads_the_set_generate_wrote_with_its_default_options(

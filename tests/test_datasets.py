@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY_PETS_COUNT, TINY_PETS_SEED
 from PIL import Image
 
+from segkit.config import COMMAND_LINE, given_as
 from segkit.contracts import Dataset, Sample
 from segkit.data.reading import read_image, read_sample
 from segkit.errors import ConfigError, DataError
@@ -313,6 +314,13 @@ def test_synthetic_never_turns_a_data_folder_into_another_set(tmp_path: Path) ->
                            r"variant pet\), and this asks for another"):  # fmt: skip
             SyntheticPet(root, **asked)
     assert is_complete(root, 4, 1)
+    # The way out names the settings as they were given: keywords in Python, flags in a command.
+    with pytest.raises(DataError, match=r"Leave those dataset_options values out to read it as "
+                       r"it is, or pass data with a new folder"):  # fmt: skip
+        SyntheticPet(root, count=3)
+    with given_as(COMMAND_LINE), pytest.raises(DataError, match=r"not overwrite a --data folder "
+                       r"with another set. Leave those --dataset-opt values out"):  # fmt: skip
+        SyntheticPet(root, count=3)
     assert SyntheticPet(root).count == 4  # read as it is
     assert SyntheticPet(root, count=4, seed=1, variant="pet").count == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]

@@ -16,12 +16,13 @@ import pytest
 from conftest import interrupt_in_epoch
 from helpers import rows, tiny
 
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given_as
 from segkit.errors import ConfigError, RunInterrupted
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
 from segkit.training.early_stopping import EarlyStopping
 from segkit.training.engine import resume, train
+from segkit.training.run_folder import RunResult, summary_line
 
 # ------------------------------------------------------------------ the patience logic
 
@@ -281,6 +282,20 @@ def slow_epochs(monkeypatch: pytest.MonkeyPatch) -> Trained:
     return trained
 
 
+@pytest.mark.parametrize("origin", [PYTHON, COMMAND_LINE])
+def test_a_run_folder_words_the_max_time_stop_by_the_settings_name(origin: str) -> None:
+    # summary.json and summary.txt read the same for a run started by `segkit run` as for
+    # one started from Python (compare and a study read both); the console says it as given.
+    why = "epoch 5 would end about 1h23m after the start"
+    with given_as(origin):
+        reason = engine._stop_reason(EarlyStopping("valid_dice"), why, "75m")
+        result = RunResult(Path("runs/mt"), {"dice": 0.5, "iou": 0.4}, 3, 0.6, 1.0, 8.0, [])
+        result.stopped_early, result.stopped_by, result.epochs_run = True, "max_time", 4
+        line = summary_line(RunConfig(), result)
+    assert reason == "max_time 75m: epoch 5 would end about 1h23m after the start"
+    assert "(best epoch 3, valid dice 0.6000; stopped by max_time after epoch 4)" in line
+
+
 @pytest.mark.slow
 def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     tiny_pets: Path, tmp_path: Path, slow_epochs, capsys
@@ -303,7 +318,7 @@ def test_max_time_stops_before_an_epoch_that_would_end_past_it(
     assert not any("time limit" in x for x in lines[:-1])
     summary = json.loads((tmp_path / "mt" / "summary.json").read_text())
     assert summary["stopped_early"] is True and summary["stopped_by"] == "max_time"
-    assert summary["epochs_run"] == 4 and summary["stop_reason"].startswith("max_time: epoch 5")
+    assert summary["epochs_run"] == 4 and summary["stop_reason"].startswith("max_time 75m: epoch 5")
     assert result.stopped_by == "max_time" and result.test["dice"] >= 0
     assert "stopped by max_time after epoch 4" in (tmp_path / "mt" / "summary.txt").read_text()
     assert ckpt_io.load(tmp_path / "mt" / "last.pt")["epoch"] == 4  # written at the stop

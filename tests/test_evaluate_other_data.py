@@ -81,9 +81,9 @@ def test_the_mismatch_names_the_dataset_the_model_was_trained_on(
     with pytest.raises(ConfigError) as caught:
         segkit.evaluate(ckpt, data=str(collar_root), **FAST)
     assert str(caught.value).endswith(
-        "; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar: "
-        "if the folder is of that kind, pass --dataset synthetic and the --dataset-opt that "
-        "chose its classes"
+        "; the model was trained on dataset 'synthetic' with dataset_options={'variant': "
+        "'collar'}: if the folder is of that kind, pass dataset='synthetic' and the "
+        "dataset_options that chose its classes"  # from Python: the keywords
     )
     scores = segkit.evaluate(
         ckpt, data=str(collar_root), dataset="synthetic", dataset_options={"variant": "collar"},
@@ -186,9 +186,10 @@ def test_evaluate_on_another_folder_says_how_much_of_it_the_split_scored(
     captured = capsys.readouterr()
     assert captured.err == (
         f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2); "
-        "--split train or valid scores the others\n"
+        "--split train or --split valid scores the others\n"
     )
     assert "(5 images, " in captured.out
     scores = segkit.evaluate(ckpt, "valid", data=str(tiny_pets), **FAST)
     assert scores.split_sizes == {"train": 13, "valid": 2, "test": 5}
     assert scores.split_note().startswith(f"{tiny_pets}: the valid split holds 2 images of its 20")
+    assert scores.split_note().endswith("; split='train' or split='test' scores the others")

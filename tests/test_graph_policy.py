@@ -86,6 +86,8 @@ def test_from_python_the_refusal_names_the_keywords() -> None:
         )
         with pytest.raises(ConfigError, match=r"^cuda_graphs='on': this run cannot capture"):
             _step(_config(cuda_graphs="on"))
+        with pytest.raises(ValueError, match=r"^cuda_graphs='yes': expected one of auto, on, off"):
+            decide_cuda_graphs("yes", **GOOD)
 
 
 def test_every_reason_is_listed_when_several_apply() -> None:

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_RUN
 
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
 from segkit.training import run_folder
 from segkit.training.profiling import FILES, ProfiledLoader, device_busy_s
@@ -91,6 +91,9 @@ def test_nothing_profiled_is_said_and_writes_nothing(tmp_path: Path) -> None:
         if i == 2:
             break
     line = loader.report(tmp_path, epoch=1)
+    assert line == "segkit: profile: the epoch ended before any step could be profiled"  # Python
+    with given_as(COMMAND_LINE):
+        line = loader.report(tmp_path, epoch=1)
     assert line == "segkit: --profile: the epoch ended before any step could be profiled"
     assert list(tmp_path.iterdir()) == []
 
@@ -107,7 +110,7 @@ def test_a_profiler_that_cannot_start_leaves_the_epoch_unprofiled(
     loader = ProfiledLoader(Batches(10), 3, CPU)
     assert consume(loader) == [2.0 * 4 * i for i in range(10)]  # the epoch goes on
     assert loader.report(tmp_path, epoch=1) == (
-        "segkit: --profile: the profiler could not start "
+        "segkit: profile: the profiler could not start "
         "(RuntimeError: CUPTI_ERROR_INSUFFICIENT_PRIVILEGES)"
     )
     assert list(tmp_path.iterdir()) == []

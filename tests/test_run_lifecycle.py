@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 from helpers import rows, tiny
 
 from segkit.cli import main
-from segkit.config import COMMAND_LINE, RunConfig, given_as
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given_as
 from segkit.errors import CheckpointError, ConfigError, DataError, RunInterrupted
 from segkit.reports.compare import Run, Unfinished, inspect_run, read_run
 from segkit.training import checkpoint as ckpt_io
@@ -118,7 +119,9 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
 def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
     run = tmp_path / "early"
     _config_json(run)
-    with pytest.raises(ConfigError, match=f"start it again with: segkit run --config {run}"):
+    with pytest.raises(
+        ConfigError, match=f"again with the shell command: segkit run --config {run}"
+    ):
         read_run(run)
 
 
@@ -181,7 +184,10 @@ def test_a_failed_run_records_what_ended_it_and_a_resume_clears_it(
     assert row.note.startswith(
         "unfinished at epoch 1 of 2: failed during epoch 2 (DataError: pets/images/Bengal_12"
     )
-    assert row.note.endswith(f"finish it with: segkit run --resume {run}")
+    assert row.note.endswith(
+        f"finish it with: segkit run --resume {run} (a shell command; "
+        f"segkit.resume({str(run)!r}) in Python)"
+    )
     monkeypatch.setattr(engine, "train_one_epoch", real)
     resume(run, quiet=True)
     assert not (run / "stopped.json").exists() and (run / "summary.json").exists()
@@ -410,3 +416,25 @@ def test_a_taken_name_prints_one_line(
     train(tiny(tiny_pets, tmp_path, epochs=1, name="normal"))
     out = capsys.readouterr().out
     assert f"segkit: {tmp_path / 'normal'} exists; this run writes {tmp_path / 'normal-2'}\n" in out
+
+
+@pytest.mark.parametrize("origin", [PYTHON, COMMAND_LINE])
+def test_bad_samples_txt_names_the_setting_however_the_run_was_started(
+    tmp_path: Path, origin: str
+) -> None:
+    # A file of the run folder: the same words for a run of `segkit run` and of Python.
+    folder = RunFolder(tmp_path / "r")
+    folder.path.mkdir()
+    sample = types.SimpleNamespace(id="cat_1")
+    with given_as(origin):
+        folder.write_bad_samples([("train", sample, "cannot decode image")])
+    assert folder.bad_samples.read_text() == (
+        "# 1 samples left out by skip_bad_samples\ntrain\tcat_1\tcannot decode image\n"
+    )
+
+
+def test_resume_of_a_missing_folder_names_out_as_it_was_given(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"run folder not found\. .* \(in its out, runs/"):
+        resume(tmp_path / "nope")
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError, match=r"\(in its --out, runs/"):
+        resume(tmp_path / "nope")

@@ -340,7 +340,8 @@ def test_compare_gives_every_folder_a_row_and_compares_the_finished_runs(
     assert by["ctrl_c"]["valid_dice"] == "0.7" and by["ctrl_c"]["test_dice"] == ""
     assert by["ctrl_c"]["note"] == (
         "unfinished at epoch 3 of 8: interrupted during epoch 4 (Ctrl-C or SIGTERM); "
-        f"finish it with: segkit run --resume {ctrl_c}"
+        f"finish it with: segkit run --resume {ctrl_c} (a shell command; "
+        f"segkit.resume({str(ctrl_c)!r}) in Python)"
     )
     assert by["failed"]["note"].startswith(
         "unfinished at epoch 2 of 8: failed during epoch 3 (DataError: x.jpg: truncated); "
@@ -377,7 +378,8 @@ def test_compare_of_no_finished_run_names_every_folder_and_why(
         f"segkit: error: segkit compare: no finished run to compare: {half}: unfinished at "
         "epoch 1 of 3: nothing records what ended it (killed outright: SIGKILL, out of memory, "
         "a lost machine; or a segkit older than stopped.json); finish it with: segkit run "
-        f"--resume {half}; {tmp_path}: not a run folder (no config.json); pass folders made "
+        f"--resume {half} (a shell command; segkit.resume({str(half)!r}) in Python); "
+        f"{tmp_path}: not a run folder (no config.json); pass folders made "
         "by segkit run"
     )
 
@@ -592,7 +594,10 @@ def test_compare_refuses_runs_of_other_data_unless_forced(
     )
     shutil.copy(other / "best.pt", other / "last.pt")  # one that can be resumed
     note = compare([first, other], tmp_path / "d", force=True).notes[0]
-    assert note.endswith(f"; finish it with: segkit run --resume {other}")
+    assert note.endswith(
+        f"; finish it with: segkit run --resume {other} (a shell command; "
+        f"segkit.resume({str(other)!r}) in Python)"
+    )
 
 
 def config_data(study: Path) -> tuple[str, str]:

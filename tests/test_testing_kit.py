@@ -461,6 +461,49 @@ class RegeneratesOnRead(GeneratedShapes):
         super().__init__(write_shapes_dataset(Path(root), seed=1))
 
 
+class DeclaresIgnore(Shapes):
+    """A good declare_ignore: the line of the layout's classes.txt that makes the colour
+    ignored, or "" where there is no such file."""
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        listed = Path(root) / "classes.txt"
+        return f"add the line 'ignore {' '.join(map(str, colour))}' to {listed}"
+
+
+class IgnoreReturnsNone(Shapes):
+    """Broken: nothing to say is None, not ""."""
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> Any:
+        return None
+
+
+class IgnoreOfAnotherColour(Shapes):
+    """Broken: the words name the colour's values in another order (BGR)."""
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        return f"add the line 'ignore {' '.join(map(str, reversed(colour)))}' to classes.txt"
+
+
+class IgnoreWritesTheLine(Shapes):
+    """Broken: declares the colour itself, in the user's folder, instead of saying how."""
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        (Path(root) / "classes.txt").write_text(f"ignore {' '.join(map(str, colour))}\n")
+        return "added the ignore line"
+
+
+class IgnoreRaises(Shapes):
+    """Broken: raises for the folder it reads."""
+
+    @staticmethod
+    def declare_ignore(root: Path, colour: tuple[int, int, int], **options: Any) -> str:
+        raise KeyError("classes")
+
+
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_shapes_dataset(tmp_path_factory.mktemp("shapes"))
@@ -523,6 +566,22 @@ def test_mask_values_outside_the_spec_are_caught(shapes_root: Path) -> None:
 def test_dataset_swallowing_unknown_options_is_caught(shapes_root: Path) -> None:
     with breaks("unknown_option", "no_such_option=1 was accepted silently"):
         check_dataset(SwallowsOptions, root=shapes_root)
+
+
+def test_declare_ignore_is_checked_where_declared(shapes_root: Path, tmp_path: Path) -> None:
+    check_dataset(DeclaresIgnore, root=shapes_root)  # names the colour: passes every rule
+    check_dataset(Shapes, root=shapes_root, rules=["declare_ignore"])  # not declared: no check
+    with breaks("declare_ignore", r"declare_ignore\(root, \(201, 102, 53\), \*\*options\) "
+                r"returned a NoneType, not a str \(\"\" where the layout"):  # fmt: skip
+        check_dataset(IgnoreReturnsNone, root=shapes_root, rules=["declare_ignore"])
+    with breaks("declare_ignore", r".* returned \"add the line 'ignore 53 102 201' to classes.txt\"; "
+                r"expected words that name the colour \(201 102 53, in this order\)"):  # fmt: skip
+        check_dataset(IgnoreOfAnotherColour, root=shapes_root, rules=["declare_ignore"])
+    with breaks("declare_ignore", r".* raised KeyError: 'classes'; it returns the words"):
+        check_dataset(IgnoreRaises, root=shapes_root, rules=["declare_ignore"])
+    root = Path(shutil.copytree(shapes_root, tmp_path / "shapes"))
+    with breaks("declare_ignore", r".* changed \['classes.txt'\] in the folder; it returns words"):
+        check_dataset(IgnoreWritesTheLine, root=root, rules=["declare_ignore"])
 
 
 def test_generate_must_be_seeded_and_read_back() -> None:

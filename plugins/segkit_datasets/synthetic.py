@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from segkit.config import named_options
+from segkit.config import named, named_options
 from segkit.contracts import MaskSpec
 from segkit.errors import ConfigError, DataError
 from segkit.system.files import cache_dir
@@ -414,9 +414,9 @@ def _check_same_set(root: Path, made: dict[str, Any], **asked: Any) -> None:
         holds = ", ".join(f"{k} {v}" for k, v in held.items())
         raise DataError(
             f"{root}: holds a synthetic set ({holds}), and this asks for another "
-            f"({'; '.join(differ)}); segkit does not overwrite a --data folder with another "
-            "set. Leave those --dataset-opt values out to read it as it is, or pass --data "
-            "with a new folder (or none, for the cached sets)"
+            f"({'; '.join(differ)}); segkit does not overwrite a {named('data')} folder with "
+            f"another set. Leave those {named('dataset_options')} values out to read it as it "
+            f"is, or pass {named('data')} with a new folder (or none, for the cached sets)"
         )
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from segkit.config import data_path, named, named_options
+from segkit.config import PYTHON, data_path, given, named, named_options
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import (
     MaskInfo,
@@ -136,8 +136,10 @@ class Report:
     masks_refused: str = ""
     #: What makes the run work, each as words to print (a classes.txt, a command).
     fixes: list[str] = field(default_factory=list)
-    #: The ``segkit run`` command for this data with the suggested image size (set by
-    #: :func:`check_configured`, which knows the flags; "" otherwise).
+    #: How to train on this data with the suggested image size, as the check was given
+    #: its settings (:func:`segkit.config.given_as`): the ``segkit run`` command for
+    #: ``segkit data check``, the ``segkit.train(segkit.RunConfig(...))`` call for
+    #: :func:`segkit.check_data` (set by :func:`check_configured`; "" otherwise).
     command: str = ""
 
     @property
@@ -709,9 +711,20 @@ def check_configured(
 
 
 def _run_command(config: RunConfig, report: Report) -> str:
-    """``segkit run`` with the flags this check was given and the suggested image size."""
+    """``segkit run`` with the flags this check was given and the suggested image size; from
+    Python (:func:`segkit.config.given`), the ``segkit.train`` call with those settings."""
     import shlex
 
+    size = report.suggestions.get("image_size")
+    if given() == PYTHON:
+        settings = {"data": config.data, "dataset": config.dataset}
+        settings = {k: v for k, v in settings.items() if v}
+        if config.dataset_options:
+            settings["dataset_options"] = config.dataset_options
+        if size:
+            settings["image_size"] = size["value"]
+        keywords = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        return f"segkit.train(segkit.RunConfig({keywords}))"
     words = ["segkit", "run"]
     if config.data:
         words += ["--data", str(config.data)]
@@ -721,7 +734,6 @@ def _run_command(config: RunConfig, report: Report) -> str:
         if isinstance(value, (list, tuple)):  # classes=a,b as typed
             value = ",".join(map(str, value))
         words += ["--dataset-opt", f"{key}={value}"]
-    size = report.suggestions.get("image_size")
     if size:
         words += ["--image-size", str(size["value"])]
     return " ".join(shlex.quote(w) for w in words)

@@ -76,7 +76,8 @@ class Evaluated:
     def split_note(self) -> str:
         """Where the split scored is not all of the folder's images, which split holds
         how many (``the test split holds 3 of its 12 images (train 8, valid 1); --split
-        train or valid scores the others``); "" where it is all of them. ``segkit
+        train or --split valid scores the others``, ``split='train' or split='valid'`` from
+        Python); "" where it is all of them. ``segkit
         evaluate --data`` prints it: a folder of new labelled images is read as a dataset,
         split as a run would split it (a seeded 80/10/10 without split lists)."""
         total = sum(self.split_sizes.values())
@@ -85,10 +86,10 @@ class Evaluated:
             return ""
         others = [(k, n) for k, n in self.split_sizes.items() if k != self.split and n]
         listed = ", ".join(f"{k} {n}" for k, n in others)
-        names = " or ".join(k for k, _ in others)
+        names = " or ".join(named("split", k, as_typed=True) for k, _ in others)
         return (
             f"{self.data}: the {self.split} split holds {plural(here, 'image')} of its "
-            f"{total} ({listed}); --split {names} scores the others"
+            f"{total} ({listed}); {names} scores the others"
         )
 
     def lines(self) -> list[str]:
@@ -253,14 +254,15 @@ def _trained_on(trained: Trained, now: str) -> str:
         return ""
     if own == now:
         return ""
-    opts = [
-        f"--dataset-opt {k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+    opts = {
+        k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v
         for k, v in recorded.dataset_options.items()
-    ]
-    given = f" with {' '.join(opts)}" if opts else ""
+    }
+    given = f" with {named_options('dataset_options', opts)}" if opts else ""
+    chose = f" and the {named('dataset_options')} that chose its classes" if opts else ""
     return (
         f"; the model was trained on dataset '{own}'{given}: if the folder is of that kind, "
-        f"pass --dataset {own}{' and the --dataset-opt that chose its classes' if opts else ''}"
+        f"pass {named('dataset', own, as_typed=True)}{chose}"
     )
 
 

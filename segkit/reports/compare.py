@@ -210,16 +210,22 @@ def read_run(path: Path | str) -> Run:
 
 def _unfinished(folder: RunFolder, asked: dict) -> str:
     """What to do with a run folder without summary.json: finish it from its ``last.pt``;
-    without one, start it again (in a new folder where it keeps ``best.pt`` or metrics)."""
+    without one, start it again (in a new folder where it keeps ``best.pt`` or metrics).
+    The same words however this is called: they go into compare's and a study's report
+    files, read by users of both, so the shell command is said to be one, with the
+    Python call beside it."""
     if folder.last.is_file():
-        return f"finish it with: segkit run --resume {folder.path}"
+        return (
+            f"finish it with: segkit run --resume {folder.path} (a shell command; "
+            f"segkit.resume({str(folder.path)!r}) in Python)"
+        )
     save_every = asked.get("save_every")
     kept = folder.unresumable(asked, save_every=save_every if isinstance(save_every, int) else 1)
     if kept is not None:
         return f"{kept[0]}. {kept[1]}"
     return (
-        "it stopped before its first epoch was recorded; start it again with: "
-        f"{folder.restart_command(asked)}"
+        "it stopped before its first epoch was recorded; start it again with the shell "
+        f"command: {folder.restart_command(asked)}"
     )
 
 

@@ -4,15 +4,17 @@ A dataset plugin is ``factory(root, **options) -> Dataset`` (see
 :class:`segkit.contracts.DatasetFactory`). The rules read a folder the caller provides;
 a factory that can make its own data declares ``generate(root, count=..., seed=...) ->
 Path`` (as ``segkit data synth`` expects), and then the kit generates a small set. The
-layout capabilities (``recognizes``, ``layout``, ``audit``, ``declare_classes``) are
-checked when declared: the folder given is recognised and an empty one is not, and
-``audit`` lists a mask deleted from a copy of the folder instead of raising.
+layout capabilities (``recognizes``, ``layout``, ``audit``, ``declare_classes``,
+``declare_ignore``) are checked when declared: the folder given is recognised and an empty
+one is not, ``audit`` lists a mask deleted from a copy of the folder instead of raising,
+and ``declare_ignore`` names the colour it is given (or says nothing) without writing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -366,6 +368,44 @@ def declare_classes(case: DatasetCase) -> None:
         )
 
 
+#: The colour ``declare_ignore`` is asked to declare: three distinct values, so that words
+#: naming it can be told from words naming another colour (or its values in another order).
+IGNORE_COLOUR = (201, 102, 53)
+
+
+def declare_ignore(case: DatasetCase) -> None:
+    found = capability("datasets", case.target.plugin, "declare_ignore")
+    if found is None:
+        return  # the factory declares no declare_ignore()
+    r, g, b = IGNORE_COLOUR
+    call = f"declare_ignore(root, {IGNORE_COLOUR}, **options)"
+    before = _digests(case.root)
+    try:
+        words = found(case.root, IGNORE_COLOUR, **case.options)
+    except Exception as e:  # noqa: BLE001 -- the rule reports what was raised
+        raise Broken(
+            f"{call} of a folder the factory reads raised {type(e).__name__}: "
+            f'{first_line(e)}; it returns the words that declare the colour, or "" where '
+            "the layout reads no file that can"
+        ) from None
+    changed = _changed(before, _digests(case.root))
+    demand(
+        not changed,
+        f"{call} changed {names(changed, 3)} in the folder; it returns words to print (the "
+        "user makes the change), and writes nothing",
+    )
+    demand(
+        isinstance(words, str),
+        f'{call} returned a {type(words).__name__}, not a str ("" where the layout reads '
+        "no file that declares the colour of ignored pixels)",
+    )
+    demand(
+        not words or re.search(rf"(?<!\d){r}\D{{1,4}}{g}\D{{1,4}}{b}(?!\d)", words) is not None,
+        f"{call} returned {words!r}; expected words that name the colour ({r} {g} {b}, in "
+        'this order), or ""',
+    )
+
+
 def unknown_option(case: DatasetCase) -> None:
     refuses_unknown_option(lambda **extra: case.target.factory(case.root, **case.options, **extra))
 
@@ -422,6 +462,13 @@ RULES: dict[str, Rule[DatasetCase]] = {
         "if the factory declares declare_classes(root, classes, palette) -> str: the words "
         "name every class, with and without a palette",
         declare_classes,
+    ),
+    "declare_ignore": Rule(
+        "if the factory declares declare_ignore(root, colour, **options) -> str: for the "
+        "folder it reads, with its options, a str that names the colour's three values in "
+        'order, or "" where the layout reads no file that declares it; it never raises for '
+        "that folder and writes nothing in it",
+        declare_ignore,
     ),
     "unknown_option": Rule(UNKNOWN_OPTION, unknown_option),
 }

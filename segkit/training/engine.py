@@ -160,8 +160,8 @@ def resume(
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise CheckpointError(
-            f"{folder.path}: run folder not found. Pass a folder made by segkit run (in its "
-            "--out, runs/ by default)"
+            f"{folder.path}: run folder not found. Pass a folder made by a run (in its "
+            f"{named('out')}, runs/ by default)"
         )
     # The lock first: a folder in use is refused as in use, whatever its run has written
     # (in its first epoch there is no last.pt yet, and "start it again" would start a
@@ -647,7 +647,8 @@ class Run:
         return improved
 
     def _time_stop(self, trained: EpochTrained, validate_now: bool) -> str | None:
-        """Why ``--max-time`` stops the run after this epoch (None: the next epoch is
+        """Why ``--max-time`` stops the run after this epoch, without the limit: ``epoch 5
+        would end about 8m02s after the start`` (None: the next epoch is
         expected to end in time, or there is no limit, or no next epoch). Decided before
         this epoch's validation, which then runs even where ``--validate-every`` skips it.
 
@@ -672,10 +673,7 @@ class Run:
         end = now + valid * (validate_now + due) + 2 * checkpoint + train
         if end <= limit:
             return None
-        return (
-            f"epoch {epoch + 1} would end about {progress.duration(end)} after the start, "
-            f"past {named('max_time', config.max_time, as_typed=True)}"
-        )
+        return f"epoch {epoch + 1} would end about {progress.duration(end)} after the start"
 
     def own_history(self) -> list[dict[str, Any]]:
         """The rows of the epochs this process trained (a resumed run's history also holds
@@ -769,7 +767,8 @@ class Run:
             shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
         stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
         if self.time_stop is not None and not stopper.stopped:
-            stop = f"  time limit: stopping, {self.time_stop}"
+            limit = named("max_time", config.max_time, as_typed=True)  # as given: a console line
+            stop = f"  time limit: stopping, {self.time_stop}, past {limit}"
         return (
             f"epoch {trained.epoch:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
             f"train {'mDice' if mc else 'dice'} {row['train_dice']:.4f}  {shown}  "
@@ -944,7 +943,8 @@ class Run:
         assert folder is not None
         if not folder.best.exists():
             raise ConfigError(
-                f"{folder.path}: no epoch to evaluate (--epochs {self.config.epochs} already done?)"
+                f"{folder.path}: no epoch to evaluate "
+                f"({named('epochs', self.config.epochs)} already done?)"
             )
         t.model.load_state_dict(ckpt_io.load(folder.best, map_location=runtime.device)["model"])
         meter = t.task.meter(runtime.device, per_image=True)  # for test_scores.csv and the grid
@@ -993,7 +993,7 @@ class Run:
             monitor=self.config.monitor,
             best_value=stopper.best,
             stopped_early=self.stopped_by() is not None,
-            stop_reason=_stop_reason(stopper, self.time_stop),
+            stop_reason=_stop_reason(stopper, self.time_stop, self.config.max_time),
             stopped_by=self.stopped_by() or "epochs",
             cuda_graphs=self.step.graph_record(),
             epochs_run=self.history[-1]["epoch"] if self.history else 0,
@@ -1005,11 +1005,13 @@ class Run:
         return result
 
 
-def _stop_reason(stopper: EarlyStopping, time_stop: str | None) -> str | None:
-    """Why the run stopped before ``--epochs`` (None if it did not)."""
+def _stop_reason(stopper: EarlyStopping, time_stop: str | None, max_time: str | None) -> str | None:
+    """Why the run stopped before ``--epochs`` (None if it did not), for ``summary.json``:
+    worded by the setting's name (``max_time 7m30s: epoch 5 would end ...``) however the
+    run was started, as every file of a run folder is (compare reads runs of both)."""
     if stopper.stopped:
         return stopper.reason()
-    return f"{named('max_time')}: {time_stop}" if time_stop else None
+    return f"max_time {max_time}: {time_stop}" if time_stop else None
 
 
 def _restore_ema(state: dict[str, Any], t: build.Training, say: Callable[[str], None]) -> None:
@@ -1082,8 +1084,8 @@ def _check_same_samples(
         raise DataError(
             f"{config.data or '(generated data)'}: its {split} split has {differs}: it is not "
             "the dataset this run trained on, and a resume must go on with the same samples. "
-            "Pass --data naming the run's dataset (moved, with the same files), or start a "
-            "new run on this one"
+            f"Pass {named('data')} naming the run's dataset (moved, with the same files), or "
+            "start a new run on this one"
         )
 
 

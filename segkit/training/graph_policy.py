@@ -123,7 +123,7 @@ def decide_cuda_graphs(
         ValueError: ``mode``, ``last_batch`` or a count out of range, naming the value.
     """
     if mode not in MODES:
-        raise ValueError(f"--cuda-graphs {mode!r}: expected one of {', '.join(MODES)}")
+        raise ValueError(f"{named('cuda_graphs', mode)}: expected one of {', '.join(MODES)}")
     if last_batch not in LAST_BATCHES:
         raise ValueError(f"last_batch {last_batch!r}: expected {' or '.join(LAST_BATCHES)}")
     if batch_size < 1 or train_images < 0 or accumulate < 1 or world_size < 1:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from segkit.config import PRECISIONS, PrecisionName
+from segkit.config import PRECISIONS, PrecisionName, named
 from segkit.errors import ConfigError
 
 
@@ -125,5 +125,8 @@ def create_precision(name: PrecisionName | str, device: torch.device) -> Precisi
             )
         return MixedPrecision(torch.float16, "cuda")
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("this GPU does not support bf16; use --precision fp16 or fp32")
+        raise ConfigError(
+            f"this GPU does not support bf16; use {named('precision', 'fp16', as_typed=True)} "
+            f"or {named('precision', 'fp32', as_typed=True)}"
+        )
     return MixedPrecision(torch.bfloat16, device.type)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from segkit.config import named
 from segkit.errors import described
 
 #: Steps left out before the window: the warm-up of an epoch.
@@ -113,9 +114,9 @@ class ProfiledLoader:
         """Write :data:`FILES` into ``folder``; the line that says where they are and what
         they found (nothing written, and a line that says so, if no step was profiled)."""
         if self.failed is not None:
-            return f"segkit: --profile: the profiler could not start ({self.failed})"
+            return f"segkit: {named('profile')}: the profiler could not start ({self.failed})"
         if self.done == 0:
-            return "segkit: --profile: the epoch ended before any step could be profiled"
+            return f"segkit: {named('profile')}: the epoch ended before any step could be profiled"
         prof = self.taken
         events = prof.key_averages()
         host = {e.key: e.cpu_time_total / 1e6 for e in events if e.key.startswith("segkit.")}

@@ -506,9 +506,11 @@ class RunFolder:
         _write_rows(self.metrics, rows)
 
     def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
-        """List the samples ``--skip-bad-samples`` left out: split, id and the reason."""
+        """List the samples ``--skip-bad-samples`` left out: split, id and the reason. The
+        header names the setting (``skip_bad_samples``), however the run was started: a
+        file of the run folder reads the same for a run of ``segkit run`` or of Python."""
         with atomic_open(self.bad_samples) as f:
-            f.write(f"# {len(bad)} samples left out by --skip-bad-samples\n")
+            f.write(f"# {len(bad)} samples left out by skip_bad_samples\n")
             for split, sample, reason in bad:
                 f.write(f"{split}\t{sample.id}\t{reason}\n")
 
@@ -750,7 +752,8 @@ def _ignored(test: dict[str, Any]) -> dict[str, Any]:
 def summary_line(config: RunConfig, result: RunResult) -> str:
     stopped = ""
     if result.stopped_early:
-        by = f" by {named('max_time')}" if result.stopped_by == "max_time" else " early"
+        # summary.txt: the setting's name, however the run was started (a file)
+        by = " by max_time" if result.stopped_by == "max_time" else " early"
         stopped = f"; stopped{by} after epoch {result.epochs_run}"
     if result.task is not None and result.task.multiclass:
         t = result.test
