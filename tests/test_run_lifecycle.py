@@ -367,6 +367,32 @@ def test_resume_keeps_the_rows_metrics_csv_has(tmp_path: Path) -> None:
     assert not (tmp_path / "metrics.csv").exists()
 
 
+def test_resume_writes_rows_edited_by_hand_again_from_the_checkpoint(tmp_path: Path) -> None:
+    """last.pt is the record: a metrics.csv row edited (or damaged) by hand is written again
+    as the run had it, so the resumed file equals an unbroken run's; the file keeps only the
+    seconds filled after the checkpoint, and the epochs that differed are returned."""
+    folder = RunFolder(tmp_path)
+    history = [
+        {"epoch": 1, "train_loss": 0.5, "lr": 0.001, "checkpoint_s": 0.0, "epoch_wall_s": 1.0},
+        {"epoch": 2, "train_loss": 0.4, "lr": 0.00099, "checkpoint_s": 0.0, "epoch_wall_s": 1.0},
+    ]
+    on_disk = [
+        {**history[0], "checkpoint_s": 0.98, "epoch_wall_s": 3.5},
+        {**history[1], "train_loss": 9.4, "checkpoint_s": 0.97, "epoch_wall_s": 3.4},
+        {**history[1], "epoch": 3, "train_loss": 0.3},
+    ]
+    _metrics(tmp_path, on_disk)
+    assert folder.rewrite_metrics([dict(r) for r in history]) == [2]
+    assert [(r["epoch"], r["train_loss"], r["checkpoint_s"]) for r in rows(tmp_path)] == [
+        ("1", "0.5", "0.98"),
+        ("2", "0.4", "0.97"),
+    ]
+    # unedited: nothing differs, the text is as it was
+    before = (tmp_path / "metrics.csv").read_text()
+    assert folder.rewrite_metrics([dict(r) for r in history]) == []
+    assert (tmp_path / "metrics.csv").read_text() == before
+
+
 @pytest.mark.slow
 def test_resume_after_an_interrupt_keeps_the_earlier_rows(
     tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

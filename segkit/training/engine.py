@@ -1030,7 +1030,13 @@ def _prepare_folder(
     folder.remove_temporaries()  # of writes a kill interrupted
     folder.stopped.unlink(missing_ok=True)  # what ended it before: it goes on now
     folder.repair_best(state)
-    folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
+    differed = folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
+    if differed:
+        say(
+            f"segkit: note: {folder.metrics} differed from {folder.last} at "
+            f"epoch{'s' * (len(differed) > 1)} {', '.join(map(str, differed))} (edited by "
+            f"hand?); its rows up to epoch {state['epoch']} are written again from last.pt"
+        )
     say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")
     return folder
 
