@@ -269,6 +269,40 @@ def test_the_cli_still_refuses_what_changes_training(
     assert "--batch-size cannot change them" in err and "--device" in err.split("It may")[1]
 
 
+def test_a_gpu_run_resumed_without_its_gpu_gets_the_whole_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint recording --device cuda, --cuda-graphs on and --precision fp16, resumed
+    on a machine without CUDA: one error naming what last.pt records and the resume command
+    that goes on here (before: "--device cuda: no CUDA GPU is available here", a flag never
+    typed, and after --device cpu a second refusal for --cuda-graphs)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recorded = RunConfig(device="cuda", cuda_graphs="on", precision="fp16", epochs=4)
+    monkeypatch.setattr(ckpt_io, "load", lambda *a, **k: {"config": recorded.to_dict(), "epoch": 2})
+    run = tmp_path / "gpu"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"")
+    assert main(["run", "--resume", str(run), "--data", "/moved"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"segkit: error: {run}: the run trained with --device cuda, --cuda-graphs on, "
+        f"--precision fp16 ({run / 'last.pt'} records them) and this machine has no CUDA GPU. "
+        f"Resume it on the CPU with: segkit run --resume {run} --data /moved --device cpu "
+        "--cuda-graphs auto --precision auto (the epochs"
+    ) in err
+    # --device cpu typed: what still needs a GPU is named, the command keeps --device cpu
+    with pytest.raises(ConfigError) as e:
+        resume(run, settings={"device": "cpu"}, quiet=True)
+    assert "trained with cuda_graphs='on', precision='fp16'" in str(e.value)
+    assert (
+        f"segkit.resume({str(run)!r}, settings={{'device': 'cpu', 'cuda_graphs': 'auto', "
+        "'precision': 'auto'})"
+    ) in str(e.value)
+    # what the machine has: nothing to say (the run goes on to its own checks)
+    engine._check_machine(RunFolder(run), RunConfig(device="cpu"), None)
+    engine._check_machine(RunFolder(run), RunConfig(device="auto", precision="bf16"), None)
+
+
 def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:
     config = RunConfig(data=str(tmp_path / "other"))
     recorded = {"train": {"count": 13, "ids": "a"}, "valid": {"count": 2, "ids": "b"}}

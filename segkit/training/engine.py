@@ -172,6 +172,7 @@ def resume(
         _check_resumable(folder, clear=main)
         state = ckpt_io.load(folder.last, map_location="cpu")
         config = _resumed_config(folder, state, settings, max_time, epochs)
+        _check_machine(folder, config, settings)
         # --threads auto re-decides from the load now; the count the run started with
         # keeps a seeded resume equal to the unbroken run (sums round by thread count)
         kept = state.get("threads") if config.threads == "auto" else None
@@ -243,6 +244,49 @@ def _resumed_config(
         if stopping and stopping.get("stopped"):
             stopping["stopped"] = False  # trains on; the patience counter is kept
     return config
+
+
+def _check_machine(folder: RunFolder, config: RunConfig, settings: dict[str, Any] | None) -> None:
+    """A run that recorded a CUDA device (``--device cuda``), ``--cuda-graphs on`` or
+    ``--precision fp16`` (which need one too), resumed where it has no such GPU, or with
+    ``--device cpu``: one error naming what the checkpoint records and the whole resume
+    command that goes on here on the CPU (instead of one refusal per setting, each naming a
+    flag that was never typed).
+
+    Raises:
+        ConfigError: naming the run folder, the recorded settings and the command.
+    """
+    given_now = settings or {}
+    changes: dict[str, Any] = {}
+    device = str(config.device)
+    if device.startswith("cuda") and "device" not in given_now:
+        index = torch.device(device).index or 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            changes["device"] = device = "cpu"
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if on_cpu and config.cuda_graphs == "on" and "cuda_graphs" not in given_now:
+        changes["cuda_graphs"] = "auto"
+    if on_cpu and config.precision == "fp16" and "precision" not in given_now:
+        changes["precision"] = "auto"
+    if not changes:
+        return
+    recorded = ", ".join(named(k, getattr(config, k), as_typed=True) for k in changes)
+    why = (
+        "this machine has no CUDA GPU"
+        if not torch.cuda.is_available()
+        else (f"this machine has no GPU {config.device}" if "device" in changes else "")
+    ) or f"{named('device', 'cpu', as_typed=True)} has no GPU"
+    typed = {**given_now, **changes}
+    if given() == PYTHON:
+        command = f"segkit.resume({str(folder.path)!r}, settings={typed!r})"
+    else:
+        flags = " ".join(named(k, v, as_typed=True) for k, v in typed.items())
+        command = f"segkit run --resume {folder.path} {flags}"
+    raise ConfigError(
+        f"{folder.path}: the run trained with {recorded} ({folder.last} records them) and "
+        f"{why}. Resume it on the CPU with: {command} (the epochs from here round "
+        "differently from an unbroken run's), or resume it on a machine with the GPU"
+    )
 
 
 def _check_epochs(folder: RunFolder, epochs: int, done: int) -> None:
