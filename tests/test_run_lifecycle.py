@@ -115,6 +115,38 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
     assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-3"
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut short", "a text file"])
+def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_path: Path) -> None:
+    """An empty, truncated or foreign last.pt (a copy that stopped, a full disk): resume
+    names the file and what is wrong, then how to go on: copy it again, or start the run
+    again in a new folder (this one keeps best.pt and metrics.csv), the command named;
+    not the general advice to pass another checkpoint, which resume cannot take."""
+    run = tmp_path / "long"
+    _config_json(run, epochs=8)
+    _metrics(run, [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}])
+    ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "model": {}}, run / "best.pt")
+    whole = (run / "best.pt").read_bytes()
+    (run / "last.pt").write_bytes(
+        {"empty": b"", "cut short": whole[: len(whole) // 2], "a text file": b"epoch 2\n"}[damage]
+    )
+    with pytest.raises(CheckpointError) as e:
+        resume(run, quiet=True)
+    what = {
+        "empty": "the file is empty (0 bytes",
+        "cut short": "the file is truncated",
+        "a text file": "this one starts with b'epoc'",
+    }[damage]
+    assert str(e.value).startswith(f"{run / 'last.pt'}: not a")
+    assert what in str(e.value)
+    assert str(e.value).endswith(
+        "The run cannot be resumed from it: if the run folder was copied, copy last.pt again; "
+        f"else {run} keeps best.pt (the best weights so far: it evaluates and predicts) and "
+        f"metrics.csv (epochs 1-2); start the run again in a new folder, {run}-2, with "
+        f"segkit run --config {run / 'config.json'} --name long-2"
+    )
+    assert (run / "last.pt").exists() and RunFolder(run).lock() is None  # kept; released
+
+
 def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
     run = tmp_path / "early"
     _config_json(run)

@@ -170,7 +170,7 @@ def resume(
         folder.lock()
     try:
         _check_resumable(folder, clear=main)
-        state = ckpt_io.load(folder.last, map_location="cpu")
+        state = ckpt_io.load(folder.last, map_location="cpu", then=_without_last(folder))
         config = _resumed_config(folder, state, settings, max_time, epochs)
         _check_machine(folder, config, settings)
         # --threads auto re-decides from the load now; the count the run started with
@@ -350,6 +350,20 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
         f"(or this is not a run folder){gone}, so there is nothing to resume; start it "
         f"again with {again}"
     )
+
+
+def _without_last(folder: RunFolder) -> str:
+    """What to do when ``folder``'s ``last.pt`` is there but cannot be read (damaged,
+    empty, cut short by a copy): copy it again, or start the run again in a new folder
+    (this one keeps ``best.pt`` and ``metrics.csv``), the command named."""
+    asked = _asked(folder)
+    copy = "The run cannot be resumed from it: if the run folder was copied, copy last.pt again"
+    if asked is None:
+        return f"{copy}; else start the run again with the command that started it"
+    new, command = folder.restart_elsewhere(asked)
+    kept = folder.kept()
+    keeps = f"{folder.path} keeps {' and '.join(kept)}; " if kept else ""
+    return f"{copy}; else {keeps}start the run again in a new folder, {new}, with {command}"
 
 
 def _asked(folder: RunFolder) -> dict[str, Any] | None:
