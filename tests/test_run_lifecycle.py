@@ -335,6 +335,33 @@ def test_a_gpu_run_resumed_without_its_gpu_gets_the_whole_command(
     engine._check_machine(RunFolder(run), RunConfig(device="auto", precision="bf16"), None)
 
 
+def test_a_resume_on_a_full_disk_names_the_run_folder_and_moving_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run folder of a resume on a full disk is --resume's (not an --out never typed),
+    and the way out besides freeing space is moving the folder (it resumes anywhere), not
+    choosing another folder; nothing in it is touched."""
+    from segkit.system import files
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(
+        ckpt_io, "load", lambda *a, **k: {"config": RunConfig().to_dict(), "epoch": 1}
+    )
+    run = tmp_path / "long"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"state")
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(ConfigError) as e:
+        resume(run, quiet=True)
+    assert str(e.value) == (
+        f"--resume {run}: cannot write there (No space left on device); free some space, or "
+        "move the run folder where it can be written and resume it there"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "last.pt"]
+
+
 def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:
     config = RunConfig(data=str(tmp_path / "other"))
     recorded = {"train": {"count": 13, "ids": "a"}, "valid": {"count": 2, "ids": "b"}}

@@ -469,8 +469,11 @@ class Run:
         """Build every part, restore ``state`` (a resumed run's ``last.pt``), make or
         reopen the run folder (rank 0) and get the epochs ready."""
         if self.dist.main:  # a read-only or full --out: one line now, not after the first epoch
-            out = folder.path if folder else Path(self.config.out).expanduser()
-            check_writable(out, "--out", create=False)
+            if folder is None:
+                check_writable(Path(self.config.out).expanduser(), "--out", create=False)
+            else:  # a resume: the run folder (moved, it resumes where it is)
+                moved = "move the run folder where it can be written and resume it there"
+                check_writable(folder.path, "--resume", create=False, elsewhere=moved)
         # Everything is built before the run folder is made: a bad name or path leaves no trace.
         self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
         self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
