@@ -362,6 +362,28 @@ def test_a_resume_on_a_full_disk_names_the_run_folder_and_moving_it(
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "last.pt"]
 
 
+def test_a_resume_whose_data_moved_gives_the_command_with_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dataset folder the run recorded has gone: the error names it and the resume
+    command that says where it is now (before: the dataset plugin's "pass --data pointing at
+    a folder with images/", without the resume)."""
+    gone = tmp_path / "pets"
+    recorded = RunConfig(data=str(gone))
+    monkeypatch.setattr(ckpt_io, "load", lambda *a, **k: {"config": recorded.to_dict(), "epoch": 2})
+    run = tmp_path / "long"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"state")
+    assert main(["run", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"segkit: error: {gone}: data folder not found: {run} trained on it and it has moved or "
+        f"gone. Resume with the dataset where it is now: segkit run --resume {run} --data PATH "
+        "(its splits are checked to hold the samples the run trained on)\n"
+    )
+    with pytest.raises(DataError, match=r"segkit\.resume\(.*, settings=\{'data': PATH\}\)"):
+        resume(run, quiet=True)
+
+
 def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:
     config = RunConfig(data=str(tmp_path / "other"))
     recorded = {"train": {"count": 13, "ids": "a"}, "valid": {"count": 2, "ids": "b"}}
@@ -394,8 +416,8 @@ def test_resume_with_the_data_moved_and_machine_settings(
     assert ckpt_io.load(run / "last.pt")["splits"]["train"]["count"] == 13
     moved = tmp_path / "moved"
     data.rename(moved)
-    assert main(["run", "--resume", str(run), "-q"]) == 2  # its own error: pass --data
-    assert "pass --data" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run), "-q"]) == 2  # the resume command with --data
+    assert f"segkit run --resume {run} --data PATH" in capsys.readouterr().err
     # fewer samples: refused, nothing written
     fewer = tmp_path / "fewer"
     shutil.copytree(moved, fewer)

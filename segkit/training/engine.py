@@ -173,6 +173,7 @@ def resume(
         state = ckpt_io.load(folder.last, map_location="cpu", then=_without_last(folder))
         config = _resumed_config(folder, state, settings, max_time, epochs)
         _check_machine(folder, config, settings)
+        _check_data_there(folder, config, settings)
         # --threads auto re-decides from the load now; the count the run started with
         # keeps a seeded resume equal to the unbroken run (sums round by thread count)
         kept = state.get("threads") if config.threads == "auto" else None
@@ -286,6 +287,29 @@ def _check_machine(folder: RunFolder, config: RunConfig, settings: dict[str, Any
         f"{folder.path}: the run trained with {recorded} ({folder.last} records them) and "
         f"{why}. Resume it on the CPU with: {command} (the epochs from here round "
         "differently from an unbroken run's), or resume it on a machine with the GPU"
+    )
+
+
+def _check_data_there(
+    folder: RunFolder, config: RunConfig, settings: dict[str, Any] | None
+) -> None:
+    """The dataset folder the run recorded has gone (moved, another machine) and no new
+    ``data`` was given: one error naming it and the resume command that passes where it
+    is now (the dataset plugin's own error suggests ``--data`` without the resume).
+
+    Raises:
+        DataError: naming the recorded folder, the run folder and the command.
+    """
+    if not config.data or "data" in (settings or {}) or Path(config.data).exists():
+        return
+    if given() == PYTHON:
+        command = f"segkit.resume({str(folder.path)!r}, settings={{'data': PATH}})"
+    else:
+        command = f"segkit run --resume {folder.path} --data PATH"
+    raise DataError(
+        f"{config.data}: data folder not found: {folder.path} trained on it and it has moved "
+        f"or gone. Resume with the dataset where it is now: {command} (its splits are checked "
+        "to hold the samples the run trained on)"
     )
 
 
