@@ -147,6 +147,23 @@ def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_
     assert (run / "last.pt").exists() and RunFolder(run).lock() is None  # kept; released
 
 
+def test_extending_a_finished_run_without_last_pt_gives_the_new_run_command(
+    tmp_path: Path,
+) -> None:
+    """A finished run deleted last.pt (no --keep-last): --resume --epochs says so and gives
+    the command of the longer run, in the folder beside it (was: "start a new run")."""
+    run = tmp_path / "fin"
+    _config_json(run, epochs=3, keep_last=False)
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(CheckpointError) as e:
+        resume(run, epochs=5, quiet=True)
+    assert str(e.value).endswith(
+        f"To train longer, start a new run from epoch 1 (in {tmp_path / 'fin-2'}; --keep-last "
+        f"to extend it later): segkit run --config {run / 'config.json'} --name fin-2 "
+        "--epochs N --keep-last"
+    )
+
+
 def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
     run = tmp_path / "early"
     _config_json(run)
@@ -299,6 +316,14 @@ def test_the_cli_still_refuses_what_changes_training(
     assert main(["run", "--resume", str(tmp_path), "--batch-size", "8", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "--batch-size cannot change them" in err and "--device" in err.split("It may")[1]
+    # the new run's command gives what was typed again, not "[options]"
+    args = ["--lr", "0.01", "--epochs", "20", "--no-keep-last", "--model-opt", "init=torch"]
+    assert main(["run", "--resume", str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.endswith(
+        "Start a new run with them (from epoch 1, in a new folder): segkit run --config "
+        f"{tmp_path / 'config.json'} --model-opt init=torch --epochs 20 --lr 0.01 "
+        "--no-keep-last\n"
+    )
 
 
 def test_a_gpu_run_resumed_without_its_gpu_gets_the_whole_command(

@@ -345,12 +345,13 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
     asked = _asked(folder)
     if folder.summary_json.exists() and asked is not None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
+        new, command = folder.restart_elsewhere(asked)
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
             "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "
-            "extended; its best.pt still "
-            "evaluates and predicts. To train longer, start a new run (with --keep-last to "
-            "extend it later)"
+            "extended; its best.pt still evaluates and predicts. To train longer, start a "
+            f"new run from epoch 1 (in {new}; --keep-last to extend it later): {command} "
+            "--epochs N --keep-last"
         )
     entries = [p.name for p in folder.path.iterdir()]
     killed_writes = [n for n in entries if is_temporary(n)]
