@@ -407,6 +407,16 @@ def test_a_resume_whose_data_moved_gives_the_command_with_data(
     )
     with pytest.raises(DataError, match=r"segkit\.resume\(.*, settings=\{'data': PATH\}\)"):
         resume(run, quiet=True)
+    # recorded from a relative --data that names a folder from here: that one is offered
+    (tmp_path / "here" / "pets").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    recorded.data_as_typed = "pets"
+    with pytest.raises(DataError) as e:
+        resume(run, quiet=True)
+    assert (
+        f"now ('pets' from here is {tmp_path / 'here' / 'pets'}): segkit.resume({str(run)!r}, "
+        "settings={'data': 'pets'})"
+    ) in str(e.value)
 
 
 def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:

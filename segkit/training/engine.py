@@ -302,14 +302,19 @@ def _check_data_there(
     """
     if not config.data or "data" in (settings or {}) or Path(config.data).exists():
         return
+    typed = config.data_as_typed
+    here = Path(typed).expanduser().absolute() if typed else None
+    where = str(typed) if here is not None and here.is_dir() else "PATH"  # relative, found here
     if given() == PYTHON:
-        command = f"segkit.resume({str(folder.path)!r}, settings={{'data': PATH}})"
+        command = f"segkit.resume({str(folder.path)!r}, settings={{'data': {where!r}}})"
+        command = command.replace("'PATH'", "PATH")
     else:
-        command = f"segkit run --resume {folder.path} --data PATH"
+        command = f"segkit run --resume {folder.path} --data {where}"
+    found = f" ({typed!r} from here is {here})" if where != "PATH" else ""
     raise DataError(
         f"{config.data}: data folder not found: {folder.path} trained on it and it has moved "
-        f"or gone. Resume with the dataset where it is now: {command} (its splits are checked "
-        "to hold the samples the run trained on)"
+        f"or gone. Resume with the dataset where it is now{found}: {command} (its splits are "
+        "checked to hold the samples the run trained on)"
     )
 
 
