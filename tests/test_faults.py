@@ -1299,6 +1299,11 @@ def test_the_expected_checkpoint_size_is_measured_from_the_parts(tmp_path: Path)
     [
         ("missing", r"checkpoint not found\. Pass the path of a best\.pt or last\.pt"),
         ("a JPEG", r"starts with b'\\xff\\xd8\\xff\\xe0'\. Pass a best\.pt or last\.pt from a"),
+        (
+            "empty",
+            r"the file is empty \(0 bytes: a copy stopped before writing it, or the disk "
+            r"was full\)\. Copy it again from where it came from",
+        ),
         ("cut at 10%", r"\. Copy it again from where it came from, or use another checkpoint"),
         ("cut at 50%", r"\. Copy it again from where it came from, or use another checkpoint"),
         ("cut at 99.9%", r"\. Copy it again from where it came from, or use another checkpoint"),
@@ -1328,6 +1333,8 @@ def test_checkpoint_errors_end_with_what_to_do_in_whole_sentences(
     data = path.read_bytes()
     if case == "missing":
         path.unlink()
+    elif case == "empty":
+        path.write_bytes(b"")
     elif case == "a JPEG":
         path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
     elif case.startswith("cut at"):

@@ -116,6 +116,55 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
     assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-3"
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut short", "a text file"])
+def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_path: Path) -> None:
+    """An empty, truncated or foreign last.pt (a copy that stopped, a full disk): resume
+    names the file and what is wrong, then how to go on: copy it again, or start the run
+    again in a new folder (this one keeps best.pt and metrics.csv), the command named;
+    not the general advice to pass another checkpoint, which resume cannot take."""
+    run = tmp_path / "long"
+    _config_json(run, epochs=8)
+    _metrics(run, [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}])
+    ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "model": {}}, run / "best.pt")
+    whole = (run / "best.pt").read_bytes()
+    (run / "last.pt").write_bytes(
+        {"empty": b"", "cut short": whole[: len(whole) // 2], "a text file": b"epoch 2\n"}[damage]
+    )
+    with pytest.raises(CheckpointError) as e:
+        resume(run, quiet=True)
+    what = {
+        "empty": "the file is empty (0 bytes",
+        "cut short": "the file is truncated",
+        "a text file": "this one starts with b'epoc'",
+    }[damage]
+    assert str(e.value).startswith(f"{run / 'last.pt'}: not a")
+    assert what in str(e.value)
+    assert str(e.value).endswith(
+        "The run cannot be resumed from it: if the run folder was copied, copy last.pt again; "
+        f"else {run} keeps best.pt (the best weights so far: it evaluates and predicts) and "
+        f"metrics.csv (epochs 1-2); start the run again in a new folder, {run}-2, with "
+        f"segkit run --config {run / 'config.json'} --name long-2"
+    )
+    assert (run / "last.pt").exists() and RunFolder(run).lock() is None  # kept; released
+
+
+def test_extending_a_finished_run_without_last_pt_gives_the_new_run_command(
+    tmp_path: Path,
+) -> None:
+    """A finished run deleted last.pt (no --keep-last): --resume --epochs says so and gives
+    the command of the longer run, in the folder beside it (was: "start a new run")."""
+    run = tmp_path / "fin"
+    _config_json(run, epochs=3, keep_last=False)
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(CheckpointError) as e:
+        resume(run, epochs=5, quiet=True)
+    assert str(e.value).endswith(
+        f"To train longer, start a new run from epoch 1 (in {tmp_path / 'fin-2'}; --keep-last "
+        f"to extend it later): segkit run --config {run / 'config.json'} --name fin-2 "
+        "--epochs N --keep-last"
+    )
+
+
 def test_compare_of_a_run_stopped_before_its_first_epoch_gives_the_restart(tmp_path: Path) -> None:
     run = tmp_path / "early"
     _config_json(run)
@@ -273,6 +322,107 @@ def test_the_cli_still_refuses_what_changes_training(
     assert main(["run", "--resume", str(tmp_path), "--batch-size", "8", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "--batch-size cannot change them" in err and "--device" in err.split("It may")[1]
+    # the new run's command gives what was typed again, not "[options]"
+    args = ["--lr", "0.01", "--epochs", "20", "--no-keep-last", "--model-opt", "init=torch"]
+    assert main(["run", "--resume", str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.endswith(
+        "Start a new run with them (from epoch 1, in a new folder): segkit run --config "
+        f"{tmp_path / 'config.json'} --model-opt init=torch --epochs 20 --lr 0.01 "
+        "--no-keep-last\n"
+    )
+
+
+def test_a_gpu_run_resumed_without_its_gpu_gets_the_whole_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint recording --device cuda, --cuda-graphs on and --precision fp16, resumed
+    on a machine without CUDA: one error naming what last.pt records and the resume command
+    that goes on here (before: "--device cuda: no CUDA GPU is available here", a flag never
+    typed, and after --device cpu a second refusal for --cuda-graphs)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recorded = RunConfig(device="cuda", cuda_graphs="on", precision="fp16", epochs=4)
+    monkeypatch.setattr(ckpt_io, "load", lambda *a, **k: {"config": recorded.to_dict(), "epoch": 2})
+    run = tmp_path / "gpu"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"")
+    assert main(["run", "--resume", str(run), "--data", "/moved"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"segkit: error: {run}: the run trained with --device cuda, --cuda-graphs on, "
+        f"--precision fp16 ({run / 'last.pt'} records them) and this machine has no CUDA GPU. "
+        f"Resume it on the CPU with: segkit run --resume {run} --data /moved --device cpu "
+        "--cuda-graphs auto --precision auto (the epochs"
+    ) in err
+    # --device cpu typed: what still needs a GPU is named, the command keeps --device cpu
+    with pytest.raises(ConfigError) as e:
+        resume(run, settings={"device": "cpu"}, quiet=True)
+    assert "trained with cuda_graphs='on', precision='fp16'" in str(e.value)
+    assert (
+        f"segkit.resume({str(run)!r}, settings={{'device': 'cpu', 'cuda_graphs': 'auto', "
+        "'precision': 'auto'})"
+    ) in str(e.value)
+    # what the machine has: nothing to say (the run goes on to its own checks)
+    engine._check_machine(RunFolder(run), RunConfig(device="cpu"), None)
+    engine._check_machine(RunFolder(run), RunConfig(device="auto", precision="bf16"), None)
+
+
+def test_a_resume_on_a_full_disk_names_the_run_folder_and_moving_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run folder of a resume on a full disk is --resume's (not an --out never typed),
+    and the way out besides freeing space is moving the folder (it resumes anywhere), not
+    choosing another folder; nothing in it is touched."""
+    from segkit.system import files
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(
+        ckpt_io, "load", lambda *a, **k: {"config": RunConfig().to_dict(), "epoch": 1}
+    )
+    run = tmp_path / "long"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"state")
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(ConfigError) as e:
+        resume(run, quiet=True)
+    assert str(e.value) == (
+        f"--resume {run}: cannot write there (No space left on device); free some space, or "
+        "move the run folder where it can be written and resume it there"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "last.pt"]
+
+
+def test_a_resume_whose_data_moved_gives_the_command_with_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dataset folder the run recorded has gone: the error names it and the resume
+    command that says where it is now (before: the dataset plugin's "pass --data pointing at
+    a folder with images/", without the resume)."""
+    gone = tmp_path / "pets"
+    recorded = RunConfig(data=str(gone))
+    monkeypatch.setattr(ckpt_io, "load", lambda *a, **k: {"config": recorded.to_dict(), "epoch": 2})
+    run = tmp_path / "long"
+    _config_json(run)
+    (run / "last.pt").write_bytes(b"state")
+    assert main(["run", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"segkit: error: {gone}: data folder not found: {run} trained on it and it has moved or "
+        f"gone. Resume with the dataset where it is now: segkit run --resume {run} --data PATH "
+        "(its splits are checked to hold the samples the run trained on)\n"
+    )
+    with pytest.raises(DataError, match=r"segkit\.resume\(.*, settings=\{'data': PATH\}\)"):
+        resume(run, quiet=True)
+    # recorded from a relative --data that names a folder from here: that one is offered
+    (tmp_path / "here" / "pets").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "here")
+    recorded.data_as_typed = "pets"
+    with pytest.raises(DataError) as e:
+        resume(run, quiet=True)
+    assert (
+        f"now ('pets' from here is {tmp_path / 'here' / 'pets'}): segkit.resume({str(run)!r}, "
+        "settings={'data': 'pets'})"
+    ) in str(e.value)
 
 
 def test_another_dataset_is_refused_at_resume(tmp_path: Path) -> None:
@@ -307,8 +457,8 @@ def test_resume_with_the_data_moved_and_machine_settings(
     assert ckpt_io.load(run / "last.pt")["splits"]["train"]["count"] == 13
     moved = tmp_path / "moved"
     data.rename(moved)
-    assert main(["run", "--resume", str(run), "-q"]) == 2  # its own error: pass --data
-    assert "pass --data" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run), "-q"]) == 2  # the resume command with --data
+    assert f"segkit run --resume {run} --data PATH" in capsys.readouterr().err
     # fewer samples: refused, nothing written
     fewer = tmp_path / "fewer"
     shutil.copytree(moved, fewer)
@@ -371,6 +521,32 @@ def test_resume_keeps_the_rows_metrics_csv_has(tmp_path: Path) -> None:
     assert [r["epoch_wall_s"] for r in history] == [3.5, 3.4]
     folder.rewrite_metrics([])
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_resume_writes_rows_edited_by_hand_again_from_the_checkpoint(tmp_path: Path) -> None:
+    """last.pt is the record: a metrics.csv row edited (or damaged) by hand is written again
+    as the run had it, so the resumed file equals an unbroken run's; the file keeps only the
+    seconds filled after the checkpoint, and the epochs that differed are returned."""
+    folder = RunFolder(tmp_path)
+    history = [
+        {"epoch": 1, "train_loss": 0.5, "lr": 0.001, "checkpoint_s": 0.0, "epoch_wall_s": 1.0},
+        {"epoch": 2, "train_loss": 0.4, "lr": 0.00099, "checkpoint_s": 0.0, "epoch_wall_s": 1.0},
+    ]
+    on_disk = [
+        {**history[0], "checkpoint_s": 0.98, "epoch_wall_s": 3.5},
+        {**history[1], "train_loss": 9.4, "checkpoint_s": 0.97, "epoch_wall_s": 3.4},
+        {**history[1], "epoch": 3, "train_loss": 0.3},
+    ]
+    _metrics(tmp_path, on_disk)
+    assert folder.rewrite_metrics([dict(r) for r in history]) == [2]
+    assert [(r["epoch"], r["train_loss"], r["checkpoint_s"]) for r in rows(tmp_path)] == [
+        ("1", "0.5", "0.98"),
+        ("2", "0.4", "0.97"),
+    ]
+    # unedited: nothing differs, the text is as it was
+    before = (tmp_path / "metrics.csv").read_text()
+    assert folder.rewrite_metrics([dict(r) for r in history]) == []
+    assert (tmp_path / "metrics.csv").read_text() == before
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -75,7 +77,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
                 f"--resume continues a run with the settings in its checkpoint; {given} "
                 "cannot change them (only --epochs can, to extend the run, and --max-time). "
                 f"It may also change what does not change what is trained: {allowed}. "
-                f"Start a new run with: segkit run --config {Path(args.resume) / 'config.json'} [options]"
+                "Start a new run with them (from epoch 1, in a new folder): segkit run --config "
+                f"{Path(args.resume) / 'config.json'} {_as_flags(settings)}".rstrip()
             )
         result = resume(
             args.resume,
@@ -92,6 +95,26 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         result = train(config, quiet=args.quiet)
     _print_summary(args, result)
     return 0
+
+
+def _as_flags(settings: dict[str, Any]) -> str:
+    """``settings`` (those typed) as the flags that give them again, for a command line."""
+    from segkit.config import flag
+
+    out = []
+    for key, value in settings.items():
+        name = flag(key)
+        if isinstance(value, bool):
+            out.append(name if value else f"--no-{name[2:]}")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                text = v if isinstance(v, str) else json.dumps(v)
+                out.append(f"{name} {shlex.quote(f'{k}={text}')}")
+        elif isinstance(value, (list, tuple)):
+            out.append(" ".join([name, *(shlex.quote(str(v)) for v in value)]))
+        elif value is not None:
+            out.append(f"{name} {shlex.quote(str(value))}")
+    return " ".join(out)
 
 
 @contextlib.contextmanager

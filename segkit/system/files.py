@@ -168,7 +168,14 @@ def remove_temporaries(folder: Path | str, of: set[str] | None = None) -> list[P
     return removed
 
 
-def check_writable(folder: Path | str, what: str, *, create: bool = True, largest: int = 0) -> Path:
+def check_writable(
+    folder: Path | str,
+    what: str,
+    *,
+    create: bool = True,
+    largest: int = 0,
+    elsewhere: str = "choose another folder",
+) -> Path:
     """Prove that files can be written in ``folder`` before any work: write, sync and
     remove :data:`PROBE_BYTES` bytes there, and check that the file-size limit
     (``ulimit -f``) lets the largest file the command will write through.
@@ -180,6 +187,8 @@ def check_writable(folder: Path | str, what: str, *, create: bool = True, larges
             yet, probe the nearest folder above it that does (it will be made there).
         largest: The size of the largest file the command will write, in bytes, for
             :func:`check_file_size` (0: not known yet).
+        elsewhere: The other way out the message offers (a resumed run's folder is
+            moved, not chosen again).
 
     Returns:
         ``folder`` as a Path.
@@ -209,6 +218,7 @@ def check_writable(folder: Path | str, what: str, *, create: bool = True, larges
         if isinstance(e, (FileExistsError, NotADirectoryError)) or not in_way.is_dir():
             it = "it" if in_way == folder else str(in_way)  # a file above the folder
             reason, hint = f"{it} is a file, not a folder", "choose another folder"
+        hint = hint.replace("choose another folder", elsewhere)
         raise ConfigError(f"{what} {folder}: cannot write there ({reason}); {hint}") from None
     check_file_size(folder, what, largest)
     return folder

@@ -511,8 +511,13 @@ def folder_given(path: Path) -> str:
     )
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(
+    path: Path, map_location: str | torch.device = "cpu", *, then: str | None = None
+) -> dict[str, Any]:
     """Load a segkit checkpoint with ``weights_only=True``.
+
+    ``then``: what to do when the file is there but cannot be used, ending the message
+    instead of the general advice (``--resume`` says how the run goes on without it).
 
     Raises:
         CheckpointError: the file is missing, truncated, damaged, not a segkit checkpoint,
@@ -529,18 +534,24 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         )
     with open(path, "rb") as f:
         head = f.read(4)
+    again = then or (
+        "Copy it again from where it came from, or use another checkpoint of the run "
+        "(best.pt or last.pt)"
+    )
+    if not head:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: the file is empty (0 bytes: a copy stopped "
+            f"before writing it, or the disk was full). {again}"
+        )
     # torch.save writes a zip archive (its legacy format, a bare pickle, starts with 0x80).
     # Anything else would reach the unpickler and be reported as "unsafe pickled objects",
     # which misleads someone who passed a JPEG or a text file by mistake.
     if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
         raise CheckpointError(
             f"{path}: not a checkpoint: a torch.save file is a zip archive, and this one "
-            f"starts with {head!r}. Pass a best.pt or last.pt from a segkit run folder"
+            f"starts with {head!r}. "
+            + (then or "Pass a best.pt or last.pt from a segkit run folder")
         )
-    again = (
-        "Copy it again from where it came from, or use another checkpoint of the run "
-        "(best.pt or last.pt)"
-    )
     # A zip archive ends with its directory: a file cut short has none, and torch would
     # say "failed finding central directory" or "[Errno 22] Invalid argument".
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
@@ -570,8 +581,8 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path}: not a segkit checkpoint (no '{FORMAT}' marker). Pass a best.pt or "
-            "last.pt from a segkit run folder"
+            f"{path}: not a segkit checkpoint (no '{FORMAT}' marker). "
+            + (then or "Pass a best.pt or last.pt from a segkit run folder")
         )
     return ckpt
 

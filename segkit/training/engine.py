@@ -171,8 +171,10 @@ def resume(
         folder.lock()
     try:
         _check_resumable(folder, clear=main)
-        state = ckpt_io.load(folder.last, map_location="cpu")
+        state = ckpt_io.load(folder.last, map_location="cpu", then=_without_last(folder))
         config = _resumed_config(folder, state, settings, max_time, epochs)
+        _check_machine(folder, config, settings)
+        _check_data_there(folder, config, settings)
         # --threads auto re-decides from the load now; the count the run started with
         # keeps a seeded resume equal to the unbroken run (sums round by thread count)
         kept = state.get("threads") if config.threads == "auto" else None
@@ -249,6 +251,77 @@ def _resumed_config(
     return config
 
 
+def _check_machine(folder: RunFolder, config: RunConfig, settings: dict[str, Any] | None) -> None:
+    """A run that recorded a CUDA device (``--device cuda``), ``--cuda-graphs on`` or
+    ``--precision fp16`` (which need one too), resumed where it has no such GPU, or with
+    ``--device cpu``: one error naming what the checkpoint records and the whole resume
+    command that goes on here on the CPU (instead of one refusal per setting, each naming a
+    flag that was never typed).
+
+    Raises:
+        ConfigError: naming the run folder, the recorded settings and the command.
+    """
+    given_now = settings or {}
+    changes: dict[str, Any] = {}
+    device = str(config.device)
+    if device.startswith("cuda") and "device" not in given_now:
+        index = torch.device(device).index or 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            changes["device"] = device = "cpu"
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if on_cpu and config.cuda_graphs == "on" and "cuda_graphs" not in given_now:
+        changes["cuda_graphs"] = "auto"
+    if on_cpu and config.precision == "fp16" and "precision" not in given_now:
+        changes["precision"] = "auto"
+    if not changes:
+        return
+    recorded = ", ".join(named(k, getattr(config, k), as_typed=True) for k in changes)
+    why = (
+        "this machine has no CUDA GPU"
+        if not torch.cuda.is_available()
+        else (f"this machine has no GPU {config.device}" if "device" in changes else "")
+    ) or f"{named('device', 'cpu', as_typed=True)} has no GPU"
+    typed = {**given_now, **changes}
+    if given() == PYTHON:
+        command = f"segkit.resume({str(folder.path)!r}, settings={typed!r})"
+    else:
+        flags = " ".join(named(k, v, as_typed=True) for k, v in typed.items())
+        command = f"segkit run --resume {folder.path} {flags}"
+    raise ConfigError(
+        f"{folder.path}: the run trained with {recorded} ({folder.last} records them) and "
+        f"{why}. Resume it on the CPU with: {command} (the epochs from here round "
+        "differently from an unbroken run's), or resume it on a machine with the GPU"
+    )
+
+
+def _check_data_there(
+    folder: RunFolder, config: RunConfig, settings: dict[str, Any] | None
+) -> None:
+    """The dataset folder the run recorded has gone (moved, another machine) and no new
+    ``data`` was given: one error naming it and the resume command that passes where it
+    is now (the dataset plugin's own error suggests ``--data`` without the resume).
+
+    Raises:
+        DataError: naming the recorded folder, the run folder and the command.
+    """
+    if not config.data or "data" in (settings or {}) or Path(config.data).exists():
+        return
+    typed = config.data_as_typed
+    here = Path(typed).expanduser().absolute() if typed else None
+    where = str(typed) if here is not None and here.is_dir() else "PATH"  # relative, found here
+    if given() == PYTHON:
+        command = f"segkit.resume({str(folder.path)!r}, settings={{'data': {where!r}}})"
+        command = command.replace("'PATH'", "PATH")
+    else:
+        command = f"segkit run --resume {folder.path} --data {where}"
+    found = f" ({typed!r} from here is {here})" if where != "PATH" else ""
+    raise DataError(
+        f"{config.data}: data folder not found: {folder.path} trained on it and it has moved "
+        f"or gone. Resume with the dataset where it is now{found}: {command} (its splits are "
+        "checked to hold the samples the run trained on)"
+    )
+
+
 def _check_epochs(folder: RunFolder, epochs: int, done: int) -> None:
     """Refuse ``--epochs`` below the epochs ``last.pt`` holds: the run would train nothing
     and finish at fewer epochs than it has done (deleting ``last.pt``).
@@ -281,12 +354,13 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
     asked = _asked(folder)
     if folder.summary_json.exists() and asked is not None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
+        new, command = folder.restart_elsewhere(asked)
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
             "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "
-            "extended; its best.pt still "
-            "evaluates and predicts. To train longer, start a new run (with --keep-last to "
-            "extend it later)"
+            "extended; its best.pt still evaluates and predicts. To train longer, start a "
+            f"new run from epoch 1 (in {new}; --keep-last to extend it later): {command} "
+            "--epochs N --keep-last"
         )
     entries = [p.name for p in folder.path.iterdir()]
     killed_writes = [n for n in entries if is_temporary(n)]
@@ -310,6 +384,20 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
         f"(or this is not a run folder){gone}, so there is nothing to resume; start it "
         f"again with {again}"
     )
+
+
+def _without_last(folder: RunFolder) -> str:
+    """What to do when ``folder``'s ``last.pt`` is there but cannot be read (damaged,
+    empty, cut short by a copy): copy it again, or start the run again in a new folder
+    (this one keeps ``best.pt`` and ``metrics.csv``), the command named."""
+    asked = _asked(folder)
+    copy = "The run cannot be resumed from it: if the run folder was copied, copy last.pt again"
+    if asked is None:
+        return f"{copy}; else start the run again with the command that started it"
+    new, command = folder.restart_elsewhere(asked)
+    kept = folder.kept()
+    keeps = f"{folder.path} keeps {' and '.join(kept)}; " if kept else ""
+    return f"{copy}; else {keeps}start the run again in a new folder, {new}, with {command}"
 
 
 def _asked(folder: RunFolder) -> dict[str, Any] | None:
@@ -415,8 +503,11 @@ class Run:
         """Build every part, restore ``state`` (a resumed run's ``last.pt``), make or
         reopen the run folder (rank 0) and get the epochs ready."""
         if self.dist.main:  # a read-only or full --out: one line now, not after the first epoch
-            out = folder.path if folder else Path(self.config.out).expanduser()
-            check_writable(out, "--out", create=False)
+            if folder is None:
+                check_writable(Path(self.config.out).expanduser(), "--out", create=False)
+            else:  # a resume: the run folder (moved, it resumes where it is)
+                moved = "move the run folder where it can be written and resume it there"
+                check_writable(folder.path, "--resume", create=False, elsewhere=moved)
         # Everything is built before the run folder is made: a bad name or path leaves no trace.
         self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
         self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
@@ -1040,7 +1131,13 @@ def _prepare_folder(
     folder.remove_temporaries()  # of writes a kill interrupted
     folder.stopped.unlink(missing_ok=True)  # what ended it before: it goes on now
     folder.repair_best(state)
-    folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
+    differed = folder.rewrite_metrics(history)  # drop the rows of epochs after the checkpoint
+    if differed:
+        say(
+            f"segkit: note: {folder.metrics} differed from {folder.last} at "
+            f"epoch{'s' * (len(differed) > 1)} {', '.join(map(str, differed))} (edited by "
+            f"hand?); its rows up to epoch {state['epoch']} are written again from last.pt"
+        )
     say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")
     return folder
 

@@ -483,27 +483,34 @@ class RunFolder:
         The file is rewritten whole and renamed into place: a kill leaves no partial row."""
         _write_rows(self.metrics, [*_read_rows(self.metrics), row])
 
-    def rewrite_metrics(self, history: Sequence[dict[str, Any]]) -> None:
+    def rewrite_metrics(self, history: Sequence[dict[str, Any]]) -> list[int]:
         """Cut ``metrics.csv`` back to a checkpoint's history: the rows of epochs after it
-        are dropped; those up to it stay as the file has them (the checkpoint's copy of
-        its own epoch's row was taken before the epoch's checkpoint and wall seconds were
-        known), a row missing there comes from ``history``. ``history``'s rows take the
-        file's checkpoint and wall seconds too."""
+        are dropped; those up to it are ``history``'s (``last.pt`` is the record: a row
+        edited or damaged by hand is written again as the run had it), with the file's
+        checkpoint and wall seconds (the checkpoint's copy of its own epoch's row was
+        taken before they were known), which ``history``'s rows take too.
+
+        Returns:
+            The epochs whose rows in the file differed from ``history`` (besides those
+            seconds), for one line that says they were put back.
+        """
         if not history:
             self.metrics.unlink(missing_ok=True)
-            return
+            return []
         on_disk: dict[int, dict[str, str]] = {}
         for row in _read_rows(self.metrics):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 on_disk[int(float(row["epoch"]))] = row
-        rows: list[dict[str, Any]] = []
+        differed = []
         for row in history:
             kept = on_disk.get(int(row["epoch"]))
-            rows.append(kept or row)
+            if kept is not None and _cells(kept) != _cells(row):
+                differed.append(int(row["epoch"]))
             for key in _FILLED_AFTER_CHECKPOINT:
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     row[key] = float(kept[key])  # type: ignore[index]
-        _write_rows(self.metrics, rows)
+        _write_rows(self.metrics, history)
+        return differed
 
     def write_bad_samples(self, bad: Sequence[tuple[str, Any, str]]) -> None:
         """List the samples ``--skip-bad-samples`` left out: split, id and the reason. The
@@ -791,6 +798,21 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _cell(value: Any) -> str:
+    """A metrics value as ``metrics.csv`` writes it."""
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    """A metrics row as the file has it, less the seconds filled after its checkpoint
+    and blank cells (a column an older row lacks)."""
+    return {
+        k: _cell(v) for k, v in row.items() if k not in _FILLED_AFTER_CHECKPOINT and _cell(v) != ""
+    }
+
+
 def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Write ``rows`` as a CSV file, atomically. The columns are the last row's, then any
     other column of the earlier rows (a run of an older segkit, resumed), blank where a
@@ -802,9 +824,7 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         for row in rows:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
+            writer.writerow({k: _cell(v) for k, v in row.items()})
 
 
 def _claimed(path: Path) -> bool:
