@@ -24,7 +24,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     options = options_from_args(EvaluateOptions, args)
     result = run_evaluate(options)
-    if options.data is not None and (note := result.split_note()):
+    if (options.data is not None or result.split == "all") and (note := result.split_note()):
         print(f"segkit: {note}", file=sys.stderr)
     for line in result.lines():
         print(line)

@@ -61,6 +61,9 @@ class Evaluated:
             "" where nothing does.
         split_sizes: The images of each split of the dataset (``train``, ``valid``,
             ``test``), for :meth:`split_note`.
+        chosen: Why ``split="auto"`` chose the split it scored (:func:`choose_split`:
+            ``its samples are not the ones the model was trained on``); "" where the
+            split was given.
     """
 
     split: str
@@ -72,23 +75,34 @@ class Evaluated:
     modes: dict[str, int] = field(default_factory=dict)
     ignored_as: str = ""
     split_sizes: dict[str, int] = field(default_factory=dict)
+    chosen: str = ""
 
     def split_note(self) -> str:
-        """Where the split scored is not all of the folder's images, which split holds
-        how many (``the test split holds 3 of its 12 images (train 8, valid 1); --split
-        train or valid scores the others``); "" where it is all of them. ``segkit
-        evaluate --data`` prints it: a folder of new labelled images is read as a dataset,
-        split as a run would split it (a seeded 80/10/10 without split lists)."""
+        """Which of the folder's images were scored, and why where ``split="auto"``
+        chose: ``the test split holds 3 images of its 12 (train 8, valid 1): ...; --split
+        all scores all of them, --split train or valid the others``, or ``all 12 images
+        scored (train 8, valid 1, test 3): its samples are not the ones the model was
+        trained on; --split test scores its test split alone``. "" where the folder has
+        one split holding all of it and nothing was chosen. ``segkit evaluate --data``
+        prints it: a folder is read as a dataset, split as a run would split it (its
+        split lists, or a seeded 80/10/10)."""
         total = sum(self.split_sizes.values())
+        why = f": {self.chosen}" if self.chosen else ""
+        if self.split == "all":
+            listed = ", ".join(f"{k} {n}" for k, n in self.split_sizes.items() if n)
+            test = self.split_sizes.get("test", 0)
+            alone = f"; --split test scores its test split alone ({test})" if test else ""
+            return f"{self.data}: all {plural(total, 'image')} scored ({listed}){why}{alone}"
         here = self.split_sizes.get(self.split, 0)
         if not total or here == total:
-            return ""
+            return f"{self.data}: the {self.split} split, all of it{why}" if why else ""
         others = [(k, n) for k, n in self.split_sizes.items() if k != self.split and n]
         listed = ", ".join(f"{k} {n}" for k, n in others)
         names = " or ".join(k for k, _ in others)
         return (
             f"{self.data}: the {self.split} split holds {plural(here, 'image')} of its "
-            f"{total} ({listed}); --split {names} scores the others"
+            f"{total} ({listed}){why}; --split all scores all of them, --split {names} the "
+            "others"
         )
 
     def lines(self) -> list[str]:
@@ -109,13 +123,15 @@ class Evaluated:
 
 
 @checked_keywords("segkit.evaluate", EvaluateOptions)
-def evaluate(checkpoint: str | Path, split: str = "test", **options: Any) -> Evaluated:
+def evaluate(checkpoint: str | Path, split: str = "auto", **options: Any) -> Evaluated:
     """Score a checkpoint on a split of its dataset, or of another one with the same
     classes (``segkit evaluate``).
 
     Args:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
-        split: ``train``, ``valid`` or ``test``.
+        split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
+            ``auto`` (the default): ``all`` for data whose samples are not the ones the
+            model was trained on, else ``test`` (:func:`choose_split`).
         **options: The other fields of :class:`~segkit.inference.options.EvaluateOptions`:
             run settings over the checkpoint's (``data``, ``dataset``,
             ``dataset_options``, ``loader``, ``batch_size``, ``num_workers``,
@@ -142,16 +158,19 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     # the plugin) before a loader or the predictor lists the split.
     split_samples(dataset, options.split, config.resolved_dataset())
     _check_classes(trained, dataset)
+    split, chosen = choose_split(trained, dataset, options.split)
+    # Every image: the loaders read the "test" split of a view that holds all of them.
+    scored, read = (EverySplit(dataset), "test") if split == "all" else (dataset, split)
     plan = build_eval_plan(config, trained.recipe)
     modes: Counter[str] = Counter()
     try:
         if options.through_predictor:
             predictor = Predictor.of(trained, options.predictor(config.batch_size))
-            metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
+            metrics = evaluate_images(predictor, scored, read, modes=modes)
             mode = mode_line(predictor.mode, modes)
             how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
         else:
-            metrics = _loader_metrics(trained, dataset, plan, options.split)
+            metrics = _loader_metrics(trained, scored, plan, read)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     except DataError as e:
         # Data labelled with other classes: the mask reader's MaskValuesError (values
@@ -186,7 +205,7 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
     return Evaluated(
-        options.split,
+        split,
         metrics,
         trained.task,
         dataset.root,
@@ -195,7 +214,76 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         dict(modes),
         ignored_as(dataset.mask_spec),
         _split_sizes(dataset),
+        chosen,
     )
+
+
+#: Why ``split="auto"`` chose what it chose (:func:`choose_split`), as the note says it.
+OWN_DATA = "the data the model was trained on (the same samples), whose other splits trained it"
+SAME_FOLDER = (
+    "the folder the model was trained on (its files changed since), whose other splits trained it"
+)
+UNKNOWN_DATA = (
+    "the checkpoint records no split of its run to tell whether the model was trained on "
+    "this folder"
+)
+NEW_DATA = "its samples are not the ones the model was trained on"
+
+
+def choose_split(trained: Trained, dataset: Any, asked: str) -> tuple[str, str]:
+    """The split to score and, for ``asked == "auto"``, why (else ""): ``all`` of data
+    whose samples differ from those the checkpoint's run recorded (new labelled images:
+    none of them trained the model), ``test`` of the run's own data (the same split
+    record, or the folder it trained on, changed since: its other splits trained the
+    model, and scoring them would flatter it) and of data it cannot tell (a checkpoint
+    that records no split, or a dataset that lists no samples)."""
+    if asked != "auto":
+        return asked, ""
+    recorded = trained.trained_on.get("splits")
+    now = ckpt_io.split_record(dataset)
+    if now is not None and recorded == now:
+        return "test", OWN_DATA
+    root = trained.trained_on.get("data_root")
+    if root is not None and _same_folder(root, getattr(dataset, "root", None)):
+        return "test", SAME_FOLDER
+    if recorded is None or now is None:
+        return "test", UNKNOWN_DATA
+    return "all", NEW_DATA
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` name the same existing folder."""
+    try:
+        return b is not None and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+class EverySplit:
+    """A :class:`~segkit.contracts.Dataset` whose ``test`` split holds every sample of
+    ``dataset`` (train, valid, then test; a sample listed in two splits once), its other
+    splits as they are: what ``split="all"`` has a loader read."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.root = dataset.root
+        self.mask_spec: MaskSpec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Any]:
+        if split != "test":
+            return self.dataset.samples(split)
+        seen: dict[str, Any] = {}
+        for name in SPLITS:
+            try:
+                listed = self.dataset.samples(name)
+            except DataError:  # a split the layout refuses to read (an empty one)
+                continue
+            for sample in listed:
+                seen.setdefault(str(sample.id), sample)
+        return list(seen.values())
+
+    def __repr__(self) -> str:
+        return f"EverySplit({self.dataset!r})"
 
 
 def _split_sizes(dataset: Any) -> dict[str, int]:

@@ -38,7 +38,7 @@ from segkit.errors import ConfigError
 
 ProbabilityFormat = Literal["npy", "png"]
 ExportFormat = Literal["onnx", "torchscript"]
-SplitName = Literal["train", "valid", "test"]
+SplitName = Literal["auto", "train", "valid", "test", "all"]
 #: Values of ``export --format``.
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 #: The file suffixes of each export format: ``export --out``'s suffix chooses the format
@@ -321,7 +321,9 @@ class EvaluateOptions:
 
     Attributes:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
-        split: ``train``, ``valid`` or ``test``.
+        split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
+            ``auto``: ``all`` for data whose samples are not the run's (new labelled
+            images), else ``test`` (:func:`segkit.inference.evaluate.choose_split`).
         data, dataset, dataset_options, loader, batch_size, num_workers, eval_size: Run
             settings that replace the checkpoint's (None: the checkpoint's).
         device, precision: Where and how the model runs (``auto`` wherever it is opened).
@@ -336,7 +338,13 @@ class EvaluateOptions:
     """
 
     checkpoint: str | Path = _checkpoint()
-    split: SplitName = option("test")
+    split: SplitName = option(
+        "auto",
+        "the images to score: a split (train, valid, test), all of them, or auto: all of a "
+        "--data folder whose samples are not the ones the model was trained on (new "
+        "labelled images), else the test split (the run's own data: its other images "
+        "trained the model)",
+    )
     data: str | None = option(None, config=True)
     dataset: str | None = option(None, config=True)
     dataset_options: dict[str, Any] | None = option(None, config=True)
