@@ -92,6 +92,47 @@ def test_the_mismatch_names_the_dataset_the_model_was_trained_on(
     assert scores.task.classes == COLLAR.classes and "miou" in scores.metrics
 
 
+def test_the_mismatch_suggests_only_the_options_that_change_how_data_is_read(
+    collar_root: Path, tmp_path: Path
+) -> None:
+    """A run on the generated collar set records count=60 (and a seed): the hint passed
+    them on, though they only chose what was generated (and count=60 on a 4-image folder
+    is refused as another set). The synthetic plugin declares them generate_options: the
+    hint names the options that change how a folder is read, and following it works."""
+    from segkit.contracts import capability, contract_problems
+    from segkit_datasets.synthetic import SyntheticPet
+
+    assert capability("datasets", SyntheticPet, "generate_options") == ("count", "seed", "size")
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    state = ckpt_io.load(ckpt, map_location="cpu")
+    state["config"]["dataset_options"] = {
+        "count": 60, "seed": 3, "variant": "collar", "valid_fraction": 0.25,
+    }  # fmt: skip
+    ckpt_io.save_atomic(state, ckpt)
+    with pytest.raises(ConfigError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **FAST)
+    assert str(caught.value).endswith(
+        "; the model was trained on dataset 'synthetic' with --dataset-opt variant=collar "
+        "--dataset-opt valid_fraction=0.25: if the folder is of that kind, pass --dataset "
+        "synthetic and the --dataset-opt that chose its classes"
+    )
+    opts = {"variant": "collar", "valid_fraction": 0.25}
+    scores = segkit.evaluate(
+        ckpt, data=str(collar_root), dataset="synthetic", dataset_options=opts, **FAST
+    )
+    assert scores.task.classes == COLLAR.classes
+
+    class Odd:
+        generate_options = "count"  # a string, not a tuple of names
+
+        def __init__(self, root=None): ...
+
+    assert (
+        "declares generate_options='count'; expected a tuple"
+        in contract_problems("datasets", Odd)[0]
+    )
+
+
 def test_a_binary_model_on_data_with_more_classes_says_so(
     collar_root: Path, tmp_path: Path
 ) -> None:

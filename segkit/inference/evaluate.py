@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.config import RunConfig, checked_keywords, named, named_options
-from segkit.contracts import SPLITS, MaskSpec
+from segkit.contracts import SPLITS, MaskSpec, capability
 from segkit.data.check import split_samples
 from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError, plural
@@ -34,6 +34,7 @@ from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.metrics.multiclass import confusion_table
+from segkit.registry import default_registry
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 from segkit.training.loops import EvalContext
@@ -154,11 +155,17 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     config = trained.config
     assert config is not None  # opened from a checkpoint
     dataset = build_dataset(config)
-    # Listed once here, so a dataset plugin's own exception in samples() is named (with
-    # the plugin) before a loader or the predictor lists the split.
-    split_samples(dataset, options.split, config.resolved_dataset())
-    _check_classes(trained, dataset)
     split, chosen = choose_split(trained, dataset, options.split)
+    # Listed once here, so a dataset plugin's own exception in samples() is named (with
+    # the plugin) before a loader or the predictor lists the split (for all: each split;
+    # an empty one, which the layout refuses to list, is left out of all).
+    for name in SPLITS if split == "all" else (split,):
+        try:
+            split_samples(dataset, name, config.resolved_dataset())
+        except DataError:
+            if split != "all":
+                raise
+    _check_classes(trained, dataset)
     # Every image: the loaders read the "test" split of a view that holds all of them.
     scored, read = (EverySplit(dataset), "test") if split == "all" else (dataset, split)
     plan = build_eval_plan(config, trained.recipe)
@@ -341,15 +348,29 @@ def _trained_on(trained: Trained, now: str) -> str:
         return ""
     if own == now:
         return ""
+    made = _generate_options(own)
     opts = [
         f"--dataset-opt {k}={','.join(map(str, v)) if isinstance(v, list | tuple) else v}"
         for k, v in recorded.dataset_options.items()
+        if k not in made
     ]
     given = f" with {' '.join(opts)}" if opts else ""
     return (
         f"; the model was trained on dataset '{own}'{given}: if the folder is of that kind, "
         f"pass --dataset {own}{' and the --dataset-opt that chose its classes' if opts else ''}"
     )
+
+
+def _generate_options(dataset: str) -> tuple[str, ...]:
+    """The options dataset plugin ``dataset`` declares as choosing only what it generates
+    (``generate_options``: ``count``, ``seed``, ``size`` of the synthetic set), which do
+    not change how a folder is read; () where it declares none or cannot be loaded."""
+    try:
+        factory = default_registry().get("datasets", dataset)
+    except Exception:  # noqa: BLE001 -- only a hint: every option is suggested then
+        return ()
+    made = capability("datasets", factory, "generate_options")
+    return tuple(made) if isinstance(made, tuple | list) else ()
 
 
 def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) -> dict[str, Any]:
