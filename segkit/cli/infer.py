@@ -63,7 +63,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     result = run_export(options)
     size = result.path.stat().st_size / 1e6
     shape = (
-        "(N, 3, H, W) -> (N, C, H, W), dynamic"
+        f"(N, 3, H, W) -> (N, C, H, W), dynamic: any H and W, padded to a multiple of "
+        f"{result.multiple} inside"
         if options.dynamic
         else (f"{result.input_shape} -> {result.output_shape}")
     )

@@ -419,8 +419,9 @@ class ExportOptions:
             (:data:`EXPORT_SUFFIXES`; ``onnx`` for any other). A suffix of the other
             format is refused.
         out: The file to write.
-        dynamic: Batch size, height and width free (multiples of the model's
-            ``min_input_multiple``); else fixed at 1 x ``image_size``.
+        dynamic: Batch size, height and width free: any size, padded inside the exported
+            graph to the model's ``min_input_multiple`` and cropped back; else fixed at
+            1 x ``image_size``.
         image_size: The traced (and, without ``dynamic``, the only) square size; None:
             the training size.
         threshold: A binary model's probability threshold, recorded in the metadata
@@ -447,7 +448,8 @@ class ExportOptions:
     out: str | Path = option(help="the model file to write", metavar="FILE")
     dynamic: bool = option(
         False,
-        "batch size, height and width free (multiples of the model's min_input_multiple)",
+        "batch size, height and width free: any size, padded inside the model to its "
+        "min_input_multiple and cropped back",
     )
     image_size: int | None = option(
         None,
