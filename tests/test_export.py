@@ -236,6 +236,52 @@ def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_pat
     # tolerance is scaled by the largest logit (allowed_difference).
     result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True)
     assert result.max_abs_diff <= result.allowed == 1e-4 * max(1.0, result.logit_scale)
+    # float16 (--half): within 1e-2 of the largest logit, at half the file.
+    half = export(tmp_path / "best.pt", tmp_path / "h.onnx", dynamic=True, half=True)
+    assert half.max_abs_diff <= half.allowed == 1e-2 * max(1.0, half.logit_scale)
+    assert half.path.stat().st_size < 0.55 * result.path.stat().st_size
+
+
+@needs_onnx
+def test_a_half_export_has_float16_weights_and_float32_input_and_output(
+    tmp_path: Path, capsys
+) -> None:
+    """--half: ONNX files of the plain unet are 124 MB in float32. Float16 weights and
+    arithmetic halve them (GPU runtimes run float16 natively); the input and output stay
+    float32, so a server feeds what it fed before, the metadata says fp16, and the parity
+    check runs at a float16 tolerance (1e-2 of the largest logit) unless one is given."""
+    import onnx
+    import onnxruntime as ort
+
+    from segkit.inference.predictor import Predictor
+
+    ckpt = save_checkpoint(tmp_path / "best.pt", task=TRIO, recipe="microscopy")
+    full = export(ckpt, tmp_path / "full.onnx", dynamic=True)
+    out = tmp_path / "half.onnx"
+    assert main(["export", str(ckpt), "--out", str(out), "--dynamic", "--half"]) == 0
+    assert "(tolerance 0.01" in capsys.readouterr().out
+    assert out.stat().st_size < 0.6 * full.path.stat().st_size  # a tiny model: graph overhead
+    proto = onnx.load(str(out))
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    kinds = {t.data_type for t in proto.graph.initializer if t.data_type in floats}
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    io = [*proto.graph.input, *proto.graph.output]
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+    meta = read_onnx_metadata(out)
+    assert (meta["precision"], read_onnx_metadata(full.path)["precision"]) == ("fp16", "fp32")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(2).integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    x = (image / np.float32(255) - np.float32(meta["mean"])) / np.float32(meta["std"])
+    logits = session.run(["logits"], {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})
+    assert logits[0].dtype == np.float32 and logits[0].shape == (1, 3, 97, 131)
+    e = np.exp(logits[0][0] - logits[0][0].max(0))
+    expected = Predictor(ckpt, device="cpu", mode="whole").predict(image)
+    np.testing.assert_allclose(e / e.sum(0), expected, atol=1e-2)
+    # A tolerance given is used as given; --half is ONNX's alone.
+    strict = export(ckpt, tmp_path / "strict.onnx", half=True, tolerance=1e-3)
+    assert strict.tolerance == 1e-3
+    with pytest.raises(ConfigError, match=r"^half writes float16 ONNX; a torchscript export"):
+        export(ckpt, tmp_path / "m.ts", half=True)
 
 
 def test_a_bad_out_path_is_refused_before_any_work(

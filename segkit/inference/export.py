@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple
-from segkit.config import checked_keywords
+from segkit.config import checked_keywords, named
 from segkit.errors import ConfigError, ExportError, described
 from segkit.inference.native import trained_input
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
@@ -187,6 +187,7 @@ def run_export(options: ExportOptions) -> Exported:
     meta["dynamic"] = options.dynamic
     meta["min_input_multiple"] = trained.multiple
     meta["pads_to_multiple"] = options.dynamic
+    meta["precision"] = "fp16" if options.half else "fp32"
     inputs = _example_inputs(size, trained.multiple, options.dynamic)
     with torch.no_grad():  # what segkit predict computes: padded, predicted, cropped back
         expected = [padded_forward(trained.logits, x, trained.multiple).numpy() for x in inputs]
@@ -197,6 +198,7 @@ def run_export(options: ExportOptions) -> Exported:
         got, checked_with = _export_and_run(model, inputs, tmp, options, meta)
         diff = _largest_difference(got, expected)
         scale = max(float(np.abs(e).max()) for e in expected)
+        assert options.tolerance is not None  # resolved by ExportOptions
         allowed = allowed_difference(options.tolerance, scale)
         if not diff <= allowed:
             shapes = ", ".join(f"{tuple(x.shape)}" for x in inputs)
@@ -371,12 +373,34 @@ def _export_onnx(
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed ({described(e)})") from e
     proto = onnx.load(str(path))
+    if options.half:
+        proto = _as_float16(proto)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key = f"segkit.{key}"
         entry.value = json.dumps(value)
     onnx.save(proto, str(path))
+
+
+def _as_float16(proto: Any) -> Any:
+    """``proto`` with float16 weights and arithmetic, its input and output float32 (a Cast
+    at each end), by ONNX Runtime's converter (``onnxruntime.transformers.float16``,
+    which ships with onnxruntime). Integer tensors (the pad's indices) stay as they are.
+
+    Raises:
+        ExportError: the conversion failed.
+    """
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with warnings.catch_warnings():  # "values clipped to the float16 range": checked
+            warnings.simplefilter("ignore", UserWarning)
+            return convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as e:
+        raise ExportError(
+            f"the float16 conversion failed ({described(e)}); export without {named('half')}"
+        ) from e
 
 
 def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[np.ndarray]:
