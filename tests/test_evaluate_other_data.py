@@ -263,7 +263,11 @@ def test_evaluate_scores_all_of_a_new_folder_and_the_test_split_of_the_runs_own(
     assert "(5 images, " in captured.out
     assert main(["evaluate", str(own), "--data", str(tiny_pets), "--split", "all", *fast]) == 0
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"segkit: {tiny_pets}: all 20 images scored (train 13, ")
+    assert captured.err == (
+        f"segkit: {tiny_pets}: all 20 images scored (train 13, valid 2, test 5): the data the "
+        "model was trained on, whose train and valid splits trained it: these scores flatter "
+        "it; --split test scores its test split alone (5)\n"
+    )
     assert "(20 images, " in captured.out
 
 

@@ -235,15 +235,23 @@ UNKNOWN_DATA = (
     "this folder"
 )
 NEW_DATA = "its samples are not the ones the model was trained on"
+OWN_ALL = (
+    "the data the model was trained on, whose train and valid splits trained it: these "
+    "scores flatter it"
+)
 
 
 def choose_split(trained: Trained, dataset: Any, asked: str) -> tuple[str, str]:
-    """The split to score and, for ``asked == "auto"``, why (else ""): ``all`` of data
+    """The split to score and, for ``asked == "auto"``, why (for ``all`` asked of the
+    run's own data, that it is; else ""): ``all`` of data
     whose samples differ from those the checkpoint's run recorded (new labelled images:
     none of them trained the model), ``test`` of the run's own data (the same split
     record, or the folder it trained on, changed since: its other splits trained the
     model, and scoring them would flatter it) and of data it cannot tell (a checkpoint
     that records no split, or a dataset that lists no samples)."""
+    if asked == "all":  # as asked; where it holds the run's own data, the line says so
+        own = choose_split(trained, dataset, "auto")[1] in (OWN_DATA, SAME_FOLDER)
+        return "all", OWN_ALL if own else ""
     if asked != "auto":
         return asked, ""
     recorded = trained.trained_on.get("splits")
