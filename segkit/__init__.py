@@ -296,9 +296,10 @@ def predict(checkpoint: Any, images: Any, out: Any, **options: Any) -> Predicted
     return _predict(checkpoint, images, out, **options)
 
 
-def evaluate(checkpoint: Any, split: str = "test", **options: Any) -> Evaluated:
+def evaluate(checkpoint: Any, split: str = "auto", **options: Any) -> Evaluated:
     """``segkit evaluate``: a checkpoint's scores on a split (``metrics``; ``lines()`` is
-    what the command prints); ``options`` are
+    what the command prints): ``train``, ``valid``, ``test``, ``all``, or ``auto``: all of
+    data that is not the run's own, else ``test``; ``options`` are
     :class:`segkit.inference.options.EvaluateOptions`'s: other data, loader or batch size,
     the device, and the predictor's ``mode``/``tta`` to score each image at its own size."""
     from segkit.inference.evaluate import evaluate as _evaluate

@@ -325,6 +325,11 @@ class DatasetFactory(Protocol):
       ``count`` samples made from ``seed`` into ``root``, in the layout the factory reads.
       ``segkit data synth`` calls it; a run without ``--data`` uses the default generating
       dataset.
+    * ``generate_options: tuple[str, ...]``: the options that only choose what the
+      factory generates (how many samples, the seed, their size), as opposed to those
+      that change how a folder is read (its classes, its splits). Where a checkpoint's
+      ``--dataset-opt`` values are suggested for reading another folder (``segkit
+      evaluate --data`` on data with other classes), these are left out. Default ``()``.
     * ``fetch(root: Path, base_url: str | None = None) -> Path``: download and unpack the
       dataset into ``root`` (``segkit data fetch``). Nothing else in segkit downloads.
     * ``recognizes(root: Path) -> bool``: whether the folder ``root`` is laid out as this
@@ -607,6 +612,7 @@ CONTRACTS: dict[str, FactoryContract] = {
             ("declare_classes", None),
             ("declare_ignore", None),
             ("near_miss", None),
+            ("generate_options", ()),
         ),
     ),
     # An op is a class called with its parameters; what is checked is what it declares
@@ -698,6 +704,12 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
                 problems.append(
                     f"declares accepts={value!r}; expected one of "
                     f"{', '.join(repr(t) for t in LOSS_TARGETS)}"
+                )
+        elif name == "generate_options":  # option names, not a function
+            if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+                problems.append(
+                    f"declares generate_options={value!r}; expected a tuple of the names of "
+                    "the options that only choose what it generates, e.g. ('count', 'seed')"
                 )
         elif name == "layout":  # words, not a function
             if value is not None and not (isinstance(value, str) and value.strip()):

@@ -467,11 +467,11 @@ def test_the_inference_and_multiclass_pages_library_calls_run(tmp_path, monkeypa
     _tiny(data=str(collars), dataset="synthetic", out="runs", name="roads")
     (tmp_path / "photos").mkdir()
     rng = np.random.default_rng(0)
-    for name in ("photos/a.jpg", "photos/b.png", "scan.png", "street.jpg"):
+    for name in ("photos/a.jpg", "photos/b.png", "scan.png", "street.jpg", "photo.jpg"):
         Image.fromarray(rng.integers(0, 255, (40, 52, 3), np.uint8)).save(name)
 
-    ns = _run_blocks(DOCS / "inference.md", {})
-    assert ns["probs"].shape == (40, 52)
+    ns = _run_blocks(DOCS / "inference.md", {})  # photo.jpg: the ONNX Runtime block's
+    assert ns["probs"].shape == (40, 52) and ns["mask"].shape == (40, 52)
     assert (tmp_path / "masks" / "a_mask.png").is_file() and "predicted 2" in ns["done"].summary()
     assert ns["exported"].path.name == "model.onnx" and ns["logits"].shape == (2, 1, 64, 64)
     ns = _run_blocks(DOCS / "multiclass.md", {})

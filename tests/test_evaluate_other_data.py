@@ -92,6 +92,47 @@ def test_the_mismatch_names_the_dataset_the_model_was_trained_on(
     assert scores.task.classes == COLLAR.classes and "miou" in scores.metrics
 
 
+def test_the_mismatch_suggests_only_the_options_that_change_how_data_is_read(
+    collar_root: Path, tmp_path: Path
+) -> None:
+    """A run on the generated collar set records count=60 (and a seed): the hint passed
+    them on, though they only chose what was generated (and count=60 on a 4-image folder
+    is refused as another set). The synthetic plugin declares them generate_options: the
+    hint names the options that change how a folder is read, and following it works."""
+    from segkit.contracts import capability, contract_problems
+    from segkit_datasets.synthetic import SyntheticPet
+
+    assert capability("datasets", SyntheticPet, "generate_options") == ("count", "seed", "size")
+    ckpt = collar_checkpoint(tmp_path / "collar.pt")
+    state = ckpt_io.load(ckpt, map_location="cpu")
+    state["config"]["dataset_options"] = {
+        "count": 60, "seed": 3, "variant": "collar", "valid_fraction": 0.25,
+    }  # fmt: skip
+    ckpt_io.save_atomic(state, ckpt)
+    with pytest.raises(ConfigError) as caught:
+        segkit.evaluate(ckpt, data=str(collar_root), **FAST)
+    assert str(caught.value).endswith(  # from Python: the keywords
+        "; the model was trained on dataset 'synthetic' with dataset_options={'variant': "
+        "'collar', 'valid_fraction': 0.25}: if the folder is of that kind, pass "
+        "dataset='synthetic' and the dataset_options that chose its classes"
+    )
+    opts = {"variant": "collar", "valid_fraction": 0.25}
+    scores = segkit.evaluate(
+        ckpt, data=str(collar_root), dataset="synthetic", dataset_options=opts, **FAST
+    )
+    assert scores.task.classes == COLLAR.classes
+
+    class Odd:
+        generate_options = "count"  # a string, not a tuple of names
+
+        def __init__(self, root=None): ...
+
+    assert (
+        "declares generate_options='count'; expected a tuple"
+        in contract_problems("datasets", Odd)[0]
+    )
+
+
 def test_a_binary_model_on_data_with_more_classes_says_so(
     collar_root: Path, tmp_path: Path
 ) -> None:
@@ -172,24 +213,99 @@ def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> No
     assert isinstance(MaskValuesError("Caught MaskValuesError in worker"), DataError)
 
 
-def test_evaluate_on_another_folder_says_how_much_of_it_the_split_scored(
-    tiny_pets: Path, tmp_path: Path, capsys
+def _trained_on(ckpt: Path, data: Path | None, splits_of: Path | None) -> Path:
+    """``ckpt`` recording, as a run's best.pt does since 2026-12-07, that it was trained on
+    the folder ``data`` with the splits of the folder ``splits_of`` (None: not recorded)."""
+    from segkit import registry
+
+    state = ckpt_io.load(ckpt, map_location="cpu")
+    if splits_of is not None:
+        state["splits"] = ckpt_io.split_record(registry.create("datasets", "oxford_pet", splits_of))
+    if data is not None:
+        state["data_root"] = str(data)
+    ckpt_io.save_atomic(state, ckpt)
+    return ckpt
+
+
+def test_evaluate_scores_all_of_a_new_folder_and_the_test_split_of_the_runs_own(
+    tiny_pets: Path, collar_root: Path, tmp_path: Path, capsys
 ) -> None:
-    """A folder of new labelled images is read as a dataset and split as a run splits it:
-    the default test split scored 5 of its 20 images, and only the result line's count
-    told. `--data` now says which split holds how many; all of a split: nothing."""
+    """A folder of new labelled images was scored on its test split alone (5 of 20) with
+    no way to score the rest. `--split all` scores every image, and the default (`auto`)
+    does so for a folder whose samples are not the run's recorded splits; the run's own
+    data (the same samples, wherever it is) keeps the test split: its other images
+    trained the model."""
     from segkit.cli import main
 
-    ckpt = save_checkpoint(tmp_path / "best.pt")
     fast = ["--device", "cpu", "--num-workers", "0", "--batch-size", "4"]
-    assert main(["evaluate", str(ckpt), "--data", str(tiny_pets), *fast]) == 0
+    new = _trained_on(save_checkpoint(tmp_path / "new.pt"), collar_root, collar_root)
+    assert main(["evaluate", str(new), "--data", str(tiny_pets), *fast]) == 0
     captured = capsys.readouterr()
     assert captured.err == (
-        f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2); "
-        "--split train or --split valid scores the others\n"
+        f"segkit: {tiny_pets}: all 20 images scored (train 13, valid 2, test 5): its samples "
+        "are not the ones the model was trained on; --split test scores its test split "
+        "alone (5)\n"
+    )
+    assert captured.out.startswith("all dice ") and "(20 images, " in captured.out
+    # Through the predictor as well; and a split given is scored as given.
+    scores = segkit.evaluate(new, data=str(tiny_pets), mode="resize", **FAST)
+    assert (scores.split, scores.metrics["images"]) == ("all", 20)
+    assert segkit.evaluate(new, "test", data=str(tiny_pets), **FAST).metrics["images"] == 5
+
+    own = _trained_on(save_checkpoint(tmp_path / "own.pt"), tmp_path / "moved", tiny_pets)
+    assert main(["evaluate", str(own), "--data", str(tiny_pets), *fast]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2): "
+        "the data the model was trained on (the same samples), whose other splits trained "
+        "it; --split all scores all of them, --split train or --split valid the others\n"
     )
     assert "(5 images, " in captured.out
-    scores = segkit.evaluate(ckpt, "valid", data=str(tiny_pets), **FAST)
+    assert main(["evaluate", str(own), "--data", str(tiny_pets), "--split", "all", *fast]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {tiny_pets}: all 20 images scored (train 13, valid 2, test 5): the data the "
+        "model was trained on, whose train and valid splits trained it: these scores flatter "
+        "it; --split test scores its test split alone (5)\n"
+    )
+    assert "(20 images, " in captured.out
+
+
+def test_evaluate_keeps_the_test_split_of_the_runs_folder_changed_or_of_unknown_data(
+    tiny_pets: Path, collar_root: Path, tmp_path: Path, capsys
+) -> None:
+    """The folder the run trained on, with files added since (other samples, same
+    folder), and a checkpoint that records no splits (older, or a dataset that lists no
+    samples): the test split, and the line says why."""
+    from segkit.cli import main
+
+    fast = ["--device", "cpu", "--num-workers", "0", "--batch-size", "4"]
+    grown = _trained_on(save_checkpoint(tmp_path / "grown.pt"), tiny_pets, collar_root)
+    assert main(["evaluate", str(grown), "--data", str(tiny_pets), *fast]) == 0
+    assert "(train 13, valid 2): the folder the model was trained on (its files changed " in (
+        capsys.readouterr().err
+    )
+    old = save_checkpoint(tmp_path / "best.pt")
+    assert main(["evaluate", str(old), "--data", str(tiny_pets), *fast]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {tiny_pets}: the test split holds 5 images of its 20 (train 13, valid 2): "
+        "the checkpoint records no split of its run to tell whether the model was trained "
+        "on this folder; --split all scores all of them, --split train or --split valid the others\n"
+    )
+    assert "(5 images, " in captured.out
+    scores = segkit.evaluate(old, "valid", data=str(tiny_pets), **FAST)
     assert scores.split_sizes == {"train": 13, "valid": 2, "test": 5}
-    assert scores.split_note().startswith(f"{tiny_pets}: the valid split holds 2 images of its 20")
-    assert scores.split_note().endswith("; split='train' or split='test' scores the others")
+    assert scores.split_note() == (
+        f"{tiny_pets}: the valid split holds 2 images of its 20 (train 13, test 5); "
+        "split='all' scores all of them, split='train' or split='test' the others"
+    )
+
+
+def test_a_run_records_its_splits_and_folder_in_best_pt(tiny_pets: Path, tmp_path: Path) -> None:
+    """What evaluate's `auto` reads: the weights-only checkpoint keeps the training
+    state's split record and data folder."""
+    state = ckpt_io.load(save_checkpoint(tmp_path / "best.pt"), map_location="cpu")
+    state |= {"epoch": 1, "best_valid_dice": 0.5, "best_epoch": 1, "splits": {"train": {}}}
+    weights = ckpt_io.weights_state(state | {"data_root": str(tiny_pets)})
+    assert (weights["splits"], weights["data_root"]) == ({"train": {}}, str(tiny_pets))

@@ -53,6 +53,7 @@ def test_onnx_export_matches_torch_and_carries_its_metadata(
     assert main(["export", str(ckpt), "--out", str(out), "--dynamic"]) == 0
     shown = capsys.readouterr().out
     assert f"wrote {out}" in shown and "parity onnxruntime CPU vs torch: max abs diff" in shown
+    assert "dynamic: any H and W, padded to a multiple of 32 inside;" in shown
     meta = read_onnx_metadata(out)
     assert meta["mean"] == [0.485, 0.456, 0.406] and meta["threshold"] == 0.5
     assert meta["activation"] == "sigmoid" and meta["classes"] == [] and meta["dynamic"]
@@ -235,6 +236,52 @@ def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_pat
     # tolerance is scaled by the largest logit (allowed_difference).
     result = export(tmp_path / "best.pt", tmp_path / "m.onnx", dynamic=True)
     assert result.max_abs_diff <= result.allowed == 1e-4 * max(1.0, result.logit_scale)
+    # float16 (--half): within 1e-2 of the largest logit, at half the file.
+    half = export(tmp_path / "best.pt", tmp_path / "h.onnx", dynamic=True, half=True)
+    assert half.max_abs_diff <= half.allowed == 1e-2 * max(1.0, half.logit_scale)
+    assert half.path.stat().st_size < 0.55 * result.path.stat().st_size
+
+
+@needs_onnx
+def test_a_half_export_has_float16_weights_and_float32_input_and_output(
+    tmp_path: Path, capsys
+) -> None:
+    """--half: ONNX files of the plain unet are 124 MB in float32. Float16 weights and
+    arithmetic halve them (GPU runtimes run float16 natively); the input and output stay
+    float32, so a server feeds what it fed before, the metadata says fp16, and the parity
+    check runs at a float16 tolerance (1e-2 of the largest logit) unless one is given."""
+    import onnx
+    import onnxruntime as ort
+
+    from segkit.inference.predictor import Predictor
+
+    ckpt = save_checkpoint(tmp_path / "best.pt", task=TRIO, recipe="microscopy")
+    full = export(ckpt, tmp_path / "full.onnx", dynamic=True)
+    out = tmp_path / "half.onnx"
+    assert main(["export", str(ckpt), "--out", str(out), "--dynamic", "--half"]) == 0
+    assert "(tolerance 0.01" in capsys.readouterr().out
+    assert out.stat().st_size < 0.6 * full.path.stat().st_size  # a tiny model: graph overhead
+    proto = onnx.load(str(out))
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    kinds = {t.data_type for t in proto.graph.initializer if t.data_type in floats}
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    io = [*proto.graph.input, *proto.graph.output]
+    assert {v.type.tensor_type.elem_type for v in io} == {onnx.TensorProto.FLOAT}
+    meta = read_onnx_metadata(out)
+    assert (meta["precision"], read_onnx_metadata(full.path)["precision"]) == ("fp16", "fp32")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(2).integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    x = (image / np.float32(255) - np.float32(meta["mean"])) / np.float32(meta["std"])
+    logits = session.run(["logits"], {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None])})
+    assert logits[0].dtype == np.float32 and logits[0].shape == (1, 3, 97, 131)
+    e = np.exp(logits[0][0] - logits[0][0].max(0))
+    expected = Predictor(ckpt, device="cpu", mode="whole").predict(image)
+    np.testing.assert_allclose(e / e.sum(0), expected, atol=1e-2)
+    # A tolerance given is used as given; --half is ONNX's alone.
+    strict = export(ckpt, tmp_path / "strict.onnx", half=True, tolerance=1e-3)
+    assert strict.tolerance == 1e-3
+    with pytest.raises(ConfigError, match=r"^half writes float16 ONNX; a torchscript export"):
+        export(ckpt, tmp_path / "m.ts", half=True)
 
 
 def test_a_bad_out_path_is_refused_before_any_work(
@@ -404,5 +451,45 @@ def test_the_documented_onnx_runtime_code_gives_what_segkit_predicts(
         assert (same | (margin < 1e-4)).all()  # only a pixel on the boundary may differ
 
 
-#: Images smaller and larger than the tiny checkpoints' 32 px, of odd aspect ratios.
-SIZES = [(30, 40), (23, 90), (150, 37), (64, 64)]
+#: Images smaller and larger than the tiny checkpoints' 32 px, of odd aspect ratios, and
+#: of sides that are no multiple of 32 (97 x 131; 5 x 3, shorter than its pad).
+SIZES = [(30, 40), (23, 90), (150, 37), (64, 64), (97, 131), (5, 3)]
+
+
+@needs_onnx
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_dynamic_export_takes_any_size_as_the_predictor_does(fmt: str, tmp_path: Path) -> None:
+    """A dynamic export fed 97 x 131 (no multiple of 32) stopped inside ONNX Runtime
+    (`Non concat axis dimensions must match` at a decoder's Concat). The graph now pads
+    by reflection to the multiple and crops the logits back: any size, including sides
+    shorter than the pad, gives the logits of segkit.Predictor's whole mode, and the
+    metadata says so."""
+    import onnxruntime as ort
+
+    from segkit.inference.predictor import Predictor
+
+    ckpt = save_checkpoint(tmp_path / "best.pt", recipe="microscopy")
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.ts")
+    result = export(ckpt, out, dynamic=True)
+    assert result.max_abs_diff <= result.allowed
+    if fmt == "onnx":
+        meta = read_onnx_metadata(out)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(["logits"], {"image": x})[0]  # noqa: E731
+    else:
+        meta = json.loads(out.with_name("model.ts.json").read_text())
+        loaded = torch.jit.load(str(out))
+        run = lambda x: loaded(torch.from_numpy(x)).detach().numpy()  # noqa: E731
+    assert meta["pads_to_multiple"] is True and meta["min_input_multiple"] == 32
+    predictor = Predictor(ckpt, device="cpu", mode="whole")
+    mean, std = np.float32(meta["mean"]), np.float32(meta["std"])
+    rng = np.random.default_rng(1)
+    for h, w in [(97, 131), (33, 70), (5, 3), (1, 40)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x = ((image / np.float32(255) - mean) / std).transpose(2, 0, 1)[None]
+        logits = run(np.ascontiguousarray(x, dtype=np.float32))
+        assert logits.shape == (1, 1, h, w)
+        np.testing.assert_allclose(1 / (1 + np.exp(-logits[0, 0])), predictor.predict(image),
+                                   atol=1e-5)  # fmt: skip
+    fixed = export(ckpt, tmp_path / "fixed.onnx")
+    assert read_onnx_metadata(fixed.path)["pads_to_multiple"] is False

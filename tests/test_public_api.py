@@ -310,7 +310,9 @@ def test_bad_options_name_the_keyword_written_not_a_flag(monkeypatch):
         segkit.Predictor("best.pt", mode="tiles")
     with pytest.raises(ConfigError, match=r"^threshold=2: expected a probability in \(0, 1\)"):
         segkit.predict("best.pt", ["a.png"], "out", threshold=2)
-    with pytest.raises(ConfigError, match=r"^split='tests': expected one of train, valid, test"):
+    with pytest.raises(
+        ConfigError, match=r"^split='tests': expected one of auto, train, valid, test, all"
+    ):
         segkit.evaluate("best.pt", split="tests")
     assert opened == []  # refused before the checkpoint is opened
 

@@ -341,6 +341,10 @@ class SyntheticPet(OxfordPet):
     #: ``segkit data synth PATH`` calls ``generate(path, count=..., seed=...)`` (a declared
     #: capability; runs without ``--data`` use it through the cache folder).
     generate = staticmethod(write_synthetic)
+    #: Options that only choose the set generated: a folder is read the same whatever
+    #: they were (``variant`` chooses its classes, ``target`` and the split options how it
+    #: is read), so ``segkit evaluate`` does not suggest them for another folder.
+    generate_options = ("count", "seed", "size")
     #: Generated, never downloaded: Oxford-IIIT Pet's ``fetch`` is not inherited.
     fetch = None
     #: A generated set is in Oxford-IIIT Pet's layout, which ``oxford_pet`` recognises and

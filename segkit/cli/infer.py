@@ -24,7 +24,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     options = options_from_args(EvaluateOptions, args)
     result = run_evaluate(options)
-    if options.data is not None and (note := result.split_note()):
+    if (options.data is not None or result.split == "all") and (note := result.split_note()):
         print(f"segkit: {note}", file=sys.stderr)
     for line in result.lines():
         print(line)
@@ -63,7 +63,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     result = run_export(options)
     size = result.path.stat().st_size / 1e6
     shape = (
-        "(N, 3, H, W) -> (N, C, H, W), dynamic"
+        f"(N, 3, H, W) -> (N, C, H, W), dynamic: any H and W, padded to a multiple of "
+        f"{result.multiple} inside"
         if options.dynamic
         else (f"{result.input_shape} -> {result.output_shape}")
     )

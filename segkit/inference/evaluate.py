@@ -25,7 +25,7 @@ import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
 from segkit.config import RunConfig, checked_keywords, named, named_options
-from segkit.contracts import SPLITS, MaskSpec
+from segkit.contracts import SPLITS, MaskSpec, capability
 from segkit.data.check import split_samples
 from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
 from segkit.errors import ConfigError, DataError, MaskValuesError, plural
@@ -34,6 +34,7 @@ from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
 from segkit.metrics.multiclass import confusion_table
+from segkit.registry import default_registry
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 from segkit.training.loops import EvalContext
@@ -61,6 +62,9 @@ class Evaluated:
             "" where nothing does.
         split_sizes: The images of each split of the dataset (``train``, ``valid``,
             ``test``), for :meth:`split_note`.
+        chosen: Why ``split="auto"`` chose the split it scored (:func:`choose_split`:
+            ``its samples are not the ones the model was trained on``); "" where the
+            split was given.
     """
 
     split: str
@@ -72,24 +76,39 @@ class Evaluated:
     modes: dict[str, int] = field(default_factory=dict)
     ignored_as: str = ""
     split_sizes: dict[str, int] = field(default_factory=dict)
+    chosen: str = ""
 
     def split_note(self) -> str:
-        """Where the split scored is not all of the folder's images, which split holds
-        how many (``the test split holds 3 of its 12 images (train 8, valid 1); --split
-        train or --split valid scores the others``, ``split='train' or split='valid'`` from
-        Python); "" where it is all of them. ``segkit
-        evaluate --data`` prints it: a folder of new labelled images is read as a dataset,
-        split as a run would split it (a seeded 80/10/10 without split lists)."""
+        """Which of the folder's images were scored, and why where ``split="auto"``
+        chose: ``the test split holds 3 images of its 12 (train 8, valid 1): ...; --split
+        all scores all of them, --split train or --split valid the others (keywords from
+        Python: ``split='all'``)``, or ``all 12 images
+        scored (train 8, valid 1, test 3): its samples are not the ones the model was
+        trained on; --split test scores its test split alone``. "" where the folder has
+        one split holding all of it and nothing was chosen. ``segkit evaluate --data``
+        prints it: a folder is read as a dataset, split as a run would split it (its
+        split lists, or a seeded 80/10/10)."""
         total = sum(self.split_sizes.values())
+        why = f": {self.chosen}" if self.chosen else ""
+        if self.split == "all":
+            listed = ", ".join(f"{k} {n}" for k, n in self.split_sizes.items() if n)
+            test = self.split_sizes.get("test", 0)
+            alone = (
+                f"; {named('split', 'test', as_typed=True)} scores its test split alone ({test})"
+                if test
+                else ""
+            )
+            return f"{self.data}: all {plural(total, 'image')} scored ({listed}){why}{alone}"
         here = self.split_sizes.get(self.split, 0)
         if not total or here == total:
-            return ""
+            return f"{self.data}: the {self.split} split, all of it{why}" if why else ""
         others = [(k, n) for k, n in self.split_sizes.items() if k != self.split and n]
         listed = ", ".join(f"{k} {n}" for k, n in others)
         names = " or ".join(named("split", k, as_typed=True) for k, _ in others)
         return (
             f"{self.data}: the {self.split} split holds {plural(here, 'image')} of its "
-            f"{total} ({listed}); {names} scores the others"
+            f"{total} ({listed}){why}; {named('split', 'all', as_typed=True)} scores all of "
+            f"them, {names} the others"
         )
 
     def lines(self) -> list[str]:
@@ -110,13 +129,15 @@ class Evaluated:
 
 
 @checked_keywords("segkit.evaluate", EvaluateOptions)
-def evaluate(checkpoint: str | Path, split: str = "test", **options: Any) -> Evaluated:
+def evaluate(checkpoint: str | Path, split: str = "auto", **options: Any) -> Evaluated:
     """Score a checkpoint on a split of its dataset, or of another one with the same
     classes (``segkit evaluate``).
 
     Args:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
-        split: ``train``, ``valid`` or ``test``.
+        split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
+            ``auto`` (the default): ``all`` for data whose samples are not the ones the
+            model was trained on, else ``test`` (:func:`choose_split`).
         **options: The other fields of :class:`~segkit.inference.options.EvaluateOptions`:
             run settings over the checkpoint's (``data``, ``dataset``,
             ``dataset_options``, ``loader``, ``batch_size``, ``num_workers``,
@@ -139,20 +160,29 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     config = trained.config
     assert config is not None  # opened from a checkpoint
     dataset = build_dataset(config)
+    split, chosen = choose_split(trained, dataset, options.split)
     # Listed once here, so a dataset plugin's own exception in samples() is named (with
-    # the plugin) before a loader or the predictor lists the split.
-    split_samples(dataset, options.split, config.resolved_dataset())
+    # the plugin) before a loader or the predictor lists the split (for all: each split;
+    # an empty one, which the layout refuses to list, is left out of all).
+    for name in SPLITS if split == "all" else (split,):
+        try:
+            split_samples(dataset, name, config.resolved_dataset())
+        except DataError:
+            if split != "all":
+                raise
     _check_classes(trained, dataset)
+    # Every image: the loaders read the "test" split of a view that holds all of them.
+    scored, read = (EverySplit(dataset), "test") if split == "all" else (dataset, split)
     plan = build_eval_plan(config, trained.recipe)
     modes: Counter[str] = Counter()
     try:
         if options.through_predictor:
             predictor = Predictor.of(trained, options.predictor(config.batch_size))
-            metrics = evaluate_images(predictor, dataset, options.split, modes=modes)
+            metrics = evaluate_images(predictor, scored, read, modes=modes)
             mode = mode_line(predictor.mode, modes)
             how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
         else:
-            metrics = _loader_metrics(trained, dataset, plan, options.split)
+            metrics = _loader_metrics(trained, scored, plan, read)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
     except DataError as e:
         # Data labelled with other classes: the mask reader's MaskValuesError (values
@@ -187,7 +217,7 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     runtime = trained.runtime
     where = f"{runtime.device}, {runtime.precision.name}"
     return Evaluated(
-        options.split,
+        split,
         metrics,
         trained.task,
         dataset.root,
@@ -196,7 +226,84 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         dict(modes),
         ignored_as(dataset.mask_spec),
         _split_sizes(dataset),
+        chosen,
     )
+
+
+#: Why ``split="auto"`` chose what it chose (:func:`choose_split`), as the note says it.
+OWN_DATA = "the data the model was trained on (the same samples), whose other splits trained it"
+SAME_FOLDER = (
+    "the folder the model was trained on (its files changed since), whose other splits trained it"
+)
+UNKNOWN_DATA = (
+    "the checkpoint records no split of its run to tell whether the model was trained on "
+    "this folder"
+)
+NEW_DATA = "its samples are not the ones the model was trained on"
+OWN_ALL = (
+    "the data the model was trained on, whose train and valid splits trained it: these "
+    "scores flatter it"
+)
+
+
+def choose_split(trained: Trained, dataset: Any, asked: str) -> tuple[str, str]:
+    """The split to score and, for ``asked == "auto"``, why (for ``all`` asked of the
+    run's own data, that it is; else ""): ``all`` of data
+    whose samples differ from those the checkpoint's run recorded (new labelled images:
+    none of them trained the model), ``test`` of the run's own data (the same split
+    record, or the folder it trained on, changed since: its other splits trained the
+    model, and scoring them would flatter it) and of data it cannot tell (a checkpoint
+    that records no split, or a dataset that lists no samples)."""
+    if asked == "all":  # as asked; where it holds the run's own data, the line says so
+        own = choose_split(trained, dataset, "auto")[1] in (OWN_DATA, SAME_FOLDER)
+        return "all", OWN_ALL if own else ""
+    if asked != "auto":
+        return asked, ""
+    recorded = trained.trained_on.get("splits")
+    now = ckpt_io.split_record(dataset)
+    if now is not None and recorded == now:
+        return "test", OWN_DATA
+    root = trained.trained_on.get("data_root")
+    if root is not None and _same_folder(root, getattr(dataset, "root", None)):
+        return "test", SAME_FOLDER
+    if recorded is None or now is None:
+        return "test", UNKNOWN_DATA
+    return "all", NEW_DATA
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` name the same existing folder."""
+    try:
+        return b is not None and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+class EverySplit:
+    """A :class:`~segkit.contracts.Dataset` whose ``test`` split holds every sample of
+    ``dataset`` (train, valid, then test; a sample listed in two splits once), its other
+    splits as they are: what ``split="all"`` has a loader read."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.root = dataset.root
+        self.mask_spec: MaskSpec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Any]:
+        if split != "test":
+            return self.dataset.samples(split)
+        seen: dict[str, Any] = {}
+        for name in SPLITS:
+            try:
+                listed = self.dataset.samples(name)
+            except DataError:  # a split the layout refuses to read (an empty one)
+                continue
+            for sample in listed:
+                seen.setdefault(str(sample.id), sample)
+        return list(seen.values())
+
+    def __repr__(self) -> str:
+        return f"EverySplit({self.dataset!r})"
 
 
 def _split_sizes(dataset: Any) -> dict[str, int]:
@@ -254,9 +361,11 @@ def _trained_on(trained: Trained, now: str) -> str:
         return ""
     if own == now:
         return ""
+    made = _generate_options(own)
     opts = {
         k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v
         for k, v in recorded.dataset_options.items()
+        if k not in made
     }
     given = f" with {named_options('dataset_options', opts)}" if opts else ""
     chose = f" and the {named('dataset_options')} that chose its classes" if opts else ""
@@ -264,6 +373,18 @@ def _trained_on(trained: Trained, now: str) -> str:
         f"; the model was trained on dataset '{own}'{given}: if the folder is of that kind, "
         f"pass {named('dataset', own, as_typed=True)}{chose}"
     )
+
+
+def _generate_options(dataset: str) -> tuple[str, ...]:
+    """The options dataset plugin ``dataset`` declares as choosing only what it generates
+    (``generate_options``: ``count``, ``seed``, ``size`` of the synthetic set), which do
+    not change how a folder is read; () where it declares none or cannot be loaded."""
+    try:
+        factory = default_registry().get("datasets", dataset)
+    except Exception:  # noqa: BLE001 -- only a hint: every option is suggested then
+        return ()
+    made = capability("datasets", factory, "generate_options")
+    return tuple(made) if isinstance(made, tuple | list) else ()
 
 
 def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) -> dict[str, Any]:

@@ -14,6 +14,10 @@ maximum absolute difference of the logits above the tolerance, scaled by the lar
 logit where that is over 1 (:func:`allowed_difference`), fails the export. A
 ``--dynamic`` export is checked at a second batch size and image size too.
 
+A ``--dynamic`` export takes images of any size: the graph pads its input by reflection
+to the model's ``min_input_multiple`` and crops the logits back (:class:`PadToMultiple`),
+as ``segkit predict`` does for a whole image; a fixed one takes its traced size alone.
+
 ONNX needs the optional packages ``onnx`` and ``onnxruntime`` (``pip install
 'segkit[export]'``); TorchScript needs nothing more than PyTorch.
 """
@@ -33,10 +37,11 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple
-from segkit.config import checked_keywords
+from segkit.config import checked_keywords, named
 from segkit.errors import ConfigError, ExportError, described
 from segkit.inference.native import trained_input
 from segkit.inference.options import EXPORT_FORMATS, ExportFormat, ExportOptions
+from segkit.inference.tiling import padded_forward
 from segkit.inference.trained import Trained, open_trained
 from segkit.system.files import atomic_open, check_writable
 
@@ -61,6 +66,8 @@ class Exported:
         logit_scale: PyTorch's largest absolute logit over the checked inputs.
         allowed: The largest difference allowed: ``tolerance`` times ``logit_scale``
             where that is over 1 (:func:`allowed_difference`).
+        multiple: The model's ``min_input_multiple``, which a ``dynamic`` export pads
+            its input to inside the graph.
     """
 
     path: Path
@@ -72,6 +79,7 @@ class Exported:
     checked_with: str
     logit_scale: float = 1.0
     allowed: float = 0.0
+    multiple: int = 1
 
 
 def allowed_difference(tolerance: float, logit_scale: float) -> float:
@@ -178,15 +186,19 @@ def run_export(options: ExportOptions) -> Exported:
     meta = metadata(trained, options.threshold, size=size, dynamic=options.dynamic)
     meta["dynamic"] = options.dynamic
     meta["min_input_multiple"] = trained.multiple
+    meta["pads_to_multiple"] = options.dynamic
+    meta["precision"] = "fp16" if options.half else "fp32"
     inputs = _example_inputs(size, trained.multiple, options.dynamic)
-    with torch.no_grad():
-        expected = [trained.logits(x).numpy() for x in inputs]
+    with torch.no_grad():  # what segkit predict computes: padded, predicted, cropped back
+        expected = [padded_forward(trained.logits, x, trained.multiple).numpy() for x in inputs]
+    model = PadToMultiple(trained.model, trained.multiple) if options.dynamic else trained.model
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        got, checked_with = _export_and_run(trained.model, inputs, tmp, options, meta)
+        got, checked_with = _export_and_run(model, inputs, tmp, options, meta)
         diff = _largest_difference(got, expected)
         scale = max(float(np.abs(e).max()) for e in expected)
+        assert options.tolerance is not None  # resolved by ExportOptions
         allowed = allowed_difference(options.tolerance, scale)
         if not diff <= allowed:
             shapes = ", ".join(f"{tuple(x.shape)}" for x in inputs)
@@ -201,7 +213,16 @@ def run_export(options: ExportOptions) -> Exported:
     sidecar = _write_sidecar(out, meta) if options.format == "torchscript" else None
     shape_in, shape_out = tuple(inputs[0].shape), tuple(expected[0].shape)
     return Exported(
-        out, sidecar, shape_in, shape_out, diff, options.tolerance, checked_with, scale, allowed
+        out,
+        sidecar,
+        shape_in,
+        shape_out,
+        diff,
+        options.tolerance,
+        checked_with,
+        scale,
+        allowed,
+        trained.multiple,
     )
 
 
@@ -237,12 +258,49 @@ def check_out(out: Path, format: str | None, overwrite: bool) -> None:
 def _example_inputs(size: int, multiple: int, dynamic: bool) -> list[torch.Tensor]:
     """The random batches the export is traced with (the first) and checked on: 1 x
     ``size``, and for a dynamic export another batch size and a non-square size of the
-    model's multiple."""
+    model's multiple, and sizes that are no multiple (padded inside the graph): odd and
+    larger, and smaller than the pad (reflected again and again)."""
     gen = torch.Generator().manual_seed(0)
     inputs = [torch.randn(1, 3, size, size, generator=gen)]
     if dynamic:
         inputs.append(torch.randn(2, 3, size + multiple, size + 2 * multiple, generator=gen))
+        inputs.append(torch.randn(1, 3, size + 1, size + multiple + 3, generator=gen))
+        inputs.append(torch.randn(1, 3, 5, 3, generator=gen))
     return inputs
+
+
+class PadToMultiple(torch.nn.Module):
+    """``model`` taking ``(N, 3, H, W)`` of any size: the input padded by reflection to
+    multiples of ``multiple``, centred (an odd extra pixel below and right), the logits
+    cropped back to ``H x W``: :func:`segkit.inference.tiling.padded_forward`, in a
+    traceable form. The pad is a gather of reflected row and column indices, so it
+    exports to ONNX with the sizes free (Shape, Range, Mod, Where, Gather) and reflects
+    again and again where a side is shorter than its pad, as the predictor does (ONNX's
+    reflect Pad refuses that)."""
+
+    def __init__(self, model: torch.nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.model = model
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = torch._shape_as_tensor(x)
+        height, width = shape[2], shape[3]
+        rows, top = self._reflected(height)
+        cols, left = self._reflected(width)
+        y = self.model(x.index_select(2, rows).index_select(3, cols))
+        return y[:, :, top : top + height, left : left + width]
+
+    def _reflected(self, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source index of each row (column) of a side of ``n`` padded to the
+        multiple, and the pad before it: numpy's ``reflect`` (the edge not repeated),
+        periodic with period ``2 (n - 1)`` (1 for a side of one pixel)."""
+        extra = torch.remainder(-n, self.multiple)
+        before = torch.div(extra, 2, rounding_mode="floor")
+        i = torch.arange(n + extra, device=n.device) - before
+        period = torch.clamp(2 * n - 2, min=1)
+        k = torch.remainder(i, period)
+        return torch.where(k < n, k, period - k), before
 
 
 def _export_and_run(
@@ -315,12 +373,34 @@ def _export_onnx(
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed ({described(e)})") from e
     proto = onnx.load(str(path))
+    if options.half:
+        proto = _as_float16(proto)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key = f"segkit.{key}"
         entry.value = json.dumps(value)
     onnx.save(proto, str(path))
+
+
+def _as_float16(proto: Any) -> Any:
+    """``proto`` with float16 weights and arithmetic, its input and output float32 (a Cast
+    at each end), by ONNX Runtime's converter (``onnxruntime.transformers.float16``,
+    which ships with onnxruntime). Integer tensors (the pad's indices) stay as they are.
+
+    Raises:
+        ExportError: the conversion failed.
+    """
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with warnings.catch_warnings():  # "values clipped to the float16 range": checked
+            warnings.simplefilter("ignore", UserWarning)
+            return convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as e:
+        raise ExportError(
+            f"the float16 conversion failed ({described(e)}); export without {named('half')}"
+        ) from e
 
 
 def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[np.ndarray]:

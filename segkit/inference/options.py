@@ -38,7 +38,12 @@ from segkit.errors import ConfigError
 
 ProbabilityFormat = Literal["npy", "png"]
 ExportFormat = Literal["onnx", "torchscript"]
-SplitName = Literal["train", "valid", "test"]
+SplitName = Literal["auto", "train", "valid", "test", "all"]
+#: The parity check's tolerance of an export (``--tolerance``): float32 agrees with
+#: PyTorch to a few parts in a million of the logits, float16 (``--half``, 10 bits of
+#: mantissa, rounded again at every layer) to a few parts in ten thousand.
+TOLERANCE = 1e-4
+HALF_TOLERANCE = 1e-2
 #: Values of ``export --format``.
 EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 #: The file suffixes of each export format: ``export --out``'s suffix chooses the format
@@ -321,7 +326,9 @@ class EvaluateOptions:
 
     Attributes:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
-        split: ``train``, ``valid`` or ``test``.
+        split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
+            ``auto``: ``all`` for data whose samples are not the run's (new labelled
+            images), else ``test`` (:func:`segkit.inference.evaluate.choose_split`).
         data, dataset, dataset_options, loader, batch_size, num_workers, eval_size: Run
             settings that replace the checkpoint's (None: the checkpoint's).
         device, precision: Where and how the model runs (``auto`` wherever it is opened).
@@ -336,7 +343,13 @@ class EvaluateOptions:
     """
 
     checkpoint: str | Path = _checkpoint()
-    split: SplitName = option("test")
+    split: SplitName = option(
+        "auto",
+        "the images to score: a split (train, valid, test), all of them, or auto: all of a "
+        "--data folder whose samples are not the ones the model was trained on (new "
+        "labelled images), else the test split (the run's own data: its other images "
+        "trained the model)",
+    )
     data: str | None = option(None, config=True)
     dataset: str | None = option(None, config=True)
     dataset_options: dict[str, Any] | None = option(None, config=True)
@@ -411,17 +424,21 @@ class ExportOptions:
             (:data:`EXPORT_SUFFIXES`; ``onnx`` for any other). A suffix of the other
             format is refused.
         out: The file to write.
-        dynamic: Batch size, height and width free (multiples of the model's
-            ``min_input_multiple``); else fixed at 1 x ``image_size``.
+        dynamic: Batch size, height and width free: any size, padded inside the exported
+            graph to the model's ``min_input_multiple`` and cropped back; else fixed at
+            1 x ``image_size``.
         image_size: The traced (and, without ``dynamic``, the only) square size; None:
             the training size.
         threshold: A binary model's probability threshold, recorded in the metadata
             (a K-class model takes none: another value than 0.5 is refused when the
             model is opened).
         opset: ONNX opset.
+        half: ONNX only: float16 weights and arithmetic (half the file, for GPU
+            runtimes), the input and output float32 as without it.
         tolerance: The largest absolute logit difference the parity check accepts, for
             logits up to 1; times the largest logit above that
-            (:func:`segkit.inference.export.allowed_difference`).
+            (:func:`segkit.inference.export.allowed_difference`). None: 1e-4, or
+            :data:`HALF_TOLERANCE` with ``half``.
         overwrite: Replace ``out`` if it exists.
 
     Raises:
@@ -439,7 +456,8 @@ class ExportOptions:
     out: str | Path = option(help="the model file to write", metavar="FILE")
     dynamic: bool = option(
         False,
-        "batch size, height and width free (multiples of the model's min_input_multiple)",
+        "batch size, height and width free: any size, padded inside the model to its "
+        "min_input_multiple and cropped back",
     )
     image_size: int | None = option(
         None,
@@ -452,10 +470,15 @@ class ExportOptions:
         "a K-class model takes the argmax and refuses another value)",
     )
     opset: int = option(17, "ONNX opset (default: 17)")
-    tolerance: float = option(
-        1e-4,
+    half: bool = option(
+        False,
+        "ONNX: float16 weights and arithmetic, half the file, for GPU runtimes (input and "
+        "output stay float32; checked at --tolerance 1e-2)",
+    )
+    tolerance: float | None = option(
+        None,
         "largest logit difference from PyTorch the parity check accepts, times the largest "
-        "logit where that is over 1 (default: 1e-4)",
+        "logit where that is over 1 (default: 1e-4; 1e-2 with --half)",
     )
     overwrite: bool = option(False, "replace FILE if it exists")
 
@@ -478,6 +501,14 @@ class ExportOptions:
                 f"{named('format')} is {self.format}; name the file with {fitting}, or pass "
                 f"{named('format', implied, as_typed=True)}"
             )
+        if self.half and self.format != "onnx":
+            raise ConfigError(
+                f"{named('half')} writes float16 ONNX; a {self.format} export is float32 "
+                f"(load it and call .half() on the module for float16), or export "
+                f"{named('format', 'onnx', as_typed=True)}"
+            )
+        if self.tolerance is None:
+            self.tolerance = HALF_TOLERANCE if self.half else TOLERANCE
         check_probability("threshold", self.threshold)
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError(

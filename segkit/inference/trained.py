@@ -13,6 +13,7 @@ give the normalization. The predictor, ``segkit evaluate``, ``segkit compare`` a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -57,6 +58,9 @@ class Trained:
         recipe_recorded: Whether the checkpoint's config names its recipe. One that does
             not (written before recipes were recorded) is rebuilt with the default recipe,
             which resizes: it is taken as trained on resized images (:meth:`training`).
+        trained_on: The data the run trained on, as :func:`recorded_data` reads it:
+            ``splits`` (each split's size and ids' digest) and ``data_root``, where
+            recorded; ``segkit evaluate`` tells the run's own data from new data by it.
     """
 
     model: torch.nn.Module
@@ -68,6 +72,7 @@ class Trained:
     config: RunConfig | None = None
     path: Path | None = None
     recipe_recorded: bool = True
+    trained_on: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_model(
@@ -204,6 +209,7 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
         config,
         path,
         recipe_recorded=recipe_recorded(ckpt),
+        trained_on=recorded_data(path, ckpt),
     )
 
 
@@ -367,6 +373,22 @@ def check_plugins_installed(path: Path, config: RunConfig, ckpt: dict[str, Any])
         except PluginNotFoundError as e:
             raise missing_plugin(path, kind, name, ckpt, e) from None
         say_shadowed(kind, name)
+
+
+def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The data a checkpoint's run trained on: ``splits`` (each split's ``count`` and
+    ``ids`` digest, :func:`segkit.training.checkpoint.split_record`) and ``data_root``
+    (the folder, absolute), as the checkpoint records them (written since 2026-12-07),
+    else as the ``config.json`` of its run folder records them under ``resolved``; the
+    keys neither records are left out."""
+    out = {k: ckpt[k] for k in ("splits", "data_root") if ckpt.get(k)}
+    if len(out) < 2:
+        try:
+            resolved = json.loads((path.parent / "config.json").read_text())["resolved"]
+            out = {k: resolved[k] for k in ("splits", "data_root") if resolved.get(k)} | out
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    return out
 
 
 def recorded_plugin(

@@ -22,6 +22,7 @@ time; on the CPU in the training loop.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import threading
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from segkit.errors import CheckpointError
+from segkit.contracts import SPLITS
+from segkit.errors import CheckpointError, DataError
 from segkit.system.files import atomic_open, os_hint, os_reason
 from segkit.training import ema as ema_mod
 
@@ -143,7 +145,27 @@ def weights_state(state: dict[str, Any]) -> dict[str, Any]:
         "best_epoch": state["best_epoch"],
         **({"task": state["task"]} if "task" in state else {}),
         **({"plugins": state["plugins"]} if "plugins" in state else {}),
+        **{k: state[k] for k in ("splits", "data_root") if k in state},
     }
+
+
+def split_record(dataset: Any) -> dict[str, Any] | None:
+    """Each split's size and a digest of its sample ids (what ``last.pt``, ``best.pt``
+    and ``config.json`` record, so that a resume with another ``--data`` is checked to
+    train on the same samples and ``segkit evaluate`` tells the run's own data from new
+    data); None for a dataset that does not list its samples."""
+    out = {}
+    try:
+        for split in SPLITS:
+            try:
+                ids = [str(s.id) for s in dataset.samples(split)]
+            except DataError:  # a split the layout refuses to list (an empty one)
+                ids = []
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+            out[split] = {"count": len(ids), "ids": digest}
+    except Exception:  # noqa: BLE001 -- a dataset plugin without samples(): nothing recorded
+        return None
+    return out
 
 
 def restore_training(

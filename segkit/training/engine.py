@@ -25,7 +25,6 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import sys
@@ -39,7 +38,6 @@ import torch
 
 from segkit import build
 from segkit.config import PYTHON, RunConfig, checked_keywords, given, named, unknown_keywords
-from segkit.contracts import SPLITS
 from segkit.errors import (
     CheckpointError,
     ConfigError,
@@ -511,7 +509,7 @@ class Run:
         # Everything is built before the run folder is made: a bad name or path leaves no trace.
         self.parts = build.build_training(self.config, self.runtime, restoring=state is not None)
         self.config = self.parts.config  # --loss auto and --monitor auto resolved for the dataset
-        self.splits = _splits(self.parts.dataset)
+        self.splits = ckpt_io.split_record(self.parts.dataset)
         if state is not None:
             _check_same_samples(self.config, state, self.splits)
         c = self.config
@@ -825,6 +823,8 @@ class Run:
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if self.splits is not None:
             state["splits"] = self.splits  # a resume with another --data checks them
+        if getattr(self.parts.dataset, "root", None) is not None:  # evaluate tells its own data
+            state["data_root"] = str(self.parts.dataset.root)
         if not save_last:
             state = ckpt_io.weights_state(state)
         if self.writer.background:  # the thread writes a copy while training changes the tensors
@@ -1140,21 +1140,6 @@ def _prepare_folder(
         )
     say(f"segkit: resuming {folder.path} after epoch {state['epoch']} of {config.epochs}")
     return folder
-
-
-def _splits(dataset: Any) -> dict[str, Any] | None:
-    """Each split's size and a digest of its sample ids (what ``last.pt`` and
-    ``config.json`` record, so that a resume with another ``--data`` is checked to train
-    on the same samples); None for a dataset that does not list its samples."""
-    out = {}
-    try:
-        for split in SPLITS:
-            ids = [str(s.id) for s in dataset.samples(split)]
-            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-            out[split] = {"count": len(ids), "ids": digest}
-    except Exception:  # noqa: BLE001 -- a dataset plugin without samples(): nothing recorded
-        return None
-    return out
 
 
 def _check_same_samples(
