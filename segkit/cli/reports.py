@@ -77,8 +77,8 @@ def add_study(sub: Any) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="run a changed file in an existing study folder: changed runs are moved to "
-        "replaced/ and trained again",
+        help="run a changed file in an existing study folder: changed runs and runs no "
+        "longer in the file are moved to replaced/, changed ones trained again",
     )
     p.add_argument(
         "--parallel",

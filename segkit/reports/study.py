@@ -31,7 +31,8 @@ the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
-(``force``: changed runs are moved to ``replaced/`` and trained again).
+(``force``: changed runs are moved to ``replaced/`` and trained again, runs no longer in
+the file moved there too).
 
 On one device the runs train one after the other in this process, through
 :func:`segkit.training.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
@@ -293,23 +294,37 @@ def prepare_folder(
     plan = _plan(study)
     if study.state_file.is_file():
         old = json.loads(study.state_file.read_text())
-        before = {r["name"]: r for r in old.get("runs", [])}
-        changes = _changes(before, {r["name"]: r for r in plan})
+        before = {r["name"]: _effective(r["settings"]) for r in old.get("runs", [])}
+        after = {r["name"]: _effective(r["settings"]) for r in plan}
+        renamed = _renamed_runs(before, after)
+        changes = _changes(before, after, renamed)
         if changes and not force:
             raise ConfigError(
                 f"{study.path} differs from the study in {study.out} ({'; '.join(changes)}): "
-                "pass --force to run the new file there (changed runs are moved to "
-                f"{study.out / 'replaced'} and trained again, the others kept), or choose "
-                "another --out"
+                "pass --force to run the new file there (changed and removed runs are moved "
+                f"to {study.out / 'replaced'}, changed ones trained again; renamed ones keep "
+                "their folder under the new name; the others kept), or choose another --out"
             )
-        for name, run in before.items():
-            new = next((r for r in plan if r["name"] == name), None)
+        # Moved aside, never deleted: a changed run (trained again) and a run no longer
+        # in the file, whose folder would otherwise pass for one of the study's runs.
+        for name, settings in before.items():
             folder = study.out / name
-            if new is not None and new["settings"] != run["settings"] and folder.exists():
-                target = _free(study.out / "replaced" / name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                folder.rename(target)
-                say(f"segkit study: {name} changed; its old run folder is now {target}")
+            if not folder.exists() or (name in after and after[name] == settings):
+                continue
+            if name in renamed and not (study.out / renamed[name]).exists():
+                continue  # renamed below
+            target = _free(study.out / "replaced" / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(target)
+            what = "changed" if name in after else "is no longer in the study"
+            say(f"segkit study: {name} {what}; its old run folder is now {target}")
+        for old_name, new_name in renamed.items():
+            if (study.out / old_name).exists():
+                (study.out / old_name).rename(study.out / new_name)
+                say(
+                    f"segkit study: {old_name} is now named {new_name} (the same settings); "
+                    "its run folder renamed, not trained again"
+                )
     study.out.mkdir(parents=True, exist_ok=True)
     state = {"file": str(study.path), "runs": plan}
     with atomic_open(study.state_file) as f:
@@ -319,21 +334,54 @@ def prepare_folder(
             shutil.copyfile(study.path, tmp)
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """What differs between two plans, briefly: runs added, removed, and changed (with
-    the first setting that differs)."""
+def _effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings in full, defaults included (``out`` and ``name`` left out): two
+    runs are the same configuration when these are equal, however the file wrote them
+    (``model = "unet"`` given or left to its default). Settings that no longer read as a
+    run configuration are compared as written."""
+    try:
+        full = RunConfig.from_dict(dict(settings), source="study.json").to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return dict(settings)
+    return {k: v for k, v in full.items() if k not in STUDY_OWNED}
+
+
+def _renamed_runs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, str]:
+    """Runs whose name changed but not their settings (an axis added, such as a second
+    model, names every run anew): each removed name to the added name of the same
+    configuration."""
+    added = [n for n in after if n not in before]
+    renamed: dict[str, str] = {}
+    for name in (n for n in before if n not in after):
+        match = next((n for n in added if after[n] == before[name]), None)
+        if match is not None:
+            renamed[name] = match
+            added.remove(match)
+    return renamed
+
+
+def _changes(
+    before: dict[str, Any], after: dict[str, Any], renamed: dict[str, str] | None = None
+) -> list[str]:
+    """What differs between two plans (each run's name to its settings), briefly: runs
+    changed (with the first setting that differs), renamed (``renamed``), added and
+    removed."""
+    renamed = renamed or {}
     changed: dict[str, list[str]] = {}  # "epochs 2 -> 3" -> the runs it changed
     for name in after:
-        if name in before and before[name]["settings"] != after[name]["settings"]:
-            a, b = before[name]["settings"], after[name]["settings"]
+        if name in before and before[name] != after[name]:
+            a, b = before[name], after[name]
             key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
             changed.setdefault(f"{key} {a.get(key)!r} -> {b.get(key)!r}", []).append(name)
     out = [
         f"{what} in {_some(names)}" if len(names) > 1 else f"run {names[0]}: {what}"
         for what, names in changed.items()
     ]
-    added = [n for n in after if n not in before]
-    removed = [n for n in before if n not in after]
+    if renamed:
+        pairs = [f"{a} -> {b}" for a, b in renamed.items()]
+        out.append(f"{len(pairs)} run(s) renamed, the same settings ({_some(pairs)})")
+    added = [n for n in after if n not in before and n not in renamed.values()]
+    removed = [n for n in before if n not in after and n not in renamed]
     if added:
         out.append(f"{len(added)} run(s) added ({_some(added)})")
     if removed:
