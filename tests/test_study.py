@@ -814,3 +814,62 @@ def test_the_report_names_the_best_configuration_and_what_the_seeds_do_not_separ
     compare(best_alone, tmp_path / "c2", group_seeds=True)
     md = (tmp_path / "c2" / "comparison.md").read_text()
     assert "Best mean test Dice: lr=0.5 (0.4900), from one seed: no spread over seeds" in md
+
+
+def test_a_failed_run_stops_the_study_and_the_report_still_says_what_happened(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequential: seed0 finished earlier, seed1 fails before its folder is made (a model
+    that cannot be built), seed2 is not started; the report of seed0 is written with a
+    note for each of the others, then the error names the run and how to continue."""
+    from segkit.errors import PluginError
+
+    path = tiny_study(tmp_path, tiny_pets, "epochs = 1\n[axes]\nseed = [0, 1, 2]\n")
+    out = tmp_path / "out"
+    prepare_folder(read_study(path, out), say=lambda _: None)
+    run_folder(out / "seed0", tiny_pets, seed=0)
+    trained: list[str] = []
+
+    def train(config, quiet=False):
+        trained.append(config.name)
+        raise PluginError("timm_unet: timm has no model named 'no_such_encoder'")
+
+    monkeypatch.setattr(engine, "train", train)
+    with pytest.raises(PluginError) as e:
+        run_study(path, out, say=lambda _: None)
+    assert trained == ["seed1"]  # seed2 not started
+    assert str(e.value) == (
+        "study run seed1: timm_unet: timm has no model named 'no_such_encoder' (the runs "
+        f"before it are kept, and in the report {out / 'comparison.md'}; fix it and continue "
+        f"with: segkit study {path} --out {out})"
+    )
+    md = (out / "comparison.md").read_text()
+    assert "- `seed1`: failed before its run folder was made: timm_unet: timm has no " in md
+    assert "- `seed2`: not started (the study stopped at a failed run)" in md
+    assert [Path(r["run"]).name for r in csv_rows(out / "comparison.csv")] == ["seed0"]
+
+
+@pytest.mark.parametrize(
+    ("runs", "match"),
+    [
+        (
+            "[[runs]]\nmodel = 'unet'\n[[runs]]\nmodel = 'timm_unet'\n"
+            "model_options = { encoder = 'no_such_encoder' }\n",
+            r"s\.toml: run timm_unet-encoder-no_such_encoder: timm_unet: timm has no model "
+            r"named 'no_such_encoder'.* \(no run has started; fix the study file\)",
+        ),
+        (
+            "[axes]\nimage_size = [64, 33]\n",
+            r"s\.toml: run image_size33: image_size=33 is not divisible by 16, which model "
+            r"'unet' needs; use 32 or 48 \(no run has started",
+        ),
+    ],
+)
+def test_a_model_its_factory_refuses_stops_the_study_before_any_run(
+    tmp_path: Path, capsys, runs: str, match: str
+) -> None:
+    path = write(tmp_path / "s.toml", "[base]\nepochs = 1\n" + runs)
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(match, err), err
+    assert not (tmp_path / "out").exists()

@@ -462,6 +462,7 @@ def compare(
     force: bool = False,
     group_seeds: bool = False,
     device: str = "auto",
+    notes: Sequence[str] = (),
 ) -> Comparison:
     """Compare finished runs and write the report into ``out`` (see the module's doc).
 
@@ -471,6 +472,8 @@ def compare(
         force: Compare runs of different datasets or image sizes too.
         group_seeds: Also group the runs that differ in their seed only (mean ± std).
         device: Where the models predict for ``predictions.png``.
+        notes: More notes for under the table (``segkit study``: runs that have no
+            folder to compare, and why).
 
     Raises:
         ConfigError: no runs, no folder that holds a finished run (naming each folder and
@@ -478,6 +481,7 @@ def compare(
     """
     if not run_dirs:
         raise ConfigError("segkit compare: name at least one run folder")
+    extra = list(notes)
     rows, notes = _read_all(run_dirs)
     runs = [r for r in rows if isinstance(r, Run)]
     if not runs:
@@ -497,7 +501,7 @@ def compare(
         if group_seeds
         else [Group(_label(r, differing), r.settings, [r]) for r in runs]
     )
-    notes += [f"`{r.name}`: {r.note}" for r in rows if isinstance(r, Unfinished)]
+    notes += [f"`{r.name}`: {r.note}" for r in rows if isinstance(r, Unfinished)] + extra
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.build import check_plugin_names
-from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
+from segkit.config import PYTHON, RENAMED_KEYS, RunConfig, given_as, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
 from segkit.system.files import atomic_open, atomic_path
 from segkit.training import engine
@@ -484,19 +484,27 @@ def run_study(
 
     for run in study.runs:  # a misspelt plugin name stops the study before any run
         check_plugin_names(run.config())
+    check_models(study)
     if gpus is None:
         gpus = _gpus(parallel, study)
     prepare_folder(study, force=force, say=say)
     n = len(study.runs)
     todo = {r.name: state_of(study.run_dir(r)) for r in study.runs}
     _say_plan(study, todo, len(gpus), say)
+    errors: dict[str, SegkitError] = {}
     if len(gpus) > 1:
         outcome = _run_parallel(study, gpus, quiet, say)
     else:
-        outcome = _run_sequential(study, todo, quiet, say)
+        outcome = _run_sequential(study, todo, quiet, say, errors)
     finished = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) == "done"]
-    comparison = _compare_runs(study, say) if finished else None
+    comparison = _compare_runs(study, say, outcome, errors) if finished else None
     failed = [name for name, what in outcome.items() if what == "failed"]
+    for name, error in errors.items():  # sequential: the study stopped at this run
+        raise type(error)(
+            f"study run {name}: {error} (the runs before it are kept"
+            + (f", and in the report {comparison.files['md']}" if comparison else "")
+            + f"; fix it and continue with: {_command(study)})"
+        ) from None
     if failed:
         raise ConfigError(
             f"{len(failed)} of {n} study runs failed ({', '.join(failed)}); their output is in "
@@ -504,6 +512,40 @@ def run_study(
             f"fix the cause and continue with: {_command(study)}"
         )
     return StudyResult(study, outcome, comparison, time.perf_counter() - started)
+
+
+def check_models(study: Study) -> None:
+    """Build each distinct model of the study on PyTorch's ``meta`` device (no memory, no
+    weights: the ``weights`` option left out), so that a model option its factory refuses
+    (an encoder timm does not have, an image size the model cannot take) stops the study
+    before any run rather than after the runs before it. A factory that cannot build on
+    ``meta`` for another reason is left for its run to show.
+
+    Raises:
+        ConfigError: the first run whose model its factory refuses, with the factory's
+            message.
+    """
+    import torch
+
+    from segkit.build import create_model
+
+    seen: set[str] = set()
+    for run in study.runs:
+        config = run.config()
+        options = {k: v for k, v in config.model_options.items() if k != "weights"}
+        key = json.dumps([config.model, options, config.image_size], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:  # a setting named as the study file writes it: image_size=33, not a flag
+            with torch.device("meta"), given_as(PYTHON):
+                create_model(config.model, image_size=config.image_size, **options)
+        except SegkitError as e:
+            raise ConfigError(
+                f"{study.path}: run {run.name}: {e} (no run has started; fix the study file)"
+            ) from None
+        except Exception:  # noqa: BLE001 - not buildable on meta: its run will say
+            continue
 
 
 def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[str], None]) -> None:
@@ -520,13 +562,18 @@ def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[s
 
 
 def _run_sequential(
-    study: Study, todo: dict[str, str], quiet: bool, say: Callable[[str], None]
+    study: Study,
+    todo: dict[str, str],
+    quiet: bool,
+    say: Callable[[str], None],
+    errors: dict[str, SegkitError],
 ) -> dict[str, str]:
     """Run the configurations one after the other in this process; each one's outcome.
+    A run that fails stops the study (``failed``, its error in ``errors``; the runs after
+    it ``not started``), so that the report is still written.
 
     Raises:
         RunInterrupted: Ctrl-C, saying how to continue the study.
-        SegkitError: a run failed, named, saying how to continue.
     """
     n = len(study.runs)
     outcome: dict[str, str] = {}
@@ -542,20 +589,38 @@ def _run_sequential(
         except RunInterrupted as e:
             raise RunInterrupted(f"{e}; or continue the whole study: {_command(study)}") from None
         except SegkitError as e:
-            raise type(e)(
-                f"study run {run.name}: {e} (the runs before it are kept; fix it and "
-                f"continue with: {_command(study)})"
-            ) from None
+            outcome[run.name], errors[run.name] = "failed", e
+            break
+    for run in study.runs:
+        outcome.setdefault(run.name, "not started")
     return outcome
 
 
-def _compare_runs(study: Study, say: Callable[[str], None]) -> Any:
+def _compare_runs(
+    study: Study,
+    say: Callable[[str], None],
+    outcome: dict[str, str] | None = None,
+    errors: dict[str, SegkitError] | None = None,
+) -> Any:
     """The comparison report of every run that has a folder: one that failed gets its
-    row, saying what ended it."""
+    row, saying what ended it. A run that failed before its folder was made, and the
+    runs a failure left unstarted, get a note each."""
+    from segkit.errors import first_line
     from segkit.reports.compare import compare
 
     folders = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) != "new"]
-    comparison = compare(folders, study.out, group_seeds=True)
+    notes = []
+    for run in study.runs:
+        if state_of(study.run_dir(run)) != "new":
+            continue
+        what = (outcome or {}).get(run.name)
+        if what == "failed":
+            error = (errors or {}).get(run.name)
+            why = first_line(error) if error is not None else "see its log in logs/"
+            notes.append(f"`{run.name}`: failed before its run folder was made: {why}")
+        elif what == "not started":
+            notes.append(f"`{run.name}`: not started (the study stopped at a failed run)")
+    comparison = compare(folders, study.out, group_seeds=True, notes=notes)
     say(f"segkit study: report in {comparison.files['md']}")
     return comparison
 
