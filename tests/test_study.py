@@ -267,14 +267,18 @@ def test_an_edited_run_is_moved_aside_and_a_name_used_again_keeps_both(tmp_path:
     ]
     assert (out / "slow-lr0.0003").is_dir() and not (out / "fast-lr0.001").exists()
     (out / "fast-lr0.003").mkdir()
+    (out / "logs").mkdir()  # --parallel's logs move with their runs
+    (out / "logs" / "fast-lr0.003.log").write_text("old run")
     write(path, text.format(0.001))  # back again: fast-lr0.001 starts afresh
     prepare_folder(read_study(path, out), force=True, say=lines.append)
     (out / "fast-lr0.001").mkdir()
     write(path, text.format(0.003))
     prepare_folder(read_study(path, out), force=True, say=lines.append)
     assert sorted(p.name for p in (out / "replaced").iterdir()) == [
-        "fast-lr0.001", "fast-lr0.001-2", "fast-lr0.003"
+        "fast-lr0.001", "fast-lr0.001-2", "fast-lr0.003", "logs"
     ]  # fmt: skip
+    assert (out / "replaced" / "logs" / "fast-lr0.003.log").read_text() == "old run"
+    assert not (out / "logs" / "fast-lr0.003.log").exists()
 
 
 def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
@@ -289,6 +293,8 @@ def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
     for name in ("type1-seed0", "type3-seed0"):
         (out / name).mkdir()
         (out / name / "marker").write_text(name)
+    (out / "logs").mkdir()
+    (out / "logs" / "type1-seed0.log").write_text("its log")
     write(path, "[axes]\nmodel = ['unet', 'resnet34_unet']\nrecipe = ['type1', 'type3']\n"
           "seed = [0]\n")  # fmt: skip
     with pytest.raises(ConfigError) as e:
@@ -308,6 +314,7 @@ def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
     ]
     assert (out / "unet-type1-seed0" / "marker").read_text() == "type1-seed0"
     assert (out / "unet-type3-seed0" / "marker").read_text() == "type3-seed0"
+    assert (out / "logs" / "unet-type1-seed0.log").read_text() == "its log"
     assert not (out / "replaced").exists()
     # A default written out is the same configuration: no change, nothing moved.
     write(path, f"[base]\nepochs = {RunConfig().epochs}\n[axes]\nmodel = ['unet', "

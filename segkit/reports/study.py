@@ -316,11 +316,13 @@ def prepare_folder(
             target = _free(study.out / "replaced" / name)
             target.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(target)
+            _move_log(study.out / "logs" / f"{name}.log", target.parent / "logs", target.name)
             what = "changed" if name in after else "is no longer in the study"
             say(f"segkit study: {name} {what}; its old run folder is now {target}")
         for old_name, new_name in renamed.items():
             if (study.out / old_name).exists():
                 (study.out / old_name).rename(study.out / new_name)
+                _move_log(study.out / "logs" / f"{old_name}.log", study.out / "logs", new_name)
                 say(
                     f"segkit study: {old_name} is now named {new_name} (the same settings); "
                     "its run folder renamed, not trained again"
@@ -332,6 +334,15 @@ def prepare_folder(
     if study.path.resolve() != study.copy_file.resolve():
         with atomic_path(study.copy_file) as tmp:
             shutil.copyfile(study.path, tmp)
+
+
+def _move_log(log: Path, folder: Path, name: str) -> None:
+    """A run's ``--parallel`` log (``logs/<run>.log``) moved with its run folder, to
+    ``folder/<name>.log``: a run trained again starts a log of its own, not appended to
+    the old run's."""
+    if log.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        log.rename(folder / f"{name}.log")
 
 
 def _effective(settings: dict[str, Any]) -> dict[str, Any]:
