@@ -821,6 +821,18 @@ def test_the_report_names_the_best_configuration_and_what_the_seeds_do_not_separ
     compare(best_alone, tmp_path / "c2", group_seeds=True)
     md = (tmp_path / "c2" / "comparison.md").read_text()
     assert "Best mean test Dice: lr=0.5 (0.4900), from one seed: no spread over seeds" in md
+    # Seeds that score the same to four places: said (a model stuck on one class).
+    stuck = [
+        *runs,
+        *(run_folder(tmp_path / f"lr1-s{s}", tiny_pets, lr=1.0, seed=s) for s in (0, 1)),
+    ]
+    for run in stuck[-2:]:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "test_dice": 0.3514}))
+    compare(stuck, tmp_path / "c3", group_seeds=True)
+    md = (tmp_path / "c3" / "comparison.md").read_text()
+    assert "lr=1 (0.3514 ± 0.0000). One seed" in md
+    assert "The same test Dice in every seed, to four places: lr=1; seeds that train" in md
 
 
 def test_a_failed_run_stops_the_study_and_the_report_still_says_what_happened(

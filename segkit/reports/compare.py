@@ -861,6 +861,13 @@ def _ranking_md(c: Comparison) -> list[str]:
         lines.append(f"Behind it by more than the seeds' noise: {', '.join(behind)}.")
     if single:
         lines.append(f"One seed, no spread to judge by: {', '.join(single)}.")
+    same = [g.label for g, _, sd, k in scored if k > 1 and round(sd, 4) == 0]
+    if same:
+        lines.append(
+            f"The same test Dice in every seed, to four places: {', '.join(same)}; seeds "
+            "that train apart rarely agree so, a model that predicts one class for every "
+            "pixel does: see predictions.png."
+        )
     return [" ".join(lines), ""]
 
 
