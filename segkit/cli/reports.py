@@ -21,8 +21,9 @@ def add_compare(sub: Any) -> None:
         "runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="run folders made by segkit run; one not finished (running, interrupted, "
-        "failed) gets a row saying so, and a folder given twice is compared once",
+        help="run folders made by segkit run, or a study folder (its study's runs, not "
+        "replaced/); one not finished (running, interrupted, failed) gets a row saying so, "
+        "and a folder given twice is compared once",
     )
     p.add_argument(
         "--out", default="comparison", metavar="DIR", help="report folder (default: comparison)"
