@@ -18,6 +18,7 @@ import torch
 from helpers import run_folder
 
 from segkit.cli import main
+from segkit.config import RunConfig
 from segkit.errors import ConfigError
 from segkit.reports import study as study_mod
 from segkit.reports.compare import compare, mean_std
@@ -212,11 +213,22 @@ def test_a_changed_file_is_refused_and_force_replaces_only_the_changed_runs(
     write(path, "# seeds\n[axes]\nseed = [0, 1]\n[base]\nepochs = 2 # the same\n")
     prepare_folder(read_study(path, tmp_path / "out"))
 
-    # --force: runs no longer in the file stay on disk, out of the study.
+    # --force: runs no longer in the file are moved aside with a line each, never deleted
+    # (left in the study folder, they would pass for runs of the study).
+    (tmp_path / "out" / "seed0" / "marker").write_text("kept")
     write(path, "[base]\nepochs = 2\n[axes]\nseed = [5]\n")
     lines: list[str] = []
     prepare_folder(read_study(path, tmp_path / "out"), force=True, say=lines.append)
-    assert (tmp_path / "out" / "seed0").is_dir() and not lines
+    replaced = tmp_path / "out" / "replaced"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "replaced", "study.json", "study.toml"
+    ]  # fmt: skip
+    assert (replaced / "seed0" / "marker").read_text() == "kept"
+    assert lines == [
+        f"segkit study: seed{i} is no longer in the study; its old run folder is now "
+        f"{replaced / f'seed{i}'}"
+        for i in (0, 1)
+    ]
     state = json.loads((tmp_path / "out" / "study.json").read_text())
     assert [r["name"] for r in state["runs"]] == ["seed5"]
 
@@ -232,6 +244,120 @@ def test_force_moves_a_changed_run_aside(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "replaced" / "seed0" / "marker").read_text() == "old"
     assert not (tmp_path / "out" / "seed0").exists()
     assert "seed0 changed; its old run folder is now" in lines[0]
+
+
+def test_an_edited_run_is_moved_aside_and_a_name_used_again_keeps_both(tmp_path: Path) -> None:
+    """One run's lr edited: its name changes (the lr is in it), so --force sees a run
+    removed and one added; the old folder moves to replaced/, and a second edit back and
+    forth keeps every old folder (replaced/<name>-2)."""
+    text = "[[runs]]\nname = 'slow'\nlr = 0.0003\n[[runs]]\nname = 'fast'\nlr = {}\n"
+    path = write(tmp_path / "lrs.toml", text.format(0.001))
+    out = tmp_path / "out"
+    prepare_folder(read_study(path, out))
+    for name in ("slow-lr0.0003", "fast-lr0.001"):
+        (out / name).mkdir()
+    write(path, text.format(0.003))
+    with pytest.raises(ConfigError, match=r"1 run\(s\) removed \(fast-lr0\.001\)"):
+        prepare_folder(read_study(path, out))
+    lines: list[str] = []
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    assert lines == [
+        f"segkit study: fast-lr0.001 is no longer in the study; its old run folder is now "
+        f"{out / 'replaced' / 'fast-lr0.001'}"
+    ]
+    assert (out / "slow-lr0.0003").is_dir() and not (out / "fast-lr0.001").exists()
+    (out / "fast-lr0.003").mkdir()
+    (out / "logs").mkdir()  # --parallel's logs move with their runs
+    (out / "logs" / "fast-lr0.003.log").write_text("old run")
+    write(path, text.format(0.001))  # back again: fast-lr0.001 starts afresh
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    (out / "fast-lr0.001").mkdir()
+    write(path, text.format(0.003))
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    assert sorted(p.name for p in (out / "replaced").iterdir()) == [
+        "fast-lr0.001", "fast-lr0.001-2", "fast-lr0.003", "logs"
+    ]  # fmt: skip
+    assert (out / "replaced" / "logs" / "fast-lr0.003.log").read_text() == "old run"
+    assert not (out / "logs" / "fast-lr0.003.log").exists()
+
+
+def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
+    tmp_path: Path,
+) -> None:
+    """A model axis added to a study of recipes x seeds names every run anew
+    (type1-seed0 -> unet-type1-seed0); the runs whose settings did not change keep their
+    folders under the new name, and only the new model's runs are new."""
+    path = write(tmp_path / "s.toml", "[axes]\nrecipe = ['type1', 'type3']\nseed = [0]\n")
+    out = tmp_path / "out"
+    prepare_folder(read_study(path, out))
+    for name in ("type1-seed0", "type3-seed0"):
+        (out / name).mkdir()
+        (out / name / "marker").write_text(name)
+    (out / "logs").mkdir()
+    (out / "logs" / "type1-seed0.log").write_text("its log")
+    write(path, "[axes]\nmodel = ['unet', 'resnet34_unet']\nrecipe = ['type1', 'type3']\n"
+          "seed = [0]\n")  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        prepare_folder(read_study(path, out))
+    assert (
+        "(2 run(s) renamed, the same settings (type1-seed0 -> unet-type1-seed0, type3-seed0 "
+        "-> unet-type3-seed0); 2 run(s) added (resnet34_unet-type1-seed0, "
+        "resnet34_unet-type3-seed0)): pass --force"
+    ) in str(e.value)
+    lines: list[str] = []
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    assert lines == [
+        "segkit study: type1-seed0 is now named unet-type1-seed0 (the same settings); its run "
+        "folder renamed, not trained again",
+        "segkit study: type3-seed0 is now named unet-type3-seed0 (the same settings); its run "
+        "folder renamed, not trained again",
+    ]
+    assert (out / "unet-type1-seed0" / "marker").read_text() == "type1-seed0"
+    assert (out / "unet-type3-seed0" / "marker").read_text() == "type3-seed0"
+    assert (out / "logs" / "unet-type1-seed0.log").read_text() == "its log"
+    assert not (out / "replaced").exists()
+    # A default written out is the same configuration: no change, nothing moved.
+    write(path, f"[base]\nepochs = {RunConfig().epochs}\n[axes]\nmodel = ['unet', "
+          "'resnet34_unet']\nrecipe = ['type1', 'type3']\nseed = [0]\n")  # fmt: skip
+    prepare_folder(read_study(path, out), say=lines.append)
+    assert len(lines) == 2 and (out / "unet-type1-seed0" / "marker").is_file()
+    # The recipe axis taken out (type1 only, in [base]): the type3 run is removed, the
+    # type1 one renamed again.
+    write(path, "[base]\nrecipe = 'type1'\n[axes]\nmodel = ['unet', 'resnet34_unet']\n"
+          "seed = [0]\n")  # fmt: skip
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    assert lines[2:] == [
+        "segkit study: unet-type3-seed0 is no longer in the study; its old run folder is now "
+        f"{out / 'replaced' / 'unet-type3-seed0'}",
+        "segkit study: unet-type1-seed0 is now named unet-seed0 (the same settings); its run "
+        "folder renamed, not trained again",
+    ]
+    assert (out / "unet-seed0" / "marker").read_text() == "type1-seed0"
+
+
+def test_compare_of_a_study_folder_reads_only_the_studys_runs(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    path = write(tmp_path / "s.toml", "[axes]\nseed = [0, 1, 2]\n")
+    prepare_folder(read_study(path, out))
+    for seed in (0, 1):
+        run_folder(out / f"seed{seed}", tiny_pets, seed=seed)
+    run_folder(out / "replaced" / "seed9", tiny_pets, seed=9)  # moved aside by --force
+    run_folder(out / "stray", tiny_pets, seed=7)  # a folder the study does not list
+    result = compare([out], tmp_path / "c")
+    assert [r.name for r in result.rows] == ["seed0", "seed1"]
+    assert result.notes == [
+        f"`{out}`: a study folder: its 2 runs as its study.json lists them (1 not started "
+        "yet), not the runs moved to replaced/"
+    ]
+    # the CLI, as a user types it
+    assert main(["compare", str(out), "--out", str(tmp_path / "c2"), "--device", "cpu"]) == 0
+    rows = csv_rows(tmp_path / "c2" / "comparison.csv")
+    assert [Path(r["run"]).name for r in rows] == ["seed0", "seed1"]
+    (out / "study.json").write_text("[]")
+    with pytest.raises(ConfigError, match=r"study\.json: not a study's study\.json"):
+        compare([out], tmp_path / "c3")
 
 
 def test_a_folder_that_holds_something_else_is_refused(tmp_path: Path) -> None:
@@ -671,3 +797,103 @@ def test_parallel_runs_each_configuration_in_its_own_process(
         assert (tmp_path / "out" / name / "summary.json").is_file()
         assert "test dice" in (tmp_path / "out" / "logs" / f"{name}.log").read_text()
     assert len(csv_rows(tmp_path / "out" / "comparison.csv")) == 2
+
+
+def test_the_report_names_the_best_configuration_and_what_the_seeds_do_not_separate(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    """run_folder's test Dice is 0.4 + seed / 100: lr 0.01 (seeds 2, 3) has the best mean,
+    0.425; lr 0.1 (seeds 1, 2: 0.415) is within twice the standard error of the
+    difference (0.0141), lr 0.001 (seeds 0, 1: 0.405) behind it; lr 0.0001 has one seed."""
+    seeds = {0.001: (0, 1), 0.01: (2, 3), 0.1: (1, 2), 0.0001: (0,)}
+    runs = [
+        run_folder(tmp_path / f"lr{lr}-s{s}", tiny_pets, lr=lr, seed=s)
+        for lr, ss in seeds.items()
+        for s in ss
+    ]
+    compare(runs, tmp_path / "c", group_seeds=True)
+    md = (tmp_path / "c" / "comparison.md").read_text()
+    ranking = md.split("## Every run")[0].strip().splitlines()[-1]
+    assert ranking == (
+        "**Best mean test Dice: lr=0.01** (0.4250 ± 0.0071, 2 seeds). Within the seeds' noise "
+        "of it: lr=0.1 (0.4150 ± 0.0071); these differ from the best by less than twice the "
+        "standard error of the difference (sqrt(s1²/n1 + s2²/n2)): the seeds do not separate "
+        "them, so this study does not rank them. Behind it by more than the seeds' noise: "
+        "lr=0.001 (0.4050 ± 0.0071). One seed, no spread to judge by: lr=0.0001 (0.4000)."
+    )
+    # The best from one seed: no claim about the others.
+    best_alone = [*runs, run_folder(tmp_path / "lr0.5-s9", tiny_pets, lr=0.5, seed=9)]
+    compare(best_alone, tmp_path / "c2", group_seeds=True)
+    md = (tmp_path / "c2" / "comparison.md").read_text()
+    assert "Best mean test Dice: lr=0.5 (0.4900), from one seed: no spread over seeds" in md
+    # Seeds that score the same to four places: said (a model stuck on one class).
+    stuck = [
+        *runs,
+        *(run_folder(tmp_path / f"lr1-s{s}", tiny_pets, lr=1.0, seed=s) for s in (0, 1)),
+    ]
+    for run in stuck[-2:]:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "test_dice": 0.3514}))
+    compare(stuck, tmp_path / "c3", group_seeds=True)
+    md = (tmp_path / "c3" / "comparison.md").read_text()
+    assert "lr=1 (0.3514 ± 0.0000). One seed" in md
+    assert "The same test Dice in every seed, to four places: lr=1; seeds that train" in md
+
+
+def test_a_failed_run_stops_the_study_and_the_report_still_says_what_happened(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequential: seed0 finished earlier, seed1 fails before its folder is made (a model
+    that cannot be built), seed2 is not started; the report of seed0 is written with a
+    note for each of the others, then the error names the run and how to continue."""
+    from segkit.errors import PluginError
+
+    path = tiny_study(tmp_path, tiny_pets, "epochs = 1\n[axes]\nseed = [0, 1, 2]\n")
+    out = tmp_path / "out"
+    prepare_folder(read_study(path, out), say=lambda _: None)
+    run_folder(out / "seed0", tiny_pets, seed=0)
+    trained: list[str] = []
+
+    def train(config, quiet=False):
+        trained.append(config.name)
+        raise PluginError("timm_unet: timm has no model named 'no_such_encoder'")
+
+    monkeypatch.setattr(engine, "train", train)
+    with pytest.raises(PluginError) as e:
+        run_study(path, out, say=lambda _: None)
+    assert trained == ["seed1"]  # seed2 not started
+    assert str(e.value) == (
+        "study run seed1: timm_unet: timm has no model named 'no_such_encoder' (the runs "
+        f"before it are kept, and in the report {out / 'comparison.md'}; fix it and continue "
+        f"with: segkit study {path} --out {out})"
+    )
+    md = (out / "comparison.md").read_text()
+    assert "- `seed1`: failed before its run folder was made: timm_unet: timm has no " in md
+    assert "- `seed2`: not started (the study stopped at a failed run)" in md
+    assert [Path(r["run"]).name for r in csv_rows(out / "comparison.csv")] == ["seed0"]
+
+
+@pytest.mark.parametrize(
+    ("runs", "match"),
+    [
+        (
+            "[[runs]]\nmodel = 'unet'\n[[runs]]\nmodel = 'timm_unet'\n"
+            "model_options = { encoder = 'no_such_encoder' }\n",
+            r"s\.toml: run timm_unet-encoder-no_such_encoder: timm_unet: timm has no model "
+            r"named 'no_such_encoder'.* \(no run has started; fix the study file\)",
+        ),
+        (
+            "[axes]\nimage_size = [64, 33]\n",
+            r"s\.toml: run image_size33: image_size=33 is not divisible by 16, which model "
+            r"'unet' needs; use 32 or 48 \(no run has started",
+        ),
+    ],
+)
+def test_a_model_its_factory_refuses_stops_the_study_before_any_run(
+    tmp_path: Path, capsys, runs: str, match: str
+) -> None:
+    path = write(tmp_path / "s.toml", "[base]\nepochs = 1\n" + runs)
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(match, err), err
+    assert not (tmp_path / "out").exists()

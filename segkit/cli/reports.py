@@ -21,8 +21,9 @@ def add_compare(sub: Any) -> None:
         "runs",
         nargs="+",
         metavar="RUN_DIR",
-        help="run folders made by segkit run; one not finished (running, interrupted, "
-        "failed) gets a row saying so, and a folder given twice is compared once",
+        help="run folders made by segkit run, or a study folder (its study's runs, not "
+        "replaced/); one not finished (running, interrupted, failed) gets a row saying so, "
+        "and a folder given twice is compared once",
     )
     p.add_argument(
         "--out", default="comparison", metavar="DIR", help="report folder (default: comparison)"
@@ -77,8 +78,8 @@ def add_study(sub: Any) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="run a changed file in an existing study folder: changed runs are moved to "
-        "replaced/ and trained again",
+        help="run a changed file in an existing study folder: changed runs and runs no "
+        "longer in the file are moved to replaced/, changed ones trained again",
     )
     p.add_argument(
         "--parallel",

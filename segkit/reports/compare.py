@@ -414,11 +414,12 @@ def _threads(setting: str | int, resolved: dict[str, Any]) -> Any:
 
 def _read_all(run_dirs: Sequence[Path | str]) -> tuple[list[Run | Unfinished], list[str]]:
     """Every folder given, once (by its resolved path; the first spelling is kept), read
-    (:func:`inspect_run`); and a note for each folder given again."""
+    (:func:`inspect_run`); and a note for each folder given again. A study folder (``segkit
+    study``'s, with a ``study.json``) stands for the run folders of its study."""
     rows: list[Run | Unfinished] = []
     notes: list[str] = []
     seen: dict[Path, str] = {}
-    for given in run_dirs:
+    for given in _study_runs(run_dirs, notes):
         path = Path(given)
         key = path.expanduser().resolve()
         if key in seen:
@@ -430,6 +431,37 @@ def _read_all(run_dirs: Sequence[Path | str]) -> tuple[list[Run | Unfinished], l
     return rows, notes
 
 
+def _study_runs(run_dirs: Sequence[Path | str], notes: list[str]) -> list[Path | str]:
+    """``run_dirs`` with each study folder (no ``config.json``, a ``study.json``) replaced
+    by the run folders of its study that exist, in the study's order: never ``replaced/``
+    (runs changed or removed by ``segkit study --force``) or another folder there. A note
+    says so for each study folder."""
+    expanded: list[Path | str] = []
+    for given in run_dirs:
+        folder = Path(given).expanduser()
+        state = folder / "study.json"
+        if not state.is_file() or (folder / "config.json").is_file():
+            expanded.append(given)
+            continue
+        try:
+            names = [r["name"] for r in json.loads(state.read_text())["runs"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"{state}: not a study's study.json ({e}); run the study again "
+                f"(segkit study FILE --out {folder}) to write it, or name its run folders"
+            ) from None
+        there = [folder / n for n in names if (folder / n).is_dir()]
+        missing = len(names) - len(there)
+        notes.append(
+            f"`{given}`: a study folder: its {plural(len(there), 'run')} as its study.json "
+            "lists them"
+            + (f" ({missing} not started yet)" if missing else "")
+            + (", not the runs moved to replaced/" if (folder / "replaced").is_dir() else "")
+        )
+        expanded += there or [given]
+    return expanded
+
+
 def compare(
     run_dirs: Sequence[Path | str],
     out: Path | str,
@@ -437,6 +469,7 @@ def compare(
     force: bool = False,
     group_seeds: bool = False,
     device: str = "auto",
+    notes: Sequence[str] = (),
 ) -> Comparison:
     """Compare finished runs and write the report into ``out`` (see the module's doc).
 
@@ -446,6 +479,8 @@ def compare(
         force: Compare runs of different datasets or image sizes too.
         group_seeds: Also group the runs that differ in their seed only (mean ± std).
         device: Where the models predict for ``predictions.png``.
+        notes: More notes for under the table (``segkit study``: runs that have no
+            folder to compare, and why).
 
     Raises:
         ConfigError: no runs, no folder that holds a finished run (naming each folder and
@@ -453,6 +488,7 @@ def compare(
     """
     if not run_dirs:
         raise ConfigError("segkit compare: name at least one run folder")
+    extra = list(notes)
     rows, notes = _read_all(run_dirs)
     runs = [r for r in rows if isinstance(r, Run)]
     if not runs:
@@ -472,7 +508,7 @@ def compare(
         if group_seeds
         else [Group(_label(r, differing), r.settings, [r]) for r in runs]
     )
-    notes += [f"`{r.name}`: {r.note}" for r in rows if isinstance(r, Unfinished)]
+    notes += [f"`{r.name}`: {r.note}" for r in rows if isinstance(r, Unfinished)] + extra
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(
@@ -784,9 +820,62 @@ def _groups_md(c: Comparison) -> list[str]:
         "own value (no spread). Train s/epoch and images/s leave each run's first epoch "
         "out.",
         "",
+        *_ranking_md(c),
         "## Every run",
         "",
     ]
+
+
+def _ranking_md(c: Comparison) -> list[str]:
+    """Which configuration has the best mean test Dice, and which of the others the seeds
+    do not separate from it: a difference of means under twice its standard error,
+    sqrt(s1²/n1 + s2²/n2) (a rough guide with 2 or 3 seeds, a stricter one with more). A
+    configuration with one seed has no spread to judge by: said so, not ranked."""
+    scored = []
+    for g in c.groups:
+        mean, std = mean_std([r.results["test_dice"] for r in g.runs])
+        if math.isfinite(mean):
+            scored.append((g, mean, std, len(g.runs)))
+    if len(scored) < 2:
+        return []
+    best, mean, std, n = max(scored, key=lambda x: x[1])
+    if n < 2:
+        return [
+            f"Best mean test Dice: {best.label} ({mean:.4f}), from one seed: no spread over "
+            "seeds to say whether the others differ from it by more than chance; run more "
+            "seeds to tell.",
+            "",
+        ]
+    close, behind, single = [], [], []
+    for g, m, sd, k in scored:
+        if g is best:
+            continue
+        text = f"{g.label} ({m:.4f} ± {sd:.4f})" if k > 1 else f"{g.label} ({m:.4f})"
+        if k < 2:
+            single.append(text)
+        elif mean - m < 2 * math.sqrt(std**2 / n + sd**2 / k):
+            close.append(text)
+        else:
+            behind.append(text)
+    lines = [f"**Best mean test Dice: {best.label}** ({mean:.4f} ± {std:.4f}, {n} seeds)."]
+    if close:
+        lines.append(
+            f"Within the seeds' noise of it: {', '.join(close)}; these differ from the best by "
+            "less than twice the standard error of the difference (sqrt(s1²/n1 + s2²/n2)): "
+            "the seeds do not separate them, so this study does not rank them."
+        )
+    if behind:
+        lines.append(f"Behind it by more than the seeds' noise: {', '.join(behind)}.")
+    if single:
+        lines.append(f"One seed, no spread to judge by: {', '.join(single)}.")
+    same = [g.label for g, _, sd, k in scored if k > 1 and round(sd, 4) == 0]
+    if same:
+        lines.append(
+            f"The same test Dice in every seed, to four places: {', '.join(same)}; seeds "
+            "that train apart rarely agree so, a model that predicts one class for every "
+            "pixel does: see predictions.png."
+        )
+    return [" ".join(lines), ""]
 
 
 def _default(name: str) -> Any:

@@ -31,7 +31,8 @@ the end, the :mod:`segkit.reports.compare` report grouped over seeds.
 Running the same command again skips finished runs (``summary.json``), resumes an
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
-(``force``: changed runs are moved to ``replaced/`` and trained again).
+(``force``: changed runs are moved to ``replaced/`` and trained again, runs no longer in
+the file moved there too).
 
 On one device the runs train one after the other in this process, through
 :func:`segkit.training.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.build import check_plugin_names
-from segkit.config import RENAMED_KEYS, RunConfig, read_table_file
+from segkit.config import PYTHON, RENAMED_KEYS, RunConfig, given_as, read_table_file
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
 from segkit.system.files import atomic_open, atomic_path
 from segkit.training import engine
@@ -293,23 +294,39 @@ def prepare_folder(
     plan = _plan(study)
     if study.state_file.is_file():
         old = json.loads(study.state_file.read_text())
-        before = {r["name"]: r for r in old.get("runs", [])}
-        changes = _changes(before, {r["name"]: r for r in plan})
+        before = {r["name"]: _effective(r["settings"]) for r in old.get("runs", [])}
+        after = {r["name"]: _effective(r["settings"]) for r in plan}
+        renamed = _renamed_runs(before, after)
+        changes = _changes(before, after, renamed)
         if changes and not force:
             raise ConfigError(
                 f"{study.path} differs from the study in {study.out} ({'; '.join(changes)}): "
-                "pass --force to run the new file there (changed runs are moved to "
-                f"{study.out / 'replaced'} and trained again, the others kept), or choose "
-                "another --out"
+                "pass --force to run the new file there (changed and removed runs are moved "
+                f"to {study.out / 'replaced'}, changed ones trained again; renamed ones keep "
+                "their folder under the new name; the others kept), or choose another --out"
             )
-        for name, run in before.items():
-            new = next((r for r in plan if r["name"] == name), None)
+        # Moved aside, never deleted: a changed run (trained again) and a run no longer
+        # in the file, whose folder would otherwise pass for one of the study's runs.
+        for name, settings in before.items():
             folder = study.out / name
-            if new is not None and new["settings"] != run["settings"] and folder.exists():
-                target = _free(study.out / "replaced" / name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                folder.rename(target)
-                say(f"segkit study: {name} changed; its old run folder is now {target}")
+            if not folder.exists() or (name in after and after[name] == settings):
+                continue
+            if name in renamed and not (study.out / renamed[name]).exists():
+                continue  # renamed below
+            target = _free(study.out / "replaced" / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(target)
+            _move_log(study.out / "logs" / f"{name}.log", target.parent / "logs", target.name)
+            what = "changed" if name in after else "is no longer in the study"
+            say(f"segkit study: {name} {what}; its old run folder is now {target}")
+        for old_name, new_name in renamed.items():
+            if (study.out / old_name).exists():
+                (study.out / old_name).rename(study.out / new_name)
+                _move_log(study.out / "logs" / f"{old_name}.log", study.out / "logs", new_name)
+                say(
+                    f"segkit study: {old_name} is now named {new_name} (the same settings); "
+                    "its run folder renamed, not trained again"
+                )
     study.out.mkdir(parents=True, exist_ok=True)
     state = {"file": str(study.path), "runs": plan}
     with atomic_open(study.state_file) as f:
@@ -319,21 +336,63 @@ def prepare_folder(
             shutil.copyfile(study.path, tmp)
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """What differs between two plans, briefly: runs added, removed, and changed (with
-    the first setting that differs)."""
+def _move_log(log: Path, folder: Path, name: str) -> None:
+    """A run's ``--parallel`` log (``logs/<run>.log``) moved with its run folder, to
+    ``folder/<name>.log``: a run trained again starts a log of its own, not appended to
+    the old run's."""
+    if log.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        log.rename(folder / f"{name}.log")
+
+
+def _effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings in full, defaults included (``out`` and ``name`` left out): two
+    runs are the same configuration when these are equal, however the file wrote them
+    (``model = "unet"`` given or left to its default). Settings that no longer read as a
+    run configuration are compared as written."""
+    try:
+        full = RunConfig.from_dict(dict(settings), source="study.json").to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return dict(settings)
+    return {k: v for k, v in full.items() if k not in STUDY_OWNED}
+
+
+def _renamed_runs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, str]:
+    """Runs whose name changed but not their settings (an axis added, such as a second
+    model, names every run anew): each removed name to the added name of the same
+    configuration."""
+    added = [n for n in after if n not in before]
+    renamed: dict[str, str] = {}
+    for name in (n for n in before if n not in after):
+        match = next((n for n in added if after[n] == before[name]), None)
+        if match is not None:
+            renamed[name] = match
+            added.remove(match)
+    return renamed
+
+
+def _changes(
+    before: dict[str, Any], after: dict[str, Any], renamed: dict[str, str] | None = None
+) -> list[str]:
+    """What differs between two plans (each run's name to its settings), briefly: runs
+    changed (with the first setting that differs), renamed (``renamed``), added and
+    removed."""
+    renamed = renamed or {}
     changed: dict[str, list[str]] = {}  # "epochs 2 -> 3" -> the runs it changed
     for name in after:
-        if name in before and before[name]["settings"] != after[name]["settings"]:
-            a, b = before[name]["settings"], after[name]["settings"]
+        if name in before and before[name] != after[name]:
+            a, b = before[name], after[name]
             key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
             changed.setdefault(f"{key} {a.get(key)!r} -> {b.get(key)!r}", []).append(name)
     out = [
         f"{what} in {_some(names)}" if len(names) > 1 else f"run {names[0]}: {what}"
         for what, names in changed.items()
     ]
-    added = [n for n in after if n not in before]
-    removed = [n for n in before if n not in after]
+    if renamed:
+        pairs = [f"{a} -> {b}" for a, b in renamed.items()]
+        out.append(f"{len(pairs)} run(s) renamed, the same settings ({_some(pairs)})")
+    added = [n for n in after if n not in before and n not in renamed.values()]
+    removed = [n for n in before if n not in after and n not in renamed]
     if added:
         out.append(f"{len(added)} run(s) added ({_some(added)})")
     if removed:
@@ -436,19 +495,27 @@ def run_study(
 
     for run in study.runs:  # a misspelt plugin name stops the study before any run
         check_plugin_names(run.config())
+    check_models(study)
     if gpus is None:
         gpus = _gpus(parallel, study)
     prepare_folder(study, force=force, say=say)
     n = len(study.runs)
     todo = {r.name: state_of(study.run_dir(r)) for r in study.runs}
     _say_plan(study, todo, len(gpus), say)
+    errors: dict[str, SegkitError] = {}
     if len(gpus) > 1:
         outcome = _run_parallel(study, gpus, quiet, say)
     else:
-        outcome = _run_sequential(study, todo, quiet, say)
+        outcome = _run_sequential(study, todo, quiet, say, errors)
     finished = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) == "done"]
-    comparison = _compare_runs(study, say) if finished else None
+    comparison = _compare_runs(study, say, outcome, errors) if finished else None
     failed = [name for name, what in outcome.items() if what == "failed"]
+    for name, error in errors.items():  # sequential: the study stopped at this run
+        raise type(error)(
+            f"study run {name}: {error} (the runs before it are kept"
+            + (f", and in the report {comparison.files['md']}" if comparison else "")
+            + f"; fix it and continue with: {_command(study)})"
+        ) from None
     if failed:
         raise ConfigError(
             f"{len(failed)} of {n} study runs failed ({', '.join(failed)}); their output is in "
@@ -456,6 +523,40 @@ def run_study(
             f"fix the cause and continue with: {_command(study)}"
         )
     return StudyResult(study, outcome, comparison, time.perf_counter() - started)
+
+
+def check_models(study: Study) -> None:
+    """Build each distinct model of the study on PyTorch's ``meta`` device (no memory, no
+    weights: the ``weights`` option left out), so that a model option its factory refuses
+    (an encoder timm does not have, an image size the model cannot take) stops the study
+    before any run rather than after the runs before it. A factory that cannot build on
+    ``meta`` for another reason is left for its run to show.
+
+    Raises:
+        ConfigError: the first run whose model its factory refuses, with the factory's
+            message.
+    """
+    import torch
+
+    from segkit.build import create_model
+
+    seen: set[str] = set()
+    for run in study.runs:
+        config = run.config()
+        options = {k: v for k, v in config.model_options.items() if k != "weights"}
+        key = json.dumps([config.model, options, config.image_size], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:  # a setting named as the study file writes it: image_size=33, not a flag
+            with torch.device("meta"), given_as(PYTHON):
+                create_model(config.model, image_size=config.image_size, **options)
+        except SegkitError as e:
+            raise ConfigError(
+                f"{study.path}: run {run.name}: {e} (no run has started; fix the study file)"
+            ) from None
+        except Exception:  # noqa: BLE001 - not buildable on meta: its run will say
+            continue
 
 
 def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[str], None]) -> None:
@@ -472,13 +573,18 @@ def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[s
 
 
 def _run_sequential(
-    study: Study, todo: dict[str, str], quiet: bool, say: Callable[[str], None]
+    study: Study,
+    todo: dict[str, str],
+    quiet: bool,
+    say: Callable[[str], None],
+    errors: dict[str, SegkitError],
 ) -> dict[str, str]:
     """Run the configurations one after the other in this process; each one's outcome.
+    A run that fails stops the study (``failed``, its error in ``errors``; the runs after
+    it ``not started``), so that the report is still written.
 
     Raises:
         RunInterrupted: Ctrl-C, saying how to continue the study.
-        SegkitError: a run failed, named, saying how to continue.
     """
     n = len(study.runs)
     outcome: dict[str, str] = {}
@@ -494,20 +600,38 @@ def _run_sequential(
         except RunInterrupted as e:
             raise RunInterrupted(f"{e}; or continue the whole study: {_command(study)}") from None
         except SegkitError as e:
-            raise type(e)(
-                f"study run {run.name}: {e} (the runs before it are kept; fix it and "
-                f"continue with: {_command(study)})"
-            ) from None
+            outcome[run.name], errors[run.name] = "failed", e
+            break
+    for run in study.runs:
+        outcome.setdefault(run.name, "not started")
     return outcome
 
 
-def _compare_runs(study: Study, say: Callable[[str], None]) -> Any:
+def _compare_runs(
+    study: Study,
+    say: Callable[[str], None],
+    outcome: dict[str, str] | None = None,
+    errors: dict[str, SegkitError] | None = None,
+) -> Any:
     """The comparison report of every run that has a folder: one that failed gets its
-    row, saying what ended it."""
+    row, saying what ended it. A run that failed before its folder was made, and the
+    runs a failure left unstarted, get a note each."""
+    from segkit.errors import first_line
     from segkit.reports.compare import compare
 
     folders = [study.run_dir(r) for r in study.runs if state_of(study.run_dir(r)) != "new"]
-    comparison = compare(folders, study.out, group_seeds=True)
+    notes = []
+    for run in study.runs:
+        if state_of(study.run_dir(run)) != "new":
+            continue
+        what = (outcome or {}).get(run.name)
+        if what == "failed":
+            error = (errors or {}).get(run.name)
+            why = first_line(error) if error is not None else "see its log in logs/"
+            notes.append(f"`{run.name}`: failed before its run folder was made: {why}")
+        elif what == "not started":
+            notes.append(f"`{run.name}`: not started (the study stopped at a failed run)")
+    comparison = compare(folders, study.out, group_seeds=True, notes=notes)
     say(f"segkit study: report in {comparison.files['md']}")
     return comparison
 
