@@ -98,6 +98,25 @@ def test_create_recipe_takes_a_recipe_file_as_run_config_and_recipe_flag_do(tmp_
         segkit.create_recipe(tmp_path / "nope.yaml")
 
 
+def test_a_missing_recipe_file_names_the_setting_as_it_was_given(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as e:  # from Python: the keyword
+        RunConfig(recipe=str(missing))
+    assert str(e.value).endswith(
+        f"recipe file {missing} does not exist; recipe takes a recipe name "
+        "(segkit list recipes) or a .toml, .yaml or .json file"
+    )
+    assert main(["run", "--recipe", str(missing), "--epochs", "1"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"recipe file {missing} does not exist; --recipe takes a recipe name "
+            "(segkit list recipes) or a .toml, .yaml or .json file"
+        )
+    )
+
+
 def test_to_dict_reads_back_as_the_same_recipe():
     from segkit import registry
 

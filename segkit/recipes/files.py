@@ -41,8 +41,10 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
+        from segkit.config import named  # here: segkit.config imports segkit.recipes
+
         raise ConfigError(
-            f"recipe file {path} does not exist; --recipe takes a recipe name "
+            f"recipe file {path} does not exist; {named('recipe')} takes a recipe name "
             "(segkit list recipes) or a .toml, .yaml or .json file"
         )
     text = path.read_text()
