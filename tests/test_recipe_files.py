@@ -13,7 +13,7 @@ import pytest
 
 from segkit import recipes as R
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
 
 TOML = """
@@ -317,7 +317,10 @@ def test_the_dali_loader_refuses_the_passthrough_in_one_line():
         compile_ops([op, R.Normalize()])
     message = str(e.value)
     assert "\n" not in message
-    assert "AlbumentationsCompose" in message and "--loader albumentations" in message
+    assert "AlbumentationsCompose" in message and "use loader='albumentations', or" in message
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        compile_ops([op, R.Normalize()])
+    assert "use --loader albumentations, or segkit.recipes ops" in str(e.value)
 
 
 @dataclass(frozen=True)
@@ -335,9 +338,12 @@ def test_a_loader_refuses_a_plugin_op_it_does_not_know_naming_the_ops_loaders():
         compile_ops([Posterize(), R.Normalize()])
     assert str(e.value) == (
         "the albumentations loader cannot run Posterize(p=1.0, bits=4): Posterize is a "
-        "plugin's op that runs on the elsewhere loader; use --loader elsewhere, or "
+        "plugin's op that runs on the elsewhere loader; use loader='elsewhere', or "
         "segkit.recipes ops"
     )
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        compile_ops([Posterize(), R.Normalize()])
+    assert "runs on the elsewhere loader; use --loader elsewhere, or segkit" in str(e.value)
 
 
 def test_without_its_plugin_a_recipe_file_names_the_op_and_what_to_install(tmp_path, monkeypatch):
