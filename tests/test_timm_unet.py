@@ -160,9 +160,14 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_imagenet_offline_without_cached_weights_says_which_file_to_place_where(
     empty_caches: Path,
 ) -> None:
-    with pytest.raises(ConfigError) as info:
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as info:  # segkit run's shortcut
         create("models", "timm_unet", encoder="resnet34", weights="imagenet")
     place = empty_caches / "hf" / "models--timm--resnet34.a1_in1k" / "snapshots" / "main"
+    with pytest.raises(ConfigError) as python:  # from Python: the model option
+        create("models", "timm_unet", encoder="resnet34", weights="imagenet")
+    assert str(python.value) == str(info.value).replace(
+        "--weights /path/to/file", "model_options={'weights': '/path/to/file'}"
+    )
     assert str(info.value) == (
         "timm_unet: ImageNet weights for encoder 'resnet34' are not on this machine and "
         "SEGKIT_OFFLINE is set, so segkit does not download them. Download "

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.config import named_options
+from segkit.config import PYTHON, given, named_options
 from segkit.contracts import declare
 from segkit.errors import ConfigError, described
 
@@ -349,10 +349,15 @@ def _download_pretrained(encoder: str) -> Path:
         place = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
     def missing(why: str) -> ConfigError:
+        # segkit run's --weights is its shortcut for the model option (segkit.cli.args)
+        file = (
+            named_options("model_options", {"weights": "/path/to/file"})
+            if given() == PYTHON
+            else "--weights /path/to/file"
+        )
         return ConfigError(
             f"timm_unet: ImageNet weights for encoder '{encoder}' are not on this machine "
-            f"and {why}. Download {url} and place it at {place} (or pass --weights "
-            "/path/to/file)"
+            f"and {why}. Download {url} and place it at {place} (or pass {file})"
         )
 
     if offline():
