@@ -18,6 +18,7 @@ from pathlib import Path
 
 from segkit.errors import DataError
 from segkit.registry import default_registry
+from segkit.wording import PYTHON, given, named_as
 
 #: Entries of the folder shown in a refusal before "and N more".
 SHOW_ENTRIES = 8
@@ -53,18 +54,16 @@ def detect_layout(root: Path) -> str:
         DataError: ``root`` is not a folder, or no layout (or more than one) recognises
             it; the message names every layout and how its files are laid out, and what
             the folder holds. The settings to pass are named as they were given
-            (:func:`segkit.config.named`): ``--dataset`` on the command line,
+            (:func:`segkit.wording.named_as`): ``--dataset`` on the command line,
             ``dataset='folder'`` from Python.
     """
-    from segkit.config import PYTHON, given, named  # here: segkit.config imports this module
-
     root = Path(root).expanduser()
     known = _recognizers()
     described = "; ".join(f"{name}: {text}" for name, (_, text) in sorted(known.items()))
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "data folder not found"
         raise DataError(
-            f"{root}: {what}; {named('data')} names a dataset folder in one of these layouts: "
+            f"{root}: {what}; {named_as('data')} names a dataset folder in one of these layouts: "
             f"{described}"
         )
     found = [name for name, (recognizes, _) in sorted(known.items()) if _asks(recognizes, root)]
@@ -73,7 +72,7 @@ def detect_layout(root: Path) -> str:
     if found:
         raise DataError(
             f"{root}: the folder fits {len(found)} layouts ({', '.join(found)}); name the one "
-            f"to read with {named('dataset', found[0], as_typed=True)} (or "
+            f"to read with {named_as('dataset', found[0], as_typed=True)} (or "
             f"{', '.join(map(repr if given() == PYTHON else str, found[1:]))})"
         )
     notes = [note for name in sorted(known) if (note := _near_miss(name, root))]
@@ -81,11 +80,11 @@ def detect_layout(root: Path) -> str:
         listed = "".join(f"\n  {name}: {text}" for name, (_, text) in sorted(known.items()))
         raise DataError(
             "\n".join(notes) + f"\nthe layouts segkit reads (docs/data.md):{listed}\n"
-            f"or name a layout with {named('dataset')}"
+            f"or name a layout with {named_as('dataset')}"
         )
     raise DataError(
         f"{root}: no dataset layout recognises this folder (it holds {_entries(root)}); "
-        f"lay the files out as one of: {described}; or name a layout with {named('dataset')}"
+        f"lay the files out as one of: {described}; or name a layout with {named_as('dataset')}"
     )
 
 
