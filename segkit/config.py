@@ -24,8 +24,6 @@ dataset from any directory.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import difflib
 import functools
@@ -37,7 +35,7 @@ import re
 import shlex
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -46,6 +44,11 @@ from segkit import recipes
 from segkit.data.layouts import detect_layout
 from segkit.errors import ConfigError, DataError, MainGuardError, UnknownSettingError
 from segkit.recipes import Recipe
+from segkit.wording import COMMAND_LINE as COMMAND_LINE  # re-exported: segkit.config's own
+from segkit.wording import PYTHON as PYTHON
+from segkit.wording import given as given
+from segkit.wording import given_as as given_as
+from segkit.wording import named_as
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
@@ -515,35 +518,6 @@ class RunConfig:
         return cls.from_dict(read_config_file(path), source=str(path), flags=())
 
 
-#: ``source`` of :meth:`RunConfig.from_dict` for settings that are all command-line flags.
-COMMAND_LINE = "command line"
-#: ``source`` of :meth:`RunConfig.from_dict` for settings that are all keyword arguments
-#: of Python code, and how settings are named by default (:func:`given_as`).
-PYTHON = "Python"
-
-#: How the settings checked now were given, where no file names them: :data:`PYTHON`
-#: (keyword arguments) unless the ``segkit`` command runs (:data:`COMMAND_LINE`).
-_GIVEN_AS: contextvars.ContextVar[str] = contextvars.ContextVar("segkit_given_as", default=PYTHON)
-
-
-@contextlib.contextmanager
-def given_as(origin: str) -> Iterator[None]:
-    """Inside, a message about a setting names it as ``origin`` gives it (:func:`named`):
-    :data:`COMMAND_LINE` (``--image-size 64``: the ``segkit`` command runs each command
-    so) or :data:`PYTHON` (``image_size=64``, the default)."""
-    token = _GIVEN_AS.set(origin)
-    try:
-        yield
-    finally:
-        _GIVEN_AS.reset(token)
-
-
-def given() -> str:
-    """How the settings checked now were given (:func:`given_as`): :data:`COMMAND_LINE`
-    or :data:`PYTHON`."""
-    return _GIVEN_AS.get()
-
-
 def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False) -> str:
     """Setting ``key`` (and its ``value``) as a message names it, the way it was given
     (:func:`given_as`): ``image_size=64`` from Python, ``--image-size 64`` on the command
@@ -551,7 +525,7 @@ def named(key: str, value: Any = dataclasses.MISSING, *, as_typed: bool = False)
     ``-`` (the options of :mod:`segkit.inference.options`). The value is its ``repr``;
     ``as_typed``: a flag's value as typed (``--out runs/m.onnx``, no quotes); a switch
     field's True is the flag alone (``--skip-bad-samples``), its False the ``--no-`` form."""
-    return _named(key, value, _GIVEN_AS.get(), as_typed=as_typed)
+    return _named(key, value, given(), as_typed=as_typed)
 
 
 def named_options(table: str, options: dict[str, Any]) -> str:
@@ -562,7 +536,7 @@ def named_options(table: str, options: dict[str, Any]) -> str:
     option, quoted for the shell where it needs it: ``--dataset-opt 'palette=0,0,0;...'``).
     A value is its ``repr`` in Python; on the command line a string as typed, anything
     else in JSON (as :func:`parse_options` reads it: ``weight=[0.5,2.0]``)."""
-    if _GIVEN_AS.get() == PYTHON:
+    if given() == PYTHON:
         return f"{table}={{{', '.join(f'{k!r}: {v!r}' for k, v in options.items())}}}"
 
     def typed(value: Any) -> str:
@@ -573,15 +547,11 @@ def named_options(table: str, options: dict[str, Any]) -> str:
 
 def _named(key: str, value: Any, origin: str, *, as_typed: bool = False) -> str:
     """:func:`named` for settings given as ``origin`` (:data:`PYTHON` or flags)."""
-    if origin == PYTHON:
-        return key if value is dataclasses.MISSING else f"{key}={value!r}"
     fields = RunConfig.__dataclass_fields__
-    name = flag(key) if key in fields else "--" + key.replace("_", "-")
-    if value is dataclasses.MISSING:
-        return name
-    if isinstance(value, bool) and key in fields and field_types()[key] is bool:
+    name = flag(key) if key in fields else None
+    if origin != PYTHON and name and isinstance(value, bool) and field_types()[key] is bool:
         return name if value else "--no-" + name.removeprefix("--")  # a switch
-    return f"{name} {value if as_typed else repr(value)}"
+    return named_as(key, value, origin=origin, flag=name, as_typed=as_typed)
 
 
 def _did_you_mean(key: Any, names: Sequence[str], renamed: dict[str, str] | None = None) -> str:
@@ -810,7 +780,7 @@ class _Where:
     def origin(self, key: str) -> str | None:
         """How ``key`` was given: :data:`COMMAND_LINE`, :data:`PYTHON`, or None (the file)."""
         if self.source is None:
-            return _GIVEN_AS.get()
+            return given()
         if self.source in (COMMAND_LINE, PYTHON):
             return self.source
         return COMMAND_LINE if key in self.flags else None

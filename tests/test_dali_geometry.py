@@ -31,6 +31,7 @@ from dali_helpers import pixels as unnormalize  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segkit import recipes as R  # noqa: E402
+from segkit.config import COMMAND_LINE, given_as  # noqa: E402
 from segkit.contracts import IGNORE_INDEX  # noqa: E402
 from segkit.errors import ConfigError  # noqa: E402
 from segkit_dali import create_loader  # noqa: E402
@@ -444,7 +445,12 @@ def test_elastic_transform_is_refused_in_cpu_mode_in_one_line(shapes):
     assert "\n" not in message
     assert message.startswith("the dali loader cannot run ElasticTransform(")
     assert "runs only on a GPU" in message
-    assert "--device cuda" in message and "--loader albumentations" in message
+    assert "use device='cuda' on a CUDA machine, or loader='albumentations'" in message
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as error:  # segkit run: the flags
+        create_loader(shapes, "train", recipe(R.RandomCrop(size=SIZE), op), 4, train=True)
+    assert str(error.value).endswith(
+        "use --device cuda on a CUDA machine, or --loader albumentations"
+    )
 
 
 @pytest.mark.parametrize("shape", [(37, 52), (64, 64)])

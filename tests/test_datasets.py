@@ -189,8 +189,19 @@ def test_train_valid_split_of_3680_ids_is_the_labs(fake_official: Path) -> None:
 
 
 def test_missing_data_folder(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"nope: data folder not found; pass --data pointing at"):
+    with pytest.raises(DataError, match=r"nope: data folder not found; pass data pointing at"):
+        OxfordPet(tmp_path / "nope")  # from Python: the keyword
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(DataError, match=r"nope: data folder not found; pass --data pointing at"),
+    ):
         OxfordPet(tmp_path / "nope")
+    with pytest.raises(DataError, match=r"^no data folder given; pass data pointing at a folder "
+                       r"with images/ and masks/$"):  # fmt: skip
+        FolderDataset(None)
+    with given_as(COMMAND_LINE), pytest.raises(DataError, match=r"^no data folder given; pass "
+                       r"--data pointing at a folder with images/ and masks/$"):  # fmt: skip
+        FolderDataset(None)
     with pytest.raises(DataError, match=r"no data folder given; .*segkit data synth PATH"):
         OxfordPet(None)
     (tmp_path / "images").mkdir()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from segkit.cli import main
 from segkit.config import RunConfig
+from segkit.data.layouts import detect_layout
 from segkit.data.reading import read_sample
 from segkit.errors import DataError
 from segkit_datasets.folder import FolderDataset
@@ -356,6 +357,9 @@ def test_images_without_masks_say_no_masks_were_found_where_and_the_layouts(
     assert rest[1].startswith("  folder: images/<name>.jpg|") and "masks/<name>.png" in rest[1]
     assert rest[2].startswith("  oxford_pet: images/<name>.jpg, annotations/trimaps/")
     assert rest[3:] == ["or name a layout with --dataset"]
+    with pytest.raises(DataError) as e:  # from Python (segkit.check_data): the keyword
+        detect_layout(root)
+    assert str(e.value).splitlines()[-1] == "or name a layout with dataset"
     # Named with --dataset folder: the same words, and this layout.
     with pytest.raises(DataError) as e:
         FolderDataset(root)

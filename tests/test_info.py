@@ -10,6 +10,7 @@ import pytest
 
 import segkit
 from segkit.cli import main
+from segkit.config import COMMAND_LINE, given_as
 
 
 @pytest.mark.slow
@@ -71,6 +72,16 @@ def test_unknown_model_is_a_clear_error(capsys) -> None:
     assert "no model named 'unte'" in err and "unet" in err
     with pytest.raises(segkit.PluginNotFoundError):
         segkit.model_info("unte")
+
+
+def test_a_bad_image_size_is_named_as_it_was_given() -> None:
+    with pytest.raises(segkit.ConfigError, match=r"^image_size='64': expected a positive int$"):
+        segkit.model_info("unet", image_size="64")
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(segkit.ConfigError, match=r"^--image-size 0: expected a positive int$"),
+    ):
+        segkit.model_info("unet", image_size=0)
 
 
 def test_image_size_the_model_cannot_take(capsys) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from segkit import create_recipe
+from segkit.config import COMMAND_LINE, PYTHON, given_as
 from segkit.errors import ConfigError, DataError
 from segkit.recipes import IMAGENET_MEAN, IMAGENET_STD, Normalize, RandomGamma, Recipe, Resize
 from segkit.registry import create, list_plugins
@@ -169,28 +170,43 @@ def test_recipe_keeps_masks_binary_and_aligned_through_every_loader(recipe, load
     message = str(cause)
     assert "\n" not in message and re.search(why, message), message
     assert message.startswith(f"the {loader} loader cannot run {op}("), message
-    assert "--loader albumentations" in message
+    assert "loader='albumentations'" in message  # from Python: the keyword
+    with given_as(COMMAND_LINE), pytest.raises(ConformanceError) as error:  # a command: the flag
+        check_recipe(recipe, loader=loader, rules=["masks_binary_and_aligned"])
+    assert "--loader albumentations" in str(error.value.__cause__)
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
+@pytest.mark.parametrize("num_workers", [0, 2])
 def test_a_recipe_that_leaves_images_at_their_own_sizes_is_named_in_one_line(
     num_workers: int,
 ) -> None:
     """A recipe (a plugin's or a file's) whose train ops size nothing, on images of
     several sizes, stops at its first batch naming the recipe and the op to add, instead
-    of torch's "stack expects each tensor to be equal size" from inside the DataLoader."""
+    of torch's "stack expects each tensor to be equal size" from inside the DataLoader.
+    The settings it names are named as the loader's caller gave them, also where the line
+    is made in a worker process (the workers carry it: a new process names keywords)."""
     from segkit.recipes import HorizontalFlip
     from segkit.testing import shapes_dataset
 
     recipe = Recipe("unsized", train=(HorizontalFlip(p=0.5), Normalize()))
-    loader = create(
-        "loaders", "albumentations", shapes_dataset(), "train", recipe, 4,
-        train=True, num_workers=num_workers,
-    )  # fmt: skip
-    with pytest.raises(
-        ConfigError,
-        match=r"^recipe 'unsized': its train ops left the images of one batch at different "
-        r"sizes \(\d+x\d+ and \d+x\d+\), which cannot be stacked into a batch: .* End them "
-        r"with Resize\(size=N\)",
-    ):
-        next(iter(loader))
+    said = {}
+    for origin in (PYTHON, COMMAND_LINE):
+        with given_as(origin):
+            loader = create(
+                "loaders", "albumentations", shapes_dataset(), "train", recipe, 4,
+                train=True, num_workers=num_workers,
+            )  # fmt: skip
+        with pytest.raises(
+            ConfigError,
+            match=r"^recipe 'unsized': its train ops left the images of one batch at different "
+            r"sizes \(\d+x\d+ and \d+x\d+\), which cannot be stacked into a batch: .* End "
+            r"them with Resize\(size=N\)",
+        ) as e:
+            next(iter(loader))  # outside given_as: the loader carries how it was made
+        said[origin] = str(e.value).split("End them with ", 1)[1]
+    assert said == {
+        PYTHON: "Resize(size=N) (N the run's image_size) or a crop to that size, before "
+        "Normalize (see docs/recipes.md), or use batch_size=1",
+        COMMAND_LINE: "Resize(size=N) (N the run's --image-size) or a crop to that size, "
+        "before Normalize (see docs/recipes.md), or use --batch-size 1",
+    }

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from segkit.build import create_model
+from segkit.config import COMMAND_LINE, given_as
 from segkit.errors import ConfigError
 
 
@@ -93,6 +94,14 @@ def test_resnet34_unet_default_is_pytorchs_init():
 def test_unknown_init_is_refused(name):
     with pytest.raises(ConfigError, match=r"init='xavier'.*kaiming, torch"):
         create_model(name, init="xavier")
+    # The example is named as the settings are given: keywords in Python, flags in a command.
+    with pytest.raises(ConfigError, match=r"e\.g\. model_options=\{'init': 'kaiming'\}$"):
+        create_model(name, init="xavier")
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(ConfigError, match=r"e\.g\. --model-opt init=kaiming$"),
+    ):
+        create_model(name, init="xavier")
 
 
 def _last_norms_zero(model: nn.Module) -> list[bool]:
@@ -128,7 +137,12 @@ def test_timm_unet_head_kernel():
     assert one.head.kernel_size == (1, 1)
     assert _params(three) - _params(one) == 16 * 8  # 16 in-channels x (9 - 1) weights
     assert three(torch.randn(2, 3, 32, 32)).shape == (2, 1, 32, 32)
-    with pytest.raises(ConfigError, match="head_kernel=2"):
+    with pytest.raises(ConfigError, match=r"head_kernel=2.* model_options=\{'head_kernel': 3\}$"):
+        create_model("timm_unet", encoder="resnet18", head_kernel=2)
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(ConfigError, match=r"head_kernel=2.* e\.g\. --model-opt head_kernel=3$"),
+    ):
         create_model("timm_unet", encoder="resnet18", head_kernel=2)
 
 

@@ -144,13 +144,23 @@ def test_a_folder_in_no_layout_is_refused_naming_both_layouts_and_what_it_holds(
     assert "; oxford_pet: images/<name>.jpg, annotations/trimaps/<name>.png" in err
     assert err.endswith("or name a layout with --dataset")
     assert len(err.splitlines()) == 1
+    with pytest.raises(DataError) as e:  # from Python: the keyword
+        RunConfig(data=str(tmp_path / "cells")).resolved_dataset()
+    assert str(e.value).endswith("; or name a layout with dataset")
 
 
 def test_a_missing_folder_names_the_layouts(tmp_path: Path) -> None:
-    with pytest.raises(
-        DataError,
-        match=r"nope: data folder not found; --data names a dataset "
-        r"folder in one of these layouts: folder: images/.*; oxford_pet: images/",
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(
+            DataError,
+            match=r"nope: data folder not found; --data names a dataset "
+            r"folder in one of these layouts: folder: images/.*; oxford_pet: images/",
+        ),
+    ):
+        RunConfig(data=str(tmp_path / "nope")).resolved_dataset()
+    with pytest.raises(  # from Python: the keyword
+        DataError, match=r"nope: data folder not found; data names a dataset folder in one of"
     ):
         RunConfig(data=str(tmp_path / "nope")).resolved_dataset()
 
@@ -158,10 +168,17 @@ def test_a_missing_folder_names_the_layouts(tmp_path: Path) -> None:
 def test_a_folder_in_two_layouts_asks_which(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "both", 2)
     (root / "annotations").mkdir()
+    with (
+        given_as(COMMAND_LINE),
+        pytest.raises(
+            DataError,
+            match=r"both: the folder fits 2 layouts \(folder, oxford_pet\); name the one "
+            r"to read with --dataset folder \(or oxford_pet\)$",
+        ),
+    ):
+        RunConfig(data=str(root)).resolved_dataset()
     with pytest.raises(
-        DataError,
-        match=r"both: the folder fits 2 layouts \(folder, oxford_pet\); name the one "
-        r"to read with --dataset folder \(or oxford_pet\)",
+        DataError, match=r"; name the one to read with dataset='folder' \(or 'oxford_pet'\)$"
     ):
         RunConfig(data=str(root)).resolved_dataset()
 

@@ -13,7 +13,7 @@ import pytest
 
 from segkit import recipes as R
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
 
 TOML = """
@@ -96,6 +96,25 @@ def test_create_recipe_takes_a_recipe_file_as_run_config_and_recipe_flag_do(tmp_
     assert segkit.create_recipe("type1", image_size=96).name == "type1"  # a name still
     with pytest.raises(ConfigError, match=r"nope\.yaml does not exist.*segkit list recipes"):
         segkit.create_recipe(tmp_path / "nope.yaml")
+
+
+def test_a_missing_recipe_file_names_the_setting_as_it_was_given(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as e:  # from Python: the keyword
+        RunConfig(recipe=str(missing))
+    assert str(e.value).endswith(
+        f"recipe file {missing} does not exist; recipe takes a recipe name "
+        "(segkit list recipes) or a .toml, .yaml or .json file"
+    )
+    assert main(["run", "--recipe", str(missing), "--epochs", "1"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"recipe file {missing} does not exist; --recipe takes a recipe name "
+            "(segkit list recipes) or a .toml, .yaml or .json file"
+        )
+    )
 
 
 def test_to_dict_reads_back_as_the_same_recipe():
@@ -298,7 +317,10 @@ def test_the_dali_loader_refuses_the_passthrough_in_one_line():
         compile_ops([op, R.Normalize()])
     message = str(e.value)
     assert "\n" not in message
-    assert "AlbumentationsCompose" in message and "--loader albumentations" in message
+    assert "AlbumentationsCompose" in message and "use loader='albumentations', or" in message
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        compile_ops([op, R.Normalize()])
+    assert "use --loader albumentations, or segkit.recipes ops" in str(e.value)
 
 
 @dataclass(frozen=True)
@@ -316,9 +338,12 @@ def test_a_loader_refuses_a_plugin_op_it_does_not_know_naming_the_ops_loaders():
         compile_ops([Posterize(), R.Normalize()])
     assert str(e.value) == (
         "the albumentations loader cannot run Posterize(p=1.0, bits=4): Posterize is a "
-        "plugin's op that runs on the elsewhere loader; use --loader elsewhere, or "
+        "plugin's op that runs on the elsewhere loader; use loader='elsewhere', or "
         "segkit.recipes ops"
     )
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:
+        compile_ops([Posterize(), R.Normalize()])
+    assert "runs on the elsewhere loader; use --loader elsewhere, or segkit" in str(e.value)
 
 
 def test_without_its_plugin_a_recipe_file_names_the_op_and_what_to_install(tmp_path, monkeypatch):

@@ -87,28 +87,45 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
     _config_json(run, save_every=3)
     (run / "best.pt").write_bytes(b"x" * 2_000_000)
     _metrics(run, [{"epoch": 1, "valid_dice": 0.1}, {"epoch": 2, "valid_dice": 0.2}])
-    why, restart = RunFolder(run).unresumable(
-        json.loads((run / "config.json").read_text()), save_every=3
-    )
+    asked = json.loads((run / "config.json").read_text())
+    with given_as(COMMAND_LINE):
+        why, restart = RunFolder(run).unresumable(asked, save_every=3)
     assert why == (
         f"{run} keeps best.pt (the best weights so far: it evaluates and predicts) and "
         "metrics.csv (epochs 1-2) but no training state (last.pt: --save-every 3 writes it "
         "every 3 epochs and the run stopped before the first), so it cannot be resumed"
     )
+    # From Python the keyword; in a report file (compare's notes) the setting's name.
+    said = {
+        "python": RunFolder(run).unresumable(asked, save_every=3)[0],
+        "report": RunFolder(run).unresumable(asked, save_every=3, report=True)[0],
+    }
+    assert said == {
+        "python": why.replace("--save-every 3", "save_every=3"),
+        "report": why.replace("--save-every 3", "save_every 3"),
+    }
+    with given_as(COMMAND_LINE):  # a report reads the same whoever writes it
+        assert RunFolder(run).unresumable(asked, save_every=3, report=True)[0] == said["report"]
     assert restart == (
         f"{run} (2 MB) can be deleted if its best.pt is not wanted (rm -r {run}); the run "
         f"starts again in a new folder, {tmp_path / 'se-2'}: start it again with segkit run "
         f"--config {run / 'config.json'} --name se-2"
     )
     # --resume says the same, not "stopped before its first checkpoint"
-    with pytest.raises(CheckpointError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError) as e:
         resume(run, quiet=True)
     assert "stopped before its first checkpoint" not in str(e.value)
     assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {why}. {restart}"
-    # and compare
-    with pytest.raises(ConfigError) as e:
-        read_run(run)
-    assert str(e.value) == f"{run}: the run has not finished (no summary.json); {why}. {restart}"
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the keyword
+        resume(run, quiet=True)
+    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {said['python']}. {restart}"
+    # and compare, whose notes go into report files: the setting's name
+    for origin in (PYTHON, COMMAND_LINE):
+        with given_as(origin), pytest.raises(ConfigError) as e:
+            read_run(run)
+        assert str(e.value) == (
+            f"{run}: the run has not finished (no summary.json); {said['report']}. {restart}"
+        )
     # a taken se-2 that records nothing is what the restart takes; a record is passed over
     _config_json(tmp_path / "se-2")
     assert RunFolder(run).restart_elsewhere({"name": "se"})[0] == tmp_path / "se-2"
@@ -191,7 +208,7 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
     run = tmp_path / "se"
     message = str(e.value)
     assert message.startswith(f"interrupted during epoch 3; {run} keeps best.pt")
-    assert "metrics.csv (epochs 1-2)" in message and "--save-every 3 writes it every 3" in message
+    assert "metrics.csv (epochs 1-2)" in message and "save_every=3 writes it every 3" in message
     assert "no checkpoint had been written" not in message
     assert message.endswith(
         f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit run --config "

@@ -412,6 +412,12 @@ def test_stopped_by_is_one_vocabulary_and_old_summaries_are_read_in_it(
     ended a run in one vocabulary; an older summary's null is read as `epochs`."""
     assert set(FINISHED_BY) | set(UNFINISHED_BY) == set(STOPPED_BY)
     assert not set(FINISHED_BY) & set(UNFINISHED_BY)
+    # Its words name each setting by its name (no flag, no keyword): run folders and the
+    # reports that read them are read alike by users of segkit run and of Python.
+    assert STOPPED_BY["epochs"] == "it ran all its epochs (epochs)"
+    assert STOPPED_BY["patience"].startswith("early stopping (patience): ")
+    assert STOPPED_BY["max_time"].startswith("the time limit (max_time): ")
+    assert not [words for words in STOPPED_BY.values() if "--" in words or "=" in words]
     done = run_folder(tmp_path / "runs" / "done", tiny_pets, seed=0)
     summary = json.loads((done / "summary.json").read_text())
     assert summary["stopped_by"] == "epochs" and summary["stopped_early"] is False

@@ -8,7 +8,7 @@ import torch
 
 import segkit
 from segkit import build
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.system import threads as threads_mod
 
 
@@ -47,14 +47,30 @@ def test_auto_on_a_busy_machine_says_why_in_the_note(fresh, capsys):
     torch.set_num_threads(4)  # torch's default in this process, as far as segkit knows
     assert threads_mod.apply_threads("auto") == 1
     assert torch.get_num_threads() == 1
-    assert threads_mod.note(1) == (
-        "1 CPU thread (load average 7.5 on 8 cores, torch's default 4; --threads N to choose)"
+    with given_as(COMMAND_LINE):  # segkit run: the flag
+        assert threads_mod.note(1) == (
+            "1 CPU thread (load average 7.5 on 8 cores, torch's default 4; --threads N to choose)"
+        )
+    assert threads_mod.note(1) == (  # a run started from Python: the keyword
+        "1 CPU thread (load average 7.5 on 8 cores, torch's default 4; threads=N to choose)"
     )
     # A number is set as given (and noted as such); auto again is the first decision.
     assert threads_mod.apply_threads(3) == 3 and torch.get_num_threads() == 3
     assert threads_mod.note(3) == "3 CPU threads"
     assert threads_mod.apply_threads("auto") == 1 and torch.get_num_threads() == 1
     assert capsys.readouterr().err == ""  # nothing printed: an error stays one line
+
+
+def test_more_threads_than_cores_names_auto_as_the_setting_was_given(fresh):
+    fresh.setattr(threads_mod, "usable_cores", lambda: 2)
+    said = "3 CPU threads (more than this machine's 2 cores: each parallel operation waits for "
+    with given_as(COMMAND_LINE):
+        assert threads_mod.note(3) == said + (
+            "threads that take turns on a core; --threads auto chooses)"
+        )
+    assert threads_mod.note(3) == said + (
+        "threads that take turns on a core; threads='auto' chooses)"
+    )
 
 
 def test_auto_on_an_idle_machine_or_with_omp_num_threads_keeps_the_default(fresh, capsys):

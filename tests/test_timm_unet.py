@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import segkit
+from segkit.config import COMMAND_LINE, given_as
 from segkit.errors import ConfigError
 from segkit.registry import create
 from segkit.testing import check_model
@@ -159,9 +160,14 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_imagenet_offline_without_cached_weights_says_which_file_to_place_where(
     empty_caches: Path,
 ) -> None:
-    with pytest.raises(ConfigError) as info:
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as info:  # segkit run's shortcut
         create("models", "timm_unet", encoder="resnet34", weights="imagenet")
     place = empty_caches / "hf" / "models--timm--resnet34.a1_in1k" / "snapshots" / "main"
+    with pytest.raises(ConfigError) as python:  # from Python: the model option
+        create("models", "timm_unet", encoder="resnet34", weights="imagenet")
+    assert str(python.value) == str(info.value).replace(
+        "--weights /path/to/file", "model_options={'weights': '/path/to/file'}"
+    )
     assert str(info.value) == (
         "timm_unet: ImageNet weights for encoder 'resnet34' are not on this machine and "
         "SEGKIT_OFFLINE is set, so segkit does not download them. Download "
@@ -303,6 +309,15 @@ def test_unknown_encoder_suggests_close_names() -> None:
 def test_bad_options(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         create("models", "timm_unet", **options)
+
+
+def test_bad_decoder_channels_give_an_example_as_the_settings_are_given() -> None:
+    with pytest.raises(ConfigError) as e:  # from Python: the keyword
+        create("models", "timm_unet", decoder_channels="64,32")
+    assert str(e.value).endswith("e.g. model_options={'decoder_channels': [256, 128, 64, 32, 16]}")
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as e:  # quoted for the shell
+        create("models", "timm_unet", decoder_channels="64,32")
+    assert str(e.value).endswith("e.g. --model-opt 'decoder_channels=[256,128,64,32,16]'")
 
 
 def test_size_error_names_the_encoder_and_a_size_that_works() -> None:

@@ -30,6 +30,7 @@ import torch
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from segkit import recipes as R
+from segkit.config import given, given_as
 from segkit.contracts import Batch, Dataset, Sample
 from segkit.data.reading import read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank, sample_seed
@@ -59,10 +60,15 @@ class _ReadFailure:
 class _Collate:
     """Stacks a batch; a sample that failed to read is passed on, and images of several
     sizes (a recipe without an op that sizes them all alike) become a one-line error
-    naming the recipe, instead of torch's "stack expects each tensor to be equal size"."""
+    naming the recipe, instead of torch's "stack expects each tensor to be equal size".
 
-    def __init__(self, recipe: str, stage: str) -> None:
-        self.recipe, self.stage = recipe, stage
+    It runs in the DataLoader's workers, new processes (a fork server's children) that
+    start with segkit's default way of naming settings, Python's keywords: it carries how
+    the loader's caller gave them (``origin``, :func:`segkit.config.given`), so that the
+    error names ``--batch-size`` under ``segkit run`` and ``batch_size`` from Python."""
+
+    def __init__(self, recipe: str, stage: str, origin: str) -> None:
+        self.recipe, self.stage, self.origin = recipe, stage, origin
 
     def __call__(self, items: list[Any]) -> Any:
         for item in items:
@@ -70,17 +76,23 @@ class _Collate:
                 return item
         sizes = list(dict.fromkeys(tuple(image.shape[-2:]) for image, _ in items))
         if len(sizes) > 1:
-            return _ReadFailure(R.unsized_batch_error(self.recipe, self.stage, sizes))
+            with given_as(self.origin):
+                return _ReadFailure(R.unsized_batch_error(self.recipe, self.stage, sizes))
         return torch.utils.data.default_collate(items)
 
 
 class _SampleSet(torch.utils.data.Dataset):
-    """Reads and augments one sample; the index comes paired with its augmentation seed."""
+    """Reads and augments one sample; the index comes paired with its augmentation seed.
+    A read error names settings as the loader's caller gave them (``origin``, carried to
+    the workers as :class:`_Collate` carries it)."""
 
-    def __init__(self, samples: list[Sample], dataset: Dataset, ops: Sequence[R.Op]) -> None:
+    def __init__(
+        self, samples: list[Sample], dataset: Dataset, ops: Sequence[R.Op], origin: str
+    ) -> None:
         self.samples = samples
         self.spec = dataset.mask_spec
         self.transform = compile_ops(ops, multiclass=self.spec.is_multiclass)
+        self.origin = origin
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -90,7 +102,8 @@ class _SampleSet(torch.utils.data.Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor] | _ReadFailure:
         index, seed = item
         try:
-            image, mask = read_sample(self.samples[index], self.spec)
+            with given_as(self.origin):
+                image, mask = read_sample(self.samples[index], self.spec)
         except DataError as e:
             return _ReadFailure(e.with_traceback(None))
         self.transform.set_random_seed(seed)
@@ -180,13 +193,13 @@ class AlbumentationsLoader:
         self.sampler = _EpochSampler(len(self.samples), shuffle=train, seed=seed, shard=shard)
         pin = torch.device(device).type == "cuda"
         self._loader = torch.utils.data.DataLoader(
-            _SampleSet(self.samples, dataset, recipe.ops(train)),
+            _SampleSet(self.samples, dataset, recipe.ops(train), given()),
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=num_workers,
             pin_memory=pin,
             drop_last=drop_last,
-            collate_fn=_Collate(recipe.name, "train" if train else "eval"),
+            collate_fn=_Collate(recipe.name, "train" if train else "eval", given()),
             persistent_workers=num_workers > 0,
             worker_init_fn=_worker_init if num_workers > 0 else None,
             multiprocessing_context=_worker_context() if num_workers > 0 else None,

@@ -17,6 +17,7 @@ import albumentations as A
 import cv2
 
 from segkit import recipes as R
+from segkit.config import named
 from segkit.errors import ConfigError
 from segkit_albumentations.compose import AlbumentationsCompose
 
@@ -189,8 +190,8 @@ def compiler(op: R.Op) -> Compiler:
     if op.loaders:
         raise ConfigError(
             f"the albumentations loader cannot run {op!r}: {type(op).__name__} is a plugin's "
-            f"op that runs on the {' or '.join(op.loaders)} loader; use --loader "
-            f"{op.loaders[0]}, or segkit.recipes ops"
+            f"op that runs on the {' or '.join(op.loaders)} loader; use "
+            f"{named('loader', op.loaders[0], as_typed=True)}, or segkit.recipes ops"
         )
     raise ConfigError(
         f"the albumentations loader cannot compile op {type(op).__name__}; "

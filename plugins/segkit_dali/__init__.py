@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from segkit.config import named
 from segkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def create_loader(
     except ImportError as e:
         raise ConfigError(
             f"the dali loader needs NVIDIA DALI, which cannot be imported ({e}); install it "
-            "with `pip install 'segkit[dali]'` or use --loader albumentations"
+            f"with `pip install 'segkit[dali]'` or use {named('loader', 'albumentations', as_typed=True)}"
         ) from None
     # Imported here, not at the top: the loader module imports DALI and torch (about 6 s
     # here, measured with `python -X importtime -c "import segkit_dali._loader"` on this

@@ -41,6 +41,7 @@ import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
 from segkit import recipes as R
+from segkit.config import named
 from segkit.errors import ConfigError
 from segkit_dali._base import (
     CompileContext,
@@ -734,8 +735,8 @@ class ElasticTransform(DaliOp):
         if not context.gpu:
             raise ConfigError(
                 f"the dali loader cannot run {op!r} in CPU mode: DALI's remap "
-                "(fn.experimental.remap) runs only on a GPU; use --device cuda on a CUDA "
-                "machine, or --loader albumentations"
+                f"(fn.experimental.remap) runs only on a GPU; use "
+                f"{named('device', 'cuda', as_typed=True)} on a CUDA machine, or {named('loader', 'albumentations', as_typed=True)}"
             )
         super().__init__(op)
         self.params = (*self.params, Param("maps", np.float32, (-1, -1, 2)))

@@ -14,6 +14,7 @@ import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
 from segkit import recipes as R
+from segkit.config import named
 from segkit.contracts import IGNORE_INDEX, MaskSpec
 from segkit.errors import ConfigError
 from segkit_dali import _color, _geometry
@@ -62,14 +63,14 @@ def compile_ops(
         if compile_one is None and op.loaders:  # a plugin's op, declaring its loaders
             raise ConfigError(
                 f"the dali loader cannot run {op!r}: {name} is a plugin's op that runs on the "
-                f"{' or '.join(op.loaders)} loader; use --loader {op.loaders[0]}, or "
-                "segkit.recipes ops"
+                f"{' or '.join(op.loaders)} loader; use "
+                f"{named('loader', op.loaders[0], as_typed=True)}, or segkit.recipes ops"
             )
         if compile_one is None:
             raise ConfigError(
                 f"the dali loader cannot compile op {name} ({op!r}); it supports "
-                f"{', '.join(c.__name__ for c in COMPILERS)}. Use another recipe or --loader "
-                "albumentations if that one knows it"
+                f"{', '.join(c.__name__ for c in COMPILERS)}. Use another recipe or "
+                f"{named('loader', 'albumentations', as_typed=True)} if that one knows it"
             )
         compiled = compile_one(op, context)
         if op.p > 0.0:

@@ -35,6 +35,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 from PIL import Image
 
 from segkit import recipes as R
+from segkit.config import named
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
 from segkit.data.reading import image_mode, open_image, read_image, read_raw_mask, read_sample
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank
@@ -510,7 +511,7 @@ class DaliLoader:
                     return DataError(
                         f"{path}: DALI cannot decode this file although PIL can "
                         f"({reason}); re-save it as a baseline JPEG or a PNG, "
-                        "or use --loader albumentations"
+                        f"or use {named('loader', 'albumentations', as_typed=True)}"
                     )
         return error
 

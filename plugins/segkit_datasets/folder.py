@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.config import named_options
+from segkit.config import named, named_options
 from segkit.contracts import (
     IGNORE_INDEX,
     SPLITS,
@@ -197,7 +197,8 @@ class FolderDataset:
     ) -> None:
         if root is None:
             raise DataError(
-                "no data folder given; pass --data pointing at a folder with images/ and masks/"
+                f"no data folder given; pass {named('data')} pointing at a folder with images/ "
+                "and masks/"
             )
         root = Path(root).expanduser()
         if not root.is_dir():

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from segkit.config import named_options
+from segkit.config import named, named_options
 from segkit.contracts import (
     LayoutAudit,
     MaskSpec,
@@ -36,10 +36,13 @@ LAYOUT = (
 #: Names shown in one message before "and N more".
 SHOW = 3
 
-_HOW_TO_GET = (
-    "pass --data pointing at a folder with images/ and annotations/, "
-    "or run `segkit data fetch` or `segkit data synth PATH`"
-)
+
+def _how_to_get() -> str:
+    """Where a dataset comes from, naming ``data`` as the settings are given."""
+    return (
+        f"pass {named('data')} pointing at a folder with images/ and annotations/, "
+        "or run `segkit data fetch` or `segkit data synth PATH`"
+    )
 
 
 def fetch_oxford_pet(root: Path, base_url: str | None = None) -> Path:
@@ -278,13 +281,13 @@ class OxfordPet:
                 f"{', '.join(self.TARGETS)} ({named_options('dataset_options', {'target': '...'})})"
             )
         if root is None:
-            raise DataError(f"no data folder given; {_HOW_TO_GET}")
+            raise DataError(f"no data folder given; {_how_to_get()}")
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise DataError(f"{root}: data folder not found; {_HOW_TO_GET}")
+            raise DataError(f"{root}: data folder not found; {_how_to_get()}")
         for sub in (root / "images", root / "annotations" / "trimaps"):
             if not sub.is_dir():
-                raise DataError(f"{sub}: folder not found; {_LAYOUT}; {_HOW_TO_GET}")
+                raise DataError(f"{sub}: folder not found; {_LAYOUT}; {_how_to_get()}")
         if not 0.0 <= valid_fraction < 1.0:
             raise ConfigError(
                 f"valid_fraction={valid_fraction}: expected a value in [0, 1), e.g. 0.1"
@@ -348,7 +351,7 @@ def _read_split_list(path: Path, problems: list[tuple[Path, str]] | None = None)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise DataError(f"{path}: split list not found; {_LAYOUT}; {_HOW_TO_GET}") from None
+        raise DataError(f"{path}: split list not found; {_LAYOUT}; {_how_to_get()}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read split list ({e})") from None
     ids: list[str] = []

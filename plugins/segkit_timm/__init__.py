@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.config import PYTHON, given, named_options
 from segkit.contracts import declare
 from segkit.errors import ConfigError, described
 
@@ -348,10 +349,15 @@ def _download_pretrained(encoder: str) -> Path:
         place = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
     def missing(why: str) -> ConfigError:
+        # segkit run's --weights is its shortcut for the model option (segkit.cli.args)
+        file = (
+            named_options("model_options", {"weights": "/path/to/file"})
+            if given() == PYTHON
+            else "--weights /path/to/file"
+        )
         return ConfigError(
             f"timm_unet: ImageNet weights for encoder '{encoder}' are not on this machine "
-            f"and {why}. Download {url} and place it at {place} (or pass --weights "
-            "/path/to/file)"
+            f"and {why}. Download {url} and place it at {place} (or pass {file})"
         )
 
     if offline():
@@ -548,7 +554,7 @@ def create_timm_unet(
         raise ConfigError(
             f"timm_unet: init={init!r}; expected one of {', '.join(INITS)} (kaiming: smp's "
             "decoder init, no zero_init_last from scratch; torch: PyTorch's defaults), e.g. "
-            "--model-opt init=kaiming"
+            f"{named_options('model_options', {'init': 'kaiming'})}"
         )
     if (
         not isinstance(head_kernel, int)
@@ -557,14 +563,15 @@ def create_timm_unet(
     ):
         raise ConfigError(
             f"timm_unet: head_kernel={head_kernel!r}; expected an odd kernel size from 1 to 7, "
-            "e.g. --model-opt head_kernel=3"
+            f"e.g. {named_options('model_options', {'head_kernel': 3})}"
         )
     if isinstance(decoder_channels, str) or not all(
         isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in decoder_channels
     ):
+        widths = named_options("model_options", {"decoder_channels": [256, 128, 64, 32, 16]})
         raise ConfigError(
             f"timm_unet: decoder_channels={decoder_channels!r}; expected a list of positive "
-            "ints, e.g. --model-opt decoder_channels=[256,128,64,32,16]"
+            f"ints, e.g. {widths}"
         )
     if weights == "imagenet":
         cached, _, _ = _cached_pretrained_file(encoder)

@@ -30,6 +30,7 @@ from typing import Literal
 
 from torch import nn
 
+from segkit.config import named_options
 from segkit.errors import ConfigError
 
 __all__ = ["INITS", "Init", "check_init", "init_decoder", "init_encoder", "init_head"]
@@ -49,7 +50,7 @@ def check_init(model: str, init: object) -> None:
         raise ConfigError(
             f"{model}: init={init!r}; expected one of {', '.join(INITS)} (kaiming: "
             "torchvision's and smp's initialization, torch: PyTorch's layer defaults), e.g. "
-            "--model-opt init=kaiming"
+            f"{named_options('model_options', {'init': 'kaiming'})}"
         )
 
 

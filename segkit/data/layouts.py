@@ -18,6 +18,7 @@ from pathlib import Path
 
 from segkit.errors import DataError
 from segkit.registry import default_registry
+from segkit.wording import PYTHON, given, named_as
 
 #: Entries of the folder shown in a refusal before "and N more".
 SHOW_ENTRIES = 8
@@ -52,7 +53,9 @@ def detect_layout(root: Path) -> str:
     Raises:
         DataError: ``root`` is not a folder, or no layout (or more than one) recognises
             it; the message names every layout and how its files are laid out, and what
-            the folder holds.
+            the folder holds. The settings to pass are named as they were given
+            (:func:`segkit.wording.named_as`): ``--dataset`` on the command line,
+            ``dataset='folder'`` from Python.
     """
     root = Path(root).expanduser()
     known = _recognizers()
@@ -60,7 +63,8 @@ def detect_layout(root: Path) -> str:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "data folder not found"
         raise DataError(
-            f"{root}: {what}; --data names a dataset folder in one of these layouts: {described}"
+            f"{root}: {what}; {named_as('data')} names a dataset folder in one of these layouts: "
+            f"{described}"
         )
     found = [name for name, (recognizes, _) in sorted(known.items()) if _asks(recognizes, root)]
     if len(found) == 1:
@@ -68,18 +72,19 @@ def detect_layout(root: Path) -> str:
     if found:
         raise DataError(
             f"{root}: the folder fits {len(found)} layouts ({', '.join(found)}); name the one "
-            f"to read with --dataset {found[0]} (or {', '.join(found[1:])})"
+            f"to read with {named_as('dataset', found[0], as_typed=True)} (or "
+            f"{', '.join(map(repr if given() == PYTHON else str, found[1:]))})"
         )
     notes = [note for name in sorted(known) if (note := _near_miss(name, root))]
     if notes:  # a layout that comes close says what is missing, then the layouts
         listed = "".join(f"\n  {name}: {text}" for name, (_, text) in sorted(known.items()))
         raise DataError(
             "\n".join(notes) + f"\nthe layouts segkit reads (docs/data.md):{listed}\n"
-            "or name a layout with --dataset"
+            f"or name a layout with {named_as('dataset')}"
         )
     raise DataError(
         f"{root}: no dataset layout recognises this folder (it holds {_entries(root)}); "
-        f"lay the files out as one of: {described}; or name a layout with --dataset"
+        f"lay the files out as one of: {described}; or name a layout with {named_as('dataset')}"
     )
 
 

@@ -19,6 +19,7 @@ import yaml
 from segkit.errors import ConfigError, PluginError
 from segkit.recipes.lookup import PLUGIN_KEY, op_class, op_plugin
 from segkit.recipes.recipe import Recipe
+from segkit.wording import named_as
 
 #: Suffixes :func:`load_recipe` reads.
 RECIPE_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -42,7 +43,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"recipe file {path} does not exist; --recipe takes a recipe name "
+            f"recipe file {path} does not exist; {named_as('recipe')} takes a recipe name "
             "(segkit list recipes) or a .toml, .yaml or .json file"
         )
     text = path.read_text()

@@ -8,6 +8,7 @@ from typing import Any
 from segkit.errors import ConfigError, PluginError
 from segkit.recipes.lookup import op_from_dict, op_to_dict, plugin_ops, with_close
 from segkit.recipes.ops import SIZING_OPS, VOCABULARY, Normalize, Op, RandomCrop, Resize
+from segkit.wording import named_as
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,16 @@ def unsized_batch_error(recipe: str, stage: str, sizes: list[tuple[int, int]]) -
     the images of one batch at different sizes (no op sizes them all alike), instead of
     its library's own ("stack expects each tensor to be equal size" in torch, "must have
     uniform shape" in DALI): one line naming the recipe and the op to add. ``sizes``:
-    two of the sizes seen, ``(height, width)``, if known."""
+    two of the sizes seen, ``(height, width)``, if known. The settings are named as they
+    were given (:func:`segkit.wording.named_as`): a loader whose workers build it in another
+    process makes it there under :func:`segkit.wording.given_as` of the loader's caller."""
     shown = " and ".join(f"{w}x{h}" for h, w in sizes[:2])
     return ConfigError(
         f"recipe '{recipe}': its {stage} ops left the images of one batch at different "
         f"sizes{f' ({shown})' if len(sizes) > 1 else ''}, which cannot be stacked into a "
         "batch: no op of them sizes every image alike. End them with Resize(size=N) (N the "
-        "run's --image-size) or a crop to that size, before Normalize (see "
-        "docs/recipes.md), or use --batch-size 1"
+        f"run's {named_as('image_size')}) or a crop to that size, before Normalize (see "
+        f"docs/recipes.md), or use {named_as('batch_size', 1)}"
     )
 
 

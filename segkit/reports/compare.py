@@ -220,7 +220,8 @@ def _unfinished(folder: RunFolder, asked: dict) -> str:
             f"segkit.resume({str(folder.path)!r}) in Python)"
         )
     save_every = asked.get("save_every")
-    kept = folder.unresumable(asked, save_every=save_every if isinstance(save_every, int) else 1)
+    every = save_every if isinstance(save_every, int) else 1
+    kept = folder.unresumable(asked, save_every=every, report=True)
     if kept is not None:
         return f"{kept[0]}. {kept[1]}"
     return (

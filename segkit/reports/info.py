@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segkit.build import create_model
+from segkit.config import named
 from segkit.errors import ConfigError
 from segkit.training.outputs import PluginRef, check_logits
 
@@ -100,7 +101,7 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     from torch.utils.flop_counter import FlopCounterMode
 
     if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"--image-size {image_size}: expected a positive int")
+        raise ConfigError(f"{named('image_size', image_size)}: expected a positive int")
     notes = []
     if options.pop("weights", None) is not None:
         notes.append("weights ignored: the counts are measured with random weights")

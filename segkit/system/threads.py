@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from segkit.config import PYTHON, given, named
 from segkit.system.workers import usable_cores
 
 #: torch's own thread count, read before segkit first changes it.
@@ -69,15 +70,18 @@ def apply_threads(setting: str | int) -> int:
 def note(threads: int) -> str:
     """``threads`` for a run's first line: ``1 CPU thread (load average 15.2 on 2 cores;
     --threads N to choose)`` when ``auto`` chose fewer than torch's default, else just the
-    count."""
+    count. The setting is named as it was given (:func:`segkit.config.named`): ``threads=N``
+    for a run started from Python."""
     said = f"{threads} CPU thread{'s' * (threads != 1)}"
     cores = usable_cores()  # as --num-workers' check counts them (CPU affinity)
     if _reason is not None and threads == _auto:
-        said += f" ({_reason}; --threads N to choose)"
+        choose = "threads=N" if given() == PYTHON else f"{named('threads')} N"
+        said += f" ({_reason}; {choose} to choose)"
     elif threads > cores:
         said += (
             f" (more than this machine's {cores} cores: each parallel operation waits for "
-            "threads that take turns on a core; --threads auto chooses)"
+            f"threads that take turns on a core; {named('threads', 'auto', as_typed=True)} "
+            "chooses)"
         )
     return said
 

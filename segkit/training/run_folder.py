@@ -73,11 +73,12 @@ _LOCKS: dict[str, int] = {}
 
 #: What ended a run: the one vocabulary of ``stopped_by``, in ``summary.json`` (a run that
 #: finished: :data:`FINISHED_BY`) and in ``stopped.json`` (a run that did not:
-#: :data:`UNFINISHED_BY`). Value -> what it means.
+#: :data:`UNFINISHED_BY`). Value -> what it means, naming the setting by its name (as the
+#: files of a run folder do, however the run was started).
 STOPPED_BY: dict[str, str] = {
-    "epochs": "it ran all its epochs (--epochs)",
-    "patience": "early stopping (--patience): the monitored score stopped improving",
-    "max_time": "the time limit (--max-time): the next epoch would have ended past it",
+    "epochs": "it ran all its epochs (epochs)",
+    "patience": "early stopping (patience): the monitored score stopped improving",
+    "max_time": "the time limit (max_time): the next epoch would have ended past it",
     "interrupted": "Ctrl-C or SIGTERM; resumable from last.pt",
     "failed": "an error (stopped.json's reason names it)",
 }
@@ -358,18 +359,26 @@ class RunFolder:
         return f"{total / 1e6:.0f} MB" if total >= 1e6 else f"{total / 1e3:.0f} kB"
 
     def unresumable(
-        self, asked: dict[str, Any] | RunConfig, *, save_every: int = 1, extra: str = ""
+        self,
+        asked: dict[str, Any] | RunConfig,
+        *,
+        save_every: int = 1,
+        extra: str = "",
+        report: bool = False,
     ) -> tuple[str, str] | None:
         """For a run folder without ``last.pt`` that keeps more than a failed start
         (:meth:`kept`): why it cannot be resumed and what it keeps, and the honest
         restart, in a new folder (``extra`` ends its command, e.g. ``--devices 2``), with
-        the folder's size and the command that deletes it. None when it keeps nothing."""
+        the folder's size and the command that deletes it. None when it keeps nothing.
+        ``save_every`` is named as it was given (:func:`~segkit.config.named`: ``--save-every
+        3`` or ``save_every=3``), or, for a ``report`` file read by users of both (compare's
+        notes), by the setting's name (``save_every 3``)."""
         kept = self.kept()
         if not kept:
             return None
+        setting = f"save_every {save_every}" if report else named("save_every", save_every)
         every = (
-            f"--save-every {save_every} writes it every {save_every} epochs and the run "
-            "stopped before the first"
+            f"{setting} writes it every {save_every} epochs and the run stopped before the first"
             if save_every > 1
             else "the run stopped before it was first written"
         )
