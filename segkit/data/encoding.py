@@ -945,15 +945,23 @@ def declare_ignore_of(
     dataset_name: str, root: Path | None, options: Mapping[str, Any]
 ) -> DeclareIgnore | None:
     """The plugin's ``declare_ignore`` bound to ``root`` and ``options``, or None."""
+    declare = _advice_capability(dataset_name, root, "declare_ignore")
+    if declare is None:
+        return None
+    return lambda colour: str(declare(root, colour, **options))
+
+
+def _advice_capability(dataset_name: str, root: Path | None, name: str) -> Any:
+    """The dataset plugin ``dataset_name``'s capability ``name`` (``declare_classes``,
+    ``declare_ignore``: advice on lines to write in its folder ``root``), or None where
+    there is no folder, no such plugin, or no callable capability."""
     if root is None or not dataset_name:
         return None
     try:
-        declare = default_registry().info("datasets", dataset_name).capability("declare_ignore")
+        declare = default_registry().info("datasets", dataset_name).capability(name)
     except Exception:  # noqa: BLE001 -- an unknown or broken plugin has no advice to give
         return None
-    if not callable(declare):
-        return None
-    return lambda colour: str(declare(root, colour, **options))
+    return declare if callable(declare) else None
 
 
 def _takes_option(dataset_name: str, option: str) -> bool:
@@ -969,14 +977,8 @@ def _takes_option(dataset_name: str, option: str) -> bool:
 
 def declare_classes_of(dataset_name: str, root: Path | None) -> DeclareClasses | None:
     """The plugin's ``declare_classes`` bound to ``root``, or None."""
-    if root is None or not dataset_name:
-        return None
-
-    try:
-        declare = default_registry().info("datasets", dataset_name).capability("declare_classes")
-    except Exception:  # noqa: BLE001 -- an unknown or broken plugin has no advice to give
-        return None
-    if not callable(declare):
+    declare = _advice_capability(dataset_name, root, "declare_classes")
+    if declare is None:
         return None
 
     try:
