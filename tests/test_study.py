@@ -390,7 +390,9 @@ def test_the_state_of_a_run_folder(tmp_path: Path) -> None:
     assert study_mod.state_of(folder) == "new"
     folder.mkdir()
     assert study_mod.state_of(folder) == "started"
-    (folder / "last.pt").write_bytes(b"")
+    # state_of reads no checkpoint (a damaged one is the resume's to refuse, with advice):
+    # a real one here, so that the test says nothing of an empty file's state.
+    torch.save({"format": ckpt_io.FORMAT, "epoch": 1}, folder / "last.pt")
     assert study_mod.state_of(folder) == "interrupted"
     (folder / "summary.json").write_text("{}")
     assert study_mod.state_of(folder) == "done"
@@ -513,6 +515,41 @@ def test_compare_of_no_finished_run_names_every_folder_and_why(
         f"--resume {half} (a shell command; segkit.resume({str(half)!r}) in Python); "
         f"{tmp_path}: not a run folder (no config.json); pass folders made "
         "by segkit run"
+    )
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("empty", "not a readable checkpoint: the file is empty (0 bytes"),
+        ("truncated", "not a readable checkpoint: the file is truncated (its "),
+        ("foreign", "not a checkpoint: a torch.save file is a zip archive, and this one starts"),
+    ],
+)
+def test_compare_says_what_is_wrong_with_a_damaged_last_pt_and_what_goes_on(
+    tiny_pets: Path, tmp_path: Path, damage: str, says: str
+) -> None:
+    """An unfinished run whose last.pt the cheap checks find damaged is not told to
+    --resume (which would fail): its note says what is wrong and the resume's own advice,
+    a new folder's command included."""
+    from segkit.reports.compare import inspect_run
+
+    half = run_folder(tmp_path / "half", tiny_pets, done=1, finished=False, last_pt=True)
+    last = half / "last.pt"
+    whole = last.read_bytes()
+    last.write_bytes({"empty": b"", "truncated": whole[: len(whole) // 2]}.get(damage, b"JFIF"))
+    note = inspect_run(half).note
+    assert "--resume" not in note and "segkit.resume" not in note
+    assert f"{last}: {says}" in note
+    advice = RunFolder(half).without_last(json.loads((half / "config.json").read_text()))
+    assert note.endswith(f"{advice} (a shell command)")
+    assert f"start the run again in a new folder, {tmp_path / 'half-2'}, with segkit run" in note
+    assert f"{half} keeps best.pt" in note
+    with pytest.raises(ckpt_io.CheckpointError) as e:  # the resume's own words
+        engine.resume(half, quiet=True)
+    assert (
+        str(e.value)
+        == f"{last}: {note.split(f'{last}: ', 1)[1].removesuffix(' (a shell command)')}"
     )
 
 
