@@ -243,7 +243,136 @@ def test_force_moves_a_changed_run_aside(tmp_path: Path) -> None:
     prepare_folder(read_study(path, tmp_path / "out"), force=True, say=lines.append)
     assert (tmp_path / "out" / "replaced" / "seed0" / "marker").read_text() == "old"
     assert not (tmp_path / "out" / "seed0").exists()
-    assert "seed0 changed; its old run folder is now" in lines[0]
+    assert lines[0] == (
+        "segkit study: seed0 changed (epochs 2 -> 3) but cannot be resumed to it: it has no "
+        f"last.pt to resume from; its old run folder is now {tmp_path / 'out' / 'replaced' / 'seed0'}"
+        ", and it is trained again"
+    )
+
+
+def finished_folder(
+    folder: Path, epochs: int, *, last: bytes | None = None, **summary: object
+) -> Path:
+    """A study run's folder as a finished run leaves it, made without training:
+    config.json asking ``epochs``, summary.json (all epochs run, or ``summary``'s values)
+    and, with ``last``, a last.pt: a real (tiny) torch.save file for ``b"real"``, else
+    those bytes."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"epochs": epochs, "seed": 0}))
+    done = {"epochs_run": epochs, "stopped_by": "epochs", **summary}
+    (folder / "summary.json").write_text(json.dumps(done))
+    if last == b"real":
+        torch.save({"format": ckpt_io.FORMAT, "epoch": epochs}, folder / "last.pt")
+    elif last is not None:
+        (folder / "last.pt").write_bytes(last)
+    return folder
+
+
+def force_to(path: Path, out: Path, base: str) -> list[str]:
+    """``base`` written as the study file's [base] (one run, seed0), prepared with
+    ``force``; the lines said."""
+    write(path, f"[base]\n{base}\n[axes]\nseed = [0]\n")
+    lines: list[str] = []
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    return lines
+
+
+def test_force_resumes_a_run_whose_only_change_is_more_epochs(tmp_path: Path) -> None:
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    force_to(path, out, "epochs = 2")
+    folder = finished_folder(out / "seed0", 2, last=b"real")
+    run = read_study(path, out).runs[0]
+    assert study_mod.state_of(folder, run) == "done"
+
+    lines = force_to(path, out, "epochs = 3")
+    assert lines == [
+        "segkit study: seed0: epochs 2 -> 3; it keeps its run folder and resumes from its "
+        "last.pt to 3 epochs, not trained again"
+    ]
+    assert folder.is_dir() and not (out / "replaced").exists()
+    run = read_study(path, out).runs[0]
+    assert study_mod.state_of(folder, run) == "extend"
+    assert study_mod.state_of(folder) == "done"  # a folder alone: finished
+    assert study_mod._resume_to(folder, run, "extend") == {"epochs": 3}
+    # Killed in the extension: the resume rewrote config.json, the summary is the first
+    # finish's, so it is still to extend (its last.pt may hold epoch 2's config)...
+    (folder / "config.json").write_text(json.dumps({"epochs": 3, "seed": 0}))
+    assert study_mod.state_of(folder, run) == "extend"
+    assert study_mod._resume_to(folder, run, "extend") == {"epochs": 3}
+    # ... and once it finished, done.
+    (folder / "summary.json").write_text(json.dumps({"epochs_run": 3, "stopped_by": "epochs"}))
+    assert study_mod.state_of(folder, run) == "done"
+    # An extension interrupted by Ctrl-C or a failure leaves a stopped.json after the finish.
+    (folder / "stopped.json").write_text(json.dumps({"stopped_by": "interrupted"}))
+    assert study_mod.state_of(folder, run) == "extend"
+
+    # A longer max_time (with more epochs) resumes too, the new limit passed on.
+    (folder / "stopped.json").unlink()
+    lines = force_to(path, out, "epochs = 4\nmax_time = '1h'")
+    assert lines == [
+        "segkit study: seed0: epochs 3 -> 4, max_time None -> '1h'; it keeps its run folder "
+        "and resumes from its last.pt to 4 epochs (max_time 1h, counted from the resume), not "
+        "trained again"
+    ]
+    run = read_study(path, out).runs[0]
+    assert study_mod._resume_to(folder, run, "extend") == {"epochs": 4, "max_time": "1h"}
+
+
+@pytest.mark.parametrize(
+    "last, summary, base, why",
+    [
+        (None, {}, "epochs = 3", "it has no last.pt to resume from (keep_last = false deletes "
+         "it when a run finishes)"),
+        (b"", {}, "epochs = 3", "its {last}: not a readable checkpoint: the file is empty (0 "
+         "bytes: a copy stopped before writing it, or the disk was full)"),
+        (b"PK\x03\x04cut", {}, "epochs = 3", "its {last}: not a readable checkpoint: the file "
+         "is truncated (its 7 bytes end before the directory"),
+        (b"real", {}, "epochs = 1", "1 epochs are fewer than the 2 it ran (a resume only adds "
+         "epochs)"),
+        (b"real", {"epochs_run": 1, "stopped_by": "patience"}, "epochs = 3",
+         "it stopped early (patience, after epoch 1): resumed with more epochs it would train "
+         "on past that stop"),
+        (b"real", {}, "epochs = 3\nschedule = 'cosine'", None),  # schedule changed too
+        (b"real", {}, "epochs = 3\nlr = 0.01", None),
+        (b"real", {}, "epochs = 2\nmax_time = '10m'", "a resume sets a new max_time but "
+         "cannot lift one"),
+        (b"real", {}, "epochs = 2\nmax_time = '30s'", "max_time 30s is shorter than its 1m"),
+    ],
+)  # fmt: skip
+def test_force_trains_again_a_run_that_cannot_be_resumed_to_its_new_settings(
+    tmp_path: Path, last: bytes | None, summary: dict, base: str, why: str | None
+) -> None:
+    """Saying why in its line; a change beyond epochs and max_time is a change as before."""
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    first = "epochs = 2\nmax_time = '1m'" if "max_time = '30s'" in base else "epochs = 2"
+    if "lift" in (why or ""):
+        first, base = "epochs = 2\nmax_time = '10m'", "epochs = 2"
+    force_to(path, out, first)
+    finished_folder(out / "seed0", 2, last=last, **summary)
+    lines = force_to(path, out, base)
+    target = out / "replaced" / "seed0"
+    assert target.is_dir() and not (out / "seed0").exists()
+    if why is None:
+        assert lines == [f"segkit study: seed0 changed; its old run folder is now {target}"]
+    else:
+        assert lines[0].startswith("segkit study: seed0 changed (")
+        assert (
+            f"but cannot be resumed to it: {why.format(last=out / 'seed0' / 'last.pt')}"
+            in (lines[0])
+        )
+        assert lines[0].endswith(f"; its old run folder is now {target}, and it is trained again")
+
+
+def test_a_cosine_run_given_more_epochs_is_trained_again(tmp_path: Path) -> None:
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    force_to(path, out, "epochs = 2\nschedule = 'cosine'")
+    finished_folder(out / "seed0", 2, last=b"real")
+    lines = force_to(path, out, "epochs = 3\nschedule = 'cosine'")
+    assert (
+        "but cannot be resumed to it: its cosine schedule takes the learning rate to 0 at "
+        in (lines[0])
+    )
+    assert (out / "replaced" / "seed0").is_dir()
 
 
 def test_an_edited_run_is_moved_aside_and_a_name_used_again_keeps_both(tmp_path: Path) -> None:
@@ -390,7 +519,9 @@ def test_the_state_of_a_run_folder(tmp_path: Path) -> None:
     assert study_mod.state_of(folder) == "new"
     folder.mkdir()
     assert study_mod.state_of(folder) == "started"
-    (folder / "last.pt").write_bytes(b"")
+    # state_of reads no checkpoint (a damaged one is the resume's to refuse, with advice):
+    # a real one here, so that the test says nothing of an empty file's state.
+    torch.save({"format": ckpt_io.FORMAT, "epoch": 1}, folder / "last.pt")
     assert study_mod.state_of(folder) == "interrupted"
     (folder / "summary.json").write_text("{}")
     assert study_mod.state_of(folder) == "done"
@@ -513,6 +644,41 @@ def test_compare_of_no_finished_run_names_every_folder_and_why(
         f"--resume {half} (a shell command; segkit.resume({str(half)!r}) in Python); "
         f"{tmp_path}: not a run folder (no config.json); pass folders made "
         "by segkit run"
+    )
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("empty", "not a readable checkpoint: the file is empty (0 bytes"),
+        ("truncated", "not a readable checkpoint: the file is truncated (its "),
+        ("foreign", "not a checkpoint: a torch.save file is a zip archive, and this one starts"),
+    ],
+)
+def test_compare_says_what_is_wrong_with_a_damaged_last_pt_and_what_goes_on(
+    tiny_pets: Path, tmp_path: Path, damage: str, says: str
+) -> None:
+    """An unfinished run whose last.pt the cheap checks find damaged is not told to
+    --resume (which would fail): its note says what is wrong and the resume's own advice,
+    a new folder's command included."""
+    from segkit.reports.compare import inspect_run
+
+    half = run_folder(tmp_path / "half", tiny_pets, done=1, finished=False, last_pt=True)
+    last = half / "last.pt"
+    whole = last.read_bytes()
+    last.write_bytes({"empty": b"", "truncated": whole[: len(whole) // 2]}.get(damage, b"JFIF"))
+    note = inspect_run(half).note
+    assert "--resume" not in note and "segkit.resume" not in note
+    assert f"{last}: {says}" in note
+    advice = RunFolder(half).without_last(json.loads((half / "config.json").read_text()))
+    assert note.endswith(f"{advice} (a shell command)")
+    assert f"start the run again in a new folder, {tmp_path / 'half-2'}, with segkit run" in note
+    assert f"{half} keeps best.pt" in note
+    with pytest.raises(ckpt_io.CheckpointError) as e:  # the resume's own words
+        engine.resume(half, quiet=True)
+    assert (
+        str(e.value)
+        == f"{last}: {note.split(f'{last}: ', 1)[1].removesuffix(' (a shell command)')}"
     )
 
 
@@ -903,3 +1069,57 @@ def test_a_model_its_factory_refuses_stops_the_study_before_any_run(
     err = capsys.readouterr().err.strip()
     assert re.search(match, err), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_force_with_more_epochs_resumes_the_runs_that_kept_last_pt(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """epochs 1 -> 2: the run that kept its last.pt trains only epoch 2, and ends as an
+    unbroken 2-epoch run of its settings does; the one that deleted it is trained again."""
+    runs = "[[runs]]\nname = 'kept'\nkeep_last = true\n[[runs]]\nname = 'gone'\nkeep_last = false\n"
+    path = tiny_study(tmp_path, tiny_pets, "epochs = 1\n" + runs)
+    out = tmp_path / "out"
+    run_study(path, out, quiet=True, say=lambda _: None)
+    kept, gone = out / "kept-keep_last", out / "gone-no-keep_last"
+    assert (kept / "last.pt").is_file() and not (gone / "last.pt").exists()
+
+    tiny_study(tmp_path, tiny_pets, "epochs = 2\n" + runs)
+    trained: list[int] = []  # the epochs trained, in the runs' order
+    real = engine.train_one_epoch
+
+    def recording(*args, **kwargs):
+        trained.append(kwargs["epoch"])
+        return real(*args, **kwargs)
+
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match="only change is more epochs or a longer max_time"):
+        run_study(path, out, quiet=True, say=lines.append)
+    monkeypatch.setattr(engine, "train_one_epoch", recording)
+    result = run_study(path, out, force=True, quiet=True, say=lines.append)
+    assert lines[0] == (
+        "segkit study: kept-keep_last: epochs 1 -> 2; it keeps its run folder and resumes from "
+        "its last.pt to 2 epochs, not trained again"
+    )
+    assert lines[1] == (
+        "segkit study: gone-no-keep_last changed (epochs 1 -> 2) but cannot be resumed to it: it "
+        "has no last.pt to resume from (keep_last = false deletes it when a run finishes); its "
+        f"old run folder is now {out / 'replaced' / gone.name}, and it is trained again"
+    )
+    assert "(0 finished, 0 to resume, 1 to train longer, 1 to train)" in lines[2]
+    assert "[1/2] kept-keep_last: resuming to 2 epochs" in lines[3]
+    assert result.outcome == {kept.name: "resumed", gone.name: "trained"}
+    assert trained == [2, 1, 2]  # kept: epoch 2 alone; gone: both
+    for folder in (kept, gone):
+        assert [r["epoch"] for r in csv_rows(folder / "metrics.csv")] == ["1", "2"]
+        assert json.loads((folder / "summary.json").read_text())["epochs_run"] == 2
+        assert json.loads((folder / "config.json").read_text())["epochs"] == 2
+    # The same as an unbroken 2-epoch run of its settings.
+    unbroken = RunConfig.from_dict(dict(read_study(path, out).runs[0].settings))
+    unbroken.out, unbroken.name = str(tmp_path / "unbroken"), "u"
+    engine.train(unbroken, quiet=True)
+    same = json.loads((tmp_path / "unbroken" / "u" / "summary.json").read_text())
+    assert json.loads((kept / "summary.json").read_text())["test_dice"] == same["test_dice"]
+    # Again: nothing to do.
+    outcome = run_study(path, out, quiet=True, say=lambda _: None).outcome
+    assert outcome == {kept.name: "skipped", gone.name: "skipped"}

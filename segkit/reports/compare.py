@@ -57,6 +57,7 @@ from segkit.inference.trained import Trained, open_trained
 from segkit.reports import figures as report
 from segkit.system.files import atomic_open
 from segkit.task import Task
+from segkit.training import checkpoint as ckpt_io
 from segkit.training.early_stopping import MONITORS, EarlyStopping
 from segkit.training.run_folder import UNFINISHED_BY, RunFolder, stopped_by_of, timing
 
@@ -213,12 +214,20 @@ def _unfinished(folder: RunFolder, asked: dict) -> str:
     without one, start it again (in a new folder where it keeps ``best.pt`` or metrics).
     The same words however this is called: they go into compare's and a study's report
     files, read by users of both, so the shell command is said to be one, with the
-    Python call beside it."""
+    Python call beside it. A ``last.pt`` that the cheap checks find damaged (empty, not a
+    zip archive, cut short) is said to be, with what the resume would advise instead."""
     if folder.last.is_file():
-        return (
-            f"finish it with: segkit run --resume {folder.path} (a shell command; "
-            f"segkit.resume({str(folder.path)!r}) in Python)"
-        )
+        try:
+            wrong = ckpt_io.damage(folder.last)
+        except OSError as e:
+            wrong = (f"cannot be read ({e.strerror or e})", False)
+        if wrong is None:
+            return (
+                f"finish it with: segkit run --resume {folder.path} (a shell command; "
+                f"segkit.resume({str(folder.path)!r}) in Python)"
+            )
+        advice = folder.without_last(asked or None)
+        return f"{folder.last}: {wrong[0]}. {advice}" + (" (a shell command)" if asked else "")
     save_every = asked.get("save_every")
     every = save_every if isinstance(save_every, int) else 1
     kept = folder.unresumable(asked, save_every=every, report=True)

@@ -32,7 +32,8 @@ Running the same command again skips finished runs (``summary.json``), resumes a
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
 (``force``: changed runs are moved to ``replaced/`` and trained again, runs no longer in
-the file moved there too).
+the file moved there too; a run whose only change is more ``epochs`` and/or a longer
+``max_time`` and that kept its ``last.pt`` resumes to them instead).
 
 On one device the runs train one after the other in this process, through
 :func:`segkit.training.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
@@ -56,15 +57,28 @@ from pathlib import Path
 from typing import Any
 
 from segkit.build import check_plugin_names
-from segkit.config import PYTHON, RENAMED_KEYS, RunConfig, given_as, read_table_file
+from segkit.config import (
+    PYTHON,
+    RENAMED_KEYS,
+    RunConfig,
+    given_as,
+    parse_duration,
+    read_table_file,
+)
 from segkit.errors import ConfigError, RunInterrupted, SegkitError
 from segkit.system.files import atomic_open, atomic_path
+from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
+from segkit.training.run_folder import UNFINISHED_BY
 
 #: The tables a study file may hold.
 TABLES = ("base", "axes", "runs")
 #: Settings a study decides itself: the run folders are its own.
 STUDY_OWNED = ("out", "name")
+#: Settings whose change only lets a run train longer: with ``force``, a run that kept its
+#: ``last.pt`` resumes to the new values (as ``segkit run --resume --epochs N``, the same
+#: result as an unbroken run) instead of being trained again.
+EXTENDING = ("epochs", "max_time")
 
 
 @dataclass(frozen=True)
@@ -302,8 +316,10 @@ def prepare_folder(
             raise ConfigError(
                 f"{study.path} differs from the study in {study.out} ({'; '.join(changes)}): "
                 "pass --force to run the new file there (changed and removed runs are moved "
-                f"to {study.out / 'replaced'}, changed ones trained again; renamed ones keep "
-                "their folder under the new name; the others kept), or choose another --out"
+                f"to {study.out / 'replaced'}, changed ones trained again; a run whose only "
+                "change is more epochs or a longer max_time resumes from its last.pt instead; "
+                "renamed ones keep their folder under the new name; the others kept), or "
+                "choose another --out"
             )
         # Moved aside, never deleted: a changed run (trained again) and a run no longer
         # in the file, whose folder would otherwise pass for one of the study's runs.
@@ -313,10 +329,21 @@ def prepare_folder(
                 continue
             if name in renamed and not (study.out / renamed[name]).exists():
                 continue  # renamed below
+            longer = _extension(folder, settings, after[name]) if name in after else None
+            change = _change_text(settings, after[name]) if name in after else ""
+            if longer is not None and longer[0]:
+                say(f"segkit study: {name}: {change}; {longer[1]}")
+                continue  # run_one resumes it: its settings ask more than its folder ran
             target = _free(study.out / "replaced" / name)
             target.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(target)
             _move_log(study.out / "logs" / f"{name}.log", target.parent / "logs", target.name)
+            if longer is not None:
+                say(
+                    f"segkit study: {name} changed ({change}) but cannot be resumed to it: "
+                    f"{longer[1]}; its old run folder is now {target}, and it is trained again"
+                )
+                continue
             what = "changed" if name in after else "is no longer in the study"
             say(f"segkit study: {name} {what}; its old run folder is now {target}")
         for old_name, new_name in renamed.items():
@@ -355,6 +382,80 @@ def _effective(settings: dict[str, Any]) -> dict[str, Any]:
     except (ConfigError, TypeError, ValueError):
         return dict(settings)
     return {k: v for k, v in full.items() if k not in STUDY_OWNED}
+
+
+def _default(key: str) -> Any:
+    return RunConfig.__dataclass_fields__[key].default
+
+
+def _change_text(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The settings that differ between two of a run's configurations: ``epochs 2 -> 3``."""
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(
+        f"{k} {old.get(k, _default(k))!r} -> {new.get(k, _default(k))!r}" for k in keys
+    )
+
+
+def _extension(folder: Path, old: dict[str, Any], new: dict[str, Any]) -> tuple[bool, str] | None:
+    """Whether a study run whose settings went from ``old`` to ``new`` (as
+    :func:`_effective` gives them) keeps its run folder and resumes from its ``last.pt``
+    to them: ``(True, what it does)`` or ``(False, why not)``. None where a setting outside
+    :data:`EXTENDING` changed (a run trained again, as every changed run)."""
+    differ = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    if not differ or not differ <= set(EXTENDING):
+        return None
+    was, now = old.get("epochs", _default("epochs")), new.get("epochs", _default("epochs"))
+    summary = _read_json(folder / "summary.json")
+    ran = summary.get("epochs_run") if isinstance(summary.get("epochs_run"), int) else None
+    last = folder / "last.pt"
+    if now < was:
+        than = f"the {ran} it ran" if ran is not None and now < ran else f"the {was} it was asked"
+        return False, f"{now} epochs are fewer than {than} (a resume only adds epochs)"
+    if "max_time" in differ:
+        before, after = old.get("max_time"), new.get("max_time")
+        if after is None:
+            return False, "a resume sets a new max_time but cannot lift one"
+        if before is not None and parse_duration(after, "max_time") < parse_duration(
+            before, "max_time"
+        ):
+            return False, f"max_time {after} is shorter than its {before}"
+    if now > was and new.get("schedule") == "cosine":
+        return False, (
+            "its cosine schedule takes the learning rate to 0 at its last epoch, so epochs "
+            f"added after it would not train as a {now}-epoch run does"
+        )
+    if now > was and summary.get("stopped_by") == "patience":
+        return False, (
+            f"it stopped early (patience, after epoch {ran}): resumed with more epochs it "
+            "would train on past that stop"
+        )
+    if not last.is_file():
+        kept = " (keep_last = false deletes it when a run finishes)" if summary else ""
+        return False, f"it has no last.pt to resume from{kept}"
+    try:
+        wrong = ckpt_io.damage(last)
+    except OSError as e:
+        wrong = (f"cannot be read ({e.strerror or e})", False)
+    if wrong is not None:
+        return False, f"its {last}: {wrong[0]}"
+    limit = (
+        f" (max_time {new.get('max_time')}, counted from the resume)"
+        if "max_time" in differ
+        else ""
+    )
+    return True, (
+        f"it keeps its run folder and resumes from its last.pt to {now} epochs{limit}, not "
+        "trained again"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file's contents; {} without a readable one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _renamed_runs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, str]:
@@ -412,14 +513,60 @@ def _free(path: Path) -> Path:
     return candidate
 
 
-def state_of(folder: Path) -> str:
+def state_of(folder: Path, run: PlannedRun | None = None) -> str:
     """``done`` (summary.json), ``interrupted`` (last.pt, no summary), ``started`` (a
-    folder without a checkpoint: killed in its first epochs) or ``new``."""
+    folder without a checkpoint: killed in its first epochs) or ``new``. Given the
+    ``run`` planned there, ``extend``: a finished run with its last.pt that ``run`` asks to
+    train longer (``--force`` kept it for that: :func:`_extension`), or whose extension
+    did not finish."""
     if (folder / "summary.json").is_file():
+        if run is not None and (folder / "last.pt").is_file() and _behind(folder, run):
+            return "extend"
         return "done"
     if (folder / "last.pt").is_file():
         return "interrupted"
     return "started" if folder.exists() else "new"
+
+
+def _behind(folder: Path, run: PlannedRun) -> bool:
+    """Whether the finished run in ``folder`` ran less than ``run`` asks: fewer epochs or
+    another max_time in its config.json, or an extension that did not finish (config.json
+    rewritten by the resume, the summary still the earlier finish's; or a stopped.json
+    written after the finish)."""
+    asked, summary = _read_json(folder / "config.json"), _read_json(folder / "summary.json")
+    config = run.config()
+    epochs = asked.get("epochs", _default("epochs"))
+    if not isinstance(epochs, int):
+        return False
+    if epochs < config.epochs or _seconds(asked.get("max_time")) != config.max_time_s:
+        return True
+    ran = summary.get("epochs_run")
+    if summary.get("stopped_by") == "epochs" and isinstance(ran, int) and ran < epochs:
+        return True
+    stopped = _read_json(folder / "stopped.json")
+    return stopped.get("stopped_by") in UNFINISHED_BY
+
+
+def _seconds(max_time: Any) -> float | None:
+    try:
+        return parse_duration(max_time, "max_time") if max_time is not None else None
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def _resume_to(folder: Path, run: PlannedRun, state: str) -> dict[str, Any]:
+    """The ``epochs`` and ``max_time`` to resume ``run``'s folder with: the planned ones
+    where they differ from its config.json's, and always for an extension (its last.pt
+    may still hold the epochs it first ran to)."""
+    asked, config = _read_json(folder / "config.json"), run.config()
+    to: dict[str, Any] = {}
+    if state == "extend" or asked.get("epochs") != config.epochs:
+        to["epochs"] = config.epochs
+    if config.max_time is not None and (
+        state == "extend" or _seconds(asked.get("max_time")) != config.max_time_s
+    ):
+        to["max_time"] = config.max_time
+    return to
 
 
 # ----------------------------------------------------------------------------- running
@@ -434,11 +581,11 @@ def run_one(study: Study, run: PlannedRun, *, quiet: bool = False, workers_share
     """
 
     folder = study.run_dir(run)
-    state = state_of(folder)
+    state = state_of(folder, run)
     if state == "done":
         return "skipped"
-    if state == "interrupted":
-        engine.resume(folder, quiet=quiet)
+    if state in ("interrupted", "extend"):
+        engine.resume(folder, quiet=quiet, **_resume_to(folder, run, state))
         return "resumed"
     if state == "started":
         shutil.rmtree(folder)  # nothing to resume from: no checkpoint was written
@@ -500,7 +647,7 @@ def run_study(
         gpus = _gpus(parallel, study)
     prepare_folder(study, force=force, say=say)
     n = len(study.runs)
-    todo = {r.name: state_of(study.run_dir(r)) for r in study.runs}
+    todo = {r.name: state_of(study.run_dir(r), r) for r in study.runs}
     _say_plan(study, todo, len(gpus), say)
     errors: dict[str, SegkitError] = {}
     if len(gpus) > 1:
@@ -563,12 +710,14 @@ def _say_plan(study: Study, todo: dict[str, str], at_once: int, say: Callable[[s
     """The study's first line: its runs, how many are finished, to resume and to train."""
     counts = {
         s: sum(1 for v in todo.values() if v == s)
-        for s in ("done", "interrupted", "started", "new")
+        for s in ("done", "interrupted", "extend", "started", "new")
     }
+    longer = f", {counts['extend']} to train longer" if counts["extend"] else ""
     say(
         f"segkit study {study.path}: {len(study.runs)} runs in {study.out} ({counts['done']} "
-        f"finished, {counts['interrupted']} to resume, {counts['new'] + counts['started']} to "
-        "train)" + (f", {at_once} at a time" if at_once > 1 else "")
+        f"finished, {counts['interrupted']} to resume{longer}, "
+        f"{counts['new'] + counts['started']} to train)"
+        + (f", {at_once} at a time" if at_once > 1 else "")
     )
 
 
@@ -589,9 +738,11 @@ def _run_sequential(
     n = len(study.runs)
     outcome: dict[str, str] = {}
     for i, run in enumerate(study.runs, 1):
-        verb = {"done": "finished, skipped", "interrupted": "resuming"}.get(
-            todo[run.name], "training"
-        )
+        verb = {
+            "done": "finished, skipped",
+            "interrupted": "resuming",
+            "extend": f"resuming to {run.config().epochs} epochs",
+        }.get(todo[run.name], "training")
         say(f"segkit study: [{i}/{n}] {run.name}: {verb}")
         try:
             outcome[run.name] = run_one(study, run, quiet=quiet)
@@ -679,7 +830,7 @@ def _run_parallel(
     """Run the unfinished configurations ``len(gpus)`` at a time, each as
     ``segkit study <study.toml> --out <folder> --run NAME`` with its own
     ``CUDA_VISIBLE_DEVICES``. After a failure no new run starts; those running finish."""
-    outcome = {r.name: "skipped" for r in study.runs if state_of(study.run_dir(r)) == "done"}
+    outcome = {r.name: "skipped" for r in study.runs if state_of(study.run_dir(r), r) == "done"}
     queue = [r for r in study.runs if r.name not in outcome]
     logs = study.out / "logs"
     logs.mkdir(exist_ok=True)
@@ -732,7 +883,8 @@ def _start_run(
         sys.executable, "-m", "segkit", "study", str(study.copy_file),
         "--out", str(study.out), "--run", run.name, "--workers-share", str(slots),
     ] + ["-q"] * quiet  # fmt: skip
-    what = "resuming" if state_of(study.run_dir(run)) == "interrupted" else "training"
+    state = state_of(study.run_dir(run), run)
+    what = "resuming" if state in ("interrupted", "extend") else "training"
     say(f"segkit study: {run.name}: {what} on GPU {gpu or '(none)'}, log {log.name}")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, log

@@ -554,34 +554,17 @@ def load(
             f"{path}: checkpoint not found. Pass the path of a best.pt or last.pt in a run "
             "folder made by segkit run"
         )
-    with open(path, "rb") as f:
-        head = f.read(4)
     again = then or (
         "Copy it again from where it came from, or use another checkpoint of the run "
         "(best.pt or last.pt)"
     )
-    if not head:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint: the file is empty (0 bytes: a copy stopped "
-            f"before writing it, or the disk was full). {again}"
+    wrong = damage(path)
+    if wrong is not None:
+        what, foreign = wrong
+        advice = (
+            (then or "Pass a best.pt or last.pt from a segkit run folder") if foreign else again
         )
-    # torch.save writes a zip archive (its legacy format, a bare pickle, starts with 0x80).
-    # Anything else would reach the unpickler and be reported as "unsafe pickled objects",
-    # which misleads someone who passed a JPEG or a text file by mistake.
-    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
-        raise CheckpointError(
-            f"{path}: not a checkpoint: a torch.save file is a zip archive, and this one "
-            f"starts with {head!r}. "
-            + (then or "Pass a best.pt or last.pt from a segkit run folder")
-        )
-    # A zip archive ends with its directory: a file cut short has none, and torch would
-    # say "failed finding central directory" or "[Errno 22] Invalid argument".
-    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint: the file is truncated (its "
-            f"{path.stat().st_size:,} bytes end before the directory that torch.save writes "
-            f"last: a copy or download stopped, or the disk was full). {again}"
-        )
+        raise CheckpointError(f"{path}: {what}. {advice}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -607,6 +590,46 @@ def load(
             + (then or "Pass a best.pt or last.pt from a segkit run folder")
         )
     return ckpt
+
+
+def damage(path: Path) -> tuple[str, bool] | None:
+    """What is wrong with the checkpoint file ``path``, found the cheap way (its size, its
+    first bytes and a zip archive's directory; nothing is unpickled): the words (``not a
+    readable checkpoint: the file is empty (0 bytes: ...)``), and whether the file is
+    foreign (not a torch.save file at all) rather than damaged. None where these checks
+    find nothing (:func:`load` may still refuse it).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return (
+            "not a readable checkpoint: the file is empty (0 bytes: a copy stopped before "
+            "writing it, or the disk was full)",
+            False,
+        )
+    # torch.save writes a zip archive (its legacy format, a bare pickle, starts with 0x80).
+    # Anything else would reach the unpickler and be reported as "unsafe pickled objects",
+    # which misleads someone who passed a JPEG or a text file by mistake.
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+        return (
+            f"not a checkpoint: a torch.save file is a zip archive, and this one starts "
+            f"with {head!r}",
+            True,
+        )
+    # A zip archive ends with its directory: a file cut short has none, and torch would
+    # say "failed finding central directory" or "[Errno 22] Invalid argument".
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        return (
+            f"not a readable checkpoint: the file is truncated (its {path.stat().st_size:,} "
+            "bytes end before the directory that torch.save writes last: a copy or download "
+            "stopped, or the disk was full)",
+            False,
+        )
+    return None
 
 
 def _unpickling_reason(text: str) -> str:

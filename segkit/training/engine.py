@@ -385,17 +385,9 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
 
 
 def _without_last(folder: RunFolder) -> str:
-    """What to do when ``folder``'s ``last.pt`` is there but cannot be read (damaged,
-    empty, cut short by a copy): copy it again, or start the run again in a new folder
-    (this one keeps ``best.pt`` and ``metrics.csv``), the command named."""
-    asked = _asked(folder)
-    copy = "The run cannot be resumed from it: if the run folder was copied, copy last.pt again"
-    if asked is None:
-        return f"{copy}; else start the run again with the command that started it"
-    new, command = folder.restart_elsewhere(asked)
-    kept = folder.kept()
-    keeps = f"{folder.path} keeps {' and '.join(kept)}; " if kept else ""
-    return f"{copy}; else {keeps}start the run again in a new folder, {new}, with {command}"
+    """What to do when ``folder``'s ``last.pt`` is there but cannot be read
+    (:meth:`RunFolder.without_last`)."""
+    return folder.without_last(_asked(folder))
 
 
 def _asked(folder: RunFolder) -> dict[str, Any] | None:

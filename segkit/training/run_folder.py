@@ -394,6 +394,19 @@ class RunFolder:
         )
         return why, restart
 
+    def without_last(self, asked: dict[str, Any] | None) -> str:
+        """What to do when this folder's ``last.pt`` is there but cannot be read (damaged,
+        empty, cut short by a copy): copy it again, or start the run again in a new folder
+        (this one keeps ``best.pt`` and ``metrics.csv``), the command named. ``asked``:
+        the settings ``config.json`` records (None without a readable one)."""
+        copy = "The run cannot be resumed from it: if the run folder was copied, copy last.pt again"
+        if asked is None:
+            return f"{copy}; else start the run again with the command that started it"
+        new, command = self.restart_elsewhere(asked)
+        kept = self.kept()
+        keeps = f"{self.path} keeps {' and '.join(kept)}; " if kept else ""
+        return f"{copy}; else {keeps}start the run again in a new folder, {new}, with {command}"
+
     def lock(self) -> None:
         """Hold the folder for this process (an exclusive ``flock`` on it) until
         :meth:`release` or the process ends, however it ends: another process's
