@@ -103,8 +103,16 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(
         "--name",
         "int",
     ]
+    # Ctrl-C's own disposition in the run: a test suite started in the background (`make
+    # test-all &`, nohup) has SIGINT ignored, which its children inherit, and Python then
+    # leaves it ignored: such a run rightly goes on after a SIGINT, as `nohup segkit run &`
+    # must.
     proc = subprocess.Popen(
-        cli("run", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cli("run", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for_epochs(tmp_path / "int", 1, proc)
@@ -173,8 +181,8 @@ def test_nan_loss_stops_with_epoch_and_step_keeping_the_last_good_checkpoint(
     config = tiny(tiny_pets, tmp_path, loss="nan_at", epochs=3, name="nan")
     assert len(registry.create("datasets", "oxford_pet", tiny_pets).samples("train")) == 13
     with pytest.raises(
-        NumericalError, match=r"epoch 2, step 3: the loss is NaN or infinite.*--on-nan skip"
-    ):
+        NumericalError, match=r"epoch 2, step 3: the loss is NaN or infinite.*on_nan='skip'"
+    ):  # from Python: the keyword
         train(config, quiet=True)
     last = ckpt_io.load(tmp_path / "nan" / "last.pt")
     assert last["epoch"] == 1
