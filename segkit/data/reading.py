@@ -118,10 +118,7 @@ def read_image(path: Path) -> np.ndarray:
     """
     try:
         with open_image(path) as im:
-            if is_deep_colour(im):  # PIL would keep each value's top 8 bits
-                return _deep_colour_rgb(path)
-            im.load()  # PIL decodes lazily; load() is where truncation is detected
-            return pil_to_rgb(im)
+            return _opened_rgb(im, path)
     except FileNotFoundError:
         raise DataError(not_found(path, "image")) from None
     except (DataError, ConfigError):  # the pixel limit's own words
@@ -132,6 +129,17 @@ def read_image(path: Path) -> np.ndarray:
             or f"{path}: cannot decode image ({e}); the file is corrupt or truncated. "
             f"{UNREADABLE_ADVICE}"
         ) from None
+
+
+def _opened_rgb(im: Any, path: Path, encoded: np.ndarray | None = None) -> np.ndarray:
+    """An opened, not yet loaded, image as ``(H, W, 3)`` uint8 RGB: colour of 16 bits per
+    channel by :func:`_deep_colour_rgb` (from ``encoded``, the file's bytes, where they are
+    in memory), anything else by PIL. Shared by :func:`read_image` and
+    :func:`decode_image`."""
+    if is_deep_colour(im):  # PIL would keep each value's top 8 bits
+        return _deep_colour_rgb(path, encoded)
+    im.load()  # PIL decodes lazily; load() is where truncation is detected
+    return pil_to_rgb(im)
 
 
 def not_found(path: Path, what: str) -> str:
@@ -200,10 +208,7 @@ def decode_image(data: bytes | bytearray | memoryview | IO[bytes]) -> np.ndarray
         name, raw = f"<{getattr(data, 'name', type(data).__name__)}>", data.read()
     try:
         with open_image(io.BytesIO(raw), Path(name)) as im:
-            if is_deep_colour(im):  # PIL would keep each value's top 8 bits
-                return _deep_colour_rgb(Path(name), np.frombuffer(raw, dtype=np.uint8))
-            im.load()
-            return pil_to_rgb(im)
+            return _opened_rgb(im, Path(name), np.frombuffer(raw, dtype=np.uint8))
     except (DataError, ConfigError):
         raise
     except Exception as e:  # noqa: BLE001 -- damaged data makes PIL raise many types
