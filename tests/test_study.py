@@ -971,6 +971,26 @@ def test_parallel_runs_each_configuration_in_its_own_process(
     assert len(csv_rows(tmp_path / "out" / "comparison.csv")) == 2
 
 
+def test_the_ranking_lists_the_configurations_behind_the_best_best_first(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    """Test Dice is 0.4 + seed / 100: lr 0.01 (seeds 8, 9) is best; lr 0.001 (seeds 0, 1)
+    comes first in the study but scores below lr 0.003 (seeds 4, 5): the list reads top
+    down, as a ranking does."""
+    seeds = {0.001: (0, 1), 0.003: (4, 5), 0.01: (8, 9)}
+    runs = [
+        run_folder(tmp_path / f"lr{lr}-s{s}", tiny_pets, lr=lr, seed=s)
+        for lr, ss in seeds.items()
+        for s in ss
+    ]
+    compare(runs, tmp_path / "c", group_seeds=True)
+    md = (tmp_path / "c" / "comparison.md").read_text()
+    assert (
+        "Behind it by more than the seeds' noise: lr=0.003 (0.4450 ± 0.0071), "
+        "lr=0.001 (0.4050 ± 0.0071)." in md
+    )
+
+
 def test_the_report_names_the_best_configuration_and_what_the_seeds_do_not_separate(
     tiny_pets: Path, tmp_path: Path
 ) -> None:

@@ -857,7 +857,7 @@ def _ranking_md(c: Comparison) -> list[str]:
             "",
         ]
     close, behind, single = [], [], []
-    for g, m, sd, k in scored:
+    for g, m, sd, k in sorted(scored, key=lambda x: -x[1]):  # each list best first
         if g is best:
             continue
         text = f"{g.label} ({m:.4f} ± {sd:.4f})" if k > 1 else f"{g.label} ({m:.4f})"
