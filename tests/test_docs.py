@@ -312,3 +312,59 @@ def test_the_api_pages_error_and_task_examples_print_what_the_page_shows(
     exec(compile(task, str(page), "exec"), {"segkit": segkit})
     comments = [line[2:] for line in task.splitlines() if line.startswith("# ")]
     assert capsys.readouterr().out.splitlines() == comments
+
+
+#: A Markdown link or image outside code: ``[text](target)``; the target up to a space.
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+#: Fenced blocks, whose lines are neither links nor headings.
+_FENCED = re.compile(r"^( *)```.*?^\1```$", re.M | re.S)
+#: Fenced blocks and inline code, whose brackets are not links.
+_CODE = re.compile(_FENCED.pattern + r"|`[^`\n]*`", re.M | re.S)
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings (mkdocs' toc slugs, and ``{#id}`` attributes); the
+    CLI reference's as the hook generates them at build time."""
+    text = page.read_text()
+    if page == DOCS / _hook().PAGE:
+        text = text.replace(_hook().MARKER, _hook().render())
+    text = _FENCED.sub("", text)
+    headings = re.findall(r"^#+ (.+?)\s*$", text, flags=re.M)
+    slugs = {_slug(re.sub(r"\s*\{#[^}]*\}$", "", h)) for h in headings}
+    return slugs | set(re.findall(r"\{#([\w-]+)\}", text))
+
+
+def test_every_relative_link_of_the_readme_changelog_and_docs_resolves():
+    """A file link reaches a file, an anchor a heading of its page; the README and
+    CHANGELOG at the root as the docs pages (the strict site build checks the pages too,
+    in the slow tier; this is the fast tier's)."""
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md"] + sorted(
+        p for p in DOCS.rglob("*.md") if "hooks" not in p.relative_to(DOCS).parts
+    )
+    broken, seen = [], 0
+    for page in pages:
+        for target in _LINK.findall(_CODE.sub("", page.read_text())):
+            if re.match(r"^[a-z]+:", target):  # https:, mailto:
+                continue
+            seen += 1
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such heading")
+    assert seen >= 50, seen  # every page's links, not a regex gone quiet
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_and_the_home_page_map_every_docs_page():
+    """README's "Documentation" table and docs/index.md's "Where to find things" name every
+    page of the site's menu (the demo study's report, a page the studies guide shows, aside)."""
+    pages = set(_nav_pages(_mkdocs_config()["nav"])) - {"index.md", "study-demo/comparison.md"}
+    readme = (ROOT / "README.md").read_text()
+    readme_map = readme[readme.index("## Documentation") :].split("\n## ", 1)[0]
+    home = (DOCS / "index.md").read_text()
+    home_map = home[home.index("## Where to find things") :]
+    missing = [f"README.md: {p}" for p in sorted(pages) if f"(docs/{p})" not in readme_map]
+    missing += [f"docs/index.md: {p}" for p in sorted(pages) if f"]({p})" not in home_map]
+    assert not missing, "pages the map does not name:\n" + "\n".join(missing)

@@ -6,7 +6,9 @@ plugins' options included); every flag an inline ``segkit <command> --flag`` nam
 every ```python block compiles, its imports resolve and it uses no name that neither it
 nor an earlier block of its page defines. Slow tier: the examples cheap enough to run do
 run (README's script, the models page's size error, the recipes page's albumentations
-pipeline, the inference page's library calls on a tiny trained run).
+pipeline, the inference page's library calls on a tiny trained run). The ``examples:``
+that end each command's ``--help`` are held to the same reading, and must be commands the
+docs show.
 
 test_docs.py holds the site's own checks (the CLI reference, links, ``mkdocs --strict``,
 the ``segkit info`` outputs and the API page's notebook).
@@ -536,3 +538,113 @@ def test_the_data_pages_check_of_the_default_set_is_what_segkit_prints(capsys):
     assert printed[1:] == shown[1:]
     ns = _run_blocks(DOCS / "data.md", {})  # the same report from segkit.check_data
     assert ns["report"].ok and ns["report"].to_dict()["splits"]["train"]["count"] == 270
+
+
+# ------------------------------------------------------------ the examples of --help
+# Each subcommand (nested ones such as ``data check`` included) ends its ``--help`` with an
+# ``examples:`` epilog of 2-4 commands; each parses with segkit's own parser as the docs'
+# commands do, is a command of its own subcommand, and is one the docs show word for word.
+# ``segkit --help`` ends with three lines: a first run, a first check of one's own data,
+# and where the docs are.
+
+
+def _subcommands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+    """(words after ``segkit``, parser) of every subcommand, nested ones included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*words, name), sub
+                yield from _subcommands(sub, (*words, name))
+
+
+def _help_of(argv: list[str]) -> str:
+    """What ``segkit ARGV --help`` prints."""
+    from segkit.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return out.getvalue()
+
+
+def _examples(parser: argparse.ArgumentParser) -> list[list[str]]:
+    """The argv (after ``segkit``) of each command in the parser's ``examples:`` epilog."""
+    assert parser.epilog and parser.epilog.startswith("examples:\n"), parser.prog
+    return _shell_commands(parser.epilog.split("\n", 1)[1], console=False)
+
+
+def _check(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """What is wrong with ``segkit ARGV``, read as the docs' commands are, or ""."""
+    from segkit.cli.args import settings_from_args
+    from segkit.config import RunConfig
+
+    try:
+        args, unrecognized = _parse(parser, argv)
+    except AssertionError as e:
+        return str(e)
+    if unrecognized:
+        return unrecognized
+    if argv[0] in ("run", "lr-find") and not (args.config or getattr(args, "resume", 0)):
+        try:
+            RunConfig.from_dict(settings_from_args(args), check_options=True)
+        except Exception as e:  # noqa: BLE001 - any error is the finding
+            return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def test_every_subcommand_ends_its_help_with_examples_that_parse_and_the_docs_show():
+    from segkit.cli import build_parser
+
+    parser = build_parser()
+    documented = {tuple(argv) for _, argv in _doc_commands()}
+    commands = list(_subcommands(parser))
+    assert len(commands) >= 15, [c for c, _ in commands]  # the walk found every command
+    problems = []
+    for words, sub in commands:
+        name = "segkit " + " ".join(words)
+        examples = _examples(sub)
+        if not 2 <= len(examples) <= 4:
+            problems.append(f"{name}: {len(examples)} examples, 2-4 wanted")
+        for argv in examples:
+            shown = "segkit " + " ".join(argv)
+            if tuple(argv[: len(words)]) != words:
+                problems.append(f"{name}: example of another command: {shown}")
+            elif wrong := _check(parser, argv):
+                problems.append(f"{name}: {shown}: {wrong}")
+            elif tuple(argv) not in documented:
+                problems.append(f"{name}: {shown}: not a command the docs show")
+        help_text = _help_of(list(words))
+        assert help_text.rstrip().endswith(_examples_tail(sub)), (name, help_text[-300:])
+    assert not problems, "\n".join(problems)
+
+
+def _examples_tail(parser: argparse.ArgumentParser) -> str:
+    """The epilog's last line as ``--help`` prints it (indented, unwrapped)."""
+    return parser.epilog.splitlines()[-1]
+
+
+def test_the_examples_keep_their_lines_and_the_options_help_is_wrapped_as_before():
+    text = _help_of(["info"])
+    assert "\nexamples:\n  segkit info unet --image-size 256\n" in text
+    # A long example stays on one line; an option's help is still wrapped to the width.
+    assert (
+        "  segkit info timm_unet --encoder resnet18 --model-opt "
+        "decoder_channels=[128,64,32,16,8] --image-size 128 --json\n"
+    ) in text
+    text = _help_of(["run"])
+    assert "--config FILE         settings from a TOML, YAML or JSON file (a run\n" in text
+
+
+def test_segkit_help_ends_with_a_first_run_a_data_check_and_where_the_docs_are():
+    from segkit.cli import build_parser
+
+    parser = build_parser()
+    lines = _help_of([]).rstrip().splitlines()[-3:]
+    assert [line.split(":", 1)[0] for line in lines] == ["first run", "your data", "docs"]
+    assert all(len(line) <= 80 for line in lines), lines
+    documented = {tuple(argv) for _, argv in _doc_commands()}
+    for line in lines[:2]:
+        (argv,) = _shell_commands(line.split(":", 1)[1], console=False)
+        assert _check(parser, argv) == "", line
+        assert tuple(argv) in documented, line
+    assert "docs/index.md" in lines[2] and "segkit COMMAND --help" in lines[2]

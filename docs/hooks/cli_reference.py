@@ -124,12 +124,15 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 
 def render_command(command: str, help_text: str, parser: argparse.ArgumentParser) -> str:
-    """One subcommand's section: its purpose, usage, positional arguments and a table of
-    options per argument group."""
+    """One subcommand's section: its purpose, usage, the examples its ``--help`` ends
+    with, positional arguments and a table of options per argument group."""
     lines = [f"## `{command}`", ""]
     if help_text:
         lines += [help_text[0].upper() + help_text[1:] + ".", ""]
     lines += ["```", _usage(parser), "```", ""]
+    if parser.epilog and parser.epilog.startswith("examples:\n"):
+        shown = [line.strip() for line in parser.epilog.splitlines()[1:]]
+        lines += ["Examples:", "", "```sh", *shown, "```", ""]
     for group in parser._action_groups:
         actions = [
             a

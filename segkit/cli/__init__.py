@@ -23,7 +23,7 @@ import os
 import sys
 
 from segkit.cli import data, infer, plugins, reports, train
-from segkit.cli.args import add_config_args, settings_from_args
+from segkit.cli.args import ExamplesHelpFormatter, add_config_args, settings_from_args
 from segkit.cli.train import _without_devices
 from segkit.errors import DistributedError, RunInterrupted, SegkitError
 from segkit.plan.cli import add_plan_command
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segkit",
         description="Semantic segmentation, binary or K-class: train, evaluate and predict with pluggable "
         "models, losses, augmentation recipes, loaders and datasets.",
+        epilog="first run:  segkit run --model unet --image-size 64 --epochs 5  # generated data\n"
+        "your data:  segkit data check cells  # every problem, then the run command\n"
+        "docs:       docs/index.md (`make docs` builds the site); segkit COMMAND --help",
+        formatter_class=ExamplesHelpFormatter,
     )
     parser.add_argument("--version", action="version", version="segkit 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -129,6 +129,30 @@ def settings_from_args(
     return settings
 
 
+# ---------------------------------------------------------------------------- examples
+
+
+class ExamplesHelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that a text of several lines (a command's ``examples:``
+    epilog) is printed line by line as written instead of refilled into one paragraph; the
+    description and the options' help are wrapped as before."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" not in text:
+            return super()._fill_text(text, width, indent)
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def examples(*commands: str) -> dict[str, Any]:
+    """The keywords of ``add_parser`` (or ``ArgumentParser``) that end a command's
+    ``--help`` with ``examples:`` and ``commands``, one a line, as the docs show them
+    (``tests/test_cli_help.py`` parses each and finds it in the docs)."""
+    return {
+        "epilog": "examples:\n" + "\n".join(f"  {c}" for c in commands),
+        "formatter_class": ExamplesHelpFormatter,
+    }
+
+
 # ----------------------------------------------------------------------------- options
 
 T = TypeVar("T")

@@ -6,11 +6,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from segkit.cli.args import examples
 from segkit.errors import ConfigError
 
 
 def add_data(sub: Any) -> None:
-    p = sub.add_parser("data", help="make, download or check datasets")
+    p = sub.add_parser(
+        "data",
+        help="make, download or check datasets",
+        **examples(
+            "segkit data synth /tmp/pets --count 400 --seed 0",
+            "segkit data fetch ~/data/oxford-iiit-pet",
+            "segkit data check ~/data/my-cells",
+        ),
+    )
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     _add_synth(data)
     _add_fetch(data)
@@ -21,7 +30,13 @@ def _add_synth(data: Any) -> None:
     from segkit.config import DEFAULTS
 
     s = data.add_parser(
-        "synth", help="generate a synthetic dataset (default: pets in the oxford_pet layout)"
+        "synth",
+        help="generate a synthetic dataset (default: pets in the oxford_pet layout)",
+        **examples(
+            "segkit data synth /tmp/pets --count 400 --seed 0",
+            "segkit data synth /tmp/collars --dataset synthetic --variant collar --count 200",
+            "segkit data synth data/vessels --variant vessels --size 1500x1100 --count 40",
+        ),
     )
     s.add_argument("path")
     s.add_argument("--count", type=int, default=400)
@@ -56,7 +71,13 @@ def _add_fetch(data: Any) -> None:
     from segkit.config import DEFAULTS
 
     f = data.add_parser(
-        "fetch", help="download and unpack a dataset's official archives (needs a network)"
+        "fetch",
+        help="download and unpack a dataset's official archives (needs a network)",
+        **examples(
+            "segkit data fetch ~/data/oxford-iiit-pet",
+            "segkit data fetch ~/data/oxford-iiit-pet --dataset oxford_pet "
+            "--url file:///mnt/shared/pets-archives",
+        ),
     )
     f.add_argument("path")
     f.add_argument(
@@ -77,6 +98,11 @@ def _add_check(data: Any) -> None:
         "check",
         help="read every sample once: sizes, formats, mask values, foreground, duplicates, "
         "unreadable files; suggests --image-size and pos_weight (exit 1 if a run would fail)",
+        **examples(
+            "segkit data check ~/data/my-cells",
+            "segkit data check --dataset folder --data ~/data/my-cells --json",
+            "segkit data check ~/data/roads --dataset-opt ignore_color=0,0,255",
+        ),
     )
     c.add_argument(
         "folder",

@@ -9,12 +9,20 @@ import argparse
 import sys
 from typing import Any
 
-from segkit.cli.args import add_options, options_from_args
+from segkit.cli.args import add_options, examples, options_from_args
 from segkit.inference.options import EvaluateOptions, ExportOptions, PredictOptions
 
 
 def add_evaluate(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a split",
+        **examples(
+            "segkit evaluate runs/unet/best.pt --data new-labelled",
+            "segkit evaluate runs/unet/best.pt --data pets --split all",
+            "segkit evaluate best.pt --mode tile --tta flip",
+        ),
+    )
     add_options(p, EvaluateOptions)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -35,6 +43,11 @@ def add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="write masks (and overlays, probabilities) for image files, folders or lists",
+        **examples(
+            "segkit predict best.pt photos/ --out masks/",
+            "segkit predict best.pt slide.tif --out masks/ --mode tile --tile 256 --overlap 0.25",
+            "segkit predict best.pt photos/ --out masks/ --skip-existing",
+        ),
     )
     add_options(p, PredictOptions)
     p.set_defaults(func=_cmd_predict)
@@ -51,6 +64,11 @@ def add_export(sub: Any) -> None:
     p = sub.add_parser(
         "export",
         help="write a checkpoint's model as ONNX or TorchScript, checked against PyTorch",
+        **examples(
+            "segkit export best.pt --out model.onnx --dynamic",
+            "segkit export best.pt --out model-fp16.onnx --dynamic --half",
+            "segkit export best.pt --out model.ts --image-size 512",
+        ),
     )
     add_options(p, ExportOptions)
     p.set_defaults(func=_cmd_export)

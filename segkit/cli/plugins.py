@@ -7,12 +7,16 @@ import argparse
 import sys
 from typing import Any
 
+from segkit.cli.args import examples
+
 
 def add_list(sub: Any) -> None:
     from segkit.registry import KIND_ALIASES, KINDS
 
     p = sub.add_parser(
-        "list", help="show installed plugins, their distribution and whether they load"
+        "list",
+        help="show installed plugins, their distribution and whether they load",
+        **examples("segkit list", "segkit list models --check", "segkit list --no-import"),
     )
     p.add_argument("kind", nargs="?", choices=(*KINDS, *KIND_ALIASES))
     p.add_argument(
@@ -95,6 +99,12 @@ def add_info(sub: Any) -> None:
     p = sub.add_parser(
         "info",
         help="a model's parameters, FLOPs and activation memory per image (CPU, random weights)",
+        **examples(
+            "segkit info unet --image-size 256",
+            "segkit info timm_unet --encoder efficientnet_b0 --image-size 256",
+            "segkit info timm_unet --encoder resnet18 "
+            "--model-opt decoder_channels=[128,64,32,16,8] --image-size 128 --json",
+        ),
     )
     p.add_argument("model", help="a model plugin (see `segkit list models`)")
     p.add_argument("--encoder", default=None, help="a backbone, for models that take one")

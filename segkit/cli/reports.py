@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segkit.cli.args import add_config_args, settings_from_args
+from segkit.cli.args import add_config_args, examples, settings_from_args
 from segkit.config import DEFAULTS
 
 
@@ -16,6 +16,11 @@ def add_compare(sub: Any) -> None:
         "compare",
         help="compare finished runs: comparison.md/.csv, overlaid curves, the same test "
         "images segmented by every run",
+        **examples(
+            "segkit compare runs/unet-20261125-101010 runs/resnet34_unet-20261125-111010 --out cmp",
+            "segkit compare seeds/unet-s0 seeds/unet-s1 --group-seeds --device cpu --out cmp",
+            "segkit compare studies/lrs --out cmp",
+        ),
     )
     p.add_argument(
         "runs",
@@ -62,6 +67,11 @@ def add_study(sub: Any) -> None:
         "study",
         help="run a grid of configurations from a TOML, YAML or JSON file (resumable), then "
         "compare them",
+        **examples(
+            "segkit study studies/demo.toml",
+            "segkit study studies/lab.toml --parallel 4",
+            "segkit study lrs.toml --out studies/lrs --force --quiet",
+        ),
     )
     p.add_argument(
         "file",
@@ -126,6 +136,12 @@ def add_preview(sub: Any) -> None:
         "preview",
         help="draw augmented images with their masks' outlines, per loader, to check a "
         "recipe's pairing and strength before training",
+        **examples(
+            "segkit preview --augment type3 --loader both --n 4",
+            "segkit preview --augment natural --loader both --n 4 --image-size 128 --seed 4 "
+            "--out preview.png",
+            "segkit preview --loader dali --device cuda --epoch 3 --out epoch3.png",
+        ),
     )
     p.add_argument(
         "--augment",

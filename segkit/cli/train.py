@@ -15,12 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from segkit.cli.args import add_config_args, settings_from_args
+from segkit.cli.args import add_config_args, examples, settings_from_args
 from segkit.errors import ConfigError, plural
 
 
 def add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="train, evaluate on the test split, write a run folder")
+    p = sub.add_parser(
+        "run",
+        help="train, evaluate on the test split, write a run folder",
+        **examples(
+            "segkit run --model resnet34_unet --recipe type1 --image-size 64 --epochs 10",
+            "segkit run --dataset folder --data cells --epochs 30",
+            "segkit run --config plan.toml",
+            "segkit run --resume runs/long --epochs 300",
+        ),
+    )
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -170,6 +179,10 @@ def add_lr_find(sub: Any) -> None:
     p = sub.add_parser(
         "lr-find",
         help="sweep the learning rate on a run's settings, plot loss vs lr, suggest one",
+        **examples(
+            "segkit lr-find --model unet --image-size 64 --batch-size 8",
+            "segkit lr-find --model unet --image-size 64 --start-lr 1e-5 --end-lr 0.1 --steps 60",
+        ),
     )
     p.add_argument(
         "--config", metavar="FILE", default=None, help="settings from a TOML, YAML or JSON file"

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from segkit.cli.args import examples
+
 
 def add_plan_command(sub: Any) -> None:
     """Add ``segkit plan`` to the ``segkit`` command's subparsers ``sub``."""
@@ -15,6 +17,11 @@ def add_plan_command(sub: Any) -> None:
         help="plan a run from the data and this machine (image size or native crops, batch "
         "size, recipe, loss, schedule, epochs for a --budget), each choice with its reason; "
         "writes a config file for segkit run --config",
+        **examples(
+            "segkit plan cells/ --budget 20m",
+            "segkit plan cells/ --budget 20m --run",
+            "segkit plan cells/ --epochs 30 --force --quiet --json",
+        ),
     )
     p.add_argument(
         "data",
