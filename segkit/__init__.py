@@ -33,6 +33,7 @@ from segkit.errors import (
     PluginError,
     PluginLoadError,
     PluginNotFoundError,
+    RunInterrupted,
     SegkitError,
     UnknownSettingError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "PluginNotFoundError",
     "Predictor",
     "RunConfig",
+    "RunInterrupted",
     "SegkitError",
     "Task",
     "UnknownSettingError",

@@ -419,3 +419,18 @@ def test_what_a_notebook_cell_shows_is_one_line_of_headlines(tiny_pets):
         "test 5>, ok=True, problems=<0 errors, 0 warnings>; print(report) shows it all)"
     )
     assert str(report).startswith(f"dataset oxford_pet ({tiny_pets})\nsplit  images")
+
+
+def test_run_interrupted_is_public_and_names_the_folder_to_resume():
+    """A notebook catches ``segkit.RunInterrupted`` and resumes ``e.run_dir`` (the engine
+    sets it: tests/test_run_lifecycle.py); pickled, as an exception crossing processes is,
+    it keeps its message."""
+    import pickle
+
+    from segkit.errors import RunInterrupted, SegkitError
+
+    assert segkit.RunInterrupted is RunInterrupted and "RunInterrupted" in segkit.__all__
+    error = RunInterrupted("interrupted during epoch 2", run_dir=Path("runs/x"))
+    assert isinstance(error, SegkitError) and error.run_dir == Path("runs/x")
+    assert str(pickle.loads(pickle.dumps(error))) == "interrupted during epoch 2"
+    assert RunInterrupted("interrupted").run_dir is None
