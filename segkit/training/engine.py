@@ -1288,8 +1288,22 @@ def _resume_hint(run: Run) -> str:
         return f"{kept[0]}. {kept[1]}"
     return (
         f"no checkpoint had been written yet. Start it again with: "
-        f"{folder.restart_command(run.config)}{devices}"
+        f"{_restart_call(folder, run.config, devices)}"
     )
+
+
+def _restart_call(folder: RunFolder, config: RunConfig, devices: str) -> str:
+    """The call that starts the run in ``folder`` again, in that folder (which records
+    nothing yet): the command, and ``segkit.train`` first for a run started from Python."""
+    command = f"{folder.restart_command(config)}{devices}"
+    if given() != PYTHON or devices:
+        return command
+    same = config.name == folder.path.name and (
+        Path(config.out).expanduser().resolve() == folder.path.parent.resolve()
+    )
+    there = "" if same else f", out={str(folder.path.parent)!r}, name={folder.path.name!r}"
+    call = f"segkit.train(segkit.RunConfig.from_file({str(folder.config)!r}){there})"
+    return f"{call} (or: {command})"
 
 
 def _resume_call(path: Path, devices: str) -> str:
