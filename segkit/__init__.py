@@ -8,7 +8,7 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
     model = segkit.create_model("unet", in_channels=3, out_channels=1)  # or classes=1, as smp
     loss = segkit.create_loss("bce_dice")
     recipe = segkit.create_recipe("type3", image_size=256)  # or a file: "crops.toml"
-    result = segkit.train(segkit.RunConfig(model="unet", epochs=5))
+    result = segkit.train(model="unet", epochs=5)   # or a RunConfig, keywords over it
     result = segkit.resume(result.run_dir, epochs=10)  # segkit run --resume (keep_last=True)
     run = segkit.read_run("runs/x")              # a finished run folder: config, summary, history
     report = segkit.check_data("data/pets")      # segkit data check, as a Report
@@ -33,6 +33,7 @@ from segkit.errors import (
     PluginError,
     PluginLoadError,
     PluginNotFoundError,
+    RunInterrupted,
     SegkitError,
     UnknownSettingError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "PluginNotFoundError",
     "Predictor",
     "RunConfig",
+    "RunInterrupted",
     "SegkitError",
     "Task",
     "UnknownSettingError",

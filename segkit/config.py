@@ -1096,7 +1096,23 @@ def _check_type(value: Any, annotation: Any, where: _Where, key: str) -> Any:
     expected = " or ".join(
         names.get(t, "a table of options") for t in allowed if t is not type(None)
     )
+    number = _quoted_number(value, allowed)
+    if number is not None:  # lr="1e-3" in Python, lr: 1e-3 in YAML (a string there)
+        expected += f", not a string: {where.mention(key, number)}"
     raise ConfigError(f"{where.subject(key, value)}: expected {expected}")
+
+
+def _quoted_number(value: Any, allowed: tuple[Any, ...]) -> int | float | None:
+    """The number a string spells where a number is expected (``"1e-3"``), else None."""
+    if not isinstance(value, str):
+        return None
+    for t in (int, float):
+        if t in allowed:
+            try:
+                return t(value.strip())
+            except ValueError:
+                continue
+    return None
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:

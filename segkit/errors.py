@@ -8,6 +8,8 @@ bug in segkit or in a plugin and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SegkitError(Exception):
     """Base class for errors caused by user input, data or configuration."""
@@ -109,7 +111,13 @@ class DistributedError(SegkitError):
 
 
 class RunInterrupted(SegkitError):
-    """Training was interrupted (Ctrl-C); the message says how to resume."""
+    """Training was interrupted (Ctrl-C, or a notebook's interrupt); the message says how
+    to resume, and ``run_dir`` is the run's folder (None where this process writes none:
+    a rank of a multi-GPU run other than the first), for ``segkit.resume(e.run_dir)``."""
+
+    def __init__(self, message: str, run_dir: Any = None) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 class MainGuardError(ConfigError):

@@ -68,7 +68,12 @@ def test_bad_values_name_the_option_in_the_segkit_command(changes, message):
     ("changes", "message"),
     [
         ({"epochs": 0}, r"^epochs=0: expected a positive integer$"),
-        ({"image_size": "64"}, r"^image_size='64': expected an integer$"),
+        (
+            {"image_size": "64"},
+            r"^image_size='64': expected an integer, not a string: image_size=64$",
+        ),
+        ({"lr": "1e-3"}, r"^lr='1e-3': expected a number, not a string: lr=0.001$"),
+        ({"image_size": "6x"}, r"^image_size='6x': expected an integer$"),
         ({"lr": 0}, r"^lr=0.0: expected a positive learning rate$"),
         ({"precision": "fp8"}, r"^precision='fp8': expected one of auto, fp32, bf16, fp16$"),
         ({"model_options": ["a"]}, r"^model_options=\['a'\]: expected a table of options$"),
@@ -107,7 +112,7 @@ def test_a_typo_in_a_field_name_is_a_config_error_and_a_type_error_with_the_clos
         "  - RunConfig(augment='type1'): unknown field 'augment' (did you mean 'recipe'?); "
         "help(segkit.RunConfig) lists the fields, and `segkit run --help` says what each does "
         "(its long options are the fields, with '-' for '_')\n"
-        "  - image_size='64': expected an integer\n"
+        "  - image_size='64': expected an integer, not a string: image_size=64\n"
         "  - epochs=0: expected a positive integer"
     )
     with pytest.raises(UnknownSettingError, match=r"unknown field 'epoch' \(did you mean 'epochs'"):
@@ -269,7 +274,10 @@ def test_a_file_with_flags_over_it_names_each_value_where_it_was_given(tmp_path,
     bad.write_text("epochs: 3\nimage_size: '64'\nwarmup_epochs: 2\n")
     # A bad value in the file names the file and the key, also with flags given.
     err = _cli_error(capsys, ["run", "--config", str(bad), "--epochs", "4"])
-    assert err == f"segkit: error: {bad}: key 'image_size' = '64': expected an integer"
+    assert err == (
+        f"segkit: error: {bad}: key 'image_size' = '64': expected an integer, not a string: "
+        "image_size = 64"
+    )
     # A bad flag over a good file names the flag.
     err = _cli_error(capsys, ["run", "--config", str(good), "--epochs", "0"])
     assert err == "segkit: error: --epochs 0: expected a positive integer"
@@ -478,7 +486,9 @@ def test_a_check_of_two_settings_waits_for_the_other_one_to_be_good():
         "2 settings to fix:\n  - --epochs 0: expected a positive integer\n"
         "  - --lr 0.0: expected a positive learning rate"
     )
-    with pytest.raises(ConfigError, match=r"^epochs='3': expected an integer$"):
+    with pytest.raises(
+        ConfigError, match=r"^epochs='3': expected an integer, not a string: epochs=3$"
+    ):
         RunConfig(epochs="3", warmup_epochs=5)
 
 

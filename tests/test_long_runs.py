@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from conftest import TINY_RUN
 from helpers import comparable, rows, tiny
 
+import segkit
 from segkit import registry
 from segkit.cli import main
 from segkit.config import RunConfig
@@ -537,8 +539,19 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(
     assert [p.name for p in folder.iterdir()] == ["config.json"]
     assert str(e.value) == (
         "interrupted during epoch 1; no checkpoint had been written yet. Start it again "
-        f"with: segkit run --config {folder / 'config.json'} --name {folder.name}"
-    )
+        f"with: segkit.train(segkit.RunConfig.from_file({str(folder / 'config.json')!r}), "
+        f"out={str(tmp_path)!r}, name={folder.name!r}) (or: segkit run --config "
+        f"{folder / 'config.json'} --name {folder.name})"
+    )  # started from Python: the call first, then the command
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    restart = str(e.value).split("with: ", 1)[1].split(" (or: ")[0]
+    result = eval(restart, {"segkit": segkit}, {})  # as a notebook user pastes it
+    assert result.run_dir == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    shutil.rmtree(folder)
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    with pytest.raises(RunInterrupted):
+        train(tiny(tiny_pets, tmp_path, epochs=1), quiet=True)
+    (folder,) = tmp_path.iterdir()
     monkeypatch.setattr(engine, "train_one_epoch", real)
     result = train(tiny(tiny_pets, tmp_path, epochs=1, name=folder.name), quiet=True)
     assert result.run_dir == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]

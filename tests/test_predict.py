@@ -214,9 +214,11 @@ def test_auto_mode_resizes_for_a_resize_trained_model_whatever_the_image_size() 
     predictor = Predictor.from_model(Constant(), image_size=32)
     for hw in ((64, 10), (65, 10), (375, 500), (768, 1024), (5000, 4000)):
         assert predictor.mode_for(*hw) == "resize"
-    assert (
-        "--mode auto: resize, as the model was trained on images resized" in predictor.auto_rule()
-    )
+    assert predictor.auto_rule().startswith(
+        "mode='auto': resize, as the model was trained on images resized"
+    )  # named as Python gives it; the segkit command's first line names the flag
+    with given_as(COMMAND_LINE):
+        assert predictor.auto_rule().startswith("--mode auto: resize, as the model")
     assert "trained on images resized to 32 px" in predictor.auto_rule()
 
 
@@ -225,7 +227,7 @@ def test_auto_mode_runs_a_crop_trained_model_whole_and_tiles_only_above_the_boun
     assert predictor.mode_for(2048, 2048) == "whole" and predictor.mode_for(375, 500) == "whole"
     assert predictor.mode_for(2049, 2048) == "tile" and predictor.mode_for(10000, 500) == "tile"
     assert (
-        "--mode auto: whole images (tiles above 2048x2048), as the model" in predictor.auto_rule()
+        "mode='auto': whole images (tiles above 2048x2048), as the model" in predictor.auto_rule()
     )
     assert "32 px crops at the images' own scale" in predictor.auto_rule()
 
@@ -430,6 +432,34 @@ def test_predict_never_overwrites_without_being_asked(ckpt: Path, tmp_path: Path
     assert code == 2 and f"{out / 'a_mask.png'} already exists (1 of the 1 output files do)" in err
     assert "--overwrite" in err and (out / "a_mask.png").stat().st_mtime_ns == before
     assert predict(capsys, str(ckpt), str(image), "--out", str(out), "--overwrite")[0] == 0
+
+
+def test_predict_from_python_names_its_keywords_and_refuses_an_image_in_memory(
+    ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    image = photo(tmp_path / "a.jpg", (20, 20))
+    out = tmp_path / "out"
+    segkit.predict(ckpt, image, out)  # one path, not a list
+    assert capsys.readouterr().out.startswith("segkit: mode='auto': resize, as the model")
+    with pytest.raises(ConfigError) as e:
+        segkit.predict(ckpt, [image], out)
+    assert str(e.value).endswith(
+        "pass overwrite=True to replace them, skip_existing=True to write only the missing "
+        "ones, or choose another out"
+    )
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(segkit.DataError, match=r"pass skip_bad=True to skip unreadable files$"):
+        segkit.predict(ckpt, [tmp_path / "b.jpg"], tmp_path / "out2")
+    pixels = np.zeros((20, 20, 3), np.uint8)
+    for images, got in ((pixels, "got ndarray"), ([image, pixels], "got a list holding ndarray")):
+        with pytest.raises(ConfigError) as e:
+            segkit.predict(ckpt, images, tmp_path / "out3")
+        assert str(e.value).startswith(
+            f"images: expected image files, folders or .txt lists (a path or a list of paths), "
+            f"{got}; an image in memory (a numpy array, a PIL image) is predicted by "
+            "segkit.Predictor(checkpoint).predict(image)"
+        )
+    assert not (tmp_path / "out3").exists()
 
 
 def test_predict_stops_at_an_unreadable_image_or_skips_it(

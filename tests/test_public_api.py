@@ -249,7 +249,11 @@ def test_resume_and_read_run_are_public():
         (
             lambda: segkit.train(segkit.RunConfig(), quite=True),
             "segkit.train(quite=True): unknown keyword 'quite' (did you mean 'quiet'?); "
-            "it takes: config, quiet",
+            "it takes config, quiet and the RunConfig fields, which help(segkit.RunConfig) lists",
+        ),
+        (
+            lambda: segkit.train(data="pets", epoch=3),
+            "segkit.train(epoch=3): unknown keyword 'epoch' (did you mean 'epochs'?)",
         ),
         (
             lambda: segkit.resume("runs/x", epoch=3),
@@ -327,3 +331,106 @@ def test_run_result_test_is_typed_as_what_it_holds():
 
     assert typing.get_type_hints(RunResult)["test"] == dict[str, Any]
     assert "definitions" in RunResult.__doc__ and "confusion" in RunResult.__doc__
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The configs segkit.train starts runs with (nothing is trained)."""
+    from segkit.training import engine
+
+    configs: list = []
+    monkeypatch.setattr(engine, "_run", lambda config, *a: configs.append(config) or config)
+    return configs
+
+
+def test_train_takes_the_settings_as_keywords_over_a_config(started, tmp_path, monkeypatch):
+    """A notebook's first cell: ``segkit.train(data=..., epochs=2)``, no RunConfig needed;
+    keywords given with a config replace its fields, the config itself left as it was."""
+    monkeypatch.chdir(tmp_path)
+    segkit.train(data="pets", image_size=32, epochs=2)
+    config = segkit.RunConfig(data="cells", recipe="type1", epochs=50)
+    segkit.train(config, data="pets", epochs=3, name="again")
+    first, second = started
+    assert (first.data, first.data_as_typed, first.image_size, first.epochs) == (
+        str(tmp_path / "pets"), "pets", 32, 2,
+    )  # fmt: skip
+    # data's as-typed record follows the new data, not the config's
+    assert (second.data, second.data_as_typed, second.epochs, second.name) == (
+        str(tmp_path / "pets"), "pets", 3, "again",
+    )  # fmt: skip
+    assert second.recipe == "type1" and config.epochs == 50 and config.data_as_typed == "cells"
+    assert segkit.train(config) is config
+
+
+def test_train_refuses_a_bad_keyword_value_or_a_config_that_is_not_one(started):
+    with pytest.raises(
+        ConfigError, match=r"^lr='1e-3': expected a number, not a string: lr=0.001$"
+    ):
+        segkit.train(lr="1e-3")
+    with pytest.raises(
+        ConfigError, match=r"^epochs='3': expected an integer, not a string: epochs=3"
+    ):
+        segkit.RunConfig(epochs="3")
+    with pytest.raises(ConfigError, match=r"^image_size='6x': expected an integer$"):
+        segkit.RunConfig(image_size="6x")
+    with pytest.raises(ConfigError) as e:
+        segkit.train("run.yaml")
+    assert str(e.value) == (
+        "segkit.train(config=str): expected a segkit.RunConfig; pass the settings as keywords, "
+        "segkit.train(epochs=2, ...), or segkit.RunConfig.from_file(path) for a configuration file"
+    )
+    assert started == []
+
+
+def test_what_a_notebook_cell_shows_is_one_line_of_headlines(tiny_pets):
+    """The default reprs printed every field: the nested test dicts, every history row,
+    the whole nn.Module. A cell now shows the headline and where the rest is."""
+    from segkit.reports.compare import Run
+    from segkit.training.run_folder import RunResult
+
+    history = [{"epoch": e, "valid_dice": 0.5} for e in (1, 2, 3)]
+    test = {"dice": 0.48524973, "iou": 0.3336, "loss": 2.6, "images": 12.0, "definitions": {}}
+    result = RunResult(Path("runs/exp"), test, 2, 0.449, 4.5, 7.1, history=history, epochs_run=3)
+    result.best_value = 0.44937
+    assert repr(result) == (
+        "RunResult(run_dir=PosixPath('runs/exp'), test={'dice': 0.4852, 'iou': 0.3336}, "
+        "best_epoch=2, monitor='valid_dice', best_value=0.4494, epochs_run=3, "
+        "stopped_by='epochs', history=<3 epochs>)"
+    )
+    summary = {"test_miou": 0.61234, "test_mdice": 0.7, "best_epoch": 3, "stopped_by": "patience"}
+    run = Run(Path("runs/k3"), segkit.RunConfig(), {}, summary, history, [("a", 0.5, 0.4)])
+    assert repr(run) == (
+        "Run(path=PosixPath('runs/k3'), model='unet', test={'miou': 0.6123, "
+        "'mdice': 0.7}, best_epoch=3, stopped_by='patience', history=<3 epochs>, "
+        "scores=<1 test image>)"
+    )
+    predictor = segkit.Predictor.from_model(torch.nn.Conv2d(3, 1, 1), image_size=32)
+    assert repr(predictor) == (
+        "Predictor(checkpoint=None, model='model', task='binary', image_size=32, mode='auto', "
+        "tta='none', tile=32, device='cpu')"
+    )
+    assert repr(predictor.trained) == (
+        "Trained(path=None, model='model', task='binary', image_size=32, device='cpu', "
+        "precision='fp32')"
+    )
+    report = segkit.check_data(tiny_pets)
+    assert repr(report) == (
+        f"Report(dataset='oxford_pet', root={str(tiny_pets)!r}, splits=<train 13, valid 2, "
+        "test 5>, ok=True, problems=<0 errors, 0 warnings>; print(report) shows it all)"
+    )
+    assert str(report).startswith(f"dataset oxford_pet ({tiny_pets})\nsplit  images")
+
+
+def test_run_interrupted_is_public_and_names_the_folder_to_resume():
+    """A notebook catches ``segkit.RunInterrupted`` and resumes ``e.run_dir`` (the engine
+    sets it: tests/test_run_lifecycle.py); pickled, as an exception crossing processes is,
+    it keeps its message."""
+    import pickle
+
+    from segkit.errors import RunInterrupted, SegkitError
+
+    assert segkit.RunInterrupted is RunInterrupted and "RunInterrupted" in segkit.__all__
+    error = RunInterrupted("interrupted during epoch 2", run_dir=Path("runs/x"))
+    assert isinstance(error, SegkitError) and error.run_dir == Path("runs/x")
+    assert str(pickle.loads(pickle.dumps(error))) == "interrupted during epoch 2"
+    assert RunInterrupted("interrupted").run_dir is None

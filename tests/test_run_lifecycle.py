@@ -206,6 +206,7 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
     with pytest.raises(RunInterrupted) as e:
         train(tiny(tiny_pets, tmp_path, epochs=4, save_every=3, name="se"), quiet=True)
     run = tmp_path / "se"
+    assert e.value.run_dir == run  # for a notebook: segkit.resume(e.run_dir), no parsing
     message = str(e.value)
     assert message.startswith(f"interrupted during epoch 3; {run} keeps best.pt")
     assert "metrics.csv (epochs 1-2)" in message and "save_every=3 writes it every 3" in message

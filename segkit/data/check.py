@@ -156,6 +156,21 @@ class Report:
         out["ok"] = self.ok
         return out
 
+    def __str__(self) -> str:
+        """What ``segkit data check`` prints: ``print(report)``."""
+        return format_report(self)
+
+    def __repr__(self) -> str:
+        """One line for a notebook cell: the dataset, its splits, whether a run would
+        start and the problems by severity; ``print(report)`` shows the whole report."""
+        splits = ", ".join(f"{name} {st.count}" for name, st in self.splits.items())
+        warnings = len(self.problems) - len(self.errors)
+        return (
+            f"Report(dataset={self.dataset!r}, root={self.root!r}, splits=<{splits}>, "
+            f"ok={self.ok}, problems=<{plural(len(self.errors), 'error')}, "
+            f"{plural(warnings, 'warning')}>; print(report) shows it all)"
+        )
+
 
 @dataclass
 class _Seen:

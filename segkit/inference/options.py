@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,24 @@ class PredictorOptions:
 # ---------------------------------------------------------------------- segkit predict
 
 
+def _check_image_paths(images: Any) -> None:
+    """Raises:
+    ConfigError: ``images`` (predict's) is not a path or a list of paths: an image in
+        memory belongs to :class:`~segkit.inference.predictor.Predictor`, which returns
+        its probabilities instead of writing files."""
+    items = images if isinstance(images, list | tuple) else None
+    bad = [i for i in items if not isinstance(i, str | os.PathLike)] if items is not None else []
+    if items is not None and not bad:
+        return
+    got = type(bad[0] if bad else images).__name__
+    raise ConfigError(
+        f"{named('images')}: expected image files, folders or .txt lists (a path or a list "
+        f"of paths), got {'a list holding ' if bad else ''}{got}; an image in memory (a "
+        "numpy array, a PIL image) is predicted by segkit.Predictor(checkpoint).predict(image), "
+        "which returns its probabilities"
+    )
+
+
 @checked_keywords("PredictOptions")
 @dataclass(kw_only=True)
 class PredictOptions:
@@ -284,8 +303,9 @@ class PredictOptions:
     num_workers: int | None = option(None, config=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.images, str | Path):  # one path, not its characters
+        if isinstance(self.images, str | os.PathLike):  # one path, not its characters
             self.images = [self.images]
+        _check_image_paths(self.images)
         if self.probabilities is True:
             self.probabilities = "npy"
         elif self.probabilities is False:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from segkit.config import checked_keywords
+from segkit.config import PYTHON, checked_keywords, given, named_as
 from segkit.data.reading import UNREAD_PHOTOS, UNREADABLE_ADVICE, file_orientation, read_image
 from segkit.errors import ConfigError, plural
 from segkit.inference.options import PredictOptions, ProbabilityFormat
@@ -91,7 +91,7 @@ class Predicted:
         skipped = f", {self.skipped} unreadable skipped" if self.skipped else ""
         kept = (
             f", {plural(self.kept, 'image')} with existing files kept (only their missing "
-            "files written; --overwrite redoes them)"
+            f"files written; {_switch('overwrite')} redoes them)"
             if self.kept
             else ""
         )
@@ -100,6 +100,13 @@ class Predicted:
             f"predicted {plural(self.written, 'image')}{skipped}{kept} in {self.seconds:.1f} s "
             f"({rate:.1f} images/s; {self.how}) -> {self.out}"
         )
+
+
+def _switch(key: str) -> str:
+    """A switch of :class:`PredictOptions` as a message names it, the way the options were
+    given (:func:`segkit.config.given_as`): ``overwrite=True`` from Python, ``--overwrite``
+    on the command line."""
+    return named_as(key, True) if given() == PYTHON else named_as(key)
 
 
 @checked_keywords("segkit.predict", PredictOptions)
@@ -134,7 +141,7 @@ def run_predict(options: PredictOptions) -> Predicted:
     if unread:
         print(unread_line(unread), file=sys.stderr)
     made = _first_missing(Path(options.out))  # the folder this run makes, if any
-    out = check_writable(options.out, "--out")  # read-only, full, a file: before any work
+    out = check_writable(options.out, named_as("out"))  # read-only, full, a file: before any work
     try:
         trained = open_trained(
             options.checkpoint,
@@ -207,8 +214,8 @@ def _images_to_write(
         if keep:
             print(
                 f"segkit: {plural(len(keep), 'image')} with some of their outputs in {out}: "
-                "only their missing files are written, the existing ones kept (--overwrite "
-                "redoes them)"
+                f"only their missing files are written, the existing ones kept "
+                f"({_switch('overwrite')} redoes them)"
             )
         _remove_stopped_writes(outputs)
     _refuse_existing(outputs, options)
@@ -242,7 +249,8 @@ def plan_outputs(
         more = f"; and {len(named) - NAMED} more" if len(named) > NAMED else ""
         raise ConfigError(
             f"{plural(len(named), 'pair')} of inputs would write the same file: "
-            f"{'; '.join(named[:NAMED])}{more}. Predict them into separate --out folders, "
+            f"{'; '.join(named[:NAMED])}{more}. Predict them into separate {named_as('out')} "
+            "folders, "
             "or rename one of each pair"
         )
     return outputs
@@ -273,8 +281,8 @@ def _refuse_existing(outputs: dict[Path, list[Path]], options: PredictOptions) -
     if existing and not (options.overwrite or options.skip_existing):
         raise ConfigError(
             f"{existing[0]} already exists ({len(existing)} of the {len(targets)} output files "
-            "do); pass --overwrite to replace them, --skip-existing to write only the missing "
-            "ones, or choose another --out"
+            f"do); pass {_switch('overwrite')} to replace them, {_switch('skip_existing')} to "
+            f"write only the missing ones, or choose another {named_as('out')}"
         )
 
 
@@ -357,7 +365,7 @@ def rotation_line(rotated: Sequence[Path]) -> str:
         "viewer shows it. To predict it as shown, store the rotation first: python -c "
         '"import sys; from PIL import Image, ImageOps; '
         '[ImageOps.exif_transpose(Image.open(p)).save(p, quality=95) for p in sys.argv[1:]]" '
-        "FILES, then predict again with --overwrite"
+        f"FILES, then predict again with {_switch('overwrite')}"
     )
 
 
@@ -430,7 +438,8 @@ class PredictionRecord:
         if "image" not in (reader.fieldnames or ()):
             raise ConfigError(
                 f"{self.path} exists and is not a segkit predictions record (no 'image' "
-                f"column; predict writes {RECORD_NAME} in --out); move it, or choose another --out"
+                f"column; predict writes {RECORD_NAME} in {named_as('out')}); move it, or choose "
+                f"another {named_as('out')}"
             )
         return list(reader.fieldnames or ()), rows
 
@@ -492,7 +501,9 @@ def _stop_or_skip(error: Exception, skip_bad: bool, written: int, out: Path) -> 
         else:
             are = "is" if written == 1 else "are"
             before = f"The {plural(written, 'image')} predicted before it {are} in {out}"
-        raise type(error)(f"{said}. {before}; pass --skip-bad to skip unreadable files") from None
+        raise type(error)(
+            f"{said}. {before}; pass {_switch('skip_bad')} to skip unreadable files"
+        ) from None
     print(f"segkit: skipped {said}", file=sys.stderr)
 
 
@@ -615,7 +626,7 @@ def _folder_images(folder: Path, skip: Path | None = None) -> list[tuple[Path, P
         files = _less_outputs(files)
     if not files:
         left = (
-            f"; {skip} (--out) is left out"
+            f"; {skip} ({named_as('out')}) is left out"
             if skip and not beside and skip.is_relative_to(folder.resolve())
             else ""
         )
@@ -712,7 +723,9 @@ class PredictionWriter:
         if not self.probabilities:
             return None
         if self.probabilities not in ("npy", "png"):
-            raise ConfigError(f"--probabilities {self.probabilities!r}: expected npy or png")
+            raise ConfigError(
+                f"{named_as('probabilities', self.probabilities)}: expected npy or png"
+            )
         return str(self.probabilities)
 
     def paths(self, out_dir: Path, stem: str) -> list[Path]:

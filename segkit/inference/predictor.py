@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from segkit.build import check_size_multiple, resolve_device
-from segkit.config import checked_keywords
+from segkit.config import checked_keywords, named_as
 from segkit.data.reading import decode_image, is_deep_colour, pil_to_rgb, read_image
 from segkit.errors import ConfigError, DataError, described
 from segkit.inference.forward import resize_to, resized_batch
@@ -179,6 +179,15 @@ class Predictor:
 
     # ------------------------------------------------------------------ public
 
+    def __repr__(self) -> str:
+        """One line for a notebook cell: the checkpoint, model and task, and how images
+        are predicted (mode, tta, tile) and where."""
+        return (
+            f"Predictor(checkpoint={self.trained.path!r}, model={self.trained.label!r}, "
+            f"task={self.task.describe()!r}, image_size={self.image_size}, mode={self.mode!r}, "
+            f"tta={self.tta!r}, tile={self.tile}, device={str(self.device)!r})"
+        )
+
     @property
     def channels(self) -> int:
         """Probability channels: 1 (binary) or K."""
@@ -199,7 +208,8 @@ class Predictor:
         else:
             side = int(WHOLE_MAX_PIXELS**0.5)
             choice = f"whole images (tiles above {side}x{side})"
-        return f"--mode auto: {choice}, as the model was trained on {self.trained.training()}"
+        mode = named_as("mode", "auto", as_typed=True)
+        return f"{mode}: {choice}, as the model was trained on {self.trained.training()}"
 
     def predict(self, image: np.ndarray | Any | str | Path) -> np.ndarray:
         """Probabilities of one image: ``(H, W)`` foreground probability for a binary model,
@@ -396,9 +406,14 @@ def as_rgb(image: Any) -> np.ndarray:
         image.load()
         return pil_to_rgb(image)
     if not isinstance(image, np.ndarray):
+        several = (
+            "; for several images call predict_batch(images), which returns a list"
+            if isinstance(image, (list, tuple))
+            else ""
+        )
         raise ConfigError(
             f"predict: expected an image file path, an image file's bytes, a PIL image or a "
-            f"uint8 numpy array, got {type(image).__name__}"
+            f"uint8 numpy array, got {type(image).__name__}{several}"
         )
     if image.dtype != np.uint8:
         hint = (

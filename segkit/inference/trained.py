@@ -99,6 +99,15 @@ class Trained:
             image_size,
         )
 
+    def __repr__(self) -> str:
+        """One line for a notebook cell (the default repr printed the whole model):
+        the checkpoint, model, task, training size and where it runs."""
+        return (
+            f"Trained(path={self.path!r}, model={self.label!r}, task={self.task.describe()!r}, "
+            f"image_size={self.image_size}, device={str(self.device)!r}, "
+            f"precision={self.runtime.precision.name!r})"
+        )
+
     @property
     def device(self) -> torch.device:
         return self.runtime.device

@@ -59,7 +59,13 @@ from segkit.system.files import atomic_open
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 from segkit.training.early_stopping import MONITORS, EarlyStopping
-from segkit.training.run_folder import UNFINISHED_BY, RunFolder, stopped_by_of, timing
+from segkit.training.run_folder import (
+    UNFINISHED_BY,
+    RunFolder,
+    headline_scores,
+    stopped_by_of,
+    timing,
+)
 
 #: Settings every row shows, in this order, before any other setting that differs.
 MAIN_SETTINGS = ("model", "loss", "recipe", "loader", "precision", "epochs")
@@ -112,6 +118,18 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def __repr__(self) -> str:
+        """The headline, for a notebook cell: the folder, model, test scores, best epoch
+        and what the fields hold (``run.config``, ``run.summary``, ``run.history``...)."""
+        return (
+            f"Run(path={self.path!r}, model={self.config.model!r}, "
+            f"test={headline_scores(self.summary, 'test_')}, "
+            f"best_epoch={self.summary.get('best_epoch')!r}, "
+            f"stopped_by={self.summary.get('stopped_by')!r}, "
+            f"history=<{plural(len(self.history), 'epoch')}>, "
+            f"scores=<{plural(len(self.scores), 'test image')}>)"
+        )
 
 
 @dataclass

@@ -749,7 +749,9 @@ def _run_sequential(
             if quiet and outcome[run.name] != "skipped":  # the engine printed nothing
                 say((study.run_dir(run) / "summary.txt").read_text().strip())
         except RunInterrupted as e:
-            raise RunInterrupted(f"{e}; or continue the whole study: {_command(study)}") from None
+            raise RunInterrupted(
+                f"{e}; or continue the whole study: {_command(study)}", run_dir=e.run_dir
+            ) from None
         except SegkitError as e:
             outcome[run.name], errors[run.name] = "failed", e
             break

@@ -25,6 +25,7 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -67,13 +68,27 @@ from segkit.training.run_folder import RunClock, RunFolder, RunResult, time_line
 __all__ = ["RunResult", "resume", "train"]
 
 
-@checked_keywords("segkit.train")
-def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
+@checked_keywords(
+    "segkit.train",
+    RunConfig,
+    listed="it takes config, quiet and the RunConfig fields, which help(segkit.RunConfig) lists",
+)
+def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: Any) -> RunResult:
     """Train, validate, test and report into a new run folder.
 
+    The settings are a :class:`~segkit.config.RunConfig` or its fields as keywords, which
+    replace the config's where both are given::
+
+        result = segkit.train(data="pets", image_size=64, epochs=2)
+        result = segkit.train(config, epochs=20, name="longer")
+
+    Each call makes a new run folder, ``<out>/<name>``: a taken name gets ``-2``, ``-3``...
+    (said on the first line), so running a cell again keeps the first run's record.
+
     Args:
-        config: The run configuration.
+        config: The run configuration (default: every field's default).
         quiet: Print nothing (the CLI then prints the summary line itself).
+        **settings: RunConfig fields (``epochs=2``), over ``config``'s.
 
     Returns:
         A :class:`~segkit.training.run_folder.RunResult`: the run folder, ``test`` (the
@@ -82,15 +97,38 @@ def train(config: RunConfig, *, quiet: bool = False) -> RunResult:
 
     Raises:
         SegkitError: bad configuration, data or checkpoint (a subclass says which).
-        RunInterrupted: Ctrl-C; the message says how to resume.
+        RunInterrupted: Ctrl-C; the message says how to resume, ``run_dir`` is the folder.
         MainGuardError: loader worker processes re-ran a script without the main guard.
-        UnknownSettingError: a keyword ``train`` does not take, with its close match.
+        UnknownSettingError: a keyword ``train`` does not take (no RunConfig field has
+            it), with its close match.
     """
+    config = _configured(config, settings)
     exit_if_reimporting_main()
     try:
         return _run(config, None, None, quiet)
     except MainGuardError as e:  # the script's own lines and this one are all it needs
         raise e.with_traceback(None) from None
+
+
+#: RunConfig fields derived from another on construction, reset where that one changes.
+_DERIVED = {"data": "data_as_typed", "recipe": "recipe_definition"}
+
+
+def _configured(config: RunConfig | None, settings: dict[str, Any]) -> RunConfig:
+    """``config`` with ``settings`` (RunConfig fields, checked by :func:`train`'s
+    decorator) in place of its values; validated as a new RunConfig is."""
+    if config is None:
+        return RunConfig(**settings)
+    if not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"segkit.train(config={type(config).__name__}): expected a segkit.RunConfig; "
+            "pass the settings as keywords, segkit.train(epochs=2, ...), or "
+            "segkit.RunConfig.from_file(path) for a configuration file"
+        )
+    if not settings:
+        return config
+    reset = {d: None for k, d in _DERIVED.items() if k in settings and d not in settings}
+    return dataclasses.replace(config, **reset, **settings)
 
 
 #: The settings ``--resume`` may change besides ``--epochs`` and ``--max-time``: where the
@@ -982,7 +1020,9 @@ class Run:
         except KeyboardInterrupt:
             if not (d.main and self.folder):  # another rank: rank 0 says it
                 raise RunInterrupted("interrupted") from None
-            raise RunInterrupted(f"{self.interrupted_when()}; {_resume_hint(self)}") from None
+            raise RunInterrupted(
+                f"{self.interrupted_when()}; {_resume_hint(self)}", run_dir=self.folder.path
+            ) from None
         except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
             if not (d.enabled and distributed.is_collective_failure(e)):
                 raise
@@ -1248,8 +1288,22 @@ def _resume_hint(run: Run) -> str:
         return f"{kept[0]}. {kept[1]}"
     return (
         f"no checkpoint had been written yet. Start it again with: "
-        f"{folder.restart_command(run.config)}{devices}"
+        f"{_restart_call(folder, run.config, devices)}"
     )
+
+
+def _restart_call(folder: RunFolder, config: RunConfig, devices: str) -> str:
+    """The call that starts the run in ``folder`` again, in that folder (which records
+    nothing yet): the command, and ``segkit.train`` first for a run started from Python."""
+    command = f"{folder.restart_command(config)}{devices}"
+    if given() != PYTHON or devices:
+        return command
+    same = config.name == folder.path.name and (
+        Path(config.out).expanduser().resolve() == folder.path.parent.resolve()
+    )
+    there = "" if same else f", out={str(folder.path.parent)!r}, name={folder.path.name!r}"
+    call = f"segkit.train(segkit.RunConfig.from_file({str(folder.config)!r}){there})"
+    return f"{call} (or: {command})"
 
 
 def _resume_call(path: Path, devices: str) -> str:

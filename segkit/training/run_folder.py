@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.config import RunConfig, named
-from segkit.errors import CheckpointError, ConfigError
+from segkit.errors import CheckpointError, ConfigError, plural
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.task import per_class_rows
 from segkit.training import checkpoint as ckpt_io
@@ -156,6 +156,32 @@ class RunResult:
     #: What the data check warned of before training (K classes: a class with no pixel
     #: in a split, or under 0.1% of the train pixels), one line each.
     data_warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        """The headline, for a notebook cell: the folder, the test scores without their
+        per-class and per-definition detail, the best epoch and what ended the run; the
+        fields hold the rest (``result.test``, ``result.history``, ``result.time``)."""
+        return (
+            f"RunResult(run_dir={self.run_dir!r}, test={headline_scores(self.test)}, "
+            f"best_epoch={self.best_epoch}, monitor={self.monitor!r}, "
+            f"best_value={_rounded(self.best_value)}, epochs_run={self.epochs_run}, "
+            f"stopped_by={self.stopped_by!r}, history=<{plural(len(self.history), 'epoch')}>)"
+        )
+
+
+#: The scores a repr shows of a ``test`` dict, where present: binary, then K classes.
+HEADLINE = ("dice", "iou", "miou", "mdice", "pixel_acc")
+
+
+def headline_scores(scores: dict[str, Any], prefix: str = "") -> str:
+    """``{'dice': 0.4852, 'iou': 0.3336}``: the :data:`HEADLINE` scores of ``scores`` (keys
+    ``prefix + name``, as ``summary.json``'s ``test_dice``) to 4 places, for a repr."""
+    shown = {k: _rounded(scores[prefix + k]) for k in HEADLINE if prefix + k in scores}
+    return repr(shown)
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
 
 
 #: What a run writes in its folder before its first epoch is recorded (besides temporary
