@@ -203,8 +203,13 @@ def test_a_changed_file_is_refused_and_force_replaces_only_the_changed_runs(
     changed = read_study(path, tmp_path / "out")
     with pytest.raises(ConfigError, match=r"s\.toml differs from the study in .*out \(") as e:
         prepare_folder(changed)
-    assert "--force" in str(e.value) and "2 run(s) added" in str(e.value)
-    assert "2 run(s) removed (seed0, seed1)" in str(e.value)
+    # seed0 given lr 0.01 is an edit (one setting, which renames it); seed1 -> seed2 with
+    # lr 0.01 too differs in two: one run removed, another added.
+    assert "--force" in str(e.value) and "1 run(s) added (lr0.01-seed2)" in str(e.value)
+    assert "1 run(s) changed, and named anew by it (seed0 -> lr0.01-seed0: lr 0.001 -> 0.01)" in (
+        str(e.value)
+    )
+    assert "1 run(s) removed (seed1)" in str(e.value)
 
     write(path, "[base]\nepochs = 3\n[axes]\nseed = [0, 1]\n")
     with pytest.raises(ConfigError, match=r"\(epochs 2 -> 3 in seed0, seed1\): pass --force"):
@@ -224,10 +229,11 @@ def test_a_changed_file_is_refused_and_force_replaces_only_the_changed_runs(
         "replaced", "study.json", "study.toml"
     ]  # fmt: skip
     assert (replaced / "seed0" / "marker").read_text() == "kept"
-    assert lines == [
-        f"segkit study: seed{i} is no longer in the study; its old run folder is now "
-        f"{replaced / f'seed{i}'}"
-        for i in (0, 1)
+    assert lines == [  # seed0 edited to 5 (its place in the file, one setting): a change
+        f"segkit study: seed0 changed (seed 0 -> 5) and is now named seed5; its old run "
+        f"folder is now {replaced / 'seed0'}, and it is trained again",
+        f"segkit study: seed1 is no longer in the study; its old run folder is now "
+        f"{replaced / 'seed1'}",
     ]
     state = json.loads((tmp_path / "out" / "study.json").read_text())
     assert [r["name"] for r in state["runs"]] == ["seed5"]
@@ -353,7 +359,11 @@ def test_force_trains_again_a_run_that_cannot_be_resumed_to_its_new_settings(
     target = out / "replaced" / "seed0"
     assert target.is_dir() and not (out / "seed0").exists()
     if why is None:
-        assert lines == [f"segkit study: seed0 changed; its old run folder is now {target}"]
+        change = "schedule 'exponential' -> 'cosine'" if "cosine" in base else "lr 0.001 -> 0.01"
+        assert lines == [
+            f"segkit study: seed0 changed (epochs 2 -> 3, {change}); its old run folder is now "
+            f"{target}, and it is trained again"
+        ]
     else:
         assert lines[0].startswith("segkit study: seed0 changed (")
         assert (
@@ -375,39 +385,129 @@ def test_a_cosine_run_given_more_epochs_is_trained_again(tmp_path: Path) -> None
     assert (out / "replaced" / "seed0").is_dir()
 
 
-def test_an_edited_run_is_moved_aside_and_a_name_used_again_keeps_both(tmp_path: Path) -> None:
-    """One run's lr edited: its name changes (the lr is in it), so --force sees a run
-    removed and one added; the old folder moves to replaced/, and a second edit back and
-    forth keeps every old folder (replaced/<name>-2)."""
-    text = "[[runs]]\nname = 'slow'\nlr = 0.0003\n[[runs]]\nname = 'fast'\nlr = {}\n"
+def sound_run(folder: Path, epochs: int, mark: str) -> Path:
+    """A finished study run's folder (:func:`finished_folder`) with a best.pt, and a file
+    ``mark`` to tell it by."""
+    finished_folder(folder, epochs)
+    torch.save({"format": ckpt_io.FORMAT}, folder / "best.pt")
+    (folder / "mark").write_text(mark)
+    return folder
+
+
+def test_an_edited_run_is_said_changed_and_an_edit_reverted_brings_its_run_back(
+    tmp_path: Path,
+) -> None:
+    """One run's lr edited renames it (the lr is in its name): --force says it changed,
+    what changed, where its folder went and that it trains again. The edit reverted, the
+    finished run of those settings comes back from replaced/ instead of training again;
+    the edited run's folder goes to replaced/ first (a log with it), nothing deleted."""
+    text = "[base]\nepochs = 1\n[[runs]]\nname = 'slow'\nlr = 0.0003\n[[runs]]\nname = 'fast'\nlr = {}\n"
     path = write(tmp_path / "lrs.toml", text.format(0.001))
-    out = tmp_path / "out"
+    out, replaced = tmp_path / "out", tmp_path / "out" / "replaced"
     prepare_folder(read_study(path, out))
     for name in ("slow-lr0.0003", "fast-lr0.001"):
-        (out / name).mkdir()
+        sound_run(out / name, 1, name)
     write(path, text.format(0.003))
-    with pytest.raises(ConfigError, match=r"1 run\(s\) removed \(fast-lr0\.001\)"):
+    with pytest.raises(ConfigError) as e:
         prepare_folder(read_study(path, out))
+    assert "(1 run(s) changed, and named anew by it (fast-lr0.001 -> fast-lr0.003: lr 0.001 -> " \
+        "0.003)): pass --force" in str(e.value)  # fmt: skip
     lines: list[str] = []
     prepare_folder(read_study(path, out), force=True, say=lines.append)
     assert lines == [
-        f"segkit study: fast-lr0.001 is no longer in the study; its old run folder is now "
-        f"{out / 'replaced' / 'fast-lr0.001'}"
+        "segkit study: fast-lr0.001 changed (lr 0.001 -> 0.003) and is now named fast-lr0.003; "
+        f"its old run folder is now {replaced / 'fast-lr0.001'}, and it is trained again"
     ]
-    assert (out / "slow-lr0.0003").is_dir() and not (out / "fast-lr0.001").exists()
-    (out / "fast-lr0.003").mkdir()
+    study = read_study(path, out)
+    assert [study_mod.state_of(study.run_dir(r), r) for r in study.runs] == ["done", "new"]
+    sound_run(out / "fast-lr0.003", 1, "edited")
     (out / "logs").mkdir()  # --parallel's logs move with their runs
-    (out / "logs" / "fast-lr0.003.log").write_text("old run")
-    write(path, text.format(0.001))  # back again: fast-lr0.001 starts afresh
+    (out / "logs" / "fast-lr0.003.log").write_text("edited run")
+
+    write(path, text.format(0.001))  # reverted
+    lines.clear()
     prepare_folder(read_study(path, out), force=True, say=lines.append)
-    (out / "fast-lr0.001").mkdir()
+    assert lines == [
+        "segkit study: fast-lr0.003 changed (lr 0.003 -> 0.001) and is now named fast-lr0.001; "
+        f"its old run folder is now {replaced / 'fast-lr0.003'}",
+        f"segkit study: fast-lr0.001: {replaced / 'fast-lr0.001'} is a finished run of exactly "
+        f"these settings; moved back to {out / 'fast-lr0.001'}, not trained again",
+    ]
+    assert (out / "fast-lr0.001" / "mark").read_text() == "fast-lr0.001"
+    assert (replaced / "fast-lr0.003" / "mark").read_text() == "edited"
+    assert (replaced / "logs" / "fast-lr0.003.log").read_text() == "edited run"
+    assert sorted(p.name for p in replaced.iterdir()) == ["fast-lr0.003", "logs", "replaced.json"]
+    study = read_study(path, out)
+    assert [study_mod.state_of(study.run_dir(r), r) for r in study.runs] == ["done", "done"]
+    # Once more to 0.003: that run comes back in its turn.
     write(path, text.format(0.003))
-    prepare_folder(read_study(path, out), force=True, say=lines.append)
-    assert sorted(p.name for p in (out / "replaced").iterdir()) == [
-        "fast-lr0.001", "fast-lr0.001-2", "fast-lr0.003", "logs"
-    ]  # fmt: skip
-    assert (out / "replaced" / "logs" / "fast-lr0.003.log").read_text() == "old run"
-    assert not (out / "logs" / "fast-lr0.003.log").exists()
+    prepare_folder(read_study(path, out), force=True, say=lambda _: None)
+    assert (out / "fast-lr0.003" / "mark").read_text() == "edited"
+    assert (replaced / "fast-lr0.001" / "mark").read_text() == "fast-lr0.001"
+
+
+def test_a_base_edit_reverted_brings_back_the_run_of_that_name(tmp_path: Path) -> None:
+    """The name stays (lr is in [base]): the edited run in the folder of that name goes to
+    replaced/seed0-2 before the first run comes back from replaced/seed0."""
+    path, out, replaced = tmp_path / "s.toml", tmp_path / "out", tmp_path / "out" / "replaced"
+    force_to(path, out, "epochs = 1\nlr = 0.001")
+    sound_run(out / "seed0", 1, "first")
+    lines = force_to(path, out, "epochs = 1\nlr = 0.0003")
+    assert lines == [
+        "segkit study: seed0 changed (lr 0.001 -> 0.0003); its old run folder is now "
+        f"{replaced / 'seed0'}, and it is trained again"
+    ]
+    sound_run(out / "seed0", 1, "second")
+    lines = force_to(path, out, "epochs = 1\nlr = 0.001")
+    assert lines == [
+        f"segkit study: seed0 changed (lr 0.0003 -> 0.001); its old run folder is now "
+        f"{replaced / 'seed0-2'}",
+        f"segkit study: seed0: {replaced / 'seed0'} is a finished run of exactly these "
+        f"settings; moved back to {out / 'seed0'}, not trained again",
+    ]
+    assert (out / "seed0" / "mark").read_text() == "first"
+    assert (replaced / "seed0-2" / "mark").read_text() == "second"
+
+
+@pytest.mark.parametrize(
+    "harm, why",
+    [
+        ("summary.json", "it did not finish (it stopped after its last.pt: resumable, not finished)"),
+        ("best.pt", "its {folder}/best.pt: not a readable checkpoint: the file is empty"),
+        ("extending.json", "its extension to more epochs or a longer max_time did not finish"),
+    ],
+)  # fmt: skip
+def test_an_edit_reverted_trains_again_when_the_old_run_is_unfinished_or_damaged(
+    tmp_path: Path, harm: str, why: str
+) -> None:
+    path, out, replaced = tmp_path / "s.toml", tmp_path / "out", tmp_path / "out" / "replaced"
+    force_to(path, out, "epochs = 1\nlr = 0.001")
+    sound_run(out / "seed0", 1, "first")
+    force_to(path, out, "epochs = 1\nlr = 0.0003")
+    old = replaced / "seed0"
+    if harm == "summary.json":  # interrupted: its last.pt, no summary
+        (old / "summary.json").unlink()
+        torch.save({"format": ckpt_io.FORMAT}, old / "last.pt")
+    elif harm == "best.pt":
+        (old / "best.pt").write_bytes(b"")
+    else:
+        RunFolder(old).write_extending(2, None)
+    sound_run(out / "seed0", 1, "second")
+    lines = force_to(path, out, "epochs = 1\nlr = 0.001")
+    assert lines == [
+        f"segkit study: seed0 changed (lr 0.0003 -> 0.001); its old run folder is now "
+        f"{replaced / 'seed0-2'}, and it is trained again ({old} holds a run of these "
+        f"settings, but {why.format(folder=old)}"
+        + (
+            " (0 bytes: a copy stopped before writing it, or the disk was full))"
+            if harm == "best.pt"
+            else ")"
+        )
+    ]
+    assert not (out / "seed0").exists() and (old / "mark").read_text() == "first"
+    # A run put back in the file (no changed line) says it the same way.
+    lines = force_to(path, out, "epochs = 1\nlr = 0.0003")  # seed0-2 back: sound
+    assert lines[-1].startswith("segkit study: seed0: ") and "moved back" in lines[-1]
 
 
 def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
@@ -1143,3 +1243,85 @@ def test_force_with_more_epochs_resumes_the_runs_that_kept_last_pt(
     # Again: nothing to do.
     outcome = run_study(path, out, quiet=True, say=lambda _: None).outcome
     assert outcome == {kept.name: "skipped", gone.name: "skipped"}
+
+
+def test_an_extension_to_a_longer_max_time_is_marked_until_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run the time limit stopped, given a longer max_time alone: extending.json is
+    written before the resume starts, so a resume killed outright after rewriting
+    config.json (its summary still the limit's stop, no stopped.json) is resumed again."""
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    force_to(path, out, "epochs = 3\nmax_time = '1m'\nkeep_last = true")
+    folder = finished_folder(out / "seed0", 3, last=b"real", epochs_run=1, stopped_by="max_time")
+    asked = {"epochs": 3, "seed": 0, "max_time": "1m", "keep_last": True}
+    (folder / "config.json").write_text(json.dumps(asked))
+    lines = force_to(path, out, "epochs = 3\nmax_time = '1h'\nkeep_last = true")
+    assert (
+        "resumes from its last.pt to 3 epochs (max_time 1h, counted from the resume)" in (lines[0])
+    )
+    study = read_study(path, out)
+    run = study.runs[0]
+    assert study_mod.state_of(folder, run) == "extend"
+    calls = []
+
+    def killed(run_dir, **to):  # rewrote config.json, then SIGKILL: nothing more written
+        calls.append((RunFolder(run_dir).read_extending(), to))
+        (Path(run_dir) / "config.json").write_text(json.dumps({**asked, "max_time": "1h"}))
+
+    monkeypatch.setattr(engine, "resume", killed)
+    assert study_mod.run_one(study, run) == "resumed"
+    marker, to = calls[0]
+    assert (marker["epochs"], marker["max_time"]) == (3, "1h")
+    assert to == {"epochs": 3, "max_time": "1h", "quiet": False}
+    # Without the marker this folder reads as finished: the new limit could have stopped it.
+    assert study_mod.state_of(folder, run) == "extend"
+    assert study_mod._resume_to(folder, run, "extend") == {"epochs": 3, "max_time": "1h"}
+    (folder / "extending.json").unlink()
+    assert study_mod.state_of(folder, run) == "done"
+    (folder / "extending.json").write_text('{"epo')  # cut short by a kill: still marked
+    assert study_mod.state_of(folder, run) == "extend"
+
+
+@pytest.mark.slow
+def test_a_max_time_extension_killed_with_sigkill_is_resumed_the_next_time(
+    tiny_pets: Path, tmp_path: Path
+) -> None:
+    body = "epochs = 3\nkeep_last = true\nmax_time = '{}'\n[axes]\nseed = [0]\n"
+    path = tiny_study(tmp_path, tiny_pets, body.format("1s"))
+    out = tmp_path / "out"
+    run_study(path, out, quiet=True, say=lambda _: None)
+    folder = out / "seed0"
+    first = json.loads((folder / "summary.json").read_text())
+    assert (first["stopped_by"], first["epochs_run"]) == ("max_time", 1)
+
+    tiny_study(tmp_path, tiny_pets, body.format("1h"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segkit", "study", str(path), "--out", str(out), "-q", "--force"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        # Killed once the resume rewrote config.json with the new limit.
+        while json.loads((folder / "config.json").read_text()).get("max_time") != "1h":
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the resume did not start in 240 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert json.loads((folder / "summary.json").read_text()) == first  # the first finish's
+    assert not (folder / "stopped.json").exists()  # SIGKILL: nothing said what ended it
+    assert (folder / "extending.json").is_file()
+    run = read_study(path, out).runs[0]
+    assert study_mod.state_of(folder, run) == "extend"
+
+    lines: list[str] = []
+    result = run_study(path, out, quiet=True, say=lines.append)
+    assert result.outcome == {"seed0": "resumed"}
+    assert "(0 finished, 0 to resume, 1 to train longer, 0 to train)" in lines[0]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["stopped_by"], summary["epochs_run"]) == ("epochs", 3)
+    assert not (folder / "extending.json").exists()
+    assert run_study(path, out, quiet=True, say=lambda _: None).outcome == {"seed0": "skipped"}

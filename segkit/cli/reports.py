@@ -89,7 +89,8 @@ def add_study(sub: Any) -> None:
         "--force",
         action="store_true",
         help="run a changed file in an existing study folder: changed runs and runs no "
-        "longer in the file are moved to replaced/, changed ones trained again; a run "
+        "longer in the file are moved to replaced/, changed ones trained again (or, an "
+        "edit reverted, the finished run of their settings brought back from replaced/); a run "
         "whose only change is more epochs (or a longer --max-time) and that kept its "
         "last.pt resumes to them instead",
     )

@@ -32,8 +32,11 @@ Running the same command again skips finished runs (``summary.json``), resumes a
 interrupted one from its ``last.pt`` (:func:`segkit.training.engine.resume`), starts again a run
 killed before its first checkpoint, and refuses a file whose configurations changed
 (``force``: changed runs are moved to ``replaced/`` and trained again, runs no longer in
-the file moved there too; a run whose only change is more ``epochs`` and/or a longer
-``max_time`` and that kept its ``last.pt`` resumes to them instead).
+the file moved there too, ``replaced/replaced.json`` recording their settings; a run
+whose settings are exactly those of a finished run there, an edit reverted, gets that
+folder back instead; a run whose only change is more ``epochs`` and/or a longer
+``max_time`` and that kept its ``last.pt`` resumes to them instead, its
+``extending.json`` there until it ends).
 
 On one device the runs train one after the other in this process, through
 :func:`segkit.training.engine.train` like ``segkit run``. ``parallel=N`` on a host with N GPUs or
@@ -69,7 +72,7 @@ from segkit.errors import ConfigError, RunInterrupted, SegkitError
 from segkit.system.files import atomic_open, atomic_path
 from segkit.training import checkpoint as ckpt_io
 from segkit.training import engine
-from segkit.training.run_folder import UNFINISHED_BY
+from segkit.training.run_folder import FINISHED_BY, UNFINISHED_BY, RunFolder, stopped_by_of
 
 #: The tables a study file may hold.
 TABLES = ("base", "axes", "runs")
@@ -311,49 +314,20 @@ def prepare_folder(
         before = {r["name"]: _effective(r["settings"]) for r in old.get("runs", [])}
         after = {r["name"]: _effective(r["settings"]) for r in plan}
         renamed = _renamed_runs(before, after)
-        changes = _changes(before, after, renamed)
+        edited = _edited_runs(before, after, renamed)
+        changes = _changes(before, after, renamed, edited)
         if changes and not force:
             raise ConfigError(
                 f"{study.path} differs from the study in {study.out} ({'; '.join(changes)}): "
                 "pass --force to run the new file there (changed and removed runs are moved "
-                f"to {study.out / 'replaced'}, changed ones trained again; a run whose only "
+                f"to {study.out / 'replaced'}, changed ones trained again, unless a finished "
+                "run of their new settings is there to bring back; a run whose only "
                 "change is more epochs or a longer max_time resumes from its last.pt instead; "
                 "renamed ones keep their folder under the new name; the others kept), or "
                 "choose another --out"
             )
-        # Moved aside, never deleted: a changed run (trained again) and a run no longer
-        # in the file, whose folder would otherwise pass for one of the study's runs.
-        for name, settings in before.items():
-            folder = study.out / name
-            if not folder.exists() or (name in after and after[name] == settings):
-                continue
-            if name in renamed and not (study.out / renamed[name]).exists():
-                continue  # renamed below
-            longer = _extension(folder, settings, after[name]) if name in after else None
-            change = _change_text(settings, after[name]) if name in after else ""
-            if longer is not None and longer[0]:
-                say(f"segkit study: {name}: {change}; {longer[1]}")
-                continue  # run_one resumes it: its settings ask more than its folder ran
-            target = _free(study.out / "replaced" / name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            folder.rename(target)
-            _move_log(study.out / "logs" / f"{name}.log", target.parent / "logs", target.name)
-            if longer is not None:
-                say(
-                    f"segkit study: {name} changed ({change}) but cannot be resumed to it: "
-                    f"{longer[1]}; its old run folder is now {target}, and it is trained again"
-                )
-                continue
-            what = "changed" if name in after else "is no longer in the study"
-            say(f"segkit study: {name} {what}; its old run folder is now {target}")
-        for old_name, new_name in renamed.items():
-            if (study.out / old_name).exists():
-                (study.out / old_name).rename(study.out / new_name)
-                _move_log(study.out / "logs" / f"{old_name}.log", study.out / "logs", new_name)
-                say(
-                    f"segkit study: {old_name} is now named {new_name} (the same settings); "
-                    "its run folder renamed, not trained again"
-                )
+        told = _move_aside(study, before, after, renamed, edited, say)
+        _bring_back(study, after, told, say)
     study.out.mkdir(parents=True, exist_ok=True)
     state = {"file": str(study.path), "runs": plan}
     with atomic_open(study.state_file) as f:
@@ -361,6 +335,175 @@ def prepare_folder(
     if study.path.resolve() != study.copy_file.resolve():
         with atomic_path(study.copy_file) as tmp:
             shutil.copyfile(study.path, tmp)
+
+
+def _move_aside(
+    study: Study,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    renamed: dict[str, str],
+    edited: dict[str, str],
+    say: Callable[[str], None],
+) -> set[str]:
+    """Move to ``replaced/`` (never delete) each run folder whose run changed (trained
+    again, or brought back from ``replaced/``) or is no longer in the file, whose folder
+    would otherwise pass for one of the study's runs; keep an extensible run and rename a
+    renamed one. A line each; returns the new runs whose line said why they train again."""
+    back = {name: _replaced_run(study, name, after[name]) for name in after}
+    told: set[str] = set()
+    for name, settings in before.items():
+        folder = study.out / name
+        if not folder.exists() or (name in after and after[name] == settings):
+            continue
+        if name in renamed and not (study.out / renamed[name]).exists():
+            continue  # renamed below
+        new = name if name in after else edited.get(name)  # the run it became
+        found = back[new] if new is not None else (None, None)
+        longer = (
+            _extension(folder, settings, after[name])
+            if name in after and found[0] is None
+            else None
+        )
+        change = _change_text(settings, after[new]) if new is not None else ""
+        if longer is not None and longer[0]:
+            say(f"segkit study: {name}: {change}; {longer[1]}")
+            continue  # run_one resumes it: its settings ask more than its folder ran
+        target = _to_replaced(study, name, settings)
+        if longer is not None:
+            say(
+                f"segkit study: {name} changed ({change}) but cannot be resumed to it: "
+                f"{longer[1]}; its old run folder is now {target}, and it is trained again"
+            )
+            continue
+        if new is None:
+            say(
+                f"segkit study: {name} is no longer in the study; its old run folder is now {target}"
+            )
+            continue
+        named = f" and is now named {new}" if new != name else ""
+        told.add(new)
+        then = (
+            ""
+            if found[0] is not None
+            else ", and it is trained again" + (f" ({found[1]})" if found[1] else "")
+        )
+        say(
+            f"segkit study: {name} changed ({change}){named}; its old run folder is now "
+            f"{target}{then}"
+        )
+    for old_name, new_name in renamed.items():
+        if (study.out / old_name).exists():
+            (study.out / old_name).rename(study.out / new_name)
+            _move_log(study.out / "logs" / f"{old_name}.log", study.out / "logs", new_name)
+            say(
+                f"segkit study: {old_name} is now named {new_name} (the same settings); "
+                "its run folder renamed, not trained again"
+            )
+    return told
+
+
+def _bring_back(
+    study: Study, after: dict[str, Any], told: set[str], say: Callable[[str], None]
+) -> None:
+    """Each run of the study without a folder whose settings, exactly, are those of a
+    finished run in ``replaced/`` (an edit reverted, a run put back in the file) gets
+    that run folder back instead of training again: one line each. A run of these
+    settings there that cannot be (unfinished, damaged) is said, unless ``told``."""
+    index = _read_replaced(study)
+    for name, settings in after.items():
+        folder = study.out / name
+        if folder.exists():
+            continue
+        found, why = _replaced_run(study, name, settings)
+        if found is None:
+            if why is not None and name not in told:
+                say(f"segkit study: {name}: {why}; it is trained again")
+            continue
+        found.rename(folder)
+        log = study.out / "logs" / f"{name}.log"
+        if not log.exists():
+            _move_log(study.out / "replaced" / "logs" / f"{found.name}.log", log.parent, name)
+        index.pop(found.name, None)
+        _write_replaced(study, index)
+        say(
+            f"segkit study: {name}: {found} is a finished run of exactly these settings; "
+            f"moved back to {folder}, not trained again"
+        )
+
+
+def _replaced_run(
+    study: Study, name: str, settings: dict[str, Any]
+) -> tuple[Path | None, str | None]:
+    """The run folder in ``replaced/`` to bring back as ``name``, whose ``settings`` (as
+    :func:`_effective` gives them) are exactly those it was moved there with, and that
+    finished sound: ``(folder, None)``; else ``(None, why not)`` for the newest one of
+    these settings that cannot be, or ``(None, None)`` where there is none."""
+    why = None
+    run = PlannedRun(name, {}, settings)
+    for moved, entry in reversed(list(_read_replaced(study).items())):
+        folder = study.out / "replaced" / moved
+        if entry.get("settings") != settings or not folder.is_dir():
+            continue
+        wrong = _unsound(folder, run)
+        if wrong is None:
+            return folder, None
+        why = why or f"{folder} holds a run of these settings, but {wrong}"
+    return None, why
+
+
+def _unsound(folder: Path, run: PlannedRun) -> str | None:
+    """What keeps the run in ``folder`` from counting as a finished run of ``run``'s
+    settings; None where nothing does."""
+    try:
+        state = state_of(folder, run)
+    except ConfigError as e:  # settings of an older segkit
+        return f"its settings do not read as a run's now ({e})"
+    if state == "interrupted":
+        return "it did not finish (it stopped after its last.pt: resumable, not finished)"
+    if state == "started":
+        return "it did not finish (it stopped before its first checkpoint)"
+    if state == "extend" or RunFolder(folder).read_extending() is not None:
+        return "its extension to more epochs or a longer max_time did not finish"
+    summary = _read_json(folder / "summary.json")
+    if stopped_by_of(summary) not in FINISHED_BY:
+        return f"its {folder / 'summary.json'} does not read as a finished run's"
+    best = folder / "best.pt"
+    if not best.is_file():
+        return f"it has no best.pt ({best})"
+    try:
+        wrong = ckpt_io.damage(best)
+    except OSError as e:
+        wrong = (f"cannot be read ({e.strerror or e})", False)
+    return f"its {best}: {wrong[0]}" if wrong is not None else None
+
+
+#: ``replaced/replaced.json``: each run folder a ``--force`` moved to ``replaced/`` (its
+#: name there) to the study's name and settings it had then; what :func:`_bring_back`
+#: matches a run's settings against.
+REPLACED_INDEX = "replaced.json"
+
+
+def _read_replaced(study: Study) -> dict[str, dict[str, Any]]:
+    runs = _read_json(study.out / "replaced" / REPLACED_INDEX).get("runs")
+    return runs if isinstance(runs, dict) else {}
+
+
+def _write_replaced(study: Study, index: dict[str, dict[str, Any]]) -> None:
+    with atomic_open(study.out / "replaced" / REPLACED_INDEX) as f:
+        f.write(json.dumps({"runs": index}, indent=2) + "\n")
+
+
+def _to_replaced(study: Study, name: str, settings: dict[str, Any]) -> Path:
+    """Move run folder ``name`` (and its ``--parallel`` log) to ``replaced/``, under a
+    free name, and record its settings there; the folder it went to."""
+    target = _free(study.out / "replaced" / name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (study.out / name).rename(target)
+    _move_log(study.out / "logs" / f"{name}.log", target.parent / "logs", target.name)
+    index = _read_replaced(study)
+    index[target.name] = {"name": name, "settings": settings}
+    _write_replaced(study, index)
+    return target
 
 
 def _move_log(log: Path, folder: Path, name: str) -> None:
@@ -472,13 +615,45 @@ def _renamed_runs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, st
     return renamed
 
 
+def _edited_runs(
+    before: dict[str, Any], after: dict[str, Any], renamed: dict[str, str]
+) -> dict[str, str]:
+    """Runs whose name changed because a value in it was edited (``lr = 0.001`` made
+    ``0.0003`` renames ``fast-lr0.001`` to ``fast-lr0.0003``): each removed name (not
+    ``renamed``) to the added name whose settings differ from its in one setting alone,
+    where that one is unique, or unique at the same place in the file's order; a run
+    without such a match is removed, and the new one added."""
+    removed = [n for n in before if n not in after and n not in renamed]
+    added = [n for n in after if n not in before and n not in renamed.values()]
+    place_before = {n: i for i, n in enumerate(before)}
+    place_after = {n: i for i, n in enumerate(after)}
+    edited: dict[str, str] = {}
+    for name in removed:
+        free = [n for n in added if n not in edited.values()]
+        if not free:
+            break
+        closest = [n for n in free if len(_differing(before[name], after[n])) == 1]
+        if len(closest) > 1:
+            closest = [n for n in closest if place_after[n] == place_before[name]]
+        if len(closest) == 1:
+            edited[name] = closest[0]
+    return edited
+
+
+def _differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def _changes(
-    before: dict[str, Any], after: dict[str, Any], renamed: dict[str, str] | None = None
+    before: dict[str, Any],
+    after: dict[str, Any],
+    renamed: dict[str, str] | None = None,
+    edited: dict[str, str] | None = None,
 ) -> list[str]:
     """What differs between two plans (each run's name to its settings), briefly: runs
-    changed (with the first setting that differs), renamed (``renamed``), added and
-    removed."""
-    renamed = renamed or {}
+    changed (with the first setting that differs), changed and renamed by it
+    (``edited``), renamed (``renamed``), added and removed."""
+    renamed, edited = renamed or {}, edited or {}
     changed: dict[str, list[str]] = {}  # "epochs 2 -> 3" -> the runs it changed
     for name in after:
         if name in before and before[name] != after[name]:
@@ -489,11 +664,18 @@ def _changes(
         f"{what} in {_some(names)}" if len(names) > 1 else f"run {names[0]}: {what}"
         for what, names in changed.items()
     ]
+    if edited:
+        pairs = [f"{a} -> {b}: {_change_text(before[a], after[b])}" for a, b in edited.items()]
+        out.append(f"{len(pairs)} run(s) changed, and named anew by it ({_some(pairs)})")
     if renamed:
         pairs = [f"{a} -> {b}" for a, b in renamed.items()]
         out.append(f"{len(pairs)} run(s) renamed, the same settings ({_some(pairs)})")
-    added = [n for n in after if n not in before and n not in renamed.values()]
-    removed = [n for n in before if n not in after and n not in renamed]
+    added = [
+        n
+        for n in after
+        if n not in before and n not in renamed.values() and n not in edited.values()
+    ]
+    removed = [n for n in before if n not in after and n not in renamed and n not in edited]
     if added:
         out.append(f"{len(added)} run(s) added ({_some(added)})")
     if removed:
@@ -530,9 +712,14 @@ def state_of(folder: Path, run: PlannedRun | None = None) -> str:
 
 def _behind(folder: Path, run: PlannedRun) -> bool:
     """Whether the finished run in ``folder`` ran less than ``run`` asks: fewer epochs or
-    another max_time in its config.json, or an extension that did not finish (config.json
-    rewritten by the resume, the summary still the earlier finish's; or a stopped.json
-    written after the finish)."""
+    another max_time in its config.json, or an extension that did not finish: its
+    ``extending.json`` still there (written before it started, removed with its summary:
+    a run killed outright in an extension to a longer max_time alone leaves nothing else
+    that tells it from one the new limit stopped), config.json rewritten by the resume
+    with the summary still the earlier finish's, or a stopped.json written after the
+    finish."""
+    if RunFolder(folder).read_extending() is not None:
+        return True
     asked, summary = _read_json(folder / "config.json"), _read_json(folder / "summary.json")
     config = run.config()
     epochs = asked.get("epochs", _default("epochs"))
@@ -585,7 +772,11 @@ def run_one(study: Study, run: PlannedRun, *, quiet: bool = False, workers_share
     if state == "done":
         return "skipped"
     if state in ("interrupted", "extend"):
-        engine.resume(folder, quiet=quiet, **_resume_to(folder, run, state))
+        to = _resume_to(folder, run, state)
+        if state == "extend":  # until its summary says it ended: a kill leaves it there
+            config = run.config()
+            RunFolder(folder).write_extending(config.epochs, config.max_time)
+        engine.resume(folder, quiet=quiet, **to)
         return "resumed"
     if state == "started":
         shutil.rmtree(folder)  # nothing to resume from: no checkpoint was written

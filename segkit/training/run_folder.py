@@ -212,6 +212,7 @@ class RunFolder:
         self.summary_txt = self.path / "summary.txt"
         self.summary_json = self.path / "summary.json"
         self.stopped = self.path / "stopped.json"
+        self.extending = self.path / "extending.json"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -512,6 +513,31 @@ class RunFolder:
             return None
         return data if isinstance(data, dict) else None
 
+    def write_extending(self, epochs: int, max_time: str | None) -> None:
+        """``extending.json``: this finished run is about to be resumed to ``epochs`` and
+        ``max_time``. Written (atomically) before the resume starts; :meth:`write_summary`
+        removes it when the extension ends normally (all epochs, or stopped by its limit),
+        so a run that still has it was killed during the extension."""
+        data = {
+            "epochs": epochs,
+            "max_time": max_time,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with atomic_open(self.extending) as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+
+    def read_extending(self) -> dict[str, Any] | None:
+        """What ``extending.json`` records (:meth:`write_extending`), or None without one.
+        A file there that does not read (cut short) is still an extension not finished:
+        ``{}``."""
+        try:
+            data = json.loads(self.extending.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def remove_temporaries(self) -> list[Path]:
         """Remove what writers killed mid-write left here (temporary files; the targets
         are intact). Call it holding :meth:`lock`."""
@@ -661,6 +687,7 @@ class RunFolder:
         }
         with atomic_open(self.summary_json) as f:
             f.write(json.dumps(data, indent=2) + "\n")
+        self.extending.unlink(missing_ok=True)  # an extension (if one) ended normally
         return line
 
 
