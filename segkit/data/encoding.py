@@ -143,6 +143,8 @@ def describe_format(fmt: str | None, mode: str) -> str:
         "L": "8-bit grey",
         "L;2": "2-bit grey",
         "L;4": "4-bit grey",
+        "L;2I": "2-bit grey (white is zero)",
+        "L;4I": "4-bit grey (white is zero)",
         "P": "8-bit palette",
         "LA": "8-bit grey with alpha",
         "LA;16": "16-bit grey with alpha",
@@ -278,11 +280,22 @@ def _palette_against_colours(info: MaskInfo, background: int) -> str | None:
         return None  # index 0 is black (or unused with no black): both readings agree
     shown = ", ".join(f"index {i} {_grey(c)}" for i, c in sorted(pal.items()))
     return (
-        f"{info.path}: a palette PNG of greys ({shown}) whose indices disagree with its "
+        f"{info.path}: a palette {_format_name(info)} of greys ({shown}) whose indices "
+        "disagree with its "
         f"colours: segkit reads palette masks by index (index {background} is background), "
         "a viewer shows the colours (black is background), so the mask read would not be "
         "the mask shown"
     )
+
+
+def _format_name(info: MaskInfo) -> str:
+    """The file format's name for messages: ``PNG``, ``TIFF``, ... (``image`` when unknown)."""
+    return info.format or "image"
+
+
+def _format_names(group: Sequence[MaskInfo]) -> str:
+    """``PNGs``, ``TIFFs``, or ``PNGs and TIFFs``: the formats of the files of ``group``."""
+    return " and ".join(f"{f}s" for f in sorted({_format_name(i) for i in group}))
 
 
 def _foreign_colours(info: MaskInfo, spec: MaskSpec) -> str:
@@ -303,7 +316,7 @@ def _what_it_is(info: MaskInfo) -> str:
         why = "a JPEG file" if info.format == "JPEG" else "JPEG-compressed or resized"
         return f" (blurred: {len(info.values)} values, {why})"
     if info.palette:
-        return f" (a palette PNG: its indices {_ints(info.values)} are read)"
+        return f" (a palette {_format_name(info)}: its indices {_ints(info.values)} are read)"
     return ""
 
 
@@ -616,7 +629,8 @@ def _inverted_fix(out: Diagnosis, group: list[MaskInfo]) -> str:
         "[Image.open(p).convert('L').save(p) for p in sys.argv[1:]]\" " + files
     )
     return (
-        f"{len(group)} {'is a palette PNG' if len(group) == 1 else 'are palette PNGs'} of "
+        f"{len(group)} {'is a' if len(group) == 1 else 'are'} palette "
+        f"{_format_name(*group) if len(group) == 1 else _format_names(group)} of "
         "greys read by index against their colours (the mask read would be the inverse of "
         "the mask shown): save them as grey images (below)"
     )
