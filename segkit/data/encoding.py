@@ -199,46 +199,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
     info = MaskInfo(Path(path))
     try:
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
-            mode = image_mode(im)  # before load(): L;4 (4-bit grey), LA;16 (16-bit + alpha)
-            im.load()
-            info.format, info.mode, info.size = im.format, mode, im.size
-            info.frames = getattr(im, "n_frames", 1) or 1
-            from_alpha = None if mode == "LA;16" else alpha_labels(im)  # LA;16: decoded below
-            if from_alpha is not None:  # one colour, labels in the transparency
-                info.from_alpha = True
-                info.values = _counts(from_alpha)
-            elif im.mode in ("RGB", "RGBA") and mode != "LA;16":
-                rgb = np.asarray(im.convert("RGB"))
-                # Greys stored as RGB are read as greys; only true colours are a colour mask.
-                if not (
-                    np.array_equal(rgb[..., 0], rgb[..., 1])
-                    and np.array_equal(rgb[..., 1], rgb[..., 2])
-                ):
-                    info.colours, info.colour_count = _colour_counts(rgb)
-            if info.colours and spec.is_multiclass and spec.palette:
-                foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
-                if foreign or info.colour_count > len(info.colours):
-                    info.problem = _foreign_colours(info, spec)
-                    return info
-            if im.mode in ("L", "P", "1") and mode not in LOW_BIT_GREY:
-                # 8-bit values as decode_raw_mask reads them (indices for P, 0/1 for 1),
-                # counted by PIL in C: half the time of an array and np.bincount.
-                hist = im.histogram()[:256]
-                if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
-                    hist = [hist[0], hist[255]]
-                info.values = {v: n for v, n in enumerate(hist) if n}
-                if im.mode == "P":
-                    pal = im.getpalette() or []
-                    info.palette = {
-                        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
-                        for i in info.values
-                        if len(pal) >= 3 * i + 3
-                    }
-                    if not spec.is_multiclass and spec.background == 0:  # black: 0
-                        info.problem = _palette_against_colours(info, spec.background)
-                        info.shown_inverted = info.problem is not None
-            elif not info.from_alpha:
-                info.values = _counts(decode_opened_mask(im, info.path, spec, mode))
+            _inspect_opened(im, info, spec)
     except FileNotFoundError:
         info.error = not_found(path, "mask")
         return info
@@ -251,13 +212,70 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
             or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         )
         return info
-    if info.shown_inverted:
+    if info.problem is not None:  # colours outside the palette, or a palette shown inverted
         return info
     try:
         check_mask_values(info.path, list(info.values), spec)
     except DataError as e:
         info.problem = f"{e}{_what_it_is(info)}"
     return info
+
+
+def _inspect_opened(im: Any, info: MaskInfo, spec: MaskSpec) -> None:
+    """Fill ``info`` from the opened, not yet loaded, image ``im``: what the file is, its
+    colours and its values; ``info.problem`` where its colours are outside the palette or
+    its palette of greys is shown inverted (no value check is then made)."""
+    mode = image_mode(im)  # before load(): L;4 (4-bit grey), LA;16 (16-bit + alpha)
+    im.load()
+    info.format, info.mode, info.size = im.format, mode, im.size
+    info.frames = getattr(im, "n_frames", 1) or 1
+    _read_alpha_or_colours(im, info, mode)
+    if info.colours and spec.is_multiclass and spec.palette:
+        foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
+        if foreign or info.colour_count > len(info.colours):
+            info.problem = _foreign_colours(info, spec)
+            return
+    if im.mode in ("L", "P", "1") and mode not in LOW_BIT_GREY:
+        _read_histogram(im, info, spec)
+    elif not info.from_alpha:
+        info.values = _counts(decode_opened_mask(im, info.path, spec, mode))
+
+
+def _read_alpha_or_colours(im: Any, info: MaskInfo, mode: str) -> None:
+    """The values of a mask whose labels are in its alpha, or a true-colour mask's colours."""
+    from_alpha = None if mode == "LA;16" else alpha_labels(im)  # LA;16: decoded later
+    if from_alpha is not None:  # one colour, labels in the transparency
+        info.from_alpha = True
+        info.values = _counts(from_alpha)
+    elif im.mode in ("RGB", "RGBA") and mode != "LA;16":
+        rgb = np.asarray(im.convert("RGB"))
+        # Greys stored as RGB are read as greys; only true colours are a colour mask.
+        if not (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+        ):
+            info.colours, info.colour_count = _colour_counts(rgb)
+
+
+def _read_histogram(im: Any, info: MaskInfo, spec: MaskSpec) -> None:
+    """An 8-bit grey, palette or 1-bit mask's values, as decode_raw_mask reads them
+    (indices for P, 0/1 for 1), counted by PIL in C: half the time of an array and
+    np.bincount; a palette mask's colours, and whether a binary dataset would read its
+    palette of greys inverted."""
+    hist = im.histogram()[:256]
+    if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
+        hist = [hist[0], hist[255]]
+    info.values = {v: n for v, n in enumerate(hist) if n}
+    if im.mode != "P":
+        return
+    pal = im.getpalette() or []
+    info.palette = {
+        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
+        for i in info.values
+        if len(pal) >= 3 * i + 3
+    }
+    if not spec.is_multiclass and spec.background == 0:  # black: 0
+        info.problem = _palette_against_colours(info, spec.background)
+        info.shown_inverted = info.problem is not None
 
 
 def _grey(colour: Colour) -> str:
