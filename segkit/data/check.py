@@ -33,6 +33,7 @@ import numpy as np
 from segkit.config import PYTHON, data_path, given, named, named_options
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import (
+    Diagnosis,
     MaskInfo,
     diagnosis_of,
     foreground,
@@ -375,6 +376,52 @@ def check_dataset(
             ``declare_ignore``).
     """
     spec = dataset.mask_spec
+    problems, items, splits, skipped = _listed(dataset, name)
+    seen: list[_Seen] = _read_all(
+        items,
+        lambda split, s: _read_one(split, s, spec, dataset),
+        workers or default_workers(),
+        progress,
+    )
+    tally = _tally(seen, splits, spec, problems)
+    duplicates = _duplicates(tally.by_digest, problems)
+    found = diagnosis_of(
+        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
+    )
+    problems += _mask_problems(seen, found, splits, spec, dataset.root)
+    fixes = list(found.fixes)
+    if isinstance(dataset, LayoutAudit):
+        fixes = [*dataset.advice, *fixes]
+    return Report(
+        dataset=name,
+        root=str(dataset.root),
+        mask_background=spec.background,
+        mask_allowed=list(spec.allowed),
+        splits=splits,
+        image_formats=dict(sorted(tally.image_formats.items(), key=lambda kv: -kv[1])),
+        mask_formats=dict(sorted(tally.mask_formats.items(), key=lambda kv: -kv[1])),
+        mask_values={str(k): v for k, v in sorted(tally.mask_values.items())},
+        duplicates=duplicates,
+        problems=problems,
+        suggestions=_suggestions(
+            [sz for split in SPLITS for sz in tally.sizes[split]],
+            splits,
+            spec,
+            refused=found.refused,
+        ),
+        classes=list(spec.classes),
+        skipped=skipped,
+        masks_refused=found.summary,
+        fixes=fixes,
+    )
+
+
+def _listed(
+    dataset: Dataset, name: str
+) -> tuple[list[Problem], list[tuple[str, Sample]], dict[str, SplitStats], list[dict[str, str]]]:
+    """The layout's problems (of a :class:`LayoutAudit`) and each split's; every
+    ``(split, sample)`` to read; each split's stats, its count filled in; and the files the
+    layout leaves unread."""
     problems: list[Problem] = []
     items: list[tuple[str, Sample]] = []
     splits: dict[str, SplitStats] = {}
@@ -390,83 +437,84 @@ def check_dataset(
             samples = []
         splits[split] = SplitStats(count=len(samples))
         items += [(split, s) for s in samples]
+    return problems, items, splits, skipped
 
-    seen: list[_Seen] = _read_all(
-        items,
-        lambda split, s: _read_one(split, s, spec, dataset),
-        workers or default_workers(),
-        progress,
-    )
 
-    image_formats: dict[str, int] = {}
-    mask_formats: dict[str, int] = {}
-    mask_values: dict[int, int] = {}
-    sizes: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
-    by_digest: dict[str, list[_Seen]] = {}
+@dataclass
+class _Tally:
+    """What the samples read hold, counted over all of them (:func:`_tally`)."""
+
+    image_formats: dict[str, int] = field(default_factory=dict)
+    mask_formats: dict[str, int] = field(default_factory=dict)
+    mask_values: dict[int, int] = field(default_factory=dict)
+    sizes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    by_digest: dict[str, list[_Seen]] = field(default_factory=dict)
+
+    def add(self, s: _Seen) -> None:
+        if s.image_format:
+            self.image_formats[s.image_format] = self.image_formats.get(s.image_format, 0) + 1
+        if s.mask_format:
+            self.mask_formats[s.mask_format] = self.mask_formats.get(s.mask_format, 0) + 1
+        for v in s.values:
+            self.mask_values[v] = self.mask_values.get(v, 0) + 1
+        if s.image_size is not None:
+            self.sizes[s.split].append(s.image_size)
+        if s.digest is not None:
+            self.by_digest.setdefault(s.digest, []).append(s)
+
+
+def _tally(
+    seen: list[_Seen], splits: dict[str, SplitStats], spec: MaskSpec, problems: list[Problem]
+) -> _Tally:
+    """Count what ``seen`` holds, add each sample to its split's stats (and their size and
+    foreground figures), and each sample's problems to ``problems``."""
+    tally = _Tally()
     for s in seen:
         problems += s.problems
-        st = splits[s.split]
-        if s.image_format:
-            image_formats[s.image_format] = image_formats.get(s.image_format, 0) + 1
-        if s.mask_format:
-            mask_formats[s.mask_format] = mask_formats.get(s.mask_format, 0) + 1
-        for v in s.values:
-            mask_values[v] = mask_values.get(v, 0) + 1
-        if s.image_size is not None:
-            sizes[s.split].append(s.image_size)
-        if s.digest is not None:
-            by_digest.setdefault(s.digest, []).append(s)
-        if not s.stops():
-            st.read += 1
-        if s.pixels:
-            st.foreground_pixels += s.foreground
-            st.pixels += s.pixels
-            if s.foreground == 0:
-                st.empty_masks.append(s.sample.mask.name)
-            if spec.is_multiclass and s.mask_ok:
-                _count_classes(st.class_pixels, s.values, spec)
-
+        tally.add(s)
+        _add_to_split(splits[s.split], s, spec)
     for split, st in splits.items():
-        if sizes[split]:
-            st.size_min, st.size_median, st.size_max = _size_stats(sizes[split])
+        if tally.sizes[split]:
+            st.size_min, st.size_median, st.size_max = _size_stats(tally.sizes[split])
         if st.pixels:
             st.foreground_fraction = st.foreground_pixels / st.pixels
+    return tally
 
-    duplicates = _duplicates(by_digest, problems)
-    found = diagnosis_of(
-        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
-    )
-    problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
+
+def _add_to_split(st: SplitStats, s: _Seen, spec: MaskSpec) -> None:
+    """One sample read, counted in its split's stats."""
+    if not s.stops():
+        st.read += 1
+    if not s.pixels:
+        return
+    st.foreground_pixels += s.foreground
+    st.pixels += s.pixels
+    if s.foreground == 0:
+        st.empty_masks.append(s.sample.mask.name)
+    if spec.is_multiclass and s.mask_ok:
+        _count_classes(st.class_pixels, s.values, spec)
+
+
+def _mask_problems(
+    seen: list[_Seen],
+    found: Diagnosis,
+    splits: dict[str, SplitStats],
+    spec: MaskSpec,
+    root: str | Path,
+) -> list[Problem]:
+    """The problems of the masks taken together: the diagnosis' warnings, splits whose
+    masks are all empty or all foreground, the images' notes, and (K classes) classes
+    missing from a split."""
+    problems = [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
     by_split = {split: [s.mask for s in seen if s.split == split and s.mask] for split in SPLITS}
     problems += [
-        Problem(severity, "foreground", str(dataset.root), message)
-        for severity, message in uniform_splits(by_split, spec, Path(dataset.root))
+        Problem(severity, "foreground", str(root), message)
+        for severity, message in uniform_splits(by_split, spec, Path(root))
     ]
     problems += _image_notes(seen)
     if spec.is_multiclass and not found.refused:
-        problems += _class_coverage(splits, spec, str(dataset.root))
-    fixes = list(found.fixes)
-    if isinstance(dataset, LayoutAudit):
-        fixes = [*dataset.advice, *fixes]
-    return Report(
-        dataset=name,
-        root=str(dataset.root),
-        mask_background=spec.background,
-        mask_allowed=list(spec.allowed),
-        splits=splits,
-        image_formats=dict(sorted(image_formats.items(), key=lambda kv: -kv[1])),
-        mask_formats=dict(sorted(mask_formats.items(), key=lambda kv: -kv[1])),
-        mask_values={str(k): v for k, v in sorted(mask_values.items())},
-        duplicates=duplicates,
-        problems=problems,
-        suggestions=_suggestions(
-            [sz for split in SPLITS for sz in sizes[split]], splits, spec, refused=found.refused
-        ),
-        classes=list(spec.classes),
-        skipped=skipped,
-        masks_refused=found.summary,
-        fixes=fixes,
-    )
+        problems += _class_coverage(splits, spec, str(root))
+    return problems
 
 
 def _see_through(im: Any) -> float:
