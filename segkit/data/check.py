@@ -1010,38 +1010,10 @@ def format_report(report: Report) -> str:
     """The report as text: one block of statistics, then one line per problem, the
     suggestions and a verdict."""
     lines = [f"dataset {report.dataset or '?'} ({report.root})"]
-    lines.append(
-        f"{'split':<6} {'images':>6}  {'min':>9}  {'median':>9}  {'max':>9}  "
-        f"{'foreground':>10}  empty masks"
-    )
-    for split, st in report.splits.items():
-        fg = f"{st.foreground_fraction:.1%}" if st.foreground_fraction is not None else "-"
-        lines.append(
-            f"{split:<6} {st.count:>6}  {_wh(st.size_min):>9}  {_wh(st.size_median):>9}  "
-            f"{_wh(st.size_max):>9}  {fg:>10}  {len(st.empty_masks)}"
-        )
+    lines += _split_table(report)
     lines.append(f"image formats: {_counts(report.image_formats)}")
     lines.append(f"mask formats: {_counts(report.mask_formats)}")
-    found = f"{', '.join(report.mask_values) or '-'} found"
-    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
-    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
-        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
-        found = f"{found}, and {colours}" if report.mask_values else colours
-    declared = ", ".join(map(str, report.mask_allowed))
-    if report.classes:
-        lines.append(
-            f"mask values: {found}; declared {declared} "
-            f"({len(report.classes)} classes: {', '.join(report.classes)})"
-        )
-        for split, st in report.splits.items():
-            total = sum(st.class_pixels.values())
-            if total:
-                shares = ", ".join(f"{k} {share(st, k)}" for k in st.class_pixels)
-                lines.append(f"class pixels ({split}): {shares}")
-    else:
-        lines.append(
-            f"mask values: {found}; declared {declared} (background {report.mask_background})"
-        )
+    lines += _mask_value_lines(report)
     for split, st in report.splits.items():
         if st.empty_masks:
             lines.append(
@@ -1056,20 +1028,72 @@ def format_report(report: Report) -> str:
         )
     else:
         lines.append("duplicates: none")
-    if report.problems:
-        errors = len(report.errors)
-        warnings = len(report.problems) - errors
-        lines.append(f"problems: {plural(errors, 'error')}, {plural(warnings, 'warning')}")
-        refused = [p for p in report.problems if p.kind == "mask_values"]
-        for p in report.problems:
-            if p.kind == "mask_values" and len(refused) > 1 and report.masks_refused:
-                if p is refused[0]:  # every refused mask in one line, with what they are
-                    lines.append(f"  error: {report.masks_refused}")
-                continue
-            lines.append(f"  {p.severity}: {p.message}")
-    else:
-        lines.append("problems: none")
+    lines += _problem_lines(report)
     lines += _skipped_lines(report.skipped, Path(report.root))
+    lines += _suggestion_lines(report)
+    if report.fixes:
+        lines.append("to fix:")
+        lines += [f"  - {fix}" for fix in report.fixes]
+    lines += _verdict_lines(report)
+    return "\n".join(lines)
+
+
+def _split_table(report: Report) -> list[str]:
+    """The table of splits: images, sizes, foreground share and empty masks."""
+    lines = [
+        f"{'split':<6} {'images':>6}  {'min':>9}  {'median':>9}  {'max':>9}  "
+        f"{'foreground':>10}  empty masks"
+    ]
+    for split, st in report.splits.items():
+        fg = f"{st.foreground_fraction:.1%}" if st.foreground_fraction is not None else "-"
+        lines.append(
+            f"{split:<6} {st.count:>6}  {_wh(st.size_min):>9}  {_wh(st.size_median):>9}  "
+            f"{_wh(st.size_max):>9}  {fg:>10}  {len(st.empty_masks)}"
+        )
+    return lines
+
+
+def _mask_value_lines(report: Report) -> list[str]:
+    """The values found against those declared, and (K classes) each split's class pixels."""
+    found = f"{', '.join(report.mask_values) or '-'} found"
+    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
+    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
+        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
+        found = f"{found}, and {colours}" if report.mask_values else colours
+    declared = ", ".join(map(str, report.mask_allowed))
+    if not report.classes:
+        return [f"mask values: {found}; declared {declared} (background {report.mask_background})"]
+    lines = [
+        f"mask values: {found}; declared {declared} "
+        f"({len(report.classes)} classes: {', '.join(report.classes)})"
+    ]
+    for split, st in report.splits.items():
+        if sum(st.class_pixels.values()):
+            shares = ", ".join(f"{k} {share(st, k)}" for k in st.class_pixels)
+            lines.append(f"class pixels ({split}): {shares}")
+    return lines
+
+
+def _problem_lines(report: Report) -> list[str]:
+    """How many errors and warnings, then one line each; masks refused for their values,
+    when several are, in one line saying what they are."""
+    if not report.problems:
+        return ["problems: none"]
+    errors = len(report.errors)
+    warnings = len(report.problems) - errors
+    lines = [f"problems: {plural(errors, 'error')}, {plural(warnings, 'warning')}"]
+    refused = [p for p in report.problems if p.kind == "mask_values"]
+    joined = len(refused) > 1 and bool(report.masks_refused)
+    for p in report.problems:
+        if p.kind != "mask_values" or not joined:
+            lines.append(f"  {p.severity}: {p.message}")
+        elif p is refused[0]:  # every refused mask in one line, with what they are
+            lines.append(f"  error: {report.masks_refused}")
+    return lines
+
+
+def _suggestion_lines(report: Report) -> list[str]:
+    lines = []
     for key in ("image_size", "pos_weight", "class_weights"):
         s = report.suggestions.get(key)
         if s is None:
@@ -1078,28 +1102,26 @@ def format_report(report: Report) -> str:
             lines.append(f"suggested {key}: none ({s['why']})")
         else:
             lines.append(f"suggested {s['option']}: {s['why']}")
-    if report.fixes:
-        lines.append("to fix:")
-        lines += [f"  - {fix}" for fix in report.fixes]
+    return lines
+
+
+def _verdict_lines(report: Report) -> list[str]:
+    """``ok`` (and the command to run), or ``FAILED`` with what to do."""
     if report.ok:
-        lines.append("ok: nothing here would stop a run")
-        if report.command:
-            lines.append(f"run it: {report.command}")
-    else:
-        then = (
-            "; do what 'to fix' says, then check again"
-            if report.fixes
-            else "; check again once fixed"
+        return ["ok: nothing here would stop a run"] + (
+            [f"run it: {report.command}"] if report.command else []
         )
-        unreadable = sum(p.kind == "unreadable" for p in report.errors)
-        if unreadable:
-            files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
-            then += (
-                f" (or leave the {files} that cannot be decoded out: a run with "
-                f"{named('skip_bad_samples', True)} skips {them})"
-            )
-        lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
-    return "\n".join(lines)
+    then = (
+        "; do what 'to fix' says, then check again" if report.fixes else "; check again once fixed"
+    )
+    unreadable = sum(p.kind == "unreadable" for p in report.errors)
+    if unreadable:
+        files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
+        then += (
+            f" (or leave the {files} that cannot be decoded out: a run with "
+            f"{named('skip_bad_samples', True)} skips {them})"
+        )
+    return [f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}"]
 
 
 def _skipped_lines(skipped: list[dict[str, str]], root: Path) -> list[str]:
