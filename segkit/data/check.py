@@ -622,58 +622,64 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
     """A warning for each class with no pixel in a split (a class missing from train
     cannot be learnt; one missing from valid or test is not measured there), and for
     each class under :data:`TINY_CLASS` of the labelled train pixels."""
-    out: list[Problem] = []
     read = {split: st for split, st in splits.items() if st.class_pixels}
     if "train" not in read:
-        return out
+        return []
+    out: list[Problem] = []
+    for name in spec.classes:
+        out += _class_absent(name, read, root)
+    return out + _classes_tiny(read["train"], spec, root)
 
-    def where(name: str) -> str:
+
+def _class_absent(name: str, read: dict[str, SplitStats], root: str) -> list[Problem]:
+    """Warnings for the class ``name``: in no split of ``read``, or missing from some."""
+    absent = [split for split, st in read.items() if not st.class_pixels.get(name)]
+    if len(absent) == len(read):
+        return [
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in any split: no mask holds its "
+                "value; check the class list (classes.txt or "
+                f"{named_options('dataset_options', {'classes': '...'})}), "
+                "or label some pixels of it",
+            )
+        ]
+    out = []
+    if "train" in absent:
         found = [
             f"{split} {share(st, name)}" for split, st in read.items() if st.class_pixels.get(name)
         ]
-        return f" (it is in {', '.join(found)})" if found else ""
+        where = f" (it is in {', '.join(found)})" if found else ""
+        out.append(
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in train{where}: the model "
+                f"cannot learn it, and it scores IoU 0 wherever it is in the truth; put "
+                f"images holding it in train",
+            )
+        )
+    for split in (s for s in absent if s != "train"):
+        monitor = " (the best checkpoint is chosen by valid mIoU)" if split == "valid" else ""
+        out.append(
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in {split}: its {split} IoU and Dice "
+                f"measure nothing: '-' and left out of the {split} mIoU where it is never "
+                f"predicted, 0 where it is{monitor}; put images holding it in {split}",
+            )
+        )
+    return out
 
-    for name in spec.classes:
-        absent = [split for split, st in read.items() if not st.class_pixels.get(name)]
-        if len(absent) == len(read):
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in any split: no mask holds its "
-                    "value; check the class list (classes.txt or "
-                    f"{named_options('dataset_options', {'classes': '...'})}), "
-                    "or label some pixels of it",
-                )
-            )
-            continue
-        if "train" in absent:
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in train{where(name)}: the model "
-                    f"cannot learn it, and it scores IoU 0 wherever it is in the truth; put "
-                    f"images holding it in train",
-                )
-            )
-        for split in absent:
-            if split == "train":
-                continue
-            monitor = " (the best checkpoint is chosen by valid mIoU)" if split == "valid" else ""
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in {split}: its {split} IoU and Dice "
-                    f"measure nothing: '-' and left out of the {split} mIoU where it is never "
-                    f"predicted, 0 where it is{monitor}; put images holding it in {split}",
-                )
-            )
-    train = read["train"]
+
+def _classes_tiny(train: SplitStats, spec: MaskSpec, root: str) -> list[Problem]:
+    """A warning for each class under :data:`TINY_CLASS` of the labelled train pixels."""
+    out = []
     labelled = sum(n for k, n in train.class_pixels.items() if k != IGNORED)
     for name in spec.classes:
         n = train.class_pixels.get(name, 0)
