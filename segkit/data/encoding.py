@@ -390,33 +390,54 @@ DeclareClasses = Callable[..., str]
 DeclareIgnore = Callable[[Colour], str]
 
 
-def diagnose(
-    infos: Sequence[MaskInfo],
-    spec: MaskSpec,
-    *,
-    dataset: str,
-    declare_classes: DeclareClasses | None = None,
-    folder: Path | None = None,
-    ignore_color_option: bool = False,
-    values_option: bool = False,
-    declare_ignore: DeclareIgnore | None = None,
-) -> Diagnosis:
+@dataclass(frozen=True)
+class Advice:
+    """What a dataset's plugin offers :func:`diagnose` for its fixes.
+
+    Attributes:
+        dataset: The dataset plugin's name, for messages.
+        declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
+            if it declares one: the words that tell the user how to name classes.
+        declare_ignore: The plugin's ``declare_ignore`` capability bound to its folder and
+            options, if it declares one: the words that make a colour the ignore colour in
+            the dataset's own files (offered first: it holds the classes already).
+        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
+            ignored pixels in RGB masks): a colour outside the palette may be that.
+        values_option: The plugin takes a ``values`` option (each class's raw value), so
+            255 can be declared a class of its own.
+        folder: Where the masks are, for commands (default: the first refused mask's
+            folder).
+    """
+
+    dataset: str
+    declare_classes: DeclareClasses | None = None
+    declare_ignore: DeclareIgnore | None = None
+    ignore_color_option: bool = False
+    values_option: bool = False
+    folder: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Masks:
+    """A dataset's masks as the fixes for its refused ones read them."""
+
+    #: Every readable mask.
+    readable: Sequence[MaskInfo]
+    spec: MaskSpec
+    advice: Advice
+    #: Where the masks are, for commands.
+    folder: Path
+    #: The words for a layout that cannot name classes (its encoding is fixed).
+    fixed: str
+
+
+def diagnose(infos: Sequence[MaskInfo], spec: MaskSpec, advice: Advice) -> Diagnosis:
     """Look at every mask of a dataset together.
 
     Args:
         infos: :func:`inspect_mask` of each mask.
         spec: The dataset's mask spec.
-        dataset: The dataset plugin's name, for messages.
-        declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
-            if it declares one: the words that tell the user how to name classes.
-        folder: Where the masks are, for commands (default: the first mask's folder).
-        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
-            ignored pixels in RGB masks): a colour outside the palette may be that.
-        values_option: The plugin takes a ``values`` option (each class's raw value), so
-            255 can be declared a class of its own.
-        declare_ignore: The plugin's ``declare_ignore`` capability bound to its folder and
-            options, if it declares one: the words that make a colour the ignore colour in
-            the dataset's own files (offered first: it holds the classes already).
+        advice: What the dataset's plugin offers for the fixes.
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -427,80 +448,69 @@ def diagnose(
     if not out.refused:
         if spec.is_multiclass and spec.lookup().get(IGNORE_INDEX) == IGNORE_INDEX:
             classes = list(spec.classes)
-            out.warnings += _binary_among_classes(readable, classes, values_option, True)
+            out.warnings += _binary_among_classes(readable, classes, advice.values_option, True)
         return out
     refused = out.refused
-    allowed = _ints(spec.allowed)
-    declared = (
-        f"{len(spec.classes)} classes: {', '.join(spec.classes)}"
-        if spec.is_multiclass
-        else "binary"
+    masks = _Masks(
+        readable,
+        spec,
+        advice,
+        advice.folder or refused[0].path.parent,
+        # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
+        f"dataset {advice.dataset} reads masks holding {_ints(spec.allowed)} "
+        f"({_declared(spec)}) and cannot declare other classes: save these masks in that "
+        f"encoding, or name another layout with {named('dataset')}",
     )
-    folder = folder or refused[0].path.parent
     groups = {
         kind: [i for i in refused if i.kind == kind]
         for kind in ("colour", "blurred", "inverted", "index")
     }
-    parts = []
-    # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
-    fixed = (
-        f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
-        "other classes: save these masks in that encoding, or name another layout with "
-        f"{named('dataset')}"
-    )
-    if groups["colour"]:
-        parts.append(
-            _colour_fix(
-                out,
-                groups["colour"],
-                readable,
-                spec,
-                declare_classes,
-                fixed,
-                ignore_color_option,
-                declare_ignore,
-            )
-        )
-    if groups["blurred"]:
-        parts.append(_blurred_fix(out, groups["blurred"], folder))
-    if groups["inverted"]:
-        parts.append(_inverted_fix(out, groups["inverted"]))
-    if groups["index"]:
-        parts.append(
-            _index_fix(
-                out, groups["index"], readable, spec, declare_classes, folder, fixed, values_option
-            )
-        )
-    if spec.is_multiclass and spec.palette and groups["colour"]:
-        refused_what = f"colours outside its palette ({declared})"
-    elif len(groups["inverted"]) == len(refused):
-        refused_what = "palettes of greys whose indices disagree with their colours"
-    else:
-        refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
+    fixes: dict[str, Callable[[Diagnosis, list[MaskInfo], _Masks], str]] = {
+        "colour": _colour_fix,
+        "blurred": _blurred_fix,
+        "inverted": _inverted_fix,
+        "index": _index_fix,
+    }
+    parts = [fixes[kind](out, group, masks) for kind, group in groups.items() if group]
     what_they_are = "; ".join(p for p in parts if p)
     if len(refused) == 1:  # the file's own words (its values), then what it is
         out.summary = f"{refused[0].problem}; {what_they_are}"
     else:
         out.summary = (
-            f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
+            f"{len(refused)} of {len(readable)} masks hold "
+            f"{_refused_what(groups, len(refused), spec, advice.dataset)}: "
             f"{names(sorted(i.path for i in refused))}; {what_they_are}"
         )
     return out
 
 
-def _colour_fix(
-    out: Diagnosis,
-    group: list[MaskInfo],
-    readable: Sequence[MaskInfo],
-    spec: MaskSpec,
-    declare_classes: DeclareClasses | None,
-    fixed: str,
-    ignore_color_option: bool = False,
-    declare_ignore: DeclareIgnore | None = None,
+def _declared(spec: MaskSpec) -> str:
+    """``binary``, or ``3 classes: background, road, car``."""
+    if spec.is_multiclass:
+        return f"{len(spec.classes)} classes: {', '.join(spec.classes)}"
+    return "binary"
+
+
+def _refused_what(
+    groups: dict[str, list[MaskInfo]], refused: int, spec: MaskSpec, dataset: str
 ) -> str:
+    """What the ``refused`` masks (grouped by kind in ``groups``) hold, for the summary."""
+    if spec.is_multiclass and spec.palette and groups["colour"]:
+        return f"colours outside its palette ({_declared(spec)})"
+    if len(groups["inverted"]) == refused:
+        return "palettes of greys whose indices disagree with their colours"
+    return (
+        f"values outside those dataset {dataset} reads ({_ints(spec.allowed)}; {_declared(spec)})"
+    )
+
+
+def _colour_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """RGB colour masks: one class per colour, black (else the commonest) first; with a
     palette, a few flat colours outside it are a class more or the ignore colour (by the
     dataset's own file, where it reads one, and by its option)."""
+    readable, spec, fixed = masks.readable, masks.spec, masks.fixed
+    declare_classes, declare_ignore = masks.advice.declare_classes, masks.advice.declare_ignore
+    ignore_color_option = masks.advice.ignore_color_option
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
     for i in [*group, *(i for i in readable if i.colours and i not in group)]:
@@ -615,7 +625,8 @@ def _declare(
     return f"name the classes ({what}): " + words if words else ""
 
 
-def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
+def _blurred_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
+    folder = masks.folder
     jpeg = [i for i in group if i.format == "JPEG"]
     files = f", {len(jpeg)} of them JPEG files" if jpeg else ""
     what = (
@@ -637,9 +648,10 @@ def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
     )
 
 
-def _inverted_fix(out: Diagnosis, group: list[MaskInfo]) -> str:
+def _inverted_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """Palette PNGs of greys read by index against their colours: the command that saves
-    each as the grey image it shows (so what is read is what a viewer shows)."""
+    each as the grey image it shows (so what is read is what a viewer shows). ``masks``:
+    unused (every fix takes it)."""
     files = " ".join(shlex.quote(str(p)) for p in sorted(i.path for i in group))
     out.fixes.append(
         "save the palette masks as the grey images they show (black background, white "
@@ -660,20 +672,13 @@ def _two_extremes(values: dict[int, int]) -> bool:
     return len(top) == 2 and min(top) < 64 and max(top) > 191
 
 
-def _index_fix(
-    out: Diagnosis,
-    group: list[MaskInfo],
-    readable: Sequence[MaskInfo],
-    spec: MaskSpec,
-    declare_classes: DeclareClasses | None,
-    folder: Path,
-    fixed: str,
-    values_option: bool = False,
-) -> str:
+def _index_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """Grey or palette masks holding values the spec does not: index masks of more
     classes than declared (declare them; masks of 0 and 255 alone among them are warned
     about, 255 being 'ignore' then), a binary mask with an odd foreground value
     (threshold it), or 16-bit masks."""
+    readable, spec, folder, fixed = masks.readable, masks.spec, masks.folder, masks.fixed
+    declare_classes, values_option = masks.advice.declare_classes, masks.advice.values_option
     found: set[int] = set()
     for i in readable:
         if i.kind == "index":
@@ -962,15 +967,14 @@ def diagnosis_of(
     """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes`` and
     ``declare_ignore`` capabilities bound to ``root`` (and the dataset ``options`` it was
     read with), when it declares them and loads."""
-    return diagnose(
-        infos,
-        spec,
+    advice = Advice(
         dataset=dataset_name,
         declare_classes=declare_classes_of(dataset_name, root),
+        declare_ignore=declare_ignore_of(dataset_name, root, options or {}),
         ignore_color_option=_takes_option(dataset_name, "ignore_color"),
         values_option=_takes_option(dataset_name, "values"),
-        declare_ignore=declare_ignore_of(dataset_name, root, options or {}),
     )
+    return diagnose(infos, spec, advice)
 
 
 def declare_ignore_of(
