@@ -508,12 +508,10 @@ def _colour_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """RGB colour masks: one class per colour, black (else the commonest) first; with a
     palette, a few flat colours outside it are a class more or the ignore colour (by the
     dataset's own file, where it reads one, and by its option)."""
-    readable, spec, fixed = masks.readable, masks.spec, masks.fixed
-    declare_classes, declare_ignore = masks.advice.declare_classes, masks.advice.declare_ignore
-    ignore_color_option = masks.advice.ignore_color_option
+    spec = masks.spec
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
-    for i in [*group, *(i for i in readable if i.colours and i not in group)]:
+    for i in [*group, *(i for i in masks.readable if i.colours and i not in group)]:
         for c, n in i.colours.items():
             colours[c] = colours.get(c, 0) + n
     formats = sorted({i.described for i in group})
@@ -521,51 +519,16 @@ def _colour_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
         f"{len(group)} are RGB colour masks ({', '.join(formats)}) holding {_colour_list(colours)}"
     )
     if spec.is_multiclass and spec.palette:
-        known = {*spec.palette, spec.ignore_color}
-        foreign = [c for c in colours if c not in known]
-        # Near a palette colour: antialiasing or compression, not a class of its own.
-        blended = any(
-            max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
-            for c in foreign
-            for k in known
-            if k is not None
-        )
-        if not many and not blended and foreign and len(foreign) <= MAX_FOREIGN:
-            shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
-            if len(foreign) == 1 and spec.ignore_color is None:
-                how = _ignore_fix(foreign[0], ignore_color_option, declare_ignore)
-                if how:
-                    out.fixes.append(
-                        f"if {shown} marks pixels to leave out of training and scores (void, "
-                        f"borders), {how}"
-                    )
-            if declare_classes is not None:
-                names_ = list(spec.classes)
-                for i, c in enumerate(foreign, len(names_)):
-                    name = COLOUR_NAMES.get(c)
-                    names_.append(name if name and name not in names_ else f"class_{i}")
-                fix = _declare(
-                    names_, [*spec.palette, *foreign], declare_classes, "one class per colour"
-                )
-                out.fixes.append(
-                    f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
-                )
-            return what + (
-                f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
-                "declare what it is (below)"
-            )
-        return what + (
-            "; every pixel must have a palette colour: re-save the masks without "
-            "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
-        )
+        return what + _outside_palette_fix(out, colours, many, masks)
     if many or len(colours) > MAX_CLASS_COLOURS:
         return what + (
             f"; {len(colours)}+ colours is antialiasing (edges blending the class colours), "
             "not a colour per class: re-save the masks without antialiasing, one flat "
             "colour per class"
         )
+    declare_classes = masks.advice.declare_classes
     if declare_classes is None:
-        return what + f"; {fixed}"
+        return what + f"; {masks.fixed}"
     ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
     how = "one class per colour"
     if spec.is_multiclass and len(spec.classes) == len(ordered):
@@ -580,6 +543,54 @@ def _colour_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     out.classes = (classes, ordered)
     out.fixes.append(_declare(classes, ordered, declare_classes, how))
     return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
+
+
+def _outside_palette_fix(
+    out: Diagnosis, colours: dict[Colour, int], many: bool, masks: _Masks
+) -> str:
+    """Colour masks of a dataset with a palette, holding ``colours`` (``many``: more than
+    counted): a few flat colours outside the palette are a class more or the ignore colour
+    (the fixes for both); more, or blended ones, are antialiasing. The words that follow
+    what the masks are."""
+    spec = masks.spec
+    known = {*spec.palette, spec.ignore_color}
+    foreign = [c for c in colours if c not in known]
+    # Near a palette colour: antialiasing or compression, not a class of its own.
+    blended = any(
+        max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
+        for c in foreign
+        for k in known
+        if k is not None
+    )
+    if many or blended or not foreign or len(foreign) > MAX_FOREIGN:
+        return (
+            "; every pixel must have a palette colour: re-save the masks without "
+            "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
+        )
+    shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
+    advice = masks.advice
+    if len(foreign) == 1 and spec.ignore_color is None:
+        how = _ignore_fix(foreign[0], advice.ignore_color_option, advice.declare_ignore)
+        if how:
+            out.fixes.append(
+                f"if {shown} marks pixels to leave out of training and scores (void, "
+                f"borders), {how}"
+            )
+    if advice.declare_classes is not None:
+        names_ = list(spec.classes)
+        for i, c in enumerate(foreign, len(names_)):
+            name = COLOUR_NAMES.get(c)
+            names_.append(name if name and name not in names_ else f"class_{i}")
+        fix = _declare(
+            names_, [*spec.palette, *foreign], advice.declare_classes, "one class per colour"
+        )
+        out.fixes.append(
+            f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
+        )
+    return (
+        f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
+        "declare what it is (below)"
+    )
 
 
 def _ignore_fix(
