@@ -688,10 +688,9 @@ def _index_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     classes than declared (declare them; masks of 0 and 255 alone among them are warned
     about, 255 being 'ignore' then), a binary mask with an odd foreground value
     (threshold it), or 16-bit masks."""
-    readable, spec, folder, fixed = masks.readable, masks.spec, masks.folder, masks.fixed
-    declare_classes, values_option = masks.advice.declare_classes, masks.advice.values_option
+    spec = masks.spec
     found: set[int] = set()
-    for i in readable:
+    for i in masks.readable:
         if i.kind == "index":
             found |= set(i.values)
     extra = sorted({v for i in group for v in i.values} - set(spec.allowed))
@@ -707,56 +706,76 @@ def _index_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     k = max(labels) + 1 if labels else 0
     # Class indices are dense (most of 0..K-1 occur); {0, 128} is a binary mask instead.
     dense = 0 in labels and 2 * len(labels) >= k
-    if declare_classes is None:
-        return what + f"; {fixed}"
+    if masks.advice.declare_classes is None:
+        return what + f"; {masks.fixed}"
     if dense and k > max(2, len(spec.classes)):
-        colours = _palette_of(readable, k)
-        classes = list(spec.classes) if spec.is_multiclass else ["background"]
-        for c in range(len(classes), k):  # a palette colour's name, else class_<c>
-            name = COLOUR_NAMES.get(colours[c]) if colours else None
-            classes.append(name if name and name not in classes else f"class_{c}")
-        if spec.is_multiclass:
-            lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
-        else:
-            lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
-        out.classes = (classes, colours)
-        binary = _binary_among_classes(readable, classes, values_option, False)
-        how = f"class c is mask value c, 0..{k - 1}" + (
-            f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
-        )
-        if binary:  # it says what the mix is: not binary encodings (_mixed_binary)
-            out.warnings = [w for w in out.warnings if not w.startswith("the masks mix")]
-            out.warnings += binary
-            how += ", in the 0/255 masks too: see the warning"
-        out.fixes.append(_declare(classes, colours, declare_classes, how))
-        return what + f": index masks of {k} classes, and {lead}: declare them (below)"
+        return what + _more_classes_fix(out, found, k, masks)
     if not spec.is_multiclass and len(labels) == 2 and labels[0] == spec.background:
         suffixes = sorted({i.path.suffix for i in group})
         out.fixes.append(
             f"make the masks 0/255 (any value above {spec.background} is foreground): "
-            + threshold_command(folder, suffixes)
+            + threshold_command(masks.folder, suffixes)
         )
         return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
-    spread = _spread_classes(found)
-    if spread is not None:
-        if spec.is_multiclass and len(spec.classes) == len(spread):
-            classes = list(spec.classes)
-        else:
-            classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
-        colours = list(spec.palette) if len(spec.palette) == len(spread) else None
-        ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
-        how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
-        fix = _declare(classes, colours, declare_classes, how, values=spread)
-        if fix:
-            out.classes = (classes, colours)
-            out.fixes.append(fix)
-            return what + (
-                f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
-                f"0..{len(spread) - 1}: declare those values (below)"
-            )
     return what + (
-        f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
-        "to 0..K-1 in the masks"
+        _spread_fix(out, found, masks)
+        or f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the "
+        "values to 0..K-1 in the masks"
+    )
+
+
+def _more_classes_fix(out: Diagnosis, found: set[int], k: int, masks: _Masks) -> str:
+    """Index masks of ``k`` classes (values ``found``), more than the dataset declares:
+    the classes to declare (named by their palette colours, where the masks agree on
+    those), and a warning for masks of 0 and 255 alone among them. The words that follow
+    what the masks are."""
+    spec, declare_classes = masks.spec, masks.advice.declare_classes
+    assert declare_classes is not None  # _index_fix asks only then
+    colours = _palette_of(masks.readable, k)
+    classes = list(spec.classes) if spec.is_multiclass else ["background"]
+    for c in range(len(classes), k):  # a palette colour's name, else class_<c>
+        name = COLOUR_NAMES.get(colours[c]) if colours else None
+        classes.append(name if name and name not in classes else f"class_{c}")
+    if spec.is_multiclass:
+        lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
+    else:
+        lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
+    out.classes = (classes, colours)
+    binary = _binary_among_classes(masks.readable, classes, masks.advice.values_option, False)
+    how = f"class c is mask value c, 0..{k - 1}" + (
+        f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
+    )
+    if binary:  # it says what the mix is: not binary encodings (_mixed_binary)
+        out.warnings = [w for w in out.warnings if not w.startswith("the masks mix")]
+        out.warnings += binary
+        how += ", in the 0/255 masks too: see the warning"
+    out.fixes.append(_declare(classes, colours, declare_classes, how))
+    return f": index masks of {k} classes, and {lead}: declare them (below)"
+
+
+def _spread_fix(out: Diagnosis, found: set[int], masks: _Masks) -> str:
+    """Index masks whose classes are spread over 0..255 (:func:`_spread_classes`): the
+    classes to declare with their grey values, where the plugin declares values. The
+    words that follow what the masks are, or ``""``."""
+    spec, declare_classes = masks.spec, masks.advice.declare_classes
+    spread = _spread_classes(found)
+    if spread is None or declare_classes is None:
+        return ""
+    if spec.is_multiclass and len(spec.classes) == len(spread):
+        classes = list(spec.classes)
+    else:
+        classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
+    colours = list(spec.palette) if len(spec.palette) == len(spread) else None
+    ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
+    how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
+    fix = _declare(classes, colours, declare_classes, how, values=spread)
+    if not fix:
+        return ""
+    out.classes = (classes, colours)
+    out.fixes.append(fix)
+    return (
+        f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
+        f"0..{len(spread) - 1}: declare those values (below)"
     )
 
 
