@@ -90,7 +90,7 @@ class MaskInfo:
             it cannot).
         colours: A true-colour mask's colours -> pixels (the :data:`MAX_COLOURS` most
             common; ``colour_count`` says how many there are), else empty.
-        palette: A palette PNG's colour of each index it uses, else empty.
+        palette: A palette mask's (PNG, TIFF...) colour of each index it uses, else empty.
         error: Why the file cannot be decoded (it is unreadable), else None.
         problem: Why the dataset would refuse its values (the file reads), else None.
         from_alpha: Its labels are read from its alpha channel

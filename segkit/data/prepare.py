@@ -291,8 +291,9 @@ class PassedCheck:
     #: Bump when the checks change what they refuse or the file's layout changes: earlier
     #: passes then no longer count (the version is part of the file's name). 3: the
     #: warnings after the digest. 4: 2/4-bit grey and 16-bit grey-with-alpha masks read by
-    #: their stored values; the EXIF orientation warning.
-    VERSION = 4
+    #: their stored values; the EXIF orientation warning. 5: 2/4-bit grey TIFFs stored
+    #: "white is zero" read by their stored values.
+    VERSION = 5
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool

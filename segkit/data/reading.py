@@ -275,7 +275,8 @@ def image_mode(im: Any) -> str:
     16 bits per channel (``RGB;16``: :func:`is_deep_colour`), ``LA;16`` for grey of 16
     bits with alpha (which PIL opens as ``RGBA`` of each value's top 8 bits), and
     ``L;2`` / ``L;4`` for grey of 2 or 4 bits (:data:`LOW_BIT_GREY`, which PIL opens as
-    ``L`` scaled to 0..255). Call before ``load()``."""
+    ``L`` scaled to 0..255; ``L;2I`` / ``L;4I``: a TIFF's, stored "white is zero").
+    Call before ``load()``."""
     rawmode = _rawmode(im) or ""
     if im.mode == "L" and rawmode in LOW_BIT_GREY:
         return rawmode
