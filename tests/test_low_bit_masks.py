@@ -5,7 +5,9 @@ the check before a run and a 1-epoch run; and palettes of greys whose index 0 is
 words.
 
 PIL writes 1-bit TIFFs and palette PNGs of 1, 2 and 4 bits, but no grey PNG of 2 or 4 bits
-and no TIFF of 2 or 4 bits: those are written byte by byte here, as other tools write them.
+and no TIFF of 2 or 4 bits (nor does OpenCV; tifffile is not a dependency): those are
+written byte by byte here, as other tools write them, and checked against PIL's and
+OpenCV's (libtiff's) reading.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -174,6 +177,10 @@ def test_the_tiff_writer_writes_what_pil_reads_at_each_depth(tmp_path: Path) -> 
         with Image.open(path) as im:
             assert im.mode == "P"
             np.testing.assert_array_equal(np.asarray(im), values % 2**bits)
+    # OpenCV (libtiff, not PIL) reads the 4-bit palette file's colours at the same pixels;
+    # it reads no 2- or 4-bit grey TIFF, and no 2-bit palette one.
+    bgr = cv2.imdecode(np.fromfile(tmp_path / "g4.tif", np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(bgr[..., 0], values)  # index g is grey g
 
 
 @pytest.mark.parametrize(("bits", "kind"), CASES)
