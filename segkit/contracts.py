@@ -666,60 +666,97 @@ def contract_problems(kind: str, factory: Any) -> list[str]:
     if kind == "ops":
         return _op_problems(factory)
     contract = CONTRACTS[kind]
-    problems: list[str] = []
+    problems = _signature_problems(contract, factory)
+    for name, _ in contract.capabilities:
+        problem = _capability_problem(name, capability(kind, factory, name))
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _signature_problems(contract: FactoryContract, factory: Any) -> list[str]:
+    """The arguments ``contract`` passes that ``factory``'s signature does not accept, and
+    the parameters it requires that segkit never passes (none without a signature)."""
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
-        params = None
-    if params is not None:
-        P = inspect.Parameter
-        var_pos = any(p.kind is P.VAR_POSITIONAL for p in params)
-        var_kw = any(p.kind is P.VAR_KEYWORD for p in params)
-        positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
-        by_name = {p.name: p for p in params if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
-        for i, name in enumerate(contract.positional):
-            if i >= len(positional) and not var_pos:
-                problems.append(f"takes no argument '{name}' (position {i + 1})")
-        supplied = {p.name for p in positional[: len(contract.positional)]}
-        for name in contract.keywords:
-            if name not in by_name and not var_kw:
-                problems.append(f"does not accept '{name}'")
-            supplied.add(name)
-        for p in params:
-            required = p.default is P.empty and p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
-            if required and p.name not in supplied:
-                problems.append(
-                    f"requires '{p.name}', which segkit never passes (give it a default)"
-                )
-    for name, _ in contract.capabilities:
-        value = capability(kind, factory, name)
-        if name == "min_input_multiple":
-            if not (callable(value) or _is_multiple(value)):
-                problems.append(
-                    f"declares min_input_multiple={value!r}; expected an int >= 1 that divides "
-                    "32, or a function of the options returning one"
-                )
-        elif name == "accepts":
-            if value not in LOSS_TARGETS:
-                problems.append(
-                    f"declares accepts={value!r}; expected one of "
-                    f"{', '.join(repr(t) for t in LOSS_TARGETS)}"
-                )
-        elif name == "generate_options":  # option names, not a function
-            if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
-                problems.append(
-                    f"declares generate_options={value!r}; expected a tuple of the names of "
-                    "the options that only choose what it generates, e.g. ('count', 'seed')"
-                )
-        elif name == "layout":  # words, not a function
-            if value is not None and not (isinstance(value, str) and value.strip()):
-                problems.append(
-                    f"declares layout={value!r}; expected one line of text describing the "
-                    "folders and files it reads"
-                )
-        elif value is not None and not callable(value):
-            problems.append(f"declares {name}={value!r}, which is not callable")
+        return []
+    P = inspect.Parameter
+    var_pos = any(p.kind is P.VAR_POSITIONAL for p in params)
+    var_kw = any(p.kind is P.VAR_KEYWORD for p in params)
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    by_name = {p.name: p for p in params if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
+    problems = [
+        f"takes no argument '{name}' (position {i + 1})"
+        for i, name in enumerate(contract.positional)
+        if i >= len(positional) and not var_pos
+    ]
+    problems += [
+        f"does not accept '{name}'"
+        for name in contract.keywords
+        if name not in by_name and not var_kw
+    ]
+    supplied = {p.name for p in positional[: len(contract.positional)]} | set(contract.keywords)
+    for p in params:
+        required = p.default is P.empty and p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+        if required and p.name not in supplied:
+            problems.append(f"requires '{p.name}', which segkit never passes (give it a default)")
     return problems
+
+
+def _capability_problem(name: str, value: Any) -> str | None:
+    """Why the capability ``name`` declared as ``value`` has the wrong type, else None:
+    each has its own rule (:data:`_CAPABILITY_RULES`); any other must be callable."""
+    rule = _CAPABILITY_RULES.get(name)
+    if rule is not None:
+        return rule(value)
+    if value is not None and not callable(value):
+        return f"declares {name}={value!r}, which is not callable"
+    return None
+
+
+def _min_input_multiple_problem(value: Any) -> str | None:
+    if callable(value) or _is_multiple(value):
+        return None
+    return (
+        f"declares min_input_multiple={value!r}; expected an int >= 1 that divides "
+        "32, or a function of the options returning one"
+    )
+
+
+def _accepts_problem(value: Any) -> str | None:
+    if value in LOSS_TARGETS:
+        return None
+    return f"declares accepts={value!r}; expected one of {', '.join(repr(t) for t in LOSS_TARGETS)}"
+
+
+def _generate_options_problem(value: Any) -> str | None:
+    """Option names, not a function."""
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return None
+    return (
+        f"declares generate_options={value!r}; expected a tuple of the names of "
+        "the options that only choose what it generates, e.g. ('count', 'seed')"
+    )
+
+
+def _layout_problem(value: Any) -> str | None:
+    """Words, not a function."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return None
+    return (
+        f"declares layout={value!r}; expected one line of text describing the "
+        "folders and files it reads"
+    )
+
+
+#: The capabilities whose value is checked by its own rule: why it is wrong, else None.
+_CAPABILITY_RULES: dict[str, Callable[[Any], str | None]] = {
+    "min_input_multiple": _min_input_multiple_problem,
+    "accepts": _accepts_problem,
+    "generate_options": _generate_options_problem,
+    "layout": _layout_problem,
+}
 
 
 def _op_problems(op: Any) -> list[str]:

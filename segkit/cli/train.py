@@ -110,20 +110,24 @@ def _as_flags(settings: dict[str, Any]) -> str:
     """``settings`` (those typed) as the flags that give them again, for a command line."""
     from segkit.config import flag
 
-    out = []
-    for key, value in settings.items():
-        name = flag(key)
-        if isinstance(value, bool):
-            out.append(name if value else f"--no-{name[2:]}")
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                text = v if isinstance(v, str) else json.dumps(v)
-                out.append(f"{name} {shlex.quote(f'{k}={text}')}")
-        elif isinstance(value, (list, tuple)):
-            out.append(" ".join([name, *(shlex.quote(str(v)) for v in value)]))
-        elif value is not None:
-            out.append(f"{name} {shlex.quote(str(value))}")
-    return " ".join(out)
+    return " ".join(f for key, value in settings.items() for f in _flags_of(flag(key), value))
+
+
+def _flags_of(name: str, value: Any) -> list[str]:
+    """The flag ``name`` giving ``value`` again: ``--x``/``--no-x`` for a bool, one
+    ``--x key=value`` per entry of a dict, ``--x a b`` for a list; none for None."""
+    if isinstance(value, bool):
+        return [name if value else f"--no-{name[2:]}"]
+    if isinstance(value, dict):
+        return [
+            f"{name} {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}"
+            for k, v in value.items()
+        ]
+    if isinstance(value, (list, tuple)):
+        return [" ".join([name, *(shlex.quote(str(v)) for v in value)])]
+    if value is not None:
+        return [f"{name} {shlex.quote(str(value))}"]
+    return []
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ import numpy as np
 from segkit.config import PYTHON, data_path, given, named, named_options
 from segkit.contracts import IGNORE_INDEX, SPLITS, Dataset, LayoutAudit, MaskSpec, Sample
 from segkit.data.encoding import (
+    Diagnosis,
     MaskInfo,
     diagnosis_of,
     foreground,
@@ -390,6 +391,52 @@ def check_dataset(
             ``declare_ignore``).
     """
     spec = dataset.mask_spec
+    problems, items, splits, skipped = _listed(dataset, name)
+    seen: list[_Seen] = _read_all(
+        items,
+        lambda split, s: _read_one(split, s, spec, dataset),
+        workers or default_workers(),
+        progress,
+    )
+    tally = _tally(seen, splits, spec, problems)
+    duplicates = _duplicates(tally.by_digest, problems)
+    found = diagnosis_of(
+        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
+    )
+    problems += _mask_problems(seen, found, splits, spec, dataset.root)
+    fixes = list(found.fixes)
+    if isinstance(dataset, LayoutAudit):
+        fixes = [*dataset.advice, *fixes]
+    return Report(
+        dataset=name,
+        root=str(dataset.root),
+        mask_background=spec.background,
+        mask_allowed=list(spec.allowed),
+        splits=splits,
+        image_formats=dict(sorted(tally.image_formats.items(), key=lambda kv: -kv[1])),
+        mask_formats=dict(sorted(tally.mask_formats.items(), key=lambda kv: -kv[1])),
+        mask_values={str(k): v for k, v in sorted(tally.mask_values.items())},
+        duplicates=duplicates,
+        problems=problems,
+        suggestions=_suggestions(
+            [sz for split in SPLITS for sz in tally.sizes[split]],
+            splits,
+            spec,
+            refused=found.refused,
+        ),
+        classes=list(spec.classes),
+        skipped=skipped,
+        masks_refused=found.summary,
+        fixes=fixes,
+    )
+
+
+def _listed(
+    dataset: Dataset, name: str
+) -> tuple[list[Problem], list[tuple[str, Sample]], dict[str, SplitStats], list[dict[str, str]]]:
+    """The layout's problems (of a :class:`LayoutAudit`) and each split's; every
+    ``(split, sample)`` to read; each split's stats, its count filled in; and the files the
+    layout leaves unread."""
     problems: list[Problem] = []
     items: list[tuple[str, Sample]] = []
     splits: dict[str, SplitStats] = {}
@@ -405,83 +452,84 @@ def check_dataset(
             samples = []
         splits[split] = SplitStats(count=len(samples))
         items += [(split, s) for s in samples]
+    return problems, items, splits, skipped
 
-    seen: list[_Seen] = _read_all(
-        items,
-        lambda split, s: _read_one(split, s, spec, dataset),
-        workers or default_workers(),
-        progress,
-    )
 
-    image_formats: dict[str, int] = {}
-    mask_formats: dict[str, int] = {}
-    mask_values: dict[int, int] = {}
-    sizes: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
-    by_digest: dict[str, list[_Seen]] = {}
+@dataclass
+class _Tally:
+    """What the samples read hold, counted over all of them (:func:`_tally`)."""
+
+    image_formats: dict[str, int] = field(default_factory=dict)
+    mask_formats: dict[str, int] = field(default_factory=dict)
+    mask_values: dict[int, int] = field(default_factory=dict)
+    sizes: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    by_digest: dict[str, list[_Seen]] = field(default_factory=dict)
+
+    def add(self, s: _Seen) -> None:
+        if s.image_format:
+            self.image_formats[s.image_format] = self.image_formats.get(s.image_format, 0) + 1
+        if s.mask_format:
+            self.mask_formats[s.mask_format] = self.mask_formats.get(s.mask_format, 0) + 1
+        for v in s.values:
+            self.mask_values[v] = self.mask_values.get(v, 0) + 1
+        if s.image_size is not None:
+            self.sizes[s.split].append(s.image_size)
+        if s.digest is not None:
+            self.by_digest.setdefault(s.digest, []).append(s)
+
+
+def _tally(
+    seen: list[_Seen], splits: dict[str, SplitStats], spec: MaskSpec, problems: list[Problem]
+) -> _Tally:
+    """Count what ``seen`` holds, add each sample to its split's stats (and their size and
+    foreground figures), and each sample's problems to ``problems``."""
+    tally = _Tally()
     for s in seen:
         problems += s.problems
-        st = splits[s.split]
-        if s.image_format:
-            image_formats[s.image_format] = image_formats.get(s.image_format, 0) + 1
-        if s.mask_format:
-            mask_formats[s.mask_format] = mask_formats.get(s.mask_format, 0) + 1
-        for v in s.values:
-            mask_values[v] = mask_values.get(v, 0) + 1
-        if s.image_size is not None:
-            sizes[s.split].append(s.image_size)
-        if s.digest is not None:
-            by_digest.setdefault(s.digest, []).append(s)
-        if not s.stops():
-            st.read += 1
-        if s.pixels:
-            st.foreground_pixels += s.foreground
-            st.pixels += s.pixels
-            if s.foreground == 0:
-                st.empty_masks.append(s.sample.mask.name)
-            if spec.is_multiclass and s.mask_ok:
-                _count_classes(st.class_pixels, s.values, spec)
-
+        tally.add(s)
+        _add_to_split(splits[s.split], s, spec)
     for split, st in splits.items():
-        if sizes[split]:
-            st.size_min, st.size_median, st.size_max = _size_stats(sizes[split])
+        if tally.sizes[split]:
+            st.size_min, st.size_median, st.size_max = _size_stats(tally.sizes[split])
         if st.pixels:
             st.foreground_fraction = st.foreground_pixels / st.pixels
+    return tally
 
-    duplicates = _duplicates(by_digest, problems)
-    found = diagnosis_of(
-        [s.mask for s in seen if s.mask is not None], spec, name, dataset.root, options
-    )
-    problems += [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
+
+def _add_to_split(st: SplitStats, s: _Seen, spec: MaskSpec) -> None:
+    """One sample read, counted in its split's stats."""
+    if not s.stops():
+        st.read += 1
+    if not s.pixels:
+        return
+    st.foreground_pixels += s.foreground
+    st.pixels += s.pixels
+    if s.foreground == 0:
+        st.empty_masks.append(s.sample.mask.name)
+    if spec.is_multiclass and s.mask_ok:
+        _count_classes(st.class_pixels, s.values, spec)
+
+
+def _mask_problems(
+    seen: list[_Seen],
+    found: Diagnosis,
+    splits: dict[str, SplitStats],
+    spec: MaskSpec,
+    root: str | Path,
+) -> list[Problem]:
+    """The problems of the masks taken together: the diagnosis' warnings, splits whose
+    masks are all empty or all foreground, the images' notes, and (K classes) classes
+    missing from a split."""
+    problems = [Problem("warning", _warning_kind(w), "", w) for w in found.warnings]
     by_split = {split: [s.mask for s in seen if s.split == split and s.mask] for split in SPLITS}
     problems += [
-        Problem(severity, "foreground", str(dataset.root), message)
-        for severity, message in uniform_splits(by_split, spec, Path(dataset.root))
+        Problem(severity, "foreground", str(root), message)
+        for severity, message in uniform_splits(by_split, spec, Path(root))
     ]
     problems += _image_notes(seen)
     if spec.is_multiclass and not found.refused:
-        problems += _class_coverage(splits, spec, str(dataset.root))
-    fixes = list(found.fixes)
-    if isinstance(dataset, LayoutAudit):
-        fixes = [*dataset.advice, *fixes]
-    return Report(
-        dataset=name,
-        root=str(dataset.root),
-        mask_background=spec.background,
-        mask_allowed=list(spec.allowed),
-        splits=splits,
-        image_formats=dict(sorted(image_formats.items(), key=lambda kv: -kv[1])),
-        mask_formats=dict(sorted(mask_formats.items(), key=lambda kv: -kv[1])),
-        mask_values={str(k): v for k, v in sorted(mask_values.items())},
-        duplicates=duplicates,
-        problems=problems,
-        suggestions=_suggestions(
-            [sz for split in SPLITS for sz in sizes[split]], splits, spec, refused=found.refused
-        ),
-        classes=list(spec.classes),
-        skipped=skipped,
-        masks_refused=found.summary,
-        fixes=fixes,
-    )
+        problems += _class_coverage(splits, spec, str(root))
+    return problems
 
 
 def _see_through(im: Any) -> float:
@@ -589,58 +637,64 @@ def _class_coverage(splits: dict[str, SplitStats], spec: MaskSpec, root: str) ->
     """A warning for each class with no pixel in a split (a class missing from train
     cannot be learnt; one missing from valid or test is not measured there), and for
     each class under :data:`TINY_CLASS` of the labelled train pixels."""
-    out: list[Problem] = []
     read = {split: st for split, st in splits.items() if st.class_pixels}
     if "train" not in read:
-        return out
+        return []
+    out: list[Problem] = []
+    for name in spec.classes:
+        out += _class_absent(name, read, root)
+    return out + _classes_tiny(read["train"], spec, root)
 
-    def where(name: str) -> str:
+
+def _class_absent(name: str, read: dict[str, SplitStats], root: str) -> list[Problem]:
+    """Warnings for the class ``name``: in no split of ``read``, or missing from some."""
+    absent = [split for split, st in read.items() if not st.class_pixels.get(name)]
+    if len(absent) == len(read):
+        return [
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in any split: no mask holds its "
+                "value; check the class list (classes.txt or "
+                f"{named_options('dataset_options', {'classes': '...'})}), "
+                "or label some pixels of it",
+            )
+        ]
+    out = []
+    if "train" in absent:
         found = [
             f"{split} {share(st, name)}" for split, st in read.items() if st.class_pixels.get(name)
         ]
-        return f" (it is in {', '.join(found)})" if found else ""
+        where = f" (it is in {', '.join(found)})" if found else ""
+        out.append(
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in train{where}: the model "
+                f"cannot learn it, and it scores IoU 0 wherever it is in the truth; put "
+                f"images holding it in train",
+            )
+        )
+    for split in (s for s in absent if s != "train"):
+        monitor = " (the best checkpoint is chosen by valid mIoU)" if split == "valid" else ""
+        out.append(
+            Problem(
+                "warning",
+                "class_absent",
+                root,
+                f"{root}: class {name} has no pixels in {split}: its {split} IoU and Dice "
+                f"measure nothing: '-' and left out of the {split} mIoU where it is never "
+                f"predicted, 0 where it is{monitor}; put images holding it in {split}",
+            )
+        )
+    return out
 
-    for name in spec.classes:
-        absent = [split for split, st in read.items() if not st.class_pixels.get(name)]
-        if len(absent) == len(read):
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in any split: no mask holds its "
-                    "value; check the class list (classes.txt or "
-                    f"{named_options('dataset_options', {'classes': '...'})}), "
-                    "or label some pixels of it",
-                )
-            )
-            continue
-        if "train" in absent:
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in train{where(name)}: the model "
-                    f"cannot learn it, and it scores IoU 0 wherever it is in the truth; put "
-                    f"images holding it in train",
-                )
-            )
-        for split in absent:
-            if split == "train":
-                continue
-            monitor = " (the best checkpoint is chosen by valid mIoU)" if split == "valid" else ""
-            out.append(
-                Problem(
-                    "warning",
-                    "class_absent",
-                    root,
-                    f"{root}: class {name} has no pixels in {split}: its {split} IoU and Dice "
-                    f"measure nothing: '-' and left out of the {split} mIoU where it is never "
-                    f"predicted, 0 where it is{monitor}; put images holding it in {split}",
-                )
-            )
-    train = read["train"]
+
+def _classes_tiny(train: SplitStats, spec: MaskSpec, root: str) -> list[Problem]:
+    """A warning for each class under :data:`TINY_CLASS` of the labelled train pixels."""
+    out = []
     labelled = sum(n for k, n in train.class_pixels.items() if k != IGNORED)
     for name in spec.classes:
         n = train.class_pixels.get(name, 0)
@@ -977,38 +1031,10 @@ def format_report(report: Report) -> str:
     """The report as text: one block of statistics, then one line per problem, the
     suggestions and a verdict."""
     lines = [f"dataset {report.dataset or '?'} ({report.root})"]
-    lines.append(
-        f"{'split':<6} {'images':>6}  {'min':>9}  {'median':>9}  {'max':>9}  "
-        f"{'foreground':>10}  empty masks"
-    )
-    for split, st in report.splits.items():
-        fg = f"{st.foreground_fraction:.1%}" if st.foreground_fraction is not None else "-"
-        lines.append(
-            f"{split:<6} {st.count:>6}  {_wh(st.size_min):>9}  {_wh(st.size_median):>9}  "
-            f"{_wh(st.size_max):>9}  {fg:>10}  {len(st.empty_masks)}"
-        )
+    lines += _split_table(report)
     lines.append(f"image formats: {_counts(report.image_formats)}")
     lines.append(f"mask formats: {_counts(report.mask_formats)}")
-    found = f"{', '.join(report.mask_values) or '-'} found"
-    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
-    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
-        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
-        found = f"{found}, and {colours}" if report.mask_values else colours
-    declared = ", ".join(map(str, report.mask_allowed))
-    if report.classes:
-        lines.append(
-            f"mask values: {found}; declared {declared} "
-            f"({len(report.classes)} classes: {', '.join(report.classes)})"
-        )
-        for split, st in report.splits.items():
-            total = sum(st.class_pixels.values())
-            if total:
-                shares = ", ".join(f"{k} {share(st, k)}" for k in st.class_pixels)
-                lines.append(f"class pixels ({split}): {shares}")
-    else:
-        lines.append(
-            f"mask values: {found}; declared {declared} (background {report.mask_background})"
-        )
+    lines += _mask_value_lines(report)
     for split, st in report.splits.items():
         if st.empty_masks:
             lines.append(
@@ -1023,20 +1049,72 @@ def format_report(report: Report) -> str:
         )
     else:
         lines.append("duplicates: none")
-    if report.problems:
-        errors = len(report.errors)
-        warnings = len(report.problems) - errors
-        lines.append(f"problems: {plural(errors, 'error')}, {plural(warnings, 'warning')}")
-        refused = [p for p in report.problems if p.kind == "mask_values"]
-        for p in report.problems:
-            if p.kind == "mask_values" and len(refused) > 1 and report.masks_refused:
-                if p is refused[0]:  # every refused mask in one line, with what they are
-                    lines.append(f"  error: {report.masks_refused}")
-                continue
-            lines.append(f"  {p.severity}: {p.message}")
-    else:
-        lines.append("problems: none")
+    lines += _problem_lines(report)
     lines += _skipped_lines(report.skipped, Path(report.root))
+    lines += _suggestion_lines(report)
+    if report.fixes:
+        lines.append("to fix:")
+        lines += [f"  - {fix}" for fix in report.fixes]
+    lines += _verdict_lines(report)
+    return "\n".join(lines)
+
+
+def _split_table(report: Report) -> list[str]:
+    """The table of splits: images, sizes, foreground share and empty masks."""
+    lines = [
+        f"{'split':<6} {'images':>6}  {'min':>9}  {'median':>9}  {'max':>9}  "
+        f"{'foreground':>10}  empty masks"
+    ]
+    for split, st in report.splits.items():
+        fg = f"{st.foreground_fraction:.1%}" if st.foreground_fraction is not None else "-"
+        lines.append(
+            f"{split:<6} {st.count:>6}  {_wh(st.size_min):>9}  {_wh(st.size_median):>9}  "
+            f"{_wh(st.size_max):>9}  {fg:>10}  {len(st.empty_masks)}"
+        )
+    return lines
+
+
+def _mask_value_lines(report: Report) -> list[str]:
+    """The values found against those declared, and (K classes) each split's class pixels."""
+    found = f"{', '.join(report.mask_values) or '-'} found"
+    colour = sum(n for f, n in report.mask_formats.items() if f.endswith(("RGB", "RGBA")))
+    if colour and "RGB colour masks" in report.masks_refused:  # no labels read from those
+        colours = f"{plural(colour, 'RGB colour mask')} (their colours below)"
+        found = f"{found}, and {colours}" if report.mask_values else colours
+    declared = ", ".join(map(str, report.mask_allowed))
+    if not report.classes:
+        return [f"mask values: {found}; declared {declared} (background {report.mask_background})"]
+    lines = [
+        f"mask values: {found}; declared {declared} "
+        f"({len(report.classes)} classes: {', '.join(report.classes)})"
+    ]
+    for split, st in report.splits.items():
+        if sum(st.class_pixels.values()):
+            shares = ", ".join(f"{k} {share(st, k)}" for k in st.class_pixels)
+            lines.append(f"class pixels ({split}): {shares}")
+    return lines
+
+
+def _problem_lines(report: Report) -> list[str]:
+    """How many errors and warnings, then one line each; masks refused for their values,
+    when several are, in one line saying what they are."""
+    if not report.problems:
+        return ["problems: none"]
+    errors = len(report.errors)
+    warnings = len(report.problems) - errors
+    lines = [f"problems: {plural(errors, 'error')}, {plural(warnings, 'warning')}"]
+    refused = [p for p in report.problems if p.kind == "mask_values"]
+    joined = len(refused) > 1 and bool(report.masks_refused)
+    for p in report.problems:
+        if p.kind != "mask_values" or not joined:
+            lines.append(f"  {p.severity}: {p.message}")
+        elif p is refused[0]:  # every refused mask in one line, with what they are
+            lines.append(f"  error: {report.masks_refused}")
+    return lines
+
+
+def _suggestion_lines(report: Report) -> list[str]:
+    lines = []
     for key in ("image_size", "pos_weight", "class_weights"):
         s = report.suggestions.get(key)
         if s is None:
@@ -1045,28 +1123,26 @@ def format_report(report: Report) -> str:
             lines.append(f"suggested {key}: none ({s['why']})")
         else:
             lines.append(f"suggested {s['option']}: {s['why']}")
-    if report.fixes:
-        lines.append("to fix:")
-        lines += [f"  - {fix}" for fix in report.fixes]
+    return lines
+
+
+def _verdict_lines(report: Report) -> list[str]:
+    """``ok`` (and the command to run), or ``FAILED`` with what to do."""
     if report.ok:
-        lines.append("ok: nothing here would stop a run")
-        if report.command:
-            lines.append(f"run it: {report.command}")
-    else:
-        then = (
-            "; do what 'to fix' says, then check again"
-            if report.fixes
-            else "; check again once fixed"
+        return ["ok: nothing here would stop a run"] + (
+            [f"run it: {report.command}"] if report.command else []
         )
-        unreadable = sum(p.kind == "unreadable" for p in report.errors)
-        if unreadable:
-            files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
-            then += (
-                f" (or leave the {files} that cannot be decoded out: a run with "
-                f"{named('skip_bad_samples', True)} skips {them})"
-            )
-        lines.append(f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}")
-    return "\n".join(lines)
+    then = (
+        "; do what 'to fix' says, then check again" if report.fixes else "; check again once fixed"
+    )
+    unreadable = sum(p.kind == "unreadable" for p in report.errors)
+    if unreadable:
+        files, them = ("file", "it") if unreadable == 1 else (f"{unreadable} files", "them")
+        then += (
+            f" (or leave the {files} that cannot be decoded out: a run with "
+            f"{named('skip_bad_samples', True)} skips {them})"
+        )
+    return [f"FAILED: {plural(len(report.errors), 'problem')} would stop a run{then}"]
 
 
 def _skipped_lines(skipped: list[dict[str, str]], root: Path) -> list[str]:

@@ -90,7 +90,7 @@ class MaskInfo:
             it cannot).
         colours: A true-colour mask's colours -> pixels (the :data:`MAX_COLOURS` most
             common; ``colour_count`` says how many there are), else empty.
-        palette: A palette PNG's colour of each index it uses, else empty.
+        palette: A palette mask's (PNG, TIFF...) colour of each index it uses, else empty.
         error: Why the file cannot be decoded (it is unreadable), else None.
         problem: Why the dataset would refuse its values (the file reads), else None.
         from_alpha: Its labels are read from its alpha channel
@@ -143,6 +143,8 @@ def describe_format(fmt: str | None, mode: str) -> str:
         "L": "8-bit grey",
         "L;2": "2-bit grey",
         "L;4": "4-bit grey",
+        "L;2I": "2-bit grey (white is zero)",
+        "L;4I": "4-bit grey (white is zero)",
         "P": "8-bit palette",
         "LA": "8-bit grey with alpha",
         "LA;16": "16-bit grey with alpha",
@@ -197,46 +199,7 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
     info = MaskInfo(Path(path))
     try:
         with open_image(io.BytesIO(data) if data is not None else path, info.path) as im:
-            mode = image_mode(im)  # before load(): L;4 (4-bit grey), LA;16 (16-bit + alpha)
-            im.load()
-            info.format, info.mode, info.size = im.format, mode, im.size
-            info.frames = getattr(im, "n_frames", 1) or 1
-            from_alpha = None if mode == "LA;16" else alpha_labels(im)  # LA;16: decoded below
-            if from_alpha is not None:  # one colour, labels in the transparency
-                info.from_alpha = True
-                info.values = _counts(from_alpha)
-            elif im.mode in ("RGB", "RGBA") and mode != "LA;16":
-                rgb = np.asarray(im.convert("RGB"))
-                # Greys stored as RGB are read as greys; only true colours are a colour mask.
-                if not (
-                    np.array_equal(rgb[..., 0], rgb[..., 1])
-                    and np.array_equal(rgb[..., 1], rgb[..., 2])
-                ):
-                    info.colours, info.colour_count = _colour_counts(rgb)
-            if info.colours and spec.is_multiclass and spec.palette:
-                foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
-                if foreign or info.colour_count > len(info.colours):
-                    info.problem = _foreign_colours(info, spec)
-                    return info
-            if im.mode in ("L", "P", "1") and mode not in LOW_BIT_GREY:
-                # 8-bit values as decode_raw_mask reads them (indices for P, 0/1 for 1),
-                # counted by PIL in C: half the time of an array and np.bincount.
-                hist = im.histogram()[:256]
-                if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
-                    hist = [hist[0], hist[255]]
-                info.values = {v: n for v, n in enumerate(hist) if n}
-                if im.mode == "P":
-                    pal = im.getpalette() or []
-                    info.palette = {
-                        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
-                        for i in info.values
-                        if len(pal) >= 3 * i + 3
-                    }
-                    if not spec.is_multiclass and spec.background == 0:  # black: 0
-                        info.problem = _palette_against_colours(info, spec.background)
-                        info.shown_inverted = info.problem is not None
-            elif not info.from_alpha:
-                info.values = _counts(decode_opened_mask(im, info.path, spec, mode))
+            _inspect_opened(im, info, spec)
     except FileNotFoundError:
         info.error = not_found(path, "mask")
         return info
@@ -249,13 +212,70 @@ def inspect_mask(path: Path, spec: MaskSpec, data: bytes | None = None) -> MaskI
             or f"{path}: cannot decode mask ({e}); the file is corrupt. {UNREADABLE_ADVICE}"
         )
         return info
-    if info.shown_inverted:
+    if info.problem is not None:  # colours outside the palette, or a palette shown inverted
         return info
     try:
         check_mask_values(info.path, list(info.values), spec)
     except DataError as e:
         info.problem = f"{e}{_what_it_is(info)}"
     return info
+
+
+def _inspect_opened(im: Any, info: MaskInfo, spec: MaskSpec) -> None:
+    """Fill ``info`` from the opened, not yet loaded, image ``im``: what the file is, its
+    colours and its values; ``info.problem`` where its colours are outside the palette or
+    its palette of greys is shown inverted (no value check is then made)."""
+    mode = image_mode(im)  # before load(): L;4 (4-bit grey), LA;16 (16-bit + alpha)
+    im.load()
+    info.format, info.mode, info.size = im.format, mode, im.size
+    info.frames = getattr(im, "n_frames", 1) or 1
+    _read_alpha_or_colours(im, info, mode)
+    if info.colours and spec.is_multiclass and spec.palette:
+        foreign = set(info.colours) - set(spec.palette) - {spec.ignore_color}
+        if foreign or info.colour_count > len(info.colours):
+            info.problem = _foreign_colours(info, spec)
+            return
+    if im.mode in ("L", "P", "1") and mode not in LOW_BIT_GREY:
+        _read_histogram(im, info, spec)
+    elif not info.from_alpha:
+        info.values = _counts(decode_opened_mask(im, info.path, spec, mode))
+
+
+def _read_alpha_or_colours(im: Any, info: MaskInfo, mode: str) -> None:
+    """The values of a mask whose labels are in its alpha, or a true-colour mask's colours."""
+    from_alpha = None if mode == "LA;16" else alpha_labels(im)  # LA;16: decoded later
+    if from_alpha is not None:  # one colour, labels in the transparency
+        info.from_alpha = True
+        info.values = _counts(from_alpha)
+    elif im.mode in ("RGB", "RGBA") and mode != "LA;16":
+        rgb = np.asarray(im.convert("RGB"))
+        # Greys stored as RGB are read as greys; only true colours are a colour mask.
+        if not (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+        ):
+            info.colours, info.colour_count = _colour_counts(rgb)
+
+
+def _read_histogram(im: Any, info: MaskInfo, spec: MaskSpec) -> None:
+    """An 8-bit grey, palette or 1-bit mask's values, as decode_raw_mask reads them
+    (indices for P, 0/1 for 1), counted by PIL in C: half the time of an array and
+    np.bincount; a palette mask's colours, and whether a binary dataset would read its
+    palette of greys inverted."""
+    hist = im.histogram()[:256]
+    if im.mode == "1":  # PIL counts 1-bit pixels at 255; they read as 0/1
+        hist = [hist[0], hist[255]]
+    info.values = {v: n for v, n in enumerate(hist) if n}
+    if im.mode != "P":
+        return
+    pal = im.getpalette() or []
+    info.palette = {
+        i: tuple(pal[3 * i : 3 * i + 3])  # type: ignore[misc]
+        for i in info.values
+        if len(pal) >= 3 * i + 3
+    }
+    if not spec.is_multiclass and spec.background == 0:  # black: 0
+        info.problem = _palette_against_colours(info, spec.background)
+        info.shown_inverted = info.problem is not None
 
 
 def _grey(colour: Colour) -> str:
@@ -278,11 +298,22 @@ def _palette_against_colours(info: MaskInfo, background: int) -> str | None:
         return None  # index 0 is black (or unused with no black): both readings agree
     shown = ", ".join(f"index {i} {_grey(c)}" for i, c in sorted(pal.items()))
     return (
-        f"{info.path}: a palette PNG of greys ({shown}) whose indices disagree with its "
+        f"{info.path}: a palette {_format_name(info)} of greys ({shown}) whose indices "
+        "disagree with its "
         f"colours: segkit reads palette masks by index (index {background} is background), "
         "a viewer shows the colours (black is background), so the mask read would not be "
         "the mask shown"
     )
+
+
+def _format_name(info: MaskInfo) -> str:
+    """The file format's name for messages: ``PNG``, ``TIFF``, ... (``image`` when unknown)."""
+    return info.format or "image"
+
+
+def _format_names(group: Sequence[MaskInfo]) -> str:
+    """``PNGs``, ``TIFFs``, or ``PNGs and TIFFs``: the formats of the files of ``group``."""
+    return " and ".join(f"{f}s" for f in sorted({_format_name(i) for i in group}))
 
 
 def _foreign_colours(info: MaskInfo, spec: MaskSpec) -> str:
@@ -303,7 +334,7 @@ def _what_it_is(info: MaskInfo) -> str:
         why = "a JPEG file" if info.format == "JPEG" else "JPEG-compressed or resized"
         return f" (blurred: {len(info.values)} values, {why})"
     if info.palette:
-        return f" (a palette PNG: its indices {_ints(info.values)} are read)"
+        return f" (a palette {_format_name(info)}: its indices {_ints(info.values)} are read)"
     return ""
 
 
@@ -359,33 +390,54 @@ DeclareClasses = Callable[..., str]
 DeclareIgnore = Callable[[Colour], str]
 
 
-def diagnose(
-    infos: Sequence[MaskInfo],
-    spec: MaskSpec,
-    *,
-    dataset: str,
-    declare_classes: DeclareClasses | None = None,
-    folder: Path | None = None,
-    ignore_color_option: bool = False,
-    values_option: bool = False,
-    declare_ignore: DeclareIgnore | None = None,
-) -> Diagnosis:
+@dataclass(frozen=True)
+class Advice:
+    """What a dataset's plugin offers :func:`diagnose` for its fixes.
+
+    Attributes:
+        dataset: The dataset plugin's name, for messages.
+        declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
+            if it declares one: the words that tell the user how to name classes.
+        declare_ignore: The plugin's ``declare_ignore`` capability bound to its folder and
+            options, if it declares one: the words that make a colour the ignore colour in
+            the dataset's own files (offered first: it holds the classes already).
+        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
+            ignored pixels in RGB masks): a colour outside the palette may be that.
+        values_option: The plugin takes a ``values`` option (each class's raw value), so
+            255 can be declared a class of its own.
+        folder: Where the masks are, for commands (default: the first refused mask's
+            folder).
+    """
+
+    dataset: str
+    declare_classes: DeclareClasses | None = None
+    declare_ignore: DeclareIgnore | None = None
+    ignore_color_option: bool = False
+    values_option: bool = False
+    folder: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Masks:
+    """A dataset's masks as the fixes for its refused ones read them."""
+
+    #: Every readable mask.
+    readable: Sequence[MaskInfo]
+    spec: MaskSpec
+    advice: Advice
+    #: Where the masks are, for commands.
+    folder: Path
+    #: The words for a layout that cannot name classes (its encoding is fixed).
+    fixed: str
+
+
+def diagnose(infos: Sequence[MaskInfo], spec: MaskSpec, advice: Advice) -> Diagnosis:
     """Look at every mask of a dataset together.
 
     Args:
         infos: :func:`inspect_mask` of each mask.
         spec: The dataset's mask spec.
-        dataset: The dataset plugin's name, for messages.
-        declare_classes: The plugin's ``declare_classes`` capability bound to its folder,
-            if it declares one: the words that tell the user how to name classes.
-        folder: Where the masks are, for commands (default: the first mask's folder).
-        ignore_color_option: The plugin takes an ``ignore_color`` option (the colour of
-            ignored pixels in RGB masks): a colour outside the palette may be that.
-        values_option: The plugin takes a ``values`` option (each class's raw value), so
-            255 can be declared a class of its own.
-        declare_ignore: The plugin's ``declare_ignore`` capability bound to its folder and
-            options, if it declares one: the words that make a colour the ignore colour in
-            the dataset's own files (offered first: it holds the classes already).
+        advice: What the dataset's plugin offers for the fixes.
     """
     out = Diagnosis()
     readable = [i for i in infos if i.error is None]
@@ -396,83 +448,70 @@ def diagnose(
     if not out.refused:
         if spec.is_multiclass and spec.lookup().get(IGNORE_INDEX) == IGNORE_INDEX:
             classes = list(spec.classes)
-            out.warnings += _binary_among_classes(readable, classes, values_option, True)
+            out.warnings += _binary_among_classes(readable, classes, advice.values_option, True)
         return out
     refused = out.refused
-    allowed = _ints(spec.allowed)
-    declared = (
-        f"{len(spec.classes)} classes: {', '.join(spec.classes)}"
-        if spec.is_multiclass
-        else "binary"
+    masks = _Masks(
+        readable,
+        spec,
+        advice,
+        advice.folder or refused[0].path.parent,
+        # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
+        f"dataset {advice.dataset} reads masks holding {_ints(spec.allowed)} "
+        f"({_declared(spec)}) and cannot declare other classes: save these masks in that "
+        f"encoding, or name another layout with {named('dataset')}",
     )
-    folder = folder or refused[0].path.parent
     groups = {
         kind: [i for i in refused if i.kind == kind]
         for kind in ("colour", "blurred", "inverted", "index")
     }
-    parts = []
-    # A layout that cannot name classes (its encoding is fixed: oxford_pet's trimaps).
-    fixed = (
-        f"dataset {dataset} reads masks holding {allowed} ({declared}) and cannot declare "
-        "other classes: save these masks in that encoding, or name another layout with "
-        f"{named('dataset')}"
-    )
-    if groups["colour"]:
-        parts.append(
-            _colour_fix(
-                out,
-                groups["colour"],
-                readable,
-                spec,
-                declare_classes,
-                fixed,
-                ignore_color_option,
-                declare_ignore,
-            )
-        )
-    if groups["blurred"]:
-        parts.append(_blurred_fix(out, groups["blurred"], folder))
-    if groups["inverted"]:
-        parts.append(_inverted_fix(out, groups["inverted"]))
-    if groups["index"]:
-        parts.append(
-            _index_fix(
-                out, groups["index"], readable, spec, declare_classes, folder, fixed, values_option
-            )
-        )
-    if spec.is_multiclass and spec.palette and groups["colour"]:
-        refused_what = f"colours outside its palette ({declared})"
-    elif len(groups["inverted"]) == len(refused):
-        refused_what = "palettes of greys whose indices disagree with their colours"
-    else:
-        refused_what = f"values outside those dataset {dataset} reads ({allowed}; {declared})"
+    fixes: dict[str, Callable[[Diagnosis, list[MaskInfo], _Masks], str]] = {
+        "colour": _colour_fix,
+        "blurred": _blurred_fix,
+        "inverted": _inverted_fix,
+        "index": _index_fix,
+    }
+    parts = [fixes[kind](out, group, masks) for kind, group in groups.items() if group]
     what_they_are = "; ".join(p for p in parts if p)
     if len(refused) == 1:  # the file's own words (its values), then what it is
         out.summary = f"{refused[0].problem}; {what_they_are}"
     else:
         out.summary = (
-            f"{len(refused)} of {len(readable)} masks hold {refused_what}: "
+            f"{len(refused)} of {len(readable)} masks hold "
+            f"{_refused_what(groups, len(refused), spec, advice.dataset)}: "
             f"{names(sorted(i.path for i in refused))}; {what_they_are}"
         )
     return out
 
 
-def _colour_fix(
-    out: Diagnosis,
-    group: list[MaskInfo],
-    readable: Sequence[MaskInfo],
-    spec: MaskSpec,
-    declare_classes: DeclareClasses | None,
-    fixed: str,
-    ignore_color_option: bool = False,
-    declare_ignore: DeclareIgnore | None = None,
+def _declared(spec: MaskSpec) -> str:
+    """``binary``, or ``3 classes: background, road, car``."""
+    if spec.is_multiclass:
+        return f"{len(spec.classes)} classes: {', '.join(spec.classes)}"
+    return "binary"
+
+
+def _refused_what(
+    groups: dict[str, list[MaskInfo]], refused: int, spec: MaskSpec, dataset: str
 ) -> str:
+    """What the ``refused`` masks (grouped by kind in ``groups``) hold, for the summary."""
+    if spec.is_multiclass and spec.palette and groups["colour"]:
+        return f"colours outside its palette ({_declared(spec)})"
+    if len(groups["inverted"]) == refused:
+        return "palettes of greys whose indices disagree with their colours"
+    return (
+        f"values outside those dataset {dataset} reads ({_ints(spec.allowed)}; {_declared(spec)})"
+    )
+
+
+def _colour_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """RGB colour masks: one class per colour, black (else the commonest) first; with a
     palette, a few flat colours outside it are a class more or the ignore colour (by the
     dataset's own file, where it reads one, and by its option)."""
+    spec = masks.spec
     colours: dict[Colour, int] = {}
     many = any(i.colour_count > len(i.colours) for i in group)
-    for i in [*group, *(i for i in readable if i.colours and i not in group)]:
+    for i in [*group, *(i for i in masks.readable if i.colours and i not in group)]:
         for c, n in i.colours.items():
             colours[c] = colours.get(c, 0) + n
     formats = sorted({i.described for i in group})
@@ -480,51 +519,16 @@ def _colour_fix(
         f"{len(group)} are RGB colour masks ({', '.join(formats)}) holding {_colour_list(colours)}"
     )
     if spec.is_multiclass and spec.palette:
-        known = {*spec.palette, spec.ignore_color}
-        foreign = [c for c in colours if c not in known]
-        # Near a palette colour: antialiasing or compression, not a class of its own.
-        blended = any(
-            max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
-            for c in foreign
-            for k in known
-            if k is not None
-        )
-        if not many and not blended and foreign and len(foreign) <= MAX_FOREIGN:
-            shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
-            if len(foreign) == 1 and spec.ignore_color is None:
-                how = _ignore_fix(foreign[0], ignore_color_option, declare_ignore)
-                if how:
-                    out.fixes.append(
-                        f"if {shown} marks pixels to leave out of training and scores (void, "
-                        f"borders), {how}"
-                    )
-            if declare_classes is not None:
-                names_ = list(spec.classes)
-                for i, c in enumerate(foreign, len(names_)):
-                    name = COLOUR_NAMES.get(c)
-                    names_.append(name if name and name not in names_ else f"class_{i}")
-                fix = _declare(
-                    names_, [*spec.palette, *foreign], declare_classes, "one class per colour"
-                )
-                out.fixes.append(
-                    f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
-                )
-            return what + (
-                f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
-                "declare what it is (below)"
-            )
-        return what + (
-            "; every pixel must have a palette colour: re-save the masks without "
-            "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
-        )
+        return what + _outside_palette_fix(out, colours, many, masks)
     if many or len(colours) > MAX_CLASS_COLOURS:
         return what + (
             f"; {len(colours)}+ colours is antialiasing (edges blending the class colours), "
             "not a colour per class: re-save the masks without antialiasing, one flat "
             "colour per class"
         )
+    declare_classes = masks.advice.declare_classes
     if declare_classes is None:
-        return what + f"; {fixed}"
+        return what + f"; {masks.fixed}"
     ordered = sorted(colours, key=lambda c: (c != (0, 0, 0), -colours[c]))
     how = "one class per colour"
     if spec.is_multiclass and len(spec.classes) == len(ordered):
@@ -539,6 +543,54 @@ def _colour_fix(
     out.classes = (classes, ordered)
     out.fixes.append(_declare(classes, ordered, declare_classes, how))
     return what + f": segkit reads colour masks by a palette of {len(ordered)} classes (below)"
+
+
+def _outside_palette_fix(
+    out: Diagnosis, colours: dict[Colour, int], many: bool, masks: _Masks
+) -> str:
+    """Colour masks of a dataset with a palette, holding ``colours`` (``many``: more than
+    counted): a few flat colours outside the palette are a class more or the ignore colour
+    (the fixes for both); more, or blended ones, are antialiasing. The words that follow
+    what the masks are."""
+    spec = masks.spec
+    known = {*spec.palette, spec.ignore_color}
+    foreign = [c for c in colours if c not in known]
+    # Near a palette colour: antialiasing or compression, not a class of its own.
+    blended = any(
+        max(abs(a - b) for a, b in zip(c, k, strict=True)) <= NEAR_COLOUR
+        for c in foreign
+        for k in known
+        if k is not None
+    )
+    if many or blended or not foreign or len(foreign) > MAX_FOREIGN:
+        return (
+            "; every pixel must have a palette colour: re-save the masks without "
+            "antialiasing (nearest-neighbour resizing), or add the colours to the palette"
+        )
+    shown = ", ".join(f"({r}, {g}, {b})" for r, g, b in foreign)
+    advice = masks.advice
+    if len(foreign) == 1 and spec.ignore_color is None:
+        how = _ignore_fix(foreign[0], advice.ignore_color_option, advice.declare_ignore)
+        if how:
+            out.fixes.append(
+                f"if {shown} marks pixels to leave out of training and scores (void, "
+                f"borders), {how}"
+            )
+    if advice.declare_classes is not None:
+        names_ = list(spec.classes)
+        for i, c in enumerate(foreign, len(names_)):
+            name = COLOUR_NAMES.get(c)
+            names_.append(name if name and name not in names_ else f"class_{i}")
+        fix = _declare(
+            names_, [*spec.palette, *foreign], advice.declare_classes, "one class per colour"
+        )
+        out.fixes.append(
+            f"if {shown} {'is a class' if len(foreign) == 1 else 'are classes'}, {fix}"
+        )
+    return (
+        f"; {shown} {'is' if len(foreign) == 1 else 'are'} in no palette entry: "
+        "declare what it is (below)"
+    )
 
 
 def _ignore_fix(
@@ -584,7 +636,8 @@ def _declare(
     return f"name the classes ({what}): " + words if words else ""
 
 
-def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
+def _blurred_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
+    folder = masks.folder
     jpeg = [i for i in group if i.format == "JPEG"]
     files = f", {len(jpeg)} of them JPEG files" if jpeg else ""
     what = (
@@ -606,9 +659,10 @@ def _blurred_fix(out: Diagnosis, group: list[MaskInfo], folder: Path) -> str:
     )
 
 
-def _inverted_fix(out: Diagnosis, group: list[MaskInfo]) -> str:
+def _inverted_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """Palette PNGs of greys read by index against their colours: the command that saves
-    each as the grey image it shows (so what is read is what a viewer shows)."""
+    each as the grey image it shows (so what is read is what a viewer shows). ``masks``:
+    unused (every fix takes it)."""
     files = " ".join(shlex.quote(str(p)) for p in sorted(i.path for i in group))
     out.fixes.append(
         "save the palette masks as the grey images they show (black background, white "
@@ -616,7 +670,8 @@ def _inverted_fix(out: Diagnosis, group: list[MaskInfo]) -> str:
         "[Image.open(p).convert('L').save(p) for p in sys.argv[1:]]\" " + files
     )
     return (
-        f"{len(group)} {'is a palette PNG' if len(group) == 1 else 'are palette PNGs'} of "
+        f"{len(group)} {'is a' if len(group) == 1 else 'are'} palette "
+        f"{_format_name(*group) if len(group) == 1 else _format_names(group)} of "
         "greys read by index against their colours (the mask read would be the inverse of "
         "the mask shown): save them as grey images (below)"
     )
@@ -628,22 +683,14 @@ def _two_extremes(values: dict[int, int]) -> bool:
     return len(top) == 2 and min(top) < 64 and max(top) > 191
 
 
-def _index_fix(
-    out: Diagnosis,
-    group: list[MaskInfo],
-    readable: Sequence[MaskInfo],
-    spec: MaskSpec,
-    declare_classes: DeclareClasses | None,
-    folder: Path,
-    fixed: str,
-    values_option: bool = False,
-) -> str:
+def _index_fix(out: Diagnosis, group: list[MaskInfo], masks: _Masks) -> str:
     """Grey or palette masks holding values the spec does not: index masks of more
     classes than declared (declare them; masks of 0 and 255 alone among them are warned
     about, 255 being 'ignore' then), a binary mask with an odd foreground value
     (threshold it), or 16-bit masks."""
+    spec = masks.spec
     found: set[int] = set()
-    for i in readable:
+    for i in masks.readable:
         if i.kind == "index":
             found |= set(i.values)
     extra = sorted({v for i in group for v in i.values} - set(spec.allowed))
@@ -659,56 +706,76 @@ def _index_fix(
     k = max(labels) + 1 if labels else 0
     # Class indices are dense (most of 0..K-1 occur); {0, 128} is a binary mask instead.
     dense = 0 in labels and 2 * len(labels) >= k
-    if declare_classes is None:
-        return what + f"; {fixed}"
+    if masks.advice.declare_classes is None:
+        return what + f"; {masks.fixed}"
     if dense and k > max(2, len(spec.classes)):
-        colours = _palette_of(readable, k)
-        classes = list(spec.classes) if spec.is_multiclass else ["background"]
-        for c in range(len(classes), k):  # a palette colour's name, else class_<c>
-            name = COLOUR_NAMES.get(colours[c]) if colours else None
-            classes.append(name if name and name not in classes else f"class_{c}")
-        if spec.is_multiclass:
-            lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
-        else:
-            lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
-        out.classes = (classes, colours)
-        binary = _binary_among_classes(readable, classes, values_option, False)
-        how = f"class c is mask value c, 0..{k - 1}" + (
-            f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
-        )
-        if binary:  # it says what the mix is: not binary encodings (_mixed_binary)
-            out.warnings = [w for w in out.warnings if not w.startswith("the masks mix")]
-            out.warnings += binary
-            how += ", in the 0/255 masks too: see the warning"
-        out.fixes.append(_declare(classes, colours, declare_classes, how))
-        return what + f": index masks of {k} classes, and {lead}: declare them (below)"
+        return what + _more_classes_fix(out, found, k, masks)
     if not spec.is_multiclass and len(labels) == 2 and labels[0] == spec.background:
         suffixes = sorted({i.path.suffix for i in group})
         out.fixes.append(
             f"make the masks 0/255 (any value above {spec.background} is foreground): "
-            + threshold_command(folder, suffixes)
+            + threshold_command(masks.folder, suffixes)
         )
         return what + f": binary masks with {labels[1]} for foreground (0/1 or 0/255 expected)"
-    spread = _spread_classes(found)
-    if spread is not None:
-        if spec.is_multiclass and len(spec.classes) == len(spread):
-            classes = list(spec.classes)
-        else:
-            classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
-        colours = list(spec.palette) if len(spec.palette) == len(spread) else None
-        ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
-        how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
-        fix = _declare(classes, colours, declare_classes, how, values=spread)
-        if fix:
-            out.classes = (classes, colours)
-            out.fixes.append(fix)
-            return what + (
-                f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
-                f"0..{len(spread) - 1}: declare those values (below)"
-            )
     return what + (
-        f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the values "
-        "to 0..K-1 in the masks"
+        _spread_fix(out, found, masks)
+        or f"; class masks hold 0..K-1 (and {IGNORE_INDEX} for pixels to ignore): map the "
+        "values to 0..K-1 in the masks"
+    )
+
+
+def _more_classes_fix(out: Diagnosis, found: set[int], k: int, masks: _Masks) -> str:
+    """Index masks of ``k`` classes (values ``found``), more than the dataset declares:
+    the classes to declare (named by their palette colours, where the masks agree on
+    those), and a warning for masks of 0 and 255 alone among them. The words that follow
+    what the masks are."""
+    spec, declare_classes = masks.spec, masks.advice.declare_classes
+    assert declare_classes is not None  # _index_fix asks only then
+    colours = _palette_of(masks.readable, k)
+    classes = list(spec.classes) if spec.is_multiclass else ["background"]
+    for c in range(len(classes), k):  # a palette colour's name, else class_<c>
+        name = COLOUR_NAMES.get(colours[c]) if colours else None
+        classes.append(name if name and name not in classes else f"class_{c}")
+    if spec.is_multiclass:
+        lead = f"the dataset names {len(spec.classes)} (0..{len(spec.classes) - 1})"
+    else:
+        lead = "the dataset reads masks as binary (0 background, 1 or 255 foreground)"
+    out.classes = (classes, colours)
+    binary = _binary_among_classes(masks.readable, classes, masks.advice.values_option, False)
+    how = f"class c is mask value c, 0..{k - 1}" + (
+        f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found else ""
+    )
+    if binary:  # it says what the mix is: not binary encodings (_mixed_binary)
+        out.warnings = [w for w in out.warnings if not w.startswith("the masks mix")]
+        out.warnings += binary
+        how += ", in the 0/255 masks too: see the warning"
+    out.fixes.append(_declare(classes, colours, declare_classes, how))
+    return f": index masks of {k} classes, and {lead}: declare them (below)"
+
+
+def _spread_fix(out: Diagnosis, found: set[int], masks: _Masks) -> str:
+    """Index masks whose classes are spread over 0..255 (:func:`_spread_classes`): the
+    classes to declare with their grey values, where the plugin declares values. The
+    words that follow what the masks are, or ``""``."""
+    spec, declare_classes = masks.spec, masks.advice.declare_classes
+    spread = _spread_classes(found)
+    if spread is None or declare_classes is None:
+        return ""
+    if spec.is_multiclass and len(spec.classes) == len(spread):
+        classes = list(spec.classes)
+    else:
+        classes = ["background", *(f"class_{c}" for c in range(1, len(spread)))]
+    colours = list(spec.palette) if len(spec.palette) == len(spread) else None
+    ignored = f"; {IGNORE_INDEX} is 'ignore'" if IGNORE_INDEX in found - set(spread) else ""
+    how = f"one class per grey value, in their order: {_ints(spread)}{ignored}"
+    fix = _declare(classes, colours, declare_classes, how, values=spread)
+    if not fix:
+        return ""
+    out.classes = (classes, colours)
+    out.fixes.append(fix)
+    return (
+        f": masks of {len(spread)} classes whose grey values are {_ints(spread)}, not "
+        f"0..{len(spread) - 1}: declare those values (below)"
     )
 
 
@@ -930,15 +997,14 @@ def diagnosis_of(
     """:func:`diagnose` with the dataset plugin ``dataset_name``'s ``declare_classes`` and
     ``declare_ignore`` capabilities bound to ``root`` (and the dataset ``options`` it was
     read with), when it declares them and loads."""
-    return diagnose(
-        infos,
-        spec,
+    advice = Advice(
         dataset=dataset_name,
         declare_classes=declare_classes_of(dataset_name, root),
+        declare_ignore=declare_ignore_of(dataset_name, root, options or {}),
         ignore_color_option=_takes_option(dataset_name, "ignore_color"),
         values_option=_takes_option(dataset_name, "values"),
-        declare_ignore=declare_ignore_of(dataset_name, root, options or {}),
     )
+    return diagnose(infos, spec, advice)
 
 
 def declare_ignore_of(

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.config import named
-from segkit.contracts import SPLITS, Dataset, Sample
+from segkit.contracts import SPLITS, Dataset, MaskSpec, Sample
 from segkit.data.check import (
     coverage_warnings,
     exif_in_doubt,
@@ -149,9 +149,45 @@ def ready_for_training(
         return dataset, [], passed.warnings
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
-    check = f"`segkit data check --data {root}` lists every problem"
+    run = _Checking(dataset, name, options)
+    bad = _unreadable(looked, dataset)
+    if bad and not skip_bad_samples:
+        _refuse_unreadable(bad, run.check)
+    _refuse_masks(looked, run)
+    _refuse_mismatched(looked, run.check)
+    warnings = _run_warnings(looked, {id(s) for _, s, _ in bad}, dataset.mask_spec, root)
+    if bad:  # only with skip_bad_samples
+        dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
+    else:
+        passed.remember(warnings)
+    _check_split_sizes(dataset, bad, batch_size, world, root)
+    return dataset, bad, warnings
 
-    unreadable = [
+
+@dataclass(frozen=True)
+class _Checking:
+    """The dataset :func:`ready_for_training` checks, as its messages name it."""
+
+    dataset: Dataset
+    #: Its plugin name.
+    name: str
+    #: The dataset options it was created with.
+    options: Mapping[str, Any] | None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.dataset.root)
+
+    @property
+    def check(self) -> str:
+        """Where every problem is listed, for the end of a message."""
+        return f"`segkit data check --data {self.root}` lists every problem"
+
+
+def _unreadable(looked: list[_Looked], dataset: Dataset) -> list[tuple[str, Sample, str]]:
+    """The samples with a file that cannot be read, with why (its words fitted to the
+    dataset's plugin)."""
+    return [
         (
             x.split,
             x.sample,
@@ -162,33 +198,52 @@ def ready_for_training(
         for x in looked
         if x.image_error or x.mask.error
     ]
-    if unreadable and not skip_bad_samples:
-        first = unreadable[0][2]
-        more = ""
-        if len(unreadable) > 1:
-            rest = [Path(_file_of(why)) for _, _, why in unreadable[1:]]
-            more = f" ({len(rest)} more unreadable files: {_names(rest)})"
-        raise DataError(
-            f"{first}{more}; pass {named('skip_bad_samples', True)} to leave unreadable files "
-            f"out ({check})"
-        )
 
+
+def _refuse_unreadable(unreadable: list[tuple[str, Sample, str]], check: str) -> None:
+    """Raise for the first unreadable file, counting the others.
+
+    Raises:
+        DataError: always.
+    """
+    first = unreadable[0][2]
+    more = ""
+    if len(unreadable) > 1:
+        rest = [Path(_file_of(why)) for _, _, why in unreadable[1:]]
+        more = f" ({len(rest)} more unreadable files: {_names(rest)})"
+    raise DataError(
+        f"{first}{more}; pass {named('skip_bad_samples', True)} to leave unreadable files "
+        f"out ({check})"
+    )
+
+
+def _refuse_masks(looked: list[_Looked], run: _Checking) -> None:
+    """Raise where the masks hold values the dataset refuses (all of them counted, with
+    what they are and the fix), or every mask of train is empty or all foreground.
+
+    Raises:
+        DataError: so.
+    """
+    spec = run.dataset.mask_spec
     found = diagnosis_of(
-        [x.mask for x in looked if x.mask.error is None], dataset.mask_spec, name, root, options
+        [x.mask for x in looked if x.mask.error is None], spec, run.name, run.root, run.options
     )
     if found.refused:
         fixes = "".join(f"; to fix: {fix}" for fix in found.fixes)
-        raise DataError(f"{found.summary}; {check}{fixes}")
-
+        raise DataError(f"{found.summary}; {run.check}{fixes}")
     by_split = {split: [x.mask for x in looked if x.split == split] for split in SPLITS}
-    uniform = [
-        m
-        for severity, m in uniform_splits(by_split, dataset.mask_spec, root)
-        if severity == "error"
-    ]
+    uniform = [m for severity, m in uniform_splits(by_split, spec, run.root) if severity == "error"]
     if uniform:
-        raise DataError(f"{uniform[0]} ({check})")
+        raise DataError(f"{uniform[0]} ({run.check})")
 
+
+def _refuse_mismatched(looked: list[_Looked], check: str) -> None:
+    """Raise where an image and its mask differ in size (which the image's EXIF
+    orientation does not explain), counting the others.
+
+    Raises:
+        DataError: so.
+    """
     mismatched = []
     for x in looked:
         if x.image_error or x.mask.error or x.image_size is None or x.mask.size is None:
@@ -204,13 +259,15 @@ def ready_for_training(
         more = f" ({len(mismatched) - 1} more masks differ from their image in size)"
         raise DataError(f"{mismatched[0]}{more if len(mismatched) > 1 else ''}; {check}")
 
-    bad = unreadable  # only with skip_bad_samples
-    out = {id(s) for _, s, _ in bad}
+
+def _run_warnings(looked: list[_Looked], out: set[int], spec: MaskSpec, root: Path) -> list[str]:
+    """The class coverage warnings of the samples kept (all but those whose ``id`` is in
+    ``out``), and one line for the images whose EXIF orientation is in doubt."""
     kept = {
         split: [x.mask for x in looked if x.split == split and id(x.sample) not in out]
         for split in SPLITS
     }
-    warnings = coverage_warnings(kept, dataset.mask_spec, root)
+    warnings = coverage_warnings(kept, spec, root)
     turned = [
         x.sample.image
         for x in looked
@@ -218,12 +275,7 @@ def ready_for_training(
     ]
     if turned:  # sizes cannot tell which way their masks were drawn
         warnings.append(orientation_warning(turned))
-    if bad:
-        dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
-    else:
-        passed.remember(warnings)
-    _check_split_sizes(dataset, bad, batch_size, world, root)
-    return dataset, bad, warnings
+    return warnings
 
 
 class PassedCheck:
@@ -239,8 +291,9 @@ class PassedCheck:
     #: Bump when the checks change what they refuse or the file's layout changes: earlier
     #: passes then no longer count (the version is part of the file's name). 3: the
     #: warnings after the digest. 4: 2/4-bit grey and 16-bit grey-with-alpha masks read by
-    #: their stored values; the EXIF orientation warning.
-    VERSION = 4
+    #: their stored values; the EXIF orientation warning. 5: 2/4-bit grey TIFFs stored
+    #: "white is zero" read by their stored values.
+    VERSION = 5
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool

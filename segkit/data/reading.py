@@ -264,8 +264,10 @@ def _rawmode(im: Any) -> str | None:
 
 #: Grey of fewer than 8 bits (a 2- or 4-bit PNG or TIFF) as :func:`image_mode` names it,
 #: and the factor PIL scales its stored values by to fill 0..255 (the PNG rule: a stored
-#: 1 reads 85 or 17). 1-bit files are PIL's mode ``1``, read as 0/1.
-LOW_BIT_GREY = {"L;2": 85, "L;4": 17}
+#: 1 reads 85 or 17). ``L;2I`` / ``L;4I``: a TIFF whose grey is stored "white is zero",
+#: which PIL also inverts (a stored 1 reads 170 or 238); both are read as stored, as the
+#: PNG of the same values is. 1-bit files are PIL's mode ``1``, read as 0/1.
+LOW_BIT_GREY = {"L;2": 85, "L;4": 17, "L;2I": 85, "L;4I": 17}
 
 
 def image_mode(im: Any) -> str:
@@ -273,7 +275,8 @@ def image_mode(im: Any) -> str:
     16 bits per channel (``RGB;16``: :func:`is_deep_colour`), ``LA;16`` for grey of 16
     bits with alpha (which PIL opens as ``RGBA`` of each value's top 8 bits), and
     ``L;2`` / ``L;4`` for grey of 2 or 4 bits (:data:`LOW_BIT_GREY`, which PIL opens as
-    ``L`` scaled to 0..255). Call before ``load()``."""
+    ``L`` scaled to 0..255; ``L;2I`` / ``L;4I``: a TIFF's, stored "white is zero").
+    Call before ``load()``."""
     rawmode = _rawmode(im) or ""
     if im.mode == "L" and rawmode in LOW_BIT_GREY:
         return rawmode
@@ -417,6 +420,8 @@ def decode_opened_mask(
         im = im.convert("L")  # 16-bit masks keep their values (I;16B too), checked later
     raw = np.asarray(im)
     if mode in LOW_BIT_GREY:  # PIL scaled the stored values up to 0..255: undo it
+        if mode.endswith("I"):  # and inverted them (TIFF's "white is zero")
+            raw = 255 - raw
         raw = raw // LOW_BIT_GREY[mode]
     if transparent is not None and transparent.any():
         raw = np.where(transparent, 0, raw).astype(raw.dtype)  # see-through: background
