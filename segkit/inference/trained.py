@@ -59,8 +59,10 @@ class Trained:
             not (written before recipes were recorded) is rebuilt with the default recipe,
             which resizes: it is taken as trained on resized images (:meth:`training`).
         trained_on: The data the run trained on, as :func:`recorded_data` reads it:
-            ``splits`` (each split's size and ids' digest) and ``data_root``, where
-            recorded; ``segkit evaluate`` tells the run's own data from new data by it.
+            ``splits`` (each split's size and ids' digest), ``fingerprints`` (each
+            split's images' hashes) and ``data_root``, where recorded; ``segkit evaluate``
+            tells the run's own data from new data, and leaves out the images that
+            trained the model, by it.
     """
 
     model: torch.nn.Module
@@ -380,7 +382,9 @@ def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     ``ids`` digest, :func:`segkit.training.checkpoint.split_record`) and ``data_root``
     (the folder, absolute), as the checkpoint records them (written since 2026-12-07),
     else as the ``config.json`` of its run folder records them under ``resolved``; the
-    keys neither records are left out."""
+    keys neither records are left out. ``fingerprints`` (each split's images'
+    :func:`~segkit.training.checkpoint.sample_fingerprints`, since 2026-12-07) only the
+    checkpoint records."""
     out = {k: ckpt[k] for k in ("splits", "data_root") if ckpt.get(k)}
     if len(out) < 2:
         try:
@@ -388,6 +392,9 @@ def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             out = {k: resolved[k] for k in ("splits", "data_root") if resolved.get(k)} | out
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
+    prints = ckpt.get("fingerprints")
+    if isinstance(prints, dict) and all(isinstance(t, torch.Tensor) for t in prints.values()):
+        out["fingerprints"] = prints
     return out
 
 
