@@ -29,7 +29,7 @@ from segkit.config import RENAMED_KEYS, RunConfig, checked_keywords
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
-from segkit.registry import IN_PROCESS, SINGULAR, say_shadowed
+from segkit.registry import IN_PROCESS, SINGULAR, default_registry, is_core, say_shadowed
 from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -201,11 +201,14 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
         config.num_workers = recorded_workers(config.num_workers)
     runtime = resolve_runtime(config)
     model = restore_model(path, config, ckpt, runtime)
+    recipe = build_recipe(config)
+    if config.recipe_definition is None and config.recipe:
+        say_plugin_used(path, "recipes", config.recipe, ckpt)
     return Trained(
         model,
         checkpoint_task(ckpt),
         runtime,
-        build_recipe(config),
+        recipe,
         config.image_size,
         config.model,
         config,
@@ -303,7 +306,7 @@ def restore_model(
         )
     except PluginNotFoundError as e:
         raise missing_plugin(path, "models", config.model, ckpt, e) from None
-    say_shadowed("models", config.model)
+    say_plugin_used(path, "models", config.model, ckpt)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -396,6 +399,60 @@ def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     if isinstance(prints, dict) and all(isinstance(t, torch.Tensor) for t in prints.values()):
         out["fingerprints"] = prints
     return out
+
+
+def plugin_change(
+    path: Path, kind: str, name: str, ckpt: dict[str, Any] | None = None
+) -> str | None:
+    """The line that says the plugin ``name`` of ``kind`` built now is not the one
+    checkpoint ``path``'s run used: another distribution's (a third-party plugin whose
+    name segkit now has as a built-in, which wins), or another version of a third-party
+    distribution; None where they are the same, or the checkpoint records none (segkit's
+    own built-ins across segkit versions are not told: docs/models.md lists what changed)."""
+    recorded = recorded_plugin(path, kind, name, ckpt)
+    info = default_registry().plugins(kind).get(name)
+    if recorded is None or info is None:
+        return None
+    distribution, version = recorded
+    was = f"from distribution '{distribution}'{' ' + version if version else ''}"
+    if distribution == IN_PROCESS:
+        was = "registered in its training process (segkit.register_plugin)"
+    what = f"{SINGULAR[kind]} '{name}'"
+    if distribution == info.distribution:
+        if version == info.version or is_core(distribution) or distribution == IN_PROCESS:
+            return None
+        return (
+            f"{path} was trained with {what} {was}; version {info.version or '(unknown)'} is "
+            f"installed here and builds it: where {distribution} changed it since, the "
+            f"results differ from the run's (`pip install {distribution}=={version}` to match)"
+        )
+    if is_core(info.distribution):
+        hidden = any(p.distribution == distribution for p in info.shadows)
+        how = (
+            f"{distribution}'s, installed here, is hidden by the built-in (rename its "
+            f"entry point to use it; `segkit list {kind}` shows it)"
+            if hidden
+            else f"{distribution} is not installed here"
+        )
+        return (
+            f"{path} was trained with {what} {was}, but '{name}' is now the name of "
+            f"segkit's built-in {SINGULAR[kind]}, and that is what this builds "
+            f"(segkit {info.version}): the weights are loaded into another {SINGULAR[kind]}, "
+            f"and the results may differ from the run's; {how}"
+        )
+    return (
+        f"{path} was trained with {what} {was}; this builds the {SINGULAR[kind]} of that "
+        f"name from distribution '{info.distribution}'"
+        f"{' ' + info.version if info.version else ''} instead, and the results may differ "
+        "from the run's"
+    )
+
+
+def say_plugin_used(path: Path, kind: str, name: str, ckpt: dict[str, Any] | None) -> None:
+    """Print, once per process, :func:`plugin_change`'s line where the plugin built now
+    is not the one the checkpoint's run used, else the built-in's shadow note where it
+    hides a namesake (:func:`segkit.registry.say_shadowed`): one line either way."""
+    say_shadowed(kind, name, plugin_change(path, kind, name, ckpt))
 
 
 def recorded_plugin(
