@@ -229,7 +229,9 @@ def evaluate(checkpoint: str | Path, split: str = "auto", **options: Any) -> Eva
         checkpoint: A run's ``best.pt`` or ``last.pt``.
         split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
             ``auto`` (the default): ``all`` for data whose samples are not the ones the
-            model was trained on, else ``test`` (:func:`choose_split`).
+            model was trained on, else ``test`` (:func:`choose_split`), less the images
+            that trained it (:attr:`Evaluated.overlap` counts them; a split asked for is
+            scored whole, and counted).
         **options: The other fields of :class:`~segkit.inference.options.EvaluateOptions`:
             run settings over the checkpoint's (``data``, ``dataset``,
             ``dataset_options``, ``loader``, ``batch_size``, ``num_workers``,
