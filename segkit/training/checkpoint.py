@@ -355,10 +355,11 @@ _BYTES_PER_TENSOR = 512
 _BYTES_PER_FILE = 256 << 10
 
 
-def expected_size(parts: TrainingParts) -> int:
+def expected_size(parts: TrainingParts, fingerprints: dict[str, torch.Tensor] | None = None) -> int:
     """About how many bytes a training checkpoint (``last.pt``, the largest file a run
     writes) of ``parts`` takes, never less: the model's state (and the EMA's, with
-    ``--ema``) and the optimizer's, measured from the built parts, plus the file's own
+    ``--ema``) and the optimizer's, measured from the built parts, the images'
+    ``fingerprints`` it records (:func:`sample_fingerprints`), plus the file's own
     overhead. Before the first step Adam has made no moments yet; they are counted as
     they will be, two per parameter of its dtype (three with ``amsgrad``), besides its
     step count (the optimizers :func:`segkit.build.build_optimizer` makes are Adam).
@@ -366,7 +367,7 @@ def expected_size(parts: TrainingParts) -> int:
     What ``--out``'s file-size check (:func:`segkit.system.files.check_file_size`)
     compares with ``ulimit -f`` before the first epoch.
     """
-    tensors = _tensors(parts.model.state_dict())
+    tensors = _tensors(parts.model.state_dict()) + _tensors(fingerprints or {})
     if parts.ema is not None:
         tensors += _tensors(parts.ema.state_dict())
     optimizer = parts.optimizer

@@ -514,7 +514,7 @@ class Run:
             self._restore(state)
         if self.dist.main:  # a file-size limit below a checkpoint: one line now, not after an epoch
             out = folder.path if folder else Path(c.out).expanduser()
-            check_file_size(out, "--out", ckpt_io.expected_size(self.parts))
+            check_file_size(out, "--out", ckpt_io.expected_size(self.parts, self.fingerprints))
             self._open_folder(folder, state)
         self._prepare_epochs(state)
 
