@@ -362,7 +362,7 @@ class Registry:
         for ep in eps:
             distro = ep.distro.name if ep.distro is not None else "<unknown>"
             version = (ep.distro.version if ep.distro is not None else None) or _version(distro)
-            if not self.autoload and not _is_core(distro):
+            if not self.autoload and not is_core(distro):
                 continue
             target = f"{ep.module_name}:{ep.object_name}" if ep.object_name else ep.module_name
             claimants = found.setdefault(ep.name, [])
@@ -374,9 +374,9 @@ class Registry:
             claimants.append(PluginInfo(kind, ep.name, target, distro, version, ep))
         plugins = {}
         for name, claimants in sorted(found.items()):
-            core = [p for p in claimants if _is_core(p.distribution)]
+            core = [p for p in claimants if is_core(p.distribution)]
             if core and len(claimants) > 1:  # a built-in name wins; the others are hidden
-                hidden = [p for p in claimants if not _is_core(p.distribution)]
+                hidden = [p for p in claimants if not is_core(p.distribution)]
                 core[0].shadows = tuple(sorted(hidden, key=lambda p: (p.distribution, p.target)))
                 plugins[name] = core[0]
                 continue
@@ -401,7 +401,7 @@ class Registry:
         found = []
         for config, distro in entrypoints.iter_files_distros(path=self.path):
             name = distro.name if distro is not None else "<unknown>"
-            if not self.autoload and not _is_core(name):
+            if not self.autoload and not is_core(name):
                 continue
             for group in config.sections():
                 if group in known or not group.lower().startswith("segkit"):
@@ -658,12 +658,15 @@ def create(kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
 _said_shadowed: set[tuple[str, str]] = set()
 
 
-def say_shadowed(kind: str, name: str) -> None:
+def say_shadowed(kind: str, name: str, instead: str | None = None) -> None:
     """Print, once per process (rank 0 of a torchrun job), that the built-in ``name`` of
     ``kind`` is used and other distributions' plugins of that name are hidden; nothing
-    when no other distribution registers it, or ``name`` is not installed."""
+    when no other distribution registers it, or ``name`` is not installed. ``instead``:
+    the line to print in place of that one (a checkpoint's run used another
+    distribution's plugin of that name: :func:`segkit.inference.trained.plugin_change`),
+    printed whether or not a namesake is installed."""
     info = default_registry().plugins(kind).get(name)
-    note = info.shadow_note() if info is not None else None
+    note = instead or (info.shadow_note() if info is not None else None)
     if note is None or (kind, name) in _said_shadowed:
         return
     _said_shadowed.add((kind, name))
@@ -724,7 +727,7 @@ def _read_copy(meta: Path) -> Copy | None:
     return Copy(version, str(meta), editable, tuple(sorted(entry_points)))
 
 
-def _is_core(distribution: str) -> bool:
+def is_core(distribution: str) -> bool:
     """Whether ``distribution`` is segkit itself (as its metadata spells it)."""
     return distribution.replace("-", "_").lower() == CORE_DISTRIBUTION
 

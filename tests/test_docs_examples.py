@@ -26,6 +26,7 @@ import io
 import itertools
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -471,8 +472,21 @@ def test_the_inference_and_multiclass_pages_library_calls_run(tmp_path, monkeypa
     rng = np.random.default_rng(0)
     for name in ("photos/a.jpg", "photos/b.png", "scan.png", "street.jpg", "photo.jpg"):
         Image.fromarray(rng.integers(0, 255, (40, 52, 3), np.uint8)).save(name)
+    # mixed: new images and 3 of the run's (renamed), as the page's evaluate example has
+    mixed = write_synthetic(tmp_path / "mixed", count=8, seed=11)
+    seen = sorted((tiny_pets / "annotations" / "trainval.txt").read_text().split("\n"))[-3:]
+    for line in seen:
+        name = line.split()[0]
+        shutil.copy(tiny_pets / "images" / f"{name}.jpg", mixed / "images" / f"seen_{name}.jpg")
+        shutil.copy(
+            tiny_pets / "annotations" / "trimaps" / f"{name}.png",
+            mixed / "annotations" / "trimaps" / f"seen_{name}.png",
+        )
+        with open(mixed / "annotations" / "trainval.txt", "a") as f:
+            f.write(f"seen_{name} 1 1 1\n")
 
     ns = _run_blocks(DOCS / "inference.md", {})  # photo.jpg: the ONNX Runtime block's
+    assert ns["result"].overlap.seen == 3 and ns["result"].overlap.scored == 8
     assert ns["probs"].shape == (40, 52) and ns["mask"].shape == (40, 52)
     assert (tmp_path / "masks" / "a_mask.png").is_file() and "predicted 2" in ns["done"].summary()
     assert ns["exported"].path.name == "model.onnx" and ns["logits"].shape == (2, 1, 64, 64)

@@ -215,12 +215,15 @@ def test_the_mask_values_error_pickles_whole_and_rebuilds_from_a_message() -> No
 
 def _trained_on(ckpt: Path, data: Path | None, splits_of: Path | None) -> Path:
     """``ckpt`` recording, as a run's best.pt does since 2026-12-07, that it was trained on
-    the folder ``data`` with the splits of the folder ``splits_of`` (None: not recorded)."""
+    the folder ``data`` with the splits (and their images' fingerprints) of the folder
+    ``splits_of`` (None: not recorded)."""
     from segkit import registry
 
     state = ckpt_io.load(ckpt, map_location="cpu")
     if splits_of is not None:
-        state["splits"] = ckpt_io.split_record(registry.create("datasets", "oxford_pet", splits_of))
+        dataset = registry.create("datasets", "oxford_pet", splits_of)
+        state["splits"] = ckpt_io.split_record(dataset)
+        state["fingerprints"] = ckpt_io.sample_fingerprints(dataset)
     if data is not None:
         state["data_root"] = str(data)
     ckpt_io.save_atomic(state, ckpt)
@@ -267,6 +270,8 @@ def test_evaluate_scores_all_of_a_new_folder_and_the_test_split_of_the_runs_own(
         f"segkit: {tiny_pets}: all 20 images scored (train 13, valid 2, test 5): the data the "
         "model was trained on, whose train and valid splits trained it: these scores flatter "
         "it; --split test scores its test split alone (5)\n"
+        f"segkit: {tiny_pets}: 13 of 20 images were in this model's train split and 2 in its "
+        "valid split: these scores flatter it; --split auto leaves them out\n"
     )
     assert "(20 images, " in captured.out
 

@@ -110,3 +110,93 @@ def test_resuming_a_run_whose_plugin_is_gone_names_the_distribution_to_install(t
         "segkit_audit==0.1.0` (or a version of segkit_audit that still provides 'gone'), "
         "then run this again"
     )
+
+
+# ------------------------------------------------- a plugin other than the run's, by name
+
+MINE = "def create(**options):\n    import segkit\n    return segkit.create_model('timm_unet', **options)\n"
+
+
+def _recording(path: Path, model: str, distribution: str, version: str) -> Path:
+    """``path`` recording that its run's model ``model`` came from ``distribution``."""
+    import torch
+
+    from segkit.training import checkpoint as ckpt_io
+
+    state = torch.load(path, weights_only=True)
+    state["plugins"] = {"models": {"name": model, "distribution": distribution, "version": version}}
+    ckpt_io.save_atomic(state, path)
+    return path
+
+
+@pytest.fixture
+def said(monkeypatch):
+    """The registry forgets which shadow notes it said (each test says its own)."""
+    from segkit import registry
+
+    monkeypatch.setattr(registry, "_said_shadowed", set())
+
+
+def test_a_third_party_model_now_a_built_in_name_says_the_built_in_is_built(
+    tmp_path, capsys, site, said
+):
+    """The run used acme-seg's 'timm_unet'; segkit now has a built-in of that name, which
+    open_trained built with no word. It says so in one line, whether acme-seg is gone or
+    installed (hidden), and the model still opens."""
+    from helpers import make_distribution
+
+    from segkit import registry
+
+    ckpt = _recording(save_checkpoint(tmp_path / "best.pt"), "timm_unet", "acme_seg", "2.1")
+    version = registry.default_registry().info("models", "timm_unet").version
+    trained = open_trained(ckpt, device="cpu")
+    assert trained.label == "timm_unet"
+    assert capsys.readouterr().err == (
+        f"segkit: {ckpt} was trained with model 'timm_unet' from distribution 'acme_seg' 2.1, "
+        "but 'timm_unet' is now the name of segkit's built-in model, and that is what this "
+        f"builds (segkit {version}): the weights are loaded into another model, and the "
+        "results may differ from the run's; acme_seg is not installed here\n"
+    )
+    open_trained(ckpt, device="cpu")
+    assert capsys.readouterr().err == ""  # once
+
+    # acme-seg installed: its model is hidden; one line (not the general note besides).
+    make_distribution(site, "acme-seg", {"segkit.models": {"timm_unet": "fake_acme:create"}},
+                      {"fake_acme": MINE}, version="2.1")  # fmt: skip
+    registry.reset()
+    registry._said_shadowed.clear()
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "in" / "a.png")
+    argv = ["predict", str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "pred")]
+    assert main([*argv, "--device", "cpu", "--num-workers", "0"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"segkit: {ckpt} was trained with model 'timm_unet' from distribution 'acme_seg' 2.1, "
+        "but 'timm_unet' is now the name of segkit's built-in model, and that is what this "
+        f"builds (segkit {version}): the weights are loaded into another model, and the "
+        "results may differ from the run's; acme_seg's, installed here, is hidden by the "
+        "built-in (rename its entry point to use it; `segkit list models` shows it)"
+    ]
+
+
+def test_another_version_of_the_runs_plugin_says_so_and_the_same_says_nothing(
+    tmp_path, capsys, site, said
+):
+    from helpers import make_distribution
+
+    from segkit import registry
+
+    make_distribution(site, "acme-seg", {"segkit.models": {"mine": "fake_acme:create"}},
+                      {"fake_acme": MINE}, version="1.2")  # fmt: skip
+    registry.reset()
+    ckpt = save_checkpoint(tmp_path / "best.pt", model="mine")
+    _recording(ckpt, "mine", "acme_seg", "1.2")
+    open_trained(ckpt, device="cpu")
+    assert capsys.readouterr().err == ""
+    _recording(ckpt, "mine", "acme_seg", "1.0")
+    open_trained(ckpt, device="cpu")
+    assert capsys.readouterr().err == (
+        f"segkit: {ckpt} was trained with model 'mine' from distribution 'acme_seg' 1.0; "
+        "version 1.2 is installed here and builds it: where acme_seg changed it since, the "
+        "results differ from the run's (`pip install acme_seg==1.0` to match)\n"
+    )

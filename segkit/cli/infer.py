@@ -34,6 +34,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = run_evaluate(options)
     if (options.data is not None or result.split == "all") and (note := result.split_note()):
         print(f"segkit: {note}", file=sys.stderr)
+    if note := result.overlap_note():  # the images scored, or left out, that trained it
+        print(f"segkit: {note}", file=sys.stderr)
     for line in result.lines():
         print(line)
     return 0

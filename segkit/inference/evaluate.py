@@ -42,6 +42,85 @@ from segkit.training.loops import evaluate as loader_scores
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """The images of the split scored that trained the model: found by their files'
+    fingerprints (:func:`segkit.training.checkpoint.sample_fingerprints`: the same bytes,
+    under any name or in any folder), which the checkpoint records for each split.
+
+    Attributes:
+        split: The split asked of the folder (``all``: every image of it).
+        images: Its images, those that trained the model included.
+        train: How many of them were in the model's train split.
+        valid: How many of the others were in its valid split (which chose its best epoch).
+        left_out: Whether they were left out of the scores (``split="auto"``); else they
+            were scored, as asked.
+        checked: False for a checkpoint that records its splits' ids but not their
+            images' fingerprints (written before segkit recorded them): ``train`` and
+            ``valid`` are 0, unknown.
+    """
+
+    split: str
+    images: int
+    train: int = 0
+    valid: int = 0
+    left_out: bool = False
+    checked: bool = True
+
+    @property
+    def seen(self) -> int:
+        """The images of the split that trained the model (train and valid)."""
+        return self.train + self.valid
+
+    @property
+    def scored(self) -> int:
+        """The images scored."""
+        return self.images - self.seen if self.left_out else self.images
+
+    def counts(self) -> str:
+        """``12 of 40 images were in this model's train split and 3 in its valid split``."""
+        parts = [(n, s) for n, s in ((self.train, "train"), (self.valid, "valid")) if n]
+        first, split = parts[0]
+        was = "was" if first == 1 else "were"
+        of = (
+            f"all {plural(self.images, 'image')}"
+            if first == self.images
+            else f"{first} of {plural(self.images, 'image')}"
+        )
+        words = f"{of} {was} in this model's {split} split"
+        if len(parts) == 2:
+            words += f" and {self.valid} in its valid split"
+        return words
+
+    def line(self) -> str:
+        """What ``segkit evaluate`` says of them: ``12 of 40 images were in this model's
+        train split; scored the 28 others; --split all scores every image``; those
+        scored as asked: ``...: these scores flatter it; --split auto leaves them out``;
+        a checkpoint without fingerprints: that it cannot be checked; "" where none of
+        the images trained the model."""
+        if not self.checked:
+            return (
+                "the checkpoint records which samples trained the model but not their "
+                "images' fingerprints (it was written before segkit recorded them): whether "
+                "some of these images trained it cannot be checked; a run of this segkit "
+                "records them"
+            )
+        if not self.seen:
+            return ""
+        if not self.left_out:
+            return (
+                f"{self.counts()}: these scores flatter it; "
+                f"{named('split', 'auto', as_typed=True)} leaves them out"
+            )
+        every = (
+            "every image" if self.split == "all" else f"all {self.images} of its {self.split} split"
+        )
+        return (
+            f"{self.counts()}; scored the {self.scored} others; "
+            f"{named('split', self.split, as_typed=True)} scores {every}"
+        )
+
+
+@dataclass(frozen=True)
 class Evaluated:
     """What :func:`evaluate` measured.
 
@@ -65,6 +144,9 @@ class Evaluated:
         chosen: Why ``split="auto"`` chose the split it scored (:func:`choose_split`:
             ``its samples are not the ones the model was trained on``); "" where the
             split was given.
+        overlap: The images of the split that trained the model (:class:`Overlap`:
+            ``train`` and ``valid`` counts; with ``split="auto"`` they were left out of
+            the scores); None where the checkpoint records no split of its run.
     """
 
     split: str
@@ -77,6 +159,12 @@ class Evaluated:
     ignored_as: str = ""
     split_sizes: dict[str, int] = field(default_factory=dict)
     chosen: str = ""
+    overlap: Overlap | None = None
+
+    def overlap_note(self) -> str:
+        """:meth:`Overlap.line` after the folder (``segkit evaluate`` prints it), or ""."""
+        line = self.overlap.line() if self.overlap is not None else ""
+        return f"{self.data}: {line}" if line else ""
 
     def split_note(self) -> str:
         """Which of the folder's images were scored, and why where ``split="auto"``
@@ -87,8 +175,12 @@ class Evaluated:
         trained on; --split test scores its test split alone``. "" where the folder has
         one split holding all of it and nothing was chosen. ``segkit evaluate --data``
         prints it: a folder is read as a dataset, split as a run would split it (its
-        split lists, or a seeded 80/10/10)."""
+        split lists, or a seeded 80/10/10). "" where ``split="auto"`` left images of
+        every split out: :meth:`overlap_note` says what was scored."""
         total = sum(self.split_sizes.values())
+        if self.split == "all" and self.overlap is not None and self.overlap.left_out:
+            if self.overlap.seen:
+                return ""
         why = f": {self.chosen}" if self.chosen else ""
         if self.split == "all":
             listed = ", ".join(f"{k} {n}" for k, n in self.split_sizes.items() if n)
@@ -137,7 +229,9 @@ def evaluate(checkpoint: str | Path, split: str = "auto", **options: Any) -> Eva
         checkpoint: A run's ``best.pt`` or ``last.pt``.
         split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
             ``auto`` (the default): ``all`` for data whose samples are not the ones the
-            model was trained on, else ``test`` (:func:`choose_split`).
+            model was trained on, else ``test`` (:func:`choose_split`), less the images
+            that trained it (:attr:`Evaluated.overlap` counts them; a split asked for is
+            scored whole, and counted).
         **options: The other fields of :class:`~segkit.inference.options.EvaluateOptions`:
             run settings over the checkpoint's (``data``, ``dataset``,
             ``dataset_options``, ``loader``, ``batch_size``, ``num_workers``,
@@ -173,6 +267,11 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     _check_classes(trained, dataset)
     # Every image: the loaders read the "test" split of a view that holds all of them.
     scored, read = (EverySplit(dataset), "test") if split == "all" else (dataset, split)
+    overlap, seen = find_overlap(trained, scored, read, split, left_out=options.split == "auto")
+    if overlap is not None and overlap.left_out and overlap.seen:
+        if not overlap.scored:
+            raise DataError(_only_training_images(overlap, dataset.root))
+        scored = Without(scored, seen)
     plan = build_eval_plan(config, trained.recipe)
     modes: Counter[str] = Counter()
     try:
@@ -227,7 +326,77 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         ignored_as(dataset.mask_spec),
         _split_sizes(dataset),
         chosen,
+        overlap,
     )
+
+
+def find_overlap(
+    trained: Trained, dataset: Any, read: str, split: str, *, left_out: bool
+) -> tuple[Overlap | None, set[str]]:
+    """The images of ``dataset``'s split ``read`` (``split`` as asked of the folder)
+    that trained the model, by the fingerprints its checkpoint records, and their image
+    files (to leave out, where ``left_out``). None where the checkpoint records no split;
+    not ``checked`` where it records splits but no fingerprints."""
+    prints = trained.trained_on.get("fingerprints")
+    if not isinstance(prints, dict):
+        if not trained.trained_on.get("splits"):
+            return None, set()
+        try:
+            images = len(dataset.samples(read))
+        except DataError:
+            images = 0
+        return Overlap(split, images, checked=False), set()
+    samples = list(dataset.samples(read))
+    trained_by = {
+        name: set(prints[name].tolist()) if name in prints else set() for name in ("train", "valid")
+    }
+    counts = {"train": 0, "valid": 0}
+    seen: set[str] = set()
+    for sample, fingerprint in zip(samples, ckpt_io.fingerprints_of(samples), strict=True):
+        for name, known in trained_by.items():
+            if fingerprint is not None and fingerprint in known:
+                counts[name] += 1
+                seen.add(str(sample.image))
+                break
+    return Overlap(split, len(samples), **counts, left_out=left_out), seen
+
+
+def _only_training_images(overlap: Overlap, root: Any) -> str:
+    """The error for ``split="auto"`` on images that all trained the model."""
+    what = (
+        f"its {plural(overlap.images, 'image')}"
+        if overlap.split == "all"
+        else f"the {plural(overlap.images, 'image')} of its {overlap.split} split"
+    )
+    where = ", ".join(
+        f"{n} in its {name} split"
+        for n, name in ((overlap.train, "train"), (overlap.valid, "valid"))
+        if n
+    )
+    return (
+        f"{root}: every one of {what} trained this model ({where}): their scores would say "
+        "how well it remembers them, not how it does on images it has not seen. Evaluate "
+        f"it on other images, or pass {named('split', overlap.split, as_typed=True)} to "
+        "score these anyway (scores that flatter it)"
+    )
+
+
+class Without:
+    """A :class:`~segkit.contracts.Dataset` holding ``dataset``'s samples but those whose
+    image file is one of ``images``: what ``split="auto"`` scores of a folder holding
+    images that trained the model."""
+
+    def __init__(self, dataset: Any, images: set[str]) -> None:
+        self.dataset = dataset
+        self.images = images
+        self.root = dataset.root
+        self.mask_spec: MaskSpec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Any]:
+        return [s for s in self.dataset.samples(split) if str(s.image) not in self.images]
+
+    def __repr__(self) -> str:
+        return f"Without({self.dataset!r}, {len(self.images)} images)"
 
 
 #: Why ``split="auto"`` chose what it chose (:func:`choose_split`), as the note says it.

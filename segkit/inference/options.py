@@ -348,7 +348,8 @@ class EvaluateOptions:
         checkpoint: A run's ``best.pt`` or ``last.pt``.
         split: ``train``, ``valid``, ``test``, ``all`` (every image of every split), or
             ``auto``: ``all`` for data whose samples are not the run's (new labelled
-            images), else ``test`` (:func:`segkit.inference.evaluate.choose_split`).
+            images), else ``test`` (:func:`segkit.inference.evaluate.choose_split`), less
+            the images that trained the model (the checkpoint's fingerprints of them).
         data, dataset, dataset_options, loader, batch_size, num_workers, eval_size: Run
             settings that replace the checkpoint's (None: the checkpoint's).
         device, precision: Where and how the model runs (``auto`` wherever it is opened).
@@ -368,7 +369,8 @@ class EvaluateOptions:
         "the images to score: a split (train, valid, test), all of them, or auto: all of a "
         "--data folder whose samples are not the ones the model was trained on (new "
         "labelled images), else the test split (the run's own data: its other images "
-        "trained the model)",
+        "trained the model); auto leaves out any image that trained the model (found by "
+        "its bytes), the others count them",
     )
     data: str | None = option(None, config=True)
     dataset: str | None = option(None, config=True)

@@ -29,7 +29,7 @@ from segkit.config import RENAMED_KEYS, RunConfig, checked_keywords
 from segkit.errors import CheckpointError, ConfigError, DataError, PluginNotFoundError
 from segkit.inference.forward import model_logits
 from segkit.recipes import Normalize, PadIfNeeded, Recipe, Resize
-from segkit.registry import IN_PROCESS, SINGULAR, say_shadowed
+from segkit.registry import IN_PROCESS, SINGULAR, default_registry, is_core, say_shadowed
 from segkit.system.workers import recorded_workers
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
@@ -59,8 +59,10 @@ class Trained:
             not (written before recipes were recorded) is rebuilt with the default recipe,
             which resizes: it is taken as trained on resized images (:meth:`training`).
         trained_on: The data the run trained on, as :func:`recorded_data` reads it:
-            ``splits`` (each split's size and ids' digest) and ``data_root``, where
-            recorded; ``segkit evaluate`` tells the run's own data from new data by it.
+            ``splits`` (each split's size and ids' digest), ``fingerprints`` (each
+            split's images' hashes) and ``data_root``, where recorded; ``segkit evaluate``
+            tells the run's own data from new data, and leaves out the images that
+            trained the model, by it.
     """
 
     model: torch.nn.Module
@@ -208,11 +210,14 @@ def open_trained(checkpoint: str | Path, **overrides: Any) -> Trained:
         config.num_workers = recorded_workers(config.num_workers)
     runtime = resolve_runtime(config)
     model = restore_model(path, config, ckpt, runtime)
+    recipe = build_recipe(config)
+    if config.recipe_definition is None and config.recipe:
+        say_plugin_used(path, "recipes", config.recipe, ckpt)
     return Trained(
         model,
         checkpoint_task(ckpt),
         runtime,
-        build_recipe(config),
+        recipe,
         config.image_size,
         config.model,
         config,
@@ -310,7 +315,7 @@ def restore_model(
         )
     except PluginNotFoundError as e:
         raise missing_plugin(path, "models", config.model, ckpt, e) from None
-    say_shadowed("models", config.model)
+    say_plugin_used(path, "models", config.model, ckpt)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -389,7 +394,9 @@ def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     ``ids`` digest, :func:`segkit.training.checkpoint.split_record`) and ``data_root``
     (the folder, absolute), as the checkpoint records them (written since 2026-12-07),
     else as the ``config.json`` of its run folder records them under ``resolved``; the
-    keys neither records are left out."""
+    keys neither records are left out. ``fingerprints`` (each split's images'
+    :func:`~segkit.training.checkpoint.sample_fingerprints`, since 2026-12-07) only the
+    checkpoint records."""
     out = {k: ckpt[k] for k in ("splits", "data_root") if ckpt.get(k)}
     if len(out) < 2:
         try:
@@ -397,7 +404,64 @@ def recorded_data(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             out = {k: resolved[k] for k in ("splits", "data_root") if resolved.get(k)} | out
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
+    prints = ckpt.get("fingerprints")
+    if isinstance(prints, dict) and all(isinstance(t, torch.Tensor) for t in prints.values()):
+        out["fingerprints"] = prints
     return out
+
+
+def plugin_change(
+    path: Path, kind: str, name: str, ckpt: dict[str, Any] | None = None
+) -> str | None:
+    """The line that says the plugin ``name`` of ``kind`` built now is not the one
+    checkpoint ``path``'s run used: another distribution's (a third-party plugin whose
+    name segkit now has as a built-in, which wins), or another version of a third-party
+    distribution; None where they are the same, or the checkpoint records none (segkit's
+    own built-ins across segkit versions are not told: docs/models.md lists what changed)."""
+    recorded = recorded_plugin(path, kind, name, ckpt)
+    info = default_registry().plugins(kind).get(name)
+    if recorded is None or info is None:
+        return None
+    distribution, version = recorded
+    was = f"from distribution '{distribution}'{' ' + version if version else ''}"
+    if distribution == IN_PROCESS:
+        was = "registered in its training process (segkit.register_plugin)"
+    what = f"{SINGULAR[kind]} '{name}'"
+    if distribution == info.distribution:
+        if version == info.version or is_core(distribution) or distribution == IN_PROCESS:
+            return None
+        return (
+            f"{path} was trained with {what} {was}; version {info.version or '(unknown)'} is "
+            f"installed here and builds it: where {distribution} changed it since, the "
+            f"results differ from the run's (`pip install {distribution}=={version}` to match)"
+        )
+    if is_core(info.distribution):
+        hidden = any(p.distribution == distribution for p in info.shadows)
+        how = (
+            f"{distribution}'s, installed here, is hidden by the built-in (rename its "
+            f"entry point to use it; `segkit list {kind}` shows it)"
+            if hidden
+            else f"{distribution} is not installed here"
+        )
+        return (
+            f"{path} was trained with {what} {was}, but '{name}' is now the name of "
+            f"segkit's built-in {SINGULAR[kind]}, and that is what this builds "
+            f"(segkit {info.version}): the weights are loaded into another {SINGULAR[kind]}, "
+            f"and the results may differ from the run's; {how}"
+        )
+    return (
+        f"{path} was trained with {what} {was}; this builds the {SINGULAR[kind]} of that "
+        f"name from distribution '{info.distribution}'"
+        f"{' ' + info.version if info.version else ''} instead, and the results may differ "
+        "from the run's"
+    )
+
+
+def say_plugin_used(path: Path, kind: str, name: str, ckpt: dict[str, Any] | None) -> None:
+    """Print, once per process, :func:`plugin_change`'s line where the plugin built now
+    is not the one the checkpoint's run used, else the built-in's shadow note where it
+    hides a namesake (:func:`segkit.registry.say_shadowed`): one line either way."""
+    say_shadowed(kind, name, plugin_change(path, kind, name, ckpt))
 
 
 def recorded_plugin(

@@ -522,6 +522,8 @@ class Run:
         self.start = self.end = self.epoch = 1
         self.recorded = 0  # the last epoch end_epoch finished (its row written)
         self.splits: dict[str, Any] | None = None  # each split's size and ids' digest
+        #: Each split's images' fingerprints (rank 0: evaluate finds training images by them)
+        self.fingerprints: dict[str, torch.Tensor] | None = None
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
 
@@ -542,13 +544,15 @@ class Run:
         self.splits = ckpt_io.split_record(self.parts.dataset)
         if state is not None:
             _check_same_samples(self.config, state, self.splits)
+        if self.dist.main:
+            self.fingerprints = ckpt_io.sample_fingerprints(self.parts.dataset)
         c = self.config
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
             self._restore(state)
         if self.dist.main:  # a file-size limit below a checkpoint: one line now, not after an epoch
             out = folder.path if folder else Path(c.out).expanduser()
-            check_file_size(out, "--out", ckpt_io.expected_size(self.parts))
+            check_file_size(out, "--out", ckpt_io.expected_size(self.parts, self.fingerprints))
             self._open_folder(folder, state)
         self._prepare_epochs(state)
 
@@ -853,6 +857,8 @@ class Run:
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if self.splits is not None:
             state["splits"] = self.splits  # a resume with another --data checks them
+        if self.fingerprints is not None:  # evaluate leaves out the images that trained it
+            state["fingerprints"] = self.fingerprints
         if getattr(self.parts.dataset, "root", None) is not None:  # evaluate tells its own data
             state["data_root"] = str(self.parts.dataset.root)
         if not save_last:
