@@ -58,6 +58,25 @@ def _new_folder(root: Path, seen: list, *, new: int = 8) -> Path:
     return root
 
 
+def test_a_run_takes_the_fingerprints_in_the_background_and_sizes_them_before(
+    tiny_pets_dataset,
+) -> None:
+    """The run starts hashing when its parts are built and waits for it at the first
+    checkpoint: the same tensors as taken in the calling thread; the file-size check
+    counts them before they exist (8 bytes an image)."""
+    taking = ckpt_io.Fingerprinting(tiny_pets_dataset)
+    assert taking._thread.daemon  # a run stopped before its first checkpoint does not wait
+    got, want = taking.result(), ckpt_io.sample_fingerprints(tiny_pets_dataset)
+    assert got is not None and want is not None and got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert taking.result() is got  # waited once, kept
+
+    class Unlisted:  # a dataset plugin without samples(): nothing recorded, no error
+        pass
+
+    assert ckpt_io.Fingerprinting(Unlisted()).result() is None
+
+
 def test_fingerprints_are_the_images_bytes_not_their_names(
     tiny_pets: Path, tiny_pets_dataset, tmp_path: Path
 ) -> None:

@@ -1292,6 +1292,13 @@ def test_the_expected_checkpoint_size_is_measured_from_the_parts(tmp_path: Path)
     assert written > 2 << 20
     assert written <= expected <= written + (256 << 10), (written, expected)
     assert ckpt_io.expected_size(parts) == pytest.approx(expected, abs=1024)  # measured now
+    # The images' fingerprints, 8 bytes an image, counted before they are taken.
+    ids = torch.arange(30000, dtype=torch.int64)
+    state["fingerprints"] = {"train": ids[:20000], "valid": ids[20000:25000], "test": ids[25000:]}
+    ckpt_io.save_atomic(state, tmp_path / "last.pt")
+    written = (tmp_path / "last.pt").stat().st_size
+    sized = ckpt_io.expected_size(parts, images=30000)
+    assert written <= sized <= written + (256 << 10), (written, sized)
 
 
 @pytest.mark.parametrize(

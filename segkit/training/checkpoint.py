@@ -217,6 +217,29 @@ def sample_fingerprints(dataset: Any) -> dict[str, torch.Tensor] | None:
     return out
 
 
+class Fingerprinting:
+    """:func:`sample_fingerprints` of a dataset, taken in a daemon thread from the moment
+    the run's parts are built, so that reading and hashing every image overlaps the model's
+    set-up and the first epoch (it reads each file once, and leaves it in the page cache for
+    the loader) instead of adding to the set-up; :meth:`result` waits for it (the first
+    checkpoint). A run stopped before then does not wait for it at exit."""
+
+    def __init__(self, dataset: Any) -> None:
+        self._value: dict[str, torch.Tensor] | None = None
+        self._thread = threading.Thread(
+            target=self._take, args=(dataset,), name="segkit-fingerprints", daemon=True
+        )
+        self._thread.start()
+
+    def _take(self, dataset: Any) -> None:
+        self._value = sample_fingerprints(dataset)
+
+    def result(self) -> dict[str, torch.Tensor] | None:
+        """The fingerprints (None for a dataset that does not list its samples)."""
+        self._thread.join()
+        return self._value
+
+
 def restore_training(
     state: dict[str, Any],
     model: torch.nn.Module,
@@ -355,11 +378,12 @@ _BYTES_PER_TENSOR = 512
 _BYTES_PER_FILE = 256 << 10
 
 
-def expected_size(parts: TrainingParts, fingerprints: dict[str, torch.Tensor] | None = None) -> int:
+def expected_size(parts: TrainingParts, images: int = 0) -> int:
     """About how many bytes a training checkpoint (``last.pt``, the largest file a run
     writes) of ``parts`` takes, never less: the model's state (and the EMA's, with
-    ``--ema``) and the optimizer's, measured from the built parts, the images'
-    ``fingerprints`` it records (:func:`sample_fingerprints`), plus the file's own
+    ``--ema``) and the optimizer's, measured from the built parts, the fingerprints of
+    the run's ``images`` it records (:func:`sample_fingerprints`, 8 bytes an image, at
+    most: duplicates are recorded once), plus the file's own
     overhead. Before the first step Adam has made no moments yet; they are counted as
     they will be, two per parameter of its dtype (three with ``amsgrad``), besides its
     step count (the optimizers :func:`segkit.build.build_optimizer` makes are Adam).
@@ -367,7 +391,7 @@ def expected_size(parts: TrainingParts, fingerprints: dict[str, torch.Tensor] | 
     What ``--out``'s file-size check (:func:`segkit.system.files.check_file_size`)
     compares with ``ulimit -f`` before the first epoch.
     """
-    tensors = _tensors(parts.model.state_dict()) + _tensors(fingerprints or {})
+    tensors = _tensors(parts.model.state_dict())
     if parts.ema is not None:
         tensors += _tensors(parts.ema.state_dict())
     optimizer = parts.optimizer
@@ -384,6 +408,8 @@ def expected_size(parts: TrainingParts, fingerprints: dict[str, torch.Tensor] | 
             for p in group["params"]:
                 extra += moments * p.numel() * p.element_size() + 8  # + the step count
                 count += moments + 1
+    if images:  # a tensor of fingerprints for each split
+        extra, count = extra + 8 * images, count + len(SPLITS)
     data = sum(t.numel() * t.element_size() for t in tensors) + extra
     return data + (len(tensors) + count) * _BYTES_PER_TENSOR + _BYTES_PER_FILE
 

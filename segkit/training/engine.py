@@ -522,8 +522,9 @@ class Run:
         self.start = self.end = self.epoch = 1
         self.recorded = 0  # the last epoch end_epoch finished (its row written)
         self.splits: dict[str, Any] | None = None  # each split's size and ids' digest
-        #: Each split's images' fingerprints (rank 0: evaluate finds training images by them)
-        self.fingerprints: dict[str, torch.Tensor] | None = None
+        #: Each split's images' fingerprints, taken in the background (rank 0: evaluate finds
+        #: training images by them)
+        self.fingerprints: ckpt_io.Fingerprinting | None = None
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
 
@@ -545,14 +546,15 @@ class Run:
         if state is not None:
             _check_same_samples(self.config, state, self.splits)
         if self.dist.main:
-            self.fingerprints = ckpt_io.sample_fingerprints(self.parts.dataset)
+            self.fingerprints = ckpt_io.Fingerprinting(self.parts.dataset)
         c = self.config
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
             self._restore(state)
         if self.dist.main:  # a file-size limit below a checkpoint: one line now, not after an epoch
             out = folder.path if folder else Path(c.out).expanduser()
-            check_file_size(out, "--out", ckpt_io.expected_size(self.parts, self.fingerprints))
+            images = sum(s["count"] for s in self.splits.values()) if self.splits else 0
+            check_file_size(out, "--out", ckpt_io.expected_size(self.parts, images))
             self._open_folder(folder, state)
         self._prepare_epochs(state)
 
@@ -857,8 +859,9 @@ class Run:
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if self.splits is not None:
             state["splits"] = self.splits  # a resume with another --data checks them
-        if self.fingerprints is not None:  # evaluate leaves out the images that trained it
-            state["fingerprints"] = self.fingerprints
+        recorded = self.fingerprints.result() if self.fingerprints is not None else None
+        if recorded is not None:  # evaluate leaves out the images that trained it
+            state["fingerprints"] = recorded
         if getattr(self.parts.dataset, "root", None) is not None:  # evaluate tells its own data
             state["data_root"] = str(self.parts.dataset.root)
         if not save_last:
