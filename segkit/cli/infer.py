@@ -6,6 +6,7 @@ command makes its options and calls the library (:mod:`segkit.inference.evaluate
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -16,6 +17,11 @@ from segkit.inference.options import EvaluateOptions, ExportOptions, PredictOpti
 def add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     add_options(p, EvaluateOptions)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the scores as one JSON object instead of the lines (for scripts)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -26,6 +32,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = run_evaluate(options)
     if (options.data is not None or result.split == "all") and (note := result.split_note()):
         print(f"segkit: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict(options.checkpoint), indent=2))
+        return 0
     for line in result.lines():
         print(line)
     return 0
