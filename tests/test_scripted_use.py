@@ -174,3 +174,21 @@ def test_a_script_reads_run_and_evaluate_results_as_json(
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "test" and out["metrics"]["images"] == 5
     assert out["metrics"]["dice"] == pytest.approx(summary["test_dice"], abs=1e-4)
+
+
+def test_a_sigterm_stops_a_study_as_ctrl_c_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to end the study at once (143 in a shell), its run in training recording
+    # no stopped.json and nothing saying how to go on.
+    from segkit.cli import main, reports
+
+    def study_stopped_by_the_scheduler(args: object) -> int:
+        signal.raise_signal(signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(reports, "_study", study_stopped_by_the_scheduler)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["study", "grid.toml", "-q"]) == 130
+    assert capsys.readouterr().err == "segkit: interrupted\n"
+    assert signal.getsignal(signal.SIGTERM) is before
