@@ -192,3 +192,25 @@ def test_a_sigterm_stops_a_study_as_ctrl_c_does(
     assert main(["study", "grid.toml", "-q"]) == 130
     assert capsys.readouterr().err == "segkit: interrupted\n"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_plan_refuses_a_taken_out_before_measuring_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It used to read the data and time steps (minutes) and only then refuse the file.
+    from segkit.cli import main
+    from segkit.plan import planner
+
+    def measured(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the plan was measured before --out was checked")
+
+    monkeypatch.setattr(planner, "make_plan", measured)
+    taken = tmp_path / "plan.toml"
+    taken.write_text("epochs = 3  # edited by hand\n")
+    assert main(["plan", str(tmp_path), "--out", str(taken)]) == 2
+    assert "plan.toml: exists (a plan you may have edited); pass --force" in (
+        capsys.readouterr().err
+    )
+    assert main(["plan", str(tmp_path), "--out", str(tmp_path / "plan.txt")]) == 2
+    assert "a plan is written as .toml, .yaml or .json" in capsys.readouterr().err
+    assert taken.read_text() == "epochs = 3  # edited by hand\n"

@@ -138,7 +138,7 @@ def _base(args: argparse.Namespace) -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.plan.files import run_command, write_plan
+    from segkit.plan.files import check_plan_path, run_command, write_plan
     from segkit.plan.planner import make_plan
     from segkit.plan.rules import parse_budget
 
@@ -157,6 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "--encoder and --model-opt need --model: the planner's own model comes with its "
             "own options"
         )
+    check_plan_path(args.out, force=args.force)  # before the minutes of measuring
     plan = make_plan(base, budget=budget, epochs=args.epochs, model_given=given, say=say)
     path = write_plan(plan, args.out, force=args.force)
     if args.json:
