@@ -469,6 +469,7 @@ class Run:
         self.dist = distributed.from_env()
         self.quiet = quiet
         self.say = _printer(quiet or not self.dist.main)  # one voice: rank 0 reports
+        self.warn = _printer(quiet or not self.dist.main, sys.stderr)  # warnings: stderr
         self.runtime = build.resolve_runtime(config, self.dist, threads=threads)
         self.kept_threads = threads is not None
         tb_log.require(config)
@@ -551,7 +552,7 @@ class Run:
                 f"{folder.bad_samples}"
             )
         for warning in t.data_warnings:  # class coverage, EXIF tags: before any training
-            self.say(f"segkit: warning: {warning}")
+            self.warn(f"segkit: warning: {warning}")
 
     def say_runtime_changes(self, before: dict[str, Any]) -> None:
         """On resume, one line where the device or the precision differs from what the
@@ -1015,7 +1016,7 @@ class Run:
         self.say(self.folder.summary_txt.read_text().strip())
         if result.data_warnings:  # what the test scores above do not show, in brief
             gist = "; ".join(_gist(w, self.parts.dataset.root) for w in result.data_warnings)
-            self.say(f"segkit: warning (data, said before training; summary.json): {gist}")
+            self.warn(f"segkit: warning (data, said before training; summary.json): {gist}")
         self.folder.release()
         distributed.shutdown(self.dist)
         return result
@@ -1281,10 +1282,13 @@ def _gist(warning: str, root: Any) -> str:
     return warning.removeprefix(f"{root}: ").split(": ", 1)[0]
 
 
-def _printer(quiet: bool) -> Callable[[str], None]:
+def _printer(quiet: bool, stream: Any = None) -> Callable[[str], None]:
+    """Print a line and flush, unless ``quiet``: on stdout, or on ``stream`` (stderr
+    for warnings, so a log redirected with ``2>`` keeps them apart from the results)."""
+
     def say(msg: str) -> None:
         if not quiet:
-            print(msg, flush=True)
+            print(msg, file=stream or sys.stdout, flush=True)
 
     return say
 
