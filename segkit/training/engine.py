@@ -54,6 +54,7 @@ from segkit.reports import figures as report
 from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_file_size, check_writable, is_temporary
 from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.system.signals import signals_held
 from segkit.system.threads import note as threads_note
 from segkit.system.workers import recorded_workers
 from segkit.training import checkpoint as ckpt_io
@@ -688,11 +689,16 @@ class Run:
         row = self._row(trained, valid, valid_s)
         self.history.append(row)
         improved = validated and self._update_stopper(epoch, valid)
-        self.checkpoint(trained, row, improved)
-        self.folder.append_metrics(row)
-        if self.log is not None:
-            self._log_epoch(row, validated)
-        self.say(self._epoch_line(trained, row, validated, improved))
+        # A Ctrl-C or SIGTERM from here waits for the epoch to be recorded whole: its
+        # checkpoint (written now on the CPU), its row and its line, then stops the run
+        # "after epoch N" with last.pt and metrics.csv agreeing.
+        with signals_held():
+            self.checkpoint(trained, row, improved)
+            self.folder.append_metrics(row)
+            if self.log is not None:
+                self._log_epoch(row, validated)
+            self.say(self._epoch_line(trained, row, validated, improved))
+            self.recorded = epoch  # before a held signal stops the run
 
     def validate(self) -> dict[str, Any]:
         """The validation metrics of the weights validation evaluates (the EMA's with
