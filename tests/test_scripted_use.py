@@ -214,3 +214,64 @@ def test_plan_refuses_a_taken_out_before_measuring_anything(
     assert main(["plan", str(tmp_path), "--out", str(tmp_path / "plan.txt")]) == 2
     assert "a plan is written as .toml, .yaml or .json" in capsys.readouterr().err
     assert taken.read_text() == "epochs = 3  # edited by hand\n"
+
+
+@pytest.mark.parametrize("flag", ["--json", "-q"])
+def test_plan_run_ends_with_the_runs_result_on_stdout(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+) -> None:
+    # plan --run used to print nothing of the run with -q, and with --json to follow the
+    # plan's object with the run's progress lines; nor did SIGTERM stop it as it does a run.
+    import json
+    from types import SimpleNamespace
+
+    from segkit.cli import main
+    from segkit.config import RunConfig
+    from segkit.plan import files, planner
+    from segkit.training import engine
+
+    class FakePlan:
+        def to_dict(self) -> dict[str, object]:
+            return {"settings": {"epochs": 1}}
+
+        def lines(self) -> list[str]:
+            return ["  epochs  1  the planner's reason"]
+
+    run_dir = tmp_path / "runs" / "planned"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"test_dice": 0.5}\n')
+    (run_dir / "summary.txt").write_text("test dice 0.5000  run runs/planned\n")
+    trained: list[bool] = []
+
+    def fake_train(config: RunConfig, quiet: bool) -> SimpleNamespace:
+        assert quiet  # the run's own lines would break the JSON, or -q
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        trained.append(True)
+        return SimpleNamespace(run_dir=run_dir, data_warnings=["class dot is rare"])
+
+    def fake_write(plan: FakePlan, path: str, force: bool = False) -> Path:
+        Path(path).write_text("epochs = 1\n")
+        return Path(path)
+
+    monkeypatch.setattr(planner, "make_plan", lambda *a, **k: FakePlan())
+    monkeypatch.setattr(files, "write_plan", fake_write)
+    monkeypatch.setattr(RunConfig, "from_file", classmethod(lambda cls, p: RunConfig()))
+    monkeypatch.setattr(engine, "train", fake_train)
+    plan_file = tmp_path / "plan.toml"
+    assert main(["plan", str(tmp_path), "--out", str(plan_file), "--run", flag]) == 0
+    assert trained == [True]
+    out, err = capsys.readouterr()
+    assert err == "segkit: warning (data): class dot is rare\n"
+    if flag == "--json":
+        printed = json.loads(out)  # one object: the plan, then the run
+        assert printed["file"] == str(plan_file) and printed["settings"] == {"epochs": 1}
+        assert printed["run"] == {
+            "run_dir": str(run_dir),
+            "summary_json": str(run_dir / "summary.json"),
+            "test_dice": 0.5,
+        }
+    else:
+        assert out.splitlines()[-1] == "test dice 0.5000  run runs/planned"

@@ -156,8 +156,13 @@ def _print_summary(args: argparse.Namespace, result: Any) -> None:
             print(json.dumps(run_json(result.run_dir), indent=2))
         else:
             print((result.run_dir / "summary.txt").read_text().strip())
-        for warning in getattr(result, "data_warnings", ()):
-            print(f"segkit: warning (data): {warning}", file=sys.stderr)
+        say_data_warnings(result)
+
+
+def say_data_warnings(result: Any) -> None:
+    """A quiet run's data warnings (class coverage, EXIF tags), on stderr."""
+    for warning in getattr(result, "data_warnings", ()):
+        print(f"segkit: warning (data): {warning}", file=sys.stderr)
 
 
 def run_json(run_dir: Path) -> dict[str, Any]:
