@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -837,8 +838,12 @@ def test_a_run_says_the_class_coverage_warnings_before_training_and_records_them
     root = _coverage_folder(tmp_path)
     out = tmp_path / "runs"
     args = ["run", *TINY_RUN, "--data", str(root), "--epochs", "1", "--out", str(out)]
+    # The warnings go to stderr (the results to stdout): one stream here, to see the order.
+    stderr = sys.stderr
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
     assert main([*args, "--name", "said"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    monkeypatch.setattr(sys, "stderr", stderr)
     warned = [i for i, line in enumerate(lines) if line.startswith("segkit: warning: ")]
     first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch"))
     assert len(warned) == 4 and max(warned) < first_epoch  # before any training

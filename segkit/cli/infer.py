@@ -6,6 +6,7 @@ command makes its options and calls the library (:mod:`segkit.inference.evaluate
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -24,6 +25,11 @@ def add_evaluate(sub: Any) -> None:
         ),
     )
     add_options(p, EvaluateOptions)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the scores as one JSON object instead of the lines (for scripts)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -36,6 +42,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"segkit: {note}", file=sys.stderr)
     if note := result.overlap_note():  # the images scored, or left out, that trained it
         print(f"segkit: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict(options.checkpoint), indent=2))
+        return 0
     for line in result.lines():
         print(line)
     return 0

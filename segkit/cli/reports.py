@@ -110,6 +110,15 @@ def add_study(sub: Any) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    from segkit.cli.train import _sigterm_as_interrupt
+
+    # A scheduler's SIGTERM stops the study as Ctrl-C does: the run in training records
+    # stopped.json and the line says how to continue (exit 130), as segkit run's does.
+    with _sigterm_as_interrupt():
+        return _study(args)
+
+
+def _study(args: argparse.Namespace) -> int:
     from segkit.reports import study
 
     if args.run is not None:  # one configuration: what each --parallel process runs

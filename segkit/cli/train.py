@@ -60,6 +60,12 @@ def add_run(sub: Any) -> None:
         action="store_true",
         help="print only the summary line (and the data's class warnings, on stderr)",
     )
+    x.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the run's summary.json as one JSON object, with the run folder "
+        "(run_dir: a taken --name gets -2, -3, ...) and the file's path (for scripts)",
+    )
     p.set_defaults(func=_cmd_run)
 
 
@@ -93,7 +99,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
             args.resume,
             epochs=settings.pop("epochs", None),
             max_time=settings.pop("max_time", None),
-            quiet=args.quiet,
+            quiet=args.quiet or args.json,
             settings=settings,
         )
     else:
@@ -101,7 +107,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, base)
         source = args.config or "command line"
         config = RunConfig.from_dict(settings, source=source, check_options=True)
-        result = train(config, quiet=args.quiet)
+        result = train(config, quiet=args.quiet or args.json)
     _print_summary(args, result)
     return 0
 
@@ -153,14 +159,31 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _print_summary(args: argparse.Namespace, result: Any) -> None:
-    """With --quiet, the engine printed nothing: print the summary line (rank 0 only),
-    and the data check's warnings (class coverage, EXIF tags) on stderr."""
+    """With --quiet or --json, the engine printed nothing: print the summary line, or
+    ``summary.json`` with the run folder as one JSON object (rank 0 only), and the data
+    check's warnings (class coverage, EXIF tags) on stderr."""
     from segkit.training.distributed import from_env
 
-    if args.quiet and from_env().main:
-        print((result.run_dir / "summary.txt").read_text().strip())
-        for warning in getattr(result, "data_warnings", ()):
-            print(f"segkit: warning (data): {warning}", file=sys.stderr)
+    if (args.quiet or args.json) and from_env().main:
+        if args.json:
+            print(json.dumps(run_json(result.run_dir), indent=2))
+        else:
+            print((result.run_dir / "summary.txt").read_text().strip())
+        say_data_warnings(result)
+
+
+def say_data_warnings(result: Any) -> None:
+    """A quiet run's data warnings (class coverage, EXIF tags), on stderr."""
+    for warning in getattr(result, "data_warnings", ()):
+        print(f"segkit: warning (data): {warning}", file=sys.stderr)
+
+
+def run_json(run_dir: Path) -> dict[str, Any]:
+    """What ``segkit run --json`` prints: the run's ``summary.json`` (its schema in
+    docs/training.md) with ``run_dir``, the folder the run wrote (a taken ``--name`` gets
+    ``-2``, ``-3``, ...), and ``summary_json``, that file's path, first."""
+    path = Path(run_dir) / "summary.json"
+    return {"run_dir": str(run_dir), "summary_json": str(path), **json.loads(path.read_text())}
 
 
 def _without_devices(argv: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ predictor at its own size (:func:`evaluate_images`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -203,6 +204,31 @@ class Evaluated:
             f"them, {names} the others"
         )
 
+    def to_dict(self, checkpoint: str | Path | None = None) -> dict[str, Any]:
+        """What ``segkit evaluate --json`` prints (docs/reference/scripting.md): the
+        ``checkpoint`` scored, ``split``, ``data`` (the dataset's folder), ``classes``
+        (null for a binary model), ``metrics`` (as :attr:`metrics`: ``dice``, ``iou``,
+        ``images``, ``loss`` where the run's loader read the split; K classes: ``miou``,
+        ``mdice``, ``pixel_acc``, per class, ``confusion``), ``where`` (device and
+        precision), ``modes`` (images per predictor mode; empty without one), ``how`` and
+        ``split_note`` (the words the lines end with, "" where none), ``overlap`` (the
+        folder's images that trained the model, :class:`Overlap`'s fields and ``scored``;
+        null where the checkpoint records no splits) and ``overlap_note`` ("" where none)."""
+        o = self.overlap
+        return {
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "split": self.split,
+            "data": None if self.data is None else str(self.data),
+            "classes": list(self.task.classes) if self.task.multiclass else None,
+            "metrics": {**_plain(self.metrics), "images": int(self.metrics["images"])},
+            "where": self.where,
+            "modes": dict(self.modes),
+            "how": self.how.strip(" ;,"),
+            "split_note": self.split_note(),
+            "overlap": None if o is None else {**dataclasses.asdict(o), "scored": o.scored},
+            "overlap_note": self.overlap_note() or "",
+        }
+
     def lines(self) -> list[str]:
         """What ``segkit evaluate`` prints: the per-class table for K classes (with the
         share of the truth's pixels ignored, ``ignored: 3.1% of pixels (12403 pixels,
@@ -218,6 +244,17 @@ class Evaluated:
             f"{self.split} mIoU {m['miou']:.4f}  mDice {m['mdice']:.4f}  "
             f"pixel acc {m['pixel_acc']:.4f}{loss}  {tail}",
         ]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tensors, NumPy numbers and tuples made JSON's lists and numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _plain(value.tolist())
+    return value
 
 
 @checked_keywords("segkit.evaluate", EvaluateOptions)

@@ -145,7 +145,7 @@ def _base(args: argparse.Namespace) -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
-    from segkit.plan.files import run_command, write_plan
+    from segkit.plan.files import check_plan_path, run_command, write_plan
     from segkit.plan.planner import make_plan
     from segkit.plan.rules import parse_budget
 
@@ -164,17 +164,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "--encoder and --model-opt need --model: the planner's own model comes with its "
             "own options"
         )
+    check_plan_path(args.out, force=args.force)  # before the minutes of measuring
     plan = make_plan(base, budget=budget, epochs=args.epochs, model_given=given, say=say)
     path = write_plan(plan, args.out, force=args.force)
-    if args.json:
-        print(json.dumps({**plan.to_dict(), "file": str(path)}, indent=2))
-    else:
+    planned = {**plan.to_dict(), "file": str(path)}
+    if not args.json:
         print("\n".join(plan.lines()))
-        print(f"wrote {path}: {run_command(path)}")
+        print(f"wrote {path}: {run_command(path)}", flush=True)
+    elif not args.run:
+        print(json.dumps(planned, indent=2))
     if not args.run:
         return 0
+    from segkit.cli.train import _print_summary, _sigterm_as_interrupt, run_json, say_data_warnings
     from segkit.config import RunConfig
     from segkit.training.engine import train
 
-    train(RunConfig.from_file(path), quiet=args.quiet)
+    # As segkit run: SIGTERM stops it as Ctrl-C does, -q ends with the summary line, and
+    # --json keeps stdout one object (the plan, and under "run" the run's summary.json).
+    with _sigterm_as_interrupt():
+        result = train(RunConfig.from_file(path), quiet=args.quiet or args.json)
+    if args.json:
+        print(json.dumps({**planned, "run": run_json(result.run_dir)}, indent=2))
+        say_data_warnings(result)
+    else:
+        _print_summary(args, result)
     return 0

@@ -36,18 +36,19 @@ _EXPLAINS: dict[str, tuple[str, ...]] = {
 }
 
 
-def write_plan(plan: Plan, path: Path | str, *, force: bool = False) -> Path:
-    """Write ``plan`` to ``path`` (TOML, YAML or JSON by its suffix; another suffix is
-    refused) and check that it reads back as the same configuration.
+PLAN_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+def check_plan_path(path: Path | str, *, force: bool = False) -> Path:
+    """``path`` (expanded) if a plan may be written there: ``segkit plan`` asks before it
+    reads the data and times steps (minutes), so a taken ``--out`` is refused at once.
 
     Raises:
         ConfigError: the file exists (without ``force``), or the suffix is not
             .toml, .yaml, .yml or .json.
     """
     path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    writers = {".toml": to_toml, ".yaml": to_yaml, ".yml": to_yaml, ".json": to_json}
-    if suffix not in writers:
+    if path.suffix.lower() not in PLAN_SUFFIXES:
         raise ConfigError(
             f"{path}: a plan is written as .toml, .yaml or .json (the files `segkit run "
             "--config` reads); name one of those"
@@ -57,6 +58,20 @@ def write_plan(plan: Plan, path: Path | str, *, force: bool = False) -> Path:
             f"{path}: exists (a plan you may have edited); pass --force to overwrite it, or "
             "--out another file"
         )
+    return path
+
+
+def write_plan(plan: Plan, path: Path | str, *, force: bool = False) -> Path:
+    """Write ``plan`` to ``path`` (TOML, YAML or JSON by its suffix; another suffix is
+    refused) and check that it reads back as the same configuration.
+
+    Raises:
+        ConfigError: the file exists (without ``force``), or the suffix is not
+            .toml, .yaml, .yml or .json.
+    """
+    path = check_plan_path(path, force=force)
+    writers = {".toml": to_toml, ".yaml": to_yaml, ".yml": to_yaml, ".json": to_json}
+    suffix = path.suffix.lower()
     from segkit.system.files import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ import torch
 from segkit.contracts import SPLITS
 from segkit.errors import CheckpointError, DataError
 from segkit.system.files import atomic_open, os_hint, os_reason
+from segkit.system.signals import signals_held
 from segkit.training import ema as ema_mod
 
 if TYPE_CHECKING:
@@ -502,7 +503,9 @@ class BackgroundWriter:
 
     With ``background=False`` a job is written in the calling thread and its error
     raised by :meth:`submit` itself (the engine's choice when training on the CPU, which
-    has no idle core for a thread: see ``engine._write_in_background``).
+    has no idle core for a thread: see ``engine._write_in_background``); a Ctrl-C or
+    SIGTERM arriving then is held until the write is done
+    (:func:`segkit.system.signals.signals_held`).
     """
 
     def __init__(self, saved_epoch: int | None = None, *, background: bool = True) -> None:
@@ -520,7 +523,10 @@ class BackgroundWriter:
         epoch of the training state among them (None if there is none)."""
         self.wait()  # at most one write in flight (the engine has waited already)
         if not self.background:
-            self._write(files, epoch)
+            # Ctrl-C or SIGTERM now would cut the file (torch's writer reports it as a
+            # failed write): they wait for the write, then stop the run.
+            with signals_held():
+                self._write(files, epoch)
             self.wait()  # raises its error now
             return
         self._thread = threading.Thread(

@@ -55,6 +55,7 @@ from segkit.reports import figures as report
 from segkit.reports import tb_log
 from segkit.system.files import atomic_path, check_file_size, check_writable, is_temporary
 from segkit.system.main_guard import exit_if_reimporting_main
+from segkit.system.signals import signals_held
 from segkit.system.threads import note as threads_note
 from segkit.system.workers import recorded_workers
 from segkit.training import checkpoint as ckpt_io
@@ -507,6 +508,7 @@ class Run:
         self.dist = distributed.from_env()
         self.quiet = quiet
         self.say = _printer(quiet or not self.dist.main)  # one voice: rank 0 reports
+        self.warn = _printer(quiet or not self.dist.main, sys.stderr)  # warnings: stderr
         self.runtime = build.resolve_runtime(config, self.dist, threads=threads)
         self.kept_threads = threads is not None
         tb_log.require(config)
@@ -595,7 +597,7 @@ class Run:
                 f"{folder.bad_samples}"
             )
         for warning in t.data_warnings:  # class coverage, EXIF tags: before any training
-            self.say(f"segkit: warning: {warning}")
+            self.warn(f"segkit: warning: {warning}")
 
     def say_runtime_changes(self, before: dict[str, Any]) -> None:
         """On resume, one line where the device or the precision differs from what the
@@ -731,11 +733,16 @@ class Run:
         row = self._row(trained, valid, valid_s)
         self.history.append(row)
         improved = validated and self._update_stopper(epoch, valid)
-        self.checkpoint(trained, row, improved)
-        self.folder.append_metrics(row)
-        if self.log is not None:
-            self._log_epoch(row, validated)
-        self.say(self._epoch_line(trained, row, validated, improved))
+        # A Ctrl-C or SIGTERM from here waits for the epoch to be recorded whole: its
+        # checkpoint (written now on the CPU), its row and its line, then stops the run
+        # "after epoch N" with last.pt and metrics.csv agreeing.
+        with signals_held():
+            self.checkpoint(trained, row, improved)
+            self.folder.append_metrics(row)
+            if self.log is not None:
+                self._log_epoch(row, validated)
+            self.say(self._epoch_line(trained, row, validated, improved))
+            self.recorded = epoch  # before a held signal stops the run
 
     def validate(self) -> dict[str, Any]:
         """The validation metrics of the weights validation evaluates (the EMA's with
@@ -1064,7 +1071,7 @@ class Run:
         self.say(self.folder.summary_txt.read_text().strip())
         if result.data_warnings:  # what the test scores above do not show, in brief
             gist = "; ".join(_gist(w, self.parts.dataset.root) for w in result.data_warnings)
-            self.say(f"segkit: warning (data, said before training; summary.json): {gist}")
+            self.warn(f"segkit: warning (data, said before training; summary.json): {gist}")
         self.folder.release()
         distributed.shutdown(self.dist)
         return result
@@ -1344,10 +1351,13 @@ def _gist(warning: str, root: Any) -> str:
     return warning.removeprefix(f"{root}: ").split(": ", 1)[0]
 
 
-def _printer(quiet: bool) -> Callable[[str], None]:
+def _printer(quiet: bool, stream: Any = None) -> Callable[[str], None]:
+    """Print a line and flush, unless ``quiet``: on stdout, or on ``stream`` (stderr
+    for warnings, so a log redirected with ``2>`` keeps them apart from the results)."""
+
     def say(msg: str) -> None:
         if not quiet:
-            print(msg, flush=True)
+            print(msg, file=stream or sys.stdout, flush=True)
 
     return say
 
