@@ -130,6 +130,30 @@ def test_evaluate_json_is_the_scores_as_one_object(tmp_path: Path) -> None:
     assert out["classes"] == ["background", "cell"] and out["modes"] == {"resize": 2}
     assert out["metrics"] == {"miou": 0.5, "confusion": [[3, 1], [0, 2]], "images": 2}
     assert out["how"] == "mode auto" and out["checkpoint"] is None
+    assert out["overlap"] is None and out["overlap_note"] == ""  # no splits recorded
+    # A folder with some of the training images: the counts, and the line.
+    from segkit.inference.evaluate import Overlap
+
+    mixed = Evaluated(
+        "all",
+        {"dice": 0.5, "iou": 0.25, "images": 28.0},
+        Task(),
+        tmp_path,
+        "cpu, fp32",
+        "",
+        overlap=Overlap("all", 40, train=10, valid=2, left_out=True),
+    )
+    out = json.loads(json.dumps(mixed.to_dict()))
+    assert out["overlap"] == {
+        "split": "all",
+        "images": 40,
+        "train": 10,
+        "valid": 2,
+        "left_out": True,
+        "checked": True,
+        "scored": 28,
+    }
+    assert out["overlap_note"].startswith(f"{tmp_path}: 10 of 40 images were in this model's")
 
 
 def test_run_json_names_the_folder_the_run_wrote(tmp_path: Path) -> None:
