@@ -33,6 +33,7 @@ from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
+from segkit.metrics.definitions import detection_line, predicts_nothing, side_by_side
 from segkit.metrics.multiclass import confusion_table
 from segkit.registry import default_registry
 from segkit.task import Task
@@ -49,7 +50,9 @@ class Evaluated:
         split: The split scored.
         metrics: The task meter's result (:meth:`segkit.task.Task.meter`): ``dice`` and
             ``iou`` (K classes: ``miou``, ``mdice``, ``pixel_acc``, per class and the
-            confusion matrix), ``images``, and ``loss`` when read by the run's loader.
+            confusion matrix), ``images``, and ``loss`` when read by the run's loader;
+            binary: also ``empty_truth``, ``missed`` and ``false_alarms``, the
+            image-level counts of :func:`segkit.metrics.definitions.side_by_side`.
         task: Binary, or the model's K classes.
         data: The dataset's folder.
         where: Device and precision, as the result line shows them.
@@ -119,7 +122,13 @@ class Evaluated:
         loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
         tail = f"({int(m['images'])} images, {self.data}; {self.where}{self.how})"
         if not self.task.multiclass:
-            return [f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"]
+            line = f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"
+            if not m.get("empty_truth"):
+                return [line]
+            scores = {**m, "dice_per_image": m["dice"]}
+            nothing = predicts_nothing(scores, self.split)
+            warn = [f"segkit: warning: {nothing}"] if nothing else []
+            return [line, detection_line(scores, self.split), *warn]
 
         return [
             confusion_table(m, list(self.task.classes), self.ignored_as or None),
@@ -403,7 +412,17 @@ def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) 
     )
     loss = build_loss(config, dataset, runtime.num_workers or None)
     context = EvalContext(runtime, task=task, forward=forward, loss_fn=loss)
-    return loader_scores(trained.model, loader, context)
+    meter = task.meter(runtime.device, per_image=not task.multiclass)
+    return {**loader_scores(trained.model, loader, context, meter=meter), **_image_level(meter)}
+
+
+def _image_level(meter: Any) -> dict[str, int]:
+    """A binary pass's image-level counts (``empty_truth``, ``missed``, ``false_alarms``);
+    nothing for K classes (whose meter keeps no per-image counts here)."""
+    if not getattr(meter, "keep_per_image", False):
+        return {}
+    scores = side_by_side(meter.per_image_counts(), binary=True)
+    return {k: scores[k] for k in ("empty_truth", "missed", "false_alarms")}
 
 
 @torch.no_grad()
@@ -420,7 +439,7 @@ def evaluate_images(
         DataError: an image or mask cannot be read.
     """
     task = predictor.task
-    meter = task.meter(predictor.device)
+    meter = task.meter(predictor.device, per_image=not task.multiclass)
     samples = split_samples(dataset, split)
     reads = read_parallel(
         samples, lambda s: read_sample(s, dataset.mask_spec), predictor.num_workers
@@ -443,7 +462,7 @@ def evaluate_images(
         meter.update(logits, target)
     scores = meter.compute()
     scores.pop("loss", None)  # the meter's NaN: no loss was given
-    return scores
+    return {**scores, **_image_level(meter)}
 
 
 def as_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""Defect detection: most masks empty, the rest a small blob. What Dice an empty image
+scores, the image-level counts (found, missed, false alarms) that evaluate prints and a
+run's summary.json records, and the warning for a model that predicts nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import save_checkpoint
+from PIL import Image
+
+import segkit
+from segkit.training import checkpoint as ckpt_io
+
+FAST = {"num_workers": 0, "device": "cpu", "batch_size": 4}
+
+
+def write_defects(root: Path, count: int = 20, empty_every: int = 5) -> Path:
+    """A ``folder`` set of 32x32 noise images: one in ``empty_every`` holds a bright 4x4
+    blob, the others' masks are empty."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        image = rng.integers(80, 140, (32, 32, 3), dtype=np.uint8)
+        mask = np.zeros((32, 32), np.uint8)
+        if i % empty_every == 0:
+            y, x = rng.integers(4, 24, 2)
+            mask[y : y + 4, x : x + 4] = 255
+            image[mask > 0] = 230
+        Image.fromarray(image).save(root / "images" / f"d{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"d{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def defects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_defects(tmp_path_factory.mktemp("defects") / "defects")
+
+
+def blind_checkpoint(path: Path, bias: float) -> Path:
+    """A random checkpoint whose head's bias is ``bias``: -100 predicts no foreground
+    anywhere, +100 foreground everywhere."""
+    save_checkpoint(path)
+    state = ckpt_io.load(path, map_location="cpu")
+    state["model"]["head.bias"].fill_(bias)
+    ckpt_io.save_atomic(state, path)
+    return path
+
+
+@pytest.mark.parametrize("mode", [None, "resize"])
+def test_a_model_that_predicts_nothing_is_warned_at_evaluate(
+    defects: Path, tmp_path: Path, mode: str | None
+) -> None:
+    """16 of 20 masks are empty: predicting nothing scores 0.8 per-image Dice; evaluate
+    prints that every defect was missed, and warns. The loader's pass and the
+    predictor's count the same."""
+    ckpt = blind_checkpoint(tmp_path / "blind.pt", -100.0)
+    result = segkit.evaluate(ckpt, data=str(defects), split="all", mode=mode, **FAST)
+    m = result.metrics
+    assert (m["images"], m["empty_truth"], m["missed"], m["false_alarms"]) == (20, 16, 4, 0)
+    assert m["dice"] == pytest.approx(0.8)
+    lines = result.lines()
+    assert lines[1] == (
+        "all images: 4 with foreground, 0 found, 4 missed (detection rate 0%); "
+        "16 empty, 0 false alarms (false-alarm rate 0%)"
+    )
+    assert lines[2].startswith(
+        "segkit: warning: the model predicts no foreground on any of the 20 images "
+        "(4 hold some): its per-image dice 0.8000 is the share of empty masks (16 of 20)"
+    )
+
+
+def test_a_model_that_marks_everything_has_every_empty_image_a_false_alarm(
+    defects: Path, tmp_path: Path
+) -> None:
+    ckpt = blind_checkpoint(tmp_path / "eager.pt", 100.0)
+    result = segkit.evaluate(ckpt, data=str(defects), split="all", **FAST)
+    m = result.metrics
+    assert (m["empty_truth"], m["missed"], m["false_alarms"]) == (16, 0, 16)
+    assert result.lines()[1].endswith("16 empty, 16 false alarms (false-alarm rate 100%)")
+    assert len(result.lines()) == 2  # no warning: it predicts plenty
+
+
+def test_a_set_without_empty_masks_prints_the_one_line(tiny_pets: Path, tmp_path: Path) -> None:
+    """The pets hold foreground in every mask: evaluate's output is its one line, as
+    before; the counts are in the metrics."""
+    ckpt = blind_checkpoint(tmp_path / "blind.pt", -100.0)
+    result = segkit.evaluate(ckpt, data=str(tiny_pets), split="all", **FAST)
+    assert result.metrics["empty_truth"] == 0
+    assert result.metrics["missed"] == result.metrics["images"]
+    assert len(result.lines()) == 1
+
+
+@pytest.mark.slow
+def test_a_run_on_a_defect_set_says_what_it_found(
+    defects: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's test pass records the image-level counts in summary.json's test_metrics and
+    prints them after its summary line when the test split holds empty masks."""
+    from conftest import TINY_RUN
+
+    from segkit.cli import main
+
+    out = tmp_path / "runs"
+    args = ["run", *TINY_RUN, "--epochs", "1", "--data", str(defects), "--out", str(out)]
+    assert main([*args, "--name", "d"]) == 0
+    m = json.loads((out / "d" / "summary.json").read_text())["test_metrics"]
+    held = m["images"] - m["empty_truth"]
+    assert m["empty_truth"] > 0 and 0 <= m["missed"] <= held
+    assert 0 <= m["false_alarms"] <= m["empty_truth"]
+    printed = capsys.readouterr().out
+    assert (
+        f"segkit: test images: {held} with foreground, {held - m['missed']} found, "
+        f"{m['missed']} missed" in printed
+    )
