@@ -51,6 +51,60 @@ def blind_checkpoint(path: Path, bias: float) -> Path:
     return path
 
 
+def test_the_data_check_counts_the_empty_masks_and_advises_no_pos_weight(defects: Path) -> None:
+    """16 of 20 masks empty, the blobs 0.3% of the train pixels: the check says what
+    predicting nothing would score, and does not advise the ~300x pos_weight that balances
+    the pixels (segkit plan leaves it out; it turns every empty image into a false alarm).
+    The value stays in the report for the planner."""
+    from segkit.data.check import format_report
+
+    report = segkit.check_data(defects, dataset="folder", workers=1)
+    pos = report.suggestions["pos_weight"]
+    assert pos["option"] is None and pos["value"] > 100
+    text = format_report(report)
+    assert "suggested --loss-opt pos_weight" not in text
+    assert "pos_weight: not suggested: foreground 0.3% of the train pixels is rare" in text
+    assert (
+        "empty masks: 16 of 20 (80%): each scores Dice 1 when predicted empty, so a model "
+        "that predicts no foreground at all gets a per-image dice near 0.80" in text
+    )
+
+
+def test_few_empty_masks_and_a_common_foreground_keep_the_old_advice(tmp_path: Path) -> None:
+    """1 mask in 10 empty (under the 20% line) and foreground over 5%: no empty-share
+    line, and the pos_weight is suggested as before."""
+    from segkit.data.check import format_report
+
+    root = tmp_path / "common"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        mask = np.zeros((32, 32), np.uint8)
+        if i:
+            mask[:8, :16] = 255
+        image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "images" / f"c{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+    report = segkit.check_data(root, dataset="folder", workers=1)
+    text = format_report(report)
+    assert "empty masks: " not in text
+    pos = report.suggestions["pos_weight"]
+    assert pos["option"] and f"suggested {pos['option']}: train background/foreground" in text
+
+
+def test_the_plan_names_the_share_of_empty_train_masks(defects: Path) -> None:
+    from segkit import registry
+    from segkit.plan.fingerprint import fingerprint
+
+    report = segkit.check_data(defects, dataset="folder", workers=1)
+    train = report.splits["train"]
+    fp = fingerprint(report, registry.create("datasets", "folder", defects))
+    assert fp.empty_masks == pytest.approx(len(train.empty_masks) / train.count)
+    assert 0.5 < fp.empty_masks < 1
+    assert f"foreground 0.3%, {fp.empty_masks:.0%} of the train masks empty" in fp.describe()
+
+
 @pytest.mark.parametrize("mode", [None, "resize"])
 def test_a_model_that_predicts_nothing_is_warned_at_evaluate(
     defects: Path, tmp_path: Path, mode: str | None
