@@ -5,6 +5,7 @@ run's summary.json records, and the warning for a model that predicts nothing.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,52 @@ def test_a_run_on_a_defect_set_says_what_it_found(
         f"segkit: test images: {held} with foreground, {held - m['missed']} found, "
         f"{m['missed']} missed" in printed
     )
+
+
+def constant_checkpoint(path: Path, probability: float) -> Path:
+    """A checkpoint whose model gives every pixel ``probability`` (head weights 0)."""
+    blind_checkpoint(path, math.log(probability / (1 - probability)))
+    state = ckpt_io.load(path, map_location="cpu")
+    state["model"]["head.weight"].zero_()
+    ckpt_io.save_atomic(state, path)
+    return path
+
+
+@pytest.mark.parametrize("mode", [None, "resize"])
+def test_evaluate_scores_at_the_threshold_asked(defects: Path, tmp_path: Path, mode) -> None:
+    """Every pixel at probability 0.6: at the default 0.5 all of it is foreground (every
+    empty image a false alarm), at 0.7 none of it (every defect missed), through the
+    run's loader and through the predictor alike; the result line names the threshold."""
+    ckpt = constant_checkpoint(tmp_path / "p60.pt", 0.6)
+    low = segkit.evaluate(ckpt, data=str(defects), split="all", mode=mode, **FAST)
+    assert (low.metrics["missed"], low.metrics["false_alarms"]) == (0, 16)
+    assert "threshold" not in low.lines()[0]
+    high = segkit.evaluate(ckpt, data=str(defects), split="all", mode=mode, threshold=0.7, **FAST)
+    assert (high.metrics["missed"], high.metrics["false_alarms"]) == (4, 0)
+    assert high.metrics["dice"] == pytest.approx(0.8)
+    assert high.lines()[0].split("(")[1].endswith(", threshold 0.7)")
+    if mode is None:  # the loss is the run's own, whatever the threshold
+        assert high.metrics["loss"] == pytest.approx(low.metrics["loss"])
+
+
+def test_evaluate_refuses_a_bad_threshold_and_one_for_k_classes(
+    defects: Path, tmp_path: Path
+) -> None:
+    from segkit.errors import ConfigError
+    from segkit.task import Task
+
+    ckpt = save_checkpoint(tmp_path / "b.pt")
+    with pytest.raises(ConfigError, match=r"threshold=1\.5: expected a probability in \(0, 1\)"):
+        segkit.evaluate(ckpt, data=str(defects), threshold=1.5, **FAST)
+    three = Task(("background", "a", "b"), ((0, 0, 0), (255, 0, 0), (0, 0, 255)))
+    ckpt = save_checkpoint(tmp_path / "k.pt", task=three)
+    with pytest.raises(ConfigError, match="a threshold applies to a binary model only"):
+        segkit.evaluate(ckpt, threshold=0.3, **FAST)
+
+
+def test_the_threshold_flag_is_in_evaluate_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from segkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "--threshold THRESHOLD" in capsys.readouterr().out

@@ -198,7 +198,7 @@ def predicts_nothing(scores: dict[str, Any], split: str = "test") -> str:
         f"the model predicts no foreground on any of the {images} {which}images "
         f"({held} hold some): its per-image dice {dice:.4f} is the share of empty masks "
         f"({empty} of {images}), scored 1 each for predicting nothing. Train longer, or "
-        "lower the threshold to see whether it finds anything (segkit predict "
+        "score it at a lower threshold to see whether it finds anything (segkit evaluate "
         "--threshold 0.3); docs/metrics.md, Empty masks"
     )
 
