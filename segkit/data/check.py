@@ -835,7 +835,7 @@ def _suggestions(
     if train.pixels:
         fg = train.foreground_pixels
         bg = train.pixels - fg
-        if fg and bg and fg / train.pixels < _rare_foreground():
+        if fg and bg and fg / train.pixels < RARE_FOREGROUND:
             # The balancing weight is large here, and measured harmful (docs/plan.md): the
             # value stays in the report (segkit plan reads it), the option is not advised.
             value = round(bg / fg, 4)
@@ -865,13 +865,6 @@ def _suggestions(
                 "option": None,
             }
     return out
-
-
-def _rare_foreground() -> float:
-    """The planner's line under which a binary foreground is rare (its loss rule)."""
-    from segkit.plan.rules import RARE_FOREGROUND
-
-    return RARE_FOREGROUND
 
 
 def _class_weights(pixels: dict[str, int], spec: MaskSpec) -> dict[str, Any]:
@@ -993,6 +986,9 @@ def _names(names: Iterable[str], total: int) -> str:
     return ", ".join(names) + more
 
 
+#: Binary foreground under this share of the train pixels is "rare" (the vessels: 1.1%):
+#: no pos_weight is suggested for it, and segkit plan's loss rule names it.
+RARE_FOREGROUND = 0.05
 #: From this share of empty masks on, the check says what predicting nothing scores.
 EMPTY_SHARE_NOTE = 0.2
 
