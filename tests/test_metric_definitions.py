@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from segkit.metrics.binary import DiceMeter
-from segkit.metrics.definitions import binary_counts, side_by_side
+from segkit.metrics.definitions import (
+    binary_counts,
+    detection_line,
+    predicts_nothing,
+    side_by_side,
+)
 from segkit.metrics.multiclass import ConfusionMeter
 
 
@@ -158,3 +163,60 @@ def test_summary_json_has_the_definitions_side_by_side(tiny_pets, tmp_path):
     # agree here.
     assert m["empty_truth"] == 0
     assert m["dice_per_image_smp"] == pytest.approx(m["dice_per_image"], rel=1e-6)
+
+
+def test_image_level_counts_by_hand():
+    """Image 0 and 1 hold foreground and are found; image 2 is empty and predicted empty;
+    image 3 is empty with a false alarm. A fifth image with foreground and nothing
+    predicted is missed."""
+    logits, truth = _binary_batch()
+    s = side_by_side(binary_counts(logits, truth), binary=True)
+    assert (s["missed"], s["false_alarms"]) == (0, 1)
+    miss_logits = torch.cat([logits, -torch.ones(1, 1, 1, 8)])
+    miss_truth = torch.cat([truth, _masks("00011000")])
+    s = side_by_side(binary_counts(miss_logits, miss_truth), binary=True)
+    assert (s["images"], s["empty_truth"], s["missed"], s["false_alarms"]) == (5, 2, 1, 1)
+    assert detection_line(s) == (
+        "test images: 3 with foreground, 2 found, 1 missed (detection rate 67%); "
+        "2 empty, 1 false alarm (false-alarm rate 50%)"
+    )
+    assert predicts_nothing(s) == ""  # it found two
+
+
+def test_a_model_that_predicts_nothing_scores_the_share_of_empty_masks_and_is_warned():
+    """On a defect set (6 of 10 masks empty), predicting no foreground anywhere scores a
+    per-image Dice of 0.6 (each empty image 1, each defect 0): the warning says so."""
+    truth = _masks(*["00000000"] * 6, "11000000", "00110000", "00001100", "00000011")
+    logits = -torch.ones_like(truth)
+    s = side_by_side(binary_counts(logits, truth), binary=True)
+    assert s["dice_per_image"] == pytest.approx(0.6)
+    assert s["dice_dataset"] == 0.0 and s["dice_per_image_monai"] == 0.0
+    assert (s["missed"], s["false_alarms"]) == (4, 0)
+    warning = predicts_nothing(s, "valid")
+    assert warning.startswith(
+        "the model predicts no foreground on any of the 10 valid images (4 hold some): "
+        "its per-image dice 0.6000 is the share of empty masks (6 of 10)"
+    )
+    assert "--threshold" in warning and "docs/metrics.md" in warning
+    # A set with no foreground at all, or a model that finds something, is not warned.
+    assert predicts_nothing(side_by_side(binary_counts(logits[:6], truth[:6]), binary=True)) == ""
+    logits[6] = 1
+    assert predicts_nothing(side_by_side(binary_counts(logits, truth), binary=True)) == ""
+
+
+def test_detection_line_without_counts_is_empty():
+    """An older summary.json's test_metrics (no missed, false_alarms) gives no line."""
+    assert detection_line({"images": 4, "empty_truth": 2, "empty_both": 1}) == ""
+    assert detection_line(side_by_side(torch.zeros(0, 1, 3), binary=True)) == ""
+
+
+def test_multiclass_image_level_counts_are_per_image_and_class():
+    """K classes: missed and false_alarms count (image, class) pairs, as empty_truth does."""
+    # Image 0: class 1 in truth, predicted nowhere (missed); class 2 absent, predicted
+    # (false alarm). Image 1: class 1 in truth and found.
+    counts = torch.tensor(
+        [[[4, 0, 0], [0, 0, 3], [0, 3, 0]], [[5, 0, 0], [3, 0, 0], [0, 0, 0]]],
+        dtype=torch.float64,
+    )
+    s = side_by_side(counts, binary=False)
+    assert (s["empty_truth"], s["empty_both"], s["missed"], s["false_alarms"]) == (2, 1, 1, 1)

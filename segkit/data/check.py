@@ -889,7 +889,20 @@ def _suggestions(
     if train.pixels:
         fg = train.foreground_pixels
         bg = train.pixels - fg
-        if fg and bg:
+        if fg and bg and fg / train.pixels < RARE_FOREGROUND:
+            # The balancing weight is large here, and measured harmful (docs/plan.md): the
+            # value stays in the report (segkit plan reads it), the option is not advised.
+            value = round(bg / fg, 4)
+            out["pos_weight"] = {
+                "value": value,
+                "why": f"foreground {fg / train.pixels:.1%} of the train pixels is rare, and "
+                f"balancing it ({bg}/{fg} background/foreground pixels) weighs BCE's "
+                f"foreground terms {value:.0f}x: the model then marks foreground on images "
+                "that hold none. bce_dice's Dice term balances a rare foreground; segkit "
+                "plan leaves pos_weight out (docs/plan.md)",
+                "option": None,
+            }
+        elif fg and bg:
             value = round(bg / fg, 4)
             out["pos_weight"] = {
                 "value": value,
@@ -1027,6 +1040,28 @@ def _names(names: Iterable[str], total: int) -> str:
     return ", ".join(names) + more
 
 
+#: Binary foreground under this share of the train pixels is "rare" (the vessels: 1.1%):
+#: no pos_weight is suggested for it, and segkit plan's loss rule names it.
+RARE_FOREGROUND = 0.05
+#: From this share of empty masks on, the check says what predicting nothing scores.
+EMPTY_SHARE_NOTE = 0.2
+
+
+def _empty_share(report: Report) -> list[str]:
+    """Where many masks are empty (a defect set): how many, and the per-image Dice a
+    model that predicts nothing gets for them."""
+    images = sum(st.count for st in report.splits.values())
+    empty = sum(len(st.empty_masks) for st in report.splits.values())
+    if not images or empty / images < EMPTY_SHARE_NOTE:
+        return []
+    return [
+        f"empty masks: {empty} of {images} ({empty / images:.0%}): each scores Dice 1 when "
+        "predicted empty, so a model that predicts no foreground at all gets a per-image "
+        f"dice near {empty / images:.2f}; judge it by the images found, missed and false "
+        "alarms that segkit run and segkit evaluate print (docs/metrics.md, Empty masks)"
+    ]
+
+
 def format_report(report: Report) -> str:
     """The report as text: one block of statistics, then one line per problem, the
     suggestions and a verdict."""
@@ -1041,6 +1076,7 @@ def format_report(report: Report) -> str:
                 f"empty masks ({split}, no foreground): "
                 f"{_names(st.empty_masks, len(st.empty_masks))}"
             )
+    lines += _empty_share(report)
     dup_across = sum(1 for d in report.duplicates if len(d["splits"]) > 1)
     if report.duplicates:
         lines.append(
@@ -1121,6 +1157,8 @@ def _suggestion_lines(report: Report) -> list[str]:
             continue
         if s["value"] is None:
             lines.append(f"suggested {key}: none ({s['why']})")
+        elif s["option"] is None:
+            lines.append(f"{key}: not suggested: {s['why']}")
         else:
             lines.append(f"suggested {s['option']}: {s['why']}")
     return lines

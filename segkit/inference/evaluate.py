@@ -15,6 +15,7 @@ predictor at its own size (:func:`evaluate_images`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from segkit.inference.native import EvalPlan, forward_for
 from segkit.inference.options import EvaluateOptions
 from segkit.inference.predictor import Predictor, mode_line, read_parallel
 from segkit.inference.trained import Trained, open_trained
+from segkit.metrics.definitions import detection_line, predicts_nothing, side_by_side
 from segkit.metrics.multiclass import confusion_table
 from segkit.registry import default_registry
 from segkit.task import Task
@@ -129,7 +131,9 @@ class Evaluated:
         split: The split scored.
         metrics: The task meter's result (:meth:`segkit.task.Task.meter`): ``dice`` and
             ``iou`` (K classes: ``miou``, ``mdice``, ``pixel_acc``, per class and the
-            confusion matrix), ``images``, and ``loss`` when read by the run's loader.
+            confusion matrix), ``images``, and ``loss`` when read by the run's loader;
+            binary: also ``empty_truth``, ``missed`` and ``false_alarms``, the
+            image-level counts of :func:`segkit.metrics.definitions.side_by_side`.
         task: Binary, or the model's K classes.
         data: The dataset's folder.
         where: Device and precision, as the result line shows them.
@@ -237,7 +241,13 @@ class Evaluated:
         loss = f"  loss {m['loss']:.4f}" if "loss" in m else ""
         tail = f"({int(m['images'])} images, {self.data}; {self.where}{self.how})"
         if not self.task.multiclass:
-            return [f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"]
+            line = f"{self.split} dice {m['dice']:.4f}  iou {m['iou']:.4f}{loss}  {tail}"
+            if not m.get("empty_truth"):
+                return [line]
+            scores = {**m, "dice_per_image": m["dice"]}
+            nothing = predicts_nothing(scores, self.split)
+            warn = [f"segkit: warning: {nothing}"] if nothing else []
+            return [line, detection_line(scores, self.split), *warn]
 
         return [
             confusion_table(m, list(self.task.classes), self.ignored_as or None),
@@ -288,6 +298,7 @@ def evaluate(checkpoint: str | Path, split: str = "auto", **options: Any) -> Eva
 def run_evaluate(options: EvaluateOptions) -> Evaluated:
     """:func:`evaluate` with its options made (what ``segkit evaluate`` calls)."""
     trained = open_trained(options.checkpoint, **options.overrides())
+    trained.check_threshold(options.threshold, EvaluateOptions.threshold)
     config = trained.config
     assert config is not None  # opened from a checkpoint
     dataset = build_dataset(config)
@@ -314,12 +325,16 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     try:
         if options.through_predictor:
             predictor = Predictor.of(trained, options.predictor(config.batch_size))
-            metrics = evaluate_images(predictor, scored, read, modes=modes)
+            metrics = evaluate_images(
+                predictor, scored, read, modes=modes, threshold=options.threshold
+            )
             mode = mode_line(predictor.mode, modes)
             how = f", mode {mode}, tta {predictor.tta}, scored at each image's size"
         else:
-            metrics = _loader_metrics(trained, scored, plan, read)
+            metrics = _loader_metrics(trained, scored, plan, read, options.threshold)
             how = f", eval size {plan.eval_size}: {plan.describe()}" if plan.native else ""
+        if options.threshold != EvaluateOptions.threshold:
+            how += f", threshold {options.threshold:g}"
     except DataError as e:
         # Data labelled with other classes: the mask reader's MaskValuesError (values
         # outside the classes, or an RGB mask's colours outside the palette). The words
@@ -593,9 +608,11 @@ def _generate_options(dataset: str) -> tuple[str, ...]:
     return tuple(made) if isinstance(made, tuple | list) else ()
 
 
-def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) -> dict[str, Any]:
+def _loader_metrics(
+    trained: Trained, dataset: Any, plan: EvalPlan, split: str, threshold: float = 0.5
+) -> dict[str, Any]:
     """The split read by the run's loader and scored as the run scored it (the loss
-    included)."""
+    included; a binary model's Dice and IoU at ``threshold``)."""
     config, runtime, task = trained.config, trained.runtime, trained.task
     assert config is not None
     loader = build_eval_loader(config, runtime, dataset, plan, split)
@@ -609,24 +626,55 @@ def _loader_metrics(trained: Trained, dataset: Any, plan: EvalPlan, split: str) 
     )
     loss = build_loss(config, dataset, runtime.num_workers or None)
     context = EvalContext(runtime, task=task, forward=forward, loss_fn=loss)
-    return loader_scores(trained.model, loader, context)
+    meter = task.meter(runtime.device, per_image=not task.multiclass)
+    scored = _Thresholded(meter, threshold) if threshold != 0.5 else meter
+    return {**loader_scores(trained.model, loader, context, meter=scored), **_image_level(meter)}
+
+
+class _Thresholded:
+    """A binary meter that scores ``logit > logit(threshold)`` (probability over
+    ``threshold``) instead of ``logit > 0``; the loss it is given is the run's own."""
+
+    def __init__(self, meter: Any, threshold: float) -> None:
+        self.meter = meter
+        self.shift = math.log(threshold / (1 - threshold))
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: Any = None) -> None:
+        self.meter.update(logits - self.shift, target, loss)
+
+    def compute(self) -> dict[str, Any]:
+        return self.meter.compute()
+
+
+def _image_level(meter: Any) -> dict[str, int]:
+    """A binary pass's image-level counts (``empty_truth``, ``missed``, ``false_alarms``);
+    nothing for K classes (whose meter keeps no per-image counts here)."""
+    if not getattr(meter, "keep_per_image", False):
+        return {}
+    scores = side_by_side(meter.per_image_counts(), binary=True)
+    return {k: scores[k] for k in ("empty_truth", "missed", "false_alarms")}
 
 
 @torch.no_grad()
 def evaluate_images(
-    predictor: Predictor, dataset: Any, split: str, *, modes: Counter[str] | None = None
+    predictor: Predictor,
+    dataset: Any,
+    split: str,
+    *,
+    modes: Counter[str] | None = None,
+    threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Score ``predictor`` on ``split`` with every image at its own size (mode, tiles and
     flips as the predictor is set), the way ``segkit predict`` sees it. Returns the task
     meter's result (:meth:`segkit.task.Task.meter`): Dice, IoU (mDice, mIoU and per class
     for K classes) and ``images``; no loss. ``modes``, if given, counts the images each
-    mode served.
+    mode served; a binary model's pixels are foreground over ``threshold``.
 
     Raises:
         DataError: an image or mask cannot be read.
     """
     task = predictor.task
-    meter = task.meter(predictor.device)
+    meter = task.meter(predictor.device, per_image=not task.multiclass)
     samples = split_samples(dataset, split)
     reads = read_parallel(
         samples, lambda s: read_sample(s, dataset.mask_spec), predictor.num_workers
@@ -644,12 +692,14 @@ def evaluate_images(
             modes[predictor.mode_for(*image.shape[:2])] += 1  # what predict_many just did
         p = torch.from_numpy(probs).to(predictor.device)
         logits = as_logits(p[None] if task.multiclass else p[None, None], task.multiclass)
+        if threshold != 0.5:
+            logits = logits - math.log(threshold / (1 - threshold))
         m = torch.from_numpy(mask).to(predictor.device)
         target = task.target(m[None] if task.multiclass else m[None, None].float())
         meter.update(logits, target)
     scores = meter.compute()
     scores.pop("loss", None)  # the meter's NaN: no loss was given
-    return scores
+    return {**scores, **_image_level(meter)}
 
 
 def as_logits(probs: torch.Tensor, multiclass: bool) -> torch.Tensor:

@@ -356,6 +356,9 @@ class EvaluateOptions:
         mode: The predictor's mode (None: the loader's batches; ``resize`` when only
             ``tta`` is given).
         tta, tile, overlap, blend: The predictor's (:class:`PredictorOptions`).
+        threshold: A binary model's probability threshold for the scores (default 0.5,
+            as a run scores); evaluating the valid split at a few values picks one for
+            ``segkit predict --threshold``.
 
     Raises:
         ConfigError: a bad value, named as it was given (``mode='tiles'`` in Python, by
@@ -395,15 +398,23 @@ class EvaluateOptions:
     tile: int | None = _tile()
     overlap: float = _overlap()
     blend: BlendName = _blend()
+    threshold: float = option(
+        0.5,
+        "a binary model's probability threshold for the scores (default: 0.5, as the run "
+        "scored); score the valid split at a few to choose one for segkit predict "
+        "--threshold",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raises:
-        ConfigError: a bad split, or a bad predictor option when the predictor is used
-            (the run settings are checked against the checkpoint's config)."""
+        ConfigError: a bad split or threshold, or a bad predictor option when the
+            predictor is used (the run settings are checked against the checkpoint's
+            config)."""
         check_choice("split", self.split, get_args(SplitName))
+        check_probability("threshold", self.threshold)
         if self.through_predictor:
             self.predictor(batch_size=PredictorOptions.batch_size)
 

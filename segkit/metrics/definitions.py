@@ -43,6 +43,14 @@ smp (``*_per_image_smp``): ``smp.metrics.f1_score`` / ``iou_score`` with
 So on a set where some images have empty truths, per image and smp's per-image scores
 differ by exactly the share of empty-and-correctly-empty images; MONAI's ignores those
 images and their false alarms.
+
+Image level (``missed``, ``false_alarms``; :func:`detection_line`):
+    Whether anything was found, whatever its pixels: an (image, class) whose truth holds
+    the class but whose prediction holds none of it is ``missed``; one whose truth is
+    empty but whose prediction is not is a ``false_alarm``. For a binary defect set these
+    are the image-level misses and false alarms (a prediction anywhere on a defective
+    image counts as found). A model that predicts nothing scores, per image, exactly the
+    share of empty truths (:func:`predicts_nothing`).
 """
 
 from __future__ import annotations
@@ -52,7 +60,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["binary_counts", "side_by_side", "scores_from_meter"]
+from segkit.errors import plural
+
+__all__ = [
+    "binary_counts",
+    "detection_line",
+    "predicts_nothing",
+    "side_by_side",
+    "scores_from_meter",
+]
 
 
 def binary_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -84,7 +100,9 @@ def side_by_side(counts: torch.Tensor, *, binary: bool) -> dict[str, Any]:
         ``dice_per_image_monai``, ``iou_per_image_monai``, ``dice_per_image_smp``,
         ``iou_per_image_smp`` (floats, NaN where nothing is scored), and ``images``,
         ``empty_truth`` (image-class pairs with an empty truth), ``empty_both``
-        (image-class pairs with truth and prediction empty).
+        (image-class pairs with truth and prediction empty), ``missed`` (pairs whose
+        truth holds the class and whose prediction does not), ``false_alarms`` (pairs
+        whose truth is empty and whose prediction is not).
 
     Raises:
         ValueError: ``counts`` is not ``(N, C, 3)``, or ``binary`` with ``C != 1``.
@@ -134,7 +152,55 @@ def side_by_side(counts: torch.Tensor, *, binary: bool) -> dict[str, Any]:
     out["images"] = int(counts.shape[0])
     out["empty_truth"] = int((~has_truth).sum())
     out["empty_both"] = int((union == 0).sum())
+    predicted = (tp + fp) > 0
+    out["missed"] = int((has_truth & ~predicted).sum())
+    out["false_alarms"] = int((~has_truth & predicted).sum())
     return out
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "-"
+
+
+def detection_line(scores: dict[str, Any], split: str = "test") -> str:
+    """A binary task's image-level result from :func:`side_by_side`'s counts, in words:
+    ``test images: 6 with foreground, 5 found, 1 missed (detection rate 83%); 6 empty,
+    2 false alarms (false-alarm rate 33%)``. "" where the counts are not there (an older
+    summary) or there are no images."""
+    try:
+        images, empty, missed, alarms = (
+            int(scores[k]) for k in ("images", "empty_truth", "missed", "false_alarms")
+        )
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not images:
+        return ""
+    held = images - empty
+    return (
+        f"{split} images: {held} with foreground, {held - missed} found, {missed} missed "
+        f"(detection rate {_rate(held - missed, held)}); {empty} empty, "
+        f"{plural(alarms, 'false alarm')} (false-alarm rate {_rate(alarms, empty)})"
+    )
+
+
+def predicts_nothing(scores: dict[str, Any], split: str = "test") -> str:
+    """A warning where a binary model predicted no foreground on any image of a split
+    that holds some (every image with foreground missed, no false alarm), saying what
+    its per-image Dice then is: the share of empty truths, earned by predicting nothing.
+    "" otherwise."""
+    images, empty = int(scores.get("images", 0)), int(scores.get("empty_truth", 0))
+    held = images - empty
+    if not held or scores.get("missed") != held or scores.get("false_alarms"):
+        return ""
+    dice = scores.get("dice_per_image", math.nan)
+    which = "" if split == "all" else f"{split} "
+    return (
+        f"the model predicts no foreground on any of the {images} {which}images "
+        f"({held} hold some): its per-image dice {dice:.4f} is the share of empty masks "
+        f"({empty} of {images}), scored 1 each for predicting nothing. Train longer, or "
+        "score it at a lower threshold to see whether it finds anything (segkit evaluate "
+        "--threshold 0.3); docs/metrics.md, Empty masks"
+    )
 
 
 def scores_from_meter(meter: Any, task: Any = None) -> dict[str, Any]:

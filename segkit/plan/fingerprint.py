@@ -45,10 +45,13 @@ class Fingerprint:
             (:func:`structure_width`), None when no train mask holds foreground.
         width_masks: The train masks the width was measured on.
         suggested_size: ``segkit data check``'s suggested image size.
-        pos_weight: Its suggested BCE ``pos_weight`` (binary; None without foreground).
+        pos_weight: Its BCE ``pos_weight`` balancing the pixels (binary; None without
+            foreground), whether or not the check advises it.
         class_weights: Its median-frequency class weights (K classes).
         ignored: K classes: the share of the train pixels marked 'ignore' (neither
             trained nor scored).
+        empty_masks: The share of the train masks with no foreground (a defect set's
+            images without defects).
     """
 
     dataset: str
@@ -66,6 +69,7 @@ class Fingerprint:
     pos_weight: float | None = None
     class_weights: list[float] | None = None
     ignored: float = 0.0
+    empty_masks: float = 0.0
 
     @property
     def multiclass(self) -> bool:
@@ -77,6 +81,8 @@ class Fingerprint:
         w, h = self.size_median
         target = f"{len(self.classes)} classes" if self.classes else "binary"
         fg = f", foreground {self.foreground:.1%}" if self.foreground is not None else ""
+        if self.empty_masks:
+            fg += f", {self.empty_masks:.0%} of the train masks empty"
         width = (
             f", structures {self.structure_width:.1f} px wide"
             if self.structure_width is not None
@@ -131,6 +137,7 @@ def fingerprint(report: Report, dataset: Dataset) -> Fingerprint:
         pos_weight=pos,
         class_weights=weights,
         ignored=ignored,
+        empty_masks=len(train.empty_masks) / train.count if train.count else 0.0,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segkit.config import parse_duration
+from segkit.data.check import RARE_FOREGROUND as _CHECK_RARE
 from segkit.plan.fingerprint import Fingerprint
 
 # ----------------------------------------------------------------------------- constants
@@ -63,8 +64,9 @@ CPU_BATCH = 8
 #: Where the GPU search starts (it doubles while a step fits).
 GPU_BATCH = 2
 
-#: Foreground under this share of the train pixels is "rare" (the vessels: 1.1%).
-RARE_FOREGROUND = 0.05
+#: Foreground under this share of the train pixels is "rare" (the vessels: 1.1%): the data
+#: check's line, which suggests no pos_weight under it.
+RARE_FOREGROUND = _CHECK_RARE
 
 #: Validation may take this share of the training time (validate every K epochs to stay
 #: under it; the last epoch is always validated). A default awaiting a measurement.

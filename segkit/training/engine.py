@@ -49,7 +49,7 @@ from segkit.errors import (
     described,
     plural,
 )
-from segkit.metrics.definitions import scores_from_meter
+from segkit.metrics.definitions import detection_line, predicts_nothing, scores_from_meter
 from segkit.registry import default_registry
 from segkit.reports import figures as report
 from segkit.reports import tb_log
@@ -1069,12 +1069,23 @@ class Run:
             self.folder.last.unlink(missing_ok=True)
         self.say(time_line(result.time))
         self.say(self.folder.summary_txt.read_text().strip())
+        self._say_detection(result.test.get("definitions", {}))
         if result.data_warnings:  # what the test scores above do not show, in brief
             gist = "; ".join(_gist(w, self.parts.dataset.root) for w in result.data_warnings)
             self.warn(f"segkit: warning (data, said before training; summary.json): {gist}")
         self.folder.release()
         distributed.shutdown(self.dist)
         return result
+
+    def _say_detection(self, scores: dict[str, Any]) -> None:
+        """A binary run on a test split with empty masks: its image-level result (found,
+        missed, false alarms), and a warning where it predicted nothing at all."""
+        if self.parts.task.multiclass or not scores.get("empty_truth"):
+            return
+        self.say(f"segkit: {detection_line(scores)}")
+        nothing = predicts_nothing(scores)
+        if nothing:
+            self.say(f"segkit: warning: {nothing}")
 
     def test_and_report(self, best: tuple[float, int], in_sync: bool) -> RunResult:
         """Test the best weights, draw the curves and predictions, write the summary."""
