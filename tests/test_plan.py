@@ -663,3 +663,18 @@ def test_the_recipe_follows_the_epochs_that_fit_not_the_first_estimate(monkeypat
     p.fit_batch_and_schedule()
     assert p.settings["recipe"] == "type1" and fake.sizes == [64]
     assert p.recipe_why.startswith(f"{p.schedule.epochs} epochs (under 50)")
+
+
+def test_the_folder_is_given_as_dir_or_as_data_like_segkit_run_takes_it(tmp_path):
+    """`segkit plan DIR` and `segkit plan --data DIR` plan the same folder (argparse took
+    --data for an ambiguous --dataset/--dataset-opt); two different folders are refused."""
+    from segkit.cli import build_parser
+    from segkit.plan.cli import _base
+
+    parser = build_parser()
+    as_dir = _base(parser.parse_args(["plan", str(tmp_path)]))
+    as_flag = _base(parser.parse_args(["plan", "--data", str(tmp_path)]))
+    assert as_dir.data == as_flag.data == str(tmp_path)
+    both = parser.parse_args(["plan", str(tmp_path), "--data", str(tmp_path / "other")])
+    with pytest.raises(ConfigError, match=r"two folders; give one"):
+        _base(both)

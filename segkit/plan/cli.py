@@ -24,12 +24,14 @@ def add_plan_command(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "data",
+        "folder",
         nargs="?",
         metavar="DIR",
         default=None,
-        help="dataset folder (default: the generated synthetic set `segkit run` uses)",
+        help="dataset folder, or --data DIR as segkit run takes it (default: the generated "
+        "synthetic set `segkit run` uses)",
     )
+    p.add_argument("--data", metavar="DIR", default=None, help="dataset folder, as DIR")
     _add_data_options(p)
     _add_fixed_settings(p)
     _add_time_options(p)
@@ -121,9 +123,12 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 def _base(args: argparse.Namespace) -> Any:
     """The run settings given on the command line, as a :class:`RunConfig`."""
     from segkit.config import RunConfig, parse_options
+    from segkit.errors import ConfigError
 
+    if args.folder and args.data and args.folder != args.data:
+        raise ConfigError(f"segkit plan {args.folder} --data {args.data}: two folders; give one")
     given: dict[str, Any] = {
-        "data": args.data,
+        "data": args.folder or args.data,
         "dataset": args.dataset,
         "dataset_options": parse_options(args.dataset_opt, "--dataset-opt"),
     }
