@@ -25,7 +25,6 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -38,7 +37,15 @@ from typing import Any
 import torch
 
 from segkit import build
-from segkit.config import PYTHON, RunConfig, checked_keywords, given, named, unknown_keywords
+from segkit.config import (
+    PYTHON,
+    RunConfig,
+    checked_keywords,
+    given,
+    named,
+    unknown_keywords,
+    with_settings,
+)
 from segkit.errors import (
     CheckpointError,
     ConfigError,
@@ -102,33 +109,12 @@ def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: A
         UnknownSettingError: a keyword ``train`` does not take (no RunConfig field has
             it), with its close match.
     """
-    config = _configured(config, settings)
+    config = with_settings("segkit.train", config, settings)
     exit_if_reimporting_main()
     try:
         return _run(config, None, None, quiet)
     except MainGuardError as e:  # the script's own lines and this one are all it needs
         raise e.with_traceback(None) from None
-
-
-#: RunConfig fields derived from another on construction, reset where that one changes.
-_DERIVED = {"data": "data_as_typed", "recipe": "recipe_definition"}
-
-
-def _configured(config: RunConfig | None, settings: dict[str, Any]) -> RunConfig:
-    """``config`` with ``settings`` (RunConfig fields, checked by :func:`train`'s
-    decorator) in place of its values; validated as a new RunConfig is."""
-    if config is None:
-        return RunConfig(**settings)
-    if not isinstance(config, RunConfig):
-        raise ConfigError(
-            f"segkit.train(config={type(config).__name__}): expected a segkit.RunConfig; "
-            "pass the settings as keywords, segkit.train(epochs=2, ...), or "
-            "segkit.RunConfig.from_file(path) for a configuration file"
-        )
-    if not settings:
-        return config
-    reset = {d: None for k, d in _DERIVED.items() if k in settings and d not in settings}
-    return dataclasses.replace(config, **reset, **settings)
 
 
 #: The settings ``--resume`` may change besides ``--epochs`` and ``--max-time``: where the
