@@ -344,12 +344,13 @@ def __getattr__(name: str) -> Any:
         from segkit.inference.predictor import Predictor
 
         return Predictor
-    if name == "train":
-        from segkit.training.engine import train
-
-        return train
-    if name == "resume":
-        from segkit.training.engine import resume
-
-        return resume
+    if name in ("train", "resume"):
+        try:  # torch: seconds; a notebook's interrupt here is one line, not an import's traceback
+            from segkit.training import engine
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"interrupted while loading segkit.{name} (torch and the training code): "
+                "nothing was trained or written; run the same call again"
+            ) from None
+        return getattr(engine, name)
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from helpers import rows, tiny
 
 from segkit.cli import main
@@ -632,3 +633,82 @@ def test_resume_of_a_missing_folder_names_out_as_it_was_given(tmp_path: Path) ->
         resume(tmp_path / "nope")
     with given_as(COMMAND_LINE), pytest.raises(CheckpointError, match=r"\(in its --out, runs/"):
         resume(tmp_path / "nope")
+
+
+# ------------------------------------------------------- 7. Ctrl-C before the first epoch
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_building_says_nothing_was_trained_and_leaves_no_folder(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Listing the data and building the model come before the folder: a Ctrl-C there
+    (a notebook's interrupt, the command's) is one line, not a traceback, and no trace."""
+    monkeypatch.setattr(engine.build, "build_training", _interrupt)
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path, name="early"), quiet=True)
+    assert str(e.value) == (
+        "interrupted while setting up, before any epoch was trained: nothing was trained "
+        "and no run folder was made; start it again with the same segkit.train call"
+    )
+    assert e.value.run_dir is None and list(tmp_path.iterdir()) == []
+    args = ["run", "--data", str(tiny_pets), "--out", str(tmp_path), "--name", "early"]
+    assert main(args) == 130
+    assert capsys.readouterr().err == (
+        "segkit: interrupted while setting up, before any epoch was trained: nothing was "
+        "trained and no run folder was made; start it again with the same segkit run "
+        "command\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_after_the_folder_is_made_names_the_restart_that_takes_it(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(engine.build, "build_step", _interrupt)  # after config.json
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path / "runs", name="early"), quiet=True)
+    run = tmp_path / "runs" / "early"
+    assert str(e.value) == (
+        f"interrupted while setting up, before any epoch was trained: nothing was trained, "
+        f"and {run} holds only its config.json. Start it again with: "
+        f"segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r})) (or: "
+        f"segkit run --config {run / 'config.json'}) (it takes that folder again)"
+    )
+    assert e.value.run_dir == run and sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert not (run / "stopped.json").exists()  # it records nothing: compare lists nothing
+    monkeypatch.chdir(tmp_path)  # the same command again takes the folder, not early-2
+    args = ["run", "--data", str(tiny_pets), "--out", "runs", "--name", "early", *TINY_RUN]
+    assert main(args) == 130
+    assert capsys.readouterr().err == (
+        "segkit: interrupted while setting up, before any epoch was trained: nothing was "
+        "trained, and runs/early holds only its config.json. Start it again with: segkit run "
+        "--config runs/early/config.json (it takes that folder again)\n"
+    )
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["early"]
+
+
+def test_ctrl_c_while_reading_last_pt_says_the_run_is_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "last.pt").write_bytes(b"weights")
+    monkeypatch.setattr(engine.ckpt_io, "load", _interrupt)
+    with pytest.raises(RunInterrupted) as e:
+        resume(run)
+    assert str(e.value) == (
+        f"interrupted while setting up, before any epoch was trained: nothing was trained, "
+        f"and {run / 'last.pt'} is as it was. Resume with: segkit.resume({str(run)!r}) (or: "
+        f"segkit run --resume {run})"
+    )
+    assert e.value.run_dir == run
+    from segkit.training import run_folder
+
+    assert str(run.resolve()) not in run_folder._LOCKS  # let go: the next resume may take it
+    assert main(["run", "--resume", str(run)]) == 130
+    assert capsys.readouterr().err.endswith(f"Resume with: segkit run --resume {run}\n")

@@ -73,8 +73,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_or_resume(args: argparse.Namespace) -> int:
-    from segkit.config import RunConfig, flag, read_config_file
-    from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
+    from segkit.errors import interrupted_setting_up
+
+    try:  # torch and the engine: seconds on a busy machine, before any folder is made
+        from segkit.config import RunConfig, flag, read_config_file
+        from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
+    except KeyboardInterrupt:
+        raise interrupted_setting_up(args.resume) from None
 
     if args.resume:
         settings = settings_from_args(args)

@@ -54,6 +54,7 @@ from segkit.errors import (
     RunInterrupted,
     UnknownSettingError,
     described,
+    interrupted_setting_up,
     plural,
 )
 from segkit.metrics.definitions import scores_from_meter
@@ -204,6 +205,9 @@ def resume(
     except MainGuardError as e:
         folder.release()
         raise e.with_traceback(None) from None
+    except KeyboardInterrupt:  # reading last.pt, checking the machine and data: set-up
+        folder.release()
+        raise _setup_interrupted(None, folder, resumed=True) from None
     except BaseException:
         folder.release()  # the run is over (a finished one let go already)
         raise
@@ -433,10 +437,14 @@ def _run(
     """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
     and logs each), test the best weights and report. ``threads``: the CPU threads a
     resumed ``--threads auto`` run started with (None: resolve ``config.threads``)."""
-    run = Run(config, quiet, threads)
+    try:
+        run = Run(config, quiet, threads)
+    except KeyboardInterrupt:  # resolving the runtime, joining a torchrun job
+        raise _setup_interrupted(config, folder, resumed=state is not None) from None
     with run.end_recorded():
         with run.no_empty_folder_left():
-            run.setup(state, folder)
+            with run.setup_explained(folder if state is not None else None):
+                run.setup(state, folder)
             run.clock.mark("setup")
             with run.failures_explained():
                 _train_epochs(run)
@@ -510,6 +518,7 @@ class Run:
         self.splits: dict[str, Any] | None = None  # each split's size and ids' digest
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
+        self.setting_up = True  # before the first epoch: building, restoring, the folder
 
     # ------------------------------------------------------------------------ setup
 
@@ -626,6 +635,7 @@ class Run:
                 f"{named('epochs')} to train on)"
             )
         self.epoch = self.start
+        self.setting_up = False
 
     def _header(self) -> str:
         config, t, d = self.config, self.parts, self.dist
@@ -974,10 +984,13 @@ class Run:
             )
 
     def stopped_when(self) -> str:
-        """When the run stopped, for ``stopped.json``: ``during epoch N``, ``after epoch
-        N``, or ``testing best.pt and writing the reports``."""
+        """When the run stopped, for ``stopped.json``: ``setting up, before any epoch was
+        trained`` (a resume's), ``during epoch N``, ``after epoch N``, or ``testing
+        best.pt and writing the reports``."""
         if self.finishing:
             return "testing best.pt and writing the reports"
+        if self.setting_up:
+            return "setting up, before any epoch was trained"
         if self.recorded >= self.epoch:
             return f"after epoch {self.recorded}"
         return f"during epoch {self.epoch}"
@@ -985,6 +998,20 @@ class Run:
     def wait_for_writes(self) -> None:
         if self.writer is not None:
             self.writer.wait()
+
+    @contextlib.contextmanager
+    def setup_explained(self, resumed: RunFolder | None) -> Iterator[None]:
+        """Around the set-up (building the parts, listing the data, restoring a resumed
+        run, making the folder): a Ctrl-C there says that nothing was trained and how to
+        start again (:func:`_setup_interrupted`), as one during the epochs says how to
+        resume (:meth:`failures_explained`). ``resumed``: the folder of a resumed run."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if not self.dist.main:  # another rank: rank 0 says it
+                raise RunInterrupted("interrupted") from None
+            folder = resumed or self.folder
+            raise _setup_interrupted(self.config, folder, resumed=resumed is not None) from None
 
     @contextlib.contextmanager
     def failures_explained(self) -> Iterator[None]:
@@ -1299,6 +1326,33 @@ def _resume_call(path: Path, devices: str) -> str:
     if given() == PYTHON and not devices:
         return f"segkit.resume({str(path)!r}) (or: {command})"
     return command
+
+
+def _setup_interrupted(
+    config: RunConfig | None, folder: RunFolder | None, *, resumed: bool
+) -> RunInterrupted:
+    """The error of a Ctrl-C before the first epoch: nothing was trained; how to start
+    again. A resumed run's ``last.pt`` is as it was: the resume again. A new run's folder,
+    once it holds ``config.json`` (all it holds then), stays and is taken again by the
+    restart it names (:meth:`RunFolder.create`); before that it is removed
+    (:meth:`Run.no_empty_folder_left`), and the same call or command starts the run."""
+    d = distributed.from_env()
+    devices = f" --devices {d.world}" if d.enabled else ""
+    said = "interrupted while setting up, before any epoch was trained"
+    if resumed and folder is not None:
+        return RunInterrupted(
+            f"{said}: nothing was trained, and {folder.last} is as it was. Resume with: "
+            f"{_resume_call(folder.path, devices)}",
+            run_dir=folder.path,
+        )
+    if config is not None and folder is not None and folder.config.is_file():
+        return RunInterrupted(
+            f"{said}: nothing was trained, and {folder.path} holds only its config.json. "
+            f"Start it again with: {_restart_call(folder, config, devices)} (it takes that "
+            "folder again)",
+            run_dir=folder.path,
+        )
+    return interrupted_setting_up()
 
 
 def _next_step(run: Run) -> str:
