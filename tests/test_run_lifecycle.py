@@ -117,9 +117,15 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
         resume(run, quiet=True)
     assert "stopped before its first checkpoint" not in str(e.value)
     assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {why}. {restart}"
-    with pytest.raises(CheckpointError) as e:  # segkit.resume: the keyword
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the keyword, the call first
         resume(run, quiet=True)
-    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {said['python']}. {restart}"
+    call = (
+        f"segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r}), "
+        f"out={str(tmp_path)!r}, name='se-2') (or: segkit run --config {run / 'config.json'} "
+        "--name se-2)"
+    )
+    in_python = restart.replace(f"segkit run --config {run / 'config.json'} --name se-2", call)
+    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {said['python']}. {in_python}"
     # and compare, whose notes go into report files: the setting's name
     for origin in (PYTHON, COMMAND_LINE):
         with given_as(origin), pytest.raises(ConfigError) as e:
@@ -148,7 +154,7 @@ def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_
     (run / "last.pt").write_bytes(
         {"empty": b"", "cut short": whole[: len(whole) // 2], "a text file": b"epoch 2\n"}[damage]
     )
-    with pytest.raises(CheckpointError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError) as e:
         resume(run, quiet=True)
     what = {
         "empty": "the file is empty (0 bytes",
@@ -163,6 +169,13 @@ def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_
         f"metrics.csv (epochs 1-2); start the run again in a new folder, {run}-2, with "
         f"segkit run --config {run / 'config.json'} --name long-2"
     )
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the segkit.train call first
+        resume(run, quiet=True)
+    assert str(e.value).endswith(
+        f"{run}-2, with segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r}), "
+        f"out={str(tmp_path)!r}, name='long-2') (or: segkit run --config {run / 'config.json'} "
+        "--name long-2)"
+    )
     assert (run / "last.pt").exists() and RunFolder(run).lock() is None  # kept; released
 
 
@@ -174,12 +187,20 @@ def test_extending_a_finished_run_without_last_pt_gives_the_new_run_command(
     run = tmp_path / "fin"
     _config_json(run, epochs=3, keep_last=False)
     (run / "summary.json").write_text("{}")
-    with pytest.raises(CheckpointError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError) as e:
         resume(run, epochs=5, quiet=True)
     assert str(e.value).endswith(
         f"To train longer, start a new run from epoch 1 (in {tmp_path / 'fin-2'}; --keep-last "
         f"to extend it later): segkit run --config {run / 'config.json'} --name fin-2 "
         "--epochs N --keep-last"
+    )
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the call, then the command
+        resume(run, epochs=5, quiet=True)
+    assert str(e.value).endswith(
+        f"(in {tmp_path / 'fin-2'}; keep_last=True to extend it later): segkit.train("
+        f"segkit.RunConfig.from_file({str(run / 'config.json')!r}), out={str(tmp_path)!r}, "
+        f"name='fin-2', epochs=N, keep_last=True) (or: segkit run --config "
+        f"{run / 'config.json'} --name fin-2 --epochs N --keep-last)"
     )
 
 

@@ -380,13 +380,14 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
     asked = _asked(folder)
     if folder.summary_json.exists() and asked is not None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
-        new, command = folder.restart_elsewhere(asked)
+        new = folder.restart_elsewhere(asked)[0]
+        command = folder.restart_call(asked, into=new, more="epochs=N, keep_last=True")
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
             "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "
             "extended; its best.pt still evaluates and predicts. To train longer, start a "
-            f"new run from epoch 1 (in {new}; --keep-last to extend it later): {command} "
-            "--epochs N --keep-last"
+            f"new run from epoch 1 (in {new}; {named('keep_last', True)} to extend it "
+            f"later): {command}"
         )
     entries = [p.name for p in folder.path.iterdir()]
     killed_writes = [n for n in entries if is_temporary(n)]
@@ -404,7 +405,7 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
         kept = folder.unresumable(asked, save_every=every)
         if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
             raise CheckpointError(f"{folder.last}: checkpoint not found: {kept[0]}. {kept[1]}")
-    again = folder.restart_command(asked) if asked is not None else "the command that started it"
+    again = folder.restart_call(asked) if asked is not None else "the command that started it"
     raise CheckpointError(
         f"{folder.last}: checkpoint not found: the run stopped before its first checkpoint "
         f"(or this is not a run folder){gone}, so there is nothing to resume; start it "
@@ -1307,16 +1308,9 @@ def _resume_hint(run: Run) -> str:
 
 def _restart_call(folder: RunFolder, config: RunConfig, devices: str) -> str:
     """The call that starts the run in ``folder`` again, in that folder (which records
-    nothing yet): the command, and ``segkit.train`` first for a run started from Python."""
-    command = f"{folder.restart_command(config)}{devices}"
-    if given() != PYTHON or devices:
-        return command
-    same = config.name == folder.path.name and (
-        Path(config.out).expanduser().resolve() == folder.path.parent.resolve()
-    )
-    there = "" if same else f", out={str(folder.path.parent)!r}, name={folder.path.name!r}"
-    call = f"segkit.train(segkit.RunConfig.from_file({str(folder.config)!r}){there})"
-    return f"{call} (or: {command})"
+    nothing yet): the command, and ``segkit.train`` first for a run started from Python
+    (:meth:`RunFolder.restart_call`)."""
+    return folder.restart_call(config, extra=devices)
 
 
 def _resume_call(path: Path, devices: str) -> str:
@@ -1366,7 +1360,7 @@ def _next_step(run: Run) -> str:
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:
         return f"start the run again: {kept[0]}. {kept[1]}"
-    return f"start the run again with: {folder.restart_command(run.config)}{devices}"
+    return f"start the run again with: {_restart_call(folder, run.config, devices)}"
 
 
 def _gist(warning: str, root: Any) -> str:
