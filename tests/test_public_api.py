@@ -486,3 +486,26 @@ def test_a_task_shows_what_it_is():
     assert repr(voc) == "Task(21 classes: c0, c1, c2, c3, c4, c5, c6, ..., c20)"
     same = Task(("background", "cat", "dog"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 255)
     assert pets == same and hash(pets) == hash(same) and pets != Task() and Task() == Task()
+
+
+def test_an_interrupt_while_segkit_train_loads_torch_is_one_line(monkeypatch):
+    """``segkit.train`` imports the engine (torch) on first use: a notebook interrupted
+    there gets a RunInterrupted saying nothing was done, not an import's traceback."""
+    import sys
+
+    import segkit.training
+
+    class Interrupted:
+        def find_spec(self, name, path=None, target=None):
+            if name == "segkit.training.engine":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "segkit.training.engine", raising=False)
+    monkeypatch.delattr(segkit.training, "engine", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(segkit.RunInterrupted) as e:
+        segkit.train  # noqa: B018 -- the attribute is what imports
+    assert str(e.value) == (
+        "interrupted while loading segkit.train (torch and the training code): nothing was "
+        "trained or written; run the same call again"
+    )

@@ -381,7 +381,7 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
     if folder.summary_json.exists() and asked is not None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
         new = folder.restart_elsewhere(asked)[0]
-        command = folder.restart_call(asked, into=new, more="epochs=N, keep_last=True")
+        command = folder.restart_call(asked, into=new, more={"epochs": "N", "keep_last": True})
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
             "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "

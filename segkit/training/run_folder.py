@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.config import PYTHON, RunConfig, given, named
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given, given_as, named
 from segkit.errors import CheckpointError, ConfigError, plural
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.task import per_class_rows
@@ -362,26 +362,27 @@ class RunFolder:
         into: Path | None = None,
         *,
         extra: str = "",
-        more: str = "",
+        more: dict[str, Any] | None = None,
     ) -> str:
         """The restart as the caller starts runs (:func:`~segkit.config.given`): from
         Python, the ``segkit.train`` call first and the command after it, ``segkit.train(
         segkit.RunConfig.from_file('runs/x/config.json'), out='runs', name='x-2') (or:
         segkit run --config runs/x/config.json --name x-2)``; from the command line (or
         with ``extra``, the ``--devices N`` the command ends with: torchrun's, no Python
-        call) the command (:meth:`restart_command`). ``more``: settings both end with,
-        as keywords (``epochs=N, keep_last=True``; the command's flags from them)."""
+        call) the command (:meth:`restart_command`). ``more``: RunConfig fields both end
+        with, named as each gives them (``{"epochs": "N", "keep_last": True}``: ``epochs=N,
+        keep_last=True`` and ``--epochs N --keep-last``); a string is written as it is
+        (a placeholder for the user to fill in)."""
         into = into or self.path
-        flags = "".join(
-            " --" + k.replace("_", "-") + ("" if v == "True" else f" {v}")
-            for k, v in (item.split("=", 1) for item in more.split(", ") if item)
-        )
+        more = more or {}
+        with given_as(COMMAND_LINE):  # the command's flags, whoever asks
+            flags = "".join(f" {named(k, v, as_typed=True)}" for k, v in more.items())
         command = f"{self.restart_command(asked, into)}{flags}{extra}"
         if given() != PYTHON or extra:
             return command
         where = self._restart_where(asked, into)
         there = f", out={str(into.parent)!r}, name={into.name!r}" if where else ""
-        then = f", {more}" if more else ""
+        then = "".join(f", {k}={v if isinstance(v, str) else repr(v)}" for k, v in more.items())
         call = f"segkit.train(segkit.RunConfig.from_file({str(self.config)!r}){there}{then})"
         return f"{call} (or: {command})"
 
