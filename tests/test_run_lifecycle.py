@@ -234,9 +234,10 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
     assert "metrics.csv (epochs 1-2)" in message and "save_every=3 writes it every 3" in message
     assert "no checkpoint had been written" not in message
     assert message.endswith(
-        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit run --config "
-        f"{run / 'config.json'} --name se-2"
-    )
+        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit.train(segkit."
+        f"RunConfig.from_file({str(run / 'config.json')!r}), out={str(tmp_path)!r}, "
+        f"name='se-2') (or: segkit run --config {run / 'config.json'} --name se-2)"
+    )  # started from Python: the call first
     assert (run / "best.pt").exists() and not (run / "last.pt").exists()
     # what ended it is recorded, for compare
     assert RunFolder(run).read_stopped() == {
