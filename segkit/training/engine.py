@@ -444,7 +444,7 @@ def _run(
         raise _setup_interrupted(config, folder, resumed=state is not None) from None
     with run.end_recorded():
         with run.no_empty_folder_left():
-            with run.setup_explained(folder if state is not None else None):
+            with run.setup_explained():
                 run.setup(state, folder)
             run.clock.mark("setup")
             with run.failures_explained():
@@ -520,12 +520,14 @@ class Run:
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
         self.setting_up = True  # before the first epoch: building, restoring, the folder
+        self.resumed_folder: RunFolder | None = None  # a resumed run's (set by setup)
 
     # ------------------------------------------------------------------------ setup
 
     def setup(self, state: dict[str, Any] | None, folder: RunFolder | None) -> None:
         """Build every part, restore ``state`` (a resumed run's ``last.pt``), make or
         reopen the run folder (rank 0) and get the epochs ready."""
+        self.resumed_folder = folder if state is not None else None
         if self.dist.main:  # a read-only or full --out: one line now, not after the first epoch
             if folder is None:
                 check_writable(Path(self.config.out).expanduser(), "--out", create=False)
@@ -1001,18 +1003,31 @@ class Run:
             self.writer.wait()
 
     @contextlib.contextmanager
-    def setup_explained(self, resumed: RunFolder | None) -> Iterator[None]:
+    def setup_explained(self) -> Iterator[None]:
         """Around the set-up (building the parts, listing the data, restoring a resumed
-        run, making the folder): a Ctrl-C there says that nothing was trained and how to
-        start again (:func:`_setup_interrupted`), as one during the epochs says how to
-        resume (:meth:`failures_explained`). ``resumed``: the folder of a resumed run."""
+        run, making the folder): a Ctrl-C there ends in one line too (:meth:`interrupted`),
+        as one during the epochs does (:meth:`failures_explained`)."""
         try:
             yield
         except KeyboardInterrupt:
-            if not self.dist.main:  # another rank: rank 0 says it
-                raise RunInterrupted("interrupted") from None
+            raise self.interrupted() from None
+
+    def interrupted(self) -> RunInterrupted:
+        """The error of a Ctrl-C now, saying what to do: during the set-up, that nothing
+        was trained and how to start again (:func:`_setup_interrupted`); after it, when it
+        came and how to resume (:func:`_resume_hint`), with the folder as ``run_dir``.
+        Another rank's says no more (rank 0 says it)."""
+        if not self.dist.main:
+            return RunInterrupted("interrupted")
+        if self.setting_up:
+            resumed = self.resumed_folder
             folder = resumed or self.folder
-            raise _setup_interrupted(self.config, folder, resumed=resumed is not None) from None
+            return _setup_interrupted(self.config, folder, resumed=resumed is not None)
+        if self.folder is None:
+            return RunInterrupted("interrupted")
+        return RunInterrupted(
+            f"{self.interrupted_when()}; {_resume_hint(self)}", run_dir=self.folder.path
+        )
 
     @contextlib.contextmanager
     def failures_explained(self) -> Iterator[None]:
@@ -1032,11 +1047,7 @@ class Run:
                 f"{e} (or pass {named('skip_bad_samples', True)} to leave unreadable files out)"
             ) from None
         except KeyboardInterrupt:
-            if not (d.main and self.folder):  # another rank: rank 0 says it
-                raise RunInterrupted("interrupted") from None
-            raise RunInterrupted(
-                f"{self.interrupted_when()}; {_resume_hint(self)}", run_dir=self.folder.path
-            ) from None
+            raise self.interrupted() from None
         except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
             if not (d.enabled and distributed.is_collective_failure(e)):
                 raise
