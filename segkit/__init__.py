@@ -270,22 +270,19 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     return _info(name, image_size, **options)
 
 
-def lr_find(config: RunConfig, **options: Any) -> LRFind:
-    """An exponential learning-rate sweep on ``config``'s model, loss and data:
-    ``(lrs, losses, suggestion)``; the model and optimizer are restored afterwards and
-    nothing is written (see :mod:`segkit.training.lr_sweep`). ``options``: the fields of
-    its ``Sweep`` (``start_lr``, ``end_lr``, ``steps``, ``beta``), and ``training``,
-    ``runtime``, ``progress``."""
-    from segkit.config import unknown_keywords
-    from segkit.training.lr_sweep import Sweep
-    from segkit.training.lr_sweep import lr_find as _find
+def lr_find(config: RunConfig | None = None, **options: Any) -> LRFind:
+    """An exponential learning-rate sweep on a run's model, loss and data, as
+    ``segkit lr-find`` does: ``result.suggestion``, ``result.lrs``, ``result.losses``
+    (it unpacks as ``lrs, losses, suggestion``). The settings are a :class:`RunConfig` or
+    its fields as keywords, over ``config``'s, as :func:`train` takes them
+    (``segkit.lr_find(data="pets", image_size=64, steps=60)``). ``options`` also take the
+    sweep's ``start_lr``, ``end_lr``, ``steps``, ``beta``; ``plot`` (a file: the loss
+    against the learning rate, ``result.plot``); and ``training``, ``runtime``,
+    ``progress`` (see :func:`segkit.training.lr_sweep.lr_find`). The model and optimizer
+    are restored afterwards and nothing but the plot is written."""
+    from segkit.training.lr_sweep import find
 
-    taken = ("start_lr", "end_lr", "steps", "beta", "training", "runtime", "progress")
-    unknown = {k: v for k, v in options.items() if k not in taken}
-    if unknown:
-        raise UnknownSettingError(unknown_keywords("segkit.lr_find", unknown, ["config", *taken]))
-    sweep = {k: options.pop(k) for k in ("start_lr", "end_lr", "steps", "beta") if k in options}
-    return _find(config, Sweep(**sweep), **options)
+    return find(config, **options)
 
 
 def predict(checkpoint: Any, images: Any, out: Any, **options: Any) -> Predicted:
@@ -347,12 +344,13 @@ def __getattr__(name: str) -> Any:
         from segkit.inference.predictor import Predictor
 
         return Predictor
-    if name == "train":
-        from segkit.training.engine import train
-
-        return train
-    if name == "resume":
-        from segkit.training.engine import resume
-
-        return resume
+    if name in ("train", "resume"):
+        try:  # torch: seconds; a notebook's interrupt here is one line, not an import's traceback
+            from segkit.training import engine
+        except KeyboardInterrupt:
+            raise RunInterrupted(
+                f"interrupted while loading segkit.{name} (torch and the training code): "
+                "nothing was trained or written; run the same call again"
+            ) from None
+        return getattr(engine, name)
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -642,6 +642,37 @@ def checked_keywords(
     return decorate
 
 
+#: RunConfig fields derived from another on construction, reset where that one changes.
+_DERIVED = {"data": "data_as_typed", "recipe": "recipe_definition"}
+
+
+def with_settings(
+    call: str, config: RunConfig | None, settings: dict[str, Any], example: str = "epochs=2"
+) -> RunConfig:
+    """The configuration of a call that takes a :class:`RunConfig` or its fields as keywords
+    (``segkit.train``, ``segkit.lr_find``): ``config`` (default: every field's default) with
+    ``settings`` in place of its values, validated as a new RunConfig is; ``config`` itself
+    is left as it was. The keywords' names are checked by the call's :func:`checked_keywords`;
+    ``example``: a keyword the call's users give, for the message of a config that is not one.
+
+    Raises:
+        ConfigError: ``config`` is not a RunConfig (a path: named with ``from_file``), or a
+            bad value.
+    """
+    if config is None:
+        return RunConfig(**settings)
+    if not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"{call}(config={type(config).__name__}): expected a segkit.RunConfig; "
+            f"pass the settings as keywords, {call}({example}, ...), or "
+            "segkit.RunConfig.from_file(path) for a configuration file"
+        )
+    if not settings:
+        return config
+    reset = {d: None for k, d in _DERIVED.items() if k in settings and d not in settings}
+    return dataclasses.replace(config, **reset, **settings)
+
+
 #: Suffixes of configuration files and how each is read; another suffix is read as JSON
 #: (a run folder's ``config.json``; the recipe files' suffixes, :mod:`segkit.recipes.files`).
 CONFIG_FILE_SUFFIXES: dict[str, str] = {

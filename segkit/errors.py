@@ -120,6 +120,27 @@ class RunInterrupted(SegkitError):
         self.run_dir = run_dir
 
 
+def interrupted_setting_up(resumed: Any = None) -> RunInterrupted:
+    """The error of a Ctrl-C before a run made its folder (loading segkit and torch,
+    reading the settings or ``last.pt``): nothing was trained, and the same call or command
+    starts it again (``resumed``: the folder of a run being resumed, which is as it was).
+    Worded for the caller: a ``segkit.train`` call from Python, a command from ``segkit``."""
+    from segkit.wording import PYTHON, given
+
+    said = "interrupted while setting up, before any epoch was trained: nothing was trained"
+    python = given() == PYTHON
+    if resumed is not None:
+        again = "segkit.resume call" if python else "segkit run --resume command"
+        return RunInterrupted(
+            f"{said}, and {resumed} is as it was; resume it with the same {again}",
+            run_dir=resumed,
+        )
+    again = "segkit.train call" if python else "segkit run command"
+    return RunInterrupted(
+        f"{said} and no run folder was made; start it again with the same {again}"
+    )
+
+
 class MainGuardError(ConfigError):
     """A script without ``if __name__ == "__main__":`` trained with loader worker processes:
     each worker imports the script again and would start training too

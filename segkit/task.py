@@ -27,6 +27,9 @@ from segkit.contracts import IGNORE_INDEX, Dataset, MaskSpec, loss_accepts
 from segkit.errors import ConfigError
 from segkit.metrics.multiclass import ConfusionMeter
 
+#: Class names a :class:`Task`'s repr lists before it elides the rest (all but the last).
+_REPR_CLASSES = 8
+
 
 @dataclass(frozen=True)
 class Task:
@@ -82,6 +85,18 @@ class Task:
     def num_classes(self) -> int:
         """Logit channels: 1 for binary, K for K classes."""
         return len(self.classes) if self.classes else 1
+
+    def __repr__(self) -> str:
+        """What the task is, in one line: ``Task(binary)``, ``Task(3 classes: background,
+        cat, dog; ignore 255)`` (more than :data:`_REPR_CLASSES` names: the first ones and
+        the last)."""
+        if not self.classes:
+            return "Task(binary)"
+        names = list(self.classes)
+        if len(names) > _REPR_CLASSES:
+            names = [*names[: _REPR_CLASSES - 1], "...", names[-1]]
+        ignore = f"; ignore {self.ignore_index}" if self.ignore_index is not None else ""
+        return f"Task({len(self.classes)} classes: {', '.join(names)}{ignore})"
 
     def describe(self) -> str:
         """E.g. ``binary`` or ``3 classes (background, pet, border)``."""

@@ -274,17 +274,26 @@ def test_run_records_the_resolved_pos_weight(tiny_pets: Path, tmp_path: Path) ->
     assert report.suggestions["pos_weight"]["value"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_public_api(folder: Path) -> None:
+def test_public_api(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import segkit
+    from segkit.training import engine
 
     report = segkit.check_data(folder, dataset="folder", workers=2)
     assert "check_data" in segkit.__all__
     assert report.ok and report.dataset == "folder"
     assert report.to_dict()["splits"]["test"]["count"] == 2
-    # Called from Python, the way to train on it is the Python call, not a shell command.
-    call = f"segkit.train(segkit.RunConfig(data={str(folder)!r}, dataset='folder', image_size=32))"
+    # Called from Python, the way to train on it is the Python call, not a shell command:
+    # the settings as keywords, the folder as it was given (relative here).
+    call = f"segkit.train(data={str(folder)!r}, dataset='folder', image_size=32)"
     assert report.command == call
     assert format_report(report).rstrip().endswith(f"run it: {call}")
+    monkeypatch.chdir(folder.parent)
+    report = segkit.check_data(Path(folder.name), dataset="folder", workers=2)
+    assert report.command == f"segkit.train(data={folder.name!r}, dataset='folder', image_size=32)"
+    configs: list = []
+    monkeypatch.setattr(engine, "_run", lambda config, *a: configs.append(config) or config)
+    eval(report.command, {"segkit": segkit}, {})  # as a notebook's user pastes it
+    assert configs[0].data == str(folder) and configs[0].image_size == 32
 
 
 FOLDER_OPTIONS = (

@@ -502,9 +502,11 @@ def test_a_finished_run_deletes_its_training_state_unless_keep_last(
         f"{folder}: the run finished and deleted its last.pt (a finished run keeps it only "
         "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or extended; "
         "its best.pt still evaluates and predicts. To train longer, start a new run from epoch "
-        f"1 (in {folder}-2; --keep-last to extend it later): segkit run --config "
-        f"{folder / 'config.json'} --name lean-2 --epochs N --keep-last"
-    )
+        f"1 (in {folder}-2; keep_last=True to extend it later): segkit.train(segkit.RunConfig."
+        f"from_file({str(folder / 'config.json')!r}), out={str(tmp_path)!r}, name='lean-2', "
+        f"epochs=N, keep_last=True) (or: segkit run --config {folder / 'config.json'} --name "
+        "lean-2 --epochs N --keep-last)"
+    )  # segkit.resume from Python: the call first
     assert main(["evaluate", str(folder / "best.pt"), "--num-workers", "0"]) == 0
     kept = train(tiny(tiny_pets, tmp_path, epochs=1, name="kept", keep_last=True), quiet=True)
     assert ckpt_io.load(kept.run_dir / "last.pt")["epoch"] == 1

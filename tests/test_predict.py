@@ -1024,3 +1024,38 @@ def test_predict_refuses_a_threshold_for_a_k_class_model(ckpt_k3: Path, tmp_path
     )
     assert code == 2 and "a threshold applies to a binary model only" in err
     assert not out.exists()  # refused before anything was written
+
+
+def test_many_images_not_on_a_terminal_print_a_line_every_tenth(
+    ckpt: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A notebook or a log file gets a line every ~10 % (count, images/s) for more than 20
+    images, not one per image; a terminal, and a handful of images, keep a line per image;
+    an unreadable image is said on its own line whatever."""
+    import re
+    import sys
+
+    from segkit.inference import predict as predict_mod
+
+    for i in range(24):
+        photo(tmp_path / "in" / f"p{i:02d}.png", (16, 16), seed=i)
+    (tmp_path / "in" / "p99.png").write_bytes(b"not an image")
+    code, stdout, stderr = predict(
+        capsys, str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "o1"), "--skip-bad"
+    )
+    assert code == 0
+    lines = stdout.splitlines()[1:]  # after auto's rule
+    counts = [3, 6, 9, 12, 15, 18, 21, 24, 25]
+    assert [int(re.match(r"segkit: (\d+)/25 images \(\d+%\), ", x)[1]) for x in lines[:-1]] == (
+        counts
+    )
+    assert lines[-2].startswith("segkit: 25/25 images (100%), ") and "images/s" in lines[-2]
+    assert lines[-1].startswith("predicted 24 images, 1 unreadable skipped in ")  # the summary
+    assert stderr.count("segkit: skipped ") == 1 and "p99.png" in stderr
+    # from Python the same; on a terminal, a line per image
+    segkit.predict(ckpt, [tmp_path / "in"], tmp_path / "o2", skip_bad=True, device="cpu")
+    assert "segkit: 25/25 images (100%)" in capsys.readouterr().out
+    monkeypatch.setattr(predict_mod, "is_tty", lambda stream: stream is sys.stdout)
+    segkit.predict(ckpt, [tmp_path / "in"], tmp_path / "o3", skip_bad=True, device="cpu")
+    out = capsys.readouterr().out
+    assert out.count("_mask.png") == 24 and "images (" not in out

@@ -290,7 +290,7 @@ def test_resume_and_read_run_are_public():
             "lists",
         ),
         (
-            lambda: segkit.lr_find(segkit.RunConfig(), step=30),
+            lambda: segkit.lr_find(step=30),
             "segkit.lr_find(step=30): unknown keyword 'step' (did you mean 'steps'?)",
         ),
     ],
@@ -434,3 +434,78 @@ def test_run_interrupted_is_public_and_names_the_folder_to_resume():
     assert isinstance(error, SegkitError) and error.run_dir == Path("runs/x")
     assert str(pickle.loads(pickle.dumps(error))) == "interrupted during epoch 2"
     assert RunInterrupted("interrupted").run_dir is None
+
+
+def test_lr_find_takes_the_settings_as_keywords_and_shows_one_line(tmp_path, monkeypatch):
+    """``segkit.lr_find(data=..., image_size=64, steps=60)`` as ``segkit.train`` takes them
+    (over a config's fields when one is given); ``plot`` draws the sweep into a file, and
+    the result shows the suggestion, range, points and plot, not the two lists."""
+    from types import SimpleNamespace
+
+    from segkit.training import lr_sweep
+
+    swept: list = []
+
+    def sweep(config, sweep, **parts):
+        swept.append((config, sweep))
+        lrs = [sweep.lr(i) for i in range(sweep.steps)]
+        return lr_sweep.LRFind(lrs, [1.0 / (i + 1) for i in range(sweep.steps)], lrs[3])
+
+    monkeypatch.setattr(lr_sweep, "lr_find", sweep)
+    monkeypatch.chdir(tmp_path)
+    config = segkit.RunConfig(model="unet", epochs=50)
+    parts = SimpleNamespace(config=config)  # what build.build_training gives (its .config)
+    result = segkit.lr_find(
+        config, image_size=32, data="pets", steps=40, end_lr=0.1, plot="lr.png",
+        training=parts, runtime=object(),
+    )  # fmt: skip
+    (given, settings), = swept  # fmt: skip
+    assert (given.image_size, given.data_as_typed, given.epochs) == (32, "pets", 50)
+    assert config.image_size != 32  # the config itself is left as it was
+    assert (settings.steps, settings.end_lr, settings.start_lr) == (40, 0.1, 1e-7)
+    assert result.plot == Path("lr.png") and (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    assert repr(result) == (
+        "LRFind(suggestion=2.89e-07, range=(1e-07, 0.1), points=40, plot=PosixPath('lr.png'))"
+    )
+    lrs, losses, suggestion = result  # unpacks as before
+    assert len(lrs) == len(losses) == 40 and suggestion == result.suggestion
+    with pytest.raises(ConfigError, match=r"^plot='lr.txt': expected a plot file ending in"):
+        segkit.lr_find(plot="lr.txt", training=parts, runtime=object())
+    with pytest.raises(ConfigError, match=r"segkit.lr_find\(image_size=64, \.\.\.\)"):
+        segkit.lr_find("run.yaml")
+    assert len(swept) == 1  # refused before any sweep
+
+
+def test_a_task_shows_what_it_is():
+    from segkit.task import Task
+
+    assert repr(Task()) == "Task(binary)"
+    pets = Task(("background", "cat", "dog"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 255)
+    assert repr(pets) == "Task(3 classes: background, cat, dog; ignore 255)"
+    voc = Task(tuple(f"c{i}" for i in range(21)), ((0, 0, 0),) * 21)
+    assert repr(voc) == "Task(21 classes: c0, c1, c2, c3, c4, c5, c6, ..., c20)"
+    same = Task(("background", "cat", "dog"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 255)
+    assert pets == same and hash(pets) == hash(same) and pets != Task() and Task() == Task()
+
+
+def test_an_interrupt_while_segkit_train_loads_torch_is_one_line(monkeypatch):
+    """``segkit.train`` imports the engine (torch) on first use: a notebook interrupted
+    there gets a RunInterrupted saying nothing was done, not an import's traceback."""
+    import sys
+
+    import segkit.training
+
+    class Interrupted:
+        def find_spec(self, name, path=None, target=None):
+            if name == "segkit.training.engine":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "segkit.training.engine", raising=False)
+    monkeypatch.delattr(segkit.training, "engine", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(segkit.RunInterrupted) as e:
+        segkit.train  # noqa: B018 -- the attribute is what imports
+    assert str(e.value) == (
+        "interrupted while loading segkit.train (torch and the training code): nothing was "
+        "trained or written; run the same call again"
+    )

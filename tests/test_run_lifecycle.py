@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from helpers import rows, tiny
 
 from segkit.cli import main
@@ -116,9 +117,15 @@ def test_a_folder_with_best_pt_but_no_last_pt_says_what_is_kept(tmp_path: Path) 
         resume(run, quiet=True)
     assert "stopped before its first checkpoint" not in str(e.value)
     assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {why}. {restart}"
-    with pytest.raises(CheckpointError) as e:  # segkit.resume: the keyword
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the keyword, the call first
         resume(run, quiet=True)
-    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {said['python']}. {restart}"
+    call = (
+        f"segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r}), "
+        f"out={str(tmp_path)!r}, name='se-2') (or: segkit run --config {run / 'config.json'} "
+        "--name se-2)"
+    )
+    in_python = restart.replace(f"segkit run --config {run / 'config.json'} --name se-2", call)
+    assert str(e.value) == f"{run / 'last.pt'}: checkpoint not found: {said['python']}. {in_python}"
     # and compare, whose notes go into report files: the setting's name
     for origin in (PYTHON, COMMAND_LINE):
         with given_as(origin), pytest.raises(ConfigError) as e:
@@ -147,7 +154,7 @@ def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_
     (run / "last.pt").write_bytes(
         {"empty": b"", "cut short": whole[: len(whole) // 2], "a text file": b"epoch 2\n"}[damage]
     )
-    with pytest.raises(CheckpointError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError) as e:
         resume(run, quiet=True)
     what = {
         "empty": "the file is empty (0 bytes",
@@ -162,6 +169,13 @@ def test_a_damaged_last_pt_says_how_the_run_goes_on_without_it(damage: str, tmp_
         f"metrics.csv (epochs 1-2); start the run again in a new folder, {run}-2, with "
         f"segkit run --config {run / 'config.json'} --name long-2"
     )
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the segkit.train call first
+        resume(run, quiet=True)
+    assert str(e.value).endswith(
+        f"{run}-2, with segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r}), "
+        f"out={str(tmp_path)!r}, name='long-2') (or: segkit run --config {run / 'config.json'} "
+        "--name long-2)"
+    )
     assert (run / "last.pt").exists() and RunFolder(run).lock() is None  # kept; released
 
 
@@ -173,12 +187,20 @@ def test_extending_a_finished_run_without_last_pt_gives_the_new_run_command(
     run = tmp_path / "fin"
     _config_json(run, epochs=3, keep_last=False)
     (run / "summary.json").write_text("{}")
-    with pytest.raises(CheckpointError) as e:
+    with given_as(COMMAND_LINE), pytest.raises(CheckpointError) as e:
         resume(run, epochs=5, quiet=True)
     assert str(e.value).endswith(
         f"To train longer, start a new run from epoch 1 (in {tmp_path / 'fin-2'}; --keep-last "
         f"to extend it later): segkit run --config {run / 'config.json'} --name fin-2 "
         "--epochs N --keep-last"
+    )
+    with pytest.raises(CheckpointError) as e:  # segkit.resume: the call, then the command
+        resume(run, epochs=5, quiet=True)
+    assert str(e.value).endswith(
+        f"(in {tmp_path / 'fin-2'}; keep_last=True to extend it later): segkit.train("
+        f"segkit.RunConfig.from_file({str(run / 'config.json')!r}), out={str(tmp_path)!r}, "
+        f"name='fin-2', epochs=N, keep_last=True) (or: segkit run --config "
+        f"{run / 'config.json'} --name fin-2 --epochs N --keep-last)"
     )
 
 
@@ -212,9 +234,10 @@ def test_ctrl_c_in_epoch_3_with_save_every_3_says_best_pt_is_kept(
     assert "metrics.csv (epochs 1-2)" in message and "save_every=3 writes it every 3" in message
     assert "no checkpoint had been written" not in message
     assert message.endswith(
-        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit run --config "
-        f"{run / 'config.json'} --name se-2"
-    )
+        f"in a new folder, {tmp_path / 'se-2'}: start it again with segkit.train(segkit."
+        f"RunConfig.from_file({str(run / 'config.json')!r}), out={str(tmp_path)!r}, "
+        f"name='se-2') (or: segkit run --config {run / 'config.json'} --name se-2)"
+    )  # started from Python: the call first
     assert (run / "best.pt").exists() and not (run / "last.pt").exists()
     # what ended it is recorded, for compare
     assert RunFolder(run).read_stopped() == {
@@ -632,3 +655,82 @@ def test_resume_of_a_missing_folder_names_out_as_it_was_given(tmp_path: Path) ->
         resume(tmp_path / "nope")
     with given_as(COMMAND_LINE), pytest.raises(CheckpointError, match=r"\(in its --out, runs/"):
         resume(tmp_path / "nope")
+
+
+# ------------------------------------------------------- 7. Ctrl-C before the first epoch
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_building_says_nothing_was_trained_and_leaves_no_folder(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Listing the data and building the model come before the folder: a Ctrl-C there
+    (a notebook's interrupt, the command's) is one line, not a traceback, and no trace."""
+    monkeypatch.setattr(engine.build, "build_training", _interrupt)
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path, name="early"), quiet=True)
+    assert str(e.value) == (
+        "interrupted while setting up, before any epoch was trained: nothing was trained "
+        "and no run folder was made; start it again with the same segkit.train call"
+    )
+    assert e.value.run_dir is None and list(tmp_path.iterdir()) == []
+    args = ["run", "--data", str(tiny_pets), "--out", str(tmp_path), "--name", "early"]
+    assert main(args) == 130
+    assert capsys.readouterr().err == (
+        "segkit: interrupted while setting up, before any epoch was trained: nothing was "
+        "trained and no run folder was made; start it again with the same segkit run "
+        "command\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_after_the_folder_is_made_names_the_restart_that_takes_it(
+    tiny_pets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(engine.build, "build_step", _interrupt)  # after config.json
+    with pytest.raises(RunInterrupted) as e:
+        train(tiny(tiny_pets, tmp_path / "runs", name="early"), quiet=True)
+    run = tmp_path / "runs" / "early"
+    assert str(e.value) == (
+        f"interrupted while setting up, before any epoch was trained: nothing was trained, "
+        f"and {run} holds only its config.json. Start it again with: "
+        f"segkit.train(segkit.RunConfig.from_file({str(run / 'config.json')!r})) (or: "
+        f"segkit run --config {run / 'config.json'}) (it takes that folder again)"
+    )
+    assert e.value.run_dir == run and sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert not (run / "stopped.json").exists()  # it records nothing: compare lists nothing
+    monkeypatch.chdir(tmp_path)  # the same command again takes the folder, not early-2
+    args = ["run", "--data", str(tiny_pets), "--out", "runs", "--name", "early", *TINY_RUN]
+    assert main(args) == 130
+    assert capsys.readouterr().err == (
+        "segkit: interrupted while setting up, before any epoch was trained: nothing was "
+        "trained, and runs/early holds only its config.json. Start it again with: segkit run "
+        "--config runs/early/config.json (it takes that folder again)\n"
+    )
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["early"]
+
+
+def test_ctrl_c_while_reading_last_pt_says_the_run_is_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "last.pt").write_bytes(b"weights")
+    monkeypatch.setattr(engine.ckpt_io, "load", _interrupt)
+    with pytest.raises(RunInterrupted) as e:
+        resume(run)
+    assert str(e.value) == (
+        f"interrupted while setting up, before any epoch was trained: nothing was trained, "
+        f"and {run / 'last.pt'} is as it was. Resume with: segkit.resume({str(run)!r}) (or: "
+        f"segkit run --resume {run})"
+    )
+    assert e.value.run_dir == run
+    from segkit.training import run_folder
+
+    assert str(run.resolve()) not in run_folder._LOCKS  # let go: the next resume may take it
+    assert main(["run", "--resume", str(run)]) == 130
+    assert capsys.readouterr().err.endswith(f"Resume with: segkit run --resume {run}\n")

@@ -18,7 +18,7 @@ import torch
 from helpers import run_folder
 
 from segkit.cli import main
-from segkit.config import RunConfig
+from segkit.config import COMMAND_LINE, RunConfig, given_as
 from segkit.errors import ConfigError
 from segkit.reports import study as study_mod
 from segkit.reports.compare import compare, mean_std
@@ -770,16 +770,21 @@ def test_compare_says_what_is_wrong_with_a_damaged_last_pt_and_what_goes_on(
     note = inspect_run(half).note
     assert "--resume" not in note and "segkit.resume" not in note
     assert f"{last}: {says}" in note
-    advice = RunFolder(half).without_last(json.loads((half / "config.json").read_text()))
+    asked = json.loads((half / "config.json").read_text())
+    advice = RunFolder(half).without_last(asked, report=True)
     assert note.endswith(f"{advice} (a shell command)")
     assert f"start the run again in a new folder, {tmp_path / 'half-2'}, with segkit run" in note
     assert f"{half} keeps best.pt" in note
-    with pytest.raises(ckpt_io.CheckpointError) as e:  # the resume's own words
+    with given_as(COMMAND_LINE), pytest.raises(ckpt_io.CheckpointError) as e:  # the resume's
         engine.resume(half, quiet=True)
     assert (
         str(e.value)
         == f"{last}: {note.split(f'{last}: ', 1)[1].removesuffix(' (a shell command)')}"
     )
+    with pytest.raises(ckpt_io.CheckpointError) as e:  # segkit.resume: the call first
+        engine.resume(half, quiet=True)
+    assert str(e.value).endswith(f"{RunFolder(half).without_last(asked)}")
+    assert "half-2, with segkit.train(segkit.RunConfig.from_file(" in str(e.value)
 
 
 def test_a_run_folder_in_use_is_running(tiny_pets: Path, tmp_path: Path) -> None:

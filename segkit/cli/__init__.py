@@ -22,11 +22,16 @@ import difflib
 import os
 import sys
 
-from segkit.cli import data, infer, plugins, reports, train
-from segkit.cli.args import ExamplesHelpFormatter, add_config_args, settings_from_args
-from segkit.cli.train import _without_devices
 from segkit.errors import DistributedError, RunInterrupted, SegkitError
-from segkit.plan.cli import add_plan_command
+
+try:  # the `segkit` command imports this before main(): a Ctrl-C here is one line too
+    from segkit.cli import data, infer, plugins, reports, train
+    from segkit.cli.args import ExamplesHelpFormatter, add_config_args, settings_from_args
+    from segkit.cli.train import _without_devices
+    from segkit.plan.cli import add_plan_command
+except KeyboardInterrupt:
+    print("segkit: interrupted while starting: nothing was done", file=sys.stderr)
+    raise SystemExit(130) from None
 
 __all__ = ["add_config_args", "build_parser", "main", "settings_from_args", "_without_devices"]
 

@@ -79,8 +79,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_or_resume(args: argparse.Namespace) -> int:
-    from segkit.config import RunConfig, flag, read_config_file
-    from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
+    from segkit.errors import interrupted_setting_up
+
+    try:  # torch and the engine: seconds on a busy machine, before any folder is made
+        from segkit.config import RunConfig, flag, read_config_file
+        from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
+    except KeyboardInterrupt:
+        raise interrupted_setting_up(args.resume) from None
 
     if args.resume:
         settings = settings_from_args(args)
@@ -230,45 +235,17 @@ def add_lr_find(sub: Any) -> None:
 
 #: A sweep of fewer steps than this gives a suggestion from too few points to trust.
 FEW_SWEEP_STEPS = 20
-#: Plot formats lr-find writes (matplotlib's, by the file's suffix).
-PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps")
-
-
-def _check_plot_path(out: str) -> None:
-    """Refuse a plot path lr-find could not write, before the sweep.
-
-    Raises:
-        ConfigError: an unknown suffix, a folder at the path, or a folder where nothing can
-            be written (a file in the way, read-only, permission denied, full:
-            :func:`segkit.system.files.check_writable`).
-    """
-    from segkit.errors import ConfigError
-    from segkit.system.files import check_writable
-
-    path = Path(out)
-    if path.is_dir():
-        raise ConfigError(
-            f"--out {out}: is a folder; name a file in it, e.g. {path / 'lr_find.png'}"
-        )
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise ConfigError(
-            f"--out {out}: expected a plot file ending in {', '.join(PLOT_SUFFIXES)} "
-            "(the suffix picks the format), e.g. --out lr_find.png"
-        )
-    # A file in the way, a read-only or full disk: probed for real (os.access says yes to
-    # root), in the plot's folder or the nearest one above it that exists.
-    check_writable(path.absolute().parent, f"--out {out}: the folder", create=False)
 
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig, read_config_file
-    from segkit.training.lr_sweep import Sweep, lr_find, write_plot
+    from segkit.training.lr_sweep import Sweep, check_plot_path, lr_find, write_plot
 
     base = read_config_file(args.config) if args.config else None
     config = RunConfig.from_dict(
         settings_from_args(args, base), source=args.config or "command line", check_options=True
     )
-    _check_plot_path(args.out)
+    check_plot_path(args.out)
     every = max(1, args.steps // 10)
 
     def progress(step: int, lr: float, loss: float) -> None:

@@ -139,7 +139,7 @@ class Report:
     fixes: list[str] = field(default_factory=list)
     #: How to train on this data with the suggested image size, as the check was given
     #: its settings (:func:`segkit.config.given_as`): the ``segkit run`` command for
-    #: ``segkit data check``, the ``segkit.train(segkit.RunConfig(...))`` call for
+    #: ``segkit data check``, the ``segkit.train(data=..., image_size=...)`` call for
     #: :func:`segkit.check_data` (set by :func:`check_configured`; "" otherwise).
     command: str = ""
 
@@ -781,19 +781,20 @@ def check_configured(
 
 def _run_command(config: RunConfig, report: Report) -> str:
     """``segkit run`` with the flags this check was given and the suggested image size; from
-    Python (:func:`segkit.config.given`), the ``segkit.train`` call with those settings."""
+    Python (:func:`segkit.config.given`), the ``segkit.train`` call with those settings as
+    keywords, the folder as it was given (``segkit.train(data='pets', image_size=64)``)."""
     import shlex
 
     size = report.suggestions.get("image_size")
     if given() == PYTHON:
-        settings = {"data": config.data, "dataset": config.dataset}
+        settings = {"data": config.data_as_typed or config.data, "dataset": config.dataset}
         settings = {k: v for k, v in settings.items() if v}
         if config.dataset_options:
             settings["dataset_options"] = config.dataset_options
         if size:
             settings["image_size"] = size["value"]
         keywords = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-        return f"segkit.train(segkit.RunConfig({keywords}))"
+        return f"segkit.train({keywords})"
     words = ["segkit", "run"]
     if config.data:
         words += ["--data", str(config.data)]

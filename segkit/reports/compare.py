@@ -244,7 +244,7 @@ def _unfinished(folder: RunFolder, asked: dict) -> str:
                 f"finish it with: segkit run --resume {folder.path} (a shell command; "
                 f"segkit.resume({str(folder.path)!r}) in Python)"
             )
-        advice = folder.without_last(asked or None)
+        advice = folder.without_last(asked or None, report=True)
         return f"{folder.last}: {wrong[0]}. {advice}" + (" (a shell command)" if asked else "")
     save_every = asked.get("save_every")
     every = save_every if isinstance(save_every, int) else 1

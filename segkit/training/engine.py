@@ -25,7 +25,6 @@ on checkpointing, i.e. the snapshot and any wait for the previous write, or the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -38,7 +37,15 @@ from typing import Any
 import torch
 
 from segkit import build
-from segkit.config import PYTHON, RunConfig, checked_keywords, given, named, unknown_keywords
+from segkit.config import (
+    PYTHON,
+    RunConfig,
+    checked_keywords,
+    given,
+    named,
+    unknown_keywords,
+    with_settings,
+)
 from segkit.errors import (
     CheckpointError,
     ConfigError,
@@ -47,6 +54,7 @@ from segkit.errors import (
     RunInterrupted,
     UnknownSettingError,
     described,
+    interrupted_setting_up,
     plural,
 )
 from segkit.metrics.definitions import detection_line, predicts_nothing, scores_from_meter
@@ -103,33 +111,12 @@ def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: A
         UnknownSettingError: a keyword ``train`` does not take (no RunConfig field has
             it), with its close match.
     """
-    config = _configured(config, settings)
+    config = with_settings("segkit.train", config, settings)
     exit_if_reimporting_main()
     try:
         return _run(config, None, None, quiet)
     except MainGuardError as e:  # the script's own lines and this one are all it needs
         raise e.with_traceback(None) from None
-
-
-#: RunConfig fields derived from another on construction, reset where that one changes.
-_DERIVED = {"data": "data_as_typed", "recipe": "recipe_definition"}
-
-
-def _configured(config: RunConfig | None, settings: dict[str, Any]) -> RunConfig:
-    """``config`` with ``settings`` (RunConfig fields, checked by :func:`train`'s
-    decorator) in place of its values; validated as a new RunConfig is."""
-    if config is None:
-        return RunConfig(**settings)
-    if not isinstance(config, RunConfig):
-        raise ConfigError(
-            f"segkit.train(config={type(config).__name__}): expected a segkit.RunConfig; "
-            "pass the settings as keywords, segkit.train(epochs=2, ...), or "
-            "segkit.RunConfig.from_file(path) for a configuration file"
-        )
-    if not settings:
-        return config
-    reset = {d: None for k, d in _DERIVED.items() if k in settings and d not in settings}
-    return dataclasses.replace(config, **reset, **settings)
 
 
 #: The settings ``--resume`` may change besides ``--epochs`` and ``--max-time``: where the
@@ -219,6 +206,9 @@ def resume(
     except MainGuardError as e:
         folder.release()
         raise e.with_traceback(None) from None
+    except KeyboardInterrupt:  # reading last.pt, checking the machine and data: set-up
+        folder.release()
+        raise _setup_interrupted(None, folder, resumed=True) from None
     except BaseException:
         folder.release()  # the run is over (a finished one let go already)
         raise
@@ -391,13 +381,14 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
     asked = _asked(folder)
     if folder.summary_json.exists() and asked is not None:
         gone = "deleted its last.pt" if asked.get("keep_last") is False else "has no last.pt"
-        new, command = folder.restart_elsewhere(asked)
+        new = folder.restart_elsewhere(asked)[0]
+        command = folder.restart_call(asked, into=new, more={"epochs": "N", "keep_last": True})
         raise CheckpointError(
             f"{folder.path}: the run finished and {gone} (a finished run keeps it only "
             "with --keep-last, keep_last=True in a RunConfig), so it cannot be resumed or "
             "extended; its best.pt still evaluates and predicts. To train longer, start a "
-            f"new run from epoch 1 (in {new}; --keep-last to extend it later): {command} "
-            "--epochs N --keep-last"
+            f"new run from epoch 1 (in {new}; {named('keep_last', True)} to extend it "
+            f"later): {command}"
         )
     entries = [p.name for p in folder.path.iterdir()]
     killed_writes = [n for n in entries if is_temporary(n)]
@@ -415,7 +406,7 @@ def _check_resumable(folder: RunFolder, *, clear: bool) -> None:
         kept = folder.unresumable(asked, save_every=every)
         if kept is not None:  # best.pt or metrics rows: a record, which a restart does not take
             raise CheckpointError(f"{folder.last}: checkpoint not found: {kept[0]}. {kept[1]}")
-    again = folder.restart_command(asked) if asked is not None else "the command that started it"
+    again = folder.restart_call(asked) if asked is not None else "the command that started it"
     raise CheckpointError(
         f"{folder.last}: checkpoint not found: the run stopped before its first checkpoint "
         f"(or this is not a run folder){gone}, so there is nothing to resume; start it "
@@ -448,10 +439,14 @@ def _run(
     """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
     and logs each), test the best weights and report. ``threads``: the CPU threads a
     resumed ``--threads auto`` run started with (None: resolve ``config.threads``)."""
-    run = Run(config, quiet, threads)
+    try:
+        run = Run(config, quiet, threads)
+    except KeyboardInterrupt:  # resolving the runtime, joining a torchrun job
+        raise _setup_interrupted(config, folder, resumed=state is not None) from None
     with run.end_recorded():
         with run.no_empty_folder_left():
-            run.setup(state, folder)
+            with run.setup_explained():
+                run.setup(state, folder)
             run.clock.mark("setup")
             with run.failures_explained():
                 _train_epochs(run)
@@ -529,12 +524,15 @@ class Run:
         self.fingerprints: ckpt_io.Fingerprinting | None = None
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
+        self.setting_up = True  # before the first epoch: building, restoring, the folder
+        self.resumed_folder: RunFolder | None = None  # a resumed run's (set by setup)
 
     # ------------------------------------------------------------------------ setup
 
     def setup(self, state: dict[str, Any] | None, folder: RunFolder | None) -> None:
         """Build every part, restore ``state`` (a resumed run's ``last.pt``), make or
         reopen the run folder (rank 0) and get the epochs ready."""
+        self.resumed_folder = folder if state is not None else None
         if self.dist.main:  # a read-only or full --out: one line now, not after the first epoch
             if folder is None:
                 check_writable(Path(self.config.out).expanduser(), "--out", create=False)
@@ -648,6 +646,7 @@ class Run:
                 f"{named('epochs')} to train on)"
             )
         self.epoch = self.start
+        self.setting_up = False
 
     def _header(self) -> str:
         config, t, d = self.config, self.parts, self.dist
@@ -1004,10 +1003,13 @@ class Run:
             )
 
     def stopped_when(self) -> str:
-        """When the run stopped, for ``stopped.json``: ``during epoch N``, ``after epoch
-        N``, or ``testing best.pt and writing the reports``."""
+        """When the run stopped, for ``stopped.json``: ``setting up, before any epoch was
+        trained`` (a resume's), ``during epoch N``, ``after epoch N``, or ``testing
+        best.pt and writing the reports``."""
         if self.finishing:
             return "testing best.pt and writing the reports"
+        if self.setting_up:
+            return "setting up, before any epoch was trained"
         if self.recorded >= self.epoch:
             return f"after epoch {self.recorded}"
         return f"during epoch {self.epoch}"
@@ -1015,6 +1017,33 @@ class Run:
     def wait_for_writes(self) -> None:
         if self.writer is not None:
             self.writer.wait()
+
+    @contextlib.contextmanager
+    def setup_explained(self) -> Iterator[None]:
+        """Around the set-up (building the parts, listing the data, restoring a resumed
+        run, making the folder): a Ctrl-C there ends in one line too (:meth:`interrupted`),
+        as one during the epochs does (:meth:`failures_explained`)."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise self.interrupted() from None
+
+    def interrupted(self) -> RunInterrupted:
+        """The error of a Ctrl-C now, saying what to do: during the set-up, that nothing
+        was trained and how to start again (:func:`_setup_interrupted`); after it, when it
+        came and how to resume (:func:`_resume_hint`), with the folder as ``run_dir``.
+        Another rank's says no more (rank 0 says it)."""
+        if not self.dist.main:
+            return RunInterrupted("interrupted")
+        if self.setting_up:
+            resumed = self.resumed_folder
+            folder = resumed or self.folder
+            return _setup_interrupted(self.config, folder, resumed=resumed is not None)
+        if self.folder is None:
+            return RunInterrupted("interrupted")
+        return RunInterrupted(
+            f"{self.interrupted_when()}; {_resume_hint(self)}", run_dir=self.folder.path
+        )
 
     @contextlib.contextmanager
     def failures_explained(self) -> Iterator[None]:
@@ -1034,11 +1063,7 @@ class Run:
                 f"{e} (or pass {named('skip_bad_samples', True)} to leave unreadable files out)"
             ) from None
         except KeyboardInterrupt:
-            if not (d.main and self.folder):  # another rank: rank 0 says it
-                raise RunInterrupted("interrupted") from None
-            raise RunInterrupted(
-                f"{self.interrupted_when()}; {_resume_hint(self)}", run_dir=self.folder.path
-            ) from None
+            raise self.interrupted() from None
         except RuntimeError as e:  # a collective whose peer died or hangs: one line, no traceback
             if not (d.enabled and distributed.is_collective_failure(e)):
                 raise
@@ -1321,16 +1346,9 @@ def _resume_hint(run: Run) -> str:
 
 def _restart_call(folder: RunFolder, config: RunConfig, devices: str) -> str:
     """The call that starts the run in ``folder`` again, in that folder (which records
-    nothing yet): the command, and ``segkit.train`` first for a run started from Python."""
-    command = f"{folder.restart_command(config)}{devices}"
-    if given() != PYTHON or devices:
-        return command
-    same = config.name == folder.path.name and (
-        Path(config.out).expanduser().resolve() == folder.path.parent.resolve()
-    )
-    there = "" if same else f", out={str(folder.path.parent)!r}, name={folder.path.name!r}"
-    call = f"segkit.train(segkit.RunConfig.from_file({str(folder.config)!r}){there})"
-    return f"{call} (or: {command})"
+    nothing yet): the command, and ``segkit.train`` first for a run started from Python
+    (:meth:`RunFolder.restart_call`)."""
+    return folder.restart_call(config, extra=devices)
 
 
 def _resume_call(path: Path, devices: str) -> str:
@@ -1340,6 +1358,33 @@ def _resume_call(path: Path, devices: str) -> str:
     if given() == PYTHON and not devices:
         return f"segkit.resume({str(path)!r}) (or: {command})"
     return command
+
+
+def _setup_interrupted(
+    config: RunConfig | None, folder: RunFolder | None, *, resumed: bool
+) -> RunInterrupted:
+    """The error of a Ctrl-C before the first epoch: nothing was trained; how to start
+    again. A resumed run's ``last.pt`` is as it was: the resume again. A new run's folder,
+    once it holds ``config.json`` (all it holds then), stays and is taken again by the
+    restart it names (:meth:`RunFolder.create`); before that it is removed
+    (:meth:`Run.no_empty_folder_left`), and the same call or command starts the run."""
+    d = distributed.from_env()
+    devices = f" --devices {d.world}" if d.enabled else ""
+    said = "interrupted while setting up, before any epoch was trained"
+    if resumed and folder is not None:
+        return RunInterrupted(
+            f"{said}: nothing was trained, and {folder.last} is as it was. Resume with: "
+            f"{_resume_call(folder.path, devices)}",
+            run_dir=folder.path,
+        )
+    if config is not None and folder is not None and folder.config.is_file():
+        return RunInterrupted(
+            f"{said}: nothing was trained, and {folder.path} holds only its config.json. "
+            f"Start it again with: {_restart_call(folder, config, devices)} (it takes that "
+            "folder again)",
+            run_dir=folder.path,
+        )
+    return interrupted_setting_up()
 
 
 def _next_step(run: Run) -> str:
@@ -1353,7 +1398,7 @@ def _next_step(run: Run) -> str:
     kept = folder.unresumable(run.config, save_every=run.config.save_every, extra=devices)
     if kept is not None:
         return f"start the run again: {kept[0]}. {kept[1]}"
-    return f"start the run again with: {folder.restart_command(run.config)}{devices}"
+    return f"start the run again with: {_restart_call(folder, run.config, devices)}"
 
 
 def _gist(warning: str, root: Any) -> str:

@@ -17,32 +17,51 @@ written except the plot the CLI is asked for: no run folder, no checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from segkit import build
+from segkit.config import RunConfig, checked_keywords, with_settings
 from segkit.errors import ConfigError
+from segkit.system.files import check_writable
 from segkit.system.main_guard import exit_if_reimporting_main
 from segkit.training.loops import to_device
+from segkit.wording import named_as
 
 if TYPE_CHECKING:
     from segkit.build import Runtime, Training
-    from segkit.config import RunConfig
 
-__all__ = ["LRFind", "Sweep", "lr_find", "suggest", "write_plot"]
+__all__ = ["LRFind", "Sweep", "check_plot_path", "find", "lr_find", "suggest", "write_plot"]
 
 #: Stop when the smoothed loss is above this many times the best one.
 DIVERGE = 4.0
 
 
-class LRFind(NamedTuple):
-    """The sweep: learning rates, their smoothed losses, and the suggested rate."""
+@dataclass(frozen=True, repr=False)
+class LRFind:
+    """The sweep: learning rates, their smoothed losses, the suggested rate, and the plot
+    written (None where none was asked for). It unpacks as ``lrs, losses, suggestion``."""
 
     lrs: list[float]
     losses: list[float]
     suggestion: float
+    plot: Path | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.lrs, self.losses, self.suggestion))
+
+    def __repr__(self) -> str:
+        """One line: the suggestion, the range swept, the number of points, the plot
+        (``lrs`` and ``losses`` hold the lists)."""
+        span = f"({self.lrs[0]:.3g}, {self.lrs[-1]:.3g})" if self.lrs else "()"
+        return (
+            f"LRFind(suggestion={self.suggestion:.3g}, range={span}, "
+            f"points={len(self.lrs)}, plot={self.plot!r})"
+        )
 
     @property
     def min_loss_lr(self) -> float:
@@ -83,6 +102,80 @@ class Sweep:
     def lr(self, i: int) -> float:
         """The learning rate of step ``i`` (0-based): exponential from start to end."""
         return self.start_lr * (self.end_lr / self.start_lr) ** (i / (self.steps - 1))
+
+
+#: Plot formats the sweep writes (matplotlib's, by the file's suffix).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps")
+
+
+def check_plot_path(out: Path | str) -> None:
+    """Refuse a plot path the sweep could not write, before the sweep; named as given
+    (``--out x.txt`` by ``segkit lr-find``, ``plot='x.txt'`` in Python).
+
+    Raises:
+        ConfigError: an unknown suffix, a folder at the path, or a folder where nothing can
+            be written (a file in the way, read-only, permission denied, full:
+            :func:`segkit.system.files.check_writable`).
+    """
+    path = Path(out)
+    given = named_as("plot", str(out), flag="--out", as_typed=True)
+    if path.is_dir():
+        example = named_as("plot", str(path / "lr_find.png"), flag="--out", as_typed=True)
+        raise ConfigError(f"{given}: is a folder; name a file in it, e.g. {example}")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        example = named_as("plot", "lr_find.png", flag="--out", as_typed=True)
+        raise ConfigError(
+            f"{given}: expected a plot file ending in {', '.join(PLOT_SUFFIXES)} "
+            f"(the suffix picks the format), e.g. {example}"
+        )
+    # A file in the way, a read-only or full disk: probed for real (os.access says yes to
+    # root), in the plot's folder or the nearest one above it that exists.
+    check_writable(path.absolute().parent, f"{given}: the folder", create=False)
+
+
+_SWEEP_FIELDS = [f.name for f in dataclasses.fields(Sweep)]
+
+
+@checked_keywords(
+    "segkit.lr_find",
+    [*_SWEEP_FIELDS, *(f.name for f in dataclasses.fields(RunConfig))],
+    listed="it takes config, plot, training, runtime, progress, the sweep's "
+    f"{', '.join(_SWEEP_FIELDS)} and the RunConfig fields, which help(segkit.RunConfig) lists",
+)
+def find(
+    config: RunConfig | None = None,
+    *,
+    plot: Path | str | None = None,
+    training: Training | None = None,
+    runtime: Runtime | None = None,
+    progress: Any = None,
+    **settings: Any,
+) -> LRFind:
+    """:func:`segkit.lr_find`: the sweep on a :class:`~segkit.config.RunConfig` or its
+    fields as keywords (over ``config``'s, as :func:`segkit.train` takes them), with the
+    sweep's settings (:class:`Sweep`'s fields) among them; ``plot``: a file to draw the
+    loss against the learning rate in (checked before the sweep), as ``segkit lr-find
+    --out`` does.
+
+    Raises:
+        UnknownSettingError: a keyword neither a RunConfig field nor a sweep setting.
+        ConfigError: a bad value, a plot path that cannot be written, or what
+            :func:`lr_find` raises.
+    """
+    sweep = Sweep(**{k: settings.pop(k) for k in _SWEEP_FIELDS if k in settings})
+    sweep.check()
+    config = with_settings("segkit.lr_find", config, settings, example="image_size=64")
+    if plot is not None:
+        check_plot_path(plot)
+    if training is None:
+        runtime = build.resolve_runtime(config)
+        training = build.build_training(config, runtime)
+    result = lr_find(config, sweep, training=training, runtime=runtime, progress=progress)
+    if plot is None:
+        return result
+    c = training.config  # --loss auto resolved
+    path = write_plot(result, plot, f"{c.model} + {c.loss}, batch {c.batch_size}")
+    return dataclasses.replace(result, plot=path)
 
 
 def lr_find(

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segkit.config import RunConfig, named
+from segkit.config import COMMAND_LINE, PYTHON, RunConfig, given, given_as, named
 from segkit.errors import CheckpointError, ConfigError, plural
 from segkit.system.files import atomic_open, is_temporary, remove_temporaries
 from segkit.task import per_class_rows
@@ -337,16 +337,54 @@ class RunFolder:
         default name, a name that was taken, an ``--out`` relative to another directory).
         The next run takes the folder while it records nothing (:meth:`create`). ``into``:
         the folder the run goes to instead (:meth:`restart_elsewhere`)."""
+        into = into or self.path
+        where = self._restart_where(asked, into)
+        return f"segkit run --config {self.config}" + "".join(
+            f" --{k} {v}" for k, v in where.items()
+        )
+
+    def _restart_where(self, asked: dict[str, Any] | RunConfig, into: Path) -> dict[str, str]:
+        """``out`` and ``name`` a restart from ``config.json`` gives to go to ``into``:
+        those the settings ``asked`` would not name it by (:meth:`restart_command`)."""
         if isinstance(asked, RunConfig):
             asked = {"out": asked.out, "name": asked.name}
-        into = into or self.path
-        command = f"segkit run --config {self.config}"
+        where = {}
         out = asked.get("out")
         if out is None or Path(str(out)).expanduser().resolve() != into.parent.resolve():
-            command += f" --out {into.parent}"
+            where["out"] = str(into.parent)
         if asked.get("name") != into.name:
-            command += f" --name {into.name}"
-        return command
+            where["name"] = into.name
+        return where
+
+    def restart_call(
+        self,
+        asked: dict[str, Any] | RunConfig,
+        into: Path | None = None,
+        *,
+        extra: str = "",
+        more: dict[str, Any] | None = None,
+    ) -> str:
+        """The restart as the caller starts runs (:func:`~segkit.config.given`): from
+        Python, the ``segkit.train`` call first and the command after it, ``segkit.train(
+        segkit.RunConfig.from_file('runs/x/config.json'), out='runs', name='x-2') (or:
+        segkit run --config runs/x/config.json --name x-2)``; from the command line (or
+        with ``extra``, the ``--devices N`` the command ends with: torchrun's, no Python
+        call) the command (:meth:`restart_command`). ``more``: RunConfig fields both end
+        with, named as each gives them (``{"epochs": "N", "keep_last": True}``: ``epochs=N,
+        keep_last=True`` and ``--epochs N --keep-last``); a string is written as it is
+        (a placeholder for the user to fill in)."""
+        into = into or self.path
+        more = more or {}
+        with given_as(COMMAND_LINE):  # the command's flags, whoever asks
+            flags = "".join(f" {named(k, v, as_typed=True)}" for k, v in more.items())
+        command = f"{self.restart_command(asked, into)}{flags}{extra}"
+        if given() != PYTHON or extra:
+            return command
+        where = self._restart_where(asked, into)
+        there = f", out={str(into.parent)!r}, name={into.name!r}" if where else ""
+        then = "".join(f", {k}={v if isinstance(v, str) else repr(v)}" for k, v in more.items())
+        call = f"segkit.train(segkit.RunConfig.from_file({str(self.config)!r}){there}{then})"
+        return f"{call} (or: {command})"
 
     def restart_elsewhere(self, asked: dict[str, Any] | RunConfig) -> tuple[Path, str]:
         """Where a run started again from this folder's ``config.json`` goes when this
@@ -409,7 +447,12 @@ class RunFolder:
             if save_every > 1
             else "the run stopped before it was first written"
         )
-        new, command = self.restart_elsewhere(asked)
+        new = self.restart_elsewhere(asked)[0]
+        command = (
+            self.restart_command(asked, into=new) + extra
+            if report
+            else self.restart_call(asked, into=new, extra=extra)
+        )
         why = (
             f"{self.path} keeps {' and '.join(kept)} but no training state "
             f"({self.last.name}: {every}), so it cannot be resumed"
@@ -417,19 +460,24 @@ class RunFolder:
         restart = (
             f"{self.path} ({self.size_text()}) can be deleted if its best.pt is not wanted "
             f"(rm -r {self.path}); the run starts again in a new folder, {new}: start it "
-            f"again with {command}{extra}"
+            f"again with {command}"
         )
         return why, restart
 
-    def without_last(self, asked: dict[str, Any] | None) -> str:
+    def without_last(self, asked: dict[str, Any] | None, *, report: bool = False) -> str:
         """What to do when this folder's ``last.pt`` is there but cannot be read (damaged,
         empty, cut short by a copy): copy it again, or start the run again in a new folder
-        (this one keeps ``best.pt`` and ``metrics.csv``), the command named. ``asked``:
-        the settings ``config.json`` records (None without a readable one)."""
+        (this one keeps ``best.pt`` and ``metrics.csv``), the command named (and, for a
+        caller in Python, the ``segkit.train`` call first; a ``report`` file's words name
+        the command alone). ``asked``: the settings ``config.json`` records (None without a
+        readable one)."""
         copy = "The run cannot be resumed from it: if the run folder was copied, copy last.pt again"
         if asked is None:
             return f"{copy}; else start the run again with the command that started it"
-        new, command = self.restart_elsewhere(asked)
+        new = self.restart_elsewhere(asked)[0]
+        command = (
+            self.restart_command(asked, into=new) if report else self.restart_call(asked, into=new)
+        )
         kept = self.kept()
         keeps = f"{self.path} keeps {' and '.join(kept)}; " if kept else ""
         return f"{copy}; else {keeps}start the run again in a new folder, {new}, with {command}"
