@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from segkit.build import create_model
 from segkit.config import named
@@ -155,30 +155,39 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     )
 
 
-def _conv_backward_flop(
-    grad_out_shape: Any,
-    x_shape: Any,
-    w_shape: Any,
-    _bias: Any,
-    _stride: Any,
-    _padding: Any,
-    _dilation: Any,
-    transposed: bool,
-    _output_padding: Any,
-    _groups: Any,
-    output_mask: Any,
-    out_shape: Any = None,
-    **_: Any,
-) -> int:
+class _ConvBackward(NamedTuple):
+    """The arguments of ``aten.convolution_backward`` in its schema's order, as
+    ``FlopCounterMode`` hands them to a formula (tensors given as their shapes)."""
+
+    grad_out_shape: Any
+    x_shape: Any
+    w_shape: Any
+    bias_sizes: Any
+    stride: Any
+    padding: Any
+    dilation: Any
+    transposed: bool
+    output_padding: Any
+    groups: Any
+    output_mask: Any
+
+
+def _conv_backward_flop(*args: Any, **kwargs: Any) -> int:
     """A convolution's backward: the gradient of the input and that of the weight each
     cost what the forward did. torch's own formula (2.x) ignores ``groups`` there and
     counts a depthwise convolution's backward as if it were dense (64 channels: 65 times
     its forward), which made EfficientNets' training FLOPs 10x their forward; for
-    ``groups=1`` the two agree."""
+    ``groups=1`` the two agree.
+
+    Called by ``FlopCounterMode`` with the op's arguments (:class:`_ConvBackward`) and
+    ``out_shape``, which is not needed."""
     from torch.utils.flop_counter import conv_flop_count
 
-    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+    call = _ConvBackward(*args, **{k: v for k, v in kwargs.items() if k in _ConvBackward._fields})
+    forward = conv_flop_count(
+        list(call.x_shape), list(call.w_shape), list(call.grad_out_shape), call.transposed
+    )
+    return forward * (int(bool(call.output_mask[0])) + int(bool(call.output_mask[1])))
 
 
 def _input_like(model: Any, x: Any) -> Any:
