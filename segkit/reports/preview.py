@@ -135,6 +135,56 @@ class PreviewResult:
     header: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Draw:
+    """What :func:`write_preview` draws.
+
+    Attributes:
+        loaders: Loader plugins, one column each. With several, a loader that cannot
+            compile an op is left out, its reason in the header; with one, that is the
+            error.
+        n: Samples, the first ``n`` of ``split`` (fewer if the split is smaller).
+        split: ``train``, ``valid`` or ``test``.
+        stage: ``train`` (the augmentations) or ``eval`` (what validation and test see).
+        epoch: The epoch whose augmentations are drawn.
+    """
+
+    loaders: Sequence[str] = ("albumentations",)
+    n: int = 8
+    split: str = "train"
+    stage: str = "train"
+    epoch: int = 0
+
+    @property
+    def train(self) -> bool:
+        """The train stage's ops are drawn (not the eval stage's)."""
+        return self.stage == "train"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What every column of a preview is drawn from, built once the way ``segkit run``
+    builds it: the settings (``num_workers=0``), the runtime, the view of the first
+    samples, the recipe and the dataset's task."""
+
+    config: RunConfig
+    runtime: Any
+    view: FirstSamples
+    recipe: R.Recipe
+    task: Task
+
+
+@dataclass
+class _Columns:
+    """The loaders' columns as drawn: each column's samples and label, the loaders that
+    drew them, and loader -> the one-line reason it drew nothing."""
+
+    samples: list[list[Augmented]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    drawn: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- outlines
 
 
@@ -195,16 +245,9 @@ def legend(task: Any = None) -> list[tuple[str, Any]]:
 
 
 def augmented_samples(
-    config: RunConfig,
-    runtime: Any,
-    view: FirstSamples,
-    recipe: R.Recipe,
-    loader: str,
-    *,
-    train: bool,
-    epoch: int,
+    built: Built, loader: str, *, train: bool, epoch: int
 ) -> tuple[list[Augmented], str]:
-    """The samples of ``view`` as loader ``loader`` delivers them in ``epoch``, in the
+    """The samples of ``built.view`` as loader ``loader`` delivers them in ``epoch``, in the
     split's order, and the loader's label (its name, with its mode where it has one:
     ``dali (cpu)``).
 
@@ -217,15 +260,16 @@ def augmented_samples(
         ConfigError: the loader cannot compile an op of the recipe (one line).
         DataError: a file is unreadable.
     """
+    config, view, recipe = built.config, built.view, built.recipe
     n = len(view.chosen)
     cfg = dataclasses.replace(config, loader=loader, batch_size=1)
-    built = build_loader(cfg, runtime, view, recipe, view.split, train=train)
-    built.set_epoch(epoch)
+    batches = build_loader(cfg, built.runtime, view, recipe, view.split, train=train)
+    batches.set_epoch(epoch)
     order = epoch_order(n, shuffle=train, seed=config.seed, epoch=epoch, shard=(0, 1))
     mean, std = normalization(recipe, train)
     multiclass = view.mask_spec.is_multiclass
     found: dict[int, Augmented] = {}
-    for k, batch in enumerate(built):
+    for k, batch in enumerate(batches):
         rgb = to_rgb(batch.images[:1].float().cpu(), mean, std)[0]
         m = batch.masks[0].cpu()
         if multiclass:
@@ -238,7 +282,7 @@ def augmented_samples(
             f"loader '{loader}' delivered {len(found)} of the {n} samples of "
             f"split {view.split}; a loader must yield every sample once per epoch"
         )
-    mode = getattr(built, "mode", None)
+    mode = getattr(batches, "mode", None)
     label = f"{loader} ({mode})" if isinstance(mode, str) else loader
     return [found[i] for i in range(n)], label
 
@@ -334,56 +378,6 @@ def loader_names(loader: str) -> list[str]:
     return [loader]
 
 
-@dataclass(frozen=True)
-class Draw:
-    """What :func:`write_preview` draws.
-
-    Attributes:
-        loaders: Loader plugins, one column each. With several, a loader that cannot
-            compile an op is left out, its reason in the header; with one, that is the
-            error.
-        n: Samples, the first ``n`` of ``split`` (fewer if the split is smaller).
-        split: ``train``, ``valid`` or ``test``.
-        stage: ``train`` (the augmentations) or ``eval`` (what validation and test see).
-        epoch: The epoch whose augmentations are drawn.
-    """
-
-    loaders: Sequence[str] = ("albumentations",)
-    n: int = 8
-    split: str = "train"
-    stage: str = "train"
-    epoch: int = 0
-
-    @property
-    def train(self) -> bool:
-        """The train stage's ops are drawn (not the eval stage's)."""
-        return self.stage == "train"
-
-
-@dataclass(frozen=True)
-class Built:
-    """What every column of a preview is drawn from, built once the way ``segkit run``
-    builds it: the settings (``num_workers=0``), the runtime, the view of the first
-    samples, the recipe and the dataset's task."""
-
-    config: RunConfig
-    runtime: Any
-    view: FirstSamples
-    recipe: R.Recipe
-    task: Task
-
-
-@dataclass
-class _Columns:
-    """The loaders' columns as drawn: each column's samples and label, the loaders that
-    drew them, and loader -> the one-line reason it drew nothing."""
-
-    samples: list[list[Augmented]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    drawn: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)
-
-
 def write_preview(
     config: RunConfig,
     out: Path | str,
@@ -468,15 +462,7 @@ def _draw_columns(built: Built, draw: Draw, warn: Any) -> _Columns:
     columns = _Columns()
     for name in draw.loaders:
         try:
-            samples, label = augmented_samples(
-                built.config,
-                built.runtime,
-                built.view,
-                built.recipe,
-                name,
-                train=draw.train,
-                epoch=draw.epoch,
-            )
+            samples, label = augmented_samples(built, name, train=draw.train, epoch=draw.epoch)
         except ConfigError as e:
             if len(draw.loaders) == 1:
                 raise
