@@ -412,15 +412,7 @@ def write_preview(
 
     built = _build(config, draw, dataset)
     columns = _draw_columns(built, draw, warn)
-    header = _header(
-        built.recipe,
-        built.config,
-        columns.labels,
-        columns.refused,
-        stage=draw.stage,
-        split=draw.split,
-        epoch=draw.epoch,
-    )
+    header = _header(built, draw, columns)
     picture, tiles = _picture(
         built.view, columns.samples, columns.labels, header, built.task, draw.stage
     )
@@ -530,21 +522,12 @@ def _save(picture: Image.Image, out: Path) -> None:
         ) from None
 
 
-def _header(
-    recipe: R.Recipe,
-    config: RunConfig,
-    labels: list[str],
-    refused: dict[str, str],
-    *,
-    stage: str,
-    split: str,
-    epoch: int,
-) -> list[str]:
+def _header(built: Built, draw: Draw, columns: _Columns) -> list[str]:
     """The picture's header lines: what was drawn, the ops, how to read the columns."""
-    train = stage == "train"
+    recipe, labels, stage, train = built.recipe, columns.labels, draw.stage, draw.train
     header = [
-        f"segkit preview: recipe {recipe.name}, {stage} ops, split {split}, seed "
-        f"{config.seed}, epoch {epoch}; loader{'s' if len(labels) > 1 else ''} "
+        f"segkit preview: recipe {recipe.name}, {stage} ops, split {draw.split}, seed "
+        f"{built.config.seed}, epoch {draw.epoch}; loader{'s' if len(labels) > 1 else ''} "
         f"{', '.join(labels)}",
         f"{stage} ops: " + ", ".join(describe_op(op) for op in recipe.ops(train)),
     ]
@@ -555,7 +538,7 @@ def _header(
         )
     elif len(labels) > 1:
         header.append("the same eval ops in each loader: the columns should agree")
-    for name, reason in refused.items():
+    for name, reason in columns.refused.items():
         header.append(f"{name}: not drawn: {reason}")
     return header
 
