@@ -349,11 +349,36 @@ def time_run(
     file system).
     """
     from segkit import build
-    from segkit.training.loops import evaluate
 
     t0 = clock()
     parts = build.build_training(config, runtime, restoring=True)
     setup = clock() - t0
+    train_start, step_s = _training_seconds(parts, runtime, steps, clock)
+    eval_start, eval_batch = _evaluation_seconds(parts, runtime, eval_batches, clock)
+    last, best = _checkpoint_seconds(parts, runtime, Path(config.out).expanduser(), clock)
+    return RunTiming(
+        setup_s=setup,
+        train_start_s=train_start,
+        eval_start_s=eval_start,
+        steps_per_epoch=len(parts.loaders["train"]),
+        step_s=step_s,
+        valid_batches=len(parts.loaders["valid"]),
+        test_batches=len(parts.loaders["test"]),
+        eval_batch_s=eval_batch,
+        last_s=last,
+        best_s=best,
+        grid_images=config.grid_images,
+    )
+
+
+def _training_seconds(
+    parts: Any, runtime: Runtime, steps: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """The training loader's first batch, and the median of ``steps`` training steps
+    (after an untimed one), each with the wait for the next batch; an epoch that ends
+    on the way starts the next, as the engine does."""
+    from segkit import build
+
     step = build.build_step(parts, runtime)
     loader = parts.loaders["train"]
     epoch = 1
@@ -379,6 +404,15 @@ def time_run(
             times.append(clock() - t0)
         batch = nxt
     del batches, batch
+    return train_start, float(statistics.median(times))
+
+
+def _evaluation_seconds(
+    parts: Any, runtime: Runtime, eval_batches: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """The validation loader's first batch, and one evaluation batch (model and metrics,
+    with the wait for the next): the mean of up to ``eval_batches``."""
+    from segkit.training.loops import evaluate
 
     valid = parts.loaders["valid"]
     context = parts.eval_context(runtime)
@@ -391,21 +425,7 @@ def time_run(
     evaluate(parts.model, itertools.chain([first], itertools.islice(batches, k - 1)), context)  # type: ignore[arg-type]
     eval_batch = (clock() - t0) / k
     del batches, first
-
-    last, best = _checkpoint_seconds(parts, runtime, Path(config.out).expanduser(), clock)
-    return RunTiming(
-        setup_s=setup,
-        train_start_s=train_start,
-        eval_start_s=eval_start,
-        steps_per_epoch=len(loader),
-        step_s=float(statistics.median(times)),
-        valid_batches=len(valid),
-        test_batches=len(parts.loaders["test"]),
-        eval_batch_s=eval_batch,
-        last_s=last,
-        best_s=best,
-        grid_images=config.grid_images,
-    )
+    return eval_start, eval_batch
 
 
 def _checkpoint_seconds(
