@@ -268,6 +268,24 @@ def test_on_the_cpu_the_batch_grows_only_while_it_is_faster_per_image(tiny_model
     assert "1.00x as fast per image as 16" in search.stopped
 
 
+def test_host_memory_available_is_meminfos_else_the_physical_memory(monkeypatch):
+    import io
+    import os
+
+    meminfo = "MemTotal:       4000 kB\nMemAvailable:   1000 kB\n"
+    monkeypatch.setattr(machine_mod, "open", lambda path: io.StringIO(meminfo), raising=False)
+    assert machine_mod.host_available() == 1000 * 1024
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    meminfo = "MemTotal:       4000 kB\n"  # a kernel without MemAvailable
+    assert machine_mod.host_available() == physical
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(machine_mod, "open", unreadable, raising=False)
+    assert machine_mod.host_available() == physical
+
+
 def test_host_memory_counts_what_autograd_saves(tiny_model):
     probe = _probe(tiny_model, size=64)
     host = machine_mod.HostMemory(available=2**40)
