@@ -18,7 +18,7 @@ from segkit.errors import ConfigError
 from segkit.plan import machine as machine_mod
 from segkit.plan import rules
 from segkit.plan.fingerprint import Fingerprint, mask_width
-from segkit.plan.measure import RunTiming, StepProbe, fit_batch
+from segkit.plan.measure import BatchPolicy, RunTiming, StepProbe, fit_batch
 from segkit.task import Task
 
 #: A third party's model: a small conv net declaring ``min_input_multiple`` 8 (the
@@ -222,7 +222,7 @@ def test_on_a_gpu_the_batch_is_the_largest_that_fits_the_measured_memory(tiny_mo
     probe = _probe(tiny_model)
     resident = probe.resident()
     gpu = FakeGpu(limit=resident + 20 * 2**20, per_image=2**20)  # room for 20 images
-    search = fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+    search = fit_batch(probe, gpu, BatchPolicy(start=2, cap=64, grow_while_faster=False, steps=1))
     assert search.batch == 16
     assert gpu.tried == [2, 4, 8, 16, 32]
     assert search.trials[-1].fits is False and "needs" in search.stopped
@@ -232,21 +232,24 @@ def test_on_a_gpu_the_batch_is_the_largest_that_fits_the_measured_memory(tiny_mo
 def test_running_out_of_memory_is_caught_and_the_last_batch_that_fit_is_kept(tiny_model):
     probe = _probe(tiny_model)
     gpu = FakeGpu(limit=2**40, per_image=1, oom_above=8)
-    search = fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+    search = fit_batch(probe, gpu, BatchPolicy(start=2, cap=64, grow_while_faster=False, steps=1))
     assert search.batch == 8
     assert "out of memory (OutOfMemoryError)" in search.stopped
     gpu = FakeGpu(limit=2**40, per_image=1, oom_above=3)  # the start does not fit: go down
-    assert fit_batch(probe, gpu, start=8, cap=64, grow_while_faster=False, steps=1).batch == 2
+    assert (
+        fit_batch(probe, gpu, BatchPolicy(start=8, cap=64, grow_while_faster=False, steps=1)).batch
+        == 2
+    )
     gpu = FakeGpu(limit=2**40, per_image=1, oom_above=0)
     with pytest.raises(ConfigError, match=r"not even one image fits .* smaller --image-size"):
-        fit_batch(probe, gpu, start=2, cap=64, grow_while_faster=False, steps=1)
+        fit_batch(probe, gpu, BatchPolicy(start=2, cap=64, grow_while_faster=False, steps=1))
 
 
 def test_the_data_caps_the_batch_and_k_classes_are_probed_with_class_maps(tiny_model):
     probe = _probe(tiny_model, classes=("background", "a", "b"))
     assert probe.batch(2).masks.dtype == torch.uint8
     gpu = FakeGpu(limit=2**40, per_image=1)
-    search = fit_batch(probe, gpu, start=2, cap=8, grow_while_faster=False, steps=1)
+    search = fit_batch(probe, gpu, BatchPolicy(start=2, cap=8, grow_while_faster=False, steps=1))
     assert search.batch == 8 and "exceed the cap of 8" in search.stopped
 
 
@@ -260,9 +263,27 @@ def test_on_the_cpu_the_batch_grows_only_while_it_is_faster_per_image(tiny_model
         lambda self, batch, steps=3: {8: 1.0, 16: 1.5, 32: 3.0}[len(batch.images)],
     )
     host = machine_mod.HostMemory(available=2**40)
-    search = fit_batch(probe, host, start=8, cap=64, grow_while_faster=True)
+    search = fit_batch(probe, host, BatchPolicy(start=8, cap=64, grow_while_faster=True))
     assert search.batch == 16
     assert "1.00x as fast per image as 16" in search.stopped
+
+
+def test_host_memory_available_is_meminfos_else_the_physical_memory(monkeypatch):
+    import io
+    import os
+
+    meminfo = "MemTotal:       4000 kB\nMemAvailable:   1000 kB\n"
+    monkeypatch.setattr(machine_mod, "open", lambda path: io.StringIO(meminfo), raising=False)
+    assert machine_mod.host_available() == 1000 * 1024
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    meminfo = "MemTotal:       4000 kB\n"  # a kernel without MemAvailable
+    assert machine_mod.host_available() == physical
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(machine_mod, "open", unreadable, raising=False)
+    assert machine_mod.host_available() == physical
 
 
 def test_host_memory_counts_what_autograd_saves(tiny_model):

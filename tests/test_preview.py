@@ -52,9 +52,9 @@ def draw(tmp_path: Path, recipe: str = "type1", *, dataset=None, name="p.png", *
     result = P.write_preview(
         config,
         tmp_path / name,
+        P.Draw(**kw),
         dataset=dataset if dataset is not None else shapes_dataset(),
         warn=warned.append,
-        **kw,
     )
     return result, warned
 
@@ -176,7 +176,9 @@ def test_rows_are_in_the_split_order_though_the_training_epoch_is_shuffled(tmp_p
     recipe = tmp_path / "resize.toml"  # nothing random: each row is its file, resized
     recipe.write_text('[[train]]\nop = "Resize"\n')
     config = RunConfig(recipe=str(recipe), image_size=64)
-    result = P.write_preview(config, tmp_path / "p.png", n=6, dataset=shapes_dataset(), epoch=3)
+    result = P.write_preview(
+        config, tmp_path / "p.png", P.Draw(n=6, epoch=3), dataset=shapes_dataset()
+    )
     import cv2
 
     for (tile,), sample in zip(result.tiles, result.samples, strict=True):
@@ -431,10 +433,10 @@ def test_the_python_api_refuses_the_same_values(tmp_path):
     config = RunConfig(recipe="type1")
     kw = {"dataset": shapes_dataset()}
     with pytest.raises(ConfigError, match="--n 0"):
-        P.write_preview(config, tmp_path / "p.png", n=0, **kw)
+        P.write_preview(config, tmp_path / "p.png", P.Draw(n=0), **kw)
     with pytest.raises(ConfigError, match="--epoch -1"):
-        P.write_preview(config, tmp_path / "p.png", epoch=-1, **kw)
+        P.write_preview(config, tmp_path / "p.png", P.Draw(epoch=-1), **kw)
     with pytest.raises(ConfigError, match="--stage 'test'"):
-        P.write_preview(config, tmp_path / "p.png", stage="test", **kw)
+        P.write_preview(config, tmp_path / "p.png", P.Draw(stage="test"), **kw)
     with pytest.raises(PluginNotFoundError):
-        P.write_preview(config, tmp_path / "p.png", loaders=("nope",), **kw)
+        P.write_preview(config, tmp_path / "p.png", P.Draw(loaders=("nope",)), **kw)

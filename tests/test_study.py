@@ -1060,6 +1060,92 @@ def test_a_study_killed_in_its_second_run_continues_where_it_stopped(
     }
 
 
+class _FakeProcess:
+    """A run's process for ``_run_parallel`` without one: it exits with ``code`` after
+    ``polls`` polls (``None``: never, until terminated)."""
+
+    def __init__(self, code: int, polls: int | None) -> None:
+        self.code, self.polls, self.signals = code, polls, []
+
+    def poll(self) -> int | None:
+        if self.polls is None:
+            return None
+        self.polls -= 1
+        return self.code if self.polls <= 0 else None
+
+    def terminate(self) -> None:
+        self.signals.append("terminate")
+
+    def wait(self) -> int:
+        self.signals.append("wait")
+        return -15
+
+
+class _FakeLog:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_parallel(monkeypatch, tmp_path: Path, plan: dict[str, tuple[int, int | None]]):
+    """A study of one run per entry of ``plan`` (name -> its process's exit code and
+    polls), run by ``_run_parallel`` on two GPU slots with faked processes."""
+    body = "[base]\nepochs = 1\n" + "".join(f"[[runs]]\nname = '{n}'\n" for n in plan)
+    study = read_study(write(tmp_path / "s.toml", body), tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    started: list[tuple[str, str]] = []
+    procs: dict[str, _FakeProcess] = {}
+    logs: dict[str, _FakeLog] = {}
+
+    def start(study, run, gpu, slots, quiet, say):
+        started.append((run.name, gpu))
+        procs[run.name], logs[run.name] = _FakeProcess(*plan[run.name]), _FakeLog()
+        return procs[run.name], logs[run.name]
+
+    monkeypatch.setattr(study_mod, "_start_run", start)
+    monkeypatch.setattr(study_mod, "_ended", lambda s, r, code, say: "failed" if code else "done")
+    monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
+    return study, started, procs, logs
+
+
+def test_parallel_runs_fill_the_free_gpus_and_none_starts_after_a_failure(
+    tmp_path: Path, monkeypatch
+) -> None:
+    plan = {"a": (0, 1), "b": (1, 2), "c": (0, 3), "d": (0, 1), "e": (0, 1)}
+    study, started, _, logs = _fake_parallel(monkeypatch, tmp_path, plan)
+    outcome = study_mod._run_parallel(study, ["0", "1"], True, lambda _: None)
+    # a ends first and c takes its GPU; b fails, so d and e never start; c finishes.
+    assert started == [("a", "0"), ("b", "1"), ("c", "0")]
+    assert outcome == {
+        "a": "done",
+        "b": "failed",
+        "c": "done",
+        "d": "not started",
+        "e": "not started",
+    }
+    assert all(log.closed for log in logs.values())
+
+
+def test_an_interrupted_parallel_study_terminates_its_runs_and_says_how_to_continue(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from segkit.errors import RunInterrupted
+
+    study, started, procs, _ = _fake_parallel(
+        monkeypatch, tmp_path, {"a": (0, None), "b": (0, None)}
+    )
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_mod.time, "sleep", interrupt)
+    with pytest.raises(RunInterrupted, match="interrupted; continue the study with: segkit study"):
+        study_mod._run_parallel(study, ["0", "1"], True, lambda _: None)
+    assert [name for name, _ in started] == ["a", "b"]
+    assert all(p.signals == ["terminate", "wait"] for p in procs.values())
+
+
 @pytest.mark.slow
 def test_parallel_runs_each_configuration_in_its_own_process(
     tiny_pets: Path, tmp_path: Path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from segkit.cli.args import examples
@@ -33,55 +34,74 @@ def add_list(sub: Any) -> None:
     p.set_defaults(func=_cmd_list)
 
 
+@dataclass
+class _Listing:
+    """What ``segkit list`` found: a row per plugin (kind, name, distribution, status),
+    the plugins that clash or fail to load with their errors, and what is wrong with each
+    hidden plugin (``--check`` exits 1 on any)."""
+
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    failures: list[tuple[Any, Exception | None]] = field(default_factory=list)
+    shadowed: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, name: str, info: Any, *, load: bool) -> None:
+        """The rows of plugin ``name`` of ``kind``, loading it with ``load``."""
+        if info.claims:  # several distributions register the name: a row for each
+            self.failures.append((info, info.clash_error()))
+            for claim in info.claims:
+                dist = f"{claim.distribution} {claim.version}".strip()
+                self.rows.append((kind, name, dist, "CLASH"))
+            return
+        error = _load_error(info) if load else None
+        if error is not None:
+            self.failures.append((info, error))
+        status = "-" if not load else "ok" if error is None else "FAILED"
+        dist = f"{info.distribution} {info.version}".strip()
+        self.rows.append((kind, name, dist, status))
+        for hidden in info.shadows:  # another distribution's plugin of a built-in name
+            self.shadowed.append(f"{kind} '{name}': {info.shadow_problem(hidden)}")
+            self.rows.append(
+                (kind, name, f"{hidden.distribution} {hidden.version}".strip(), "SHADOWED")
+            )
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from segkit.registry import KINDS, canonical_kind, default_registry
 
     reg = default_registry()
     kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
-    failures = []
-    shadowed: list[str] = []  # what is wrong with each hidden plugin (--check exits 1)
-    rows = []
+    listing = _Listing()
     for kind in kinds:
         for name, info in reg.plugins(kind).items():
-            if info.claims:  # several distributions register the name: a row for each
-                failures.append((info, info.clash_error()))
-                for claim in info.claims:
-                    dist = f"{claim.distribution} {claim.version}".strip()
-                    rows.append((kind, name, dist, "CLASH"))
-                continue
-            error = None if args.no_import else _load_error(info)
-            if error is not None:
-                failures.append((info, error))
-            status = "-" if args.no_import else "ok" if error is None else "FAILED"
-            dist = f"{info.distribution} {info.version}".strip()
-            rows.append((kind, name, dist, status))
-            for hidden in info.shadows:  # another distribution's plugin of a built-in name
-                shadowed.append(f"{kind} '{name}': {info.shadow_problem(hidden)}")
-                rows.append(
-                    (kind, name, f"{hidden.distribution} {hidden.version}".strip(), "SHADOWED")
-                )
-    widths = [
-        max([len(r[i]) for r in rows] + [len(h)])
-        for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))
-    ]
-    header = ("KIND", "NAME", "DISTRIBUTION", "STATUS" if not args.no_import else "")
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+            listing.add(kind, name, info, load=not args.no_import)
+    _print_table(listing.rows, status=not args.no_import)
     misplaced = [m for m in reg.misplaced() if m.kind in kinds]
     for m in misplaced:
         print(f"\n{m.kind} '{m.name}' is not listed: {m}", file=sys.stderr)
     copies = [c for c in reg.copies() if any(c.registers(k) for k in kinds)]
     for c in copies:
         print(f"\n{c}", file=sys.stderr)
-    for line in shadowed:
+    for line in listing.shadowed:
         print(f"\n{line}", file=sys.stderr)
-    for info, e in failures:
+    for info, e in listing.failures:
         print(f"\n{info.kind} '{info.name}': {e}", file=sys.stderr)
         if args.check and e is not None and e.__cause__ is not None:
             import traceback
 
             traceback.print_exception(e.__cause__, file=sys.stderr)
-    return 1 if (failures or misplaced or shadowed or copies) and args.check else 0
+    problems = listing.failures or misplaced or listing.shadowed or copies
+    return 1 if problems and args.check else 0
+
+
+def _print_table(rows: list[tuple[str, str, str, str]], *, status: bool) -> None:
+    """The plugins' rows under a header, in columns (``status``: with the STATUS title)."""
+    widths = [
+        max([len(r[i]) for r in rows] + [len(h)])
+        for i, h in enumerate(("KIND", "NAME", "DISTRIBUTION"))
+    ]
+    header = ("KIND", "NAME", "DISTRIBUTION", "STATUS" if status else "")
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
 
 
 def _load_error(info: Any) -> Exception | None:

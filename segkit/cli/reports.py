@@ -205,18 +205,17 @@ def add_preview(sub: Any) -> None:
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from segkit.config import RunConfig
-    from segkit.reports.preview import loader_names, write_preview
+    from segkit.reports.preview import Draw, loader_names, write_preview
 
     config = RunConfig.from_dict(settings_from_args(args), source="command line")
-    result = write_preview(
-        config,
-        args.out,
+    draw = Draw(
         loaders=loader_names(args.loader),
         n=args.n,
         split=args.split,
         stage=args.stage,
         epoch=args.epoch,
     )
+    result = write_preview(config, args.out, draw)
     for line in result.header:
         print(line)
     ids = [s.id for s in result.samples]

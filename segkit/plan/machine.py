@@ -109,17 +109,27 @@ class HostMemory:
 def host_available() -> int:
     """Bytes of memory available to new work: ``MemAvailable`` of ``/proc/meminfo``
     (Linux), else the physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = _mem_available()
+    if available is not None:
+        return available
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return 8 * 2**30  # unknown: a small machine's
+
+
+def _mem_available() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes; ``None`` where there is none (not
+    Linux, or a kernel without it)."""
+    try:
+        with open("/proc/meminfo") as f:
+            lines = list(f)
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def memory_probe(device: torch.device) -> MemoryProbe:

@@ -171,22 +171,33 @@ def try_batch(probe: StepProbe, memory: MemoryProbe, batch: int, steps: int = TI
     return Trial(batch, True, peak, probe.seconds(data, steps))
 
 
-def fit_batch(
-    probe: StepProbe,
-    memory: MemoryProbe,
-    *,
-    start: int,
-    cap: int,
-    grow_while_faster: bool,
-    steps: int = TIMED_STEPS,
-    gain: float = CPU_BATCH_GAIN,
-    cap_why: str = "",
-) -> BatchSearch:
-    """The batch size: double from ``start`` while a step fits in memory (measured by
-    ``memory``, running out of it caught) and stays within ``cap``; with
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How :func:`fit_batch` searches for the batch size.
+
+    Attributes:
+        start: The first batch size tried.
+        cap: The largest batch size allowed.
+        grow_while_faster: Grow only while the larger batch is ``gain`` times faster per
+            image (the CPU), not while it fits (an accelerator).
+        cap_why: Where the cap comes from, in the reason a search stopped at it.
+        gain: How much faster per image a larger batch must be, with ``grow_while_faster``.
+        steps: Timed steps per batch size tried.
+    """
+
+    start: int
+    cap: int
+    grow_while_faster: bool
+    cap_why: str = ""
+    gain: float = CPU_BATCH_GAIN
+    steps: int = TIMED_STEPS
+
+
+def fit_batch(probe: StepProbe, memory: MemoryProbe, policy: BatchPolicy) -> BatchSearch:
+    """The batch size: double from ``policy.start`` while a step fits in memory (measured
+    by ``memory``, running out of it caught) and stays within the cap; with
     ``grow_while_faster`` (the CPU) only while the larger batch is ``gain`` times faster
-    per image. When ``start`` does not fit, halve it until one fits. ``cap_why`` says
-    where the cap comes from, in the reason a search stopped at it.
+    per image. When the start does not fit, halve it until one fits.
 
     Raises:
         ConfigError: not even one image fits.
@@ -194,34 +205,10 @@ def fit_batch(
     from segkit.errors import ConfigError
 
     search = BatchSearch(batch=0)
-    b = max(1, min(start, cap))
-    best: Trial | None = None
-    while True:
-        trial = try_batch(probe, memory, b, steps)
-        search.trials.append(trial)
-        if not trial.fits:
-            search.stopped = f"batch {b} does not fit: {trial.note}"
-            break
-        if best is not None and grow_while_faster and trial.images_per_s < gain * best.images_per_s:
-            search.stopped = (
-                f"batch {b} is {trial.images_per_s / best.images_per_s:.2f}x as fast per image "
-                f"as {best.batch}: not worth half the optimizer steps"
-            )
-            break
-        best = trial
-        if b * 2 > cap:
-            why = f" ({cap_why})" if cap_why else ""
-            search.stopped = f"batch {b * 2} would exceed the cap of {cap}{why}"
-            break
-        b *= 2
+    first = max(1, min(policy.start, policy.cap))
+    best = _grow(probe, memory, policy, search, first)
     if best is None:  # the first size did not fit: go down
-        b //= 2
-        while b >= 1 and best is None:
-            trial = try_batch(probe, memory, b, steps)
-            search.trials.append(trial)
-            if trial.fits:
-                best = trial
-            b //= 2
+        best = _shrink(probe, memory, policy, search, first)
     if best is None:
         raise ConfigError(
             f"model '{probe.config.model}' at {probe.size} px: not even one image fits in "
@@ -230,6 +217,52 @@ def fit_batch(
         )
     search.batch = best.batch
     return search
+
+
+def _grow(
+    probe: StepProbe, memory: MemoryProbe, policy: BatchPolicy, search: BatchSearch, b: int
+) -> Trial | None:
+    """Double the batch from ``b`` until one does not fit, is not worth it or would pass
+    the cap, each trial and the reason it stopped recorded in ``search``; the largest
+    batch kept (``None``: ``b`` itself did not fit)."""
+    best: Trial | None = None
+    while True:
+        trial = try_batch(probe, memory, b, policy.steps)
+        search.trials.append(trial)
+        if not trial.fits:
+            search.stopped = f"batch {b} does not fit: {trial.note}"
+            return best
+        if (
+            best is not None
+            and policy.grow_while_faster
+            and trial.images_per_s < policy.gain * best.images_per_s
+        ):
+            search.stopped = (
+                f"batch {b} is {trial.images_per_s / best.images_per_s:.2f}x as fast per image "
+                f"as {best.batch}: not worth half the optimizer steps"
+            )
+            return best
+        best = trial
+        if b * 2 > policy.cap:
+            why = f" ({policy.cap_why})" if policy.cap_why else ""
+            search.stopped = f"batch {b * 2} would exceed the cap of {policy.cap}{why}"
+            return best
+        b *= 2
+
+
+def _shrink(
+    probe: StepProbe, memory: MemoryProbe, policy: BatchPolicy, search: BatchSearch, b: int
+) -> Trial | None:
+    """Halve the batch from ``b`` (which did not fit) until one fits, each trial recorded
+    in ``search``; that one (``None``: not even one image fits)."""
+    b //= 2
+    while b >= 1:
+        trial = try_batch(probe, memory, b, policy.steps)
+        search.trials.append(trial)
+        if trial.fits:
+            return trial
+        b //= 2
+    return None
 
 
 def _gib(n: int) -> str:
@@ -316,11 +349,36 @@ def time_run(
     file system).
     """
     from segkit import build
-    from segkit.training.loops import evaluate
 
     t0 = clock()
     parts = build.build_training(config, runtime, restoring=True)
     setup = clock() - t0
+    train_start, step_s = _training_seconds(parts, runtime, steps, clock)
+    eval_start, eval_batch = _evaluation_seconds(parts, runtime, eval_batches, clock)
+    last, best = _checkpoint_seconds(parts, runtime, Path(config.out).expanduser(), clock)
+    return RunTiming(
+        setup_s=setup,
+        train_start_s=train_start,
+        eval_start_s=eval_start,
+        steps_per_epoch=len(parts.loaders["train"]),
+        step_s=step_s,
+        valid_batches=len(parts.loaders["valid"]),
+        test_batches=len(parts.loaders["test"]),
+        eval_batch_s=eval_batch,
+        last_s=last,
+        best_s=best,
+        grid_images=config.grid_images,
+    )
+
+
+def _training_seconds(
+    parts: Any, runtime: Runtime, steps: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """The training loader's first batch, and the median of ``steps`` training steps
+    (after an untimed one), each with the wait for the next batch; an epoch that ends
+    on the way starts the next, as the engine does."""
+    from segkit import build
+
     step = build.build_step(parts, runtime)
     loader = parts.loaders["train"]
     epoch = 1
@@ -346,6 +404,15 @@ def time_run(
             times.append(clock() - t0)
         batch = nxt
     del batches, batch
+    return train_start, float(statistics.median(times))
+
+
+def _evaluation_seconds(
+    parts: Any, runtime: Runtime, eval_batches: int, clock: Callable[[], float]
+) -> tuple[float, float]:
+    """The validation loader's first batch, and one evaluation batch (model and metrics,
+    with the wait for the next): the mean of up to ``eval_batches``."""
+    from segkit.training.loops import evaluate
 
     valid = parts.loaders["valid"]
     context = parts.eval_context(runtime)
@@ -358,21 +425,7 @@ def time_run(
     evaluate(parts.model, itertools.chain([first], itertools.islice(batches, k - 1)), context)  # type: ignore[arg-type]
     eval_batch = (clock() - t0) / k
     del batches, first
-
-    last, best = _checkpoint_seconds(parts, runtime, Path(config.out).expanduser(), clock)
-    return RunTiming(
-        setup_s=setup,
-        train_start_s=train_start,
-        eval_start_s=eval_start,
-        steps_per_epoch=len(loader),
-        step_s=float(statistics.median(times)),
-        valid_batches=len(valid),
-        test_batches=len(parts.loaders["test"]),
-        eval_batch_s=eval_batch,
-        last_s=last,
-        best_s=best,
-        grid_images=config.grid_images,
-    )
+    return eval_start, eval_batch
 
 
 def _checkpoint_seconds(

@@ -40,7 +40,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.plan import machine as machine_mod
 from segkit.plan import rules
 from segkit.plan.fingerprint import Fingerprint, fingerprint
-from segkit.plan.measure import StepProbe, fit_batch, time_run
+from segkit.plan.measure import BatchPolicy, StepProbe, fit_batch, time_run
 from segkit.plan.rules import Choice, Costs, Schedule, duration
 from segkit.system.memory import release
 from segkit.task import Task
@@ -355,14 +355,13 @@ class _Planner:
         budget, runtime = self.budget, self.runtime
         self.tell(f"finding the batch size at {size} px ...")
         probe = StepProbe(self.candidate(image_size=size), runtime, self.task, self.loss_options)
-        search = fit_batch(
-            probe,
-            self.memory,
+        policy = BatchPolicy(
             start=self.start,
             cap=self.cap,
             grow_while_faster=not self.largest,
             cap_why=rules.batch_cap_reason(self.fp.images.get("train", 0)),
         )
+        search = fit_batch(probe, self.memory, policy)
         del probe
         release(runtime.device)
         self.tell(f"timing the run at {size} px, batch {search.batch} ...")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from segkit.build import create_model
 from segkit.config import named
@@ -97,9 +97,6 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
         PluginContractError: the model's output is not ``(2, 1, image_size, image_size)``
             float32 logits (see :func:`segkit.training.outputs.check_logits`).
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     if not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"{named('image_size', image_size)}: expected a positive int")
     notes = []
@@ -107,15 +104,45 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
         notes.append("weights ignored: the counts are measured with random weights")
     model = create_model(name, image_size=image_size, **options)
     params = list(model.parameters())
-    total = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    multiple = int(getattr(model, "min_input_multiple", 1))
+    costs = _measure(model, name, image_size)
+    feature_channels, feature_strides = _features(model)
+    return ModelInfo(
+        model=name,
+        options=dict(options),
+        image_size=image_size,
+        parameters=sum(p.numel() for p in params),
+        trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
+        min_input_multiple=int(getattr(model, "min_input_multiple", 1)),
+        forward_gflop=costs.forward_flop / 1e9,
+        train_gflop=(costs.forward_flop + costs.backward_flop) / 1e9,
+        activation_mib=costs.saved_bytes / 2**20,
+        feature_channels=feature_channels,
+        feature_strides=feature_strides,
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """What one training step of a model costs per image (see the module docstring)."""
+
+    forward_flop: float
+    backward_flop: float
+    #: Bytes autograd saves for the backward (each storage once, parameters left out).
+    saved_bytes: float
+
+
+def _measure(model: Any, name: str, image_size: int) -> _Costs:
+    """Run model ``name`` forward and backward once in training mode on a random batch of 2
+    at ``image_size``, counting FLOPs and the bytes saved for the backward, per image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     batch = 2  # batch norm in training mode needs more than one value per channel
     x = torch.randn(batch, getattr(model, "in_channels", 3), image_size, image_size)
     x = _input_like(model, x)
     model.train()
-    param_storages = {p.untyped_storage().data_ptr() for p in params}
+    param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -132,53 +159,55 @@ def model_info(name: str, image_size: int = 256, **options: Any) -> ModelInfo:
     grouped_ok = {torch.ops.aten.convolution_backward: _conv_backward_flop}
     with FlopCounterMode(display=False, custom_mapping=grouped_ok) as backward:
         out.float().sum().backward()
-    fwd = forward.get_total_flops() / batch
-    bwd = backward.get_total_flops() / batch
-    feature_channels = feature_strides = None
-    info = getattr(getattr(model, "encoder", None), "feature_info", None)
-    if info is not None and hasattr(info, "channels") and hasattr(info, "reduction"):
-        feature_channels = [int(c) for c in info.channels()]
-        feature_strides = [int(r) for r in info.reduction()]
-    return ModelInfo(
-        model=name,
-        options=dict(options),
-        image_size=image_size,
-        parameters=total,
-        trainable_parameters=trainable,
-        min_input_multiple=multiple,
-        forward_gflop=fwd / 1e9,
-        train_gflop=(fwd + bwd) / 1e9,
-        activation_mib=sum(saved.values()) / batch / 2**20,
-        feature_channels=feature_channels,
-        feature_strides=feature_strides,
-        notes=notes,
+    return _Costs(
+        forward_flop=forward.get_total_flops() / batch,
+        backward_flop=backward.get_total_flops() / batch,
+        saved_bytes=sum(saved.values()) / batch,
     )
 
 
-def _conv_backward_flop(
-    grad_out_shape: Any,
-    x_shape: Any,
-    w_shape: Any,
-    _bias: Any,
-    _stride: Any,
-    _padding: Any,
-    _dilation: Any,
-    transposed: bool,
-    _output_padding: Any,
-    _groups: Any,
-    output_mask: Any,
-    out_shape: Any = None,
-    **_: Any,
-) -> int:
+def _features(model: Any) -> tuple[list[int] | None, list[int] | None]:
+    """The channels and strides of the feature maps of the model's timm encoder
+    (``model.encoder.feature_info``); ``None`` for a model without one."""
+    info = getattr(getattr(model, "encoder", None), "feature_info", None)
+    if info is not None and hasattr(info, "channels") and hasattr(info, "reduction"):
+        return [int(c) for c in info.channels()], [int(r) for r in info.reduction()]
+    return None, None
+
+
+class _ConvBackward(NamedTuple):
+    """The arguments of ``aten.convolution_backward`` in its schema's order, as
+    ``FlopCounterMode`` hands them to a formula (tensors given as their shapes)."""
+
+    grad_out_shape: Any
+    x_shape: Any
+    w_shape: Any
+    bias_sizes: Any
+    stride: Any
+    padding: Any
+    dilation: Any
+    transposed: bool
+    output_padding: Any
+    groups: Any
+    output_mask: Any
+
+
+def _conv_backward_flop(*args: Any, **kwargs: Any) -> int:
     """A convolution's backward: the gradient of the input and that of the weight each
     cost what the forward did. torch's own formula (2.x) ignores ``groups`` there and
     counts a depthwise convolution's backward as if it were dense (64 channels: 65 times
     its forward), which made EfficientNets' training FLOPs 10x their forward; for
-    ``groups=1`` the two agree."""
+    ``groups=1`` the two agree.
+
+    Called by ``FlopCounterMode`` with the op's arguments (:class:`_ConvBackward`) and
+    ``out_shape``, which is not needed."""
     from torch.utils.flop_counter import conv_flop_count
 
-    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+    call = _ConvBackward(*args, **{k: v for k, v in kwargs.items() if k in _ConvBackward._fields})
+    forward = conv_flop_count(
+        list(call.x_shape), list(call.w_shape), list(call.grad_out_shape), call.transposed
+    )
+    return forward * (int(bool(call.output_mask[0])) + int(bool(call.output_mask[1])))
 
 
 def _input_like(model: Any, x: Any) -> Any:

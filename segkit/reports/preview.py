@@ -135,6 +135,56 @@ class PreviewResult:
     header: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Draw:
+    """What :func:`write_preview` draws.
+
+    Attributes:
+        loaders: Loader plugins, one column each. With several, a loader that cannot
+            compile an op is left out, its reason in the header; with one, that is the
+            error.
+        n: Samples, the first ``n`` of ``split`` (fewer if the split is smaller).
+        split: ``train``, ``valid`` or ``test``.
+        stage: ``train`` (the augmentations) or ``eval`` (what validation and test see).
+        epoch: The epoch whose augmentations are drawn.
+    """
+
+    loaders: Sequence[str] = ("albumentations",)
+    n: int = 8
+    split: str = "train"
+    stage: str = "train"
+    epoch: int = 0
+
+    @property
+    def train(self) -> bool:
+        """The train stage's ops are drawn (not the eval stage's)."""
+        return self.stage == "train"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What every column of a preview is drawn from, built once the way ``segkit run``
+    builds it: the settings (``num_workers=0``), the runtime, the view of the first
+    samples, the recipe and the dataset's task."""
+
+    config: RunConfig
+    runtime: Any
+    view: FirstSamples
+    recipe: R.Recipe
+    task: Task
+
+
+@dataclass
+class _Columns:
+    """The loaders' columns as drawn: each column's samples and label, the loaders that
+    drew them, and loader -> the one-line reason it drew nothing."""
+
+    samples: list[list[Augmented]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    drawn: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- outlines
 
 
@@ -195,16 +245,9 @@ def legend(task: Any = None) -> list[tuple[str, Any]]:
 
 
 def augmented_samples(
-    config: RunConfig,
-    runtime: Any,
-    view: FirstSamples,
-    recipe: R.Recipe,
-    loader: str,
-    *,
-    train: bool,
-    epoch: int,
+    built: Built, loader: str, *, train: bool, epoch: int
 ) -> tuple[list[Augmented], str]:
-    """The samples of ``view`` as loader ``loader`` delivers them in ``epoch``, in the
+    """The samples of ``built.view`` as loader ``loader`` delivers them in ``epoch``, in the
     split's order, and the loader's label (its name, with its mode where it has one:
     ``dali (cpu)``).
 
@@ -217,15 +260,16 @@ def augmented_samples(
         ConfigError: the loader cannot compile an op of the recipe (one line).
         DataError: a file is unreadable.
     """
+    config, view, recipe = built.config, built.view, built.recipe
     n = len(view.chosen)
     cfg = dataclasses.replace(config, loader=loader, batch_size=1)
-    built = build_loader(cfg, runtime, view, recipe, view.split, train=train)
-    built.set_epoch(epoch)
+    batches = build_loader(cfg, built.runtime, view, recipe, view.split, train=train)
+    batches.set_epoch(epoch)
     order = epoch_order(n, shuffle=train, seed=config.seed, epoch=epoch, shard=(0, 1))
     mean, std = normalization(recipe, train)
     multiclass = view.mask_spec.is_multiclass
     found: dict[int, Augmented] = {}
-    for k, batch in enumerate(built):
+    for k, batch in enumerate(batches):
         rgb = to_rgb(batch.images[:1].float().cpu(), mean, std)[0]
         m = batch.masks[0].cpu()
         if multiclass:
@@ -238,7 +282,7 @@ def augmented_samples(
             f"loader '{loader}' delivered {len(found)} of the {n} samples of "
             f"split {view.split}; a loader must yield every sample once per epoch"
         )
-    mode = getattr(built, "mode", None)
+    mode = getattr(batches, "mode", None)
     label = f"{loader} ({mode})" if isinstance(mode, str) else loader
     return [found[i] for i in range(n)], label
 
@@ -337,12 +381,8 @@ def loader_names(loader: str) -> list[str]:
 def write_preview(
     config: RunConfig,
     out: Path | str,
+    draw: Draw | None = None,
     *,
-    loaders: Sequence[str] = ("albumentations",),
-    n: int = 8,
-    split: str = "train",
-    stage: str = "train",
-    epoch: int = 0,
     dataset: Dataset | None = None,
     warn: Any = None,
 ) -> PreviewResult:
@@ -353,13 +393,8 @@ def write_preview(
             its options, image size, seed, device (where DALI runs: ``auto`` is the GPU
             when there is one, in DALI's GPU mode).
         out: The PNG to write (whole or not at all); its folder is made if missing.
-        loaders: Loader plugins, one column each. With several, a loader that cannot
-            compile an op is left out, its reason in the header (and passed to
-            ``warn``); with one, that is the error.
-        n: Samples, the first ``n`` of ``split`` (fewer if the split is smaller).
-        split: ``train``, ``valid`` or ``test``.
-        stage: ``train`` (the augmentations) or ``eval`` (what validation and test see).
-        epoch: The epoch whose augmentations are drawn.
+        draw: The loaders, samples, split, stage and epoch to draw (default:
+            :class:`Draw`'s). A loader refused is passed to ``warn`` as well.
         dataset: The dataset to read instead of the one ``config`` names (tests, API).
         warn: Called with each refusal's line (default: print it on stderr).
 
@@ -368,64 +403,85 @@ def write_preview(
             one-line message; with several, each one's).
         DataError: the split is missing or a file is unreadable.
     """
-    out = _check_arguments(out, loaders, n, stage, epoch)
+    draw = draw or Draw()
+    out = _check_arguments(out, draw)
     warn = warn or (lambda line: print(f"segkit: {line}", file=sys.stderr))
 
-    _check_names(config, loaders, named_dataset=dataset is None)
+    _check_names(config, draw.loaders, named_dataset=dataset is None)
     check_writable(out.parent, "--out")  # read-only, full, a file in the way: before any work
 
+    built = _build(config, draw, dataset)
+    columns = _draw_columns(built, draw, warn)
+    header = _header(built, draw, columns)
+    picture, tiles = _picture(
+        built.view, columns.samples, columns.labels, header, built.task, draw.stage
+    )
+    _save(picture, out)
+    return PreviewResult(
+        out,
+        picture.size,
+        built.recipe,
+        draw.stage,
+        columns.drawn,
+        columns.labels,
+        columns.refused,
+        built.view.chosen,
+        tiles,
+        header,
+    )
+
+
+def _build(config: RunConfig, draw: Draw, dataset: Dataset | None) -> Built:
+    """The recipe, the dataset (``dataset``, or the one ``config`` names), the view of its
+    first samples and the runtime, built as ``segkit run`` builds them (no workers)."""
     config = dataclasses.replace(config, num_workers=0)
     recipe = build_recipe(config)
     named = dataset is None
     if dataset is None:
         dataset = build_dataset(config)
-    view = FirstSamples(dataset, split, n, config.resolved_dataset() if named else "")
+    view = FirstSamples(dataset, draw.split, draw.n, config.resolved_dataset() if named else "")
     runtime = resolve_runtime(config)
-    train = stage == "train"
-    task = Task.of(dataset)
+    return Built(config, runtime, view, recipe, Task.of(dataset))
 
-    columns: list[list[Augmented]] = []
-    labels: list[str] = []
-    drawn: list[str] = []
-    refused: dict[str, str] = {}
-    for name in loaders:
+
+def _draw_columns(built: Built, draw: Draw, warn: Any) -> _Columns:
+    """Each loader's column; with several loaders, one that refuses the recipe is left
+    out (its reason passed to ``warn``).
+
+    Raises:
+        ConfigError: the one loader refused the recipe, or every loader did.
+    """
+    columns = _Columns()
+    for name in draw.loaders:
         try:
-            samples, label = augmented_samples(
-                config, runtime, view, recipe, name, train=train, epoch=epoch
-            )
+            samples, label = augmented_samples(built, name, train=draw.train, epoch=draw.epoch)
         except ConfigError as e:
-            if len(loaders) == 1:
+            if len(draw.loaders) == 1:
                 raise
-            refused[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
-            warn(f"{name} left out of the preview: {refused[name]}")
+            columns.refused[name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            warn(f"{name} left out of the preview: {columns.refused[name]}")
             continue
-        columns.append(samples)
-        labels.append(label)
-        drawn.append(name)
-    if not columns:
+        columns.samples.append(samples)
+        columns.labels.append(label)
+        columns.drawn.append(name)
+    if not columns.samples:
         raise ConfigError(
             "no loader can run recipe "
-            f"'{recipe.name}': " + "; ".join(f"{k}: {v}" for k, v in refused.items())
+            f"'{built.recipe.name}': " + "; ".join(f"{k}: {v}" for k, v in columns.refused.items())
         )
-    header = _header(recipe, config, labels, refused, stage=stage, split=split, epoch=epoch)
-    picture, tiles = _picture(view, columns, labels, header, task, stage)
-    _save(picture, out)
-    return PreviewResult(
-        out, picture.size, recipe, stage, drawn, labels, refused, view.chosen, tiles, header
-    )
+    return columns
 
 
-def _check_arguments(
-    out: Path | str, loaders: Sequence[str], n: int, stage: str, epoch: int
-) -> Path:
+def _check_arguments(out: Path | str, draw: Draw) -> Path:
     """:func:`write_preview`'s values checked before any work; ``out`` as a path."""
+    n, epoch, stage = draw.n, draw.epoch, draw.stage
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n {n!r}: expected a positive number of samples to draw")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ConfigError(f"--epoch {epoch!r}: expected 0 or a later epoch")
     if stage not in ("train", "eval"):
         raise ConfigError(f"--stage {stage!r}: expected train or eval")
-    if not loaders:
+    if not draw.loaders:
         raise ConfigError("no loader to draw with; name one with --loader")
     out = Path(out)
     if out.is_dir():
@@ -466,21 +522,12 @@ def _save(picture: Image.Image, out: Path) -> None:
         ) from None
 
 
-def _header(
-    recipe: R.Recipe,
-    config: RunConfig,
-    labels: list[str],
-    refused: dict[str, str],
-    *,
-    stage: str,
-    split: str,
-    epoch: int,
-) -> list[str]:
+def _header(built: Built, draw: Draw, columns: _Columns) -> list[str]:
     """The picture's header lines: what was drawn, the ops, how to read the columns."""
-    train = stage == "train"
+    recipe, labels, stage, train = built.recipe, columns.labels, draw.stage, draw.train
     header = [
-        f"segkit preview: recipe {recipe.name}, {stage} ops, split {split}, seed "
-        f"{config.seed}, epoch {epoch}; loader{'s' if len(labels) > 1 else ''} "
+        f"segkit preview: recipe {recipe.name}, {stage} ops, split {draw.split}, seed "
+        f"{built.config.seed}, epoch {draw.epoch}; loader{'s' if len(labels) > 1 else ''} "
         f"{', '.join(labels)}",
         f"{stage} ops: " + ", ".join(describe_op(op) for op in recipe.ops(train)),
     ]
@@ -491,7 +538,7 @@ def _header(
         )
     elif len(labels) > 1:
         header.append("the same eval ops in each loader: the columns should agree")
-    for name, reason in refused.items():
+    for name, reason in columns.refused.items():
         header.append(f"{name}: not drawn: {reason}")
     return header
 

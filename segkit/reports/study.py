@@ -55,7 +55,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -1027,37 +1027,69 @@ def _run_parallel(
     queue = [r for r in study.runs if r.name not in outcome]
     logs = study.out / "logs"
     logs.mkdir(exist_ok=True)
-    running: dict[int, tuple[subprocess.Popen[bytes], PlannedRun, Any]] = {}  # by slot
-    free = list(range(len(gpus)))
-    failed = False
+    slots = _Slots(study, gpus, quiet, say)
     try:
-        while queue or running:
-            while queue and free and not failed:
-                run = queue.pop(0)
-                slot = free.pop(0)
-                proc, log = _start_run(study, run, gpus[slot], len(gpus), quiet, say)
-                running[slot] = (proc, run, log)
-            if not running:
+        while queue or slots.running:
+            slots.fill(queue)
+            if not slots.running:
                 break
             time.sleep(0.5)
-            for slot, (proc, run, log) in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                log.close()
-                del running[slot]
-                free.append(slot)
-                outcome[run.name] = _ended(study, run, code, say)
-                failed = failed or code != 0
+            slots.reap(outcome)
         for run in queue:
             outcome.setdefault(run.name, "not started")
     except KeyboardInterrupt:
-        for proc, _, _ in running.values():
-            proc.terminate()
-        for proc, _, _ in running.values():
-            proc.wait()
+        slots.stop()
         raise RunInterrupted(f"interrupted; continue the study with: {_command(study)}") from None
     return outcome
+
+
+@dataclass
+class _Slots:
+    """The GPUs of a parallel study: the process, run and open log on each busy one (by
+    slot), the free ones, and whether a run has failed (then no new run starts)."""
+
+    study: Study
+    gpus: list[str]
+    quiet: bool
+    say: Callable[[str], None]
+    running: dict[int, tuple[subprocess.Popen[bytes], PlannedRun, Any]] = field(
+        default_factory=dict
+    )
+    free: list[int] = field(init=False)
+    failed: bool = False
+
+    def __post_init__(self) -> None:
+        self.free = list(range(len(self.gpus)))
+
+    def fill(self, queue: list[PlannedRun]) -> None:
+        """Start the next runs of ``queue`` on the free GPUs, unless a run has failed."""
+        while queue and self.free and not self.failed:
+            run = queue.pop(0)
+            slot = self.free.pop(0)
+            proc, log = _start_run(
+                self.study, run, self.gpus[slot], len(self.gpus), self.quiet, self.say
+            )
+            self.running[slot] = (proc, run, log)
+
+    def reap(self, outcome: dict[str, str]) -> None:
+        """The runs whose process has exited: their outcome told and recorded, their log
+        closed, their GPU free."""
+        for slot, (proc, run, log) in list(self.running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del self.running[slot]
+            self.free.append(slot)
+            outcome[run.name] = _ended(self.study, run, code, self.say)
+            self.failed = self.failed or code != 0
+
+    def stop(self) -> None:
+        """Terminate every running process and wait for each."""
+        for proc, _, _ in self.running.values():
+            proc.terminate()
+        for proc, _, _ in self.running.values():
+            proc.wait()
 
 
 def _start_run(
