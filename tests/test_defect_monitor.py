@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_folder
-from test_sparse_defects import blind_checkpoint, write_defects
+from helpers import blind_checkpoint, run_folder, write_defects
 
 import segkit
 from segkit.config import RunConfig
@@ -131,13 +130,25 @@ def test_the_runs_data_check_counts_the_empty_train_masks_and_remembers_them(
 
 def test_the_plan_names_the_pooled_monitor_for_a_defect_set_only() -> None:
     """The plan's monitor line, from the data check's counts, as the run's auto picks."""
-    from test_plan import _fingerprint
-
     from segkit.plan import planner as planner_mod
+    from segkit.plan.fingerprint import Fingerprint
 
     def planned(base: RunConfig, empty: tuple[int, int]) -> planner_mod._Planner:
         p = planner_mod._Planner(base, None, 3, lambda line: None)
-        p.fp = _fingerprint(foreground=0.003, empty_masks=empty[0] / empty[1])
+        p.fp = Fingerprint(
+            dataset="folder",
+            root="/data",
+            classes=[],
+            images={"train": empty[1], "valid": 2, "test": 2},
+            size_median=[32, 32],
+            short_side=32,
+            foreground=0.003,
+            structure_width=2.0,
+            width_masks=3,
+            suggested_size=32,
+            pos_weight=300.0,
+            empty_masks=empty[0] / empty[1],
+        )
         p.task, p.train_empty = Task(), empty
         p.installed = {"models": set(), "recipes": set()}
         p.choose_model_and_loss(model_given=False)
