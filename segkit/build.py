@@ -33,7 +33,7 @@ from segkit import registry
 from segkit import task as task_mod
 from segkit.config import RunConfig, data_path, named, named_options
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
-from segkit.data.prepare import ready_for_training
+from segkit.data.prepare import prepare_training
 from segkit.data.sampling import per_rank
 from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
@@ -525,6 +525,8 @@ class Training:
     ema: AveragedModel | None = None
     eval_plan: EvalPlan | None = None
     data_warnings: list[str] = field(default_factory=list)
+    #: Why ``--monitor auto`` chose another monitor than the usual (a defect set), else "".
+    monitor_note: str = ""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -576,9 +578,10 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     if (error := decide_graphs(config, runtime, 0).error()) is not None:
         raise error
     dataset = build_dataset(config)
+    asked_monitor = config.monitor
     config, task = task_mod.resolve(config, dataset)
     # Every mask value, unreadable file and split size checked before the first step.
-    dataset, bad, data_warnings = ready_for_training(
+    ready = prepare_training(
         dataset,
         name=config.resolved_dataset(),
         skip_bad_samples=config.skip_bad_samples,
@@ -586,6 +589,13 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         world=runtime.dist.world,
         options=config.dataset_options,
     )
+    dataset, bad, data_warnings = ready.dataset, ready.bad, ready.warnings
+    # A defect set (train masks mostly empty): --monitor auto follows the pooled valid Dice.
+    monitor, monitor_note = task.defect_monitor(
+        asked_monitor, ready.train_empty, ready.train_images
+    )
+    if monitor is not None:
+        config = dataclasses.replace(config, monitor=monitor)
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
     recipe = build_recipe(config)
     plan = build_eval_plan(config, recipe)
@@ -622,6 +632,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         ema=ema,
         eval_plan=plan,
         data_warnings=data_warnings,
+        monitor_note=monitor_note,
     )
 
 

@@ -53,7 +53,15 @@ from segkit.wording import named_as
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 ScheduleName = Literal["exponential", "cosine"]
 OnNan = Literal["stop", "skip"]
-MonitorName = Literal["auto", "valid_dice", "valid_iou", "valid_miou", "valid_mdice", "valid_loss"]
+MonitorName = Literal[
+    "auto",
+    "valid_dice",
+    "valid_iou",
+    "valid_miou",
+    "valid_mdice",
+    "valid_loss",
+    "valid_dice_dataset",
+]
 LogName = Literal["csv", "tensorboard"]
 EvalSizeName = Literal["auto", "native", "resize"]
 CudaGraphsName = Literal["auto", "on", "off"]
@@ -279,7 +287,9 @@ class RunConfig:
     monitor: MonitorName = _opt(
         "auto",
         "the validation metric that picks best.pt and drives --patience (auto: valid_dice, "
-        "or valid_miou for K classes; loss: lower is better)",
+        "or valid_dice_dataset for a binary set with 20% or more of its train masks empty "
+        "(the valid pixels pooled: predicting nothing scores 0, not the share of empty "
+        "masks), or valid_miou for K classes; loss: lower is better)",
     )
     patience: int | None = _opt(
         None,

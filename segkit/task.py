@@ -114,11 +114,21 @@ class Task:
         """``--monitor`` resolved: ``auto`` is valid Dice (binary) or valid mIoU (K
         classes, as the best checkpoint is chosen in MMSegmentation and torchvision).
 
+        A binary run's ``auto`` becomes ``valid_dice_dataset`` once its train masks are
+        known to be mostly empty (:meth:`defect_monitor`).
+
         Raises:
-            ConfigError: ``valid_miou``/``valid_mdice`` for a binary run.
+            ConfigError: ``valid_miou``/``valid_mdice`` for a binary run,
+                ``valid_dice_dataset`` for K classes.
         """
         if asked == "auto":
             return "valid_miou" if self.multiclass else "valid_dice"
+        if asked == "valid_dice_dataset" and self.multiclass:
+            raise ConfigError(
+                f"{named('monitor', asked, as_typed=True)}: the dataset has "
+                f"{len(self.classes)} classes, whose valid Dice is already pooled over the "
+                f"dataset (mDice); use {named('monitor', 'valid_mdice', as_typed=True)}"
+            )
         if asked in ("valid_miou", "valid_mdice") and not self.multiclass:
             plain = asked.replace("_m", "_")
             raise ConfigError(
@@ -126,6 +136,25 @@ class Task:
                 f"no mean over classes; use {named('monitor', plain, as_typed=True)}"
             )
         return asked
+
+    def defect_monitor(self, asked: str, empty: int, images: int) -> tuple[str | None, str]:
+        """``--monitor auto`` for a binary run whose train split holds ``empty`` empty
+        masks of ``images``: ``("valid_dice_dataset", why)`` where they are many (the data
+        check's empty-share line, :func:`segkit.data.check.many_empty`), else ``(None,
+        "")`` (the monitor stays as resolved). On such a split the per-image valid Dice
+        scores each empty image predicted empty 1, so it rewards a model that predicts
+        nothing; the pooled Dice scores that model 0."""
+        from segkit.data.check import many_empty
+
+        if asked != "auto" or self.multiclass or not many_empty(empty, images):
+            return None, ""
+        return "valid_dice_dataset", (
+            f"{empty} of {images} train masks are empty ({empty / images:.0%}): per image, "
+            "each empty mask predicted empty scores 1, so predicting nothing would score "
+            f"near {empty / images:.2f}; the valid pixels pooled score it 0 "
+            f"({named('monitor', 'valid_dice', as_typed=True)} keeps the per-image rule; "
+            "docs/metrics.md, Empty masks)"
+        )
 
     def check_loss(self, name: str, accepts: str, dataset: str) -> None:
         """Refuse a loss that cannot take this task's targets, in one line.

@@ -10,7 +10,9 @@ import csv
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import segkit
 from segkit.config import RunConfig
@@ -201,3 +203,31 @@ class RunsOutOfMemory(torch.nn.Module):
         if x.shape[2] * x.shape[3] > self.limit:
             raise self.error
         return torch.full((x.shape[0], 1, *x.shape[2:]), 0.7)
+
+
+def write_defects(root: Path, count: int = 20, empty_every: int = 5) -> Path:
+    """A ``folder`` set of 32x32 noise images: one in ``empty_every`` holds a bright 4x4
+    blob, the others' masks are empty."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        image = rng.integers(80, 140, (32, 32, 3), dtype=np.uint8)
+        mask = np.zeros((32, 32), np.uint8)
+        if i % empty_every == 0:
+            y, x = rng.integers(4, 24, 2)
+            mask[y : y + 4, x : x + 4] = 255
+            image[mask > 0] = 230
+        Image.fromarray(image).save(root / "images" / f"d{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"d{i:02d}.png")
+    return root
+
+
+def blind_checkpoint(path: Path, bias: float) -> Path:
+    """A random checkpoint whose head's bias is ``bias``: -100 predicts no foreground
+    anywhere, +100 foreground everywhere."""
+    save_checkpoint(path)
+    state = ckpt_io.load(path, map_location="cpu")
+    state["model"]["head.bias"].fill_(bias)
+    ckpt_io.save_atomic(state, path)
+    return path

@@ -198,11 +198,17 @@ def test_meter_reset() -> None:
     meter = DiceMeter()
     meter.update(*perfect(3), loss=torch.tensor(1.0))
     meter.reset()
-    assert torch.equal(meter.state(), torch.zeros(5, dtype=torch.float64))
+    assert torch.equal(meter.state(), torch.zeros(7, dtype=torch.float64))
     out = meter.compute()
     assert math.isnan(out["dice"]) and out["images"] == 0
     meter.update(*missed(1), loss=torch.tensor(4.0))
-    assert meter.compute() == {"dice": 0.0, "iou": 0.0, "loss": 4.0, "images": 1}
+    assert meter.compute() == {
+        "dice": 0.0,
+        "iou": 0.0,
+        "loss": 4.0,
+        "images": 1,
+        "dice_dataset": 0.0,
+    }
 
 
 def test_meter_state_is_the_raw_accumulator() -> None:
@@ -210,9 +216,10 @@ def test_meter_state_is_the_raw_accumulator() -> None:
     meter.update(logits_for(as_batch(PRED_2X2)), as_batch(TRUE_2X2), loss=torch.tensor(0.5))
     meter.update(*perfect(2), loss=torch.tensor(0.25))
     state = meter.state()
-    assert state.dtype == torch.float64 and state.shape == (5,)
-    # [dice_sum, iou_sum, images, loss_sum, loss_batches]
-    assert state.tolist() == pytest.approx([1 / 2 + 2, 1 / 3 + 2, 3, 0.75, 2])
+    assert state.dtype == torch.float64 and state.shape == (7,)
+    # [dice_sum, iou_sum, images, loss_sum, loss_batches, TP, 2 TP + FP + FN]
+    assert state.tolist() == pytest.approx([1 / 2 + 2, 1 / 3 + 2, 3, 0.75, 2, 1 + 4, 4 + 8])
+    assert meter.compute()["dice_dataset"] == pytest.approx(2 * 5 / 12)
 
 
 def test_summed_states_equal_one_meter_fed_both() -> None:

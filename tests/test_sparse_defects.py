@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_checkpoint
+from helpers import blind_checkpoint, save_checkpoint, write_defects
 from PIL import Image
 
 import segkit
@@ -19,37 +19,9 @@ from segkit.training import checkpoint as ckpt_io
 FAST = {"num_workers": 0, "device": "cpu", "batch_size": 4}
 
 
-def write_defects(root: Path, count: int = 20, empty_every: int = 5) -> Path:
-    """A ``folder`` set of 32x32 noise images: one in ``empty_every`` holds a bright 4x4
-    blob, the others' masks are empty."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(count):
-        image = rng.integers(80, 140, (32, 32, 3), dtype=np.uint8)
-        mask = np.zeros((32, 32), np.uint8)
-        if i % empty_every == 0:
-            y, x = rng.integers(4, 24, 2)
-            mask[y : y + 4, x : x + 4] = 255
-            image[mask > 0] = 230
-        Image.fromarray(image).save(root / "images" / f"d{i:02d}.png")
-        Image.fromarray(mask).save(root / "masks" / f"d{i:02d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def defects(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_defects(tmp_path_factory.mktemp("defects") / "defects")
-
-
-def blind_checkpoint(path: Path, bias: float) -> Path:
-    """A random checkpoint whose head's bias is ``bias``: -100 predicts no foreground
-    anywhere, +100 foreground everywhere."""
-    save_checkpoint(path)
-    state = ckpt_io.load(path, map_location="cpu")
-    state["model"]["head.bias"].fill_(bias)
-    ckpt_io.save_atomic(state, path)
-    return path
 
 
 def test_the_data_check_counts_the_empty_masks_and_advises_no_pos_weight(defects: Path) -> None:

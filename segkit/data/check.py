@@ -1044,8 +1044,17 @@ def _names(names: Iterable[str], total: int) -> str:
 #: Binary foreground under this share of the train pixels is "rare" (the vessels: 1.1%):
 #: no pos_weight is suggested for it, and segkit plan's loss rule names it.
 RARE_FOREGROUND = 0.05
-#: From this share of empty masks on, the check says what predicting nothing scores.
+#: From this share of empty masks on, the check says what predicting nothing scores (and
+#: a binary run whose train masks are this empty picks best.pt by the pooled valid Dice).
 EMPTY_SHARE_NOTE = 0.2
+
+
+def many_empty(empty: int, images: int) -> bool:
+    """Whether ``empty`` masks of ``images`` are many (:data:`EMPTY_SHARE_NOTE` or more, a
+    defect set): the check then says what predicting nothing scores, and a binary run's
+    ``--monitor auto`` follows the pooled valid Dice (``valid_dice_dataset``) when its
+    train split's are."""
+    return images > 0 and empty / images >= EMPTY_SHARE_NOTE
 
 
 def _empty_share(report: Report) -> list[str]:
@@ -1053,7 +1062,7 @@ def _empty_share(report: Report) -> list[str]:
     model that predicts nothing gets for them."""
     images = sum(st.count for st in report.splits.values())
     empty = sum(len(st.empty_masks) for st in report.splits.values())
-    if not images or empty / images < EMPTY_SHARE_NOTE:
+    if not many_empty(empty, images):
         return []
     return [
         f"empty masks: {empty} of {images} ({empty / images:.0%}): each scores Dice 1 when "

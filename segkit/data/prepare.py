@@ -25,7 +25,9 @@ learnt, one with none in valid or test is not measured there, a class under 0.1%
 train pixels), one line each; so are images whose EXIF orientation tag leaves in doubt
 which way their masks were drawn (a square image, a flip or a half turn: one line for
 all, :func:`segkit.data.check.orientation_warning`). The warnings are kept with the
-passed check, so a run on the same files says them again without reading the masks.
+passed check, so a run on the same files says them again without reading the masks; so
+is how many train masks are empty (a defect set's ``--monitor auto``,
+:meth:`segkit.task.Task.defect_monitor`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ from segkit.data.check import (
     orientation_warning,
     split_samples,
 )
-from segkit.data.encoding import MaskInfo, diagnosis_of, inspect_mask, uniform_splits
+from segkit.data.encoding import (
+    MaskInfo,
+    diagnosis_of,
+    foreground,
+    inspect_mask,
+    uniform_splits,
+)
 from segkit.data.reading import (
     FilteredDataset,
     check_same_size,
@@ -109,6 +117,19 @@ def default_threads() -> int:
     return default_workers()
 
 
+@dataclass
+class Ready:
+    """What :func:`prepare_training` leaves: the dataset to train on, the samples left
+    out with why, the warnings, and how many of the train masks kept are empty (no
+    foreground) of how many train samples (a defect set's share, for ``--monitor auto``)."""
+
+    dataset: Dataset
+    bad: list[tuple[str, Sample, str]]
+    warnings: list[str]
+    train_empty: int = 0
+    train_images: int = 0
+
+
 def ready_for_training(
     dataset: Dataset,
     *,
@@ -119,6 +140,29 @@ def ready_for_training(
     workers: int | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
+    """:func:`prepare_training`'s dataset, samples left out and warnings."""
+    ready = prepare_training(
+        dataset,
+        name=name,
+        skip_bad_samples=skip_bad_samples,
+        batch_size=batch_size,
+        world=world,
+        workers=workers,
+        options=options,
+    )
+    return ready.dataset, ready.bad, ready.warnings
+
+
+def prepare_training(
+    dataset: Dataset,
+    *,
+    name: str,
+    skip_bad_samples: bool,
+    batch_size: int,
+    world: int = 1,
+    workers: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Ready:
     """Check a run's data before its first step; return the dataset to train on (without
     the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
     warnings about its class coverage (K classes; one line each, none for binary: see
@@ -146,7 +190,7 @@ def ready_for_training(
     passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
     if passed.before():
         _check_split_sizes(dataset, [], batch_size, world, root)
-        return dataset, [], passed.warnings
+        return Ready(dataset, [], passed.warnings, *passed.train_empty)
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
     run = _Checking(dataset, name, options)
@@ -155,13 +199,27 @@ def ready_for_training(
         _refuse_unreadable(bad, run.check)
     _refuse_masks(looked, run)
     _refuse_mismatched(looked, run.check)
-    warnings = _run_warnings(looked, {id(s) for _, s, _ in bad}, dataset.mask_spec, root)
+    out = {id(s) for _, s, _ in bad}
+    warnings = _run_warnings(looked, out, dataset.mask_spec, root)
+    train_empty = _train_empty(looked, out, dataset.mask_spec)
     if bad:  # only with skip_bad_samples
         dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
     else:
-        passed.remember(warnings)
+        passed.remember(warnings, train_empty)
     _check_split_sizes(dataset, bad, batch_size, world, root)
-    return dataset, bad, warnings
+    return Ready(dataset, bad, warnings, *train_empty)
+
+
+def _train_empty(looked: list[_Looked], out: set[int], spec: MaskSpec) -> tuple[int, int]:
+    """(empty train masks, train samples) of the samples kept: a mask is empty where it
+    decodes and holds no foreground, as ``segkit data check`` counts its empty masks."""
+    train = [x for x in looked if x.split == "train" and id(x.sample) not in out]
+    empty = sum(
+        1
+        for x in train
+        if x.mask.error is None and x.mask.values and foreground(x.mask.values, spec) == 0
+    )
+    return empty, len(train)
 
 
 @dataclass(frozen=True)
@@ -283,8 +341,9 @@ class PassedCheck:
     now. One small file per dataset folder, mask rule and ``--skip-bad-samples`` under
     ``$SEGKIT_CACHE/checked/`` holds a digest of the files' states (every image's and
     mask's path, size, modification time in nanoseconds and inode, in the splits' order)
-    when they last passed, then the warnings the check gave (one a line: the class
-    coverage, :func:`segkit.data.check.coverage_warnings`); nothing is remembered where a
+    when they last passed, with the train split's empty masks and samples, then the
+    warnings the check gave (one a line: the class coverage,
+    :func:`segkit.data.check.coverage_warnings`); nothing is remembered where a
     file cannot be listed or the cache cannot be written, and a run never fails for the
     cache's sake."""
 
@@ -292,8 +351,9 @@ class PassedCheck:
     #: passes then no longer count (the version is part of the file's name). 3: the
     #: warnings after the digest. 4: 2/4-bit grey and 16-bit grey-with-alpha masks read by
     #: their stored values; the EXIF orientation warning. 5: 2/4-bit grey TIFFs stored
-    #: "white is zero" read by their stored values.
-    VERSION = 5
+    #: "white is zero" read by their stored values. 6: the train split's empty masks and
+    #: samples after the digest.
+    VERSION = 6
 
     def __init__(
         self, dataset: Dataset, items: list[tuple[str, Sample]], *, decode_images: bool
@@ -305,6 +365,8 @@ class PassedCheck:
         self.digest = _files_digest(key, items)
         #: The warnings the check gave when they passed (set by :meth:`before`).
         self.warnings: list[str] = []
+        #: (empty train masks, train samples) when they passed (set by :meth:`before`).
+        self.train_empty: tuple[int, int] = (0, 0)
 
     def before(self) -> bool:
         """These files, as they are, passed before (their warnings then in
@@ -312,20 +374,24 @@ class PassedCheck:
         if self.digest is None:
             return False
         try:
-            digest, *warnings = self.path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: an empty file
+            first, *warnings = self.path.read_text().splitlines()
+            digest, empty, images = first.split()
+            train_empty = (int(empty), int(images))
+        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: empty, or cut short
             return False
-        if digest.strip() != self.digest:
+        if digest != self.digest:
             return False
         self.warnings = [w for w in warnings if w.strip()]
+        self.train_empty = train_empty
         return True
 
-    def remember(self, warnings: Sequence[str] = ()) -> None:
-        """They pass now, with these warnings (best effort: a read-only cache remembers
-        nothing)."""
+    def remember(self, warnings: Sequence[str] = (), train_empty: tuple[int, int] = (0, 0)) -> None:
+        """They pass now, with these warnings and (empty train masks, train samples)
+        (best effort: a read-only cache remembers nothing)."""
         if self.digest is None:
             return
-        lines = [self.digest, *(w.replace("\n", " ") for w in warnings)]  # one line each
+        first = f"{self.digest} {train_empty[0]} {train_empty[1]}"
+        lines = [first, *(w.replace("\n", " ") for w in warnings)]  # one line each
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(self.path) as f:

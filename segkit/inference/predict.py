@@ -73,6 +73,9 @@ class Predicted:
             (``skip_existing``: only the missing files were written).
         rotated: Images predicted whose EXIF orientation tag is not 1 (their masks
             follow the stored pixels, not the photo as shown).
+        flagged: A binary model's images predicted with any foreground (over
+            ``threshold``): the parts an inspection line would flag. None for K classes.
+        threshold: The binary model's probability threshold.
     """
 
     out: Path
@@ -85,6 +88,8 @@ class Predicted:
     record: Path | None = None
     kept: int = 0
     rotated: tuple[Path, ...] = ()
+    flagged: int | None = None
+    threshold: float = 0.5
 
     def summary(self) -> str:
         """The line ``segkit predict`` ends with."""
@@ -96,9 +101,14 @@ class Predicted:
             else ""
         )
         rate = self.written / max(self.seconds, 1e-9)
+        flagged = (
+            f"; {self.flagged} of {self.written} flagged (any foreground over {self.threshold:g})"
+            if self.flagged is not None and self.written
+            else ""
+        )
         return (
             f"predicted {plural(self.written, 'image')}{skipped}{kept} in {self.seconds:.1f} s "
-            f"({rate:.1f} images/s; {self.how}) -> {self.out}"
+            f"({rate:.1f} images/s; {self.how}) -> {self.out}{flagged}"
         )
 
 
@@ -301,7 +311,7 @@ def _write_all(
     ``predictions.csv``; then say how many had an EXIF orientation tag."""
     keep = keep or {}
     start = time.perf_counter()
-    written = skipped = 0
+    written = skipped = flagged = 0
     modes: Counter[str] = Counter()
     if predictor.mode == "auto" and not options.quiet:
         print(f"segkit: {predictor.auto_rule()}")
@@ -336,6 +346,7 @@ def _write_all(
             if paths[0] not in kept or not record.has(mask):  # a kept mask keeps its row
                 record.add(path, mask, image.shape[:2], mode, foreground, shares)
             written += 1
+            flagged += foreground > 0  # binary: any pixel over the threshold
             modes[mode] += 1
             if not options.quiet:
                 files_ = ", ".join(p.name for p in paths if p not in kept)
@@ -352,8 +363,20 @@ def _write_all(
     turned = tuple(path for path, _ in files if path in rotated)
     if turned:
         print(rotation_line(turned))
+    binary = not writer.task.multiclass
     return Predicted(
-        out, written, skipped, 0, seconds, how, dict(modes), record.path, len(keep), turned
+        out,
+        written,
+        skipped,
+        0,
+        seconds,
+        how,
+        dict(modes),
+        record.path,
+        len(keep),
+        turned,
+        flagged=flagged if binary else None,
+        threshold=writer.threshold,
     )
 
 

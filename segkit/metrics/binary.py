@@ -24,6 +24,15 @@ def dice_iou_per_image(
     Returns:
         Two float32 tensors of shape ``(N,)``.
     """
+    dice, iou, _, _ = _per_image(logits, target)
+    return dice, iou
+
+
+def _per_image(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's Dice and IoU, and its ``TP`` and ``2 TP + FP + FN`` (predicted plus
+    true pixels), float32 ``(N,)`` each."""
     pred = (logits.detach() > 0).flatten(1).float()
     true = target.detach().flatten(1).float()
     inter = (pred * true).sum(1)
@@ -32,11 +41,14 @@ def dice_iou_per_image(
     empty = total == 0
     dice = torch.where(empty, torch.ones_like(inter), 2 * inter / total.clamp_min(1))
     iou = torch.where(empty, torch.ones_like(inter), inter / union.clamp_min(1))
-    return dice, iou
+    return dice, iou, inter, total
 
 
 class DiceMeter:
-    """Running mean of per-image Dice, IoU and loss, kept as device tensors.
+    """Running mean of per-image Dice, IoU and loss, kept as device tensors, and the
+    pixels pooled over the pass for the dataset-level Dice (``dice_dataset``:
+    ``2 TP / (2 TP + FP + FN)`` over all images' pixels, what ``--monitor
+    valid_dice_dataset`` follows).
 
     With ``per_image`` it also keeps each image's Dice and IoU (on the device, in the
     order of the updates) for :meth:`per_image_scores`, and its pixel counts for
@@ -50,8 +62,8 @@ class DiceMeter:
         self.reset()
 
     def reset(self) -> None:
-        # [dice_sum, iou_sum, images, loss_sum, loss_batches]
-        self._acc = torch.zeros(5, dtype=torch.float64, device=self.device)
+        # [dice_sum, iou_sum, images, loss_sum, loss_batches, TP, 2 TP + FP + FN]
+        self._acc = torch.zeros(7, dtype=torch.float64, device=self.device)
         self._dice: list[torch.Tensor] = []
         self._iou: list[torch.Tensor] = []
         self._counts: list[torch.Tensor] = []
@@ -60,7 +72,7 @@ class DiceMeter:
     def update(
         self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None
     ) -> None:
-        dice, iou = dice_iou_per_image(logits, target)
+        dice, iou, inter, total = _per_image(logits, target)
         # new_full fills on the device; torch.tensor(..., device="cuda") would copy from the
         # host and synchronize every step.
         zero = dice.new_zeros((), dtype=torch.float64)
@@ -71,6 +83,8 @@ class DiceMeter:
                 dice.new_full((), float(dice.numel()), dtype=torch.float64),
                 loss.detach().double() if loss is not None else zero,
                 zero + 1 if loss is not None else zero,
+                inter.sum().double(),
+                total.sum().double(),
             ]
         )
         self._acc += upd
@@ -111,11 +125,15 @@ class DiceMeter:
         self._acc = state
 
     def compute(self) -> dict[str, float]:
-        """Read the means (one host sync)."""
-        d, i, n, ls, lb = self._acc.tolist()
+        """Read the means and the pooled Dice (one host sync). ``dice_dataset`` is 1 for
+        a pass in which no image holds or is predicted any foreground (nothing to find,
+        nothing marked: the per-image rule for an empty image), NaN for no image."""
+        d, i, n, ls, lb, tp, total = self._acc.tolist()
+        nan = float("nan")
         return {
-            "dice": d / n if n else float("nan"),
-            "iou": i / n if n else float("nan"),
-            "loss": ls / lb if lb else float("nan"),
+            "dice": d / n if n else nan,
+            "iou": i / n if n else nan,
+            "loss": ls / lb if lb else nan,
             "images": n,
+            "dice_dataset": (2 * tp / total if total else 1.0) if n else nan,
         }

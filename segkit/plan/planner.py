@@ -214,6 +214,8 @@ class _Planner:
         if blocking(report, self.base):
             raise DataError(refusal(report, self.base))
         self.fp = fingerprint(report, dataset)
+        train = report.splits.get("train")
+        self.train_empty = (len(train.empty_masks), train.count) if train else (0, 0)
         self.task = Task.of(dataset)
         self.runtime = build.resolve_runtime(self.base)
         self.memory = memory or machine_mod.memory_probe(self.runtime.device)
@@ -234,6 +236,11 @@ class _Planner:
         settings.update(loss=loss, loss_options=self.loss_options)
         opts = "".join(f" {k}={_short(v)}" for k, v in self.loss_options.items())
         self.choices.append(Choice("loss", loss + opts, why))
+        # A defect set: best.pt by the pooled valid Dice, as the run's --monitor auto picks.
+        monitor, why = self.task.defect_monitor(self.base.monitor, *self.train_empty)
+        if monitor is not None:
+            settings.update(monitor=monitor)
+            self.choices.append(Choice("monitor", monitor, _monitor_reason(why)))
         settings.update(
             lr=rules.LR,
             schedule="cosine",
@@ -795,6 +802,12 @@ def _epochs_reason(
         f"{timing.epoch_s:.1f}s each (measured, {timing.steps_per_epoch} steps): "
         f"{duration(schedule.seconds)} of the {duration(budget)} budget with everything else"
     )
+
+
+def _monitor_reason(why: str) -> str:
+    """Why best.pt is picked by the pooled valid Dice on a defect set
+    (:meth:`segkit.task.Task.defect_monitor`, as the run's start line says it)."""
+    return f"best.pt by the valid pixels pooled: {why}"
 
 
 def _predict_reason(crops: bool, size: int) -> str:

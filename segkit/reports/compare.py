@@ -82,6 +82,16 @@ RESULTS = {
     "train_s_per_epoch": "train s/epoch",
     "images_per_s": "images/s",
 }
+#: Result columns of a defect set's runs (binary, empty test masks), after the others:
+#: only where a run's summary.json counts empty test masks (``test_metrics``' ``missed``
+#: and ``false_alarms``, the images found or not). ``missed_rate`` is ``missed`` over the
+#: test images with foreground, ``false_alarm_rate`` ``false_alarms`` over the empty ones.
+DETECTION = {
+    "test_missed": "missed",
+    "missed_rate": "missed rate",
+    "test_false_alarms": "false alarms",
+    "false_alarm_rate": "false-alarm rate",
+}
 #: The result columns and the summary.json keys they repeat.
 FROM_SUMMARY = {
     "epochs_run": "epochs_run",
@@ -186,6 +196,9 @@ class Comparison:
     rows: list[Run | Unfinished] = field(default_factory=list)
     #: One line each: a folder given twice, a run not finished (its note).
     notes: list[str] = field(default_factory=list)
+    #: The result columns (key -> heading): :data:`RESULTS`, and :data:`DETECTION` where
+    #: a run's test split held empty masks.
+    columns: dict[str, str] = field(default_factory=lambda: dict(RESULTS))
 
     @property
     def unfinished(self) -> list[Unfinished]:
@@ -348,7 +361,7 @@ def _so_far(row: Unfinished) -> dict[str, Any]:
     best validated epoch by its ``--monitor`` and that epoch's valid Dice, the epochs
     recorded, the timing; no test scores, and no parameters (its model is not rebuilt)."""
     nan = math.nan
-    results: dict[str, Any] = {key: nan for key in RESULTS}
+    results: dict[str, Any] = {key: nan for key in (*RESULTS, *DETECTION)}
     results["parameters"] = None
     results["stopped_by"] = row.stopped_by
     best = RunFolder(row.path).best
@@ -542,6 +555,8 @@ def compare(
     comparison = Comparison(
         runs, differing, shared, groups, {}, grouped=group_seeds, rows=rows, notes=notes
     )
+    if any(math.isfinite(r.results["false_alarm_rate"]) for r in runs):
+        comparison.columns.update(DETECTION)
     _predictions(comparison, out / "predictions.png", device)  # also counts parameters
     comparison.files["csv"] = _write_csv(comparison, out / "comparison.csv")
     if group_seeds:
@@ -560,7 +575,31 @@ def _results(run: Run) -> dict[str, Any]:
     for key, summary_key in FROM_SUMMARY.items():
         results[key] = run.summary.get(summary_key, math.nan)
     results["stopped_by"] = _stopped_by(run.summary)
+    results.update(_detection(run.summary))
     return results
+
+
+def _detection(summary: dict[str, Any]) -> dict[str, float]:
+    """:data:`DETECTION`'s values from a summary's test counts: NaN each where the test
+    split held no empty mask (then nothing is a false alarm to count) or the summary has
+    no counts (K classes, or an older segkit)."""
+    out = dict.fromkeys(DETECTION, math.nan)
+    m = summary.get("test_metrics") or {}
+    try:
+        images, empty = int(m["images"]), int(m["empty_truth"])
+        missed, alarms = int(m["missed"]), int(m["false_alarms"])
+    except (KeyError, TypeError, ValueError):
+        return out
+    if summary.get("test_mdice") is not None or not empty:  # K classes: pairs, not images
+        return out
+    held = images - empty
+    out.update(
+        test_missed=missed,
+        missed_rate=missed / held if held else math.nan,
+        test_false_alarms=alarms,
+        false_alarm_rate=alarms / empty,
+    )
+    return out
 
 
 def _label(run: Run, differing: Sequence[str], leave_out: Sequence[str] = ()) -> str:
@@ -631,8 +670,10 @@ def _show(key: str, value: Any) -> str:
         return value
     if key == "parameters":
         return f"{value / 1e6:.2f}M"
-    if key in ("best_epoch", "epochs_run"):
+    if key in ("best_epoch", "epochs_run", "test_missed", "test_false_alarms"):
         return str(int(value))
+    if key.endswith("_rate"):
+        return f"{value:.0%}"
     return f"{value:.{_DIGITS.get(key, 4)}f}"
 
 
@@ -644,6 +685,8 @@ def _show_mean(key: str, values: Sequence[float]) -> str:
     mean, std = mean_std(values)
     if not math.isfinite(mean):
         return "-"
+    if key.endswith("_rate"):
+        return f"{mean:.0%} ± {std:.0%}"
     digits = _DIGITS.get(key, 4)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -658,10 +701,10 @@ def _show_words(values: Sequence[str]) -> str:
     return ", ".join(f"{n}x {v}" for v, n in counts.items())
 
 
-def _row_results(row: Run | Unfinished) -> list[str]:
-    """A row's results as the tables show them: a run that has not finished shows its
-    epochs as ``k of N``."""
-    shown = [_show(key, row.results[key]) for key in RESULTS]
+def _row_results(row: Run | Unfinished, columns: dict[str, str]) -> list[str]:
+    """A row's results (``columns``) as the tables show them: a run that has not
+    finished shows its epochs as ``k of N``."""
+    shown = [_show(key, row.results[key]) for key in columns]
     if isinstance(row, Unfinished) and row.config is not None:
         k = row.results["epochs_run"]
         shown[list(RESULTS).index("epochs_run")] = f"{k} of {row.config.epochs}"
@@ -674,7 +717,7 @@ def _row_results(row: Run | Unfinished) -> list[str]:
 def _write_csv(c: Comparison, path: Path) -> Path:
     """Every row, the numbers as ``summary.json`` has them; ``note`` says what a row that
     is not a finished run is (blank for a finished one)."""
-    columns = ["run", *c.differing, *c.shared, *RESULTS, "note"]
+    columns = ["run", *c.differing, *c.shared, *c.columns, "note"]
     notes = {id(r): r.note for r in c.unfinished}
     with atomic_open(path, newline="") as f:
         writer = csv.writer(f)
@@ -698,7 +741,7 @@ def _write_groups_csv(c: Comparison, path: Path) -> Path:
     """One row per group: its seeds, ``n``, and per result its mean and sample standard
     deviation over the seeds (the std blank for a group of one seed: no spread)."""
     keys = [n for n in c.differing if n != "seed"]
-    numbers = [k for k in RESULTS if k not in WORDS]
+    numbers = [k for k in c.columns if k not in WORDS]
     columns = [*keys, "seeds", "n", *WORDS]
     for key in numbers:
         columns += [f"{key}_mean", f"{key}_std"]
@@ -719,9 +762,8 @@ def _write_groups_csv(c: Comparison, path: Path) -> Path:
 def _md_table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table whose columns line up in a terminal too (each cell padded to its
     column's width; numbers to the right)."""
-    right = [
-        h in RESULTS.values() and h != RESULTS["stopped_by"] or h == "n (seeds)" for h in headings
-    ]
+    numbers = [*RESULTS.values(), *DETECTION.values()]
+    right = [h in numbers and h != RESULTS["stopped_by"] or h == "n (seeds)" for h in headings]
     widths = [max(len(h), 3, *(len(r[i]) for r in rows)) for i, h in enumerate(headings)]
 
     def line(cells: Sequence[str]) -> str:
@@ -764,13 +806,13 @@ def _write_md(c: Comparison, path: Path) -> Path:
     if c.grouped:
         lines += _groups_md(c)
     once = _said_once(c)
-    keys = [k for k in RESULTS if k not in once]
+    keys = [k for k in c.columns if k not in once]
     rows = []
     for row in c.rows:
         cells = [f"`{row.name}`", *(_text(row.settings[k]) for k in c.differing)]
-        shown = dict(zip(RESULTS, _row_results(row), strict=True))
+        shown = dict(zip(c.columns, _row_results(row, c.columns), strict=True))
         rows.append(cells + [shown[k] for k in keys])
-    lines += _md_table(["run", *c.differing, *(RESULTS[k] for k in keys)], rows)
+    lines += _md_table(["run", *c.differing, *(c.columns[k] for k in keys)], rows)
     lines += [""]
     if c.notes:
         lines += ["Notes:", "", *(f"- {note}" for note in c.notes), ""]
@@ -781,7 +823,14 @@ def _write_md(c: Comparison, path: Path) -> Path:
         "the run (all epochs, early stopping by --patience, the --max-time limit; for a run "
         "that has not finished, interrupted, failed, running, or unknown where its folder "
         "records nothing of it). The full table, every setting included, is "
-        "`comparison.csv`.",
+        "`comparison.csv`."
+        + (
+            " Missed and false alarms: test images with a defect in which nothing was "
+            "predicted, and empty ones in which something was; their rates are of the "
+            "images with foreground and of the empty images (docs/metrics.md, Empty masks)."
+            if "test_missed" in c.columns
+            else ""
+        ),
         "",
         f"![valid Dice and train loss per epoch]({c.files['curves'].name})",
         "",
@@ -829,7 +878,7 @@ def _groups_md(c: Comparison) -> list[str]:
             "",
         ]
     once = _said_once(c)
-    results = [k for k in RESULTS if k not in once]
+    results = [k for k in c.columns if k not in once]
     rows = []
     for g in c.groups:
         row = [_text(g.settings[k]) for k in keys]
@@ -841,7 +890,7 @@ def _groups_md(c: Comparison) -> list[str]:
     return [
         "## Mean ± standard deviation over seeds",
         "",
-        *_md_table([*keys, "n (seeds)", *(RESULTS[k] for k in results)], rows),
+        *_md_table([*keys, "n (seeds)", *(c.columns[k] for k in results)], rows),
         "",
         "n (seeds): how many seeds finished, and which. With two or more, each number is "
         "the mean over them ± the sample standard deviation (n - 1); with one, the run's "

@@ -1,7 +1,7 @@
 """The monitored metric and early stopping: which epoch is the best, and when to stop.
 
 :class:`EarlyStopping` follows one validation metric (``--monitor``): ``valid_dice`` and
-``valid_iou`` are better higher, ``valid_loss`` lower. Every validated epoch goes through
+``valid_iou`` (and ``valid_dice_dataset``) are better higher, ``valid_loss`` lower. Every validated epoch goes through
 :meth:`EarlyStopping.update`:
 
 - the best epoch (``best.pt``) is the one with the best value so far; a tie keeps the
@@ -24,13 +24,16 @@ from typing import Any
 #: ``--monitor`` value -> (the key in the engine's validation metrics, "max" or "min").
 #: For K classes ``dice`` and ``iou`` are the means over classes (mDice, mIoU), so
 #: ``valid_mdice`` and ``valid_miou`` name the same keys; :func:`segkit.task.Task.monitor`
-#: refuses them for a binary run.
+#: refuses them for a binary run. ``valid_dice_dataset`` is a binary run's Dice of the
+#: valid pixels pooled over the split (``--monitor auto`` on a defect set, where most
+#: masks are empty); for K classes ``valid_mdice`` already is.
 MONITORS: dict[str, tuple[str, str]] = {
     "valid_dice": ("dice", "max"),
     "valid_iou": ("iou", "max"),
     "valid_mdice": ("dice", "max"),
     "valid_miou": ("iou", "max"),
     "valid_loss": ("loss", "min"),
+    "valid_dice_dataset": ("dice_dataset", "max"),
 }
 
 

@@ -620,6 +620,8 @@ class Run:
         scheduler = build.build_scheduler(t.optimizer, config, steps, steps_done=done)
         self.step = build.build_step(t, runtime, scheduler, say=self.say)
         self.say(self._header())
+        if t.monitor_note:  # --monitor auto on a defect set
+            self.say(f"segkit: --monitor auto: best.pt by valid_dice_dataset, as {t.monitor_note}")
         if self.step.note:  # --cuda-graphs: captured, or why not
             self.say(f"segkit: {self.step.note}")
         if self.dist.main:
@@ -768,6 +770,7 @@ class Run:
             "train_images": int(train["images"]),
             "skipped_steps": train["skipped_nan"] + train["skipped_overflow"],
             **_class_columns(self.parts.task, valid),
+            **_monitor_column(self.config.monitor, valid),
         }
 
     def _update_stopper(self, epoch: int, valid: dict[str, Any]) -> bool:
@@ -900,7 +903,8 @@ class Run:
             shown = f"valid dice {row['valid_dice']:.4f}"
         usual = ("valid_miou", "valid_mdice", "valid_iou", "valid_dice") if mc else ("valid_dice",)
         if validated and config.monitor not in usual:
-            shown += f"  {config.monitor.replace('_', ' ')} {row[f'valid_{stopper.key}']:.4f}"
+            named_as = config.monitor.replace("_", " ", 1)  # valid dice_dataset, valid iou
+            shown += f"  {named_as} {row[f'valid_{stopper.key}']:.4f}"
         stop = f"  early stop: {stopper.reason()}" if stopper.stopped else ""
         if self.time_stop is not None and not stopper.stopped:
             limit = named("max_time", config.max_time, as_typed=True)  # as given: a console line
@@ -1291,6 +1295,14 @@ def _class_columns(task: Any, valid: dict[str, Any]) -> dict[str, float]:
     for name in task.classes:
         out[f"valid_iou_{name}"] = valid.get(f"iou_{name}", nan)
     return out
+
+
+def _monitor_column(monitor: str, valid: dict[str, Any]) -> dict[str, float]:
+    """The ``metrics.csv`` column of a monitor that the usual columns lack:
+    ``valid_dice_dataset`` (the pooled valid Dice) for a run that follows it, else none."""
+    if monitor != "valid_dice_dataset":
+        return {}
+    return {"valid_dice_dataset": valid.get("dice_dataset", math.nan)}
 
 
 def _test_ids(dataset: Any, count: int) -> list[str] | None:

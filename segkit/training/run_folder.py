@@ -893,9 +893,13 @@ def summary_line(config: RunConfig, result: RunResult) -> str:
             f"{_monitor_name(result.monitor)} {result.best_value:.4f}{stopped})  "
         )
     else:
+        # A defect set's best epoch is chosen by the pooled valid Dice: that too.
+        by = f" by valid dice_dataset {result.best_value:.4f}"
+        by = by if result.monitor == "valid_dice_dataset" else ""
         scores = (
             f"test dice {result.test['dice']:.4f}  test iou {result.test['iou']:.4f}  "
-            f"(best epoch {result.best_epoch}, valid dice {result.best_valid_dice:.4f}{stopped})  "
+            f"(best epoch {result.best_epoch}{by}, valid dice {result.best_valid_dice:.4f}"
+            f"{stopped})  "
         )
     return (
         scores + f"{result.epoch_seconds:.2f} s/epoch  {result.images_per_second:.1f} images/s  "
