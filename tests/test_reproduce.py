@@ -7,8 +7,15 @@ import copy
 import json
 import platform
 from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_folder
 
 from segkit import __version__
+from segkit.errors import ConfigError
+from segkit.reports.compare import compare
+from segkit.training import checkpoint as ckpt_io
 from segkit.training import reproduce
 from segkit.training.engine import _recorded_run
 
@@ -132,3 +139,58 @@ def test_only_a_run_folders_config_json_is_a_record_to_compare(tmp_path: Path) -
     toml.write_text("epochs = 2\n")
     assert _recorded_run(own) is None and _recorded_run(toml) is None
     assert _recorded_run(None) is None
+
+
+# ------------------------------------------------- segkit compare: the original and its rerun
+
+
+def _with_splits(run: Path, splits: dict[str, Any], data: Path | str) -> Path:
+    """``run``'s config.json recording ``splits`` and ``data`` (as a run on it does)."""
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = config["data_as_typed"] = config["resolved"]["data_root"] = str(data)
+    config["resolved"]["splits"] = splits
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_compare_takes_a_rerun_on_moved_data_for_the_same_data(
+    tiny_pets: Path, tiny_pets_dataset, tmp_path: Path
+) -> None:
+    """A colleague's run whose data folder is gone here, and its rerun on the same samples
+    at another path: compared (not refused as other data), predictions.png drawn from the
+    rerun's data; a run on other samples is still refused."""
+    splits = ckpt_io.split_record(tiny_pets_dataset)
+    gone = tmp_path / "colleague" / "pets"  # never made
+    orig = _with_splits(run_folder(tmp_path / "orig", gone, dataset="oxford_pet"), splits, gone)
+    rerun = _with_splits(
+        run_folder(tmp_path / "rerun", tiny_pets, dataset="oxford_pet"), splits, tiny_pets
+    )
+    result = compare([orig, rerun], tmp_path / "c")
+    assert result.predicted == 5 and (tmp_path / "c" / "predictions.png").is_file()
+    assert result.runs[0].results["parameters"] == result.runs[1].results["parameters"]
+
+    other = copy.deepcopy(splits)
+    other["test"]["ids"] = "0" * 16
+    _with_splits(rerun, other, tiny_pets)
+    with pytest.raises(ConfigError, match="were trained on different datasets"):
+        compare([orig, rerun], tmp_path / "d")
+
+
+def test_compare_without_any_runs_data_here_notes_the_missing_picture(
+    tiny_pets_dataset, tmp_path: Path
+) -> None:
+    splits = ckpt_io.split_record(tiny_pets_dataset)
+    runs = [
+        _with_splits(
+            run_folder(tmp_path / name, tmp_path / "gone", dataset="oxford_pet", seed=seed),
+            splits,
+            tmp_path / "gone",
+        )
+        for seed, name in enumerate(("a", "b"))
+    ]
+    result = compare(runs, tmp_path / "c")
+    assert not (tmp_path / "c" / "predictions.png").exists() and result.predicted == 0
+    assert result.runs[0].results["parameters"] > 0  # counted from best.pt all the same
+    assert result.notes[-1].startswith("predictions.png not drawn: no run's data folder is here")
+    assert "data folder not found" in result.notes[-1]
+    assert "predictions.png not drawn" in (tmp_path / "c" / "comparison.md").read_text()
