@@ -340,7 +340,7 @@ def started(monkeypatch):
     from segkit.training import engine
 
     configs: list = []
-    monkeypatch.setattr(engine, "_run", lambda config, *a: configs.append(config) or config)
+    monkeypatch.setattr(engine, "_run", lambda config, *a, **k: configs.append(config) or config)
     return configs
 
 

@@ -57,12 +57,13 @@ def environment() -> dict[str, Any]:
     segkit and the libraries that compute a run's numbers (:data:`LIBRARIES`, DALI), the
     platform and the CPU's name (torch's and CUDA's versions and the GPU's name are
     ``resolved``'s own keys)."""
-    from segkit import __version__
-
+    # The package this module is in is imported first (imported by name, it would be a
+    # cycle: segkit imports the engine, which imports this module).
+    version = getattr(sys.modules.get("segkit"), "__version__", None)
     dali = next((v for d in DALI_DISTRIBUTIONS if (v := _version(d)) is not None), None)
     return {
         "python": platform.python_version(),
-        "segkit": __version__,
+        "segkit": version,
         **{key: _version(dist) for key, dist in LIBRARIES.items()},
         "dali": dali,
         "platform": f"{sys.platform} {platform.machine()}",
