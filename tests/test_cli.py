@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 from conftest import TINY_RUN
 from PIL import Image
 
+import segkit
 from segkit.cli import main
 
 TINY = [*TINY_RUN, "-q"]
@@ -130,15 +133,20 @@ def test_config_json_records_what_auto_became(run_dir: Path) -> None:
     }
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["precision"], summary["device"]) == ("fp32", "cpu")
+    env = resolved["environment"]  # what else decides the numbers
+    assert env["segkit"] == segkit.__version__ and env["python"] == platform.python_version()
+    assert env["albumentations"] and env["numpy"] and env["timm"] and env["cpu"]
 
 
 @pytest.mark.slow
-def test_a_runs_config_json_reproduces_its_test_dice_exactly(run_dir: Path) -> None:
+def test_a_runs_config_json_reproduces_its_test_dice_exactly(run_dir: Path, capsys) -> None:
     """`segkit run --config runs/X/config.json` trains X again: on the CPU the new run's
     test Dice and every epoch's metrics are bit-identical. --name (a flag) overrides the
     file; --num-workers 1 shows the worker count changes nothing."""
     again = ["run", "--config", str(run_dir / "config.json"), "--name", "again"]
-    assert main([*again, "--num-workers", "1", "-q"]) == 0
+    assert main([*again, "--num-workers", "1"]) == 0
+    out = capsys.readouterr()
+    assert "rerunning" not in out.out and "warning" not in out.err  # nothing differs
     rerun = run_dir.parent / "again"
     first = json.loads((run_dir / "summary.json").read_text())
     second = json.loads((rerun / "summary.json").read_text())
@@ -152,6 +160,33 @@ def test_a_runs_config_json_reproduces_its_test_dice_exactly(run_dir: Path) -> N
 
     assert metrics(rerun) == metrics(run_dir)
     assert json.loads((rerun / "config.json").read_text())["resolved"]["num_workers"] == 1
+
+
+@pytest.mark.slow
+def test_a_rerun_says_which_data_and_versions_differ_from_the_runs_record(
+    run_dir: Path, tiny_pets: Path, tmp_path: Path, capsys
+) -> None:
+    """A colleague's run folder rerun from its config.json on data that lists an image less, at
+    another thread count: a warning names the splits that differ, a note after the header
+    names the thread count and says the numbers may differ; neither refuses the run."""
+    data = tmp_path / "pets"
+    shutil.copytree(tiny_pets, data)
+    listed = data / "annotations" / "trainval.txt"
+    listed.write_text("".join(listed.read_text().splitlines(keepends=True)[1:]))  # one out
+    capsys.readouterr()
+    config = str(run_dir / "config.json")
+    threads = json.loads((run_dir / "config.json").read_text())["resolved"]["threads"]
+    other = 1 if threads != 1 else 2
+    rerun = ["run", "--config", config, "--data", str(data), "--name", "other", "--epochs", "1"]
+    assert main([*rerun, "--threads", str(other)]) == 0
+    out = capsys.readouterr()
+    assert f"segkit: warning: data {data} is not the data {config} recorded (" in out.err
+    assert "images -> " in out.err and "pass --data with the run's data" in out.err
+    lines = out.out.splitlines()
+    assert lines[1] == (
+        f"segkit: note: rerunning {config} with threads {threads} -> {other}: the numbers may "
+        "differ from the recorded run's accordingly"
+    )
 
 
 @pytest.mark.slow

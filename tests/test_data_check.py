@@ -291,7 +291,7 @@ def test_public_api(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = segkit.check_data(Path(folder.name), dataset="folder", workers=2)
     assert report.command == f"segkit.train(data={folder.name!r}, dataset='folder', image_size=32)"
     configs: list = []
-    monkeypatch.setattr(engine, "_run", lambda config, *a: configs.append(config) or config)
+    monkeypatch.setattr(engine, "_run", lambda config, *a, **k: configs.append(config) or config)
     eval(report.command, {"segkit": segkit}, {})  # as a notebook's user pastes it
     assert configs[0].data == str(folder) and configs[0].image_size == 32
 

@@ -249,7 +249,8 @@ def test_resume_and_read_run_are_public():
         (
             lambda: segkit.train(segkit.RunConfig(), quite=True),
             "segkit.train(quite=True): unknown keyword 'quite' (did you mean 'quiet'?); "
-            "it takes config, quiet and the RunConfig fields, which help(segkit.RunConfig) lists",
+            "it takes config, quiet, rerun_of and the RunConfig fields, which help(segkit.RunConfig)"
+            " lists",
         ),
         (
             lambda: segkit.train(data="pets", epoch=3),
@@ -339,7 +340,7 @@ def started(monkeypatch):
     from segkit.training import engine
 
     configs: list = []
-    monkeypatch.setattr(engine, "_run", lambda config, *a: configs.append(config) or config)
+    monkeypatch.setattr(engine, "_run", lambda config, *a, **k: configs.append(config) or config)
     return configs
 
 

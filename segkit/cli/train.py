@@ -112,7 +112,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, base)
         source = args.config or "command line"
         config = RunConfig.from_dict(settings, source=source, check_options=True)
-        result = train(config, quiet=args.quiet or args.json)
+        # A run folder's config.json: what it recorded is compared with this run's
+        result = train(config, quiet=args.quiet or args.json, rerun_of=args.config)
     _print_summary(args, result)
     return 0
 

@@ -49,7 +49,7 @@ from segkit.build import build_dataset, resolve_device
 from segkit.config import RunConfig
 from segkit.data.check import split_samples
 from segkit.data.reading import read_sample
-from segkit.errors import ConfigError, plural
+from segkit.errors import ConfigError, DataError, plural
 from segkit.inference.evaluate import as_logits
 from segkit.inference.forward import resize_to, resized_batch
 from segkit.inference.predictor import Predictor
@@ -397,15 +397,34 @@ def dataset_of(run: Run | Unfinished) -> str:
     return f"{c.resolved_dataset()} {root}{options}"
 
 
+def same_data(a: Run | Unfinished, b: Run | Unfinished) -> bool:
+    """Whether two runs were trained and tested on the same data: the same dataset, folder
+    and options (:func:`dataset_of`), or the same dataset and options at another path
+    whose splits hold the same samples (``resolved.splits``, each split's count and ids'
+    digest: a run folder rerun with its data moved, ``--config RUN/config.json --data NEW``)."""
+    if dataset_of(a) == dataset_of(b):
+        return True
+    ca, cb = a.config, b.config
+    assert ca is not None and cb is not None
+    splits = a.resolved.get("splits")
+    return (
+        splits is not None
+        and splits == b.resolved.get("splits")
+        and (ca.resolved_dataset(), ca.dataset_options)
+        == (cb.resolved_dataset(), cb.dataset_options)
+    )
+
+
 def check_comparable(runs: Sequence[Run | Unfinished]) -> None:
-    """Refuse runs of different datasets or image sizes.
+    """Refuse runs of different datasets or image sizes (:func:`same_data`: the same
+    samples at another path are the same dataset).
 
     Raises:
         ConfigError: naming two runs that differ and both values.
     """
     first = runs[0]
     for run in runs[1:]:
-        if dataset_of(run) != dataset_of(first):
+        if not same_data(first, run):
             raise ConfigError(
                 f"{first.path} and {run.path} were trained on different datasets "
                 f"({dataset_of(first)} vs {dataset_of(run)}): their scores are not comparable; "
@@ -1039,7 +1058,12 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     :data:`PREDICTION_IMAGES` test images (chosen from the runs' mean per-image Dice by
     :func:`segkit.reports.figures.grid_rows`) for every run (one per group of seeds)."""
     first = c.runs[0]
-    dataset = build_dataset(first.config)
+    dataset = _first_data(c)
+    if dataset is None:  # no run's data folder is here: the parameters alone
+        for run in c.runs:
+            trained = open_trained(RunFolder(run.path).best, device="cpu", precision="fp32")
+            run.results["parameters"] = sum(p.numel() for p in trained.model.parameters())
+        return
     task = Task.of(dataset)
     samples = split_samples(dataset, "test", first.config.resolved_dataset())
     picks = _pick_images(c.runs, [s.id for s in samples])
@@ -1073,6 +1097,25 @@ def _predictions(c: Comparison, path: Path, device: str) -> None:
     report.draw_tiles(headings, rows, report.legend_of(task)).save(path)
     c.files["predictions"] = path
     c.predicted = len(picks)
+
+
+def _first_data(c: Comparison) -> Any:
+    """The dataset of the first run whose data folder is here (a run folder copied from
+    another machine, or whose data moved, records a folder that may be gone: a rerun's
+    is then the same samples, :func:`same_data`); None, with a note in ``c.notes``, where
+    no run's is."""
+    missing = []
+    for run in c.runs:
+        try:
+            return build_dataset(run.config)
+        except DataError as e:
+            missing.append(f"`{run.name}`: {e}")
+    c.notes.append(
+        "predictions.png not drawn: no run's data folder is here ("
+        + "; ".join(missing)
+        + "); the scores are the runs' own"
+    )
+    return None
 
 
 @torch.no_grad()

@@ -67,7 +67,7 @@ from segkit.system.signals import signals_held
 from segkit.system.threads import note as threads_note
 from segkit.system.workers import recorded_workers
 from segkit.training import checkpoint as ckpt_io
-from segkit.training import distributed, progress
+from segkit.training import distributed, progress, reproduce
 from segkit.training import ema as ema_mod
 from segkit.training.early_stopping import EarlyStopping
 from segkit.training.loops import evaluate, train_one_epoch
@@ -80,9 +80,16 @@ __all__ = ["RunResult", "resume", "train"]
 @checked_keywords(
     "segkit.train",
     RunConfig,
-    listed="it takes config, quiet and the RunConfig fields, which help(segkit.RunConfig) lists",
+    listed="it takes config, quiet, rerun_of and the RunConfig fields, which help(segkit.RunConfig)"
+    " lists",
 )
-def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: Any) -> RunResult:
+def train(
+    config: RunConfig | None = None,
+    *,
+    quiet: bool = False,
+    rerun_of: str | Path | None = None,
+    **settings: Any,
+) -> RunResult:
     """Train, validate, test and report into a new run folder.
 
     The settings are a :class:`~segkit.config.RunConfig` or its fields as keywords, which
@@ -97,6 +104,11 @@ def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: A
     Args:
         config: The run configuration (default: every field's default).
         quiet: Print nothing (the CLI then prints the summary line itself).
+        rerun_of: A run folder's ``config.json`` (or the folder) that ``config`` was read
+            from: the run compares what it resolves to with what that run recorded and
+            says what differs before its first epoch (the versions, threads and device
+            that decide the numbers in a note; other data in a warning), as
+            ``segkit run --config RUN/config.json`` does.
         **settings: RunConfig fields (``epochs=2``), over ``config``'s.
 
     Returns:
@@ -114,7 +126,7 @@ def train(config: RunConfig | None = None, *, quiet: bool = False, **settings: A
     config = with_settings("segkit.train", config, settings)
     exit_if_reimporting_main()
     try:
-        return _run(config, None, None, quiet)
+        return _run(config, None, None, quiet, rerun_of=_recorded_run(rerun_of))
     except MainGuardError as e:  # the script's own lines and this one are all it needs
         raise e.with_traceback(None) from None
 
@@ -435,12 +447,15 @@ def _run(
     folder: RunFolder | None,
     quiet: bool,
     threads: int | None = None,
+    rerun_of: tuple[str, dict[str, Any]] | None = None,
 ) -> RunResult:
     """The run, top to bottom: set it up, train the epochs (rank 0 validates, checkpoints
     and logs each), test the best weights and report. ``threads``: the CPU threads a
-    resumed ``--threads auto`` run started with (None: resolve ``config.threads``)."""
+    resumed ``--threads auto`` run started with (None: resolve ``config.threads``);
+    ``rerun_of``: the ``config.json`` a rerun was read from and its ``resolved`` record."""
     try:
         run = Run(config, quiet, threads)
+        run.rerun_of = rerun_of
     except KeyboardInterrupt:  # resolving the runtime, joining a torchrun job
         raise _setup_interrupted(config, folder, resumed=state is not None) from None
     with run.end_recorded():
@@ -526,6 +541,9 @@ class Run:
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
         self.setting_up = True  # before the first epoch: building, restoring, the folder
         self.resumed_folder: RunFolder | None = None  # a resumed run's (set by setup)
+        #: A rerun's config.json and its ``resolved`` record (compared at set-up)
+        self.rerun_of: tuple[str, dict[str, Any]] | None = None
+        self.rerun_note: str | None = None  # said after the header: what differs
 
     # ------------------------------------------------------------------------ setup
 
@@ -588,6 +606,13 @@ class Run:
         if self.splits is not None:
             self.resolved["splits"] = self.splits
         folder.write_config(config, self.resolved)
+        if self.rerun_of is not None:
+            source, recorded = self.rerun_of
+            self.rerun_note, data_warning = reproduce.rerun_notes(
+                source, recorded, self.resolved, config.loader
+            )
+            if data_warning:
+                self.warn(f"segkit: warning: {data_warning}")
         if t.bad_samples:
             folder.write_bad_samples(t.bad_samples)
             self.say(
@@ -622,6 +647,8 @@ class Run:
         self.say(self._header())
         if t.monitor_note:  # --monitor auto on a defect set
             self.say(f"segkit: --monitor auto: best.pt by valid_dice_dataset, as {t.monitor_note}")
+        if self.rerun_note:
+            self.say(self.rerun_note)
         if self.step.note:  # --cuda-graphs: captured, or why not
             self.say(f"segkit: {self.step.note}")
         if self.dist.main:
@@ -1259,9 +1286,27 @@ def _check_same_samples(
         )
 
 
+def _recorded_run(path: str | Path | None) -> tuple[str, dict[str, Any]] | None:
+    """``path`` (a run folder's ``config.json``, or the folder) and the ``resolved`` record
+    it holds; None for no path, and for a configuration file that is not a run's (no
+    ``resolved``: nothing recorded to compare with)."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        recorded = json.loads(path.read_text()).get("resolved")
+    except (OSError, ValueError, AttributeError):  # TOML, YAML: not a run's record
+        return None
+    return (str(path), recorded) if isinstance(recorded, dict) else None
+
+
 def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> dict[str, Any]:
-    """What ``config.json`` records under ``resolved``: the runtime, the dataset folder and
-    the distribution and version of every plugin used."""
+    """What ``config.json`` records under ``resolved``: the runtime, the environment
+    (:func:`segkit.training.reproduce.environment`: Python, segkit, numpy, timm,
+    albumentations, DALI, the platform and the CPU), the dataset folder and the
+    distribution and version of every plugin used."""
 
     reg = default_registry()
     plugins = {}
@@ -1270,6 +1315,7 @@ def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> d
         plugins[kind] = {"name": name, "distribution": info.distribution, "version": info.version}
     return {
         **runtime.record(),
+        "environment": reproduce.environment(),
         "data_root": str(t.dataset.root),
         "steps_per_epoch": t.steps_per_epoch,
         **({"evaluation": t.eval_plan.record()} if t.eval_plan is not None else {}),

@@ -1,0 +1,196 @@
+"""A run folder's record of what decides its numbers, and what a rerun from its
+``config.json`` says differs (segkit.training.reproduce)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_folder
+
+from segkit import __version__
+from segkit.errors import ConfigError
+from segkit.reports.compare import compare
+from segkit.training import checkpoint as ckpt_io
+from segkit.training import reproduce
+from segkit.training.engine import _recorded_run
+
+RECORDED = {
+    "device": "cpu",
+    "device_name": "cpu",
+    "precision": "fp32",
+    "threads": 2,
+    "torch": "2.14.1+cu130",
+    "environment": {
+        "python": "3.11.7",
+        "segkit": "0.1.0",
+        "numpy": "2.4.6",
+        "timm": "1.0.31",
+        "albumentations": "2.0.8",
+        "dali": None,
+        "platform": "linux x86_64",
+        "cpu": "Intel(R) Xeon(R) Processor",
+    },
+    "data_root": "/data/pets",
+    "plugins": {
+        "models": {"name": "unet", "distribution": "segkit", "version": "0.1.0"},
+        "loaders": {"name": "albumentations", "distribution": "segkit", "version": "0.1.0"},
+    },
+    "splits": {
+        "train": {"count": 27, "ids": "2b707f8f81f4ec0c"},
+        "valid": {"count": 3, "ids": "7e439ab358e0375e"},
+        "test": {"count": 10, "ids": "b10a746618bdeae9"},
+    },
+}
+
+
+def test_the_environment_names_python_segkit_the_libraries_and_the_cpu() -> None:
+    env = reproduce.environment()
+    assert env["python"] == platform.python_version() and env["segkit"] == __version__
+    import numpy
+
+    assert env["numpy"] == numpy.__version__
+    assert set(env) >= {"timm", "albumentations", "dali", "platform", "cpu"}
+    assert env["cpu"] and isinstance(env["cpu"], str)
+    json.dumps(env)  # config.json holds it as is
+
+
+def test_a_rerun_on_the_same_machine_and_data_says_nothing() -> None:
+    assert reproduce.rerun_notes("c.json", RECORDED, copy.deepcopy(RECORDED), "albumentations") == (
+        None,
+        None,
+    )
+
+
+def test_a_rerun_names_each_thing_that_decides_the_numbers_and_differs() -> None:
+    now = copy.deepcopy(RECORDED)
+    now["torch"] = "2.15.0"
+    now["threads"] = 1
+    now["environment"]["albumentations"] = "2.1.0"
+    now["environment"]["segkit"] = "0.2.0"
+    now["plugins"]["models"]["version"] = "0.2.0"
+    now["environment"]["numpy"] = "3.0.0"  # not compared: torch computes, not numpy
+    note, warning = reproduce.rerun_notes("runs/a/config.json", RECORDED, now, "albumentations")
+    assert warning is None
+    assert note == (
+        "segkit: note: rerunning runs/a/config.json with torch 2.14.1+cu130 -> 2.15.0, "
+        "segkit 0.1.0 -> 0.2.0, model unet segkit 0.1.0 -> segkit 0.2.0, "
+        "albumentations 2.0.8 -> 2.1.0, threads 2 -> 1: the numbers may differ from the "
+        "recorded run's accordingly"
+    )
+
+
+def test_the_loaders_library_counts_for_its_loader_only() -> None:
+    now = copy.deepcopy(RECORDED)
+    now["environment"]["albumentations"] = "2.1.0"
+    assert reproduce.differences(RECORDED, now, "dali") == []
+    assert reproduce.differences(RECORDED, now, "albumentations") == [
+        "albumentations 2.0.8 -> 2.1.0"
+    ]
+
+
+def test_another_device_or_cpu_is_named() -> None:
+    gpu = copy.deepcopy(RECORDED) | {"device": "cuda:0", "device_name": "NVIDIA H100"}
+    assert reproduce.differences(RECORDED, gpu, "albumentations") == ["device cpu -> NVIDIA H100"]
+    other_cpu = copy.deepcopy(RECORDED)
+    other_cpu["environment"]["cpu"] = "AMD EPYC 9654"
+    assert reproduce.differences(RECORDED, other_cpu, "albumentations") == [
+        "CPU Intel(R) Xeon(R) Processor -> AMD EPYC 9654"
+    ]
+
+
+def test_a_record_of_an_older_segkit_is_compared_on_what_it_holds() -> None:
+    old = {k: v for k, v in RECORDED.items() if k != "environment"}
+    assert reproduce.differences(old, copy.deepcopy(RECORDED), "albumentations") == []
+
+
+def test_other_data_is_a_warning_naming_each_split() -> None:
+    now = copy.deepcopy(RECORDED)
+    now["data_root"] = "/new/pets"
+    now["splits"]["train"] = {"count": 30, "ids": "0000000000000000"}
+    now["splits"]["test"]["ids"] = "1111111111111111"
+    note, warning = reproduce.rerun_notes("c.json", RECORDED, now, "albumentations")
+    assert note is None
+    assert warning == (
+        "data /new/pets is not the data c.json recorded (train: 27 images -> 30; test: other "
+        "images, 10 as recorded): the splits hold other samples, so the numbers will differ; "
+        "pass --data with the run's data to repeat it"
+    )
+
+
+def test_the_same_data_at_another_path_is_not_other_data() -> None:
+    now = copy.deepcopy(RECORDED) | {"data_root": "/moved/pets"}
+    assert reproduce.rerun_notes("c.json", RECORDED, now, "albumentations") == (None, None)
+
+
+def test_only_a_run_folders_config_json_is_a_record_to_compare(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"epochs": 2, "resolved": RECORDED}))
+    assert _recorded_run(run / "config.json") == (str(run / "config.json"), RECORDED)
+    assert _recorded_run(run) == (str(run / "config.json"), RECORDED)  # the folder
+    own = tmp_path / "study.json"
+    own.write_text(json.dumps({"epochs": 2}))
+    toml = tmp_path / "study.toml"
+    toml.write_text("epochs = 2\n")
+    assert _recorded_run(own) is None and _recorded_run(toml) is None
+    assert _recorded_run(None) is None
+
+
+# ------------------------------------------------- segkit compare: the original and its rerun
+
+
+def _with_splits(run: Path, splits: dict[str, Any], data: Path | str) -> Path:
+    """``run``'s config.json recording ``splits`` and ``data`` (as a run on it does)."""
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = config["data_as_typed"] = config["resolved"]["data_root"] = str(data)
+    config["resolved"]["splits"] = splits
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_compare_takes_a_rerun_on_moved_data_for_the_same_data(
+    tiny_pets: Path, tiny_pets_dataset, tmp_path: Path
+) -> None:
+    """A colleague's run whose data folder is gone here, and its rerun on the same samples
+    at another path: compared (not refused as other data), predictions.png drawn from the
+    rerun's data; a run on other samples is still refused."""
+    splits = ckpt_io.split_record(tiny_pets_dataset)
+    gone = tmp_path / "colleague" / "pets"  # never made
+    orig = _with_splits(run_folder(tmp_path / "orig", gone, dataset="oxford_pet"), splits, gone)
+    rerun = _with_splits(
+        run_folder(tmp_path / "rerun", tiny_pets, dataset="oxford_pet"), splits, tiny_pets
+    )
+    result = compare([orig, rerun], tmp_path / "c")
+    assert result.predicted == 5 and (tmp_path / "c" / "predictions.png").is_file()
+    assert result.runs[0].results["parameters"] == result.runs[1].results["parameters"]
+
+    other = copy.deepcopy(splits)
+    other["test"]["ids"] = "0" * 16
+    _with_splits(rerun, other, tiny_pets)
+    with pytest.raises(ConfigError, match="were trained on different datasets"):
+        compare([orig, rerun], tmp_path / "d")
+
+
+def test_compare_without_any_runs_data_here_notes_the_missing_picture(
+    tiny_pets_dataset, tmp_path: Path
+) -> None:
+    splits = ckpt_io.split_record(tiny_pets_dataset)
+    runs = [
+        _with_splits(
+            run_folder(tmp_path / name, tmp_path / "gone", dataset="oxford_pet", seed=seed),
+            splits,
+            tmp_path / "gone",
+        )
+        for seed, name in enumerate(("a", "b"))
+    ]
+    result = compare(runs, tmp_path / "c")
+    assert not (tmp_path / "c" / "predictions.png").exists() and result.predicted == 0
+    assert result.runs[0].results["parameters"] > 0  # counted from best.pt all the same
+    assert result.notes[-1].startswith("predictions.png not drawn: no run's data folder is here")
+    assert "data folder not found" in result.notes[-1]
+    assert "predictions.png not drawn" in (tmp_path / "c" / "comparison.md").read_text()
