@@ -1174,6 +1174,28 @@ def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def check_recorded_data(config: RunConfig, recorded_by: str) -> None:
+    """Refuse in one line a data folder that ``recorded_by`` (a run's ``config.json``
+    rerun, a checkpoint evaluated without ``data``) records and that is not there now:
+    the folder moved or the run folder came from another machine. The message says where
+    the path came from and to pass ``--data`` (``data=`` from Python) naming where the
+    dataset is now, rather than the dataset plugin's "not found" that reads as if the
+    path had been typed. A relative path typed in another directory gets
+    :func:`data_path`'s own message.
+
+    Raises:
+        DataError: the recorded folder is missing.
+    """
+    path = data_path(config)
+    if path is None or path.exists():
+        return
+    raise DataError(
+        f"{path}: data folder not found; {recorded_by} records it as the run's data, and it "
+        f"has moved or is on another machine: pass {named('data', 'NEWPATH', as_typed=True)} "
+        "naming where the dataset is now"
+    )
+
+
 def data_path(config: RunConfig) -> Path | None:
     """The dataset folder of ``config`` (absolute, see :meth:`RunConfig.validate`), or
     None for the generated dataset.

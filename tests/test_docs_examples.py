@@ -508,6 +508,8 @@ def test_the_training_pages_error_examples_print_what_the_page_shows(tmp_path, m
         'study.yaml # image_size: "64"': 'image_size: "64"\n',
         "study.toml": 'model = "timm_unet"\nlr_gama = 0.9\nepochs = 0\n'
         '[model_options]\nencodr = "resnet18"\n',
+        # a colleague's run folder, its data on their machine
+        "colleague/orig/config.json": '{"data": "/home/them/data/pets", "model": "unet"}\n',
     }
     checked = 0
     for _, body in _blocks(DOCS / "training.md", "console"):
@@ -521,6 +523,7 @@ def test_the_training_pages_error_examples_print_what_the_page_shows(tmp_path, m
             if "--config" in argv:
                 name = argv[argv.index("--config") + 1]
                 bad = 'image_size: "64"' in comment  # the page's comment names the file
+                (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp_path / name).write_text(
                     files[f'{name} # image_size: "64"'] if bad else files[name]
                 )
@@ -535,7 +538,7 @@ def test_the_training_pages_error_examples_print_what_the_page_shows(tmp_path, m
                 else:
                     assert got == want, line
             checked += 1
-    assert checked == 4, checked
+    assert checked == 5, checked
 
 
 @pytest.mark.slow

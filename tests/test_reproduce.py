@@ -194,3 +194,31 @@ def test_compare_without_any_runs_data_here_notes_the_missing_picture(
     assert result.notes[-1].startswith("predictions.png not drawn: no run's data folder is here")
     assert "data folder not found" in result.notes[-1]
     assert "predictions.png not drawn" in (tmp_path / "c" / "comparison.md").read_text()
+
+
+def test_a_recorded_data_folder_that_is_gone_is_named_as_recorded_with_the_way_on(
+    tiny_pets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run folder's config.json rerun without --data, its data moved: one line that
+    says the file records the path and to pass --data, before anything is built; with
+    --data, or where the folder is there, nothing is said."""
+    from segkit.cli import main
+    from segkit.config import RunConfig, check_recorded_data, given_as
+    from segkit.errors import DataError
+
+    run = run_folder(tmp_path / "run", tiny_pets)
+    recorded = json.loads((run / "config.json").read_text())
+    gone = tmp_path / "moved-away"
+    (run / "config.json").write_text(json.dumps({**recorded, "data": str(gone)}))
+    assert main(["run", "--config", str(run / "config.json")]) != 0
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"segkit: error: {gone}: data folder not found; {run / 'config.json'} records it as "
+        "the run's data, and it has moved or is on another machine: pass --data NEWPATH "
+        "naming where the dataset is now"
+    )
+    config = RunConfig.from_dict({**recorded, "data": str(gone)})
+    with given_as("Python"), pytest.raises(DataError, match=r"pass data='NEWPATH' naming"):
+        check_recorded_data(config, "best.pt")
+    check_recorded_data(RunConfig.from_dict({**recorded, "data": str(tiny_pets)}), "best.pt")
+    check_recorded_data(RunConfig(), "best.pt")  # generated data: no folder to look for

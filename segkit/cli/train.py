@@ -82,7 +82,7 @@ def _run_or_resume(args: argparse.Namespace) -> int:
     from segkit.errors import interrupted_setting_up
 
     try:  # torch and the engine: seconds on a busy machine, before any folder is made
-        from segkit.config import RunConfig, flag, read_config_file
+        from segkit.config import RunConfig, check_recorded_data, flag, read_config_file
         from segkit.training.engine import CHANGEABLE_ON_RESUME, resume, train
     except KeyboardInterrupt:
         raise interrupted_setting_up(args.resume) from None
@@ -112,6 +112,8 @@ def _run_or_resume(args: argparse.Namespace) -> int:
         settings = settings_from_args(args, base)
         source = args.config or "command line"
         config = RunConfig.from_dict(settings, source=source, check_options=True)
+        if args.config and getattr(args, "data", None) is None:  # the file's data, not typed now
+            check_recorded_data(config, args.config)
         # A run folder's config.json: what it recorded is compared with this run's
         result = train(config, quiet=args.quiet or args.json, rerun_of=args.config)
     _print_summary(args, result)

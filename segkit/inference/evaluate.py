@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from segkit.build import build_dataset, build_eval_loader, build_eval_plan, build_loss
-from segkit.config import RunConfig, checked_keywords, named, named_options
+from segkit.config import RunConfig, check_recorded_data, checked_keywords, named, named_options
 from segkit.contracts import SPLITS, MaskSpec, capability
 from segkit.data.check import split_samples
 from segkit.data.reading import COLOURS_OUTSIDE, VALUES_OUTSIDE, read_sample
@@ -301,6 +301,8 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     trained.check_threshold(options.threshold, EvaluateOptions.threshold)
     config = trained.config
     assert config is not None  # opened from a checkpoint
+    if options.data is None:  # the checkpoint's own data
+        check_recorded_data(config, str(trained.path))
     dataset = build_dataset(config)
     split, chosen = choose_split(trained, dataset, options.split)
     # Listed once here, so a dataset plugin's own exception in samples() is named (with
