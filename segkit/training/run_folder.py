@@ -543,14 +543,7 @@ class RunFolder:
         """
         if stopped_by not in UNFINISHED_BY:
             raise ValueError(f"stopped_by {stopped_by!r}: expected one of {UNFINISHED_BY}")
-        data = {
-            "stopped_by": stopped_by,
-            "when": when,
-            "reason": reason,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        with atomic_open(self.stopped) as f:
-            f.write(json.dumps(data, indent=2) + "\n")
+        _write_record(self.stopped, {"stopped_by": stopped_by, "when": when, "reason": reason})
 
     def read_stopped(self) -> dict[str, Any] | None:
         """What ``stopped.json`` records (:meth:`write_stopped`), or None without a
@@ -566,13 +559,7 @@ class RunFolder:
         ``max_time``. Written (atomically) before the resume starts; :meth:`write_summary`
         removes it when the extension ends normally (all epochs, or stopped by its limit),
         so a run that still has it was killed during the extension."""
-        data = {
-            "epochs": epochs,
-            "max_time": max_time,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        with atomic_open(self.extending) as f:
-            f.write(json.dumps(data, indent=2) + "\n")
+        _write_record(self.extending, {"epochs": epochs, "max_time": max_time})
 
     def read_extending(self) -> dict[str, Any] | None:
         """What ``extending.json`` records (:meth:`write_extending`), or None without one.
@@ -962,3 +949,11 @@ def _claimed(path: Path) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def _write_record(path: Path, data: dict[str, Any]) -> None:
+    """``data`` and the local time it was written (``time``) as ``path``'s JSON, atomically
+    (``stopped.json``, ``extending.json``)."""
+    data = {**data, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with atomic_open(path) as f:
+        f.write(json.dumps(data, indent=2) + "\n")
