@@ -973,8 +973,14 @@ def test_compare_refuses_runs_of_other_data_unless_forced(
     other = Path(shutil.copytree(finished_study / "type1-seed1", tmp_path / "other"))
     config = json.loads((other / "config.json").read_text())
     config["data"] = config["resolved"]["data_root"] = "/data/other-pets"
-    (other / "config.json").write_text(json.dumps(config))
     first = str(finished_study / "type1-seed0")
+    # The same samples at another path (the data moved, a colleague's rerun): the same data.
+    (other / "config.json").write_text(json.dumps(config))
+    assert main(["compare", first, str(other), "--out", str(tmp_path / "moved")]) == 0
+    capsys.readouterr()
+    # Other samples there: other data.
+    config["resolved"]["splits"]["test"] = {"count": 7, "ids": "0123456789abcdef"}
+    (other / "config.json").write_text(json.dumps(config))
     code = main(["compare", first, str(other), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
