@@ -34,7 +34,7 @@ from segkit import task as task_mod
 from segkit.config import RunConfig, data_path, named, named_options
 from segkit.contracts import Dataset, Loader, attach_input_check, declared_multiple
 from segkit.data.prepare import prepare_training
-from segkit.data.sampling import per_rank
+from segkit.data.sampling import crops_per_image, per_rank
 from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
 from segkit.recipes import Normalize, Recipe
@@ -577,6 +577,8 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     # depends on the dataset's size).
     if (error := decide_graphs(config, runtime, 0).error()) is not None:
         raise error
+    recipe = build_recipe(config)
+    check_crops_per_image(config, recipe)  # before the data is read
     dataset = build_dataset(config)
     asked_monitor = config.monitor
     config, task = task_mod.resolve(config, dataset)
@@ -597,17 +599,17 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
     if monitor is not None:
         config = dataclasses.replace(config, monitor=monitor)
     model = build_model(config, runtime, restoring=restoring, out_channels=task.num_classes)
-    recipe = build_recipe(config)
     plan = build_eval_plan(config, recipe)
     d = runtime.dist
-    train_images = len(dataset.samples("train"))
+    samples = train_samples(config, dataset)
     batching = Batching(
         shard=(d.rank, d.world),
-        drop_last=drops_last_batch(train_images, config.batch_size, d.world, config.last_batch),
+        drop_last=drops_last_batch(samples, config.batch_size, d.world, config.last_batch),
     )
+    crops = crops_per_image(dataset, config.crops_per_image)
     loaders = {
         "train": build_loader(
-            config, runtime, dataset, recipe, "train", train=True, batching=batching
+            config, runtime, crops, recipe, "train", train=True, batching=batching
         )
     }
     if d.main:
@@ -633,6 +635,33 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         eval_plan=plan,
         data_warnings=data_warnings,
         monitor_note=monitor_note,
+    )
+
+
+def train_samples(config: RunConfig, dataset: Dataset) -> int:
+    """Samples of a training epoch: each train image ``--crops-per-image`` times. The last
+    batch, the CUDA graph's batch and the steps an epoch count them."""
+    return len(dataset.samples("train")) * config.crops_per_image
+
+
+def check_crops_per_image(config: RunConfig, recipe: Recipe) -> None:
+    """Refuse ``--crops-per-image`` above 1 with a recipe that does not train on crops at
+    the images' own resolution (:attr:`segkit.recipes.Recipe.crops`): it shows each image
+    whole, resized, so more draws of it are more epochs under another name.
+
+    Raises:
+        ConfigError: naming the value, the recipe, why, and what to use instead.
+    """
+    n = config.crops_per_image
+    if n == 1 or recipe.crops:
+        return
+    raise ConfigError(
+        f"{named('crops_per_image', n)}: recipe '{recipe.name}' does not train on crops at "
+        "the images' own resolution (its train ops' last sizing op is not RandomCrop), so "
+        "each draw shows the whole image again, resized: more crops per image would only "
+        f"be more epochs. Give {named('recipe', 'microscopy', as_typed=True)} (or a recipe "
+        "file whose train ops crop with RandomCrop and do not resize), or leave "
+        f"{named('crops_per_image')} at 1 and raise {named('epochs')}"
     )
 
 
@@ -688,7 +717,7 @@ def build_step(
         task=training.task,
         ema=training.ema,
         scheduler=scheduler,
-        train_images=len(training.dataset.samples("train")),
+        train_images=train_samples(training.config, training.dataset),
         say=say,
     )
 

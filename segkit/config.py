@@ -247,6 +247,14 @@ class RunConfig:
     )
     precision: PrecisionName = _opt("auto", "auto = bf16 on GPUs that support it, else fp32")
     image_size: int = _opt(256, "square training size")
+    crops_per_image: int = _opt(
+        1,
+        "random crops of each train image an epoch, each with its own augmentation: an "
+        "epoch is N x the train images (the schedule, steps and progress count them). Only "
+        "for a recipe that trains on crops at the images' own resolution (microscopy, or a "
+        "recipe file ending its sizing with RandomCrop): large images, small crops",
+        metavar="N",
+    )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     seed: int = _opt(0, "seed of weights, shuffles and augmentations")
     num_workers: int | None = _opt(
@@ -946,6 +954,7 @@ _COUNTS = (
     "batch_size",
     "accumulate",
     "image_size",
+    "crops_per_image",
     "validate_every",
     "save_every",
     "grid_images",

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import make_distribution
+from helpers import make_distribution, rows
 
 from segkit import registry
 from segkit.config import DEFAULTS, RunConfig
@@ -449,12 +449,19 @@ def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_r
     assert config.image_size == 256 and config.image_size % 8 == 0
     assert config.eval_size == "native" and config.max_time is None  # --epochs: no budget
     assert "native crops" in out and "--mode auto" in out and "whole images" in out
+    # A 256 px crop is 8% of a 1024x768 image: 12 crops of each an epoch cover it once.
+    assert config.crops_per_image == 12
+    assert "crops_per_image  12" in out and "12 crops an epoch cover its area about once" in out
+    assert "# crops_per_image: 12 -- a 256 px crop is 8% of a 1024x768" in plan_file.read_text()
     # The plan re-runs as a configuration: `segkit run --config plan.toml`.
     assert main(["run", "--config", str(plan_file), "--out", str(tmp_path / "runs"), "-q"]) == 0
     run_dir = next((tmp_path / "runs").glob("*/summary.json")).parent
     ran = json.loads((run_dir / "config.json").read_text())
     assert (ran["model"], ran["recipe"], ran["image_size"]) == (tiny_model, "microscopy", 256)
     assert ran["epochs"] == 1 and ran["eval_size"] == "native"
+    assert ran["crops_per_image"] == 12
+    train = len(registry.create("datasets", "synthetic", str(data)).samples("train"))
+    assert int(rows(run_dir)[0]["train_images"]) == 12 * train  # the larger epoch, trained
 
 
 @pytest.mark.slow
@@ -597,6 +604,69 @@ def test_the_plan_notes_few_evaluation_images_sparse_crops_and_ignored_pixels():
     mixed = _fingerprint(classes=["background", "a"], ignored=0.12, images=large.images)
     (note,) = data_notes(mixed, crops=False, size=128, epochs=10)
     assert note.startswith("12% of the train pixels are 'ignore' (mask value 255)")
+
+
+def test_small_crops_of_large_images_take_several_crops_an_epoch():
+    from segkit.plan.planner import data_notes
+
+    large = _fingerprint(images={"train": 40, "valid": 5, "test": 5}, size_median=[2048, 1536])
+    # 256 px is 2% of 2048x1536: 48 crops would cover it, capped at 16.
+    n, why = rules.crops_per_image(large, 256)
+    assert n == rules.MAX_CROPS_PER_IMAGE == 16
+    assert why == (
+        "a 256 px crop is 2% of a 2048x1536 image: 48 crops would cover it once an epoch, "
+        "capped at 16"
+    )
+    # 512 px of 1024x1024: a quarter, no more crops; 400 px of it (15%): 7 cover it.
+    square = _fingerprint(size_median=[1024, 1024])
+    assert rules.crops_per_image(square, 512) == (1, "")
+    n, why = rules.crops_per_image(square, 400)
+    assert n == 7 and why.endswith("7 crops an epoch cover its area about once")
+    # A budget of 45 one-crop epochs keeps 10 epochs of 4 crops.
+    n, why = rules.crops_per_image(square, 400, fitted=45)
+    assert n == 4
+    assert why.endswith(
+        "the budget holds 45 one-crop epochs, so 4 (at least 10 epochs to validate)"
+    )
+    assert rules.crops_per_image(square, 400, fitted=12)[0] == 1
+    # The note says what the epochs see with them.
+    (note,) = data_notes(large, crops=True, size=256, epochs=10, crops_per_image=16)
+    assert note == (
+        "an epoch is 16 256 px crops of each train image, 33% of a 2048x1536 image: the 10 "
+        "epochs see each image's area about 3.3 times"
+    )
+
+
+def test_the_plan_chooses_crops_per_image_and_fits_the_longer_epochs(monkeypatch):
+    # 16 images of 2048x1536 on 256 px crops: 4 steps of 4 an epoch of one crop each, 2 s.
+    fake = _FakeRun(per_pixel=2.0 / 256**2)
+    p = _planner(monkeypatch, fake, size=256, ladder=[256], budget=None, crops=True)
+    p.epochs = 10
+    p.fp = _fingerprint(images={"train": 16, "valid": 5, "test": 5}, size_median=[2048, 1536])
+    p.fit_batch_and_schedule()
+    one_crop = p.timing.epoch_s
+    p.choose_crops_per_image()
+    assert p.crops_n == 16 and p.timing.steps_per_epoch == 16 * 16 // 4
+    assert p.timing.epoch_s == pytest.approx(one_crop * 16)  # 64 steps, not 4
+    assert p.schedule.epochs == 10  # as asked; the estimate counts the longer epochs
+    assert p.schedule.seconds > 10 * p.timing.epoch_s
+    # Within a budget: the crops leave at least MIN_EPOCHS epochs, fitted again.
+    fake = _FakeRun(per_pixel=2.0 / 256**2)
+    p = _planner(monkeypatch, fake, size=256, ladder=[256], budget=300.0, crops=True)
+    p.fp = _fingerprint(images={"train": 16, "valid": 5, "test": 5}, size_median=[2048, 1536])
+    p.fit_batch_and_schedule()
+    fitted = p.schedule.epochs
+    p.choose_crops_per_image()
+    assert p.crops_n == fitted // rules.MIN_EPOCHS > 1
+    assert rules.MIN_EPOCHS <= p.schedule.epochs < fitted and p.schedule.seconds <= 300
+    p.size_why, p.recipe_why, p.machine, p.no_native_recipe = "thin", "crops", None, False
+    p.settings["recipe"] = "microscopy"
+    plan = p.plan()
+    assert plan.settings["crops_per_image"] == p.crops_n
+    (line,) = [c for c in plan.choices if c.key == "crops_per_image"]
+    assert line.shown == str(p.crops_n) and "one-crop epochs" in line.reason
+    assert plan.config().crops_per_image == p.crops_n
+    assert any(n.startswith(f"an epoch is {p.crops_n} 256 px crops") for n in plan.notes)
 
 
 class _FakeRun:

@@ -4,6 +4,7 @@ seed, epoch and shard visit the same samples in the same order."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from segkit.errors import ConfigError
 
@@ -65,3 +66,33 @@ def epoch_order(
     total = per_rank(n, world) * world
     order = (order * math.ceil(total / n))[:total]
     return order[rank:total:world]
+
+
+class CropsPerImage:
+    """A dataset whose ``train`` split lists each sample ``n`` times: an epoch of a
+    loader given it draws ``n`` crops of each train image (``--crops-per-image``). Every
+    loader supports it as it is: the copies are samples of their own, so the epoch's
+    order (:func:`epoch_order`) shuffles them all together and each copy's augmentation
+    has its own seed (:func:`sample_seed` of its index). The other splits, ``root``,
+    ``mask_spec`` and any other attribute are the dataset's."""
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        self.dataset, self.n = dataset, n
+        self.root = dataset.root
+        self.mask_spec = dataset.mask_spec
+
+    def samples(self, split: str) -> list[Any]:
+        samples = self.dataset.samples(split)
+        return samples * self.n if split == "train" else samples
+
+    def __getattr__(self, name: str) -> Any:  # split_lists and a layout's own attributes
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def crops_per_image(dataset: Any, n: int) -> Any:
+    """The dataset the training loader reads for ``--crops-per-image n``: ``dataset``
+    itself for 1 (every run without the setting reads exactly what it did), else
+    :class:`CropsPerImage`."""
+    return dataset if n == 1 else CropsPerImage(dataset, n)

@@ -24,6 +24,7 @@ _EXPLAINS: dict[str, tuple[str, ...]] = {
     "model": ("model", "model_options"),
     "loss": ("loss", "loss_options"),
     "image_size": ("image_size",),
+    "crops_per_image": ("crops_per_image",),
     "recipe": ("recipe",),
     "eval_size": ("eval_size",),
     "batch_size": ("batch_size",),

@@ -173,6 +173,7 @@ def make_plan(
     planner.choose_model_and_loss(model_given)
     planner.choose_size()
     planner.fit_batch_and_schedule()
+    planner.choose_crops_per_image()
     plan = planner.plan()
     plan.config()  # the plan is a valid configuration
     plan.planning_s = time.perf_counter() - started
@@ -204,6 +205,7 @@ class _Planner:
             k: v for k, v in base.to_dict().items() if k not in _RECORDED and _given(base, k)
         }
         self.defaults = dict(DEFAULTS)
+        self.crops_n, self.crops_why = 1, ""  # crops_per_image, chosen last
 
     def read(self, report: Report | None, memory: MemoryProbe | None) -> None:
         """The data (the data check's report, its fingerprint) and the machine."""
@@ -356,6 +358,28 @@ class _Planner:
             grid,
         )
 
+    def choose_crops_per_image(self) -> None:
+        """5. Native crops that cover little of each image: several an epoch
+        (:func:`rules.crops_per_image`). The epoch of ``n`` crops is the measured one's
+        steps ``n`` times over (the same step, timed already), and the epochs are fitted
+        again with it: a budget holds fewer, longer epochs."""
+        self.crops_n, self.crops_why = 1, ""
+        if not self.crops:
+            return
+        fitted = self.schedule.epochs if self.budget is not None else None
+        n, why = rules.crops_per_image(self.fp, self.size, fitted)
+        if n == 1:
+            return
+        self.crops_n, self.crops_why = n, why
+        train_images = self.fp.images.get("train", 0) * n
+        batch = self.search.batch
+        drops = build.drops_last_batch(train_images, batch)
+        batches = train_images // batch if drops else -(-train_images // batch)
+        self.timing = dataclasses.replace(self.timing, steps_per_epoch=max(1, batches))
+        t = self.timing
+        costs = Costs(t.start_s, t.epoch_s, t.valid_s, t.test_s, t.last_s, t.best_s)
+        self.schedule = rules.fit_schedule(costs, self.budget, self.epochs)
+
     def _measure_at(self, size: int, tried: dict[int, _Measured]) -> _Measured:
         """The batch size at ``size``, the run timed with it, its costs and the schedule
         that fits; the setup is the largest of all the sizes ``tried``."""
@@ -426,7 +450,7 @@ class _Planner:
         self._record_settings()
         self._choose_size_and_recipe()
         self._choose_schedule()
-        self.notes += data_notes(self.fp, self.crops, self.size, self.schedule.epochs)
+        self.notes += data_notes(self.fp, self.crops, self.size, self.schedule.epochs, self.crops_n)
         predict = "whole" if self.crops else "resize"  # what --mode auto chooses for the model
         self.choices.append(
             Choice("predict", "--mode auto", _predict_reason(self.crops, self.size))
@@ -446,6 +470,8 @@ class _Planner:
 
     def _record_settings(self) -> None:
         """The measured values into the run's settings."""
+        if self.crops_n > 1:
+            self.settings["crops_per_image"] = self.crops_n
         self.settings.update(
             image_size=self.size,
             batch_size=self.search.batch,
@@ -467,6 +493,8 @@ class _Planner:
                     f"{rules.MIN_EPOCHS} epochs fit"
                 )
             choices.append(Choice("image_size", f"{size} crop", crop_why))
+            if self.crops_n > 1:
+                choices.append(Choice("crops_per_image", str(self.crops_n), self.crops_why))
         else:
             why = self.size_why
             if not self.no_native_recipe:  # the width at the size planned, not the first guess
@@ -545,14 +573,17 @@ FEW_EVAL_IMAGES = 5
 #: K classes: a share of 'ignore' pixels from which the plan says so (a binary 0/255 mask
 #: among index masks reads its foreground as 'ignore').
 IGNORED_SHARE = 0.05
-#: Native crops covering less of an image than this share get a note: an epoch draws one
-#: crop per train image.
-CROP_COVERAGE = 0.25
+#: Native crops covering less of an image than this share take several crops an epoch
+#: (:func:`rules.crops_per_image`), and get a note on how much of each image the run sees.
+CROP_COVERAGE = rules.CROP_COVERAGE
 
 
-def data_notes(fp: Fingerprint, crops: bool, size: int, epochs: int) -> list[str]:
+def data_notes(
+    fp: Fingerprint, crops: bool, size: int, epochs: int, crops_per_image: int = 1
+) -> list[str]:
     """What the plan cannot fix but a user should know: scores resting on a few images,
-    and native crops that see little of large images."""
+    and native crops that see little of large images (``crops_per_image`` of them an
+    epoch)."""
     from segkit.contracts import IGNORE_INDEX
     from segkit.errors import plural
 
@@ -576,10 +607,12 @@ def data_notes(fp: Fingerprint, crops: bool, size: int, epochs: int) -> list[str
     w, h = fp.size_median
     coverage = size * size / (w * h)
     if crops and coverage < CROP_COVERAGE:
+        n = crops_per_image
+        what = f"one {size} px crop" if n == 1 else f"{n} {size} px crops"
         notes.append(
-            f"an epoch is one {size} px crop of each train image, {coverage:.0%} of a "
+            f"an epoch is {what} of each train image, {coverage * n:.0%} of a "
             f"{w}x{h} image: the {epochs} epochs see each image's area about "
-            f"{coverage * epochs:.1f} times"
+            f"{coverage * n * epochs:.1f} times"
         )
     return notes
 

@@ -34,6 +34,12 @@ MIN_WIDTH_PX = 2.0
 
 #: The native crop's side: the crop run above used 256 px crops.
 CROP = 256
+#: Native crops covering less of the median image than this share: an epoch takes several
+#: crops of each train image (``crops_per_image``), about enough to see its area once.
+CROP_COVERAGE = 0.25
+#: At most this many crops of an image an epoch (MONAI's examples draw 4 to 16 patches of
+#: a volume): above it an epoch of a few dozen large images is long between validations.
+MAX_CROPS_PER_IMAGE = 16
 #: The smallest training size the budget may bring the image or crop size down to. The
 #: make-run result (resnet34_unet at 64 px, test Dice 0.84 on the synthetic pets,
 #: benchmarks/results/2026-12-06-cpu-init) is the smallest size with a good result; a
@@ -150,6 +156,36 @@ def native_crops(fp: Fingerprint, size: int) -> tuple[bool, str]:
             "on crops)"
         )
     return False, f"structures {measured} stay {after:.0f} px at {size} px: resized"
+
+
+def crops_per_image(fp: Fingerprint, size: int, fitted: int | None = None) -> tuple[int, str]:
+    """How many ``size`` px native crops of each train image an epoch takes, and why.
+
+    Rule: where one crop covers less than :data:`CROP_COVERAGE` of the median image,
+    enough crops to cover its area once (``ceil(1 / coverage)``), at most
+    :data:`MAX_CROPS_PER_IMAGE`. ``fitted``: the one-crop epochs a budget holds; the crops
+    are then kept to what leaves :data:`MIN_EPOCHS` epochs (a budget holds the same crops
+    either way: fewer, longer epochs are validated and checkpointed less often, and best.pt
+    is still chosen among enough of them).
+    """
+    w, h = fp.size_median
+    coverage = size * size / (w * h)
+    if coverage >= CROP_COVERAGE:
+        return 1, ""
+    want = math.ceil(1 / coverage)
+    n = min(want, MAX_CROPS_PER_IMAGE)
+    why = f"a {size} px crop is {coverage:.0%} of a {w}x{h} image"
+    if want > n:
+        why += f": {want} crops would cover it once an epoch, capped at {MAX_CROPS_PER_IMAGE}"
+    else:
+        why += f": {n} crops an epoch cover its area about once"
+    if fitted is not None and n > max(1, fitted // MIN_EPOCHS):
+        n = max(1, fitted // MIN_EPOCHS)
+        why += (
+            f"; the budget holds {fitted} one-crop epochs, so {n} (at least "
+            f"{MIN_EPOCHS} epochs to validate)"
+        )
+    return n, why
 
 
 # ----------------------------------------------------------------------------- recipe

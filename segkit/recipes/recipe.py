@@ -31,7 +31,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.eval and self.train and isinstance(self.train[-1], Normalize):
             sizing = [op for op in self.train if isinstance(op, SIZING_OPS)]
-            if sizing and not isinstance(sizing[-1], RandomCrop):
+            if sizing and not self.crops:
                 object.__setattr__(self, "eval", (Resize(size=sizing[-1].size), self.train[-1]))
             else:  # crops at the images' own resolution, or no sizing op of ours
                 object.__setattr__(self, "eval", (self.train[-1],))
@@ -46,6 +46,16 @@ class Recipe:
     def ops(self, train: bool) -> tuple[Op, ...]:
         """The ops for training (``train=True``) or evaluation."""
         return self.train if train else self.eval
+
+    @property
+    def crops(self) -> bool:
+        """Whether training sees random windows of each image at its own resolution: the
+        last sizing op of ``train`` is a :class:`~segkit.recipes.ops.RandomCrop` (as in
+        ``microscopy``). Each draw of such a recipe shows another part of a large image,
+        so an epoch may take several (``crops_per_image``); a recipe that resizes shows
+        the whole image every time."""
+        sizing = [op for op in self.train if isinstance(op, SIZING_OPS)]
+        return bool(sizing) and isinstance(sizing[-1], RandomCrop)
 
     @property
     def native_eval(self) -> bool:

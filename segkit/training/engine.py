@@ -689,7 +689,7 @@ class Run:
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
             f"{self.runtime.device}{ranks}, precision {self.runtime.precision.name}, "
-            f"{plural(config.epochs, 'epoch')} -> {where}"
+            f"{plural(config.epochs, 'epoch')}{_crops_note(config)} -> {where}"
         )
 
     def _progress(self, resumed: bool) -> progress.ProgressSettings:
@@ -1300,6 +1300,12 @@ def _recorded_run(path: str | Path | None) -> tuple[str, dict[str, Any]] | None:
     except (OSError, ValueError, AttributeError):  # TOML, YAML: not a run's record
         return None
     return (str(path), recorded) if isinstance(recorded, dict) else None
+
+
+def _crops_note(config: RunConfig) -> str:
+    """The header's words for ``--crops-per-image`` above 1: what an epoch is."""
+    n = config.crops_per_image
+    return f" of {n} crops of each train image" if n > 1 else ""
 
 
 def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> dict[str, Any]:
