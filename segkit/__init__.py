@@ -22,21 +22,9 @@ The public API, imported lazily so ``import segkit`` (and ``segkit --help``) sta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from segkit.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DuplicatePluginError,
-    PluginContractError,
-    PluginError,
-    PluginLoadError,
-    PluginNotFoundError,
-    RunInterrupted,
-    SegkitError,
-    UnknownSettingError,
-)
+# Nothing is imported eagerly, not even typing: the `segkit` command imports this package
+# before its Ctrl-C guard is in place (segkit.command), and `import segkit` stays instant.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -76,9 +64,27 @@ __all__ = [
     "unregister_plugin",
 ]
 
+#: The exceptions of :data:`__all__`, from :mod:`segkit.errors` on first use.
+_ERRORS = frozenset(n for n in __all__ if n.endswith("Error") or n == "RunInterrupted")
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from segkit.config import RunConfig
     from segkit.contracts import MaskSpec
+    from segkit.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DuplicatePluginError,
+        PluginContractError,
+        PluginError,
+        PluginLoadError,
+        PluginNotFoundError,
+        RunInterrupted,
+        SegkitError,
+        UnknownSettingError,
+    )
     from segkit.inference.evaluate import Evaluated
     from segkit.inference.export import Exported
     from segkit.inference.predict import Predicted
@@ -194,6 +200,7 @@ def create_model(
             option the model refuses.
     """
     from segkit.build import create_model as _create
+    from segkit.errors import ConfigError
 
     if classes is not None and out_channels is not None and classes != out_channels:
         raise ConfigError(
@@ -328,6 +335,11 @@ def open_trained(checkpoint: Any, **overrides: Any) -> Trained:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _ERRORS or name == "errors":
+        import importlib  # not `from segkit import errors`: that asks this hook again
+
+        errors = importlib.import_module("segkit.errors")
+        return errors if name == "errors" else getattr(errors, name)
     if name == "RunConfig":
         from segkit.config import RunConfig
 
@@ -345,6 +357,8 @@ def __getattr__(name: str) -> Any:
 
         return Predictor
     if name in ("train", "resume"):
+        from segkit.errors import RunInterrupted
+
         try:  # torch: seconds; a notebook's interrupt here is one line, not an import's traceback
             from segkit.training import engine
         except KeyboardInterrupt:
@@ -354,3 +368,8 @@ def __getattr__(name: str) -> Any:
             ) from None
         return getattr(engine, name)
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and the public API imported on first use (tab completion)."""
+    return sorted(set(globals()) | set(__all__))

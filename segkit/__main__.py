@@ -1,5 +1,5 @@
-"""``python -m segkit`` is the ``segkit`` command."""
+"""``python -m segkit`` is the ``segkit`` command (:mod:`segkit.command`)."""
 
-from segkit.cli import main
+from segkit.command import main
 
 raise SystemExit(main())

@@ -16,6 +16,7 @@ from PIL import Image
 
 import segkit
 from segkit.config import RunConfig
+from segkit.data.prepare import Ready, prepare_training
 from segkit.task import Task
 from segkit.training import checkpoint as ckpt_io
 
@@ -231,3 +232,14 @@ def blind_checkpoint(path: Path, bias: float) -> Path:
     state["model"]["head.bias"].fill_(bias)
     ckpt_io.save_atomic(state, path)
     return path
+
+
+def ready_folder(
+    root: Path, *, skip: bool = False, batch_size: int = 2, workers: int | None = None
+) -> Ready:
+    """The checks a run makes before training (:func:`segkit.data.prepare.prepare_training`)
+    on the ``folder`` dataset at ``root``: what it trains on, leaves out and warns about."""
+    dataset = segkit.create_dataset("folder", root)
+    return prepare_training(
+        dataset, name="folder", skip_bad_samples=skip, batch_size=batch_size, workers=workers
+    )

@@ -10,7 +10,7 @@ import pytest
 import segkit
 from segkit.contracts import Sample
 from segkit.data.check import check_dataset
-from segkit.data.prepare import ready_for_training
+from segkit.data.prepare import prepare_training
 from segkit.errors import PluginContractError
 
 
@@ -41,7 +41,7 @@ def test_a_run_names_the_dataset_plugin_and_the_call(tmp_path: Path, train_only)
         r"segkit.contracts.Sample of each of train, valid, test .*Run "
         r"segkit.testing.check_dataset\('train_only', root=...\)",
     ) as info:
-        ready_for_training(
+        prepare_training(
             TrainOnly(tmp_path), name="train_only", skip_bad_samples=False, batch_size=2
         )
     assert isinstance(info.value.__cause__, KeyError)  # the plugin's traceback is kept

@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import ready_folder
 from PIL import Image
 
 from segkit import registry
 from segkit.cli import main
 from segkit.data.encoding import inspect_mask
-from segkit.data.prepare import ready_for_training
 from segkit.data.reading import decode_raw_mask
 from segkit.errors import DataError
 
@@ -157,11 +157,6 @@ def as_png(text: str, png: Path, tif: Path) -> str:
     return text.replace(str(tif), str(png)).replace(".tif", ".png").replace("TIFF", "PNG")
 
 
-def ready(root: Path):
-    dataset = registry.create("datasets", "folder", root)
-    return ready_for_training(dataset, name="folder", skip_bad_samples=False, batch_size=2)
-
-
 CASES = [(bits, kind) for bits in (1, 2, 4) for kind in ("grey", "palette")]
 
 
@@ -215,7 +210,9 @@ def test_data_check_and_the_run_check_pass_low_bit_tiff_masks_as_png_ones(
         treport["mask_formats"]
     )
     assert treport["classes"] == preport["classes"]
-    assert ready(tif)[1:] == ready(png)[1:] == ([], [])
+    for root in (tif, png):
+        ready = ready_folder(root)
+        assert ready.bad == ready.warnings == []
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -254,9 +251,9 @@ def test_an_inverted_low_bit_palette_is_refused_in_both_formats(
     assert f"{N} are palette TIFFs of greys read by index against their colours" in ttext
     assert "PNG" not in ttext
     with pytest.raises(DataError, match=r"are palette TIFFs of greys read by index"):
-        ready(tif)
+        ready_folder(tif)
     with pytest.raises(DataError, match=r"are palette PNGs of greys read by index"):
-        ready(png)
+        ready_folder(png)
     # The printed fix saves each TIFF as the grey image it shows (index 0 white: a white
     # background around a black square), which then passes.
     command = next(line for line in ttext.splitlines() if "python -c" in line)

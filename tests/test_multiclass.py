@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ready_folder
 from PIL import Image
 
 from segkit import recipes as R
@@ -329,11 +330,11 @@ def test_data_check_offers_a_colour_outside_the_palette_as_ignore_or_a_class(
         and "'ignore 255 255 255'" not in text
     )
     # A run refused for the colour offers the same fixes.
-    from segkit.data.prepare import ready_for_training
+    from segkit.data.prepare import prepare_training
 
     ds = registry.create("datasets", "folder", root)
     with pytest.raises(DataError, match=r"to fix: if \(255, 255, 255\) marks .* change .*"):
-        ready_for_training(ds, name="folder", skip_bad_samples=False, batch_size=2, options={})
+        prepare_training(ds, name="folder", skip_bad_samples=False, batch_size=2, options={})
     rgb[0, :2] = (250, 3, 3)  # antialiasing: no class to declare
     root = write_folder(tmp_path / "a", [rgb] * 10, "bg 0 0 0\nred 255 0 0\nblue 0 0 255\n")
     text = format_report(check_configured(RunConfig(data=str(root)), progress=False))
@@ -764,14 +765,9 @@ def test_a_run_says_the_class_coverage_warnings_of_the_check_and_keeps_them_with
     )
 
     def ready() -> list[str]:
-        _, bad, warnings = prepare.ready_for_training(
-            registry.create("datasets", "folder", root),
-            name="folder",
-            skip_bad_samples=False,
-            batch_size=2,
-        )
-        assert bad == []
-        return warnings
+        ready = ready_folder(root)
+        assert ready.bad == []
+        return ready.warnings
 
     assert ready() == expected
     assert len(read) == 10
@@ -784,13 +780,7 @@ def test_a_run_says_the_class_coverage_warnings_of_the_check_and_keeps_them_with
     # Every class in every split, none rare: nothing to say, cached or not.
     fine = write_folder(tmp_path / "fine", [stripes()] * 10, "bg\nroad\ncar\n")
     for _ in range(2):
-        _, _, warnings = prepare.ready_for_training(
-            registry.create("datasets", "folder", fine),
-            name="folder",
-            skip_bad_samples=False,
-            batch_size=2,
-        )
-        assert warnings == []
+        assert ready_folder(fine).warnings == []
 
 
 def test_weight_auto_is_the_median_frequency_weights_of_the_train_split(tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ready_folder
 from PIL import Image
 
 from segkit import create_dataset
 from segkit.cli import main
 from segkit.config import COMMAND_LINE, RunConfig, given_as
+from segkit.data.prepare import Ready
 from segkit.errors import DataError
 
 SIZE = 32
@@ -550,14 +552,9 @@ def test_a_missing_trimap_names_the_near_miss_and_the_others_are_read(
 # ----------------------------------------------------------------------------- before training
 
 
-def ready(root: Path, *, skip: bool = False, batch_size: int = 4):
-    from segkit import registry
-    from segkit.data.prepare import ready_for_training
-
-    dataset = registry.create("datasets", "folder", root)
-    return ready_for_training(
-        dataset, name="folder", skip_bad_samples=skip, batch_size=batch_size, workers=2
-    )
+def ready(root: Path, *, skip: bool = False, batch_size: int = 4) -> Ready:
+    """The run's checks before training, at this file's batch size (its messages say 4)."""
+    return ready_folder(root, skip=skip, batch_size=batch_size, workers=2)
 
 
 def test_files_that_passed_are_not_read_again_until_one_changes(
@@ -594,8 +591,8 @@ def test_a_cache_that_cannot_be_written_remembers_nothing_and_fails_nothing(
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
     root = write_pairs(tmp_path / "cells", 12)
     for _ in range(2):
-        dataset, bad, _ = ready(root)
-        assert bad == [] and len(dataset.samples("train")) > 0
+        kept = ready(root)
+        assert kept.bad == [] and len(kept.dataset.samples("train")) > 0
 
 
 def test_a_run_with_rgb_masks_stops_before_training_with_one_message(
@@ -630,8 +627,8 @@ def test_skip_bad_samples_does_not_leave_out_masks_that_read(tmp_path: Path) -> 
 def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> None:
     root = write_pairs(tmp_path / "cells", 12)
     (root / "masks" / "cell003.png").write_bytes(b"not a png")
-    dataset, bad, _ = ready(root, skip=True)
-    assert [(s.id, why.split(": ")[1]) for _, s, why in bad] == [
+    kept = ready(root, skip=True)
+    assert [(s.id, why.split(": ")[1]) for _, s, why in kept.bad] == [
         (
             "cell003",
             "cannot decode mask (cannot identify image file "
@@ -640,7 +637,7 @@ def test_skip_bad_samples_leaves_out_unreadable_files_only(tmp_path: Path) -> No
         )
     ]
     assert "cell003" not in {
-        s.id for split in ("train", "valid", "test") for s in dataset.samples(split)
+        s.id for split in ("train", "valid", "test") for s in kept.dataset.samples(split)
     }
     with pytest.raises(DataError) as e:
         ready(root)

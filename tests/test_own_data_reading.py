@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import ready_folder
 from PIL import Image
 
 from segkit import registry
 from segkit.cli import main
 from segkit.data.encoding import inspect_mask, threshold_command
-from segkit.data.prepare import ready_for_training
 from segkit.data.reading import decode_raw_mask, read_image, to_8bit
 from segkit.errors import DataError
 
@@ -85,11 +85,6 @@ def kinds(report: dict) -> dict[str, list[dict]]:
     for p in report["problems"]:
         out.setdefault(p["kind"], []).append(p)
     return out
-
-
-def ready(root: Path):
-    dataset = registry.create("datasets", "folder", root)
-    return ready_for_training(dataset, name="folder", skip_bad_samples=False, batch_size=2)
 
 
 # ----------------------------------------------------------------------------- deep images
@@ -201,7 +196,7 @@ def test_every_train_mask_empty_stops_the_check_and_the_run(
     assert {p["severity"] for p in problems if "train" not in p["message"]} <= {"warning"}
     assert report["suggestions"]["pos_weight"]["value"] is None
     with pytest.raises(DataError, match=r"every train mask \(\d+\) is empty.*segkit data check"):
-        ready(root)
+        ready_folder(root)
 
 
 def test_every_train_mask_full_stops_and_no_pos_weight_of_zero_is_suggested(
@@ -215,7 +210,7 @@ def test_every_train_mask_full_stops_and_no_pos_weight_of_zero_is_suggested(
     assert pos["value"] is None and "no background" in pos["why"]
     assert "pos_weight=0" not in text
     with pytest.raises(DataError, match="is foreground everywhere"):
-        ready(root)
+        ready_folder(root)
 
 
 def test_an_empty_test_split_is_only_a_warning(
@@ -229,7 +224,7 @@ def test_an_empty_test_split_is_only_a_warning(
     assert rc == 0 and report["ok"]
     (p,) = kinds(report)["foreground"]
     assert p["severity"] == "warning" and "test mask" in p["message"]
-    ready(root)  # trains
+    ready_folder(root)  # trains
 
 
 # ----------------------------------------------------------------------------- VOC borders
@@ -391,7 +386,7 @@ def test_a_palette_of_greys_read_against_its_colours_is_refused_with_the_command
     assert all("indices disagree with its colours" in p["message"] for p in refused)
     assert "the inverse of the mask shown" in text
     with pytest.raises(DataError, match="indices disagree with their colours"):
-        ready(root)
+        ready_folder(root)
     # The printed command saves each as the grey image it shows; then the check passes
     # and the object is the foreground.
     line = next(ln for ln in text.splitlines() if "convert('L')" in ln)
@@ -418,7 +413,7 @@ def test_palette_masks_whose_index_0_is_black_or_coloured_are_read_by_index(
     root = folder(tmp_path / "pal", _two_colour_palette(1, colours))
     rc, report, _ = check(capsys, root)
     assert rc == 0, report["problems"]
-    dataset, _, _ = ready(root)
+    dataset = ready_folder(root).dataset
     sample = dataset.samples("train")[0]
     i = int(sample.image.stem[3:])
     np.testing.assert_array_equal(decode_raw_mask(sample.mask), label(i))
@@ -443,7 +438,7 @@ def test_the_exif_command_printed_by_check_and_run_turns_the_tagged_images_only(
     rc, report, text = check(capsys, root)
     assert rc == 1 and len(kinds(report)["size_mismatch"]) == 3
     with pytest.raises(DataError, match=r"EXIF orientation tag \(6\)") as caught:
-        ready(root)  # a run (either loader) says the same before training
+        ready_folder(root)  # a run (either loader) says the same before training
     code = re.search(r'python -c "(.+?)"', str(caught.value)).group(1)
     assert code in text
     exec(code, {})  # noqa: S102 -- exactly the printed command, as python -c runs it
@@ -811,7 +806,7 @@ def test_2_and_4_bit_grey_masks_are_read_by_their_stored_values_by_both_loaders(
         decoded = np.asarray(Image.open(io.BytesIO(encoded.tobytes())))
         np.testing.assert_array_equal(decoded, read_raw_mask(sample.mask, spec))
         np.testing.assert_array_equal(read_sample(sample, spec)[1], label(int(sample.id[3:])))
-    assert ready(root)[1] == []
+    assert ready_folder(root).bad == []
 
 
 def test_a_4_bit_mask_of_another_value_names_its_bit_depth(
@@ -824,7 +819,7 @@ def test_a_4_bit_mask_of_another_value_names_its_bit_depth(
     assert "mask formats: PNG L;4 12" in text
     assert "12 hold values 15 (PNG 4-bit grey)" in text
     with pytest.raises(DataError, match=r"12 hold values 15 \(PNG 4-bit grey\)"):
-        ready(root)
+        ready_folder(root)
     # The printed fix reads them as PIL shows them (0/255) and makes 8-bit 0/255 masks.
     code = re.search(r'python -c "(.+)"$', text.splitlines()[-2].strip()).group(1)
     exec(code, {})  # noqa: S102 -- exactly the printed command
@@ -909,13 +904,15 @@ def test_gif_images_are_read_by_the_folder_layout_first_frame_and_warned(
 
 def test_a_run_warns_once_of_square_images_with_an_exif_rotation(tmp_path: Path) -> None:
     root = folder(tmp_path / "exif", plain, lambda i, lab: _Rotated(40 + lab * 150))
-    _, _, warnings = ready(root)
+    warnings = ready_folder(root).warnings
     (warning,) = warnings
     assert re.match(
         r"img\d+\.jpg, img\d+\.jpg, img\d+\.jpg and 9 more have an EXIF orientation tag", warning
     )
     assert "ImageOps.exif_transpose" in warning
-    assert ready(root)[2] == warnings  # a second run: from the passed check, said again
+    assert (
+        ready_folder(root).warnings == warnings
+    )  # a second run: from the passed check, said again
     # A non-square quarter-turned image whose mask has its stored size is not in doubt.
     wide = np.zeros((20, SIZE), np.uint8)
     stored = folder(
@@ -923,7 +920,7 @@ def test_a_run_warns_once_of_square_images_with_an_exif_rotation(tmp_path: Path)
         lambda i, lab: Image.fromarray(wide + lab[:20] * 255),
         lambda i, lab: _Rotated(wide + lab[:20] * 100),
     )
-    assert ready(stored)[2] == []
+    assert ready_folder(stored).warnings == []
 
 
 @pytest.mark.slow

@@ -203,13 +203,13 @@ def test_a_changed_file_is_refused_and_force_replaces_only_the_changed_runs(
     changed = read_study(path, tmp_path / "out")
     with pytest.raises(ConfigError, match=r"s\.toml differs from the study in .*out \(") as e:
         prepare_folder(changed)
-    # seed0 given lr 0.01 is an edit (one setting, which renames it); seed1 -> seed2 with
-    # lr 0.01 too differs in two: one run removed, another added.
-    assert "--force" in str(e.value) and "1 run(s) added (lr0.01-seed2)" in str(e.value)
-    assert "1 run(s) changed, and named anew by it (seed0 -> lr0.01-seed0: lr 0.001 -> 0.01)" in (
-        str(e.value)
-    )
-    assert "1 run(s) removed (seed1)" in str(e.value)
+    # seed0 given lr 0.01 is an edit (one setting, which renames it); so is seed1 -> seed2
+    # with lr 0.01 too (two settings; each run the other's closest): every change listed.
+    assert "--force" in str(e.value) and "added" not in str(e.value)
+    assert (
+        "(2 run(s) changed, and named anew by it (seed0 -> lr0.01-seed0: lr 0.001 -> 0.01, "
+        "seed1 -> lr0.01-seed2: lr 0.001 -> 0.01 and seed 1 -> 2)): pass --force"
+    ) in str(e.value)
 
     write(path, "[base]\nepochs = 3\n[axes]\nseed = [0, 1]\n")
     with pytest.raises(ConfigError, match=r"\(epochs 2 -> 3 in seed0, seed1\): pass --force"):
@@ -444,6 +444,57 @@ def test_an_edited_run_is_said_changed_and_an_edit_reverted_brings_its_run_back(
     prepare_folder(read_study(path, out), force=True, say=lambda _: None)
     assert (out / "fast-lr0.003" / "mark").read_text() == "edited"
     assert (replaced / "fast-lr0.001" / "mark").read_text() == "fast-lr0.001"
+
+
+def test_an_edit_of_several_settings_is_said_changed_with_each_setting(
+    tmp_path: Path,
+) -> None:
+    """A run's lr and batch size edited together renames it: --force tells it as the one
+    run changed, every changed setting listed, not as one run removed and another added."""
+    text = (
+        "[base]\nepochs = 1\n[[runs]]\nname = 'slow'\nlr = 0.0003\n"
+        "[[runs]]\nname = 'fast'\nlr = {}\nbatch_size = {}\n"
+    )
+    path = write(tmp_path / "lrs.toml", text.format(0.001, 8))
+    out, replaced = tmp_path / "out", tmp_path / "out" / "replaced"
+    prepare_folder(read_study(path, out))
+    sound_run(out / "fast-lr0.001-batch_size8", 1, "first")
+    write(path, text.format(0.003, 16))
+    with pytest.raises(ConfigError) as e:
+        prepare_folder(read_study(path, out))
+    assert (
+        "(1 run(s) changed, and named anew by it (fast-lr0.001-batch_size8 -> "
+        "fast-lr0.003-batch_size16: batch_size 8 -> 16 and lr 0.001 -> 0.003)): pass --force"
+    ) in str(e.value)
+    lines: list[str] = []
+    prepare_folder(read_study(path, out), force=True, say=lines.append)
+    assert lines == [
+        "segkit study: fast-lr0.001-batch_size8 changed (batch_size 8 -> 16, lr 0.001 -> "
+        "0.003) and is now named fast-lr0.003-batch_size16; its old run folder is now "
+        f"{replaced / 'fast-lr0.001-batch_size8'}, and it is trained again"
+    ]
+
+
+def test_runs_too_far_apart_or_paired_ambiguously_are_removed_and_added() -> None:
+    """A removed run and an added one pair only when each is the other's closest, alone
+    or at the same place in the file, and they differ in at most EDITED_AT_MOST settings."""
+    before = {"a": {"lr": 0.1, "seed": 0}, "b": {"lr": 0.1, "seed": 1}}
+    many = {"lr": 1.0, "seed": 9, "epochs": 9, "image_size": 64}  # 4 settings from each
+    assert len(many) > study_mod.EDITED_AT_MOST
+    # c is as close to a as to b (one setting), and at neither's place in the file.
+    after = {"x": many, "y": many | {"seed": 8}, "c": {"lr": 0.1, "seed": 2}}
+    assert study_mod._edited_runs(before, after, {}) == {}
+    assert study_mod._changes(before, after) == [
+        "3 run(s) added (x, y, c)", "2 run(s) removed (a, b)"
+    ]  # fmt: skip
+    # d at b's place: b and d; then a and c, each the other's closest (three settings).
+    after = {"c": {"lr": 1.0, "seed": 5, "epochs": 7}, "d": {"lr": 0.1, "seed": 2}}
+    assert study_mod._edited_runs(before, after, {}) == {"b": "d", "a": "c"}
+    # d at a's place: a and d, then b and c.
+    assert study_mod._edited_runs(before, {"d": after["d"], "c": after["c"]}, {}) == {
+        "a": "d", "b": "c"
+    }  # fmt: skip
+    assert study_mod._edited_runs({"a": {}}, {"c": many}, {}) == {}
 
 
 def test_a_base_edit_reverted_brings_back_the_run_of_that_name(tmp_path: Path) -> None:

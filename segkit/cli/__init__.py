@@ -24,7 +24,7 @@ import sys
 
 from segkit.errors import DistributedError, RunInterrupted, SegkitError
 
-try:  # the `segkit` command imports this before main(): a Ctrl-C here is one line too
+try:  # a console script older than segkit.command imports this first: its STARTING line
     from segkit.cli import data, infer, plugins, reports, train
     from segkit.cli.args import ExamplesHelpFormatter, add_config_args, settings_from_args
     from segkit.cli.train import _without_devices

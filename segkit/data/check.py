@@ -623,7 +623,7 @@ def exif_in_doubt(orientation: int, image_size: tuple[int, int] | None) -> bool:
 def orientation_warning(images: Sequence[Path]) -> str:
     """The ``orientation`` warning of ``images``, whose EXIF tag leaves in doubt which way
     their masks were drawn (:func:`exif_in_doubt`): said by ``segkit data check`` and,
-    once, by a run before training (:func:`segkit.data.prepare.ready_for_training`)."""
+    once, by a run before training (:func:`segkit.data.prepare.prepare_training`)."""
     has = "has" if len(images) == 1 else "have"
     return (
         f"{names(list(images))} {has} an EXIF orientation tag: viewers show them rotated or "
@@ -720,7 +720,7 @@ def coverage_warnings(
     """The class-coverage warnings of :func:`check_dataset` (a class with no pixel in a
     split, a class under :data:`TINY_CLASS` of the labelled train pixels), each one line,
     from masks already read (:func:`segkit.data.encoding.inspect_mask`, by split): what a
-    run says before training (:func:`segkit.data.prepare.ready_for_training`). None for a
+    run says before training (:func:`segkit.data.prepare.prepare_training`). None for a
     binary dataset; the masks with a problem or an error are left out, as the check leaves
     them out of its class pixel counts."""
     if not spec.is_multiclass:

@@ -1,4 +1,4 @@
-"""The data checks a run makes before its first step (:func:`ready_for_training`).
+"""The data checks a run makes before its first step (:func:`prepare_training`).
 
 Every mask of every split is read once, and every image's header (its size): a mask
 value the dataset does not declare, an unreadable mask, a missing or unidentifiable
@@ -130,29 +130,6 @@ class Ready:
     train_images: int = 0
 
 
-def ready_for_training(
-    dataset: Dataset,
-    *,
-    name: str,
-    skip_bad_samples: bool,
-    batch_size: int,
-    world: int = 1,
-    workers: int | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> tuple[Dataset, list[tuple[str, Sample, str]], list[str]]:
-    """:func:`prepare_training`'s dataset, samples left out and warnings."""
-    ready = prepare_training(
-        dataset,
-        name=name,
-        skip_bad_samples=skip_bad_samples,
-        batch_size=batch_size,
-        world=world,
-        workers=workers,
-        options=options,
-    )
-    return ready.dataset, ready.bad, ready.warnings
-
-
 def prepare_training(
     dataset: Dataset,
     *,
@@ -224,7 +201,7 @@ def _train_empty(looked: list[_Looked], out: set[int], spec: MaskSpec) -> tuple[
 
 @dataclass(frozen=True)
 class _Checking:
-    """The dataset :func:`ready_for_training` checks, as its messages name it."""
+    """The dataset :func:`prepare_training` checks, as its messages name it."""
 
     dataset: Dataset
     #: Its plugin name.
@@ -337,7 +314,7 @@ def _run_warnings(looked: list[_Looked], out: set[int], spec: MaskSpec, root: Pa
 
 
 class PassedCheck:
-    """Whether a dataset's files passed :func:`ready_for_training`'s checks as they are
+    """Whether a dataset's files passed :func:`prepare_training`'s checks as they are
     now. One small file per dataset folder, mask rule and ``--skip-bad-samples`` under
     ``$SEGKIT_CACHE/checked/`` holds a digest of the files' states (every image's and
     mask's path, size, modification time in nanoseconds and inode, in the splits' order)

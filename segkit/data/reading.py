@@ -661,7 +661,7 @@ def file_orientation(path: Path) -> int:
 
 class FilteredDataset:
     """A dataset with some samples left out (``--skip-bad-samples``; see
-    :func:`segkit.data.prepare.ready_for_training`)."""
+    :func:`segkit.data.prepare.prepare_training`)."""
 
     def __init__(self, dataset: Dataset, bad: set[str]) -> None:
         self._dataset = dataset

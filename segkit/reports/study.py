@@ -531,11 +531,12 @@ def _default(key: str) -> Any:
     return RunConfig.__dataclass_fields__[key].default
 
 
-def _change_text(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """The settings that differ between two of a run's configurations: ``epochs 2 -> 3``."""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(
-        f"{k} {old.get(k, _default(k))!r} -> {new.get(k, _default(k))!r}" for k in keys
+def _change_text(old: dict[str, Any], new: dict[str, Any], sep: str = ", ") -> str:
+    """The settings that differ between two of a run's configurations, each one
+    ``epochs 2 -> 3``, joined by ``sep``."""
+    return sep.join(
+        f"{k} {old.get(k, _default(k))!r} -> {new.get(k, _default(k))!r}"
+        for k in _differing(old, new)
     )
 
 
@@ -615,29 +616,51 @@ def _renamed_runs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, st
     return renamed
 
 
+#: The most settings a removed run and an added one may differ in to be told as one run
+#: edited (and named anew by the edit), not as one removed and another added.
+EDITED_AT_MOST = 3
+
+
 def _edited_runs(
     before: dict[str, Any], after: dict[str, Any], renamed: dict[str, str]
 ) -> dict[str, str]:
-    """Runs whose name changed because a value in it was edited (``lr = 0.001`` made
+    """Runs whose name changed because values in it were edited (``lr = 0.001`` made
     ``0.0003`` renames ``fast-lr0.001`` to ``fast-lr0.0003``): each removed name (not
-    ``renamed``) to the added name whose settings differ from its in one setting alone,
-    where that one is unique, or unique at the same place in the file's order; a run
-    without such a match is removed, and the new one added."""
+    ``renamed``) to the added name it is paired with. A removed run and an added one pair
+    when each is the other's closest (the fewest differing settings, at most
+    :data:`EDITED_AT_MOST`), a tie broken by the same place in the file's order; a run
+    left without a pair is removed, and the new one added."""
     removed = [n for n in before if n not in after and n not in renamed]
     added = [n for n in after if n not in before and n not in renamed.values()]
-    place_before = {n: i for i, n in enumerate(before)}
-    place_after = {n: i for i, n in enumerate(after)}
+    place = {n: i for i, n in enumerate(before)} | {n: i for i, n in enumerate(after)}
+    apart = {
+        (old, new): len(_differing(before[old], after[new])) for old in removed for new in added
+    }
     edited: dict[str, str] = {}
-    for name in removed:
-        free = [n for n in added if n not in edited.values()]
-        if not free:
-            break
-        closest = [n for n in free if len(_differing(before[name], after[n])) == 1]
-        if len(closest) > 1:
-            closest = [n for n in closest if place_after[n] == place_before[name]]
-        if len(closest) == 1:
-            edited[name] = closest[0]
-    return edited
+    while True:  # a pair made can leave another run's closest one alone
+        free_old = [n for n in removed if n not in edited]
+        free_new = [n for n in added if n not in edited.values()]
+        pairs = {}
+        for old in free_old:
+            new = _closest({n: apart[old, n] for n in free_new}, place[old], place)
+            if new is not None:
+                back = _closest({o: apart[o, new] for o in free_old}, place[new], place)
+                if back == old:
+                    pairs[old] = new
+        if not pairs:
+            return edited
+        edited.update(pairs)
+
+
+def _closest(apart: dict[str, int], at: int, place: dict[str, int]) -> str | None:
+    """The run fewest settings ``apart`` (each candidate's count; at most
+    :data:`EDITED_AT_MOST`), or, of several, the one at place ``at`` in the file's order;
+    None where there is no such one."""
+    near = {n: d for n, d in apart.items() if d <= EDITED_AT_MOST}
+    closest = [n for n, d in near.items() if d == min(near.values())]
+    if len(closest) > 1:
+        closest = [n for n in closest if place[n] == at]
+    return closest[0] if len(closest) == 1 else None
 
 
 def _differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -665,7 +688,9 @@ def _changes(
         for what, names in changed.items()
     ]
     if edited:
-        pairs = [f"{a} -> {b}: {_change_text(before[a], after[b])}" for a, b in edited.items()]
+        pairs = [
+            f"{a} -> {b}: {_change_text(before[a], after[b], ' and ')}" for a, b in edited.items()
+        ]
         out.append(f"{len(pairs)} run(s) changed, and named anew by it ({_some(pairs)})")
     if renamed:
         pairs = [f"{a} -> {b}" for a, b in renamed.items()]
