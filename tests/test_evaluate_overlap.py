@@ -250,3 +250,109 @@ def test_a_run_records_its_images_fingerprints(
         for split, prints in expected.items():
             assert torch.equal(state["fingerprints"][split], prints)
             assert state["fingerprints"][split].nbytes == 8 * state["splits"][split]["count"]
+
+
+def _reencoded(source: Path, target: Path) -> None:
+    """``source``'s picture flipped, written as a JPEG at ``target`` (other bytes)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as im:
+        ImageOps.mirror(im.convert("RGB")).save(target, "JPEG", quality=90)
+
+
+def test_the_runs_own_images_edited_under_their_names_are_told(
+    broken_pets: Path, tmp_path: Path, capsys
+) -> None:
+    """The run's own data (the same sample ids) with two test images changed since the
+    model was trained: one edited, one given a training image's bytes. Evaluate scores
+    them as they are now and says which changed; the one with a training image's bytes is
+    also left out, as in any folder."""
+    from segkit import registry
+    from segkit.cli import main
+
+    ckpt = _trained_on(save_checkpoint(tmp_path / "best.pt"), broken_pets)
+    dataset = registry.create("datasets", "oxford_pet", broken_pets)
+    train, test = dataset.samples("train"), dataset.samples("test")
+    _reencoded(test[0].image, test[0].image)
+    shutil.copy(train[0].image, test[3].image)
+    shutil.copy(train[0].mask, test[3].mask)  # a pair: scored whole by --split all
+    assert main(["evaluate", str(ckpt), *CLI_FAST]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"segkit: {broken_pets}: 1 of 5 images was in this model's train split; scored the 4 "
+        "others; --split test scores all 5 of its test split\n"
+        f"segkit: warning: {broken_pets}: 2 of 5 test images changed since this model was "
+        f"trained (same names, other bytes): {test[0].image.name}, {test[3].image.name}; 1 of "
+        "them has the bytes of an image of its train split; the scores are of the images as "
+        "they are now\n"
+    )
+    result = segkit.evaluate(ckpt, **FAST)
+    (changed,) = result.changed
+    assert changed == ckpt_io.Changed(
+        "test", 5, (test[0].image.name, test[3].image.name), {"train": 1}
+    )
+    assert result.to_dict()["changed"] == [
+        {"split": "test", "images": 5, "names": [test[0].image.name, test[3].image.name],
+         "elsewhere": {"train": 1}}
+    ]  # fmt: skip
+    # A train image given a test image's bytes: told when the train split is scored.
+    shutil.copy(test[1].image, train[1].image)
+    shutil.copy(test[1].mask, train[1].mask)
+    trained = segkit.evaluate(ckpt, "train", **FAST)
+    assert trained.changed_notes() == [
+        f"{broken_pets}: 1 of 13 train images changed since this model was trained (same "
+        f"names, other bytes): {train[1].image.name}; it has the bytes of an image of its "
+        "test split; the scores are of the images as they are now"
+    ]
+    # Every split: each split's own line.
+    assert [c.split for c in segkit.evaluate(ckpt, "all", **FAST).changed] == ["train", "test"]
+
+
+def test_changed_images_are_not_told_of_other_data_or_an_older_checkpoint(
+    broken_pets: Path, tiny_pets: Path, tmp_path: Path
+) -> None:
+    """Other samples (a folder with other ids): the overlap says what trained the model,
+    nothing is 'changed'. A checkpoint without fingerprints: its one line, nothing more."""
+    from segkit import registry
+
+    ckpt = _trained_on(save_checkpoint(tmp_path / "best.pt"), tiny_pets)
+    dataset = registry.create("datasets", "oxford_pet", broken_pets)
+    _reencoded(dataset.samples("test")[0].image, dataset.samples("test")[0].image)
+    (broken_pets / "annotations" / "test.txt").write_text(
+        "".join(f"{s.id} 1 1 1\n" for s in dataset.samples("test")[1:])
+    )
+    other = segkit.evaluate(ckpt, data=str(broken_pets), **FAST)
+    assert other.split == "all" and other.changed == () and other.changed_notes() == []
+    old = _trained_on(save_checkpoint(tmp_path / "old.pt"), broken_pets, fingerprints=False)
+    _reencoded(dataset.samples("test")[1].image, dataset.samples("test")[1].image)
+    result = segkit.evaluate(old, **FAST)
+    assert result.changed == () and result.overlap is not None and not result.overlap.checked
+
+
+@pytest.mark.slow
+def test_a_resume_on_images_edited_under_their_names_warns(
+    broken_pets: Path, tmp_path: Path, capsys
+) -> None:
+    """A run resumed after two train images were edited (same names): one warning line
+    names them; the run goes on, and its new last.pt records the images as they are."""
+    from segkit import registry
+    from segkit.training import engine
+
+    config = tiny(broken_pets, tmp_path / "runs", epochs=1, keep_last=True)
+    result = engine.train(config, quiet=True)
+    train = registry.create("datasets", "oxford_pet", broken_pets).samples("train")
+    for sample in train[:2]:
+        _reencoded(sample.image, sample.image)
+    capsys.readouterr()
+    engine.resume(result.run_dir, epochs=2)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "changed" in line]
+    assert warnings == [
+        f"segkit: warning: {broken_pets}: 2 of 13 train images changed since last.pt recorded "
+        f"them (same names, other bytes): {train[0].image.name}, {train[1].image.name}: the "
+        "run goes on with the images as they are now"
+    ]
+    state = ckpt_io.load(result.run_dir / "last.pt")
+    assert ckpt_io.image_fingerprint(train[0].image) in state["fingerprints"]["train"].tolist()
+    capsys.readouterr()
+    engine.resume(result.run_dir, epochs=3)  # unchanged since: nothing said
+    assert "changed" not in capsys.readouterr().err

@@ -103,6 +103,95 @@ def test_another_device_or_cpu_is_named() -> None:
     ]
 
 
+# ---------------------------------------------------------- the segkit commit of a checkout
+
+A = "1a2b3c4d5e6f" + "0" * 28
+B = "9f8e7d6c5b4a" + "1" * 28
+
+
+def _checkout(root: Path, head: str, refs: dict[str, str] | None = None) -> Path:
+    """A fake git checkout at ``root`` holding a ``segkit`` package folder: ``.git/HEAD``
+    is ``head``, each of ``refs`` (path -> commit) a loose ref file."""
+    (root / "segkit").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text(head + "\n")
+    for ref, commit in (refs or {}).items():
+        (root / ".git" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (root / ".git" / ref).write_text(commit + "\n")
+    return root / "segkit"
+
+
+def test_the_commit_of_a_checkout_is_read_from_its_git_files(tmp_path: Path) -> None:
+    on_branch = _checkout(tmp_path / "a", "ref: refs/heads/main", {"refs/heads/main": A})
+    assert reproduce.git_commit(on_branch) == A
+    detached = _checkout(tmp_path / "b", B)
+    assert reproduce.git_commit(detached) == B
+    packed = _checkout(tmp_path / "c", "ref: refs/heads/dev")  # after `git gc`
+    (tmp_path / "c" / ".git" / "packed-refs").write_text(
+        f"# pack-refs with: peeled fully-peeled sorted\n{A} refs/heads/main\n{B} refs/heads/dev\n"
+    )
+    assert reproduce.git_commit(packed) == B
+
+
+def test_a_worktree_reads_its_head_and_the_shared_refs(tmp_path: Path) -> None:
+    """``git worktree add``: ``.git`` is a file naming the worktree's git folder, whose
+    ``commondir`` leads to the clone's (where the branches are)."""
+    _checkout(tmp_path / "main", "ref: refs/heads/main", {"refs/heads/feature": B})
+    own = tmp_path / "main" / ".git" / "worktrees" / "wt"
+    own.mkdir(parents=True)
+    (own / "HEAD").write_text("ref: refs/heads/feature\n")
+    (own / "commondir").write_text("../..\n")
+    (tmp_path / "wt" / "segkit").mkdir(parents=True)
+    (tmp_path / "wt" / ".git").write_text(f"gitdir: {own}\n")
+    assert reproduce.git_commit(tmp_path / "wt" / "segkit") == B
+
+
+def test_no_checkout_or_unreadable_git_files_record_nothing(tmp_path: Path) -> None:
+    wheel = tmp_path / "site-packages" / "segkit"  # installed: no .git beside it
+    wheel.mkdir(parents=True)
+    assert reproduce.git_commit(wheel) is None
+    assert reproduce.git_commit(_checkout(tmp_path / "a", "ref: refs/heads/gone")) is None
+    assert reproduce.git_commit(_checkout(tmp_path / "b", "not a commit")) is None
+    outside = _checkout(tmp_path / "c", "ref: ../../../etc/passwd")
+    assert reproduce.git_commit(outside) is None
+    (tmp_path / "x").write_text(A)  # a commit-like file outside .git: not read
+    assert reproduce.git_commit(_checkout(tmp_path / "e", f"ref: {tmp_path}/x")) is None
+    (tmp_path / "d" / "segkit").mkdir(parents=True)
+    (tmp_path / "d" / ".git").write_text("garbage")
+    assert reproduce.git_commit(tmp_path / "d" / "segkit") is None
+
+
+def test_the_environment_records_the_commit_and_a_rerun_names_another(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segkit.cli import main
+
+    monkeypatch.setattr(reproduce, "segkit_commit", lambda: A)
+    assert reproduce.environment()["segkit_commit"] == A
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"segkit {__version__} (git 1a2b3c4d5e6f)\n"
+    monkeypatch.setattr(reproduce, "segkit_commit", lambda: None)  # a wheel
+    assert "segkit_commit" not in reproduce.environment()
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == f"segkit {__version__}\n"
+
+    recorded, now = copy.deepcopy(RECORDED), copy.deepcopy(RECORDED)
+    recorded["environment"]["segkit_commit"] = A
+    now["environment"]["segkit_commit"] = B
+    note, _ = reproduce.rerun_notes("runs/a/config.json", recorded, now, "albumentations")
+    assert note == (
+        "segkit: note: rerunning runs/a/config.json with segkit commit 1a2b3c4d5e6f -> "
+        "9f8e7d6c5b4a: the numbers may differ from the recorded run's accordingly"
+    )
+    # One side from a wheel (or a record of an older segkit): the versions alone compared.
+    del now["environment"]["segkit_commit"]
+    assert reproduce.differences(recorded, now, "albumentations") == []
+    assert reproduce.differences(now, recorded, "albumentations") == []
+
+
 def test_a_record_of_an_older_segkit_is_compared_on_what_it_holds() -> None:
     old = {k: v for k, v in RECORDED.items() if k != "environment"}
     assert reproduce.differences(old, copy.deepcopy(RECORDED), "albumentations") == []

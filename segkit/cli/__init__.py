@@ -36,6 +36,17 @@ except KeyboardInterrupt:
 __all__ = ["add_config_args", "build_parser", "main", "settings_from_args", "_without_devices"]
 
 
+class _Version(argparse.Action):
+    """``--version``: ``segkit 0.1.0``, with the git commit where segkit runs from a
+    checkout (read from ``.git`` only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from segkit.training.reproduce import describe_segkit
+
+        print(describe_segkit())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkit",
@@ -46,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "docs:       docs/index.md (`make docs` builds the site); segkit COMMAND --help",
         formatter_class=ExamplesHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version="segkit 0.1.0")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        help="show segkit's version (and git commit) and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_run(sub)
     infer.add_evaluate(sub)

@@ -42,6 +42,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"segkit: {note}", file=sys.stderr)
     if note := result.overlap_note():  # the images scored, or left out, that trained it
         print(f"segkit: {note}", file=sys.stderr)
+    for note in result.changed_notes():  # the run's own data, edited under the same names
+        print(f"segkit: warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(options.checkpoint), indent=2))
         return 0

@@ -152,6 +152,10 @@ class Evaluated:
         overlap: The images of the split that trained the model (:class:`Overlap`:
             ``train`` and ``valid`` counts; with ``split="auto"`` they were left out of
             the scores); None where the checkpoint records no split of its run.
+        changed: The run's own data (the same samples as the checkpoint's splits): each
+            split scored whose images have other bytes than when the model was trained
+            (:class:`~segkit.training.checkpoint.Changed`); empty where none did, the data
+            is other samples or the checkpoint records no fingerprints.
     """
 
     split: str
@@ -165,11 +169,24 @@ class Evaluated:
     split_sizes: dict[str, int] = field(default_factory=dict)
     chosen: str = ""
     overlap: Overlap | None = None
+    changed: tuple[ckpt_io.Changed, ...] = ()
 
     def overlap_note(self) -> str:
         """:meth:`Overlap.line` after the folder (``segkit evaluate`` prints it), or ""."""
         line = self.overlap.line() if self.overlap is not None else ""
         return f"{self.data}: {line}" if line else ""
+
+    def changed_notes(self) -> list[str]:
+        """For the run's own data, each split scored whose images changed under the same
+        names since the model was trained (:attr:`changed`): ``pets: 3 of 10 test images
+        changed since this model was trained (same names, other bytes): a.jpg, b.jpg,
+        c.jpg; the scores are of the images as they are now`` (``segkit evaluate`` prints
+        them as warnings)."""
+        return [
+            f"{self.data}: {c.words('this model was trained')}; the scores are of the "
+            "images as they are now"
+            for c in self.changed
+        ]
 
     def split_note(self) -> str:
         """Which of the folder's images were scored, and why where ``split="auto"``
@@ -217,7 +234,10 @@ class Evaluated:
         precision), ``modes`` (images per predictor mode; empty without one), ``how`` and
         ``split_note`` (the words the lines end with, "" where none), ``overlap`` (the
         folder's images that trained the model, :class:`Overlap`'s fields and ``scored``;
-        null where the checkpoint records no splits) and ``overlap_note`` ("" where none)."""
+        null where the checkpoint records no splits), ``overlap_note`` ("" where none),
+        ``changed`` (the run's own data: each split scored whose images changed under the
+        same names since the model was trained, :class:`~segkit.training.checkpoint.Changed`'s
+        fields; empty where none or unknown) and ``changed_notes`` (their lines)."""
         o = self.overlap
         return {
             "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -231,6 +251,8 @@ class Evaluated:
             "split_note": self.split_note(),
             "overlap": None if o is None else {**dataclasses.asdict(o), "scored": o.scored},
             "overlap_note": self.overlap_note() or "",
+            "changed": [{**dataclasses.asdict(c), "names": list(c.names)} for c in self.changed],
+            "changed_notes": self.changed_notes(),
         }
 
     def lines(self) -> list[str]:
@@ -317,7 +339,11 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
     _check_classes(trained, dataset)
     # Every image: the loaders read the "test" split of a view that holds all of them.
     scored, read = (EverySplit(dataset), "test") if split == "all" else (dataset, split)
-    overlap, seen = find_overlap(trained, scored, read, split, left_out=options.split == "auto")
+    now = _fingerprints_now(trained, scored, read)
+    overlap, seen = find_overlap(
+        trained, scored, read, split, left_out=options.split == "auto", now=now
+    )
+    changed = find_changed(trained, dataset, split, now)
     if overlap is not None and overlap.left_out and overlap.seen:
         if not overlap.scored:
             raise DataError(_only_training_images(overlap, dataset.root))
@@ -381,16 +407,36 @@ def run_evaluate(options: EvaluateOptions) -> Evaluated:
         _split_sizes(dataset),
         chosen,
         overlap,
+        changed,
     )
 
 
+def _fingerprints_now(trained: Trained, dataset: Any, read: str) -> dict[str, int | None]:
+    """Image file -> :func:`~segkit.training.checkpoint.image_fingerprint` of the images of
+    ``dataset``'s split ``read``, taken once for :func:`find_overlap` and
+    :func:`find_changed` (files hashed before, unchanged, are not read again); {} where the
+    checkpoint records no fingerprints to compare them with."""
+    if not isinstance(trained.trained_on.get("fingerprints"), dict):
+        return {}
+    samples = list(dataset.samples(read))
+    prints = ckpt_io.fingerprints_of(samples)
+    return {str(s.image): f for s, f in zip(samples, prints, strict=True)}
+
+
 def find_overlap(
-    trained: Trained, dataset: Any, read: str, split: str, *, left_out: bool
+    trained: Trained,
+    dataset: Any,
+    read: str,
+    split: str,
+    *,
+    left_out: bool,
+    now: dict[str, int | None] | None = None,
 ) -> tuple[Overlap | None, set[str]]:
     """The images of ``dataset``'s split ``read`` (``split`` as asked of the folder)
     that trained the model, by the fingerprints its checkpoint records, and their image
     files (to leave out, where ``left_out``). None where the checkpoint records no split;
-    not ``checked`` where it records splits but no fingerprints."""
+    not ``checked`` where it records splits but no fingerprints. ``now``: the images'
+    fingerprints (:func:`_fingerprints_now`), taken here where not given."""
     prints = trained.trained_on.get("fingerprints")
     if not isinstance(prints, dict):
         if not trained.trained_on.get("splits"):
@@ -401,18 +447,48 @@ def find_overlap(
             images = 0
         return Overlap(split, images, checked=False), set()
     samples = list(dataset.samples(read))
+    if now is None:
+        now = _fingerprints_now(trained, dataset, read)
     trained_by = {
         name: set(prints[name].tolist()) if name in prints else set() for name in ("train", "valid")
     }
     counts = {"train": 0, "valid": 0}
     seen: set[str] = set()
-    for sample, fingerprint in zip(samples, ckpt_io.fingerprints_of(samples), strict=True):
+    for sample in samples:
+        fingerprint = now.get(str(sample.image))
         for name, known in trained_by.items():
             if fingerprint is not None and fingerprint in known:
                 counts[name] += 1
                 seen.add(str(sample.image))
                 break
     return Overlap(split, len(samples), **counts, left_out=left_out), seen
+
+
+def find_changed(
+    trained: Trained, dataset: Any, split: str, now: dict[str, int | None]
+) -> tuple[ckpt_io.Changed, ...]:
+    """The images of the run's own data (the same samples as the splits its checkpoint
+    records) whose bytes are not those of their split when the model was trained, for
+    the split scored (each split for ``all``; :func:`~segkit.training.checkpoint.changed_images`);
+    ``now``: the images' fingerprints (:func:`_fingerprints_now`). Empty where the data
+    is other samples, or the checkpoint records no fingerprints (:class:`Overlap` says so)."""
+    recorded = trained.trained_on.get("fingerprints")
+    if not isinstance(recorded, dict) or not now:
+        return ()
+    splits = trained.trained_on.get("splits")
+    if not splits or splits != ckpt_io.split_record(dataset):
+        return ()
+    found = []
+    for name in SPLITS if split == "all" else (split,):
+        try:
+            samples = list(dataset.samples(name))
+        except DataError:  # a split the layout refuses to list (an empty one)
+            continue
+        pairs = [(s, now.get(str(s.image))) for s in samples]
+        changed = ckpt_io.changed_images(recorded, name, pairs)
+        if changed is not None:
+            found.append(changed)
+    return tuple(found)
 
 
 def _only_training_images(overlap: Overlap, root: Any) -> str:

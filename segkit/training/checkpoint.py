@@ -23,14 +23,12 @@ time; on the CPU in the training loop.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import random
 import threading
 import time
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +38,7 @@ import torch
 
 from segkit.contracts import SPLITS
 from segkit.errors import CheckpointError, DataError
+from segkit.system.file_hashes import cached_fingerprints
 from segkit.system.files import atomic_open, os_hint, os_reason
 from segkit.system.signals import signals_held
 from segkit.training import ema as ema_mod
@@ -181,19 +180,38 @@ def image_fingerprint(path: str | Path) -> int:
 
 
 def fingerprints_of(samples: Sequence[Any]) -> list[int | None]:
-    """:func:`image_fingerprint` of each sample's image, in order (read by a few threads:
-    the hash releases the GIL); None for an image that cannot be read."""
+    """:func:`image_fingerprint` of each sample's image, in order; None for an image that
+    cannot be read. A file whose state (resolved path, size, modification time, inode) is
+    the one remembered under ``$SEGKIT_CACHE/fingerprints`` is not read again
+    (:func:`segkit.system.file_hashes.cached_fingerprints`); the others are read by a few
+    threads (the hash releases the GIL) and remembered."""
+    return cached_fingerprints([s.image for s in samples], image_fingerprint)
 
-    def one(sample: Any) -> int | None:
-        try:
-            return image_fingerprint(sample.image)
-        except (OSError, TypeError, ValueError):
-            return None
 
-    if len(samples) < 64:
-        return [one(s) for s in samples]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, samples, chunksize=32))
+def split_fingerprints(dataset: Any) -> dict[str, list[tuple[Any, int | None]]] | None:
+    """Each split's samples, in order, with their images' :func:`image_fingerprint` (None
+    for one that cannot be read); a split the layout refuses to list (an empty one) has
+    none. None for a dataset that does not list its samples."""
+    out = {}
+    try:
+        for split in SPLITS:
+            try:
+                samples = list(dataset.samples(split))
+            except DataError:  # a split the layout refuses to list (an empty one)
+                samples = []
+            out[split] = list(zip(samples, fingerprints_of(samples), strict=True))
+    except Exception:  # noqa: BLE001 -- a dataset plugin without samples(): nothing recorded
+        return None
+    return out
+
+
+def recordable(each: dict[str, list[tuple[Any, int | None]]]) -> dict[str, torch.Tensor]:
+    """What a checkpoint records of :func:`split_fingerprints`: each split's fingerprints
+    as a sorted int64 tensor (those of images that could not be read left out)."""
+    return {
+        split: torch.tensor(sorted({f for _, f in pairs if f is not None}), dtype=torch.int64)
+        for split, pairs in each.items()
+    }
 
 
 def sample_fingerprints(dataset: Any) -> dict[str, torch.Tensor] | None:
@@ -204,18 +222,72 @@ def sample_fingerprints(dataset: Any) -> dict[str, torch.Tensor] | None:
     not its name: a copy in another folder or under another name is found; another image
     under a training image's name is not taken for it; a re-encoded or resized copy is
     not found. None for a dataset that does not list its samples."""
-    out = {}
-    try:
-        for split in SPLITS:
-            try:
-                samples = list(dataset.samples(split))
-            except DataError:  # a split the layout refuses to list (an empty one)
-                samples = []
-            found = sorted({f for f in fingerprints_of(samples) if f is not None})
-            out[split] = torch.tensor(found, dtype=torch.int64)
-    except Exception:  # noqa: BLE001 -- a dataset plugin without samples(): nothing recorded
+    each = split_fingerprints(dataset)
+    return None if each is None else recordable(each)
+
+
+#: How many changed images a line names (the rest are counted).
+NAMED = 5
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The images of a split whose bytes are none of those a checkpoint recorded for that
+    split (:func:`changed_images`): the data changed under the same names since.
+
+    Attributes:
+        split: The split.
+        images: Its images now.
+        names: The changed images' file names, in the split's order.
+        elsewhere: Split -> how many of them have the bytes of an image the checkpoint
+            recorded in that other split (a train image now holding a test image's bytes).
+    """
+
+    split: str
+    images: int
+    names: tuple[str, ...]
+    elsewhere: dict[str, int]
+
+    def words(self, since: str) -> str:
+        """``3 of 40 test images changed since SINCE (same names, other bytes): a.jpg,
+        b.jpg, c.jpg``, then ``; 1 of them has the bytes of an image of its train split``
+        where some have another split's."""
+        n = len(self.names)
+        shown = ", ".join(self.names[:NAMED])
+        more = f" and {n - NAMED} more" if n > NAMED else ""
+        words = (
+            f"{n} of {self.images} {self.split} image{'s' if self.images != 1 else ''} "
+            f"changed since {since} (same names, other bytes): {shown}{more}"
+        )
+        for split, k in self.elsewhere.items():
+            whose = "it has" if n == 1 else f"{k} of them {'has' if k == 1 else 'have'}"
+            what = "an image" if k == 1 else "images"
+            words += f"; {whose} the bytes of {what} of its {split} split"
+        return words
+
+
+def changed_images(
+    recorded: dict[str, torch.Tensor], split: str, pairs: Sequence[tuple[Any, int | None]]
+) -> Changed | None:
+    """The images of ``pairs`` (a split's samples with their fingerprints now,
+    :func:`split_fingerprints`) whose bytes are not among those ``recorded`` (a
+    checkpoint's :func:`sample_fingerprints`) for ``split``; None where none changed, or
+    the checkpoint records no fingerprints of ``split``. An image that cannot be read is
+    not counted (reading it fails with its own message)."""
+    if split not in recorded:
         return None
-    return out
+    known = set(recorded[split].tolist())
+    changed = [(s, f) for s, f in pairs if f is not None and f not in known]
+    if not changed:
+        return None
+    others = {name: set(t.tolist()) for name, t in recorded.items() if name != split}
+    elsewhere: dict[str, int] = {}
+    for _, f in changed:
+        found = next((name for name, held in others.items() if f in held), None)
+        if found is not None:
+            elsewhere[found] = elsewhere.get(found, 0) + 1
+    names = tuple(Path(str(s.image)).name for s, _ in changed)
+    return Changed(split, len(pairs), names, elsewhere)
 
 
 class Fingerprinting:
@@ -223,22 +295,40 @@ class Fingerprinting:
     the run's parts are built, so that reading and hashing every image overlaps the model's
     set-up and the first epoch (it reads each file once, and leaves it in the page cache for
     the loader) instead of adding to the set-up; :meth:`result` waits for it (the first
-    checkpoint). A run stopped before then does not wait for it at exit."""
+    checkpoint). A run stopped before then does not wait for it at exit. Files hashed
+    before, unchanged, are not read again (:func:`fingerprints_of`)."""
 
     def __init__(self, dataset: Any) -> None:
         self._value: dict[str, torch.Tensor] | None = None
+        self._each: dict[str, list[tuple[Any, int | None]]] | None = None
         self._thread = threading.Thread(
             target=self._take, args=(dataset,), name="segkit-fingerprints", daemon=True
         )
         self._thread.start()
 
     def _take(self, dataset: Any) -> None:
-        self._value = sample_fingerprints(dataset)
+        self._each = split_fingerprints(dataset)
+        self._value = None if self._each is None else recordable(self._each)
+
+    def done(self, wait: float = 0.0) -> bool:
+        """Whether the fingerprints are taken (waiting up to ``wait`` seconds for them)."""
+        self._thread.join(wait)
+        return not self._thread.is_alive()
 
     def result(self) -> dict[str, torch.Tensor] | None:
         """The fingerprints (None for a dataset that does not list its samples)."""
         self._thread.join()
         return self._value
+
+    def changed_since(self, recorded: Any) -> list[Changed]:
+        """Each split whose images changed under the same names since ``recorded`` (a
+        checkpoint's fingerprints) was taken (:func:`changed_images`; waits for them);
+        none where either side has no fingerprints."""
+        self.result()
+        if not isinstance(recorded, dict) or self._each is None:
+            return []
+        found = (changed_images(recorded, split, pairs) for split, pairs in self._each.items())
+        return [c for c in found if c is not None]
 
 
 def restore_training(

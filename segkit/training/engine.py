@@ -537,6 +537,8 @@ class Run:
         #: Each split's images' fingerprints, taken in the background (rank 0: evaluate finds
         #: training images by them)
         self.fingerprints: ckpt_io.Fingerprinting | None = None
+        #: A resumed run's last.pt fingerprints, until its images are checked against them
+        self.resumed_prints: dict[str, Any] | None = None
         self.time_stop: str | None = None  # why --max-time stops the run after this epoch
         self.finishing = False  # the epochs are over: testing best.pt, writing the reports
         self.setting_up = True  # before the first epoch: building, restoring, the folder
@@ -565,6 +567,8 @@ class Run:
             _check_same_samples(self.config, state, self.splits)
         if self.dist.main:
             self.fingerprints = ckpt_io.Fingerprinting(self.parts.dataset)
+            if state is not None and isinstance(state.get("fingerprints"), dict):
+                self.resumed_prints = state["fingerprints"]
         c = self.config
         self.stopper = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if state is not None:
@@ -636,6 +640,22 @@ class Run:
         elif device and device != now.get("device"):
             self.say(f"segkit: resuming on {now.get('device')}; the epochs so far ran on {device}")
 
+    def say_changed_images(self, *, wait: bool) -> None:
+        """A resumed run: warn, once, where images changed under the same names since its
+        last.pt (the fingerprints it records), as soon as they are taken (``wait``: wait
+        for them; else only if they are taken within a second)."""
+        taking, recorded = self.fingerprints, self.resumed_prints
+        if taking is None or recorded is None or not (wait or taking.done(1.0)):
+            return
+        self.resumed_prints = None
+        changed = taking.changed_since(recorded)
+        if changed:
+            words = "; ".join(c.words("last.pt recorded them") for c in changed)
+            self.warn(
+                f"segkit: warning: {self.config.data or '(generated data)'}: {words}: the run "
+                "goes on with the images as they are now"
+            )
+
     def _prepare_epochs(self, state: dict[str, Any] | None) -> None:
         """The learning-rate schedule (positioned after the epochs done), the training
         step, the header line, the checkpoint writer, the progress and the epoch range."""
@@ -651,6 +671,7 @@ class Run:
             self.say(self.rerun_note)
         if self.step.note:  # --cuda-graphs: captured, or why not
             self.say(f"segkit: {self.step.note}")
+        self.say_changed_images(wait=False)  # else at the first checkpoint
         if self.dist.main:
             saved = state["epoch"] if state else None
             self.writer = ckpt_io.BackgroundWriter(saved, background=_write_in_background(runtime))
@@ -895,6 +916,7 @@ class Run:
         state = ckpt_io.training_state(self.parts, self.runtime.precision, status)
         if self.splits is not None:
             state["splits"] = self.splits  # a resume with another --data checks them
+        self.say_changed_images(wait=True)
         recorded = self.fingerprints.result() if self.fingerprints is not None else None
         if recorded is not None:  # evaluate leaves out the images that trained it
             state["fingerprints"] = recorded
