@@ -149,6 +149,7 @@ def test_a_binary_model_on_data_with_more_classes_says_so(
         segkit.evaluate(ckpt, data=str(collar_root), mode="resize", **FAST)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 @pytest.mark.parametrize("mode", [None, "resize"])
 def test_other_classes_are_recognised_by_type_across_loader_workers(
     collar_root: Path, tmp_path: Path, mode: str | None
