@@ -177,6 +177,7 @@ def run_graph(body, image: np.ndarray) -> np.ndarray:
     return np.array(out[0])
 
 
+@pytest.mark.slow  # every colour: 16.8M pixels through DALI and OpenCV
 def test_rgb_to_hsv_is_opencv_on_every_colour():
     import cv2
     from nvidia.dali import fn
@@ -190,6 +191,7 @@ def test_rgb_to_hsv_is_opencv_on_every_colour():
     np.testing.assert_array_equal(out, cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
 
 
+@pytest.mark.slow  # every HSV value: 11.8M pixels through DALI and OpenCV
 def test_hsv_to_rgb_is_opencv_on_every_hsv_value():
     import cv2
     from nvidia.dali import fn, types

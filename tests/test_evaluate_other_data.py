@@ -149,6 +149,7 @@ def test_a_binary_model_on_data_with_more_classes_says_so(
         segkit.evaluate(ckpt, data=str(collar_root), mode="resize", **FAST)
 
 
+@pytest.mark.slow  # DataLoader worker processes
 @pytest.mark.parametrize("mode", [None, "resize"])
 def test_other_classes_are_recognised_by_type_across_loader_workers(
     collar_root: Path, tmp_path: Path, mode: str | None
@@ -165,7 +166,11 @@ def test_other_classes_are_recognised_by_type_across_loader_workers(
     assert "Traceback" not in str(caught.value)
 
 
-@pytest.mark.parametrize("options", [{"num_workers": 2}, {"mode": "resize"}])
+@pytest.mark.parametrize(
+    "options",
+    [pytest.param({"num_workers": 2}, marks=pytest.mark.slow), {"mode": "resize"}],
+    ids=["options0", "options1"],
+)  # num_workers 2: DataLoader worker processes (the slow tier's; 9 s when the first to start)
 def test_rgb_masks_with_colours_outside_the_palette_are_told_as_other_colours(
     tmp_path: Path, options: dict
 ) -> None:

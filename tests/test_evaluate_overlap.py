@@ -219,7 +219,8 @@ def test_an_older_checkpoint_says_once_that_it_cannot_be_checked(
         "all", 12, checked=False
     )
     # A checkpoint recording no split at all: nothing to check against, nothing said.
-    assert segkit.evaluate(save_checkpoint(tmp_path / "bare.pt"), **FAST).overlap is None
+    bare = save_checkpoint(tmp_path / "bare.pt")
+    assert segkit.evaluate(bare, data=str(mixed), **FAST).overlap is None
 
 
 @pytest.mark.slow

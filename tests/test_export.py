@@ -43,6 +43,7 @@ def torch_logits(ckpt: Path, x: torch.Tensor) -> np.ndarray:
         return Predictor(ckpt, device="cpu").model(x).numpy()
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 @needs_onnx
 def test_onnx_export_matches_torch_and_carries_its_metadata(
     ckpt: Path, tmp_path: Path, capsys
@@ -75,6 +76,7 @@ def test_static_onnx_export_of_a_k_class_model_records_its_classes(tmp_path: Pat
     assert meta["palette"][1] == [255, 0, 0]
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated
 def test_torchscript_export_writes_a_sidecar(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
@@ -143,6 +145,7 @@ def large_logits_checkpoint(path: Path, factor: float = 2000.0) -> Path:
     return path
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 @needs_onnx
 def test_a_model_with_large_logits_exports_within_a_tolerance_scaled_by_them(
     tmp_path: Path, capsys
@@ -167,6 +170,7 @@ def test_a_model_with_large_logits_exports_within_a_tolerance_scaled_by_them(
     assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9999
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 def test_the_parity_bound_is_the_tolerance_times_the_largest_logit_above_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +246,7 @@ def test_every_built_in_model_exports_to_onnx(model: str, options: dict, tmp_pat
     assert half.path.stat().st_size < 0.55 * result.path.stat().st_size
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 @needs_onnx
 def test_a_half_export_has_float16_weights_and_float32_input_and_output(
     tmp_path: Path, capsys
@@ -456,6 +461,7 @@ def test_the_documented_onnx_runtime_code_gives_what_segkit_predicts(
 SIZES = [(30, 40), (23, 90), (150, 37), (64, 64), (97, 131), (5, 3)]
 
 
+@pytest.mark.slow  # traces and exports the model, checking parity (over 1.5 s on 2 cores)
 @needs_onnx
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_a_dynamic_export_takes_any_size_as_the_predictor_does(fmt: str, tmp_path: Path) -> None:

@@ -355,6 +355,7 @@ def test_a_dropped_graph_leaves_eager_steps_only() -> None:
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in context.model.parameters())
 
 
+@pytest.mark.slow  # torch.compile (dynamo): 3-17 s on 2 cores
 def test_a_compiled_model_is_not_recompiled_at_the_capture() -> None:
     """Every step of a GraphStep (warm-up, trial, capture, eager batches) runs under one
     autocast state, the capture's (weight cache off): a torch.compile-d model guards on

@@ -615,6 +615,7 @@ def test_an_axis_added_renames_the_runs_it_keeps_instead_of_training_them_again(
     assert (out / "unet-seed0" / "marker").read_text() == "type1-seed0"
 
 
+@pytest.mark.slow  # compare opens every run's best.pt and predicts (over 1.5 s)
 def test_compare_of_a_study_folder_reads_only_the_studys_runs(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -715,6 +716,7 @@ def test_stopped_by_is_one_vocabulary_and_old_summaries_are_read_in_it(
         RunFolder(done).write_stopped("patience", "after epoch 3", "")
 
 
+@pytest.mark.slow  # compare opens every run's best.pt and predicts (over 1.5 s)
 def test_compare_gives_every_folder_a_row_and_compares_the_finished_runs(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -1219,6 +1221,7 @@ def test_parallel_runs_each_configuration_in_its_own_process(
     assert len(csv_rows(tmp_path / "out" / "comparison.csv")) == 2
 
 
+@pytest.mark.slow  # compare opens every run's best.pt and predicts (over 1.5 s)
 def test_the_ranking_lists_the_configurations_behind_the_best_best_first(
     tiny_pets: Path, tmp_path: Path
 ) -> None:
@@ -1239,6 +1242,7 @@ def test_the_ranking_lists_the_configurations_behind_the_best_best_first(
     )
 
 
+@pytest.mark.slow  # compare opens every run's best.pt and predicts (over 1.5 s)
 def test_the_report_names_the_best_configuration_and_what_the_seeds_do_not_separate(
     tiny_pets: Path, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@pytest.mark.slow  # the whole kit on full-size encoders (5-35 s each on 2 cores)
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_conformance(encoder: str) -> None:
     # The registry-wide tests in test_models.py cover the default (resnet34) rule by
