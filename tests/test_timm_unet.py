@@ -329,3 +329,26 @@ def test_size_error_names_the_encoder_and_a_size_that_works() -> None:
     ):
         model(torch.randn(1, 3, 250, 100))
     assert math.log2(model.min_input_multiple) == len(model.decoder)
+
+
+def test_an_encoder_registered_with_timm_after_the_names_were_listed_is_taken():
+    # timm's names are listed once per process, and each encoder's multiple is read once (a
+    # study's compare asks it of every run's model); a model a user registers with timm
+    # afterwards is still taken. The declared multiple is what the core reads before it
+    # builds a model (on the meta device: no weights).
+    import timm
+    from timm.models import register_model
+
+    import segkit_timm
+
+    assert segkit_timm._min_input_multiple(encoder="resnet18") == 32  # names listed now
+    name = "segkit_test_registered_late"
+    if name not in timm.list_models():
+
+        @register_model
+        def segkit_test_registered_late(pretrained: bool = False, **kwargs):  # noqa: ARG001
+            return timm.create_model("resnet18", pretrained=False, **kwargs)
+
+    assert segkit_timm._min_input_multiple(encoder=name) == 32
+    with pytest.raises(ConfigError, match="no model named 'resnet3x'"):
+        segkit_timm._min_input_multiple(encoder="resnet3x")

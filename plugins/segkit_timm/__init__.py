@@ -45,6 +45,7 @@ timm is imported when a model is created, not when this module is imported, so
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import math
 import os
@@ -222,15 +223,30 @@ def _min_input_multiple(encoder: str = "resnet34", **_: Any) -> int:
     """The declared ``min_input_multiple`` of ``timm_unet``: the encoder's deepest
     reduction, read from its ``feature_info`` with the encoder built on the meta device
     (no memory, no weights: about 0.05 s)."""
+    _check_encoder_name(encoder)
+    return _meta_multiple(encoder)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_multiple(encoder: str) -> int:
+    """:func:`_min_input_multiple` of a checked encoder name, built once per process (a
+    ``segkit compare`` of a study asks it of every run's model)."""
     import timm
 
-    _check_encoder_name(encoder)
     try:
         with torch.device("meta"):
             enc = timm.create_model(encoder, features_only=True, pretrained=False)
     except (RuntimeError, AssertionError, KeyError, ValueError, TypeError, NotImplementedError):
         return 32  # the factory says what is wrong with this encoder when it builds it
     return _deepest_reduction(encoder, list(enc.feature_info.reduction()))
+
+
+@functools.lru_cache(maxsize=1)
+def _known_models() -> frozenset[str]:
+    """timm's model names (listed once per process)."""
+    import timm
+
+    return frozenset(timm.list_models())
 
 
 def _default_widths(stages: int) -> tuple[int, ...]:
@@ -240,12 +256,13 @@ def _default_widths(stages: int) -> tuple[int, ...]:
 
 
 def _check_encoder_name(encoder: Any) -> None:
-    import timm
-
     if not isinstance(encoder, str) or not encoder:
         raise ConfigError(f"timm_unet: encoder={encoder!r}; expected a timm model name")
     base = encoder.split(".", 1)[0]  # "resnet34.a1_in1k": architecture.pretrained_tag
-    known = timm.list_models()
+    known = _known_models()
+    if base not in known:  # a model registered with timm since the names were listed
+        _known_models.cache_clear()
+        known = _known_models()
     if base in known:
         return
     close = difflib.get_close_matches(base, known, n=5, cutoff=0.6)
