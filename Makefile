@@ -18,14 +18,15 @@ run: setup
 	$(BIN)/segkit run --model resnet34_unet --recipe type1 --image-size 64 --epochs 10 --batch-size 8 \
 		--schedule cosine --warmup-epochs 0.5 --name make-run
 
-# The fast tier: everything that neither trains nor spawns processes (under 2 minutes on 2 cores).
+# The fast tier: everything that neither trains nor spawns processes (about 3 minutes on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Both tiers: the fast one and the slow one (training runs, resume, torchrun, fault cases,
-# the plugin package installed into a venv). This is what CI runs.
+# the plugin package installed into a venv). This is what CI runs; it ends with the 25
+# slowest tests, so a CI log shows where its time went.
 test-all: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The fault campaign alone (part of test-all): kills, dead ranks, fuzzed files, concurrent
 # runs, memory; it prints its table (kills, trials, fuzzed files, outcomes).
