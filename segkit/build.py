@@ -590,6 +590,7 @@ def build_training(config: RunConfig, runtime: Runtime, *, restoring: bool = Fal
         batch_size=config.batch_size,
         world=runtime.dist.world,
         options=config.dataset_options,
+        crops_per_image=config.crops_per_image,
     )
     dataset, bad, data_warnings = ready.dataset, ready.bad, ready.warnings
     # A defect set (train masks mostly empty): --monitor auto follows the pooled valid Dice.

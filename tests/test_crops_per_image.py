@@ -187,3 +187,41 @@ def test_a_seeded_run_of_two_crops_resumes_to_the_numbers_of_an_unbroken_one(
     recorded = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert recorded["crops_per_image"] == 2
     assert recorded["resolved"]["steps_per_epoch"] == 26 // 4
+
+
+def _one_slide(root: Path) -> Path:
+    """A ``folder`` set split by folders: one 96 px train image (a slide), one in val/ and
+    one in test/."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir()
+        image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+        mask = np.zeros((96, 96), np.uint8)
+        mask[20:60, 30:70] = 255
+        Image.fromarray(image).save(root / split / "images" / "slide.png")
+        Image.fromarray(mask).save(root / split / "masks" / "slide.png")
+    return root
+
+
+def test_one_train_image_fills_batches_with_its_crops(tmp_path):
+    from segkit import create_dataset
+    from segkit.data.prepare import prepare_training
+    from segkit.errors import DataError
+
+    dataset = create_dataset("folder", _one_slide(tmp_path / "slide"))
+    assert len(dataset.samples("train")) == 1
+    check = dict(name="folder", skip_bad_samples=False, batch_size=4)
+    # One image, one crop an epoch: a batch of one is dropped, so nothing would train;
+    # the refusal says so and offers crops.
+    with given_as(COMMAND_LINE), pytest.raises(DataError) as refused:
+        prepare_training(dataset, **check)
+    message = str(refused.value)
+    assert "split 'train' has 1 sample" in message and "would train nothing" in message
+    assert "--crops-per-image 8" in message
+    # Eight crops of it an epoch: two batches of four.
+    ready = prepare_training(dataset, **check, crops_per_image=8)
+    assert len(ready.dataset.samples("train")) == 1 and not ready.bad

@@ -139,6 +139,7 @@ def prepare_training(
     world: int = 1,
     workers: int | None = None,
     options: Mapping[str, Any] | None = None,
+    crops_per_image: int = 1,
 ) -> Ready:
     """Check a run's data before its first step; return the dataset to train on (without
     the unreadable samples, with ``skip_bad_samples``), those samples with why, and the
@@ -154,6 +155,8 @@ def prepare_training(
         workers: Reading threads (default: :func:`default_threads`).
         options: The dataset options it was created with, for the plugin's advice (its
             ``declare_ignore``).
+        crops_per_image: Crops of each train image an epoch (``--crops-per-image``): the
+            train split's samples an epoch, which the batch is checked against.
 
     Raises:
         DataError: masks hold values the dataset does not declare (all of them counted,
@@ -166,7 +169,7 @@ def prepare_training(
     root = Path(dataset.root)
     passed = PassedCheck(dataset, items, decode_images=skip_bad_samples)
     if passed.before():
-        _check_split_sizes(dataset, [], batch_size, world, root)
+        _check_split_sizes(dataset, [], batch_size, world, root, crops_per_image)
         return Ready(dataset, [], passed.warnings, *passed.train_empty)
     with ThreadPoolExecutor(max_workers=max(1, workers or default_threads())) as pool:
         looked = list(pool.map(lambda it: _look(*it, dataset, skip_bad_samples), items))
@@ -183,7 +186,7 @@ def prepare_training(
         dataset = FilteredDataset(dataset, {s.id for _, s, _ in bad})
     else:
         passed.remember(warnings, train_empty)
-    _check_split_sizes(dataset, bad, batch_size, world, root)
+    _check_split_sizes(dataset, bad, batch_size, world, root, crops_per_image)
     return Ready(dataset, bad, warnings, *train_empty)
 
 
@@ -396,8 +399,8 @@ def _check_split_sizes(
     batch_size: int,
     world: int,
     root: Path,
+    crops: int = 1,
 ) -> None:
-
     left_out = {split: sum(1 for s, _, _ in bad if s == split) for split in SPLITS}
     for split in SPLITS:
         n = len(dataset.samples(split))
@@ -415,18 +418,24 @@ def _check_split_sizes(
             )
         if split != "train":
             continue
-        each = per_rank(n, world)
+        # An epoch draws ``crops`` of each train image: one image of a slide is enough for a
+        # batch of its crops.
+        each = per_rank(n * crops, world)
         ranks = f" per process ({world} processes)" if world > 1 else ""
+        drawn = f" ({n * crops} crops an epoch, {named('crops_per_image', crops)})"
+        drawn = drawn if crops > 1 else ""
         if out and each < batch_size:
             raise DataError(
-                f"{root}: split 'train' has {n} samples{why}, fewer than a batch "
+                f"{root}: split 'train' has {n} samples{why}{drawn}, fewer than a batch "
                 f"({named('batch_size', batch_size)}{ranks}); {fix}, or lower "
                 f"{named('batch_size')} to {each}"
             )
         if each == 1 and batch_size > 1:  # its lone batch of one is dropped: no step at all
             raise DataError(
                 f"{root}: split 'train' has {n} sample{ranks}{why}: a batch of one image is "
-                f"dropped (batch norm needs two), so an epoch would train nothing; {fix}"
+                f"dropped (batch norm needs two), so an epoch would train nothing; {fix}, "
+                f"or, with a recipe that trains on crops (microscopy, say), draw several "
+                f"crops of it an epoch ({named('crops_per_image', 8)})"
             )
 
 
