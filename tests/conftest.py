@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,18 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # a test of the download path unsets SEGKIT_OFFLINE and fakes the hub.
     os.environ["SEGKIT_CACHE"] = str(tmp_path_factory.mktemp("segkit-cache"))
     os.environ["SEGKIT_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _children_are_not_xdist_workers() -> Iterator[None]:
+    """`make test` runs the tests in pytest-xdist workers, which set ``PYTEST_XDIST_*`` in
+    their environment. A pytest session a test starts (the benchmark summary's, gpu_check's
+    epoch benchmark) must not inherit them: pytest-benchmark reads ``PYTEST_XDIST_WORKER``
+    as running under xdist, turns itself off and refuses ``--benchmark-only``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -954,6 +954,8 @@ def test_os_reason_names_the_limit(file_size_limit_512k: None) -> None:
     assert files.os_hint(OSError(errno.ENOSPC, "x")) == "free some space, or choose another folder"
 
 
+# PIL warns of an image between its limit and twice it: this test makes such images.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_decompression_bomb_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
