@@ -46,21 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest tests first (marker ``long``), then the slow tier, then the fast one, each
-    in file order: `make test-all`'s two workers start the minutes-long tests at once and end
-    on quick ones together, instead of one of them running a five-minute test alone at the
-    end.
-
-    The CUDA tier (tests/cuda, marker ``cuda``) is skipped, with its reason, where CUDA
+    """The CUDA tier (tests/cuda, marker ``cuda``) is skipped, with its reason, where CUDA
     is absent: CI proves the CPU path, `make gpu-check` the GPU path."""
     import torch
 
-    def tier(item: pytest.Item) -> int:
-        if item.get_closest_marker("long") is not None:
-            return 0
-        return 1 if item.get_closest_marker("slow") is not None else 2
-
-    items.sort(key=tier)  # stable: file order within each
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA device here; the GPU machine runs `make gpu-check`")

@@ -134,7 +134,6 @@ TARGETED = {
 
 
 @pytest.mark.slow
-@pytest.mark.long
 def test_kill_at_any_instant_then_resume_matches_an_unbroken_run(
     tiny_pets: Path, tiny_site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -384,7 +384,6 @@ def test_the_lab_loop_runs_as_written_and_puts_the_process_back(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.long
 def test_gpu_check_dry_run_runs_every_stage_and_merges_them(tmp_path: Path) -> None:
     out = tmp_path / "gpu-check"
     proc = subprocess.run(
