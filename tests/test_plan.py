@@ -461,7 +461,12 @@ def test_a_third_party_model_on_thin_structures_gets_native_crops_and_the_plan_r
     assert ran["epochs"] == 1 and ran["eval_size"] == "native"
     assert ran["crops_per_image"] == 12
     train = len(registry.create("datasets", "synthetic", str(data)).samples("train"))
-    assert int(rows(run_dir)[0]["train_images"]) == 12 * train  # the larger epoch, trained
+    # The batch is capped by the 12 crops of each image an epoch, not by the 5 images
+    # (which allowed 2), and the larger epoch trains in full batches (the last, partial,
+    # left out).
+    batch = ran["batch_size"]
+    assert rules.batch_cap(train) == 2 < batch <= rules.batch_cap(12 * train)
+    assert int(rows(run_dir)[0]["train_images"]) == 12 * train // batch * batch
 
 
 @pytest.mark.slow
@@ -644,7 +649,8 @@ def test_the_plan_chooses_crops_per_image_and_fits_the_longer_epochs(monkeypatch
     p.epochs = 10
     p.fp = _fingerprint(images={"train": 16, "valid": 5, "test": 5}, size_median=[2048, 1536])
     p.fit_batch_and_schedule()
-    one_crop = p.timing.epoch_s
+    assert fake.crops == [16]  # timed with the most crops 256 px takes, full batches
+    one_crop = fake.per_pixel * 256**2
     p.choose_crops_per_image()
     assert p.crops_n == 16 and p.timing.steps_per_epoch == 16 * 16 // 4
     assert p.timing.epoch_s == pytest.approx(one_crop * 16)  # 64 steps, not 4
@@ -673,13 +679,21 @@ class _FakeRun:
     """``time_run`` and ``fit_batch`` for :class:`_Planner` without a model: an epoch costs
     ``per_pixel`` seconds a pixel of the training size (times the recipe's factor)."""
 
-    def __init__(self, per_pixel: float, recipe_factor: dict[str, float] | None = None):
+    def __init__(
+        self, per_pixel: float, recipe_factor: dict[str, float] | None = None, images: int = 16
+    ):
         self.per_pixel, self.recipe_factor, self.sizes = per_pixel, recipe_factor or {}, []
+        self.images, self.crops = images, []
 
     def time_run(self, config, runtime):
+        """An epoch of one crop (or image) of each of ``images`` costs the same whatever
+        the batch; of N crops, N times that."""
         self.sizes.append(config.image_size)
+        self.crops.append(config.crops_per_image)
         epoch = self.per_pixel * config.image_size**2 * self.recipe_factor.get(config.recipe, 1)
-        return RunTiming(1.0, 0.0, 0.0, 4, epoch / 4, 1, 1, 0.01, 0.01, 0.01, 8)
+        steps = max(1, self.images * config.crops_per_image // config.batch_size)
+        step_s = epoch * config.batch_size / self.images
+        return RunTiming(1.0, 0.0, 0.0, steps, step_s, 1, 1, 0.01, 0.01, 0.01, 8)
 
 
 class _CpuRuntime:
@@ -700,8 +714,64 @@ def _planner(monkeypatch, fake, *, size, ladder, budget, crops=False, rough=12):
     p.runtime, p.task, p.loss_options, p.memory = _CpuRuntime(), None, {}, None
     p.settings.update(model="timm_unet", recipe="type1")
     p.size, p.ladder, p.crops, p.rough_epochs = size, ladder, crops, rough
-    p.cap, p.start, p.largest = 8, 8, False
+    p.start, p.largest = 8, False
     return p
+
+
+def test_the_batch_of_a_few_large_images_is_capped_by_their_crops_not_the_images(monkeypatch):
+    """4 slides of 2048x1536 on 256 px crops take 16 crops of each an epoch: 64 samples,
+    batches up to 16 (the 4 images alone capped it at 2, batch norm's least)."""
+    from segkit.plan import planner as planner_mod
+    from segkit.plan.measure import BatchSearch
+
+    fake = _FakeRun(per_pixel=2.0 / 256**2, images=4)
+    p = _planner(monkeypatch, fake, size=256, ladder=[256], budget=None, crops=True)
+    p.epochs = 10
+    p.fp = _fingerprint(images={"train": 4, "valid": 2, "test": 2}, size_median=[2048, 1536])
+    policies = []
+
+    def largest_allowed(probe, memory, policy):
+        policies.append(policy)
+        return BatchSearch(policy.cap, stopped=f"stopped at the cap of {policy.cap}")
+
+    monkeypatch.setattr(planner_mod, "fit_batch", largest_allowed)
+    p.fit_batch_and_schedule()
+    (policy,) = policies
+    assert policy.cap == 16 and policy.start == 8
+    assert policy.cap_why == (
+        "4 train images x 16 crops an epoch: an epoch keeps at least 4 optimizer steps"
+    )
+    assert fake.crops == [16]
+    p.choose_crops_per_image()
+    assert (p.crops_n, p.search.batch, p.timing.steps_per_epoch) == (16, 16, 4)
+    # A budget that keeps fewer crops brings the batch down to their cap, the step's time
+    # in proportion: 2 crops of 4 images are 8 samples, batches of 2.
+    fake = _FakeRun(per_pixel=2.0 / 256**2, images=4)
+    p = _planner(monkeypatch, fake, size=256, ladder=[256], budget=None, crops=True)
+    p.fp = _fingerprint(images={"train": 4, "valid": 2, "test": 2}, size_median=[2048, 1536])
+    p.epochs = 10
+    monkeypatch.setattr(planner_mod, "fit_batch", largest_allowed)
+    p.fit_batch_and_schedule()
+    step_s = p.timing.step_s
+    assert p.search.batch == 16
+    most = rules.crops_per_image
+    monkeypatch.setattr(  # what a budget does: fewer crops than the most a size takes
+        rules, "crops_per_image", lambda fp, size, fitted=None: (2, "fewer")
+    )
+    monkeypatch.setattr(p, "_most_crops", lambda size: most(p.fp, size)[0])
+    p.choose_crops_per_image()
+    assert (p.crops_n, p.search.batch, p.timing.steps_per_epoch) == (2, 2, 4)
+    assert p.timing.step_s == pytest.approx(step_s * 2 / 16)
+    assert p.search.stopped.endswith(
+        "; then 2, as the budget keeps fewer crops (4 train images x 2 crops an epoch: an "
+        "epoch keeps at least 4 optimizer steps)"
+    )
+
+
+def test_the_batch_cap_counts_crops():
+    assert rules.batch_cap(4 * 16) == 16 and rules.batch_cap(4) == 2
+    assert rules.batch_cap_reason(4, 16).startswith("4 train images x 16 crops an epoch:")
+    assert rules.batch_cap_reason(300, 16) == rules.batch_cap_reason(300)
 
 
 def test_a_pessimistic_first_estimate_is_corrected_by_measuring_one_size_up(monkeypatch):

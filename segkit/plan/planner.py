@@ -265,12 +265,11 @@ class _Planner:
         """2. The size: resized or native crops, then the recipe."""
         fp, budget, multiple = self.fp, self.budget, self.multiple
         train_images = fp.images.get("train", 0)
-        self.cap = rules.batch_cap(train_images)
         # Device memory (a GPU's, or a faked one in the tests) bounds the batch: the
         # largest that fits. Host memory rarely does; there a batch only has to be fast
         # per image.
         self.largest = self.memory.where != "host"
-        self.start = min(rules.GPU_BATCH if self.largest else rules.CPU_BATCH, self.cap)
+        self.start = self._start(rules.batch_cap(train_images))
         ladder = rules.size_ladder(rules.top_size(fp, multiple), multiple)
         timed: tuple[int, float] | None = None  # (size, seconds per training image)
         rough = self.epochs
@@ -360,23 +359,35 @@ class _Planner:
 
     def choose_crops_per_image(self) -> None:
         """5. Native crops that cover little of each image: several an epoch
-        (:func:`rules.crops_per_image`). The epoch of ``n`` crops is the measured one's
-        steps ``n`` times over (the same step, timed already), and the epochs are fitted
-        again with it: a budget holds fewer, longer epochs."""
+        (:func:`rules.crops_per_image`). The run was timed with the most crops a size
+        takes (:meth:`_most_crops`) and its epochs fitted as one crop of each image; the
+        epoch of ``n`` crops is the measured step ``n`` crops' batches over, and the
+        epochs are fitted again with it: a budget holds fewer, longer epochs. Where a
+        budget keeps fewer crops than the batch was capped for, the batch comes down to
+        the cap of the crops kept (the step's time in proportion)."""
         self.crops_n, self.crops_why = 1, ""
         if not self.crops:
             return
         fitted = self.schedule.epochs if self.budget is not None else None
         n, why = rules.crops_per_image(self.fp, self.size, fitted)
-        if n == 1:
-            return
-        self.crops_n, self.crops_why = n, why
-        train_images = self.fp.images.get("train", 0) * n
-        batch = self.search.batch
-        drops = build.drops_last_batch(train_images, batch)
-        batches = train_images // batch if drops else -(-train_images // batch)
-        self.timing = dataclasses.replace(self.timing, steps_per_epoch=max(1, batches))
+        if n > 1:
+            self.crops_n, self.crops_why = n, why
         t = self.timing
+        if n != self._most_crops(self.size):  # else timed as it will run
+            images, batch = self.fp.images.get("train", 0), self.search.batch
+            cap = rules.batch_cap(images * n)
+            if batch > cap:
+                stopped = (
+                    f"{self.search.stopped}; then {cap}, as the budget keeps fewer crops "
+                    f"({rules.batch_cap_reason(images, n)})"
+                )
+                self.search = dataclasses.replace(self.search, batch=cap, stopped=stopped)
+                t = dataclasses.replace(t, step_s=t.step_s * cap / batch)
+                batch = cap
+            samples = images * n
+            drops = build.drops_last_batch(samples, batch)
+            batches = samples // batch if drops else -(-samples // batch)
+            self.timing = t = dataclasses.replace(t, steps_per_epoch=max(1, batches))
         costs = Costs(t.start_s, t.epoch_s, t.valid_s, t.test_s, t.last_s, t.best_s)
         self.schedule = rules.fit_schedule(costs, self.budget, self.epochs)
 
@@ -386,17 +397,23 @@ class _Planner:
         budget, runtime = self.budget, self.runtime
         self.tell(f"finding the batch size at {size} px ...")
         probe = StepProbe(self.candidate(image_size=size), runtime, self.task, self.loss_options)
+        # Native crops of large images: an epoch may take several of each (step 5), and
+        # the batch is capped by those samples, not by the images (a few large slides
+        # would otherwise train in batches of 2). The run is timed with them, full batches.
+        images, most = self.fp.images.get("train", 0), self._most_crops(size)
+        cap = rules.batch_cap(images * most)
         policy = BatchPolicy(
-            start=self.start,
-            cap=self.cap,
+            start=self._start(cap),
+            cap=cap,
             grow_while_faster=not self.largest,
-            cap_why=rules.batch_cap_reason(self.fp.images.get("train", 0)),
+            cap_why=rules.batch_cap_reason(images, most),
         )
         search = fit_batch(probe, self.memory, policy)
         del probe
         release(runtime.device)
         self.tell(f"timing the run at {size} px, batch {search.batch} ...")
-        config = self.candidate(image_size=size, batch_size=search.batch)
+        crops = {"crops_per_image": most} if most > 1 else {}
+        config = self.candidate(image_size=size, batch_size=search.batch, **crops)
         timing = time_run(config, runtime)
         # A second build in this process finds the files read and the code loaded: a
         # run's own process pays the first build's setup.
@@ -408,7 +425,7 @@ class _Planner:
             timing.grid_images = grid
         costs = Costs(
             timing.start_s,
-            timing.epoch_s,
+            timing.epoch_s / most,  # one crop of each image: step 5 sets the crops
             timing.valid_s,
             timing.test_s,
             timing.last_s,
@@ -416,6 +433,15 @@ class _Planner:
         )
         schedule = rules.fit_schedule(costs, budget, self.epochs)
         return _Measured(search, timing, costs, schedule, grid)
+
+    def _start(self, cap: int) -> int:
+        """The batch the search starts from, within ``cap``."""
+        return min(rules.GPU_BATCH if self.largest else rules.CPU_BATCH, cap)
+
+    def _most_crops(self, size: int) -> int:
+        """The crops an epoch takes of each train image at ``size`` before a budget keeps
+        fewer (:func:`rules.crops_per_image`): 1 for resized images."""
+        return rules.crops_per_image(self.fp, size)[0] if self.crops else 1
 
     def _refuse_budget(self, costs: Costs) -> None:
         """Not one epoch fits the budget: the error says the budget that would."""

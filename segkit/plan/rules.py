@@ -223,24 +223,27 @@ def recipe_choice(
 # ----------------------------------------------------------------------------- batch
 
 
-def batch_cap(train_images: int) -> int:
-    """The largest batch worth searching: a power of two that leaves an epoch at least
+def batch_cap(train_samples: int) -> int:
+    """The largest batch worth searching: a power of two that leaves an epoch of
+    ``train_samples`` (train images times the crops an epoch takes of each) at least
     :data:`MIN_STEPS_PER_EPOCH` steps, at most :data:`MAX_BATCH` (at least 2: batch norm
     needs two values a channel)."""
-    limit = max(2, min(MAX_BATCH, train_images // MIN_STEPS_PER_EPOCH))
+    limit = max(2, min(MAX_BATCH, train_samples // MIN_STEPS_PER_EPOCH))
     return 2 ** int(math.log2(limit))
 
 
-def batch_cap_reason(train_images: int) -> str:
-    """Where :func:`batch_cap` comes from, in words, for the batch size's reason."""
-    if batch_cap(train_images) >= MAX_BATCH:
+def batch_cap_reason(train_images: int, crops: int = 1) -> str:
+    """Where :func:`batch_cap` comes from, in words, for the batch size's reason; ``crops``:
+    the crops an epoch takes of each train image."""
+    samples = train_images * crops
+    if batch_cap(samples) >= MAX_BATCH:
         return "the largest planned: a larger batch would want another learning rate"
-    if train_images // MIN_STEPS_PER_EPOCH < 2:
-        return f"{train_images} train images; batch norm needs 2 images a batch"
-    return (
-        f"{train_images} train images: an epoch keeps at least {MIN_STEPS_PER_EPOCH} "
-        "optimizer steps"
-    )
+    what = f"{train_images} train images"
+    if crops > 1:
+        what += f" x {crops} crops an epoch"
+    if samples // MIN_STEPS_PER_EPOCH < 2:
+        return f"{what}; batch norm needs 2 images a batch"
+    return f"{what}: an epoch keeps at least {MIN_STEPS_PER_EPOCH} optimizer steps"
 
 
 # ----------------------------------------------------------------------------- loss
