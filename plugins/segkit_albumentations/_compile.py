@@ -19,6 +19,7 @@ import cv2
 from segkit import recipes as R
 from segkit.config import named
 from segkit.errors import ConfigError
+from segkit.recipes import foreground as fg
 from segkit_albumentations.compose import AlbumentationsCompose
 
 #: (op, multiclass) -> the albumentations transforms that run it.
@@ -49,19 +50,51 @@ def _affine(op: R.Affine, multiclass: bool) -> list[Any]:
     ]
 
 
+class ForegroundCrop(A.RandomCrop):
+    """``A.RandomCrop`` (padded centred where needed) whose window is, with probability
+    ``foreground``, centred on a foreground pixel of the mask in hand instead
+    (:mod:`segkit.recipes.foreground`: the same points and arithmetic as the DALI loader).
+    It draws three numbers more than ``A.RandomCrop``: whether, the class, the pixel."""
+
+    def __init__(self, foreground: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.foreground = foreground
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        out = super().get_params_dependent_on_data(params, data)
+        fire, u_class, u_point = (self.py_random.random() for _ in range(3))
+        mask = data.get("mask")
+        if fire >= self.foreground or mask is None:
+            return out
+        centre = fg.pick_centre(fg.foreground_points(mask), u_class, u_point)
+        if centre is None:  # no foreground: the uniform window
+            return out
+        pad = out["pad_params"] or {}
+        top, left = pad.get("pad_top", 0), pad.get("pad_left", 0)
+        h, w = params["shape"][:2]
+        rows = h + top + pad.get("pad_bottom", 0)
+        cols = w + left + pad.get("pad_right", 0)
+        y0 = fg.centred_start(centre[0], top, rows, self.height)
+        x0 = fg.centred_start(centre[1], left, cols, self.width)
+        return {**out, "crop_coords": (x0, y0, x0 + self.width, y0 + self.height)}
+
+
 def _random_crop(op: R.RandomCrop, multiclass: bool) -> list[Any]:
-    return [
-        A.RandomCrop(
-            height=op.size,
-            width=op.size,
-            pad_if_needed=True,
-            pad_position="center",
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=op.fill,
-            fill_mask=R.mask_fill(op, multiclass),
-            p=op.p,
-        )
-    ]
+    crop = dict(
+        height=op.size,
+        width=op.size,
+        pad_if_needed=True,
+        pad_position="center",
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=op.fill,
+        fill_mask=R.mask_fill(op, multiclass),
+        p=op.p,
+    )
+    if op.foreground > 0:
+        return [ForegroundCrop(op.foreground, **crop)]
+    return [A.RandomCrop(**crop)]
 
 
 def _pad_if_needed(op: R.PadIfNeeded, multiclass: bool) -> list[Any]:

@@ -35,13 +35,14 @@ builds the graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from segkit import recipes as R
+from segkit.recipes.foreground import Points
 
 Shape = tuple[int, int]  # (height, width)
 Params = dict[str, Any]  # parameter name -> numpy array (draw) or DataNode (build)
@@ -78,6 +79,10 @@ class DaliOp:
     #: The op never changes an image's size (a later Resize then needs no same-size skip:
     #: :meth:`segkit_dali._geometry.Resize.resample_all`).
     keeps_size: ClassVar[bool] = True
+    #: The op places its windows from each mask's foreground pixels: :meth:`draw` gets
+    #: them (``foreground``), read once per sample by the feed
+    #: (:func:`segkit.recipes.foreground.foreground_points`).
+    reads_foreground: bool = False
     params: tuple[Param, ...] = ()
 
     def __init__(self, op: R.Op) -> None:
@@ -87,16 +92,27 @@ class DaliOp:
             self.params = (Param("apply", np.bool_), *self.params)
 
     def draw(
-        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes
+        self,
+        rng: np.random.Generator,
+        n: int,
+        rows: Rows,
+        shapes: Shapes,
+        foreground: Sequence[Points] | None = None,
     ) -> tuple[Params, Shapes]:
-        """Draw this op's parameters for the samples ``rows`` (sizes ``shapes``).
+        """Draw this op's parameters for the samples ``rows`` (sizes ``shapes``; for an
+        op that :attr:`reads_foreground`, ``foreground``: each row's mask's points).
 
         Returns each parameter as an array of ``len(rows)`` rows of the parameter's
         dtype and shape, and the samples' sizes after the op.
         """
         m = len(rows)
         fire = np.ones(m, np.bool_) if self.always else uniform(rng, n, rows) < self.op.p
-        values, out_shapes = self._draw(rng, n, rows, shapes, fire)
+        if self.reads_foreground:
+            if foreground is None or len(foreground) != m:
+                raise ValueError(f"{type(self).__name__} draws from each row's foreground")
+            values, out_shapes = self._draw(rng, n, rows, shapes, fire, foreground)
+        else:
+            values, out_shapes = self._draw(rng, n, rows, shapes, fire)
         if not self.always:
             values["apply"] = fire
         return values, np.where(fire[:, None], out_shapes, shapes)

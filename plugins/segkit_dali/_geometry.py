@@ -33,6 +33,7 @@ writes its fill with ``np.array(fill, dtype=uint8)``, which truncates: so does o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -43,6 +44,7 @@ import nvidia.dali.types as types
 from segkit import recipes as R
 from segkit.config import named
 from segkit.errors import ConfigError
+from segkit.recipes import foreground as fg
 from segkit_dali._base import (
     CompileContext,
     Compiler,
@@ -439,18 +441,33 @@ class RandomCrop(DaliOp):
         self.size = op.size
         self.fill = opencv_fill(op.fill)
         self.mask_fill = float(R.mask_fill(op, multiclass))
+        self.foreground = op.foreground
+        self.reads_foreground = op.foreground > 0
 
     def _draw(
-        self, rng: np.random.Generator, n: int, rows: Rows, shapes: Shapes, fire: np.ndarray
+        self,
+        rng: np.random.Generator,
+        n: int,
+        rows: Rows,
+        shapes: Shapes,
+        fire: np.ndarray,
+        foreground: Sequence[fg.Points] | None = None,
     ) -> tuple[Params, Shapes]:
         u = uniform(rng, n, rows, 2)  # albumentations draws h_start, then w_start
         top = centred_padding(shapes[:, 0], self.size, None)[:, 0]
         left = centred_padding(shapes[:, 1], self.size, None)[:, 0]
         padded = np.maximum(shapes, self.size)
         # fcrops.get_crop_coords: y0 = int((height - crop_height + 1) * h_start)
-        y0 = np.floor((padded[:, 0] - self.size + 1) * u[:, 0]).astype(np.int64) - top
-        x0 = np.floor((padded[:, 1] - self.size + 1) * u[:, 1]).astype(np.int64) - left
-        start = np.stack([y0, x0], 1).astype(np.int32)
+        y0 = np.floor((padded[:, 0] - self.size + 1) * u[:, 0]).astype(np.int64)
+        x0 = np.floor((padded[:, 1] - self.size + 1) * u[:, 1]).astype(np.int64)
+        if foreground is not None:  # then whether, the class, the pixel (ForegroundCrop's)
+            v = uniform(rng, n, rows, 3)
+            for r in np.flatnonzero(v[:, 0] < self.foreground):
+                centre = fg.pick_centre(foreground[r], v[r, 1], v[r, 2])
+                if centre is not None:
+                    y0[r] = fg.centred_start(centre[0], top[r], padded[r, 0], self.size)
+                    x0[r] = fg.centred_start(centre[1], left[r], padded[r, 1], self.size)
+        start = np.stack([y0 - top, x0 - left], 1).astype(np.int32)
         return {"start": start}, np.broadcast_to(np.array([self.size, self.size]), shapes.shape)
 
     def _both(self, image: Any, mask: Any, p: Params) -> tuple[Any, Any]:

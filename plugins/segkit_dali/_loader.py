@@ -37,9 +37,17 @@ from PIL import Image
 from segkit import recipes as R
 from segkit.config import named
 from segkit.contracts import Batch, Dataset, MaskSpec, Sample
-from segkit.data.reading import image_mode, open_image, read_image, read_raw_mask, read_sample
+from segkit.data.reading import (
+    image_mode,
+    open_image,
+    read_image,
+    read_raw_mask,
+    read_sample,
+    to_target,
+)
 from segkit.data.sampling import check_loader_args, epoch_order, per_rank
 from segkit.errors import ConfigError, DataError
+from segkit.recipes.foreground import Points, foreground_points
 from segkit_dali._base import PerBatch
 from segkit_dali._graph import Placement, compile_ops, define_graph
 
@@ -84,14 +92,21 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 
 def draw_params(
-    ops: Sequence[Any], seed: int, epoch: int, n: int, rows: np.ndarray, shapes: np.ndarray
+    ops: Sequence[Any],
+    seed: int,
+    epoch: int,
+    n: int,
+    rows: np.ndarray,
+    shapes: np.ndarray,
+    foreground: Sequence[Points] | None = None,
 ) -> list[np.ndarray]:
     """Every op's parameters for the samples ``rows`` (of ``n``) in ``epoch``.
 
     One generator per ``(seed, epoch)``; each op draws its random numbers for all ``n``
     samples of the split at once and keeps the ``rows`` read, so a sample's parameters
     depend only on ``(seed, epoch, index)``: not on the shard, the batch size or the order.
-    ``shapes`` are the samples' ``(height, width)``.
+    ``shapes`` are the samples' ``(height, width)``; ``foreground`` their masks' points
+    (:func:`segkit.recipes.foreground.foreground_points`), for the ops that read them.
 
     Returns:
         One array per parameter, in the feed's column order (ops in recipe order, each
@@ -103,7 +118,10 @@ def draw_params(
     shapes = np.asarray(shapes, dtype=np.int64).reshape(len(rows), 2)
     columns: list[Any] = []
     for op in ops:
-        values, shapes = op.draw(rng, n, rows, shapes)
+        if op.reads_foreground:
+            values, shapes = op.draw(rng, n, rows, shapes, foreground)
+        else:
+            values, shapes = op.draw(rng, n, rows, shapes)
         for p in op.params:
             if isinstance(values[p.name], PerBatch):  # made batch by batch by the feed
                 assert len(values[p.name]) == len(rows), (p, len(values[p.name]))
@@ -199,6 +217,9 @@ class _Feed:
         self.images: list[np.ndarray | None] = [None] * len(samples)
         self.masks: list[np.ndarray | None] = [None] * len(samples)
         self.shapes = np.full((len(samples), 2), -1, dtype=np.int64)
+        # Each mask's foreground pixels, for a crop placed on them (read with the files).
+        self.reads_foreground = any(op.reads_foreground for op in ops)
+        self.points: list[Points | None] = [None] * len(samples)
         # The planned epoch's parameters (one array per column) and batch boundaries.
         self.params: list[Any] = []  # arrays, or PerBatch columns
         self.bounds: list[int] = [0]
@@ -214,6 +235,9 @@ class _Feed:
         for i in indices:
             if self.images[i] is None:
                 image, mask, shape = read_encoded(self.samples[i], self.spec)
+                if self.reads_foreground:
+                    target = to_target(read_raw_mask(self.samples[i].mask, self.spec), self.spec)
+                    self.points[i] = foreground_points(target)
                 self.images[i], self.masks[i] = image, mask
                 self.shapes[i] = shape
 
@@ -222,8 +246,9 @@ class _Feed:
             order = [i for batch in batches for i in batch]
             self.load(order)
             rows = np.asarray(order, dtype=np.int64)
+            points = [self.points[i] for i in order] if self.reads_foreground else None
             self.params = draw_params(
-                self.ops, self.seed, epoch, len(self.samples), rows, self.shapes[rows]
+                self.ops, self.seed, epoch, len(self.samples), rows, self.shapes[rows], points
             )
             self.bounds = [0, *np.cumsum([len(b) for b in batches]).tolist()]
             self._planned = (epoch, batches)

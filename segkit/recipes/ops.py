@@ -269,17 +269,30 @@ class Affine(Op):
 class RandomCrop(Op):
     """A ``size`` x ``size`` window at a uniform position, at the image's own resolution.
     An image smaller than ``size`` on a side is first padded on that side, centred, with
-    ``fill`` and ``fill_mask``: batches of one shape from images of any size."""
+    ``fill`` and ``fill_mask``: batches of one shape from images of any size.
+
+    ``foreground``: the share of windows centred on a foreground pixel instead (a class
+    drawn among those the mask holds, then one of its pixels; masks without foreground
+    get a uniform window), for sparse structures (nnU-Net's 0.33; :mod:`segkit.recipes.
+    foreground`). Such a crop must be the first geometric op of a recipe's train ops: it
+    finds the foreground on the mask as read."""
 
     size: int = 256
     fill: float = 0.0
     fill_mask: int | None = None
+    foreground: float = 0.0
     geometric: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_size(self, "size")
         _check_border(self)
+        if isinstance(self.foreground, bool) or not 0.0 <= self.foreground <= 1.0:
+            raise _error(
+                self,
+                f"foreground={self.foreground!r}: expected the share of crops centred on the "
+                "foreground, in [0, 1] (nnU-Net uses 0.33)",
+            )
 
     @property
     def border_mode(self) -> str:

@@ -42,6 +42,7 @@ class Recipe:
                     raise ConfigError(f"recipe '{self.name}': {stage}[{i}] {_foreign(op)}")
             if not ops or not isinstance(ops[-1], Normalize):
                 raise ConfigError(f"recipe '{self.name}': {stage} ops must end with Normalize")
+            _check_foreground_crop(self.name, stage, ops)
 
     def ops(self, train: bool) -> tuple[Op, ...]:
         """The ops for training (``train=True``) or evaluation."""
@@ -175,3 +176,23 @@ def _foreign(op: Any) -> str:
             "'Your own albumentations pipeline'"
         )
     return f"{said}; {use}"
+
+
+def _check_foreground_crop(name: str, stage: str, ops: tuple[Op, ...]) -> None:
+    """A ``RandomCrop`` with ``foreground`` finds the foreground on the mask as read: no
+    geometric op may move it first (the DALI loader plans the windows from each mask's
+    pixels before any op runs).
+
+    Raises:
+        ConfigError: naming the recipe, the crop and the geometric op before it.
+    """
+    for i, op in enumerate(ops):
+        if not (isinstance(op, RandomCrop) and op.foreground > 0):
+            continue
+        moved = [f"{stage}[{j}] {type(o).__name__}" for j, o in enumerate(ops[:i]) if o.geometric]
+        if moved:
+            raise ConfigError(
+                f"recipe '{name}': {stage}[{i}] RandomCrop(foreground={op.foreground:g}) "
+                f"comes after {', '.join(moved)}; a crop placed on the foreground finds it on "
+                "the mask as read, so it must be the first geometric op: move it before them"
+            )

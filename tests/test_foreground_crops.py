@@ -1,0 +1,193 @@
+"""Crops placed on the foreground (``RandomCrop(foreground=...)``): the shared arithmetic
+(:mod:`segkit.recipes.foreground`), the op's and the recipe's refusals, and both loaders
+on the kit's L shapes (raw masks 1 inside, 2 outside: the feed maps them as a run does),
+binary and K-class, with the DALI windows replayed through albumentations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segkit import recipes as R
+from segkit.contracts import IGNORE_INDEX
+from segkit.errors import ConfigError
+from segkit.recipes.foreground import (
+    MAX_POINTS,
+    centred_start,
+    foreground_points,
+    pick_centre,
+)
+from segkit.registry import create
+
+CROP = 16
+
+
+def _recipe(*ops: R.Op) -> R.Recipe:
+    return R.Recipe("fg", train=(*ops, R.Normalize()), eval=(R.Normalize(),))
+
+
+# ------------------------------------------------------------------ the arithmetic
+
+
+def test_foreground_points_are_each_classes_pixels_without_background_or_ignored():
+    target = np.zeros((6, 8), np.uint8)
+    target[1, 2] = 1
+    target[4, 5:7] = 2
+    target[0, 0] = IGNORE_INDEX
+    ones, twos = foreground_points(target)
+    assert ones.tolist() == [[1, 2]] and twos.tolist() == [[4, 5], [4, 6]]
+    assert foreground_points(np.zeros((5, 5), np.uint8)) == []
+    assert foreground_points(np.full((5, 5), IGNORE_INDEX, np.uint8)) == []
+    # A large class keeps MAX_POINTS pixels evenly spaced, its first and last included.
+    big = np.ones((100, 100), np.uint8)
+    (points,) = foreground_points(big)
+    assert len(points) == MAX_POINTS and points[0].tolist() == [0, 0]
+    assert points[-1].tolist() == [99, 99]
+    assert len({tuple(p) for p in points.tolist()}) == MAX_POINTS
+
+
+def test_a_class_is_drawn_first_then_its_pixel_and_the_window_stays_inside():
+    points = [np.array([[1, 1]], np.int32), np.array([[7, 7], [8, 9]], np.int32)]
+    assert pick_centre(points, 0.0, 0.99) == (1, 1)  # a rare class as likely as a common one
+    assert pick_centre(points, 0.5, 0.0) == (7, 7)
+    assert pick_centre(points, 0.99, 0.99) == (8, 9)
+    assert pick_centre([], 0.3, 0.3) is None
+    assert centred_start(50, 0, 100, 16) == 42  # centred
+    assert centred_start(2, 0, 100, 16) == 0  # moved inside at the start
+    assert centred_start(99, 0, 100, 16) == 84  # and at the end
+    assert centred_start(3, 5, 20, 16) == 0  # padded: the image starts 5 px in
+
+
+def test_the_share_is_checked_and_a_crop_after_a_geometric_op_is_refused():
+    with pytest.raises(ConfigError, match=r"foreground=1\.5: expected the share .* \[0, 1\]"):
+        R.RandomCrop(size=CROP, foreground=1.5)
+    with pytest.raises(ConfigError, match="foreground=True"):
+        R.RandomCrop(size=CROP, foreground=True)
+    with pytest.raises(ConfigError) as error:
+        _recipe(R.HorizontalFlip(), R.RandomCrop(size=CROP, foreground=0.33))
+    assert str(error.value) == (
+        "recipe 'fg': train[1] RandomCrop(foreground=0.33) comes after train[0] "
+        "HorizontalFlip; a crop placed on the foreground finds it on the mask as read, so "
+        "it must be the first geometric op: move it before them"
+    )
+    # First (photometric ops before it are fine), and a uniform crop anywhere.
+    _recipe(R.RandomGamma(), R.RandomCrop(size=CROP, foreground=0.33), R.HorizontalFlip())
+    _recipe(R.HorizontalFlip(), R.RandomCrop(size=CROP))
+
+
+def test_a_recipe_file_sets_the_share(tmp_path):
+    path = tmp_path / "sparse.toml"
+    path.write_text(
+        'name = "sparse"\n'
+        '[[train]]\nop = "RandomCrop"\nsize = 128\nforeground = 0.33\n'
+        '[[train]]\nop = "HorizontalFlip"\n'
+        '[[train]]\nop = "Normalize"\n'
+    )
+    recipe = R.load_recipe(path)
+    assert recipe.train[0] == R.RandomCrop(size=128, foreground=0.33)
+    assert recipe.crops and recipe.native_eval
+
+
+# ------------------------------------------------------------------ both loaders
+
+
+def _masks(loader_name, dataset, recipe, epochs=3, **options):
+    loader = create(
+        "loaders", loader_name, dataset, "train", recipe, 5, train=True, seed=0, **options
+    )
+    masks = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        masks += [batch.masks for batch in loader]
+    masks = torch.cat(masks)
+    return masks[:, 0] if masks.ndim == 4 else masks  # binary: (N, 1, H, W)
+
+
+@pytest.fixture(scope="module")
+def shapes_classes(tmp_path_factory):
+    """The kit's L shapes with K-class masks (bar 1, foot 2, an ignored corner)."""
+    from segkit.testing import ShapesDataset, write_shapes_dataset
+
+    root = write_shapes_dataset(tmp_path_factory.mktemp("shapes-classes"), classes=True)
+    return ShapesDataset(root, classes=True)
+
+
+@pytest.fixture(params=["albumentations", "dali"])
+def loader_name(request):
+    if request.param == "dali":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    return request.param
+
+
+def test_every_crop_holds_foreground_at_share_one_and_fewer_uniform(shapes, loader_name):
+    """16 px crops of the L shapes (90-140 px images): a uniform window misses the L
+    often; centred on it, never. Both loaders read the raw masks (2 outside the L) as a
+    run does."""
+    uniform = _masks(loader_name, shapes, _recipe(R.RandomCrop(size=CROP)))
+    placed = _masks(loader_name, shapes, _recipe(R.RandomCrop(size=CROP, foreground=1.0)))
+    hit_uniform = (uniform.flatten(1) == 1).any(1).float().mean().item()
+    assert placed.shape == uniform.shape == (30, CROP, CROP)
+    assert (placed.flatten(1) == 1).any(1).all(), "a crop centred on the L holds some of it"
+    assert hit_uniform < 0.9
+    # Half of them: between the two (30 crops; 0.5 + (1 - 0.5) * hit_uniform expected).
+    half = _masks(loader_name, shapes, _recipe(R.RandomCrop(size=CROP, foreground=0.5)))
+    hit_half = (half.flatten(1) == 1).any(1).float().mean().item()
+    assert hit_uniform <= hit_half < 1.0 or hit_half == 1.0 > hit_uniform
+
+
+def test_k_classes_draw_each_class_alike(shapes_classes, loader_name):
+    """K classes: the bar (class 1) and the foot (class 2) are drawn alike, so the crops
+    centred on the foot are about half, whatever its area."""
+    masks = _masks(
+        loader_name, shapes_classes, _recipe(R.RandomCrop(size=CROP, foreground=1.0)), epochs=4
+    )
+    centre = masks[:, CROP // 2, CROP // 2]
+    assert set(centre.unique().tolist()) <= {1, 2}  # the centre pixel is the one drawn
+    foot = (centre == 2).float().mean().item()
+    assert 0.25 <= foot <= 0.75, foot
+
+
+def test_dali_places_the_window_albumentations_places_for_the_same_numbers(shapes):
+    """The same points and arithmetic: the DALI feed's window for a row is the one
+    albumentations' ForegroundCrop computes from the same numbers (test_dali_geometry
+    shows DALI's crop at a window is albumentations' crop there, bit for bit)."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from segkit.data.reading import read_sample
+    from segkit_albumentations._compile import ForegroundCrop
+    from segkit_dali._graph import compile_ops
+    from segkit_dali._loader import draw_params, epoch_rng
+
+    samples = shapes.samples("train")
+    targets = [read_sample(s, shapes.mask_spec)[1] for s in samples]
+    n = len(targets)
+    op = R.RandomCrop(size=CROP, foreground=0.5)
+    (compiled,) = compile_ops([op], multiclass=False)
+    rows = np.arange(n)
+    shapes_hw = np.array([t.shape for t in targets])
+    points = [foreground_points(t) for t in targets]
+    (start,) = draw_params([compiled], 3, 1, n, rows, shapes_hw, points)
+    rng = epoch_rng(3, 1)  # the numbers RandomCrop drew: h/w starts, then whether/class/pixel
+    u, v = rng.random((n, 2)), rng.random((n, 3))
+
+    class Numbers:  # albumentations' py_random, replaying one row's five numbers
+        def __init__(self, values):
+            self.values = list(values)
+
+        def random(self):
+            return self.values.pop(0)
+
+    placed = 0
+    for r, target in enumerate(targets):
+        crop = ForegroundCrop(
+            0.5, height=CROP, width=CROP, pad_if_needed=True, pad_position="center"
+        )
+        crop.py_random = Numbers([*u[r], *v[r]])
+        params = {"shape": target.shape}
+        got = crop.get_params_dependent_on_data(params, {"mask": target})
+        x0, y0, x1, y1 = got["crop_coords"]
+        assert (y0, x0) == tuple(start[r]) and (y1 - y0, x1 - x0) == (CROP, CROP)
+        if v[r, 0] < 0.5:  # placed: on the L (these images are larger than the crop)
+            placed += 1
+            assert (target[y0:y1, x0:x1] == 1).any()
+    assert 0 < placed < n
