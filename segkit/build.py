@@ -37,7 +37,7 @@ from segkit.data.prepare import prepare_training
 from segkit.data.sampling import crops_per_image, per_rank
 from segkit.errors import ConfigError, DataError
 from segkit.inference.native import EvalPlan, forward_for, plan_eval
-from segkit.recipes import Normalize, Recipe
+from segkit.recipes import Normalize, RandomCrop, Recipe
 from segkit.system.threads import apply_threads
 from segkit.system.workers import check_workers, default_workers, say_workers
 from segkit.task import Task
@@ -325,15 +325,39 @@ def build_recipe(config: RunConfig) -> Recipe:
     """The run's recipe: the plugin ``config.recipe`` names, or the recipe file's contents
     recorded in ``config.recipe_definition``."""
     recipe = config.recipe_object()
-    if recipe is not None:
+    if recipe is None:
+        recipe = registry.create("recipes", config.recipe, image_size=config.image_size)
+        if not isinstance(recipe, Recipe):
+            raise ConfigError(
+                f"recipe '{config.recipe}' returned a {type(recipe).__name__}; a recipe "
+                "factory must return a segkit.recipes.Recipe"
+            )
+    return with_crop_foreground(recipe, config.crop_foreground)
+
+
+def with_crop_foreground(recipe: Recipe, share: float) -> Recipe:
+    """``recipe`` with its train ``RandomCrop`` ops centring ``share`` of their windows on
+    the foreground (``--crop-foreground``; 0 leaves the recipe as it is, a recipe file's
+    own ``foreground`` included).
+
+    Raises:
+        ConfigError: the recipe does not train on crops at the images' own resolution
+            (:attr:`Recipe.crops`), or a geometric op comes before its crop.
+    """
+    if not share:
         return recipe
-    recipe = registry.create("recipes", config.recipe, image_size=config.image_size)
-    if not isinstance(recipe, Recipe):
+    if not recipe.crops:
         raise ConfigError(
-            f"recipe '{config.recipe}' returned a {type(recipe).__name__}; a recipe "
-            "factory must return a segkit.recipes.Recipe"
+            f"{named('crop_foreground', share)}: recipe '{recipe.name}' does not train on "
+            "crops at the images' own resolution (its train ops' last sizing op is not "
+            "RandomCrop), so there is no crop to place; use a recipe that crops (microscopy, "
+            f"or a recipe file with RandomCrop), or leave {named('crop_foreground')} at 0"
         )
-    return recipe
+    train = tuple(
+        dataclasses.replace(op, foreground=share) if isinstance(op, RandomCrop) else op
+        for op in recipe.train
+    )
+    return Recipe(recipe.name, train=train, eval=recipe.eval)
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,15 @@ class RunConfig:
         "recipe file ending its sizing with RandomCrop): large images, small crops",
         metavar="N",
     )
+    crop_foreground: float = _opt(
+        0.0,
+        "the share of the recipe's crops centred on a foreground pixel (a class drawn among "
+        "those the mask holds, then one of its pixels; the rest uniform), e.g. 0.33 for "
+        "sparse structures, as nnU-Net. Only for a recipe that trains on crops at the "
+        "images' own resolution (microscopy, or a recipe file ending its sizing with "
+        "RandomCrop); it sets RandomCrop's foreground",
+        metavar="F",
+    )
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
     seed: int = _opt(0, "seed of weights, shuffles and augmentations")
     num_workers: int | None = _opt(
@@ -1030,6 +1039,11 @@ def _setting_errors(
         ("ema", lambda x: x is None or 0 < x < 1, "expected a decay between 0 and 1, e.g. 0.999"),
         ("patience", lambda x: x is None or x >= 1, "expected a positive integer"),
         ("min_delta", lambda x: x >= 0, "expected 0 or more"),
+        (
+            "crop_foreground",
+            lambda x: 0 <= x <= 1,
+            "expected the share of crops centred on the foreground, in [0, 1] (e.g. 0.33)",
+        ),
         ("num_workers", lambda x: x is None or x >= 0, "expected 0 or more"),
     ]
     for key, good, expected in checks:

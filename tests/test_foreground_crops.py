@@ -191,3 +191,66 @@ def test_dali_places_the_window_albumentations_places_for_the_same_numbers(shape
             placed += 1
             assert (target[y0:y1, x0:x1] == 1).any()
     assert 0 < placed < n
+
+
+# ------------------------------------------------------------------ --crop-foreground
+
+
+def test_the_flag_places_a_cropping_recipes_crops_and_refuses_a_resizing_one():
+    from segkit import build
+    from segkit.config import COMMAND_LINE, RunConfig, given_as
+
+    recipe = build.build_recipe(RunConfig(recipe="microscopy", crop_foreground=0.33))
+    assert recipe.train[0] == R.RandomCrop(size=256, foreground=0.33)
+    assert recipe.eval == build.build_recipe(RunConfig(recipe="microscopy")).eval
+    assert build.build_recipe(RunConfig(recipe="microscopy")).train[0].foreground == 0
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError) as error:
+        build.build_recipe(RunConfig(recipe="type1", crop_foreground=0.33))
+    assert str(error.value) == (
+        "--crop-foreground 0.33: recipe 'type1' does not train on crops at the images' own "
+        "resolution (its train ops' last sizing op is not RandomCrop), so there is no crop "
+        "to place; use a recipe that crops (microscopy, or a recipe file with RandomCrop), "
+        "or leave --crop-foreground at 0"
+    )
+    with given_as(COMMAND_LINE), pytest.raises(ConfigError, match=r"--crop-foreground 1\.5: "):
+        RunConfig(crop_foreground=1.5)
+
+
+def test_segkit_run_and_preview_take_the_flag(tiny_pets, tmp_path):
+    """`segkit run` reads it into the run's settings (config.json records them); `segkit
+    preview` draws the crops it places."""
+    from segkit.cli import build_parser, main
+    from segkit.cli.args import settings_from_args
+    from segkit.config import RunConfig
+
+    argv = ["run", "--data", str(tiny_pets), "--recipe", "microscopy", "--crop-foreground"]
+    settings = settings_from_args(build_parser().parse_args([*argv, "0.33"]))
+    config = RunConfig.from_dict(settings, source="command line")
+    assert config.crop_foreground == 0.33 and config.to_dict()["crop_foreground"] == 0.33
+    out = tmp_path / "preview.png"
+    argv = ["preview", "--data", str(tiny_pets), "--recipe", "microscopy", "--image-size", "32"]
+    assert main([*argv, "--crop-foreground", "0.5", "--n", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_the_dali_feed_reads_an_images_n_crops_once(shapes, monkeypatch):
+    """An epoch of N crops of each image (--crops-per-image) holds each file's bytes and
+    foreground once, shared by its N copies."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    import segkit_dali._loader as dali_loader
+    from segkit.data.sampling import crops_per_image
+
+    reads = []
+    real = dali_loader.read_encoded
+    monkeypatch.setattr(
+        dali_loader, "read_encoded", lambda sample, spec: reads.append(sample) or real(sample, spec)
+    )
+    recipe = _recipe(R.RandomCrop(size=CROP, foreground=0.5))
+    loader = create("loaders", "dali", crops_per_image(shapes, 3), "train", recipe, 5, train=True)
+    loader.set_epoch(0)
+    assert sum(len(b.masks) for b in loader) == 30
+    n = len(shapes.samples("train"))
+    assert len(reads) == n and len(set(reads)) == n
+    feed = loader._feed
+    assert feed.images[0] is feed.images[n] is feed.images[2 * n]
+    assert feed.points[0] is feed.points[n] and feed.points[0]  # the L's pixels, read once

@@ -220,6 +220,7 @@ class _Feed:
         # Each mask's foreground pixels, for a crop placed on them (read with the files).
         self.reads_foreground = any(op.reads_foreground for op in ops)
         self.points: list[Points | None] = [None] * len(samples)
+        self._first: dict[tuple[Any, Any], int] = {}  # (image, mask) -> the index read
         # The planned epoch's parameters (one array per column) and batch boundaries.
         self.params: list[Any] = []  # arrays, or PerBatch columns
         self.bounds: list[int] = [0]
@@ -233,13 +234,23 @@ class _Feed:
                 cached for that sample, so the next epoch reports it again.
         """
         for i in indices:
-            if self.images[i] is None:
-                image, mask, shape = read_encoded(self.samples[i], self.spec)
-                if self.reads_foreground:
-                    target = to_target(read_raw_mask(self.samples[i].mask, self.spec), self.spec)
-                    self.points[i] = foreground_points(target)
-                self.images[i], self.masks[i] = image, mask
-                self.shapes[i] = shape
+            if self.images[i] is not None:
+                continue
+            sample = self.samples[i]
+            # The N copies of an image an epoch of N crops holds (--crops-per-image) share
+            # one read: its bytes, size and foreground are kept once.
+            key = (sample.image, sample.mask)
+            if (first := self._first.get(key)) is not None:
+                self.images[i], self.masks[i] = self.images[first], self.masks[first]
+                self.shapes[i], self.points[i] = self.shapes[first], self.points[first]
+                continue
+            image, mask, shape = read_encoded(sample, self.spec)
+            if self.reads_foreground:
+                target = to_target(read_raw_mask(sample.mask, self.spec), self.spec)
+                self.points[i] = foreground_points(target)
+            self.images[i], self.masks[i] = image, mask
+            self.shapes[i] = shape
+            self._first[key] = i
 
     def start(self, batches: list[list[int]], epoch: int) -> None:
         if self._planned != (epoch, batches):  # a restarted epoch keeps its parameters

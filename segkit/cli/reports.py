@@ -162,7 +162,9 @@ def add_preview(sub: Any) -> None:
         help="a recipe plugin (see `segkit list recipes`) or a recipe file (.toml, .yaml, "
         f".json) (default: {DEFAULTS['recipe']}, as segkit run)",
     )
-    add_config_args(p, ("data", "dataset", "dataset_options", "image_size", "seed", "device"))
+    add_config_args(
+        p, ("data", "dataset", "dataset_options", "image_size", "crop_foreground", "seed", "device")
+    )
     g = p.add_argument_group("preview")
     g.add_argument(
         "--loader",
