@@ -254,3 +254,17 @@ def test_the_dali_feed_reads_an_images_n_crops_once(shapes, monkeypatch):
     feed = loader._feed
     assert feed.images[0] is feed.images[n] is feed.images[2 * n]
     assert feed.points[0] is feed.points[n] and feed.points[0]  # the L's pixels, read once
+
+
+def test_the_runs_start_line_says_how_many_crops_are_placed():
+    from segkit.config import RunConfig
+    from segkit.training.engine import _crops_note
+
+    placed = _recipe(R.RandomCrop(size=CROP, foreground=0.33), R.HorizontalFlip())
+    uniform = _recipe(R.RandomCrop(size=CROP))
+    assert _crops_note(RunConfig(crops_per_image=16), placed) == (
+        " of 16 crops of each train image, 33% centred on the foreground"
+    )
+    assert _crops_note(RunConfig(), placed) == " (33% of the crops centred on the foreground)"
+    assert _crops_note(RunConfig(crops_per_image=16), uniform) == " of 16 crops of each train image"
+    assert _crops_note(RunConfig(), uniform) == ""

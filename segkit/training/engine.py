@@ -58,6 +58,7 @@ from segkit.errors import (
     plural,
 )
 from segkit.metrics.definitions import detection_line, predicts_nothing, scores_from_meter
+from segkit.recipes import RandomCrop, Recipe
 from segkit.registry import default_registry
 from segkit.reports import figures as report
 from segkit.reports import tb_log
@@ -710,7 +711,7 @@ class Run:
             f"segkit: {config.model} + {config.loss} + {config.recipe} via {config.loader} on "
             f"{config.resolved_dataset()} ({t.dataset.root}{classes}); device "
             f"{self.runtime.device}{ranks}, precision {self.runtime.precision.name}, "
-            f"{plural(config.epochs, 'epoch')}{_crops_note(config)} -> {where}"
+            f"{plural(config.epochs, 'epoch')}{_crops_note(config, t.recipe)} -> {where}"
         )
 
     def _progress(self, resumed: bool) -> progress.ProgressSettings:
@@ -1324,10 +1325,19 @@ def _recorded_run(path: str | Path | None) -> tuple[str, dict[str, Any]] | None:
     return (str(path), recorded) if isinstance(recorded, dict) else None
 
 
-def _crops_note(config: RunConfig) -> str:
-    """The header's words for ``--crops-per-image`` above 1: what an epoch is."""
+def _crops_note(config: RunConfig, recipe: Recipe) -> str:
+    """The header's words for ``--crops-per-image`` above 1 (what an epoch is) and for crops
+    placed on the foreground (``--crop-foreground``, or a recipe file's ``RandomCrop``)."""
     n = config.crops_per_image
-    return f" of {n} crops of each train image" if n > 1 else ""
+    note = f" of {n} crops of each train image" if n > 1 else ""
+    placed = max((op.foreground for op in recipe.train if isinstance(op, RandomCrop)), default=0.0)
+    if placed:
+        note += (
+            f", {placed:.0%} centred on the foreground"
+            if n > 1
+            else f" ({placed:.0%} of the crops centred on the foreground)"
+        )
+    return note
 
 
 def _resolved(config: RunConfig, runtime: build.Runtime, t: build.Training) -> dict[str, Any]:
