@@ -225,6 +225,7 @@ class Check:
         self.env: dict[str, Any] = {}
         # Read before this stage writes anything (a rerun of a stage overwrites its copy).
         self.passed_before = passed_before(work.parent)
+        self.no_cuda_before = skipped_without_cuda(work.parent)
         for d in (out, work / "logs", work / "parts"):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -663,9 +664,10 @@ def cuda_tier(check: Check, name: str, dali: bool) -> None:
         expr,
         f"--junitxml={xml}",
     ]
-    if importlib.util.find_spec("xdist") is not None:
+    if importlib.util.find_spec("xdist") is not None and check.env.get("cuda_available"):
         # Four processes share the GPU: the tests are small, and one's cold torch.compile
-        # overlaps the others (on the H100: 150 s in one process, cold).
+        # overlaps the others (on the H100: 150 s in one process, cold). Without CUDA
+        # every test skips: one process collects them (four took 60 s of CI's 2 cores).
         cmd += ["-n", "4"]
 
     def ok(rc: int, log: str) -> tuple[str, str]:
@@ -807,11 +809,27 @@ def passed_before(root: Path) -> set[str]:
     return done
 
 
+#: How tests/conftest.py skips the CUDA tier without a device.
+NO_CUDA = "no CUDA device here"
+
+
+def skipped_without_cuda(root: Path) -> set[str]:
+    """Steps that an earlier stage under ``root`` skipped for want of a CUDA device (the
+    CUDA tier in a dry run): stage 5 does not run them again, on the same machine."""
+    return {
+        s.get("name")
+        for path in root.glob("stage-*/results.json")
+        for s in (_load(path) or {}).get("steps", [])
+        if s.get("status") == "skipped" and NO_CUDA in s.get("note", "")
+    }
+
+
 def run_stage(check: Check) -> None:
     record_environment(check)
     names = PLAN[check.stage]
     # The set is checked (and reused) by every stage that reads it: never skipped as done.
     skip_done = check.passed_before - {"env", "data"} if check.stage == 5 else set()
+    no_cuda = check.no_cuda_before - skip_done if check.stage == 5 else set()
     data_proc = None
     needs_data = {
         "lab-resnet34_unet",
@@ -827,6 +845,9 @@ def run_stage(check: Check) -> None:
             continue
         if name in skip_done:
             check.skip(name, "passed in an earlier stage on this machine")
+            continue
+        if name in no_cuda:
+            check.skip(name, f"skipped in an earlier stage on this machine: {NO_CUDA}")
             continue
         if name == "data":
             if pending_data:

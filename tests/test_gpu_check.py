@@ -89,6 +89,26 @@ def test_stage_5_knows_what_passed_before_on_this_machine(gc, tmp_path: Path) ->
     check.write()  # a rerun of stage 5 overwrites its own copy; what passed is kept
     assert json.loads((work / "stage-5" / "results.json").read_text())["stage"] == 5
     assert check.passed_before == {"compile-unet-default", "bench-epoch-dali"}
+    # A step skipped for want of CUDA (the CUDA tier in a dry run) is not run again by
+    # stage 5 on the same machine; one skipped for another reason is.
+    (work / "stage-4").mkdir()
+    (work / "stage-4" / "results.json").write_text(
+        json.dumps(
+            {
+                "steps": [
+                    {
+                        "name": "cuda-tier-dali",
+                        "status": "skipped",
+                        "note": "15 skipped: "
+                        "no CUDA device here; the GPU machine runs `make gpu-check`",
+                    },
+                    {"name": "run-unet", "status": "skipped", "note": "the set is not there"},
+                ]
+            }
+        )
+    )
+    check = gc.Check(5, tmp_path / "out", work / "stage-5", tmp_path / "data", gc.FULL, 60.0, False)
+    assert check.no_cuda_before == {"cuda-tier-dali"}
 
 
 @pytest.mark.slow
